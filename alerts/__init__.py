@@ -1,0 +1,1 @@
+"""Alerting: lifecycle, grouping, dedup, inhibition, silences, routing to owners, receivers."""

@@ -1,0 +1,1 @@
+"""How kubesight runs: the local Kafka (KRaft) launcher and the Kubernetes manifests."""

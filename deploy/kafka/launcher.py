@@ -1,0 +1,252 @@
+"""Fetch, format, start, probe and stop a real single-node Apache Kafka (KRaft) on 127.0.0.1.
+
+Jars come from Maven Central through ``deploy/kafka/pom.xml`` (``mvn dependency:copy-dependencies``)
+into ``.cache/kafka/lib`` and are reused while the pom is unchanged.  Each broker gets a run folder
+(``.cache/kafka/runs/<name>``) holding its properties, data, ``kafka.log`` and ``broker.json``
+(pid and bootstrap address).  ``attach=True`` ties the JVM to the calling process (Linux
+``PR_SET_PDEATHSIG``) so tests and the demo never leave an orphan JVM, even when killed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from base64 import urlsafe_b64encode
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+POM = HERE / "pom.xml"
+LOG4J = HERE / "log4j2.yaml"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("KUBESIGHT_HOME", REPO / ".cache")) / "kafka"
+
+
+class KafkaLaunchError(RuntimeError):
+    """The local broker could not be fetched, formatted or started; the message says why."""
+
+
+def _say(msg: str) -> None:
+    print(f"kafka: {msg}", file=sys.stderr, flush=True)
+
+
+def ensure_jars(quiet: bool = False) -> Path:
+    """Download Kafka and its log4j2 binding once; return the lib folder."""
+    lib = cache_dir() / "lib"
+    stamp = lib / ".pom-sha256"
+    want = hashlib.sha256(POM.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == want and any(lib.glob("kafka_2.13-*.jar")):
+        return lib
+    if not shutil.which("mvn"):
+        raise KafkaLaunchError("mvn not found: install Maven (apt-get install maven) or set KUBESIGHT_KAFKA")
+    tmp = lib.with_name("lib.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if not quiet:
+        _say("fetching Apache Kafka jars from Maven Central (once)...")
+    cmd = ["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+           f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise KafkaLaunchError(f"mvn failed ({res.returncode}): {(res.stdout + res.stderr)[-2000:]}")
+    shutil.rmtree(lib, ignore_errors=True)
+    tmp.rename(lib)
+    stamp.write_text(want)
+    return lib
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pdeathsig() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child counts as dead
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+def metadata_ok(bootstrap: str, timeout: float = 3.0) -> bool:
+    """True when a real Metadata request to the broker succeeds."""
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError, RetriableError
+
+    transient = (RetriableError, KafkaTimeoutError, KafkaConnectionError, OSError)
+    try:
+        c = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000) + 1000,
+                          metadata_max_age_ms=1000)
+    except transient:
+        return False
+    try:
+        c.topics()  # a Metadata request
+        return True
+    except transient:
+        return False
+    finally:
+        c.close()
+
+
+@dataclass
+class Broker:
+    name: str
+    bootstrap: str
+    pid: int
+    run_dir: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / "kafka.log"
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return _alive(self.pid)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (controlled shutdown), then SIGKILL after ``timeout``; removes broker.json."""
+        if self.alive():
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + timeout
+            while self.alive() and time.monotonic() < deadline:
+                if self.proc is not None:
+                    try:
+                        self.proc.wait(0.1)
+                    except subprocess.TimeoutExpired:
+                        pass
+                else:
+                    time.sleep(0.1)
+            if self.alive():
+                os.kill(self.pid, signal.SIGKILL)
+                if self.proc is not None:
+                    self.proc.wait(5)
+        (self.run_dir / "broker.json").unlink(missing_ok=True)
+
+
+def _properties(run: Path, port: int, cport: int) -> str:
+    return f"""# written by kubesight's launcher: one KRaft node, broker + controller, loopback only
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{cport}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs={run / "data"}
+num.partitions=1
+default.replication.factor=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=8
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+num.network.threads=2
+num.io.threads=2
+log.retention.hours=168
+"""
+
+
+def start(name: str = "default", attach: bool = False, heap_mb: int = 512, timeout: float = 90.0,
+          quiet: bool = False) -> Broker:
+    """Start (or reuse a running) named broker and wait until it answers a Metadata request."""
+    existing = status(name)
+    if existing is not None:
+        return existing
+    lib = ensure_jars(quiet=quiet)
+    run = cache_dir() / "runs" / name
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir(parents=True)
+    port, cport = free_port(), free_port()
+    while cport == port:
+        cport = free_port()
+    props = run / "server.properties"
+    props.write_text(_properties(run, port, cport))
+    java = shutil.which("java") or "java"
+    cp = f"{lib}/*"
+    jvm = [java, f"-Xmx{heap_mb}m", f"-Xms{heap_mb}m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+           "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J}"]
+    cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    res = subprocess.run(jvm[:1] + ["-Xmx256m", f"-Dlog4j2.configurationFile={LOG4J}", "-cp", cp,
+                                    "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        raise KafkaLaunchError(f"formatting storage failed: {(res.stdout + res.stderr)[-2000:]}")
+    t0 = time.monotonic()
+    log = open(run / "kafka.log", "ab")
+    proc = subprocess.Popen(jvm + ["-cp", cp, "kafka.Kafka", str(props)], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, cwd=run, preexec_fn=_pdeathsig if attach else None,
+                            start_new_session=not attach)
+    log.close()
+    broker = Broker(name=name, bootstrap=f"127.0.0.1:{port}", pid=proc.pid, run_dir=run, proc=proc)
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        if not broker.alive():
+            tail = broker.log.read_text(errors="replace")[-3000:]
+            raise KafkaLaunchError(f"broker exited with {proc.returncode} during start-up; log tail:\n{tail}")
+        if metadata_ok(broker.bootstrap, timeout=2.0):
+            break
+        time.sleep(0.3)
+    else:
+        broker.stop()
+        raise KafkaLaunchError(f"broker did not answer a Metadata request within {timeout:.0f}s (log: {broker.log})")
+    (run / "broker.json").write_text(json.dumps({"pid": proc.pid, "bootstrap": broker.bootstrap,
+                                                 "started": time.time(), "startup_s": time.monotonic() - t0}))
+    if not quiet:
+        _say(f"broker '{name}' ready at {broker.bootstrap} in {time.monotonic() - t0:.1f}s (pid {proc.pid})")
+    return broker
+
+
+def status(name: str = "default") -> Broker | None:
+    """The running broker of that name, or None (a stale broker.json is removed)."""
+    run = cache_dir() / "runs" / name
+    meta = run / "broker.json"
+    if not meta.exists():
+        return None
+    info = json.loads(meta.read_text())
+    b = Broker(name=name, bootstrap=info["bootstrap"], pid=info["pid"], run_dir=run)
+    if not b.alive():
+        meta.unlink(missing_ok=True)
+        return None
+    return b
+
+
+def stop(name: str = "default") -> bool:
+    b = status(name)
+    if b is None:
+        return False
+    b.stop()
+    return True

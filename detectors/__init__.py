@@ -1,0 +1,1 @@
+"""Online anomaly detectors: pure, per-series, bounded memory, snapshot/restore."""

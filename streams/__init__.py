@@ -1,0 +1,1 @@
+"""The runtime: Faust app, topics, wire records, the hot path that wires detectors, rules and alerts, and the CLI."""

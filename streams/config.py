@@ -1,0 +1,55 @@
+"""Runtime settings: where Kafka is, topic names and partition counts, worker tuning.
+
+Read from (later wins): defaults, a YAML file (``KUBESIGHT_CONFIG`` or ``--config``), then
+environment variables ``KUBESIGHT_KAFKA`` (bootstrap servers; when set, no local broker is
+started), ``KUBESIGHT_TOPIC_PREFIX``, ``KUBESIGHT_PARTITIONS``.
+
+>>> s = Settings(topic_prefix="t1-")
+>>> s.topic("alerts")
+'t1-alerts'
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TOPICS = ("events", "samples", "alerts", "deadletter", "state-changelog")
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kafka: str | None = Field(None, description="bootstrap servers of an existing cluster; None = local broker")
+    topic_prefix: str = "kubesight-"
+    partitions: int = Field(4, ge=1, le=1024)
+    app_id: str = "kubesight"
+    cluster: str = "default"
+    commit_interval: float = Field(0.5, gt=0, description="seconds between transactions of the hot path")
+    max_batch: int = Field(5000, ge=1)
+    rules: list[str] = Field(default_factory=list, description="rule-pack paths in addition to the default pack")
+    routing: str | None = None
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, **overrides) -> Settings:
+        import yaml
+
+        data: dict = {}
+        path = path or os.environ.get("KUBESIGHT_CONFIG")
+        if path:
+            with open(path) as fh:
+                data = yaml.safe_load(fh) or {}
+        env = {
+            "kafka": os.environ.get("KUBESIGHT_KAFKA"),
+            "topic_prefix": os.environ.get("KUBESIGHT_TOPIC_PREFIX"),
+            "partitions": os.environ.get("KUBESIGHT_PARTITIONS"),
+        }
+        data.update({k: v for k, v in env.items() if v})
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
