@@ -110,7 +110,11 @@ class Event:
     labels: dict = field(default_factory=dict)
     message: str = ""
     count: int = 1
-    id: str = ""  # stable across re-deliveries, for dedup
+    id: str = ""  # stable across re-deliveries, for dedup; derived from the content when not given
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            self.id = self.default_id()
 
     def key(self) -> bytes:
         return self.entity.key()
@@ -120,7 +124,7 @@ class Event:
         return {
             "v": VERSION,
             "kind": "event",
-            "id": self.id or self.default_id(),
+            "id": self.id,
             "source": self.source,
             "reason": self.reason,
             "type": self.type,
@@ -329,3 +333,37 @@ def decode(payload: bytes) -> Record:
     except orjson.JSONDecodeError as exc:
         raise RecordError(f"not valid JSON: {exc}") from None
     return from_dict(d)
+
+
+def deadletter(reason: str, payload: bytes | str | None, *, origin: str, key: bytes | None = None,
+               time: float | None = None, **where) -> bytes:
+    """The dead-letter record: why, where from, and the original payload kept whole.
+
+    ``origin`` names who rejected it (``worker``, ``collector/cloud``, ...); ``where`` adds the
+    position (topic, partition, offset, file, line, url). Binary payloads are kept base64-encoded.
+
+    >>> import orjson
+    >>> d = orjson.loads(deadletter("not valid JSON", b"{oops", origin="worker", topic="events", offset=7, time=0.0))
+    >>> d["reason"], d["payload"], d["where"]["offset"]
+    ('not valid JSON', '{oops', 7)
+    """
+    import base64
+    import time as _time
+
+    enc = "utf-8"
+    if isinstance(payload, bytes):
+        try:
+            payload = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            payload, enc = base64.b64encode(payload).decode(), "base64"
+    return orjson.dumps({
+        "v": VERSION,
+        "kind": "deadletter",
+        "reason": reason,
+        "origin": origin,
+        "where": where,
+        "key": key.decode("utf-8", "replace") if key else None,
+        "payload": payload,
+        "encoding": enc,
+        "time": format_time(_time.time() if time is None else time),
+    })
