@@ -1,0 +1,58 @@
+"""The ``kubesight`` command: one argparse tree; each area registers its own subcommands.
+
+The list of areas below is explicit (no autodiscovery): each module exposes
+``register(subparsers)`` and sets ``func`` on the parsers it adds; ``func(args)`` returns
+the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (module, what it adds) -- in the order of the flow: collectors -> streams -> rules -> alerts
+AREAS = (
+    "streams.cli_kafka",  # kafka up | down | status
+    "streams.cli_run",  # worker, demo, bench pipeline
+    "collectors.replay",  # collect replay
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kubesight",
+        description="Event-streaming anomaly pipeline for Kubernetes: collectors -> Kafka -> detectors + rules -> routed alerts.",
+    )
+    p.add_argument("--config", help="settings YAML (default: $KUBESIGHT_CONFIG)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for name in AREAS:
+        importlib.import_module(name).register(sub, groups)
+    return p
+
+
+def subgroup(sub, groups: dict, name: str, help: str):
+    """Get or create a command group (``collect``, ``bench``, ``rules`` ...) shared by several areas."""
+    if name not in groups:
+        gp = sub.add_parser(name, help=help)
+        gp.set_defaults(func=lambda args, gp=gp: (gp.print_help(), 2)[1])
+        groups[name] = gp.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
+    return groups[name]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

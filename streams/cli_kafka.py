@@ -1,0 +1,52 @@
+"""``kubesight kafka up | down | status``: the local single-node broker (or the configured one)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def register(sub, groups) -> None:
+    from streams.cli import subgroup
+
+    g = subgroup(sub, groups, "kafka", "the local Kafka broker (KRaft, 127.0.0.1)")
+    up = g.add_parser("up", help="fetch (once) and start the local broker, print its bootstrap address")
+    up.add_argument("--heap-mb", type=int, default=512)
+    up.set_defaults(func=_up)
+    g.add_parser("down", help="stop the local broker").set_defaults(func=_down)
+    g.add_parser("status", help="is the local (or configured) broker answering?").set_defaults(func=_status)
+
+
+def _up(args) -> int:
+    from deploy.kafka import launcher
+
+    if os.environ.get("KUBESIGHT_KAFKA"):
+        print(f"KUBESIGHT_KAFKA is set ({os.environ['KUBESIGHT_KAFKA']}): nothing started")
+        return 0
+    b = launcher.start(heap_mb=args.heap_mb)
+    print(b.bootstrap)
+    return 0
+
+
+def _down(args) -> int:
+    from deploy.kafka import launcher
+
+    print("stopped" if launcher.stop() else "not running")
+    return 0
+
+
+def _status(args) -> int:
+    from deploy.kafka import launcher
+
+    ext = os.environ.get("KUBESIGHT_KAFKA")
+    if ext:
+        ok = launcher.metadata_ok(ext)
+        print(f"{ext} (KUBESIGHT_KAFKA): {'up' if ok else 'not answering'}")
+        return 0 if ok else 1
+    b = launcher.status()
+    if b is None:
+        print("local broker: not running", file=sys.stderr)
+        return 1
+    ok = launcher.metadata_ok(b.bootstrap)
+    print(f"local broker: {b.bootstrap} pid {b.pid} {'up' if ok else 'not answering'}")
+    return 0 if ok else 1

@@ -1,0 +1,1 @@
+"""kubesight tests: mirror the top-level folders; integration tests use the real broker."""
