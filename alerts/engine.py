@@ -1,0 +1,114 @@
+"""The alert pipeline as pure steps: lifecycle + routing (by fingerprint), then grouping + flush (by group key).
+
+The worker runs the two steps on two partitionings (``streams.alerting``); tests, the benchmark and
+``routes test`` run them in one process with one mapping for state.  Silences and inhibitions are
+consulted when a group flushes, as in Alertmanager.
+
+>>> from alerts.config import load_text
+>>> from streams.records import Alert
+>>> cfg = load_text('''
+... route: {receiver: ops, group_by: [alertname], group_wait: 10s}
+... receivers: [{name: ops}]
+... ''')
+>>> eng, st = Engine(cfg), {}
+>>> eng.receive(Alert({"alertname": "A", "pod": "p1"}, startsAt=0.0), st, now=0.0)
+>>> eng.receive(Alert({"alertname": "A", "pod": "p2"}, startsAt=1.0), st, now=1.0)
+>>> eng.tick(st, now=5.0)
+[]
+>>> [(n["receiver"], n["groupKey"], len(n["alerts"])) for n in eng.tick(st, now=10.0)]
+[('ops', '{}:{alertname="A"}', 2)]
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from alerts import grouping, lifecycle
+from alerts.config import RoutingConfig
+from alerts.inhibit import Inhibitor, rules_from
+from alerts.routing import Router
+from alerts.silences import Silences
+from streams.records import Alert
+
+GROUP_ANNOTATION = "kubesight_group"  # carries the Group of an alert re-keyed by group key (internal topic only)
+
+
+class Engine:
+    def __init__(self, cfg: RoutingConfig, silences: Silences | None = None, inhibitor: Inhibitor | None = None):
+        self.cfg = cfg
+        self.router = Router(cfg)
+        self.silences = silences if silences is not None else Silences()
+        self.inhibitor = inhibitor if inhibitor is not None else Inhibitor(rules_from(cfg))
+        self.resolve_timeout = cfg.global_.resolve_timeout
+        self.send_resolved = {
+            r.name: any(c.send_resolved for c in (*r.webhook_configs, *r.slack_configs, *r.dingtalk_configs))
+            for r in cfg.receivers
+        }
+
+    # ------------------------------------------------------------ step 1: by fingerprint
+    def route(self, alert: Alert, state, now: float) -> list[tuple[grouping.Group, Alert]]:
+        """Lifecycle then routing: the (group, alert) pairs to hand to grouping; [] for a duplicate."""
+        passed = lifecycle.receive(state, alert, now, self.resolve_timeout)
+        return self._groups(passed) if passed is not None else []
+
+    def expire(self, state, now: float) -> list[tuple[grouping.Group, Alert]]:
+        """Alerts whose source went quiet, resolved, with their groups."""
+        return [pair for a in lifecycle.expire(state, now) for pair in self._groups(a)]
+
+    def _groups(self, alert: Alert) -> list[tuple[grouping.Group, Alert]]:
+        out = []
+        for d in self.router.destinations(alert.labels):
+            r = d.route
+            g = grouping.Group(d.group_key, d.receiver, d.group_labels, r.key, r.group_wait, r.group_interval,
+                               r.repeat_interval, self.send_resolved.get(d.receiver, True))
+            out.append((g, alert))
+        return out
+
+    # ------------------------------------------------------------ step 2: by group key
+    def group(self, group: grouping.Group, alert: Alert, state, now: float) -> None:
+        grouping.add(state, group, alert, now)
+
+    def flush_due(self, state, now: float) -> list[dict]:
+        """Notifications of every group whose timer expired at ``now`` (silences and inhibitions applied)."""
+        out = []
+        for key in sorted(grouping.due(state, now)):
+            route = self.router.by_key.get(state[grouping.PREFIX + key]["group"]["route"])
+            time_muted = route is not None and self.router.muted(route, now)
+            note = grouping.flush(state, key, now, self.muted_at(now), time_muted)
+            if note is not None:
+                out.append(note)
+        return out
+
+    def muted_at(self, now: float):
+        def muted(labels: dict) -> bool:
+            return bool(self.inhibitor.inhibited(labels) or self.silences.muting(labels, now))
+
+        return muted
+
+    # ------------------------------------------------------------ both steps in one process
+    def receive(self, alert: Alert, state, now: float) -> None:
+        self.inhibitor.observe(alert.labels, alert.status)
+        for g, a in self.route(alert, state, now):
+            self.group(g, a, state, now)
+
+    def tick(self, state, now: float) -> list[dict]:
+        for g, a in self.expire(state, now):
+            self.inhibitor.observe(a.labels, a.status)
+            self.group(g, a, state, now)
+        return self.flush_due(state, now)
+
+
+def to_grouped(group: grouping.Group, alert: Alert) -> Alert:
+    """The alert as re-keyed onto the group topic: its Group rides in a reserved annotation."""
+    ann = dict(alert.annotations)
+    ann[GROUP_ANNOTATION] = orjson.dumps(group.to_dict()).decode()
+    return Alert(alert.labels, ann, alert.status, alert.startsAt, alert.endsAt, alert.source, alert.generatorURL)
+
+
+def from_grouped(alert: Alert) -> tuple[grouping.Group, Alert] | None:
+    raw = alert.annotations.get(GROUP_ANNOTATION)
+    if raw is None:
+        return None
+    ann = {k: v for k, v in alert.annotations.items() if k != GROUP_ANNOTATION}
+    plain = Alert(alert.labels, ann, alert.status, alert.startsAt, alert.endsAt, alert.source, alert.generatorURL)
+    return grouping.Group.from_dict(orjson.loads(raw)), plain

@@ -1,0 +1,88 @@
+"""Inhibition: a firing source alert mutes target alerts that share its ``equal`` labels; with a topology-aware default set.
+
+The default set (``default_inhibit_rules: true``, the default) follows the cluster's shape:
+
+* a node that is NotReady/unreachable, or that a cloud maintenance reboot is taking down,
+  mutes the pod and workload alerts on that node (same ``node``);
+* a critical alert mutes warning and info alerts of the same alertname on the same entity
+  (same cluster, namespace, workload, pod and node).
+
+>>> inh = Inhibitor(default_rules())
+>>> inh.observe({"alertname": "KubeNodeNotReady", "node": "n1", "severity": "critical"}, "firing")
+>>> inh.inhibited({"alertname": "KubePodCrashLooping", "node": "n1", "workload": "Deployment/cart"})
+True
+>>> inh.inhibited({"alertname": "KubePodCrashLooping", "node": "n2", "workload": "Deployment/cart"})
+False
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alerts import matchers as m
+from streams.records import fingerprint
+
+NODE_DOWN = ("KubeNodeNotReady|KubeNodeUnreachable|NodeNotReady|NodeUnreachable|NodeDown"
+             "|CloudMaintenanceReboot|NodeMaintenanceReboot|ScheduledMaintenanceReboot|MaintenanceReboot")
+ENTITY = ("alertname", "cluster", "namespace", "workload", "pod", "node")
+
+
+@dataclass(frozen=True, slots=True)
+class InhibitRule:
+    source: tuple[m.Matcher, ...]
+    target: tuple[m.Matcher, ...]
+    equal: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, source: list[str], target: list[str], equal: list[str]) -> InhibitRule:
+        return cls(tuple(m.parse(x) for x in source), tuple(m.parse(x) for x in target), tuple(equal))
+
+
+def default_rules() -> list[InhibitRule]:
+    return [
+        InhibitRule.parse([f'alertname=~"{NODE_DOWN}"', 'node=~".+"'], ['workload=~".+"'], ["node"]),
+        InhibitRule.parse([f'alertname=~"{NODE_DOWN}"', 'node=~".+"'], ['pod=~".+"'], ["node"]),
+        InhibitRule.parse(['severity="critical"'], ['severity=~"warning|info"'], list(ENTITY)),
+    ]
+
+
+def rules_from(cfg) -> list[InhibitRule]:
+    """The config's inhibit rules, after the default set when ``default_inhibit_rules`` is on."""
+    own = [InhibitRule.parse(r.source_matchers, r.target_matchers, r.equal) for r in cfg.inhibit_rules]
+    return (default_rules() if cfg.default_inhibit_rules else []) + own
+
+
+class Inhibitor:
+    """Keeps the firing alerts that can inhibit (sources only, indexed by their equal labels)."""
+
+    def __init__(self, rules: list[InhibitRule]):
+        self.rules = rules
+        self.sources: list[dict[tuple, set[str]]] = [{} for _ in rules]
+
+    def observe(self, labels: dict, status: str) -> None:
+        """Feed one alert transition (every worker sees every transition of the alerts topic)."""
+        fp = fingerprint(labels)
+        for rule, index in zip(self.rules, self.sources, strict=True):
+            if not m.matches_all(rule.source, labels):
+                continue
+            key = tuple(labels.get(n, "") for n in rule.equal)
+            if status == "firing":
+                index.setdefault(key, set()).add(fp)
+            else:
+                fps = index.get(key)
+                if fps is not None:
+                    fps.discard(fp)
+                    if not fps:
+                        del index[key]
+
+    def inhibited(self, labels: dict) -> bool:
+        fp = None
+        for rule, index in zip(self.rules, self.sources, strict=True):
+            if not index or not m.matches_all(rule.target, labels):
+                continue
+            fps = index.get(tuple(labels.get(n, "") for n in rule.equal))
+            if fps:
+                fp = fp or fingerprint(labels)
+                if len(fps) > 1 or fp not in fps:  # an alert never inhibits itself
+                    return True
+        return False

@@ -1,0 +1,141 @@
+"""The route tree: which receivers and aggregation groups an alert's labels lead to (Alertmanager semantics).
+
+A route matches when all its matchers match; its children are tried in order; the first child
+that matches stops the search unless it has ``continue: true``; when no child matches, the route
+itself is the destination.  Children inherit ``receiver``, ``owner_receiver``, ``group_by`` and
+the three timings; mute/active time intervals are not inherited (as in Alertmanager).
+
+``owner_receiver: true`` sends to the receiver named by the alert's ``owner`` label; the route's
+``receiver`` is the fallback when the owner is empty or has no receiver.  Such routes group by
+``owner`` as well, so two teams never share a notification.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alerts import matchers as m
+from alerts.config import RouteConfig, RoutingConfig
+from alerts.timeintervals import active
+
+DEFAULTS = {"group_wait": 30.0, "group_interval": 300.0, "repeat_interval": 14400.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    key: str
+    matchers: tuple[m.Matcher, ...]
+    receiver: str
+    owner_receiver: bool
+    group_by: tuple[str, ...] | None  # None: group by all labels ('...')
+    continue_: bool
+    group_wait: float
+    group_interval: float
+    repeat_interval: float
+    mute_time_intervals: tuple[str, ...]
+    active_time_intervals: tuple[str, ...]
+    routes: tuple[Route, ...]
+
+    def match(self, labels: dict) -> list[Route]:
+        """The routes (this one or descendants) an alert with these labels goes to, in tree order."""
+        if not m.matches_all(self.matchers, labels):
+            return []
+        found: list[Route] = []
+        for child in self.routes:
+            got = child.match(labels)
+            found += got
+            if got and not child.continue_:
+                break
+        return found or [self]
+
+
+def build(cfg: RouteConfig, parent: Route | None = None, key: str = "{}") -> Route:
+    """Compile a validated route config, resolving inherited options."""
+    inherit = parent or Route("", (), "", False, (), False, *DEFAULTS.values(), (), (), ())
+    receiver, owner = inherit.receiver, inherit.owner_receiver
+    if cfg.receiver is not None:
+        receiver, owner = cfg.receiver, False
+    if cfg.owner_receiver is not None:
+        owner = cfg.owner_receiver
+    group_by = inherit.group_by
+    if cfg.group_by is not None:
+        group_by = None if "..." in cfg.group_by else tuple(cfg.group_by)
+    children, seen = [], set()
+    for i, c in enumerate(cfg.routes):
+        ckey = key + "/{" + ",".join(str(m.parse(x)) for x in c.matchers) + "}"
+        if ckey in seen:
+            ckey += f"/{i}"
+        seen.add(ckey)
+        children.append(ckey)
+    route = Route(
+        key=key,
+        matchers=tuple(m.parse(x) for x in cfg.matchers),
+        receiver=receiver,
+        owner_receiver=owner,
+        group_by=group_by,
+        continue_=cfg.continue_,
+        group_wait=inherit.group_wait if cfg.group_wait is None else cfg.group_wait,
+        group_interval=inherit.group_interval if cfg.group_interval is None else cfg.group_interval,
+        repeat_interval=inherit.repeat_interval if cfg.repeat_interval is None else cfg.repeat_interval,
+        mute_time_intervals=tuple(cfg.mute_time_intervals),
+        active_time_intervals=tuple(cfg.active_time_intervals),
+        routes=(),
+    )
+    kids = tuple(build(c, route, k) for c, k in zip(cfg.routes, children, strict=True))
+    object.__setattr__(route, "routes", kids)
+    return route
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """One place an alert goes: the receiver, the aggregation group key and its labels, and the route."""
+
+    receiver: str
+    group_key: str
+    group_labels: dict
+    route: Route
+
+
+def label_string(labels: dict) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+class Router:
+    """Routes alerts through the compiled tree; the same code runs in the worker and in ``routes test``."""
+
+    def __init__(self, cfg: RoutingConfig):
+        self.root = build(cfg.route)
+        self.receivers = {r.name for r in cfg.receivers}
+        self.intervals = {t.name: t.time_intervals for t in cfg.time_intervals}
+        self.by_key = {}
+        stack = [self.root]
+        while stack:
+            r = stack.pop()
+            self.by_key[r.key] = r
+            stack.extend(r.routes)
+
+    def receiver_for(self, route: Route, labels: dict) -> str:
+        owner = labels.get("owner", "")
+        if route.owner_receiver and owner in self.receivers:
+            return owner
+        return route.receiver
+
+    def destinations(self, labels: dict) -> list[Destination]:
+        out = []
+        for route in self.root.match(labels):
+            if route.group_by is None:
+                glabels = dict(labels)
+            else:
+                names = route.group_by + (("owner",) if route.owner_receiver else ())
+                glabels = {k: labels[k] for k in names if labels.get(k, "") != ""}
+            receiver = self.receiver_for(route, labels)
+            out.append(Destination(receiver, f"{route.key}:{label_string(glabels)}", glabels, route))
+        return out
+
+    def muted(self, route: Route, now: float) -> bool:
+        """Whether the route's time intervals silence it at ``now`` (mute intervals, or outside its active ones)."""
+        if any(active(self.intervals[n], now) for n in route.mute_time_intervals):
+            return True
+        if route.active_time_intervals:
+            return not any(active(self.intervals[n], now) for n in route.active_time_intervals)
+        return False
