@@ -1,0 +1,189 @@
+"""Kernel lines -> kernel Events: pattern matching, multi-line report grouping, enrichment.
+
+Reports are grouped per printk caller (the ``[ T123]``/``[ C0]`` tag when the log has one), so
+an oops interleaved with another task's lines still becomes one event.
+
+>>> from collectors.kernel.lines import parse_line
+>>> c = Classifier(load_patterns(), node="node-1", boot_time=1_700_000_000.0)
+>>> text = '''[  100.000000] BUG: unable to handle kernel NULL pointer dereference at 0000000000000078
+... [  100.000100] Oops: 0000 [#1] SMP
+... [  100.000200] Call Trace:
+... [  100.000300]  [<ffffffff8101b975>] ? sched_clock+0x5/0x10
+... [  100.000400] ---[ end trace 61f6991dc9ee5be0 ]---
+... [  101.000000] unregister_netdevice: waiting for lo to become free. Usage count = 1'''
+>>> evs = [e for i, raw in enumerate(text.splitlines(), 1) for e in c.feed(parse_line(raw), i)] + c.flush()
+>>> [(e.reason, e.labels["lines"], e.labels.get("bug")) for e in evs]
+[('KernelOops', '5', 'null-pointer-dereference'), ('UnregisterNetDevice', '1', None)]
+>>> evs[0].entity.kind, evs[0].entity.node, evs[0].time
+('Node', 'node-1', 1700000100.0)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from collectors.kernel.enrich import XidCatalog, cper_labels, memcg_labels
+from collectors.kernel.lines import Line
+from collectors.kernel.patterns import Compiled, PatternSet, load_patterns
+from streams.records import Entity, Event
+
+
+
+@dataclass(slots=True)
+class _Report:
+    pat: Compiled
+    first: Line
+    pos: int
+    labels: dict
+    lines: list[str] = field(default_factory=list)
+    last_mono: float | None = None
+    last_wall: float | None = None
+
+
+class Classifier:
+    """Feed ``Line``s in order with their position (kmsg seq or line number); get Events back.
+
+    ``boot_time`` turns seconds-since-boot stamps into wall time; ``fallback_time`` dates lines
+    that carry no time at all; ``source_id`` (boot id, file name) makes event ids stable, so a
+    re-read of the same input yields the same ids.
+    """
+
+    def __init__(self, patterns: PatternSet, *, node: str = "", cluster: str = "default",
+                 boot_time: float = 0.0, fallback_time: float = 0.0, source_id: str = "",
+                 xid_catalog: XidCatalog | None = None):
+        self.ps = patterns
+        self.node = node
+        self.cluster = cluster
+        self.boot_time = boot_time
+        self.fallback_time = fallback_time
+        self.source_id = source_id
+        self.xid = xid_catalog or XidCatalog.load()
+        self.open: dict[str, _Report] = {}
+        self.gap = patterns.defaults.gap_seconds
+        self.lines_seen = 0
+
+    # ------------------------------------------------------------ feeding
+
+    def feed(self, line: Line, pos: int) -> list[Event]:
+        self.lines_seen += 1
+        text = line.text
+        out: list[Event] = []
+        r = self.open.get(line.ctx)
+        if r is not None and (self._gap(r, line) or len(r.lines) >= r.pat.max_lines):
+            out.append(self._close(line.ctx))
+            r = None
+        hit = None
+        if r is not None:
+            pat = r.pat
+            if pat.until is not None and pat.until.match(text):
+                self._absorb(r, line, self.ps.match(text))
+                out.append(self._close(line.ctx))
+                return out
+            if pat.cont is not None:
+                if pat.cont.match(text):
+                    self._absorb(r, line, None)
+                    return out
+                out.append(self._close(line.ctx))
+            else:
+                hit = self.ps.match(text)
+                if hit is None:
+                    self._absorb(r, line, None)
+                    return out
+                if pat.reason in hit[0].merge:
+                    self._absorb(r, line, hit)
+                    return out
+                out.append(self._close(line.ctx))
+        elif not text:
+            return out
+        if hit is None:
+            hit = self.ps.match(text)
+            if hit is None:
+                return out
+        c, m = hit
+        rep = _Report(c, line, pos, c.labels(m))
+        rep.lines.append(text)
+        rep.last_mono, rep.last_wall = line.mono, line.wall
+        if c.p.report:
+            self.open[line.ctx] = rep
+        else:
+            out.append(self._event(rep))
+        return out
+
+    def flush(self) -> list[Event]:
+        """Close every open report (end of input, or the live input went idle)."""
+        reps = sorted(self.open.values(), key=lambda r: r.pos)
+        self.open.clear()
+        return [self._event(r) for r in reps]
+
+    def low_water(self) -> int | None:
+        """Position of the oldest line still held in an open report (None: nothing held)."""
+        return min((r.pos for r in self.open.values()), default=None)
+
+    # ------------------------------------------------------------ internals
+
+    def _gap(self, r: _Report, line: Line) -> bool:
+        if r.last_mono is not None and line.mono is not None:
+            return abs(line.mono - r.last_mono) > self.gap
+        if r.last_wall is not None and line.wall is not None:
+            return abs(line.wall - r.last_wall) > self.gap
+        return False
+
+    def _absorb(self, r: _Report, line: Line, hit) -> None:
+        r.lines.append(line.text)
+        if line.mono is not None:
+            r.last_mono = line.mono
+        if line.wall is not None:
+            r.last_wall = line.wall
+        if hit is not None and hit[0].reason == r.pat.reason:
+            for k, v in hit[0].labels(hit[1]).items():
+                r.labels.setdefault(k, v)
+
+    def _close(self, ctx: str) -> Event:
+        return self._event(self.open.pop(ctx))
+
+    def _time(self, ln: Line) -> float:
+        if ln.wall is not None:
+            return ln.wall
+        if ln.mono is not None:
+            return self.boot_time + ln.mono
+        return self.fallback_time
+
+    def _event(self, r: _Report) -> Event:
+        p = r.pat.p
+        first = r.first
+        labels = dict(p.labels)
+        labels.update(r.labels)
+        severity = p.severity
+        entity = Entity(cluster=self.cluster, kind="Node", name=self.node, node=self.node)
+        if p.enrich == "memcg":
+            path = labels.get("memcg") or labels.get("oom_memcg") or ""
+            extra = memcg_labels(path) if path else {}
+            labels.update(extra)
+            if "pod_uid" in extra:
+                entity = Entity(cluster=self.cluster, kind="Pod", uid=extra["pod_uid"], node=self.node)
+        elif p.enrich == "xid" and labels.get("xid", "").isdigit():
+            extra, severity = self.xid.labels(int(labels["xid"]), self.ps.xid.fatal)
+            labels.update(extra)
+        elif p.enrich == "cper":
+            extra, sev = cper_labels(labels)
+            labels.update(extra)
+            severity = sev or severity
+        labels["pattern"] = p.id
+        labels["lines"] = str(len(r.lines))
+        labels["title"] = r.lines[0][:512]
+        if first.seq is not None:
+            labels["seq"] = str(first.seq)
+        else:
+            labels["line"] = str(r.pos)
+        if first.ctx:
+            labels["caller"] = first.ctx
+        message = "\n".join(r.lines)
+        limit = self.ps.defaults.max_message
+        if len(message) > limit:
+            message = message[:limit] + f"\n... ({len(message) - limit} more characters)"
+        h = hashlib.blake2b(f"{self.cluster}|{self.node}|{self.source_id}|{r.pos}|{p.reason}".encode(),
+                            digest_size=10)
+        return Event(source="kernel", reason=p.reason, time=self._time(first), type=p.type, severity=severity,
+                     entity=entity, labels={k: str(v) for k, v in labels.items()}, message=message,
+                     id=h.hexdigest())

@@ -1,0 +1,155 @@
+"""Kernel log line shapes: raw /dev/kmsg, ``[ 1.2]``, ``[..][ T1]``, syslog, ``dmesg -T``, pstore, journal JSON.
+
+``parse_line`` strips whatever prefix a line carries and returns a ``Line`` with the kernel
+message and the position/time information the prefix held.
+
+>>> parse_line("6,3964,206764307,-;nvidia-nvswitch2: open (major=510)").seq
+3964
+>>> ln = parse_line("[  990.309025][    C0] rcu: INFO: rcu_preempt self-detected stall on CPU")
+>>> ln.mono, ln.ctx, ln.text
+(990.309025, 'C0', 'rcu: INFO: rcu_preempt self-detected stall on CPU')
+>>> parse_line("<4>[  201.668783] PGD 0 ").prio
+4
+>>> parse_line("[Sun Feb 23 16:24:18 2025] NVRM: GPU Board Serial Number: 1").wall
+1740327858.0
+>>> parse_line("Jan  2 15:04:05 node-1 kernel: [ 5.000000] EXT4-fs error x", year=2024).text
+'EXT4-fs error x'
+>>> parse_line("kern  :warn  : 2025-01-21T04:41:44,283302+00:00 VFS: file-max limit 1000000 reached").wall
+1737434504.283302
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+
+LEVELS = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug")
+
+
+class LineError(ValueError):
+    """A line that claims a known shape but breaks it (dead-lettered with this reason)."""
+
+
+@dataclass(slots=True)
+class Line:
+    text: str  # the kernel message, prefix removed
+    shape: str  # kmsg | pstore | bracket | dmesg-T | iso | syslog | journal | bare | header
+    prio: int | None = None  # syslog level 0..7
+    seq: int | None = None  # kmsg sequence number
+    mono: float | None = None  # seconds since boot
+    wall: float | None = None  # epoch seconds, when the line says
+    ctx: str = ""  # printk caller: "T123" (task) or "C0" (cpu)
+    host: str = ""
+    dict: dict = field(default_factory=dict)  # kmsg dictionary (continuation lines " KEY=value")
+
+
+_KMSG = re.compile(r"^(\d+),(\d+),(\d+),([^;,]*)(?:,[^;]*)?;(.*)$", re.S)
+_KMSG_LOOSE = re.compile(r"^\d+,[^;]{0,60};")
+_TS = r"\[\s*(\d+\.\d+)\](?:\[\s*([TC]\d+)\])?"
+_PSTORE = re.compile(r"^<(\d)>" + _TS + r" ?(.*)$", re.S)
+_BRACKET = re.compile(r"^" + _TS + r" ?(.*)$", re.S)
+_DMESG_T = re.compile(r"^\[(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([A-Z][a-z]{2} [ \d]?\d \d\d:\d\d:\d\d \d{4})\] ?(.*)$", re.S)
+_ISO = re.compile(r"^([a-z]+) *:([a-z]+) *: (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[,.]\d+)?(?:Z|[+-]\d\d:?\d\d)?) ?(.*)$", re.S)
+_SYSLOG = re.compile(
+    r"^(?:<\d+>)?([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
+    r" (\S+) kernel: ?(?:" + _TS + r" ?)?(.*)$", re.S)
+_SYZ_TIME = re.compile(r"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) (.*)$", re.S)
+_NOISE = re.compile(r"^(?:\*\* \d+ printk messages dropped \*\* ?|[\w.-]+ login: )(?=.)")
+_PSTORE_HEADER = re.compile(r"^(?:Panic|Oops|Emergency|Restart|Halt|Poweroff|Unknown)#\d+ Part\d+$")
+
+
+def _iso(ts: str) -> float:
+    ts = ts.replace(",", ".")
+    if ts.endswith("Z"):
+        ts = ts[:-1] + "+00:00"
+    dt = datetime.fromisoformat(ts)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def parse_line(raw: str, *, year: int | None = None) -> Line:
+    """One text line (no trailing newline) -> Line; ``year`` completes year-less syslog stamps.
+
+    Raises ``LineError`` for a line that is recognisably broken (a NUL byte, a JSON journal line
+    that is not valid JSON, a kmsg record header with non-numeric fields).
+    """
+    if "\x00" in raw:
+        raise LineError("line contains NUL bytes (binary data, not a kernel log)")
+    if raw[:2] == "**" or " login: " in raw[:64]:
+        raw = _NOISE.sub("", raw, count=1)
+    c = raw[:1]
+    if c.isdigit():
+        m = _KMSG.match(raw)
+        if m:
+            p = int(m.group(1))
+            return Line(m.group(5), "kmsg", prio=p & 7, seq=int(m.group(2)), mono=int(m.group(3)) / 1e6)
+        if _KMSG_LOOSE.match(raw) and raw.split(",", 1)[0].isdigit() and len(raw.split(";", 1)[0].split(",")) >= 3:
+            raise LineError("malformed /dev/kmsg record header (expected 'prio,seq,usec,flags;message')")
+        m = _SYZ_TIME.match(raw)
+        if m:
+            return Line(m.group(2), "datetime", wall=_iso(m.group(1).replace("/", "-").replace(" ", "T")))
+        m = _SYSLOG.match(raw)
+        if m:
+            return _syslog(m, year)
+    elif c == "[":
+        m = _BRACKET.match(raw)
+        if m:
+            return Line(m.group(3), "bracket", mono=float(m.group(1)), ctx=m.group(2) or "")
+        m = _DMESG_T.match(raw)
+        if m:
+            wall = datetime.strptime(m.group(1).replace("  ", " "), "%b %d %H:%M:%S %Y").replace(tzinfo=UTC)
+            return Line(m.group(2), "dmesg-T", wall=wall.timestamp())
+    elif c == "<":
+        m = _PSTORE.match(raw)
+        if m:
+            return Line(m.group(4), "pstore", prio=int(m.group(1)), mono=float(m.group(2)), ctx=m.group(3) or "")
+        m = _SYSLOG.match(raw)
+        if m:
+            return _syslog(m, year)
+    elif c == "{":
+        return _journal(raw)
+    elif c.isalpha():
+        if c == "k":
+            m = _ISO.match(raw)
+            if m and m.group(2) in LEVELS:
+                return Line(m.group(4), "iso", prio=LEVELS.index(m.group(2)), wall=_iso(m.group(3)))
+        m = _SYSLOG.match(raw)
+        if m:
+            return _syslog(m, year)
+        if _PSTORE_HEADER.match(raw):
+            return Line("", "header")
+    return Line(raw, "bare")
+
+
+def _syslog(m: re.Match, year: int | None) -> Line:
+    ts, host, mono, ctx, text = m.groups()
+    if ts[0].isdigit():
+        wall = _iso(ts)
+    else:
+        y = year or datetime.now(UTC).year
+        wall = datetime.strptime(f"{y} {ts.replace('  ', ' ')}", "%Y %b %d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+    return Line(text, "syslog", wall=wall, host=host, mono=float(mono) if mono else None, ctx=ctx or "")
+
+
+def _journal(raw: str) -> Line:
+    """``journalctl -k -o json`` line."""
+    try:
+        d = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise LineError(f"journal JSON line is not valid JSON: {exc}") from None
+    if not isinstance(d, dict) or "MESSAGE" not in d:
+        raise LineError("journal JSON line has no MESSAGE field")
+    msg = d["MESSAGE"]
+    if isinstance(msg, list):  # journald exports non-UTF-8 messages as byte arrays
+        msg = bytes(msg).decode("utf-8", "replace")
+    try:
+        wall = int(d["__REALTIME_TIMESTAMP"]) / 1e6 if "__REALTIME_TIMESTAMP" in d else None
+        mono = int(d["_SOURCE_MONOTONIC_TIMESTAMP"]) / 1e6 if "_SOURCE_MONOTONIC_TIMESTAMP" in d else None
+        prio = int(d["PRIORITY"]) if "PRIORITY" in d else None
+    except (TypeError, ValueError) as exc:
+        raise LineError(f"journal JSON line has a non-numeric timestamp or priority: {exc}") from None
+    return Line(str(msg).rstrip("\n"), "journal", prio=prio, wall=wall, mono=mono, host=str(d.get("_HOSTNAME", "")))
