@@ -1,0 +1,206 @@
+"""AWS events -> Event records: EventBridge EC2 events (spot interruption warning, rebalance recommendation,
+state change, Auto Scaling terminate lifecycle action), AWS Health events (also in the PutEvents entry
+shape), and the instance-scoped bodies a node agent reads from IMDS or ``describe-instance-status``.
+
+>>> [ev] = from_eventbridge({"version": "0", "id": "7bf7", "detail-type": "EC2 Instance State-change Notification",
+...     "source": "aws.ec2", "time": "2021-11-11T21:29:54Z", "region": "us-east-1",
+...     "detail": {"instance-id": "i-abcd1111", "state": "stopping"}})
+>>> ev.reason, ev.severity, ev.labels["state"], ev.entity.name
+('InstanceStateChange', 'warning', 'stopping', 'i-abcd1111')
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from collectors.cloud.catalog import AWS_SCHEDULED, health_reason, state_severity
+from collectors.cloud.event import AWS_INSTANCE, PayloadError, cloud_time, make_event
+from streams.records import Event, format_time
+
+SPOT_WARNING = "EC2 Spot Instance Interruption Warning"
+REBALANCE = "EC2 Instance Rebalance Recommendation"
+STATE_CHANGE = "EC2 Instance State-change Notification"
+ASG_TERMINATE = "EC2 Instance-terminate Lifecycle Action"
+HEALTH = "AWS Health Event"
+SPOT_NOTICE_SECONDS = 120  # EC2 warns two minutes before it interrupts a spot instance
+MAX_MESSAGE = 2000
+
+
+def instance_id(value, field: str) -> str:
+    if not isinstance(value, str) or not AWS_INSTANCE.match(value):
+        raise PayloadError(f"{field}: invalid EC2 instance id {value!r}")
+    return value
+
+
+def is_eventbridge(d) -> bool:
+    return isinstance(d, dict) and "detail-type" in d
+
+
+def from_eventbridge(d: dict) -> list[Event]:
+    """One EventBridge event (``version``, ``id``, ``detail-type``, ``source``, ``time``, ``detail``...)."""
+    dtype, source = d.get("detail-type"), d.get("source")
+    if isinstance(dtype, list) or isinstance(source, list):
+        raise PayloadError("an EventBridge event pattern (rule), not an event: 'source'/'detail-type' are lists")
+    if not isinstance(dtype, str) or not isinstance(source, str):
+        raise PayloadError("detail-type and source must be strings")
+    detail = d.get("detail")
+    if not isinstance(detail, dict):
+        raise PayloadError("detail: expected an object")
+    if dtype == HEALTH:
+        return from_health(d, detail)
+    cloud_id = d.get("id")
+    if not isinstance(cloud_id, str) or not cloud_id:
+        raise PayloadError("id: an EventBridge event needs its id")
+    time = cloud_time(d.get("time"), "time")
+    region = d.get("region") or ""
+    common = {"provider": "aws", "code": dtype, "time": time, "cloud_id": cloud_id, "region": region}
+    if source == "aws.ec2" and dtype == SPOT_WARNING:
+        return [make_event(**common, reason="SpotInterruption", severity="critical",
+                           instance=instance_id(detail.get("instance-id"), "detail.instance-id"),
+                           scheduled=time + SPOT_NOTICE_SECONDS, labels={"action": detail.get("instance-action")})]
+    if source == "aws.ec2" and dtype == REBALANCE:
+        return [make_event(**common, reason="RebalanceRecommendation", severity="warning",
+                           instance=instance_id(detail.get("instance-id"), "detail.instance-id"))]
+    if source == "aws.ec2" and dtype == STATE_CHANGE:
+        state = detail.get("state")
+        if not isinstance(state, str) or not state:
+            raise PayloadError("detail.state: expected the instance state")
+        return [make_event(**common, reason="InstanceStateChange", severity=state_severity(state),
+                           instance=instance_id(detail.get("instance-id"), "detail.instance-id"),
+                           labels={"state": state})]
+    if source == "aws.autoscaling" and dtype == ASG_TERMINATE:
+        return [make_event(**common, reason="InstanceStateChange", severity="warning",
+                           instance=instance_id(detail.get("EC2InstanceId"), "detail.EC2InstanceId"),
+                           labels={"state": "terminating", "autoscaling_group": detail.get("AutoScalingGroupName"),
+                                   "lifecycle_hook": detail.get("LifecycleHookName")})]
+    raise PayloadError(f"unsupported EventBridge event: source {source!r}, detail-type {dtype!r}")
+
+
+def _description(detail: dict) -> str:
+    for desc in detail.get("eventDescription") or []:
+        if isinstance(desc, dict) and desc.get("latestDescription"):
+            return str(desc["latestDescription"])[:MAX_MESSAGE]
+    return ""
+
+
+def from_health(d: dict, detail: dict) -> list[Event]:
+    """An AWS Health event: one Event per affected entity (an instance is mapped to its node)."""
+    code = detail.get("eventTypeCode")
+    if not isinstance(code, str) or not code:
+        raise PayloadError("detail.eventTypeCode: expected the Health event type code")
+    category = str(detail.get("eventTypeCategory") or "")
+    status = str(detail.get("statusCode") or "")
+    reason, severity = health_reason(code, category, status)
+    if d.get("time") is not None:
+        time = cloud_time(d["time"], "time")
+    else:
+        stamp = detail.get("lastUpdatedTime") or detail.get("startTime")
+        time = cloud_time(stamp, "detail.lastUpdatedTime")
+    start = cloud_time(detail["startTime"], "detail.startTime") if detail.get("startTime") else None
+    end = cloud_time(detail["endTime"], "detail.endTime") if detail.get("endTime") else None
+    targets = [e.get("entityValue") for e in detail.get("affectedEntities") or [] if isinstance(e, dict)]
+    targets = [t for t in targets if isinstance(t, str) and t] or [r for r in d.get("resources") or []
+                                                                   if isinstance(r, str) and r]
+    labels = {"eventTypeCode": code, "service": detail.get("service"), "category": category, "status": status,
+              "event_arn": detail.get("eventArn"), "end_time": _fmt(end), "aws_source": d.get("source")}
+    out = []
+    for target in targets or [""]:
+        inst = target if AWS_INSTANCE.match(target) else ""
+        kind = "Volume" if target.startswith("vol-") else "CloudResource"
+        out.append(make_event(provider="aws", code=code, reason=reason, severity=severity, time=time,
+                              cloud_id=f"{d.get('id') or ''}|{detail.get('eventArn') or ''}|{status}",
+                              instance=inst, resource="" if inst else target, resource_kind=kind,
+                              scheduled=start if category == "scheduledChange" else None,
+                              region=d.get("region") or detail.get("eventRegion") or "",
+                              message=_description(detail), labels=labels))
+    return out
+
+
+def _fmt(ts) -> str:
+    return format_time(ts) if ts is not None else ""
+
+
+def is_put_events(d) -> bool:
+    entries = d.get("Entries") if isinstance(d, dict) else d
+    return isinstance(entries, list) and bool(entries) and all(isinstance(e, dict) and "DetailType" in e
+                                                               for e in entries)
+
+
+def from_put_events(d) -> list[Event]:
+    """PutEvents request entries (``DetailType``, ``Source``, ``Detail`` as a JSON string), as test tools send."""
+    out: list[Event] = []
+    for i, e in enumerate(d.get("Entries") if isinstance(d, dict) else d):
+        try:
+            detail = orjson.loads(e.get("Detail") or "")
+        except orjson.JSONDecodeError as exc:
+            raise PayloadError(f"entry {i}: Detail is not a JSON string ({exc})") from None
+        out += from_eventbridge({"detail-type": e.get("DetailType"), "source": e.get("Source"), "detail": detail,
+                                 "time": e.get("Time"), "resources": e.get("Resources") or []})
+    return out
+
+
+# ---------------------------------------------------------------- instance-scoped bodies (IMDS, describe)
+
+
+def is_instance_scoped(d) -> bool:
+    if isinstance(d, dict):
+        return (set(d) == {"action", "time"} or set(d) == {"noticeTime"} or "InstanceStatuses" in d
+                or isinstance(d.get("Events"), list))
+    return isinstance(d, list) and bool(d) and all(isinstance(e, dict) and "Code" in e for e in d)
+
+
+def _scheduled(e: dict, instance: str, where: str, now: float) -> Event:
+    if not isinstance(e, dict):
+        raise PayloadError(f"{where}: expected an object")
+    code = e.get("Code")
+    if code not in AWS_SCHEDULED:
+        raise PayloadError(f"{where}.Code: unknown scheduled event code {code!r} (one of {', '.join(AWS_SCHEDULED)})")
+    reason, severity = AWS_SCHEDULED[code]
+    desc = str(e.get("Description") or "")
+    state = str(e.get("State") or ("canceled" if desc.startswith("[Canceled]") else
+                                   "completed" if desc.startswith("[Completed]") else "active"))
+    if state in ("canceled", "completed"):
+        severity = "info"
+    event_id = e.get("EventId") or e.get("InstanceEventId")
+    if not isinstance(event_id, str) or not event_id:
+        raise PayloadError(f"{where}: no EventId / InstanceEventId")
+    not_before = cloud_time(e.get("NotBefore"), f"{where}.NotBefore")
+    labels = {"cloud_event_id": event_id, "state": state,
+              "not_after": _fmt(cloud_time(e["NotAfter"], f"{where}.NotAfter")) if e.get("NotAfter") else "",
+              "deadline": _fmt(cloud_time(e["NotBeforeDeadline"], f"{where}.NotBeforeDeadline"))
+              if e.get("NotBeforeDeadline") else ""}
+    return make_event(provider="aws", code=code, reason=reason, severity=severity, time=now,
+                      cloud_id=f"{event_id}|{state}|{not_before}", instance=instance, phase=state,
+                      scheduled=not_before, message=desc, labels=labels, time_in_id=False)
+
+
+def from_instance_scoped(d, instance: str | None, now: float) -> list[Event]:
+    """IMDS ``spot/instance-action``, ``events/recommendations/rebalance``, ``events/maintenance/scheduled``
+    and ``describe-instance-status`` bodies; all but the last need ``instance`` (``?instance=`` in the URL).
+    Bodies without a publication time take ``now`` (the receive time) as event time; ids do not depend on it."""
+    if isinstance(d, dict) and "InstanceStatuses" in d:
+        out = []
+        for i, st in enumerate(d["InstanceStatuses"] or []):
+            inst = instance_id(st.get("InstanceId") if isinstance(st, dict) else None,
+                               f"InstanceStatuses[{i}].InstanceId")
+            out += [_scheduled(e, inst, f"InstanceStatuses[{i}].Events[{j}]", now)
+                    for j, e in enumerate(st.get("Events") or [])]
+        return out
+    if not instance:
+        raise PayloadError("an instance-scoped body (IMDS or describe-instance-status Events) carries no instance id: "
+                           "post it with ?instance=<instance id> in the URL")
+    instance = instance_id(instance, "?instance")
+    if isinstance(d, list):
+        return [_scheduled(e, instance, f"[{i}]", now) for i, e in enumerate(d)]
+    if "Events" in d:
+        return [_scheduled(e, instance, f"Events[{i}]", now) for i, e in enumerate(d["Events"])]
+    if "noticeTime" in d:
+        t = cloud_time(d["noticeTime"], "noticeTime")
+        return [make_event(provider="aws", code="imds:rebalance", reason="RebalanceRecommendation",
+                           severity="warning", time=t, cloud_id="", instance=instance)]
+    action_time = cloud_time(d["time"], "time")
+    if d["action"] not in ("terminate", "stop", "hibernate"):
+        raise PayloadError(f"action: expected terminate, stop or hibernate, got {d['action']!r}")
+    return [make_event(provider="aws", code="imds:spot/instance-action", reason="SpotInterruption",
+                       severity="critical", time=now, cloud_id=f"{d['action']}|{action_time}", instance=instance,
+                       scheduled=action_time, labels={"action": d["action"]}, time_in_id=False)]

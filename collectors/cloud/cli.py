@@ -1,0 +1,177 @@
+"""``kubesight collect cloud`` (the HTTP intake) and ``kubesight bench cloud`` (its events/s through Kafka)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EPILOG = """\
+endpoints:
+  POST /events     one payload: Alibaba CloudMonitor notification, Alibaba EventBridge (CloudEvent, source
+                   acs.ecs), AWS EventBridge EC2 / AWS Health event, CloudEvents 1.0 (structured, batch or
+                   binary mode), ECS Describe* responses; IMDS bodies with ?instance=<instance id>
+  GET  /healthz    liveness
+  GET  /metrics    Prometheus counters (requests by status, events by reason)
+
+authentication (at least one is required):
+  Authorization: Bearer <token>                       token from --token-file or $KUBESIGHT_CLOUD_TOKEN
+  X-Kubesight-Signature: sha256=<hex HMAC-SHA256 of the raw body>   key from --hmac-key-file or
+                                                      $KUBESIGHT_CLOUD_HMAC_KEY
+  (one secret per line: several lines allow rotation)
+
+answers: 200 after Kafka acknowledged every event (acks=all); 400 + dead letter for a malformed or
+unknown payload; 401 (nothing stored); 413 body too large; 503 Kafka unavailable (retry).
+
+examples:
+  kubesight collect cloud --listen 0.0.0.0:8090 --token-file /etc/kubesight/token --kubernetes
+  kubesight collect cloud --check payload.json --nodes nodes.yaml
+"""
+
+
+def register(sub, groups) -> None:
+    from streams.cli import subgroup
+
+    g = subgroup(sub, groups, "collect", "run a collector")
+    p = g.add_parser("cloud", help="HTTP intake of cloud events (Alibaba ECS, AWS EventBridge/Health, CloudEvents)",
+                     description="Receive cloud provider events over HTTP, map each instance to its Kubernetes "
+                                 "node and produce Event records to Kafka before answering 2xx.",
+                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--listen", default="127.0.0.1:8090", metavar="HOST:PORT",
+                   help="address to listen on (default: %(default)s)")
+    p.add_argument("--token-file", metavar="PATH", help="bearer token(s), one per line (else $KUBESIGHT_CLOUD_TOKEN)")
+    p.add_argument("--hmac-key-file", metavar="PATH",
+                   help="HMAC-SHA256 key(s), one per line (else $KUBESIGHT_CLOUD_HMAC_KEY)")
+    p.add_argument("--max-body", type=int, default=256 * 1024, metavar="BYTES",
+                   help="largest accepted body; larger gets 413 (default: %(default)s)")
+    p.add_argument("--nodes", action="append", default=[], metavar="PATH",
+                   help="node map file or folder, repeatable: Node / NodeList YAML or JSON (kubectl get nodes -o "
+                        "yaml), or a mapping {instance id or providerID: node name}")
+    p.add_argument("--kubernetes", action="store_true",
+                   help="list nodes with the Kubernetes API (in-cluster config, else kubeconfig) to map "
+                        "instances to nodes through spec.providerID")
+    p.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file for --kubernetes (default: the usual one)")
+    p.add_argument("--node-refresh", type=float, default=300.0, metavar="SECONDS",
+                   help="re-list nodes this often; an unknown instance re-lists at most every 30 s "
+                        "(default: %(default)s)")
+    p.add_argument("--cluster", default="default", help="cluster name put on the events (default: %(default)s)")
+    p.add_argument("--kafka-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="wait this long for Kafka's acknowledgement before answering 503 (default: %(default)s)")
+    p.add_argument("--stdout", action="store_true", help="print Event records as JSON lines instead of producing")
+    p.add_argument("--check", metavar="PAYLOAD", help="no server: parse one payload file, print its Event records "
+                                                      "(or the reason it would be rejected) and exit")
+    p.add_argument("--instance", metavar="ID", help="with --check: the instance an IMDS body belongs to")
+    p.set_defaults(func=_collect)
+
+    b = subgroup(sub, groups, "bench", "measure throughput")
+    bp = b.add_parser("cloud", help="cloud events/s through the HTTP intake into Kafka (loopback, acks=all)",
+                      description="Start the intake on a loopback port with a local (or configured) Kafka, post "
+                                  "real-shaped payloads with several concurrent clients and print events/s.")
+    bp.add_argument("--events", type=int, default=5000, help="events to send (default: %(default)s)")
+    bp.add_argument("--concurrency", type=int, default=32, help="requests in flight (default: %(default)s)")
+    bp.add_argument("--batch", type=int, default=1,
+                    help="events per request (a CloudEvents batch when > 1; default: %(default)s)")
+    bp.set_defaults(func=_bench)
+
+
+def _node_map(args):
+    from collectors.cloud.nodes import NodeMap, NodeMapError, kubernetes_lister, load_node_files
+
+    try:
+        static = load_node_files(args.nodes) if args.nodes else {}
+    except NodeMapError as exc:
+        raise SystemExit(f"kubesight collect cloud: bad --nodes:\n{exc}") from None
+    lister = None
+    if args.kubernetes:
+        api_client = None
+        if args.kubeconfig:
+            from kubernetes import config
+
+            api_client = config.new_client_from_config(config_file=args.kubeconfig)
+        lister = kubernetes_lister(api_client)
+    return NodeMap(static, lister, refresh=args.node_refresh)
+
+
+def _check(args, nodes) -> int:
+    from collectors.cloud.event import PayloadError
+    from collectors.cloud.intake import parse
+    from streams.records import encode
+
+    if nodes.lister:
+        nodes.relist()
+    with open(args.check, "rb") as fh:
+        body = fh.read()
+    try:
+        events = parse(body, instance=args.instance, nodes=nodes.snapshot(), cluster=args.cluster)
+    except PayloadError as exc:
+        print(f"rejected (400): {exc}", file=sys.stderr)
+        return 1
+    for ev in events:
+        print(encode(ev).decode())
+    return 0
+
+
+def _collect(args) -> int:
+    import asyncio
+    import logging
+
+    from collectors.cloud.auth import Auth, read_secret
+
+    nodes = _node_map(args)
+    if args.check:
+        return _check(args, nodes)
+    try:
+        auth = Auth(read_secret(args.token_file, "KUBESIGHT_CLOUD_TOKEN"),
+                    read_secret(args.hmac_key_file, "KUBESIGHT_CLOUD_HMAC_KEY"))
+    except (OSError, ValueError) as exc:
+        print(f"kubesight collect cloud: {exc}", file=sys.stderr)
+        return 2
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        print(f"kubesight collect cloud: --listen must be HOST:PORT, got {args.listen!r}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(_serve(args, auth, nodes, host.strip("[]"), int(port)))
+    return 0
+
+
+async def _serve(args, auth, nodes, host: str, port: int) -> None:
+    import asyncio
+    import signal
+
+    from aiohttp import web
+
+    from collectors.cloud.server import PrintSink, create_app
+    from collectors.sink import AsyncKafkaSink
+    from streams.config import Settings
+
+    if args.stdout:
+        sink = PrintSink()
+    else:
+        from streams.cli_run import bootstrap_for
+        from streams.topics import ensure_topics
+
+        settings = Settings.load(args.config)
+        bootstrap = bootstrap_for(settings)
+        ensure_topics(settings, bootstrap)
+        sink = AsyncKafkaSink(bootstrap, settings.topic, client_id="kubesight-cloud-intake")
+        await sink.start()
+    app = create_app(sink, auth, nodes, max_body=args.max_body, cluster=args.cluster,
+                     kafka_timeout=args.kafka_timeout)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    print(f"cloud intake listening on http://{host}:{port}/events", file=sys.stderr)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+    if not args.stdout:
+        await sink.stop()
+
+
+def _bench(args) -> int:
+    from collectors.cloud.bench import run
+
+    return run(args)

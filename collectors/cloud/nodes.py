@@ -1,0 +1,134 @@
+"""Instance id -> Kubernetes node name, through ``node.spec.providerID``: from node files or the Kubernetes API.
+
+>>> instance_of("aws:///us-east-1b/i-04c3029e207ee2de8"), instance_of("cn-hangzhou.i-bp1ecr5go2go")
+('i-04c3029e207ee2de8', 'i-bp1ecr5go2go')
+>>> instance_of("alicloud://cn-hangzhou.i-bp1ecr5go2go"), instance_of("gce://proj/zone/vm-1")
+('i-bp1ecr5go2go', None)
+>>> nodes_from_objects({"items": [{"metadata": {"name": "n1"}, "spec": {"providerID": "aws:///us-east-1a/i-0abc1234"}}]})
+{'i-0abc1234': 'n1'}
+>>> nodes_from_objects({"i-0abc1234": "n1", "cn-hangzhou.i-bp1xyz": "n2"})
+{'i-0abc1234': 'n1', 'i-bp1xyz': 'n2'}
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+_PROVIDER_ID = re.compile(r"^(?:aws://[^/]*/(?:[a-z0-9-]+/)?|(?:alicloud://)?[a-z0-9-]+\.)(i-[0-9a-z]+)$")
+_INSTANCE = re.compile(r"^i-[0-9a-z]+$")
+
+
+class NodeMapError(ValueError):
+    """A node file that cannot be read; the message names the file and why."""
+
+
+def instance_of(provider_id: str) -> str | None:
+    """The instance id inside a providerID (AWS ``aws:///zone/i-...``, Alibaba ``region.i-...``), else None."""
+    m = _PROVIDER_ID.match(provider_id or "")
+    return m.group(1) if m else None
+
+
+def nodes_from_objects(doc) -> dict[str, str]:
+    """A Node, a NodeList (``kubectl get nodes -o yaml``) or a plain ``{instance id or providerID: node}`` mapping."""
+    if isinstance(doc, dict) and doc.get("kind") == "Node":
+        doc = {"items": [doc]}
+    out: dict[str, str] = {}
+    if isinstance(doc, dict) and isinstance(doc.get("items"), list):
+        for node in doc["items"]:
+            name = ((node or {}).get("metadata") or {}).get("name")
+            inst = instance_of(((node or {}).get("spec") or {}).get("providerID") or "")
+            if name and inst:
+                out[inst] = name
+        return out
+    if not isinstance(doc, dict):
+        raise NodeMapError(f"expected a Node, a NodeList or a mapping, got {type(doc).__name__}")
+    for key, node in doc.items():
+        inst = key if _INSTANCE.match(str(key)) else instance_of(str(key))
+        if not inst or not isinstance(node, str):
+            raise NodeMapError(f"entry {key!r}: expected '<instance id or providerID>: <node name>'")
+        out[inst] = node
+    return out
+
+
+def load_node_files(paths) -> dict[str, str]:
+    """Node map from YAML/JSON files (a folder: every *.yaml, *.yml, *.json in it); all errors at once."""
+    out: dict[str, str] = {}
+    errors: list[str] = []
+    for p in map(Path, paths):
+        files = sorted(f for f in p.iterdir() if f.suffix in (".yaml", ".yml", ".json")) if p.is_dir() else [p]
+        for f in files:
+            try:
+                for doc in yaml.safe_load_all(f.read_text()):
+                    if doc is not None:
+                        out.update(nodes_from_objects(doc))
+            except (OSError, yaml.YAMLError, NodeMapError) as exc:
+                errors.append(f"{f}: {exc}")
+    if errors:
+        raise NodeMapError("\n".join(errors))
+    return out
+
+
+def kubernetes_lister(api_client=None) -> Callable[[], dict[str, str]]:
+    """A function listing the cluster's nodes with the official client (in-cluster config, else kubeconfig)."""
+    from kubernetes import client, config
+
+    if api_client is None:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        api_client = client.ApiClient()
+    core = client.CoreV1Api(api_client)
+
+    def list_nodes() -> dict[str, str]:
+        out = {}
+        for node in core.list_node(_request_timeout=10).items:
+            inst = instance_of(node.spec.provider_id or "") if node.spec else None
+            if inst:
+                out[inst] = node.metadata.name
+        return out
+
+    return list_nodes
+
+
+class NodeMap:
+    """Static entries plus an optional lister, re-listed every ``refresh`` seconds and, at most once per
+    ``min_interval`` seconds, when an instance is not known (a node that joined since the last listing)."""
+
+    def __init__(self, static: dict[str, str] | None = None, lister: Callable[[], dict[str, str]] | None = None,
+                 refresh: float = 300.0, min_interval: float = 30.0, clock=time.monotonic):
+        self.static = dict(static or {})
+        self.lister = lister
+        self.refresh = refresh
+        self.min_interval = min_interval
+        self.clock = clock
+        self.listed: dict[str, str] = {}
+        self.listed_at: float | None = None
+        self.errors = 0
+        self._lock = threading.Lock()
+
+    def snapshot(self) -> dict[str, str]:
+        return self.listed | self.static
+
+    def due(self, missing: bool) -> bool:
+        if self.lister is None:
+            return False
+        if self.listed_at is None:
+            return True
+        age = self.clock() - self.listed_at
+        return age >= self.refresh or (missing and age >= self.min_interval)
+
+    def relist(self) -> None:
+        """List nodes now (blocking; run it in a thread from async code). A failure keeps the last map."""
+        with self._lock:
+            self.listed_at = self.clock()
+            try:
+                self.listed = self.lister()
+            except Exception:  # noqa: BLE001 - any API failure: keep the old map, count it, try again later
+                self.errors += 1

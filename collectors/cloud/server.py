@@ -1,0 +1,133 @@
+"""The intake's HTTP server (aiohttp): ``POST /events`` -> Kafka, ``GET /healthz``, ``GET /metrics``.
+
+Answers, in the order they are decided:
+
+| status | when | stored |
+|---|---|---|
+| 401 | no valid bearer token and no valid HMAC signature | nothing |
+| 413 | body larger than ``max_body`` | nothing |
+| 400 | malformed or unknown payload (the reason in ``error``) | the body, on the dead-letter topic |
+| 503 | Kafka did not acknowledge in time (the sender should retry) | maybe (ids make retries idempotent) |
+| 200 | every event acknowledged by Kafka (acks=all) | the events |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from collectors.cloud.auth import Auth
+from collectors.cloud.event import PayloadError, attach_node
+from collectors.cloud.intake import parse
+from collectors.cloud.nodes import NodeMap
+
+log = logging.getLogger("kubesight.cloud")
+ORIGIN = "collector/cloud"
+CONFIG = web.AppKey("config", dict)
+
+
+def _json(status: int, body: dict, **headers) -> web.Response:
+    return web.json_response(body, status=status, headers=headers or None)
+
+
+async def _events(request: web.Request) -> web.Response:
+    cfg = request.app[CONFIG]
+    auth: Auth = cfg["auth"]
+    requests = cfg["requests"]
+    if not auth.presented(request.headers):
+        requests.labels("401").inc()
+        return _json(401, {"error": "unauthorized"}, **{"WWW-Authenticate": "Bearer"})
+    if request.content_length is not None and request.content_length > cfg["max_body"]:
+        requests.labels("413").inc()
+        return _json(413, {"error": f"body larger than {cfg['max_body']} bytes"})
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        requests.labels("413").inc()
+        return _json(413, {"error": f"body larger than {cfg['max_body']} bytes"})
+    if not auth.check(request.headers, body):
+        requests.labels("401").inc()
+        return _json(401, {"error": "unauthorized"}, **{"WWW-Authenticate": "Bearer"})
+    sink, nodes, timeout = cfg["sink"], cfg["nodes"], cfg["kafka_timeout"]
+    if nodes.due(missing=False):
+        await asyncio.to_thread(nodes.relist)
+    try:
+        events = parse(body, headers=request.headers, instance=request.query.get("instance"),
+                       nodes=nodes.snapshot(), cluster=cfg["cluster"], now=cfg["clock"]())
+    except PayloadError as exc:
+        reason = str(exc)
+        try:
+            await asyncio.wait_for(sink.reject(reason, body, origin=ORIGIN, path=request.path_qs,
+                                               remote=request.remote or ""), timeout)
+        except Exception as kexc:  # noqa: BLE001 - whatever Kafka raised: the sender must retry
+            log.warning("dead-letter not acknowledged (%s): answering 503", kexc)
+            requests.labels("503").inc()
+            return _json(503, {"error": "Kafka unavailable, retry"}, **{"Retry-After": "5"})
+        log.info("rejected payload from %s: %s", request.remote, reason)
+        requests.labels("400").inc()
+        return _json(400, {"error": reason})
+    unmapped = [e for e in events if e.labels.get("instance") and not e.entity.node]
+    if unmapped and nodes.due(missing=True):
+        await asyncio.to_thread(nodes.relist)
+        mapping = nodes.snapshot()
+        for e in unmapped:
+            attach_node(e, mapping.get(e.labels["instance"], ""), cfg["cluster"])
+    try:
+        await asyncio.wait_for(sink.send_all(events), timeout)
+    except Exception as kexc:  # noqa: BLE001 - not acknowledged, whatever the cause: the sender must retry
+        log.warning("events not acknowledged (%s: %s): answering 503", type(kexc).__name__, kexc)
+        requests.labels("503").inc()
+        return _json(503, {"error": "Kafka unavailable, retry"}, **{"Retry-After": "5"})
+    requests.labels("200").inc()
+    for e in events:
+        cfg["events"].labels(e.reason).inc()
+    return _json(200, {"accepted": len(events), "ids": [e.id for e in events]})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(request.app[CONFIG]["registry"]),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(sink, auth: Auth, nodes: NodeMap | None = None, *, max_body: int = 256 * 1024,
+               cluster: str = "default", kafka_timeout: float = 10.0, clock=time.time) -> web.Application:
+    """The intake application. ``sink`` has ``async send_all(events)`` and ``async reject(reason, payload, ...)``
+    (``collectors.sink.AsyncKafkaSink``), started and stopped by the caller."""
+    registry = CollectorRegistry()
+    app = web.Application(client_max_size=max_body)
+    app[CONFIG] = {
+        "sink": sink, "auth": auth, "nodes": nodes or NodeMap(), "max_body": max_body, "cluster": cluster,
+        "kafka_timeout": kafka_timeout, "clock": clock, "registry": registry,
+        "requests": Counter("kubesight_cloud_requests", "intake requests by HTTP status", ["code"], registry=registry),
+        "events": Counter("kubesight_cloud_events", "events accepted by reason", ["reason"], registry=registry),
+    }
+    app.router.add_post("/events", _events)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+class PrintSink:
+    """``--stdout``: the async sink interface over printing JSON lines (no Kafka, for trying the intake)."""
+
+    def __init__(self):
+        from collectors.sink import StdoutSink
+
+        self.inner = StdoutSink()
+
+    async def send_all(self, recs) -> None:
+        for r in recs:
+            self.inner.send(r)
+        self.inner.flush()
+
+    async def reject(self, reason, payload, *, origin, **where) -> None:
+        self.inner.reject(reason, payload, origin=origin, **where)
