@@ -1,0 +1,1 @@
+"""Prometheus metrics in: scrape of text/OpenMetrics pages, remote-write intake, Kubernetes discovery."""

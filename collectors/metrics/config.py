@@ -1,0 +1,275 @@
+"""The metrics collector's YAML config: targets, relabelling, limits, discovery, remote-write.
+
+Every error is fatal at load and names the file, line and YAML path, all errors at once:
+
+>>> import tempfile, os
+>>> with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
+...     _ = fh.write("targets:\\n  - job: api\\n    url: http://a:1/metrics\\n    timeout: 99s\\n    interval: 10s\\n"
+...                  "    relabel:\\n      - {action: keep, source_labels: [__name__], regex: 'a(('}\\n")
+>>> load(fh.name)
+Traceback (most recent call last):
+...
+collectors.metrics.config.ConfigError: ...yaml:4: targets[0].timeout: timeout 99s is longer than interval 10s
+...yaml:7: targets[0].relabel[0].regex: invalid regex 'a((': missing ), unterminated subpattern at position 2
+>>> os.unlink(fh.name)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)\Z")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+
+
+class ConfigError(ValueError):
+    """One line per problem: ``file:line: yaml.path: message``."""
+
+
+def seconds(v) -> float:
+    """``30s``, ``1.5m``, ``500ms``, ``2h`` or a number of seconds -> float seconds.
+
+    >>> seconds("1.5m"), seconds("500ms"), seconds(10)
+    (90.0, 0.5, 10.0)
+    """
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return float(v)
+    m = _DURATION.match(str(v).strip())
+    if not m:
+        raise ValueError(f"invalid duration {v!r} (use e.g. 500ms, 30s, 5m, 1h)")
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def _fmt(s: float) -> str:
+    return f"{s:g}s"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Relabel(_Model):
+    """Keep or drop samples whose joined ``source_labels`` fully match ``regex`` (anchored)."""
+
+    action: Literal["keep", "drop"]
+    source_labels: list[str] = Field(default_factory=lambda: ["__name__"], min_length=1)
+    separator: str = ";"
+    regex: str
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"invalid regex {v!r}: {exc}") from None
+        return v
+
+    @field_validator("source_labels")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        bad = [n for n in v if n != "__name__" and not _LABEL_NAME.match(n)]
+        if bad:
+            raise ValueError(f"invalid label name(s) {bad}")
+        return v
+
+
+class TLS(_Model):
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _pair(self):
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class Limits(_Model):
+    interval: float = 30.0
+    timeout: float = 10.0
+    max_bytes: int = Field(16 * 2**20, ge=1024, description="a larger page fails the scrape (up=0)")
+    max_series: int = Field(50_000, ge=1, description="a page with more series fails the scrape (up=0)")
+
+    @field_validator("interval", "timeout", mode="before")
+    @classmethod
+    def _dur(cls, v):
+        return seconds(v)
+
+
+class Target(_Model):
+    job: str = Field(min_length=1)
+    url: str = Field(pattern=r"^https?://[^\s/]+(/\S*)?$")
+    interval: float | None = None
+    timeout: float | None = None
+    max_bytes: int | None = Field(None, ge=1024)
+    max_series: int | None = Field(None, ge=1)
+    bearer_token: str | None = None
+    bearer_token_file: str | None = None
+    tls: TLS = Field(default_factory=TLS)
+    labels: dict[str, str] = Field(default_factory=dict, description="added to every sample of the target")
+    honor_labels: bool = False
+    honor_timestamps: bool = True
+    relabel: list[Relabel] = Field(default_factory=list)
+
+    @field_validator("interval", "timeout", mode="before")
+    @classmethod
+    def _dur(cls, v):
+        return None if v is None else seconds(v)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict) -> dict:
+        bad = [n for n in v if not _LABEL_NAME.match(n)]
+        if bad:
+            raise ValueError(f"invalid label name(s) {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _token(self):
+        if self.bearer_token and self.bearer_token_file:
+            raise ValueError("bearer_token and bearer_token_file are exclusive")
+        return self
+
+
+class Kubernetes(_Model):
+    """Discovery of the usual targets through the Kubernetes API (see discovery.py)."""
+
+    enabled: bool = False
+    kubeconfig: str | None = Field(None, description="None = in-cluster service account")
+    refresh: float = 60.0
+    roles: list[Literal["apiserver", "kubelet", "cadvisor", "etcd", "scheduler", "controller-manager",
+                        "node-exporter", "kube-state-metrics", "dcgm-exporter", "annotated"]] = Field(
+        default_factory=lambda: ["apiserver", "kubelet", "cadvisor", "etcd", "scheduler", "controller-manager",
+                                 "node-exporter", "kube-state-metrics", "dcgm-exporter", "annotated"])
+    namespaces: list[str] = Field(default_factory=list, description="empty = all namespaces")
+    labels: dict[str, str] = Field(default_factory=dict, description="added to every discovered target")
+    relabel: list[Relabel] = Field(default_factory=list)
+
+    @field_validator("refresh", mode="before")
+    @classmethod
+    def _dur(cls, v):
+        return seconds(v)
+
+
+class RemoteWrite(_Model):
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = Field(9201, ge=0, le=65535)
+    path: str = Field("/api/v1/write", pattern=r"^/\S*$")
+    max_bytes: int = Field(32 * 2**20, ge=1024, description="decompressed request size cap")
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class MetricsConfig(_Model):
+    defaults: Limits = Field(default_factory=Limits)
+    targets: list[Target] = Field(default_factory=list)
+    discovery: Kubernetes = Field(default_factory=Kubernetes)
+    remote_write: RemoteWrite = Field(default_factory=RemoteWrite)
+
+    @model_validator(mode="after")
+    def _cross(self):
+        seen: set = set()
+        for t in self.targets:
+            if (t.job, t.url) in seen:
+                raise ValueError(f"target {t.job} {t.url} listed twice")
+            seen.add((t.job, t.url))
+        return self
+
+
+def _secs_or_none(raw, key: str, default):
+    try:
+        v = raw.get(key) if isinstance(raw, dict) else None
+        return default if v is None else seconds(v)
+    except ValueError:
+        return None
+
+
+def _interval_checks(data: dict) -> list[tuple[tuple, str]]:
+    """timeout <= interval for the defaults and each target, read from the raw values (loc, message)."""
+    out = []
+    d = data.get("defaults") or {}
+    div, dto = _secs_or_none(d, "interval", 30.0), _secs_or_none(d, "timeout", 10.0)
+    if div is not None and dto is not None and dto > div:
+        out.append((("defaults", "timeout"), f"timeout {_fmt(dto)} is longer than interval {_fmt(div)}"))
+    targets = data.get("targets") or []
+    for i, raw in enumerate(targets if isinstance(targets, list) else []):
+        iv, to = _secs_or_none(raw, "interval", div), _secs_or_none(raw, "timeout", dto)
+        if iv is not None and to is not None and to > iv:
+            where = "timeout" if isinstance(raw, dict) and "timeout" in raw else "interval"
+            out.append((("targets", i, where), f"timeout {_fmt(to)} is longer than interval {_fmt(iv)}"))
+    return out
+
+
+# ---------------------------------------------------------------- loading with positions
+
+
+def _line_of(node, loc: tuple) -> int:
+    """1-based line of the YAML node at ``loc`` (the deepest existing one)."""
+    import yaml
+
+    line = node.start_mark.line + 1 if node is not None else 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if k.value == part), None)
+            if nxt is None:
+                key = next((k for k, v in node.value if k.value == part), None)
+                return key.start_mark.line + 1 if key is not None else line
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top)"
+
+
+def _clean(loc: tuple) -> tuple:
+    # pydantic adds validator/union tags to locations; keep only YAML keys and indexes
+    return tuple(p for p in loc if isinstance(p, int) or not (p.startswith("function-") or "[" in p))
+
+
+def load(path: str) -> MetricsConfig:
+    """Read and validate; raises ``ConfigError`` listing every problem with file, line and YAML path."""
+    import yaml
+
+    try:
+        with open(path) as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(f"{path}:{mark.line + 1 if mark else 1}: invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: (top): expected a mapping")
+    problems = []
+    cfg = None
+    try:
+        cfg = MetricsConfig(**data)
+    except ValidationError as exc:
+        for e in exc.errors():
+            loc = _clean(e["loc"])
+            problems.append((loc, e["msg"].removeprefix("Value error, ")))
+    problems += _interval_checks(data)
+    if problems:
+        problems.sort(key=lambda p: _line_of(node, p[0]))
+        raise ConfigError("\n".join(f"{path}:{_line_of(node, loc)}: {_path(loc)}: {m}" for loc, m in problems))
+    return cfg

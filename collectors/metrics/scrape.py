@@ -1,0 +1,245 @@
+"""Scraping: fetch each target's page on its own schedule, parse it, produce one Sample per point.
+
+Each target runs in its own task, so a slow, huge or hanging target only fails itself:
+the whole fetch is bounded by the target's ``timeout``, the body by ``max_bytes`` (read in
+chunks, abandoned past the cap) and the page by ``max_series`` (after relabelling, like
+Prometheus' ``sample_limit``).  A failed scrape produces ``up 0``, a clear message, a
+self-metric, and -- when the page itself is bad (parse error, too large, too many series) --
+a dead-letter record with the reason and the head of the page.
+
+Like Prometheus, every sample gets the target's ``job`` and ``instance`` labels (an exposed
+label of the same name becomes ``exported_<name>`` unless ``honor_labels``), and every scrape
+adds ``up``, ``scrape_duration_seconds`` and ``scrape_samples_scraped``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+import zlib
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from collectors.metrics.exposition import OPENMETRICS, ExpositionError, parse
+from collectors.metrics.relabel import compile_rules
+from streams.records import Sample
+
+log = logging.getLogger("kubesight.metrics")
+
+ACCEPT = f"{OPENMETRICS};version=1.0.0;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+DEADLETTER_HEAD = 256 * 1024  # bytes of a bad page kept on the dead-letter topic
+
+
+class ScrapeError(Exception):
+    """A failed scrape; ``kind`` is the self-metric result label, ``bad_page`` whether to dead-letter it."""
+
+    def __init__(self, kind: str, message: str, bad_page: bytes | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.bad_page = bad_page
+
+
+@dataclass
+class ScrapeTarget:
+    """One resolved target (from the config or from discovery)."""
+
+    job: str
+    url: str
+    interval: float = 30.0
+    timeout: float = 10.0
+    max_bytes: int = 16 * 2**20
+    max_series: int = 50_000
+    labels: dict = field(default_factory=dict)  # target labels besides job/instance
+    honor_labels: bool = False
+    honor_timestamps: bool = True
+    bearer_token: str | None = None
+    bearer_token_file: str | None = None
+    ssl: ssl.SSLContext | bool | None = None
+    keep: callable = None
+
+    def __post_init__(self):
+        if self.keep is None:
+            self.keep = compile_rules(())
+
+    @property
+    def id(self) -> str:
+        return f"{self.job}|{self.url}"
+
+    def target_labels(self) -> dict:
+        return {"job": self.job, "instance": urlsplit(self.url).netloc, **self.labels}
+
+    def headers(self) -> dict:
+        h = {"Accept": ACCEPT, "User-Agent": "kubesight-metrics/0.1",
+             "X-Prometheus-Scrape-Timeout-Seconds": f"{self.timeout:g}"}
+        token = self.bearer_token
+        if self.bearer_token_file:
+            with open(self.bearer_token_file) as fh:  # re-read each time: projected tokens rotate
+                token = fh.read().strip()
+        if token:
+            h["Authorization"] = f"Bearer {token}"
+        return h
+
+
+def ssl_context(tls) -> ssl.SSLContext | None:
+    """``config.TLS`` -> SSLContext (None: the default verification)."""
+    if not (tls.ca_file or tls.cert_file or tls.insecure_skip_verify):
+        return None
+    ctx = ssl.create_default_context(cafile=tls.ca_file)
+    if tls.cert_file:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.insecure_skip_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def from_config(cfg) -> list[ScrapeTarget]:
+    """The static targets of a ``MetricsConfig``, with the defaults filled in."""
+    d = cfg.defaults
+    return [ScrapeTarget(job=t.job, url=t.url, interval=t.interval or d.interval, timeout=t.timeout or d.timeout,
+                         max_bytes=t.max_bytes or d.max_bytes, max_series=t.max_series or d.max_series,
+                         labels=dict(t.labels), honor_labels=t.honor_labels, honor_timestamps=t.honor_timestamps,
+                         bearer_token=t.bearer_token, bearer_token_file=t.bearer_token_file,
+                         ssl=ssl_context(t.tls), keep=compile_rules(t.relabel))
+            for t in cfg.targets]
+
+
+class SelfMetrics:
+    """The collector's own metrics, in a registry of its own (served on ``/metrics`` by the CLI)."""
+
+    def __init__(self, registry=None):
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.scrapes = Counter("kubesight_metrics_scrapes", "Scrapes by job and result", ["job", "result"], registry=r)
+        self.samples = Counter("kubesight_metrics_samples", "Samples produced by job", ["job"], registry=r)
+        self.limit = Counter("kubesight_metrics_series_limit_exceeded",
+                             "Scrapes rejected for exceeding the per-target series limit", ["job"], registry=r)
+        self.duration = Gauge("kubesight_metrics_last_scrape_duration_seconds", "Duration of the last scrape",
+                              ["job", "instance"], registry=r)
+        self.rw_requests = Counter("kubesight_metrics_remote_write_requests", "Remote-write requests by HTTP code",
+                                   ["code"], registry=r)
+        self.rw_samples = Counter("kubesight_metrics_remote_write_samples", "Remote-write samples produced",
+                                  registry=r)
+
+
+class Scraper:
+    """Scrapes targets into an async sink (``AsyncKafkaSink``: ``send_all`` waits for the acks)."""
+
+    def __init__(self, sink, session, metrics: SelfMetrics | None = None, clock=time.time):
+        self.sink = sink
+        self.session = session
+        self.metrics = metrics or SelfMetrics()
+        self.clock = clock
+        self.last_error: dict[str, str] = {}  # target id -> message of its last failure ("" when healthy)
+
+    async def fetch(self, t: ScrapeTarget) -> tuple[bytes, bool]:
+        """The body (capped) and whether it is OpenMetrics; ScrapeError otherwise."""
+        import aiohttp
+
+        try:
+            async with asyncio.timeout(t.timeout):
+                async with self.session.get(t.url, headers=t.headers(), ssl=t.ssl if t.ssl is not None else True,
+                                            timeout=aiohttp.ClientTimeout(total=None)) as resp:
+                    if resp.status != 200:
+                        raise ScrapeError("http_error", f"HTTP {resp.status} {resp.reason}")
+                    if resp.content_length and resp.content_length > t.max_bytes:
+                        raise ScrapeError("too_large", f"body of {resp.content_length} bytes exceeds the "
+                                          f"{t.max_bytes}-byte limit")
+                    chunks, size = [], 0
+                    async for chunk in resp.content.iter_chunked(1 << 16):
+                        size += len(chunk)
+                        if size > t.max_bytes:
+                            raise ScrapeError("too_large", f"body exceeds the {t.max_bytes}-byte limit",
+                                              b"".join(chunks)[:4096])
+                        chunks.append(chunk)
+                    body = b"".join(chunks)
+                    if resp.headers.get("Content-Encoding") == "gzip":  # aiohttp already decodes; belt and braces
+                        body = zlib.decompress(body, 31)
+                    return body, resp.content_type == OPENMETRICS
+        except TimeoutError:
+            raise ScrapeError("timeout", f"no complete answer within {t.timeout:g}s") from None
+        except aiohttp.ClientError as exc:
+            raise ScrapeError("connect_error", f"{type(exc).__name__}: {exc}") from None
+
+    def samples_of(self, t: ScrapeTarget, body: bytes, openmetrics: bool, now: float) -> list[Sample]:
+        """Parse, label, relabel and limit one page (ScrapeError if it is bad)."""
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ScrapeError("parse_error", f"page is not UTF-8 ({exc})", body) from None
+        try:
+            page = parse(text, openmetrics=openmetrics)
+        except ExpositionError as exc:
+            raise ScrapeError("parse_error", str(exc), body) from None
+        tl = t.target_labels()
+        keep, honor, honor_ts = t.keep, t.honor_labels, t.honor_timestamps
+        out = []
+        append = out.append
+        for name, labels, value, ts in page.points:
+            if honor:
+                labels = {**tl, **labels}
+            else:
+                for k in tl:
+                    if k in labels:
+                        labels[f"exported_{k}"] = labels.pop(k)
+                labels.update(tl)
+            if keep(name, labels):
+                append(Sample(name, value, ts if honor_ts and ts is not None else now, labels))
+        if len(out) > t.max_series:
+            self.metrics.limit.labels(t.job).inc()
+            raise ScrapeError("too_many_series", f"{len(out)} series exceed the per-target limit of {t.max_series}",
+                              body)
+        return out
+
+    async def scrape_once(self, t: ScrapeTarget) -> int:
+        """One scrape: produce its samples (acked) plus up/duration/count; returns the page's sample count."""
+        now = round(self.clock(), 3)
+        start = time.perf_counter()
+        tl = t.target_labels()
+        n = 0
+        try:
+            body, om = await self.fetch(t)
+            samples = self.samples_of(t, body, om, now)
+            n = len(samples)
+            result, error = "ok", ""
+        except ScrapeError as exc:
+            samples, result, error = [], exc.kind, str(exc)
+            log.warning("scrape %s %s failed: %s", t.job, t.url, error)
+            if exc.bad_page is not None:
+                await self.sink.reject(f"{exc.kind}: {error}", exc.bad_page[:DEADLETTER_HEAD],
+                                       origin="collector/metrics", url=t.url, job=t.job)
+        took = time.perf_counter() - start
+        samples += [Sample("up", 1.0 if result == "ok" else 0.0, now, dict(tl)),
+                    Sample("scrape_duration_seconds", round(took, 6), now, dict(tl)),
+                    Sample("scrape_samples_scraped", float(n), now, dict(tl))]
+        await self.sink.send_all(samples)
+        self.metrics.scrapes.labels(t.job, result).inc()
+        self.metrics.samples.labels(t.job).inc(len(samples))
+        self.metrics.duration.labels(t.job, tl["instance"]).set(took)
+        self.last_error[t.id] = error
+        return n
+
+    async def run_target(self, t: ScrapeTarget, stop: asyncio.Event) -> None:
+        """Scrape ``t`` every ``interval`` (first one after a stable per-target offset) until ``stop``."""
+        offset = (zlib.crc32(t.id.encode()) % 1000) / 1000 * t.interval
+        next_at = time.monotonic() + offset
+        while not stop.is_set():
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                    return
+                except TimeoutError:
+                    pass
+            next_at += t.interval
+            try:
+                await self.scrape_once(t)
+            except Exception as exc:  # Kafka down or a bug: say so, keep the schedule
+                log.error("scrape %s %s could not be delivered: %s", t.job, t.url, exc)
+                self.metrics.scrapes.labels(t.job, "delivery_error").inc()
+            if time.monotonic() > next_at:  # overran: skip missed slots rather than bunching up
+                next_at = time.monotonic() + t.interval
