@@ -13,7 +13,7 @@ from collectors.metrics.exposition import ExpositionError, parse
 from collectors.metrics.relabel import compile_rules
 from collectors.metrics.scrape import Scraper, ScrapeTarget, SelfMetrics
 from collectors.sink import AsyncKafkaSink
-from tests.collectors.metrics_helpers import PAGES, PageServer, read_topic
+from tests.collectors.test_metrics_helpers import PAGES, PageServer, read_topic
 
 # samples per page: every point of the page (OpenMetrics `_created` lines are not samples) + up,
 # scrape_duration_seconds, scrape_samples_scraped
