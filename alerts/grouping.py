@@ -121,7 +121,7 @@ def flush(state, key: str, now: float, muted=None, time_muted: bool = False) -> 
 
 def notification(group: Group, alerts: list[dict], now: float, seq: int) -> dict:
     """The notification record: what every receiver integration renders (webhook v4, Slack, DingTalk)."""
-    alerts = sorted(alerts, key=lambda a: (a["status"] != "firing", a["startsAt"], a["fingerprint"]))
+    alerts = sorted(alerts, key=lambda a: (a["status"] != "firing", a["startsAt"], sorted(a["labels"].items())))
     h = hashlib.blake2b(f"{group.key}\x00{group.receiver}\x00{seq}".encode(), digest_size=12)
     return {
         "v": 1,

@@ -1,0 +1,125 @@
+"""One test per validation rule of the routing file, each asserting the exact message (file:line: path: msg)."""
+
+import pytest
+
+from alerts.config import ConfigError, load_text
+
+OK_RECEIVERS = "receivers:\n  - name: r\n"
+
+
+def errors(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as exc:
+        load_text(text, "routing.yaml")
+    return exc.value.errors
+
+
+def test_valid_minimal():
+    cfg = load_text("route: {receiver: r}\n" + OK_RECEIVERS)
+    assert cfg.route.receiver == "r"
+
+
+def test_unknown_key():
+    assert errors("route:\n  receiver: r\n  reciever: x\n" + OK_RECEIVERS) == [
+        "routing.yaml:3: route.reciever: unknown key 'reciever'"]
+
+
+def test_unknown_key_nested_in_receiver():
+    assert errors("route: {receiver: r}\nreceivers:\n  - name: r\n    webhook_configs:\n      - url: http://x\n        tls: 1\n") == [
+        "routing.yaml:6: receivers[0].webhook_configs[0].tls: unknown key 'tls'"]
+
+
+def test_undefined_receiver():
+    assert errors("route:\n  receiver: r\n  routes:\n    - receiver: nobody\n" + OK_RECEIVERS) == [
+        "routing.yaml:4: route.routes[0].receiver: undefined receiver 'nobody' (defined: r)"]
+
+
+def test_root_with_matchers():
+    assert errors("route:\n  receiver: r\n  matchers: ['a=b']\n" + OK_RECEIVERS) == [
+        "routing.yaml:3: route.matchers: the root route must not have matchers (it receives every alert)"]
+
+
+def test_root_without_receiver():
+    assert errors("route:\n  group_by: [a]\n" + OK_RECEIVERS) == [
+        "routing.yaml:1: route.receiver: the root route needs a receiver (the fallback for every alert)"]
+
+
+def test_root_with_continue():
+    assert errors("route:\n  receiver: r\n  continue: true\n" + OK_RECEIVERS) == [
+        "routing.yaml:3: route.continue: the root route cannot have continue"]
+
+
+def test_invalid_matcher():
+    assert errors("route:\n  receiver: r\n  routes:\n    - matchers: ['team']\n" + OK_RECEIVERS) == [
+        "routing.yaml:4: route.routes[0].matchers[0]: invalid matcher 'team' "
+        "(use name=value, name!=value, name=~regex or name!~regex)"]
+
+
+def test_invalid_regex():
+    assert errors("route:\n  receiver: r\n  routes:\n    - matchers: ['a=~\"(\"']\n" + OK_RECEIVERS) == [
+        "routing.yaml:4: route.routes[0].matchers[0]: invalid regex '(' in matcher a=~: "
+        "missing ), unterminated subpattern at position 0"]
+
+
+def test_invalid_duration():
+    assert errors("route:\n  receiver: r\n  group_wait: 5 min\n" + OK_RECEIVERS) == [
+        "routing.yaml:3: route.group_wait: invalid duration '5 min' (use 30s, 5m, 1h30m)"]
+
+
+def test_zero_interval():
+    assert errors("route:\n  receiver: r\n  repeat_interval: 0s\n" + OK_RECEIVERS) == [
+        "routing.yaml:3: route.repeat_interval: must be greater than 0"]
+
+
+def test_group_by_wildcard_with_labels():
+    assert errors("route:\n  receiver: r\n  group_by: ['...', a]\n" + OK_RECEIVERS) == [
+        "routing.yaml:3: route.group_by: '...' (group by all labels) cannot be combined with other labels"]
+
+
+def test_undefined_time_interval():
+    assert errors("route:\n  receiver: r\n  routes:\n    - mute_time_intervals: [nights]\n" + OK_RECEIVERS) == [
+        "routing.yaml:4: route.routes[0].mute_time_intervals[0]: undefined time interval 'nights'"]
+
+
+def test_duplicate_receiver():
+    assert errors("route: {receiver: r}\nreceivers:\n  - name: r\n  - name: r\n") == [
+        "routing.yaml:4: receivers[1].name: duplicate receiver 'r'"]
+
+
+def test_webhook_needs_exactly_one_url():
+    assert errors("route: {receiver: r}\nreceivers:\n  - name: r\n    webhook_configs:\n      - send_resolved: true\n") == [
+        "routing.yaml:5: receivers[0].webhook_configs[0]: exactly one of url or url_file is required"]
+
+
+def test_url_scheme_and_no_secret_in_message():
+    (msg,) = errors("route: {receiver: r}\nreceivers:\n  - name: r\n    slack_configs:\n      - api_url: ftp://T0/SECRET\n")
+    assert msg == "routing.yaml:5: receivers[0].slack_configs[0].api_url: must be an http:// or https:// URL"
+    assert "SECRET" not in msg
+
+
+def test_missing_receivers():
+    assert errors("route: {receiver: r}\n") == [
+        "routing.yaml:1: receivers: required key missing",
+        "routing.yaml:1: route.receiver: undefined receiver 'r' (defined: none)"]
+
+
+def test_bad_time_interval_field():
+    assert errors("route: {receiver: r}\n" + OK_RECEIVERS + "time_intervals:\n  - name: t\n    time_intervals:\n"
+                  "      - weekdays: [funday]\n") == [
+        "routing.yaml:7: time_intervals[0].time_intervals[0].weekdays: "
+        "invalid weekday 'funday' (use a name (monday...) or a number)"]
+
+
+def test_inhibit_rule_needs_matchers():
+    assert errors("route: {receiver: r}\n" + OK_RECEIVERS + "inhibit_rules:\n  - equal: [node]\n") == [
+        "routing.yaml:5: inhibit_rules[0].source_matchers: required key missing",
+        "routing.yaml:5: inhibit_rules[0].target_matchers: required key missing"]
+
+
+def test_invalid_yaml():
+    assert errors("route: [\n") == ["routing.yaml:2: (top): invalid YAML: expected the node content, but found '<stream end>'"]
+
+
+def test_all_errors_at_once_sorted_by_line():
+    errs = errors("route:\n  receiver: nobody\n  group_wait: x\n  routes:\n    - matchers: ['bad']\n      foo: 1\n"
+                  + OK_RECEIVERS)
+    assert [e.split(": ")[0] for e in errs] == ["routing.yaml:2", "routing.yaml:3", "routing.yaml:5", "routing.yaml:6"]
