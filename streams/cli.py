@@ -17,6 +17,7 @@ AREAS = (
     "streams.cli_run",  # worker, demo, bench pipeline
     "collectors.replay",  # collect replay
     "collectors.cloud.cli",  # collect cloud, bench cloud
+    "detectors.cli",  # bench nab
 )
 
 

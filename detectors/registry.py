@@ -1,0 +1,62 @@
+"""Detectors by name: build from (name, params), restore from a snapshot, list what exists."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from detectors.base import Detector
+from detectors.iforest import IsolationForest
+from detectors.novelty import RangeNovelty
+from detectors.onset import Onset
+from detectors.rivermodels import HalfSpaceTrees, HoltWinters
+from detectors.seasonal import Seasonal
+from detectors.zscore import ZScore
+
+# name -> class; the default univariate configuration is Onset with its default parameters
+CLASSES: dict[str, type[Detector]] = {
+    c.name: c for c in (RangeNovelty, ZScore, Seasonal, HalfSpaceTrees, HoltWinters, IsolationForest, Onset)
+}
+DEFAULT = "onset"
+
+
+def names() -> list[str]:
+    """Registered detector names, sorted."""
+    return sorted(CLASSES)
+
+
+def _params_of(cls: type[Detector]) -> list[str]:
+    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+
+def build(name: str, params: dict[str, Any] | None = None) -> Detector:
+    """A new detector; ValueError (listing what is valid) on an unknown name or bad params.
+
+    >>> build("zscore", {"alpha": 0.05}).alpha
+    0.05
+    >>> build("zscor", {})
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown detector 'zscor'; known: holtwinters, hst, iforest, novelty, onset, seasonal, zscore
+    """
+    cls = CLASSES.get(name)
+    if cls is None:
+        raise ValueError(f"unknown detector {name!r}; known: {', '.join(names())}")
+    params = dict(params or {})
+    valid = _params_of(cls)
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(f"detector {name!r}: unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"detector {name!r}: bad parameters {params}: {e}") from None
+
+
+def restore(snapshot: dict[str, Any]) -> Detector:
+    """Rebuild a detector from ``Detector.snapshot()`` (or its JSON round trip): name and params are inside."""
+    if not isinstance(snapshot, dict) or "detector" not in snapshot:
+        raise ValueError("not a detector snapshot (expected a dict with 'detector', 'params', 'state')")
+    d = build(snapshot["detector"], snapshot.get("params", {}))
+    d._load(snapshot["state"])
+    return d
