@@ -123,6 +123,8 @@ def alibaba_reason(event_type: str, phase: str) -> tuple[str, str] | None:
     if hit is None:
         return None
     reason, severity = hit
+    if reason == "InstanceFailure" and phase in ("Scheduled", "Inquiring") and event_type.endswith(".Reboot"):
+        reason = "InstanceRebootScheduled"  # a repair reboot announced ahead: the node can be drained first
     if phase in ("Avoided", "Canceled"):
         severity = "info"
     elif phase == "Executed":
