@@ -17,7 +17,9 @@ AREAS = (
     "streams.cli_run",  # worker, demo, bench pipeline
     "collectors.replay",  # collect replay
     "collectors.cloud.cli",  # collect cloud, bench cloud
+    "collectors.kubernetes.cli",  # collect kubernetes, bench kubernetes
     "detectors.cli",  # bench nab
+    "rules.cli",  # rules check | test | list, bench rules
 )
 
 

@@ -1,5 +1,239 @@
-"""worker, demo, bench pipeline (placeholder until the lead lands it)."""
+"""``kubesight worker`` (one Faust worker) and ``kubesight demo`` (the main job on its embedded default)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from streams.config import REPO, Settings
+
+
+def bootstrap_for(settings: Settings, *, name: str = "default", attach: bool = False):
+    """The configured cluster, else the running local broker, else a newly started local one."""
+    if settings.kafka:
+        return settings.kafka
+    from deploy.kafka import launcher
+
+    return launcher.start(name, attach=attach).bootstrap
 
 
 def register(sub, groups) -> None:
-    return None
+    w = sub.add_parser("worker", help="run one stream worker (workers of one app id split the partitions)")
+    w.add_argument("--worker-id", default=None, help="stable id (transactional.id suffix); default host-pid")
+    w.add_argument("--loglevel", default="warning", choices=["debug", "info", "warning", "error"])
+    w.set_defaults(func=_worker)
+
+    d = sub.add_parser("demo", help="local Kafka + worker + replay of real recorded events; prints alerts")
+    d.add_argument("--events", default=None, help="recorded events folder (default: shared must-gather events)")
+    d.add_argument("--speed", type=float, default=0.0, help="replay time acceleration; 0 = as fast as possible")
+    d.add_argument("--owners", default=str(REPO / "deploy" / "demo" / "owners.yaml"),
+                   help="namespace -> team map for the replay (default: %(default)s)")
+    d.add_argument("--quiet", action="store_true", help="print only the summary, not every alert")
+    d.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the worker to catch up")
+    d.set_defaults(func=_demo)
+
+
+# ---------------------------------------------------------------- worker
+
+
+def _worker(args) -> int:
+    import logging
+
+    from faust.worker import Worker
+
+    from streams.app import create_app
+    from streams.topics import ensure_topics
+
+    settings = Settings.load(args.config)
+    bootstrap = bootstrap_for(settings)
+    ensure_topics(settings, bootstrap)
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings, bootstrap, worker_id=args.worker_id)
+    worker = Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0
+
+
+def spawn_worker(settings: Settings, bootstrap: str, log_path: Path, worker_id: str = "w0",
+                 config: str | None = None) -> subprocess.Popen:
+    """Start ``kubesight worker`` as a child process with the given settings (through env vars)."""
+    env = dict(os.environ, KUBESIGHT_KAFKA=bootstrap, KUBESIGHT_TOPIC_PREFIX=settings.topic_prefix,
+               KUBESIGHT_APP_ID=settings.app_id, KUBESIGHT_PARTITIONS=str(settings.partitions),
+               PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "streams.cli"]
+    if config:
+        cmd += ["--config", config]
+    cmd += ["worker", "--worker-id", worker_id, "--loglevel", "info"]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as fh:
+        from deploy.kafka.launcher import _pdeathsig
+
+        # the worker dies with its parent (demo, tests): no orphan even if the parent is killed
+        return subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=REPO, preexec_fn=_pdeathsig)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+def group_lag(bootstrap: str, group: str, topics: list[str]) -> int | None:
+    """Records not yet committed by ``group`` on ``topics`` (None if the group has committed nothing)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    # a consumer that never subscribes only reads the group's committed offsets
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                      isolation_level="read_committed")
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in (c.partitions_for_topic(t) or ())]
+        ends = c.end_offsets(tps)
+        committed = {tp: c.committed(tp) for tp in tps}
+        if not any(v is not None for v in committed.values()):
+            return None if any(ends.values()) else 0
+        return sum(ends[tp] - (committed[tp] or 0) for tp in tps)
+    finally:
+        c.close()
+
+
+# ---------------------------------------------------------------- demo
+
+
+class AlertTail(threading.Thread):
+    """Reads the alerts topic (read_committed) from the beginning and prints one line per alert."""
+
+    def __init__(self, bootstrap: str, topic: str, quiet: bool):
+        super().__init__(daemon=True)
+        from kafka import KafkaConsumer
+
+        self.consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                      isolation_level="read_committed", enable_auto_commit=False,
+                                      group_id=None, consumer_timeout_ms=200)
+        self.quiet = quiet
+        self.alerts: list[dict] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        import orjson
+        from tqdm import tqdm
+
+        while not self._halt.is_set():
+            for m in self.consumer:
+                a = orjson.loads(m.value)
+                self.alerts.append(a)
+                if not self.quiet:
+                    tqdm.write(format_alert(a), file=sys.stdout)
+                if self._halt.is_set():
+                    break
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
+        self.consumer.close()
+
+
+def format_alert(a: dict) -> str:
+    """One readable, colourless line per alert.
+
+    >>> format_alert({"status": "firing", "startsAt": "2021-08-03T09:21:42.000Z",
+    ...   "labels": {"alertname": "KubeBackOff", "severity": "warning", "namespace": "shop", "name": "web-1",
+    ...              "owner": "team-a"}, "annotations": {"summary": "Back-off restarting"}})
+    '2021-08-03T09:21:42Z FIRING   warning  KubeBackOff shop/web-1 owner=team-a: Back-off restarting'
+    """
+    lab = a.get("labels", {})
+    where = "/".join(x for x in (lab.get("namespace"), lab.get("pod") or lab.get("name") or lab.get("node")) if x)
+    owner = f" owner={lab['owner']}" if lab.get("owner") else ""
+    summary = (a.get("annotations", {}).get("summary") or "").replace("\n", " ")[:120]
+    t = (a.get("startsAt") or "")[:19] + "Z"
+    return f"{t} {a.get('status', '').upper():8} {lab.get('severity', ''):8} {lab.get('alertname')} {where}{owner}: {summary}"
+
+
+def _demo(args) -> int:
+    from collectors.replay import DEFAULT_EVENTS, load_owners, replay
+    from collectors.sink import KafkaSink
+    from streams.topics import ensure_topics
+
+    t_start = time.monotonic()
+    settings = Settings.load(args.config)
+    tag = uuid.uuid4().hex[:6]
+    settings = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}demo-{tag}-",
+                                           "app_id": f"{settings.app_id}-demo-{tag}"})
+    broker = None
+    procs: list[subprocess.Popen] = []
+    tail = None
+    try:
+        if settings.kafka:
+            bootstrap = settings.kafka
+            print(f"demo: using Kafka at {bootstrap} (topics {settings.topic_prefix}*)", file=sys.stderr)
+        else:
+            from deploy.kafka import launcher
+
+            print("demo: starting a local Kafka broker (KRaft, 127.0.0.1)...", file=sys.stderr)
+            broker = launcher.start(f"demo-{tag}", attach=True)
+            bootstrap = broker.bootstrap
+        t_kafka = time.monotonic() - t_start
+        ensure_topics(settings, bootstrap)
+        log_dir = REPO / ".cache" / "demo"
+        procs.append(spawn_worker(settings, bootstrap, log_dir / f"worker-{tag}.log", worker_id=f"demo-{tag}"))
+        print(f"demo: worker started (log {log_dir / f'worker-{tag}.log'})", file=sys.stderr)
+        tail = AlertTail(bootstrap, settings.topic("alerts"), args.quiet)
+        tail.start()
+        sink = KafkaSink(bootstrap, settings.topic, client_id="kubesight-demo-replay")
+        root = Path(args.events) if args.events else DEFAULT_EVENTS
+        owners = load_owners(args.owners) if args.owners and Path(args.owners).exists() else []
+        sent, dead = replay(sink, root, speed=args.speed, owners=owners)
+        sink.close()
+        # wait for the worker to commit everything it was given, then for the tail to read it
+        deadline = time.monotonic() + args.timeout
+        group = f"{settings.app_id}-signals"
+        while True:
+            lag = group_lag(bootstrap, group, [settings.topic("events"), settings.topic("samples")])
+            if lag == 0:
+                break
+            if procs[0].poll() is not None:
+                print(f"demo: the worker exited with {procs[0].returncode}; see its log", file=sys.stderr)
+                return 1
+            if time.monotonic() > deadline:
+                print(f"demo: worker still {lag} records behind after {args.timeout:.0f}s", file=sys.stderr)
+                return 1
+            time.sleep(0.3)
+        time.sleep(1.0)
+        tail.stop()
+        alerts = tail.alerts
+        tail = None
+        elapsed = time.monotonic() - t_start
+        by_name: dict[str, int] = {}
+        for a in alerts:
+            by_name[a["labels"].get("alertname", "?")] = by_name.get(a["labels"].get("alertname", "?"), 0) + 1
+        print("\nsummary")
+        print(f"  signals in     {sent} events replayed, {dead} rejected to the dead-letter topic")
+        print(f"  alerts out     {len(alerts)} ({', '.join(f'{k} {v}' for k, v in sorted(by_name.items()))})")
+        print(f"  seconds        {elapsed:.1f} end to end (Kafka ready after {t_kafka:.1f})")
+        return 0
+    finally:
+        # each step on its own: one failing must not leave a worker or a JVM behind
+        if tail is not None:
+            _quietly(tail.stop)
+        for p in procs:
+            _quietly(stop_process, p)
+        if broker is not None:
+            _quietly(broker.stop)
+
+
+def _quietly(fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception as exc:  # cleanup goes on
+        print(f"demo: cleanup step {getattr(fn, '__name__', fn)} failed: {exc}", file=sys.stderr)

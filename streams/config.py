@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +31,9 @@ class Settings(BaseModel):
     cluster: str = "default"
     commit_interval: float = Field(0.5, gt=0, description="seconds between transactions of the hot path")
     max_batch: int = Field(5000, ge=1)
+    clock: Literal["event", "wall"] = Field(
+        "event", description="event: timers follow record time (replays, tests); wall: idle partitions also tick")
+    web_port: int | None = Field(None, description="Faust web port (health, /metrics); None = disabled")
     rules: list[str] = Field(default_factory=list, description="rule-pack paths in addition to the default pack")
     routing: str | None = None
 
@@ -49,6 +53,7 @@ class Settings(BaseModel):
             "kafka": os.environ.get("KUBESIGHT_KAFKA"),
             "topic_prefix": os.environ.get("KUBESIGHT_TOPIC_PREFIX"),
             "partitions": os.environ.get("KUBESIGHT_PARTITIONS"),
+            "app_id": os.environ.get("KUBESIGHT_APP_ID"),
         }
         data.update({k: v for k, v in env.items() if v})
         data.update({k: v for k, v in overrides.items() if v is not None})

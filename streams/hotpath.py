@@ -1,0 +1,320 @@
+"""The hot path: a transactional consume -> process -> produce loop with partitioned, changelogged state.
+
+Why not a plain Faust agent: measured here, a Faust agent costs ~250 µs of CPU per event,
+while aiokafka's ``getmany`` + orjson costs a few µs.  So the per-signal loop is a batch
+consumer running as a ``mode.Service`` inside the Faust app (Faust keeps the app, the web
+server, the low-rate agents and their tables); state and exactly-once follow Kafka Streams'
+design, on plain Kafka primitives:
+
+* **Co-partitioned state.**  Input topics share one partition count and are assigned with the
+  range assignor, so partition *p* of every input lands on one consumer.  The state of input
+  partition *p* is a ``Store`` whose changes go to partition *p* of a compacted changelog
+  topic; on assignment it is restored from there (read_committed) before any record is read.
+* **Exactly once.**  Outputs (alerts, derived samples, dead letters), the changelog writes of
+  every key changed since the last commit, and the consumer offsets are sent in ONE Kafka
+  transaction every ``commit_interval`` seconds.  A crash before the commit aborts all of it:
+  the next owner restores the state as of the last commit and re-reads from the committed
+  offset, so the same outputs are produced again exactly once (stages are deterministic
+  functions of records and event time).  Readers of the output topics use read_committed.
+  Zombie fencing is by ``transactional.id`` (one per worker), so a worker restarted under the
+  same id fences its predecessor.  Weak spot: aiokafka cannot fence a zombie of a *different*
+  worker id after a rebalance (no KIP-447 group-metadata fencing); with ``session.timeout``
+  much shorter than the transaction timeout this window is small, not zero.
+* **Failure isolation.**  A record that is not valid kubesight JSON, or that makes a stage
+  raise, goes to the dead-letter topic with the reason (inside the same transaction) and the
+  loop continues.  A failed commit aborts the transaction and rewinds: state is re-restored
+  from the changelog and the consumer seeks back to the committed offsets.
+* **Event time.**  Each partition's watermark (the largest record time seen) is kept in its
+  store; ``Stage.tick(now=watermark)`` runs whenever the watermark crosses a ``tick_interval``
+  boundary, so timers (``for``, absent, resolve) are deterministic in replays.  With
+  ``clock="wall"`` idle partitions are also ticked with the wall clock (live clusters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, MutableMapping, Sequence
+from typing import Protocol
+
+import mode
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaError
+
+from streams.config import Settings
+from streams.records import Event, RecordError, Sample, decode, deadletter
+from streams.state import Store
+
+log = logging.getLogger("kubesight.hotpath")
+
+WATERMARK = "__watermark__"
+Emit = Callable[..., None]  # emit(logical_topic, key, value, partition=None)
+
+
+class Stage(Protocol):
+    """What the hot path runs per record; pure code behind it sees ``state`` as a mapping."""
+
+    def process(self, rec: Event | Sample, state: MutableMapping, emit: Emit) -> None: ...
+
+    def tick(self, now: float, state: MutableMapping, emit: Emit) -> None: ...
+
+
+class Pipeline:
+    """Runs stages in order; one record's failure in one stage is isolated by the caller."""
+
+    def __init__(self, stages: Sequence[Stage]):
+        self.stages = list(stages)
+
+    def process(self, rec, state, emit) -> None:
+        for s in self.stages:
+            s.process(rec, state, emit)
+
+    def tick(self, now, state, emit) -> None:
+        for s in self.stages:
+            s.tick(now, state, emit)
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, proc: TransactionalProcessor):
+        self.proc = proc
+
+    async def on_partitions_revoked(self, revoked):
+        await self.proc._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned):
+        await self.proc._on_assigned(assigned)
+
+
+class TransactionalProcessor(mode.Service):
+    """One consumer group over ``inputs``; state per partition; one transaction per commit interval."""
+
+    def __init__(self, settings: Settings, bootstrap: str, name: str, inputs: Sequence[str], stage: Stage,
+                 *, worker_id: str = "0", tick_interval: float = 5.0, **kwargs):
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.name = name
+        self.inputs = [settings.topic(t) for t in inputs]
+        self.stage = stage
+        self.group_id = f"{settings.app_id}-{name}"
+        self.changelog = settings.topic(f"{name}-changelog" if name != "signals" else "state-changelog")
+        self.transactional_id = f"{settings.app_id}-{name}-{worker_id}"
+        self.tick_interval = tick_interval
+        self.stores: dict[int, Store] = {}
+        self._offsets: dict[TopicPartition, int] = {}
+        self._outputs: list[tuple[str, bytes | None, bytes, int | None]] = []
+        self._lock = asyncio.Lock()
+        self._restore_lock = asyncio.Lock()
+        self._last_commit = time.monotonic()
+        self._last_input = time.monotonic()
+        self.stats = {"in": 0, "out": 0, "deadletter": 0, "commits": 0, "aborts": 0, "restored": 0}
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.ready = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def on_start(self) -> None:
+        s = self.settings
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, transactional_id=self.transactional_id, enable_idempotence=True,
+            acks="all", linger_ms=5, max_batch_size=512 * 1024, client_id=self.transactional_id,
+            transaction_timeout_ms=60000)
+        await self.producer.start()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=self.group_id, client_id=self.transactional_id,
+            enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="earliest",
+            partition_assignment_strategy=(RangePartitionAssignor,), max_partition_fetch_bytes=2 << 20,
+            fetch_max_bytes=16 << 20, session_timeout_ms=10000, heartbeat_interval_ms=1000,
+            max_poll_interval_ms=120000, fetch_max_wait_ms=100)
+        await self.consumer.start()
+        self.consumer.subscribe(self.inputs, listener=_Listener(self))
+        log.info("%s: consuming %s as %s (max batch %d)", self.name, self.inputs, self.group_id, s.max_batch)
+
+    async def on_stop(self) -> None:
+        try:
+            if self.consumer is not None and self.producer is not None:
+                await self._commit()
+        except Exception as exc:  # stopping anyway; the next owner re-reads from the last commit
+            log.warning("%s: final commit failed (%s); uncommitted work will be redone", self.name, exc)
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+
+    @mode.Service.task
+    async def _run(self) -> None:
+        assert self.consumer is not None
+        max_batch = self.settings.max_batch
+        while not self.should_stop:
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=max_batch)
+            if batches:
+                self._last_input = time.monotonic()
+                # aiokafka may hand out records before the assignment callback has restored
+                # state: restore here first (once per partition), never process without state
+                await self._restore_partitions(sorted({tp.partition for tp in batches}))
+                for tp, msgs in batches.items():
+                    self._process_batch(tp, msgs)
+            elif self.settings.clock == "wall":
+                self._wall_tick()
+            if self._outputs_pending() and time.monotonic() - self._last_commit >= self.settings.commit_interval:
+                await self._commit()
+
+    # ------------------------------------------------------------------ processing
+    def _process_batch(self, tp: TopicPartition, msgs) -> None:
+        store = self.stores[tp.partition]
+        stage = self.stage
+        out = self._outputs
+        topic = self.settings.topic
+
+        def emit(logical: str, key: bytes | None, value: bytes, partition: int | None = None) -> None:
+            out.append((topic(logical), key, value, partition))
+
+        wm = store.get(WATERMARK, 0.0)
+        tick_every = self.tick_interval
+        next_tick = (wm // tick_every + 1) * tick_every if wm else None
+        for m in msgs:
+            try:
+                rec = decode(m.value)
+            except RecordError as exc:
+                self._reject(emit, str(exc), m)
+                continue
+            try:
+                stage.process(rec, store, emit)
+            except Exception as exc:  # isolate: one bad record or series never stops the partition
+                log.exception("%s: stage failed on %s[%d]@%d", self.name, m.topic, m.partition, m.offset)
+                self._reject(emit, f"stage error: {type(exc).__name__}: {exc}", m)
+            t = getattr(rec, "time", None) or getattr(rec, "startsAt", 0.0)
+            if t > wm:
+                wm = t
+                if next_tick is None:
+                    next_tick = (wm // tick_every + 1) * tick_every
+                elif wm >= next_tick:
+                    store[WATERMARK] = wm
+                    self._tick(store, wm, emit)
+                    next_tick = (wm // tick_every + 1) * tick_every
+        if wm != store.get(WATERMARK):
+            store[WATERMARK] = wm
+        self.stats["in"] += len(msgs)
+        self._offsets[tp] = msgs[-1].offset + 1
+
+    def _tick(self, store: Store, now: float, emit: Emit) -> None:
+        try:
+            self.stage.tick(now, store, emit)
+        except Exception:
+            log.exception("%s: tick failed at %s", self.name, now)
+
+    def _wall_tick(self) -> None:
+        now = time.time()
+        topic = self.settings.topic
+        for store in self.stores.values():
+            if now - store.get(WATERMARK, 0.0) >= self.tick_interval:
+                def emit(logical, key, value, partition=None):
+                    self._outputs.append((topic(logical), key, value, partition))
+                self._tick(store, now, emit)
+
+    def _reject(self, emit: Emit, reason: str, m) -> None:
+        self.stats["deadletter"] += 1
+        emit("deadletter", m.key, deadletter(reason, m.value, origin=f"worker/{self.name}", key=m.key,
+                                             topic=m.topic, partition=m.partition, offset=m.offset))
+
+    def _outputs_pending(self) -> bool:
+        return bool(self._offsets or self._outputs)
+
+    # ------------------------------------------------------------------ transactions
+    async def _commit(self) -> None:
+        async with self._lock:
+            if not self._outputs_pending() and not any(s.dirty for s in self.stores.values()):
+                return
+            assert self.producer is not None
+            outputs, self._outputs = self._outputs, []
+            offsets, self._offsets = self._offsets, {}
+            try:
+                await self.producer.begin_transaction()
+                send = self.producer.send
+                for topic, key, value, partition in outputs:
+                    await send(topic, value, key=key, partition=partition)
+                for p, store in self.stores.items():
+                    for k, v in store.flush_items():
+                        await send(self.changelog, v, key=k, partition=p)
+                if offsets:
+                    await self.producer.send_offsets_to_transaction(offsets, self.group_id)
+                await self.producer.commit_transaction()
+            except KafkaError as exc:
+                log.error("%s: transaction failed (%s): aborting and rewinding to the last commit", self.name, exc)
+                self.stats["aborts"] += 1
+                try:
+                    await self.producer.abort_transaction()
+                except KafkaError:
+                    pass
+                await self._rewind()
+                return
+            self.stats["out"] += len(outputs)
+            self.stats["commits"] += 1
+            self._last_commit = time.monotonic()
+
+    async def _rewind(self) -> None:
+        """Throw away uncommitted state and re-read from the committed offsets."""
+        assert self.consumer is not None
+        assigned = self.consumer.assignment()
+        self.stores.clear()
+        self._outputs.clear()
+        self._offsets.clear()
+        await self._restore_partitions(sorted({tp.partition for tp in assigned}))
+        for tp in assigned:
+            committed = await self.consumer.committed(tp)
+            if committed is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)
+
+    async def _on_revoked(self, revoked) -> None:
+        await self._commit()
+        still = {tp.partition for tp in (self.consumer.assignment() if self.consumer else ())} - {
+            tp.partition for tp in revoked}
+        for p in list(self.stores):
+            if p not in still:
+                del self.stores[p]
+        self.ready.clear()
+
+    async def _on_assigned(self, assigned) -> None:
+        await self._restore_partitions(sorted({tp.partition for tp in assigned}))
+        log.info("%s: assigned partitions %s", self.name, sorted({tp.partition for tp in assigned}))
+        self.ready.set()
+
+    async def _restore_partitions(self, partitions: list[int]) -> None:
+        async with self._restore_lock:
+            partitions = [p for p in partitions if p not in self.stores]
+            if partitions:
+                await self._restore_now(partitions)
+
+    async def _restore_now(self, partitions: list[int]) -> None:
+        c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                             isolation_level="read_committed", client_id=f"{self.transactional_id}-restore")
+        await c.start()
+        try:
+            tps = [TopicPartition(self.changelog, p) for p in partitions]
+            c.assign(tps)
+            await c.seek_to_beginning(*tps)
+            ends = await c.end_offsets(tps)
+            stores = {p: Store() for p in partitions}
+            remaining = {tp for tp in tps if ends[tp] > 0}
+            n = 0
+            while remaining:
+                batch = await c.getmany(*remaining, timeout_ms=500, max_records=10000)
+                for tp, msgs in batch.items():
+                    st = stores[tp.partition]
+                    for m in msgs:
+                        if m.key is not None:
+                            st.restore(m.key, m.value)
+                            n += 1
+                for tp in list(remaining):
+                    if await c.position(tp) >= ends[tp]:
+                        remaining.discard(tp)
+            self.stores.update(stores)
+            self.stats["restored"] += n
+            if n:
+                log.info("%s: restored %d changelog records for partitions %s", self.name, n, partitions)
+        finally:
+            await c.stop()
