@@ -93,6 +93,8 @@ AWS_HEALTH = {
     "AWS_EC2_PERSISTENT_INSTANCE_RETIREMENT_SCHEDULED": ("InstanceMaintenance", "critical"),
     "AWS_EC2_PERSISTENT_INSTANCE_RETIREMENT_EXPEDITED": ("InstanceMaintenance", "critical"),
     "AWS_EC2_INSTANCE_STOP_SCHEDULED": ("InstanceMaintenance", "critical"),
+    "AWS_EC2_INSTANCE_TERMINATION_SCHEDULED": ("InstanceMaintenance", "critical"),
+    "AWS_EC2_DEDICATED_HOST_ACCESS_REVOKED_RETIREMENT_SCHEDULED": ("InstanceMaintenance", "critical"),
     "AWS_EC2_INSTANCE_POWER_MAINTENANCE_SCHEDULED": ("InstanceMaintenance", "warning"),
     "AWS_EC2_PERSISTENT_INSTANCE_POWER_MAINTENANCE_SCHEDULED": ("InstanceMaintenance", "warning"),
     "AWS_EC2_INSTANCE_NETWORK_MAINTENANCE_SCHEDULED": ("InstanceMaintenance", "warning"),
