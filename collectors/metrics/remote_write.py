@@ -1,0 +1,193 @@
+"""Prometheus remote-write intake: snappy-compressed ``prompb.WriteRequest`` -> Samples in Kafka.
+
+Answers like a remote-write receiver should, so senders retry exactly when it helps:
+``204`` only after Kafka acknowledged every sample; ``400`` for a payload that will never be
+accepted (bad snappy, bad protobuf, a series without ``__name__``...), kept on the dead-letter
+topic with the reason; ``413`` above the size cap; ``503`` when Kafka does not take the samples
+(the sender retries later).  The prompb messages are built at run time from a
+``FileDescriptorProto`` (no protoc, no generated code):
+
+>>> req = WriteRequest()
+>>> ts = req.timeseries.add()
+>>> _ = ts.labels.add(name="__name__", value="up"), ts.labels.add(name="job", value="etcd")
+>>> _ = ts.samples.add(value=1.0, timestamp=1700000000000)
+>>> [(s.name, s.labels, s.value, s.time) for s in samples_of(decode(encode(req)))]
+[('up', {'job': 'etcd'}, 1.0, 1700000000.0)]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import cramjam
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
+
+from streams.records import Sample
+
+log = logging.getLogger("kubesight.metrics")
+
+
+def _schema():
+    """prompb/types.proto + remote.proto, the parts remote-write 1.0 uses."""
+    F = descriptor_pb2.FieldDescriptorProto
+    fd = descriptor_pb2.FileDescriptorProto(name="kubesight_prompb.proto", package="prometheus", syntax="proto3")
+
+    def msg(name, *fields):
+        m = fd.message_type.add(name=name)
+        for fname, number, ftype, label, tname in fields:
+            f = m.field.add(name=fname, number=number, type=ftype, label=label)
+            if tname:
+                f.type_name = f".prometheus.{tname}"
+
+    rep, opt = F.LABEL_REPEATED, F.LABEL_OPTIONAL
+    msg("Label", ("name", 1, F.TYPE_STRING, opt, None), ("value", 2, F.TYPE_STRING, opt, None))
+    msg("Sample", ("value", 1, F.TYPE_DOUBLE, opt, None), ("timestamp", 2, F.TYPE_INT64, opt, None))
+    msg("Exemplar", ("labels", 1, F.TYPE_MESSAGE, rep, "Label"), ("value", 2, F.TYPE_DOUBLE, opt, None),
+        ("timestamp", 3, F.TYPE_INT64, opt, None))
+    # native histograms (field 4) are kept as raw bytes: counted and dead-lettered, not decoded
+    msg("TimeSeries", ("labels", 1, F.TYPE_MESSAGE, rep, "Label"), ("samples", 2, F.TYPE_MESSAGE, rep, "Sample"),
+        ("exemplars", 3, F.TYPE_MESSAGE, rep, "Exemplar"), ("histograms", 4, F.TYPE_BYTES, rep, None))
+    msg("MetricMetadata", ("type", 1, F.TYPE_INT32, opt, None), ("metric_family_name", 2, F.TYPE_STRING, opt, None),
+        ("help", 4, F.TYPE_STRING, opt, None), ("unit", 5, F.TYPE_STRING, opt, None))
+    msg("WriteRequest", ("timeseries", 1, F.TYPE_MESSAGE, rep, "TimeSeries"),
+        ("metadata", 3, F.TYPE_MESSAGE, rep, "MetricMetadata"))
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fd)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("prometheus.WriteRequest"))
+
+
+WriteRequest = _schema()
+
+
+class PayloadError(ValueError):
+    """A request that will never be accepted (answered 400, dead-lettered with this reason)."""
+
+
+def _uvarint(buf: bytes) -> int:
+    n = shift = 0
+    for i, b in enumerate(buf[:10]):
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            return n
+        shift += 7
+        if i == 9:
+            break
+    raise PayloadError("snappy: bad length preamble")
+
+
+def encode(req) -> bytes:
+    """WriteRequest -> snappy block, as a sender puts it on the wire."""
+    return bytes(cramjam.snappy.compress_raw(req.SerializeToString()))
+
+
+def decode(body: bytes, max_bytes: int = 32 * 2**20):
+    """Snappy block -> WriteRequest; PayloadError says what is wrong."""
+    if not body:
+        raise PayloadError("empty body")
+    size = _uvarint(body)
+    if size > max_bytes:
+        raise PayloadError(f"decompressed size {size} exceeds the {max_bytes}-byte limit")
+    try:
+        raw = bytes(cramjam.snappy.decompress_raw(body))
+    except Exception as exc:  # cramjam raises its own DecompressionError
+        raise PayloadError(f"snappy: {exc}") from None
+    req = WriteRequest()
+    try:
+        req.ParseFromString(raw)
+    except DecodeError as exc:
+        raise PayloadError(f"protobuf: {exc}") from None
+    return req
+
+
+def samples_of(req, extra_labels: dict | None = None) -> list[Sample]:
+    """One Sample per (series, sample); PayloadError on a series Prometheus itself would refuse."""
+    out = []
+    append = out.append
+    extra = extra_labels or {}
+    for i, ts in enumerate(req.timeseries):
+        labels = {}
+        name = None
+        for lab in ts.labels:
+            if lab.name in labels or (lab.name == "__name__" and name is not None):
+                raise PayloadError(f"timeseries[{i}]: duplicate label {lab.name!r}")
+            if lab.name == "__name__":
+                name = lab.value
+            else:
+                labels[lab.name] = lab.value
+        if not name:
+            raise PayloadError(f"timeseries[{i}]: no __name__ label")
+        if ts.histograms:
+            raise PayloadError(f"timeseries[{i}] ({name}): native histograms are not supported")
+        if extra:
+            labels.update(extra)
+        for s in ts.samples:
+            append(Sample(name, s.value, s.timestamp / 1000.0, labels))
+    return out
+
+
+class Intake:
+    """The aiohttp handler; ``sink`` is an ``AsyncKafkaSink`` (``send_all`` returns once acked)."""
+
+    def __init__(self, sink, metrics=None, *, max_bytes: int = 32 * 2**20, labels: dict | None = None,
+                 kafka_timeout: float = 30.0):
+        self.sink = sink
+        self.metrics = metrics
+        self.max_bytes = max_bytes
+        self.labels = dict(labels or {})
+        self.kafka_timeout = kafka_timeout
+
+    def _count(self, code: int, n: int = 0) -> None:
+        if self.metrics is not None:
+            self.metrics.rw_requests.labels(str(code)).inc()
+            if n:
+                self.metrics.rw_samples.inc(n)
+
+    async def handle(self, request):
+        from aiohttp import web
+
+        if request.content_length and request.content_length > self.max_bytes:
+            self._count(413)
+            return web.Response(status=413, text=f"body exceeds {self.max_bytes} bytes\n")
+        body = await request.read()
+        try:
+            enc = request.headers.get("Content-Encoding", "snappy")
+            if enc != "snappy":
+                raise PayloadError(f"unsupported Content-Encoding {enc!r} (remote-write 1.0 uses snappy)")
+            samples = samples_of(decode(body, self.max_bytes), self.labels)
+        except PayloadError as exc:
+            try:
+                await asyncio.wait_for(self.sink.reject(f"remote-write: {exc}", body, origin="collector/metrics",
+                                                        remote=request.remote or ""), self.kafka_timeout)
+            except Exception as kexc:  # cannot keep it: let the sender retry rather than lose it
+                log.error("remote-write: bad payload (%s) and Kafka unavailable: %s", exc, kexc)
+                self._count(503)
+                return web.Response(status=503, text="Kafka unavailable\n", headers={"Retry-After": "5"})
+            self._count(400)
+            return web.Response(status=400, text=f"{exc}\n")
+        try:
+            await asyncio.wait_for(self.sink.send_all(samples), self.kafka_timeout)
+        except Exception as exc:
+            log.error("remote-write: %d samples not acknowledged by Kafka: %s", len(samples), exc)
+            self._count(503)
+            return web.Response(status=503, text=f"Kafka unavailable: {type(exc).__name__}\n",
+                                headers={"Retry-After": "5"})
+        self._count(204, len(samples))
+        return web.Response(status=204)
+
+
+def app(intake: Intake, path: str = "/api/v1/write", registry=None):
+    """The aiohttp application: ``POST path`` and, with a registry, ``GET /metrics`` (self-metrics)."""
+    from aiohttp import web
+
+    a = web.Application(client_max_size=intake.max_bytes)
+    a.router.add_post(path, intake.handle)
+    if registry is not None:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        async def metrics(request):
+            return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        a.router.add_get("/metrics", metrics)
+    return a

@@ -1,0 +1,148 @@
+"""Remote-write intake: requests built with the prompb schema, through a real endpoint, into the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import cramjam
+import pytest
+from aiohttp import web
+
+from collectors.metrics.exposition import parse
+from collectors.metrics.remote_write import (
+    Intake,
+    PayloadError,
+    WriteRequest,
+    app,
+    decode,
+    encode,
+    samples_of,
+)
+from collectors.metrics.scrape import SelfMetrics
+from collectors.sink import AsyncKafkaSink
+from tests.collectors.test_metrics_helpers import read_topic
+
+HEADERS = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
+           "X-Prometheus-Remote-Write-Version": "0.1.0"}
+
+
+def request_from_page(text: str, t_ms: int) -> WriteRequest:
+    req = WriteRequest()
+    for name, labels, value, _ in parse(text).points:
+        ts = req.timeseries.add()
+        ts.labels.add(name="__name__", value=name)
+        for k, v in sorted(labels.items()):
+            ts.labels.add(name=k, value=v)
+        ts.samples.add(value=value, timestamp=t_ms)
+        ts.samples.add(value=value + 1, timestamp=t_ms + 15_000)
+    return req
+
+
+async def _post_all(settings, bodies, *, stop_sink_first=False, kafka_timeout=10.0):
+    sink = AsyncKafkaSink(settings.kafka, settings.topic)
+    await sink.start()
+    metrics = SelfMetrics()
+    intake = Intake(sink, metrics, max_bytes=8 * 2**20, labels={"cluster": "ack-1"},
+                    kafka_timeout=kafka_timeout)
+    runner = web.AppRunner(app(intake, registry=metrics.registry))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    if stop_sink_first:
+        await sink.stop()
+    out = []
+    try:
+        async with aiohttp.ClientSession() as s:
+            for body, headers in bodies:
+                async with s.post(url + "/api/v1/write", data=body, headers=headers) as r:
+                    out.append((r.status, await r.text()))
+            async with s.get(url + "/metrics") as r:
+                out.append((r.status, await r.text()))
+    finally:
+        if not stop_sink_first:
+            await sink.stop()
+        await runner.cleanup()
+    return out
+
+
+@pytest.mark.kafka
+def test_a_write_request_round_trips_into_kafka(data_dir, settings):
+    text = (data_dir / "nri-kubernetes-testdata/1_35/controlplane/etcd/metrics").read_text()
+    req = request_from_page(text, 1782468900000)
+    (status, body), (_, selfm) = asyncio.run(_post_all(settings, [(encode(req), HEADERS)]))
+    assert (status, body) == (204, "")
+    got = read_topic(settings.kafka, settings.topic("samples"))
+    assert len(got) == 2 * 1461
+    want = {}
+    for name, labels, value, _ in parse(text).points:
+        lab = {**labels, "cluster": "ack-1"}
+        inner = ",".join(f'{k}="{v}"' for k, v in sorted(lab.items()))
+        want[(f"{name}{{{inner}}}".encode(), "2026-06-26T10:15:00.000Z")] = value
+        want[(f"{name}{{{inner}}}".encode(), "2026-06-26T10:15:15.000Z")] = value + 1
+    assert {(k, v["time"]): v["value"] for k, v in got} == want
+    assert 'kubesight_metrics_remote_write_samples_total 2922.0' in selfm
+    assert 'kubesight_metrics_remote_write_requests_total{code="204"} 1.0' in selfm
+
+
+def _no_name() -> bytes:
+    req = WriteRequest()
+    ts = req.timeseries.add()
+    ts.labels.add(name="job", value="x")
+    ts.samples.add(value=1, timestamp=1)
+    return encode(req)
+
+
+def _histogram() -> bytes:
+    req = WriteRequest()
+    ts = req.timeseries.add()
+    ts.labels.add(name="__name__", value="h")
+    ts.histograms.append(b"\x08\x01")
+    return encode(req)
+
+
+@pytest.mark.kafka
+def test_bad_payloads_get_400_and_are_dead_lettered_with_reasons(settings):
+    good = encode(request_from_page("up 1\n", 1000))
+    bodies = [
+        (b"not snappy at all", HEADERS),
+        (bytes(cramjam.snappy.compress_raw(b"\xff\xff\xff garbage")), HEADERS),
+        (_no_name(), HEADERS),
+        (_histogram(), HEADERS),
+        (good, {**HEADERS, "Content-Encoding": "lz4"}),
+        (good, HEADERS),
+    ]
+    res = asyncio.run(_post_all(settings, bodies))
+    assert [s for s, _ in res[:-1]] == [400, 400, 400, 400, 400, 204]
+    assert res[0][1].startswith("snappy: ")
+    assert res[1][1].startswith("protobuf: ")
+    assert res[2][1] == "timeseries[0]: no __name__ label\n"
+    assert res[3][1] == "timeseries[0] (h): native histograms are not supported\n"
+    assert res[4][1] == "unsupported Content-Encoding 'lz4' (remote-write 1.0 uses snappy)\n"
+    dead = [d for _, d in read_topic(settings.kafka, settings.topic("deadletter"))]
+    assert sorted(d["reason"] for d in dead) == sorted("remote-write: " + t.strip() for _, t in res[:5])
+    assert all(d["origin"] == "collector/metrics" and d["payload"] for d in dead)
+    assert len(read_topic(settings.kafka, settings.topic("samples"))) == 2
+
+
+@pytest.mark.kafka
+def test_kafka_unavailable_answers_503_so_the_sender_retries(settings):
+    res = asyncio.run(_post_all(settings, [(encode(request_from_page("up 1\n", 1000)), HEADERS)],
+                                stop_sink_first=True, kafka_timeout=1.0))
+    assert res[0][0] == 503 and res[0][1].startswith("Kafka unavailable")
+    assert 'kubesight_metrics_remote_write_requests_total{code="503"} 1.0' in res[1][1]
+
+
+def test_decode_limits_and_duplicates():
+    big = WriteRequest()
+    ts = big.timeseries.add()
+    ts.labels.add(name="__name__", value="x" * 5000)
+    with pytest.raises(PayloadError, match=r"^decompressed size 50\d\d exceeds the 1024-byte limit$"):
+        decode(encode(big), max_bytes=1024)
+    dup = WriteRequest()
+    ts = dup.timeseries.add()
+    for k, v in (("__name__", "a"), ("job", "1"), ("job", "2")):
+        ts.labels.add(name=k, value=v)
+    with pytest.raises(PayloadError, match=r"^timeseries\[0\]: duplicate label 'job'$"):
+        samples_of(decode(encode(dup)))
