@@ -16,6 +16,7 @@ AREAS = (
     "streams.cli_kafka",  # kafka up | down | status
     "streams.cli_run",  # worker, demo, bench pipeline
     "collectors.replay",  # collect replay
+    "collectors.kernel.cli",  # collect kernel, bench kernel
     "collectors.cloud.cli",  # collect cloud, bench cloud
     "collectors.kubernetes.cli",  # collect kubernetes, bench kubernetes
     "detectors.cli",  # bench nab

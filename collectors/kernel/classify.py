@@ -4,6 +4,7 @@ Reports are grouped per printk caller (the ``[ T123]``/``[ C0]`` tag when the lo
 an oops interleaved with another task's lines still becomes one event.
 
 >>> from collectors.kernel.lines import parse_line
+>>> from collectors.kernel.patterns import load_patterns
 >>> c = Classifier(load_patterns(), node="node-1", boot_time=1_700_000_000.0)
 >>> text = '''[  100.000000] BUG: unable to handle kernel NULL pointer dereference at 0000000000000078
 ... [  100.000100] Oops: 0000 [#1] SMP
@@ -25,9 +26,8 @@ from dataclasses import dataclass, field
 
 from collectors.kernel.enrich import XidCatalog, cper_labels, memcg_labels
 from collectors.kernel.lines import Line
-from collectors.kernel.patterns import Compiled, PatternSet, load_patterns
+from collectors.kernel.patterns import Compiled, PatternSet
 from streams.records import Entity, Event
-
 
 
 @dataclass(slots=True)
@@ -62,6 +62,7 @@ class Classifier:
         self.open: dict[str, _Report] = {}
         self.gap = patterns.defaults.gap_seconds
         self.lines_seen = 0
+        self.pos_of: dict[str, int] = {}  # event id -> position of its first line (read and cleared by the collector)
 
     # ------------------------------------------------------------ feeding
 
@@ -184,6 +185,7 @@ class Classifier:
             message = message[:limit] + f"\n... ({len(message) - limit} more characters)"
         h = hashlib.blake2b(f"{self.cluster}|{self.node}|{self.source_id}|{r.pos}|{p.reason}".encode(),
                             digest_size=10)
+        self.pos_of[h.hexdigest()] = r.pos
         return Event(source="kernel", reason=p.reason, time=self._time(first), type=p.type, severity=severity,
                      entity=entity, labels={k: str(v) for k, v in labels.items()}, message=message,
                      id=h.hexdigest())

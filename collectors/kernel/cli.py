@@ -1,0 +1,227 @@
+"""``kubesight collect kernel`` (read /dev/kmsg or logs, produce kernel Events) and ``kubesight bench kernel``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_KMSG = "/dev/kmsg"
+
+
+def register(sub, groups) -> None:
+    from streams.cli import subgroup
+
+    g = subgroup(sub, groups, "collect", "run a collector")
+    p = g.add_parser(
+        "kernel", help="kernel log (/dev/kmsg, dmesg/syslog/journal/pstore files) -> kernel Events",
+        description="Read the node's kernel log and produce one Event per kernel problem (OOM kill, hung task, "
+                    "lockup, oops, panic, filesystem/disk/NIC errors, MCE/EDAC, NVIDIA Xid, ...). "
+                    "By default reads /dev/kmsg and follows it; --from-file reads a log file or a folder of them.")
+    p.add_argument("--from-file", metavar="PATH",
+                   help="read this log file, every file under this folder, or '-' for stdin, instead of /dev/kmsg; "
+                        "any mix of raw kmsg, '[ 1.2]', '[..][ T1]', syslog 'kernel:', dmesg -T, "
+                        "'dmesg --time-format iso', pstore '<4>[..]' and 'journalctl -o json' lines")
+    p.add_argument("--kmsg", default=DEFAULT_KMSG, metavar="PATH", help="kmsg device to read (default: %(default)s)")
+    p.add_argument("--no-follow", action="store_true",
+                   help="/dev/kmsg: stop at the end of the ring buffer instead of waiting for new records")
+    p.add_argument("--stdout", action="store_true",
+                   help="print the Event records as JSON lines on stdout instead of producing them to Kafka "
+                        "(dead letters are reported on stderr)")
+    p.add_argument("--node", default=None,
+                   help="node name for the events (default: $NODE_NAME, else the host name)")
+    p.add_argument("--cluster", default=None, help="cluster name for the events (default: settings 'cluster')")
+    p.add_argument("--patterns", action="append", default=[], metavar="FILE",
+                   help="extra pattern file loaded after the shipped one (repeatable); see "
+                        "collectors/kernel/patterns.yaml for the format")
+    p.add_argument("--check", action="store_true",
+                   help="only validate the pattern files (every error with file, line and YAML path) and exit")
+    p.add_argument("--xid-fatal", metavar="CODES",
+                   help="comma-separated NVIDIA Xid codes that are fatal (replaces the pattern files' xid.fatal; "
+                        "default there: derived from the Xid catalogue's immediate action)")
+    p.add_argument("--checkpoint", metavar="PATH|kafka|none", default=None,
+                   help="where to remember the last handled position so a restart neither loses nor repeats "
+                        "lines: a JSON file on the node, 'kafka' (the compacted checkpoints topic) or 'none' "
+                        "(default: kafka when producing from /dev/kmsg, else none)")
+    p.add_argument("--boot-time", metavar="TIME",
+                   help="boot time (RFC 3339 or epoch seconds) to date '[ 12.3]'-stamped lines "
+                        "(default: this machine's boot time)")
+    p.add_argument("--year", type=int, default=None,
+                   help="year for syslog stamps without one ('Jan  2 15:04:05'; default: the current year)")
+    p.set_defaults(func=_collect)
+
+    b = subgroup(sub, groups, "bench", "measure a component on real recorded data")
+    q = b.add_parser("kernel", help="kernel classification accuracy on syzkaller reports, and lines/s parsed",
+                     description="Scores the kernel classifier on syzkaller's labelled crash reports "
+                                 "(first crash-class event must be in the file's TYPE family; files without "
+                                 "TITLE must yield none) and measures parse+classify throughput.")
+    q.add_argument("--corpus", default=None,
+                   help="syzkaller report folder (default: <data>/syzkaller-kernel-reports)")
+    q.add_argument("--repeat", type=int, default=5, help="passes over the corpus for the lines/s figure (default: 5)")
+    q.add_argument("--patterns", action="append", default=[], metavar="FILE", help="extra pattern file (repeatable)")
+    q.add_argument("--misses", action="store_true", help="list every file scored wrong")
+    q.set_defaults(func=_bench)
+
+
+def _node(args) -> str:
+    return args.node or os.environ.get("NODE_NAME") or socket.gethostname()
+
+
+def _boot_time(value: str | None) -> float:
+    if value:
+        from streams.records import parse_time
+
+        try:
+            return parse_time(float(value) if value.replace(".", "", 1).isdigit() else value)
+        except ValueError as exc:
+            raise SystemExit(f"--boot-time: {exc}") from None
+    return round(time.time() - time.monotonic(), 3)
+
+
+def _load(args):
+    from collectors.kernel.patterns import PatternError, load_patterns
+
+    fatal = None
+    if getattr(args, "xid_fatal", None):
+        try:
+            fatal = [int(x) for x in args.xid_fatal.split(",") if x.strip()]
+        except ValueError:
+            print(f"--xid-fatal: expected comma-separated integers, got {args.xid_fatal!r}", file=sys.stderr)
+            return None
+    try:
+        return load_patterns(*args.patterns, xid_fatal=fatal)
+    except PatternError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
+def _collect(args) -> int:
+    from collectors.kernel import sources
+    from collectors.kernel.checkpoint import FileCheckpoint, KafkaCheckpoint
+    from collectors.kernel.classify import Classifier
+    from collectors.kernel.collector import KernelCollector
+    from collectors.sink import KafkaSink, StdoutSink
+    from streams.config import Settings
+
+    patterns = _load(args)
+    if patterns is None:
+        return 1
+    if args.check:
+        print(f"ok: {len(patterns.patterns)} patterns from {', '.join(patterns.sources)}")
+        return 0
+    settings = Settings.load(args.config)
+    node = _node(args)
+    cluster = args.cluster or settings.cluster
+    boot = _boot_time(args.boot_time)
+    live = args.from_file is None
+    if live:
+        bid = sources.boot_id()
+        source_id = f"kmsg:{bid}"
+    elif args.from_file == "-":
+        source_id = "stdin"
+    else:
+        source_id = f"file:{Path(args.from_file).resolve()}"
+    fallback = time.time()
+    if not live and args.from_file != "-":
+        try:
+            fallback = Path(args.from_file).stat().st_mtime
+        except OSError as exc:
+            print(f"--from-file: cannot read {args.from_file}: {exc.strerror}", file=sys.stderr)
+            return 1
+    classifier = Classifier(patterns, node=node, cluster=cluster, boot_time=boot, fallback_time=fallback,
+                            source_id=source_id)
+
+    if args.stdout:
+        sink = StdoutSink()
+        bootstrap = None
+    else:
+        from streams.cli_run import bootstrap_for
+        from streams.topics import ensure_topics
+
+        bootstrap = bootstrap_for(settings)
+        ensure_topics(settings, bootstrap)
+        sink = KafkaSink(bootstrap, settings.topic, client_id=f"kubesight-kernel-{node}")
+
+    mode = args.checkpoint or ("kafka" if live and not args.stdout else "none")
+    checkpoint = None
+    if mode == "kafka":
+        if bootstrap is None:
+            print("--checkpoint kafka needs Kafka (drop --stdout or use a checkpoint file)", file=sys.stderr)
+            return 2
+        checkpoint = KafkaCheckpoint(bootstrap, settings.topic("checkpoints"), f"kernel/{cluster}/{node}", sink)
+    elif mode != "none":
+        checkpoint = FileCheckpoint(mode)
+
+    collector = KernelCollector(classifier, sink, checkpoint=checkpoint, source_id=source_id)
+    after = collector.resume()
+    idle = patterns.defaults.idle_seconds
+    if live:
+        items = sources.read_kmsg(args.kmsg, after=after, follow=not args.no_follow, idle=idle)
+    elif args.from_file == "-":
+        items = sources.from_stream(sources.stdin_fd(), idle=idle, year=args.year)
+    else:
+        items = sources.from_path(args.from_file, year=args.year)
+    try:
+        collector.run(items)
+    except PermissionError as exc:
+        print(f"cannot read {exc.filename}: {exc.strerror} (reading /dev/kmsg needs CAP_SYSLOG when "
+              "kernel.dmesg_restrict=1)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        collector.commit()
+        raise
+    finally:
+        sink.close()
+    print(f"kernel: {collector.lines} lines, {collector.events} events, {collector.bad} dead-lettered"
+          + (f", {collector.skipped} already produced before the restart" if collector.skipped else ""),
+          file=sys.stderr)
+    return 0
+
+
+def _data_dir() -> Path:
+    from streams.config import REPO
+
+    return Path(os.environ.get("KUBESIGHT_DATA", REPO.parent / "shared" / "data"))
+
+
+def _bench(args) -> int:
+    from collections import Counter
+
+    from tqdm import tqdm
+
+    from collectors.kernel.accuracy import classify_lines, read_report, score
+
+    patterns = _load(args)
+    if patterns is None:
+        return 1
+    corpus = Path(args.corpus) if args.corpus else _data_dir() / "syzkaller-kernel-reports"
+    if not (corpus / "report").is_dir():
+        print(f"no syzkaller corpus at {corpus} (expected {corpus}/report/)", file=sys.stderr)
+        return 1
+    results, nlines, _ = score(patterns, corpus)
+    ok = sum(r.ok for r in results)
+    titled = [r for r in results if r.title]
+    print(f"syzkaller accuracy: {ok}/{len(results)} files = {100 * ok / len(results):.1f}% "
+          f"({sum(r.ok for r in titled)}/{len(titled)} crash reports classified in their TYPE family, "
+          f"{sum(r.ok for r in results if not r.title)}/{len(results) - len(titled)} clean logs with no crash event)")
+    miss = Counter(r.type or "(no type)" for r in results if not r.ok)
+    if miss:
+        print("misses by TYPE: " + ", ".join(f"{k} {v}" for k, v in miss.most_common()))
+    if args.misses:
+        for r in results:
+            if not r.ok:
+                print(f"  {r.file}: {r.type or '-'} {r.title!r} -> {r.got or 'no crash event'}")
+    bodies = [read_report(f)[1] for f in sorted((corpus / "report").iterdir())]
+    total = 0
+    t0 = time.perf_counter()
+    for _ in tqdm(range(args.repeat), desc="bench kernel", unit="pass", file=sys.stderr,
+                  disable=not sys.stderr.isatty()):
+        for lines in bodies:
+            classify_lines(patterns, lines)
+            total += len(lines)
+    spent = time.perf_counter() - t0
+    print(f"kernel lines parsed and classified: {total} in {spent:.2f} s = {total / spent:,.0f} lines/s "
+          f"(one core, {len(patterns.patterns)} patterns)")
+    return 0

@@ -1,0 +1,226 @@
+"""Where kernel lines come from: /dev/kmsg (record per read, EPIPE on overrun), files, folders, stdin.
+
+Every source yields ``Item``s: a parsed line with its position (kmsg sequence number, or line
+number in a file or on stdin), a bad line with the reason, a ``gap`` (records lost), or an ``idle`` tick
+(no input for a while: open reports may be emitted).
+
+>>> items = list(from_lines(["6,10,5000000,-;eth0: Link is Down", " SUBSYSTEM=net", " DEVICE=n2", "6,12,6000000,-;x"]))
+>>> [(i.kind, i.pos, i.line.seq) for i in items]
+[('line', 1, 10), ('line', 4, 12)]
+>>> items[0].line.dict
+{'SUBSYSTEM': 'net', 'DEVICE': 'n2'}
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import select
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from collectors.kernel.lines import Line, LineError, parse_line
+
+MAX_LINE = 65536
+_ESC = re.compile(r"\\x([0-9a-f]{2})")
+
+
+@dataclass(slots=True)
+class Item:
+    kind: str  # line | bad | gap | idle | file
+    pos: int = 0
+    line: Line | None = None
+    raw: str = ""
+    reason: str = ""
+    where: dict = field(default_factory=dict)
+    missed: int = 0  # gap: how many records were lost
+    cause: str = ""  # gap: overrun | while-stopped
+
+
+def _unescape(text: str) -> str:
+    return _ESC.sub(lambda m: chr(int(m.group(1), 16)), text) if "\\x" in text else text
+
+
+def parse_record(rec: str, year: int | None = None) -> list[Line]:
+    """One /dev/kmsg record (header;message + " KEY=value" dictionary lines) -> its Line(s).
+
+    The kernel escapes newlines inside a message as ``\\x0a``; such a message becomes several
+    Lines with the same sequence number.
+    """
+    head, *dict_lines = rec.rstrip("\n").split("\n")
+    ln = parse_line(head, year=year)
+    if ln.shape != "kmsg":
+        raise LineError("not a /dev/kmsg record (expected 'prio,seq,usec,flags;message')")
+    for d in dict_lines:
+        k, sep, v = d.strip().partition("=")
+        if sep:
+            ln.dict[k] = v
+    text = _unescape(ln.text)
+    if "\n" not in text:
+        ln.text = text
+        return [ln]
+    out = []
+    for part in text.split("\n"):
+        out.append(Line(part, "kmsg", prio=ln.prio, seq=ln.seq, mono=ln.mono, dict=ln.dict))
+    return out
+
+
+def from_lines(lines: Iterable[str], *, start: int = 1, year: int | None = None, where: dict | None = None) -> Iterator[Item]:
+    """Text lines (any shape, mixed) -> Items; kmsg dictionary lines join their record."""
+    where = where or {}
+    pending: tuple[int, str] | None = None  # a kmsg record waiting for its dictionary lines
+    dict_lines: list[str] = []
+
+    def emit_pending():
+        no, raw = pending
+        try:
+            for ln in parse_record("\n".join([raw, *dict_lines]), year):
+                yield Item("line", no, ln, raw)
+        except LineError as exc:
+            yield Item("bad", no, raw=raw, reason=str(exc), where={**where, "line": no})
+
+    for no, raw in enumerate(lines, start):
+        raw = raw.rstrip("\r\n")
+        if pending is not None:
+            if raw.startswith(" ") and "=" in raw and not raw.lstrip().startswith(("[", "?")):
+                dict_lines.append(raw)
+                continue
+            yield from emit_pending()
+            pending, dict_lines = None, []
+        if len(raw) > MAX_LINE:
+            yield Item("bad", no, raw=raw[:MAX_LINE], reason=f"line longer than {MAX_LINE} characters",
+                       where={**where, "line": no})
+            continue
+        if raw[:1].isdigit() and ";" in raw[:64]:
+            try:
+                ln = parse_line(raw, year=year)
+            except LineError as exc:
+                yield Item("bad", no, raw=raw, reason=str(exc), where={**where, "line": no})
+                continue
+            if ln.shape == "kmsg":
+                pending = (no, raw)
+                continue
+            yield Item("line", no, ln, raw)
+            continue
+        try:
+            ln = parse_line(raw, year=year)
+        except LineError as exc:
+            yield Item("bad", no, raw=raw, reason=str(exc), where={**where, "line": no})
+            continue
+        yield Item("line", no, ln, raw)
+    if pending is not None:
+        yield from emit_pending()
+
+
+def _text_lines(data: bytes) -> list[str]:
+    return data.decode("utf-8", "replace").splitlines()
+
+
+def from_path(path: str | Path, *, year: int | None = None) -> Iterator[Item]:
+    """A file, or every file under a folder (sorted; hidden files skipped), one ``file`` item each."""
+    p = Path(path)
+    files = sorted(f for f in p.rglob("*") if f.is_file() and not any(x.startswith(".") for x in f.relative_to(p).parts)) \
+        if p.is_dir() else [p]
+    for f in files:
+        yield Item("file", raw=str(f))
+        yield from from_lines(_text_lines(f.read_bytes()), year=year, where={"file": str(f)})
+
+
+def _chunks_with_idle(fd: int, idle: float | None, follow: bool) -> Iterator[bytes | None]:
+    """Bytes from a pipe/tty/file descriptor; None after ``idle`` seconds without data."""
+    while True:
+        if idle is not None:
+            r, _, _ = select.select([fd], [], [], idle)
+            if not r:
+                yield None
+                continue
+        data = os.read(fd, 65536)
+        if not data:
+            return
+        yield data
+
+
+def from_stream(fd: int = 0, *, idle: float | None = 2.0, year: int | None = None) -> Iterator[Item]:
+    """Lines from a descriptor (stdin); ``idle`` ticks while the writer is quiet."""
+    buf = b""
+    no = 0
+    for chunk in _chunks_with_idle(fd, idle, True):
+        if chunk is None:
+            yield Item("idle")
+            continue
+        buf += chunk
+        *complete, buf = buf.split(b"\n")
+        for raw in complete:
+            no += 1
+            yield from from_lines([raw.decode("utf-8", "replace")], start=no, year=year, where={"file": "-"})
+    if buf:
+        yield from from_lines([buf.decode("utf-8", "replace")], start=no + 1, year=year, where={"file": "-"})
+
+
+def read_kmsg(path: str = "/dev/kmsg", *, after: int | None = None, follow: bool = True,
+              idle: float = 2.0) -> Iterator[Item]:
+    """Records from /dev/kmsg (one record per read), from the oldest still in the ring buffer.
+
+    ``after``: last sequence number already handled (skipped; a jump past it is a ``gap`` with
+    cause ``while-stopped``). EPIPE means the ring buffer overwrote records we had not read yet:
+    the next record's sequence number says how many (``gap`` with cause ``overrun``).
+    ``follow=False`` stops at the end of the buffer instead of waiting for new records.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    expected = None if after is None else after + 1
+    cause = "while-stopped"
+    try:
+        while True:
+            try:
+                data = os.read(fd, 16384)
+            except BlockingIOError:
+                if not follow:
+                    return
+                r, _, _ = select.select([fd], [], [], idle)
+                if not r:
+                    yield Item("idle")
+                continue
+            except BrokenPipeError:
+                cause = "overrun"
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:
+                    cause = "overrun"
+                    continue
+                if exc.errno == errno.EINVAL:  # record larger than our buffer: cannot happen with 16 KiB
+                    continue
+                raise
+            if not data:
+                return
+            rec = data.decode("utf-8", "replace")
+            try:
+                lines = parse_record(rec)
+            except LineError as exc:
+                yield Item("bad", raw=rec, reason=str(exc), where={"file": path})
+                continue
+            seq = lines[0].seq
+            if after is not None and seq <= after:
+                continue
+            if expected is not None and seq > expected:
+                yield Item("gap", pos=expected, missed=seq - expected, cause=cause,
+                           where={"from_seq": expected, "to_seq": seq - 1})
+            cause = "overrun"
+            expected = seq + 1
+            for ln in lines:
+                yield Item("line", seq, ln, rec)
+    finally:
+        os.close(fd)
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def stdin_fd() -> int:
+    return sys.stdin.fileno()
