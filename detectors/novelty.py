@@ -13,7 +13,9 @@ class RangeNovelty(Detector):
     ``1 - exp(-excess / (scale * range))``: 0 inside the known range, rising quickly for new
     extremes. Many production incidents (and most NAB anomalies) first show as a value the
     series has never taken. A series that was constant scores 1.0 on its first different value.
-    State: three numbers.
+    With ``smoothing`` < 1 the same is done on an EWMA of the values (rate ``smoothing``), which
+    catches a level shift of a noisy series before any single point leaves the range.
+    State: four numbers.
 
     >>> d = RangeNovelty(warmup=4)
     >>> for x in [1.0, 2.0, 3.0, 2.0]:
@@ -24,15 +26,21 @@ class RangeNovelty(Detector):
 
     name = "novelty"
 
-    def __init__(self, scale: float = 0.1, warmup: int = 100):
+    def __init__(self, scale: float = 0.1, smoothing: float = 1.0, warmup: int = 100):
         if not scale > 0:
             raise ValueError("scale must be > 0")
+        if not 0 < smoothing <= 1:
+            raise ValueError("smoothing must be in (0, 1]")
         if warmup < 1:
             raise ValueError("warmup must be >= 1")
         self.scale = scale
+        self.smoothing = smoothing
         self.warmup = warmup
         self.n = 0
-        self.lo = self.hi = 0.0
+        self.lo = self.hi = self.level = 0.0
+
+    def _smooth(self, x: float) -> float:
+        return x if self.n == 0 else self.level + self.smoothing * (x - self.level)
 
     def _raw(self, x: float) -> float:
         if self.n == 0:
@@ -49,9 +57,11 @@ class RangeNovelty(Detector):
     def score_one(self, x: float, t: float | None = None) -> float | None:
         if self.n + 1 < self.warmup:
             return None
-        return self._raw(x)
+        return self._raw(self._smooth(x) if self.smoothing < 1.0 else x)
 
     def learn_one(self, x: float, t: float | None = None) -> None:
+        if self.smoothing < 1.0:
+            x = self.level = self._smooth(x)
         if self.n == 0:
             self.lo = self.hi = x
         elif x < self.lo:
@@ -61,7 +71,8 @@ class RangeNovelty(Detector):
         self.n += 1
 
     def _state(self) -> dict:
-        return {"n": self.n, "lo": self.lo, "hi": self.hi}
+        return {"n": self.n, "m": [self.lo, self.hi, self.level]}
 
     def _load(self, s: dict) -> None:
-        self.n, self.lo, self.hi = s["n"], s["lo"], s["hi"]
+        self.n = s["n"]
+        self.lo, self.hi, self.level = s["m"]

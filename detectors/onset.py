@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from detectors.base import Detector
 
-# the tuned default (kubesight bench nab): novelty of the range + seasonal slot residual
+# the tuned default (kubesight bench nab): a new extreme of the value, a new extreme of its
+# EWMA (level shift), a time-of-day slot residual
 DEFAULT_MEMBERS = (
     {"name": "novelty", "params": {}},
+    {"name": "novelty", "params": {"smoothing": 0.2}},
     {"name": "seasonal", "params": {}},
 )
-DEFAULT_WEIGHTS = (1.0, 0.5)
+DEFAULT_WEIGHTS = (1.0, 0.2, 0.5)
 
 
 class Onset(Detector):
@@ -38,7 +40,7 @@ class Onset(Detector):
         members: list | tuple = DEFAULT_MEMBERS,
         weights: list | tuple = DEFAULT_WEIGHTS,
         theta: float = 0.1,
-        refractory: int = 150,
+        refractory: int = 200,
     ):
         from detectors import registry  # members are built by name; registry imports this module
 
