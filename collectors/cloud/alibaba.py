@@ -95,7 +95,7 @@ def build(name: str, content: dict, *, time: float, cloud_id: str, region: str =
     return make_event(provider="alibaba", code=name, reason=reason, severity=severity, time=time, cloud_id=cloud_id,
                       instance=instance if instance else "", resource=str(resource) if not instance else "",
                       resource_kind=resource_kind, phase=phase, scheduled=scheduled, region=region,
-                      labels=labels | ({"resource": resource} if instance and resource else {}))
+                      labels=labels | ({"resource": resource} if instance and resource else {}), body=content)
 
 
 def is_cloudmonitor(d) -> bool:

@@ -53,7 +53,7 @@ def from_eventbridge(d: dict) -> list[Event]:
         raise PayloadError("id: an EventBridge event needs its id")
     time = cloud_time(d.get("time"), "time")
     region = d.get("region") or ""
-    common = {"provider": "aws", "code": dtype, "time": time, "cloud_id": cloud_id, "region": region}
+    common = {"provider": "aws", "code": dtype, "time": time, "cloud_id": cloud_id, "region": region, "body": detail}
     if source == "aws.ec2" and dtype == SPOT_WARNING:
         return [make_event(**common, reason="SpotInterruption", severity="critical",
                            instance=instance_id(detail.get("instance-id"), "detail.instance-id"),
@@ -112,7 +112,7 @@ def from_health(d: dict, detail: dict) -> list[Event]:
                               instance=inst, resource="" if inst else target, resource_kind=kind,
                               scheduled=start if category == "scheduledChange" else None,
                               region=d.get("region") or detail.get("eventRegion") or "",
-                              message=_description(detail), labels=labels))
+                              message=_description(detail), labels=labels, body=detail))
     return out
 
 
@@ -171,7 +171,7 @@ def _scheduled(e: dict, instance: str, where: str, now: float) -> Event:
               if e.get("NotBeforeDeadline") else ""}
     return make_event(provider="aws", code=code, reason=reason, severity=severity, time=now,
                       cloud_id=f"{event_id}|{state}|{not_before}", instance=instance, phase=state,
-                      scheduled=not_before, message=desc, labels=labels, time_in_id=False)
+                      scheduled=not_before, message=desc, labels=labels, time_in_id=False, body=e)
 
 
 def from_instance_scoped(d, instance: str | None, now: float) -> list[Event]:
@@ -197,10 +197,10 @@ def from_instance_scoped(d, instance: str | None, now: float) -> list[Event]:
     if "noticeTime" in d:
         t = cloud_time(d["noticeTime"], "noticeTime")
         return [make_event(provider="aws", code="imds:rebalance", reason="RebalanceRecommendation",
-                           severity="warning", time=t, cloud_id="", instance=instance)]
+                           severity="warning", time=t, cloud_id="", instance=instance, body=d)]
     action_time = cloud_time(d["time"], "time")
     if d["action"] not in ("terminate", "stop", "hibernate"):
         raise PayloadError(f"action: expected terminate, stop or hibernate, got {d['action']!r}")
     return [make_event(provider="aws", code="imds:spot/instance-action", reason="SpotInterruption",
                        severity="critical", time=now, cloud_id=f"{d['action']}|{action_time}", instance=instance,
-                       scheduled=action_time, labels={"action": d["action"]}, time_in_id=False)]
+                       scheduled=action_time, labels={"action": d["action"]}, time_in_id=False, body=d)]

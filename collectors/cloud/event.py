@@ -3,7 +3,7 @@
 >>> ev = make_event(provider="aws", code="EC2 Instance Rebalance Recommendation", reason="RebalanceRecommendation",
 ...                 severity="warning", time=1627984800.0, cloud_id="5d5555d5", instance="i-abcd1111")
 >>> ev.source, ev.type, ev.entity.kind, ev.entity.name, ev.labels["instance"], ev.id
-('cloud', 'Warning', 'Instance', 'i-abcd1111', 'i-abcd1111', 'cloud-804d83b9d06801f7a17c')
+('cloud', 'Warning', 'Instance', 'i-abcd1111', 'i-abcd1111', 'cloud-a9f95d172c7dd1797a2e')
 >>> cloud_time("20190409T121826.922+0800", "eventTime")
 1554783506.922
 >>> cloud_time("Fri, 10 Mar 2023 12:03:38 GMT", "startTime")
@@ -16,6 +16,8 @@ import hashlib
 import re
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+
+import orjson
 
 from streams.records import Entity, Event, RecordError, format_time, parse_time
 
@@ -60,11 +62,12 @@ def stable_id(*parts) -> str:
 def make_event(*, provider: str, code: str, reason: str, severity: str, time: float, cloud_id: str,
                instance: str = "", resource: str = "", resource_kind: str = "", phase: str = "",
                scheduled: float | None = None, region: str = "", message: str = "",
-               labels: dict | None = None, time_in_id: bool = True) -> Event:
+               labels: dict | None = None, time_in_id: bool = True, body=None) -> Event:
     """One cloud Event; the entity is the instance (or the other resource) until the node map resolves it.
 
     ``time_in_id=False`` when ``time`` is the receive time (a body without a publication time), so that a
-    retried delivery keeps its id."""
+    retried delivery keeps its id. ``body`` (the provider's event object) goes into the id too: providers'
+    samples reuse ids, and a redelivery carries the same object."""
     lab = {"provider": provider, "event_code": code}
     for k, v in (("instance", instance), ("resource", resource), ("region", region), ("phase", phase),
                  ("scheduled_time", format_time(scheduled) if scheduled is not None else "")):
@@ -76,7 +79,8 @@ def make_event(*, provider: str, code: str, reason: str, severity: str, time: fl
     return Event(source="cloud", reason=reason, time=time, type="Normal" if severity in ("info", "none") else "Warning",
                  severity=severity, entity=entity, labels=lab,
                  message=message or f"{code}{f' ({phase})' if phase else ''} on {target or 'the account'}",
-                 id=stable_id(provider, cloud_id, code, phase, target, time if time_in_id else ""))
+                 id=stable_id(provider, cloud_id, code, phase, target, time if time_in_id else "",
+                             orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode() if body is not None else ""))
 
 
 def attach_node(ev: Event, node: str, cluster: str = "default") -> Event:

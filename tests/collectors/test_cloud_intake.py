@@ -1,0 +1,195 @@
+"""The intake over real HTTP (aiohttp, loopback) into the real broker: every sample payload, auth, limits, 503."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from kafka import KafkaConsumer, TopicPartition
+
+from collectors.cloud.auth import SIGNATURE_HEADER, Auth, sign
+from collectors.cloud.nodes import NodeMap
+from collectors.cloud.server import create_app
+from collectors.sink import AsyncKafkaSink
+from streams.records import decode
+from tests.collectors.test_cloud_payloads import EXPECTED, NOW, assert_outcome, cases, node_map, summary
+
+pytestmark = pytest.mark.kafka
+
+TOKEN = b"t0ken-for-tests"
+KEY = b"hmac-key-for-tests"
+
+
+@contextlib.asynccontextmanager
+async def intake(settings, nodes=None, topic=None, **kw):
+    """The intake app on an ephemeral loopback port, producing to the test's topics; yields (url, session)."""
+    sink = AsyncKafkaSink(settings.kafka, topic or settings.topic, client_id="test-cloud")
+    await sink.start()
+    app = create_app(sink, Auth([TOKEN], [KEY]), nodes or NodeMap(), clock=lambda: NOW, **kw)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield f"http://127.0.0.1:{port}", session
+    finally:
+        await runner.cleanup()
+        await sink.stop()
+
+
+async def post(session, url, body: bytes, headers=None, params=None):
+    async with session.post(f"{url}/events", data=body, headers=headers or {}, params=params) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+def bearer(token: bytes = TOKEN) -> dict:
+    return {"Authorization": f"Bearer {token.decode()}"}
+
+
+def read_topic(settings, logical: str) -> list[tuple[bytes, bytes]]:
+    """Everything on a topic: its end offsets are exact once the intake answered (acks=all), so read up to them."""
+    c = KafkaConsumer(bootstrap_servers=settings.kafka, enable_auto_commit=False)
+    try:
+        topic = settings.topic(logical)
+        parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic))]
+        ends = c.end_offsets(parts)
+        c.assign(parts)
+        c.seek_to_beginning(*parts)
+        out: list[tuple[bytes, bytes]] = []
+        for _ in range(200):  # bounded: at most 200 polls
+            if all(c.position(p) >= ends[p] for p in parts):
+                break
+            for recs in c.poll(timeout_ms=500).values():
+                out += [(r.key, r.value) for r in recs]
+        assert len(out) == sum(ends.values())
+        return out
+    finally:
+        c.close()
+
+
+def test_every_sample_payload_through_kafka(settings, data_dir):
+    all_cases = cases(data_dir)
+
+    async def run():
+        got = {}
+        async with intake(settings, NodeMap(node_map(data_dir))) as (url, session):
+            for i, (key, (body, instance)) in enumerate(sorted(all_cases.items())):
+                # half signed with HMAC, half with the bearer token: both paths carry real traffic
+                headers = {SIGNATURE_HEADER: sign(KEY, body)} if i % 2 else bearer()
+                got[key] = await post(session, url, body, headers, {"instance": instance} if instance else None)
+        return got
+
+    responses = asyncio.run(run())
+    events = {}
+    for key, value in read_topic(settings, "events"):
+        ev = decode(value)
+        assert key == ev.key()
+        events.setdefault(ev.id, []).append(ev)
+    dead = [orjson.loads(v) for _, v in read_topic(settings, "deadletter")]
+
+    expected_dead = []
+    for key, want in EXPECTED.items():
+        status, body = responses[key]
+        if isinstance(want, list):
+            assert status == 200 and body["accepted"] == len(want), (key, body)
+            assert_outcome([summary(events[i][0]) for i in body["ids"]], want)
+        else:
+            assert status == 400, (key, body)
+            assert_outcome(f"400: {body['error']}", want)
+            expected_dead.append((all_cases[key][0].decode(), body["error"], "collector/cloud"))
+    n_events = sum(len(w) for w in EXPECTED.values() if isinstance(w, list))
+    assert sum(len(v) for v in events.values()) == n_events
+    # every refused body is on the dead-letter topic, whole, with the reason it was given
+    assert sorted((d["payload"], d["reason"], d["origin"]) for d in dead) == sorted(expected_dead)
+    assert len(dead) == sum(isinstance(w, str) for w in EXPECTED.values())
+    # the same delivery twice (two identical NTH test messages) -> the same id, for downstream dedup
+    assert responses["aws-node-termination-handler:1:filled"][1]["ids"] == \
+           responses["aws-node-termination-handler:2:filled"][1]["ids"]
+    assert len(events[responses["aws-node-termination-handler:1:filled"][1]["ids"][0]]) == 2
+
+
+def test_unauthenticated_requests_store_nothing(settings, data_dir):
+    good = (data_dir / "aws-ec2-health-events" / "aws-health-tools" / "testevent.json").read_bytes()
+    bad_json = b'{"ver": "1.0",'
+    attempts = [
+        (good, {}),
+        (good, bearer(b"wrong")),
+        (good, {"Authorization": f"Basic {TOKEN.decode()}"}),
+        (good, {"Authorization": TOKEN.decode()}),
+        (good, {SIGNATURE_HEADER: sign(b"other key", good)}),
+        (good, {SIGNATURE_HEADER: sign(KEY, good + b" ")}),
+        (good, {SIGNATURE_HEADER: sign(KEY, good)[7:]}),  # no sha256= prefix
+        (bad_json, bearer(b"wrong")),  # malformed AND unauthenticated: 401, not even dead-lettered
+        (bad_json, {}),
+    ]
+
+    async def run():
+        async with intake(settings) as (url, session):
+            return [await post(session, url, body, headers) for body, headers in attempts]
+
+    results = asyncio.run(run())
+    assert [s for s, _ in results] == [401] * len(attempts)
+    assert all(b == {"error": "unauthorized"} for _, b in results)
+    assert read_topic(settings, "events") == [] and read_topic(settings, "deadletter") == []
+
+
+def test_body_limit_and_kafka_unavailable(settings, data_dir):
+    body = (data_dir / "aws-ec2-health-events" / "aws-health-tools" / "testevent.json").read_bytes()
+    big = b'{"pad": "' + b"x" * 4096 + b'"}'
+
+    async def chunks():
+        yield big[:2000]
+        yield big[2000:]
+
+    async def run():
+        async with intake(settings, max_body=2048) as (url, session):
+            small = await post(session, url, body, bearer())
+            sized = await post(session, url, big, bearer())
+            async with session.post(f"{url}/events", data=chunks(), headers=bearer()) as resp:  # no Content-Length
+                chunked = resp.status
+            health = await (await session.get(f"{url}/healthz")).text()
+            metrics = await (await session.get(f"{url}/metrics")).text()
+        # a sink whose topics the broker refuses: no acknowledgement within kafka_timeout -> 503, retry later
+        async with intake(settings, topic=lambda name: "refused topic!", kafka_timeout=1.0) as (url, session):
+            unavailable = await post(session, url, body, bearer())
+            unavailable_dead = await post(session, url, b"{oops", bearer())
+        return small, sized, chunked, health, metrics, unavailable, unavailable_dead
+
+    small, sized, chunked, health, metrics, unavailable, unavailable_dead = asyncio.run(run())
+    assert small[0] == 200 and small[1]["accepted"] == 1
+    assert sized == (413, {"error": "body larger than 2048 bytes"})
+    assert chunked == 413
+    assert health == "ok\n"
+    assert 'kubesight_cloud_requests_total{code="413"} 2.0' in metrics
+    assert 'kubesight_cloud_events_total{reason="DiskStalled"} 1.0' in metrics
+    assert unavailable == (503, {"error": "Kafka unavailable, retry"})
+    assert unavailable_dead == (503, {"error": "Kafka unavailable, retry"})  # a dead letter must be stored too
+    assert len(read_topic(settings, "events")) == 1 and read_topic(settings, "deadletter") == []
+
+
+def test_cloudevents_binary_mode_over_http(settings):
+    data = {"eventId": "e-bp11trd0pqum2", "publishTime": "2019-04-09T04:18:26Z", "notBefore": "2019-04-12T01:01:01Z",
+            "instanceId": "i-bp1ecr5go2go", "eventType": "SystemMaintenance.Reboot", "eventStatus": "Scheduled"}
+    headers = bearer() | {"ce-specversion": "1.0", "ce-id": "eb-7", "ce-source": "acs.ecs",
+                          "ce-type": "ecs:Instance:SystemMaintenance.Reboot", "ce-time": "2019-04-09T04:18:27Z",
+                          "ce-subject": "acs:ecs:cn-hangzhou:1690700000000030:instance/i-bp1ecr5go2go",
+                          "Content-Type": "application/json"}
+
+    async def run():
+        async with intake(settings, NodeMap({"i-bp1ecr5go2go": "cn-hangzhou.192.168.0.10"})) as (url, session):
+            return await post(session, url, orjson.dumps(data), headers)
+
+    status, body = asyncio.run(run())
+    assert status == 200
+    [(key, value)] = read_topic(settings, "events")
+    ev = decode(value)
+    assert key == b"default//Node/cn-hangzhou.192.168.0.10"
+    assert (ev.id, ev.reason, ev.severity, ev.entity.node, ev.labels["scheduled_time"], ev.labels["phase"]) == \
+           (body["ids"][0], "InstanceRebootScheduled", "critical", "cn-hangzhou.192.168.0.10",
+            "2019-04-12T01:01:01.000Z", "Scheduled")
