@@ -110,7 +110,7 @@ def parse_line(raw: str, *, year: int | None = None) -> Line:
         m = _SYSLOG.match(raw)
         if m:
             return _syslog(m, year)
-    elif c == "{":
+    elif c == "{" and raw[1:2] == '"':
         return _journal(raw)
     elif c.isalpha():
         if c == "k":

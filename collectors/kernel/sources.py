@@ -160,59 +160,79 @@ def from_stream(fd: int = 0, *, idle: float | None = 2.0, year: int | None = Non
         yield from from_lines([buf.decode("utf-8", "replace")], start=no + 1, year=year, where={"file": "-"})
 
 
-def read_kmsg(path: str = "/dev/kmsg", *, after: int | None = None, follow: bool = True,
-              idle: float = 2.0) -> Iterator[Item]:
-    """Records from /dev/kmsg (one record per read), from the oldest still in the ring buffer.
+def kmsg_items(reads: Iterable[bytes | OSError | None], *, after: int | None = None,
+               path: str = "/dev/kmsg") -> Iterator[Item]:
+    """What successive read()s of /dev/kmsg returned (a record, an EPIPE error, None = idle) -> Items.
 
     ``after``: last sequence number already handled (skipped; a jump past it is a ``gap`` with
-    cause ``while-stopped``). EPIPE means the ring buffer overwrote records we had not read yet:
+    cause ``while-stopped``). EPIPE means the ring buffer overwrote records we had not read yet;
     the next record's sequence number says how many (``gap`` with cause ``overrun``).
-    ``follow=False`` stops at the end of the buffer instead of waiting for new records.
+
+    >>> recs = [b"6,7,1,-;a", BrokenPipeError(32, "Broken pipe"), b"6,10,2,-;b"]
+    >>> [(i.kind, i.pos, i.missed, i.cause) for i in kmsg_items(recs, after=6)]
+    [('line', 7, 0, ''), ('gap', 8, 2, 'overrun'), ('line', 10, 0, '')]
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     expected = None if after is None else after + 1
     cause = "while-stopped"
+    for data in reads:
+        if data is None:
+            yield Item("idle")
+            continue
+        if isinstance(data, OSError):
+            if data.errno == errno.EPIPE:
+                cause = "overrun"
+                continue
+            raise data
+        rec = data.decode("utf-8", "replace")
+        try:
+            lines = parse_record(rec)
+        except LineError as exc:
+            yield Item("bad", raw=rec, reason=str(exc), where={"file": path})
+            continue
+        seq = lines[0].seq
+        if after is not None and seq <= after:
+            continue
+        if expected is not None and seq > expected:
+            yield Item("gap", pos=expected, missed=seq - expected, cause=cause,
+                       where={"from_seq": expected, "to_seq": seq - 1})
+        cause = "overrun"
+        expected = seq + 1
+        for ln in lines:
+            yield Item("line", seq, ln, rec)
+
+
+def _kmsg_reads(path: str, follow: bool, idle: float) -> Iterator[bytes | OSError | None]:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
         while True:
             try:
-                data = os.read(fd, 16384)
+                data = os.read(fd, 16384)  # one record per read; records are at most ~8 KiB
             except BlockingIOError:
                 if not follow:
                     return
                 r, _, _ = select.select([fd], [], [], idle)
                 if not r:
-                    yield Item("idle")
-                continue
-            except BrokenPipeError:
-                cause = "overrun"
+                    yield None
                 continue
             except OSError as exc:
                 if exc.errno == errno.EPIPE:
-                    cause = "overrun"
-                    continue
-                if exc.errno == errno.EINVAL:  # record larger than our buffer: cannot happen with 16 KiB
+                    yield exc
                     continue
                 raise
             if not data:
                 return
-            rec = data.decode("utf-8", "replace")
-            try:
-                lines = parse_record(rec)
-            except LineError as exc:
-                yield Item("bad", raw=rec, reason=str(exc), where={"file": path})
-                continue
-            seq = lines[0].seq
-            if after is not None and seq <= after:
-                continue
-            if expected is not None and seq > expected:
-                yield Item("gap", pos=expected, missed=seq - expected, cause=cause,
-                           where={"from_seq": expected, "to_seq": seq - 1})
-            cause = "overrun"
-            expected = seq + 1
-            for ln in lines:
-                yield Item("line", seq, ln, rec)
+            yield data
     finally:
         os.close(fd)
+
+
+def read_kmsg(path: str = "/dev/kmsg", *, after: int | None = None, follow: bool = True,
+              idle: float = 2.0) -> Iterator[Item]:
+    """Records from /dev/kmsg (one per read), from the oldest still in the ring buffer; see ``kmsg_items``.
+
+    ``follow=False`` stops at the end of the buffer instead of waiting for new records.
+    """
+    return kmsg_items(_kmsg_reads(path, follow, idle), after=after, path=path)
 
 
 def boot_id() -> str:

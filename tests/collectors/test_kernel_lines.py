@@ -1,0 +1,120 @@
+"""Kernel line shapes: every prefix found in the shared data parses to the bare kernel message."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from collectors.kernel.lines import LineError, parse_line
+from collectors.kernel.sources import from_lines, from_path, kmsg_items, parse_record
+
+
+@pytest.mark.parametrize("raw, shape, text, fields", [
+    ("6,3964,206764307,-;nvidia-nvswitch2: open (major=510)", "kmsg", "nvidia-nvswitch2: open (major=510)",
+     {"seq": 3964, "prio": 6, "mono": 206.764307}),
+    ("[   72.159680] INFO: Stall ended before state dump start", "bracket", "INFO: Stall ended before state dump start",
+     {"mono": 72.15968, "ctx": ""}),
+    ("[  990.309025][    C0] rcu: INFO: rcu_preempt self-detected stall on CPU", "bracket",
+     "rcu: INFO: rcu_preempt self-detected stall on CPU", {"ctx": "C0"}),
+    ("[   49.650190][  T126] wlan1: Created IBSS", "bracket", "wlan1: Created IBSS", {"ctx": "T126"}),
+    ("[  433.233894][T22566] fuse: Unknown parameter", "bracket", "fuse: Unknown parameter", {"ctx": "T22566"}),
+    ("<1>[  201.654822] BUG: unable to handle kernel NULL pointer dereference at           (null)", "pstore",
+     "BUG: unable to handle kernel NULL pointer dereference at           (null)", {"prio": 1, "mono": 201.654822}),
+    ("[Sun Feb 23 16:24:18 2025] NVRM: GPU Board Serial Number: 1650124014249", "dmesg-T",
+     "NVRM: GPU Board Serial Number: 1650124014249", {"wall": 1740327858.0}),
+    ("kern  :warn  : 2025-01-21T04:41:44,283302+00:00 VFS: file-max limit 1000000 reached", "iso",
+     "VFS: file-max limit 1000000 reached", {"prio": 4, "wall": 1737434504.283302}),
+    ("Nov 25 10:00:01 worker-3 kernel: [ 5123.456789] EXT4-fs error (device sda1): x", "syslog",
+     "EXT4-fs error (device sda1): x", {"host": "worker-3", "mono": 5123.456789}),
+    ("2025-11-25T10:00:01.5+00:00 worker-3 kernel: nf_conntrack: table full, dropping packet", "syslog",
+     "nf_conntrack: table full, dropping packet", {"wall": 1764064801.5}),
+    ("syzkaller login: [   50.946624] WARNING: CPU: 0 PID: 3081 at mm/slab_common.c:971 kmalloc_slab+0x5d/0x70",
+     "bracket", "WARNING: CPU: 0 PID: 3081 at mm/slab_common.c:971 kmalloc_slab+0x5d/0x70", {}),
+    ("** 5311 printk messages dropped ** [   60.136772] INFO: Freed in fasync_free_rcu+0x14/0x20 age=624",
+     "bracket", "INFO: Freed in fasync_free_rcu+0x14/0x20 age=624", {}),
+    ("2017/11/13 12:34:56 BUG: memory leak", "datetime", "BUG: memory leak", {}),
+    ("Panic#1 Part2", "header", "", {}),
+    ("unregister_netdevice: waiting for lo to become free. Usage count = 1", "bare",
+     "unregister_netdevice: waiting for lo to become free. Usage count = 1", {}),
+])
+def test_every_line_shape(raw, shape, text, fields):
+    ln = parse_line(raw, year=2025)
+    assert (ln.shape, ln.text) == (shape, text)
+    for k, v in fields.items():
+        assert getattr(ln, k) == pytest.approx(v) if isinstance(v, float) else getattr(ln, k) == v, k
+
+
+def test_syslog_without_year_uses_the_given_year():
+    assert parse_line("Jan  2 15:04:05 n1 kernel: x", year=2024).wall == 1704207845.0
+
+
+def test_journal_json_export():
+    raw = orjson.dumps({"MESSAGE": "Out of memory: Killed process 9 (java)", "PRIORITY": "3", "_HOSTNAME": "n1",
+                        "__REALTIME_TIMESTAMP": "1737434504283302", "_SOURCE_MONOTONIC_TIMESTAMP": "12000000"}).decode()
+    ln = parse_line(raw)
+    assert (ln.shape, ln.text, ln.prio, ln.wall, ln.mono, ln.host) == (
+        "journal", "Out of memory: Killed process 9 (java)", 3, 1737434504.283302, 12.0, "n1")
+
+
+@pytest.mark.parametrize("raw, reason", [
+    ("6,12\x00,1;x", "NUL bytes"),
+    ('{"MESSAGE": "x", ', "not valid JSON"),
+    ('{"PRIORITY": "3"}', "no MESSAGE field"),
+    ("6,abc,12,-;hello", "malformed /dev/kmsg record header"),
+])
+def test_broken_lines_say_why(raw, reason):
+    with pytest.raises(LineError, match=reason):
+        parse_line(raw)
+
+
+def test_kmsg_record_dictionary_and_escaped_newlines():
+    lines = parse_record("4,88,5000,-;first\\x0asecond\n SUBSYSTEM=net\n DEVICE=n3\n")
+    assert [ln.text for ln in lines] == ["first", "second"]
+    assert {ln.seq for ln in lines} == {88}
+    assert lines[0].dict == {"SUBSYSTEM": "net", "DEVICE": "n3"}
+
+
+def test_real_raw_kmsg_file_keeps_sequence_numbers(data_dir):
+    items = list(from_path(data_dir / "gpud-testdata" / "kmsg" / "kmsg.1.log"))
+    lines = [i for i in items if i.kind == "line"]
+    assert len(lines) == 47
+    seqs = [i.line.seq for i in lines]
+    assert seqs == list(range(3964, 4011))
+    assert lines[0].line.text == "nvidia-nvswitch2: open (major=510)"
+
+
+def test_bad_lines_become_bad_items_with_position():
+    items = list(from_lines(["[ 1.0] fine", "6,x,1,-;bad header", "bin\x00ary"], where={"file": "f.log"}))
+    assert [i.kind for i in items] == ["line", "bad", "bad"]
+    assert items[1].where == {"file": "f.log", "line": 2}
+    assert "NUL" in items[2].reason
+
+
+def test_kmsg_overrun_and_restart_gaps_are_counted(data_dir):
+    """EPIPE from read() (the ring buffer overwrote unread records) -> a gap with the number lost."""
+    recs = [ln.encode() for ln in (data_dir / "gpud-testdata" / "kmsg" / "kmsg.1.log").read_text().splitlines()]
+    reads = recs[:5] + [BrokenPipeError(32, "Broken pipe")] + recs[12:]
+    items = list(kmsg_items(reads))
+    gaps = [i for i in items if i.kind == "gap"]
+    assert [(g.missed, g.cause, g.where["from_seq"], g.where["to_seq"]) for g in gaps] == [(7, "overrun", 3969, 3975)]
+    # restarting after seq 3970 when the buffer already starts at 3976: lost while stopped
+    items = list(kmsg_items(recs[12:], after=3970))
+    assert [(i.missed, i.cause) for i in items if i.kind == "gap"] == [(5, "while-stopped")]
+    assert [i.pos for i in items if i.kind == "line"][0] == 3976
+
+
+def test_real_dev_kmsg_reads_records_and_resumes():
+    from collectors.kernel.sources import read_kmsg
+
+    try:
+        items = [i for i in read_kmsg("/dev/kmsg", follow=False) if i.kind == "line"]
+    except PermissionError:
+        pytest.skip("/dev/kmsg is not readable here (needs CAP_SYSLOG when kernel.dmesg_restrict=1)")
+    except FileNotFoundError:
+        pytest.skip("no /dev/kmsg on this machine")
+    assert items, "the ring buffer always holds the boot messages"
+    seqs = [i.pos for i in items]
+    assert seqs == sorted(seqs)
+    last = seqs[-1]
+    again = [i.pos for i in read_kmsg("/dev/kmsg", follow=False, after=last - 3) if i.kind == "line"]
+    assert again[:3] == [last - 2, last - 1, last] and min(again) == last - 2
