@@ -67,6 +67,9 @@ def load_node_files(paths) -> dict[str, str]:
                 for doc in yaml.safe_load_all(f.read_text()):
                     if doc is not None:
                         out.update(nodes_from_objects(doc))
+            except yaml.MarkedYAMLError as exc:
+                mark = exc.problem_mark
+                errors.append(f"{f}:{mark.line + 1 if mark else '?'}: invalid YAML: {exc.problem or exc.context}")
             except (OSError, yaml.YAMLError, NodeMapError) as exc:
                 errors.append(f"{f}: {exc}")
     if errors:

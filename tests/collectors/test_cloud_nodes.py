@@ -1,0 +1,118 @@
+"""Instance -> node mapping: providerID shapes, node files, and the official Kubernetes client against a local API server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import orjson
+import pytest
+import yaml
+from aiohttp import web
+
+from collectors.cloud.nodes import NodeMap, NodeMapError, instance_of, kubernetes_lister, load_node_files
+
+NODES_DIR = "openshift-must-gather-events/must-gather-aws/cluster-scoped-resources/core/nodes"
+RECORDED = {
+    "i-04c3029e207ee2de8": "ip-10-0-129-220.ec2.internal",
+    "i-0ff943b959e44c16f": "ip-10-0-151-183.ec2.internal",
+    "i-064a730035a9355cb": "ip-10-0-187-218.ec2.internal",
+    "i-031c2da9689a6eff3": "ip-10-0-189-142.ec2.internal",
+    "i-0bb916cc32a8034eb": "ip-10-0-195-177.ec2.internal",
+    "i-06b5efb646a7d666a": "ip-10-0-254-204.ec2.internal",
+}
+
+
+@pytest.mark.parametrize("provider_id, instance", [
+    ("aws:///us-east-1b/i-04c3029e207ee2de8", "i-04c3029e207ee2de8"),
+    ("aws:///i-04c3029e207ee2de8", "i-04c3029e207ee2de8"),
+    ("cn-hangzhou.i-bp1ecr5go2go", "i-bp1ecr5go2go"),
+    ("alicloud://cn-beijing.i-2ze0abcdef", "i-2ze0abcdef"),
+    ("aws:///us-east-1b/fargate-ip-10-0-1-1", None),
+    ("gce://project/us-central1-a/vm-1", None),
+    ("kind://docker/kind/kind-control-plane", None),
+    ("", None),
+])
+def test_instance_of_provider_id(provider_id, instance):
+    assert instance_of(provider_id) == instance
+
+
+def test_recorded_node_objects(data_dir, tmp_path):
+    assert load_node_files([data_dir / NODES_DIR]) == RECORDED
+    plain = tmp_path / "map.yaml"
+    plain.write_text("i-0abc12345: node-a\ncn-hangzhou.i-bp1xyz: node-b\naws:///us-east-1a/i-0def67890: node-c\n")
+    assert load_node_files([plain]) == {"i-0abc12345": "node-a", "i-bp1xyz": "node-b", "i-0def67890": "node-c"}
+
+
+def test_bad_node_files_are_all_reported(tmp_path):
+    (tmp_path / "a.yaml").write_text("i-0abc12345: [not, a, name]\n")
+    (tmp_path / "b.yaml").write_text("key: : :\n")
+    with pytest.raises(NodeMapError) as err:
+        load_node_files([tmp_path])
+    lines = str(err.value).splitlines()
+    assert len(lines) == 2
+    assert lines[0] == f"{tmp_path / 'a.yaml'}: entry 'i-0abc12345': expected '<instance id or providerID>: <node name>'"
+    assert lines[1] == f"{tmp_path / 'b.yaml'}:1: invalid YAML: mapping values are not allowed here"
+
+
+@contextlib.asynccontextmanager
+async def api_server(state: dict):
+    """A local Kubernetes API answering GET /api/v1/nodes with ``state['nodes']`` (or ``state['status']``)."""
+    async def list_nodes(request):
+        if state.get("status", 200) != 200:
+            return web.json_response({"kind": "Status", "code": state["status"]}, status=state["status"])
+        body = {"kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": state["nodes"]}
+        return web.Response(body=orjson.dumps(body, default=str), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/api/v1/nodes", list_nodes)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    finally:
+        await runner.cleanup()
+
+
+def test_node_map_from_the_kubernetes_api(data_dir):
+    from kubernetes import client
+
+    nodes = [yaml.safe_load(f.read_text()) for f in sorted((data_dir / NODES_DIR).glob("*.yaml"))]
+    state = {"nodes": []}
+    ticks = [0.0]
+
+    async def run():
+        async with api_server(state) as url:
+            api = client.ApiClient(client.Configuration(host=url))
+            nm = NodeMap({"i-0static01": "static-node"}, kubernetes_lister(api), refresh=300, min_interval=30,
+                         clock=lambda: ticks[0])
+            steps = [nm.due(missing=False)]
+            await asyncio.to_thread(nm.relist)  # the cluster has no nodes yet
+            steps.append(nm.snapshot())
+            state["nodes"] = nodes  # nodes join
+            ticks[0] = 10.0
+            steps.append((nm.due(missing=False), nm.due(missing=True)))  # too soon even for a miss
+            ticks[0] = 31.0
+            steps.append((nm.due(missing=False), nm.due(missing=True)))  # a miss may re-list now
+            await asyncio.to_thread(nm.relist)
+            steps.append(nm.snapshot())
+            state["status"] = 500  # the API fails: the last good map stays
+            ticks[0] = 400.0
+            steps.append(nm.due(missing=False))
+            await asyncio.to_thread(nm.relist)
+            steps.append((nm.snapshot(), nm.errors))
+            api.close()
+            return steps
+
+    steps = asyncio.run(run())
+    assert steps == [
+        True,
+        {"i-0static01": "static-node"},
+        (False, False),
+        (False, True),
+        RECORDED | {"i-0static01": "static-node"},
+        True,
+        (RECORDED | {"i-0static01": "static-node"}, 1),
+    ]
