@@ -1,0 +1,60 @@
+"""``kubesight collect cloud`` / ``bench cloud``: documented options, ``--check`` on sample files, refusing to run open."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from streams.cli import build_parser, main
+
+
+def _sub(parser, *path):
+    for name in path:
+        action = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+        parser = action.choices[name]
+    return parser
+
+
+@pytest.mark.parametrize("path", [("collect", "cloud"), ("bench", "cloud")])
+def test_every_option_is_documented(path):
+    p = _sub(build_parser(), *path)
+    text = p.format_help()
+    options = [a for a in p._actions if a.option_strings and a.dest != "help"]
+    assert options
+    for a in options:
+        assert a.help and len(a.help) > 15, a.option_strings
+        assert a.option_strings[0] in text
+
+
+def test_check_prints_the_events_of_a_sample(data_dir, capsys):
+    sample = data_dir / "aws-ec2-health-events" / "aws-health-tools" / "testevent.json"
+    assert main(["collect", "cloud", "--check", str(sample)]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    ev = orjson.loads(line)
+    assert (ev["source"], ev["reason"], ev["severity"], ev["labels"]["instance"]) == \
+           ("cloud", "DiskStalled", "warning", "i-abcd1111")
+
+
+def test_check_maps_nodes_and_explains_refusals(data_dir, tmp_path, capsys):
+    imds = tmp_path / "instance-action.json"
+    imds.write_text('{"action": "terminate", "time": "2017-09-18T08:22:00Z"}')
+    nodes = str(data_dir / "openshift-must-gather-events/must-gather-aws/cluster-scoped-resources/core/nodes")
+    assert main(["collect", "cloud", "--check", str(imds), "--nodes", nodes]) == 1
+    assert "post it with ?instance=<instance id> in the URL" in capsys.readouterr().err
+    assert main(["collect", "cloud", "--check", str(imds), "--nodes", nodes, "--instance", "i-0ff943b959e44c16f"]) == 0
+    ev = orjson.loads(capsys.readouterr().out)
+    assert (ev["reason"], ev["entity"]["node"], ev["labels"]["scheduled_time"]) == \
+           ("SpotInterruption", "ip-10-0-151-183.ec2.internal", "2017-09-18T08:22:00.000Z")
+
+
+def test_refuses_to_run_without_credentials(monkeypatch, capsys):
+    monkeypatch.delenv("KUBESIGHT_CLOUD_TOKEN", raising=False)
+    monkeypatch.delenv("KUBESIGHT_CLOUD_HMAC_KEY", raising=False)
+    assert main(["collect", "cloud", "--listen", "127.0.0.1:0", "--stdout"]) == 2
+    assert "no credentials configured" in capsys.readouterr().err
+
+
+def test_bad_listen_address(monkeypatch, capsys):
+    monkeypatch.setenv("KUBESIGHT_CLOUD_TOKEN", "x" * 20)
+    assert main(["collect", "cloud", "--listen", "8090", "--stdout"]) == 2
+    assert "--listen must be HOST:PORT, got '8090'" in capsys.readouterr().err
