@@ -1,0 +1,86 @@
+"""``kubesight rules check | test | list`` and ``kubesight bench rules``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+DEFAULT_PACKS = Path(__file__).resolve().parent / "packs" / "default"
+
+
+def register(sub, groups) -> None:
+    from streams.cli import subgroup
+
+    g = subgroup(sub, groups, "rules", "rule packs: validate, unit-test, list")
+    p = g.add_parser("check", help="validate rule packs; exit 1 listing every error")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="pack files or folders of *.yaml")
+    p.set_defaults(func=_check)
+    p = g.add_parser("test", help="run rule unit tests (input events/series, expected alerts)")
+    p.add_argument("paths", nargs="+", metavar="CASES", help="test files or folders of *.yaml")
+    p.set_defaults(func=_test)
+    p = g.add_parser("list", help="print the rules of packs as a Markdown table (name, what, severity, why)")
+    p.add_argument("paths", nargs="*", metavar="PATH", help=f"default: {DEFAULT_PACKS}")
+    p.set_defaults(func=_list)
+    b = subgroup(sub, groups, "bench", "benchmarks that print figures")
+    p = b.add_parser("rules", help="rule-evaluation cost per signal with the whole default pack loaded")
+    p.add_argument("--packs", nargs="*", default=None, metavar="PATH", help=f"default: {DEFAULT_PACKS}")
+    p.add_argument("--data", default=None, help="shared data folder (default: $KUBESIGHT_DATA or ../shared/data)")
+    p.add_argument("--rounds", type=int, default=3, help="passes over the signal mix (default 3)")
+    p.set_defaults(func=_bench)
+
+
+def _check(args) -> int:
+    from rules.load import PackError, load_packs
+
+    try:
+        rs = load_packs(args.paths)
+    except PackError as exc:
+        for e in exc.errors:
+            print(e, file=sys.stderr)
+        print(f"{len(exc.errors)} error(s)", file=sys.stderr)
+        return 1
+    for p in rs.packs:
+        print(f"ok  {p.file}: pack {p.name}@{p.version}, {p.rules} rules")
+    ev = sum(1 for r in rs.rules if r.on == "event")
+    print(f"{len(rs.packs)} pack(s), {len(rs)} rules ({ev} on events, {len(rs) - ev} on metrics)")
+    return 0
+
+
+def _test(args) -> int:
+    from rules.testing import case_files, run_tests
+
+    files = case_files(args.paths)
+    passed, failures = run_tests(args.paths)
+    for f in failures:
+        print(f"FAILED {f}", file=sys.stderr)
+    total = passed + len(failures)
+    print(f"{len(files)} file(s): {passed} test case(s) passed, {len(failures)} failed")
+    if total == 0:
+        print("no test cases found", file=sys.stderr)
+        return 1
+    return 1 if failures else 0
+
+
+def _list(args) -> int:
+    from rules.load import PackError, load_packs
+
+    try:
+        rs = load_packs(args.paths or [DEFAULT_PACKS])
+    except PackError as exc:
+        for e in exc.errors:
+            print(e, file=sys.stderr)
+        return 1
+    print("| rule | pack | what | severity | why |")
+    print("|---|---|---|---|---|")
+    for r in rs.rules:
+        what = r.annotations.get("summary")
+        why = r.annotations.get("description")
+        cell = lambda t: (t.text if t else "").replace("|", "\\|").replace("\n", " ")  # noqa: E731
+        print(f"| {r.alert} | {r.pack} | {cell(what)} | {r.severity} | {cell(why)} |")
+    return 0
+
+
+def _bench(args) -> int:
+    from rules.bench import main
+
+    return main(args)

@@ -1,0 +1,185 @@
+"""The five conditions as pure functions over a small JSON state ``c``: update, holds, deadline, value.
+
+Each condition keeps only what it needs (the last N event times, the points of one window,
+a detector and its recent scores), so a group's state stays small and bounded.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+
+_CMP = {
+    ">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
+}
+
+
+# ---------------------------------------------------------------- event_count
+
+
+def ec_update(cond, c: dict, t: float, ev) -> None:
+    ts = c.setdefault("t", [])
+    lo = t - cond.window
+    if ev.time <= lo:
+        return  # late: already outside the window
+    insort(ts, ev.time)
+    cut = 0
+    while cut < len(ts) and ts[cut] <= lo:
+        cut += 1
+    del ts[:cut]
+    if len(ts) > cond.count:
+        del ts[: len(ts) - cond.count]
+    c["k"] = c.get("k", 0) + 1
+    c["m"] = ev.message[:500]
+
+
+def ec_holds(cond, c: dict, t: float, active: bool) -> bool:
+    ts = c.get("t")
+    return bool(ts) and len(ts) >= cond.count and ts[-cond.count] > t - cond.window
+
+
+def ec_deadline(cond, c: dict):
+    ts = c.get("t")
+    return ts[-cond.count] + cond.window if ts and len(ts) >= cond.count else None
+
+
+def ec_empty(cond, c: dict, t: float) -> bool:
+    ts = c.get("t")
+    return not ts or ts[-1] <= t - cond.window
+
+
+# ---------------------------------------------------------------- state (set by one reason, cleared by another)
+
+
+def st_update(cond, c: dict, t: float, ev, resolve: bool) -> None:
+    if ev.time < c.get("t", float("-inf")):
+        return  # older than the last transition we applied
+    c["t"] = ev.time
+    if resolve:
+        c["on"] = False
+    else:
+        c["on"] = True
+        c["lt"] = ev.time
+        c["k"] = c.get("k", 0) + 1
+        c["m"] = ev.message[:500]
+
+
+def st_holds(cond, c: dict, t: float, active: bool) -> bool:
+    if not c.get("on"):
+        return False
+    return not cond.timeout or t < c["lt"] + cond.timeout
+
+
+def st_deadline(cond, c: dict):
+    return c["lt"] + cond.timeout if c.get("on") and cond.timeout else None
+
+
+def st_empty(cond, c: dict, t: float) -> bool:
+    return not st_holds(cond, c, t, False)
+
+
+# ---------------------------------------------------------------- threshold
+
+
+def _agg(agg: str, pts: list):
+    if not pts:
+        return None
+    if agg == "last":
+        return pts[-1][1]
+    vals = [p[1] for p in pts]
+    if agg == "avg":
+        return sum(vals) / len(vals)
+    if agg == "max":
+        return max(vals)
+    if agg == "min":
+        return min(vals)
+    if agg == "sum":
+        return sum(vals)
+    if agg == "count":
+        return float(len(vals))
+    # counters: increase with reset handling (a drop means the counter restarted from 0)
+    if len(pts) < 2:
+        return None
+    inc = 0.0
+    prev = vals[0]
+    for v in vals[1:]:
+        inc += v - prev if v >= prev else v
+        prev = v
+    if agg == "increase":
+        return inc
+    span = pts[-1][0] - pts[0][0]
+    return inc / span if span > 0 else None
+
+
+def th_update(cond, c: dict, t: float, s) -> None:
+    pts = c.setdefault("p", [])
+    if pts and s.time < pts[-1][0]:
+        return  # out of order within a series: ignored
+    if pts and s.time == pts[-1][0]:
+        pts[-1] = [s.time, s.value]
+    else:
+        pts.append([s.time, s.value])
+    if cond.window:
+        lo = s.time - cond.window
+        cut = 0
+        while cut < len(pts) - 1 and pts[cut][0] < lo:
+            cut += 1
+        if cut:
+            del pts[:cut]
+    elif len(pts) > 1:
+        del pts[:-1]
+    c["lt"] = s.time
+    c["v"] = _agg(cond.agg, pts)
+
+
+def th_holds(cond, c: dict, t: float, active: bool, stale: float) -> bool:
+    v = c.get("v")
+    if v is None or t >= c["lt"] + stale or v != v:
+        return False
+    level = cond.resolve if active and cond.resolve is not None else cond.value
+    return _CMP[cond.op](v, level)
+
+
+# ---------------------------------------------------------------- absent
+
+
+def ab_update(cond, c: dict, t: float, value) -> None:
+    if t >= c.get("lt", float("-inf")):
+        c["lt"] = t
+        c["v"] = value
+
+
+def ab_holds(cond, c: dict, t: float, active: bool) -> bool:
+    return "lt" in c and t >= c["lt"] + cond.after
+
+
+# ---------------------------------------------------------------- anomaly
+
+
+def an_update(cond, c: dict, t: float, s, det) -> None:
+    if "lt" in c and s.time <= c["lt"]:
+        return
+    score = det.score_one(s.value, s.time)
+    det.learn_one(s.value, s.time)
+    hist = c.setdefault("h", [])
+    flag = False
+    if score is not None:
+        if cond.above is not None:
+            flag = score > cond.above
+        elif len(hist) >= 20:
+            ordered = sorted(hist)
+            flag = score > ordered[min(len(ordered) - 1, int(cond.quantile * len(ordered)))]
+        hist.append(score)
+        if len(hist) > cond.history:
+            del hist[0]
+    flags = c.setdefault("f", [])
+    flags.append(1 if flag else 0)
+    if len(flags) > cond.n:
+        del flags[0]
+    c["lt"] = s.time
+    c["v"] = s.value
+    c["sc"] = score
+
+
+def an_holds(cond, c: dict, t: float, active: bool, stale: float) -> bool:
+    return "lt" in c and t < c["lt"] + stale and sum(c.get("f", ())) >= cond.k

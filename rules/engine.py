@@ -1,0 +1,416 @@
+"""The rule engine: signals in, Alert transitions out; pure, event-time, state in a given mapping.
+
+State layout (one key per rule and group, so a group's whole state moves as one changelog
+record): ``r|<alert>#<hash>|<group>`` -> ``{"s": 0|1|2 (inactive, pending, firing), "a": activeAt,
+"e": last evaluation time, "l": labels, "n": annotations, "c": condition state}``, plus
+``r|~due`` (the earliest timer) and ``r|~ver`` (the rule set the timers were scanned for).
+
+Co-partitioning: events are keyed in Kafka by entity (``Entity.key()``: workload, else object,
+else node) and samples by series.  A group key is always that key (plus the rule's ``group_by``
+values for events), so a group never spans partitions: ``group_by`` can split a group further
+(by ``xid``, ``container``...) but never merge entities.  Counting across entities (for example
+"50 FailedScheduling in a namespace") needs a re-keyed stream and is not done here.
+
+>>> from rules.load import load_packs
+>>> from streams.records import Event, Entity
+>>> import pathlib, tempfile
+>>> p = pathlib.Path(tempfile.mkdtemp()) / "p.yaml"
+>>> _ = p.write_text('''apiVersion: kubesight.io/v1
+... kind: RulePack
+... metadata: {name: demo, version: "1"}
+... rules:
+...   - alert: KubeBackOff
+...     match: {source: k8s, reason: BackOff}
+...     condition: {type: event_count, count: 1, window: 10m}
+...     annotations: {summary: "{{ labels.pod }} backing off: {{ message }}"}
+... ''')
+>>> eng, state = Engine(load_packs([p])), {}
+>>> ev = Event(source="k8s", reason="BackOff", type="Warning", time=0.0, message="restarting",
+...            entity=Entity(namespace="shop", kind="Pod", name="cart-1", owner="team-a"))
+>>> [(a.status, a.labels["alertname"], a.labels["owner"], a.annotations["summary"], a.source)
+...  for a in eng.process(ev, state, 0.0)]
+[('firing', 'KubeBackOff', 'team-a', 'cart-1 backing off: restarting', 'demo/KubeBackOff@1')]
+>>> [(a.status, a.endsAt) for a in eng.tick(600.0, state)]
+[('resolved', 600.0)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+
+from rules import conditions as C
+from rules.ruleset import CompiledRule, RuleSet
+from streams.records import Alert, Event, Sample
+
+PREFIX = "r|"
+DUE = "r|~due"
+VER = "r|~ver"
+_NONE: list = []
+_NEG = float("-inf")
+
+
+class _AnomalyState(dict):
+    """A group state holding a live detector; saved with the detector's snapshot."""
+
+    def snapshot(self) -> dict:
+        d = dict(self)
+        c = dict(d["c"])
+        det = c.get("det")
+        if det is not None and not isinstance(det, dict):
+            c["det"] = det.snapshot()
+        d["c"] = c
+        return d
+
+
+def event_view(ev: Event) -> dict:
+    """What event matchers and templates see: the event's labels plus entity and event fields,
+    ``pod`` (for Pods) and ``object`` (the workload, else ``Kind/name``, else the node)."""
+    e = ev.entity
+    view = dict(ev.labels)
+    view.update(cluster=e.cluster, namespace=e.namespace, kind=e.kind, name=e.name, node=e.node,
+                workload=e.workload, owner=e.owner, type=ev.type, severity=ev.severity,
+                source=ev.source, reason=ev.reason)
+    if e.kind == "Pod":
+        view["pod"] = e.name
+    view["object"] = e.workload or (f"{e.kind}/{e.name}" if e.kind and e.name else e.node)
+    return view
+
+
+def event_identity(ev: Event) -> dict:
+    """Identity labels of an event's group, mirroring ``Entity.key()`` (workload, object, node)."""
+    e = ev.entity
+    if e.workload:
+        d = {"cluster": e.cluster, "namespace": e.namespace, "workload": e.workload}
+    elif e.kind and e.name and e.kind != "Node":
+        d = {"cluster": e.cluster, "namespace": e.namespace}
+        if e.kind == "Pod":
+            d["pod"] = e.name
+        else:
+            d["kind"], d["name"] = e.kind, e.name
+        if e.node:
+            d["node"] = e.node
+    elif e.node or e.name:
+        d = {"cluster": e.cluster, "node": e.node or e.name}
+    else:
+        d = {"cluster": e.cluster, "namespace": e.namespace}
+    return {k: v for k, v in d.items() if v}
+
+
+class Engine:
+    """Evaluates a RuleSet; ``process`` per signal, ``tick`` on the event-time watermark."""
+
+    def __init__(self, ruleset: RuleSet, registry=None):
+        self.ruleset = ruleset
+        self._registry = registry
+        self._by_event = ruleset.by_event
+        self._by_source = ruleset.by_source
+        self._by_metric = ruleset.by_metric
+
+    # ------------------------------------------------------------ entry points
+
+    def process(self, rec, state: MutableMapping, now: float | None = None) -> list[Alert]:
+        """Apply one signal; ``now`` is the partition watermark (defaults to the record's time)."""
+        if type(rec) is Event:
+            rules = self._by_event.get((rec.source, rec.reason))
+            extra = self._by_source.get(rec.source)
+            if extra:
+                rules = rules + extra if rules else extra
+            if not rules:
+                return _NONE
+            return self._process_event(rec, rules, state, rec.time if now is None or now < rec.time else now)
+        if type(rec) is Sample:
+            rules = self._by_metric.get(rec.name)
+            if not rules:
+                return _NONE
+            return self._process_sample(rec, rules, state, rec.time if now is None or now < rec.time else now)
+        return _NONE
+
+    def tick(self, now: float, state: MutableMapping) -> list[Alert]:
+        """Fire and resolve what timers say at ``now``; orphaned states (rule gone) resolve and go."""
+        due = state.get(DUE)
+        if state.get(VER) == self.ruleset.digest and (due is None or now < due):
+            return _NONE
+        out: list[Alert] = []
+        nxt = None
+        by_sid = self.ruleset.by_sid
+        for key in [k for k in state if k.startswith(PREFIX) and k not in (DUE, VER)]:
+            st = state[key]
+            sid = key[2:key.index("|", 2)] if "|" in key[2:] else key[2:]
+            rule = by_sid.get(sid)
+            if rule is None:
+                if st.get("s") == 2:
+                    out.append(Alert(labels=st["l"], annotations=st.get("n") or {}, status="resolved",
+                                     startsAt=st["a"], endsAt=now, source=st.get("o", "")))
+                del state[key]
+                continue
+            st = self._restore(rule, st)
+            d0 = self._deadline(rule, st)
+            emitted = self._advance(rule, st, now)
+            if emitted:
+                out.extend(emitted)
+            if st["s"] == 0 and self._empty(rule, st, now):
+                del state[key]
+                continue
+            if d0 is not None and d0 <= now:
+                state[key] = st
+            d = self._deadline(rule, st)
+            if d is not None and (nxt is None or d < nxt):
+                nxt = d
+        if nxt is None:
+            if DUE in state:
+                del state[DUE]
+        elif state.get(DUE) != nxt:
+            state[DUE] = nxt
+        state[VER] = self.ruleset.digest
+        if len(out) > 1:
+            out.sort(key=lambda a: (a.endsAt if a.status == "resolved" else a.startsAt, a.fingerprint))
+        return out
+
+    # ------------------------------------------------------------ events
+
+    def _process_event(self, ev: Event, rules, state, t: float) -> list[Alert]:
+        view = None
+        ident = None
+        gkey = None
+        out = _NONE
+        for rule in rules:
+            if rule.kinds is not None and ev.entity.kind not in rule.kinds:
+                continue
+            resolving = ev.reason in rule.resolve_reasons
+            if not resolving and rule.reasons is not None and ev.reason not in rule.reasons:
+                continue
+            if rule.matchers:
+                if view is None:
+                    view = event_view(ev)
+                if not all(m.matches(view) for m in rule.matchers):
+                    continue
+            if gkey is None:
+                gkey = ev.entity.key().decode()
+            key = f"{PREFIX}{rule.sid}|{gkey}"
+            if rule.group_by:
+                if view is None:
+                    view = event_view(ev)
+                key += "|" + "|".join(view.get(g, "") for g in rule.group_by)
+            st = state.get(key)
+            if st is None:
+                if resolving:
+                    continue  # nothing to clear
+                st = {"s": 0, "a": 0.0, "e": _NEG, "c": {}}
+            te = t if t > st["e"] else st["e"]
+            emitted = self._advance(rule, st, te)
+            ct = rule.cond.type
+            c = st["c"]
+            if ct == "event_count":
+                C.ec_update(rule.cond, c, te, ev)
+            elif ct == "state":
+                C.st_update(rule.cond, c, te, ev, resolving)
+            else:  # absent
+                C.ab_update(rule.cond, c, ev.time, None)
+            if ident is None:
+                ident = event_identity(ev)
+            if view is None and (rule.annotations or rule.group_by):
+                view = event_view(ev)
+            labels = self._event_labels(rule, ev, ident, view)
+            emitted = emitted + self._eval(rule, st, te, labels, view or ident, c.get("m", ev.message))
+            if st["s"] == 0 and ct != "absent" and self._empty(rule, st, te):
+                if key in state:
+                    del state[key]
+            else:
+                state[key] = st
+                self._note_due(rule, st, state)
+            if emitted:
+                out = emitted if out is _NONE else out + emitted
+        return out
+
+    @staticmethod
+    def _event_labels(rule: CompiledRule, ev: Event, ident: dict, view) -> dict:
+        labels = dict(rule.labels)
+        labels.update(ident)
+        for g in rule.group_by:
+            v = view.get(g)
+            if v:
+                labels[g] = v
+        if ev.entity.owner:
+            labels["owner"] = ev.entity.owner
+        labels["alertname"] = rule.alert
+        labels["severity"] = rule.severity
+        return labels
+
+    # ------------------------------------------------------------ samples
+
+    def _process_sample(self, s: Sample, rules, state, t: float) -> list[Alert]:
+        gkey = None
+        out = _NONE
+        for rule in rules:
+            if rule.matchers and not all(m.matches(s.labels) for m in rule.matchers):
+                continue
+            if gkey is None:
+                gkey = s.series()
+            key = f"{PREFIX}{rule.sid}|{gkey}"
+            st = state.get(key)
+            if st is None:
+                st = {"s": 0, "a": 0.0, "e": _NEG, "c": {}}
+            st = self._restore(rule, st)
+            te = t if t > st["e"] else st["e"]
+            emitted = self._advance(rule, st, te)
+            ct = rule.cond.type
+            c = st["c"]
+            if ct == "threshold":
+                C.th_update(rule.cond, c, te, s)
+            elif ct == "anomaly":
+                C.an_update(rule.cond, c, te, s, c["det"])
+            else:
+                C.ab_update(rule.cond, c, s.time, s.value)
+            labels = dict(rule.labels)
+            labels.update(s.labels)
+            labels["alertname"] = rule.alert
+            labels["severity"] = rule.severity
+            emitted = emitted + self._eval(rule, st, te, labels, s.labels, "")
+            if st["s"] == 0 and self._empty(rule, st, te):
+                if key in state:
+                    del state[key]
+            else:
+                state[key] = st
+                self._note_due(rule, st, state)
+            if emitted:
+                out = emitted if out is _NONE else out + emitted
+        return out
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _restore(self, rule: CompiledRule, st: dict) -> dict:
+        """Anomaly states carry a live detector; build it (new, or from a restored snapshot)."""
+        if rule.cond.type != "anomaly" or type(st) is _AnomalyState:
+            return st
+        st = _AnomalyState(st)
+        c = st["c"] = dict(st["c"])
+        reg = self._registry
+        if reg is None:
+            from rules.load import default_registry
+
+            reg = self._registry = default_registry()
+        det = c.get("det")
+        if det is None:
+            c["det"] = reg.build(rule.detector[0], dict(rule.detector[1]))
+        elif isinstance(det, dict):
+            c["det"] = reg.restore(det)
+        return st
+
+    def _holds(self, rule: CompiledRule, c: dict, t: float, active: bool) -> bool:
+        ct = rule.cond.type
+        if ct == "event_count":
+            return C.ec_holds(rule.cond, c, t, active)
+        if ct == "state":
+            return C.st_holds(rule.cond, c, t, active)
+        if ct == "threshold":
+            return C.th_holds(rule.cond, c, t, active, rule.stale_after)
+        if ct == "absent":
+            return C.ab_holds(rule.cond, c, t, active)
+        return C.an_holds(rule.cond, c, t, active, rule.stale_after)
+
+    def _cond_deadline(self, rule: CompiledRule, st: dict):
+        ct = rule.cond.type
+        c = st["c"]
+        if ct == "event_count":
+            return C.ec_deadline(rule.cond, c)
+        if ct == "state":
+            return C.st_deadline(rule.cond, c)
+        if ct == "absent":
+            return c["lt"] + rule.cond.after if "lt" in c and st["s"] == 0 else None
+        return c["lt"] + rule.stale_after if "lt" in c else None
+
+    def _deadline(self, rule: CompiledRule, st: dict):
+        """The next time this group may change without new data (strictly after its last evaluation)."""
+        d = self._cond_deadline(rule, st)
+        if st["s"] == 1:
+            p = st["a"] + rule.for_
+            d = p if d is None or p < d else d
+        return d if d is not None and d > st["e"] else None
+
+    def _empty(self, rule: CompiledRule, st: dict, t: float) -> bool:
+        ct = rule.cond.type
+        c = st["c"]
+        if ct == "event_count":
+            return C.ec_empty(rule.cond, c, t)
+        if ct == "state":
+            return C.st_empty(rule.cond, c, t)
+        if ct == "threshold":
+            return "lt" not in c or not rule.cond.window or t >= c["lt"] + rule.stale_after
+        return False
+
+    def _note_due(self, rule: CompiledRule, st: dict, state) -> None:
+        d = self._deadline(rule, st)
+        if d is not None:
+            due = state.get(DUE)
+            if due is None or d < due:
+                state[DUE] = d
+
+    def _advance(self, rule: CompiledRule, st: dict, t: float) -> list[Alert]:
+        """Apply every timer of this group that falls in (last evaluation, t]."""
+        out = _NONE
+        for _ in range(8):
+            d = self._deadline(rule, st)
+            if d is None or d > t:
+                break
+            got = self._eval(rule, st, d, None, None, None)
+            if got:
+                out = got if out is _NONE else out + got
+        return out
+
+    def _eval(self, rule: CompiledRule, st: dict, t: float, labels, view, message) -> list[Alert]:
+        """Re-evaluate the condition at ``t`` and move pending/firing/inactive; returns transitions."""
+        if t > st["e"]:
+            st["e"] = t
+        s = st["s"]
+        c = st["c"]
+        out = _NONE
+        if self._holds(rule, c, t, s > 0):
+            if labels is not None:
+                ann = self._annotations(rule, c, labels, view, message) if rule.annotations else {}
+                if s == 2 and labels != st["l"]:
+                    # identity changed under a firing alert (new owner, new rule labels): replace it
+                    out = [self._alert(rule, st, "resolved", t), None]
+                    st["a"] = t
+                    st["l"], st["n"] = labels, ann
+                    out[1] = self._alert(rule, st, "firing", t)
+                    return out
+                st["l"], st["n"] = labels, ann
+            elif "l" not in st:
+                return out  # a timer-only change for a group never labelled
+            if s == 0:
+                st["s"] = s = 1
+                st["a"] = t
+            if s == 1 and t >= st["a"] + rule.for_:
+                st["s"] = 2
+                st["o"] = rule.origin
+                out = [self._alert(rule, st, "firing", t)]
+        else:
+            if labels is not None and rule.cond.type == "absent" and st.get("l") != labels:
+                # absent fires from a timer, without a record: keep what it will say
+                st["l"] = labels
+                st["n"] = self._annotations(rule, c, labels, view, message) if rule.annotations else {}
+            if s == 2:
+                out = [self._alert(rule, st, "resolved", t)]
+            if s:
+                st["s"] = 0
+        return out
+
+    @staticmethod
+    def _annotations(rule: CompiledRule, c: dict, labels: dict, view, message) -> dict:
+        ctx = dict(view) if view else {}
+        ctx.update(labels)
+        ct = rule.cond.type
+        value = c.get("v")
+        count = c.get("k")
+        if ct == "event_count":
+            value = count
+        elif ct == "threshold" and value is None:
+            value = None
+        score = c.get("sc")
+        return {k: t.render(ctx, value=value, score=score, count=count, message=message or "")
+                for k, t in rule.annotations.items()}
+
+    @staticmethod
+    def _alert(rule: CompiledRule, st: dict, status: str, t: float) -> Alert:
+        return Alert(labels=dict(st["l"]), annotations=dict(st.get("n") or {}), status=status,
+                     startsAt=st["a"], endsAt=t if status == "resolved" else None, source=rule.origin)

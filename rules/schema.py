@@ -1,0 +1,225 @@
+"""The RulePack schema (pydantic v2, unknown keys rejected); meaning checks live in ``rules.load``."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from rules.duration import parse_duration
+from rules.matchers import Matcher
+from rules.template import Template
+
+API_VERSION = "kubesight.io/v1"
+SEVERITIES = ("critical", "warning", "info")
+CONDITIONS = ("event_count", "state", "threshold", "absent", "anomaly")
+_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_PACK = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+
+
+def _duration(v):
+    return parse_duration(v)
+
+
+def _str_list(v):
+    if isinstance(v, str):
+        return [v]
+    return v
+
+
+def _version(v):
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return str(v)
+    return v
+
+
+def _severity(v):
+    if v not in SEVERITIES:
+        shown = f'"{v}"' if isinstance(v, str) else repr(v)
+        raise ValueError(f"invalid severity {shown} (use {', '.join(SEVERITIES)})")
+    return v
+
+
+def _label_name(v):
+    if not isinstance(v, str) or not _NAME.match(v):
+        raise ValueError(f'invalid label name "{v}" (use letters, digits and _, not starting with a digit)')
+    return v
+
+
+def _pack_name(v):
+    if not isinstance(v, str) or not _PACK.match(v):
+        raise ValueError(f'invalid pack name "{v}" (use lower-case letters, digits, "-" and ".")')
+    return v
+
+
+def _alert_name(v):
+    if not isinstance(v, str) or not _NAME.match(v):
+        raise ValueError(f'invalid alert name "{v}" (use letters, digits and _, e.g. KubeNodeNotReady)')
+    return v
+
+
+def _matcher(v):
+    return Matcher.parse(v)
+
+
+def _template(v):
+    if not isinstance(v, str):
+        raise ValueError("expected a string")
+    return Template(v)
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+StrList = Annotated[list[str], BeforeValidator(_str_list)]
+Severity = Annotated[str, BeforeValidator(_severity)]
+LabelName = Annotated[str, BeforeValidator(_label_name)]
+MatcherT = Annotated[Any, BeforeValidator(_matcher)]
+TemplateT = Annotated[Any, BeforeValidator(_template)]
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, populate_by_name=False)
+
+
+class Metadata(_Base):
+    name: Annotated[str, BeforeValidator(_pack_name)]
+    version: Annotated[str, BeforeValidator(_version)]
+    description: str = ""
+
+
+class Defaults(_Base):
+    for_: Duration = Field(0.0, alias="for")
+    severity: Severity = "warning"
+    labels: dict[LabelName, str] = {}
+    stale_after: Duration = 300.0
+
+
+class DetectorSpec(_Base):
+    type: str
+    params: dict[str, Any] = {}
+
+
+class Match(_Base):
+    source: StrList | None = None
+    reason: StrList | None = None
+    kind: StrList | None = None
+    metric: StrList | None = None
+    matchers: list[MatcherT] = []
+
+
+class EventCount(_Base):
+    """N matching events within ``window`` per group; holds until the window slides past them."""
+
+    type: Literal["event_count"]
+    count: int = Field(1, ge=1, le=1000)
+    window: Duration = 600.0
+
+
+class State(_Base):
+    """Set by a matching event, cleared by one of ``resolve_reasons`` (or after ``timeout`` of quiet)."""
+
+    type: Literal["state"]
+    resolve_reasons: StrList
+    timeout: Duration = 0.0
+
+
+class Threshold(_Base):
+    """Aggregate of a series over ``window`` compared with ``value``; ``resolve`` adds hysteresis."""
+
+    type: Literal["threshold"]
+    op: Literal[">", ">=", "<", "<=", "==", "!="]
+    value: float
+    resolve: float | None = None
+    agg: Literal["last", "avg", "min", "max", "sum", "count", "rate", "increase"] = "last"
+    window: Duration = 0.0
+    stale_after: Duration | None = None
+
+
+class Absent(_Base):
+    """A signal seen before that has not been seen for ``after``."""
+
+    type: Literal["absent"]
+    after: Duration
+
+
+class Anomaly(_Base):
+    """A declared detector's score above ``above`` or above the ``quantile`` of its recent scores,
+    on at least ``k`` of the last ``n`` points."""
+
+    type: Literal["anomaly"]
+    detector: str
+    above: float | None = None
+    quantile: float | None = Field(None, gt=0.0, lt=1.0)
+    history: int = Field(200, ge=10, le=2000)
+    k: int = Field(1, ge=1)
+    n: int = Field(1, ge=1, le=64)
+    stale_after: Duration | None = None
+
+
+Condition = Annotated[EventCount | State | Threshold | Absent | Anomaly, Field(discriminator="type")]
+
+
+class Rule(_Base):
+    alert: Annotated[str, BeforeValidator(_alert_name)]
+    match: Match
+    condition: Condition
+    for_: Duration | None = Field(None, alias="for")
+    severity: Severity | None = None
+    labels: dict[LabelName, str] = {}
+    annotations: dict[LabelName, TemplateT] = {}
+    group_by: list[LabelName] = []
+
+
+class RulePack(_Base):
+    apiVersion: str
+    kind: str
+    metadata: Metadata
+    defaults: Defaults = Defaults()
+    detectors: dict[LabelName, DetectorSpec] = {}
+    rules: list[Rule]
+
+
+# ---------------------------------------------------------------- rule test files (promtool spirit)
+
+
+class InputEvent(_Base):
+    at: Duration
+    source: str
+    reason: str
+    type: str = "Warning"
+    entity: dict[str, str] = {}
+    labels: dict[str, str] = {}
+    message: str = ""
+    repeat: int = Field(1, ge=1, le=10000)
+    every: Duration = 60.0
+
+
+class InputSeries(_Base):
+    series: str
+    values: str
+
+
+class ExpectedAlert(_Base):
+    labels: dict[str, str]
+    annotations: dict[str, str] = {}
+    status: Literal["firing", "resolved"] = "firing"
+
+
+class AlertCheck(_Base):
+    eval_time: Duration
+    alertname: str
+    exp_alerts: list[ExpectedAlert] = []
+
+
+class Case(_Base):
+    name: str
+    interval: Duration = 60.0
+    input_series: list[InputSeries] = []
+    input_events: list[InputEvent] = []
+    alert_rule_test: list[AlertCheck]
+
+
+class CaseFile(_Base):
+    rule_files: StrList
+    evaluation_interval: Duration = 60.0
+    tests: list[Case]

@@ -1,0 +1,99 @@
+"""Annotation templates: ``{{ labels.pod }}``, ``{{ value }}``, ``{{ value | percent }}``; no code runs.
+
+The mapping is fixed: ``labels.NAME`` (the alert's labels, then the signal's), ``value``,
+``score``, ``count``, ``message`` (the last event's message); filters: ``percent``, ``bytes``,
+``duration``, ``int``.
+
+>>> t = Template("{{ labels.pod }} used {{ value | percent }} of its limit")
+>>> t.render({"pod": "cart-1"}, value=0.934)
+'cart-1 used 93.4% of its limit'
+>>> Template("{{ value.x }}")
+Traceback (most recent call last):
+...
+ValueError: unknown template field "value.x" (use labels.NAME, value, score, count, message)
+"""
+
+from __future__ import annotations
+
+import re
+
+from rules.duration import format_duration
+
+_FIELD = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(?:\|\s*([a-z]+)\s*)?\}\}")
+FIELDS = ("value", "score", "count", "message")
+FILTERS = ("percent", "bytes", "duration", "int")
+
+
+def _num(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) < 1e15):
+        return str(int(v))
+    return f"{v:.4g}"
+
+
+def _bytes(v) -> str:
+    if v is None:
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(v) < 1024 or unit == "TiB":
+            return f"{v:.3g}{unit}" if unit != "B" else f"{int(v)}B"
+        v /= 1024.0
+    return str(v)  # pragma: no cover
+
+
+def _apply(flt: str | None, v) -> str:
+    if flt is None:
+        return _num(v) if isinstance(v, int | float) else ("" if v is None else str(v))
+    if not isinstance(v, int | float):
+        return "" if v is None else str(v)
+    if flt == "percent":
+        return f"{v * 100:.1f}%"
+    if flt == "bytes":
+        return _bytes(v)
+    if flt == "duration":
+        return format_duration(v)
+    return str(int(v))
+
+
+class Template:
+    """A parsed template: literal pieces and fields, rendered without any evaluation."""
+
+    __slots__ = ("text", "_parts")
+
+    def __init__(self, text: str):
+        if not isinstance(text, str):
+            raise ValueError("expected a string")
+        self.text = text
+        parts: list = []
+        pos = 0
+        for m in _FIELD.finditer(text):
+            name, flt = m.group(1), m.group(2)
+            if name not in FIELDS and not (name.startswith("labels.") and name.count(".") == 1 and len(name) > 7):
+                raise ValueError(f'unknown template field "{name}" (use labels.NAME, value, score, count, message)')
+            if flt is not None and flt not in FILTERS:
+                raise ValueError(f'unknown template filter "{flt}" (use {", ".join(FILTERS)})')
+            parts.append(text[pos:m.start()])
+            parts.append((name, flt))
+            pos = m.end()
+        parts.append(text[pos:])
+        for lit in parts:
+            if isinstance(lit, str) and ("{{" in lit or "}}" in lit):
+                at = lit.find("{{") if "{{" in lit else lit.find("}}")
+                raise ValueError(f'malformed template near "{lit[at:at + 30]}" '
+                                 "(use {{ labels.NAME }}, {{ value }}, {{ value | percent }})")
+        self._parts = tuple(p for p in parts if p != "")
+
+    def render(self, labels: dict, value=None, score=None, count=None, message: str = "") -> str:
+        out = []
+        for p in self._parts:
+            if isinstance(p, str):
+                out.append(p)
+                continue
+            name, flt = p
+            if name.startswith("labels."):
+                out.append(str(labels.get(name[7:], "")))
+            else:
+                v = {"value": value, "score": score, "count": count, "message": message}[name]
+                out.append(_apply(flt, v))
+        return "".join(out)
