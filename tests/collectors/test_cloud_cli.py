@@ -58,3 +58,21 @@ def test_bad_listen_address(monkeypatch, capsys):
     monkeypatch.setenv("KUBESIGHT_CLOUD_TOKEN", "x" * 20)
     assert main(["collect", "cloud", "--listen", "8090", "--stdout"]) == 2
     assert "--listen must be HOST:PORT, got '8090'" in capsys.readouterr().err
+
+
+def test_the_deployment_runs_a_valid_command():
+    import yaml
+
+    from streams.config import REPO
+
+    docs = {d["kind"]: d for d in yaml.safe_load_all((REPO / "deploy/kubernetes/collector-cloud.yaml").read_text())}
+    assert set(docs) == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"}
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    [c] = pod["containers"]
+    args = build_parser().parse_args(c["args"])
+    assert (args.listen, args.kubernetes, args.stdout) == ("0.0.0.0:8090", True, False)
+    mount = c["volumeMounts"][0]["mountPath"]
+    secret = next(v["secret"] for v in pod["volumes"] if v["name"] == c["volumeMounts"][0]["name"])
+    assert {f"{mount}/{i['path']}" for i in secret["items"]} == {args.token_file, args.hmac_key_file}
+    assert docs["ClusterRole"]["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}]
+    assert docs["Service"]["spec"]["ports"][0]["targetPort"] == c["ports"][0]["name"]
