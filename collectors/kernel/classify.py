@@ -39,6 +39,7 @@ class _Report:
     lines: list[str] = field(default_factory=list)
     last_mono: float | None = None
     last_wall: float | None = None
+    opened_at: int = 0  # lines fed before the report opened
 
 
 class Classifier:
@@ -70,6 +71,8 @@ class Classifier:
         self.lines_seen += 1
         text = line.text
         out: list[Event] = []
+        if len(self.open) > 1 or (self.open and line.ctx not in self.open):
+            out += self._expire(line)
         r = self.open.get(line.ctx)
         if r is not None and (self._gap(r, line) or len(r.lines) >= r.pat.max_lines):
             out.append(self._close(line.ctx))
@@ -102,7 +105,7 @@ class Classifier:
             if hit is None:
                 return out
         c, m = hit
-        rep = _Report(c, line, pos, c.labels(m))
+        rep = _Report(c, line, pos, c.labels(m), opened_at=self.lines_seen)
         rep.lines.append(text)
         rep.last_mono, rep.last_wall = line.mono, line.wall
         if c.p.report:
@@ -122,6 +125,14 @@ class Classifier:
         return min((r.pos for r in self.open.values()), default=None)
 
     # ------------------------------------------------------------ internals
+
+    def _expire(self, line: Line) -> list[Event]:
+        """Close other callers' reports that went quiet (time gap, or 4 x max_lines of other lines)."""
+        out = []
+        for ctx, r in list(self.open.items()):
+            if ctx != line.ctx and (self._gap(r, line) or self.lines_seen - r.opened_at > 4 * r.pat.max_lines):
+                out.append(self._close(ctx))
+        return out
 
     def _gap(self, r: _Report, line: Line) -> bool:
         if r.last_mono is not None and line.mono is not None:

@@ -1,0 +1,169 @@
+"""The collector loop: checkpoints survive restarts (no loss, no repeat), dead letters, lost records, the CLI."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from collectors.kernel.checkpoint import FileCheckpoint
+from collectors.kernel.classify import Classifier
+from collectors.kernel.collector import KernelCollector
+from collectors.kernel.patterns import load_patterns
+from collectors.kernel.sources import from_path, kmsg_items
+from collectors.sink import StdoutSink
+from streams.cli import main
+from streams.config import REPO
+
+
+@pytest.fixture(scope="module")
+def patterns():
+    return load_patterns()
+
+
+@pytest.fixture(scope="module")
+def mixed_log(tmp_path_factory, data_dir):
+    """One node log stitched from real captures: interleaved [ T..] reports, Xid, OOM, pstore, NPD problems."""
+    parts = [data_dir / "syzkaller-kernel-reports" / "report" / n for n in ("69", "264", "171", "12", "36", "432", "540", "153", "615", "684")]
+    lines = []
+    for p in parts:
+        lines += p.read_text(errors="replace").partition("\n\n")[2].splitlines()
+    for rel in ("gpud-testdata/xid/dmesg-with-xid-119.log", "gpud-testdata/memory/dmesg.decode.iso.log",
+                "gpud-testdata/pstore/dmesg-erst.txt", "node-problem-detector/kernel_log_problems/null_pointer",
+                "node-problem-detector/kernel_log_problems/oom_kill"):
+        lines += (data_dir / rel).read_text().splitlines()
+    path = tmp_path_factory.mktemp("kernel") / "node.log"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run(patterns, path, *, checkpoint=None, max_lines=None):
+    out = io.StringIO()
+    c = Classifier(patterns, node="n1", source_id="file")
+    col = KernelCollector(c, StdoutSink(out), checkpoint=checkpoint, source_id="file:node.log")
+    col.resume()
+    col.run(from_path(path), max_lines=max_lines)
+    return [orjson.loads(ln) for ln in out.getvalue().splitlines()], col
+
+
+def test_reference_run(patterns, mixed_log):
+    events, col = run(patterns, mixed_log)
+    reasons = {e["reason"] for e in events}
+    assert {"TaskHung", "SoftLockup", "RCUStall", "KernelOops", "NvidiaXid", "OOMKilling"} <= reasons
+    assert col.bad == 0 and col.lines > 1000
+
+
+@pytest.mark.parametrize("step", [301, 450, 613])
+def test_restarts_neither_lose_nor_repeat_events(patterns, mixed_log, tmp_path, step):
+    """Stop after every `step` lines (often inside an open report) and restart from the checkpoint file.
+
+    A restart re-reads the open reports, so a run must last longer than one report (max_lines, 300)
+    to make progress: the steps here are all longer.
+    """
+    reference, _ = run(patterns, mixed_log)
+    cp = FileCheckpoint(tmp_path / "cp.json")
+    got, runs, held = [], 0, 0
+    while True:
+        events, col = run(patterns, mixed_log, checkpoint=cp, max_lines=step)
+        got += events
+        runs += 1
+        saved = cp.load()
+        held += saved["pos"] < col.last_pos  # stopped inside a report: the checkpoint stays before it
+        if col.lines < step:
+            break
+        assert runs < 1000
+    assert [e["id"] for e in got] == [e["id"] for e in reference]
+    assert got == reference  # same content too, not only the same ids
+    assert runs > 1 and held >= 1
+
+
+def test_checkpoint_of_another_source_is_ignored(patterns, mixed_log, tmp_path):
+    cp = FileCheckpoint(tmp_path / "cp.json")
+    cp.save({"source": "kmsg:other-boot", "pos": 10**9, "emitted": []})
+    events, _ = run(patterns, mixed_log, checkpoint=cp)
+    assert events, "a checkpoint from another boot/file must not skip this input"
+
+
+def test_bad_lines_are_dead_lettered_with_reason_and_position(patterns, tmp_path, capsys):
+    p = tmp_path / "k.log"
+    p.write_bytes(b"[ 1.0] unregister_netdevice: waiting for lo to become free. Usage count = 1\n"
+                  b"6,zz,1,-;broken record\n"
+                  b"garbage\x00bytes\n")
+    events, col = run(patterns, p)
+    assert [e["reason"] for e in events] == ["UnregisterNetDevice"] and col.bad == 2
+    err = capsys.readouterr().err
+    assert "malformed /dev/kmsg record header" in err and "'line': 2" in err
+    assert "NUL bytes" in err and "'line': 3" in err
+
+
+def test_lost_kmsg_records_become_one_event_with_the_count(patterns, data_dir):
+    recs = [ln.encode() for ln in (data_dir / "gpud-testdata" / "kmsg" / "kmsg.1.log").read_text().splitlines()]
+    out = io.StringIO()
+    col = KernelCollector(Classifier(patterns, node="n1"), StdoutSink(out), source_id="kmsg:b")
+    col.run(kmsg_items(recs[:5] + [BrokenPipeError(32, "Broken pipe")] + recs[20:]))
+    (lost,) = [orjson.loads(ln) for ln in out.getvalue().splitlines()]
+    assert (lost["reason"], lost["labels"]["missed"], lost["labels"]["cause"]) == ("KernelLogLost", "15", "overrun")
+    assert "15 kernel log records were lost" in lost["message"]
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_from_file_stdout(data_dir, capsys):
+    rc = main(["collect", "kernel", "--from-file", str(data_dir / "node-problem-detector" / "kernel_log_problems"),
+               "--stdout", "--node", "worker-9", "--cluster", "c1"])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    events = [orjson.loads(ln) for ln in out.splitlines()]
+    assert sorted(e["reason"] for e in events) == sorted(
+        ["DockerHung", "TaskHung", "KernelOops", "KernelOops", "OOMKilling", "FilesystemReadOnly", "UnregisterNetDevice"])
+    assert {(e["entity"]["node"], e["entity"]["cluster"], e["source"]) for e in events} == {("worker-9", "c1", "kernel")}
+    assert "7 events, 0 dead-lettered" in err
+
+
+def test_cli_reads_stdin(data_dir):
+    text = (data_dir / "gpud-testdata" / "xid" / "dmesg-with-xid-119.log").read_bytes()
+    r = subprocess.run([sys.executable, "-m", "streams.cli", "collect", "kernel", "--from-file", "-", "--stdout",
+                        "--node", "n2"], input=text, capture_output=True, cwd=REPO, timeout=60)
+    assert r.returncode == 0, r.stderr
+    events = [orjson.loads(ln) for ln in r.stdout.splitlines()]
+    assert [e["reason"] for e in events] == ["NvidiaXid"] * 5
+    assert events[0]["labels"]["xid_fatal"] == "true"
+
+
+def test_cli_xid_fatal_option(data_dir, capsys):
+    rc = main(["collect", "kernel", "--from-file", str(data_dir / "gpud-testdata" / "xid" / "dmesg-with-xid-119.log"),
+               "--stdout", "--node", "n", "--xid-fatal", "48,79"])
+    assert rc == 0
+    assert {orjson.loads(ln)["labels"]["xid_fatal"] for ln in capsys.readouterr().out.splitlines()} == {"false"}
+
+
+def test_cli_check_reports_every_pattern_error(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\npatterns:\n  - {id: x, reason: X, severity: loud, match: '(', examples: ['x']}\n")
+    rc = main(["collect", "kernel", "--patterns", str(bad), "--check"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f"{bad}:3: patterns[0].severity" in err and f"{bad}:3: patterns[0].match: invalid regular expression" in err
+    assert main(["collect", "kernel", "--check"]) == 0
+    assert "ok:" in capsys.readouterr().out
+
+
+def test_cli_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["collect", "kernel", "--help"])
+    out = capsys.readouterr().out
+    for opt in ("--from-file", "--kmsg", "--no-follow", "--stdout", "--node", "--cluster", "--patterns", "--check",
+                "--xid-fatal", "--checkpoint", "--boot-time", "--year", "NODE_NAME", "stdin"):
+        assert opt in out, opt
+
+
+def test_cli_bench_prints_accuracy_and_speed(capsys):
+    assert main(["bench", "kernel", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "syzkaller accuracy: " in out and "lines/s" in out
+    pct = float(out.split("files = ")[1].split("%")[0])
+    assert pct >= 95.0
