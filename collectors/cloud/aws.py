@@ -11,6 +11,8 @@ shape), and the instance-scoped bodies a node agent reads from IMDS or ``describ
 
 from __future__ import annotations
 
+import re
+
 import orjson
 
 from collectors.cloud.catalog import AWS_SCHEDULED, health_reason, state_severity
@@ -24,6 +26,7 @@ ASG_TERMINATE = "EC2 Instance-terminate Lifecycle Action"
 HEALTH = "AWS Health Event"
 SPOT_NOTICE_SECONDS = 120  # EC2 warns two minutes before it interrupts a spot instance
 MAX_MESSAGE = 2000
+_INSTANCE_ARN = re.compile(r"^arn:aws[\w-]*:ec2:[^:]*:[^:]*:instance/(i-[0-9a-f]+)$")
 
 
 def instance_id(value, field: str) -> str:
@@ -105,6 +108,8 @@ def from_health(d: dict, detail: dict) -> list[Event]:
               "event_arn": detail.get("eventArn"), "end_time": _fmt(end), "aws_source": d.get("source")}
     out = []
     for target in targets or [""]:
+        m = _INSTANCE_ARN.match(target)
+        target = m.group(1) if m else target
         inst = target if AWS_INSTANCE.match(target) else ""
         kind = "Volume" if target.startswith("vol-") else "CloudResource"
         out.append(make_event(provider="aws", code=code, reason=reason, severity=severity, time=time,

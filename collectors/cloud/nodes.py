@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -127,11 +128,18 @@ class NodeMap:
         age = self.clock() - self.listed_at
         return age >= self.refresh or (missing and age >= self.min_interval)
 
-    def relist(self) -> None:
-        """List nodes now (blocking; run it in a thread from async code). A failure keeps the last map."""
+    def relist(self, missing: bool | None = None) -> None:
+        """List nodes now (blocking; run it in a thread from async code). A failure keeps the last map.
+
+        With ``missing`` given, list only if still due: concurrent requests that all saw the map as stale
+        cause one listing, not one each."""
         with self._lock:
+            if missing is not None and not self.due(missing):
+                return
             self.listed_at = self.clock()
             try:
                 self.listed = self.lister()
-            except Exception:  # noqa: BLE001 - any API failure: keep the old map, count it, try again later
+            except Exception as exc:  # noqa: BLE001 - any API failure: keep the old map, count it, try again later
                 self.errors += 1
+                logging.getLogger("kubesight.cloud").warning("listing nodes failed (%s); keeping %d known nodes",
+                                                             exc, len(self.listed))

@@ -55,7 +55,7 @@ async def _events(request: web.Request) -> web.Response:
         return _json(401, {"error": "unauthorized"}, **{"WWW-Authenticate": "Bearer"})
     sink, nodes, timeout = cfg["sink"], cfg["nodes"], cfg["kafka_timeout"]
     if nodes.due(missing=False):
-        await asyncio.to_thread(nodes.relist)
+        await asyncio.to_thread(nodes.relist, False)
     try:
         events = parse(body, headers=request.headers, instance=request.query.get("instance"),
                        nodes=nodes.snapshot(), cluster=cfg["cluster"], now=cfg["clock"]())
@@ -73,7 +73,7 @@ async def _events(request: web.Request) -> web.Response:
         return _json(400, {"error": reason})
     unmapped = [e for e in events if e.labels.get("instance") and not e.entity.node]
     if unmapped and nodes.due(missing=True):
-        await asyncio.to_thread(nodes.relist)
+        await asyncio.to_thread(nodes.relist, True)
         mapping = nodes.snapshot()
         for e in unmapped:
             attach_node(e, mapping.get(e.labels["instance"], ""), cfg["cluster"])

@@ -116,3 +116,14 @@ def test_node_map_from_the_kubernetes_api(data_dir):
         True,
         (RECORDED | {"i-0static01": "static-node"}, 1),
     ]
+
+
+def test_requests_that_all_saw_a_stale_map_list_once():
+    calls = []
+    nm = NodeMap(lister=lambda: calls.append(1) or {"i-0abc12345": "n1"}, refresh=300, min_interval=30,
+                 clock=lambda: 1000.0)
+    assert nm.due(missing=False)
+    nm.relist(False)
+    nm.relist(False)  # a second request that checked before the first listing finished
+    nm.relist(True)
+    assert (len(calls), nm.snapshot()) == (1, {"i-0abc12345": "n1"})

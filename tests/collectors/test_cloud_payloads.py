@@ -285,3 +285,31 @@ def assert_outcome(got, want) -> None:
         assert isinstance(got, str) and got.startswith(want[:-1]), got
     else:
         assert got == want
+
+
+def test_health_event_naming_instances_by_arn(data_dir, nodes):
+    """A Health event whose resources are instance ARNs (no affectedEntities): one event per instance, on its node."""
+    d = orjson.loads((data_dir / "aws-ec2-health-events" / "aws-health-tools" / "testevent.json").read_bytes())
+    del d["detail"]["affectedEntities"]
+    d["detail"]["eventTypeCode"] = "AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED"
+    d["detail"]["eventTypeCategory"] = "scheduledChange"
+    d["resources"] = ["arn:aws:ec2:us-east-1:123456789012:instance/i-04c3029e207ee2de8", "i-0ff943b959e44c16f"]
+    assert outcome(orjson.dumps(d), None, nodes) == [
+        ("InstanceMaintenance", "critical", "ip-10-0-129-220.ec2.internal", "i-04c3029e207ee2de8",
+         "2016-06-05T15:10:09.000Z", "", "2016-06-05T06:27:57.000Z", "AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED"),
+        ("InstanceMaintenance", "critical", "ip-10-0-151-183.ec2.internal", "i-0ff943b959e44c16f",
+         "2016-06-05T15:10:09.000Z", "", "2016-06-05T06:27:57.000Z", "AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED"),
+    ]
+    d["detail"]["statusCode"] = "closed"
+    assert {s[1] for s in outcome(orjson.dumps(d), None, nodes)} == {"info"}
+
+
+def test_retried_delivery_keeps_its_id_and_a_changed_one_does_not(all_cases, nodes):
+    body, _ = all_cases["alibaba-cloud-ecs-events:11"]
+    first, again = parse(body, nodes=nodes, now=NOW), parse(body, nodes=nodes, now=NOW + 60)
+    assert first[0].id == again[0].id
+    imds, instance = all_cases["awsdocs-ec2-user-guide:14:instance"]
+    assert parse(imds, instance=instance, now=NOW)[0].id == parse(imds, instance=instance, now=NOW + 60)[0].id
+    changed = orjson.loads(body)
+    changed["content"]["eventStatus"] = "Executing"
+    assert parse(orjson.dumps(changed), nodes=nodes, now=NOW)[0].id != first[0].id
