@@ -152,6 +152,12 @@ class Kubernetes(_Model):
     namespaces: list[str] = Field(default_factory=list, description="empty = all namespaces")
     labels: dict[str, str] = Field(default_factory=dict, description="added to every discovered target")
     relabel: list[Relabel] = Field(default_factory=list)
+    bearer_token_file: str | None = Field("/var/run/secrets/kubernetes.io/serviceaccount/token",
+                                          description="sent to https targets (apiserver, kubelet, control plane)")
+    tls: TLS = Field(default_factory=TLS, description="for https targets; no ca_file = the service-account CA "
+                                                       "when running in a pod, else the system CAs")
+    kubelet_tls: TLS = Field(default_factory=lambda: TLS(insecure_skip_verify=True),
+                             description="kubelet serving certificates are usually self-signed")
 
     @field_validator("refresh", mode="before")
     @classmethod
