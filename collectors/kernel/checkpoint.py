@@ -2,7 +2,7 @@
 
 A checkpoint is ``{"source": ..., "pos": N, "emitted": [...]}``: every line at or before
 position ``pos`` (kmsg sequence number, or line number) is fully handled, and ``emitted`` lists
-the start positions of events already produced from lines after ``pos`` (they belong to
+the start positions of events (and dead-lettered lines) already produced after ``pos`` (they belong to
 reports that were still open, or to other callers, when the checkpoint was taken). On restart
 the collector re-reads from ``pos + 1`` and drops the events in ``emitted``: nothing is lost
 and nothing is produced twice.

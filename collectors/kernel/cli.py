@@ -145,6 +145,9 @@ def _collect(args) -> int:
         sink = KafkaSink(bootstrap, settings.topic, client_id=f"kubesight-kernel-{node}")
 
     mode = args.checkpoint or ("kafka" if live and not args.stdout else "none")
+    if mode != "none" and not live and args.from_file != "-" and Path(args.from_file).is_dir():
+        print("--checkpoint applies to /dev/kmsg, one file or stdin, not to a folder", file=sys.stderr)
+        return 2
     checkpoint = None
     if mode == "kafka":
         if bootstrap is None:

@@ -88,12 +88,14 @@ class KernelCollector:
                 since += 1
                 self._send(self.c.feed(it.line, it.pos))
                 self.last_pos = max(self.last_pos, it.pos)
-            elif it.kind == "bad":
-                if it.pos and it.pos <= self.resume_pos:
+            elif it.kind == "bad":  # its position is remembered like an event's: dead-lettered once
+                if it.pos and (it.pos <= self.resume_pos or it.pos in self.skip):
                     continue
                 self.bad += 1
                 self.sink.reject(it.reason, it.raw, origin=ORIGIN, key=self._key(), node=self.c.node, **it.where)
-                self.last_pos = max(self.last_pos, it.pos)
+                if it.pos:
+                    self.emitted.add(it.pos)
+                    self.last_pos = max(self.last_pos, it.pos)
             elif it.kind == "gap":
                 self._send([self._lost(it)])
             elif it.kind == "idle":
