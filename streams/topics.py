@@ -37,6 +37,9 @@ SPECS = (
     TopicSpec("checkpoints", False, (("cleanup.policy", "compact"),)),
     TopicSpec("silences", False, (("cleanup.policy", "compact"),)),
     TopicSpec("rules", False, (("cleanup.policy", "compact"),)),
+    TopicSpec("alert-groups", True, (("retention.ms", str(7 * DAY_MS)),)),  # alerts re-keyed by group key (alerting)
+    TopicSpec("notifications", True, (("retention.ms", str(7 * DAY_MS)),)),  # pending notifications (alerting)
+    TopicSpec("alerting-changelog", True, (("cleanup.policy", "compact"), ("min.compaction.lag.ms", "60000"))),
 )
 
 

@@ -1,0 +1,286 @@
+"""The alert pipeline on Kafka: lifecycle + routing, grouping, delivery; silences and inhibition seen by every worker.
+
+    alerts (by fingerprint) ─┐                                   ┌─> alert-groups (by group key)
+                             ├─ "alerting" transactional processor ┤
+    alert-groups (by group) ─┘  state: a|<fp> lifecycle, g|<key> groups  └─> notifications (by group key)
+    notifications ──> Deliverer (HTTP to receivers; commit after each delivery) ──> deadletter on failure
+    silences (compacted) ──> SilenceBook (every worker, all partitions)      ┐ consulted when a
+    alerts (all partitions) ──> AlertWatcher -> Inhibitor (firing sources)   ┘ group flushes
+
+* Partition *p* of ``alerts`` and of ``alert-groups`` go to one consumer with one ``Store``
+  (``streams.hotpath``), so the lifecycle state (by fingerprint) and the group state (by group key)
+  live in one changelog (``alerting-changelog``) and survive restarts and rebalances.  Outputs,
+  changelog and offsets commit in one transaction: a crash loses or doubles no group change.
+* Group timers run on the wall clock when the partition is idle (notification timing is about
+  people, not replay time); while records flow, the watermark drives them.
+* A group flushes only after the silence book and the alert watcher have caught up with their
+  topics, so a restarted worker never notifies what a silence or an inhibition mutes.
+* Delivery: the Deliverer reads ``notifications`` (read_committed) per partition, coalesces
+  pending notifications of a group (a receiver that was down gets the current state once), sends,
+  and commits the offset right after each delivery.  The one window left: a crash between a
+  receiver's 2xx and that commit re-sends that one notification (same ``dedupKey`` and
+  ``Idempotency-Key``, so receivers can drop it).  A receiver that is down blocks only its
+  partition (paused, the backlog stays in Kafka, memory stays bounded by one fetch per partition)
+  until the retry budget is spent; then the notification goes to ``deadletter`` with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import mode
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from alerts.coalesce import coalesce
+from alerts.config import RoutingConfig
+from alerts.config import load as load_routing
+from alerts.engine import Engine, from_grouped, to_grouped
+from alerts.inhibit import Inhibitor, rules_from
+from alerts.receivers import Receivers
+from alerts.silences import Silence, Silences
+from streams.config import Settings
+from streams.hotpath import WATERMARK, TransactionalProcessor
+from streams.records import Alert, RecordError, deadletter, decode, encode
+
+log = logging.getLogger("kubesight.alerting")
+
+
+class AlertingStage:
+    """The hot-path stage: alerts -> lifecycle + routing -> alert-groups; alert-groups -> groups -> notifications."""
+
+    def __init__(self, engine: Engine, ready: Callable[[], bool] = lambda: True):
+        self.engine = engine
+        self.ready = ready
+
+    def process(self, rec, state, emit) -> None:
+        if not isinstance(rec, Alert):
+            return
+        now = max(state.get(WATERMARK, 0.0), rec.startsAt, rec.endsAt or 0.0)
+        grouped = from_grouped(rec)
+        if grouped is None:
+            for g, a in self.engine.route(rec, state, now):
+                emit("alert-groups", g.key.encode(), encode(to_grouped(g, a)))
+        else:
+            self.engine.group(*grouped, state, now)
+
+    def tick(self, now: float, state, emit) -> None:
+        for g, a in self.engine.expire(state, now):
+            emit("alert-groups", g.key.encode(), encode(to_grouped(g, a)))
+        if not self.ready():
+            return  # silences/inhibitions not caught up: the due groups wait for the next tick
+        for note in self.engine.flush_due(state, now):
+            emit("notifications", note["groupKey"].encode(), orjson.dumps(note))
+
+
+async def _tail(service: mode.Service, bootstrap: str, topic: str, partitions: int, on_record,
+                caught_up: asyncio.Event, client_id: str) -> None:
+    """Read every partition of ``topic`` from the beginning and then follow it (read_committed, no group)."""
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed",
+                         client_id=client_id, auto_offset_reset="earliest")
+    await c.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        ends = await c.end_offsets(tps)
+        if not any(ends.values()):
+            caught_up.set()
+        while not service.should_stop:
+            batches = await c.getmany(timeout_ms=200, max_records=5000)
+            for msgs in batches.values():
+                for m in msgs:
+                    try:
+                        on_record(m.key, m.value)
+                    except Exception as exc:  # a bad record is logged and skipped; never stops the view
+                        log.warning("%s: skipping bad record at %d/%d: %s", topic, m.partition, m.offset, exc)
+            if not caught_up.is_set():
+                if all([await c.position(tp) >= ends[tp] for tp in tps]):
+                    caught_up.set()
+    finally:
+        await c.stop()
+
+
+class SilenceBook(mode.Service):
+    """Every silence, from the compacted ``silences`` topic; ``put``/``expire`` write it (and wait for the ack)."""
+
+    def __init__(self, settings: Settings, bootstrap: str, silences: Silences | None = None, **kw):
+        super().__init__(**kw)
+        self.settings, self.bootstrap = settings, bootstrap
+        self.silences = silences if silences is not None else Silences()
+        self.topic = settings.topic("silences")
+        self.caught_up = asyncio.Event()
+        self.producer: AIOKafkaProducer | None = None
+
+    async def on_start(self) -> None:
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True)
+        await self.producer.start()
+
+    async def on_stop(self) -> None:
+        if self.producer:
+            await self.producer.stop()
+
+    @mode.Service.task
+    async def _follow(self) -> None:
+        await _tail(self, self.bootstrap, self.topic, 1, self.silences.apply, self.caught_up,
+                    f"{self.settings.app_id}-silences")
+
+    async def put(self, s: Silence) -> Silence:
+        await self.producer.send_and_wait(self.topic, s.encode(), key=s.id.encode())
+        self.silences.put(s)
+        return s
+
+    async def expire(self, id: str, now: float | None = None) -> Silence:
+        s = self.silences.expire(id, time.time() if now is None else now)
+        return await self.put(s)
+
+    def list(self, now: float | None = None, state: str | None = None) -> list[Silence]:
+        return self.silences.list(time.time() if now is None else now, state)
+
+
+class AlertWatcher(mode.Service):
+    """Feeds every alert transition (all partitions of ``alerts``) to the inhibitor."""
+
+    def __init__(self, settings: Settings, bootstrap: str, inhibitor: Inhibitor, **kw):
+        super().__init__(**kw)
+        self.settings, self.bootstrap, self.inhibitor = settings, bootstrap, inhibitor
+        self.caught_up = asyncio.Event()
+
+    def _on(self, key, value) -> None:
+        try:
+            rec = decode(value)
+        except RecordError:
+            return  # the hot path dead-letters it; the view just skips it
+        if isinstance(rec, Alert):
+            self.inhibitor.observe(rec.labels, rec.status)
+
+    @mode.Service.task
+    async def _follow(self) -> None:
+        await _tail(self, self.bootstrap, self.settings.topic("alerts"), self.settings.partitions, self._on,
+                    self.caught_up,
+                    f"{self.settings.app_id}-inhibitor")
+
+
+class Deliverer(mode.Service):
+    """Sends committed notifications to receivers; one partition at a time each, commit after every delivery."""
+
+    def __init__(self, settings: Settings, bootstrap: str, receivers: Receivers,
+                 on_result: Callable | None = None, max_records: int = 50, **kw):
+        super().__init__(**kw)
+        self.settings, self.bootstrap, self.receivers = settings, bootstrap, receivers
+        self.on_result = on_result
+        self.max_records = max_records
+        self.group_id = f"{settings.app_id}-deliver"
+        self.stats = {"delivered": 0, "deadletter": 0, "coalesced": 0}
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.session = None
+        self._inflight: dict[TopicPartition, asyncio.Task] = {}
+
+    async def on_start(self) -> None:
+        import aiohttp
+
+        self.session = aiohttp.ClientSession()
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True)
+        await self.producer.start()
+        self.consumer = AIOKafkaConsumer(
+            self.settings.topic("notifications"), bootstrap_servers=self.bootstrap, group_id=self.group_id,
+            enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="earliest",
+            session_timeout_ms=10000, heartbeat_interval_ms=1000, max_poll_interval_ms=3600_000 * 3)
+        await self.consumer.start()
+
+    async def on_stop(self) -> None:
+        for t in self._inflight.values():
+            t.cancel()
+        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        if self.consumer:
+            await self.consumer.stop()
+        if self.producer:
+            await self.producer.stop()
+        if self.session:
+            await self.session.close()
+
+    @mode.Service.task
+    async def _run(self) -> None:
+        while not self.should_stop:
+            for tp in [tp for tp, t in self._inflight.items() if t.done()]:
+                self._inflight.pop(tp)
+                if tp in self.consumer.assignment():
+                    self.consumer.resume(tp)
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
+            for tp, msgs in batches.items():
+                if tp in self._inflight:
+                    continue  # (cannot happen while paused; defensive)
+                self.consumer.pause(tp)
+                self._inflight[tp] = asyncio.create_task(self._partition(tp, msgs))
+
+    async def _partition(self, tp: TopicPartition, msgs) -> None:
+        notes, first = [], {}
+        for m in msgs:
+            try:
+                n = orjson.loads(m.value)
+                n["groupKey"], n["receiver"], n["alerts"]  # noqa: B018 - shape check
+            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                await self._dead(f"not a notification: {exc}", m.value, m.key, tp, m.offset)
+                await self._commit(tp, m.offset + 1)
+                continue
+            notes.append(n)
+            n["_offset"] = m.offset
+            first.setdefault((n["receiver"], n["groupKey"]), m.offset)
+        merged = coalesce(notes)
+        self.stats["coalesced"] += len(notes) - len(merged)
+        end = msgs[-1].offset + 1
+        for i, n in enumerate(merged):
+            offset = n.pop("_offset")
+            results = await self.receivers.notify(self.session, n)
+            for integ, out in results:
+                if not out.ok:
+                    await self._dead(f"{integ.name}: {out.reason}", orjson.dumps(n), n["groupKey"].encode(), tp,
+                                     offset)
+                if self.on_result:
+                    self.on_result(integ, n, out)
+            self.stats["delivered"] += 1
+            # commit right after each delivery, up to the first record that a pending notification still needs
+            rest = [first[(x["receiver"], x["groupKey"])] for x in merged[i + 1:]]
+            await self._commit(tp, min(rest) if rest else end)
+        if not merged:
+            await self._commit(tp, end)
+
+    async def _commit(self, tp: TopicPartition, offset: int) -> None:
+        from aiokafka.structs import OffsetAndMetadata
+
+        await self.consumer.commit({tp: OffsetAndMetadata(offset, "")})
+
+    async def _dead(self, reason: str, payload: bytes, key, tp, offset) -> None:
+        self.stats["deadletter"] += 1
+        log.error("notification dead-lettered: %s", reason)
+        await self.producer.send_and_wait(self.settings.topic("deadletter"), deadletter(
+            reason, payload, origin="alerts/deliver", key=key, topic=tp.topic, partition=tp.partition, offset=offset),
+            key=key)
+
+
+class AlertingService(mode.Service):
+    """Everything a worker runs for alerting; add it to the Faust app as a runtime dependency."""
+
+    def __init__(self, settings: Settings, bootstrap: str, routing: RoutingConfig | str | None = None, *,
+                 worker_id: str = "0", on_result: Callable | None = None, tick_interval: float = 1.0, **kw):
+        super().__init__(**kw)
+        cfg = routing if isinstance(routing, RoutingConfig) else load_routing(routing or settings.routing)
+        self.book = SilenceBook(settings, bootstrap)
+        self.watcher = AlertWatcher(settings, bootstrap, Inhibitor(rules_from(cfg)))
+        self.engine = Engine(cfg, self.book.silences, self.watcher.inhibitor)
+        stage = AlertingStage(self.engine, self.views_ready)
+        wall = settings.model_copy(update={"clock": "wall"})
+        self.processor = TransactionalProcessor(wall, bootstrap, "alerting", ["alerts", "alert-groups"], stage,
+                                                worker_id=worker_id, tick_interval=tick_interval)
+        self.deliverer = Deliverer(settings, bootstrap, Receivers(cfg), on_result=on_result)
+
+    def views_ready(self) -> bool:
+        return self.book.caught_up.is_set() and self.watcher.caught_up.is_set()
+
+    async def on_start(self) -> None:
+        for child in (self.book, self.watcher, self.processor, self.deliverer):
+            await self.add_runtime_dependency(child)

@@ -1,0 +1,153 @@
+"""The alert pipeline end to end with the real broker: routing to owners, inhibition, silences, restarts."""
+
+import asyncio
+import time
+from collections import Counter
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from alerts.config import load_text
+from alerts.silences import Silence
+from streams.alerting import AlertingService
+from streams.records import Alert, encode, format_time
+from tests.alerts.webhook_server import ScriptedReceiver
+
+pytestmark = pytest.mark.kafka
+
+ROUTING = """
+route:
+  receiver: platform
+  group_by: [alertname, node]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 24h
+  routes:
+    - matchers: ['owner=~".+"']
+      owner_receiver: true
+receivers:
+  - name: team-a
+    webhook_configs: [{{url: "{a}/hook", timeout: 500ms}}]
+    retry: {{initial: 50ms, max_backoff: 200ms, budget: 1h}}
+  - name: platform
+    webhook_configs: [{{url: "{p}/hook", timeout: 500ms}}]
+    retry: {{initial: 50ms, max_backoff: 200ms, budget: 1h}}
+"""
+
+
+async def produce(settings, alerts):
+    p = AIOKafkaProducer(bootstrap_servers=settings.kafka, acks="all", enable_idempotence=True)
+    await p.start()
+    try:
+        for a in alerts:
+            await p.send_and_wait(settings.topic("alerts"), encode(a), key=a.key())
+    finally:
+        await p.stop()
+
+
+async def wait_for(cond, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def seen(server):
+    """(group labels, alert names/pods, status of each) per accepted notification."""
+    return [(tuple(sorted(x["body"]["groupLabels"].items())),
+             tuple(sorted((a["labels"].get("pod", a["labels"]["alertname"]), a["status"]) for a in x["body"]["alerts"])))
+            for x in server.accepted]
+
+
+def alert(name, node, pod="", owner="", ns="shop", status="firing", t=None):
+    labels = {"alertname": name, "node": node, "namespace": ns, "severity": "warning"}
+    if pod:
+        labels.update(pod=pod, workload=f"Deployment/{pod}")
+    if owner:
+        labels["owner"] = owner
+    now = time.time() if t is None else t
+    return Alert(labels, status=status, startsAt=now - 1, endsAt=now if status == "resolved" else None)
+
+
+def test_owners_inhibition_and_silences_end_to_end(settings):
+    async def go():
+        team, platform = ScriptedReceiver(), ScriptedReceiver()
+        cfg = load_text(ROUTING.format(a=await team.start(), p=await platform.start()))
+        svc = AlertingService(settings, settings.kafka, cfg, worker_id="w1")
+        await svc.start()
+        try:
+            now = time.time()
+            await svc.book.put(Silence.create({
+                "matchers": [{"name": "namespace", "value": "muted"}], "startsAt": format_time(now - 5),
+                "endsAt": format_time(now + 3600), "createdBy": "test", "comment": "maintenance"}, now=now, id="sil-1"))
+            await produce(settings, [
+                alert("KubeNodeNotReady", "n1", severity := ""),  # noqa: F841 - node alert, no owner
+                alert("KubePodNotReady", "n1", pod="cart", owner="team-a"),      # inhibited by n1 NotReady
+                alert("KubePodNotReady", "n2", pod="web", owner="team-a"),       # team-a
+                alert("KubePodNotReady", "n2", pod="db", owner="team-zzz"),      # unknown owner -> platform
+                alert("KubePodNotReady", "n3", pod="job", owner="team-a", ns="muted"),  # silenced
+            ])
+            await wait_for(lambda: len(team.accepted) >= 1 and len(platform.accepted) >= 2, "first notifications")
+            await asyncio.sleep(2.5)  # a few more group intervals: nothing else may arrive
+            assert sorted(seen(team)) == [((("alertname", "KubePodNotReady"), ("node", "n2"), ("owner", "team-a")),
+                                           (("web", "firing"),))]
+            assert sorted(seen(platform)) == [
+                ((("alertname", "KubeNodeNotReady"), ("node", "n1")), (("KubeNodeNotReady", "firing"),)),
+                ((("alertname", "KubePodNotReady"), ("node", "n2"), ("owner", "team-zzz")), (("db", "firing"),)),
+            ]
+            # the node recovers -> its pod alert is no longer inhibited; the silence expires -> the muted one arrives
+            await produce(settings, [alert("KubeNodeNotReady", "n1", status="resolved")])
+            await svc.book.expire("sil-1")
+            await wait_for(lambda: len(team.accepted) >= 3, "un-muted notifications")
+            await asyncio.sleep(2.0)
+            assert sorted(seen(team))[:2] == [
+                ((("alertname", "KubePodNotReady"), ("node", "n1"), ("owner", "team-a")), (("cart", "firing"),)),
+                ((("alertname", "KubePodNotReady"), ("node", "n2"), ("owner", "team-a")), (("web", "firing"),)),
+            ]
+            assert sorted(seen(team))[2] == (
+                (("alertname", "KubePodNotReady"), ("node", "n3"), ("owner", "team-a")), (("job", "firing"),))
+            assert len(team.accepted) == 3
+            assert svc.deliverer.stats["deadletter"] == 0
+        finally:
+            await svc.stop()
+            await team.stop()
+            await platform.stop()
+
+    asyncio.run(go())
+
+
+def test_failing_receiver_and_restart_lose_and_double_nothing(settings):
+    """The receiver fails, stalls and throttles; the worker restarts in the middle; each change arrives once."""
+
+    async def go():
+        team = ScriptedReceiver(["reset", 500, "stall", 429, 503, "stall", 500], stall=1.0)
+        platform = ScriptedReceiver()
+        cfg = load_text(ROUTING.format(a=await team.start(), p=await platform.start()))
+        svc = AlertingService(settings, settings.kafka, cfg, worker_id="w1")
+        await svc.start()
+        await produce(settings, [alert("PodDown", f"n{i}", pod=f"p{i}", owner="team-a") for i in range(6)])
+        await wait_for(lambda: len(team.accepted) >= 3, "some deliveries before the restart")
+        await svc.stop()
+        # while no worker runs: more alerts, and two of the first ones resolve
+        await produce(settings, [alert("PodDown", f"n{i}", pod=f"p{i}", owner="team-a") for i in range(6, 10)]
+                      + [alert("PodDown", f"n{i}", pod=f"p{i}", owner="team-a", status="resolved") for i in (0, 1)])
+        svc2 = AlertingService(settings, settings.kafka, cfg, worker_id="w2")
+        await svc2.start()
+        try:
+            await wait_for(lambda: len(team.accepted) >= 12, "all deliveries after the restart")
+            await asyncio.sleep(2.5)
+        finally:
+            await svc2.stop()
+            await team.stop()
+            await platform.stop()
+        got = Counter(seen(team))
+        expected = Counter({((("alertname", "PodDown"), ("node", f"n{i}"), ("owner", "team-a")), ((f"p{i}", "firing"),)): 1
+                            for i in range(10)})
+        expected.update({((("alertname", "PodDown"), ("node", f"n{i}"), ("owner", "team-a")), ((f"p{i}", "resolved"),)): 1
+                         for i in (0, 1)})
+        assert got == expected
+        assert len({x["body"]["dedupKey"] for x in team.accepted}) == len(team.accepted) == 12
+        assert platform.accepted == []
+
+    asyncio.run(go())
