@@ -32,9 +32,11 @@ class CodeRule:
                   "namespace": e.namespace, "kind": e.kind, "name": e.name}
         if e.owner:
             labels["owner"] = e.owner
+        # identity is the object; the node an event was reported from varies, so it is an annotation
+        annotations = {"summary": rec.message[:500]}
         if e.node:
-            labels["node"] = e.node
-        alert = Alert(labels=labels, annotations={"summary": rec.message[:500]}, startsAt=rec.time, source=self.source)
+            annotations["node"] = e.node
+        alert = Alert(labels=labels, annotations=annotations, startsAt=rec.time, source=self.source)
         key = f"code|{alert.fingerprint}"
         if key in state:
             return
