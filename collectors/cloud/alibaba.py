@@ -93,7 +93,7 @@ def build(name: str, content: dict, *, time: float, cloud_id: str, region: str =
         severity = "warning"
     scheduled = cloud_time(content["notBefore"], "notBefore") if content.get("notBefore") else None
     return make_event(provider="alibaba", code=name, reason=reason, severity=severity, time=time, cloud_id=cloud_id,
-                      instance=instance if instance else "", resource=str(resource) if not instance else "",
+                      instance=instance, resource="" if instance else str(resource),
                       resource_kind=resource_kind, phase=phase, scheduled=scheduled, region=region,
                       labels=labels | ({"resource": resource} if instance and resource else {}), body=content)
 

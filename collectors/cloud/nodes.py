@@ -116,9 +116,13 @@ class NodeMap:
         self.listed_at: float | None = None
         self.errors = 0
         self._lock = threading.Lock()
+        self._merged: dict[str, str] | None = None
 
     def snapshot(self) -> dict[str, str]:
-        return self.listed | self.static
+        """The current map (static entries win); rebuilt only when a listing changes it."""
+        if self._merged is None:
+            self._merged = self.listed | self.static
+        return self._merged
 
     def due(self, missing: bool) -> bool:
         if self.lister is None:
@@ -139,6 +143,7 @@ class NodeMap:
             self.listed_at = self.clock()
             try:
                 self.listed = self.lister()
+                self._merged = None
             except Exception as exc:  # noqa: BLE001 - any API failure: keep the old map, count it, try again later
                 self.errors += 1
                 logging.getLogger("kubesight.cloud").warning("listing nodes failed (%s); keeping %d known nodes",

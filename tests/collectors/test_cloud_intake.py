@@ -193,3 +193,15 @@ def test_cloudevents_binary_mode_over_http(settings):
     assert (ev.id, ev.reason, ev.severity, ev.entity.node, ev.labels["scheduled_time"], ev.labels["phase"]) == \
            (body["ids"][0], "InstanceRebootScheduled", "critical", "cn-hangzhou.192.168.0.10",
             "2019-04-12T01:01:01.000Z", "Scheduled")
+
+
+def test_bench_command_prints_its_figure(kafka_bootstrap, monkeypatch, capsys):
+    import re
+
+    from streams.cli import main
+
+    monkeypatch.setenv("KUBESIGHT_KAFKA", kafka_bootstrap)
+    assert main(["bench", "cloud", "--events", "40", "--concurrency", "4"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert re.match(r"^cloud intake: 40 events in 40 requests \(1/request, 4 in flight\) in [\d.]+ s -> [\d,]+ events/s, "
+                    r".*HTTP \{200: 40\}; 40 on the events topic \(\+1 warm-up\)$", line), line
