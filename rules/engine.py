@@ -177,9 +177,10 @@ class Engine:
             if rule.kinds is not None and ev.entity.kind not in rule.kinds:
                 continue
             resolving = ev.reason in rule.resolve_reasons
-            if not resolving and rule.reasons is not None and ev.reason not in rule.reasons:
+            if not resolving and (rule.reasons is not None and ev.reason not in rule.reasons
+                                  or ev.source not in rule.sources):
                 continue
-            if rule.matchers:
+            if rule.matchers and not resolving:
                 if view is None:
                     view = event_view(ev)
                 if not all(m.matches(view) for m in rule.matchers):

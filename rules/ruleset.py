@@ -9,6 +9,7 @@ import orjson
 
 from rules.matchers import Matcher
 from rules.template import Template
+from streams.records import SOURCES
 
 
 @dataclass(slots=True, eq=False)
@@ -85,7 +86,11 @@ class RuleSet:
                 if r.reasons is None:
                     src.setdefault(s, []).append(r)
                 else:
-                    for reason in r.reasons | r.resolve_reasons:
+                    for reason in r.reasons:
+                        ev.setdefault((s, reason), []).append(r)
+            for s in SOURCES:  # a state is cleared by its resolve reasons from any source
+                for reason in r.resolve_reasons:
+                    if r not in ev.get((s, reason), ()):
                         ev.setdefault((s, reason), []).append(r)
         self.by_event = {k: tuple(v) for k, v in ev.items()}
         self.by_source = {k: tuple(v) for k, v in src.items()}

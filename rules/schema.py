@@ -116,7 +116,8 @@ class EventCount(_Base):
 
 
 class State(_Base):
-    """Set by a matching event, cleared by one of ``resolve_reasons`` (or after ``timeout`` of quiet)."""
+    """Set by a matching event, cleared by one of ``resolve_reasons`` on the same entity from any source
+    (matchers apply to the setting events only), or after ``timeout`` without a setting event."""
 
     type: Literal["state"]
     resolve_reasons: StrList
