@@ -14,13 +14,16 @@ import sys
 # (module, what it adds) -- in the order of the flow: collectors -> streams -> rules -> alerts
 AREAS = (
     "streams.cli_kafka",  # kafka up | down | status
-    "streams.cli_run",  # worker, demo, bench pipeline
+    "streams.cli_run",  # worker, demo
+    "streams.bench",  # bench pipeline
     "collectors.replay",  # collect replay
     "collectors.kernel.cli",  # collect kernel, bench kernel
     "collectors.cloud.cli",  # collect cloud, bench cloud
     "collectors.kubernetes.cli",  # collect kubernetes, bench kubernetes
+    "collectors.metrics.cli",  # collect metrics, bench metrics
     "detectors.cli",  # bench nab
     "rules.cli",  # rules check | test | list, bench rules
+    "alerts.cli",  # routes test | check, silences add | list | expire | serve, bench alerts
 )
 
 
