@@ -59,7 +59,7 @@ class Classifier:
         self.boot_time = boot_time
         self.fallback_time = fallback_time
         self.source_id = source_id
-        self.xid = xid_catalog or XidCatalog.load()
+        self.xid = xid_catalog or patterns.xid_catalog
         self.open: dict[str, _Report] = {}
         self.gap = patterns.defaults.gap_seconds
         self.lines_seen = 0
@@ -190,6 +190,8 @@ class Classifier:
             labels["line"] = str(r.pos)
         if first.ctx:
             labels["caller"] = first.ctx
+        for k, v in first.dict.items():  # /dev/kmsg dictionary: SUBSYSTEM=pci, DEVICE=+pci:0000:00:1f.2
+            labels.setdefault(f"kmsg_{k.lower()}", v)
         message = "\n".join(r.lines)
         limit = self.ps.defaults.max_message
         if len(message) > limit:

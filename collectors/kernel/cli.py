@@ -163,7 +163,7 @@ def _collect(args) -> int:
     if live:
         items = sources.read_kmsg(args.kmsg, after=after, follow=not args.no_follow, idle=idle)
     elif args.from_file == "-":
-        items = sources.from_stream(sources.stdin_fd(), idle=idle, year=args.year)
+        items = _stamped(sources.from_stream(sources.stdin_fd(), idle=idle, year=args.year), classifier)
     else:
         items = sources.from_path(args.from_file, year=args.year)
     try:
@@ -181,6 +181,13 @@ def _collect(args) -> int:
           + (f", {collector.skipped} already produced before the restart" if collector.skipped else ""),
           file=sys.stderr)
     return 0
+
+
+def _stamped(items, classifier):
+    """Live stdin: a line without any time stamp happened when it arrived."""
+    for it in items:
+        classifier.fallback_time = time.time()
+        yield it
 
 
 def _data_dir() -> Path:

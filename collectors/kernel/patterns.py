@@ -146,8 +146,11 @@ class PatternSet:
 
     def __init__(self, patterns: list[Pattern], ignore: list[str], defaults: Defaults, xid: XidConfig,
                  sources: list[str]):
+        from collectors.kernel.enrich import XidCatalog
+
         self.defaults = defaults
         self.xid = xid
+        self.xid_catalog = XidCatalog.load()
         self.sources = sources
         self.patterns = [Compiled(p, i, defaults) for i, p in enumerate(patterns)]
         self.ignore = re.compile("|".join(f"(?:{rx})" for rx in ignore)) if ignore else None

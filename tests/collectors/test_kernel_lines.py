@@ -118,3 +118,17 @@ def test_real_dev_kmsg_reads_records_and_resumes():
     last = seqs[-1]
     again = [i.pos for i in read_kmsg("/dev/kmsg", follow=False, after=last - 3) if i.kind == "line"]
     assert again[:3] == [last - 2, last - 1, last] and min(again) == last - 2
+
+
+def test_kmsg_dictionary_becomes_labels():
+    from collectors.kernel.classify import Classifier
+    from collectors.kernel.patterns import load_patterns
+
+    c = Classifier(load_patterns(), node="n")
+    evs = []
+    for it in from_lines(["6,5,100,-;e1000e 0000:00:1f.6 eno1: NIC Link is Down", " SUBSYSTEM=pci",
+                          " DEVICE=+pci:0000:00:1f.6"]):
+        evs += c.feed(it.line, it.pos)
+    (e,) = evs
+    assert (e.reason, e.labels["device"], e.labels["driver"], e.labels["seq"]) == ("NetLinkDown", "eno1", "e1000e", "5")
+    assert (e.labels["kmsg_subsystem"], e.labels["kmsg_device"]) == ("pci", "+pci:0000:00:1f.6")
