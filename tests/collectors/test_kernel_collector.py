@@ -167,3 +167,22 @@ def test_cli_bench_prints_accuracy_and_speed(capsys):
     assert "syzkaller accuracy: " in out and "lines/s" in out
     pct = float(out.split("files = ")[1].split("%")[0])
     assert pct >= 95.0
+
+
+def test_idle_input_emits_open_reports_and_commits(patterns, data_dir, tmp_path):
+    """Live input that goes quiet: the open report is produced at the idle tick, not at the next line."""
+    from collectors.kernel.sources import Item
+
+    items = list(from_path(data_dir / "node-problem-detector" / "kernel_log_problems" / "docker_hung"))
+    out = io.StringIO()
+    cp = FileCheckpoint(tmp_path / "cp.json")
+    col = KernelCollector(Classifier(patterns, node="n1"), StdoutSink(out), checkpoint=cp, source_id="stdin")
+
+    def feed():
+        yield from items
+        yield Item("idle")
+        assert [orjson.loads(ln)["reason"] for ln in out.getvalue().splitlines()] == ["DockerHung"]
+        assert cp.load()["pos"] == len(items) - 1  # everything read is handled (items include the 'file' marker)
+
+    col.run(feed())
+    assert col.events == 1
