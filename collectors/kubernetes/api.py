@@ -1,0 +1,148 @@
+"""The official ``kubernetes`` client, used raw: paged lists, streamed watches, object reads as dicts.
+
+Responses are read with ``_preload_content=False`` and parsed with orjson: no model
+deserialisation (slow, and it hides malformed objects that must be dead-lettered instead).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+
+class Gone(Exception):
+    """The resourceVersion is too old (HTTP 410, or a watch ERROR event with code 410): re-list."""
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str  # events | events.k8s.io | nodes | pods
+    api: str  # CoreV1Api | EventsV1Api
+    method: str  # list_*_for_all_namespaces | list_node
+    kind: str  # the object kind
+
+
+STREAMS = {
+    "events": Stream("events", "CoreV1Api", "list_event_for_all_namespaces", "Event"),
+    "events.k8s.io": Stream("events.k8s.io", "EventsV1Api", "list_event_for_all_namespaces", "Event"),
+    "nodes": Stream("nodes", "CoreV1Api", "list_node", "Node"),
+    "pods": Stream("pods", "CoreV1Api", "list_pod_for_all_namespaces", "Pod"),
+}
+
+# kind -> (api class, read method, namespaced)
+READERS = {
+    "Namespace": ("CoreV1Api", "read_namespace", False),
+    "Pod": ("CoreV1Api", "read_namespaced_pod", True),
+    "ReplicaSet": ("AppsV1Api", "read_namespaced_replica_set", True),
+    "Deployment": ("AppsV1Api", "read_namespaced_deployment", True),
+    "StatefulSet": ("AppsV1Api", "read_namespaced_stateful_set", True),
+    "DaemonSet": ("AppsV1Api", "read_namespaced_daemon_set", True),
+    "Job": ("BatchV1Api", "read_namespaced_job", True),
+    "CronJob": ("BatchV1Api", "read_namespaced_cron_job", True),
+}
+
+
+def api_client(kubeconfig: str | None = None, context: str | None = None, in_cluster: bool = False):
+    """An ApiClient from the in-cluster service account, or a kubeconfig file (default ~/.kube/config)."""
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    if in_cluster:
+        config.load_incluster_config(client_configuration=cfg)
+    else:
+        config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
+    return client.ApiClient(cfg)
+
+
+class Api:
+    """List, watch and read through one ApiClient."""
+
+    def __init__(self, api_client, timeout: float = 30.0):
+        from kubernetes import client
+
+        self.client = api_client
+        self.timeout = timeout
+        self._apis = {n: getattr(client, n)(api_client) for n in ("CoreV1Api", "EventsV1Api", "AppsV1Api", "BatchV1Api")}
+
+    def _call(self, stream: Stream, **kw):
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            resp = getattr(self._apis[stream.api], stream.method)(_preload_content=False, **kw)
+        except ApiException as exc:
+            if exc.status == 410:
+                raise Gone(f"{stream.name}: {exc.reason}") from None
+            raise
+        status = getattr(resp, "status", 200)
+        if status == 410:
+            resp.release_conn()
+            raise Gone(f"{stream.name}: HTTP 410 {_message(resp)}")
+        if not 200 <= status <= 299:
+            msg = _message(resp)
+            resp.release_conn()
+            raise ApiException(status=status, reason=f"{stream.name}: {msg}")
+        return resp
+
+    def list(self, stream: Stream, page: int = 500) -> tuple[list, str]:
+        """All objects and the list's resourceVersion (paged with limit/continue, one snapshot)."""
+        items: list = []
+        token = None
+        rv = ""
+        while True:
+            kw = {"limit": page, "_request_timeout": self.timeout}
+            if token:
+                kw["_continue"] = token
+            resp = self._call(stream, **kw)
+            body = orjson.loads(resp.data)
+            meta = body.get("metadata") or {}
+            rv = rv or str(meta.get("resourceVersion") or "")
+            got = body.get("items") or []
+            if not isinstance(got, list):
+                raise ValueError(f"{stream.name}: list items is not a list")
+            items.extend(got)
+            token = meta.get("continue")
+            if not token:
+                return items, rv
+
+    def watch(self, stream: Stream, rv: str, timeout_seconds: int = 300):
+        """The open watch response (urllib3, streamed): read it with ``lines(resp)``."""
+        return self._call(stream, watch=True, resource_version=rv, allow_watch_bookmarks=True,
+                          timeout_seconds=timeout_seconds, _request_timeout=(self.timeout, timeout_seconds + 30))
+
+    def read(self, kind: str, ns: str, name: str) -> dict | None:
+        """One object as a dict; None if it does not exist (or kubesight may not read that kind)."""
+        from kubernetes.client.exceptions import ApiException
+
+        if kind not in READERS:
+            return None
+        api, method, namespaced = READERS[kind]
+        args = (name, ns) if namespaced else (name,)
+        try:
+            resp = getattr(self._apis[api], method)(*args, _preload_content=False, _request_timeout=self.timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if resp.status == 404:
+            return None
+        if not 200 <= resp.status <= 299:
+            raise ApiException(status=resp.status, reason=f"read {kind} {ns}/{name}: {_message(resp)}")
+        return orjson.loads(resp.data)
+
+
+def _message(resp) -> str:
+    try:
+        body = orjson.loads(resp.data)
+        return str(body.get("message") or body)[:300]
+    except Exception:
+        return "(no readable body)"
+
+
+def lines(resp):
+    """Lines of a watch response, as bytes (the client's own chunk splitter)."""
+    from kubernetes.watch.watch import iter_resp_lines
+
+    for line in iter_resp_lines(resp):
+        if line:
+            yield line

@@ -1,0 +1,84 @@
+"""``kubesight bench kubernetes``: records/s from the local test API server through the collector into Kafka."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+
+def _wait(collector, rv: int, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        done = collector.stats.committed_rv
+        if all(int(done.get(s) or 0) >= rv for s in collector.o.streams):
+            return
+        if collector.stop.is_set() or time.monotonic() > deadline:
+            raise RuntimeError(f"collector did not reach resourceVersion {rv} (at {done})")
+        time.sleep(0.01)
+
+
+def run(args) -> int:
+    import logging
+
+    from collectors.kubernetes.api import Api, api_client
+    from collectors.kubernetes.collector import Collector, Options
+    from collectors.kubernetes.testing import (
+        FakeApiServer,
+        must_gather_events,
+        nri_cluster,
+        repeat,
+        serve_cluster,
+    )
+    from collectors.kubernetes.txsink import TransactionalSink
+    from streams.cli_run import bootstrap_for
+    from streams.config import REPO, Settings
+    from streams.topics import ensure_topics
+
+    logging.basicConfig(level="ERROR")
+    data = Path(args.data or os.environ.get("KUBESIGHT_DATA") or REPO.parent / "shared" / "data")
+    settings = Settings.load(args.config)
+    settings = settings.model_copy(update={"topic_prefix": f"bench-k8s-{uuid.uuid4().hex[:6]}-"})
+    bootstrap = bootstrap_for(settings)
+    ensure_topics(settings, bootstrap)
+    events = must_gather_events(data)
+    cluster = nri_cluster(data)
+    with FakeApiServer(bookmark_interval=0.05) as srv:
+        rv = serve_cluster(srv, cluster, events)
+        kc = srv.kubeconfig(Path(os.environ.get("TMPDIR", "/tmp")) / f"kubesight-bench-{os.getpid()}.kubeconfig")
+        sink = TransactionalSink(bootstrap, settings.topic, f"kubesight-bench-{uuid.uuid4().hex[:6]}")
+        collector = Collector(Api(api_client(str(kc))), sink, Options(cluster="bench"))
+        stop = threading.Event()
+        th = threading.Thread(target=collector.run, args=(stop,), daemon=True)
+        t0 = time.perf_counter()
+        th.start()
+        _wait(collector, rv)
+        t_list = time.perf_counter() - t0
+        n_list = collector.stats.records
+        print(f"list:  {n_list} records ({len(events)} Events + state changes) in {t_list:.2f}s "
+              f"= {n_list / t_list:,.0f} records/s (includes {collector.owners.fetches} owner reads)")
+        rng = random.Random(7)
+        current = {i: e for i, e in enumerate(events)}
+        for _ in range(args.updates):
+            i = rng.randrange(len(events))
+            e = current[i] = repeat(current[i])
+            last = srv.put("events", e, notify=False)
+        t1 = time.perf_counter()
+        srv.notify()
+        _wait(collector, last)
+        t_watch = time.perf_counter() - t1
+        n_watch = collector.stats.records - n_list
+        print(f"watch: {n_watch} records from {args.updates} count updates x 2 Event APIs in {t_watch:.2f}s "
+              f"= {n_watch / t_watch:,.0f} records/s ({collector.stats.transactions} transactions, acks=all)")
+        stop.set()
+        th.join(10)
+        sink.producer.close(timeout=5)
+        kc.unlink(missing_ok=True)
+    if n_watch != args.updates:
+        print(f"bench: expected {args.updates} records from the watch, got {n_watch}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,167 @@
+"""``kubesight collect kubernetes`` (the list+watch collector) and ``kubesight bench kubernetes``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EPILOG = """\
+what it watches (get/list/watch only; see deploy/kubernetes/collector-kubernetes.yaml):
+  events          core/v1 Events, all namespaces        -> source k8s, one record per occurrence
+  events.k8s.io   events.k8s.io/v1 Events (same objects, deduplicated with the above on uid + count)
+  nodes           Node conditions                        -> source k8s-state: NodeNotReady, NodeReady,
+                  NodeMemoryPressure, NodeDiskPressure, NodePIDPressure, NodeNetworkUnavailable (+ ...Cleared)
+  pods            container and pod states               -> source k8s-state: ContainerOOMKilled,
+                  ContainerError, CrashLoopBackOff, ImagePullBackOff, ErrImagePull, ContainerRestarted,
+                  Evicted, Preempted
+  and reads (get) namespaces, pods, replicasets, deployments, statefulsets, daemonsets, jobs, cronjobs
+  to resolve owners.
+
+delivery: exactly once for read_committed consumers. Each batch of records, its dead letters and the
+checkpoint (resourceVersion per stream, occurrences already emitted) are one Kafka transaction;
+a restarted collector reads the last committed checkpoint and resumes from there; on 410 Gone it
+re-lists and emits only the occurrences it has not emitted. Two collectors with the same
+--cluster (or --transactional-id) fence each other: the newest wins, the older exits.
+
+Kafka: $KUBESIGHT_KAFKA (else the local broker), topics prefixed by $KUBESIGHT_TOPIC_PREFIX.
+
+examples:
+  kubesight collect kubernetes --cluster prod-eu1                  # ~/.kube/config, current context
+  kubesight collect kubernetes --in-cluster --cluster prod-eu1     # in a pod, with its ServiceAccount
+  kubesight collect kubernetes --context staging --watch events,nodes,pods
+"""
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in value.split(",") if x.strip())
+
+
+def _streams(value: str) -> tuple[str, ...]:
+    from collectors.kubernetes.api import STREAMS
+
+    names = _csv(value)
+    bad = [n for n in names if n not in STREAMS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown stream(s) {', '.join(bad) or '(none)'}; "
+                                         f"choose from {', '.join(STREAMS)}")
+    return names
+
+
+def register(sub, groups) -> None:
+    from collectors.kubernetes.collector import Options
+    from streams.cli import subgroup
+
+    o = Options()
+    g = subgroup(sub, groups, "collect", "run a collector")
+    p = g.add_parser("kubernetes", help="list+watch Kubernetes Events, Node and Pod state changes, with owners",
+                     description="List then watch Events (core/v1 and events.k8s.io/v1), Nodes and Pods with the "
+                                 "official client; produce one Event record per real occurrence and per state "
+                                 "change, resolved to its workload and owning team, to Kafka.",
+                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    conn = p.add_argument_group("connection")
+    conn.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
+    conn.add_argument("--context", metavar="NAME", help="kubeconfig context (default: the current one)")
+    conn.add_argument("--in-cluster", action="store_true",
+                      help="use the pod's ServiceAccount (in-cluster config) instead of a kubeconfig")
+    conn.add_argument("--request-timeout", type=float, default=30.0, metavar="SECONDS",
+                      help="timeout of list and get requests (default: %(default)s)")
+    what = p.add_argument_group("what to collect")
+    what.add_argument("--cluster", default=None,
+                      help="cluster name on every record, and the checkpoint identity (default: settings' cluster, "
+                           "'default')")
+    what.add_argument("--watch", type=_streams, default=o.streams, metavar="LIST",
+                      help="comma-separated streams: events, events.k8s.io, nodes, pods (default: all)")
+    what.add_argument("--owner-keys", type=_csv, default=o.owner_keys, metavar="LIST",
+                      help="label/annotation keys naming the owning team, looked up on the workload then the "
+                           f"namespace, first found wins (default: {','.join(o.owner_keys)})")
+    what.add_argument("--cache-size", type=int, default=o.cache_size, metavar="N",
+                      help="owner objects kept in the LRU cache (default: %(default)s)")
+    what.add_argument("--cache-ttl", type=float, default=o.cache_ttl, metavar="SECONDS",
+                      help="how long a cached owner is trusted (default: %(default)s)")
+    tune = p.add_argument_group("tuning")
+    tune.add_argument("--commit-interval", type=float, default=o.commit_interval, metavar="SECONDS",
+                      help="longest wait before a batch is committed (default: %(default)s)")
+    tune.add_argument("--max-batch", type=int, default=o.max_batch, metavar="N",
+                      help="most watch items per Kafka transaction (default: %(default)s)")
+    tune.add_argument("--page-size", type=int, default=o.page, metavar="N",
+                      help="objects per list page (limit/continue; default: %(default)s)")
+    tune.add_argument("--watch-timeout", type=int, default=o.watch_timeout, metavar="SECONDS",
+                      help="server-side timeout of one watch request, then it is renewed from the last "
+                           "resourceVersion (default: %(default)s)")
+    tune.add_argument("--backoff-base", type=float, default=o.backoff_base, metavar="SECONDS",
+                      help="first reconnect delay bound; doubles per failure, full jitter (default: %(default)s)")
+    tune.add_argument("--backoff-max", type=float, default=o.backoff_max, metavar="SECONDS",
+                      help="largest reconnect delay bound (default: %(default)s)")
+    tune.add_argument("--transactional-id", metavar="ID",
+                      help="Kafka transactional.id (default: kubesight-collector-kubernetes-<cluster>)")
+    p.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"],
+                   help="log level on stderr (default: %(default)s)")
+    p.set_defaults(func=_collect)
+
+    b = subgroup(sub, groups, "bench", "measure throughput")
+    bp = b.add_parser("kubernetes", help="Event records/s from a local API server through the collector into Kafka",
+                      description="Serve the recorded must-gather Events and nri-kubernetes Nodes/Pods from the "
+                                  "local test API server, run the collector (real client, transactional producer) "
+                                  "and print the records/s it sustains: the initial list, then a stream of "
+                                  "watched count updates on both Event APIs.")
+    bp.add_argument("--updates", type=int, default=20_000, metavar="N",
+                    help="count updates streamed through the watches after the list (default: %(default)s)")
+    bp.add_argument("--data", metavar="PATH", help="shared data folder (default: $KUBESIGHT_DATA or ../shared/data)")
+    bp.set_defaults(func=_bench)
+
+
+def _collect(args) -> int:
+    import logging
+    import signal
+    import threading
+
+    from collectors.kubernetes import checkpoint
+    from collectors.kubernetes.api import Api, api_client
+    from collectors.kubernetes.collector import Collector, Options
+    from collectors.kubernetes.txsink import TransactionalSink
+    from streams.cli_run import bootstrap_for
+    from streams.config import Settings
+    from streams.topics import ensure_topics
+
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    settings = Settings.load(args.config)
+    cluster = args.cluster or settings.cluster
+    opts = Options(cluster=cluster, streams=args.watch, owner_keys=args.owner_keys, cache_size=args.cache_size,
+                   cache_ttl=args.cache_ttl, commit_interval=args.commit_interval, max_batch=args.max_batch,
+                   page=args.page_size, watch_timeout=args.watch_timeout, backoff_base=args.backoff_base,
+                   backoff_max=args.backoff_max)
+    try:
+        client = api_client(args.kubeconfig, args.context, args.in_cluster)
+    except Exception as exc:
+        print(f"kubesight: cannot configure the Kubernetes client: {exc}", file=sys.stderr)
+        return 2
+    bootstrap = bootstrap_for(settings)
+    ensure_topics(settings, bootstrap)
+    sink = TransactionalSink(bootstrap, settings.topic, args.transactional_id or f"kubesight-collector-kubernetes-{cluster}")
+    restored = checkpoint.load(bootstrap, settings.topic("checkpoints"), cluster)
+    log = logging.getLogger("kubesight.collect.kubernetes")
+    log.info("cluster %s: resuming from %s", cluster, restored["rv"] or "nothing (first start: list everything)")
+    collector = Collector(Api(client, timeout=args.request_timeout), sink, opts, restored)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        collector.run(stop)
+    except Exception as exc:
+        log.error("stopping: %s: %s (restart resumes from the last committed checkpoint)", type(exc).__name__, exc)
+        return 1
+    finally:
+        try:
+            sink.producer.close(timeout=5)
+        except Exception:
+            pass
+    s = collector.stats
+    log.info("stopped: %d records, %d dead letters, %d transactions", s.records, s.dead, s.transactions)
+    return 0
+
+
+def _bench(args) -> int:
+    from collectors.kubernetes.bench import run
+
+    return run(args)

@@ -1,0 +1,307 @@
+"""The collector loop: watch items in, Event records and checkpoints out, one Kafka transaction per batch.
+
+One thread per stream lists and watches (``watch.Watcher``); this loop alone owns the state
+(occurrences emitted per Event uid, summaries per Node and Pod, resourceVersion per stream).
+Each batch of items becomes one transaction holding the records, the dead letters and the
+checkpoint keys that changed, so what is in Kafka and where the collector resumes never
+disagree: a crash before the commit aborts both, a crash after it loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import orjson
+
+from collectors.kubernetes import checkpoint, events, state
+from collectors.kubernetes.api import STREAMS
+from collectors.kubernetes.owners import DEFAULT_KEYS, Owners
+from collectors.kubernetes.watch import Watcher
+from streams.records import Entity, RecordError
+
+log = logging.getLogger("kubesight.collect.kubernetes")
+EVENT_STREAMS = ("events", "events.k8s.io")
+ORIGIN = "collector/kubernetes"
+
+
+@dataclass
+class Options:
+    cluster: str = "default"
+    streams: tuple[str, ...] = ("events", "events.k8s.io", "nodes", "pods")
+    owner_keys: tuple[str, ...] = DEFAULT_KEYS
+    cache_size: int = 10_000
+    cache_ttl: float = 300.0
+    commit_interval: float = 0.5
+    max_batch: int = 5_000
+    page: int = 500
+    watch_timeout: int = 300
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    queue_size: int = 20_000
+
+
+@dataclass
+class Stats:
+    records: int = 0
+    dead: int = 0
+    items: int = 0
+    transactions: int = 0
+    committed_rv: dict = field(default_factory=dict)
+
+
+def _rvnum(rv) -> int | None:
+    try:
+        return int(rv)
+    except (TypeError, ValueError):
+        return None
+
+
+class Collector:
+    def __init__(self, api, sink, options: Options, restored: dict | None = None, clock=time.time):
+        self.api = api
+        self.sink = sink
+        self.o = options
+        self.clock = clock
+        restored = restored or {"rv": {}, "event": {}, "node": {}, "pod": {}}
+        self.rv: dict[str, str] = dict(restored["rv"])
+        self.events: dict[str, list] = dict(restored["event"])  # uid -> [count, updated_rv, deleted_rv]
+        self.nodes: dict[str, dict] = dict(restored["node"])
+        self.pods: dict[str, dict] = dict(restored["pod"])
+        self.baseline = {s: s not in self.rv for s in options.streams}
+        self.owners = Owners(api.read, options.owner_keys, options.cache_size, options.cache_ttl)
+        self.queue: queue.Queue = queue.Queue(options.queue_size)
+        self.stop = threading.Event()
+        self.watchers: list[Watcher] = []
+        self.dirty: set[tuple[str, str]] = set()
+        self.stats = Stats(committed_rv=dict(self.rv))
+
+    # ------------------------------------------------------------ running
+
+    def start(self) -> None:
+        for name in self.o.streams:
+            w = Watcher(self.api, STREAMS[name], self.queue, self.rv.get(name), self.stop, page=self.o.page,
+                        timeout_seconds=self.o.watch_timeout, backoff_base=self.o.backoff_base,
+                        backoff_max=self.o.backoff_max)
+            w.start()
+            self.watchers.append(w)
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Until ``stop`` is set: batches of watch items -> one transaction each. Kafka errors raise."""
+        stop = stop or self.stop
+        if not self.watchers:
+            self.start()
+        try:
+            while not stop.is_set():
+                self.step()
+        finally:
+            self.stop.set()
+
+    def step(self) -> int:
+        """One batch: wait up to commit_interval for items, apply them, commit. Returns items applied."""
+        batch = []
+        deadline = time.monotonic() + self.o.commit_interval
+        while len(batch) < self.o.max_batch:
+            left = deadline - time.monotonic()
+            try:
+                batch.append(self.queue.get(timeout=max(left, 0.001)) if left > 0 else self.queue.get_nowait())
+            except queue.Empty:
+                break
+        if not batch and not self.dirty:
+            return 0
+        self.sink.begin()
+        try:
+            for item in batch:
+                self.apply(item)
+            self._prune()
+            self._write_checkpoint()
+            self.sink.commit()
+        except BaseException:
+            log.error("transaction failed; the collector must restart from its last checkpoint")
+            raise
+        self.stats.transactions += 1
+        self.stats.items += len(batch)
+        self.stats.committed_rv = dict(self.rv)
+        return len(batch)
+
+    # ------------------------------------------------------------ items
+
+    def apply(self, item) -> None:
+        what, stream = item[0], item[1]
+        if what == "bookmark":
+            self._set_rv(stream, item[2])
+        elif what == "bad":
+            _, _, reason, raw, rv = item
+            self._reject(reason, raw, stream, rv)
+        elif what == "sync":
+            self._sync(stream, item[2], item[3])
+            self._set_rv(stream, item[3])
+            self.baseline[stream] = False
+        else:
+            _, _, typ, obj, rv = item
+            self._object(stream, typ, obj, rv, baseline=False)
+            self._set_rv(stream, rv)
+
+    def _set_rv(self, stream: str, rv: str) -> None:
+        if rv and self.rv.get(stream) != rv:
+            self.rv[stream] = rv
+            self.dirty.add(("rv", stream))
+
+    def _reject(self, reason: str, payload, stream: str, rv) -> None:
+        if not isinstance(payload, bytes | str):
+            payload = orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS, default=str)
+        self.sink.reject(reason, payload, origin=ORIGIN, stream=stream, resourceVersion=rv, cluster=self.o.cluster)
+        self.stats.dead += 1
+
+    def _emit(self, recs) -> None:
+        for r in recs:
+            self.sink.send(r)
+        self.stats.records += len(recs)
+
+    def _object(self, stream: str, typ: str, obj, rv: str, baseline: bool) -> str | None:
+        """Apply one object; returns its uid (None if it was rejected)."""
+        try:
+            if stream in EVENT_STREAMS:
+                return self._event(typ, obj, rv, baseline)
+            if stream == "nodes":
+                return self._node(typ, obj, baseline)
+            return self._pod(typ, obj, baseline)
+        except (RecordError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            self._reject(f"malformed {STREAMS[stream].kind} ({type(exc).__name__}): {exc}", obj, stream, rv)
+            return None
+
+    def _sync(self, stream: str, items: list, rv: str) -> None:
+        """A full list: apply every object, then forget those deleted while we were not watching."""
+        baseline = self.baseline.get(stream, False)
+        listed = set()
+        for obj in items:
+            uid = self._object(stream, "ADDED", obj, rv, baseline)
+            if uid:
+                listed.add(uid)
+        if stream in EVENT_STREAMS:
+            n = _rvnum(rv)
+            for uid, entry in self.events.items():
+                if uid not in listed and not entry[2]:
+                    upd = _rvnum(entry[1])
+                    if n is None or upd is None or upd <= n:
+                        entry[2] = rv
+                        self.dirty.add(("event", uid))
+        else:
+            table, part = (self.nodes, "node") if stream == "nodes" else (self.pods, "pod")
+            for uid in [u for u in table if u not in listed]:
+                del table[uid]
+                self.dirty.add((part, uid))
+
+    # ------------------------------------------------------------ events
+
+    def _event(self, typ: str, obj, rv: str, baseline: bool) -> str:
+        v = events.view(obj)
+        entry = self.events.get(v.uid)
+        if typ == "DELETED":
+            if entry and not entry[2]:
+                entry[2] = rv
+                self.dirty.add(("event", v.uid))
+            return v.uid
+        seen = entry[0] if entry else None
+        if seen is not None and v.count <= seen:
+            return v.uid
+        self._emit(events.occurrences(v, seen, self._event_entity(v), baseline=baseline))
+        self.events[v.uid] = [v.count, rv, entry[2] if entry else ""]
+        self.dirty.add(("event", v.uid))
+        return v.uid
+
+    def _event_entity(self, v: events.EventView) -> Entity:
+        reg = v.regarding
+        kind, name = str(reg.get("kind") or ""), str(reg.get("name") or "")
+        ns = str(reg.get("namespace") or (v.namespace if kind != "Node" else ""))
+        uid = str(reg.get("uid") or "")
+        node = v.host
+        owner, thash = None, ""
+        if kind == "Node":
+            node = name
+        elif kind == "Pod":
+            pod = self.pods.get(uid) if uid else None
+            if pod is not None:
+                owner, thash, node = tuple(pod["owner"]), pod["labels"].get("pod-template-hash", ""), pod["node"] or node
+            else:
+                meta = self.owners.get("Pod", ns, name)
+                if meta:
+                    refs = [r for r in meta["ownerReferences"] if isinstance(r, dict)]
+                    ctl = next((r for r in refs if r.get("controller")), refs[0] if refs else None)
+                    owner = (str(ctl.get("kind") or ""), str(ctl.get("name") or "")) if ctl else None
+                    thash = str(meta["labels"].get("pod-template-hash") or "")
+        workload, team = self.owners.resolve(ns, kind, name, owner, thash)
+        return Entity(cluster=self.o.cluster, namespace=ns, kind=kind, name=name, uid=uid, node=node,
+                      workload=workload, owner=team)
+
+    def _prune(self) -> None:
+        """Forget deleted Events once every watched view has passed their deletion."""
+        views = [s for s in EVENT_STREAMS if s in self.o.streams]
+        low = min((_rvnum(self.rv.get(s)) or 0 for s in views), default=0)
+        for uid in [u for u, e in self.events.items() if e[2]]:
+            d = _rvnum(self.events[uid][2])
+            if d is None or d <= low:
+                del self.events[uid]
+                self.dirty.add(("event", uid))
+
+    # ------------------------------------------------------------ nodes and pods
+
+    def _node(self, typ: str, obj, baseline: bool) -> str:
+        cur = state.node_summary(obj)
+        uid = cur["uid"]
+        if typ == "DELETED":
+            if self.nodes.pop(uid, None) is not None:
+                self.dirty.add(("node", uid))
+            return uid
+        prev = self.nodes.get(uid)
+        if prev != cur:
+            ent = Entity(cluster=self.o.cluster, kind="Node", name=cur["name"], uid=uid, node=cur["name"])
+            recs = state.node_changes(prev, cur, ent, self.clock())
+            self._emit(recs)
+            self.nodes[uid] = cur
+            self.dirty.add(("node", uid))
+        return uid
+
+    def _pod(self, typ: str, obj, baseline: bool) -> str:
+        cur = state.pod_summary(obj)
+        uid = cur["uid"]
+        if typ == "DELETED":
+            if self.pods.pop(uid, None) is not None:
+                self.dirty.add(("pod", uid))
+            return uid
+        prev = self.pods.get(uid)
+        small = state.compact(cur)
+        if prev != small:
+            # owners are resolved only when a record is due: most pod updates change nothing we report
+            recs = state.pod_changes(prev, cur, Entity(cluster=self.o.cluster), self.clock())
+            if recs:
+                ent = self.pod_entity(small)
+                for r in recs:
+                    r.entity = ent
+                self._emit(recs)
+            self.pods[uid] = small
+            self.dirty.add(("pod", uid))
+        return uid
+
+    def pod_entity(self, s: dict) -> Entity:
+        workload, team = self.owners.resolve(s["ns"], "Pod", s["name"], tuple(s["owner"]),
+                                             s["labels"].get("pod-template-hash", ""))
+        return Entity(cluster=self.o.cluster, namespace=s["ns"], kind="Pod", name=s["name"], uid=s["uid"],
+                      node=s["node"], workload=workload, owner=team)
+
+    # ------------------------------------------------------------ checkpoint
+
+    def _write_checkpoint(self) -> None:
+        c = self.o.cluster
+        for part, name in self.dirty:
+            if part == "rv":
+                value = self.rv.get(name)
+            else:
+                value = {"event": self.events, "node": self.nodes, "pod": self.pods}[part].get(name)
+            self.sink.send_raw("checkpoints", checkpoint.key(c, part, name),
+                               None if value is None else orjson.dumps(value))
+        self.dirty.clear()
+

@@ -1,0 +1,129 @@
+"""One list+watch loop per stream, in a thread: resume from the last resourceVersion, re-list on 410.
+
+The watcher only reads; it puts what it read on a queue, in order, for the collector loop:
+
+- ``("sync", stream, items, rv)``: a full list (first start without checkpoint, or after 410);
+- ``("event", stream, type, obj, rv)``: a watch event (ADDED, MODIFIED, DELETED);
+- ``("bookmark", stream, rv)``: progress without a change (allowWatchBookmarks);
+- ``("bad", stream, reason, raw, rv)``: an unreadable watch line (dead-lettered by the loop).
+
+After a dropped connection it watches again from the last resourceVersion it delivered, after
+an exponential backoff with full jitter; a 410 (HTTP or a watch ERROR event) makes it re-list.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+
+import orjson
+
+from collectors.kubernetes.api import Gone, lines
+
+log = logging.getLogger("kubesight.collect.kubernetes")
+
+
+def backoff(attempt: int, base: float, cap: float, rng=random) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)].
+
+    >>> import random
+    >>> all(0 <= backoff(a, 0.5, 30.0, random.Random(a)) <= min(30.0, 0.5 * 2**a) for a in range(12))
+    True
+    """
+    return rng.uniform(0, min(cap, base * 2 ** min(attempt, 30)))
+
+
+def _rv(obj) -> str:
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    return str(meta.get("resourceVersion") or "") if isinstance(meta, dict) else ""
+
+
+class Watcher(threading.Thread):
+    def __init__(self, api, stream, out, rv: str | None, stop: threading.Event, *, page: int = 500,
+                 timeout_seconds: int = 300, backoff_base: float = 0.5, backoff_max: float = 30.0):
+        super().__init__(name=f"watch-{stream.name}", daemon=True)
+        self.api = api
+        self.stream = stream
+        self.out = out
+        self.rv = rv or None
+        self.stop = stop
+        self.page = page
+        self.timeout_seconds = timeout_seconds
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.relists = 0
+        self.reconnects = 0
+        self._resp = None
+
+    def _put(self, item) -> None:
+        while not self.stop.is_set():
+            try:
+                self.out.put(item, timeout=0.5)
+                return
+            except Exception:  # queue.Full: the loop is behind (Kafka slow); wait, never drop
+                continue
+
+    def run(self) -> None:
+        attempt = 0
+        while not self.stop.is_set():
+            try:
+                if self.rv is None:
+                    items, rv = self.api.list(self.stream, self.page)
+                    self.relists += 1
+                    self.rv = rv
+                    self._put(("sync", self.stream.name, items, rv))
+                    attempt = 0
+                for item in self._watch(self.rv):
+                    self._put(item)
+                    attempt = 0
+            except Gone as exc:
+                log.info("%s: %s; re-listing", self.stream.name, exc)
+                self.rv = None
+                self.stop.wait(backoff(0, self.backoff_base, self.backoff_max))
+            except Exception as exc:  # dropped connection, timeouts, 5xx: resume from self.rv
+                if self.stop.is_set():
+                    return
+                self.reconnects += 1
+                delay = backoff(attempt, self.backoff_base, self.backoff_max)
+                attempt += 1
+                log.warning("%s: watch failed (%s: %s); retry from resourceVersion %s in %.2fs",
+                            self.stream.name, type(exc).__name__, exc, self.rv, delay)
+                self.stop.wait(delay)
+
+    def _watch(self, rv: str):
+        resp = self.api.watch(self.stream, rv, self.timeout_seconds)
+        self._resp = resp
+        try:
+            for line in lines(resp):
+                if self.stop.is_set():
+                    return
+                try:
+                    ev = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    yield ("bad", self.stream.name, f"watch line is not JSON: {exc}", line, self.rv)
+                    continue
+                if not isinstance(ev, dict) or not isinstance(ev.get("object"), dict) or not isinstance(ev.get("type"), str):
+                    yield ("bad", self.stream.name, "watch event without type or object", line, self.rv)
+                    continue
+                typ, obj = ev["type"], ev["object"]
+                if typ == "ERROR":
+                    code = obj.get("code")
+                    if code == 410:
+                        raise Gone(f"{obj.get('reason') or 'Expired'}: {obj.get('message') or ''}")
+                    raise ConnectionError(f"watch ERROR {code}: {obj.get('message') or obj}")
+                new_rv = _rv(obj)
+                if typ == "BOOKMARK":
+                    if new_rv:
+                        self.rv = new_rv
+                        yield ("bookmark", self.stream.name, new_rv)
+                    continue
+                if typ not in ("ADDED", "MODIFIED", "DELETED"):
+                    yield ("bad", self.stream.name, f"unknown watch event type {typ!r}", line, self.rv)
+                    continue
+                if new_rv:
+                    self.rv = new_rv
+                yield ("event", self.stream.name, typ, obj, self.rv)
+        finally:
+            self._resp = None
+            resp.release_conn()
