@@ -130,11 +130,10 @@ def _collect(args) -> int:
         print(f"kubesight collect cloud: --listen must be HOST:PORT, got {args.listen!r}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_serve(args, auth, nodes, host.strip("[]"), int(port)))
-    return 0
+    return asyncio.run(_serve(args, auth, nodes, host.strip("[]"), int(port)))
 
 
-async def _serve(args, auth, nodes, host: str, port: int) -> None:
+async def _serve(args, auth, nodes, host: str, port: int) -> int:
     import asyncio
     import signal
 
@@ -152,9 +151,13 @@ async def _serve(args, auth, nodes, host: str, port: int) -> None:
 
         settings = Settings.load(args.config)
         bootstrap = bootstrap_for(settings)
-        ensure_topics(settings, bootstrap)
         sink = AsyncKafkaSink(bootstrap, settings.topic, client_id="kubesight-cloud-intake")
-        await sink.start()
+        try:
+            await asyncio.to_thread(ensure_topics, settings, bootstrap)
+            await sink.start()
+        except Exception as exc:  # noqa: BLE001 - whatever the client raised: say where and why, exit non-zero
+            print(f"kubesight collect cloud: cannot reach Kafka at {bootstrap}: {exc}", file=sys.stderr)
+            return 1
     app = create_app(sink, auth, nodes, max_body=args.max_body, cluster=args.cluster,
                      kafka_timeout=args.kafka_timeout)
     runner = web.AppRunner(app, access_log=None)
@@ -166,9 +169,10 @@ async def _serve(args, auth, nodes, host: str, port: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await runner.cleanup()
+    await runner.cleanup()  # lets in-flight requests finish (their events are acknowledged or answered 503)
     if not args.stdout:
         await sink.stop()
+    return 0
 
 
 def _bench(args) -> int:
