@@ -23,7 +23,8 @@ def register(sub, groups) -> None:
     p.add_argument("--from-file", metavar="PATH",
                    help="read this log file, every file under this folder, or '-' for stdin, instead of /dev/kmsg; "
                         "any mix of raw kmsg, '[ 1.2]', '[..][ T1]', syslog 'kernel:', dmesg -T, "
-                        "'dmesg --time-format iso', pstore '<4>[..]' and 'journalctl -o json' lines")
+                        "'dmesg --time-format iso', pstore '<4>[..]', 'journalctl -k' (short, short-precise, "
+                        "short-iso, short-monotonic, -o json, -o export) lines")
     p.add_argument("--kmsg", default=DEFAULT_KMSG, metavar="PATH", help="kmsg device to read (default: %(default)s)")
     p.add_argument("--no-follow", action="store_true",
                    help="/dev/kmsg: stop at the end of the ring buffer instead of waiting for new records")

@@ -1,4 +1,4 @@
-"""Kernel log line shapes: raw /dev/kmsg, ``[ 1.2]``, ``[..][ T1]``, syslog, ``dmesg -T``, pstore, journal JSON.
+"""Kernel log line shapes: raw /dev/kmsg, ``[ 1.2]``, ``[..][ T1]``, syslog, ``dmesg -T``, pstore, journal.
 
 ``parse_line`` strips whatever prefix a line carries and returns a ``Line`` with the kernel
 message and the position/time information the prefix held.
@@ -36,7 +36,7 @@ class LineError(ValueError):
 @dataclass(slots=True)
 class Line:
     text: str  # the kernel message, prefix removed
-    shape: str  # kmsg | pstore | bracket | dmesg-T | iso | syslog | journal | bare | header
+    shape: str  # kmsg | pstore | bracket | dmesg-T | iso | syslog | journal | journal-monotonic | datetime | bare | header
     prio: int | None = None  # syslog level 0..7
     seq: int | None = None  # kmsg sequence number
     mono: float | None = None  # seconds since boot
@@ -54,8 +54,9 @@ _BRACKET = re.compile(r"^" + _TS + r" ?(.*)$", re.S)
 _DMESG_T = re.compile(r"^\[(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([A-Z][a-z]{2} [ \d]?\d \d\d:\d\d:\d\d \d{4})\] ?(.*)$", re.S)
 _ISO = re.compile(r"^([a-z]+) *:([a-z]+) *: (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[,.]\d+)?(?:Z|[+-]\d\d:?\d\d)?) ?(.*)$", re.S)
 _SYSLOG = re.compile(
-    r"^(?:<\d+>)?([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
+    r"^(?:<\d+>)?([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
     r" (\S+) kernel: ?(?:" + _TS + r" ?)?(.*)$", re.S)
+_HOST_KERNEL = re.compile(r"^(\S+) kernel: ?(.*)$", re.S)  # journalctl -o short-monotonic
 _SYZ_TIME = re.compile(r"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) (.*)$", re.S)
 _NOISE = re.compile(r"^(?:\*\* \d+ printk messages dropped \*\* ?|[\w.-]+ login: )(?=.)")
 _PSTORE_HEADER = re.compile(r"^(?:Panic|Oops|Emergency|Restart|Halt|Poweroff|Unknown)#\d+ Part\d+$")
@@ -98,7 +99,12 @@ def parse_line(raw: str, *, year: int | None = None) -> Line:
     elif c == "[":
         m = _BRACKET.match(raw)
         if m:
-            return Line(m.group(3), "bracket", mono=float(m.group(1)), ctx=m.group(2) or "")
+            text = m.group(3)
+            if " kernel: " in text[:80]:
+                h = _HOST_KERNEL.match(text)
+                if h:
+                    return Line(h.group(2), "journal-monotonic", mono=float(m.group(1)), host=h.group(1))
+            return Line(text, "bracket", mono=float(m.group(1)), ctx=m.group(2) or "")
         m = _DMESG_T.match(raw)
         if m:
             wall = datetime.strptime(m.group(1).replace("  ", " "), "%b %d %H:%M:%S %Y").replace(tzinfo=UTC)
@@ -131,7 +137,9 @@ def _syslog(m: re.Match, year: int | None) -> Line:
         wall = _iso(ts)
     else:
         y = year or datetime.now(UTC).year
+        ts, _, frac = ts.partition(".")
         wall = datetime.strptime(f"{y} {ts.replace('  ', ' ')}", "%Y %b %d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+        wall += float(f"0.{frac}") if frac else 0.0
     return Line(text, "syslog", wall=wall, host=host, mono=float(mono) if mono else None, ctx=ctx or "")
 
 
@@ -141,15 +149,23 @@ def _journal(raw: str) -> Line:
         d = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise LineError(f"journal JSON line is not valid JSON: {exc}") from None
-    if not isinstance(d, dict) or "MESSAGE" not in d:
-        raise LineError("journal JSON line has no MESSAGE field")
+    if not isinstance(d, dict):
+        raise LineError("journal JSON line is not an object")
+    return journal_entry(d, "journal")
+
+
+def journal_entry(d: dict, shape: str = "journal") -> Line:
+    """A journal entry (``journalctl -o json`` object or ``-o export`` fields) -> Line."""
+    if "MESSAGE" not in d:
+        raise LineError(f"{shape} entry has no MESSAGE field")
     msg = d["MESSAGE"]
     if isinstance(msg, list):  # journald exports non-UTF-8 messages as byte arrays
         msg = bytes(msg).decode("utf-8", "replace")
     try:
         wall = int(d["__REALTIME_TIMESTAMP"]) / 1e6 if "__REALTIME_TIMESTAMP" in d else None
-        mono = int(d["_SOURCE_MONOTONIC_TIMESTAMP"]) / 1e6 if "_SOURCE_MONOTONIC_TIMESTAMP" in d else None
+        mono_us = d.get("_SOURCE_MONOTONIC_TIMESTAMP", d.get("__MONOTONIC_TIMESTAMP"))
+        mono = int(mono_us) / 1e6 if mono_us is not None else None
         prio = int(d["PRIORITY"]) if "PRIORITY" in d else None
     except (TypeError, ValueError) as exc:
-        raise LineError(f"journal JSON line has a non-numeric timestamp or priority: {exc}") from None
-    return Line(str(msg).rstrip("\n"), "journal", prio=prio, wall=wall, mono=mono, host=str(d.get("_HOSTNAME", "")))
+        raise LineError(f"{shape} entry has a non-numeric timestamp or priority: {exc}") from None
+    return Line(str(msg).rstrip("\n"), shape, prio=prio, wall=wall, mono=mono, host=str(d.get("_HOSTNAME", "")))

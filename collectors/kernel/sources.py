@@ -22,7 +22,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collectors.kernel.lines import Line, LineError, parse_line
+import orjson
+
+from collectors.kernel.lines import Line, LineError, journal_entry, parse_line
 
 MAX_LINE = 65536
 _ESC = re.compile(r"\\x([0-9a-f]{2})")
@@ -82,8 +84,26 @@ def from_lines(lines: Iterable[str], *, start: int = 1, year: int | None = None,
         except LineError as exc:
             yield Item("bad", no, raw=raw, reason=str(exc), where={**where, "line": no})
 
+    export: dict | None = None  # a `journalctl -o export` entry being collected (KEY=value lines)
+    export_no = 0
     for no, raw in enumerate(lines, start):
         raw = raw.rstrip("\r\n")
+        if export is not None:
+            if raw:
+                k, sep, v = raw.partition("=")
+                if sep:
+                    export[k] = v
+                continue
+            try:
+                yield Item("line", export_no, journal_entry(export, "journal-export"), "")
+            except LineError as exc:
+                yield Item("bad", export_no, raw=orjson.dumps(export).decode(), reason=str(exc),
+                           where={**where, "line": export_no})
+            export = None
+            continue
+        if raw.startswith("__CURSOR="):
+            export, export_no = {}, no
+            continue
         if pending is not None:
             if raw.startswith(" ") and "=" in raw and not raw.lstrip().startswith(("[", "?")):
                 dict_lines.append(raw)
@@ -113,6 +133,12 @@ def from_lines(lines: Iterable[str], *, start: int = 1, year: int | None = None,
         yield Item("line", no, ln, raw)
     if pending is not None:
         yield from emit_pending()
+    if export:
+        try:
+            yield Item("line", export_no, journal_entry(export, "journal-export"), "")
+        except LineError as exc:
+            yield Item("bad", export_no, raw=orjson.dumps(export).decode(), reason=str(exc),
+                       where={**where, "line": export_no})
 
 
 def _text_lines(data: bytes) -> list[str]:

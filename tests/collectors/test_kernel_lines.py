@@ -33,6 +33,10 @@ from collectors.kernel.sources import from_lines, from_path, kmsg_items, parse_r
     ("** 5311 printk messages dropped ** [   60.136772] INFO: Freed in fasync_free_rcu+0x14/0x20 age=624",
      "bracket", "INFO: Freed in fasync_free_rcu+0x14/0x20 age=624", {}),
     ("2017/11/13 12:34:56 BUG: memory leak", "datetime", "BUG: memory leak", {}),
+    ("Nov 25 10:00:01.250000 worker-3 kernel: EXT4-fs error x", "syslog", "EXT4-fs error x",
+     {"wall": 1764064801.25}),  # journalctl -o short-precise
+    ("[ 5123.456789] worker-3 kernel: EXT4-fs error x", "journal-monotonic", "EXT4-fs error x",
+     {"mono": 5123.456789, "host": "worker-3"}),  # journalctl -o short-monotonic
     ("Panic#1 Part2", "header", "", {}),
     ("unregister_netdevice: waiting for lo to become free. Usage count = 1", "bare",
      "unregister_netdevice: waiting for lo to become free. Usage count = 1", {}),
@@ -54,6 +58,30 @@ def test_journal_json_export():
     ln = parse_line(raw)
     assert (ln.shape, ln.text, ln.prio, ln.wall, ln.mono, ln.host) == (
         "journal", "Out of memory: Killed process 9 (java)", 3, 1737434504.283302, 12.0, "n1")
+
+
+def test_journal_export_format_entries():
+    text = """__CURSOR=s=abc;i=1
+__REALTIME_TIMESTAMP=1737434504283302
+__MONOTONIC_TIMESTAMP=12000000
+_HOSTNAME=n1
+PRIORITY=3
+SYSLOG_IDENTIFIER=kernel
+MESSAGE=nf_conntrack: table full, dropping packet
+
+__CURSOR=s=abc;i=2
+__REALTIME_TIMESTAMP=1737434505283302
+_HOSTNAME=n1
+
+__CURSOR=s=abc;i=3
+MESSAGE=EXT4-fs error (device sda1): boom"""
+    items = list(from_lines(text.splitlines(), where={"file": "j.export"}))
+    assert [(i.kind, i.pos) for i in items] == [("line", 1), ("bad", 9), ("line", 13)]
+    ln = items[0].line
+    assert (ln.shape, ln.text, ln.prio, ln.wall, ln.mono, ln.host) == (
+        "journal-export", "nf_conntrack: table full, dropping packet", 3, 1737434504.283302, 12.0, "n1")
+    assert items[1].reason == "journal-export entry has no MESSAGE field"
+    assert items[2].line.text == "EXT4-fs error (device sda1): boom"
 
 
 @pytest.mark.parametrize("raw, reason", [
