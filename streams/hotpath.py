@@ -44,7 +44,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
 from streams.config import Settings
-from streams.records import Event, RecordError, Sample, decode, deadletter
+from streams.records import Alert, Event, RecordError, Sample, decode, deadletter
 from streams.state import Store
 
 log = logging.getLogger("kubesight.hotpath")
@@ -185,7 +185,7 @@ class TransactionalProcessor(mode.Service):
             except Exception as exc:  # isolate: one bad record or series never stops the partition
                 log.exception("%s: stage failed on %s[%d]@%d", self.name, m.topic, m.partition, m.offset)
                 self._reject(emit, f"stage error: {type(exc).__name__}: {exc}", m)
-            t = getattr(rec, "time", None) or getattr(rec, "startsAt", 0.0)
+            t = rec.startsAt if type(rec) is Alert else rec.time
             if t > wm:
                 wm = t
                 if next_tick is None:

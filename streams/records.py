@@ -29,6 +29,7 @@ import orjson
 VERSION = 1
 SOURCES = ("k8s", "k8s-state", "kernel", "cloud", "controlplane", "metrics")
 SEVERITIES = ("critical", "warning", "info", "none")
+_SOURCE_SET = frozenset(SOURCES)
 
 
 class RecordError(ValueError):
@@ -51,7 +52,7 @@ def parse_time(value) -> float:
     if not isinstance(value, str) or not value:
         raise RecordError(f"invalid time {value!r} (use RFC 3339, e.g. 2021-08-03T10:00:00Z)")
     try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00") if value[-1] in "Zz" else value)
+        dt = datetime.fromisoformat(value)  # Python >= 3.11 reads "Z" and fractions of any length
     except ValueError:
         raise RecordError(f"invalid time {value!r} (use RFC 3339, e.g. 2021-08-03T10:00:00Z)") from None
     if dt.tzinfo is None:
@@ -266,32 +267,35 @@ def from_dict(d) -> Record:
     if v != VERSION:
         raise RecordError(f"unsupported record version v={v!r} (expected {VERSION})")
     kind = d.get("kind")
-    if kind == "event":
-        source = _req(d, "source", kind)
-        if source not in SOURCES:
-            raise RecordError(f"event: unknown source {source!r} (one of {', '.join(SOURCES)})")
-        ent = d.get("entity") or {}
-        if not isinstance(ent, dict):
-            raise RecordError("event: 'entity' must be an object")
+    if kind == "event":  # the hot path: positional construction, type() checks
         try:
-            entity = Entity(**{k: str(v) for k, v in ent.items() if v is not None})
-        except TypeError as exc:
-            raise RecordError(f"event: bad entity field ({exc})") from None
+            source, reason, t = d["source"], d["reason"], d["time"]
+        except KeyError as exc:
+            raise RecordError(f"event: missing field {exc.args[0]!r}") from None
+        if source not in _SOURCE_SET:
+            raise RecordError(f"event: unknown source {source!r} (one of {', '.join(SOURCES)})")
+        ent = d.get("entity")
+        if not ent:
+            entity = Entity()
+        elif type(ent) is dict:
+            try:
+                entity = Entity(**ent)
+            except TypeError as exc:
+                raise RecordError(f"event: bad entity field ({exc})") from None
+            for x in ent.values():
+                if type(x) is not str:
+                    raise RecordError("event: entity fields must be strings")
+        else:
+            raise RecordError("event: 'entity' must be an object")
         count = d.get("count", 1)
-        if not isinstance(count, int) or isinstance(count, bool):
+        if type(count) is not int:
             raise RecordError(f"event: 'count' must be an integer, got {count!r}")
-        return Event(
-            source=source,
-            reason=str(_req(d, "reason", kind)),
-            time=parse_time(_req(d, "time", kind)),
-            type=d.get("type") or "Normal",
-            severity=d.get("severity") or "",
-            entity=entity,
-            labels=_labels(d, kind),
-            message=d.get("message") or "",
-            count=count,
-            id=d.get("id") or "",
-        )
+        labels = d.get("labels") or {}
+        if type(labels) is not dict:
+            raise RecordError("event: 'labels' must be an object of strings")
+        return Event(source, reason if type(reason) is str else str(reason), parse_time(t),
+                     d.get("type") or "Normal", d.get("severity") or "", entity, labels,
+                     d.get("message") or "", count, d.get("id") or "")
     if kind == "sample":
         value = _req(d, "value", kind)
         if not isinstance(value, int | float) or isinstance(value, bool):

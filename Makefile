@@ -1,0 +1,32 @@
+# Two commands for a fresh machine: `make demo` (the main job) and `make test` (the suite).
+# Each sets up what it needs (virtual environment, dependencies, Kafka jars) and reuses it next time.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install jars lint clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -U pip
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+jars: $(STAMP)
+	@$(PY) -c "from deploy.kafka.launcher import ensure_jars; ensure_jars()"
+
+demo: jars
+	$(VENV)/bin/kubesight demo
+
+# pytest's exit 5 (no tests collected) counts as a failure
+test: jars
+	@$(PY) -m pytest -p no:cacheprovider; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "make test: pytest ran no tests" >&2; exit 1; fi; exit $$rc
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .cache

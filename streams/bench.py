@@ -1,0 +1,198 @@
+"""``kubesight bench pipeline``: signals/s and CPU µs/signal of three ways to consume the same topic.
+
+(a) a plain per-event Faust agent (``async for value in stream``), in its own worker process;
+(b) raw aiokafka ``getmany`` + orjson parsing, the floor for any Python consumer;
+(c) the kubesight hot path (``streams.hotpath``) with the worker's real stages, transactions on.
+All read the same N pre-produced Event records (the recorded must-gather events, repeated with
+fresh ids) from the local broker.  CPU time is the consuming process's (``time.process_time``),
+from its first record to its last, so start-up is excluded; (c) includes its commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import replace
+
+from streams.config import REPO, Settings
+
+
+def register(sub, groups) -> None:
+    from streams.cli import subgroup
+
+    g = subgroup(sub, groups, "bench", "benchmarks that print figures")
+    p = g.add_parser("pipeline", help="Faust agent vs raw getmany vs the kubesight worker, on the local broker")
+    p.add_argument("-n", "--signals", type=int, default=100_000, help="records to consume (default %(default)s)")
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--skip-faust", action="store_true", help="skip (a), the slow one")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_run)
+
+
+def _events(n: int) -> list[bytes]:
+    """n encoded Event records from the recorded data, repeated with distinct ids and objects."""
+    from collectors.replay import DEFAULT_EVENTS, read_events
+    from streams.records import encode
+
+    base, _ = read_events(DEFAULT_EVENTS)
+    out = []
+    i = 0
+    while len(out) < n:
+        e = base[i % len(base)]
+        rnd = i // len(base)
+        if rnd:
+            e = replace(e, entity=replace(e.entity, name=f"{e.entity.name}-r{rnd}"), id=f"{e.id}-r{rnd}", time=e.time + rnd)
+        out.append((e.key(), encode(e)))
+        i += 1
+    return out
+
+
+def _produce(bootstrap: str, topic: str, recs) -> None:
+    from kafka import KafkaProducer
+
+    p = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20, batch_size=256 * 1024, compression_type=None)
+    for k, v in recs:
+        p.send(topic, v, key=k)
+    p.flush()
+    p.close()
+
+
+async def _raw(bootstrap: str, topic: str, n: int) -> tuple[float, float]:
+    import orjson
+    from aiokafka import AIOKafkaConsumer
+
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
+                         auto_offset_reset="earliest", enable_auto_commit=False,
+                         max_partition_fetch_bytes=2 << 20, fetch_max_bytes=16 << 20)
+    await c.start()
+    got = 0
+    t0 = c0 = None
+    try:
+        while got < n:
+            batches = await c.getmany(timeout_ms=500, max_records=5000)
+            if batches and t0 is None:
+                t0, c0 = time.perf_counter(), time.process_time()
+            for msgs in batches.values():
+                for m in msgs:
+                    orjson.loads(m.value)
+                got += len(msgs)
+    finally:
+        await c.stop()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+async def _kubesight(settings: Settings, bootstrap: str, n: int) -> tuple[float, float, dict]:
+    from streams.app import signal_stages
+    from streams.hotpath import Pipeline, TransactionalProcessor
+
+    proc = TransactionalProcessor(settings, bootstrap, "signals", ["events", "samples"],
+                                  Pipeline(signal_stages(settings)), worker_id="bench")
+    await proc.start()
+    t0 = c0 = t_last = None
+    try:
+        while proc.stats["in"] < n or proc._outputs_pending():
+            if t0 is None and proc.stats["in"]:
+                t0, c0 = time.perf_counter(), time.process_time()
+            if t_last is None and proc.stats["in"] >= n:
+                t_last = time.perf_counter()  # throughput: first to last record (not the idle wait for the commit)
+            await asyncio.sleep(0.002)
+        wall, cpu = (t_last or time.perf_counter()) - t0, time.process_time() - c0  # CPU includes the commits
+    finally:
+        await proc.stop()
+    return wall, cpu, dict(proc.stats)
+
+
+FAUST_AGENT = r'''
+import os, sys, time, json, signal
+import faust
+bootstrap, topic, n, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+app = faust.App("bench-faust-" + os.urandom(3).hex(), broker="kafka://" + bootstrap, store="memory://",
+                web_enabled=False, consumer_auto_offset_reset="earliest")
+src = app.topic(topic, value_serializer="raw", key_serializer="raw")
+state = {"n": 0}
+@app.agent(src)
+async def count(stream):
+    async for value in stream:
+        if state["n"] == 0:
+            state["t0"], state["c0"] = time.perf_counter(), time.process_time()
+        json.loads(value)
+        state["n"] += 1
+        if state["n"] == n:
+            with open(out, "w") as fh:
+                json.dump({"wall": time.perf_counter() - state["t0"], "cpu": time.process_time() - state["c0"]}, fh)
+            os.kill(os.getpid(), signal.SIGTERM)
+if __name__ == "__main__":
+    faust.Worker(app, loglevel="error", quiet=True).execute_from_commandline()
+'''
+
+
+def _faust(bootstrap: str, topic: str, n: int, timeout: float) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as d:
+        script, out = os.path.join(d, "agent.py"), os.path.join(d, "out.json")
+        with open(script, "w") as fh:
+            fh.write(FAUST_AGENT)
+        proc = subprocess.run([sys.executable, script, bootstrap, topic, str(n), out], cwd=d, timeout=timeout,
+                              capture_output=True, text=True)
+        if not os.path.exists(out):
+            raise RuntimeError(f"faust agent did not finish (exit {proc.returncode}): {proc.stderr[-1500:]}")
+        with open(out) as fh:
+            r = json.load(fh)
+    return r["wall"], r["cpu"]
+
+
+def _run(args) -> int:
+    from streams.topics import ensure_topics
+
+    settings = Settings.load(args.config)
+    tag = uuid.uuid4().hex[:6]
+    settings = settings.model_copy(update={"topic_prefix": f"bench-{tag}-", "app_id": f"bench-{tag}",
+                                           "partitions": args.partitions})
+    broker = None
+    if settings.kafka:
+        bootstrap = settings.kafka
+    else:
+        from deploy.kafka import launcher
+
+        broker = launcher.start(f"bench-{tag}", attach=True)
+        bootstrap = broker.bootstrap
+    try:
+        ensure_topics(settings, bootstrap)
+        topic = settings.topic("events")
+        n = args.signals
+        print(f"bench: producing {n} recorded events to {topic} ...", file=sys.stderr)
+        _produce(bootstrap, topic, _events(n))
+        rows = {}
+        if not args.skip_faust:
+            print("bench: (a) plain Faust agent ...", file=sys.stderr)
+            rows["a_faust_agent"] = _faust(bootstrap, topic, n, timeout=max(120, n / 1000))
+        print("bench: (b) raw getmany + orjson ...", file=sys.stderr)
+        rows["b_raw_getmany"] = asyncio.run(_raw(bootstrap, topic, n))
+        print("bench: (c) kubesight worker hot path ...", file=sys.stderr)
+        wall, cpu, stats = asyncio.run(_kubesight(settings, bootstrap, n))
+        rows["c_kubesight"] = (wall, cpu)
+        result = {k: {"signals_per_s": round(n / w), "us_per_signal_cpu": round(c / n * 1e6, 2),
+                      "wall_s": round(w, 3)} for k, (w, c) in rows.items()}
+        b, c = rows["b_raw_getmany"], rows["c_kubesight"]
+        result["ratio_c_over_b"] = round((n / c[0]) / (n / b[0]), 3)
+        result["ratio_c_over_b_cpu"] = round(b[1] / c[1], 3)
+        result["signals"] = n
+        result["alerts_out"] = stats["out"]
+        result["commits"] = stats["commits"]
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(f"{'path':28} {'signals/s':>10} {'µs/signal (CPU)':>16}")
+            for k, (w, cpu) in rows.items():
+                print(f"{k:28} {n / w:10.0f} {cpu / n * 1e6:16.2f}")
+            print(f"ratio c/b (signals/s): {result['ratio_c_over_b']:.2f}   ratio by CPU: {result['ratio_c_over_b_cpu']:.2f}"
+                  f"   ({n} signals, {stats['out']} outputs, {stats['commits']} transactions)")
+        return 0
+    finally:
+        if broker is not None:
+            broker.stop()
