@@ -46,6 +46,8 @@ def register(sub, groups) -> None:
     p.add_argument("--nodes", action="append", default=[], metavar="PATH",
                    help="node map file or folder, repeatable: Node / NodeList YAML or JSON (kubectl get nodes -o "
                         "yaml), or a mapping {instance id or providerID: node name}")
+    p.add_argument("--node", action="append", default=[], metavar="INSTANCE=NODE",
+                   help="one static mapping, repeatable, e.g. --node i-0abc1234=ip-10-0-1-2.ec2.internal")
     p.add_argument("--kubernetes", action="store_true",
                    help="list nodes with the Kubernetes API (in-cluster config, else kubeconfig) to map "
                         "instances to nodes through spec.providerID")
@@ -74,12 +76,24 @@ def register(sub, groups) -> None:
 
 
 def _node_map(args):
-    from collectors.cloud.nodes import NodeMap, NodeMapError, kubernetes_lister, load_node_files
+    from collectors.cloud.nodes import (
+        NodeMap,
+        NodeMapError,
+        kubernetes_lister,
+        load_node_files,
+        nodes_from_objects,
+    )
 
     try:
         static = load_node_files(args.nodes) if args.nodes else {}
+        pairs = [n.partition("=") for n in args.node]
+        bad = [f"--node {n!r}: expected INSTANCE=NODE" for n, (inst, eq, node) in zip(args.node, pairs, strict=True)
+               if not (inst and eq and node)]
+        if bad:
+            raise NodeMapError("\n".join(bad))
+        static |= nodes_from_objects({inst: node for inst, _, node in pairs})
     except NodeMapError as exc:
-        raise SystemExit(f"kubesight collect cloud: bad --nodes:\n{exc}") from None
+        raise SystemExit(f"kubesight collect cloud: bad node map:\n{exc}") from None
     lister = None
     if args.kubernetes:
         api_client = None

@@ -205,3 +205,34 @@ def test_bench_command_prints_its_figure(kafka_bootstrap, monkeypatch, capsys):
     [line] = capsys.readouterr().out.splitlines()
     assert re.match(r"^cloud intake: 40 events in 40 requests \(1/request, 4 in flight\) in [\d.]+ s -> [\d,]+ events/s, "
                     r".*HTTP \{200: 40\}; 40 on the events topic \(\+1 warm-up\)$", line), line
+
+
+def test_node_joining_after_the_listing_is_found_on_a_miss(settings, data_dir):
+    """The intake lists nodes with the official client; an unknown instance re-lists (min_interval 0 here)."""
+    import yaml
+    from kubernetes import client
+
+    from collectors.cloud.nodes import kubernetes_lister
+    from tests.collectors.test_cloud_nodes import NODES_DIR, api_server
+
+    state = {"nodes": []}
+    spot = orjson.dumps({"version": "0", "id": "e1", "detail-type": "EC2 Spot Instance Interruption Warning",
+                         "source": "aws.ec2", "time": "2024-05-01T09:59:00Z", "region": "us-east-1",
+                         "detail": {"instance-id": "i-0bb916cc32a8034eb", "instance-action": "terminate"}})
+
+    async def run():
+        async with api_server(state) as api_url:
+            api = client.ApiClient(client.Configuration(host=api_url))
+            nodes = NodeMap(lister=kubernetes_lister(api), refresh=3600, min_interval=0)
+            async with intake(settings, nodes) as (url, session):
+                before = await post(session, url, spot, bearer())  # listed: no node has this instance yet
+                state["nodes"] = [yaml.safe_load(f.read_text()) for f in (data_dir / NODES_DIR).glob("*.yaml")]
+                after = await post(session, url, spot, bearer())  # miss -> re-list -> found
+            api.close()
+            return before, after
+
+    before, after = asyncio.run(run())
+    assert before[0] == after[0] == 200
+    evs = [decode(v) for _, v in read_topic(settings, "events")]
+    assert sorted(e.entity.node for e in evs) == ["", "ip-10-0-195-177.ec2.internal"]
+    assert {e.id for e in evs} == set(before[1]["ids"]) == set(after[1]["ids"])  # same delivery, same id
