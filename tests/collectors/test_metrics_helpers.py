@@ -23,8 +23,9 @@ PAGES = {  # path on the test server -> (file under the shared data folder, cont
 }
 
 
-def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes, dict]]:
-    """Every (key, JSON value) on ``topic`` right now (all partitions, from the start)."""
+def read_topic(bootstrap: str, topic: str, raw: bool = False) -> list[tuple]:
+    """Every (key, JSON value) on ``topic`` right now (all partitions, from the start);
+    ``raw``: (partition, key, value bytes)."""
     from kafka import KafkaConsumer, TopicPartition
 
     c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000)
@@ -36,7 +37,7 @@ def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes, dict]]:
         out = []
         while any(c.position(tp) < ends[tp] for tp in tps):
             for recs in c.poll(timeout_ms=1000, max_records=100_000).values():
-                out += [(r.key, orjson.loads(r.value)) for r in recs]
+                out += [(r.partition, r.key, r.value) if raw else (r.key, orjson.loads(r.value)) for r in recs]
         return out
     finally:
         c.close()

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 
 from collectors.metrics.exposition import parse
+from collectors.metrics.produce import BatchProducer
 from collectors.metrics.remote_write import (
     Intake,
     PayloadError,
@@ -43,7 +44,7 @@ async def _post_all(settings, bodies, *, stop_sink_first=False, kafka_timeout=10
     sink = AsyncKafkaSink(settings.kafka, settings.topic)
     await sink.start()
     metrics = SelfMetrics()
-    intake = Intake(sink, metrics, max_bytes=8 * 2**20, labels={"cluster": "ack-1"},
+    intake = Intake(BatchProducer(sink), metrics, max_bytes=8 * 2**20, labels={"cluster": "ack-1"},
                     kafka_timeout=kafka_timeout)
     runner = web.AppRunner(app(intake, registry=metrics.registry))
     await runner.setup()

@@ -7,12 +7,15 @@ import asyncio
 import aiohttp
 import orjson
 import pytest
+from aiokafka.partitioner import murmur2
 
 from collectors.metrics.config import Relabel
 from collectors.metrics.exposition import ExpositionError, parse
+from collectors.metrics.produce import BatchProducer
 from collectors.metrics.relabel import compile_rules
 from collectors.metrics.scrape import Scraper, ScrapeTarget, SelfMetrics
 from collectors.sink import AsyncKafkaSink
+from streams.records import decode, encode
 from tests.collectors.test_metrics_helpers import PAGES, PageServer, read_topic
 
 # samples per page: every point of the page (OpenMetrics `_created` lines are not samples) + up,
@@ -34,7 +37,7 @@ async def _scrape_all(data_dir, settings, targets_of):
     metrics = SelfMetrics()
     try:
         async with aiohttp.ClientSession() as session:
-            scraper = Scraper(sink, session, metrics, clock=lambda: 1782468900.0)
+            scraper = Scraper(BatchProducer(sink), session, metrics, clock=lambda: 1782468900.0)
             targets = targets_of(server.base)
             results = await asyncio.gather(*(scraper.scrape_once(t) for t in targets))
             return dict(zip([t.job for t in targets], results, strict=True)), scraper, server
@@ -78,6 +81,10 @@ def test_every_real_page_becomes_one_sample_per_point(data_dir, settings):
     # the Accept header asks for OpenMetrics first, like Prometheus
     assert server.seen_headers["etcd"]["Accept"].startswith("application/openmetrics-text")
     assert all(k == _series(v["name"], **v["labels"]) or not v["labels"] for k, v in got)
+    # BatchProducer: Kafka's default partition for every key, values byte-identical to records.encode
+    for part, key, value in read_topic(settings.kafka, settings.topic("samples"), raw=True)[::97]:
+        assert part == (murmur2(key) & 0x7FFFFFFF) % settings.partitions
+        assert value == encode(decode(value))
 
 
 @pytest.mark.kafka
@@ -89,7 +96,7 @@ def test_bad_big_exploding_and_hanging_targets_fail_alone(data_dir, settings):
         metrics = SelfMetrics()
         try:
             async with aiohttp.ClientSession() as session:
-                scraper = Scraper(sink, session, metrics, clock=lambda: 1782468900.0)
+                scraper = Scraper(BatchProducer(sink), session, metrics, clock=lambda: 1782468900.0)
                 b = server.base
                 hang = ScrapeTarget(job="hang", url=f"{b}/hang", timeout=2.0)
                 others = [ScrapeTarget(job="huge", url=f"{b}/huge", max_bytes=8 * 2**20),

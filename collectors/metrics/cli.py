@@ -1,0 +1,203 @@
+"""``kubesight collect metrics`` (scrape + remote-write intake) and ``kubesight bench metrics``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EPILOG = """\
+config (YAML, see deploy/metrics.example.yaml): defaults (interval, timeout, max_bytes, max_series),
+targets (job, url, bearer token, TLS, labels, relabel keep/drop), discovery.kubernetes (roles),
+remote_write (host, port, path).  Errors name file, line and YAML path, all at once.
+
+endpoints (remote_write.enabled):
+  POST /api/v1/write   Prometheus remote-write 1.0 (snappy protobuf): 204 after Kafka acked every
+                       sample; 400 + dead letter for a bad payload; 413 too large; 503 Kafka unavailable
+  GET  /metrics        the collector's own metrics (scrapes by result, series-limit rejections ...)
+  GET  /healthz        liveness
+
+examples:
+  kubesight collect metrics --config deploy/metrics.example.yaml
+  kubesight collect metrics --config metrics.yaml --once        # scrape every target once, print a table
+"""
+
+
+def register(sub, groups) -> None:
+    from streams.cli import subgroup
+
+    g = subgroup(sub, groups, "collect", "run a collector")
+    p = g.add_parser("metrics", help="scrape Prometheus targets and receive remote-write into the samples topic",
+                     description="Scrape Prometheus/OpenMetrics targets (static and discovered through the "
+                                 "Kubernetes API) and accept Prometheus remote-write; one Sample per point.",
+                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", dest="metrics_config", required=True, metavar="FILE", help="collector config YAML")
+    p.add_argument("--once", action="store_true", help="scrape every target once, print a table, exit 1 if any is down")
+    p.add_argument("--stdout", action="store_true", help="print Sample records as JSON lines instead of producing")
+    p.set_defaults(func=_collect)
+
+    b = subgroup(sub, groups, "bench", "measure throughput")
+    bp = b.add_parser("metrics", help="samples/s parsed and produced: the 3 MB apiserver page, remote-write")
+    bp.add_argument("--rounds", type=int, default=5, help="repetitions; the best is reported (default: %(default)s)")
+    bp.add_argument("--data", default=None, help="shared data folder (default: ../shared/data)")
+    bp.add_argument("--parse-only", action="store_true", help="no Kafka: parsing and decoding only")
+    bp.set_defaults(func=_bench)
+
+
+class _AsyncStdout:
+    """The ``--stdout`` sink with the async interface of ``AsyncKafkaSink``."""
+
+    def __init__(self):
+        from collectors.sink import StdoutSink
+
+        self.inner = StdoutSink()
+
+    async def send_all(self, recs) -> None:
+        for r in recs:
+            self.inner.send(r)
+
+    async def reject(self, reason, payload, *, origin, key=None, **where) -> None:
+        self.inner.reject(reason, payload, origin=origin, key=key, **where)
+
+
+def _collect(args) -> int:
+    import asyncio
+    import logging
+
+    from collectors.metrics.config import ConfigError, load
+
+    try:
+        cfg = load(args.metrics_config)
+    except ConfigError as exc:
+        print(f"kubesight collect metrics: invalid config\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    return asyncio.run(_main(args, cfg))
+
+
+async def _main(args, cfg) -> int:
+    import asyncio
+    import signal
+
+    import aiohttp
+
+    from collectors.metrics.scrape import Scraper, SelfMetrics, from_config
+
+    sink = await _sink(args)
+    metrics = SelfMetrics()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            scraper = Scraper(sink, session, metrics)
+            static = from_config(cfg)
+            if args.once:
+                return await _once(scraper, static + await _discover(cfg))
+            if cfg.remote_write.enabled:
+                runner = await _serve(cfg, sink, metrics)
+            tasks: dict[str, asyncio.Task] = {t.id: asyncio.create_task(scraper.run_target(t, stop)) for t in static}
+            print(f"scraping {len(static)} static target(s)", file=sys.stderr)
+            while not stop.is_set():
+                if cfg.discovery.enabled:
+                    try:
+                        found = await _discover(cfg)
+                    except Exception as exc:  # API down: keep the targets we have
+                        print(f"discovery failed: {exc}", file=sys.stderr)
+                    else:
+                        _reconcile(tasks, static + found, scraper, stop)
+                try:
+                    await asyncio.wait_for(stop.wait(), cfg.discovery.refresh)
+                except TimeoutError:
+                    pass
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        if hasattr(sink, "sink"):
+            await sink.sink.stop()
+    return 0
+
+
+def _reconcile(tasks: dict, targets: list, scraper, stop) -> None:
+    import asyncio
+
+    want = {t.id: t for t in targets}
+    for tid in [t for t in tasks if t not in want]:
+        tasks.pop(tid).cancel()
+        print(f"target gone: {tid}", file=sys.stderr)
+    for tid, t in want.items():
+        if tid not in tasks:
+            tasks[tid] = asyncio.create_task(scraper.run_target(t, stop))
+            print(f"target found: {tid}", file=sys.stderr)
+
+
+async def _discover(cfg) -> list:
+    import asyncio
+
+    if not cfg.discovery.enabled:
+        return []
+    from collectors.metrics.discovery import core_api, discover_with
+
+    api = core_api(cfg.discovery.kubeconfig)
+    found = await asyncio.to_thread(discover_with, api, cfg.discovery, cfg.defaults)
+    for what, why in found.skipped:
+        print(f"not scraped: {what}: {why}", file=sys.stderr)
+    return found.targets
+
+
+async def _sink(args):
+    if args.stdout:
+        return _AsyncStdout()
+    from collectors.metrics.produce import BatchProducer
+    from collectors.sink import AsyncKafkaSink
+    from streams.cli_run import bootstrap_for
+    from streams.config import Settings
+    from streams.topics import ensure_topics
+
+    settings = Settings.load(args.config)
+    bootstrap = bootstrap_for(settings)
+    ensure_topics(settings, bootstrap)
+    kafka = AsyncKafkaSink(bootstrap, settings.topic, client_id="kubesight-metrics")
+    await kafka.start()
+    return BatchProducer(kafka)
+
+
+async def _serve(cfg, sink, metrics):
+    from aiohttp import web
+
+    from collectors.metrics.remote_write import Intake, app
+
+    rw = cfg.remote_write
+    a = app(Intake(sink, metrics, max_bytes=rw.max_bytes, labels=rw.labels), rw.path, registry=metrics.registry)
+
+    async def healthz(request):
+        return web.Response(text="ok\n")
+
+    a.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(a, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, rw.host, rw.port).start()
+    print(f"remote-write intake on http://{rw.host}:{rw.port}{rw.path}, self-metrics on /metrics", file=sys.stderr)
+    return runner
+
+
+async def _once(scraper, targets) -> int:
+    import asyncio
+
+    counts = await asyncio.gather(*(scraper.scrape_once(t) for t in targets))
+    down = 0
+    print(f"{'job':<22} {'url':<55} {'samples':>8}  status")
+    for t, n in zip(targets, counts, strict=True):
+        err = scraper.last_error.get(t.id, "")
+        down += bool(err)
+        print(f"{t.job:<22} {t.url:<55} {n:>8}  {'up' if not err else 'DOWN: ' + err}")
+    return 1 if down else 0
+
+
+def _bench(args) -> int:
+    from collectors.metrics.bench import run
+
+    return run(args)
