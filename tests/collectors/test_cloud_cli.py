@@ -76,3 +76,13 @@ def test_the_deployment_runs_a_valid_command():
     assert {f"{mount}/{i['path']}" for i in secret["items"]} == {args.token_file, args.hmac_key_file}
     assert docs["ClusterRole"]["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}]
     assert docs["Service"]["spec"]["ports"][0]["targetPort"] == c["ports"][0]["name"]
+
+
+def test_static_node_option(data_dir, capsys):
+    sample = str(data_dir / "aws-ec2-health-events" / "aws-health-tools" / "testevent.json")
+    assert main(["collect", "cloud", "--check", sample, "--node", "i-abcd1111=node-x"]) == 0
+    assert orjson.loads(capsys.readouterr().out)["entity"]["node"] == "node-x"
+    with pytest.raises(SystemExit) as err:
+        main(["collect", "cloud", "--check", sample, "--node", "i-abcd1111", "--node", "=n"])
+    assert str(err.value) == ("kubesight collect cloud: bad node map:\n--node 'i-abcd1111': expected INSTANCE=NODE\n"
+                              "--node '=n': expected INSTANCE=NODE")
