@@ -11,7 +11,8 @@ as an old restart count.
 >>> a = node_summary(n)
 >>> n["status"]["conditions"][0].update(status="Unknown", lastTransitionTime="2021-08-03T10:05:00Z",
 ...                                     reason="NodeStatusUnknown")
->>> [(e.reason, e.entity.node, e.labels["status"]) for e in node_changes(a, node_summary(n), Entity(name="w1"), 0.0)]
+>>> ent = Entity(kind="Node", name="w1", node="w1")
+>>> [(e.reason, e.entity.node, e.labels["status"]) for e in node_changes(a, node_summary(n), ent, 0.0)]
 [('NodeNotReady', 'w1', 'Unknown')]
 """
 
@@ -220,11 +221,11 @@ def pod_changes(prev: dict | None, cur: dict, entity: Entity, now: float) -> lis
         if waiting == "CrashLoopBackOff" and p_waiting != "CrashLoopBackOff":
             entered = "CrashLoopBackOff"
         elif waiting in IMAGE_PULL and p_waiting not in IMAGE_PULL:
-            entered = waiting
+            entered = "ImagePullBackOff"  # ErrImagePull and ImagePullBackOff alternate: one record per episode
         if entered:
             out.append(Event(
                 source="k8s-state", reason=entered, type="Warning", time=now, entity=entity,
-                labels={"container": name, "restart_count": str(rc)},
+                labels={"container": name, "restart_count": str(rc), "waiting_reason": waiting},
                 message=f"container {name} of pod {cur['ns']}/{cur['name']} is waiting: {waiting}",
                 id=_id("pod", entity.cluster, cur["uid"], name, "waiting", entered, rc),
             ))

@@ -1,0 +1,252 @@
+"""Kubernetes collector, pure parts: Event views and occurrences, Node/Pod state changes, owners."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from collectors.kubernetes import events, state
+from collectors.kubernetes.owners import Owners
+from collectors.kubernetes.testing import must_gather_events, nri_cluster, repeat, to_events_v1
+from streams.records import Entity, RecordError, format_time
+
+
+@pytest.fixture(scope="module")
+def recorded(data_dir):
+    return must_gather_events(data_dir)
+
+
+@pytest.fixture(scope="module")
+def cluster(data_dir):
+    return nri_cluster(data_dir)
+
+
+def _by_name(objs, name):
+    return copy.deepcopy(next(o for o in objs if o["metadata"]["name"] == name))
+
+
+# ---------------------------------------------------------------- Events
+
+
+def test_view_reads_every_field_of_both_schemas(data_dir):
+    fx = data_dir / "kubernetes-api-roundtrip-fixtures"
+    core = events.view(json.loads((fx / "core.v1.Event.json").read_text()))
+    new = events.view(json.loads((fx / "events.k8s.io.v1.Event.json").read_text()))
+    assert (core.api, new.api) == ("v1", "events.k8s.io/v1")
+    assert new.message == "noteValue" and new.regarding["fieldPath"] == "fieldPathValue"
+    assert new.component == "reportingControllerValue"
+    # series.count wins over deprecatedCount (15): it is the occurrence count of a series
+    assert new.count == 1 and new.time == pytest.approx(1009846861.000002)
+
+
+def test_both_views_of_a_recorded_event_are_the_same_occurrences(recorded):
+    series = [e for e in recorded if e.get("series")][:20]
+    plain = [e for e in recorded if not e.get("series") and (e.get("count") or 0) > 1][:20]
+    assert len(series) == 20 and len(plain) == 20
+    for e in series + plain:
+        a, b = events.view(e), events.view(to_events_v1(e))
+        assert (a.uid, a.count, a.time, a.reason, a.message) == (b.uid, b.count, b.time, b.reason, b.message)
+
+
+def test_one_record_per_occurrence_with_stable_ids(recorded):
+    e = next(x for x in recorded if not x.get("series") and x.get("count") == 1)
+    ent = Entity(cluster="c1", namespace="ns", kind="Pod", name="p")
+    first = events.occurrences(events.view(e), None, ent)
+    e3 = repeat(repeat(e, "2021-08-03T12:00:00Z"), "2021-08-03T12:01:00Z")
+    later = events.occurrences(events.view(e3), 1, ent)
+    assert [r.count for r in first] == [1] and [r.count for r in later] == [2, 3]
+    assert later[-1].time == 1627992060.0
+    assert len({r.id for r in first + later}) == 3
+    assert [r.id for r in events.occurrences(events.view(e3), 1, ent)] == [r.id for r in later]
+    assert events.occurrences(events.view(e3), 3, ent) == []
+
+
+def test_first_list_reports_history_once_later_first_sights_in_full(recorded):
+    e = next(x for x in recorded if (x.get("count") or 0) >= 5)
+    v = events.view(e)
+    assert [r.count for r in events.occurrences(v, None, Entity(), baseline=True)] == [v.count]
+    assert [r.count for r in events.occurrences(v, None, Entity())] == list(range(1, v.count + 1))
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda e: e["metadata"].pop("uid"), "Event without metadata.uid"),
+    (lambda e: e.update(count="many"), "count must be a non-negative integer, got 'many'"),
+    (lambda e: e.update(lastTimestamp="yesterday"), "invalid time 'yesterday'"),
+    (lambda e: e.update(involvedObject=["Pod"]), "Event involvedObject/regarding and source must be objects"),
+])
+def test_malformed_events_are_refused_with_a_reason(recorded, mutate, message):
+    e = copy.deepcopy(recorded[0])
+    mutate(e)
+    with pytest.raises(RecordError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
+        events.view(e)
+
+
+# ---------------------------------------------------------------- Nodes
+
+
+def _cond(node, typ, status, when, reason=""):
+    for c in node["status"]["conditions"]:
+        if c["type"] == typ:
+            c.update(status=status, lastTransitionTime=when, reason=reason)
+
+
+def test_node_condition_transitions(cluster):
+    node = _by_name(cluster["nodes"], "datagen-1-35")
+    ent = Entity(kind="Node", name="datagen-1-35", node="datagen-1-35")
+    s0 = state.node_summary(node)
+    assert state.node_changes(None, s0, ent, 0.0) == []  # healthy on first sight: nothing to say
+    _cond(node, "Ready", "False", "2026-06-26T11:00:00Z", "KubeletNotReady")
+    _cond(node, "MemoryPressure", "True", "2026-06-26T11:00:05Z", "KubeletHasInsufficientMemory")
+    s1 = state.node_summary(node)
+    got = state.node_changes(s0, s1, ent, 0.0)
+    assert [(e.reason, e.type, e.labels["status"]) for e in got] == [
+        ("NodeMemoryPressure", "Warning", "True"), ("NodeNotReady", "Warning", "False")]
+    assert got[1].time == 1782471600.0 and got[1].labels["condition_reason"] == "KubeletNotReady"
+    assert state.node_changes(s1, s1, ent, 0.0) == []
+    _cond(node, "Ready", "Unknown", "2026-06-26T11:01:00Z", "NodeStatusUnknown")
+    assert state.node_changes(s1, state.node_summary(node), ent, 0.0) == []  # still not ready
+    s2 = state.node_summary(node)
+    _cond(node, "Ready", "True", "2026-06-26T11:02:00Z", "KubeletReady")
+    _cond(node, "MemoryPressure", "False", "2026-06-26T11:02:00Z", "KubeletHasSufficientMemory")
+    back = state.node_changes(s2, state.node_summary(node), ent, 0.0)
+    assert sorted(e.reason for e in back) == ["NodeMemoryPressureCleared", "NodeReady"]
+    assert state.node_changes(None, s1, ent, 0.0)[1].reason == "NodeNotReady"  # bad on first sight
+
+
+# ---------------------------------------------------------------- Pods
+
+
+def test_recorded_failed_job_pods_are_container_errors_on_first_sight(cluster):
+    got = []
+    for pod in cluster["pods"]:
+        got += state.pod_changes(None, state.pod_summary(pod), Entity(), 0.0)
+    assert sorted((e.reason, e.labels["container"], e.labels["exit_code"]) for e in got) == [
+        ("ContainerError", "main", "42")] * 4
+    assert {e.source for e in got} == {"k8s-state"}
+    assert sorted(format_time(e.time) for e in got) == [  # the containers' finishedAt, as recorded
+        "2026-06-26T10:14:07.000Z", "2026-06-26T10:14:08.000Z", "2026-06-26T10:14:33.000Z", "2026-06-26T10:14:33.000Z"]
+
+
+def _container(pod):
+    return pod["status"]["containerStatuses"][0]
+
+
+def test_pod_oom_restart_crashloop_and_image_pull(cluster):
+    pod = _by_name(cluster["pods"], "e2e-deployment-79967c5968-8bnn8")
+    s0 = state.pod_summary(pod)
+    cs = _container(pod)
+    cs["restartCount"] = 1
+    cs["lastState"] = {"terminated": {"exitCode": 137, "reason": "OOMKilled", "startedAt": "2026-06-26T10:13:53Z",
+                                      "finishedAt": "2026-06-26T10:20:00Z"}}
+    cs["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}}
+    s1 = state.pod_summary(pod)
+    got = state.pod_changes(s0, s1, Entity(), 5.0)
+    assert [(e.reason, e.labels.get("exit_code")) for e in got] == [
+        ("ContainerOOMKilled", "137"), ("ContainerRestarted", None), ("CrashLoopBackOff", None)]
+    assert got[0].time == 1782469200.0 and got[1].labels["restart_count"] == "1"
+    assert state.pod_changes(s1, s1, Entity(), 6.0) == []
+    cs["state"] = {"waiting": {"reason": "ErrImagePull"}}
+    s2 = state.pod_summary(pod)
+    cs["state"] = {"waiting": {"reason": "ImagePullBackOff"}}
+    s3 = state.pod_summary(pod)
+    pulls = state.pod_changes(s1, s2, Entity(), 7.0) + state.pod_changes(s2, s3, Entity(), 8.0)
+    assert [(e.reason, e.labels["waiting_reason"]) for e in pulls] == [("ImagePullBackOff", "ErrImagePull")]
+
+
+def test_terminated_then_moved_to_last_state_is_reported_once(cluster):
+    pod = _by_name(cluster["pods"], "e2e-statefulset-0")
+    cs = _container(pod)
+    s0 = state.pod_summary(pod)
+    term = {"exitCode": 1, "reason": "Error", "finishedAt": "2026-06-26T10:30:00Z"}
+    cs["state"] = {"terminated": term}
+    s1 = state.pod_summary(pod)
+    cs.update(restartCount=1, lastState={"terminated": term}, state={"running": {"startedAt": "2026-06-26T10:30:05Z"}})
+    s2 = state.pod_summary(pod)
+    got = state.pod_changes(s0, s1, Entity(), 0.0) + state.pod_changes(s1, s2, Entity(), 0.0)
+    assert [e.reason for e in got] == ["ContainerError", "ContainerRestarted"]
+
+
+@pytest.mark.parametrize(("status", "reason"), [
+    ({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."}, "Evicted"),
+    ({"conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}]}, "Preempted"),
+])
+def test_evictions_and_preemptions(cluster, status, reason):
+    pod = _by_name(cluster["pods"], "e2e-daemonset-kb65b")
+    s0 = state.pod_summary(pod)
+    pod["status"].update(status)
+    s1 = state.pod_summary(pod)
+    got = state.pod_changes(s0, s1, Entity(), 0.0)
+    assert [e.reason for e in got] == [reason]
+    assert state.pod_changes(s1, s1, Entity(), 0.0) == []
+
+
+def test_malformed_pod_is_refused_with_a_reason(cluster):
+    pod = _by_name(cluster["pods"], "e2e-statefulset-0")
+    _container(pod)["restartCount"] = "three"
+    with pytest.raises(RecordError, match="^restartCount must be an integer, got 'three'$"):
+        state.pod_summary(pod)
+
+
+# ---------------------------------------------------------------- owners
+
+
+def _fetcher(cluster, calls):
+    plural = {"ReplicaSet": "replicasets", "Deployment": "deployments", "Job": "jobs", "CronJob": "cronjobs",
+              "StatefulSet": "statefulsets", "DaemonSet": "daemonsets", "Namespace": "namespaces", "Pod": "pods"}
+
+    def fetch(kind, ns, name):
+        calls.append((kind, ns, name))
+        for o in cluster.get(plural[kind], []):
+            if o["metadata"]["name"] == name and (o["metadata"].get("namespace") or "") == (ns if kind != "Namespace" else ""):
+                return o
+        return None
+    return fetch
+
+
+def test_recorded_pods_resolve_to_their_workloads_and_team(cluster):
+    calls = []
+    o = Owners(_fetcher(cluster, calls))
+    got = {}
+    for pod in cluster["pods"]:
+        s = state.pod_summary(pod)
+        got[s["name"]] = o.resolve(s["ns"], "Pod", s["name"], tuple(s["owner"]), s["labels"].get("pod-template-hash", ""))
+    assert got["e2e-deployment-79967c5968-8bnn8"] == ("Deployment/e2e-deployment", "k8-team")  # label team on it
+    assert got["coredns-7d764666f9-qdcxt"] == ("Deployment/coredns", "")
+    assert got["e2e-cronjob-29707813-dhlr2"] == ("CronJob/e2e-cronjob", "")
+    assert got["e2e-failjob-28dqq"] == ("Job/e2e-failjob", "")
+    assert got["e2e-statefulset-0"] == ("StatefulSet/e2e-statefulset", "")
+    assert got["kindnet-zkpn8"] == ("DaemonSet/kindnet", "")
+    assert got["etcd-datagen-1-35"] == ("", "")  # static pod, owned by its Node
+    assert len(calls) == len(set(calls))  # every owner read once: the cache answers the rest
+
+
+def test_namespace_team_when_the_workload_has_none():
+    objs = {("Namespace", "", "shop"): {"metadata": {"annotations": {"app.kubernetes.io/part-of": "storefront"}}},
+            ("Deployment", "shop", "cart"): {"metadata": {"labels": {"app": "cart"}}}}
+    o = Owners(lambda k, ns, n: objs.get((k, ns, n)))
+    assert o.resolve("shop", "Deployment", "cart") == ("Deployment/cart", "storefront")
+    o2 = Owners(lambda k, ns, n: objs.get((k, ns, n)), keys=("owner",))
+    assert o2.resolve("shop", "Deployment", "cart") == ("Deployment/cart", "")
+
+
+def test_unreadable_replicaset_falls_back_to_its_template_hash():
+    def forbidden(kind, ns, name):
+        raise PermissionError("403")
+    o = Owners(forbidden)
+    assert o.resolve("shop", "Pod", "cart-7d9f-x", ("ReplicaSet", "cart-7d9f"), "7d9f") == ("Deployment/cart", "")
+
+
+def test_owner_cache_is_bounded_and_expires():
+    now = [0.0]
+    calls = []
+    o = Owners(lambda k, ns, n: calls.append(n) or {"metadata": {}}, max_entries=3, ttl=10.0, clock=lambda: now[0])
+    for i in range(50):
+        o.get("Deployment", "ns", f"d{i}")
+    assert len(o) == 3
+    o.get("Deployment", "ns", "d49")
+    assert calls.count("d49") == 1
+    now[0] = 11.0
+    o.get("Deployment", "ns", "d49")
+    assert calls.count("d49") == 2
