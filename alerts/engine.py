@@ -33,6 +33,24 @@ from streams.records import Alert
 GROUP_ANNOTATION = "kubesight_group"  # carries the Group of an alert re-keyed by group key (internal topic only)
 
 
+class Timers:
+    """In-memory index of one state mapping's timers (group flushes, alert expiries), rebuilt from the state.
+
+    Scanning a whole partition's state at every tick costs O(alerts); the index makes a tick
+    O(groups) and is derived data only (never saved), so a restored state simply rebuilds it.
+    """
+
+    def __init__(self, state):
+        self.state = state
+        self.groups: dict[str, float] = {}
+        self.expiry: dict[str, float] = {}
+        for k, v in state.items():
+            if k.startswith(grouping.PREFIX):
+                self.groups[k[len(grouping.PREFIX):]] = v["next"]
+            elif k.startswith(lifecycle.PREFIX) and v["until"] is not None:
+                self.expiry[k] = v["until"]
+
+
 class Engine:
     def __init__(self, cfg: RoutingConfig, silences: Silences | None = None, inhibitor: Inhibitor | None = None):
         self.cfg = cfg
@@ -44,16 +62,36 @@ class Engine:
             r.name: any(c.send_resolved for c in (*r.webhook_configs, *r.slack_configs, *r.dingtalk_configs))
             for r in cfg.receivers
         }
+        self._timers: dict[int, Timers] = {}
+
+    def timers(self, state) -> Timers:
+        t = self._timers.get(id(state))
+        if t is None or t.state is not state:
+            if len(self._timers) > 256:  # states of partitions long gone
+                self._timers.clear()
+            t = self._timers[id(state)] = Timers(state)
+        return t
 
     # ------------------------------------------------------------ step 1: by fingerprint
     def route(self, alert: Alert, state, now: float) -> list[tuple[grouping.Group, Alert]]:
         """Lifecycle then routing: the (group, alert) pairs to hand to grouping; [] for a duplicate."""
         passed = lifecycle.receive(state, alert, now, self.resolve_timeout)
+        key = lifecycle.PREFIX + alert.fingerprint
+        entry = state.get(key)
+        timers = self.timers(state)
+        if entry is not None and entry["until"] is not None:
+            timers.expiry[key] = entry["until"]
+        else:
+            timers.expiry.pop(key, None)
         return self._groups(passed) if passed is not None else []
 
     def expire(self, state, now: float) -> list[tuple[grouping.Group, Alert]]:
         """Alerts whose source went quiet, resolved, with their groups."""
-        return [pair for a in lifecycle.expire(state, now) for pair in self._groups(a)]
+        timers = self.timers(state)
+        keys = [k for k, t in timers.expiry.items() if t <= now]
+        for k in keys:
+            del timers.expiry[k]
+        return [pair for a in lifecycle.expire(state, now, keys) for pair in self._groups(a)]
 
     def _groups(self, alert: Alert) -> list[tuple[grouping.Group, Alert]]:
         out = []
@@ -67,16 +105,23 @@ class Engine:
     # ------------------------------------------------------------ step 2: by group key
     def group(self, group: grouping.Group, alert: Alert, state, now: float) -> None:
         grouping.add(state, group, alert, now)
+        self.timers(state).groups[group.key] = state[grouping.PREFIX + group.key]["next"]
 
     def flush_due(self, state, now: float) -> list[dict]:
         """Notifications of every group whose timer expired at ``now`` (silences and inhibitions applied)."""
         out = []
-        for key in sorted(grouping.due(state, now)):
+        timers = self.timers(state)
+        for key in sorted(k for k, t in timers.groups.items() if t <= now):
             route = self.router.by_key.get(state[grouping.PREFIX + key]["group"]["route"])
             time_muted = route is not None and self.router.muted(route, now)
             note = grouping.flush(state, key, now, self.muted_at(now), time_muted)
             if note is not None:
                 out.append(note)
+            g = state.get(grouping.PREFIX + key)
+            if g is None:
+                del timers.groups[key]
+            else:
+                timers.groups[key] = g["next"]
         return out
 
     def muted_at(self, now: float):

@@ -58,10 +58,15 @@ def parse_start(entry: dict) -> float:
     return parse_time(entry["alert"]["startsAt"])
 
 
-def expire(state, now: float) -> list[Alert]:
-    """Firing alerts whose source went quiet (their end time passed): resolved at that time, removed from state."""
+def expire(state, now: float, keys=None) -> list[Alert]:
+    """Firing alerts whose source went quiet (their end time passed): resolved at that time, removed from state.
+
+    ``keys`` limits the check to these state keys (an index of the candidates); default: all alerts.
+    """
     out = []
-    for key in [k for k in state if k.startswith(PREFIX)]:
+    for key in [k for k in state if k.startswith(PREFIX)] if keys is None else keys:
+        if key not in state:
+            continue
         entry = state[key]
         if entry["until"] is not None and entry["until"] <= now:
             a = _load(entry["alert"])

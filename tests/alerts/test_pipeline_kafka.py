@@ -151,3 +151,49 @@ def test_failing_receiver_and_restart_lose_and_double_nothing(settings):
         assert platform.accepted == []
 
     asyncio.run(go())
+
+
+def test_worker_killed_mid_delivery_loses_and_doubles_nothing(settings, tmp_path):
+    """SIGKILL the worker while a delivery is in flight; the restarted worker finishes: each change once."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+
+    def spawn(routing):
+        return subprocess.Popen([sys.executable, "-m", "tests.alerts.run_alerting", settings.kafka,
+                                 settings.topic_prefix, settings.app_id, str(routing), "w1"], cwd=repo,
+                                stdout=subprocess.DEVNULL, stderr=open(tmp_path / "worker.log", "ab"))
+
+    async def go():
+        # the 4th request stalls far longer than the client timeout: the worker is killed during it
+        team = ScriptedReceiver(["ok", "ok", "ok", "stall"], stall=5.0)
+        platform = ScriptedReceiver()
+        routing = tmp_path / "routing.yaml"
+        routing.write_text(ROUTING.format(a=await team.start(), p=await platform.start())
+                           .replace("timeout: 500ms", "timeout: 20s"))
+        proc = spawn(routing)
+        try:
+            await produce(settings, [alert("PodDown", f"n{i}", pod=f"p{i}", owner="team-a") for i in range(6)])
+            await wait_for(lambda: team.requests >= 4, "the stalled delivery")
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            await produce(settings, [alert("PodDown", f"n{i}", pod=f"p{i}", owner="team-a") for i in range(6, 8)]
+                          + [alert("PodDown", "n0", pod="p0", owner="team-a", status="resolved")])
+            proc = spawn(routing)
+            await wait_for(lambda: len(team.accepted) >= 9, "every change after the restart", timeout=90)
+            await asyncio.sleep(3.0)
+        finally:
+            proc.kill()
+            proc.wait(10)
+            await team.stop()
+            await platform.stop()
+        got = Counter(seen(team))
+        expected = Counter({((("alertname", "PodDown"), ("node", f"n{i}"), ("owner", "team-a")), ((f"p{i}", "firing"),)): 1
+                            for i in range(8)})
+        expected[((("alertname", "PodDown"), ("node", "n0"), ("owner", "team-a")), (("p0", "resolved"),))] = 1
+        assert got == expected, (tmp_path / "worker.log").read_text()[-3000:]
+
+    asyncio.run(go())

@@ -1,0 +1,272 @@
+"""``kubesight routes test|check``, ``kubesight silences add|list|expire|serve``, ``kubesight bench alerts``.
+
+``routes test`` runs the production router on the labels given.  The silence commands talk to a
+silences API (``--url``) or, without one, read and write the compacted ``silences`` topic directly
+(through ``streams.alerting.SilenceBook``: the only Kafka code, imported when needed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from alerts import duration
+from alerts.config import ConfigError, load
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "routing.example.yaml"
+
+
+def register(sub, groups) -> None:
+    from streams.cli import subgroup
+
+    routes = subgroup(sub, groups, "routes", "routing file: test where an alert goes, check a file")
+    t = routes.add_parser("test", help="print the receivers and group keys an alert with these labels gets")
+    t.add_argument("labels", nargs="+", metavar="NAME=VALUE")
+    t.add_argument("--routing", help="routing file (default: settings' routing, else deploy/routing.example.yaml)")
+    t.set_defaults(func=_routes_test)
+    c = routes.add_parser("check", help="validate routing files; every error with file, line and path")
+    c.add_argument("files", nargs="+")
+    c.set_defaults(func=_routes_check)
+
+    sil = subgroup(sub, groups, "silences", "create, list and expire silences")
+    a = sil.add_parser("add", help="silence alerts matching all MATCHERS (name=value, name=~regex, ...)")
+    a.add_argument("matchers", nargs="+", metavar="MATCHER")
+    a.add_argument("--comment", "-c", required=True)
+    a.add_argument("--author", "-a", default=None, help="createdBy (default: $USER)")
+    a.add_argument("--duration", "-d", default="1h", help="how long from start (default: %(default)s)")
+    a.add_argument("--start", default=None, help="RFC 3339 start (default: now)")
+    a.add_argument("--url", help="silences API base URL (default: write the silences topic directly)")
+    a.set_defaults(func=_silences_add)
+    ls = sil.add_parser("list", help="list silences (active and pending; --all adds expired)")
+    ls.add_argument("--all", action="store_true")
+    ls.add_argument("--url")
+    ls.set_defaults(func=_silences_list)
+    ex = sil.add_parser("expire", help="end silences now")
+    ex.add_argument("ids", nargs="+", metavar="ID")
+    ex.add_argument("--url")
+    ex.set_defaults(func=_silences_expire)
+    sv = sil.add_parser("serve", help="run the silences HTTP API (Alertmanager v2 shape) over the silences topic")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=9093)
+    sv.set_defaults(func=_silences_serve)
+
+    bench = subgroup(sub, groups, "bench", "benchmarks that print figures")
+    b = bench.add_parser("alerts", help="alerts/s through lifecycle, routing, grouping and a local webhook")
+    b.add_argument("--alerts", type=int, default=50000)
+    b.add_argument("--groups", type=int, default=500)
+    b.set_defaults(func=_bench)
+
+
+# ---------------------------------------------------------------- routes
+
+
+def _routing_path(args) -> str:
+    if args.routing:
+        return args.routing
+    from streams.config import Settings
+
+    return Settings.load(args.config).routing or str(EXAMPLE)
+
+
+def _parse_labels(items: list[str]) -> dict:
+    labels = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"kubesight routes test: invalid label {item!r} (use name=value)")
+        labels[name] = value.strip('"')
+    return labels
+
+
+def _routes_test(args) -> int:
+    from alerts.routing import Router
+
+    path = _routing_path(args)
+    try:
+        router = Router(load(path))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    labels = _parse_labels(args.labels)
+    for d in router.destinations(labels):
+        r = d.route
+        print(f"{d.receiver}\t{d.group_key}\t(group_wait {duration.format(r.group_wait)}, group_interval "
+              f"{duration.format(r.group_interval)}, repeat_interval {duration.format(r.repeat_interval)})")
+    return 0
+
+
+def _routes_check(args) -> int:
+    bad = 0
+    for f in args.files:
+        try:
+            load(f)
+            print(f"{f}: ok")
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            bad += 1
+        except OSError as exc:
+            print(f"{f}: {exc.strerror}", file=sys.stderr)
+            bad += 1
+    return 1 if bad else 0
+
+
+# ---------------------------------------------------------------- silences
+
+
+def _print_silences(items: list[dict]) -> None:
+    if not items:
+        print("no silences")
+        return
+    from alerts import matchers as m
+
+    print(f"{'ID':<36}  {'STATE':<8}  {'ENDS':<24}  {'BY':<10}  MATCHERS  COMMENT")
+    for s in items:
+        ms = ",".join(str(m.make(x["name"], ("=~" if x["isRegex"] else "=") if x["isEqual"]
+                                 else ("!~" if x["isRegex"] else "!="), x["value"])) for x in s["matchers"])
+        print(f"{s['id']:<36}  {s['status']['state']:<8}  {s['endsAt']:<24}  {s['createdBy']:<10}  {ms}  {s['comment']}")
+
+
+def _book_call(args, fn):
+    """Run ``fn(book)`` against the silences topic (started, caught up, then stopped)."""
+    from streams.alerting import SilenceBook
+    from streams.config import Settings
+    from streams.topics import ensure_topics
+
+    settings = Settings.load(args.config)
+    bootstrap = settings.kafka
+    if not bootstrap:
+        from deploy.kafka import launcher
+
+        bootstrap = launcher.start("default", quiet=True).bootstrap
+    ensure_topics(settings, bootstrap)
+
+    async def go():
+        book = SilenceBook(settings, bootstrap)
+        await book.start()
+        try:
+            await asyncio.wait_for(book.caught_up.wait(), 60)
+            return await fn(book)
+        finally:
+            await book.stop()
+
+    return asyncio.run(go())
+
+
+async def _http(method: str, url: str, body=None):
+    import aiohttp
+    import orjson
+
+    async with aiohttp.ClientSession() as s, s.request(method, url, data=orjson.dumps(body) if body else None,
+                                                       headers={"Content-Type": "application/json"}) as r:
+        data = await r.read()
+        if r.status >= 300:
+            msg = orjson.loads(data).get("error", data.decode()) if data else f"HTTP {r.status}"
+            raise SystemExit(f"kubesight silences: {msg}")
+        return orjson.loads(data) if data else None
+
+
+def _silences_add(args) -> int:
+    import getpass
+
+    from alerts import matchers as m
+    from alerts.silences import Silence, SilenceError
+    from streams.records import format_time, parse_time
+
+    try:
+        ms = [m.parse(x) for x in args.matchers]
+        start = parse_time(args.start) if args.start else time.time()
+        ends = start + duration.parse(args.duration)
+    except (m.MatcherError, ValueError) as exc:
+        print(f"kubesight silences add: {exc}", file=sys.stderr)
+        return 2
+    body = {"matchers": [{"name": x.name, "value": x.value, "isRegex": x.op in ("=~", "!~"),
+                          "isEqual": x.op in ("=", "=~")} for x in ms],
+            "startsAt": format_time(start), "endsAt": format_time(ends),
+            "createdBy": args.author or getpass.getuser(), "comment": args.comment}
+    if args.url:
+        out = asyncio.run(_http("POST", args.url.rstrip("/") + "/api/v2/silences", body))
+        print(out["silenceID"])
+        return 0
+    try:
+        s = Silence.create(body, time.time())
+    except SilenceError as exc:
+        print(f"kubesight silences add: {exc}", file=sys.stderr)
+        return 2
+
+    async def put(book):
+        return await book.put(s)
+
+    print(_book_call(args, put).id)
+    return 0
+
+
+def _silences_list(args) -> int:
+    if args.url:
+        items = asyncio.run(_http("GET", args.url.rstrip("/") + "/api/v2/silences"))
+    else:
+        async def get(book):
+            now = time.time()
+            return [s.to_dict(now) for s in book.list(now)]
+
+        items = _book_call(args, get)
+    if not args.all:
+        items = [s for s in items if s["status"]["state"] != "expired"]
+    _print_silences(items)
+    return 0
+
+
+def _silences_expire(args) -> int:
+    if args.url:
+        for id in args.ids:
+            asyncio.run(_http("DELETE", args.url.rstrip("/") + f"/api/v2/silence/{id}"))
+            print(f"expired {id}")
+        return 0
+
+    async def expire(book):
+        missing = []
+        for id in args.ids:
+            if id in book.silences.by_id:
+                await book.expire(id)
+                print(f"expired {id}")
+            else:
+                missing.append(id)
+        return missing
+
+    missing = _book_call(args, expire)
+    for id in missing:
+        print(f"kubesight silences expire: no silence {id}", file=sys.stderr)
+    return 1 if missing else 0
+
+
+def _silences_serve(args) -> int:
+    from aiohttp import web
+
+    from alerts.api import app
+
+    async def serve(book):
+        runner = web.AppRunner(app(book), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, args.host, args.port).start()
+        print(f"silences API on http://{args.host}:{args.port}/api/v2/silences (Ctrl-C to stop)", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    try:
+        _book_call(args, serve)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+# ---------------------------------------------------------------- bench
+
+
+def _bench(args) -> int:
+    from alerts.bench import run
+
+    run(args.alerts, args.groups)
+    return 0

@@ -1,0 +1,19 @@
+"""Runs one AlertingService until killed (for the crash test): python -m tests.alerts.run_alerting BOOTSTRAP PREFIX APP ROUTING ID."""
+
+import asyncio
+import sys
+
+from streams.alerting import AlertingService
+from streams.config import Settings
+
+
+async def main(bootstrap: str, prefix: str, app_id: str, routing: str, worker_id: str) -> None:
+    settings = Settings(kafka=bootstrap, topic_prefix=prefix, app_id=app_id, partitions=4, commit_interval=0.2)
+    svc = AlertingService(settings, bootstrap, routing, worker_id=worker_id)
+    await svc.start()
+    print("started", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:6]))
