@@ -130,7 +130,7 @@ _TYPE_WORDS = {
 
 
 def _translate(err: dict, root: type[BaseModel]) -> tuple[tuple, str]:
-    loc = tuple(err["loc"])
+    loc = tuple(p for p in err["loc"] if p != "[key]")
     typ = err["type"]
     # a condition's loc carries the union tag after "condition": drop it for the YAML path
     yloc = loc

@@ -30,7 +30,7 @@ class Matcher:
         self._re = None
         if op in ("=~", "!~"):
             try:
-                self._re = re.compile(f"(?:{value})")
+                self._re = re.compile(value)
             except re.error as exc:
                 raise ValueError(f'invalid regex "{value}" in {self}: {exc}') from None
 

@@ -1,0 +1,329 @@
+"""The engine on small timelines: each condition, lifecycle timing, labels, state layout, reload."""
+
+from __future__ import annotations
+
+import textwrap
+
+import orjson
+import pytest
+
+from rules.engine import DUE, Engine
+from rules.holder import EngineHolder
+from rules.load import load_packs
+from streams.records import Entity, Event, Sample
+
+HEAD = """\
+apiVersion: kubesight.io/v1
+kind: RulePack
+metadata: {name: t, version: "%s"}
+"""
+
+NODE = Entity(kind="Node", name="n1", node="n1")
+POD = Entity(namespace="shop", kind="Pod", name="cart-1", node="n1", workload="Deployment/cart", owner="team-a")
+
+
+def ruleset(tmp_path, rules: str, version: str = "1", extra: str = "", name: str = "p.yaml"):
+    f = tmp_path / name
+    f.write_text(HEAD % version + extra + "rules:\n" + textwrap.indent(textwrap.dedent(rules), "  "))
+    return load_packs([f])
+
+
+def ev(t, reason="BackOff", source="k8s", entity=POD, labels=None, typ="Warning", message="m"):
+    return Event(source=source, reason=reason, type=typ, time=float(t), entity=entity, labels=labels or {}, message=message)
+
+
+def run(engine, signals, ticks=(), state=None):
+    """Process signals and ticks in time order; returns [(status, alertname, startsAt, endsAt)] and the state."""
+    state = {} if state is None else state
+    items = sorted([(s.time, 0, s) for s in signals] + [(t, 1, t) for t in ticks], key=lambda x: (x[0], x[1]))
+    out = []
+    for t, kind, x in items:
+        got = engine.process(x, state, t) if kind == 0 else engine.tick(t, state)
+        out.extend((a.status, a.labels["alertname"], a.startsAt, a.endsAt) for a in got)
+    return out, state
+
+
+def test_event_count_fires_at_nth_event_and_resolves_when_the_window_passes(tmp_path):
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: Flood
+          match: {source: k8s, reason: BackOff}
+          condition: {type: event_count, count: 3, window: 10m}
+        """))
+    out, state = run(eng, [ev(0), ev(60), ev(700), ev(760), ev(800)], ticks=[1000, 1500])
+    # 0 and 60 are not 3 within 10m; 700 drops 0 and 60 leaves the window only at 660
+    assert out == [("firing", "Flood", 800.0, None), ("resolved", "Flood", 800.0, 1300.0)]
+    assert [k for k in state if not k.startswith("r|~")] == []  # resolved and empty: the group's key is gone
+
+
+def test_results_do_not_depend_on_tick_cadence(tmp_path):
+    rs = ruleset(tmp_path, """\
+        - alert: Flood
+          match: {source: k8s, reason: BackOff}
+          condition: {type: event_count, count: 2, window: 5m}
+          for: 2m
+        """)
+    sig = [ev(t) for t in (0, 30, 400, 420, 1000, 1010, 1200)]
+    dense, _ = run(Engine(rs), sig, ticks=range(0, 3000, 7))
+    sparse, _ = run(Engine(rs), sig, ticks=[3000])
+    assert dense == sparse == [
+        ("firing", "Flood", 30.0, None), ("resolved", "Flood", 30.0, 300.0),
+        ("firing", "Flood", 420.0, None), ("resolved", "Flood", 420.0, 700.0),
+        ("firing", "Flood", 1010.0, None), ("resolved", "Flood", 1010.0, 1310.0),
+    ]
+
+
+def test_for_keeps_a_short_burst_pending(tmp_path):
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: Flood
+          match: {source: k8s, reason: BackOff}
+          condition: {type: event_count, count: 1, window: 1m}
+          for: 5m
+        """))
+    out, _ = run(eng, [ev(0)], ticks=[60, 600])
+    assert out == []
+
+
+def test_late_event_outside_the_window_is_ignored(tmp_path):
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: One
+          match: {source: k8s, reason: BackOff}
+          condition: {type: event_count, count: 1, window: 5m}
+        """))
+    state: dict = {}
+    assert eng.process(ev(0), state, now=1000.0) == []  # watermark already 1000: the event is 1000s old
+    assert eng.process(ev(900), state, now=1000.0)[0].status == "firing"
+
+
+def test_state_condition_set_and_cleared_from_any_source(tmp_path):
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: NotReady
+          match: {source: k8s-state, reason: NodeNotReady, kind: Node}
+          condition: {type: state, resolve_reasons: NodeReady}
+          for: 1m
+        """))
+    out, state = run(eng, [ev(0, "NodeNotReady", "k8s-state", NODE), ev(300, "NodeReady", "k8s", NODE, typ="Normal")],
+                     ticks=[60, 400])
+    assert out == [("firing", "NotReady", 0.0, None), ("resolved", "NotReady", 0.0, 300.0)]
+    assert not [k for k in state if not k.startswith("r|~")]
+
+
+def test_clearing_event_without_state_stores_nothing(tmp_path):
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: NotReady
+          match: {source: k8s-state, reason: NodeNotReady}
+          condition: {type: state, resolve_reasons: NodeReady}
+        """))
+    state: dict = {}
+    assert eng.process(ev(0, "NodeReady", "k8s-state", NODE), state) == []
+    assert state == {}
+
+
+def test_state_timeout_clears_without_a_clearing_event(tmp_path):
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: Deadlock
+          match: {source: kernel, reason: DockerHung}
+          condition: {type: state, resolve_reasons: Rebooted, timeout: 1h}
+        """))
+    out, _ = run(eng, [ev(0, "DockerHung", "kernel", NODE), ev(1800, "DockerHung", "kernel", NODE)], ticks=[7200])
+    assert out == [("firing", "Deadlock", 0.0, None), ("resolved", "Deadlock", 0.0, 5400.0)]
+
+
+def sm(t, v, name="cpu", **labels):
+    return Sample(name, float(v), float(t), labels or {"instance": "a"})
+
+
+def test_threshold_hysteresis(tmp_path):
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: Hot
+          match: {metric: cpu}
+          condition: {type: threshold, op: ">", value: 0.9, resolve: 0.8}
+        """))
+    vals = [0.5, 0.95, 0.85, 0.82, 0.79, 0.85, 0.91]
+    out, _ = run(eng, [sm(i * 60, v) for i, v in enumerate(vals)])
+    # 0.85 after firing stays firing (above the resolve level); 0.79 resolves; 0.85 does not re-fire
+    assert out == [("firing", "Hot", 60.0, None), ("resolved", "Hot", 60.0, 240.0), ("firing", "Hot", 360.0, None)]
+
+
+def test_threshold_for_and_average_window(tmp_path):
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: Hot
+          match: {metric: cpu}
+          condition: {type: threshold, op: ">", value: 0.9, agg: avg, window: 3m}
+          for: 2m
+        """))
+    vals = [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2]
+    out, _ = run(eng, [sm(i * 60, v) for i, v in enumerate(vals)])
+    # avg over [t-3m, t]: crosses 0.9 at t=4m (1,1,1,1), holds through 5m; at 6m avg=0.8
+    assert out == [("firing", "Hot", 240.0, None), ("resolved", "Hot", 240.0, 360.0)]
+
+
+def test_threshold_goes_stale_when_the_series_stops(tmp_path):
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: Down
+          match: {metric: up}
+          condition: {type: threshold, op: "==", value: 0}
+        """, extra="defaults: {stale_after: 5m}\n"))
+    out, _ = run(eng, [sm(0, 0, "up"), sm(60, 0, "up")], ticks=[1000])
+    assert out == [("firing", "Down", 0.0, None), ("resolved", "Down", 0.0, 360.0)]
+
+
+def test_rate_survives_a_counter_reset(tmp_path):
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: Errors
+          match: {metric: errs_total}
+          condition: {type: threshold, op: ">", value: 1, agg: rate, window: 5m}
+        """))
+    # +30/min = 0.5/s, then a restart to 0 and +30/min again: never above 1/s
+    vals = [100, 130, 160, 0, 30, 60, 90]
+    out, _ = run(eng, [sm(i * 60, v, "errs_total") for i, v in enumerate(vals)])
+    assert out == []
+    out, _ = run(Engine(eng.ruleset), [sm(i * 60, v * 3, "errs_total") for i, v in enumerate(vals)])
+    assert out[0][:3] == ("firing", "Errors", 60.0)
+
+
+def test_absent_fires_after_silence_and_resolves_on_return(tmp_path):
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: Gone
+          match: {metric: heartbeat}
+          condition: {type: absent, after: 5m}
+          annotations: {summary: "{{ labels.instance }} silent"}
+        """))
+    state: dict = {}
+    out, state = run(eng, [sm(0, 1, "heartbeat"), sm(60, 1, "heartbeat")], ticks=[300, 400], state=state)
+    assert out == [("firing", "Gone", 360.0, None)]
+    a = eng.process(sm(500, 1, "heartbeat"), state)
+    assert [(x.status, x.endsAt, x.annotations["summary"]) for x in a] == [("resolved", 500.0, "a silent")]
+
+
+def test_anomaly_state_survives_a_json_round_trip(tmp_path):
+    rs = ruleset(tmp_path, """\
+        - alert: Odd
+          match: {metric: lat}
+          condition: {type: anomaly, detector: z, quantile: 0.99, k: 2, n: 3}
+        """, extra="detectors:\n  z: {type: zscore, params: {warmup: 20}}\n")
+    vals = [10.0 + (i % 5) * 0.1 for i in range(300)] + [40.0] * 5
+    sig = [sm(i * 60, v, "lat") for i, v in enumerate(vals)]
+    straight, _ = run(Engine(rs), sig)
+    eng, state, restored = Engine(rs), {}, []
+    for s in sig:
+        restored += [(a.status, a.startsAt) for a in eng.process(s, state)]
+        state = {k: orjson.loads(orjson.dumps(v.snapshot() if hasattr(v, "snapshot") else v)) for k, v in state.items()}
+    assert straight and straight[0][0] == "firing"
+    assert restored == [(s, t) for s, _, t, _ in straight]
+
+
+def test_labels_identity_owner_and_static_fallback(tmp_path):
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: B
+          match: {source: [k8s, kernel], reason: [BackOff, OOMKilling]}
+          condition: {type: event_count}
+          labels: {owner: platform, tier: one}
+        """))
+    pod = eng.process(ev(0), {})[0].labels
+    node = eng.process(ev(0, "OOMKilling", "kernel", NODE), {})[0].labels
+    bare = eng.process(ev(0, entity=Entity(namespace="ns", kind="Pod", name="p", node="n2")), {})[0].labels
+    assert pod == {"alertname": "B", "severity": "warning", "cluster": "default", "namespace": "shop",
+                   "workload": "Deployment/cart", "owner": "team-a", "tier": "one"}
+    assert node == {"alertname": "B", "severity": "warning", "cluster": "default", "node": "n1", "owner": "platform", "tier": "one"}
+    assert bare == {"alertname": "B", "severity": "warning", "cluster": "default", "namespace": "ns", "pod": "p",
+                    "node": "n2", "owner": "platform", "tier": "one"}
+
+
+def test_group_by_splits_within_an_entity_and_state_sits_on_one_key_per_group(tmp_path):
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: Xid
+          match: {source: kernel, reason: NvidiaXid, matchers: ['xid_class="fatal"']}
+          condition: {type: event_count, count: 1, window: 1h}
+          group_by: [xid]
+        """))
+    state: dict = {}
+    out = []
+    for t, xid, cls in ((0, "79", "fatal"), (10, "48", "fatal"), (20, "79", "fatal"), (30, "13", "application")):
+        out += eng.process(ev(t, "NvidiaXid", "kernel", NODE, labels={"xid": xid, "xid_class": cls}), state)
+    assert [(a.labels["xid"], a.status) for a in out] == [("79", "firing"), ("48", "firing")]
+    keys = sorted(k for k in state if not k.startswith("r|~"))
+    assert len(keys) == 2 and all(k.startswith("r|Xid#") and "|default//Node/n1|" in k for k in keys)
+    assert isinstance(state[DUE], float)
+
+
+def test_signals_that_no_rule_can_match_touch_nothing(tmp_path):
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: B
+          match: {source: k8s, reason: BackOff}
+          condition: {type: event_count}
+        """))
+    state: dict = {}
+    assert eng.process(ev(0, "Scheduled"), state) == []
+    assert eng.process(sm(0, 1.0, "up"), state) == []
+    assert state == {}
+
+
+def test_annotations_render_labels_values_and_filters(tmp_path):
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: Full
+          match: {metric: avail_ratio}
+          condition: {type: threshold, op: "<", value: 0.1}
+          annotations:
+            summary: "{{ labels.mountpoint }} has {{ value | percent }} left"
+        """))
+    a = eng.process(sm(0, 0.034, "avail_ratio", mountpoint="/var"), {})[0]
+    assert a.annotations == {"summary": "/var has 3.4% left"}
+    assert a.source == "t/Full@1"
+
+
+def test_new_owner_under_a_firing_alert_replaces_it(tmp_path):
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: B
+          match: {source: k8s, reason: BackOff}
+          condition: {type: event_count, window: 10m}
+        """))
+    state: dict = {}
+    eng.process(ev(0), state)
+    moved = Entity(namespace="shop", kind="Pod", name="cart-1", workload="Deployment/cart", owner="team-b")
+    got = eng.process(ev(60, entity=moved), state)
+    assert [(a.status, a.labels["owner"]) for a in got] == [("resolved", "team-a"), ("firing", "team-b")]
+
+
+def test_reload_keeps_state_of_unchanged_rules_and_resolves_removed_ones(tmp_path):
+    both = """\
+        - alert: Keep
+          match: {source: k8s, reason: BackOff}
+          condition: {type: event_count, count: 2, window: 10m}
+        - alert: Drop
+          match: {source: k8s, reason: BackOff}
+          condition: {type: event_count, count: 1, window: 10m}
+        """
+    holder = EngineHolder(ruleset(tmp_path, both))
+    state: dict = {}
+    first = holder.engine.process(ev(0), state)
+    assert [a.labels["alertname"] for a in first] == ["Drop"]
+    keep_only = tmp_path / "v2" / "p.yaml"
+    keep_only.parent.mkdir()
+    keep_only.write_text(HEAD % "2" + "rules:\n" + textwrap.indent(textwrap.dedent(both).split("- alert: Drop")[0], "  "))
+    assert holder.reload([keep_only]) == []
+    resolved = holder.engine.tick(30, state)
+    assert [(a.labels["alertname"], a.status, a.source) for a in resolved] == [("Drop", "resolved", "t/Drop@1")]
+    # Keep's count of 1 carried over: one more BackOff fires it, with the new version in source
+    fired = holder.engine.process(ev(60), state)
+    assert [(a.labels["alertname"], a.source) for a in fired] == [("Keep", "t/Keep@2")]
+
+
+def test_reload_of_an_invalid_pack_keeps_the_running_rules(tmp_path):
+    rs = ruleset(tmp_path, """\
+        - alert: B
+          match: {source: k8s, reason: BackOff}
+          condition: {type: event_count}
+        """)
+    holder = EngineHolder(rs)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(HEAD % "2" + "rules:\n  - alert: B\n    match: {source: k8s}\n    condition: {type: event_count}\n    for: soon\n")
+    errs = holder.reload([bad])
+    assert errs == [f'{bad}:8: rules[0].for: invalid duration "soon" (use 5m, 1h30m)']
+    assert holder.engine.ruleset is rs
+
+
+@pytest.mark.parametrize("values,expected", [("1 2x2", [1.0, 2.0, 2.0, 2.0]), ("5-1x2 _", [5.0, 4.0, 3.0, None])])
+def test_promtool_value_notation(values, expected):
+    from rules.testing import expand
+
+    assert expand(values) == expected
