@@ -215,7 +215,25 @@ class Deliverer(mode.Service):
                 if tp in self._inflight:
                     continue  # (cannot happen while paused; defensive)
                 self.consumer.pause(tp)
-                self._inflight[tp] = asyncio.create_task(self._partition(tp, msgs))
+                self._inflight[tp] = asyncio.create_task(self._guarded(tp, msgs))
+
+    async def _guarded(self, tp: TopicPartition, msgs) -> None:
+        try:
+            await self._partition(tp, msgs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # e.g. the partition was revoked mid-batch: its next owner re-reads from the commit
+            log.warning("delivery of %s[%d] interrupted (%s: %s); uncommitted notifications will be re-read",
+                        tp.topic, tp.partition, type(exc).__name__, exc)
+            await self._rewind(tp)
+
+    async def _rewind(self, tp: TopicPartition) -> None:
+        if tp in self.consumer.assignment():
+            committed = await self.consumer.committed(tp)
+            if committed is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)
 
     async def _partition(self, tp: TopicPartition, msgs) -> None:
         notes, first = [], {}

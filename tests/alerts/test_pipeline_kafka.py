@@ -4,6 +4,7 @@ import asyncio
 import time
 from collections import Counter
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -197,3 +198,35 @@ def test_worker_killed_mid_delivery_loses_and_doubles_nothing(settings, tmp_path
         assert got == expected, (tmp_path / "worker.log").read_text()[-3000:]
 
     asyncio.run(go())
+
+
+def test_4xx_goes_to_deadletter_with_reason_and_no_secret(settings):
+    from aiokafka import AIOKafkaConsumer
+
+    async def go():
+        team, platform = ScriptedReceiver([400]), ScriptedReceiver()
+        url = await team.start()
+        cfg = load_text(ROUTING.format(a=url + "/SECRET-TOKEN-123", p=await platform.start()))
+        svc = AlertingService(settings, settings.kafka, cfg, worker_id="w1")
+        await svc.start()
+        try:
+            await produce(settings, [alert("PodDown", "n1", pod="p1", owner="team-a")])
+            await wait_for(lambda: svc.deliverer.stats["deadletter"] == 1, "the dead letter")
+        finally:
+            await svc.stop()
+            await team.stop()
+            await platform.stop()
+        c = AIOKafkaConsumer(settings.topic("deadletter"), bootstrap_servers=settings.kafka,
+                             auto_offset_reset="earliest", isolation_level="read_committed")
+        await c.start()
+        try:
+            batch = await c.getmany(timeout_ms=5000)
+        finally:
+            await c.stop()
+        (rec,) = [orjson.loads(m.value) for msgs in batch.values() for m in msgs]
+        return rec
+
+    rec = asyncio.run(go())
+    assert rec["reason"] == "team-a/webhook[0]: HTTP 400: status 400"
+    assert rec["origin"] == "alerts/deliver" and orjson.loads(rec["payload"])["receiver"] == "team-a"
+    assert "SECRET" not in orjson.dumps(rec).decode()

@@ -1,0 +1,33 @@
+"""``kubesight routes test`` and ``routes check`` run the production code."""
+
+from pathlib import Path
+
+from streams.cli import main
+
+EXAMPLE = str(Path(__file__).resolve().parents[2] / "deploy" / "routing.example.yaml")
+
+
+def test_routes_test_prints_receivers_and_group_keys(capsys):
+    assert main(["routes", "test", "--routing", EXAMPLE, "alertname=KubePodCrashLooping", "severity=critical",
+                 "namespace=openshift-etcd", "owner=team-control-plane"]) == 0
+    lines = [line.split("\t")[:2] for line in capsys.readouterr().out.splitlines()]
+    assert lines == [
+        ["platform", '{}/{severity="critical",namespace=~"kube-system|openshift-.*"}:'
+                     '{alertname="KubePodCrashLooping",namespace="openshift-etcd"}'],
+        ["team-control-plane", '{}/{owner=~".+"}:{alertname="KubePodCrashLooping",namespace="openshift-etcd",'
+                               'owner="team-control-plane"}'],
+    ]
+
+
+def test_routes_test_owner_without_receiver_falls_back(capsys):
+    assert main(["routes", "test", "--routing", EXAMPLE, "alertname=X", "owner=team-observability"]) == 0
+    assert capsys.readouterr().out.split("\t")[0] == "platform"
+
+
+def test_routes_check(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("route:\n  receiver: nobody\nreceivers: [{name: a}]\n")
+    assert main(["routes", "check", EXAMPLE, str(bad)]) == 1
+    out = capsys.readouterr()
+    assert out.out == f"{EXAMPLE}: ok\n"
+    assert f"{bad}:2: route.receiver: undefined receiver 'nobody' (defined: a)" in out.err
