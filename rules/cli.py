@@ -21,6 +21,9 @@ def register(sub, groups) -> None:
     p = g.add_parser("list", help="print the rules of packs as a Markdown table (name, what, severity, why)")
     p.add_argument("paths", nargs="*", metavar="PATH", help=f"default: {DEFAULT_PACKS}")
     p.set_defaults(func=_list)
+    p = g.add_parser("signals", help="print the event reasons and metric names that packs expect (Markdown)")
+    p.add_argument("paths", nargs="*", metavar="PATH", help=f"default: {DEFAULT_PACKS}")
+    p.set_defaults(func=_signals)
     b = subgroup(sub, groups, "bench", "benchmarks that print figures")
     p = b.add_parser("rules", help="rule-evaluation cost per signal with the whole default pack loaded")
     p.add_argument("--packs", nargs="*", default=None, metavar="PATH", help=f"default: {DEFAULT_PACKS}")
@@ -77,6 +80,45 @@ def _list(args) -> int:
         why = r.annotations.get("description")
         cell = lambda t: (t.text if t else "").replace("|", "\\|").replace("\n", " ")  # noqa: E731
         print(f"| {r.alert} | {r.pack} | {cell(what)} | {r.severity} | {cell(why)} |")
+    return 0
+
+
+def signals_tables(rs) -> str:
+    """Markdown tables: (source, reason) -> rules, metric name -> rules, label -> rules matching on it."""
+    ev: dict = {}
+    sm: dict = {}
+    lab: dict = {}
+    for r in rs.rules:
+        if r.on == "event":
+            for s in r.sources:
+                for x in sorted(r.reasons or ()):
+                    ev.setdefault((s, x), set()).add(r.alert)
+            for x in r.resolve_reasons:
+                ev.setdefault(("any", x), set()).add(f"{r.alert} (clears)")
+        else:
+            for m in r.metrics:
+                sm.setdefault(m, set()).add(r.alert)
+        for m in r.matchers:
+            lab.setdefault(m.name, set()).add(r.alert)
+    lines = ["| source | reason | rules |", "|---|---|---|"]
+    lines += [f"| {s} | {x} | {', '.join(sorted(a))} |" for (s, x), a in sorted(ev.items())]
+    lines += ["", "| metric | rules |", "|---|---|"]
+    lines += [f"| `{m}` | {', '.join(sorted(a))} |" for m, a in sorted(sm.items())]
+    lines += ["", "| label matched on | rules |", "|---|---|"]
+    lines += [f"| `{n}` | {', '.join(sorted(a))} |" for n, a in sorted(lab.items())]
+    return "\n".join(lines)
+
+
+def _signals(args) -> int:
+    from rules.load import PackError, load_packs
+
+    try:
+        rs = load_packs(args.paths or [DEFAULT_PACKS])
+    except PackError as exc:
+        for e in exc.errors:
+            print(e, file=sys.stderr)
+        return 1
+    print(signals_tables(rs))
     return 0
 
 

@@ -35,7 +35,7 @@ def load(text: str) -> tuple[object, dict[tuple, int], list[tuple[int, tuple, st
     >>> lines[("b", 1)], dups
     (4, [])
     """
-    loader = yaml.SafeLoader(text)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
         node = loader.get_single_node()
         if node is None:

@@ -132,3 +132,10 @@ def test_recorded_events_give_the_demo_its_alerts(data_dir):
     assert {"KubeContainerBackOff", "KubePodFailedScheduling", "KubePodFailedMount", "KubePodProbeFailing"} <= set(firing)
     assert firing["KubeContainerBackOff"] == 16  # one per backing-off pod of the recording
     assert all(a.source.startswith(("workloads/", "storage/", "control-plane/")) and "@1.0.0" in a.source for a in alerts)
+
+
+def test_signals_md_names_every_reason_and_metric():
+    from rules.cli import signals_tables
+
+    text = (DEFAULT_PACKS / "SIGNALS.md").read_text()
+    assert signals_tables(load_packs([DEFAULT_PACKS])) in text, "regenerate: kubesight rules signals"
