@@ -14,27 +14,21 @@ from __future__ import annotations
 import re
 
 from collectors.cloud.catalog import PHASES, alibaba_reason, state_severity
-from collectors.cloud.event import ALIBABA_INSTANCE, PayloadError, cloud_time, make_event
+from collectors.cloud.event import (
+    ALIBABA_INSTANCE,
+    PayloadError,
+    cloud_time,
+    field_list,
+    field_obj,
+    field_str,
+    make_event,
+)
 from streams.records import Event
 
 # acs:ecs:<region>:<account>:<kind>/<id>
 _ARN = re.compile(r"^acs:ecs:[^:]*:[^:]*:([a-z]+)/(\S+)$")
 _KINDS = {"instance": "Instance", "disk": "Disk", "snapshot": "Snapshot"}
 API_SETS = ("InstanceSystemEventSet", "InstanceFullStatusSet", "DiskFullStatusSet")
-
-
-def _obj(d, field: str) -> dict:
-    v = d.get(field)
-    if not isinstance(v, dict):
-        raise PayloadError(f"{field}: expected an object, got {type(v).__name__ if v is not None else 'nothing'}")
-    return v
-
-
-def _str(d: dict, field: str) -> str:
-    v = d.get(field)
-    if not isinstance(v, str) or not v:
-        raise PayloadError(f"{field}: expected a non-empty string, got {v!r}")
-    return v
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -59,7 +53,7 @@ def build(name: str, content: dict, *, time: float, cloud_id: str, region: str =
           phase: str = "") -> Event:
     """One Alibaba ECS event (name with or without its phase, the ``content``/``data`` object) -> Event."""
     event_type, name_phase = split_name(name)
-    phase = phase or content.get("eventStatus") or name_phase
+    phase = phase or field_str(content, "eventStatus", required=False) or name_phase
     if phase == "Executing" and content.get("executeFinishTime"):
         phase = "Executed"  # a finish time says it is over (the documented "stall ended" sample keeps Executing)
     if phase and phase not in PHASES:
@@ -72,22 +66,24 @@ def build(name: str, content: dict, *, time: float, cloud_id: str, region: str =
     m = _ARN.match(arn) if arn else None
     if m:
         kind, rid = _KINDS.get(m.group(1), m.group(1).capitalize()), m.group(2)
-    instance = content.get("instanceId") or content.get("ecsInstanceId") or ""
+    instance = (field_str(content, "instanceId", required=False)
+                or field_str(content, "ecsInstanceId", required=False))
     if not instance and content.get("resourceType") == "ALIYUN::ECS::Instance":
-        instance = content.get("resourceId") or ""
+        instance = field_str(content, "resourceId", required=False)
     if not instance and kind == "Instance":
         instance = rid
     if instance:
-        instance = _instance(str(instance), "instanceId")
+        instance = _instance(instance, "instanceId")
     elif event_type.startswith("Instance:"):
         raise PayloadError(f"{name}: no instance id (content.instanceId or an instance resourceId)")
-    resource = "" if kind == "Instance" else rid or content.get("diskId") or content.get("snapshotId") or ""
-    resource_kind = kind or ("Disk" if content.get("diskId") else "Snapshot" if content.get("snapshotId") else "")
+    disk, snapshot = field_str(content, "diskId", required=False), field_str(content, "snapshotId", required=False)
+    resource = "" if kind == "Instance" else rid or disk or snapshot
+    resource_kind = kind or ("Disk" if disk else "Snapshot" if snapshot else "")
     labels = {"cloud_event_id": content.get("eventId"), "device": content.get("device"),
-              "disk": content.get("diskId") if resource_kind != "Disk" else "", "action": content.get("action"),
+              "disk": disk if resource_kind != "Disk" else "", "action": content.get("action"),
               "status": content.get("status")}
     if reason == "InstanceStateChange":
-        state = _str(content, "state")
+        state = field_str(content, "state")
         labels["state"], severity = state, state_severity(state)
     if content.get("status") == "failed" and severity == "info":
         severity = "warning"
@@ -106,9 +102,10 @@ def from_cloudmonitor(d: dict) -> list[Event]:
     """A CloudMonitor event notification (``ver``, ``id``, ``name``, ``eventTime``, ``content``...)."""
     if d.get("product") not in (None, "ECS"):
         raise PayloadError(f"product: only ECS events are understood, got {d.get('product')!r}")
-    name = _str(d, "name")
-    return [build(name, _obj(d, "content"), time=cloud_time(d.get("eventTime"), "eventTime"),
-                  cloud_id=_str(d, "id"), region=d.get("regionId") or "", arn=d.get("resourceId") or "")]
+    name = field_str(d, "name")
+    return [build(name, field_obj(d, "content"), time=cloud_time(d.get("eventTime"), "eventTime"),
+                  cloud_id=field_str(d, "id"), region=field_str(d, "regionId", required=False),
+                  arn=field_str(d, "resourceId", required=False))]
 
 
 def from_eventbridge(attrs: dict, data) -> list[Event]:
@@ -121,28 +118,33 @@ def from_eventbridge(attrs: dict, data) -> list[Event]:
     if not attrs.get("time"):
         raise PayloadError("time: the CloudEvent has no time attribute")
     return [build(etype[4:], data, time=cloud_time(attrs["time"], "time"), cloud_id=attrs["id"],
-                  region=attrs.get("aliyunregionid") or "", arn=attrs.get("subject") or "")]
+                  region=field_str(attrs, "aliyunregionid", required=False),
+                  arn=field_str(attrs, "subject", required=False))]
 
 
 def is_api_response(d) -> bool:
     return isinstance(d, dict) and ("RequestId" in d or any(k in d for k in API_SETS))
 
 
-def _items(d: dict, set_name: str, item_name: str) -> list:
-    items = (d.get(set_name) or {}).get(item_name) or []
-    if not isinstance(items, list):
-        raise PayloadError(f"{set_name}.{item_name}: expected a list")
+def _items(d: dict, set_name: str, item_name: str, where: str = "") -> list[dict]:
+    """The objects of an API response set (``{"InstanceSystemEventSet": {"InstanceSystemEventType": [...]}}``)."""
+    if d.get(set_name) is None:
+        return []
+    items = field_list(field_obj(d, set_name, where), item_name, f"{where}{set_name}.")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise PayloadError(f"{where}{set_name}.{item_name}[{i}]: expected an object")
     return items
 
 
 def _system_event(e: dict, instance: str, where: str) -> Event:
-    if not isinstance(e, dict):
-        raise PayloadError(f"{where}: expected an object")
-    etype = _str(_obj(e, "EventType"), "Name")
-    phase = _str(_obj(e, "EventCycleStatus"), "Name")
-    content = {"instanceId": instance, "eventId": e.get("EventId"), "notBefore": e.get("NotBefore")}
-    return build(f"Instance:{etype}", content, time=cloud_time(e.get("EventPublishTime"), f"{where}.EventPublishTime"),
-                 cloud_id=_str(e, "EventId"), phase=phase)
+    """One ``InstanceSystemEventType`` / ``ScheduledSystemEventType`` object; ``where`` prefixes field names."""
+    etype = field_str(field_obj(e, "EventType", where), "Name", f"{where}EventType.")
+    phase = field_str(field_obj(e, "EventCycleStatus", where), "Name", f"{where}EventCycleStatus.")
+    event_id = field_str(e, "EventId", where)
+    content = {"instanceId": instance, "eventId": event_id, "notBefore": e.get("NotBefore")}
+    return build(f"Instance:{etype}", content, time=cloud_time(e.get("EventPublishTime"), f"{where}EventPublishTime"),
+                 cloud_id=event_id, phase=phase)
 
 
 def from_api_response(d: dict) -> list[Event]:
@@ -151,17 +153,21 @@ def from_api_response(d: dict) -> list[Event]:
         raise PayloadError(f"an Alibaba Cloud API response without system events (keys: {', '.join(sorted(d))})")
     out: list[Event] = []
     for i, e in enumerate(_items(d, "InstanceSystemEventSet", "InstanceSystemEventType")):
-        out.append(_system_event(e, _str(e, "InstanceId"), f"InstanceSystemEventType[{i}]"))
+        where = f"InstanceSystemEventType[{i}]."
+        out.append(_system_event(e, field_str(e, "InstanceId", where), where))
     for i, st in enumerate(_items(d, "InstanceFullStatusSet", "InstanceFullStatusType")):
-        instance = _str(st, "InstanceId")
-        for j, e in enumerate(_items(st, "ScheduledSystemEventSet", "ScheduledSystemEventType")):
-            out.append(_system_event(e, instance, f"InstanceFullStatusType[{i}].ScheduledSystemEventType[{j}]"))
+        where = f"InstanceFullStatusType[{i}]."
+        instance = field_str(st, "InstanceId", where)
+        for j, e in enumerate(_items(st, "ScheduledSystemEventSet", "ScheduledSystemEventType", where)):
+            out.append(_system_event(e, instance, f"{where}ScheduledSystemEventType[{j}]."))
     for i, st in enumerate(_items(d, "DiskFullStatusSet", "DiskFullStatusType")):
-        for j, e in enumerate(_items(st, "DiskEventSet", "DiskEventType")):
-            where = f"DiskFullStatusType[{i}].DiskEventType[{j}]"
-            etype = _str(_obj(e, "EventType"), "Name")
-            content = {"instanceId": st.get("InstanceId"), "diskId": _str(st, "DiskId"), "device": st.get("Device"),
-                       "eventId": e.get("EventId")}
-            out.append(build(f"Disk:{etype}", content, time=cloud_time(e.get("EventTime"), f"{where}.EventTime"),
-                             cloud_id=_str(e, "EventId"), phase="Executed" if e.get("EventEndTime") else "Executing"))
+        for j, e in enumerate(_items(st, "DiskEventSet", "DiskEventType", f"DiskFullStatusType[{i}].")):
+            where = f"DiskFullStatusType[{i}].DiskEventType[{j}]."
+            etype = field_str(field_obj(e, "EventType", where), "Name", f"{where}EventType.")
+            event_id = field_str(e, "EventId", where)
+            content = {"instanceId": field_str(st, "InstanceId", f"DiskFullStatusType[{i}].", required=False),
+                       "diskId": field_str(st, "DiskId", f"DiskFullStatusType[{i}]."), "device": st.get("Device"),
+                       "eventId": event_id}
+            out.append(build(f"Disk:{etype}", content, time=cloud_time(e.get("EventTime"), f"{where}EventTime"),
+                             cloud_id=event_id, phase="Executed" if e.get("EventEndTime") else "Executing"))
     return out

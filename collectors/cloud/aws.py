@@ -16,7 +16,7 @@ import re
 import orjson
 
 from collectors.cloud.catalog import AWS_SCHEDULED, health_reason, state_severity
-from collectors.cloud.event import AWS_INSTANCE, PayloadError, cloud_time, make_event
+from collectors.cloud.event import AWS_INSTANCE, PayloadError, cloud_time, field_list, field_str, make_event
 from streams.records import Event, format_time
 
 SPOT_WARNING = "EC2 Spot Instance Interruption Warning"
@@ -55,7 +55,7 @@ def from_eventbridge(d: dict) -> list[Event]:
     if not isinstance(cloud_id, str) or not cloud_id:
         raise PayloadError("id: an EventBridge event needs its id")
     time = cloud_time(d.get("time"), "time")
-    region = d.get("region") or ""
+    region = field_str(d, "region", required=False)
     common = {"provider": "aws", "code": dtype, "time": time, "cloud_id": cloud_id, "region": region, "body": detail}
     if source == "aws.ec2" and dtype == SPOT_WARNING:
         return [make_event(**common, reason="SpotInterruption", severity="critical",
@@ -80,7 +80,7 @@ def from_eventbridge(d: dict) -> list[Event]:
 
 
 def _description(detail: dict) -> str:
-    for desc in detail.get("eventDescription") or []:
+    for desc in field_list(detail, "eventDescription", "detail."):
         if isinstance(desc, dict) and desc.get("latestDescription"):
             return str(desc["latestDescription"])[:MAX_MESSAGE]
     return ""
@@ -88,11 +88,9 @@ def _description(detail: dict) -> str:
 
 def from_health(d: dict, detail: dict) -> list[Event]:
     """An AWS Health event: one Event per affected entity (an instance is mapped to its node)."""
-    code = detail.get("eventTypeCode")
-    if not isinstance(code, str) or not code:
-        raise PayloadError("detail.eventTypeCode: expected the Health event type code")
-    category = str(detail.get("eventTypeCategory") or "")
-    status = str(detail.get("statusCode") or "")
+    code = field_str(detail, "eventTypeCode", "detail.")
+    category = field_str(detail, "eventTypeCategory", "detail.", required=False)
+    status = field_str(detail, "statusCode", "detail.", required=False)
     reason, severity = health_reason(code, category, status)
     if d.get("time") is not None:
         time = cloud_time(d["time"], "time")
@@ -101,8 +99,8 @@ def from_health(d: dict, detail: dict) -> list[Event]:
         time = cloud_time(stamp, "detail.lastUpdatedTime")
     start = cloud_time(detail["startTime"], "detail.startTime") if detail.get("startTime") else None
     end = cloud_time(detail["endTime"], "detail.endTime") if detail.get("endTime") else None
-    targets = [e.get("entityValue") for e in detail.get("affectedEntities") or [] if isinstance(e, dict)]
-    targets = [t for t in targets if isinstance(t, str) and t] or [r for r in d.get("resources") or []
+    targets = [e.get("entityValue") for e in field_list(detail, "affectedEntities", "detail.") if isinstance(e, dict)]
+    targets = [t for t in targets if isinstance(t, str) and t] or [r for r in field_list(d, "resources")
                                                                    if isinstance(r, str) and r]
     labels = {"eventTypeCode": code, "service": detail.get("service"), "category": category, "status": status,
               "event_arn": detail.get("eventArn"), "end_time": _fmt(end), "aws_source": d.get("source")}
@@ -116,7 +114,8 @@ def from_health(d: dict, detail: dict) -> list[Event]:
                               cloud_id=f"{d.get('id') or ''}|{detail.get('eventArn') or ''}|{status}",
                               instance=inst, resource="" if inst else target, resource_kind=kind,
                               scheduled=start if category == "scheduledChange" else None,
-                              region=d.get("region") or detail.get("eventRegion") or "",
+                              region=field_str(d, "region", required=False)
+                              or field_str(detail, "eventRegion", "detail.", required=False),
                               message=_description(detail), labels=labels, body=detail))
     return out
 
@@ -136,11 +135,11 @@ def from_put_events(d) -> list[Event]:
     out: list[Event] = []
     for i, e in enumerate(d.get("Entries") if isinstance(d, dict) else d):
         try:
-            detail = orjson.loads(e.get("Detail") or "")
+            detail = orjson.loads(field_str(e, "Detail", f"entry {i}: "))
         except orjson.JSONDecodeError as exc:
             raise PayloadError(f"entry {i}: Detail is not a JSON string ({exc})") from None
         out += from_eventbridge({"detail-type": e.get("DetailType"), "source": e.get("Source"), "detail": detail,
-                                 "time": e.get("Time"), "resources": e.get("Resources") or []})
+                                 "time": e.get("Time"), "resources": field_list(e, "Resources", f"entry {i}: ")})
     return out
 
 
@@ -158,12 +157,12 @@ def _scheduled(e: dict, instance: str, where: str, now: float) -> Event:
     if not isinstance(e, dict):
         raise PayloadError(f"{where}: expected an object")
     code = e.get("Code")
-    if code not in AWS_SCHEDULED:
+    if not isinstance(code, str) or code not in AWS_SCHEDULED:
         raise PayloadError(f"{where}.Code: unknown scheduled event code {code!r} (one of {', '.join(AWS_SCHEDULED)})")
     reason, severity = AWS_SCHEDULED[code]
-    desc = str(e.get("Description") or "")
-    state = str(e.get("State") or ("canceled" if desc.startswith("[Canceled]") else
-                                   "completed" if desc.startswith("[Completed]") else "active"))
+    desc = field_str(e, "Description", f"{where}.", required=False)
+    state = field_str(e, "State", f"{where}.", required=False) or (
+        "canceled" if desc.startswith("[Canceled]") else "completed" if desc.startswith("[Completed]") else "active")
     if state in ("canceled", "completed"):
         severity = "info"
     event_id = e.get("EventId") or e.get("InstanceEventId")
@@ -185,11 +184,11 @@ def from_instance_scoped(d, instance: str | None, now: float) -> list[Event]:
     Bodies without a publication time take ``now`` (the receive time) as event time; ids do not depend on it."""
     if isinstance(d, dict) and "InstanceStatuses" in d:
         out = []
-        for i, st in enumerate(d["InstanceStatuses"] or []):
+        for i, st in enumerate(field_list(d, "InstanceStatuses")):
             inst = instance_id(st.get("InstanceId") if isinstance(st, dict) else None,
                                f"InstanceStatuses[{i}].InstanceId")
             out += [_scheduled(e, inst, f"InstanceStatuses[{i}].Events[{j}]", now)
-                    for j, e in enumerate(st.get("Events") or [])]
+                    for j, e in enumerate(field_list(st, "Events", f"InstanceStatuses[{i}]."))]
         return out
     if not instance:
         raise PayloadError("an instance-scoped body (IMDS or describe-instance-status Events) carries no instance id: "
@@ -198,13 +197,13 @@ def from_instance_scoped(d, instance: str | None, now: float) -> list[Event]:
     if isinstance(d, list):
         return [_scheduled(e, instance, f"[{i}]", now) for i, e in enumerate(d)]
     if "Events" in d:
-        return [_scheduled(e, instance, f"Events[{i}]", now) for i, e in enumerate(d["Events"])]
+        return [_scheduled(e, instance, f"Events[{i}]", now) for i, e in enumerate(field_list(d, "Events"))]
     if "noticeTime" in d:
         t = cloud_time(d["noticeTime"], "noticeTime")
         return [make_event(provider="aws", code="imds:rebalance", reason="RebalanceRecommendation",
                            severity="warning", time=t, cloud_id="", instance=instance, body=d)]
     action_time = cloud_time(d["time"], "time")
-    if d["action"] not in ("terminate", "stop", "hibernate"):
+    if not isinstance(d["action"], str) or d["action"] not in ("terminate", "stop", "hibernate"):
         raise PayloadError(f"action: expected terminate, stop or hibernate, got {d['action']!r}")
     return [make_event(provider="aws", code="imds:spot/instance-action", reason="SpotInterruption",
                        severity="critical", time=now, cloud_id=f"{d['action']}|{action_time}", instance=instance,

@@ -31,6 +31,39 @@ class PayloadError(ValueError):
     """A payload the intake cannot turn into events; the message is the reason (HTTP 400, dead letter)."""
 
 
+def field_obj(d: dict, field: str, where: str = "") -> dict:
+    """``d[field]`` that must be a JSON object; PayloadError names the field otherwise."""
+    v = d.get(field)
+    if not isinstance(v, dict):
+        raise PayloadError(f"{where}{field}: expected an object, got {_kind(v)}")
+    return v
+
+
+def field_list(d: dict, field: str, where: str = "") -> list:
+    """``d[field]`` that must be a JSON array when present (absent or null: an empty list)."""
+    v = d.get(field)
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise PayloadError(f"{where}{field}: expected an array, got {_kind(v)}")
+    return v
+
+
+def field_str(d: dict, field: str, where: str = "", required: bool = True) -> str:
+    """``d[field]`` that must be a string (non-empty when required; absent optional -> "")."""
+    v = d.get(field)
+    if (v is None or v == "") and not required:
+        return ""
+    if not isinstance(v, str) or not v:
+        raise PayloadError(f"{where}{field}: expected a non-empty string, got {v!r}")
+    return v
+
+
+def _kind(v) -> str:
+    return "nothing" if v is None else {dict: "an object", list: "an array", str: "a string",
+                                        bool: "a boolean"}.get(type(v), "a number")
+
+
 def cloud_time(value, field: str) -> float:
     """A provider timestamp -> epoch seconds: RFC 3339, Alibaba's compact ``20190409T121826.922+0800``,
     or RFC 2822 (``Fri, 10 Mar 2023 12:03:38 GMT``, ``21 Jan 2019 09:00:43 GMT``); PayloadError names the field."""

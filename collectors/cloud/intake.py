@@ -75,6 +75,20 @@ def parse(body: bytes, *, headers: Mapping[str, str] | None = None, instance: st
     """The raw request body (and its headers) -> events pointing at their nodes; PayloadError says why not."""
     headers = headers or {}
     now = _time.time() if now is None else now
+    try:
+        events = _parse(body, headers, instance, now)
+    except PayloadError:
+        raise
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError) as exc:
+        # a shape no check anticipated: still a refusal with a reason, never a crash (tests keep this path unused)
+        raise PayloadError(f"malformed payload ({type(exc).__name__}: {exc})") from None
+    nodes = nodes or {}
+    for ev in events:
+        attach_node(ev, nodes.get(ev.labels.get("instance", ""), ""), cluster)
+    return events
+
+
+def _parse(body: bytes, headers: Mapping[str, str], instance: str | None, now: float) -> list[Event]:
     if cloudevents.is_binary(headers):
         events = from_cloudevent(*cloudevents.binary(headers, body), instance=instance, now=now)
     else:
@@ -92,7 +106,4 @@ def parse(body: bytes, *, headers: Mapping[str, str] | None = None, instance: st
             events = from_cloudevent(*cloudevents.structured(d), instance=instance, now=now)
         else:
             events = from_json(d, instance=instance, now=now)
-    nodes = nodes or {}
-    for ev in events:
-        attach_node(ev, nodes.get(ev.labels.get("instance", ""), ""), cluster)
     return events
