@@ -14,7 +14,7 @@ alerts.config.ConfigError: r.yaml: 2 errors
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -153,7 +153,6 @@ class RoutingConfig(Strict):
     inhibit_rules: list[InhibitRuleConfig] = []
     default_inhibit_rules: bool = True
     time_intervals: list[NamedTimeInterval] = []
-    kind: Literal["Routing"] | None = None
 
 
 # ---------------------------------------------------------------- loading
@@ -209,6 +208,9 @@ def _pydantic_errors(exc: ValidationError) -> list[tuple[tuple, str]]:
         t = e["type"]
         if t == "extra_forbidden":
             msg = f"unknown key {loc[-1]!r}"
+            if loc[-1] in ("match", "match_re", "source_match", "source_match_re", "target_match", "target_match_re"):
+                msg += f" (use {'matchers' if loc[-1].startswith('match') else loc[-1].split('_match')[0] + '_matchers'}:" \
+                       " ['name=value', 'name=~regex'])"
         elif t == "missing":
             msg = "required key missing"
         elif t in ("value_error", "assertion_error"):

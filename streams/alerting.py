@@ -5,7 +5,7 @@
     alert-groups (by group) ─┘  state: a|<fp> lifecycle, g|<key> groups  └─> notifications (by group key)
     notifications ──> Deliverer (HTTP to receivers; commit after each delivery) ──> deadletter on failure
     silences (compacted) ──> SilenceBook (every worker, all partitions)      ┐ consulted when a
-    alerts (all partitions) ──> AlertWatcher -> Inhibitor (firing sources)   ┘ group flushes
+    alert-groups (all partitions) ──> AlertWatcher -> Inhibitor (sources)   ┘ group flushes
 
 * Partition *p* of ``alerts`` and of ``alert-groups`` go to one consumer with one ``Store``
   (``streams.hotpath``), so the lifecycle state (by fingerprint) and the group state (by group key)
@@ -142,7 +142,7 @@ class SilenceBook(mode.Service):
 
 
 class AlertWatcher(mode.Service):
-    """Feeds every alert transition (all partitions of ``alerts``) to the inhibitor."""
+    """Feeds every alert transition (all partitions of ``alert-groups``) to the inhibitor."""
 
     def __init__(self, settings: Settings, bootstrap: str, inhibitor: Inhibitor, **kw):
         super().__init__(**kw)
@@ -159,7 +159,9 @@ class AlertWatcher(mode.Service):
 
     @mode.Service.task
     async def _follow(self) -> None:
-        await _tail(self, self.bootstrap, self.settings.topic("alerts"), self.settings.partitions, self._on,
+        # alert-groups, not alerts: its transitions have been through the lifecycle (duplicates dropped,
+        # quiet sources resolved by timeout), so a source that went quiet stops inhibiting
+        await _tail(self, self.bootstrap, self.settings.topic("alert-groups"), self.settings.partitions, self._on,
                     self.caught_up,
                     f"{self.settings.app_id}-inhibitor")
 

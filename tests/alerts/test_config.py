@@ -123,3 +123,8 @@ def test_all_errors_at_once_sorted_by_line():
     errs = errors("route:\n  receiver: nobody\n  group_wait: x\n  routes:\n    - matchers: ['bad']\n      foo: 1\n"
                   + OK_RECEIVERS)
     assert [e.split(": ")[0] for e in errs] == ["routing.yaml:2", "routing.yaml:3", "routing.yaml:5", "routing.yaml:6"]
+
+
+def test_old_match_syntax_is_refused_with_a_hint():
+    assert errors("route:\n  receiver: r\n  routes:\n    - match: {a: b}\n" + OK_RECEIVERS) == [
+        "routing.yaml:4: route.routes[0].match: unknown key 'match' (use matchers: ['name=value', 'name=~regex'])"]
