@@ -1,11 +1,11 @@
 """Resume points of the kernel collector: a file on the node, or the compacted ``checkpoints`` topic.
 
-A checkpoint is ``{"source": ..., "pos": N, "emitted": [...]}``: every line at or before
-position ``pos`` (kmsg sequence number, or line number) is fully handled, and ``emitted`` lists
-the start positions of events (and dead-lettered lines) already produced after ``pos`` (they belong to
-reports that were still open, or to other callers, when the checkpoint was taken). On restart
-the collector re-reads from ``pos + 1`` and drops the events in ``emitted``: nothing is lost
-and nothing is produced twice.
+A checkpoint is ``{"source": ..., "pos": N, "emitted": [...], "dead": [...]}``: every line at or
+before position ``pos`` (kmsg sequence number, or line number) is fully handled; ``emitted`` lists
+the start positions of events already produced from later lines (they belong to other callers, or
+the checkpoint was taken while an earlier report was still open) and ``dead`` the later lines
+already dead-lettered. On restart the collector re-reads from ``pos + 1`` and drops what these
+two lists name: nothing is lost and nothing is produced twice.
 
 >>> import tempfile, os
 >>> path = os.path.join(tempfile.mkdtemp(), "kernel.json")

@@ -29,6 +29,8 @@ class KernelCollector:
         self.resume_pos = -1
         self.skip: set[int] = set()
         self.emitted: set[int] = set()  # start positions produced after the last safe position
+        self.dead: set[str] = set()  # "pos.n" of dead-lettered lines at or after the last safe position
+        self.skip_dead: set[str] = set()
         self.last_pos = -1
         self.lines = 0
         self.events = 0
@@ -47,6 +49,8 @@ class KernelCollector:
         self.resume_pos = int(cp.get("pos", -1))
         self.skip = {int(p) for p in cp.get("emitted", [])}
         self.emitted = set(self.skip)
+        self.skip_dead = {str(k) for k in cp.get("dead", [])}
+        self.dead = set(self.skip_dead)
         self.last_pos = self.resume_pos
         return self.resume_pos
 
@@ -57,7 +61,9 @@ class KernelCollector:
         low = self.c.low_water()
         safe = self.last_pos if low is None else low - 1
         self.emitted = {p for p in self.emitted if p > safe}
-        self.cp.save({"source": self.source_id, "pos": safe, "emitted": sorted(self.emitted), "time": time.time()})
+        self.dead = {k for k in self.dead if int(k.split(".")[0]) >= safe}
+        self.cp.save({"source": self.source_id, "pos": safe, "emitted": sorted(self.emitted),
+                      "dead": sorted(self.dead), "time": time.time()})
 
     # ------------------------------------------------------------ loop
 
@@ -88,13 +94,14 @@ class KernelCollector:
                 since += 1
                 self._send(self.c.feed(it.line, it.pos))
                 self.last_pos = max(self.last_pos, it.pos)
-            elif it.kind == "bad":  # its position is remembered like an event's: dead-lettered once
-                if it.pos and (it.pos <= self.resume_pos or it.pos in self.skip):
+            elif it.kind == "bad":  # remembered in the checkpoint like an event: dead-lettered once
+                key = f"{it.pos}.{it.sub}"
+                if it.pos < self.resume_pos or key in self.skip_dead:
                     continue
                 self.bad += 1
                 self.sink.reject(it.reason, it.raw, origin=ORIGIN, key=self._key(), node=self.c.node, **it.where)
-                if it.pos:
-                    self.emitted.add(it.pos)
+                self.dead.add(key)
+                if not it.after:
                     self.last_pos = max(self.last_pos, it.pos)
             elif it.kind == "gap":
                 self._send([self._lost(it)])

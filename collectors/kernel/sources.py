@@ -39,6 +39,8 @@ class Item:
     reason: str = ""
     where: dict = field(default_factory=dict)
     missed: int = 0  # gap: how many records were lost
+    sub: int = 0  # bad: n-th bad record after the same position
+    after: bool = False  # bad: sits after record `pos` (a torn kmsg record has no sequence number of its own)
     cause: str = ""  # gap: overrun | while-stopped
 
 
@@ -200,6 +202,7 @@ def kmsg_items(reads: Iterable[bytes | OSError | None], *, after: int | None = N
     """
     expected = None if after is None else after + 1
     cause = "while-stopped"
+    last, nbad = (after if after is not None else -1), 0
     for data in reads:
         if data is None:
             yield Item("idle")
@@ -213,9 +216,12 @@ def kmsg_items(reads: Iterable[bytes | OSError | None], *, after: int | None = N
         try:
             lines = parse_record(rec)
         except LineError as exc:
-            yield Item("bad", raw=rec, reason=str(exc), where={"file": path})
+            nbad += 1
+            yield Item("bad", pos=last, raw=rec, reason=str(exc), where={"file": path, "after_seq": last},
+                       sub=nbad, after=True)
             continue
         seq = lines[0].seq
+        last, nbad = seq, 0
         if after is not None and seq <= after:
             continue
         if expected is not None and seq > expected:
