@@ -14,7 +14,7 @@ True
 from __future__ import annotations
 
 from rules.engine import Engine
-from rules.load import PackError, load_packs
+from rules.load import PackError, load_packs, load_texts
 from rules.ruleset import RuleSet
 
 
@@ -37,6 +37,15 @@ class EngineHolder:
         """Load and swap; on any error keep the running rule set and return every error."""
         try:
             rs = load_packs(paths, registry=self._registry)
+        except PackError as exc:
+            return exc.errors
+        self.swap(rs)
+        return []
+
+    def reload_texts(self, texts: dict[str, str]) -> list[str]:
+        """Like ``reload`` for packs held as text (the compacted rules topic: key -> YAML)."""
+        try:
+            rs = load_texts(texts, registry=self._registry)
         except PackError as exc:
             return exc.errors
         self.swap(rs)

@@ -164,14 +164,18 @@ def _translate(err: dict, root: type[BaseModel]) -> tuple[tuple, str]:
 
 
 def parse_file(path: Path, root: type[BaseModel]):
-    """Read and schema-validate one YAML file -> (model or None, _Errors, lines)."""
-    file = str(path)
+    """Read and schema-validate one YAML file -> (model or None, _Errors)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        errs = _Errors(file, {})
+        errs = _Errors(str(path), {})
         errs.add((), f"cannot read: {exc.strerror or exc}")
         return None, errs
+    return parse_text(str(path), text, root)
+
+
+def parse_text(file: str, text: str, root: type[BaseModel]):
+    """Schema-validate one YAML document named ``file`` (a path, or a topic key) -> (model or None, _Errors)."""
     try:
         data, lines, dups = load_yaml(text)
     except YamlError as exc:
@@ -318,25 +322,36 @@ def default_registry():
 
 def load_packs(paths, registry=None) -> RuleSet:
     """Validate every pack in ``paths`` and return one RuleSet, or raise PackError listing all errors."""
+    files = pack_files(paths)
+    if not files:
+        raise PackError([f"{', '.join(str(p) for p in paths) or '(no path)'}: no rule pack files (*.yaml) found"])
+    return _load([(str(f), lambda f=f: parse_file(f, schema.RulePack)) for f in files], registry)
+
+
+def load_texts(texts: dict[str, str], registry=None) -> RuleSet:
+    """Same as ``load_packs`` for packs held as text (e.g. the compacted rules topic: key -> YAML)."""
+    if not texts:
+        raise PackError(["(no packs): no rule pack given"])
+    return _load([(name, lambda n=name: parse_text(n, texts[n], schema.RulePack)) for name in sorted(texts)], registry)
+
+
+def _load(items, registry) -> RuleSet:
     if registry is None:
         registry = default_registry()
-    files = pack_files(paths)
     errors: list[tuple[str, int, str]] = []
     compiled: list[CompiledRule] = []
     infos: list[PackInfo] = []
     first_alert: dict[str, str] = {}
     first_pack: dict[str, str] = {}
-    if not files:
-        raise PackError([f"{', '.join(str(p) for p in paths) or '(no path)'}: no rule pack files (*.yaml) found"])
-    for f in files:
-        pack, errs = parse_file(f, schema.RulePack)
+    for name, parse in items:
+        pack, errs = parse()
         if pack is not None:
             _check_pack(pack, errs, registry)
-            name = pack.metadata.name
-            if name in first_pack:
-                errs.add(("metadata", "name"), f"duplicate pack name {_shown(name)} (first in {first_pack[name]})")
+            pname = pack.metadata.name
+            if pname in first_pack:
+                errs.add(("metadata", "name"), f"duplicate pack name {_shown(pname)} (first in {first_pack[pname]})")
             else:
-                first_pack[name] = f"{errs.file}:{errs.line_of(('metadata', 'name'))}"
+                first_pack[pname] = f"{errs.file}:{errs.line_of(('metadata', 'name'))}"
             for i, r in enumerate(pack.rules):
                 loc = ("rules", i, "alert")
                 if r.alert in first_alert:
@@ -346,9 +361,9 @@ def load_packs(paths, registry=None) -> RuleSet:
         if errs.items:
             errors.extend((errs.file, line, msg) for line, msg in errs.items)
         elif pack is not None:
-            rules = _compile(pack, str(f), errs.lines)
+            rules = _compile(pack, name, errs.lines)
             compiled.extend(rules)
-            infos.append(PackInfo(pack.metadata.name, pack.metadata.version, pack.metadata.description, str(f), len(rules)))
+            infos.append(PackInfo(pack.metadata.name, pack.metadata.version, pack.metadata.description, name, len(rules)))
     if errors:
         errors.sort(key=lambda e: (e[0], e[1]))
         raise PackError([msg for _, _, msg in errors])
