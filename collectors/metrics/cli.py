@@ -95,13 +95,13 @@ async def _main(args, cfg) -> int:
             scraper = Scraper(sink, session, metrics)
             static = from_config(cfg)
             if args.once:
-                return await _once(scraper, static + await _discover(cfg))
+                return await _once(scraper, static + await _discover(cfg), sys.stderr if args.stdout else sys.stdout)
             if cfg.remote_write.enabled:
                 runner = await _serve(cfg, sink, metrics)
             tasks: dict[str, asyncio.Task] = {t.id: asyncio.create_task(scraper.run_target(t, stop)) for t in static}
             print(f"scraping {len(static)} static target(s)", file=sys.stderr)
             while not stop.is_set():
-                if cfg.discovery.enabled:
+                if cfg.discovery.kubernetes.enabled:
                     try:
                         found = await _discover(cfg)
                     except Exception as exc:  # API down: keep the targets we have
@@ -109,7 +109,7 @@ async def _main(args, cfg) -> int:
                     else:
                         _reconcile(tasks, static + found, scraper, stop)
                 try:
-                    await asyncio.wait_for(stop.wait(), cfg.discovery.refresh)
+                    await asyncio.wait_for(stop.wait(), cfg.discovery.kubernetes.refresh)
                 except TimeoutError:
                     pass
             await asyncio.gather(*tasks.values(), return_exceptions=True)
@@ -137,12 +137,12 @@ def _reconcile(tasks: dict, targets: list, scraper, stop) -> None:
 async def _discover(cfg) -> list:
     import asyncio
 
-    if not cfg.discovery.enabled:
+    if not cfg.discovery.kubernetes.enabled:
         return []
     from collectors.metrics.discovery import core_api, discover_with
 
-    api = core_api(cfg.discovery.kubeconfig)
-    found = await asyncio.to_thread(discover_with, api, cfg.discovery, cfg.defaults)
+    api = core_api(cfg.discovery.kubernetes.kubeconfig)
+    found = await asyncio.to_thread(discover_with, api, cfg.discovery.kubernetes, cfg.defaults)
     for what, why in found.skipped:
         print(f"not scraped: {what}: {why}", file=sys.stderr)
     return found.targets
@@ -171,7 +171,13 @@ async def _serve(cfg, sink, metrics):
     from collectors.metrics.remote_write import Intake, app
 
     rw = cfg.remote_write
-    a = app(Intake(sink, metrics, max_bytes=rw.max_bytes, labels=rw.labels), rw.path, registry=metrics.registry)
+    tokens = None
+    if rw.bearer_token_file:
+        with open(rw.bearer_token_file) as fh:
+            tokens = [line.strip() for line in fh if line.strip()]
+    intake = Intake(sink, metrics, max_bytes=rw.max_bytes, labels=rw.labels, kafka_timeout=rw.kafka_timeout,
+                    tokens=tokens)
+    a = app(intake, rw.path, registry=metrics.registry)
 
     async def healthz(request):
         return web.Response(text="ok\n")
@@ -184,16 +190,17 @@ async def _serve(cfg, sink, metrics):
     return runner
 
 
-async def _once(scraper, targets) -> int:
+async def _once(scraper, targets, out) -> int:
+    """Scrape each target once; one line per target (table to ``out``), exit 1 if any is down."""
     import asyncio
 
     counts = await asyncio.gather(*(scraper.scrape_once(t) for t in targets))
     down = 0
-    print(f"{'job':<22} {'url':<55} {'samples':>8}  status")
+    print(f"{'job':<22} {'url':<55} {'samples':>8}  status", file=out)
     for t, n in zip(targets, counts, strict=True):
         err = scraper.last_error.get(t.id, "")
         down += bool(err)
-        print(f"{t.job:<22} {t.url:<55} {n:>8}  {'up' if not err else 'DOWN: ' + err}")
+        print(f"{t.job:<22} {t.url:<55} {n:>8}  {'up' if not err else 'DOWN: ' + err}", file=out)
     return 1 if down else 0
 
 

@@ -165,6 +165,10 @@ class Kubernetes(_Model):
         return seconds(v)
 
 
+class Discovery(_Model):
+    kubernetes: Kubernetes = Field(default_factory=Kubernetes)
+
+
 class RemoteWrite(_Model):
     enabled: bool = True
     host: str = "0.0.0.0"
@@ -172,22 +176,30 @@ class RemoteWrite(_Model):
     path: str = Field("/api/v1/write", pattern=r"^/\S*$")
     max_bytes: int = Field(32 * 2**20, ge=1024, description="decompressed request size cap")
     labels: dict[str, str] = Field(default_factory=dict)
+    bearer_token_file: str | None = Field(None, description="when set, senders must present one of its lines")
+    kafka_timeout: float = Field(10.0, gt=0, description="seconds to wait for Kafka's acks before answering 503")
+
+    @field_validator("kafka_timeout", mode="before")
+    @classmethod
+    def _dur(cls, v):
+        return seconds(v)
 
 
 class MetricsConfig(_Model):
     defaults: Limits = Field(default_factory=Limits)
     targets: list[Target] = Field(default_factory=list)
-    discovery: Kubernetes = Field(default_factory=Kubernetes)
+    discovery: Discovery = Field(default_factory=Discovery)
     remote_write: RemoteWrite = Field(default_factory=RemoteWrite)
 
-    @model_validator(mode="after")
-    def _cross(self):
+    @field_validator("targets")
+    @classmethod
+    def _unique(cls, targets: list[Target]) -> list[Target]:
         seen: set = set()
-        for t in self.targets:
+        for t in targets:
             if (t.job, t.url) in seen:
                 raise ValueError(f"target {t.job} {t.url} listed twice")
             seen.add((t.job, t.url))
-        return self
+        return targets
 
 
 def _secs_or_none(raw, key: str, default):
@@ -207,6 +219,8 @@ def _interval_checks(data: dict) -> list[tuple[tuple, str]]:
         out.append((("defaults", "timeout"), f"timeout {_fmt(dto)} is longer than interval {_fmt(div)}"))
     targets = data.get("targets") or []
     for i, raw in enumerate(targets if isinstance(targets, list) else []):
+        if not isinstance(raw, dict) or not ({"interval", "timeout"} & raw.keys()):
+            continue  # uses the defaults, checked above
         iv, to = _secs_or_none(raw, "interval", div), _secs_or_none(raw, "timeout", dto)
         if iv is not None and to is not None and to > iv:
             where = "timeout" if isinstance(raw, dict) and "timeout" in raw else "interval"

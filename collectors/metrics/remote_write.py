@@ -1,7 +1,7 @@
 """Prometheus remote-write intake: snappy-compressed ``prompb.WriteRequest`` -> Samples in Kafka.
 
 Answers like a remote-write receiver should, so senders retry exactly when it helps:
-``204`` only after Kafka acknowledged every sample; ``400`` for a payload that will never be
+``204`` only after Kafka acknowledged every sample; ``401`` without the configured bearer token; ``400`` for a payload that will never be
 accepted (bad snappy, bad protobuf, a series without ``__name__``...), kept on the dead-letter
 topic with the reason; ``413`` above the size cap; ``503`` when Kafka does not take the samples
 (the sender retries later).  The prompb messages are built at run time from a
@@ -131,8 +131,9 @@ class Intake:
     """The aiohttp handler; ``sink`` is an ``AsyncKafkaSink`` (``send_all`` returns once acked)."""
 
     def __init__(self, sink, metrics=None, *, max_bytes: int = 32 * 2**20, labels: dict | None = None,
-                 kafka_timeout: float = 30.0):
+                 kafka_timeout: float = 30.0, tokens: list[str] | None = None):
         self.sink = sink
+        self.tokens = [t.encode() for t in tokens or () if t]
         self.metrics = metrics
         self.max_bytes = max_bytes
         self.labels = dict(labels or {})
@@ -144,9 +145,20 @@ class Intake:
             if n:
                 self.metrics.rw_samples.inc(n)
 
+    def _authorized(self, request) -> bool:
+        import hmac
+
+        if not self.tokens:
+            return True
+        got = request.headers.get("Authorization", "").removeprefix("Bearer ").strip().encode()
+        return any(hmac.compare_digest(got, t) for t in self.tokens)
+
     async def handle(self, request):
         from aiohttp import web
 
+        if not self._authorized(request):
+            self._count(401)
+            return web.Response(status=401, text="missing or wrong bearer token\n")
         if request.content_length and request.content_length > self.max_bytes:
             self._count(413)
             return web.Response(status=413, text=f"body exceeds {self.max_bytes} bytes\n")

@@ -40,12 +40,12 @@ def request_from_page(text: str, t_ms: int) -> WriteRequest:
     return req
 
 
-async def _post_all(settings, bodies, *, stop_sink_first=False, kafka_timeout=10.0):
+async def _post_all(settings, bodies, *, stop_sink_first=False, kafka_timeout=10.0, tokens=None):
     sink = AsyncKafkaSink(settings.kafka, settings.topic)
     await sink.start()
     metrics = SelfMetrics()
     intake = Intake(BatchProducer(sink), metrics, max_bytes=8 * 2**20, labels={"cluster": "ack-1"},
-                    kafka_timeout=kafka_timeout)
+                    kafka_timeout=kafka_timeout, tokens=tokens)
     runner = web.AppRunner(app(intake, registry=metrics.registry))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -147,3 +147,12 @@ def test_decode_limits_and_duplicates():
         ts.labels.add(name=k, value=v)
     with pytest.raises(PayloadError, match=r"^timeseries\[0\]: duplicate label 'job'$"):
         samples_of(decode(encode(dup)))
+
+
+@pytest.mark.kafka
+def test_a_configured_token_is_required(settings):
+    body = encode(request_from_page("up 1\n", 1000))
+    res = asyncio.run(_post_all(settings, [(body, HEADERS), (body, {**HEADERS, "Authorization": "Bearer nope"}),
+                                           (body, {**HEADERS, "Authorization": "Bearer t2"})], tokens=["t1", "t2"]))
+    assert [s for s, _ in res[:3]] == [401, 401, 204]
+    assert len(read_topic(settings.kafka, settings.topic("samples"))) == 2

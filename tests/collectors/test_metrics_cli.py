@@ -1,0 +1,156 @@
+"""`kubesight collect metrics`: config validation, --once, and the long-running process end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import aiohttp
+import pytest
+import yaml
+
+from collectors.metrics.config import ConfigError, load
+from collectors.metrics.remote_write import encode
+from streams.cli import main
+from streams.config import REPO
+from tests.collectors.test_metrics_helpers import PageServer, read_topic
+from tests.collectors.test_metrics_remote_write import HEADERS, request_from_page
+
+
+def _write(tmp_path, text: str):
+    p = tmp_path / "metrics.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_the_example_config_and_the_manifest_configmap_load(tmp_path):
+    cfg = load(str(REPO / "deploy" / "metrics.example.yaml"))
+    assert [t.job for t in cfg.targets] == ["apiserver", "node-exporter"]
+    assert (cfg.targets[1].interval, cfg.targets[1].timeout, cfg.remote_write.port) == (15.0, 5.0, 9201)
+    docs = list(yaml.safe_load_all((REPO / "deploy" / "kubernetes" / "collector-metrics.yaml").read_text()))
+    cm = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert load(str(_write(tmp_path, cm["data"]["metrics.yaml"]))).discovery.kubernetes.enabled
+
+
+@pytest.mark.parametrize("text, message", [
+    ("targets:\n  - job: a\n    url: ftp://x/metrics\n",
+     "3: targets[0].url: String should match pattern '^https?://[^\\s/]+(/\\S*)?$'"),
+    ("targets:\n  - job: a\n    url: http://x/m\n    interval: soon\n",
+     "4: targets[0].interval: invalid duration 'soon' (use e.g. 500ms, 30s, 5m, 1h)"),
+    ("defaults:\n  timeout: 1m\n", "2: defaults.timeout: timeout 60s is longer than interval 30s"),
+    ("targets:\n  - job: a\n    url: http://x/m\n    bearer_token: t\n    bearer_token_file: /f\n",
+     "2: targets[0]: bearer_token and bearer_token_file are exclusive"),
+    ("targets:\n  - job: a\n    url: http://x/m\n  - job: a\n    url: http://x/m\n",
+     "2: targets: target a http://x/m listed twice"),
+    ("targets:\n  - job: a\n    url: http://x/m\n    labels: {9bad: x}\n",
+     "4: targets[0].labels: invalid label name(s) ['9bad']"),
+    ("targets:\n  - job: a\n    url: http://x/m\n    relabel:\n      - {action: replace, regex: x}\n",
+     "5: targets[0].relabel[0].action: Input should be 'keep' or 'drop'"),
+    ("targets:\n  - job: a\n    url: http://x/m\n    tls: {cert_file: /c}\n",
+     "4: targets[0].tls: cert_file and key_file go together"),
+    ("discovery:\n  kubernetes:\n    roles: [apiserver, kube-proxy]\n",
+     "3: discovery.kubernetes.roles[1]: Input should be 'apiserver', 'kubelet', 'cadvisor', 'etcd', 'scheduler', "
+     "'controller-manager', 'node-exporter', 'kube-state-metrics', 'dcgm-exporter' or 'annotated'"),
+    ("remote_write:\n  port: 99999\n", "2: remote_write.port: Input should be less than or equal to 65535"),
+    ("scrape_configs: []\n", "1: scrape_configs: Extra inputs are not permitted"),
+    ("targets: [\n", "2: invalid YAML: "),
+])
+def test_each_config_error_names_file_line_and_path(tmp_path, text, message):
+    p = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load(str(p))
+    assert str(exc.value).startswith(f"{p}:{message}")
+
+
+def test_an_invalid_config_exits_2_listing_every_error(tmp_path, capsys):
+    p = _write(tmp_path, "defaults:\n  timeout: 1m\ntargets:\n  - job: a\n    url: nope\n")
+    assert main(["collect", "metrics", "--config", str(p), "--once"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "kubesight collect metrics: invalid config"
+    assert err[1] == f"{p}:2: defaults.timeout: timeout 60s is longer than interval 30s"
+    assert err[2].startswith(f"{p}:5: targets[0].url: String should match pattern")
+
+
+class _ServerThread:
+    """The page server on its own loop in a thread (the CLI runs its own event loop)."""
+
+    def __init__(self, data_dir):
+        self.loop = asyncio.new_event_loop()
+        self.server = PageServer(data_dir, hang_seconds=5)
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.base = asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10).base
+
+    def close(self):
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+@pytest.mark.kafka
+def test_once_scrapes_every_target_and_exits_1_when_one_is_down(data_dir, settings, tmp_path, monkeypatch, capsys):
+    srv = _ServerThread(data_dir)
+    try:
+        p = _write(tmp_path, f"targets:\n  - {{job: etcd, url: '{srv.base}/etcd', labels: {{cluster: c1}}}}\n"
+                             f"  - {{job: bad, url: '{srv.base}/bad'}}\nremote_write: {{enabled: false}}\n")
+        monkeypatch.setenv("KUBESIGHT_KAFKA", settings.kafka)
+        monkeypatch.setenv("KUBESIGHT_TOPIC_PREFIX", settings.topic_prefix)
+        assert main(["collect", "metrics", "--config", str(p), "--once"]) == 1
+    finally:
+        srv.close()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:4] == ["etcd", f"{srv.base}/etcd", "1461", "up"]
+    assert lines[2].split()[:5] == ["bad", f"{srv.base}/bad", "0", "DOWN:", "line"]
+    got = read_topic(settings.kafka, settings.topic("samples"))
+    assert len(got) == 1461 + 3 + 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.kafka
+def test_the_collector_process_scrapes_on_schedule_and_takes_remote_write(data_dir, settings, tmp_path):
+    srv = _ServerThread(data_dir)
+    port = _free_port()
+    p = _write(tmp_path, f"defaults: {{interval: 1s, timeout: 1s}}\n"
+                         f"targets:\n  - {{job: dcgm, url: '{srv.base}/dcgm'}}\n"
+                         f"remote_write: {{host: 127.0.0.1, port: {port}, labels: {{via: rw}}}}\n")
+    env = dict(os.environ, KUBESIGHT_KAFKA=settings.kafka, KUBESIGHT_TOPIC_PREFIX=settings.topic_prefix)
+    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "collect", "metrics", "--config", str(p)],
+                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        async def post():
+            body = encode(request_from_page("up 1\n", 1_700_000_000_000))
+            async with aiohttp.ClientSession() as s:
+                for _ in range(200):  # wait for the listener (not a timing assertion)
+                    try:
+                        async with s.post(f"http://127.0.0.1:{port}/api/v1/write", data=body, headers=HEADERS) as r:
+                            return r.status
+                    except aiohttp.ClientConnectionError:
+                        await asyncio.sleep(0.1)
+            return None
+
+        assert asyncio.run(post()) == 204
+        scrapes = []
+        for _ in range(100):  # until the second scheduled scrape has landed
+            scrapes = [v for _, v in read_topic(settings.kafka, settings.topic("samples"))
+                       if v["name"] == "up" and v["labels"].get("job") == "dcgm"]
+            if len(scrapes) >= 2:
+                break
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        srv.close()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert len(scrapes) >= 2 and all(v["value"] == 1 for v in scrapes)
+    rw = [v for _, v in read_topic(settings.kafka, settings.topic("samples")) if v["labels"].get("via") == "rw"]
+    assert [(v["name"], v["value"]) for v in rw] == [("up", 1.0), ("up", 2.0)]
+    assert b"remote-write intake on http://127.0.0.1:" in err
