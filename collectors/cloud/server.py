@@ -62,8 +62,11 @@ async def _events(request: web.Request) -> web.Response:
     except PayloadError as exc:
         reason = str(exc)
         try:
+            # binary-mode CloudEvents keep their attributes in headers: keep those beside the body
+            ce = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("ce-")}
             await asyncio.wait_for(sink.reject(reason, body, origin=ORIGIN, path=request.path_qs,
-                                               remote=request.remote or ""), timeout)
+                                               remote=request.remote or "", **({"headers": ce} if ce else {})),
+                                   timeout)
         except Exception as kexc:  # noqa: BLE001 - whatever Kafka raised: the sender must retry
             log.warning("dead-letter not acknowledged (%s): answering 503", kexc)
             requests.labels("503").inc()

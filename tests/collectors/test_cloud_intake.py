@@ -183,9 +183,14 @@ def test_cloudevents_binary_mode_over_http(settings):
 
     async def run():
         async with intake(settings, NodeMap({"i-bp1ecr5go2go": "cn-hangzhou.192.168.0.10"})) as (url, session):
-            return await post(session, url, orjson.dumps(data), headers)
+            refused = await post(session, url, orjson.dumps(data), headers | {"ce-type": "ecs:Instance:Nope"})
+            return refused, *await post(session, url, orjson.dumps(data), headers)
 
-    status, body = asyncio.run(run())
+    refused, status, body = asyncio.run(run())
+    assert refused == (400, {"error": "unknown Alibaba ECS event 'Instance:Nope'"})
+    [dead] = [orjson.loads(v) for _, v in read_topic(settings, "deadletter")]
+    assert dead["payload"] == orjson.dumps(data).decode()
+    assert dead["where"]["headers"]["ce-type"] == "ecs:Instance:Nope" and dead["where"]["headers"]["ce-id"] == "eb-7"
     assert status == 200
     [(key, value)] = read_topic(settings, "events")
     ev = decode(value)
