@@ -45,7 +45,7 @@ def register(sub, groups) -> None:
     p.add_argument("--checkpoint", metavar="PATH|kafka|none", default=None,
                    help="where to remember the last handled position so a restart neither loses nor repeats "
                         "lines: a JSON file on the node, 'kafka' (the compacted checkpoints topic) or 'none' "
-                        "(default: kafka when producing from /dev/kmsg, else none)")
+                        "(default: kafka when producing from /dev/kmsg, else none; /dev/kmsg or one file only)")
     p.add_argument("--boot-time", metavar="TIME",
                    help="boot time (RFC 3339 or epoch seconds) to date '[ 12.3]'-stamped lines "
                         "(default: this machine's boot time)")
@@ -146,8 +146,9 @@ def _collect(args) -> int:
         sink = KafkaSink(bootstrap, settings.topic, client_id=f"kubesight-kernel-{node}")
 
     mode = args.checkpoint or ("kafka" if live and not args.stdout else "none")
-    if mode != "none" and not live and args.from_file != "-" and Path(args.from_file).is_dir():
-        print("--checkpoint applies to /dev/kmsg, one file or stdin, not to a folder", file=sys.stderr)
+    if mode != "none" and not live and (args.from_file == "-" or Path(args.from_file).is_dir()):
+        print("--checkpoint applies to /dev/kmsg or one file (positions on stdin or across a folder "
+              "would not mean the same lines after a restart)", file=sys.stderr)
         return 2
     checkpoint = None
     if mode == "kafka":
@@ -167,6 +168,12 @@ def _collect(args) -> int:
         items = _stamped(sources.from_stream(sources.stdin_fd(), idle=idle, year=args.year), classifier)
     else:
         items = sources.from_path(args.from_file, year=args.year)
+    import signal
+
+    def _stop(signum, frame):  # Kubernetes stops pods with SIGTERM: flush and save the checkpoint first
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     try:
         collector.run(items)
     except PermissionError as exc:

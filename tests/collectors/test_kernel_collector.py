@@ -186,3 +186,38 @@ def test_idle_input_emits_open_reports_and_commits(patterns, data_dir, tmp_path)
 
     col.run(feed())
     assert col.events == 1
+
+
+def test_sigterm_on_live_kmsg_saves_the_checkpoint(tmp_path):
+    """The DaemonSet path: follow the real /dev/kmsg; Kubernetes stops the pod with SIGTERM and the
+    last sequence number read is saved."""
+    import signal
+    import time
+
+    from collectors.kernel.sources import read_kmsg
+
+    try:
+        last = max(i.pos for i in read_kmsg("/dev/kmsg", follow=False) if i.kind == "line")
+    except (PermissionError, FileNotFoundError):
+        pytest.skip("/dev/kmsg is not readable here")
+    cp = tmp_path / "cp.json"
+    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "collect", "kernel", "--stdout", "--node", "n3",
+                             "--checkpoint", str(cp)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while not cp.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)  # the first idle tick (2 s without records) saves a checkpoint
+        assert proc.poll() is None, proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, proc.stderr.read()
+    saved = orjson.loads(cp.read_bytes())
+    assert saved["source"].startswith("kmsg:") and saved["pos"] >= last and saved["emitted"] == []
+
+
+def test_checkpoints_refuse_inputs_without_stable_positions(data_dir, tmp_path, capsys):
+    assert main(["collect", "kernel", "--from-file", str(data_dir / "gpud-testdata"), "--stdout",
+                 "--checkpoint", str(tmp_path / "cp.json")]) == 2
+    assert "--checkpoint applies to /dev/kmsg or one file" in capsys.readouterr().err
