@@ -1,9 +1,9 @@
 """The rule engine: signals in, Alert transitions out; pure, event-time, state in a given mapping.
 
 State layout (one key per rule and group, so a group's whole state moves as one changelog
-record): ``r|<alert>#<hash>|<group>`` -> ``{"s": 0|1|2 (inactive, pending, firing), "a": activeAt,
+record): ``rule|<alert>#<hash>|<group>`` -> ``{"s": 0|1|2 (inactive, pending, firing), "a": activeAt,
 "e": last evaluation time, "l": labels, "n": annotations, "c": condition state}``, plus
-``r|~due`` (the earliest timer) and ``r|~ver`` (the rule set the timers were scanned for).
+``rule|~due`` (the earliest timer) and ``rule|~ver`` (the rule set the timers were scanned for).
 
 Co-partitioning: events are keyed in Kafka by entity (``Entity.key()``: workload, else object,
 else node) and samples by series.  A group key is always that key (plus the rule's ``group_by``
@@ -42,9 +42,9 @@ from rules import conditions as C
 from rules.ruleset import CompiledRule, RuleSet
 from streams.records import Alert, Event, Sample
 
-PREFIX = "r|"
-DUE = "r|~due"
-VER = "r|~ver"
+PREFIX = "rule|"
+DUE = "rule|~due"
+VER = "rule|~ver"
 _NONE: list = []
 _NEG = float("-inf")
 
@@ -135,7 +135,8 @@ class Engine:
         by_sid = self.ruleset.by_sid
         for key in [k for k in state if k.startswith(PREFIX) and k not in (DUE, VER)]:
             st = state[key]
-            sid = key[2:key.index("|", 2)] if "|" in key[2:] else key[2:]
+            rest = key[len(PREFIX):]
+            sid = rest.split("|", 1)[0]
             rule = by_sid.get(sid)
             if rule is None:
                 if st.get("s") == 2:

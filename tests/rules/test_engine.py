@@ -52,7 +52,7 @@ def test_event_count_fires_at_nth_event_and_resolves_when_the_window_passes(tmp_
     out, state = run(eng, [ev(0), ev(60), ev(700), ev(760), ev(800)], ticks=[1000, 1500])
     # 0 and 60 are not 3 within 10m; 700 drops 0 and 60 leaves the window only at 660
     assert out == [("firing", "Flood", 800.0, None), ("resolved", "Flood", 800.0, 1300.0)]
-    assert [k for k in state if not k.startswith("r|~")] == []  # resolved and empty: the group's key is gone
+    assert [k for k in state if not k.startswith("rule|~")] == []  # resolved and empty: the group's key is gone
 
 
 def test_results_do_not_depend_on_tick_cadence(tmp_path):
@@ -104,7 +104,7 @@ def test_state_condition_set_and_cleared_from_any_source(tmp_path):
     out, state = run(eng, [ev(0, "NodeNotReady", "k8s-state", NODE), ev(300, "NodeReady", "k8s", NODE, typ="Normal")],
                      ticks=[60, 400])
     assert out == [("firing", "NotReady", 0.0, None), ("resolved", "NotReady", 0.0, 300.0)]
-    assert not [k for k in state if not k.startswith("r|~")]
+    assert not [k for k in state if not k.startswith("rule|~")]
 
 
 def test_clearing_event_without_state_stores_nothing(tmp_path):
@@ -241,8 +241,8 @@ def test_group_by_splits_within_an_entity_and_state_sits_on_one_key_per_group(tm
     for t, xid, cls in ((0, "79", "fatal"), (10, "48", "fatal"), (20, "79", "fatal"), (30, "13", "application")):
         out += eng.process(ev(t, "NvidiaXid", "kernel", NODE, labels={"xid": xid, "xid_class": cls}), state)
     assert [(a.labels["xid"], a.status) for a in out] == [("79", "firing"), ("48", "firing")]
-    keys = sorted(k for k in state if not k.startswith("r|~"))
-    assert len(keys) == 2 and all(k.startswith("r|Xid#") and "|default//Node/n1|" in k for k in keys)
+    keys = sorted(k for k in state if not k.startswith("rule|~"))
+    assert len(keys) == 2 and all(k.startswith("rule|Xid#") and "|default//Node/n1|" in k for k in keys)
     assert isinstance(state[DUE], float)
 
 
