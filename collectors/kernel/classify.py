@@ -86,7 +86,7 @@ class Classifier:
                 return out
             if pat.cont is not None:
                 if pat.cont.match(text):
-                    self._absorb(r, line, None)
+                    self._absorb(r, line, self.ps.match(text))  # e.g. CPER "event severity" fills a label
                     return out
                 out.append(self._close(line.ctx))
             else:

@@ -183,3 +183,24 @@ def test_a_user_file_extends_and_replaces_the_shipped_patterns(tmp_path):
 def test_missing_file_is_an_error(tmp_path):
     with pytest.raises(PatternError, match="cannot read"):
         load_patterns(tmp_path / "nope.yaml")
+
+
+def test_hardware_and_network_reports(patterns):
+    text = """\
+[ 100.1] {1}[Hardware Error]: Hardware error from APEI Generic Hardware Error Source: 0
+[ 100.1] {1}[Hardware Error]: event severity: fatal
+[ 100.1] {1}[Hardware Error]:  Error 0, type: fatal
+[ 100.1] {1}[Hardware Error]:   section_type: memory error
+[ 100.2] EDAC MC0: 1 CE memory read error on CPU_SrcID#0_Ha#0_Chan#1_DIMM#0 (channel:1 slot:0 page:0x8a2c)
+[ 101.0] NETDEV WATCHDOG: eth0 (ixgbe): transmit queue 3 timed out
+[ 101.0] WARNING: CPU: 2 PID: 0 at net/sched/sch_generic.c:477 dev_watchdog+0x2b0/0x2c0
+[ 101.0] Call Trace:
+[ 101.0] ---[ end trace 1234 ]---
+[ 104.0] watchdog: Watchdog detected hard LOCKUP on cpu 5"""
+    evs = classify(patterns, text)
+    got = [(e.reason, e.severity, e.labels["lines"]) for e in evs]
+    assert got == [("EDACError", "critical", "4"), ("EDACError", "info", "1"), ("NetdevTxTimeout", "warning", "4"),
+                   ("HardLockup", "critical", "1")]
+    assert (evs[0].labels["cper_severity"], evs[0].labels["condition"]) == ("fatal", "CperHardwareErrorFatal")
+    assert evs[1].labels["cper_severity"] == "corrected"
+    assert (evs[2].labels["device"], evs[2].labels["driver"], evs[2].labels["queue"]) == ("eth0", "ixgbe", "3")
