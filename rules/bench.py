@@ -99,22 +99,29 @@ def signal_mix(root: Path, scrapes: int = 4) -> list:
 
 
 def run(engine, sigs, tick_every: float = 1.0) -> tuple[float, float, int, int]:
-    """Process every signal (ticking on the watermark) -> (seconds in process, in tick, alerts, ticks)."""
+    """Process every signal, ticking on the watermark every ``tick_every`` seconds of event time
+    -> (CPU seconds in process, in tick, alerts, ticks).  CPU time (not wall time) is measured per
+    run of signals between two ticks, so a busy machine and timer calls distort it little."""
     state: dict = {}
     proc = tick = 0.0
     alerts = ticks = 0
-    nxt = sigs[0].time
-    pc = time.perf_counter
-    for s in sigs:
-        a = pc()
-        alerts += len(engine.process(s, state, s.time))
-        b = pc()
+    clock = time.process_time
+    i, n = 0, len(sigs)
+    process = engine.process
+    while i < n:
+        stop = sigs[i].time + tick_every
+        j = i
+        while j < n and sigs[j].time < stop:
+            j += 1
+        a = clock()
+        for s in sigs[i:j]:
+            alerts += len(process(s, state, s.time))
+        b = clock()
+        alerts += len(engine.tick(sigs[j - 1].time, state))
+        tick += clock() - b
         proc += b - a
-        if s.time >= nxt:
-            alerts += len(engine.tick(s.time, state))
-            tick += pc() - b
-            ticks += 1
-            nxt = s.time + tick_every
+        ticks += 1
+        i = j
     return proc, tick, alerts, ticks
 
 
@@ -143,17 +150,20 @@ def main(args) -> int:
         if best is None or got[0] + got[1] < best[0] + best[1]:
             best = got
     proc, tick, alerts, ticks = best
+
+    def fastest(part):
+        return min((run(Engine(rs), part) for _ in range(max(1, args.rounds))), key=lambda r: r[0])
     ev_only = [s for s in sigs if type(s) is Event]
     sm_only = [s for s in sigs if type(s) is Sample]
     hit = [s for s in sigs if (type(s) is Event and ((s.source, s.reason) in rs.by_event or s.source in rs.by_source))
            or (type(s) is Sample and s.name in rs.by_metric)]
-    pe = run(Engine(rs), ev_only)
-    ps = run(Engine(rs), sm_only)
-    ph = run(Engine(rs), hit)
+    pe = fastest(ev_only)
+    ps = fastest(sm_only)
+    ph = fastest(hit)
     print(f"alerts emitted: {alerts} (ticks: {ticks})")
     print(f"events only:            {pe[0] / len(ev_only) * 1e6:6.2f} µs/signal")
     print(f"samples only:           {ps[0] / len(sm_only) * 1e6:6.2f} µs/signal")
     print(f"signals reaching rules: {ph[0] / len(hit) * 1e6:6.2f} µs/signal ({len(hit)} signals)")
     print(f"whole mix:              {proc / len(sigs) * 1e6:6.2f} µs/signal in process, "
-          f"{(proc + tick) / len(sigs) * 1e6:.2f} µs/signal with ticks (target <= 5)")
+          f"{(proc + tick) / len(sigs) * 1e6:.2f} µs/signal with ticks (target <= 5; CPU time, best of {args.rounds})")
     return 0

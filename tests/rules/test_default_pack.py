@@ -139,3 +139,12 @@ def test_signals_md_names_every_reason_and_metric():
 
     text = (DEFAULT_PACKS / "SIGNALS.md").read_text()
     assert signals_tables(load_packs([DEFAULT_PACKS])) in text, "regenerate: kubesight rules signals"
+
+
+def test_rules_list_prints_the_readme_table(capsys):
+    assert main(["rules", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| rule | pack | what | severity | why |"
+    rows = [ln for ln in lines[2:] if ln.startswith("| ")]
+    assert len(rows) == len(load_packs([DEFAULT_PACKS]))
+    assert any(r.startswith("| KubeNodeNotReady | nodes | node {{ labels.node }} is NotReady | critical | ") for r in rows)
