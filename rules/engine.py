@@ -6,8 +6,8 @@ record): ``rule|<alert>#<hash>|<group>`` -> ``{"s": 0|1|2 (inactive, pending, fi
 ``rule|~due`` (the earliest timer) and ``rule|~ver`` (the rule set the timers were scanned for).
 
 Co-partitioning: events are keyed in Kafka by entity (``Entity.key()``: workload, else object,
-else node) and samples by series.  A group key is always that key (plus the rule's ``group_by``
-values for events), so a group never spans partitions: ``group_by`` can split a group further
+else node) and samples by series.  A group key is always that key (plus, for events, the node
+of a workload's pod and the rule's ``group_by`` values), so a group never spans partitions: ``group_by`` can split a group further
 (by ``xid``, ``container``...) but never merge entities.  Counting across entities (for example
 "50 FailedScheduling in a namespace") needs a re-keyed stream and is not done here.
 
@@ -77,10 +77,14 @@ def event_view(ev: Event) -> dict:
 
 
 def event_identity(ev: Event) -> dict:
-    """Identity labels of an event's group, mirroring ``Entity.key()`` (workload, object, node)."""
+    """Identity labels of an event's group, mirroring ``Entity.key()`` (workload, object, node).
+
+    A workload's signals are split by node as well, so that its alerts carry ``node`` and a node
+    alert (NotReady, maintenance reboot) can inhibit them; the split stays within the partition.
+    """
     e = ev.entity
     if e.workload:
-        d = {"cluster": e.cluster, "namespace": e.namespace, "workload": e.workload}
+        d = {"cluster": e.cluster, "namespace": e.namespace, "workload": e.workload, "node": e.node}
     elif e.kind and e.name and e.kind != "Node":
         d = {"cluster": e.cluster, "namespace": e.namespace}
         if e.kind == "Pod":
@@ -187,7 +191,10 @@ class Engine:
                 if not all(m.matches(view) for m in rule.matchers):
                     continue
             if gkey is None:
-                gkey = ev.entity.key().decode()
+                e = ev.entity
+                gkey = e.key().decode()
+                if e.workload and e.node:
+                    gkey += "|@" + e.node  # a workload's pods on one node: inhibitable by node alerts
             key = f"{PREFIX}{rule.sid}|{gkey}"
             if rule.group_by:
                 if view is None:

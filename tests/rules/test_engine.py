@@ -223,7 +223,7 @@ def test_labels_identity_owner_and_static_fallback(tmp_path):
     node = eng.process(ev(0, "OOMKilling", "kernel", NODE), {})[0].labels
     bare = eng.process(ev(0, entity=Entity(namespace="ns", kind="Pod", name="p", node="n2")), {})[0].labels
     assert pod == {"alertname": "B", "severity": "warning", "cluster": "default", "namespace": "shop",
-                   "workload": "Deployment/cart", "owner": "team-a", "tier": "one"}
+                   "workload": "Deployment/cart", "node": "n1", "owner": "team-a", "tier": "one"}
     assert node == {"alertname": "B", "severity": "warning", "cluster": "default", "node": "n1", "owner": "platform", "tier": "one"}
     assert bare == {"alertname": "B", "severity": "warning", "cluster": "default", "namespace": "ns", "pod": "p",
                     "node": "n2", "owner": "platform", "tier": "one"}
@@ -279,7 +279,7 @@ def test_new_owner_under_a_firing_alert_replaces_it(tmp_path):
         """))
     state: dict = {}
     eng.process(ev(0), state)
-    moved = Entity(namespace="shop", kind="Pod", name="cart-1", workload="Deployment/cart", owner="team-b")
+    moved = Entity(namespace="shop", kind="Pod", name="cart-1", node="n1", workload="Deployment/cart", owner="team-b")
     got = eng.process(ev(60, entity=moved), state)
     assert [(a.status, a.labels["owner"]) for a in got] == [("resolved", "team-a"), ("firing", "team-b")]
 
@@ -341,3 +341,19 @@ def test_reload_from_texts_as_a_compacted_topic_would_hold_them(tmp_path):
     assert holder.reload_texts({"rules/team-a": good + "    for: 5 min\n"}) == [
         'rules/team-a:8: rules[0].for: invalid duration "5 min" (use 5m, 1h30m)']
     assert [p.version for p in holder.engine.ruleset.packs] == ["3"]
+
+
+def test_a_workloads_pods_split_by_node_so_node_alerts_can_inhibit_them(tmp_path):
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: B
+          match: {source: k8s, reason: BackOff}
+          condition: {type: event_count, count: 1, window: 10m}
+        """))
+    state: dict = {}
+    out = []
+    for t, pod, node in ((0, "cart-1", "n1"), (10, "cart-2", "n1"), (20, "cart-3", "n2")):
+        out += eng.process(ev(t, entity=Entity(namespace="shop", kind="Pod", name=pod, node=node,
+                                                workload="Deployment/cart")), state)
+    assert [(a.labels["workload"], a.labels["node"]) for a in out] == [("Deployment/cart", "n1"), ("Deployment/cart", "n2")]
+    assert sorted(k.split("|", 2)[2] for k in state if not k.startswith("rule|~")) == [
+        "default/shop/Deployment/cart|@n1", "default/shop/Deployment/cart|@n2"]
