@@ -13,6 +13,7 @@ connections in the middle of a line (``cut``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import re
 import threading
@@ -79,8 +80,9 @@ class FakeApiServer:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
+        self.paused = False  # True: watches hold back history (and bookmarks cannot pass it)
         self._cuts = 0  # generation: watches opened before a cut are cut
-        self._cut_after: int | None = None
+        self._cut_after = 0  # ... after this many more lines each
         self._snapshots: dict[str, tuple[int, list]] = {}
         self._thread: threading.Thread | None = None
         self._runner = None
@@ -153,6 +155,16 @@ class FakeApiServer:
         """Wake the watches (after ``put(..., notify=False)`` of a batch)."""
         self._notify()
 
+    @contextlib.contextmanager
+    def held(self):
+        """Watches deliver nothing inside the block, then everything at once (a burst)."""
+        self.paused = True
+        try:
+            yield self
+        finally:
+            self.paused = False
+            self._notify()
+
     def _notify(self) -> None:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake)
@@ -189,7 +201,7 @@ class FakeApiServer:
             self._notify()
         return rv
 
-    def delete(self, resource: str, namespace: str, name: str) -> int:
+    def delete(self, resource: str, namespace: str, name: str, notify: bool = True) -> int:
         with self._lock:
             obj = self.objects.get(resource, {}).pop(f"{namespace}/{name}")
             self.rv += 1
@@ -197,16 +209,18 @@ class FakeApiServer:
             obj["metadata"]["resourceVersion"] = str(self.rv)
             self.history.append((self.rv, resource, orjson.dumps({"type": "DELETED", "object": obj})))
             rv = self.rv
-        self._notify()
+        if notify:
+            self._notify()
         return rv
 
-    def inject(self, resource: str, line: bytes) -> int:
+    def inject(self, resource: str, line: bytes, notify: bool = True) -> int:
         """Put a raw (typically malformed) line on the watch streams of ``resource``."""
         with self._lock:
             self.rv += 1
             self.history.append((self.rv, resource, line))
             rv = self.rv
-        self._notify()
+        if notify:
+            self._notify()
         return rv
 
     def get(self, resource: str, namespace: str, name: str) -> dict:
@@ -219,13 +233,11 @@ class FakeApiServer:
             self.compacted = self.rv
         return self.compacted
 
-    def cut(self, after: int | None = None) -> None:
-        """Abort every open watch connection mid-line (after ``after`` more lines, if given)."""
+    def cut(self, after: int = 0) -> None:
+        """Abort every open watch connection in the middle of a line, after ``after`` more lines each."""
         with self._lock:
-            if after is None:
-                self._cuts += 1
-            else:
-                self._cut_after = after
+            self._cuts += 1
+            self._cut_after = after
         self._notify()
 
     def count(self, what: str) -> int:
@@ -303,6 +315,7 @@ class FakeApiServer:
 
     async def _stream(self, request, resp, resource, convert, since, timeout, bookmarks):
         cuts = self._cuts
+        budget = None  # lines left before this connection is cut
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         pos = 0
@@ -310,8 +323,11 @@ class FakeApiServer:
         while True:
             changed = self._changed
             if self._cuts != cuts:
+                cuts, budget = self._cuts, self._cut_after
+            if budget == 0:
+                await resp.write(b'{"type":"MODIFIED","object":{"kind":')
                 return await _abort(request, resp)
-            hist = self.history
+            hist = self.history if not self.paused else []
             while pos < len(hist) and hist[pos][0] <= last:
                 pos += 1
             out = []
@@ -330,12 +346,11 @@ class FakeApiServer:
                 out.append(line)
                 if len(out) >= 1000:
                     break
-            if self._cut_after is not None and out:
-                with self._lock:
-                    n, self._cut_after = self._cut_after, None
-                if n is not None and n < len(out):
-                    await resp.write(b"".join(x + b"\n" for x in out[:n]) + out[n][: len(out[n]) // 2])
-                    return await _abort(request, resp)
+            if budget is not None and budget < len(out):
+                await resp.write(b"".join(x + b"\n" for x in out[:budget]) + out[budget][: len(out[budget]) // 2])
+                return await _abort(request, resp)
+            if budget is not None:
+                budget -= len(out)
             if out:
                 await resp.write(b"".join(x + b"\n" for x in out))
                 continue
