@@ -71,7 +71,7 @@ def k8s_event_to_record(obj: dict, cluster: str = "default") -> Event:
         time=parse_time(stamp),
         entity=Entity(cluster=cluster, namespace=io.get("namespace") or meta.get("namespace") or "",
                       kind=io.get("kind") or "", name=io.get("name") or "", uid=io.get("uid") or "",
-                      node=src.get("host") or obj.get("reportingInstance") or ""),
+                      node=src.get("host") or ""),  # the kubelet's node; reportingInstance is not a node
         labels={k: v for k, v in (("component", src.get("component") or obj.get("reportingController")),
                                   ("field_path", io.get("fieldPath"))) if v},
         message=(obj.get("message") or obj.get("note") or "").strip(),

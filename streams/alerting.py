@@ -304,3 +304,44 @@ class AlertingService(mode.Service):
     async def on_start(self) -> None:
         for child in (self.book, self.watcher, self.processor, self.deliverer):
             await self.add_runtime_dependency(child)
+
+
+async def bench_kafka(settings: Settings, bootstrap: str, n: int, groups: int) -> dict:
+    """Alerts/s through Kafka: N alerts produced first, then one worker routes, groups and delivers them all."""
+    from alerts.bench import alerts as make_alerts
+    from alerts.bench import config, free_port
+    from alerts.config import load_text
+    from alerts.localhooks import LocalHooks
+
+    port = free_port()
+    cfg = load_text(config(port).replace("group_wait: 30s", "group_wait: 1s").replace("group_interval: 5m",
+                                                                                        "group_interval: 1s"))
+    now = time.time()
+    inputs = [a for _, a in make_alerts(n, groups, start=now, resolved_every=0)]
+    want = {a.fingerprint for a in inputs}
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, enable_idempotence=True)
+    await producer.start()
+    try:
+        futs = [await producer.send(settings.topic("alerts"), encode(a), key=a.key()) for a in inputs]
+        await asyncio.gather(*futs)
+    finally:
+        await producer.stop()
+    hooks = LocalHooks(cfg)
+    await hooks.start()
+    seen: set[str] = set()
+    svc = AlertingService(settings, bootstrap, cfg, worker_id="bench")
+    t0 = time.perf_counter()
+    await svc.start()
+    idx = 0
+    try:
+        while len(seen) < len(want):
+            for _, body in hooks.got[idx:]:
+                seen.update(a["fingerprint"] for a in body["alerts"])
+                idx += 1
+            await asyncio.sleep(0.05)
+        took = time.perf_counter() - t0
+    finally:
+        await svc.stop()
+        await hooks.stop()
+    return {"alerts": n, "groups": groups, "seconds": took, "alerts_per_s": n / took,
+            "notifications": len(hooks.got), "stats": dict(svc.processor.stats)}

@@ -2,7 +2,9 @@
 
 The whole topology in one place:
 
-    events, samples --(signals processor: stages)--> alerts, deadletter, samples (derived)
+    events, samples --(signals processor: derived -> rules (+ detectors))--> alerts, deadletter, samples (derived)
+    rules (compacted), pack files --(RulesTopicWatcher)--> validated hot reload of the rule engine
+    alerts, alert-groups --(alerting processor, if routing is configured)--> notifications --> receivers
     deadletter      --(Faust agent)--> deadletter_reasons table (count per origin+reason), /deadletter
 
 Faust runs what it does well (the app and its lifecycle, web views, low-rate agents and
@@ -19,17 +21,11 @@ import socket
 import faust
 import orjson
 
-from streams.config import Settings
+from streams.config import REPO, Settings
 from streams.hotpath import Pipeline, TransactionalProcessor
+from streams.stages import RulePacks, RulesTopicWatcher, signal_stages
 
 log = logging.getLogger("kubesight.app")
-
-
-def signal_stages(settings: Settings):
-    """The stages every signal goes through, in order."""
-    from streams.coderule import CodeRule
-
-    return [CodeRule()]
 
 
 def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = None) -> faust.App:
@@ -52,14 +48,24 @@ def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = No
               for name in ("events", "samples", "alerts", "deadletter")}
     app.kubesight_topics = topics
 
+    packs = RulePacks(settings, topic_dir=REPO / ".cache" / "rules-topic" / f"{settings.app_id}-{worker_id}")
     processor = TransactionalProcessor(settings, bootstrap, "signals", ["events", "samples"],
-                                       Pipeline(signal_stages(settings)), worker_id=worker_id)
-    app.kubesight_processor = processor
+                                       Pipeline(signal_stages(settings, packs)), worker_id=worker_id)
+    watcher = RulesTopicWatcher(settings, bootstrap, packs)
+    alerting = None
+    if settings.routing:
+        from streams.alerting import AlertingService
+
+        alerting = AlertingService(settings, bootstrap, worker_id=worker_id)
+    app.kubesight_processor, app.kubesight_packs, app.kubesight_alerting = processor, packs, alerting
 
     @app.service
-    class SignalsService(faust.Service):  # the hot path, started and stopped with the app
+    class KubesightServices(faust.Service):  # the hot path and its helpers, started and stopped with the app
         async def on_start(self) -> None:
+            await self.add_runtime_dependency(watcher)
             await self.add_runtime_dependency(processor)
+            if alerting is not None:
+                await self.add_runtime_dependency(alerting)
 
     deadletter_reasons = app.Table("deadletter-reasons", default=int, partitions=settings.partitions)
 
@@ -79,6 +85,7 @@ def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = No
 
     @app.page("/health")
     async def health(web, request):
-        return web.json({"ok": True, "signals": processor.stats})
+        return web.json({"ok": True, "signals": processor.stats, "rules_version": packs.version,
+                         "rules": len(packs.holder.engine.ruleset), "rule_errors": packs.errors})
 
     return app

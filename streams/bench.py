@@ -2,7 +2,8 @@
 
 (a) a plain per-event Faust agent (``async for value in stream``), in its own worker process;
 (b) raw aiokafka ``getmany`` + orjson parsing, the floor for any Python consumer;
-(c) the kubesight hot path (``streams.hotpath``) with the worker's real stages, transactions on.
+(c) the kubesight hot path (``streams.hotpath``) with the worker's real stages (derived signals, the whole
+default rule pack), transactions on.
 All read the same N pre-produced Event records (the recorded must-gather events, repeated with
 fresh ids) from the local broker.  CPU time is the consuming process's (``time.process_time``),
 from its first record to its last, so start-up is excluded; (c) includes its commits.
@@ -20,7 +21,7 @@ import time
 import uuid
 from dataclasses import replace
 
-from streams.config import REPO, Settings
+from streams.config import Settings
 
 
 def register(sub, groups) -> None:
@@ -88,11 +89,11 @@ async def _raw(bootstrap: str, topic: str, n: int) -> tuple[float, float]:
 
 
 async def _kubesight(settings: Settings, bootstrap: str, n: int) -> tuple[float, float, dict]:
-    from streams.app import signal_stages
     from streams.hotpath import Pipeline, TransactionalProcessor
+    from streams.stages import RulePacks, signal_stages
 
     proc = TransactionalProcessor(settings, bootstrap, "signals", ["events", "samples"],
-                                  Pipeline(signal_stages(settings)), worker_id="bench")
+                                  Pipeline(signal_stages(settings, RulePacks(settings))), worker_id="bench")
     await proc.start()
     t0 = c0 = t_last = None
     try:

@@ -60,17 +60,17 @@ def _worker(args) -> int:
     return 0
 
 
-def spawn_worker(settings: Settings, bootstrap: str, log_path: Path, worker_id: str = "w0",
-                 config: str | None = None) -> subprocess.Popen:
-    """Start ``kubesight worker`` as a child process with the given settings (through env vars)."""
-    env = dict(os.environ, KUBESIGHT_KAFKA=bootstrap, KUBESIGHT_TOPIC_PREFIX=settings.topic_prefix,
-               KUBESIGHT_APP_ID=settings.app_id, KUBESIGHT_PARTITIONS=str(settings.partitions),
-               PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "streams.cli"]
-    if config:
-        cmd += ["--config", config]
-    cmd += ["worker", "--worker-id", worker_id, "--loglevel", "info"]
+def spawn_worker(settings: Settings, bootstrap: str, log_path: Path, worker_id: str = "w0") -> subprocess.Popen:
+    """Start ``kubesight worker`` as a child process with exactly these settings (a YAML beside its log)."""
+    import yaml
+
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    config = log_path.with_suffix(".settings.yaml")
+    config.write_text(yaml.safe_dump(settings.model_copy(update={"kafka": bootstrap}).model_dump()))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBESIGHT_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    cmd = [sys.executable, "-m", "streams.cli", "--config", str(config), "worker", "--worker-id", worker_id,
+           "--loglevel", "info"]
     with open(log_path, "ab") as fh:
         from deploy.kafka.launcher import _pdeathsig
 

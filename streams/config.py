@@ -34,6 +34,7 @@ class Settings(BaseModel):
     clock: Literal["event", "wall"] = Field(
         "event", description="event: timers follow record time (replays, tests); wall: idle partitions also tick")
     web_port: int | None = Field(None, description="Faust web port (health, /metrics); None = disabled")
+    default_pack: bool = Field(True, description="evaluate rules/packs/default")
     rules: list[str] = Field(default_factory=list, description="rule-pack paths in addition to the default pack")
     routing: str | None = None
 

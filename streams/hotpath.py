@@ -44,7 +44,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
 from streams.config import Settings
-from streams.records import Alert, Event, RecordError, Sample, decode, deadletter
+from streams.records import Alert, Event, RecordError, Sample, deadletter, decode
 from streams.state import Store
 
 log = logging.getLogger("kubesight.hotpath")

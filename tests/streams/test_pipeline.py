@@ -20,21 +20,38 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from collectors.replay import DEFAULT_EVENTS, read_events
 from collectors.sink import KafkaSink
-from streams.coderule import REASONS, CodeRule
+from pathlib import Path
+
+from rules.engine import event_identity
+from streams.cli_run import group_lag, spawn_worker, stop_process
 from streams.hotpath import Pipeline, TransactionalProcessor
 from streams.records import Entity, Event, encode
-from streams.cli_run import group_lag, spawn_worker, stop_process
+from streams.stages import RulePacks, RulesStage
+
+PACK = Path(__file__).parent / "packs" / "skeleton.yaml"
+REASONS = {"BackOff", "FailedScheduling", "FailedMount", "Unhealthy"}
+IDENTITY = ("cluster", "namespace", "pod", "kind", "name", "workload", "node")
 
 pytestmark = pytest.mark.kafka
 
 
 def expected_alerts(events) -> Counter:
-    """What the skeleton rule must fire: one alert per (reason, object) among the matching Warnings."""
+    """What the skeleton pack must fire: one alert per (reason, entity identity) among the matching Warnings."""
     out = Counter()
     for e in events:
         if e.type == "Warning" and e.reason in REASONS:
-            out[(f"Kube{e.reason}", e.entity.namespace, e.entity.kind, e.entity.name)] = 1
+            ident = event_identity(e)
+            out[(f"Kube{e.reason}",) + tuple(ident.get(k, "") for k in IDENTITY)] = 1
     return out
+
+
+def skeleton(settings):
+    """The test settings with the skeleton pack only (no default pack)."""
+    return settings.model_copy(update={"default_pack": False, "rules": [str(PACK)]})
+
+
+def stages(settings):
+    return Pipeline([RulesStage(RulePacks(skeleton(settings)).holder)])
 
 
 def read_topic(bootstrap: str, topic: str, expect_at_least: int = 0, timeout: float = 20.0) -> list[dict]:
@@ -53,8 +70,7 @@ def read_topic(bootstrap: str, topic: str, expect_at_least: int = 0, timeout: fl
 
 
 def alert_keys(alerts) -> Counter:
-    return Counter((a["labels"]["alertname"], a["labels"]["namespace"], a["labels"]["kind"], a["labels"]["name"])
-                   for a in alerts)
+    return Counter((a["labels"]["alertname"],) + tuple(a["labels"].get(k, "") for k in IDENTITY) for a in alerts)
 
 
 def wait_caught_up(bootstrap, settings, procs=(), timeout=90.0) -> None:
@@ -93,7 +109,7 @@ def test_recorded_events_give_exactly_the_expected_alerts_in_process(settings, k
 
     async def run():
         proc = TransactionalProcessor(settings, kafka_bootstrap, "signals", ["events", "samples"],
-                                      Pipeline([CodeRule()]), worker_id="t0")
+                                      stages(settings), worker_id="t0")
         await proc.start()
         try:
             deadline = time.monotonic() + 60
@@ -110,13 +126,14 @@ def test_recorded_events_give_exactly_the_expected_alerts_in_process(settings, k
     got = read_topic(kafka_bootstrap, settings.topic("alerts"), sum(want.values()))
     assert alert_keys(got) == want
     a = got[0]
-    assert a["v"] == 1 and a["status"] == "firing" and a["source"] == CodeRule.source and len(a["fingerprint"]) == 16
+    assert a["v"] == 1 and a["status"] == "firing" and len(a["fingerprint"]) == 16
+    assert a["source"].startswith("skeleton/Kube") and a["source"].endswith("@1")
 
 
 def test_two_workers_split_partitions_and_fire_each_alert_once(settings, kafka_bootstrap, recorded, tmp_path):
     events, _ = recorded
     want = expected_alerts(events)
-    procs = [spawn_worker(settings, kafka_bootstrap, tmp_path / f"w{i}.log", worker_id=f"w{i}") for i in range(2)]
+    procs = [spawn_worker(skeleton(settings), kafka_bootstrap, tmp_path / f"w{i}.log", worker_id=f"w{i}") for i in range(2)]
     try:
         # both members must have joined (and split the partitions) before the data arrives
         deadline = time.monotonic() + 60
@@ -147,7 +164,7 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(settings, kafka_bootstrap, 
     events, _ = recorded
     want = expected_alerts(events)
     half = len(events) // 2
-    p = spawn_worker(settings, kafka_bootstrap, tmp_path / "a.log", worker_id="solo")
+    p = spawn_worker(skeleton(settings), kafka_bootstrap, tmp_path / "a.log", worker_id="solo")
     try:
         produce(kafka_bootstrap, settings, events[:half])
         wait_caught_up(kafka_bootstrap, settings, [p])
@@ -163,7 +180,7 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(settings, kafka_bootstrap, 
         p.wait(10)
         assert feeder.is_alive(), "the kill must land mid-stream"
         feeder.join()
-        p = spawn_worker(settings, kafka_bootstrap, tmp_path / "b.log", worker_id="solo")
+        p = spawn_worker(skeleton(settings), kafka_bootstrap, tmp_path / "b.log", worker_id="solo")
         wait_caught_up(kafka_bootstrap, settings, [p])
         got = read_topic(kafka_bootstrap, settings.topic("alerts"), sum(want.values()))
     finally:
@@ -206,7 +223,7 @@ def test_invalid_json_goes_to_deadletter_and_the_worker_keeps_going(settings, ka
 
     async def run():
         proc = TransactionalProcessor(settings, kafka_bootstrap, "signals", ["events", "samples"],
-                                      Pipeline([CodeRule()]), worker_id="dl")
+                                      stages(settings), worker_id="dl")
         await proc.start()
         try:
             deadline = time.monotonic() + 30

@@ -1,0 +1,165 @@
+"""The signal stages of the worker and the rule packs they evaluate, with hot reload.
+
+``signal_stages`` lists, in order, what every record from ``events`` and ``samples`` goes
+through: derived signals (``streams.derived``), then the rule engine (``rules.engine``, which
+runs the detectors of ``anomaly`` conditions on the same partition state).  ``RulesStage``
+reads ``holder.engine`` once per record, so a reload (``RulePacks.reload``) takes effect
+between two records, atomically, in every worker that sees it.
+
+Where packs come from: the default pack (``rules/packs/default``, unless
+``default_pack: false``), the paths in ``settings.rules``, and packs published on the
+compacted ``rules`` topic (key = pack name, value = the pack's YAML; an empty value removes
+it), which every worker reads in full.  A candidate set that fails validation is refused
+with every error (file, line, YAML path) and the running set stays.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import mode
+
+from rules.holder import EngineHolder
+from rules.load import load_packs
+from rules.ruleset import RuleSet
+from streams.config import REPO, Settings
+from streams.hotpath import WATERMARK
+from streams.records import encode
+
+log = logging.getLogger("kubesight.rules")
+DEFAULT_PACK = REPO / "rules" / "packs" / "default"
+
+class RulesStage:
+    """Hot-path adapter: engine.process / engine.tick -> emit alert transitions to ``alerts``."""
+
+    def __init__(self, holder: EngineHolder):
+        self.holder = holder
+
+    def process(self, rec, state, emit) -> None:
+        for a in self.holder.engine.process(rec, state, state.get(WATERMARK)):
+            emit("alerts", a.key(), encode(a))
+
+    def tick(self, now: float, state, emit) -> None:
+        for a in self.holder.engine.tick(now, state):
+            emit("alerts", a.key(), encode(a))
+
+class RulePacks:
+    """The pack sources of one worker and the engine holder they feed."""
+
+    def __init__(self, settings: Settings, topic_dir: Path | None = None):
+        self.paths = ([str(DEFAULT_PACK)] if settings.default_pack else []) + list(settings.rules)
+        self.topic_dir = topic_dir  # packs received on the rules topic, one file each
+        self.version = 0
+        self.errors: list[str] = []
+        self.holder = EngineHolder(self._load_or_empty())
+        self._mtimes = self._scan()
+
+    def sources(self) -> list[str]:
+        out = list(self.paths)
+        if self.topic_dir is not None and any(self.topic_dir.glob("*.yaml")):
+            out.append(str(self.topic_dir))
+        return out
+
+    def _load_or_empty(self) -> RuleSet:
+        if not self.sources():
+            return RuleSet.empty()
+        return load_packs(self.sources())  # at start-up an invalid pack is fatal: PackError propagates
+
+    def reload(self) -> list[str]:
+        """Validate every source again and swap; returns the errors (running set kept) or []."""
+        if not self.sources():
+            self.holder.swap(RuleSet.empty())
+            return []
+        errors = self.holder.reload(self.sources())
+        self.errors = errors
+        if errors:
+            log.error("rule packs refused, running version stays:\n  %s", "\n  ".join(errors))
+        else:
+            self.version += 1
+            log.warning("rule packs reloaded (%d rules)", len(self.holder.engine.ruleset))
+        return errors
+
+    def _scan(self) -> dict[str, float]:
+        from rules.load import pack_files
+
+        out = {}
+        for f in pack_files([p for p in self.paths if os.path.exists(p)]):
+            try:
+                out[str(f)] = f.stat().st_mtime
+            except OSError:
+                out[str(f)] = -1.0
+        return out
+
+    def poll_files(self) -> list[str] | None:
+        """Reload when a pack file changed on disk; None when nothing changed."""
+        now = self._scan()
+        if now == self._mtimes:
+            return None
+        self._mtimes = now
+        return self.reload()
+
+    def apply_topic_record(self, key: bytes | None, value: bytes | None) -> list[str]:
+        """A record of the rules topic: write (or remove) the pack file, then validate all and swap.
+
+        If the new set is refused, the file is put back as it was, so the next good record
+        validates against what is actually running.
+        """
+        assert self.topic_dir is not None
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", (key or b"unnamed").decode("utf-8", "replace"))
+        path = self.topic_dir / f"{name}.yaml"
+        before = path.read_bytes() if path.exists() else None
+        self.topic_dir.mkdir(parents=True, exist_ok=True)
+        if value:
+            path.write_bytes(value)
+        elif path.exists():
+            path.unlink()
+        errors = self.reload()
+        if errors:
+            if before is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(before)
+        return errors
+
+class RulesTopicWatcher(mode.Service):
+    """Every worker reads the whole compacted ``rules`` topic (no consumer group) and follows it."""
+
+    def __init__(self, settings: Settings, bootstrap: str, packs: RulePacks, **kw):
+        super().__init__(**kw)
+        self.settings, self.bootstrap, self.packs = settings, bootstrap, packs
+        self.applied = 0
+
+    @mode.Service.task
+    async def _follow(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                             isolation_level="read_committed", client_id=f"{self.settings.app_id}-rules")
+        await c.start()
+        try:
+            tp = TopicPartition(self.settings.topic("rules"), 0)
+            c.assign([tp])
+            await c.seek_to_beginning(tp)
+            while not self.should_stop:
+                batches = await c.getmany(timeout_ms=500)
+                for msgs in batches.values():
+                    for m in msgs:
+                        self.packs.apply_topic_record(m.key, m.value)
+                        self.applied += 1
+        finally:
+            await c.stop()
+
+    @mode.Service.timer(2.0)
+    async def _poll_files(self) -> None:
+        self.packs.poll_files()
+
+
+def signal_stages(settings: Settings, packs: RulePacks):
+    """The stages every signal goes through, in order."""
+    from streams.derived import Derived
+
+    return [Derived(), RulesStage(packs.holder)]
+
