@@ -150,7 +150,7 @@ def ab_update(cond, c: dict, t: float, value) -> None:
 
 
 def ab_holds(cond, c: dict, t: float, active: bool) -> bool:
-    return "lt" in c and t >= c["lt"] + cond.after
+    return "lt" in c and t >= c["lt"] + cond.after and (not cond.forget or t < c["lt"] + cond.forget)
 
 
 # ---------------------------------------------------------------- anomaly

@@ -221,7 +221,7 @@ class Engine:
                 view = event_view(ev)
             labels = self._event_labels(rule, ev, ident, view)
             emitted = emitted + self._eval(rule, st, te, labels, view or ident, c.get("m", ev.message))
-            if st["s"] == 0 and ct != "absent" and self._empty(rule, st, te):
+            if st["s"] == 0 and self._empty(rule, st, te):
                 if key in state:
                     del state[key]
             else:
@@ -325,7 +325,11 @@ class Engine:
         if ct == "state":
             return C.st_deadline(rule.cond, c)
         if ct == "absent":
-            return c["lt"] + rule.cond.after if "lt" in c and st["s"] == 0 else None
+            if "lt" not in c:
+                return None
+            if st["s"] == 0 and c["lt"] + rule.cond.after > st["e"]:
+                return c["lt"] + rule.cond.after
+            return c["lt"] + rule.cond.forget if rule.cond.forget else None
         return c["lt"] + rule.stale_after if "lt" in c else None
 
     def _deadline(self, rule: CompiledRule, st: dict):
@@ -345,6 +349,8 @@ class Engine:
             return C.st_empty(rule.cond, c, t)
         if ct == "threshold":
             return "lt" not in c or not rule.cond.window or t >= c["lt"] + rule.stale_after
+        if ct == "absent":
+            return bool(rule.cond.forget) and "lt" in c and t >= c["lt"] + rule.cond.forget
         return False
 
     def _note_due(self, rule: CompiledRule, st: dict, state) -> None:

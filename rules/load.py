@@ -262,6 +262,8 @@ def _check_pack(pack: schema.RulePack, errs: _Errors, registry) -> None:
                          f"must be {side} value ({c.value:g}) for op \"{c.op}\" (it is the level that clears the alert)")
         if c.type in ("threshold",) and c.agg in ("rate", "increase") and not c.window:
             errs.add(loc + ("condition", "window"), f"required for agg {c.agg} (e.g. 5m)")
+        if c.type == "absent" and c.forget and c.forget <= c.after:
+            errs.add(loc + ("condition", "forget"), "must be longer than after (or 0: never forget)")
         if c.type == "anomaly":
             if (c.above is None) == (c.quantile is None):
                 errs.add(loc + ("condition",), "give exactly one of above (a fixed score) or quantile (adaptive)")

@@ -137,10 +137,12 @@ class Threshold(_Base):
 
 
 class Absent(_Base):
-    """A signal seen before that has not been seen for ``after``."""
+    """A signal seen before that has not been seen for ``after``; after ``forget`` of silence (if set)
+    the signal counts as gone for good: the alert resolves and its state is dropped."""
 
     type: Literal["absent"]
     after: Duration
+    forget: Duration = 0.0
 
 
 class Anomaly(_Base):

@@ -357,3 +357,14 @@ def test_a_workloads_pods_split_by_node_so_node_alerts_can_inhibit_them(tmp_path
     assert [(a.labels["workload"], a.labels["node"]) for a in out] == [("Deployment/cart", "n1"), ("Deployment/cart", "n2")]
     assert sorted(k.split("|", 2)[2] for k in state if not k.startswith("rule|~")) == [
         "default/shop/Deployment/cart|@n1", "default/shop/Deployment/cart|@n2"]
+
+
+def test_absent_forgets_a_series_gone_for_good(tmp_path):
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: Gone
+          match: {metric: heartbeat}
+          condition: {type: absent, after: 5m, forget: 1h}
+        """))
+    out, state = run(eng, [sm(0, 1, "heartbeat")], ticks=[600, 3500, 4000])
+    assert out == [("firing", "Gone", 300.0, None), ("resolved", "Gone", 300.0, 3600.0)]
+    assert not [k for k in state if not k.startswith("rule|~")]

@@ -436,3 +436,12 @@ def test_all_errors_at_once_in_line_order(tmp_path):
         'p.yaml:9: rules[1].alert: invalid alert name "bad-name" (use letters, digits and _, e.g. KubeNodeNotReady)',
         'p.yaml:12: rules[1].severity: invalid severity "page" (use critical, warning, info)',
     ]
+
+
+def test_absent_forget_shorter_than_after(tmp_path):
+    got = one_rule(tmp_path, """\
+        - alert: A
+          match: {metric: up}
+          condition: {type: absent, after: 10m, forget: 5m}
+        """)
+    assert got == ["p.yaml:7: rules[0].condition.forget: must be longer than after (or 0: never forget)"]
