@@ -71,37 +71,39 @@ class Classifier:
         self.lines_seen += 1
         text = line.text
         out: list[Event] = []
-        if len(self.open) > 1 or (self.open and line.ctx not in self.open):
-            out += self._expire(line)
-        r = self.open.get(line.ctx)
+        # Reports group per printk caller; lines of other programs (syslog identifier) never join a kernel report.
+        ctx = line.ctx or (line.ident if line.ident not in ("", "kernel") else "")
+        if len(self.open) > 1 or (self.open and ctx not in self.open):
+            out += self._expire(line, ctx)
+        r = self.open.get(ctx)
         if r is not None and (self._gap(r, line) or len(r.lines) >= r.pat.max_lines):
-            out.append(self._close(line.ctx))
+            out.append(self._close(ctx))
             r = None
         hit = None
         if r is not None:
             pat = r.pat
             if pat.until is not None and pat.until.match(text):
-                self._absorb(r, line, self.ps.match(text))
-                out.append(self._close(line.ctx))
+                self._absorb(r, line, self.ps.match(text, line.ident))
+                out.append(self._close(ctx))
                 return out
             if pat.cont is not None:
                 if pat.cont.match(text):
-                    self._absorb(r, line, self.ps.match(text))  # e.g. CPER "event severity" fills a label
+                    self._absorb(r, line, self.ps.match(text, line.ident))  # e.g. CPER "event severity" fills a label
                     return out
-                out.append(self._close(line.ctx))
+                out.append(self._close(ctx))
             else:
-                hit = self.ps.match(text)
+                hit = self.ps.match(text, line.ident)
                 if hit is None:
                     self._absorb(r, line, None)
                     return out
                 if pat.reason in hit[0].merge:
                     self._absorb(r, line, hit)
                     return out
-                out.append(self._close(line.ctx))
+                out.append(self._close(ctx))
         elif not text:
             return out
         if hit is None:
-            hit = self.ps.match(text)
+            hit = self.ps.match(text, line.ident)
             if hit is None:
                 return out
         c, m = hit
@@ -109,7 +111,7 @@ class Classifier:
         rep.lines.append(text)
         rep.last_mono, rep.last_wall = line.mono, line.wall
         if c.p.report:
-            self.open[line.ctx] = rep
+            self.open[ctx] = rep
         else:
             out.append(self._event(rep))
         return out
@@ -126,11 +128,11 @@ class Classifier:
 
     # ------------------------------------------------------------ internals
 
-    def _expire(self, line: Line) -> list[Event]:
+    def _expire(self, line: Line, key: str) -> list[Event]:
         """Close other callers' reports that went quiet (time gap, or 4 x max_lines of other lines)."""
         out = []
         for ctx, r in list(self.open.items()):
-            if ctx != line.ctx and (self._gap(r, line) or self.lines_seen - r.opened_at > 4 * r.pat.max_lines):
+            if ctx != key and (self._gap(r, line) or self.lines_seen - r.opened_at > 4 * r.pat.max_lines):
                 out.append(self._close(ctx))
         return out
 

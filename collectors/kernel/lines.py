@@ -43,6 +43,7 @@ class Line:
     wall: float | None = None  # epoch seconds, when the line says
     ctx: str = ""  # printk caller: "T123" (task) or "C0" (cpu)
     host: str = ""
+    ident: str = ""  # syslog identifier: "kernel", "dockerd", "systemd", ...; "" when the line does not say
     dict: dict = field(default_factory=dict)  # kmsg dictionary (continuation lines " KEY=value")
 
 
@@ -53,9 +54,9 @@ _PSTORE = re.compile(r"^<(\d)>" + _TS + r" ?(.*)$", re.S)
 _BRACKET = re.compile(r"^" + _TS + r" ?(.*)$", re.S)
 _DMESG_T = re.compile(r"^\[(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([A-Z][a-z]{2} [ \d]?\d \d\d:\d\d:\d\d \d{4})\] ?(.*)$", re.S)
 _ISO = re.compile(r"^([a-z]+) *:([a-z]+) *: (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[,.]\d+)?(?:Z|[+-]\d\d:?\d\d)?) ?(.*)$", re.S)
-_SYSLOG = re.compile(
+_SYSLOG = re.compile(  # "<ts> <host> <ident>[pid]: message"; the kernel's may carry "[ 12.3]"
     r"^(?:<\d+>)?([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
-    r" (\S+) kernel: ?(?:" + _TS + r" ?)?(.*)$", re.S)
+    r" (\S+) ([^\s\[:]+)(?:\[\d+\])?: ?(?:" + _TS + r" ?)?(.*)$", re.S)
 _HOST_KERNEL = re.compile(r"^(\S+) kernel: ?(.*)$", re.S)  # journalctl -o short-monotonic
 _SYZ_TIME = re.compile(r"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) (.*)$", re.S)
 _NOISE = re.compile(r"^(?:\*\* \d+ printk messages dropped \*\* ?|[\w.-]+ login: )(?=.)")
@@ -103,7 +104,8 @@ def parse_line(raw: str, *, year: int | None = None) -> Line:
             if " kernel: " in text[:80]:
                 h = _HOST_KERNEL.match(text)
                 if h:
-                    return Line(h.group(2), "journal-monotonic", mono=float(m.group(1)), host=h.group(1))
+                    return Line(h.group(2), "journal-monotonic", mono=float(m.group(1)), host=h.group(1),
+                                ident="kernel")
             return Line(text, "bracket", mono=float(m.group(1)), ctx=m.group(2) or "")
         m = _DMESG_T.match(raw)
         if m:
@@ -132,7 +134,7 @@ def parse_line(raw: str, *, year: int | None = None) -> Line:
 
 
 def _syslog(m: re.Match, year: int | None) -> Line:
-    ts, host, mono, ctx, text = m.groups()
+    ts, host, ident, mono, ctx, text = m.groups()
     if ts[0].isdigit():
         wall = _iso(ts)
     else:
@@ -140,7 +142,7 @@ def _syslog(m: re.Match, year: int | None) -> Line:
         ts, _, frac = ts.partition(".")
         wall = datetime.strptime(f"{y} {ts.replace('  ', ' ')}", "%Y %b %d %H:%M:%S").replace(tzinfo=UTC).timestamp()
         wall += float(f"0.{frac}") if frac else 0.0
-    return Line(text, "syslog", wall=wall, host=host, mono=float(mono) if mono else None, ctx=ctx or "")
+    return Line(text, "syslog", wall=wall, host=host, mono=float(mono) if mono else None, ctx=ctx or "", ident=ident)
 
 
 def _journal(raw: str) -> Line:
@@ -168,4 +170,6 @@ def journal_entry(d: dict, shape: str = "journal") -> Line:
         prio = int(d["PRIORITY"]) if "PRIORITY" in d else None
     except (TypeError, ValueError) as exc:
         raise LineError(f"{shape} entry has a non-numeric timestamp or priority: {exc}") from None
-    return Line(str(msg).rstrip("\n"), shape, prio=prio, wall=wall, mono=mono, host=str(d.get("_HOSTNAME", "")))
+    ident = str(d.get("SYSLOG_IDENTIFIER") or ("kernel" if d.get("_TRANSPORT") == "kernel" else ""))
+    return Line(str(msg).rstrip("\n"), shape, prio=prio, wall=wall, mono=mono, host=str(d.get("_HOSTNAME", "")),
+                ident=ident)

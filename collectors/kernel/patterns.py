@@ -57,6 +57,7 @@ class Pattern(BaseModel):
     max_lines: int | None = Field(None, ge=1, le=100_000)
     merge: list[str] = Field(default_factory=list)
     enrich: Literal["memcg", "xid", "cper"] | None = None
+    idents: list[str] = Field(default_factory=list, description="syslog identifiers whose lines this pattern reads")
     npd: list[str] = Field(default_factory=list)
     examples: list[str] = Field(min_length=1)
 
@@ -154,17 +155,34 @@ class PatternSet:
         self.sources = sources
         self.patterns = [Compiled(p, i, defaults) for i, p in enumerate(patterns)]
         self.ignore = re.compile("|".join(f"(?:{rx})" for rx in ignore)) if ignore else None
-        # Pre-filter: every `match` with its groups made non-capturing, in one alternation.
-        plain = [re.sub(r"\(\?P<\w+>", "(?:", p.match) for p in patterns]
-        self.any = re.compile("|".join(f"(?:{rx})" for rx in plain)) if plain else re.compile(r"(?!)")
+        # Which patterns read which lines: kernel lines -> patterns without `idents`; lines of another
+        # program (syslog/journal identifier) -> patterns naming it; lines of unknown origin -> all.
+        self.kernel = [c for c in self.patterns if not c.p.idents]
+        self.by_ident: dict[str, list[Compiled]] = {}
+        for c in self.patterns:
+            for ident in c.p.idents:
+                self.by_ident.setdefault(ident, []).append(c)
+        self.any_all = _prefilter(self.patterns)
+        self.any_kernel = _prefilter(self.kernel)
 
-    def match(self, text: str) -> tuple[Compiled, re.Match] | None:
-        """First pattern matching the message (anchored at its start), or None."""
-        if not self.any.match(text):
+    def match(self, text: str, ident: str = "") -> tuple[Compiled, re.Match] | None:
+        """First pattern matching the message (anchored at its start), or None.
+
+        ``ident`` is the syslog identifier of the line ("kernel", "dockerd", ...; "" if unknown).
+        """
+        if not ident:
+            pats, pre = self.patterns, self.any_all
+        elif ident == "kernel":
+            pats, pre = self.kernel, self.any_kernel
+        else:
+            pats, pre = self.by_ident.get(ident), None
+            if not pats:
+                return None
+        if pre is not None and not pre.match(text):
             return None
         if self.ignore is not None and self.ignore.match(text):
             return None
-        for c in self.patterns:
+        for c in pats:
             m = c.rx.match(text)
             if m:
                 return c, m
@@ -172,6 +190,12 @@ class PatternSet:
 
     def reasons(self) -> set[str]:
         return {c.reason for c in self.patterns}
+
+
+def _prefilter(patterns: list[Compiled]) -> re.Pattern:
+    """Every `match` with its groups made non-capturing, in one alternation: most lines cost one regex."""
+    plain = [re.sub(r"\(\?P<\w+>", "(?:", c.p.match) for c in patterns]
+    return re.compile("|".join(f"(?:{rx})" for rx in plain)) if plain else re.compile(r"(?!)")
 
 
 # ---------------------------------------------------------------- loading

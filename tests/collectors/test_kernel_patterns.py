@@ -204,3 +204,22 @@ def test_hardware_and_network_reports(patterns):
     assert (evs[0].labels["cper_severity"], evs[0].labels["condition"]) == ("fatal", "CperHardwareErrorFatal")
     assert evs[1].labels["cper_severity"] == "corrected"
     assert (evs[2].labels["device"], evs[2].labels["driver"], evs[2].labels["queue"]) == ("eth0", "ixgbe", "3")
+
+
+def test_lines_of_other_programs_only_meet_patterns_that_name_them(patterns):
+    """/var/log/messages or a journal export mixes programs: a userland "WARNING:" is not a kernel warning,
+    and dockerd/systemd/smartd lines meet only the patterns that read them (NPD's journald sources)."""
+    text = """\
+Nov 10 14:17:41 n1 kernel: [ 12.000000] WARNING: CPU: 0 PID: 1 at kernel/x.c:1 f+0x1/0x2
+Nov 10 14:17:41 n1 myapp[77]: WARNING: CPU: 0 PID: 1 at kernel/x.c:1 f+0x1/0x2
+Nov 10 14:17:42 n1 kernel: [ 12.100000] ---[ end trace 0 ]---
+Nov 10 14:17:43 n1 systemd[1]: Started Kubernetes kubelet.
+Nov 10 14:17:43 n1 kernel: Started Kubernetes kubelet.
+Nov 10 14:17:44 n1 dockerd[900]: time="x" level=error msg="Handler for GET /containers/json returned error: readlink /var/lib/docker/overlay2/l: invalid argument"
+Nov 10 14:17:45 n1 smartd[812]: Device: /dev/sda [SAT], 120 Currently unreadable (pending) sectors"""
+    c = Classifier(patterns, node="n1")
+    evs = [e for i, raw in enumerate(text.splitlines(), 1) for e in c.feed(parse_line(raw, year=2025), i)]
+    evs += c.flush()
+    assert [(e.reason, e.labels["lines"]) for e in evs] == [
+        ("KernelWarning", "2"), ("KubeletStart", "1"), ("CorruptDockerOverlay2", "1"), ("DiskBadBlock", "1")]
+    assert evs[1].type == "Normal" and evs[1].severity == "info"
