@@ -6,7 +6,9 @@ is one future per record.  Series keys repeat every scrape, so ``BatchProducer``
 key's partition once (Kafka's default partitioner: ``murmur2(key) & 0x7fffffff % partitions``,
 so a series lands where any other producer would put it) and appends the records to one
 ``BatchBuilder`` per partition, awaiting every batch's acknowledgement (acks=all, idempotent:
-the sink's producer).  Values are byte-identical to ``streams.records.encode``.
+the sink's producer).  Values are byte-identical to ``streams.records.encode``, except that
+non-finite values are spelled ``"NaN"``, ``"+Inf"``, ``"-Inf"`` (which ``records.decode``
+accepts) where orjson would write ``null`` (which it rejects).
 """
 
 from __future__ import annotations
@@ -62,7 +64,10 @@ class BatchProducer:
             t = times.get(s.time)
             if t is None:
                 t = times[s.time] = format_time(s.time)
-            value = dumps({"v": VERSION, "kind": "sample", "name": s.name, "labels": s.labels, "value": s.value,
+            v = s.value
+            if v - v != 0:  # NaN or +-Inf
+                v = "NaN" if v != v else ("+Inf" if v > 0 else "-Inf")
+            value = dumps({"v": VERSION, "kind": "sample", "name": s.name, "labels": s.labels, "value": v,
                            "time": t})
             b = batches.get(p)
             if b is None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 
 import cramjam
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -59,6 +60,13 @@ def _schema():
 
 
 WriteRequest = _schema()
+
+
+STALE_NAN = 0x7FF0000000000002  # Prometheus' staleness marker: "this series ended", not a value
+
+
+def _is_stale(v: float) -> bool:
+    return v != v and struct.unpack("<Q", struct.pack("<d", v))[0] == STALE_NAN
 
 
 class PayloadError(ValueError):
@@ -102,7 +110,9 @@ def decode(body: bytes, max_bytes: int = 32 * 2**20):
 
 
 def samples_of(req, extra_labels: dict | None = None) -> list[Sample]:
-    """One Sample per (series, sample); PayloadError on a series Prometheus itself would refuse."""
+    """One Sample per (series, sample); PayloadError on a series Prometheus itself would refuse.
+
+    Staleness markers (a special NaN) are protocol, not observations: they are left out."""
     out = []
     append = out.append
     extra = extra_labels or {}
@@ -123,7 +133,10 @@ def samples_of(req, extra_labels: dict | None = None) -> list[Sample]:
         if extra:
             labels.update(extra)
         for s in ts.samples:
-            append(Sample(name, s.value, s.timestamp / 1000.0, labels))
+            v = s.value
+            if v != v and _is_stale(v):
+                continue
+            append(Sample(name, v, s.timestamp / 1000.0, labels))
     return out
 
 

@@ -156,3 +156,16 @@ def test_a_configured_token_is_required(settings):
                                            (body, {**HEADERS, "Authorization": "Bearer t2"})], tokens=["t1", "t2"]))
     assert [s for s, _ in res[:3]] == [401, 401, 204]
     assert len(read_topic(settings.kafka, settings.topic("samples"))) == 2
+
+
+def test_staleness_markers_are_left_out():
+    import struct
+
+    req = WriteRequest()
+    ts = req.timeseries.add()
+    ts.labels.add(name="__name__", value="up")
+    stale = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
+    for t, v in ((1000, 1.0), (2000, float("nan")), (3000, stale)):
+        ts.samples.add(value=v, timestamp=t)
+    got = samples_of(decode(encode(req)))
+    assert [s.time for s in got] == [1.0, 2.0] and got[1].value != got[1].value
