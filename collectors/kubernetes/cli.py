@@ -12,8 +12,8 @@ what it watches (get/list/watch only; see deploy/kubernetes/collector-kubernetes
   nodes           Node conditions                        -> source k8s-state: NodeNotReady, NodeReady,
                   NodeMemoryPressure, NodeDiskPressure, NodePIDPressure, NodeNetworkUnavailable (+ ...Cleared)
   pods            container and pod states               -> source k8s-state: ContainerOOMKilled,
-                  ContainerError, CrashLoopBackOff, ImagePullBackOff, ErrImagePull, ContainerRestarted,
-                  Evicted, Preempted
+                  ContainerError (non-zero exit), CrashLoopBackOff, ImagePullBackOff (waiting on
+                  ErrImagePull or ImagePullBackOff), ContainerRestarted, Evicted, Preempted
   and reads (get) namespaces, pods, replicasets, deployments, statefulsets, daemonsets, jobs, cronjobs
   to resolve owners.
 

@@ -250,3 +250,32 @@ def test_owner_cache_is_bounded_and_expires():
     now[0] = 11.0
     o.get("Deployment", "ns", "d49")
     assert calls.count("d49") == 2
+
+
+# ---------------------------------------------------------------- deploy manifest
+
+
+def test_cluster_role_grants_exactly_what_the_collector_uses():
+    import yaml
+
+    from collectors.kubernetes.api import READERS, STREAMS
+    from streams.config import REPO
+
+    docs = list(yaml.safe_load_all((REPO / "deploy" / "kubernetes" / "collector-kubernetes.yaml").read_text()))
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+               for v in rule["verbs"]}
+    group = {"Namespace": "", "Pod": "", "ReplicaSet": "apps", "Deployment": "apps", "StatefulSet": "apps",
+             "DaemonSet": "apps", "Job": "batch", "CronJob": "batch"}
+    watched = {("events.k8s.io" if s.api == "EventsV1Api" else "", s.kind.lower() + "s", v)
+               for s in STREAMS.values() for v in ("list", "watch")}
+    read = {(group[k], k.lower() + "s", "get") for k in READERS}
+    assert granted == watched | read
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == next(
+        d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:3] == ["collect", "kubernetes", "--in-cluster"]
+    from streams.cli import build_parser
+
+    assert build_parser().parse_args(args).func.__module__ == "collectors.kubernetes.cli"
