@@ -72,8 +72,12 @@ def parse_record(rec: str, year: int | None = None) -> list[Line]:
     return out
 
 
-def from_lines(lines: Iterable[str], *, start: int = 1, year: int | None = None, where: dict | None = None) -> Iterator[Item]:
-    """Text lines (any shape, mixed) -> Items; kmsg dictionary lines join their record."""
+def from_lines(lines: Iterable[str | None], *, start: int = 1, year: int | None = None,
+               where: dict | None = None) -> Iterator[Item]:
+    """Text lines (any shape, mixed) -> Items; kmsg dictionary lines join their record.
+
+    ``None`` in ``lines`` means the writer went quiet: it becomes an ``idle`` item.
+    """
     where = where or {}
     pending: tuple[int, str] | None = None  # a kmsg record waiting for its dictionary lines
     dict_lines: list[str] = []
@@ -88,7 +92,15 @@ def from_lines(lines: Iterable[str], *, start: int = 1, year: int | None = None,
 
     export: dict | None = None  # a `journalctl -o export` entry being collected (KEY=value lines)
     export_no = 0
-    for no, raw in enumerate(lines, start):
+    no = start - 1
+    for raw in lines:
+        if raw is None:
+            if pending is not None:
+                yield from emit_pending()
+                pending, dict_lines = None, []
+            yield Item("idle")
+            continue
+        no += 1
         raw = raw.rstrip("\r\n")
         if export is not None:
             if raw:
@@ -157,8 +169,9 @@ def from_path(path: str | Path, *, year: int | None = None) -> Iterator[Item]:
         yield from from_lines(_text_lines(f.read_bytes()), year=year, where={"file": str(f)})
 
 
-def _chunks_with_idle(fd: int, idle: float | None, follow: bool) -> Iterator[bytes | None]:
-    """Bytes from a pipe/tty/file descriptor; None after ``idle`` seconds without data."""
+def _stream_lines(fd: int, idle: float | None) -> Iterator[str | None]:
+    """Lines from a descriptor (pipe, tty, file); None after ``idle`` seconds without data."""
+    buf = b""
     while True:
         if idle is not None:
             r, _, _ = select.select([fd], [], [], idle)
@@ -167,25 +180,18 @@ def _chunks_with_idle(fd: int, idle: float | None, follow: bool) -> Iterator[byt
                 continue
         data = os.read(fd, 65536)
         if not data:
-            return
-        yield data
+            break
+        buf += data
+        *complete, buf = buf.split(b"\n")
+        for raw in complete:
+            yield raw.decode("utf-8", "replace")
+    if buf:
+        yield buf.decode("utf-8", "replace")
 
 
 def from_stream(fd: int = 0, *, idle: float | None = 2.0, year: int | None = None) -> Iterator[Item]:
-    """Lines from a descriptor (stdin); ``idle`` ticks while the writer is quiet."""
-    buf = b""
-    no = 0
-    for chunk in _chunks_with_idle(fd, idle, True):
-        if chunk is None:
-            yield Item("idle")
-            continue
-        buf += chunk
-        *complete, buf = buf.split(b"\n")
-        for raw in complete:
-            no += 1
-            yield from from_lines([raw.decode("utf-8", "replace")], start=no, year=year, where={"file": "-"})
-    if buf:
-        yield from from_lines([buf.decode("utf-8", "replace")], start=no + 1, year=year, where={"file": "-"})
+    """Lines from a descriptor (stdin), any shape; ``idle`` items while the writer is quiet."""
+    return from_lines(_stream_lines(fd, idle), year=year, where={"file": "-"})
 
 
 def kmsg_items(reads: Iterable[bytes | OSError | None], *, after: int | None = None,

@@ -160,3 +160,20 @@ def test_kmsg_dictionary_becomes_labels():
     (e,) = evs
     assert (e.reason, e.labels["device"], e.labels["driver"], e.labels["seq"]) == ("NetLinkDown", "eno1", "e1000e", "5")
     assert (e.labels["kmsg_subsystem"], e.labels["kmsg_device"]) == ("pci", "+pci:0000:00:1f.6")
+
+
+def test_stream_keeps_multi_line_records_together():
+    """stdin (a pipe) carries kmsg dictionaries and journal export entries across reads."""
+    import os
+
+    from collectors.kernel.sources import from_stream
+
+    r, w = os.pipe()
+    os.write(w, b"__CURSOR=s=a;i=1\n__REALTIME_TIMESTAMP=1737434504283302\n_TRANSPORT=kernel\n"
+                b"MESSAGE=nf_conntrack: table full, dropping packet\n\n"
+                b"6,5,100,-;e1000e 0000:00:1f.6 eno1: NIC Link is Down\n SUBSYSTEM=pci\n")
+    os.close(w)
+    items = list(from_stream(r, idle=None))
+    os.close(r)
+    assert [(i.kind, i.pos, i.line.shape) for i in items] == [("line", 1, "journal-export"), ("line", 6, "kmsg")]
+    assert items[0].line.ident == "kernel" and items[1].line.dict == {"SUBSYSTEM": "pci"}
