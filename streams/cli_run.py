@@ -34,6 +34,8 @@ def register(sub, groups) -> None:
     d.add_argument("--speed", type=float, default=0.0, help="replay time acceleration; 0 = as fast as possible")
     d.add_argument("--owners", default=str(REPO / "deploy" / "demo" / "owners.yaml"),
                    help="namespace -> team map for the replay (default: %(default)s)")
+    d.add_argument("--routing", default=str(REPO / "deploy" / "demo" / "routing.yaml"),
+                   help="routing file; the demo starts a local webhook receiver per receiver (default: %(default)s)")
     d.add_argument("--quiet", action="store_true", help="print only the summary, not every alert")
     d.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the worker to catch up")
     d.set_defaults(func=_demo)
@@ -160,6 +162,71 @@ def format_alert(a: dict) -> str:
     return f"{t} {a.get('status', '').upper():8} {lab.get('severity', ''):8} {lab.get('alertname')} {where}{owner}: {summary}"
 
 
+class DemoReceivers(threading.Thread):
+    """One real local webhook server per receiver of the routing file (free loopback ports)."""
+
+    def __init__(self, routing_path: str, out_path: Path, quiet: bool):
+        super().__init__(daemon=True)
+        import yaml
+
+        self.cfg = yaml.safe_load(Path(routing_path).read_text())
+        self.out_path = out_path
+        self.quiet = quiet
+        self.got: dict[str, list[dict]] = {}
+        self.ready = threading.Event()
+        self.loop = None
+        self.runner = None
+        self.last = time.monotonic()
+
+    def run(self) -> None:
+        import asyncio
+
+        from aiohttp import web
+
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        app = web.Application()
+
+        async def hook(request):
+            name = request.match_info["name"]
+            body = await request.json()
+            self.got.setdefault(name, []).append(body)
+            self.last = time.monotonic()
+            if not self.quiet:
+                from tqdm import tqdm
+
+                names = sorted({a["labels"].get("alertname", "?") for a in body.get("alerts", [])})
+                tqdm.write(f"  -> {name:20} {body.get('status', '').upper():8} {', '.join(names)} "
+                           f"({len(body.get('alerts', []))} alerts, group {body.get('groupLabels')})", file=sys.stdout)
+            return web.Response(text="ok")
+
+        app.router.add_post("/hook/{name}", hook)
+        self.runner = web.AppRunner(app)
+        self.loop.run_until_complete(self.runner.setup())
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        port = site._server.sockets[0].getsockname()[1]
+        for r in self.cfg.get("receivers", []):
+            for w in r.get("webhook_configs", []):
+                w["url"] = f"http://127.0.0.1:{port}/hook/{r['name']}"
+        import yaml
+
+        self.out_path.parent.mkdir(parents=True, exist_ok=True)
+        self.out_path.write_text(yaml.safe_dump(self.cfg, sort_keys=False))
+        self.ready.set()
+        self.loop.run_forever()
+
+    def stop(self) -> None:
+        if self.loop is not None:
+            async def _close():
+                await self.runner.cleanup()
+            import asyncio
+
+            asyncio.run_coroutine_threadsafe(_close(), self.loop).result(5)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self.join(5)
+
+
 def _demo(args) -> int:
     from collectors.replay import DEFAULT_EVENTS, load_owners, replay
     from collectors.sink import KafkaSink
@@ -173,6 +240,7 @@ def _demo(args) -> int:
     broker = None
     procs: list[subprocess.Popen] = []
     tail = None
+    receivers = None
     try:
         if settings.kafka:
             bootstrap = settings.kafka
@@ -184,8 +252,13 @@ def _demo(args) -> int:
             broker = launcher.start(f"demo-{tag}", attach=True)
             bootstrap = broker.bootstrap
         t_kafka = time.monotonic() - t_start
-        ensure_topics(settings, bootstrap)
         log_dir = REPO / ".cache" / "demo"
+        if args.routing:
+            receivers = DemoReceivers(args.routing, log_dir / f"routing-{tag}.yaml", args.quiet)
+            receivers.start()
+            receivers.ready.wait(10)
+            settings = settings.model_copy(update={"routing": str(receivers.out_path)})
+        ensure_topics(settings, bootstrap)
         procs.append(spawn_worker(settings, bootstrap, log_dir / f"worker-{tag}.log", worker_id=f"demo-{tag}"))
         print(f"demo: worker started (log {log_dir / f'worker-{tag}.log'})", file=sys.stderr)
         tail = AlertTail(bootstrap, settings.topic("alerts"), args.quiet)
@@ -209,6 +282,9 @@ def _demo(args) -> int:
                 print(f"demo: worker still {lag} records behind after {args.timeout:.0f}s", file=sys.stderr)
                 return 1
             time.sleep(0.3)
+        if receivers is not None:  # notifications settle: quiet for longer than group_interval (5 s in the demo routing)
+            while time.monotonic() - receivers.last < 7.0 and time.monotonic() < deadline:
+                time.sleep(0.2)
         time.sleep(1.0)
         tail.stop()
         alerts = tail.alerts
@@ -220,12 +296,18 @@ def _demo(args) -> int:
         print("\nsummary")
         print(f"  signals in     {sent} events replayed, {dead} rejected to the dead-letter topic")
         print(f"  alerts out     {len(alerts)} ({', '.join(f'{k} {v}' for k, v in sorted(by_name.items()))})")
+        if receivers is not None:
+            for name, notes in sorted(receivers.got.items()):
+                n_alerts = sum(len(n.get("alerts", [])) for n in notes)
+                print(f"  -> {name:20} {len(notes)} notifications, {n_alerts} alerts")
         print(f"  seconds        {elapsed:.1f} end to end (Kafka ready after {t_kafka:.1f})")
         return 0
     finally:
         # each step on its own: one failing must not leave a worker or a JVM behind
         if tail is not None:
             _quietly(tail.stop)
+        if receivers is not None:
+            _quietly(receivers.stop)
         for p in procs:
             _quietly(stop_process, p)
         if broker is not None:
