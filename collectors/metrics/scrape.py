@@ -30,6 +30,7 @@ log = logging.getLogger("kubesight.metrics")
 
 ACCEPT = f"{OPENMETRICS};version=1.0.0;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 DEADLETTER_HEAD = 256 * 1024  # bytes of a bad page kept on the dead-letter topic
+THREAD_PARSE_BYTES = 256 * 1024  # larger pages are parsed in a worker thread
 
 
 class ScrapeError(Exception):
@@ -203,7 +204,10 @@ class Scraper:
         n = 0
         try:
             body, om = await self.fetch(t)
-            samples = self.samples_of(t, body, om, now)
+            if len(body) > THREAD_PARSE_BYTES:  # keep the loop (other targets, remote-write) responsive
+                samples = await asyncio.to_thread(self.samples_of, t, body, om, now)
+            else:
+                samples = self.samples_of(t, body, om, now)
             n = len(samples)
             result, error = "ok", ""
         except ScrapeError as exc:

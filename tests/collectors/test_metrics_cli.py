@@ -154,3 +154,11 @@ def test_the_collector_process_scrapes_on_schedule_and_takes_remote_write(data_d
     rw = [v for _, v in read_topic(settings.kafka, settings.topic("samples")) if v["labels"].get("via") == "rw"]
     assert [(v["name"], v["value"]) for v in rw] == [("up", 1.0), ("up", 2.0)]
     assert b"remote-write intake on http://127.0.0.1:" in err
+
+
+def test_bench_parse_only_prints_the_figures(data_dir, capsys):
+    assert main(["bench", "metrics", "--parse-only", "--rounds", "1", "--data", str(data_dir)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "apiserver page: 3.0 MB, 22853 samples"
+    assert [line.split()[:2] for line in out[1:3]] == [["parse", "kubesight"], ["parse", "prometheus_client"]]
+    assert out[4].split()[:2] == ["decode", "snappy"] and "samples/s" in out[5]
