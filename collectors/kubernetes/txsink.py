@@ -21,7 +21,7 @@ class TransactionalSink(KafkaSink):
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
                                       transactional_id=transactional_id, linger_ms=linger_ms, client_id=client_id,
                                       retries=2**31 - 1, max_in_flight_requests_per_connection=5,
-                                      batch_size=256 * 1024, transaction_timeout_ms=60_000)
+                                      batch_size=256 * 1024, transaction_timeout_ms=300_000)
         self.sent = 0
         self.dead = 0
         self.producer.init_transactions()  # fences a previous instance and aborts its open transaction
