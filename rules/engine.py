@@ -5,6 +5,11 @@ record): ``rule|<alert>#<hash>|<group>`` -> ``{"s": 0|1|2 (inactive, pending, fi
 "e": last evaluation time, "l": labels, "n": annotations, "c": condition state}``, plus
 ``rule|~due`` (the earliest timer) and ``rule|~ver`` (the rule set the timers were scanned for).
 
+Time: only event time (record times and the watermark ``now``).  Every transition happens at an
+exact time (a pending rule fires at activeAt + ``for``, a window expires at its last event +
+``window``), whatever the tick cadence; a timer due at t applies before the records of time t.
+A firing alert's ``startsAt`` is the time its condition began to hold (as in Prometheus).
+
 Co-partitioning: events are keyed in Kafka by entity (``Entity.key()``: workload, else object,
 else node) and samples by series.  A group key is always that key (plus, for events, the node
 of a workload's pod and the rule's ``group_by`` values), so a group never spans partitions: ``group_by`` can split a group further
