@@ -63,6 +63,7 @@ class Classifier:
         self.open: dict[str, _Report] = {}
         self.gap = patterns.defaults.gap_seconds
         self.lines_seen = 0
+        self.file = ""  # the log file being read (--from-file), added as label `file`
         self.pos_of: dict[str, int] = {}  # event id -> position of its first line (read and cleared by the collector)
 
     # ------------------------------------------------------------ feeding
@@ -186,6 +187,8 @@ class Classifier:
         labels["pattern"] = p.id
         labels["lines"] = str(len(r.lines))
         labels["title"] = r.lines[0][:512]
+        if self.file:
+            labels["file"] = self.file
         if first.seq is not None:
             labels["seq"] = str(first.seq)
         else:

@@ -112,6 +112,7 @@ class KernelCollector:
             elif it.kind == "file":  # a folder: reports never span two files
                 self._send(self.c.flush())
                 self.c.source_id = it.raw
+                self.c.file = it.raw
             if since >= self.commit_lines or (since and time.monotonic() - t_commit >= self.commit_seconds):
                 self.commit()
                 t_commit, since = time.monotonic(), 0

@@ -121,6 +121,9 @@ def test_cli_from_file_stdout(data_dir, capsys):
     assert sorted(e["reason"] for e in events) == sorted(
         ["DockerHung", "TaskHung", "KernelOops", "KernelOops", "OOMKilling", "FilesystemReadOnly", "UnregisterNetDevice"])
     assert {(e["entity"]["node"], e["entity"]["cluster"], e["source"]) for e in events} == {("worker-9", "c1", "kernel")}
+    assert {e["labels"]["file"].rsplit("/", 1)[1] for e in events} == {
+        "docker_hung", "aufs_umount_hung", "null_pointer", "divide_zero", "oom_kill", "readonly_filesystem",
+        "unregister_netdevice"}
     assert "7 events, 0 dead-lettered" in err
 
 
