@@ -432,5 +432,6 @@ class Engine:
 
     @staticmethod
     def _alert(rule: CompiledRule, st: dict, status: str, t: float) -> Alert:
-        return Alert(labels=dict(st["l"]), annotations=dict(st.get("n") or {}), status=status,
+        labels = {k: v if v.__class__ is str else ("" if v is None else str(v)) for k, v in st["l"].items()}
+        return Alert(labels=labels, annotations=dict(st.get("n") or {}), status=status,
                      startsAt=st["a"], endsAt=t if status == "resolved" else None, source=rule.origin)

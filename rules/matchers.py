@@ -52,6 +52,8 @@ class Matcher:
 
     def matches(self, labels: dict) -> bool:
         v = labels.get(self.name, "")
+        if v.__class__ is not str:
+            v = "" if v is None else str(v)  # sloppy inputs (numbers as label values) must not crash a worker
         op = self.op
         if op == "=":
             return v == self.value

@@ -368,3 +368,13 @@ def test_absent_forgets_a_series_gone_for_good(tmp_path):
     out, state = run(eng, [sm(0, 1, "heartbeat")], ticks=[600, 3500, 4000])
     assert out == [("firing", "Gone", 300.0, None), ("resolved", "Gone", 300.0, 3600.0)]
     assert not [k for k in state if not k.startswith("rule|~")]
+
+
+def test_non_string_label_values_are_matched_as_text(tmp_path):
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: Disk
+          match: {metric: node_md_disks, matchers: ['state="failed"', 'slot=~"[0-9]+"']}
+          condition: {type: threshold, op: ">", value: 0}
+        """))
+    out = eng.process(Sample("node_md_disks", 1.0, 0.0, {"state": "failed", "slot": 3, "x": None}), {})
+    assert [(a.labels["slot"], a.labels["x"]) for a in out] == [("3", "")]  # alert labels are strings
