@@ -137,7 +137,10 @@ class Collector:
             _, _, reason, raw, rv = item
             self._reject(reason, raw, stream, rv)
         elif what == "sync":
+            before = self.stats.records
             self._sync(stream, item[2], item[3])
+            log.info("%s: listed %d objects at resourceVersion %s -> %d records", stream, len(item[2]), item[3],
+                     self.stats.records - before)
             self._set_rv(stream, item[3])
             self.baseline[stream] = False
         else:
