@@ -105,6 +105,64 @@ def event_identity(ev: Event) -> dict:
     return {k: v for k, v in d.items() if v}
 
 
+class _EventCtx:
+    """The event being applied, with its view and identity computed once, when first needed."""
+
+    __slots__ = ("ev", "_view", "_ident")
+
+    def __init__(self, ev: Event):
+        self.ev = ev
+        self._view = None
+        self._ident = None
+
+    def view(self) -> dict:
+        if self._view is None:
+            self._view = event_view(self.ev)
+        return self._view
+
+    def labels(self, rule: CompiledRule) -> dict:
+        if self._ident is None:
+            self._ident = event_identity(self.ev)
+        labels = dict(rule.labels)
+        labels.update(self._ident)
+        if rule.group_by:
+            view = self.view()
+            for g in rule.group_by:
+                v = view.get(g)
+                if v:
+                    labels[g] = v
+        if self.ev.entity.owner:
+            labels["owner"] = self.ev.entity.owner
+        labels["alertname"] = rule.alert
+        labels["severity"] = rule.severity
+        return labels
+
+    def message(self, c: dict) -> str:
+        return c.get("m", self.ev.message)
+
+
+class _SampleCtx:
+    """The sample being applied: its labels are its identity."""
+
+    __slots__ = ("s",)
+
+    def __init__(self, s: Sample):
+        self.s = s
+
+    def view(self) -> dict:
+        return self.s.labels
+
+    def labels(self, rule: CompiledRule) -> dict:
+        labels = dict(rule.labels)
+        labels.update(self.s.labels)
+        labels["alertname"] = rule.alert
+        labels["severity"] = rule.severity
+        return labels
+
+    def message(self, c: dict) -> str:
+        return ""
+
+
 class Engine:
     """Evaluates a RuleSet; ``process`` per signal, ``tick`` on the event-time watermark."""
 
@@ -179,8 +237,7 @@ class Engine:
     # ------------------------------------------------------------ events
 
     def _process_event(self, ev: Event, rules, state, t: float) -> list[Alert]:
-        view = None
-        ident = None
+        ctx = None
         gkey = None
         out = _NONE
         for rule in rules:
@@ -190,9 +247,10 @@ class Engine:
             if not resolving and (rule.reasons is not None and ev.reason not in rule.reasons
                                   or ev.source not in rule.sources):
                 continue
+            if ctx is None:
+                ctx = _EventCtx(ev)
             if rule.matchers and not resolving:
-                if view is None:
-                    view = event_view(ev)
+                view = ctx.view()
                 if not all(m.matches(view) for m in rule.matchers):
                     continue
             if gkey is None:
@@ -202,9 +260,8 @@ class Engine:
                     gkey += "|@" + e.node  # a workload's pods on one node: inhibitable by node alerts
             key = f"{PREFIX}{rule.sid}|{gkey}"
             if rule.group_by:
-                if view is None:
-                    view = event_view(ev)
-                key += "|" + "|".join(view.get(g, "") for g in rule.group_by)
+                view = ctx.view()
+                key += "|" + "|".join(str(view.get(g, "")) for g in rule.group_by)
             st = state.get(key)
             if st is None:
                 if resolving:
@@ -220,12 +277,9 @@ class Engine:
                 C.st_update(rule.cond, c, te, ev, resolving)
             else:  # absent
                 C.ab_update(rule.cond, c, ev.time, None)
-            if ident is None:
-                ident = event_identity(ev)
-            if view is None and (rule.annotations or rule.group_by):
-                view = event_view(ev)
-            labels = self._event_labels(rule, ev, ident, view)
-            emitted = emitted + self._eval(rule, st, te, labels, view or ident, c.get("m", ev.message))
+            got = self._eval(rule, st, te, ctx)
+            if got:
+                emitted = got if emitted is _NONE else emitted + got
             if st["s"] == 0 and self._empty(rule, st, te):
                 if key in state:
                     del state[key]
@@ -236,23 +290,10 @@ class Engine:
                 out = emitted if out is _NONE else out + emitted
         return out
 
-    @staticmethod
-    def _event_labels(rule: CompiledRule, ev: Event, ident: dict, view) -> dict:
-        labels = dict(rule.labels)
-        labels.update(ident)
-        for g in rule.group_by:
-            v = view.get(g)
-            if v:
-                labels[g] = v
-        if ev.entity.owner:
-            labels["owner"] = ev.entity.owner
-        labels["alertname"] = rule.alert
-        labels["severity"] = rule.severity
-        return labels
-
     # ------------------------------------------------------------ samples
 
     def _process_sample(self, s: Sample, rules, state, t: float) -> list[Alert]:
+        ctx = None
         gkey = None
         out = _NONE
         for rule in rules:
@@ -260,6 +301,7 @@ class Engine:
                 continue
             if gkey is None:
                 gkey = s.series()
+                ctx = _SampleCtx(s)
             key = f"{PREFIX}{rule.sid}|{gkey}"
             st = state.get(key)
             if st is None:
@@ -275,11 +317,9 @@ class Engine:
                 C.an_update(rule.cond, c, te, s, c["det"])
             else:
                 C.ab_update(rule.cond, c, s.time, s.value)
-            labels = dict(rule.labels)
-            labels.update(s.labels)
-            labels["alertname"] = rule.alert
-            labels["severity"] = rule.severity
-            emitted = emitted + self._eval(rule, st, te, labels, s.labels, "")
+            got = self._eval(rule, st, te, ctx)
+            if got:
+                emitted = got if emitted is _NONE else emitted + got
             if st["s"] == 0 and self._empty(rule, st, te):
                 if key in state:
                     del state[key]
@@ -372,29 +412,37 @@ class Engine:
             d = self._deadline(rule, st)
             if d is None or d > t:
                 break
-            got = self._eval(rule, st, d, None, None, None)
+            got = self._eval(rule, st, d, None)
             if got:
                 out = got if out is _NONE else out + got
         return out
 
-    def _eval(self, rule: CompiledRule, st: dict, t: float, labels, view, message) -> list[Alert]:
-        """Re-evaluate the condition at ``t`` and move pending/firing/inactive; returns transitions."""
+    def _eval(self, rule: CompiledRule, st: dict, t: float, ctx) -> list[Alert]:
+        """Re-evaluate the condition at ``t`` and move pending/firing/inactive; returns transitions.
+
+        ``ctx`` is the signal being applied (labels and annotations are taken from it), or None
+        for a timer (the stored ones are used).  Annotations are rendered while pending, so a
+        firing alert says what held just before it fired.
+        """
         if t > st["e"]:
             st["e"] = t
         s = st["s"]
         c = st["c"]
         out = _NONE
         if self._holds(rule, c, t, s > 0):
-            if labels is not None:
-                ann = self._annotations(rule, c, labels, view, message) if rule.annotations else {}
-                if s == 2 and labels != st["l"]:
-                    # identity changed under a firing alert (new owner, new rule labels): replace it
-                    out = [self._alert(rule, st, "resolved", t), None]
-                    st["a"] = t
-                    st["l"], st["n"] = labels, ann
-                    out[1] = self._alert(rule, st, "firing", t)
+            if ctx is not None:
+                labels = ctx.labels(rule)
+                if s == 2:
+                    if labels != st["l"]:
+                        # identity changed under a firing alert (new owner, new rule labels): replace it
+                        out = [self._alert(rule, st, "resolved", t), None]
+                        st["a"] = t
+                        st["l"] = labels
+                        st["n"] = self._annotations(rule, c, labels, ctx) if rule.annotations else {}
+                        out[1] = self._alert(rule, st, "firing", t)
                     return out
-                st["l"], st["n"] = labels, ann
+                st["l"] = labels
+                st["n"] = self._annotations(rule, c, labels, ctx) if rule.annotations else {}
             elif "l" not in st:
                 return out  # a timer-only change for a group never labelled
             if s == 0:
@@ -405,10 +453,12 @@ class Engine:
                 st["o"] = rule.origin
                 out = [self._alert(rule, st, "firing", t)]
         else:
-            if labels is not None and rule.cond.type == "absent" and st.get("l") != labels:
+            if ctx is not None and rule.cond.type == "absent":
                 # absent fires from a timer, without a record: keep what it will say
-                st["l"] = labels
-                st["n"] = self._annotations(rule, c, labels, view, message) if rule.annotations else {}
+                labels = ctx.labels(rule)
+                if st.get("l") != labels:
+                    st["l"] = labels
+                    st["n"] = self._annotations(rule, c, labels, ctx) if rule.annotations else {}
             if s == 2:
                 out = [self._alert(rule, st, "resolved", t)]
             if s:
@@ -416,18 +466,12 @@ class Engine:
         return out
 
     @staticmethod
-    def _annotations(rule: CompiledRule, c: dict, labels: dict, view, message) -> dict:
-        ctx = dict(view) if view else {}
-        ctx.update(labels)
-        ct = rule.cond.type
-        value = c.get("v")
-        count = c.get("k")
-        if ct == "event_count":
-            value = count
-        elif ct == "threshold" and value is None:
-            value = None
-        score = c.get("sc")
-        return {k: t.render(ctx, value=value, score=score, count=count, message=message or "")
+    def _annotations(rule: CompiledRule, c: dict, labels: dict, ctx) -> dict:
+        tctx = dict(ctx.view())
+        tctx.update(labels)
+        value = c.get("k") if rule.cond.type == "event_count" else c.get("v")
+        message = ctx.message(c)
+        return {k: t.render(tctx, value=value, score=c.get("sc"), count=c.get("k"), message=message)
                 for k, t in rule.annotations.items()}
 
     @staticmethod
