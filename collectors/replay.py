@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from streams.records import Entity, Event, RecordError, parse_time
+from streams.records import Entity, Event, RecordError, Sample, parse_time
 
 try:
     _Loader = yaml.CSafeLoader
@@ -127,6 +127,25 @@ def read_events(root: Path, cluster: str = "default", owners=()) -> tuple[list[E
             events.append(ev)
     events.sort(key=lambda e: e.time)
     return events, rejected
+
+
+def read_series_csv(path: Path, name: str = "nab_value", labels: dict | None = None) -> list[Sample]:
+    """A NAB-layout CSV (``timestamp,value``, UTC) as Samples of one series named ``name``.
+
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "cpu.csv"
+    >>> _ = f.write_text(chr(10).join(["timestamp,value", "2014-05-14 01:14:00,85.8"]))
+    >>> read_series_csv(f)[0]
+    Sample(name='nab_value', value=85.8, time=1400030040.0, labels={'file': 'cpu'})
+    """
+    import csv
+
+    out = []
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            out.append(Sample(name, float(row["value"]), parse_time(row["timestamp"].replace(" ", "T")),
+                              dict(labels or {"file": Path(path).stem})))
+    return out
 
 
 def paced(events: list[Event], speed: float) -> Iterator[Event]:

@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import orjson
 import pytest
@@ -20,8 +21,6 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from collectors.replay import DEFAULT_EVENTS, read_events
 from collectors.sink import KafkaSink
-from pathlib import Path
-
 from rules.engine import event_identity
 from streams.cli_run import group_lag, spawn_worker, stop_process
 from streams.hotpath import Pipeline, TransactionalProcessor

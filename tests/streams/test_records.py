@@ -3,7 +3,7 @@
 import orjson
 import pytest
 
-from streams.records import Alert, Entity, Event, RecordError, Sample, decode, deadletter, encode, fingerprint
+from streams.records import Alert, Entity, Event, RecordError, Sample, deadletter, decode, encode, fingerprint
 
 
 def _event(**kw):
