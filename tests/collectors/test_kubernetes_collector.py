@@ -180,7 +180,7 @@ class Served:
 
 def test_exactly_once_across_cuts_410_and_kills(harness, settings, data_dir):
     srv, cps, col = harness
-    events = must_gather_events(data_dir)[::4]  # 1,344 real Events, every namespace, series and plain
+    events = must_gather_events(data_dir)[::8]  # 672 real Events, every namespace, series and plain
     rv = serve_cluster(srv, nri_cluster(data_dir), events)
     served = Served(srv, events)
     col.start()
@@ -224,7 +224,7 @@ def test_exactly_once_across_cuts_410_and_kills(harness, settings, data_dir):
     # SIGKILL in the middle of a burst; more happens while it is down; restart resumes by resourceVersion
     lists_before = srv.count("list events")
     with srv.held():
-        served.repeats(1500)
+        served.repeats(1000)
     deadline = time.monotonic() + 20
     while cps.poll().get("events", 0) <= rv and time.monotonic() < deadline:
         pass  # the burst is being committed: kill it now
@@ -238,7 +238,7 @@ def test_exactly_once_across_cuts_410_and_kills(harness, settings, data_dir):
     # SIGKILL again, compaction while down: the checkpointed resourceVersion is gone -> 410 -> re-list
     gone_before = srv.count("410 events")
     with srv.held():
-        served.repeats(800)
+        served.repeats(600)
     time.sleep(0.2)
     col.kill()
     served.repeats(100)
@@ -262,7 +262,7 @@ def test_exactly_once_across_cuts_410_and_kills(harness, settings, data_dir):
     unexpected = set(got) - set(expected)
     assert (len(missing), len(doubled), len(unexpected)) == (0, 0, 0), (
         served.describe(missing), served.describe(doubled), served.describe(unexpected))
-    assert sum(got.values()) == sum(expected.values()) > len(events) + 3000
+    assert sum(got.values()) == sum(expected.values()) > len(events) + 2000
 
     dead = [orjson.loads(x) for x in read_all(settings, "deadletter")]
     reasons = Counter(d["reason"].split(":")[0] for d in dead)
