@@ -210,3 +210,52 @@ def test_escapes_and_odd_label_sets():
     assert page.points == [("a", {"p": "C:\\dir\n", "q": 'say "hi"'}, 1.0, None), ("b", {}, 2.0, None),
                            ("c", {"x": "}"}, 3.0, None), ("d", {"y": "1"}, float("inf"), None)]
     assert orjson.loads(orjson.dumps(page.points[0][1]))["q"] == 'say "hi"'
+
+
+@pytest.mark.kafka
+def test_tls_targets_verify_against_the_configured_ca(data_dir, settings, tmp_path):
+    import ssl
+    import subprocess
+
+    from aiohttp import web
+
+    from collectors.metrics.config import TLS
+    from collectors.metrics.scrape import ssl_context
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=kubesight-test",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+
+    async def main():
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ctx.load_cert_chain(cert, key)
+        app = web.Application()
+        page = (data_dir / "datadog-integrations-fixtures/dcgm/metrics.txt").read_bytes()
+
+        async def metrics(request):
+            return web.Response(body=page, content_type="text/plain")
+
+        app.router.add_get("/metrics", metrics)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
+        await site.start()
+        url = f"https://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/metrics"
+        sink = AsyncKafkaSink(settings.kafka, settings.topic)
+        await sink.start()
+        try:
+            async with aiohttp.ClientSession() as session:
+                scraper = Scraper(BatchProducer(sink), session)
+                targets = [ScrapeTarget(job="with-ca", url=url, ssl=ssl_context(TLS(ca_file=str(cert)))),
+                           ScrapeTarget(job="system-cas", url=url),
+                           ScrapeTarget(job="skip-verify", url=url, ssl=ssl_context(TLS(insecure_skip_verify=True)))]
+                counts = [await scraper.scrape_once(t) for t in targets]
+                return counts, {t.job: scraper.last_error[t.id] for t in targets}
+        finally:
+            await sink.stop()
+            await runner.cleanup()
+
+    counts, errors = asyncio.run(main())
+    assert counts == [38, 0, 38] and errors["with-ca"] == errors["skip-verify"] == ""
+    assert errors["system-cas"].startswith("ClientConnectorCertificateError") and "CERTIFICATE_VERIFY_FAILED" in errors["system-cas"]
