@@ -80,6 +80,7 @@ class FakeApiServer:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
+        self._failing: dict[str, int] = {}  # view -> list/watch requests still to answer 500
         self.paused = False  # True: watches hold back history (and bookmarks cannot pass it)
         self._cuts = 0  # generation: watches opened before a cut are cut
         self._cut_after = 0  # ... after this many more lines each
@@ -240,6 +241,11 @@ class FakeApiServer:
             self._cut_after = after
         self._notify()
 
+    def fail(self, view: str, times: int) -> None:
+        """Answer the next ``times`` list/watch requests of ``view`` (events, events.k8s.io, nodes, pods) with 500."""
+        with self._lock:
+            self._failing[view] = times
+
     def count(self, what: str) -> int:
         return self.requests.get(what, 0)
 
@@ -256,6 +262,10 @@ class FakeApiServer:
 
     async def _list_or_watch(self, request, resource: str, convert):
         view = "events.k8s.io" if convert else resource
+        if self._failing.get(view):
+            self._failing[view] -= 1
+            self._hit(f"500 {view}")
+            return _status(500, "InternalError", "etcdserver: request timed out")
         if request.query.get("watch") in ("true", "1"):
             self._hit(f"watch {view}")
             return await self._watch(request, resource, convert, view)

@@ -88,7 +88,7 @@ class Watcher(threading.Thread):
                 delay = backoff(attempt, self.backoff_base, self.backoff_max)
                 attempt += 1
                 log.warning("%s: watch failed (%s: %s); retry from resourceVersion %s in %.2fs",
-                            self.stream.name, type(exc).__name__, exc, self.rv, delay)
+                            self.stream.name, type(exc).__name__, " ".join(str(exc).split())[:300], self.rv, delay)
                 self.stop.wait(delay)
 
     def _watch(self, rv: str):

@@ -186,8 +186,8 @@ def test_exactly_once_across_cuts_410_and_kills(harness, settings, data_dir):
     col.start()
     col.wait(cps, rv)
 
-    # a burst with malformed objects in it (dead-lettered, the collector keeps going), and every
-    # watch connection cut in the middle of a line after 100 lines
+    # a burst with malformed objects in it (dead-lettered, the collector keeps going), every watch
+    # connection cut in the middle of a line after 100 lines, and the API server failing the reconnects
     with srv.held():
         served.repeats(150)
         srv.inject("events", b'{"type":"MODIFIED","object":{"kind":"Event","metadata":{"name":"x"')
@@ -199,8 +199,11 @@ def test_exactly_once_across_cuts_410_and_kills(harness, settings, data_dir):
         srv.inject("pods", orjson.dumps({"type": "MODIFIED", "object": pod}))
         served.repeats(150)
         srv.cut(after=100)
+        srv.fail("events", 2)  # the reconnects meet a failing API server twice: backoff, then resume
+        srv.fail("events.k8s.io", 2)
     rv = served.repeats(1)
     col.wait(cps, rv)
+    assert (srv.count("500 events"), srv.count("500 events.k8s.io")) == (2, 2)
 
     # history compacted while the watches are behind: ERROR 410, re-list, reconcile (counts jumped,
     # Events created and deleted meanwhile; a malformed Event in the list is dead-lettered)
