@@ -157,10 +157,8 @@ class Scraper:
                             raise ScrapeError("too_large", f"body exceeds the {t.max_bytes}-byte limit",
                                               b"".join(chunks)[:4096])
                         chunks.append(chunk)
-                    body = b"".join(chunks)
-                    if resp.headers.get("Content-Encoding") == "gzip":  # aiohttp already decodes; belt and braces
-                        body = zlib.decompress(body, 31)
-                    return body, resp.content_type == OPENMETRICS
+                    # gzip/deflate pages arrive decoded (aiohttp); max_bytes applies to the decoded size
+                    return b"".join(chunks), resp.content_type == OPENMETRICS
         except TimeoutError:
             raise ScrapeError("timeout", f"no complete answer within {t.timeout:g}s") from None
         except aiohttp.ClientError as exc:

@@ -61,7 +61,10 @@ class PageServer:
         if name not in PAGES:
             raise web.HTTPNotFound()
         path, ctype = PAGES[name]
-        return web.Response(body=(self.data_dir / path).read_bytes(), content_type=ctype)
+        resp = web.Response(body=(self.data_dir / path).read_bytes(), content_type=ctype)
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            resp.enable_compression()  # like most exporters
+        return resp
 
     async def _huge(self, request):  # a 50 MB page, streamed
         resp = web.StreamResponse()

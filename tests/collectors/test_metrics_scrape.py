@@ -78,8 +78,9 @@ def test_every_real_page_becomes_one_sample_per_point(data_dir, settings):
     assert [x["labels"]["modelName"] for x in xid][:1] == ["Tesla T4"] and xid[0]["value"] == 0
     ups = {v["labels"]["job"]: v["value"] for k, v in got if v["name"] == "up"}
     assert ups == {job: 1.0 for job in COUNTS}
-    # the Accept header asks for OpenMetrics first, like Prometheus
+    # the Accept header asks for OpenMetrics first, like Prometheus; pages came gzip-compressed
     assert server.seen_headers["etcd"]["Accept"].startswith("application/openmetrics-text")
+    assert "gzip" in server.seen_headers["etcd"]["Accept-Encoding"]
     assert all(k == _series(v["name"], **v["labels"]) or not v["labels"] for k, v in got)
     # BatchProducer: Kafka's default partition for every key, values byte-identical to records.encode
     raw = read_topic(settings.kafka, settings.topic("samples"), raw=True)
