@@ -3,7 +3,9 @@
 State layout (one key per rule and group, so a group's whole state moves as one changelog
 record): ``rule|<alert>#<hash>|<group>`` -> ``{"s": 0|1|2 (inactive, pending, firing), "a": activeAt,
 "e": last evaluation time, "l": labels, "n": annotations, "c": condition state}``, plus
-``rule|~due`` (the earliest timer) and ``rule|~ver`` (the rule set the timers were scanned for).
+``rule|~due`` (the earliest timer) and ``rule|~ver`` (the rule set the timers were scanned for and
+when).  ``tick`` scans the partition's rule keys only when a timer is due, the rule set changed,
+or an hour of event time passed (dropping idle groups).
 
 Time: only event time (record times and the watermark ``now``).  Every transition happens at an
 exact time (a pending rule fires at activeAt + ``for``, a window expires at its last event +
@@ -50,6 +52,7 @@ from streams.records import Alert, Event, Sample
 PREFIX = "rule|"
 DUE = "rule|~due"
 VER = "rule|~ver"
+GC_EVERY = 3600.0  # idle groups (no timer of their own) are dropped by a full scan at least this often
 _NONE: list = []
 _NEG = float("-inf")
 
@@ -195,7 +198,9 @@ class Engine:
     def tick(self, now: float, state: MutableMapping) -> list[Alert]:
         """Fire and resolve what timers say at ``now``; orphaned states (rule gone) resolve and go."""
         due = state.get(DUE)
-        if state.get(VER) == self.ruleset.digest and (due is None or now < due):
+        ver = state.get(VER)
+        if (type(ver) is list and ver[0] == self.ruleset.digest and (due is None or now < due)
+                and now < ver[1] + GC_EVERY):
             return _NONE
         out: list[Alert] = []
         nxt = None
@@ -229,7 +234,7 @@ class Engine:
                 del state[DUE]
         elif state.get(DUE) != nxt:
             state[DUE] = nxt
-        state[VER] = self.ruleset.digest
+        state[VER] = [self.ruleset.digest, now]
         if len(out) > 1:
             out.sort(key=lambda a: (a.endsAt if a.status == "resolved" else a.startsAt, a.fingerprint))
         return out
@@ -375,7 +380,9 @@ class Engine:
             if st["s"] == 0 and c["lt"] + rule.cond.after > st["e"]:
                 return c["lt"] + rule.cond.after
             return c["lt"] + rule.cond.forget if rule.cond.forget else None
-        return c["lt"] + rule.stale_after if "lt" in c else None
+        # threshold, anomaly: going stale matters only to a pending or firing group; idle ones are
+        # garbage-collected by the periodic full scan
+        return c["lt"] + rule.stale_after if "lt" in c and st["s"] else None
 
     def _deadline(self, rule: CompiledRule, st: dict):
         """The next time this group may change without new data (strictly after its last evaluation)."""

@@ -378,3 +378,19 @@ def test_non_string_label_values_are_matched_as_text(tmp_path):
         """))
     out = eng.process(Sample("node_md_disks", 1.0, 0.0, {"state": "failed", "slot": 3, "x": None}), {})
     assert [(a.labels["slot"], a.labels["x"]) for a in out] == [("3", "")]  # alert labels are strings
+
+
+def test_idle_groups_have_no_timer_and_go_at_the_hourly_scan(tmp_path):
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: Errors
+          match: {metric: errs_total}
+          condition: {type: threshold, op: ">", value: 1, agg: rate, window: 5m}
+        """))
+    state: dict = {}
+    eng.tick(0.0, state)
+    eng.process(sm(10, 5, "errs_total"), state)
+    assert DUE not in state  # an idle group going stale needs no timer
+    eng.tick(1800.0, state)
+    assert len([k for k in state if not k.startswith("rule|~")]) == 1
+    eng.tick(3600.0, state)
+    assert [k for k in state if not k.startswith("rule|~")] == []
