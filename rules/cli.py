@@ -50,18 +50,18 @@ def _check(args) -> int:
 
 
 def _test(args) -> int:
-    from rules.testing import case_files, run_tests
+    from rules.testing import run_tests
 
-    files = case_files(args.paths)
-    passed, failures = run_tests(args.paths)
-    for f in failures:
+    rep = run_tests(args.paths)
+    for f in rep.failures:
         print(f"FAILED {f}", file=sys.stderr)
-    total = passed + len(failures)
-    print(f"{len(files)} file(s): {passed} test case(s) passed, {len(failures)} failed")
-    if total == 0:
+    for path, passed, failed in rep.files:
+        print(f"{'ok  ' if not failed else 'FAIL'} {path}: {passed} passed" + (f", {failed} failed" if failed else ""))
+    print(f"{len(rep.files)} file(s): {rep.passed} test case(s) passed, {rep.failed} failed")
+    if not rep.files or rep.passed + rep.failed == 0:
         print("no test cases found", file=sys.stderr)
         return 1
-    return 1 if failures else 0
+    return 1 if rep.failed else 0
 
 
 def _list(args) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -177,30 +178,51 @@ def case_files(paths) -> list[Path]:
     return pack_files(paths)
 
 
-def run_tests(paths, registry=None) -> tuple[int, list[str]]:
-    """Run every test file in ``paths`` -> (test cases passed, failures and errors)."""
-    passed = 0
-    failures: list[str] = []
+@dataclass
+class Report:
+    """Results of a test run: per file (path, cases passed, cases failed) and every failure message."""
+
+    files: list[tuple[str, int, int]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> int:
+        return sum(p for _, p, _ in self.files)
+
+    @property
+    def failed(self) -> int:
+        return sum(f for _, _, f in self.files)
+
+
+def run_tests(paths, registry=None) -> Report:
+    """Run every test file in ``paths``; a file that cannot be read or validated counts as one failure."""
+    rep = Report()
     for f in case_files(paths):
         tf, errs = parse_file(f, schema.CaseFile)
         if tf is None:
-            failures.extend(msg for _, msg in sorted(errs.items))
+            rep.failures.extend(msg for _, msg in sorted(errs.items))
+            rep.files.append((str(f), 0, 1))
             continue
         try:
             rs = load_packs([f.parent / p for p in tf.rule_files], registry=registry)
         except PackError as exc:
-            failures.extend(f"{f}: rule_files: {e}" for e in exc.errors)
+            rep.failures.extend(f"{f}: rule_files: {e}" for e in exc.errors)
+            rep.files.append((str(f), 0, 1))
             continue
         known = {r.alert for r in rs.rules}
+        passed = failed = 0
         for ti, case in enumerate(tf.tests):
             where = f'{f}:{errs.line_of(("tests", ti))}: test "{case.name}"'
             bad = [c.alertname for c in case.alert_rule_test if c.alertname not in known]
             if bad:
-                failures.append(f"{where}: alertname {json.dumps(bad[0])} is not defined in the rule files")
+                rep.failures.append(f"{where}: alertname {json.dumps(bad[0])} is not defined in the rule files")
+                failed += 1
                 continue
             got = run_case(Engine(rs, registry), case, tf.evaluation_interval, where)
             if got:
-                failures.extend(got)
+                rep.failures.extend(got)
+                failed += 1
             else:
                 passed += 1
-    return passed, failures
+        rep.files.append((str(f), passed, failed))
+    return rep

@@ -148,3 +148,16 @@ def test_rules_list_prints_the_readme_table(capsys):
     rows = [ln for ln in lines[2:] if ln.startswith("| ")]
     assert len(rows) == len(load_packs([DEFAULT_PACKS]))
     assert any(r.startswith("| KubeNodeNotReady | nodes | node {{ labels.node }} is NotReady | critical | ") for r in rows)
+
+
+def test_a_malformed_test_file_is_reported_with_file_line_and_path(tmp_path, capsys):
+    f = tmp_path / "bad.yaml"
+    f.write_text(f"rule_files: [{DEFAULT_PACKS / 'workloads.yaml'}]\ntests:\n  - name: x\n    input_event: []\n"
+                 "    alert_rule_test: [{eval_time: 1 min, alertname: KubePodEvicted}]\n")
+    assert main(["rules", "test", str(f)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"FAILED {f}:4: tests[0].input_event: unknown key (expected one of: alert_rule_test, input_events, "
+        "input_series, interval, name)",
+        f'FAILED {f}:5: tests[0].alert_rule_test[0].eval_time: invalid duration "1 min" (use 5m, 1h30m)',
+    ]
