@@ -64,24 +64,27 @@ def _collect(args) -> int:
     import logging
 
     from collectors.metrics.config import ConfigError, load
+    from collectors.metrics.scrape import from_config
 
     try:
         cfg = load(args.metrics_config)
-    except ConfigError as exc:
-        print(f"kubesight collect metrics: invalid config\n{exc}", file=sys.stderr)
+        static = from_config(cfg)
+    except (ConfigError, ValueError) as exc:
+        where = "" if isinstance(exc, ConfigError) else f"{args.metrics_config}: "
+        print(f"kubesight collect metrics: invalid config\n{where}{exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    return asyncio.run(_main(args, cfg))
+    return asyncio.run(_main(args, cfg, static))
 
 
-async def _main(args, cfg) -> int:
+async def _main(args, cfg, static) -> int:
     import asyncio
     import signal
 
     import aiohttp
 
-    from collectors.metrics.scrape import Scraper, SelfMetrics, from_config
+    from collectors.metrics.scrape import Scraper, SelfMetrics
 
     sink = await _sink(args)
     metrics = SelfMetrics()
@@ -93,7 +96,6 @@ async def _main(args, cfg) -> int:
     try:
         async with aiohttp.ClientSession() as session:
             scraper = Scraper(sink, session, metrics)
-            static = from_config(cfg)
             if args.once:
                 return await _once(scraper, static + await _discover(cfg), sys.stderr if args.stdout else sys.stdout)
             if cfg.remote_write.enabled:

@@ -97,14 +97,27 @@ def ssl_context(tls) -> ssl.SSLContext | None:
 
 
 def from_config(cfg) -> list[ScrapeTarget]:
-    """The static targets of a ``MetricsConfig``, with the defaults filled in."""
+    """The static targets of a ``MetricsConfig``, with the defaults filled in.
+
+    Raises ``ValueError`` naming every target whose TLS files cannot be used."""
     d = cfg.defaults
-    return [ScrapeTarget(job=t.job, url=t.url, interval=t.interval or d.interval, timeout=t.timeout or d.timeout,
-                         max_bytes=t.max_bytes or d.max_bytes, max_series=t.max_series or d.max_series,
-                         labels=dict(t.labels), honor_labels=t.honor_labels, honor_timestamps=t.honor_timestamps,
-                         bearer_token=t.bearer_token, bearer_token_file=t.bearer_token_file,
-                         ssl=ssl_context(t.tls), keep=compile_rules(t.relabel))
-            for t in cfg.targets]
+    out, errors = [], []
+    for i, t in enumerate(cfg.targets):
+        try:
+            ctx = ssl_context(t.tls)
+        except (OSError, ssl.SSLError) as exc:
+            errors.append(f"targets[{i}].tls ({t.job}): cannot load {t.tls.ca_file or t.tls.cert_file}: "
+                          f"{getattr(exc, 'strerror', None) or exc}")
+            continue
+        out.append(ScrapeTarget(job=t.job, url=t.url, interval=t.interval or d.interval,
+                                timeout=t.timeout or d.timeout, max_bytes=t.max_bytes or d.max_bytes,
+                                max_series=t.max_series or d.max_series, labels=dict(t.labels),
+                                honor_labels=t.honor_labels, honor_timestamps=t.honor_timestamps,
+                                bearer_token=t.bearer_token, bearer_token_file=t.bearer_token_file,
+                                ssl=ctx, keep=compile_rules(t.relabel)))
+    if errors:
+        raise ValueError("\n".join(errors))
+    return out
 
 
 class SelfMetrics:
@@ -142,8 +155,13 @@ class Scraper:
         import aiohttp
 
         try:
+            headers = t.headers()
+        except OSError as exc:
+            raise ScrapeError("auth_error", f"cannot read bearer_token_file {t.bearer_token_file}: "
+                                            f"{exc.strerror}") from None
+        try:
             async with asyncio.timeout(t.timeout):
-                async with self.session.get(t.url, headers=t.headers(), ssl=t.ssl if t.ssl is not None else True,
+                async with self.session.get(t.url, headers=headers, ssl=t.ssl if t.ssl is not None else True,
                                             timeout=aiohttp.ClientTimeout(total=None)) as resp:
                     if resp.status != 200:
                         raise ScrapeError("http_error", f"HTTP {resp.status} {resp.reason}")

@@ -109,6 +109,7 @@ def test_bad_big_exploding_and_hanging_targets_fail_alone(data_dir, settings):
                 others = [ScrapeTarget(job="huge", url=f"{b}/huge", max_bytes=8 * 2**20),
                           ScrapeTarget(job="explode", url=f"{b}/explode", max_series=1000),
                           ScrapeTarget(job="bad", url=f"{b}/bad"),
+                          ScrapeTarget(job="notoken", url=f"{b}/etcd", bearer_token_file="/nonexistent/token"),
                           ScrapeTarget(job="etcd", url=f"{b}/etcd")]
                 hang_task = asyncio.ensure_future(scraper.scrape_once(hang))
                 done = await asyncio.gather(*(scraper.scrape_once(t) for t in others))
@@ -120,19 +121,20 @@ def test_bad_big_exploding_and_hanging_targets_fail_alone(data_dir, settings):
             await server.stop()
 
     done, hang_pending, scraper = asyncio.run(main())
-    assert done == [0, 0, 0, 1461] and hang_pending
+    assert done == [0, 0, 0, 0, 1461] and hang_pending
     errs = {tid.split("|")[0]: e for tid, e in scraper.last_error.items()}
     assert errs["hang"] == "no complete answer within 2s"
     assert errs["huge"] == "body exceeds the 8388608-byte limit"
     assert errs["explode"] == "5000 series exceed the per-target limit of 1000"
     assert errs["bad"].startswith("line 2: ") and errs["etcd"] == ""
+    assert errs["notoken"] == "cannot read bearer_token_file /nonexistent/token: No such file or directory"
     assert scraper.metrics.registry.get_sample_value("kubesight_metrics_series_limit_exceeded_total",
                                                      {"job": "explode"}) == 1
     assert scraper.metrics.registry.get_sample_value("kubesight_metrics_scrapes_total",
                                                      {"job": "hang", "result": "timeout"}) == 1
     got = read_topic(settings.kafka, settings.topic("samples"))
     ups = {v["labels"]["job"]: v["value"] for _, v in got if v["name"] == "up"}
-    assert ups == {"hang": 0, "huge": 0, "explode": 0, "bad": 0, "etcd": 1}
+    assert ups == {"hang": 0, "huge": 0, "explode": 0, "bad": 0, "notoken": 0, "etcd": 1}
     dead = {d["where"]["job"]: d for _, d in read_topic(settings.kafka, settings.topic("deadletter"))}
     assert sorted(dead) == ["bad", "explode", "huge"]
     assert dead["bad"]["reason"].startswith("parse_error: line 2: ") and "broken{a=" in dead["bad"]["payload"]
