@@ -338,8 +338,6 @@ def load_texts(texts: dict[str, str], registry=None) -> RuleSet:
 
 
 def _load(items, registry) -> RuleSet:
-    if registry is None:
-        registry = default_registry()
     errors: list[tuple[str, int, str]] = []
     compiled: list[CompiledRule] = []
     infos: list[PackInfo] = []
@@ -348,6 +346,8 @@ def _load(items, registry) -> RuleSet:
     for name, parse in items:
         pack, errs = parse()
         if pack is not None:
+            if registry is None and pack.detectors:
+                registry = default_registry()  # imported only when a pack declares detectors
             _check_pack(pack, errs, registry)
             pname = pack.metadata.name
             if pname in first_pack:
