@@ -21,7 +21,8 @@ delivery: exactly once for read_committed consumers. Each batch of records, its 
 checkpoint (resourceVersion per stream, occurrences already emitted) are one Kafka transaction;
 a restarted collector reads the last committed checkpoint and resumes from there; on 410 Gone it
 re-lists and emits only the occurrences it has not emitted. Two collectors with the same
---cluster (or --transactional-id) fence each other: the newest wins, the older exits.
+--cluster (or --transactional-id) fence each other: the newest wins, the older exits at its next
+transaction (at the latest after --heartbeat seconds).
 
 Kafka: $KUBESIGHT_KAFKA (else the local broker), topics prefixed by $KUBESIGHT_TOPIC_PREFIX.
 
@@ -92,6 +93,9 @@ def register(sub, groups) -> None:
                       help="first reconnect delay bound; doubles per failure, full jitter (default: %(default)s)")
     tune.add_argument("--backoff-max", type=float, default=o.backoff_max, metavar="SECONDS",
                       help="largest reconnect delay bound (default: %(default)s)")
+    tune.add_argument("--heartbeat", type=float, default=o.heartbeat, metavar="SECONDS",
+                      help="an idle collector commits its checkpoint this often, so one replaced by a newer "
+                           "instance (same transactional id) finds out it is fenced and exits (default: %(default)s)")
     tune.add_argument("--transactional-id", metavar="ID",
                       help="Kafka transactional.id (default: kubesight-collector-kubernetes-<cluster>)")
     p.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"],
@@ -130,7 +134,7 @@ def _collect(args) -> int:
     opts = Options(cluster=cluster, streams=args.watch, owner_keys=args.owner_keys, cache_size=args.cache_size,
                    cache_ttl=args.cache_ttl, commit_interval=args.commit_interval, max_batch=args.max_batch,
                    page=args.page_size, watch_timeout=args.watch_timeout, backoff_base=args.backoff_base,
-                   backoff_max=args.backoff_max)
+                   backoff_max=args.backoff_max, heartbeat=args.heartbeat)
     try:
         client = api_client(args.kubeconfig, args.context, args.in_cluster)
     except Exception as exc:

@@ -42,6 +42,7 @@ class Options:
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     queue_size: int = 20_000
+    heartbeat: float = 30.0  # seconds without a write before an idle collector re-writes its resourceVersions
 
 
 @dataclass
@@ -78,6 +79,7 @@ class Collector:
         self.watchers: list[Watcher] = []
         self.dirty: set[tuple[str, str]] = set()
         self.stats = Stats(committed_rv=dict(self.rv))
+        self._last_write = time.monotonic()
 
     # ------------------------------------------------------------ running
 
@@ -110,18 +112,25 @@ class Collector:
                 batch.append(self.queue.get(timeout=max(left, 0.001)) if left > 0 else self.queue.get_nowait())
             except queue.Empty:
                 break
+        if time.monotonic() - self._last_write >= self.o.heartbeat:
+            # an idle collector still writes now and then: if a newer one has taken over this
+            # transactional id, this is where it learns it is fenced, and exits
+            self.dirty.update(("rv", s) for s in self.rv)
         if not batch and not self.dirty:
             return 0
+        before = self.stats.records + self.stats.dead
         self.sink.begin()
         try:
             for item in batch:
                 self.apply(item)
             self._prune()
-            self._write_checkpoint()
+            written = self._write_checkpoint() + self.stats.records + self.stats.dead - before
             self.sink.commit()
         except BaseException:
             log.error("transaction failed; the collector must restart from its last checkpoint")
             raise
+        if written:
+            self._last_write = time.monotonic()
         self.stats.transactions += 1
         self.stats.items += len(batch)
         self.stats.committed_rv = dict(self.rv)
@@ -297,8 +306,9 @@ class Collector:
 
     # ------------------------------------------------------------ checkpoint
 
-    def _write_checkpoint(self) -> None:
+    def _write_checkpoint(self) -> int:
         c = self.o.cluster
+        n = len(self.dirty)
         for part, name in self.dirty:
             if part == "rv":
                 value = self.rv.get(name)
@@ -307,4 +317,5 @@ class Collector:
             self.sink.send_raw("checkpoints", checkpoint.key(c, part, name),
                                None if value is None else orjson.dumps(value))
         self.dirty.clear()
+        return n
 

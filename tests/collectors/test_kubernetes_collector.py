@@ -83,8 +83,9 @@ def read_all(settings, logical: str) -> list[bytes]:
 
 
 class Collector:
-    def __init__(self, settings, kubeconfig: Path, logdir: Path):
+    def __init__(self, settings, kubeconfig: Path, logdir: Path, name: str = "collector", *extra: str):
         self.settings, self.kubeconfig, self.logdir = settings, kubeconfig, logdir
+        self.name, self.extra = name, extra
         self.proc = None
         self.n = 0
 
@@ -92,11 +93,11 @@ class Collector:
         self.n += 1
         env = dict(os.environ, KUBESIGHT_KAFKA=self.settings.kafka, KUBESIGHT_TOPIC_PREFIX=self.settings.topic_prefix,
                    PYTHONUNBUFFERED="1")
-        self.log = self.logdir / f"collector-{self.n}.log"
+        self.log = self.logdir / f"{self.name}-{self.n}.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "collect", "kubernetes", "--kubeconfig", str(self.kubeconfig),
              "--cluster", CLUSTER, "--commit-interval", "0.05", "--backoff-base", "0.05", "--backoff-max", "0.3",
-             "--loglevel", "info"],
+             "--loglevel", "info", *self.extra],
             cwd=REPO, env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
 
     def kill(self):
@@ -344,3 +345,24 @@ def test_state_changes_with_owners_survive_a_kill(harness, settings, data_dir):
     assert oom.key() == f"{CLUSTER}/scraper/Deployment/e2e-deployment".encode()
     nr = next(r for r in recs if r.reason == "NodeNotReady")
     assert nr.key() == f"{CLUSTER}//Node/datagen-1-35".encode()
+
+
+def test_a_second_collector_fences_the_first(harness, settings, data_dir, tmp_path):
+    srv, cps, first = harness
+    rv = serve_cluster(srv, nri_cluster(data_dir))
+    first.extra = ("--heartbeat", "0.5")
+    first.start()
+    first.wait(cps, rv)
+    second = Collector(settings, first.kubeconfig, tmp_path, "second")
+    second.start()  # same cluster, same transactional id: it takes over
+    try:
+        assert first.proc.wait(30) == 1  # the idle first one learns at its next heartbeat commit
+        assert "ProducerFenced" in first.log.read_text()
+        node = srv.get("nodes", "", "datagen-1-35")
+        rv = srv.put("nodes", _set_cond(node, "DiskPressure", "True", "2026-06-26T12:00:00Z", "KubeletHasDiskPressure"))
+        second.wait(cps, rv)
+    finally:
+        if second.proc.poll() is None:
+            second.kill()
+    recs = [decode(raw) for raw in read_all(settings, "events")]
+    assert sorted(r.reason for r in recs) == ["ContainerError"] * 4 + ["NodeDiskPressure"]
