@@ -16,7 +16,7 @@ from streams.records import Alert
 TEAMS = 10
 
 
-def _port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -44,16 +44,17 @@ receivers:
 """
 
 
-def alerts(n: int, groups: int) -> list[tuple[float, Alert]]:
-    """n transitions over ``groups`` (alertname, namespace) groups; every 4th alert later resolves; 1 in 5 dup."""
+def alerts(n: int, groups: int, start: float = 1_700_000_000.0, resolved_every: int = 4) -> list[tuple[float, Alert]]:
+    """n transitions over ``groups`` (alertname, namespace) groups; every 4th resolves one (0: none resolve)."""
     out = []
-    t = 1_700_000_000.0
+    t = start
     for i in range(n):
         g = i % groups
-        labels = {"alertname": f"Alert{g % 50}", "namespace": f"ns-{g // 50}", "pod": f"pod-{i // 5}",
+        labels = {"alertname": f"Alert{g % 50}", "namespace": f"ns-{g // 50}",
+                  "pod": f"pod-{i // 5}" if resolved_every else f"pod-{i}",
                   "owner": f"team-{g % (TEAMS + 2)}", "severity": "critical" if g % 7 == 0 else "warning"}
-        status = "resolved" if i % 4 == 3 else "firing"
-        t += 0.01
+        status = "resolved" if resolved_every and i % resolved_every == resolved_every - 1 else "firing"
+        t += 0.01 if resolved_every else 0.0
         out.append((t, Alert(labels, status=status, startsAt=t - 1, endsAt=t if status == "resolved" else None)))
     return out
 
@@ -61,7 +62,7 @@ def alerts(n: int, groups: int) -> list[tuple[float, Alert]]:
 def run(n: int, groups: int) -> dict:
     from tqdm import tqdm
 
-    port = _port()
+    port = free_port()
     cfg = load_text(config(port))
     eng, state = Engine(cfg), {}
     inputs = alerts(n, groups)

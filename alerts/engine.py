@@ -44,6 +44,7 @@ class Timers:
         self.state = state
         self.groups: dict[str, float] = {}
         self.expiry: dict[str, float] = {}
+        self.members = grouping.members(state)
         for k, v in state.items():
             if k.startswith(grouping.PREFIX):
                 self.groups[k[len(grouping.PREFIX):]] = v["next"]
@@ -104,7 +105,7 @@ class Engine:
 
     # ------------------------------------------------------------ step 2: by group key
     def group(self, group: grouping.Group, alert: Alert, state, now: float) -> None:
-        grouping.add(state, group, alert, now)
+        grouping.add(state, group, alert, now, self.timers(state).members)
         self.timers(state).groups[group.key] = state[grouping.PREFIX + group.key]["next"]
 
     def flush_due(self, state, now: float) -> list[dict]:
@@ -114,7 +115,7 @@ class Engine:
         for key in sorted(k for k, t in timers.groups.items() if t <= now):
             route = self.router.by_key.get(state[grouping.PREFIX + key]["group"]["route"])
             time_muted = route is not None and self.router.muted(route, now)
-            note = grouping.flush(state, key, now, self.muted_at(now), time_muted)
+            note = grouping.flush(state, key, now, self.muted_at(now), time_muted, timers.members)
             if note is not None:
                 out.append(note)
             g = state.get(grouping.PREFIX + key)

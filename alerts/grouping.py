@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from streams.records import Alert, format_time
 
 PREFIX = "g|"
+ALERT_PREFIX = "ga|"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,19 +56,38 @@ class Group:
         return cls(d["key"], d["receiver"], d["labels"], d["route"], *d["timing"], d["send_resolved"])
 
 
-def add(state, group: Group, alert: Alert, now: float) -> None:
-    """Put one alert transition into its group (creating the group and its first timer when new)."""
+def members(state) -> dict[str, set[str]]:
+    """Group key -> fingerprints of its alerts, by scanning the state (callers keep it as an index)."""
+    out: dict[str, set[str]] = {}
+    for k in state:
+        if k.startswith(ALERT_PREFIX):
+            key, fp = k[len(ALERT_PREFIX):].rsplit("|", 1)
+            out.setdefault(key, set()).add(fp)
+    return out
+
+
+def add(state, group: Group, alert: Alert, now: float, index: dict[str, set[str]] | None = None) -> None:
+    """Put one alert transition into its group (creating the group and its first timer when new).
+
+    Each alert is its own state key (``ga|<group key>|<fingerprint>``), so a change writes one
+    alert to the changelog, not the whole group.  ``index`` (from ``members``) is kept up to date.
+    """
     skey = PREFIX + group.key
     g = state.get(skey)
     if g is None:
-        g = {"group": group.to_dict(), "alerts": {}, "next": now + group.group_wait, "flushed": False,
-             "log": None, "seq": 0}
-    else:
+        g = {"group": group.to_dict(), "next": now + group.group_wait, "flushed": False, "log": None, "seq": 0}
+        state[skey] = g
+    elif g["group"]["timing"] != [group.group_wait, group.group_interval, group.repeat_interval] \
+            or g["group"]["receiver"] != group.receiver or g["group"]["send_resolved"] != group.send_resolved:
         g["group"] = group.to_dict()  # timings follow the latest routing config
-    if not g["flushed"] and alert.status == "firing" and alert.startsAt + group.group_wait < now:
-        g["next"] = min(g["next"], now)  # an old alert: no reason to wait (as Alertmanager does)
-    g["alerts"][alert.fingerprint] = alert.to_dict()
-    state[skey] = g
+        state[skey] = g
+    if not g["flushed"] and alert.status == "firing" and alert.startsAt + group.group_wait < now < g["next"]:
+        g["next"] = now  # an old alert: no reason to wait (as Alertmanager does)
+        state[skey] = g
+    d = alert.to_dict()
+    state[f"{ALERT_PREFIX}{group.key}|{d['fingerprint']}"] = d
+    if index is not None:
+        index.setdefault(group.key, set()).add(d["fingerprint"])
 
 
 def due(state, now: float) -> list[str]:
@@ -89,7 +109,8 @@ def _needs_update(log: dict | None, firing: set, resolved: set, send_resolved: b
     return log["at"] <= now - repeat
 
 
-def flush(state, key: str, now: float, muted=None, time_muted: bool = False) -> dict | None:
+def flush(state, key: str, now: float, muted=None, time_muted: bool = False,
+          index: dict[str, set[str]] | None = None) -> dict | None:
     """Evaluate the group at its timer: the notification to send, or None when nothing changed.
 
     ``muted(labels) -> bool`` says whether silences or inhibitions mute an alert now; ``time_muted``
@@ -101,7 +122,9 @@ def flush(state, key: str, now: float, muted=None, time_muted: bool = False) -> 
     group = Group.from_dict(g["group"])
     g["next"] = now + group.group_interval
     g["flushed"] = True
-    alerts = [a for a in g["alerts"].values() if not (muted and muted(a["labels"]))]
+    fps = (index if index is not None else members(state)).get(key, set())
+    every = [state[f"{ALERT_PREFIX}{key}|{fp}"] for fp in fps]
+    alerts = [a for a in every if not (muted and muted(a["labels"]))]
     firing = {a["fingerprint"] for a in alerts if a["status"] == "firing"}
     resolved = {a["fingerprint"] for a in alerts if a["status"] == "resolved"}
     note = None
@@ -110,12 +133,16 @@ def flush(state, key: str, now: float, muted=None, time_muted: bool = False) -> 
         g["seq"] += 1
         g["log"] = {"firing": sorted(firing), "resolved": sorted(resolved), "at": now}
         note = notification(group, alerts, now, g["seq"])
-    for fp in [fp for fp, a in g["alerts"].items() if a["status"] == "resolved"]:
-        del g["alerts"][fp]
-    if g["alerts"]:
+    for a in every:
+        if a["status"] == "resolved":
+            del state[f"{ALERT_PREFIX}{key}|{a['fingerprint']}"]
+            fps.discard(a["fingerprint"])
+    if fps:
         state[skey] = g
     else:
         del state[skey]
+        if index is not None:
+            index.pop(key, None)
     return note
 
 

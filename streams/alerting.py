@@ -181,6 +181,8 @@ class Deliverer(mode.Service):
         self.producer: AIOKafkaProducer | None = None
         self.session = None
         self._inflight: dict[TopicPartition, asyncio.Task] = {}
+        self._stopping = False
+        self.drain_timeout = 10.0
 
     async def on_start(self) -> None:
         import aiohttp
@@ -195,9 +197,15 @@ class Deliverer(mode.Service):
         await self.consumer.start()
 
     async def on_stop(self) -> None:
-        for t in self._inflight.values():
-            t.cancel()
-        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        # drain: each partition finishes (and commits) the delivery in progress, then stops; only what is
+        # still retrying after the grace period is cancelled (no 2xx yet, so nothing is doubled by that)
+        self._stopping = True
+        tasks = list(self._inflight.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.drain_timeout)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         if self.consumer:
             await self.consumer.stop()
         if self.producer:
@@ -214,7 +222,7 @@ class Deliverer(mode.Service):
                     self.consumer.resume(tp)
             batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
             for tp, msgs in batches.items():
-                if tp in self._inflight:
+                if tp in self._inflight or self._stopping:
                     continue  # (cannot happen while paused; defensive)
                 self.consumer.pause(tp)
                 self._inflight[tp] = asyncio.create_task(self._guarded(tp, msgs))
@@ -254,6 +262,8 @@ class Deliverer(mode.Service):
         self.stats["coalesced"] += len(notes) - len(merged)
         end = msgs[-1].offset + 1
         for i, n in enumerate(merged):
+            if self._stopping:
+                return  # the rest stays uncommitted: the next owner reads it again
             offset = n.pop("_offset")
             results = await self.receivers.notify(self.session, n)
             for integ, out in results:
@@ -266,7 +276,7 @@ class Deliverer(mode.Service):
             # commit right after each delivery, up to the first record that a pending notification still needs
             rest = [first[(x["receiver"], x["groupKey"])] for x in merged[i + 1:]]
             await self._commit(tp, min(rest) if rest else end)
-        if not merged:
+        if not merged and not self._stopping:
             await self._commit(tp, end)
 
     async def _commit(self, tp: TopicPartition, offset: int) -> None:

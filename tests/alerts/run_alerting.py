@@ -16,4 +16,9 @@ async def main(bootstrap: str, prefix: str, app_id: str, routing: str, worker_id
 
 
 if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for noisy in ("kafka", "aiokafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     asyncio.run(main(*sys.argv[1:6]))

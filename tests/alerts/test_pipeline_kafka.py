@@ -169,8 +169,9 @@ def test_worker_killed_mid_delivery_loses_and_doubles_nothing(settings, tmp_path
                                 stdout=subprocess.DEVNULL, stderr=open(tmp_path / "worker.log", "ab"))
 
     async def go():
-        # the 4th request stalls far longer than the client timeout: the worker is killed during it
-        team = ScriptedReceiver(["ok", "ok", "ok", "stall"], stall=5.0)
+        # three deliveries succeed, then every request stalls: the worker is killed while one is in flight
+        # (and not between a 2xx and its commit, the one window where a notification can be doubled)
+        team = ScriptedReceiver(["ok", "ok", "ok"], after="stall", stall=5.0)
         platform = ScriptedReceiver()
         routing = tmp_path / "routing.yaml"
         routing.write_text(ROUTING.format(a=await team.start(), p=await platform.start())
@@ -179,13 +180,15 @@ def test_worker_killed_mid_delivery_loses_and_doubles_nothing(settings, tmp_path
         try:
             await produce(settings, [alert("PodDown", f"n{i}", pod=f"p{i}", owner="team-a") for i in range(6)])
             await wait_for(lambda: team.requests >= 4, "the stalled delivery")
+            await asyncio.sleep(0.5)  # the three 2xx are committed by now
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
+            team.after = "ok"
             await produce(settings, [alert("PodDown", f"n{i}", pod=f"p{i}", owner="team-a") for i in range(6, 8)]
                           + [alert("PodDown", "n0", pod="p0", owner="team-a", status="resolved")])
             proc = spawn(routing)
             await wait_for(lambda: len(team.accepted) >= 9, "every change after the restart", timeout=90)
-            await asyncio.sleep(3.0)
+            await asyncio.sleep(1.5)
         finally:
             proc.kill()
             proc.wait(10)
