@@ -119,8 +119,9 @@ def _term(state) -> str:
 
 def pod_summary(obj) -> dict:
     """``{"name", "ns", "uid", "node", "owner": [kind, name], "labels", "disruption",
-    "containers": {name: [restartCount, waitingReason, term, lastTerm]}}``; a term is
-    ``"reason|exitCode|finishedAt"``."""
+    "containers": {name: [restartCount, waitingReason, term, lastTerm]}, "terms", "times"}``;
+    a term is ``"reason|exitCode|finishedAt"``; ``terms`` and ``times`` are details for the
+    records' messages and times, not compared or checkpointed (``compact``)."""
     meta = _meta(obj)
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
@@ -131,11 +132,13 @@ def pod_summary(obj) -> dict:
         if ref.get("controller") or owner == ["", ""]:
             owner = [str(ref.get("kind") or ""), str(ref.get("name") or "")]
     disruption = ""
+    times = {}  # when things happened, as the object says (not checkpointed; see compact)
     if status.get("reason") in DISRUPTIONS:
         disruption = DISRUPTIONS[status["reason"]]
     for c in _list(status.get("conditions"), "Pod status.conditions"):
         if c.get("type") == "DisruptionTarget" and c.get("status") == "True" and c.get("reason") in DISRUPTIONS:
             disruption = disruption or DISRUPTIONS[c["reason"]]
+            times[""] = c.get("lastTransitionTime") or ""  # "" is no container's name
     containers = {}
     for key in ("initContainerStatuses", "containerStatuses"):
         for cs in _list(status.get(key), f"Pod status.{key}"):
@@ -147,15 +150,18 @@ def pod_summary(obj) -> dict:
             if not isinstance(state, dict) or not isinstance(last, dict):
                 raise RecordError("container state and lastState must be objects")
             waiting = (state.get("waiting") or {}).get("reason") or ""
-            containers[str(cs.get("name") or "")] = [rc, str(waiting), _term(state), _term(last)]
+            name = str(cs.get("name") or "")
+            containers[name] = [rc, str(waiting), _term(state), _term(last)]
+            times[name] = ((state.get("running") or {}).get("startedAt")
+                           or (last.get("terminated") or {}).get("finishedAt") or "")
     labels = meta.get("labels") or {}
     return {
         "name": str(meta["name"]), "ns": str(meta.get("namespace") or ""), "uid": str(meta["uid"]),
         "node": str(spec.get("nodeName") or ""), "owner": owner,
         "labels": {"pod-template-hash": labels["pod-template-hash"]} if "pod-template-hash" in labels else {},
         "disruption": disruption, "message": str(status.get("message") or ""),
-        "terms": _terms(status),
-    } | {"containers": containers}
+        "terms": _terms(status), "times": times, "containers": containers,
+    }
 
 
 def _terms(status: dict) -> dict:
@@ -203,6 +209,7 @@ def pod_changes(prev: dict | None, cur: dict, entity: Entity, now: float) -> lis
     before = (prev or {}).get("containers", {})
     for name, (rc, waiting, term, last_term) in cur["containers"].items():
         p_rc, p_waiting, p_term, p_last = before.get(name, [None, "", "", ""])
+        when = _ts(cur["times"].get(name), now)  # the restart's start, else the last termination
         seen_terms = {p_term, p_last, ""}
         for t in (last_term, term) if not first else (term,):
             if t not in seen_terms:
@@ -212,7 +219,7 @@ def pod_changes(prev: dict | None, cur: dict, entity: Entity, now: float) -> lis
                     out.append(ev)
         if p_rc is not None and rc > p_rc:
             out.append(Event(
-                source="k8s-state", reason="ContainerRestarted", type="Warning", time=now, entity=entity,
+                source="k8s-state", reason="ContainerRestarted", type="Warning", time=when, entity=entity,
                 labels={"container": name, "restart_count": str(rc), "previous_restart_count": str(p_rc)},
                 message=f"container {name} of pod {cur['ns']}/{cur['name']} restarted ({p_rc} -> {rc})",
                 id=_id("pod", entity.cluster, cur["uid"], name, "restart", rc),
@@ -224,14 +231,15 @@ def pod_changes(prev: dict | None, cur: dict, entity: Entity, now: float) -> lis
             entered = "ImagePullBackOff"  # ErrImagePull and ImagePullBackOff alternate: one record per episode
         if entered:
             out.append(Event(
-                source="k8s-state", reason=entered, type="Warning", time=now, entity=entity,
+                source="k8s-state", reason=entered, type="Warning", time=when, entity=entity,
                 labels={"container": name, "restart_count": str(rc), "waiting_reason": waiting},
                 message=f"container {name} of pod {cur['ns']}/{cur['name']} is waiting: {waiting}",
                 id=_id("pod", entity.cluster, cur["uid"], name, "waiting", entered, rc),
             ))
     if cur["disruption"] and cur["disruption"] != (prev or {}).get("disruption"):
         out.append(Event(
-            source="k8s-state", reason=cur["disruption"], type="Warning", time=now, entity=entity,
+            source="k8s-state", reason=cur["disruption"], type="Warning",
+            time=_ts(cur["times"].get(""), now), entity=entity,
             labels={}, message=cur["message"] or f"pod {cur['ns']}/{cur['name']}: {cur['disruption']}",
             id=_id("pod", entity.cluster, cur["uid"], cur["disruption"]),
         ))
@@ -239,5 +247,5 @@ def pod_changes(prev: dict | None, cur: dict, entity: Entity, now: float) -> lis
 
 
 def compact(summary: dict) -> dict:
-    """The summary as checkpointed: without the per-termination details only messages use."""
-    return {k: v for k, v in summary.items() if k != "terms"}
+    """The summary as checkpointed and compared: without the details only messages and times use."""
+    return {k: v for k, v in summary.items() if k not in ("terms", "times")}

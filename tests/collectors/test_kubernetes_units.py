@@ -145,7 +145,9 @@ def test_pod_oom_restart_crashloop_and_image_pull(cluster):
     got = state.pod_changes(s0, s1, Entity(), 5.0)
     assert [(e.reason, e.labels.get("exit_code")) for e in got] == [
         ("ContainerOOMKilled", "137"), ("ContainerRestarted", None), ("CrashLoopBackOff", None)]
-    assert got[0].time == 1782469200.0 and got[1].labels["restart_count"] == "1"
+    assert got[1].labels["restart_count"] == "1"
+    # times come from the object (the crash's finishedAt), not from when the collector looked
+    assert [e.time for e in got] == [1782469200.0] * 3
     assert state.pod_changes(s1, s1, Entity(), 6.0) == []
     cs["state"] = {"waiting": {"reason": "ErrImagePull"}}
     s2 = state.pod_summary(pod)
@@ -170,15 +172,17 @@ def test_terminated_then_moved_to_last_state_is_reported_once(cluster):
 
 @pytest.mark.parametrize(("status", "reason"), [
     ({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."}, "Evicted"),
-    ({"conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}]}, "Preempted"),
+    ({"conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+                      "lastTransitionTime": "2026-06-26T11:00:00Z"}]}, "Preempted"),
 ])
 def test_evictions_and_preemptions(cluster, status, reason):
     pod = _by_name(cluster["pods"], "e2e-daemonset-kb65b")
     s0 = state.pod_summary(pod)
     pod["status"].update(status)
     s1 = state.pod_summary(pod)
-    got = state.pod_changes(s0, s1, Entity(), 0.0)
+    got = state.pod_changes(s0, s1, Entity(), 7.0)
     assert [e.reason for e in got] == [reason]
+    assert got[0].time == (1782471600.0 if reason == "Preempted" else 7.0)  # no time in the status: observed
     assert state.pod_changes(s1, s1, Entity(), 0.0) == []
 
 
