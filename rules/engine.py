@@ -108,6 +108,11 @@ def event_identity(ev: Event) -> dict:
     return {k: v for k, v in d.items() if v}
 
 
+def _str_labels(labels: dict) -> dict:
+    """Alert label values are strings (Alertmanager's contract), whatever the signal carried."""
+    return {k: v if v.__class__ is str else ("" if v is None else str(v)) for k, v in labels.items()}
+
+
 class _EventCtx:
     """The event being applied, with its view and identity computed once, when first needed."""
 
@@ -212,7 +217,7 @@ class Engine:
             rule = by_sid.get(sid)
             if rule is None:
                 if st.get("s") == 2:
-                    out.append(Alert(labels=st["l"], annotations=st.get("n") or {}, status="resolved",
+                    out.append(Alert(labels=_str_labels(st["l"]), annotations=st.get("n") or {}, status="resolved",
                                      startsAt=st["a"], endsAt=now, source=st.get("o", "")))
                 del state[key]
                 continue
@@ -483,6 +488,5 @@ class Engine:
 
     @staticmethod
     def _alert(rule: CompiledRule, st: dict, status: str, t: float) -> Alert:
-        labels = {k: v if v.__class__ is str else ("" if v is None else str(v)) for k, v in st["l"].items()}
-        return Alert(labels=labels, annotations=dict(st.get("n") or {}), status=status,
+        return Alert(labels=_str_labels(st["l"]), annotations=dict(st.get("n") or {}), status=status,
                      startsAt=st["a"], endsAt=t if status == "resolved" else None, source=rule.origin)
