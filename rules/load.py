@@ -343,6 +343,7 @@ def _load(items, registry) -> RuleSet:
     infos: list[PackInfo] = []
     first_alert: dict[str, str] = {}
     first_pack: dict[str, str] = {}
+    disabled: list[tuple[str, int, str, str]] = []  # (file, line, path, alert)
     for name, parse in items:
         pack, errs = parse()
         if pack is not None:
@@ -360,13 +361,21 @@ def _load(items, registry) -> RuleSet:
                     errs.add(loc, f"duplicate alert name {_shown(r.alert)} (first at {first_alert[r.alert]})")
                 else:
                     first_alert[r.alert] = f"{errs.file}:{errs.line_of(loc)}"
+            for i, alert in enumerate(pack.disable):
+                disabled.append((errs.file, errs.line_of(("disable", i)), f"disable[{i}]", alert))
         if errs.items:
             errors.extend((errs.file, line, msg) for line, msg in errs.items)
         elif pack is not None:
             rules = _compile(pack, name, errs.lines)
             compiled.extend(rules)
             infos.append(PackInfo(pack.metadata.name, pack.metadata.version, pack.metadata.description, name, len(rules)))
+    for file, line, path, alert in disabled:
+        if alert not in first_alert:
+            errors.append((file, line, f"{file}:{line}: {path}: unknown alert {_shown(alert)} (not in the loaded packs)"))
     if errors:
         errors.sort(key=lambda e: (e[0], e[1]))
         raise PackError([msg for _, _, msg in errors])
+    off = {alert for _, _, _, alert in disabled}
+    if off:
+        compiled = [r for r in compiled if r.alert not in off]
     return RuleSet(rules=tuple(compiled), packs=tuple(infos))

@@ -179,6 +179,7 @@ class RulePack(_Base):
     metadata: Metadata
     defaults: Defaults = Defaults()
     detectors: dict[LabelName, DetectorSpec] = {}
+    disable: list[str] = []  # alert names of other packs to switch off (e.g. KubeSchedulerDown on managed control planes)
     rules: list[Rule]
 
 

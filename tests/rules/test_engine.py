@@ -394,3 +394,15 @@ def test_idle_groups_have_no_timer_and_go_at_the_hourly_scan(tmp_path):
     assert len([k for k in state if not k.startswith("rule|~")]) == 1
     eng.tick(3600.0, state)
     assert [k for k in state if not k.startswith("rule|~")] == []
+
+
+def test_a_pack_can_switch_off_rules_of_another(tmp_path):
+    from rules.cli import DEFAULT_PACKS
+
+    site = tmp_path / "managed.yaml"
+    site.write_text(HEAD.replace("name: t", "name: managed-control-plane") % "1"
+                    + "disable: [KubeSchedulerDown, KubeControllerManagerDown]\nrules: []\n")
+    rs = load_packs([DEFAULT_PACKS, site])
+    alerts = {r.alert for r in rs.rules}
+    assert "KubeSchedulerDown" not in alerts and "KubeControllerManagerDown" not in alerts
+    assert "KubeAPIDown" in alerts and len(rs) == len(load_packs([DEFAULT_PACKS])) - 2

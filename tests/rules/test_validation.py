@@ -445,3 +445,8 @@ def test_absent_forget_shorter_than_after(tmp_path):
           condition: {type: absent, after: 10m, forget: 5m}
         """)
     assert got == ["p.yaml:7: rules[0].condition.forget: must be longer than after (or 0: never forget)"]
+
+
+def test_disable_unknown_alert(tmp_path):
+    got = errors(tmp_path, "disable: [KubeSchedulerDwn]\nrules:\n" + OK_RULE)
+    assert got == ['p.yaml:4: disable[0]: unknown alert "KubeSchedulerDwn" (not in the loaded packs)']
