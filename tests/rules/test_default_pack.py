@@ -161,3 +161,9 @@ def test_a_malformed_test_file_is_reported_with_file_line_and_path(tmp_path, cap
         "input_series, interval, name)",
         f'FAILED {f}:5: tests[0].alert_rule_test[0].eval_time: invalid duration "1 min" (use 5m, 1h30m)',
     ]
+
+
+def test_rules_md_is_the_current_table(capsys):
+    assert main(["rules", "list"]) == 0
+    table = capsys.readouterr().out
+    assert table in (DEFAULT_PACKS / "RULES.md").read_text(), "regenerate: kubesight rules list"
