@@ -153,6 +153,8 @@ async def _discover(cfg) -> list:
 async def _sink(args):
     if args.stdout:
         return _AsyncStdout()
+    import asyncio
+
     from collectors.metrics.produce import BatchProducer
     from collectors.sink import AsyncKafkaSink
     from streams.cli_run import bootstrap_for
@@ -161,9 +163,12 @@ async def _sink(args):
 
     settings = Settings.load(args.config)
     bootstrap = bootstrap_for(settings)
-    ensure_topics(settings, bootstrap)
     kafka = AsyncKafkaSink(bootstrap, settings.topic, client_id="kubesight-metrics")
-    await kafka.start()
+    try:
+        await asyncio.to_thread(ensure_topics, settings, bootstrap)
+        await kafka.start()
+    except Exception as exc:  # whatever the client raised: say where and why, exit non-zero
+        raise SystemExit(f"kubesight collect metrics: cannot reach Kafka at {bootstrap}: {exc}") from None
     return BatchProducer(kafka)
 
 
