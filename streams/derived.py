@@ -9,8 +9,8 @@ need the contributions of series living on other partitions, so they are re-keye
 
 1. where a source series lives, its local result (e.g. its rate) is emitted to the ``samples``
    topic as a *partial* -- a Sample named ``<signal>:partial`` with labels
-   ``kubesight="partial"``, ``src`` (the source series) and ``part`` (``le`` bound, 5xx or
-   not) -- keyed by the DERIVED series key, so every partial of one derived series lands on
+   ``kubesight="partial"``, ``src`` (the source series) and ``part`` (``le`` bound, ``num``,
+   ``den``, ``x``) -- keyed by the DERIVED series key, so every partial of one derived series lands on
    one partition;
 2. there, the latest partial of each source (younger than ``staleness``) is kept in the state
    under the derived key, and when the event-time watermark passes the newest partial by
@@ -59,28 +59,86 @@ def _not_long_running(labels: dict) -> bool:
     return labels.get("verb") not in ("WATCH", "CONNECT")
 
 
+def _label_is(name: str, value: str) -> Callable[[dict], bool]:
+    return lambda labels: labels.get(name) == value
+
+
+def _real_container(labels: dict) -> bool:
+    return labels.get("container", "") not in ("", "POD")
+
+
 @dataclass(frozen=True)
 class Signal:
-    """One derived signal: what it reads, how it aggregates, which labels it keeps."""
+    """One derived signal: its inputs, how it aggregates them, which labels it keeps.
+
+    ``inputs`` are ``(metric, part, filter)``: a source series of ``metric`` passing ``filter``
+    contributes its value -- or, with ``rate``, its per-second rate -- as ``part`` (``num``,
+    ``den``, ``x``; quantiles use the series' ``le``).  ``kind``: ``sum`` of ``x``; ``ratio``
+    = sum(num) / sum(den) (``1 - ratio`` with ``complement``); ``difference`` = sum(num) -
+    sum(den); ``quantile`` over the summed buckets; ``xid_changes`` is per series (no re-keying).
+    """
 
     name: str
-    source: str  # input metric name
-    kind: str  # sum_rate | ratio_rate | quantile_rate | sum_gauge | xid_changes
-    by: tuple[str, ...] = ("cluster",)  # labels kept on the output (absent ones are left out)
-    where: Callable[[dict], bool] | None = None  # which source series count
-    hit: Callable[[dict], bool] | None = None  # ratio: the numerator's series
+    kind: str
+    inputs: tuple
+    by: tuple[str, ...] = ("cluster", "instance")  # labels kept on the output (absent ones are left out)
+    rate: bool = False
+    complement: bool = False
+    no_num_is_zero: bool = False  # num is a filtered subset of den (5xx of all): none seen = 0
     q: float = 0.99
 
 
+_CT = ("cluster", "namespace", "pod", "container")
 SIGNALS = (
-    Signal("apiserver_request_rate", "apiserver_request_total", "sum_rate"),
-    Signal("apiserver_5xx_ratio", "apiserver_request_total", "ratio_rate", by=("cluster", "verb"), hit=_is_5xx),
-    Signal("apiserver_p99_latency_seconds", "apiserver_request_duration_seconds_bucket", "quantile_rate",
-           where=_not_long_running),
-    Signal("etcd_fsync_p99_seconds", "etcd_disk_wal_fsync_duration_seconds_bucket", "quantile_rate",
-           by=("cluster", "instance")),
-    Signal("scheduler_pending_pods", "scheduler_pending_pods", "sum_gauge"),
-    Signal("gpu_xid_errors", "DCGM_FI_DEV_XID_ERRORS", "xid_changes", by=()),
+    Signal("apiserver_request_rate", "sum", (("apiserver_request_total", "x", None),), rate=True),
+    Signal("apiserver_5xx_ratio", "ratio", (("apiserver_request_total", "den", None),
+                                             ("apiserver_request_total", "num", _is_5xx)),
+           by=("cluster", "instance", "verb"), rate=True, no_num_is_zero=True),
+    Signal("apiserver_p99_latency_seconds", "quantile",
+           (("apiserver_request_duration_seconds_bucket", "le", _not_long_running),),
+           by=("cluster", "instance", "verb", "resource"), rate=True),
+    Signal("etcd_fsync_p99_seconds", "quantile", (("etcd_disk_wal_fsync_duration_seconds_bucket", "le", None),),
+           rate=True),
+    Signal("etcd_commit_p99_seconds", "quantile",
+           (("etcd_disk_backend_commit_duration_seconds_bucket", "le", None),), rate=True),
+    Signal("etcd_db_quota_used_ratio", "ratio", (("etcd_mvcc_db_total_size_in_bytes", "num", None),
+                                                  ("etcd_server_quota_backend_bytes", "den", None))),
+    Signal("gpu_xid_errors", "xid_changes", (("DCGM_FI_DEV_XID_ERRORS", "x", None),), by=()),
+    Signal("kubelet_pleg_relist_p99_seconds", "quantile",
+           (("kubelet_pleg_relist_duration_seconds_bucket", "le", None),), by=("cluster", "instance", "node"),
+           rate=True),
+    Signal("node_filesystem_avail_ratio", "ratio", (("node_filesystem_avail_bytes", "num", None),
+                                                     ("node_filesystem_size_bytes", "den", None)),
+           by=("cluster", "instance", "device", "fstype", "mountpoint")),
+    Signal("node_filesystem_files_free_ratio", "ratio", (("node_filesystem_files_free", "num", None),
+                                                          ("node_filesystem_files", "den", None)),
+           by=("cluster", "instance", "device", "fstype", "mountpoint")),
+    Signal("node_memory_available_ratio", "ratio", (("node_memory_MemAvailable_bytes", "num", None),
+                                                     ("node_memory_MemTotal_bytes", "den", None))),
+    Signal("node_cpu_utilisation", "ratio", (("node_cpu_seconds_total", "den", None),
+                                              ("node_cpu_seconds_total", "num", _label_is("mode", "idle"))),
+           rate=True, complement=True),
+    Signal("node_nf_conntrack_usage_ratio", "ratio", (("node_nf_conntrack_entries", "num", None),
+                                                       ("node_nf_conntrack_entries_limit", "den", None))),
+    Signal("kubelet_volume_avail_ratio", "ratio", (("kubelet_volume_stats_available_bytes", "num", None),
+                                                    ("kubelet_volume_stats_capacity_bytes", "den", None)),
+           by=("cluster", "namespace", "persistentvolumeclaim")),
+    Signal("kubelet_volume_inodes_free_ratio", "ratio", (("kubelet_volume_stats_inodes_free", "num", None),
+                                                          ("kubelet_volume_stats_inodes", "den", None)),
+           by=("cluster", "namespace", "persistentvolumeclaim")),
+    Signal("container_memory_limit_ratio", "ratio",
+           (("container_memory_working_set_bytes", "num", _real_container),
+            ("container_spec_memory_limit_bytes", "den", _real_container)), by=_CT),
+    Signal("container_cpu_throttled_ratio", "ratio",
+           (("container_cpu_cfs_throttled_periods_total", "num", _real_container),
+            ("container_cpu_cfs_periods_total", "den", _real_container)), by=_CT, rate=True),
+    Signal("kube_statefulset_status_replicas_unavailable", "difference",
+           (("kube_statefulset_replicas", "num", None), ("kube_statefulset_status_replicas_ready", "den", None)),
+           by=("cluster", "namespace", "statefulset")),
+    Signal("kube_resourcequota_used_ratio", "ratio",
+           (("kube_resourcequota", "num", _label_is("type", "used")),
+            ("kube_resourcequota", "den", _label_is("type", "hard"))),
+           by=("cluster", "namespace", "resourcequota", "resource")),
 )
 
 
@@ -131,9 +189,11 @@ class Derived:
         self.window = window
         self.staleness = staleness
         self.settle = settle
-        self.by_source: dict[str, list[Signal]] = {}
-        for s in signals:
-            self.by_source.setdefault(s.source, []).append(s)
+        self.by_source: dict[str, list[tuple[Signal, str, Callable | None]]] = {}
+        for sig in signals:
+            for metric, part, where in sig.inputs:
+                self.by_source.setdefault(metric, []).append((sig, part, where))
+        self.by_name = {s.name: s for s in signals}
         self.by_partial = {f"{s.name}:partial": s for s in signals}
 
     # ---------------------------------------------------------------- records in
@@ -150,30 +210,25 @@ class Derived:
             return
         if mark is not None:
             return
-        sigs = self.by_source.get(rec.name)
-        if not sigs:
+        uses = self.by_source.get(rec.name)
+        if not uses:
             return
         series = rec.series()
-        rate = None
-        if any(s.kind.endswith("_rate") for s in sigs):
-            rate = self._rate(series, rec, state)
-        for sig in sigs:
-            if sig.where is not None and not sig.where(labels):
+        rate = self._rate(series, rec, state) if any(sig.rate for sig, _, _ in uses) else None
+        for sig, part, where in uses:
+            if where is not None and not where(labels):
                 continue
             if sig.kind == "xid_changes":
                 self._xid(sig, series, rec, state, emit)
-            elif sig.kind == "sum_gauge":
-                self._partial(sig, rec, series, "all", rec.value, emit)
-            elif rate is not None:
-                if sig.kind == "quantile_rate":
-                    part = labels.get("le")
-                    if part is None:
-                        continue
-                elif sig.kind == "ratio_rate":
-                    part = "hit" if sig.hit(labels) else "miss"
-                else:
-                    part = "all"
-                self._partial(sig, rec, series, part, rate, emit)
+                continue
+            value = rate if sig.rate else rec.value
+            if value is None or value != value:
+                continue
+            if part == "le":
+                part = labels.get("le")
+                if part is None:
+                    continue
+            self._partial(sig, rec, series, part, value, emit)
 
     def _rate(self, series: str, rec: Sample, state) -> float | None:
         """Per-second rate of a counter over ``window``, across resets; None until two points."""
@@ -224,11 +279,12 @@ class Derived:
         dkey = d.series()
         key = f"{PREFIX}a|{dkey}"
         agg = state.get(key) or {"labels": d.labels, "c": {}}
-        src = p.labels.get("src", "")
-        old = agg["c"].get(src)
+        part = p.labels.get("part", "x")
+        ckey = f"{part}|{p.labels.get('src', '')}"
+        old = agg["c"].get(ckey)
         if old is not None and p.time < old[2]:
             return
-        agg["c"][src] = [p.labels.get("part", "all"), p.value, p.time]
+        agg["c"][ckey] = [part, p.value, p.time]
         state[key] = agg
         pending = state.get(PENDING) or {}
         if pending.get(dkey, -math.inf) < p.time:
@@ -244,36 +300,46 @@ class Derived:
         done = [d for d, t in pending.items() if now >= t + self.settle]
         if not done:
             return
-        by_name = {s.name: s for sigs in self.by_source.values() for s in sigs}
         for dkey in done:
             t = pending.pop(dkey)
             key = f"{PREFIX}a|{dkey}"
             agg = state.get(key)
             if agg is None:
                 continue
-            live = {src: c for src, c in agg["c"].items() if c[2] > t - self.staleness}
+            live = {c: v for c, v in agg["c"].items() if v[2] > t - self.staleness}
             if live:
                 agg["c"] = live
                 state[key] = agg
             else:
                 del state[key]
                 continue
-            name = dkey.split("{", 1)[0]
-            value = self._aggregate(by_name[name], live.values())
+            sig = self.by_name.get(dkey.split("{", 1)[0])
+            value = None if sig is None else self._aggregate(sig, live.values())
             if value is None or value != value:
                 continue
-            d = Sample(name, value, t, agg["labels"])
+            d = Sample(sig.name, value, t, agg["labels"])
             emit("samples", d.key(), encode(d))
         state[PENDING] = pending
 
     @staticmethod
     def _aggregate(sig: Signal, contributions) -> float | None:
-        if sig.kind in ("sum_rate", "sum_gauge"):
+        if sig.kind == "sum":
             return float(sum(c[1] for c in contributions))
-        if sig.kind == "ratio_rate":
-            den = sum(c[1] for c in contributions)
-            return sum(c[1] for c in contributions if c[0] == "hit") / den if den > 0 else None
-        if sig.kind == "quantile_rate":
+        if sig.kind in ("ratio", "difference"):
+            num = [c[1] for c in contributions if c[0] == "num"]
+            den = [c[1] for c in contributions if c[0] == "den"]
+            if not num and sig.no_num_is_zero:
+                num = [0.0]
+            if not num or not den:  # one side not seen (yet): undefined, not 0
+                return None
+            if sig.kind == "difference":
+                return float(sum(num) - sum(den))
+            d = sum(den)
+            if d <= 0:
+                return None
+            r = sum(num) / d
+            return 1.0 - r if sig.complement else r
+        if sig.kind == "quantile":
             buckets: dict[float, float] = {}
             for part, v, _ in contributions:
                 b = _le(part)

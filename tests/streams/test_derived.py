@@ -83,46 +83,81 @@ def test_apiserver_rate_ratio_and_p99_across_a_reset(pages):
     assert ps.derived == []  # one point of a counter: no rate yet (silence, not 0)
     ps.feed(_scrape(pages["api"], 1030.0, "apiserver", factor=2))  # the same traffic again in 30 s
     ps.feed(_scrape(pages["sched"], 1032.0, "scheduler"))  # later records move the watermark on
+    key = (("cluster", "ack-1"), ("instance", "apiserver:443"))
     rate = ps.latest("apiserver_request_rate")
-    assert rate == {(("cluster", "ack-1"),): (1030.0, pytest.approx(total / 30))}
+    assert rate == {key: (1030.0, pytest.approx(total / 30))}
     assert total == 1873  # requests counted on the page
     ratio = ps.latest("apiserver_5xx_ratio")
     get = sum(v for lab, v in req if lab["verb"] == "GET")
-    assert ratio[(("cluster", "ack-1"), ("verb", "GET"))] == (1030.0, pytest.approx(11 / get))
-    assert ratio[(("cluster", "ack-1"), ("verb", "LIST"))] == (1030.0, 0.0)
+    assert ratio[key + (("verb", "GET"),)] == (1030.0, pytest.approx(11 / get))
+    assert ratio[key + (("verb", "LIST"),)] == (1030.0, 0.0)  # no 5xx series for LIST: none happened
     assert len(ratio) == 9  # every verb seen: APPLY CONNECT DELETE GET LIST PATCH POST PUT WATCH
-    # p99 from the page's buckets summed over every non-WATCH/CONNECT series (rates scale, quantiles don't)
-    buckets: dict[float, float] = {}
+    # p99 per verb and resource from the page's buckets (rates scale, quantiles don't)
+    buckets: dict[tuple, dict[float, float]] = {}
     for n, lab, v, _ in pts:
         if n == "apiserver_request_duration_seconds_bucket" and lab["verb"] not in ("WATCH", "CONNECT"):
             b = math.inf if lab["le"] == "+Inf" else float(lab["le"])
-            buckets[b] = buckets.get(b, 0) + v
-    (t, p99), = ps.latest("apiserver_p99_latency_seconds").values()
-    assert t == 1030.0 and p99 == pytest.approx(histogram_quantile(0.99, buckets))
-    assert round(p99, 6) == 0.023755  # a fresh single-node cluster: fast
+            per = buckets.setdefault((lab["resource"], lab["verb"]), {})
+            per[b] = per.get(b, 0) + v
+    p99 = ps.latest("apiserver_p99_latency_seconds")
+    want = {key + (("resource", r), ("verb", vb)): histogram_quantile(0.99, bk) for (r, vb), bk in buckets.items()}
+    assert p99.keys() == {k for k, v in want.items() if v is not None} and len(p99) == 120
+    assert all(p99[k] == (1030.0, pytest.approx(want[k])) for k in p99)
+    assert round(p99[key + (("resource", "pods"), ("verb", "GET"))][1], 6) == 0.0068
     # a restart of the apiserver: every counter starts again at 5
     ps.feed(_scrape(pages["api"], 1060.0, "apiserver", reset_to=5.0))
     ps.feed(_scrape(pages["sched"], 1062.0, "scheduler"))
     rate = ps.latest("apiserver_request_rate")
     # per series over [1000, 1060]: v before the restart, then 5 from zero -- unless 5 >= 2v, which
     # (as in PromQL) is no visible reset, just an increase of 5 - 2v
-    want = sum(v + (5 if 5 < 2 * v else 5 - 2 * v) for _, v in req) / 60
-    assert rate[(("cluster", "ack-1"),)] == (1060.0, pytest.approx(want))
+    want_rate = sum(v + (5 if 5 < 2 * v else 5 - 2 * v) for _, v in req) / 60
+    assert rate[key] == (1060.0, pytest.approx(want_rate))
     assert sum(1 for _, v in req if 5 < 2 * v) == 83  # of 171 series, these visibly reset
 
 
-def test_etcd_fsync_p99_and_scheduler_pending(pages):
+def test_etcd_fsync_and_commit_p99_and_db_quota_ratio(pages):
     ps = Partitions()
     ps.feed(_scrape(pages["etcd"], 1000.0, "etcd") + _scrape(pages["sched"], 1000.0, "scheduler"))
     ps.feed(_scrape(pages["etcd"], 1030.0, "etcd", factor=2) + _scrape(pages["sched"], 1030.0, "scheduler"))
     ps.feed(_scrape(pages["sched"], 1040.0, "scheduler"))
+    key = (("cluster", "ack-1"), ("instance", "etcd:443"))
     # 855 fsyncs again: rank 0.99 * 855 = 846.45 falls in (0.004, 0.008] holding 842..848
-    fsync = ps.latest("etcd_fsync_p99_seconds")
-    assert fsync == {(("cluster", "ack-1"), ("instance", "etcd:443")):
-                     (1030.0, pytest.approx(0.004 + 0.004 * (846.45 - 842) / 6))}
-    # queues active 0, backoff 0, gated 0, unschedulable 1
-    # the round at 1040 waits for a later record to move the watermark past it
-    assert ps.latest("scheduler_pending_pods") == {(("cluster", "ack-1"),): (1030.0, 1.0)}
+    assert ps.latest("etcd_fsync_p99_seconds") == {key: (1030.0, pytest.approx(0.004 + 0.004 * (846.45 - 842) / 6))}
+    # 262 commits: rank 259.38 in (0.008, 0.016] holding 259..260
+    assert ps.latest("etcd_commit_p99_seconds") == {key: (1030.0, pytest.approx(0.008 + 0.008 * 0.38))}
+    # gauges need no second point: 2.093056e+06 of 2.147483648e+09 bytes
+    assert ps.latest("etcd_db_quota_used_ratio") == {key: (1030.0, pytest.approx(2.093056e6 / 2.147483648e9))}
+    # scheduler_pending_pods is used as scraped (by queue): no derived copy
+    assert ps.latest("scheduler_pending_pods") == {}
+
+
+def test_node_container_and_kube_state_ratios(data_dir):
+    node = (data_dir / "node-exporter-fixtures/e2e-output.txt").read_text()
+    cad = (data_dir / "nri-kubernetes-testdata/1_35/kubelet/metrics/cadvisor").read_text()
+    ksm = (data_dir / "nri-kubernetes-testdata/1_35/ksm/metrics").read_text()
+    ps = Partitions()
+    ps.feed(_scrape(node, 1000.0, "node") + _scrape(cad, 1000.0, "cadvisor") + _scrape(ksm, 1000.0, "ksm"))
+    ps.feed(_scrape(node, 1030.0, "node", factor=2) + _scrape(cad, 1030.0, "cadvisor", factor=2))
+    ps.feed(_scrape(ksm, 1040.0, "ksm"))
+    nk = (("cluster", "ack-1"), ("instance", "node:443"))
+    assert ps.latest("node_nf_conntrack_usage_ratio") == {nk: (1030.0, pytest.approx(123 / 65536))}
+    cpu = [(lab["mode"], v) for n, lab, v, _ in parse(node).points if n == "node_cpu_seconds_total"]
+    idle = sum(v for m, v in cpu if m == "idle") / sum(v for _, v in cpu)
+    assert ps.latest("node_cpu_utilisation") == {nk: (1030.0, pytest.approx(1 - idle))}
+    assert ps.latest("node_memory_available_ratio") == {}  # this fixture's kernel has no MemAvailable
+    mem = ps.latest("container_memory_limit_ratio")
+    ws = {(lab["namespace"], lab["pod"], lab["container"]): v for n, lab, v, _ in parse(cad).points
+          if n == "container_memory_working_set_bytes" and lab["container"] not in ("", "POD")}
+    k = (("cluster", "ack-1"), ("container", "compute-pi-digits"), ("namespace", "scraper"),
+         ("pod", "e2e-statefulset-0"))
+    assert mem[k][1] == pytest.approx(ws[("scraper", "e2e-statefulset-0", "compute-pi-digits")] / 3.145728e7)
+    assert len(mem) == 7  # containers with a memory limit (0 = none: no ratio)
+    quota = ps.latest("kube_resourcequota_used_ratio")
+    qk = (("cluster", "ack-1"), ("namespace", "nri-test-namespace"), ("resource", "limits.cpu"),
+          ("resourcequota", "nri-test-namespace-quota"))
+    assert quota[qk] == (1000.0, 0.0) and len(quota) == 13  # the 1040 round waits for a later watermark
+    sts = ps.latest("kube_statefulset_status_replicas_unavailable")
+    assert sts == {(("cluster", "ack-1"), ("namespace", "scraper"), ("statefulset", "e2e-statefulset")): (1000.0, 0.0)}
 
 
 def test_gpu_xid_errors_counts_new_codes_in_the_window(data_dir):
