@@ -1,7 +1,13 @@
-"""``kubesight bench kubernetes``: records/s from the local test API server through the collector into Kafka."""
+"""``kubesight bench kubernetes``: records/s from the local test API server through the collector into Kafka.
+
+The API server runs in its own process (as a real one would), serving the recorded
+must-gather Events and nri-kubernetes Nodes/Pods; the collector runs here with the real
+client and its transactional producer, and the figure is records committed per second.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import sys
@@ -9,6 +15,34 @@ import threading
 import time
 import uuid
 from pathlib import Path
+
+
+def _server(conn, data: str) -> None:
+    """Child process: serve the recorded cluster; on ("updates", n) stream n Event repeats as one burst."""
+    from collectors.kubernetes.testing import (
+        FakeApiServer,
+        must_gather_events,
+        nri_cluster,
+        repeat,
+        serve_cluster,
+    )
+
+    events = must_gather_events(Path(data))
+    with FakeApiServer(bookmark_interval=0.05) as srv:
+        rv = serve_cluster(srv, nri_cluster(Path(data)), events)
+        conn.send((srv.url, rv, len(events)))
+        rng = random.Random(7)
+        current = dict(enumerate(events))
+        while True:
+            cmd = conn.recv()
+            if cmd[0] != "updates":
+                return
+            with srv.held():
+                for _ in range(cmd[1]):
+                    i = rng.randrange(len(events))
+                    current[i] = repeat(current[i])
+                    last = srv.put("events", current[i], notify=False)
+            conn.send(last)
 
 
 def _wait(collector, rv: int, timeout: float = 600.0) -> None:
@@ -19,7 +53,7 @@ def _wait(collector, rv: int, timeout: float = 600.0) -> None:
             return
         if collector.stop.is_set() or time.monotonic() > deadline:
             raise RuntimeError(f"collector did not reach resourceVersion {rv} (at {done})")
-        time.sleep(0.01)
+        time.sleep(0.005)
 
 
 def run(args) -> int:
@@ -27,13 +61,7 @@ def run(args) -> int:
 
     from collectors.kubernetes.api import Api, api_client
     from collectors.kubernetes.collector import Collector, Options
-    from collectors.kubernetes.testing import (
-        FakeApiServer,
-        must_gather_events,
-        nri_cluster,
-        repeat,
-        serve_cluster,
-    )
+    from collectors.kubernetes.testing import write_kubeconfig
     from collectors.kubernetes.txsink import TransactionalSink
     from streams.cli_run import bootstrap_for
     from streams.config import REPO, Settings
@@ -45,11 +73,14 @@ def run(args) -> int:
     settings = settings.model_copy(update={"topic_prefix": f"bench-k8s-{uuid.uuid4().hex[:6]}-"})
     bootstrap = bootstrap_for(settings)
     ensure_topics(settings, bootstrap)
-    events = must_gather_events(data)
-    cluster = nri_cluster(data)
-    with FakeApiServer(bookmark_interval=0.05) as srv:
-        rv = serve_cluster(srv, cluster, events)
-        kc = srv.kubeconfig(Path(os.environ.get("TMPDIR", "/tmp")) / f"kubesight-bench-{os.getpid()}.kubeconfig")
+    ctx = multiprocessing.get_context("spawn")
+    conn, child_conn = ctx.Pipe()
+    server = ctx.Process(target=_server, args=(child_conn, str(data)), daemon=True)
+    server.start()
+    kc = None
+    try:
+        url, rv, n_events = conn.recv()
+        kc = write_kubeconfig(url, Path(os.environ.get("TMPDIR", "/tmp")) / f"kubesight-bench-{os.getpid()}.kubeconfig")
         sink = TransactionalSink(bootstrap, settings.topic, f"kubesight-bench-{uuid.uuid4().hex[:6]}")
         collector = Collector(Api(api_client(str(kc))), sink, Options(cluster="bench"))
         stop = threading.Event()
@@ -59,16 +90,11 @@ def run(args) -> int:
         _wait(collector, rv)
         t_list = time.perf_counter() - t0
         n_list = collector.stats.records
-        print(f"list:  {n_list} records ({len(events)} Events + state changes) in {t_list:.2f}s "
+        print(f"list:  {n_list} records ({n_events} Events + state changes) in {t_list:.2f}s "
               f"= {n_list / t_list:,.0f} records/s (includes {collector.owners.fetches} owner reads)")
-        rng = random.Random(7)
-        current = {i: e for i, e in enumerate(events)}
-        for _ in range(args.updates):
-            i = rng.randrange(len(events))
-            e = current[i] = repeat(current[i])
-            last = srv.put("events", e, notify=False)
+        conn.send(("updates", args.updates))
+        last = conn.recv()
         t1 = time.perf_counter()
-        srv.notify()
         _wait(collector, last)
         t_watch = time.perf_counter() - t1
         n_watch = collector.stats.records - n_list
@@ -77,7 +103,11 @@ def run(args) -> int:
         stop.set()
         th.join(10)
         sink.producer.close(timeout=5)
-        kc.unlink(missing_ok=True)
+    finally:
+        conn.send(("stop",))
+        server.join(10)
+        if kc:
+            kc.unlink(missing_ok=True)
     if n_watch != args.updates:
         print(f"bench: expected {args.updates} records from the watch, got {n_watch}", file=sys.stderr)
         return 1

@@ -133,16 +133,7 @@ class FakeApiServer:
 
     def kubeconfig(self, path: str | Path) -> Path:
         """Write a kubeconfig that points the official client at this server; returns its path."""
-        import yaml
-
-        path = Path(path)
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "test",
-            "clusters": [{"name": "test", "cluster": {"server": self.url}}],
-            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
-            "users": [{"name": "test", "user": {"token": "test-token"}}],
-        }))
-        return path
+        return write_kubeconfig(self.url, path)
 
     def __enter__(self) -> FakeApiServer:
         return self.start()
@@ -396,6 +387,20 @@ class FakeApiServer:
             if obj is None:
                 return _status(404, "NotFound", f'{resource} "{name}" not found')
             return web.Response(body=orjson.dumps(obj), content_type="application/json")
+
+
+def write_kubeconfig(url: str, path: str | Path) -> Path:
+    """A kubeconfig for the API server at ``url`` (plain HTTP, a dummy token)."""
+    import yaml
+
+    path = Path(path)
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": url}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+        "users": [{"name": "test", "user": {"token": "test-token"}}],
+    }))
+    return path
 
 
 def _status(code: int, reason: str, message: str):
