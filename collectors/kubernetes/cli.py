@@ -129,6 +129,7 @@ def _collect(args) -> int:
 
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retries are summed up by ours
     settings = Settings.load(args.config)
     cluster = args.cluster or settings.cluster
     opts = Options(cluster=cluster, streams=args.watch, owner_keys=args.owner_keys, cache_size=args.cache_size,

@@ -87,7 +87,7 @@ class Watcher(threading.Thread):
                 self.reconnects += 1
                 delay = backoff(attempt, self.backoff_base, self.backoff_max)
                 attempt += 1
-                log.warning("%s: watch failed (%s: %s); retry from resourceVersion %s in %.2fs",
+                log.warning("%s: list/watch failed (%s: %s); retry from resourceVersion %s in %.2fs",
                             self.stream.name, type(exc).__name__, " ".join(str(exc).split())[:300], self.rv, delay)
                 self.stop.wait(delay)
 
