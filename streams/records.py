@@ -30,6 +30,7 @@ VERSION = 1
 SOURCES = ("k8s", "k8s-state", "kernel", "cloud", "controlplane", "metrics")
 SEVERITIES = ("critical", "warning", "info", "none")
 _SOURCE_SET = frozenset(SOURCES)
+_INF = float("inf")
 
 
 class RecordError(ValueError):
@@ -176,12 +177,15 @@ class Sample:
         return self.series().encode()
 
     def to_dict(self) -> dict:
+        v = self.value
+        if v != v or v in (_INF, -_INF):  # JSON has no NaN/Inf: spell them as Prometheus does
+            v = "NaN" if v != v else ("+Inf" if v > 0 else "-Inf")
         return {
             "v": VERSION,
             "kind": "sample",
             "name": self.name,
             "labels": self.labels,
-            "value": self.value,
+            "value": v,
             "time": format_time(self.time),
         }
 

@@ -69,8 +69,13 @@ def test_bad_payloads_raise_clear_errors(payload, message):
     assert message in str(exc.value)
 
 
-def test_prometheus_special_values_are_accepted():
+def test_prometheus_special_values_are_accepted_and_round_trip():
     assert decode(b'{"v":1,"kind":"sample","name":"x","value":"+Inf","time":0}').value == float("inf")
+    for v, wire in ((float("inf"), "+Inf"), (float("-inf"), "-Inf"), (float("nan"), "NaN")):
+        d = orjson.loads(encode(Sample("x", v, 0.0)))
+        assert d["value"] == wire
+        back = decode(encode(Sample("x", v, 0.0))).value
+        assert (back != back) if v != v else back == v
 
 
 def test_deadletter_keeps_binary_payload_whole():
