@@ -223,7 +223,10 @@ class Deliverer(mode.Service):
             batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
             for tp, msgs in batches.items():
                 if tp in self._inflight or self._stopping:
-                    continue  # (cannot happen while paused; defensive)
+                    # a rebalance un-paused a partition whose old batch is still being delivered (or we are
+                    # stopping): read these again later instead of skipping them
+                    self.consumer.seek(tp, msgs[0].offset)
+                    continue
                 self.consumer.pause(tp)
                 self._inflight[tp] = asyncio.create_task(self._guarded(tp, msgs))
 

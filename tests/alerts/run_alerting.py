@@ -12,7 +12,11 @@ async def main(bootstrap: str, prefix: str, app_id: str, routing: str, worker_id
     svc = AlertingService(settings, bootstrap, routing, worker_id=worker_id)
     await svc.start()
     print("started", flush=True)
-    await asyncio.Event().wait()
+    while True:  # progress for the test's failure message
+        await asyncio.sleep(2)
+        print(f"processor {svc.processor.stats} deliverer {svc.deliverer.stats} views_ready {svc.views_ready()} "
+              f"assigned {sorted(tp.partition for tp in svc.deliverer.consumer.assignment())}",
+              file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

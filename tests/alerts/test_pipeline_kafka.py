@@ -130,9 +130,10 @@ def test_failing_receiver_and_restart_lose_and_double_nothing(settings):
         await produce(settings, [alert("PodDown", f"n{i}", pod=f"p{i}", owner="team-a") for i in range(6)])
         await wait_for(lambda: len(team.accepted) >= 3, "some deliveries before the restart")
         await svc.stop()
-        # while no worker runs: more alerts, and two of the first ones resolve
+        # while no worker runs: more alerts, and two of those already notified resolve
+        done = sorted({int(x["body"]["alerts"][0]["labels"]["pod"][1:]) for x in team.accepted})[:2]
         await produce(settings, [alert("PodDown", f"n{i}", pod=f"p{i}", owner="team-a") for i in range(6, 10)]
-                      + [alert("PodDown", f"n{i}", pod=f"p{i}", owner="team-a", status="resolved") for i in (0, 1)])
+                      + [alert("PodDown", f"n{i}", pod=f"p{i}", owner="team-a", status="resolved") for i in done])
         svc2 = AlertingService(settings, settings.kafka, cfg, worker_id="w2")
         await svc2.start()
         try:
@@ -146,7 +147,7 @@ def test_failing_receiver_and_restart_lose_and_double_nothing(settings):
         expected = Counter({((("alertname", "PodDown"), ("node", f"n{i}"), ("owner", "team-a")), ((f"p{i}", "firing"),)): 1
                             for i in range(10)})
         expected.update({((("alertname", "PodDown"), ("node", f"n{i}"), ("owner", "team-a")), ((f"p{i}", "resolved"),)): 1
-                         for i in (0, 1)})
+                         for i in done})
         assert got == expected
         assert len({x["body"]["dedupKey"] for x in team.accepted}) == len(team.accepted) == 12
         assert platform.accepted == []
@@ -168,7 +169,10 @@ def test_worker_killed_mid_delivery_loses_and_doubles_nothing(settings, tmp_path
                                  settings.topic_prefix, settings.app_id, str(routing), "w1"], cwd=repo,
                                 stdout=subprocess.DEVNULL, stderr=open(tmp_path / "worker.log", "ab"))
 
+    done = None
+
     async def go():
+        nonlocal done
         # three deliveries succeed, then every request stalls: the worker is killed while one is in flight
         # (and not between a 2xx and its commit, the one window where a notification can be doubled)
         team = ScriptedReceiver(["ok", "ok", "ok"], after="stall", stall=5.0)
@@ -184,8 +188,11 @@ def test_worker_killed_mid_delivery_loses_and_doubles_nothing(settings, tmp_path
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             team.after = "ok"
+            # resolve one whose firing was delivered (a change superseded while undelivered is coalesced into
+            # its final state: the receiver gets that once, which this test does not try to pin down)
+            done = int(team.accepted[0]["body"]["alerts"][0]["labels"]["pod"][1:])
             await produce(settings, [alert("PodDown", f"n{i}", pod=f"p{i}", owner="team-a") for i in range(6, 8)]
-                          + [alert("PodDown", "n0", pod="p0", owner="team-a", status="resolved")])
+                          + [alert("PodDown", f"n{done}", pod=f"p{done}", owner="team-a", status="resolved")])
             proc = spawn(routing)
             await wait_for(lambda: len(team.accepted) >= 9, "every change after the restart", timeout=90)
             await asyncio.sleep(1.5)
@@ -197,7 +204,7 @@ def test_worker_killed_mid_delivery_loses_and_doubles_nothing(settings, tmp_path
         got = Counter(seen(team))
         expected = Counter({((("alertname", "PodDown"), ("node", f"n{i}"), ("owner", "team-a")), ((f"p{i}", "firing"),)): 1
                             for i in range(8)})
-        expected[((("alertname", "PodDown"), ("node", "n0"), ("owner", "team-a")), (("p0", "resolved"),))] = 1
+        expected[((("alertname", "PodDown"), ("node", f"n{done}"), ("owner", "team-a")), ((f"p{done}", "resolved"),))] = 1
         assert got == expected, (tmp_path / "worker.log").read_text()[-3000:]
 
     asyncio.run(go())
