@@ -9,6 +9,7 @@ disagree: a crash before the commit aborts both, a crash after it loses nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -69,7 +70,8 @@ class Collector:
         self.clock = clock
         restored = restored or {"rv": {}, "event": {}, "node": {}, "pod": {}}
         self.rv: dict[str, str] = dict(restored["rv"])
-        self.events: dict[str, list] = dict(restored["event"])  # uid -> [count, updated_rv, deleted_rv]
+        # uid -> [highest occurrence emitted, rv of that update, rv of its deletion or "", series offset]
+        self.events: dict[str, list] = dict(restored["event"])
         self.nodes: dict[str, dict] = dict(restored["node"])
         self.pods: dict[str, dict] = dict(restored["pod"])
         self.baseline = {s: s not in self.rv for s in options.streams}
@@ -212,6 +214,9 @@ class Collector:
     def _event(self, typ: str, obj, rv: str, baseline: bool) -> str:
         v = events.view(obj)
         entry = self.events.get(v.uid)
+        offset = events.series_offset(v, entry[3] if entry and len(entry) > 3 else 0)
+        if offset:
+            v = dataclasses.replace(v, count=v.count + offset)
         if typ == "DELETED":
             if entry and not entry[2]:
                 entry[2] = rv
@@ -221,7 +226,7 @@ class Collector:
         if seen is not None and v.count <= seen:
             return v.uid
         self._emit(events.occurrences(v, seen, self._event_entity(v), baseline=baseline))
-        self.events[v.uid] = [v.count, rv, entry[2] if entry else ""]
+        self.events[v.uid] = [v.count, rv, entry[2] if entry else "", offset]
         self.dirty.add(("event", v.uid))
         return v.uid
 

@@ -37,6 +37,7 @@ class EventView:
     type: str
     message: str
     count: int
+    series: int  # series.count as the object says (0: no series), see ``series_offset``
     first: float  # time of the first occurrence
     time: float  # time of the latest occurrence
     regarding: dict  # kind, name, namespace, uid, fieldPath
@@ -92,14 +93,30 @@ def view(obj) -> EventView:
         raise RecordError("Event involvedObject/regarding and source must be objects")
     if last is None:
         raise RecordError("Event without any timestamp (lastTimestamp, eventTime, creationTimestamp)")
-    count = _int(series.get("count"), "series.count") if series else 0
-    count = count or _int(raw_count, "count") or 1
+    series_count = _int(series.get("count"), "series.count") if series else 0
+    count = series_count or _int(raw_count, "count") or 1
     return EventView(
         uid=str(meta["uid"]), api=api, namespace=str(meta.get("namespace") or reg.get("namespace") or ""),
         reason=str(obj.get("reason") or ""), type=str(obj.get("type") or "Normal"), message=str(message),
-        count=count, first=first if first is not None else last, time=last, regarding=reg,
+        count=count, series=series_count, first=first if first is not None else last, time=last, regarding=reg,
         component=str(component), host=str(src.get("host") or ""),
     )
+
+
+def series_offset(v: EventView, known: int) -> int:
+    """Occurrences = series.count + offset: 1 for recorders that start a series at 1.
+
+    client-go's events recorder used to start a series at 1 on the first repeat (counting
+    repeats, as in the recorded OpenShift 4.8 Events) and now starts it at 2 (counting
+    occurrences). A series seen at 1 reveals the old way for that Event; ``known`` is what was
+    learnt before (0 or 1).
+
+    >>> v = view({"metadata": {"uid": "u"}, "eventTime": "2021-08-03T09:27:36.331361Z",
+    ...           "series": {"count": 1, "lastObservedTime": "2021-08-03T09:27:38.332622Z"}})
+    >>> v.count + series_offset(v, 0)
+    2
+    """
+    return 1 if v.series == 1 else known if v.series else 0
 
 
 def occurrence_id(cluster: str, uid: str, count: int) -> str:

@@ -133,13 +133,14 @@ class Served:
     def __init__(self, srv: FakeApiServer, events: list[dict]):
         self.srv = srv
         self.cur = {e["metadata"]["uid"]: e for e in events}
-        self.first = {u: (e.get("series") or {}).get("count") or e.get("count") or 1 for u, e in self.cur.items()}
+        self.first = {u: self.count(e) for u, e in self.cur.items()}
         self.rng = random.Random(3)
         self.deleted: set[str] = set()
 
     @staticmethod
     def count(e):
-        return (e.get("series") or {}).get("count") or e.get("count") or 1
+        """Occurrences so far: the recorded series (OpenShift 4.8's recorder) start at 1 on the first repeat."""
+        return e["series"]["count"] + 1 if e.get("series") else e.get("count") or 1
 
     def repeats(self, n: int) -> int:
         live = sorted(u for u in self.cur if u not in self.deleted)

@@ -63,6 +63,20 @@ def test_one_record_per_occurrence_with_stable_ids(recorded):
     assert events.occurrences(events.view(e3), 3, ent) == []
 
 
+def test_a_series_started_at_one_is_not_a_lost_repeat(recorded):
+    e = next(x for x in recorded if x.get("series"))  # the scheduler's: series.count 1 two seconds after eventTime
+    before = copy.deepcopy(e)
+    before.pop("series")  # what it was before its first repeat
+    known, counts = 0, []
+    for obj in (before, e, repeat(e), repeat(repeat(e))):
+        v = events.view(obj)
+        known = events.series_offset(v, known)
+        counts.append(v.count + known)
+    assert counts == [1, 2, 3, 4]
+    new_style = events.view(repeat(e))  # a recorder that starts series at 2: no offset learnt
+    assert new_style.count + events.series_offset(new_style, 0) == 2
+
+
 def test_first_list_reports_history_once_later_first_sights_in_full(recorded):
     e = next(x for x in recorded if (x.get("count") or 0) >= 5)
     v = events.view(e)
