@@ -18,16 +18,36 @@ def _topic_of(rec: Record) -> str:
 
 
 class KafkaSink:
-    def __init__(self, bootstrap: str, topic, client_id: str = "kubesight-collector", linger_ms: int = 5):
-        """``topic`` maps a logical name (events, samples, deadletter, checkpoints) to the real topic."""
+    def __init__(self, bootstrap: str, topic, client_id: str = "kubesight-collector", linger_ms: int = 5,
+                 transactional_id: str | None = None):
+        """``topic`` maps a logical name (events, samples, deadletter, checkpoints) to the real topic.
+
+        With a ``transactional_id`` the producer is transactional: ``begin()``, sends, ``commit()``
+        make a batch of records, its dead letters and the checkpoint that accounts for them visible
+        to ``read_committed`` readers together; a restarted collector with the same id fences its
+        predecessor and aborts the predecessor's open transaction.
+        """
         from kafka import KafkaProducer
 
         self.topic = topic
+        extra = {"transactional_id": transactional_id, "batch_size": 256 * 1024,
+                 "transaction_timeout_ms": 300_000} if transactional_id else {}
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
                                       linger_ms=linger_ms, client_id=client_id, retries=2**31 - 1,
-                                      max_in_flight_requests_per_connection=5)
+                                      max_in_flight_requests_per_connection=5, **extra)
         self.sent = 0
         self.dead = 0
+        if transactional_id:
+            self.producer.init_transactions()
+
+    def begin(self) -> None:
+        self.producer.begin_transaction()
+
+    def commit(self) -> None:
+        self.producer.commit_transaction()
+
+    def abort(self) -> None:
+        self.producer.abort_transaction()
 
     def send(self, rec: Record):
         self.sent += 1

@@ -62,7 +62,7 @@ def run(args) -> int:
     from collectors.kubernetes.api import Api, api_client
     from collectors.kubernetes.collector import Collector, Options
     from collectors.kubernetes.testing import write_kubeconfig
-    from collectors.kubernetes.txsink import TransactionalSink
+    from collectors.sink import KafkaSink
     from streams.cli_run import bootstrap_for
     from streams.config import REPO, Settings
     from streams.topics import ensure_topics
@@ -81,7 +81,7 @@ def run(args) -> int:
     try:
         url, rv, n_events = conn.recv()
         kc = write_kubeconfig(url, Path(os.environ.get("TMPDIR", "/tmp")) / f"kubesight-bench-{os.getpid()}.kubeconfig")
-        sink = TransactionalSink(bootstrap, settings.topic, f"kubesight-bench-{uuid.uuid4().hex[:6]}")
+        sink = KafkaSink(bootstrap, settings.topic, transactional_id=f"kubesight-bench-{uuid.uuid4().hex[:6]}")
         collector = Collector(Api(api_client(str(kc))), sink, Options(cluster="bench"))
         stop = threading.Event()
         th = threading.Thread(target=collector.run, args=(stop,), daemon=True)

@@ -122,7 +122,7 @@ def _collect(args) -> int:
     from collectors.kubernetes import checkpoint
     from collectors.kubernetes.api import Api, api_client
     from collectors.kubernetes.collector import Collector, Options
-    from collectors.kubernetes.txsink import TransactionalSink
+    from collectors.sink import KafkaSink
     from streams.cli_run import bootstrap_for
     from streams.config import Settings
     from streams.topics import ensure_topics
@@ -143,7 +143,8 @@ def _collect(args) -> int:
         return 2
     bootstrap = bootstrap_for(settings)
     ensure_topics(settings, bootstrap)
-    sink = TransactionalSink(bootstrap, settings.topic, args.transactional_id or f"kubesight-collector-kubernetes-{cluster}")
+    sink = KafkaSink(bootstrap, settings.topic, client_id="kubesight-collector-kubernetes",
+                     transactional_id=args.transactional_id or f"kubesight-collector-kubernetes-{cluster}")
     restored = checkpoint.load(bootstrap, settings.topic("checkpoints"), cluster)
     log = logging.getLogger("kubesight.collect.kubernetes")
     log.info("cluster %s: resuming from %s", cluster, restored["rv"] or "nothing (first start: list everything)")
