@@ -1,28 +1,43 @@
-"""Coalescing pending notifications of one group: the newest wins, resolved alerts it no longer carries are kept.
+"""Coalescing pending notifications of one group: a newer one that still fires everything an older one fired replaces it.
 
-When a receiver was down, several notifications of one group may be waiting; sending only the
-newest (plus the resolutions the older ones carried) gives the receiver the current state once.
+When a receiver was down, several notifications of one group may be waiting.  A newer
+notification supersedes an older one when every alert the older one announced as firing is
+still firing in the newer one (the group only grew, or nothing changed): the receiver gets the
+current state once, with the resolutions the older one carried.  An older notification whose
+firing alerts have since resolved is kept, so a receiver never sees a resolution for an alert it
+was never told about.
 
 >>> def a(fp, st): return {"fingerprint": fp, "status": st, "labels": {"alertname": fp}, "startsAt": "t"}
->>> old = {"id": "1", "groupKey": "g", "status": "firing", "alerts": [a("x", "resolved"), a("y", "firing")]}
->>> new = {"id": "2", "groupKey": "g", "status": "firing", "alerts": [a("y", "firing"), a("z", "firing")]}
->>> [(n["id"], [x["fingerprint"] for x in n["alerts"]]) for n in coalesce([old, new])]
+>>> def n(id, *alerts): return {"id": id, "receiver": "r", "groupKey": "g", "status": "firing", "alerts": list(alerts)}
+>>> [(x["id"], [y["fingerprint"] for y in x["alerts"]])
+...  for x in coalesce([n("1", a("x", "resolved"), a("y", "firing")), n("2", a("y", "firing"), a("z", "firing"))])]
 [('2', ['y', 'z', 'x'])]
+>>> [x["id"] for x in coalesce([n("1", a("y", "firing")), n("2", a("y", "resolved"))])]
+['1', '2']
 """
 
 from __future__ import annotations
 
 
+def _firing(note: dict) -> set[str]:
+    return {a["fingerprint"] for a in note["alerts"] if a["status"] == "firing"}
+
+
 def coalesce(notes: list[dict]) -> list[dict]:
-    """One notification per (receiver, group key), in the order of their newest version."""
-    latest: dict[tuple, dict] = {}
+    """The notifications to send, in order; superseded ones merged into their successor."""
+    out: list[dict | None] = []
+    latest: dict[tuple, int] = {}
     for n in notes:
-        k = (n["receiver"] if "receiver" in n else "", n["groupKey"])
-        prev = latest.pop(k, None)
-        if prev is not None:
+        k = (n.get("receiver", ""), n["groupKey"])
+        i = latest.get(k)
+        if i is not None and _firing(out[i]) <= _firing(n):
+            prev = out[i]
+            out[i] = None
             have = {a["fingerprint"] for a in n["alerts"]}
             carried = [a for a in prev["alerts"] if a["status"] == "resolved" and a["fingerprint"] not in have]
-            if carried:
-                n = dict(n, alerts=n["alerts"] + carried)
-        latest[k] = n
-    return list(latest.values())
+            n = dict(n, alerts=n["alerts"] + carried)
+            if "_first" in prev:  # where the oldest constituent was read from (the deliverer's commit point)
+                n["_first"] = prev["_first"]
+        latest[k] = len(out)
+        out.append(n)
+    return [n for n in out if n is not None]

@@ -16,8 +16,9 @@
 * A group flushes only after the silence book and the alert watcher have caught up with their
   topics, so a restarted worker never notifies what a silence or an inhibition mutes.
 * Delivery: the Deliverer reads ``notifications`` (read_committed) per partition, coalesces
-  pending notifications of a group (a receiver that was down gets the current state once), sends,
-  and commits the offset right after each delivery.  The one window left: a crash between a
+  pending notifications of a group when the newer still fires all the older fired
+  (``alerts.coalesce``: a receiver that was down gets the current state once, yet never a
+  resolution of an alert it was not told about), sends, and commits the offset right after each delivery.  The one window left: a crash between a
   receiver's 2xx and that commit re-sends that one notification (same ``dedupKey`` and
   ``Idempotency-Key``, so receivers can drop it).  A receiver that is down blocks only its
   partition (paused, the backlog stays in Kafka, memory stays bounded by one fetch per partition)
@@ -249,7 +250,7 @@ class Deliverer(mode.Service):
                 self.consumer.seek(tp, committed)
 
     async def _partition(self, tp: TopicPartition, msgs) -> None:
-        notes, first = [], {}
+        notes = []
         for m in msgs:
             try:
                 n = orjson.loads(m.value)
@@ -259,8 +260,7 @@ class Deliverer(mode.Service):
                 await self._commit(tp, m.offset + 1)
                 continue
             notes.append(n)
-            n["_offset"] = m.offset
-            first.setdefault((n["receiver"], n["groupKey"]), m.offset)
+            n["_offset"] = n["_first"] = m.offset
         merged = coalesce(notes)
         self.stats["coalesced"] += len(notes) - len(merged)
         end = msgs[-1].offset + 1
@@ -268,6 +268,7 @@ class Deliverer(mode.Service):
             if self._stopping:
                 return  # the rest stays uncommitted: the next owner reads it again
             offset = n.pop("_offset")
+            n.pop("_first")
             results = await self.receivers.notify(self.session, n)
             for integ, out in results:
                 if not out.ok:
@@ -277,7 +278,7 @@ class Deliverer(mode.Service):
                     self.on_result(integ, n, out)
             self.stats["delivered"] += 1
             # commit right after each delivery, up to the first record that a pending notification still needs
-            rest = [first[(x["receiver"], x["groupKey"])] for x in merged[i + 1:]]
+            rest = [x["_first"] for x in merged[i + 1:]]
             await self._commit(tp, min(rest) if rest else end)
         if not merged and not self._stopping:
             await self._commit(tp, end)
