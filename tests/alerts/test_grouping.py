@@ -98,3 +98,53 @@ def test_notification_ids_are_stable_and_distinct():
         n2 = eng.tick(st, 330.0)
         ids.append([n["id"] for n in n1 + n2])
     assert ids[0] == ids[1] and len(set(ids[0])) == 2  # same inputs -> same ids (replay dedup key)
+
+
+def test_mute_time_interval_holds_notifications_until_it_ends():
+    cfg = load_text("""
+route:
+  receiver: ops
+  group_wait: 10s
+  group_interval: 1m
+  routes:
+    - matchers: ['team="a"']
+      mute_time_intervals: [night]
+receivers: [{name: ops}]
+time_intervals:
+  - name: night
+    time_intervals: [{times: [{start_time: "00:00", end_time: "06:00"}]}]
+""")
+    eng, st = Engine(cfg), {}
+    night = 1627948800.0  # 2021-08-03 00:00 UTC
+    eng.receive(Alert({"alertname": "X", "team": "a"}, startsAt=night + 1), st, night + 1)
+    assert eng.tick(st, night + 11) == []  # muted: nothing sent, nothing logged
+    morning = night + 6 * 3600 + 11
+    assert [len(n["alerts"]) for n in eng.tick(st, morning)] == [1]
+
+
+def test_webhook_payload_truncation_and_common_labels():
+    from alerts.payload import webhook
+
+    alerts = [{"labels": {"alertname": "A", "pod": f"p{i}", "ns": "x"}, "annotations": {"runbook": "r"},
+               "status": "firing", "startsAt": "2021-08-03T10:00:00.000Z", "endsAt": None, "fingerprint": f"f{i}"}
+              for i in range(5)]
+    body = webhook({"id": "k", "receiver": "ops", "groupKey": "g", "groupLabels": {"alertname": "A"},
+                    "status": "firing", "alerts": alerts}, "http://ks", max_alerts=2)
+    assert (body["truncatedAlerts"], len(body["alerts"])) == (3, 2)
+    assert body["commonLabels"] == {"alertname": "A", "ns": "x"}
+    assert body["commonAnnotations"] == {"runbook": "r"}
+
+
+def test_dingtalk_signature():
+    from alerts.payload import dingtalk_sign
+
+    url = dingtalk_sign("https://oapi.dingtalk.com/robot/send?access_token=T", "SEC", 1627984800000)
+    # base64(HMAC-SHA256("SEC", "1627984800000\nSEC")), URL-encoded
+    import base64
+    import hashlib
+    import hmac
+    from urllib.parse import parse_qs, urlsplit
+
+    q = parse_qs(urlsplit(url).query)
+    want = base64.b64encode(hmac.new(b"SEC", b"1627984800000\nSEC", hashlib.sha256).digest()).decode()
+    assert (q["access_token"], q["timestamp"], q["sign"]) == (["T"], ["1627984800000"], [want])
