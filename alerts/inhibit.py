@@ -23,7 +23,10 @@ from alerts import matchers as m
 from streams.records import fingerprint
 
 NODE_DOWN = ("KubeNodeNotReady|KubeNodeUnreachable|NodeNotReady|NodeUnreachable|NodeDown"
-             "|CloudMaintenanceReboot|NodeMaintenanceReboot|ScheduledMaintenanceReboot|MaintenanceReboot")
+             "|CloudMaintenanceReboot|NodeMaintenanceReboot|ScheduledMaintenanceReboot|MaintenanceReboot"
+             # the default rule pack's cloud rules for a node that is going away or gone
+             "|CloudInstanceRebootScheduled|CloudInstanceRedeployScheduled|CloudSpotInterruption|CloudInstanceFailure"
+             "|CloudInstanceStopped")
 ENTITY = ("alertname", "cluster", "namespace", "workload", "pod", "node")
 
 

@@ -126,7 +126,7 @@ class TransactionalProcessor(mode.Service):
             bootstrap_servers=self.bootstrap, group_id=self.group_id, client_id=self.transactional_id,
             enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,), max_partition_fetch_bytes=2 << 20,
-            fetch_max_bytes=16 << 20, session_timeout_ms=10000, heartbeat_interval_ms=1000,
+            fetch_max_bytes=16 << 20, session_timeout_ms=6000, heartbeat_interval_ms=1000,
             max_poll_interval_ms=120000, fetch_max_wait_ms=100)
         await self.consumer.start()
         self.consumer.subscribe(self.inputs, listener=_Listener(self))

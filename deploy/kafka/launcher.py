@@ -199,9 +199,9 @@ def start(name: str = "default", attach: bool = False, heap_mb: int = 512, timeo
     cp = f"{lib}/*"
     jvm = [java, f"-Xmx{heap_mb}m", f"-Xms{heap_mb}m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J}"]
-    cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")  # may start with "-": pass as --x=y
     res = subprocess.run(jvm[:1] + ["-Xmx256m", f"-Dlog4j2.configurationFile={LOG4J}", "-cp", cp,
-                                    "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+                                    "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props)],
                          capture_output=True, text=True)
     if res.returncode != 0:
         raise KafkaLaunchError(f"formatting storage failed: {(res.stdout + res.stderr)[-2000:]}")
