@@ -38,46 +38,28 @@ class Rejected:
 
 
 def k8s_event_to_record(obj: dict, cluster: str = "default") -> Event:
-    """A core/v1 Event object -> Event record (source k8s); RecordError if it lacks what it needs.
+    """A core/v1 (or events.k8s.io/v1) Event object -> the record the live collector would emit for it.
+
+    The same reading as ``collectors.kubernetes`` (``view`` + ``occurrences`` of a first list):
+    one record carrying the object's count. An Event without a reason is refused here.
 
     >>> ev = k8s_event_to_record({"reason": "BackOff", "type": "Warning", "count": 3,
     ...     "lastTimestamp": "2021-08-03T09:21:42Z", "message": "Back-off restarting failed container",
-    ...     "involvedObject": {"kind": "Pod", "name": "web-1", "namespace": "shop", "uid": "u1"},
+    ...     "involvedObject": {"kind": "Pod", "name": "web-1", "namespace": "shop", "uid": "u1",
+    ...                        "fieldPath": "spec.containers{web}"},
     ...     "metadata": {"uid": "e1", "namespace": "shop"}, "source": {"host": "node-a"}})
-    >>> ev.reason, ev.count, ev.entity.node, ev.id
-    ('BackOff', 3, 'node-a', 'e1/3')
+    >>> ev.reason, ev.count, ev.entity.node, ev.labels["container"]
+    ('BackOff', 3, 'node-a', 'web')
     """
-    if not isinstance(obj, dict):
-        raise RecordError(f"event object must be a mapping, got {type(obj).__name__}")
-    reason = obj.get("reason")
-    if not reason:
+    from collectors.kubernetes.events import occurrences, view
+
+    v = view(obj)
+    if not v.reason:
         raise RecordError("event has no reason")
-    io = obj.get("involvedObject") or obj.get("regarding") or {}
-    meta = obj.get("metadata") or {}
-    series = obj.get("series") or {}
-    stamp = (series.get("lastObservedTime") or obj.get("lastTimestamp") or obj.get("eventTime")
-             or obj.get("firstTimestamp") or meta.get("creationTimestamp"))
-    if not stamp:
-        raise RecordError("event has no timestamp (lastTimestamp, eventTime, firstTimestamp, creationTimestamp)")
-    count = series.get("count") or obj.get("count") or 1
-    if not isinstance(count, int):
-        raise RecordError(f"event count must be an integer, got {count!r}")
-    src = obj.get("source") or {}
-    uid = meta.get("uid") or ""
-    return Event(
-        source="k8s",
-        reason=str(reason),
-        type=obj.get("type") or "Normal",
-        time=parse_time(stamp),
-        entity=Entity(cluster=cluster, namespace=io.get("namespace") or meta.get("namespace") or "",
-                      kind=io.get("kind") or "", name=io.get("name") or "", uid=io.get("uid") or "",
-                      node=src.get("host") or ""),  # the kubelet's node; reportingInstance is not a node
-        labels={k: v for k, v in (("component", src.get("component") or obj.get("reportingController")),
-                                  ("field_path", io.get("fieldPath"))) if v},
-        message=(obj.get("message") or obj.get("note") or "").strip(),
-        count=count,
-        id=f"{uid}/{count}" if uid else "",
-    )
+    reg = v.regarding
+    entity = Entity(cluster=cluster, namespace=str(reg.get("namespace") or v.namespace), kind=str(reg.get("kind") or ""),
+                    name=str(reg.get("name") or ""), uid=str(reg.get("uid") or ""), node=v.host)
+    return occurrences(v, None, entity, baseline=True)[0]
 
 
 def load_owners(path: str | None) -> list[tuple[re.Pattern, str]]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import orjson
 
@@ -48,10 +49,16 @@ def parse_time(value) -> float:
     >>> parse_time("2021-08-03T10:00:00.250+00:00")
     1627984800.25
     """
+    if type(value) is str:
+        return _parse_iso(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
-    if not isinstance(value, str) or not value:
-        raise RecordError(f"invalid time {value!r} (use RFC 3339, e.g. 2021-08-03T10:00:00Z)")
+    raise RecordError(f"invalid time {value!r} (use RFC 3339, e.g. 2021-08-03T10:00:00Z)")
+
+
+@lru_cache(maxsize=4096)
+def _parse_iso(value: str) -> float:
+    # cached: the samples of one scrape, and events of one second, share their timestamp string
     try:
         dt = datetime.fromisoformat(value)  # Python >= 3.11 reads "Z" and fractions of any length
     except ValueError:
@@ -286,9 +293,10 @@ def from_dict(d) -> Record:
                 entity = Entity(**ent)
             except TypeError as exc:
                 raise RecordError(f"event: bad entity field ({exc})") from None
-            for x in ent.values():
-                if type(x) is not str:
-                    raise RecordError("event: entity fields must be strings")
+            try:
+                "".join(ent.values())  # the cheapest check that every value is a str
+            except TypeError:
+                raise RecordError("event: entity fields must be strings") from None
         else:
             raise RecordError("event: 'entity' must be an object")
         count = d.get("count", 1)

@@ -61,6 +61,12 @@ def test_event_id_is_stable_for_the_same_occurrence():
     (b'{"v": 1, "kind": "event", "source": "syslog", "reason": "X", "time": 0}', "event: unknown source 'syslog'"),
     (b'{"v": 1, "kind": "event", "source": "k8s", "reason": "X", "time": "yesterday"}', "invalid time 'yesterday'"),
     (b'{"v": 1, "kind": "sample", "name": "up", "value": "high", "time": 0}', "sample: 'value' must be a number"),
+    (b'{"v": 1, "kind": "event", "source": "k8s", "reason": "X", "time": 0, "entity": {"name": 5}}',
+     "event: entity fields must be strings"),
+    (b'{"v": 1, "kind": "event", "source": "k8s", "reason": "X", "time": 0, "entity": {"pod": "a"}}',
+     "event: bad entity field"),
+    (b'{"v": 1, "kind": "event", "source": "k8s", "reason": "X", "time": 0, "count": 1.5}',
+     "event: 'count' must be an integer"),
     (b'{"v": 1, "kind": "alert", "labels": {}, "startsAt": 0}', "alert: labels must include 'alertname'"),
 ])
 def test_bad_payloads_raise_clear_errors(payload, message):
