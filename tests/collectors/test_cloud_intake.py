@@ -9,7 +9,6 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from kafka import KafkaConsumer, TopicPartition
 
 from collectors.cloud.auth import SIGNATURE_HEADER, Auth, sign
 from collectors.cloud.nodes import NodeMap
@@ -17,6 +16,7 @@ from collectors.cloud.server import create_app
 from collectors.sink import AsyncKafkaSink
 from streams.records import decode
 from tests.collectors.test_cloud_payloads import EXPECTED, NOW, assert_outcome, cases, node_map, summary
+from tests.kafkatools import read_to_end
 
 pytestmark = pytest.mark.kafka
 
@@ -54,23 +54,7 @@ def bearer(token: bytes = TOKEN) -> dict:
 
 def read_topic(settings, logical: str) -> list[tuple[bytes, bytes]]:
     """Everything on a topic: its end offsets are exact once the intake answered (acks=all), so read up to them."""
-    c = KafkaConsumer(bootstrap_servers=settings.kafka, enable_auto_commit=False)
-    try:
-        topic = settings.topic(logical)
-        parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic))]
-        ends = c.end_offsets(parts)
-        c.assign(parts)
-        c.seek_to_beginning(*parts)
-        out: list[tuple[bytes, bytes]] = []
-        for _ in range(200):  # bounded: at most 200 polls
-            if all(c.position(p) >= ends[p] for p in parts):
-                break
-            for recs in c.poll(timeout_ms=500).values():
-                out += [(r.key, r.value) for r in recs]
-        assert len(out) == sum(ends.values())
-        return out
-    finally:
-        c.close()
+    return [(r.key, r.value) for r in read_to_end(settings.kafka, settings.topic(logical))]
 
 
 def test_every_sample_payload_through_kafka(settings, data_dir):

@@ -7,7 +7,6 @@ import re
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from collectors.kernel.checkpoint import KafkaCheckpoint
 from collectors.kernel.classify import Classifier
@@ -16,25 +15,13 @@ from collectors.kernel.lines import parse_line
 from collectors.kernel.patterns import load_patterns
 from collectors.kernel.sources import kmsg_items
 from collectors.sink import KafkaSink, StdoutSink
+from tests.kafkatools import read_to_end
 
 pytestmark = pytest.mark.kafka
 
 
 def read_topic(settings, logical: str) -> list[tuple[bytes, bytes]]:
-    c = KafkaConsumer(bootstrap_servers=settings.kafka, enable_auto_commit=False)
-    try:
-        topic = settings.topic(logical)
-        parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic))]
-        ends = c.end_offsets(parts)
-        c.assign(parts)
-        c.seek_to_beginning(*parts)
-        out = []
-        while any(c.position(tp) < ends[tp] for tp in parts):
-            for recs in c.poll(timeout_ms=1000).values():
-                out += [(r.key, r.value) for r in recs]
-        return out
-    finally:
-        c.close()
+    return [(r.key, r.value) for r in read_to_end(settings.kafka, settings.topic(logical))]
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ from collectors.kubernetes.testing import (
     serve_cluster,
 )
 from streams.records import decode
+from tests.kafkatools import read_to_end
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.kafka
@@ -63,23 +64,7 @@ class Checkpoints:
 
 def read_all(settings, logical: str) -> list[bytes]:
     """Every committed value of a topic, from the beginning to its current end."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    c = KafkaConsumer(bootstrap_servers=settings.kafka, enable_auto_commit=False, group_id=None,
-                      isolation_level="read_committed")
-    topic = settings.topic(logical)
-    tps = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic)]
-    c.assign(tps)
-    c.seek_to_beginning(*tps)
-    end = c.end_offsets(tps)
-    out = []
-    deadline = time.monotonic() + 30
-    while any(c.position(tp) < end[tp] for tp in tps):
-        assert time.monotonic() < deadline, "could not read the topic to its end"
-        for batch in c.poll(timeout_ms=200).values():
-            out.extend(m.value for m in batch)
-    c.close()
-    return out
+    return [r.value for r in read_to_end(settings.kafka, settings.topic(logical))]
 
 
 class Collector:

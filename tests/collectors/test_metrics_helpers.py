@@ -7,6 +7,8 @@ import asyncio
 import orjson
 from aiohttp import web
 
+from tests.kafkatools import read_to_end
+
 PAGES = {  # path on the test server -> (file under the shared data folder, content type)
     "apiserver": ("nri-kubernetes-testdata/1_35/controlplane/api-server/metrics", "text/plain"),
     "etcd": ("nri-kubernetes-testdata/1_35/controlplane/etcd/metrics", "text/plain"),
@@ -26,21 +28,8 @@ PAGES = {  # path on the test server -> (file under the shared data folder, cont
 def read_topic(bootstrap: str, topic: str, raw: bool = False) -> list[tuple]:
     """Every (key, JSON value) on ``topic`` right now (all partitions, from the start);
     ``raw``: (partition, key, value bytes)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000)
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
-        c.assign(tps)
-        c.seek_to_beginning(*tps)
-        ends = c.end_offsets(tps)
-        out = []
-        while any(c.position(tp) < ends[tp] for tp in tps):
-            for recs in c.poll(timeout_ms=1000, max_records=100_000).values():
-                out += [(r.partition, r.key, r.value) if raw else (r.key, orjson.loads(r.value)) for r in recs]
-        return out
-    finally:
-        c.close()
+    return [(r.partition, r.key, r.value) if raw else (r.key, orjson.loads(r.value))
+            for r in read_to_end(bootstrap, topic)]
 
 
 class PageServer:

@@ -26,6 +26,7 @@ from streams.cli_run import group_lag, spawn_worker, stop_process
 from streams.hotpath import Pipeline, TransactionalProcessor
 from streams.records import Entity, Event, encode
 from streams.stages import RulePacks, RulesStage
+from tests.kafkatools import read_to_end
 
 PACK = Path(__file__).parent / "packs" / "skeleton.yaml"
 REASONS = {"BackOff", "FailedScheduling", "FailedMount", "Unhealthy"}
@@ -54,18 +55,13 @@ def stages(settings):
 
 
 def read_topic(bootstrap: str, topic: str, expect_at_least: int = 0, timeout: float = 20.0) -> list[dict]:
-    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
-                      isolation_level="read_committed", consumer_timeout_ms=1500)
-    out: list[dict] = []
+    """The committed records of ``topic``, re-read until at least ``expect_at_least`` are there (or timeout)."""
     deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            out.extend(orjson.loads(m.value) for m in c)
-            if len(out) >= expect_at_least:
-                break
-    finally:
-        c.close()
-    return out
+    while True:
+        out = [orjson.loads(r.value) for r in read_to_end(bootstrap, topic)]
+        if len(out) >= expect_at_least or time.monotonic() > deadline:
+            return out
+        time.sleep(0.3)
 
 
 def alert_keys(alerts) -> Counter:

@@ -1,0 +1,28 @@
+"""One way for tests to read what is on a topic: every committed record, up to the end offsets of now."""
+
+from __future__ import annotations
+
+import time
+
+from kafka import KafkaConsumer, TopicPartition
+
+
+def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list:
+    """Every committed record of every partition of ``topic``, from the beginning to its end offsets
+    as they are now (read_committed: aborted transactions are skipped). Bounded by ``timeout``."""
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                      isolation_level="read_committed")
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        ends = c.end_offsets(tps)
+        out: list = []
+        deadline = time.monotonic() + timeout
+        while any(c.position(tp) < ends[tp] for tp in tps):
+            assert time.monotonic() < deadline, f"could not read {topic} to its end in {timeout:.0f}s"
+            for recs in c.poll(timeout_ms=500, max_records=100_000).values():
+                out.extend(recs)
+        return out
+    finally:
+        c.close()
