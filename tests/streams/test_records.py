@@ -64,7 +64,7 @@ def test_event_id_is_stable_for_the_same_occurrence():
     (b'{"v": 1, "kind": "event", "source": "k8s", "reason": "X", "time": 0, "entity": {"name": 5}}',
      "event: entity fields must be strings"),
     (b'{"v": 1, "kind": "event", "source": "k8s", "reason": "X", "time": 0, "entity": {"pod": "a"}}',
-     "event: bad entity field"),
+     "event: bad entity field(s) pod (allowed: cluster, namespace, kind, name, uid, node, workload, owner)"),
     (b'{"v": 1, "kind": "event", "source": "k8s", "reason": "X", "time": 0, "count": 1.5}',
      "event: 'count' must be an integer"),
     (b'{"v": 1, "kind": "alert", "labels": {}, "startsAt": 0}', "alert: labels must include 'alertname'"),
