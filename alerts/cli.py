@@ -130,19 +130,16 @@ def _print_silences(items: list[dict]) -> None:
         print(f"{s['id']:<36}  {s['status']['state']:<8}  {s['endsAt']:<24}  {s['createdBy']:<10}  {ms}  {s['comment']}")
 
 
-def _kafka(args, prefix: str | None = None):
+def _kafka(args, prefix: str | None = None, ephemeral: bool = False):
     """Settings and bootstrap (the configured cluster, else the local broker, started if needed); topics ensured."""
+    from streams.cli_run import bootstrap_for
     from streams.config import Settings
     from streams.topics import ensure_topics
 
     settings = Settings.load(args.config)
     if prefix:
         settings = settings.model_copy(update={"topic_prefix": prefix, "app_id": prefix.rstrip("-")})
-    bootstrap = settings.kafka
-    if not bootstrap:
-        from deploy.kafka import launcher
-
-        bootstrap = launcher.start("default", quiet=True).bootstrap
+    bootstrap = bootstrap_for(settings, ephemeral=ephemeral)
     ensure_topics(settings, bootstrap)
     return settings, bootstrap
 
@@ -283,7 +280,7 @@ def _bench(args) -> int:
     if args.kafka_alerts:
         from streams.alerting import bench_kafka
 
-        settings, bootstrap = _kafka(args, prefix=f"bench-alerts-{int(time.time())}-")
+        settings, bootstrap = _kafka(args, prefix=f"bench-alerts-{int(time.time())}-", ephemeral=True)
         fig = asyncio.run(bench_kafka(settings, bootstrap, args.kafka_alerts, args.groups))
         print(f"  through Kafka (1 worker)    {fig['alerts_per_s']:>10,.0f} alerts/s  ({fig['alerts']} alerts "
               f"produced first, all delivered in {fig['seconds']:.1f}s incl. start-up and 1s group_wait; "

@@ -14,13 +14,24 @@ from pathlib import Path
 from streams.config import REPO, Settings
 
 
-def bootstrap_for(settings: Settings, *, name: str = "default", attach: bool = False):
-    """The configured cluster, else the running local broker, else a newly started local one."""
+def bootstrap_for(settings: Settings, *, ephemeral: bool = False) -> str:
+    """The configured cluster, else the local broker.
+
+    Long-running commands (worker, collectors, silences) share the local ``default`` broker,
+    starting it if needed (``kubesight kafka down`` stops it). ``ephemeral`` (benchmarks) starts a
+    broker of its own, tied to this process and stopped, its folder removed, when the process exits.
+    """
     if settings.kafka:
         return settings.kafka
     from deploy.kafka import launcher
 
-    return launcher.start(name, attach=attach).bootstrap
+    if not ephemeral:
+        return launcher.start("default").bootstrap
+    import atexit
+
+    broker = launcher.start(f"bench-{uuid.uuid4().hex[:6]}", attach=True, quiet=True)
+    atexit.register(broker.stop)
+    return broker.bootstrap
 
 
 def register(sub, groups) -> None:

@@ -126,7 +126,7 @@ def run(args) -> int:
 
     base = Settings.load(args.config)
     settings = base.model_copy(update={"topic_prefix": f"bench-cloud-{uuid.uuid4().hex[:8]}-"})
-    bootstrap = bootstrap_for(settings)
+    bootstrap = bootstrap_for(settings, ephemeral=True)
     ensure_topics(settings, bootstrap)
     reqs = bodies(args.events, args.batch)
     bar = tqdm(total=len(reqs), desc="bench cloud", unit="req", file=sys.stderr, ascii=not sys.stderr.isatty(),

@@ -71,7 +71,7 @@ def run(args) -> int:
     data = Path(args.data or os.environ.get("KUBESIGHT_DATA") or REPO.parent / "shared" / "data")
     settings = Settings.load(args.config)
     settings = settings.model_copy(update={"topic_prefix": f"bench-k8s-{uuid.uuid4().hex[:6]}-"})
-    bootstrap = bootstrap_for(settings)
+    bootstrap = bootstrap_for(settings, ephemeral=True)
     ensure_topics(settings, bootstrap)
     ctx = multiprocessing.get_context("spawn")
     conn, child_conn = ctx.Pipe()

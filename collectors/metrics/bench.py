@@ -151,7 +151,7 @@ def run(args) -> int:
 
     base = Settings.load(args.config)
     settings = base.model_copy(update={"topic_prefix": f"bench-metrics-{uuid.uuid4().hex[:8]}-"})
-    bootstrap = bootstrap_for(settings)
+    bootstrap = bootstrap_for(settings, ephemeral=True)
     ensure_topics(settings, bootstrap)
     bar = tqdm(total=2 * args.rounds, desc="bench metrics", unit="req", file=sys.stderr,
                ascii=not sys.stderr.isatty(), dynamic_ncols=True)

@@ -72,6 +72,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _pdeathsig() -> None:  # runs in the child between fork and exec
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -120,6 +126,7 @@ class Broker:
     pid: int
     run_dir: Path
     proc: subprocess.Popen | None = None
+    ephemeral: bool = False
 
     @property
     def log(self) -> Path:
@@ -131,7 +138,8 @@ class Broker:
         return _alive(self.pid)
 
     def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM (controlled shutdown), then SIGKILL after ``timeout``; removes broker.json."""
+        """SIGTERM (controlled shutdown), then SIGKILL after ``timeout``; removes broker.json, and the
+        whole run folder of a broker started with ``attach=True`` (its data dies with its owner)."""
         if self.alive():
             try:
                 os.kill(self.pid, signal.SIGTERM)
@@ -151,6 +159,8 @@ class Broker:
                 if self.proc is not None:
                     self.proc.wait(5)
         (self.run_dir / "broker.json").unlink(missing_ok=True)
+        if self.ephemeral:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def _properties(run: Path, port: int, cport: int) -> str:
@@ -211,16 +221,18 @@ def start(name: str = "default", attach: bool = False, heap_mb: int = 512, timeo
                             stdin=subprocess.DEVNULL, cwd=run, preexec_fn=_pdeathsig if attach else None,
                             start_new_session=not attach)
     log.close()
-    broker = Broker(name=name, bootstrap=f"127.0.0.1:{port}", pid=proc.pid, run_dir=run, proc=proc)
+    broker = Broker(name=name, bootstrap=f"127.0.0.1:{port}", pid=proc.pid, run_dir=run, proc=proc, ephemeral=attach)
     deadline = t0 + timeout
     while time.monotonic() < deadline:
         if not broker.alive():
             tail = broker.log.read_text(errors="replace")[-3000:]
             raise KafkaLaunchError(f"broker exited with {proc.returncode} during start-up; log tail:\n{tail}")
-        if metadata_ok(broker.bootstrap, timeout=2.0):
+        # a plain TCP connect first: kafka-python's client backs off for seconds on a refused bootstrap
+        if _port_open(port) and metadata_ok(broker.bootstrap, timeout=2.0):
             break
-        time.sleep(0.3)
+        time.sleep(0.1)
     else:
+        broker.ephemeral = False  # keep the run folder: its kafka.log says why
         broker.stop()
         raise KafkaLaunchError(f"broker did not answer a Metadata request within {timeout:.0f}s (log: {broker.log})")
     (run / "broker.json").write_text(json.dumps({"pid": proc.pid, "bootstrap": broker.bootstrap,

@@ -29,3 +29,19 @@ def test_pom_fetches_kafka_4_and_one_log4j2_binding():
     pom = (REPO / "deploy" / "kafka" / "pom.xml").read_text()
     assert "<artifactId>kafka_2.13</artifactId>" in pom and "<kafka.version>4." in pom
     assert pom.count("<artifactId>log4j-slf4j2-impl</artifactId>") == 1
+
+
+def test_launcher_starts_a_real_broker_and_stop_leaves_no_jvm_and_no_folder():
+    import os
+
+    from deploy.kafka import launcher
+
+    b = launcher.start(f"lifecycle-{os.getpid()}", attach=True, quiet=True)
+    try:
+        assert launcher.metadata_ok(b.bootstrap)  # a real Metadata request answered
+        assert launcher.status(b.name).pid == b.pid  # broker.json names the running JVM
+        assert "kafka.Kafka" in open(f"/proc/{b.pid}/cmdline").read()
+    finally:
+        b.stop()
+    assert not b.alive()
+    assert not b.run_dir.exists() and launcher.status(b.name) is None
