@@ -287,15 +287,7 @@ class Engine:
                 C.st_update(rule.cond, c, te, ev, resolving)
             else:  # absent
                 C.ab_update(rule.cond, c, ev.time, None)
-            got = self._eval(rule, st, te, ctx)
-            if got:
-                emitted = got if emitted is _NONE else emitted + got
-            if st["s"] == 0 and self._empty(rule, st, te):
-                if key in state:
-                    del state[key]
-            else:
-                state[key] = st
-                self._note_due(rule, st, state)
+            emitted = self._settle(rule, st, te, ctx, key, state, emitted)
             if emitted:
                 out = emitted if out is _NONE else out + emitted
         return out
@@ -327,18 +319,23 @@ class Engine:
                 C.an_update(rule.cond, c, te, s, c["det"])
             else:
                 C.ab_update(rule.cond, c, s.time, s.value)
-            got = self._eval(rule, st, te, ctx)
-            if got:
-                emitted = got if emitted is _NONE else emitted + got
-            if st["s"] == 0 and self._empty(rule, st, te):
-                if key in state:
-                    del state[key]
-            else:
-                state[key] = st
-                self._note_due(rule, st, state)
+            emitted = self._settle(rule, st, te, ctx, key, state, emitted)
             if emitted:
                 out = emitted if out is _NONE else out + emitted
         return out
+
+    def _settle(self, rule: CompiledRule, st: dict, te: float, ctx, key: str, state, emitted):
+        """After a condition update: evaluate, then save the group's state (or drop it when empty)."""
+        got = self._eval(rule, st, te, ctx)
+        if got:
+            emitted = got if emitted is _NONE else emitted + got
+        if st["s"] == 0 and self._empty(rule, st, te):
+            if key in state:
+                del state[key]
+        else:
+            state[key] = st
+            self._note_due(rule, st, state)
+        return emitted
 
     # ------------------------------------------------------------ lifecycle
 
