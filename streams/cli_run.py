@@ -314,7 +314,9 @@ def _demo(args) -> int:
         print(f"  seconds        {elapsed:.1f} end to end (Kafka ready after {t_kafka:.1f})")
         return 0
     finally:
-        # each step on its own: one failing must not leave a worker or a JVM behind
+        # each step on its own: one failing must not leave a worker or a JVM behind; a second
+        # Ctrl-C must not cut the cleanup short either
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if tail is not None:
             _quietly(tail.stop)
         if receivers is not None:

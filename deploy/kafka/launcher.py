@@ -196,6 +196,7 @@ def start(name: str = "default", attach: bool = False, heap_mb: int = 512, timeo
     existing = status(name)
     if existing is not None:
         return existing
+    _reap_stale()
     lib = ensure_jars(quiet=quiet)
     run = cache_dir() / "runs" / name
     shutil.rmtree(run, ignore_errors=True)
@@ -240,6 +241,18 @@ def start(name: str = "default", attach: bool = False, heap_mb: int = 512, timeo
     if not quiet:
         _say(f"broker '{name}' ready at {broker.bootstrap} in {time.monotonic() - t0:.1f}s (pid {proc.pid})")
     return broker
+
+
+def _reap_stale() -> None:
+    """Remove run folders of brokers that died without cleaning up (their owner was killed)."""
+    runs = cache_dir() / "runs"
+    for meta in runs.glob("*/broker.json") if runs.exists() else ():
+        try:
+            pid = json.loads(meta.read_text())["pid"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if not _alive(pid):
+            shutil.rmtree(meta.parent, ignore_errors=True)
 
 
 def status(name: str = "default") -> Broker | None:
