@@ -44,6 +44,7 @@ from alerts.inhibit import Inhibitor, rules_from
 from alerts.receivers import Receivers
 from alerts.silences import Silence, Silences
 from streams.config import Settings
+from streams.follow import follow_topic, seek_committed
 from streams.hotpath import WATERMARK, TransactionalProcessor
 from streams.records import Alert, RecordError, deadletter, decode, encode
 
@@ -77,33 +78,6 @@ class AlertingStage:
             emit("notifications", note["groupKey"].encode(), orjson.dumps(note))
 
 
-async def _tail(service: mode.Service, bootstrap: str, topic: str, partitions: int, on_record,
-                caught_up: asyncio.Event, client_id: str) -> None:
-    """Read every partition of ``topic`` from the beginning and then follow it (read_committed, no group)."""
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed",
-                         client_id=client_id, auto_offset_reset="earliest")
-    await c.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        c.assign(tps)
-        await c.seek_to_beginning(*tps)
-        ends = await c.end_offsets(tps)
-        if not any(ends.values()):
-            caught_up.set()
-        while not service.should_stop:
-            batches = await c.getmany(timeout_ms=200, max_records=5000)
-            for msgs in batches.values():
-                for m in msgs:
-                    try:
-                        on_record(m.key, m.value)
-                    except Exception as exc:  # a bad record is logged and skipped; never stops the view
-                        log.warning("%s: skipping bad record at %d/%d: %s", topic, m.partition, m.offset, exc)
-            if not caught_up.is_set():
-                if all([await c.position(tp) >= ends[tp] for tp in tps]):
-                    caught_up.set()
-    finally:
-        await c.stop()
-
 
 class SilenceBook(mode.Service):
     """Every silence, from the compacted ``silences`` topic; ``put``/``expire`` write it (and wait for the ack)."""
@@ -126,7 +100,7 @@ class SilenceBook(mode.Service):
 
     @mode.Service.task
     async def _follow(self) -> None:
-        await _tail(self, self.bootstrap, self.topic, 1, self.silences.apply, self.caught_up,
+        await follow_topic(self, self.bootstrap, self.topic, 1, self.silences.apply, self.caught_up,
                     f"{self.settings.app_id}-silences")
 
     async def put(self, s: Silence) -> Silence:
@@ -162,7 +136,7 @@ class AlertWatcher(mode.Service):
     async def _follow(self) -> None:
         # alert-groups, not alerts: its transitions have been through the lifecycle (duplicates dropped,
         # quiet sources resolved by timeout), so a source that went quiet stops inhibiting
-        await _tail(self, self.bootstrap, self.settings.topic("alert-groups"), self.settings.partitions, self._on,
+        await follow_topic(self, self.bootstrap, self.settings.topic("alert-groups"), self.settings.partitions, self._on,
                     self.caught_up,
                     f"{self.settings.app_id}-inhibitor")
 
@@ -243,11 +217,7 @@ class Deliverer(mode.Service):
 
     async def _rewind(self, tp: TopicPartition) -> None:
         if tp in self.consumer.assignment():
-            committed = await self.consumer.committed(tp)
-            if committed is None:
-                await self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, committed)
+            await seek_committed(self.consumer, tp)
 
     async def _partition(self, tp: TopicPartition, msgs) -> None:
         notes = []

@@ -44,6 +44,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
 from streams.config import Settings
+from streams.follow import seek_committed
 from streams.records import Alert, Event, RecordError, Sample, deadletter, decode
 from streams.state import Store
 
@@ -263,11 +264,7 @@ class TransactionalProcessor(mode.Service):
         self._offsets.clear()
         await self._restore_partitions(sorted({tp.partition for tp in assigned}))
         for tp in assigned:
-            committed = await self.consumer.committed(tp)
-            if committed is None:
-                await self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, committed)
+            await seek_committed(self.consumer, tp)
 
     async def _on_revoked(self, revoked) -> None:
         await self._commit()

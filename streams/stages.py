@@ -15,6 +15,7 @@ with every error (file, line, YAML path) and the running set stays.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ from rules.holder import EngineHolder
 from rules.load import load_packs
 from rules.ruleset import RuleSet
 from streams.config import REPO, Settings
+from streams.follow import follow_topic
 from streams.hotpath import WATERMARK
 from streams.records import encode
 
@@ -131,26 +133,16 @@ class RulesTopicWatcher(mode.Service):
         super().__init__(**kw)
         self.settings, self.bootstrap, self.packs = settings, bootstrap, packs
         self.applied = 0
+        self.caught_up = asyncio.Event()
 
     @mode.Service.task
     async def _follow(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        await follow_topic(self, self.bootstrap, self.settings.topic("rules"), 1, self._apply, self.caught_up,
+                           f"{self.settings.app_id}-rules")
 
-        c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                             isolation_level="read_committed", client_id=f"{self.settings.app_id}-rules")
-        await c.start()
-        try:
-            tp = TopicPartition(self.settings.topic("rules"), 0)
-            c.assign([tp])
-            await c.seek_to_beginning(tp)
-            while not self.should_stop:
-                batches = await c.getmany(timeout_ms=500)
-                for msgs in batches.values():
-                    for m in msgs:
-                        self.packs.apply_topic_record(m.key, m.value)
-                        self.applied += 1
-        finally:
-            await c.stop()
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        self.packs.apply_topic_record(key, value)
+        self.applied += 1
 
     @mode.Service.timer(2.0)
     async def _poll_files(self) -> None:
