@@ -109,11 +109,9 @@ class TransactionalProcessor(mode.Service):
         self._lock = asyncio.Lock()
         self._restore_lock = asyncio.Lock()
         self._last_commit = time.monotonic()
-        self._last_input = time.monotonic()
         self.stats = {"in": 0, "out": 0, "deadletter": 0, "commits": 0, "aborts": 0, "restored": 0}
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
-        self.ready = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
     async def on_start(self) -> None:
@@ -151,7 +149,6 @@ class TransactionalProcessor(mode.Service):
         while not self.should_stop:
             batches = await self.consumer.getmany(timeout_ms=200, max_records=max_batch)
             if batches:
-                self._last_input = time.monotonic()
                 # aiokafka may hand out records before the assignment callback has restored
                 # state: restore here first (once per partition), never process without state
                 await self._restore_partitions(sorted({tp.partition for tp in batches}))
@@ -166,12 +163,7 @@ class TransactionalProcessor(mode.Service):
     def _process_batch(self, tp: TopicPartition, msgs) -> None:
         store = self.stores[tp.partition]
         stage = self.stage
-        out = self._outputs
-        topic = self.settings.topic
-
-        def emit(logical: str, key: bytes | None, value: bytes, partition: int | None = None) -> None:
-            out.append((topic(logical), key, value, partition))
-
+        emit = self._emit
         wm = store.get(WATERMARK, 0.0)
         tick_every = self.tick_interval
         next_tick = (wm // tick_every + 1) * tick_every if wm else None
@@ -208,12 +200,13 @@ class TransactionalProcessor(mode.Service):
 
     def _wall_tick(self) -> None:
         now = time.time()
-        topic = self.settings.topic
         for store in self.stores.values():
             if now - store.get(WATERMARK, 0.0) >= self.tick_interval:
-                def emit(logical, key, value, partition=None):
-                    self._outputs.append((topic(logical), key, value, partition))
-                self._tick(store, now, emit)
+                self._tick(store, now, self._emit)
+
+    def _emit(self, logical: str, key: bytes | None, value: bytes, partition: int | None = None) -> None:
+        """What stages call to produce: buffered until the next transaction commits it."""
+        self._outputs.append((self.settings.topic(logical), key, value, partition))
 
     def _reject(self, emit: Emit, reason: str, m) -> None:
         self.stats["deadletter"] += 1
@@ -273,12 +266,10 @@ class TransactionalProcessor(mode.Service):
         for p in list(self.stores):
             if p not in still:
                 del self.stores[p]
-        self.ready.clear()
 
     async def _on_assigned(self, assigned) -> None:
         await self._restore_partitions(sorted({tp.partition for tp in assigned}))
         log.info("%s: assigned partitions %s", self.name, sorted({tp.partition for tp in assigned}))
-        self.ready.set()
 
     async def _restore_partitions(self, partitions: list[int]) -> None:
         async with self._restore_lock:
