@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 jars: $(STAMP)
-	@$(PY) -c "from deploy.kafka.launcher import ensure_jars; ensure_jars()"
+	@$(PY) -c "from core.broker import ensure_jars; ensure_jars()"
 
 demo: jars
 	$(VENV)/bin/kubesight demo

@@ -11,7 +11,7 @@ from alerts.config import load_text
 from alerts.engine import Engine
 from alerts.localhooks import LocalHooks
 from alerts.receivers import Receivers
-from streams.records import Alert
+from core.records import Alert
 
 TEAMS = 10
 

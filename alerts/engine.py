@@ -5,7 +5,7 @@ The worker runs the two steps on two partitionings (``streams.alerting``); tests
 consulted when a group flushes, as in Alertmanager.
 
 >>> from alerts.config import load_text
->>> from streams.records import Alert
+>>> from core.records import Alert
 >>> cfg = load_text('''
 ... route: {receiver: ops, group_by: [alertname], group_wait: 10s}
 ... receivers: [{name: ops}]
@@ -28,7 +28,7 @@ from alerts.config import RoutingConfig
 from alerts.inhibit import Inhibitor, rules_from
 from alerts.routing import Router
 from alerts.silences import Silences
-from streams.records import Alert
+from core.records import Alert
 
 GROUP_ANNOTATION = "kubesight_group"  # carries the Group of an alert re-keyed by group key (internal topic only)
 

@@ -10,7 +10,7 @@ by group key in the worker) holds ``g|<group key>`` -> the group: its alerts, ne
 log of what was last notified.  Time is passed in.
 
 >>> from alerts.routing import Destination
->>> from streams.records import Alert
+>>> from core.records import Alert
 >>> st = {}
 >>> g = Group("{}:{}", "ops", {}, "{}", 30.0, 300.0, 3600.0)
 >>> add(st, g, Alert({"alertname": "A"}, startsAt=0.0), now=0.0)
@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from streams.records import Alert, format_time
+from core.records import Alert, format_time
 
 PREFIX = "g|"
 ALERT_PREFIX = "ga|"

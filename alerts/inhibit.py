@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from alerts import matchers as m
-from streams.records import fingerprint
+from core.records import fingerprint
 
 NODE_DOWN = ("KubeNodeNotReady|KubeNodeUnreachable|NodeNotReady|NodeUnreachable|NodeDown"
              "|CloudMaintenanceReboot|NodeMaintenanceReboot|ScheduledMaintenanceReboot|MaintenanceReboot"

@@ -3,7 +3,7 @@
 State is a mapping (a ``Store`` partitioned by fingerprint in the worker, a dict in tests):
 ``a|<fingerprint>`` -> the alert as it was last passed on, plus the time it ends by itself.
 
->>> from streams.records import Alert
+>>> from core.records import Alert
 >>> st = {}
 >>> a = Alert({"alertname": "NodeNotReady", "node": "n1"}, startsAt=100.0)
 >>> receive(st, a, now=100.0, resolve_timeout=300.0).status
@@ -16,7 +16,7 @@ True
 
 from __future__ import annotations
 
-from streams.records import Alert, from_dict
+from core.records import Alert, from_dict
 
 PREFIX = "a|"
 
@@ -53,7 +53,7 @@ def _firing(a: Alert, starts: float) -> Alert:
 
 
 def parse_start(entry: dict) -> float:
-    from streams.records import parse_time
+    from core.records import parse_time
 
     return parse_time(entry["alert"]["startsAt"])
 

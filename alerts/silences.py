@@ -24,7 +24,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from alerts import matchers as m
-from streams.records import format_time, parse_time
+from core.records import format_time, parse_time
 
 
 class SilenceError(ValueError):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from streams.records import Entity, Event, RecordError, Sample, parse_time
+from core.records import Entity, Event, RecordError, Sample, parse_time
 
 try:
     _Loader = yaml.CSafeLoader
@@ -172,10 +172,9 @@ def replay(sink, root: Path, *, speed: float = 0.0, cluster: str = "default", ow
 # ---------------------------------------------------------------- CLI
 
 
-def register(sub, groups) -> None:
-    from streams.cli import subgroup
+def register(sub, group) -> None:
 
-    g = subgroup(sub, groups, "collect", "run a collector")
+    g = group("collect", "run a collector")
     p = g.add_parser("replay", help="replay recorded Kubernetes Events (must-gather layout) into Kafka")
     p.add_argument("path", nargs="?", default=str(DEFAULT_EVENTS), help="folder or events.yaml (default: %(default)s)")
     p.add_argument("--speed", type=float, default=0.0, help="time acceleration; 0 = as fast as possible (default)")
@@ -187,14 +186,14 @@ def register(sub, groups) -> None:
 
 def _run(args) -> int:
     from collectors.sink import KafkaSink, StdoutSink
-    from streams.config import Settings
+    from core.settings import Settings
 
     settings = Settings.load(args.config)
     if args.stdout:
         sink = StdoutSink()
     else:
-        from streams.cli_run import bootstrap_for
-        from streams.topics import ensure_topics
+        from core.broker import bootstrap_for
+        from core.topics import ensure_topics
 
         bootstrap = bootstrap_for(settings)
         ensure_topics(settings, bootstrap)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from streams.records import Event, Record, Sample, deadletter, encode
+from core.records import Event, Record, Sample, deadletter, encode
 
 
 def _topic_of(rec: Record) -> str:

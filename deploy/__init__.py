@@ -1,1 +1,1 @@
-"""How kubesight runs: the local Kafka (KRaft) launcher and the Kubernetes manifests."""
+"""How kubesight runs: data for the local Kafka (``kafka/``: pom and log4j config used by ``core.broker``), the local Kubernetes control plane (``cluster/``), manifests and example configs."""

@@ -21,10 +21,9 @@ ALL = (
 )
 
 
-def register(sub, groups) -> None:
-    from streams.cli import subgroup
+def register(sub, group) -> None:
 
-    g = subgroup(sub, groups, "bench", "benchmarks that print figures")
+    g = group("bench", "benchmarks that print figures")
     p = g.add_parser("nab", help="score detectors on the Numenta Anomaly Benchmark (NAB) rules")
     p.add_argument("--data", required=True, help="a NAB-layout folder (data/, labels/combined_windows.json)")
     p.add_argument(

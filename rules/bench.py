@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from streams.records import Entity, Event, Sample, parse_time
+from core.records import Entity, Event, Sample, parse_time
 
 DERIVED = ("apiserver_request_rate", "apiserver_5xx_ratio", "apiserver_p99_latency_seconds",
            "etcd_fsync_p99_seconds", "etcd_commit_p99_seconds", "scheduler_pending_pods", "gpu_xid_errors",
@@ -126,12 +126,11 @@ def run(engine, sigs, tick_every: float = 1.0) -> tuple[float, float, int, int]:
 
 
 def main(args) -> int:
-    from rules.cli import DEFAULT_PACKS
     from rules.engine import Engine
-    from rules.load import PackError, load_packs
+    from rules.load import DEFAULT_PACK, PackError, load_packs
 
     try:
-        rs = load_packs(args.packs or [DEFAULT_PACKS])
+        rs = load_packs(args.packs or [DEFAULT_PACK])
     except PackError as exc:
         print(exc, file=sys.stderr)
         return 1

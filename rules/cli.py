@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-DEFAULT_PACKS = Path(__file__).resolve().parent / "packs" / "default"
+from rules.load import DEFAULT_PACK
 
 
-def register(sub, groups) -> None:
-    from streams.cli import subgroup
+def register(sub, group) -> None:
 
-    g = subgroup(sub, groups, "rules", "rule packs: validate, unit-test, list")
+    g = group("rules", "rule packs: validate, unit-test, list")
     p = g.add_parser("check", help="validate rule packs; exit 1 listing every error")
     p.add_argument("paths", nargs="+", metavar="PATH", help="pack files or folders of *.yaml")
     p.set_defaults(func=_check)
@@ -19,14 +17,14 @@ def register(sub, groups) -> None:
     p.add_argument("paths", nargs="+", metavar="CASES", help="test files or folders of *.yaml")
     p.set_defaults(func=_test)
     p = g.add_parser("list", help="print the rules of packs as a Markdown table (name, what, severity, why)")
-    p.add_argument("paths", nargs="*", metavar="PATH", help=f"default: {DEFAULT_PACKS}")
+    p.add_argument("paths", nargs="*", metavar="PATH", help=f"default: {DEFAULT_PACK}")
     p.set_defaults(func=_list)
     p = g.add_parser("signals", help="print the event reasons and metric names that packs expect (Markdown)")
-    p.add_argument("paths", nargs="*", metavar="PATH", help=f"default: {DEFAULT_PACKS}")
+    p.add_argument("paths", nargs="*", metavar="PATH", help=f"default: {DEFAULT_PACK}")
     p.set_defaults(func=_signals)
-    b = subgroup(sub, groups, "bench", "benchmarks that print figures")
+    b = group("bench", "benchmarks that print figures")
     p = b.add_parser("rules", help="rule-evaluation cost per signal with the whole default pack loaded")
-    p.add_argument("--packs", nargs="*", default=None, metavar="PATH", help=f"default: {DEFAULT_PACKS}")
+    p.add_argument("--packs", nargs="*", default=None, metavar="PATH", help=f"default: {DEFAULT_PACK}")
     p.add_argument("--data", default=None, help="shared data folder (default: $KUBESIGHT_DATA or ../shared/data)")
     p.add_argument("--rounds", type=int, default=3, help="passes over the signal mix (default 3)")
     p.set_defaults(func=_bench)
@@ -68,7 +66,7 @@ def _list(args) -> int:
     from rules.load import PackError, load_packs
 
     try:
-        rs = load_packs(args.paths or [DEFAULT_PACKS])
+        rs = load_packs(args.paths or [DEFAULT_PACK])
     except PackError as exc:
         for e in exc.errors:
             print(e, file=sys.stderr)
@@ -113,7 +111,7 @@ def _signals(args) -> int:
     from rules.load import PackError, load_packs
 
     try:
-        rs = load_packs(args.paths or [DEFAULT_PACKS])
+        rs = load_packs(args.paths or [DEFAULT_PACK])
     except PackError as exc:
         for e in exc.errors:
             print(e, file=sys.stderr)

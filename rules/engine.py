@@ -19,7 +19,7 @@ of a workload's pod and the rule's ``group_by`` values), so a group never spans 
 "50 FailedScheduling in a namespace") needs a re-keyed stream and is not done here.
 
 >>> from rules.load import load_packs
->>> from streams.records import Event, Entity
+>>> from core.records import Event, Entity
 >>> import pathlib, tempfile
 >>> p = pathlib.Path(tempfile.mkdtemp()) / "p.yaml"
 >>> _ = p.write_text('''apiVersion: kubesight.io/v1
@@ -45,9 +45,9 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping
 
+from core.records import Alert, Event, Sample
 from rules import conditions as C
 from rules.ruleset import CompiledRule, RuleSet
-from streams.records import Alert, Event, Sample
 
 PREFIX = "rule|"
 DUE = "rule|~due"

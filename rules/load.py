@@ -25,11 +25,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from core.records import SOURCES
 from rules import schema
 from rules.ruleset import CompiledRule, PackInfo, RuleSet
 from rules.yamlpos import YamlError, path_str
 from rules.yamlpos import load as load_yaml
-from streams.records import SOURCES
+
+DEFAULT_PACK = Path(__file__).resolve().parent / "packs" / "default"  # the default rule packs
 
 EVENT_CONDITIONS = ("event_count", "state")
 SAMPLE_CONDITIONS = ("threshold", "anomaly")

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from core.records import SOURCES
 from rules.matchers import Matcher
 from rules.template import Template
-from streams.records import SOURCES
 
 
 @dataclass(slots=True, eq=False)

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import orjson
 
+from core.records import Entity, Event, Sample
 from rules import schema
 from rules.duration import format_duration
 from rules.engine import Engine
 from rules.load import PackError, load_packs, pack_files, parse_file
-from streams.records import Entity, Event, Sample
 
 _SERIES = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(.*)\})?\s*$")
 _PAIR = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')

@@ -43,10 +43,10 @@ from alerts.engine import Engine, from_grouped, to_grouped
 from alerts.inhibit import Inhibitor, rules_from
 from alerts.receivers import Receivers
 from alerts.silences import Silence, Silences
-from streams.config import Settings
+from core.records import Alert, RecordError, deadletter, decode, encode
+from core.settings import Settings
 from streams.follow import follow_topic, seek_committed
 from streams.hotpath import WATERMARK, TransactionalProcessor
-from streams.records import Alert, RecordError, deadletter, decode, encode
 
 log = logging.getLogger("kubesight.alerting")
 

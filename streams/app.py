@@ -21,7 +21,7 @@ import socket
 import faust
 import orjson
 
-from streams.config import REPO, Settings
+from core.settings import REPO, Settings
 from streams.hotpath import Pipeline, TransactionalProcessor
 from streams.stages import RulePacks, RulesTopicWatcher, signal_stages
 
@@ -42,7 +42,7 @@ def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = No
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
     )
-    # Topics, declared once.  Values are raw bytes: records are plain JSON (streams.records).
+    # Topics, declared once.  Values are raw bytes: records are plain JSON (core.records).
     topics = {name: app.topic(settings.topic(name), value_serializer="raw", key_serializer="raw",
                               partitions=settings.partitions, internal=False)
               for name in ("events", "samples", "alerts", "deadletter")}

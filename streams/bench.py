@@ -21,25 +21,63 @@ import time
 import uuid
 from dataclasses import replace
 
-from streams.config import Settings
+from core.settings import Settings
 
 
-def register(sub, groups) -> None:
-    from streams.cli import subgroup
+def register(sub, group) -> None:
 
-    g = subgroup(sub, groups, "bench", "benchmarks that print figures")
+    g = group("bench", "benchmarks that print figures")
     p = g.add_parser("pipeline", help="Faust agent vs raw getmany vs the kubesight worker, on the local broker")
     p.add_argument("-n", "--signals", type=int, default=100_000, help="records to consume (default %(default)s)")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--skip-faust", action="store_true", help="skip (a), the slow one")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run)
+    d = g.add_parser("derived", help="samples/s through the derived-signal stage (rates, partials) on the apiserver page")
+    d.add_argument("--data", default=None, help="shared data folder (default: $KUBESIGHT_DATA, else ../shared/data)")
+    d.set_defaults(func=_derived)
+
+
+def _derived(args) -> int:
+    """Two scrapes of the 3 MB apiserver page through the derived stage (pure Python, dict state)."""
+    import os
+    from pathlib import Path
+
+    from collectors.metrics.bench import APISERVER
+    from collectors.metrics.exposition import parse
+    from core.records import Sample
+    from streams.derived import Derived
+
+    data = Path(args.data or os.environ.get("KUBESIGHT_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+    if not (data / APISERVER).is_file():
+        print(f"kubesight bench derived: {data / APISERVER} not found (pass --data DIR)", file=sys.stderr)
+        return 2
+    text = (data / APISERVER).read_text()
+    n = len(parse(text).points)
+    pts = parse(text).points
+    rounds = [[Sample(nm, v * (1 + i), 1000.0 + 30 * i, {**lab, "job": "apiserver"}) for nm, lab, v, _ in pts]
+              for i in range(3)]
+    stage, state, out = Derived(), {}, []
+
+    def emit(topic, key, value):
+        out.append(value)
+
+    for s in rounds[0]:
+        stage.process(s, state, emit)
+    t0 = time.perf_counter()
+    for r in rounds[1:]:
+        for s in r:
+            stage.process(s, state, emit)
+    took = time.perf_counter() - t0
+    print(f"derived stage (rates, partials)  {2 * n / took:>10,.0f} samples/s  "
+          f"({len(out)} partials from 2 scrapes of {n} samples, pure Python, dict state)")
+    return 0
 
 
 def _events(n: int) -> list[bytes]:
     """n encoded Event records from the recorded data, repeated with distinct ids and objects."""
     from collectors.replay import DEFAULT_EVENTS, read_events
-    from streams.records import encode
+    from core.records import encode
 
     base, _ = read_events(DEFAULT_EVENTS)
     out = []
@@ -148,7 +186,7 @@ def _faust(bootstrap: str, topic: str, n: int, timeout: float) -> tuple[float, f
 
 
 def _run(args) -> int:
-    from streams.topics import ensure_topics
+    from core.topics import ensure_topics
 
     settings = Settings.load(args.config)
     tag = uuid.uuid4().hex[:6]
@@ -158,7 +196,7 @@ def _run(args) -> int:
     if settings.kafka:
         bootstrap = settings.kafka
     else:
-        from deploy.kafka import launcher
+        from core import broker as launcher
 
         broker = launcher.start(f"bench-{tag}", attach=True)
         bootstrap = broker.bootstrap

@@ -6,10 +6,9 @@ import os
 import sys
 
 
-def register(sub, groups) -> None:
-    from streams.cli import subgroup
+def register(sub, group) -> None:
 
-    g = subgroup(sub, groups, "kafka", "the local Kafka broker (KRaft, 127.0.0.1)")
+    g = group("kafka", "the local Kafka broker (KRaft, 127.0.0.1)")
     up = g.add_parser("up", help="fetch (once) and start the local broker, print its bootstrap address")
     up.add_argument("--heap-mb", type=int, default=512)
     up.set_defaults(func=_up)
@@ -18,7 +17,7 @@ def register(sub, groups) -> None:
 
 
 def _up(args) -> int:
-    from deploy.kafka import launcher
+    from core import broker as launcher
 
     if os.environ.get("KUBESIGHT_KAFKA"):
         print(f"KUBESIGHT_KAFKA is set ({os.environ['KUBESIGHT_KAFKA']}): nothing started")
@@ -29,14 +28,14 @@ def _up(args) -> int:
 
 
 def _down(args) -> int:
-    from deploy.kafka import launcher
+    from core import broker as launcher
 
     print("stopped" if launcher.stop() else "not running")
     return 0
 
 
 def _status(args) -> int:
-    from deploy.kafka import launcher
+    from core import broker as launcher
 
     ext = os.environ.get("KUBESIGHT_KAFKA")
     if ext:

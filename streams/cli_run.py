@@ -11,30 +11,11 @@ import time
 import uuid
 from pathlib import Path
 
-from streams.config import REPO, Settings
+from core.broker import bootstrap_for
+from core.settings import REPO, Settings
 
 
-def bootstrap_for(settings: Settings, *, ephemeral: bool = False) -> str:
-    """The configured cluster, else the local broker.
-
-    Long-running commands (worker, collectors, silences) share the local ``default`` broker,
-    starting it if needed (``kubesight kafka down`` stops it). ``ephemeral`` (benchmarks) starts a
-    broker of its own, tied to this process and stopped, its folder removed, when the process exits.
-    """
-    if settings.kafka:
-        return settings.kafka
-    from deploy.kafka import launcher
-
-    if not ephemeral:
-        return launcher.start("default").bootstrap
-    import atexit
-
-    broker = launcher.start(f"bench-{uuid.uuid4().hex[:6]}", attach=True, quiet=True)
-    atexit.register(broker.stop)
-    return broker.bootstrap
-
-
-def register(sub, groups) -> None:
+def register(sub, group) -> None:
     w = sub.add_parser("worker", help="run one stream worker (workers of one app id split the partitions)")
     w.add_argument("--worker-id", default=None, help="stable id (transactional.id suffix); default host-pid")
     w.add_argument("--loglevel", default="warning", choices=["debug", "info", "warning", "error"])
@@ -60,8 +41,8 @@ def _worker(args) -> int:
 
     from faust.worker import Worker
 
+    from core.topics import ensure_topics
     from streams.app import create_app
-    from streams.topics import ensure_topics
 
     settings = Settings.load(args.config)
     bootstrap = bootstrap_for(settings)
@@ -82,14 +63,13 @@ def spawn_worker(settings: Settings, bootstrap: str, log_path: Path, worker_id: 
     config.write_text(yaml.safe_dump(settings.model_copy(update={"kafka": bootstrap}).model_dump()))
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBESIGHT_")}
     env["PYTHONUNBUFFERED"] = "1"
-    cmd = [sys.executable, "-m", "streams.cli", "--config", str(config), "worker", "--worker-id", worker_id,
+    cmd = [sys.executable, "-m", "kubesight", "--config", str(config), "worker", "--worker-id", worker_id,
            "--loglevel", "info"]
     with open(log_path, "ab") as fh:
-        from deploy.kafka.launcher import _pdeathsig
 
         # the worker dies with its parent (demo, tests): no orphan even if the parent is killed
         return subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=REPO, preexec_fn=_pdeathsig)
+                                cwd=REPO, preexec_fn=die_with_parent)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> int:
@@ -241,7 +221,7 @@ class DemoReceivers(threading.Thread):
 def _demo(args) -> int:
     from collectors.replay import DEFAULT_EVENTS, load_owners, replay
     from collectors.sink import KafkaSink
-    from streams.topics import ensure_topics
+    from core.topics import ensure_topics
 
     t_start = time.monotonic()
     settings = Settings.load(args.config)
@@ -257,7 +237,7 @@ def _demo(args) -> int:
             bootstrap = settings.kafka
             print(f"demo: using Kafka at {bootstrap} (topics {settings.topic_prefix}*)", file=sys.stderr)
         else:
-            from deploy.kafka import launcher
+            from core import broker as launcher
 
             print("demo: starting a local Kafka broker (KRaft, 127.0.0.1)...", file=sys.stderr)
             broker = launcher.start(f"demo-{tag}", attach=True)

@@ -27,7 +27,7 @@ not defined yet (one point of a counter, a histogram with no observations in the
 ratio with no requests) is not emitted: silence, never a misleading 0.  Names and
 definitions: ``collectors/metrics/DERIVED.md``.
 
->>> from streams.records import Sample, decode
+>>> from core.records import Sample, decode
 >>> out = []
 >>> emit = lambda topic, key, value: out.append((topic, key, decode(value)))
 >>> d, state = Derived(), {}
@@ -43,7 +43,7 @@ import math
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 
-from streams.records import Sample, encode
+from core.records import Sample, encode
 
 MARK = "kubesight"  # label on partials ("partial") and derived samples ("derived")
 PREFIX = "derived|"

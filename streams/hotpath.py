@@ -43,9 +43,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
-from streams.config import Settings
+from core.records import Alert, Event, RecordError, Sample, deadletter, decode
+from core.settings import Settings
 from streams.follow import seek_committed
-from streams.records import Alert, Event, RecordError, Sample, deadletter, decode
 from streams.state import Store
 
 log = logging.getLogger("kubesight.hotpath")

@@ -23,16 +23,15 @@ from pathlib import Path
 
 import mode
 
+from core.records import encode
+from core.settings import Settings
 from rules.holder import EngineHolder
-from rules.load import load_packs
+from rules.load import DEFAULT_PACK, load_packs
 from rules.ruleset import RuleSet
-from streams.config import REPO, Settings
 from streams.follow import follow_topic
 from streams.hotpath import WATERMARK
-from streams.records import encode
 
 log = logging.getLogger("kubesight.rules")
-DEFAULT_PACK = REPO / "rules" / "packs" / "default"
 
 class RulesStage:
     """Hot-path adapter: engine.process / engine.tick -> emit alert transitions to ``alerts``."""

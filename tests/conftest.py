@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.config import Settings
-from streams.topics import ensure_topics
+from core.settings import Settings
+from core.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("KUBESIGHT_DATA", REPO.parent / "shared" / "data"))
@@ -31,7 +31,7 @@ def kafka_bootstrap() -> str:
     if external:
         yield external
         return
-    from deploy.kafka import launcher
+    from core import broker as launcher
 
     broker = launcher.start(f"pytest-{os.getpid()}", attach=True, quiet=True)
     try:

@@ -23,7 +23,7 @@ from collectors.cloud.event import (
     field_str,
     make_event,
 )
-from streams.records import Event
+from core.records import Event
 
 # acs:ecs:<region>:<account>:<kind>/<id>
 _ARN = re.compile(r"^acs:ecs:[^:]*:[^:]*:([a-z]+)/(\S+)$")

@@ -17,7 +17,7 @@ import orjson
 
 from collectors.cloud.catalog import AWS_SCHEDULED, health_reason, state_severity
 from collectors.cloud.event import AWS_INSTANCE, PayloadError, cloud_time, field_list, field_str, make_event
-from streams.records import Event, format_time
+from core.records import Event, format_time
 
 SPOT_WARNING = "EC2 Spot Instance Interruption Warning"
 REBALANCE = "EC2 Instance Rebalance Recommendation"

@@ -120,9 +120,9 @@ def _count(bootstrap: str, topic: str) -> int:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from streams.cli_run import bootstrap_for
-    from streams.config import Settings
-    from streams.topics import ensure_topics
+    from core.broker import bootstrap_for
+    from core.settings import Settings
+    from core.topics import ensure_topics
 
     base = Settings.load(args.config)
     settings = base.model_copy(update={"topic_prefix": f"bench-cloud-{uuid.uuid4().hex[:8]}-"})

@@ -28,10 +28,9 @@ examples:
 """
 
 
-def register(sub, groups) -> None:
-    from streams.cli import subgroup
+def register(sub, group) -> None:
 
-    g = subgroup(sub, groups, "collect", "run a collector")
+    g = group("collect", "run a collector")
     p = g.add_parser("cloud", help="HTTP intake of cloud events (Alibaba ECS, AWS EventBridge/Health, CloudEvents)",
                      description="Receive cloud provider events over HTTP, map each instance to its Kubernetes "
                                  "node and produce Event records to Kafka before answering 2xx.",
@@ -64,7 +63,7 @@ def register(sub, groups) -> None:
     p.add_argument("--instance", metavar="ID", help="with --check: the instance an IMDS body belongs to")
     p.set_defaults(func=_collect)
 
-    b = subgroup(sub, groups, "bench", "measure throughput")
+    b = group("bench", "measure throughput")
     bp = b.add_parser("cloud", help="cloud events/s through the HTTP intake into Kafka (loopback, acks=all)",
                       description="Start the intake on a loopback port with a local (or configured) Kafka, post "
                                   "real-shaped payloads with several concurrent clients and print events/s.")
@@ -108,7 +107,7 @@ def _node_map(args):
 def _check(args, nodes) -> int:
     from collectors.cloud.event import PayloadError
     from collectors.cloud.intake import parse
-    from streams.records import encode
+    from core.records import encode
 
     if nodes.lister:
         nodes.relist()
@@ -155,13 +154,13 @@ async def _serve(args, auth, nodes, host: str, port: int) -> int:
 
     from collectors.cloud.server import PrintSink, create_app
     from collectors.sink import AsyncKafkaSink
-    from streams.config import Settings
+    from core.settings import Settings
 
     if args.stdout:
         sink = PrintSink()
     else:
-        from streams.cli_run import bootstrap_for
-        from streams.topics import ensure_topics
+        from core.broker import bootstrap_for
+        from core.topics import ensure_topics
 
         settings = Settings.load(args.config)
         bootstrap = bootstrap_for(settings)

@@ -19,7 +19,7 @@ from email.utils import parsedate_to_datetime
 
 import orjson
 
-from streams.records import Entity, Event, RecordError, format_time, parse_time
+from core.records import Entity, Event, RecordError, format_time, parse_time
 
 AWS_INSTANCE = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 # Alibaba ids are lower-case alphanumerics; its documentation masks part of them with '*'.

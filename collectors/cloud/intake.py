@@ -28,7 +28,7 @@ import orjson
 
 from collectors.cloud import alibaba, aws, cloudevents
 from collectors.cloud.event import PayloadError, attach_node
-from streams.records import Event
+from core.records import Event
 
 ALIBABA_SOURCES = ("acs.ecs", "acs:ecs")
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from collectors.kernel.enrich import XidCatalog, cper_labels, memcg_labels
 from collectors.kernel.lines import Line
 from collectors.kernel.patterns import Compiled, PatternSet
-from streams.records import Entity, Event
+from core.records import Entity, Event
 
 
 @dataclass(slots=True)

@@ -11,10 +11,9 @@ from pathlib import Path
 DEFAULT_KMSG = "/dev/kmsg"
 
 
-def register(sub, groups) -> None:
-    from streams.cli import subgroup
+def register(sub, group) -> None:
 
-    g = subgroup(sub, groups, "collect", "run a collector")
+    g = group("collect", "run a collector")
     p = g.add_parser(
         "kernel", help="kernel log (/dev/kmsg, dmesg/syslog/journal/pstore files) -> kernel Events",
         description="Read the node's kernel log and produce one Event per kernel problem (OOM kill, hung task, "
@@ -58,7 +57,7 @@ def register(sub, groups) -> None:
                    help="year for syslog stamps without one ('Jan  2 15:04:05'; default: the current year)")
     p.set_defaults(func=_collect)
 
-    b = subgroup(sub, groups, "bench", "measure a component on real recorded data")
+    b = group("bench", "measure a component on real recorded data")
     q = b.add_parser("kernel", help="kernel classification accuracy on syzkaller reports, and lines/s parsed",
                      description="Scores the kernel classifier on syzkaller's labelled crash reports "
                                  "(first crash-class event must be in the file's TYPE family; files without "
@@ -77,7 +76,7 @@ def _node(args) -> str:
 
 def _boot_time(value: str | None) -> float:
     if value:
-        from streams.records import parse_time
+        from core.records import parse_time
 
         try:
             return parse_time(float(value) if value.replace(".", "", 1).isdigit() else value)
@@ -109,7 +108,7 @@ def _collect(args) -> int:
     from collectors.kernel.classify import Classifier
     from collectors.kernel.collector import KernelCollector
     from collectors.sink import KafkaSink, StdoutSink
-    from streams.config import Settings
+    from core.settings import Settings
 
     patterns = _load(args)
     if patterns is None:
@@ -143,8 +142,8 @@ def _collect(args) -> int:
         sink = StdoutSink()
         bootstrap = None
     else:
-        from streams.cli_run import bootstrap_for
-        from streams.topics import ensure_topics
+        from core.broker import bootstrap_for
+        from core.topics import ensure_topics
 
         bootstrap = bootstrap_for(settings)
         ensure_topics(settings, bootstrap)
@@ -204,7 +203,7 @@ def _stamped(items, classifier):
 
 
 def _data_dir() -> Path:
-    from streams.config import REPO
+    from core.settings import REPO
 
     return Path(os.environ.get("KUBESIGHT_DATA", REPO.parent / "shared" / "data"))
 

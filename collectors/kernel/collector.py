@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from collectors.kernel.classify import Classifier
 from collectors.kernel.sources import Item
-from streams.records import Entity, Event
+from core.records import Entity, Event
 
 ORIGIN = "collector/kernel"
 

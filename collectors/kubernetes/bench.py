@@ -63,9 +63,9 @@ def run(args) -> int:
     from collectors.kubernetes.collector import Collector, Options
     from collectors.kubernetes.testing import write_kubeconfig
     from collectors.sink import KafkaSink
-    from streams.cli_run import bootstrap_for
-    from streams.config import REPO, Settings
-    from streams.topics import ensure_topics
+    from core.broker import bootstrap_for
+    from core.settings import REPO, Settings
+    from core.topics import ensure_topics
 
     logging.basicConfig(level="ERROR")
     data = Path(args.data or os.environ.get("KUBESIGHT_DATA") or REPO.parent / "shared" / "data")

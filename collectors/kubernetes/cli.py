@@ -48,12 +48,11 @@ def _streams(value: str) -> tuple[str, ...]:
     return names
 
 
-def register(sub, groups) -> None:
+def register(sub, group) -> None:
     from collectors.kubernetes.collector import Options
-    from streams.cli import subgroup
 
     o = Options()
-    g = subgroup(sub, groups, "collect", "run a collector")
+    g = group("collect", "run a collector")
     p = g.add_parser("kubernetes", help="list+watch Kubernetes Events, Node and Pod state changes, with owners",
                      description="List then watch Events (core/v1 and events.k8s.io/v1), Nodes and Pods with the "
                                  "official client; produce one Event record per real occurrence and per state "
@@ -102,7 +101,7 @@ def register(sub, groups) -> None:
                    help="log level on stderr (default: %(default)s)")
     p.set_defaults(func=_collect)
 
-    b = subgroup(sub, groups, "bench", "measure throughput")
+    b = group("bench", "measure throughput")
     bp = b.add_parser("kubernetes", help="Event records/s from a local API server through the collector into Kafka",
                       description="Serve the recorded must-gather Events and nri-kubernetes Nodes/Pods from the "
                                   "local test API server, run the collector (real client, transactional producer) "
@@ -123,9 +122,9 @@ def _collect(args) -> int:
     from collectors.kubernetes.api import Api, api_client
     from collectors.kubernetes.collector import Collector, Options
     from collectors.sink import KafkaSink
-    from streams.cli_run import bootstrap_for
-    from streams.config import Settings
-    from streams.topics import ensure_topics
+    from core.broker import bootstrap_for
+    from core.settings import Settings
+    from core.topics import ensure_topics
 
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)

@@ -22,7 +22,7 @@ from collectors.kubernetes import checkpoint, events, state
 from collectors.kubernetes.api import STREAMS
 from collectors.kubernetes.owners import DEFAULT_KEYS, Owners
 from collectors.kubernetes.watch import Watcher
-from streams.records import Entity, RecordError
+from core.records import Entity, RecordError
 
 log = logging.getLogger("kubesight.collect.kubernetes")
 EVENT_STREAMS = ("events", "events.k8s.io")

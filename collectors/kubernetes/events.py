@@ -21,7 +21,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from streams.records import Entity, Event, RecordError, parse_time
+from core.records import Entity, Event, RecordError, parse_time
 
 _CONTAINER = re.compile(r"^spec\.(?:initContainers|containers|ephemeralContainers)\{([^}]*)\}$")
 

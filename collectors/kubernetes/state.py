@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 
-from streams.records import Entity, Event, RecordError, parse_time
+from core.records import Entity, Event, RecordError, parse_time
 
 PRESSURES = {
     "MemoryPressure": "NodeMemoryPressure",

@@ -122,32 +122,12 @@ def run(args) -> int:
     print(f"  parse  {pc:<28}  {n / ref:>10,.0f} samples/s  ({ref * 1000:.0f} ms/page)")
     print(f"remote-write request: {len(body) / 2**20:.2f} MB snappy, {n} series x 1 sample")
     print(f"  decode snappy + protobuf -> Sample  {n / rw_parse:>10,.0f} samples/s  ({rw_parse * 1000:.0f} ms/request)")
-    from streams.derived import Derived
-    from streams.records import Sample
-
-    pts = parse(text).points
-    rounds = [[Sample(nm, v * (1 + i), 1000.0 + 30 * i, {**lab, "job": "apiserver"}) for nm, lab, v, _ in pts]
-              for i in range(3)]
-    stage, state, out = Derived(), {}, []
-
-    def emit(topic, key, value):
-        out.append(value)
-
-    for s in rounds[0]:
-        stage.process(s, state, emit)
-    t0 = time.perf_counter()
-    for r in rounds[1:]:
-        for s in r:
-            stage.process(s, state, emit)
-    took = time.perf_counter() - t0
-    print(f"  derived stage (rates, partials)     {2 * n / took:>10,.0f} samples/s  "
-          f"({len(out)} partials from 2 scrapes, pure Python, dict state)")
     if args.parse_only:
         return 0
 
-    from streams.cli_run import bootstrap_for
-    from streams.config import Settings
-    from streams.topics import ensure_topics
+    from core.broker import bootstrap_for
+    from core.settings import Settings
+    from core.topics import ensure_topics
 
     base = Settings.load(args.config)
     settings = base.model_copy(update={"topic_prefix": f"bench-metrics-{uuid.uuid4().hex[:8]}-"})

@@ -22,10 +22,9 @@ examples:
 """
 
 
-def register(sub, groups) -> None:
-    from streams.cli import subgroup
+def register(sub, group) -> None:
 
-    g = subgroup(sub, groups, "collect", "run a collector")
+    g = group("collect", "run a collector")
     p = g.add_parser("metrics", help="scrape Prometheus targets and receive remote-write into the samples topic",
                      description="Scrape Prometheus/OpenMetrics targets (static and discovered through the "
                                  "Kubernetes API) and accept Prometheus remote-write; one Sample per point.",
@@ -35,7 +34,7 @@ def register(sub, groups) -> None:
     p.add_argument("--stdout", action="store_true", help="print Sample records as JSON lines instead of producing")
     p.set_defaults(func=_collect)
 
-    b = subgroup(sub, groups, "bench", "measure throughput")
+    b = group("bench", "measure throughput")
     bp = b.add_parser("metrics", help="samples/s parsed and produced: the 3 MB apiserver page, remote-write")
     bp.add_argument("--rounds", type=int, default=5, help="repetitions; the best is reported (default: %(default)s)")
     bp.add_argument("--data", default=None, help="shared data folder (default: ../shared/data)")
@@ -157,9 +156,9 @@ async def _sink(args):
 
     from collectors.metrics.produce import BatchProducer
     from collectors.sink import AsyncKafkaSink
-    from streams.cli_run import bootstrap_for
-    from streams.config import Settings
-    from streams.topics import ensure_topics
+    from core.broker import bootstrap_for
+    from core.settings import Settings
+    from core.topics import ensure_topics
 
     settings = Settings.load(args.config)
     bootstrap = bootstrap_for(settings)

@@ -6,7 +6,7 @@ is one future per record.  Series keys repeat every scrape, so ``BatchProducer``
 key's partition once (Kafka's default partitioner: ``murmur2(key) & 0x7fffffff % partitions``,
 so a series lands where any other producer would put it) and appends the records to one
 ``BatchBuilder`` per partition, awaiting every batch's acknowledgement (acks=all, idempotent:
-the sink's producer).  Values are byte-identical to ``streams.records.encode``, except that
+the sink's producer).  Values are byte-identical to ``core.records.encode``, except that
 non-finite values are spelled ``"NaN"``, ``"+Inf"``, ``"-Inf"`` (which ``records.decode``
 accepts) where orjson would write ``null`` (which it rejects).
 """
@@ -18,7 +18,7 @@ import asyncio
 import orjson
 from aiokafka.partitioner import murmur2
 
-from streams.records import VERSION, Sample, format_time
+from core.records import VERSION, Sample, format_time
 
 
 class BatchProducer:

@@ -25,7 +25,7 @@ import cramjam
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-from streams.records import Sample
+from core.records import Sample
 
 log = logging.getLogger("kubesight.metrics")
 

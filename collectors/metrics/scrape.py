@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from collectors.metrics.exposition import OPENMETRICS, ExpositionError, parse
 from collectors.metrics.relabel import compile_rules
-from streams.records import Sample
+from core.records import Sample
 
 log = logging.getLogger("kubesight.metrics")
 

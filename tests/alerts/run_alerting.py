@@ -3,8 +3,8 @@
 import asyncio
 import sys
 
+from core.settings import Settings
 from streams.alerting import AlertingService
-from streams.config import Settings
 
 
 async def main(bootstrap: str, prefix: str, app_id: str, routing: str, worker_id: str) -> None:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from streams.cli import main
+from kubesight.cli import main
 
 EXAMPLE = str(Path(__file__).resolve().parents[2] / "deploy" / "routing.example.yaml")
 

@@ -2,7 +2,7 @@
 
 from alerts.config import load_text
 from alerts.engine import Engine
-from streams.records import Alert
+from core.records import Alert
 
 CFG = """
 route:

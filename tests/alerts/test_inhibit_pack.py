@@ -3,8 +3,7 @@
 import re
 
 from alerts.inhibit import NODE_DOWN
-from rules.load import load_packs
-from streams.stages import DEFAULT_PACK
+from rules.load import DEFAULT_PACK, load_packs
 
 NODE_GONE = ("KubeNodeNotReady", "CloudInstanceRebootScheduled", "CloudInstanceRedeployScheduled",
              "CloudSpotInterruption", "CloudInstanceFailure", "CloudInstanceStopped")

@@ -5,7 +5,7 @@ import pytest
 from alerts.config import load_text
 from alerts.engine import Engine
 from alerts.silences import Silence, SilenceError, Silences
-from streams.records import Alert, format_time
+from core.records import Alert, format_time
 
 CFG = """
 global: {resolve_timeout: %s}

@@ -10,8 +10,8 @@ from aiokafka import AIOKafkaProducer
 
 from alerts.config import load_text
 from alerts.silences import Silence
+from core.records import Alert, encode, format_time
 from streams.alerting import AlertingService
-from streams.records import Alert, encode, format_time
 from tests.alerts.webhook_server import ScriptedReceiver
 
 pytestmark = pytest.mark.kafka

@@ -9,9 +9,9 @@ import pytest
 from aiohttp import web
 
 from alerts.api import app
+from core.records import format_time
+from kubesight.cli import main
 from streams.alerting import SilenceBook
-from streams.cli import main
-from streams.records import format_time
 
 pytestmark = pytest.mark.kafka
 

@@ -11,7 +11,7 @@ import pytest
 
 from collectors.cloud.catalog import ALIBABA, AWS_HEALTH, HEALTH_CATEGORY_SEVERITY, PHASES, REASONS
 from collectors.cloud.intake import parse
-from streams.records import SEVERITIES
+from core.records import SEVERITIES
 
 RANK = {"info": 0, "warning": 1, "critical": 2}
 LEVEL = {"Info": "info", "Warn": "warning", "Critical": "critical"}

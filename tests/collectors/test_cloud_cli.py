@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from streams.cli import build_parser, main
+from kubesight.cli import build_parser, main
 
 
 def _sub(parser, *path):
@@ -63,7 +63,7 @@ def test_bad_listen_address(monkeypatch, capsys):
 def test_the_deployment_runs_a_valid_command():
     import yaml
 
-    from streams.config import REPO
+    from core.settings import REPO
 
     docs = {d["kind"]: d for d in yaml.safe_load_all((REPO / "deploy/kubernetes/collector-cloud.yaml").read_text())}
     assert set(docs) == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"}

@@ -14,7 +14,7 @@ from collectors.cloud.auth import SIGNATURE_HEADER, Auth, sign
 from collectors.cloud.nodes import NodeMap
 from collectors.cloud.server import create_app
 from collectors.sink import AsyncKafkaSink
-from streams.records import decode
+from core.records import decode
 from tests.collectors.test_cloud_payloads import EXPECTED, NOW, assert_outcome, cases, node_map, summary
 from tests.kafkatools import read_to_end
 
@@ -187,7 +187,7 @@ def test_cloudevents_binary_mode_over_http(settings):
 def test_bench_command_prints_its_figure(kafka_bootstrap, monkeypatch, capsys):
     import re
 
-    from streams.cli import main
+    from kubesight.cli import main
 
     monkeypatch.setenv("KUBESIGHT_KAFKA", kafka_bootstrap)
     assert main(["bench", "cloud", "--events", "40", "--concurrency", "4"]) == 0

@@ -15,7 +15,7 @@ import pytest
 from collectors.cloud.event import PayloadError
 from collectors.cloud.intake import parse
 from collectors.cloud.nodes import load_node_files
-from streams.records import format_time
+from core.records import format_time
 
 NOW = 1714557600.0  # 2024-05-01T10:00:00Z, the receive time of bodies without a publication time
 FILLED_TIME = "2024-05-01T09:59:00Z"

@@ -15,8 +15,8 @@ from collectors.kernel.collector import KernelCollector
 from collectors.kernel.patterns import load_patterns
 from collectors.kernel.sources import from_path, kmsg_items
 from collectors.sink import StdoutSink
-from streams.cli import main
-from streams.config import REPO
+from core.settings import REPO
+from kubesight.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_cli_from_file_stdout(data_dir, capsys):
 
 def test_cli_reads_stdin(data_dir):
     text = (data_dir / "gpud-testdata" / "xid" / "dmesg-with-xid-119.log").read_bytes()
-    r = subprocess.run([sys.executable, "-m", "streams.cli", "collect", "kernel", "--from-file", "-", "--stdout",
+    r = subprocess.run([sys.executable, "-m", "kubesight", "collect", "kernel", "--from-file", "-", "--stdout",
                         "--node", "n2"], input=text, capture_output=True, cwd=REPO, timeout=60)
     assert r.returncode == 0, r.stderr
     events = [orjson.loads(ln) for ln in r.stdout.splitlines()]
@@ -204,7 +204,7 @@ def test_sigterm_on_live_kmsg_saves_the_checkpoint(tmp_path):
     except (PermissionError, FileNotFoundError):
         pytest.skip("/dev/kmsg is not readable here")
     cp = tmp_path / "cp.json"
-    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "collect", "kernel", "--stdout", "--node", "n3",
+    proc = subprocess.Popen([sys.executable, "-m", "kubesight", "collect", "kernel", "--stdout", "--node", "n3",
                              "--checkpoint", str(cp)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     try:
         deadline = time.monotonic() + 60

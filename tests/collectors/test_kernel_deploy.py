@@ -5,8 +5,8 @@ from __future__ import annotations
 import yaml
 
 from collectors.kernel.patterns import load_patterns
-from streams.cli import build_parser
-from streams.config import REPO
+from core.settings import REPO
+from kubesight.cli import build_parser
 
 MANIFEST = REPO / "deploy" / "kubernetes" / "collector-kernel.yaml"
 

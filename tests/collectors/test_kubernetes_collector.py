@@ -31,7 +31,7 @@ from collectors.kubernetes.testing import (
     repeat,
     serve_cluster,
 )
-from streams.records import decode
+from core.records import decode
 from tests.kafkatools import read_to_end
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,7 +80,7 @@ class Collector:
                    PYTHONUNBUFFERED="1")
         self.log = self.logdir / f"{self.name}-{self.n}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "collect", "kubernetes", "--kubeconfig", str(self.kubeconfig),
+            [sys.executable, "-m", "kubesight", "collect", "kubernetes", "--kubeconfig", str(self.kubeconfig),
              "--cluster", CLUSTER, "--commit-interval", "0.05", "--backoff-base", "0.05", "--backoff-max", "0.3",
              "--loglevel", "info", *self.extra],
             cwd=REPO, env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)

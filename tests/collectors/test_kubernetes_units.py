@@ -10,7 +10,7 @@ import pytest
 from collectors.kubernetes import events, state
 from collectors.kubernetes.owners import Owners
 from collectors.kubernetes.testing import must_gather_events, nri_cluster, repeat, to_events_v1
-from streams.records import Entity, RecordError, format_time
+from core.records import Entity, RecordError, format_time
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +277,7 @@ def test_cluster_role_grants_exactly_what_the_collector_uses():
     import yaml
 
     from collectors.kubernetes.api import READERS, STREAMS
-    from streams.config import REPO
+    from core.settings import REPO
 
     docs = list(yaml.safe_load_all((REPO / "deploy" / "kubernetes" / "collector-kubernetes.yaml").read_text()))
     role = next(d for d in docs if d["kind"] == "ClusterRole")
@@ -294,6 +294,6 @@ def test_cluster_role_grants_exactly_what_the_collector_uses():
         d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[:3] == ["collect", "kubernetes", "--in-cluster"]
-    from streams.cli import build_parser
+    from kubesight.cli import build_parser
 
     assert build_parser().parse_args(args).func.__module__ == "collectors.kubernetes.cli"

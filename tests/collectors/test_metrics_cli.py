@@ -17,8 +17,8 @@ import yaml
 
 from collectors.metrics.config import ConfigError, load
 from collectors.metrics.remote_write import encode
-from streams.cli import main
-from streams.config import REPO
+from core.settings import REPO
+from kubesight.cli import main
 from tests.collectors.test_metrics_helpers import PageServer, read_topic
 from tests.collectors.test_metrics_remote_write import HEADERS, request_from_page
 
@@ -130,7 +130,7 @@ def test_the_collector_process_scrapes_on_schedule_and_takes_remote_write(data_d
                          f"targets:\n  - {{job: dcgm, url: '{srv.base}/dcgm'}}\n"
                          f"remote_write: {{host: 127.0.0.1, port: {port}, labels: {{via: rw}}}}\n")
     env = dict(os.environ, KUBESIGHT_KAFKA=settings.kafka, KUBESIGHT_TOPIC_PREFIX=settings.topic_prefix)
-    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "collect", "metrics", "--config", str(p)],
+    proc = subprocess.Popen([sys.executable, "-m", "kubesight", "collect", "metrics", "--config", str(p)],
                             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         async def post():
@@ -168,4 +168,10 @@ def test_bench_parse_only_prints_the_figures(data_dir, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "apiserver page: 3.0 MB, 22853 samples"
     assert [line.split()[:2] for line in out[1:3]] == [["parse", "kubesight"], ["parse", "prometheus_client"]]
-    assert out[4].split()[:2] == ["decode", "snappy"] and "samples/s" in out[5]
+    assert out[4].split()[:2] == ["decode", "snappy"] and "samples/s" in out[4]
+
+
+def test_bench_derived_prints_the_figure(data_dir, capsys):
+    assert main(["bench", "derived", "--data", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("derived stage (rates, partials)") and "samples/s" in out and "of 22853 samples" in out

@@ -15,7 +15,7 @@ from collectors.metrics.produce import BatchProducer
 from collectors.metrics.relabel import compile_rules
 from collectors.metrics.scrape import Scraper, ScrapeTarget, SelfMetrics
 from collectors.sink import AsyncKafkaSink
-from streams.records import decode, encode
+from core.records import decode, encode
 from tests.collectors.test_metrics_helpers import PAGES, PageServer, read_topic
 
 # samples per page: every point of the page (OpenMetrics `_created` lines are not samples) + up,

@@ -10,7 +10,7 @@ import pytest
 
 from detectors import corpus
 from detectors.nab import Labelled, probation, row_weights, scaled_sigmoid, score_corpus
-from streams.cli import main
+from kubesight.cli import main
 
 # one file, 1000 rows, probation = 150 rows, one window of width 100 at rows 500..599
 F = Labelled(name="f", rows=1000, windows=[(500, 599)])

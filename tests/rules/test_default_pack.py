@@ -9,18 +9,17 @@ from pathlib import Path
 
 import yaml
 
-from rules.cli import DEFAULT_PACKS
+from kubesight.cli import main
 from rules.engine import Engine
-from rules.load import load_packs
-from streams.cli import main
+from rules.load import DEFAULT_PACK, load_packs
 
-TESTS = DEFAULT_PACKS / "tests"
+TESTS = DEFAULT_PACK / "tests"
 
 
 def test_check_passes_and_the_pack_is_big_enough(capsys):
-    assert main(["rules", "check", str(DEFAULT_PACKS)]) == 0
+    assert main(["rules", "check", str(DEFAULT_PACK)]) == 0
     out = capsys.readouterr().out
-    rs = load_packs([DEFAULT_PACKS])
+    rs = load_packs([DEFAULT_PACK])
     assert len(rs) >= 60
     assert f"{len(rs)} rules" in out
     assert {p.name for p in rs.packs} == {"control-plane", "nodes", "kernel", "gpu", "workloads", "storage", "cloud", "resources"}
@@ -46,14 +45,14 @@ def test_every_rule_has_a_firing_and_a_non_firing_case():
                     firing[name] += 1
                 elif all(not c.get("exp_alerts") for c in checks):
                     quiet[name] += 1
-    alerts = {r.alert for r in load_packs([DEFAULT_PACKS]).rules}
+    alerts = {r.alert for r in load_packs([DEFAULT_PACK]).rules}
     assert {a for a in alerts if not firing[a]} == set()
     assert {a for a in alerts if not quiet[a]} == set()
 
 
 def test_a_wrong_expectation_fails_with_a_readable_diff(tmp_path, capsys):
     case = {
-        "rule_files": [str(DEFAULT_PACKS / "workloads.yaml")],
+        "rule_files": [str(DEFAULT_PACK / "workloads.yaml")],
         "tests": [{
             "name": "wrong owner",
             "input_events": [{"at": "0s", "source": "k8s", "reason": "BackOff",
@@ -74,7 +73,7 @@ def test_a_wrong_expectation_fails_with_a_readable_diff(tmp_path, capsys):
 
 def test_check_lists_every_error_and_exits_1(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text((DEFAULT_PACKS / "cloud.yaml").read_text().replace("window: 15m", "window: 15 min")
+    bad.write_text((DEFAULT_PACK / "cloud.yaml").read_text().replace("window: 15m", "window: 15 min")
                    .replace("severity: info", "severity: low"))
     assert main(["rules", "check", str(bad)]) == 1
     err = capsys.readouterr().err.splitlines()
@@ -85,7 +84,7 @@ def test_check_lists_every_error_and_exits_1(tmp_path, capsys):
 
 def test_covers_every_node_problem_detector_reason(data_dir):
     """Every reason that NPD's kernel, readonly, docker, disk, systemd and custom monitors emit reaches a rule."""
-    rs = load_packs([DEFAULT_PACKS])
+    rs = load_packs([DEFAULT_PACK])
     reasons = set()
     for f in sorted((data_dir / "node-problem-detector" / "config").glob("*.json")):
         doc = json.loads(f.read_text())
@@ -112,7 +111,7 @@ def test_kernel_collector_reasons_reach_a_rule():
     """The reasons the kernel collector's default patterns emit are all handled (except process-level noise)."""
     patterns = yaml.safe_load((Path(__file__).resolve().parents[2] / "collectors" / "kernel" / "patterns.yaml").read_text())
     emitted = {p["reason"] for p in patterns["patterns"]}
-    rs = load_packs([DEFAULT_PACKS])
+    rs = load_packs([DEFAULT_PACK])
     handled = {reason for (source, reason) in rs.by_event if source == "kernel"}
     ignored = {"ProcessSegfault", "CCPPCrash", "UncaughtException", "XorgCrash", "NvidiaPeermemError"}
     assert sorted(emitted - handled - ignored) == []
@@ -121,7 +120,7 @@ def test_kernel_collector_reasons_reach_a_rule():
 def test_recorded_events_give_the_demo_its_alerts(data_dir):
     from rules.bench import must_gather_events
 
-    eng = Engine(load_packs([DEFAULT_PACKS]))
+    eng = Engine(load_packs([DEFAULT_PACK]))
     state: dict = {}
     alerts = []
     for e in must_gather_events(data_dir):
@@ -137,8 +136,8 @@ def test_recorded_events_give_the_demo_its_alerts(data_dir):
 def test_signals_md_names_every_reason_and_metric():
     from rules.cli import signals_tables
 
-    text = (DEFAULT_PACKS / "SIGNALS.md").read_text()
-    assert signals_tables(load_packs([DEFAULT_PACKS])) in text, "regenerate: kubesight rules signals"
+    text = (DEFAULT_PACK / "SIGNALS.md").read_text()
+    assert signals_tables(load_packs([DEFAULT_PACK])) in text, "regenerate: kubesight rules signals"
 
 
 def test_rules_list_prints_the_readme_table(capsys):
@@ -146,13 +145,13 @@ def test_rules_list_prints_the_readme_table(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "| rule | pack | what | severity | why |"
     rows = [ln for ln in lines[2:] if ln.startswith("| ")]
-    assert len(rows) == len(load_packs([DEFAULT_PACKS]))
+    assert len(rows) == len(load_packs([DEFAULT_PACK]))
     assert any(r.startswith("| KubeNodeNotReady | nodes | node {{ labels.node }} is NotReady | critical | ") for r in rows)
 
 
 def test_a_malformed_test_file_is_reported_with_file_line_and_path(tmp_path, capsys):
     f = tmp_path / "bad.yaml"
-    f.write_text(f"rule_files: [{DEFAULT_PACKS / 'workloads.yaml'}]\ntests:\n  - name: x\n    input_event: []\n"
+    f.write_text(f"rule_files: [{DEFAULT_PACK / 'workloads.yaml'}]\ntests:\n  - name: x\n    input_event: []\n"
                  "    alert_rule_test: [{eval_time: 1 min, alertname: KubePodEvicted}]\n")
     assert main(["rules", "test", str(f)]) == 1
     err = capsys.readouterr().err.splitlines()
@@ -166,4 +165,4 @@ def test_a_malformed_test_file_is_reported_with_file_line_and_path(tmp_path, cap
 def test_rules_md_is_the_current_table(capsys):
     assert main(["rules", "list"]) == 0
     table = capsys.readouterr().out
-    assert table in (DEFAULT_PACKS / "RULES.md").read_text(), "regenerate: kubesight rules list"
+    assert table in (DEFAULT_PACK / "RULES.md").read_text(), "regenerate: kubesight rules list"

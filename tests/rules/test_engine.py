@@ -7,10 +7,10 @@ import textwrap
 import orjson
 import pytest
 
+from core.records import Entity, Event, Sample
 from rules.engine import DUE, Engine
 from rules.holder import EngineHolder
 from rules.load import load_packs
-from streams.records import Entity, Event, Sample
 
 HEAD = """\
 apiVersion: kubesight.io/v1
@@ -397,12 +397,12 @@ def test_idle_groups_have_no_timer_and_go_at_the_hourly_scan(tmp_path):
 
 
 def test_a_pack_can_switch_off_rules_of_another(tmp_path):
-    from rules.cli import DEFAULT_PACKS
+    from rules.load import DEFAULT_PACK
 
     site = tmp_path / "managed.yaml"
     site.write_text(HEAD.replace("name: t", "name: managed-control-plane") % "1"
                     + "disable: [KubeSchedulerDown, KubeControllerManagerDown]\nrules: []\n")
-    rs = load_packs([DEFAULT_PACKS, site])
+    rs = load_packs([DEFAULT_PACK, site])
     alerts = {r.alert for r in rs.rules}
     assert "KubeSchedulerDown" not in alerts and "KubeControllerManagerDown" not in alerts
-    assert "KubeAPIDown" in alerts and len(rs) == len(load_packs([DEFAULT_PACKS])) - 2
+    assert "KubeAPIDown" in alerts and len(rs) == len(load_packs([DEFAULT_PACK])) - 2

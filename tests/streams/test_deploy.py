@@ -5,8 +5,8 @@ from pathlib import Path
 import yaml
 
 from alerts.config import load as load_routing
-from streams.cli import build_parser
-from streams.config import Settings
+from core.settings import Settings
+from kubesight.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,7 @@ def test_pom_fetches_kafka_4_and_one_log4j2_binding():
 def test_launcher_starts_a_real_broker_and_stop_leaves_no_jvm_and_no_folder():
     import os
 
-    from deploy.kafka import launcher
+    from core import broker as launcher
 
     b = launcher.start(f"lifecycle-{os.getpid()}", attach=True, quiet=True)
     try:

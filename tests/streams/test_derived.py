@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from collectors.metrics.exposition import parse
+from core.records import Sample, decode
 from streams.derived import Derived, histogram_quantile
-from streams.records import Sample, decode
 
 PARTS = 4
 API = "nri-kubernetes-testdata/1_35/controlplane/api-server/metrics"

@@ -11,9 +11,9 @@ from kafka import KafkaConsumer
 
 from collectors.metrics.exposition import parse
 from collectors.sink import KafkaSink
+from core.records import Sample
 from streams.derived import Derived
 from streams.hotpath import Pipeline, TransactionalProcessor
-from streams.records import Sample
 
 ETCD = "nri-kubernetes-testdata/1_35/controlplane/etcd/metrics"
 

@@ -21,10 +21,10 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from collectors.replay import DEFAULT_EVENTS, read_events
 from collectors.sink import KafkaSink
+from core.records import Entity, Event, encode
 from rules.engine import event_identity
 from streams.cli_run import group_lag, spawn_worker, stop_process
 from streams.hotpath import Pipeline, TransactionalProcessor
-from streams.records import Entity, Event, encode
 from streams.stages import RulePacks, RulesStage
 from tests.kafkatools import read_to_end
 

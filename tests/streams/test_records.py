@@ -3,7 +3,7 @@
 import orjson
 import pytest
 
-from streams.records import Alert, Entity, Event, RecordError, Sample, deadletter, decode, encode, fingerprint
+from core.records import Alert, Entity, Event, RecordError, Sample, deadletter, decode, encode, fingerprint
 
 
 def _event(**kw):

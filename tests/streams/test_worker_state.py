@@ -10,8 +10,8 @@ from kafka import KafkaProducer
 
 from collectors.replay import read_series_csv
 from collectors.sink import KafkaSink
+from core.records import Entity, Event, encode
 from streams.hotpath import Pipeline, TransactionalProcessor
-from streams.records import Entity, Event, encode
 from streams.stages import RulePacks, RulesStage, RulesTopicWatcher
 from tests.streams.test_pipeline import read_topic
 

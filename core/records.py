@@ -15,7 +15,7 @@ True
 >>> decode(b'{"v": 1, "kind": "sample", "name": "up"}')
 Traceback (most recent call last):
 ...
-streams.records.RecordError: sample: missing field 'value'
+core.records.RecordError: sample: missing field 'value'
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Fetch, format, start, probe and stop a real single-node Apache Kafka (KRaft) on 127.0.0.1.
 
-Jars come from Maven Central through ``deploy/kafka/pom.xml`` (``mvn dependency:copy-dependencies``)
+Broker resolution (:func:`bootstrap_for`): the configured cluster, else a local broker. The local
+broker's jars come from Maven Central through ``deploy/kafka/pom.xml`` (``mvn dependency:copy-dependencies``)
 into ``.cache/kafka/lib`` and are reused while the pom is unchanged.  Each broker gets a run folder
 (``.cache/kafka/runs/<name>``) holding its properties, data, ``kafka.log`` and ``broker.json``
 (pid and bootstrap address).  ``attach=True`` ties the JVM to the calling process (Linux
@@ -23,11 +24,14 @@ import uuid
 from base64 import urlsafe_b64encode
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-POM = HERE / "pom.xml"
-LOG4J = HERE / "log4j2.yaml"
+if TYPE_CHECKING:
+    from core.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+POM = REPO / "deploy" / "kafka" / "pom.xml"  # data read by path: the base layer imports nothing of ours
+LOG4J = REPO / "deploy" / "kafka" / "log4j2.yaml"
 
 
 def cache_dir() -> Path:
@@ -78,7 +82,7 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _pdeathsig() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:  # runs in the child between fork and exec
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
@@ -219,7 +223,7 @@ def start(name: str = "default", attach: bool = False, heap_mb: int = 512, timeo
     t0 = time.monotonic()
     log = open(run / "kafka.log", "ab")
     proc = subprocess.Popen(jvm + ["-cp", cp, "kafka.Kafka", str(props)], stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, cwd=run, preexec_fn=_pdeathsig if attach else None,
+                            stdin=subprocess.DEVNULL, cwd=run, preexec_fn=die_with_parent if attach else None,
                             start_new_session=not attach)
     log.close()
     broker = Broker(name=name, bootstrap=f"127.0.0.1:{port}", pid=proc.pid, run_dir=run, proc=proc, ephemeral=attach)
@@ -275,3 +279,21 @@ def stop(name: str = "default") -> bool:
         return False
     b.stop()
     return True
+
+
+def bootstrap_for(settings: Settings, *, ephemeral: bool = False) -> str:
+    """The configured cluster, else the local broker.
+
+    Long-running commands (worker, collectors, silences) share the local ``default`` broker,
+    starting it if needed (``kubesight kafka down`` stops it). ``ephemeral`` (benchmarks) starts a
+    broker of its own, tied to this process and stopped, its folder removed, when the process exits.
+    """
+    if settings.kafka:
+        return settings.kafka
+    if not ephemeral:
+        return start("default").bootstrap
+    import atexit
+
+    broker = start(f"bench-{uuid.uuid4().hex[:6]}", attach=True, quiet=True)
+    atexit.register(broker.stop)
+    return broker.bootstrap

@@ -1,8 +1,9 @@
-"""The ``kubesight`` command: one argparse tree; each area registers its own subcommands.
+"""The ``kubesight`` command: the top layer; one argparse tree in which each area registers its subcommands.
 
 The list of areas below is explicit (no autodiscovery): each module exposes
-``register(subparsers)`` and sets ``func`` on the parsers it adds; ``func(args)`` returns
-the exit code.
+``register(sub, group)`` -- ``sub`` adds a top-level command, ``group(name, help)`` returns the
+shared command group ``name`` (``collect``, ``bench`` ...) -- and sets ``func`` on the parsers it
+adds; ``func(args)`` returns the exit code.  Nothing below this module imports it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 AREAS = (
     "streams.cli_kafka",  # kafka up | down | status
     "streams.cli_run",  # worker, demo
-    "streams.bench",  # bench pipeline
+    "streams.bench",  # bench pipeline, bench derived
     "collectors.replay",  # collect replay
     "collectors.kernel.cli",  # collect kernel, bench kernel
     "collectors.cloud.cli",  # collect cloud, bench cloud
@@ -23,7 +24,7 @@ AREAS = (
     "collectors.metrics.cli",  # collect metrics, bench metrics
     "detectors.cli",  # bench nab
     "rules.cli",  # rules check | test | list, bench rules
-    "alerts.cli",  # routes test | check, silences add | list | expire | serve, bench alerts
+    "streams.cli_alerts",  # routes test | check, silences add | list | expire | serve, bench alerts
 )
 
 
@@ -35,18 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="settings YAML (default: $KUBESIGHT_CONFIG)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     groups: dict[str, argparse._SubParsersAction] = {}
+
+    def group(name: str, help: str):
+        """Get or create a command group (``collect``, ``bench``, ``rules`` ...) shared by several areas."""
+        if name not in groups:
+            gp = sub.add_parser(name, help=help)
+            gp.set_defaults(func=lambda args, gp=gp: (gp.print_help(), 2)[1])
+            groups[name] = gp.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
+        return groups[name]
+
     for name in AREAS:
-        importlib.import_module(name).register(sub, groups)
+        importlib.import_module(name).register(sub, group)
     return p
-
-
-def subgroup(sub, groups: dict, name: str, help: str):
-    """Get or create a command group (``collect``, ``bench``, ``rules`` ...) shared by several areas."""
-    if name not in groups:
-        gp = sub.add_parser(name, help=help)
-        gp.set_defaults(func=lambda args, gp=gp: (gp.print_help(), 2)[1])
-        groups[name] = gp.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
-    return groups[name]
 
 
 def main(argv: list[str] | None = None) -> int:

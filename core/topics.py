@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams.config import Settings
+from core.settings import Settings
 
 DAY_MS = 86_400_000
 

@@ -1,4 +1,4 @@
-"""``kubesight routes test|check``, ``kubesight silences add|list|expire|serve``, ``kubesight bench alerts``.
+"""``kubesight routes test|check``, ``kubesight silences add|list|expire|serve``, ``kubesight bench alerts``: the alerting commands (here, in the runtime, because silences and the bench read Kafka).
 
 ``routes test`` runs the production router on the labels given.  The silence commands talk to a
 silences API (``--url``) or, without one, read and write the compacted ``silences`` topic directly
@@ -18,10 +18,9 @@ from alerts.config import ConfigError, load
 EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "routing.example.yaml"
 
 
-def register(sub, groups) -> None:
-    from streams.cli import subgroup
+def register(sub, group) -> None:
 
-    routes = subgroup(sub, groups, "routes", "routing file: test where an alert goes, check a file")
+    routes = group("routes", "routing file: test where an alert goes, check a file")
     t = routes.add_parser("test", help="print the receivers and group keys an alert with these labels gets")
     t.add_argument("labels", nargs="+", metavar="NAME=VALUE")
     t.add_argument("--routing", help="routing file (default: settings' routing, else deploy/routing.example.yaml)")
@@ -30,7 +29,7 @@ def register(sub, groups) -> None:
     c.add_argument("files", nargs="+")
     c.set_defaults(func=_routes_check)
 
-    sil = subgroup(sub, groups, "silences", "create, list and expire silences")
+    sil = group("silences", "create, list and expire silences")
     a = sil.add_parser("add", help="silence alerts matching all MATCHERS (name=value, name=~regex, ...)")
     a.add_argument("matchers", nargs="+", metavar="MATCHER")
     a.add_argument("--comment", "-c", required=True)
@@ -52,7 +51,7 @@ def register(sub, groups) -> None:
     sv.add_argument("--port", type=int, default=9093)
     sv.set_defaults(func=_silences_serve)
 
-    bench = subgroup(sub, groups, "bench", "benchmarks that print figures")
+    bench = group("bench", "benchmarks that print figures")
     b = bench.add_parser("alerts", help="alerts/s through lifecycle, routing, grouping and a local webhook")
     b.add_argument("--alerts", type=int, default=50000)
     b.add_argument("--groups", type=int, default=500)
@@ -67,7 +66,7 @@ def register(sub, groups) -> None:
 def _routing_path(args) -> str:
     if args.routing:
         return args.routing
-    from streams.config import Settings
+    from core.settings import Settings
 
     return Settings.load(args.config).routing or str(EXAMPLE)
 
@@ -132,9 +131,9 @@ def _print_silences(items: list[dict]) -> None:
 
 def _kafka(args, prefix: str | None = None, ephemeral: bool = False):
     """Settings and bootstrap (the configured cluster, else the local broker, started if needed); topics ensured."""
-    from streams.cli_run import bootstrap_for
-    from streams.config import Settings
-    from streams.topics import ensure_topics
+    from core.broker import bootstrap_for
+    from core.settings import Settings
+    from core.topics import ensure_topics
 
     settings = Settings.load(args.config)
     if prefix:
@@ -180,7 +179,7 @@ def _silences_add(args) -> int:
 
     from alerts import matchers as m
     from alerts.silences import Silence, SilenceError
-    from streams.records import format_time, parse_time
+    from core.records import format_time, parse_time
 
     try:
         ms = [m.parse(x) for x in args.matchers]

@@ -1,0 +1,1 @@
+"""The top layer: the ``kubesight`` command (``kubesight.cli``), which registers every subcommand."""
