@@ -1,0 +1,385 @@
+"""The strict YAML config loader: every config kind (rule packs, routing, settings, metrics, kernel patterns).
+
+A file is read with the line of every YAML path, duplicate keys are refused, and the pydantic model
+that describes the file validates it.  Every problem of the file is reported at once, each in one
+format, ``file:line: yaml.path: message`` (the path is left out for the file as a whole):
+
+>>> from pydantic import BaseModel, ConfigDict
+>>> class Target(BaseModel):
+...     model_config = ConfigDict(extra="forbid")
+...     url: str
+...     timeout: int = 10
+>>> class Config(BaseModel):
+...     model_config = ConfigDict(extra="forbid")
+...     targets: list[Target]
+>>> load("targets:\\n  - url: http://a\\n    timout: 5\\n  - timeout: soon\\n", Config, source="c.yaml")
+Traceback (most recent call last):
+...
+core.yamlconfig.ConfigError: c.yaml:3: targets[0].timout: unknown key "timout" (did you mean "timeout"?)
+c.yaml:4: targets[1].timeout: expected an integer, got "soon"
+c.yaml:4: targets[1].url: required key missing
+
+Loaders that check more than the schema (cross references, several files) use the steps:
+``parse`` (or ``read``) gives a ``Document``; ``Document.validate`` runs the model;
+``Document.error`` adds a problem at a YAML path; ``raise_for(documents)`` raises them all.
+"""
+
+import difflib
+import json
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_UNSET: Any = object()
+
+
+class ConfigError(ValueError):
+    """Every problem found, one ``file:line: yaml.path: message`` string each, in ``errors``."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("\n".join(errors))
+        self.errors = list(errors)
+
+
+def path_str(loc: Iterable) -> str:
+    """``("rules", 3, "for")`` -> ``"rules[3].for"``.
+
+    >>> path_str(("rules", 3, "match", "matchers", 0)), path_str(())
+    ('rules[3].match.matchers[0]', '')
+    """
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else ("." if out else "") + str(p)
+    return out
+
+
+class Document:
+    """One YAML document: its data, the 1-based line of every YAML path, and the problems found in it."""
+
+    def __init__(self, source: str, data: Any = None, lines: dict[tuple, int] | None = None):
+        self.source = source
+        self.data = data
+        self.lines: dict[tuple, int] = lines if lines is not None else {(): 1}
+        self.readable = True  # False when the text could not be read or parsed (data is then None)
+        self.problems: list[tuple[int, str]] = []
+
+    def line_of(self, loc: Iterable) -> int:
+        """The line of ``loc``, or of its nearest ancestor that is in the file."""
+        loc = tuple(loc)
+        while loc and loc not in self.lines:
+            loc = loc[:-1]
+        return self.lines.get(loc, 1)
+
+    def error(self, loc: Iterable, message: str, line: int | None = None) -> None:
+        """Record one problem at a YAML path (``()``: the file as a whole)."""
+        loc = tuple(loc)
+        line = line or self.line_of(loc)
+        where = path_str(loc)
+        text = f"{self.source}:{line}: {where}: {message}" if where else f"{self.source}:{line}: {message}"
+        if (line, text) not in self.problems:
+            self.problems.append((line, text))
+
+    @property
+    def errors(self) -> list[str]:
+        """The problems in line order (on one line, in path order)."""
+        return [text for _, text in sorted(self.problems)]
+
+    def validate(self, model: type[M], data: Any = _UNSET) -> M | None:
+        """Validate ``data`` (default: the document's) with ``model``; None (and problems recorded) if invalid."""
+        if not self.readable:
+            return None
+        data = self.data if data is _UNSET else data
+        try:
+            return model.model_validate({} if data is None else data)
+        except ValidationError as exc:
+            for loc, message in pydantic_errors(exc, model):
+                self.error(loc, message)
+            return None
+
+    def raise_for_errors(self) -> None:
+        if self.problems:
+            raise ConfigError(self.errors)
+
+
+def raise_for(documents: Iterable[Document], extra: Iterable[str] = ()) -> None:
+    """Raise one ConfigError with the problems of every document (each file's in line order), if any."""
+    errors = [e for d in documents for e in d.errors] + list(extra)
+    if errors:
+        raise ConfigError(errors)
+
+
+# ---------------------------------------------------------------- YAML with positions
+
+
+def parse(text: str, source: str) -> Document:
+    """Parse one YAML document named ``source``; syntax errors and duplicate keys become problems.
+
+    >>> d = parse("a: 1\\nb:\\n  - x\\n  - {c: 2, c: 3}\\n", "f.yaml")
+    >>> d.data, d.lines[("b", 1)], d.errors
+    ({'a': 1, 'b': ['x', {'c': 3}]}, 4, ['f.yaml:4: b[1].c: duplicate key "c" (first at line 4)'])
+    >>> parse("a: [1\\n", "f.yaml").errors
+    ["f.yaml:2: YAML syntax error: did not find expected ',' or ']'"]
+    """
+    doc = Document(source)
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        doc.data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        doc.readable, doc.data = False, None
+        doc.error((), f"YAML syntax error: {exc.problem or exc}", line=mark.line + 1 if mark else 1)
+        return doc
+    except yaml.YAMLError as exc:
+        doc.readable, doc.data = False, None
+        doc.error((), f"YAML syntax error: {exc}", line=1)
+        return doc
+    finally:
+        loader.dispose()
+    if node is not None:
+        _walk(node, (), doc)
+    return doc
+
+
+def read(path: str | Path, source: str | None = None) -> Document:
+    """``parse`` of a file's text; a file that cannot be read is a problem of the document."""
+    source = source or str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        doc = Document(source)
+        doc.readable = False
+        doc.error((), f"cannot read: {getattr(exc, 'strerror', None) or exc}")
+        return doc
+    return parse(text, source)
+
+
+def load(path_or_text: str | Path, model: type[M], *, source: str | None = None) -> M:
+    """Read (a path), or parse (``source`` given: the first argument is the YAML text), and validate.
+
+    Raises ConfigError listing every problem of the file.
+    """
+    doc = read(path_or_text) if source is None else parse(str(path_or_text), source)
+    cfg = doc.validate(model)
+    doc.raise_for_errors()
+    return cfg
+
+
+def _walk(node, path: tuple, doc: Document) -> None:
+    doc.lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for k, v in _pairs(node):
+            key = k.value if isinstance(k, yaml.ScalarNode) else str(k.value)
+            p, line = path + (key,), k.start_mark.line + 1
+            if key in first:
+                doc.error(p, f"duplicate key {json.dumps(key)} (first at line {first[key]})", line=line)
+                continue
+            first[key] = line
+            doc.lines[p] = line
+            _walk(v, p, doc)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _walk(v, path + (i,), doc)
+
+
+def _pairs(node: yaml.MappingNode):
+    """A mapping's (key, value) nodes with YAML merge keys (``<<: *base``) spread in place."""
+    for k, v in node.value:
+        if k.tag == "tag:yaml.org,2002:merge":
+            for m in v.value if isinstance(v, yaml.SequenceNode) else [v]:
+                if isinstance(m, yaml.MappingNode):
+                    yield from ((mk, mv) for mk, mv in _pairs(m) if not any(mk.value == ok.value for ok, _ in node.value))
+        else:
+            yield k, v
+
+
+# ---------------------------------------------------------------- pydantic errors -> messages
+
+_WORDS = {
+    "string_type": "a string", "string_unicode": "a string", "int_type": "an integer",
+    "int_parsing": "an integer", "int_from_float": "an integer", "float_type": "a number",
+    "float_parsing": "a number", "decimal_type": "a number", "bool_type": "true or false",
+    "bool_parsing": "true or false", "list_type": "a list", "tuple_type": "a list", "set_type": "a list",
+    "frozen_set_type": "a list", "dict_type": "a mapping", "model_type": "a mapping",
+    "model_attributes_type": "a mapping", "none_required": "nothing (null)",
+}
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """A value as the message quotes it (JSON, shortened).
+
+    >>> shown("soon"), shown(3), shown(None), shown({"a": [1, 2]}), shown("x" * 80)[-6:]
+    ('"soon"', '3', 'null', '{"a": [1, 2]}', 'xx..."')
+    """
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= limit else text[:limit - 4] + '..."' if text.startswith('"') else text[:limit - 3] + "..."
+
+
+def _keys(model: type[BaseModel]) -> list[str]:
+    return sorted(f.alias or n for n, f in model.model_fields.items())
+
+
+def _nearest(word: str, choices: Iterable[str]) -> str | None:
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _unknown_key(key, model: type[BaseModel] | None) -> str:
+    keys = _keys(model) if model is not None else []
+    near = _nearest(key, keys)
+    if near:
+        return f"unknown key {shown(key)} (did you mean {shown(near)}?)"
+    return f"unknown key {shown(key)}" + (f" (expected one of: {', '.join(keys)})" if keys else "")
+
+
+def _expected(choices: str, value: Any, options: Iterable[str] = ()) -> str:
+    near = _nearest(value, options) if isinstance(value, str) else None
+    return f"expected {choices}, got {shown(value)}" + (f" (did you mean {shown(near)}?)" if near else "")
+
+
+def _message(err: dict, owner: type[BaseModel] | None, key) -> str:
+    typ, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    if typ == "extra_forbidden":
+        return _unknown_key(key, owner)
+    if typ == "missing":
+        return "required key missing"
+    if typ in _WORDS:
+        return f"expected {_WORDS[typ]}, got {shown(value)}"
+    if typ == "literal_error":
+        expected = ctx.get("expected", "")
+        options = [o.strip().strip("'") for o in expected.replace(" or ", ",").split(",") if o.strip()]
+        return _expected(expected, value, options)
+    if typ == "enum":
+        return _expected(ctx.get("expected", ""), value)
+    if typ == "union_tag_invalid":
+        options = [t.strip().strip("'") for t in ctx.get("expected_tags", "").split(",")]
+        return _expected(_or(options), ctx.get("tag"), options)
+    if typ == "union_tag_not_found":
+        return "required key missing"
+    if typ in ("value_error", "assertion_error"):
+        return str(ctx.get("error", err["msg"])).removeprefix("Assertion failed, ")
+    if typ in _BOUNDS:
+        return f"must be {_BOUNDS[typ]} {next(iter(ctx.values()))}, got {shown(value)}"
+    if typ in ("too_short", "string_too_short"):
+        n = ctx.get("min_length", 1)
+        return "must not be empty" if n == 1 else f"must have at least {n} {'characters' if 'string' in typ else 'items'}"
+    if typ in ("too_long", "string_too_long"):
+        n = ctx.get("max_length")
+        return f"must have at most {n} {'characters' if 'string' in typ else 'items'}"
+    if typ == "string_pattern_mismatch":
+        return f"expected text matching {ctx.get('pattern')}, got {shown(value)}"
+    msg = err["msg"]
+    return msg[:1].lower() + msg[1:]
+
+
+def _or(options: list[str]) -> str:
+    quoted = [f"'{o}'" for o in options]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def _unwrap(tp):
+    """The type a value must have, without Annotated metadata and Optional (a real union stays one)."""
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+        elif origin in (Union, types.UnionType) and sum(a is not type(None) for a in get_args(tp)) == 1:
+            tp = next(a for a in get_args(tp) if a is not type(None))
+        else:
+            return tp
+
+
+def _is_model(tp) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _union_member(tp, tag):
+    """The member of a union that pydantic names ``tag`` in an error location (a class name or a
+    discriminator value), or None for a member that is not a model."""
+    for member in (_unwrap(a) for a in get_args(tp)):
+        if not _is_model(member):
+            continue
+        if member.__name__ == tag:
+            return member
+        for f in member.model_fields.values():
+            if get_origin(f.annotation) is typing.Literal and tag in get_args(f.annotation):
+                return member
+    return None
+
+
+def _locate(root: type[BaseModel], loc: tuple):
+    """pydantic's location -> (YAML path, the model owning the last key or None, index of a union in the path)."""
+    path: list = []
+    tp, owner, union_at = root, None, None
+    parts = list(loc)
+    i = 0
+    while i < len(parts):
+        part = parts[i]
+        i += 1
+        if part == "[key]":
+            continue
+        tp = _unwrap(tp) if tp is not None else None
+        origin = get_origin(tp)
+        if origin in (Union, types.UnionType):  # pydantic names the member it tried
+            tp, union_at = _union_member(tp, part), len(path)
+            continue
+        if _is_model(tp):
+            field = next((f for n, f in tp.model_fields.items() if part in (n, f.alias)), None)
+            name = next((f.alias or n for n, f in tp.model_fields.items() if part in (n, f.alias)), part)
+            path.append(name)
+            owner, tp = tp, field.annotation if field is not None else None
+        elif origin in (list, tuple, set, frozenset) or (isinstance(part, int) and tp is None):
+            path.append(part)
+            args = [a for a in get_args(tp) if a is not Ellipsis]
+            tp = args[0] if args else None
+        elif origin in (dict, Mapping) or tp is None:
+            path.append(part)
+            if i < len(parts) and parts[i] == "[key]":
+                tp = None
+            else:
+                tp = get_args(tp)[1] if len(get_args(tp)) == 2 else None
+            owner = None
+        else:
+            if isinstance(part, int) or not str(part).startswith(("function-", "literal[", "json-or-python")):
+                path.append(part)
+            tp = None
+    return tuple(path), owner, union_at
+
+
+def pydantic_errors(exc: ValidationError, model: type[BaseModel]) -> list[tuple[tuple, str]]:
+    """A ValidationError of ``model`` -> [(YAML path, message)], one per problem, with union branches merged."""
+    found = []
+    for err in exc.errors(include_url=False):
+        loc, owner, union_at = _locate(model, tuple(err["loc"]))
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc += (str((err.get("ctx") or {}).get("discriminator", "type")).strip("'"),)
+        found.append((loc, _message(err, owner, loc[-1] if loc else None), union_at))
+    # a union reports one error per member it tried: keep the members whose shape fit (deeper errors),
+    # and say the type errors of the same place as one ("expected a string or a list, got 3")
+    deeper = {loc[:u] for loc, _, u in found if u is not None and len(loc) > u}
+    out: dict[tuple, list[str]] = {}
+    for loc, msg, u in found:
+        if u is not None and len(loc) == u and loc in deeper:
+            continue
+        msgs = out.setdefault(loc, [])
+        if msg not in msgs:
+            msgs.append(msg)
+    result = []
+    for loc, msgs in out.items():
+        types_ = [m for m in msgs if m.startswith("expected ") and ", got " in m]
+        if len(types_) > 1 and len({m.rsplit(", got ", 1)[1] for m in types_}) == 1:
+            whats = [m.removeprefix("expected ").rsplit(", got ", 1)[0] for m in types_]
+            msgs = [f"expected {' or '.join(whats)}, got {types_[0].rsplit(', got ', 1)[1]}"] + \
+                   [m for m in msgs if m not in types_]
+        result.extend((loc, m) for m in msgs)
+    return result
+

@@ -1,0 +1,178 @@
+"""The one config loader: one test per error class, each pinned on the exact message, run for every config kind.
+
+Every kind goes through its real loader (rule packs, routing, settings, metrics, kernel patterns),
+so a kind that stops using the shared loader shows up here.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from core import yamlconfig
+from core.yamlconfig import ConfigError
+
+from .kinds import KINDS, load_errors
+
+# Each error class, per kind: (text appended to the kind's valid file, the exact messages).
+# Lines: the valid files are 7 (rules), 4 (routing), 1 (settings), 3 (metrics) and 3 (kernel) lines long.
+CASES = {
+    "duplicate_key": {
+        "rules": ("kind: RulePack\n", ['f.yaml:8: kind: duplicate key "kind" (first at line 2)']),
+        "routing": ("route: {receiver: r}\n", ['f.yaml:5: route: duplicate key "route" (first at line 1)']),
+        "settings": ("partitions: 8\n", ['f.yaml:2: partitions: duplicate key "partitions" (first at line 1)']),
+        "metrics": ("targets: []\n", ['f.yaml:4: targets: duplicate key "targets" (first at line 1)']),
+        "kernel": ("version: 1\n", ['f.yaml:4: version: duplicate key "version" (first at line 1)']),
+    },
+    "unknown_key_with_nearest": {
+        "rules": ("disabel: []\n", ['f.yaml:8: disabel: unknown key "disabel" (did you mean "disable"?)']),
+        "routing": ("inhibit_rule: []\n", ['f.yaml:5: inhibit_rule: unknown key "inhibit_rule" (did you mean "inhibit_rules"?)']),
+        "settings": ("partitons: 8\n", ['f.yaml:2: partitons: unknown key "partitons" (did you mean "partitions"?)']),
+        "metrics": ("remote_writ: {}\n", ['f.yaml:4: remote_writ: unknown key "remote_writ" (did you mean "remote_write"?)']),
+        "kernel": ("ignroe: []\n", ['f.yaml:4: ignroe: unknown key "ignroe" (did you mean "ignore"?)']),
+    },
+    "unknown_key_listing_the_keys": {
+        "rules": ("zzz: 1\n", ['f.yaml:8: zzz: unknown key "zzz" (expected one of: apiVersion, defaults, detectors, '
+                               'disable, kind, metadata, rules)']),
+        "routing": ("zzz: 1\n", ['f.yaml:5: zzz: unknown key "zzz" (expected one of: default_inhibit_rules, global, '
+                                 'inhibit_rules, receivers, route, time_intervals)']),
+        "settings": ("zzz: 1\n", ['f.yaml:2: zzz: unknown key "zzz" (expected one of: app_id, clock, cluster, '
+                                  'commit_interval, default_pack, kafka, max_batch, partitions, routing, rules, '
+                                  'topic_prefix, web_port)']),
+        "metrics": ("zzz: 1\n", ['f.yaml:4: zzz: unknown key "zzz" (expected one of: defaults, discovery, '
+                                 'remote_write, targets)']),
+        "kernel": ("zzz: 1\n", ['f.yaml:4: zzz: unknown key "zzz" (expected one of: defaults, ignore, patterns, '
+                                'replace, version, xid)']),
+    },
+    "wrong_type": {
+        "rules": ("disable: 5\n", ["f.yaml:8: disable: expected a list, got 5"]),
+        "routing": ("default_inhibit_rules: maybe\n",
+                    ['f.yaml:5: default_inhibit_rules: expected true or false, got "maybe"']),
+        "settings": ("max_batch: lots\n", ['f.yaml:2: max_batch: expected an integer, got "lots"']),
+        "metrics": ("remote_write: {port: http}\n", ['f.yaml:4: remote_write.port: expected an integer, got "http"']),
+        "kernel": ("ignore: x\n", ['f.yaml:4: ignore: expected a list, got "x"']),
+    },
+    "required_key_missing": {
+        "rules": ("  - match: {source: k8s, reason: BackOff}\n    condition: {type: event_count}\n",
+                  ["f.yaml:8: rules[1].alert: required key missing"]),
+        "routing": ("  - webhook_configs: []\n", ["f.yaml:5: receivers[1].name: required key missing"]),
+        "metrics": ("  - job: b\n", ["f.yaml:4: targets[1].url: required key missing"]),
+        "kernel": ("  - {id: b, reason: B, severity: info, match: 'b'}\n",
+                   ["f.yaml:4: patterns[1].examples: required key missing"]),
+    },
+    "not_one_of_the_choices": {
+        "rules": ("  - alert: B\n    match: {metric: up}\n    condition: {type: threshold, op: '>', value: 1, agg: avgg}\n",
+                  ["f.yaml:10: rules[1].condition.agg: expected 'last', 'avg', 'min', 'max', 'sum', 'count', 'rate' "
+                   "or 'increase', got \"avgg\" (did you mean \"avg\"?)"]),
+        "settings": ("clock: wal\n", ["f.yaml:2: clock: expected 'event' or 'wall', got \"wal\" (did you mean \"wall\"?)"]),
+        "metrics": ("discovery: {kubernetes: {roles: [kubelett]}}\n",
+                    ["f.yaml:4: discovery.kubernetes.roles[0]: expected 'apiserver', 'kubelet', 'cadvisor', 'etcd', "
+                     "'scheduler', 'controller-manager', 'node-exporter', 'kube-state-metrics', 'dcgm-exporter' or "
+                     "'annotated', got \"kubelett\" (did you mean \"kubelet\"?)"]),
+        "kernel": ("  - {id: b, reason: B, severity: urgent, match: 'b', examples: [b]}\n",
+                   ["f.yaml:4: patterns[1].severity: expected 'critical', 'warning' or 'info', got \"urgent\""]),
+    },
+    "unknown_union_tag": {
+        "rules": ("  - alert: B\n    match: {metric: up}\n    condition: {type: treshold, op: '>', value: 1}\n",
+                  ["f.yaml:10: rules[1].condition.type: expected 'event_count', 'state', 'threshold', 'absent' or "
+                   "'anomaly', got \"treshold\" (did you mean \"threshold\"?)"]),
+    },
+    "out_of_bounds": {
+        "rules": ("  - alert: B\n    match: {source: k8s, reason: BackOff}\n    condition: {type: event_count, count: 0}\n",
+                  ["f.yaml:10: rules[1].condition.count: must be >= 1, got 0"]),
+        "routing": ("    webhook_configs: [{url: 'http://x', max_alerts: -1}]\n",
+                    ["f.yaml:5: receivers[0].webhook_configs[0].max_alerts: must be >= 0, got -1"]),
+        "settings": ("max_batch: 0\n", ["f.yaml:2: max_batch: must be >= 1, got 0"]),
+        "metrics": ("remote_write: {port: 70000}\n", ["f.yaml:4: remote_write.port: must be <= 65535, got 70000"]),
+        "kernel": ("defaults: {max_lines: 0}\n", ["f.yaml:4: defaults.max_lines: must be >= 1, got 0"]),
+    },
+    "yaml_syntax_error": {
+        kind: ("zzz: [1\n", ["f.yaml:{}: YAML syntax error: did not find expected ',' or ']'"]) for kind in KINDS
+    },
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_the_valid_file_loads(tmp_path, kind):
+    assert load_errors(kind, KINDS[kind].valid, tmp_path) == []
+
+
+@pytest.mark.parametrize("kind, extra, expected", [
+    pytest.param(kind, *by_kind[kind], id=f"{error_class}-{kind}")
+    for error_class, by_kind in CASES.items() for kind in KINDS if kind in by_kind])
+def test_error_class(tmp_path, kind, extra, expected):
+    """One case per error class and kind: the valid file plus a few lines -> exactly these messages."""
+    text = KINDS[kind].valid + extra
+    assert load_errors(kind, text, tmp_path) == [e.replace("{}", str(text.count("\n") + 1)) for e in expected]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_not_a_mapping(tmp_path, kind):
+    assert load_errors(kind, "- 1\n- 2\n", tmp_path) == ["f.yaml:1: expected a mapping, got [1, 2]"]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_cannot_read(tmp_path, kind):
+    assert load_errors(kind, None, tmp_path) == ["f.yaml:1: cannot read: No such file or directory"]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_error_of_a_file_at_once_in_line_order(tmp_path, kind):
+    k = KINDS[kind]
+    extra = CASES["wrong_type"][kind][0] + CASES["unknown_key_listing_the_keys"][kind][0]
+    got = load_errors(kind, k.valid + CASES["duplicate_key"][kind][0] + extra, tmp_path)
+    n = k.valid.count("\n")
+    assert [e.split(": ")[0] for e in got] == [f"f.yaml:{n + 1}", f"f.yaml:{n + 2}", f"f.yaml:{n + 3}"]
+    assert [e.split(": ", 2)[2].split(" ")[0] for e in got] == ["duplicate", "expected", "unknown"]
+
+
+# ---------------------------------------------------------------- the loader's own API
+
+
+def test_load_from_text_and_from_a_path(tmp_path):
+    from core.settings import Settings
+
+    assert yamlconfig.load("partitions: 3\n", Settings, source="s.yaml").partitions == 3
+    (tmp_path / "s.yaml").write_text("partitions: 5\n")
+    assert yamlconfig.load(tmp_path / "s.yaml", Settings).partitions == 5
+    assert yamlconfig.load("", Settings, source="empty.yaml").partitions == 4  # an empty file is an empty mapping
+
+
+def test_error_carries_the_list():
+    from core.settings import Settings
+
+    with pytest.raises(ConfigError) as exc:
+        yamlconfig.load("partitions: 0\nclock: x\n", Settings, source="s.yaml")
+    assert exc.value.errors == ["s.yaml:1: partitions: must be >= 1, got 0",
+                                "s.yaml:2: clock: expected 'event' or 'wall', got \"x\""]
+    assert str(exc.value) == "\n".join(exc.value.errors)
+
+
+def test_document_steps_for_loaders_with_more_checks():
+    from core.settings import Settings
+
+    doc = yamlconfig.parse("partitions: 2\nrules: [a, b]\n", "s.yaml")
+    s = doc.validate(Settings)
+    doc.error(("rules", 1), "no such pack")
+    assert (s.partitions, doc.errors) == (2, ["s.yaml:2: rules[1]: no such pack"])
+    with pytest.raises(ConfigError):
+        doc.raise_for_errors()
+
+
+def test_merge_keys_keep_positions():
+    doc = yamlconfig.parse("base: &b {x: 1}\nitem:\n  <<: *b\n  y: 2\n", "m.yaml")
+    assert doc.data["item"] == {"x": 1, "y": 2} and doc.errors == [] and doc.lines[("item", "y")] == 4
+
+
+def test_union_type_errors_are_said_once():
+    from pydantic import BaseModel
+
+    class X(BaseModel):
+        v: int | list[int]
+
+    assert yamlconfig.parse("v: a\n", "u.yaml").validate(X) is None
+    doc = yamlconfig.parse("v: a\n", "u.yaml")
+    doc.validate(X)
+    assert doc.errors == ['u.yaml:1: v: expected an integer or a list, got "a"']
+    doc = yamlconfig.parse("v: [1, b]\n", "u.yaml")
+    doc.validate(X)
+    assert doc.errors == ['u.yaml:1: v[1]: expected an integer, got "b"']
