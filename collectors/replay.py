@@ -10,6 +10,7 @@ the workload labels that the live Kubernetes collector reads.
 
 from __future__ import annotations
 
+import gzip
 import re
 import sys
 import time
@@ -26,7 +27,8 @@ try:
 except AttributeError:  # pragma: no cover - libyaml missing
     _Loader = yaml.SafeLoader
 
-DEFAULT_EVENTS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "openshift-must-gather-events"
+# the repo's own copy (deploy/demo/recordings/README.md): EventLists over 8 KB are stored as events.yaml.gz
+DEFAULT_EVENTS = Path(__file__).resolve().parent.parent / "deploy" / "demo" / "recordings" / "openshift-must-gather-events"
 
 
 @dataclass
@@ -79,15 +81,17 @@ def load_owners(path: str | None) -> list[tuple[re.Pattern, str]]:
 
 
 def read_events(root: Path, cluster: str = "default", owners=()) -> tuple[list[Event], list[Rejected]]:
-    """Every Event under ``root`` (files named events.yaml), sorted by time, plus what was rejected."""
-    files = sorted(root.rglob("events.yaml")) if root.is_dir() else [root]
+    """Every Event under ``root`` (files named events.yaml or events.yaml.gz), sorted by time, plus what was rejected."""
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: no such file or folder")
+    files = sorted([*root.rglob("events.yaml"), *root.rglob("events.yaml.gz")]) if root.is_dir() else [root]
     if not files:
-        raise FileNotFoundError(f"no events.yaml under {root}")
+        raise FileNotFoundError(f"{root}: no events.yaml or events.yaml.gz under it")
     events: list[Event] = []
     rejected: list[Rejected] = []
     for f in files:
         try:
-            with open(f) as fh:
+            with (gzip.open(f, "rt") if f.suffix == ".gz" else open(f)) as fh:
                 doc = yaml.load(fh, Loader=_Loader)
         except yaml.YAMLError as exc:
             rejected.append(Rejected(f"invalid YAML: {exc}", f.read_text(errors="replace"), str(f), -1))

@@ -8,7 +8,6 @@ node-exporter, dcgm-exporter) repeated as 15-second scrapes, plus the derived si
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -21,15 +20,6 @@ DERIVED = ("apiserver_request_rate", "apiserver_5xx_ratio", "apiserver_p99_laten
            "etcd_fsync_p99_seconds", "etcd_commit_p99_seconds", "scheduler_pending_pods", "gpu_xid_errors",
            "node_filesystem_avail_ratio", "node_memory_available_ratio", "node_cpu_utilisation",
            "container_memory_limit_ratio", "container_cpu_throttled_ratio", "kubelet_volume_avail_ratio")
-
-
-def data_dir(arg: str | None = None) -> Path:
-    if arg:
-        return Path(arg)
-    env = os.environ.get("KUBESIGHT_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 def must_gather_events(root: Path) -> list[Event]:
@@ -134,7 +124,9 @@ def main(args) -> int:
     except PackError as exc:
         print(exc, file=sys.stderr)
         return 1
-    root = data_dir(args.data)
+    from core.datafolder import data_root
+
+    root = data_root(args.data, "openshift-must-gather-events", "nri-kubernetes-testdata")
     print(f"loading the signal mix from {root} ...", file=sys.stderr)
     sigs = signal_mix(root)
     n_ev = sum(1 for s in sigs if type(s) is Event)

@@ -40,18 +40,14 @@ def register(sub, group) -> None:
 
 def _derived(args) -> int:
     """Two scrapes of the 3 MB apiserver page through the derived stage (pure Python, dict state)."""
-    import os
-    from pathlib import Path
 
     from collectors.metrics.bench import APISERVER
     from collectors.metrics.exposition import parse
     from core.records import Sample
     from streams.derived import Derived
 
-    data = Path(args.data or os.environ.get("KUBESIGHT_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-    if not (data / APISERVER).is_file():
-        print(f"kubesight bench derived: {data / APISERVER} not found (pass --data DIR)", file=sys.stderr)
-        return 2
+    from core.datafolder import data_root
+    data = data_root(args.data, APISERVER)
     text = (data / APISERVER).read_text()
     n = len(parse(text).points)
     pts = parse(text).points

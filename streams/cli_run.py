@@ -11,7 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
-from core.broker import bootstrap_for
+from core.broker import bootstrap_for, die_with_parent
 from core.settings import REPO, Settings
 
 

@@ -6,6 +6,7 @@ Set KUBESIGHT_KAFKA to run against an existing cluster instead.
 
 from __future__ import annotations
 
+import gzip
 import os
 import uuid
 from pathlib import Path
@@ -16,13 +17,27 @@ from core.settings import Settings
 from core.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("KUBESIGHT_DATA", REPO.parent / "shared" / "data"))
+# the recorded inputs the tests read, vendored (files over 8 KB gzip-compressed): see tests/data/README.md
+VENDORED = (REPO / "tests" / "data", REPO / "deploy" / "demo" / "recordings")
+
+
+def unpack_vendored(dest: Path) -> Path:
+    """The vendored data as one plain tree at ``dest``, laid out like the shared data folder."""
+    for root in VENDORED:
+        for src in root.rglob("*"):
+            if not src.is_file() or src.parent == root and src.name == "README.md":
+                continue
+            rel = src.relative_to(root)
+            out = dest / (rel.with_suffix("") if src.suffix == ".gz" else rel)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(gzip.decompress(src.read_bytes()) if src.suffix == ".gz" else src.read_bytes())
+    return dest
 
 
 @pytest.fixture(scope="session")
-def data_dir() -> Path:
-    assert DATA.is_dir(), f"shared data folder not found at {DATA} (set KUBESIGHT_DATA)"
-    return DATA
+def data_dir(tmp_path_factory) -> Path:
+    """The repo's own copy of the recorded data (never ../shared/data nor $KUBESIGHT_DATA)."""
+    return unpack_vendored(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="session")

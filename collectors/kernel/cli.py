@@ -202,12 +202,6 @@ def _stamped(items, classifier):
         yield it
 
 
-def _data_dir() -> Path:
-    from core.settings import REPO
-
-    return Path(os.environ.get("KUBESIGHT_DATA", REPO.parent / "shared" / "data"))
-
-
 def _bench(args) -> int:
     from collections import Counter
 
@@ -218,10 +212,9 @@ def _bench(args) -> int:
     patterns = _load(args)
     if patterns is None:
         return 1
-    corpus = Path(args.corpus) if args.corpus else _data_dir() / "syzkaller-kernel-reports"
-    if not (corpus / "report").is_dir():
-        print(f"no syzkaller corpus at {corpus} (expected {corpus}/report/)", file=sys.stderr)
-        return 1
+    from core.datafolder import data_root
+
+    corpus = data_root(args.corpus, "report") if args.corpus else data_root(None, "syzkaller-kernel-reports/report") / "syzkaller-kernel-reports"
     results, nlines, _ = score(patterns, corpus)
     ok = sum(r.ok for r in results)
     titled = [r for r in results if r.title]

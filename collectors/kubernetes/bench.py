@@ -64,11 +64,13 @@ def run(args) -> int:
     from collectors.kubernetes.testing import write_kubeconfig
     from collectors.sink import KafkaSink
     from core.broker import bootstrap_for
-    from core.settings import REPO, Settings
+    from core.settings import Settings
     from core.topics import ensure_topics
 
     logging.basicConfig(level="ERROR")
-    data = Path(args.data or os.environ.get("KUBESIGHT_DATA") or REPO.parent / "shared" / "data")
+    from core.datafolder import data_root
+
+    data = data_root(args.data, "openshift-must-gather-events", "nri-kubernetes-testdata")
     settings = Settings.load(args.config)
     settings = settings.model_copy(update={"topic_prefix": f"bench-k8s-{uuid.uuid4().hex[:6]}-"})
     bootstrap = bootstrap_for(settings, ephemeral=True)

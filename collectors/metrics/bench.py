@@ -13,7 +13,6 @@ import asyncio
 import sys
 import time
 import uuid
-from pathlib import Path
 
 APISERVER = "nri-kubernetes-testdata/1_35/controlplane/api-server/metrics"
 
@@ -94,7 +93,6 @@ async def _produce(bootstrap, settings, page: bytes, body: bytes, rounds: int, b
 
 
 def run(args) -> int:
-    import os
     from importlib.metadata import version
 
     from prometheus_client.parser import text_string_to_metric_families
@@ -102,12 +100,9 @@ def run(args) -> int:
 
     from collectors.metrics.exposition import parse
     from collectors.metrics.remote_write import decode, encode, samples_of
+    from core.datafolder import data_root
 
-    data = Path(args.data or os.environ.get("KUBESIGHT_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data")
-    path = data / APISERVER
-    if not path.is_file():
-        print(f"bench metrics: {path} not found (use --data)", file=sys.stderr)
-        return 2
+    path = data_root(args.data, APISERVER) / APISERVER
     page = path.read_bytes()
     text = page.decode()
     n = len(parse(text).points)

@@ -164,8 +164,8 @@ def test_cli_help_documents_every_option(capsys):
         assert opt in out, opt
 
 
-def test_cli_bench_prints_accuracy_and_speed(capsys):
-    assert main(["bench", "kernel", "--repeat", "1"]) == 0
+def test_cli_bench_prints_accuracy_and_speed(capsys, data_dir):
+    assert main(["bench", "kernel", "--repeat", "1", "--corpus", str(data_dir / "syzkaller-kernel-reports")]) == 0
     out = capsys.readouterr().out
     assert "syzkaller accuracy: " in out and "lines/s" in out
     pct = float(out.split("files = ")[1].split("%")[0])

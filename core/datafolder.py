@@ -1,0 +1,36 @@
+"""Where the benches find the large recorded corpora that the repo does not carry.
+
+The repo vendors what the demo and the tests read (``deploy/demo/recordings/``, ``tests/data/``);
+the benches score over whole corpora (all 42 NAB series, 249 syzkaller reports, every scrape
+page ...) laid out like the shared data folder: ``--data PATH``, else ``$KUBESIGHT_DATA``, else
+``../shared/data`` beside the repo.  A missing corpus is one clear line naming where to get it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+HOW = ("pass --data PATH or set KUBESIGHT_DATA to a folder laid out like the shared data folder "
+       "(one sub-folder per corpus; tests/data/README.md names each corpus's source)")
+
+
+def data_root(arg: str | os.PathLike | None = None, *need: str) -> Path:
+    """The data folder; ``need``: sub-paths that must exist in it (else ``SystemExit`` with one line).
+
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> data_root(d) == Path(d)
+    True
+    >>> try:
+    ...     data_root(d, "nab")
+    ... except SystemExit as e:
+    ...     print(str(e).split(":")[0].endswith("nab"))
+    True
+    """
+    root = Path(arg or os.environ.get("KUBESIGHT_DATA") or REPO.parent / "shared" / "data")
+    for sub in need:
+        if not (root / sub).exists():
+            raise SystemExit(f"{root / sub}: corpus not found; {HOW}")
+    return root
