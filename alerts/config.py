@@ -7,33 +7,21 @@ the line and the YAML path:
 >>> load_text('route: {receiver: x, matchers: ["a=b"]}\\nreceivers: [{name: y}]\\n', "r.yaml")
 Traceback (most recent call last):
 ...
-alerts.config.ConfigError: r.yaml: 2 errors
-  r.yaml:1: route.matchers: the root route must not have matchers (it receives every alert)
-  r.yaml:1: route.receiver: undefined receiver 'x' (defined: y)
+core.yamlconfig.ConfigError: r.yaml:1: route.matchers: the root route must not have matchers (it receives every alert)
+r.yaml:1: route.receiver: undefined receiver "x" (defined: y)
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from alerts import duration, matchers
 from alerts.timeintervals import TimeInterval
-
-
-class ConfigError(ValueError):
-    """Every problem of one routing file, each as ``file:line: path: message``."""
-
-    def __init__(self, source: str, errors: list[str]):
-        self.source = source
-        self.errors = errors
-        super().__init__(f"{source}: {len(errors)} error{'s' if len(errors) != 1 else ''}\n  " + "\n  ".join(errors))
-
-
-def _dur(v):
-    return duration.parse(v)
+from core import yamlconfig
+from core.durations import Duration
+from core.matchers import Matchers
+from core.yamlconfig import shown
 
 
 def _positive(v: float) -> float:
@@ -42,19 +30,11 @@ def _positive(v: float) -> float:
     return v
 
 
-def _matcher(v: str) -> str:
-    try:
-        matchers.parse(v)
-    except matchers.MatcherError as exc:
-        raise ValueError(str(exc)) from None
-    return v
-
-
 def _label(v: str) -> str:
     import re
 
     if v != "..." and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
-        raise ValueError(f"invalid label name {v!r}")
+        raise ValueError(f"invalid label name {shown(v)}")
     return v
 
 
@@ -64,9 +44,7 @@ def _url(v: str) -> str:
     return v
 
 
-Duration = Annotated[float, BeforeValidator(_dur)]
-Interval = Annotated[float, BeforeValidator(_dur), AfterValidator(_positive)]
-MatcherText = Annotated[str, AfterValidator(_matcher)]
+Interval = Annotated[Duration, AfterValidator(_positive)]
 LabelName = Annotated[str, AfterValidator(_label)]
 Secret = Annotated[str, AfterValidator(_url)]
 
@@ -121,7 +99,7 @@ class RouteConfig(Strict):
     owner_receiver: bool | None = None
     group_by: list[LabelName] | None = None
     continue_: bool = Field(False, alias="continue")
-    matchers: list[MatcherText] = []
+    matchers: Matchers = ()
     group_wait: Duration | None = None
     group_interval: Interval | None = None
     repeat_interval: Interval | None = None
@@ -131,8 +109,8 @@ class RouteConfig(Strict):
 
 
 class InhibitRuleConfig(Strict):
-    source_matchers: list[MatcherText] = Field(min_length=1)
-    target_matchers: list[MatcherText] = Field(min_length=1)
+    source_matchers: Matchers = Field(min_length=1)
+    target_matchers: Matchers = Field(min_length=1)
     equal: list[LabelName] = []
 
 
@@ -158,71 +136,6 @@ class RoutingConfig(Strict):
 # ---------------------------------------------------------------- loading
 
 
-def _lines(text: str) -> dict[tuple, int]:
-    """YAML path (tuple of keys and indices) -> 1-based line, for keys and values alike."""
-    out: dict[tuple, int] = {}
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return out
-
-    def walk(node, path):
-        out.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                key = k.value
-                out[path + (key,)] = k.start_mark.line + 1
-                walk(v, path + (key,))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, v in enumerate(node.value):
-                walk(v, path + (i,))
-
-    if root is not None:
-        walk(root, ())
-    return out
-
-
-def format_path(path) -> str:
-    s = ""
-    for p in path:
-        if isinstance(p, int):
-            s += f"[{p}]"
-        else:
-            s += ("." if s else "") + str(p)
-    return s or "(top)"
-
-
-def _where(source: str, lines: dict, path: tuple) -> str:
-    p = tuple(path)
-    while p and p not in lines:
-        p = p[:-1]
-    return f"{source}:{lines.get(p, 1)}"
-
-
-def _pydantic_errors(exc: ValidationError) -> list[tuple[tuple, str]]:
-    out = []
-    for e in exc.errors():
-        loc = tuple("continue" if x == "continue_" else "global" if x == "global_" else x for x in e["loc"])
-        # pydantic inserts the type name of a tagged/nested model in some locations; keep real keys only
-        loc = tuple(x for x in loc if not (isinstance(x, str) and x.startswith("function-")))
-        t = e["type"]
-        if t == "extra_forbidden":
-            msg = f"unknown key {loc[-1]!r}"
-            if loc[-1] in ("match", "match_re", "source_match", "source_match_re", "target_match", "target_match_re"):
-                msg += f" (use {'matchers' if loc[-1].startswith('match') else loc[-1].split('_match')[0] + '_matchers'}:" \
-                       " ['name=value', 'name=~regex'])"
-        elif t == "missing":
-            msg = "required key missing"
-        elif t in ("value_error", "assertion_error"):
-            msg = str(e["ctx"]["error"]) if "ctx" in e else e["msg"]
-        elif t == "too_short":
-            msg = "must not be empty"
-        else:
-            msg = e["msg"][0].lower() + e["msg"][1:]
-        out.append((loc, msg))
-    return out
-
-
 def _cross_refs(data: dict) -> list[tuple[tuple, str]]:
     """Checks pydantic cannot do field by field: names defined once, references resolvable, root route shape."""
     errs: list[tuple[tuple, str]] = []
@@ -230,7 +143,7 @@ def _cross_refs(data: dict) -> list[tuple[tuple, str]]:
     for i, r in enumerate(data.get("receivers") or []):
         if isinstance(r, dict) and isinstance(r.get("name"), str):
             if r["name"] in receivers:
-                errs.append((("receivers", i, "name"), f"duplicate receiver {r['name']!r}"))
+                errs.append((("receivers", i, "name"), f"duplicate receiver {shown(r['name'])}"))
             else:
                 receivers.append(r["name"])
         if isinstance(r, dict):
@@ -242,7 +155,7 @@ def _cross_refs(data: dict) -> list[tuple[tuple, str]]:
     for i, t in enumerate(data.get("time_intervals") or []):
         if isinstance(t, dict) and isinstance(t.get("name"), str):
             if t["name"] in intervals:
-                errs.append((("time_intervals", i, "name"), f"duplicate time interval {t['name']!r}"))
+                errs.append((("time_intervals", i, "name"), f"duplicate time interval {shown(t['name'])}"))
             else:
                 intervals.append(t["name"])
 
@@ -251,14 +164,14 @@ def _cross_refs(data: dict) -> list[tuple[tuple, str]]:
             return
         rcv = route.get("receiver")
         if isinstance(rcv, str) and rcv not in receivers:
-            errs.append((path + ("receiver",), f"undefined receiver {rcv!r} (defined: {', '.join(receivers) or 'none'})"))
+            errs.append((path + ("receiver",), f"undefined receiver {shown(rcv)} (defined: {', '.join(receivers) or 'none'})"))
         for key in ("mute_time_intervals", "active_time_intervals"):
             for j, name in enumerate(route.get(key) or []):
                 if name not in intervals:
-                    errs.append((path + (key, j), f"undefined time interval {name!r}"))
+                    errs.append((path + (key, j), f"undefined time interval {shown(name)}"))
         gb = route.get("group_by")
         if isinstance(gb, list) and "..." in gb and len(gb) > 1:
-            errs.append((path + ("group_by",), "'...' (group by all labels) cannot be combined with other labels"))
+            errs.append((path + ("group_by",), '"..." (group by all labels) cannot be combined with other labels'))
         for j, child in enumerate(route.get("routes") or []):
             walk(child, path + ("routes", j))
 
@@ -278,33 +191,8 @@ def _cross_refs(data: dict) -> list[tuple[tuple, str]]:
 
 def load_text(text: str, source: str = "<routing>") -> RoutingConfig:
     """Parse and validate; raises ConfigError listing every problem with file, line and YAML path."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        raise ConfigError(source, [f"{source}:{line}: (top): invalid YAML: {getattr(exc, 'problem', exc)}"]) from None
-    if not isinstance(data, dict):
-        raise ConfigError(source, [f"{source}:1: (top): expected a mapping with route and receivers"])
-    lines = _lines(text)
-    errs = _cross_refs(data)
-    cfg = None
-    try:
-        cfg = RoutingConfig.model_validate(data)
-    except ValidationError as exc:
-        errs += _pydantic_errors(exc)
-    if errs:
-        seen, out = set(), []
-        for path, msg in errs:
-            item = (_where(source, lines, path), format_path(path), msg)
-            if item not in seen:
-                seen.add(item)
-                out.append(item)
-        out.sort(key=lambda x: (int(x[0].rsplit(":", 1)[1]), x[1]))
-        raise ConfigError(source, [f"{w}: {p}: {m}" for w, p, m in out])
-    return cfg
+    return yamlconfig.load(text, RoutingConfig, source=source, check=_cross_refs)
 
 
 def load(path) -> RoutingConfig:
-    with open(path) as fh:
-        return load_text(fh.read(), str(path))
+    return yamlconfig.load(path, RoutingConfig, check=_cross_refs)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alerts import matchers as m
+from core.matchers import Matcher, matches_all, parse_matcher
 from core.records import fingerprint
 
 NODE_DOWN = ("KubeNodeNotReady|KubeNodeUnreachable|NodeNotReady|NodeUnreachable|NodeDown"
@@ -32,13 +32,13 @@ ENTITY = ("alertname", "cluster", "namespace", "workload", "pod", "node")
 
 @dataclass(frozen=True, slots=True)
 class InhibitRule:
-    source: tuple[m.Matcher, ...]
-    target: tuple[m.Matcher, ...]
+    source: tuple[Matcher, ...]
+    target: tuple[Matcher, ...]
     equal: tuple[str, ...]
 
     @classmethod
     def parse(cls, source: list[str], target: list[str], equal: list[str]) -> InhibitRule:
-        return cls(tuple(m.parse(x) for x in source), tuple(m.parse(x) for x in target), tuple(equal))
+        return cls(tuple(parse_matcher(x) for x in source), tuple(parse_matcher(x) for x in target), tuple(equal))
 
 
 def default_rules() -> list[InhibitRule]:
@@ -51,7 +51,7 @@ def default_rules() -> list[InhibitRule]:
 
 def rules_from(cfg) -> list[InhibitRule]:
     """The config's inhibit rules, after the default set when ``default_inhibit_rules`` is on."""
-    own = [InhibitRule.parse(r.source_matchers, r.target_matchers, r.equal) for r in cfg.inhibit_rules]
+    own = [InhibitRule(tuple(r.source_matchers), tuple(r.target_matchers), tuple(r.equal)) for r in cfg.inhibit_rules]
     return (default_rules() if cfg.default_inhibit_rules else []) + own
 
 
@@ -66,7 +66,7 @@ class Inhibitor:
         """Feed one alert transition (every worker sees every transition of the alerts topic)."""
         fp = fingerprint(labels)
         for rule, index in zip(self.rules, self.sources, strict=True):
-            if not m.matches_all(rule.source, labels):
+            if not matches_all(rule.source, labels):
                 continue
             key = tuple(labels.get(n, "") for n in rule.equal)
             if status == "firing":
@@ -81,7 +81,7 @@ class Inhibitor:
     def inhibited(self, labels: dict) -> bool:
         fp = None
         for rule, index in zip(self.rules, self.sources, strict=True):
-            if not index or not m.matches_all(rule.target, labels):
+            if not index or not matches_all(rule.target, labels):
                 continue
             fps = index.get(tuple(labels.get(n, "") for n in rule.equal))
             if fps:

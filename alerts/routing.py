@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alerts import matchers as m
 from alerts.config import RouteConfig, RoutingConfig
 from alerts.timeintervals import active
+from core.matchers import Matcher, matches_all
 
 DEFAULTS = {"group_wait": 30.0, "group_interval": 300.0, "repeat_interval": 14400.0}
 
@@ -24,7 +24,7 @@ DEFAULTS = {"group_wait": 30.0, "group_interval": 300.0, "repeat_interval": 1440
 @dataclass(frozen=True, slots=True)
 class Route:
     key: str
-    matchers: tuple[m.Matcher, ...]
+    matchers: tuple[Matcher, ...]
     receiver: str
     owner_receiver: bool
     group_by: tuple[str, ...] | None  # None: group by all labels ('...')
@@ -38,7 +38,7 @@ class Route:
 
     def match(self, labels: dict) -> list[Route]:
         """The routes (this one or descendants) an alert with these labels goes to, in tree order."""
-        if not m.matches_all(self.matchers, labels):
+        if not matches_all(self.matchers, labels):
             return []
         found: list[Route] = []
         for child in self.routes:
@@ -62,14 +62,14 @@ def build(cfg: RouteConfig, parent: Route | None = None, key: str = "{}") -> Rou
         group_by = None if "..." in cfg.group_by else tuple(cfg.group_by)
     children, seen = [], set()
     for i, c in enumerate(cfg.routes):
-        ckey = key + "/{" + ",".join(str(m.parse(x)) for x in c.matchers) + "}"
+        ckey = key + "/{" + ",".join(str(x) for x in c.matchers) + "}"
         if ckey in seen:
             ckey += f"/{i}"
         seen.add(ckey)
         children.append(ckey)
     route = Route(
         key=key,
-        matchers=tuple(m.parse(x) for x in cfg.matchers),
+        matchers=tuple(cfg.matchers),
         receiver=receiver,
         owner_receiver=owner,
         group_by=group_by,

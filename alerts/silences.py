@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from alerts import matchers as m
+from core.matchers import Matcher, MatcherError, matches_all
 from core.records import format_time, parse_time
 
 
@@ -60,7 +60,7 @@ class SilenceIn(BaseModel):
 @dataclass(slots=True)
 class Silence:
     id: str
-    matchers: tuple[m.Matcher, ...]
+    matchers: tuple[Matcher, ...]
     startsAt: float
     endsAt: float
     createdBy: str
@@ -77,10 +77,9 @@ class Silence:
             raise SilenceError("; ".join(msgs)) from None
         ms = []
         for i, x in enumerate(body.matchers):
-            op = ("=~" if x.isRegex else "=") if x.isEqual else ("!~" if x.isRegex else "!=")
             try:
-                ms.append(m.make(x.name, op, x.value))
-            except m.MatcherError as exc:
+                ms.append(Matcher.from_api(x.model_dump()))
+            except MatcherError as exc:
                 raise SilenceError(f"matchers.{i}: {exc}") from None
         starts, ends = parse_time(body.startsAt), parse_time(body.endsAt)
         if ends <= starts:
@@ -96,13 +95,12 @@ class Silence:
         return "pending" if now < self.startsAt else "active" if now < self.endsAt else "expired"
 
     def mutes(self, labels: dict, now: float) -> bool:
-        return self.startsAt <= now < self.endsAt and m.matches_all(self.matchers, labels)
+        return self.startsAt <= now < self.endsAt and matches_all(self.matchers, labels)
 
     def to_dict(self, now: float | None = None) -> dict:
         d = {
             "id": self.id,
-            "matchers": [{"name": x.name, "value": x.value, "isRegex": x.op in ("=~", "!~"),
-                          "isEqual": x.op in ("=", "=~")} for x in self.matchers],
+            "matchers": [x.to_api() for x in self.matchers],
             "startsAt": format_time(self.startsAt),
             "endsAt": format_time(self.endsAt),
             "createdBy": self.createdBy,
@@ -119,8 +117,7 @@ class Silence:
     @classmethod
     def decode(cls, payload: bytes) -> Silence:
         d = orjson.loads(payload)
-        ms = tuple(m.make(x["name"], ("=~" if x["isRegex"] else "=") if x.get("isEqual", True)
-                          else ("!~" if x["isRegex"] else "!="), x["value"]) for x in d["matchers"])
+        ms = tuple(Matcher.from_api(x) for x in d["matchers"])
         return cls(d["id"], ms, parse_time(d["startsAt"]), parse_time(d["endsAt"]), d["createdBy"],
                    d["comment"], parse_time(d.get("updatedAt") or d["startsAt"]))
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
 
 import re2
@@ -118,6 +118,22 @@ class Matcher:
 
     def __reduce__(self):
         return Matcher, (self.name, self.op, self.value)
+
+    @classmethod
+    def from_api(cls, d: Mapping) -> Matcher:
+        """From Alertmanager's API shape ``{name, value, isRegex, isEqual}`` (isEqual defaults to true).
+
+        >>> Matcher.from_api({"name": "a", "value": "x|y", "isRegex": True, "isEqual": False})
+        Matcher(a!~"x|y")
+        >>> Matcher.from_api({"name": "a", "value": "x|y", "isRegex": True, "isEqual": False}).to_api()
+        {'name': 'a', 'value': 'x|y', 'isRegex': True, 'isEqual': False}
+        """
+        regex, equal = bool(d.get("isRegex", False)), bool(d.get("isEqual", True))
+        return cls(d.get("name"), ("=~" if regex else "=") if equal else ("!~" if regex else "!="), d.get("value"))
+
+    def to_api(self) -> dict:
+        return {"name": self.name, "value": self.value, "isRegex": self.op in ("=~", "!~"),
+                "isEqual": self.op in ("=", "=~")}
 
     def __str__(self) -> str:
         """Alertmanager's spelling, which ``parse_matcher`` reads back."""

@@ -43,19 +43,20 @@ class Settings(BaseModel):
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, **overrides) -> Settings:
-        import yaml
+        """Raises ``ConfigError`` listing every problem (the file's with their lines)."""
+        from core import yamlconfig
 
-        data: dict = {}
         path = path or os.environ.get("KUBESIGHT_CONFIG")
-        if path:
-            with open(path) as fh:
-                data = yaml.safe_load(fh) or {}
+        doc = yamlconfig.read(path) if path else yamlconfig.parse("", "(settings)")
         env = {
             "kafka": os.environ.get("KUBESIGHT_KAFKA"),
             "topic_prefix": os.environ.get("KUBESIGHT_TOPIC_PREFIX"),
             "partitions": os.environ.get("KUBESIGHT_PARTITIONS"),
             "app_id": os.environ.get("KUBESIGHT_APP_ID"),
         }
-        data.update({k: v for k, v in env.items() if v})
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**data)
+        data = {} if doc.data is None else doc.data
+        if isinstance(data, dict):
+            data = {**data, **{k: v for k, v in env.items() if v}, **{k: v for k, v in overrides.items() if v is not None}}
+        settings = doc.validate(cls, data)
+        doc.raise_for_errors()
+        return settings

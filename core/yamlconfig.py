@@ -28,7 +28,7 @@ import difflib
 import json
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
@@ -161,13 +161,18 @@ def read(path: str | Path, source: str | None = None) -> Document:
     return parse(text, source)
 
 
-def load(path_or_text: str | Path, model: type[M], *, source: str | None = None) -> M:
+def load(path_or_text: str | Path, model: type[M], *, source: str | None = None,
+         check: Callable[[dict], Iterable[tuple[tuple, str]]] | None = None) -> M:
     """Read (a path), or parse (``source`` given: the first argument is the YAML text), and validate.
 
-    Raises ConfigError listing every problem of the file.
+    ``check`` sees the raw mapping and names further problems as (YAML path, message), e.g. cross
+    references; they are reported with the schema's.  Raises ConfigError listing every problem.
     """
     doc = read(path_or_text) if source is None else parse(str(path_or_text), source)
     cfg = doc.validate(model)
+    if check is not None and isinstance(doc.data, dict):
+        for loc, message in check(doc.data):
+            doc.error(loc, message)
     doc.raise_for_errors()
     return cfg
 
@@ -229,6 +234,9 @@ def _keys(model: type[BaseModel]) -> list[str]:
 
 
 def _nearest(word: str, choices: Iterable[str]) -> str | None:
+    """The closest choice to a misspelt word (words under 3 characters get no guess: "=" is not ">=")."""
+    if len(str(word)) < 3:
+        return None
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
     return close[0] if close else None
 
@@ -246,7 +254,8 @@ def _expected(choices: str, value: Any, options: Iterable[str] = ()) -> str:
     return f"expected {choices}, got {shown(value)}" + (f" (did you mean {shown(near)}?)" if near else "")
 
 
-def _message(err: dict, owner: type[BaseModel] | None, key) -> str:
+def _message(err: dict, owner: Any, key) -> str:
+    """One pydantic error as a message; ``owner`` is the model (or union) holding ``key``."""
     typ, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
     if typ == "extra_forbidden":
         return _unknown_key(key, owner)
@@ -260,11 +269,11 @@ def _message(err: dict, owner: type[BaseModel] | None, key) -> str:
         return _expected(expected, value, options)
     if typ == "enum":
         return _expected(ctx.get("expected", ""), value)
-    if typ == "union_tag_invalid":
-        options = [t.strip().strip("'") for t in ctx.get("expected_tags", "").split(",")]
+    if typ in ("union_tag_invalid", "union_tag_not_found"):
+        options = _tags(owner, ctx.get("discriminator", "").strip("'"))
+        if typ == "union_tag_not_found":
+            return f"required key missing (expected {_or(options)})"
         return _expected(_or(options), ctx.get("tag"), options)
-    if typ == "union_tag_not_found":
-        return "required key missing"
     if typ in ("value_error", "assertion_error"):
         return str(ctx.get("error", err["msg"])).removeprefix("Assertion failed, ")
     if typ in _BOUNDS:
@@ -279,6 +288,16 @@ def _message(err: dict, owner: type[BaseModel] | None, key) -> str:
         return f"expected text matching {ctx.get('pattern')}, got {shown(value)}"
     msg = err["msg"]
     return msg[:1].lower() + msg[1:]
+
+
+def _tags(union, discriminator: str) -> list[str]:
+    """The values a discriminated union's members take for ``discriminator``, in declaration order."""
+    out = []
+    for member in (_unwrap(a) for a in get_args(_unwrap(union))):
+        f = member.model_fields.get(discriminator) if _is_model(member) else None
+        if f is not None and get_origin(f.annotation) is typing.Literal:
+            out += [str(a) for a in get_args(f.annotation)]
+    return out
 
 
 def _or(options: list[str]) -> str:
@@ -360,9 +379,12 @@ def pydantic_errors(exc: ValidationError, model: type[BaseModel]) -> list[tuple[
     found = []
     for err in exc.errors(include_url=False):
         loc, owner, union_at = _locate(model, tuple(err["loc"]))
-        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        key = loc[-1] if loc else None
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):  # said at the discriminator's key
+            field = next((f for n, f in owner.model_fields.items() if key in (n, f.alias)), None) if owner else None
+            owner = field.annotation if field is not None else None
             loc += (str((err.get("ctx") or {}).get("discriminator", "type")).strip("'"),)
-        found.append((loc, _message(err, owner, loc[-1] if loc else None), union_at))
+        found.append((loc, _message(err, owner, key), union_at))
     # a union reports one error per member it tried: keep the members whose shape fit (deeper errors),
     # and say the type errors of the same place as one ("expected a string or a list, got 3")
     deeper = {loc[:u] for loc, _, u in found if u is not None and len(loc) > u}

@@ -116,12 +116,13 @@ def run(engine, sigs, tick_every: float = 1.0) -> tuple[float, float, int, int]:
 
 
 def main(args) -> int:
+    from core.yamlconfig import ConfigError
     from rules.engine import Engine
-    from rules.load import DEFAULT_PACK, PackError, load_packs
+    from rules.load import DEFAULT_PACK, load_packs
 
     try:
         rs = load_packs(args.packs or [DEFAULT_PACK])
-    except PackError as exc:
+    except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
     from core.datafolder import data_root

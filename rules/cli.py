@@ -31,11 +31,12 @@ def register(sub, group) -> None:
 
 
 def _check(args) -> int:
-    from rules.load import PackError, load_packs
+    from core.yamlconfig import ConfigError
+    from rules.load import load_packs
 
     try:
         rs = load_packs(args.paths)
-    except PackError as exc:
+    except ConfigError as exc:
         for e in exc.errors:
             print(e, file=sys.stderr)
         print(f"{len(exc.errors)} error(s)", file=sys.stderr)
@@ -63,11 +64,12 @@ def _test(args) -> int:
 
 
 def _list(args) -> int:
-    from rules.load import PackError, load_packs
+    from core.yamlconfig import ConfigError
+    from rules.load import load_packs
 
     try:
         rs = load_packs(args.paths or [DEFAULT_PACK])
-    except PackError as exc:
+    except ConfigError as exc:
         for e in exc.errors:
             print(e, file=sys.stderr)
         return 1
@@ -108,11 +110,12 @@ def signals_tables(rs) -> str:
 
 
 def _signals(args) -> int:
-    from rules.load import PackError, load_packs
+    from core.yamlconfig import ConfigError
+    from rules.load import load_packs
 
     try:
         rs = load_packs(args.paths or [DEFAULT_PACK])
-    except PackError as exc:
+    except ConfigError as exc:
         for e in exc.errors:
             print(e, file=sys.stderr)
         return 1

@@ -13,8 +13,9 @@ True
 
 from __future__ import annotations
 
+from core.yamlconfig import ConfigError
 from rules.engine import Engine
-from rules.load import PackError, load_packs, load_texts
+from rules.load import load_packs, load_texts
 from rules.ruleset import RuleSet
 
 
@@ -37,7 +38,7 @@ class EngineHolder:
         """Load and swap; on any error keep the running rule set and return every error."""
         try:
             rs = load_packs(paths, registry=self._registry)
-        except PackError as exc:
+        except ConfigError as exc:
             return exc.errors
         self.swap(rs)
         return []
@@ -46,7 +47,7 @@ class EngineHolder:
         """Like ``reload`` for packs held as text (the compacted rules topic: key -> YAML)."""
         try:
             rs = load_texts(texts, registry=self._registry)
-        except PackError as exc:
+        except ConfigError as exc:
             return exc.errors
         self.swap(rs)
         return []

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from core.matchers import Matcher
 from core.records import SOURCES
-from rules.matchers import Matcher
 from rules.template import Template
 
 

@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from rules.duration import parse_duration
-from rules.matchers import Matcher
+from core.durations import Duration
+from core.matchers import Matchers
 from rules.template import Template
 
 API_VERSION = "kubesight.io/v1"
@@ -16,10 +16,6 @@ SEVERITIES = ("critical", "warning", "info")
 CONDITIONS = ("event_count", "state", "threshold", "absent", "anomaly")
 _NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _PACK = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
-
-
-def _duration(v):
-    return parse_duration(v)
 
 
 def _str_list(v):
@@ -59,21 +55,15 @@ def _alert_name(v):
     return v
 
 
-def _matcher(v):
-    return Matcher.parse(v)
-
-
 def _template(v):
     if not isinstance(v, str):
         raise ValueError("expected a string")
     return Template(v)
 
 
-Duration = Annotated[float, BeforeValidator(_duration)]
 StrList = Annotated[list[str], BeforeValidator(_str_list)]
 Severity = Annotated[str, BeforeValidator(_severity)]
 LabelName = Annotated[str, BeforeValidator(_label_name)]
-MatcherT = Annotated[Any, BeforeValidator(_matcher)]
 TemplateT = Annotated[Any, BeforeValidator(_template)]
 
 
@@ -104,7 +94,7 @@ class Match(_Base):
     reason: StrList | None = None
     kind: StrList | None = None
     metric: StrList | None = None
-    matchers: list[MatcherT] = []
+    matchers: Matchers = ()
 
 
 class EventCount(_Base):

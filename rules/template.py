@@ -15,9 +15,10 @@ ValueError: unknown template field "value.x" (use labels.NAME, value, score, cou
 
 from __future__ import annotations
 
+import math
 import re
 
-from rules.duration import format_duration
+from core.durations import format_duration
 
 _FIELD = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(?:\|\s*([a-z]+)\s*)?\}\}")
 FIELDS = ("value", "score", "count", "message")
@@ -51,8 +52,10 @@ def _apply(flt: str | None, v) -> str:
         return f"{v * 100:.1f}%"
     if flt == "bytes":
         return _bytes(v)
-    if flt == "duration":
-        return format_duration(v)
+    if flt == "duration":  # a display: whole seconds from one second up
+        if not math.isfinite(v):
+            return str(v)
+        return format_duration(v if abs(v) < 1 else round(v))
     return str(int(v))
 
 

@@ -25,11 +25,12 @@ from pathlib import Path
 
 import orjson
 
-from core.records import Entity, Event, Sample
+from core.durations import format_duration
+from core.records import ENTITY_FIELDS, Entity, Event, Sample
+from core.yamlconfig import ConfigError
 from rules import schema
-from rules.duration import format_duration
 from rules.engine import Engine
-from rules.load import PackError, load_packs, pack_files, parse_file
+from rules.load import load_packs, pack_files, parse_file
 
 _SERIES = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(.*)\})?\s*$")
 _PAIR = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
@@ -92,7 +93,7 @@ def _signals(case: schema.Case, errs: list[str], where: str) -> list:
         try:
             ent = Entity(**e.entity)
         except TypeError:
-            known = ", ".join(Entity.__dataclass_fields__)
+            known = ", ".join(ENTITY_FIELDS)
             errs.append(f"{where}.input_events[{i}].entity: unknown field (use {known})")
             continue
         for r in range(e.repeat):
@@ -200,12 +201,12 @@ def run_tests(paths, registry=None) -> Report:
     for f in case_files(paths):
         tf, errs = parse_file(f, schema.CaseFile)
         if tf is None:
-            rep.failures.extend(msg for _, msg in sorted(errs.items))
+            rep.failures.extend(errs.errors)
             rep.files.append((str(f), 0, 1))
             continue
         try:
             rs = load_packs([f.parent / p for p in tf.rule_files], registry=registry)
-        except PackError as exc:
+        except ConfigError as exc:
             rep.failures.extend(f"{f}: rule_files: {e}" for e in exc.errors)
             rep.files.append((str(f), 0, 1))
             continue

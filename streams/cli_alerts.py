@@ -12,8 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from alerts import duration
-from alerts.config import ConfigError, load
+from alerts.config import load
+from core.durations import format_duration, parse_duration
+from core.yamlconfig import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "routing.example.yaml"
 
@@ -93,8 +94,8 @@ def _routes_test(args) -> int:
     labels = _parse_labels(args.labels)
     for d in router.destinations(labels):
         r = d.route
-        print(f"{d.receiver}\t{d.group_key}\t(group_wait {duration.format(r.group_wait)}, group_interval "
-              f"{duration.format(r.group_interval)}, repeat_interval {duration.format(r.repeat_interval)})")
+        print(f"{d.receiver}\t{d.group_key}\t(group_wait {format_duration(r.group_wait)}, group_interval "
+              f"{format_duration(r.group_interval)}, repeat_interval {format_duration(r.repeat_interval)})")
     return 0
 
 
@@ -120,12 +121,11 @@ def _print_silences(items: list[dict]) -> None:
     if not items:
         print("no silences")
         return
-    from alerts import matchers as m
+    from core.matchers import Matcher
 
     print(f"{'ID':<36}  {'STATE':<8}  {'ENDS':<24}  {'BY':<10}  MATCHERS  COMMENT")
     for s in items:
-        ms = ",".join(str(m.make(x["name"], ("=~" if x["isRegex"] else "=") if x["isEqual"]
-                                 else ("!~" if x["isRegex"] else "!="), x["value"])) for x in s["matchers"])
+        ms = ",".join(str(Matcher.from_api(x)) for x in s["matchers"])
         print(f"{s['id']:<36}  {s['status']['state']:<8}  {s['endsAt']:<24}  {s['createdBy']:<10}  {ms}  {s['comment']}")
 
 
@@ -177,19 +177,18 @@ async def _http(method: str, url: str, body=None):
 def _silences_add(args) -> int:
     import getpass
 
-    from alerts import matchers as m
     from alerts.silences import Silence, SilenceError
+    from core.matchers import parse_matchers
     from core.records import format_time, parse_time
 
     try:
-        ms = [m.parse(x) for x in args.matchers]
+        ms = [m for x in args.matchers for m in parse_matchers(x)]
         start = parse_time(args.start) if args.start else time.time()
-        ends = start + duration.parse(args.duration)
-    except (m.MatcherError, ValueError) as exc:
+        ends = start + parse_duration(args.duration)
+    except ValueError as exc:  # a bad matcher or duration
         print(f"kubesight silences add: {exc}", file=sys.stderr)
         return 2
-    body = {"matchers": [{"name": x.name, "value": x.value, "isRegex": x.op in ("=~", "!~"),
-                          "isEqual": x.op in ("=", "=~")} for x in ms],
+    body = {"matchers": [x.to_api() for x in ms],
             "startsAt": format_time(start), "endsAt": format_time(ends),
             "createdBy": args.author or getpass.getuser(), "comment": args.comment}
     if args.url:

@@ -67,7 +67,7 @@ class RulePacks:
     def _load_or_empty(self) -> RuleSet:
         if not self.sources():
             return RuleSet.empty()
-        return load_packs(self.sources())  # at start-up an invalid pack is fatal: PackError propagates
+        return load_packs(self.sources())  # at start-up an invalid pack is fatal: ConfigError propagates
 
     def reload(self) -> list[str]:
         """Validate every source again and swap; returns the errors (running set kept) or []."""

@@ -86,7 +86,8 @@ def _boot_time(value: str | None) -> float:
 
 
 def _load(args):
-    from collectors.kernel.patterns import PatternError, load_patterns
+    from collectors.kernel.patterns import load_patterns
+    from core.yamlconfig import ConfigError
 
     fatal = None
     if getattr(args, "xid_fatal", None):
@@ -97,7 +98,7 @@ def _load(args):
             return None
     try:
         return load_patterns(*args.patterns, xid_fatal=fatal)
-    except PatternError as exc:
+    except ConfigError as exc:
         print(exc, file=sys.stderr)
         return None
 

@@ -14,17 +14,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from core import yamlconfig
+from core.yamlconfig import shown
 
 DEFAULT_FILE = "patterns.yaml"
 ENRICHERS = ("memcg", "xid", "cper")
 _REASON = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 _LABEL = re.compile(r"^[a-z_][a-z0-9_]*$")
-
-
-class PatternError(ValueError):
-    """Every problem found in the pattern files, one per line: ``file:line: path: message``."""
 
 
 class Defaults(BaseModel):
@@ -201,108 +199,55 @@ def _prefilter(patterns: list[Compiled]) -> re.Pattern:
 # ---------------------------------------------------------------- loading
 
 
-def _lines(node, path=()) -> dict[tuple, int]:
-    """YAML node tree -> {path: 1-based line} for every mapping key and sequence item."""
-    out = {path: node.start_mark.line + 1}
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            out[path + (k.value,)] = k.start_mark.line + 1
-            out.update({p: ln for p, ln in _lines(v, path + (k.value,)).items() if p != path + (k.value,)})
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            out.update(_lines(v, path + (i,)))
-    return out
-
-
-def _where(lines: dict, loc: tuple) -> tuple[int, str]:
-    loc = tuple("continue" if x == "continue_" else x for x in loc)
-    for n in range(len(loc), -1, -1):
-        if loc[:n] in lines:
-            return lines[loc[:n]], _path(loc)
-    return 1, _path(loc)
-
-
-def _path(loc) -> str:
-    s = ""
-    for x in loc:
-        s += f"[{x}]" if isinstance(x, int) else (f".{x}" if s else str(x))
-    return s or "(top)"
-
-
-def _read(text: str, name: str, errors: list[str]) -> PatternFile | None:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        errors.append(f"{name}:{mark.line + 1 if mark else 1}: (yaml): {getattr(exc, 'problem', None) or exc}")
+def _read(doc: yamlconfig.Document) -> PatternFile | None:
+    """Validate one pattern file; problems (schema and checks across its patterns) go to ``doc``."""
+    pf = doc.validate(PatternFile)
+    if pf is None:
         return None
-    if not isinstance(data, dict):
-        errors.append(f"{name}:1: (top): a pattern file is a mapping with 'version: 1' and 'patterns:'")
-        return None
-    lines = _lines(node)
-    try:
-        pf = PatternFile.model_validate(data)
-    except ValidationError as exc:
-        for e in exc.errors():
-            line, path = _where(lines, tuple(e["loc"]))
-            msg = e["msg"].removeprefix("Value error, ")
-            errors.append(f"{name}:{line}: {path}: {msg}")
-        return None
-    # Checks across patterns of this file.
     seen: dict[str, int] = {}
     for key in ("patterns", "replace"):
         for i, p in enumerate(getattr(pf, key)):
-            line = lines.get((key, i), 1)
             if key == "patterns":
                 if p.id in seen:
-                    errors.append(f"{name}:{line}: {key}[{i}].id: duplicate id {p.id!r} (first at {key}[{seen[p.id]}])")
+                    doc.error((key, i, "id"), f"duplicate id {shown(p.id)} (first at {key}[{seen[p.id]}])")
                 seen[p.id] = i
             if p.continue_ and not p.report:
-                errors.append(f"{name}:{lines.get((key, i, 'continue'), line)}: {key}[{i}].continue: "
-                              "only a report (report: true) has continuation lines")
+                doc.error((key, i, "continue"), "only a report (report: true) has continuation lines")
             if p.until and not p.report:
-                errors.append(f"{name}:{lines.get((key, i, 'until'), line)}: {key}[{i}].until: "
-                              "only a report (report: true) has an end line")
+                doc.error((key, i, "until"), "only a report (report: true) has an end line")
             rx = re.compile(p.match)
             for j, ex in enumerate(p.examples):
                 if not rx.match(ex):
-                    errors.append(f"{name}:{lines.get((key, i, 'examples', j), line)}: {key}[{i}].examples[{j}]: "
-                                  f"example does not match this pattern's 'match': {ex!r}")
+                    doc.error((key, i, "examples", j), f"example does not match this pattern's 'match': {shown(ex)}")
     return pf
 
 
 def load_patterns(*paths: str | Path, defaults_file: bool = True, xid_fatal: list[int] | None = None) -> PatternSet:
-    """The shipped patterns, then each file in ``paths``; raises PatternError listing every problem."""
-    errors: list[str] = []
-    files: list[tuple[str, PatternFile | None]] = []
+    """The shipped patterns, then each file in ``paths``; raises ConfigError listing every problem."""
+    docs: list[yamlconfig.Document] = []
     if defaults_file:
         text = resources.files("collectors.kernel").joinpath(DEFAULT_FILE).read_text()
-        files.append((f"<package>/collectors/kernel/{DEFAULT_FILE}", _read(text, f"collectors/kernel/{DEFAULT_FILE}", errors)))
-    for p in paths:
-        try:
-            text = Path(p).read_text()
-        except OSError as exc:
-            errors.append(f"{p}:1: (file): cannot read: {exc.strerror or exc}")
-            continue
-        files.append((str(p), _read(text, str(p), errors)))
+        docs.append(yamlconfig.parse(text, f"collectors/kernel/{DEFAULT_FILE}"))
+    docs += [yamlconfig.read(p) for p in paths]
+    files = [(doc, _read(doc)) for doc in docs]
     patterns: list[Pattern] = []
     ignore: list[str] = []
     defaults = Defaults()
     xid = XidConfig()
-    for name, pf in files:
+    for doc, pf in files:
         if pf is None:
             continue
         ids = {p.id: i for i, p in enumerate(patterns)}
-        for p in pf.patterns:
-            if p.id in ids:
-                errors.append(f"{name}: patterns: id {p.id!r} already exists (use 'replace:' to change it)")
+        earlier = set(ids)  # a repeat within the file is _read's "duplicate id"
+        for i, p in enumerate(pf.patterns):
+            if p.id in earlier:
+                doc.error(("patterns", i, "id"), f"id {shown(p.id)} already exists (use 'replace:' to change it)")
                 continue
             ids[p.id] = len(patterns)
             patterns.append(p)
-        for p in pf.replace:
+        for i, p in enumerate(pf.replace):
             if p.id not in ids:
-                errors.append(f"{name}: replace: no earlier pattern has id {p.id!r}")
+                doc.error(("replace", i, "id"), f"no earlier pattern has id {shown(p.id)}")
                 continue
             patterns[ids[p.id]] = p
         ignore += pf.ignore
@@ -310,8 +255,7 @@ def load_patterns(*paths: str | Path, defaults_file: bool = True, xid_fatal: lis
             defaults = pf.defaults
         if pf.xid is not None:
             xid = pf.xid
-    if errors:
-        raise PatternError("invalid kernel pattern file(s):\n" + "\n".join(errors))
+    yamlconfig.raise_for(docs)
     if xid_fatal is not None:
         xid = XidConfig(fatal=list(xid_fatal))
-    return PatternSet(patterns, ignore, defaults, xid, [n for n, _ in files])
+    return PatternSet(patterns, ignore, defaults, xid, [d.source for d in docs])

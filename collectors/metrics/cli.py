@@ -62,8 +62,9 @@ def _collect(args) -> int:
     import asyncio
     import logging
 
-    from collectors.metrics.config import ConfigError, load
+    from collectors.metrics.config import load
     from collectors.metrics.scrape import from_config
+    from core.yamlconfig import ConfigError
 
     try:
         cfg = load(args.metrics_config)

@@ -9,7 +9,7 @@ Every error is fatal at load and names the file, line and YAML path, all errors 
 >>> load(fh.name)
 Traceback (most recent call last):
 ...
-collectors.metrics.config.ConfigError: ...yaml:4: targets[0].timeout: timeout 99s is longer than interval 10s
+core.yamlconfig.ConfigError: ...yaml:4: targets[0].timeout: timeout 1m39s is longer than interval 10s
 ...yaml:7: targets[0].relabel[0].regex: invalid regex 'a((': missing ), unterminated subpattern at position 2
 >>> os.unlink(fh.name)
 """
@@ -19,33 +19,12 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)\Z")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+from core import yamlconfig
+from core.durations import Duration, format_duration, parse_duration
+
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
-
-
-class ConfigError(ValueError):
-    """One line per problem: ``file:line: yaml.path: message``."""
-
-
-def seconds(v) -> float:
-    """``30s``, ``1.5m``, ``500ms``, ``2h`` or a number of seconds -> float seconds.
-
-    >>> seconds("1.5m"), seconds("500ms"), seconds(10)
-    (90.0, 0.5, 10.0)
-    """
-    if isinstance(v, int | float) and not isinstance(v, bool):
-        return float(v)
-    m = _DURATION.match(str(v).strip())
-    if not m:
-        raise ValueError(f"invalid duration {v!r} (use e.g. 500ms, 30s, 5m, 1h)")
-    return float(m.group(1)) * _UNIT[m.group(2)]
-
-
-def _fmt(s: float) -> str:
-    return f"{s:g}s"
 
 
 class _Model(BaseModel):
@@ -93,22 +72,17 @@ class TLS(_Model):
 
 
 class Limits(_Model):
-    interval: float = 30.0
-    timeout: float = 10.0
+    interval: Duration = 30.0
+    timeout: Duration = 10.0
     max_bytes: int = Field(16 * 2**20, ge=1024, description="a larger page fails the scrape (up=0)")
     max_series: int = Field(50_000, ge=1, description="a page with more series fails the scrape (up=0)")
-
-    @field_validator("interval", "timeout", mode="before")
-    @classmethod
-    def _dur(cls, v):
-        return seconds(v)
 
 
 class Target(_Model):
     job: str = Field(min_length=1)
     url: str = Field(pattern=r"^https?://[^\s/]+(/\S*)?$")
-    interval: float | None = None
-    timeout: float | None = None
+    interval: Duration | None = None
+    timeout: Duration | None = None
     max_bytes: int | None = Field(None, ge=1024)
     max_series: int | None = Field(None, ge=1)
     bearer_token: str | None = None
@@ -118,11 +92,6 @@ class Target(_Model):
     honor_labels: bool = False
     honor_timestamps: bool = True
     relabel: list[Relabel] = Field(default_factory=list)
-
-    @field_validator("interval", "timeout", mode="before")
-    @classmethod
-    def _dur(cls, v):
-        return None if v is None else seconds(v)
 
     @field_validator("labels")
     @classmethod
@@ -144,7 +113,7 @@ class Kubernetes(_Model):
 
     enabled: bool = False
     kubeconfig: str | None = Field(None, description="None = in-cluster service account")
-    refresh: float = 60.0
+    refresh: Duration = 60.0
     roles: list[Literal["apiserver", "kubelet", "cadvisor", "etcd", "scheduler", "controller-manager",
                         "node-exporter", "kube-state-metrics", "dcgm-exporter", "annotated"]] = Field(
         default_factory=lambda: ["apiserver", "kubelet", "cadvisor", "etcd", "scheduler", "controller-manager",
@@ -159,11 +128,6 @@ class Kubernetes(_Model):
     kubelet_tls: TLS = Field(default_factory=lambda: TLS(insecure_skip_verify=True),
                              description="kubelet serving certificates are usually self-signed")
 
-    @field_validator("refresh", mode="before")
-    @classmethod
-    def _dur(cls, v):
-        return seconds(v)
-
 
 class Discovery(_Model):
     kubernetes: Kubernetes = Field(default_factory=Kubernetes)
@@ -177,12 +141,7 @@ class RemoteWrite(_Model):
     max_bytes: int = Field(32 * 2**20, ge=1024, description="decompressed request size cap")
     labels: dict[str, str] = Field(default_factory=dict)
     bearer_token_file: str | None = Field(None, description="when set, senders must present one of its lines")
-    kafka_timeout: float = Field(10.0, gt=0, description="seconds to wait for Kafka's acks before answering 503")
-
-    @field_validator("kafka_timeout", mode="before")
-    @classmethod
-    def _dur(cls, v):
-        return seconds(v)
+    kafka_timeout: Duration = Field(10.0, gt=0, description="how long to wait for Kafka's acks before answering 503")
 
 
 class MetricsConfig(_Model):
@@ -205,7 +164,7 @@ class MetricsConfig(_Model):
 def _secs_or_none(raw, key: str, default):
     try:
         v = raw.get(key) if isinstance(raw, dict) else None
-        return default if v is None else seconds(v)
+        return default if v is None else parse_duration(v)
     except ValueError:
         return None
 
@@ -216,7 +175,7 @@ def _interval_checks(data: dict) -> list[tuple[tuple, str]]:
     d = data.get("defaults") or {}
     div, dto = _secs_or_none(d, "interval", 30.0), _secs_or_none(d, "timeout", 10.0)
     if div is not None and dto is not None and dto > div:
-        out.append((("defaults", "timeout"), f"timeout {_fmt(dto)} is longer than interval {_fmt(div)}"))
+        out.append((("defaults", "timeout"), f"timeout {format_duration(dto)} is longer than interval {format_duration(div)}"))
     targets = data.get("targets") or []
     for i, raw in enumerate(targets if isinstance(targets, list) else []):
         if not isinstance(raw, dict) or not ({"interval", "timeout"} & raw.keys()):
@@ -224,72 +183,10 @@ def _interval_checks(data: dict) -> list[tuple[tuple, str]]:
         iv, to = _secs_or_none(raw, "interval", div), _secs_or_none(raw, "timeout", dto)
         if iv is not None and to is not None and to > iv:
             where = "timeout" if isinstance(raw, dict) and "timeout" in raw else "interval"
-            out.append((("targets", i, where), f"timeout {_fmt(to)} is longer than interval {_fmt(iv)}"))
+            out.append((("targets", i, where), f"timeout {format_duration(to)} is longer than interval {format_duration(iv)}"))
     return out
-
-
-# ---------------------------------------------------------------- loading with positions
-
-
-def _line_of(node, loc: tuple) -> int:
-    """1-based line of the YAML node at ``loc`` (the deepest existing one)."""
-    import yaml
-
-    line = node.start_mark.line + 1 if node is not None else 1
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            nxt = next((v for k, v in node.value if k.value == part), None)
-            if nxt is None:
-                key = next((k for k, v in node.value if k.value == part), None)
-                return key.start_mark.line + 1 if key is not None else line
-            node = nxt
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-        else:
-            break
-        line = node.start_mark.line + 1
-    return line
-
-
-def _path(loc: tuple) -> str:
-    out = ""
-    for p in loc:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "(top)"
-
-
-def _clean(loc: tuple) -> tuple:
-    # pydantic adds validator/union tags to locations; keep only YAML keys and indexes
-    return tuple(p for p in loc if isinstance(p, int) or not (p.startswith("function-") or "[" in p))
 
 
 def load(path: str) -> MetricsConfig:
     """Read and validate; raises ``ConfigError`` listing every problem with file, line and YAML path."""
-    import yaml
-
-    try:
-        with open(path) as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(f"{path}:{mark.line + 1 if mark else 1}: invalid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}:1: (top): expected a mapping")
-    problems = []
-    cfg = None
-    try:
-        cfg = MetricsConfig(**data)
-    except ValidationError as exc:
-        for e in exc.errors():
-            loc = _clean(e["loc"])
-            problems.append((loc, e["msg"].removeprefix("Value error, ")))
-    problems += _interval_checks(data)
-    if problems:
-        problems.sort(key=lambda p: _line_of(node, p[0]))
-        raise ConfigError("\n".join(f"{path}:{_line_of(node, loc)}: {_path(loc)}: {m}" for loc, m in problems))
-    return cfg
+    return yamlconfig.load(path, MetricsConfig, check=_interval_checks)

@@ -30,4 +30,4 @@ def test_routes_check(tmp_path, capsys):
     assert main(["routes", "check", EXAMPLE, str(bad)]) == 1
     out = capsys.readouterr()
     assert out.out == f"{EXAMPLE}: ok\n"
-    assert f"{bad}:2: route.receiver: undefined receiver 'nobody' (defined: a)" in out.err
+    assert f"{bad}:2: route.receiver: undefined receiver \"nobody\" (defined: a)" in out.err

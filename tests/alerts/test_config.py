@@ -2,7 +2,8 @@
 
 import pytest
 
-from alerts.config import ConfigError, load_text
+from alerts.config import load_text
+from core.yamlconfig import ConfigError
 
 OK_RECEIVERS = "receivers:\n  - name: r\n"
 
@@ -20,17 +21,18 @@ def test_valid_minimal():
 
 def test_unknown_key():
     assert errors("route:\n  receiver: r\n  reciever: x\n" + OK_RECEIVERS) == [
-        "routing.yaml:3: route.reciever: unknown key 'reciever'"]
+        'routing.yaml:3: route.reciever: unknown key "reciever" (did you mean "receiver"?)']
 
 
 def test_unknown_key_nested_in_receiver():
     assert errors("route: {receiver: r}\nreceivers:\n  - name: r\n    webhook_configs:\n      - url: http://x\n        tls: 1\n") == [
-        "routing.yaml:6: receivers[0].webhook_configs[0].tls: unknown key 'tls'"]
+        'routing.yaml:6: receivers[0].webhook_configs[0].tls: unknown key "tls" '
+        "(expected one of: max_alerts, send_resolved, timeout, url, url_file)"]
 
 
 def test_undefined_receiver():
     assert errors("route:\n  receiver: r\n  routes:\n    - receiver: nobody\n" + OK_RECEIVERS) == [
-        "routing.yaml:4: route.routes[0].receiver: undefined receiver 'nobody' (defined: r)"]
+        'routing.yaml:4: route.routes[0].receiver: undefined receiver "nobody" (defined: r)']
 
 
 def test_root_with_matchers():
@@ -50,19 +52,18 @@ def test_root_with_continue():
 
 def test_invalid_matcher():
     assert errors("route:\n  receiver: r\n  routes:\n    - matchers: ['team']\n" + OK_RECEIVERS) == [
-        "routing.yaml:4: route.routes[0].matchers[0]: invalid matcher 'team' "
-        "(use name=value, name!=value, name=~regex or name!~regex)"]
+        'routing.yaml:4: route.routes[0].matchers[0]: invalid matcher "team" '
+        "(use name=value, name!=value, name=~regex, name!~regex)"]
 
 
 def test_invalid_regex():
     assert errors("route:\n  receiver: r\n  routes:\n    - matchers: ['a=~\"(\"']\n" + OK_RECEIVERS) == [
-        "routing.yaml:4: route.routes[0].matchers[0]: invalid regex '(' in matcher a=~: "
-        "missing ), unterminated subpattern at position 0"]
+        'routing.yaml:4: route.routes[0].matchers[0]: invalid regex "(" in matcher a=~"(": missing ): (']
 
 
 def test_invalid_duration():
     assert errors("route:\n  receiver: r\n  group_wait: 5 min\n" + OK_RECEIVERS) == [
-        "routing.yaml:3: route.group_wait: invalid duration '5 min' (use 30s, 5m, 1h30m)"]
+        'routing.yaml:3: route.group_wait: invalid duration "5 min" (use e.g. 30s, 5m, 1h30m)']
 
 
 def test_zero_interval():
@@ -72,17 +73,17 @@ def test_zero_interval():
 
 def test_group_by_wildcard_with_labels():
     assert errors("route:\n  receiver: r\n  group_by: ['...', a]\n" + OK_RECEIVERS) == [
-        "routing.yaml:3: route.group_by: '...' (group by all labels) cannot be combined with other labels"]
+        'routing.yaml:3: route.group_by: "..." (group by all labels) cannot be combined with other labels']
 
 
 def test_undefined_time_interval():
     assert errors("route:\n  receiver: r\n  routes:\n    - mute_time_intervals: [nights]\n" + OK_RECEIVERS) == [
-        "routing.yaml:4: route.routes[0].mute_time_intervals[0]: undefined time interval 'nights'"]
+        'routing.yaml:4: route.routes[0].mute_time_intervals[0]: undefined time interval "nights"']
 
 
 def test_duplicate_receiver():
     assert errors("route: {receiver: r}\nreceivers:\n  - name: r\n  - name: r\n") == [
-        "routing.yaml:4: receivers[1].name: duplicate receiver 'r'"]
+        'routing.yaml:4: receivers[1].name: duplicate receiver "r"']
 
 
 def test_webhook_needs_exactly_one_url():
@@ -99,7 +100,7 @@ def test_url_scheme_and_no_secret_in_message():
 def test_missing_receivers():
     assert errors("route: {receiver: r}\n") == [
         "routing.yaml:1: receivers: required key missing",
-        "routing.yaml:1: route.receiver: undefined receiver 'r' (defined: none)"]
+        'routing.yaml:1: route.receiver: undefined receiver "r" (defined: none)']
 
 
 def test_bad_time_interval_field():
@@ -116,7 +117,7 @@ def test_inhibit_rule_needs_matchers():
 
 
 def test_invalid_yaml():
-    assert errors("route: [\n") == ["routing.yaml:2: (top): invalid YAML: expected the node content, but found '<stream end>'"]
+    assert errors("route: [\n") == ["routing.yaml:2: YAML syntax error: did not find expected node content"]
 
 
 def test_all_errors_at_once_sorted_by_line():
@@ -127,4 +128,15 @@ def test_all_errors_at_once_sorted_by_line():
 
 def test_old_match_syntax_is_refused_with_a_hint():
     assert errors("route:\n  receiver: r\n  routes:\n    - match: {a: b}\n" + OK_RECEIVERS) == [
-        "routing.yaml:4: route.routes[0].match: unknown key 'match' (use matchers: ['name=value', 'name=~regex'])"]
+        'routing.yaml:4: route.routes[0].match: unknown key "match" (did you mean "matchers"?)']
+
+
+def test_brace_matchers_as_alertmanager_accepts_them():
+    cfg = load_text("route:\n  receiver: r\n  routes:\n    - matchers: ['{owner=\"team-C\", severity=~\"crit.*\"}']\n"
+                    + OK_RECEIVERS)
+    assert [str(m) for m in cfg.route.routes[0].matchers] == ['owner="team-C"', 'severity=~"crit.*"']
+
+
+def test_duplicate_key():
+    assert errors("route: {receiver: r}\n" + OK_RECEIVERS + "route: {receiver: r}\n") == [
+        'routing.yaml:4: route: duplicate key "route" (first at line 1)']

@@ -15,9 +15,10 @@ import aiohttp
 import pytest
 import yaml
 
-from collectors.metrics.config import ConfigError, load
+from collectors.metrics.config import load
 from collectors.metrics.remote_write import encode
 from core.settings import REPO
+from core.yamlconfig import ConfigError
 from kubesight.cli import main
 from tests.collectors.test_metrics_helpers import PageServer, read_topic
 from tests.collectors.test_metrics_remote_write import HEADERS, request_from_page
@@ -40,26 +41,29 @@ def test_the_example_config_and_the_manifest_configmap_load(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("targets:\n  - job: a\n    url: ftp://x/metrics\n",
-     "3: targets[0].url: String should match pattern '^https?://[^\\s/]+(/\\S*)?$'"),
+     "3: targets[0].url: expected text matching ^https?://[^\\s/]+(/\\S*)?$, got \"ftp://x/metrics\""),
     ("targets:\n  - job: a\n    url: http://x/m\n    interval: soon\n",
-     "4: targets[0].interval: invalid duration 'soon' (use e.g. 500ms, 30s, 5m, 1h)"),
-    ("defaults:\n  timeout: 1m\n", "2: defaults.timeout: timeout 60s is longer than interval 30s"),
+     '4: targets[0].interval: invalid duration "soon" (use e.g. 30s, 5m, 1h30m)'),
+    ("targets:\n  - job: a\n    url: http://x/m\n    interval: 1.5m\n",
+     '4: targets[0].interval: invalid duration "1.5m" (use e.g. 30s, 5m, 1h30m)'),
+    ("defaults:\n  timeout: 1m\n", "2: defaults.timeout: timeout 1m is longer than interval 30s"),
     ("targets:\n  - job: a\n    url: http://x/m\n    bearer_token: t\n    bearer_token_file: /f\n",
      "2: targets[0]: bearer_token and bearer_token_file are exclusive"),
     ("targets:\n  - job: a\n    url: http://x/m\n  - job: a\n    url: http://x/m\n",
-     "2: targets: target a http://x/m listed twice"),
+     "1: targets: target a http://x/m listed twice"),  # a key's line
     ("targets:\n  - job: a\n    url: http://x/m\n    labels: {9bad: x}\n",
      "4: targets[0].labels: invalid label name(s) ['9bad']"),
     ("targets:\n  - job: a\n    url: http://x/m\n    relabel:\n      - {action: replace, regex: x}\n",
-     "5: targets[0].relabel[0].action: Input should be 'keep' or 'drop'"),
+     "5: targets[0].relabel[0].action: expected 'keep' or 'drop', got \"replace\""),
     ("targets:\n  - job: a\n    url: http://x/m\n    tls: {cert_file: /c}\n",
      "4: targets[0].tls: cert_file and key_file go together"),
     ("discovery:\n  kubernetes:\n    roles: [apiserver, kube-proxy]\n",
-     "3: discovery.kubernetes.roles[1]: Input should be 'apiserver', 'kubelet', 'cadvisor', 'etcd', 'scheduler', "
-     "'controller-manager', 'node-exporter', 'kube-state-metrics', 'dcgm-exporter' or 'annotated'"),
-    ("remote_write:\n  port: 99999\n", "2: remote_write.port: Input should be less than or equal to 65535"),
-    ("scrape_configs: []\n", "1: scrape_configs: Extra inputs are not permitted"),
-    ("targets: [\n", "2: invalid YAML: "),
+     "3: discovery.kubernetes.roles[1]: expected 'apiserver', 'kubelet', 'cadvisor', 'etcd', 'scheduler', "
+     "'controller-manager', 'node-exporter', 'kube-state-metrics', 'dcgm-exporter' or 'annotated', got \"kube-proxy\""),
+    ("remote_write:\n  port: 99999\n", "2: remote_write.port: must be <= 65535, got 99999"),
+    ("scrape_configs: []\n", '1: scrape_configs: unknown key "scrape_configs" (expected one of: defaults, discovery, '
+                              'remote_write, targets)'),
+    ("targets: [\n", "2: YAML syntax error: "),
 ])
 def test_each_config_error_names_file_line_and_path(tmp_path, text, message):
     p = _write(tmp_path, text)
@@ -80,8 +84,8 @@ def test_an_invalid_config_exits_2_listing_every_error(tmp_path, capsys):
     assert main(["collect", "metrics", "--config", str(p), "--once"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "kubesight collect metrics: invalid config"
-    assert err[1] == f"{p}:2: defaults.timeout: timeout 60s is longer than interval 30s"
-    assert err[2].startswith(f"{p}:5: targets[0].url: String should match pattern")
+    assert err[1] == f"{p}:2: defaults.timeout: timeout 1m is longer than interval 30s"
+    assert err[2].startswith(f"{p}:5: targets[0].url: expected text matching")
 
 
 class _ServerThread:

@@ -1,4 +1,4 @@
-"""Every config kind, each with a valid file and its real loader (shared by the loader's tests)."""
+"""Every config kind, each with a valid file and its real loader (the one production uses)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import yamlconfig
 from core.yamlconfig import ConfigError
 
 
@@ -16,24 +15,45 @@ class Kind:
     load: Callable[[Path], object]  # raises ConfigError
 
 
-def _model(name: str):
-    def load(path: Path):
-        import importlib
+def _rules(path: Path):
+    from rules.load import load_packs
 
-        module, cls = name.rsplit(".", 1)
-        return yamlconfig.load(path, getattr(importlib.import_module(module), cls))
-    return load
+    return load_packs([path])
+
+
+def _routing(path: Path):
+    from alerts.config import load
+
+    return load(path)
+
+
+def _settings(path: Path):
+    from core.settings import Settings
+
+    return Settings.load(path)
+
+
+def _metrics(path: Path):
+    from collectors.metrics.config import load
+
+    return load(str(path))
+
+
+def _kernel(path: Path):
+    from collectors.kernel.patterns import load_patterns
+
+    return load_patterns(path, defaults_file=False)
 
 
 KINDS = {
     "rules": Kind("apiVersion: kubesight.io/v1\nkind: RulePack\nmetadata: {name: t, version: '1'}\nrules:\n"
                   "  - alert: A\n    match: {source: k8s, reason: BackOff}\n    condition: {type: event_count}\n",
-                  _model("rules.schema.RulePack")),
-    "routing": Kind("route:\n  receiver: r\nreceivers:\n  - name: r\n", _model("alerts.config.RoutingConfig")),
-    "settings": Kind("partitions: 4\n", _model("core.settings.Settings")),
-    "metrics": Kind("targets:\n  - job: api\n    url: http://a:1/metrics\n", _model("collectors.metrics.config.MetricsConfig")),
+                  _rules),
+    "routing": Kind("route:\n  receiver: r\nreceivers:\n  - name: r\n", _routing),
+    "settings": Kind("partitions: 4\n", _settings),
+    "metrics": Kind("targets:\n  - job: api\n    url: http://a:1/metrics\n", _metrics),
     "kernel": Kind("version: 1\npatterns:\n  - {id: a, reason: A, severity: info, match: 'a', examples: ['a']}\n",
-                   _model("collectors.kernel.patterns.PatternFile")),
+                   _kernel),
 }
 
 

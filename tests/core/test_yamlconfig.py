@@ -85,6 +85,22 @@ CASES = {
         "metrics": ("remote_write: {port: 70000}\n", ["f.yaml:4: remote_write.port: must be <= 65535, got 70000"]),
         "kernel": ("defaults: {max_lines: 0}\n", ["f.yaml:4: defaults.max_lines: must be >= 1, got 0"]),
     },
+    "invalid_duration": {
+        "rules": ("defaults: {for: 5 min}\n", ['f.yaml:8: defaults.for: invalid duration "5 min" (use e.g. 30s, 5m, 1h30m)']),
+        "routing": ("global: {resolve_timeout: 1h 30m}\n",
+                    ['f.yaml:5: global.resolve_timeout: invalid duration "1h 30m" (use e.g. 30s, 5m, 1h30m)']),
+        "metrics": ("defaults: {interval: 1.5m}\n",
+                    ['f.yaml:4: defaults.interval: invalid duration "1.5m" (use e.g. 30s, 5m, 1h30m)']),
+    },
+    "invalid_matcher": {
+        "rules": ("  - alert: B\n    match: {source: k8s, reason: BackOff, matchers: ['a=1', 'team~x']}\n"
+                  "    condition: {type: event_count}\n",
+                  ['f.yaml:9: rules[1].match.matchers[1]: invalid matcher "team~x" '
+                   "(use name=value, name!=value, name=~regex, name!~regex)"]),
+        "routing": ("inhibit_rules: [{source_matchers: ['a=~\"(?!x)\"'], target_matchers: [b=c]}]\n",
+                    ['f.yaml:5: inhibit_rules[0].source_matchers[0]: invalid regex "(?!x)" in matcher a=~"(?!x)": '
+                     "invalid perl operator: (?!"]),
+    },
     "yaml_syntax_error": {
         kind: ("zzz: [1\n", ["f.yaml:{}: YAML syntax error: did not find expected ',' or ']'"]) for kind in KINDS
     },

@@ -156,9 +156,8 @@ def test_a_malformed_test_file_is_reported_with_file_line_and_path(tmp_path, cap
     assert main(["rules", "test", str(f)]) == 1
     err = capsys.readouterr().err.splitlines()
     assert err == [
-        f"FAILED {f}:4: tests[0].input_event: unknown key (expected one of: alert_rule_test, input_events, "
-        "input_series, interval, name)",
-        f'FAILED {f}:5: tests[0].alert_rule_test[0].eval_time: invalid duration "1 min" (use 5m, 1h30m)',
+        f'FAILED {f}:4: tests[0].input_event: unknown key "input_event" (did you mean "input_events"?)',
+        f'FAILED {f}:5: tests[0].alert_rule_test[0].eval_time: invalid duration "1 min" (use e.g. 30s, 5m, 1h30m)',
     ]
 
 

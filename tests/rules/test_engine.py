@@ -318,7 +318,7 @@ def test_reload_of_an_invalid_pack_keeps_the_running_rules(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(HEAD % "2" + "rules:\n  - alert: B\n    match: {source: k8s}\n    condition: {type: event_count}\n    for: soon\n")
     errs = holder.reload([bad])
-    assert errs == [f'{bad}:8: rules[0].for: invalid duration "soon" (use 5m, 1h30m)']
+    assert errs == [f'{bad}:8: rules[0].for: invalid duration "soon" (use e.g. 30s, 5m, 1h30m)']
     assert holder.engine.ruleset is rs
 
 
@@ -339,7 +339,7 @@ def test_reload_from_texts_as_a_compacted_topic_would_hold_them(tmp_path):
     assert holder.reload_texts({"rules/team-a": good.replace("for: x", "")}) == []
     assert [p.name + "@" + p.version for p in holder.engine.ruleset.packs] == ["t@3"]
     assert holder.reload_texts({"rules/team-a": good + "    for: 5 min\n"}) == [
-        'rules/team-a:8: rules[0].for: invalid duration "5 min" (use 5m, 1h30m)']
+        'rules/team-a:8: rules[0].for: invalid duration "5 min" (use e.g. 30s, 5m, 1h30m)']
     assert [p.version for p in holder.engine.ruleset.packs] == ["3"]
 
 
