@@ -42,6 +42,39 @@ class KafkaLaunchError(RuntimeError):
     """The local broker could not be fetched, formatted or started; the message says why."""
 
 
+class KafkaUnreachable(RuntimeError):
+    """No bootstrap server of the configured cluster answers; the message names them and why."""
+
+
+def check_reachable(bootstrap: str, timeout: float = 5.0) -> None:
+    """Raise KafkaUnreachable unless some bootstrap server accepts a TCP connection within ``timeout``.
+
+    A start-up check, so a command with a wrong address fails in seconds with one line instead of
+    retrying for half a minute (clients running later reconnect by themselves).
+
+    >>> check_reachable("127.0.0.1:1", timeout=1)
+    Traceback (most recent call last):
+    ...
+    core.broker.KafkaUnreachable: Kafka unreachable at 127.0.0.1:1 (127.0.0.1:1: connection refused)
+    """
+    why = []
+    deadline = time.monotonic() + timeout
+    for server in bootstrap.split(","):
+        server = server.strip().removeprefix("PLAINTEXT://")
+        host, _, port = server.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)),
+                                          timeout=max(0.1, deadline - time.monotonic())):
+                return
+        except ValueError:
+            why.append(f"{server}: not host:port")
+        except OSError as exc:
+            text = "connection refused" if isinstance(exc, ConnectionRefusedError) else (
+                "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc))
+            why.append(f"{server}: {text}")
+    raise KafkaUnreachable(f"Kafka unreachable at {bootstrap} ({'; '.join(why)})")
+
+
 def _say(msg: str) -> None:
     print(f"kafka: {msg}", file=sys.stderr, flush=True)
 
@@ -196,30 +229,45 @@ log.retention.hours=168
 
 def start(name: str = "default", attach: bool = False, heap_mb: int = 512, timeout: float = 90.0,
           quiet: bool = False) -> Broker:
-    """Start (or reuse a running) named broker and wait until it answers a Metadata request."""
+    """Start (or reuse a running) named broker and wait until it answers a Metadata request.
+
+    A broker started without ``attach`` keeps its folder when stopped (``kubesight kafka down``):
+    the next start reuses its data (topics, silences, state) and its port, so running clients
+    reconnect by themselves.  ``purge`` deletes it.  An attached broker starts empty every time.
+    """
     existing = status(name)
     if existing is not None:
         return existing
     _reap_stale()
     lib = ensure_jars(quiet=quiet)
     run = cache_dir() / "runs" / name
-    shutil.rmtree(run, ignore_errors=True)
-    run.mkdir(parents=True)
-    port, cport = free_port(), free_port()
-    while cport == port:
-        cport = free_port()
     props = run / "server.properties"
-    props.write_text(_properties(run, port, cport))
     java = shutil.which("java") or "java"
     cp = f"{lib}/*"
     jvm = [java, f"-Xmx{heap_mb}m", f"-Xms{heap_mb}m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J}"]
-    cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")  # may start with "-": pass as --x=y
-    res = subprocess.run(jvm[:1] + ["-Xmx256m", f"-Dlog4j2.configurationFile={LOG4J}", "-cp", cp,
-                                    "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props)],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        raise KafkaLaunchError(f"formatting storage failed: {(res.stdout + res.stderr)[-2000:]}")
+    kept = _kept_ports(run) if not attach else None
+    if kept is not None:
+        port, cport = kept
+        taken = [p for p in (port, cport) if _port_open(p)]
+        if taken:
+            raise KafkaLaunchError(f"broker '{name}' keeps port {port} (controller {cport}) but port {taken[0]} is "
+                                   f"in use by another process: stop it, or `kubesight kafka purge` to start afresh")
+        if not quiet:
+            _say(f"broker '{name}': reusing its data and port {port} ({run})")
+    else:
+        shutil.rmtree(run, ignore_errors=True)
+        run.mkdir(parents=True)
+        port, cport = free_port(), free_port()
+        while cport == port:
+            cport = free_port()
+        props.write_text(_properties(run, port, cport))
+        cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")  # may start with "-": pass as --x=y
+        res = subprocess.run(jvm[:1] + ["-Xmx256m", f"-Dlog4j2.configurationFile={LOG4J}", "-cp", cp,
+                                        "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c",
+                                        str(props)], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise KafkaLaunchError(f"formatting storage failed: {(res.stdout + res.stderr)[-2000:]}")
     t0 = time.monotonic()
     log = open(run / "kafka.log", "ab")
     proc = subprocess.Popen(jvm + ["-cp", cp, "kafka.Kafka", str(props)], stdout=log, stderr=subprocess.STDOUT,
@@ -240,23 +288,41 @@ def start(name: str = "default", attach: bool = False, heap_mb: int = 512, timeo
         broker.ephemeral = False  # keep the run folder: its kafka.log says why
         broker.stop()
         raise KafkaLaunchError(f"broker did not answer a Metadata request within {timeout:.0f}s (log: {broker.log})")
-    (run / "broker.json").write_text(json.dumps({"pid": proc.pid, "bootstrap": broker.bootstrap,
+    (run / "broker.json").write_text(json.dumps({"pid": proc.pid, "bootstrap": broker.bootstrap, "ephemeral": attach,
                                                  "started": time.time(), "startup_s": time.monotonic() - t0}))
     if not quiet:
         _say(f"broker '{name}' ready at {broker.bootstrap} in {time.monotonic() - t0:.1f}s (pid {proc.pid})")
     return broker
 
 
+def _kept_ports(run: Path) -> tuple[int, int] | None:
+    """(port, controller port) of a stopped broker whose formatted data is still there, else None."""
+    props = run / "server.properties"
+    if not (props.exists() and (run / "data" / "meta.properties").exists()):
+        return None
+    conf = dict(line.split("=", 1) for line in props.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    ports = {}
+    for part in conf.get("listeners", "").split(","):
+        name, _, addr = part.partition("://")
+        ports[name] = int(addr.rpartition(":")[2])
+    return (ports["PLAINTEXT"], ports["CONTROLLER"]) if {"PLAINTEXT", "CONTROLLER"} <= set(ports) else None
+
+
 def _reap_stale() -> None:
-    """Remove run folders of brokers that died without cleaning up (their owner was killed)."""
+    """Remove run folders of attached brokers that died without cleaning up (their owner was killed);
+    a dead kept broker (``kafka up``) only loses its broker.json: its data stays for the next start."""
     runs = cache_dir() / "runs"
     for meta in runs.glob("*/broker.json") if runs.exists() else ():
         try:
-            pid = json.loads(meta.read_text())["pid"]
+            info = json.loads(meta.read_text())
+            pid = info["pid"]
         except (OSError, ValueError, KeyError):
             continue
         if not _alive(pid):
-            shutil.rmtree(meta.parent, ignore_errors=True)
+            if info.get("ephemeral", True):
+                shutil.rmtree(meta.parent, ignore_errors=True)
+            else:
+                meta.unlink(missing_ok=True)
 
 
 def status(name: str = "default") -> Broker | None:
@@ -274,11 +340,22 @@ def status(name: str = "default") -> Broker | None:
 
 
 def stop(name: str = "default") -> bool:
+    """Stop the named broker; its data and port stay for the next ``start`` (``purge`` deletes them)."""
     b = status(name)
     if b is None:
         return False
     b.stop()
     return True
+
+
+def purge(name: str = "default") -> Path | None:
+    """Stop the named broker and delete its folder (every topic and its data); the folder deleted, or None."""
+    stop(name)
+    run = cache_dir() / "runs" / name
+    if not run.exists():
+        return None
+    shutil.rmtree(run)
+    return run
 
 
 def bootstrap_for(settings: Settings, *, ephemeral: bool = False) -> str:

@@ -44,10 +44,15 @@ SPECS = (
 
 
 def ensure_topics(settings: Settings, bootstrap: str) -> list[str]:
-    """Create every kubesight topic that does not exist yet; returns the names created."""
+    """Create every kubesight topic that does not exist yet; returns the names created.
+
+    Raises ``core.broker.KafkaUnreachable`` within seconds when no bootstrap server answers."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
+    from core.broker import check_reachable
+
+    check_reachable(bootstrap)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{settings.app_id}-admin")
     try:
         existing = set(admin.list_topics())

@@ -1,4 +1,6 @@
-"""``kubesight kafka up | down | status``: the local single-node broker (or the configured one)."""
+"""``kubesight kafka up | down | purge | status``: the local single-node broker (or the configured one).
+
+``down`` stops the broker and keeps its data and port (``up`` brings both back); ``purge`` deletes them."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ def register(sub, group) -> None:
     up = g.add_parser("up", help="fetch (once) and start the local broker, print its bootstrap address")
     up.add_argument("--heap-mb", type=int, default=512)
     up.set_defaults(func=_up)
-    g.add_parser("down", help="stop the local broker").set_defaults(func=_down)
+    g.add_parser("down", help="stop the local broker; its topics and data stay for the next `up`").set_defaults(func=_down)
+    g.add_parser("purge", help="stop the local broker and DELETE its topics and data").set_defaults(func=_purge)
     g.add_parser("status", help="is the local (or configured) broker answering?").set_defaults(func=_status)
 
 
@@ -30,7 +33,16 @@ def _up(args) -> int:
 def _down(args) -> int:
     from core import broker as launcher
 
-    print("stopped" if launcher.stop() else "not running")
+    print("stopped (data kept: `kubesight kafka up` brings it back on the same port)" if launcher.stop()
+          else "not running")
+    return 0
+
+
+def _purge(args) -> int:
+    from core import broker as launcher
+
+    gone = launcher.purge()
+    print(f"deleted {gone} (every topic and its data)" if gone else "nothing to delete")
     return 0
 
 
