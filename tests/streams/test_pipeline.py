@@ -232,7 +232,7 @@ def test_invalid_json_goes_to_deadletter_and_the_worker_keeps_going(settings, ka
     dead = read_topic(kafka_bootstrap, settings.topic("deadletter"), 2)
     reasons = sorted(d["reason"] for d in dead)
     assert len(dead) == 2
-    assert reasons[0] == "event: missing field 'reason'"
+    assert reasons[0] == "event: Object missing required field `reason`"
     assert reasons[1].startswith("not valid JSON")
     assert {d["payload"] for d in dead} == {"{not json", '{"v": 1, "kind": "event", "source": "k8s"}'}
     assert all(d["where"]["topic"] == settings.topic("events") and d["origin"] == "worker/signals" for d in dead)
