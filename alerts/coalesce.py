@@ -36,8 +36,31 @@ def coalesce(notes: list[dict]) -> list[dict]:
             have = {a["fingerprint"] for a in n["alerts"]}
             carried = [a for a in prev["alerts"] if a["status"] == "resolved" and a["fingerprint"] not in have]
             n = dict(n, alerts=n["alerts"] + carried)
-            if "_first" in prev:  # where the oldest constituent was read from (the deliverer's commit point)
-                n["_first"] = prev["_first"]
+            if "_covers" in prev:  # the records the merged one stands for (the deliverer marks them all done)
+                n["_covers"] = prev["_covers"] + n.get("_covers", [])
         latest[k] = len(out)
         out.append(n)
     return [n for n in out if n is not None]
+
+
+def aggregate(notes: list[dict]) -> dict:
+    """All pending notifications of one receiver+group as one (a storm: more are waiting than the receiver takes).
+
+    The newest notification's header with each alert in its latest known state (so an alert
+    that fired and resolved while queued arrives as resolved); ``_covers`` lists are joined.
+
+    >>> def a(fp, st): return {"fingerprint": fp, "status": st}
+    >>> def n(id, *alerts): return {"id": id, "groupKey": "g", "status": "firing", "alerts": list(alerts), "_covers": [id]}
+    >>> m = aggregate([n("1", a("x", "firing")), n("2", a("x", "resolved"), a("y", "firing")), n("3", a("y", "firing"))])
+    >>> m["id"], [(x["fingerprint"], x["status"]) for x in m["alerts"]], m["_covers"]
+    ('3', [('y', 'firing'), ('x', 'resolved')], ['1', '2', '3'])
+    """
+    newest = notes[-1]
+    latest: dict[str, dict] = {}
+    for n in notes:
+        for a in n["alerts"]:
+            latest[a["fingerprint"]] = a
+    have = {a["fingerprint"] for a in newest["alerts"]}
+    alerts = list(newest["alerts"]) + [a for fp, a in latest.items() if fp not in have]
+    status = "firing" if any(a["status"] == "firing" for a in alerts) else "resolved"
+    return dict(newest, alerts=alerts, status=status, _covers=[c for n in notes for c in n.get("_covers", [])])

@@ -3,7 +3,7 @@
     alerts (by fingerprint) ─┐                                   ┌─> alert-groups (by group key)
                              ├─ "alerting" transactional processor ┤
     alert-groups (by group) ─┘  state: a|<fp> lifecycle, g|<key> groups  └─> notifications (by group key)
-    notifications ──> Deliverer (HTTP to receivers; commit after each delivery) ──> deadletter on failure
+    notifications ──> Deliverer: one Lane per receiver (HTTP, own pool; commit every 0.2 s) ──> deadletter on failure
     silences (compacted) ──> SilenceBook (every worker, all partitions)      ┐ consulted when a
     alert-groups (all partitions) ──> AlertWatcher -> Inhibitor (sources)   ┘ group flushes
 
@@ -11,18 +11,22 @@
   (``streams.hotpath``), so the lifecycle state (by fingerprint) and the group state (by group key)
   live in one changelog (``alerting-changelog``) and survive restarts and rebalances.  Outputs,
   changelog and offsets commit in one transaction: a crash loses or doubles no group change.
-* Group timers run on the wall clock when the partition is idle (notification timing is about
-  people, not replay time); while records flow, the watermark drives them.
+* Latency: the alerting processor commits every ``ALERTING_COMMIT`` (two of its transactions lie
+  between the alerts topic and a receiver) and flushes due groups on the wall clock right after each
+  batch and on idle partitions (notification timing is about people, not replay time).
 * A group flushes only after the silence book and the alert watcher have caught up with their
   topics, so a restarted worker never notifies what a silence or an inhibition mutes.
-* Delivery: the Deliverer reads ``notifications`` (read_committed) per partition, coalesces
-  pending notifications of a group when the newer still fires all the older fired
-  (``alerts.coalesce``: a receiver that was down gets the current state once, yet never a
-  resolution of an alert it was not told about), sends, and commits the offset right after each delivery.  The one window left: a crash between a
-  receiver's 2xx and that commit re-sends that one notification (same ``dedupKey`` and
-  ``Idempotency-Key``, so receivers can drop it).  A receiver that is down blocks only its
-  partition (paused, the backlog stays in Kafka, memory stays bounded by one fetch per partition)
-  until the retry budget is spent; then the notification goes to ``deadletter`` with the reason.
+* Delivery (``Deliverer``): one consumer reads ``notifications`` (read_committed) and hands each to
+  its receiver's ``Lane``: up to ``IN_FLIGHT`` concurrent requests per receiver over its own
+  connection pool, one at a time per group.  Later notifications of a group wait behind the one being
+  sent and are coalesced (``alerts.coalesce``: the current state once, never a resolution of an alert
+  the receiver was not told about); beyond ``MAX_QUEUED`` they are aggregated into one (a storm) and
+  counted.  A receiver that is down or failing retries on its own lane until its budget is spent (then
+  ``deadletter`` with the reason); no other receiver waits for it.  Offsets commit every 0.2 s with
+  per-receiver progress in the commit metadata (``Progress``), so after a restart what a healthy
+  receiver already took is skipped although a failing one held the offset back.  The window left: a
+  crash between a receiver's 2xx and the next commit (<= 0.2 s) re-sends those notifications (same
+  ``dedupKey`` and ``Idempotency-Key``, so receivers can drop them).
 """
 
 from __future__ import annotations
@@ -30,13 +34,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 
 import mode
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
-from alerts.coalesce import coalesce
+from alerts.coalesce import aggregate, coalesce
 from alerts.config import RoutingConfig
 from alerts.config import load as load_routing
 from alerts.engine import Engine, from_grouped, to_grouped
@@ -64,19 +69,47 @@ class AlertingStage:
         now = max(state.get(WATERMARK, 0.0), rec.startsAt, rec.endsAt or 0.0)
         grouped = from_grouped(rec)
         if grouped is None:
-            for g, a in self.engine.route(rec, state, now):
+            pairs = self.engine.route(rec, state, now)
+            if pairs:  # this worker's inhibitor knows at once (the watcher of alert-groups tells the others)
+                self.engine.inhibitor.observe(rec.labels, pairs[0][1].status)
+            for g, a in pairs:
                 emit("alert-groups", g.key.encode(), encode(to_grouped(g, a)))
         else:
             self.engine.group(*grouped, state, now)
 
     def tick(self, now: float, state, emit) -> None:
         for g, a in self.engine.expire(state, now):
+            self.engine.inhibitor.observe(a.labels, a.status)
             emit("alert-groups", g.key.encode(), encode(to_grouped(g, a)))
         if not self.ready():
             return  # silences/inhibitions not caught up: the due groups wait for the next tick
         for note in self.engine.flush_due(state, now):
             emit("notifications", note["groupKey"].encode(), orjson.dumps(note))
 
+
+
+ALERTING_COMMIT = 0.1  # seconds between the alerting processor's transactions: two of them lie on the path to the pager
+FLUSH_EVERY = 0.05  # seconds: how often due groups are flushed while records flow
+
+
+class AlertingProcessor(TransactionalProcessor):
+    """The transactional loop for alerting; due groups also flush right after a batch (wall clock), not only when idle.
+
+    Notification timing is about people: a group whose ``group_wait`` is over flushes within
+    ``FLUSH_EVERY`` even while alerts keep arriving (the base loop ticks idle partitions only).
+    """
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self._flushed: dict[int, float] = {}
+
+    def _process_batch(self, tp: TopicPartition, msgs) -> None:
+        super()._process_batch(tp, msgs)
+        now = time.time()
+        if now - self._flushed.get(tp.partition, 0.0) >= FLUSH_EVERY:
+            self._flushed[tp.partition] = now
+            store = self.stores[tp.partition]
+            self._tick(store, max(now, store.get(WATERMARK, 0.0)), self._emit)
 
 
 class SilenceBook(mode.Service):
@@ -141,122 +174,373 @@ class AlertWatcher(mode.Service):
                     f"{self.settings.app_id}-inhibitor")
 
 
+IN_FLIGHT = 64  # concurrent requests per receiver (its own connection pool): a slow receiver fills only its own
+MAX_QUEUED = 4  # queued notifications of one receiver+group before they are aggregated into one (a storm)
+MAX_PENDING = 200_000  # notifications read and not yet done, all receivers: beyond it reading pauses
+META_BUDGET = 3500  # characters of commit metadata per partition (brokers allow 4096 by default)
+
+
+class Progress:
+    """What is done in one partition of ``notifications``, per receiver, and what to commit.
+
+    Receivers finish out of order (one is down, another answers at once), so one offset cannot say
+    what is done.  The commit is the first offset any receiver still needs; its metadata holds, per
+    receiver, ``[start, runs]``: every record of that receiver below ``start`` is done, and ``runs``
+    (run lengths, alternately not done / done, over that receiver's own records from ``start``) say
+    which of the later ones are.  A restarted worker reads from the commit and skips what is done, so a
+    healthy receiver is never sent again what it took while another held the commit back.
+
+    >>> p = Progress(0, "")
+    >>> a, b, c = p.seen("a", 0), p.seen("b", 1), p.seen("b", 2)
+    >>> c[1] = True; p.mark(c)
+    >>> p.commit_point()
+    (0, '{"b":[1,[1,1]]}')
+    >>> q = Progress(0, p.commit_point()[1])
+    >>> q.seen("a", 0), q.seen("b", 1), q.seen("b", 2)
+    ([0, False], [1, False], True)
+    """
+
+    def __init__(self, start: int, meta: str):
+        self.pos = start
+        self.seq: dict[str, deque] = {}  # receiver -> [[offset, done], ...] from its first record not done
+        self.skip: dict[str, list] = {}  # receiver -> [start, flags, next index]: restored from the commit
+        self.pending = 0
+        self.active = True
+        self.tasks: set[asyncio.Task] = set()
+        self.committed: tuple[int, str] | None = (start, meta)
+        try:
+            restored = orjson.loads(meta) if meta else {}
+        except orjson.JSONDecodeError:
+            restored = {}
+        for r, (begin, runs) in restored.items():
+            flags: list[bool] = []
+            for i, n in enumerate(runs):
+                flags += [bool(i % 2)] * n
+            self.skip[r] = [begin, flags, 0]
+
+    def seen(self, receiver: str, offset: int):
+        """Account for one record: True when it was done before (skip it), else its entry (pending)."""
+        self.pos = offset + 1
+        done = False
+        s = self.skip.get(receiver)
+        if s is not None:
+            if offset < s[0]:
+                done = True
+            else:
+                done = s[2] < len(s[1]) and s[1][s[2]]
+                s[2] += 1
+                if s[2] >= len(s[1]):
+                    del self.skip[receiver]
+        q = self.seq.get(receiver)
+        if q is None:
+            q = self.seq[receiver] = deque()
+        if done:
+            if q:
+                q.append([offset, True])
+            return True
+        entry = [offset, False]
+        q.append(entry)
+        self.pending += 1
+        return entry
+
+    def mark(self, entry: list) -> None:
+        if not entry[1]:
+            entry[1] = True
+            self.pending -= 1
+
+    def commit_point(self) -> tuple[int, str]:
+        """The offset to commit and its metadata (what each receiver has done beyond it)."""
+        for q in self.seq.values():
+            while q and q[0][1]:
+                q.popleft()
+        first = min([q[0][0] for q in self.seq.values() if q] + [self.pos])
+        meta: dict[str, list] = {}
+        for r in set(self.seq) | set(self.skip):
+            q = self.seq.get(r)
+            s = self.skip.get(r)
+            rest = s[1][s[2]:] if s is not None else []
+            if q:
+                start, flags = q[0][0], [e[1] for e in q] + rest
+            elif s is not None and s[0] > self.pos:
+                start, flags = s[0], rest
+            else:
+                start, flags = self.pos, rest
+            runs = _runs(flags)
+            if start > first or runs:
+                meta[r] = [start, runs]
+        text = orjson.dumps(meta).decode() if meta else ""
+        while len(text) > META_BUDGET:  # too much detail: forget the longest run lists (those may be sent again)
+            r = max(meta, key=lambda k: len(meta[k][1]))
+            meta[r][1] = []
+            text = orjson.dumps(meta).decode()
+        return first, text
+
+
+def _runs(flags: list[bool]) -> list[int]:
+    """Run lengths alternately not done / done, the trailing not-done run dropped.
+
+    >>> _runs([False, True, True, False]), _runs([True]), _runs([False])
+    ([1, 2], [0, 1], [])
+    """
+    out: list[int] = []
+    want, n = False, 0
+    for f in flags:
+        if f == want:
+            n += 1
+        else:
+            out.append(n)
+            want, n = f, 1
+    if want:
+        out.append(n)
+    return out
+
+
+class Lane:
+    """One receiver's delivery: its own connection pool and in-flight limit, one request at a time per group."""
+
+    def __init__(self, name: str, owner: Deliverer):
+        self.name = name
+        self.owner = owner
+        self.slots = asyncio.Semaphore(IN_FLIGHT)
+        self.session = None
+        self.groups: dict[str, list[dict]] = {}  # group key -> notifications queued behind the one being sent
+        self.stats = {"delivered": 0, "failed": 0, "deadletter": 0, "coalesced": 0, "aggregated": 0}
+
+    def put(self, note: dict) -> None:
+        key = note["groupKey"]
+        queued = self.groups.get(key)
+        if queued is None:
+            self.groups[key] = []
+            prog = note["_covers"][0][0]
+            t = asyncio.create_task(self._send_group(key, note, prog))
+            prog.tasks.add(t)
+            t.add_done_callback(prog.tasks.discard)
+            return
+        queued.append(note)
+        if len(queued) > MAX_QUEUED:  # more waiting than the receiver takes: one notification with the group's state
+            self.stats["aggregated"] += len(queued) - 1
+            self.owner.stats["aggregated"] += len(queued) - 1
+            queued[:] = [aggregate(queued)]
+
+    async def _send_group(self, key: str, note: dict, prog: Progress) -> None:
+        import aiohttp
+
+        try:
+            while True:
+                if not prog.active or self.owner._stopping:
+                    return  # not marked done: the next reader of the partition sends it
+                if self.session is None:
+                    self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=IN_FLIGHT))
+                try:
+                    async with self.slots:
+                        await self.owner._deliver(self, note)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # e.g. the dead-letter write failed: the same notification again, later
+                    log.warning("delivery to %s failed (%s: %s); trying again in 1s", self.name, type(exc).__name__,
+                                exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                for p, entry in note["_covers"]:
+                    p.mark(entry)
+                queued = self.groups.get(key)
+                if not queued:
+                    return
+                merged = coalesce(queued)
+                self.stats["coalesced"] += len(queued) - len(merged)
+                self.owner.stats["coalesced"] += len(queued) - len(merged)
+                note = merged[0]
+                queued[:] = merged[1:]
+        finally:
+            if self.groups.get(key) is not None and (not self.groups[key] or not prog.active
+                                                     or self.owner._stopping):
+                del self.groups[key]
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, owner: Deliverer):
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked):
+        await self.owner._revoke(revoked)
+
+    async def on_partitions_assigned(self, assigned):
+        pass  # each partition's progress is read from its commit when its first records arrive
+
+
 class Deliverer(mode.Service):
-    """Sends committed notifications to receivers; one partition at a time each, commit after every delivery."""
+    """Sends committed notifications to receivers: per receiver in parallel, never one behind another.
+
+    One consumer reads ``notifications`` (read_committed) and hands each record to its receiver's
+    ``Lane``; lanes send concurrently (``IN_FLIGHT`` each, own connection pool), one notification at a
+    time per group (later ones of the group are coalesced behind it, aggregated in a storm).  Offsets
+    commit every ``commit_interval`` with per-receiver progress (``Progress``), so a receiver that is
+    down holds back nothing but its own notifications, and they wait in Kafka's log, not in a retry loop
+    that blocks the partition.
+    """
 
     def __init__(self, settings: Settings, bootstrap: str, receivers: Receivers,
-                 on_result: Callable | None = None, max_records: int = 50, **kw):
+                 on_result: Callable | None = None, commit_interval: float = 0.2, **kw):
         super().__init__(**kw)
         self.settings, self.bootstrap, self.receivers = settings, bootstrap, receivers
         self.on_result = on_result
-        self.max_records = max_records
+        self.commit_interval = commit_interval
         self.group_id = f"{settings.app_id}-deliver"
-        self.stats = {"delivered": 0, "deadletter": 0, "coalesced": 0}
+        self.stats = {"delivered": 0, "deadletter": 0, "coalesced": 0, "aggregated": 0, "skipped": 0,
+                      "commits": 0}
+        self.lanes: dict[str, Lane] = {}
+        self.progress: dict[TopicPartition, Progress] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
-        self.session = None
-        self._inflight: dict[TopicPartition, asyncio.Task] = {}
         self._stopping = False
-        self.drain_timeout = 10.0
+        self._last_commit = time.monotonic()
+        self.drain_timeout = 5.0
 
     async def on_start(self) -> None:
-        import aiohttp
-
-        self.session = aiohttp.ClientSession()
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True)
         await self.producer.start()
         self.consumer = AIOKafkaConsumer(
-            self.settings.topic("notifications"), bootstrap_servers=self.bootstrap, group_id=self.group_id,
-            enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="earliest",
-            session_timeout_ms=10000, heartbeat_interval_ms=1000, max_poll_interval_ms=3600_000 * 3)
+            bootstrap_servers=self.bootstrap, group_id=self.group_id, enable_auto_commit=False,
+            isolation_level="read_committed", auto_offset_reset="earliest", session_timeout_ms=10000,
+            heartbeat_interval_ms=1000, max_poll_interval_ms=3600_000 * 3, fetch_max_wait_ms=100)
         await self.consumer.start()
+        self.consumer.subscribe([self.settings.topic("notifications")], listener=_Rebalance(self))
 
     async def on_stop(self) -> None:
-        # drain: each partition finishes (and commits) the delivery in progress, then stops; only what is
-        # still retrying after the grace period is cancelled (no 2xx yet, so nothing is doubled by that)
+        # drain: requests in flight finish (a 2xx is marked done and committed); queued notifications and
+        # retries still running after the grace period stay uncommitted (no 2xx yet: nothing doubles)
         self._stopping = True
-        tasks = list(self._inflight.values())
+        tasks = [t for p in self.progress.values() for t in p.tasks]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=self.drain_timeout)
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         if self.consumer:
+            await self._commit()
             await self.consumer.stop()
         if self.producer:
             await self.producer.stop()
-        if self.session:
-            await self.session.close()
+        for lane in self.lanes.values():
+            await lane.close()
+
+    def receiver_stats(self) -> dict[str, dict]:
+        """Per receiver: delivered, failed attempts' outcomes, dead letters, groups in flight."""
+        return {name: dict(lane.stats, groups_in_flight=len(lane.groups)) for name, lane in self.lanes.items()}
 
     @mode.Service.task
     async def _run(self) -> None:
-        while not self.should_stop:
-            for tp in [tp for tp, t in self._inflight.items() if t.done()]:
-                self._inflight.pop(tp)
-                if tp in self.consumer.assignment():
-                    self.consumer.resume(tp)
-            batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
+        paused = False
+        while not self.should_stop and not self._stopping:
+            pending = sum(p.pending for p in self.progress.values())
+            if pending > MAX_PENDING and not paused:
+                log.warning("delivery: %d notifications pending; reading paused until receivers catch up", pending)
+                self.consumer.pause(*self.consumer.assignment())
+                paused = True
+            elif paused and pending < MAX_PENDING // 2:
+                self.consumer.resume(*self.consumer.assignment())
+                paused = False
+            batches = await self.consumer.getmany(timeout_ms=100, max_records=5000)
             for tp, msgs in batches.items():
-                if tp in self._inflight or self._stopping:
-                    # a rebalance un-paused a partition whose old batch is still being delivered (or we are
-                    # stopping): read these again later instead of skipping them
-                    self.consumer.seek(tp, msgs[0].offset)
-                    continue
-                self.consumer.pause(tp)
-                self._inflight[tp] = asyncio.create_task(self._guarded(tp, msgs))
+                prog = self.progress.get(tp)
+                if prog is None:
+                    prog = await self._open(tp, msgs[0].offset)
+                for m in msgs:
+                    if m.offset < prog.pos:
+                        continue  # before the commit (a seek or a re-fetch): done already
+                    await self._take(tp, prog, m)
+            if time.monotonic() - self._last_commit >= self.commit_interval:
+                await self._commit()
 
-    async def _guarded(self, tp: TopicPartition, msgs) -> None:
+    async def _open(self, tp: TopicPartition, first: int) -> Progress:
+        """The partition's progress as of its commit (offset and per-receiver metadata)."""
+        got = await self.consumer._coordinator.fetch_committed_offsets([tp])
+        om = got.get(tp)
+        if om is not None and om.offset >= 0:
+            prog = Progress(om.offset, om.metadata or "")
+        else:
+            prog = Progress(first, "")
+            prog.committed = None
+        self.progress[tp] = prog
+        return prog
+
+    async def _take(self, tp: TopicPartition, prog: Progress, m) -> None:
         try:
-            await self._partition(tp, msgs)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # e.g. the partition was revoked mid-batch: its next owner re-reads from the commit
-            log.warning("delivery of %s[%d] interrupted (%s: %s); uncommitted notifications will be re-read",
-                        tp.topic, tp.partition, type(exc).__name__, exc)
-            await self._rewind(tp)
+            n = orjson.loads(m.value)
+            receiver = n["receiver"]
+            n["groupKey"], n["alerts"]  # noqa: B018 - shape check
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            prog.seen("", m.offset)
+            await self._dead(f"not a notification: {exc}", m.value, m.key, tp, m.offset)
+            return
+        entry = prog.seen(receiver, m.offset)
+        if entry is True:
+            self.stats["skipped"] += 1
+            return
+        n["_covers"] = [(prog, entry)]
+        n["_where"] = (tp, m.offset)
+        lane = self.lanes.get(receiver)
+        if lane is None:
+            lane = self.lanes[receiver] = Lane(receiver, self)
+        lane.put(n)
 
-    async def _rewind(self, tp: TopicPartition) -> None:
-        if tp in self.consumer.assignment():
-            await seek_committed(self.consumer, tp)
+    async def _deliver(self, lane: Lane, n: dict) -> None:
+        note = {k: v for k, v in n.items() if not k.startswith("_")}
+        tp, offset = n["_where"]
+        results = await self.receivers.notify(lane.session, note)
+        for integ, out in results:
+            if not out.ok:
+                lane.stats["deadletter"] += 1
+                await self._dead(f"{integ.name}: {out.reason}", orjson.dumps(note), note["groupKey"].encode(), tp,
+                                 offset)
+            if self.on_result:
+                self.on_result(integ, note, out)
+        if all(out.ok for _, out in results):
+            lane.stats["delivered"] += 1
+        self.stats["delivered"] += 1
 
-    async def _partition(self, tp: TopicPartition, msgs) -> None:
-        notes = []
-        for m in msgs:
-            try:
-                n = orjson.loads(m.value)
-                n["groupKey"], n["receiver"], n["alerts"]  # noqa: B018 - shape check
-            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                await self._dead(f"not a notification: {exc}", m.value, m.key, tp, m.offset)
-                await self._commit(tp, m.offset + 1)
-                continue
-            notes.append(n)
-            n["_offset"] = n["_first"] = m.offset
-        merged = coalesce(notes)
-        self.stats["coalesced"] += len(notes) - len(merged)
-        end = msgs[-1].offset + 1
-        for i, n in enumerate(merged):
-            if self._stopping:
-                return  # the rest stays uncommitted: the next owner reads it again
-            offset = n.pop("_offset")
-            n.pop("_first")
-            results = await self.receivers.notify(self.session, n)
-            for integ, out in results:
-                if not out.ok:
-                    await self._dead(f"{integ.name}: {out.reason}", orjson.dumps(n), n["groupKey"].encode(), tp,
-                                     offset)
-                if self.on_result:
-                    self.on_result(integ, n, out)
-            self.stats["delivered"] += 1
-            # commit right after each delivery, up to the first record that a pending notification still needs
-            rest = [x["_first"] for x in merged[i + 1:]]
-            await self._commit(tp, min(rest) if rest else end)
-        if not merged and not self._stopping:
-            await self._commit(tp, end)
-
-    async def _commit(self, tp: TopicPartition, offset: int) -> None:
+    async def _commit(self, only: list[TopicPartition] | None = None) -> None:
+        from aiokafka.errors import KafkaError
         from aiokafka.structs import OffsetAndMetadata
 
-        await self.consumer.commit({tp: OffsetAndMetadata(offset, "")})
+        self._last_commit = time.monotonic()
+        assigned = self.consumer.assignment()
+        offsets = {}
+        for tp, prog in self.progress.items():
+            if (only is not None and tp not in only) or tp not in assigned:
+                continue
+            point = prog.commit_point()
+            if point != prog.committed:
+                offsets[tp] = (OffsetAndMetadata(*point), point)
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit({tp: om for tp, (om, _) in offsets.items()})
+        except KafkaError as exc:  # a rebalance in progress: the next commit (or the next owner) catches up
+            log.warning("delivery: offset commit failed (%s: %s)", type(exc).__name__, exc)
+            return
+        for tp, (_, point) in offsets.items():
+            self.progress[tp].committed = point
+        self.stats["commits"] += 1
+
+    async def _revoke(self, revoked) -> None:
+        """Partitions move to another worker: finish what is in flight (briefly), commit, forget them."""
+        progs = [(tp, self.progress[tp]) for tp in revoked if tp in self.progress]
+        for _, prog in progs:
+            prog.active = False  # queued notifications are left to the next owner
+        tasks = [t for _, prog in progs for t in prog.tasks]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.drain_timeout)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self._commit([tp for tp, _ in progs])
+        for tp, _ in progs:
+            self.progress.pop(tp, None)
 
     async def _dead(self, reason: str, payload: bytes, key, tp, offset) -> None:
         self.stats["deadletter"] += 1
@@ -270,15 +554,16 @@ class AlertingService(mode.Service):
     """Everything a worker runs for alerting; add it to the Faust app as a runtime dependency."""
 
     def __init__(self, settings: Settings, bootstrap: str, routing: RoutingConfig | str | None = None, *,
-                 worker_id: str = "0", on_result: Callable | None = None, tick_interval: float = 1.0, **kw):
+                 worker_id: str = "0", on_result: Callable | None = None, tick_interval: float = 0.25, **kw):
         super().__init__(**kw)
         cfg = routing if isinstance(routing, RoutingConfig) else load_routing(routing or settings.routing)
         self.book = SilenceBook(settings, bootstrap)
         self.watcher = AlertWatcher(settings, bootstrap, Inhibitor(rules_from(cfg)))
         self.engine = Engine(cfg, self.book.silences, self.watcher.inhibitor)
         stage = AlertingStage(self.engine, self.views_ready)
-        wall = settings.model_copy(update={"clock": "wall"})
-        self.processor = TransactionalProcessor(wall, bootstrap, "alerting", ["alerts", "alert-groups"], stage,
+        wall = settings.model_copy(update={"clock": "wall",
+                                           "commit_interval": min(settings.commit_interval, ALERTING_COMMIT)})
+        self.processor = AlertingProcessor(wall, bootstrap, "alerting", ["alerts", "alert-groups"], stage,
                                                 worker_id=worker_id, tick_interval=tick_interval)
         self.deliverer = Deliverer(settings, bootstrap, Receivers(cfg), on_result=on_result)
 
