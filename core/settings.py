@@ -17,7 +17,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-TOPICS = ("events", "samples", "alerts", "deadletter", "state-changelog")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -34,6 +33,10 @@ class Settings(BaseModel):
     clock: Literal["event", "wall"] = Field(
         "event", description="event: timers follow record time (replays, tests); wall: idle partitions also tick")
     web_port: int | None = Field(None, description="Faust web port (health, /metrics); None = disabled")
+    web_host: str = Field("127.0.0.1", description="address the web port (/metrics, /health, /ready) binds to")
+    shutdown_timeout: float = Field(
+        10.0, gt=0, le=300, description="seconds a long-running command may take to stop after SIGTERM/SIGINT, "
+        "Kafka reachable or not; then it exits anyway (keep terminationGracePeriodSeconds above it)")
     default_pack: bool = Field(True, description="evaluate rules/packs/default")
     rules: list[str] = Field(default_factory=list, description="rule-pack paths in addition to the default pack")
     routing: str | None = None

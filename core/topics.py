@@ -5,11 +5,14 @@
 | events | entity key (workload, object or node) | Event | delete, 7 d |
 | samples | series key (name + sorted labels) | Sample | delete, 1 d |
 | alerts | fingerprint | Alert (every transition) | delete, 7 d |
-| deadletter | original key | {reason, topic, partition, offset, payload} | delete, 14 d |
+| deadletter | original key | {v, kind: deadletter, reason, origin, where (topic, partition, offset, file, url ...), key, payload, encoding, time} | delete, 14 d |
 | state-changelog | store key | JSON snapshot (partition p = input partition p) | compact |
 | checkpoints | collector id | collector resume point | compact |
 | silences | silence id | Silence | compact |
 | rules | pack name | rule pack YAML | compact |
+| alert-groups | group key | alerts re-keyed by their routing group (alerting) | delete, 7 d |
+| notifications | group key | pending notifications (alerting) | delete, 7 d |
+| alerting-changelog | store key | the alerting pipeline's partitioned state | compact |
 """
 
 from __future__ import annotations

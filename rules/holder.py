@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from core.yamlconfig import ConfigError
 from rules.engine import Engine
-from rules.load import load_packs, load_texts
+from rules.load import load_packs
 from rules.ruleset import RuleSet
 
 
@@ -38,15 +38,6 @@ class EngineHolder:
         """Load and swap; on any error keep the running rule set and return every error."""
         try:
             rs = load_packs(paths, registry=self._registry)
-        except ConfigError as exc:
-            return exc.errors
-        self.swap(rs)
-        return []
-
-    def reload_texts(self, texts: dict[str, str]) -> list[str]:
-        """Like ``reload`` for packs held as text (the compacted rules topic: key -> YAML)."""
-        try:
-            rs = load_texts(texts, registry=self._registry)
         except ConfigError as exc:
             return exc.errors
         self.swap(rs)

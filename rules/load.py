@@ -43,12 +43,6 @@ def parse_file(path: Path, root: type[BaseModel]) -> tuple[BaseModel | None, Doc
     return doc.validate(root), doc
 
 
-def parse_text(file: str, text: str, root: type[BaseModel]) -> tuple[BaseModel | None, Document]:
-    """Schema-validate one YAML document named ``file`` (a path, or a topic key) -> (model or None, Document)."""
-    doc = yamlconfig.parse(text, file)
-    return doc.validate(root), doc
-
-
 def _check_pack(pack: schema.RulePack, errs: Document, registry) -> None:
     """Meaning checks that the schema cannot express."""
     if pack.apiVersion != schema.API_VERSION:
@@ -178,13 +172,6 @@ def load_packs(paths, registry=None) -> RuleSet:
     if not files:
         raise ConfigError([f"{', '.join(str(p) for p in paths) or '(no path)'}: no rule pack files (*.yaml) found"])
     return _load([(str(f), lambda f=f: parse_file(f, schema.RulePack)) for f in files], registry)
-
-
-def load_texts(texts: dict[str, str], registry=None) -> RuleSet:
-    """Same as ``load_packs`` for packs held as text (e.g. the compacted rules topic: key -> YAML)."""
-    if not texts:
-        raise ConfigError(["(no packs): no rule pack given"])
-    return _load([(name, lambda n=name: parse_text(n, texts[n], schema.RulePack)) for name in sorted(texts)], registry)
 
 
 def _load(items, registry) -> RuleSet:

@@ -41,7 +41,6 @@ def memcg_labels(path: str) -> dict[str, str]:
 # NVIDIA resolution buckets (immediate action) that mean the GPU or node must be reset/rebooted/serviced.
 FATAL_ACTIONS = ("RESET_GPU", "RESTART_BM", "RESTART_VM", "CONTACT_SUPPORT", "CHECK_MECHANICALS",
                  "WORKFLOW_XID_48", "WORKFLOW_NVLINK_ERR", "WORKFLOW_NVLINK5_ERR")
-APP_ACTIONS = ("RESTART_APP", "CHECK_UVM", "WORKFLOW_XID_45", "UPDATE_SWFW")
 INFO_ACTIONS = ("IGNORE", "XID_154")
 CLASS_SEVERITY = {"fatal": "critical", "application": "warning", "informational": "info", "unknown": "warning"}
 

@@ -20,7 +20,6 @@ from core import yamlconfig
 from core.yamlconfig import shown
 
 DEFAULT_FILE = "patterns.yaml"
-ENRICHERS = ("memcg", "xid", "cper")
 _REASON = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 _LABEL = re.compile(r"^[a-z_][a-z0-9_]*$")
 

@@ -329,20 +329,6 @@ def test_promtool_value_notation(values, expected):
     assert expand(values) == expected
 
 
-def test_reload_from_texts_as_a_compacted_topic_would_hold_them(tmp_path):
-    good = HEAD % "3" + "rules:\n  - alert: B\n    match: {source: k8s, reason: BackOff}\n    condition: {type: event_count}\n"
-    holder = EngineHolder(ruleset(tmp_path, """\
-        - alert: B
-          match: {source: k8s, reason: BackOff}
-          condition: {type: event_count}
-        """))
-    assert holder.reload_texts({"rules/team-a": good.replace("for: x", "")}) == []
-    assert [p.name + "@" + p.version for p in holder.engine.ruleset.packs] == ["t@3"]
-    assert holder.reload_texts({"rules/team-a": good + "    for: 5 min\n"}) == [
-        'rules/team-a:8: rules[0].for: invalid duration "5 min" (use e.g. 30s, 5m, 1h30m)']
-    assert [p.version for p in holder.engine.ruleset.packs] == ["3"]
-
-
 def test_a_workloads_pods_split_by_node_so_node_alerts_can_inhibit_them(tmp_path):
     eng = Engine(ruleset(tmp_path, """\
         - alert: B
