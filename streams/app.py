@@ -50,7 +50,8 @@ def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = No
 
     packs = RulePacks(settings, topic_dir=REPO / ".cache" / "rules-topic" / f"{settings.app_id}-{worker_id}")
     processor = TransactionalProcessor(settings, bootstrap, "signals", ["events", "samples"],
-                                       Pipeline(signal_stages(settings, packs)), worker_id=worker_id)
+                                       Pipeline(signal_stages(settings, packs)), worker_id=worker_id,
+                                       urgent=("alerts",))  # an alert commits within 0.1 s, not commit_interval
     watcher = RulesTopicWatcher(settings, bootstrap, packs)
     alerting = None
     if settings.routing:

@@ -92,7 +92,8 @@ class TransactionalProcessor(mode.Service):
     """One consumer group over ``inputs``; state per partition; one transaction per commit interval."""
 
     def __init__(self, settings: Settings, bootstrap: str, name: str, inputs: Sequence[str], stage: Stage,
-                 *, worker_id: str = "0", tick_interval: float = 5.0, **kwargs):
+                 *, worker_id: str = "0", tick_interval: float = 5.0, urgent: Sequence[str] = (),
+                 urgent_interval: float = 0.1, **kwargs):
         super().__init__(**kwargs)
         self.settings = settings
         self.bootstrap = bootstrap
@@ -103,6 +104,8 @@ class TransactionalProcessor(mode.Service):
         self.changelog = settings.topic(f"{name}-changelog" if name != "signals" else "state-changelog")
         self.transactional_id = f"{settings.app_id}-{name}-{worker_id}"
         self.tick_interval = tick_interval
+        # outputs someone waits for (alerts: the path to the pager) commit within urgent_interval
+        self.urgent, self.urgent_interval, self._urgent = frozenset(urgent), urgent_interval, False
         self.stores: dict[int, Store] = {}
         self._offsets: dict[TopicPartition, int] = {}
         self._outputs: list[tuple[str, bytes | None, bytes, int | None]] = []
@@ -156,7 +159,8 @@ class TransactionalProcessor(mode.Service):
                     self._process_batch(tp, msgs)
             elif self.settings.clock == "wall":
                 self._wall_tick()
-            if self._outputs_pending() and time.monotonic() - self._last_commit >= self.settings.commit_interval:
+            interval = self.urgent_interval if self._urgent else self.settings.commit_interval
+            if self._outputs_pending() and time.monotonic() - self._last_commit >= interval:
                 await self._commit()
 
     # ------------------------------------------------------------------ processing
@@ -206,6 +210,8 @@ class TransactionalProcessor(mode.Service):
 
     def _emit(self, logical: str, key: bytes | None, value: bytes, partition: int | None = None) -> None:
         """What stages call to produce: buffered until the next transaction commits it."""
+        if logical in self.urgent:
+            self._urgent = True
         self._outputs.append((self.settings.topic(logical), key, value, partition))
 
     def _reject(self, emit: Emit, reason: str, m) -> None:
@@ -223,6 +229,7 @@ class TransactionalProcessor(mode.Service):
                 return
             assert self.producer is not None
             outputs, self._outputs = self._outputs, []
+            self._urgent = False
             offsets, self._offsets = self._offsets, {}
             try:
                 await self.producer.begin_transaction()
