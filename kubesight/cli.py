@@ -61,6 +61,37 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `kubesight rules list | head`: the reader is gone, nothing more to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
+    except Exception as exc:
+        msg = user_error(exc)
+        if msg is None:
+            raise
+        print(f"kubesight: {msg}", file=sys.stderr)
+        return 2
+
+
+def user_error(exc: BaseException) -> str | None:
+    """The one-line (one line per problem) message for an error the user can fix, else None (a bug: traceback).
+
+    >>> user_error(FileNotFoundError(2, "No such file or directory", "/nonexistent.yaml"))
+    '/nonexistent.yaml: No such file or directory'
+    >>> user_error(KeyError("x")) is None
+    True
+    """
+    from core.broker import KafkaLaunchError, KafkaUnreachable
+    from core.yamlconfig import ConfigError
+
+    if isinstance(exc, (ConfigError, KafkaUnreachable, KafkaLaunchError)):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    if isinstance(exc, FileNotFoundError):  # raised with a message of ours (the path comes first)
+        return str(exc)
+    return None
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ The whole topology in one place:
     events, samples --(signals processor: derived -> rules (+ detectors))--> alerts, deadletter, samples (derived)
     rules (compacted), pack files --(RulesTopicWatcher)--> validated hot reload of the rule engine
     alerts, alert-groups --(alerting processor, if routing is configured)--> notifications --> receivers
-    deadletter      --(Faust agent)--> deadletter_reasons table (count per origin+reason), /deadletter
+    deadletter      --(Faust agent)--> kubesight_deadletters_total{origin, reason} on /metrics, /deadletter
 
 Faust runs what it does well (the app and its lifecycle, web views, low-rate agents and
 their changelog-backed tables, rebalancing); the per-signal loop is the batch consumer in
@@ -22,8 +22,10 @@ import faust
 import orjson
 
 from core.settings import REPO, Settings
+from core.telemetry import DEADLETTERS, reason_key
 from streams.hotpath import Pipeline, TransactionalProcessor
-from streams.stages import RulePacks, RulesTopicWatcher, signal_stages
+from streams.stages import RulePacks, RulesStage, RulesTopicWatcher, signal_stages
+from streams.telemetry import install as install_telemetry
 
 log = logging.getLogger("kubesight.app")
 
@@ -38,7 +40,8 @@ def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = No
         topic_replication_factor=1,
         web_enabled=settings.web_port is not None,
         web_port=settings.web_port or 6066,
-        web_host="127.0.0.1",
+        web_host=settings.web_host,
+        web_bind=settings.web_host,  # Faust binds web_bind (default 0.0.0.0); web_host only names the URL
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
     )
@@ -68,25 +71,17 @@ def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = No
             if alerting is not None:
                 await self.add_runtime_dependency(alerting)
 
-    deadletter_reasons = app.Table("deadletter-reasons", default=int, partitions=settings.partitions)
-
     @app.agent(topics["deadletter"])
-    async def count_deadletters(stream):
+    async def count_deadletters(stream):  # each worker counts the partitions it reads; Prometheus sums them
         async for value in stream:
             try:
                 d = orjson.loads(value)
-                reason = f"{d.get('origin')}: {str(d.get('reason'))[:80]}"
-            except orjson.JSONDecodeError:
-                reason = "unreadable dead letter"
-            deadletter_reasons[reason] += 1
+                DEADLETTERS.labels(str(d.get("origin")), reason_key(d.get("reason"))).inc()
+            except (orjson.JSONDecodeError, AttributeError):
+                DEADLETTERS.labels("?", "unreadable dead letter").inc()
 
-    @app.page("/deadletter")
-    async def deadletter_view(web, request):
-        return web.json({k: v for k, v in deadletter_reasons.items()})
-
-    @app.page("/health")
-    async def health(web, request):
-        return web.json({"ok": True, "signals": processor.stats, "rules_version": packs.version,
-                         "rules": len(packs.holder.engine.ruleset), "rule_errors": packs.errors})
+    # /metrics, /health, /ready, /deadletter
+    install_telemetry(app, settings, bootstrap, processor, packs, alerting,
+                      next((s for s in processor.stage.stages if isinstance(s, RulesStage)), None))
 
     return app

@@ -49,9 +49,33 @@ def _worker(args) -> int:
     ensure_topics(settings, bootstrap)
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings, bootstrap, worker_id=args.worker_id)
-    worker = Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
+    print(f"kubesight worker: {what_it_runs(app, settings)}", file=sys.stderr, flush=True)
+    from core.shutdown import arm
+
+    class BoundedWorker(Worker):  # Faust's own stop, within settings.shutdown_timeout whatever hangs
+        def _on_sigterm(self) -> None:
+            arm(settings.shutdown_timeout, "kubesight worker")
+            super()._on_sigterm()
+
+        def _on_sigint(self) -> None:
+            arm(settings.shutdown_timeout, "kubesight worker")
+            super()._on_sigint()
+
+    worker = BoundedWorker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0
+
+
+def what_it_runs(app, settings: Settings) -> str:
+    """The start-up line: rules, routing file and receivers, or plainly that notifications are off."""
+    rs = app.kubesight_packs.holder.engine.ruleset
+    packs = ", ".join(f"{p.name}@{p.version}" for p in getattr(rs, "packs", ())) or "no pack"
+    out = f"{len(rs)} rules ({packs}) on {settings.topic('events')}, {settings.topic('samples')}; "
+    alerting = app.kubesight_alerting
+    if alerting is None:
+        return out + "notifications are OFF (no routing file in the settings: alerts go to the alerts topic only)"
+    names = [r.name for r in alerting.engine.cfg.receivers]
+    return out + f"routing {settings.routing}: {len(names)} receivers ({', '.join(names)})"
 
 
 def spawn_worker(settings: Settings, bootstrap: str, log_path: Path, worker_id: str = "w0") -> subprocess.Popen:
@@ -107,6 +131,29 @@ def group_lag(bootstrap: str, group: str, topics: list[str], exact_below: int = 
             return sum(gaps.values())
     finally:
         c.close()
+    return _records_between(bootstrap, {tp: (committed[tp] or 0, ends[tp]) for tp in gaps})
+
+
+def _records_between(bootstrap: str, spans: dict, timeout: float = 10.0) -> int:
+    """Data records (read_committed) in [start, end) of each partition: markers and aborted records not counted."""
+    from kafka import KafkaConsumer
+
+    r = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                      isolation_level="read_committed")
+    try:
+        r.assign(list(spans))
+        for tp, (start, _) in spans.items():
+            r.seek(tp, start)
+        n = 0
+        deadline = time.monotonic() + timeout
+        while any(r.position(tp) < end for tp, (_, end) in spans.items()):
+            if time.monotonic() > deadline:  # could not read to the end: count the rest as offsets
+                return n + sum(max(0, end - r.position(tp)) for tp, (_, end) in spans.items())
+            for tp, recs in r.poll(timeout_ms=200).items():
+                n += sum(1 for m in recs if m.offset < spans[tp][1])
+        return n
+    finally:
+        r.close()
 
 
 # ---------------------------------------------------------------- demo
@@ -131,29 +178,6 @@ class AlertTail(threading.Thread):
         from tqdm import tqdm
 
         while not self._halt.is_set():
-    return _records_between(bootstrap, {tp: (committed[tp] or 0, ends[tp]) for tp in gaps})
-
-
-def _records_between(bootstrap: str, spans: dict, timeout: float = 10.0) -> int:
-    """Data records (read_committed) in [start, end) of each partition: markers and aborted records not counted."""
-    from kafka import KafkaConsumer
-
-    r = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                      isolation_level="read_committed")
-    try:
-        r.assign(list(spans))
-        for tp, (start, _) in spans.items():
-            r.seek(tp, start)
-        n = 0
-        deadline = time.monotonic() + timeout
-        while any(r.position(tp) < end for tp, (_, end) in spans.items()):
-            if time.monotonic() > deadline:  # could not read to the end: count the rest as offsets
-                return n + sum(max(0, end - r.position(tp)) for tp, (_, end) in spans.items())
-            for tp, recs in r.poll(timeout_ms=200).items():
-                n += sum(1 for m in recs if m.offset < spans[tp][1])
-        return n
-    finally:
-        r.close()
             for m in self.consumer:
                 a = orjson.loads(m.value)
                 self.alerts.append(a)

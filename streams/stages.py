@@ -20,6 +20,7 @@ import logging
 import os
 import re
 from pathlib import Path
+from time import perf_counter
 
 import mode
 
@@ -34,13 +35,21 @@ from streams.hotpath import WATERMARK
 log = logging.getLogger("kubesight.rules")
 
 class RulesStage:
-    """Hot-path adapter: engine.process / engine.tick -> emit alert transitions to ``alerts``."""
+    """Hot-path adapter: engine.process / engine.tick -> emit alert transitions to ``alerts``.
+
+    ``seconds`` and ``evaluations`` add up the rule evaluation time (``kubesight_rule_evaluation_seconds``)."""
 
     def __init__(self, holder: EngineHolder):
         self.holder = holder
+        self.seconds = 0.0
+        self.evaluations = 0
 
     def process(self, rec, state, emit) -> None:
-        for a in self.holder.engine.process(rec, state, state.get(WATERMARK)):
+        t0 = perf_counter()
+        out = self.holder.engine.process(rec, state, state.get(WATERMARK))
+        self.seconds += perf_counter() - t0
+        self.evaluations += 1
+        for a in out:
             emit("alerts", a.key(), encode(a))
 
     def tick(self, now: float, state, emit) -> None:

@@ -148,13 +148,13 @@ def _collect(args) -> int:
 
 async def _serve(args, auth, nodes, host: str, port: int) -> int:
     import asyncio
-    import signal
 
     from aiohttp import web
 
     from collectors.cloud.server import PrintSink, create_app
     from collectors.sink import AsyncKafkaSink
     from core.settings import Settings
+    from core.shutdown import on_stop
 
     if args.stdout:
         sink = PrintSink()
@@ -178,9 +178,7 @@ async def _serve(args, auth, nodes, host: str, port: int) -> int:
     await web.TCPSite(runner, host, port).start()
     print(f"cloud intake listening on http://{host}:{port}/events", file=sys.stderr)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    on_stop(stop.set, Settings.load(args.config).shutdown_timeout, "kubesight collect cloud", asyncio.get_running_loop())
     await stop.wait()
     await runner.cleanup()  # lets in-flight requests finish (their events are acknowledged or answered 503)
     if not args.stdout:

@@ -173,12 +173,13 @@ def _collect(args) -> int:
         items = _stamped(sources.from_stream(sources.stdin_fd(), idle=idle, year=args.year), classifier)
     else:
         items = sources.from_path(args.from_file, year=args.year)
-    import signal
+    from core.settings import Settings
+    from core.shutdown import on_stop
 
-    def _stop(signum, frame):  # Kubernetes stops pods with SIGTERM: flush and save the checkpoint first
+    def _stop():  # Kubernetes stops pods with SIGTERM: flush and save the checkpoint first
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _stop)
+    on_stop(_stop, Settings.load(args.config).shutdown_timeout, "kubesight collect kernel")
     try:
         collector.run(items)
     except PermissionError as exc:

@@ -115,7 +115,6 @@ def register(sub, group) -> None:
 
 def _collect(args) -> int:
     import logging
-    import signal
     import threading
 
     from collectors.kubernetes import checkpoint
@@ -124,6 +123,7 @@ def _collect(args) -> int:
     from collectors.sink import KafkaSink
     from core.broker import bootstrap_for
     from core.settings import Settings
+    from core.shutdown import on_stop
     from core.topics import ensure_topics
 
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -149,8 +149,7 @@ def _collect(args) -> int:
     log.info("cluster %s: resuming from %s", cluster, restored["rv"] or "nothing (first start: list everything)")
     collector = Collector(Api(client, timeout=args.request_timeout), sink, opts, restored)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    on_stop(stop.set, settings.shutdown_timeout, "kubesight collect kubernetes")
     try:
         collector.run(stop)
     except Exception as exc:

@@ -80,18 +80,17 @@ def _collect(args) -> int:
 
 async def _main(args, cfg, static) -> int:
     import asyncio
-    import signal
 
     import aiohttp
 
     from collectors.metrics.scrape import Scraper, SelfMetrics
+    from core.settings import Settings
+    from core.shutdown import on_stop
 
     sink = await _sink(args)
     metrics = SelfMetrics()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    on_stop(stop.set, Settings.load(args.config).shutdown_timeout, "kubesight collect metrics", asyncio.get_running_loop())
     runner = None
     try:
         async with aiohttp.ClientSession() as session:

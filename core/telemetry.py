@@ -1,0 +1,101 @@
+"""What every long-running kubesight process serves: ``/metrics``, ``/health`` (liveness), ``/ready``.
+
+Metrics go to prometheus-client's default registry (``REGISTRY``), which already carries the
+standard ``process_*`` and ``python_*`` metrics; a module adds its own there (the worker's
+hot-path figures come from ``streams.telemetry``; receivers' deliveries can be added the same
+way).  ``/ready`` answers 200 only while every readiness check passes, else 503, and always says
+which check failed; ``/health`` answers 200 while the process can answer at all.
+
+Processes without a web server of their own (the collectors, ``silences serve``) start
+``serve(host, port, checks)``: a small threaded HTTP server, independent of their event loop,
+bound to ``Settings.web_host`` (127.0.0.1 unless configured).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
+
+# one check: () -> (ok, detail)
+Check = Callable[[], tuple[bool, object]]
+
+DEADLETTERS = Counter("kubesight_deadletters", "dead letters on the dead-letter topic, by origin and reason",
+                      ["origin", "reason"], registry=REGISTRY)
+
+_NUMBER = re.compile(r"\d+(\.\d+)?")
+
+
+def reason_key(reason: object, limit: int = 80) -> str:
+    """A dead letter's reason as a metric label: numbers (attempts, offsets, sizes) become N, cut to ``limit``.
+
+    One cause is then one series, however many attempts, offsets or seconds its messages name.
+
+    >>> reason_key("retry budget of 20s spent after 7 attempts; last: HTTP 500")
+    'retry budget of Ns spent after N attempts; last: HTTP N'
+    """
+    return _NUMBER.sub("N", str(reason))[:limit]
+
+
+def ready_report(checks: dict[str, Check]) -> tuple[bool, dict]:
+    """Run every check; (all passed, {name: {"ok", "detail"}}).  A check that raises has failed."""
+    out, ok = {}, True
+    for name, check in checks.items():
+        try:
+            good, detail = check()
+        except Exception as exc:  # a broken check is a failed check, never a 500
+            good, detail = False, f"{type(exc).__name__}: {exc}"
+        out[name] = {"ok": bool(good), "detail": detail}
+        ok = ok and bool(good)
+    return ok, out
+
+
+def broker_check(bootstrap: str) -> Check:
+    """Readiness: some bootstrap server of ``bootstrap`` accepts a connection (1 s)."""
+    from core.broker import KafkaUnreachable, check_reachable
+
+    def check():
+        try:
+            check_reachable(bootstrap, timeout=1.0)
+        except KafkaUnreachable as exc:
+            return False, str(exc)
+        return True, bootstrap
+
+    return check
+
+
+def serve(host: str, port: int, checks: dict[str, Check] | None = None) -> ThreadingHTTPServer:
+    """Serve /metrics, /health and /ready on ``host:port`` from a daemon thread; ``.server_address`` says where."""
+    checks = dict(checks or {})
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+            elif path == "/health":
+                self._send(200, b'{"ok":true}', "application/json")
+            elif path == "/ready":
+                ok, report = ready_report(checks)
+                self._send(200 if ok else 503, orjson.dumps({"ready": ok, "checks": report}), "application/json")
+            else:
+                self._send(404, b"not found\n", "text/plain")
+
+        def _send(self, code: int, body: bytes, ctype: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:  # probes every few seconds: no access log
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="kubesight-telemetry", daemon=True).start()
+    return server

@@ -1,0 +1,149 @@
+"""The worker's ``/metrics``, ``/health`` and ``/ready`` (Faust web pages), and its hot-path figures as metrics.
+
+Metrics, besides prometheus-client's standard ``process_*``/``python_*`` ones (all in the default
+registry; add yours there too):
+
+- ``kubesight_signals_in_total`` / ``kubesight_signals_out_total`` {processor}: records read by a hot
+  path, and records it produced in committed transactions (alerts, derived samples, dead letters);
+- ``kubesight_late_signals_total`` {processor}: signals older than ``allowed_lateness`` behind their
+  partition's event time (dead-lettered with the reason, never dropped silently);
+- ``kubesight_transactions_total`` {processor, result=committed|aborted};
+- ``kubesight_consumer_lag`` {processor, topic, partition}: offsets between the consumer's position
+  and the last stable offset (a transactional topic's commit marker counts as one);
+- ``kubesight_rule_evaluation_seconds_total`` and ``kubesight_rule_evaluations_total``: time the rule
+  engine took, and how many signals it evaluated (their ratio: the mean time per signal);
+- ``kubesight_deadletters_total`` {origin, reason}: everything on the dead-letter topic, counted by the
+  worker(s) reading it (``core.telemetry``).
+
+``/ready`` is 200 only while the broker answers, the signal processor has its partitions assigned
+and their state restored, the rules are loaded and (with routing) the alerting views have caught
+up; the body names each check.  ``/health`` is liveness: the event loop answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from core.telemetry import DEADLETTERS, broker_check, ready_report
+
+
+def consumer_lag(consumer) -> dict:
+    """{TopicPartition: offsets behind the last stable offset} for the partitions with a known position."""
+    out = {}
+    if consumer is None:
+        return out
+    assignment = consumer._subscription.subscription
+    if assignment is None or assignment.assignment is None:
+        return out
+    for tp in list(consumer.assignment()):
+        st = assignment.assignment.state_value(tp)
+        end = consumer.last_stable_offset(tp)
+        if end is None:
+            end = consumer.highwater(tp)
+        if st is None or not st.has_valid_position or end is None:
+            continue
+        out[tp] = max(0, end - st.position)
+    return out
+
+
+class WorkerMetrics:
+    """A prometheus-client collector reading the processors' counters when scraped (nothing on the hot path)."""
+
+    def __init__(self, processors: list, rules_stage=None):
+        self.processors = processors
+        self.rules_stage = rules_stage
+
+    def describe(self):
+        return []  # figures appear after start; an unchecked collector
+
+    def collect(self):
+        sig_in = CounterMetricFamily("kubesight_signals_in", "records read by a hot path", labels=["processor"])
+        sig_out = CounterMetricFamily("kubesight_signals_out", "records produced in committed transactions",
+                                      labels=["processor"])
+        late = CounterMetricFamily("kubesight_late_signals", "signals older than allowed_lateness (dead-lettered)",
+                                   labels=["processor"])
+        tx = CounterMetricFamily("kubesight_transactions", "hot-path transactions", labels=["processor", "result"])
+        lag = GaugeMetricFamily("kubesight_consumer_lag", "offsets behind the last stable offset",
+                                labels=["processor", "topic", "partition"])
+        for p in self.processors:
+            s = p.stats
+            sig_in.add_metric([p.name], s["in"])
+            sig_out.add_metric([p.name], s["out"])
+            late.add_metric([p.name], s.get("late", 0))
+            tx.add_metric([p.name, "committed"], s["commits"])
+            tx.add_metric([p.name, "aborted"], s["aborts"])
+            for tp, n in sorted(consumer_lag(p.consumer).items()):
+                lag.add_metric([p.name, tp.topic, str(tp.partition)], n)
+        yield from (sig_in, sig_out, late, tx, lag)
+        if self.rules_stage is not None:
+            yield CounterMetricFamily("kubesight_rule_evaluation_seconds", "time the rule engine took on signals",
+                                      value=self.rules_stage.seconds)
+            yield CounterMetricFamily("kubesight_rule_evaluations", "signals the rule engine evaluated",
+                                      value=self.rules_stage.evaluations)
+
+
+def partitions_check(proc):
+    """Readiness: the processor's consumer has partitions, and each one's state is restored."""
+    def check():
+        c = proc.consumer
+        if c is None:
+            return False, f"{proc.name}: not started"
+        assigned = sorted({tp.partition for tp in c.assignment()})
+        if not assigned:
+            return False, f"{proc.name}: no partitions assigned yet"
+        missing = [p for p in assigned if p not in proc.stores]
+        if missing:
+            return False, f"{proc.name}: restoring the state of partitions {missing}"
+        return True, f"{proc.name}: partitions {assigned} assigned and restored"
+    return check
+
+
+def install(app, settings, bootstrap: str, processor, packs, alerting, rules_stage=None) -> None:
+    """Add the metrics collector and the /metrics, /health, /ready pages to the Faust app."""
+    procs = [processor] + ([alerting.processor] if alerting is not None else [])
+    collector = WorkerMetrics(procs, rules_stage)
+    REGISTRY.register(collector)
+    app.kubesight_metrics = collector
+
+    def rules_check():
+        rs = packs.holder.engine.ruleset
+        detail = f"{len(rs)} rules, version {packs.version}"
+        return True, detail + (f"; last reload refused: {packs.errors}" if packs.errors else "")
+
+    def routing_check():
+        if alerting is None:
+            return True, "notifications off (no routing file)"
+        if not alerting.views_ready():
+            return False, f"{settings.routing}: silences and inhibition views still catching up"
+        return partitions_check(alerting.processor)()
+
+    checks = {"broker": broker_check(bootstrap), "signals": partitions_check(processor),
+              "rules": rules_check, "routing": routing_check}
+    app.kubesight_ready_checks = checks
+
+    @app.page("/metrics")
+    async def metrics(web, request):
+        return web.bytes(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.page("/health")
+    async def health(web, request):
+        return web.json({"ok": True})
+
+    @app.page("/ready")
+    async def ready(web, request):
+        ok, report = await asyncio.to_thread(ready_report, checks)
+        return web.json({"ready": ok, "checks": report, "signals": processor.stats}, status=200 if ok else 503)
+
+    @app.page("/deadletter")
+    async def deadletter_view(web, request):
+        """Dead letters counted by this worker, by origin and reason (the same figures as /metrics)."""
+        out: dict = {}
+        for m in DEADLETTERS.collect():
+            for s in m.samples:
+                if s.name.endswith("_total"):
+                    out.setdefault(s.labels["origin"], {})[s.labels["reason"]] = int(s.value)
+        return web.bytes(orjson.dumps(out), content_type="application/json")
