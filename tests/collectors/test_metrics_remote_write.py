@@ -128,6 +128,29 @@ def test_bad_payloads_get_400_and_are_dead_lettered_with_reasons(settings):
 
 
 @pytest.mark.kafka
+def test_big_bad_bodies_get_400_and_dead_letters_that_fit_the_topic(settings):
+    """Issue 13 #1: 900 KB and 2 MB of garbage, and a body that decompresses to 40 MB, answered 503
+    because their dead letters (the whole payload) exceeded the broker's 1 MB message limit."""
+    import hashlib
+    import os
+
+    from core.records import PAYLOAD_LIMIT
+
+    garbage_900k, garbage_2m = os.urandom(900 * 1024), os.urandom(2 * 2**20)
+    bomb = bytes(cramjam.snappy.compress_raw(b"\0" * (40 * 2**20)))
+    res = asyncio.run(_post_all(settings, [(garbage_900k, HEADERS), (garbage_2m, HEADERS), (bomb, HEADERS)]))
+    assert [s for s, _ in res[:-1]] == [400, 400, 400], res[:-1]
+    assert "exceeds the 8388608-byte limit" in res[2][1]
+    dead = {d["size"]: d for _, d in read_topic(settings.kafka, settings.topic("deadletter"))}
+    assert sorted(dead) == sorted(len(b) for b in (garbage_900k, garbage_2m, bomb))
+    for body in (garbage_900k, garbage_2m, bomb):
+        d = dead[len(body)]
+        assert d["truncated"] is True and d["sha256"] == hashlib.sha256(body).hexdigest()
+        assert d["encoding"] == "base64" and len(d["payload"]) <= PAYLOAD_LIMIT * 4 // 3 + 4
+    assert 'kubesight_metrics_remote_write_requests_total{code="400"} 3.0' in res[-1][1]
+
+
+@pytest.mark.kafka
 def test_kafka_unavailable_answers_503_so_the_sender_retries(settings):
     res = asyncio.run(_post_all(settings, [(encode(request_from_page("up 1\n", 1000)), HEADERS)],
                                 stop_sink_first=True, kafka_timeout=1.0))
