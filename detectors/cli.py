@@ -15,8 +15,6 @@ ALL = (
     ("novelty", {"smoothing": 0.2}),
     ("seasonal", {}),
     ("zscore", {}),
-    ("holtwinters", {}),
-    ("hst", {}),
     ("onset", {}),
 )
 
@@ -35,6 +33,12 @@ def register(sub, group) -> None:
     p.add_argument("--params", default=None, help="JSON object of parameters for --detector NAME")
     p.add_argument("--labels", default="combined_windows.json", help="labels file under labels/")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument(
+        "--cv",
+        action="store_true",
+        help="also choose the default detector's parameters by leave-one-category-out over the "
+        "folder's categories (detectors/tune.py) and print that cross-validated figure",
+    )
     p.set_defaults(func=_nab)
 
 
@@ -102,17 +106,53 @@ def _specs(args) -> list[tuple[str, dict]]:
     return [(det, params)]
 
 
+def run_cv(series, progress=None) -> dict:
+    """Leave-one-category-out choice of the default detector's parameters over ``onset.GRID``."""
+    import numpy as np
+
+    from detectors import registry, tune
+    from detectors.onset import GRID
+
+    labels = [s.labelled for s in series]
+    if len({tune.category(s.key) for s in series}) < 2:
+        raise ValueError("--cv needs files of at least two categories (folders under data/)")
+    candidates = {}
+    for params in tune.expand(GRID):
+        label = orjson.dumps(params).decode()
+        r = run_detector(series, registry.DEFAULT, params, progress)
+        # arrays, not lists of floats: 96 candidates x 200k rows stay ~150 MB
+        candidates[label] = [np.array([0.0 if v is None else v for v in sc]) for sc in r["scores"]]
+    cv = tune.cross_validate(labels, candidates)
+    out = {p: round(cv[p], 2) for p in ("standard", "reward_low_fp", "reward_low_fn")}
+    out["candidates"] = len(candidates)
+    out["folds"] = [{**f, "chosen": orjson.loads(f["chosen"])} for f in cv["folds"]]
+    ins = cv["in_sample"]
+    out["grid_in_sample"] = {
+        "params": orjson.loads(ins["chosen"]),
+        **{p: round(ins[p], 2) for p in ("standard", "reward_low_fp", "reward_low_fn")},
+    }
+    return out
+
+
 def _nab(args) -> int:
     from tqdm import tqdm
 
-    from detectors import corpus
+    from detectors import corpus, registry, tune
+    from detectors.onset import GRID
 
     try:
         specs = _specs(args)
         series = corpus.load(args.data, args.labels)
+        if args.cv and len({tune.category(s.key) for s in series}) < 2:
+            raise ValueError("--cv needs files of at least two categories (folders under data/)")
     except (ValueError, FileNotFoundError, orjson.JSONDecodeError, KeyError) as e:
         print(f"bench nab: {e}", file=sys.stderr)
         return 2
+    cv = None
+    if args.cv:
+        n = len(tune.expand(GRID))
+        with tqdm(total=len(series) * n, desc=f"cv: {n} candidates of {registry.DEFAULT}", unit="file", file=sys.stderr, leave=False) as bar:
+            cv = run_cv(series, bar)
     rows = len(series) and sum(len(s.values) for s in series)
     windows = sum(len(s.labelled.windows) for s in series)
     results = []
@@ -131,6 +171,8 @@ def _nab(args) -> int:
             for k in ("standard", "reward_low_fp", "reward_low_fn", "threshold", "us_per_point", "bytes_per_series")
         }
         out.update(detector=main["detector"], files=len(series), rows=rows, windows=windows)
+        if cv is not None:
+            out["cv"] = cv
         if len(results) > 1:
             out["detectors"] = {
                 _label(r): {k: r[k] for k in ("standard", "reward_low_fp", "reward_low_fn", "us_per_point", "bytes_per_series")}
@@ -148,6 +190,18 @@ def _nab(args) -> int:
             f"{_label(r):<28} {r['standard']:>9.2f} {r['reward_low_fp']:>8.2f} {r['reward_low_fn']:>8.2f} "
             f"{r['threshold']:>10.4f} {c['tp']:>4}/{c['fp']}/{c['fn']:<4} {r['us_per_point']:>9.2f} {r['bytes_per_series']:>13}"
         )
+    if cv is not None:
+        print()
+        print(f"cross-validated ({registry.DEFAULT}, leave one category out, {cv['candidates']} candidates; "
+              "parameters and thresholds chosen on the other categories):")
+        print(f"{'':<28} {'standard':>9} {'low_fp':>8} {'low_fn':>8}")
+        g = cv["grid_in_sample"]
+        print(f"{'in-sample (best of grid)':<28} {g['standard']:>9.2f} {g['reward_low_fp']:>8.2f} {g['reward_low_fn']:>8.2f}")
+        print(f"{'cross-validated':<28} {cv['standard']:>9.2f} {cv['reward_low_fp']:>8.2f} {cv['reward_low_fn']:>8.2f}")
+        for f in cv["folds"]:
+            c = f["counts"]["standard"]
+            print(f"  held out {f['held_out']:<22} {f['files']:>2} files {f['windows']:>3} windows  raw {f['raw']['standard']:>7.2f}  "
+                  f"tp/fp/fn {c['tp']}/{c['fp']}/{c['fn']}  chosen {orjson.dumps(f['chosen']).decode()}")
     return 0
 
 

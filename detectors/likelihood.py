@@ -12,7 +12,8 @@ class Likelihood:
 
     A short EWMA of raw scores is compared with the long EWMA mean and variance of that average;
     the Gaussian tail probability ``q`` becomes ``log(q + 1e-10) / log(1e-10)`` in [0, 1], so
-    0.5 means a 1-in-100,000 event. Constant memory (four floats).
+    0.5 means a 1-in-100,000 event. While the history has no spread at all (a raw score that was
+    always the same), anything above it scores 1. Constant memory (five floats).
 
     >>> lk = Likelihood(short=0.5, long=0.05)
     >>> for _ in range(200):
@@ -29,8 +30,8 @@ class Likelihood:
 
     def score(self, raw: float) -> float:
         sm = self.sm + self.short * (raw - self.sm)
-        if self.lv <= 0.0:
-            return 0.0
+        if self.lv <= 0.0:  # a history without spread: anything above it is new
+            return 1.0 if sm > self.lm else 0.0
         z = (sm - self.lm) / math.sqrt(self.lv + 1e-12)
         q = 0.5 * math.erfc(z * 0.7071067811865476)
         s = math.log(q + 1e-10) / LOG_FLOOR

@@ -124,11 +124,13 @@ def _sweep(scores: np.ndarray, reward: np.ndarray, window: np.ndarray, n_scored_
     return thresholds, totals
 
 
-def score_corpus(files: list[Labelled], scores: list, profiles=None) -> dict:
+def score_corpus(files: list[Labelled], scores: list, profiles=None, thresholds: dict | None = None) -> dict:
     """Score one detector's outputs over a corpus: per profile, the best threshold and normalised score.
 
     ``scores[i]`` holds one score per row of ``files[i]`` (None counts as 0).
-    Returns ``{profile: {"score", "threshold", "raw", "tp", "fp", "fn"}}``.
+    ``thresholds`` (``{profile: threshold}``) fixes each profile's threshold instead of choosing
+    the best one on this corpus: how a held-out part is scored with a threshold chosen elsewhere.
+    Returns ``{profile: {"score", "threshold", "raw", "tp", "fp", "fn", "windows"}}``.
     """
     profiles = profiles or PROFILES
     parts = []
@@ -139,7 +141,7 @@ def score_corpus(files: list[Labelled], scores: list, profiles=None) -> dict:
             raise ValueError(f"{f.name}: {len(sc)} scores for {f.rows} rows")
         reward, where = row_weights(f)
         keep = where != -2
-        arr = np.asarray([0.0 if v is None else float(v) for v in sc])[keep]
+        arr = (sc if isinstance(sc, np.ndarray) else np.asarray([0.0 if v is None else float(v) for v in sc]))[keep]
         wid = where[keep]
         parts.append((arr, reward[keep], np.where(wid >= 0, wid + offset, -1)))
         offset += len(f.windows)
@@ -151,9 +153,12 @@ def score_corpus(files: list[Labelled], scores: list, profiles=None) -> dict:
     out = {}
     for name, weights in profiles.items():
         a_tp, a_fp, a_fn = weights
-        thresholds, totals = _sweep(s, r, w, scored, weights)
-        b = int(np.argmax(totals))  # first max: the highest threshold among ties
-        thr = float(thresholds[b])
+        cuts, totals = _sweep(s, r, w, scored, weights)
+        if thresholds is None:
+            b = int(np.argmax(totals))  # first max: the highest threshold among ties
+        else:  # the lowest cut still >= the given threshold fires exactly the rows with score >= it
+            b = int(np.flatnonzero(cuts >= thresholds[name])[-1]) if (cuts >= thresholds[name]).any() else 0
+        thr = float(cuts[b]) if thresholds is None else float(thresholds[name])
         det = s >= thr
         fired = {int(k) for k in w[det & (w >= 0)]}
         raw = float(totals[b])
@@ -166,5 +171,6 @@ def score_corpus(files: list[Labelled], scores: list, profiles=None) -> dict:
             "tp": len(fired),
             "fp": int(np.sum(det & (w < 0))),
             "fn": scored - len(fired),
+            "windows": n_windows,
         }
     return out

@@ -9,13 +9,12 @@ from detectors.base import Detector
 from detectors.iforest import IsolationForest
 from detectors.novelty import RangeNovelty
 from detectors.onset import Onset
-from detectors.rivermodels import HalfSpaceTrees, HoltWinters
 from detectors.seasonal import Seasonal
 from detectors.zscore import ZScore
 
 # name -> class; the default univariate configuration is Onset with its default parameters
 CLASSES: dict[str, type[Detector]] = {
-    c.name: c for c in (RangeNovelty, ZScore, Seasonal, HalfSpaceTrees, HoltWinters, IsolationForest, Onset)
+    c.name: c for c in (RangeNovelty, ZScore, Seasonal, IsolationForest, Onset)
 }
 DEFAULT = "onset"
 
@@ -37,7 +36,7 @@ def build(name: str, params: dict[str, Any] | None = None) -> Detector:
     >>> build("zscor", {})
     Traceback (most recent call last):
     ...
-    ValueError: unknown detector 'zscor'; known: holtwinters, hst, iforest, novelty, onset, seasonal, zscore
+    ValueError: unknown detector 'zscor'; known: iforest, novelty, onset, seasonal, zscore
     """
     cls = CLASSES.get(name)
     if cls is None:

@@ -1,4 +1,4 @@
-"""Robust streaming z-score of a value and of its step, calibrated by anomaly likelihood."""
+"""Streaming z-score of a value and of its step (optionally huberised), calibrated by anomaly likelihood."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from detectors.likelihood import Likelihood
 
 
 class ZScore(Detector):
-    """EWMA z-scores of the level and of the step ``|x - previous x|``, huberised, then calibrated.
+    """EWMA z-scores of the level and of the step ``|x - previous x|``, then calibrated.
 
-    The level z-score is ``|x - mean| / sd`` with an EWMA mean and variance (rate ``alpha``);
-    residuals are clipped at ``clip`` standard deviations before they update the variance, so
-    one outlier does not blind the detector. The step score is ``|dx| / EWMA(|dx|)``. The raw
+    The level z-score is ``|x - mean| / sd`` with an EWMA mean and variance (rate ``alpha``).
+    Clipping is off by default (``clip=0``); with ``clip > 0`` residuals are clipped at ``clip``
+    standard deviations before they update the mean and variance, so one outlier does not blind
+    the detector (at the price of following a real level shift more slowly). The step score is ``|dx| / EWMA(|dx|)``. The raw
     score ``max(1 - exp(-z/level_scale), 1 - exp(-step/step_scale))`` goes through
     :class:`~detectors.likelihood.Likelihood`. State: nine numbers.
 

@@ -1,4 +1,17 @@
-"""One contract, every registered detector: warm-up, range, snapshot/restore, bounded state, seeds."""
+"""One contract, every registered detector: warm-up, range, snapshot/restore, bounded state, seeds,
+and detection: injected anomalies and a real labelled series are ranked above normal points.
+
+Detection protocol (ROC AUC over blocks, so that a detector reporting an incident once, at its
+onset, is judged fairly and a useless one gets 0.5 however many points it sees):
+
+- a *positive* is the highest score in the first ``K`` points of an anomaly (an injected one, or
+  the first half of a NAB window: NAB centres its windows on the labelled point, so the first
+  half is "up to the label");
+- the *negatives* are the highest scores of consecutive, non-overlapping blocks of the same
+  length ``K`` taken from normal points only (after the detector's warm-up, resp. NAB's
+  probation, and outside every window);
+- AUC = P(positive > negative) with ties counted as one half; it must be >= 0.9.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +21,9 @@ import random
 import orjson
 import pytest
 
-from detectors import registry
+from detectors import corpus, registry
+from detectors.nab import probation
+from tests.detectors.nabfile import nab_folder
 
 MULTIVARIATE = {"iforest"}
 STEP = 600.0  # seconds between points: 144 points a day, so seasonal slots fill quickly
@@ -114,3 +129,106 @@ def test_seasonal_needs_event_time():
     det = registry.build("seasonal", {})
     with pytest.raises(ValueError, match="needs the event time"):
         det.score_one(1.0)
+
+
+# -- detection ------------------------------------------------------------------------------------
+
+ONSET, LENGTH, K = 2000, 2600, 36  # anomaly at point 2000 (about 14 days in), blocks of 6 hours
+
+
+def injected(kind: str, seed: int, multivariate: bool):
+    """A daily wave (amplitude 20) with noise (sd 2), and from ONSET on one anomaly:
+    ``spike`` one point +60; ``shift`` the level +30 for good; ``variance`` the noise sd 2 -> 10."""
+    rnd = random.Random(seed)
+    out = []
+    for i in range(LENGTH):
+        t = 1_400_000_000.0 + i * STEP
+        sd = 10.0 if kind == "variance" and i >= ONSET else 2.0
+        base = 50 + 20 * math.sin(2 * math.pi * (t % 86400) / 86400) + rnd.gauss(0, sd)
+        if kind == "shift" and i >= ONSET:
+            base += 30
+        if kind == "spike" and i == ONSET:
+            base += 60
+        if multivariate:
+            x = {"cpu": base, "mem": 0.5 * base + rnd.gauss(0, 1), "latency": 100 + rnd.gauss(0, 5)}
+        else:
+            x = base
+        out.append((x, t))
+    return out
+
+
+def block_max(scores, first: int, last: int, k: int, keep=None) -> list[float]:
+    """Maxima of consecutive k-blocks in [first, last) whose every row is kept (default: all)."""
+    out = []
+    for i in range(first, last - k + 1, k):
+        if keep is None or all(keep[i : i + k]):
+            out.append(max(scores[i : i + k]))
+    return out
+
+
+def auc(pos: list[float], neg: list[float]) -> float:
+    """ROC AUC of positives vs negatives, ties as one half.
+
+    >>> auc([1.0], [0.0, 0.5]), auc([0.5], [0.5]), auc([0.0], [1.0])
+    (1.0, 0.5, 0.0)
+    """
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def zeroed(scores):
+    return [0.0 if s is None else s for s in scores]
+
+
+# Known misses, measured (AUC in brackets) and kept as strict xfails: the check runs, and a fix
+# that makes one pass turns the xfail into a failure so this list gets shortened.
+KNOWN_MISSES = {
+    ("iforest", "shift"): "a +30 shift stays inside the daily wave's range; forest scores are noisy (0.29)",
+    ("novelty", "shift"): "only new extremes count; a shift inside the wave's range is not one (0.44)",
+    ("seasonal", "spike"): "likelihood-calibrated slot residual: one point barely moves it (0.78)",
+    ("zscore", "shift"): "the step score is averaged away by the likelihood's short mean (0.01)",
+    ("onset", "spike"): "an earlier false alarm's refractory period hides the onset in one seed (0.69)",
+    ("onset", "shift"): "same refractory masking as the spike (0.68)",
+    ("onset", "variance"): "same refractory masking as the spike (0.68)",
+}
+
+
+@pytest.mark.parametrize("kind", ["spike", "shift", "variance"])
+def test_injected_anomalies_rank_above_normal_points(name, kind, request):
+    if (name, kind) in KNOWN_MISSES:
+        request.applymarker(pytest.mark.xfail(reason=KNOWN_MISSES[name, kind], strict=True))
+    pos, neg = [], []
+    for seed in (1, 2, 3):
+        raw = run(registry.build(name, {}), injected(kind, seed, name in MULTIVARIATE))
+        warm = next(i for i, s in enumerate(raw) if s is not None)
+        sc = zeroed(raw)
+        pos.append(max(sc[ONSET : ONSET + K]))
+        neg += block_max(sc, ONSET - K * ((ONSET - warm) // K), ONSET, K)
+    assert len(neg) >= 100
+    assert auc(pos, neg) >= 0.9, (name, kind, pos, sorted(neg)[-5:])
+
+
+@pytest.fixture(scope="module")
+def ambient(tmp_path_factory):
+    """NAB realKnownCause/ambient_temperature_system_failure (vendored): 7267 hourly rows, 2 windows."""
+    return corpus.load(nab_folder(tmp_path_factory.mktemp("nab")))[0]
+
+
+REAL_MISSES = {"iforest": "fed {'value': x} alone, the forest over 256 recent points does not isolate the failure (0.37)"}
+
+
+def test_real_labelled_series_ranks_windows_above_normal_blocks(name, ambient, request):
+    if name in REAL_MISSES:
+        request.applymarker(pytest.mark.xfail(reason=REAL_MISSES[name], strict=True))
+    s = ambient
+    points = [({"value": x} if name in MULTIVARIATE else x, t) for x, t in zip(s.values, s.times, strict=True)]
+    sc = zeroed(run(registry.build(name, {}), points))
+    n, windows = s.labelled.rows, s.labelled.windows
+    k = min((last - first + 1) // 2 for first, last in windows)
+    pos = [max(sc[first : first + k]) for first, _ in windows]
+    normal = [True] * n
+    for first, last in windows:
+        normal[first : last + 1] = [False] * (last - first + 1)
+    neg = block_max(sc, probation(n), n, k, normal)
+    assert len(pos) == 2 and len(neg) >= 10
+    assert auc(pos, neg) >= 0.9, (name, pos, sorted(neg)[-5:])

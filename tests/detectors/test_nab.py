@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 
 import orjson
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from detectors import corpus
 from detectors.nab import Labelled, probation, row_weights, scaled_sigmoid, score_corpus
 from kubesight.cli import main
+from tests.detectors.nabfile import KEY, nab_folder
 
 # one file, 1000 rows, probation = 150 rows, one window of width 100 at rows 500..599
 F = Labelled(name="f", rows=1000, windows=[(500, 599)])
@@ -119,14 +119,14 @@ def test_scores_must_match_rows():
         score_corpus([F], [[0.0] * 3])
 
 
-def test_corpus_reads_real_nab_windows(data_dir):
-    series = corpus.load(data_dir / "nab", "combined_windows_tiny.json")
-    assert [s.key for s in series] == ["realKnownCause/nyc_taxi.csv", "realKnownCause/rogue_agent_key_hold.csv"]
-    taxi = series[0]
-    assert taxi.labelled.rows == len(taxi.values) == 10320 and len(taxi.labelled.windows) == 5
-    first, last = taxi.labelled.windows[0]
-    assert taxi.times[first] == 1414683000.0  # 2014-10-30 15:30:00 UTC
-    assert last - first == 4 * 48 + 14  # to 2014-11-03 22:30, half-hourly rows
+def test_corpus_reads_real_nab_windows(tmp_path):
+    series = corpus.load(nab_folder(tmp_path))
+    assert [s.key for s in series] == [KEY]
+    amb = series[0]
+    assert amb.labelled.rows == len(amb.values) == 7267 and len(amb.labelled.windows) == 2
+    first, last = amb.labelled.windows[0]
+    assert amb.times[first] == 1387090800.0  # 2013-12-15 07:00:00 UTC
+    assert amb.times[last] == 1388394000.0  # 2013-12-30 09:00:00 UTC
 
 
 def test_corpus_names_the_missing_file(tmp_path):
@@ -136,20 +136,20 @@ def test_corpus_names_the_missing_file(tmp_path):
         corpus.load(tmp_path)
 
 
-def test_bench_nab_json_on_a_small_nab_folder(data_dir, tmp_path, capsys):
-    src = data_dir / "nab"
-    shutil.copytree(src / "labels", tmp_path / "labels")
-    for key in ("realKnownCause/rogue_agent_key_hold.csv", "realKnownCause/nyc_taxi.csv"):
-        (tmp_path / "data" / key).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src / "data" / key, tmp_path / "data" / key)
-    rc = main(["bench", "nab", "--data", str(tmp_path), "--labels", "combined_windows_tiny.json", "--json"])
+def test_bench_nab_json_on_a_small_nab_folder(tmp_path, capsys):
+    rc = main(["bench", "nab", "--data", str(nab_folder(tmp_path)), "--json"])
     assert rc == 0
     out = orjson.loads(capsys.readouterr().out)
     assert {"standard", "reward_low_fp", "reward_low_fn", "threshold", "us_per_point", "files", "windows"} <= set(out)
-    assert out["files"] == 2 and out["windows"] == 7 and out["bytes_per_series"] <= 4096
+    assert out["files"] == 1 and out["windows"] == 2 and out["bytes_per_series"] <= 4096
     assert -100 <= out["standard"] <= 100 and out["us_per_point"] > 0
 
 
-def test_bench_nab_rejects_unknown_detector(data_dir, capsys):
-    rc = main(["bench", "nab", "--data", str(data_dir / "nab"), "--detector", "nope"])
+def test_bench_nab_rejects_unknown_detector(tmp_path, capsys):
+    rc = main(["bench", "nab", "--data", str(nab_folder(tmp_path)), "--detector", "nope"])
     assert rc == 2 and "unknown detector 'nope'" in capsys.readouterr().err
+
+
+def test_bench_nab_cv_needs_two_categories(tmp_path, capsys):
+    rc = main(["bench", "nab", "--data", str(nab_folder(tmp_path)), "--cv"])
+    assert rc == 2 and "at least two categories" in capsys.readouterr().err
