@@ -1,10 +1,11 @@
 # Two commands for a fresh machine: `make demo` (the main job) and `make test` (the suite).
-# Each sets up what it needs (virtual environment, dependencies, Kafka jars) and reuses it next time.
+# Each sets up what it needs (virtual environment, dependencies, Kafka jars, the local Kubernetes
+# control plane built once from the Go module proxy) and reuses it next time.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install jars lint clean
+.PHONY: demo test install jars cluster lint clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,11 +18,15 @@ install: $(STAMP)
 jars: $(STAMP)
 	@$(PY) -c "from core.broker import ensure_jars; ensure_jars()"
 
+# etcd, kube-apiserver, controller-manager, scheduler, kwok: built once (~8 min on 2 cores), then reused
+cluster: $(STAMP)
+	@$(PY) -m deploy.cluster.launcher build >/dev/null
+
 demo: jars
 	$(VENV)/bin/kubesight demo
 
 # pytest's exit 5 (no tests collected) counts as a failure
-test: jars
+test: jars cluster
 	@$(PY) -m pytest -p no:cacheprovider; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest ran no tests" >&2; exit 1; fi; exit $$rc
 

@@ -10,10 +10,17 @@ K8S=v1.34.3; ETCD=v3.6.16; KWOK=v0.7.0
 CACHE="${1:-${KUBESIGHT_CLUSTER_CACHE:-$HOME/.cache/kubesight/cluster}}"
 BIN="$CACHE/bin-$K8S"
 want=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
-have=1; for b in "${want[@]}"; do [ -x "$BIN/$b" ] || have=0; done
-if [ $have = 1 ]; then echo "cluster build: cached in $BIN"; exit 0; fi
-command -v go >/dev/null || { echo "cluster build: Go is not installed (apt-get install golang, or see go.dev/dl); it builds the control plane from the Go module proxy" >&2; exit 2; }
+cached() { local b; for b in "${want[@]}"; do [ -x "$BIN/$b" ] || return 1; done; [ -d "$BIN/stages/pod" ]; }
+if cached; then echo "cluster build: cached in $BIN"; exit 0; fi
+command -v go >/dev/null || { echo "cluster build: Go is not installed: install Go >= 1.26 (https://go.dev/dl); it builds the control plane from the Go module proxy" >&2; exit 2; }
+gv=$(go env GOVERSION); gv=${gv#go}; IFS=. read -r gmaj gmin _ <<<"$gv"
+if [ "${gmaj:-0}" -lt 1 ] || { [ "$gmaj" -eq 1 ] && [ "${gmin:-0}" -lt 26 ]; }; then
+  echo "cluster build: Go $gv is too old: install Go >= 1.26 (https://go.dev/dl; etcd $ETCD needs it)" >&2; exit 2; fi
 mkdir -p "$BIN" "$CACHE/src"
+# one build at a time (tests, the demo and CI may start together): the others wait, then reuse it
+exec 9>"$CACHE/build.lock"
+if ! flock -n 9; then echo "cluster build: another build is running; waiting for it"; flock 9; fi
+if cached; then echo "cluster build: cached in $BIN"; exit 0; fi
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local GOWORK=off
 step() { printf 'cluster build: %-28s' "$1"; }
 t0=$(date +%s)
@@ -45,9 +52,9 @@ LD="-s -w -X k8s.io/component-base/version.gitVersion=$K8S -X k8s.io/component-b
 build() {  # name dir pkg ldflags
   [ -x "$BIN/$1" ] && { step "$1"; echo "cached"; return; }
   step "$1"; local s; s=$(date +%s)
-  (cd "$2" && go build -trimpath -ldflags "$4" -o "$BIN/$1.tmp" "$3") > "$CACHE/build-$1.log" 2>&1 || {
+  (cd "$2" && go build -trimpath -ldflags "$4" -o "$BIN/$1.tmp.$$" "$3") > "$CACHE/build-$1.log" 2>&1 || {
     echo "FAILED"; echo "cluster build: $1 failed; last lines of $CACHE/build-$1.log:" >&2; tail -20 "$CACHE/build-$1.log" >&2; exit 1; }
-  mv "$BIN/$1.tmp" "$BIN/$1"; echo "$(( $(date +%s) - s ))s"
+  mv "$BIN/$1.tmp.$$" "$BIN/$1"; echo "$(( $(date +%s) - s ))s"
 }
 build kube-apiserver "$CACHE/src/kubernetes" ./cmd/kube-apiserver "$LD"
 build kube-controller-manager "$CACHE/src/kubernetes" ./cmd/kube-controller-manager "$LD"
@@ -55,5 +62,5 @@ build kube-scheduler "$CACHE/src/kubernetes" ./cmd/kube-scheduler "$LD"
 build etcd "$CACHE/src/etcd" . "-s -w"
 build kwok "$CACHE/src/kwok" ./cmd/kwok "-s -w"
 # kwok's stage files travel with the binaries
-mkdir -p "$BIN/stages"; cp -r "$CACHE/src/kwok/kustomize/stage/node" "$CACHE/src/kwok/kustomize/stage/pod" "$BIN/stages/"
+rm -rf "$BIN/stages"; mkdir -p "$BIN/stages"; cp -r "$CACHE/src/kwok/kustomize/stage/node" "$CACHE/src/kwok/kustomize/stage/pod" "$BIN/stages/"
 echo "cluster build: done in $(( $(date +%s) - t0 ))s -> $BIN"
