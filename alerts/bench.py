@@ -1,16 +1,13 @@
-"""``kubesight bench alerts``: alerts/s through lifecycle + routing + grouping, then delivery to a local webhook."""
+"""``kubesight bench alerts``, in process: alerts/s through lifecycle + routing + grouping (delivery: ``streams.bench_alerts``)."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import sys
 import time
 
 from alerts.config import load_text
 from alerts.engine import Engine
-from alerts.localhooks import LocalHooks
-from alerts.receivers import Receivers
 from core.records import Alert
 
 TEAMS = 10
@@ -80,39 +77,11 @@ def run(n: int, groups: int) -> dict:
     engine_s = time.perf_counter() - t0
     carried = sum(len(x["alerts"]) for x in notes)
 
-    async def deliver() -> tuple[float, LocalHooks]:
-        import aiohttp
-
-        hooks = LocalHooks(cfg)
-        await hooks.start()
-        rcv = Receivers(cfg)
-        sem = asyncio.Semaphore(32)
-
-        async def one(note):
-            async with sem:
-                return await rcv.notify(session, note)
-
-        try:
-            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
-                t1 = time.perf_counter()
-                results = await asyncio.gather(*(one(x) for x in notes))
-                took = time.perf_counter() - t1
-        finally:
-            await hooks.stop()
-        assert all(o.ok for r in results for _, o in r), "a delivery failed"
-        return took, hooks
-
-    http_s, hooks = asyncio.run(deliver())
     fig = {
         "alerts": n, "groups": groups, "notifications": len(notes), "alerts_in_notifications": carried,
         "engine_alerts_per_s": n / engine_s, "engine_us_per_alert": engine_s / n * 1e6,
-        "http_notifications_per_s": len(notes) / http_s, "end_to_end_alerts_per_s": n / (engine_s + http_s),
-        "received": len(hooks.got),
     }
     print(f"bench alerts: {n} alert transitions over {groups} groups, {TEAMS} owner receivers + fallback")
     print(f"  lifecycle+routing+grouping  {fig['engine_alerts_per_s']:>10,.0f} alerts/s  "
           f"({fig['engine_us_per_alert']:.1f} µs/alert, {len(notes)} notifications, {carried} alerts in them)")
-    print(f"  webhook delivery (aiohttp)  {fig['http_notifications_per_s']:>10,.0f} notifications/s  "
-          f"({len(hooks.got)} received by the local webhook)")
-    print(f"  end to end                  {fig['end_to_end_alerts_per_s']:>10,.0f} alerts/s")
     return fig

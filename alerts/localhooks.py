@@ -7,6 +7,7 @@ kept (receiver, payload) and, with ``echo``, printed as one line: which receiver
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -108,3 +109,105 @@ class LocalHooks:
 
 def print_line(line: str) -> None:
     print(line, file=sys.stdout, flush=True)
+
+
+# ---------------------------------------------------------------- a receiver process for the benchmarks
+
+
+class RecordingReceiver:
+    """Webhook receiver for benchmarks, meant to run in its own process (``python -m alerts.localhooks``).
+
+    Paths behave as told: ``fail`` answers a status, ``stall`` never answers in time; any other path
+    accepts.  Each accepted alert appends ``path event_time delay`` to ``out`` (delay: arrival wall
+    time minus the alert's ``startsAt``, which the benchmarks set to the time they produced it).
+    """
+
+    def __init__(self, out: str, fail: dict[str, int] | None = None, stall: set[str] | None = None):
+        self.out = open(out, "a", buffering=1 << 16)  # noqa: SIM115 - flushed by a task, closed at exit
+        self.fail = fail or {}
+        self.stall = stall or set()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        import asyncio
+        from datetime import datetime
+
+        body = await request.read()
+        path = request.path
+        if path in self.fail:
+            return web.Response(status=self.fail[path], text="failing on purpose")
+        if path in self.stall:
+            await asyncio.sleep(3600)
+        now = time.time()
+        note = orjson.loads(body)
+        lines = []
+        for a in note["alerts"]:
+            t = datetime.fromisoformat(a["startsAt"]).timestamp()
+            lines.append(f"{path} {t:.3f} {now - t:.4f}\n")
+        self.out.write("".join(lines) + f"{path} note {len(note['alerts'])}\n")
+        return web.Response(text="ok")
+
+    async def run(self, port: int) -> None:
+        import asyncio
+
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_post("/{tail:.*}", self.handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", port, backlog=1024)
+        await site.start()
+        print(f"listening {site._server.sockets[0].getsockname()[1]}", flush=True)
+        while True:
+            await asyncio.sleep(0.2)
+            self.out.flush()
+
+
+def read_recorded(path: str) -> tuple[dict[str, list[tuple[float, float]]], dict[str, int]]:
+    """What a RecordingReceiver wrote: per path [(event time, delay)], and notifications per path."""
+    delays: dict[str, list[tuple[float, float]]] = {}
+    notes: dict[str, int] = {}
+    with open(path) as fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) != 3:
+                continue  # a line being written
+            if parts[1] == "note":
+                notes[parts[0]] = notes.get(parts[0], 0) + 1
+            else:
+                delays.setdefault(parts[0], []).append((float(parts[1]), float(parts[2])))
+    return delays, notes
+
+
+def spawn_receiver(out: str, fail: dict[str, int] | None = None, stall: set[str] | None = None):
+    """Start a RecordingReceiver process; returns (process, base URL)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "alerts.localhooks", "--out", out]
+    cmd += [a for p, s in (fail or {}).items() for a in ("--fail", f"{p}={s}")]
+    cmd += [a for p in (stall or ()) for a in ("--stall", p)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline().split()
+    if len(line) != 2 or line[0] != "listening":
+        proc.kill()
+        raise RuntimeError(f"the receiver process did not start: {line}")
+    return proc, f"http://127.0.0.1:{line[1]}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import asyncio
+
+    p = argparse.ArgumentParser(description="a recording webhook receiver for the benchmarks")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--fail", action="append", default=[], metavar="PATH=STATUS")
+    p.add_argument("--stall", action="append", default=[], metavar="PATH")
+    a = p.parse_args(argv)
+    fail = {x.rsplit("=", 1)[0]: int(x.rsplit("=", 1)[1]) for x in a.fail}
+    try:
+        asyncio.run(RecordingReceiver(a.out, fail, set(a.stall)).run(a.port))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

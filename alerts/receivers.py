@@ -129,16 +129,31 @@ async def send_once(session, integ: Integration, note: dict, external_url: str) 
     url, body = req
     headers = {"Content-Type": "application/json", "Idempotency-Key": note["id"]}
     try:
-        async with session.post(url, data=body, headers=headers,
-                                timeout=aiohttp.ClientTimeout(total=integ.timeout)) as resp:
+        async with session.post(url, data=body, headers=headers, timeout=_timeout(integ.timeout)) as resp:
             data = await resp.read()
             out = classify(resp.status, data, resp.headers)
     except TimeoutError:
         out = Outcome(False, True, reason=f"timeout after {integ.timeout:g}s")
     except aiohttp.ClientError as exc:
         out = Outcome(False, True, reason=f"{type(exc).__name__}: {exc}")
-    out.reason = redact(out.reason, integ.secrets())
+    if out.reason:
+        out.reason = redact(out.reason, integ.secrets())
     return out
+
+
+_TIMEOUTS: dict[float, object] = {}
+
+
+def _timeout(seconds: float):
+    import aiohttp
+
+    t = _TIMEOUTS.get(seconds)
+    if t is None:
+        t = _TIMEOUTS[seconds] = aiohttp.ClientTimeout(total=seconds)
+    return t
+
+
+_RNG = random.Random()  # jitter only: no need for one seeded generator per delivery
 
 
 def backoff(attempt: int, retry: Retry, rng: random.Random) -> float:
@@ -149,7 +164,7 @@ def backoff(attempt: int, retry: Retry, rng: random.Random) -> float:
 async def deliver(session, integ: Integration, note: dict, retry: Retry, external_url: str, *,
                   rng: random.Random | None = None, clock=time.monotonic, sleep=asyncio.sleep) -> Outcome:
     """Send until success, a final failure, or the retry budget is spent; returns the last outcome."""
-    rng = rng or random.Random()
+    rng = rng or _RNG
     start = clock()
     attempt = 0
     while True:
@@ -192,6 +207,8 @@ class Receivers:
         """Deliver one notification to every integration of its receiver, concurrently."""
         items = self.integrations.get(note["receiver"], [])
         retry = self.retry.get(note["receiver"], Retry())
+        if len(items) == 1:  # the usual case: no gather (it costs a task per call)
+            return [(items[0], await deliver(session, items[0], note, retry, self.external_url, **kw))]
         outs = await asyncio.gather(*(deliver(session, i, note, retry, self.external_url, **kw) for i in items))
         return list(zip(items, outs, strict=True))
 

@@ -53,11 +53,18 @@ def register(sub, group) -> None:
     sv.set_defaults(func=_silences_serve)
 
     bench = group("bench", "benchmarks that print figures")
-    b = bench.add_parser("alerts", help="alerts/s through lifecycle, routing, grouping and a local webhook")
-    b.add_argument("--alerts", type=int, default=50000)
+    b = bench.add_parser("alerts", help="alerting: grouping in process, then delivery, end to end and isolation "
+                                        "through Kafka to a receiver process")
+    b.add_argument("--alerts", type=int, default=50000, help="in-process grouping bench (default: %(default)s)")
     b.add_argument("--groups", type=int, default=500)
-    b.add_argument("--kafka-alerts", type=int, default=20000,
-                   help="also run that many alerts through Kafka and a worker (0: skip; default: %(default)s)")
+    b.add_argument("--notifications", type=int, default=20000,
+                   help="delivery bench: notifications waiting in Kafka (0: skip; default: %(default)s)")
+    b.add_argument("--kafka-alerts", type=int, default=10000,
+                   help="end to end: alerts through Kafka and a worker (0: skip; default: %(default)s)")
+    b.add_argument("--isolation-rate", type=float, default=200.0,
+                   help="isolation: alerts/s to 2 healthy, 1 failing and 1 down receiver (0: skip)")
+    b.add_argument("--isolation-seconds", type=float, default=10.0)
+    b.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     b.set_defaults(func=_bench)
 
 
@@ -272,15 +279,43 @@ def _silences_serve(args) -> int:
 
 
 def _bench(args) -> int:
+    import json
+    import tempfile
+    from pathlib import Path
+
     from alerts.bench import run
+    from streams import bench_alerts as ba
 
-    run(args.alerts, args.groups)
+    import logging
+
+    logging.getLogger("kubesight.alerts.receivers").setLevel(logging.ERROR)  # the failing receivers' retries
+    figs = {"engine": run(args.alerts, args.groups)}
+    work = Path(tempfile.mkdtemp(prefix="kubesight-bench-alerts-"))
+
+    def fresh(name: str):
+        return _kafka(args, prefix=f"bench-alerts-{name}-{int(time.time())}-", ephemeral=True)
+
+    if args.notifications:
+        settings, bootstrap = fresh("deliver")
+        f = figs["delivery"] = asyncio.run(ba.delivery(settings, bootstrap, args.notifications, work))
+        print(f"  delivery (1 worker -> receiver process) {f['per_s_from_start']:>8,.0f} notifications/s from start "
+              f"({f['per_s_steady']:,.0f}/s first to last arrival; {f['received']}/{f['notifications']} received; "
+              f"{f['cpu_us_per_notification']:.0f} µs CPU each in the worker)")
     if args.kafka_alerts:
-        from streams.alerting import bench_kafka
-
-        settings, bootstrap = _kafka(args, prefix=f"bench-alerts-{int(time.time())}-", ephemeral=True)
-        fig = asyncio.run(bench_kafka(settings, bootstrap, args.kafka_alerts, args.groups))
-        print(f"  through Kafka (1 worker)    {fig['alerts_per_s']:>10,.0f} alerts/s  ({fig['alerts']} alerts "
-              f"produced first, all delivered in {fig['seconds']:.1f}s incl. start-up and 1s group_wait; "
-              f"{fig['notifications']} notifications)")
+        settings, bootstrap = fresh("e2e")
+        f = figs["end_to_end"] = asyncio.run(ba.end_to_end(settings, bootstrap, args.kafka_alerts, work))
+        print(f"  end to end through Kafka    {f['alerts_per_s']:>10,.0f} alerts/s  ({f['alerts']} alerts produced "
+              f"first, one group each, group_wait 0: {f['received']} notifications in {f['seconds']:.1f}s incl. start-up)")
+    if args.isolation_rate:
+        settings, bootstrap = fresh("iso")
+        f = figs["isolation"] = asyncio.run(ba.isolation(settings, bootstrap, args.isolation_rate,
+                                                         args.isolation_seconds, work))
+        d = f["healthy_delay"]
+        verdict = "within" if d["p99"] is not None and d["p99"] <= f["budget"] else "OVER"
+        print(f"  isolation ({f['rate']:g} alerts/s for {f['seconds']:g}s; 1 receiver answers 500, 1 is down): "
+              f"healthy receivers' delay p50 {d['p50']:.2f}s p95 {d['p95']:.2f}s p99 {d['p99']:.2f}s "
+              f"(n={d['n']}), {verdict} group_wait + 1 s = {f['budget']:g}s")
+        print(f"    received {f['received']} of sent {f['sent']}")
+    if args.json:
+        print(json.dumps(figs, default=str))
     return 0
