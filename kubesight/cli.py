@@ -26,6 +26,7 @@ AREAS = (
     "rules.cli",  # rules check | test | list, bench rules
     "streams.cli_alerts",  # routes test | check, silences add | list | expire | serve, bench alerts
 )
+    "streams.bench_latency",  # bench latency
 
 
 def build_parser() -> argparse.ArgumentParser:

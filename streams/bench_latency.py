@@ -1,0 +1,197 @@
+"""``kubesight bench latency``: event -> alerts topic and event -> webhook, on the wall clock, as a user would see it.
+
+Separate processes: a producer (BackOff events at a fixed rate, each in its own namespace, so each
+fires ``KubeContainerBackOff`` on its first occurrence and opens its own alert group), one
+``kubesight worker`` (default pack, routing to one receiver with the group_wait given), a reader of
+the alerts topic (read_committed) and a webhook receiver (``alerts.localhooks``).  An event's time
+is the wall clock when it was produced; the alert's ``startsAt`` is that time, so the reader and the
+receiver each measure arrival minus ``startsAt``.  Figures per rate: p50/p95/p99 and how many arrived.
+
+    python -m streams.bench_latency produce BOOTSTRAP TOPIC RATE SECONDS TAG   (the producer process)
+    python -m streams.bench_latency read BOOTSTRAP TOPIC OUT                    (the alerts-topic reader)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from core.settings import REPO, Settings
+
+
+def register(sub, group) -> None:
+    b = group("bench", "benchmarks that print figures").add_parser(
+        "latency", help="p50/p95/p99 event -> alerts topic and event -> webhook, separate processes, per rate")
+    b.add_argument("--rate", type=float, action="append", help="events/s (repeat; default: 100 and 2000)")
+    b.add_argument("--seconds", type=float, default=10.0, help="per rate (default: %(default)s)")
+    b.add_argument("--group-wait", default="0s", help="the route's group_wait (default: %(default)s)")
+    b.add_argument("--json", action="store_true", help="print the figures as JSON")
+    b.set_defaults(func=_bench)
+
+
+# ---------------------------------------------------------------- the child processes
+
+
+async def produce(bootstrap: str, topic: str, rate: float, seconds: float, tag: str) -> int:
+    from aiokafka import AIOKafkaProducer
+
+    from core.records import Entity, Event, encode
+
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2, enable_idempotence=True)
+    await p.start()
+    n = 0
+    try:
+        start = time.monotonic()
+        while (el := time.monotonic() - start) < seconds:
+            while n < el * rate:
+                ent = Entity(namespace=f"bench-{tag}-{n}", kind="Pod", name=f"pod-{n}", uid=f"uid-{tag}-{n}",
+                             node="node-1")
+                ev = Event(source="k8s", reason="BackOff", time=time.time(), type="Warning", entity=ent,
+                           labels={"container": "app"}, message="Back-off restarting failed container",
+                           id=f"bench-{tag}-{n}")
+                await p.send(topic, encode(ev), key=ent.key())
+                n += 1
+            await asyncio.sleep(0.005)
+        await p.flush()
+    finally:
+        await p.stop()
+    return n
+
+
+async def read(bootstrap: str, topic: str, out: str) -> None:
+    import orjson
+    from aiokafka import AIOKafkaConsumer
+
+    from core.records import parse_time
+
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, isolation_level="read_committed",
+                         auto_offset_reset="latest", enable_auto_commit=False, fetch_max_wait_ms=50)
+    await c.start()
+    print("reading", flush=True)
+    with open(out, "a") as fh:
+        try:
+            while True:
+                batches = await c.getmany(timeout_ms=200)
+                now = time.time()
+                for msgs in batches.values():
+                    for m in msgs:
+                        a = orjson.loads(m.value)
+                        if a.get("status") == "firing":
+                            t = parse_time(a["startsAt"])
+                            fh.write(f"alerts {t:.3f} {now - t:.4f}\n")
+                fh.flush()
+        finally:
+            await c.stop()
+
+
+# ---------------------------------------------------------------- the bench
+
+
+ROUTING = """
+route:
+  receiver: bench
+  group_by: [alertname, namespace]
+  group_wait: {group_wait}
+  group_interval: 5m
+  repeat_interval: 4h
+receivers:
+  - name: bench
+    webhook_configs: [{{url: "{url}/hook", timeout: 5s}}]
+"""
+
+
+def _spawn(*args: str, out=subprocess.DEVNULL) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "streams.bench_latency", *args], cwd=REPO, stdout=out,
+                            stdin=subprocess.DEVNULL, text=True)
+
+
+def _window(samples: list[tuple[float, float]], t0: float, t1: float) -> list[float]:
+    return [d for t, d in samples if t0 <= t <= t1]
+
+
+def _bench(args) -> int:
+    from alerts.localhooks import read_recorded, spawn_receiver
+    from core.broker import bootstrap_for
+    from core.topics import ensure_topics
+    from streams.bench_alerts import percentiles
+    from streams.cli_run import spawn_worker, stop_process
+
+    rates = args.rate or [100.0, 2000.0]
+    tag = str(int(time.time()))
+    settings = Settings.load(args.config)
+    settings = settings.model_copy(update={"topic_prefix": f"bench-latency-{tag}-", "app_id": f"bench-latency-{tag}"})
+    bootstrap = bootstrap_for(settings, ephemeral=True)
+    work = Path(tempfile.mkdtemp(prefix="kubesight-bench-latency-"))
+    procs: list[subprocess.Popen] = []
+    results = []
+    try:
+        hook_out, topic_out = str(work / "webhook.txt"), str(work / "alerts.txt")
+        receiver, url = spawn_receiver(hook_out)
+        procs.append(receiver)
+        routing = work / "routing.yaml"
+        routing.write_text(ROUTING.format(group_wait=args.group_wait, url=url))
+        settings = settings.model_copy(update={"routing": str(routing), "kafka": bootstrap})
+        ensure_topics(settings, bootstrap)
+        reader = _spawn("read", bootstrap, settings.topic("alerts"), topic_out, out=subprocess.PIPE)
+        procs.append(reader)
+        reader.stdout.readline()
+        worker = spawn_worker(settings, bootstrap, work / "worker.log", worker_id=f"bench-{tag}")
+        procs.append(worker)
+        print(f"bench latency: worker, reader, receiver and producer in their own processes (logs in {work})",
+              file=sys.stderr)
+        # warm up until an alert reaches the receiver (the worker starts, restores, loads the rules)
+        deadline = time.monotonic() + 120
+        while not read_recorded(hook_out)[1]:
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise SystemExit(f"bench latency: no notification within 120 s; see {work / 'worker.log'}")
+            _spawn("produce", bootstrap, settings.topic("events"), "20", "1", f"warm{int(time.monotonic())}").wait()
+        time.sleep(2.0)
+        for rate in rates:
+            t0 = time.time()
+            prod = _spawn("produce", bootstrap, settings.topic("events"), f"{rate:g}", f"{args.seconds:g}",
+                          f"r{rate:g}", out=subprocess.PIPE)
+            sent = int(prod.stdout.read().strip() or 0)
+            prod.wait()
+            t1 = time.time()
+            wait_until = time.monotonic() + 30
+            while True:
+                delays, _ = read_recorded(hook_out)
+                got = _window(delays.get("/hook", []), t0, t1)
+                if len(got) >= sent or time.monotonic() > wait_until:
+                    break
+                time.sleep(1.0)
+            topic_delays, _ = read_recorded(topic_out)
+            r = {"rate": rate, "seconds": args.seconds, "sent": sent, "group_wait": args.group_wait,
+                 "alerts_topic": percentiles(_window(topic_delays.get("alerts", []), t0, t1)),
+                 "webhook": percentiles(got)}
+            results.append(r)
+            if not args.json:
+                for what in ("alerts_topic", "webhook"):
+                    p = r[what]
+                    if p["n"]:
+                        print(f"  {rate:>6g} events/s  event -> {what.replace('_', ' '):12}  p50 {p['p50']:.3f}s  "
+                              f"p95 {p['p95']:.3f}s  p99 {p['p99']:.3f}s  ({p['n']}/{sent} arrived)")
+                    else:
+                        print(f"  {rate:>6g} events/s  event -> {what.replace('_', ' '):12}  nothing arrived")
+            time.sleep(2.0)
+    finally:
+        for p in procs:
+            stop_process(p, 15)
+    if args.json:
+        print(json.dumps({"group_wait": args.group_wait, "results": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "produce":
+        print(asyncio.run(produce(sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5]), sys.argv[6])))
+    elif sys.argv[1] == "read":
+        try:
+            asyncio.run(read(sys.argv[2], sys.argv[3], sys.argv[4]))
+        except KeyboardInterrupt:
+            pass
