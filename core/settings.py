@@ -34,6 +34,9 @@ class Settings(BaseModel):
         "event", description="event: timers follow record time (replays, tests); wall: idle partitions also tick")
     web_port: int | None = Field(None, description="Faust web port (health, /metrics); None = disabled")
     web_host: str = Field("127.0.0.1", description="address the web port (/metrics, /health, /ready) binds to")
+    allowed_lateness: float | None = Field(
+        600.0, ge=0, description="seconds a signal may be behind its partition's event time and still be "
+        "evaluated; later ones are counted (kubesight_late_signals_total) and dead-lettered; None = no limit")
     shutdown_timeout: float = Field(
         10.0, gt=0, le=300, description="seconds a long-running command may take to stop after SIGTERM/SIGINT, "
         "Kafka reachable or not; then it exits anyway (keep terminationGracePeriodSeconds above it)")
@@ -56,6 +59,9 @@ class Settings(BaseModel):
             "topic_prefix": os.environ.get("KUBESIGHT_TOPIC_PREFIX"),
             "partitions": os.environ.get("KUBESIGHT_PARTITIONS"),
             "app_id": os.environ.get("KUBESIGHT_APP_ID"),
+            "web_port": os.environ.get("KUBESIGHT_WEB_PORT"),  # collectors in pods are configured by env
+            "web_host": os.environ.get("KUBESIGHT_WEB_HOST"),
+            "shutdown_timeout": os.environ.get("KUBESIGHT_SHUTDOWN_TIMEOUT"),
         }
         data = {} if doc.data is None else doc.data
         if isinstance(data, dict):

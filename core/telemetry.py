@@ -68,15 +68,17 @@ def broker_check(bootstrap: str) -> Check:
     return check
 
 
-def serve(host: str, port: int, checks: dict[str, Check] | None = None) -> ThreadingHTTPServer:
-    """Serve /metrics, /health and /ready on ``host:port`` from a daemon thread; ``.server_address`` says where."""
+def serve(host: str, port: int, checks: dict[str, Check] | None = None, registries=()) -> ThreadingHTTPServer:
+    """Serve /metrics, /health and /ready on ``host:port`` from a daemon thread; ``.server_address`` says where.
+
+    ``/metrics`` is the default registry followed by ``registries`` (a component's own)."""
     checks = dict(checks or {})
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's name
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                self._send(200, b"".join(generate_latest(r) for r in (REGISTRY, *registries)), CONTENT_TYPE_LATEST)
             elif path == "/health":
                 self._send(200, b'{"ok":true}', "application/json")
             elif path == "/ready":
@@ -98,4 +100,17 @@ def serve(host: str, port: int, checks: dict[str, Check] | None = None) -> Threa
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="kubesight-telemetry", daemon=True).start()
+    return server
+
+
+def serve_for(settings, bootstrap: str | None, what: str, registries=(), checks: dict[str, Check] | None = None):
+    """A long-running command's telemetry, if ``settings.web_port`` is set: readiness includes the broker."""
+    import sys
+
+    if settings.web_port is None:
+        return None
+    all_checks = ({"broker": broker_check(bootstrap)} if bootstrap else {}) | dict(checks or {})
+    server = serve(settings.web_host, settings.web_port, all_checks, registries)
+    host, port = server.server_address[:2]
+    print(f"{what}: /metrics, /health, /ready on http://{host}:{port}", file=sys.stderr, flush=True)
     return server

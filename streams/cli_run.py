@@ -159,6 +159,49 @@ def _records_between(bootstrap: str, spans: dict, timeout: float = 10.0) -> int:
 # ---------------------------------------------------------------- demo
 
 
+def delivered_state(notes: list[dict]) -> tuple[int, dict]:
+    """(groups notified, {alert fingerprint: its last notified status}) of one receiver's notifications.
+
+    >>> delivered_state([{"groupKey": "g1", "alerts": [{"fingerprint": "a", "status": "firing"}]},
+    ...                  {"groupKey": "g1", "alerts": [{"fingerprint": "a", "status": "resolved"}]}])
+    (1, {'a': 'resolved'})
+    """
+    final: dict[str, str] = {}
+    for n in notes:
+        for a in n.get("alerts", []):
+            final[a.get("fingerprint", "")] = a.get("status", "")
+    return len({n.get("groupKey") for n in notes}), final
+
+
+def wait_delivered(bootstrap: str, settings: Settings, settle: float, deadline: float, worker) -> bool:
+    """Delivery is done: the alerting pipeline has read every alert and alert-group record, the deliverer
+    every notification (lags in records: transaction markers are not records), and that has held, with
+    no new alert-group or notification written, for ``settle`` seconds (longer than group_interval: a
+    group flushes at most that long after its last change).  False at ``deadline`` or if the worker died."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    watch = [settings.topic("alert-groups"), settings.topic("notifications")]
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
+    try:
+        tps = [TopicPartition(t, p) for t in watch for p in (c.partitions_for_topic(t) or ())]
+        since, ends = None, None
+        while time.monotonic() < deadline and worker.poll() is None:
+            now_ends = c.end_offsets(tps)
+            done = (group_lag(bootstrap, f"{settings.app_id}-alerting", [settings.topic("alerts"), watch[0]]) == 0
+                    and group_lag(bootstrap, f"{settings.app_id}-deliver", [watch[1]]) in (0, None)
+                    and now_ends == ends)
+            if not done:
+                since, ends = None, now_ends
+            elif since is None:
+                since = time.monotonic()
+            elif time.monotonic() - since >= settle:
+                return True
+            time.sleep(0.3)
+        return False
+    finally:
+        c.close()
+
+
 class AlertTail(threading.Thread):
     """Reads the alerts topic (read_committed) from the beginning and prints one line per alert."""
 
@@ -186,6 +229,20 @@ class AlertTail(threading.Thread):
                 if self._halt.is_set():
                     break
 
+    def wait_read(self, bootstrap: str, deadline: float) -> None:
+        """Until the tail holds every committed alert on the topic now (or ``deadline``): no sleep-and-hope."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        (topic,) = self.consumer.subscription()
+        c = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+        try:
+            tps = [TopicPartition(topic, p) for p in (c.partitions_for_topic(topic) or ())]
+            want = _records_between(bootstrap, {tp: (0, end) for tp, end in c.end_offsets(tps).items()})
+        finally:
+            c.close()
+        while len(self.alerts) < want and time.monotonic() < deadline:
+            time.sleep(0.1)
+
     def stop(self) -> None:
         self._halt.set()
         self.join(5)
@@ -199,12 +256,16 @@ def format_alert(a: dict) -> str:
     ...   "labels": {"alertname": "KubeBackOff", "severity": "warning", "namespace": "shop", "name": "web-1",
     ...              "owner": "team-a"}, "annotations": {"summary": "Back-off restarting"}})
     '2021-08-03T09:21:42Z FIRING   warning  KubeBackOff shop/web-1 owner=team-a: Back-off restarting'
+    >>> format_alert({"status": "resolved", "startsAt": "2021-08-03T09:21:42.000Z", "endsAt": "2021-08-03T09:40:00.000Z",
+    ...   "labels": {"alertname": "KubeBackOff", "severity": "warning"}, "annotations": {}})[:29]
+    '2021-08-03T09:40:00Z RESOLVED'
     """
     lab = a.get("labels", {})
     where = "/".join(x for x in (lab.get("namespace"), lab.get("pod") or lab.get("name") or lab.get("node")) if x)
     owner = f" owner={lab['owner']}" if lab.get("owner") else ""
     summary = (a.get("annotations", {}).get("summary") or "").replace("\n", " ")[:120]
-    t = (a.get("startsAt") or "")[:19] + "Z"
+    resolved = a.get("status") == "resolved" and a.get("endsAt")
+    t = (a["endsAt"] if resolved else a.get("startsAt") or "")[:19] + "Z"  # a resolution happened at endsAt
     return f"{t} {a.get('status', '').upper():8} {lab.get('severity', ''):8} {lab.get('alertname')} {where}{owner}: {summary}"
 
 
@@ -215,7 +276,12 @@ class DemoReceivers(threading.Thread):
         super().__init__(daemon=True)
         import yaml
 
+        from core.durations import parse_duration
+
         self.cfg = yaml.safe_load(Path(routing_path).read_text())
+        route = self.cfg.get("route") or {}
+        # how long delivery must stay idle to be done: a group flushes within group_interval of a change
+        self.settle = parse_duration(route.get("group_interval", "5m")) + parse_duration(route.get("group_wait", "30s")) + 1.0
         self.out_path = out_path
         self.quiet = quiet
         self.got: dict[str, list[dict]] = {}
@@ -328,10 +394,10 @@ def _demo(args) -> int:
                 print(f"demo: worker still {lag} records behind after {args.timeout:.0f}s", file=sys.stderr)
                 return 1
             time.sleep(0.3)
-        if receivers is not None:  # notifications settle: quiet for longer than group_interval (5 s in the demo routing)
-            while time.monotonic() - receivers.last < 7.0 and time.monotonic() < deadline:
-                time.sleep(0.2)
-        time.sleep(1.0)
+        if receivers is not None and not wait_delivered(bootstrap, settings, receivers.settle, deadline, procs[0]):
+            print(f"demo: notifications still in flight after {args.timeout:.0f}s", file=sys.stderr)
+            return 1
+        tail.wait_read(bootstrap, deadline)
         tail.stop()
         alerts = tail.alerts
         tail = None
@@ -344,8 +410,12 @@ def _demo(args) -> int:
         print(f"  alerts out     {len(alerts)} ({', '.join(f'{k} {v}' for k, v in sorted(by_name.items()))})")
         if receivers is not None:
             for name, notes in sorted(receivers.got.items()):
-                n_alerts = sum(len(n.get("alerts", [])) for n in notes)
-                print(f"  -> {name:20} {len(notes)} notifications, {n_alerts} alerts")
+                groups, final = delivered_state(notes)
+                firing = sum(1 for s in final.values() if s == "firing")
+                print(f"  -> {name:20} {groups} groups, {len(final)} alerts ({firing} firing, "
+                      f"{len(final) - firing} resolved at the end) in {len(notes)} notifications")
+            print("     (groups and alerts are the same every run; how many notifications carry them depends on\n"
+                  "      how alerts arrive within group_wait/group_interval, as in Alertmanager)")
         print(f"  seconds        {elapsed:.1f} end to end (Kafka ready after {t_kafka:.1f})")
         return 0
     finally:

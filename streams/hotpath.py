@@ -112,7 +112,8 @@ class TransactionalProcessor(mode.Service):
         self._lock = asyncio.Lock()
         self._restore_lock = asyncio.Lock()
         self._last_commit = time.monotonic()
-        self.stats = {"in": 0, "out": 0, "deadletter": 0, "commits": 0, "aborts": 0, "restored": 0}
+        self.stats = {"in": 0, "out": 0, "deadletter": 0, "commits": 0, "aborts": 0, "restored": 0,
+                      "late": 0}
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
 
@@ -171,11 +172,20 @@ class TransactionalProcessor(mode.Service):
         wm = store.get(WATERMARK, 0.0)
         tick_every = self.tick_interval
         next_tick = (wm // tick_every + 1) * tick_every if wm else None
+        late = self.settings.allowed_lateness
         for m in msgs:
             try:
                 rec = decode(m.value)
             except RecordError as exc:
                 self._reject(emit, str(exc), m)
+                continue
+            t = rec.startsAt if type(rec) is Alert else rec.time
+            if late is not None and t < wm - late and type(rec) is not Alert:
+                # its windows have closed at this partition's event time: evaluated now it would count for
+                # nothing, so it is counted and kept with the reason instead (a replay belongs in a fresh prefix)
+                self.stats["late"] += 1
+                self._reject(emit, f"late: {wm - t:.0f}s behind its partition's event time "
+                                   f"(allowed_lateness {late:g}s)", m)
                 continue
             try:
                 stage.process(rec, store, emit)

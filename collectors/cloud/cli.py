@@ -151,10 +151,11 @@ async def _serve(args, auth, nodes, host: str, port: int) -> int:
 
     from aiohttp import web
 
-    from collectors.cloud.server import PrintSink, create_app
+    from collectors.cloud.server import CONFIG, PrintSink, create_app
     from collectors.sink import AsyncKafkaSink
     from core.settings import Settings
     from core.shutdown import on_stop
+    from core.telemetry import serve_for
 
     if args.stdout:
         sink = PrintSink()
@@ -178,7 +179,9 @@ async def _serve(args, auth, nodes, host: str, port: int) -> int:
     await web.TCPSite(runner, host, port).start()
     print(f"cloud intake listening on http://{host}:{port}/events", file=sys.stderr)
     stop = asyncio.Event()
-    on_stop(stop.set, Settings.load(args.config).shutdown_timeout, "kubesight collect cloud", asyncio.get_running_loop())
+    settings = Settings.load(args.config)
+    on_stop(stop.set, settings.shutdown_timeout, "kubesight collect cloud", asyncio.get_running_loop())
+    serve_for(settings, None if args.stdout else bootstrap, "kubesight collect cloud", [app[CONFIG]["registry"]])
     await stop.wait()
     await runner.cleanup()  # lets in-flight requests finish (their events are acknowledged or answered 503)
     if not args.stdout:

@@ -165,6 +165,10 @@ def _collect(args) -> int:
         checkpoint = FileCheckpoint(mode)
 
     collector = KernelCollector(classifier, sink, checkpoint=checkpoint, source_id=source_id)
+    if live or args.from_file == "-":  # a long-running follower: probes and metrics
+        from core.telemetry import serve_for
+
+        serve_for(settings, bootstrap, "kubesight collect kernel")
     after = collector.resume()
     idle = patterns.defaults.idle_seconds
     if live:

@@ -124,6 +124,7 @@ def _collect(args) -> int:
     from core.broker import bootstrap_for
     from core.settings import Settings
     from core.shutdown import on_stop
+    from core.telemetry import serve_for
     from core.topics import ensure_topics
 
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -150,6 +151,7 @@ def _collect(args) -> int:
     collector = Collector(Api(client, timeout=args.request_timeout), sink, opts, restored)
     stop = threading.Event()
     on_stop(stop.set, settings.shutdown_timeout, "kubesight collect kubernetes")
+    serve_for(settings, bootstrap, "kubesight collect kubernetes")
     try:
         collector.run(stop)
     except Exception as exc:

@@ -86,11 +86,18 @@ async def _main(args, cfg, static) -> int:
     from collectors.metrics.scrape import Scraper, SelfMetrics
     from core.settings import Settings
     from core.shutdown import on_stop
+    from core.telemetry import serve_for
 
     sink = await _sink(args)
     metrics = SelfMetrics()
     stop = asyncio.Event()
-    on_stop(stop.set, Settings.load(args.config).shutdown_timeout, "kubesight collect metrics", asyncio.get_running_loop())
+    settings = Settings.load(args.config)
+    on_stop(stop.set, settings.shutdown_timeout, "kubesight collect metrics", asyncio.get_running_loop())
+    if not args.once:
+        from core.broker import bootstrap_for
+
+        serve_for(settings, None if args.stdout else bootstrap_for(settings), "kubesight collect metrics",
+                  [metrics.registry])
     runner = None
     try:
         async with aiohttp.ClientSession() as session:
