@@ -192,7 +192,6 @@ class TransactionalProcessor(mode.Service):
             except Exception as exc:  # isolate: one bad record or series never stops the partition
                 log.exception("%s: stage failed on %s[%d]@%d", self.name, m.topic, m.partition, m.offset)
                 self._reject(emit, f"stage error: {type(exc).__name__}: {exc}", m)
-            t = rec.startsAt if type(rec) is Alert else rec.time
             if t > wm:
                 wm = t
                 if next_tick is None:
