@@ -472,6 +472,8 @@ def start(name: str = "default", attach: bool = False, nodes: int = 3, timeout: 
             f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             "--service-cluster-ip-range=10.96.0.0/16", "--allow-privileged=true", "--profiling=false",
+            # the Endpoints of the `kubernetes` Service may not hold a loopback address: publish none
+            "--endpoint-reconciler-type=none",
             "--enable-priority-and-fairness=true", "--v=1"],
         "kube-controller-manager": [
             bins / "kube-controller-manager", f"--kubeconfig={kc['kube-controller-manager']}",
