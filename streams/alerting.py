@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 
@@ -361,6 +362,53 @@ class Lane:
             await self.session.close()
 
 
+class DeliveryMetrics:
+    """Per-receiver delivery figures for ``/metrics`` (prometheus-client's default registry, read when scraped).
+
+    ``kubesight_notifications_total`` {receiver, result=delivered|deadletter},
+    ``kubesight_notifications_merged_total`` {receiver, how=coalesced|aggregated} and
+    ``kubesight_notification_groups_in_flight`` {receiver}: summed over this process's deliverers.
+    """
+
+    live: weakref.WeakSet = weakref.WeakSet()
+    _installed = False
+
+    @classmethod
+    def watch(cls, deliverer: Deliverer) -> None:
+        cls.live.add(deliverer)
+        if not cls._installed:
+            from prometheus_client import REGISTRY
+
+            REGISTRY.register(cls())
+            cls._installed = True
+
+    def describe(self):
+        return []  # collected at scrape time only
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        total = CounterMetricFamily("kubesight_notifications", "notifications per receiver and result",
+                                    labels=["receiver", "result"])
+        merged = CounterMetricFamily("kubesight_notifications_merged", "notifications merged into a later one",
+                                     labels=["receiver", "how"])
+        flight = GaugeMetricFamily("kubesight_notification_groups_in_flight", "groups being sent or retried",
+                                   labels=["receiver"])
+        sums: dict[str, dict] = {}
+        for d in list(self.live):
+            for name, st in d.receiver_stats().items():
+                acc = sums.setdefault(name, dict.fromkeys(st, 0))
+                for k, v in st.items():
+                    acc[k] = acc.get(k, 0) + v
+        for name, st in sorted(sums.items()):
+            total.add_metric([name, "delivered"], st["delivered"])
+            total.add_metric([name, "deadletter"], st["deadletter"])
+            merged.add_metric([name, "coalesced"], st["coalesced"])
+            merged.add_metric([name, "aggregated"], st["aggregated"])
+            flight.add_metric([name], st["groups_in_flight"])
+        yield from (total, merged, flight)
+
+
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, owner: Deliverer):
         self.owner = owner
@@ -399,6 +447,7 @@ class Deliverer(mode.Service):
         self._stopping = False
         self._last_commit = time.monotonic()
         self.drain_timeout = 5.0
+        DeliveryMetrics.watch(self)
 
     async def on_start(self) -> None:
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True)

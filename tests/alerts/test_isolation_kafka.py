@@ -77,6 +77,11 @@ def test_failing_down_and_stalled_receivers_never_hold_back_a_healthy_one(settin
             lanes = svc.deliverer.receiver_stats()
             assert lanes["healthy"]["delivered"] == 10 and lanes["healthy"]["groups_in_flight"] == 0
             assert lanes["failing"]["groups_in_flight"] == lanes["down"]["groups_in_flight"] == 10
+            from prometheus_client import REGISTRY
+
+            assert REGISTRY.get_sample_value("kubesight_notifications_total",
+                                             {"receiver": "healthy", "result": "delivered"}) >= 10
+            assert REGISTRY.get_sample_value("kubesight_notification_groups_in_flight", {"receiver": "down"}) >= 10
         finally:
             await svc.stop()  # the failing ones are still retrying: their notifications stay uncommitted
 
