@@ -414,8 +414,9 @@ def _demo(args) -> int:
                 firing = sum(1 for s in final.values() if s == "firing")
                 print(f"  -> {name:20} {groups} groups, {len(final)} alerts ({firing} firing, "
                       f"{len(final) - firing} resolved at the end) in {len(notes)} notifications")
-            print("     (groups and alerts are the same every run; how many notifications carry them depends on\n"
-                  "      how alerts arrive within group_wait/group_interval, as in Alertmanager)")
+            print("     (alerting groups on the wall clock while the replay compresses hours into seconds: an alert\n"
+                  "      that fires and resolves within one group_wait is never notified, as in Alertmanager, so\n"
+                  "      these figures vary between runs; the alerts above do not)")
         print(f"  seconds        {elapsed:.1f} end to end (Kafka ready after {t_kafka:.1f})")
         return 0
     finally:

@@ -17,6 +17,13 @@ an oops interleaved with another task's lines still becomes one event.
 [('KernelOops', '5', 'null-pointer-dereference'), ('UnregisterNetDevice', '1', None)]
 >>> evs[0].entity.kind, evs[0].entity.node, evs[0].time
 ('Node', 'node-1', 1700000100.0)
+
+A syslog line names the host it came from, and that is the node (a file collected from node-7
+read on another machine):
+
+>>> line = "Nov 28 10:00:01 node-7 kernel: [  100.000000] unregister_netdevice: waiting for lo to become free. Usage count = 1"
+>>> [(e.reason, e.entity.node, e.entity.name) for e in c.feed(parse_line(line, year=2026), 1) + c.flush()]
+[('UnregisterNetDevice', 'node-7', 'node-7')]
 """
 
 from __future__ import annotations
@@ -170,13 +177,14 @@ class Classifier:
         labels = dict(p.labels)
         labels.update(r.labels)
         severity = p.severity
-        entity = Entity(cluster=self.cluster, kind="Node", name=self.node, node=self.node)
+        node = first.host or self.node  # a syslog or journal line names its host: a collected file is another node's
+        entity = Entity(cluster=self.cluster, kind="Node", name=node, node=node)
         if p.enrich == "memcg":
             path = labels.get("memcg") or labels.get("oom_memcg") or ""
             extra = memcg_labels(path) if path else {}
             labels.update(extra)
             if "pod_uid" in extra:
-                entity = Entity(cluster=self.cluster, kind="Pod", uid=extra["pod_uid"], node=self.node)
+                entity = Entity(cluster=self.cluster, kind="Pod", uid=extra["pod_uid"], node=node)
         elif p.enrich == "xid" and labels.get("xid", "").isdigit():
             extra, severity = self.xid.labels(int(labels["xid"]), self.ps.xid.fatal)
             labels.update(extra)
@@ -201,7 +209,7 @@ class Classifier:
         limit = self.ps.defaults.max_message
         if len(message) > limit:
             message = message[:limit] + f"\n... ({len(message) - limit} more characters)"
-        h = hashlib.blake2b(f"{self.cluster}|{self.node}|{self.source_id}|{r.pos}|{p.reason}".encode(),
+        h = hashlib.blake2b(f"{self.cluster}|{node}|{self.source_id}|{r.pos}|{p.reason}".encode(),
                             digest_size=10)
         self.pos_of[h.hexdigest()] = r.pos
         return Event(source="kernel", reason=p.reason, time=self._time(first), type=p.type, severity=severity,
