@@ -17,6 +17,8 @@ AREAS = (
     "streams.cli_kafka",  # kafka up | down | status
     "streams.cli_run",  # worker, demo
     "streams.bench",  # bench pipeline, bench derived
+    "streams.faults",  # bench faults
+    "streams.bench_scale",  # bench scale
     "collectors.replay",  # collect replay
     "collectors.kernel.cli",  # collect kernel, bench kernel
     "collectors.cloud.cli",  # collect cloud, bench cloud
@@ -25,8 +27,8 @@ AREAS = (
     "detectors.cli",  # bench nab
     "rules.cli",  # rules check | test | list, bench rules
     "streams.cli_alerts",  # routes test | check, silences add | list | expire | serve, bench alerts
-)
     "streams.bench_latency",  # bench latency
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,8 +21,17 @@ need the contributions of series living on other partitions, so they are re-keye
 The stage ignores its own outputs (``kubesight`` label) so nothing loops.  All state is plain
 JSON in the given mapping under ``derived|...`` keys (assigned back on every change), so a
 ``dict`` serves in tests and the worker's changelogged ``Store`` in production; outputs depend
-only on the records and the watermark, so replays give the same signals.  Quantiles follow
-PromQL's ``histogram_quantile`` (linear interpolation within the bucket).  A signal that is
+only on the records and the watermark, so replays give the same signals.
+
+State is bounded per key, whatever the number of series (no record can outgrow Kafka's
+message limit): one key per counter series (``derived|c|<hash>``: last value, reset-adjusted
+total and at most ``ANCHORS`` window anchors), one per derived series (``derived|a|<hash>``: its
+name and labels, at most ``MAX_CONTRIBUTIONS`` contributions keyed by part and a short hash of
+their source series), written when a contribution arrives and not again when it is emitted.
+Which derived series are due is an in-memory index per state mapping, rebuilt from those keys the
+first time a restored state is seen (see ``_index``); nothing holds a list of every pending series.
+
+Quantiles follow PromQL's ``histogram_quantile`` (linear interpolation within the bucket).  A signal that is
 not defined yet (one point of a counter, a histogram with no observations in the window, a
 ratio with no requests) is not emitted: silence, never a misleading 0.  Names and
 definitions: ``collectors/metrics/DERIVED.md``.
@@ -39,7 +48,10 @@ definitions: ``collectors/metrics/DERIVED.md``.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
+import weakref
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 
@@ -47,7 +59,17 @@ from core.records import Sample, encode
 
 MARK = "kubesight"  # label on partials ("partial") and derived samples ("derived")
 PREFIX = "derived|"
-PENDING = "derived|pending"
+AGG = "derived|a|"
+TICKED = "derived|ticked"  # every derived series whose newest partial is at or before this was emitted
+ANCHORS = 6  # window anchors kept per counter series: the rate's start is at most window/(ANCHORS-1) early
+MAX_CONTRIBUTIONS = 10_000  # source series per derived series (~60 B each): one record stays far below 1 MiB
+
+log = logging.getLogger("kubesight.derived")
+
+
+def short(series: str) -> str:
+    """A 16-hex-digit name for a series in state keys (the series text itself can be 200+ bytes)."""
+    return hashlib.blake2b(series.encode(), digest_size=8).hexdigest()
 
 
 def _is_5xx(labels: dict) -> bool:
@@ -195,6 +217,7 @@ class Derived:
                 self.by_source.setdefault(metric, []).append((sig, part, where))
         self.by_name = {s.name: s for s in signals}
         self.by_partial = {f"{s.name}:partial": s for s in signals}
+        self._due: dict[int, tuple] = {}  # id(state) -> (reference to the state, {dkey: due time})
 
     # ---------------------------------------------------------------- records in
 
@@ -231,22 +254,29 @@ class Derived:
             self._partial(sig, rec, series, part, value, emit)
 
     def _rate(self, series: str, rec: Sample, state) -> float | None:
-        """Per-second rate of a counter over ``window``, across resets; None until two points."""
-        key = f"{PREFIX}c|{series}"
+        """Per-second rate of a counter over ``window``, across resets; None until two points.
+
+        State: ``[value, adjusted total, t, t0, a0, t1, a1, ...]`` -- the last raw value, the total
+        with resets added back, its time, then anchors (time, total) at least window/(ANCHORS-1)
+        apart; the rate runs from the newest anchor at or before ``t - window`` (or the oldest).
+        """
+        key = f"{PREFIX}c|{short(series)}"
         st = state.get(key)
         t, v = rec.time, rec.value
         if st is None:
-            state[key] = [v, 0.0, [[t, 0.0]]]
+            state[key] = [v, 0.0, t, t, 0.0]
             return None
-        prev, adj, pts = st
-        if t <= pts[-1][0] or v != v:  # duplicate, out of order or NaN: no new information
+        prev, adj, last = st[0], st[1], st[2]
+        if t <= last or v != v:  # duplicate, out of order or NaN: no new information
             return None
         adj += v if v < prev else v - prev
-        pts.append([t, adj])
-        while len(pts) > 2 and pts[1][0] <= t - self.window:
-            pts.pop(0)
-        state[key] = [v, adj, pts]
-        t0, a0 = pts[0]
+        anchors = st[3:]
+        if t - anchors[-2] >= self.window / (ANCHORS - 1):
+            anchors += [t, adj]
+        while len(anchors) > 2 and (anchors[2] <= t - self.window or len(anchors) > 2 * ANCHORS):
+            del anchors[:2]
+        state[key] = [v, adj, t, *anchors]
+        t0, a0 = anchors[0], anchors[1]
         return (adj - a0) / (t - t0) if t > t0 else None
 
     def _out_labels(self, sig: Signal, labels: dict) -> dict:
@@ -260,7 +290,7 @@ class Derived:
 
     def _xid(self, sig: Signal, series: str, rec: Sample, state, emit) -> None:
         """Count new Xid codes per GPU over the window (the gauge holds the LAST code, 0 = none)."""
-        key = f"{PREFIX}x|{series}"
+        key = f"{PREFIX}x|{short(series)}"
         st = state.get(key) or {"last": 0, "t": None, "events": []}
         t, code = rec.time, int(rec.value) if rec.value == rec.value else 0
         if st["t"] is not None and t <= st["t"]:
@@ -275,59 +305,97 @@ class Derived:
 
     def _collect(self, sig: Signal, p: Sample, state) -> None:
         labels = {k: v for k, v in p.labels.items() if k not in (MARK, "src", "part")}
-        d = Sample(sig.name, 0.0, 0.0, {**labels, MARK: "derived"})
-        dkey = d.series()
-        key = f"{PREFIX}a|{dkey}"
-        agg = state.get(key) or {"labels": d.labels, "c": {}}
-        part = p.labels.get("part", "x")
-        ckey = f"{part}|{p.labels.get('src', '')}"
-        old = agg["c"].get(ckey)
-        if old is not None and p.time < old[2]:
+        labels[MARK] = "derived"
+        dkey = short(Sample(sig.name, 0.0, 0.0, labels).series())
+        key = AGG + dkey
+        agg = state.get(key) or {"n": sig.name, "l": labels, "c": {}}
+        ckey = f"{p.labels.get('part', 'x')}|{short(p.labels.get('src', ''))}"
+        contributions = agg["c"]
+        old = contributions.get(ckey)
+        if old is not None and p.time < old[1]:
             return
-        agg["c"][ckey] = [part, p.value, p.time]
+        if old is None and len(contributions) >= MAX_CONTRIBUTIONS:
+            log.warning("%s%s: more than %d source series; %s left out", sig.name, labels, MAX_CONTRIBUTIONS,
+                        p.labels.get("src"))
+            return
+        contributions[ckey] = [p.value, p.time]
+        idx = self._index(state)
+        due = idx.get(dkey)
+        if due is None or due < p.time:
+            idx[dkey] = p.time
+            if p.time <= state.get(TICKED, -math.inf):  # older than what was emitted: remember it is due
+                agg["late"] = p.time
         state[key] = agg
-        pending = state.get(PENDING) or {}
-        if pending.get(dkey, -math.inf) < p.time:
-            pending[dkey] = p.time
-            state[PENDING] = pending
+
+    def _index(self, state: MutableMapping) -> dict[str, float]:
+        """Derived series waiting to be emitted in this state (dkey -> newest partial's time).
+
+        Not stored: after a tick at ``now`` every series whose newest partial is at or before
+        ``now - settle`` (the ``derived|ticked`` key) has been emitted and every other one has not,
+        so a restored state tells which are due from its aggregates alone (a partial that arrived
+        older than that mark is flagged ``late`` in its aggregate).
+        """
+        entry = self._due.get(id(state))
+        if entry is not None and entry[0]() is state:
+            return entry[1]
+        mark = state.get(TICKED, -math.inf)
+        idx = {}
+        for k, agg in state.items():
+            if k.startswith(AGG) and agg["c"]:
+                newest = max(v[1] for v in agg["c"].values())
+                if newest > mark:
+                    idx[k[len(AGG):]] = newest
+                elif "late" in agg:
+                    idx[k[len(AGG):]] = agg["late"]
+        try:  # the worker's Store: the index goes when the store does (revoked or rewound partition)
+            ref = weakref.ref(state)
+            weakref.finalize(state, self._due.pop, id(state), None)
+        except TypeError:  # a plain dict (tests): held for the stage's lifetime
+            ref = (lambda st: lambda: st)(state)
+        self._due[id(state)] = (ref, idx)
+        return idx
 
     # ---------------------------------------------------------------- timers
 
     def tick(self, now: float, state: MutableMapping, emit) -> None:
-        pending = state.get(PENDING)
-        if not pending:
+        idx = self._index(state)
+        if not idx:
             return
-        done = [d for d, t in pending.items() if now >= t + self.settle]
+        done = sorted((t, dkey) for dkey, t in idx.items() if now >= t + self.settle)
         if not done:
             return
-        for dkey in done:
-            t = pending.pop(dkey)
-            key = f"{PREFIX}a|{dkey}"
+        for t, dkey in done:
+            del idx[dkey]
+            key = AGG + dkey
             agg = state.get(key)
             if agg is None:
                 continue
-            live = {c: v for c, v in agg["c"].items() if v[2] > t - self.staleness}
-            if live:
-                agg["c"] = live
-                state[key] = agg
-            else:
+            live = {c: v for c, v in agg["c"].items() if v[1] > t - self.staleness}
+            if not live:
                 del state[key]
                 continue
-            sig = self.by_name.get(dkey.split("{", 1)[0])
-            value = None if sig is None else self._aggregate(sig, live.values())
+            if len(live) != len(agg["c"]) or "late" in agg:  # written only when it changed
+                agg["c"] = live
+                agg.pop("late", None)
+                state[key] = agg
+            sig = self.by_name.get(agg["n"])
+            value = None if sig is None else self._aggregate(sig, live.items())
             if value is None or value != value:
                 continue
-            d = Sample(sig.name, value, t, agg["labels"])
+            d = Sample(sig.name, value, t, agg["l"])
             emit("samples", d.key(), encode(d))
-        state[PENDING] = pending
+        mark = now - self.settle
+        if mark > state.get(TICKED, -math.inf):
+            state[TICKED] = mark
 
     @staticmethod
     def _aggregate(sig: Signal, contributions) -> float | None:
+        # contributions: (ckey = "part|source", [value, time])
         if sig.kind == "sum":
-            return float(sum(c[1] for c in contributions))
+            return float(sum(v[0] for _, v in contributions))
         if sig.kind in ("ratio", "difference"):
-            num = [c[1] for c in contributions if c[0] == "num"]
-            den = [c[1] for c in contributions if c[0] == "den"]
+            num = [v[0] for c, v in contributions if c.startswith("num|")]
+            den = [v[0] for c, v in contributions if c.startswith("den|")]
             if not num and sig.no_num_is_zero:
                 num = [0.0]
             if not num or not den:  # one side not seen (yet): undefined, not 0
@@ -341,8 +409,8 @@ class Derived:
             return 1.0 - r if sig.complement else r
         if sig.kind == "quantile":
             buckets: dict[float, float] = {}
-            for part, v, _ in contributions:
-                b = _le(part)
-                buckets[b] = buckets.get(b, 0.0) + v
+            for c, v in contributions:
+                b = _le(c.split("|", 1)[0])
+                buckets[b] = buckets.get(b, 0.0) + v[0]
             return histogram_quantile(sig.q, buckets)
         return None

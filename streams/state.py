@@ -26,7 +26,7 @@ import orjson
 
 
 class Store(MutableMapping):
-    __slots__ = ("_data", "_dirty")
+    __slots__ = ("_data", "_dirty", "__weakref__")
 
     def __init__(self) -> None:
         self._data: dict[str, object] = {}
