@@ -397,12 +397,17 @@ class Cluster:
 
 
 def _keypair(pki: Path) -> None:
-    """The service-account signing key pair (RSA 2048), with the openssl CLI."""
+    """With the openssl CLI: the service-account signing key pair (RSA 2048), a client CA and a
+    front-proxy CA (the API server publishes both in ``kube-system/extension-apiserver-authentication``,
+    where the scheduler and controller-manager look them up for their delegated authentication)."""
     if not shutil.which("openssl"):
         raise ClusterError("openssl not found: install it (apt-get install openssl); it makes the "
                            "service-account signing key")
     for cmd in (["openssl", "genrsa", "-out", str(pki / "sa.key"), "2048"],
-                ["openssl", "rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub")]):
+                ["openssl", "rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub")],
+                *(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj",
+                   f"/CN=kubesight-local-{ca}", "-keyout", str(pki / f"{ca}.key"), "-out", str(pki / f"{ca}.crt")]
+                  for ca in ("client-ca", "front-proxy-ca"))):
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise ClusterError(f"{' '.join(cmd[:2])} failed: {res.stderr.strip()[-300:]}")
@@ -468,7 +473,11 @@ def start(name: str = "default", attach: bool = False, nodes: int = 3, timeout: 
         "kube-apiserver": [
             bins / "kube-apiserver", f"--etcd-servers={etcd}", "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1", f"--secure-port={ports['kube-apiserver']}", f"--cert-dir={pki}",
-            f"--token-auth-file={run / 'tokens.csv'}", "--authorization-mode=Node,RBAC",
+            f"--token-auth-file={run / 'tokens.csv'}", f"--client-ca-file={pki / 'client-ca.crt'}",
+            f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}", "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            "--authorization-mode=Node,RBAC",
             f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             "--service-cluster-ip-range=10.96.0.0/16", "--allow-privileged=true", "--profiling=false",
