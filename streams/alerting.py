@@ -51,7 +51,7 @@ from alerts.receivers import Receivers
 from alerts.silences import Silence, Silences
 from core.records import Alert, RecordError, deadletter, decode, encode
 from core.settings import Settings
-from streams.follow import follow_topic, seek_committed
+from streams.follow import follow_topic
 from streams.hotpath import WATERMARK, TransactionalProcessor
 
 log = logging.getLogger("kubesight.alerting")

@@ -257,14 +257,24 @@ def _silences_serve(args) -> int:
     from aiohttp import web
 
     from alerts.api import app
+    from core.broker import bootstrap_for
+    from core.settings import Settings
+    from core.shutdown import on_stop
+    from core.telemetry import serve_for
+
+    settings = Settings.load(args.config)
 
     async def serve(book):
         runner = web.AppRunner(app(book), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, args.host, args.port).start()
         print(f"silences API on http://{args.host}:{args.port}/api/v2/silences (Ctrl-C to stop)", flush=True)
+        serve_for(settings, bootstrap_for(settings), "kubesight silences serve",
+                  checks={"silences": lambda: (book.caught_up.is_set(), "silences topic read to its end")})
+        stop = asyncio.Event()
+        on_stop(stop.set, settings.shutdown_timeout, "kubesight silences serve", asyncio.get_running_loop())
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await runner.cleanup()
 
@@ -280,13 +290,12 @@ def _silences_serve(args) -> int:
 
 def _bench(args) -> int:
     import json
+    import logging
     import tempfile
     from pathlib import Path
 
     from alerts.bench import run
     from streams import bench_alerts as ba
-
-    import logging
 
     logging.getLogger("kubesight.alerts.receivers").setLevel(logging.ERROR)  # the failing receivers' retries
     figs = {"engine": run(args.alerts, args.groups)}

@@ -366,27 +366,31 @@ class Derived:
             return
         for t, dkey in done:
             del idx[dkey]
-            key = AGG + dkey
-            agg = state.get(key)
-            if agg is None:
-                continue
-            live = {c: v for c, v in agg["c"].items() if v[1] > t - self.staleness}
-            if not live:
-                del state[key]
-                continue
-            if len(live) != len(agg["c"]) or "late" in agg:  # written only when it changed
-                agg["c"] = live
-                agg.pop("late", None)
-                state[key] = agg
-            sig = self.by_name.get(agg["n"])
-            value = None if sig is None else self._aggregate(sig, live.items())
-            if value is None or value != value:
-                continue
-            d = Sample(sig.name, value, t, agg["l"])
-            emit("samples", d.key(), encode(d))
+            self._settle_one(state, dkey, t, emit)
         mark = now - self.settle
         if mark > state.get(TICKED, -math.inf):
             state[TICKED] = mark
+
+    def _settle_one(self, state: MutableMapping, dkey: str, t: float, emit) -> None:
+        """Emit derived series ``dkey`` as of time ``t`` (its newest partial); drop contributions gone stale."""
+        key = AGG + dkey
+        agg = state.get(key)
+        if agg is None:
+            return
+        live = {c: v for c, v in agg["c"].items() if v[1] > t - self.staleness}
+        if not live:
+            del state[key]
+            return
+        if len(live) != len(agg["c"]) or "late" in agg:  # written only when it changed
+            agg["c"] = live
+            agg.pop("late", None)
+            state[key] = agg
+        sig = self.by_name.get(agg["n"])
+        value = None if sig is None else self._aggregate(sig, live.items())
+        if value is None or value != value:
+            return
+        d = Sample(sig.name, value, t, agg["l"])
+        emit("samples", d.key(), encode(d))
 
     @staticmethod
     def _aggregate(sig: Signal, contributions) -> float | None:

@@ -112,6 +112,7 @@ class TransactionalProcessor(mode.Service):
         self._lock = asyncio.Lock()
         self._restore_lock = asyncio.Lock()
         self._last_commit = time.monotonic()
+        self._last_wall_tick = 0.0
         self.stats = {"in": 0, "out": 0, "deadletter": 0, "commits": 0, "aborts": 0, "restored": 0,
                       "late": 0}
         self.consumer: AIOKafkaConsumer | None = None
@@ -158,8 +159,11 @@ class TransactionalProcessor(mode.Service):
                 await self._restore_partitions(sorted({tp.partition for tp in batches}))
                 for tp, msgs in batches.items():
                     self._process_batch(tp, msgs)
-            elif self.settings.clock == "wall":
-                self._wall_tick()
+            if self.settings.clock == "wall" and time.monotonic() - self._last_wall_tick >= 1.0:
+                # idle partitions tick on the wall clock even while others are busy; a partition that
+                # just got records is driven by their event time (a backlog is never ticked ahead of it)
+                self._last_wall_tick = time.monotonic()
+                self._wall_tick(skip={tp.partition for tp in batches})
             interval = self.urgent_interval if self._urgent else self.settings.commit_interval
             if self._outputs_pending() and time.monotonic() - self._last_commit >= interval:
                 await self._commit()
@@ -211,10 +215,10 @@ class TransactionalProcessor(mode.Service):
         except Exception:
             log.exception("%s: tick failed at %s", self.name, now)
 
-    def _wall_tick(self) -> None:
+    def _wall_tick(self, skip: set[int] = frozenset()) -> None:
         now = time.time()
-        for store in self.stores.values():
-            if now - store.get(WATERMARK, 0.0) >= self.tick_interval:
+        for p, store in self.stores.items():
+            if p not in skip and now - store.get(WATERMARK, 0.0) >= self.tick_interval:
                 self._tick(store, now, self._emit)
 
     def _emit(self, logical: str, key: bytes | None, value: bytes, partition: int | None = None) -> None:

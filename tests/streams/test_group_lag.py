@@ -14,7 +14,7 @@ def _transaction(bootstrap: str, topic: str, n: int, commit: bool = True) -> Non
     try:
         p.init_transactions()
         p.begin_transaction()
-        for i in range(n):
+        for _ in range(n):
             p.send(topic, b"{}", key=b"k", partition=0)
         if commit:
             p.commit_transaction()

@@ -59,3 +59,30 @@ def test_due_index_rebuilt_from_a_restored_state_gives_the_same_outputs():
     scrapes = [scrape(1000.0), scrape(1030.0, late=True), scrape(1060.0), scrape(1090.0)]
     straight = _run(scrapes)
     assert len(straight) >= 4 * 30 and straight == _run(scrapes, restore_after=1) == _run(scrapes, restore_after=2)
+
+
+def test_wall_clock_ticks_idle_partitions_but_never_one_that_just_got_records():
+    """clock: wall (issue 20 #6): an idle partition's timers run on the wall clock even while other
+    partitions are busy; a partition fed this round is driven by its records' event time (a backlog
+    is never ticked ahead of the records it is still reading)."""
+    import time
+
+    from streams.hotpath import WATERMARK, TransactionalProcessor
+    from streams.state import Store
+
+    ticked = []
+
+    class Probe:
+        def process(self, rec, state, emit):
+            pass
+
+        def tick(self, now, state, emit):
+            ticked.append(state["id"])
+
+    proc = TransactionalProcessor(Settings(clock="wall"), "127.0.0.1:1", "signals", ["samples"], Probe())
+    for p, wm in ((0, 1000.0), (1, 1000.0), (2, time.time())):  # 0 idle, 1 busy (old backlog), 2 live
+        proc.stores[p] = Store()
+        proc.stores[p]["id"] = p
+        proc.stores[p][WATERMARK] = wm
+    proc._wall_tick(skip={1})
+    assert ticked == [0]
