@@ -52,11 +52,12 @@ def commands(tmp_path: Path) -> dict[str, list[str]]:
         "cloud": ["collect", "cloud", f"--listen=127.0.0.1:{free_port()}", "--node", "i-1=n1"],
         "metrics": ["collect", "metrics", f"--config={mcfg}"],
         "kernel": ["collect", "kernel", "--from-file", "-", "--node", "n1"],
+        "silences": ["silences", "serve", "--host", "127.0.0.1", "--port", str(free_port())],
     }
 
 
 @pytest.mark.kafka
-@pytest.mark.parametrize("which", ["cloud", "metrics", "kernel"])
+@pytest.mark.parametrize("which", ["cloud", "metrics", "kernel", "silences"])
 def test_collector_probes_follow_the_broker_and_sigterm_is_bounded_without_it(which, tmp_path):
     broker = launcher.start(f"pytest-{which}-{os.getpid()}", attach=True, quiet=True)
     port = free_port()
