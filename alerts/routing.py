@@ -12,6 +12,7 @@ the three timings; mute/active time intervals are not inherited (as in Alertmana
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from alerts.config import RouteConfig, RoutingConfig
@@ -50,7 +51,13 @@ class Route:
 
 
 def build(cfg: RouteConfig, parent: Route | None = None, key: str = "{}") -> Route:
-    """Compile a validated route config, resolving inherited options."""
+    """Compile a validated route config, resolving inherited options.
+
+    A route's key is Alertmanager's ``Route.Key()``: the parent's key, ``/``, then the route's
+    matchers sorted (name, value, operator) in braces; the root's is ``{}``.  Two siblings with the
+    same matchers would share a key (Alertmanager tells them apart by object): kubesight keeps the
+    groups apart by suffixing the later ones' keys with their position (``/2``).
+    """
     inherit = parent or Route("", (), "", False, (), False, *DEFAULTS.values(), (), (), ())
     receiver, owner = inherit.receiver, inherit.owner_receiver
     if cfg.receiver is not None:
@@ -62,7 +69,7 @@ def build(cfg: RouteConfig, parent: Route | None = None, key: str = "{}") -> Rou
         group_by = None if "..." in cfg.group_by else tuple(cfg.group_by)
     children, seen = [], set()
     for i, c in enumerate(cfg.routes):
-        ckey = key + "/{" + ",".join(str(x) for x in c.matchers) + "}"
+        ckey = key + "/" + matchers_string(c.matchers)
         if ckey in seen:
             ckey += f"/{i}"
         seen.add(ckey)
@@ -86,6 +93,44 @@ def build(cfg: RouteConfig, parent: Route | None = None, key: str = "{}") -> Rou
     return route
 
 
+_OP_ORDER = {"=": 0, "!=": 1, "=~": 2, "!~": 3}  # Alertmanager's MatchType values, its last sort key
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+               "\v": "\\v", "\\": "\\\\", '"': '\\"'}
+_PLAIN = re.compile(r'[ !#-\[\]-~]*')  # printable ASCII without " and \\: quoted as it is
+
+
+def go_quote(value: str) -> str:
+    """A string as Go's ``%q`` writes it (Alertmanager's label sets and matchers in group keys).
+
+    >>> print(go_quote('a "b" \\\\ c'), go_quote("tab\\there"), go_quote("é✓"), go_quote("\\x00\\x7f\\u200b"))
+    "a \\"b\\" \\\\ c" "tab\\there" "é✓" "\\x00\\x7f\\u200b"
+    """
+    if _PLAIN.fullmatch(value):
+        return f'"{value}"'
+    out = []
+    for c in value:
+        esc = _GO_ESCAPES.get(c)
+        if esc is not None:
+            out.append(esc)
+        elif c.isprintable():  # Go's strconv.IsPrint: letters, marks, numbers, punctuation, symbols, ASCII space
+            out.append(c)
+        else:
+            n = ord(c)
+            out.append(f"\\x{n:02x}" if n < 0x80 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}")
+    return '"' + "".join(out) + '"'
+
+
+def matchers_string(matchers) -> str:
+    """Alertmanager's ``labels.Matchers.String()`` of a route's matchers, sorted as ``NewRoute`` sorts them.
+
+    >>> from core.matchers import parse_matchers
+    >>> matchers_string(parse_matchers('{team="b", severity=~"crit.*", team="a"}'))
+    '{severity=~"crit.*",team="a",team="b"}'
+    """
+    ms = sorted(matchers, key=lambda m: (m.name, m.value, _OP_ORDER[m.op]))
+    return "{" + ",".join(f"{m.name}{m.op}{go_quote(m.value)}" for m in ms) + "}"
+
+
 @dataclass(frozen=True, slots=True)
 class Destination:
     """One place an alert goes: the receiver, the aggregation group key and its labels, and the route."""
@@ -97,7 +142,12 @@ class Destination:
 
 
 def label_string(labels: dict) -> str:
-    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+    """Alertmanager's ``model.LabelSet.String()``: sorted, Go-quoted values, ``, `` between pairs.
+
+    >>> label_string({"namespace": "shop", "alertname": 'say "hi"'})
+    '{alertname="say \\\\"hi\\\\"", namespace="shop"}'
+    """
+    return "{" + ", ".join(f"{k}={go_quote(v)}" for k, v in sorted(labels.items())) + "}"
 
 
 class Router:

@@ -188,18 +188,32 @@ class Sample(msgspec.Struct):
 
 
 def fingerprint(labels: dict) -> str:
-    """Alertmanager-style identity of an alert: a hash over its sorted labels (16 hex digits).
+    """Alertmanager's fingerprint of a label set, bit for bit (``model.LabelSet.Fingerprint()``).
+
+    FNV-1a 64 over name, 0xff, value, 0xff for each label in sorted order, as 16 lowercase hex
+    digits; so kubesight and an Alertmanager deduplicate the same alert under the same id.  A label
+    with an empty value is no label (Alertmanager drops those when an alert is posted):
 
     >>> fingerprint({"alertname": "X", "pod": "a"}) == fingerprint({"pod": "a", "alertname": "X"})
     True
+    >>> fingerprint({}), fingerprint({"alertname": "Watchdog"})
+    ('cbf29ce484222325', '003b0a0f7d3fa569')
+    >>> fingerprint({"alertname": "Watchdog", "namespace": ""})
+    '003b0a0f7d3fa569'
     """
-    h = hashlib.blake2b(digest_size=8)
-    for k in sorted(labels):
-        h.update(k.encode())
-        h.update(b"\xff")
-        h.update(str(labels[k]).encode())
-        h.update(b"\xff")
-    return h.hexdigest()
+    return _fingerprint(tuple(sorted((k, v if v.__class__ is str else str(v)) for k, v in labels.items()
+                                     if v != "" and v is not None)))
+
+
+_FNV_OFFSET, _FNV_PRIME, _U64 = 0xCBF29CE484222325, 0x100000001B3, 0xFFFFFFFFFFFFFFFF
+
+
+@lru_cache(maxsize=8192)  # the same alert is seen again and again (every transition, every worker step)
+def _fingerprint(items: tuple) -> str:
+    h, prime, u64 = _FNV_OFFSET, _FNV_PRIME, _U64
+    for b in b"".join(b"%s\xff%s\xff" % (name.encode(), value.encode()) for name, value in items):
+        h = ((h ^ b) * prime) & u64
+    return f"{h:016x}"
 
 
 class Alert(msgspec.Struct):

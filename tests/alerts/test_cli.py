@@ -12,9 +12,10 @@ def test_routes_test_prints_receivers_and_group_keys(capsys):
                  "namespace=openshift-etcd", "owner=team-control-plane"]) == 0
     lines = [line.split("\t")[:2] for line in capsys.readouterr().out.splitlines()]
     assert lines == [
-        ["platform", '{}/{severity="critical",namespace=~"kube-system|openshift-.*"}:'
-                     '{alertname="KubePodCrashLooping",namespace="openshift-etcd"}'],
-        ["team-control-plane", '{}/{owner=~".+"}:{alertname="KubePodCrashLooping",namespace="openshift-etcd",'
+        # Alertmanager's group keys: route matchers sorted, label pairs separated by ", "
+        ["platform", '{}/{namespace=~"kube-system|openshift-.*",severity="critical"}:'
+                     '{alertname="KubePodCrashLooping", namespace="openshift-etcd"}'],
+        ["team-control-plane", '{}/{owner=~".+"}:{alertname="KubePodCrashLooping", namespace="openshift-etcd", '
                                'owner="team-control-plane"}'],
     ]
 

@@ -43,10 +43,10 @@ TABLE = [
     # continue: the critical route matches and the search goes on to the next sibling
     ({"alertname": "X", "severity": "critical", "namespace": "kube-system", "node": "n1"},
      [("pager", '{}/{severity="critical"}:{alertname="X"}'),
-      ("platform", '{}/{namespace=~"kube-.*"}:{alertname="X",node="n1"}')]),
+      ("platform", '{}/{namespace=~"kube-.*"}:{alertname="X", node="n1"}')]),
     # inherited group_by [alertname, node] and nested child
     ({"alertname": "KubeNodeNotReady", "namespace": "kube-system", "node": "n1"},
-     [("nodes", '{}/{namespace=~"kube-.*"}/{alertname="KubeNodeNotReady"}:{alertname="KubeNodeNotReady",node="n1"}')]),
+     [("nodes", '{}/{namespace=~"kube-.*"}/{alertname="KubeNodeNotReady"}:{alertname="KubeNodeNotReady", node="n1"}')]),
     # anchored: env=~"prod" does not match "production", so the parent route keeps it
     ({"alertname": "Y", "namespace": "kube-public", "env": "production"},
      [("platform", '{}/{namespace=~"kube-.*"}:{alertname="Y"}')]),
@@ -55,12 +55,12 @@ TABLE = [
     # anchored: "my-kube-x" is not kube-.*
     ({"alertname": "Y", "namespace": "my-kube-x"}, [("fallback", '{}:{alertname="Y"}')]),
     # owner routing: a known owner gets its receiver and its own group
-    ({"alertname": "Z", "owner": "team-a"}, [("team-a", '{}/{owner=~".+"}:{alertname="Z",owner="team-a"}')]),
+    ({"alertname": "Z", "owner": "team-a"}, [("team-a", '{}/{owner=~".+"}:{alertname="Z", owner="team-a"}')]),
     # unknown owner: the route's (inherited) receiver is the fallback
-    ({"alertname": "Z", "owner": "team-b"}, [("fallback", '{}/{owner=~".+"}:{alertname="Z",owner="team-b"}')]),
+    ({"alertname": "Z", "owner": "team-b"}, [("fallback", '{}/{owner=~".+"}:{alertname="Z", owner="team-b"}')]),
     # owner_receiver is inherited by children
     ({"alertname": "Z", "owner": "team-a", "severity": "info"},
-     [("team-a", '{}/{owner=~".+"}/{severity="info"}:{alertname="Z",owner="team-a"}')]),
+     [("team-a", '{}/{owner=~".+"}/{severity="info"}:{alertname="Z", owner="team-a"}')]),
     # empty owner: does not match owner=~".+" at all
     ({"alertname": "Z", "owner": ""}, [("fallback", '{}:{alertname="Z"}')]),
 ]
