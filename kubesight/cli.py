@@ -15,6 +15,7 @@ import sys
 # (module, what it adds) -- in the order of the flow: collectors -> streams -> rules -> alerts
 AREAS = (
     "streams.cli_kafka",  # kafka up | down | status
+    "deploy.cluster.cli",  # cluster up | down | status
     "streams.cli_run",  # worker, demo
     "streams.bench",  # bench pipeline, bench derived
     "streams.faults",  # bench faults
