@@ -1,8 +1,11 @@
 """The routing file: receivers, route tree, inhibit rules, time intervals; validated at load, every error at once.
 
-Shaped like Alertmanager's configuration (same keys, same meanings) plus two kubesight keys:
-``owner_receiver`` on a route and ``default_inhibit_rules`` at the top.  Errors name the file,
-the line and the YAML path:
+Alertmanager's configuration file (same keys, same meanings, same refusals: a file ``amtool
+check-config`` refuses is refused here) plus kubesight's extensions: ``owner_receiver`` on a route,
+``default_inhibit_rules`` at the top, ``retry`` and ``timeout`` on receivers, ``dingtalk_configs``.
+Alertmanager's deprecated forms (``match``, ``match_re``, ``source_match(_re)``, ``target_match(_re)``,
+a top-level ``mute_time_intervals``) are read as their modern equivalents with one warning each
+(``RoutingConfig.warnings``).  Errors name the file, the line and the YAML path:
 
 >>> load_text('route: {receiver: x, matchers: ["a=b"]}\\nreceivers: [{name: y}]\\n', "r.yaml")
 Traceback (most recent call last):
@@ -13,15 +16,17 @@ r.yaml:1: route.receiver: undefined receiver "x" (defined: y)
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
 
 from alerts.timeintervals import TimeInterval
 from core import yamlconfig
 from core.durations import Duration
-from core.matchers import Matchers
-from core.yamlconfig import shown
+from core.matchers import MatcherError, Matchers, parse_matchers, quote
+from core.yamlconfig import Document, shown
 
 
 def _positive(v: float) -> float:
@@ -31,8 +36,6 @@ def _positive(v: float) -> float:
 
 
 def _label(v: str) -> str:
-    import re
-
     if v != "..." and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
         raise ValueError(f"invalid label name {shown(v)}")
     return v
@@ -109,8 +112,8 @@ class RouteConfig(Strict):
 
 
 class InhibitRuleConfig(Strict):
-    source_matchers: Matchers = Field(min_length=1)
-    target_matchers: Matchers = Field(min_length=1)
+    source_matchers: Matchers = ()  # none: every firing alert is a source (as in Alertmanager)
+    target_matchers: Matchers = ()
     equal: list[LabelName] = []
 
 
@@ -121,7 +124,33 @@ class NamedTimeInterval(Strict):
 
 class GlobalConfig(Strict):
     resolve_timeout: Duration = 0.0  # 0: an alert without endsAt stays firing until resolved
-    external_url: str = "http://kubesight.local"
+    external_url: str = "http://kubesight.local"  # kubesight's (Alertmanager takes it as a flag)
+    # Alertmanager's other global keys: accepted so its files load; slack_api_url(_file) is the
+    # default of slack_configs, the rest serve integrations kubesight does not deliver to yet
+    http_config: dict | None = None
+    smtp_from: str | None = None
+    smtp_hello: str | None = None
+    smtp_smarthost: str | None = None
+    smtp_auth_username: str | None = None
+    smtp_auth_password: str | None = None
+    smtp_auth_password_file: str | None = None
+    smtp_auth_secret: str | None = None
+    smtp_auth_identity: str | None = None
+    smtp_require_tls: bool | None = None
+    slack_api_url: Secret | None = None
+    slack_api_url_file: str | None = None
+    pagerduty_url: str | None = None
+    opsgenie_api_url: str | None = None
+    opsgenie_api_key: str | None = None
+    opsgenie_api_key_file: str | None = None
+    victorops_api_url: str | None = None
+    victorops_api_key: str | None = None
+    victorops_api_key_file: str | None = None
+    wechat_api_url: str | None = None
+    wechat_api_secret: str | None = None
+    wechat_api_corp_id: str | None = None
+    telegram_api_url: str | None = None
+    webex_api_url: str | None = None
 
 
 class RoutingConfig(Strict):
@@ -131,6 +160,19 @@ class RoutingConfig(Strict):
     inhibit_rules: list[InhibitRuleConfig] = []
     default_inhibit_rules: bool = True
     time_intervals: list[NamedTimeInterval] = []
+    templates: list[str] = []  # Alertmanager's notification templates: accepted, not used (a warning says so)
+    _warnings: list[str] = PrivateAttr(default_factory=list)
+    _original: str = PrivateAttr(default="")
+
+    @property
+    def warnings(self) -> list[str]:
+        """Deprecated forms read and keys accepted but unused, one ``file:line: path: message`` each."""
+        return self._warnings
+
+    @property
+    def original(self) -> str:
+        """The file's text as loaded (what ``/api/v2/status`` shows as ``config.original``)."""
+        return self._original
 
 
 # ---------------------------------------------------------------- loading
@@ -172,6 +214,10 @@ def _cross_refs(data: dict) -> list[tuple[tuple, str]]:
         gb = route.get("group_by")
         if isinstance(gb, list) and "..." in gb and len(gb) > 1:
             errs.append((path + ("group_by",), '"..." (group by all labels) cannot be combined with other labels'))
+        if isinstance(gb, list):
+            for j, name in enumerate(gb):
+                if isinstance(name, str) and name in gb[:j]:
+                    errs.append((path + ("group_by", j), f"duplicated label {shown(name)} in group_by"))
         for j, child in enumerate(route.get("routes") or []):
             walk(child, path + ("routes", j))
 
@@ -189,10 +235,119 @@ def _cross_refs(data: dict) -> list[tuple[tuple, str]]:
     return errs
 
 
+# ---------------------------------------------------------------- Alertmanager's deprecated forms
+
+DELIVERED = ("webhook_configs", "slack_configs", "dingtalk_configs")
+NOT_YET = ("email_configs", "pagerduty_configs", "pushover_configs", "opsgenie_configs", "victorops_configs",
+           "wechat_configs", "sns_configs", "telegram_configs", "discord_configs", "webex_configs",
+           "msteams_configs")
+_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _as_matchers(doc: Document, owner: dict, path: tuple, pairs: tuple[tuple[str, str], ...], into: str,
+                 warnings: list[str]) -> None:
+    """Turn ``owner``'s deprecated maps (key, operator) into matcher strings appended to ``owner[into]``."""
+    converted: list[str] = []
+    for key, op in pairs:
+        if key not in owner:
+            continue
+        value, mine = owner.pop(key), []
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            doc.error(path + (key,), f"expected a mapping of label name to value, got {shown(value)}")
+            continue
+        for name, v in value.items():
+            if not isinstance(name, str) or not _LABEL.fullmatch(name):
+                doc.error(path + (key, str(name)), f"invalid label name {shown(name)}")
+                continue
+            if not isinstance(v, str):
+                doc.error(path + (key, name), f"expected a string, got {shown(v)}")
+                continue
+            text = f"{name}{op}{quote(v)}"
+            try:
+                parse_matchers(text)
+            except MatcherError as exc:
+                doc.error(path + (key, name), str(exc))
+                continue
+            mine.append(text)
+        converted += mine
+        warnings.append(f"{doc.source}:{doc.line_of(path + (key,))}: {yamlconfig.path_str(path + (key,))}: "
+                        f"{key} is deprecated (in Alertmanager too); read as {into}: {mine!r}")
+    if converted:
+        existing = owner.get(into)
+        owner[into] = (list(existing) if isinstance(existing, list) else []) + converted
+
+
+def _modernise(doc: Document) -> list[str]:
+    """Rewrite Alertmanager's deprecated forms in ``doc.data`` in place; the warnings, one per form found."""
+    data, warnings = doc.data, []
+
+    def route(r, path):
+        if not isinstance(r, dict):
+            return
+        _as_matchers(doc, r, path, (("match", "="), ("match_re", "=~")), "matchers", warnings)
+        for j, child in enumerate(r.get("routes") or []):
+            route(child, path + ("routes", j))
+
+    route(data.get("route"), ("route",))
+    for i, rule in enumerate(data.get("inhibit_rules") or []):
+        if isinstance(rule, dict):
+            p = ("inhibit_rules", i)
+            _as_matchers(doc, rule, p, (("source_match", "="), ("source_match_re", "=~")), "source_matchers", warnings)
+            _as_matchers(doc, rule, p, (("target_match", "="), ("target_match_re", "=~")), "target_matchers", warnings)
+    old = data.get("mute_time_intervals")
+    if "mute_time_intervals" in data:
+        data.pop("mute_time_intervals")
+        warnings.append(f"{doc.source}:{doc.line_of(('mute_time_intervals',))}: mute_time_intervals: "
+                        "deprecated (in Alertmanager too); read as time_intervals")
+        if isinstance(old, list):
+            data["time_intervals"] = list(data.get("time_intervals") or []) + old
+    if data.get("templates"):
+        warnings.append(f"{doc.source}:{doc.line_of(('templates',))}: templates: accepted but not used "
+                        "(kubesight sends its own message formats)")
+    glob = data.get("global") if isinstance(data.get("global"), dict) else {}
+    for i, r in enumerate(data.get("receivers") or []):
+        if not isinstance(r, dict):
+            continue
+        for kind in NOT_YET:
+            if kind in r:
+                if r.pop(kind):
+                    doc.error(("receivers", i, kind), f"kubesight does not deliver {kind} yet "
+                                                      f"(it delivers {', '.join(DELIVERED)})")
+        for kind in DELIVERED:
+            for j, c in enumerate(r.get(kind) or []):
+                if isinstance(c, dict) and "http_config" in c:
+                    c.pop("http_config")
+                    doc.error(("receivers", i, kind, j, "http_config"), "http_config is not supported by kubesight yet")
+        for c in r.get("slack_configs") or []:  # Alertmanager's default Slack URL
+            if isinstance(c, dict) and "api_url" not in c and "api_url_file" not in c:
+                for key in ("slack_api_url", "slack_api_url_file"):
+                    if glob.get(key):
+                        c[key.removeprefix("slack_")] = glob[key]
+    return warnings
+
+
+def _load(doc: Document) -> RoutingConfig:
+    warnings = _modernise(doc) if isinstance(doc.data, dict) else []
+    cfg = doc.validate(RoutingConfig)
+    if isinstance(doc.data, dict):
+        for loc, message in _cross_refs(doc.data):
+            doc.error(loc, message)
+    doc.raise_for_errors()
+    cfg._warnings = warnings
+    return cfg
+
+
 def load_text(text: str, source: str = "<routing>") -> RoutingConfig:
     """Parse and validate; raises ConfigError listing every problem with file, line and YAML path."""
-    return yamlconfig.load(text, RoutingConfig, source=source, check=_cross_refs)
+    cfg = _load(yamlconfig.parse(text, source))
+    cfg._original = text
+    return cfg
 
 
 def load(path) -> RoutingConfig:
-    return yamlconfig.load(path, RoutingConfig, check=_cross_refs)
+    doc = yamlconfig.read(path)
+    cfg = _load(doc)
+    cfg._original = Path(path).read_text(encoding="utf-8")
+    return cfg

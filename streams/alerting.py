@@ -49,6 +49,7 @@ from alerts.engine import Engine, from_grouped, to_grouped
 from alerts.inhibit import Inhibitor, rules_from
 from alerts.receivers import Receivers
 from alerts.silences import Silence, Silences
+from core.kafkaclient import client_config
 from core.records import Alert, RecordError, deadletter, decode, encode
 from core.settings import Settings
 from streams.follow import follow_topic
@@ -125,7 +126,7 @@ class SilenceBook(mode.Service):
         self.producer: AIOKafkaProducer | None = None
 
     async def on_start(self) -> None:
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True)
+        self.producer = AIOKafkaProducer(**client_config(self.bootstrap, "aiokafka"), acks="all", enable_idempotence=True)
         await self.producer.start()
 
     async def on_stop(self) -> None:
@@ -450,10 +451,10 @@ class Deliverer(mode.Service):
         DeliveryMetrics.watch(self)
 
     async def on_start(self) -> None:
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True)
+        self.producer = AIOKafkaProducer(**client_config(self.bootstrap, "aiokafka"), acks="all", enable_idempotence=True)
         await self.producer.start()
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.group_id, enable_auto_commit=False,
+            **client_config(self.bootstrap, "aiokafka"), group_id=self.group_id, enable_auto_commit=False,
             isolation_level="read_committed", auto_offset_reset="earliest", session_timeout_ms=10000,
             heartbeat_interval_ms=1000, max_poll_interval_ms=3600_000 * 3, fetch_max_wait_ms=100)
         await self.consumer.start()
@@ -606,6 +607,8 @@ class AlertingService(mode.Service):
                  worker_id: str = "0", on_result: Callable | None = None, tick_interval: float = 0.25, **kw):
         super().__init__(**kw)
         cfg = routing if isinstance(routing, RoutingConfig) else load_routing(routing or settings.routing)
+        for warning in cfg.warnings:  # Alertmanager's deprecated forms, read as their modern equivalents
+            log.warning("routing: %s", warning)
         self.book = SilenceBook(settings, bootstrap)
         self.watcher = AlertWatcher(settings, bootstrap, Inhibitor(rules_from(cfg)))
         self.engine = Engine(cfg, self.book.silences, self.watcher.inhibitor)

@@ -94,10 +94,13 @@ def _routes_test(args) -> int:
 
     path = _routing_path(args)
     try:
-        router = Router(load(path))
+        cfg = load(path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
+    for warning in cfg.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    router = Router(cfg)
     labels = _parse_labels(args.labels)
     for d in router.destinations(labels):
         r = d.route
@@ -110,7 +113,9 @@ def _routes_check(args) -> int:
     bad = 0
     for f in args.files:
         try:
-            load(f)
+            cfg = load(f)
+            for warning in cfg.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
             print(f"{f}: ok")
         except ConfigError as exc:
             print(exc, file=sys.stderr)

@@ -107,13 +107,25 @@ def test_bad_time_interval_field():
     assert errors("route: {receiver: r}\n" + OK_RECEIVERS + "time_intervals:\n  - name: t\n    time_intervals:\n"
                   "      - weekdays: [funday]\n") == [
         "routing.yaml:7: time_intervals[0].time_intervals[0].weekdays: "
-        "invalid weekday 'funday' (use a name (monday...) or a number)"]
+        "funday is not a valid weekday (use a name: sunday, monday, ... saturday)"]
 
 
-def test_inhibit_rule_needs_matchers():
-    assert errors("route: {receiver: r}\n" + OK_RECEIVERS + "inhibit_rules:\n  - equal: [node]\n") == [
-        "routing.yaml:5: inhibit_rules[0].source_matchers: required key missing",
-        "routing.yaml:5: inhibit_rules[0].target_matchers: required key missing"]
+def test_weekday_range_start_after_end_as_alertmanager_refuses_it():
+    assert errors("route: {receiver: r}\n" + OK_RECEIVERS + "time_intervals:\n  - name: t\n    time_intervals:\n"
+                  "      - weekdays: ['saturday:sunday']\n") == [
+        "routing.yaml:7: time_intervals[0].time_intervals[0].weekdays: start day cannot be before end day"]
+
+
+def test_time_range_start_not_before_end():
+    assert errors("route: {receiver: r}\n" + OK_RECEIVERS + "time_intervals:\n  - name: t\n    time_intervals:\n"
+                  "      - times: [{start_time: '17:00', end_time: '09:00'}]\n") == [
+        "routing.yaml:7: time_intervals[0].time_intervals[0].times[0]: "
+        "start time cannot be equal or greater than end time"]
+
+
+def test_inhibit_rule_without_matchers_is_alertmanagers_match_all():
+    cfg = load_text("route: {receiver: r}\n" + OK_RECEIVERS + "inhibit_rules:\n  - equal: [node]\n")
+    assert (cfg.inhibit_rules[0].source_matchers, cfg.inhibit_rules[0].target_matchers) == ((), ())
 
 
 def test_invalid_yaml():
@@ -126,9 +138,49 @@ def test_all_errors_at_once_sorted_by_line():
     assert [e.split(": ")[0] for e in errs] == ["routing.yaml:2", "routing.yaml:3", "routing.yaml:5", "routing.yaml:6"]
 
 
-def test_old_match_syntax_is_refused_with_a_hint():
-    assert errors("route:\n  receiver: r\n  routes:\n    - match: {a: b}\n" + OK_RECEIVERS) == [
-        'routing.yaml:4: route.routes[0].match: unknown key "match" (did you mean "matchers"?)']
+def test_deprecated_match_forms_are_converted_with_one_warning_each():
+    cfg = load_text("route:\n  receiver: r\n  routes:\n    - match: {a: b}\n      match_re: {c: 'x|y'}\n"
+                    "      matchers: ['d=\"e\"']\n" + OK_RECEIVERS +
+                    "inhibit_rules:\n  - source_match: {s: '1'}\n    target_match_re: {t: '2.*'}\n    equal: [n]\n",
+                    "routing.yaml")
+    assert [str(m) for m in cfg.route.routes[0].matchers] == ['d="e"', 'a="b"', 'c=~"x|y"']
+    rule = cfg.inhibit_rules[0]
+    assert ([str(m) for m in rule.source_matchers], [str(m) for m in rule.target_matchers]) == (['s="1"'], ['t=~"2.*"'])
+    assert cfg.warnings == [
+        "routing.yaml:4: route.routes[0].match: match is deprecated (in Alertmanager too); read as matchers: ['a=\"b\"']",
+        "routing.yaml:5: route.routes[0].match_re: match_re is deprecated (in Alertmanager too); "
+        "read as matchers: ['c=~\"x|y\"']",
+        "routing.yaml:10: inhibit_rules[0].source_match: source_match is deprecated (in Alertmanager too); "
+        "read as source_matchers: ['s=\"1\"']",
+        "routing.yaml:11: inhibit_rules[0].target_match_re: target_match_re is deprecated (in Alertmanager too); "
+        "read as target_matchers: ['t=~\"2.*\"']"]
+
+
+def test_deprecated_match_errors_name_the_old_key():
+    assert errors("route:\n  receiver: r\n  routes:\n    - match_re: {a: '(?!x)'}\n      match: {'b:c': d}\n"
+                  + OK_RECEIVERS) == [
+        'routing.yaml:4: route.routes[0].match_re.a: invalid regex "(?!x)" in matcher a=~"(?!x)": '
+        "invalid perl operator: (?!",
+        'routing.yaml:5: route.routes[0].match.b:c: invalid label name "b:c"']
+
+
+def test_integrations_kubesight_does_not_deliver_are_refused_by_name():
+    assert errors("route: {receiver: r}\nreceivers:\n  - name: r\n    email_configs: [{to: a@b.c}]\n") == [
+        "routing.yaml:4: receivers[0].email_configs: kubesight does not deliver email_configs yet "
+        "(it delivers webhook_configs, slack_configs, dingtalk_configs)"]
+
+
+def test_alertmanager_globals_and_templates_load_and_slack_takes_the_global_url():
+    cfg = load_text("global: {resolve_timeout: 5m, smtp_smarthost: 'mail:25', slack_api_url: 'https://hooks/x'}\n"
+                    "templates: ['/etc/am/*.tmpl']\nroute: {receiver: r}\nreceivers:\n  - name: r\n"
+                    "    slack_configs: [{channel: '#ops'}]\n", "routing.yaml")
+    assert cfg.global_.resolve_timeout == 300.0 and cfg.receivers[0].slack_configs[0].api_url == "https://hooks/x"
+    assert cfg.warnings == ["routing.yaml:2: templates: accepted but not used (kubesight sends its own message formats)"]
+
+
+def test_duplicated_group_by_label():
+    assert errors("route:\n  receiver: r\n  group_by: [a, b, a]\n" + OK_RECEIVERS) == [
+        'routing.yaml:3: route.group_by[2]: duplicated label "a" in group_by']
 
 
 def test_brace_matchers_as_alertmanager_accepts_them():

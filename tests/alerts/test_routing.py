@@ -93,7 +93,7 @@ route:
 receivers: [{name: r}]
 time_intervals:
   - name: weekend
-    time_intervals: [{weekdays: ['saturday:sunday']}]
+    time_intervals: [{weekdays: [saturday, sunday]}]
 """))
     saturday, tuesday = 1628330400.0, 1627984800.0
     (one,) = router.destinations({"a": "1"})
