@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install jars cluster lint clean
+.PHONY: demo demo-cluster test install jars cluster lint clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,6 +24,10 @@ cluster: $(STAMP)
 
 demo: jars
 	$(VENV)/bin/kubesight demo
+
+# the live demo: a local Kubernetes control plane, its collector and scripted incidents routed to teams
+demo-cluster: jars cluster
+	$(VENV)/bin/kubesight demo --cluster
 
 # pytest's exit 5 (no tests collected) counts as a failure
 test: jars cluster

@@ -87,7 +87,7 @@ def spawn_worker(settings: Settings, bootstrap: str, log_path: Path, worker_id: 
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
     config = log_path.with_suffix(".settings.yaml")
-    config.write_text(yaml.safe_dump(settings.model_copy(update={"kafka": bootstrap}).model_dump()))
+    config.write_text(yaml.safe_dump(settings.model_copy(update={"kafka": bootstrap}).model_dump(mode="json")))
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBESIGHT_")}
     env["PYTHONUNBUFFERED"] = "1"
     cmd = [sys.executable, "-m", "kubesight", "--config", str(config), "worker", "--worker-id", worker_id,
