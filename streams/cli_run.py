@@ -30,6 +30,8 @@ def register(sub, group) -> None:
                    help="routing file; the demo starts a local webhook receiver per receiver (default: %(default)s)")
     d.add_argument("--quiet", action="store_true", help="print only the summary, not every alert")
     d.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the worker to catch up")
+    d.add_argument("--hold", action="store_true", help="keep the stability board (and the broker) up after the "
+                                                       "summary until Ctrl-C")
     d.add_argument("--cluster", action="store_true",
                    help="live instead of a replay: a local Kubernetes control plane, its collector and scripted "
                         "incidents routed to their teams (streams/cluster_demo.py)")
@@ -368,6 +370,7 @@ def _demo(args) -> int:
     procs: list[subprocess.Popen] = []
     tail = None
     receivers = None
+    board = None
     try:
         if settings.kafka:
             bootstrap = settings.kafka
@@ -388,6 +391,10 @@ def _demo(args) -> int:
         ensure_topics(settings, bootstrap)
         procs.append(spawn_worker(settings, bootstrap, log_dir / f"worker-{tag}.log", worker_id=f"demo-{tag}"))
         print(f"demo: worker started (log {log_dir / f'worker-{tag}.log'})", file=sys.stderr)
+        from streams.board import BoardThread
+
+        board = BoardThread(settings, bootstrap)  # the stability board on a free loopback port, read-only
+        print(f"demo: stability board at {board.start_and_wait()}", file=sys.stderr, flush=True)
         tail = AlertTail(bootstrap, settings.topic("alerts"), args.quiet)
         tail.start()
         sink = KafkaSink(bootstrap, settings.topic, client_id="kubesight-demo-replay")
@@ -438,6 +445,10 @@ def _demo(args) -> int:
                   "      that fires and resolves within one group_wait is never notified, as in Alertmanager, so\n"
                   "      these figures vary between runs; the alerts above do not)")
         print(f"  seconds        {elapsed:.1f} end to end (Kafka ready after {t_kafka:.1f})")
+        print(f"  board          {board.url}" + (" (until Ctrl-C)" if args.hold else " (stops with the demo; --hold keeps it)"),
+              flush=True)
+        while args.hold:
+            time.sleep(3600)
         return 0
     finally:
         # each step on its own: one failing must not leave a worker or a JVM behind; a second
@@ -447,6 +458,8 @@ def _demo(args) -> int:
             _quietly(tail.stop)
         if receivers is not None:
             _quietly(receivers.stop)
+        if board is not None:
+            _quietly(board.stop)
         for p in procs:
             _quietly(stop_process, p)
         if broker is not None:

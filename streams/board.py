@@ -1,0 +1,514 @@
+"""The stability board: a traffic-light web page of clusters x layers and teams x namespaces (issue 17).
+
+    alerts (all partitions, read_committed) ──> BoardState: the current alert per fingerprint
+    incidents (when the topic exists)       ──>   (firing until resolved), counts per cell
+    silences (compacted) ──> SilenceBook ───────> muted alerts count apart and never colour a cell
+    HTTP (aiohttp): /  /static/*  /api/summary  /api/alerts (drill-down, paginated)  /api/events (SSE)
+                    /alertmanager/api/v2/silences...  (alerts.api over the same SilenceBook; writes need the token)
+
+The server aggregates; the page renders only cells and fetches the alerts of one cell a page at a time,
+so 10,000 firing alerts cost the browser a few dozen cells.  Silences created on the page go through
+``alerts.api`` -> ``alerts.silences.Silence.create`` -> ``SilenceBook.put``: the same code as
+``kubesight silences add`` and ``silences serve``.
+
+>>> layer_of({"alertname": "KubeNodeNotReady"}, "nodes/KubeNodeNotReady@1.0.0")
+'node'
+>>> layer_of({"alertname": "NodeNetworkReceiveErrors"}, "nodes/NodeNetworkReceiveErrors@1.0.0")
+'network'
+>>> layer_of({"alertname": "X", "layer": "storage"}, "workloads/X@1")
+'storage'
+>>> level_of({"critical": 0, "warning": 2, "info": 1})
+'warning'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+
+import mode
+import orjson
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer
+
+from core.records import Alert, RecordError, decode, format_time, parse_time
+from core.settings import Settings
+from streams.alerting import SilenceBook
+from streams.follow import follow_topic
+
+log = logging.getLogger("kubesight.board")
+
+STATIC = Path(str(resources.files("streams") / "board_static"))
+
+# the grid's columns, in the order of the platform from the ground up
+LAYERS = (
+    ("cloud", "Cloud"),
+    ("node", "Node / kernel"),
+    ("gpu", "GPU"),
+    ("control-plane", "Control plane"),
+    ("workloads", "Workloads"),
+    ("storage", "Storage"),
+    ("network", "Network"),
+)
+LAYER_IDS = {x for x, _ in LAYERS}
+# rule pack (the part of ``source`` before '/') -> layer
+PACK_LAYER = {"cloud": "cloud", "nodes": "node", "kernel": "node", "gpu": "gpu", "control-plane": "control-plane",
+              "workloads": "workloads", "resources": "workloads", "storage": "storage", "network": "network"}
+NETWORK_WORDS = ("network", "conntrack", "dns", "cni", "ingress", "kubeproxy", "kube-proxy")
+SEVERITY = {"critical": "critical", "page": "critical", "error": "critical", "high": "critical",
+            "warning": "warning", "warn": "warning", "medium": "warning"}  # anything else: info
+SEV_RANK = {"critical": 0, "warning": 1, "info": 2}
+NONE = "(none)"
+
+
+def layer_of(labels: dict, source: str) -> str:
+    """The grid column of an alert: its ``layer`` label, else network by name, else its rule pack, else its labels."""
+    explicit = labels.get("layer", "")
+    if explicit in LAYER_IDS:
+        return explicit
+    name = labels.get("alertname", "").lower()
+    if any(w in name for w in NETWORK_WORDS):
+        return "network"
+    pack = source.split("/", 1)[0] if source else ""
+    if pack in PACK_LAYER:
+        return PACK_LAYER[pack]
+    if "gpu" in labels or "gpu" in name:
+        return "gpu"
+    if labels.get("namespace") or labels.get("pod"):
+        return "workloads"
+    if labels.get("node") or labels.get("instance"):
+        return "node"
+    return "other"
+
+
+def level_of(counts: dict) -> str:
+    """A cell's colour from its unsilenced firing alerts: critical (red), warning (yellow), ok (green)."""
+    if counts.get("critical"):
+        return "critical"
+    if counts.get("warning"):
+        return "warning"
+    return "ok"
+
+
+class Entry:
+    """One firing alert as the board keeps it (the record as it came, plus where it goes on the board)."""
+
+    __slots__ = ("fp", "alert", "cluster", "layer", "team", "ns", "sev", "silenced_by", "starts")
+
+    def __init__(self, fp: str, alert: dict, starts: float):
+        lab = alert["labels"]
+        self.fp, self.alert, self.starts = fp, alert, starts
+        self.cluster = lab.get("cluster") or NONE
+        self.layer = layer_of(lab, alert.get("source") or "")
+        self.team = lab.get("owner") or lab.get("team") or "(unowned)"
+        self.ns = lab.get("namespace") or "(cluster-scoped)"
+        self.sev = SEVERITY.get(lab.get("severity", "").lower(), "info")
+        self.silenced_by: list[str] = []
+
+
+def _counts() -> dict:
+    return {"critical": 0, "warning": 0, "info": 0, "silenced": 0, "firing": 0}
+
+
+def _add(c: dict, e: Entry) -> None:
+    c["firing"] += 1
+    if e.silenced_by:
+        c["silenced"] += 1
+    else:
+        c[e.sev] += 1
+
+
+class BoardState:
+    """The current alerts (firing until resolved) and incidents, aggregated on demand.  No I/O: tested alone.
+
+    >>> b = BoardState()
+    >>> b.apply_alert({"labels": {"alertname": "A", "severity": "critical", "cluster": "c1"},
+    ...                "status": "firing", "startsAt": "2021-08-03T09:00:00Z", "fingerprint": "f1", "source": "nodes/A@1"})
+    >>> [(c["row"], c["col"], c["level"], c["critical"]) for c in b.summary(0)["grid"]]
+    [('c1', 'node', 'critical', 1)]
+    >>> b.apply_alert({"labels": {"alertname": "A", "severity": "critical", "cluster": "c1"}, "status": "resolved",
+    ...                "startsAt": "2021-08-03T09:00:00Z", "fingerprint": "f1", "source": "nodes/A@1"})
+    >>> b.summary(0)["grid"]
+    []
+    """
+
+    def __init__(self, silences=None, router=None):
+        self.alerts: dict[str, Entry] = {}
+        self.incidents: dict[str, dict] = {}
+        self.silences = silences  # alerts.silences.Silences (or None: nothing is silenced)
+        self.router = router  # alerts.routing.Router (or None: receivers unknown)
+        self.version = 0
+        self.silence_version = -1
+        self.read = 0  # alert records read
+        self.last_change: float | None = None
+
+    # ------------------------------------------------------------ input
+
+    def apply_alert(self, d: dict) -> None:
+        self.read += 1
+        fp = d.get("fingerprint") or ""
+        if d.get("status") == "firing":
+            e = Entry(fp, d, parse_time(d["startsAt"]) if d.get("startsAt") else 0.0)
+            self.alerts[fp] = e
+            if self.silences is not None and self.silences.by_id:
+                e.silenced_by = self.silences.muting(d["labels"], time.time())
+        else:
+            self.alerts.pop(fp, None)
+        self.version += 1
+        self.last_change = time.time()
+
+    def on_alert_record(self, key, value) -> None:
+        try:
+            rec = decode(value)
+        except RecordError:
+            return  # the worker dead-letters malformed records; the board skips them
+        if isinstance(rec, Alert):
+            self.apply_alert(rec.to_dict())
+
+    def on_incident_record(self, key, value) -> None:
+        """An incident, as a JSON object keyed by id; ``status`` resolved/closed (or a tombstone) removes it."""
+        k = key.decode() if key else ""
+        if value is None:
+            self.incidents.pop(k, None)
+        else:
+            d = orjson.loads(value)
+            if not isinstance(d, dict):
+                return
+            k = str(d.get("id") or k)
+            if d.get("status") in ("resolved", "closed"):
+                self.incidents.pop(k, None)
+            else:
+                self.incidents[k] = d
+        self.version += 1
+        self.last_change = time.time()
+
+    def refresh_silences(self, now: float) -> None:
+        """Recompute which alerts are muted (silences changed, or one started or ended since)."""
+        if self.silences is None:
+            return
+        active = bool(self.silences.by_id)
+        for e in self.alerts.values():
+            e.silenced_by = self.silences.muting(e.alert["labels"], now) if active else []
+
+    # ------------------------------------------------------------ output
+
+    def summary(self, now: float) -> dict:
+        grid: dict[tuple, dict] = {}
+        teams: dict[str, dict] = {}
+        spaces: dict[tuple, dict] = {}
+        total = _counts()
+        clusters: set[str] = set()
+        for e in self.alerts.values():
+            clusters.add(e.cluster)
+            _add(total, e)
+            _add(grid.setdefault((e.cluster, e.layer), _counts()), e)
+            _add(teams.setdefault(e.team, _counts()), e)
+            _add(spaces.setdefault((e.team, e.ns), _counts()), e)
+        inc_by_cluster: dict[str, int] = {}
+        for d in self.incidents.values():
+            c = (d.get("labels") or {}).get("cluster") or d.get("cluster") or NONE
+            clusters.add(c)
+            inc_by_cluster[c] = inc_by_cluster.get(c, 0) + 1
+        layers = [{"id": i, "title": t} for i, t in LAYERS]
+        if any(k[1] == "other" for k in grid):
+            layers.append({"id": "other", "title": "Other"})
+        team_rows = []
+        for t in sorted(teams, key=lambda t: (SEV_RANK[_worst(teams[t])], t)):
+            nss = [{"ns": ns, **c, "level": level_of(c)} for (tt, ns), c in spaces.items() if tt == t]
+            nss.sort(key=lambda x: (SEV_RANK[_worst(x)], x["ns"]))
+            team_rows.append({"team": t, **teams[t], "level": level_of(teams[t]), "namespaces": nss})
+        return {
+            "version": self.version,
+            "serverTime": now,
+            "asOf": format_time(now),
+            "total": {**total, "level": level_of(total)},
+            "layers": layers,
+            "clusters": sorted(clusters, key=lambda c: (c == NONE, c)),
+            "grid": [{"row": r, "col": c, **v, "level": level_of(v)} for (r, c), v in sorted(grid.items())],
+            "teams": team_rows,
+            "incidents": {"open": len(self.incidents), "byCluster": inc_by_cluster},
+        }
+
+    def select(self, view: str, row: str, col: str | None) -> list[Entry]:
+        if view == "team":
+            out = [e for e in self.alerts.values() if e.team == row and (col is None or e.ns == col)]
+        else:
+            out = [e for e in self.alerts.values() if e.cluster == row and (col is None or e.layer == col)]
+        out.sort(key=lambda e: (bool(e.silenced_by), SEV_RANK[e.sev], -e.starts, e.fp))
+        return out
+
+    def receivers(self, labels: dict) -> list[str] | None:
+        if self.router is None:
+            return None
+        seen: list[str] = []
+        for d in self.router.destinations(labels):
+            if d.receiver not in seen:
+                seen.append(d.receiver)
+        return seen
+
+    def page(self, view: str, row: str, col: str | None, offset: int, limit: int) -> dict:
+        sel = self.select(view, row, col)
+        items = []
+        for e in sel[offset:offset + limit]:
+            a = e.alert
+            items.append({"fingerprint": e.fp, "labels": a["labels"], "annotations": a.get("annotations") or {},
+                          "startsAt": a.get("startsAt"), "source": a.get("source") or "",
+                          "generatorURL": a.get("generatorURL") or "", "severity": e.sev, "layer": e.layer,
+                          "silencedBy": e.silenced_by, "receivers": self.receivers(a["labels"])})
+        incidents = []
+        if view != "team":
+            for k, d in self.incidents.items():
+                c = (d.get("labels") or {}).get("cluster") or d.get("cluster") or NONE
+                lay = d.get("layer") or (d.get("labels") or {}).get("layer")
+                if c == row and (col is None or lay in (None, col)):
+                    incidents.append({"id": k, **d})
+        return {"total": len(sel), "offset": offset, "limit": limit, "alerts": items, "incidents": incidents[:50]}
+
+
+def _worst(c: dict) -> str:
+    lv = level_of(c)
+    return "info" if lv == "ok" else lv
+
+
+class Board(mode.Service):
+    """Follows alerts, incidents (when the topic exists) and silences; pushes summaries to the pages."""
+
+    TICK = 0.25  # seconds between checks for a change to push
+    HEARTBEAT = 5.0  # a summary at least this often (the page's freshness), and silences re-evaluated
+
+    def __init__(self, settings: Settings, bootstrap: str, **kw):
+        super().__init__(**kw)
+        self.settings, self.bootstrap = settings, bootstrap
+        self.book = SilenceBook(settings, bootstrap)
+        router = None
+        if settings.routing:
+            from alerts.config import load
+            from alerts.routing import Router
+
+            router = Router(load(settings.routing))
+        self.model = BoardState(self.book.silences, router)
+        self.caught_up = asyncio.Event()
+        self.clients: set[asyncio.Event] = set()
+        self.latest: bytes = b""
+        self.latest_summary: dict | None = None
+        self.summary_ms = 0.0
+
+    async def on_first_start(self) -> None:
+        await self.add_runtime_dependency(self.book)
+
+    @mode.Service.task
+    async def _alerts(self) -> None:
+        await follow_topic(self, self.bootstrap, self.settings.topic("alerts"), self.settings.partitions,
+                           self.model.on_alert_record, self.caught_up, f"{self.settings.app_id}-board")
+
+    @mode.Service.task
+    async def _incidents(self) -> None:
+        """The incidents topic, once it exists (checked every 30 s until then)."""
+        topic = self.settings.topic("incidents")
+        while not self.should_stop:
+            c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, client_id=f"{self.settings.app_id}-board-meta")
+            await c.start()
+            try:
+                parts = c.partitions_for_topic(topic) if topic in await c.topics() else None
+            finally:
+                await c.stop()
+            if parts:
+                await follow_topic(self, self.bootstrap, topic, len(parts), self.model.on_incident_record,
+                                   asyncio.Event(), f"{self.settings.app_id}-board-incidents")
+                return
+            await self.sleep(30.0)
+
+    @mode.Service.task
+    async def _push(self) -> None:
+        sent_version, sent_at, silences_seen = None, 0.0, None
+        while not self.should_stop:
+            now = time.time()
+            sil = self.book.silences
+            stamp = tuple((s.id, s.updatedAt, s.startsAt <= now < s.endsAt) for s in sil.by_id.values())
+            if stamp != silences_seen:  # added, expired, started or ended
+                silences_seen = stamp
+                self.model.refresh_silences(now)
+                self.model.version += 1
+            if self.model.version != sent_version or now - sent_at >= self.HEARTBEAT:
+                self.publish(now)
+                sent_version, sent_at = self.model.version, now
+            await self.sleep(self.TICK)
+
+    def summary(self, now: float | None = None) -> dict:
+        t = time.perf_counter()
+        s = self.model.summary(time.time() if now is None else now)
+        self.summary_ms = (time.perf_counter() - t) * 1000
+        s["caughtUp"] = self.caught_up.is_set() and self.book.caught_up.is_set()
+        s["read"] = self.model.read
+        s["lastChange"] = format_time(self.model.last_change) if self.model.last_change else None
+        return s
+
+    def publish(self, now: float) -> None:
+        self.latest_summary = self.summary(now)
+        self.latest = orjson.dumps(self.latest_summary)
+        for ev in self.clients:
+            ev.set()
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+def _json(data, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json",
+                        headers={"Cache-Control": "no-store"})
+
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+def web_app(board: Board, token: str | None) -> web.Application:
+    """The board's HTTP app.  GETs are open; anything else needs ``Authorization: Bearer <token>``."""
+    from alerts.api import app as silences_api
+
+    expected = f"Bearer {token}".encode() if token else None
+
+    @web.middleware
+    async def guard(request: web.Request, handler):
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            if expected is None:
+                return _json({"error": "the board is read-only: start it with --token-file to allow silences"}, 403)
+            got = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(got, expected):
+                return _json({"error": "a valid bearer token is required to write"}, 401)
+        resp = await handler(request)
+        resp.headers.setdefault("Content-Security-Policy", CSP)
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return resp
+
+    async def index(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def summary(request: web.Request) -> web.Response:
+        s = board.latest_summary or board.summary()
+        return _json({**s, "writable": token is not None, "routing": board.settings.routing is not None})
+
+    async def alerts(request: web.Request) -> web.Response:
+        q = request.query
+        view = q.get("view", "grid")
+        if view not in ("grid", "team") or "row" not in q:
+            return _json({"error": "view=grid|team and row are required"}, 400)
+        try:
+            offset = max(0, int(q.get("offset", "0")))
+            limit = min(500, max(1, int(q.get("limit", "50"))))
+        except ValueError:
+            return _json({"error": "offset and limit are integers"}, 400)
+        return _json(board.model.page(view, q["row"], q.get("col") or None, offset, limit))
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                           "X-Accel-Buffering": "no"})
+        await resp.prepare(request)
+        ev = asyncio.Event()
+        ev.set()
+        board.clients.add(ev)
+        try:
+            await resp.write(b"retry: 2000\n\n")
+            while True:
+                await ev.wait()
+                ev.clear()
+                if not board.latest:
+                    board.publish(time.time())
+                await resp.write(b"event: summary\ndata: " + board.latest + b"\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            board.clients.discard(ev)
+        return resp
+
+    a = web.Application(middlewares=[guard])
+    a.router.add_get("/", index)
+    a.router.add_static("/static/", STATIC, show_index=False)
+    a.router.add_get("/api/summary", summary)
+    a.router.add_get("/api/alerts", alerts)
+    a.router.add_get("/api/events", events)
+    a.add_subapp("/alertmanager", silences_api(board.book))
+    return a
+
+
+async def start_board(settings: Settings, bootstrap: str, host: str = "127.0.0.1", port: int = 0,
+                      token: str | None = None) -> tuple[Board, web.AppRunner, str]:
+    """Start the board service and its HTTP server; returns (board, runner, url)."""
+    board = Board(settings, bootstrap)
+    await board.start()
+    runner = web.AppRunner(web_app(board, token), access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    return board, runner, f"http://{shown}:{port}/"
+
+
+class BoardThread(threading.Thread):
+    """The board on its own event loop in a thread: for the demo, the tests and the bench."""
+
+    def __init__(self, settings: Settings, bootstrap: str, host: str = "127.0.0.1", port: int = 0,
+                 token: str | None = None):
+        super().__init__(daemon=True, name="kubesight-board")
+        self.args = (settings, bootstrap, host, port, token)
+        self.ready = threading.Event()
+        self.url: str | None = None
+        self.board: Board | None = None
+        self.error: BaseException | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._halt: asyncio.Event | None = None
+
+    def run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._main())
+        except BaseException as exc:  # reported to whoever waits on ready
+            self.error = exc
+            self.ready.set()
+        finally:
+            self.loop.close()
+
+    async def _main(self) -> None:
+        self._halt = asyncio.Event()
+        board, runner, self.url = await start_board(*self.args)
+        self.board = board
+        self.ready.set()
+        try:
+            await self._halt.wait()
+        finally:
+            await runner.cleanup()
+            await board.stop()
+
+    def start_and_wait(self, timeout: float = 30.0) -> str:
+        self.start()
+        if not self.ready.wait(timeout) or self.error is not None:
+            raise RuntimeError(f"the board did not start: {self.error!r}")
+        return self.url
+
+    def wait_caught_up(self, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            b = self.board
+            if b is not None and b.caught_up.is_set() and b.book.caught_up.is_set():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def call(self, fn, timeout: float = 10.0):
+        """Run ``fn()`` on the board's loop and return its result (reading state safely from another thread)."""
+        async def go():
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(go(), self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self.loop is not None and self._halt is not None and self.is_alive():
+            self.loop.call_soon_threadsafe(self._halt.set)
+        self.join(15)

@@ -1,0 +1,326 @@
+// kubesight stability board: plain DOM, no framework, no external asset.
+// The server aggregates; this page renders the cells it is sent (server-sent events) and fetches the
+// alerts of one cell a page at a time.  Every text from the server goes in through textContent.
+"use strict";
+
+const WORD = { ok: "OK", warning: "WARNING", critical: "CRITICAL" };
+const PAGE = 50;
+const st = {
+  view: "grid", summary: null, lastMsg: null, writable: false, routing: false,
+  drill: null, drillVersion: -1, drillTimer: null, renders: 0, dialogAlert: null,
+};
+window.__board = { renders: 0, firstRenderMs: null, drills: 0, lastDrillMs: null };
+
+function h(tag, attrs, ...kids) {
+  const ns = tag === "svg" || tag === "use" ? "http://www.w3.org/2000/svg" : null;
+  const el = ns ? document.createElementNS(ns, tag) : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") el.setAttribute("class", v);
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const kid of kids.flat()) {
+    if (kid === null || kid === undefined || kid === false) continue;
+    el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+  }
+  return el;
+}
+
+function shape(level) {
+  return h("svg", { class: "shape", viewBox: "0 0 16 16", "aria-hidden": "true" }, h("use", { href: "#s-" + level }));
+}
+
+function countsText(c) {
+  const parts = [];
+  if (c.critical) parts.push(c.critical + " critical");
+  if (c.warning) parts.push(c.warning + " warning");
+  if (c.info) parts.push(c.info + " info");
+  if (c.silenced) parts.push(c.silenced + " silenced");
+  return parts.length ? parts.join(" · ") : "no alert";
+}
+
+function cellData(c) {
+  return { level: c.level, firing: c.firing, critical: c.critical, warning: c.warning, info: c.info,
+           silenced: c.silenced };
+}
+
+// ------------------------------------------------------------------ views
+
+function renderTotals(s) {
+  const t = s.total, box = document.getElementById("totals");
+  box.replaceChildren(
+    h("span", { class: "pill lv-" + t.level, id: "total-level", dataset: { level: t.level } }, shape(t.level), WORD[t.level]),
+    h("span", { class: "pill lv-critical", title: "critical firing" }, shape("critical"), t.critical + " critical"),
+    h("span", { class: "pill lv-warning", title: "warning firing" }, shape("warning"), t.warning + " warning"),
+    h("span", { class: "pill", title: "info firing" }, t.info + " info"),
+    h("span", { class: "pill lv-muted", title: "silenced" }, shape("muted"), t.silenced + " silenced"),
+    s.incidents && s.incidents.open ? h("span", { class: "pill lv-critical" }, s.incidents.open + " incidents") : null,
+  );
+  document.body.dataset.firing = t.firing;
+  document.body.dataset.version = s.version;
+}
+
+function cellButton(view, row, col, c, label) {
+  const level = c ? c.level : "ok";
+  const sel = st.drill && st.drill.view === view && st.drill.row === row && (st.drill.col || null) === (col || null);
+  return h("button", {
+    type: "button", class: "cell lv-" + level + (c && c.firing ? "" : " empty") + (sel ? " selected" : ""),
+    dataset: { view, row, col: col || "", ...(c ? cellData(c) : { level: "ok", firing: 0 }) },
+    "aria-label": `${label}: ${WORD[level]}, ${c ? countsText(c) : "no alert"}`,
+    onclick: () => openDrill({ view, row, col, title: label, offset: 0 }),
+  }, h("span", { class: "word lv-" + level }, shape(level), WORD[level]),
+     h("span", { class: "counts" }, c && c.firing ? countsText(c) : "—"));
+}
+
+function renderGrid(s) {
+  const table = document.getElementById("grid");
+  const head = h("tr", {}, h("th", { scope: "col" }, "cluster"), s.layers.map(l => h("th", { scope: "col" }, l.title)));
+  const cells = new Map(s.grid.map(c => [c.row + "\u0000" + c.col, c]));
+  const rows = s.clusters.map(cl => {
+    const inc = (s.incidents.byCluster || {})[cl];
+    return h("tr", {}, h("th", { scope: "row" }, cl, inc ? h("div", { class: "lv-critical" }, inc + " open incident(s)") : null),
+      s.layers.map(l => h("td", {}, cellButton("grid", cl, l.id, cells.get(cl + "\u0000" + l.id), cl + " / " + l.title))));
+  });
+  table.tHead.replaceChildren(head);
+  table.tBodies[0].replaceChildren(...rows);
+  document.getElementById("grid-empty").hidden = s.clusters.length > 0;
+}
+
+function renderTeams(s) {
+  const rows = s.teams.map(t => h("tr", {},
+    h("th", { scope: "row" }, h("div", { class: "team-head" }, t.team, cellButton("team", t.team, null, t, t.team))),
+    h("td", {}, h("div", { class: "chips" }, t.namespaces.map(n => h("button", {
+      type: "button", class: "chip lv-" + n.level, dataset: { view: "team", row: t.team, col: n.ns, ...cellData(n) },
+      "aria-label": `${t.team} / ${n.ns}: ${WORD[n.level]}, ${countsText(n)}`,
+      onclick: () => openDrill({ view: "team", row: t.team, col: n.ns, title: t.team + " / " + n.ns, offset: 0 }),
+    }, h("span", { class: "lv-" + n.level }, shape(n.level)), n.ns,
+       h("span", { class: "n" }, WORD[n.level] + " " + (n.critical + n.warning + n.info) + (n.silenced ? " +" + n.silenced + " silenced" : ""))))))));
+  document.getElementById("teams").tBodies[0].replaceChildren(...rows);
+  document.getElementById("team-empty").hidden = s.teams.length > 0;
+}
+
+function render(s) {
+  const t0 = performance.now();
+  st.summary = s;
+  renderTotals(s);
+  if (st.view === "grid") renderGrid(s); else renderTeams(s);
+  st.renders++;
+  window.__board.renders = st.renders;
+  window.__board.lastRenderMs = performance.now() - t0;
+  if (window.__board.firstRenderMs === null) {
+    window.__board.firstRenderMs = performance.now();
+    window.__board.firstRenderFiring = s.total.firing;
+  }
+  document.body.dataset.caughtUp = s.caughtUp ? "1" : "0";
+  if (st.drill && s.version !== st.drillVersion) scheduleDrill();
+}
+
+function setView(view) {
+  st.view = view;
+  for (const v of ["grid", "team"]) {
+    document.getElementById("view-" + v).hidden = v !== view;
+    document.getElementById("tab-" + v).setAttribute("aria-selected", String(v === view));
+  }
+  if (st.summary) render(st.summary);
+}
+
+// ------------------------------------------------------------------ drill-down
+
+function openDrill(d) {
+  st.drill = d;
+  if (st.summary) render(st.summary);
+  loadDrill();
+}
+
+function scheduleDrill() {
+  if (st.drillTimer) return;
+  st.drillTimer = setTimeout(() => { st.drillTimer = null; loadDrill(); }, 500);
+}
+
+async function loadDrill() {
+  const d = st.drill;
+  if (!d) return;
+  const t0 = performance.now();
+  const version = st.summary ? st.summary.version : -1;
+  const q = new URLSearchParams({ view: d.view, row: d.row, offset: d.offset, limit: PAGE });
+  if (d.col) q.set("col", d.col);
+  let page;
+  try {
+    const r = await fetch("/api/alerts?" + q);
+    page = await r.json();
+  } catch (e) { return; }
+  if (st.drill !== d) return;
+  st.drillVersion = version;
+  renderDrill(d, page);
+  window.__board.drills++;
+  window.__board.lastDrillMs = performance.now() - t0;
+}
+
+function renderDrill(d, page) {
+  const box = document.getElementById("drill");
+  box.hidden = false;
+  box.dataset.total = page.total;
+  box.dataset.row = d.row;
+  box.dataset.col = d.col || "";
+  document.getElementById("drill-title").textContent = d.title;
+  const last = Math.min(page.offset + page.alerts.length, page.total);
+  document.getElementById("drill-range").textContent =
+    page.total ? `${page.offset + 1}–${last} of ${page.total} firing` : "no alert firing";
+  document.getElementById("drill-prev").disabled = page.offset <= 0;
+  document.getElementById("drill-next").disabled = last >= page.total;
+  document.getElementById("drill-incidents").replaceChildren(...page.incidents.map(i =>
+    h("div", { class: "incident" }, h("b", {}, "incident "), i.title || i.summary || i.id,
+      i.status ? " · " + i.status : "", i.startsAt ? " · since " + i.startsAt : "")));
+  document.getElementById("drill-list").replaceChildren(...page.alerts.map(alertItem));
+}
+
+function ago(iso) {
+  if (!iso) return "";
+  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  if (s < 120) return Math.round(s) + " s ago";
+  if (s < 7200) return Math.round(s / 60) + " min ago";
+  if (s < 172800) return Math.round(s / 3600) + " h ago";
+  return Math.round(s / 86400) + " d ago";
+}
+
+function alertItem(a) {
+  const lab = a.labels, silenced = a.silencedBy.length > 0;
+  const level = a.severity === "info" ? "ok" : a.severity;
+  const receivers = a.receivers === null ? "unknown (no routing file)" : (a.receivers.join(", ") || "none");
+  return h("li", {
+    class: "alert lv-" + a.severity + (silenced ? " silenced" : ""),
+    dataset: { fingerprint: a.fingerprint, silenced: silenced ? "1" : "0", severity: a.severity },
+  },
+    h("div", { class: "top" },
+      h("span", { class: "lv-" + (silenced ? "muted" : level) }, shape(silenced ? "muted" : level)),
+      h("span", { class: "sev" }, (a.severity || "").toUpperCase()),
+      h("span", { class: "name" }, lab.alertname || "(no alertname)"),
+      h("span", { class: "state" }, silenced ? "SILENCED" : "FIRING"),
+      h("span", { class: "when", title: a.startsAt }, "since " + (a.startsAt || "?") + " (" + ago(a.startsAt) + ")")),
+    h("div", { class: "labels" }, Object.keys(lab).sort().map(k => h("span", { class: "label" }, k + "=" + lab[k]))),
+    Object.entries(a.annotations).map(([k, v]) => h("div", { class: "ann" }, h("b", {}, k + ": "), v)),
+    h("div", { class: "foot" },
+      h("span", {}, "receivers: " + receivers),
+      h("span", {}, "source: " + (a.source || "?")),
+      a.generatorURL ? h("a", { href: a.generatorURL, rel: "noreferrer" }, "source link") : null,
+      st.writable ? h("button", { type: "button", class: "silence", onclick: () => openSilence(a) }, "Silence…") : null,
+      a.silencedBy.map(id => h("span", { class: "silence-id" }, "silenced by " + id.slice(0, 8) + " ",
+        st.writable ? h("button", { type: "button", class: "expire", dataset: { silence: id },
+                                    onclick: () => expireSilence(id) }, "expire") : null))));
+}
+
+// ------------------------------------------------------------------ silences (writes need the token)
+
+function token() { return document.getElementById("token").value.trim(); }
+
+async function write(method, url, body) {
+  const r = await fetch(url, {
+    method, body: body ? JSON.stringify(body) : undefined,
+    headers: { "Content-Type": "application/json", Authorization: "Bearer " + token() },
+  });
+  const text = await r.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (e) { data = { error: text }; }
+  if (!r.ok) throw new Error((data && data.error) || "HTTP " + r.status);
+  return data;
+}
+
+function openSilence(a) {
+  st.dialogAlert = a;
+  const box = document.getElementById("silence-matchers");
+  box.replaceChildren(...Object.keys(a.labels).sort().map(k => h("label", {},
+    h("input", { type: "checkbox", checked: true, dataset: { name: k, value: a.labels[k] } }),
+    " " + k + '="' + a.labels[k] + '"')));
+  document.getElementById("silence-error").textContent = "";
+  document.getElementById("silence-dialog").showModal();
+  document.getElementById("silence-comment").focus();
+}
+
+async function submitSilence(ev) {
+  ev.preventDefault();
+  const err = document.getElementById("silence-error");
+  const matchers = [...document.querySelectorAll("#silence-matchers input:checked")].map(i =>
+    ({ name: i.dataset.name, value: i.dataset.value, isRegex: false, isEqual: true }));
+  const now = Date.now();
+  const body = {
+    matchers,
+    startsAt: new Date(now).toISOString(),
+    endsAt: new Date(now + 1000 * Number(document.getElementById("silence-duration").value)).toISOString(),
+    createdBy: document.getElementById("silence-author").value.trim(),
+    comment: document.getElementById("silence-comment").value.trim(),
+  };
+  try {
+    const out = await write("POST", "/alertmanager/api/v2/silences", body);
+    document.getElementById("silence-dialog").close();
+    document.body.dataset.lastSilence = out.silenceID;
+    loadDrill();
+  } catch (e) {
+    err.textContent = e.message;
+  }
+}
+
+async function expireSilence(id) {
+  try {
+    await write("DELETE", "/alertmanager/api/v2/silence/" + encodeURIComponent(id));
+    loadDrill();
+  } catch (e) {
+    alert("could not expire " + id + ": " + e.message);
+  }
+}
+
+// ------------------------------------------------------------------ live updates and freshness
+
+function tick() {
+  const f = document.getElementById("freshness");
+  if (st.lastMsg === null) { f.textContent = "waiting for data…"; return; }
+  const s = Math.round((Date.now() - st.lastMsg) / 1000);
+  const caught = st.summary && !st.summary.caughtUp ? " (reading the backlog)" : "";
+  f.textContent = "updated " + (s < 120 ? s + " s" : Math.round(s / 60) + " min") + " ago" + caught;
+  f.dataset.age = s;
+}
+
+function connect() {
+  const conn = document.getElementById("conn");
+  const es = new EventSource("/api/events");
+  es.addEventListener("open", () => { conn.textContent = "live"; conn.className = "conn live"; });
+  es.addEventListener("error", () => { conn.textContent = "disconnected, retrying"; conn.className = "conn down"; });
+  es.addEventListener("summary", e => {
+    st.lastMsg = Date.now();
+    conn.textContent = "live"; conn.className = "conn live";
+    render(JSON.parse(e.data));
+    tick();
+  });
+}
+
+async function init() {
+  document.getElementById("tab-grid").addEventListener("click", () => setView("grid"));
+  document.getElementById("tab-team").addEventListener("click", () => setView("team"));
+  document.getElementById("drill-close").addEventListener("click", () => {
+    st.drill = null; document.getElementById("drill").hidden = true; if (st.summary) render(st.summary);
+  });
+  document.getElementById("drill-prev").addEventListener("click", () => {
+    if (st.drill) { st.drill.offset = Math.max(0, st.drill.offset - PAGE); loadDrill(); }
+  });
+  document.getElementById("drill-next").addEventListener("click", () => {
+    if (st.drill) { st.drill.offset += PAGE; loadDrill(); }
+  });
+  document.getElementById("silence-form").addEventListener("submit", submitSilence);
+  document.getElementById("silence-cancel").addEventListener("click", () => document.getElementById("silence-dialog").close());
+  const tok = document.getElementById("token");
+  tok.value = sessionStorage.getItem("kubesight-board-token") || "";
+  tok.addEventListener("change", () => sessionStorage.setItem("kubesight-board-token", tok.value));
+  try {
+    const s = await (await fetch("/api/summary")).json();
+    st.writable = s.writable; st.routing = s.routing;
+    document.getElementById("mode").textContent = s.writable ? "silences enabled (token)" : "read-only";
+    document.getElementById("token-box").hidden = !s.writable;
+    document.body.dataset.writable = s.writable ? "1" : "0";
+    if (st.summary === null) { st.lastMsg = Date.now(); render(s); }
+  } catch (e) { /* the event stream will bring it */ }
+  connect();
+  setInterval(tick, 1000);
+}
+
+document.addEventListener("DOMContentLoaded", init);

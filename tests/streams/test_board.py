@@ -1,0 +1,195 @@
+"""The stability board in a real headless Chromium over the real broker (issue 17).
+
+Alerts go to the alerts topic as the worker writes them (core.records encode); the board follows the
+topic; Selenium drives Debian's chromium through chromedriver.  Every wait is a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import orjson
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from core.records import Alert
+from streams.board import BoardThread
+from streams.cli_board import chromium, produce_alerts
+
+pytestmark = pytest.mark.kafka
+WAIT = 20
+
+
+@pytest.fixture(scope="module")
+def browser():
+    drv = chromium(1300, 900)
+    try:
+        yield drv
+    finally:
+        drv.quit()
+
+
+@pytest.fixture
+def boards():
+    started = []
+
+    def start(settings, token=None):
+        b = BoardThread(settings, settings.kafka, token=token)
+        started.append(b)
+        b.start_and_wait()
+        return b
+
+    yield start
+    for b in started:
+        b.stop()
+
+
+def alert(cluster, pack, name, severity, status="firing", **labels):
+    return Alert({"alertname": name, "severity": severity, "cluster": cluster, **labels},
+                 {"summary": f"{name} in {cluster}"}, status, time.time() - 60,
+                 time.time() if status == "resolved" else None, source=f"{pack}/{name}@1.0.0")
+
+
+def cells(drv) -> dict:
+    """(cluster, layer) -> (level, critical, warning, info, silenced) of every non-empty grid cell."""
+    out = {}
+    for el in drv.find_elements(By.CSS_SELECTOR, "#grid button.cell"):
+        d = drv.execute_script("return Object.assign({}, arguments[0].dataset)", el)
+        if int(d["firing"]):
+            out[(d["row"], d["col"])] = (d["level"], int(d["critical"]), int(d["warning"]), int(d["info"]),
+                                         int(d["silenced"]))
+    return out
+
+
+def cell(drv, row, col):
+    return drv.find_element(By.CSS_SELECTOR, f'#grid button.cell[data-row="{row}"][data-col="{col}"]')
+
+
+def wait_firing(drv, n):
+    WebDriverWait(drv, WAIT, 0.05).until(lambda d: d.execute_script("return document.body.dataset.firing") == str(n))
+
+
+def post(url, body, token=None):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          **({"Authorization": f"Bearer {token}"} if token else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_grid_matches_the_firing_alerts_and_is_read_only_by_default(settings, boards, browser):
+    produce_alerts(settings.kafka, settings.topic("alerts"), [
+        alert("c1", "nodes", "KubeNodeNotReady", "critical", node="n1", owner="team-nodes"),
+        alert("c1", "workloads", "KubeContainerBackOff", "warning", namespace="shop", pod="web-1", owner="team-shop"),
+        alert("c1", "resources", "KubeQuotaAlmostFull", "warning", namespace="shop", owner="team-shop"),
+        alert("c2", "storage", "KubePersistentVolumeFillingUp", "info", namespace="db", owner="team-db"),
+        alert("c2", "gpu", "GPUXidError", "critical", node="g1"),  # fires, then resolves: not on the board
+        alert("c2", "gpu", "GPUXidError", "critical", "resolved", node="g1"),
+        alert("c2", "workloads", "IngressDown", "critical", namespace="edge", owner="team-net"),  # network by name
+        alert("c2", "control-plane", "KubeAPIErrorsHigh", "critical", layer="storage"),  # explicit layer label
+    ])
+    b = boards(settings)
+    browser.get(b.url)
+    wait_firing(browser, 6)
+    assert cells(browser) == {
+        ("c1", "node"): ("critical", 1, 0, 0, 0),
+        ("c1", "workloads"): ("warning", 0, 2, 0, 0),
+        ("c2", "storage"): ("critical", 1, 0, 1, 0),
+        ("c2", "network"): ("critical", 1, 0, 0, 0),
+    }
+    # colour is never the only cue: a word and a shape say it too
+    red = cell(browser, "c1", "node")
+    assert "CRITICAL" in red.text and "1 critical" in red.text
+    assert red.find_element(By.CSS_SELECTOR, "use").get_attribute("href") == "#s-critical"
+    yellow = cell(browser, "c1", "workloads")
+    assert "WARNING" in yellow.text and "2 warning" in yellow.text
+    assert cell(browser, "c2", "gpu").text.startswith("OK")  # resolved: back to green
+    assert "c1 / Node / kernel: CRITICAL" in red.get_attribute("aria-label")
+    # the second view: teams x namespaces
+    browser.find_element(By.ID, "tab-team").click()
+    chip = WebDriverWait(browser, WAIT).until(lambda d: d.find_element(
+        By.CSS_SELECTOR, '#teams button.chip[data-row="team-shop"][data-col="shop"]'))
+    assert (chip.get_attribute("data-level"), chip.get_attribute("data-warning")) == ("warning", "2")
+    # drill-down: labels, annotations, start time, receivers; no silence button without a token
+    chip.click()
+    WebDriverWait(browser, WAIT).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#drill-list li")) == 2)
+    text = browser.find_element(By.ID, "drill").text
+    assert "KubeContainerBackOff" in text and "pod=web-1" in text and "summary: KubeContainerBackOff in c1" in text
+    assert "since " in text and "receivers: unknown (no routing file)" in text
+    assert browser.find_elements(By.CSS_SELECTOR, "#drill-list button.silence") == []
+    body = {"matchers": [{"name": "alertname", "value": "X"}], "startsAt": "2030-01-01T00:00:00Z",
+            "endsAt": "2030-01-01T01:00:00Z", "createdBy": "t", "comment": "t"}
+    assert post(b.url + "alertmanager/api/v2/silences", body, token="anything") == 403
+
+
+def test_a_new_alert_turns_a_cell_red_without_a_reload(settings, boards, browser):
+    produce_alerts(settings.kafka, settings.topic("alerts"), [
+        alert("prod", "workloads", "KubeContainerBackOff", "warning", namespace="shop", pod="web-1")])
+    b = boards(settings)
+    browser.get(b.url)
+    WebDriverWait(browser, WAIT, 0.05).until(lambda d: cell(d, "prod", "workloads").get_attribute("data-level") == "warning")
+    browser.execute_script("window.__sameDocument = 'still here'")
+    renders = browser.execute_script("return window.__board.renders")
+    produce_alerts(settings.kafka, settings.topic("alerts"), [
+        alert("prod", "workloads", "KubePodCrashLooping", "critical", namespace="shop", pod="web-2")])
+    WebDriverWait(browser, WAIT, 0.05).until(lambda d: cell(d, "prod", "workloads").get_attribute("data-level") == "critical")
+    assert browser.execute_script("return window.__sameDocument") == "still here"  # no reload happened
+    assert browser.execute_script("return window.__board.renders") > renders
+    red = cell(browser, "prod", "workloads")
+    assert "CRITICAL" in red.text and "1 critical · 1 warning" in red.text
+    WebDriverWait(browser, WAIT).until(
+        lambda d: d.find_element(By.ID, "freshness").text.startswith("updated "))
+    assert browser.find_element(By.ID, "conn").text == "live"
+
+
+def test_a_silence_created_on_the_page_mutes_the_alert(settings, boards, browser, tmp_path):
+    from kafka import KafkaConsumer, TopicPartition
+
+    a = alert("prod", "storage", "KubePersistentVolumeErrors", "critical", namespace="db", owner="team-db")
+    produce_alerts(settings.kafka, settings.topic("alerts"), [a])
+    b = boards(settings, token="s3cret-token")
+    body = {"matchers": [{"name": "alertname", "value": "X"}], "startsAt": "2030-01-01T00:00:00Z",
+            "endsAt": "2030-01-01T01:00:00Z", "createdBy": "t", "comment": "t"}
+    assert post(b.url + "alertmanager/api/v2/silences", body, token="wrong-token") == 401
+    assert post(b.url + "alertmanager/api/v2/silences", body) == 401
+    browser.get(b.url)
+    WebDriverWait(browser, WAIT, 0.05).until(lambda d: cell(d, "prod", "storage").get_attribute("data-level") == "critical")
+    browser.find_element(By.ID, "token").send_keys("s3cret-token")
+    cell(browser, "prod", "storage").click()
+    WebDriverWait(browser, WAIT).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#drill-list li button.silence"))[0].click()
+    browser.find_element(By.ID, "silence-comment").send_keys("disk replaced, rebuilding")
+    browser.find_element(By.ID, "silence-submit").click()
+    sid = WebDriverWait(browser, WAIT).until(lambda d: d.execute_script("return document.body.dataset.lastSilence"))
+    # it is on the silences topic, as the CLI and the API write it
+    c = KafkaConsumer(bootstrap_servers=settings.kafka, isolation_level="read_committed", enable_auto_commit=False)
+    try:
+        tp = TopicPartition(settings.topic("silences"), 0)
+        c.assign([tp])
+        c.seek_to_beginning(tp)
+        found = None
+        deadline = time.monotonic() + WAIT
+        while found is None and time.monotonic() < deadline:
+            for m in c.poll(timeout_ms=200).get(tp, []):
+                if m.key == sid.encode():
+                    found = orjson.loads(m.value)
+    finally:
+        c.close()
+    assert found is not None, f"silence {sid} not on {settings.topic('silences')}"
+    assert {(m["name"], m["value"]) for m in found["matchers"]} == set(a.labels.items())
+    assert found["comment"] == "disk replaced, rebuilding"
+    # the alert shows silenced and no longer colours its cell
+    WebDriverWait(browser, WAIT, 0.05).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "#drill-list li").get_attribute("data-silenced") == "1")
+    assert "SILENCED" in browser.find_element(By.CSS_SELECTOR, "#drill-list li").text
+    WebDriverWait(browser, WAIT, 0.05).until(lambda d: cell(d, "prod", "storage").get_attribute("data-level") == "ok")
+    assert cell(browser, "prod", "storage").get_attribute("data-silenced") == "1"
+    # and expiring it from the page brings the alert back
+    browser.find_element(By.CSS_SELECTOR, f'#drill-list button.expire[data-silence="{sid}"]').click()
+    WebDriverWait(browser, WAIT, 0.05).until(lambda d: cell(d, "prod", "storage").get_attribute("data-level") == "critical")
