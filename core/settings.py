@@ -17,7 +17,32 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.durations import Duration
+
 REPO = Path(__file__).resolve().parent.parent
+
+
+class Remediation(BaseModel):
+    """``kubesight remediate``: Node conditions, Events and the rule packs' opt-in actions (README, Remediation)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dry_run: bool = Field(True, description="True: change nothing in the cluster; every would-be condition, "
+                          "event and action is logged and published to the actions topic (dry_run: true)")
+    kill_switch: bool = Field(False, description="True: refuse every action (each refusal recorded); "
+                              "conditions and events still flow")
+    max_nodes: int = Field(3, ge=0, description="never act on more than this many nodes within window")
+    max_percent: float = Field(25.0, ge=0, le=100, description="never act on more than this share of the "
+                               "cluster's nodes within window")
+    window: Duration = Field(3600.0, description="the sliding window of max_nodes and max_percent")
+    pool_labels: list[str] = Field(
+        default_factory=lambda: ["kubesight.io/pool", "alibabacloud.com/nodepool-id", "eks.amazonaws.com/nodegroup",
+                                 "cloud.google.com/gke-nodepool", "kubernetes.azure.com/agentpool"],
+        description="the first of these node labels a node has names its pool (none: the unlabelled pool); "
+        "cordon, drain and NoSchedule/NoExecute taints never take the last Ready schedulable node of a pool")
+    node_labels: list[str] = Field(default_factory=lambda: ["node", "Hostname"],
+                                   description="alert labels that name the node, first present wins")
+    kubeconfig: str | None = Field(None, description="None: in-cluster config, else $KUBECONFIG / ~/.kube/config")
 
 
 class Settings(BaseModel):
@@ -43,6 +68,7 @@ class Settings(BaseModel):
     default_pack: bool = Field(True, description="evaluate rules/packs/default")
     rules: list[str] = Field(default_factory=list, description="rule-pack paths in addition to the default pack")
     routing: str | None = None
+    remediation: Remediation = Field(default_factory=Remediation)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -13,6 +13,7 @@
 | alert-groups | group key | alerts re-keyed by their routing group (alerting) | delete, 7 d |
 | notifications | group key | pending notifications (alerting) | delete, 7 d |
 | alerting-changelog | store key | the alerting pipeline's partitioned state | compact |
+| actions | node | every remediation step, refusal, condition and event, with its alert (the audit trail; the remediator's state) | delete, 90 d |
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ SPECS = (
     TopicSpec("alert-groups", True, (("retention.ms", str(7 * DAY_MS)),)),  # alerts re-keyed by group key (alerting)
     TopicSpec("notifications", True, (("retention.ms", str(7 * DAY_MS)),)),  # pending notifications (alerting)
     TopicSpec("alerting-changelog", True, (("cleanup.policy", "compact"), ("min.compaction.lag.ms", "60000"))),
+    TopicSpec("actions", False, (("retention.ms", str(90 * DAY_MS)),)),  # remediation audit trail (streams.remediation)
 )
 
 

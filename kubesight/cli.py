@@ -28,6 +28,7 @@ AREAS = (
     "detectors.cli",  # bench nab
     "rules.cli",  # rules check | test | list, bench rules
     "streams.cli_alerts",  # routes test | check, silences add | list | expire | serve, bench alerts
+    "streams.remediation",  # remediate
     "streams.bench_latency",  # bench latency
     "streams.cli_board",  # board, bench board
     "streams.cluster_demo",  # bench cluster (demo --cluster is a flag of streams.cli_run's demo)

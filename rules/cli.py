@@ -73,14 +73,27 @@ def _list(args) -> int:
         for e in exc.errors:
             print(e, file=sys.stderr)
         return 1
-    print("| rule | pack | what | severity | why |")
-    print("|---|---|---|---|---|")
+    print("| rule | pack | what | severity | why | on the node (`kubesight remediate`) |")
+    print("|---|---|---|---|---|---|")
     for r in rs.rules:
         what = r.annotations.get("summary")
         why = r.annotations.get("description")
         cell = lambda t: (t.text if t else "").replace("|", "\\|").replace("\n", " ")  # noqa: E731
-        print(f"| {r.alert} | {r.pack} | {cell(what)} | {r.severity} | {cell(why)} |")
+        print(f"| {r.alert} | {r.pack} | {cell(what)} | {r.severity} | {cell(why)} | {node_effects(r)} |")
     return 0
+
+
+def node_effects(r) -> str:
+    """The rule's condition, event and actions on its node, for the rule table."""
+    out = []
+    if r.node_condition is not None:
+        out.append(f"condition {r.node_condition.type} ({r.node_condition.reason})")
+    if r.node_event is not None:
+        out.append(f"event {r.node_event.reason}")
+    for a in r.actions:
+        out.append(a.type + (f" {a.key}" + (f"={a.value}" if a.value else "") + (f":{a.effect}" if a.type == "taint" else "")
+                             if getattr(a, "key", None) else ""))
+    return ", ".join(out)
 
 
 def signals_tables(rs) -> str:

@@ -116,9 +116,27 @@ def _check_pack(pack: schema.RulePack, errs: Document, registry) -> None:
             if c.detector not in pack.detectors:
                 declared = ", ".join(pack.detectors) or "none"
                 errs.error(loc + ("condition", "detector"), f"unknown detector {shown(c.detector)} (declared: {declared})")
+        _check_node_effects(r, loc, errs)
         for name in r.labels:
             if name in RESERVED_LABELS:
                 errs.error(loc + ("labels", name), f"reserved label (set it with the rule's {'alert' if name == 'alertname' else 'severity'} field)")
+
+
+def _check_node_effects(r: schema.Rule, loc: tuple, errs: Document) -> None:
+    """``actions``, ``node_condition`` and ``node_event`` act on the alert's node: checks across fields."""
+    seen: dict = {}
+    for j, a in enumerate(r.actions):
+        ident = (a.type, getattr(a, "key", None), getattr(a, "effect", None))
+        if ident in seen:
+            errs.error(loc + ("actions", j), f"duplicate action (same as actions[{seen[ident]}])")
+        else:
+            seen[ident] = j
+    types = {a.type for a in r.actions}
+    if "drain" in types and "cordon" in types:
+        errs.error(loc + ("actions",), "drain already cordons: drop the cordon action")
+    nc = r.node_condition
+    if nc is not None and nc.ok_reason is not None and nc.ok_reason == nc.reason:
+        errs.error(loc + ("node_condition", "ok_reason"), f"must differ from reason ({shown(nc.reason)})")
 
 
 def _compile(pack: schema.RulePack, file: str, lines: dict) -> list[CompiledRule]:
@@ -141,7 +159,8 @@ def _compile(pack: schema.RulePack, file: str, lines: dict) -> list[CompiledRule
             matchers=tuple(m.matchers), group_by=tuple(r.group_by),
             resolve_reasons=frozenset(c.resolve_reasons) if c.type == "state" else frozenset(),
             stale_after=getattr(c, "stale_after", None) or d.stale_after,
-            detector=det, file=file, line=lines.get(("rules", i), 0),
+            detector=det, actions=tuple(r.actions), node_condition=r.node_condition, node_event=r.node_event,
+            file=file, line=lines.get(("rules", i), 0),
         ))
     return out
 

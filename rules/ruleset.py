@@ -34,6 +34,9 @@ class CompiledRule:
     resolve_reasons: frozenset = frozenset()
     stale_after: float = 300.0
     detector: tuple | None = None  # (type, params) for anomaly rules
+    actions: tuple = ()  # rules.schema action models (remediation, opt-in)
+    node_condition: object = None  # rules.schema.NodeCondition
+    node_event: object = None  # rules.schema.NodeEvent
     file: str = ""
     line: int = 0
     sid: str = ""

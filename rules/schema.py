@@ -152,6 +152,92 @@ class Anomaly(_Base):
 Condition = Annotated[EventCount | State | Threshold | Absent | Anomaly, Field(discriminator="type")]
 
 
+# ---------------------------------------------------------------- what a rule does to its Node (opt-in)
+
+_QNAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LVALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_CAMEL = re.compile(r"^[A-Z][A-Za-z0-9]{0,127}$")
+
+
+def _qualified_name(v):
+    if not isinstance(v, str) or not _QNAME.match(v) or len(v.rpartition("/")[0]) > 253:
+        raise ValueError(f'invalid key "{v}" (a Kubernetes label/taint key: [prefix/]name, e.g. kubesight.io/gpu-unhealthy)')
+    return v
+
+
+def _label_value(v):
+    if isinstance(v, bool) or not isinstance(v, str | int | float):
+        raise ValueError("expected a string")
+    v = str(v)
+    if not _LVALUE.match(v):
+        raise ValueError(f'invalid value "{v}" (up to 63 letters, digits, "-", "_", ".", starting and ending alphanumeric)')
+    return v
+
+
+def _camel(v):
+    if not isinstance(v, str) or not _CAMEL.match(v):
+        raise ValueError(f'invalid name "{v}" (UpperCamelCase, as Node conditions and reasons are, e.g. GPUUnhealthy)')
+    return v
+
+
+QualifiedName = Annotated[str, BeforeValidator(_qualified_name)]
+LabelValue = Annotated[str, BeforeValidator(_label_value)]
+CamelName = Annotated[str, BeforeValidator(_camel)]
+
+
+class Cordon(_Base):
+    """Mark the Node unschedulable (``kubectl cordon``)."""
+
+    type: Literal["cordon"]
+
+
+class Taint(_Base):
+    """Add a taint to the Node (same key and effect: left as is)."""
+
+    type: Literal["taint"]
+    key: QualifiedName
+    value: LabelValue = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+
+class Drain(_Base):
+    """Cordon, then evict the Node's pods through the Eviction API (PodDisruptionBudgets respected:
+    a refused eviction is retried every ``retry`` until ``timeout``); DaemonSet and mirror pods stay."""
+
+    type: Literal["drain"]
+    retry: Duration = 30.0
+    timeout: Duration = 3600.0
+
+
+class Label(_Base):
+    """Set a label on the Node (e.g. for a repair controller to pick up)."""
+
+    type: Literal["label"]
+    key: QualifiedName
+    value: LabelValue = "true"
+
+
+Action = Annotated[Cordon | Taint | Drain | Label, Field(discriminator="type")]
+ACTIONS = ("cordon", "taint", "drain", "label")
+
+
+class NodeCondition(_Base):
+    """A Node condition (node-problem-detector style) set True while the alert fires, False after."""
+
+    type: CamelName
+    reason: CamelName
+    ok_reason: CamelName | None = None  # default No<type>
+    ok_message: str | None = None  # default "no <type>"
+
+
+class NodeEvent(_Base):
+    """A Kubernetes Event posted on the Node when the alert starts firing (a one-off problem)."""
+
+    reason: CamelName
+    type: Literal["Warning", "Normal"] = "Warning"
+
+
 class Rule(_Base):
     alert: Annotated[str, BeforeValidator(_alert_name)]
     match: Match
@@ -161,6 +247,9 @@ class Rule(_Base):
     labels: dict[LabelName, str] = {}
     annotations: dict[LabelName, TemplateT] = {}
     group_by: list[LabelName] = []
+    node_condition: NodeCondition | None = None  # NPD-style condition on the alert's node
+    node_event: NodeEvent | None = None  # NPD-style Event on the alert's node
+    actions: list[Action] = []  # opt-in remediation (dry-run unless settings.remediation.dry_run is false)
 
 
 class RulePack(_Base):

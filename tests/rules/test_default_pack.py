@@ -143,7 +143,7 @@ def test_signals_md_names_every_reason_and_metric():
 def test_rules_list_prints_the_readme_table(capsys):
     assert main(["rules", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "| rule | pack | what | severity | why |"
+    assert lines[0] == "| rule | pack | what | severity | why | on the node (`kubesight remediate`) |"
     rows = [ln for ln in lines[2:] if ln.startswith("| ")]
     assert len(rows) == len(load_packs([DEFAULT_PACK]))
     assert any(r.startswith("| KubeNodeNotReady | nodes | node {{ labels.node }} is NotReady | critical | ") for r in rows)

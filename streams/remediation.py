@@ -1,0 +1,680 @@
+"""``kubesight remediate``: alerts -> Node conditions, Node Events and the rule packs' opt-in actions.
+
+It consumes the ``alerts`` topic and, for an alert whose rule declares them (``node_condition``,
+``node_event``, ``actions``; see rules/README.md) and whose labels name a node:
+
+- **conditions**, node-problem-detector style: the condition is True (rule's reason, the alert's
+  summary as message) while at least one alert holding it fires, False (``ok_reason``) when the last
+  one resolves or the node reboots (its bootID changes). Written with server-side apply on the
+  ``nodes/status`` subresource, field manager ``kubesight``: other managers' conditions are untouched.
+- **events**: one Kubernetes Event on the Node when the alert starts firing (one-off problems).
+- **actions**: cordon, taint, label, drain (cordon + evictions through the Eviction API; a 429 from a
+  PodDisruptionBudget is reported and retried). Dry-run by default (``settings.remediation``); a kill
+  switch; never more than ``max_nodes`` / ``max_percent`` nodes within ``window``; never the last
+  Ready schedulable node of a pool.
+
+Every step, refusal, condition and event is one record on the ``actions`` topic (key: node) with the
+alert that caused it: the audit trail *and* the remediator's state. On start it reads the whole topic
+back, so a restart or a replay of alerts never repeats an action: an action is keyed by (alert
+fingerprint, startsAt, action); once done it is never done again for that alert, so a person's
+uncordon after kubesight's cordon stands (it is noted once in the trail). kubesight also writes what it
+did into the node annotation ``kubesight.io/remediation`` in the same patch as the change, so an
+action whose record was lost in a crash is found there and recorded, not redone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import orjson
+
+from core.records import Alert, decode, format_time
+from core.settings import Settings
+from rules.ruleset import RuleSet
+
+log = logging.getLogger("kubesight.remediation")
+
+MANAGER = "kubesight"
+ANNOTATION = "kubesight.io/remediation"  # JSON {action key: time} of what kubesight did to this node
+DISRUPTIVE = ("cordon", "drain")  # and taints with NoSchedule / NoExecute
+RBAC_HINT = "apply deploy/kubernetes/remediation-rbac.yaml"
+FORBIDDEN_ALERT = "KubesightRemediationForbidden"
+
+
+class Forbidden(Exception):
+    """The API server refused (403): kubesight lacks a verb the remediation RBAC grants."""
+
+
+class Kube:
+    """The few API calls remediation makes, on a ``kubernetes`` ApiClient; dicts in and out."""
+
+    def __init__(self, api_client):
+        from kubernetes import client
+
+        self.api = api_client
+        self.core = client.CoreV1Api(api_client)
+
+    def _call(self, what: str, fn, *args, **kw):
+        from kubernetes.client import ApiException
+
+        try:
+            resp = fn(*args, _preload_content=False, **kw)
+        except ApiException as exc:
+            if exc.status == 403:
+                raise Forbidden(f"forbidden: {what} ({RBAC_HINT})") from None
+            raise
+        return orjson.loads(resp.data) if resp.data else {}
+
+    def node(self, name: str) -> dict | None:
+        from kubernetes.client import ApiException
+
+        try:
+            return self._call(f"get nodes/{name}", self.core.read_node, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def nodes(self) -> list[dict]:
+        return self._call("list nodes", self.core.list_node)["items"]
+
+    def patch_node(self, name: str, body: dict) -> dict:
+        return self._call(f"patch nodes/{name}", self.core.patch_node, name, body,
+                          _content_type="application/merge-patch+json")
+
+    def apply_conditions(self, name: str, conditions: list[dict]) -> dict:
+        body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "status": {"conditions": conditions}}
+        return self._call(f"patch nodes/{name}/status", self.core.patch_node_status, name, body,
+                          field_manager=MANAGER, force=True, _content_type="application/apply-patch+yaml")
+
+    def event(self, body: dict) -> dict:
+        return self._call("create events", self.core.create_namespaced_event, "default", body)
+
+    def pods_on(self, node: str) -> list[dict]:
+        return self._call("list pods", self.core.list_pod_for_all_namespaces,
+                          field_selector=f"spec.nodeName={node}")["items"]
+
+    def evict(self, ns: str, name: str) -> int:
+        """201 evicted, 429 refused (a PodDisruptionBudget), 404 gone."""
+        from kubernetes.client import ApiException
+
+        body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": ns}}
+        try:
+            self._call(f"create pods/eviction {ns}/{name}", self.core.create_namespaced_pod_eviction, name, ns, body)
+            return 201
+        except ApiException as exc:
+            if exc.status in (404, 429):
+                return exc.status
+            raise
+
+
+def _now_iso(t: float) -> str:
+    return format_time(t)
+
+
+def _ready(node: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (node.get("status") or {}).get("conditions") or ())
+
+
+def _schedulable(node: dict) -> bool:
+    return not (node.get("spec") or {}).get("unschedulable")
+
+
+def _done_map(node: dict) -> dict:
+    raw = ((node.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION)
+    try:
+        return orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        return {}
+
+
+def _action_id(a) -> str:
+    return a.type + (f":{a.key}" if getattr(a, "key", None) else "")
+
+
+def _action_dict(a) -> dict:
+    return a.model_dump(mode="json")
+
+
+def _disruptive(a) -> bool:
+    return a.type in DISRUPTIVE or (a.type == "taint" and a.effect in ("NoSchedule", "NoExecute"))
+
+
+class Remediator:
+    """The decisions, on one Kubernetes API and one publish function; state rebuilt from ``history``
+    (the records of the actions topic, oldest first). Not thread-safe: one caller."""
+
+    def __init__(self, settings: Settings, rules: RuleSet, kube: Kube, publish: Callable[[dict], None],
+                 history: Iterable[dict] = (), publish_alert: Callable[[Alert], None] | None = None,
+                 now: Callable[[], float] = time.time):
+        self.settings, self.cfg, self.kube, self.publish, self.now = (
+            settings, settings.remediation, kube, publish, now)
+        self.publish_alert = publish_alert
+        self.by_origin = {r.origin: r for r in rules.rules}
+        self.by_alert = {r.alert: r for r in rules.rules}
+        self.done: dict[tuple, dict] = {}  # (key, dry_run) -> the record that did it
+        self.refused: dict[tuple, str] = {}  # (key, dry_run) -> last refusal reason
+        self.noted: set[tuple] = set()  # (key, dry_run) whose human uncordon is in the trail
+        self.acted: list[tuple[float, str, bool]] = []  # (time, node, dry_run) of actions, for the limits
+        self.holders: dict[tuple, set] = {}  # (node, condition type) -> fingerprints of firing alerts
+        self.conds: dict[str, dict] = {}  # node -> {type: condition} kubesight wrote (or would write)
+        self.boot: dict[str, str] = {}  # node -> bootID when its conditions were set
+        self.drains: dict[tuple, dict] = {}  # (key, dry_run) -> pending drain record
+        self.forbidden_said: set[str] = set()
+        for rec in history:
+            self.learn(rec)
+
+    # ------------------------------------------------------------ state from the trail
+
+    def learn(self, rec: dict) -> None:
+        kind, dr = rec.get("kind"), bool(rec.get("dry_run"))
+        if kind == "action":
+            k, out = (rec["key"], dr), rec.get("outcome")
+            if out in ("done", "dry-run", "recovered"):
+                self.done[k] = rec
+                self.acted.append((rec["t"], rec["node"], dr))
+                self.drains.pop(k, None)
+            elif out == "blocked":
+                self.drains[k] = rec
+                self.acted.append((rec["t"], rec["node"], dr))
+            elif out == "refused":
+                self.refused[k] = rec.get("reason", "")
+            elif out == "failed":
+                self.drains.pop(k, None)
+            elif out == "respected":
+                self.noted.add(k)
+                self.drains.pop(k, None)
+        elif kind == "condition" and not dr:
+            c = rec["condition"]
+            self.holders[(rec["node"], c["type"])] = set(rec.get("holders") or ())
+            self.conds.setdefault(rec["node"], {})[c["type"]] = c
+            if rec.get("boot_id"):
+                self.boot[rec["node"]] = rec["boot_id"]
+        elif kind == "event" and rec.get("outcome") in ("done", "dry-run"):
+            self.done[(rec["key"], dr)] = rec
+
+    def _emit(self, rec: dict) -> dict:
+        rec = {"v": 1, "t": self.now(), "time": _now_iso(self.now()), **rec}
+        self.publish(rec)
+        self.learn(rec)
+        line = f"{rec['kind']} {rec.get('outcome')} node={rec.get('node')} " + (
+            f"{rec['action']['type']} " if rec.get("action") else "") + (
+            f"{rec['condition']['type']}={rec['condition']['status']} " if rec.get("condition") else "") + (
+            f"alert={rec['alert']['labels'].get('alertname')} " if rec.get("alert") else "") + (
+            f"dry-run " if rec.get("dry_run") else "") + (rec.get("reason") or "")
+        (log.warning if rec.get("outcome") in ("refused", "failed", "blocked") else log.info)("%s", line.strip())
+        return rec
+
+    def _forbidden(self, node: str, exc: Forbidden, alert: Alert | None) -> None:
+        """One clear log line and one alert per missing permission, never a crash."""
+        msg = str(exc)
+        if msg in self.forbidden_said:
+            return
+        self.forbidden_said.add(msg)
+        log.error("kubesight remediate: %s", msg)
+        if self.publish_alert is not None:
+            labels = {"alertname": FORBIDDEN_ALERT, "severity": "warning", "cluster": self.settings.cluster,
+                      "owner": "platform", "node": node}
+            self.publish_alert(Alert(labels=labels, startsAt=self.now(), source="remediation",
+                                     annotations={"summary": f"kubesight cannot act on node {node}: {msg}",
+                                                  "cause": (alert.labels.get("alertname", "") if alert else "")}))
+
+    # ------------------------------------------------------------ alerts in
+
+    def rule_of(self, alert: Alert):
+        return self.by_origin.get(alert.source) or self.by_alert.get(alert.labels.get("alertname", ""))
+
+    def node_of(self, alert: Alert) -> str | None:
+        for name in self.cfg.node_labels:
+            if alert.labels.get(name):
+                return alert.labels[name]
+        return None
+
+    def handle(self, alert: Alert) -> None:
+        rule = self.rule_of(alert)
+        if rule is None or not (rule.actions or rule.node_condition or rule.node_event):
+            return
+        node = self.node_of(alert)
+        if not node:
+            return
+        firing = alert.status == "firing"
+        if rule.node_condition is not None:
+            self._condition(alert, node, rule.node_condition, firing)
+        if not firing:
+            return
+        if rule.node_event is not None:
+            self._event(alert, node, rule.node_event)
+        for a in rule.actions:
+            self._action(alert, node, a)
+
+    @staticmethod
+    def _alert_dict(alert: Alert) -> dict:
+        d = alert.to_dict()
+        return {k: d[k] for k in ("labels", "annotations", "status", "startsAt", "fingerprint", "source")}
+
+    @staticmethod
+    def _key(alert: Alert, what: str) -> str:
+        return f"{alert.fingerprint}|{alert.startsAt:.3f}|{what}"
+
+    # ------------------------------------------------------------ conditions
+
+    def _condition(self, alert: Alert, node: str, nc, firing: bool) -> None:
+        k = (node, nc.type)
+        holders = self.holders.setdefault(k, set())
+        fp = alert.fingerprint
+        cur = self.conds.get(node, {}).get(nc.type)
+        if firing:
+            if fp in holders and cur and cur["status"] == "True":
+                return
+            holders.add(fp)
+            cond = {"type": nc.type, "status": "True", "reason": nc.reason,
+                    "message": alert.annotations.get("summary") or alert.labels.get("alertname", "")}
+        else:
+            if fp not in holders:
+                return
+            holders.discard(fp)
+            if holders:
+                cond = dict(cur) if cur else None
+            else:
+                cond = self._ok(nc.type, nc.ok_reason, nc.ok_message)
+        self._write_conditions(node, nc.type, cond, alert, holders)
+
+    @staticmethod
+    def _ok(ctype: str, reason: str | None, message: str | None) -> dict:
+        return {"type": ctype, "status": "False", "reason": reason or f"No{ctype}",
+                "message": message or f"no {ctype}"}
+
+    def _write_conditions(self, node: str, ctype: str, cond: dict | None, alert: Alert | None, holders: set,
+                          why: str = "") -> None:
+        dry = self.cfg.dry_run
+        rec = {"kind": "condition", "node": node, "holders": sorted(holders), "dry_run": dry,
+               "alert": self._alert_dict(alert) if alert else None, "reason": why}
+        if cond is None:
+            return
+        now = _now_iso(self.now())
+        prev = self.conds.get(node, {}).get(ctype)
+        cond = {**cond, "lastHeartbeatTime": now,
+                "lastTransitionTime": prev["lastTransitionTime"] if prev and prev["status"] == cond["status"]
+                and prev.get("lastTransitionTime") else now}
+        rec["condition"] = cond
+        if dry:
+            self._emit({**rec, "outcome": "dry-run"})
+            return
+        mine = {**self.conds.get(node, {}), ctype: cond}
+        try:
+            got = self.kube.apply_conditions(node, list(mine.values()))
+        except Forbidden as exc:
+            self._emit({**rec, "outcome": "failed", "reason": str(exc)})
+            self._forbidden(node, exc, alert)
+            return
+        except Exception as exc:  # noqa: BLE001 - reported, retried with the next alert
+            self._emit({**rec, "outcome": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]})
+            return
+        rec["boot_id"] = ((got.get("status") or {}).get("nodeInfo") or {}).get("bootID", "")
+        self._emit({**rec, "outcome": "done"})
+
+    def check_reboots(self) -> None:
+        """Clear the True conditions of nodes whose bootID changed since they were set (a reboot)."""
+        for node, conds in list(self.conds.items()):
+            if not any(c["status"] == "True" for c in conds.values()) or not self.boot.get(node):
+                continue
+            try:
+                n = self.kube.node(node)
+            except Exception:  # noqa: BLE001 - next tick
+                continue
+            boot = ((n or {}).get("status") or {}).get("nodeInfo", {}).get("bootID", "") if n else ""
+            if n is None or (boot and boot != self.boot[node]):
+                for ctype, c in list(conds.items()):
+                    if c["status"] == "True":
+                        self.holders[(node, ctype)] = set()
+                        if n is not None:
+                            rule = next((r.node_condition for r in self.by_alert.values()
+                                         if r.node_condition is not None and r.node_condition.type == ctype), None)
+                            ok = self._ok(ctype, rule.ok_reason if rule else None, rule.ok_message if rule else None)
+                            self._write_conditions(node, ctype, ok, None, set(), why="node rebooted")
+                if n is None:
+                    self.conds.pop(node, None)
+
+    # ------------------------------------------------------------ events
+
+    def _event(self, alert: Alert, node: str, ne) -> None:
+        dry = self.cfg.dry_run
+        key = self._key(alert, "event")
+        if (key, dry) in self.done:
+            return
+        msg = alert.annotations.get("summary") or alert.labels.get("alertname", "")
+        rec = {"kind": "event", "node": node, "key": key, "dry_run": dry, "alert": self._alert_dict(alert),
+               "event": {"reason": ne.reason, "type": ne.type, "message": msg}}
+        if dry:
+            self._emit({**rec, "outcome": "dry-run"})
+            return
+        now = _now_iso(self.now())
+        body = {"apiVersion": "v1", "kind": "Event",
+                "metadata": {"generateName": f"{node}.", "namespace": "default"},
+                "involvedObject": {"kind": "Node", "name": node, "uid": node, "apiVersion": "v1"},
+                "reason": ne.reason, "message": msg, "type": ne.type, "count": 1,
+                "firstTimestamp": now, "lastTimestamp": now,
+                "source": {"component": MANAGER, "host": node}, "reportingComponent": MANAGER}
+        try:
+            self.kube.event(body)
+        except Forbidden as exc:
+            self._emit({**rec, "outcome": "failed", "reason": str(exc)})
+            self._forbidden(node, exc, alert)
+            return
+        except Exception as exc:  # noqa: BLE001
+            self._emit({**rec, "outcome": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]})
+            return
+        self._emit({**rec, "outcome": "done"})
+
+    # ------------------------------------------------------------ actions
+
+    def _limits(self, node: str, dry: bool, nodes: list[dict]) -> str | None:
+        since = self.now() - self.cfg.window
+        recent = {n for t, n, d in self.acted if t >= since and d == dry}
+        if node in recent:
+            return None
+        if len(recent) + 1 > self.cfg.max_nodes:
+            return (f"limit: kubesight already acted on {len(recent)} node(s) within {self.cfg.window:g}s "
+                    f"(settings.remediation.max_nodes {self.cfg.max_nodes})")
+        total = len(nodes) or 1
+        share = 100.0 * (len(recent) + 1) / total
+        if share > self.cfg.max_percent:
+            return (f"limit: acting on {len(recent) + 1} of {total} nodes within {self.cfg.window:g}s is {share:.0f}% "
+                    f"(settings.remediation.max_percent {self.cfg.max_percent:g})")
+        return None
+
+    def _pool(self, node: dict) -> str:
+        labels = (node.get("metadata") or {}).get("labels") or {}
+        for name in self.cfg.pool_labels:
+            if labels.get(name):
+                return f"{name}={labels[name]}"
+        return "(unlabelled)"
+
+    def _last_ready(self, node: dict, nodes: list[dict]) -> str | None:
+        pool = self._pool(node)
+        name = node["metadata"]["name"]
+        peers = [n for n in nodes if n["metadata"]["name"] != name and self._pool(n) == pool
+                 and _ready(n) and _schedulable(n)]
+        if not peers:
+            return f"refused: {name} is the last Ready schedulable node of pool {pool}"
+        return None
+
+    def _action(self, alert: Alert, node: str, a) -> None:
+        dry = self.cfg.dry_run
+        key = self._key(alert, _action_id(a))
+        k = (key, dry)
+        rec = {"kind": "action", "node": node, "key": key, "action": _action_dict(a), "dry_run": dry,
+               "alert": self._alert_dict(alert)}
+        if k in self.done or k in self.drains:
+            self._respect_person(k, rec, a)
+            return
+        if self.cfg.kill_switch:
+            return self._refuse(k, rec, "kill switch on (settings.remediation.kill_switch)")
+        try:
+            n = self.kube.node(node)
+            if n is None:
+                return self._refuse(k, rec, f"node {node} not found")
+            if not dry and key in _done_map(n):  # done before a crash lost its record
+                self._emit({**rec, "outcome": "recovered", "reason": "found in the node's annotation "
+                            f"{ANNOTATION}: done before a restart, not repeated"})
+                return
+            nodes = self.kube.nodes()
+        except Forbidden as exc:
+            self._refuse(k, rec, str(exc))
+            self._forbidden(node, exc, alert)
+            return
+        why = self._limits(node, dry, nodes) or (self._last_ready(n, nodes) if _disruptive(a) else None)
+        if why:
+            return self._refuse(k, rec, why)
+        if dry:
+            self._emit({**rec, "outcome": "dry-run", "reason": "would " + a.type})
+            return
+        try:
+            changed = self._apply(n, key, a)
+            if a.type == "drain":
+                self._drain(k, rec, started=self.now(), note=changed)
+                return
+        except Forbidden as exc:
+            self._emit({**rec, "outcome": "failed", "reason": str(exc)})
+            self._forbidden(node, exc, alert)
+            return
+        except Exception as exc:  # noqa: BLE001 - in the trail; a replay of the alert tries again
+            self._emit({**rec, "outcome": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]})
+            return
+        self._emit({**rec, "outcome": "done", "reason": changed})
+
+    def _refuse(self, k: tuple, rec: dict, why: str) -> None:
+        if self.refused.get(k) == why:
+            return  # said already (a replay)
+        self._emit({**rec, "outcome": "refused", "reason": why})
+
+    def _apply(self, n: dict, key: str, a) -> str:
+        """One merge patch with the change and the note of it (resourceVersion: optimistic lock)."""
+        from kubernetes.client import ApiException
+
+        name = n["metadata"]["name"]
+        for _ in range(5):
+            done = {**_done_map(n), key: format_time(self.now())}
+            meta = {"resourceVersion": n["metadata"]["resourceVersion"],
+                    "annotations": {ANNOTATION: orjson.dumps(done).decode()}}
+            spec: dict = {}
+            what = ""
+            if a.type in ("cordon", "drain"):
+                spec["unschedulable"] = True
+                what = "cordoned" if _schedulable(n) else "was already unschedulable"
+            elif a.type == "taint":
+                taints = list((n.get("spec") or {}).get("taints") or ())
+                if any(t.get("key") == a.key and t.get("effect") == a.effect for t in taints):
+                    what = "taint already present"
+                else:
+                    taints.append({"key": a.key, "value": a.value, "effect": a.effect,
+                                   **({"timeAdded": format_time(self.now())} if a.effect == "NoExecute" else {})})
+                    spec["taints"] = taints
+                    what = f"tainted {a.key}={a.value}:{a.effect}"
+            elif a.type == "label":
+                meta["labels"] = {a.key: a.value}
+                what = f"labelled {a.key}={a.value}"
+            body = {"metadata": meta, **({"spec": spec} if spec else {})}
+            try:
+                self.kube.patch_node(name, body)
+                return what
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                n = self.kube.node(name) or n  # someone changed the node meanwhile: read, retry
+        raise RuntimeError(f"node {name} kept changing (5 conflicts)")
+
+    def _drain(self, k: tuple, rec: dict, started: float, note: str = "") -> None:
+        node = rec["node"]
+        evicted, blocked = [], []
+        for p in self.kube.pods_on(node):
+            md = p["metadata"]
+            if md.get("deletionTimestamp") or (p.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                continue
+            if "kubernetes.io/config.mirror" in (md.get("annotations") or {}):
+                continue
+            if any(o.get("kind") == "DaemonSet" for o in md.get("ownerReferences") or ()):
+                continue
+            code = self.kube.evict(md["namespace"], md["name"])
+            (blocked if code == 429 else evicted).append(f"{md['namespace']}/{md['name']}")
+        base = {**rec, "evicted": evicted, "started": started}
+        if not blocked:
+            self._emit({**base, "outcome": "done", "reason": f"drained ({note}; {len(evicted)} pod(s) evicted)"})
+            return
+        timeout = rec["action"].get("timeout", 3600.0)
+        if self.now() - started > timeout:
+            self._emit({**base, "outcome": "failed", "blocked": blocked,
+                        "reason": f"drain gave up after {timeout:g}s: PodDisruptionBudgets still refuse {', '.join(blocked)}"})
+            return
+        self._emit({**base, "outcome": "blocked", "blocked": blocked,
+                    "reason": f"eviction refused (429, a PodDisruptionBudget) for {', '.join(blocked)}; "
+                    f"retrying every {rec['action'].get('retry', 30.0):g}s"})
+
+    def retry_drains(self) -> None:
+        """Pending drains whose retry interval passed: evict again (unless a person uncordoned the node)."""
+        for k, rec in list(self.drains.items()):
+            if k[1] or self.now() - rec["t"] < rec["action"].get("retry", 30.0):
+                continue
+            base = {x: rec[x] for x in ("kind", "node", "key", "action", "dry_run", "alert")}
+            try:
+                n = self.kube.node(rec["node"])
+                if n is None:
+                    self._emit({**base, "outcome": "failed", "reason": "node gone"})
+                elif _schedulable(n):
+                    self._emit({**base, "outcome": "respected", "reason": "node uncordoned by a person during the "
+                                "drain: drain abandoned, not cordoning again for this alert"})
+                else:
+                    self._drain(k, base, started=rec.get("started", rec["t"]), note="retry")
+            except Forbidden as exc:
+                self._emit({**base, "outcome": "failed", "reason": str(exc)})
+            except Exception as exc:  # noqa: BLE001 - next tick
+                log.warning("drain retry of %s: %s", rec["node"], exc)
+
+    def _respect_person(self, k: tuple, rec: dict, a) -> None:
+        """Already done for this alert: never again. Note once if a person undid the cordon since."""
+        if k[1] or a.type not in DISRUPTIVE or k in self.noted or k in self.drains:
+            return
+        try:
+            n = self.kube.node(rec["node"])
+        except Exception:  # noqa: BLE001
+            return
+        if n is not None and _schedulable(n):
+            self._emit({**rec, "outcome": "respected",
+                        "reason": "uncordoned by a person after kubesight's cordon: not cordoning again for this alert"})
+
+    def tick(self) -> None:
+        self.retry_drains()
+        if not self.cfg.dry_run:
+            self.check_reboots()
+
+
+# ---------------------------------------------------------------- the runner (Kafka in and out)
+
+
+def kube_from(settings: Settings, kubeconfig: str | None = None) -> Kube:
+    from kubernetes import client, config
+
+    path = kubeconfig or settings.remediation.kubeconfig
+    if path:
+        return Kube(config.new_client_from_config(config_file=path))
+    try:
+        cfg = client.Configuration()
+        config.load_incluster_config(client_configuration=cfg)
+        return Kube(client.ApiClient(cfg))
+    except config.ConfigException:
+        return Kube(config.new_client_from_config())
+
+
+def load_rules(settings: Settings) -> RuleSet:
+    from rules.load import DEFAULT_PACK, load_packs
+
+    paths = ([DEFAULT_PACK] if settings.default_pack else []) + list(settings.rules)
+    return load_packs(paths) if paths else RuleSet.empty()
+
+
+def read_trail(bootstrap: str, topic: str) -> list[dict]:
+    """Every record of the actions topic, oldest first (one partition)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                      isolation_level="read_committed", auto_offset_reset="earliest")
+    try:
+        tp = TopicPartition(topic, 0)
+        c.assign([tp])
+        c.seek_to_beginning(tp)
+        end = c.end_offsets([tp])[tp]
+        out = []
+        while c.position(tp) < end:
+            for batch in c.poll(timeout_ms=500, max_records=10_000).values():
+                out.extend(orjson.loads(m.value) for m in batch if m.value)
+        return out
+    finally:
+        c.close()
+
+
+class Runner:
+    """Consume ``alerts`` (consumer group ``<app_id>-remediation``), act, write ``actions``; ``stop()`` ends it."""
+
+    def __init__(self, settings: Settings, bootstrap: str, kube: Kube, rules: RuleSet | None = None,
+                 group: str | None = None, tick_every: float = 5.0):
+        self.settings, self.bootstrap, self.kube = settings, bootstrap, kube
+        self.rules = rules if rules is not None else load_rules(settings)
+        self.group = group or f"{settings.app_id}-remediation"
+        self.tick_every = tick_every
+        self._stop = threading.Event()
+        self.ready = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        from kafka import KafkaConsumer, KafkaProducer
+
+        from core.topics import ensure_topics
+
+        s = self.settings
+        ensure_topics(s, self.bootstrap)
+        trail_topic = s.topic("actions")
+        producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0)
+
+        def publish(rec: dict) -> None:
+            producer.send(trail_topic, key=(rec.get("node") or "").encode(), value=orjson.dumps(rec)).get(30)
+
+        def publish_alert(a: Alert) -> None:
+            producer.send(s.topic("alerts"), key=a.key(), value=orjson.dumps(a.to_dict())).get(30)
+
+        rem = Remediator(s, self.rules, self.kube, publish, read_trail(self.bootstrap, trail_topic),
+                         publish_alert=publish_alert)
+        consumer = KafkaConsumer(s.topic("alerts"), bootstrap_servers=self.bootstrap, group_id=self.group,
+                                 enable_auto_commit=False, isolation_level="read_committed",
+                                 auto_offset_reset="earliest")
+        log.info("remediate: %d rule(s) with node effects, dry_run=%s kill_switch=%s, %d trail record(s) read",
+                 sum(1 for r in self.rules.rules if r.actions or r.node_condition or r.node_event),
+                 s.remediation.dry_run, s.remediation.kill_switch, len(rem.done))
+        self.ready.set()
+        last_tick = 0.0
+        try:
+            while not self._stop.is_set():
+                batches = consumer.poll(timeout_ms=200, max_records=500)
+                for msgs in batches.values():
+                    for m in msgs:
+                        try:
+                            rec = decode(m.value)
+                        except Exception as exc:  # noqa: BLE001 - not ours to judge; skip
+                            log.warning("alerts: skipping undecodable record at %d/%d: %s", m.partition, m.offset, exc)
+                            continue
+                        if isinstance(rec, Alert) and rec.source != "remediation":
+                            rem.handle(rec)
+                if batches:
+                    producer.flush()
+                    consumer.commit()
+                if time.monotonic() - last_tick >= self.tick_every:
+                    last_tick = time.monotonic()
+                    rem.tick()
+        finally:
+            consumer.close()
+            producer.flush()
+            producer.close()
+
+
+def register(sub, group) -> None:
+    p = sub.add_parser("remediate", help="alerts -> Node conditions, Events and opt-in actions (dry-run by default)")
+    p.add_argument("--kubeconfig", help="default: settings.remediation.kubeconfig, in-cluster, ~/.kube/config")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    import signal
+
+    from core.broker import bootstrap_for
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.load(args.config)
+    r = Runner(settings, bootstrap_for(settings), kube_from(settings, args.kubeconfig))
+    signal.signal(signal.SIGTERM, lambda *_: r.stop())
+    r.run()
+    return 0
