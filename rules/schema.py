@@ -218,8 +218,19 @@ class Label(_Base):
     value: LabelValue = "true"
 
 
-Action = Annotated[Cordon | Taint | Drain | Label, Field(discriminator="type")]
 ACTIONS = ("cordon", "taint", "drain", "label")
+
+
+def _action_type(v):
+    """Name a wrong or missing action type plainly (before the discriminated union sees it)."""
+    if isinstance(v, dict) and v.get("type") not in ACTIONS:
+        got = v.get("type")
+        raise ValueError("type: required (one of cordon, taint, drain, label)" if got is None else
+                         f'type: expected one of cordon, taint, drain, label, got "{got}"')
+    return v
+
+
+Action = Annotated[Cordon | Taint | Drain | Label, Field(discriminator="type"), BeforeValidator(_action_type)]
 
 
 class NodeCondition(_Base):
