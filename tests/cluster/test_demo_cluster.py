@@ -1,0 +1,29 @@
+"""The live demo's core, end to end on the session's real control plane and broker: a Deployment of
+team A that no Node can take and a crash-looping StatefulSet of team B, written to the API server,
+reach team A's and team B's webhook receivers as KubePodFailedScheduling and KubePodCrashLooping
+(collector -> Kafka -> worker -> routing -> delivery), and nothing else reaches a receiver."""
+
+from __future__ import annotations
+
+import time
+
+from streams.cluster_demo import LiveStack, run_scenario
+
+
+def test_unschedulable_and_crash_loop_reach_their_teams(cluster, kafka_bootstrap, tmp_path):
+    t0 = time.monotonic()
+    with LiveStack(cluster=cluster, bootstrap=kafka_bootstrap, log_dir=tmp_path, progress=lambda m: None) as stack:
+        outcomes = run_scenario(stack, steps=("unschedulable", "crashloop"), timeout=40)
+        assert stack.delivered(30), "delivery not done within 30 s"
+        got = {(o.alertname, o.got.receiver if o.got else None) for o in outcomes}
+        assert got == {("KubePodFailedScheduling", "team-a"), ("KubePodCrashLooping", "team-b")}, (
+            got, (tmp_path / f"live-worker-{stack.tag}.log").read_text()[-2000:])
+        for o in outcomes:
+            assert 0 < o.latency < 20, (o.alertname, o.latency)
+            lab = o.got.alert["labels"]
+            assert lab["owner"] == o.expect_receiver and lab["namespace"].endswith(stack.tag), lab
+        # every notified alert is one of the two incidents (the routing sent nothing to platform)
+        assert sorted((n.receiver, n.alert["labels"]["alertname"]) for n in stack.notes) == [
+            ("team-a", "KubePodFailedScheduling"), ("team-b", "KubePodCrashLooping")]
+    assert stack.worker.poll() is not None and stack.collector.poll() is not None  # stopped with the stack
+    assert time.monotonic() - t0 < 90
