@@ -69,46 +69,11 @@ class LocalHooks:
             await r.cleanup()
         self.runners.clear()
 
-    def start_in_thread(self) -> None:
-        """Serve from a background thread with its own event loop (for synchronous callers such as the demo)."""
-        import asyncio
-        import threading
-
-        ready = threading.Event()
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            self._loop = asyncio.new_event_loop()
-            try:
-                self._loop.run_until_complete(self.start())
-            except BaseException as exc:  # e.g. a port in use: reported to the caller
-                errors.append(exc)
-                ready.set()
-                return
-            ready.set()
-            self._loop.run_forever()
-            self._loop.run_until_complete(self.stop())
-            self._loop.close()
-
-        self._thread = threading.Thread(target=run, name="kubesight-localhooks", daemon=True)
-        self._thread.start()
-        ready.wait(30)
-        if errors:
-            raise errors[0]
-
-    def stop_thread(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
     def summary(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for receiver, _ in self.got:
             out[receiver] = out.get(receiver, 0) + 1
         return out
-
-
-def print_line(line: str) -> None:
-    print(line, file=sys.stdout, flush=True)
 
 
 # ---------------------------------------------------------------- a receiver process for the benchmarks
