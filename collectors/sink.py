@@ -29,10 +29,12 @@ class KafkaSink:
         """
         from kafka import KafkaProducer
 
+        from core.kafkaclient import client_config
+
         self.topic = topic
         extra = {"transactional_id": transactional_id, "batch_size": 256 * 1024,
                  "transaction_timeout_ms": 300_000} if transactional_id else {}
-        self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+        self.producer = KafkaProducer(**client_config(bootstrap, "kafka-python"), acks="all", enable_idempotence=True,
                                       linger_ms=linger_ms, client_id=client_id, retries=2**31 - 1,
                                       max_in_flight_requests_per_connection=5, **extra)
         self.sent = 0
@@ -73,8 +75,10 @@ class AsyncKafkaSink:
     def __init__(self, bootstrap: str, topic, client_id: str = "kubesight-intake"):
         from aiokafka import AIOKafkaProducer
 
+        from core.kafkaclient import client_config
+
         self.topic = topic
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+        self.producer = AIOKafkaProducer(**client_config(bootstrap, "aiokafka"), acks="all", enable_idempotence=True,
                                          linger_ms=2, client_id=client_id, request_timeout_ms=10000)
         self.sent = 0
         self.dead = 0

@@ -47,31 +47,40 @@ class KafkaUnreachable(RuntimeError):
 
 
 def check_reachable(bootstrap: str, timeout: float = 5.0) -> None:
-    """Raise KafkaUnreachable unless some bootstrap server accepts a TCP connection within ``timeout``.
+    """Raise KafkaUnreachable unless some bootstrap server accepts a connection within ``timeout``, with
+    the security it carries (``core.kafkaclient``): TCP, TLS handshake, a Kafka request, SASL login.
 
-    A start-up check, so a command with a wrong address fails in seconds with one line instead of
-    retrying for half a minute (clients running later reconnect by themselves).
+    A start-up check, so a command with a wrong address, password or CA fails in seconds with one line
+    instead of retrying for half a minute (clients running later reconnect by themselves).
 
     >>> check_reachable("127.0.0.1:1", timeout=1)
     Traceback (most recent call last):
     ...
     core.broker.KafkaUnreachable: Kafka unreachable at 127.0.0.1:1 (127.0.0.1:1: connection refused)
     """
-    why = []
+    from core.kafkaclient import problem
+
+    why, rejected = [], False
     deadline = time.monotonic() + timeout
     for server in bootstrap.split(","):
         server = server.strip().removeprefix("PLAINTEXT://")
         host, _, port = server.rpartition(":")
         try:
-            with socket.create_connection((host.strip("[]") or "localhost", int(port)),
-                                          timeout=max(0.1, deadline - time.monotonic())):
+            sock = socket.create_connection((host.strip("[]") or "localhost", int(port)),
+                                            timeout=max(0.1, deadline - time.monotonic()))
+            trouble = problem(bootstrap, sock, host.strip("[]") or "localhost", deadline)
+            if trouble is None:
                 return
+            why.append(f"{server}: {trouble}")
+            rejected = True
         except ValueError:
             why.append(f"{server}: not host:port")
         except OSError as exc:
             text = "connection refused" if isinstance(exc, ConnectionRefusedError) else (
                 "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc))
             why.append(f"{server}: {text}")
+    if rejected:
+        raise KafkaUnreachable(f"Kafka at {bootstrap} rejects kubesight's connection ({'; '.join(why)})")
     raise KafkaUnreachable(f"Kafka unreachable at {bootstrap} ({'; '.join(why)})")
 
 
@@ -141,9 +150,11 @@ def metadata_ok(bootstrap: str, timeout: float = 3.0) -> bool:
     from kafka import KafkaConsumer
     from kafka.errors import KafkaConnectionError, KafkaTimeoutError, RetriableError
 
+    from core.kafkaclient import client_config
+
     transient = (RetriableError, KafkaTimeoutError, KafkaConnectionError, OSError)
     try:
-        c = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000) + 1000,
+        c = KafkaConsumer(**client_config(bootstrap, "kafka-python"), request_timeout_ms=int(timeout * 1000) + 1000,
                           metadata_max_age_ms=1000)
     except transient:
         return False
@@ -164,6 +175,7 @@ class Broker:
     run_dir: Path
     proc: subprocess.Popen | None = None
     ephemeral: bool = False
+    secure_bootstrap: str | None = None  # the SASL_SSL listener, when started with ``security``
 
     @property
     def log(self) -> Path:
@@ -200,16 +212,42 @@ class Broker:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
-def _properties(run: Path, port: int, cport: int) -> str:
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """A SASL_SSL listener beside the PLAINTEXT one (which stays for the controller, inter-broker
+    traffic and the launcher's own probe, on loopback): TLS from a PKCS#12 keystore, SASL users
+    for PLAIN (JAAS) and SCRAM-SHA-256/512 (credentials written at storage format time)."""
+
+    keystore: Path  # PKCS#12: the broker's certificate chain and key
+    keystore_password: str
+    users: tuple[tuple[str, str], ...]  # (name, password), for every mechanism
+
+
+def _secure_properties(sec: BrokerSecurity) -> str:
+    plain_users = " ".join(f'user_{u}="{pw}"' for u, pw in sec.users)
+    return f"""ssl.keystore.type=PKCS12
+ssl.keystore.location={sec.keystore}
+ssl.keystore.password={sec.keystore_password}
+ssl.client.auth=none
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+"""
+
+
+def _properties(run: Path, port: int, cport: int, sport: int | None = None,
+                security: BrokerSecurity | None = None) -> str:
+    secure = f",SASL_SSL://127.0.0.1:{sport}" if security else ""
     return f"""# written by kubesight's launcher: one KRaft node, broker + controller, loopback only
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{cport}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}{secure}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}{secure}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+{_secure_properties(security) if security else ""}inter.broker.listener.name=PLAINTEXT
 log.dirs={run / "data"}
 num.partitions=1
 default.replication.factor=1
@@ -228,13 +266,16 @@ log.retention.hours=168
 
 
 def start(name: str = "default", attach: bool = False, heap_mb: int = 512, timeout: float = 90.0,
-          quiet: bool = False) -> Broker:
+          quiet: bool = False, security: BrokerSecurity | None = None) -> Broker:
     """Start (or reuse a running) named broker and wait until it answers a Metadata request.
 
+    ``security`` adds a SASL_SSL listener (``Broker.secure_bootstrap``); only with ``attach``.
     A broker started without ``attach`` keeps its folder when stopped (``kubesight kafka down``):
     the next start reuses its data (topics, silences, state) and its port, so running clients
     reconnect by themselves.  ``purge`` deletes it.  An attached broker starts empty every time.
     """
+    if security is not None and not attach:
+        raise KafkaLaunchError("a broker with a SASL_SSL listener is for tests: start it with attach=True")
     existing = status(name)
     if existing is not None:
         return existing
@@ -248,7 +289,7 @@ def start(name: str = "default", attach: bool = False, heap_mb: int = 512, timeo
            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J}"]
     kept = _kept_ports(run) if not attach else None
     if kept is not None:
-        port, cport = kept
+        (port, cport), sport = kept, None
         taken = [p for p in (port, cport) if _port_open(p)]
         if taken:
             raise KafkaLaunchError(f"broker '{name}' keeps port {port} (controller {cport}) but port {taken[0]} is "
@@ -258,14 +299,16 @@ def start(name: str = "default", attach: bool = False, heap_mb: int = 512, timeo
     else:
         shutil.rmtree(run, ignore_errors=True)
         run.mkdir(parents=True)
-        port, cport = free_port(), free_port()
-        while cport == port:
-            cport = free_port()
-        props.write_text(_properties(run, port, cport))
+        port, cport, sport = free_port(), free_port(), free_port()
+        while len({port, cport, sport}) < 3:
+            cport, sport = free_port(), free_port()
+        props.write_text(_properties(run, port, cport, sport, security))
+        scram = [f"--add-scram={m}=[name={u},password={pw}]" for u, pw in (security.users if security else ())
+                 for m in ("SCRAM-SHA-256", "SCRAM-SHA-512")]
         cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")  # may start with "-": pass as --x=y
         res = subprocess.run(jvm[:1] + ["-Xmx256m", f"-Dlog4j2.configurationFile={LOG4J}", "-cp", cp,
                                         "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c",
-                                        str(props)], capture_output=True, text=True)
+                                        str(props), *scram], capture_output=True, text=True)
         if res.returncode != 0:
             raise KafkaLaunchError(f"formatting storage failed: {(res.stdout + res.stderr)[-2000:]}")
     t0 = time.monotonic()
@@ -274,7 +317,8 @@ def start(name: str = "default", attach: bool = False, heap_mb: int = 512, timeo
                             stdin=subprocess.DEVNULL, cwd=run, preexec_fn=die_with_parent if attach else None,
                             start_new_session=not attach)
     log.close()
-    broker = Broker(name=name, bootstrap=f"127.0.0.1:{port}", pid=proc.pid, run_dir=run, proc=proc, ephemeral=attach)
+    broker = Broker(name=name, bootstrap=f"127.0.0.1:{port}", pid=proc.pid, run_dir=run, proc=proc, ephemeral=attach,
+                    secure_bootstrap=f"127.0.0.1:{sport}" if security else None)
     deadline = t0 + timeout
     while time.monotonic() < deadline:
         if not broker.alive():
@@ -365,8 +409,10 @@ def bootstrap_for(settings: Settings, *, ephemeral: bool = False) -> str:
     starting it if needed (``kubesight kafka down`` stops it). ``ephemeral`` (benchmarks) starts a
     broker of its own, tied to this process and stopped, its folder removed, when the process exits.
     """
+    from core.kafkaclient import Bootstrap
+
     if settings.kafka:
-        return settings.kafka
+        return Bootstrap(settings.kafka, settings.kafka_security)
     if not ephemeral:
         return start("default").bootstrap
     import atexit

@@ -15,11 +15,55 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.durations import Duration
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+class KafkaSecurity(BaseModel):
+    """How every Kafka client of kubesight authenticates and encrypts (``kafka_security:`` in settings).
+
+    Secrets never sit in the settings file: the password comes from ``password_file`` (a mounted
+    Secret) or the environment variable named by ``password_env``, read when a client is built."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="required with SASL_PLAINTEXT and SASL_SSL")
+    username: str | None = None
+    password_file: str | None = Field(None, description="file holding the SASL password (trailing newline ignored)")
+    password_env: str | None = Field(None, description="environment variable holding the SASL password")
+    ca_file: str | None = Field(None, description="PEM CA bundle that signed the brokers' certificates; "
+                                "None = the system's trust store")
+    cert_file: str | None = Field(None, description="PEM client certificate (mutual TLS)")
+    key_file: str | None = Field(None, description="PEM key of cert_file (None: the key is in cert_file)")
+    check_hostname: bool = Field(True, description="the broker certificate must name the host connected to")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSecurity:
+        sasl, tls = self.protocol.startswith("SASL_"), self.protocol.endswith("SSL")
+        if sasl:
+            missing = [n for n in ("sasl_mechanism", "username") if getattr(self, n) is None]
+            if self.password_file is None and self.password_env is None:
+                missing.append("password_file or password_env")
+            if missing:
+                raise ValueError(f"protocol {self.protocol} needs {', '.join(missing)}")
+            if self.password_file is not None and self.password_env is not None:
+                raise ValueError("give password_file or password_env, not both")
+        else:
+            extra = [n for n in ("sasl_mechanism", "username", "password_file", "password_env") if getattr(self, n)]
+            if extra:
+                raise ValueError(f"{', '.join(extra)} only apply to SASL_PLAINTEXT or SASL_SSL, not {self.protocol}")
+        if not tls:
+            extra = [n for n in ("ca_file", "cert_file", "key_file") if getattr(self, n)]
+            if extra:
+                raise ValueError(f"{', '.join(extra)} only apply to SSL or SASL_SSL, not {self.protocol}")
+        if self.key_file and not self.cert_file:
+            raise ValueError("key_file needs cert_file")
+        return self
 
 
 class Remediation(BaseModel):
@@ -49,6 +93,8 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kafka: str | None = Field(None, description="bootstrap servers of an existing cluster; None = local broker")
+    kafka_security: KafkaSecurity = Field(default_factory=KafkaSecurity,
+                                          description="SASL and TLS of every Kafka client (core.kafkaclient)")
     topic_prefix: str = "kubesight-"
     partitions: int = Field(4, ge=1, le=1024)
     app_id: str = "kubesight"

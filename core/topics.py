@@ -56,9 +56,10 @@ def ensure_topics(settings: Settings, bootstrap: str) -> list[str]:
     from kafka.errors import TopicAlreadyExistsError
 
     from core.broker import check_reachable
+    from core.kafkaclient import client_config
 
     check_reachable(bootstrap)
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{settings.app_id}-admin")
+    admin = KafkaAdminClient(**client_config(bootstrap, "kafka-python"), client_id=f"{settings.app_id}-admin")
     try:
         existing = set(admin.list_topics())
         new = [

@@ -21,6 +21,7 @@ import socket
 import faust
 import orjson
 
+from core.kafkaclient import client_config
 from core.settings import REPO, Settings
 from core.telemetry import DEADLETTERS, reason_key
 from streams.hotpath import Pipeline, TransactionalProcessor
@@ -34,7 +35,7 @@ def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = No
     worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
     app = faust.App(
         f"{settings.app_id}-faust",
-        broker=f"kafka://{bootstrap}",
+        **client_config(bootstrap, "faust"),  # broker URL and credentials (kafka_security)
         store="memory://",
         topic_partitions=settings.partitions,
         topic_replication_factor=1,

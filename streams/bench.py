@@ -137,7 +137,9 @@ def _samples(n: int, instances: int = 3, interval: float = 30.0) -> list[tuple[b
 def _produce(bootstrap: str, topic: str, recs) -> None:
     from kafka import KafkaProducer
 
-    p = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20, batch_size=256 * 1024, compression_type=None)
+    from core.kafkaclient import client_config
+
+    p = KafkaProducer(**client_config(bootstrap, "kafka-python"), acks=1, linger_ms=20, batch_size=256 * 1024, compression_type=None)
     for k, v in recs:
         p.send(topic, v, key=k)
     p.flush()
@@ -148,7 +150,9 @@ async def _raw(bootstrap: str, topic: str, n: int) -> tuple[float, float]:
     import orjson
     from aiokafka import AIOKafkaConsumer
 
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
+    from core.kafkaclient import client_config
+
+    c = AIOKafkaConsumer(topic, **client_config(bootstrap, "aiokafka"), group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
                          auto_offset_reset="earliest", enable_auto_commit=False,
                          max_partition_fetch_bytes=2 << 20, fetch_max_bytes=16 << 20)
     await c.start()
@@ -236,7 +240,9 @@ def _run(args) -> int:
                                            "partitions": args.partitions})
     broker = None
     if settings.kafka:
-        bootstrap = settings.kafka
+        from core.broker import bootstrap_for
+
+        bootstrap = bootstrap_for(settings)  # carries kafka_security
     else:
         from core import broker as launcher
 

@@ -24,6 +24,7 @@ from alerts.bench import free_port
 from alerts.config import load_text
 from alerts.localhooks import read_recorded, spawn_receiver
 from alerts.receivers import Receivers
+from core.kafkaclient import client_config
 from core.records import Alert, encode, format_time
 from core.settings import Settings
 from streams.alerting import AlertingService, Deliverer
@@ -75,7 +76,7 @@ def _note(i: int, t: float) -> dict:
 
 
 async def _produce(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]]) -> None:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=10, enable_idempotence=True,
+    p = AIOKafkaProducer(**client_config(bootstrap, "aiokafka"), acks="all", linger_ms=10, enable_idempotence=True,
                          max_batch_size=256 * 1024)
     await p.start()
     try:
@@ -158,7 +159,7 @@ async def isolation(settings: Settings, bootstrap: str, rate: float, seconds: fl
         svc = AlertingService(settings, bootstrap, cfg, worker_id="bench-isolation")
         await svc.start()
         owners = list(urls)
-        p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2, enable_idempotence=True)
+        p = AIOKafkaProducer(**client_config(bootstrap, "aiokafka"), acks="all", linger_ms=2, enable_idempotence=True)
         await p.start()
         sent = {o: 0 for o in owners}
         try:

@@ -40,9 +40,10 @@ def register(sub, group) -> None:
 async def produce(bootstrap: str, topic: str, rate: float, seconds: float, tag: str) -> int:
     from aiokafka import AIOKafkaProducer
 
+    from core.kafkaclient import client_config
     from core.records import Entity, Event, encode
 
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2, enable_idempotence=True)
+    p = AIOKafkaProducer(**client_config(bootstrap, "aiokafka"), acks="all", linger_ms=2, enable_idempotence=True)
     await p.start()
     n = 0
     try:
@@ -67,9 +68,10 @@ async def read(bootstrap: str, topic: str, out: str) -> None:
     import orjson
     from aiokafka import AIOKafkaConsumer
 
+    from core.kafkaclient import client_config
     from core.records import parse_time
 
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, isolation_level="read_committed",
+    c = AIOKafkaConsumer(topic, **client_config(bootstrap, "aiokafka"), isolation_level="read_committed",
                          auto_offset_reset="latest", enable_auto_commit=False, fetch_max_wait_ms=50)
     await c.start()
     print("reading", flush=True)

@@ -122,8 +122,10 @@ def group_lag(bootstrap: str, group: str, topics: list[str], exact_below: int = 
     """
     from kafka import KafkaConsumer, TopicPartition
 
+    from core.kafkaclient import client_config
+
     # a consumer that never subscribes only reads the group's committed offsets
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+    c = KafkaConsumer(**client_config(bootstrap, "kafka-python"), group_id=group, enable_auto_commit=False,
                       isolation_level="read_committed")
     try:
         tps = [TopicPartition(t, p) for t in topics for p in (c.partitions_for_topic(t) or ())]
@@ -143,7 +145,9 @@ def _records_between(bootstrap: str, spans: dict, timeout: float = 10.0) -> int:
     """Data records (read_committed) in [start, end) of each partition: markers and aborted records not counted."""
     from kafka import KafkaConsumer
 
-    r = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+    from core.kafkaclient import client_config
+
+    r = KafkaConsumer(**client_config(bootstrap, "kafka-python"), group_id=None, enable_auto_commit=False,
                       isolation_level="read_committed")
     try:
         r.assign(list(spans))
@@ -186,8 +190,10 @@ def wait_delivered(bootstrap: str, settings: Settings, settle: float, deadline: 
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
+    from core.kafkaclient import client_config
+
     watch = [settings.topic("alert-groups"), settings.topic("notifications")]
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
+    c = KafkaConsumer(**client_config(bootstrap, "kafka-python"), enable_auto_commit=False, isolation_level="read_committed")
     try:
         tps = [TopicPartition(t, p) for t in watch for p in (c.partitions_for_topic(t) or ())]
         since, ends = None, None
@@ -219,7 +225,9 @@ class AlertTail(threading.Thread):
         super().__init__(daemon=True)
         from kafka import KafkaConsumer
 
-        self.consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        from core.kafkaclient import client_config
+
+        self.consumer = KafkaConsumer(topic, **client_config(bootstrap, "kafka-python"), auto_offset_reset="earliest",
                                       isolation_level="read_committed", enable_auto_commit=False,
                                       group_id=None, consumer_timeout_ms=200)
         self.quiet = quiet
@@ -243,8 +251,10 @@ class AlertTail(threading.Thread):
         """Until the tail holds every committed alert on the topic now (or ``deadline``): no sleep-and-hope."""
         from kafka import KafkaConsumer, TopicPartition
 
+        from core.kafkaclient import client_config
+
         (topic,) = self.consumer.subscription()
-        c = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+        c = KafkaConsumer(**client_config(bootstrap, "kafka-python"), isolation_level="read_committed")
         try:
             tps = [TopicPartition(topic, p) for p in (c.partitions_for_topic(topic) or ())]
             want = _records_between(bootstrap, {tp: (0, end) for tp, end in c.end_offsets(tps).items()})
@@ -373,7 +383,7 @@ def _demo(args) -> int:
     board = None
     try:
         if settings.kafka:
-            bootstrap = settings.kafka
+            bootstrap = bootstrap_for(settings)  # carries kafka_security
             print(f"demo: using Kafka at {bootstrap} (topics {settings.topic_prefix}*)", file=sys.stderr)
         else:
             from core import broker as launcher

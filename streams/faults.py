@@ -210,7 +210,9 @@ def _read(s: Settings, logical: str, key) -> list:
     import orjson
     from kafka import KafkaConsumer, TopicPartition
 
-    c = KafkaConsumer(bootstrap_servers=s.kafka, enable_auto_commit=False, isolation_level="read_committed")
+    from core.kafkaclient import client_config
+
+    c = KafkaConsumer(**client_config(s.kafka, "kafka-python"), enable_auto_commit=False, isolation_level="read_committed")
     try:
         tps = [TopicPartition(s.topic(logical), p) for p in (c.partitions_for_topic(s.topic(logical)) or ())]
         c.assign(tps)

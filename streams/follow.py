@@ -8,6 +8,8 @@ import logging
 import mode
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from core.kafkaclient import client_config
+
 log = logging.getLogger("kubesight.follow")
 
 
@@ -16,7 +18,7 @@ async def follow_topic(service: mode.Service, bootstrap: str, topic: str, partit
     """Read every partition of ``topic`` from the beginning, then follow it (read_committed, no group),
     until ``service`` stops. ``caught_up`` is set once the end offsets seen at start are reached.
     A record that makes ``on_record`` raise is logged and skipped: one bad record never stops the view."""
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed",
+    c = AIOKafkaConsumer(**client_config(bootstrap, "aiokafka"), enable_auto_commit=False, isolation_level="read_committed",
                          client_id=client_id, auto_offset_reset="earliest")
     await c.start()
     try:

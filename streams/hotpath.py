@@ -43,6 +43,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
+from core.kafkaclient import client_config
 from core.records import Alert, Event, RecordError, Sample, deadletter, decode
 from core.settings import Settings
 from streams.follow import seek_committed
@@ -122,12 +123,12 @@ class TransactionalProcessor(mode.Service):
     async def on_start(self) -> None:
         s = self.settings
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, transactional_id=self.transactional_id, enable_idempotence=True,
+            **client_config(self.bootstrap, "aiokafka"), transactional_id=self.transactional_id, enable_idempotence=True,
             acks="all", linger_ms=5, max_batch_size=512 * 1024, client_id=self.transactional_id,
             transaction_timeout_ms=60000)
         await self.producer.start()
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.group_id, client_id=self.transactional_id,
+            **client_config(self.bootstrap, "aiokafka"), group_id=self.group_id, client_id=self.transactional_id,
             enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,), max_partition_fetch_bytes=2 << 20,
             fetch_max_bytes=16 << 20, session_timeout_ms=6000, heartbeat_interval_ms=1000,
@@ -298,7 +299,7 @@ class TransactionalProcessor(mode.Service):
                 await self._restore_now(partitions)
 
     async def _restore_now(self, partitions: list[int]) -> None:
-        c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+        c = AIOKafkaConsumer(**client_config(self.bootstrap, "aiokafka"), enable_auto_commit=False,
                              isolation_level="read_committed", client_id=f"{self.transactional_id}-restore")
         await c.start()
         try:

@@ -6,11 +6,13 @@ import time
 
 from kafka import KafkaConsumer, TopicPartition
 
+from core.kafkaclient import client_config
+
 
 def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list:
     """Every committed record of every partition of ``topic``, from the beginning to its end offsets
     as they are now (read_committed: aborted transactions are skipped). Bounded by ``timeout``."""
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+    c = KafkaConsumer(**client_config(bootstrap, "kafka-python"), enable_auto_commit=False, group_id=None,
                       isolation_level="read_committed")
     try:
         tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]

@@ -109,7 +109,9 @@ async def _drive(bootstrap: str, settings, reqs, concurrency: int, progress) -> 
 def _count(bootstrap: str, topic: str) -> int:
     from kafka import KafkaConsumer, TopicPartition
 
-    c = KafkaConsumer(bootstrap_servers=bootstrap)
+    from core.kafkaclient import client_config
+
+    c = KafkaConsumer(**client_config(bootstrap, "kafka-python"))
     try:
         parts = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic) or ()]
         return sum(c.end_offsets(parts).values())
@@ -138,7 +140,9 @@ def run(args) -> int:
     finally:
         from kafka.admin import KafkaAdminClient
 
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        from core.kafkaclient import client_config
+
+        admin = KafkaAdminClient(**client_config(bootstrap, "kafka-python"))
         admin.delete_topics([t for t in admin.list_topics() if t.startswith(settings.topic_prefix)])
         admin.close()
     lat.sort()

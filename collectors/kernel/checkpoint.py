@@ -62,7 +62,9 @@ class KafkaCheckpoint:
     def load(self) -> dict | None:
         from kafka import KafkaConsumer, TopicPartition
 
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+        from core.kafkaclient import client_config
+
+        consumer = KafkaConsumer(**client_config(self.bootstrap, "kafka-python"), enable_auto_commit=False,
                                  consumer_timeout_ms=1000, client_id="kubesight-kernel-checkpoint")
         try:
             parts = consumer.partitions_for_topic(self.topic) or {0}

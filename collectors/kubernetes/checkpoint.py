@@ -31,9 +31,11 @@ def load(bootstrap: str, topic: str, cluster: str, timeout: float = 30.0) -> dic
     """
     from kafka import KafkaConsumer, TopicPartition
 
+    from core.kafkaclient import client_config
+
     out: dict[str, dict] = {"rv": {}, "event": {}, "node": {}, "pod": {}}
     prefix = f"{PREFIX}/{cluster}/".encode()
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+    consumer = KafkaConsumer(**client_config(bootstrap, "kafka-python"), enable_auto_commit=False, group_id=None,
                              isolation_level="read_committed", client_id=f"kubesight-k8s-checkpoint-{cluster}")
     try:
         tp = TopicPartition(topic, 0)

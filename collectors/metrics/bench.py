@@ -136,7 +136,9 @@ def run(args) -> int:
         bar.close()
         from kafka.admin import KafkaAdminClient
 
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        from core.kafkaclient import client_config
+
+        admin = KafkaAdminClient(**client_config(bootstrap, "kafka-python"))
         admin.delete_topics([t for t in admin.list_topics() if t.startswith(settings.topic_prefix)])
         admin.close()
     print(f"  scrape -> Kafka (acks=all)          {n_scrape / scrape_s:>10,.0f} samples/s  "

@@ -1,0 +1,283 @@
+"""Kafka client security, once: ``kafka_security`` in settings -> the arguments of every client.
+
+Every Kafka client of kubesight (kafka-python, aiokafka, Faust) is built with
+:func:`client_config`, which turns the bootstrap servers and their :class:`KafkaSecurity` into
+that library's keyword arguments: ``security_protocol``, one ``ssl.SSLContext`` (made by
+``aiokafka.helpers.create_ssl_context``: the CA bundle, the client certificate, hostname
+verification), the SASL mechanism, user and password (read from its file or environment variable
+when the client is built, never stored in settings).  The servers travel as a :class:`Bootstrap`,
+a ``str`` that also carries the security to reach them, so every function that is handed
+"bootstrap" connects the same way as the one that resolved it (``core.broker.bootstrap_for``).
+
+:func:`problem` is the start-up check behind ``core.broker.check_reachable``: a real TCP
+connection, TLS handshake, ApiVersions request and SASL authentication (PLAIN or SCRAM, RFC 5802)
+within a deadline, answering one line that says what is wrong: the client libraries themselves
+retry a refused password, an unknown CA or a plaintext client on a TLS listener for half a minute
+and then report only "unable to bootstrap".
+
+>>> b = Bootstrap("k1:9093,k2:9093", KafkaSecurity(protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+...               username="u", password_env="NO_SUCH_VARIABLE_HOPEFULLY"))
+>>> b, b.security.protocol
+('k1:9093,k2:9093', 'SASL_PLAINTEXT')
+>>> client_config("k1:9092", "kafka-python")
+{'bootstrap_servers': 'k1:9092', 'security_protocol': 'PLAINTEXT'}
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import socket
+import ssl
+import struct
+import time
+from typing import Literal
+
+from core.settings import KafkaSecurity
+
+Flavour = Literal["kafka-python", "aiokafka", "faust"]
+
+
+class Bootstrap(str):
+    """Bootstrap servers (``host:port,...``) that carry the :class:`KafkaSecurity` to reach them."""
+
+    security: KafkaSecurity
+
+    def __new__(cls, servers: str, security: KafkaSecurity | None = None) -> Bootstrap:
+        self = super().__new__(cls, servers)
+        self.security = security or KafkaSecurity()
+        return self
+
+    def __reduce__(self):  # pickles (multiprocessing) keep the security; the password is not in it
+        return (Bootstrap, (str(self), self.security))
+
+
+def security_of(bootstrap: str) -> KafkaSecurity:
+    return getattr(bootstrap, "security", None) or KafkaSecurity()
+
+
+class KafkaSecurityError(ValueError):
+    """The security settings cannot be used as they are (a missing password file, an unreadable CA)."""
+
+
+def password(sec: KafkaSecurity) -> str:
+    if sec.password_file:
+        try:
+            with open(sec.password_file, encoding="utf-8") as fh:
+                return fh.read().rstrip("\r\n")
+        except OSError as exc:
+            raise KafkaSecurityError(f"kafka_security.password_file {sec.password_file}: "
+                                     f"{exc.strerror or exc}") from None
+    if sec.password_env:
+        value = os.environ.get(sec.password_env)
+        if value is None:
+            raise KafkaSecurityError(f"kafka_security.password_env: environment variable {sec.password_env} is not set")
+        return value
+    raise KafkaSecurityError(f"kafka_security: protocol {sec.protocol} needs password_file or password_env")
+
+
+def ssl_context(sec: KafkaSecurity) -> ssl.SSLContext | None:
+    """The TLS context of every client (None for PLAINTEXT and SASL_PLAINTEXT)."""
+    if not sec.protocol.endswith("SSL"):
+        return None
+    from aiokafka.helpers import create_ssl_context
+
+    try:
+        ctx = create_ssl_context(cafile=sec.ca_file, certfile=sec.cert_file, keyfile=sec.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        which = ", ".join(f"{n} {getattr(sec, n)}" for n in ("ca_file", "cert_file", "key_file") if getattr(sec, n))
+        raise KafkaSecurityError(f"kafka_security: cannot load {which}: {getattr(exc, 'strerror', None) or exc}") \
+            from None
+    ctx.check_hostname = sec.check_hostname
+    return ctx
+
+
+def client_config(bootstrap: str, flavour: Flavour) -> dict:
+    """Keyword arguments for a client of ``flavour`` reaching ``bootstrap`` with its security.
+
+    kafka-python and aiokafka take the same names (``bootstrap_servers``, ``security_protocol``,
+    ``ssl_context``, ``sasl_*``); Faust takes ``broker`` and ``broker_credentials``."""
+    sec = security_of(bootstrap)
+    ctx = ssl_context(sec)
+    servers = str(bootstrap)
+    if flavour == "faust":
+        import faust.auth  # only the Faust app asks for this flavour
+
+        out: dict = {"broker": ";".join(f"kafka://{s.strip()}" for s in servers.split(","))}
+        if sec.protocol.startswith("SASL_"):
+            out["broker_credentials"] = faust.auth.SASLCredentials(
+                username=sec.username, password=password(sec), ssl_context=ctx, mechanism=sec.sasl_mechanism)
+        elif ctx is not None:
+            out["broker_credentials"] = faust.auth.SSLCredentials(ctx)
+        return out
+    out = {"bootstrap_servers": servers, "security_protocol": sec.protocol}
+    if ctx is not None:
+        out["ssl_context"] = ctx
+    if sec.protocol.startswith("SASL_"):
+        out.update(sasl_mechanism=sec.sasl_mechanism, sasl_plain_username=sec.username,
+                   sasl_plain_password=password(sec))
+    return out
+
+
+# ---------------------------------------------------------------------------------- the start-up check
+
+_TLS_HINT = "set kafka_security.protocol to SSL or SASL_SSL"
+
+
+class _Refused(Exception):
+    pass
+
+
+def problem(bootstrap: str, sock: socket.socket, host: str, deadline: float) -> str | None:
+    """Speak to one connected bootstrap server as every client will; None if all is well, else why not.
+
+    Never raises for what the server does; owns ``sock`` (closes it)."""
+    sec = security_of(bootstrap)
+    try:
+        ctx = ssl_context(sec)
+        pw = password(sec) if sec.protocol.startswith("SASL_") else None
+    except KafkaSecurityError as exc:
+        sock.close()
+        return str(exc)
+    conn = _Conn(sock, deadline)
+    sock.settimeout(max(0.1, deadline - time.monotonic()))
+    try:
+        if ctx is not None:
+            try:
+                conn.sock = ctx.wrap_socket(sock, server_hostname=host)
+            except ssl.SSLCertVerificationError as exc:
+                return (f"TLS: the broker's certificate is not trusted ({exc.verify_message}); "
+                        f"set kafka_security.ca_file to the CA that signed it"
+                        + ("" if exc.verify_code != 62 else " or fix the address (check_hostname)"))
+            except ssl.SSLError as exc:
+                return f"TLS handshake failed ({exc.reason or exc}): is this a TLS listener? (protocol {sec.protocol})"
+            except (ConnectionError, OSError) as exc:
+                if isinstance(exc, TimeoutError):
+                    return "TLS handshake timed out: is this a TLS listener?"
+                return f"TLS handshake failed ({exc.strerror or exc}): is this a TLS listener? (protocol {sec.protocol})"
+        try:
+            conn.request(18, 0, b"")  # ApiVersions
+        except _Refused as exc:
+            if ctx is None:
+                return f"the broker did not answer a plaintext Kafka request ({exc}): a TLS listener? {_TLS_HINT}"
+            return f"the broker did not answer a Kafka request over TLS ({exc})"
+        if pw is None:
+            try:
+                conn.request(3, 4, struct.pack(">ib", -1, 0))  # Metadata v4: refused by a SASL listener
+            except _Refused:
+                return ("the broker closed the connection on a Metadata request: it expects SASL "
+                        "(set kafka_security.protocol to SASL_PLAINTEXT or SASL_SSL)")
+            return None
+        return _sasl(conn, sec, pw)
+    except _Refused as exc:
+        return f"the broker closed the connection ({exc})"
+    finally:
+        conn.close()
+
+
+def _sasl(conn: _Conn, sec: KafkaSecurity, pw: str) -> str | None:
+    mech = sec.sasl_mechanism
+    body = conn.request(17, 1, _str(mech))  # SaslHandshake v1
+    err, n = struct.unpack_from(">hi", body)
+    if err:
+        enabled, off = [], 6
+        for _ in range(max(n, 0)):
+            (ln,) = struct.unpack_from(">h", body, off)
+            enabled.append(body[off + 2:off + 2 + ln].decode())
+            off += 2 + ln
+        return f"SASL: the broker does not offer {mech} (it offers {', '.join(enabled) or 'none'})"
+    if mech == "PLAIN":
+        return _auth(conn, f"\0{sec.username}\0{pw}".encode(), sec)[0]
+    algo = "sha256" if mech == "SCRAM-SHA-256" else "sha512"
+    nonce = base64.b64encode(secrets.token_bytes(18)).decode()
+    user = (sec.username or "").replace("=", "=3D").replace(",", "=2C")
+    first_bare = f"n={user},r={nonce}"
+    why, server_first = _auth(conn, f"n,,{first_bare}".encode(), sec)
+    if why:
+        return why
+    fields = dict(part.split("=", 1) for part in server_first.decode().split(",") if "=" in part)
+    if not fields.get("r", "").startswith(nonce) or "s" not in fields or "i" not in fields:
+        return f"SASL {mech}: unexpected server message"
+    salted = hashlib.pbkdf2_hmac(algo, pw.encode(), base64.b64decode(fields["s"]), int(fields["i"]))
+    client_key = hmac.digest(salted, b"Client Key", algo)
+    without_proof = f"c=biws,r={fields['r']}"
+    auth_message = f"{first_bare},{server_first.decode()},{without_proof}".encode()
+    signature = hmac.digest(hashlib.new(algo, client_key).digest(), auth_message, algo)
+    proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature, strict=True))).decode()
+    why, server_final = _auth(conn, f"{without_proof},p={proof}".encode(), sec)
+    if why:
+        return why
+    expected = base64.b64encode(hmac.digest(hmac.digest(salted, b"Server Key", algo), auth_message, algo)).decode()
+    if server_final.decode() != f"v={expected}":
+        return f"SASL {mech}: the broker's final message does not prove it knows the password"
+    return None
+
+
+def _auth(conn: _Conn, data: bytes, sec: KafkaSecurity) -> tuple[str | None, bytes]:
+    body = conn.request(36, 0, struct.pack(">i", len(data)) + data)  # SaslAuthenticate v0
+    err, mlen = struct.unpack_from(">hh", body)
+    off = 4 + max(mlen, 0)
+    if err:
+        msg = body[4:4 + mlen].decode(errors="replace") if mlen > 0 else f"error {err}"
+        return (f"SASL {sec.sasl_mechanism} authentication of user {sec.username!r} failed: {msg} "
+                f"(check kafka_security.username and the password)"), b""
+    (alen,) = struct.unpack_from(">i", body, off)
+    return None, body[off + 4:off + 4 + max(alen, 0)]
+
+
+def _str(s: str) -> bytes:
+    b = s.encode()
+    return struct.pack(">h", len(b)) + b
+
+
+class _Conn:
+    """Blocking request/response on one socket, every read and write bounded by the deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: float):
+        self.sock, self.deadline, self.correlation = sock, deadline, 0
+
+    def request(self, api: int, version: int, body: bytes) -> bytes:
+        self.correlation += 1
+        msg = struct.pack(">hhi", api, version, self.correlation) + _str("kubesight-check") + body
+        self._timeout()
+        try:
+            self.sock.sendall(struct.pack(">i", len(msg)) + msg)
+            head = self._read(4)
+            (size,) = struct.unpack(">i", head)
+            if head[:1] == b"\x15" or size <= 4 or size > 64 << 20:  # a TLS alert record, or no Kafka frame
+                raise _Refused("it answered with something that is not Kafka, likely TLS")
+            data = self._read(size)
+        except TimeoutError:
+            raise _Refused("no answer in time") from None
+        except ssl.SSLError as exc:
+            raise _Refused(f"TLS: {exc.reason or exc}") from None
+        except OSError as exc:
+            raise _Refused(exc.strerror or str(exc)) from None
+        if struct.unpack_from(">i", data)[0] != self.correlation:
+            raise _Refused("answer out of order")
+        return data[4:]
+
+    def _timeout(self) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise _Refused("no answer in time")
+        self.sock.settimeout(left)
+
+    def _read(self, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            self._timeout()
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise _Refused("connection closed")
+            buf += chunk
+        return buf
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
