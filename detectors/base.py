@@ -16,10 +16,15 @@ class Detector:
     - ``snapshot()`` is a JSON-serialisable dict holding the registry name, the parameters and
       the state; ``type(d).restore(snapshot)`` (or ``registry.restore``) rebuilds an equal detector.
 
-    Subclasses set ``name`` and implement ``_state`` / ``_load``.
+    - ``input`` says what ``x`` is: ``"value"`` (one float: a sample's value) or ``"vector"``
+      (a dict of floats: one entity's metrics). Rule packs check it at load.
+
+    Subclasses set ``name`` and ``input`` and implement ``_state`` / ``_load``.
     """
 
+    INPUTS: ClassVar[tuple[str, ...]] = ("value", "vector")
     name: ClassVar[str] = ""
+    input: ClassVar[str] = ""
 
     def learn_one(self, x, t: float | None = None) -> None:  # pragma: no cover - interface
         raise NotImplementedError

@@ -9,7 +9,7 @@ import time
 import orjson
 
 # `all`: each univariate detector alone (as the default combination uses it), then the default
-# combination; iforest is multivariate and not run on NAB
+# combination
 ALL = (
     ("novelty", {}),
     ("novelty", {"smoothing": 0.2}),

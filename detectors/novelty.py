@@ -25,8 +25,9 @@ class RangeNovelty(Detector):
     """
 
     name = "novelty"
+    input = "value"
 
-    def __init__(self, scale: float = 0.1, smoothing: float = 1.0, warmup: int = 100):
+    def __init__(self, scale: float = 0.1, smoothing: float = 1.0, steps: bool = True, warmup: int = 100):
         if not scale > 0:
             raise ValueError("scale must be > 0")
         if not 0 < smoothing <= 1:
@@ -35,9 +36,11 @@ class RangeNovelty(Detector):
             raise ValueError("warmup must be >= 1")
         self.scale = scale
         self.smoothing = smoothing
+        self.steps = bool(steps)
         self.warmup = warmup
         self.n = 0
         self.lo = self.hi = self.level = 0.0
+        self.prev = self.jump = 0.0  # the previous value, the largest step |x - previous x| so far
 
     def _smooth(self, x: float) -> float:
         return x if self.n == 0 else self.level + self.smoothing * (x - self.level)
@@ -54,12 +57,29 @@ class RangeNovelty(Detector):
             return 1.0
         return 1.0 - math.exp(-excess / (self.scale * rng))
 
+    def _step(self, x: float) -> float:
+        if self.n < 2:
+            return 0.0
+        excess = abs(x - self.prev) - self.jump
+        if excess <= 0.0:
+            return 0.0
+        rng = self.hi - self.lo
+        if rng <= 0.0:
+            return 1.0
+        return 1.0 - math.exp(-excess / (self.scale * rng))
+
     def score_one(self, x: float, t: float | None = None) -> float | None:
         if self.n + 1 < self.warmup:
             return None
-        return self._raw(self._smooth(x) if self.smoothing < 1.0 else x)
+        s = self._raw(self._smooth(x) if self.smoothing < 1.0 else x)
+        return max(s, self._step(x)) if self.steps else s
 
     def learn_one(self, x: float, t: float | None = None) -> None:
+        if self.n:
+            step = abs(x - self.prev)
+            if step > self.jump:
+                self.jump = step
+        self.prev = x
         if self.smoothing < 1.0:
             x = self.level = self._smooth(x)
         if self.n == 0:
@@ -71,8 +91,8 @@ class RangeNovelty(Detector):
         self.n += 1
 
     def _state(self) -> dict:
-        return {"n": self.n, "m": [self.lo, self.hi, self.level]}
+        return {"n": self.n, "m": [self.lo, self.hi, self.level, self.prev, self.jump]}
 
     def _load(self, s: dict) -> None:
         self.n = s["n"]
-        self.lo, self.hi, self.level = s["m"]
+        self.lo, self.hi, self.level, self.prev, self.jump = s["m"]

@@ -6,13 +6,14 @@ from detectors.base import Detector
 from detectors.likelihood import Likelihood
 
 # the default members: a new extreme of the value, a new extreme of its EWMA (level shift),
-# a time-of-day slot residual. Weights, likelihood rates, theta and refractory are the grid
+# a time-of-day slot residual, with the members' settings the grid was run with (pinned here, so
+# that a change of a member's own default does not silently change the default detector). Weights, likelihood rates, theta and refractory are the grid
 # `kubesight bench nab --cv` chooses from (GRID below); the defaults are its in-sample choice,
 # which is also the choice of every leave-one-category-out fold.
 DEFAULT_MEMBERS = (
-    {"name": "novelty", "params": {}},
-    {"name": "novelty", "params": {"smoothing": 0.2}},
-    {"name": "seasonal", "params": {}},
+    {"name": "novelty", "params": {"steps": False}},
+    {"name": "novelty", "params": {"smoothing": 0.2, "steps": False}},
+    {"name": "seasonal", "params": {"short": 0.1}},
 )
 DEFAULT_WEIGHTS = (1.0, 0.5, 0.5)
 
@@ -38,12 +39,15 @@ class Onset(Detector):
        chosen on some series does not carry to others (cross-validation: 53.6 vs 65.8).
     3. Once the score reaches ``theta``, the next ``refractory`` points score 0: an incident is
        reported once, early, instead of as a plateau of alerts (NAB and on-call people both
-       punish plateaus).
+       punish plateaus). The incident is over, and the detector re-armed early, once the score
+       has stayed below ``theta`` for ``rearm`` points in a row (0: never early): an isolated
+       false alarm (a new extreme of plain noise) no longer hides a real onset 20-200 points
+       later, while a sustained incident keeps the score above theta and stays muted.
 
     Members are built by name through the registry: ``{"name": ..., "params": {...}}``.
-    State: the members' plus five numbers.
+    Members must score one value (``input == "value"``). State: the members' plus six numbers.
 
-    >>> d = Onset(members=[{"name": "novelty", "params": {"warmup": 3}}], weights=[1.0],
+    >>> d = Onset(members=[{"name": "novelty", "params": {"warmup": 3, "steps": False}}], weights=[1.0],
     ...           theta=0.3, refractory=3, short=1.0, long=0.1)
     >>> out = []
     >>> for x in [1, 3, 2, 2, 2.5, 1.5, 2, 9, 9.5, 10, 2, 11]:
@@ -54,6 +58,7 @@ class Onset(Detector):
     """
 
     name = "onset"
+    input = "value"
 
     def __init__(
         self,
@@ -61,6 +66,7 @@ class Onset(Detector):
         weights: list | tuple = DEFAULT_WEIGHTS,
         theta: float = 0.5,
         refractory: int = 200,
+        rearm: int = 20,
         short: float = 0.5,
         long: float = 0.001,
     ):
@@ -72,8 +78,8 @@ class Onset(Detector):
             raise ValueError(f"weights: {len(weights)} given for {len(members)} members")
         if any(w < 0 for w in weights):
             raise ValueError("weights must be >= 0")
-        if refractory < 0:
-            raise ValueError("refractory must be >= 0")
+        if refractory < 0 or rearm < 0:
+            raise ValueError("refractory and rearm must be >= 0")
         for k, v in (("short", short), ("long", long)):
             if not 0 < v <= 1:
                 raise ValueError(f"{k} must be in (0, 1]")
@@ -81,12 +87,17 @@ class Onset(Detector):
         self.weights = [float(w) for w in weights]
         self.theta = theta
         self.refractory = refractory
+        self.rearm = rearm
         self.short, self.long = short, long
         self.lk = Likelihood(short, long)
         self.dets = [registry.build(m["name"], m["params"]) for m in self.members]
+        vectors = [m["name"] for m, d in zip(self.members, self.dets, strict=True) if d.input != "value"]
+        if vectors:
+            raise ValueError(f"members: {', '.join(vectors)} score a vector; onset combines detectors of one value")
         self._pairs = list(zip(self.weights, self.dets, strict=True))
         self.n = 0
         self.last = None  # index of the last point that reached theta
+        self.quiet = 0  # points in a row below theta since then
         self._memo = None
 
     def _combined(self, x, t) -> float | None:
@@ -99,12 +110,18 @@ class Onset(Detector):
                     best = s
         return best
 
+    def _muted(self) -> bool:
+        """Inside the refractory period of the last alarm, and that incident not yet over."""
+        if self.last is None or self.n - self.last >= self.refractory:
+            return False
+        return not (self.rearm and self.quiet >= self.rearm)
+
     def score_one(self, x, t: float | None = None) -> float | None:
         raw = self._combined(x, t)
         self._memo = (x, t, raw)
         if raw is None:
             return None
-        if self.last is not None and self.n - self.last < self.refractory:
+        if self._muted():
             return 0.0
         return self.lk.score(raw)
 
@@ -113,18 +130,23 @@ class Onset(Detector):
         raw = memo[2] if memo is not None and memo[0] == x and memo[1] == t else self._combined(x, t)
         self._memo = None
         if raw is not None:
-            if self.lk.score(raw) >= self.theta and (self.last is None or self.n - self.last >= self.refractory):
-                self.last = self.n
+            s = self.lk.score(raw)
+            if s >= self.theta:
+                if not self._muted():
+                    self.last = self.n
+                self.quiet = 0
+            else:
+                self.quiet += 1
             self.lk.update(raw)
         for d in self.dets:
             d.learn_one(x, t)
         self.n += 1
 
     def _state(self) -> dict:
-        return {"n": self.n, "last": self.last, "lk": self.lk.state(), "members": [d._state() for d in self.dets]}
+        return {"n": self.n, "last": self.last, "quiet": self.quiet, "lk": self.lk.state(), "members": [d._state() for d in self.dets]}
 
     def _load(self, s: dict) -> None:
-        self.n, self.last = s["n"], s["last"]
+        self.n, self.last, self.quiet = s["n"], s["last"], s["quiet"]
         self.lk.load(s["lk"])
         for d, st in zip(self.dets, s["members"], strict=True):
             d._load(st)

@@ -6,7 +6,6 @@ import inspect
 from typing import Any
 
 from detectors.base import Detector
-from detectors.iforest import IsolationForest
 from detectors.novelty import RangeNovelty
 from detectors.onset import Onset
 from detectors.seasonal import Seasonal
@@ -14,7 +13,7 @@ from detectors.zscore import ZScore
 
 # name -> class; the default univariate configuration is Onset with its default parameters
 CLASSES: dict[str, type[Detector]] = {
-    c.name: c for c in (RangeNovelty, ZScore, Seasonal, IsolationForest, Onset)
+    c.name: c for c in (RangeNovelty, ZScore, Seasonal, Onset)
 }
 DEFAULT = "onset"
 
@@ -36,7 +35,7 @@ def build(name: str, params: dict[str, Any] | None = None) -> Detector:
     >>> build("zscor", {})
     Traceback (most recent call last):
     ...
-    ValueError: unknown detector 'zscor'; known: iforest, novelty, onset, seasonal, zscore
+    ValueError: unknown detector 'zscor'; known: novelty, onset, seasonal, zscore
     """
     cls = CLASSES.get(name)
     if cls is None:

@@ -23,12 +23,13 @@ class Seasonal(Detector):
     >>> for i in range(24 * 20):
     ...     d.learn_one(day(i % 24) + (i % 5), t=i * 3600.0)
     >>> round(d.score_one(101.0, t=(24 * 20 + 12) * 3600.0), 2)   # noon: busy is normal
-    0.07
+    0.06
     >>> round(d.score_one(101.0, t=(24 * 20 + 3) * 3600.0), 2)    # 3 am: busy is not
-    0.27
+    1.0
     """
 
     name = "seasonal"
+    input = "value"
 
     def __init__(
         self,
@@ -38,7 +39,7 @@ class Seasonal(Detector):
         global_alpha: float = 0.01,
         floor: float = 0.01,
         scale: float = 4.0,
-        short: float = 0.1,
+        short: float = 0.3,
         long: float = 0.001,
         warmup: int = 100,
     ):

@@ -22,14 +22,15 @@ class ZScore(Detector):
     >>> for i in range(300):
     ...     d.learn_one(10.0 + (i % 5) * 0.1)
     >>> round(d.score_one(10.2), 2)
-    0.08
+    0.07
     >>> for _ in range(3):
     ...     d.learn_one(30.0)                     # a sustained jump
     >>> round(d.score_one(30.0), 2)
-    0.26
+    0.55
     """
 
     name = "zscore"
+    input = "value"
 
     def __init__(
         self,
@@ -37,7 +38,7 @@ class ZScore(Detector):
         clip: float = 0.0,
         level_scale: float = 4.0,
         step_scale: float = 8.0,
-        short: float = 0.1,
+        short: float = 0.3,
         long: float = 0.001,
         warmup: int = 100,
     ):

@@ -116,6 +116,8 @@ def _check_pack(pack: schema.RulePack, errs: Document, registry) -> None:
             if c.detector not in pack.detectors:
                 declared = ", ".join(pack.detectors) or "none"
                 errs.error(loc + ("condition", "detector"), f"unknown detector {shown(c.detector)} (declared: {declared})")
+            else:
+                _check_scores_one_value(c.detector, pack.detectors[c.detector].type, loc, errs, registry)
         _check_node_effects(r, loc, errs)
         for name in r.labels:
             if name in RESERVED_LABELS:
@@ -137,6 +139,16 @@ def _check_node_effects(r: schema.Rule, loc: tuple, errs: Document) -> None:
     nc = r.node_condition
     if nc is not None and nc.ok_reason is not None and nc.ok_reason == nc.reason:
         errs.error(loc + ("node_condition", "ok_reason"), f"must differ from reason ({shown(nc.reason)})")
+
+
+def _check_scores_one_value(name: str, kind: str, loc: tuple, errs: Document, registry) -> None:
+    """An anomaly rule feeds its detector one sample value at a time: a detector that scores a
+    vector (``input == "vector"``: a dict of metrics) would fail on every sample at run time."""
+    cls = getattr(registry, "CLASSES", {}).get(kind) if registry is not None else None
+    if cls is not None and cls.input != "value":
+        errs.error(loc + ("condition", "detector"),
+                   f"detector {shown(name)} is {kind}, which scores a {cls.input} (a dict of metrics); "
+                   "an anomaly rule gives it one value per sample")
 
 
 def _compile(pack: schema.RulePack, file: str, lines: dict) -> list[CompiledRule]:

@@ -25,7 +25,7 @@ from detectors import corpus, registry
 from detectors.nab import probation
 from tests.detectors.nabfile import nab_folder
 
-MULTIVARIATE = {"iforest"}
+MULTIVARIATE = {n for n in registry.names() if registry.CLASSES[n].input == "vector"}
 STEP = 600.0  # seconds between points: 144 points a day, so seasonal slots fill quickly
 
 
@@ -125,6 +125,19 @@ def test_restore_rejects_what_is_not_a_snapshot():
         registry.restore({"state": {}})
 
 
+def test_every_detector_declares_its_input(name):
+    """What ``x`` is (one value or a dict of values): rule packs refuse a vector detector in a
+    univariate anomaly rule at load, so the declaration must be there and must be true."""
+    det = registry.build(name, {})
+    assert det.input in ("value", "vector"), name
+    x = stream(name, 1)[0][0]
+    assert isinstance(x, dict) == (det.input == "vector")
+    det.learn_one(x, 1_400_000_000.0)
+    other = {"v": 1.0} if det.input == "value" else 1.0
+    with pytest.raises((TypeError, ValueError)):
+        det.learn_one(other, 1_400_000_600.0)
+
+
 def test_seasonal_needs_event_time():
     det = registry.build("seasonal", {})
     with pytest.raises(ValueError, match="needs the event time"):
@@ -180,23 +193,8 @@ def zeroed(scores):
     return [0.0 if s is None else s for s in scores]
 
 
-# Known misses, measured (AUC in brackets) and kept as strict xfails: the check runs, and a fix
-# that makes one pass turns the xfail into a failure so this list gets shortened.
-KNOWN_MISSES = {
-    ("iforest", "shift"): "a +30 shift stays inside the daily wave's range; forest scores are noisy (0.29)",
-    ("novelty", "shift"): "only new extremes count; a shift inside the wave's range is not one (0.44)",
-    ("seasonal", "spike"): "likelihood-calibrated slot residual: one point barely moves it (0.78)",
-    ("zscore", "shift"): "the step score is averaged away by the likelihood's short mean (0.01)",
-    ("onset", "spike"): "an earlier false alarm's refractory period hides the onset in one seed (0.69)",
-    ("onset", "shift"): "same refractory masking as the spike (0.68)",
-    ("onset", "variance"): "same refractory masking as the spike (0.68)",
-}
-
-
 @pytest.mark.parametrize("kind", ["spike", "shift", "variance"])
-def test_injected_anomalies_rank_above_normal_points(name, kind, request):
-    if (name, kind) in KNOWN_MISSES:
-        request.applymarker(pytest.mark.xfail(reason=KNOWN_MISSES[name, kind], strict=True))
+def test_injected_anomalies_rank_above_normal_points(name, kind):
     pos, neg = [], []
     for seed in (1, 2, 3):
         raw = run(registry.build(name, {}), injected(kind, seed, name in MULTIVARIATE))
@@ -214,12 +212,7 @@ def ambient(tmp_path_factory):
     return corpus.load(nab_folder(tmp_path_factory.mktemp("nab")))[0]
 
 
-REAL_MISSES = {"iforest": "fed {'value': x} alone, the forest over 256 recent points does not isolate the failure (0.37)"}
-
-
-def test_real_labelled_series_ranks_windows_above_normal_blocks(name, ambient, request):
-    if name in REAL_MISSES:
-        request.applymarker(pytest.mark.xfail(reason=REAL_MISSES[name], strict=True))
+def test_real_labelled_series_ranks_windows_above_normal_blocks(name, ambient):
     s = ambient
     points = [({"value": x} if name in MULTIVARIATE else x, t) for x, t in zip(s.values, s.times, strict=True)]
     sc = zeroed(run(registry.build(name, {}), points))
