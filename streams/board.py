@@ -36,6 +36,7 @@ import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 
+from core.kafkaclient import client_config
 from core.records import Alert, RecordError, decode, format_time, parse_time
 from core.settings import Settings
 from streams.alerting import SilenceBook
@@ -311,7 +312,7 @@ class Board(mode.Service):
         """The incidents topic, once it exists (checked every 30 s until then)."""
         topic = self.settings.topic("incidents")
         while not self.should_stop:
-            c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, client_id=f"{self.settings.app_id}-board-meta")
+            c = AIOKafkaConsumer(**client_config(self.bootstrap, "aiokafka"), client_id=f"{self.settings.app_id}-board-meta")
             await c.start()
             try:
                 parts = c.partitions_for_topic(topic) if topic in await c.topics() else None

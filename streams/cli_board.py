@@ -139,9 +139,10 @@ def synthetic_alerts(n: int, clusters: int = 12, teams: int = 25, namespaces: in
 def produce_alerts(bootstrap: str, topic: str, alerts: list) -> None:
     from kafka import KafkaProducer
 
+    from core.kafkaclient import client_config
     from core.records import encode
 
-    p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+    p = KafkaProducer(**client_config(bootstrap, "kafka-python"), acks="all", linger_ms=20)
     try:
         for a in alerts:
             p.send(topic, encode(a), key=a.key())

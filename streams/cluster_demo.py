@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.broker import die_with_parent, free_port
+from core.kafkaclient import client_config
 from core.settings import REPO, Settings
 from streams.cli_run import DemoReceivers, _quietly, spawn_worker, stop_process, wait_delivered
 
@@ -499,7 +500,7 @@ def _bench(stack: LiveStack, args, say) -> dict:
     # records/s: a burst of Events written as fast as the API server takes them, read back from the topic
     say(f"watch: a burst of {args.burst} Events with {args.writers} writers")
     topic = stack.settings.topic("events")
-    c = KafkaConsumer(bootstrap_servers=stack.bootstrap, isolation_level="read_committed", enable_auto_commit=False)
+    c = KafkaConsumer(**client_config(stack.bootstrap, "kafka-python"), isolation_level="read_committed", enable_auto_commit=False)
     tps = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic)]
     start = c.end_offsets(tps)
     c.assign(tps)

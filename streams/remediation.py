@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 
 import orjson
 
+from core.kafkaclient import client_config
 from core.records import Alert, decode, format_time
 from core.settings import Settings
 from rules.ruleset import RuleSet
@@ -580,7 +581,7 @@ def read_trail(bootstrap: str, topic: str) -> list[dict]:
     """Every record of the actions topic, oldest first (one partition)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+    c = KafkaConsumer(**client_config(bootstrap, "kafka-python"), enable_auto_commit=False, group_id=None,
                       isolation_level="read_committed", auto_offset_reset="earliest")
     try:
         tp = TopicPartition(topic, 0)
@@ -619,7 +620,7 @@ class Runner:
         s = self.settings
         ensure_topics(s, self.bootstrap)
         trail_topic = s.topic("actions")
-        producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0)
+        producer = KafkaProducer(**client_config(self.bootstrap, "kafka-python"), acks="all", linger_ms=0)
 
         def publish(rec: dict) -> None:
             producer.send(trail_topic, key=(rec.get("node") or "").encode(), value=orjson.dumps(rec)).get(30)
@@ -629,7 +630,7 @@ class Runner:
 
         rem = Remediator(s, self.rules, self.kube, publish, read_trail(self.bootstrap, trail_topic),
                          publish_alert=publish_alert)
-        consumer = KafkaConsumer(s.topic("alerts"), bootstrap_servers=self.bootstrap, group_id=self.group,
+        consumer = KafkaConsumer(s.topic("alerts"), **client_config(self.bootstrap, "kafka-python"), group_id=self.group,
                                  enable_auto_commit=False, isolation_level="read_committed",
                                  auto_offset_reset="earliest")
         log.info("remediate: %d rule(s) with node effects, dry_run=%s kill_switch=%s, %d trail record(s) read",

@@ -193,3 +193,28 @@ def test_each_misconfiguration_is_one_line_within_seconds(secure_broker, tls, tm
     assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
     assert expect in lines[0] and secure_broker.secure_bootstrap in lines[0], lines[0]
     assert PASSWORD not in res.stderr + res.stdout and "not-the-password" not in res.stderr + res.stdout
+
+
+def test_every_kafka_client_in_the_code_is_built_through_client_config():
+    """A new client built without ``**client_config(...)`` would ignore kafka_security: caught here."""
+    import ast
+
+    clients = {"KafkaProducer", "KafkaConsumer", "KafkaAdminClient", "AIOKafkaProducer", "AIOKafkaConsumer", "App"}
+    tracked = subprocess.run(["git", "ls-files", "*.py"], cwd=REPO, capture_output=True, text=True).stdout.split()
+    bad, seen = [], 0
+    for rel in tracked:
+        if rel.startswith(("tests/", ".")) or not (REPO / rel).exists():
+            continue
+        for node in ast.walk(ast.parse((REPO / rel).read_text(), rel)):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
+            if name not in clients or (name == "App" and not (isinstance(f, ast.Attribute) and
+                                                              getattr(f.value, "id", None) == "faust")):
+                continue
+            seen += 1
+            if not any(k.arg is None and isinstance(k.value, ast.Call) and getattr(k.value.func, "id", None) ==
+                       "client_config" for k in node.keywords):
+                bad.append(f"{rel}:{node.lineno}: {name}(...) without **client_config(bootstrap, flavour)")
+    assert seen >= 20 and not bad, "\n".join(bad)
