@@ -326,18 +326,19 @@ class Board(mode.Service):
 
     @mode.Service.task
     async def _push(self) -> None:
-        sent_version, sent_at, silences_seen = None, 0.0, None
+        sent_version, sent_at, silences_seen, sent_caught_up = None, 0.0, None, False
         while not self.should_stop:
             now = time.time()
+            caught_up = self.caught_up.is_set() and self.book.caught_up.is_set()
             sil = self.book.silences
             stamp = tuple((s.id, s.updatedAt, s.startsAt <= now < s.endsAt) for s in sil.by_id.values())
             if stamp != silences_seen:  # added, expired, started or ended
                 silences_seen = stamp
                 self.model.refresh_silences(now)
                 self.model.version += 1
-            if self.model.version != sent_version or now - sent_at >= self.HEARTBEAT:
+            if self.model.version != sent_version or caught_up != sent_caught_up or now - sent_at >= self.HEARTBEAT:
                 self.publish(now)
-                sent_version, sent_at = self.model.version, now
+                sent_version, sent_at, sent_caught_up = self.model.version, now, caught_up
             await self.sleep(self.TICK)
 
     def summary(self, now: float | None = None) -> dict:

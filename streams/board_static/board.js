@@ -50,14 +50,14 @@ function cellData(c) {
 
 function renderTotals(s) {
   const t = s.total, box = document.getElementById("totals");
-  box.replaceChildren(
+  box.replaceChildren(...[
     h("span", { class: "pill lv-" + t.level, id: "total-level", dataset: { level: t.level } }, shape(t.level), WORD[t.level]),
     h("span", { class: "pill lv-critical", title: "critical firing" }, shape("critical"), t.critical + " critical"),
     h("span", { class: "pill lv-warning", title: "warning firing" }, shape("warning"), t.warning + " warning"),
     h("span", { class: "pill", title: "info firing" }, t.info + " info"),
     h("span", { class: "pill lv-muted", title: "silenced" }, shape("muted"), t.silenced + " silenced"),
     s.incidents && s.incidents.open ? h("span", { class: "pill lv-critical" }, s.incidents.open + " incidents") : null,
-  );
+  ].filter(Boolean));
   document.body.dataset.firing = t.firing;
   document.body.dataset.version = s.version;
 }
@@ -190,7 +190,7 @@ function alertItem(a) {
   const level = a.severity === "info" ? "ok" : a.severity;
   const receivers = a.receivers === null ? "unknown (no routing file)" : (a.receivers.join(", ") || "none");
   return h("li", {
-    class: "alert lv-" + a.severity + (silenced ? " silenced" : ""),
+    class: "alert sev-" + a.severity + (silenced ? " silenced" : ""),
     dataset: { fingerprint: a.fingerprint, silenced: silenced ? "1" : "0", severity: a.severity },
   },
     h("div", { class: "top" },
