@@ -13,7 +13,8 @@ Kafka).  Two workloads:
 * ``nodes``: real kubelet/cAdvisor and node_exporter pages (vendored in tests/data) scraped from
   many nodes, every 30 s, counters growing -- a realistic mix.
 
-Printed per workload: series, changelog bytes per scrape (steady state), the largest changelog
+Printed per workload: series, changelog bytes per scrape (steady state; also as the broker stores
+them, zstd-compressed in record batches, the changelog topics' ``compression.type``), the largest changelog
 record (Kafka refuses records over ``max.message.bytes``, 1 MiB by default), live state per series
 (growth of the process's resident memory), and CPU µs per sample in the stages.
 """
@@ -102,19 +103,28 @@ def simulate(stages, series_of, n: int, scrapes: int, partitions: int, commit_ev
     pipe = Pipeline(stages)
     stores = [Store() for _ in range(partitions)]
     queue: deque = deque()
-    per_scrape, largest, since_commit, cpu, samples = [], 0, 0, 0.0, 0
-    written = 0
+    import cramjam
+
+    per_scrape, stored_per_scrape, largest, since_commit, cpu, samples = [], [], 0, 0, 0.0, 0
+    written = stored = 0
 
     def emit(topic, key, value, partition=None):
         if topic == "samples":  # re-keyed partials and derived samples come back through their partition
             queue.append((key, value))
 
     def commit():
-        nonlocal written, largest
+        nonlocal written, stored, largest
+        batch = bytearray()
         for st in stores:
             for k, v in st.flush_items():
                 written += len(k) + len(v or b"")
                 largest = max(largest, len(k) + len(v or b""))
+                batch += k + (v or b"")
+                if len(batch) >= 256 * 1024:  # the broker compresses record batches (changelog topics: zstd)
+                    stored += len(cramjam.zstd.compress(bytes(batch)))
+                    batch.clear()
+        if batch:
+            stored += len(cramjam.zstd.compress(bytes(batch)))
 
     def feed(rec, key):
         nonlocal since_commit
@@ -132,7 +142,7 @@ def simulate(stages, series_of, n: int, scrapes: int, partitions: int, commit_ev
 
     rss0 = _rss()
     for scrape in range(scrapes):
-        before = written
+        before, stored_before = written, stored
         c0 = time.process_time()
         for rec in series_of(n, scrape):
             feed(rec, rec.key())
@@ -148,13 +158,20 @@ def simulate(stages, series_of, n: int, scrapes: int, partitions: int, commit_ev
                 pipe.tick(st.get(WATERMARK, 0.0) + 30, st, emit)
         commit()
         per_scrape.append(written - before)
+        stored_per_scrape.append(stored - stored_before)
     live = _rss() - rss0
     keys = sum(len(st) for st in stores)
     steady = per_scrape[1:-1] or per_scrape
+    steady_stored = stored_per_scrape[1:-1] or stored_per_scrape
     return {"series": n, "partitions": partitions, "state_keys": keys,
             "changelog_bytes_per_scrape": round(sum(steady) / len(steady)),
+            "changelog_stored_bytes_per_scrape": round(sum(steady_stored) / len(steady_stored)),
             "largest_record_bytes": largest, "state_bytes_per_series": round(live / n),
             "us_per_sample_cpu": round(cpu / samples * 1e6, 2)}
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
 
 
 def _run(args) -> int:
@@ -181,9 +198,11 @@ def _run(args) -> int:
         return 0
     for name, r in out.items():
         print(f"{name:10} {r['series']:>8,} series on {r['partitions']} partitions: "
-              f"changelog {r['changelog_bytes_per_scrape'] / 2**20:6.1f} MiB/scrape, largest record "
-              f"{r['largest_record_bytes'] / 1024:6.1f} KiB, state {r['state_bytes_per_series']:>5} B/series "
-              f"({r['state_keys']:,} keys), stages {r['us_per_sample_cpu']:.1f} µs/sample CPU")
-        gib = 2**30 / max(1, r["state_bytes_per_series"])
-        print(f"{'':10} -> about {gib / 1e6:.1f}M series of this kind per GiB of worker state")
+              f"changelog {_size(r['changelog_bytes_per_scrape'])}/scrape "
+              f"({_size(r['changelog_stored_bytes_per_scrape'])} stored, zstd), largest record "
+              f"{_size(r['largest_record_bytes'])}, {r['state_keys']:,} state keys, "
+              f"stages {r['us_per_sample_cpu']:.1f} µs/sample CPU")
+        if r["state_bytes_per_series"] > 0:
+            print(f"{'':10} resident memory grew {r['state_bytes_per_series']} B per series: about "
+                  f"{2**30 / r['state_bytes_per_series'] / 1e6:.1f}M series of this kind per GiB")
     return 0
