@@ -57,3 +57,19 @@ class Detector:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({args})"
+
+
+def build_from(classes: dict[str, type[Detector]], name: str, params: dict[str, Any] | None = None) -> Detector:
+    """``classes[name](**params)``; ValueError listing what is valid on an unknown name or bad params."""
+    cls = classes.get(name)
+    if cls is None:
+        raise ValueError(f"unknown detector {name!r}; known: {', '.join(sorted(classes))}")
+    params = dict(params or {})
+    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(f"detector {name!r}: unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"detector {name!r}: bad parameters {params}: {e}") from None

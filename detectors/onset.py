@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from detectors.base import Detector
+from detectors.base import Detector, build_from
 from detectors.likelihood import Likelihood
+from detectors.novelty import RangeNovelty
+from detectors.seasonal import Seasonal
+from detectors.zscore import ZScore
+
+# what onset combines: detectors of one value, by name (the registry lists onset itself besides these)
+MEMBERS = {c.name: c for c in (RangeNovelty, Seasonal, ZScore)}
 
 # the default members: a new extreme of the value, a new extreme of its EWMA (level shift),
 # a time-of-day slot residual, with the members' settings the grid was run with (pinned here, so
@@ -44,7 +50,7 @@ class Onset(Detector):
        false alarm (a new extreme of plain noise) no longer hides a real onset 20-200 points
        later, while a sustained incident keeps the score above theta and stays muted.
 
-    Members are built by name through the registry: ``{"name": ..., "params": {...}}``.
+    Members are built by name from ``MEMBERS``: ``{"name": ..., "params": {...}}``.
     Members must score one value (``input == "value"``). State: the members' plus six numbers.
 
     >>> d = Onset(members=[{"name": "novelty", "params": {"warmup": 3, "steps": False}}], weights=[1.0],
@@ -70,8 +76,6 @@ class Onset(Detector):
         short: float = 0.5,
         long: float = 0.001,
     ):
-        from detectors import registry  # members are built by name; registry imports this module
-
         if not members:
             raise ValueError("members: at least one detector spec is needed")
         if len(weights) != len(members):
@@ -90,7 +94,7 @@ class Onset(Detector):
         self.rearm = rearm
         self.short, self.long = short, long
         self.lk = Likelihood(short, long)
-        self.dets = [registry.build(m["name"], m["params"]) for m in self.members]
+        self.dets = [build_from(MEMBERS, m["name"], m["params"]) for m in self.members]
         vectors = [m["name"] for m, d in zip(self.members, self.dets, strict=True) if d.input != "value"]
         if vectors:
             raise ValueError(f"members: {', '.join(vectors)} score a vector; onset combines detectors of one value")

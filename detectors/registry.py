@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from detectors.base import Detector
+from detectors.base import Detector, build_from
 from detectors.novelty import RangeNovelty
 from detectors.onset import Onset
 from detectors.seasonal import Seasonal
@@ -23,10 +22,6 @@ def names() -> list[str]:
     return sorted(CLASSES)
 
 
-def _params_of(cls: type[Detector]) -> list[str]:
-    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-
-
 def build(name: str, params: dict[str, Any] | None = None) -> Detector:
     """A new detector; ValueError (listing what is valid) on an unknown name or bad params.
 
@@ -37,18 +32,7 @@ def build(name: str, params: dict[str, Any] | None = None) -> Detector:
     ...
     ValueError: unknown detector 'zscor'; known: novelty, onset, seasonal, zscore
     """
-    cls = CLASSES.get(name)
-    if cls is None:
-        raise ValueError(f"unknown detector {name!r}; known: {', '.join(names())}")
-    params = dict(params or {})
-    valid = _params_of(cls)
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise ValueError(f"detector {name!r}: unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
-    try:
-        return cls(**params)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"detector {name!r}: bad parameters {params}: {e}") from None
+    return build_from(CLASSES, name, params)
 
 
 def restore(snapshot: dict[str, Any]) -> Detector:
