@@ -32,9 +32,6 @@ def register(sub, group) -> None:
     d.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the worker to catch up")
     d.add_argument("--hold", action="store_true", help="keep the stability board (and the broker) up after the "
                                                        "summary until Ctrl-C")
-    d.add_argument("--cluster", action="store_true",
-                   help="live instead of a replay: a local Kubernetes control plane, its collector and scripted "
-                        "incidents routed to their teams (streams/cluster_demo.py)")
     d.set_defaults(func=_demo)
 
 
@@ -363,10 +360,6 @@ class DemoReceivers(threading.Thread):
 
 
 def _demo(args) -> int:
-    if args.cluster:
-        from streams.cluster_demo import demo_cluster
-
-        return demo_cluster(args)
     from collectors.replay import DEFAULT_EVENTS, load_owners, replay
     from collectors.sink import KafkaSink
     from core.topics import ensure_topics

@@ -92,7 +92,7 @@ class LiveStack:
         self.settings = base.model_copy(update={
             "topic_prefix": f"{base.topic_prefix}live-{self.tag}-", "app_id": f"{base.app_id}-live-{self.tag}",
             "clock": "wall", "rules": [*base.rules, *(rules if rules is not None else [str(RULES)])],
-            "web_port": free_port(), "partitions": min(base.partitions, 2)})
+            "web_port": free_port()})  # partitions as configured: the collector checks them against its own
         self.routing, self.quiet, self.nodes, self.say = Path(routing), quiet, nodes, progress
         self.cluster, self.bootstrap = cluster, bootstrap or base.kafka
         self._own_cluster, self._own_broker = cluster is None, None
@@ -533,6 +533,14 @@ def _bench(stack: LiveStack, args, say) -> dict:
 
 
 def register(sub, group) -> None:
+    # ``demo --cluster``: a flag on the replay demo's parser (streams.cli_run registers it first; it does
+    # not import this module, which builds on its receivers and worker spawning)
+    demo = sub.choices["demo"]
+    demo.add_argument("--cluster", action="store_true",
+                      help="live instead of a replay: a local Kubernetes control plane, its collector and scripted "
+                           "incidents routed to their teams")
+    replay_demo = demo.get_default("func")
+    demo.set_defaults(func=lambda args: demo_cluster(args) if args.cluster else replay_demo(args))
     b = group("bench", "benchmarks").add_parser(
         "cluster", help="write to the real kube-apiserver -> routed notification latency (p50/p99), collector records/s")
     b.add_argument("--changes", type=int, default=200, help="Events whose alerts are timed (default: %(default)s)")
