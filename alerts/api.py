@@ -1,12 +1,18 @@
-"""The silences HTTP API in Alertmanager's v2 shape (aiohttp): create, list, get, expire.
+"""Alertmanager's v2 HTTP API (aiohttp), the part amtool, Grafana and Karma use, over kubesight's state.
 
+    GET    /api/v2/alerts               ?filter=<matcher>...&active&silenced&inhibited&unprocessed&receiver=<regex>
+    GET    /api/v2/alerts/groups        same parameters; one entry per (receiver, group)
+    GET    /api/v2/status               cluster (disabled), config.original (``amtool config show``), uptime, version
+    GET    /api/v2/receivers            [{"name": ...}]
     POST   /api/v2/silences             body: PostableSilence  -> 200 {"silenceID": id}
-    GET    /api/v2/silences             -> 200 [GettableSilence...] (active first)
+    GET    /api/v2/silences             ?filter=<matcher>... -> 200 [GettableSilence...] (active first)
     GET    /api/v2/silence/{id}         -> 200 GettableSilence | 404
     DELETE /api/v2/silence/{id}         -> 200 (expired) | 404      (also /api/v2/silences/{id})
 
 ``book`` is any object with ``silences`` (a ``Silences``), ``list(now)``, ``async put(silence)`` and
 ``async expire(id)``; in kubesight it is ``streams.alerting.SilenceBook`` (the compacted topic).
+``alerts`` is an ``AlertsState`` fed with the records of the ``alert-groups`` topic (every alert
+after the lifecycle, with the receiver and group routing gave it); ``config`` the routing config.
 """
 
 from __future__ import annotations
@@ -14,16 +20,160 @@ from __future__ import annotations
 import time
 
 import orjson
+import re2
 from aiohttp import web
 
+from alerts.engine import from_grouped
+from alerts.inhibit import Inhibitor, rules_from
 from alerts.silences import Silence, SilenceError
+from core.matchers import Matcher, MatcherError, parse_matchers
+from core.records import Alert, RecordError, decode, fingerprint, format_time
+
+VERSION = {"version": "0.25.0-kubesight", "revision": "kubesight", "branch": "main", "buildUser": "kubesight",
+           "buildDate": "", "goVersion": "none (kubesight, Python)"}
+
+
+class AlertsState:
+    """The alerts that are firing now, each with its receivers and groups; the inhibitor fed alongside."""
+
+    def __init__(self, cfg=None):
+        self.by_fp: dict[str, dict] = {}
+        self.inhibitor = Inhibitor(rules_from(cfg) if cfg is not None else [])
+
+    def apply(self, key, value) -> None:
+        """One record of ``alert-groups`` (an alert transition re-keyed by group)."""
+        if value is None:
+            return
+        try:
+            rec = decode(value)
+        except RecordError:
+            return
+        got = from_grouped(rec) if isinstance(rec, Alert) else None
+        if got is None:
+            return
+        group, alert = got
+        self.inhibitor.observe(alert.labels, alert.status)
+        fp = fingerprint(alert.labels)
+        entry = self.by_fp.get(fp)
+        if alert.status == "firing":
+            if entry is None:
+                entry = self.by_fp[fp] = {"groups": {}}
+            entry["alert"], entry["updated"] = alert, time.time()
+            entry["groups"][(group.receiver, group.key)] = group.labels
+        elif entry is not None:
+            entry["groups"].pop((group.receiver, group.key), None)
+            if not entry["groups"]:
+                del self.by_fp[fp]
+
+
+def filter_matches(matchers: list[Matcher], labels: dict) -> bool:
+    """Alertmanager's ``matchFilterLabels``: a filter on an empty value also accepts a missing label."""
+    for m in matchers:
+        present = labels.get(m.name, "") != ""
+        if m.op in ("!=", "!~"):
+            if m.value == "" and present:
+                continue
+        elif m.value == "" and not present:
+            continue
+        if not m.matches(labels):
+            return False
+    return True
 
 
 def _json(data, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
-def app(book, clock=time.time) -> web.Application:
+def _flag(request: web.Request, name: str, default: bool = True) -> bool:
+    v = request.query.get(name)
+    return default if v is None else v.lower() not in ("false", "0")
+
+
+def _filters(request: web.Request) -> list[Matcher]:
+    out = []
+    for f in request.query.getall("filter", []):
+        out += parse_matchers(f)
+    return out
+
+
+def _json(data, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def app(book, clock=time.time, alerts: AlertsState | None = None, config=None) -> web.Application:
+    started = clock()
+    alerts = alerts if alerts is not None else AlertsState(config)
+
+    def gettable(entry: dict, now: float, receivers: list[str]) -> dict:
+        a: Alert = entry["alert"]
+        silenced = book.silences.muting(a.labels, now)
+        inhibited = alerts.inhibitor.inhibiting(a.labels)
+        return {"labels": a.labels, "annotations": a.annotations, "startsAt": format_time(a.startsAt),
+                "endsAt": format_time(a.endsAt if a.endsAt else now + 300.0),
+                "updatedAt": format_time(entry["updated"]), "fingerprint": fingerprint(a.labels),
+                "generatorURL": a.generatorURL, "receivers": [{"name": r} for r in receivers],
+                "status": {"state": "suppressed" if silenced or inhibited else "active",
+                           "silencedBy": silenced, "inhibitedBy": inhibited}}
+
+    def selected(request: web.Request):
+        """(matchers, keep(gettable) -> bool, receiver regex) from the query, or a 400 response."""
+        try:
+            ms = _filters(request)
+        except MatcherError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        active, silenced = _flag(request, "active"), _flag(request, "silenced")
+        inhibited = _flag(request, "inhibited")
+        rx = None
+        if request.query.get("receiver"):
+            try:
+                rx = re2.compile(f"^(?:{request.query['receiver']})$")
+            except re2.error as exc:
+                raise web.HTTPBadRequest(text=f"invalid receiver regex: {exc}") from None
+
+        def keep(g: dict) -> bool:
+            st = g["status"]
+            if st["silencedBy"] and not silenced or st["inhibitedBy"] and not inhibited:
+                return False
+            if st["state"] == "active" and not active:
+                return False
+            return filter_matches(ms, g["labels"])
+
+        return keep, rx
+
+    async def get_alerts(request: web.Request) -> web.Response:
+        keep, rx = selected(request)
+        now, out = clock(), []
+        for entry in alerts.by_fp.values():
+            receivers = sorted({r for r, _ in entry["groups"]})
+            if rx is not None and not any(rx.search(r) for r in receivers):
+                continue
+            g = gettable(entry, now, receivers)
+            if keep(g):
+                out.append(g)
+        out.sort(key=lambda g: (g["labels"].get("alertname", ""), g["fingerprint"]))
+        return _json(out)
+
+    async def get_groups(request: web.Request) -> web.Response:
+        keep, rx = selected(request)
+        now, groups = clock(), {}
+        for entry in alerts.by_fp.values():
+            for (receiver, key), labels in entry["groups"].items():
+                if rx is not None and not rx.search(receiver):
+                    continue
+                g = gettable(entry, now, [receiver])
+                if keep(g):
+                    groups.setdefault((receiver, key), {"labels": labels, "receiver": {"name": receiver},
+                                                        "alerts": []})["alerts"].append(g)
+        return _json([groups[k] for k in sorted(groups)])
+
+    async def status(request: web.Request) -> web.Response:
+        return _json({"cluster": {"status": "disabled", "peers": [], "name": ""},
+                      "config": {"original": getattr(config, "original", "") or ""},
+                      "uptime": format_time(started), "versionInfo": VERSION})
+
+    async def receivers(request: web.Request) -> web.Response:
+        return _json([{"name": r.name} for r in getattr(config, "receivers", [])])
+
     async def post(request: web.Request) -> web.Response:
         try:
             body = orjson.loads(await request.read())
@@ -42,8 +192,13 @@ def app(book, clock=time.time) -> web.Application:
         return _json({"silenceID": s.id})
 
     async def list_(request: web.Request) -> web.Response:
+        try:
+            ms = _filters(request)
+        except MatcherError as exc:
+            return _json({"error": str(exc)}, 400)
         now = clock()
-        return _json([s.to_dict(now) for s in book.list(now)])
+        return _json([s.to_dict(now) for s in book.list(now)
+                      if filter_matches(ms, {m.name: m.value for m in s.matchers})])
 
     async def get(request: web.Request) -> web.Response:
         s = book.silences.by_id.get(request.match_info["id"])
@@ -59,6 +214,12 @@ def app(book, clock=time.time) -> web.Application:
         return web.Response(status=200)
 
     a = web.Application()
+    a.router.add_get("/api/v2/alerts", get_alerts)
+    a.router.add_get("/api/v2/alerts/groups", get_groups)
+    a.router.add_get("/api/v2/status", status)
+    a.router.add_get("/api/v2/receivers", receivers)
+    a.router.add_get("/-/ready", lambda r: web.Response(text="OK"))
+    a.router.add_get("/-/healthy", lambda r: web.Response(text="OK"))
     a.router.add_post("/api/v2/silences", post)
     a.router.add_get("/api/v2/silences", list_)
     for prefix in ("/api/v2/silence/", "/api/v2/silences/"):

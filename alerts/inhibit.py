@@ -78,6 +78,14 @@ class Inhibitor:
                     if not fps:
                         del index[key]
 
+    def inhibiting(self, labels: dict) -> list[str]:
+        """The fingerprints of the firing alerts that inhibit an alert with these labels (Alertmanager's inhibitedBy)."""
+        fp, out = fingerprint(labels), []
+        for rule, index in zip(self.rules, self.sources, strict=True):
+            if index and matches_all(rule.target, labels):
+                out += [f for f in index.get(tuple(labels.get(n, "") for n in rule.equal), ()) if f != fp and f not in out]
+        return sorted(out)
+
     def inhibited(self, labels: dict) -> bool:
         fp = None
         for rule, index in zip(self.rules, self.sources, strict=True):

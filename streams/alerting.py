@@ -176,6 +176,21 @@ class AlertWatcher(mode.Service):
                     f"{self.settings.app_id}-inhibitor")
 
 
+class AlertsView(mode.Service):
+    """The alerts firing now, with their receivers and groups (``alerts``, an ``alerts.api.AlertsState``), for the API:
+    every partition of ``alert-groups``, read from the start and followed."""
+
+    def __init__(self, settings: Settings, bootstrap: str, state, **kw):
+        super().__init__(**kw)
+        self.settings, self.bootstrap, self.alerts = settings, bootstrap, state
+        self.caught_up = asyncio.Event()
+
+    @mode.Service.task
+    async def _follow(self) -> None:
+        await follow_topic(self, self.bootstrap, self.settings.topic("alert-groups"), self.settings.partitions,
+                           self.alerts.apply, self.caught_up, f"{self.settings.app_id}-alerts-api")
+
+
 IN_FLIGHT = 64  # concurrent requests per receiver (its own connection pool): a slow receiver fills only its own
 MAX_QUEUED = 4  # queued notifications of one receiver+group before they are aggregated into one (a storm)
 MAX_PENDING = 200_000  # notifications read and not yet done, all receivers: beyond it reading pauses

@@ -47,9 +47,11 @@ def register(sub, group) -> None:
     ex.add_argument("ids", nargs="+", metavar="ID")
     ex.add_argument("--url")
     ex.set_defaults(func=_silences_expire)
-    sv = sil.add_parser("serve", help="run the silences HTTP API (Alertmanager v2 shape) over the silences topic")
+    sv = sil.add_parser("serve", help="run Alertmanager's v2 API (alerts, groups, silences, status, receivers) "
+                                      "over kubesight's topics, for amtool, Grafana and Karma")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=9093)
+    sv.add_argument("--routing", help="routing file (default: settings' routing, else deploy/routing.example.yaml)")
     sv.set_defaults(func=_silences_serve)
 
     bench = group("bench", "benchmarks that print figures")
@@ -261,30 +263,35 @@ def _silences_expire(args) -> int:
 def _silences_serve(args) -> int:
     from aiohttp import web
 
-    from alerts.api import app
-    from core.broker import bootstrap_for
-    from core.settings import Settings
-    from core.shutdown import on_stop
-    from core.telemetry import serve_for
-
-    settings = Settings.load(args.config)
-
-    async def serve(book):
-        runner = web.AppRunner(app(book), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, args.host, args.port).start()
-        print(f"silences API on http://{args.host}:{args.port}/api/v2/silences (Ctrl-C to stop)", flush=True)
-        serve_for(settings, bootstrap_for(settings), "kubesight silences serve",
-                  checks={"silences": lambda: (book.caught_up.is_set(), "silences topic read to its end")})
-        stop = asyncio.Event()
-        on_stop(stop.set, settings.shutdown_timeout, "kubesight silences serve", asyncio.get_running_loop())
-        try:
-            await stop.wait()
-        finally:
-            await runner.cleanup()
+    from alerts.api import AlertsState, app
+    from streams.alerting import AlertsView, SilenceBook
 
     try:
-        _book_call(args, serve)
+        cfg = load(_routing_path(args))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    settings, bootstrap = _kafka(args)
+
+    async def serve():
+        book, view = SilenceBook(settings, bootstrap), AlertsView(settings, bootstrap, AlertsState(cfg))
+        await book.start()
+        await view.start()
+        runner = web.AppRunner(app(book, alerts=view.alerts, config=cfg), access_log=None)
+        try:
+            await asyncio.wait_for(book.caught_up.wait(), 60)
+            await asyncio.wait_for(view.caught_up.wait(), 60)
+            await runner.setup()
+            await web.TCPSite(runner, args.host, args.port).start()
+            print(f"Alertmanager v2 API on http://{args.host}:{args.port}/api/v2 (Ctrl-C to stop)", flush=True)
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+            await view.stop()
+            await book.stop()
+
+    try:
+        asyncio.run(serve())
     except KeyboardInterrupt:
         pass
     return 0
