@@ -237,12 +237,13 @@ listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.se
 
 
 def _properties(run: Path, port: int, cport: int, sport: int | None = None,
-                security: BrokerSecurity | None = None) -> str:
+                security: BrokerSecurity | None = None, node_id: int = 1, voters: str | None = None,
+                internal_rf: int = 1) -> str:
     secure = f",SASL_SSL://127.0.0.1:{sport}" if security else ""
-    return f"""# written by kubesight's launcher: one KRaft node, broker + controller, loopback only
+    return f"""# written by kubesight's launcher: a KRaft node, broker + controller, loopback only
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{cport}
+node.id={node_id}
+controller.quorum.voters={voters or f"1@127.0.0.1:{cport}"}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}{secure}
 advertised.listeners=PLAINTEXT://127.0.0.1:{port}{secure}
 controller.listener.names=CONTROLLER
@@ -250,14 +251,14 @@ listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL
 {_secure_properties(security) if security else ""}inter.broker.listener.name=PLAINTEXT
 log.dirs={run / "data"}
 num.partitions=1
-default.replication.factor=1
-offsets.topic.replication.factor=1
+default.replication.factor={internal_rf}
+offsets.topic.replication.factor={internal_rf}
 offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor={internal_rf}
+transaction.state.log.min.isr={min(2, internal_rf)}
 transaction.state.log.num.partitions=8
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor={internal_rf}
+share.coordinator.state.topic.min.isr={min(2, internal_rf)}
 group.initial.rebalance.delay.ms=0
 num.network.threads=2
 num.io.threads=2
@@ -337,6 +338,68 @@ def start(name: str = "default", attach: bool = False, heap_mb: int = 512, timeo
     if not quiet:
         _say(f"broker '{name}' ready at {broker.bootstrap} in {time.monotonic() - t0:.1f}s (pid {proc.pid})")
     return broker
+
+
+def start_cluster(name: str, nodes: int = 3, heap_mb: int = 256, timeout: float = 120.0) -> list[Broker]:
+    """``nodes`` KRaft nodes (each broker + controller, one voter each) forming one cluster on loopback,
+    tied to this process like ``attach=True`` (their folders removed when stopped); internal topics
+    replicated min(3, nodes) times. Returns the nodes; ``stop_cluster`` stops them. For tests of replicated topics."""
+    lib = ensure_jars(quiet=True)
+    java = shutil.which("java") or "java"
+    cp = f"{lib}/*"
+    ports = set()
+    while len(ports) < 2 * nodes:
+        ports.add(free_port())
+    ports = sorted(ports)
+    pairs = [(ports[2 * i], ports[2 * i + 1]) for i in range(nodes)]
+    voters = ",".join(f"{i + 1}@127.0.0.1:{c}" for i, (_, c) in enumerate(pairs))
+    cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    jvm = [java, f"-Xmx{heap_mb}m", f"-Xms{heap_mb}m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+           "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J}"]
+    out: list[Broker] = []
+    try:
+        for i, (port, cport) in enumerate(pairs):
+            run = cache_dir() / "runs" / f"{name}-{i + 1}"
+            shutil.rmtree(run, ignore_errors=True)
+            run.mkdir(parents=True)
+            props = run / "server.properties"
+            props.write_text(_properties(run, port, cport, node_id=i + 1, voters=voters, internal_rf=min(3, nodes)))
+            res = subprocess.run([java, "-Xmx256m", f"-Dlog4j2.configurationFile={LOG4J}", "-cp", cp,
+                                  "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props)],
+                                 capture_output=True, text=True)
+            if res.returncode != 0:
+                raise KafkaLaunchError(f"formatting node {i + 1} failed: {(res.stdout + res.stderr)[-2000:]}")
+            with open(run / "kafka.log", "ab") as log:
+                proc = subprocess.Popen(jvm + ["-cp", cp, "kafka.Kafka", str(props)], stdout=log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=run,
+                                        preexec_fn=die_with_parent)
+            out.append(Broker(name=f"{name}-{i + 1}", bootstrap=f"127.0.0.1:{port}", pid=proc.pid, run_dir=run,
+                              proc=proc, ephemeral=True))
+        deadline = time.monotonic() + timeout
+        for b in out:
+            while not (_port_open(int(b.bootstrap.rpartition(":")[2])) and metadata_ok(b.bootstrap, timeout=2.0)):
+                if not b.alive():
+                    raise KafkaLaunchError(f"node {b.name} exited; log tail:\n{b.log.read_text(errors='replace')[-3000:]}")
+                if time.monotonic() > deadline:
+                    raise KafkaLaunchError(f"node {b.name} did not answer within {timeout:.0f}s (log: {b.log})")
+                time.sleep(0.2)
+        return out
+    except BaseException:
+        stop_cluster(out)
+        raise
+
+
+def stop_cluster(nodes: list[Broker], timeout: float = 15.0) -> None:
+    """Stop every node of ``start_cluster`` together (one by one, the last ones wait for a lost quorum)."""
+    for b in nodes:
+        if b.alive():
+            try:
+                os.kill(b.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + timeout
+    for b in nodes:
+        b.stop(timeout=max(0.5, deadline - time.monotonic()))
 
 
 def _kept_ports(run: Path) -> tuple[int, int] | None:

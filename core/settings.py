@@ -97,6 +97,11 @@ class Settings(BaseModel):
                                           description="SASL and TLS of every Kafka client (core.kafkaclient)")
     topic_prefix: str = "kubesight-"
     partitions: int = Field(4, ge=1, le=1024)
+    replication_factor: int | None = Field(
+        None, ge=1, le=32, description="replicas of every topic kubesight creates; None = min(3, brokers)")
+    min_insync_replicas: int | None = Field(
+        None, ge=1, le=32, description="min.insync.replicas of the topics kubesight creates; None = 2, "
+        "capped by the replication factor (1 on a single broker)")
     app_id: str = "kubesight"
     cluster: str = "default"
     commit_interval: float = Field(0.5, gt=0, description="seconds between transactions of the hot path")

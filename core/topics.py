@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.settings import Settings
+from core.yamlconfig import ConfigError
 
 DAY_MS = 86_400_000
 
@@ -51,23 +52,97 @@ SPECS = (
 )
 
 
-def ensure_topics(settings: Settings, bootstrap: str) -> list[str]:
-    """Create every kubesight topic that does not exist yet; returns the names created.
+class TopicMismatch(ConfigError):
+    """Existing topics kubesight cannot run on as they are; one line per topic, each naming the fix."""
 
+
+def replication(settings: Settings, brokers: int) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for new topics on a cluster of ``brokers``.
+
+    >>> replication(Settings(), 1), replication(Settings(), 3), replication(Settings(), 5)
+    ((1, 1), (3, 2), (3, 2))
+    >>> replication(Settings(replication_factor=2, min_insync_replicas=2), 3)
+    (2, 2)
+    """
+    rf = settings.replication_factor or min(3, brokers)
+    if rf > brokers:
+        raise TopicMismatch([f"replication_factor {rf} needs {rf} brokers; the cluster has {brokers}"])
+    return rf, min(settings.min_insync_replicas or 2, rf)
+
+
+def check_existing(settings: Settings, spec: TopicSpec, partitions: int, replicas: int, config: dict,
+                   rf: int, min_isr: int) -> tuple[list[str], list[str]]:
+    """(errors, warnings) for one existing topic against its spec; ``config``: its effective settings."""
+    name, errors, warnings = settings.topic(spec.name), [], []
+    want = dict(spec.config)
+    policy = config.get("cleanup.policy", "delete")
+    if "compact" in want.get("cleanup.policy", "") and "compact" not in policy:
+        errors.append(f"topic {name}: cleanup.policy is {policy}, kubesight keeps state in it and needs compact; "
+                      f"fix: kafka-configs.sh --alter --entity-type topics --entity-name {name} "
+                      f"--add-config cleanup.policy=compact")
+    expected = settings.partitions if spec.partitioned else 1
+    if partitions != expected:
+        if spec.partitioned:  # inputs, changelogs and re-keyed topics are co-partitioned: partition p with p
+            errors.append(f"topic {name}: {partitions} partitions but partitions is {expected}; its partitions "
+                          f"must match the other partitioned topics (co-partitioning); fix: set partitions: "
+                          f"{partitions} in settings if every partitioned topic has {partitions}, else recreate it "
+                          f"with {expected}")
+        else:
+            warnings.append(f"topic {name}: {partitions} partitions, kubesight reads it whole and wants 1")
+    if replicas < rf:
+        warnings.append(f"topic {name}: replication factor {replicas} < {rf}: losing a broker loses it; fix: "
+                        f"kafka-reassign-partitions.sh with {rf} replicas")
+    isr = int(config.get("min.insync.replicas", "1"))
+    if isr < min(min_isr, replicas):
+        warnings.append(f"topic {name}: min.insync.replicas {isr} < {min(min_isr, replicas)}")
+    for key, value in want.items():
+        if key != "cleanup.policy" and key in config and config[key] != value:
+            warnings.append(f"topic {name}: {key} is {config[key]}, kubesight declares {value}")
+    return errors, warnings
+
+
+def ensure_topics(settings: Settings, bootstrap: str, warn=None) -> list[str]:
+    """Create every kubesight topic that does not exist yet (replication factor and min.insync.replicas
+    from settings, by default min(3, brokers) and 2), check the existing ones against their spec;
+    returns the names created.
+
+    A compacted topic that is not compacted, or a partitioned topic whose partition count breaks
+    co-partitioning, raises ``TopicMismatch`` naming every such topic and its fix; other differences
+    (replication, min.insync.replicas, retention) go to ``warn`` (default: one stderr line each).
     Raises ``core.broker.KafkaUnreachable`` within seconds when no bootstrap server answers."""
-    from kafka.admin import KafkaAdminClient, NewTopic
+    import sys
+
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     from core.broker import check_reachable
     from core.kafkaclient import client_config
 
+    warn = warn or (lambda line: print(f"kubesight: warning: {line}", file=sys.stderr, flush=True))
     check_reachable(bootstrap)
     admin = KafkaAdminClient(**client_config(bootstrap, "kafka-python"), client_id=f"{settings.app_id}-admin")
     try:
+        rf, min_isr = replication(settings, len(admin.describe_cluster()["brokers"]))
         existing = set(admin.list_topics())
+        ours = [s for s in SPECS if settings.topic(s.name) in existing]
+        if ours:
+            names = [settings.topic(s.name) for s in ours]
+            described = {t["name"]: t for t in admin.describe_topics(names)}
+            configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])["topic"]
+            errors = []
+            for s in ours:
+                t = described[settings.topic(s.name)]
+                conf = {k: v["value"] for k, v in configs.get(t["name"], {}).items()}
+                errs, warns = check_existing(settings, s, len(t["partitions"]),
+                                             min(len(p["replica_nodes"]) for p in t["partitions"]), conf, rf, min_isr)
+                errors += errs
+                for w in warns:
+                    warn(w)
+            if errors:
+                raise TopicMismatch(errors)
         new = [
-            NewTopic(settings.topic(s.name), settings.partitions if s.partitioned else 1, 1,
-                     topic_configs=dict(s.config))
+            NewTopic(settings.topic(s.name), settings.partitions if s.partitioned else 1, rf,
+                     topic_configs={**dict(s.config), "min.insync.replicas": str(min_isr)})
             for s in SPECS
             if settings.topic(s.name) not in existing
         ]
