@@ -1,0 +1,403 @@
+"""Incidents: alerts grouped by topology and time, their probable root causes ranked with evidence.
+
+Pure and deterministic: ``observe(alert, state, now)`` and ``expire(state, now)`` are functions of
+(alert, state, event time) that return the incident records to publish; no Kafka, no wall clock.
+The worker (``streams.incidents``) keeps ``state`` per cluster partition in its changelog.
+
+**Grouping.**  A firing alert joins an open incident of its cluster when it starts within
+``window`` of the incident's last activity and a topology link ties it to one of its members:
+
+* same node (cloud instance -> node, kernel/GPU -> node, node -> the pods scheduled on it);
+* same workload, same pod (pods -> workloads);
+* same volume (``persistentvolumeclaim``) in one namespace (volume -> pods);
+* a control-plane alert (apiserver, etcd, scheduler, controller-manager, CoreDNS) links cluster-wide;
+* a service dependency (``deps``: caller -> callees, transitively), when the caller of one is the callee of the other.
+
+An alert that links two open incidents merges them into the older one (the younger is published
+resolved, ``mergedInto`` naming the survivor).  An incident resolves ``quiet`` seconds after its
+last member resolved, unless a linked alert fires in between.
+
+**Ranking.**  Candidates are the entities of the members (``node/n1``, ``workload/ns/w``,
+``controlplane/etcd`` ...).  A candidate *explains* another when the topology makes the second
+depend on it: a node explains the pods on it, a volume the pods mounting it, etcd the apiserver,
+the control plane everything else, a callee its callers.  Score, in [0, 1]::
+
+    0.5 * (share of the other members it explains) + 0.3 * (cause prior of its strongest alert)
+      + 0.2 * (earliness: 1 for the first to start, falling to 0 at ``window`` later)
+
+The cause prior says what kind of signal tends to be a cause (a cloud maintenance or spot event
+1.0, kernel/GPU/hardware 0.9, etcd 0.9, node condition 0.8, volume 0.7, saturation 0.6,
+pod failures 0.5, errors 0.4, latency 0.3, traffic 0.2).  Ties: earlier first alert, then the
+entity name.  Every candidate carries its evidence as short sentences.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, MutableMapping
+
+from core.records import Alert, format_time
+
+VERSION = 1
+WINDOW = 600.0  # s: a linked alert starting within this of an incident's last activity joins it
+QUIET = 300.0  # s: an incident resolves this long after its last member resolved
+MAX_MEMBERS = 500  # members kept per incident (more are counted, not stored)
+PREFIX = "inc|"  # inc|<id> -> incident; mem|<fp> -> id; open -> [ids]
+OPEN = "open"
+
+CONTROL_PLANE = (("KubeAPI", "apiserver"), ("Etcd", "etcd"), ("KubeScheduler", "scheduler"),
+                 ("KubeControllerManager", "controller-manager"), ("CoreDNS", "coredns"))
+CP_DEPENDS = {"apiserver": ("etcd",), "scheduler": ("apiserver", "etcd"),
+              "controller-manager": ("apiserver", "etcd"), "coredns": ("apiserver", "etcd")}
+PRIORS = (  # (alertname regex, prior, kind); first match wins
+    (re.compile(r"^Cloud"), 1.0, "cloud"),
+    (re.compile(r"^(GPU|NPD|NodeKernel|NodeHardware|NodeMachineCheck|NodeHardLockup|NodeSoftLockup|NodeRCU"
+                r"|NodeTaskHung|NodeFrequentTaskHung|NodeIOError|NodeDisk|NodeExt4|NodeXFS|NodeFilesystemReadOnly"
+                r"|NodeRAID|NodeNet|NodeOOMKill|NodeCorrected|NodeUnregister)"), 0.9, "kernel"),
+    (re.compile(r"^Etcd"), 0.9, "etcd"),
+    (re.compile(r"^(KubeNode|Kubelet|NodeFrequent|NodeNTP|NodeClock|NodeConntrack|NodeFile|NodeMemory|NodeCPU"
+                r"|NodeSystemd|NodeContainer|NodeCorrupt)"), 0.8, "node"),
+    (re.compile(r"^(KubeAPI|KubeScheduler|KubeControllerManager|CoreDNS)"), 0.6, "controlplane"),
+    (re.compile(r"^(KubePersistentVolume|KubeVolume|KubePVC|KubePodFailedMount)"), 0.7, "volume"),
+    (re.compile(r"(OOM|CPUThrottling|MemoryNearLimit|Quota)"), 0.6, "saturation"),
+    (re.compile(r"^Kube(Pod|Container|Job|Deployment|StatefulSet|DaemonSet|Image|Workload|Hpa)"), 0.5, "pod"),
+)
+SIGNAL_PRIORS = {"saturation": 0.6, "errors": 0.4, "latency": 0.3, "traffic": 0.2}  # the ``signal`` label
+DEFAULT_PRIOR = 0.3
+
+
+# ---------------------------------------------------------------- topology
+
+def component(labels: Mapping) -> str | None:
+    """The control-plane component an alert is about, else None.
+
+    >>> component({"alertname": "EtcdHighFsyncDurations"}), component({"alertname": "KubePodCrashLooping"})
+    ('etcd', None)
+    """
+    if labels.get("component") in CP_DEPENDS or labels.get("component") == "etcd":
+        return labels["component"]
+    name = labels.get("alertname", "")
+    for prefix, comp in CONTROL_PLANE:
+        if name.startswith(prefix):
+            return comp
+    return None
+
+
+def entity(labels: Mapping) -> str:
+    """What an alert is about, as one name: the candidate it stands for.
+
+    >>> entity({"alertname": "KubeNodeNotReady", "node": "n1"})
+    'node/n1'
+    >>> entity({"alertname": "KubePodCrashLooping", "namespace": "shop", "workload": "web", "node": "n1"})
+    'workload/shop/web'
+    >>> entity({"alertname": "EtcdHighFsyncDurations", "instance": "10.0.0.1:2379"})
+    'controlplane/etcd'
+    """
+    comp = component(labels)
+    if comp:
+        return f"controlplane/{comp}"
+    ns = labels.get("namespace", "")
+    if labels.get("persistentvolumeclaim"):
+        return f"volume/{ns}/{labels['persistentvolumeclaim']}"
+    if labels.get("workload"):
+        return f"workload/{ns}/{labels['workload']}"
+    if labels.get("pod"):
+        return f"pod/{ns}/{labels['pod']}"
+    if labels.get("node"):
+        return f"node/{labels['node']}"
+    if ns:
+        return f"namespace/{ns}"
+    return "cluster"
+
+
+def closure(deps: Mapping[str, Iterable[str]] | None) -> dict[str, frozenset]:
+    """caller -> every service it reaches (transitively) through ``deps`` (caller -> callees).
+
+    >>> sorted(closure({"a": ["b"], "b": ["c"]})["a"])
+    ['b', 'c']
+    """
+    deps = {k: list(v) for k, v in (deps or {}).items()}
+    out: dict[str, frozenset] = {}
+    for start in deps:
+        seen: set[str] = set()
+        todo = list(deps[start])
+        while todo:
+            s = todo.pop()
+            if s not in seen:
+                seen.add(s)
+                todo.extend(deps.get(s, ()))
+        out[start] = frozenset(seen - {start})
+    return out
+
+
+def _service(labels: Mapping) -> str:
+    return labels.get("service") or labels.get("workload") or ""
+
+
+def linked(a: Mapping, b: Mapping, reach: Mapping[str, frozenset] | None = None) -> str | None:
+    """Why alert labels ``a`` and ``b`` (one cluster) belong to one incident, else None.
+
+    >>> linked({"node": "n1", "alertname": "CloudSpotInterruption"}, {"node": "n1", "workload": "web"})
+    'same node n1'
+    >>> linked({"workload": "web", "namespace": "a"}, {"workload": "web", "namespace": "b"}) is None
+    True
+    """
+    if component(a) or component(b):
+        return "control plane (cluster-wide)"
+    if a.get("node") and a.get("node") == b.get("node"):
+        return f"same node {a['node']}"
+    ns = a.get("namespace")
+    if ns and ns == b.get("namespace"):
+        for key in ("workload", "pod", "persistentvolumeclaim"):
+            if a.get(key) and a.get(key) == b.get(key):
+                return f"same {key} {ns}/{a[key]}"
+    if reach:
+        sa, sb = _service(a), _service(b)
+        if sa and sb and sa != sb and (sb in reach.get(sa, ()) or sa in reach.get(sb, ())):
+            return f"service dependency {sa} - {sb}"
+    return None
+
+
+def explains(cause: str, cause_members: list[Mapping], other: str, other_members: list[Mapping],
+             reach: Mapping[str, frozenset] | None = None) -> str | None:
+    """Why entity ``cause`` would explain entity ``other`` (topology: ``other`` depends on ``cause``), else None.
+
+    >>> explains("node/n1", [{"node": "n1"}], "workload/shop/web", [{"node": "n1", "workload": "web"}])
+    'runs on node n1'
+    >>> explains("workload/shop/web", [{"node": "n1", "workload": "web"}], "node/n1", [{"node": "n1"}]) is None
+    True
+    """
+    if cause == other:
+        return None
+    kind, _, name = cause.partition("/")
+    okind, _, oname = other.partition("/")
+    if kind == "controlplane":
+        if okind == "controlplane":
+            return f"{oname} depends on {name}" if name in CP_DEPENDS.get(oname, ()) else None
+        return f"cluster-wide: {name} serves every workload"
+    if kind == "node" and okind != "node" and okind != "controlplane":
+        if any(m.get("node") == name for m in other_members):
+            return f"runs on node {name}"
+        return None
+    if kind == "volume" and okind in ("workload", "pod"):
+        ns, _, pvc = name.partition("/")
+        if any(m.get("namespace") == ns and m.get("persistentvolumeclaim") == pvc for m in other_members):
+            return f"mounts volume {name}"
+        return None
+    if kind in ("workload", "pod") and okind in ("workload", "pod") and reach:
+        sa = _service(cause_members[0]) if cause_members else ""
+        sb = _service(other_members[0]) if other_members else ""
+        if sa and sb and sa != sb and sa in reach.get(sb, ()):
+            return f"{sb} calls {sa}"
+    return None
+
+
+def prior(labels: Mapping) -> tuple[float, str]:
+    """(cause prior, kind) of an alert: how likely this kind of signal is a cause rather than a symptom.
+
+    >>> prior({"alertname": "CloudSpotInterruption"}), prior({"alertname": "X", "signal": "latency"})
+    ((1.0, 'cloud'), (0.3, 'latency'))
+    """
+    sig = labels.get("signal")
+    if sig in SIGNAL_PRIORS:
+        return SIGNAL_PRIORS[sig], sig
+    name = labels.get("alertname", "")
+    for rx, p, kind in PRIORS:
+        if rx.search(name):
+            return p, kind
+    return DEFAULT_PRIOR, "other"
+
+
+# ---------------------------------------------------------------- ranking
+
+def rank(members: Mapping[str, Mapping], reach: Mapping[str, frozenset] | None = None,
+         window: float = WINDOW) -> list[dict]:
+    """Root-cause candidates of an incident's ``members`` (fingerprint -> member), best first.
+
+    Each: ``entity``, ``score``, ``cause`` (its strongest alert), ``kind``, ``firstAt``,
+    ``explains`` (entities), ``evidence`` (sentences).  Deterministic: ties go to the earlier
+    first alert, then to the entity name.
+    """
+    by_entity: dict[str, list[Mapping]] = {}
+    for fp in sorted(members):
+        m = members[fp]
+        by_entity.setdefault(entity(m["labels"]), []).append(m)
+    if not by_entity:
+        return []
+    start = min(m["startsAt"] for m in members.values())
+    total = len(members)
+    out = []
+    for ent, ms in by_entity.items():
+        labels = [m["labels"] for m in ms]
+        first = min(m["startsAt"] for m in ms)
+        best = max(ms, key=lambda m: (prior(m["labels"])[0], -m["startsAt"], m["labels"].get("alertname", "")))
+        p, kind = prior(best["labels"])
+        others = total - len(ms)
+        n_expl, why = 0, []
+        for oent, oms in sorted(by_entity.items()):
+            reason = explains(ent, labels, oent, [m["labels"] for m in oms], reach)
+            if reason:
+                n_expl += len(oms)
+                why.append((oent, reason))
+        share = n_expl / others if others else 0.0
+        early = max(0.0, 1.0 - (first - start) / window) if window > 0 else 1.0
+        score = round(0.5 * share + 0.3 * p + 0.2 * early, 4)
+        evidence = [f"{best['labels'].get('alertname', '?')} since {format_time(best['startsAt'])}"
+                    + (f": {best['summary']}" if best.get("summary") else "")]
+        if len(ms) > 1:
+            evidence.append(f"{len(ms)} alerts on it: " + ", ".join(sorted({lb.get('alertname', '?') for lb in labels})))
+        if why:
+            shown = "; ".join(f"{o} ({r})" for o, r in why[:5])
+            evidence.append(f"explains {n_expl}/{others} other alerts: {shown}"
+                            + (f" and {len(why) - 5} more" if len(why) > 5 else ""))
+        evidence.append("first to start" if first == start else f"started {first - start:.0f}s after the first alert")
+        evidence.append(f"cause prior {p:g} ({kind})")
+        out.append({"entity": ent, "score": score, "cause": best["labels"].get("alertname", ""), "kind": kind,
+                    "firstAt": first, "explains": [o for o, _ in why], "evidence": evidence})
+    out.sort(key=lambda c: (-c["score"], c["firstAt"], c["entity"]))
+    return out
+
+
+# ---------------------------------------------------------------- lifecycle
+
+class Incidents:
+    """The incident stage's logic for one cluster partition's ``state`` (a MutableMapping of JSON values)."""
+
+    def __init__(self, deps: Mapping[str, Iterable[str]] | None = None, window: float = WINDOW,
+                 quiet: float = QUIET):
+        self.reach = closure(deps)
+        self.window, self.quiet = window, quiet
+
+    def observe(self, alert: Alert, state: MutableMapping, now: float) -> list[dict]:
+        """Apply one alert transition; returns the incident records that changed (to publish)."""
+        fp = alert.fingerprint
+        labels = alert.labels
+        cluster = labels.get("cluster", "")
+        iid = state.get("mem|" + fp)
+        inc = state.get(PREFIX + iid) if iid else None
+        if alert.status == "resolved":
+            if inc is None or fp not in inc["members"]:
+                return []
+            m = inc["members"][fp]
+            if m["status"] == "resolved":
+                return []
+            m["status"], m["endsAt"] = "resolved", alert.endsAt or now
+            inc["updatedAt"] = max(inc["updatedAt"], m["endsAt"])
+            self._save(inc, state)
+            return [self.record(inc)]
+        member = {"labels": dict(labels), "status": "firing", "startsAt": alert.startsAt, "endsAt": None,
+                  "source": alert.source, "summary": alert.annotations.get("summary", "")}
+        if inc is not None:  # a member firing again (or an update of it)
+            old = inc["members"].get(fp)
+            if old is not None and old["status"] == "firing":
+                return []
+            member["startsAt"] = min(member["startsAt"], old["startsAt"]) if old else member["startsAt"]
+            inc["members"][fp] = member
+            inc["updatedAt"] = max(inc["updatedAt"], alert.startsAt, now)
+            self._save(inc, state)
+            return [self.record(inc)]
+        hits = []
+        for oid in state.get(OPEN, []):
+            o = state.get(PREFIX + oid)
+            if o is None or o["cluster"] != cluster or alert.startsAt > o["updatedAt"] + self.window:
+                continue
+            for ofp in sorted(o["members"]):
+                why = linked(labels, o["members"][ofp]["labels"], self.reach)
+                if why:
+                    hits.append((o["openedAt"], oid, why))
+                    break
+        out: list[dict] = []
+        if not hits:
+            iid = hashlib.sha1(f"{cluster}|{fp}|{alert.startsAt}".encode()).hexdigest()[:12]
+            inc = {"id": iid, "cluster": cluster, "status": "open", "openedAt": alert.startsAt,
+                   "updatedAt": max(alert.startsAt, now), "resolvedAt": None, "members": {}, "links": [],
+                   "dropped": 0}
+            state[OPEN] = sorted([*state.get(OPEN, []), iid])
+        else:
+            hits.sort()
+            inc = state[PREFIX + hits[0][1]]
+            inc["links"] = (inc["links"] + [f"{entity(labels)}: {hits[0][2]}"])[-20:]
+            for _, oid, _ in hits[1:]:  # this alert ties younger incidents to the oldest: merge them
+                other = state[PREFIX + oid]
+                for ofp, om in other["members"].items():
+                    if len(inc["members"]) < MAX_MEMBERS:
+                        inc["members"][ofp] = om
+                        state["mem|" + ofp] = inc["id"]
+                    else:
+                        inc["dropped"] += 1
+                        del state["mem|" + ofp]
+                inc["openedAt"] = min(inc["openedAt"], other["openedAt"])
+                inc["updatedAt"] = max(inc["updatedAt"], other["updatedAt"])
+                other["status"], other["resolvedAt"], other["mergedInto"] = "resolved", now, inc["id"]
+                out.append(self.record(other))
+                self._drop(other, state, members=False)
+            inc["updatedAt"] = max(inc["updatedAt"], alert.startsAt, now)
+        if len(inc["members"]) < MAX_MEMBERS:
+            inc["members"][fp] = member
+            state["mem|" + fp] = inc["id"]
+        else:
+            inc["dropped"] += 1
+        self._save(inc, state)
+        out.append(self.record(inc))
+        return out
+
+    def expire(self, state: MutableMapping, now: float) -> list[dict]:
+        """Resolve the incidents whose members all resolved at least ``quiet`` ago; returns their final records."""
+        out = []
+        for iid in list(state.get(OPEN, [])):
+            inc = state.get(PREFIX + iid)
+            if inc is None:
+                continue
+            ms = inc["members"].values()
+            if any(m["status"] == "firing" for m in ms):
+                continue
+            last = max([m["endsAt"] or inc["updatedAt"] for m in ms] + [inc["updatedAt"]])
+            if now >= last + self.quiet:
+                inc["status"], inc["resolvedAt"] = "resolved", last
+                out.append(self.record(inc))
+                self._drop(inc, state, members=True)
+        return out
+
+    # ------------------------------------------------------------ helpers
+
+    def _save(self, inc: dict, state: MutableMapping) -> None:
+        state[PREFIX + inc["id"]] = inc  # assigned back: a store saves what is assigned, not what is mutated
+
+    def _drop(self, inc: dict, state: MutableMapping, members: bool) -> None:
+        if members:
+            for fp in inc["members"]:
+                if state.get("mem|" + fp) == inc["id"]:
+                    del state["mem|" + fp]
+        if PREFIX + inc["id"] in state:
+            del state[PREFIX + inc["id"]]
+        state[OPEN] = [i for i in state.get(OPEN, []) if i != inc["id"]]
+
+    def record(self, inc: dict) -> dict:
+        """The ``incidents`` topic record (plain JSON, ``v: 1``)."""
+        ms = inc["members"]
+        cands = rank(ms, self.reach, self.window)
+        workloads = sorted({f"{m['labels'].get('namespace', '')}/{m['labels']['workload']}"
+                            for m in ms.values() if m["labels"].get("workload")})
+        top = cands[0] if cands else None
+        rec = {
+            "v": VERSION, "kind": "incident", "id": inc["id"], "cluster": inc["cluster"], "status": inc["status"],
+            "title": (f"{top['entity']}: {top['cause']} ({len(ms)} alerts)" if top else inc["id"]),
+            "openedAt": format_time(inc["openedAt"]), "updatedAt": format_time(inc["updatedAt"]),
+            "resolvedAt": format_time(inc["resolvedAt"]),
+            "candidates": [{**c, "firstAt": format_time(c["firstAt"])} for c in cands[:10]],
+            "blastRadius": {
+                "workloads": workloads,
+                "namespaces": sorted({m["labels"]["namespace"] for m in ms.values() if m["labels"].get("namespace")}),
+                "owners": sorted({m["labels"]["owner"] for m in ms.values() if m["labels"].get("owner")}),
+                "nodes": sorted({m["labels"]["node"] for m in ms.values() if m["labels"].get("node")}),
+            },
+            "members": sorted(ms),
+            "alerts": {"firing": sum(m["status"] == "firing" for m in ms.values()),
+                       "resolved": sum(m["status"] == "resolved" for m in ms.values()),
+                       "dropped": inc.get("dropped", 0)},
+            "links": inc.get("links", []),
+        }
+        if inc.get("mergedInto"):
+            rec["mergedInto"] = inc["mergedInto"]
+        return rec

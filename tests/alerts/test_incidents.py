@@ -1,0 +1,161 @@
+"""Incidents: topology rules, ranking (ties included), resolution, merging; pure functions of (alert, state, now)."""
+
+from __future__ import annotations
+
+import doctest
+
+import alerts.incidents as incidents_mod
+from alerts.incidents import Incidents, entity, explains, linked, rank
+from core.records import Alert
+
+T0 = 1_700_000_000.0
+
+
+def alert(t, status="firing", **labels):
+    labels.setdefault("cluster", "prod")
+    return Alert(labels=labels, status=status, startsAt=t, endsAt=t if status == "resolved" else None,
+                 annotations={"summary": labels["alertname"]})
+
+
+def run(inc: Incidents, alerts, state=None):
+    state = {} if state is None else state
+    out = []
+    for a in alerts:
+        out += inc.observe(a, state, max(a.startsAt, a.endsAt or 0))
+    return out, state
+
+
+def test_doctests():
+    assert doctest.testmod(incidents_mod).failed == 0
+
+
+def test_topology_links():
+    node = {"alertname": "KubeNodeNotReady", "node": "n1"}
+    cloud = {"alertname": "CloudSpotInterruption", "node": "n1"}
+    pod = {"alertname": "KubePodNotReady", "namespace": "shop", "workload": "web", "node": "n1"}
+    other_pod = {"alertname": "KubePodNotReady", "namespace": "shop", "workload": "db", "node": "n2"}
+    vol = {"alertname": "KubePersistentVolumeFull", "namespace": "shop", "persistentvolumeclaim": "data"}
+    mount = {"alertname": "KubePodFailedMount", "namespace": "shop", "workload": "db", "node": "n2",
+             "persistentvolumeclaim": "data"}
+    etcd = {"alertname": "EtcdHighFsyncDurations", "instance": "10.0.0.1:2379"}
+    assert linked(cloud, node) == "same node n1"  # cloud instance -> node
+    assert linked(node, pod) == "same node n1"  # node -> its pods
+    assert linked(pod, other_pod) is None
+    assert linked(vol, mount) == "same persistentvolumeclaim shop/data"  # volume -> pods
+    assert linked(etcd, other_pod) == "control plane (cluster-wide)"
+    assert linked({"workload": "web", "namespace": "a"}, {"workload": "web", "namespace": "b"}) is None
+    reach = incidents_mod.closure({"frontend": ["cart"], "cart": ["redis"]})
+    assert linked({"workload": "frontend"}, {"workload": "redis"}, reach) == "service dependency frontend - redis"
+    assert linked({"workload": "cart"}, {"workload": "ads"}, reach) is None
+    # who explains whom: the dependency direction only
+    assert explains("node/n1", [node], "workload/shop/web", [pod]) == "runs on node n1"
+    assert explains("workload/shop/web", [pod], "node/n1", [node]) is None
+    assert explains("controlplane/etcd", [etcd], "controlplane/apiserver", [{"alertname": "KubeAPILatencyHigh"}]) \
+        == "apiserver depends on etcd"
+    assert explains("controlplane/apiserver", [{"alertname": "KubeAPILatencyHigh"}], "controlplane/etcd", [etcd]) is None
+    assert explains("volume/shop/data", [vol], "workload/shop/db", [mount]) == "mounts volume shop/data"
+    assert entity(mount) == "volume/shop/data" and entity(cloud) == "node/n1"
+
+
+def test_node_failure_with_pods_of_four_teams_is_one_incident_with_the_cloud_event_on_the_node_as_cause():
+    inc = Incidents()
+    alerts = [alert(T0 + 30 + i, alertname="KubePodNotReady", namespace=f"team{i}", workload=f"app{i}", node="n1",
+                    owner=f"team{i}") for i in range(4)]
+    alerts.insert(0, alert(T0 + 20, alertname="KubeNodeNotReady", node="n1", owner="platform"))
+    alerts.insert(0, alert(T0, alertname="CloudInstanceMaintenance", node="n1", owner="platform"))
+    alerts.append(alert(T0 + 40, alertname="KubePodNotReady", namespace="team9", workload="x", node="n2"))
+    out, state = run(inc, alerts)
+    last = {r["id"]: r for r in out}
+    assert len(last) == 2  # the pod on n2 is its own incident
+    big = max(last.values(), key=lambda r: len(r["members"]))
+    assert len(big["members"]) == 6 and big["status"] == "open"
+    top = big["candidates"][0]
+    assert top["entity"] == "node/n1" and top["cause"] == "CloudInstanceMaintenance"
+    assert top["explains"] == [f"workload/team{i}/app{i}" for i in range(4)]
+    assert any("explains 4/4" in e for e in top["evidence"])
+    assert big["blastRadius"]["owners"] == ["platform", "team0", "team1", "team2", "team3"]
+    assert big["blastRadius"]["namespaces"] == ["team0", "team1", "team2", "team3"]
+
+
+def test_etcd_explains_apiserver_latency():
+    out, _ = run(Incidents(), [
+        alert(T0, alertname="KubeAPILatencyHigh", verb="GET"),
+        alert(T0 + 60, alertname="EtcdHighFsyncDurations", instance="e1"),
+    ])
+    cands = out[-1]["candidates"]
+    assert [c["entity"] for c in cands] == ["controlplane/etcd", "controlplane/apiserver"]
+    assert "controlplane/apiserver" in cands[0]["explains"]
+
+
+def test_the_callee_that_started_first_ranks_above_its_callers():
+    inc = Incidents(deps={"frontend": ["cart", "checkout"], "checkout": ["cart"]})
+    out, _ = run(inc, [
+        alert(T0, alertname="Latency", namespace="shop", workload="cart", signal="latency"),
+        alert(T0 + 60, alertname="Latency", namespace="shop", workload="checkout", signal="latency"),
+        alert(T0 + 60, alertname="Latency", namespace="shop", workload="frontend", signal="latency"),
+    ])
+    ents = [c["entity"] for c in out[-1]["candidates"]]
+    assert ents == ["workload/shop/cart", "workload/shop/checkout", "workload/shop/frontend"]
+
+
+def test_ties_are_broken_by_first_alert_then_by_entity_name_whatever_the_arrival_order():
+    a = alert(T0, alertname="Latency", namespace="shop", workload="b", node="n1")
+    b = alert(T0, alertname="Latency", namespace="shop", workload="a", node="n1")
+    c = alert(T0 + 10, alertname="Latency", namespace="shop", workload="0", node="n1")
+    r1 = run(Incidents(), [a, b, c])[0][-1]
+    r2 = run(Incidents(), [c, b, a])[0][-1]
+    ents1 = [x["entity"] for x in r1["candidates"]]
+    assert ents1 == ["workload/shop/a", "workload/shop/b", "workload/shop/0"]
+    assert r1["candidates"][0]["score"] == r1["candidates"][1]["score"]
+    assert [x["entity"] for x in r2["candidates"]] == ents1
+    assert [x["score"] for x in r2["candidates"]] == [x["score"] for x in r1["candidates"]]
+
+
+def test_resolves_after_every_member_resolved_and_the_quiet_period():
+    inc = Incidents(quiet=300)
+    out, state = run(inc, [
+        alert(T0, alertname="KubeNodeNotReady", node="n1"),
+        alert(T0 + 10, alertname="KubePodNotReady", namespace="a", workload="w", node="n1"),
+        alert(T0 + 100, "resolved", alertname="KubeNodeNotReady", node="n1"),
+    ])
+    iid = out[-1]["id"]
+    assert inc.expire(state, T0 + 1000) == []  # one member still firing
+    run(inc, [alert(T0 + 200, "resolved", alertname="KubePodNotReady", namespace="a", workload="w", node="n1")], state)
+    assert inc.expire(state, T0 + 499) == []  # quiet period not over
+    done = inc.expire(state, T0 + 500)
+    assert [(r["id"], r["status"]) for r in done] == [(iid, "resolved")]
+    assert done[0]["resolvedAt"] is not None and done[0]["alerts"] == {"firing": 0, "resolved": 2, "dropped": 0}
+    assert state == {"open": []}  # nothing left behind
+    # the same alert firing again later opens a new incident
+    out2, _ = run(inc, [alert(T0 + 900, alertname="KubeNodeNotReady", node="n1")], state)
+    assert out2[-1]["id"] != iid and out2[-1]["status"] == "open"
+
+
+def test_a_linked_alert_in_the_quiet_period_keeps_the_incident_open():
+    inc = Incidents(quiet=300)
+    out, state = run(inc, [
+        alert(T0, alertname="KubeNodeNotReady", node="n1"),
+        alert(T0 + 50, "resolved", alertname="KubeNodeNotReady", node="n1"),
+        alert(T0 + 200, alertname="KubePodNotReady", namespace="a", workload="w", node="n1"),
+    ])
+    assert len({r["id"] for r in out}) == 1
+    assert inc.expire(state, T0 + 400) == []
+
+
+def test_an_alert_linking_two_incidents_merges_them_into_the_older():
+    inc = Incidents()
+    out, state = run(inc, [
+        alert(T0, alertname="KubePodNotReady", namespace="a", workload="w1", node="n1"),
+        alert(T0 + 5, alertname="KubePodNotReady", namespace="b", workload="w2", node="n2"),
+    ])
+    first, second = out[0]["id"], out[1]["id"]
+    assert first != second
+    merged, _ = run(inc, [alert(T0 + 9, alertname="EtcdNoLeader", instance="e1")], state)
+    assert [(r["id"], r["status"], r.get("mergedInto")) for r in merged] == [
+        (second, "resolved", first), (first, "open", None)]
+    assert len(merged[-1]["members"]) == 3 and merged[-1]["candidates"][0]["entity"] == "controlplane/etcd"
+    assert state["open"] == [first]
+
+
+def test_rank_is_empty_without_members():
+    assert rank({}) == []
