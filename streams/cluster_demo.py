@@ -86,7 +86,7 @@ class LiveStack:
 
     def __init__(self, routing: Path | str = ROUTING, rules: list[str] | None = None, settings: Settings | None = None,
                  cluster=None, bootstrap: str | None = None, quiet: bool = True, nodes: int = 3,
-                 log_dir: Path | None = None, progress=_say):
+                 log_dir: Path | None = None, progress=_say, board: bool = False):
         self.tag = uuid.uuid4().hex[:6]
         base = settings or Settings()
         self.settings = base.model_copy(update={
@@ -101,6 +101,7 @@ class LiveStack:
         self.worker: subprocess.Popen | None = None
         self.collector: subprocess.Popen | None = None
         self.notes: list[Notified] = []
+        self.want_board, self.board = board, None  # the stability board (streams.board), for the demo
         self._cv = threading.Condition()
         self.timings: dict[str, float] = {}
 
@@ -155,6 +156,11 @@ class LiveStack:
                 cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=die_with_parent)
         self.say(f"worker and Kubernetes collector started (logs {self.log_dir}/live-*-{self.tag}.log)")
+        if self.want_board:
+            from streams.board import BoardThread
+
+            self.board = BoardThread(self.settings, self.bootstrap)  # read-only, on a free loopback port
+            self.say(f"stability board at {self.board.start_and_wait()}")
         deadline = time.monotonic() + 120
         self._until("the collector's first list", lambda: "listed" in self.collector_log.read_text(errors="replace"),
                     deadline, self.collector)
@@ -183,6 +189,8 @@ class LiveStack:
         try:
             if self.collector is not None:
                 _quietly(stop_process, self.collector)
+            if self.board is not None:
+                _quietly(self.board.stop)
             if self.worker is not None:
                 _quietly(stop_process, self.worker)
             if self.receivers is not None:
@@ -397,10 +405,11 @@ def demo_cluster(args) -> int:
     # the replay demo's routing names the replay's teams: the cluster demo has its own unless one is given
     routing = args.routing if args.routing and Path(args.routing) != REPO / "deploy" / "demo" / "routing.yaml" else ROUTING
     try:
-        with LiveStack(routing=routing, settings=settings, quiet=args.quiet) as stack:
+        with LiveStack(routing=routing, settings=settings, quiet=args.quiet, board=True) as stack:
             outcomes = run_scenario(stack, timeout=args.timeout)
             delivered = stack.delivered(args.timeout)
             print_summary(outcomes, stack, delivered)
+            print(f"  board          {stack.board.url} (stops with the demo)")
             return 0 if delivered and all(o.ok for o in outcomes) else 1
     except ClusterError as exc:
         print(f"kubesight: cluster: {(str(exc).splitlines() or [''])[0]}", file=sys.stderr)
