@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from detectors.base import Detector, build_from
+from detectors.mahalanobis import Mahalanobis
 from detectors.novelty import RangeNovelty
 from detectors.onset import Onset
 from detectors.seasonal import Seasonal
@@ -12,7 +13,7 @@ from detectors.zscore import ZScore
 
 # name -> class; the default univariate configuration is Onset with its default parameters
 CLASSES: dict[str, type[Detector]] = {
-    c.name: c for c in (RangeNovelty, ZScore, Seasonal, Onset)
+    c.name: c for c in (RangeNovelty, ZScore, Seasonal, Onset, Mahalanobis)
 }
 DEFAULT = "onset"
 
@@ -30,7 +31,7 @@ def build(name: str, params: dict[str, Any] | None = None) -> Detector:
     >>> build("zscor", {})
     Traceback (most recent call last):
     ...
-    ValueError: unknown detector 'zscor'; known: novelty, onset, seasonal, zscore
+    ValueError: unknown detector 'zscor'; known: mahalanobis, novelty, onset, seasonal, zscore
     """
     return build_from(CLASSES, name, params)
 

@@ -225,3 +225,45 @@ def test_real_labelled_series_ranks_windows_above_normal_blocks(name, ambient):
     neg = block_max(sc, probation(n), n, k, normal)
     assert len(pos) == 2 and len(neg) >= 10
     assert auc(pos, neg) >= 0.9, (name, pos, sorted(neg)[-5:])
+
+
+def decoupled(seed: int):
+    """Vector-specific: ``cpu`` follows a daily wave; ``latency`` follows cpu (+0.5 per unit) until
+    ONSET, then moves against it (-0.5 per unit). Each metric's own distribution is unchanged: only
+    their joint behaviour breaks (a detector scoring each metric alone has nothing to see)."""
+    rnd = random.Random(seed)
+    out = []
+    for i in range(LENGTH):
+        t = 1_400_000_000.0 + i * STEP
+        cpu = 50 + 20 * math.sin(2 * math.pi * (t % 86400) / 86400) + rnd.gauss(0, 2)
+        sign = -1.0 if i >= ONSET else 1.0
+        out.append(({"cpu": cpu, "latency": 25 + sign * 0.5 * (cpu - 50) + rnd.gauss(0, 1),
+                     "errors": rnd.gauss(1, 0.2)}, t))
+    return out
+
+
+@pytest.mark.parametrize("vname", sorted(MULTIVARIATE))
+def test_vector_detector_sees_a_broken_correlation(vname):
+    pos, neg = [], []
+    for seed in (1, 2, 3):
+        raw = run(registry.build(vname, {}), decoupled(seed))
+        warm = next(i for i, s in enumerate(raw) if s is not None)
+        sc = zeroed(raw)
+        pos.append(max(sc[ONSET : ONSET + K]))
+        neg += block_max(sc, ONSET - K * ((ONSET - warm) // K), ONSET, K)
+    assert len(neg) >= 100
+    assert auc(pos, neg) >= 0.9, (vname, pos, sorted(neg)[-5:])
+
+
+def test_a_per_metric_view_misses_the_broken_correlation():
+    """The case above is a vector case: zscore on latency alone (level and step) does not pass it
+    (onset does, through its time-of-day member: the flipped latency no longer fits its slots)."""
+    pos, neg = [], []
+    for seed in (1, 2, 3):
+        pts = [(x["latency"], t) for x, t in decoupled(seed)]
+        raw = run(registry.build("zscore", {}), pts)
+        warm = next(i for i, s in enumerate(raw) if s is not None)
+        sc = zeroed(raw)
+        pos.append(max(sc[ONSET : ONSET + K]))
+        neg += block_max(sc, ONSET - K * ((ONSET - warm) // K), ONSET, K)
+    assert auc(pos, neg) < 0.9
