@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from alerts.timeintervals import TimeInterval
 from core import yamlconfig
@@ -64,7 +64,29 @@ class Retry(Strict):
     budget: Duration = 7200.0
 
 
+class TLSConfig(Strict):
+    """Alertmanager's ``http_config.tls_config``: how a receiver's HTTPS endpoint is verified (always, by default)."""
+
+    ca_file: str | None = None  # None: the system's CAs
+    cert_file: str | None = None  # a client certificate (mutual TLS), with key_file
+    key_file: str | None = None
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _pair(self):
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class HTTPConfig(Strict):
+    """Alertmanager's ``http_config``, the part kubesight honours (proxies: HTTP(S)_PROXY and NO_PROXY)."""
+
+    tls_config: TLSConfig = TLSConfig()
+
+
 class WebhookConfig(Strict):
+    http_config: HTTPConfig = HTTPConfig()
     url: Secret | None = None
     url_file: str | None = None
     send_resolved: bool = True
@@ -73,6 +95,7 @@ class WebhookConfig(Strict):
 
 
 class SlackConfig(Strict):
+    http_config: HTTPConfig = HTTPConfig()
     api_url: Secret | None = None
     api_url_file: str | None = None
     channel: str = ""
@@ -82,6 +105,7 @@ class SlackConfig(Strict):
 
 
 class DingTalkConfig(Strict):
+    http_config: HTTPConfig = HTTPConfig()
     url: Secret | None = None
     url_file: str | None = None
     secret: str | None = None  # DingTalk's signing secret (timestamp + HMAC-SHA256 in the URL)
@@ -237,6 +261,7 @@ def _cross_refs(data: dict) -> list[tuple[tuple, str]]:
 
 # ---------------------------------------------------------------- Alertmanager's deprecated forms
 
+WITH_HTTP_CONFIG = ("webhook_configs", "slack_configs", "dingtalk_configs")  # http_config.tls_config honoured
 DELIVERED = ("webhook_configs", "slack_configs", "dingtalk_configs")
 NOT_YET = ("email_configs", "pagerduty_configs", "pushover_configs", "opsgenie_configs", "victorops_configs",
            "wechat_configs", "sns_configs", "telegram_configs", "discord_configs", "webex_configs",
@@ -317,7 +342,7 @@ def _modernise(doc: Document) -> list[str]:
                                                       f"(it delivers {', '.join(DELIVERED)})")
         for kind in DELIVERED:
             for j, c in enumerate(r.get(kind) or []):
-                if isinstance(c, dict) and "http_config" in c:
+                if isinstance(c, dict) and "http_config" in c and kind not in WITH_HTTP_CONFIG:
                     c.pop("http_config")
                     doc.error(("receivers", i, kind, j, "http_config"), "http_config is not supported by kubesight yet")
         for c in r.get("slack_configs") or []:  # Alertmanager's default Slack URL

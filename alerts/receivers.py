@@ -49,6 +49,7 @@ class Integration:
     channel: str = ""
     username: str = "kubesight"
     secret: str | None = field(default=None, repr=False)
+    ssl: object = field(default=None, repr=False, compare=False)  # http_config.tls_config; None: verified, system CAs
 
     def secrets(self) -> list[str]:
         from urllib.parse import urlsplit
@@ -129,7 +130,8 @@ async def send_once(session, integ: Integration, note: dict, external_url: str) 
     url, body = req
     headers = {"Content-Type": "application/json", "Idempotency-Key": note["id"]}
     try:
-        async with session.post(url, data=body, headers=headers, timeout=_timeout(integ.timeout)) as resp:
+        async with session.post(url, data=body, headers=headers, timeout=_timeout(integ.timeout),
+                                ssl=True if integ.ssl is None else integ.ssl) as resp:
             data = await resp.read()
             out = classify(resp.status, data, resp.headers)
     except TimeoutError:
@@ -201,7 +203,7 @@ class Receivers:
             for i, c in enumerate(r.dingtalk_configs):
                 items.append(Integration(r.name, f"{r.name}/dingtalk[{i}]", "dingtalk", _secret(c.url, c.url_file),
                                          c.timeout, c.send_resolved, secret=c.secret))
-            self.integrations[r.name] = items
+            self.integrations[r.name] = [_with_tls(it, r) for it in items]
 
     async def notify(self, session, note: dict, **kw) -> list[tuple[Integration, Outcome]]:
         """Deliver one notification to every integration of its receiver, concurrently."""
@@ -211,6 +213,22 @@ class Receivers:
             return [(items[0], await deliver(session, items[0], note, retry, self.external_url, **kw))]
         outs = await asyncio.gather(*(deliver(session, i, note, retry, self.external_url, **kw) for i in items))
         return list(zip(items, outs, strict=True))
+
+
+def _with_tls(integ: Integration, receiver) -> Integration:
+    """The integration with the SSL context of its config's ``http_config.tls_config`` (if it has one)."""
+    import dataclasses
+
+    from core.webconfig import client_ssl_context
+
+    kind, _, index = integ.name.rpartition("/")[2].partition("[")
+    configs = getattr(receiver, f"{kind}_configs", None) or []
+    http = getattr(configs[int(index.rstrip("]"))], "http_config", None) if configs else None
+    if http is None:
+        return integ
+    t = http.tls_config
+    return dataclasses.replace(integ, ssl=client_ssl_context(t.ca_file, t.cert_file, t.key_file,
+                                                             t.insecure_skip_verify))
 
 
 def _secret(value: str | None, path: str | None) -> str:

@@ -110,6 +110,11 @@ class Settings(BaseModel):
         "event", description="event: timers follow record time (replays, tests); wall: idle partitions also tick")
     web_port: int | None = Field(None, description="Faust web port (health, /metrics); None = disabled")
     web_host: str = Field("127.0.0.1", description="address the web port (/metrics, /health, /ready) binds to")
+    web_config: str | None = Field(
+        None, description="web config file (Prometheus exporter-toolkit format: tls_server_config, basic_auth_users) "
+        "of every HTTP listener of the process (core.webconfig); None = plain HTTP, no users")
+    insecure_listen: bool = Field(False, description="accept writes (intakes, silences) on a non-loopback address "
+                                  "without authentication")
     allowed_lateness: float | None = Field(
         600.0, ge=0, description="seconds a signal may be behind its partition's event time and still be "
         "evaluated; later ones are counted (kubesight_late_signals_total) and dead-lettered; None = no limit")
@@ -138,6 +143,7 @@ class Settings(BaseModel):
             "app_id": os.environ.get("KUBESIGHT_APP_ID"),
             "web_port": os.environ.get("KUBESIGHT_WEB_PORT"),  # collectors in pods are configured by env
             "web_host": os.environ.get("KUBESIGHT_WEB_HOST"),
+            "web_config": os.environ.get("KUBESIGHT_WEB_CONFIG"),
             "shutdown_timeout": os.environ.get("KUBESIGHT_SHUTDOWN_TIMEOUT"),
         }
         data = {} if doc.data is None else doc.data

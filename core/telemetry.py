@@ -68,16 +68,27 @@ def broker_check(bootstrap: str) -> Check:
     return check
 
 
-def serve(host: str, port: int, checks: dict[str, Check] | None = None, registries=()) -> ThreadingHTTPServer:
+def serve(host: str, port: int, checks: dict[str, Check] | None = None, registries=(), web=None) -> ThreadingHTTPServer:
     """Serve /metrics, /health and /ready on ``host:port`` from a daemon thread; ``.server_address`` says where.
 
-    ``/metrics`` is the default registry followed by ``registries`` (a component's own)."""
+    ``/metrics`` is the default registry followed by ``registries`` (a component's own).  ``web``, a
+    ``core.webconfig.WebConfig``, adds TLS (the handshake runs in the request's thread) and basic auth
+    on /metrics (the probes stay open)."""
+    from core.webconfig import NONE, OPEN_PATHS
+
     checks = dict(checks or {})
+    web = web or NONE
+    ctx = web.ssl_context()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's name
             path = self.path.split("?", 1)[0]
-            if path == "/metrics":
+            if path not in OPEN_PATHS and not web.authorized(self.headers.get("Authorization")):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="kubesight"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif path == "/metrics":
                 self._send(200, b"".join(generate_latest(r) for r in (REGISTRY, *registries)), CONTENT_TYPE_LATEST)
             elif path == "/health":
                 self._send(200, b'{"ok":true}', "application/json")
@@ -97,7 +108,23 @@ def serve(host: str, port: int, checks: dict[str, Check] | None = None, registri
         def log_message(self, *args) -> None:  # probes every few seconds: no access log
             pass
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    class Server(ThreadingHTTPServer):
+        def finish_request(self, request, client_address):
+            if ctx is not None:
+                request.settimeout(10)
+                try:
+                    request = ctx.wrap_socket(request, server_side=True)
+                except (OSError, ValueError):  # a failed handshake: nothing to answer
+                    request.close()
+                    return
+                try:
+                    super().finish_request(request, client_address)
+                finally:
+                    request.close()
+                return
+            super().finish_request(request, client_address)
+
+    server = Server((host, port), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="kubesight-telemetry", daemon=True).start()
     return server
@@ -110,7 +137,10 @@ def serve_for(settings, bootstrap: str | None, what: str, registries=(), checks:
     if settings.web_port is None:
         return None
     all_checks = ({"broker": broker_check(bootstrap)} if bootstrap else {}) | dict(checks or {})
-    server = serve(settings.web_host, settings.web_port, all_checks, registries)
+    from core import webconfig
+
+    web = webconfig.load(settings.web_config)  # read-only endpoints: TLS and users as configured, any address
+    server = serve(settings.web_host, settings.web_port, all_checks, registries, web)
     host, port = server.server_address[:2]
-    print(f"{what}: /metrics, /health, /ready on http://{host}:{port}", file=sys.stderr, flush=True)
+    print(f"{what}: /metrics, /health, /ready on {web.scheme}://{host}:{port}", file=sys.stderr, flush=True)
     return server

@@ -70,6 +70,21 @@ def replication(settings: Settings, brokers: int) -> tuple[int, int]:
     return rf, min(settings.min_insync_replicas or 2, rf)
 
 
+def replication_of(settings: Settings, bootstrap: str) -> tuple[int, int]:
+    """``replication`` for the cluster at ``bootstrap`` (asked for its broker count unless settings fix the factor)."""
+    if settings.replication_factor is not None:
+        return replication(settings, settings.replication_factor)
+    from kafka.admin import KafkaAdminClient
+
+    from core.kafkaclient import client_config
+
+    admin = KafkaAdminClient(**client_config(bootstrap, "kafka-python"), client_id=f"{settings.app_id}-admin")
+    try:
+        return replication(settings, len(admin.describe_cluster()["brokers"]))
+    finally:
+        admin.close()
+
+
 def check_existing(settings: Settings, spec: TopicSpec, partitions: int, replicas: int, config: dict,
                    rf: int, min_isr: int) -> tuple[list[str], list[str]]:
     """(errors, warnings) for one existing topic against its spec; ``config``: its effective settings."""

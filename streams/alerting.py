@@ -347,7 +347,8 @@ class Lane:
                 if not prog.active or self.owner._stopping:
                     return  # not marked done: the next reader of the partition sends it
                 if self.session is None:
-                    self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=IN_FLIGHT))
+                    self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=IN_FLIGHT),
+                                                         trust_env=True)  # HTTP(S)_PROXY
                 try:
                     async with self.slots:
                         await self.owner._deliver(self, note)
@@ -492,6 +493,10 @@ class Deliverer(mode.Service):
             await self.producer.stop()
         for lane in self.lanes.values():
             await lane.close()
+
+    @mode.Service.task
+    async def _resend(self) -> None:
+        await self.receivers.resend_forever()  # alertmanager_configs: firing alerts re-sent as Prometheus does
 
     def receiver_stats(self) -> dict[str, dict]:
         """Per receiver: delivered, failed attempts' outcomes, dead letters, groups in flight."""

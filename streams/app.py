@@ -21,9 +21,11 @@ import socket
 import faust
 import orjson
 
+from core import webconfig
 from core.kafkaclient import client_config
 from core.settings import REPO, Settings
 from core.telemetry import DEADLETTERS, reason_key
+from core.topics import replication_of
 from streams.hotpath import Pipeline, TransactionalProcessor
 from streams.stages import RulePacks, RulesStage, RulesTopicWatcher, signal_stages
 from streams.telemetry import install as install_telemetry
@@ -33,16 +35,19 @@ log = logging.getLogger("kubesight.app")
 
 def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = None) -> faust.App:
     worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    web_cfg = webconfig.load(settings.web_config)  # TLS and basic_auth_users of the worker's web port
     app = faust.App(
         f"{settings.app_id}-faust",
         **client_config(bootstrap, "faust"),  # broker URL and credentials (kafka_security)
         store="memory://",
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=replication_of(settings, bootstrap)[0],  # its internal topics, like ours
         web_enabled=settings.web_port is not None,
         web_port=settings.web_port or 6066,
         web_host=settings.web_host,
         web_bind=settings.web_host,  # Faust binds web_bind (default 0.0.0.0); web_host only names the URL
+        web_ssl_context=web_cfg.ssl_context(),
+        web_application_options={"middlewares": [web_cfg.middleware()]},  # every page but the probes
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
     )

@@ -369,11 +369,14 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
        "font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
-def web_app(board: Board, token: str | None) -> web.Application:
-    """The board's HTTP app.  GETs are open; anything else needs ``Authorization: Bearer <token>``."""
+def web_app(board: Board, token: str | None, web_cfg=None) -> web.Application:
+    """The board's HTTP app.  GETs are open (to the web config's ``basic_auth_users`` when it has some);
+    anything else needs ``Authorization: Bearer <token>`` (which also stands for a user: one header)."""
     from alerts.api import app as silences_api
+    from core.webconfig import NONE
 
     expected = f"Bearer {token}".encode() if token else None
+    web_cfg = web_cfg or NONE
 
     @web.middleware
     async def guard(request: web.Request, handler):
@@ -428,7 +431,11 @@ def web_app(board: Board, token: str | None) -> web.Application:
             board.clients.discard(ev)
         return resp
 
-    a = web.Application(middlewares=[guard])
+    def bearer(request: web.Request) -> bool:
+        return expected is not None and hmac.compare_digest(request.headers.get("Authorization", "").encode(),
+                                                            expected)
+
+    a = web.Application(middlewares=[web_cfg.middleware(also=bearer), guard])
     a.router.add_get("/", index)
     a.router.add_static("/static/", STATIC, show_index=False)
     a.router.add_get("/api/summary", summary)
@@ -439,17 +446,21 @@ def web_app(board: Board, token: str | None) -> web.Application:
 
 
 async def start_board(settings: Settings, bootstrap: str, host: str = "127.0.0.1", port: int = 0,
-                      token: str | None = None) -> tuple[Board, web.AppRunner, str]:
-    """Start the board service and its HTTP server; returns (board, runner, url)."""
+                      token: str | None = None, web_cfg=None) -> tuple[Board, web.AppRunner, str]:
+    """Start the board service and its HTTP server (TLS and users from ``web_cfg``, a
+    ``core.webconfig.WebConfig``); returns (board, runner, url)."""
+    from core.webconfig import NONE
+
+    web_cfg = web_cfg or NONE
     board = Board(settings, bootstrap)
     await board.start()
-    runner = web.AppRunner(web_app(board, token), access_log=None, shutdown_timeout=1.0)
+    runner = web.AppRunner(web_app(board, token, web_cfg), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=web_cfg.ssl_context())
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    return board, runner, f"http://{shown}:{port}/"
+    return board, runner, f"{web_cfg.scheme}://{shown}:{port}/"
 
 
 class BoardThread(threading.Thread):

@@ -51,6 +51,9 @@ def register(sub, group) -> None:
                                       "over kubesight's topics, for amtool, Grafana and Karma")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=9093)
+    from core.webconfig import add_arguments
+
+    add_arguments(sv)  # --web-config (TLS, basic_auth_users), --insecure-listen
     sv.add_argument("--routing", help="routing file (default: settings' routing, else deploy/routing.example.yaml)")
     sv.set_defaults(func=_silences_serve)
 
@@ -179,7 +182,7 @@ async def _http(method: str, url: str, body=None):
     import aiohttp
     import orjson
 
-    async with aiohttp.ClientSession() as s, s.request(method, url, data=orjson.dumps(body) if body else None,
+    async with aiohttp.ClientSession(trust_env=True) as s, s.request(method, url, data=orjson.dumps(body) if body else None,
                                                        headers={"Content-Type": "application/json"}) as r:
         data = await r.read()
         if r.status >= 300:
@@ -264,6 +267,8 @@ def _silences_serve(args) -> int:
     from aiohttp import web
 
     from alerts.api import AlertsState, app
+    from core import webconfig
+    from core.settings import Settings
     from streams.alerting import AlertsView, SilenceBook
 
     try:
@@ -271,19 +276,29 @@ def _silences_serve(args) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
+    try:  # the API creates and expires silences: never open to the network without authentication
+        web_cfg, insecure = webconfig.for_command(args, Settings.load(args.config))
+        webconfig.check_listen(args.host, what="kubesight silences serve", writes=True,
+                               authenticated=web_cfg.authenticates, insecure=insecure)
+    except (ConfigError, webconfig.ListenRefused) as exc:
+        print(exc, file=sys.stderr)
+        return 2
     settings, bootstrap = _kafka(args)
 
     async def serve():
         book, view = SilenceBook(settings, bootstrap), AlertsView(settings, bootstrap, AlertsState(cfg))
         await book.start()
         await view.start()
-        runner = web.AppRunner(app(book, alerts=view.alerts, config=cfg), access_log=None)
+        api = app(book, alerts=view.alerts, config=cfg)
+        api.middlewares.append(web_cfg.middleware())
+        runner = web.AppRunner(api, access_log=None)
         try:
             await asyncio.wait_for(book.caught_up.wait(), 60)
             await asyncio.wait_for(view.caught_up.wait(), 60)
             await runner.setup()
-            await web.TCPSite(runner, args.host, args.port).start()
-            print(f"Alertmanager v2 API on http://{args.host}:{args.port}/api/v2 (Ctrl-C to stop)", flush=True)
+            await web.TCPSite(runner, args.host, args.port, ssl_context=web_cfg.ssl_context()).start()
+            print(f"Alertmanager v2 API on {web_cfg.scheme}://{args.host}:{args.port}/api/v2 (Ctrl-C to stop)",
+                  flush=True)
             await asyncio.Event().wait()
         finally:
             await runner.cleanup()

@@ -18,6 +18,9 @@ def register(sub, group) -> None:
     b.add_argument("--listen", default="127.0.0.1:9094", help="HOST:PORT to bind (default: %(default)s)")
     b.add_argument("--token-file", default=None,
                    help="file holding the bearer token that allows creating and expiring silences from the page")
+    from core.webconfig import add_arguments
+
+    add_arguments(b)  # --web-config (TLS, basic_auth_users), --insecure-listen
     b.set_defaults(func=_board)
 
     bench = group("bench", "benchmarks that print figures")
@@ -50,6 +53,7 @@ def read_token(path: str) -> str:
 
 
 def _board(args) -> int:
+    from core import webconfig
     from core.broker import bootstrap_for
     from core.settings import Settings
     from core.shutdown import on_stop
@@ -69,11 +73,18 @@ def _board(args) -> int:
             print(f"kubesight board: {exc}", file=sys.stderr)
             return 2
     settings = Settings.load(args.config)
+    try:  # writes need the token (their authentication); the web config adds TLS and users for reading
+        web_cfg, insecure = webconfig.for_command(args, settings)
+        webconfig.check_listen(host, what="kubesight board", writes=token is not None,
+                               authenticated=token is not None, insecure=insecure)
+    except webconfig.ConfigError as exc:
+        print(f"kubesight board: {exc}", file=sys.stderr)
+        return 2
     bootstrap = bootstrap_for(settings)
     ensure_topics(settings, bootstrap)
 
     async def main():
-        board, runner, url = await start_board(settings, bootstrap, host, port, token)
+        board, runner, url = await start_board(settings, bootstrap, host, port, token, web_cfg)
         mode = "silences allowed with the token" if token else "read-only"
         print(f"kubesight board: {url} ({mode}; alerts from {settings.topic('alerts')})", flush=True)
         stop = asyncio.Event()

@@ -58,6 +58,9 @@ def register(sub, group) -> None:
     p.add_argument("--kafka-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="wait this long for Kafka's acknowledgement before answering 503 (default: %(default)s)")
     p.add_argument("--stdout", action="store_true", help="print Event records as JSON lines instead of producing")
+    from core.webconfig import add_arguments
+
+    add_arguments(p)  # --web-config, --insecure-listen
     p.add_argument("--check", metavar="PAYLOAD", help="no server: parse one payload file, print its Event records "
                                                       "(or the reason it would be rejected) and exit")
     p.add_argument("--instance", metavar="ID", help="with --check: the instance an IMDS body belongs to")
@@ -156,7 +159,14 @@ async def _serve(args, auth, nodes, host: str, port: int) -> int:
     from core.settings import Settings
     from core.shutdown import on_stop
     from core.telemetry import serve_for
+    from core.webconfig import ConfigError, for_command
 
+    try:  # the token or HMAC key is always required, so any address may be used; TLS and users from the web config
+        web_cfg, _ = for_command(args, Settings.load(args.config))
+        ssl_context = web_cfg.ssl_context()
+    except (ConfigError, OSError) as exc:
+        print(f"kubesight collect cloud: {exc}", file=sys.stderr)
+        return 2
     if args.stdout:
         sink = PrintSink()
     else:
@@ -174,10 +184,13 @@ async def _serve(args, auth, nodes, host: str, port: int) -> int:
             return 1
     app = create_app(sink, auth, nodes, max_body=args.max_body, cluster=args.cluster,
                      kafka_timeout=args.kafka_timeout)
+    # POST /events keeps its own credentials (token or HMAC signature, checked by the handler; a sender has
+    # one Authorization header); basic_auth_users of the web config guard the rest (/metrics)
+    app.middlewares.append(web_cfg.middleware(also=lambda request: request.path == "/events"))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    print(f"cloud intake listening on http://{host}:{port}/events", file=sys.stderr)
+    await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+    print(f"cloud intake listening on {web_cfg.scheme}://{host}:{port}/events", file=sys.stderr)
     stop = asyncio.Event()
     settings = Settings.load(args.config)
     on_stop(stop.set, settings.shutdown_timeout, "kubesight collect cloud", asyncio.get_running_loop())

@@ -73,12 +73,27 @@ def _collect(args) -> int:
         where = "" if isinstance(exc, ConfigError) else f"{args.metrics_config}: "
         print(f"kubesight collect metrics: invalid config\n{where}{exc}", file=sys.stderr)
         return 2
+    web_cfg = None
+    if cfg.remote_write.enabled and not args.once:
+        from core import webconfig
+        from core.settings import Settings
+
+        rw = cfg.remote_write
+        try:
+            settings = Settings.load(args.config)
+            web_cfg = webconfig.load(rw.web_config or settings.web_config)
+            webconfig.check_listen(rw.host, what="remote-write intake", writes=True,
+                                   authenticated=bool(rw.bearer_token_file) or web_cfg.authenticates,
+                                   insecure=rw.insecure_listen or settings.insecure_listen)
+        except (ConfigError, webconfig.ListenRefused) as exc:
+            print(f"kubesight collect metrics: {exc}", file=sys.stderr)
+            return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    return asyncio.run(_main(args, cfg, static))
+    return asyncio.run(_main(args, cfg, static, web_cfg))
 
 
-async def _main(args, cfg, static) -> int:
+async def _main(args, cfg, static, web_cfg=None) -> int:
     import asyncio
 
     import aiohttp
@@ -100,12 +115,12 @@ async def _main(args, cfg, static) -> int:
                   [metrics.registry])
     runner = None
     try:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(trust_env=True) as session:  # HTTP(S)_PROXY, NO_PROXY
             scraper = Scraper(sink, session, metrics)
             if args.once:
                 return await _once(scraper, static + await _discover(cfg), sys.stderr if args.stdout else sys.stdout)
             if cfg.remote_write.enabled:
-                runner = await _serve(cfg, sink, metrics)
+                runner = await _serve(cfg, sink, metrics, web_cfg)
             tasks: dict[str, asyncio.Task] = {t.id: asyncio.create_task(scraper.run_target(t, stop)) for t in static}
             print(f"scraping {len(static)} static target(s)", file=sys.stderr)
             while not stop.is_set():
@@ -178,7 +193,7 @@ async def _sink(args):
     return BatchProducer(kafka)
 
 
-async def _serve(cfg, sink, metrics):
+async def _serve(cfg, sink, metrics, web_cfg=None):
     from aiohttp import web
 
     from collectors.metrics.remote_write import Intake, app
@@ -189,7 +204,7 @@ async def _serve(cfg, sink, metrics):
         with open(rw.bearer_token_file) as fh:
             tokens = [line.strip() for line in fh if line.strip()]
     intake = Intake(sink, metrics, max_bytes=rw.max_bytes, labels=rw.labels, kafka_timeout=rw.kafka_timeout,
-                    tokens=tokens)
+                    tokens=tokens, web=web_cfg)
     a = app(intake, rw.path, registry=metrics.registry)
 
     async def healthz(request):
@@ -198,8 +213,9 @@ async def _serve(cfg, sink, metrics):
     a.router.add_get("/healthz", healthz)
     runner = web.AppRunner(a, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, rw.host, rw.port).start()
-    print(f"remote-write intake on http://{rw.host}:{rw.port}{rw.path}, self-metrics on /metrics", file=sys.stderr)
+    await web.TCPSite(runner, rw.host, rw.port, ssl_context=intake.web.ssl_context()).start()
+    print(f"remote-write intake on {intake.web.scheme}://{rw.host}:{rw.port}{rw.path}, self-metrics on /metrics",
+          file=sys.stderr)
     return runner
 
 

@@ -135,12 +135,18 @@ class Discovery(_Model):
 
 class RemoteWrite(_Model):
     enabled: bool = True
-    host: str = "0.0.0.0"
+    host: str = Field("127.0.0.1", description="a non-loopback address needs authentication (bearer_token_file "
+                      "or the web config's basic_auth_users) or insecure_listen")
     port: int = Field(9201, ge=0, le=65535)
     path: str = Field("/api/v1/write", pattern=r"^/\S*$")
     max_bytes: int = Field(32 * 2**20, ge=1024, description="decompressed request size cap")
     labels: dict[str, str] = Field(default_factory=dict)
-    bearer_token_file: str | None = Field(None, description="when set, senders must present one of its lines")
+    bearer_token_file: str | None = Field(None, description="when set, senders must present one of its lines "
+                                          "(Prometheus remote_write authorization.credentials_file)")
+    web_config: str | None = Field(None, description="web config (TLS, basic_auth_users: Prometheus remote_write "
+                                   "basic_auth) of this listener; None = settings' web_config")
+    insecure_listen: bool = Field(False, description="accept samples on a non-loopback address without "
+                                  "authentication")
     kafka_timeout: Duration = Field(10.0, gt=0, description="how long to wait for Kafka's acks before answering 503")
 
 

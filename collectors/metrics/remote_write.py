@@ -1,7 +1,8 @@
 """Prometheus remote-write intake: snappy-compressed ``prompb.WriteRequest`` -> Samples in Kafka.
 
 Answers like a remote-write receiver should, so senders retry exactly when it helps:
-``204`` only after Kafka acknowledged every sample; ``401`` without the configured bearer token; ``400`` for a payload that will never be
+``204`` only after Kafka acknowledged every sample; ``401`` without the configured bearer token or basic-auth
+user (the web config's ``basic_auth_users``); ``400`` for a payload that will never be
 accepted (bad snappy, bad protobuf, a series without ``__name__``...), kept on the dead-letter
 topic with the reason; ``413`` above the size cap; ``503`` when Kafka does not take the samples
 (the sender retries later).  The prompb messages are built at run time from a
@@ -144,9 +145,12 @@ class Intake:
     """The aiohttp handler; ``sink`` is an ``AsyncKafkaSink`` (``send_all`` returns once acked)."""
 
     def __init__(self, sink, metrics=None, *, max_bytes: int = 32 * 2**20, labels: dict | None = None,
-                 kafka_timeout: float = 30.0, tokens: list[str] | None = None):
+                 kafka_timeout: float = 30.0, tokens: list[str] | None = None, web=None):
+        from core.webconfig import NONE
+
         self.sink = sink
         self.tokens = [t.encode() for t in tokens or () if t]
+        self.web = web or NONE  # core.webconfig.WebConfig: its basic_auth_users are accepted too
         self.metrics = metrics
         self.max_bytes = max_bytes
         self.labels = dict(labels or {})
@@ -161,9 +165,15 @@ class Intake:
     def _authorized(self, request) -> bool:
         import hmac
 
-        if not self.tokens:
+        users = bool(self.web.basic_auth_users)
+        if not self.tokens and not users:
             return True
-        got = request.headers.get("Authorization", "").removeprefix("Bearer ").strip().encode()
+        header = request.headers.get("Authorization", "")
+        if users and header[:6].lower() == "basic ":
+            return self.web.authorized(header)
+        if not header.startswith("Bearer "):
+            return False
+        got = header.removeprefix("Bearer ").strip().encode()
         return any(hmac.compare_digest(got, t) for t in self.tokens)
 
     async def handle(self, request):
@@ -171,7 +181,9 @@ class Intake:
 
         if not self._authorized(request):
             self._count(401)
-            return web.Response(status=401, text="missing or wrong bearer token\n")
+            return web.Response(status=401, text="missing or wrong credentials (bearer token or basic auth)\n",
+                                headers={"WWW-Authenticate": 'Basic realm="kubesight"' if self.web.basic_auth_users
+                                         else "Bearer"})
         if request.content_length and request.content_length > self.max_bytes:
             self._count(413)
             return web.Response(status=413, text=f"body exceeds {self.max_bytes} bytes\n")
@@ -206,7 +218,9 @@ def app(intake: Intake, path: str = "/api/v1/write", registry=None):
     """The aiohttp application: ``POST path`` and, with a registry, ``GET /metrics`` (self-metrics)."""
     from aiohttp import web
 
-    a = web.Application(client_max_size=intake.max_bytes)
+    # the write path authenticates in the handler (bearer or basic, counted); /metrics needs a user if any
+    a = web.Application(client_max_size=intake.max_bytes,
+                        middlewares=[intake.web.middleware(also=lambda request: request.path == path)])
     a.router.add_post(path, intake.handle)
     if registry is not None:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -85,15 +85,9 @@ class ScrapeTarget:
 
 def ssl_context(tls) -> ssl.SSLContext | None:
     """``config.TLS`` -> SSLContext (None: the default verification)."""
-    if not (tls.ca_file or tls.cert_file or tls.insecure_skip_verify):
-        return None
-    ctx = ssl.create_default_context(cafile=tls.ca_file)
-    if tls.cert_file:
-        ctx.load_cert_chain(tls.cert_file, tls.key_file)
-    if tls.insecure_skip_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+    from core.webconfig import client_ssl_context
+
+    return client_ssl_context(tls.ca_file, tls.cert_file, tls.key_file, tls.insecure_skip_verify)
 
 
 def from_config(cfg) -> list[ScrapeTarget]:
