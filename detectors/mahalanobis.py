@@ -73,8 +73,11 @@ class Mahalanobis(Detector):
     >>> usual = d.score_one({"cpu": 100.0, "latency": 20.0})         # both at their mean
     >>> together = d.score_one({"cpu": 120.0, "latency": 24.0})      # both up, as load makes them
     >>> against = d.score_one({"cpu": 80.0, "latency": 24.0})        # less CPU yet more latency
-    >>> usual < 0.1 < together < 0.3 < against
+    >>> usual < together < 2 * together < against
     True
+    >>> name, low, high = d.explain({"cpu": 80.0, "latency": 24.0})   # latency, given the CPU
+    >>> name, low < 16 < high < 24
+    ('latency', True)
     """
 
     name = "mahalanobis"
@@ -159,6 +162,42 @@ class Mahalanobis(Detector):
         raw = max(1.0 - math.exp(-zl / self.level_scale), 1.0 - math.exp(-zs / self.step_scale))
         return raw, z, s
 
+    def explain(self, x) -> tuple[str, float, float] | None:
+        """The feature furthest from what the others predict, and its expected range.
+
+        For each feature, the mean and variance of its level *given the other features* (from the
+        level correlation: ``E[z_i | rest] = z_i - (P z)_i / P_ii``, ``Var = 1 / P_ii`` with
+        ``P = R^-1``), back in the feature's units: ``(name, mean - 3 sd, mean + 3 sd)`` of the one
+        with the largest conditional deviation. None before the first observation.
+        """
+        v = self._vector(x)
+        if self.n < 2:
+            return None
+        z, _ = self._residuals(v)
+        k = len(z)
+        low = self.ll
+        w = [[0.0] * k for _ in range(k)]  # W = L^-1 (lower triangular)
+        for i in range(k):
+            w[i][i] = 1.0 / low[i * k + i]
+            for j in range(i):
+                w[i][j] = -sum(low[i * k + m] * w[m][j] for m in range(j, i)) / low[i * k + i]
+        wz = [sum(w[i][m] * z[m] for m in range(i + 1)) for i in range(k)]
+        best = None
+        for i in range(k):
+            if v[i] is None:
+                continue
+            pii = sum(w[m][i] ** 2 for m in range(i, k))
+            pz = sum(w[m][i] * wz[m] for m in range(i, k))
+            mu, sd = z[i] - pz / pii, math.sqrt(1.0 / pii)
+            dev = abs(z[i] - mu) / sd
+            if best is None or dev > best[0]:
+                best = (dev, i, mu, sd)
+        if best is None:
+            return None
+        _, i, mu, sd = best
+        scale = math.sqrt(self.var[i]) if self.var[i] > 0 else 0.0
+        return self.keys[i], self.mean[i] + scale * (mu - 3.0 * sd), self.mean[i] + scale * (mu + 3.0 * sd)
+
     # -- contract
 
     def score_one(self, x, t: float | None = None) -> float | None:
@@ -210,6 +249,7 @@ class Mahalanobis(Detector):
             self.var[i] = (1.0 - a) * (self.var[i] + a * e * e)
             self.step[i] = d * d if self.n == 1 else self.step[i] + a * (d * d - self.step[i])
             self.prev[i] = xi
+        self.lk.long = max(self.long, 1.0 / self.n)  # an unweighted history at first: no alarm at warm-up's end
         self.lk.update(raw)
         self.n += 1
 

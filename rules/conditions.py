@@ -1,4 +1,4 @@
-"""The five conditions as pure functions over a small JSON state ``c``: update, holds, deadline, value.
+"""The six conditions as pure functions over a small JSON state ``c``: update, holds, deadline, value.
 
 Each condition keeps only what it needs (the last N event times, the points of one window,
 a detector and its recent scores), so a group's state stays small and bounded.
@@ -156,11 +156,9 @@ def ab_holds(cond, c: dict, t: float, active: bool) -> bool:
 # ---------------------------------------------------------------- anomaly
 
 
-def an_update(cond, c: dict, t: float, s, det) -> None:
-    if "lt" in c and s.time <= c["lt"]:
-        return
-    score = det.score_one(s.value, s.time)
-    det.learn_one(s.value, s.time)
+def _flag(cond, c: dict, score) -> bool:
+    """Is ``score`` anomalous for the condition (fixed ``above`` or a quantile of the recent
+    scores)?  Records the score and the flag in ``c``."""
     hist = c.setdefault("h", [])
     flag = False
     if score is not None:
@@ -176,9 +174,93 @@ def an_update(cond, c: dict, t: float, s, det) -> None:
     flags.append(1 if flag else 0)
     if len(flags) > cond.n:
         del flags[0]
+    c["sc"] = score
+    return flag
+
+
+def _expected(cond, m: list | None, x: float, learn: bool) -> list:
+    """The expected range of a value: ``[mean, var, count]`` of the values seen while not anomalous
+    (unweighted at first, then an EWMA over about ``history`` points); learns ``x`` if ``learn``."""
+    if m is None:
+        m = [x, 0.0, 0]
+    if learn and x == x:
+        n = m[2] + 1
+        a = max(1.0 / n, 2.0 / (cond.history + 1))
+        e = x - m[0]
+        m[0] += a * e
+        m[1] = (1.0 - a) * (m[1] + a * e * e)
+        m[2] = n
+    return m
+
+
+def _range(m: list) -> tuple[float, float]:
+    sd = m[1] ** 0.5
+    return m[0] - 3.0 * sd, m[0] + 3.0 * sd
+
+
+def an_update(cond, c: dict, t: float, s, det) -> None:
+    if "lt" in c and s.time <= c["lt"]:
+        return
+    score = det.score_one(s.value, s.time)
+    det.learn_one(s.value, s.time)
+    flag = _flag(cond, c, score)
+    c["m"] = m = _expected(cond, c.get("m"), s.value, not flag)
+    c["lo"], c["hi"] = _range(m)
     c["lt"] = s.time
     c["v"] = s.value
-    c["sc"] = score
+
+
+# ---------------------------------------------------------------- anomaly_vector
+
+
+def av_update(cond, c: dict, t: float, s, det, features: tuple) -> None:
+    """Collect one entity's metrics per ``every`` interval into ``c["x"]``; score the vector when it
+    is complete, or (after the first complete one) when the next interval begins without it."""
+    b = (s.time // cond.every) * cond.every
+    cur = c.get("b")
+    if cur is not None and b < cur:
+        return  # late: its interval was already scored
+    if cur is not None and b > cur:
+        if not c.get("done") and c.get("ok"):
+            _av_score(cond, c, det, cur)
+        c["x"] = {}
+        c["done"] = False
+    c["b"] = b
+    x = c.setdefault("x", {})
+    if c.get("done"):
+        return
+    x[s.name] = s.value
+    c["lt"] = s.time
+    if len(x) == len(features):
+        c["ok"] = True
+        _av_score(cond, c, det, b)
+        c["done"] = True
+
+
+def _av_score(cond, c: dict, det, b: float) -> None:
+    x = {k: v for k, v in c["x"].items() if v == v}
+    if not x:
+        return
+    score = det.score_one(x, b)
+    why = det.explain(x) if hasattr(det, "explain") else None  # before learning x
+    det.learn_one(x, b)
+    flag = _flag(cond, c, score)
+    if why is not None:  # the detector says what it expected: the feature given the others
+        if flag or "ft" not in c:
+            c["ft"], c["lo"], c["hi"] = why
+            c["v"] = x.get(why[0])
+        return
+    ms = c.setdefault("m", {})
+    worst, far = None, -1.0
+    for k, v in x.items():
+        m = ms[k] = _expected(cond, ms.get(k), v, not flag)
+        sd = m[1] ** 0.5
+        z = abs(v - m[0]) / sd if sd > 0 else (0.0 if v == m[0] else float("inf"))
+        if z > far:
+            worst, far = k, z
+    c["ft"] = worst
+    c["v"] = x[worst]
+    c["lo"], c["hi"] = _range(ms[worst])
 
 
 def an_holds(cond, c: dict, t: float, active: bool, stale: float) -> bool:

@@ -16,7 +16,9 @@ Co-partitioning: events are keyed in Kafka by entity (``Entity.key()``: workload
 else node) and samples by series.  A group key is always that key (plus, for events, the node
 of a workload's pod and the rule's ``group_by`` values), so a group never spans partitions: ``group_by`` can split a group further
 (by ``xid``, ``container``...) but never merge entities.  Counting across entities (for example
-"50 FailedScheduling in a namespace") needs a re-keyed stream and is not done here.
+"50 FailedScheduling in a namespace") needs a re-keyed stream and is not done here.  ``anomaly_vector``
+rules are the exception that proves it: they need several series of one entity, so the worker
+re-keys copies of their samples by entity (``Engine.rekey``) and only those copies reach them.
 
 >>> from rules.load import load_packs
 >>> from core.records import Event, Entity
@@ -171,6 +173,44 @@ class _SampleCtx:
         return ""
 
 
+ENTITY = "entity"  # value of the ``kubesight`` label on a sample re-keyed by its entity (see Engine.rekey)
+MARK = "kubesight"
+
+
+def entity_key(by: tuple, labels: dict) -> str | None:
+    """The Kafka key (as text) of an entity named by the ``by`` labels, or None if one is missing."""
+    vals = []
+    for b in by:
+        v = labels.get(b)
+        if not v:
+            return None
+        vals.append(f"{b}={v}")
+    return "entity|" + ",".join(vals)
+
+
+class _VectorCtx:
+    """A re-keyed sample applied to an anomaly_vector rule: the entity (``by`` labels) is its identity."""
+
+    __slots__ = ("s",)
+
+    def __init__(self, s: Sample):
+        self.s = s
+
+    def view(self) -> dict:
+        return self.s.labels
+
+    def labels(self, rule: CompiledRule) -> dict:
+        labels = dict(rule.labels)
+        for b in rule.cond.by:
+            labels[b] = self.s.labels[b]
+        labels["alertname"] = rule.alert
+        labels["severity"] = rule.severity
+        return labels
+
+    def message(self, c: dict) -> str:
+        return ""
+
+
 class Engine:
     """Evaluates a RuleSet; ``process`` per signal, ``tick`` on the event-time watermark."""
 
@@ -199,6 +239,37 @@ class Engine:
                 return _NONE
             return self._process_sample(rec, rules, state, rec.time if now is None or now < rec.time else now)
         return _NONE
+
+    def rekey(self, rec) -> list[tuple[bytes, Sample]]:
+        """Copies of a sample for the anomaly_vector rules it feeds, each keyed by its entity.
+
+        Samples are keyed by series, so one pod's CPU and latency live on different partitions; a
+        vector rule needs them together. The worker produces these copies (label
+        ``kubesight="entity"``) back to the samples topic under the entity's key (``by`` labels),
+        as derived signals re-key their partials; there the copies of every metric of one entity
+        meet on one partition, and only copies reach vector rules (originals reach the others).
+        ``rules test`` runs the same: every sample and its copies on its one state.
+        """
+        if type(rec) is not Sample or rec.labels.get(MARK) not in (None, "derived"):
+            return _NONE
+        rules = self._by_metric.get(rec.name)
+        if not rules:
+            return _NONE
+        out = _NONE
+        seen = None
+        for rule in rules:
+            if rule.cond.type != "anomaly_vector":
+                continue
+            if rule.matchers and not all(m.matches(rec.labels) for m in rule.matchers):
+                continue
+            key = entity_key(rule.cond.by, rec.labels)
+            if key is None or (seen is not None and key in seen):
+                continue
+            if out is _NONE:
+                out, seen = [], set()
+            seen.add(key)
+            out.append((key.encode(), Sample(rec.name, rec.value, rec.time, {**rec.labels, MARK: ENTITY})))
+        return out
 
     def tick(self, now: float, state: MutableMapping) -> list[Alert]:
         """Fire and resolve what timers say at ``now``; orphaned states (rule gone) resolve and go."""
@@ -298,13 +369,24 @@ class Engine:
         ctx = None
         gkey = None
         out = _NONE
+        copy = s.labels.get(MARK) == ENTITY  # a re-keyed copy: for anomaly_vector rules only
         for rule in rules:
+            vector = rule.cond.type == "anomaly_vector"
+            if vector != copy:
+                continue
             if rule.matchers and not all(m.matches(s.labels) for m in rule.matchers):
                 continue
-            if gkey is None:
-                gkey = s.series()
-                ctx = _SampleCtx(s)
-            key = f"{PREFIX}{rule.sid}|{gkey}"
+            if vector:
+                ekey = entity_key(rule.cond.by, s.labels)
+                if ekey is None:
+                    continue
+                key = f"{PREFIX}{rule.sid}|{ekey}"
+                vctx = _VectorCtx(s)
+            else:
+                if gkey is None:
+                    gkey = s.series()
+                    ctx = _SampleCtx(s)
+                key = f"{PREFIX}{rule.sid}|{gkey}"
             st = state.get(key)
             if st is None:
                 st = {"s": 0, "a": 0.0, "e": _NEG, "c": {}}
@@ -317,9 +399,11 @@ class Engine:
                 C.th_update(rule.cond, c, te, s)
             elif ct == "anomaly":
                 C.an_update(rule.cond, c, te, s, c["det"])
+            elif vector:
+                C.av_update(rule.cond, c, te, s, c["det"], rule.metrics)
             else:
                 C.ab_update(rule.cond, c, s.time, s.value)
-            emitted = self._settle(rule, st, te, ctx, key, state, emitted)
+            emitted = self._settle(rule, st, te, vctx if vector else ctx, key, state, emitted)
             if emitted:
                 out = emitted if out is _NONE else out + emitted
         return out
@@ -341,7 +425,7 @@ class Engine:
 
     def _restore(self, rule: CompiledRule, st: dict) -> dict:
         """Anomaly states carry a live detector; build it (new, or from a restored snapshot)."""
-        if rule.cond.type != "anomaly" or type(st) is _AnomalyState:
+        if rule.cond.type not in ("anomaly", "anomaly_vector") or type(st) is _AnomalyState:
             return st
         st = _AnomalyState(st)
         c = st["c"] = dict(st["c"])
@@ -447,11 +531,11 @@ class Engine:
                         out = [self._alert(rule, st, "resolved", t), None]
                         st["a"] = t
                         st["l"] = labels
-                        st["n"] = self._annotations(rule, c, labels, ctx) if rule.annotations else {}
+                        st["n"] = self._annotations(rule, c, labels, ctx, t) if rule.annotations else {}
                         out[1] = self._alert(rule, st, "firing", t)
                     return out
                 st["l"] = labels
-                st["n"] = self._annotations(rule, c, labels, ctx) if rule.annotations else {}
+                st["n"] = self._annotations(rule, c, labels, ctx, st["a"] if s else t) if rule.annotations else {}
             elif "l" not in st:
                 return out  # a timer-only change for a group never labelled
             if s == 0:
@@ -475,12 +559,13 @@ class Engine:
         return out
 
     @staticmethod
-    def _annotations(rule: CompiledRule, c: dict, labels: dict, ctx) -> dict:
+    def _annotations(rule: CompiledRule, c: dict, labels: dict, ctx, since: float | None = None) -> dict:
         tctx = dict(ctx.view())
         tctx.update(labels)
         value = c.get("k") if rule.cond.type == "event_count" else c.get("v")
         message = ctx.message(c)
-        return {k: t.render(tctx, value=value, score=c.get("sc"), count=c.get("k"), message=message)
+        return {k: t.render(tctx, value=value, score=c.get("sc"), count=c.get("k"), message=message,
+                            expected_low=c.get("lo"), expected_high=c.get("hi"), since=since, feature=c.get("ft"))
                 for k, t in rule.annotations.items()}
 
     @staticmethod

@@ -33,7 +33,7 @@ from rules.ruleset import CompiledRule, PackInfo, RuleSet
 DEFAULT_PACK = Path(__file__).resolve().parent / "packs" / "default"  # the default rule packs
 
 EVENT_CONDITIONS = ("event_count", "state")
-SAMPLE_CONDITIONS = ("threshold", "anomaly")
+SAMPLE_CONDITIONS = ("threshold", "anomaly", "anomaly_vector")
 RESERVED_LABELS = ("alertname", "severity")
 
 
@@ -108,7 +108,7 @@ def _check_pack(pack: schema.RulePack, errs: Document, registry) -> None:
             errs.error(loc + ("condition", "window"), f"required for agg {c.agg} (e.g. 5m)")
         if c.type == "absent" and c.forget and c.forget <= c.after:
             errs.error(loc + ("condition", "forget"), "must be longer than after (or 0: never forget)")
-        if c.type == "anomaly":
+        if c.type in ("anomaly", "anomaly_vector"):
             if (c.above is None) == (c.quantile is None):
                 errs.error(loc + ("condition",), "give exactly one of above (a fixed score) or quantile (adaptive)")
             if c.k > c.n:
@@ -116,8 +116,17 @@ def _check_pack(pack: schema.RulePack, errs: Document, registry) -> None:
             if c.detector not in pack.detectors:
                 declared = ", ".join(pack.detectors) or "none"
                 errs.error(loc + ("condition", "detector"), f"unknown detector {shown(c.detector)} (declared: {declared})")
-            else:
+            elif c.type == "anomaly":
                 _check_scores_one_value(c.detector, pack.detectors[c.detector].type, loc, errs, registry)
+            else:
+                _check_scores_a_vector(c.detector, pack.detectors[c.detector].type, loc, errs, registry)
+        if c.type == "anomaly_vector":
+            if c.every <= 0:
+                errs.error(loc + ("condition", "every"), "must be > 0 (e.g. 1m: the metrics of one interval make one vector)")
+            if m.metric and len(set(m.metric)) != len(m.metric):
+                errs.error(loc + ("match", "metric"), "a metric listed twice (each metric is one feature of the vector)")
+            if m.metric and len(m.metric) > 16:
+                errs.error(loc + ("match", "metric"), f"at most 16 metrics (features), got {len(m.metric)}")
         _check_node_effects(r, loc, errs)
         for name in r.labels:
             if name in RESERVED_LABELS:
@@ -151,13 +160,23 @@ def _check_scores_one_value(name: str, kind: str, loc: tuple, errs: Document, re
                    "an anomaly rule gives it one value per sample")
 
 
+def _check_scores_a_vector(name: str, kind: str, loc: tuple, errs: Document, registry) -> None:
+    """An anomaly_vector rule feeds its detector a dict of metrics: the detector must score a vector."""
+    cls = getattr(registry, "CLASSES", {}).get(kind) if registry is not None else None
+    if cls is not None and cls.input != "vector":
+        vector = sorted(n for n, c in getattr(registry, "CLASSES", {}).items() if c.input == "vector")
+        errs.error(loc + ("condition", "detector"),
+                   f"detector {shown(name)} is {kind}, which scores one value; an anomaly_vector rule gives it "
+                   f"a dict of metrics (vector detectors: {', '.join(vector) or 'none'})")
+
+
 def _compile(pack: schema.RulePack, file: str, lines: dict) -> list[CompiledRule]:
     out = []
     d = pack.defaults
     for i, r in enumerate(pack.rules):
         m, c = r.match, r.condition
         det = None
-        if c.type == "anomaly":
+        if c.type in ("anomaly", "anomaly_vector"):
             spec = pack.detectors[c.detector]
             det = (spec.type, dict(spec.params))
         out.append(CompiledRule(

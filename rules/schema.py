@@ -13,7 +13,7 @@ from rules.template import Template
 
 API_VERSION = "kubesight.io/v1"
 SEVERITIES = ("critical", "warning", "info")
-CONDITIONS = ("event_count", "state", "threshold", "absent", "anomaly")
+CONDITIONS = ("event_count", "state", "threshold", "absent", "anomaly", "anomaly_vector")
 _NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _PACK = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
 
@@ -149,7 +149,25 @@ class Anomaly(_Base):
     stale_after: Duration | None = None
 
 
-Condition = Annotated[EventCount | State | Threshold | Absent | Anomaly, Field(discriminator="type")]
+class AnomalyVector(_Base):
+    """One entity's metrics (the rule's ``match.metric``, one series each per entity) scored together
+    by a vector detector: per ``by`` labels, the values of each ``every`` interval make one vector,
+    scored when every metric has arrived (or, missing some, when the next interval begins); then as
+    ``anomaly``: score above ``above`` or the ``quantile`` of recent scores, on ``k`` of ``n`` vectors."""
+
+    type: Literal["anomaly_vector"]
+    detector: str
+    by: Annotated[list[LabelName], Field(min_length=1)]
+    every: Duration = 60.0
+    above: float | None = None
+    quantile: float | None = Field(None, gt=0.0, lt=1.0)
+    history: int = Field(200, ge=10, le=2000)
+    k: int = Field(1, ge=1)
+    n: int = Field(1, ge=1, le=64)
+    stale_after: Duration | None = None
+
+
+Condition = Annotated[EventCount | State | Threshold | Absent | Anomaly | AnomalyVector, Field(discriminator="type")]
 
 
 # ---------------------------------------------------------------- what a rule does to its Node (opt-in)

@@ -1,7 +1,10 @@
 """Annotation templates: ``{{ labels.pod }}``, ``{{ value }}``, ``{{ value | percent }}``; no code runs.
 
 The mapping is fixed: ``labels.NAME`` (the alert's labels, then the signal's), ``value``,
-``score``, ``count``, ``message`` (the last event's message); filters: ``percent``, ``bytes``,
+``score``, ``count``, ``message`` (the last event's message); for anomaly conditions also
+``expected_low`` / ``expected_high`` (mean -/+ 3 sd of the values seen while not anomalous),
+``since`` (when the condition began to hold, UTC) and ``feature`` (anomaly_vector: the metric
+furthest from its expected range; ``value`` is its value); filters: ``percent``, ``bytes``,
 ``duration``, ``int``.
 
 >>> t = Template("{{ labels.pod }} used {{ value | percent }} of its limit")
@@ -10,18 +13,19 @@ The mapping is fixed: ``labels.NAME`` (the alert's labels, then the signal's), `
 >>> Template("{{ value.x }}")
 Traceback (most recent call last):
 ...
-ValueError: unknown template field "value.x" (use labels.NAME, value, score, count, message)
+ValueError: unknown template field "value.x" (use labels.NAME, value, score, count, message, expected_low, expected_high, since, feature)
 """
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 
 from core.durations import format_duration
 
 _FIELD = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(?:\|\s*([a-z]+)\s*)?\}\}")
-FIELDS = ("value", "score", "count", "message")
+FIELDS = ("value", "score", "count", "message", "expected_low", "expected_high", "since", "feature")
 FILTERS = ("percent", "bytes", "duration", "int")
 
 
@@ -31,6 +35,11 @@ def _num(v) -> str:
     if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) < 1e15):
         return str(int(v))
     return f"{v:.4g}"
+
+
+def _iso(v: float) -> str:
+    """Epoch seconds as ``2026-01-02T03:04:05Z``."""
+    return datetime.datetime.fromtimestamp(v, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _bytes(v) -> str:
@@ -73,7 +82,7 @@ class Template:
         for m in _FIELD.finditer(text):
             name, flt = m.group(1), m.group(2)
             if name not in FIELDS and not (name.startswith("labels.") and name.count(".") == 1 and len(name) > 7):
-                raise ValueError(f'unknown template field "{name}" (use labels.NAME, value, score, count, message)')
+                raise ValueError(f'unknown template field "{name}" (use labels.NAME, {", ".join(FIELDS)})')
             if flt is not None and flt not in FILTERS:
                 raise ValueError(f'unknown template filter "{flt}" (use {", ".join(FILTERS)})')
             parts.append(text[pos:m.start()])
@@ -87,7 +96,8 @@ class Template:
                                  "(use {{ labels.NAME }}, {{ value }}, {{ value | percent }})")
         self._parts = tuple(p for p in parts if p != "")
 
-    def render(self, labels: dict, value=None, score=None, count=None, message: str = "") -> str:
+    def render(self, labels: dict, value=None, score=None, count=None, message: str = "", **extra) -> str:
+        """``extra``: the anomaly fields (expected_low, expected_high, since: epoch seconds, feature)."""
         out = []
         for p in self._parts:
             if isinstance(p, str):
@@ -97,6 +107,10 @@ class Template:
             if name.startswith("labels."):
                 out.append(str(labels.get(name[7:], "")))
             else:
-                v = {"value": value, "score": score, "count": count, "message": message}[name]
+                if name == "since":
+                    v = extra.get("since")
+                    out.append(_apply(flt, v) if flt or v is None else _iso(v))
+                    continue
+                v = {"value": value, "score": score, "count": count, "message": message}.get(name, extra.get(name))
                 out.append(_apply(flt, v))
         return "".join(out)

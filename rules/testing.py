@@ -141,6 +141,9 @@ def run_case(engine: Engine, case: schema.Case, eval_interval: float, where: str
         while i < len(sigs) and sigs[i].time <= t:
             for a in engine.process(sigs[i], state, sigs[i].time):
                 latest[a.fingerprint] = a
+            for _, copy in engine.rekey(sigs[i]):  # what the worker re-keys for anomaly_vector rules
+                for a in engine.process(copy, state, copy.time):
+                    latest[a.fingerprint] = a
             i += 1
         for a in engine.tick(t, state):
             latest[a.fingerprint] = a

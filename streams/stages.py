@@ -46,11 +46,15 @@ class RulesStage:
 
     def process(self, rec, state, emit) -> None:
         t0 = perf_counter()
-        out = self.holder.engine.process(rec, state, state.get(WATERMARK))
+        engine = self.holder.engine
+        out = engine.process(rec, state, state.get(WATERMARK))
+        copies = engine.rekey(rec)  # anomaly_vector rules: the sample again, keyed by its entity
         self.seconds += perf_counter() - t0
         self.evaluations += 1
         for a in out:
             emit("alerts", a.key(), encode(a))
+        for key, copy in copies:
+            emit("samples", key, encode(copy))
 
     def tick(self, now: float, state, emit) -> None:
         for a in self.holder.engine.tick(now, state):

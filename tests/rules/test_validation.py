@@ -90,8 +90,8 @@ def test_unknown_condition_type(tmp_path):
           match: {metric: up}
           condition: {type: treshold, op: "<", value: 1}
         """)
-    assert got == ["p.yaml:7: rules[0].condition.type: expected 'event_count', 'state', 'threshold', 'absent' or "
-                   "'anomaly', got \"treshold\" (did you mean \"threshold\"?)"]
+    assert got == ["p.yaml:7: rules[0].condition.type: expected 'event_count', 'state', 'threshold', 'absent', "
+                   "'anomaly' or 'anomaly_vector', got \"treshold\" (did you mean \"threshold\"?)"]
 
 
 def test_condition_type_missing(tmp_path):
@@ -101,7 +101,7 @@ def test_condition_type_missing(tmp_path):
           condition: {op: "<", value: 1}
         """)
     assert got == ["p.yaml:7: rules[0].condition.type: required key missing "
-                   "(expected 'event_count', 'state', 'threshold', 'absent' or 'anomaly')"]
+                   "(expected 'event_count', 'state', 'threshold', 'absent', 'anomaly' or 'anomaly_vector')"]
 
 
 def test_wrong_type(tmp_path):
@@ -188,7 +188,7 @@ def test_unknown_template_field(tmp_path):
           annotations: {summary: "{{ pod }} is backing off"}
         """)
     assert got == ['p.yaml:8: rules[0].annotations.summary: unknown template field "pod" '
-                   "(use labels.NAME, value, score, count, message)"]
+                   "(use labels.NAME, value, score, count, message, expected_low, expected_high, since, feature)"]
 
 
 def test_malformed_template(tmp_path):
@@ -371,7 +371,7 @@ def test_unknown_detector_type(tmp_path):
     got = one_rule(tmp_path, OK_RULE.replace("  - ", "- ").replace("\n    ", "\n  "),
                    extra="detectors:\n  latency: {type: zscor}\n")
     assert got == ['p.yaml:5: detectors.latency.type: unknown detector type "zscor" '
-                   "(available: novelty, onset, seasonal, zscore)"]
+                   "(available: mahalanobis, novelty, onset, seasonal, zscore)"]
 
 
 def test_bad_detector_params(tmp_path):
