@@ -1,0 +1,64 @@
+"""The incident stage on Kafka: alerts re-keyed by cluster, grouped into incidents, published on ``incidents``.
+
+    alerts (by fingerprint) ───┐                                       ┌─> incident-alerts (by cluster)
+                               ├─ "incidents" transactional processor ─┤
+    incident-alerts (by cluster)┘  state: alerts.incidents per cluster  └─> incidents (by incident id)
+
+Partition *p* of ``alerts`` and of ``incident-alerts`` go to one consumer with one ``Store``
+(``streams.hotpath``); an alert read from ``alerts`` is re-emitted onto ``incident-alerts`` keyed
+by its cluster, so every alert of one cluster -- every member of one incident -- meets on one
+partition, whose state (``alerts.incidents``) lives in ``incidents-changelog``.  Outputs,
+changelog and offsets commit in one transaction, and the logic is a deterministic function of the
+records and their event time: a restarted worker publishes the same records as one that never
+stopped.  Quiet periods end on the partition's event-time watermark (``tick``).
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from alerts.incidents import Incidents
+from core.records import Alert, encode
+from core.settings import Settings
+from streams.hotpath import TransactionalProcessor
+
+REKEYED = "kubesight.io/incident-rekeyed"  # reserved annotation: this copy is on incident-alerts
+CLOCK = "__incidents_clock__"  # the event time of the re-keyed stream alone (the partition's watermark also
+# counts the not yet re-keyed alerts, which would end a quiet period before the resolutions arrive)
+
+
+class IncidentStage:
+    """alerts -> incident-alerts (re-keyed by cluster); incident-alerts -> incidents."""
+
+    def __init__(self, incidents: Incidents | None = None, wall: bool = False):
+        self.incidents = incidents or Incidents()
+        self.wall = wall  # clock "wall": quiet periods also end on the wall clock (live clusters)
+
+    def process(self, rec, state, emit) -> None:
+        if not isinstance(rec, Alert):
+            return
+        if REKEYED not in rec.annotations:
+            ann = {**rec.annotations, REKEYED: "1"}
+            copy = Alert(rec.labels, ann, rec.status, rec.startsAt, rec.endsAt, rec.source, rec.generatorURL)
+            emit("incident-alerts", rec.labels.get("cluster", "").encode(), encode(copy))
+            return
+        ann = {k: v for k, v in rec.annotations.items() if k != REKEYED}
+        plain = Alert(rec.labels, ann, rec.status, rec.startsAt, rec.endsAt, rec.source, rec.generatorURL)
+        now = max(state.get(CLOCK, 0.0), rec.startsAt, rec.endsAt or 0.0)
+        if now != state.get(CLOCK):
+            state[CLOCK] = now
+        for r in self.incidents.observe(plain, state, now) + self.incidents.expire(state, now):
+            emit("incidents", r["id"].encode(), orjson.dumps(r))
+
+    def tick(self, now: float, state, emit) -> None:
+        clock = max(state.get(CLOCK, 0.0), now) if self.wall else state.get(CLOCK, 0.0)
+        for r in self.incidents.expire(state, clock):
+            emit("incidents", r["id"].encode(), orjson.dumps(r))
+
+
+def incident_processor(settings: Settings, bootstrap: str, *, worker_id: str = "0",
+                       incidents: Incidents | None = None, tick_interval: float = 5.0) -> TransactionalProcessor:
+    """The worker's incident processor (its own consumer group, transactional id and changelog)."""
+    return TransactionalProcessor(settings, bootstrap, "incidents", ["alerts", "incident-alerts"],
+                                  IncidentStage(incidents, wall=settings.clock == "wall"), worker_id=worker_id, tick_interval=tick_interval,
+                                  urgent=("incidents",))
