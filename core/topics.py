@@ -14,6 +14,9 @@
 | notifications | group key | pending notifications (alerting) | delete, 7 d |
 | alerting-changelog | store key | the alerting pipeline's partitioned state | compact |
 | actions | node | every remediation step, refusal, condition and event, with its alert (the audit trail; the remediator's state) | delete, 90 d |
+| incident-alerts | cluster | alerts re-keyed by cluster (incidents) | delete, 7 d |
+| incidents | incident id | Incident: status, ranked root-cause candidates with evidence, blast radius, members (streams.incidents) | delete, 30 d |
+| incidents-changelog | store key | the incident stage's partitioned state | compact |
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ SPECS = (
     TopicSpec("alerting-changelog", True, (("cleanup.policy", "compact"), ("min.compaction.lag.ms", "60000"),
                                            ("compression.type", "zstd"))),
     TopicSpec("actions", False, (("retention.ms", str(90 * DAY_MS)),)),  # remediation audit trail (streams.remediation)
+    TopicSpec("incident-alerts", True, (("retention.ms", str(7 * DAY_MS)),)),  # alerts re-keyed by cluster (incidents)
+    TopicSpec("incidents", True, (("retention.ms", str(30 * DAY_MS)),)),  # incident records (streams.incidents)
+    TopicSpec("incidents-changelog", True, (("cleanup.policy", "compact"), ("min.compaction.lag.ms", "60000"),
+                                            ("compression.type", "zstd"))),
 )
 
 

@@ -5,6 +5,7 @@ The whole topology in one place:
     events, samples --(signals processor: derived -> rules (+ detectors))--> alerts, deadletter, samples (derived)
     rules (compacted), pack files --(RulesTopicWatcher)--> validated hot reload of the rule engine
     alerts, alert-groups --(alerting processor, if routing is configured)--> notifications --> receivers
+    alerts, incident-alerts --(incidents processor: re-keyed by cluster)--> incidents (streams.incidents)
     deadletter      --(Faust agent)--> kubesight_deadletters_total{origin, reason} on /metrics, /deadletter
 
 Faust runs what it does well (the app and its lifecycle, web views, low-rate agents and
@@ -27,6 +28,7 @@ from core.settings import REPO, Settings
 from core.telemetry import DEADLETTERS, reason_key
 from core.topics import replication_of
 from streams.hotpath import Pipeline, TransactionalProcessor
+from streams.incidents import incident_processor
 from streams.stages import RulePacks, RulesStage, RulesTopicWatcher, signal_stages
 from streams.telemetry import install as install_telemetry
 
@@ -62,18 +64,22 @@ def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = No
                                        Pipeline(signal_stages(settings, packs)), worker_id=worker_id,
                                        urgent=("alerts",))  # an alert commits within 0.1 s, not commit_interval
     watcher = RulesTopicWatcher(settings, bootstrap, packs)
+    # alerts --(re-keyed by cluster)--> incidents (streams.incidents): one incident per root cause
+    incidents = incident_processor(settings, bootstrap, worker_id=worker_id)
     alerting = None
     if settings.routing:
         from streams.alerting import AlertingService
 
         alerting = AlertingService(settings, bootstrap, worker_id=worker_id)
     app.kubesight_processor, app.kubesight_packs, app.kubesight_alerting = processor, packs, alerting
+    app.kubesight_incidents = incidents
 
     @app.service
     class KubesightServices(faust.Service):  # the hot path and its helpers, started and stopped with the app
         async def on_start(self) -> None:
             await self.add_runtime_dependency(watcher)
             await self.add_runtime_dependency(processor)
+            await self.add_runtime_dependency(incidents)
             if alerting is not None:
                 await self.add_runtime_dependency(alerting)
 
