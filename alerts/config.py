@@ -2,7 +2,8 @@
 
 Alertmanager's configuration file (same keys, same meanings, same refusals: a file ``amtool
 check-config`` refuses is refused here) plus kubesight's extensions: ``owner_receiver`` on a route,
-``default_inhibit_rules`` at the top, ``retry`` and ``timeout`` on receivers, ``dingtalk_configs``.
+``default_inhibit_rules`` at the top, ``retry`` and ``timeout`` on receivers, ``dingtalk_configs``,
+``alertmanager_configs`` (forwarding to a real Alertmanager).
 Alertmanager's deprecated forms (``match``, ``match_re``, ``source_match(_re)``, ``target_match(_re)``,
 a top-level ``mute_time_intervals``) are read as their modern equivalents with one warning each
 (``RoutingConfig.warnings``).  Errors name the file, the line and the YAML path:
@@ -47,7 +48,15 @@ def _url(v: str) -> str:
     return v
 
 
+def _template(v: str) -> str:
+    from alerts.payload import MessageTemplate
+
+    MessageTemplate(v)  # raises ValueError naming the unknown field
+    return v
+
+
 Interval = Annotated[Duration, AfterValidator(_positive)]
+Template = Annotated[str, AfterValidator(_template)]  # alerts.payload.MessageTemplate: $title, $alerts, $label_x ...
 LabelName = Annotated[str, AfterValidator(_label)]
 Secret = Annotated[str, AfterValidator(_url)]
 
@@ -113,11 +122,92 @@ class DingTalkConfig(Strict):
     timeout: Interval = 10.0
 
 
+class AlertmanagerForwardConfig(Strict):
+    """Forward to a real Alertmanager (kubesight's extension): POST ``{url}/api/v2/alerts`` as Prometheus does."""
+
+    url: Secret | None = None  # the Alertmanager's base URL, e.g. http://alertmanager:9093
+    url_file: str | None = None
+    resend_delay: Interval = 60.0  # firing alerts re-sent this often; endsAt = now + 4 x resend_delay
+    timeout: Interval = 10.0
+
+
+class EmailConfig(Strict):
+    """SMTP (Alertmanager's email_configs); the ``smtp_*`` globals are the defaults."""
+
+    to: str = Field(min_length=1)  # comma-separated addresses
+    from_: str | None = Field(None, alias="from")
+    smarthost: str | None = None  # host:port
+    hello: str = "localhost"
+    auth_username: str | None = None
+    auth_password: str | None = None
+    auth_password_file: str | None = None
+    auth_identity: str | None = None
+    require_tls: bool = True  # STARTTLS, refused if the server does not offer it
+    tls_config: TLSConfig = TLSConfig()  # how the server's certificate is verified (always, by default)
+    headers: dict[str, str] = {}
+    subject: Template = "$title"  # alerts.payload.MessageTemplate
+    text: Template = "$title\n\n$alerts\n\n$external_url"
+    html: Template | None = None  # when set, a text/html alternative part
+    send_resolved: bool = False
+    timeout: Interval = 10.0
+
+
+class PagerDutyConfig(Strict):
+    """PagerDuty Events API v2 (Alertmanager's pagerduty_configs with a routing_key)."""
+
+    routing_key: str | None = None
+    routing_key_file: str | None = None
+    url: Secret = "https://events.pagerduty.com/v2/enqueue"
+    client: str = "kubesight"
+    client_url: str | None = None  # default: global.external_url
+    description: Template = "$title"  # payload.summary
+    severity: str = ""  # default: the alerts' common severity label (critical, error, warning, info), else error
+    source: str = "kubesight"
+    class_: str = Field("", alias="class")
+    component: str = ""
+    group: str = ""
+    details: dict[str, str] = {}
+    send_resolved: bool = True
+    timeout: Interval = 10.0
+
+
+class OpsgenieConfig(Strict):
+    """Opsgenie Alert API: POST /v2/alerts, closed by alias (Alertmanager's opsgenie_configs)."""
+
+    api_key: str | None = None
+    api_key_file: str | None = None
+    api_url: Secret = "https://api.opsgenie.com/"
+    message: Template = "$title"
+    description: Template = "$alerts"
+    source: str = "kubesight"
+    details: dict[str, str] = {}
+    tags: str = ""  # comma-separated
+    priority: Annotated[str, Field(pattern=r"^(P[1-5])?$")] = ""
+    send_resolved: bool = True
+    timeout: Interval = 10.0
+
+
+class MSTeamsConfig(Strict):
+    """A Microsoft Teams incoming webhook (MessageCard), Alertmanager's msteams_configs."""
+
+    webhook_url: Secret | None = None
+    webhook_url_file: str | None = None
+    title: Template = "$title"
+    text: Template = "$alerts"
+    send_resolved: bool = True
+    timeout: Interval = 10.0
+
+
 class ReceiverConfig(Strict):
     name: str = Field(min_length=1)
+    email_configs: list[EmailConfig] = []
+    pagerduty_configs: list[PagerDutyConfig] = []
+    opsgenie_configs: list[OpsgenieConfig] = []
+    msteams_configs: list[MSTeamsConfig] = []
     webhook_configs: list[WebhookConfig] = []
     slack_configs: list[SlackConfig] = []
     dingtalk_configs: list[DingTalkConfig] = []
+    alertmanager_configs: list[AlertmanagerForwardConfig] = []
     retry: Retry = Retry()
 
 
@@ -213,10 +303,21 @@ def _cross_refs(data: dict) -> list[tuple[tuple, str]]:
             else:
                 receivers.append(r["name"])
         if isinstance(r, dict):
-            for kind, key in (("webhook_configs", "url"), ("slack_configs", "api_url"), ("dingtalk_configs", "url")):
+            for kind, key in (("webhook_configs", "url"), ("slack_configs", "api_url"), ("dingtalk_configs", "url"),
+                              ("alertmanager_configs", "url"), ("pagerduty_configs", "routing_key"),
+                              ("opsgenie_configs", "api_key"), ("msteams_configs", "webhook_url")):
                 for j, c in enumerate(r.get(kind) or []):
                     if isinstance(c, dict) and (key in c) == (f"{key}_file" in c):
                         errs.append(((("receivers", i, kind, j)), f"exactly one of {key} or {key}_file is required"))
+            for j, c in enumerate(r.get("email_configs") or []):
+                if not isinstance(c, dict):
+                    continue
+                for key, glob in (("smarthost", "smtp_smarthost"), ("from", "smtp_from")):
+                    if not c.get(key):
+                        errs.append((("receivers", i, "email_configs", j), f"no {key} (set it here or global.{glob})"))
+                if "auth_password" in c and "auth_password_file" in c:
+                    errs.append((("receivers", i, "email_configs", j), "at most one of auth_password or "
+                                                                      "auth_password_file"))
     intervals: list[str] = []
     for i, t in enumerate(data.get("time_intervals") or []):
         if isinstance(t, dict) and isinstance(t.get("name"), str):
@@ -262,10 +363,22 @@ def _cross_refs(data: dict) -> list[tuple[tuple, str]]:
 # ---------------------------------------------------------------- Alertmanager's deprecated forms
 
 WITH_HTTP_CONFIG = ("webhook_configs", "slack_configs", "dingtalk_configs")  # http_config.tls_config honoured
-DELIVERED = ("webhook_configs", "slack_configs", "dingtalk_configs")
-NOT_YET = ("email_configs", "pagerduty_configs", "pushover_configs", "opsgenie_configs", "victorops_configs",
-           "wechat_configs", "sns_configs", "telegram_configs", "discord_configs", "webex_configs",
-           "msteams_configs")
+DELIVERED = ("webhook_configs", "slack_configs", "dingtalk_configs", "alertmanager_configs", "email_configs",
+             "pagerduty_configs", "opsgenie_configs", "msteams_configs")
+NOT_YET = ("pushover_configs", "victorops_configs", "wechat_configs", "sns_configs", "telegram_configs",
+           "discord_configs", "webex_configs")
+# message fields that hold templates; Alertmanager's Go templates there are not run (warned, default used)
+TEMPLATED = {"email_configs": ("subject", "text", "html"), "pagerduty_configs": ("description",),
+             "opsgenie_configs": ("message", "description"), "msteams_configs": ("title", "text")}
+# Alertmanager's globals that are defaults of an integration's keys
+GLOBAL_DEFAULTS = {"email_configs": (("smtp_from", "from"), ("smtp_smarthost", "smarthost"), ("smtp_hello", "hello"),
+                                     ("smtp_auth_username", "auth_username"),
+                                     ("smtp_auth_password", "auth_password"),
+                                     ("smtp_auth_password_file", "auth_password_file"),
+                                     ("smtp_auth_identity", "auth_identity"), ("smtp_require_tls", "require_tls")),
+                   "pagerduty_configs": (("pagerduty_url", "url"),),
+                   "opsgenie_configs": (("opsgenie_api_url", "api_url"), ("opsgenie_api_key", "api_key"),
+                                        ("opsgenie_api_key_file", "api_key_file"))}
 _LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -345,6 +458,23 @@ def _modernise(doc: Document) -> list[str]:
                 if isinstance(c, dict) and "http_config" in c and kind not in WITH_HTTP_CONFIG:
                     c.pop("http_config")
                     doc.error(("receivers", i, kind, j, "http_config"), "http_config is not supported by kubesight yet")
+        for kind, keys in TEMPLATED.items():
+            for j, c in enumerate(r.get(kind) or []):
+                for key in keys:
+                    if isinstance(c, dict) and isinstance(c.get(key), str) and "{{" in c[key]:
+                        c.pop(key)
+                        loc = ("receivers", i, kind, j, key)
+                        warnings.append(f"{doc.source}:{doc.line_of(loc)}: {yamlconfig.path_str(loc)}: a Go template "
+                                        "is not run by kubesight; its default text is used (templates are $title, "
+                                        "$alerts, $label_NAME ...)")
+        for kind, pairs in GLOBAL_DEFAULTS.items():
+            for c in r.get(kind) or []:
+                if isinstance(c, dict):
+                    for g, key in pairs:
+                        taken = key in c or f"{key}_file" in c or (key.endswith("_file")
+                                                                    and key.removesuffix("_file") in c)
+                        if glob.get(g) is not None and not taken:
+                            c[key] = glob[g]
         for c in r.get("slack_configs") or []:  # Alertmanager's default Slack URL
             if isinstance(c, dict) and "api_url" not in c and "api_url_file" not in c:
                 for key in ("slack_api_url", "slack_api_url_file"):

@@ -1,4 +1,8 @@
-"""Notification bodies: Alertmanager's webhook v4 JSON, a Slack message, a DingTalk markdown message.
+"""Notification bodies: Alertmanager's webhook v4 JSON, Slack, DingTalk, PagerDuty Events v2, Opsgenie, Teams, email.
+
+Message text (email subject and body, PagerDuty's summary, Opsgenie's message and description,
+Teams' title and text) comes from one template mechanism, ``MessageTemplate``: Python's
+``string.Template`` over a fixed set of fields, overridable per receiver integration.
 
 >>> note = {"id": "k1", "receiver": "ops", "groupKey": '{}:{alertname="A"}', "groupLabels": {"alertname": "A"},
 ...         "status": "firing", "alerts": [{"labels": {"alertname": "A", "pod": "p"}, "annotations": {},
@@ -102,3 +106,119 @@ def dingtalk_sign(url: str, secret: str, now_ms: int) -> str:
     digest = hmac.new(secret.encode(), f"{now_ms}\n{secret}".encode(), hashlib.sha256).digest()
     sep = "&" if "?" in url else "?"
     return f"{url}{sep}timestamp={now_ms}&sign={quote_plus(base64.b64encode(digest).decode())}"
+
+
+# ---------------------------------------------------------------- message templates (one mechanism)
+
+TEMPLATE_FIELDS = ("status", "title", "alerts", "receiver", "group", "count", "firing", "resolved", "external_url")
+
+
+class _Fields(dict):
+    def __missing__(self, key: str) -> str:
+        return ""  # label_x / annotation_x absent from the group's common labels: empty, as Alertmanager renders
+
+
+class MessageTemplate:
+    """``$name`` / ``${name}`` fields filled from a notification; ``$$`` is a dollar; nothing else is evaluated.
+
+    Fields: ``status`` (firing|resolved), ``title`` (``[FIRING:2] KubePodCrashLooping shop``), ``alerts``
+    (one line per alert), ``receiver``, ``group`` (the group labels, ``k=v``), ``count``, ``firing``,
+    ``resolved``, ``external_url``, ``label_NAME`` / ``annotation_NAME`` (a label or annotation common to
+    every alert of the notification; empty when not common).
+
+    >>> note = {"receiver": "ops", "groupLabels": {"alertname": "A"}, "status": "firing",
+    ...         "alerts": [{"labels": {"alertname": "A", "pod": "p"}, "annotations": {"summary": "s"},
+    ...                     "status": "firing"}]}
+    >>> MessageTemplate("$title on ${label_pod}: $annotation_summary ($$1, $label_node)").render(note, "")
+    '[FIRING:1] A on p: s ($1, )'
+    >>> MessageTemplate("{{ .CommonLabels.pod }} $podname")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown template field "$podname" (use $status, $title, $alerts, $receiver, $group, $count, \
+$firing, $resolved, $external_url, $label_NAME, $annotation_NAME)
+    """
+
+    __slots__ = ("text", "_t")
+
+    def __init__(self, text: str):
+        import string
+
+        self.text = text
+        self._t = string.Template(text)
+        if not self._t.is_valid():
+            raise ValueError("invalid template: a $ must start a field ($name or ${name}); write $$ for a dollar")
+        for name in self._t.get_identifiers():
+            if name not in TEMPLATE_FIELDS and not (name.startswith(("label_", "annotation_"))
+                                                    and name not in ("label_", "annotation_")):
+                raise ValueError(f'unknown template field "${name}" (use '
+                                 + ", ".join(f"${f}" for f in TEMPLATE_FIELDS) + ", $label_NAME, $annotation_NAME)")
+
+    def render(self, note: dict, external_url: str) -> str:
+        return self._t.substitute(fields(note, external_url))
+
+
+def fields(note: dict, external_url: str) -> dict:
+    alerts = note["alerts"]
+    firing = sum(a["status"] == "firing" for a in alerts)
+    out = _Fields(status=note["status"], title=title(note), alerts="\n".join(_line(a) for a in alerts),
+                  receiver=note["receiver"], count=str(len(alerts)), firing=str(firing),
+                  resolved=str(len(alerts) - firing), external_url=external_url,
+                  group=" ".join(f"{k}={v}" for k, v in sorted(note["groupLabels"].items())))
+    for k, v in _common([a["labels"] for a in alerts]).items():
+        out[f"label_{k}"] = v
+    for k, v in _common([a.get("annotations") or {} for a in alerts]).items():
+        out[f"annotation_{k}"] = v
+    return out
+
+
+def key_hash(group_key: str) -> str:
+    """Alertmanager's ``Key.Hash()``: sha256 hex of the group key (PagerDuty's dedup_key, Opsgenie's alias)."""
+    import hashlib
+
+    return hashlib.sha256(group_key.encode()).hexdigest()
+
+
+def _severity(note: dict, configured: str) -> str:
+    if configured:
+        return configured
+    sev = _common([a["labels"] for a in note["alerts"]]).get("severity", "")
+    return {"critical": "critical", "error": "error", "warning": "warning", "info": "info"}.get(sev, "error")
+
+
+def pagerduty(note: dict, routing_key: str, summary: str, *, severity: str = "", source: str = "kubesight",
+              client: str = "kubesight", client_url: str = "", component: str = "", group: str = "",
+              class_: str = "", details: dict | None = None) -> dict:
+    """A PagerDuty Events API v2 event: trigger while firing, resolve when the group is resolved."""
+    body: dict = {"routing_key": routing_key, "dedup_key": key_hash(note["groupKey"]),
+                  "event_action": "trigger" if note["status"] == "firing" else "resolve"}
+    if note["status"] != "firing":
+        return body
+    firing = [a for a in note["alerts"] if a["status"] == "firing"]
+    payload = {"summary": summary[:1024], "source": source, "severity": _severity(note, severity),
+               "custom_details": {"firing": "\n".join(_line(a) for a in firing),
+                                  "num_firing": len(firing), "num_resolved": len(note["alerts"]) - len(firing),
+                                  **(details or {})}}
+    for k, v in (("component", component), ("group", group), ("class", class_)):
+        if v:
+            payload[k] = v
+    body.update(payload=payload, client=client, client_url=client_url)
+    return body
+
+
+def opsgenie(note: dict, message: str, description: str, *, priority: str = "", source: str = "kubesight",
+             tags: list[str] | None = None, details: dict | None = None) -> dict:
+    """An Opsgenie alert (POST /v2/alerts); ``alias`` = the group key's hash, so the close finds it."""
+    body = {"message": message[:130], "alias": key_hash(note["groupKey"]), "description": description[:15000],
+            "source": source, "details": {**_common([a["labels"] for a in note["alerts"]]), **(details or {})}}
+    if tags:
+        body["tags"] = tags
+    if priority:
+        body["priority"] = priority
+    return body
+
+
+def msteams(note: dict, title_text: str, text: str) -> dict:
+    """A Microsoft Teams incoming-webhook MessageCard (red while firing, green when resolved)."""
+    return {"@type": "MessageCard", "@context": "http://schema.org/extensions",
+            "themeColor": "8C1A1A" if note["status"] == "firing" else "2DC72D",
+            "summary": title_text, "title": title_text, "text": text}

@@ -10,6 +10,7 @@ topic.  URLs and tokens are secrets: they appear in no log line, error or reason
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -41,7 +42,7 @@ class Integration:
 
     receiver: str
     name: str  # receiver/kind[index], what logs and reasons show
-    kind: str  # webhook | slack | dingtalk
+    kind: str  # webhook | slack | dingtalk | alertmanager
     url: str = field(repr=False)
     timeout: float = 10.0
     send_resolved: bool = True
@@ -49,7 +50,9 @@ class Integration:
     channel: str = ""
     username: str = "kubesight"
     secret: str | None = field(default=None, repr=False)
+    forward: Forwarder | None = field(default=None, repr=False, compare=False)  # alertmanager: what still fires
     ssl: object = field(default=None, repr=False, compare=False)  # http_config.tls_config; None: verified, system CAs
+    cfg: object = field(default=None, repr=False, compare=False)  # email, pagerduty, opsgenie, msteams: their config
 
     def secrets(self) -> list[str]:
         from urllib.parse import urlsplit
@@ -61,22 +64,117 @@ class Integration:
             out.append(self.secret)
         return [s for s in out if s and s != "/"]
 
-    def request(self, note: dict, external_url: str, now: float) -> tuple[str, bytes] | None:
-        """The URL and body for this notification, or None when this integration skips it."""
+    def request(self, note: dict, external_url: str, now: float) -> tuple[str, bytes, dict] | None:
+        """The URL, body and extra headers for this notification, or None when this integration skips it."""
+        if self.kind == "alertmanager":
+            return self.forward.endpoint(self.url), orjson.dumps(self.forward.postable(note, now)), {}
         if not self.send_resolved:
             note = dict(note, alerts=[a for a in note["alerts"] if a["status"] == "firing"])
             if not note["alerts"]:
                 return None
+        url, headers, c = self.url, {}, self.cfg
         if self.kind == "webhook":
             body = payload.webhook(note, external_url, self.max_alerts)
         elif self.kind == "slack":
             body = payload.slack(note, self.channel, self.username)
+        elif self.kind == "pagerduty":
+            body = payload.pagerduty(note, self.secret, _render(c.description, note, external_url),
+                                     severity=c.severity, source=c.source, client=c.client,
+                                     client_url=c.client_url or external_url, component=c.component, group=c.group,
+                                     class_=c.class_, details=c.details)
+        elif self.kind == "opsgenie":
+            headers = {"Authorization": f"GenieKey {self.secret}"}
+            base = url if url.endswith("/") else url + "/"
+            if note["status"] == "firing":
+                url = base + "v2/alerts"
+                body = payload.opsgenie(note, _render(c.message, note, external_url),
+                                        _render(c.description, note, external_url), priority=c.priority,
+                                        source=c.source, tags=[t.strip() for t in c.tags.split(",") if t.strip()],
+                                        details=c.details)
+            else:
+                url = f"{base}v2/alerts/{payload.key_hash(note['groupKey'])}/close?identifierType=alias"
+                body = {"source": c.source, "note": _render("$title", note, external_url)}
+        elif self.kind == "msteams":
+            body = payload.msteams(note, _render(c.title, note, external_url), _render(c.text, note, external_url))
         else:
             body = payload.dingtalk(note)
-        url = self.url
         if self.kind == "dingtalk" and self.secret:
             url = payload.dingtalk_sign(url, self.secret, int(now * 1000))
-        return url, orjson.dumps(body)
+        return url, orjson.dumps(body), headers
+
+
+@functools.lru_cache(maxsize=256)
+def _template(text: str) -> payload.MessageTemplate:
+    return payload.MessageTemplate(text)
+
+
+def _render(text: str, note: dict, external_url: str) -> str:
+    return _template(text).render(note, external_url)
+
+
+class Forwarder:
+    """An ``alertmanager_configs`` integration's memory: the alerts it forwarded that still fire, by group.
+
+    Alertmanager resolves an alert whose ``endsAt`` passes, so, as Prometheus does, every firing alert
+    goes out with ``endsAt = now + 4 x resend_delay`` and is sent again every ``resend_delay`` until a
+    notification resolves it (then once more with its ``endsAt`` in the past) or its group's latest
+    notification no longer holds it (silenced, inhibited, dropped: Alertmanager lets it expire).
+
+    >>> f = Forwarder(60.0)
+    >>> a = {"labels": {"alertname": "A"}, "annotations": {}, "status": "firing", "fingerprint": "f",
+    ...      "startsAt": "2021-08-03T10:00:00.000Z", "endsAt": None, "generatorURL": ""}
+    >>> f.postable({"groupKey": "g", "alerts": [a]}, 1627984800.0)[0]["endsAt"]
+    '2021-08-03T10:04:00.000Z'
+    >>> [p["labels"] for p in f.due(1627984860.0)]
+    [{'alertname': 'A'}]
+    >>> done = dict(a, status="resolved", endsAt="2021-08-03T10:01:30.000Z")
+    >>> f.postable({"groupKey": "g", "alerts": [done]}, 1627984900.0)[0]["endsAt"], f.due(1627985000.0)
+    ('2021-08-03T10:01:30.000Z', [])
+    """
+
+    PATH = "/api/v2/alerts"
+
+    def __init__(self, resend_delay: float):
+        self.resend_delay = resend_delay
+        self.groups: dict[str, dict[str, dict]] = {}  # group key -> fingerprint -> postable alert (no endsAt)
+        self.last = 0.0  # when the firing alerts were last sent (a notification or a resend)
+
+    def endpoint(self, url: str) -> str:
+        return url.rstrip("/") + self.PATH
+
+    def postable(self, note: dict, now: float) -> list[dict]:
+        """The alerts of ``note`` as Alertmanager's postable alerts; remembers the group's firing ones."""
+        from core.records import format_time, parse_time
+
+        firing: dict[str, dict] = {}
+        out = []
+        for a in note["alerts"]:
+            p = {"labels": a["labels"], "annotations": a.get("annotations") or {}, "startsAt": a["startsAt"],
+                 "generatorURL": a.get("generatorURL") or ""}
+            if a["status"] == "firing":
+                firing[a["fingerprint"]] = p
+                out.append(dict(p, endsAt=format_time(now + 4 * self.resend_delay)))
+            else:
+                ends = parse_time(a["endsAt"]) if a.get("endsAt") else now
+                out.append(dict(p, endsAt=format_time(min(ends, now))))
+        if firing:
+            self.groups[note["groupKey"]] = firing
+        else:
+            self.groups.pop(note["groupKey"], None)
+        self.last = now
+        return out
+
+    def due(self, now: float) -> list[dict]:
+        """Every firing alert, with a fresh ``endsAt``, to be sent again now."""
+        from core.records import format_time
+
+        ends = format_time(now + 4 * self.resend_delay)
+        seen: dict[str, dict] = {}
+        for alerts in self.groups.values():
+            for fp, p in alerts.items():
+                seen[fp] = dict(p, endsAt=ends)
+        self.last = now
+        return list(seen.values())
 
 
 def redact(text: str, secrets: list[str]) -> str:
@@ -122,13 +220,93 @@ def classify(status: int, body: bytes, headers) -> Outcome:
 
 
 async def send_once(session, integ: Integration, note: dict, external_url: str) -> Outcome:
-    import aiohttp
-
+    if integ.kind == "email":
+        out = await asyncio.to_thread(send_email, integ, note, external_url)
+        if out.reason:
+            out.reason = redact(out.reason, integ.secrets())
+        return out
     req = integ.request(note, external_url, time.time())
     if req is None:
         return Outcome(True, reason="skipped (only resolved alerts; send_resolved is off)")
-    url, body = req
-    headers = {"Content-Type": "application/json", "Idempotency-Key": note["id"]}
+    url, body, headers = req
+    return await _post(session, integ, url, body, {"Idempotency-Key": note["id"], **headers})
+
+
+def email_message(integ: Integration, note: dict, external_url: str):
+    """The email for a notification (subject, text and optional html from the integration's templates)."""
+    from email.message import EmailMessage
+    from email.utils import formatdate, make_msgid
+
+    c = integ.cfg
+    msg = EmailMessage()
+    msg["Subject"] = _render(c.subject, note, external_url).replace("\n", " ")[:998]
+    msg["From"] = c.from_
+    msg["To"] = c.to
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-Id"] = make_msgid(domain=c.hello)
+    msg["X-Kubesight-Dedup-Key"] = note["id"]
+    for k, v in c.headers.items():
+        del msg[k]
+        msg[k] = v
+    msg.set_content(_render(c.text, note, external_url))
+    if c.html is not None:
+        msg.add_alternative(_render(c.html, note, external_url), subtype="html")
+    return msg
+
+
+def send_email(integ: Integration, note: dict, external_url: str) -> Outcome:
+    """One SMTP delivery (blocking; run in a thread): STARTTLS when required, AUTH PLAIN/LOGIN when configured.
+
+    4xx replies, timeouts and lost connections are worth a retry; 5xx replies, a refused login, a
+    server without STARTTLS when it is required and a certificate that does not verify are final.
+    """
+    import smtplib
+    import ssl
+
+    c = integ.cfg
+    if not integ.send_resolved and all(a["status"] != "firing" for a in note["alerts"]):
+        return Outcome(True, reason="skipped (only resolved alerts; send_resolved is off)")
+    if not integ.send_resolved:
+        note = dict(note, alerts=[a for a in note["alerts"] if a["status"] == "firing"])
+    host, _, port = c.smarthost.rpartition(":")
+    from core.webconfig import client_ssl_context
+
+    t = c.tls_config
+    ctx = client_ssl_context(t.ca_file, t.cert_file, t.key_file, t.insecure_skip_verify) or ssl.create_default_context()
+    try:
+        if port == "465":  # implicit TLS, as Alertmanager does on 465
+            smtp = smtplib.SMTP_SSL(host, 465, local_hostname=c.hello, timeout=integ.timeout, context=ctx)
+        else:
+            smtp = smtplib.SMTP(host, int(port or 25), local_hostname=c.hello, timeout=integ.timeout)
+        with smtp:
+            smtp.ehlo()
+            if port != "465" and c.require_tls:
+                if not smtp.has_extn("starttls"):
+                    return Outcome(False, False, reason="the SMTP server does not offer STARTTLS (require_tls is on)")
+                smtp.starttls(context=ctx)
+                smtp.ehlo()
+            if c.auth_username:
+                smtp.login(c.auth_username, integ.secret or "")
+            rcpts = [a.strip() for a in c.to.split(",") if a.strip()]
+            smtp.send_message(email_message(integ, note, external_url), c.from_, rcpts)
+        return Outcome(True, status=250)
+    except smtplib.SMTPRecipientsRefused as exc:
+        codes = [code for code, _ in exc.recipients.values()]
+        return Outcome(False, all(400 <= code < 500 for code in codes), min(codes), f"SMTP recipients refused: {codes}")
+    except smtplib.SMTPResponseException as exc:
+        msg = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+        return Outcome(False, 400 <= exc.smtp_code < 500, exc.smtp_code, f"SMTP {exc.smtp_code}: {msg}")
+    except ssl.SSLCertVerificationError as exc:
+        return Outcome(False, False, reason=f"TLS: {exc.verify_message or exc}")
+    except (TimeoutError, OSError, smtplib.SMTPException) as exc:
+        what = f"timeout after {integ.timeout:g}s" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+        return Outcome(False, True, reason=what)
+
+
+async def _post(session, integ: Integration, url: str, body: bytes, headers: dict) -> Outcome:
+    import aiohttp
+
+    headers = {"Content-Type": "application/json", **headers}
     try:
         async with session.post(url, data=body, headers=headers, timeout=_timeout(integ.timeout),
                                 ssl=True if integ.ssl is None else integ.ssl) as resp:
@@ -203,7 +381,55 @@ class Receivers:
             for i, c in enumerate(r.dingtalk_configs):
                 items.append(Integration(r.name, f"{r.name}/dingtalk[{i}]", "dingtalk", _secret(c.url, c.url_file),
                                          c.timeout, c.send_resolved, secret=c.secret))
+            for i, c in enumerate(r.email_configs):
+                items.append(Integration(r.name, f"{r.name}/email[{i}]", "email", f"smtp://{c.smarthost}", c.timeout,
+                                         c.send_resolved, cfg=c, secret=_optional(c.auth_password,
+                                                                                   c.auth_password_file)))
+            for i, c in enumerate(r.pagerduty_configs):
+                items.append(Integration(r.name, f"{r.name}/pagerduty[{i}]", "pagerduty", c.url, c.timeout,
+                                         c.send_resolved, cfg=c, secret=_secret(c.routing_key, c.routing_key_file)))
+            for i, c in enumerate(r.opsgenie_configs):
+                items.append(Integration(r.name, f"{r.name}/opsgenie[{i}]", "opsgenie", c.api_url, c.timeout,
+                                         c.send_resolved, cfg=c, secret=_secret(c.api_key, c.api_key_file)))
+            for i, c in enumerate(r.msteams_configs):
+                items.append(Integration(r.name, f"{r.name}/msteams[{i}]", "msteams",
+                                         _secret(c.webhook_url, c.webhook_url_file), c.timeout, c.send_resolved,
+                                         cfg=c))
+            for i, c in enumerate(r.alertmanager_configs):
+                items.append(Integration(r.name, f"{r.name}/alertmanager[{i}]", "alertmanager",
+                                         _secret(c.url, c.url_file), c.timeout, forward=Forwarder(c.resend_delay)))
             self.integrations[r.name] = [_with_tls(it, r) for it in items]
+
+    def forwarders(self) -> list[Integration]:
+        return [i for items in self.integrations.values() for i in items if i.forward is not None]
+
+    async def resend_due(self, session, now: float | None = None) -> list[tuple[Integration, Outcome]]:
+        """Re-send the firing alerts of every ``alertmanager_configs`` integration whose ``resend_delay`` is up.
+
+        One attempt each (the next resend is the retry); a failure is logged, secrets redacted.
+        """
+        now = time.time() if now is None else now
+        outs = []
+        for integ in self.forwarders():
+            f = integ.forward
+            if now - f.last < f.resend_delay or not f.groups:
+                continue
+            out = await _post(session, integ, f.endpoint(integ.url), orjson.dumps(f.due(now)), {})
+            if not out.ok:
+                log.warning("%s: resending firing alerts failed (%s)", integ.name, out.reason)
+            outs.append((integ, out))
+        return outs
+
+    async def resend_forever(self, every: float = 1.0) -> None:
+        """Run ``resend_due`` until cancelled (the deliverer runs it); returns at once without forwarders."""
+        import aiohttp
+
+        if not self.forwarders():
+            return
+        async with aiohttp.ClientSession(trust_env=True) as session:  # HTTP(S)_PROXY, NO_PROXY
+            while True:
+                await asyncio.sleep(min([every] + [i.forward.resend_delay / 4 for i in self.forwarders()]))
+                await self.resend_due(session)
 
     async def notify(self, session, note: dict, **kw) -> list[tuple[Integration, Outcome]]:
         """Deliver one notification to every integration of its receiver, concurrently."""
@@ -233,3 +459,7 @@ def _with_tls(integ: Integration, receiver) -> Integration:
 
 def _secret(value: str | None, path: str | None) -> str:
     return value if value is not None else Path(path).read_text().strip()
+
+
+def _optional(value: str | None, path: str | None) -> str | None:
+    return None if value is None and path is None else _secret(value, path)

@@ -165,9 +165,10 @@ def test_deprecated_match_errors_name_the_old_key():
 
 
 def test_integrations_kubesight_does_not_deliver_are_refused_by_name():
-    assert errors("route: {receiver: r}\nreceivers:\n  - name: r\n    email_configs: [{to: a@b.c}]\n") == [
-        "routing.yaml:4: receivers[0].email_configs: kubesight does not deliver email_configs yet "
-        "(it delivers webhook_configs, slack_configs, dingtalk_configs)"]
+    assert errors("route: {receiver: r}\nreceivers:\n  - name: r\n    pushover_configs: [{user_key: k}]\n") == [
+        "routing.yaml:4: receivers[0].pushover_configs: kubesight does not deliver pushover_configs yet "
+        "(it delivers webhook_configs, slack_configs, dingtalk_configs, alertmanager_configs, email_configs, "
+        "pagerduty_configs, opsgenie_configs, msteams_configs)"]
 
 
 def test_alertmanager_globals_and_templates_load_and_slack_takes_the_global_url():

@@ -25,7 +25,8 @@ class ScriptedReceiver:
         how = self.script.pop(0) if self.script else self.after
         body = await request.read()
         if how == "ok":
-            self.accepted.append({"path": request.path, "body": orjson.loads(body), "headers": dict(request.headers)})
+            self.accepted.append({"path": request.path, "query": request.query_string, "body": orjson.loads(body),
+                                  "headers": dict(request.headers)})
             return web.Response(text="ok")
         if how == "stall":
             await asyncio.sleep(self.stall)  # longer than the client's timeout: the client gives up
