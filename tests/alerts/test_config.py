@@ -27,7 +27,7 @@ def test_unknown_key():
 def test_unknown_key_nested_in_receiver():
     assert errors("route: {receiver: r}\nreceivers:\n  - name: r\n    webhook_configs:\n      - url: http://x\n        tls: 1\n") == [
         'routing.yaml:6: receivers[0].webhook_configs[0].tls: unknown key "tls" '
-        "(expected one of: max_alerts, send_resolved, timeout, url, url_file)"]
+        "(expected one of: http_config, max_alerts, send_resolved, timeout, url, url_file)"]
 
 
 def test_undefined_receiver():
