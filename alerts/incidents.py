@@ -22,8 +22,12 @@ last member resolved, unless a linked alert fires in between.
 depend on it: a node explains the pods on it, a volume the pods mounting it, etcd the apiserver,
 the control plane everything else, a callee its callers.  Score, in [0, 1]::
 
-    0.5 * (share of the other members it explains) + 0.3 * (cause prior of its strongest alert)
-      + 0.2 * (earliness: 1 for the first to start, falling to 0 at ``window`` later)
+    0.4 * (share of the other members it explains) + 0.25 * (cause prior of its strongest alert)
+      + 0.15 * (earliness: 1 for the first to start, falling to 0 at ``window`` later)
+      + 0.2 * (breadth: how many different signals are abnormal on it, relative to the broadest candidate)
+
+A candidate explains only members that started no earlier than ``slack`` before its own first
+alert (an effect does not precede its cause).
 
 The cause prior says what kind of signal tends to be a cause (a cloud maintenance or spot event
 1.0, kernel/GPU/hardware 0.9, etcd 0.9, node condition 0.8, volume 0.7, saturation 0.6,
@@ -42,6 +46,7 @@ from core.records import Alert, format_time
 VERSION = 1
 WINDOW = 600.0  # s: a linked alert starting within this of an incident's last activity joins it
 QUIET = 300.0  # s: an incident resolves this long after its last member resolved
+SLACK = 60.0  # s: a candidate explains only what started no earlier than this before it (one scrape of jitter)
 MAX_MEMBERS = 500  # members kept per incident (more are counted, not stored)
 PREFIX = "inc|"  # inc|<id> -> incident; mem|<fp> -> id; open -> [ids]
 OPEN = "open"
@@ -212,7 +217,7 @@ def prior(labels: Mapping) -> tuple[float, str]:
 # ---------------------------------------------------------------- ranking
 
 def rank(members: Mapping[str, Mapping], reach: Mapping[str, frozenset] | None = None,
-         window: float = WINDOW) -> list[dict]:
+         window: float = WINDOW, slack: float = SLACK) -> list[dict]:
     """Root-cause candidates of an incident's ``members`` (fingerprint -> member), best first.
 
     Each: ``entity``, ``score``, ``cause`` (its strongest alert), ``kind``, ``firstAt``,
@@ -227,22 +232,28 @@ def rank(members: Mapping[str, Mapping], reach: Mapping[str, frozenset] | None =
         return []
     start = min(m["startsAt"] for m in members.values())
     total = len(members)
+    firsts = {e: min(m["startsAt"] for m in ms) for e, ms in by_entity.items()}
+    kinds = {e: len({m["labels"].get("alertname", "") for m in ms}) for e, ms in by_entity.items()}
+    most = max(kinds.values())
     out = []
     for ent, ms in by_entity.items():
         labels = [m["labels"] for m in ms]
-        first = min(m["startsAt"] for m in ms)
+        first = firsts[ent]
         best = max(ms, key=lambda m: (prior(m["labels"])[0], -m["startsAt"], m["labels"].get("alertname", "")))
         p, kind = prior(best["labels"])
         others = total - len(ms)
         n_expl, why = 0, []
         for oent, oms in sorted(by_entity.items()):
+            if firsts[oent] + slack < first:
+                continue  # an effect does not precede its cause
             reason = explains(ent, labels, oent, [m["labels"] for m in oms], reach)
             if reason:
                 n_expl += len(oms)
                 why.append((oent, reason))
         share = n_expl / others if others else 0.0
         early = max(0.0, 1.0 - (first - start) / window) if window > 0 else 1.0
-        score = round(0.5 * share + 0.3 * p + 0.2 * early, 4)
+        breadth = (kinds[ent] - 1) / (most - 1) if most > 1 else 0.0
+        score = round(0.4 * share + 0.25 * p + 0.15 * early + 0.2 * breadth, 4)
         evidence = [f"{best['labels'].get('alertname', '?')} since {format_time(best['startsAt'])}"
                     + (f": {best['summary']}" if best.get("summary") else "")]
         if len(ms) > 1:
@@ -252,6 +263,8 @@ def rank(members: Mapping[str, Mapping], reach: Mapping[str, frozenset] | None =
             evidence.append(f"explains {n_expl}/{others} other alerts: {shown}"
                             + (f" and {len(why) - 5} more" if len(why) > 5 else ""))
         evidence.append("first to start" if first == start else f"started {first - start:.0f}s after the first alert")
+        if kinds[ent] > 1:
+            evidence.append(f"{kinds[ent]} different signals abnormal on it")
         evidence.append(f"cause prior {p:g} ({kind})")
         out.append({"entity": ent, "score": score, "cause": best["labels"].get("alertname", ""), "kind": kind,
                     "firstAt": first, "explains": [o for o, _ in why], "evidence": evidence})
@@ -401,3 +414,45 @@ class Incidents:
         if inc.get("mergedInto"):
             rec["mergedInto"] = inc["mergedInto"]
         return rec
+
+
+# ---------------------------------------------------------------- reading them (kubesight incidents list | show)
+
+def render_list(records: Iterable[Mapping]) -> str:
+    """One line per incident (the latest record of each), newest first."""
+    rows = sorted(records, key=lambda r: (r.get("openedAt") or "", r["id"]), reverse=True)
+    lines = [f"{'ID':<12}  {'STATUS':<8}  {'OPENED':<24}  {'CLUSTER':<10}  {'ALERTS':>6}  PROBABLE CAUSE"]
+    for r in rows:
+        top = (r.get("candidates") or [{}])[0]
+        cause = f"{top.get('entity', '?')}: {top.get('cause', '?')} ({top.get('score', 0):.2f})" if top else "?"
+        lines.append(f"{r['id']:<12}  {r['status']:<8}  {r.get('openedAt') or '':<24}  {r.get('cluster') or '-':<10}  "
+                     f"{len(r.get('members', [])):>6}  {cause}")
+    return "\n".join(lines)
+
+
+def render(r: Mapping, candidates: int = 3) -> str:
+    """The evidence chain of one incident, readable in ten seconds: the cause, why, what else, who is hit."""
+    a = r.get("alerts", {})
+    head = (f"incident {r['id']}  {r['status'].upper()}  cluster {r.get('cluster') or '-'}  opened {r.get('openedAt')}"
+            + (f"  resolved {r['resolvedAt']}" if r.get("resolvedAt") else "")
+            + f"  ({len(r.get('members', []))} alerts: {a.get('firing', 0)} firing, {a.get('resolved', 0)} resolved)")
+    lines = [head]
+    if r.get("mergedInto"):
+        lines.append(f"merged into incident {r['mergedInto']}")
+    cands = r.get("candidates") or []
+    for i, c in enumerate(cands[:candidates]):
+        label = "PROBABLE CAUSE" if i == 0 else f"or #{i + 1}"
+        lines.append(f"{label}: {c['entity']} -- {c['cause']} (score {c['score']:.2f})")
+        for e in c.get("evidence", []):
+            lines.append(f"    - {e}")
+    if len(cands) > candidates:
+        lines.append(f"({len(cands) - candidates} more candidates: " + ", ".join(c["entity"] for c in cands[candidates:]) + ")")
+    b = r.get("blastRadius", {})
+    lines.append(f"BLAST RADIUS: {len(b.get('workloads', []))} workloads in {len(b.get('namespaces', []))} namespaces; "
+                 f"owners: {', '.join(b.get('owners', [])) or '-'}; nodes: {', '.join(b.get('nodes', [])) or '-'}")
+    if b.get("workloads"):
+        lines.append("    workloads: " + ", ".join(b["workloads"]))
+    if r.get("links"):
+        lines.append("LINKED BY: " + "; ".join(r["links"][-5:]))
+    lines.append("MEMBERS: " + " ".join(r.get("members", [])))
+    return "\n".join(lines)

@@ -32,6 +32,8 @@ AREAS = (
     "streams.bench_latency",  # bench latency
     "streams.cli_board",  # board, bench board
     "streams.cluster_demo",  # bench cluster (demo --cluster is a flag of streams.cli_run's demo)
+    "streams.cli_incidents",  # incidents list | show
+    "streams.bench_rca",  # bench rca
 )
 
 

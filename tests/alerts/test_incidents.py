@@ -159,3 +159,20 @@ def test_an_alert_linking_two_incidents_merges_them_into_the_older():
 
 def test_rank_is_empty_without_members():
     assert rank({}) == []
+
+
+def test_show_puts_the_probable_cause_and_its_evidence_first_and_list_one_line_each():
+    from alerts.incidents import render, render_list
+
+    out, _ = run(Incidents(), [
+        alert(T0, alertname="CloudSpotInterruption", node="n1", owner="platform"),
+        alert(T0 + 20, alertname="KubeNodeNotReady", node="n1", owner="platform"),
+        alert(T0 + 30, alertname="KubePodNotReady", namespace="pay", workload="api", node="n1", owner="payments"),
+    ])
+    text = render(out[-1]).splitlines()
+    assert text[0].startswith(f"incident {out[-1]['id']}  OPEN  cluster prod")
+    assert text[1] == "PROBABLE CAUSE: node/n1 -- CloudSpotInterruption (score 1.00)"
+    assert any("explains 1/1 other alerts: workload/pay/api (runs on node n1)" in line for line in text)
+    assert any(line.startswith("BLAST RADIUS: 1 workloads in 1 namespaces; owners: payments, platform") for line in text)
+    rows = render_list([out[-1]]).splitlines()
+    assert len(rows) == 2 and rows[1].split()[0] == out[-1]["id"] and rows[1].endswith("node/n1: CloudSpotInterruption (1.00)")

@@ -47,7 +47,7 @@ async def _send(prod, s, alerts, proc):
         n = proc.stats["in"]
         prod.send(s.topic("alerts"), encode(x), key=x.key())
         prod.flush()
-        await _until(lambda: proc.stats["in"] >= n + 2, "an alert and its re-keyed copy processed")
+        await _until(lambda n=n: proc.stats["in"] >= n + 2, "an alert and its re-keyed copy processed")
 
 
 def _run(s, bootstrap, restart: bool) -> list[dict]:

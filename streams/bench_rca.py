@@ -1,0 +1,231 @@
+"""``kubesight bench rca --data DIR [--json]``: root-cause ranking on faults with ground truth (Nezha, OnlineBoutique).
+
+The recording (``nezha-rca-data/rca_data/<day>/metric/*_metric.csv``: one CSV per pod, 1-minute
+points) is replayed in time order as samples through the real pipeline, in process: the rule
+engine with one anomaly rule per metric (per-series online detection, the registry's default
+``onset`` detector), then the incident stage (``alerts.incidents``) with the service call graph
+of ``dependency.csv`` as topology.  No parameter is chosen per fault; the few that differ from
+the worker's defaults are set once, for 1-minute data, in ``PARAMS`` below.
+
+Each injected fault (``<day>-fault_list.json``) is matched to the largest incident (most alerts; ties:
+the earliest) opened in ``[injection - 60 s, injection + MATCH)`` and before the next injection; its score is the rank
+of the faulty pod's service among the incident's root-cause candidates (as they stand when the
+incident is resolved or the replay ends).  Printed: top-1, top-3, mean time to incident, and the
+incidents that match no fault (during the fault period).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from alerts.incidents import Incidents
+from core.datafolder import data_root
+from core.records import Sample
+
+CORPUS = "nezha-rca-data"
+# metric column -> (sample name, golden-signal class: the cause prior of alerts.incidents)
+METRICS = {
+    "CpuUsageRate(%)": ("pod_cpu_usage_rate", "saturation"),
+    "MemoryUsageRate(%)": ("pod_memory_usage_rate", "saturation"),
+    "PodServerLatencyP90(s)": ("pod_server_latency_p90", "latency"),
+    "PodClientLatencyP90(s)": ("pod_client_latency_p90", "latency"),
+    "PodSuccessRate(%)": ("pod_success_rate", "errors"),
+    "PodWorkload(Ops)": ("pod_workload_ops", "traffic"),
+    "NetworkReceiveBytes": ("pod_network_receive_bytes", "traffic"),
+    "NetworkTransmitBytes": ("pod_network_transmit_bytes", "traffic"),
+}
+# set once for 1-minute points (the worker's defaults assume longer histories): members warm up in
+# 10 points (the recording starts 2 minutes before the first fault), an onset mutes its series for
+# 10 points and re-arms after 3 quiet ones (faults are ~8 minutes apart); incidents link alerts
+# within 5 minutes and resolve after 2 quiet minutes
+PARAMS = {"warmup": 10, "refractory": 10, "rearm": 3, "theta": 0.5, "window": 300.0, "quiet": 120.0}
+MATCH = 300.0  # s after the injection within which the fault's incident must open
+NAMESPACE = "hipster"
+
+
+def register(sub, group) -> None:
+    b = group("bench", "benchmarks")
+    p = b.add_parser("rca", help="root-cause ranking on faults with ground truth (Nezha's OnlineBoutique "
+                                 "recording): top-1, top-3, time to incident, unmatched incidents")
+    p.add_argument("--data", help="data folder holding nezha-rca-data (default $KUBESIGHT_DATA, ../shared/data)")
+    p.add_argument("--day", action="append", help="day folder(s) with metrics (default: every day that has them)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--verbose", action="store_true", help="one line per fault on stderr")
+    p.set_defaults(func=_main)
+
+
+def _time(s: str) -> float:
+    return datetime.strptime(s[:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+
+
+def _pack(params: dict) -> str:
+    members = [{"name": "novelty", "params": {"steps": False, "warmup": params["warmup"]}},
+               {"name": "novelty", "params": {"smoothing": 0.2, "steps": False, "warmup": params["warmup"]}},
+               {"name": "seasonal", "params": {"short": 0.1, "warmup": params["warmup"]}}]
+    det = {"type": "onset", "params": {"members": members, "refractory": params["refractory"],
+                                       "rearm": params["rearm"], "theta": params["theta"]}}
+    rules = [{"alert": "Pod" + "".join(w.capitalize() for w in name.split("_")[1:]) + "Anomaly",
+              "match": {"metric": name}, "for": "0s", "labels": {"signal": sig},
+              "condition": {"type": "anomaly", "detector": "pod_metric", "above": params["theta"]},
+              "annotations": {"summary": f"{{{{ labels.pod }}}} {name} {{{{ value }}}} (score {{{{ score }}}})"}}
+             for name, sig in METRICS.values()]
+    return json.dumps({"apiVersion": "kubesight.io/v1", "kind": "RulePack",
+                       "metadata": {"name": "bench-rca", "version": "1", "description": "per-pod metric anomalies"},
+                       "defaults": {"severity": "warning"}, "detectors": {"pod_metric": det}, "rules": rules})
+
+
+def load_day(day: Path) -> tuple[list[Sample], dict[str, list[str]], list[dict]]:
+    """(samples in time order, call graph service -> callees, faults) of one day folder."""
+    samples: list[Sample] = []
+    for f in sorted((day / "metric").glob("*_metric.csv")):
+        pod = f.name[: -len("_metric.csv")]
+        svc = pod.rsplit("-", 2)[0]
+        labels = {"cluster": NAMESPACE, "namespace": NAMESPACE, "workload": svc, "pod": pod}
+        with f.open() as fh:
+            for row in csv.DictReader(fh):
+                t = _time(row["Time"])
+                for col, (name, _) in METRICS.items():
+                    try:
+                        v = float(row[col])
+                    except (KeyError, ValueError):
+                        continue
+                    samples.append(Sample(name=name, labels=labels, value=v, time=t))
+    samples.sort(key=lambda s: (s.time, s.labels["pod"], s.name))
+    deps: dict[str, list[str]] = {}
+    dep = day / "metric" / "dependency.csv"
+    if dep.exists():
+        with dep.open() as fh:
+            for row in csv.DictReader(fh):
+                if not row["Target"][:1].isdigit():  # service -> service (not service -> IP)
+                    deps.setdefault(row["Source"], []).append(row["Target"])
+    faults = []
+    for fl in day.glob("*-fault_list.json"):
+        for items in json.loads(fl.read_text()).values():
+            for x in items:
+                faults.append({"t": float(x["inject_timestamp"]), "pod": x["inject_pod"],
+                               "service": x["inject_pod"].rsplit("-", 2)[0], "type": x["inject_type"]})
+    faults.sort(key=lambda x: x["t"])
+    return samples, deps, faults
+
+
+def replay(samples: list[Sample], deps: dict, params: dict = PARAMS) -> tuple[list[dict], int]:
+    """Samples -> rule engine (onset per series) -> incidents; (incident records in order, alerts)."""
+    from rules.engine import Engine
+    from rules.load import load_packs
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "bench-rca.yaml"
+        p.write_text(_pack(params))
+        engine = Engine(load_packs([p]))
+    inc = Incidents(deps=deps, window=params["window"], quiet=params["quiet"])
+    rstate: dict = {}
+    istate: dict = {}
+    out: list[dict] = []
+    n_alerts = 0
+    last_tick = None
+    for s in samples:
+        if last_tick is None or s.time >= last_tick + 60:
+            for a in engine.tick(s.time, rstate):
+                n_alerts += 1
+                out += inc.observe(a, istate, s.time)
+            out += inc.expire(istate, s.time)
+            last_tick = s.time
+        for a in engine.process(s, rstate, s.time):
+            n_alerts += 1
+            out += inc.observe(a, istate, s.time)
+    end = samples[-1].time + 3600 if samples else 0
+    for a in engine.tick(end, rstate):
+        out += inc.observe(a, istate, end)
+    out += inc.expire(istate, end + 3600)
+    return out, n_alerts
+
+
+def score(records: list[dict], faults: list[dict]) -> dict:
+    """Match faults to incidents and score the rank of the faulty service among the candidates."""
+    final: dict[str, dict] = {}
+    for r in records:
+        final[r["id"]] = r
+    incs = sorted((r for r in final.values() if not r.get("mergedInto")),
+                  key=lambda r: (r["openedAt"], r["id"]))
+    opened = {r["id"]: _iso(r["openedAt"]) for r in incs}
+    used: set[str] = set()
+    rows = []
+    for i, f in enumerate(faults):
+        nxt = faults[i + 1]["t"] if i + 1 < len(faults) else float("inf")
+        near = [r for r in incs if r["id"] not in used and f["t"] - 60 <= opened[r["id"]] < min(f["t"] + MATCH, nxt)]
+        # several incidents opened near the injection: the largest one is the fault's (ties: the earliest)
+        hit = min(near, key=lambda r: (-len(r["members"]), opened[r["id"]], r["id"])) if near else None
+        row = {"time": f["t"], "pod": f["pod"], "type": f["type"], "incident": None, "rank": None, "delay": None}
+        if hit is not None:
+            used.add(hit["id"])
+            ents = [c["entity"] for c in hit["candidates"]]
+            want = f"workload/{NAMESPACE}/{f['service']}"
+            row.update(incident=hit["id"], delay=opened[hit["id"]] - f["t"], top=ents[:3],
+                       rank=ents.index(want) + 1 if want in ents else None)
+        rows.append(row)
+    n = len(faults)
+    lo = faults[0]["t"] - 60 if faults else 0
+    hi = faults[-1]["t"] + MATCH if faults else 0
+    unmatched = [r["id"] for r in incs if r["id"] not in used and lo <= opened[r["id"]] < hi]
+    delays = [r["delay"] for r in rows if r["delay"] is not None]
+    return {
+        "faults": n,
+        "detected": sum(r["incident"] is not None for r in rows),
+        "top1": round(sum(r["rank"] == 1 for r in rows) / n, 3) if n else None,
+        "top3": round(sum(r["rank"] is not None and r["rank"] <= 3 for r in rows) / n, 3) if n else None,
+        "top1_of_detected": round(sum(r["rank"] == 1 for r in rows) / len(delays), 3) if delays else None,
+        "mean_time_to_incident_s": round(sum(delays) / len(delays), 1) if delays else None,
+        "incidents": len(incs),
+        "incidents_matching_no_fault": len(unmatched),
+        "per_fault": rows,
+    }
+
+
+def _iso(s: str) -> float:
+    return datetime.strptime(s[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+
+
+def run(root: Path, days: list[str] | None = None) -> dict:
+    base = root / CORPUS / "rca_data"
+    days = days or sorted(p.name for p in base.iterdir() if (p / "metric").is_dir())
+    out = {"corpus": CORPUS, "params": PARAMS, "match_s": MATCH, "days": {}}
+    allrows = []
+    for day in days:
+        t0 = time.perf_counter()
+        samples, deps, faults = load_day(base / day)
+        recs, n_alerts = replay(samples, deps)
+        fig = score(recs, faults)
+        fig.update(samples=len(samples), alerts=len(recs) and n_alerts, seconds=round(time.perf_counter() - t0, 1))
+        out["days"][day] = fig
+        allrows += fig["per_fault"]
+    n = len(allrows)
+    delays = [r["delay"] for r in allrows if r["delay"] is not None]
+    out.update(faults=n, top1=round(sum(r["rank"] == 1 for r in allrows) / n, 3) if n else None,
+               top3=round(sum(r["rank"] is not None and r["rank"] <= 3 for r in allrows) / n, 3) if n else None,
+               mean_time_to_incident_s=round(sum(delays) / len(delays), 1) if delays else None,
+               incidents_matching_no_fault=sum(d["incidents_matching_no_fault"] for d in out["days"].values()))
+    return out
+
+
+def _main(args) -> int:
+    root = data_root(args.data, f"{CORPUS}/rca_data")
+    res = run(root, args.day)
+    if args.verbose:
+        for day, d in res["days"].items():
+            for r in d["per_fault"]:
+                print(f"{day} {datetime.fromtimestamp(r['time'], UTC):%H:%M} {r['pod'].rsplit('-', 2)[0]:<22} "
+                      f"{r['type']:<15} rank {r['rank']}  delay {r['delay']}  top {r.get('top')}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(res if args.verbose else {**res, "days": {k: {kk: vv for kk, vv in v.items()
+                                                                       if kk != "per_fault"}
+                                                                  for k, v in res["days"].items()}}, indent=2))
+    else:
+        print(f"{res['faults']} faults: top-1 {res['top1']:.1%}, top-3 {res['top3']:.1%}, mean time to incident "
+              f"{res['mean_time_to_incident_s']} s, {res['incidents_matching_no_fault']} incidents matching no fault")
+    return 0
