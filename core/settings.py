@@ -2,7 +2,7 @@
 
 Read from (later wins): defaults, a YAML file (``KUBESIGHT_CONFIG`` or ``--config``), then
 environment variables ``KUBESIGHT_KAFKA`` (bootstrap servers; when set, no local broker is
-started), ``KUBESIGHT_TOPIC_PREFIX``, ``KUBESIGHT_PARTITIONS``.
+started), ``KUBESIGHT_TOPIC_PREFIX``, ``KUBESIGHT_PARTITIONS``, ``KUBESIGHT_STATE_DIR`` (every file a worker writes).
 
 >>> s = Settings(topic_prefix="t1-")
 >>> s.topic("alerts")
@@ -121,6 +121,9 @@ class Settings(BaseModel):
     shutdown_timeout: float = Field(
         10.0, gt=0, le=300, description="seconds a long-running command may take to stop after SIGTERM/SIGINT, "
         "Kafka reachable or not; then it exits anyway (keep terminationGracePeriodSeconds above it)")
+    state_dir: str = Field(
+        str(REPO / ".cache"), description="the one directory a worker writes to (packs received on the rules topic, "
+        "Faust's data directory); KUBESIGHT_STATE_DIR; pods mount an emptyDir there (readOnlyRootFilesystem)")
     default_pack: bool = Field(True, description="evaluate rules/packs/default")
     rules: list[str] = Field(default_factory=list, description="rule-pack paths in addition to the default pack")
     routing: str | None = None
@@ -145,6 +148,7 @@ class Settings(BaseModel):
             "web_host": os.environ.get("KUBESIGHT_WEB_HOST"),
             "web_config": os.environ.get("KUBESIGHT_WEB_CONFIG"),
             "shutdown_timeout": os.environ.get("KUBESIGHT_SHUTDOWN_TIMEOUT"),
+            "state_dir": os.environ.get("KUBESIGHT_STATE_DIR"),
         }
         data = {} if doc.data is None else doc.data
         if isinstance(data, dict):

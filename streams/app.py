@@ -18,13 +18,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from pathlib import Path
 
 import faust
 import orjson
 
 from core import webconfig
 from core.kafkaclient import client_config
-from core.settings import REPO, Settings
+from core.settings import Settings
 from core.telemetry import DEADLETTERS, reason_key
 from core.topics import replication_of
 from streams.hotpath import Pipeline, TransactionalProcessor
@@ -38,6 +39,8 @@ log = logging.getLogger("kubesight.app")
 def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = None) -> faust.App:
     worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
     web_cfg = webconfig.load(settings.web_config)  # TLS and basic_auth_users of the worker's web port
+    state = Path(settings.state_dir)  # every file the worker writes is under it (a pod's emptyDir)
+    (state / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{settings.app_id}-faust",
         **client_config(bootstrap, "faust"),  # broker URL and credentials (kafka_security)
@@ -52,6 +55,7 @@ def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = No
         web_application_options={"middlewares": [web_cfg.middleware()]},  # every page but the probes
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
+        datadir=str(state / "faust" / "{conf.name}-data"),  # not the (read-only) working dir
     )
     # Topics, declared once.  Values are raw bytes: records are plain JSON (core.records).
     topics = {name: app.topic(settings.topic(name), value_serializer="raw", key_serializer="raw",
@@ -59,7 +63,7 @@ def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = No
               for name in ("events", "samples", "alerts", "deadletter")}
     app.kubesight_topics = topics
 
-    packs = RulePacks(settings, topic_dir=REPO / ".cache" / "rules-topic" / f"{settings.app_id}-{worker_id}")
+    packs = RulePacks(settings, topic_dir=state / "rules-topic" / f"{settings.app_id}-{worker_id}")
     processor = TransactionalProcessor(settings, bootstrap, "signals", ["events", "samples"],
                                        Pipeline(signal_stages(settings, packs)), worker_id=worker_id,
                                        urgent=("alerts",))  # an alert commits within 0.1 s, not commit_interval
