@@ -41,6 +41,10 @@ def register(sub, group) -> None:
     )
     p.set_defaults(func=_nab)
 
+    from detectors import nezha
+
+    nezha.register(g)
+
 
 def run_detector(series, name: str, params: dict, progress=None) -> dict:
     """Score every file with a fresh detector; returns scores, µs/point (median) and state bytes."""

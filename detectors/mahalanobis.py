@@ -59,7 +59,9 @@ class Mahalanobis(Detector):
     the normal deviate of the same chi-square tail (Wilson-Hilferty; noise in four features then
     scores like noise in one), then
     ``max(1 - exp(-level/level_scale), 1 - exp(-step/step_scale))`` goes through
-    :class:`~detectors.likelihood.Likelihood` (rates ``short``, ``long``).
+    :class:`~detectors.likelihood.Likelihood` (rates ``short``, ``long``). The scales are large (10
+    sd) on purpose: a raw score that saturates at a few sd makes a 50-sd jump look like noise's
+    extremes once calibrated.
 
     The features are the keys of the first vector learnt (at most ``max_features``, sorted); later
     vectors may miss some (that feature then contributes nothing) and extra keys are ignored.
@@ -89,9 +91,9 @@ class Mahalanobis(Detector):
         corr: float = 0.01,
         shrink: float = 0.1,
         clip: float = 5.0,
-        level_scale: float = 4.0,
-        step_scale: float = 6.0,
-        short: float = 0.3,
+        level_scale: float = 10.0,
+        step_scale: float = 10.0,
+        short: float = 0.1,
         long: float = 0.001,
         warmup: int = 30,
         max_features: int = 8,
@@ -116,6 +118,7 @@ class Mahalanobis(Detector):
         self.var: list[float] = []
         self.prev: list[float] = []
         self.step: list[float] = []  # EWMA of the squared step
+        self.seen: list[int] = []  # finite values seen per feature
         self.rl: list[float] = []  # level correlation, row-major k*k
         self.rs: list[float] = []  # step correlation
         self.ll: list[float] = []  # Cholesky factors of the shrunk correlations, refreshed every
@@ -132,7 +135,7 @@ class Mahalanobis(Detector):
             names = sorted(k for k, v in x.items() if isinstance(v, int | float))[: self.max_features]
             if not names:
                 raise ValueError("mahalanobis needs at least one numeric feature")
-            return [float(x[k]) for k in names]
+            return [float(x[k]) if math.isfinite(x[k]) else None for k in names]
         out: list[float | None] = []
         for k in self.keys:
             v = x.get(k)
@@ -142,7 +145,7 @@ class Mahalanobis(Detector):
     def _residuals(self, v: list[float | None]) -> tuple[list[float], list[float]]:
         z, s = [], []
         for i, xi in enumerate(v):
-            if xi is None:
+            if xi is None or not self.seen[i]:
                 z.append(0.0)
                 s.append(0.0)
                 continue
@@ -218,6 +221,7 @@ class Mahalanobis(Detector):
             k = len(self.keys)
             self.mean = [0.0 if val is None else val for val in v]
             self.prev = list(self.mean)
+            self.seen = [0 if val is None else 1 for val in v]  # a feature's first value sets its mean
             self.var = [0.0] * k
             self.step = [0.0] * k
             eye = [1.0 if i == j else 0.0 for i in range(k) for j in range(k)]
@@ -243,23 +247,37 @@ class Mahalanobis(Detector):
         for i, xi in enumerate(v):
             if xi is None:
                 continue
+            if not self.seen[i]:
+                self.mean[i] = self.prev[i] = xi
+                self.seen[i] = 1
+                continue
             d = xi - self.prev[i]
             e = xi - self.mean[i]
-            self.mean[i] += a * e
-            self.var[i] = (1.0 - a) * (self.var[i] + a * e * e)
-            self.step[i] = d * d if self.n == 1 else self.step[i] + a * (d * d - self.step[i])
+            cnt = self.seen[i]
+            ai = 1.0 / cnt if cnt * a < 1.0 else a  # equal weights until 1/alpha values: no start-up bias
+            self.mean[i] += ai * e
+            self.var[i] = (1.0 - ai) * (self.var[i] + ai * e * e)
+            self.step[i] += ai * (d * d - self.step[i])
             self.prev[i] = xi
-        self.lk.long = max(self.long, 1.0 / self.n)  # an unweighted history at first: no alarm at warm-up's end
-        self.lk.update(raw)
+            self.seen[i] = cnt + 1
+        # the calibration starts a third into the warm-up (the first residuals, against a variance of
+        # a few points, are no history to judge by) and weighs its history equally at first (so that
+        # the end of the warm-up is not an alarm)
+        m = self.n - self.warmup // 3
+        if m >= 0:
+            self.lk.long = max(self.long, 1.0 / (m + 1))
+            self.lk.update(raw)
         self.n += 1
 
     def _state(self) -> dict:
-        return {"n": self.n, "keys": self.keys, "m": [self.mean, self.var, self.prev, self.step],
+        return {"n": self.n, "keys": self.keys, "seen": self.seen,
+                "m": [self.mean, self.var, self.prev, self.step],
                 "r": [self.rl, self.rs], "l": [self.ll, self.ls], "lk": self.lk.state()}
 
     def _load(self, s: dict) -> None:
         self.n = s["n"]
         self.keys = list(s["keys"])
+        self.seen = list(s["seen"])
         self.mean, self.var, self.prev, self.step = (list(q) for q in s["m"])
         self.rl, self.rs = (list(q) for q in s["r"])
         self.ll, self.ls = (list(q) for q in s["l"])

@@ -24,7 +24,7 @@ detectors:
 rules:
   - alert: PodBehaviourAnomalous
     match: {metric: [pod_cpu, pod_latency], matchers: ['namespace="shop"']}
-    condition: {type: anomaly_vector, detector: pod, by: [namespace, pod], every: 1m, above: 0.2, k: 2, n: 3}
+    condition: {type: anomaly_vector, detector: pod, by: [namespace, pod], every: 1m, above: 0.3, k: 2, n: 3}
     annotations:
       summary: "{{ labels.pod }}: {{ feature }} = {{ value }}, expected {{ expected_low }}..{{ expected_high }}, score {{ score }}, since {{ since }}"
   - alert: PodCPUHigh
