@@ -13,14 +13,32 @@ import urllib.request
 
 import orjson
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import WebDriverWait as _Wait
 
 from core.records import Alert
 from streams.board import BoardThread
 from streams.cli_board import chromium, produce_alerts
 
 pytestmark = pytest.mark.kafka
+
+
+def WebDriverWait(driver, timeout, poll=0.5):  # noqa: N802 - selenium's name, with one difference:
+    # live updates re-render cells and lists, so an element found a moment ago may be gone: look again
+    return _Wait(driver, timeout, poll, ignored_exceptions=(StaleElementReferenceException,))
+
+
+def read(driver, fn):
+    """``fn(driver)``, looked up again when a live update replaced an element it was reading."""
+    return WebDriverWait(driver, WAIT, 0.05).until(lambda d: (fn(d),))[0]
+
+
+def act(driver, fn):
+    """Do ``fn(driver)`` (a click, typing) once it does not land on an element a live update replaced."""
+    return WebDriverWait(driver, WAIT, 0.05).until(lambda d: fn(d) or True)
+
+
 WAIT = 20
 
 
@@ -98,29 +116,32 @@ def test_grid_matches_the_firing_alerts_and_is_read_only_by_default(settings, bo
     b = boards(settings)
     browser.get(b.url)
     wait_firing(browser, 6)
-    assert cells(browser) == {
+    assert read(browser, cells) == {
         ("c1", "node"): ("critical", 1, 0, 0, 0),
         ("c1", "workloads"): ("warning", 0, 2, 0, 0),
         ("c2", "storage"): ("critical", 1, 0, 1, 0),
         ("c2", "network"): ("critical", 1, 0, 0, 0),
     }
     # colour is never the only cue: a word and a shape say it too
-    red = cell(browser, "c1", "node")
-    assert "CRITICAL" in red.text and "1 critical" in red.text
-    assert red.find_element(By.CSS_SELECTOR, "use").get_attribute("href") == "#s-critical"
-    yellow = cell(browser, "c1", "workloads")
-    assert "WARNING" in yellow.text and "2 warning" in yellow.text
-    assert cell(browser, "c2", "gpu").text.startswith("OK")  # resolved: back to green
-    assert "c1 / Node / kernel: CRITICAL" in red.get_attribute("aria-label")
+    red_text, red_shape, red_label = read(browser, lambda d: (
+        cell(d, "c1", "node").text, cell(d, "c1", "node").find_element(By.CSS_SELECTOR, "use").get_attribute("href"),
+        cell(d, "c1", "node").get_attribute("aria-label")))
+    assert "CRITICAL" in red_text and "1 critical" in red_text
+    assert red_shape == "#s-critical"
+    yellow_text = read(browser, lambda d: cell(d, "c1", "workloads").text)
+    assert "WARNING" in yellow_text and "2 warning" in yellow_text
+    assert read(browser, lambda d: cell(d, "c2", "gpu").text).startswith("OK")  # resolved: back to green
+    assert "c1 / Node / kernel: CRITICAL" in red_label
     # the second view: teams x namespaces
-    browser.find_element(By.ID, "tab-team").click()
-    chip = WebDriverWait(browser, WAIT).until(lambda d: d.find_element(
-        By.CSS_SELECTOR, '#teams button.chip[data-row="team-shop"][data-col="shop"]'))
-    assert (chip.get_attribute("data-level"), chip.get_attribute("data-warning")) == ("warning", "2")
+    act(browser, lambda d: d.find_element(By.ID, "tab-team").click())
+    chip_css = '#teams button.chip[data-row="team-shop"][data-col="shop"]'
+    assert read(browser, lambda d: (d.find_element(By.CSS_SELECTOR, chip_css).get_attribute("data-level"),
+                                    d.find_element(By.CSS_SELECTOR, chip_css).get_attribute("data-warning"))) == (
+        "warning", "2")
     # drill-down: labels, annotations, start time, receivers; no silence button without a token
-    chip.click()
+    act(browser, lambda d: d.find_element(By.CSS_SELECTOR, chip_css).click())
     WebDriverWait(browser, WAIT).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#drill-list li")) == 2)
-    text = browser.find_element(By.ID, "drill").text
+    text = read(browser, lambda d: d.find_element(By.ID, "drill").text)
     assert "KubeContainerBackOff" in text and "pod=web-1" in text and "summary: KubeContainerBackOff in c1" in text
     assert "since " in text and "receivers: unknown (no routing file)" in text
     assert browser.find_elements(By.CSS_SELECTOR, "#drill-list button.silence") == []
@@ -142,8 +163,8 @@ def test_a_new_alert_turns_a_cell_red_without_a_reload(settings, boards, browser
     WebDriverWait(browser, WAIT, 0.05).until(lambda d: cell(d, "prod", "workloads").get_attribute("data-level") == "critical")
     assert browser.execute_script("return window.__sameDocument") == "still here"  # no reload happened
     assert browser.execute_script("return window.__board.renders") > renders
-    red = cell(browser, "prod", "workloads")
-    assert "CRITICAL" in red.text and "1 critical · 1 warning" in red.text
+    red_text = read(browser, lambda d: cell(d, "prod", "workloads").text)
+    assert "CRITICAL" in red_text and "1 critical · 1 warning" in red_text
     WebDriverWait(browser, WAIT).until(
         lambda d: d.find_element(By.ID, "freshness").text.startswith("updated "))
     assert browser.find_element(By.ID, "conn").text == "live"
@@ -161,11 +182,11 @@ def test_a_silence_created_on_the_page_mutes_the_alert(settings, boards, browser
     assert post(b.url + "alertmanager/api/v2/silences", body) == 401
     browser.get(b.url)
     WebDriverWait(browser, WAIT, 0.05).until(lambda d: cell(d, "prod", "storage").get_attribute("data-level") == "critical")
-    browser.find_element(By.ID, "token").send_keys("s3cret-token")
-    cell(browser, "prod", "storage").click()
-    WebDriverWait(browser, WAIT).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#drill-list li button.silence"))[0].click()
-    browser.find_element(By.ID, "silence-comment").send_keys("disk replaced, rebuilding")
-    browser.find_element(By.ID, "silence-submit").click()
+    act(browser, lambda d: d.find_element(By.ID, "token").send_keys("s3cret-token"))
+    act(browser, lambda d: cell(d, "prod", "storage").click())
+    act(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#drill-list li button.silence")[0].click())
+    act(browser, lambda d: d.find_element(By.ID, "silence-comment").send_keys("disk replaced, rebuilding"))
+    act(browser, lambda d: d.find_element(By.ID, "silence-submit").click())
     sid = WebDriverWait(browser, WAIT).until(lambda d: d.execute_script("return document.body.dataset.lastSilence"))
     # it is on the silences topic, as the CLI and the API write it
     c = KafkaConsumer(bootstrap_servers=settings.kafka, isolation_level="read_committed", enable_auto_commit=False)
@@ -187,9 +208,9 @@ def test_a_silence_created_on_the_page_mutes_the_alert(settings, boards, browser
     # the alert shows silenced and no longer colours its cell
     WebDriverWait(browser, WAIT, 0.05).until(
         lambda d: d.find_element(By.CSS_SELECTOR, "#drill-list li").get_attribute("data-silenced") == "1")
-    assert "SILENCED" in browser.find_element(By.CSS_SELECTOR, "#drill-list li").text
+    WebDriverWait(browser, WAIT, 0.05).until(lambda d: "SILENCED" in d.find_element(By.CSS_SELECTOR, "#drill-list li").text)
     WebDriverWait(browser, WAIT, 0.05).until(lambda d: cell(d, "prod", "storage").get_attribute("data-level") == "ok")
     assert cell(browser, "prod", "storage").get_attribute("data-silenced") == "1"
     # and expiring it from the page brings the alert back
-    browser.find_element(By.CSS_SELECTOR, f'#drill-list button.expire[data-silence="{sid}"]').click()
+    act(browser, lambda d: d.find_element(By.CSS_SELECTOR, f'#drill-list button.expire[data-silence="{sid}"]').click())
     WebDriverWait(browser, WAIT, 0.05).until(lambda d: cell(d, "prod", "storage").get_attribute("data-level") == "critical")
