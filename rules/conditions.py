@@ -6,6 +6,7 @@ a detector and its recent scores), so a group's state stays small and bounded.
 
 from __future__ import annotations
 
+import math
 from bisect import insort
 
 _CMP = {
@@ -156,9 +157,10 @@ def ab_holds(cond, c: dict, t: float, active: bool) -> bool:
 # ---------------------------------------------------------------- anomaly
 
 
-def _flag(cond, c: dict, score) -> bool:
+def _flag(cond, c: dict, score, t: float) -> bool:
     """Is ``score`` anomalous for the condition (fixed ``above`` or a quantile of the recent
-    scores)?  Records the score and the flag in ``c``."""
+    scores)?  Records the score and the flag in ``c``, and in ``fs`` the time of the first flag
+    after ``n`` unflagged points (when the anomaly began: an alert's "since")."""
     hist = c.setdefault("h", [])
     flag = False
     if score is not None:
@@ -171,6 +173,8 @@ def _flag(cond, c: dict, score) -> bool:
         if len(hist) > cond.history:
             del hist[0]
     flags = c.setdefault("f", [])
+    if flag and not any(flags[-cond.n + 1:] if cond.n > 1 else ()):
+        c["fs"] = t
     flags.append(1 if flag else 0)
     if len(flags) > cond.n:
         del flags[0]
@@ -179,10 +183,14 @@ def _flag(cond, c: dict, score) -> bool:
 
 
 def _expected(cond, m: list | None, x: float, learn: bool) -> list:
-    """The expected range of a value: ``[mean, var, count]`` of the values seen while not anomalous
+    """The expected range of a value: ``[mean, var, count, negative seen]`` of the values seen while not anomalous
     (unweighted at first, then an EWMA over about ``history`` points); learns ``x`` if ``learn``."""
     if m is None:
-        m = [x, 0.0, 0]
+        m = [x, 0.0, 0, 0]
+    elif len(m) < 4:
+        m.append(0)
+    if x < 0.0:
+        m[3] = 1  # the series takes negative values: no floor at 0 for the expected range
     if learn and x == x:
         n = m[2] + 1
         a = max(1.0 / n, 2.0 / (cond.history + 1))
@@ -194,8 +202,12 @@ def _expected(cond, m: list | None, x: float, learn: bool) -> list:
 
 
 def _range(m: list) -> tuple[float, float]:
+    """mean -/+ 3 sd; the low end not below 0 for a series never seen negative (latencies, ratios)."""
     sd = m[1] ** 0.5
-    return m[0] - 3.0 * sd, m[0] + 3.0 * sd
+    lo = m[0] - 3.0 * sd
+    if lo < 0.0 and not (len(m) > 3 and m[3]):
+        lo = 0.0
+    return lo, m[0] + 3.0 * sd
 
 
 def an_update(cond, c: dict, t: float, s, det) -> None:
@@ -203,7 +215,7 @@ def an_update(cond, c: dict, t: float, s, det) -> None:
         return
     score = det.score_one(s.value, s.time)
     det.learn_one(s.value, s.time)
-    flag = _flag(cond, c, score)
+    flag = _flag(cond, c, score, s.time)
     c["m"] = m = _expected(cond, c.get("m"), s.value, not flag)
     c["lo"], c["hi"] = _range(m)
     c["lt"] = s.time
@@ -221,8 +233,8 @@ def av_update(cond, c: dict, t: float, s, det, features: tuple) -> None:
     if cur is not None and b < cur:
         return  # late: its interval was already scored
     if cur is not None and b > cur:
-        if not c.get("done") and c.get("ok"):
-            _av_score(cond, c, det, cur)
+        if not c.get("done") and c.get("x"):
+            _av_score(cond, c, det, cur, features)
         c["x"] = {}
         c["done"] = False
     c["b"] = b
@@ -232,19 +244,17 @@ def av_update(cond, c: dict, t: float, s, det, features: tuple) -> None:
     x[s.name] = s.value
     c["lt"] = s.time
     if len(x) == len(features):
-        c["ok"] = True
-        _av_score(cond, c, det, b)
+        _av_score(cond, c, det, b, features)
         c["done"] = True
 
 
-def _av_score(cond, c: dict, det, b: float) -> None:
-    x = {k: v for k, v in c["x"].items() if v == v}
-    if not x:
-        return
+def _av_score(cond, c: dict, det, b: float, features: tuple) -> None:
+    got = c["x"]
+    x = {f: got.get(f, math.nan) for f in features}  # a missing metric: NaN (the detector skips it)
     score = det.score_one(x, b)
     why = det.explain(x) if hasattr(det, "explain") else None  # before learning x
     det.learn_one(x, b)
-    flag = _flag(cond, c, score)
+    flag = _flag(cond, c, score, b)
     if why is not None:  # the detector says what it expected: the feature given the others
         if flag or "ft" not in c:
             c["ft"], c["lo"], c["hi"] = why
@@ -253,6 +263,8 @@ def _av_score(cond, c: dict, det, b: float) -> None:
     ms = c.setdefault("m", {})
     worst, far = None, -1.0
     for k, v in x.items():
+        if v != v:
+            continue
         m = ms[k] = _expected(cond, ms.get(k), v, not flag)
         sd = m[1] ** 0.5
         z = abs(v - m[0]) / sd if sd > 0 else (0.0 if v == m[0] else float("inf"))

@@ -564,6 +564,8 @@ class Engine:
         tctx.update(labels)
         value = c.get("k") if rule.cond.type == "event_count" else c.get("v")
         message = ctx.message(c)
+        if "fs" in c:  # anomaly conditions: since the first anomalous point of this episode
+            since = c["fs"]
         return {k: t.render(tctx, value=value, score=c.get("sc"), count=c.get("k"), message=message,
                             expected_low=c.get("lo"), expected_high=c.get("hi"), since=since, feature=c.get("ft"))
                 for k, t in rule.annotations.items()}

@@ -2,10 +2,10 @@
 
 The mapping is fixed: ``labels.NAME`` (the alert's labels, then the signal's), ``value``,
 ``score``, ``count``, ``message`` (the last event's message); for anomaly conditions also
-``expected_low`` / ``expected_high`` (mean -/+ 3 sd of the values seen while not anomalous),
-``since`` (when the condition began to hold, UTC) and ``feature`` (anomaly_vector: the metric
-furthest from its expected range; ``value`` is its value); filters: ``percent``, ``bytes``,
-``duration``, ``int``.
+``expected_low`` / ``expected_high`` (the range the value was expected in), ``since`` (UTC: the
+first anomalous point of the episode; else when the condition began to hold) and ``feature``
+(anomaly_vector: the metric furthest from what the others predict; ``value`` is its value);
+filters: ``percent``, ``bytes``, ``duration``, ``int``.
 
 >>> t = Template("{{ labels.pod }} used {{ value | percent }} of its limit")
 >>> t.render({"pod": "cart-1"}, value=0.934)
