@@ -115,9 +115,9 @@ class Kubernetes(_Model):
     kubeconfig: str | None = Field(None, description="None = in-cluster service account")
     refresh: Duration = 60.0
     roles: list[Literal["apiserver", "kubelet", "cadvisor", "etcd", "scheduler", "controller-manager",
-                        "node-exporter", "kube-state-metrics", "dcgm-exporter", "annotated"]] = Field(
+                        "node-exporter", "kube-state-metrics", "dcgm-exporter", "coredns", "annotated"]] = Field(
         default_factory=lambda: ["apiserver", "kubelet", "cadvisor", "etcd", "scheduler", "controller-manager",
-                                 "node-exporter", "kube-state-metrics", "dcgm-exporter", "annotated"])
+                                 "node-exporter", "kube-state-metrics", "dcgm-exporter", "coredns", "annotated"])
     namespaces: list[str] = Field(default_factory=list, description="empty = all namespaces")
     labels: dict[str, str] = Field(default_factory=dict, description="added to every discovered target")
     relabel: list[Relabel] = Field(default_factory=list)

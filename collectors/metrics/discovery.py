@@ -10,6 +10,7 @@
 | node-exporter | Pods ``app.kubernetes.io/name`` in (node-exporter, prometheus-node-exporter) | port ``metrics`` or 9100 |
 | kube-state-metrics | Pods ``app.kubernetes.io/name=kube-state-metrics`` | port ``http-metrics``/``http`` or 8080 |
 | dcgm-exporter | Pods ``app.kubernetes.io/name=dcgm-exporter`` or ``app=nvidia-dcgm-exporter`` | port ``metrics`` or 9400 |
+| coredns | Pods ``k8s-app=kube-dns`` (kubeadm, ACK) or ``app.kubernetes.io/name=coredns`` | port ``metrics`` or 9153 |
 | annotated | Pods ``prometheus.io/scrape: "true"`` | ``prometheus.io/scheme``, ``/port``, ``/path`` |
 
 Only Running pods with an IP count.  A control-plane component that listens on loopback only
@@ -34,6 +35,8 @@ _EXPORTERS = {  # role -> (label matchers (any), port names, default port)
                            ("http-metrics", "http", "metrics"), 8080),
     "dcgm-exporter": ((("app.kubernetes.io/name", "dcgm-exporter"), ("app", "nvidia-dcgm-exporter"),
                        ("app", "dcgm-exporter")), ("metrics", "gpu-metrics"), 9400),
+    # the default pack's CoreDNSDown / CoreDNSPanic read job="coredns"; kubeadm annotates only the Service
+    "coredns": ((("k8s-app", "kube-dns"), ("app.kubernetes.io/name", "coredns")), ("metrics",), 9153),
 }
 SA_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 _CONTROL = {"kube-scheduler": ("scheduler", 10259), "kube-controller-manager": ("controller-manager", 10257)}

@@ -59,7 +59,7 @@ def test_the_example_config_and_the_manifest_configmap_load(tmp_path):
      "4: targets[0].tls: cert_file and key_file go together"),
     ("discovery:\n  kubernetes:\n    roles: [apiserver, kube-proxy]\n",
      "3: discovery.kubernetes.roles[1]: expected 'apiserver', 'kubelet', 'cadvisor', 'etcd', 'scheduler', "
-     "'controller-manager', 'node-exporter', 'kube-state-metrics', 'dcgm-exporter' or 'annotated', got \"kube-proxy\""),
+     "'controller-manager', 'node-exporter', 'kube-state-metrics', 'dcgm-exporter', 'coredns' or 'annotated', got \"kube-proxy\""),
     ("remote_write:\n  port: 99999\n", "2: remote_write.port: must be <= 65535, got 99999"),
     ("scrape_configs: []\n", '1: scrape_configs: unknown key "scrape_configs" (expected one of: defaults, discovery, '
                               'remote_write, targets)'),

@@ -67,15 +67,19 @@ def test_the_recorded_cluster_yields_its_targets_and_says_what_it_cannot_scrape(
         ("apiserver", "https://192.168.67.2:8443/metrics"),
         ("kubelet", "https://192.168.67.2:10250/metrics"),
         ("cadvisor", "https://192.168.67.2:10250/metrics/cadvisor"),
+        ("coredns", "http://10.244.0.2:9153/metrics"),  # the recorded kubeadm CoreDNS: k8s-app=kube-dns, port metrics
         ("kube-state-metrics", "http://10.244.0.7:8080/metrics"),
         ("cart", "http://10.244.0.50:9102/stats"),
         ("dcgm-exporter", "http://10.244.0.51:9400/metrics"),  # no port named metrics: the default
     ]
-    ksm = found.targets[3]
+    by_job = {t.job: t for t in found.targets}
+    ksm = by_job["kube-state-metrics"]
     assert ksm.target_labels() == {"job": "kube-state-metrics", "instance": "10.244.0.7:8080", "cluster": "datagen"}
-    assert found.targets[4].target_labels() == {"job": "cart", "instance": "10.244.0.50:9102", "cluster": "datagen",
+    assert by_job["coredns"].target_labels() == {"job": "coredns", "instance": "10.244.0.2:9153", "cluster": "datagen",
+                                                 "node": "datagen-1-35"}  # the job CoreDNSDown/CoreDNSPanic read
+    assert by_job["cart"].target_labels() == {"job": "cart", "instance": "10.244.0.50:9102", "cluster": "datagen",
                                                 "namespace": "shop", "pod": "shop-cart-1", "node": "datagen-1-35"}
-    assert found.targets[5].labels == {"cluster": "datagen", "node": "datagen-1-35"}
+    assert by_job["dcgm-exporter"].labels == {"cluster": "datagen", "node": "datagen-1-35"}
     assert ksm.honor_labels and not found.targets[0].honor_labels  # KSM's own namespace/pod labels win
     assert found.targets[1].ssl is not None and found.targets[1].ssl.check_hostname is False  # kubelet: self-signed
     assert found.skipped == [
