@@ -63,11 +63,22 @@ class KafkaSecurityError(ValueError):
     """The security settings cannot be used as they are (a missing password file, an unreadable CA)."""
 
 
+class Password(str):
+    """The SASL password: a ``str`` for the clients, ``<redacted>`` in any repr -- kafka-python logs its whole
+    configuration at DEBUG (``Starting KafkaAdminClient with configuration: {...}``), which printed it."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'<redacted>'"
+
+
 def password(sec: KafkaSecurity) -> str:
+    """The password of ``sec`` (a ``Password``: usable as a str, its repr hides it)."""
     if sec.password_file:
         try:
             with open(sec.password_file, encoding="utf-8") as fh:
-                return fh.read().rstrip("\r\n")
+                return Password(fh.read().rstrip("\r\n"))
         except OSError as exc:
             raise KafkaSecurityError(f"kafka_security.password_file {sec.password_file}: "
                                      f"{exc.strerror or exc}") from None
@@ -75,7 +86,7 @@ def password(sec: KafkaSecurity) -> str:
         value = os.environ.get(sec.password_env)
         if value is None:
             raise KafkaSecurityError(f"kafka_security.password_env: environment variable {sec.password_env} is not set")
-        return value
+        return Password(value)
     raise KafkaSecurityError(f"kafka_security: protocol {sec.protocol} needs password_file or password_env")
 
 

@@ -26,6 +26,7 @@ Loaders that check more than the schema (cross references, several files) use th
 
 import difflib
 import json
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -254,8 +255,43 @@ def _expected(choices: str, value: Any, options: Iterable[str] = ()) -> str:
     return f"expected {choices}, got {shown(value)}" + (f" (did you mean {shown(near)}?)" if near else "")
 
 
-def _message(err: dict, owner: Any, key) -> str:
-    """One pydantic error as a message; ``owner`` is the model (or union) holding ``key``."""
+_SECRET_KEY = re.compile(r"(password|secret|token|key|url|credential)s?(_file|_env)?$", re.I)
+
+
+def is_secret_key(key) -> bool:
+    """Whether a key names a secret-bearing slot (its value is never quoted): passwords, tokens, keys, URLs
+    (receiver URLs carry tokens), and their ``*_file`` / ``*_env`` forms (a secret pasted there is not quoted either).
+
+    >>> [is_secret_key(k) for k in ("routing_key", "auth_password", "api_url", "password_file", "channel", "cert")]
+    [True, True, True, True, False, False]
+    """
+    return isinstance(key, str) and bool(_SECRET_KEY.search(key))
+
+
+def _message(err: dict, owner: Any, key, secret: bool = False) -> str:
+    """One pydantic error as a message; ``owner`` is the model (or union) holding ``key``.
+
+    ``secret``: the value sits in a secret-bearing slot; the message never quotes it."""
+    msg = _describe(err, owner, key)
+    value = err.get("input")
+    if secret and value is not None:
+        msg = msg.replace(shown(value), "a value not shown (a secret slot)")
+        for text in _strings(value):
+            msg = msg.replace(text, "<redacted>")
+    return msg
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value] if len(value) >= 4 else []
+    if isinstance(value, Mapping):
+        return [s for k, v in value.items() for s in _strings(k) + _strings(v)]
+    if isinstance(value, (list, tuple, set)):
+        return [s for v in value for s in _strings(v)]
+    return [str(value)] if isinstance(value, (int, float)) and len(str(value)) >= 4 else []
+
+
+def _describe(err: dict, owner: Any, key) -> str:
     typ, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
     if typ == "extra_forbidden":
         return _unknown_key(key, owner)
@@ -384,7 +420,8 @@ def pydantic_errors(exc: ValidationError, model: type[BaseModel]) -> list[tuple[
             field = next((f for n, f in owner.model_fields.items() if key in (n, f.alias)), None) if owner else None
             owner = field.annotation if field is not None else None
             loc += (str((err.get("ctx") or {}).get("discriminator", "type")).strip("'"),)
-        found.append((loc, _message(err, owner, key), union_at))
+        secret = any(is_secret_key(p) for p in loc) or any(is_secret_key(p) for p in err["loc"])
+        found.append((loc, _message(err, owner, key, secret), union_at))
     # a union reports one error per member it tried: keep the members whose shape fit (deeper errors),
     # and say the type errors of the same place as one ("expected a string or a list, got 3")
     deeper = {loc[:u] for loc, _, u in found if u is not None and len(loc) > u}
