@@ -14,7 +14,6 @@ from core.yamlconfig import ConfigError
 from .kinds import KINDS, load_errors
 
 
-
 def _keys(kind: str) -> str:
     """The top-level keys a kind's file may have, as the loader lists them (sorted, by alias)."""
     from alerts.config import RoutingConfig
