@@ -82,7 +82,7 @@ CASES = {
         "settings": ("clock: wal\n", ["f.yaml:2: clock: expected 'event' or 'wall', got \"wal\" (did you mean \"wall\"?)"]),
         "metrics": ("discovery: {kubernetes: {roles: [kubelett]}}\n",
                     ["f.yaml:4: discovery.kubernetes.roles[0]: expected 'apiserver', 'kubelet', 'cadvisor', 'etcd', "
-                     "'scheduler', 'controller-manager', 'node-exporter', 'kube-state-metrics', 'dcgm-exporter' or "
+                     "'scheduler', 'controller-manager', 'node-exporter', 'kube-state-metrics', 'dcgm-exporter', 'coredns' or "
                      "'annotated', got \"kubelett\" (did you mean \"kubelet\"?)"]),
         "kernel": ("  - {id: b, reason: B, severity: urgent, match: 'b', examples: [b]}\n",
                    ["f.yaml:4: patterns[1].severity: expected 'critical', 'warning' or 'info', got \"urgent\""]),
