@@ -8,41 +8,19 @@ from __future__ import annotations
 
 import http.server
 import json
-import shutil
-import socket
 import subprocess
 import threading
-import time
 import urllib.request
 from pathlib import Path
+
+from tests import realtools
+from tests.realtools import Daemon, free_port, wait_for  # noqa: F401 (free_port, wait_for: used by other tests)
 
 INSTALL = "apt-get install -y prometheus-alertmanager (amtool comes with it); .ci/run does it"
 
 
 def binary(*names: str) -> str:
-    for n in names:
-        path = shutil.which(n)
-        if path:
-            return path
-    raise AssertionError(f"none of {', '.join(names)} on PATH: {INSTALL}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(cond, deadline: float, what: str, every: float = 0.05):
-    """Poll ``cond()`` until it returns something truthy; fail naming ``what`` after ``deadline`` seconds."""
-    end = time.monotonic() + deadline
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline}s waiting for {what}")
-        time.sleep(every)
+    return realtools.binary(*names, install=INSTALL)
 
 
 def amtool(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -57,41 +35,21 @@ class Alertmanager:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
+        self.proc: Daemon | None = None
 
     def __enter__(self) -> Alertmanager:
         cfg = self.workdir / "alertmanager.yml"
         cfg.write_text(self.config)
         (self.workdir / "data").mkdir(exist_ok=True)
-        self.log = open(self.workdir / "alertmanager.log", "w")
-        self.proc = subprocess.Popen(
-            [binary("alertmanager", "prometheus-alertmanager"), f"--config.file={cfg}",
-             f"--storage.path={self.workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
-             "--cluster.listen-address=", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"alertmanager exited {self.proc.returncode}: "
-                                     f"{(self.workdir / 'alertmanager.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        wait_for(ready, 20, "alertmanager /-/ready")
+        self.proc = Daemon("alertmanager", [
+            binary("alertmanager", "prometheus-alertmanager"), f"--config.file={cfg}",
+            f"--storage.path={self.workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=", "--log.level=warn"], self.workdir, f"{self.url}/-/ready").__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
+        if self.proc:
+            self.proc.__exit__(*exc)
 
     def post_alerts(self, alerts: list[dict]) -> None:
         req = urllib.request.Request(f"{self.url}/api/v2/alerts", data=json.dumps(alerts).encode(),
