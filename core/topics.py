@@ -6,17 +6,20 @@
 | samples | series key (name + sorted labels) | Sample | delete, 1 d |
 | alerts | fingerprint | Alert (every transition) | delete, 7 d |
 | deadletter | original key | {v, kind: deadletter, reason, origin, where (topic, partition, offset, file, url ...), key, payload, encoding, time} | delete, 14 d |
-| state-changelog | store key | JSON snapshot (partition p = input partition p) | compact |
-| checkpoints | collector id | collector resume point | compact |
-| silences | silence id | Silence | compact |
-| rules | pack name | rule pack YAML | compact |
+| state-changelog | store key | compact JSON state (objects, or scalars such as a watermark), no `v` (partition p = input partition p) | compact |
+| checkpoints | collector id | collector resume point: the collector's own JSON object, no `v` | compact |
+| silences | silence id | Silence: Alertmanager's silence object (JSON), no `v` | compact |
+| rules | pack name | rule pack YAML text (not JSON) | compact |
 | alert-groups | group key | alerts re-keyed by their routing group (alerting) | delete, 7 d |
 | notifications | group key | pending notifications (alerting) | delete, 7 d |
-| alerting-changelog | store key | the alerting pipeline's partitioned state | compact |
+| alerting-changelog | store key | the alerting pipeline's partitioned state (JSON, no `v`) | compact |
 | actions | node | every remediation step, refusal, condition and event, with its alert (the audit trail; the remediator's state) | delete, 90 d |
 | incident-alerts | cluster | alerts re-keyed by cluster (incidents) | delete, 7 d |
 | incidents | incident id | Incident: status, ranked root-cause candidates with evidence, blast radius, members (streams.incidents) | delete, 30 d |
-| incidents-changelog | store key | the incident stage's partitioned state | compact |
+| incidents-changelog | store key | the incident stage's partitioned state (JSON, no `v`) | compact |
+
+tests/test_interop.py reads every topic with the real kcat (read_committed, zstd changelogs included) and
+checks each value is what this table says.
 """
 
 from __future__ import annotations
