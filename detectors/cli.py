@@ -39,6 +39,8 @@ def register(sub, group) -> None:
         help="also choose the default detector's parameters by leave-one-category-out over the "
         "folder's categories (detectors/tune.py) and print that cross-validated figure",
     )
+    p.add_argument("--cv-grid", choices=("default", "context"), default="default",
+                   help="the candidates of --cv: onset.GRID (96), or GRID plus GRID_CONTEXT (288; an experiment)")
     p.set_defaults(func=_nab)
 
     from detectors import nezha
@@ -46,9 +48,21 @@ def register(sub, group) -> None:
     nezha.register(g)
 
 
-def run_detector(series, name: str, params: dict, progress=None) -> dict:
+class _members:
+    """onset's member classes, with registry's ``build`` signature (context is a member only)."""
+
+    @staticmethod
+    def build(name: str, params: dict):
+        from detectors.base import build_from
+        from detectors.onset import MEMBERS
+
+        return build_from(MEMBERS, name, params)
+
+
+def run_detector(series, name: str, params: dict, progress=None, registry=None) -> dict:
     """Score every file with a fresh detector; returns scores, µs/point (median) and state bytes."""
-    from detectors import registry
+    if registry is None:
+        from detectors import registry
 
     registry.build(name, params)  # fail early on a bad spec
     clock = time.perf_counter_ns
@@ -110,22 +124,35 @@ def _specs(args) -> list[tuple[str, dict]]:
     return [(det, params)]
 
 
-def run_cv(series, progress=None) -> dict:
-    """Leave-one-category-out choice of the default detector's parameters over ``onset.GRID``."""
+def run_cv(series, progress=None, context: bool = False) -> dict:
+    """Leave-one-category-out choice of the default detector's parameters over ``onset.candidates(context)``."""
     import numpy as np
 
     from detectors import registry, tune
-    from detectors.onset import GRID
+    from detectors.onset import candidates as grid
 
     labels = [s.labelled for s in series]
     if len({tune.category(s.key) for s in series}) < 2:
         raise ValueError("--cv needs files of at least two categories (folders under data/)")
+    from detectors.onset import replay
+
     candidates = {}
-    for params in tune.expand(GRID):
+    members: dict[str, list] = {}  # member spec -> its scores per file (members ignore the combiner's params)
+    for params in grid(context):
         label = orjson.dumps(params).decode()
-        r = run_detector(series, registry.DEFAULT, params, progress)
-        # arrays, not lists of floats: 96 candidates x 200k rows stay ~150 MB
-        candidates[label] = [np.array([0.0 if v is None else v for v in sc]) for sc in r["scores"]]
+        d = registry.build(registry.DEFAULT, params)
+        cols = []
+        for m in d.members:
+            key = orjson.dumps(m, option=orjson.OPT_SORT_KEYS).decode()
+            if key not in members:
+                members[key] = run_detector(series, m["name"], m["params"], None, registry=_members())["scores"]
+            cols.append(members[key])
+        scores = [replay([c[j] for c in cols], d.weights, d.theta, d.refractory, d.rearm, d.short, d.long)
+                  for j in range(len(series))]
+        if progress is not None:
+            progress.update(len(series))
+        # arrays, not lists of floats: 288 candidates x 200k rows stay ~450 MB
+        candidates[label] = [np.array([0.0 if v is None else v for v in sc]) for sc in scores]
     cv = tune.cross_validate(labels, candidates)
     out = {p: round(cv[p], 2) for p in ("standard", "reward_low_fp", "reward_low_fn")}
     out["candidates"] = len(candidates)
@@ -142,7 +169,7 @@ def _nab(args) -> int:
     from tqdm import tqdm
 
     from detectors import corpus, registry, tune
-    from detectors.onset import GRID
+    from detectors.onset import candidates as grid
 
     try:
         specs = _specs(args)
@@ -154,9 +181,9 @@ def _nab(args) -> int:
         return 2
     cv = None
     if args.cv:
-        n = len(tune.expand(GRID))
+        n = len(grid(args.cv_grid == "context"))
         with tqdm(total=len(series) * n, desc=f"cv: {n} candidates of {registry.DEFAULT}", unit="file", file=sys.stderr, leave=False) as bar:
-            cv = run_cv(series, bar)
+            cv = run_cv(series, bar, args.cv_grid == "context")
     rows = len(series) and sum(len(s.values) for s in series)
     windows = sum(len(s.labelled.windows) for s in series)
     results = []

@@ -1,0 +1,54 @@
+"""Context novelty as an onset member: bounded state, exact snapshot round trip, what it sees."""
+
+from __future__ import annotations
+
+import orjson
+
+from detectors import registry
+from detectors.context import ContextNovelty
+from detectors.onset import CONTEXT_MEMBERS, GRID_CONTEXT
+from tests.detectors.test_contract import injected, run, stream
+
+
+def test_onset_with_context_restores_exactly_and_stays_under_4_kib():
+    params = {"members": list(CONTEXT_MEMBERS), "weights": list(GRID_CONTEXT["weights"][0])}
+    points = stream("onset", 3000)
+    a = registry.build("onset", params)
+    expected = run(a, points)
+    assert len(orjson.dumps(a.snapshot())) <= 4096
+    b = registry.build("onset", params)
+    run(b, points[:1700])
+    c = registry.restore(orjson.loads(orjson.dumps(b.snapshot())))
+    assert run(c, points[1700:]) == expected[1700:]
+
+
+def test_a_new_shape_inside_the_usual_range_is_novel_and_a_repeated_one_is_not():
+    det = ContextNovelty(warmup=10)
+    wave = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 4.0, 3.0, 2.0, 1.0] * 30
+    for x in wave:
+        det.learn_one(x)
+    assert det.score_one(0.0) == 0.0  # the wave goes on: ...2, 1, 0
+    for x in (2.0, 4.0, 1.0):  # a zig-zag within the same range
+        det.learn_one(x)
+    assert det.score_one(5.0) == 1.0
+
+
+def test_context_is_not_a_standalone_detector():
+    """Alone it fails the detection contract (a binary score: ~27% of normal 6-hour blocks hold a
+    new shape), so it is an onset member only, not in the registry."""
+    assert "context" not in registry.names()
+    assert max(run(ContextNovelty(), injected("spike", 1, False))[2000:2036]) == 1.0
+
+
+def test_replay_from_member_scores_equals_running_onset():
+    """bench nab --cv scores its grid by onset.replay over cached member scores: same numbers."""
+    from detectors.base import build_from
+    from detectors.onset import MEMBERS, replay
+
+    points = stream("onset", 2500)
+    for params in ({}, {"members": list(CONTEXT_MEMBERS), "weights": [1.0, 0.2, 1.0, 0.5], "theta": 0.3,
+                        "refractory": 100, "short": 0.25, "long": 0.003}):
+        d = registry.build("onset", params)
+        expected = run(d, points)
+        cols = [run(build_from(MEMBERS, m["name"], m["params"]), points) for m in d.members]
+        assert replay(cols, d.weights, d.theta, d.refractory, d.rearm, d.short, d.long) == expected
