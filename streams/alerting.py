@@ -61,12 +61,16 @@ log = logging.getLogger("kubesight.alerting")
 class AlertingStage:
     """The hot-path stage: alerts -> lifecycle + routing -> alert-groups; alert-groups -> groups -> notifications."""
 
-    def __init__(self, engine: Engine, ready: Callable[[], bool] = lambda: True):
+    def __init__(self, engine: Engine, ready: Callable[[], bool] = lambda: True, event_time: bool = False):
         self.engine = engine
         self.ready = ready
+        self.event_time = event_time
 
     def process(self, rec, state, emit) -> None:
         if not isinstance(rec, Alert):
+            return
+        if self.event_time:
+            self._process_event_time(rec, state, emit)
             return
         now = max(state.get(WATERMARK, 0.0), rec.startsAt, rec.endsAt or 0.0)
         grouped = from_grouped(rec)
@@ -79,7 +83,35 @@ class AlertingStage:
         else:
             self.engine.group(*grouped, state, now)
 
+    # clock: event -- each of the two steps keeps its own clock (the largest transition time it has read on its
+    # own input), never the partition's watermark, which mixes both inputs in the order the fetches happened
+    def _process_event_time(self, rec: Alert, state, emit) -> None:
+        t = rec.endsAt if rec.endsAt is not None and (rec.status == "resolved" or not rec.startsAt) else rec.startsAt
+        grouped = from_grouped(rec)
+        if grouped is None:  # lifecycle + routing, on the alerts topic's order
+            now = state[ALERTS_CLOCK] = max(state.get(ALERTS_CLOCK, 0.0), t or 0.0)
+            for g, a in self.engine.expire(state, now):  # sources quiet for resolve_timeout, at this time
+                emit("alert-groups", g.key.encode(), encode(to_grouped(g, a)))
+            for g, a in self.engine.route(rec, state, now):
+                emit("alert-groups", g.key.encode(), encode(to_grouped(g, a)))
+            return
+        # grouping, on alert-groups' order: first every flush due before this transition (at its own due time,
+        # inhibition as seen so far in this order), then the transition
+        now = state[GROUPS_CLOCK] = max(state.get(GROUPS_CLOCK, 0.0), t or 0.0)
+        self._flush(now, state, emit)
+        group, alert = grouped
+        self.engine.inhibitor.observe(alert.labels, alert.status)
+        self.engine.group(group, alert, state, now)
+
+    def _flush(self, now: float, state, emit) -> None:
+        if not self.ready():
+            return  # not caught up (AlertingService starts reading only once they are): flushed with a later one
+        for note in self.engine.flush_until(state, now):
+            emit("notifications", note["groupKey"].encode(), orjson.dumps(note))
+
     def tick(self, now: float, state, emit) -> None:
+        if self.event_time:
+            return  # record-driven: nothing moves a clock but the transitions themselves (a replay gives one result)
         for g, a in self.engine.expire(state, now):
             self.engine.inhibitor.observe(a.labels, a.status)
             emit("alert-groups", g.key.encode(), encode(to_grouped(g, a)))
@@ -90,6 +122,8 @@ class AlertingStage:
 
 
 
+ALERTS_CLOCK = "__alerts_clock__"  # clock: event -- the lifecycle step's time (largest transition time read on alerts)
+GROUPS_CLOCK = "__groups_clock__"  # clock: event -- the grouping step's time (largest on alert-groups)
 ALERTING_COMMIT = 0.1  # seconds between the alerting processor's transactions: two of them lie on the path to the pager
 FLUSH_EVERY = 0.05  # seconds: how often due groups are flushed while records flow
 
@@ -107,6 +141,8 @@ class AlertingProcessor(TransactionalProcessor):
 
     def _process_batch(self, tp: TopicPartition, msgs) -> None:
         super()._process_batch(tp, msgs)
+        if self.settings.clock == "event":
+            return  # event time: groups flush as transitions move the grouping step's clock (AlertingStage)
         now = time.time()
         if now - self._flushed.get(tp.partition, 0.0) >= FLUSH_EVERY:
             self._flushed[tp.partition] = now
@@ -334,7 +370,8 @@ class Lane:
             t.add_done_callback(prog.tasks.discard)
             return
         queued.append(note)
-        if len(queued) > MAX_QUEUED:  # more waiting than the receiver takes: one notification with the group's state
+        # more waiting than the receiver takes: one notification with the group's state (not in event time)
+        if len(queued) > MAX_QUEUED and self.owner.merge:
             self.stats["aggregated"] += len(queued) - 1
             self.owner.stats["aggregated"] += len(queued) - 1
             queued[:] = [aggregate(queued)]
@@ -364,7 +401,7 @@ class Lane:
                 queued = self.groups.get(key)
                 if not queued:
                     return
-                merged = coalesce(queued)
+                merged = coalesce(queued) if self.owner.merge else list(queued)
                 self.stats["coalesced"] += len(queued) - len(merged)
                 self.owner.stats["coalesced"] += len(queued) - len(merged)
                 note = merged[0]
@@ -449,9 +486,12 @@ class Deliverer(mode.Service):
     """
 
     def __init__(self, settings: Settings, bootstrap: str, receivers: Receivers,
-                 on_result: Callable | None = None, commit_interval: float = 0.2, **kw):
+                 on_result: Callable | None = None, commit_interval: float = 0.2, merge: bool | None = None, **kw):
         super().__init__(**kw)
         self.settings, self.bootstrap, self.receivers = settings, bootstrap, receivers
+        # coalesce/aggregate notifications queued behind a group's one in flight: with clock: wall only (which
+        # ones merge depends on timing; in event time every notification is sent as written, so a replay's are fixed)
+        self.merge = settings.clock == "wall" if merge is None else merge
         self.on_result = on_result
         self.commit_interval = commit_interval
         self.group_id = f"{settings.app_id}-deliver"
@@ -630,13 +670,22 @@ class AlertingService(mode.Service):
         for warning in cfg.warnings:  # Alertmanager's deprecated forms, read as their modern equivalents
             log.warning("routing: %s", warning)
         self.book = SilenceBook(settings, bootstrap)
-        self.watcher = AlertWatcher(settings, bootstrap, Inhibitor(rules_from(cfg)))
-        self.engine = Engine(cfg, self.book.silences, self.watcher.inhibitor)
-        stage = AlertingStage(self.engine, self.views_ready)
-        wall = settings.model_copy(update={"clock": "wall",
-                                           "commit_interval": min(settings.commit_interval, ALERTING_COMMIT)})
-        self.processor = AlertingProcessor(wall, bootstrap, "alerting", ["alerts", "alert-groups"], stage,
-                                                worker_id=worker_id, tick_interval=tick_interval)
+        # clock: wall (live clusters): Alertmanager's timings on the wall clock, inhibition from every partition of
+        # alert-groups as soon as the watcher reads it.  clock: event (replays, the demo): timers on the
+        # transitions' own times and inhibition from the grouping step's own ordered input, so one input gives one
+        # set of notifications; with several partitions the watcher adds the other partitions' sources (in the
+        # order it happens to read them: determinism holds per partition, fully with one partition).
+        event = settings.clock == "event"
+        self.settings_clock = settings.clock
+        engine_inhibitor = Inhibitor(rules_from(cfg))
+        shared = not event or settings.partitions > 1
+        self.watcher = AlertWatcher(settings, bootstrap, engine_inhibitor if shared else Inhibitor(rules_from(cfg)))
+        self.engine = Engine(cfg, self.book.silences, engine_inhibitor)
+        stage = AlertingStage(self.engine, self.views_ready, event_time=event)
+        clocked = settings.model_copy(update={"clock": "event" if event else "wall",
+                                              "commit_interval": min(settings.commit_interval, ALERTING_COMMIT)})
+        self.processor = AlertingProcessor(clocked, bootstrap, "alerting", ["alerts", "alert-groups"], stage,
+                                           worker_id=worker_id, tick_interval=tick_interval)
         self.deliverer = Deliverer(settings, bootstrap, Receivers(cfg), on_result=on_result)
 
     def views_ready(self) -> bool:
@@ -644,4 +693,9 @@ class AlertingService(mode.Service):
 
     async def on_start(self) -> None:
         for child in (self.book, self.watcher, self.processor, self.deliverer):
+            if child is self.processor and self.settings_clock == "event":
+                # event time: no transition is read before silences and inhibitions have caught up, so no
+                # flush is ever put off to a later transition (one input, one set of notifications)
+                await self.book.caught_up.wait()
+                await self.watcher.caught_up.wait()
             await self.add_runtime_dependency(child)

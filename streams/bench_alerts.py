@@ -132,7 +132,8 @@ async def end_to_end(settings: Settings, bootstrap: str, n: int, workdir: Path) 
         now = time.time()
         await _produce(bootstrap, settings.topic("alerts"),
                        [(a.key(), encode(a)) for a in (_alert(i, now) for i in range(n))])
-        svc = AlertingService(settings, bootstrap, cfg, worker_id="bench-e2e")
+        live = settings.model_copy(update={"clock": "wall"})  # Alertmanager timings on the wall clock, as live
+        svc = AlertingService(live, bootstrap, cfg, worker_id="bench-e2e")
         t0 = time.time()
         await svc.start()
         try:
@@ -156,7 +157,8 @@ async def isolation(settings: Settings, bootstrap: str, rate: float, seconds: fl
         urls = {"healthy-1": f"{url}/healthy-1", "healthy-2": f"{url}/healthy-2", "failing": f"{url}/failing",
                 "down": f"http://127.0.0.1:{free_port()}/down"}
         cfg = load_text(routing(urls, group_wait=f"{group_wait:g}s"))
-        svc = AlertingService(settings, bootstrap, cfg, worker_id="bench-isolation")
+        live = settings.model_copy(update={"clock": "wall"})  # Alertmanager timings on the wall clock, as live
+        svc = AlertingService(live, bootstrap, cfg, worker_id="bench-isolation")
         await svc.start()
         owners = list(urls)
         p = AIOKafkaProducer(**client_config(bootstrap, "aiokafka"), acks="all", linger_ms=2, enable_idempotence=True)

@@ -137,7 +137,7 @@ def _bench(args) -> int:
         procs.append(receiver)
         routing = work / "routing.yaml"
         routing.write_text(ROUTING.format(group_wait=args.group_wait, url=url))
-        settings = settings.model_copy(update={"routing": str(routing), "kafka": bootstrap})
+        settings = settings.model_copy(update={"routing": str(routing), "kafka": bootstrap, "clock": "wall"})
         ensure_topics(settings, bootstrap)
         reader = _spawn("read", bootstrap, settings.topic("alerts"), topic_out, out=subprocess.PIPE)
         procs.append(reader)

@@ -8,7 +8,8 @@ from streams.alerting import AlertingService
 
 
 async def main(bootstrap: str, prefix: str, app_id: str, routing: str, worker_id: str) -> None:
-    settings = Settings(kafka=bootstrap, topic_prefix=prefix, app_id=app_id, partitions=4, commit_interval=0.2)
+    settings = Settings(kafka=bootstrap, topic_prefix=prefix, app_id=app_id, partitions=4, commit_interval=0.2,
+                        clock="wall")
     svc = AlertingService(settings, bootstrap, routing, worker_id=worker_id)
     await svc.start()
     print("started", flush=True)

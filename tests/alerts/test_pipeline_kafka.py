@@ -16,6 +16,12 @@ from tests.alerts.webhook_server import ScriptedReceiver
 
 pytestmark = pytest.mark.kafka
 
+
+@pytest.fixture
+def settings(settings):
+    """These tests run Alertmanager's timings on the wall clock (clock: wall, as in a live cluster)."""
+    return settings.model_copy(update={"clock": "wall"})
+
 ROUTING = """
 route:
   receiver: platform
