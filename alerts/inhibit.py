@@ -64,10 +64,11 @@ class Inhibitor:
 
     def observe(self, labels: dict, status: str) -> None:
         """Feed one alert transition (every worker sees every transition of the alerts topic)."""
-        fp = fingerprint(labels)
+        fp = None  # computed only for an alert that is a source (most are not)
         for rule, index in zip(self.rules, self.sources, strict=True):
             if not matches_all(rule.source, labels):
                 continue
+            fp = fp or fingerprint(labels)
             key = tuple(labels.get(n, "") for n in rule.equal)
             if status == "firing":
                 index.setdefault(key, set()).add(fp)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Literal
 
 import msgspec
@@ -216,7 +216,7 @@ def _fingerprint(items: tuple) -> str:
     return f"{h:016x}"
 
 
-class Alert(msgspec.Struct):
+class Alert(msgspec.Struct, dict=True):  # dict=True: room for the cached fingerprint (labels are never changed)
     """An alert transition, shaped like Alertmanager's alert."""
 
     labels: dict
@@ -227,7 +227,7 @@ class Alert(msgspec.Struct):
     source: str = ""  # pack/rule@version
     generatorURL: str = ""
 
-    @property
+    @cached_property  # read several times per transition (key, lifecycle, inhibitor, encoding)
     def fingerprint(self) -> str:
         return fingerprint(self.labels)
 

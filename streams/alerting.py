@@ -634,7 +634,9 @@ class Deliverer(mode.Service):
             log.warning("delivery: offset commit failed (%s: %s)", type(exc).__name__, exc)
             return
         for tp, (_, point) in offsets.items():
-            self.progress[tp].committed = point
+            prog = self.progress.get(tp)
+            if prog is not None:  # revoked by a rebalance during the commit: forgotten already
+                prog.committed = point
         self.stats["commits"] += 1
 
     async def _revoke(self, revoked) -> None:
@@ -664,7 +666,8 @@ class AlertingService(mode.Service):
     """Everything a worker runs for alerting; add it to the Faust app as a runtime dependency."""
 
     def __init__(self, settings: Settings, bootstrap: str, routing: RoutingConfig | str | None = None, *,
-                 worker_id: str = "0", on_result: Callable | None = None, tick_interval: float = 0.25, **kw):
+                 worker_id: str = "0", on_result: Callable | None = None, tick_interval: float = 0.25,
+                 deliver: bool = True, **kw):
         super().__init__(**kw)
         cfg = routing if isinstance(routing, RoutingConfig) else load_routing(routing or settings.routing)
         for warning in cfg.warnings:  # Alertmanager's deprecated forms, read as their modern equivalents
@@ -686,7 +689,8 @@ class AlertingService(mode.Service):
                                               "commit_interval": min(settings.commit_interval, ALERTING_COMMIT)})
         self.processor = AlertingProcessor(clocked, bootstrap, "alerting", ["alerts", "alert-groups"], stage,
                                            worker_id=worker_id, tick_interval=tick_interval)
-        self.deliverer = Deliverer(settings, bootstrap, Receivers(cfg), on_result=on_result)
+        # deliver=False: delivery runs in a process of its own (``kubesight worker --role delivery``)
+        self.deliverer = Deliverer(settings, bootstrap, Receivers(cfg), on_result=on_result) if deliver else None
 
     def views_ready(self) -> bool:
         return self.book.caught_up.is_set() and self.watcher.caught_up.is_set()
@@ -698,4 +702,5 @@ class AlertingService(mode.Service):
                 # flush is ever put off to a later transition (one input, one set of notifications)
                 await self.book.caught_up.wait()
                 await self.watcher.caught_up.wait()
-            await self.add_runtime_dependency(child)
+            if child is not None:
+                await self.add_runtime_dependency(child)

@@ -36,7 +36,10 @@ from streams.telemetry import install as install_telemetry
 log = logging.getLogger("kubesight.app")
 
 
-def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = None) -> faust.App:
+def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = None, alerting_here: bool = True,
+               incidents_here: bool = True, services: tuple = ()) -> faust.App:
+    """``alerting_here=False`` / ``incidents_here=False``: alerting and delivery / incidents run in processes of their
+    own (``kubesight worker --role``), started and stopped by ``services`` (``streams.cli_run.child_processes``)."""
     worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
     web_cfg = webconfig.load(settings.web_config)  # TLS and basic_auth_users of the worker's web port
     state = Path(settings.state_dir)  # every file the worker writes is under it (a pod's emptyDir)
@@ -69,9 +72,9 @@ def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = No
                                        urgent=("alerts",))  # an alert commits within 0.1 s, not commit_interval
     watcher = RulesTopicWatcher(settings, bootstrap, packs)
     # alerts --(re-keyed by cluster)--> incidents (streams.incidents): one incident per root cause
-    incidents = incident_processor(settings, bootstrap, worker_id=worker_id)
+    incidents = incident_processor(settings, bootstrap, worker_id=worker_id) if incidents_here else None
     alerting = None
-    if settings.routing:
+    if settings.routing and alerting_here:
         from streams.alerting import AlertingService
 
         alerting = AlertingService(settings, bootstrap, worker_id=worker_id)
@@ -83,9 +86,12 @@ def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = No
         async def on_start(self) -> None:
             await self.add_runtime_dependency(watcher)
             await self.add_runtime_dependency(processor)
-            await self.add_runtime_dependency(incidents)
+            if incidents is not None:
+                await self.add_runtime_dependency(incidents)
             if alerting is not None:
                 await self.add_runtime_dependency(alerting)
+            for service in services:
+                await self.add_runtime_dependency(service)
 
     @app.agent(topics["deadletter"])
     async def count_deadletters(stream):  # each worker counts the partitions it reads; Prometheus sums them

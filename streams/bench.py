@@ -134,14 +134,24 @@ def _samples(n: int, instances: int = 3, interval: float = 30.0) -> list[tuple[b
     return out
 
 
-def _produce(bootstrap: str, topic: str, recs) -> None:
+def _produce(bootstrap: str, topic: str | None, recs, transactional_id: str | None = None) -> None:
+    """Write (key, value) records to ``topic`` (or (topic, key, value) records with ``topic=None``); with a
+    ``transactional_id`` in one transaction, so read_committed consumers see all of them at once."""
     from kafka import KafkaProducer
 
     from core.kafkaclient import client_config
 
-    p = KafkaProducer(**client_config(bootstrap, "kafka-python"), acks=1, linger_ms=20, batch_size=256 * 1024, compression_type=None)
-    for k, v in recs:
-        p.send(topic, v, key=k)
+    extra = {"transactional_id": transactional_id, "acks": "all"} if transactional_id else {"acks": 1}
+    p = KafkaProducer(**client_config(bootstrap, "kafka-python"), linger_ms=20, batch_size=256 * 1024,
+                      compression_type=None, **extra)
+    if transactional_id:
+        p.init_transactions()
+        p.begin_transaction()
+    for r in recs:
+        t, k, v = (topic, *r) if topic is not None else r
+        p.send(t, v, key=k)
+    if transactional_id:
+        p.commit_transaction()
     p.flush()
     p.close()
 
@@ -172,25 +182,57 @@ async def _raw(bootstrap: str, topic: str, n: int) -> tuple[float, float]:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-async def _kubesight(settings: Settings, bootstrap: str, n: int) -> tuple[float, float, dict]:
+async def _kubesight(settings: Settings, bootstrap: str, n: int | None, worker_id: str = "bench",
+                     idle: float = 3.0, timeline: list | None = None, watch=None) -> tuple[float, float, dict]:
+    """The hot path until it has read ``n`` records (``None``: until no record came for ``idle`` seconds, for workers
+    sharing the partitions); ``timeline`` gets (wall clock, records in, CPU s) every 0.1 s while records come;
+    ``watch(processor)`` is called on every turn (e.g. to report the assignment)."""
     from streams.hotpath import Pipeline, TransactionalProcessor
     from streams.stages import RulePacks, signal_stages
 
     proc = TransactionalProcessor(settings, bootstrap, "signals", ["events", "samples"],
-                                  Pipeline(signal_stages(settings, RulePacks(settings))), worker_id="bench")
+                                  Pipeline(signal_stages(settings, RulePacks(settings))), worker_id=worker_id)
     await proc.start()
     t0 = c0 = t_last = None
+    seen, moved, noted = 0, time.monotonic(), 0.0
     try:
-        while proc.stats["in"] < n or proc._outputs_pending():
-            if t0 is None and proc.stats["in"]:
+        while True:
+            got = proc.stats["in"]
+            if n is not None and got >= n and not proc._outputs_pending():
+                break
+            if got != seen:
+                seen, moved = got, time.monotonic()
+                if n is None:
+                    t_last = time.perf_counter()
+            elif n is None and got and time.monotonic() - moved >= idle and not proc._outputs_pending():
+                break
+            if t0 is None and got:
                 t0, c0 = time.perf_counter(), time.process_time()
-            if t_last is None and proc.stats["in"] >= n:
+            if n is not None and t_last is None and got >= n:
                 t_last = time.perf_counter()  # throughput: first to last record (not the idle wait for the commit)
+            if watch is not None:
+                watch(proc)
+            if timeline is not None and got and time.monotonic() - noted >= 0.1 and (
+                    not timeline or timeline[-1][1] != got):
+                noted = time.monotonic()
+                timeline.append((time.time(), got, time.process_time()))
             await asyncio.sleep(0.002)
         wall, cpu = (t_last or time.perf_counter()) - t0, time.process_time() - c0  # CPU includes the commits
     finally:
         await proc.stop()
     return wall, cpu, dict(proc.stats)
+
+
+def _broker(settings: Settings, tag: str):
+    """(bootstrap, the broker this bench started or None): the configured Kafka, else a local one for the bench."""
+    if settings.kafka:
+        from core.broker import bootstrap_for
+
+        return bootstrap_for(settings), None  # carries kafka_security
+    from core import broker as launcher
+
+    broker = launcher.start(f"bench-{tag}", attach=True)
+    return broker.bootstrap, broker
 
 
 FAUST_AGENT = r'''
@@ -238,16 +280,7 @@ def _run(args) -> int:
     tag = uuid.uuid4().hex[:6]
     settings = settings.model_copy(update={"topic_prefix": f"bench-{tag}-", "app_id": f"bench-{tag}",
                                            "partitions": args.partitions})
-    broker = None
-    if settings.kafka:
-        from core.broker import bootstrap_for
-
-        bootstrap = bootstrap_for(settings)  # carries kafka_security
-    else:
-        from core import broker as launcher
-
-        broker = launcher.start(f"bench-{tag}", attach=True)
-        bootstrap = broker.bootstrap
+    bootstrap, broker = _broker(settings, tag)
     try:
         n = args.signals
         rows, stats = {}, {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,9 @@ def register(sub, group) -> None:
     b.add_argument("--rate", type=float, action="append", help="events/s (repeat; default: 100 and 2000)")
     b.add_argument("--seconds", type=float, default=10.0, help="per rate (default: %(default)s)")
     b.add_argument("--group-wait", default="0s", help="the route's group_wait (default: %(default)s)")
+    b.add_argument("--role", default="all", choices=["all", "one"],
+                   help="the worker's layout: all = hot path, alerting and delivery in three processes; one = all "
+                        "on one event loop (default: %(default)s)")
     b.add_argument("--json", action="store_true", help="print the figures as JSON")
     b.set_defaults(func=_bench)
 
@@ -112,6 +116,39 @@ def _spawn(*args: str, out=subprocess.DEVNULL) -> subprocess.Popen:
                             stdin=subprocess.DEVNULL, text=True)
 
 
+def tree_cpu(pid: int, parts: dict | None = None) -> float:
+    """CPU seconds (user + system) used so far by a process and its live children (from /proc; 0 where gone);
+    ``parts`` gets them per process, named by its ``--role`` (the worker's children) or pid."""
+    tick = os.sysconf("SC_CLK_TCK")
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    f = fh.read().rsplit(")", 1)[1].split()
+                kids.setdefault(int(f[1]), []).append(int(d))
+            except (OSError, IndexError):
+                pass
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        todo += kids.get(p, [])
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                f = fh.read().rsplit(")", 1)[1].split()
+            used = (int(f[11]) + int(f[12])) / tick
+            total += used
+            if parts is not None:
+                with open(f"/proc/{p}/cmdline", "rb") as fh:
+                    argv = fh.read().decode(errors="replace").split("\0")
+                name = argv[argv.index("--role") + 1] if "--role" in argv[:-1] else str(p)
+                name = {"all": "hot path", "one": "one process"}.get(name, name)
+                parts[name] = parts.get(name, 0.0) + used
+        except (OSError, IndexError):
+            pass
+    return total
+
+
 def _window(samples: list[tuple[float, float]], t0: float, t1: float) -> list[float]:
     return [d for t, d in samples if t0 <= t <= t1]
 
@@ -142,10 +179,10 @@ def _bench(args) -> int:
         reader = _spawn("read", bootstrap, settings.topic("alerts"), topic_out, out=subprocess.PIPE)
         procs.append(reader)
         reader.stdout.readline()
-        worker = spawn_worker(settings, bootstrap, work / "worker.log", worker_id=f"bench-{tag}")
+        worker = spawn_worker(settings, bootstrap, work / "worker.log", worker_id=f"bench-{tag}", role=args.role)
         procs.append(worker)
-        print(f"bench latency: worker, reader, receiver and producer in their own processes (logs in {work})",
-              file=sys.stderr)
+        print(f"bench latency: worker (--role {args.role}), reader, receiver and producer in their own processes "
+              f"(logs in {work})", file=sys.stderr)
         # warm up until an alert reaches the receiver (the worker starts, restores, loads the rules)
         deadline = time.monotonic() + 120
         while not read_recorded(hook_out)[1]:
@@ -154,7 +191,8 @@ def _bench(args) -> int:
             _spawn("produce", bootstrap, settings.topic("events"), "20", "1", f"warm{int(time.monotonic())}").wait()
         time.sleep(2.0)
         for rate in rates:
-            t0 = time.time()
+            parts0: dict = {}
+            t0, cpu0, load0 = time.time(), tree_cpu(worker.pid, parts0), os.getloadavg()[0]
             prod = _spawn("produce", bootstrap, settings.topic("events"), f"{rate:g}", f"{args.seconds:g}",
                           f"r{rate:g}", out=subprocess.PIPE)
             sent = int(prod.stdout.read().strip() or 0)
@@ -168,9 +206,14 @@ def _bench(args) -> int:
                     break
                 time.sleep(1.0)
             topic_delays, _ = read_recorded(topic_out)
+            parts: dict = {}
+            cpu = tree_cpu(worker.pid, parts) - cpu0  # the worker and its incidents, alerting and delivery processes
+            per = {k: round((v - parts0.get(k, 0.0)) / max(sent, 1) * 1e6, 1) for k, v in parts.items()}
             r = {"rate": rate, "seconds": args.seconds, "sent": sent, "group_wait": args.group_wait,
                  "alerts_topic": percentiles(_window(topic_delays.get("alerts", []), t0, t1)),
-                 "webhook": percentiles(got)}
+                 "webhook": percentiles(got), "worker_cpu_us_per_event": round(cpu / max(sent, 1) * 1e6, 1),
+                 "worker_cpu_us_per_event_by_process": per,
+                 "load_average": [round(load0, 2), round(os.getloadavg()[0], 2)]}
             results.append(r)
             if not args.json:
                 for what in ("alerts_topic", "webhook"):
@@ -180,12 +223,16 @@ def _bench(args) -> int:
                               f"p95 {p['p95']:.3f}s  p99 {p['p99']:.3f}s  ({p['n']}/{sent} arrived)")
                     else:
                         print(f"  {rate:>6g} events/s  event -> {what.replace('_', ' '):12}  nothing arrived")
+                split = ", ".join(f"{k} {v:.0f}" for k, v in per.items())
+                print(f"  {rate:>6g} events/s  worker CPU {r['worker_cpu_us_per_event']:.0f} us/event ({split}; from "
+                      f"the rate's start until its last arrival or 30 s); load average {r['load_average'][0]:.1f} -> "
+                      f"{r['load_average'][1]:.1f}")
             time.sleep(2.0)
     finally:
         for p in procs:
             stop_process(p, 15)
     if args.json:
-        print(json.dumps({"group_wait": args.group_wait, "results": results}))
+        print(json.dumps({"group_wait": args.group_wait, "role": args.role, "results": results}))
     return 0
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +21,11 @@ def register(sub, group) -> None:
     w = sub.add_parser("worker", help="run one stream worker (workers of one app id split the partitions)")
     w.add_argument("--worker-id", default=None, help="stable id (transactional.id suffix); default host-pid")
     w.add_argument("--loglevel", default="warning", choices=["debug", "info", "warning", "error"])
+    w.add_argument("--role", default="all", choices=["all", "one", "signals", "incidents", "alerting", "delivery"],
+                   help="all: the hot path here; incidents, and alerting and delivery (with routing), each in a child "
+                        "process it starts, stops and restarts; one: all of them in this process, on one event loop "
+                        "(least memory); signals, incidents, alerting, delivery: only that part, in this process (each "
+                        "part is its own consumer group and transactional id; default: %(default)s)")
     w.set_defaults(func=_worker)
 
     d = sub.add_parser("demo", help="local Kafka + worker + replay of real recorded events; prints alerts")
@@ -48,10 +55,18 @@ def _worker(args) -> int:
 
     settings = Settings.load(args.config)
     bootstrap = bootstrap_for(settings)
-    ensure_topics(settings, bootstrap)
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings, bootstrap, worker_id=args.worker_id)
-    print(f"kubesight worker: {what_it_runs(app, settings)}", file=sys.stderr, flush=True)
+    if args.role in ("incidents", "alerting", "delivery"):
+        return _part_worker(args, settings, bootstrap)
+    ensure_topics(settings, bootstrap)
+    worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    children = ()
+    if args.role == "all":  # one event loop per part: none waits behind another's CPU
+        roles = ("incidents", "alerting", "delivery") if settings.routing else ("incidents",)
+        children = (child_processes(args, worker_id, roles, settings.shutdown_timeout),)
+    app = create_app(settings, bootstrap, worker_id=worker_id, alerting_here=args.role == "one",
+                     incidents_here=args.role == "one", services=children)
+    print(f"kubesight worker: {what_it_runs(app, settings, children)}", file=sys.stderr, flush=True)
     from core.shutdown import arm
 
     class BoundedWorker(Worker):  # Faust's own stop, within settings.shutdown_timeout whatever hangs
@@ -68,19 +83,120 @@ def _worker(args) -> int:
     return 0
 
 
-def what_it_runs(app, settings: Settings) -> str:
+def what_it_runs(app, settings: Settings, children=()) -> str:
     """The start-up line: rules, routing file and receivers, or plainly that notifications are off."""
     rs = app.kubesight_packs.holder.engine.ruleset
     packs = ", ".join(f"{p.name}@{p.version}" for p in getattr(rs, "packs", ())) or "no pack"
     out = f"{len(rs)} rules ({packs}) on {settings.topic('events')}, {settings.topic('samples')}; "
-    alerting = app.kubesight_alerting
-    if alerting is None:
+    if not settings.routing:
         return out + "notifications are OFF (no routing file in the settings: alerts go to the alerts topic only)"
-    names = [r.name for r in alerting.engine.cfg.receivers]
-    return out + f"routing {settings.routing}: {len(names)} receivers ({', '.join(names)})"
+    from alerts.config import load as load_routing
+
+    names = [r.name for r in load_routing(settings.routing).receivers]
+    where = "; incidents, alerting and delivery in child processes" if children else (
+        "" if app.kubesight_alerting is not None else "; alerting and delivery run elsewhere (--role signals)")
+    return out + f"routing {settings.routing}: {len(names)} receivers ({', '.join(names)}){where}"
 
 
-def spawn_worker(settings: Settings, bootstrap: str, log_path: Path, worker_id: str = "w0") -> subprocess.Popen:
+def _part_worker(args, settings: Settings, bootstrap: str) -> int:
+    """``--role incidents`` (alerts -> incidents), ``--role alerting`` (lifecycle, grouping, silences, inhibition) or
+    ``--role delivery`` (the receivers' lanes): a mode worker with that one service; the same consumer groups and
+    transactional ids as in one process."""
+    import mode
+
+    from core.shutdown import arm
+    from streams.alerting import AlertingService, Deliverer
+
+    if args.role != "incidents" and not settings.routing:
+        print(f"kubesight worker --role {args.role}: no routing file in the settings", file=sys.stderr)
+        return 2
+    worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    if args.role == "incidents":
+        from streams.incidents import incident_processor
+
+        service = incident_processor(settings, bootstrap, worker_id=worker_id)
+    elif args.role == "alerting":
+        service = AlertingService(settings, bootstrap, worker_id=worker_id, deliver=False)
+    else:
+        from alerts.config import load as load_routing
+        from alerts.receivers import Receivers
+
+        service = Deliverer(settings, bootstrap, Receivers(load_routing(settings.routing)))
+    print(f"kubesight worker --role {args.role}: pid {os.getpid()}", file=sys.stderr, flush=True)
+
+    class BoundedWorker(mode.Worker):
+        def _on_sigterm(self) -> None:
+            arm(settings.shutdown_timeout, f"kubesight worker --role {args.role}")
+            super()._on_sigterm()
+
+        def _on_sigint(self) -> None:
+            arm(settings.shutdown_timeout, f"kubesight worker --role {args.role}")
+            super()._on_sigint()
+
+    BoundedWorker(service, loglevel=args.loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    return 0
+
+
+def child_processes(args, worker_id: str, roles: tuple[str, ...], stop_timeout: float = 30.0):
+    """The mode service that runs ``kubesight worker --role R`` children beside a worker, one per role."""
+    import logging
+
+    import mode
+
+    log = logging.getLogger("kubesight.worker")
+    argv = [sys.executable, "-m", "kubesight"] + (["--config", os.path.abspath(args.config)] if args.config else []) + [
+        "worker", "--worker-id", worker_id, "--loglevel", args.loglevel]
+
+    class Children(mode.Service):
+        """Starts each part's process, starts it again if it dies, stops it (SIGTERM, then waits) with the worker.
+
+        The children share the worker's id (so their transactional ids are the ones a single process used)
+        and its stdout/stderr; they die with it (PR_SET_PDEATHSIG) even if it is killed -9."""
+
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.procs: dict[str, subprocess.Popen] = {}
+
+        def _spawn(self, role: str) -> subprocess.Popen:
+            return subprocess.Popen(argv + ["--role", role], stdin=subprocess.DEVNULL, cwd=REPO,
+                                    preexec_fn=die_with_parent)
+
+        async def on_start(self) -> None:
+            for role in roles:
+                self.procs[role] = self._spawn(role)
+
+        @mode.Service.task
+        async def _watch(self) -> None:
+            while not self.should_stop:
+                await self.sleep(1.0)
+                for role, proc in list(self.procs.items()):
+                    if proc.poll() is not None and not self.should_stop:
+                        log.error("worker: the %s process exited with %s; starting it again", role,
+                                  proc.returncode)
+                        self.procs[role] = self._spawn(role)
+
+        async def on_stop(self) -> None:
+            procs = list(self.procs.values())
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            await asyncio.get_running_loop().run_in_executor(None, _wait_all, procs, stop_timeout)
+
+    return Children()
+
+
+def _wait_all(procs: list, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def spawn_worker(settings: Settings, bootstrap: str, log_path: Path, worker_id: str = "w0",
+                 role: str = "all") -> subprocess.Popen:
     """Start ``kubesight worker`` as a child process with exactly these settings (a YAML beside its log)."""
     import yaml
 
@@ -90,7 +206,7 @@ def spawn_worker(settings: Settings, bootstrap: str, log_path: Path, worker_id: 
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBESIGHT_")}
     env["PYTHONUNBUFFERED"] = "1"
     cmd = [sys.executable, "-m", "kubesight", "--config", str(config), "worker", "--worker-id", worker_id,
-           "--loglevel", "info"]
+           "--loglevel", "info", "--role", role]
     with open(log_path, "ab") as fh:
 
         # the worker dies with its parent (demo, tests): no orphan even if the parent is killed
