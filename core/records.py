@@ -208,12 +208,29 @@ def fingerprint(labels: dict) -> str:
 _FNV_OFFSET, _FNV_PRIME, _U64 = 0xCBF29CE484222325, 0x100000001B3, 0xFFFFFFFFFFFFFFFF
 
 
+def _fnv1a_64_py(data: bytes) -> int:
+    """FNV-1a 64 in Python (~100 ns a byte): the reference, and the fallback without ``fnv_c``.
+
+    >>> d = b"\\xff".join([b"alertname", b"Watchdog", b""])  # one label, as fingerprint() joins it
+    >>> _fnv1a_64(d) == _fnv1a_64_py(d) == 0x003b0a0f7d3fa569
+    True
+    """
+    h, prime, u64 = _FNV_OFFSET, _FNV_PRIME, _U64
+    for b in data:
+        h = ((h ^ b) * prime) & u64
+    return h
+
+
+try:  # the same function in C (~0.3 µs for a label set, against 15-40 µs in Python)
+    from fnv_c import fnv1a_64 as _fnv1a_64
+except ImportError:  # pragma: no cover
+    _fnv1a_64 = _fnv1a_64_py
+
+
 @lru_cache(maxsize=8192)  # the same alert is seen again and again (every transition, every worker step)
 def _fingerprint(items: tuple) -> str:
-    h, prime, u64 = _FNV_OFFSET, _FNV_PRIME, _U64
-    for b in b"".join(b"%s\xff%s\xff" % (name.encode(), value.encode()) for name, value in items):
-        h = ((h ^ b) * prime) & u64
-    return f"{h:016x}"
+    data = b"".join([b"%s\xff%s\xff" % (name.encode(), value.encode()) for name, value in items])
+    return f"{_fnv1a_64(data):016x}"
 
 
 class Alert(msgspec.Struct, dict=True):  # dict=True: room for the cached fingerprint (labels are never changed)
@@ -258,7 +275,7 @@ Record = Event | Sample | Alert
 # parses: label values must be strings, entity fields must be known strings, ...), then to the
 # in-memory record (times as float epoch seconds).  Optional string fields may be null on the wire.
 
-Time = datetime | float  # RFC 3339 on the wire (epoch numbers accepted)
+Time = str | float  # RFC 3339 on the wire (epoch numbers accepted); the text is checked by _when
 Labels = dict[str, str]
 
 
@@ -300,6 +317,28 @@ _DECODER = msgspec.json.Decoder(_Wire)
 _ENCODER = msgspec.json.Encoder()
 
 
+_DATETIME = msgspec.json.Decoder(datetime)  # msgspec's RFC 3339 parser, the one a ``datetime`` field uses
+_TIMES: dict[str, float] = {}  # RFC 3339 text -> epoch seconds: a scrape's samples share one time
+
+
+def _when(t, field: str) -> float:
+    """A wire time (RFC 3339 text or epoch number) -> epoch seconds; each distinct text parsed once."""
+    if type(t) is float:
+        return t
+    if type(t) is not str:
+        return float(t)
+    s = _TIMES.get(t)
+    if s is None:
+        try:
+            s = _seconds(_DATETIME.decode(orjson.dumps(t)))
+        except msgspec.ValidationError:
+            raise msgspec.ValidationError(f"Invalid RFC3339 encoded datetime - at `$.{field}`") from None
+        if len(_TIMES) >= 16384:
+            _TIMES.clear()
+        _TIMES[t] = s
+    return s
+
+
 def _seconds(t) -> float:
     if type(t) is float:
         return t
@@ -316,15 +355,15 @@ def _record(w) -> Record:
     if type(w) is _WireEvent:
         if w.count < 0:
             raise RecordError(f"event: 'count' must be >= 0, got {w.count}")
-        return Event(w.source, w.reason, _seconds(w.time), w.type or "Normal", w.severity or "",
+        return Event(w.source, w.reason, _when(w.time, "time"), w.type or "Normal", w.severity or "",
                      w.entity or Entity(), w.labels or {}, w.message or "", w.count, w.id or "")
     if type(w) is _WireSample:
         v = w.value
-        return Sample(w.name, v if type(v) is float else float(v), _seconds(w.time), w.labels or {})
+        return Sample(w.name, v if type(v) is float else float(v), _when(w.time, "time"), w.labels or {})
     if "alertname" not in w.labels:
         raise RecordError("alert: labels must include 'alertname'")
-    return Alert(w.labels, w.annotations or {}, w.status, _seconds(w.startsAt),
-                 None if w.endsAt is None else _seconds(w.endsAt), w.source or "", w.generatorURL or "")
+    return Alert(w.labels, w.annotations or {}, w.status, _when(w.startsAt, "startsAt"),
+                 None if w.endsAt is None else _when(w.endsAt, "endsAt"), w.source or "", w.generatorURL or "")
 
 
 def _reason(exc: msgspec.ValidationError, obj) -> str:
@@ -336,7 +375,7 @@ def _reason(exc: msgspec.ValidationError, obj) -> str:
     kind = obj.get("kind")
     if kind not in ("event", "sample", "alert"):
         return f"unknown record kind {kind!r} (expected event, sample or alert)"
-    return f"{kind}: {exc}"
+    return f"{kind}: {exc}".replace("`float | str`", "`float | datetime`")  # the wire's time: RFC 3339 or a number
 
 
 def encode(rec: Record) -> bytes:

@@ -219,26 +219,45 @@ class Engine:
         self._registry = registry
         self._by_event = ruleset.by_event
         self._by_source = ruleset.by_source
-        self._by_metric = ruleset.by_metric
+        self._by_metric = {k: v for k, v in ruleset.by_metric.items() if v}
+        self._vector = frozenset(k for k, v in self._by_metric.items()
+                                 if any(r.cond.type == "anomaly_vector" for r in v))
+        self._event_rules: dict = {}  # (source, reason) -> the rules an event may reach, or None
 
     # ------------------------------------------------------------ entry points
 
+    def rules_for(self, rec):
+        """The rules a signal may reach (a non-empty tuple), or None: most signals reach none."""
+        if type(rec) is Sample:
+            return self._by_metric.get(rec.name)
+        if type(rec) is Event:
+            k = (rec.source, rec.reason)
+            try:
+                return self._event_rules[k]
+            except KeyError:
+                rules = self._by_event.get(k)
+                extra = self._by_source.get(rec.source)
+                if extra:
+                    rules = rules + extra if rules else extra
+                if len(self._event_rules) >= 100_000:  # reasons are open-ended: keep the memo bounded
+                    self._event_rules.clear()
+                rules = self._event_rules[k] = rules or None
+                return rules
+        return None
+
     def process(self, rec, state: MutableMapping, now: float | None = None) -> list[Alert]:
         """Apply one signal; ``now`` is the partition watermark (defaults to the record's time)."""
+        rules = self.rules_for(rec)
+        if rules is None:
+            return _NONE
+        return self.apply(rec, rules, state, now)
+
+    def apply(self, rec, rules, state: MutableMapping, now: float | None = None) -> list[Alert]:
+        """``process`` for a signal whose ``rules_for`` is ``rules`` (not None)."""
+        t = rec.time if now is None or now < rec.time else now
         if type(rec) is Event:
-            rules = self._by_event.get((rec.source, rec.reason))
-            extra = self._by_source.get(rec.source)
-            if extra:
-                rules = rules + extra if rules else extra
-            if not rules:
-                return _NONE
-            return self._process_event(rec, rules, state, rec.time if now is None or now < rec.time else now)
-        if type(rec) is Sample:
-            rules = self._by_metric.get(rec.name)
-            if not rules:
-                return _NONE
-            return self._process_sample(rec, rules, state, rec.time if now is None or now < rec.time else now)
-        return _NONE
+            return self._process_event(rec, rules, state, t)
+        return self._process_sample(rec, rules, state, t)
 
     def rekey(self, rec) -> list[tuple[bytes, Sample]]:
         """Copies of a sample for the anomaly_vector rules it feeds, each keyed by its entity.
@@ -250,11 +269,9 @@ class Engine:
         meet on one partition, and only copies reach vector rules (originals reach the others).
         ``rules test`` runs the same: every sample and its copies on its one state.
         """
-        if type(rec) is not Sample or rec.labels.get(MARK) not in (None, "derived"):
+        if type(rec) is not Sample or rec.name not in self._vector or rec.labels.get(MARK) not in (None, "derived"):
             return _NONE
-        rules = self._by_metric.get(rec.name)
-        if not rules:
-            return _NONE
+        rules = self._by_metric[rec.name]
         out = _NONE
         seen = None
         for rule in rules:
@@ -292,17 +309,21 @@ class Engine:
                                      startsAt=st["a"], endsAt=now, source=st.get("o", "")))
                 del state[key]
                 continue
-            st = self._restore(rule, st)
-            d0 = self._deadline(rule, st)
-            emitted = self._advance(rule, st, now)
-            if emitted:
-                out.extend(emitted)
-            if st["s"] == 0 and self._empty(rule, st, now):
-                del state[key]
-                continue
-            if d0 is not None and d0 <= now:
-                state[key] = st
             d = self._deadline(rule, st)
+            if d is None or d > now:  # no timer of this group is due: only an idle group may go
+                if st["s"] == 0 and self._empty(rule, st, now):
+                    del state[key]
+                    continue
+            else:
+                st = self._restore(rule, st)
+                emitted = self._advance(rule, st, now)
+                if emitted:
+                    out.extend(emitted)
+                if st["s"] == 0 and self._empty(rule, st, now):
+                    del state[key]
+                    continue
+                state[key] = st
+                d = self._deadline(rule, st)
             if d is not None and (nxt is None or d < nxt):
                 nxt = d
         if nxt is None:

@@ -207,6 +207,8 @@ def _le(v: str) -> float:
 class Derived:
     """The derived-signals stage: ``process(sample, state, emit)`` / ``tick(now, state, emit)``."""
 
+    accepts = (Sample,)  # the hot path gives it samples only (see streams.hotpath.Pipeline)
+
     def __init__(self, signals=SIGNALS, window: float = 300.0, staleness: float = 300.0, settle: float = 1.0):
         self.window = window
         self.staleness = staleness
@@ -222,8 +224,11 @@ class Derived:
     # ---------------------------------------------------------------- records in
 
     def process(self, rec, state: MutableMapping, emit) -> None:
-        if not isinstance(rec, Sample):
+        if type(rec) is not Sample:
             return
+        uses = self.by_source.get(rec.name)
+        if uses is None and rec.name not in self.by_partial:
+            return  # most samples: neither a source of a derived signal nor a partial
         labels = rec.labels
         mark = labels.get(MARK)
         if mark == "partial":
@@ -233,7 +238,6 @@ class Derived:
             return
         if mark is not None:
             return
-        uses = self.by_source.get(rec.name)
         if not uses:
             return
         series = rec.series()

@@ -42,6 +42,7 @@ import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from core.kafkaclient import client_config
 from core.records import Alert, Event, RecordError, Sample, deadletter, decode
@@ -52,6 +53,7 @@ from streams.state import Store
 log = logging.getLogger("kubesight.hotpath")
 
 WATERMARK = "__watermark__"
+_PARTITIONER = DefaultPartitioner()  # the producer's (none is configured): murmur2 of the key, as Kafka's Java client
 Emit = Callable[..., None]  # emit(logical_topic, key, value, partition=None)
 
 
@@ -64,14 +66,22 @@ class Stage(Protocol):
 
 
 class Pipeline:
-    """Runs stages in order; one record's failure in one stage is isolated by the caller."""
+    """Runs stages in order; one record's failure in one stage is isolated by the caller.
+
+    A stage may say which record types it takes (``accepts = (Sample,)``); ``dispatch`` maps each
+    record type to the bound ``process`` methods of the stages that take it, so the hot path makes
+    one call per stage that has something to do (an event never enters the derived stage).
+    """
 
     def __init__(self, stages: Sequence[Stage]):
         self.stages = list(stages)
+        self.dispatch = {t: tuple(s.process for s in self.stages if t in getattr(s, "accepts", (t,)))
+                         for t in (Event, Sample, Alert)}
 
     def process(self, rec, state, emit) -> None:
-        for s in self.stages:
-            s.process(rec, state, emit)
+        procs = self.dispatch.get(type(rec))
+        for p in procs if procs is not None else [s.process for s in self.stages]:
+            p(rec, state, emit)
 
     def tick(self, now, state, emit) -> None:
         for s in self.stages:
@@ -173,6 +183,8 @@ class TransactionalProcessor(mode.Service):
     def _process_batch(self, tp: TopicPartition, msgs) -> None:
         store = self.stores[tp.partition]
         stage = self.stage
+        # the stages' bound process methods per record type (one call per stage, none through layers)
+        dispatch = getattr(stage, "dispatch", None) or {t: (stage.process,) for t in (Event, Sample, Alert)}
         emit = self._emit
         wm = store.get(WATERMARK, 0.0)
         tick_every = self.tick_interval
@@ -193,7 +205,8 @@ class TransactionalProcessor(mode.Service):
                                    f"(allowed_lateness {late:g}s)", m)
                 continue
             try:
-                stage.process(rec, store, emit)
+                for process in dispatch[type(rec)]:
+                    process(rec, store, emit)
             except Exception as exc:  # isolate: one bad record or series never stops the partition
                 log.exception("%s: stage failed on %s[%d]@%d", self.name, m.topic, m.partition, m.offset)
                 self._reject(emit, f"stage error: {type(exc).__name__}: {exc}", m)
@@ -247,12 +260,10 @@ class TransactionalProcessor(mode.Service):
             offsets, self._offsets = self._offsets, {}
             try:
                 await self.producer.begin_transaction()
-                send = self.producer.send
-                for topic, key, value, partition in outputs:
-                    await send(topic, value, key=key, partition=partition)
-                for p, store in self.stores.items():
-                    for k, v in store.flush_items():
-                        await send(self.changelog, v, key=k, partition=p)
+                await self._send_all(outputs)
+                changelog = self.changelog
+                await self._send_all([(changelog, k, v, p) for p, store in self.stores.items()
+                                      for k, v in store.flush_items()])
                 if offsets:
                     await self.producer.send_offsets_to_transaction(offsets, self.group_id)
                 await self.producer.commit_transaction()
@@ -268,6 +279,33 @@ class TransactionalProcessor(mode.Service):
             self.stats["out"] += len(outputs)
             self.stats["commits"] += 1
             self._last_commit = time.monotonic()
+
+    async def _send_all(self, records) -> None:
+        """Send (topic, key, value, partition or None) records inside the open transaction, in order per
+        topic-partition: appended to one record batch per topic-partition (``create_batch`` /
+        ``send_batch``) instead of one ``send`` each, which costs ~15 µs of Python per record.  A record
+        without a partition goes where ``send`` would put it (the producer's partitioner on its key)."""
+        producer = self.producer
+        assert producer is not None
+        partitioner = _PARTITIONER
+        parts: dict[str, list[int]] = {}
+        batches: dict[tuple[str, int], object] = {}
+        for topic, key, value, partition in records:
+            if partition is None:
+                ps = parts.get(topic)
+                if ps is None:
+                    ps = parts[topic] = sorted(await producer.partitions_for(topic))
+                partition = partitioner(key, ps, ps)
+            b = batches.get((topic, partition))
+            if b is None:
+                b = batches[(topic, partition)] = producer.create_batch()
+            if b.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
+                await producer.send_batch(b, topic, partition=partition)
+                b = batches[(topic, partition)] = producer.create_batch()
+                b.append(key=key, value=value, timestamp=None)  # an empty batch takes any one record
+        for (topic, partition), b in batches.items():
+            if b.record_count():
+                await producer.send_batch(b, topic, partition=partition)
 
     async def _rewind(self) -> None:
         """Throw away uncommitted state and re-read from the committed offsets."""

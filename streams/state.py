@@ -20,50 +20,70 @@ The hot path (``streams.hotpath``) keeps one ``Store`` per input partition.  Pur
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
-
 import orjson
 
 
-class Store(MutableMapping):
-    __slots__ = ("_data", "_dirty", "__weakref__")
+class Store(dict):
+    """A dict (reads at C speed: the hot path reads state for every signal) whose writes are tracked.
+
+    Every way to change it marks the key dirty: assignment, ``del``, ``pop``, ``popitem``,
+    ``setdefault``, ``update``, ``|=`` and ``clear``.
+    """
+
+    __slots__ = ("_dirty", "__weakref__")
 
     def __init__(self) -> None:
-        self._data: dict[str, object] = {}
+        super().__init__()
         self._dirty: set[str] = set()
 
-    # -- mapping protocol
-    def __getitem__(self, key: str):
-        return self._data[key]
-
-    def get(self, key: str, default=None):
-        return self._data.get(key, default)
-
     def __setitem__(self, key: str, value) -> None:
-        self._data[key] = value
+        dict.__setitem__(self, key, value)
         self._dirty.add(key)
 
     def __delitem__(self, key: str) -> None:
-        del self._data[key]
+        dict.__delitem__(self, key)
         self._dirty.add(key)
 
-    def __contains__(self, key) -> bool:
-        return key in self._data
+    _MISSING = object()
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
+    def pop(self, key, default=_MISSING):
+        if key in self:
+            self._dirty.add(key)
+            return dict.pop(self, key)
+        if default is Store._MISSING:
+            raise KeyError(key)
+        return default
 
-    def __len__(self) -> int:
-        return len(self._data)
+    def popitem(self):
+        k, v = dict.popitem(self)
+        self._dirty.add(k)
+        return k, v
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return dict.__getitem__(self, key)
+
+    def update(self, *args, **kw) -> None:
+        for k, v in dict(*args, **kw).items():
+            self[k] = v
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+    def clear(self) -> None:
+        self._dirty.update(self.keys())
+        dict.clear(self)
 
     # -- changelog
     def restore(self, key: bytes, value: bytes | None) -> None:
         """Apply one changelog record (None = tombstone) without marking it dirty."""
         k = key.decode()
         if value is None:
-            self._data.pop(k, None)
+            dict.pop(self, k, None)
         else:
-            self._data[k] = orjson.loads(value)
+            dict.__setitem__(self, k, orjson.loads(value))
 
     @property
     def dirty(self) -> bool:
@@ -73,8 +93,8 @@ class Store(MutableMapping):
         """Changed keys since the last flush, encoded for the changelog; clears the dirty set."""
         out = []
         for k in self._dirty:
-            if k in self._data:
-                v = self._data[k]
+            if k in self:
+                v = dict.__getitem__(self, k)
                 snap = getattr(v, "snapshot", None)
                 out.append((k.encode(), orjson.dumps(snap() if snap else v, option=orjson.OPT_SERIALIZE_NUMPY)))
             else:
