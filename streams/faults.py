@@ -148,7 +148,8 @@ def _run_scenario(bootstrap, broker_name, sc, events, *, seconds, timeout, log_d
 
     faults = {"kill9": [(f, lambda: (proc[0].kill(), proc[0].wait(), respawn())) for f in (0.25, 0.5, 0.75)],
               "broker": [(0.5, lambda: _restart_broker(broker_name))],
-              "broker3": [(0.5, lambda: _lose_node(cluster[-1]))],
+              # mid-stream: once the worker runs (has committed), not while it is still declaring its topics
+              "broker3": [(0.5, lambda: (_wait_committed(s, timeout), _lose_node(cluster[-1])))],
               "receiver": [(0.3, lambda: hook.down_for(receiver_down))]}.get(sc, [])
     try:
         if sc == "collector":
@@ -277,6 +278,17 @@ def _lose_node(node) -> None:
     deadline = time.monotonic() + 10
     while node.alive() and time.monotonic() < deadline:
         time.sleep(0.1)
+
+
+def _wait_committed(s: Settings, timeout: float) -> None:
+    """Until the worker has committed offsets on the signal topics (it is past its start-up)."""
+    from streams.cli_run import group_lag
+
+    deadline = time.monotonic() + timeout
+    while group_lag(s.kafka, f"{s.app_id}-signals", [s.topic("events"), s.topic("samples")]) is None:
+        if time.monotonic() > deadline:
+            raise SystemExit("bench faults: the worker committed nothing before the fault was due")
+        time.sleep(0.2)
 
 
 def _wait_brokers(bootstrap: str, n: int, timeout: float = 60.0) -> None:
