@@ -104,6 +104,6 @@ def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = No
 
     # /metrics, /health, /ready, /deadletter
     install_telemetry(app, settings, bootstrap, processor, packs, alerting,
-                      next((s for s in processor.stage.stages if isinstance(s, RulesStage)), None))
+                      next((s for s in processor.stage.stages if isinstance(s, RulesStage)), None), services)
 
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
@@ -26,6 +27,8 @@ def register(sub, group) -> None:
                         "process it starts, stops and restarts; one: all of them in this process, on one event loop "
                         "(least memory); signals, incidents, alerting, delivery: only that part, in this process (each "
                         "part is its own consumer group and transactional id; default: %(default)s)")
+    w.add_argument("--metrics-file", default=None, help=argparse.SUPPRESS)  # a child: serve /metrics on loopback,
+    # write the port here (the parent worker scrapes it and appends it to its own /metrics)
     w.set_defaults(func=_worker)
 
     d = sub.add_parser("demo", help="local Kafka + worker + replay of real recorded events; prints alerts")
@@ -63,7 +66,9 @@ def _worker(args) -> int:
     children = ()
     if args.role == "all":  # one event loop per part: none waits behind another's CPU
         roles = ("incidents", "alerting", "delivery") if settings.routing else ("incidents",)
-        children = (child_processes(args, worker_id, roles, settings.shutdown_timeout),)
+        metrics_dir = (Path(settings.state_dir) / "metrics" / f"{settings.app_id}-{worker_id}"
+                       if settings.web_port is not None else None)  # no web port: no /metrics to append to
+        children = (child_processes(args, worker_id, roles, settings.shutdown_timeout, metrics_dir),)
     app = create_app(settings, bootstrap, worker_id=worker_id, alerting_here=args.role == "one",
                      incidents_here=args.role == "one", services=children)
     print(f"kubesight worker: {what_it_runs(app, settings, children)}", file=sys.stderr, flush=True)
@@ -122,6 +127,8 @@ def _part_worker(args, settings: Settings, bootstrap: str) -> int:
         from alerts.receivers import Receivers
 
         service = Deliverer(settings, bootstrap, Receivers(load_routing(settings.routing)))
+    if args.metrics_file:
+        serve_child_metrics(service, Path(args.metrics_file))
     print(f"kubesight worker --role {args.role}: pid {os.getpid()}", file=sys.stderr, flush=True)
 
     class BoundedWorker(mode.Worker):
@@ -137,8 +144,29 @@ def _part_worker(args, settings: Settings, bootstrap: str) -> int:
     return 0
 
 
-def child_processes(args, worker_id: str, roles: tuple[str, ...], stop_timeout: float = 30.0):
-    """The mode service that runs ``kubesight worker --role R`` children beside a worker, one per role."""
+def serve_child_metrics(service, port_file: Path) -> None:
+    """A child's registry (its processor's figures, per-receiver delivery, process_*) on a free loopback port,
+    written to ``port_file`` for the parent worker, which appends it to its own ``/metrics``."""
+    from prometheus_client import REGISTRY
+
+    from core.telemetry import serve
+    from streams.telemetry import WorkerMetrics
+
+    proc = getattr(service, "processor", service)
+    if hasattr(proc, "stats") and hasattr(proc, "consumer") and hasattr(proc, "stores"):  # a TransactionalProcessor
+        REGISTRY.register(WorkerMetrics([proc]))
+    server = serve("127.0.0.1", 0)
+    tmp = port_file.with_suffix(".tmp")
+    tmp.write_text(str(server.server_address[1]))
+    tmp.replace(port_file)  # atomic: the parent never reads half a number
+
+
+def child_processes(args, worker_id: str, roles: tuple[str, ...], stop_timeout: float = 30.0,
+                    metrics_dir: Path | None = None):
+    """The mode service that runs ``kubesight worker --role R`` children beside a worker, one per role.
+
+    With ``metrics_dir`` (emptied here) each child serves its metrics on a loopback port named in
+    ``metrics_dir/ROLE.port``; ``metrics_ports()`` says where for the worker's ``/metrics``."""
     import logging
 
     import mode
@@ -146,6 +174,11 @@ def child_processes(args, worker_id: str, roles: tuple[str, ...], stop_timeout: 
     log = logging.getLogger("kubesight.worker")
     argv = [sys.executable, "-m", "kubesight"] + (["--config", os.path.abspath(args.config)] if args.config else []) + [
         "worker", "--worker-id", worker_id, "--loglevel", args.loglevel]
+
+    if metrics_dir is not None:
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        for stale in metrics_dir.iterdir():  # a previous run's ports: nothing listens there now
+            stale.unlink(missing_ok=True)
 
     class Children(mode.Service):
         """Starts each part's process, starts it again if it dies, stops it (SIGTERM, then waits) with the worker.
@@ -157,8 +190,16 @@ def child_processes(args, worker_id: str, roles: tuple[str, ...], stop_timeout: 
             super().__init__(**kw)
             self.procs: dict[str, subprocess.Popen] = {}
 
+        def metrics_ports(self) -> dict[str, Path]:
+            return {} if metrics_dir is None else {role: metrics_dir / f"{role}.port" for role in roles}
+
         def _spawn(self, role: str) -> subprocess.Popen:
-            return subprocess.Popen(argv + ["--role", role], stdin=subprocess.DEVNULL, cwd=REPO,
+            extra = []
+            if metrics_dir is not None:
+                port_file = metrics_dir / f"{role}.port"
+                port_file.unlink(missing_ok=True)  # the dead child's port
+                extra = ["--metrics-file", str(port_file)]
+            return subprocess.Popen(argv + ["--role", role] + extra, stdin=subprocess.DEVNULL, cwd=REPO,
                                     preexec_fn=die_with_parent)
 
         async def on_start(self) -> None:

@@ -15,6 +15,11 @@ registry; add yours there too):
 - ``kubesight_deadletters_total`` {origin, reason}: everything on the dead-letter topic, counted by the
   worker(s) reading it (``core.telemetry``).
 
+With ``kubesight worker --role all`` incidents, alerting and delivery run in child processes: each serves its
+own registry on a loopback port (``streams.cli_run.serve_child_metrics``) and the worker's ``/metrics``
+appends every child's samples with a ``role`` label (``ChildrenMetrics``), e.g.
+``kubesight_notifications_total{receiver, result, role="delivery"}``.
+
 ``/ready`` is 200 only while the broker answers, the signal processor has its partitions assigned
 and their state restored, the rules are loaded and (with routing) the alerting views have caught
 up; the body names each check.  ``/health`` is liveness: the event loop answers.
@@ -86,6 +91,52 @@ class WorkerMetrics:
                                       value=self.rules_stage.evaluations)
 
 
+class ChildrenMetrics:
+    """The worker's registry followed by its children's (each scraped on its loopback port when ``/metrics``
+    is): one family per name, the children's samples labelled ``role``.  A child that does not answer
+    (starting, restarting) is left out of that scrape."""
+
+    def __init__(self, registry, sources, timeout: float = 2.0):
+        self.registry = registry
+        self.sources = sources  # callables -> {role: file holding its port}
+        self.timeout = timeout
+
+    def _child(self, role: str, port_file) -> list:
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            port = int(port_file.read_text())
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=self.timeout) as r:
+                text = r.read().decode()
+        except (OSError, ValueError):
+            return []
+        fams = list(text_string_to_metric_families(text))
+        counters = {f.name for f in fams if f.type == "counter"}
+        out = []
+        for fam in fams:
+            if fam.name.endswith("_created") and fam.name[:-len("_created")] in counters:
+                continue  # a counter's creation time (the text parser makes it a family of its own): left out
+            fam.samples = [s._replace(labels={**s.labels, "role": role}) for s in fam.samples]
+            out.append(fam)
+        return out
+
+    def collect(self):
+        fams: dict[str, object] = {}
+        for fam in self.registry.collect():
+            fams[fam.name] = fam
+        for source in self.sources:
+            for role, port_file in sorted(source().items()):
+                for fam in self._child(role, port_file):
+                    have = fams.get(fam.name)
+                    if have is None:
+                        fams[fam.name] = fam
+                    elif have.type == fam.type:
+                        have.samples = list(have.samples) + fam.samples
+        yield from fams.values()
+
+
 def partitions_check(proc):
     """Readiness: the processor's consumer has partitions, and each one's state is restored."""
     def check():
@@ -102,12 +153,14 @@ def partitions_check(proc):
     return check
 
 
-def install(app, settings, bootstrap: str, processor, packs, alerting, rules_stage=None) -> None:
-    """Add the metrics collector and the /metrics, /health, /ready pages to the Faust app."""
+def install(app, settings, bootstrap: str, processor, packs, alerting, rules_stage=None, services=()) -> None:
+    """Add the metrics collector and the /metrics, /health, /ready pages to the Faust app (``services`` with
+    ``metrics_ports()``: child processes whose metrics ``/metrics`` appends)."""
     procs = [processor] + ([alerting.processor] if alerting is not None else [])
     collector = WorkerMetrics(procs, rules_stage)
     REGISTRY.register(collector)
     app.kubesight_metrics = collector
+    page = ChildrenMetrics(REGISTRY, [s.metrics_ports for s in services if hasattr(s, "metrics_ports")])
 
     def rules_check():
         rs = packs.holder.engine.ruleset
@@ -127,7 +180,8 @@ def install(app, settings, bootstrap: str, processor, packs, alerting, rules_sta
 
     @app.page("/metrics")
     async def metrics(web, request):
-        return web.bytes(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        body = await asyncio.to_thread(generate_latest, page)  # the children are asked over loopback HTTP
+        return web.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/health")
     async def health(web, request):
