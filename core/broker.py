@@ -124,14 +124,21 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+def dies_with_parent(sig: int = signal.SIGTERM):
+    """A ``preexec_fn``: the child gets ``sig`` when the process that started it dies (Linux PR_SET_PDEATHSIG)."""
+    def preexec() -> None:  # runs in the child between fork and exec
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)
+        except OSError:
+            pass
+    return preexec
 
 
-def _alive(pid: int) -> bool:
+die_with_parent = dies_with_parent(signal.SIGTERM)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie counts as dead)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -184,7 +191,7 @@ class Broker:
     def alive(self) -> bool:
         if self.proc is not None:
             return self.proc.poll() is None
-        return _alive(self.pid)
+        return process_alive(self.pid)
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM (controlled shutdown), then SIGKILL after ``timeout``; removes broker.json, and the
@@ -425,7 +432,7 @@ def _reap_stale() -> None:
             pid = info["pid"]
         except (OSError, ValueError, KeyError):
             continue
-        if not _alive(pid):
+        if not process_alive(pid):
             if info.get("ephemeral", True):
                 shutil.rmtree(meta.parent, ignore_errors=True)
             else:

@@ -206,7 +206,7 @@ class Remediator:
             f"{rec['action']['type']} " if rec.get("action") else "") + (
             f"{rec['condition']['type']}={rec['condition']['status']} " if rec.get("condition") else "") + (
             f"alert={rec['alert']['labels'].get('alertname')} " if rec.get("alert") else "") + (
-            f"dry-run " if rec.get("dry_run") else "") + (rec.get("reason") or "")
+            "dry-run " if rec.get("dry_run") else "") + (rec.get("reason") or "")
         (log.warning if rec.get("outcome") in ("refused", "failed", "blocked") else log.info)("%s", line.strip())
         return rec
 

@@ -27,21 +27,20 @@ tests and demos never leave orphans, and removes the run folder on ``stop()``.
 
     python -m deploy.cluster.launcher up|down|status|build [--name N] [--nodes N]
 
-This module imports nothing of kubesight's (``deploy/`` sits on the ground floor); the
-``kubernetes`` client is imported only by the helpers that need it.
+Of kubesight it imports only the base layer's process helpers (``core.broker``: free ports, children
+that die with their parent, liveness), as ``deploy/`` may; the ``kubernetes`` client is imported only
+by the helpers that need it.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import ctypes
 import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -50,6 +49,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from core.broker import dies_with_parent, free_port, process_alive
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -144,33 +145,9 @@ def ensure_built(quiet: bool = False) -> Path:
 # ---------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pdeathsig() -> None:  # runs in the child between fork and exec
-    # SIGKILL, not SIGTERM: all components get it at once, and an API server terminating gracefully
-    # while its etcd goes away hangs; an attached cluster's data is thrown away anyway
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child counts as dead
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
+# SIGKILL, not SIGTERM: all components get it at once, and an API server terminating gracefully while its
+# etcd goes away hangs; an attached cluster's data is thrown away anyway
+_DIE_WITH_PARENT = dies_with_parent(signal.SIGKILL)
 
 
 def _rss_mb(pid: int) -> float:
@@ -253,7 +230,7 @@ class Cluster:
         out = {}
         for comp, pid in self.pids.items():
             proc = self.procs.get(comp)
-            out[comp] = proc.poll() is None if proc is not None else _alive(pid)
+            out[comp] = proc.poll() is None if proc is not None else process_alive(pid)
         return out
 
     def alive(self) -> bool:
@@ -510,7 +487,7 @@ def start(name: str = "default", attach: bool = False, nodes: int = 3, timeout: 
         log = open(cluster.log(comp), "ab")
         proc = subprocess.Popen([str(c) for c in cmds[comp]], stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, cwd=run, env=env,
-                                preexec_fn=_pdeathsig if attach else None, start_new_session=not attach)
+                                preexec_fn=_DIE_WITH_PARENT if attach else None, start_new_session=not attach)
         log.close()
         cluster.procs[comp], cluster.pids[comp] = proc, proc.pid
         _write_state(cluster, attach, ready=False)  # from the first pid on: a killed owner's folder is reaped
@@ -571,7 +548,7 @@ def _reap_stale() -> None:
             pids = info["pids"]
         except (OSError, ValueError, KeyError):
             continue
-        if not any(_alive(p) for p in pids.values()):
+        if not any(process_alive(p) for p in pids.values()):
             _forget(meta, info)
 
 

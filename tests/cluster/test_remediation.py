@@ -20,7 +20,15 @@ from core.settings import Remediation, Settings
 from core.topics import ensure_topics
 from rules.load import DEFAULT_PACK, load_packs
 from streams.remediation import ANNOTATION, FORBIDDEN_ALERT, Kube, Runner
-from tests.cluster.conftest import MANIFESTS, Tail, create_docs, ensure_namespace, manifest_docs, sa_token, wait_for
+from tests.cluster.conftest import (
+    MANIFESTS,
+    Tail,
+    create_docs,
+    ensure_namespace,
+    manifest_docs,
+    sa_token,
+    wait_for,
+)
 
 TAG = uuid.uuid4().hex[:6]
 POOL = f"rem-{TAG}"
