@@ -269,6 +269,8 @@ def _silences_serve(args) -> int:
     from alerts.api import AlertsState, app
     from core import webconfig
     from core.settings import Settings
+    from core.shutdown import on_stop
+    from core.telemetry import serve_for
     from streams.alerting import AlertsView, SilenceBook
 
     try:
@@ -299,7 +301,12 @@ def _silences_serve(args) -> int:
             await web.TCPSite(runner, args.host, args.port, ssl_context=web_cfg.ssl_context()).start()
             print(f"Alertmanager v2 API on {web_cfg.scheme}://{args.host}:{args.port}/api/v2 (Ctrl-C to stop)",
                   flush=True)
-            await asyncio.Event().wait()
+            serve_for(settings, bootstrap, "kubesight silences serve",
+                      checks={"silences": lambda: (book.caught_up.is_set(), "silences topic read to its end"),
+                              "alerts": lambda: (view.caught_up.is_set(), "alert-groups read to its end")})
+            stop = asyncio.Event()
+            on_stop(stop.set, settings.shutdown_timeout, "kubesight silences serve", asyncio.get_running_loop())
+            await stop.wait()
         finally:
             await runner.cleanup()
             await view.stop()
