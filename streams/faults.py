@@ -294,7 +294,9 @@ def _wait_committed(s: Settings, timeout: float) -> None:
 def _wait_brokers(bootstrap: str, n: int, timeout: float = 60.0) -> None:
     from kafka.admin import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    from core.kafkaclient import client_config
+
+    admin = KafkaAdminClient(**client_config(bootstrap, "kafka-python"))
     try:
         deadline = time.monotonic() + timeout
         while len(admin.describe_cluster()["brokers"]) < n:  # every node registered and unfenced

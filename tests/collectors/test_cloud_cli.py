@@ -66,7 +66,8 @@ def test_the_deployment_runs_a_valid_command():
     from core.settings import REPO
 
     docs = {d["kind"]: d for d in yaml.safe_load_all((REPO / "deploy/kubernetes/collector-cloud.yaml").read_text())}
-    assert set(docs) == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"}
+    assert set(docs) == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service",
+                         "NetworkPolicy"}
     pod = docs["Deployment"]["spec"]["template"]["spec"]
     [c] = pod["containers"]
     args = build_parser().parse_args(c["args"])
