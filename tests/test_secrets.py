@@ -282,3 +282,87 @@ def test_config_errors_name_the_slot_but_never_quote_the_secret(tmp_path):
         assert slot in errors, (slot, errors)
     assert "kafka_security.password" in outputs["settings"], outputs["settings"]
     assert "not a bcrypt hash for alice" in outputs["web config"], outputs["web config"]
+
+
+@pytest.mark.kafka
+def test_collector_tokens_appear_nowhere(settings, tmp_path):
+    """The cloud intake's token, the remote-write bearer token and a scrape target's bearer token: wrong and
+    right credentials, a bad payload that is dead-lettered, a target that refuses the scrape -- the secret
+    is in no log line, dead letter or /metrics page (only in the request that carries it to the target)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    secret = "tok-" + "7f3a9c1e5b2d4f60"  # one collector secret in every collector slot
+    token = tmp_path / "token"
+    token.write_text(secret + "\n")
+    seen: list[str] = []
+
+    class Refusing(BaseHTTPRequestHandler):  # a scrape target that refuses its scraper
+        def do_GET(self):  # noqa: N802
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(401)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    target = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=target.serve_forever, daemon=True).start()
+    rw_port, cloud_port = free_port(), free_port()
+    cfg = tmp_path / "metrics.yaml"
+    cfg.write_text(f"targets:\n  - job: refusing\n    url: http://127.0.0.1:{target.server_port}/metrics\n"
+                   f"    bearer_token_file: {token}\n    interval: 1s\n    timeout: 1s\n"
+                   f"remote_write: {{host: 127.0.0.1, port: {rw_port}, bearer_token_file: {token}}}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBESIGHT_")}
+    env.update(KUBESIGHT_KAFKA=settings.kafka, KUBESIGHT_TOPIC_PREFIX=settings.topic_prefix, PYTHONUNBUFFERED="1")
+    procs, logs, ops = [], [], []
+    for name, cmd in (("metrics", ["collect", "metrics", f"--config={cfg}"]),
+                      ("cloud", ["collect", "cloud", f"--listen=127.0.0.1:{cloud_port}", f"--token-file={token}",
+                                 "--node", "i-1=n1"])):
+        port = free_port()
+        log = tmp_path / f"{name}.log"
+        with open(log, "wb") as fh:
+            procs.append(subprocess.Popen([sys.executable, "-m", "kubesight", "--config", os.devnull, *cmd],
+                                          cwd=REPO, env={**env, "KUBESIGHT_WEB_PORT": str(port)},
+                                          stdout=fh, stderr=subprocess.STDOUT))
+        logs.append(log)
+        ops.append(port)
+
+    def post(url: str, body: bytes, auth: str) -> int:
+        req = urllib.request.Request(url, data=body, method="POST", headers={"Authorization": auth})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return 0
+
+    try:
+        for proc, log, port in zip(procs, logs, ops, strict=True):
+            _wait(lambda port=port: _get(f"http://127.0.0.1:{port}/ready")[0] == 200, "ready", 60, proc, log)
+        rw = f"http://127.0.0.1:{rw_port}/api/v1/write"
+        assert post(rw, b"junk", f"Bearer {secret}x") == 401
+        assert post(rw, b"not snappy protobuf", f"Bearer {secret}") == 400  # dead-lettered
+        cloud = f"http://127.0.0.1:{cloud_port}/events"
+        assert post(cloud, b"{}", f"Bearer {secret}x") == 401
+        assert post(cloud, b"[1, 2", f"Bearer {secret}") == 400  # dead-lettered
+        _wait(lambda: any(a == f"Bearer {secret}" for a in seen), "a refused scrape", 30, procs[0], logs[0])
+        pages = [_get(f"http://127.0.0.1:{port}/metrics")[1] for port in ops]
+        assert all("process_cpu_seconds_total" in p for p in pages)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        target.shutdown()
+    dead = read_to_end(settings.kafka, settings.topic("deadletter"))
+    assert len(dead) >= 2, "both bad payloads were kept"
+    assert "[1, 2" in " ".join(m.value.decode("utf-8", "replace") for m in dead)  # the cloud one, whole
+    # a planted leak is found: the check reads what it should
+    assert secret in "".join(seen) and "refusing" in "".join(p.read_text() for p in logs) + "".join(pages)
+    for where, text in [*((str(p), p.read_text()) for p in logs), *(("metrics page", p) for p in pages),
+                        *(("dead letter", m.value.decode("utf-8", "replace")) for m in dead)]:
+        assert secret not in text, f"the collector secret leaked into {where}"
