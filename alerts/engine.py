@@ -113,17 +113,24 @@ class Engine:
         out = []
         timers = self.timers(state)
         for key in sorted(k for k, t in timers.groups.items() if t <= now):
-            route = self.router.by_key.get(state[grouping.PREFIX + key]["group"]["route"])
-            time_muted = route is not None and self.router.muted(route, now)
-            note = grouping.flush(state, key, now, self.muted_at(now), time_muted, timers.members)
+            note, _ = self._flush_one(state, timers, key, now)
             if note is not None:
                 out.append(note)
-            g = state.get(grouping.PREFIX + key)
-            if g is None:
-                del timers.groups[key]
-            else:
-                timers.groups[key] = g["next"]
         return out
+
+    def _flush_one(self, state, timers, key: str, t: float):
+        """Flush group ``key`` at ``t`` (silences, inhibitions, time intervals applied); move its timer.
+
+        Returns (notification or None, the group's next due time or None when the group is gone)."""
+        route = self.router.by_key.get(state[grouping.PREFIX + key]["group"]["route"])
+        time_muted = route is not None and self.router.muted(route, t)
+        note = grouping.flush(state, key, t, self.muted_at(t), time_muted, timers.members)
+        g = state.get(grouping.PREFIX + key)
+        if g is None:
+            del timers.groups[key]
+            return note, None
+        timers.groups[key] = g["next"]
+        return note, g["next"]
 
     def flush_until(self, state, now: float) -> list[dict]:
         """Event time: every group timer that expired up to ``now`` flushes *at its own due time*, in time order.
@@ -142,18 +149,11 @@ class Engine:
             t, key = heapq.heappop(heap)
             if timers.groups.get(key) != t:
                 continue
-            route = self.router.by_key.get(state[grouping.PREFIX + key]["group"]["route"])
-            time_muted = route is not None and self.router.muted(route, t)
-            note = grouping.flush(state, key, t, self.muted_at(t), time_muted, timers.members)
+            note, nxt = self._flush_one(state, timers, key, t)
             if note is not None:
                 out.append(note)
-            g = state.get(grouping.PREFIX + key)
-            if g is None:
-                del timers.groups[key]
-            else:
-                timers.groups[key] = g["next"]
-                if g["next"] <= now:
-                    heapq.heappush(heap, (g["next"], key))
+            if nxt is not None and nxt <= now:
+                heapq.heappush(heap, (nxt, key))
         return out
 
     def muted_at(self, now: float):
