@@ -13,6 +13,11 @@ The worker (``streams.incidents``) keeps ``state`` per cluster partition in its 
 * a control-plane alert (apiserver, etcd, scheduler, controller-manager, CoreDNS) links cluster-wide;
 * a service dependency (``deps``: caller -> callees, transitively), when the caller of one is the callee of the other.
 
+Membership is found through an index (``Index``: open incidents by node, workload, pod, volume,
+service and control-plane key, derived from the state and never saved), so an alert costs the same
+whether 10 or 10,000 incidents are open; ``hits_by_scan`` (every member of every open incident
+through ``linked``) is kept as the reference the tests and ``bench rca --membership`` compare it to.
+
 An alert that links two open incidents merges them into the older one (the younger is published
 resolved, ``mergedInto`` naming the survivor).  An incident resolves ``quiet`` seconds after its
 last member resolved, unless a linked alert fires in between.
@@ -48,8 +53,8 @@ WINDOW = 600.0  # s: a linked alert starting within this of an incident's last a
 QUIET = 300.0  # s: an incident resolves this long after its last member resolved
 SLACK = 60.0  # s: a candidate explains only what started no earlier than this before it (one scrape of jitter)
 MAX_MEMBERS = 500  # members kept per incident (more are counted, not stored)
-PREFIX = "inc|"  # inc|<id> -> incident; mem|<fp> -> id; open -> [ids]
-OPEN = "open"
+PREFIX = "inc|"  # inc|<id> -> incident (open ones only); mem|<fp> -> id
+OPEN = "open"  # the list of open ids kept by earlier versions: no longer written (the index knows them)
 
 CONTROL_PLANE = (("KubeAPI", "apiserver"), ("Etcd", "etcd"), ("KubeScheduler", "scheduler"),
                  ("KubeControllerManager", "controller-manager"), ("CoreDNS", "coredns"))
@@ -272,6 +277,128 @@ def rank(members: Mapping[str, Mapping], reach: Mapping[str, frozenset] | None =
     return out
 
 
+
+# ---------------------------------------------------------------- membership index
+
+_KEYED = (("workload", "same workload"), ("pod", "same pod"), ("persistentvolumeclaim", "same persistentvolumeclaim"))
+
+
+class Index:
+    """Open incidents by topology key, for one partition's state: what ``linked`` would find, without a scan.
+
+    Derived data only (rebuilt from the ``inc|`` records whenever a new state mapping is seen, never
+    saved), like the alerting engine's timers.  Keys (one cluster each): ``n|<node>``,
+    ``workload|<ns>|<w>``, ``pod|<ns>|<p>``, ``persistentvolumeclaim|<ns>|<pvc>``, ``s|<service>``
+    (with a dependency graph); incidents holding a control-plane member, and every open incident,
+    by cluster.  ``quiet``: the open incidents with no firing member (the only ones ``expire`` looks at).
+    """
+
+    def __init__(self, state: Mapping, reach: Mapping[str, frozenset]):
+        self.state = state
+        self.reach = reach
+        self.callers: dict[str, set[str]] = {}  # service -> the services that reach it
+        for caller, callees in reach.items():
+            for c in callees:
+                self.callers.setdefault(c, set()).add(caller)
+        self.by_key: dict[str, set[str]] = {}
+        self.keys_of: dict[str, set[str]] = {}
+        self.by_cluster: dict[str, set[str]] = {}
+        self.cp: dict[str, set[str]] = {}
+        self.quiet: set[str] = set()
+        for k, inc in list(state.items()):
+            if isinstance(k, str) and k.startswith(PREFIX):
+                self.open(inc["id"], inc["cluster"])
+                for m in inc["members"].values():
+                    self.add(inc["id"], inc["cluster"], m["labels"])
+                self.settle(inc)
+
+    def keys(self, cluster: str, labels: Mapping) -> list[str]:
+        out = []
+        if labels.get("node"):
+            out.append(f"{cluster}|n|{labels['node']}")
+        ns = labels.get("namespace")
+        if ns:
+            for key, _ in _KEYED:
+                if labels.get(key):
+                    out.append(f"{cluster}|{key}|{ns}|{labels[key]}")
+        if self.reach:
+            svc = _service(labels)
+            if svc:
+                out.append(f"{cluster}|s|{svc}")
+        return out
+
+    def open(self, iid: str, cluster: str) -> None:
+        self.by_cluster.setdefault(cluster, set()).add(iid)
+        self.keys_of.setdefault(iid, set())
+
+    def add(self, iid: str, cluster: str, labels: Mapping) -> None:
+        if component(labels):
+            self.cp.setdefault(cluster, set()).add(iid)
+            self.keys_of[iid].add("\x00cp|" + cluster)
+            return
+        mine = self.keys_of[iid]
+        for k in self.keys(cluster, labels):
+            if k not in mine:
+                mine.add(k)
+                self.by_key.setdefault(k, set()).add(iid)
+
+    def move(self, src: str, dst: str, cluster: str) -> None:
+        """Every key of incident ``src`` now leads to ``dst`` (a merge)."""
+        for k in self.keys_of.get(src, ()):
+            if k.startswith("\x00cp|"):
+                self.cp.get(cluster, set()).discard(src)
+                self.cp.setdefault(cluster, set()).add(dst)
+            else:
+                ids = self.by_key.get(k)
+                if ids is not None:
+                    ids.discard(src)
+                    ids.add(dst)
+            self.keys_of[dst].add(k)
+        self.keys_of[src] = set()
+
+    def close(self, iid: str, cluster: str) -> None:
+        for k in self.keys_of.pop(iid, ()):
+            if k.startswith("\x00cp|"):
+                self.cp.get(cluster, set()).discard(iid)
+                continue
+            ids = self.by_key.get(k)
+            if ids is not None:
+                ids.discard(iid)
+                if not ids:
+                    del self.by_key[k]
+        self.by_cluster.get(cluster, set()).discard(iid)
+        self.quiet.discard(iid)
+
+    def settle(self, inc: Mapping) -> None:
+        if any(m["status"] == "firing" for m in inc["members"].values()):
+            self.quiet.discard(inc["id"])
+        else:
+            self.quiet.add(inc["id"])
+
+    def candidates(self, cluster: str, labels: Mapping) -> dict[str, str]:
+        """Open incident id -> why the alert with ``labels`` links to it (the strongest link, ``linked``'s order)."""
+        if component(labels):
+            return dict.fromkeys(self.by_cluster.get(cluster, ()), "control plane (cluster-wide)")
+        out = dict.fromkeys(self.cp.get(cluster, ()), "control plane (cluster-wide)")
+        if labels.get("node"):
+            for iid in self.by_key.get(f"{cluster}|n|{labels['node']}", ()):
+                out.setdefault(iid, f"same node {labels['node']}")
+        ns = labels.get("namespace")
+        if ns:
+            for key, why in _KEYED:
+                if labels.get(key):
+                    for iid in self.by_key.get(f"{cluster}|{key}|{ns}|{labels[key]}", ()):
+                        out.setdefault(iid, f"{why} {ns}/{labels[key]}")
+        if self.reach:
+            sa = _service(labels)
+            if sa:
+                for sb in sorted(self.reach.get(sa, frozenset()) | self.callers.get(sa, set())):
+                    if sb != sa:
+                        for iid in self.by_key.get(f"{cluster}|s|{sb}", ()):
+                            out.setdefault(iid, f"service dependency {sa} - {sb}")
+        return out
+
+
 # ---------------------------------------------------------------- lifecycle
 
 class Incidents:
@@ -281,6 +408,48 @@ class Incidents:
                  quiet: float = QUIET):
         self.reach = closure(deps)
         self.window, self.quiet = window, quiet
+        self._indexes: dict[int, Index] = {}  # id(state) -> its index (one state per partition)
+        self.scan = False  # True: find links by comparing with every member (the reference; bench rca --membership)
+
+    def index(self, state: Mapping) -> Index:
+        """The membership index of ``state`` (built on first use of a mapping, then kept in step with it)."""
+        ix = self._indexes.get(id(state))
+        if ix is None or ix.state is not state:
+            if len(self._indexes) > 256:  # states of partitions long gone
+                self._indexes.clear()
+            ix = self._indexes[id(state)] = Index(state, self.reach)
+        return ix
+
+    @staticmethod
+    def open_ids(state: Mapping) -> list[str]:
+        """The ids of the open incidents held in ``state``."""
+        return sorted(k[len(PREFIX):] for k in state if isinstance(k, str) and k.startswith(PREFIX))
+
+    def hits_by_scan(self, labels: Mapping, state: Mapping, start: float) -> list[tuple[float, str, str]]:
+        """(openedAt, id, why) of every open incident the alert links to, comparing it with every member."""
+        hits = []
+        cluster = labels.get("cluster", "")
+        for oid in self.open_ids(state):
+            o = state[PREFIX + oid]
+            if o["cluster"] != cluster or start > o["updatedAt"] + self.window:
+                continue
+            for ofp in sorted(o["members"]):
+                why = linked(labels, o["members"][ofp]["labels"], self.reach)
+                if why:
+                    hits.append((o["openedAt"], oid, why))
+                    break
+        return sorted(hits)
+
+    def hits(self, labels: Mapping, state: Mapping, start: float) -> list[tuple[float, str, str]]:
+        """(openedAt, id, why) of every open incident the alert links to, oldest first (through the index)."""
+        if self.scan:
+            return self.hits_by_scan(labels, state, start)
+        hits = []
+        for oid, why in self.index(state).candidates(labels.get("cluster", ""), labels).items():
+            o = state[PREFIX + oid]
+            if start <= o["updatedAt"] + self.window:
+                hits.append((o["openedAt"], oid, why))
+        return sorted(hits)
 
     def observe(self, alert: Alert, state: MutableMapping, now: float) -> list[dict]:
         """Apply one alert transition; returns the incident records that changed (to publish)."""
@@ -310,25 +479,16 @@ class Incidents:
             inc["updatedAt"] = max(inc["updatedAt"], alert.startsAt, now)
             self._save(inc, state)
             return [self.record(inc)]
-        hits = []
-        for oid in state.get(OPEN, []):
-            o = state.get(PREFIX + oid)
-            if o is None or o["cluster"] != cluster or alert.startsAt > o["updatedAt"] + self.window:
-                continue
-            for ofp in sorted(o["members"]):
-                why = linked(labels, o["members"][ofp]["labels"], self.reach)
-                if why:
-                    hits.append((o["openedAt"], oid, why))
-                    break
+        ix = self.index(state)
+        hits = self.hits(labels, state, alert.startsAt)
         out: list[dict] = []
         if not hits:
             iid = hashlib.sha1(f"{cluster}|{fp}|{alert.startsAt}".encode()).hexdigest()[:12]
             inc = {"id": iid, "cluster": cluster, "status": "open", "openedAt": alert.startsAt,
                    "updatedAt": max(alert.startsAt, now), "resolvedAt": None, "members": {}, "links": [],
                    "dropped": 0}
-            state[OPEN] = sorted([*state.get(OPEN, []), iid])
+            ix.open(iid, cluster)
         else:
-            hits.sort()
             inc = state[PREFIX + hits[0][1]]
             inc["links"] = (inc["links"] + [f"{entity(labels)}: {hits[0][2]}"])[-20:]
             for _, oid, _ in hits[1:]:  # this alert ties younger incidents to the oldest: merge them
@@ -344,11 +504,13 @@ class Incidents:
                 inc["updatedAt"] = max(inc["updatedAt"], other["updatedAt"])
                 other["status"], other["resolvedAt"], other["mergedInto"] = "resolved", now, inc["id"]
                 out.append(self.record(other))
+                ix.move(oid, inc["id"], cluster)
                 self._drop(other, state, members=False)
             inc["updatedAt"] = max(inc["updatedAt"], alert.startsAt, now)
         if len(inc["members"]) < MAX_MEMBERS:
             inc["members"][fp] = member
             state["mem|" + fp] = inc["id"]
+            ix.add(inc["id"], cluster, labels)
         else:
             inc["dropped"] += 1
         self._save(inc, state)
@@ -358,7 +520,7 @@ class Incidents:
     def expire(self, state: MutableMapping, now: float) -> list[dict]:
         """Resolve the incidents whose members all resolved at least ``quiet`` ago; returns their final records."""
         out = []
-        for iid in list(state.get(OPEN, [])):
+        for iid in sorted(self.index(state).quiet):
             inc = state.get(PREFIX + iid)
             if inc is None:
                 continue
@@ -376,6 +538,7 @@ class Incidents:
 
     def _save(self, inc: dict, state: MutableMapping) -> None:
         state[PREFIX + inc["id"]] = inc  # assigned back: a store saves what is assigned, not what is mutated
+        self.index(state).settle(inc)
 
     def _drop(self, inc: dict, state: MutableMapping, members: bool) -> None:
         if members:
@@ -384,7 +547,9 @@ class Incidents:
                     del state["mem|" + fp]
         if PREFIX + inc["id"] in state:
             del state[PREFIX + inc["id"]]
-        state[OPEN] = [i for i in state.get(OPEN, []) if i != inc["id"]]
+        self.index(state).close(inc["id"], inc["cluster"])
+        if OPEN in state:  # written by earlier versions
+            del state[OPEN]
 
     def record(self, inc: dict) -> dict:
         """The ``incidents`` topic record (plain JSON, ``v: 1``)."""

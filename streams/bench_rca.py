@@ -57,6 +57,8 @@ def register(sub, group) -> None:
     p.add_argument("--day", action="append", help="day folder(s) with metrics (default: every day that has them)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--verbose", action="store_true", help="one line per fault on stderr")
+    p.add_argument("--membership", action="store_true",
+                   help="only the incident stage's cost: CPU µs per alert with 100, 1k, 10k alerts open (index vs scan)")
     p.set_defaults(func=_main)
 
 
@@ -214,6 +216,8 @@ def run(root: Path, days: list[str] | None = None) -> dict:
 
 
 def _main(args) -> int:
+    if getattr(args, "membership", False):
+        return _main_membership(args)
     root = data_root(args.data, f"{CORPUS}/rca_data")
     res = run(root, args.day)
     if args.verbose:
@@ -228,4 +232,90 @@ def _main(args) -> int:
     else:
         print(f"{res['faults']} faults: top-1 {res['top1']:.1%}, top-3 {res['top3']:.1%}, mean time to incident "
               f"{res['mean_time_to_incident_s']} s, {res['incidents_matching_no_fault']} incidents matching no fault")
+    return 0
+
+
+# ---------------------------------------------------------------- incident membership cost (bench rca --membership)
+
+def _membership_alerts(n: int, t0: float, seed: int, start: int = 0):
+    """``n`` firing alerts of one cluster, 5 per node (a node alert and pods of four teams), nodes numbered from ``start``."""
+    import random
+
+    from core.records import Alert
+
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        node = f"n{start + i // 5}"
+        k = i % 5
+        labels = ({"alertname": "KubeNodeNotReady", "node": node} if k == 0 else
+                  {"alertname": rnd.choice(("KubePodNotReady", "KubePodCrashLooping")), "namespace": f"team{k}",
+                   "workload": f"app{start + i}", "pod": f"app{start + i}-0", "node": node, "owner": f"team{k}"})
+        labels["cluster"] = "prod"
+        out.append(Alert(labels=labels, startsAt=t0 + i * 0.01))
+    return out
+
+
+def membership(sizes=(100, 1000, 10000), rounds: int = 100, scan_rounds: int = 15) -> dict:
+    """CPU µs per alert of the incident stage's logic (``observe`` then ``expire``, as the worker calls them) with
+    ``size`` alerts already open (5 per incident, one node each).  Each round starts from a copy of that state and
+    adds 20 alerts: 10 join distinct open incidents (a pod on one of their nodes), 10 open new ones (another
+    node), so incident sizes do not grow with the rounds and only the number of open incidents differs.
+    Through the index and, for comparison, by comparing with every member of every open incident."""
+    import random
+
+    import orjson
+
+    from core.records import Alert
+
+    t0 = 1_700_000_000.0
+    out: dict = {"alerts_per_incident": 5, "alerts_per_round": 20, "sizes": {}}
+    for size in sizes:
+        base: dict = {}
+        build = Incidents()
+        for a in _membership_alerts(size, t0, seed=size):
+            build.observe(a, base, a.startsAt)
+        frozen = orjson.dumps(base)
+        nodes = max(1, size // 5)
+        row = {}
+        for how, n_rounds in (("index", rounds), ("scan", scan_rounds)):
+            rnd = random.Random(7)
+            cpu, n = 0.0, 0
+            for r in range(n_rounds):
+                inc = Incidents()
+                inc.scan = how == "scan"
+                state = orjson.loads(frozen)
+                inc.index(state)  # built once per state mapping (a restored partition), not per alert
+                new = [Alert(labels={"alertname": "KubePodNotReady", "namespace": "team9", "workload": f"x{r}-{j}",
+                                     "node": f"n{node}", "cluster": "prod", "owner": "team9"},
+                             startsAt=t0 + 100 + j) for j, node in enumerate(rnd.sample(range(nodes), min(10, nodes)))]
+                new += [Alert(labels={"alertname": "KubeNodeNotReady", "node": f"m{r}-{j}", "cluster": "prod"},
+                              startsAt=t0 + 110 + j) for j in range(10)]
+                c0 = time.process_time()
+                for a in new:
+                    inc.observe(a, state, a.startsAt)
+                    inc.expire(state, a.startsAt)
+                cpu += time.process_time() - c0
+                n += len(new)
+            row[how] = {"alerts": n, "us_per_alert": round(cpu / n * 1e6, 1)}
+        row["open_incidents"] = len(Incidents.open_ids(base))
+        row["speedup"] = round(row["scan"]["us_per_alert"] / row["index"]["us_per_alert"], 1)
+        out["sizes"][str(size)] = row
+    return out
+
+
+def print_membership(res: dict) -> None:
+    print("incident membership: CPU µs per alert (observe + expire) with N alerts open, 5 per incident")
+    print(f"  {'open alerts':>11}  {'index':>8}  {'scan (every member)':>20}  {'speedup':>7}")
+    for size, row in res["sizes"].items():
+        print(f"  {int(size):>11,}  {row['index']['us_per_alert']:>8.1f}  {row['scan']['us_per_alert']:>20.1f}  "
+              f"{row['speedup']:>6.1f}x")
+
+
+def _main_membership(args) -> int:
+    res = membership()
+    if args.json:
+        print(json.dumps({"membership": res}, indent=2))
+    else:
+        print_membership(res)
     return 0

@@ -125,7 +125,7 @@ def test_resolves_after_every_member_resolved_and_the_quiet_period():
     done = inc.expire(state, T0 + 500)
     assert [(r["id"], r["status"]) for r in done] == [(iid, "resolved")]
     assert done[0]["resolvedAt"] is not None and done[0]["alerts"] == {"firing": 0, "resolved": 2, "dropped": 0}
-    assert state == {"open": []}  # nothing left behind
+    assert state == {}  # nothing left behind
     # the same alert firing again later opens a new incident
     out2, _ = run(inc, [alert(T0 + 900, alertname="KubeNodeNotReady", node="n1")], state)
     assert out2[-1]["id"] != iid and out2[-1]["status"] == "open"
@@ -154,7 +154,7 @@ def test_an_alert_linking_two_incidents_merges_them_into_the_older():
     assert [(r["id"], r["status"], r.get("mergedInto")) for r in merged] == [
         (second, "resolved", first), (first, "open", None)]
     assert len(merged[-1]["members"]) == 3 and merged[-1]["candidates"][0]["entity"] == "controlplane/etcd"
-    assert state["open"] == [first]
+    assert Incidents.open_ids(state) == [first]
 
 
 def test_rank_is_empty_without_members():
