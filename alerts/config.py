@@ -1,7 +1,7 @@
 """The routing file: receivers, route tree, inhibit rules, time intervals; validated at load, every error at once.
 
 Alertmanager's configuration file (same keys, same meanings, same refusals: a file ``amtool
-check-config`` refuses is refused here) plus kubesight's extensions: ``owner_receiver`` on a route,
+check-config`` refuses is refused here) plus kubesight's extensions: ``owner_receiver`` and ``incidents`` on a route,
 ``default_inhibit_rules`` at the top, ``retry`` and ``timeout`` on receivers, ``dingtalk_configs``,
 ``alertmanager_configs`` (forwarding to a real Alertmanager).
 Alertmanager's deprecated forms (``match``, ``match_re``, ``source_match(_re)``, ``target_match(_re)``,
@@ -17,9 +17,10 @@ r.yaml:1: route.receiver: undefined receiver "x" (defined: y)
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -79,7 +80,10 @@ class TLSConfig(Strict):
     ca_file: str | None = None  # None: the system's CAs
     cert_file: str | None = None  # a client certificate (mutual TLS), with key_file
     key_file: str | None = None
+    server_name: str | None = None  # the name the server's certificate is checked against (SNI too)
     insecure_skip_verify: bool = False
+    min_version: Literal["TLS10", "TLS11", "TLS12", "TLS13"] | None = None
+    max_version: Literal["TLS10", "TLS11", "TLS12", "TLS13"] | None = None
 
     @model_validator(mode="after")
     def _pair(self):
@@ -88,10 +92,68 @@ class TLSConfig(Strict):
         return self
 
 
+class Authorization(Strict):
+    """``Authorization: <type> <credentials>`` on every request (Alertmanager's ``http_config.authorization``)."""
+
+    type: str = "Bearer"
+    credentials: str | None = None
+    credentials_file: str | None = None
+
+
+class BasicAuth(Strict):
+    username: str = ""
+    password: str | None = None
+    password_file: str | None = None
+
+
 class HTTPConfig(Strict):
-    """Alertmanager's ``http_config``, the part kubesight honours (proxies: HTTP(S)_PROXY and NO_PROXY)."""
+    """Alertmanager's ``http_config`` (prometheus/common's HTTP client config), honoured on every HTTP receiver.
+
+    Proxies: ``proxy_url`` here, else HTTP(S)_PROXY and NO_PROXY from the environment.  ``oauth2`` is
+    refused (kubesight does not fetch OAuth 2 tokens yet); ``enable_http2`` is accepted (aiohttp speaks
+    HTTP/1.1).
+    """
 
     tls_config: TLSConfig = TLSConfig()
+    authorization: Authorization | None = None
+    basic_auth: BasicAuth | None = None
+    bearer_token: str | None = None  # deprecated in Alertmanager: read as authorization (type Bearer)
+    bearer_token_file: str | None = None
+    oauth2: dict | None = None
+    proxy_url: str | None = None
+    proxy_connect_header: dict[str, list[str]] = {}
+    follow_redirects: bool = True
+    enable_http2: bool = True
+
+    @model_validator(mode="after")
+    def _auth(self):
+        # prometheus/common HTTPClientConfig.Validate, same order, same refusals
+        bearer = bool(self.bearer_token) or bool(self.bearer_token_file)
+        if self.bearer_token and self.bearer_token_file:
+            raise ValueError("at most one of bearer_token & bearer_token_file must be configured")
+        if (self.basic_auth is not None or self.oauth2 is not None) and bearer:
+            raise ValueError("at most one of basic_auth, oauth2, bearer_token & bearer_token_file must be configured")
+        if self.basic_auth is not None and self.basic_auth.password and self.basic_auth.password_file:
+            raise ValueError("at most one of basic_auth password & password_file must be configured")
+        a = self.authorization
+        if a is not None:
+            if bearer:
+                raise ValueError("authorization is not compatible with bearer_token & bearer_token_file")
+            if a.credentials and a.credentials_file:
+                raise ValueError("at most one of authorization credentials & credentials_file must be configured")
+            a.type = a.type.strip() or "Bearer"
+            if a.type.lower() == "basic":
+                raise ValueError('authorization type cannot be set to "basic", use "basic_auth" instead')
+            if self.basic_auth is not None or self.oauth2 is not None:
+                raise ValueError("at most one of basic_auth, oauth2 & authorization must be configured")
+        elif bearer:
+            self.authorization = Authorization(credentials=self.bearer_token, credentials_file=self.bearer_token_file)
+            self.bearer_token = self.bearer_token_file = None
+        if self.oauth2 is not None:
+            raise ValueError("oauth2 is not supported by kubesight yet (use authorization or basic_auth)")
+        if self.proxy_connect_header and not self.proxy_url:
+            raise ValueError("if proxy_connect_header is configured proxy_url must also be configured")
+        return self
 
 
 class WebhookConfig(Strict):
@@ -142,6 +204,7 @@ class EmailConfig(Strict):
     auth_password: str | None = None
     auth_password_file: str | None = None
     auth_identity: str | None = None
+    auth_secret: str | None = None  # the CRAM-MD5 secret, used when the server offers CRAM-MD5
     require_tls: bool = True  # STARTTLS, refused if the server does not offer it
     tls_config: TLSConfig = TLSConfig()  # how the server's certificate is verified (always, by default)
     headers: dict[str, str] = {}
@@ -152,11 +215,27 @@ class EmailConfig(Strict):
     timeout: Interval = 10.0
 
 
-class PagerDutyConfig(Strict):
-    """PagerDuty Events API v2 (Alertmanager's pagerduty_configs with a routing_key)."""
+class PagerDutyImage(Strict):
+    src: str = ""
+    alt: str = ""
+    href: str = ""
 
+
+class PagerDutyLink(Strict):
+    href: str = ""
+    text: str = ""
+
+
+class PagerDutyConfig(Strict):
+    """PagerDuty Events API v2 with a routing_key; the v1 Events API (generic/2010-04-15) with a service_key."""
+
+    http_config: HTTPConfig = HTTPConfig()
     routing_key: str | None = None
     routing_key_file: str | None = None
+    service_key: str | None = None  # Events API v1 (an integration key of the older kind); wins over routing_key
+    service_key_file: str | None = None
+    images: list[PagerDutyImage] = []
+    links: list[PagerDutyLink] = []
     url: Secret = "https://events.pagerduty.com/v2/enqueue"
     client: str = "kubesight"
     client_url: str | None = None  # default: global.external_url
@@ -174,6 +253,7 @@ class PagerDutyConfig(Strict):
 class OpsgenieConfig(Strict):
     """Opsgenie Alert API: POST /v2/alerts, closed by alias (Alertmanager's opsgenie_configs)."""
 
+    http_config: HTTPConfig = HTTPConfig()
     api_key: str | None = None
     api_key_file: str | None = None
     api_url: Secret = "https://api.opsgenie.com/"
@@ -190,10 +270,172 @@ class OpsgenieConfig(Strict):
 class MSTeamsConfig(Strict):
     """A Microsoft Teams incoming webhook (MessageCard), Alertmanager's msteams_configs."""
 
+    http_config: HTTPConfig = HTTPConfig()
     webhook_url: Secret | None = None
     webhook_url_file: str | None = None
     title: Template = "$title"
     text: Template = "$alerts"
+    send_resolved: bool = True
+    timeout: Interval = 10.0
+
+
+class PushoverConfig(Strict):
+    """Pushover's message API (form POST to /1/messages.json), Alertmanager's pushover_configs."""
+
+    http_config: HTTPConfig = HTTPConfig()
+    user_key: str | None = None
+    token: str | None = None
+    api_url: Secret = "https://api.pushover.net/1/messages.json"  # kubesight's: where to post (tests, proxies)
+    title: Template = "$title"
+    message: Template = "$alerts"
+    url: str = ""  # default: global.external_url
+    url_title: str = ""
+    sound: str = ""
+    priority: str = ""  # default: 2 (emergency) while firing, 0 when resolved
+    retry: Duration = 60.0  # emergency: how often Pushover repeats it (seconds, at least 30)
+    expire: Duration = 3600.0  # emergency: how long it keeps repeating
+    html: bool = False
+    send_resolved: bool = True
+    timeout: Interval = 10.0
+
+    @model_validator(mode="after")
+    def _keys(self):
+        if not self.user_key:
+            raise ValueError("missing user key in Pushover config")
+        if not self.token:
+            raise ValueError("missing token in Pushover config")
+        return self
+
+
+class VictorOpsConfig(Strict):
+    """Splunk On-Call (VictorOps) REST endpoint: POST {api_url}{api_key}/{routing_key}, Alertmanager's victorops_configs."""
+
+    http_config: HTTPConfig = HTTPConfig()
+    api_key: str | None = None
+    api_key_file: str | None = None
+    api_url: Secret = "https://alert.victorops.com/integrations/generic/20131114/alert/"
+    routing_key: str = Field(min_length=1)
+    message_type: str = "CRITICAL"  # CRITICAL, WARNING or INFO while firing; RECOVERY when resolved
+    state_message: Template = "$alerts"
+    entity_display_name: Template = "$title"
+    monitoring_tool: str = "kubesight"
+    custom_fields: dict[str, str] = {}
+    send_resolved: bool = True
+    timeout: Interval = 10.0
+
+    @model_validator(mode="after")
+    def _reserved(self):
+        for k in ("routing_key", "message_type", "state_message", "entity_display_name", "monitoring_tool",
+                  "entity_id", "entity_state"):
+            if k in self.custom_fields:
+                raise ValueError(f"custom field {k} cannot be used: it conflicts with the fixed/static fields")
+        return self
+
+
+class WechatConfig(Strict):
+    """WeChat Work (qyapi): an access token from gettoken, then message/send, Alertmanager's wechat_configs."""
+
+    http_config: HTTPConfig = HTTPConfig()
+    api_secret: str | None = None
+    corp_id: str | None = None
+    api_url: Secret = "https://qyapi.weixin.qq.com/cgi-bin/"
+    message: Template = "$title\n$alerts"
+    message_type: Literal["text", "markdown"] = "text"
+    to_user: str = ""
+    to_party: str = ""
+    to_tag: str = ""
+    agent_id: str = ""
+    send_resolved: bool = False
+    timeout: Interval = 10.0
+
+
+class SigV4Config(Strict):
+    """AWS Signature V4 credentials; without keys, the AWS credential chain (environment, profile, role)."""
+
+    region: str = ""  # default: the region of the topic or target ARN
+    access_key: str | None = None
+    secret_key: str | None = None
+    profile: str | None = None
+    role_arn: str | None = None
+
+    @model_validator(mode="after")
+    def _keys(self):
+        if bool(self.access_key) != bool(self.secret_key):
+            raise ValueError("must provide a AWS SigV4 Access key and Secret Key if credentials are specified in "
+                             "the SigV4 config")
+        return self
+
+
+class SNSConfig(Strict):
+    """Amazon SNS Publish (AWS query API, SigV4-signed by botocore), Alertmanager's sns_configs."""
+
+    http_config: HTTPConfig = HTTPConfig()
+    api_url: str = ""  # default: https://sns.<region>.amazonaws.com
+    sigv4: SigV4Config = SigV4Config()
+    topic_arn: str = ""
+    phone_number: str = ""
+    target_arn: str = ""
+    subject: Template = "$title"
+    message: Template = "$alerts"
+    attributes: dict[str, str] = {}
+    send_resolved: bool = True
+    timeout: Interval = 10.0
+
+    @model_validator(mode="after")
+    def _target(self):
+        # Alertmanager's check, bit for bit (its chained != lets all three through)
+        if ((self.target_arn == "") != (self.topic_arn == "")) != (self.phone_number == ""):
+            raise ValueError("must provide either a Target ARN, Topic ARN, or Phone Number for SNS config")
+        return self
+
+
+class TelegramConfig(Strict):
+    """Telegram Bot API sendMessage, Alertmanager's telegram_configs."""
+
+    http_config: HTTPConfig = HTTPConfig()
+    api_url: Secret = "https://api.telegram.org"
+    bot_token: str | None = None
+    chat_id: int = 0
+    message: Template = "$title\n$alerts"
+    disable_notifications: bool = False
+    parse_mode: Literal["", "Markdown", "MarkdownV2", "HTML"] = "HTML"
+    send_resolved: bool = True
+    timeout: Interval = 10.0
+
+    @model_validator(mode="after")
+    def _required(self):
+        if not self.bot_token:
+            raise ValueError("missing bot_token on telegram_config")
+        if self.chat_id == 0:
+            raise ValueError("missing chat_id on telegram_config")
+        return self
+
+
+class WebexConfig(Strict):
+    """Webex messages API (Bearer token from http_config.authorization), Alertmanager's webex_configs."""
+
+    http_config: HTTPConfig = HTTPConfig()
+    api_url: Secret = "https://webexapis.com/v1/messages"
+    room_id: str = Field(min_length=1)
+    message: Template = "$title\n$alerts"
+    send_resolved: bool = True
+    timeout: Interval = 10.0
+
+    @model_validator(mode="after")
+    def _auth(self):
+        if self.http_config.authorization is None:
+            raise ValueError("missing webex_configs.http_config.authorization")
+        return self
+
+
+class DiscordConfig(Strict):
+    """A Discord webhook (one embed, red while firing, green when resolved), Alertmanager's discord_configs."""
+
+    http_config: HTTPConfig = HTTPConfig()
+    webhook_url: Secret | None = None
+    webhook_url_file: str | None = None  # kubesight's (Alertmanager 0.26 has it too)
+    title: Template = "$title"
+    message: Template = "$alerts"
     send_resolved: bool = True
     timeout: Interval = 10.0
 
@@ -208,12 +450,20 @@ class ReceiverConfig(Strict):
     slack_configs: list[SlackConfig] = []
     dingtalk_configs: list[DingTalkConfig] = []
     alertmanager_configs: list[AlertmanagerForwardConfig] = []
+    pushover_configs: list[PushoverConfig] = []
+    victorops_configs: list[VictorOpsConfig] = []
+    wechat_configs: list[WechatConfig] = []
+    sns_configs: list[SNSConfig] = []
+    telegram_configs: list[TelegramConfig] = []
+    webex_configs: list[WebexConfig] = []
+    discord_configs: list[DiscordConfig] = []
     retry: Retry = Retry()
 
 
 class RouteConfig(Strict):
     receiver: str | None = None
     owner_receiver: bool | None = None
+    incidents: bool | None = None  # extension: notify per incident (streams.incidents), not per group
     group_by: list[LabelName] | None = None
     continue_: bool = Field(False, alias="continue")
     matchers: Matchers = ()
@@ -239,9 +489,9 @@ class NamedTimeInterval(Strict):
 class GlobalConfig(Strict):
     resolve_timeout: Duration = 0.0  # 0: an alert without endsAt stays firing until resolved
     external_url: str = "http://kubesight.local"  # kubesight's (Alertmanager takes it as a flag)
-    # Alertmanager's other global keys: accepted so its files load; slack_api_url(_file) is the
-    # default of slack_configs, the rest serve integrations kubesight does not deliver to yet
-    http_config: dict | None = None
+    # Alertmanager's other global keys: the defaults of its receivers' keys (GLOBAL_DEFAULTS below);
+    # http_config is the default http_config of every receiver that has none
+    http_config: HTTPConfig | None = None
     smtp_from: str | None = None
     smtp_hello: str | None = None
     smtp_smarthost: str | None = None
@@ -304,11 +554,30 @@ def _cross_refs(data: dict) -> list[tuple[tuple, str]]:
                 receivers.append(r["name"])
         if isinstance(r, dict):
             for kind, key in (("webhook_configs", "url"), ("slack_configs", "api_url"), ("dingtalk_configs", "url"),
-                              ("alertmanager_configs", "url"), ("pagerduty_configs", "routing_key"),
-                              ("opsgenie_configs", "api_key"), ("msteams_configs", "webhook_url")):
+                              ("alertmanager_configs", "url"), ("opsgenie_configs", "api_key"),
+                              ("msteams_configs", "webhook_url"), ("discord_configs", "webhook_url")):
                 for j, c in enumerate(r.get(kind) or []):
                     if isinstance(c, dict) and (key in c) == (f"{key}_file" in c):
                         errs.append(((("receivers", i, kind, j)), f"exactly one of {key} or {key}_file is required"))
+            for j, c in enumerate(r.get("pagerduty_configs") or []):
+                if not isinstance(c, dict):
+                    continue
+                if not any(c.get(k) for k in ("routing_key", "routing_key_file", "service_key", "service_key_file")):
+                    errs.append((("receivers", i, "pagerduty_configs", j), "missing service or routing key in "
+                                                                           "PagerDuty config"))
+                for key in ("routing_key", "service_key"):
+                    if c.get(key) and c.get(f"{key}_file"):
+                        errs.append((("receivers", i, "pagerduty_configs", j), f"at most one of {key} or {key}_file"))
+            for j, c in enumerate(r.get("victorops_configs") or []):
+                if isinstance(c, dict) and not (c.get("api_key") or c.get("api_key_file")):
+                    errs.append((("receivers", i, "victorops_configs", j), "no api_key (set it here, api_key_file or "
+                                                                           "global.victorops_api_key)"))
+                elif isinstance(c, dict) and c.get("api_key") and c.get("api_key_file"):
+                    errs.append((("receivers", i, "victorops_configs", j), "at most one of api_key or api_key_file"))
+            for j, c in enumerate(r.get("wechat_configs") or []):
+                for key, glob in (("api_secret", "wechat_api_secret"), ("corp_id", "wechat_api_corp_id")):
+                    if isinstance(c, dict) and not c.get(key):
+                        errs.append((("receivers", i, "wechat_configs", j), f"no {key} (set it here or global.{glob})"))
             for j, c in enumerate(r.get("email_configs") or []):
                 if not isinstance(c, dict):
                     continue
@@ -362,23 +631,40 @@ def _cross_refs(data: dict) -> list[tuple[tuple, str]]:
 
 # ---------------------------------------------------------------- Alertmanager's deprecated forms
 
-WITH_HTTP_CONFIG = ("webhook_configs", "slack_configs", "dingtalk_configs")  # http_config.tls_config honoured
+# every HTTP receiver honours http_config (TLS, authorization, basic_auth, proxy_url); email has tls_config
+WITH_HTTP_CONFIG = ("webhook_configs", "slack_configs", "dingtalk_configs", "pagerduty_configs", "opsgenie_configs",
+                    "msteams_configs", "pushover_configs", "victorops_configs", "wechat_configs", "sns_configs",
+                    "telegram_configs", "webex_configs", "discord_configs")
 DELIVERED = ("webhook_configs", "slack_configs", "dingtalk_configs", "alertmanager_configs", "email_configs",
-             "pagerduty_configs", "opsgenie_configs", "msteams_configs")
-NOT_YET = ("pushover_configs", "victorops_configs", "wechat_configs", "sns_configs", "telegram_configs",
-           "discord_configs", "webex_configs")
+             "pagerduty_configs", "opsgenie_configs", "msteams_configs", "pushover_configs", "victorops_configs",
+             "wechat_configs", "sns_configs", "telegram_configs", "webex_configs", "discord_configs")
 # message fields that hold templates; Alertmanager's Go templates there are not run (warned, default used)
 TEMPLATED = {"email_configs": ("subject", "text", "html"), "pagerduty_configs": ("description",),
-             "opsgenie_configs": ("message", "description"), "msteams_configs": ("title", "text")}
+             "opsgenie_configs": ("message", "description"), "msteams_configs": ("title", "text"),
+             "pushover_configs": ("title", "message"), "victorops_configs": ("state_message", "entity_display_name"),
+             "wechat_configs": ("message",), "sns_configs": ("subject", "message"), "telegram_configs": ("message",),
+             "webex_configs": ("message",), "discord_configs": ("title", "message")}
+# fields that may hold a Go template in Alertmanager but are plain text here: a template there is dropped (warned)
+PLAIN = {"pushover_configs": ("url", "url_title", "sound", "priority"), "victorops_configs": ("message_type",
+                                                                                              "monitoring_tool"),
+         "wechat_configs": ("to_user", "to_party", "to_tag", "agent_id"), "pagerduty_configs": ("client",
+                                                                                              "client_url")}
 # Alertmanager's globals that are defaults of an integration's keys
 GLOBAL_DEFAULTS = {"email_configs": (("smtp_from", "from"), ("smtp_smarthost", "smarthost"), ("smtp_hello", "hello"),
                                      ("smtp_auth_username", "auth_username"),
                                      ("smtp_auth_password", "auth_password"),
                                      ("smtp_auth_password_file", "auth_password_file"),
-                                     ("smtp_auth_identity", "auth_identity"), ("smtp_require_tls", "require_tls")),
+                                     ("smtp_auth_identity", "auth_identity"), ("smtp_auth_secret", "auth_secret"),
+                                     ("smtp_require_tls", "require_tls")),
                    "pagerduty_configs": (("pagerduty_url", "url"),),
                    "opsgenie_configs": (("opsgenie_api_url", "api_url"), ("opsgenie_api_key", "api_key"),
-                                        ("opsgenie_api_key_file", "api_key_file"))}
+                                        ("opsgenie_api_key_file", "api_key_file")),
+                   "victorops_configs": (("victorops_api_url", "api_url"), ("victorops_api_key", "api_key"),
+                                         ("victorops_api_key_file", "api_key_file")),
+                   "wechat_configs": (("wechat_api_url", "api_url"), ("wechat_api_secret", "api_secret"),
+                                      ("wechat_api_corp_id", "corp_id")),
+                   "telegram_configs": (("telegram_api_url", "api_url"),),
+                   "webex_configs": (("webex_api_url", "api_url"),)}
 _LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -448,19 +734,13 @@ def _modernise(doc: Document) -> list[str]:
     for i, r in enumerate(data.get("receivers") or []):
         if not isinstance(r, dict):
             continue
-        for kind in NOT_YET:
-            if kind in r:
-                if r.pop(kind):
-                    doc.error(("receivers", i, kind), f"kubesight does not deliver {kind} yet "
-                                                      f"(it delivers {', '.join(DELIVERED)})")
-        for kind in DELIVERED:
+        for kind in WITH_HTTP_CONFIG:  # Alertmanager's global http_config: the default of each receiver's
+            for c in r.get(kind) or [] if kind != "webex_configs" else []:  # (webex checks its own first)
+                if isinstance(c, dict) and c.get("http_config") is None and isinstance(glob.get("http_config"), dict):
+                    c["http_config"] = copy.deepcopy(glob["http_config"])
+        for kind in set(TEMPLATED) | set(PLAIN):
             for j, c in enumerate(r.get(kind) or []):
-                if isinstance(c, dict) and "http_config" in c and kind not in WITH_HTTP_CONFIG:
-                    c.pop("http_config")
-                    doc.error(("receivers", i, kind, j, "http_config"), "http_config is not supported by kubesight yet")
-        for kind, keys in TEMPLATED.items():
-            for j, c in enumerate(r.get(kind) or []):
-                for key in keys:
+                for key in TEMPLATED.get(kind, ()) + PLAIN.get(kind, ()):
                     if isinstance(c, dict) and isinstance(c.get(key), str) and "{{" in c[key]:
                         c.pop(key)
                         loc = ("receivers", i, kind, j, key)

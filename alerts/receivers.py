@@ -10,30 +10,22 @@ topic.  URLs and tokens are secrets: they appear in no log line, error or reason
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
 import time
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
-from pathlib import Path
 
 import orjson
 
 from alerts import payload
+from alerts import receivers_more as _more
 from alerts.config import Retry, RoutingConfig
+from alerts.sending import Outcome, classify, redact, retry_after  # noqa: F401 (retry_after: re-exported)
+from alerts.sending import render as _render
+from alerts.sending import secret as _secret
+from alerts.sending import timeout as _timeout
 
 log = logging.getLogger("kubesight.alerts.receivers")
-
-
-@dataclass(slots=True)
-class Outcome:
-    ok: bool
-    retryable: bool = False
-    status: int | None = None
-    reason: str = ""
-    retry_after: float | None = None
-    attempts: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +45,7 @@ class Integration:
     forward: Forwarder | None = field(default=None, repr=False, compare=False)  # alertmanager: what still fires
     ssl: object = field(default=None, repr=False, compare=False)  # http_config.tls_config; None: verified, system CAs
     cfg: object = field(default=None, repr=False, compare=False)  # email, pagerduty, opsgenie, msteams: their config
+    http: object = field(default=None, repr=False, compare=False)  # receivers_more.HTTPOptions: auth, proxy, secrets
 
     def secrets(self) -> list[str]:
         from urllib.parse import urlsplit
@@ -62,6 +55,8 @@ class Integration:
         out += [p for p in parts.path.split("/") if len(p) >= 8] + ([parts.query] if parts.query else [])
         if self.secret:
             out.append(self.secret)
+        if self.http is not None:
+            out += self.http.secrets
         return [s for s in out if s and s != "/"]
 
     def request(self, note: dict, external_url: str, now: float) -> tuple[str, bytes, dict] | None:
@@ -101,15 +96,6 @@ class Integration:
         if self.kind == "dingtalk" and self.secret:
             url = payload.dingtalk_sign(url, self.secret, int(now * 1000))
         return url, orjson.dumps(body), headers
-
-
-@functools.lru_cache(maxsize=256)
-def _template(text: str) -> payload.MessageTemplate:
-    return payload.MessageTemplate(text)
-
-
-def _render(text: str, note: dict, external_url: str) -> str:
-    return _template(text).render(note, external_url)
 
 
 class Forwarder:
@@ -177,49 +163,9 @@ class Forwarder:
         return list(seen.values())
 
 
-def redact(text: str, secrets: list[str]) -> str:
-    """Replace every secret (longest first) by ``<redacted>``.
-
-    >>> redact("POST https://hooks.example/T0/B1/XyZsecret failed", ["https://hooks.example/T0/B1/XyZsecret"])
-    'POST <redacted> failed'
-    """
-    for s in sorted(set(secrets), key=len, reverse=True):
-        if s:
-            text = text.replace(s, "<redacted>")
-    return text
-
-
-def retry_after(value: str | None, now: float) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date).
-
-    >>> retry_after("7", 0.0), retry_after(None, 0.0), retry_after("Wed, 21 Oct 2015 07:28:10 GMT", 1445412480.0)
-    (7.0, None, 10.0)
-    """
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
-    except (TypeError, ValueError):
-        return None
-
-
-def classify(status: int, body: bytes, headers) -> Outcome:
-    """Whether a response is success, worth a retry (5xx, 429) or final (other 4xx, 3xx)."""
-    if 200 <= status < 300:
-        return Outcome(True, status=status)
-    snippet = body[:200].decode("utf-8", "replace").strip()
-    reason = f"HTTP {status}" + (f": {snippet}" if snippet else "")
-    after = retry_after(headers.get("Retry-After"), time.time())
-    if status == 429 or status >= 500:
-        return Outcome(False, True, status, reason, after)
-    return Outcome(False, False, status, reason)
-
-
 async def send_once(session, integ: Integration, note: dict, external_url: str) -> Outcome:
+    if integ.kind in _more.KINDS:
+        return await _more.send_once(session, integ, note, external_url)
     if integ.kind == "email":
         out = await asyncio.to_thread(send_email, integ, note, external_url)
         if out.reason:
@@ -285,7 +231,10 @@ def send_email(integ: Integration, note: dict, external_url: str) -> Outcome:
                     return Outcome(False, False, reason="the SMTP server does not offer STARTTLS (require_tls is on)")
                 smtp.starttls(context=ctx)
                 smtp.ehlo()
-            if c.auth_username:
+            if c.auth_username and c.auth_secret and "CRAM-MD5" in smtp.esmtp_features.get("auth", "").upper().split():
+                smtp.user, smtp.password = c.auth_username, c.auth_secret  # CRAM-MD5 with auth_secret
+                smtp.auth("CRAM-MD5", smtp.auth_cram_md5)
+            elif c.auth_username:
                 smtp.login(c.auth_username, integ.secret or "")
             rcpts = [a.strip() for a in c.to.split(",") if a.strip()]
             smtp.send_message(email_message(integ, note, external_url), c.from_, rcpts)
@@ -307,9 +256,14 @@ async def _post(session, integ: Integration, url: str, body: bytes, headers: dic
     import aiohttp
 
     headers = {"Content-Type": "application/json", **headers}
+    if integ.http is not None:  # http_config's Authorization (the format's own one wins, as in prometheus/common)
+        headers = {**dict(integ.http.headers), **headers}
+    env = {}
+    if integ.http is not None and integ.http.kwargs:  # http_config: proxy_url, follow_redirects, server_name
+        env = {**env, **dict(integ.http.kwargs)}
     try:
         async with session.post(url, data=body, headers=headers, timeout=_timeout(integ.timeout),
-                                ssl=True if integ.ssl is None else integ.ssl) as resp:
+                                ssl=True if integ.ssl is None else integ.ssl, **env) as resp:
             data = await resp.read()
             out = classify(resp.status, data, resp.headers)
     except TimeoutError:
@@ -319,18 +273,6 @@ async def _post(session, integ: Integration, url: str, body: bytes, headers: dic
     if out.reason:
         out.reason = redact(out.reason, integ.secrets())
     return out
-
-
-_TIMEOUTS: dict[float, object] = {}
-
-
-def _timeout(seconds: float):
-    import aiohttp
-
-    t = _TIMEOUTS.get(seconds)
-    if t is None:
-        t = _TIMEOUTS[seconds] = aiohttp.ClientTimeout(total=seconds)
-    return t
 
 
 _RNG = random.Random()  # jitter only: no need for one seeded generator per delivery
@@ -384,10 +326,13 @@ class Receivers:
             for i, c in enumerate(r.email_configs):
                 items.append(Integration(r.name, f"{r.name}/email[{i}]", "email", f"smtp://{c.smarthost}", c.timeout,
                                          c.send_resolved, cfg=c, secret=_optional(c.auth_password,
-                                                                                   c.auth_password_file)))
+                                                                                   c.auth_password_file),
+                                         http=_more.HTTPOptions(secrets=(c.auth_secret,) if c.auth_secret else ())))
             for i, c in enumerate(r.pagerduty_configs):
-                items.append(Integration(r.name, f"{r.name}/pagerduty[{i}]", "pagerduty", c.url, c.timeout,
-                                         c.send_resolved, cfg=c, secret=_secret(c.routing_key, c.routing_key_file)))
+                more = _more.pagerduty(r.name, i, c)  # v1 (service_key), v2 with images or links
+                items.append(Integration(**more) if more else Integration(
+                    r.name, f"{r.name}/pagerduty[{i}]", "pagerduty", c.url, c.timeout, c.send_resolved, cfg=c,
+                    secret=_secret(c.routing_key, c.routing_key_file)))
             for i, c in enumerate(r.opsgenie_configs):
                 items.append(Integration(r.name, f"{r.name}/opsgenie[{i}]", "opsgenie", c.api_url, c.timeout,
                                          c.send_resolved, cfg=c, secret=_secret(c.api_key, c.api_key_file)))
@@ -398,6 +343,7 @@ class Receivers:
             for i, c in enumerate(r.alertmanager_configs):
                 items.append(Integration(r.name, f"{r.name}/alertmanager[{i}]", "alertmanager",
                                          _secret(c.url, c.url_file), c.timeout, forward=Forwarder(c.resend_delay)))
+            items += [Integration(**kw) for kw in _more.integrations(r)]
             self.integrations[r.name] = [_with_tls(it, r) for it in items]
 
     def forwarders(self) -> list[Integration]:
@@ -442,23 +388,13 @@ class Receivers:
 
 
 def _with_tls(integ: Integration, receiver) -> Integration:
-    """The integration with the SSL context of its config's ``http_config.tls_config`` (if it has one)."""
-    import dataclasses
-
-    from core.webconfig import client_ssl_context
-
+    """The integration with its config's ``http_config`` applied (TLS context, authorization, proxy)."""
     kind, _, index = integ.name.rpartition("/")[2].partition("[")
     configs = getattr(receiver, f"{kind}_configs", None) or []
     http = getattr(configs[int(index.rstrip("]"))], "http_config", None) if configs else None
     if http is None:
         return integ
-    t = http.tls_config
-    return dataclasses.replace(integ, ssl=client_ssl_context(t.ca_file, t.cert_file, t.key_file,
-                                                             t.insecure_skip_verify))
-
-
-def _secret(value: str | None, path: str | None) -> str:
-    return value if value is not None else Path(path).read_text().strip()
+    return _more.with_http(integ, http)
 
 
 def _optional(value: str | None, path: str | None) -> str | None:

@@ -18,6 +18,7 @@ from tests.alerts.amtools import amtool
 
 R = "receivers: [{name: r}, {name: s}, {name: t}]\n"
 ROOT = "route:\n  receiver: r\n"
+RX = "receivers:\n  - name: r\n"  # one receiver r, its integrations follow (a file starts with ROOT + RX)
 
 
 def ti(body: str) -> str:
@@ -52,7 +53,76 @@ CHECK = {
                                "  group_interval: 1h30m\n  repeat_interval: 1d\n" + R,
     "webhook": ROOT + "receivers:\n  - name: r\n    webhook_configs:\n      - url: http://127.0.0.1:9/hook\n"
                       "        send_resolved: false\n        max_alerts: 10\n",
+    # every other integration Alertmanager 0.25 knows (issue 14 #1: "any config amtool accepts loads")
+    "pushover": ROOT + RX + "    pushover_configs: [{user_key: u, token: t, priority: '1', retry: 1m, expire: 2h, html: true,\n"
+                     "                        url_title: k8s, sound: siren, title: 'x {{ .Status }}'}]\n",
+    "victorops, global key": "global: {victorops_api_key: k, victorops_api_url: 'https://vo.example/x/'}\n" + ROOT
+                             + RX + "    victorops_configs: [{routing_key: ops, message_type: WARNING,\n"
+                             "                         custom_fields: {team: a}}]\n",
+    "victorops, api_key_file": ROOT + RX + "    victorops_configs: [{routing_key: ops, api_key_file: /nonexistent}]\n",
+    "wechat, globals": "global: {wechat_api_secret: s, wechat_api_corp_id: c}\n" + ROOT + RX
+                       + "    wechat_configs: [{to_user: '@all', agent_id: '1', message_type: markdown}]\n",
+    "sns topic, sigv4 keys": ROOT + RX + "    sns_configs: [{topic_arn: 'arn:aws:sns:eu-west-1:1:t', subject: s,\n"
+                             "                   attributes: {a: b}, sigv4: {region: eu-west-1, access_key: AK,\n"
+                             "                   secret_key: SK}}]\n",
+    "sns phone, no sigv4": ROOT + RX + "    sns_configs: [{phone_number: '+15551234567'}]\n",
+    "sns with all three targets": ROOT + RX + "    sns_configs: [{topic_arn: a, target_arn: b, phone_number: c}]\n",
+    "telegram": ROOT + RX + "    telegram_configs: [{bot_token: t, chat_id: -100123, parse_mode: MarkdownV2,\n"
+                     "                        disable_notifications: true}]\n",
+    "webex, bearer_token": ROOT + RX + "    webex_configs: [{room_id: r, http_config: {bearer_token: t}}]\n",
+    "webex, authorization file": ROOT + RX + "    webex_configs: [{room_id: r, http_config: {authorization:\n"
+                                      "                     {credentials_file: /nonexistent}}}]\n",
+    "discord": ROOT + RX + "    discord_configs: [{webhook_url: 'https://discord.example/api/webhooks/1/x', title: t}]\n",
+    "pagerduty v1 service_key, images, links, http_config": ROOT + RX + "    pagerduty_configs:\n"
+        "      - {service_key: k, images: [{src: a, alt: b, href: c}], links: [{href: a, text: b}],\n"
+        "         http_config: {proxy_url: 'http://proxy:3128', tls_config: {server_name: pd, min_version: TLS12}}}\n",
+    "email auth_secret, global smtp_auth_secret": "global: {smtp_auth_secret: g}\n" + ROOT + RX
+                                                  + "    email_configs: [{to: a@b, from: c@d, smarthost: 'h:25',\n"
+                                                  "                     auth_secret: s, auth_username: u}]\n",
+    "http_config on webhook and opsgenie": ROOT + RX + "    webhook_configs: [{url: 'http://x/', http_config: {basic_auth:\n"
+                                                "                      {username: u, password_file: /f},\n"
+                                                "                      follow_redirects: false}}]\n"
+                                                "    opsgenie_configs: [{api_key: k, http_config: {authorization:\n"
+                                                "                       {type: GenieKey, credentials: k}}}]\n",
+    "global http_config": "global: {http_config: {bearer_token: t}}\n" + ROOT + RX
+                          + "    discord_configs: [{webhook_url: 'http://x/y'}]\n",
     # ---- refused by Alertmanager: kubesight must refuse them
+    "pushover without token": ROOT + RX + "    pushover_configs: [{user_key: u}]\n",
+    "pushover, bad retry": ROOT + RX + "    pushover_configs: [{user_key: u, token: t, retry: 10x}]\n",
+    "pushover, unknown key": ROOT + RX + "    pushover_configs: [{user_key: u, token: t, devices: d}]\n",
+    "victorops without api key": ROOT + RX + "    victorops_configs: [{routing_key: ops}]\n",
+    "victorops without routing key": ROOT + RX + "    victorops_configs: [{api_key: k}]\n",
+    "victorops, reserved custom field": ROOT + RX + "    victorops_configs: [{routing_key: r, api_key: k,\n"
+                                             "                         custom_fields: {entity_state: x}}]\n",
+    "victorops, api_key and api_key_file": ROOT + RX + "    victorops_configs: [{routing_key: r, api_key: k, "
+                                                "api_key_file: /f}]\n",
+    "wechat without corp_id": ROOT + RX + "    wechat_configs: [{api_secret: s}]\n",
+    "wechat, html message type": "global: {wechat_api_secret: s, wechat_api_corp_id: c}\n" + ROOT + RX
+                                 + "    wechat_configs: [{message_type: html}]\n",
+    "wechat, ftp api_url": ROOT + RX + "    wechat_configs: [{api_secret: s, corp_id: c, api_url: 'ftp://x/'}]\n",
+    "sns with two targets": ROOT + RX + "    sns_configs: [{topic_arn: a, target_arn: b}]\n",
+    "sns without a target": ROOT + RX + "    sns_configs: [{subject: s}]\n",
+    "sns access key without secret": ROOT + RX + "    sns_configs: [{topic_arn: a, sigv4: {access_key: AK}}]\n",
+    "telegram without chat_id": ROOT + RX + "    telegram_configs: [{bot_token: t}]\n",
+    "telegram without bot_token": ROOT + RX + "    telegram_configs: [{chat_id: 1}]\n",
+    "telegram, unknown parse_mode": ROOT + RX + "    telegram_configs: [{bot_token: t, chat_id: 1, parse_mode: Foo}]\n",
+    "telegram, chat name instead of id": ROOT + RX + "    telegram_configs: [{bot_token: t, chat_id: '@ops'}]\n",
+    "webex without authorization": ROOT + RX + "    webex_configs: [{room_id: r}]\n",
+    "webex, authorization only in the global http_config": "global: {http_config: {bearer_token: t}}\n" + ROOT
+                                                           + RX + "    webex_configs: [{room_id: r}]\n",
+    "webex without room_id": ROOT + RX + "    webex_configs: [{http_config: {bearer_token: t}}]\n",
+    "discord without url": ROOT + RX + "    discord_configs: [{title: t}]\n",
+    "discord, ftp url": ROOT + RX + "    discord_configs: [{webhook_url: 'ftp://x/y'}]\n",
+    "pagerduty without any key": ROOT + RX + "    pagerduty_configs: [{client: x}]\n",
+    "pagerduty service_key and its file": ROOT + RX + "    pagerduty_configs: [{service_key: k, service_key_file: /f}]\n",
+    "email http_config": ROOT + RX + "    email_configs: [{to: a@b, from: c@d, smarthost: 'h:25', http_config: {}}]\n",
+    "http_config basic_auth and bearer_token": ROOT + RX + "    webhook_configs: [{url: 'http://x/', http_config:\n"
+                                                    "      {basic_auth: {username: u, password: p}, bearer_token: t}}]\n",
+    "http_config authorization type Basic": ROOT + RX + "    webhook_configs: [{url: 'http://x/', http_config:\n"
+                                                 "      {authorization: {type: Basic, credentials: c}}}]\n",
+    "http_config password and password_file": ROOT + RX + "    webhook_configs: [{url: 'http://x/', http_config:\n"
+                                                   "      {basic_auth: {username: u, password: p, password_file: f}}}]\n",
+    "http_config unknown key": ROOT + RX + "    webhook_configs: [{url: 'http://x/', http_config: {no_proxy: x}}]\n",
     "lookahead regex": ROOT + "  routes:\n    - matchers: ['a=~\"(?!x).*\"']\n      receiver: s\n" + R,
     "backreference in match_re": ROOT + "  routes:\n    - match_re: {a: '(x)\\1'}\n      receiver: s\n" + R,
     "weekdays saturday:sunday": ti("{weekdays: ['saturday:sunday']}"),

@@ -164,11 +164,63 @@ def test_deprecated_match_errors_name_the_old_key():
         'routing.yaml:5: route.routes[0].match.b:c: invalid label name "b:c"']
 
 
-def test_integrations_kubesight_does_not_deliver_are_refused_by_name():
-    assert errors("route: {receiver: r}\nreceivers:\n  - name: r\n    pushover_configs: [{user_key: k}]\n") == [
-        "routing.yaml:4: receivers[0].pushover_configs: kubesight does not deliver pushover_configs yet "
-        "(it delivers webhook_configs, slack_configs, dingtalk_configs, alertmanager_configs, email_configs, "
-        "pagerduty_configs, opsgenie_configs, msteams_configs)"]
+RCV = "route: {receiver: r}\nreceivers:\n  - name: r\n"
+
+
+def test_every_alertmanager_integration_loads_with_its_own_refusals():
+    """No integration is refused by name any more; each kind refuses what Alertmanager refuses, in its words."""
+    assert errors(RCV + "    pushover_configs: [{user_key: k}]\n    telegram_configs: [{bot_token: t}]\n"
+                  "    webex_configs: [{room_id: x}]\n    sns_configs: [{topic_arn: a, target_arn: b}]\n"
+                  "    victorops_configs: [{routing_key: r, custom_fields: {entity_id: x}}]\n"
+                  "    wechat_configs: [{message_type: html}]\n    discord_configs: [{}]\n"
+                  "    pagerduty_configs: [{client: x}]\n") == [
+        "routing.yaml:4: receivers[0].pushover_configs[0]: missing token in Pushover config",
+        "routing.yaml:5: receivers[0].telegram_configs[0]: missing chat_id on telegram_config",
+        "routing.yaml:6: receivers[0].webex_configs[0]: missing webex_configs.http_config.authorization",
+        "routing.yaml:7: receivers[0].sns_configs[0]: must provide either a Target ARN, Topic ARN, or Phone Number "
+        "for SNS config",
+        "routing.yaml:8: receivers[0].victorops_configs[0]: custom field entity_id cannot be used: it conflicts "
+        "with the fixed/static fields",
+        "routing.yaml:8: receivers[0].victorops_configs[0]: no api_key (set it here, api_key_file or "
+        "global.victorops_api_key)",
+        "routing.yaml:9: receivers[0].wechat_configs[0].message_type: expected 'text' or 'markdown', got \"html\"",
+        "routing.yaml:9: receivers[0].wechat_configs[0]: no api_secret (set it here or global.wechat_api_secret)",
+        "routing.yaml:9: receivers[0].wechat_configs[0]: no corp_id (set it here or global.wechat_api_corp_id)",
+        "routing.yaml:10: receivers[0].discord_configs[0]: exactly one of webhook_url or webhook_url_file is required",
+        "routing.yaml:11: receivers[0].pagerduty_configs[0]: missing service or routing key in PagerDuty config"]
+
+
+def test_http_config_rules_are_prometheus_commons():
+    def http(body: str) -> list[str]:
+        return errors(RCV + "    webhook_configs:\n      - url: http://x/\n        http_config: " + body + "\n")
+
+    assert http("{basic_auth: {username: u, password: p}, bearer_token: t}") == [
+        "routing.yaml:6: receivers[0].webhook_configs[0].http_config: at most one of basic_auth, oauth2, "
+        "bearer_token & bearer_token_file must be configured"]
+    assert http("{authorization: {type: Basic, credentials: c}}") == [
+        'routing.yaml:6: receivers[0].webhook_configs[0].http_config: authorization type cannot be set to "basic", '
+        'use "basic_auth" instead']
+    assert http("{oauth2: {client_id: a, client_secret: b, token_url: 'http://t'}}") == [
+        "routing.yaml:6: receivers[0].webhook_configs[0].http_config: oauth2 is not supported by kubesight yet "
+        "(use authorization or basic_auth)"]
+    cfg = load_text(RCV + "    webex_configs: [{room_id: x, http_config: {bearer_token: t0ken}}]\n", "routing.yaml")
+    auth = cfg.receivers[0].webex_configs[0].http_config.authorization
+    assert (auth.type, auth.credentials) == ("Bearer", "t0ken")  # bearer_token read as authorization
+
+
+def test_globals_fill_the_new_integrations_and_go_templates_are_warned():
+    cfg = load_text("global:\n  wechat_api_secret: s\n  wechat_api_corp_id: c\n  victorops_api_key: k\n"
+                    "  telegram_api_url: https://tg.example\n  http_config: {basic_auth: {username: u, password: p}}\n"
+                    + RCV + "    wechat_configs: [{to_user: '@all'}]\n    victorops_configs: [{routing_key: rk}]\n"
+                    "    telegram_configs: [{bot_token: t, chat_id: -1, message: '{{ template \"x\" . }}'}]\n",
+                    "routing.yaml")
+    r = cfg.receivers[0]
+    assert (r.wechat_configs[0].api_secret, r.wechat_configs[0].corp_id, r.victorops_configs[0].api_key) == \
+        ("s", "c", "k")
+    assert r.telegram_configs[0].api_url == "https://tg.example" and r.telegram_configs[0].message == "$title\n$alerts"
+    assert r.victorops_configs[0].http_config.basic_auth.username == "u"  # the global http_config
+    assert cfg.warnings == ["routing.yaml:12: receivers[0].telegram_configs[0].message: a Go template is not run by "
+                            "kubesight; its default text is used (templates are $title, $alerts, $label_NAME ...)"]
 
 
 def test_alertmanager_globals_and_templates_load_and_slack_takes_the_global_url():

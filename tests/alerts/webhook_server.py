@@ -40,7 +40,7 @@ class ScriptedReceiver:
 
     async def start(self, port: int = 0) -> str:
         app = web.Application()
-        app.router.add_post("/{tail:.*}", self.handle)
+        app.router.add_route("*", "/{tail:.*}", self.handle)  # POST, and GET for services that fetch a token
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", port)

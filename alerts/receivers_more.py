@@ -1,0 +1,466 @@
+"""More of Alertmanager's receivers: Pushover, Splunk On-Call (VictorOps), WeChat, Amazon SNS, Telegram, Webex,
+Discord, PagerDuty's Events API v1 (``service_key``) and v2 ``images``/``links``; and ``http_config`` for all.
+
+Each kind follows its service's published request format, as Alertmanager's notifiers send it (one request
+per notification; message text from ``alerts.payload.MessageTemplate``, overridable per integration).  An
+attempt here is one ``Outcome`` like any other receiver's: ``alerts.receivers.deliver`` retries it with the
+same backoff, ``Retry-After`` and budget, and a final failure goes to the dead-letter topic.  Every secret
+(keys, tokens, passwords, signed headers, a WeChat access token) is redacted from the reason.
+
+``http_options`` turns an ``http_config`` into what each HTTP request carries: the TLS context, an
+``Authorization`` header (``authorization``, ``bearer_token``, ``basic_auth``; a header the service's own
+format sets wins, as in prometheus/common), ``proxy_url`` and ``follow_redirects``.
+
+>>> opts = http_options(HTTPConfig(basic_auth={"username": "u", "password": "pw-SECRET"}))
+>>> dict(opts.headers)["Authorization"], "pw-SECRET" in opts.secrets
+('Basic dTpwdy1TRUNSRVQ=', True)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import html
+import time
+from dataclasses import dataclass
+from urllib.parse import quote_plus, urlencode, urlsplit
+
+import orjson
+
+from alerts import payload
+from alerts.config import HTTPConfig
+from alerts.sending import Outcome, classify, redact
+from alerts.sending import render as _render
+from alerts.sending import secret as _secret
+from alerts.sending import timeout as _timeout
+
+KINDS = frozenset({"pushover", "victorops", "wechat", "sns", "telegram", "webex", "discord", "pagerduty_v1",
+                   "pagerduty_v2"})
+PAGERDUTY_V1 = "https://events.pagerduty.com/generic/2010-04-15/create_event.json"
+PAGERDUTY_V2 = "https://events.pagerduty.com/v2/enqueue"
+FORM = "application/x-www-form-urlencoded; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPOptions:
+    """What an ``http_config`` adds to each request; ``secrets`` are redacted wherever a reason is written."""
+
+    ssl: object = None
+    headers: tuple = ()
+    kwargs: tuple = ()  # extra aiohttp request arguments: proxy, proxy_headers, allow_redirects, server_hostname
+    secrets: tuple = ()
+
+
+_TLS_VERSIONS = {"TLS10": "TLSv1", "TLS11": "TLSv1_1", "TLS12": "TLSv1_2", "TLS13": "TLSv1_3"}
+
+
+def http_options(http: HTTPConfig | None, secrets: tuple = ()) -> HTTPOptions:
+    """The request options of an ``http_config`` (credential files read now, as every ``*_file`` is at load)."""
+    import ssl
+
+    from core.webconfig import client_ssl_context
+
+    if http is None:
+        return HTTPOptions(secrets=tuple(s for s in secrets if s))
+    t = http.tls_config
+    ctx = client_ssl_context(t.ca_file, t.cert_file, t.key_file, t.insecure_skip_verify)
+    if t.min_version or t.max_version:
+        ctx = ctx or ssl.create_default_context()
+        if t.min_version:
+            ctx.minimum_version = getattr(ssl.TLSVersion, _TLS_VERSIONS[t.min_version])
+        if t.max_version:
+            ctx.maximum_version = getattr(ssl.TLSVersion, _TLS_VERSIONS[t.max_version])
+    headers, kwargs, found = [], [], list(secrets)
+    a, b = http.authorization, http.basic_auth
+    if a is not None and (a.credentials or a.credentials_file):
+        cred = _secret(a.credentials, a.credentials_file)
+        headers.append(("Authorization", f"{a.type} {cred}"))
+        found += [cred, f"{a.type} {cred}"]
+    elif b is not None:
+        password = _secret(b.password, b.password_file) if (b.password or b.password_file) else ""
+        token = base64.b64encode(f"{b.username}:{password}".encode()).decode()
+        headers.append(("Authorization", f"Basic {token}"))
+        found += [password, token]
+    if http.proxy_url:
+        kwargs.append(("proxy", http.proxy_url))
+        found += [p for p in (urlsplit(http.proxy_url).password,) if p]
+        if http.proxy_connect_header:
+            kwargs.append(("proxy_headers", {k: ", ".join(v) for k, v in http.proxy_connect_header.items()}))
+    if not http.follow_redirects:
+        kwargs.append(("allow_redirects", False))
+    if t.server_name:
+        kwargs.append(("server_hostname", t.server_name))
+    return HTTPOptions(ctx, tuple(headers), tuple(kwargs), tuple(s for s in found if s))
+
+
+# ---------------------------------------------------------------- registration
+
+
+def integrations(receiver) -> list[dict]:
+    """The integrations (``alerts.receivers.Integration`` arguments) of a receiver's pushover, victorops,
+    wechat, sns, telegram, webex and discord configs."""
+    name, out = receiver.name, []
+
+    def add(kind, i, c, url, secret=None, extra=()):
+        out.append(dict(receiver=name, name=f"{name}/{kind}[{i}]", kind=kind, url=url, timeout=c.timeout,
+                        send_resolved=c.send_resolved, cfg=c, secret=secret,
+                        http=HTTPOptions(secrets=tuple(s for s in extra if s))))
+
+    for i, c in enumerate(receiver.pushover_configs):
+        add("pushover", i, c, c.api_url, c.token, (c.user_key,))
+    for i, c in enumerate(receiver.victorops_configs):
+        add("victorops", i, c, c.api_url, _secret(c.api_key, c.api_key_file))
+    for i, c in enumerate(receiver.wechat_configs):
+        add("wechat", i, c, c.api_url if c.api_url.endswith("/") else c.api_url + "/", c.api_secret,
+            (quote_plus(c.api_secret or ""),))
+    for i, c in enumerate(receiver.sns_configs):
+        add("sns", i, c, c.api_url or "https://sns.amazonaws.com/", c.sigv4.secret_key, (c.sigv4.access_key,))
+    for i, c in enumerate(receiver.telegram_configs):
+        add("telegram", i, c, c.api_url.rstrip("/"), c.bot_token)
+    for i, c in enumerate(receiver.webex_configs):
+        add("webex", i, c, c.api_url)
+    for i, c in enumerate(receiver.discord_configs):
+        add("discord", i, c, _secret(c.webhook_url, c.webhook_url_file))
+    return out
+
+
+def pagerduty(receiver: str, i: int, c) -> dict | None:
+    """The Integration arguments of a PagerDuty config this module sends (v1 with a service key, v2 with
+    images or links), else None (``alerts.receivers`` sends plain v2)."""
+    common = dict(receiver=receiver, name=f"{receiver}/pagerduty[{i}]", timeout=c.timeout,
+                  send_resolved=c.send_resolved, cfg=c)
+    if c.service_key or c.service_key_file:
+        url = PAGERDUTY_V1 if c.url == PAGERDUTY_V2 else c.url
+        return dict(common, kind="pagerduty_v1", url=url, secret=_secret(c.service_key, c.service_key_file))
+    if c.images or c.links:
+        return dict(common, kind="pagerduty_v2", url=c.url, secret=_secret(c.routing_key, c.routing_key_file))
+    return None
+
+
+def with_http(integ, http: HTTPConfig | None):
+    """``integ`` with its ``http_config`` applied (TLS context, auth header, proxy), its own secrets kept."""
+    own = integ.http.secrets if integ.http is not None else ()
+    opts = http_options(http, own)
+    return dataclasses.replace(integ, ssl=opts.ssl, http=opts)
+
+
+# ---------------------------------------------------------------- sending
+
+
+def _firing_only(integ, note: dict) -> dict | None:
+    if integ.send_resolved:
+        return note
+    firing = [a for a in note["alerts"] if a["status"] == "firing"]
+    return dict(note, alerts=firing) if firing else None
+
+
+def _cut(text: str, n: int) -> str:
+    """At most ``n`` characters, with an ellipsis when cut (as Alertmanager's notify.Truncate)."""
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _cut_bytes(text: str, n: int) -> str:
+    raw = text.encode()
+    if len(raw) <= n:
+        return text
+    return raw[: n - 3].decode("utf-8", "ignore") + "…"
+
+
+async def request(session, integ, method: str, url: str, body: bytes | None, headers: dict,
+                  secrets: list[str] = (), env_for=None) -> tuple[Outcome, bytes]:
+    """One HTTP exchange with the integration's TLS, auth and proxy options; the outcome (secrets redacted)
+    and the response body (empty on a transport failure).  ``env_for(url, has_authorization)``: the proxy
+    and netrc arguments the session's environment gives (None: the session applies its own)."""
+    import aiohttp
+
+    opts = integ.http or HTTPOptions()
+    headers = {**dict(opts.headers), **headers}
+    env = dict(env_for(url, "Authorization" in headers)) if env_for is not None else {}
+    data = b""
+    try:
+        async with session.request(method, url, data=body, headers=headers, timeout=_timeout(integ.timeout),
+                                   ssl=True if integ.ssl is None else integ.ssl, **{**env, **dict(opts.kwargs)}) as resp:
+            data = await resp.read()
+            out = classify(resp.status, data, resp.headers)
+    except TimeoutError:
+        out = Outcome(False, True, reason=f"timeout after {integ.timeout:g}s")
+    except aiohttp.ClientError as exc:
+        out = Outcome(False, True, reason=f"{type(exc).__name__}: {exc}")
+    if out.reason:
+        out.reason = redact(out.reason, integ.secrets() + list(secrets))
+    return out, data
+
+
+def _json(body) -> tuple[bytes, dict]:
+    return orjson.dumps(body), {"Content-Type": "application/json"}
+
+
+async def send_once(session, integ, note: dict, external_url: str, env_for=None) -> Outcome:
+    """One attempt at a notification for a kind of ``KINDS`` (``env_for``: see ``request``)."""
+    note = _firing_only(integ, note)
+    if note is None:
+        return Outcome(True, reason="skipped (only resolved alerts; send_resolved is off)")
+    if integ.kind == "wechat":
+        return await _wechat(session, integ, note, external_url, env_for)
+    if integ.kind == "sns":
+        return await _sns(session, integ, note, external_url, env_for)
+    url, body, headers = BUILDERS[integ.kind](integ, note, external_url)
+    out, _ = await request(session, integ, "POST", url, body, {"Idempotency-Key": note["id"], **headers},
+                           env_for=env_for)
+    if integ.kind == "pagerduty_v1" and out.status == 403:
+        out.retryable = True  # the v1 API's rate limit answer (Alertmanager retries it too)
+    return out
+
+
+def pushover_form(integ, note: dict, external_url: str) -> dict:
+    """Pushover's message parameters (https://pushover.net/api)."""
+    c = integ.cfg
+    firing = note["status"] == "firing"
+    form = {"token": c.token, "user": c.user_key,
+            "title": _cut(_render(c.title, note, external_url), 250),
+            "message": _cut(_render(c.message, note, external_url), 1024) or "(no details)",
+            "url": _cut(c.url or external_url, 512), "priority": c.priority or ("2" if firing else "0"),
+            "retry": str(int(c.retry)), "expire": str(int(c.expire))}
+    for k in ("url_title", "sound"):
+        if getattr(c, k):
+            form[k] = getattr(c, k)
+    if c.html:
+        form["html"] = "1"
+    return form
+
+
+def _pushover(integ, note, external_url):
+    return integ.url, urlencode(pushover_form(integ, note, external_url)).encode(), {"Content-Type": FORM}
+
+
+def victorops_body(integ, note: dict, external_url: str) -> dict:
+    """Splunk On-Call's REST alert (entity_id = the group key's hash; RECOVERY resolves it)."""
+    c = integ.cfg
+    kind = c.message_type if c.message_type in ("CRITICAL", "WARNING", "INFO") else "CRITICAL"
+    body = {"message_type": kind if note["status"] == "firing" else "RECOVERY",
+            "entity_id": payload.key_hash(note["groupKey"]),
+            "entity_display_name": _render(c.entity_display_name, note, external_url),
+            "state_message": _cut(_render(c.state_message, note, external_url), 20480),
+            "monitoring_tool": c.monitoring_tool}
+    body.update(c.custom_fields)
+    return body
+
+
+def _victorops(integ, note, external_url):
+    base = integ.url if integ.url.endswith("/") else integ.url + "/"
+    return (f"{base}{integ.secret}/{integ.cfg.routing_key}", *_json(victorops_body(integ, note, external_url)))
+
+
+def telegram_body(integ, note: dict, external_url: str) -> dict:
+    """The Bot API's sendMessage; kubesight's templates are plain text, so HTML mode gets them escaped."""
+    c = integ.cfg
+    text = _render(c.message, note, external_url)
+    if c.parse_mode == "HTML":
+        text = html.escape(text, quote=False)
+    body = {"chat_id": c.chat_id, "text": _cut(text, 4096), "disable_notification": c.disable_notifications}
+    if c.parse_mode:
+        body["parse_mode"] = c.parse_mode
+    return body
+
+
+def _telegram(integ, note, external_url):
+    return f"{integ.url}/bot{integ.secret}/sendMessage", *_json(telegram_body(integ, note, external_url))
+
+
+def _webex(integ, note, external_url):
+    c = integ.cfg
+    text = _cut_bytes(_render(c.message, note, external_url), 7439)
+    return integ.url, *_json({"roomId": c.room_id, "markdown": text})
+
+
+def discord_body(integ, note: dict, external_url: str) -> dict:
+    """A Discord webhook message with one embed: red (0x992D22) while firing, green (0x2ECC71) when resolved."""
+    c = integ.cfg
+    return {"embeds": [{"title": _cut(_render(c.title, note, external_url), 256),
+                        "description": _cut(_render(c.message, note, external_url), 4096),
+                        "color": 0x992D22 if note["status"] == "firing" else 0x2ECC71}]}
+
+
+def _discord(integ, note, external_url):
+    return integ.url, *_json(discord_body(integ, note, external_url))
+
+
+def pagerduty_v1_body(integ, note: dict, external_url: str) -> dict:
+    """PagerDuty's Events API v1 (generic/2010-04-15/create_event.json), as Alertmanager's notifyV1 sends it."""
+    c = integ.cfg
+    firing = [a for a in note["alerts"] if a["status"] == "firing"]
+    body = {"service_key": integ.secret, "incident_key": payload.key_hash(note["groupKey"]),
+            "event_type": "trigger" if note["status"] == "firing" else "resolve",
+            "description": _cut(_render(c.description, note, external_url), 1024),
+            "details": {"firing": "\n".join(payload._line(a) for a in firing), "num_firing": str(len(firing)),
+                        "num_resolved": str(len(note["alerts"]) - len(firing)), **c.details},
+            "event_action": "", "payload": None}
+    if note["status"] == "firing":
+        body.update(client=c.client, client_url=c.client_url or external_url)
+    return body
+
+
+def _pagerduty_v1(integ, note, external_url):
+    return integ.url, *_json(pagerduty_v1_body(integ, note, external_url))
+
+
+def _pagerduty_v2(integ, note, external_url):
+    url, raw, headers = dataclasses.replace(integ, kind="pagerduty").request(note, external_url, time.time())
+    body = orjson.loads(raw)
+    c = integ.cfg
+    if body["event_action"] == "trigger":
+        if c.images:
+            body["images"] = [{k: v for k, v in i.model_dump().items() if v} for i in c.images]
+        if c.links:
+            body["links"] = [{k: v for k, v in link.model_dump().items() if v} for link in c.links]
+    return url, orjson.dumps(body), headers
+
+
+BUILDERS = {"pushover": _pushover, "victorops": _victorops, "telegram": _telegram, "webex": _webex,
+            "discord": _discord, "pagerduty_v1": _pagerduty_v1, "pagerduty_v2": _pagerduty_v2}
+
+
+# ---------------------------------------------------------------- WeChat: a token first, then the message
+
+_WECHAT_TOKENS: dict[tuple[str, str], str] = {}  # (api_url, corp_id) -> access token, until WeChat says 42001
+
+
+def wechat_body(integ, note: dict, external_url: str) -> dict:
+    c = integ.cfg
+    text = _cut(_render(c.message, note, external_url), 2048)
+    body = {"msgtype": c.message_type, c.message_type: {"content": text}, "safe": "0", "agentid": c.agent_id,
+            "touser": c.to_user, "toparty": c.to_party, "totag": c.to_tag}
+    return body
+
+
+def _errcode(data: bytes) -> tuple[int, str]:
+    try:
+        doc = orjson.loads(data)
+        return int(doc.get("errcode", 0)), str(doc.get("errmsg", ""))
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return -1, "response is not WeChat's JSON"
+
+
+async def _wechat(session, integ, note: dict, external_url: str, env_for) -> Outcome:
+    c = integ.cfg
+    cache = (integ.url, c.corp_id)
+    token = _WECHAT_TOKENS.get(cache)
+    if token is None:
+        query = urlencode({"corpid": c.corp_id, "corpsecret": integ.secret})
+        out, data = await request(session, integ, "GET", f"{integ.url}gettoken?{query}", None, {}, env_for=env_for)
+        if not out.ok:
+            out.reason = f"gettoken: {out.reason}"
+            return out
+        try:
+            token = str(orjson.loads(data)["access_token"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            code, msg = _errcode(data)
+            return Outcome(False, True, out.status, redact(f"gettoken: no access_token (errcode {code}: {msg})",
+                                                         integ.secrets()))
+        _WECHAT_TOKENS[cache] = token
+    url = f"{integ.url}message/send?{urlencode({'access_token': token})}"
+    out, data = await request(session, integ, "POST", url, *_json(wechat_body(integ, note, external_url)),
+                              secrets=[token], env_for=env_for)
+    if not out.ok:
+        return out
+    code, msg = _errcode(data)
+    if code == 0:
+        return out
+    if code == 42001:  # the access token expired: fetch a new one on the retry
+        _WECHAT_TOKENS.pop(cache, None)
+    return Outcome(False, code == 42001, out.status, redact(f"WeChat errcode {code}: {msg}", integ.secrets() + [token]))
+
+
+# ---------------------------------------------------------------- Amazon SNS: SigV4 by botocore
+
+_SNS_CREDENTIALS: dict[str, object] = {}  # integration name -> botocore credentials (refreshable for a role)
+
+
+def sns_params(integ, note: dict, external_url: str) -> dict:
+    """SNS Publish's query parameters (Action=Publish, Version=2010-03-31)."""
+    c = integ.cfg
+    message = _render(c.message, note, external_url)
+    params = {"Action": "Publish", "Version": "2010-03-31"}
+    if c.topic_arn:
+        params["TopicArn"] = c.topic_arn
+        if c.topic_arn.endswith(".fifo"):  # FIFO topics need a group and a dedup id: the group key's hash
+            params["MessageGroupId"] = params["MessageDeduplicationId"] = payload.key_hash(note["groupKey"])
+    if c.phone_number:
+        params["PhoneNumber"] = c.phone_number
+        message = _cut(message, 140)  # an SMS
+    if c.target_arn:
+        params["TargetArn"] = c.target_arn
+    params["Message"] = _cut_bytes(message, 256 * 1024)
+    subject = _render(c.subject, note, external_url)
+    if subject and not c.phone_number:
+        params["Subject"] = _cut(subject.replace("\n", " "), 100)
+    for n, (k, v) in enumerate(sorted(c.attributes.items()), 1):
+        params[f"MessageAttributes.entry.{n}.Name"] = k
+        params[f"MessageAttributes.entry.{n}.Value.DataType"] = "String"
+        params[f"MessageAttributes.entry.{n}.Value.StringValue"] = v
+    return params
+
+
+def sns_region(c) -> str:
+    """The SigV4 region: configured, else the topic's or target's ARN (arn:aws:sns:<region>:...), else AWS_REGION."""
+    import os
+
+    if c.sigv4.region:
+        return c.sigv4.region
+    for arn in (c.topic_arn, c.target_arn):
+        parts = arn.split(":")
+        if len(parts) > 3 and parts[3]:
+            return parts[3]
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+def _sns_credentials(integ):
+    """Static keys from sigv4, else botocore's chain (environment, shared files / profile, instance role);
+    with role_arn, assumed through STS and refreshed before they expire.  Blocking: run in a thread."""
+    import botocore.session
+    from botocore.credentials import AssumeRoleCredentialFetcher, Credentials, DeferredRefreshableCredentials
+
+    creds = _SNS_CREDENTIALS.get(integ.name)
+    if creds is not None:
+        return creds
+    s = integ.cfg.sigv4
+    session = botocore.session.Session(profile=s.profile) if s.profile else botocore.session.Session()
+    creds = Credentials(s.access_key, s.secret_key) if s.access_key else session.get_credentials()
+    if creds is None:
+        raise LookupError("no AWS credentials (set sigv4.access_key/secret_key or the AWS environment)")
+    if s.role_arn:
+        fetcher = AssumeRoleCredentialFetcher(session.create_client, creds, s.role_arn,
+                                              extra_args={"RoleSessionName": "kubesight"})
+        creds = DeferredRefreshableCredentials(fetcher.fetch_credentials, "assume-role")
+    _SNS_CREDENTIALS[integ.name] = creds
+    return creds
+
+
+def sns_signed(integ, params: dict, creds) -> tuple[str, bytes, dict]:
+    """The URL, form body and SigV4 headers (botocore's SigV4Auth: X-Amz-Date, Authorization) of one Publish."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    c = integ.cfg
+    region = sns_region(c)
+    url = c.api_url or f"https://sns.{region}.amazonaws.com/"
+    body = urlencode(params).encode()
+    req = AWSRequest(method="POST", url=url, data=body, headers={"Content-Type": FORM})
+    auth = SigV4Auth(creds.get_frozen_credentials() if hasattr(creds, "get_frozen_credentials") else creds, "sns",
+                     region)
+    auth.add_auth(req)
+    headers = {k: v for k, v in req.headers.items()}
+    return url, body, headers
+
+
+async def _sns(session, integ, note: dict, external_url: str, env_for) -> Outcome:
+    try:
+        creds = await asyncio.to_thread(_sns_credentials, integ)
+        url, body, headers = await asyncio.to_thread(sns_signed, integ, sns_params(integ, note, external_url), creds)
+    except Exception as exc:  # noqa: BLE001 - botocore's credential errors are many; each is a failed attempt
+        return Outcome(False, True, reason=redact(f"AWS credentials: {type(exc).__name__}: {exc}", integ.secrets()))
+    signature = headers.get("Authorization", "")
+    out, _ = await request(session, integ, "POST", url, body, headers,
+                           secrets=[signature, headers.get("X-Amz-Security-Token", "")], env_for=env_for)
+    return out

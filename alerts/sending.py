@@ -1,0 +1,96 @@
+"""What every sender shares: an attempt's ``Outcome``, how an HTTP answer is classified (``Retry-After``
+included), secret redaction, request timeouts, message rendering and ``*_file`` secrets.
+
+``alerts.receivers`` (webhook, Slack, DingTalk, email, PagerDuty, Opsgenie, Teams, Alertmanager, and the
+retry loop) and ``alerts.receivers_more`` (the other Alertmanager integrations) both build on it.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+from alerts import payload
+
+
+@dataclass(slots=True)
+class Outcome:
+    ok: bool
+    retryable: bool = False
+    status: int | None = None
+    reason: str = ""
+    retry_after: float | None = None
+    attempts: int = 1
+
+
+@functools.lru_cache(maxsize=256)
+def _template(text: str) -> payload.MessageTemplate:
+    return payload.MessageTemplate(text)
+
+
+def render(text: str, note: dict, external_url: str) -> str:
+    return _template(text).render(note, external_url)
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """Replace every secret (longest first) by ``<redacted>``.
+
+    >>> redact("POST https://hooks.example/T0/B1/XyZsecret failed", ["https://hooks.example/T0/B1/XyZsecret"])
+    'POST <redacted> failed'
+    """
+    for s in sorted(set(secrets), key=len, reverse=True):
+        if s:
+            text = text.replace(s, "<redacted>")
+    return text
+
+
+def retry_after(value: str | None, now: float) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date).
+
+    >>> retry_after("7", 0.0), retry_after(None, 0.0), retry_after("Wed, 21 Oct 2015 07:28:10 GMT", 1445412480.0)
+    (7.0, None, 10.0)
+    """
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError):
+        return None
+
+
+def classify(status: int, body: bytes, headers) -> Outcome:
+    """Whether a response is success, worth a retry (5xx, 429) or final (other 4xx, 3xx)."""
+    if 200 <= status < 300:
+        return Outcome(True, status=status)
+    snippet = body[:200].decode("utf-8", "replace").strip()
+    reason = f"HTTP {status}" + (f": {snippet}" if snippet else "")
+    after = retry_after(headers.get("Retry-After"), time.time())
+    if status == 429 or status >= 500:
+        return Outcome(False, True, status, reason, after)
+    return Outcome(False, False, status, reason)
+
+
+
+_TIMEOUTS: dict[float, object] = {}
+
+
+def timeout(seconds: float):
+    """The aiohttp timeout of ``seconds`` in total (one object per value)."""
+    import aiohttp
+
+    t = _TIMEOUTS.get(seconds)
+    if t is None:
+        t = _TIMEOUTS[seconds] = aiohttp.ClientTimeout(total=seconds)
+    return t
+
+
+def secret(value: str | None, path: str | None) -> str:
+    """The value, or the stripped content of the file at ``path`` (``*_file`` keys are read at load)."""
+    return value if value is not None else Path(path).read_text().strip()
