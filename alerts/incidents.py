@@ -25,7 +25,9 @@ last member resolved, unless a linked alert fires in between.
 **Ranking.**  Candidates are the entities of the members (``node/n1``, ``workload/ns/w``,
 ``controlplane/etcd`` ...).  A candidate *explains* another when the topology makes the second
 depend on it: a node explains the pods on it, a volume the pods mounting it, etcd the apiserver,
-the control plane everything else, a callee its callers.  Score, in [0, 1]::
+the control plane everything else, a callee its callers -- those of them that are slow or failing
+(a ``signal`` label of latency or errors, or none stated): a caller only saturated or busy has a
+problem of its own.  Score, in [0, 1], with ``weights`` (default ``WEIGHTS``)::
 
     0.4 * (share of the other members it explains) + 0.25 * (cause prior of its strongest alert)
       + 0.15 * (earliness: 1 for the first to start, falling to 0 at ``window`` later)
@@ -198,9 +200,25 @@ def explains(cause: str, cause_members: list[Mapping], other: str, other_members
     if kind in ("workload", "pod") and okind in ("workload", "pod") and reach:
         sa = _service(cause_members[0]) if cause_members else ""
         sb = _service(other_members[0]) if other_members else ""
-        if sa and sb and sa != sb and sa in reach.get(sb, ()):
+        if sa and sb and sa != sb and sa in reach.get(sb, ()) and _carries(other_members):
             return f"{sb} calls {sa}"
     return None
+
+
+PROPAGATES = frozenset({"latency", "errors"})  # what travels up a call chain: a slow or failing callee
+
+
+def _carries(labels: Iterable[Mapping]) -> bool:
+    """Can these alerts of a caller be the symptom of a callee's fault: some of them latency or
+    errors, or of no stated ``signal`` at all (unknown: assume they can)?  A callee's fault reaches
+    its callers as slow or failed calls; a caller only saturated (CPU, memory) or busy has a problem
+    of its own, which no callee explains.
+
+    >>> _carries([{"signal": "saturation"}]), _carries([{"signal": "latency"}]), _carries([{"alertname": "X"}])
+    (False, True, True)
+    """
+    sigs = [lb.get("signal") for lb in labels]
+    return any(s in PROPAGATES or s is None for s in sigs)
 
 
 def prior(labels: Mapping) -> tuple[float, str]:
@@ -221,8 +239,11 @@ def prior(labels: Mapping) -> tuple[float, str]:
 
 # ---------------------------------------------------------------- ranking
 
+WEIGHTS = (0.4, 0.25, 0.15, 0.2)  # rank's score: explained share, cause prior, earliness, breadth
+
+
 def rank(members: Mapping[str, Mapping], reach: Mapping[str, frozenset] | None = None,
-         window: float = WINDOW, slack: float = SLACK) -> list[dict]:
+         window: float = WINDOW, slack: float = SLACK, weights: tuple = WEIGHTS) -> list[dict]:
     """Root-cause candidates of an incident's ``members`` (fingerprint -> member), best first.
 
     Each: ``entity``, ``score``, ``cause`` (its strongest alert), ``kind``, ``firstAt``,
@@ -258,7 +279,8 @@ def rank(members: Mapping[str, Mapping], reach: Mapping[str, frozenset] | None =
         share = n_expl / others if others else 0.0
         early = max(0.0, 1.0 - (first - start) / window) if window > 0 else 1.0
         breadth = (kinds[ent] - 1) / (most - 1) if most > 1 else 0.0
-        score = round(0.4 * share + 0.25 * p + 0.15 * early + 0.2 * breadth, 4)
+        w_share, w_prior, w_early, w_breadth = weights
+        score = round(w_share * share + w_prior * p + w_early * early + w_breadth * breadth, 4)
         evidence = [f"{best['labels'].get('alertname', '?')} since {format_time(best['startsAt'])}"
                     + (f": {best['summary']}" if best.get("summary") else "")]
         if len(ms) > 1:
