@@ -147,7 +147,7 @@ def run_cv(series, progress=None, context: bool = False) -> dict:
             if key not in members:
                 members[key] = run_detector(series, m["name"], m["params"], None, registry=_members())["scores"]
             cols.append(members[key])
-        scores = [replay([c[j] for c in cols], d.weights, d.theta, d.refractory, d.rearm, d.short, d.long)
+        scores = [replay([c[j] for c in cols], d.weights, d.theta, d.refractory, d.rearm, d.short, d.long, d.output)
                   for j in range(len(series))]
         if progress is not None:
             progress.update(len(series))

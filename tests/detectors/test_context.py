@@ -1,8 +1,9 @@
-"""Context novelty as an onset member: bounded state, exact snapshot round trip, what it sees."""
+"""Context novelty as an onset member (bounded state, exact snapshot round trip, what it sees); onset's replay and output."""
 
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from detectors import registry
 from detectors.context import ContextNovelty
@@ -46,9 +47,27 @@ def test_replay_from_member_scores_equals_running_onset():
     from detectors.onset import MEMBERS, replay
 
     points = stream("onset", 2500)
-    for params in ({}, {"members": list(CONTEXT_MEMBERS), "weights": [1.0, 0.2, 1.0, 0.5], "theta": 0.3,
-                        "refractory": 100, "short": 0.25, "long": 0.003}):
+    for params in ({}, {"output": "score"}, {"members": list(CONTEXT_MEMBERS), "weights": [1.0, 0.2, 1.0, 0.5],
+                                             "theta": 0.3, "refractory": 100, "short": 0.25, "long": 0.003}):
         d = registry.build("onset", params)
         expected = run(d, points)
+        assert any(s for s in expected)  # something fired: the comparison is not of zeros only
         cols = [run(build_from(MEMBERS, m["name"], m["params"]), points) for m in d.members]
-        assert replay(cols, d.weights, d.theta, d.refractory, d.rearm, d.short, d.long) == expected
+        assert replay(cols, d.weights, d.theta, d.refractory, d.rearm, d.short, d.long, d.output) == expected
+
+
+def test_onset_output_scores_only_the_onsets_a_rule_above_theta_sees_the_same_points():
+    """output="onset" (the default) keeps an onset's calibrated score and zeroes every other point;
+    output="score" keeps every unmuted point's. The points at or above theta are the same, so a rule
+    ``above: theta`` alerts on the same points with either."""
+    points = stream("onset", 2500)
+    for theta in (0.3, 0.4, 0.6):
+        onset = run(registry.build("onset", {"theta": theta}), points)
+        score = run(registry.build("onset", {"theta": theta, "output": "score"}), points)
+        fired = [i for i, s in enumerate(score) if s is not None and s >= theta]
+        assert fired, theta
+        assert [i for i, s in enumerate(onset) if s] == fired
+        assert all(onset[i] == score[i] for i in fired)
+        assert any(s and 0 < s < theta for s in score)  # "score" has more to show below theta
+    with pytest.raises(ValueError, match="output must be one of onset, score"):
+        registry.build("onset", {"output": "decision"})
