@@ -165,7 +165,52 @@ class WebhookConfig(Strict):
     timeout: Interval = 10.0
 
 
+class SlackConfirm(Strict):
+    text: str = Field(min_length=1)
+    title: str = ""
+    ok_text: str = ""
+    dismiss_text: str = ""
+
+
+class SlackAction(Strict):
+    type: str = ""
+    text: str = ""
+    url: str = ""
+    style: str = ""
+    name: str = ""
+    value: str = ""
+    confirm: SlackConfirm | None = None
+
+    @model_validator(mode="after")
+    def _shape(self):  # Alertmanager's SlackAction checks, in its order
+        if not self.type:
+            raise ValueError("missing type in Slack action configuration")
+        if not self.text:
+            raise ValueError("missing text in Slack action configuration")
+        if self.url:
+            self.name, self.value, self.confirm = "", "", None
+        elif not self.name:
+            raise ValueError("missing name or url in Slack action configuration")
+        return self
+
+
+class SlackField(Strict):
+    title: str = ""
+    value: str = ""
+    short: bool | None = None
+
+    @model_validator(mode="after")
+    def _shape(self):
+        if not self.title:
+            raise ValueError("missing title in Slack field configuration")
+        if not self.value:
+            raise ValueError("missing value in Slack field configuration")
+        return self
+
+
 class SlackConfig(Strict):
+    """A Slack incoming webhook: one attachment; Alertmanager's message fields override kubesight's defaults."""
+
     http_config: HTTPConfig = HTTPConfig()
     api_url: Secret | None = None
     api_url_file: str | None = None
@@ -173,6 +218,24 @@ class SlackConfig(Strict):
     username: str = "kubesight"
     send_resolved: bool = False
     timeout: Interval = 10.0
+    # Alertmanager's attachment fields (None: kubesight's default for that field)
+    color: str | None = None
+    title: Template | None = None
+    title_link: str | None = None
+    pretext: Template | None = None
+    text: Template | None = None
+    fallback: Template | None = None
+    footer: Template | None = None
+    callback_id: str | None = None
+    icon_emoji: str | None = None
+    icon_url: str | None = None
+    image_url: str | None = None
+    thumb_url: str | None = None
+    link_names: bool = False
+    short_fields: bool = False
+    mrkdwn_in: list[str] | None = None
+    fields: list[SlackField] = []
+    actions: list[SlackAction] = []
 
 
 class DingTalkConfig(Strict):
@@ -250,6 +313,23 @@ class PagerDutyConfig(Strict):
     timeout: Interval = 10.0
 
 
+class OpsgenieResponder(Strict):
+    id: str = ""
+    name: str = ""
+    username: str = ""
+    type: str = ""
+
+    @model_validator(mode="after")
+    def _shape(self):
+        if not (self.id or self.name or self.username):
+            raise ValueError("an Opsgenie responder has to have at least one of id, username or name")
+        self.type = self.type.lower()
+        if not re.fullmatch(r"team|teams|user|escalation|schedule", self.type):
+            raise ValueError(f"responder type {shown(self.type)} does not match valid options "
+                             "^(team|teams|user|escalation|schedule)$")
+        return self
+
+
 class OpsgenieConfig(Strict):
     """Opsgenie Alert API: POST /v2/alerts, closed by alias (Alertmanager's opsgenie_configs)."""
 
@@ -262,7 +342,12 @@ class OpsgenieConfig(Strict):
     source: str = "kubesight"
     details: dict[str, str] = {}
     tags: str = ""  # comma-separated
-    priority: Annotated[str, Field(pattern=r"^(P[1-5])?$")] = ""
+    priority: str = ""  # P1-P5 (sent as given, as Alertmanager does)
+    entity: str = ""
+    actions: str = ""  # comma-separated
+    note: str = ""
+    responders: list[OpsgenieResponder] = []
+    update_alerts: bool = False  # also update an open alert's message and description (two more requests)
     send_resolved: bool = True
     timeout: Interval = 10.0
 
@@ -641,6 +726,7 @@ DELIVERED = ("webhook_configs", "slack_configs", "dingtalk_configs", "alertmanag
 # message fields that hold templates; Alertmanager's Go templates there are not run (warned, default used)
 TEMPLATED = {"email_configs": ("subject", "text", "html"), "pagerduty_configs": ("description",),
              "opsgenie_configs": ("message", "description"), "msteams_configs": ("title", "text"),
+             "slack_configs": ("title", "pretext", "text", "fallback", "footer"),
              "pushover_configs": ("title", "message"), "victorops_configs": ("state_message", "entity_display_name"),
              "wechat_configs": ("message",), "sns_configs": ("subject", "message"), "telegram_configs": ("message",),
              "webex_configs": ("message",), "discord_configs": ("title", "message")}
@@ -648,7 +734,10 @@ TEMPLATED = {"email_configs": ("subject", "text", "html"), "pagerduty_configs": 
 PLAIN = {"pushover_configs": ("url", "url_title", "sound", "priority"), "victorops_configs": ("message_type",
                                                                                               "monitoring_tool"),
          "wechat_configs": ("to_user", "to_party", "to_tag", "agent_id"), "pagerduty_configs": ("client",
-                                                                                              "client_url")}
+                                                                                              "client_url"),
+         "slack_configs": ("color", "title_link", "callback_id", "icon_emoji", "icon_url", "image_url", "thumb_url",
+                           "channel", "username"),
+         "opsgenie_configs": ("source", "tags", "priority", "entity", "actions", "note")}
 # Alertmanager's globals that are defaults of an integration's keys
 GLOBAL_DEFAULTS = {"email_configs": (("smtp_from", "from"), ("smtp_smarthost", "smarthost"), ("smtp_hello", "hello"),
                                      ("smtp_auth_username", "auth_username"),

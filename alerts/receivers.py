@@ -318,8 +318,9 @@ class Receivers:
                 items.append(Integration(r.name, f"{r.name}/webhook[{i}]", "webhook", _secret(c.url, c.url_file),
                                          c.timeout, c.send_resolved, c.max_alerts))
             for i, c in enumerate(r.slack_configs):
-                items.append(Integration(r.name, f"{r.name}/slack[{i}]", "slack", _secret(c.api_url, c.api_url_file),
-                                         c.timeout, c.send_resolved, channel=c.channel, username=c.username))
+                items.append(Integration(r.name, f"{r.name}/slack[{i}]", _more.slack_kind(c),
+                                         _secret(c.api_url, c.api_url_file), c.timeout, c.send_resolved,
+                                         channel=c.channel, username=c.username, cfg=c))
             for i, c in enumerate(r.dingtalk_configs):
                 items.append(Integration(r.name, f"{r.name}/dingtalk[{i}]", "dingtalk", _secret(c.url, c.url_file),
                                          c.timeout, c.send_resolved, secret=c.secret))
@@ -334,8 +335,8 @@ class Receivers:
                     r.name, f"{r.name}/pagerduty[{i}]", "pagerduty", c.url, c.timeout, c.send_resolved, cfg=c,
                     secret=_secret(c.routing_key, c.routing_key_file)))
             for i, c in enumerate(r.opsgenie_configs):
-                items.append(Integration(r.name, f"{r.name}/opsgenie[{i}]", "opsgenie", c.api_url, c.timeout,
-                                         c.send_resolved, cfg=c, secret=_secret(c.api_key, c.api_key_file)))
+                items.append(Integration(r.name, f"{r.name}/opsgenie[{i}]", _more.opsgenie_kind(c), c.api_url,
+                                         c.timeout, c.send_resolved, cfg=c, secret=_secret(c.api_key, c.api_key_file)))
             for i, c in enumerate(r.msteams_configs):
                 items.append(Integration(r.name, f"{r.name}/msteams[{i}]", "msteams",
                                          _secret(c.webhook_url, c.webhook_url_file), c.timeout, c.send_resolved,

@@ -1,5 +1,7 @@
 """More of Alertmanager's receivers: Pushover, Splunk On-Call (VictorOps), WeChat, Amazon SNS, Telegram, Webex,
-Discord, PagerDuty's Events API v1 (``service_key``) and v2 ``images``/``links``; and ``http_config`` for all.
+Discord, PagerDuty's Events API v1 (``service_key``) and v2 ``images``/``links``, Slack's and Opsgenie's
+further message fields (attachment fields and actions; responders, entity, actions, note, update_alerts);
+and ``http_config`` for all.
 
 Each kind follows its service's published request format, as Alertmanager's notifiers send it (one request
 per notification; message text from ``alerts.payload.MessageTemplate``, overridable per integration).  An
@@ -36,7 +38,7 @@ from alerts.sending import secret as _secret
 from alerts.sending import timeout as _timeout
 
 KINDS = frozenset({"pushover", "victorops", "wechat", "sns", "telegram", "webex", "discord", "pagerduty_v1",
-                   "pagerduty_v2"})
+                   "pagerduty_v2", "slack_fields", "opsgenie_fields"})
 PAGERDUTY_V1 = "https://events.pagerduty.com/generic/2010-04-15/create_event.json"
 PAGERDUTY_V2 = "https://events.pagerduty.com/v2/enqueue"
 FORM = "application/x-www-form-urlencoded; charset=utf-8"
@@ -138,6 +140,18 @@ def pagerduty(receiver: str, i: int, c) -> dict | None:
     return None
 
 
+def slack_kind(c) -> str:
+    """``slack_fields`` when the config sets any of Alertmanager's attachment fields, else plain ``slack``."""
+    extra = [getattr(c, k) for k in ("color", "title", "title_link", "pretext", "text", "fallback", "footer",
+                                     "callback_id", "icon_emoji", "icon_url", "image_url", "thumb_url", "mrkdwn_in")]
+    return "slack_fields" if any(v is not None for v in extra) or c.fields or c.actions or c.link_names \
+        else "slack"
+
+
+def opsgenie_kind(c) -> str:
+    return "opsgenie_fields" if c.responders or c.entity or c.actions or c.note or c.update_alerts else "opsgenie"
+
+
 def with_http(integ, http: HTTPConfig | None):
     """``integ`` with its ``http_config`` applied (TLS context, auth header, proxy), its own secrets kept."""
     own = integ.http.secrets if integ.http is not None else ()
@@ -174,6 +188,8 @@ async def request(session, integ, method: str, url: str, body: bytes | None, hea
     and netrc arguments the session's environment gives (None: the session applies its own)."""
     import aiohttp
 
+    if not hasattr(session, "request") and hasattr(session, "aiohttp"):  # delivery's own session (a lean
+        session = session.aiohttp()  # client for plain webhooks): these kinds go through its aiohttp session
     opts = integ.http or HTTPOptions()
     headers = {**dict(opts.headers), **headers}
     env = dict(env_for(url, "Authorization" in headers)) if env_for is not None else {}
@@ -205,6 +221,8 @@ async def send_once(session, integ, note: dict, external_url: str, env_for=None)
         return await _wechat(session, integ, note, external_url, env_for)
     if integ.kind == "sns":
         return await _sns(session, integ, note, external_url, env_for)
+    if integ.kind == "opsgenie_fields":
+        return await _opsgenie(session, integ, note, external_url, env_for)
     url, body, headers = BUILDERS[integ.kind](integ, note, external_url)
     out, _ = await request(session, integ, "POST", url, body, {"Idempotency-Key": note["id"], **headers},
                            env_for=env_for)
@@ -317,8 +335,74 @@ def _pagerduty_v2(integ, note, external_url):
     return url, orjson.dumps(body), headers
 
 
+def slack_body(integ, note: dict, external_url: str) -> dict:
+    """kubesight's Slack message with Alertmanager's attachment fields, actions and icons where configured."""
+    c = integ.cfg
+    body = payload.slack(note, c.channel, c.username)
+    att = body["attachments"][0]
+    for key in ("title", "pretext", "text", "fallback", "footer"):
+        if getattr(c, key) is not None:
+            att[key] = _render(getattr(c, key), note, external_url)
+    for key in ("color", "title_link", "callback_id", "image_url", "thumb_url"):
+        if getattr(c, key) is not None:
+            att[key] = getattr(c, key)
+    att["mrkdwn_in"] = c.mrkdwn_in if c.mrkdwn_in is not None else ["fallback", "pretext", "text"]
+    if c.fields:
+        att["fields"] = [{"title": f.title, "value": f.value, "short": c.short_fields if f.short is None else f.short}
+                         for f in c.fields]
+    if c.actions:
+        att["actions"] = [{k: v for k, v in a.model_dump(exclude_none=True).items() if v} for a in c.actions]
+    for key in ("icon_emoji", "icon_url"):
+        if getattr(c, key):
+            body[key] = getattr(c, key)
+    if c.link_names:
+        body["link_names"] = True
+    return body
+
+
+def _slack_fields(integ, note, external_url):
+    return integ.url, *_json(slack_body(integ, note, external_url))
+
+
 BUILDERS = {"pushover": _pushover, "victorops": _victorops, "telegram": _telegram, "webex": _webex,
-            "discord": _discord, "pagerduty_v1": _pagerduty_v1, "pagerduty_v2": _pagerduty_v2}
+            "discord": _discord, "pagerduty_v1": _pagerduty_v1, "pagerduty_v2": _pagerduty_v2,
+            "slack_fields": _slack_fields}
+
+
+# ---------------------------------------------------------------- Opsgenie's further fields
+
+
+async def _opsgenie(session, integ, note: dict, external_url: str, env_for) -> Outcome:
+    """Alert creation with responders, entity, actions and note; with ``update_alerts``, the open alert's
+    message and description updated too (``POST v2/alerts/{alias}/message|description?identifierType=alias``)."""
+    c = integ.cfg
+    url, raw, headers = dataclasses.replace(integ, kind="opsgenie").request(note, external_url, time.time())
+    body = orjson.loads(raw)
+    firing = note["status"] == "firing"
+    if firing:
+        if c.responders:
+            body["responders"] = [{k: v for k, v in r.model_dump().items() if v} for r in c.responders]
+        if c.entity:
+            body["entity"] = c.entity
+        if c.actions:
+            body["actions"] = [a.strip() for a in c.actions.split(",") if a.strip()]
+        if c.note:
+            body["note"] = c.note
+    out, _ = await request(session, integ, "POST", url, orjson.dumps(body),
+                           {"Idempotency-Key": note["id"], **headers, "Content-Type": "application/json"},
+                           env_for=env_for)
+    if not (out.ok and firing and c.update_alerts):
+        return out
+    base = integ.url if integ.url.endswith("/") else integ.url + "/"
+    alias = payload.key_hash(note["groupKey"])
+    for what in ("message", "description"):
+        upd = {what: body[what]}
+        out, _ = await request(session, integ, "POST", f"{base}v2/alerts/{alias}/{what}?identifierType=alias",
+                               orjson.dumps(upd), {**headers, "Content-Type": "application/json"}, env_for=env_for)
+        if not out.ok:
+            out.reason = f"updating the {what}: {out.reason}"
+            return out
+    return out
 
 
 # ---------------------------------------------------------------- WeChat: a token first, then the message

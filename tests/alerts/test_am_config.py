@@ -86,7 +86,27 @@ CHECK = {
                                                 "                       {type: GenieKey, credentials: k}}}]\n",
     "global http_config": "global: {http_config: {bearer_token: t}}\n" + ROOT + RX
                           + "    discord_configs: [{webhook_url: 'http://x/y'}]\n",
+    "slack, Alertmanager's attachment fields": ROOT + RX + "    slack_configs:\n      - api_url: https://hooks.example/x\n"
+        "        title: '{{ template \"slack.default.title\" . }}'\n        text: 'see $title'\n"
+        "        color: '{{ if eq .Status \"firing\" }}danger{{ else }}good{{ end }}'\n        icon_emoji: ':fire:'\n"
+        "        link_names: true\n        short_fields: true\n        mrkdwn_in: [text]\n"
+        "        fields: [{title: cluster, value: prod}]\n"
+        "        actions: [{type: button, text: Runbook, url: 'https://runbooks/x'},\n"
+        "                  {type: button, text: Ack, name: ack, value: 'yes', confirm: {text: 'Sure?'}}]\n",
+    "opsgenie responders, entity, note, templated priority": ROOT + RX + "    opsgenie_configs:\n"
+        "      - {api_key: k, entity: shop, note: n, actions: 'a, b', update_alerts: true,\n"
+        "         priority: '{{ if eq .CommonLabels.severity \"critical\" }}P1{{ else }}P3{{ end }}',\n"
+        "         responders: [{name: sre, type: Team}, {id: 4513b7ea, type: schedule}, {username: a@b, type: user}]}\n",
     # ---- refused by Alertmanager: kubesight must refuse them
+    "slack action without text": ROOT + RX + "    slack_configs: [{api_url: 'https://h/x', actions: [{type: button, "
+                                             "url: 'https://r'}]}]\n",
+    "slack action without url or name": ROOT + RX + "    slack_configs: [{api_url: 'https://h/x', actions: [{type: "
+                                                    "button, text: t}]}]\n",
+    "slack field without value": ROOT + RX + "    slack_configs: [{api_url: 'https://h/x', fields: [{title: t}]}]\n",
+    "opsgenie responder of an unknown type": ROOT + RX + "    opsgenie_configs: [{api_key: k, responders: [{name: n, "
+                                                         "type: squad}]}]\n",
+    "opsgenie responder without id, name or username": ROOT + RX + "    opsgenie_configs: [{api_key: k, responders: "
+                                                                   "[{type: team}]}]\n",
     "pushover without token": ROOT + RX + "    pushover_configs: [{user_key: u}]\n",
     "pushover, bad retry": ROOT + RX + "    pushover_configs: [{user_key: u, token: t, retry: 10x}]\n",
     "pushover, unknown key": ROOT + RX + "    pushover_configs: [{user_key: u, token: t, devices: d}]\n",

@@ -410,3 +410,77 @@ receivers:
     assert out.ok, out
     assert handler.logins == ["alerts"] and b"cart-1 restarts" in handler.messages[0]
     assert CRAM_SECRET not in caplog.text
+
+
+# ---------------------------------------------------------------- Slack's and Opsgenie's further fields
+
+def test_slack_attachment_fields_actions_and_icons(caplog):
+    caplog.set_level(logging.DEBUG)
+    hook = "/services/T0000/B0000/XXXXslackSECRETxxxx"
+    server, outs = deliver("    slack_configs:\n      - api_url: '{url}" + hook + "'\n        channel: '#shop'\n"
+                           "        title: '$label_alertname ($firing)'\n        color: warning\n"
+                           "        icon_emoji: ':fire:'\n        link_names: true\n        short_fields: true\n"
+                           "        fields: [{title: cluster, value: prod}, {title: team, value: shop, short: false}]\n"
+                           "        actions: [{type: button, text: Runbook, url: 'https://runbooks/crashloop'}]\n"
+                           "        timeout: 300ms\n", [note("firing"), note("firing", 1)], [500, "stall", "ok", "echo400"])
+    assert [o.ok for o in outs] == [True, False] and outs[0].attempts == 3
+    (got,) = server.accepted
+    b = got["body"]
+    assert got["path"] == hook and (b["channel"], b["icon_emoji"], b["link_names"]) == ("#shop", ":fire:", True)
+    (att,) = b["attachments"]
+    assert (att["title"], att["color"], att["mrkdwn_in"]) == ("KubePodCrashLooping (2)", "warning",
+                                                              ["fallback", "pretext", "text"])
+    assert att["fields"] == [{"title": "cluster", "value": "prod", "short": True},
+                             {"title": "team", "value": "shop", "short": False}]
+    assert att["actions"] == [{"type": "button", "text": "Runbook", "url": "https://runbooks/crashloop"}]
+    assert att["text"].startswith("FIRING KubePodCrashLooping (warning): cart-0 restarts")  # the default text
+    clean(["XXXXslackSECRETxxxx"], outs, caplog)
+
+
+def test_opsgenie_responders_entity_note_and_update_alerts():
+    key = "GenieKeySECRET0042"
+    server, outs = deliver(f"    opsgenie_configs: [{{api_key: {key}, api_url: '{{url}}/', entity: shop, note: 'from ks',\n"
+                           "      actions: 'restart, page', update_alerts: true, timeout: 300ms,\n"
+                           "      responders: [{name: SRE, type: Team}, {username: ana@example.org, type: user}]}]\n",
+                           [note("firing"), note("resolved")], [429, "ok", 503, "ok", "ok", "ok"])
+    assert [o.ok for o in outs] == [True, True] and outs[0].attempts == 3  # 429; create ok, update 503; all ok
+    alias = GROUP
+    paths = [(a["path"], a["query"]) for a in server.accepted]
+    # the retry after the 503 on the message update starts over: create again (Opsgenie keys it by alias)
+    assert paths == [("/v2/alerts", ""), ("/v2/alerts", ""), (f"/v2/alerts/{alias}/message", "identifierType=alias"),
+                     (f"/v2/alerts/{alias}/description", "identifierType=alias"),
+                     (f"/v2/alerts/{alias}/close", "identifierType=alias")]
+    create = server.accepted[0]["body"]
+    assert create["responders"] == [{"name": "SRE", "type": "team"}, {"username": "ana@example.org", "type": "user"}]
+    assert (create["entity"], create["note"], create["actions"]) == ("shop", "from ks", ["restart", "page"])
+    assert server.accepted[2]["body"] == {"message": create["message"]}
+    assert server.accepted[3]["body"] == {"description": create["description"]}
+    assert "responders" not in server.accepted[4]["body"]
+    assert all(a["headers"]["Authorization"] == f"GenieKey {key}" for a in server.accepted)
+
+
+def test_a_session_that_wraps_aiohttp_is_unwrapped():
+    """Delivery may hand over its own session object (a lean client for plain webhooks) that exposes its
+    aiohttp session as ``aiohttp()``: these kinds send through that."""
+
+    class Wrapping:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def aiohttp(self):
+            return self.inner
+
+    server = ServiceReceiver([])
+
+    async def go():
+        url = await server.start()
+        try:
+            rcv = Receivers(load_text("route: {receiver: team}\nreceivers:\n  - name: team\n    discord_configs:\n"
+                                      f"      - {{webhook_url: '{url}/api/webhooks/1/tok'}}\n"))
+            async with aiohttp.ClientSession() as session:
+                return [o for _, o in await rcv.notify(Wrapping(session), note("firing"))]
+        finally:
+            await server.stop()
+
+    (out,) = asyncio.run(go())
+    assert out.ok and server.accepted[0]["path"] == "/api/webhooks/1/tok"
