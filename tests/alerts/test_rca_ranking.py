@@ -7,7 +7,7 @@ import math
 
 from alerts.incidents import WEIGHTS, Incidents, closure, explains, rank
 from core.records import Alert, Sample
-from streams.bench_rca import PARAMS, cross_validate, detect
+from streams.bench_rca import PARAMS, cross_validate, detect, warmup
 
 T0 = 1_700_000_000.0
 DEPS = {"frontend": ["cart", "checkout"], "checkout": ["cart"]}
@@ -116,3 +116,27 @@ def test_the_cpu_limit_rule_alerts_in_the_first_minutes_when_the_anomaly_rules_s
     assert [(a.labels["alertname"], a.startsAt) for a in firing] == [("PodCpuNearLimit", t0 + 180)]
     assert firing[0].labels["signal"] == "saturation"
     assert detect(samples, {**PARAMS, "limit": None}) == [c for c in calls if c[0] == "x"]
+
+
+def test_the_warm_up_is_the_fault_free_rest_of_the_day_and_ends_the_cold_start_alarms():
+    import random
+
+    t0 = 1_661_140_000.0
+    rnd = random.Random(3)
+    samples = [Sample(name="pod_server_latency_p90", value=0.05 + 0.005 * rnd.gauss(0, 1), time=t0 + 60 * i,
+                      labels={"cluster": "h", "namespace": "h", "workload": "web", "pod": "web-1-a"})
+               for i in range(400)]
+    faults = [{"t": t0 + 60 * 100, "service": "web"}]
+    warm = warmup(samples, faults)
+    # from 30 min after the last injection to the end, one day earlier
+    assert len(warm) == 400 - 130 and warm[0].time == t0 + 60 * 130 - 86400 and warm[0].value == samples[130].value
+    assert warmup(samples, []) == []
+
+    def early(calls):
+        return [a.startsAt for c in calls if c[0] == "a" for a in [c[1]] if a.status == "firing" and a.startsAt < t0 + 2400]
+
+    cold = detect(samples[:130], PARAMS)
+    warmed = detect(samples[:130], PARAMS, warm)
+    assert len(early(cold)) >= 3  # calibration from nothing: an alarm every refractory period at first
+    assert early(warmed) == []
+    assert min(c[-1] for c in warmed) >= t0  # nothing of the warm-up reaches the incident stage
