@@ -536,6 +536,9 @@ class Deliverer(mode.Service):
 
     @mode.Service.task
     async def _resend(self) -> None:
+        from streams.forward_memory import restore_forwarders
+
+        await restore_forwarders(self.settings, self.bootstrap, self.receivers)  # what was forwarded before a restart
         await self.receivers.resend_forever()  # alertmanager_configs: firing alerts re-sent as Prometheus does
 
     def receiver_stats(self) -> dict[str, dict]:
