@@ -106,12 +106,24 @@ class BasicAuth(Strict):
     password_file: str | None = None
 
 
+class OAuth2(Strict):
+    """OAuth 2.0 client credentials: a token from ``token_url``, sent as ``Authorization: Bearer``."""
+
+    client_id: str = ""
+    client_secret: str | None = None
+    client_secret_file: str | None = None
+    scopes: list[str] = []
+    token_url: str = ""
+    endpoint_params: dict[str, str] = {}
+    tls_config: TLSConfig = TLSConfig()
+    proxy_url: str | None = None
+
+
 class HTTPConfig(Strict):
     """Alertmanager's ``http_config`` (prometheus/common's HTTP client config), honoured on every HTTP receiver.
 
-    Proxies: ``proxy_url`` here, else HTTP(S)_PROXY and NO_PROXY from the environment.  ``oauth2`` is
-    refused (kubesight does not fetch OAuth 2 tokens yet); ``enable_http2`` is accepted (aiohttp speaks
-    HTTP/1.1).
+    Proxies: ``proxy_url`` here, else HTTP(S)_PROXY and NO_PROXY from the environment; ``enable_http2``
+    is accepted (aiohttp speaks HTTP/1.1).
     """
 
     tls_config: TLSConfig = TLSConfig()
@@ -119,7 +131,7 @@ class HTTPConfig(Strict):
     basic_auth: BasicAuth | None = None
     bearer_token: str | None = None  # deprecated in Alertmanager: read as authorization (type Bearer)
     bearer_token_file: str | None = None
-    oauth2: dict | None = None
+    oauth2: OAuth2 | None = None
     proxy_url: str | None = None
     proxy_connect_header: dict[str, list[str]] = {}
     follow_redirects: bool = True
@@ -127,7 +139,7 @@ class HTTPConfig(Strict):
 
     @model_validator(mode="after")
     def _auth(self):
-        # prometheus/common HTTPClientConfig.Validate, same order, same refusals
+        # prometheus/common HTTPClientConfig.Validate: same checks, same order, same words
         bearer = bool(self.bearer_token) or bool(self.bearer_token_file)
         if self.bearer_token and self.bearer_token_file:
             raise ValueError("at most one of bearer_token & bearer_token_file must be configured")
@@ -144,13 +156,21 @@ class HTTPConfig(Strict):
             a.type = a.type.strip() or "Bearer"
             if a.type.lower() == "basic":
                 raise ValueError('authorization type cannot be set to "basic", use "basic_auth" instead')
-            if self.basic_auth is not None or self.oauth2 is not None:
-                raise ValueError("at most one of basic_auth, oauth2 & authorization must be configured")
-        elif bearer:
+        if sum(x is not None for x in (self.basic_auth, self.oauth2, a)) > 1:
+            raise ValueError("at most one of basic_auth, oauth2 & authorization must be configured")
+        if a is None and bearer:
             self.authorization = Authorization(credentials=self.bearer_token, credentials_file=self.bearer_token_file)
             self.bearer_token = self.bearer_token_file = None
-        if self.oauth2 is not None:
-            raise ValueError("oauth2 is not supported by kubesight yet (use authorization or basic_auth)")
+        o = self.oauth2
+        if o is not None:
+            if not o.client_id:
+                raise ValueError("oauth2 client_id must be configured")
+            if o.client_secret and o.client_secret_file:
+                raise ValueError("at most one of oauth2 client_secret & client_secret_file must be configured")
+            if not (o.client_secret or o.client_secret_file):
+                raise ValueError("either oauth2 client_secret or client_secret_file must be configured")
+            if not o.token_url:
+                raise ValueError("oauth2 token_url must be configured")
         if self.proxy_connect_header and not self.proxy_url:
             raise ValueError("if proxy_connect_header is configured proxy_url must also be configured")
         return self

@@ -164,7 +164,7 @@ class Forwarder:
 
 
 async def send_once(session, integ: Integration, note: dict, external_url: str) -> Outcome:
-    if integ.kind in _more.KINDS:
+    if _more.sends(integ):  # receivers_more's kinds, and http_config.oauth2 (a token first)
         return await _more.send_once(session, integ, note, external_url)
     if integ.kind == "email":
         out = await asyncio.to_thread(send_email, integ, note, external_url)

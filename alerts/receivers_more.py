@@ -25,7 +25,7 @@ import base64
 import dataclasses
 import html
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote_plus, urlencode, urlsplit
 
 import orjson
@@ -52,6 +52,23 @@ class HTTPOptions:
     headers: tuple = ()
     kwargs: tuple = ()  # extra aiohttp request arguments: proxy, proxy_headers, allow_redirects, server_hostname
     secrets: tuple = ()
+    oauth2: OAuth2Client | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OAuth2Client:
+    """``http_config.oauth2``: client credentials (HTTP Basic, as golang.org/x/oauth2 sends them) for a token."""
+
+    token_url: str
+    client_id: str = field(repr=False)
+    client_secret: str = field(repr=False)
+    scopes: tuple = ()
+    params: tuple = ()
+    ssl: object = None
+    proxy: str | None = None
+
+    def key(self) -> tuple:
+        return self.token_url, self.client_id, self.scopes, self.params
 
 
 _TLS_VERSIONS = {"TLS10": "TLSv1", "TLS11": "TLSv1_1", "TLS12": "TLSv1_2", "TLS13": "TLSv1_3"}
@@ -93,7 +110,16 @@ def http_options(http: HTTPConfig | None, secrets: tuple = ()) -> HTTPOptions:
         kwargs.append(("allow_redirects", False))
     if t.server_name:
         kwargs.append(("server_hostname", t.server_name))
-    return HTTPOptions(ctx, tuple(headers), tuple(kwargs), tuple(s for s in found if s))
+    oauth = None
+    if http.oauth2 is not None:
+        o = http.oauth2
+        secret = _secret(o.client_secret, o.client_secret_file)
+        ot = o.tls_config
+        oauth = OAuth2Client(o.token_url, o.client_id, secret, tuple(o.scopes), tuple(sorted(o.endpoint_params.items())),
+                             client_ssl_context(ot.ca_file, ot.cert_file, ot.key_file, ot.insecure_skip_verify),
+                             o.proxy_url)
+        found.append(secret)
+    return HTTPOptions(ctx, tuple(headers), tuple(kwargs), tuple(s for s in found if s), oauth)
 
 
 # ---------------------------------------------------------------- registration
@@ -192,6 +218,13 @@ async def request(session, integ, method: str, url: str, body: bytes | None, hea
         session = session.aiohttp()  # client for plain webhooks): these kinds go through its aiohttp session
     opts = integ.http or HTTPOptions()
     headers = {**dict(opts.headers), **headers}
+    secrets = list(secrets)
+    if opts.oauth2 is not None and "Authorization" not in headers:
+        token, failed = await oauth2_token(session, integ, opts.oauth2)
+        if failed is not None:
+            return failed, b""
+        headers["Authorization"] = f"Bearer {token}"
+        secrets.append(token)
     env = dict(env_for(url, "Authorization" in headers)) if env_for is not None else {}
     data = b""
     try:
@@ -203,17 +236,72 @@ async def request(session, integ, method: str, url: str, body: bytes | None, hea
         out = Outcome(False, True, reason=f"timeout after {integ.timeout:g}s")
     except aiohttp.ClientError as exc:
         out = Outcome(False, True, reason=f"{type(exc).__name__}: {exc}")
+    if out.status == 401 and opts.oauth2 is not None:
+        _TOKENS.pop(opts.oauth2.key(), None)  # refused: the next attempt fetches a new token
     if out.reason:
-        out.reason = redact(out.reason, integ.secrets() + list(secrets))
+        out.reason = redact(out.reason, integ.secrets() + secrets)
     return out, data
+
+
+_TOKENS: dict[tuple, tuple[str, float]] = {}  # OAuth2Client.key() -> (access token, when to fetch a new one)
+
+
+async def oauth2_token(session, integ, o: OAuth2Client) -> tuple[str | None, Outcome | None]:
+    """A valid access token (cached until 10 s before ``expires_in``), or the failed outcome of fetching one."""
+    import aiohttp
+
+    got = _TOKENS.get(o.key())
+    if got is not None and got[1] > time.time():
+        return got[0], None
+    form = {"grant_type": "client_credentials", **dict(o.params)}
+    if o.scopes:
+        form["scope"] = " ".join(o.scopes)
+    basic = base64.b64encode(f"{quote_plus(o.client_id)}:{quote_plus(o.client_secret)}".encode()).decode()
+    headers = {"Authorization": f"Basic {basic}", "Content-Type": FORM, "Accept": "application/json"}
+    secrets = integ.secrets() + [o.client_secret, basic]
+    try:
+        async with session.post(o.token_url, data=urlencode(form).encode(), headers=headers,
+                                timeout=_timeout(integ.timeout), ssl=True if o.ssl is None else o.ssl,
+                                **({"proxy": o.proxy} if o.proxy else {})) as resp:
+            data = await resp.read()
+            out = classify(resp.status, data, resp.headers)
+    except TimeoutError:
+        out = Outcome(False, True, reason=f"timeout after {integ.timeout:g}s")
+    except aiohttp.ClientError as exc:
+        out = Outcome(False, True, reason=f"{type(exc).__name__}: {exc}")
+    if out.ok:
+        try:
+            doc = orjson.loads(data)
+            token, expires = str(doc["access_token"]), float(doc.get("expires_in") or 300)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            out = Outcome(False, True, out.status, "no access_token in the answer")
+        else:
+            _TOKENS[o.key()] = (token, time.time() + max(0.0, expires - 10))
+            return token, None
+    out.reason = redact(f"oauth2 token: {out.reason}", secrets)
+    return None, out
 
 
 def _json(body) -> tuple[bytes, dict]:
     return orjson.dumps(body), {"Content-Type": "application/json"}
 
 
+def sends(integ) -> bool:
+    """Whether this module sends for ``integ``: its kinds, and any integration with ``http_config.oauth2``."""
+    return integ.kind in KINDS or (integ.http is not None and integ.http.oauth2 is not None)
+
+
 async def send_once(session, integ, note: dict, external_url: str, env_for=None) -> Outcome:
-    """One attempt at a notification for a kind of ``KINDS`` (``env_for``: see ``request``)."""
+    """One attempt at a notification for an integration ``sends`` is true of (``env_for``: see ``request``)."""
+    if integ.kind not in KINDS:  # a kind of alerts.receivers with an OAuth 2 token: its request, our exchange
+        req = integ.request(note, external_url, time.time())
+        if req is None:
+            return Outcome(True, reason="skipped (only resolved alerts; send_resolved is off)")
+        url, body, headers = req
+        out, _ = await request(session, integ, "POST", url, body, {"Content-Type": "application/json",
+                                                                     "Idempotency-Key": note["id"], **headers},
+                               env_for=env_for)
+        return out
     note = _firing_only(integ, note)
     if note is None:
         return Outcome(True, reason="skipped (only resolved alerts; send_resolved is off)")

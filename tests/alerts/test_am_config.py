@@ -21,6 +21,93 @@ ROOT = "route:\n  receiver: r\n"
 RX = "receivers:\n  - name: r\n"  # one receiver r, its integrations follow (a file starts with ROOT + RX)
 
 
+# prometheus/alertmanager's config/testdata/conf.good.yml (its comments left out): every integration of a real file
+ALERTMANAGER_GOOD = r"""global:
+  smtp_smarthost: 'localhost:25'
+  smtp_from: 'alertmanager@example.org'
+  smtp_auth_username: 'alertmanager'
+  smtp_auth_password: "multiline\nmysecret"
+  smtp_hello: "host.example.org"
+  slack_api_url: "http://mysecret.example.com/"
+  http_config:
+    proxy_url: 'http://127.0.0.1:1025'
+templates:
+  - '/etc/alertmanager/template/*.tmpl'
+route:
+  group_by: ['alertname', 'cluster', 'service']
+  group_wait: 30s
+  group_interval: 5m
+  repeat_interval: 3h
+  receiver: team-X-mails
+  routes:
+    - match_re:
+        service: ^(foo1|foo2|baz)$
+      receiver: team-X-mails
+      routes:
+        - match:
+            severity: critical
+          receiver: team-X-pager
+    - match:
+        service: files
+      receiver: team-Y-mails
+      routes:
+        - match:
+            severity: critical
+          receiver: team-Y-pager
+    - match:
+        service: database
+      receiver: team-DB-pager
+      group_by: [alertname, cluster, database]
+      routes:
+        - match:
+            owner2: team-X
+          receiver: team-X-pager
+          continue: true
+        - match:
+            owner: team-Y
+          receiver: team-Y-pager
+inhibit_rules:
+  - source_match:
+      severity: 'critical'
+    target_match:
+      severity: 'warning'
+    equal: ['alertname', 'cluster', 'service']
+receivers:
+  - name: 'team-X-mails'
+    email_configs:
+      - to: 'team-X+alerts@example.org'
+  - name: 'team-X-pager'
+    email_configs:
+      - to: 'team-X+alerts-critical@example.org'
+    pagerduty_configs:
+      - routing_key: "mysecret"
+  - name: 'team-Y-mails'
+    email_configs:
+      - to: 'team-Y+alerts@example.org'
+  - name: 'team-Y-pager'
+    pagerduty_configs:
+      - routing_key: "mysecret"
+  - name: 'team-DB-pager'
+    pagerduty_configs:
+      - routing_key: "mysecret"
+  - name: victorOps-receiver
+    victorops_configs:
+      - api_key: mysecret
+        routing_key: Sample_route
+  - name: opsGenie-receiver
+    opsgenie_configs:
+      - api_key: mysecret
+  - name: pushover-receiver
+    pushover_configs:
+      - token: mysecret
+        user_key: key
+  - name: slack-receiver
+    slack_configs:
+      - channel: '#my-channel'
+        image_url: 'http://some.img.com/img.png'
+"""
+
+
 def ti(body: str) -> str:
     return ROOT + R + "time_intervals:\n  - name: ti\n    time_intervals:\n      - " + body + "\n"
 
@@ -97,7 +184,18 @@ CHECK = {
         "      - {api_key: k, entity: shop, note: n, actions: 'a, b', update_alerts: true,\n"
         "         priority: '{{ if eq .CommonLabels.severity \"critical\" }}P1{{ else }}P3{{ end }}',\n"
         "         responders: [{name: sre, type: Team}, {id: 4513b7ea, type: schedule}, {username: a@b, type: user}]}\n",
+    "http_config oauth2": ROOT + RX + "    webhook_configs: [{url: 'http://x/', http_config: {oauth2: {client_id: a,\n"
+                                      "      client_secret_file: /f, token_url: 'https://idp/token', scopes: [alerts],\n"
+                                      "      endpoint_params: {audience: am}, tls_config: {insecure_skip_verify: true},\n"
+                                      "      proxy_url: 'http://proxy:3128'}}}]\n",
+    "Alertmanager's own config/testdata/conf.good.yml": ALERTMANAGER_GOOD,
     # ---- refused by Alertmanager: kubesight must refuse them
+    "oauth2 without a secret": ROOT + RX + "    webhook_configs: [{url: 'http://x/', http_config: {oauth2: {client_id: a,"
+                                           " token_url: 'http://t'}}}]\n",
+    "oauth2 without token_url": ROOT + RX + "    webhook_configs: [{url: 'http://x/', http_config: {oauth2: {client_id: a,"
+                                            " client_secret: b}}}]\n",
+    "oauth2 and basic_auth": ROOT + RX + "    webhook_configs: [{url: 'http://x/', http_config: {oauth2: {client_id: a,"
+                                         " client_secret: b, token_url: 'http://t'}, basic_auth: {username: u}}}]\n",
     "slack action without text": ROOT + RX + "    slack_configs: [{api_url: 'https://h/x', actions: [{type: button, "
                                              "url: 'https://r'}]}]\n",
     "slack action without url or name": ROOT + RX + "    slack_configs: [{api_url: 'https://h/x', actions: [{type: "

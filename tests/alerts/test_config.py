@@ -200,9 +200,12 @@ def test_http_config_rules_are_prometheus_commons():
     assert http("{authorization: {type: Basic, credentials: c}}") == [
         'routing.yaml:6: receivers[0].webhook_configs[0].http_config: authorization type cannot be set to "basic", '
         'use "basic_auth" instead']
-    assert http("{oauth2: {client_id: a, client_secret: b, token_url: 'http://t'}}") == [
-        "routing.yaml:6: receivers[0].webhook_configs[0].http_config: oauth2 is not supported by kubesight yet "
-        "(use authorization or basic_auth)"]
+    assert http("{oauth2: {client_id: a, token_url: 'http://t'}}") == [
+        "routing.yaml:6: receivers[0].webhook_configs[0].http_config: either oauth2 client_secret or "
+        "client_secret_file must be configured"]
+    assert http("{oauth2: {client_id: a, client_secret: b, token_url: 'http://t'}, basic_auth: {username: u}}") == [
+        "routing.yaml:6: receivers[0].webhook_configs[0].http_config: at most one of basic_auth, oauth2 & "
+        "authorization must be configured"]
     cfg = load_text(RCV + "    webex_configs: [{room_id: x, http_config: {bearer_token: t0ken}}]\n", "routing.yaml")
     auth = cfg.receivers[0].webex_configs[0].http_config.authorization
     assert (auth.type, auth.credentials) == ("Bearer", "t0ken")  # bearer_token read as authorization

@@ -484,3 +484,31 @@ def test_a_session_that_wraps_aiohttp_is_unwrapped():
 
     (out,) = asyncio.run(go())
     assert out.ok and server.accepted[0]["path"] == "/api/webhooks/1/tok"
+
+
+# ---------------------------------------------------------------- http_config.oauth2: a token first
+
+def test_oauth2_client_credentials_token_reused_until_refused(caplog, tmp_path):
+    caplog.set_level(logging.DEBUG)
+    import base64
+
+    (tmp_path / "cs").write_text("cl1entSECRETvalue\n")
+    tok = {"access_token": "AT-0001-secret-token", "token_type": "Bearer", "expires_in": 3600}
+    tok2 = dict(tok, access_token="AT-0002-secret-token")
+    # token 500 then ok; webhook reset then ok; 2nd note reuses the token; 3rd: 401 (dropped), 4th: new token
+    server, outs = deliver("    webhook_configs:\n      - url: '{url}/hook'\n        timeout: 300ms\n"
+                           "        http_config:\n          oauth2: {client_id: 'kube sight', client_secret_file: '"
+                           + str(tmp_path / "cs") + "',\n            token_url: '{url}/oauth/token', scopes: [alerts, "
+                           "write], endpoint_params: {audience: am}}\n",
+                           [note("firing"), note("resolved"), note("firing", 1), note("firing", 1)],
+                           [500, tok, "reset", "ok", "ok", 401, tok2, "echo400"])
+    assert [o.ok for o in outs] == [True, True, False, False] and outs[0].attempts == 3
+    assert (outs[2].status, outs[3].status) == (401, 400)
+    paths = [a["path"] for a in server.seen]
+    assert paths == ["/oauth/token", "/oauth/token", "/hook", "/hook", "/hook", "/hook", "/oauth/token", "/hook"]
+    t = server.accepted[0]
+    assert t["body"] == {"grant_type": "client_credentials", "scope": "alerts write", "audience": "am"}
+    assert t["headers"]["Authorization"] == "Basic " + base64.b64encode(b"kube+sight:cl1entSECRETvalue").decode()
+    assert [a["headers"]["Authorization"] for a in server.accepted[1:3]] == ["Bearer AT-0001-secret-token"] * 2
+    assert server.seen[-1]["path"] == "/hook"
+    clean(["cl1entSECRETvalue", "AT-0001-secret-token", "AT-0002-secret-token"], outs, caplog)
