@@ -640,7 +640,8 @@ class RoutingConfig(Strict):
 
     @property
     def original(self) -> str:
-        """The file's text as loaded (what ``/api/v2/status`` shows as ``config.original``)."""
+        """The file's text as loaded, each secret slot's value shown as ``<secret>`` as Alertmanager shows it
+        (what ``/api/v2/status`` serves as ``config.original``, ``amtool config show``)."""
         return self._original
 
 
@@ -883,15 +884,54 @@ def _load(doc: Document) -> RoutingConfig:
     return cfg
 
 
+_SHOWN = ("external_url", "token_url")  # URLs in a secret-looking slot that carry no secret
+
+
+def redacted(text: str) -> str:
+    """``text`` with the value of every secret slot (``yamlconfig.is_secret_key``: passwords, keys, tokens,
+    receiver URLs ...) replaced by ``<secret>``, everything else (layout, comments) as written.
+
+    >>> print(redacted("receivers:\\n  - name: r  # ops\\n    webhook_configs: [{url: 'http://h/T0K3N', max_alerts: 2}]\\n"))
+    receivers:
+      - name: r  # ops
+        webhook_configs: [{url: <secret>, max_alerts: 2}]
+    <BLANKLINE>
+    """
+    import yaml
+
+    try:
+        root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError:
+        return text  # not YAML: load refused it already
+    spans: list[tuple[int, int]] = []
+
+    def walk(node) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.ScalarNode) and v.value != "" \
+                        and yamlconfig.is_secret_key(k.value) and k.value not in _SHOWN:
+                    spans.append((v.start_mark.index, v.end_mark.index))
+                else:
+                    walk(v)
+        elif isinstance(node, yaml.SequenceNode):
+            for v in node.value:
+                walk(v)
+
+    walk(root)
+    for start, end in sorted(spans, reverse=True):
+        text = text[:start] + "<secret>" + text[end:]
+    return text
+
+
 def load_text(text: str, source: str = "<routing>") -> RoutingConfig:
     """Parse and validate; raises ConfigError listing every problem with file, line and YAML path."""
     cfg = _load(yamlconfig.parse(text, source))
-    cfg._original = text
+    cfg._original = redacted(text)
     return cfg
 
 
 def load(path) -> RoutingConfig:
     doc = yamlconfig.read(path)
     cfg = _load(doc)
-    cfg._original = Path(path).read_text(encoding="utf-8")
+    cfg._original = redacted(Path(path).read_text(encoding="utf-8"))
     return cfg

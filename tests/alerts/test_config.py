@@ -248,3 +248,23 @@ def test_brace_matchers_as_alertmanager_accepts_them():
 def test_duplicate_key():
     assert errors("route: {receiver: r}\n" + OK_RECEIVERS + "route: {receiver: r}\n") == [
         'routing.yaml:4: route: duplicate key "route" (first at line 1)']
+
+
+def test_the_original_text_served_to_amtool_hides_every_secret():
+    """``/api/v2/status`` serves ``original`` (``amtool config show``): secrets show as <secret>, as in Alertmanager."""
+    secrets = ["whSECRET1", "rkSECRET2", "pwSECRET3", "tkSECRET4", "skSECRET5", "csSECRET6", "akSECRET7"]
+    text = ("global: {smtp_auth_password: pwSECRET3, external_url: 'http://ks.example'}\n"
+            "route: {receiver: r}  # the root\n"
+            "receivers:\n  - name: r\n"
+            "    webhook_configs: [{url: 'http://h/whSECRET1'}]\n"
+            "    pagerduty_configs: [{routing_key: rkSECRET2, client: kubesight}]\n"
+            "    telegram_configs: [{bot_token: tkSECRET4, chat_id: 1}]\n"
+            "    sns_configs: [{topic_arn: t, sigv4: {access_key: akSECRET7, secret_key: skSECRET5}}]\n"
+            "    discord_configs:\n      - webhook_url: 'http://d/x'\n        http_config:\n          oauth2:\n"
+            "            client_id: kubesight\n            client_secret: csSECRET6\n"
+            "            token_url: 'https://idp/token'\n")
+    shown = load_text(text, "routing.yaml").original
+    assert not [s for s in secrets if s in shown]
+    assert shown.count("<secret>") == 8  # the discord URL too (receiver URLs carry tokens)
+    assert "route: {receiver: r}  # the root" in shown and "client: kubesight" in shown
+    assert "external_url: 'http://ks.example'" in shown and "token_url: 'https://idp/token'" in shown
