@@ -24,6 +24,7 @@ import asyncio
 import base64
 import dataclasses
 import html
+import re
 import time
 from dataclasses import dataclass, field
 from urllib.parse import quote_plus, urlencode, urlsplit
@@ -358,12 +359,25 @@ def _victorops(integ, note, external_url):
     return (f"{base}{integ.secret}/{integ.cfg.routing_key}", *_json(victorops_body(integ, note, external_url)))
 
 
+def _telegram_escape(text: str, mode: str) -> str:
+    r"""kubesight's plain text made literal in Telegram's ``parse_mode`` (its labels hold ``<``, ``_``, ``.`` ...).
+
+    >>> _telegram_escape("a_b [x] <y> 1.5!", "MarkdownV2"), _telegram_escape("a_b <y>", "HTML")
+    ('a\\_b \\[x\\] <y\\> 1\\.5\\!', 'a_b &lt;y&gt;')
+    """
+    if mode == "HTML":
+        return html.escape(text, quote=False)
+    if mode == "MarkdownV2":  # https://core.telegram.org/bots/api#markdownv2-style
+        return re.sub(r"([_*\[\]()~`>#+\-=|{}.!\\])", r"\\\1", text)
+    if mode == "Markdown":
+        return re.sub(r"([_*`\[])", r"\\\1", text)
+    return text
+
+
 def telegram_body(integ, note: dict, external_url: str) -> dict:
     """The Bot API's sendMessage; kubesight's templates are plain text, so HTML mode gets them escaped."""
     c = integ.cfg
-    text = _render(c.message, note, external_url)
-    if c.parse_mode == "HTML":
-        text = html.escape(text, quote=False)
+    text = _telegram_escape(_render(c.message, note, external_url), c.parse_mode)
     body = {"chat_id": c.chat_id, "text": _cut(text, 4096), "disable_notification": c.disable_notifications}
     if c.parse_mode:
         body["parse_mode"] = c.parse_mode
