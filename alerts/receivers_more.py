@@ -642,8 +642,12 @@ def sns_signed(integ, params: dict, creds) -> tuple[str, bytes, dict]:
 
 async def _sns(session, integ, note: dict, external_url: str, env_for) -> Outcome:
     try:
-        creds = await asyncio.to_thread(_sns_credentials, integ)
-        url, body, headers = await asyncio.to_thread(sns_signed, integ, sns_params(integ, note, external_url), creds)
+        creds = _SNS_CREDENTIALS.get(integ.name)
+        if creds is None:  # the first time (the chain may ask the instance metadata service): off the loop
+            creds = await asyncio.to_thread(_sns_credentials, integ)
+        if getattr(creds, "refresh_needed", None) is not None and creds.refresh_needed():  # an assumed role's
+            await asyncio.to_thread(creds.get_frozen_credentials)  # STS refresh, off the loop
+        url, body, headers = sns_signed(integ, sns_params(integ, note, external_url), creds)  # CPU only
     except Exception as exc:  # noqa: BLE001 - botocore's credential errors are many; each is a failed attempt
         return Outcome(False, True, reason=redact(f"AWS credentials: {type(exc).__name__}: {exc}", integ.secrets()))
     signature = headers.get("Authorization", "")
