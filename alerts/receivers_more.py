@@ -651,6 +651,8 @@ async def _sns(session, integ, note: dict, external_url: str, env_for) -> Outcom
     except Exception as exc:  # noqa: BLE001 - botocore's credential errors are many; each is a failed attempt
         return Outcome(False, True, reason=redact(f"AWS credentials: {type(exc).__name__}: {exc}", integ.secrets()))
     signature = headers.get("Authorization", "")
-    out, _ = await request(session, integ, "POST", url, body, headers,
-                           secrets=[signature, headers.get("X-Amz-Security-Token", "")], env_for=env_for)
+    out, data = await request(session, integ, "POST", url, body, headers,
+                              secrets=[signature, headers.get("X-Amz-Security-Token", "")], env_for=env_for)
+    if out.status == 400 and (b"<Code>Throttling</Code>" in data or b"<Code>ThrottlingException</Code>" in data):
+        out.retryable = True  # AWS's rate limit is a 400 (the AWS SDKs retry it, so Alertmanager's does)
     return out

@@ -29,7 +29,8 @@ RETRY = "    retry: {initial: 10ms, max_backoff: 50ms, budget: 30s}\n"
 class ServiceReceiver(ScriptedReceiver):
     """ScriptedReceiver that reads form bodies and GETs too, answers 'ok' with the service's JSON
     (``replies``: path suffix -> JSON), and takes two more steps: ``echo400`` (a final 400 whose body is
-    the request it got, secrets and all) and ``403``; a dict step answers 200 with that JSON."""
+    the request it got, secrets and all), ``throttle400`` (AWS's rate limit) and ``403``; a dict step answers 200
+    with that JSON."""
 
     def __init__(self, script, replies: dict | None = None):
         super().__init__(list(script), stall=0.6)
@@ -38,7 +39,7 @@ class ServiceReceiver(ScriptedReceiver):
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         how = self.script[0] if self.script else self.after
-        if how not in ("ok", "echo400") and not isinstance(how, dict):
+        if how not in ("ok", "echo400", "throttle400") and not isinstance(how, dict):
             self.seen.append({"path": request.path, "method": request.method})
             return await super().handle(request)
         if self.script:
@@ -50,6 +51,9 @@ class ServiceReceiver(ScriptedReceiver):
         got = {"path": request.path, "query": request.query_string, "method": request.method, "body": body,
                "raw": raw, "headers": dict(request.headers)}
         self.seen.append(got)
+        if how == "throttle400":  # AWS's rate limit answer
+            return web.Response(status=400, content_type="text/xml", text="<ErrorResponse><Error><Type>Sender</Type>"
+                                "<Code>Throttling</Code><Message>Rate exceeded</Message></Error></ErrorResponse>")
         if how == "echo400":
             return web.Response(status=400, text=f"{request.headers.get('Authorization', '')} {request.method} "
                                                  f"{request.path_qs} {raw.decode()}")
@@ -184,8 +188,8 @@ def test_sns_publish_signed_with_sigv4_through_failures(caplog):
     server, outs = deliver(f"    sns_configs: [{{topic_arn: '{arn}', api_url: '{{url}}/', attributes: {{team: shop}},"
                            f"\n      sigv4: {{access_key: {ak}, secret_key: '{sk}'}}, timeout: 300ms,"
                            "\n      subject: '[$status] $label_alertname'}]\n", [note("firing"), note("firing", 1)],
-                           ["reset", 500, "stall", 429, "ok", "echo400"])
-    assert [o.ok for o in outs] == [True, False] and outs[0].attempts == 5
+                           ["reset", 500, "stall", 429, "throttle400", "ok", "echo400"])
+    assert [o.ok for o in outs] == [True, False] and outs[0].attempts == 6  # AWS's Throttling 400 retried
     (got,) = server.accepted
     assert _verify_sigv4(got, server.url + "/", ak, sk, "eu-west-1")  # region read from the topic's ARN
     p = got["body"]
