@@ -33,10 +33,9 @@ import orjson
 
 from alerts import payload
 from alerts.config import HTTPConfig
-from alerts.sending import Outcome, classify, redact
+from alerts.sending import Outcome, exchange, redact
 from alerts.sending import render as _render
 from alerts.sending import secret as _secret
-from alerts.sending import timeout as _timeout
 
 KINDS = frozenset({"pushover", "victorops", "wechat", "sns", "telegram", "webex", "discord", "pagerduty_v1",
                    "pagerduty_v2", "slack_fields", "opsgenie_fields"})
@@ -213,7 +212,6 @@ async def request(session, integ, method: str, url: str, body: bytes | None, hea
     """One HTTP exchange with the integration's TLS, auth and proxy options; the outcome (secrets redacted)
     and the response body (empty on a transport failure).  ``env_for(url, has_authorization)``: the proxy
     and netrc arguments the session's environment gives (None: the session applies its own)."""
-    import aiohttp
 
     if not hasattr(session, "request") and hasattr(session, "aiohttp"):  # delivery's own session (a lean
         session = session.aiohttp()  # client for plain webhooks): these kinds go through its aiohttp session
@@ -227,16 +225,8 @@ async def request(session, integ, method: str, url: str, body: bytes | None, hea
         headers["Authorization"] = f"Bearer {token}"
         secrets.append(token)
     env = dict(env_for(url, "Authorization" in headers)) if env_for is not None else {}
-    data = b""
-    try:
-        async with session.request(method, url, data=body, headers=headers, timeout=_timeout(integ.timeout),
-                                   ssl=True if integ.ssl is None else integ.ssl, **{**env, **dict(opts.kwargs)}) as resp:
-            data = await resp.read()
-            out = classify(resp.status, data, resp.headers)
-    except TimeoutError:
-        out = Outcome(False, True, reason=f"timeout after {integ.timeout:g}s")
-    except aiohttp.ClientError as exc:
-        out = Outcome(False, True, reason=f"{type(exc).__name__}: {exc}")
+    out, data = await exchange(session, method, url, body, headers, integ.timeout, integ.ssl,
+                               **{**env, **dict(opts.kwargs)})
     if out.status == 401 and opts.oauth2 is not None:
         _TOKENS.pop(opts.oauth2.key(), None)  # refused: the next attempt fetches a new token
     if out.reason:
@@ -249,7 +239,6 @@ _TOKENS: dict[tuple, tuple[str, float]] = {}  # OAuth2Client.key() -> (access to
 
 async def oauth2_token(session, integ, o: OAuth2Client) -> tuple[str | None, Outcome | None]:
     """A valid access token (cached until 10 s before ``expires_in``), or the failed outcome of fetching one."""
-    import aiohttp
 
     got = _TOKENS.get(o.key())
     if got is not None and got[1] > time.time():
@@ -260,16 +249,8 @@ async def oauth2_token(session, integ, o: OAuth2Client) -> tuple[str | None, Out
     basic = base64.b64encode(f"{quote_plus(o.client_id)}:{quote_plus(o.client_secret)}".encode()).decode()
     headers = {"Authorization": f"Basic {basic}", "Content-Type": FORM, "Accept": "application/json"}
     secrets = integ.secrets() + [o.client_secret, basic]
-    try:
-        async with session.post(o.token_url, data=urlencode(form).encode(), headers=headers,
-                                timeout=_timeout(integ.timeout), ssl=True if o.ssl is None else o.ssl,
-                                **({"proxy": o.proxy} if o.proxy else {})) as resp:
-            data = await resp.read()
-            out = classify(resp.status, data, resp.headers)
-    except TimeoutError:
-        out = Outcome(False, True, reason=f"timeout after {integ.timeout:g}s")
-    except aiohttp.ClientError as exc:
-        out = Outcome(False, True, reason=f"{type(exc).__name__}: {exc}")
+    out, data = await exchange(session, "POST", o.token_url, urlencode(form).encode(), headers, integ.timeout, o.ssl,
+                               **({"proxy": o.proxy} if o.proxy else {}))
     if out.ok:
         try:
             doc = orjson.loads(data)

@@ -94,3 +94,20 @@ def timeout(seconds: float):
 def secret(value: str | None, path: str | None) -> str:
     """The value, or the stripped content of the file at ``path`` (``*_file`` keys are read at load)."""
     return value if value is not None else Path(path).read_text().strip()
+
+
+async def exchange(session, method: str, url: str, body: bytes | None, headers: dict, seconds: float, ssl,
+                   **kw) -> tuple[Outcome, bytes]:
+    """One aiohttp request: its outcome (``classify``; a timeout or a connection error is worth a retry) and
+    the response body (empty when there is none).  Reasons are not redacted here: the caller knows the secrets."""
+    import aiohttp
+
+    try:
+        async with session.request(method, url, data=body, headers=headers, timeout=timeout(seconds),
+                                   ssl=True if ssl is None else ssl, **kw) as resp:
+            data = await resp.read()
+            return classify(resp.status, data, resp.headers), data
+    except TimeoutError:
+        return Outcome(False, True, reason=f"timeout after {seconds:g}s"), b""
+    except aiohttp.ClientError as exc:
+        return Outcome(False, True, reason=f"{type(exc).__name__}: {exc}"), b""
