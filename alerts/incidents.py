@@ -22,6 +22,17 @@ An alert that links two open incidents merges them into the older one (the young
 resolved, ``mergedInto`` naming the survivor).  An incident resolves ``quiet`` seconds after its
 last member resolved, unless a linked alert fires in between.
 
+**Notification per incident** (routes with ``incidents: true``; ``streams.incidents``).  The alerting
+stage hands over what it would notify (after grouping, silences, inhibitions, ``group_wait``);
+``handed(alert, receiver)`` records, on the member, the receiver it was meant for.  Each incident
+then sends, per such receiver, one notification (group key ``incident:<id>``): the receivers of the
+probable root cause's own alerts get the incident (role ``cause``: id, top causes with evidence,
+blast radius), every other receiver one informational notice (role ``impacted``); a receiver told
+``impacted`` is told again only if its alert becomes the probable cause; later members are not
+notified separately.  When the incident resolves, every receiver told gets one resolved notification.
+The notifications are records of the ``notifications`` topic, as the alerting stage writes them, so
+delivery, retries and dead letters stay one implementation.
+
 **Ranking.**  Candidates are the entities of the members (``node/n1``, ``workload/ns/w``,
 ``controlplane/etcd`` ...).  A candidate *explains* another when the topology makes the second
 depend on it: a node explains the pods on it, a volume the pods mounting it, etcd the apiserver,
@@ -49,6 +60,8 @@ import re
 from collections.abc import Iterable, Mapping, MutableMapping
 
 from core.records import Alert, format_time
+
+CAUSE, IMPACTED = "cause", "impacted"  # roles of a receiver in an incident's notifications
 
 VERSION = 1
 WINDOW = 600.0  # s: a linked alert starting within this of an incident's last activity joins it
@@ -431,6 +444,7 @@ class Incidents:
         self.reach = closure(deps)
         self.window, self.quiet = window, quiet
         self._indexes: dict[int, Index] = {}  # id(state) -> its index (one state per partition)
+        self.outbox: list[dict] = []  # notifications per incident produced by the last calls (``take_notes``)
         self.scan = False  # True: find links by comparing with every member (the reference; bench rca --membership)
 
     def index(self, state: Mapping) -> Index:
@@ -524,6 +538,8 @@ class Incidents:
                         del state["mem|" + ofp]
                 inc["openedAt"] = min(inc["openedAt"], other["openedAt"])
                 inc["updatedAt"] = max(inc["updatedAt"], other["updatedAt"])
+                if other.get("sent"):  # who was told stays told (no second notification after a merge)
+                    inc["sent"] = {**other["sent"], **inc.get("sent", {})}
                 other["status"], other["resolvedAt"], other["mergedInto"] = "resolved", now, inc["id"]
                 out.append(self.record(other))
                 ix.move(oid, inc["id"], cluster)
@@ -535,9 +551,71 @@ class Incidents:
             ix.add(inc["id"], cluster, labels)
         else:
             inc["dropped"] += 1
+        rec = self.record(inc)
+        self._notify(inc, rec, now)
         self._save(inc, state)
-        out.append(self.record(inc))
+        out.append(rec)
         return out
+
+    def handed(self, alert: Alert, receiver: str, state: MutableMapping, now: float) -> list[dict]:
+        """An alert the alerting stage would have notified to ``receiver`` (a route with ``incidents: true``).
+
+        Joins (or opens) its incident if the stage has not seen it yet, records the receiver on the
+        member, and queues the incident's notifications (``take_notes``).  Returns the incident records."""
+        out = []
+        fp = alert.fingerprint
+        iid = state.get("mem|" + fp)
+        inc = state.get(PREFIX + iid) if iid else None
+        if inc is None or fp not in inc["members"] or alert.status != inc["members"][fp]["status"]:
+            out = self.observe(alert, state, now)
+            iid = state.get("mem|" + fp)
+            inc = state.get(PREFIX + iid) if iid else None
+        if inc is None or fp not in inc["members"] or alert.status != "firing":
+            return out
+        m = inc["members"][fp]
+        if receiver in m.get("to", ()):
+            return out
+        m["to"] = sorted({*m.get("to", ()), receiver})
+        m["ann"] = {k: v for k, v in alert.annotations.items() if not k.startswith("kubesight.io/")}
+        rec = self.record(inc)
+        self._notify(inc, rec, now)
+        self._save(inc, state)
+        return out
+
+    def take_notes(self) -> list[dict]:
+        """The notifications queued by the calls since the last take (in order)."""
+        out, self.outbox = self.outbox, []
+        return out
+
+    def _notify(self, inc: dict, rec: Mapping, now: float) -> None:
+        """Queue what this incident's receivers must be told now (``inc["sent"]``: what each was told)."""
+        ms = inc["members"]
+        to: dict[str, list[str]] = {}
+        for fp in sorted(ms):
+            for r in ms[fp].get("to", ()):
+                to.setdefault(r, []).append(fp)
+        sent = inc.get("sent") or {}
+        if not to and not sent:
+            return
+        cands = rec.get("candidates") or []
+        top = cands[0]["entity"] if cands else None
+        resolved = rec["status"] == "resolved"
+        for r in sorted(set(to) | set(sent)):
+            fps = to.get(r, [])
+            role = CAUSE if any(entity(ms[fp]["labels"]) == top for fp in fps) else IMPACTED
+            prev = sent.get(r)
+            if resolved:
+                if prev is None or prev["status"] != "firing":
+                    continue
+                role, status = prev["role"], "resolved"
+            elif prev is None or (prev["role"] == IMPACTED and role == CAUSE):
+                status = "firing"
+            else:
+                continue
+            seq = (prev["seq"] if prev else 0) + 1
+            sent[r] = {"role": role, "status": status, "seq": seq}
+            self.outbox.append(incident_note(inc, rec, r, role, status, seq, fps, now))
+        inc["sent"] = sent
 
     def expire(self, state: MutableMapping, now: float) -> list[dict]:
         """Resolve the incidents whose members all resolved at least ``quiet`` ago; returns their final records."""
@@ -552,7 +630,9 @@ class Incidents:
             last = max([m["endsAt"] or inc["updatedAt"] for m in ms] + [inc["updatedAt"]])
             if now >= last + self.quiet:
                 inc["status"], inc["resolvedAt"] = "resolved", last
-                out.append(self.record(inc))
+                rec = self.record(inc)
+                self._notify(inc, rec, now)
+                out.append(rec)
                 self._drop(inc, state, members=True)
         return out
 
@@ -601,6 +681,38 @@ class Incidents:
         if inc.get("mergedInto"):
             rec["mergedInto"] = inc["mergedInto"]
         return rec
+
+
+def incident_note(inc: Mapping, rec: Mapping, receiver: str, role: str, status: str, seq: int, fps: list[str],
+                  now: float) -> dict:
+    """A ``notifications`` record (the alerting stage's shape, ``alerts.grouping.notification``) for one receiver
+    of an incident: its own alerts, each annotated with the incident, and the incident itself (``incident``)."""
+    key = f"incident:{inc['id']}"
+    cands = rec.get("candidates") or []
+    top = cands[0] if cands else {}
+    cause = f"{top['entity']}: {top['cause']}" if top else "?"
+    alerts = []
+    for fp in fps:
+        m = inc["members"][fp]
+        st = "resolved" if status == "resolved" else m["status"]
+        ann = {**(m.get("ann") or ({"summary": m["summary"]} if m.get("summary") else {})),
+               "incident": inc["id"], "incident_role": role, "probable_cause": cause}
+        alerts.append({"v": VERSION, "kind": "alert", "labels": m["labels"], "annotations": ann, "status": st,
+                       "startsAt": format_time(m["startsAt"]),
+                       "endsAt": format_time(m["endsAt"] if m["endsAt"] is not None else (inc["resolvedAt"]
+                                                                                          if st == "resolved" else None)),
+                       "fingerprint": fp, "source": m.get("source", ""), "generatorURL": ""})
+    alerts.sort(key=lambda a: (a["status"] != "firing", a["startsAt"], a["fingerprint"]))
+    h = hashlib.blake2b(f"{key}\x00{receiver}\x00{seq}".encode(), digest_size=12)
+    return {
+        "v": 1, "kind": "notification", "id": h.hexdigest(), "receiver": receiver, "groupKey": key,
+        "groupLabels": {"incident": inc["id"]}, "status": status, "alerts": alerts, "time": format_time(now),
+        "incident": {"id": rec["id"], "role": role, "title": rec["title"], "status": rec["status"],
+                     "cluster": rec["cluster"], "openedAt": rec["openedAt"], "resolvedAt": rec["resolvedAt"],
+                     "probableCause": cause,
+                     "candidates": [{k: c[k] for k in ("entity", "cause", "score", "evidence")} for c in cands[:3]],
+                     "blastRadius": rec["blastRadius"], "alerts": rec["alerts"]},
+    }
 
 
 # ---------------------------------------------------------------- reading them (kubesight incidents list | show)

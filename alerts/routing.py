@@ -8,6 +8,12 @@ the three timings; mute/active time intervals are not inherited (as in Alertmana
 ``owner_receiver: true`` sends to the receiver named by the alert's ``owner`` label; the route's
 ``receiver`` is the fallback when the owner is empty or has no receiver.  Such routes group by
 ``owner`` as well, so two teams never share a notification.
+
+``incidents: true`` (a kubesight extension, inherited like ``receiver``): the alerts of this route are
+notified per incident, not per group.  The alerting stage still groups them, applies silences,
+inhibitions and time intervals and waits ``group_wait``; what it would notify it hands to the incident
+stage instead (``streams.incidents.hand_off``), which sends the owner of the probable root cause one
+notification carrying the incident and every other receiver one informational notice.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ class Route:
     mute_time_intervals: tuple[str, ...]
     active_time_intervals: tuple[str, ...]
     routes: tuple[Route, ...]
+    incidents: bool = False  # extension: notified per incident (the incident stage), not per group
 
     def match(self, labels: dict) -> list[Route]:
         """The routes (this one or descendants) an alert with these labels goes to, in tree order."""
@@ -87,6 +94,7 @@ def build(cfg: RouteConfig, parent: Route | None = None, key: str = "{}") -> Rou
         mute_time_intervals=tuple(cfg.mute_time_intervals),
         active_time_intervals=tuple(cfg.active_time_intervals),
         routes=(),
+        incidents=inherit.incidents if cfg.incidents is None else cfg.incidents,
     )
     kids = tuple(build(c, route, k) for c, k in zip(cfg.routes, children, strict=True))
     object.__setattr__(route, "routes", kids)
@@ -163,6 +171,12 @@ class Router:
             r = stack.pop()
             self.by_key[r.key] = r
             stack.extend(r.routes)
+        # group keys start with their route's key and ':' (a child's key goes on with '/', never ':')
+        self.incident_prefixes = tuple(k + ":" for k, r in self.by_key.items() if r.incidents)
+
+    def per_incident(self, group_key: str) -> bool:
+        """Whether the group's route notifies per incident (``incidents: true``)."""
+        return group_key.startswith(self.incident_prefixes)
 
     def receiver_for(self, route: Route, labels: dict) -> str:
         owner = labels.get("owner", "")

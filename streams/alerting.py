@@ -54,6 +54,7 @@ from core.records import Alert, RecordError, deadletter, decode, encode
 from core.settings import Settings
 from streams.follow import follow_topic
 from streams.hotpath import WATERMARK, TransactionalProcessor
+from streams.incidents import hand_off
 
 log = logging.getLogger("kubesight.alerting")
 
@@ -107,7 +108,7 @@ class AlertingStage:
         if not self.ready():
             return  # not caught up (AlertingService starts reading only once they are): flushed with a later one
         for note in self.engine.flush_until(state, now):
-            emit("notifications", note["groupKey"].encode(), orjson.dumps(note))
+            hand_off(note, self.engine.router, emit)  # notifications, or per incident (route option incidents)
 
     def tick(self, now: float, state, emit) -> None:
         if self.event_time:
@@ -118,7 +119,7 @@ class AlertingStage:
         if not self.ready():
             return  # silences/inhibitions not caught up: the due groups wait for the next tick
         for note in self.engine.flush_due(state, now):
-            emit("notifications", note["groupKey"].encode(), orjson.dumps(note))
+            hand_off(note, self.engine.router, emit)  # notifications, or per incident (route option incidents)
 
 
 

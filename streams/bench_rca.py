@@ -87,6 +87,9 @@ def register(sub, group) -> None:
     p.add_argument("--no-cv", action="store_true", help="only PARAMS, no grid (no in-sample / cross-validated figures)")
     p.add_argument("--membership", action="store_true",
                    help="only the incident stage's cost: CPU µs per alert with 100, 1k, 10k alerts open (index vs scan)")
+    p.add_argument("--openshift", action="store_true",
+                   help="only the replayed OpenShift recording: alerts vs incidents, notifications per alert vs per "
+                        "incident (the demo's routing)")
     p.set_defaults(func=_main)
 
 
@@ -393,6 +396,8 @@ def run(root: Path, days: list[str] | None = None, cv: bool = True) -> dict:
 def _main(args) -> int:
     if getattr(args, "membership", False):
         return _main_membership(args)
+    if getattr(args, "openshift", False):
+        return _main_openshift(args)
     root = data_root(args.data, f"{CORPUS}/rca_data")
     res = run(root, args.day, cv=not args.no_cv)
     if args.verbose:
@@ -508,4 +513,124 @@ def _main_membership(args) -> int:
         print(json.dumps({"membership": res}, indent=2))
     else:
         print_membership(res)
+    return 0
+
+
+# ---------------------------------------------------------------- the OpenShift recording (bench rca --openshift)
+
+def openshift(events_dir: str | None = None, routing: str | None = None, owners: str | None = None) -> dict:
+    """The demo's recorded OpenShift must-gather events through the worker's stages in process (rules, then the
+    alerting engine in event time and the incident stage): alerts vs incidents, and the notifications the demo's
+    routing sends per alert (as shipped) and per incident (the same file with ``incidents: true`` on its root)."""
+    import orjson
+    import yaml
+
+    from alerts.config import load_text
+    from alerts.engine import Engine
+    from collectors.replay import DEFAULT_EVENTS, load_owners, read_events
+    from core.records import Alert, decode
+    from core.settings import REPO, Settings
+    from streams.hotpath import Pipeline
+    from streams.incidents import IncidentStage, hand_off
+    from streams.stages import RulePacks, signal_stages
+
+    routing = routing or str(REPO / "deploy" / "demo" / "routing.yaml")
+    owners = owners or str(REPO / "deploy" / "demo" / "owners.yaml")
+    events, _ = read_events(Path(events_dir) if events_dir else DEFAULT_EVENTS, owners=load_owners(owners))
+    events.sort(key=lambda e: e.time)
+    # the hot path: rules over the events in time order, ticked every 5 s of event time as the worker ticks
+    settings = Settings()
+    pipe = Pipeline(signal_stages(settings, RulePacks(settings)))
+    sstate: dict = {}
+    alerts: list[Alert] = []
+    queue: list = []
+
+    def emit(topic, key, value, partition=None):
+        if topic == "alerts":
+            alerts.append(decode(value))
+        elif topic == "samples":
+            queue.append(decode(value))
+
+    next_tick = None
+    for e in events:
+        if next_tick is not None and e.time >= next_tick:
+            pipe.tick(e.time, sstate, emit)
+        next_tick = (e.time // 5 + 1) * 5
+        pipe.process(e, sstate, emit)
+        while queue:
+            pipe.process(queue.pop(0), sstate, emit)
+    end = (events[-1].time if events else 0.0) + 3600
+    pipe.tick(end, sstate, emit)
+    raw = yaml.safe_load(Path(routing).read_text())
+
+    def notify(per_incident: bool) -> tuple[list[dict], list[dict]]:
+        cfg = dict(raw, route={**raw["route"], "incidents": per_incident})
+        engine = Engine(load_text(yaml.safe_dump(cfg)))
+        stage = IncidentStage(wall=True)  # wall: only the last tick (at ``end``) moves its clock past the alerts
+        astate: dict = {}
+        istate: dict = {}
+        notes: list[dict] = []
+        incidents: list[dict] = []
+
+        def out(topic, key, value, partition=None):
+            if topic == "notifications":
+                notes.append(orjson.loads(value))
+            elif topic == "incidents":
+                incidents.append(orjson.loads(value))
+            elif topic == "incident-alerts":
+                stage.process(decode(value), istate, out)
+
+        for a in alerts:  # the alerting stage in event time: due groups flush at their own times, then the alert
+            t = a.endsAt if a.status == "resolved" and a.endsAt is not None else a.startsAt
+            for n in engine.flush_until(astate, t):
+                hand_off(n, engine.router, out)
+            stage.process(a, istate, out)
+            engine.receive(a, astate, t)
+        for n in engine.flush_until(astate, end):  # every group's first notification, even after the last alert
+            hand_off(n, engine.router, out)
+        stage.tick(end, istate, out)
+        return notes, incidents
+
+    before, incidents = notify(False)
+    after, _ = notify(True)
+    final: dict[str, dict] = {}
+    for r in incidents:
+        final[r["id"]] = r
+    kept = [r for r in final.values() if not r.get("mergedInto")]
+
+    def count(notes):
+        by: dict[str, int] = {}
+        for n in notes:
+            by[n["receiver"]] = by.get(n["receiver"], 0) + 1
+        return {"notifications": len(notes), "firing": sum(n["status"] == "firing" for n in notes),
+                "by_receiver": dict(sorted(by.items()))}
+
+    firing = {a.fingerprint for a in alerts if a.status == "firing"}
+    return {
+        "recording": "openshift-must-gather-events", "events": len(events), "routing": Path(routing).name,
+        "alert_transitions": len(alerts), "alerts": len(firing),
+        "incidents_opened": len(final), "incidents": len(kept), "incidents_merged": len(final) - len(kept),
+        "largest_incident": max((len(r["members"]) for r in kept), default=0),
+        "per_alert": count(before), "per_incident": count(after),
+        "per_incident_notifications_of_incidents": sum(n["groupKey"].startswith("incident:") for n in after),
+    }
+
+
+def print_openshift(res: dict) -> None:
+    b, a = res["per_alert"], res["per_incident"]
+    print(f"OpenShift recording ({res['events']} events, routing {res['routing']}): {res['alerts']} alerts -> "
+          f"{res['incidents_opened']} incidents opened, {res['incidents']} left after merges (largest "
+          f"{res['largest_incident']} alerts)")
+    print(f"  notifications per alert group (as shipped): {b['notifications']} ({b['firing']} firing)  "
+          + ", ".join(f"{k} {v}" for k, v in b["by_receiver"].items()))
+    print(f"  notifications per incident (incidents: true): {a['notifications']} ({a['firing']} firing)  "
+          + ", ".join(f"{k} {v}" for k, v in a["by_receiver"].items()))
+
+
+def _main_openshift(args) -> int:
+    res = openshift()
+    if args.json:
+        print(json.dumps({"openshift": res}, indent=2))
+    else:
+        print_openshift(res)
     return 0

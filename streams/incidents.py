@@ -11,6 +11,14 @@ partition, whose state (``alerts.incidents``) lives in ``incidents-changelog``. 
 changelog and offsets commit in one transaction, and the logic is a deterministic function of the
 records and their event time: a restarted worker publishes the same records as one that never
 stopped.  Quiet periods end on the partition's event-time watermark (``tick``).
+
+Notification per incident (routes with ``incidents: true``, ``alerts.routing``): the alerting stage
+calls ``hand_off`` for each notification it flushes; a notification of such a route does not go to
+``notifications`` but its alerts go onto ``incident-alerts`` (keyed by cluster, like the re-keyed
+copies) with the receiver they were meant for (``NOTIFY``).  This stage records the receiver on the
+incident's member and writes the incident's notifications (``alerts.incidents``: the cause's owner
+gets the incident, every other receiver one notice) onto ``notifications``, in the same transaction
+as its state: the delivery lanes send them like any other.
 """
 
 from __future__ import annotations
@@ -18,11 +26,12 @@ from __future__ import annotations
 import orjson
 
 from alerts.incidents import Incidents
-from core.records import Alert, encode
+from core.records import Alert, encode, from_dict
 from core.settings import Settings
 from streams.hotpath import TransactionalProcessor
 
 REKEYED = "kubesight.io/incident-rekeyed"  # reserved annotation: this copy is on incident-alerts
+NOTIFY = "kubesight.io/incident-notify"  # reserved annotation: handed over by alerting, meant for this receiver
 CLOCK = "__incidents_clock__"  # the event time of the re-keyed stream alone (the partition's watermark also
 # counts the not yet re-keyed alerts, which would end a quiet period before the resolutions arrive)
 
@@ -42,18 +51,38 @@ class IncidentStage:
             copy = Alert(rec.labels, ann, rec.status, rec.startsAt, rec.endsAt, rec.source, rec.generatorURL)
             emit("incident-alerts", rec.labels.get("cluster", "").encode(), encode(copy))
             return
-        ann = {k: v for k, v in rec.annotations.items() if k != REKEYED}
+        ann = {k: v for k, v in rec.annotations.items() if k != REKEYED and k != NOTIFY}
         plain = Alert(rec.labels, ann, rec.status, rec.startsAt, rec.endsAt, rec.source, rec.generatorURL)
         now = max(state.get(CLOCK, 0.0), rec.startsAt, rec.endsAt or 0.0)
         if now != state.get(CLOCK):
             state[CLOCK] = now
-        for r in self.incidents.observe(plain, state, now) + self.incidents.expire(state, now):
-            emit("incidents", r["id"].encode(), orjson.dumps(r))
+        receiver = rec.annotations.get(NOTIFY)
+        out = (self.incidents.handed(plain, receiver, state, now) if receiver
+               else self.incidents.observe(plain, state, now))
+        self._emit(out + self.incidents.expire(state, now), emit)
 
     def tick(self, now: float, state, emit) -> None:
         clock = max(state.get(CLOCK, 0.0), now) if self.wall else state.get(CLOCK, 0.0)
-        for r in self.incidents.expire(state, clock):
+        self._emit(self.incidents.expire(state, clock), emit)
+
+    def _emit(self, records, emit) -> None:
+        for r in records:
             emit("incidents", r["id"].encode(), orjson.dumps(r))
+        for note in self.incidents.take_notes():
+            emit("notifications", note["groupKey"].encode(), orjson.dumps(note))
+
+
+def hand_off(note: dict, router, emit) -> None:
+    """Where the alerting stage's notification goes: ``notifications``, or, when its route notifies per incident
+    (``incidents: true``), its alerts to the incident stage (``incident-alerts``, by cluster, with the receiver)."""
+    if not router.per_incident(note["groupKey"]):
+        emit("notifications", note["groupKey"].encode(), orjson.dumps(note))
+        return
+    for d in note["alerts"]:
+        a = from_dict(d)
+        ann = {**a.annotations, REKEYED: "1", NOTIFY: note["receiver"]}
+        emit("incident-alerts", a.labels.get("cluster", "").encode(),
+             encode(Alert(a.labels, ann, a.status, a.startsAt, a.endsAt, a.source, a.generatorURL)))
 
 
 def incident_processor(settings: Settings, bootstrap: str, *, worker_id: str = "0",
@@ -61,4 +90,4 @@ def incident_processor(settings: Settings, bootstrap: str, *, worker_id: str = "
     """The worker's incident processor (its own consumer group, transactional id and changelog)."""
     return TransactionalProcessor(settings, bootstrap, "incidents", ["alerts", "incident-alerts"],
                                   IncidentStage(incidents, wall=settings.clock == "wall"), worker_id=worker_id, tick_interval=tick_interval,
-                                  urgent=("incidents",))
+                                  urgent=("incidents", "notifications"))
