@@ -40,7 +40,7 @@ def register(sub, group) -> None:
         "folder's categories (detectors/tune.py) and print that cross-validated figure",
     )
     p.add_argument("--cv-grid", choices=("default", "context"), default="default",
-                   help="the candidates of --cv: onset.GRID (96), or GRID plus GRID_CONTEXT (288; an experiment)")
+                   help="the candidates of --cv: onset.GRID (128), or GRID plus GRID_CONTEXT (384; an experiment)")
     p.set_defaults(func=_nab)
 
     from detectors import nezha
