@@ -67,7 +67,10 @@ VERSION = 1
 WINDOW = 600.0  # s: a linked alert starting within this of an incident's last activity joins it
 QUIET = 300.0  # s: an incident resolves this long after its last member resolved
 SLACK = 60.0  # s: a candidate explains only what started no earlier than this before it (one scrape of jitter)
-MAX_MEMBERS = 500  # members kept per incident (more are counted, not stored)
+MAX_MEMBERS = 500  # members kept per incident (more are counted, not stored; its record is published again when
+# the count of those reaches a power of two)
+RERANK_ALL = 50  # incidents up to this many members are ranked again on every change ...
+RERANK_GROWTH = 1.25  # ... larger ones when their membership grew by a quarter (and when they resolve)
 PREFIX = "inc|"  # inc|<id> -> incident (open ones only); mem|<fp> -> id
 OPEN = "open"  # the list of open ids kept by earlier versions: no longer written (the index knows them)
 
@@ -213,25 +216,31 @@ def explains(cause: str, cause_members: list[Mapping], other: str, other_members
     if kind in ("workload", "pod") and okind in ("workload", "pod") and reach:
         sa = _service(cause_members[0]) if cause_members else ""
         sb = _service(other_members[0]) if other_members else ""
-        if sa and sb and sa != sb and sa in reach.get(sb, ()) and _carries(other_members):
+        if sa and sb and sa != sb and sa in reach.get(sb, ()) and _carries(other_members, cause_members):
             return f"{sb} calls {sa}"
     return None
 
 
 PROPAGATES = frozenset({"latency", "errors"})  # what travels up a call chain: a slow or failing callee
+EFFECTS = frozenset({"traffic"})  # what a callee shows because of its callers (more, fewer calls), not for them
 
 
-def _carries(labels: Iterable[Mapping]) -> bool:
+def _carries(labels: Iterable[Mapping], cause: Iterable[Mapping] | None = None) -> bool:
     """Can these alerts of a caller be the symptom of a callee's fault: some of them latency or
     errors, or of no stated ``signal`` at all (unknown: assume they can)?  A callee's fault reaches
     its callers as slow or failed calls; a caller only saturated (CPU, memory) or busy has a problem
-    of its own, which no callee explains.
+    of its own, which no callee explains.  Given the callee's alerts (``cause``): only a callee with
+    some alert other than traffic -- a callee only busier or quieter than usual (``EFFECTS``) shows
+    what its callers do, not why they are slow.
 
     >>> _carries([{"signal": "saturation"}]), _carries([{"signal": "latency"}]), _carries([{"alertname": "X"}])
     (False, True, True)
+    >>> _carries([{"signal": "latency"}], [{"signal": "traffic"}]), _carries([{"signal": "latency"}], [{"signal": "saturation"}])
+    (False, True)
     """
-    sigs = [lb.get("signal") for lb in labels]
-    return any(s in PROPAGATES or s is None for s in sigs)
+    if cause is not None and all(lb.get("signal") in EFFECTS for lb in cause):
+        return False
+    return any(lb.get("signal") in PROPAGATES or lb.get("signal") is None for lb in labels)
 
 
 def prior(labels: Mapping) -> tuple[float, str]:
@@ -272,6 +281,11 @@ def rank(members: Mapping[str, Mapping], reach: Mapping[str, frozenset] | None =
     start = min(m["startsAt"] for m in members.values())
     total = len(members)
     firsts = {e: min(m["startsAt"] for m in ms) for e, ms in by_entity.items()}
+    # when a candidate's possible cause began: its first alert other than traffic (a callee's traffic
+    # follows its callers), so a callee busier at once and slow only minutes later does not explain
+    # callers that were slow before it
+    causal = {e: min((m["startsAt"] for m in ms if m["labels"].get("signal") not in EFFECTS), default=firsts[e])
+              for e, ms in by_entity.items()}
     kinds = {e: len({m["labels"].get("alertname", "") for m in ms}) for e, ms in by_entity.items()}
     most = max(kinds.values())
     out = []
@@ -283,7 +297,7 @@ def rank(members: Mapping[str, Mapping], reach: Mapping[str, frozenset] | None =
         others = total - len(ms)
         n_expl, why = 0, []
         for oent, oms in sorted(by_entity.items()):
-            if firsts[oent] + slack < first:
+            if firsts[oent] + slack < causal[ent]:
                 continue  # an effect does not precede its cause
             reason = explains(ent, labels, oent, [m["labels"] for m in oms], reach)
             if reason:
@@ -502,8 +516,9 @@ class Incidents:
                 return []
             m["status"], m["endsAt"] = "resolved", alert.endsAt or now
             inc["updatedAt"] = max(inc["updatedAt"], m["endsAt"])
+            rec = self.record(inc)
             self._save(inc, state)
-            return [self.record(inc)]
+            return [rec]
         member = {"labels": dict(labels), "status": "firing", "startsAt": alert.startsAt, "endsAt": None,
                   "source": alert.source, "summary": alert.annotations.get("summary", "")}
         if inc is not None:  # a member firing again (or an update of it)
@@ -513,8 +528,9 @@ class Incidents:
             member["startsAt"] = min(member["startsAt"], old["startsAt"]) if old else member["startsAt"]
             inc["members"][fp] = member
             inc["updatedAt"] = max(inc["updatedAt"], alert.startsAt, now)
+            rec = self.record(inc)
             self._save(inc, state)
-            return [self.record(inc)]
+            return [rec]
         ix = self.index(state)
         hits = self.hits(labels, state, alert.startsAt)
         out: list[dict] = []
@@ -551,6 +567,10 @@ class Incidents:
             ix.add(inc["id"], cluster, labels)
         else:
             inc["dropped"] += 1
+            d = inc["dropped"]
+            if not out and d & (d - 1):  # a full incident's record is published again at 1, 2, 4, 8 ... dropped
+                self._save(inc, state)  # alerts only: nothing else in it changed, and a storm would republish
+                return out  # its MAX_MEMBERS fingerprints for every alert
         rec = self.record(inc)
         self._notify(inc, rec, now)
         self._save(inc, state)
@@ -630,7 +650,7 @@ class Incidents:
             last = max([m["endsAt"] or inc["updatedAt"] for m in ms] + [inc["updatedAt"]])
             if now >= last + self.quiet:
                 inc["status"], inc["resolvedAt"] = "resolved", last
-                rec = self.record(inc)
+                rec = self.record(inc, final=True)
                 self._notify(inc, rec, now)
                 out.append(rec)
                 self._drop(inc, state, members=True)
@@ -653,10 +673,25 @@ class Incidents:
         if OPEN in state:  # written by earlier versions
             del state[OPEN]
 
-    def record(self, inc: dict) -> dict:
+    def candidates(self, inc: dict, final: bool = False) -> list[dict]:
+        """The incident's ranked candidates (top 10), kept on the incident (``ranked``) with the member count they
+        were ranked at.  Membership only grows, so an unchanged count is an unchanged ranking.  An incident of up
+        to ``RERANK_ALL`` members is ranked again on every change; a larger one when it has grown by
+        ``RERANK_GROWTH`` since (and when it resolves, ``final``): ranking is super-linear in the members, and a
+        storm (every pod of a node) would otherwise rank hundreds of members again for every alert.  Kept in the
+        state, so a restarted worker ranks at the same points as one that never stopped."""
+        n = len(inc["members"])
+        done = inc.get("ranked")
+        if done is not None and (done["n"] == n or (not final and n > RERANK_ALL and n < done["n"] * RERANK_GROWTH)):
+            return done["candidates"]
+        cands = rank(inc["members"], self.reach, self.window)[:10]
+        inc["ranked"] = {"n": n, "candidates": cands}
+        return cands
+
+    def record(self, inc: dict, final: bool = False) -> dict:
         """The ``incidents`` topic record (plain JSON, ``v: 1``)."""
         ms = inc["members"]
-        cands = rank(ms, self.reach, self.window)
+        cands = self.candidates(inc, final)
         workloads = sorted({f"{m['labels'].get('namespace', '')}/{m['labels']['workload']}"
                             for m in ms.values() if m["labels"].get("workload")})
         top = cands[0] if cands else None

@@ -1,7 +1,9 @@
 """``kubesight bench rca --data DIR [--json]``: root-cause ranking on faults with ground truth (Nezha, OnlineBoutique).
 
 The recording (``nezha-rca-data/rca_data/<day>/metric/*_metric.csv``: one CSV per pod, 1-minute
-points) is replayed in time order as samples through the real pipeline, in process: the rule
+points; and the service mesh's series: per call edge the callers' and the callees' view of its
+latency, ``source_50.csv`` / ``destination_50.csv``, and the entry service's success rate and
+latency, ``front_service.csv``) is replayed in time order as samples through the real pipeline, in process: the rule
 engine with one anomaly rule per metric (per-series online detection, the registry's default
 ``onset`` detector), then the incident stage (``alerts.incidents``) with the service call graph
 of ``dependency.csv`` as topology.  No parameter is chosen per fault; the few that differ from
@@ -14,8 +16,8 @@ incident is resolved or the replay ends).  Printed: top-1, top-3, mean time to i
 incidents that match no fault (during the fault period).
 
 Protocol for the parameters (stated here, run as is): a small ``GRID`` of choices (the CPU-near-limit
-rule or not, which metrics get an anomaly rule, the onset threshold, how long incidents link and
-stay open), 16 candidates.  *In-sample*: the candidate
+rule or not, which pod metrics get an anomaly rule, the mesh's series or not, the onset threshold,
+how long incidents link and stay open), 32 candidates.  *In-sample*: the candidate
 with the most faults ranked first (then in the top 3; ties: the earlier in GRID order) scored on
 every fault -- ``PARAMS`` is that choice (the bench checks it).  *Cross-validated* (what README
 quotes): leave one fault out -- each fault is scored with the candidate chosen, by the same rule,
@@ -26,6 +28,7 @@ the cross-validated figure says how the choice carries to faults it was not made
 
 from __future__ import annotations
 
+import bisect
 import csv
 import json
 import sys
@@ -50,6 +53,25 @@ METRICS = {
     "NetworkReceiveBytes": ("pod_network_receive_bytes", "traffic"),
     "NetworkTransmitBytes": ("pod_network_transmit_bytes", "traffic"),
 }
+# the service mesh's view (what Istio/Linkerd export per call edge and per service): ``<day>/metric/``
+# file -> (sample name, golden-signal class); the edge files have one column per ``caller_callee``
+# (median latency of the calls, measured at the callee's proxy -- ``destination`` -- or the caller's --
+# ``source``, which also sees the network in between), ``front_service.csv`` the entry service's
+# success rate and latency.  An edge sample is labelled with its callee as ``workload`` (plus
+# ``source_workload`` / ``destination_workload``): an edge is slow or failing because of what it calls,
+# and the call graph of the incident stage then tells a callee's own fault (edges into it from its
+# callers) from one further down (its own edges out to its callees are abnormal too, and those callees
+# explain it)
+EDGE_FILES = {"source_50.csv": ("edge_source_latency_p50", "latency"),
+              "destination_50.csv": ("edge_destination_latency_p50", "latency")}
+# the network's share of an edge's latency: caller-side minus callee-side (same scrape), what a delay
+# on the wire or in the callee's proxy adds and a busy callee does not (the callee-side series of a
+# callee that was busy earlier in the day keeps that larger excursion in its range, which hides a
+# later, smaller delay from the range-novelty members; this one did not move then)
+NETWORK = ("edge_network_latency_p50", "latency")
+FRONT_FILE = "front_service.csv"
+FRONT = {"SuccessRate(%)": ("service_success_rate", "errors"), "LatencyP90(s)": ("service_latency_p90", "latency")}
+MESH = {name: sig for name, sig in [*EDGE_FILES.values(), NETWORK, *FRONT.values()]}
 # set once for 1-minute points (the worker's defaults assume longer histories): members warm up in
 # 10 points (the recording starts 2 minutes before the first fault), an onset mutes its series for
 # 10 points and re-arms after 3 quiet ones (faults are ~8 minutes apart); its calibration keeps the
@@ -57,21 +79,23 @@ METRICS = {
 # it left every anomaly rule blind for 200+ points after the warm-up alarm, so it is not a choice);
 # besides the anomaly rules, the usual static rule for a pod's CPU near its limit (``limit``, % of
 # the limit: 80, the conventional value; no warm-up, so it also sees the first minutes of a
-# recording); the rest (metric set, onset threshold, incident linking) is the in-sample choice of
-# GRID; rank's weights are the worker's (with the warm-up, the breadth-heavy 0.1/0.3/0.2/0.4 tried
+# recording); the rest (metric set, the mesh's series, onset threshold, incident linking) is the
+# in-sample choice of GRID; rank's weights are the worker's (with the warm-up, the breadth-heavy 0.1/0.3/0.2/0.4 tried
 # besides them ranked every fault the same)
 PARAMS = {"warmup": 10, "refractory": 10, "rearm": 3, "long": 0.001, "limit": 80.0, "metrics": "all",
-          "theta": 0.5, "window": 120.0, "quiet": 60.0, "weights": list(WEIGHTS)}
+          "theta": 0.8, "window": 120.0, "quiet": 60.0, "weights": list(WEIGHTS), "mesh": True}
 # the metric sets of GRID: every metric, or the golden signals without traffic (CPU, memory, latencies)
 METRIC_SETS = {"all": tuple(METRICS), "golden": tuple(c for c, (_, sig) in METRICS.items() if sig != "traffic")}
-# the choices the protocol picks from (PARAMS is the in-sample choice): 2 x 2 x 2 x 2 = 16 candidates
+# the choices the protocol picks from (PARAMS is the in-sample choice): 2 x 2 x 2 x 2 x 2 = 32 candidates
 GRID = {
     "limit": [80.0, None],  # the CPU-near-limit rule, or none
     "metrics": ["all", "golden"],
+    "mesh": [True, False],  # the service mesh's edge and entry-service series, or the pods' metrics alone
     "theta": [0.5, 0.8],
     "link": [[300.0, 120.0], [120.0, 60.0]],  # [window, quiet] of the incident stage
     "weights": [list(WEIGHTS)],  # rank: explained share, prior, earliness, breadth
 }
+LIMIT = 80.0  # % of the CPU limit: the CPU-near-limit rule's threshold, when GRID's candidate has the rule
 MATCH = 300.0  # s after the injection within which the fault's incident must open
 NAMESPACE = "hipster"
 
@@ -109,6 +133,13 @@ def _pack(params: dict) -> str:
               "condition": {"type": "anomaly", "detector": "pod_metric", "above": params["theta"]},
               "annotations": {"summary": f"{{{{ labels.pod }}}} {name} {{{{ value }}}} (score {{{{ score }}}})"}}
              for col, (name, sig) in METRICS.items() if col in METRIC_SETS[params.get("metrics", "all")]]
+    if params.get("mesh"):
+        rules += [{"alert": "".join(w.capitalize() for w in name.split("_")) + "Anomaly",
+                   "match": {"metric": name}, "for": "0s", "labels": {"signal": sig},
+                   "condition": {"type": "anomaly", "detector": "pod_metric", "above": params["theta"]},
+                   "annotations": {"summary": f"{{{{ labels.source_workload }}}} -> {{{{ labels.workload }}}} {name} "
+                                              f"{{{{ value }}}} (score {{{{ score }}}})"}}
+                  for name, sig in MESH.items()]
     if params.get("limit"):
         rules.append({"alert": "PodCpuNearLimit", "match": {"metric": "pod_cpu_usage_rate"}, "for": "0s",
                       "labels": {"signal": "saturation"},
@@ -135,7 +166,8 @@ def load_day(day: Path) -> tuple[list[Sample], dict[str, list[str]], list[dict]]
                     except (KeyError, ValueError):
                         continue
                     samples.append(Sample(name=name, labels=labels, value=v, time=t))
-    samples.sort(key=lambda s: (s.time, s.labels["pod"], s.name))
+    samples += load_mesh(day)
+    samples.sort(key=lambda s: (s.time, s.labels.get("pod", ""), s.labels.get("source_workload", ""), s.name))
     deps: dict[str, list[str]] = {}
     dep = day / "metric" / "dependency.csv"
     if dep.exists():
@@ -151,6 +183,54 @@ def load_day(day: Path) -> tuple[list[Sample], dict[str, list[str]], list[dict]]
                                "service": x["inject_pod"].rsplit("-", 2)[0], "type": x["inject_type"]})
     faults.sort(key=lambda x: x["t"])
     return samples, deps, faults
+
+
+def load_mesh(day: Path) -> list[Sample]:
+    """The service mesh's samples of one day folder (``EDGE_FILES``, ``FRONT_FILE``): one series per call
+    edge (labelled with the callee as ``workload``), and the entry service's (``frontend``)."""
+    out: list[Sample] = []
+    base = {"cluster": NAMESPACE, "namespace": NAMESPACE}
+    for fname, (name, _) in EDGE_FILES.items():
+        f = day / "metric" / fname
+        if not f.exists():
+            continue
+        with f.open() as fh:
+            rows = csv.DictReader(fh)
+            edges = {c: c.split("_", 1) for c in rows.fieldnames or () if "_" in c and c.split("_", 1)[1]}
+            for row in rows:
+                t = _time(row["time"])
+                for col, (src, dst) in edges.items():
+                    try:
+                        v = float(row[col])
+                    except (TypeError, ValueError):
+                        continue
+                    if v == v:  # not NaN: a minute without calls on the edge has no value
+                        out.append(Sample(name=name, value=v, time=t, labels={
+                            **base, "workload": dst, "source_workload": src, "destination_workload": dst}))
+    src, dst = (n for n, _ in EDGE_FILES.values())
+    callee: dict[tuple, list[tuple[float, float]]] = {}  # edge -> its callee-side (time, value), in time order
+    for x in out:
+        if x.name == dst:
+            callee.setdefault((x.labels["source_workload"], x.labels["workload"]), []).append((x.time, x.value))
+    for x in [x for x in out if x.name == src]:  # the callee-side point of the same scrape (within 30 s)
+        pts = callee.get((x.labels["source_workload"], x.labels["workload"]), [])
+        i = bisect.bisect_left(pts, (x.time - 30.0,))
+        if i < len(pts) and pts[i][0] <= x.time + 30.0:
+            out.append(Sample(name=NETWORK[0], value=x.value - pts[i][1], time=x.time, labels=x.labels))
+    f = day / "metric" / FRONT_FILE
+    if f.exists():
+        with f.open() as fh:
+            for row in csv.DictReader(fh):
+                t = _time(row["Time"])
+                svc = row.get("ServiceName", "").lower() or "frontend"
+                for col, (name, _) in FRONT.items():
+                    try:
+                        v = float(row[col])
+                    except (KeyError, TypeError, ValueError):
+                        continue
+                    if v == v:
+                        out.append(Sample(name=name, value=v, time=t, labels={**base, "workload": svc}))
+    return out
 
 
 WARM_AFTER = 1800.0  # s after a day's last injection from which its recording is fault-free (faults last minutes)
@@ -177,7 +257,7 @@ def detect(samples: list[Sample], params: dict = PARAMS, warm: list[Sample] = ()
         p = Path(d) / "bench-rca.yaml"
         p.write_text(_pack(params))
         engine = Engine(load_packs([p]))
-    names = {METRICS[c][0] for c in METRIC_SETS[params.get("metrics", "all")]}
+    names = {METRICS[c][0] for c in METRIC_SETS[params.get("metrics", "all")]} | (set(MESH) if params.get("mesh") else set())
     rstate: dict = {}
     out: list[tuple] = []
     last_tick = None
@@ -280,12 +360,26 @@ def candidates(grid: dict = GRID) -> list[dict]:
     out = []
     for limit in grid["limit"]:
         for m in grid["metrics"]:
-            for th in grid["theta"]:
-                for window, quiet in grid["link"]:
-                    for w in grid["weights"]:
-                        out.append({**PARAMS, "limit": limit, "metrics": m, "theta": th, "window": window,
-                                    "quiet": quiet, "weights": list(w)})
+            for mesh in grid.get("mesh", [PARAMS["mesh"]]):
+                for th in grid["theta"]:
+                    for window, quiet in grid["link"]:
+                        for w in grid["weights"]:
+                            out.append({**PARAMS, "limit": limit, "metrics": m, "mesh": mesh, "theta": th,
+                                        "window": window, "quiet": quiet, "weights": list(w)})
     return out
+
+
+def rule_names(params: dict) -> set[str]:
+    """The alert names of the rule pack of ``params`` (``_pack``)."""
+    return {r["alert"] for r in json.loads(_pack(params))["rules"]}
+
+
+def select(calls: list[tuple], params: dict) -> list[tuple]:
+    """The calls ``detect`` makes for ``params``, out of those of a pack with more rules: each rule's
+    series has its own detector, so a rule's alerts do not depend on which other rules run (the
+    expire ticks, once per minute of event time, may come up to a second apart)."""
+    names = rule_names(params)
+    return [c for c in calls if c[0] == "x" or c[1].labels.get("alertname") in names]
 
 
 def _figures(rows: list[dict]) -> dict:
@@ -366,11 +460,13 @@ def run(root: Path, days: list[str] | None = None, cv: bool = True) -> dict:
         detected: dict[str, list[tuple]] = {}
         day_figs = []
         for k, params in enumerate(cands):
-            dkey = json.dumps({x: params[x] for x in ("metrics", "theta", "long", "limit", "warmup", "refractory", "rearm")},
+            # one detection per detector setting, with every rule of GRID; each candidate keeps its own rules' alerts
+            full = {**params, "metrics": "all", "mesh": True, "limit": params["limit"] or LIMIT}
+            dkey = json.dumps({x: full.get(x) for x in ("theta", "long", "limit", "warmup", "refractory", "rearm")},
                               sort_keys=True)
             if dkey not in detected:
-                detected[dkey] = detect(samples, params, warm)
-            calls = detected[dkey]
+                detected[dkey] = detect(samples, full, warm)
+            calls = select(detected[dkey], params)
             fig = score(correlate(calls, deps, params), faults)
             if k == k0:
                 for r, own in zip(fig["per_fault"], _own_alerts(calls, faults), strict=True):

@@ -140,3 +140,30 @@ def test_the_warm_up_is_the_fault_free_rest_of_the_day_and_ends_the_cold_start_a
     assert len(early(cold)) >= 3  # calibration from nothing: an alarm every refractory period at first
     assert early(warmed) == []
     assert min(c[-1] for c in warmed) >= t0  # nothing of the warm-up reaches the incident stage
+
+
+def test_a_callee_only_busier_than_usual_explains_no_caller():
+    # a callee's traffic follows its callers: more or fewer calls are what the caller does, not why it is slow
+    reach = closure(DEPS)
+    slow = [member(T0, "frontend", "LatencyAnomaly", "latency")["labels"]]
+    busy_cart = [member(T0, "cart", "WorkloadAnomaly", "traffic")["labels"]]
+    assert explains("workload/shop/cart", busy_cart, "workload/shop/frontend", slow, reach) is None
+    slow_cart = busy_cart + [member(T0, "cart", "EdgeSourceLatencyP50Anomaly", "latency")["labels"]]
+    assert explains("workload/shop/cart", slow_cart, "workload/shop/frontend", slow, reach) == "frontend calls cart"
+
+
+def test_a_callee_slow_only_minutes_after_its_callers_does_not_explain_them():
+    # frontend's own CPU fault: frontend slow at T0; cart sees fewer calls at T0 and, by chance, a slow edge
+    # 2 minutes later -- cart's possible cause begins with the slow edge, after frontend was slow
+    ms = {"a": member(T0, "frontend", "CpuNearLimit", "saturation"),
+          "b": member(T0, "frontend", "LatencyAnomaly", "latency"),
+          "c": member(T0, "cart", "WorkloadAnomaly", "traffic"),
+          "d": member(T0 + 120, "cart", "EdgeSourceLatencyP50Anomaly", "latency")}
+    cands = rank(ms, closure(DEPS), window=300)
+    assert cands[0]["entity"] == "workload/shop/frontend"
+    assert [c["explains"] for c in cands if c["entity"] == "workload/shop/cart"] == [[]]
+    # the same slow edge at T0 (with frontend's symptoms): cart explains the frontend and ranks first
+    ms["d"] = member(T0, "cart", "EdgeSourceLatencyP50Anomaly", "latency")
+    ms["a"] = member(T0 + 60, "frontend", "PodClientLatencyAnomaly", "latency")
+    cands = rank(ms, closure(DEPS), window=300)
+    assert cands[0]["entity"] == "workload/shop/cart" and cands[0]["explains"] == ["workload/shop/frontend"]

@@ -50,3 +50,76 @@ def test_missing_corpus_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["bench", "rca", "--data", str(tmp_path)])
     assert str(e.value).startswith(f"{tmp_path}/nezha-rca-data/rca_data: corpus not found; pass --data PATH")
+
+
+def _mesh_day(tmp_path, delay_at: int, n: int = 150):
+    """A day folder with the service mesh's files only: frontend -> cart, checkout -> cart, frontend -> checkout,
+    1-minute rows; from ``delay_at`` for 4 minutes a network delay on cart: the caller side of the edges into
+    cart reads 0.75 s (the callee side, cart's proxy, does not see it); one minute without calls (empty)."""
+    import csv as _csv
+    from datetime import UTC, datetime
+
+    edges = ["frontend_cartservice", "checkoutservice_cartservice", "frontend_checkoutservice"]
+    (tmp_path / "metric").mkdir()
+    for fname, side in (("source_50.csv", "source"), ("destination_50.csv", "destination")):
+        with (tmp_path / "metric" / fname).open("w", newline="") as fh:
+            w = _csv.writer(fh)
+            w.writerow(["time", "timestamp", *edges])
+            for i in range(n):
+                t = T0 + 60 * i + (0.4 if side == "source" else 0.0)
+                stamp = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S.%f") + " +0000 UTC m=+1.0"
+                wob = 0.0005 * math.sin(i * 1.7)
+                row = [0.005 + wob, 0.004 + wob, 0.2 + 10 * wob]
+                if side == "source" and delay_at <= i < delay_at + 4:
+                    row[0] = row[1] = 0.75
+                    row[2] = 0.9  # checkout waits on cart
+                vals = [f"{v:.6f}" for v in row]
+                if i == 20:
+                    vals[1] = ""
+                w.writerow([stamp, int(t), *vals])
+    with (tmp_path / "metric" / "front_service.csv").open("w", newline="") as fh:
+        w = _csv.writer(fh)
+        w.writerow(["Time", "TimeStamp", "ServiceName", "SuccessRate(%)", "LatencyP50(s)", "LatencyP90(s)"])
+        for i in range(n):
+            t = T0 + 60 * i
+            stamp = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S.%f") + " +0000 UTC m=+1.0"
+            w.writerow([stamp, int(t), "Frontend", 100, 0.1, 0.3 + 0.01 * math.sin(i)])
+    return tmp_path
+
+
+def test_mesh_samples_name_the_callee_and_carry_the_network_share(tmp_path):
+    from streams.bench_rca import load_mesh
+
+    out = load_mesh(_mesh_day(tmp_path, delay_at=100))
+    src = [s for s in out if s.name == "edge_source_latency_p50"]
+    assert len(src) == 3 * 150 - 1  # the empty cell (a minute without calls) is no sample
+    cart = [s for s in src if s.labels["source_workload"] == "checkoutservice"]
+    assert {s.labels["workload"] for s in cart} == {"cartservice"} == {s.labels["destination_workload"] for s in cart}
+    net = {(s.labels["source_workload"], s.labels["workload"], s.time): s.value
+           for s in out if s.name == "edge_network_latency_p50"}
+    # caller side minus callee side of the same scrape (0.4 s apart): the delay, and nothing otherwise
+    assert abs(net[("frontend", "cartservice", T0 + 60 * 101)] - (0.75 - 0.005 - 0.0005 * math.sin(101 * 1.7))) < 1e-5
+    assert abs(net[("frontend", "cartservice", T0 + 60 * 50)]) < 1e-5
+    assert ("checkoutservice", "cartservice", T0 + 60 * 20) not in net
+    front = [s for s in out if s.name == "service_success_rate"]
+    assert len(front) == 150 and front[0].labels["workload"] == "frontend" and front[0].value == 100.0
+
+
+def test_a_network_delay_seen_only_on_the_edges_into_the_callee_ranks_the_callee_first(tmp_path):
+    from streams.bench_rca import detect, load_mesh, select
+
+    samples = sorted(load_mesh(_mesh_day(tmp_path, delay_at=110)), key=lambda s: (s.time, s.name))
+    deps = {"frontend": ["cartservice", "checkoutservice"], "checkoutservice": ["cartservice"]}
+    fault = [{"t": T0 + 60 * 110, "pod": "cartservice-1-a", "service": "cartservice", "type": "network_delay"}]
+    recs, _ = replay(samples, deps, PARAMS)
+    row = score(recs, fault)["per_fault"][0]
+    assert row["rank"] == 1, row
+    final = [r for r in recs if r["id"] == row["incident"]][-1]
+    assert "workload/hipster/checkoutservice" in final["candidates"][0]["explains"]
+    # without the mesh's series there is nothing to see: the pods' metrics are not in this folder
+    assert replay(samples, deps, {**PARAMS, "mesh": False})[1] == 0
+    # one detection with every rule, then each parameter set's own alerts: the same alerts as its own run
+    full = detect(samples, PARAMS)
+    for params in ({**PARAMS, "mesh": False}, {**PARAMS, "metrics": "golden"}):
+        own = [(c[1].labels["alertname"], c[1].startsAt, c[1].status) for c in detect(samples, params) if c[0] == "a"]
+        assert own == [(c[1].labels["alertname"], c[1].startsAt, c[1].status) for c in select(full, params) if c[0] == "a"]
