@@ -285,8 +285,8 @@ class _Weighted(Incidents):
         super().__init__(**kw)
         self.weights = tuple(weights)
 
-    def record(self, inc: dict) -> dict:
-        rec = super().record(inc)
+    def record(self, inc: dict, *args, **kw) -> dict:
+        rec = super().record(inc, *args, **kw)
         cands = rank(inc["members"], self.reach, self.window, weights=self.weights)
         rec["candidates"] = [{**c, "firstAt": format_time(c["firstAt"])} for c in cands[:10]]
         return rec
