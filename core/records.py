@@ -76,7 +76,15 @@ def format_time(ts: float | None) -> str | None:
     """
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    s = _FORMATTED.get(ts)
+    if s is None:  # alerts repeat their times (startsAt of every transition of a group): format each once
+        if len(_FORMATTED) >= 16384:
+            _FORMATTED.clear()
+        s = _FORMATTED[ts] = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return s
+
+
+_FORMATTED: dict[float, str] = {}
 
 
 # ---------------------------------------------------------------- records
@@ -328,14 +336,55 @@ def _when(t, field: str) -> float:
         return float(t)
     s = _TIMES.get(t)
     if s is None:
-        try:
-            s = _seconds(_DATETIME.decode(orjson.dumps(t)))
-        except msgspec.ValidationError:
-            raise msgspec.ValidationError(f"Invalid RFC3339 encoded datetime - at `$.{field}`") from None
+        s = _canonical(t)
+        if s is None:
+            try:
+                s = _seconds(_DATETIME.decode(orjson.dumps(t)))
+            except msgspec.ValidationError:
+                raise msgspec.ValidationError(f"Invalid RFC3339 encoded datetime - at `$.{field}`") from None
         if len(_TIMES) >= 16384:
             _TIMES.clear()
         _TIMES[t] = s
     return s
+
+
+_MINUTES: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM" -> its epoch second (checked by the full parser once)
+
+
+def _canonical(t: str) -> float | None:
+    """Epoch seconds of a time in the canonical shape ``format_time`` writes (``...THH:MM:SS.mmmZ``, or
+    ``...:SSZ``), or None for any other text (the full parser takes it).  Events advance their time, so
+    most texts are new; their minute is not: it is parsed once, and the seconds and milliseconds are
+    added as ``datetime.timestamp()`` does (whole microseconds divided by 10**6), so the result is
+    the same float.
+
+    >>> ts = ["2021-08-03T10:00:00.250Z", "2021-08-03T10:59:59Z", "2024-02-29T23:59:59.999Z"]
+    >>> [_canonical(t) == _seconds(_DATETIME.decode(orjson.dumps(t))) for t in ts]
+    [True, True, True]
+    >>> _canonical("2021-08-03T10:00:60Z"), _canonical("2021-08-03T10:00:00.25Z"), _canonical("2021-02-30T10:00:00Z")
+    (None, None, None)
+    """
+    n = len(t)
+    if n == 24:
+        if t[19] != "." or t[23] != "Z" or not (t[20:23].isdigit() and t[20:23].isascii()):
+            return None
+        us = int(t[20:23]) * 1000
+    elif n == 20 and t[19] == "Z":
+        us = 0
+    else:
+        return None
+    if t[16] != ":" or not (t[17:19].isdigit() and t[17:19].isascii()) or t[17] > "5":
+        return None
+    m = _MINUTES.get(t[:16])
+    if m is None:
+        try:
+            m = int(_seconds(_DATETIME.decode(orjson.dumps(t[:16] + ":00Z"))))
+        except msgspec.ValidationError:
+            return None
+        if len(_MINUTES) >= 16384:
+            _MINUTES.clear()
+        _MINUTES[t[:16]] = m
+    return ((m + int(t[17:19])) * 1_000_000 + us) / 1_000_000
 
 
 def _seconds(t) -> float:
@@ -348,21 +397,65 @@ def _seconds(t) -> float:
     return float(t)
 
 
-def _record(w) -> Record:
+def _check(w) -> float:
+    """Validate a wire struct beyond its types; returns its time (an alert's startsAt) as epoch seconds."""
     if w.v != VERSION:
         raise RecordError(f"unsupported record version v={w.v!r} (expected {VERSION})")
-    if type(w) is _WireEvent:
+    tw = type(w)
+    if tw is _WireSample:
+        return _when(w.time, "time")
+    if tw is _WireEvent:
         if w.count < 0:
             raise RecordError(f"event: 'count' must be >= 0, got {w.count}")
-        return Event(w.source, w.reason, _when(w.time, "time"), w.type or "Normal", w.severity or "",
-                     w.entity or Entity(), w.labels or {}, w.message or "", w.count, w.id or "")
-    if type(w) is _WireSample:
-        v = w.value
-        return Sample(w.name, v if type(v) is float else float(v), _when(w.time, "time"), w.labels or {})
+        return _when(w.time, "time")
     if "alertname" not in w.labels:
         raise RecordError("alert: labels must include 'alertname'")
-    return Alert(w.labels, w.annotations or {}, w.status, _when(w.startsAt, "startsAt"),
+    t = _when(w.startsAt, "startsAt")
+    if w.endsAt is not None:
+        _when(w.endsAt, "endsAt")
+    return t
+
+
+def build(w, t: float) -> Record:
+    """The in-memory record of a wire struct that ``peek`` checked (``t``: the time it returned)."""
+    tw = type(w)
+    if tw is _WireEvent:
+        return Event(w.source, w.reason, t, w.type or "Normal", w.severity or "",
+                     w.entity or Entity(), w.labels or {}, w.message or "", w.count, w.id or "")
+    if tw is _WireSample:
+        v = w.value
+        return Sample(w.name, v if type(v) is float else float(v), t, w.labels or {})
+    return Alert(w.labels, w.annotations or {}, w.status, t,
                  None if w.endsAt is None else _when(w.endsAt, "endsAt"), w.source or "", w.generatorURL or "")
+
+
+def _record(w) -> Record:
+    return build(w, _check(w))
+
+
+def peek(payload: bytes) -> tuple:
+    """Bytes from Kafka -> ``(record type, routing key, time, wire struct)``, checked as ``decode`` checks
+    (the same RecordError), without building the record: the hot path builds (``build``) only the
+    records a stage wants.  The routing key is a sample's name, an event's ``(source, reason)``, ``Alert``
+    for an alert.
+
+    >>> rtype, key, t, w = peek(b'{"v":1,"kind":"sample","name":"up","value":1,"time":"2021-08-03T10:00:00Z"}')
+    >>> rtype is Sample, key, t, build(w, t) == decode(encode(build(w, t)))
+    (True, 'up', 1627984800.0, True)
+    """
+    try:
+        w = _DECODER.decode(payload)
+        t = _check(w)
+    except msgspec.ValidationError as exc:
+        raise RecordError(_reason(exc, orjson.loads(payload))) from None
+    except msgspec.DecodeError as exc:
+        raise RecordError(f"not valid JSON: {exc}") from None
+    tw = type(w)
+    if tw is _WireSample:
+        return Sample, w.name, t, w
+    if tw is _WireEvent:
+        return Event, (w.source, w.reason), t, w
+    return Alert, Alert, t, w
 
 
 def _reason(exc: msgspec.ValidationError, obj) -> str:

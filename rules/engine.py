@@ -235,15 +235,28 @@ class Engine:
             try:
                 return self._event_rules[k]
             except KeyError:
-                rules = self._by_event.get(k)
-                extra = self._by_source.get(rec.source)
-                if extra:
-                    rules = rules + extra if rules else extra
-                if len(self._event_rules) >= 100_000:  # reasons are open-ended: keep the memo bounded
-                    self._event_rules.clear()
-                rules = self._event_rules[k] = rules or None
-                return rules
+                return self._event_rules_for(k)
         return None
+
+    def reaches(self, rtype: type, key) -> bool:
+        """Whether a signal may reach a rule, by its type and routing key (a sample's name, an event's
+        ``(source, reason)``): ``rules_for`` of every such signal is then not None (the hot path memoises it)."""
+        if rtype is Sample:
+            return key in self._by_metric
+        if rtype is Event:
+            rules = self._event_rules.get(key, _NONE)
+            return (rules if rules is not _NONE else self._event_rules_for(key)) is not None
+        return False
+
+    def _event_rules_for(self, k: tuple):
+        rules = self._by_event.get(k)
+        extra = self._by_source.get(k[0])
+        if extra:
+            rules = rules + extra if rules else extra
+        if len(self._event_rules) >= 100_000:  # reasons are open-ended: keep the memo bounded
+            self._event_rules.clear()
+        rules = self._event_rules[k] = rules or None
+        return rules
 
     def process(self, rec, state: MutableMapping, now: float | None = None) -> list[Alert]:
         """Apply one signal; ``now`` is the partition watermark (defaults to the record's time)."""

@@ -223,6 +223,10 @@ class Derived:
 
     # ---------------------------------------------------------------- records in
 
+    def wants(self, rtype: type, name) -> bool:
+        """The samples ``process`` does something with (by name): sources of a derived signal, and partials."""
+        return rtype is Sample and (name in self.by_source or name in self.by_partial)
+
     def process(self, rec, state: MutableMapping, emit) -> None:
         if type(rec) is not Sample:
             return

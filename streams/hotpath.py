@@ -45,7 +45,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 from core.kafkaclient import client_config
-from core.records import Alert, Event, RecordError, Sample, deadletter, decode
+from core.records import Alert, Event, RecordError, Sample, build, deadletter, peek
 from core.settings import Settings
 from streams.follow import seek_committed
 from streams.state import Store
@@ -53,6 +53,7 @@ from streams.state import Store
 log = logging.getLogger("kubesight.hotpath")
 
 WATERMARK = "__watermark__"
+_INF = float("inf")
 _PARTITIONER = DefaultPartitioner()  # the producer's (none is configured): murmur2 of the key, as Kafka's Java client
 Emit = Callable[..., None]  # emit(logical_topic, key, value, partition=None)
 
@@ -71,12 +72,21 @@ class Pipeline:
     A stage may say which record types it takes (``accepts = (Sample,)``); ``dispatch`` maps each
     record type to the bound ``process`` methods of the stages that take it, so the hot path makes
     one call per stage that has something to do (an event never enters the derived stage).
+
+    A stage may also say which records it wants by their *routing key* (``route_key``: a sample's
+    name, an event's ``(source, reason)``) with ``wants(record type, key)``, and name the object its
+    answers depend on as ``routing`` (the rule engine in force: a reload swaps it).  ``route`` gives the
+    process methods for one key, memoised in ``routes()`` while every stage's ``routing`` stays the
+    same, so most signals (no derived signal, no rule) cost a dict probe and no stage call.
     """
 
     def __init__(self, stages: Sequence[Stage]):
         self.stages = list(stages)
         self.dispatch = {t: tuple(s.process for s in self.stages if t in getattr(s, "accepts", (t,)))
                          for t in (Event, Sample, Alert)}
+        self._ticks = tuple(s.tick for s in self.stages)
+        self._routes: dict = {}
+        self._routing: tuple = tuple(getattr(s, "routing", None) for s in self.stages)
 
     def process(self, rec, state, emit) -> None:
         procs = self.dispatch.get(type(rec))
@@ -84,8 +94,25 @@ class Pipeline:
             p(rec, state, emit)
 
     def tick(self, now, state, emit) -> None:
-        for s in self.stages:
-            s.tick(now, state, emit)
+        for t in self._ticks:
+            t(now, state, emit)
+
+    def routes(self) -> dict:
+        """The memo of ``route`` (routing key -> process methods), emptied when a stage's ``routing`` changed."""
+        routing = tuple(getattr(s, "routing", None) for s in self.stages)
+        if routing != self._routing:
+            self._routing = routing
+            self._routes = {}
+        return self._routes
+
+    def route(self, rtype: type, key) -> tuple:
+        """The process methods, in stage order, a record of ``rtype`` with routing ``key`` goes to (memoised)."""
+        procs = tuple(s.process for s in self.stages if rtype in getattr(s, "accepts", (rtype,))
+                      and (not hasattr(s, "wants") or s.wants(rtype, key)))
+        if len(self._routes) >= 100_000:  # names and reasons are open-ended: keep the memo bounded
+            self._routes.clear()
+        self._routes[key] = procs
+        return procs
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -124,6 +151,8 @@ class TransactionalProcessor(mode.Service):
         self._restore_lock = asyncio.Lock()
         self._last_commit = time.monotonic()
         self._last_wall_tick = 0.0
+        self._inflight: asyncio.Future | None = None  # the transaction being committed while records flow on
+        self._generation = 0  # +1 on every rewind: a batch fetched before it is dropped (re-read from the commit)
         self.stats = {"in": 0, "out": 0, "deadletter": 0, "commits": 0, "aborts": 0, "restored": 0,
                       "late": 0}
         self.consumer: AIOKafkaConsumer | None = None
@@ -149,6 +178,9 @@ class TransactionalProcessor(mode.Service):
 
     async def on_stop(self) -> None:
         try:
+            if self._inflight is not None:
+                inflight, self._inflight = self._inflight, None
+                await inflight
             if self.consumer is not None and self.producer is not None:
                 await self._commit()
         except Exception as exc:  # stopping anyway; the next owner re-reads from the last commit
@@ -163,11 +195,14 @@ class TransactionalProcessor(mode.Service):
         assert self.consumer is not None
         max_batch = self.settings.max_batch
         while not self.should_stop:
+            generation = self._generation
             batches = await self.consumer.getmany(timeout_ms=200, max_records=max_batch)
             if batches:
                 # aiokafka may hand out records before the assignment callback has restored
                 # state: restore here first (once per partition), never process without state
                 await self._restore_partitions(sorted({tp.partition for tp in batches}))
+                if generation != self._generation:  # a failed commit rewound meanwhile: re-read from the commit
+                    batches = {}
                 for tp, msgs in batches.items():
                     self._process_batch(tp, msgs)
             if self.settings.clock == "wall" and time.monotonic() - self._last_wall_tick >= 1.0:
@@ -175,43 +210,65 @@ class TransactionalProcessor(mode.Service):
                 # just got records is driven by their event time (a backlog is never ticked ahead of it)
                 self._last_wall_tick = time.monotonic()
                 self._wall_tick(skip={tp.partition for tp in batches})
+            inflight = self._inflight
+            if inflight is not None and inflight.done():
+                self._inflight = None
+                inflight.result()  # a failure other than Kafka's (those abort and rewind) stops the loop, as before
             interval = self.urgent_interval if self._urgent else self.settings.commit_interval
-            if self._outputs_pending() and time.monotonic() - self._last_commit >= interval:
-                await self._commit()
+            if self._inflight is None and self._outputs_pending() and time.monotonic() - self._last_commit >= interval:
+                # the transaction runs beside the loop: its records, changelog and offsets are taken at once
+                # (see _commit), records read meanwhile go to the next one, so consuming never waits for the
+                # broker's round trips
+                self._inflight = asyncio.ensure_future(self._commit())
 
     # ------------------------------------------------------------------ processing
     def _process_batch(self, tp: TopicPartition, msgs) -> None:
         store = self.stores[tp.partition]
         stage = self.stage
-        # the stages' bound process methods per record type (one call per stage, none through layers)
-        dispatch = getattr(stage, "dispatch", None) or {t: (stage.process,) for t in (Event, Sample, Alert)}
+        # the stages' bound process methods per routing key (see Pipeline.route): one dict probe per record,
+        # one call per stage that wants it
+        if hasattr(stage, "routes"):
+            routes, route = stage.routes(), stage.route
+        else:
+            routes, every = {}, (stage.process,)
+
+            def route(rtype, key):
+                routes[key] = every
+                return every
         emit = self._emit
         wm = store.get(WATERMARK, 0.0)
         tick_every = self.tick_interval
         next_tick = (wm // tick_every + 1) * tick_every if wm else None
         late = self.settings.allowed_lateness
+        floor = -_INF if late is None else wm - late
         for m in msgs:
             try:
-                rec = decode(m.value)
+                tr, key, t, w = peek(m.value)  # checked; the record itself is built only for a stage that wants it
             except RecordError as exc:
                 self._reject(emit, str(exc), m)
                 continue
-            t = rec.startsAt if type(rec) is Alert else rec.time
-            if late is not None and t < wm - late and type(rec) is not Alert:
+            if t < floor and tr is not Alert:
                 # its windows have closed at this partition's event time: evaluated now it would count for
                 # nothing, so it is counted and kept with the reason instead (a replay belongs in a fresh prefix)
                 self.stats["late"] += 1
                 self._reject(emit, f"late: {wm - t:.0f}s behind its partition's event time "
                                    f"(allowed_lateness {late:g}s)", m)
                 continue
-            try:
-                for process in dispatch[type(rec)]:
-                    process(rec, store, emit)
-            except Exception as exc:  # isolate: one bad record or series never stops the partition
-                log.exception("%s: stage failed on %s[%d]@%d", self.name, m.topic, m.partition, m.offset)
-                self._reject(emit, f"stage error: {type(exc).__name__}: {exc}", m)
+            procs = routes.get(key)
+            if procs is None:
+                procs = route(tr, key)
+            if procs:
+                rec = build(w, t)
+                try:
+                    for process in procs:
+                        process(rec, store, emit)
+                except Exception as exc:  # isolate: one bad record or series never stops the partition
+                    log.exception("%s: stage failed on %s[%d]@%d", self.name, m.topic, m.partition, m.offset)
+                    self._reject(emit, f"stage error: {type(exc).__name__}: {exc}", m)
             if t > wm:
                 wm = t
+                if late is not None:
+                    floor = wm - late
                 if next_tick is None:
                     next_tick = (wm // tick_every + 1) * tick_every
                 elif wm >= next_tick:
@@ -247,23 +304,26 @@ class TransactionalProcessor(mode.Service):
                                              topic=m.topic, partition=m.partition, offset=m.offset))
 
     def _outputs_pending(self) -> bool:
-        return bool(self._offsets or self._outputs)
+        """Records read or outputs made and not committed yet (a transaction in flight counts)."""
+        return bool(self._offsets or self._outputs) or (self._inflight is not None and not self._inflight.done())
 
     # ------------------------------------------------------------------ transactions
     async def _commit(self) -> None:
         async with self._lock:
-            if not self._outputs_pending() and not any(s.dirty for s in self.stores.values()):
+            if not (self._offsets or self._outputs) and not any(s.dirty for s in self.stores.values()):
                 return
             assert self.producer is not None
+            # one consistent cut, taken before the first await (records may be processed while the
+            # transaction is in flight): the outputs, the state changes and the offsets of the same records
             outputs, self._outputs = self._outputs, []
             self._urgent = False
             offsets, self._offsets = self._offsets, {}
+            changelog = self.changelog
+            changes = [(changelog, k, v, p) for p, store in self.stores.items() for k, v in store.flush_items()]
             try:
                 await self.producer.begin_transaction()
                 await self._send_all(outputs)
-                changelog = self.changelog
-                await self._send_all([(changelog, k, v, p) for p, store in self.stores.items()
-                                      for k, v in store.flush_items()])
+                await self._send_all(changes)
                 if offsets:
                     await self.producer.send_offsets_to_transaction(offsets, self.group_id)
                 await self.producer.commit_transaction()
@@ -311,6 +371,7 @@ class TransactionalProcessor(mode.Service):
         """Throw away uncommitted state and re-read from the committed offsets."""
         assert self.consumer is not None
         assigned = self.consumer.assignment()
+        self._generation += 1
         self.stores.clear()
         self._outputs.clear()
         self._offsets.clear()

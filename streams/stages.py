@@ -37,7 +37,10 @@ log = logging.getLogger("kubesight.rules")
 class RulesStage:
     """Hot-path adapter: engine.process / engine.tick -> emit alert transitions to ``alerts``.
 
-    ``seconds`` and ``evaluations`` add up the rule evaluation time (``kubesight_rule_evaluation_seconds``)."""
+    ``seconds`` and ``evaluations`` add up the rule evaluation time (``kubesight_rule_evaluation_seconds``)
+    and the signals evaluated: those that reach a rule.  ``wants`` tells the hot path's ``Pipeline`` which
+    signals those are (by name, or source and reason), so the others never call this stage; ``routing``
+    is the engine in force, whose swap (a reload) renews that answer."""
 
     accepts = (Event, Sample)
 
@@ -46,12 +49,19 @@ class RulesStage:
         self.seconds = 0.0
         self.evaluations = 0
 
+    @property
+    def routing(self):
+        return self.holder.engine
+
+    def wants(self, rtype: type, key) -> bool:
+        return self.holder.engine.reaches(rtype, key)
+
     def process(self, rec, state, emit) -> None:
-        self.evaluations += 1
         engine = self.holder.engine
         rules = engine.rules_for(rec)
         if rules is None:  # most signals: no rule to evaluate (and so no time to add)
             return
+        self.evaluations += 1
         t0 = perf_counter()
         out = engine.apply(rec, rules, state, state.get(WATERMARK))
         copies = engine.rekey(rec)  # anomaly_vector rules: the sample again, keyed by its entity
@@ -62,8 +72,10 @@ class RulesStage:
             emit("samples", key, encode(copy))
 
     def tick(self, now: float, state, emit) -> None:
-        for a in self.holder.engine.tick(now, state):
-            emit("alerts", a.key(), encode(a))
+        out = self.holder.engine.tick(now, state)
+        if out:
+            for a in out:
+                emit("alerts", a.key(), encode(a))
 
 class RulePacks:
     """The pack sources of one worker and the engine holder they feed."""
