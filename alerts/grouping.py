@@ -72,6 +72,12 @@ def add(state, group: Group, alert: Alert, now: float, index: dict[str, set[str]
     Each alert is its own state key (``ga|<group key>|<fingerprint>``), so a change writes one
     alert to the changelog, not the whole group.  ``index`` (from ``members``) is kept up to date.
     """
+    add_dict(state, group, alert.to_dict(), alert.startsAt, now, index)
+
+
+def add_dict(state, group: Group, d: dict, starts: float, now: float,
+             index: dict[str, set[str]] | None = None) -> None:
+    """``add`` for an alert already in its record form (``Alert.to_dict()``; kept as it is), ``starts`` its start."""
     skey = PREFIX + group.key
     g = state.get(skey)
     if g is None:
@@ -81,10 +87,9 @@ def add(state, group: Group, alert: Alert, now: float, index: dict[str, set[str]
             or g["group"]["receiver"] != group.receiver or g["group"]["send_resolved"] != group.send_resolved:
         g["group"] = group.to_dict()  # timings follow the latest routing config
         state[skey] = g
-    if not g["flushed"] and alert.status == "firing" and alert.startsAt + group.group_wait < now < g["next"]:
+    if not g["flushed"] and d["status"] == "firing" and starts + group.group_wait < now < g["next"]:
         g["next"] = now  # an old alert: no reason to wait (as Alertmanager does)
         state[skey] = g
-    d = alert.to_dict()
     state[f"{ALERT_PREFIX}{group.key}|{d['fingerprint']}"] = d
     if index is not None:
         index.setdefault(group.key, set()).add(d["fingerprint"])
@@ -148,7 +153,8 @@ def flush(state, key: str, now: float, muted=None, time_muted: bool = False,
 
 def notification(group: Group, alerts: list[dict], now: float, seq: int) -> dict:
     """The notification record: what every receiver integration renders (webhook v4, Slack, DingTalk)."""
-    alerts = sorted(alerts, key=lambda a: (a["status"] != "firing", a["startsAt"], sorted(a["labels"].items())))
+    if len(alerts) > 1:
+        alerts = sorted(alerts, key=lambda a: (a["status"] != "firing", a["startsAt"], sorted(a["labels"].items())))
     h = hashlib.blake2b(f"{group.key}\x00{group.receiver}\x00{seq}".encode(), digest_size=12)
     return {
         "v": 1,

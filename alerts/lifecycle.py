@@ -49,7 +49,11 @@ def receive(state, alert: Alert, now: float, resolve_timeout: float) -> Alert | 
 
 
 def _firing(a: Alert, starts: float) -> Alert:
-    return Alert(a.labels, a.annotations, "firing", starts, None, a.source, a.generatorURL)
+    out = Alert(a.labels, a.annotations, "firing", starts, None, a.source, a.generatorURL)
+    fp = a.__dict__.get("fingerprint")  # same labels, same fingerprint: not hashed again
+    if fp is not None:
+        out.__dict__["fingerprint"] = fp
+    return out
 
 
 def parse_start(entry: dict) -> float:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from alerts import payload
+from alerts import http1, payload
 from alerts import receivers_more as _more
 from alerts.config import Retry, RoutingConfig
 from alerts.sending import Outcome, classify, redact, retry_after  # noqa: F401 (retry_after: re-exported)
@@ -259,6 +259,10 @@ async def _post(session, integ: Integration, url: str, body: bytes, headers: dic
     if integ.http is not None:  # http_config's Authorization (the format's own one wins, as in prometheus/common)
         headers = {**dict(integ.http.headers), **headers}
     env = {}
+    if isinstance(session, http1.DeliverySession):  # delivery's own: the lean client, or aiohttp with the env's proxy
+        out, session, env = await http1.post(session, integ, url, body, headers)
+        if out is not None:
+            return out
     if integ.http is not None and integ.http.kwargs:  # http_config: proxy_url, follow_redirects, server_name
         env = {**env, **dict(integ.http.kwargs)}
     try:
@@ -369,11 +373,9 @@ class Receivers:
 
     async def resend_forever(self, every: float = 1.0) -> None:
         """Run ``resend_due`` until cancelled (the deliverer runs it); returns at once without forwarders."""
-        import aiohttp
-
         if not self.forwarders():
             return
-        async with aiohttp.ClientSession(trust_env=True) as session:  # HTTP(S)_PROXY, NO_PROXY
+        async with http1.DeliverySession() as session:  # HTTP(S)_PROXY, NO_PROXY
             while True:
                 await asyncio.sleep(min([every] + [i.forward.resend_delay / 4 for i in self.forwarders()]))
                 await self.resend_due(session)

@@ -113,7 +113,7 @@ def go_quote(value: str) -> str:
     >>> print(go_quote('a "b" \\\\ c'), go_quote("tab\\there"), go_quote("é✓"), go_quote("\\x00\\x7f\\u200b"))
     "a \\"b\\" \\\\ c" "tab\\there" "é✓" "\\x00\\x7f\\u200b"
     """
-    if _PLAIN.fullmatch(value):
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:  # what _PLAIN matches
         return f'"{value}"'
     out = []
     for c in value:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 import weakref
 from collections import deque
@@ -45,7 +46,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from alerts.coalesce import aggregate, coalesce
 from alerts.config import RoutingConfig
 from alerts.config import load as load_routing
-from alerts.engine import Engine, from_grouped, to_grouped
+from alerts.engine import Engine, from_grouped, grouped_from_record, grouped_record, to_grouped
+from alerts.http1 import DeliverySession
 from alerts.inhibit import Inhibitor, rules_from
 from alerts.receivers import Receivers
 from alerts.silences import Silence, Silences
@@ -78,11 +80,17 @@ class AlertingStage:
         if grouped is None:
             pairs = self.engine.route(rec, state, now)
             if pairs:  # this worker's inhibitor knows at once (the watcher of alert-groups tells the others)
-                self.engine.inhibitor.observe(rec.labels, pairs[0][1].status)
-            for g, a in pairs:
-                emit("alert-groups", g.key.encode(), encode(to_grouped(g, a)))
+                a = pairs[0][1]
+                self.engine.inhibitor.observe(rec.labels, a.status)
+                d = self.engine.record_of(a, state)  # made once for all its groups (lifecycle's copy when firing)
+                for g, _ in pairs:
+                    emit("alert-groups", g.key.encode(), grouped_record(g, d))
         else:
             self.engine.group(*grouped, state, now)
+
+    def process_grouped(self, group, d: dict, starts: float, ends: float | None, state) -> None:
+        """A transition read from alert-groups in its record form (``AlertingProcessor``'s fast path, clock: wall)."""
+        self.engine.group_dict(group, d, starts, state, max(state.get(WATERMARK, 0.0), starts, ends or 0.0))
 
     # clock: event -- each of the two steps keeps its own clock (the largest transition time it has read on its
     # own input), never the partition's watermark, which mixes both inputs in the order the fetches happened
@@ -139,16 +147,143 @@ class AlertingProcessor(TransactionalProcessor):
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
         self._flushed: dict[int, float] = {}
+        self._groups_topic = self.settings.topic("alert-groups")
+        self._parts: dict[str, tuple[list[int], float]] = {}  # logical topic -> (its partitions, when read)
+        self._hashes: dict[bytes, int] = {}  # group key -> murmur2: its alert-groups record and notifications
+
+    @mode.Service.task
+    async def _flush_when_due(self) -> None:
+        """clock: wall -- a partition with a group or an alert timer due flushes within ``FLUSH_EVERY`` even
+        when no record comes (the base loop ticks idle partitions once a second: a group_wait 1s group would
+        wait up to 2 s).  The timer heaps say at no cost whether anything is due."""
+        if self.settings.clock == "event":
+            return
+        engine = self.stage.engine
+        while not self.should_stop:
+            await asyncio.sleep(FLUSH_EVERY)
+            if not self.stage.ready():
+                continue
+            now = time.time()
+            for store in list(self.stores.values()):
+                t = engine.timers(store)
+                if (t.gheap and t.gheap[0][0] <= now) or (t.eheap and t.eheap[0][0] <= now):
+                    self._tick(store, max(now, store.get(WATERMARK, 0.0)), self._emit)
+
+    def _emit(self, logical: str, key: bytes | None, value: bytes, partition: int | None = None) -> None:
+        """Outputs keyed by group key get their partition here, as the producer's partitioner would put them
+        (murmur2 of the key, ``_murmur2``), its hash remembered per key: the alert-groups record of a group
+        and its notifications hash it once, not on every send (aiokafka's murmur2 is ~10 µs of Python)."""
+        if partition is None and key is not None and (logical == "alert-groups" or logical == "notifications"):
+            partition = self._partition(logical, key)
+        super()._emit(logical, key, value, partition)
+
+    def _partition(self, logical: str, key: bytes) -> int | None:
+        now = time.monotonic()
+        got = self._parts.get(logical)
+        if got is None or now - got[1] > 10.0:
+            known = self.producer.client.cluster.partitions_for_topic(self.settings.topic(logical)) \
+                if self.producer is not None else None
+            if not known:
+                return None  # metadata not there yet: the producer's partitioner decides at the commit
+            got = self._parts[logical] = (sorted(known), now)
+        h = self._hashes.get(key)
+        if h is None:
+            if len(self._hashes) >= 100_000:
+                self._hashes.clear()
+            h = self._hashes[key] = _murmur2(key) & 0x7FFFFFFF
+        ps = got[0]
+        return ps[h % len(ps)]
 
     def _process_batch(self, tp: TopicPartition, msgs) -> None:
-        super()._process_batch(tp, msgs)
+        if tp.topic == self._groups_topic and self.settings.clock != "event":
+            self._process_grouped(tp, msgs)
+        else:
+            super()._process_batch(tp, msgs)
         if self.settings.clock == "event":
             return  # event time: groups flush as transitions move the grouping step's clock (AlertingStage)
         now = time.time()
-        if now - self._flushed.get(tp.partition, 0.0) >= FLUSH_EVERY:
+        # after a batch of alert-groups always (a group_wait 0 group is due now; the timer heap makes a flush
+        # cost only what is due), after one of alerts every FLUSH_EVERY (what its transitions made due meanwhile)
+        if tp.topic == self._groups_topic or now - self._flushed.get(tp.partition, 0.0) >= FLUSH_EVERY:
             self._flushed[tp.partition] = now
             store = self.stores[tp.partition]
             self._tick(store, max(now, store.get(WATERMARK, 0.0)), self._emit)
+
+
+    def _process_grouped(self, tp: TopicPartition, msgs) -> None:
+        """alert-groups, clock: wall: each record as this stage wrote it is parsed once (orjson) and grouped in
+        its record form, with no typed decode and no Alert rebuilt (``engine.grouped_from_record``); any other
+        shape takes the checked path (``decode``, dead letter with the reason).  Watermark, ticks, offsets and
+        failure isolation as in ``TransactionalProcessor._process_batch``."""
+        store = self.stores[tp.partition]
+        stage, emit, loads = self.stage, self._emit, orjson.loads
+        wm = store.get(WATERMARK, 0.0)
+        tick_every = self.tick_interval
+        next_tick = (wm // tick_every + 1) * tick_every if wm else None
+        for m in msgs:
+            try:
+                got = grouped_from_record(loads(m.value))
+            except orjson.JSONDecodeError:
+                got = None
+            try:
+                if got is not None:
+                    group, d, t, ends = got
+                    stage.process_grouped(group, d, t, ends, store)
+                else:
+                    try:
+                        rec = decode(m.value)
+                    except RecordError as exc:
+                        self._reject(emit, str(exc), m)
+                        continue
+                    t = rec.startsAt if type(rec) is Alert else rec.time
+                    stage.process(rec, store, emit)
+            except Exception as exc:  # isolate: one bad record never stops the partition
+                log.exception("%s: stage failed on %s[%d]@%d", self.name, m.topic, m.partition, m.offset)
+                self._reject(emit, f"stage error: {type(exc).__name__}: {exc}", m)
+                continue
+            if t > wm:
+                wm = t
+                if next_tick is None:
+                    next_tick = (wm // tick_every + 1) * tick_every
+                elif wm >= next_tick:
+                    store[WATERMARK] = wm
+                    self._tick(store, wm, emit)
+                    next_tick = (wm // tick_every + 1) * tick_every
+        if wm != store.get(WATERMARK):
+            store[WATERMARK] = wm
+        self.stats["in"] += len(msgs)
+        self._offsets[tp] = msgs[-1].offset + 1
+
+
+def _murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (``aiokafka.partitioner.murmur2``, the Java client's ``Utils.murmur2``), 4 bytes a step.
+
+    >>> from aiokafka.partitioner import murmur2
+    >>> keys = [b"", b"a", b"ab", b"abc", b"abcd", b'{}:{alertname="KubeNodeNotReady", node="n1"}', bytes(range(256))]
+    >>> all(_murmur2(k) == murmur2(k) for k in keys)
+    True
+    """
+    m, mask = 0x5BD1E995, 0xFFFFFFFF
+    n = len(data)
+    h = 0x9747B28C ^ n
+    n4 = n & ~3
+    for (k,) in _WORDS(memoryview(data)[:n4]):
+        k = (k * m) & mask
+        k = ((k ^ (k >> 24)) * m) & mask
+        h = ((h * m) & mask) ^ k
+    rest = n & 3
+    if rest:
+        if rest == 3:
+            h ^= data[n4 + 2] << 16
+        if rest >= 2:
+            h ^= data[n4 + 1] << 8
+        h = ((h ^ data[n4]) * m) & mask
+    h ^= h >> 13
+    h = (h * m) & mask
+    return h ^ (h >> 15)
+
+
+_WORDS = struct.Struct("<I").iter_unpack
 
 
 class SilenceBook(mode.Service):
@@ -260,7 +395,9 @@ class Progress:
         self.skip: dict[str, list] = {}  # receiver -> [start, flags, next index]: restored from the commit
         self.pending = 0
         self.active = True
-        self.tasks: set[asyncio.Task] = set()
+        self.busy = 0  # groups of this partition waiting for or in a lane's sender
+        self.idle = asyncio.Event()  # set while busy == 0 (a revoke or a stop drains on it)
+        self.idle.set()
         self.committed: tuple[int, str] | None = (start, meta)
         try:
             restored = orjson.loads(meta) if meta else {}
@@ -350,14 +487,21 @@ def _runs(flags: list[bool]) -> list[int]:
 
 
 class Lane:
-    """One receiver's delivery: its own connection pool and in-flight limit, one request at a time per group."""
+    """One receiver's delivery: its own connection pool and in-flight limit, one request at a time per group.
+
+    Up to ``IN_FLIGHT`` sender tasks (started as needed, kept while the lane lives) take groups from one
+    ready queue: a group is in it, or with a sender, at most once; later notifications of the group wait
+    in ``groups`` behind the one being sent.  No task or semaphore wait per notification.
+    """
 
     def __init__(self, name: str, owner: Deliverer):
         self.name = name
         self.owner = owner
-        self.slots = asyncio.Semaphore(IN_FLIGHT)
         self.session = None
         self.groups: dict[str, list[dict]] = {}  # group key -> notifications queued behind the one being sent
+        self.ready: asyncio.Queue = asyncio.Queue()  # (group key, first notification, its partition's Progress)
+        self.senders: dict[asyncio.Task, Progress | None] = {}  # sender -> the partition of the group it sends
+        self.waiting = 0  # senders waiting for a group
         self.stats = {"delivered": 0, "failed": 0, "deadletter": 0, "coalesced": 0, "aggregated": 0}
 
     def put(self, note: dict) -> None:
@@ -366,9 +510,12 @@ class Lane:
         if queued is None:
             self.groups[key] = []
             prog = note["_covers"][0][0]
-            t = asyncio.create_task(self._send_group(key, note, prog))
-            prog.tasks.add(t)
-            t.add_done_callback(prog.tasks.discard)
+            prog.busy += 1
+            prog.idle.clear()
+            self.ready.put_nowait((key, note, prog))
+            if self.waiting < self.ready.qsize() and len(self.senders) < IN_FLIGHT:
+                t = asyncio.create_task(self._sender())
+                self.senders[t] = None
             return
         queued.append(note)
         # more waiting than the receiver takes: one notification with the group's state (not in event time)
@@ -377,19 +524,48 @@ class Lane:
             self.owner.stats["aggregated"] += len(queued) - 1
             queued[:] = [aggregate(queued)]
 
-    async def _send_group(self, key: str, note: dict, prog: Progress) -> None:
-        import aiohttp
+    async def _sender(self) -> None:
+        me = asyncio.current_task()
+        try:
+            while True:
+                self.waiting += 1
+                try:
+                    key, note, prog = await self.ready.get()
+                finally:
+                    self.waiting -= 1
+                self.senders[me] = prog
+                try:
+                    await self._send_group(key, note, prog)
+                finally:
+                    self.senders[me] = None
+                    prog.busy -= 1
+                    if not prog.busy:
+                        prog.idle.set()
+        finally:
+            self.senders.pop(me, None)
 
+    async def drain(self, progs, timeout: float) -> None:
+        """Let the groups of ``progs`` (None: all) being sent finish within ``timeout``; then cancel their senders."""
+        progs = list(self.owner.progress.values()) if progs is None else list(progs)
+        waits = [asyncio.ensure_future(p.idle.wait()) for p in progs if not p.idle.is_set()]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=timeout)
+            for w in pending:
+                w.cancel()
+        late = [t for t, p in self.senders.items() if p is not None and p in progs]
+        for t in late:
+            t.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+
+    async def _send_group(self, key: str, note: dict, prog: Progress) -> None:
         try:
             while True:
                 if not prog.active or self.owner._stopping:
                     return  # not marked done: the next reader of the partition sends it
                 if self.session is None:
-                    self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=IN_FLIGHT),
-                                                         trust_env=True)  # HTTP(S)_PROXY
+                    self.session = DeliverySession(IN_FLIGHT)  # HTTP(S)_PROXY, NO_PROXY: read once per URL
                 try:
-                    async with self.slots:
-                        await self.owner._deliver(self, note)
+                    await self.owner._deliver(self, note)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # e.g. the dead-letter write failed: the same notification again, later
@@ -413,6 +589,9 @@ class Lane:
                 del self.groups[key]
 
     async def close(self) -> None:
+        for t in list(self.senders):
+            t.cancel()
+        await asyncio.gather(*self.senders, return_exceptions=True)
         if self.session is not None:
             await self.session.close()
 
@@ -521,12 +700,9 @@ class Deliverer(mode.Service):
         # drain: requests in flight finish (a 2xx is marked done and committed); queued notifications and
         # retries still running after the grace period stay uncommitted (no 2xx yet: nothing doubles)
         self._stopping = True
-        tasks = [t for p in self.progress.values() for t in p.tasks]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=self.drain_timeout)
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        deadline = time.monotonic() + self.drain_timeout
+        for lane in list(self.lanes.values()):
+            await lane.drain(None, max(0.0, deadline - time.monotonic()))
         if self.consumer:
             await self._commit()
             await self.consumer.stop()
@@ -648,12 +824,9 @@ class Deliverer(mode.Service):
         progs = [(tp, self.progress[tp]) for tp in revoked if tp in self.progress]
         for _, prog in progs:
             prog.active = False  # queued notifications are left to the next owner
-        tasks = [t for _, prog in progs for t in prog.tasks]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=self.drain_timeout)
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        deadline = time.monotonic() + self.drain_timeout
+        for lane in list(self.lanes.values()):
+            await lane.drain([prog for _, prog in progs], max(0.0, deadline - time.monotonic()))
         await self._commit([tp for tp, _ in progs])
         for tp, _ in progs:
             self.progress.pop(tp, None)
