@@ -31,6 +31,7 @@ from __future__ import annotations
 import bisect
 import csv
 import json
+import math
 import sys
 import tempfile
 import time
@@ -64,11 +65,12 @@ METRICS = {
 # explain it)
 EDGE_FILES = {"source_50.csv": ("edge_source_latency_p50", "latency"),
               "destination_50.csv": ("edge_destination_latency_p50", "latency")}
-# the network's share of an edge's latency: caller-side minus callee-side (same scrape), what a delay
-# on the wire or in the callee's proxy adds and a busy callee does not (the callee-side series of a
-# callee that was busy earlier in the day keeps that larger excursion in its range, which hides a
-# later, smaller delay from the range-novelty members; this one did not move then)
-NETWORK = ("edge_network_latency_p50", "latency")
+# the network's share of an edge's latency: log(caller-side / callee-side) of the same scrape, what a
+# delay on the wire or in the callee's proxy multiplies and a busy callee does not (a busy callee
+# scales both sides alike; so a callee's CPU excursion earlier in the day, kept in the range of its
+# edges' latency series, which hides a later, smaller delay from the range-novelty members, leaves this
+# series' range alone)
+NETWORK = ("edge_network_latency_log_ratio", "latency")
 FRONT_FILE = "front_service.csv"
 FRONT = {"SuccessRate(%)": ("service_success_rate", "errors"), "LatencyP90(s)": ("service_latency_p90", "latency")}
 MESH = {name: sig for name, sig in [*EDGE_FILES.values(), NETWORK, *FRONT.values()]}
@@ -215,8 +217,8 @@ def load_mesh(day: Path) -> list[Sample]:
     for x in [x for x in out if x.name == src]:  # the callee-side point of the same scrape (within 30 s)
         pts = callee.get((x.labels["source_workload"], x.labels["workload"]), [])
         i = bisect.bisect_left(pts, (x.time - 30.0,))
-        if i < len(pts) and pts[i][0] <= x.time + 30.0:
-            out.append(Sample(name=NETWORK[0], value=x.value - pts[i][1], time=x.time, labels=x.labels))
+        if i < len(pts) and pts[i][0] <= x.time + 30.0 and x.value > 0 and pts[i][1] > 0:
+            out.append(Sample(name=NETWORK[0], value=math.log(x.value / pts[i][1]), time=x.time, labels=x.labels))
     f = day / "metric" / FRONT_FILE
     if f.exists():
         with f.open() as fh:

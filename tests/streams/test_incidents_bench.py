@@ -52,10 +52,11 @@ def test_missing_corpus_is_one_line(tmp_path, capsys):
     assert str(e.value).startswith(f"{tmp_path}/nezha-rca-data/rca_data: corpus not found; pass --data PATH")
 
 
-def _mesh_day(tmp_path, delay_at: int, n: int = 150):
+def _mesh_day(tmp_path, delay_at: int, n: int = 150, busy_at: int | None = None):
     """A day folder with the service mesh's files only: frontend -> cart, checkout -> cart, frontend -> checkout,
     1-minute rows; from ``delay_at`` for 4 minutes a network delay on cart: the caller side of the edges into
-    cart reads 0.75 s (the callee side, cart's proxy, does not see it); one minute without calls (empty)."""
+    cart reads 0.75 s (the callee side, cart's proxy, does not see it); one minute without calls (empty).
+    ``busy_at``: 3 minutes of a busy cart before, both sides of its edges at 2 s."""
     import csv as _csv
     from datetime import UTC, datetime
 
@@ -70,6 +71,8 @@ def _mesh_day(tmp_path, delay_at: int, n: int = 150):
                 stamp = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S.%f") + " +0000 UTC m=+1.0"
                 wob = 0.0005 * math.sin(i * 1.7)
                 row = [0.005 + wob, 0.004 + wob, 0.2 + 10 * wob]
+                if busy_at is not None and busy_at <= i < busy_at + 3:
+                    row[0] = row[1] = 2.0
                 if side == "source" and delay_at <= i < delay_at + 4:
                     row[0] = row[1] = 0.75
                     row[2] = 0.9  # checkout waits on cart
@@ -96,10 +99,10 @@ def test_mesh_samples_name_the_callee_and_carry_the_network_share(tmp_path):
     cart = [s for s in src if s.labels["source_workload"] == "checkoutservice"]
     assert {s.labels["workload"] for s in cart} == {"cartservice"} == {s.labels["destination_workload"] for s in cart}
     net = {(s.labels["source_workload"], s.labels["workload"], s.time): s.value
-           for s in out if s.name == "edge_network_latency_p50"}
-    # caller side minus callee side of the same scrape (0.4 s apart): the delay, and nothing otherwise
-    assert abs(net[("frontend", "cartservice", T0 + 60 * 101)] - (0.75 - 0.005 - 0.0005 * math.sin(101 * 1.7))) < 1e-5
-    assert abs(net[("frontend", "cartservice", T0 + 60 * 50)]) < 1e-5
+           for s in out if s.name == "edge_network_latency_log_ratio"}
+    # log(caller side / callee side) of the same scrape (0.4 s apart): the delay's factor, and 0 otherwise
+    assert abs(net[("frontend", "cartservice", T0 + 60 * 101)] - math.log(0.75 / (0.005 + 0.0005 * math.sin(101 * 1.7)))) < 1e-3
+    assert abs(net[("frontend", "cartservice", T0 + 60 * 50)]) < 1e-3
     assert ("checkoutservice", "cartservice", T0 + 60 * 20) not in net
     front = [s for s in out if s.name == "service_success_rate"]
     assert len(front) == 150 and front[0].labels["workload"] == "frontend" and front[0].value == 100.0
@@ -108,12 +111,17 @@ def test_mesh_samples_name_the_callee_and_carry_the_network_share(tmp_path):
 def test_a_network_delay_seen_only_on_the_edges_into_the_callee_ranks_the_callee_first(tmp_path):
     from streams.bench_rca import detect, load_mesh, select
 
-    samples = sorted(load_mesh(_mesh_day(tmp_path, delay_at=110)), key=lambda s: (s.time, s.name))
+    # cart was busy 15 minutes earlier (its edges slower than the delay will make them, on both sides): the
+    # edges' latency series keep that in their range, the caller/callee ratio does not
+    samples = sorted(load_mesh(_mesh_day(tmp_path, delay_at=110, busy_at=95)), key=lambda s: (s.time, s.name))
     deps = {"frontend": ["cartservice", "checkoutservice"], "checkoutservice": ["cartservice"]}
     fault = [{"t": T0 + 60 * 110, "pod": "cartservice-1-a", "service": "cartservice", "type": "network_delay"}]
     recs, _ = replay(samples, deps, PARAMS)
     row = score(recs, fault)["per_fault"][0]
     assert row["rank"] == 1, row
+    final = [r for r in recs if r["id"] == row["incident"]][-1]
+    top = final["candidates"][0]
+    assert any("EdgeNetworkLatencyLogRatioAnomaly" in e for e in top["evidence"]), top["evidence"]
     final = [r for r in recs if r["id"] == row["incident"]][-1]
     assert "workload/hipster/checkoutservice" in final["candidates"][0]["explains"]
     # without the mesh's series there is nothing to see: the pods' metrics are not in this folder
