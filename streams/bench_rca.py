@@ -594,6 +594,28 @@ def membership(sizes=(100, 1000, 10000), rounds: int = 100, scan_rounds: int = 1
         row["open_incidents"] = len(Incidents.open_ids(base))
         row["speedup"] = round(row["scan"]["us_per_alert"] / row["index"]["us_per_alert"], 1)
         out["sizes"][str(size)] = row
+    out["storm"] = storm()
+    return out
+
+
+def storm(n: int = 2000) -> dict:
+    """``bench latency``'s shape: every alert a pod of its own namespace on one node, so all join one incident.
+    CPU µs per alert while it fills (ranked again as it grows, ``alerts.incidents.RERANK_*``) and once it holds
+    ``MAX_MEMBERS`` (later alerts counted, not kept)."""
+    from alerts.incidents import MAX_MEMBERS
+    from core.records import Alert
+
+    t0 = 1_700_000_000.0
+    inc, state = Incidents(), {}
+    alerts = [Alert(labels={"alertname": "KubeContainerBackOff", "namespace": f"bench-{i}", "pod": f"pod-{i}",
+                            "node": "node-1", "cluster": "c"}, startsAt=t0 + i * 0.0005) for i in range(n)]
+    out = {"alerts": n, "max_members": MAX_MEMBERS}
+    for label, lo, hi in (("filling", 0, MAX_MEMBERS), ("full", MAX_MEMBERS, n)):
+        c0 = time.process_time()
+        for a in alerts[lo:hi]:
+            inc.observe(a, state, a.startsAt)
+            inc.expire(state, a.startsAt)
+        out[f"us_per_alert_{label}"] = round((time.process_time() - c0) / max(1, hi - lo) * 1e6, 1)
     return out
 
 
@@ -603,6 +625,10 @@ def print_membership(res: dict) -> None:
     for size, row in res["sizes"].items():
         print(f"  {int(size):>11,}  {row['index']['us_per_alert']:>8.1f}  {row['scan']['us_per_alert']:>20.1f}  "
               f"{row['speedup']:>6.1f}x")
+    st = res.get("storm")
+    if st:
+        print(f"  one node's storm ({st['alerts']} alerts, one incident): {st['us_per_alert_filling']:.0f} µs per alert "
+              f"while it fills to {st['max_members']} members, {st['us_per_alert_full']:.0f} µs once full")
 
 
 def _main_membership(args) -> int:
