@@ -45,6 +45,7 @@ re-keys copies of their samples by entity (``Engine.rekey``) and only those copi
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import MutableMapping
 
 from core.records import Alert, Event, Sample
@@ -57,6 +58,8 @@ VER = "rule|~ver"
 GC_EVERY = 3600.0  # idle groups (no timer of their own) are dropped by a full scan at least this often
 _NONE: list = []
 _NEG = float("-inf")
+_INF = float("inf")
+QUIET_MARGIN = 1.0  # s: near the time a group may be dropped, the scan tests it exactly (float rounding)
 
 
 class _AnomalyState(dict):
@@ -223,6 +226,7 @@ class Engine:
         self._vector = frozenset(k for k, v in self._by_metric.items()
                                  if any(r.cond.type == "anomaly_vector" for r in v))
         self._event_rules: dict = {}  # (source, reason) -> the rules an event may reach, or None
+        self._quiet_by_state: dict[int, tuple] = {}  # id(state) -> (reference to it, {group key: quiet until})
 
     # ------------------------------------------------------------ entry points
 
@@ -311,7 +315,14 @@ class Engine:
         out: list[Alert] = []
         nxt = None
         by_sid = self.ruleset.by_sid
+        quiet = self._quiet(state)
         for key in [k for k in state if k.startswith(PREFIX) and k not in (DUE, VER)]:
+            q = quiet.get(key)
+            if q is not None and q[1] > now:  # unchanged since a scan found no timer and nothing to drop before q[1]
+                d = q[0]
+                if d is not None and (nxt is None or d < nxt):
+                    nxt = d
+                continue
             st = state[key]
             rest = key[len(PREFIX):]
             sid = rest.split("|", 1)[0]
@@ -321,11 +332,13 @@ class Engine:
                     out.append(Alert(labels=_str_labels(st["l"]), annotations=st.get("n") or {}, status="resolved",
                                      startsAt=st["a"], endsAt=now, source=st.get("o", "")))
                 del state[key]
+                quiet.pop(key, None)
                 continue
             d = self._deadline(rule, st)
             if d is None or d > now:  # no timer of this group is due: only an idle group may go
                 if st["s"] == 0 and self._empty(rule, st, now):
                     del state[key]
+                    quiet.pop(key, None)
                     continue
             else:
                 st = self._restore(rule, st)
@@ -334,9 +347,11 @@ class Engine:
                     out.extend(emitted)
                 if st["s"] == 0 and self._empty(rule, st, now):
                     del state[key]
+                    quiet.pop(key, None)
                     continue
                 state[key] = st
                 d = self._deadline(rule, st)
+            quiet[key] = (d, self._quiet_until(rule, st, d))
             if d is not None and (nxt is None or d < nxt):
                 nxt = d
         if nxt is None:
@@ -354,6 +369,7 @@ class Engine:
     def _process_event(self, ev: Event, rules, state, t: float) -> list[Alert]:
         ctx = None
         gkey = None
+        quiet = None
         out = _NONE
         for rule in rules:
             if rule.kinds is not None and ev.entity.kind not in rule.kinds:
@@ -377,6 +393,9 @@ class Engine:
             if rule.group_by:
                 view = ctx.view()
                 key += "|" + "|".join(str(view.get(g, "")) for g in rule.group_by)
+            if quiet is None:
+                quiet = self._quiet(state)
+            quiet.pop(key, None)  # about to change: the next scan looks at it again
             st = state.get(key)
             if st is None:
                 if resolving:
@@ -402,6 +421,7 @@ class Engine:
     def _process_sample(self, s: Sample, rules, state, t: float) -> list[Alert]:
         ctx = None
         gkey = None
+        quiet = None
         out = _NONE
         copy = s.labels.get(MARK) == ENTITY  # a re-keyed copy: for anomaly_vector rules only
         for rule in rules:
@@ -421,6 +441,9 @@ class Engine:
                     gkey = s.series()
                     ctx = _SampleCtx(s)
                 key = f"{PREFIX}{rule.sid}|{gkey}"
+            if quiet is None:
+                quiet = self._quiet(state)
+            quiet.pop(key, None)  # about to change: the next scan looks at it again
             st = state.get(key)
             if st is None:
                 st = {"s": 0, "a": 0.0, "e": _NEG, "c": {}}
@@ -454,6 +477,39 @@ class Engine:
             state[key] = st
             self._note_due(rule, st, state)
         return emitted
+
+    # ------------------------------------------------------------ what a scan may skip
+
+    def _quiet(self, state: MutableMapping) -> dict:
+        """Groups of ``state`` a full scan may skip: key -> (its deadline, the time before which it has no timer
+        due and cannot be dropped), as the last scan found them; an entry goes as soon as its group changes.
+        In memory only (rebuilt by scanning after a restore or a reload: a new state or a new engine)."""
+        entry = self._quiet_by_state.get(id(state))
+        if entry is not None and entry[0]() is state:
+            return entry[1]
+        quiet: dict = {}
+        try:  # the worker's Store: the memo goes when the store does (revoked or rewound partition)
+            ref = weakref.ref(state)
+            weakref.finalize(state, self._quiet_by_state.pop, id(state), None)
+        except TypeError:  # a plain dict (tests): held for the engine's lifetime
+            ref = (lambda st: lambda: st)(state)
+        self._quiet_by_state[id(state)] = (ref, quiet)
+        return quiet
+
+    @staticmethod
+    def _quiet_until(rule: CompiledRule, st: dict, d) -> float:
+        """Until when a scan may skip this unchanged group: its timer (``d``), and for an inactive one the time it
+        may be dropped (event_count: its last event + window, less a margin; other kinds: never skipped)."""
+        if st["s"]:
+            e = _INF  # a pending or firing group is never dropped by a scan, only by its timer
+        elif rule.cond.type == "event_count":
+            ts = st["c"].get("t")
+            if not ts:
+                return _NEG
+            e = ts[-1] + rule.cond.window - QUIET_MARGIN
+        else:
+            return _NEG
+        return e if d is None or d > e else d
 
     # ------------------------------------------------------------ lifecycle
 
