@@ -7,9 +7,14 @@ default rule pack), transactions on.
 Input is realistic (issue 20): N Event records -- the recorded must-gather events replayed again and
 again with event time advancing (so none is late) -- and N Sample records -- scrapes of a real
 node_exporter page from three nodes every 30 s, counters growing (so derived rates and ratios are
-computed).  Each kind is measured on its own topics, which gives the cost per event and per sample;
-c/b is also given on the mix.  CPU time is the consuming process's (``time.process_time``), from its
-first record to its last, so start-up is excluded; (c) includes its commits.
+computed).  Each kind is measured on its own topics, which gives the cost per event and per sample.
+CPU time is the consuming process's (``time.process_time``) and wall time ``perf_counter``, from the
+moment the first batch is handed over (before it is parsed or processed) to the last record, so
+start-up is excluded; (c)'s CPU runs on to the end of the transaction that commits its last records.
+
+The headline, ``ratio c/b``: on the mix (n events + n samples), b's seconds over c's seconds, by CPU and by
+wall (signals/s); 1.0 would be the worker as cheap as bare parsing.  By CPU is what holds on a shared
+machine (the wall figure moves with whatever else runs, and with the transactions' round trips).
 """
 
 from __future__ import annotations
@@ -325,6 +330,7 @@ def _run(args) -> int:
         for kind in ("events", "samples"):
             b, c = rows[f"b_raw_getmany/{kind}"], rows[f"c_kubesight/{kind}"]
             result[f"ratio_c_over_b/{kind}"] = round(b[0] / c[0], 3)
+            result[f"ratio_c_over_b_cpu/{kind}"] = round(b[1] / c[1], 3)
             result[f"outputs/{kind}"] = stats[kind]["out"]
         walls = {p: sum(rows[f"{p}/{k}"][0] for k in ("events", "samples")) for p in ("b_raw_getmany", "c_kubesight")}
         cpus = {p: sum(rows[f"{p}/{k}"][1] for k in ("events", "samples")) for p in ("b_raw_getmany", "c_kubesight")}
@@ -340,9 +346,15 @@ def _run(args) -> int:
                 print(f"{k:28} {n / w:10.0f} {cpu / n * 1e6:16.2f}")
             print(f"outputs: {stats['events']['out']} from events (alerts, dead letters), "
                   f"{stats['samples']['out']} from samples (derived signals, alerts)")
-            print(f"ratio c/b on the mix ({2 * n} signals, half events, half samples): "
-                  f"{result['ratio_c_over_b']:.2f} by signals/s, {result['ratio_c_over_b_cpu']:.2f} by CPU   "
-                  f"(events {result['ratio_c_over_b/events']:.2f}, samples {result['ratio_c_over_b/samples']:.2f})")
+            print(f"c/b = how much of the raw floor's speed the worker keeps, on the mix of {n} events + {n} samples:\n"
+                  f"  by CPU       = (b's CPU seconds) / (c's CPU seconds), both kinds summed   "
+                  f"(events {result['ratio_c_over_b_cpu/events']:.2f}, samples {result['ratio_c_over_b_cpu/samples']:.2f})\n"
+                  f"  by signals/s = (b's wall seconds) / (c's wall seconds), both kinds summed   "
+                  f"(events {result['ratio_c_over_b/events']:.2f}, samples {result['ratio_c_over_b/samples']:.2f})\n"
+                  f"  (each from its first batch handed over to its last record; c's CPU also counts the commit of "
+                  f"its last records; CPU is the figure to compare on a loaded machine: load {os.getloadavg()[0]:.1f})")
+            print(f"ratio c/b: {result['ratio_c_over_b_cpu']:.2f} by CPU, {result['ratio_c_over_b']:.2f} by signals/s "
+                  f"(target >= 0.7)")
         return 0
     finally:
         if broker is not None:

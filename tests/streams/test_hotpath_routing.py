@@ -98,3 +98,33 @@ rules:
     stage.holder.swap(load_packs([pack]))
     proc._process_batch(TopicPartition("in", 0), msgs)
     assert [t for t, _, _, _ in proc._outputs] == [Settings().topic("alerts")] and stage.evaluations == 1
+
+
+BAD = [b"{oops", b"[1, 2]", b'{"v": 2, "kind": "event"}', b'{"v": 2, "kind": "sample", "name": "x", "value": 1, "time": 0}',
+       b'{"v": 1, "kind": "metric"}', b'{"v": 1, "kind": "event", "source": "k8s", "reason": "X", "time": "yesterday"}',
+       b'{"v": 1, "kind": "event", "source": "k8s", "reason": "X", "time": "2021-08-03T10:00:61Z"}',
+       b'{"v": 1, "kind": "sample", "name": "up", "value": 1, "time": "2021-02-30T10:00:00.000Z"}',
+       b'{"v": 1, "kind": "event", "source": "k8s", "reason": "X", "time": 0, "count": -1}',
+       b'{"v": 1, "kind": "event", "source": "k8s", "reason": "X", "time": 0, "labels": {"n": 1}}',
+       b'{"v": 1, "kind": "alert", "labels": {"alertname": "X"}, "startsAt": 0, "endsAt": "soon"}',
+       b'{"v": 1, "kind": "alert", "labels": {}, "startsAt": 0}']
+
+
+def test_peek_refuses_what_decode_refuses_with_the_same_reason_and_builds_what_decode_makes():
+    import pytest
+
+    from core.records import RecordError, build, decode, peek
+
+    for payload in BAD:
+        with pytest.raises(RecordError) as by_decode:
+            decode(payload)
+        with pytest.raises(RecordError) as by_peek:
+            peek(payload)
+        assert str(by_peek.value) == str(by_decode.value), payload
+    good = [v for _, v in _events(300) + _samples(300)] + [
+        b'{"v": 1, "kind": "alert", "labels": {"alertname": "X"}, "startsAt": "2021-08-03T10:00:00Z", "endsAt": 5}',
+        b'{"v": 1, "kind": "sample", "name": "up", "value": "+Inf", "time": 7}']
+    for payload in good:
+        rtype, key, t, w = peek(payload)
+        rec = build(w, t)
+        assert rec == decode(payload) and type(rec) is rtype, payload
