@@ -33,7 +33,7 @@ PREFIX = "g|"
 ALERT_PREFIX = "ga|"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__
 class Group:
     """Where an alert goes and with which timings (from the route, carried with the alert)."""
 

@@ -139,7 +139,7 @@ def matchers_string(matchers) -> str:
     return "{" + ",".join(f"{m.name}{m.op}{go_quote(m.value)}" for m in ms) + "}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # made per alert: not frozen (cheaper to build); never changed after
 class Destination:
     """One place an alert goes: the receiver, the aggregation group key and its labels, and the route."""
 

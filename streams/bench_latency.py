@@ -28,7 +28,8 @@ from core.settings import REPO, Settings
 def register(sub, group) -> None:
     b = group("bench", "benchmarks that print figures").add_parser(
         "latency", help="p50/p95/p99 event -> alerts topic and event -> webhook, separate processes, per rate")
-    b.add_argument("--rate", type=float, action="append", help="events/s (repeat; default: 100 and 2000)")
+    b.add_argument("--rate", "--rates", dest="rate", type=_rates, action="extend",
+                   help="events/s (repeat, or comma-separated: --rates 100,2000; default: 100 and 2000)")
     b.add_argument("--seconds", type=float, default=10.0, help="per rate (default: %(default)s)")
     b.add_argument("--group-wait", default="0s", help="the route's group_wait (default: %(default)s)")
     b.add_argument("--role", default="all", choices=["all", "one"],
@@ -36,6 +37,13 @@ def register(sub, group) -> None:
                         "on one event loop (default: %(default)s)")
     b.add_argument("--json", action="store_true", help="print the figures as JSON")
     b.set_defaults(func=_bench)
+
+
+def _rates(text: str) -> list[float]:
+    """>>> _rates("100,2000"), _rates("500")
+    ([100.0, 2000.0], [500.0])
+    """
+    return [float(x) for x in text.split(",") if x.strip()]
 
 
 # ---------------------------------------------------------------- the child processes
