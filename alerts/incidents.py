@@ -600,6 +600,8 @@ class Incidents:
         rec = self.record(inc)
         self._notify(inc, rec, now)
         self._save(inc, state)
+        if rec.get("notified") != (out[-1].get("notified") if out and out[-1]["id"] == inc["id"] else None):
+            out = [r for r in out if r["id"] != inc["id"]] + [rec]  # who was told changed: published again
         return out
 
     def take_notes(self) -> list[dict]:
@@ -636,6 +638,8 @@ class Incidents:
             sent[r] = {"role": role, "status": status, "seq": seq}
             self.outbox.append(incident_note(inc, rec, r, role, status, seq, fps, now))
         inc["sent"] = sent
+        if sent:
+            rec["notified"] = {r: v["role"] for r, v in sorted(sent.items())}
 
     def expire(self, state: MutableMapping, now: float) -> list[dict]:
         """Resolve the incidents whose members all resolved at least ``quiet`` ago; returns their final records."""
@@ -715,6 +719,8 @@ class Incidents:
         }
         if inc.get("mergedInto"):
             rec["mergedInto"] = inc["mergedInto"]
+        if inc.get("sent"):  # receivers told per incident (routes with incidents: true) and as what
+            rec["notified"] = {r: v["role"] for r, v in sorted(inc["sent"].items())}
         return rec
 
 
@@ -788,5 +794,8 @@ def render(r: Mapping, candidates: int = 3) -> str:
         lines.append("    workloads: " + ", ".join(b["workloads"]))
     if r.get("links"):
         lines.append("LINKED BY: " + "; ".join(r["links"][-5:]))
+    if r.get("notified"):
+        lines.append("NOTIFIED: " + ", ".join(f"{k} ({'the incident' if v == CAUSE else 'a notice'})"
+                                              for k, v in r["notified"].items()))
     lines.append("MEMBERS: " + " ".join(r.get("members", [])))
     return "\n".join(lines)

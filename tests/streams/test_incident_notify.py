@@ -115,6 +115,13 @@ def test_per_alert_routing_notifies_every_group_and_per_incident_routing_once_pe
     # team1's pod on another node is an incident of its own: one more notification, its own cause
     other = [n for n in firing if n["groupKey"] != f"incident:{node_inc}"]
     assert [(n["receiver"], n["incident"]["role"]) for n in other] == [("team1", "cause")]
+    # the incident record says who was told and as what; show prints it
+    from alerts.incidents import render
+
+    last = [r for r in after_pipe.incidents if r["id"] == node_inc][-1]
+    assert last["notified"] == {"platform": "cause", "team0": "impacted", "team1": "impacted", "team2": "impacted",
+                                "team3": "impacted"}
+    assert "NOTIFIED: platform (the incident), team0 (a notice), team1 (a notice)" in render(last)
     # resolved: each receiver told once that its incident is over; nothing else
     resolved = [n for n in after if n["status"] == "resolved"]
     assert sorted(n["receiver"] for n in resolved) == ["platform", "team0", "team1", "team1", "team2", "team3"]
