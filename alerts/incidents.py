@@ -732,12 +732,19 @@ def incident_note(inc: Mapping, rec: Mapping, receiver: str, role: str, status: 
     cands = rec.get("candidates") or []
     top = cands[0] if cands else {}
     cause = f"{top['entity']}: {top['cause']}" if top else "?"
+    b = rec["blastRadius"]
+    # what every integration shows (webhook commonAnnotations, Slack and e-mail lines): the incident in words
+    said = {"incident": inc["id"], "incident_role": role, "probable_cause": cause,
+            "incident_evidence": "; ".join(top.get("evidence", [])),
+            "incident_other_causes": "; ".join(f"{c['entity']}: {c['cause']} ({c['score']:.2f})" for c in cands[1:3]),
+            "blast_radius": (f"{len(b['workloads'])} workloads in {len(b['namespaces'])} namespaces; owners: "
+                             f"{', '.join(b['owners']) or '-'}; nodes: {', '.join(b['nodes']) or '-'}")}
     alerts = []
     for fp in fps:
         m = inc["members"][fp]
         st = "resolved" if status == "resolved" else m["status"]
         ann = {**(m.get("ann") or ({"summary": m["summary"]} if m.get("summary") else {})),
-               "incident": inc["id"], "incident_role": role, "probable_cause": cause}
+               **said}
         alerts.append({"v": VERSION, "kind": "alert", "labels": m["labels"], "annotations": ann, "status": st,
                        "startsAt": format_time(m["startsAt"]),
                        "endsAt": format_time(m["endsAt"] if m["endsAt"] is not None else (inc["resolvedAt"]

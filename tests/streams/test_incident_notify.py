@@ -110,6 +110,10 @@ def test_per_alert_routing_notifies_every_group_and_per_incident_routing_once_pe
     assert cause["incident"]["candidates"][0]["evidence"] and cause["incident"]["blastRadius"]["owners"] == [
         "team0", "team1", "team2", "team3"]
     assert [x["labels"]["alertname"] for x in cause["alerts"]] == ["KubeNodeNotReady"]
+    said = cause["alerts"][0]["annotations"]  # what a webhook's commonAnnotations, Slack or e-mail show
+    assert said["incident_role"] == "cause" and said["incident_evidence"].startswith("KubeNodeNotReady since")
+    assert "explains 5/5 other alerts" in said["incident_evidence"]
+    assert said["blast_radius"] == "4 workloads in 4 namespaces; owners: team0, team1, team2, team3; nodes: n1"
     team0 = next(n for n in on_node if n["receiver"] == "team0")
     assert team0["alerts"][0]["annotations"]["probable_cause"] == "node/n1: KubeNodeNotReady"
     # team1's pod on another node is an incident of its own: one more notification, its own cause
