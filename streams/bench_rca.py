@@ -735,6 +735,8 @@ def openshift(events_dir: str | None = None, routing: str | None = None, owners:
         "alert_transitions": len(alerts), "alerts": len(firing),
         "incidents_opened": len(final), "incidents": len(kept), "incidents_merged": len(final) - len(kept),
         "largest_incident": max((len(r["members"]) for r in kept), default=0),
+        "largest_incident_cause": next((f"{c[0]['entity']}: {c[0]['cause']}" for r in sorted(
+            kept, key=lambda r: (-len(r["members"]), r["id"])) for c in [r["candidates"]] if c), None),
         "per_alert": count(before), "per_incident": count(after),
         "per_incident_notifications_of_incidents": sum(n["groupKey"].startswith("incident:") for n in after),
     }
@@ -744,7 +746,7 @@ def print_openshift(res: dict) -> None:
     b, a = res["per_alert"], res["per_incident"]
     print(f"OpenShift recording ({res['events']} events, routing {res['routing']}): {res['alerts']} alerts -> "
           f"{res['incidents_opened']} incidents opened, {res['incidents']} left after merges (largest "
-          f"{res['largest_incident']} alerts)")
+          f"{res['largest_incident']} alerts, probable cause {res['largest_incident_cause']})")
     print(f"  notifications per alert group (as shipped): {b['notifications']} ({b['firing']} firing)  "
           + ", ".join(f"{k} {v}" for k, v in b["by_receiver"].items()))
     print(f"  notifications per incident (incidents: true): {a['notifications']} ({a['firing']} firing)  "
