@@ -161,8 +161,8 @@ class AlertingProcessor(TransactionalProcessor):
         engine = self.stage.engine
         while not self.should_stop:
             await asyncio.sleep(FLUSH_EVERY)
-            if not self.stage.ready():
-                continue
+            if not self.stage.ready() or self._lock.locked():
+                continue  # a transaction is being written: its state cut and outputs must come from one moment
             now = time.time()
             for store in list(self.stores.values()):
                 t = engine.timers(store)
@@ -332,12 +332,21 @@ class AlertWatcher(mode.Service):
         self.caught_up = asyncio.Event()
 
     def _on(self, key, value) -> None:
+        # every transition of every partition passes here: one orjson parse of what the inhibitor needs (labels,
+        # status), not a typed decode of the whole record; what is not a well-formed alert is skipped as before
+        if not self.inhibitor.rules:
+            return
         try:
-            rec = decode(value)
-        except RecordError:
+            d = orjson.loads(value)
+        except orjson.JSONDecodeError:
             return  # the hot path dead-letters it; the view just skips it
-        if isinstance(rec, Alert):
-            self.inhibitor.observe(rec.labels, rec.status)
+        if type(d) is not dict or d.get("kind") != "alert" or d.get("v") != 1:
+            return
+        labels, status = d.get("labels"), d.get("status", "firing")
+        if type(labels) is not dict or "alertname" not in labels or status not in ("firing", "resolved") \
+                or any(type(v) is not str for v in labels.values()):
+            return
+        self.inhibitor.observe(labels, status)
 
     @mode.Service.task
     async def _follow(self) -> None:
