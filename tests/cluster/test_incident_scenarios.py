@@ -48,81 +48,106 @@ def test_a_crash_loop_and_a_node_of_four_teams_are_one_incident_each_notified_pe
     with LiveStack(routing=_routing(tmp_path), cluster=cluster, bootstrap=kafka_bootstrap, log_dir=tmp_path,
                    progress=lambda m: None) as stack:
         api = stack.api()
-        tag = stack.tag
-        log = tmp_path / f"live-worker-{tag}.log"
+        try:
+            _scenarios(stack, api, tmp_path)
+        finally:  # the session's cluster is shared: nothing of ours may page a later test's stack
+            _clean_up(api, stack.tag)
+            api.client.close()
 
-        def detail():
-            return "\n" + log.read_text(errors="replace")[-1500:]
 
-        # (b) a crash-looping Deployment of team-a
-        ns = f"crash-{tag}"
-        _namespace(api, ns, "team-a")
-        api.apps.create_namespaced_deployment(ns, {
-            "metadata": {"name": "fraud-check"},
-            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "fraud-check"}},
-                     "template": {"metadata": {"labels": {"app": "fraud-check"}},
-                                  "spec": {"containers": [{"name": "main", "image": IMAGE}]}}}})
-        def running():
-            names = [p.metadata.name for p in api.core.list_namespaced_pod(ns).items if p.status.phase == "Running"]
-            return names if len(names) >= 2 else None
+def _clean_up(api, tag: str) -> None:
+    from kubernetes import client
 
-        pods = wait_for("the Deployment's two pods Running", running, 60)
-        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        for pod in pods:
-            for restarts in (1, 2):
-                at = (now + dt.timedelta(seconds=restarts)).isoformat().replace("+00:00", "Z")
-                api.core.patch_namespaced_pod_status(pod, ns, {"status": {"containerStatuses": [{
-                    "name": "main", "image": IMAGE, "ready": False, "started": False, "restartCount": restarts,
-                    "lastState": {"terminated": {"exitCode": 2, "reason": "Error", "startedAt": at, "finishedAt": at}},
-                    "state": {"waiting": {"reason": "CrashLoopBackOff",
-                                          "message": f"back-off 10s restarting failed container=main pod={pod}"}}}]}})
+    for name in [f"crash-{tag}", *(f"{t}-{tag}" for t in TEAMS)]:
+        try:
+            api.core.delete_namespace(name, propagation_policy="Background")
+        except client.ApiException:
+            pass
+    for node in (f"kwok-inc-{tag[:4]}", f"kwok-crash-{tag[:4]}"):
+        try:
+            api.core.delete_node(node)  # its pods are then collected as orphans
+        except client.ApiException:
+            pass
 
-        def crash_incident():
-            recs = [r for r in latest(stack.settings, stack.bootstrap).values() if _about(r, f"{ns}/")
-                    and not r.get("mergedInto")]
-            notes = _incident_notes(stack, recs[0]["id"]) if len(recs) == 1 else []
-            return (recs, notes) if notes and len(recs[0]["members"]) >= 2 else None
 
-        recs, notes = wait_for("the crash loop's incident and its notification", crash_incident, 90, 0.5, detail)
-        top = recs[0]["candidates"][0]
-        assert top["entity"].startswith(f"workload/{ns}/") and "fraud-check" in top["entity"], recs[0]["candidates"]
-        assert [(n, b["commonAnnotations"]["incident_role"]) for n, b in notes] == [("team-a", "cause")]
+def _scenarios(stack: LiveStack, api, tmp_path: Path) -> None:
+    tag = stack.tag
+    log = tmp_path / f"live-worker-{tag}.log"
 
-        # (a) a node with pods of four teams loses its kubelet
-        node = f"kwok-inc-{tag[:4]}"
-        stack.cluster.add_nodes([node])
-        spaces = {}
-        for team in TEAMS:
-            spaces[team] = f"{team}-{tag}"
-            _namespace(api, spaces[team], team)
-            api.core.create_namespaced_pod(spaces[team], {"metadata": {"name": "web-0"}, "spec": {
-                "nodeSelector": {"kubernetes.io/hostname": node}, "terminationGracePeriodSeconds": 0,
-                "containers": [{"name": "main", "image": IMAGE}]}})
-        for team in TEAMS:
-            _running(api, spaces[team], "web-0")
-        stack.cluster.set_kubelet(node, running=False)
+    def detail():
+        return "\n" + log.read_text(errors="replace")[-1500:]
 
-        def node_incident():
-            recs = [r for r in latest(stack.settings, stack.bootstrap).values() if _about(r, node)
-                    and not r.get("mergedInto")]
-            if len(recs) != 1:
-                return None
-            got = {n for n, b in _incident_notes(stack, recs[0]["id"]) if b["status"] == "firing"}
-            return (recs, got) if {"platform", *TEAMS} <= got else None
+    # (b) a crash-looping Deployment of team-a, on a node of its own (the session's cluster is shared: pods of an
+    # earlier test crash-looping on a common node would be the same incident, linked by that node)
+    ns = f"crash-{tag}"
+    stack.cluster.add_nodes([f"kwok-crash-{tag[:4]}"])
+    _namespace(api, ns, "team-a")
+    api.apps.create_namespaced_deployment(ns, {
+        "metadata": {"name": "ledger-sync"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "ledger-sync"}},
+                 "template": {"metadata": {"labels": {"app": "ledger-sync"}},
+                              "spec": {"nodeSelector": {"kubernetes.io/hostname": f"kwok-crash-{tag[:4]}"},
+                                       "containers": [{"name": "main", "image": IMAGE}]}}}})
+    def running():
+        names = [p.metadata.name for p in api.core.list_namespaced_pod(ns).items if p.status.phase == "Running"]
+        return names if len(names) >= 2 else None
 
-        recs, _ = wait_for("the node's incident notified to the platform and the four teams", node_incident, 120, 0.5,
-                           detail)
-        assert stack.delivered(30), "delivery not done within 30 s"
-        inc = latest(stack.settings, stack.bootstrap)[recs[0]["id"]]
-        assert inc["candidates"][0]["entity"] == f"node/{node}", inc["candidates"][:3]
-        assert set(inc["blastRadius"]["owners"]) >= set(TEAMS)
-        notes = [(n, b) for n, b in _incident_notes(stack, inc["id"]) if b["status"] == "firing"]
-        # no more notifications than teams (the four, and the platform that owns the node): one each
-        assert sorted((n, b["commonAnnotations"]["incident_role"]) for n, b in notes) == [
-            ("platform", "cause"), *((t, "impacted") for t in TEAMS)], notes
-        # and no per-alert notification about these pods or this node besides the incident's
-        stray = [(n, b["groupKey"]) for n, b in _bodies(stack) if not b["groupKey"].startswith("incident:")
-                 and any(a["labels"].get("node") == node or a["labels"].get("namespace") in (ns, *spaces.values())
-                         for a in b["alerts"])]
-        assert stray == []
-        api.client.close()
+    pods = wait_for("the Deployment's two pods Running", running, 60)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    for pod in pods:
+        for restarts in (1, 2):
+            at = (now + dt.timedelta(seconds=restarts)).isoformat().replace("+00:00", "Z")
+            api.core.patch_namespaced_pod_status(pod, ns, {"status": {"containerStatuses": [{
+                "name": "main", "image": IMAGE, "ready": False, "started": False, "restartCount": restarts,
+                "lastState": {"terminated": {"exitCode": 2, "reason": "Error", "startedAt": at, "finishedAt": at}},
+                "state": {"waiting": {"reason": "CrashLoopBackOff",
+                                      "message": f"back-off 10s restarting failed container=main pod={pod}"}}}]}})
+
+    def crash_incident():
+        recs = [r for r in latest(stack.settings, stack.bootstrap).values() if _about(r, f"{ns}/")
+                and not r.get("mergedInto")]
+        notes = _incident_notes(stack, recs[0]["id"]) if len(recs) == 1 else []
+        return (recs, notes) if notes and len(recs[0]["members"]) >= 2 else None
+
+    recs, notes = wait_for("the crash loop's incident and its notification", crash_incident, 90, 0.5, detail)
+    top = recs[0]["candidates"][0]
+    assert top["entity"].startswith(f"workload/{ns}/") and "ledger-sync" in top["entity"], recs[0]["candidates"]
+    assert [(n, b["commonAnnotations"]["incident_role"]) for n, b in notes] == [("team-a", "cause")]
+
+    # (a) a node with pods of four teams loses its kubelet
+    node = f"kwok-inc-{tag[:4]}"
+    stack.cluster.add_nodes([node])
+    spaces = {}
+    for team in TEAMS:
+        spaces[team] = f"{team}-{tag}"
+        _namespace(api, spaces[team], team)
+        api.core.create_namespaced_pod(spaces[team], {"metadata": {"name": "web-0"}, "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node}, "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "main", "image": IMAGE}]}})
+    for team in TEAMS:
+        _running(api, spaces[team], "web-0")
+    stack.cluster.set_kubelet(node, running=False)
+
+    def node_incident():
+        recs = [r for r in latest(stack.settings, stack.bootstrap).values() if _about(r, node)
+                and not r.get("mergedInto")]
+        if len(recs) != 1:
+            return None
+        got = {n for n, b in _incident_notes(stack, recs[0]["id"]) if b["status"] == "firing"}
+        return (recs, got) if {"platform", *TEAMS} <= got else None
+
+    recs, _ = wait_for("the node's incident notified to the platform and the four teams", node_incident, 120, 0.5,
+                       detail)
+    assert stack.delivered(30), "delivery not done within 30 s"
+    inc = latest(stack.settings, stack.bootstrap)[recs[0]["id"]]
+    assert inc["candidates"][0]["entity"] == f"node/{node}", inc["candidates"][:3]
+    assert set(inc["blastRadius"]["owners"]) >= set(TEAMS)
+    notes = [(n, b) for n, b in _incident_notes(stack, inc["id"]) if b["status"] == "firing"]
+    # no more notifications than teams (the four, and the platform that owns the node): one each
+    assert sorted((n, b["commonAnnotations"]["incident_role"]) for n, b in notes) == [
+        ("platform", "cause"), *((t, "impacted") for t in TEAMS)], notes
+    # and no per-alert notification about these pods or this node besides the incident's
+    stray = [(n, b["groupKey"]) for n, b in _bodies(stack) if not b["groupKey"].startswith("incident:")
+             and any(a["labels"].get("node") == node or a["labels"].get("namespace") in (ns, *spaces.values())
+                     for a in b["alerts"])]
+    assert stray == []
