@@ -33,6 +33,7 @@ design, on plain Kafka primitives:
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable, MutableMapping, Sequence
@@ -56,6 +57,23 @@ WATERMARK = "__watermark__"
 _INF = float("inf")
 _PARTITIONER = DefaultPartitioner()  # the producer's (none is configured): murmur2 of the key, as Kafka's Java client
 Emit = Callable[..., None]  # emit(logical_topic, key, value, partition=None)
+GC_YOUNG = 10_000  # allocations between two passes over the youngest objects (CPython's default: 700)
+
+
+def tune_gc() -> None:
+    """Fit the cyclic garbage collector to a consumer loop, once the process has started.
+
+    Everything loaded so far (modules, rule packs, detectors, clients) is frozen out of the collector's
+    passes (``gc.freeze``: a full pass over it took ~27 ms, once or twice a bench run), and the youngest
+    generation is collected every ``GC_YOUNG`` allocations instead of 700: a batch of 5,000 records
+    allocates far more than that, so with the default most passes found only live records.  Measured
+    on ``bench pipeline``: the collector's share of (c) went from ~0.6-1.1 to ~0.25-0.3 µs per record.
+    Memory freed by reference counting (nearly all of the hot path's) is freed as before.
+    """
+    gc.freeze()
+    young, middle, old = gc.get_threshold()
+    if young < GC_YOUNG:
+        gc.set_threshold(GC_YOUNG, middle, old)
 
 
 class Stage(Protocol):
@@ -161,6 +179,7 @@ class TransactionalProcessor(mode.Service):
     # ------------------------------------------------------------------ lifecycle
     async def on_start(self) -> None:
         s = self.settings
+        tune_gc()
         self.producer = AIOKafkaProducer(
             **client_config(self.bootstrap, "aiokafka"), transactional_id=self.transactional_id, enable_idempotence=True,
             acks="all", linger_ms=5, max_batch_size=512 * 1024, client_id=self.transactional_id,
