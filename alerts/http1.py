@@ -1,11 +1,13 @@
 """A lean HTTP/1.1 client for delivery: keep-alive connections per origin, one request at a time on each.
 
 aiohttp costs about 150 µs of CPU per request (request and response objects, header multidicts,
-tracing hooks, cookie jars, timers); a webhook POST needs none of that.  ``Pool.post`` writes the
-request in one ``write`` and parses the status line, the headers and a ``Content-Length``, chunked or
-close-delimited body straight from the socket's bytes (an ``asyncio.Protocol``), about a fifth of
-the cost.  Only plain requests take this path (``plain`` says which): an ASCII URL without
-credentials, no proxy; everything else stays with aiohttp (``alerts.receivers._post``).
+tracing hooks, cookie jars, timers); a webhook POST needs none of that.  ``Pool.post`` hands the
+request to h11 (the sans-I/O HTTP/1.1 library of httpx and uvicorn), one ``h11.Connection`` per
+kept-alive connection: h11 writes the request's bytes, and parses the response (status line, headers,
+interim 1xx, ``Content-Length``, chunked or close-delimited body) from the bytes an ``asyncio.Protocol``
+feeds it; h11's states say whether the connection may be reused.  Only plain requests take this path
+(``plain`` says which): an ASCII URL without credentials, no proxy; everything else stays with aiohttp
+(``alerts.receivers._post``).
 
 A connection is reused while the server keeps it alive.  A reused connection that the server closed
 while idle fails before any byte of the response: the request is sent once more on a new
@@ -19,6 +21,8 @@ import asyncio
 import ssl as _ssl
 from functools import lru_cache
 from urllib.parse import urlsplit
+
+import h11
 
 from alerts.sending import Outcome, classify, redact
 
@@ -67,42 +71,67 @@ def plain(url: str) -> tuple[str, str, int, str, str] | None:
 
 
 class _Conn(asyncio.Protocol):
-    __slots__ = ("transport", "buf", "waiter", "closed", "used")
+    """One kept-alive connection: its own ``h11.Connection``, one request/response cycle at a time."""
+
+    __slots__ = ("transport", "h11", "waiter", "closed", "got", "response", "body")
 
     def __init__(self):
         self.transport = None
-        self.buf = bytearray()
+        self.h11 = h11.Connection(our_role=h11.CLIENT)
         self.waiter: asyncio.Future | None = None
         self.closed = False
-        self.used = False  # a response came back on it (so a failure before any byte may be an idle close)
+        self.got = False  # bytes of a response arrived since the request went out
+        self.response: h11.Response | None = None
+        self.body: list = []
 
     def connection_made(self, transport):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        self.buf += data
         w = self.waiter
-        if w is not None and not w.done():
-            try:
-                r = _parse(self.buf, False)
-            except ValueError as exc:
-                w.set_exception(exc)
-                return
-            if r is not None:
-                w.set_result(r)
+        if w is None or w.done():  # bytes no request asked for (a 408 before an idle close, a second response)
+            self.close()  # the connection is out of step: never reused
+            return
+        self.got = True
+        self.h11.receive_data(data)
+        self._events(w, False)
 
     def connection_lost(self, exc) -> None:
         self.closed = True
         w = self.waiter
         if w is not None and not w.done():
-            try:
-                r = _parse(self.buf, True)
-            except ValueError as e:
-                r, exc = None, e
-            if r is not None:
-                w.set_result(r)
+            if not self.got:  # nothing of a response: an idle close when the connection was reused
+                w.set_exception(_Closed(False))
+                return
+            self.h11.receive_data(b"")
+            self._events(w, True)
+            if not w.done():
+                w.set_exception(_Closed(True))
+
+    def _events(self, w: asyncio.Future, eof: bool) -> None:
+        """Take h11's events until the response is complete (the waiter's result) or more bytes are needed."""
+        c = self.h11
+        try:
+            while True:
+                ev = c.next_event()
+                t = type(ev)
+                if t is h11.Data:
+                    self.body.append(ev.data)
+                elif t is h11.Response:
+                    self.response = ev
+                elif t is h11.EndOfMessage:
+                    w.set_result(None)
+                    return
+                elif ev is h11.NEED_DATA or ev is h11.PAUSED:
+                    return
+                elif t is not h11.InformationalResponse:  # 1xx (100 Continue): the real response follows
+                    raise h11.RemoteProtocolError(f"unexpected {t.__name__}")
+        except h11.RemoteProtocolError as exc:
+            if eof:
+                part = "body" if self.response is not None else "headers"
+                w.set_exception(ValueError(f"incomplete HTTP response {part}"))
             else:
-                w.set_exception(_Closed(bool(self.buf)) if not isinstance(exc, ValueError) else exc)
+                w.set_exception(ValueError(f"malformed HTTP response: {str(exc)[:120]}"))
 
     def close(self) -> None:
         self.closed = True
@@ -116,72 +145,30 @@ class _Closed(ConnectionError):
         self.got_bytes = got_bytes
 
 
-def _parse(buf: bytearray, eof: bool):
-    """(status, headers, body, keep-alive, bytes used) of the response at the start of ``buf``, None if incomplete."""
-    while True:
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            if eof and buf:
-                raise ValueError("incomplete HTTP response headers")
-            return None
-        lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-            raise ValueError(f"not an HTTP/1.x response: {lines[0][:80]!r}")
-        status = int(parts[1])
-        headers = _Headers()
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if sep:
-                headers[name.strip().lower()] = value.strip()
-        start = end + 4
-        if 100 <= status < 200:  # an interim response (100 Continue): the real one follows
-            del buf[:start]
-            continue
-        keep = parts[0] != "HTTP/1.0" and headers.get("connection", "").lower() != "close"
-        if status in (204, 304):
-            return status, headers, b"", keep, start
-        te = headers.get("transfer-encoding", "").lower()
-        if "chunked" in te:
-            body, pos = bytearray(), start
-            while True:
-                eol = buf.find(b"\r\n", pos)
-                if eol < 0:
-                    return _incomplete(eof)
-                try:
-                    size = int(bytes(buf[pos:eol]).split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise ValueError("bad chunk size in HTTP response") from None
-                if size == 0:
-                    trailer = buf.find(b"\r\n\r\n", eol)
-                    if trailer < 0:
-                        if buf[eol:eol + 4] == b"\r\n\r\n":
-                            trailer = eol
-                        else:
-                            return _incomplete(eof)
-                    return status, headers, bytes(body), keep, trailer + 4
-                if len(buf) < eol + 2 + size + 2:
-                    return _incomplete(eof)
-                body += buf[eol + 2:eol + 2 + size]
-                pos = eol + 2 + size + 2
-        n = headers.get("content-length")
-        if n is not None:
+_DEFAULTS = (("user-agent", b"User-Agent", b"kubesight"), ("accept", b"Accept", b"*/*"))
+
+
+def _request(target: str, hostport: str, body: bytes, headers: dict) -> h11.Request:
+    """The request h11 will write; ValueError naming (never quoting) a header h11 refuses."""
+    hs = [(b"Host", hostport.encode("ascii")), (b"Content-Length", str(len(body)).encode("ascii"))]
+    given = set()
+    for k, v in headers.items():
+        if "\r" in k or "\n" in k or "\r" in v or "\n" in v:
+            raise ValueError(f"header {k!r}: line breaks are not allowed")
+        given.add(k.lower())
+        hs.append((k.encode("latin-1"), v.strip(" \t").encode("latin-1")))
+    for lower, k, v in _DEFAULTS:
+        if lower not in given:  # as aiohttp: the caller's User-Agent/Accept replace the defaults
+            hs.append((k, v))
+    try:
+        return h11.Request(method=b"POST", target=target.encode("ascii"), headers=hs)
+    except h11.LocalProtocolError:  # its message quotes the value (a secret, perhaps): name the header instead
+        for k, v in hs:
             try:
-                n = int(n)
-            except ValueError:
-                raise ValueError("bad Content-Length in HTTP response") from None
-            if len(buf) < start + n:
-                return _incomplete(eof)
-            return status, headers, bytes(buf[start:start + n]), keep, start + n
-        if not eof:  # the body runs to the end of the connection
-            return None
-        return status, headers, bytes(buf[start:]), False, len(buf)
-
-
-def _incomplete(eof: bool):
-    if eof:
-        raise ValueError("incomplete HTTP response body")
-    return None
+                h11.Request(method=b"POST", target=b"/", headers=[(k, v)], http_version=b"1.0")
+            except h11.LocalProtocolError:
+                raise ValueError(f"header {k.decode('latin-1')!r}: not a valid HTTP/1.1 header") from None
+        raise ValueError("the request is not valid HTTP/1.1 (a second Host or Content-Length header?)") from None
 
 
 class Pool:
@@ -196,14 +183,7 @@ class Pool:
                    tls: _ssl.SSLContext | None = None) -> Response:
         """POST ``body``; raises TimeoutError, OSError/ConnectionError, or ValueError for a malformed response."""
         scheme, host, port, hostport, target = where
-        head = [f"POST {target} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: {len(body)}\r\n"
-                "User-Agent: kubesight\r\nAccept: */*\r\n"]
-        for k, v in headers.items():
-            if "\r" in k or "\n" in k or "\r" in v or "\n" in v:
-                raise ValueError(f"header {k!r}: line breaks are not allowed")
-            head.append(f"{k}: {v}\r\n")
-        head.append("\r\n")
-        request = "".join(head).encode("latin-1") + body
+        request = _request(target, hostport, body, headers)
         if scheme == "https" and tls is None:
             tls = _default_tls()
         key = (host, port, id(tls) if scheme == "https" else None)
@@ -211,7 +191,7 @@ class Pool:
             while True:
                 conn, reused = await self._acquire(key, host, port, tls if scheme == "https" else None)
                 try:
-                    status, hdrs, data, keep = await self._exchange(conn, request)
+                    resp, keep = await self._exchange(conn, request, body)
                 except _Closed as exc:
                     conn.close()
                     if reused and not exc.got_bytes:
@@ -228,7 +208,7 @@ class Pool:
                         conn.close()
                 else:
                     conn.close()
-                return Response(status, hdrs, data)
+                return resp
 
     async def _acquire(self, key, host: str, port: int, tls) -> tuple[_Conn, bool]:
         idle = self.idle.get(key)
@@ -241,20 +221,30 @@ class Pool:
         return conn, False
 
     @staticmethod
-    async def _exchange(conn: _Conn, request: bytes):
+    async def _exchange(conn: _Conn, request: h11.Request, body: bytes) -> tuple[Response, bool]:
         if conn.closed:
             raise _Closed(False)
-        conn.buf.clear()
+        c = conn.h11
+        data = c.send(request) + c.send(h11.Data(data=body)) + c.send(h11.EndOfMessage())
+        conn.got, conn.response, conn.body = False, None, []
         w = conn.waiter = asyncio.get_running_loop().create_future()
-        conn.transport.write(request)
+        conn.transport.write(data)
         try:
-            status, hdrs, data, keep, used = await w
+            await w
         finally:
             conn.waiter = None
-        conn.used = True
-        if len(conn.buf) > used:  # bytes beyond the response: the connection is out of step
-            keep = False
-        return status, hdrs, data, keep
+        r = conn.response
+        headers = _Headers()
+        for name, value in r.headers:  # h11 gives names lower-cased; the last of repeated ones wins
+            headers[name.decode("latin-1")] = value.decode("latin-1")
+        resp = Response(r.status_code, headers, b"".join(conn.body))
+        conn.body = []
+        # reused only when both sides are done with the cycle (not HTTP/1.0, no Connection: close) and
+        # nothing came after the response (bytes beyond it: the connection is out of step)
+        keep = c.our_state is h11.DONE and c.their_state is h11.DONE and not c.trailing_data[0]
+        if keep:
+            c.start_next_cycle()
+        return resp, keep
 
     def close(self) -> None:
         self.closed = True

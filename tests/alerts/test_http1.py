@@ -162,3 +162,81 @@ def test_urls_that_need_aiohttp():
     assert plain("http://127.0.0.1/a b") is None and plain("http://bücher.example/") is None  # quoting, IDNA
     assert plain("ftp://127.0.0.1/") is None
     assert plain("https://hooks.example/T0/B1") == ("https", "hooks.example", 443, "hooks.example", "/T0/B1")
+
+
+def test_connection_close_http10_and_bytes_beyond_the_response_are_not_reused_headers_any_case():
+    async def run():
+        peers = []
+
+        async def handle(reader, writer):
+            peers.append(writer.get_extra_info("peername"))
+            head = await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
+            writer.write(answers[len(peers) - 1])
+            await writer.drain()
+            await asyncio.sleep(0.3)  # the connection stays open: only the response says not to reuse it
+            writer.close()
+
+        answers = [b"HTTP/1.1 200 OK\r\nConnection: close\r\nX-Trace: a\r\nContent-Length: 2\r\n\r\nok",
+                   b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                   b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n",
+                   b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"]
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        where = plain(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/x")
+        try:
+            pool = Pool()
+            rs = [await pool.post(where, b"{}", {}, 5.0) for _ in answers]
+            pool.close()
+        finally:
+            server.close()
+        return rs, peers
+
+    rs, peers = asyncio.run(run())
+    assert [r.status for r in rs] == [200, 200, 200, 201] and rs[0].body == b"ok"
+    assert rs[0].headers.get("x-trace") == rs[0].headers.get("X-TRACE") == "a"
+    assert len(set(peers)) == 4  # none of the first three connections was reused
+
+
+@pytest.mark.parametrize("response,error", [
+    (b"garbage\r\n\r\n", "malformed HTTP response"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", "malformed HTTP response"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "malformed HTTP response"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab", "incomplete HTTP response body"),
+    (b"HTTP/1.1 200 OK\r\nContent-Le", "incomplete HTTP response headers"),
+])
+def test_malformed_and_cut_responses_are_value_errors(response, error):
+    async def run():
+        async def handle(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(response)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        try:
+            pool = Pool()
+            with pytest.raises(ValueError) as e:
+                await pool.post(plain(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/x"), b"{}", {}, 5.0)
+            pool.close()
+        finally:
+            server.close()
+        return str(e.value)
+
+    assert asyncio.run(run()).startswith(error)
+
+
+def test_bad_header_values_are_refused_before_connecting_without_quoting_them():
+    async def run():
+        pool, where = Pool(), plain("http://127.0.0.1:9/x")  # nothing listens: refused if it ever connected
+        errors = []
+        for headers in ({"X-Evil": "a\r\nInjected: 1"}, {"Authorization": "Bearer SECRET\x00TOKEN"},
+                        {"Bad Name": "v"}):
+            with pytest.raises(ValueError) as e:
+                await pool.post(where, b"{}", headers, 5.0)
+            errors.append(str(e.value))
+        return errors
+
+    crlf, nul, name = asyncio.run(run())
+    assert "line breaks are not allowed" in crlf and "Injected" not in crlf
+    assert "'Authorization'" in nul and "SECRET" not in nul and "TOKEN" not in nul
+    assert "'Bad Name'" in name
