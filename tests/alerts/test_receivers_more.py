@@ -19,11 +19,11 @@ from aiohttp import web
 from alerts.config import load_text
 from alerts.payload import key_hash
 from alerts.receivers import Receivers
-from tests.alerts.test_receivers_services import FAILURES, certs, note  # noqa: F401 (certs: a fixture)
+from tests.alerts.test_receivers_services import FAILURES, RETRY, certs, note  # noqa: F401 (certs: a fixture)
+from tests.alerts.test_receivers_services import run as run_against
 from tests.alerts.webhook_server import ScriptedReceiver
 
 GROUP = key_hash('{}:{alertname="KubePodCrashLooping", namespace="shop"}')
-RETRY = "    retry: {initial: 10ms, max_backoff: 50ms, budget: 30s}\n"
 
 
 class ServiceReceiver(ScriptedReceiver):
@@ -67,17 +67,7 @@ class ServiceReceiver(ScriptedReceiver):
 
 
 async def run(yaml: str, notes: list[dict], server: ServiceReceiver):
-    url = await server.start()
-    try:
-        rcv = Receivers(load_text("route: {receiver: team}\nreceivers:\n  - name: team\n"
-                                  + yaml.replace("{url}", url) + RETRY))
-        outs = []
-        async with aiohttp.ClientSession() as session:
-            for n in notes:
-                outs += [o for _, o in await rcv.notify(session, n)]
-    finally:
-        await server.stop()
-    return outs
+    return (await run_against(yaml, notes, server=server))[1]
 
 
 def deliver(yaml: str, notes: list[dict], script, replies=None) -> tuple[ServiceReceiver, list]:

@@ -39,8 +39,10 @@ def note(status: str = "firing", n: int = 2) -> dict:
 RETRY = "    retry: {initial: 10ms, max_backoff: 50ms, budget: 30s}\n"
 
 
-async def run(kind_yaml: str, notes: list[dict], script=None):
-    server = ScriptedReceiver(list(script or []), stall=0.6)
+async def run(kind_yaml: str, notes: list[dict], script=None, server=None):
+    """Notify ``notes`` through one receiver of ``kind_yaml`` (``{url}`` = the server's) against ``server``
+    (a ScriptedReceiver of ``script`` unless given); returns the server and every delivery outcome."""
+    server = server or ScriptedReceiver(list(script or []), stall=0.6)
     url = await server.start()
     try:
         rcv = Receivers(load_text("route: {receiver: team}\nreceivers:\n  - name: team\n"

@@ -13,7 +13,6 @@ from rules.engine import Engine
 from rules.load import DEFAULT_PACK, load_packs
 from streams.bench import _events
 
-
 # pending groups with a short ``for`` (a timer earlier than the window's end) and plain windows
 PACK = """apiVersion: kubesight.io/v1
 kind: RulePack
