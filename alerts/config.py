@@ -56,6 +56,14 @@ def _template(v: str) -> str:
     return v
 
 
+def _is_template(v: str) -> bool:
+    try:
+        _template(v)
+    except ValueError:
+        return False
+    return True
+
+
 Interval = Annotated[Duration, AfterValidator(_positive)]
 Template = Annotated[str, AfterValidator(_template)]  # alerts.payload.MessageTemplate: $title, $alerts, $label_x ...
 LabelName = Annotated[str, AfterValidator(_label)]
@@ -857,6 +865,15 @@ def _modernise(doc: Document) -> list[str]:
                         warnings.append(f"{doc.source}:{doc.line_of(loc)}: {yamlconfig.path_str(loc)}: a Go template "
                                         "is not run by kubesight; its default text is used (templates are $title, "
                                         "$alerts, $label_NAME ...)")
+                    elif (isinstance(c, dict) and key in TEMPLATED.get(kind, ()) and isinstance(c.get(key), str)
+                          and "$" in c[key] and not _is_template(c[key])):
+                        # Alertmanager sends a "$" as written ("costs $5"): so does kubesight, with a warning, since
+                        # here "$name" would be a field (a typo such as "$titel" lands here too)
+                        c[key] = c[key].replace("$", "$$")
+                        loc = ("receivers", i, kind, j, key)
+                        warnings.append(f"{doc.source}:{doc.line_of(loc)}: {yamlconfig.path_str(loc)}: not a "
+                                        "kubesight template ($title, $alerts, $label_NAME ...); sent as written, "
+                                        "as Alertmanager would")
         for kind, pairs in GLOBAL_DEFAULTS.items():
             for c in r.get(kind) or []:
                 if isinstance(c, dict):

@@ -188,6 +188,8 @@ CHECK = {
                                       "      client_secret_file: /f, token_url: 'https://idp/token', scopes: [alerts],\n"
                                       "      endpoint_params: {audience: am}, tls_config: {insecure_skip_verify: true},\n"
                                       "      proxy_url: 'http://proxy:3128'}}}]\n",
+    "a literal $ in message text": ROOT + RX + "    slack_configs: [{api_url: 'https://h/x', text: 'costs $5 on $podname',"
+                                    " title: 'see $title'}]\n",
     "Alertmanager's own config/testdata/conf.good.yml": ALERTMANAGER_GOOD,
     # ---- refused by Alertmanager: kubesight must refuse them
     "oauth2 without a secret": ROOT + RX + "    webhook_configs: [{url: 'http://x/', http_config: {oauth2: {client_id: a,"

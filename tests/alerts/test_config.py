@@ -268,3 +268,14 @@ def test_the_original_text_served_to_amtool_hides_every_secret():
     assert shown.count("<secret>") == 8  # the discord URL too (receiver URLs carry tokens)
     assert "route: {receiver: r}  # the root" in shown and "client: kubesight" in shown
     assert "external_url: 'http://ks.example'" in shown and "token_url: 'https://idp/token'" in shown
+
+
+def test_a_literal_dollar_in_message_text_is_sent_as_written_with_a_warning():
+    # Alertmanager sends "$5" as written; kubesight's own fields ($title ...) keep working beside it
+    cfg = load_text("route: {receiver: r}\nreceivers:\n  - name: r\n    slack_configs:\n"
+                    "      - {api_url: 'https://h/x', text: 'costs $5 on $podname', title: 'see $title'}\n",
+                    "routing.yaml")
+    slack = cfg.receivers[0].slack_configs[0]
+    assert slack.text == "costs $$5 on $$podname" and slack.title == "see $title"
+    assert cfg.warnings == ["routing.yaml:5: receivers[0].slack_configs[0].text: not a kubesight template ($title, "
+                            "$alerts, $label_NAME ...); sent as written, as Alertmanager would"]
