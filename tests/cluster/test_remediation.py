@@ -196,8 +196,11 @@ def test_xid79_conditions_cordon_limits_restart_and_a_persons_uncordon(api, harn
     assert (c.status, c.reason) == ("True", "FatalXid") and "Xid 79" in c.message
     assert condition(n0, "Ready").status == "True"  # kwok's conditions are untouched
     assert any(m.manager == "kubesight" and m.subresource == "status" for m in n0.metadata.managed_fields)
-    n0 = wait_for("the cordon", lambda: (lambda n: n.spec.unschedulable and n)(node(api, NODES[0])), 30)
-    assert any(t.key == "kubesight.io/gpu-unhealthy" and t.effect == "NoSchedule" for t in n0.spec.taints)
+    # the pack's cordon and taint are two actions, two writes: wait for both (CI once saw the cordon alone)
+    tainted = lambda n: any(t.key == "kubesight.io/gpu-unhealthy" and t.effect == "NoSchedule"  # noqa: E731
+                            for t in n.spec.taints or ())
+    n0 = wait_for("the cordon and the taint", lambda: (lambda n: n.spec.unschedulable and tainted(n) and n)(
+        node(api, NODES[0])), 30)
     assert first.fingerprint in n0.metadata.annotations[ANNOTATION]
     wait_for("the Event on the node", lambda: [e for e in api.core.list_namespaced_event(
         "default", field_selector=f"involvedObject.name={NODES[0]}").items if e.reason == "GPUXidFatal"], 30)
