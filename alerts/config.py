@@ -865,10 +865,11 @@ def _modernise(doc: Document) -> list[str]:
                         warnings.append(f"{doc.source}:{doc.line_of(loc)}: {yamlconfig.path_str(loc)}: a Go template "
                                         "is not run by kubesight; its default text is used (templates are $title, "
                                         "$alerts, $label_NAME ...)")
-                    elif (isinstance(c, dict) and key in TEMPLATED.get(kind, ()) and isinstance(c.get(key), str)
-                          and "$" in c[key] and not _is_template(c[key])):
-                        # Alertmanager sends a "$" as written ("costs $5"): so does kubesight, with a warning, since
-                        # here "$name" would be a field (a typo such as "$titel" lands here too)
+                    elif (isinstance(c, dict) and key in TEMPLATED.get(kind, ()) and kind != "msteams_configs"
+                          and isinstance(c.get(key), str) and "$" in c[key] and not _is_template(c[key])):
+                        # Alertmanager sends a "$" as written ("costs $5"): so does kubesight in Alertmanager's kinds,
+                        # with a warning, since here "$name" would be a field (a typo such as "$titel" lands here
+                        # too); msteams_configs is not one of Alertmanager 0.25's, so a typo there stays an error
                         c[key] = c[key].replace("$", "$$")
                         loc = ("receivers", i, kind, j, key)
                         warnings.append(f"{doc.source}:{doc.line_of(loc)}: {yamlconfig.path_str(loc)}: not a "
