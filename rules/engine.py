@@ -45,10 +45,10 @@ re-keys copies of their samples by entity (``Engine.rekey``) and only those copi
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import MutableMapping
 
 from core.records import Alert, Event, Sample
+from core.statememo import PerState
 from rules import conditions as C
 from rules.ruleset import CompiledRule, RuleSet
 
@@ -226,7 +226,10 @@ class Engine:
         self._vector = frozenset(k for k, v in self._by_metric.items()
                                  if any(r.cond.type == "anomaly_vector" for r in v))
         self._event_rules: dict = {}  # (source, reason) -> the rules an event may reach, or None
-        self._quiet_by_state: dict[int, tuple] = {}  # id(state) -> (reference to it, {group key: quiet until})
+        # groups of a state a full scan may skip: key -> (its deadline, the time before which it has no timer
+        # due and cannot be dropped), as the last scan found them; an entry goes as soon as its group changes.
+        # In memory only (rebuilt by scanning after a restore or a reload: a new state or a new engine)
+        self._quiet = PerState(lambda state: {})
 
     # ------------------------------------------------------------ entry points
 
@@ -479,22 +482,6 @@ class Engine:
         return emitted
 
     # ------------------------------------------------------------ what a scan may skip
-
-    def _quiet(self, state: MutableMapping) -> dict:
-        """Groups of ``state`` a full scan may skip: key -> (its deadline, the time before which it has no timer
-        due and cannot be dropped), as the last scan found them; an entry goes as soon as its group changes.
-        In memory only (rebuilt by scanning after a restore or a reload: a new state or a new engine)."""
-        entry = self._quiet_by_state.get(id(state))
-        if entry is not None and entry[0]() is state:
-            return entry[1]
-        quiet: dict = {}
-        try:  # the worker's Store: the memo goes when the store does (revoked or rewound partition)
-            ref = weakref.ref(state)
-            weakref.finalize(state, self._quiet_by_state.pop, id(state), None)
-        except TypeError:  # a plain dict (tests): held for the engine's lifetime
-            ref = (lambda st: lambda: st)(state)
-        self._quiet_by_state[id(state)] = (ref, quiet)
-        return quiet
 
     @staticmethod
     def _quiet_until(rule: CompiledRule, st: dict, d) -> float:

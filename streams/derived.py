@@ -51,11 +51,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import weakref
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 
 from core.records import Sample, encode
+from core.statememo import PerState
 
 MARK = "kubesight"  # label on partials ("partial") and derived samples ("derived")
 PREFIX = "derived|"
@@ -219,7 +219,7 @@ class Derived:
                 self.by_source.setdefault(metric, []).append((sig, part, where))
         self.by_name = {s.name: s for s in signals}
         self.by_partial = {f"{s.name}:partial": s for s in signals}
-        self._due: dict[int, tuple] = {}  # id(state) -> (reference to the state, {dkey: due time})
+        self._index = PerState(self._build_index)  # state -> {dkey: due time}, gone with the state
 
     # ---------------------------------------------------------------- records in
 
@@ -335,7 +335,7 @@ class Derived:
                 agg["late"] = p.time
         state[key] = agg
 
-    def _index(self, state: MutableMapping) -> dict[str, float]:
+    def _build_index(self, state: MutableMapping) -> dict[str, float]:
         """Derived series waiting to be emitted in this state (dkey -> newest partial's time).
 
         Not stored: after a tick at ``now`` every series whose newest partial is at or before
@@ -343,9 +343,6 @@ class Derived:
         so a restored state tells which are due from its aggregates alone (a partial that arrived
         older than that mark is flagged ``late`` in its aggregate).
         """
-        entry = self._due.get(id(state))
-        if entry is not None and entry[0]() is state:
-            return entry[1]
         mark = state.get(TICKED, -math.inf)
         idx = {}
         for k, agg in state.items():
@@ -355,12 +352,6 @@ class Derived:
                     idx[k[len(AGG):]] = newest
                 elif "late" in agg:
                     idx[k[len(AGG):]] = agg["late"]
-        try:  # the worker's Store: the index goes when the store does (revoked or rewound partition)
-            ref = weakref.ref(state)
-            weakref.finalize(state, self._due.pop, id(state), None)
-        except TypeError:  # a plain dict (tests): held for the stage's lifetime
-            ref = (lambda st: lambda: st)(state)
-        self._due[id(state)] = (ref, idx)
         return idx
 
     # ---------------------------------------------------------------- timers
