@@ -493,9 +493,9 @@ def run(root: Path, days: list[str] | None = None, cv: bool = True) -> dict:
 
 def _main(args) -> int:
     if getattr(args, "membership", False):
-        return _main_membership(args)
+        return _report(args, "membership", membership(), print_membership)
     if getattr(args, "openshift", False):
-        return _main_openshift(args)
+        return _report(args, "openshift", openshift(), print_openshift)
     root = data_root(args.data, f"{CORPUS}/rca_data")
     res = run(root, args.day, cv=not args.no_cv)
     if args.verbose:
@@ -631,12 +631,12 @@ def print_membership(res: dict) -> None:
               f"while it fills to {st['max_members']} members, {st['us_per_alert_full']:.0f} µs once full")
 
 
-def _main_membership(args) -> int:
-    res = membership()
+def _report(args, key: str, res: dict, show) -> int:
+    """``--json``: ``{key: res}``; otherwise the figures in words (``show``)."""
     if args.json:
-        print(json.dumps({"membership": res}, indent=2))
+        print(json.dumps({key: res}, indent=2))
     else:
-        print_membership(res)
+        show(res)
     return 0
 
 
@@ -751,12 +751,3 @@ def print_openshift(res: dict) -> None:
           + ", ".join(f"{k} {v}" for k, v in b["by_receiver"].items()))
     print(f"  notifications per incident (incidents: true): {a['notifications']} ({a['firing']} firing)  "
           + ", ".join(f"{k} {v}" for k, v in a["by_receiver"].items()))
-
-
-def _main_openshift(args) -> int:
-    res = openshift()
-    if args.json:
-        print(json.dumps({"openshift": res}, indent=2))
-    else:
-        print_openshift(res)
-    return 0
