@@ -20,10 +20,9 @@ import orjson
 from alerts import http1, payload
 from alerts import receivers_more as _more
 from alerts.config import Retry, RoutingConfig
-from alerts.sending import Outcome, classify, redact, retry_after  # noqa: F401 (retry_after: re-exported)
+from alerts.sending import Outcome, classify, exchange, redact, retry_after  # noqa: F401 (classify, retry_after: re-exported)
 from alerts.sending import render as _render
 from alerts.sending import secret as _secret
-from alerts.sending import timeout as _timeout
 
 log = logging.getLogger("kubesight.alerts.receivers")
 
@@ -253,8 +252,6 @@ def send_email(integ: Integration, note: dict, external_url: str) -> Outcome:
 
 
 async def _post(session, integ: Integration, url: str, body: bytes, headers: dict) -> Outcome:
-    import aiohttp
-
     headers = {"Content-Type": "application/json", **headers}
     if integ.http is not None:  # http_config's Authorization (the format's own one wins, as in prometheus/common)
         headers = {**dict(integ.http.headers), **headers}
@@ -265,15 +262,7 @@ async def _post(session, integ: Integration, url: str, body: bytes, headers: dic
             return out
     if integ.http is not None and integ.http.kwargs:  # http_config: proxy_url, follow_redirects, server_name
         env = {**env, **dict(integ.http.kwargs)}
-    try:
-        async with session.post(url, data=body, headers=headers, timeout=_timeout(integ.timeout),
-                                ssl=True if integ.ssl is None else integ.ssl, **env) as resp:
-            data = await resp.read()
-            out = classify(resp.status, data, resp.headers)
-    except TimeoutError:
-        out = Outcome(False, True, reason=f"timeout after {integ.timeout:g}s")
-    except aiohttp.ClientError as exc:
-        out = Outcome(False, True, reason=f"{type(exc).__name__}: {exc}")
+    out, _ = await exchange(session, "POST", url, body, headers, integ.timeout, integ.ssl, **env)
     if out.reason:
         out.reason = redact(out.reason, integ.secrets())
     return out
