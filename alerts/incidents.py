@@ -38,7 +38,8 @@ delivery, retries and dead letters stay one implementation.
 depend on it: a node explains the pods on it, a volume the pods mounting it, etcd the apiserver,
 the control plane everything else, a callee its callers -- those of them that are slow or failing
 (a ``signal`` label of latency or errors, or none stated): a caller only saturated or busy has a
-problem of its own.  Score, in [0, 1], with ``weights`` (default ``WEIGHTS``)::
+problem of its own; a caller's alert that it stopped calling one callee (``destination_workload``)
+is explained only by that callee (the calls hang on it) or by a callee with errors.  Score, in [0, 1], with ``weights`` (default ``WEIGHTS``)::
 
     0.4 * (share of the other members it explains) + 0.25 * (cause prior of its strongest alert)
       + 0.15 * (earliness: 1 for the first to start, falling to 0 at ``window`` later)
@@ -216,7 +217,7 @@ def explains(cause: str, cause_members: list[Mapping], other: str, other_members
     if kind in ("workload", "pod") and okind in ("workload", "pod") and reach:
         sa = _service(cause_members[0]) if cause_members else ""
         sb = _service(other_members[0]) if other_members else ""
-        if sa and sb and sa != sb and sa in reach.get(sb, ()) and _carries(other_members, cause_members):
+        if sa and sb and sa != sb and sa in reach.get(sb, ()) and _carries(other_members, cause_members, sa):
             return f"{sb} calls {sa}"
     return None
 
@@ -225,7 +226,7 @@ PROPAGATES = frozenset({"latency", "errors"})  # what travels up a call chain: a
 EFFECTS = frozenset({"traffic"})  # what a callee shows because of its callers (more, fewer calls), not for them
 
 
-def _carries(labels: Iterable[Mapping], cause: Iterable[Mapping] | None = None) -> bool:
+def _carries(labels: Iterable[Mapping], cause: Iterable[Mapping] | None = None, callee: str = "") -> bool:
     """Can these alerts of a caller be the symptom of a callee's fault: some of them latency or
     errors, or of no stated ``signal`` at all (unknown: assume they can)?  A callee's fault reaches
     its callers as slow or failed calls; a caller only saturated (CPU, memory) or busy has a problem
@@ -233,14 +234,32 @@ def _carries(labels: Iterable[Mapping], cause: Iterable[Mapping] | None = None) 
     some alert other than traffic -- a callee only busier or quieter than usual (``EFFECTS``) shows
     what its callers do, not why they are slow.
 
+    An alert of the caller about its calls to one callee (``destination_workload`` naming another
+    service than its own: it stopped calling it) is carried only from that callee (the calls hang
+    on it) or from a callee with errors (the caller gave up before calling): a callee that answers,
+    slowly or busily, does not stop its caller calling the others.
+
     >>> _carries([{"signal": "saturation"}]), _carries([{"signal": "latency"}]), _carries([{"alertname": "X"}])
     (False, True, True)
     >>> _carries([{"signal": "latency"}], [{"signal": "traffic"}]), _carries([{"signal": "latency"}], [{"signal": "saturation"}])
     (False, True)
+    >>> skip = {"signal": "errors", "workload": "checkout", "destination_workload": "payment"}
+    >>> _carries([skip], [{"signal": "saturation"}], "currency"), _carries([skip], [{"signal": "saturation"}], "payment")
+    (False, True)
+    >>> _carries([skip], [{"signal": "errors"}], "currency")
+    True
     """
     if cause is not None and all(lb.get("signal") in EFFECTS for lb in cause):
         return False
-    return any(lb.get("signal") in PROPAGATES or lb.get("signal") is None for lb in labels)
+    failing = cause is None or any(lb.get("signal") in ("errors", None) for lb in cause)
+    return any((lb.get("signal") in PROPAGATES or lb.get("signal") is None)
+               and (failing or not _skips(lb) or lb["destination_workload"] == callee) for lb in labels)
+
+
+def _skips(labels: Mapping) -> bool:
+    """An alert of a caller about its calls to another service (it stopped calling it)."""
+    dst = labels.get("destination_workload")
+    return bool(dst) and dst != _service(labels)
 
 
 def prior(labels: Mapping) -> tuple[float, str]:

@@ -15,9 +15,11 @@ of the faulty pod's service among the incident's root-cause candidates (as they 
 incident is resolved or the replay ends).  Printed: top-1, top-3, mean time to incident, and the
 incidents that match no fault (during the fault period).
 
-Protocol for the parameters (stated here, run as is): a small ``GRID`` of choices (the CPU-near-limit
-rule or not, which pod metrics get an anomaly rule, the mesh's series or not, the onset threshold,
-how long incidents link and stay open), 32 candidates.  *In-sample*: the candidate
+Protocol for the parameters (stated here, run as is): a small ``GRID`` of choices -- the onset
+threshold and how long incidents link and stay open, 4 candidates; every series the recording has
+gets its rule, and the worker's CPU-near-limit rule runs, so nothing is chosen there (``WIDE_GRID``,
+``--wide-grid``: the 32 candidates of earlier versions, which also chose the CPU-near-limit rule or
+not, the pod metrics and the mesh's series or not).  *In-sample*: the candidate
 with the most faults ranked first (then in the top 3; ties: the earlier in GRID order) scored on
 every fault -- ``PARAMS`` is that choice (the bench checks it).  *Cross-validated* (what README
 quotes): leave one fault out -- each fault is scored with the candidate chosen, by the same rule,
@@ -71,6 +73,15 @@ EDGE_FILES = {"source_50.csv": ("edge_source_latency_p50", "latency"),
 # edges' latency series, which hides a later, smaller delay from the range-novelty members, leaves this
 # series' range alone)
 NETWORK = ("edge_network_latency_log_ratio", "latency")
+# a caller that stops calling some of its callees while it still calls the others: per call edge and scrape
+# of the caller-side file (``source_50.csv``), 1 when the edge completed no call that minute while another
+# edge of the same caller did, else 0 (a service mesh's per-edge request count at zero).  Labelled with the
+# caller as ``workload`` (the callee as ``destination_workload``): the caller fails before that call (a code
+# fault returning early: checkout's exception skips the payment and the e-mail), or the call hangs on that
+# callee -- which ``alerts.incidents`` knows from the label: only that callee, or a callee with errors,
+# explains it.  A static rule (``> 0``: no threshold to choose); a minute where every edge of the caller
+# is empty is a scrape gap or an idle caller, not counted
+SKIPPED = ("edge_calls_skipped", "errors")
 FRONT_FILE = "front_service.csv"
 FRONT = {"SuccessRate(%)": ("service_success_rate", "errors"), "LatencyP90(s)": ("service_latency_p90", "latency")}
 MESH = {name: sig for name, sig in [*EDGE_FILES.values(), NETWORK, *FRONT.values()]}
@@ -81,15 +92,26 @@ MESH = {name: sig for name, sig in [*EDGE_FILES.values(), NETWORK, *FRONT.values
 # it left every anomaly rule blind for 200+ points after the warm-up alarm, so it is not a choice);
 # besides the anomaly rules, the usual static rule for a pod's CPU near its limit (``limit``, % of
 # the limit: 80, the conventional value; no warm-up, so it also sees the first minutes of a
-# recording); the rest (metric set, the mesh's series, onset threshold, incident linking) is the
-# in-sample choice of GRID; rank's weights are the worker's (with the warm-up, the breadth-heavy 0.1/0.3/0.2/0.4 tried
+# recording); every pod metric and the mesh's series get their rules; the rest (onset threshold, incident
+# linking) is the in-sample choice of GRID; rank's weights are the worker's (with the warm-up, the breadth-heavy 0.1/0.3/0.2/0.4 tried
 # besides them ranked every fault the same)
 PARAMS = {"warmup": 10, "refractory": 10, "rearm": 3, "long": 0.001, "limit": 80.0, "metrics": "all",
           "theta": 0.8, "window": 120.0, "quiet": 60.0, "weights": list(WEIGHTS), "mesh": True}
 # the metric sets of GRID: every metric, or the golden signals without traffic (CPU, memory, latencies)
 METRIC_SETS = {"all": tuple(METRICS), "golden": tuple(c for c, (_, sig) in METRICS.items() if sig != "traffic")}
-# the choices the protocol picks from (PARAMS is the in-sample choice): 2 x 2 x 2 x 2 x 2 = 32 candidates
+# the choices the protocol picks from (PARAMS is the in-sample choice): the onset threshold and the
+# incident linking, 2 x 2 = 4 candidates; every series of the recording and the usual CPU-near-limit rule run
 GRID = {
+    "limit": [80.0],
+    "metrics": ["all"],
+    "mesh": [True],
+    "theta": [0.5, 0.8],
+    "link": [[300.0, 120.0], [120.0, 60.0]],  # [window, quiet] of the incident stage
+    "weights": [list(WEIGHTS)],  # rank: explained share, prior, earliness, breadth
+}
+# the grid of earlier versions (``--wide-grid``): also the CPU-near-limit rule or not, the golden signals
+# only, the pods' metrics alone; 2 x 2 x 2 x 2 x 2 = 32 candidates
+WIDE_GRID = {
     "limit": [80.0, None],  # the CPU-near-limit rule, or none
     "metrics": ["all", "golden"],
     "mesh": [True, False],  # the service mesh's edge and entry-service series, or the pods' metrics alone
@@ -111,6 +133,7 @@ def register(sub, group) -> None:
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--verbose", action="store_true", help="one line per fault on stderr")
     p.add_argument("--no-cv", action="store_true", help="only PARAMS, no grid (no in-sample / cross-validated figures)")
+    p.add_argument("--wide-grid", action="store_true", help="choose from WIDE_GRID (32 candidates) instead of GRID (4)")
     p.add_argument("--membership", action="store_true",
                    help="only the incident stage's cost: CPU µs per alert with 100, 1k, 10k alerts open (index vs scan)")
     p.add_argument("--openshift", action="store_true",
@@ -142,6 +165,12 @@ def _pack(params: dict) -> str:
                    "annotations": {"summary": f"{{{{ labels.source_workload }}}} -> {{{{ labels.workload }}}} {name} "
                                               f"{{{{ value }}}} (score {{{{ score }}}})"}}
                   for name, sig in MESH.items()]
+    if params.get("mesh"):
+        rules.append({"alert": "EdgeCallsSkipped", "match": {"metric": SKIPPED[0]}, "for": "0s",
+                      "labels": {"signal": SKIPPED[1]},
+                      "condition": {"type": "threshold", "op": ">", "value": 0},
+                      "annotations": {"summary": "{{ labels.workload }} stopped calling {{ labels.destination_workload }} "
+                                                 "while calling its other callees"}})
     if params.get("limit"):
         rules.append({"alert": "PodCpuNearLimit", "match": {"metric": "pod_cpu_usage_rate"}, "for": "0s",
                       "labels": {"signal": "saturation"},
@@ -209,6 +238,7 @@ def load_mesh(day: Path) -> list[Sample]:
                     if v == v:  # not NaN: a minute without calls on the edge has no value
                         out.append(Sample(name=name, value=v, time=t, labels={
                             **base, "workload": dst, "source_workload": src, "destination_workload": dst}))
+    out += skipped_calls(day / "metric" / "source_50.csv", base)
     src, dst = (n for n, _ in EDGE_FILES.values())
     callee: dict[tuple, list[tuple[float, float]]] = {}  # edge -> its callee-side (time, value), in time order
     for x in out:
@@ -235,6 +265,40 @@ def load_mesh(day: Path) -> list[Sample]:
     return out
 
 
+def skipped_calls(f: Path, base: dict) -> list[Sample]:
+    """``SKIPPED`` from a caller-side edge file: per edge and row, 1 when the edge has no value while another
+    edge of its caller has one, else 0 (no sample when the caller has none at all)."""
+    out: list[Sample] = []
+    if not f.exists():
+        return out
+    with f.open() as fh:
+        rows = csv.DictReader(fh)
+        by_caller: dict[str, list[tuple[str, str]]] = {}
+        for c in rows.fieldnames or ():
+            src, _, dst = c.partition("_")
+            if dst and c not in ("time", "timestamp"):
+                by_caller.setdefault(src, []).append((c, dst))
+        for row in rows:
+            t = _time(row["time"])
+            for src, cols in by_caller.items():
+                if len(cols) < 2:
+                    continue
+                called = {c: _present(row.get(c)) for c, _ in cols}
+                if not any(called.values()):
+                    continue
+                for c, dst in cols:
+                    out.append(Sample(name=SKIPPED[0], value=0.0 if called[c] else 1.0, time=t, labels={
+                        **base, "workload": src, "source_workload": src, "destination_workload": dst}))
+    return out
+
+
+def _present(text: str | None) -> bool:
+    try:
+        return float(text) == float(text)
+    except (TypeError, ValueError):
+        return False
+
+
 WARM_AFTER = 1800.0  # s after a day's last injection from which its recording is fault-free (faults last minutes)
 
 
@@ -259,7 +323,7 @@ def detect(samples: list[Sample], params: dict = PARAMS, warm: list[Sample] = ()
         p = Path(d) / "bench-rca.yaml"
         p.write_text(_pack(params))
         engine = Engine(load_packs([p]))
-    names = {METRICS[c][0] for c in METRIC_SETS[params.get("metrics", "all")]} | (set(MESH) if params.get("mesh") else set())
+    names = {METRICS[c][0] for c in METRIC_SETS[params.get("metrics", "all")]} | (set(MESH) | {SKIPPED[0]} if params.get("mesh") else set())
     rstate: dict = {}
     out: list[tuple] = []
     last_tick = None
@@ -444,14 +508,14 @@ def _own_alerts(calls: list[tuple], faults: list[dict]) -> list[bool]:
     return [any(f["t"] - 60 <= t < f["t"] + MATCH for t in starts.get(f["service"], ())) for f in faults]
 
 
-def run(root: Path, days: list[str] | None = None, cv: bool = True) -> dict:
+def run(root: Path, days: list[str] | None = None, cv: bool = True, grid: dict = GRID) -> dict:
     base = root / CORPUS / "rca_data"
     days = days or sorted(p.name for p in base.iterdir() if (p / "metric").is_dir())
-    cands = candidates() if cv else [PARAMS]
+    cands = candidates(grid) if cv else [PARAMS]
     k0 = next((k for k, c in enumerate(cands) if c == PARAMS), None)
     if k0 is None:
         raise ValueError("PARAMS is not one of the GRID candidates")
-    out = {"corpus": CORPUS, "params": PARAMS, "match_s": MATCH, "grid": GRID if cv else None,
+    out = {"corpus": CORPUS, "params": PARAMS, "match_s": MATCH, "grid": grid if cv else None,
            "candidates": len(cands), "days": {}}
     per_cand: list[list[dict]] = [[] for _ in cands]
     t_all = time.process_time()
@@ -497,7 +561,7 @@ def _main(args) -> int:
     if getattr(args, "openshift", False):
         return _report(args, "openshift", openshift(), print_openshift)
     root = data_root(args.data, f"{CORPUS}/rca_data")
-    res = run(root, args.day, cv=not args.no_cv)
+    res = run(root, args.day, cv=not args.no_cv, grid=WIDE_GRID if getattr(args, "wide_grid", False) else GRID)
     if args.verbose:
         for day, d in res["days"].items():
             for r in d["per_fault"]:

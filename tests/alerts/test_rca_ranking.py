@@ -167,3 +167,37 @@ def test_a_callee_slow_only_minutes_after_its_callers_does_not_explain_them():
     ms["a"] = member(T0 + 60, "frontend", "PodClientLatencyAnomaly", "latency")
     cands = rank(ms, closure(DEPS), window=300)
     assert cands[0]["entity"] == "workload/shop/cart" and cands[0]["explains"] == ["workload/shop/frontend"]
+
+
+def skip(t, caller, callee):
+    """``bench rca``'s EdgeCallsSkipped: ``caller`` completed no call to ``callee`` while calling its others."""
+    m = member(t, caller, "EdgeCallsSkipped", "errors")
+    m["labels"].update(source_workload=caller, destination_workload=callee)
+    return m
+
+
+def test_a_caller_that_stops_calling_a_callee_is_not_explained_by_another_callee_only_saturated():
+    # Nezha's checkout exception: checkout stops calling payment and e-mail (it fails before charging); a
+    # minute later currency (checkout's and frontend's callee) is at its CPU limit and the frontend fails
+    deps = {"frontend": ["checkout", "currency"], "checkout": ["currency", "payment", "email"]}
+    reach = closure(deps)
+    ms = {"a": skip(T0, "checkout", "payment"), "b": skip(T0, "checkout", "email"),
+          "c": member(T0 + 59, "currency", "CpuNearLimit", "saturation"),
+          "d": member(T0 + 120, "checkout", "MemoryAnomaly", "saturation"),
+          "e": member(T0 + 180, "frontend", "SuccessRateAnomaly", "errors")}
+    cands = rank(ms, reach, window=300)
+    assert cands[0]["entity"] == "workload/shop/checkout", cands
+    assert "workload/shop/checkout" not in next(c for c in cands if c["entity"] == "workload/shop/currency")["explains"]
+    assert "workload/shop/frontend" in cands[0]["explains"]
+    skipped = [ms["a"]["labels"], ms["b"]["labels"]]
+    cpu = [ms["c"]["labels"]]
+    assert explains("workload/shop/currency", cpu, "workload/shop/checkout", skipped, reach) is None
+    # a callee with errors may be why the caller gave up before its other calls
+    failing = [member(T0, "currency", "SuccessRateAnomaly", "errors")["labels"]]
+    assert explains("workload/shop/currency", failing, "workload/shop/checkout", skipped, reach) == "checkout calls currency"
+    # the skipped callee itself, saturated: the calls hang on it
+    hung = [member(T0, "payment", "CpuNearLimit", "saturation")["labels"]]
+    assert explains("workload/shop/payment", hung, "workload/shop/checkout", skipped, reach) == "checkout calls payment"
+    # the caller's other symptoms (latency) are still a callee's to explain, as before
+    slow = skipped + [member(T0, "checkout", "LatencyAnomaly", "latency")["labels"]]
+    assert explains("workload/shop/currency", cpu, "workload/shop/checkout", slow, reach) == "checkout calls currency"

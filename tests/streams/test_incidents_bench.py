@@ -131,3 +131,38 @@ def test_a_network_delay_seen_only_on_the_edges_into_the_callee_ranks_the_callee
     for params in ({**PARAMS, "mesh": False}, {**PARAMS, "metrics": "golden"}):
         own = [(c[1].labels["alertname"], c[1].startsAt, c[1].status) for c in detect(samples, params) if c[0] == "a"]
         assert own == [(c[1].labels["alertname"], c[1].startsAt, c[1].status) for c in select(full, params) if c[0] == "a"]
+
+
+def test_a_caller_that_stops_calling_some_callees_raises_a_skipped_call_on_itself(tmp_path):
+    import csv as _csv
+    from datetime import UTC, datetime
+
+    from streams.bench_rca import detect, load_mesh
+
+    edges = ["checkoutservice_paymentservice", "checkoutservice_emailservice", "checkoutservice_cartservice",
+             "frontend_checkoutservice"]
+    (tmp_path / "metric").mkdir()
+    with (tmp_path / "metric" / "source_50.csv").open("w", newline="") as fh:
+        w = _csv.writer(fh)
+        w.writerow(["time", "timestamp", *edges])
+        for i in range(60):
+            t = T0 + 60 * i
+            vals = ["0.003", "0.003", "0.004", "0.2"]
+            if 40 <= i < 43:  # checkout fails before charging: no call to payment nor e-mail, cart still called
+                vals[0] = vals[1] = ""
+            if i == 30:  # a scrape without any call of checkout: a gap, not a skip
+                vals[:3] = ["", "", ""]
+            stamp = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S.%f") + " +0000 UTC m=+1.0"
+            w.writerow([stamp, int(t), *vals])
+    out = [s for s in load_mesh(tmp_path) if s.name == "edge_calls_skipped"]
+    # the frontend has one callee here: nothing to compare with, no series
+    assert {s.labels["workload"] for s in out} == {"checkoutservice"}
+    assert len(out) == 3 * 59  # 3 edges a minute, except the gap
+    ones = {(s.labels["destination_workload"], s.time) for s in out if s.value == 1.0}
+    assert ones == {(d, T0 + 60 * i) for d in ("paymentservice", "emailservice") for i in (40, 41, 42)}
+    fired = [c[1] for c in detect(sorted(out, key=lambda s: (s.time, s.labels["destination_workload"])), PARAMS)
+             if c[0] == "a" and c[1].status == "firing"]
+    assert sorted((a.labels["alertname"], a.labels["workload"], a.labels["destination_workload"], a.startsAt)
+                  for a in fired) == [("EdgeCallsSkipped", "checkoutservice", d, T0 + 2400)
+                                      for d in ("emailservice", "paymentservice")]
+    assert {a.labels["signal"] for a in fired} == {"errors"}
