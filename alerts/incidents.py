@@ -45,13 +45,18 @@ is explained only by that callee (the calls hang on it) or by a callee with erro
       + 0.15 * (earliness: 1 for the first to start, falling to 0 at ``window`` later)
       + 0.2 * (breadth: how many different signals are abnormal on it, relative to the broadest candidate)
 
+Different signals are different kinds of ``prior`` (saturation, errors, latency, traffic, or node,
+pod, volume ... for alerts without a ``signal`` label), not different rule names: two rules that
+watch one signal (a call edge's latency seen by its caller's and by its callee's proxy, a CPU
+anomaly and a CPU-near-limit rule) are one signal abnormal, not two.
+
 A candidate explains only members that started no earlier than ``slack`` before its own first
 alert (an effect does not precede its cause).
 
 The cause prior says what kind of signal tends to be a cause (a cloud maintenance or spot event
 1.0, kernel/GPU/hardware 0.9, etcd 0.9, node condition 0.8, volume 0.7, saturation 0.6,
-pod failures 0.5, errors 0.4, latency 0.3, traffic 0.2).  Ties: earlier first alert, then the
-entity name.  Every candidate carries its evidence as short sentences.
+pod failures 0.5, errors 0.4, latency 0.3, traffic 0.2).  Ties: earlier first alert, then more
+alerts on it, then the entity name.  Every candidate carries its evidence as short sentences.
 """
 
 from __future__ import annotations
@@ -289,7 +294,7 @@ def rank(members: Mapping[str, Mapping], reach: Mapping[str, frozenset] | None =
 
     Each: ``entity``, ``score``, ``cause`` (its strongest alert), ``kind``, ``firstAt``,
     ``explains`` (entities), ``evidence`` (sentences).  Deterministic: ties go to the earlier
-    first alert, then to the entity name.
+    first alert, then to the candidate with more alerts, then to the entity name.
     """
     by_entity: dict[str, list[Mapping]] = {}
     for fp in sorted(members):
@@ -305,7 +310,7 @@ def rank(members: Mapping[str, Mapping], reach: Mapping[str, frozenset] | None =
     # callers that were slow before it
     causal = {e: min((m["startsAt"] for m in ms if m["labels"].get("signal") not in EFFECTS), default=firsts[e])
               for e, ms in by_entity.items()}
-    kinds = {e: len({m["labels"].get("alertname", "") for m in ms}) for e, ms in by_entity.items()}
+    kinds = {e: len({prior(m["labels"])[1] for m in ms}) for e, ms in by_entity.items()}
     most = max(kinds.values())
     out = []
     for ent, ms in by_entity.items():
@@ -341,7 +346,7 @@ def rank(members: Mapping[str, Mapping], reach: Mapping[str, frozenset] | None =
         evidence.append(f"cause prior {p:g} ({kind})")
         out.append({"entity": ent, "score": score, "cause": best["labels"].get("alertname", ""), "kind": kind,
                     "firstAt": first, "explains": [o for o, _ in why], "evidence": evidence})
-    out.sort(key=lambda c: (-c["score"], c["firstAt"], c["entity"]))
+    out.sort(key=lambda c: (-c["score"], c["firstAt"], -len(by_entity[c["entity"]]), c["entity"]))
     return out
 
 

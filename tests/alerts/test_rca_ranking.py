@@ -201,3 +201,25 @@ def test_a_caller_that_stops_calling_a_callee_is_not_explained_by_another_callee
     # the caller's other symptoms (latency) are still a callee's to explain, as before
     slow = skipped + [member(T0, "checkout", "LatencyAnomaly", "latency")["labels"]]
     assert explains("workload/shop/currency", cpu, "workload/shop/checkout", slow, reach) == "checkout calls currency"
+
+
+def test_breadth_counts_signals_not_rules_and_ties_go_to_the_candidate_with_more_alerts():
+    # currency: one slow edge seen by two rules (the caller's and the callee's proxy) and its CPU; checkout:
+    # its memory and skipped calls -- two signals each; checkout started first, so it ranks first
+    deps = {"frontend": ["checkout", "currency"], "checkout": ["currency", "payment"]}
+    ms = {"a": skip(T0, "checkout", "payment"),
+          "b": member(T0 + 30, "checkout", "MemoryAnomaly", "saturation"),
+          "c": member(T0 + 59, "currency", "CpuNearLimit", "saturation"),
+          "d": member(T0 + 59, "currency", "EdgeSourceLatencyP50Anomaly", "latency"),
+          "e": member(T0 + 59, "currency", "EdgeDestinationLatencyP50Anomaly", "latency")}
+    cands = rank(ms, closure(deps), window=300)
+    assert [c["entity"] for c in cands] == ["workload/shop/checkout", "workload/shop/currency"]
+    assert "2 different signals abnormal on it" in cands[1]["evidence"]
+    # equal scores and first alerts: the candidate with more alerts first, whatever the names or the order
+    ms = {"a": member(T0, "cart", "MemoryAnomaly", "saturation"),
+          "b": member(T0, "web", "CpuNearLimit", "saturation"),
+          "c": member(T0, "web", "CpuAnomaly", "saturation")}
+    for order in (ms, dict(reversed(list(ms.items())))):
+        cands = rank(order, closure({}))
+        assert cands[0]["score"] == cands[1]["score"]
+        assert [c["entity"] for c in cands] == ["workload/shop/web", "workload/shop/cart"]
