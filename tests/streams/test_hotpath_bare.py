@@ -1,0 +1,100 @@
+"""The hot path reads bare records (``streams.hotpath._PartitionRecords``): aiokafka's own record objects, no
+``ConsumerRecord`` per record.  On the real broker: records of aborted transactions are never processed, control
+markers are skipped, a bad record is dead-lettered with its topic, partition and offset, and the committed offsets
+are those after the last record processed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+import pytest
+from aiokafka.structs import ConsumerRecord
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from core.records import Sample, encode
+from streams.hotpath import Pipeline, TransactionalProcessor
+from tests.kafkatools import read_to_end
+
+pytestmark = pytest.mark.kafka
+
+
+class Collect:
+    """A stage that keeps the names of the samples it was given."""
+
+    accepts = (Sample,)
+
+    def __init__(self):
+        self.names: list[str] = []
+
+    def process(self, rec, state, emit) -> None:
+        self.names.append(rec.name)
+
+    def tick(self, now, state, emit) -> None:
+        pass
+
+
+def _sample(name: str, t: float) -> bytes:
+    return encode(Sample(name, 1.0, t, {"job": "x"}))
+
+
+def _transaction(bootstrap: str, topic: str, values: list[bytes], commit: bool, tid: str) -> None:
+    p = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=tid, enable_idempotence=True)
+    try:
+        p.init_transactions()
+        p.begin_transaction()
+        for v in values:
+            p.send(topic, v, key=b"k", partition=0)
+        if commit:
+            p.commit_transaction()
+        else:
+            p.flush()
+            p.abort_transaction()
+    finally:
+        p.close()
+
+
+def test_bare_records_skip_aborted_transactions_and_dead_letter_with_their_position(settings, kafka_bootstrap):
+    topic = settings.topic("samples")
+    _transaction(kafka_bootstrap, topic, [_sample("a", 1000.0), b"{not json"], True, "bare-1")
+    _transaction(kafka_bootstrap, topic, [_sample("aborted", 1001.0), b"{aborted bad"], False, "bare-2")
+    _transaction(kafka_bootstrap, topic, [_sample("b", 1002.0)], True, "bare-3")
+    stage = Collect()
+    kinds: set[type] = set()
+
+    async def run():
+        proc = TransactionalProcessor(settings, kafka_bootstrap, "signals", ["events", "samples"], Pipeline([stage]),
+                                      worker_id="bare")
+        inner = proc._process_batch
+
+        def process_batch(tp, msgs):
+            kinds.update(type(m) for m in msgs)
+            inner(tp, msgs)
+
+        proc._process_batch = process_batch
+        await proc.start()
+        try:
+            deadline = time.monotonic() + 30
+            while proc.stats["in"] < 3 or proc._outputs_pending():
+                assert time.monotonic() < deadline, proc.stats
+                await asyncio.sleep(0.1)
+        finally:
+            await proc.stop()
+        return proc.stats
+
+    stats = asyncio.run(run())
+    assert stage.names == ["a", "b"]
+    assert stats["in"] == 3 and stats["deadletter"] == 1
+    assert kinds and ConsumerRecord not in kinds  # bare: aiokafka's record objects, not ConsumerRecord
+    dead = [orjson.loads(r.value) for r in read_to_end(kafka_bootstrap, settings.topic("deadletter"))]
+    assert len(dead) == 1
+    assert dead[0]["payload"] == "{not json" and dead[0]["reason"].startswith("not valid JSON")
+    assert dead[0]["where"] == {"topic": topic, "partition": 0, "offset": 1}
+    c = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=f"{settings.app_id}-signals",
+                      enable_auto_commit=False)
+    try:
+        # records at 0, 1; marker 2; aborted 3, 4; marker 5; "b" at 6: the commit is the offset after "b"
+        assert c.committed(TopicPartition(topic, 0)) == 7
+    finally:
+        c.close()
