@@ -5,7 +5,7 @@ points; and the service mesh's series: per call edge the callers' and the callee
 latency, ``source_50.csv`` / ``destination_50.csv``, and the entry service's success rate and
 latency, ``front_service.csv``) is replayed in time order as samples through the real pipeline, in process: the rule
 engine with one anomaly rule per metric (per-series online detection, the registry's default
-``onset`` detector), then the incident stage (``alerts.incidents``) with the service call graph
+``onset`` detector), a static rule on skipped calls (``SKIPPED``) and the CPU-near-limit rule, then the incident stage (``alerts.incidents``) with the service call graph
 of ``dependency.csv`` as topology.  No parameter is chosen per fault; the few that differ from
 the worker's defaults are set once, for 1-minute data, in ``PARAMS`` below.
 

@@ -3,6 +3,7 @@ protocol ``bench rca`` chooses its parameters by (in-sample, leave one fault out
 
 from __future__ import annotations
 
+import json
 import math
 
 from alerts.incidents import WEIGHTS, Incidents, closure, explains, rank
@@ -223,3 +224,16 @@ def test_breadth_counts_signals_not_rules_and_ties_go_to_the_candidate_with_more
         cands = rank(order, closure({}))
         assert cands[0]["score"] == cands[1]["score"]
         assert [c["entity"] for c in cands] == ["workload/shop/web", "workload/shop/cart"]
+
+
+def test_the_protocol_chooses_only_the_onset_threshold_and_the_incident_linking():
+    from streams.bench_rca import GRID, WIDE_GRID, candidates, rule_names
+
+    cands = candidates(GRID)
+    chosen = {k for k in cands[0] if len({json.dumps(c[k]) for c in cands}) > 1}
+    assert chosen == {"theta", "window", "quiet"} and len(cands) == 4
+    assert PARAMS in cands and PARAMS in candidates(WIDE_GRID) and len(candidates(WIDE_GRID)) == 32
+    # every candidate runs every rule: the pods' metrics, the mesh's series, skipped calls, the CPU-near-limit rule
+    names = {frozenset(rule_names(c)) for c in cands}
+    assert len(names) == 1
+    assert {"PodCpuNearLimit", "EdgeCallsSkipped", "PodWorkloadOpsAnomaly", "ServiceSuccessRateAnomaly"} <= next(iter(names))
