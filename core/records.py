@@ -90,7 +90,7 @@ _FORMATTED: dict[float, str] = {}
 # ---------------------------------------------------------------- records
 
 
-class Entity(msgspec.Struct, forbid_unknown_fields=True):
+class Entity(msgspec.Struct, forbid_unknown_fields=True, gc=False):  # gc=False: strings only, no cycle possible
     """What a signal is about, resolved to its workload and owner where known."""
 
     cluster: str = "default"
@@ -287,7 +287,7 @@ Time = str | float  # RFC 3339 on the wire (epoch numbers accepted); the text is
 Labels = dict[str, str]
 
 
-class _WireEvent(msgspec.Struct, tag="event", tag_field="kind"):
+class _WireEvent(msgspec.Struct, tag="event", tag_field="kind", gc=False):
     v: int
     source: Literal[SOURCES]
     reason: str
@@ -301,7 +301,7 @@ class _WireEvent(msgspec.Struct, tag="event", tag_field="kind"):
     id: str | None = None
 
 
-class _WireSample(msgspec.Struct, tag="sample", tag_field="kind"):
+class _WireSample(msgspec.Struct, tag="sample", tag_field="kind", gc=False):
     v: int
     name: str
     value: float | Literal["NaN", "+Inf", "-Inf", "Inf"]
@@ -320,8 +320,8 @@ class _WireAlert(msgspec.Struct, tag="alert", tag_field="kind"):
     generatorURL: str | None = None
 
 
-_Wire = _WireEvent | _WireSample | _WireAlert
-_DECODER = msgspec.json.Decoder(_Wire)
+_Wire = _WireEvent | _WireSample | _WireAlert  # event and sample structs hold strings, numbers and string dicts:
+_DECODER = msgspec.json.Decoder(_Wire)         # no cycle, so not tracked by the garbage collector (gc=False)
 
 
 _DATETIME = msgspec.json.Decoder(datetime)  # msgspec's RFC 3339 parser, the one a ``datetime`` field uses
@@ -466,6 +466,11 @@ def peek(payload: bytes) -> tuple:
     if tw is _WireEvent:
         return Event, (w.source, w.reason), t, w
     return Alert, Alert, t, w
+
+
+# peek's common case for a consumer loop that inlines it (``streams.hotpath``), sending anything else to ``peek``:
+# the decoder, the event and sample wire types, the time-text cache and the time parser
+DECODE, WIRE_EVENT, WIRE_SAMPLE, TIMES, when = _DECODER.decode, _WireEvent, _WireSample, _TIMES, _when
 
 
 def _reason(exc: msgspec.ValidationError, obj) -> str:
