@@ -39,8 +39,11 @@ def register(sub, group) -> None:
         help="also choose the default detector's parameters by leave-one-category-out over the "
         "folder's categories (detectors/tune.py) and print that cross-validated figure",
     )
-    p.add_argument("--cv-grid", choices=("default", "context"), default="default",
-                   help="the candidates of --cv: onset.GRID (128), or GRID plus GRID_CONTEXT (384; an experiment)")
+    from detectors.onset import GRIDS
+
+    p.add_argument("--cv-grid", choices=GRIDS, default="default",
+                   help="the candidates of --cv: onset.GRID (128); experiments: GRID plus GRID_CONTEXT (384), GRID plus "
+                   "GRID_RESONANCE (384), GRID_RESONANCE_ALONE (64)")
     p.set_defaults(func=_nab)
 
     from detectors import nezha
@@ -124,7 +127,7 @@ def _specs(args) -> list[tuple[str, dict]]:
     return [(det, params)]
 
 
-def run_cv(series, progress=None, context: bool = False) -> dict:
+def run_cv(series, progress=None, context: bool | str = False) -> dict:
     """Leave-one-category-out choice of the default detector's parameters over ``onset.candidates(context)``."""
     import numpy as np
 
@@ -181,9 +184,9 @@ def _nab(args) -> int:
         return 2
     cv = None
     if args.cv:
-        n = len(grid(args.cv_grid == "context"))
+        n = len(grid(args.cv_grid))
         with tqdm(total=len(series) * n, desc=f"cv: {n} candidates of {registry.DEFAULT}", unit="file", file=sys.stderr, leave=False) as bar:
-            cv = run_cv(series, bar, args.cv_grid == "context")
+            cv = run_cv(series, bar, args.cv_grid)
     rows = len(series) and sum(len(s.values) for s in series)
     windows = sum(len(s.labelled.windows) for s in series)
     results = []

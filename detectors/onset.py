@@ -6,11 +6,12 @@ from detectors.base import Detector, build_from
 from detectors.context import ContextNovelty
 from detectors.likelihood import Likelihood
 from detectors.novelty import RangeNovelty
+from detectors.resonance import Resonance
 from detectors.seasonal import Seasonal
 from detectors.zscore import ZScore
 
 # what onset combines: detectors of one value, by name (the registry lists onset itself besides these)
-MEMBERS = {c.name: c for c in (RangeNovelty, Seasonal, ZScore, ContextNovelty)}
+MEMBERS = {c.name: c for c in (RangeNovelty, Seasonal, ZScore, ContextNovelty, Resonance)}
 
 # the default members: a new extreme of the value, a new extreme of its EWMA (level shift),
 # a time-of-day slot residual, with the members' settings the grid was run with (pinned here, so
@@ -47,15 +48,39 @@ GRID_CONTEXT = {
     "refractory": GRID["refractory"],
 }
 
+# a third family, fixed before any cross-validated run with it (issue 18: ARTime's idea as a member):
+# the default members plus `resonance` (fuzzy ART over short windows; raw mismatch, which onset
+# calibrates; 24 categories so that onset stays under 4 KiB), weights and the rest as GRID_CONTEXT
+RESONANCE = {"name": "resonance", "params": {"calibrated": False, "categories": 24}}
+RESONANCE_MEMBERS = DEFAULT_MEMBERS + (RESONANCE,)
+GRID_RESONANCE = {**GRID_CONTEXT, "members": [RESONANCE_MEMBERS]}
+# resonance alone (onset's calibration, refractory and onset output around one member), fixed likewise
+GRID_RESONANCE_ALONE = {
+    "members": [({"name": "resonance", "params": {"calibrated": False, "categories": 24, "step": s}},) for s in (3, 5)],
+    "weights": [(1.0,)],
+    "short": GRID["short"],
+    "long": GRID["long"],
+    "theta": GRID["theta"],
+    "refractory": GRID["refractory"],
+}
+GRIDS = ("default", "context", "resonance", "resonance-alone")
 
-def candidates(context: bool = False) -> list[dict]:
-    """The parameter sets ``kubesight bench nab --cv`` chooses from: GRID (128), and with ``context``
-    (``--cv-grid context``) GRID_CONTEXT after it (384 in all). The context family did not help: with
-    output="onset" no fold chooses it (67.5 / 62.5 / 71.1 either way); with output="score" 62.3 / 56.0 /
-    66.2 over GRID + GRID_CONTEXT against 63.2 / 56.5 / 67.3 over GRID alone. GRID stays the protocol's grid."""
+
+def candidates(context: bool | str = False) -> list[dict]:
+    """The parameter sets ``kubesight bench nab --cv`` chooses from (``--cv-grid``, one of GRIDS):
+    ``"default"`` (or False) GRID (128); ``"context"`` (or True) GRID then GRID_CONTEXT (384);
+    ``"resonance"`` GRID then GRID_RESONANCE (384); ``"resonance-alone"`` GRID_RESONANCE_ALONE (64).
+    None of the experiments helped. Context: with output="onset" no fold chooses it (67.5 / 62.5 / 71.1
+    either way); with output="score" 62.3 / 56.0 / 66.2 over GRID + GRID_CONTEXT against 63.2 / 56.5 /
+    67.3 over GRID alone. Resonance: 66.4 / 60.1 / 70.4 (two folds chose it and lost on the held-out
+    category); alone 46.6 / 31.2 / 53.3. GRID stays the protocol's grid."""
     from detectors.tune import expand
 
-    return expand(GRID) + (expand(GRID_CONTEXT) if context else [])
+    if context == "resonance":
+        return expand(GRID) + expand(GRID_RESONANCE)
+    if context == "resonance-alone":
+        return expand(GRID_RESONANCE_ALONE)
+    return expand(GRID) + (expand(GRID_CONTEXT) if context and context != "default" else [])
 
 
 # what Onset scores: only each incident's onset (default), or every unmuted point's calibrated score
