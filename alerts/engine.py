@@ -236,10 +236,18 @@ def to_grouped(group: grouping.Group, alert: Alert) -> Alert:
     return Alert(alert.labels, ann, alert.status, alert.startsAt, alert.endsAt, alert.source, alert.generatorURL)
 
 
-def grouped_record(group: grouping.Group, d: dict) -> bytes:
-    """``encode(to_grouped(group, alert))`` from the alert's record form ``d`` (byte for byte; ``d`` untouched)."""
+def grouped_record(group: grouping.Group, d: dict, applied: bool = False) -> bytes:
+    """``encode(to_grouped(group, alert))`` from the alert's record form ``d`` (byte for byte; ``d`` untouched).
+
+    ``applied``: the transition is already in its group's state, written in the same transaction as this
+    record (the alerting stage grouped it where it was routed); the group step skips it when it reads it
+    back (``is_applied``).  The mark is the group annotation's last member, which other readers ignore.
+    """
     ann = dict(d["annotations"])
-    ann[GROUP_ANNOTATION] = orjson.dumps(group.to_dict()).decode()
+    g = group.to_dict()
+    if applied:
+        g["applied"] = 1
+    ann[GROUP_ANNOTATION] = orjson.dumps(g).decode()
     r = dict(d)
     r["annotations"] = ann
     return orjson.dumps(r)
@@ -280,6 +288,23 @@ def grouped_from_record(d) -> tuple[grouping.Group, dict, float, float | None] |
         return None
     del ann[GROUP_ANNOTATION]
     return group, d, t, e
+
+
+_APPLIED = ',"applied":1}'
+
+
+def is_applied(raw_group: str) -> bool:
+    """Whether a group annotation (``grouped_record``'s JSON text) marks its transition as grouped already.
+
+    Unambiguous on the text orjson wrote: an unescaped ``,"applied":1}`` at its very end can only be the
+    last member of the group object itself, whatever the labels hold.
+
+    >>> g = grouping.Group("k", "r", {"x": ',"applied":1}'}, "{}", 0.0, 300.0, 3600.0)
+    >>> d = Alert({"alertname": "A"}, startsAt=0.0).to_dict()
+    >>> [is_applied(orjson.loads(grouped_record(g, d, a))["annotations"][GROUP_ANNOTATION]) for a in (False, True)]
+    [False, True]
+    """
+    return raw_group.endswith(_APPLIED)
 
 
 def from_grouped(alert: Alert) -> tuple[grouping.Group, Alert] | None:

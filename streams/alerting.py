@@ -46,7 +46,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from alerts.coalesce import aggregate, coalesce
 from alerts.config import RoutingConfig
 from alerts.config import load as load_routing
-from alerts.engine import Engine, from_grouped, grouped_from_record, grouped_record, to_grouped
+from alerts.engine import (GROUP_ANNOTATION, Engine, from_grouped, grouped_from_record, grouped_record, is_applied,
+                           to_grouped)
 from alerts.http1 import DeliverySession
 from alerts.inhibit import Inhibitor, rules_from
 from alerts.receivers import Receivers
@@ -68,6 +69,11 @@ class AlertingStage:
         self.engine = engine
         self.ready = ready
         self.event_time = event_time
+        # clock: wall -- group key -> (its group's state, partition) when this processor holds that partition of
+        # alert-groups (``AlertingProcessor._here``): the transition is grouped at once, in the same transaction as
+        # its alert-groups record (marked applied), instead of a second transaction after reading it back
+        self.here: Callable[[bytes], tuple | None] | None = None
+        self.touched: set = set()  # partitions whose groups changed here since the processor last flushed them
 
     def process(self, rec, state, emit) -> None:
         if not isinstance(rec, Alert):
@@ -84,9 +90,23 @@ class AlertingStage:
                 self.engine.inhibitor.observe(rec.labels, a.status)
                 d = self.engine.record_of(a, state)  # made once for all its groups (lifecycle's copy when firing)
                 for g, _ in pairs:
-                    emit("alert-groups", g.key.encode(), grouped_record(g, d))
-        else:
+                    self._to_group(g, a, d, emit)
+        elif not is_applied(rec.annotations[GROUP_ANNOTATION]):
             self.engine.group(*grouped, state, now)
+
+    def _to_group(self, g, a: Alert, d: dict, emit) -> None:
+        """One routed transition onto alert-groups; grouped here at once when this processor holds the group's
+        partition (clock: wall), else by whoever reads it there."""
+        key = g.key.encode()
+        here = self.here(key) if self.here is not None else None
+        if here is None:
+            emit("alert-groups", key, grouped_record(g, d))
+            return
+        store, partition = here
+        emit("alert-groups", key, grouped_record(g, d, applied=True), partition)
+        self.engine.group_dict(g, d, a.startsAt, store,
+                               max(store.get(WATERMARK, 0.0), a.startsAt, a.endsAt or 0.0))
+        self.touched.add(partition)
 
     def process_grouped(self, group, d: dict, starts: float, ends: float | None, state) -> None:
         """A transition read from alert-groups in its record form (``AlertingProcessor``'s fast path, clock: wall)."""
@@ -123,7 +143,7 @@ class AlertingStage:
             return  # record-driven: nothing moves a clock but the transitions themselves (a replay gives one result)
         for g, a in self.engine.expire(state, now):
             self.engine.inhibitor.observe(a.labels, a.status)
-            emit("alert-groups", g.key.encode(), encode(to_grouped(g, a)))
+            self._to_group(g, a, a.to_dict(), emit)
         if not self.ready():
             return  # silences/inhibitions not caught up: the due groups wait for the next tick
         for note in self.engine.flush_due(state, now):
@@ -135,6 +155,7 @@ ALERTS_CLOCK = "__alerts_clock__"  # clock: event -- the lifecycle step's time (
 GROUPS_CLOCK = "__groups_clock__"  # clock: event -- the grouping step's time (largest on alert-groups)
 ALERTING_COMMIT = 0.1  # seconds between the alerting processor's transactions: two of them lie on the path to the pager
 FLUSH_EVERY = 0.05  # seconds: how often due groups are flushed while records flow
+ALERTING_BATCH = 500  # records per slice of processing: the transaction in flight gets a turn between slices
 
 
 class AlertingProcessor(TransactionalProcessor):
@@ -150,6 +171,9 @@ class AlertingProcessor(TransactionalProcessor):
         self._groups_topic = self.settings.topic("alert-groups")
         self._parts: dict[str, tuple[list[int], float]] = {}  # logical topic -> (its partitions, when read)
         self._hashes: dict[bytes, int] = {}  # group key -> murmur2: its alert-groups record and notifications
+        self._own_groups: set[int] = set()  # partitions of alert-groups assigned here (as of the last batch)
+        if self.settings.clock != "event":
+            self.stage.here = self._here
 
     @mode.Service.task
     async def _flush_when_due(self) -> None:
@@ -194,14 +218,34 @@ class AlertingProcessor(TransactionalProcessor):
         ps = got[0]
         return ps[h % len(ps)]
 
+    def _here(self, key: bytes) -> tuple | None:
+        """(state, partition) of group key ``key``'s partition of alert-groups when it is assigned here, else None."""
+        p = self._partition("alert-groups", key)
+        if p is None or p not in self._own_groups:
+            return None
+        store = self.stores.get(p)
+        return None if store is None else (store, p)
+
     def _process_batch(self, tp: TopicPartition, msgs) -> None:
         if tp.topic == self._groups_topic and self.settings.clock != "event":
             self._process_grouped(tp, msgs)
         else:
+            if self.settings.clock != "event":
+                groups = self._groups_topic
+                self._own_groups = {t.partition for t in self.consumer.assignment() if t.topic == groups}
             super()._process_batch(tp, msgs)
         if self.settings.clock == "event":
             return  # event time: groups flush as transitions move the grouping step's clock (AlertingStage)
         now = time.time()
+        touched = self.stage.touched
+        if touched:  # groups changed here by this batch's transitions: those due (group_wait 0) flush now
+            self.stage.touched = set()
+            for p in sorted(touched):
+                store = self.stores.get(p)
+                if store is not None and p != tp.partition:
+                    self._tick(store, max(now, store.get(WATERMARK, 0.0)), self._emit)
+            if tp.partition in touched:
+                self._flushed[tp.partition] = 0.0  # its own partition: flushed just below
         # after a batch of alert-groups always (a group_wait 0 group is due now; the timer heap makes a flush
         # cost only what is due), after one of alerts every FLUSH_EVERY (what its transitions made due meanwhile)
         if tp.topic == self._groups_topic or now - self._flushed.get(tp.partition, 0.0) >= FLUSH_EVERY:
@@ -222,9 +266,15 @@ class AlertingProcessor(TransactionalProcessor):
         next_tick = (wm // tick_every + 1) * tick_every if wm else None
         for m in msgs:
             try:
-                got = grouped_from_record(loads(m.value))
+                d = loads(m.value)
             except orjson.JSONDecodeError:
                 got = None
+            else:
+                ann = d.get("annotations") if type(d) is dict else None
+                raw = ann.get(GROUP_ANNOTATION) if type(ann) is dict else None
+                if type(raw) is str and is_applied(raw):
+                    continue  # grouped already, in the transaction that wrote it (AlertingStage._to_group)
+                got = grouped_from_record(d)
             try:
                 if got is not None:
                     group, d, t, ends = got
@@ -350,6 +400,9 @@ class AlertWatcher(mode.Service):
 
     @mode.Service.task
     async def _follow(self) -> None:
+        if not self.inhibitor.rules:  # nothing could be inhibited: no need to read every transition of the cluster
+            self.caught_up.set()
+            return
         # alert-groups, not alerts: its transitions have been through the lifecycle (duplicates dropped,
         # quiet sources resolved by timeout), so a source that went quiet stops inhibiting
         await follow_topic(self, self.bootstrap, self.settings.topic("alert-groups"), self.settings.partitions, self._on,
@@ -872,7 +925,8 @@ class AlertingService(mode.Service):
         self.engine = Engine(cfg, self.book.silences, engine_inhibitor)
         stage = AlertingStage(self.engine, self.views_ready, event_time=event)
         clocked = settings.model_copy(update={"clock": "event" if event else "wall",
-                                              "commit_interval": min(settings.commit_interval, ALERTING_COMMIT)})
+                                              "commit_interval": min(settings.commit_interval, ALERTING_COMMIT),
+                                              "max_batch": min(settings.max_batch, ALERTING_BATCH)})
         self.processor = AlertingProcessor(clocked, bootstrap, "alerting", ["alerts", "alert-groups"], stage,
                                            worker_id=worker_id, tick_interval=tick_interval)
         # deliver=False: delivery runs in a process of its own (``kubesight worker --role delivery``)
