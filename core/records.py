@@ -365,15 +365,16 @@ def _canonical(t: str) -> float | None:
     (None, None, None)
     """
     n = len(t)
+    sec = _SECONDS.get(t[16:19])  # ":00" .. ":59"
+    if sec is None:
+        return None
     if n == 24:
-        if t[19] != "." or t[23] != "Z" or not (t[20:23].isdigit() and t[20:23].isascii()):
+        us = _MILLIS.get(t[19:23])  # ".000" .. ".999"
+        if us is None or t[23] != "Z":
             return None
-        us = int(t[20:23]) * 1000
     elif n == 20 and t[19] == "Z":
         us = 0
     else:
-        return None
-    if t[16] != ":" or not (t[17:19].isdigit() and t[17:19].isascii()) or t[17] > "5":
         return None
     m = _MINUTES.get(t[:16])
     if m is None:
@@ -384,7 +385,13 @@ def _canonical(t: str) -> float | None:
         if len(_MINUTES) >= 16384:
             _MINUTES.clear()
         _MINUTES[t[:16]] = m
-    return ((m + int(t[17:19])) * 1_000_000 + us) / 1_000_000
+    return ((m + sec) * 1_000_000 + us) / 1_000_000
+
+
+# the seconds and milliseconds of a canonical time text, looked up (two dict probes cost less than checking and
+# converting the digits): ":SS" -> SS for 00..59, ".mmm" -> microseconds for 000..999
+_SECONDS = {f":{i:02d}": i for i in range(60)}
+_MILLIS = {f".{i:03d}": i * 1000 for i in range(1000)}
 
 
 def _seconds(t) -> float:
