@@ -43,7 +43,7 @@ def register(sub, group) -> None:
 
     p.add_argument("--cv-grid", choices=GRIDS, default="default",
                    help="the candidates of --cv: onset.GRID (128); experiments: GRID plus GRID_CONTEXT (384), GRID plus "
-                   "GRID_RESONANCE (384), GRID_RESONANCE_ALONE (64)")
+                   "GRID_RESONANCE (384), GRID_RESONANCE_ALONE (64), GRID plus GRID_VOLATILITY (384)")
     p.set_defaults(func=_nab)
 
     from detectors import nezha
