@@ -153,9 +153,10 @@ class AlertingStage:
 
 ALERTS_CLOCK = "__alerts_clock__"  # clock: event -- the lifecycle step's time (largest transition time read on alerts)
 GROUPS_CLOCK = "__groups_clock__"  # clock: event -- the grouping step's time (largest on alert-groups)
-ALERTING_COMMIT = 0.1  # seconds between the alerting processor's transactions: two of them lie on the path to the pager
+ALERTING_COMMIT = 0.05  # seconds from the end of one alerting transaction to the start of the next with outputs
+COMMIT_POLL = 0.01  # seconds: how often the alerting processor looks whether its next transaction is due
 FLUSH_EVERY = 0.05  # seconds: how often due groups are flushed while records flow
-ALERTING_BATCH = 500  # records per slice of processing: the transaction in flight gets a turn between slices
+ALERTING_BATCH = 200  # records per slice of processing: the transaction in flight gets a turn between slices
 
 
 class AlertingProcessor(TransactionalProcessor):
@@ -174,6 +175,16 @@ class AlertingProcessor(TransactionalProcessor):
         self._own_groups: set[int] = set()  # partitions of alert-groups assigned here (as of the last batch)
         if self.settings.clock != "event":
             self.stage.here = self._here
+
+    @mode.Service.task
+    async def _commit_when_due(self) -> None:
+        """Notifications waiting start their transaction ``commit_interval`` after the last one ended, not when the
+        consuming loop next comes round (it waits up to 200 ms for records when the input is quiet)."""
+        while not self.should_stop:
+            await asyncio.sleep(COMMIT_POLL)
+            if self._inflight is None and self._outputs and self.producer is not None \
+                    and time.monotonic() - self._last_commit >= self.settings.commit_interval:
+                self._inflight = asyncio.ensure_future(self._commit())  # the loop takes its result, as its own
 
     @mode.Service.task
     async def _flush_when_due(self) -> None:
