@@ -46,8 +46,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from alerts.coalesce import aggregate, coalesce
 from alerts.config import RoutingConfig
 from alerts.config import load as load_routing
-from alerts.engine import (GROUP_ANNOTATION, Engine, from_grouped, grouped_from_record, grouped_record, is_applied,
-                           to_grouped)
+from alerts.engine import (
+    GROUP_ANNOTATION,
+    Engine,
+    from_grouped,
+    grouped_from_record,
+    grouped_record,
+    is_applied,
+    to_grouped,
+)
 from alerts.http1 import DeliverySession
 from alerts.inhibit import Inhibitor, rules_from
 from alerts.receivers import Receivers
