@@ -198,11 +198,12 @@ def _bench(args) -> int:
                 raise SystemExit(f"bench latency: no notification within 120 s; see {work / 'worker.log'}")
             _spawn("produce", bootstrap, settings.topic("events"), "20", "1", f"warm{int(time.monotonic())}").wait()
         time.sleep(2.0)
-        for rate in rates:
+        for i, rate in enumerate(rates):
             parts0: dict = {}
             t0, cpu0, load0 = time.time(), tree_cpu(worker.pid, parts0), os.getloadavg()[0]
             prod = _spawn("produce", bootstrap, settings.topic("events"), f"{rate:g}", f"{args.seconds:g}",
-                          f"r{rate:g}", out=subprocess.PIPE)
+                          f"r{rate:g}-{i}", out=subprocess.PIPE)  # new namespaces each time: a rate repeated
+                                                                  # opens new groups (not duplicates of firing ones)
             sent = int(prod.stdout.read().strip() or 0)
             prod.wait()
             t1 = time.time()
