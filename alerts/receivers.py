@@ -268,6 +268,7 @@ async def _post(session, integ: Integration, url: str, body: bytes, headers: dic
     return out
 
 
+_NO_RETRY_CONFIG = Retry()  # the defaults, made once (not a pydantic model per notification)
 _RNG = random.Random()  # jitter only: no need for one seeded generator per delivery
 
 
@@ -372,7 +373,7 @@ class Receivers:
     async def notify(self, session, note: dict, **kw) -> list[tuple[Integration, Outcome]]:
         """Deliver one notification to every integration of its receiver, concurrently."""
         items = self.integrations.get(note["receiver"], [])
-        retry = self.retry.get(note["receiver"], Retry())
+        retry = self.retry.get(note["receiver"]) or _NO_RETRY_CONFIG
         if len(items) == 1:  # the usual case: no gather (it costs a task per call)
             return [(items[0], await deliver(session, items[0], note, retry, self.external_url, **kw))]
         outs = await asyncio.gather(*(deliver(session, i, note, retry, self.external_url, **kw) for i in items))
