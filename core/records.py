@@ -80,7 +80,11 @@ def format_time(ts: float | None) -> str | None:
     if s is None:  # alerts repeat their times (startsAt of every transition of a group): format each once
         if len(_FORMATTED) >= 16384:
             _FORMATTED.clear()
-        s = _FORMATTED[ts] = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        dt = datetime.fromtimestamp(ts, UTC)
+        # isoformat cuts the microseconds to milliseconds as strftime's %f[:-3] does, in a third less time; it
+        # pads years below 1000, which strftime does not: those take strftime
+        s = _FORMATTED[ts] = (dt.isoformat(timespec="milliseconds")[:-6] + "Z" if dt.year >= 1000
+                              else dt.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z")
     return s
 
 
@@ -209,8 +213,22 @@ def fingerprint(labels: dict) -> str:
     >>> fingerprint({"alertname": "Watchdog", "namespace": ""})
     '003b0a0f7d3fa569'
     """
-    return _fingerprint(tuple(sorted((k, v if v.__class__ is str else str(v)) for k, v in labels.items()
+    items = tuple(labels.items())
+    for _, v in items:
+        if v.__class__ is not str:
+            break
+    else:  # string values only (the rule for alert labels): memoised by the labels as they are, in their order
+        fp = _BY_ITEMS.get(items)
+        if fp is None:
+            if len(_BY_ITEMS) >= 8192:
+                _BY_ITEMS.clear()
+            fp = _BY_ITEMS[items] = _fingerprint(tuple(sorted(kv for kv in items if kv[1] != "")))
+        return fp
+    return _fingerprint(tuple(sorted((k, v if v.__class__ is str else str(v)) for k, v in items
                                      if v != "" and v is not None)))
+
+
+_BY_ITEMS: dict[tuple, str] = {}  # labels' items in their order -> fingerprint (sorting them cost ~2 µs an alert)
 
 
 _FNV_OFFSET, _FNV_PRIME, _U64 = 0xCBF29CE484222325, 0x100000001B3, 0xFFFFFFFFFFFFFFFF
