@@ -180,6 +180,7 @@ class AlertingProcessor(TransactionalProcessor):
         self._parts: dict[str, tuple[list[int], float]] = {}  # logical topic -> (its partitions, when read)
         self._hashes: dict[bytes, int] = {}  # group key -> murmur2: its alert-groups record and notifications
         self._own_groups: set[int] = set()  # partitions of alert-groups assigned here (as of the last batch)
+        self._flush_scheduled = False
         if self.settings.clock != "event":
             self.stage.here = self._here
 
@@ -255,15 +256,14 @@ class AlertingProcessor(TransactionalProcessor):
         if self.settings.clock == "event":
             return  # event time: groups flush as transitions move the grouping step's clock (AlertingStage)
         now = time.time()
-        touched = self.stage.touched
-        if touched:  # groups changed here by this batch's transitions: those due (group_wait 0) flush now
-            self.stage.touched = set()
-            for p in sorted(touched):
-                store = self.stores.get(p)
-                if store is not None and p != tp.partition:
-                    self._tick(store, max(now, store.get(WATERMARK, 0.0)), self._emit)
-            if tp.partition in touched:
-                self._flushed[tp.partition] = 0.0  # its own partition: flushed just below
+        if tp.topic != self._groups_topic and self.stage.touched:
+            # groups changed here by this batch's transitions flush once every partition of this fetch has been
+            # routed (the consuming loop yields after the whole fetch): an inhibiting alert read in the same fetch,
+            # from another partition, is seen by then, as it was when groups were only grouped after reading back
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush_touched)
+            return
         # after a batch of alert-groups always (a group_wait 0 group is due now; the timer heap makes a flush
         # cost only what is due), after one of alerts every FLUSH_EVERY (what its transitions made due meanwhile)
         if tp.topic == self._groups_topic or now - self._flushed.get(tp.partition, 0.0) >= FLUSH_EVERY:
@@ -271,6 +271,16 @@ class AlertingProcessor(TransactionalProcessor):
             store = self.stores[tp.partition]
             self._tick(store, max(now, store.get(WATERMARK, 0.0)), self._emit)
 
+    def _flush_touched(self) -> None:
+        """The partitions whose groups this processor changed where it routed them: what is due flushes now."""
+        self._flush_scheduled = False
+        touched, self.stage.touched = self.stage.touched, set()
+        now = time.time()
+        for p in sorted(touched):
+            store = self.stores.get(p)
+            if store is not None:
+                self._flushed[p] = now
+                self._tick(store, max(now, store.get(WATERMARK, 0.0)), self._emit)
 
     def _process_grouped(self, tp: TopicPartition, msgs) -> None:
         """alert-groups, clock: wall: each record as this stage wrote it is parsed once (orjson) and grouped in
