@@ -11,9 +11,13 @@
   (``streams.hotpath``), so the lifecycle state (by fingerprint) and the group state (by group key)
   live in one changelog (``alerting-changelog``) and survive restarts and rebalances.  Outputs,
   changelog and offsets commit in one transaction: a crash loses or doubles no group change.
-* Latency: the alerting processor commits every ``ALERTING_COMMIT`` (two of its transactions lie
-  between the alerts topic and a receiver) and flushes due groups on the wall clock right after each
-  batch and on idle partitions (notification timing is about people, not replay time).
+* Latency (clock: wall): a transition whose group's partition of ``alert-groups`` this processor holds
+  is grouped where it is routed, in the same transaction as its alert-groups record (marked applied,
+  skipped when read back), so one transaction lies between the alerts topic and ``notifications``;
+  a group on a partition held elsewhere is grouped by its reader (two transactions).  Due groups flush
+  on the wall clock once the fetch that changed them has been routed, and on idle partitions; the next
+  transaction starts ``ALERTING_COMMIT`` after the last one ended whenever notifications wait
+  (notification timing is about people, not replay time).
 * A group flushes only after the silence book and the alert watcher have caught up with their
   topics, so a restarted worker never notifies what a silence or an inhibition mutes.
 * Delivery (``Deliverer``): one consumer reads ``notifications`` (read_committed) and hands each to
