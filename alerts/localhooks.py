@@ -1,4 +1,4 @@
-"""Local webhook receivers (aiohttp) for the demo and the benchmark: listen where a routing file's local URLs point.
+"""Local webhook receivers for the demo (aiohttp) and the benchmarks (a small HTTP/1.1 server): listen where a routing file's local URLs point.
 
 Every ``webhook_configs`` URL on 127.0.0.1/localhost gets a server; each accepted notification is
 kept (receiver, payload) and, with ``echo``, printed as one line: which receiver got what.
