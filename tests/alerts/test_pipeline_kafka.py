@@ -246,3 +246,64 @@ def test_4xx_goes_to_deadletter_with_reason_and_no_secret(settings):
     assert rec["reason"] == "team-a/webhook[0]: HTTP 400: status 400"
     assert rec["origin"] == "alerts/deliver" and orjson.loads(rec["payload"])["receiver"] == "team-a"
     assert "SECRET" not in orjson.dumps(rec).decode()
+
+
+def test_two_workers_group_where_routed_or_where_read_each_change_once(settings):
+    """Two workers share the partitions: a transition whose group's alert-groups partition is held by the worker that
+    routes it is grouped there at once (marked applied), the others by the worker that reads alert-groups; every
+    group's firing and resolution still arrive exactly once."""
+
+    async def go():
+        team, platform = ScriptedReceiver(), ScriptedReceiver()
+        cfg = load_text(ROUTING.format(a=await team.start(), p=await platform.start()))
+        svcs = [AlertingService(settings, settings.kafka, cfg, worker_id=w) for w in ("w1", "w2")]
+        for s in svcs:
+            await s.start()
+        try:
+            await wait_for(lambda: all(s.processor.consumer is not None and len(s.processor.consumer.assignment()) == 4
+                                       for s in svcs), "both workers assigned half of the partitions")
+            n, done = 16, range(0, 16, 4)
+            await produce(settings, [alert("PodDown", f"n{i}", pod=f"p{i}", owner="team-a") for i in range(n)])
+            await wait_for(lambda: len(team.accepted) >= n, "one notification per group")
+            await produce(settings, [alert("PodDown", f"n{i}", pod=f"p{i}", owner="team-a", status="resolved")
+                                     for i in done])
+            await wait_for(lambda: len(team.accepted) >= n + len(done), "the resolutions")
+            await asyncio.sleep(2.5)  # group intervals: nothing else may arrive
+        finally:
+            for s in svcs:
+                await s.stop()
+            await team.stop()
+            await platform.stop()
+        expected = Counter({((("alertname", "PodDown"), ("node", f"n{i}"), ("owner", "team-a")), ((f"p{i}", "firing"),)): 1
+                            for i in range(n)})
+        expected.update({((("alertname", "PodDown"), ("node", f"n{i}"), ("owner", "team-a")), ((f"p{i}", "resolved"),)): 1
+                         for i in done})
+        assert Counter(seen(team)) == expected
+        marks = Counter(await applied_marks(settings))
+        assert marks[True] and marks[False], marks  # both ways were taken (which one is fixed by the keys' hashes)
+
+    asyncio.run(go())
+
+
+async def applied_marks(settings) -> list[bool]:
+    """Per firing or resolved record on alert-groups: whether it was grouped by the worker that routed it."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from alerts.engine import GROUP_ANNOTATION, is_applied
+
+    c = AIOKafkaConsumer(bootstrap_servers=settings.kafka, isolation_level="read_committed", enable_auto_commit=False)
+    await c.start()
+    try:
+        tps = [TopicPartition(settings.topic("alert-groups"), p) for p in range(settings.partitions)]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        out, deadline = [], time.monotonic() + 20
+        while time.monotonic() < deadline:  # until a second passes with nothing more (all was committed before)
+            got = await c.getmany(timeout_ms=1000)
+            if not got and out:
+                break
+            for msgs in got.values():
+                out += [is_applied(orjson.loads(m.value)["annotations"][GROUP_ANNOTATION]) for m in msgs]
+        return out
+    finally:
+        await c.stop()
