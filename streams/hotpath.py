@@ -37,6 +37,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable, MutableMapping, Sequence
+from itertools import islice
 from typing import Protocol
 
 import mode
@@ -115,8 +116,33 @@ class _PartitionRecords(_fetcher.PartitionRecords):
             self._consumer_record = _itself
 
 
-if _fetcher.PartitionRecords.__name__ == "PartitionRecords" and hasattr(_fetcher.PartitionRecords, "_consumer_record"):
+_GETALL = getattr(_fetcher.FetchResult.getall, "aiokafka_getall", _fetcher.FetchResult.getall)  # once, if imported again
+
+
+def _getall(self, max_records=None):
+    """aiokafka's ``FetchResult.getall`` (one partition's fetched records), taking bare records in one C-level
+    slice of aiokafka's own record iterator (``islice``) instead of a Python loop that appends and counts per
+    record.  Same checks (assignment, pause, position), same position update, same ``max_records``; any other
+    records go through aiokafka's own ``getall``."""
+    pr = self._partition_records
+    if pr is None or getattr(pr, "_consumer_record", None) is not _itself:
+        return _GETALL(self, max_records)
+    if not self.check_assignment(self._topic_partition) or not self.has_more():
+        return []
+    it = pr._records_iterator
+    ret = [] if it is None else list(it if max_records is None else islice(it, max_records))
+    self._update_position()
+    if max_records is None or len(ret) < max_records:  # drained, as aiokafka's loop ending without a break
+        self._partition_records = None
+    return ret
+
+
+if (_fetcher.PartitionRecords.__name__ == "PartitionRecords" and hasattr(_fetcher.PartitionRecords, "_consumer_record")
+        and all(hasattr(_fetcher.FetchResult, a) for a in ("check_assignment", "has_more", "_update_position"))):
     _fetcher.PartitionRecords = _PartitionRecords  # what aiokafka's Fetcher builds per fetched partition
+    # a method, not a subclass: the fetcher tells results from errors by ``type(...) is FetchResult``
+    _getall.aiokafka_getall = _GETALL
+    _fetcher.FetchResult.getall = _getall
 
 
 class Stage(Protocol):

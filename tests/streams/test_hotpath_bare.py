@@ -1,5 +1,5 @@
-"""The hot path reads bare records (``streams.hotpath._PartitionRecords``): aiokafka's own record objects, no
-``ConsumerRecord`` per record.  On the real broker: records of aborted transactions are never processed, control
+"""The hot path reads bare records (``streams.hotpath._PartitionRecords``, taken by ``_getall``): aiokafka's own
+record objects, no ``ConsumerRecord`` per record.  On the real broker: records of aborted transactions are never processed, control
 markers are skipped, a bad record is dead-lettered with its topic, partition and offset, and the committed offsets
 are those after the last record processed."""
 
@@ -62,14 +62,17 @@ def test_bare_records_skip_aborted_transactions_and_dead_letter_with_their_posit
     _transaction(kafka_bootstrap, topic, [_sample("b", 1002.0)], True, "bare-3")
     stage = Collect()
     kinds: set[type] = set()
+    sizes: list[int] = []
 
     async def run():
-        proc = TransactionalProcessor(settings, kafka_bootstrap, "signals", ["events", "samples"], Pipeline([stage]),
-                                      worker_id="bare")
+        # at most 2 records a getmany: a fetch is taken in slices, and the position must follow each one
+        proc = TransactionalProcessor(settings.model_copy(update={"max_batch": 2}), kafka_bootstrap, "signals",
+                                      ["events", "samples"], Pipeline([stage]), worker_id="bare")
         inner = proc._process_batch
 
         def process_batch(tp, msgs):
             kinds.update(type(m) for m in msgs)
+            sizes.append(len(msgs))
             inner(tp, msgs)
 
         proc._process_batch = process_batch
@@ -86,6 +89,7 @@ def test_bare_records_skip_aborted_transactions_and_dead_letter_with_their_posit
     stats = asyncio.run(run())
     assert stage.names == ["a", "b"]
     assert stats["in"] == 3 and stats["deadletter"] == 1
+    assert max(sizes) <= 2 and sum(sizes) == 3
     assert kinds and ConsumerRecord not in kinds  # bare: aiokafka's record objects, not ConsumerRecord
     dead = [orjson.loads(r.value) for r in read_to_end(kafka_bootstrap, settings.topic("deadletter"))]
     assert len(dead) == 1
