@@ -164,7 +164,7 @@ class AlertingStage:
 
 ALERTS_CLOCK = "__alerts_clock__"  # clock: event -- the lifecycle step's time (largest transition time read on alerts)
 GROUPS_CLOCK = "__groups_clock__"  # clock: event -- the grouping step's time (largest on alert-groups)
-ALERTING_COMMIT = 0.05  # seconds from the end of one alerting transaction to the start of the next with outputs
+ALERTING_COMMIT = 0.02  # seconds from the end of one alerting transaction to the start of the next with outputs
 COMMIT_POLL = 0.01  # seconds: how often the alerting processor looks whether its next transaction is due
 FLUSH_EVERY = 0.05  # seconds: how often due groups are flushed while records flow
 ALERTING_BATCH = 200  # records per slice of processing: the transaction in flight gets a turn between slices
