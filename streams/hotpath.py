@@ -37,12 +37,10 @@ import gc
 import logging
 import time
 from collections.abc import Callable, MutableMapping, Sequence
-from itertools import islice
 from typing import Protocol
 
 import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.consumer import fetcher as _fetcher
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
@@ -92,59 +90,6 @@ def tune_gc() -> None:
     young, middle, old = gc.get_threshold()
     if young < GC_YOUNG:
         gc.set_threshold(GC_YOUNG, middle, old)
-
-
-def _bare(value):
-    """The value deserializer that marks a consumer whose records come bare (see ``_PartitionRecords``)."""
-    return value
-
-
-def _itself(tp, record):
-    return record
-
-
-class _PartitionRecords(_fetcher.PartitionRecords):
-    """aiokafka's iterator over one fetched partition's records; for a consumer marked with the ``_bare`` value
-    deserializer it hands out aiokafka's own record objects, as read from the record batch (``offset``, ``key``,
-    ``value``, ``timestamp``, ``headers``; no ``topic``/``partition``: the batch's ``TopicPartition`` says them),
-    instead of building a ``ConsumerRecord`` per record (~1 µs of Python each, in ``getmany``).  Everything else
-    is aiokafka's own code, unchanged: batches, CRCs, aborted transactions and control batches under
-    read_committed, positions.  Every other consumer (no marker) gets ``ConsumerRecord`` objects as before.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if getattr(self, "_value_deserializer", None) is _bare:
-            self._consumer_record = _itself
-
-
-_GETALL = getattr(_fetcher.FetchResult.getall, "aiokafka_getall", _fetcher.FetchResult.getall)  # once, if imported again
-
-
-def _getall(self, max_records=None):
-    """aiokafka's ``FetchResult.getall`` (one partition's fetched records), taking bare records in one C-level
-    slice of aiokafka's own record iterator (``islice``) instead of a Python loop that appends and counts per
-    record.  Same checks (assignment, pause, position), same position update, same ``max_records``; any other
-    records go through aiokafka's own ``getall``."""
-    pr = self._partition_records
-    if pr is None or getattr(pr, "_consumer_record", None) is not _itself:
-        return _GETALL(self, max_records)
-    if not self.check_assignment(self._topic_partition) or not self.has_more():
-        return []
-    it = pr._records_iterator
-    ret = [] if it is None else list(it if max_records is None else islice(it, max_records))
-    self._update_position()
-    if max_records is None or len(ret) < max_records:  # drained, as aiokafka's loop ending without a break
-        self._partition_records = None
-    return ret
-
-
-if (_fetcher.PartitionRecords.__name__ == "PartitionRecords" and hasattr(_fetcher.PartitionRecords, "_consumer_record")
-        and all(hasattr(_fetcher.FetchResult, a) for a in ("check_assignment", "has_more", "_update_position"))):
-    _fetcher.PartitionRecords = _PartitionRecords  # what aiokafka's Fetcher builds per fetched partition
-    # a method, not a subclass: the fetcher tells results from errors by ``type(...) is FetchResult``
-    _getall.aiokafka_getall = _GETALL
-    _fetcher.FetchResult.getall = _getall
 
 
 class Stage(Protocol):
@@ -257,12 +202,8 @@ class TransactionalProcessor(mode.Service):
             acks="all", linger_ms=5, max_batch_size=512 * 1024, client_id=self.transactional_id,
             transaction_timeout_ms=60000)
         await self.producer.start()
-        # bare records (see _PartitionRecords) for this class's own per-batch step, which reads only offset, key and
-        # value of a record; a subclass with its own step gets ConsumerRecord objects
-        bare = type(self)._process_batch is TransactionalProcessor._process_batch
         self.consumer = AIOKafkaConsumer(
             **client_config(self.bootstrap, "aiokafka"), group_id=self.group_id, client_id=self.transactional_id,
-            value_deserializer=_bare if bare else None,
             enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,), max_partition_fetch_bytes=2 << 20,
             fetch_max_bytes=16 << 20, session_timeout_ms=6000, heartbeat_interval_ms=1000,
@@ -363,14 +304,14 @@ class TransactionalProcessor(mode.Service):
                 try:
                     tr, key, t, w = peek(m.value)
                 except RecordError as exc:
-                    self._reject(emit, str(exc), m, tp)
+                    self._reject(emit, str(exc), m)
                     continue
             if t < floor and tr is not Alert:
                 # its windows have closed at this partition's event time: evaluated now it would count for
                 # nothing, so it is counted and kept with the reason instead (a replay belongs in a fresh prefix)
                 self.stats["late"] += 1
                 self._reject(emit, f"late: {wm - t:.0f}s behind its partition's event time "
-                                   f"(allowed_lateness {late:g}s)", m, tp)
+                                   f"(allowed_lateness {late:g}s)", m)
                 continue
             procs = routes.get(key)
             if procs is None:
@@ -381,8 +322,8 @@ class TransactionalProcessor(mode.Service):
                     for process in procs:
                         process(rec, store, emit)
                 except Exception as exc:  # isolate: one bad record or series never stops the partition
-                    log.exception("%s: stage failed on %s[%d]@%d", self.name, tp.topic, tp.partition, m.offset)
-                    self._reject(emit, f"stage error: {type(exc).__name__}: {exc}", m, tp)
+                    log.exception("%s: stage failed on %s[%d]@%d", self.name, m.topic, m.partition, m.offset)
+                    self._reject(emit, f"stage error: {type(exc).__name__}: {exc}", m)
             if t > wm:
                 wm = t
                 if late is not None:
@@ -416,12 +357,10 @@ class TransactionalProcessor(mode.Service):
             self._urgent = True
         self._outputs.append((self.settings.topic(logical), key, value, partition))
 
-    def _reject(self, emit: Emit, reason: str, m, tp: TopicPartition | None = None) -> None:
-        """Dead-letter record ``m`` (of ``tp``: a bare record does not say its topic and partition)."""
+    def _reject(self, emit: Emit, reason: str, m) -> None:
         self.stats["deadletter"] += 1
-        topic, partition = (m.topic, m.partition) if tp is None else tp
         emit("deadletter", m.key, deadletter(reason, m.value, origin=f"worker/{self.name}", key=m.key,
-                                             topic=topic, partition=partition, offset=m.offset))
+                                             topic=m.topic, partition=m.partition, offset=m.offset))
 
     def _outputs_pending(self) -> bool:
         """Records read or outputs made and not committed yet (a transaction in flight counts)."""

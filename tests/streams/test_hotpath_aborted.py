@@ -1,5 +1,4 @@
-"""The hot path reads bare records (``streams.hotpath._PartitionRecords``, taken by ``_getall``): aiokafka's own
-record objects, no ``ConsumerRecord`` per record.  On the real broker: records of aborted transactions are never processed, control
+"""The hot path under read_committed, on the real broker, taking at most 2 records a getmany: records of aborted transactions are never processed, control
 markers are skipped, a bad record is dead-lettered with its topic, partition and offset, and the committed offsets
 are those after the last record processed."""
 
@@ -10,7 +9,6 @@ import time
 
 import orjson
 import pytest
-from aiokafka.structs import ConsumerRecord
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from core.records import Sample, encode
@@ -55,23 +53,21 @@ def _transaction(bootstrap: str, topic: str, values: list[bytes], commit: bool, 
         p.close()
 
 
-def test_bare_records_skip_aborted_transactions_and_dead_letter_with_their_position(settings, kafka_bootstrap):
+def test_hot_path_skips_aborted_transactions_and_dead_letter_with_their_position(settings, kafka_bootstrap):
     topic = settings.topic("samples")
-    _transaction(kafka_bootstrap, topic, [_sample("a", 1000.0), b"{not json"], True, "bare-1")
-    _transaction(kafka_bootstrap, topic, [_sample("aborted", 1001.0), b"{aborted bad"], False, "bare-2")
-    _transaction(kafka_bootstrap, topic, [_sample("b", 1002.0)], True, "bare-3")
+    _transaction(kafka_bootstrap, topic, [_sample("a", 1000.0), b"{not json"], True, "hp-1")
+    _transaction(kafka_bootstrap, topic, [_sample("aborted", 1001.0), b"{aborted bad"], False, "hp-2")
+    _transaction(kafka_bootstrap, topic, [_sample("b", 1002.0)], True, "hp-3")
     stage = Collect()
-    kinds: set[type] = set()
     sizes: list[int] = []
 
     async def run():
         # at most 2 records a getmany: a fetch is taken in slices, and the position must follow each one
         proc = TransactionalProcessor(settings.model_copy(update={"max_batch": 2}), kafka_bootstrap, "signals",
-                                      ["events", "samples"], Pipeline([stage]), worker_id="bare")
+                                      ["events", "samples"], Pipeline([stage]), worker_id="hp")
         inner = proc._process_batch
 
         def process_batch(tp, msgs):
-            kinds.update(type(m) for m in msgs)
             sizes.append(len(msgs))
             inner(tp, msgs)
 
@@ -90,7 +86,6 @@ def test_bare_records_skip_aborted_transactions_and_dead_letter_with_their_posit
     assert stage.names == ["a", "b"]
     assert stats["in"] == 3 and stats["deadletter"] == 1
     assert max(sizes) <= 2 and sum(sizes) == 3
-    assert kinds and ConsumerRecord not in kinds  # bare: aiokafka's record objects, not ConsumerRecord
     dead = [orjson.loads(r.value) for r in read_to_end(kafka_bootstrap, settings.topic("deadletter"))]
     assert len(dead) == 1
     assert dead[0]["payload"] == "{not json" and dead[0]["reason"].startswith("not valid JSON")
