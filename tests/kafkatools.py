@@ -1,10 +1,11 @@
-"""One way for tests to read what is on a topic: every committed record, up to the end offsets of now."""
+"""One way for tests to read what is on a topic (every committed record, up to the end offsets of now), and one
+to write a transaction to it (committed or aborted)."""
 
 from __future__ import annotations
 
 import time
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from core.kafkaclient import client_config
 
@@ -28,3 +29,22 @@ def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list:
         return out
     finally:
         c.close()
+
+
+def write_transaction(bootstrap: str, topic: str, values: list[bytes], commit: bool = True, tid: str = "test-tx",
+                      key: bytes = b"k", partition: int = 0) -> None:
+    """``values`` to one partition of ``topic`` in one transaction of ``tid``, committed or (``commit=False``)
+    aborted after the records reached the broker: a reader sees them only as aborted records and markers."""
+    p = KafkaProducer(**client_config(bootstrap, "kafka-python"), transactional_id=tid, enable_idempotence=True)
+    try:
+        p.init_transactions()
+        p.begin_transaction()
+        for v in values:
+            p.send(topic, v, key=key, partition=partition)
+        if commit:
+            p.commit_transaction()
+        else:
+            p.flush()
+            p.abort_transaction()
+    finally:
+        p.close()

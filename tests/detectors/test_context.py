@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import orjson
 import pytest
 
 from detectors import registry
 from detectors.context import ContextNovelty
-from detectors.onset import CONTEXT_MEMBERS, GRID_CONTEXT
+from detectors.onset import CONTEXT_MEMBERS
 from tests.detectors.test_contract import injected, run, stream
-
-
-def test_onset_with_context_restores_exactly_and_stays_under_4_kib():
-    params = {"members": list(CONTEXT_MEMBERS), "weights": list(GRID_CONTEXT["weights"][0])}
-    points = stream("onset", 3000)
-    a = registry.build("onset", params)
-    expected = run(a, points)
-    assert len(orjson.dumps(a.snapshot())) <= 4096
-    b = registry.build("onset", params)
-    run(b, points[:1700])
-    c = registry.restore(orjson.loads(orjson.dumps(b.snapshot())))
-    assert run(c, points[1700:]) == expected[1700:]
 
 
 def test_a_new_shape_inside_the_usual_range_is_novel_and_a_repeated_one_is_not():

@@ -8,21 +8,9 @@ import pytest
 
 from detectors import registry
 from detectors.base import build_from
-from detectors.onset import GRID_RESONANCE, MEMBERS, RESONANCE_MEMBERS, candidates, replay
+from detectors.onset import MEMBERS, candidates, replay
 from detectors.resonance import Resonance
 from tests.detectors.test_contract import run, stream
-
-
-def test_onset_with_resonance_restores_exactly_and_stays_under_4_kib():
-    params = {"members": list(RESONANCE_MEMBERS), "weights": list(GRID_RESONANCE["weights"][-1])}
-    points = stream("onset", 3000)
-    a = registry.build("onset", params)
-    expected = run(a, points)
-    assert len(orjson.dumps(a.snapshot())) <= 4096
-    b = registry.build("onset", params)
-    run(b, points[:1700])
-    c = registry.restore(orjson.loads(orjson.dumps(b.snapshot())))
-    assert run(c, points[1700:]) == expected[1700:]
 
 
 def test_categories_are_bounded_and_the_state_stops_growing():

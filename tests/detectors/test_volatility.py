@@ -4,24 +4,9 @@ from __future__ import annotations
 
 import random
 
-import orjson
-
 from detectors import registry
-from detectors.onset import GRID_VOLATILITY, VOLATILITY_MEMBERS, candidates
+from detectors.onset import candidates
 from detectors.volatility import VolatilityNovelty
-from tests.detectors.test_contract import run, stream
-
-
-def test_onset_with_volatility_restores_exactly_and_stays_under_4_kib():
-    params = {"members": list(VOLATILITY_MEMBERS), "weights": list(GRID_VOLATILITY["weights"][-1])}
-    points = stream("onset", 3000)
-    a = registry.build("onset", params)
-    expected = run(a, points)
-    assert len(orjson.dumps(a.snapshot())) <= 4096
-    b = registry.build("onset", params)
-    run(b, points[:1700])
-    c = registry.restore(orjson.loads(orjson.dumps(b.snapshot())))
-    assert run(c, points[1700:]) == expected[1700:]
 
 
 def test_a_noisier_regime_at_the_same_level_is_novel_and_the_usual_noise_is_not():

@@ -1,28 +1,13 @@
 """``group_lag`` counts records, not offsets: commit markers and aborted records of transactional topics are not lag."""
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from streams.cli_run import group_lag
+from tests.kafkatools import write_transaction
 
 pytestmark = pytest.mark.kafka
-
-
-def _transaction(bootstrap: str, topic: str, n: int, commit: bool = True) -> None:
-    p = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"lag-test-{topic}", enable_idempotence=True)
-    try:
-        p.init_transactions()
-        p.begin_transaction()
-        for _ in range(n):
-            p.send(topic, b"{}", key=b"k", partition=0)
-        if commit:
-            p.commit_transaction()
-        else:
-            p.flush()
-            p.abort_transaction()
-    finally:
-        p.close()
 
 
 def _consume_all_and_commit(bootstrap: str, topic: str, group: str) -> int:
@@ -46,7 +31,7 @@ def _consume_all_and_commit(bootstrap: str, topic: str, group: str) -> int:
 def test_lag_reaches_zero_on_a_transactional_topic_and_counts_only_data_records(settings):
     boot, topic, group = settings.kafka, settings.topic("events"), f"{settings.app_id}-lag"
     for _ in range(3):
-        _transaction(boot, topic, 5)
+        write_transaction(boot, topic, [b"{}"] * 5, tid=f"lag-test-{topic}")
     committed = _consume_all_and_commit(boot, topic, group)
     c = KafkaConsumer(bootstrap_servers=boot)
     end = c.end_offsets([TopicPartition(topic, 0)])[TopicPartition(topic, 0)]
@@ -54,7 +39,7 @@ def test_lag_reaches_zero_on_a_transactional_topic_and_counts_only_data_records(
     assert end > committed  # the last commit marker takes an offset: an offset count never reaches 0
     assert group_lag(boot, group, [topic]) == 0
 
-    _transaction(boot, topic, 2, commit=False)  # aborted: never readable, not lag
-    _transaction(boot, topic, 3)
+    write_transaction(boot, topic, [b"{}"] * 2, commit=False, tid=f"lag-test-{topic}")  # aborted: never readable, not lag
+    write_transaction(boot, topic, [b"{}"] * 3, tid=f"lag-test-{topic}")
     assert group_lag(boot, group, [topic]) == 3
     assert group_lag(boot, group, [topic], exact_below=0) > 3  # the offset gap, when too large to read

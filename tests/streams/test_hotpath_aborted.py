@@ -9,11 +9,11 @@ import time
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 from core.records import Sample, encode
 from streams.hotpath import Pipeline, TransactionalProcessor
-from tests.kafkatools import read_to_end
+from tests.kafkatools import read_to_end, write_transaction
 
 pytestmark = pytest.mark.kafka
 
@@ -37,27 +37,11 @@ def _sample(name: str, t: float) -> bytes:
     return encode(Sample(name, 1.0, t, {"job": "x"}))
 
 
-def _transaction(bootstrap: str, topic: str, values: list[bytes], commit: bool, tid: str) -> None:
-    p = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=tid, enable_idempotence=True)
-    try:
-        p.init_transactions()
-        p.begin_transaction()
-        for v in values:
-            p.send(topic, v, key=b"k", partition=0)
-        if commit:
-            p.commit_transaction()
-        else:
-            p.flush()
-            p.abort_transaction()
-    finally:
-        p.close()
-
-
 def test_hot_path_skips_aborted_transactions_and_dead_letter_with_their_position(settings, kafka_bootstrap):
     topic = settings.topic("samples")
-    _transaction(kafka_bootstrap, topic, [_sample("a", 1000.0), b"{not json"], True, "hp-1")
-    _transaction(kafka_bootstrap, topic, [_sample("aborted", 1001.0), b"{aborted bad"], False, "hp-2")
-    _transaction(kafka_bootstrap, topic, [_sample("b", 1002.0)], True, "hp-3")
+    write_transaction(kafka_bootstrap, topic, [_sample("a", 1000.0), b"{not json"], True, "hp-1")
+    write_transaction(kafka_bootstrap, topic, [_sample("aborted", 1001.0), b"{aborted bad"], False, "hp-2")
+    write_transaction(kafka_bootstrap, topic, [_sample("b", 1002.0)], True, "hp-3")
     stage = Collect()
     sizes: list[int] = []
 
