@@ -37,6 +37,20 @@ def cluster():
         launcher.stop_cluster(nodes)
 
 
+def visible_everywhere(bootstrap: str, topics: list[str], timeout: float = 30.0) -> None:
+    """Wait until every broker's metadata lists ``topics``: a topic just created is known to the controller
+    first, and ensure_topics' own admin client may ask a broker that has not heard of it yet."""
+    deadline = time.monotonic() + timeout
+    for addr in bootstrap.split(","):
+        a = KafkaAdminClient(bootstrap_servers=addr)
+        try:
+            while not set(topics) <= set(a.list_topics()):
+                assert time.monotonic() < deadline, f"{addr} does not list {topics}"
+                time.sleep(0.2)
+        finally:
+            a.close()
+
+
 def replicas(admin, topics: list[str]) -> set[int]:
     """Replica counts of every partition of ``topics``, once their metadata has reached the broker asked."""
     deadline = time.monotonic() + 15
@@ -85,6 +99,7 @@ def test_existing_topics_that_break_state_are_errors_others_warnings(cluster):
         NewTopic(s.topic("alerts"), 4, 1),  # under-replicated: a warning
     ])
     assert replicas(admin, [s.topic(n) for n in ("state-changelog", "samples", "alerts")]) == {1, 3}
+    visible_everywhere(bootstrap, [s.topic(n) for n in ("state-changelog", "samples", "alerts")])
     warnings = []
     with pytest.raises(TopicMismatch) as err:
         ensure_topics(s, bootstrap, warn=warnings.append)
