@@ -184,7 +184,7 @@ def test_a_silence_created_on_the_page_mutes_the_alert(settings, boards, browser
     WebDriverWait(browser, WAIT, 0.05).until(lambda d: cell(d, "prod", "storage").get_attribute("data-level") == "critical")
     act(browser, lambda d: d.find_element(By.ID, "token").send_keys("s3cret-token"))
     act(browser, lambda d: cell(d, "prod", "storage").click())
-    act(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#drill-list li button.silence")[0].click())
+    act(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#drill-list li button.silence").click())
     act(browser, lambda d: d.find_element(By.ID, "silence-comment").send_keys("disk replaced, rebuilding"))
     act(browser, lambda d: d.find_element(By.ID, "silence-submit").click())
     sid = WebDriverWait(browser, WAIT).until(lambda d: d.execute_script("return document.body.dataset.lastSilence"))
