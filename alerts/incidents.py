@@ -363,7 +363,8 @@ class Index:
     saved), like the alerting engine's timers.  Keys (one cluster each): ``n|<node>``,
     ``workload|<ns>|<w>``, ``pod|<ns>|<p>``, ``persistentvolumeclaim|<ns>|<pvc>``, ``s|<service>``
     (with a dependency graph); incidents holding a control-plane member, and every open incident,
-    by cluster.  ``quiet``: the open incidents with no firing member (the only ones ``expire`` looks at).
+    by cluster.  ``quiet``: the open incidents with no firing member, and ``held``: those whose first notifications
+    wait (the only ones ``expire`` looks at).
     """
 
     def __init__(self, state: Mapping, reach: Mapping[str, frozenset]):
@@ -378,6 +379,7 @@ class Index:
         self.by_cluster: dict[str, set[str]] = {}
         self.cp: dict[str, set[str]] = {}
         self.quiet: set[str] = set()
+        self.held: dict[str, float] = {}  # incident id -> when its hold ends (``Incidents.hold``)
         for k, inc in list(state.items()):
             if isinstance(k, str) and k.startswith(PREFIX):
                 self.open(inc["id"], inc["cluster"])
@@ -441,8 +443,13 @@ class Index:
                     del self.by_key[k]
         self.by_cluster.get(cluster, set()).discard(iid)
         self.quiet.discard(iid)
+        self.held.pop(iid, None)
 
     def settle(self, inc: Mapping) -> None:
+        if inc.get("holdUntil") is not None:
+            self.held[inc["id"]] = inc["holdUntil"]
+        else:
+            self.held.pop(inc["id"], None)
         if any(m["status"] == "firing" for m in inc["members"].values()):
             self.quiet.discard(inc["id"])
         else:
@@ -478,9 +485,13 @@ class Incidents:
     """The incident stage's logic for one cluster partition's ``state`` (a MutableMapping of JSON values)."""
 
     def __init__(self, deps: Mapping[str, Iterable[str]] | None = None, window: float = WINDOW,
-                 quiet: float = QUIET):
+                 quiet: float = QUIET, hold: float = 0.0):
         self.reach = closure(deps)
         self.window, self.quiet = window, quiet
+        # seconds an incident's first notifications wait after it opens (``holdUntil`` on the incident, released by
+        # ``expire``), so the probable cause is ranked on more than the first alert to arrive -- a pod's alert may
+        # come before its node's -- as Alertmanager's group_wait lets a group fill; 0: at once
+        self.hold = hold
         self._indexes: dict[int, Index] = {}  # id(state) -> its index (one state per partition)
         self.outbox: list[dict] = []  # notifications per incident produced by the last calls (``take_notes``)
         self.scan = False  # True: find links by comparing with every member (the reference; bench rca --membership)
@@ -563,6 +574,8 @@ class Incidents:
             inc = {"id": iid, "cluster": cluster, "status": "open", "openedAt": alert.startsAt,
                    "updatedAt": max(alert.startsAt, now), "resolvedAt": None, "members": {}, "links": [],
                    "dropped": 0}
+            if self.hold > 0:
+                inc["holdUntil"] = now + self.hold
             ix.open(iid, cluster)
         else:
             inc = state[PREFIX + hits[0][1]]
@@ -641,8 +654,8 @@ class Incidents:
             for r in ms[fp].get("to", ()):
                 to.setdefault(r, []).append(fp)
         sent = inc.get("sent") or {}
-        if not to and not sent:
-            return
+        if not to and not sent or inc.get("holdUntil") is not None:
+            return  # nobody to tell, or not yet: ``expire`` releases a held incident once its hold is over
         cands = rec.get("candidates") or []
         top = cands[0]["entity"] if cands else None
         resolved = rec["status"] == "resolved"
@@ -666,9 +679,22 @@ class Incidents:
             rec["notified"] = {r: v["role"] for r, v in sorted(sent.items())}
 
     def expire(self, state: MutableMapping, now: float) -> list[dict]:
-        """Resolve the incidents whose members all resolved at least ``quiet`` ago; returns their final records."""
+        """Release the held incidents whose hold is over (their first notifications go out, ranked on every member
+        that came meanwhile), and resolve the incidents whose members all resolved at least ``quiet`` ago; returns
+        the records that changed."""
         out = []
-        for iid in sorted(self.index(state).quiet):
+        ix = self.index(state)
+        for iid in sorted(i for i, due in ix.held.items() if now >= due):
+            inc = state.get(PREFIX + iid)
+            if inc is None:
+                ix.held.pop(iid, None)
+                continue
+            del inc["holdUntil"]
+            rec = self.record(inc)
+            self._notify(inc, rec, now)
+            self._save(inc, state)
+            out.append(rec)
+        for iid in sorted(ix.quiet):
             inc = state.get(PREFIX + iid)
             if inc is None:
                 continue

@@ -106,6 +106,9 @@ class Settings(BaseModel):
     cluster: str = "default"
     commit_interval: float = Field(0.5, gt=0, description="seconds between transactions of the hot path")
     max_batch: int = Field(5000, ge=1)
+    incident_wait: float = Field(
+        0.0, ge=0, description="seconds an incident's first notifications wait after it opens (routes with "
+        "incidents: true), so its probable cause is ranked on more than its first alert; 0 = at once")
     clock: Literal["event", "wall"] = Field(
         "event", description="event: timers follow record time (replays, tests); wall: idle partitions also tick")
     web_port: int | None = Field(None, description="Faust web port (health, /metrics); None = disabled")

@@ -92,6 +92,8 @@ class LiveStack:
         self.settings = base.model_copy(update={
             "topic_prefix": f"{base.topic_prefix}live-{self.tag}-", "app_id": f"{base.app_id}-live-{self.tag}",
             "clock": "wall", "rules": [*base.rules, *(rules if rules is not None else [str(RULES)])],
+            # a pod's alert may come before its node's (another collector, another partition): rank the cause on both
+            "incident_wait": max(base.incident_wait, 10.0),
             "web_port": free_port()})  # partitions as configured: the collector checks them against its own
         self.routing, self.quiet, self.nodes, self.say = Path(routing), quiet, nodes, progress
         self.cluster, self.bootstrap = cluster, bootstrap or base.kafka

@@ -89,5 +89,5 @@ def incident_processor(settings: Settings, bootstrap: str, *, worker_id: str = "
                        incidents: Incidents | None = None, tick_interval: float = 5.0) -> TransactionalProcessor:
     """The worker's incident processor (its own consumer group, transactional id and changelog)."""
     return TransactionalProcessor(settings, bootstrap, "incidents", ["alerts", "incident-alerts"],
-                                  IncidentStage(incidents, wall=settings.clock == "wall"), worker_id=worker_id, tick_interval=tick_interval,
+                                  IncidentStage(incidents or Incidents(hold=settings.incident_wait), wall=settings.clock == "wall"), worker_id=worker_id, tick_interval=tick_interval,
                                   urgent=("incidents", "notifications"))

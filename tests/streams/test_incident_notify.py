@@ -156,6 +156,33 @@ def test_a_notice_for_an_alert_handed_over_before_the_stage_saw_it_and_upgraded_
     assert [(n["receiver"], n["incident"]["role"], n["status"]) for n in notes] == [("platform", "cause", "firing")]
 
 
+def test_a_held_incident_names_the_node_its_cause_even_when_a_pod_alert_came_first():
+    """Without a hold the first alert's team is told it is the cause, and stays told; with one (incident_wait), the
+    first notifications wait until the node's alert came, and the node's owner gets the cause, the team a notice.
+    A restarted stage (a new Incidents over the same state) releases the hold as one that never stopped."""
+    pod = a(T0, alertname="KubePodNotReady", namespace="ns0", workload="w0", node="n1", owner="team0")
+    node = a(T0 + 2, alertname="KubeNodeNotReady", node="n1")
+
+    def play(hold: float, restart: bool = False) -> list[tuple[str, str]]:
+        inc, st = Incidents(hold=hold), {}
+        inc.handed(pod, "team0", st, T0 + 1)
+        inc.handed(node, "platform", st, T0 + 3)
+        got = inc.take_notes()
+        if restart:  # state only: the index is rebuilt from it
+            inc = Incidents(hold=hold)
+        if hold:  # nothing before the hold ends
+            assert got == [] and inc.expire(st, T0 + 5) == [] and inc.take_notes() == []
+        released = inc.expire(st, T0 + 12)
+        got += inc.take_notes()
+        if hold:
+            assert [r["notified"] for r in released] == [{"platform": "cause", "team0": "impacted"}]
+        return sorted((n["receiver"], n["incident"]["role"]) for n in got)
+
+    assert play(0) == [("platform", "cause"), ("team0", "cause")]
+    assert play(10) == [("platform", "cause"), ("team0", "impacted")]
+    assert play(10, restart=True) == [("platform", "cause"), ("team0", "impacted")]
+
+
 # ---------------------------------------------------------------- exactly once across a restart (real broker)
 
 async def _until(pred, what, timeout=60.0):
