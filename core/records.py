@@ -493,9 +493,6 @@ def peek(payload: bytes) -> tuple:
     return Alert, Alert, t, w
 
 
-# peek's common case for a consumer loop that inlines it (``streams.hotpath``), sending anything else to ``peek``:
-# the decoder, the event and sample wire types, the time-text cache and the time parser
-DECODE, WIRE_EVENT, WIRE_SAMPLE, TIMES, when = _DECODER.decode, _WireEvent, _WireSample, _TIMES, _when
 
 
 def _reason(exc: msgspec.ValidationError, obj) -> str:

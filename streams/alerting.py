@@ -64,7 +64,7 @@ from alerts.inhibit import Inhibitor, rules_from
 from alerts.receivers import Receivers
 from alerts.silences import Silence, Silences
 from core.kafkaclient import client_config
-from core.records import Alert, RecordError, deadletter, decode, encode
+from core.records import Alert, RecordError, deadletter, decode, encode, peek
 from core.settings import Settings
 from streams.follow import follow_topic
 from streams.hotpath import WATERMARK, TransactionalProcessor, tune_gc
@@ -414,21 +414,13 @@ class AlertWatcher(mode.Service):
         self.caught_up = asyncio.Event()
 
     def _on(self, key, value) -> None:
-        # every transition of every partition passes here: one orjson parse of what the inhibitor needs (labels,
-        # status), not a typed decode of the whole record; what is not a well-formed alert is skipped as before
-        if not self.inhibitor.rules:
-            return
+        # checked as the hot path checks (peek), without building the record: the inhibitor needs labels and status
         try:
-            d = orjson.loads(value)
-        except orjson.JSONDecodeError:
+            rtype, _, _, w = peek(value)
+        except RecordError:
             return  # the hot path dead-letters it; the view just skips it
-        if type(d) is not dict or d.get("kind") != "alert" or d.get("v") != 1:
-            return
-        labels, status = d.get("labels"), d.get("status", "firing")
-        if type(labels) is not dict or "alertname" not in labels or status not in ("firing", "resolved") \
-                or any(type(v) is not str for v in labels.values()):
-            return
-        self.inhibitor.observe(labels, status)
+        if rtype is Alert:
+            self.inhibitor.observe(w.labels, w.status)
 
     @mode.Service.task
     async def _follow(self) -> None:

@@ -47,11 +47,6 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from core.kafkaclient import client_config
 from core.records import (
-    DECODE,
-    TIMES,
-    VERSION,
-    WIRE_EVENT,
-    WIRE_SAMPLE,
     Alert,
     Event,
     RecordError,
@@ -59,7 +54,6 @@ from core.records import (
     build,
     deadletter,
     peek,
-    when,
 )
 from core.settings import Settings
 from streams.follow import seek_committed
@@ -280,32 +274,12 @@ class TransactionalProcessor(mode.Service):
         next_tick = (wm // tick_every + 1) * tick_every if wm else None
         late = self.settings.allowed_lateness
         floor = -_INF if late is None else wm - late
-        decode, wire_event, wire_sample, times = DECODE, WIRE_EVENT, WIRE_SAMPLE, TIMES
         for m in msgs:
-            # checked as peek checks; the record itself is built only for a stage that wants it.  peek's common case
-            # inline (a valid event or sample, its time a text seen before); anything else, and every failure, goes
-            # to peek itself: the same checks, the same RecordError
             try:
-                w = decode(m.value)
-                tw = type(w)
-                if tw is wire_sample and w.v == VERSION:
-                    tr, key = Sample, w.name
-                elif tw is wire_event and w.v == VERSION and w.count >= 0:
-                    tr, key = Event, (w.source, w.reason)
-                else:
-                    raise LookupError
-                t = w.time
-                if type(t) is str:
-                    s = times.get(t)
-                    t = s if s is not None else when(t, "time")
-                elif type(t) is not float:
-                    t = float(t)
-            except Exception:
-                try:
-                    tr, key, t, w = peek(m.value)
-                except RecordError as exc:
-                    self._reject(emit, str(exc), m)
-                    continue
+                tr, key, t, w = peek(m.value)  # checked; the record itself is built only for a stage that wants it
+            except RecordError as exc:
+                self._reject(emit, str(exc), m)
+                continue
             if t < floor and tr is not Alert:
                 # its windows have closed at this partition's event time: evaluated now it would count for
                 # nothing, so it is counted and kept with the reason instead (a replay belongs in a fresh prefix)
