@@ -493,8 +493,6 @@ def peek(payload: bytes) -> tuple:
     return Alert, Alert, t, w
 
 
-
-
 def _reason(exc: msgspec.ValidationError, obj) -> str:
     """The dead-letter reason for a payload that failed validation (the rare path: it may look again)."""
     if not isinstance(obj, dict):
