@@ -208,17 +208,22 @@ class TransactionalProcessor(mode.Service):
 
     async def on_stop(self) -> None:
         try:
-            if self._inflight is not None:
-                inflight, self._inflight = self._inflight, None
-                await inflight
-            if self.consumer is not None and self.producer is not None:
-                await self._commit()
+            await self.commit_now()
         except Exception as exc:  # stopping anyway; the next owner re-reads from the last commit
             log.warning("%s: final commit failed (%s); uncommitted work will be redone", self.name, exc)
         if self.consumer is not None:
             await self.consumer.stop()
         if self.producer is not None:
             await self.producer.stop()
+
+    async def commit_now(self) -> None:
+        """Commit everything processed so far without waiting for the commit interval (what a stop does):
+        the transaction in flight first, then one with what came after it."""
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            await inflight
+        if self.consumer is not None and self.producer is not None:
+            await self._commit()
 
     @mode.Service.task
     async def _run(self) -> None:
