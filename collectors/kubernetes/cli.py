@@ -77,7 +77,8 @@ def register(sub, group) -> None:
     what.add_argument("--cache-size", type=int, default=o.cache_size, metavar="N",
                       help="owner objects kept in the LRU cache (default: %(default)s)")
     what.add_argument("--cache-ttl", type=float, default=o.cache_ttl, metavar="SECONDS",
-                      help="how long a cached owner is trusted (default: %(default)s)")
+                      help="how long a cached owner is trusted (default: %(default)s; an absent owner or a "
+                           "failed read is asked again after 10 s)")
     tune = p.add_argument_group("tuning")
     tune.add_argument("--commit-interval", type=float, default=o.commit_interval, metavar="SECONDS",
                       help="longest wait before a batch is committed (default: %(default)s)")

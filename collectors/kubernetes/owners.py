@@ -2,7 +2,9 @@
 
 ``Owners.resolve`` walks Pod -> ReplicaSet -> Deployment and Job -> CronJob (StatefulSet and
 DaemonSet are workloads themselves) by fetching owners through ``fetch(kind, namespace, name)``
-(``None`` when absent), remembered in a bounded LRU cache with a time-to-live.  The team is the
+(``None`` when absent), remembered in a bounded LRU cache with a time-to-live (``ttl``; an absent object or a
+failed read only ``retry`` seconds: a transient API error or an owner created just after its pod must not
+strip the workload from the next events for minutes).  The team is the
 first configured key found in the workload's labels, then its annotations, then the
 namespace's labels and annotations.
 
@@ -29,11 +31,13 @@ DEFAULT_KEYS = ("team", "owner", "app.kubernetes.io/part-of")
 
 
 class Owners:
-    def __init__(self, fetch, keys=DEFAULT_KEYS, max_entries: int = 10_000, ttl: float = 300.0, clock=time.monotonic):
+    def __init__(self, fetch, keys=DEFAULT_KEYS, max_entries: int = 10_000, ttl: float = 300.0, clock=time.monotonic,
+                 retry: float = 10.0):
         self.fetch = fetch
         self.keys = tuple(keys)
         self.max_entries = max_entries
         self.ttl = ttl
+        self.retry = min(retry, ttl)
         self.clock = clock
         self._cache: OrderedDict = OrderedDict()
         self.fetches = 0
@@ -57,7 +61,7 @@ class Owners:
         meta = (obj or {}).get("metadata") if isinstance(obj, dict) else None
         meta = {k: meta.get(k) or ({} if k != "ownerReferences" else []) for k in
                 ("labels", "annotations", "ownerReferences")} if isinstance(meta, dict) else None
-        self._cache[key] = (now + self.ttl, meta)
+        self._cache[key] = (now + (self.ttl if meta is not None else self.retry), meta)
         self._cache.move_to_end(key)
         while len(self._cache) > self.max_entries:
             self._cache.popitem(last=False)

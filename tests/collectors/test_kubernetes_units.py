@@ -256,6 +256,27 @@ def test_unreadable_replicaset_falls_back_to_its_template_hash():
     assert o.resolve("shop", "Pod", "cart-7d9f-x", ("ReplicaSet", "cart-7d9f"), "7d9f") == ("Deployment/cart", "")
 
 
+def test_a_failed_or_empty_owner_read_is_asked_again_after_retry_not_ttl():
+    now = [0.0]
+    state = {"fail": True}
+    rs = {"metadata": {"ownerReferences": [{"kind": "Deployment", "name": "cart", "controller": True}]}}
+
+    def fetch(kind, ns, name):
+        if kind == "ReplicaSet" and state["fail"]:
+            raise TimeoutError("read timed out")
+        return {"ReplicaSet": rs, "Deployment": {"metadata": {"labels": {"team": "payments"}}}}.get(kind)
+    o = Owners(fetch, ttl=300.0, retry=10.0, clock=lambda: now[0])
+    assert o.resolve("shop", "ReplicaSet", "cart-7d9f") == ("ReplicaSet/cart-7d9f", "")  # the read failed
+    state["fail"] = False
+    now[0] = 5.0
+    assert o.resolve("shop", "ReplicaSet", "cart-7d9f") == ("ReplicaSet/cart-7d9f", "")  # not asked again yet
+    now[0] = 11.0
+    assert o.resolve("shop", "ReplicaSet", "cart-7d9f") == ("Deployment/cart", "payments")
+    now[0] = 200.0  # a found object is kept for ttl
+    state["fail"] = True
+    assert o.resolve("shop", "ReplicaSet", "cart-7d9f") == ("Deployment/cart", "payments")
+
+
 def test_owner_cache_is_bounded_and_expires():
     now = [0.0]
     calls = []
