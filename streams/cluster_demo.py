@@ -4,7 +4,7 @@
 ``LiveStack`` brings up (or is given) the cluster of ``deploy/cluster/launcher.py`` and a Kafka
 broker, then the demo's local webhook receivers (``DemoReceivers``: one per receiver of the routing
 file), a worker (``spawn_worker``) and the Kubernetes collector as a real process on the cluster's
-watch.  Every notification is timestamped on arrival, so a scenario measures, per alert, the time
+watch, authenticated as its shipped least-privilege ServiceAccount.  Every notification is timestamped on arrival, so a scenario measures, per alert, the time
 from the change it wrote to the API server to the notification at its team's receiver.
 
 The scripted incidents (``SCENARIO``) are plain API writes, the way the tests provoke them:
@@ -39,6 +39,8 @@ from core.broker import die_with_parent, free_port
 from core.kafkaclient import client_config
 from core.settings import REPO, Settings
 from streams.cli_run import DemoReceivers, _quietly, spawn_worker, stop_process, wait_delivered
+
+COLLECTOR_MANIFEST = REPO / "deploy" / "kubernetes" / "collector-kubernetes.yaml"  # its ServiceAccount and RBAC
 
 ROUTING = REPO / "deploy" / "demo" / "cluster-routing.yaml"
 RULES = REPO / "deploy" / "demo" / "cluster-rules.yaml"
@@ -151,9 +153,11 @@ class LiveStack:
         env.update(KUBESIGHT_KAFKA=self.bootstrap, KUBESIGHT_TOPIC_PREFIX=self.settings.topic_prefix,
                    PYTHONUNBUFFERED="1")
         self.collector_log = self.log_dir / f"live-collector-{self.tag}.log"
+        # the collector runs as its shipped ServiceAccount (read-only RBAC of deploy/kubernetes), not as the admin
+        kubeconfig = self.cluster.service_account_kubeconfig(COLLECTOR_MANIFEST, self.log_dir / f"collector-{self.tag}.kubeconfig")
         with open(self.collector_log, "wb") as fh:
             self.collector = subprocess.Popen(
-                [sys.executable, "-m", "kubesight", "collect", "kubernetes", "--kubeconfig", str(self.cluster.kubeconfig),
+                [sys.executable, "-m", "kubesight", "collect", "kubernetes", "--kubeconfig", str(kubeconfig),
                  "--cluster", "local", "--commit-interval", "0.1", "--backoff-base", "0.1", "--backoff-max", "1"],
                 cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=die_with_parent)

@@ -261,6 +261,26 @@ class Cluster:
         path.chmod(0o600)
         return path
 
+    def service_account_kubeconfig(self, manifest: Path | str, path: Path | str, seconds: int = 86400) -> Path:
+        """Create the ServiceAccount, ClusterRole(s) and binding(s) of a shipped manifest, exactly as shipped (its
+        namespace too), and write a kubeconfig that authenticates as that ServiceAccount with a TokenRequest token
+        valid ``seconds``: a component then runs here with the least privilege it gets in a real cluster."""
+        import yaml
+
+        docs = [d for d in yaml.safe_load_all(Path(manifest).read_text()) if d and d["kind"] in (
+            "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
+        sas = [d for d in docs if d["kind"] == "ServiceAccount"]
+        if len(sas) != 1:
+            raise ClusterError(f"{manifest}: expected one ServiceAccount, found {len(sas)}")
+        ns, name = sas[0]["metadata"]["namespace"], sas[0]["metadata"]["name"]
+        api = self.api_client()
+        try:
+            create_objects(api, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, *docs])
+            token = service_account_token(api, ns, name, seconds)
+        finally:
+            api.close()
+        return self.write_kubeconfig(path, token, f"system:serviceaccount:{ns}:{name}")
+
     def api_client(self, token: str | None = None):
         """A ``kubernetes.client.ApiClient`` (admin unless ``token`` is given)."""
         from kubernetes import client
@@ -371,6 +391,31 @@ class Cluster:
 
 
 # ---------------------------------------------------------------- start-up
+
+
+def create_objects(api_client, docs: list[dict]) -> None:
+    """Create objects (Namespace, ServiceAccount, ClusterRole, ...) with the dynamic client; one that exists stays."""
+    from kubernetes import dynamic
+    from kubernetes.client import ApiException
+
+    dyn = dynamic.DynamicClient(api_client)
+    for d in docs:
+        res = dyn.resources.get(api_version=d["apiVersion"], kind=d["kind"])
+        ns = d["metadata"].get("namespace")
+        try:
+            res.create(body=d, namespace=ns) if res.namespaced else res.create(body=d)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+
+def service_account_token(api_client, namespace: str, name: str, seconds: int = 3600) -> str:
+    """A ServiceAccount token from the TokenRequest API (what a projected token volume holds)."""
+    from kubernetes import client
+
+    tr = client.CoreV1Api(api_client).create_namespaced_service_account_token(
+        name, namespace, {"spec": {"expirationSeconds": seconds}})
+    return tr.status.token
 
 
 def _keypair(pki: Path) -> None:

@@ -96,25 +96,12 @@ def ensure_namespace(api, name: str, labels: dict | None = None) -> None:
 
 def create_docs(api, docs: list[dict]) -> None:
     """Create objects (ServiceAccount, ClusterRole, ClusterRoleBinding, ...) with the dynamic client."""
-    from kubernetes import dynamic
-    from kubernetes.client import ApiException
-
-    dyn = dynamic.DynamicClient(api.client)
-    for d in docs:
-        res = dyn.resources.get(api_version=d["apiVersion"], kind=d["kind"])
-        ns = d["metadata"].get("namespace")
-        try:
-            res.create(body=d, namespace=ns) if res.namespaced else res.create(body=d)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
+    launcher.create_objects(api.client, docs)
 
 
 def sa_token(api, ns: str, name: str, seconds: int = 3600) -> str:
     """A ServiceAccount token from the TokenRequest API (as a projected token volume would hold)."""
-    tr = api.core.create_namespaced_service_account_token(
-        name, ns, {"spec": {"expirationSeconds": seconds}})
-    return tr.status.token
+    return launcher.service_account_token(api.client, ns, name, seconds)
 
 
 @pytest.fixture(scope="session")

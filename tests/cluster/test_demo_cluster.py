@@ -5,6 +5,7 @@ reach team A's and team B's webhook receivers as KubePodFailedScheduling and Kub
 
 from __future__ import annotations
 
+import json
 import time
 
 from streams.cluster_demo import LiveStack, run_scenario
@@ -22,6 +23,10 @@ def test_unschedulable_and_crash_loop_reach_their_teams(cluster, kafka_bootstrap
             assert 0 < o.latency < 20, (o.alertname, o.latency)
             lab = o.got.alert["labels"]
             assert lab["owner"] == o.expect_receiver and lab["namespace"].endswith(stack.tag), lab
+        # the collector ran as its shipped ServiceAccount, not as the cluster's admin
+        kubeconfig = json.loads((tmp_path / f"collector-{stack.tag}.kubeconfig").read_text())
+        assert [u["name"] for u in kubeconfig["users"]] == ["system:serviceaccount:kubesight:kubesight-kubernetes"]
+        assert f"collector-{stack.tag}.kubeconfig" in " ".join(stack.collector.args)
         # every notified alert is one of the two incidents (the routing sent nothing to platform)
         assert sorted((n.receiver, n.alert["labels"]["alertname"]) for n in stack.notes) == [
             ("team-a", "KubePodFailedScheduling"), ("team-b", "KubePodCrashLooping")]
