@@ -24,4 +24,5 @@ def test_bench_pipeline_prints_its_figures_and_commits_the_last_records_at_once(
         assert out[path]["signals_per_s"] > 0 and out[path]["us_per_signal_cpu"] > 0, path
     assert out["commits"] >= 2  # one transaction per kind, at least: the outputs and offsets were committed
     assert out["outputs/events"] > 0  # alerts of the default pack on the recorded events
+    assert 0 < out["rules/events"]["evaluations"] < 600 and out["rules/events"]["us_per_signal"] > 0
     assert 0 < out["ratio_c_over_b_cpu"] < 5 and 0 < out["ratio_c_over_b"] < 5
