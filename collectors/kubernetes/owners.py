@@ -23,8 +23,11 @@ namespace's labels and annotations.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
+
+log = logging.getLogger("kubesight.collect.kubernetes")
 
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "CronJob")
 DEFAULT_KEYS = ("team", "owner", "app.kubernetes.io/part-of")
@@ -56,7 +59,9 @@ class Owners:
         self.fetches += 1
         try:
             obj = self.fetch(kind, ns, name)
-        except Exception:  # an unreachable or forbidden owner must not stop the events
+        except Exception as exc:  # an unreachable or forbidden owner must not stop the events
+            log.warning("reading %s %s/%s to resolve its owner failed (%s: %s); the events go out without it, "
+                        "it is read again in %.0fs", kind, ns, name, type(exc).__name__, str(exc)[:200], self.retry)
             obj = None
         meta = (obj or {}).get("metadata") if isinstance(obj, dict) else None
         meta = {k: meta.get(k) or ({} if k != "ownerReferences" else []) for k in

@@ -92,7 +92,7 @@ def test_unschedulable_pod(api, collector, ns):
                                  entity__namespace=ns)
     r = recs[0]
     assert (r["entity"]["kind"], r["entity"]["workload"], r["entity"]["owner"], r["type"]) == \
-        ("Pod", "Deployment/stuck", "team-stuck", "Warning")
+        ("Pod", "Deployment/stuck", "team-stuck", "Warning"), (r, collector.text()[-3000:])
     assert r["entity"]["name"].startswith("stuck-")
     assert "node(s) didn't match" in r["message"], r["message"]
 
