@@ -1,9 +1,11 @@
-"""One way for tests to read what is on a topic (every committed record, up to the end offsets of now), and one
-to write a transaction to it (committed or aborted)."""
+"""One way for tests to read what is on a topic (every committed record, up to the end offsets of now), one to
+write a transaction to it (committed or aborted), and one to wait on a condition with a deadline (``until``)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -48,3 +50,13 @@ def write_transaction(bootstrap: str, topic: str, values: list[bytes], commit: b
             p.abort_transaction()
     finally:
         p.close()
+
+
+async def until(pred: Callable[[], bool], what: str | Callable[[], object], timeout: float = 30.0,
+                interval: float = 0.1) -> None:
+    """Wait (on the running loop) until ``pred()`` holds; past ``timeout`` seconds fail naming ``what`` (a text, or a
+    callable giving the detail at that moment, e.g. the processor's stats)."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what() if callable(what) else what}"
+        await asyncio.sleep(interval)

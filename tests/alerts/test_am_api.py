@@ -22,6 +22,7 @@ from core.kafkaclient import client_config
 from core.records import Alert, encode, fingerprint, format_time
 from streams.alerting import AlertsView, SilenceBook
 from tests.alerts.amtools import binary
+from tests.kafkatools import until
 
 pytestmark = pytest.mark.kafka
 
@@ -56,14 +57,6 @@ async def _amtool(url: str, *args: str) -> str:
     return out.decode()
 
 
-async def _until(cond, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 def test_amtool_alert_query_silence_query_and_config_show(settings):
     cfg = load_text(CONFIG, "routing.yaml")
 
@@ -83,12 +76,12 @@ def test_amtool_alert_query_silence_query_and_config_show(settings):
         await site.start()
         url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
         try:
-            await _until(lambda: len(view.alerts.by_fp) == 4, "4 alerts read back from alert-groups")
+            await until(lambda: len(view.alerts.by_fp) == 4, "4 alerts read back from alert-groups", interval=0.05)
             # a silence for team b (posted by amtool), one for another label
             sid = (await _amtool(url, "silence", "add", "team=b", "--comment=maintenance", "--author=ana",
                                  "--duration=1h")).strip()
             other = (await _amtool(url, "silence", "add", "alertname=Other", "--comment=x", "--author=bo")).strip()
-            await _until(lambda: len(book.silences.by_id) == 2, "both silences in the book")
+            await until(lambda: len(book.silences.by_id) == 2, "both silences in the book", interval=0.05)
 
             # silence query <matcher> filters on the server
             got = orjson.loads(await _amtool(url, "-o", "json", "silence", "query", "team=b"))
@@ -135,7 +128,7 @@ def test_amtool_alert_query_silence_query_and_config_show(settings):
             t = time.time()
             for g, a in engine.route(Alert(ALERTS[2], status="resolved", startsAt=now, endsAt=t), state, t):
                 await producer.send_and_wait(settings.topic("alert-groups"), encode(to_grouped(g, a)), key=g.key.encode())
-            await _until(lambda: len(view.alerts.by_fp) == 3, "NodeDown resolved")
+            await until(lambda: len(view.alerts.by_fp) == 3, "NodeDown resolved", interval=0.05)
             got = orjson.loads(await _amtool(url, "-o", "json", "alert", "query", "alertname=PodDown"))
             assert [a["status"]["state"] for a in got] == ["active"]  # its inhibitor is gone
             assert format_time(t)  # (times are RFC 3339)

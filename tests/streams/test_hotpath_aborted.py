@@ -5,7 +5,6 @@ are those after the last record processed."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import orjson
 import pytest
@@ -13,7 +12,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from core.records import Sample, encode
 from streams.hotpath import Pipeline, TransactionalProcessor
-from tests.kafkatools import read_to_end, write_transaction
+from tests.kafkatools import read_to_end, until, write_transaction
 
 pytestmark = pytest.mark.kafka
 
@@ -58,10 +57,7 @@ def test_hot_path_skips_aborted_transactions_and_dead_letter_with_their_position
         proc._process_batch = process_batch
         await proc.start()
         try:
-            deadline = time.monotonic() + 30
-            while proc.stats["in"] < 3 or proc._outputs_pending():
-                assert time.monotonic() < deadline, proc.stats
-                await asyncio.sleep(0.1)
+            await until(lambda: proc.stats["in"] >= 3 and not proc._outputs_pending(), lambda: proc.stats)
         finally:
             await proc.stop()
         return proc.stats

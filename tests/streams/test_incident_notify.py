@@ -5,7 +5,6 @@ across a restart of the incident processor in the middle of an incident (real br
 from __future__ import annotations
 
 import asyncio
-import time
 
 import orjson
 import pytest
@@ -16,7 +15,7 @@ from alerts.engine import Engine
 from alerts.incidents import Incidents
 from core.records import Alert, decode, encode
 from streams.incidents import NOTIFY, REKEYED, IncidentStage, hand_off, incident_processor
-from tests.kafkatools import read_to_end
+from tests.kafkatools import read_to_end, until
 
 T0 = 1_700_000_000.0
 ROUTING = """
@@ -185,13 +184,6 @@ def test_a_held_incident_names_the_node_its_cause_even_when_a_pod_alert_came_fir
 
 # ---------------------------------------------------------------- exactly once across a restart (real broker)
 
-async def _until(pred, what, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
-
-
 def _handed(x: Alert, receiver: str) -> Alert:
     return Alert(x.labels, {**x.annotations, REKEYED: "1", NOTIFY: receiver}, x.status, x.startsAt, x.endsAt)
 
@@ -219,8 +211,8 @@ def _run(s, bootstrap, restart: bool) -> list[dict]:
             prod.send(s.topic(topic), encode(x), key=key)
             prod.flush()
             want = 2 if topic == "alerts" else 1  # an alert and its re-keyed copy
-            await _until(lambda n=n, want=want: proc.stats["in"] >= n + want, f"processed {topic} {x.labels} {proc.stats}")
-        await _until(lambda: not proc._outputs_pending(), "outputs committed")
+            await until(lambda n=n, want=want: proc.stats["in"] >= n + want, f"processed {topic} {x.labels} {proc.stats}", 60)
+        await until(lambda: not proc._outputs_pending(), "outputs committed", 60)
         await proc._commit()
 
     async def main():

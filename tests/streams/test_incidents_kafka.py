@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import orjson
 import pytest
@@ -11,7 +10,7 @@ from kafka import KafkaProducer
 
 from core.records import Alert, encode
 from streams.incidents import incident_processor
-from tests.kafkatools import read_to_end
+from tests.kafkatools import read_to_end, until
 
 pytestmark = pytest.mark.kafka
 
@@ -34,20 +33,13 @@ def _alerts():
     return first, second
 
 
-async def _until(pred, what, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
-
-
 async def _send(prod, s, alerts, proc):
     """One at a time, each (and its re-keyed copy) processed before the next: one order in every run."""
     for x in alerts:
         n = proc.stats["in"]
         prod.send(s.topic("alerts"), encode(x), key=x.key())
         prod.flush()
-        await _until(lambda n=n: proc.stats["in"] >= n + 2, "an alert and its re-keyed copy processed")
+        await until(lambda n=n: proc.stats["in"] >= n + 2, "an alert and its re-keyed copy processed", 60)
 
 
 def _run(s, bootstrap, restart: bool) -> list[dict]:
@@ -59,7 +51,7 @@ def _run(s, bootstrap, restart: bool) -> list[dict]:
         await proc.start()
         try:
             await _send(prod, s, alerts, proc)
-            await _until(lambda: not proc._outputs_pending(), "outputs committed")
+            await until(lambda: not proc._outputs_pending(), "outputs committed", 60)
             await proc._commit()
             return proc.stats["restored"]
         finally:
@@ -76,7 +68,7 @@ def _run(s, bootstrap, restart: bool) -> list[dict]:
             try:
                 await _send(prod, s, first, proc)
                 await _send(prod, s, second, proc)
-                await _until(lambda: not proc._outputs_pending(), "outputs committed")
+                await until(lambda: not proc._outputs_pending(), "outputs committed", 60)
                 await proc._commit()
             finally:
                 await proc.stop()

@@ -13,6 +13,7 @@ from collectors.sink import KafkaSink
 from core.records import Entity, Event, encode
 from streams.hotpath import Pipeline, TransactionalProcessor
 from streams.stages import RulePacks, RulesStage, RulesTopicWatcher
+from tests.kafkatools import until
 from tests.streams.test_pipeline import read_topic
 
 pytestmark = pytest.mark.kafka
@@ -26,13 +27,6 @@ rules:
     condition: {{type: event_count, count: 1, window: 10m}}
     severity: warning
 """
-
-
-async def _until(pred, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 def test_hot_reload_refuses_an_invalid_pack_and_applies_a_valid_one_without_restart(settings, kafka_bootstrap,
@@ -57,12 +51,12 @@ def test_hot_reload_refuses_an_invalid_pack_and_applies_a_valid_one_without_rest
         await watcher.start()
         try:
             event("FailedMount", 1000.0)  # no rule for it yet
-            await _until(lambda: proc.stats["in"] >= 1, what="first event")
+            await until(lambda: proc.stats["in"] >= 1, what="first event")
             # an invalid pack on the rules topic: refused with its errors, running set stays
             bad = PACK.format(name="extra", version="2", alert="KubeFailedMountSeen", reason="FailedMount")
             prod.send(s.topic("rules"), bad.replace("count: 1", "count: 0").encode(), key=b"extra")
             prod.flush()
-            await _until(lambda: watcher.applied >= 1, what="invalid pack read")
+            await until(lambda: watcher.applied >= 1, what="invalid pack read")
             assert packs.version == 0 and len(packs.holder.engine.ruleset) == 1
             assert any("rules[0].condition.count" in e for e in packs.errors), packs.errors
             assert all(e.startswith(str(tmp_path / "from-topic" / "extra.yaml")) for e in packs.errors)
@@ -70,14 +64,14 @@ def test_hot_reload_refuses_an_invalid_pack_and_applies_a_valid_one_without_rest
             good = PACK.format(name="extra", version="2", alert="KubeFailedMountSeen", reason="FailedMount")
             prod.send(s.topic("rules"), good.encode(), key=b"extra")
             prod.flush()
-            await _until(lambda: packs.version == 1, what="valid pack applied")
+            await until(lambda: packs.version == 1, what="valid pack applied")
             assert len(packs.holder.engine.ruleset) == 2 and packs.errors == []
             event("FailedMount", 1001.0)
             # a file change is picked up too (polled every 2 s)
             base.write_text(PACK.format(name="base", version="3", alert="KubeBackOffSeen", reason="BackOff"))
-            await _until(lambda: packs.version == 2, what="file change applied")
+            await until(lambda: packs.version == 2, what="file change applied")
             event("BackOff", 1002.0)
-            await _until(lambda: proc.stats["in"] >= 3 and not proc._outputs_pending(), what="processing")
+            await until(lambda: proc.stats["in"] >= 3 and not proc._outputs_pending(), what="processing")
             await asyncio.sleep(s.commit_interval * 2)
         finally:
             await watcher.stop()
@@ -135,8 +129,8 @@ def test_anomaly_scores_survive_a_worker_restart(kafka_bootstrap, tmp_path, data
                                       Pipeline([RulesStage(RulePacks(s).holder)]), worker_id="nab")
         await proc.start()
         try:
-            await _until(lambda: proc.stats["in"] >= expect, timeout=60, what=f"{expect} samples")
-            await _until(lambda: not proc._outputs_pending(), what="commit")
+            await until(lambda: proc.stats["in"] >= expect, timeout=60, what=f"{expect} samples")
+            await until(lambda: not proc._outputs_pending(), what="commit")
         finally:
             await proc.stop()
         return proc.stats
