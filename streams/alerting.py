@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 import weakref
 from collections import deque
@@ -67,7 +66,7 @@ from core.kafkaclient import client_config
 from core.records import Alert, RecordError, deadletter, decode, encode, peek
 from core.settings import Settings
 from streams.follow import follow_topic
-from streams.hotpath import WATERMARK, TransactionalProcessor, tune_gc
+from streams.hotpath import WATERMARK, TransactionalProcessor, murmur2, tune_gc
 from streams.incidents import hand_off
 
 log = logging.getLogger("kubesight.alerting")
@@ -161,7 +160,6 @@ class AlertingStage:
             hand_off(note, self.engine.router, emit)  # notifications, or per incident (route option incidents)
 
 
-
 ALERTS_CLOCK = "__alerts_clock__"  # clock: event -- the lifecycle step's time (largest transition time read on alerts)
 GROUPS_CLOCK = "__groups_clock__"  # clock: event -- the grouping step's time (largest on alert-groups)
 ALERTING_COMMIT = 0.02  # seconds from the end of one alerting transaction to the start of the next with outputs
@@ -214,11 +212,11 @@ class AlertingProcessor(TransactionalProcessor):
             for store in list(self.stores.values()):
                 t = engine.timers(store)
                 if (t.gheap and t.gheap[0][0] <= now) or (t.eheap and t.eheap[0][0] <= now):
-                    self._tick(store, max(now, store.get(WATERMARK, 0.0)), self._emit)
+                    self._flush(store, now)
 
     def _emit(self, logical: str, key: bytes | None, value: bytes, partition: int | None = None) -> None:
         """Outputs keyed by group key get their partition here, as the producer's partitioner would put them
-        (murmur2 of the key, ``_murmur2``), its hash remembered per key: the alert-groups record of a group
+        (murmur2 of the key, ``streams.hotpath.murmur2``), its hash remembered per key: the alert-groups record of a group
         and its notifications hash it once, not on every send (aiokafka's murmur2 is ~10 µs of Python)."""
         if partition is None and key is not None and (logical == "alert-groups" or logical == "notifications"):
             partition = self._partition(logical, key)
@@ -237,7 +235,7 @@ class AlertingProcessor(TransactionalProcessor):
         if h is None:
             if len(self._hashes) >= 100_000:
                 self._hashes.clear()
-            h = self._hashes[key] = _murmur2(key) & 0x7FFFFFFF
+            h = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
         ps = got[0]
         return ps[h % len(ps)]
 
@@ -272,8 +270,11 @@ class AlertingProcessor(TransactionalProcessor):
         # cost only what is due), after one of alerts every FLUSH_EVERY (what its transitions made due meanwhile)
         if tp.topic == self._groups_topic or now - self._flushed.get(tp.partition, 0.0) >= FLUSH_EVERY:
             self._flushed[tp.partition] = now
-            store = self.stores[tp.partition]
-            self._tick(store, max(now, store.get(WATERMARK, 0.0)), self._emit)
+            self._flush(self.stores[tp.partition], now)
+
+    def _flush(self, store, now: float) -> None:
+        """clock: wall -- one partition's tick at ``now`` (never behind its watermark): due alerts and groups go out."""
+        self._tick(store, max(now, store.get(WATERMARK, 0.0)), self._emit)
 
     def _flush_touched(self) -> None:
         """The partitions whose groups this processor changed where it routed them: what is due flushes now."""
@@ -284,7 +285,7 @@ class AlertingProcessor(TransactionalProcessor):
             store = self.stores.get(p)
             if store is not None:
                 self._flushed[p] = now
-                self._tick(store, max(now, store.get(WATERMARK, 0.0)), self._emit)
+                self._flush(store, now)
 
     def _process_grouped(self, tp: TopicPartition, msgs) -> None:
         """alert-groups, clock: wall: each record as this stage wrote it is parsed once (orjson) and grouped in
@@ -335,37 +336,6 @@ class AlertingProcessor(TransactionalProcessor):
             store[WATERMARK] = wm
         self.stats["in"] += len(msgs)
         self._offsets[tp] = msgs[-1].offset + 1
-
-
-def _murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (``aiokafka.partitioner.murmur2``, the Java client's ``Utils.murmur2``), 4 bytes a step.
-
-    >>> from aiokafka.partitioner import murmur2
-    >>> keys = [b"", b"a", b"ab", b"abc", b"abcd", b'{}:{alertname="KubeNodeNotReady", node="n1"}', bytes(range(256))]
-    >>> all(_murmur2(k) == murmur2(k) for k in keys)
-    True
-    """
-    m, mask = 0x5BD1E995, 0xFFFFFFFF
-    n = len(data)
-    h = 0x9747B28C ^ n
-    n4 = n & ~3
-    for (k,) in _WORDS(memoryview(data)[:n4]):
-        k = (k * m) & mask
-        k = ((k ^ (k >> 24)) * m) & mask
-        h = ((h * m) & mask) ^ k
-    rest = n & 3
-    if rest:
-        if rest == 3:
-            h ^= data[n4 + 2] << 16
-        if rest >= 2:
-            h ^= data[n4 + 1] << 8
-        h = ((h ^ data[n4]) * m) & mask
-    h ^= h >> 13
-    h = (h * m) & mask
-    return h ^ (h >> 15)
-
-
-_WORDS = struct.Struct("<I").iter_unpack
 
 
 class SilenceBook(mode.Service):

@@ -57,7 +57,7 @@ async def produce(bootstrap: str, topic: str, rate: float, seconds: float, tag: 
 
     from core.kafkaclient import client_config
     from core.records import Entity, Event, encode
-    from streams.alerting import _murmur2
+    from streams.hotpath import partition_of, send_in_batches
 
     p = AIOKafkaProducer(**client_config(bootstrap, "aiokafka"), acks="all", linger_ms=2, enable_idempotence=True)
     await p.start()
@@ -67,25 +67,17 @@ async def produce(bootstrap: str, topic: str, rate: float, seconds: float, tag: 
         sent = []
         start = time.monotonic()
         while (el := time.monotonic() - start) < seconds:
-            batches: dict[int, object] = {}
+            due = []
             while n < el * rate:
                 ent = Entity(namespace=f"bench-{tag}-{n}", kind="Pod", name=f"pod-{n}", uid=f"uid-{tag}-{n}",
                              node="node-1")
                 ev = Event(source="k8s", reason="BackOff", time=time.time(), type="Warning", entity=ent,
                            labels={"container": "app"}, message="Back-off restarting failed container",
                            id=f"bench-{tag}-{n}")
-                key, value = ent.key(), encode(ev)
-                part = parts[(_murmur2(key) & 0x7FFFFFFF) % len(parts)]
-                b = batches.get(part)
-                if b is None:
-                    b = batches[part] = p.create_batch()
-                if b.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
-                    sent.append(await p.send_batch(b, topic, partition=part))
-                    b = batches[part] = p.create_batch()
-                    b.append(key=key, value=value, timestamp=None)
+                key = ent.key()
+                due.append((topic, key, encode(ev), partition_of(key, parts)))
                 n += 1
-            for part, b in batches.items():
-                sent.append(await p.send_batch(b, topic, partition=part))
+            sent += await send_in_batches(p, due)
             if len(sent) > 1000:
                 await asyncio.gather(*sent)
                 sent = []
