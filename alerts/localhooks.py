@@ -6,10 +6,12 @@ kept (receiver, payload) and, with ``echo``, printed as one line: which receiver
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
+from http import HTTPStatus
 from urllib.parse import unquote, urlsplit
 
 import httptools
@@ -123,9 +125,15 @@ class RecordingReceiver:
             self.out.flush()
 
 
-_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed", 413: b"Payload Too Large",
-            429: b"Too Many Requests", 500: b"Internal Server Error", 501: b"Not Implemented", 502: b"Bad Gateway",
-            503: b"Service Unavailable"}
+@functools.cache
+def _reason(status: int) -> bytes:
+    """The status line's reason phrase (the standard library's), ``Status`` for a code it does not know."""
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Status"
+
+
 MAX_BODY = 64 << 20
 
 
@@ -222,7 +230,7 @@ class _Hook:
         if t is None:
             return
         t.write(b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n%s\r\n%s"
-                % (status, _REASONS.get(status, b"Status"), len(body), b"Connection: close\r\n" if close else b"", body))
+                % (status, _reason(status), len(body), b"Connection: close\r\n" if close else b"", body))
         if close:
             t.close()
             self.transport = None
