@@ -88,8 +88,10 @@ def test_unschedulable_pod(api, collector, ns):
                  "template": {"metadata": {"labels": {"app": "stuck"}},
                               "spec": {"nodeSelector": {"disktype": "nonexistent"},
                                        "containers": [{"name": "main", "image": IMAGE}]}}}})
+    # the Deployment's pods only: the module's namespace also holds the lost-node test's bare pod, whose own
+    # FailedScheduling (no workload, the namespace's team) once came first
     recs = collector.events.wait("FailedScheduling of stuck-*", 60, source="k8s", reason="FailedScheduling",
-                                 entity__namespace=ns)
+                                 entity__namespace=ns, entity__name=lambda n: str(n).startswith("stuck-"))
     r = recs[0]
     assert (r["entity"]["kind"], r["entity"]["workload"], r["entity"]["owner"], r["type"]) == \
         ("Pod", "Deployment/stuck", "team-stuck", "Warning"), (r, collector.text()[-3000:])
