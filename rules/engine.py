@@ -227,7 +227,7 @@ class Engine:
                                  if any(r.cond.type == "anomaly_vector" for r in v))
         self._event_rules: dict = {}  # (source, reason) -> the rules an event may reach, or None
         # groups of a state a full scan may skip: key -> (its deadline, the time before which it has no timer
-        # due and cannot be dropped), as the last scan found them; an entry goes as soon as its group changes.
+        # due and cannot be dropped), as the last scan or the last signal applied to it left the group.
         # In memory only (rebuilt by scanning after a restore or a reload: a new state or a new engine)
         self._quiet = PerState(lambda state: {})
 
@@ -398,14 +398,15 @@ class Engine:
                 key += "|" + "|".join(str(view.get(g, "")) for g in rule.group_by)
             if quiet is None:
                 quiet = self._quiet(state)
-            quiet.pop(key, None)  # about to change: the next scan looks at it again
+            q = quiet.pop(key, None)  # about to change: _settle says anew what a scan may skip
             st = state.get(key)
             if st is None:
                 if resolving:
                     continue  # nothing to clear
                 st = {"s": 0, "a": 0.0, "e": _NEG, "c": {}}
             te = t if t > st["e"] else st["e"]
-            emitted = self._advance(rule, st, te)
+            # its timers up to te first; none is due when the group's deadline, as last noted, is later
+            emitted = _NONE if q is not None and (q[0] is None or q[0] > te) else self._advance(rule, st, te)
             ct = rule.cond.type
             c = st["c"]
             if ct == "event_count":
@@ -414,7 +415,7 @@ class Engine:
                 C.st_update(rule.cond, c, te, ev, resolving)
             else:  # absent
                 C.ab_update(rule.cond, c, ev.time, None)
-            emitted = self._settle(rule, st, te, ctx, key, state, emitted)
+            emitted = self._settle(rule, st, te, ctx, key, state, emitted, quiet)
             if emitted:
                 out = emitted if out is _NONE else out + emitted
         return out
@@ -446,13 +447,13 @@ class Engine:
                 key = f"{PREFIX}{rule.sid}|{gkey}"
             if quiet is None:
                 quiet = self._quiet(state)
-            quiet.pop(key, None)  # about to change: the next scan looks at it again
+            q = quiet.pop(key, None)  # about to change: _settle says anew what a scan may skip
             st = state.get(key)
             if st is None:
                 st = {"s": 0, "a": 0.0, "e": _NEG, "c": {}}
             st = self._restore(rule, st)
             te = t if t > st["e"] else st["e"]
-            emitted = self._advance(rule, st, te)
+            emitted = _NONE if q is not None and (q[0] is None or q[0] > te) else self._advance(rule, st, te)
             ct = rule.cond.type
             c = st["c"]
             if ct == "threshold":
@@ -463,13 +464,15 @@ class Engine:
                 C.av_update(rule.cond, c, te, s, c["det"], rule.metrics)
             else:
                 C.ab_update(rule.cond, c, s.time, s.value)
-            emitted = self._settle(rule, st, te, vctx if vector else ctx, key, state, emitted)
+            emitted = self._settle(rule, st, te, vctx if vector else ctx, key, state, emitted, quiet)
             if emitted:
                 out = emitted if out is _NONE else out + emitted
         return out
 
-    def _settle(self, rule: CompiledRule, st: dict, te: float, ctx, key: str, state, emitted):
-        """After a condition update: evaluate, then save the group's state (or drop it when empty)."""
+    def _settle(self, rule: CompiledRule, st: dict, te: float, ctx, key: str, state, emitted, quiet: dict):
+        """After a condition update: evaluate, then save the group's state (or drop it when empty), with its
+        deadline in the state's earliest timer and what a scan may skip of it in ``quiet`` (as a scan would
+        find it: so a scan looks only at groups whose timer is due, not at every group changed since the last)."""
         got = self._eval(rule, st, te, ctx)
         if got:
             emitted = got if emitted is _NONE else emitted + got
@@ -478,7 +481,12 @@ class Engine:
                 del state[key]
         else:
             state[key] = st
-            self._note_due(rule, st, state)
+            d = self._deadline(rule, st)
+            if d is not None:
+                due = state.get(DUE)
+                if due is None or d < due:
+                    state[DUE] = d
+            quiet[key] = (d, self._quiet_until(rule, st, d))
         return emitted
 
     # ------------------------------------------------------------ what a scan may skip
@@ -567,13 +575,6 @@ class Engine:
         if ct == "absent":
             return bool(rule.cond.forget) and "lt" in c and t >= c["lt"] + rule.cond.forget
         return False
-
-    def _note_due(self, rule: CompiledRule, st: dict, state) -> None:
-        d = self._deadline(rule, st)
-        if d is not None:
-            due = state.get(DUE)
-            if due is None or d < due:
-                state[DUE] = d
 
     def _advance(self, rule: CompiledRule, st: dict, t: float) -> list[Alert]:
         """Apply every timer of this group that falls in (last evaluation, t]."""

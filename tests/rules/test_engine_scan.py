@@ -1,14 +1,17 @@
-"""A tick's scan skips groups it found quiet (issue 11 #8): the same transitions and state as scanning all.
+"""A tick's scan skips groups it found quiet, and a signal skips timers not due (issue 11 #8): the same
+transitions and state as scanning all.
 
-The memo lives in the engine, per state mapping; an engine built anew for every call has none, so it
-scans every group every time: the reference.
+The memo (each group's deadline and until when a scan may skip it, noted by the last scan or the last
+signal applied to the group) lives in the engine, per state mapping; an engine built anew for every call
+has none, so it scans every group every time and looks for due timers on every signal: the reference.
 """
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
-from core.records import decode
+from core.records import Sample, decode
 from rules.engine import Engine
 from rules.load import DEFAULT_PACK, load_packs
 from streams.bench import _events
@@ -51,5 +54,55 @@ def test_skipping_quiet_groups_changes_no_transition_and_no_state(tmp_path):
     memo, memo_state = _run(False, pack)
     full, full_state = _run(True, pack)
     assert sum(1 for o in full if o[0] == "tick") > 50  # timers fire and resolve in the scans
+    assert memo == full
+    assert memo_state == full_state
+
+
+SAMPLE_PACK = """apiVersion: kubesight.io/v1
+kind: RulePack
+metadata: {name: scan-samples, version: "1"}
+rules:
+  - alert: HotFor
+    match: {metric: temp}
+    condition: {type: threshold, op: ">", value: 0.7, resolve: 0.5, stale_after: 3m}
+    for: 1m
+  - alert: HotAvg
+    match: {metric: temp}
+    condition: {type: threshold, op: ">", value: 0.6, window: 2m}
+  - alert: TempGone
+    match: {metric: temp}
+    condition: {type: absent, after: 2m, forget: 10m}
+"""
+
+
+def _run_samples(fresh_engine_each_call: bool, pack: Path):
+    ruleset = load_packs([pack])
+    engine = Engine(ruleset)
+    state: dict = {}
+    out = []
+    rnd = random.Random(7)
+    t, next_tick = 0.0, None
+    for _ in range(6000):
+        t += rnd.choice((1.0, 2.0, 3.0))
+        series = rnd.randrange(12)
+        if series < 3 and (t // 600) % 2:  # three series go silent every other 10 minutes: stale, absent, forgotten
+            continue
+        s = Sample("temp", rnd.random() ** (0.5 if (t // 300) % 3 == 0 else 2), t, {"instance": f"n{series}"})
+        eng = Engine(ruleset) if fresh_engine_each_call else engine
+        if next_tick is not None and t >= next_tick:
+            out += [("tick", a.status, a.fingerprint, a.startsAt, a.endsAt) for a in eng.tick(t, state)]
+        next_tick = (t // 5 + 1) * 5
+        eng = Engine(ruleset) if fresh_engine_each_call else engine
+        out += [("sample", a.status, a.fingerprint, a.startsAt, a.endsAt) for a in eng.process(s, state, t)]
+    return out, state
+
+
+def test_samples_skipping_changes_no_transition_and_no_state(tmp_path):
+    pack = tmp_path / "scan-samples.yaml"
+    pack.write_text(SAMPLE_PACK)
+    memo, memo_state = _run_samples(False, pack)
+    full, full_state = _run_samples(True, pack)
+    kinds = {(o[0], o[1]) for o in full}
+    assert {("tick", "firing"), ("tick", "resolved"), ("sample", "firing"), ("sample", "resolved")} <= kinds
     assert memo == full
     assert memo_state == full_state
