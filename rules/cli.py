@@ -63,15 +63,22 @@ def _test(args) -> int:
     return 1 if rep.failed else 0
 
 
-def _list(args) -> int:
+def _packs(args):
+    """The packs named on the command line (else the default pack), or None with every error printed."""
     from core.yamlconfig import ConfigError
     from rules.load import load_packs
 
     try:
-        rs = load_packs(args.paths or [DEFAULT_PACK])
+        return load_packs(args.paths or [DEFAULT_PACK])
     except ConfigError as exc:
         for e in exc.errors:
             print(e, file=sys.stderr)
+        return None
+
+
+def _list(args) -> int:
+    rs = _packs(args)
+    if rs is None:
         return 1
     print("| rule | pack | what | severity | why | on the node (`kubesight remediate`) |")
     print("|---|---|---|---|---|---|")
@@ -123,14 +130,8 @@ def signals_tables(rs) -> str:
 
 
 def _signals(args) -> int:
-    from core.yamlconfig import ConfigError
-    from rules.load import load_packs
-
-    try:
-        rs = load_packs(args.paths or [DEFAULT_PACK])
-    except ConfigError as exc:
-        for e in exc.errors:
-            print(e, file=sys.stderr)
+    rs = _packs(args)
+    if rs is None:
         return 1
     print(signals_tables(rs))
     return 0

@@ -9,7 +9,6 @@ has none, so it scans every group every time and looks for due timers on every s
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 from core.records import Sample, decode
 from rules.engine import Engine
@@ -31,28 +30,30 @@ rules:
 """
 
 
-def _run(fresh_engine_each_call: bool, pack: Path):
-    ruleset = load_packs([DEFAULT_PACK, pack])
+def _replay(ruleset, signals, fresh_engine_each_call: bool):
+    """(kind, status, fingerprint, startsAt, endsAt) of every transition, and the state at the end, of ``signals``
+    (records in time order) applied with a tick at each 5 s boundary their times cross, as the hot path ticks."""
     engine = Engine(ruleset)
     state: dict = {}
     out = []
     next_tick = None
-    for _, value in _events(6000):
-        ev = decode(value)
+    for rec in signals:
         eng = Engine(ruleset) if fresh_engine_each_call else engine
-        if next_tick is not None and ev.time >= next_tick:
-            out += [("tick", a.status, a.fingerprint, a.startsAt, a.endsAt) for a in eng.tick(ev.time, state)]
-        next_tick = (ev.time // 5 + 1) * 5
+        if next_tick is not None and rec.time >= next_tick:
+            out += [("tick", a.status, a.fingerprint, a.startsAt, a.endsAt) for a in eng.tick(rec.time, state)]
+        next_tick = (rec.time // 5 + 1) * 5
         eng = Engine(ruleset) if fresh_engine_each_call else engine
-        out += [("event", a.status, a.fingerprint, a.startsAt, a.endsAt) for a in eng.process(ev, state, ev.time)]
+        out += [("signal", a.status, a.fingerprint, a.startsAt, a.endsAt) for a in eng.process(rec, state, rec.time)]
     return out, state
 
 
 def test_skipping_quiet_groups_changes_no_transition_and_no_state(tmp_path):
     pack = tmp_path / "scan.yaml"
     pack.write_text(PACK)
-    memo, memo_state = _run(False, pack)
-    full, full_state = _run(True, pack)
+    ruleset = load_packs([DEFAULT_PACK, pack])
+    events = [decode(value) for _, value in _events(6000)]
+    memo, memo_state = _replay(ruleset, events, False)
+    full, full_state = _replay(ruleset, events, True)
     assert sum(1 for o in full if o[0] == "tick") > 50  # timers fire and resolve in the scans
     assert memo == full
     assert memo_state == full_state
@@ -75,34 +76,25 @@ rules:
 """
 
 
-def _run_samples(fresh_engine_each_call: bool, pack: Path):
-    ruleset = load_packs([pack])
-    engine = Engine(ruleset)
-    state: dict = {}
-    out = []
+def _samples() -> list[Sample]:
     rnd = random.Random(7)
-    t, next_tick = 0.0, None
+    out, t = [], 0.0
     for _ in range(6000):
         t += rnd.choice((1.0, 2.0, 3.0))
         series = rnd.randrange(12)
         if series < 3 and (t // 600) % 2:  # three series go silent every other 10 minutes: stale, absent, forgotten
             continue
-        s = Sample("temp", rnd.random() ** (0.5 if (t // 300) % 3 == 0 else 2), t, {"instance": f"n{series}"})
-        eng = Engine(ruleset) if fresh_engine_each_call else engine
-        if next_tick is not None and t >= next_tick:
-            out += [("tick", a.status, a.fingerprint, a.startsAt, a.endsAt) for a in eng.tick(t, state)]
-        next_tick = (t // 5 + 1) * 5
-        eng = Engine(ruleset) if fresh_engine_each_call else engine
-        out += [("sample", a.status, a.fingerprint, a.startsAt, a.endsAt) for a in eng.process(s, state, t)]
-    return out, state
+        out.append(Sample("temp", rnd.random() ** (0.5 if (t // 300) % 3 == 0 else 2), t, {"instance": f"n{series}"}))
+    return out
 
 
 def test_samples_skipping_changes_no_transition_and_no_state(tmp_path):
     pack = tmp_path / "scan-samples.yaml"
     pack.write_text(SAMPLE_PACK)
-    memo, memo_state = _run_samples(False, pack)
-    full, full_state = _run_samples(True, pack)
+    ruleset, samples = load_packs([pack]), _samples()
+    memo, memo_state = _replay(ruleset, samples, False)
+    full, full_state = _replay(ruleset, samples, True)
     kinds = {(o[0], o[1]) for o in full}
-    assert {("tick", "firing"), ("tick", "resolved"), ("sample", "firing"), ("sample", "resolved")} <= kinds
+    assert {("tick", "firing"), ("tick", "resolved"), ("signal", "firing"), ("signal", "resolved")} <= kinds
     assert memo == full
     assert memo_state == full_state
