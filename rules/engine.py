@@ -191,16 +191,10 @@ def entity_key(by: tuple, labels: dict) -> str | None:
     return "entity|" + ",".join(vals)
 
 
-class _VectorCtx:
+class _VectorCtx(_SampleCtx):
     """A re-keyed sample applied to an anomaly_vector rule: the entity (``by`` labels) is its identity."""
 
-    __slots__ = ("s",)
-
-    def __init__(self, s: Sample):
-        self.s = s
-
-    def view(self) -> dict:
-        return self.s.labels
+    __slots__ = ()
 
     def labels(self, rule: CompiledRule) -> dict:
         labels = dict(rule.labels)
@@ -209,9 +203,6 @@ class _VectorCtx:
         labels["alertname"] = rule.alert
         labels["severity"] = rule.severity
         return labels
-
-    def message(self, c: dict) -> str:
-        return ""
 
 
 class Engine:
