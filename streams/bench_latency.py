@@ -55,9 +55,8 @@ async def produce(bootstrap: str, topic: str, rate: float, seconds: float, tag: 
     key) and sent: the load generator costs ~1/3 of a per-record ``send`` (it shares the 2 cores it measures)."""
     from aiokafka import AIOKafkaProducer
 
-    from core.kafkaclient import client_config
+    from core.kafkaclient import client_config, partition_of, send_in_batches
     from core.records import Entity, Event, encode
-    from streams.hotpath import partition_of, send_in_batches
 
     p = AIOKafkaProducer(**client_config(bootstrap, "aiokafka"), acks="all", linger_ms=2, enable_idempotence=True)
     await p.start()

@@ -36,7 +36,6 @@ import asyncio
 import gc
 import logging
 import random
-import struct
 import time
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Protocol
@@ -46,7 +45,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
-from core.kafkaclient import client_config
+from core.kafkaclient import client_config, key_hash, send_in_batches
 from core.records import (
     Alert,
     Event,
@@ -84,63 +83,6 @@ def tune_gc() -> None:
     young, middle, old = gc.get_threshold()
     if young < GC_YOUNG:
         gc.set_threshold(GC_YOUNG, middle, old)
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (``aiokafka.partitioner.murmur2``, the Java client's ``Utils.murmur2``), 4 bytes a step.
-
-    >>> from aiokafka.partitioner import murmur2 as kafka_murmur2
-    >>> keys = [b"", b"a", b"ab", b"abc", b"abcd", b'{}:{alertname="KubeNodeNotReady", node="n1"}', bytes(range(256))]
-    >>> all(murmur2(k) == kafka_murmur2(k) for k in keys)
-    True
-    """
-    m, mask = 0x5BD1E995, 0xFFFFFFFF
-    n = len(data)
-    h = 0x9747B28C ^ n
-    n4 = n & ~3
-    for (k,) in _WORDS(memoryview(data)[:n4]):
-        k = (k * m) & mask
-        k = ((k ^ (k >> 24)) * m) & mask
-        h = ((h * m) & mask) ^ k
-    rest = n & 3
-    if rest:
-        if rest == 3:
-            h ^= data[n4 + 2] << 16
-        if rest >= 2:
-            h ^= data[n4 + 1] << 8
-        h = ((h ^ data[n4]) * m) & mask
-    h ^= h >> 13
-    h = (h * m) & mask
-    return h ^ (h >> 15)
-
-
-_WORDS = struct.Struct("<I").iter_unpack
-
-
-def partition_of(key: bytes, partitions: Sequence[int]) -> int:
-    """Where the producer's default partitioner puts a keyed record (as Kafka's Java client: murmur2 of the key,
-    made positive, modulo the partition count, over the topic's partitions in order)."""
-    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
-
-
-async def send_in_batches(producer: AIOKafkaProducer, records) -> list[asyncio.Future]:
-    """Send (topic, key, value, partition) records in order per topic-partition, appended to one record batch per
-    topic-partition (``create_batch`` / ``send_batch``) instead of one ``send`` each, which costs ~15 µs of Python
-    per record; returns the batches' delivery futures."""
-    batches: dict[tuple[str, int], object] = {}
-    sent = []
-    for topic, key, value, partition in records:
-        b = batches.get((topic, partition))
-        if b is None:
-            b = batches[(topic, partition)] = producer.create_batch()
-        if b.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
-            sent.append(await producer.send_batch(b, topic, partition=partition))
-            b = batches[(topic, partition)] = producer.create_batch()
-            b.append(key=key, value=value, timestamp=None)  # an empty batch takes any one record
-    for (topic, partition), b in batches.items():
-        if b.record_count():
-            sent.append(await producer.send_batch(b, topic, partition=partition))
-    return sent
 
 
 class Stage(Protocol):
@@ -232,7 +174,7 @@ class TransactionalProcessor(mode.Service):
         self.stores: dict[int, Store] = {}
         self._offsets: dict[TopicPartition, int] = {}
         self._outputs: list[tuple[str, bytes | None, bytes, int | None]] = []
-        self._partition_memo: dict[tuple[str, bytes | None, int], int] = {}
+        self._hashes: dict[bytes, int] = {}  # key -> its key_hash (see _place)
         self._lock = asyncio.Lock()
         self._restore_lock = asyncio.Lock()
         self._last_commit = time.monotonic()
@@ -441,25 +383,27 @@ class TransactionalProcessor(mode.Service):
         producer = self.producer
         assert producer is not None
         parts = {t: sorted(await producer.partitions_for(t)) for t in {r[0] for r in records if r[3] is None}}
-        memo = self._partition_memo  # (topic, key, partition count) -> partition: murmur2 in Python is ~4 µs a key,
-        # and keys repeat (an alert's transitions, a derived series)
+        place = self._place
 
         def placed():
             for topic, key, value, partition in records:
                 if partition is None:
                     ps = parts[topic]
-                    if key is None:  # the producer's partitioner picks one at random
-                        partition = random.choice(ps)
-                    else:
-                        mk = (topic, key, len(ps))
-                        partition = memo.get(mk)
-                        if partition is None:
-                            if len(memo) >= 100_000:
-                                memo.clear()
-                            partition = memo[mk] = partition_of(key, ps)
+                    # no key: the producer's partitioner picks one at random
+                    partition = random.choice(ps) if key is None else place(key, ps)
                 yield topic, key, value, partition
 
         await send_in_batches(producer, placed())
+
+    def _place(self, key: bytes, partitions: Sequence[int]) -> int:
+        """``core.kafkaclient.partition_of(key, partitions)``, the key's hash remembered: murmur2 in Python is ~4 µs a key, and keys
+        repeat (an alert's transitions, a derived series, a group's alert-groups record and notifications)."""
+        h = self._hashes.get(key)
+        if h is None:
+            if len(self._hashes) >= 100_000:
+                self._hashes.clear()
+            h = self._hashes[key] = key_hash(key)
+        return partitions[h % len(partitions)]
 
     async def _rewind(self) -> None:
         """Throw away uncommitted state and re-read from the committed offsets."""
