@@ -38,7 +38,12 @@ class AlertsState:
 
     def __init__(self, cfg=None):
         self.by_fp: dict[str, dict] = {}
+        self.cfg = cfg  # the routing config in force (``status``, ``receivers``); a reload swaps it (``reconfigure``)
         self.inhibitor = Inhibitor(rules_from(cfg) if cfg is not None else [])
+
+    def reconfigure(self, cfg) -> None:
+        self.cfg = cfg
+        self.inhibitor.set_rules(rules_from(cfg))
 
     def apply(self, key, value) -> None:
         """One record of ``alert-groups`` (an alert transition re-keyed by group)."""
@@ -52,13 +57,20 @@ class AlertsState:
         if got is None:
             return
         group, alert = got
-        self.inhibitor.observe(alert.labels, alert.status)
         fp = fingerprint(alert.labels)
         entry = self.by_fp.get(fp)
+        if group.withdraw:  # a routing reload took it out of this group (it still fires, in its other groups)
+            if entry is not None:
+                for where in [w for w in entry["groups"] if w[1] == group.key]:
+                    del entry["groups"][where]
+            return
+        self.inhibitor.observe(alert.labels, alert.status)
         if alert.status == "firing":
             if entry is None:
                 entry = self.by_fp[fp] = {"groups": {}}
             entry["alert"], entry["updated"] = alert, time.time()
+            for where in [w for w in entry["groups"] if w[1] == group.key and w[0] != group.receiver]:
+                del entry["groups"][where]  # a group has one receiver: a reload gave this one another
             entry["groups"][(group.receiver, group.key)] = group.labels
         elif entry is not None:
             entry["groups"].pop((group.receiver, group.key), None)
@@ -101,6 +113,7 @@ def _json(data, status: int = 200) -> web.Response:
 
 
 def app(book, clock=time.time, alerts: AlertsState | None = None, config=None) -> web.Application:
+    """The API over ``book`` (silences) and ``alerts``; the routing config is ``alerts.cfg`` (else ``config``)."""
     started = clock()
     alerts = alerts if alerts is not None else AlertsState(config)
 
@@ -168,11 +181,11 @@ def app(book, clock=time.time, alerts: AlertsState | None = None, config=None) -
 
     async def status(request: web.Request) -> web.Response:
         return _json({"cluster": {"status": "disabled", "peers": [], "name": ""},
-                      "config": {"original": getattr(config, "original", "") or ""},
+                      "config": {"original": getattr(alerts.cfg, "original", "") or ""},
                       "uptime": format_time(started), "versionInfo": VERSION})
 
     async def receivers(request: web.Request) -> web.Response:
-        return _json([{"name": r.name} for r in getattr(config, "receivers", [])])
+        return _json([{"name": r.name} for r in getattr(alerts.cfg, "receivers", [])])
 
     async def post(request: web.Request) -> web.Response:
         try:

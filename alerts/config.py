@@ -652,6 +652,13 @@ class RoutingConfig(Strict):
         (what ``/api/v2/status`` serves as ``config.original``, ``amtool config show``)."""
         return self._original
 
+    @property
+    def digest(self) -> str:
+        """Names this version of the file (its text as loaded): what a partition's alerts were last routed by."""
+        import hashlib
+
+        return hashlib.blake2b(self._original.encode(), digest_size=8).hexdigest()
+
 
 # ---------------------------------------------------------------- loading
 

@@ -101,18 +101,56 @@ class Timers:
         return keys
 
 
+ROUTED = "__routed_by__"  # in a partition's state: the digest of the routing its firing alerts were last routed by
+
+
 class Engine:
     def __init__(self, cfg: RoutingConfig, silences: Silences | None = None, inhibitor: Inhibitor | None = None):
-        self.cfg = cfg
-        self.router = Router(cfg)
         self.silences = silences if silences is not None else Silences()
         self.inhibitor = inhibitor if inhibitor is not None else Inhibitor(rules_from(cfg))
+        self._configure(cfg)
+        self._timers: dict[int, Timers] = {}
+
+    def _configure(self, cfg: RoutingConfig) -> None:
+        self.cfg = cfg
+        self.router = Router(cfg)
         self.resolve_timeout = cfg.global_.resolve_timeout
         self.send_resolved = {
             r.name: any(c.send_resolved for c in (*r.webhook_configs, *r.slack_configs, *r.dingtalk_configs))
             for r in cfg.receivers
         }
-        self._timers: dict[int, Timers] = {}
+
+    def reconfigure(self, cfg: RoutingConfig) -> None:
+        """Take a new routing config (a reload, validated already): routes, timings, inhibit rules, from now on.
+
+        The alerts already firing are moved by ``reroute``, per partition state."""
+        self._configure(cfg)
+        self.inhibitor.set_rules(rules_from(cfg))
+
+    def reroute(self, state) -> list[tuple[grouping.Group, dict]]:
+        """Route every firing alert of ``state`` again, under the config in force, as an Alertmanager reload does.
+
+        Returns the records for alert-groups: the alert (its lifecycle record form) into each group the
+        routing sends it to now (a new group notifies its receiver after group_wait; in a group that has
+        it already, nothing is announced again and the timings follow the config), and a withdrawal
+        (``Group.leaving``) from each group it was in and is no longer sent to.  Marks ``state`` as routed
+        by this config (``ROUTED``): a worker that restarts with the same file does not route again.
+        """
+        out = []
+        for key in [k for k in state if k.startswith(lifecycle.PREFIX)]:
+            entry = state[key]
+            d = entry["alert"]
+            if d["status"] != "firing":
+                continue
+            groups = self.groups_of(d["labels"])
+            now = [g.key for g in groups]
+            out += [(g, d) for g in groups]
+            out += [(grouping.Group.leaving(k), d) for k in entry.get("g", ()) if k not in now]
+            if entry.get("g") != now:
+                entry["g"] = now
+                state[key] = entry
+        state[ROUTED] = self.cfg.digest
+        return out
 
     def timers(self, state) -> Timers:
         t = self._timers.get(id(state))
@@ -129,7 +167,15 @@ class Engine:
         key = lifecycle.PREFIX + alert.fingerprint
         entry = state.get(key)
         self.timers(state).set_expiry(key, entry["until"] if entry is not None else None)
-        return self._groups(passed) if passed is not None else []
+        if passed is None:
+            return []
+        pairs = self._groups(passed)
+        if entry is not None:  # firing: where it went, so a reload that sends it elsewhere can take it out (reroute)
+            keys = [g.key for g, _ in pairs]
+            if entry.get("g") != keys:
+                entry["g"] = keys
+                state[key] = entry
+        return pairs
 
     def expire(self, state, now: float) -> list[tuple[grouping.Group, Alert]]:
         """Alerts whose source went quiet, resolved, with their groups."""
@@ -137,23 +183,29 @@ class Engine:
         return [pair for a in lifecycle.expire(state, now, keys) for pair in self._groups(a)]
 
     def _groups(self, alert: Alert) -> list[tuple[grouping.Group, Alert]]:
+        return [(g, alert) for g in self.groups_of(alert.labels)]
+
+    def groups_of(self, labels: dict) -> list[grouping.Group]:
+        """The groups routing sends an alert with these labels to."""
         out = []
-        for d in self.router.destinations(alert.labels):
+        for d in self.router.destinations(labels):
             r = d.route
-            g = grouping.Group(d.group_key, d.receiver, d.group_labels, r.key, r.group_wait, r.group_interval,
-                               r.repeat_interval, self.send_resolved.get(d.receiver, True))
-            out.append((g, alert))
+            out.append(grouping.Group(d.group_key, d.receiver, d.group_labels, r.key, r.group_wait, r.group_interval,
+                                      r.repeat_interval, self.send_resolved.get(d.receiver, True)))
         return out
 
     # ------------------------------------------------------------ step 2: by group key
     def group(self, group: grouping.Group, alert: Alert, state, now: float) -> None:
-        timers = self.timers(state)
-        grouping.add(state, group, alert, now, timers.members)
-        timers.set_group(group.key, state[grouping.PREFIX + group.key]["next"])
+        self.group_dict(group, alert.to_dict(), alert.startsAt, state, now)
 
     def group_dict(self, group: grouping.Group, d: dict, starts: float, state, now: float) -> None:
         """``group`` for an alert in its record form (the alert-groups fast path: no Alert rebuilt)."""
         timers = self.timers(state)
+        if group.withdraw:
+            grouping.withdraw(state, group.key, d["fingerprint"], timers.members)
+            if grouping.PREFIX + group.key not in state:
+                timers.groups.pop(group.key, None)  # its heap entries are stale now, skipped when they surface
+            return
         grouping.add_dict(state, group, d, starts, now, timers.members)
         timers.set_group(group.key, state[grouping.PREFIX + group.key]["next"])
 

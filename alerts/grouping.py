@@ -45,15 +45,25 @@ class Group:
     group_interval: float
     repeat_interval: float
     send_resolved: bool = True
+    withdraw: bool = False  # not a transition: a routing reload took the alert out of this group (``withdraw``)
 
     def to_dict(self) -> dict:
-        return {"key": self.key, "receiver": self.receiver, "labels": self.labels, "route": self.route,
-                "timing": [self.group_wait, self.group_interval, self.repeat_interval],
-                "send_resolved": self.send_resolved}
+        d = {"key": self.key, "receiver": self.receiver, "labels": self.labels, "route": self.route,
+             "timing": [self.group_wait, self.group_interval, self.repeat_interval],
+             "send_resolved": self.send_resolved}
+        if self.withdraw:
+            d["withdraw"] = 1
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Group:
-        return cls(d["key"], d["receiver"], d["labels"], d["route"], *d["timing"], d["send_resolved"])
+        return cls(d["key"], d["receiver"], d["labels"], d["route"], *d["timing"], d["send_resolved"],
+                   bool(d.get("withdraw")))
+
+    @classmethod
+    def leaving(cls, key: str) -> Group:
+        """The withdrawal of an alert from group ``key`` (only the key counts: it places the record)."""
+        return cls(key, "", {}, "", 0.0, 0.0, 0.0, True, True)
 
 
 def members(state) -> dict[str, set[str]]:
@@ -83,8 +93,14 @@ def add_dict(state, group: Group, d: dict, starts: float, now: float,
     if g is None:
         g = {"group": group.to_dict(), "next": now + group.group_wait, "flushed": False, "log": None, "seq": 0}
         state[skey] = g
+    elif g["group"]["receiver"] != group.receiver:
+        # the routing file now sends this group to another receiver: a new group for it, as in Alertmanager (whose
+        # notification log is per receiver), so the new receiver is told what fires, after group_wait
+        g = {"group": group.to_dict(), "next": now + group.group_wait, "flushed": False, "log": None,
+             "seq": g["seq"]}
+        state[skey] = g
     elif g["group"]["timing"] != [group.group_wait, group.group_interval, group.repeat_interval] \
-            or g["group"]["receiver"] != group.receiver or g["group"]["send_resolved"] != group.send_resolved:
+            or g["group"]["send_resolved"] != group.send_resolved:
         g["group"] = group.to_dict()  # timings follow the latest routing config
         state[skey] = g
     if not g["flushed"] and d["status"] == "firing" and starts + group.group_wait < now < g["next"]:
@@ -93,6 +109,35 @@ def add_dict(state, group: Group, d: dict, starts: float, now: float,
     state[f"{ALERT_PREFIX}{group.key}|{d['fingerprint']}"] = d
     if index is not None:
         index.setdefault(group.key, set()).add(d["fingerprint"])
+
+
+def withdraw(state, key: str, fp: str, index: dict[str, set[str]] | None = None) -> bool:
+    """Take an alert out of group ``key`` with no notification: a routing reload sent it elsewhere.
+
+    As an Alertmanager reload drops the old aggregation groups, the old receiver is not told the alert
+    resolved (it has not); the group's notification log stays, so an alert routed back later is not
+    announced again.  A group left empty goes.  Returns whether the alert was in the group.
+
+    >>> st = {}
+    >>> g = Group("k", "ops", {}, "{}", 30.0, 300.0, 3600.0)
+    >>> add(st, g, Alert({"alertname": "A"}, startsAt=0.0), now=0.0)
+    >>> fp = Alert({"alertname": "A"}).fingerprint
+    >>> withdraw(st, "k", fp), st, withdraw(st, "k", fp)
+    (True, {}, False)
+    """
+    akey = f"{ALERT_PREFIX}{key}|{fp}"
+    if akey not in state:
+        return False
+    del state[akey]
+    fps = (index if index is not None else members(state)).get(key)
+    if fps is not None:
+        fps.discard(fp)
+    if not fps:
+        if PREFIX + key in state:
+            del state[PREFIX + key]
+        if index is not None:
+            index.pop(key, None)
+    return True
 
 
 def due(state, now: float) -> list[str]:

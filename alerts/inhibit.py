@@ -56,15 +56,42 @@ def rules_from(cfg) -> list[InhibitRule]:
 
 
 class Inhibitor:
-    """Keeps the firing alerts that can inhibit (sources only, indexed by their equal labels)."""
+    """Keeps the firing alerts that can inhibit, indexed per rule by their equal labels.
+
+    Every firing alert's labels are kept too (``firing``, by fingerprint), as Alertmanager's alert store
+    keeps them: a routing reload that brings new rules (``set_rules``) finds its sources among the alerts
+    already firing, not only among those that fire after it.
+
+    >>> inh = Inhibitor([])
+    >>> inh.observe({"alertname": "KubeNodeNotReady", "node": "n1"}, "firing")
+    >>> inh.inhibited({"alertname": "KubePodCrashLooping", "node": "n1", "pod": "p"})
+    False
+    >>> inh.set_rules(default_rules())
+    >>> inh.inhibited({"alertname": "KubePodCrashLooping", "node": "n1", "pod": "p"})
+    True
+    """
 
     def __init__(self, rules: list[InhibitRule]):
+        self.firing: dict[str, dict] = {}
+        self.set_rules(rules)
+
+    def set_rules(self, rules: list[InhibitRule]) -> None:
+        """Swap the rules (a routing reload); their sources are indexed again from the alerts firing now."""
         self.rules = rules
         self.sources: list[dict[tuple, set[str]]] = [{} for _ in rules]
+        for labels in self.firing.values():
+            self._index(labels, "firing")
 
     def observe(self, labels: dict, status: str) -> None:
         """Feed one alert transition (every worker sees every transition of the alerts topic)."""
-        fp = None  # computed only for an alert that is a source (most are not)
+        fp = fingerprint(labels)
+        if status == "firing":
+            self.firing[fp] = labels
+        else:
+            self.firing.pop(fp, None)
+        self._index(labels, status, fp)
+
+    def _index(self, labels: dict, status: str, fp: str | None = None) -> None:
         for rule, index in zip(self.rules, self.sources, strict=True):
             if not matches_all(rule.source, labels):
                 continue

@@ -1,7 +1,8 @@
 """Alert lifecycle per fingerprint: firing -> resolved, duplicates dropped, quiet sources resolved by timeout.
 
 State is a mapping (a ``Store`` partitioned by fingerprint in the worker, a dict in tests):
-``a|<fingerprint>`` -> the alert as it was last passed on, plus the time it ends by itself.
+``a|<fingerprint>`` -> the alert as it was last passed on, plus the time it ends by itself (and the
+group keys routing sent it to, which ``alerts.engine`` notes as ``g``).
 
 >>> from core.records import Alert
 >>> st = {}
@@ -41,7 +42,8 @@ def receive(state, alert: Alert, now: float, resolve_timeout: float) -> Alert | 
     if prev is not None:
         starts = min(parse_start(prev), alert.startsAt or parse_start(prev))
         same = prev["alert"]["annotations"] == alert.annotations
-        state[key] = {"alert": prev["alert"] if same else _firing(alert, starts).to_dict(), "until": until}
+        # keeps what the engine noted in the entry (the group keys it routed the alert to)
+        state[key] = {**prev, "alert": prev["alert"] if same else _firing(alert, starts).to_dict(), "until": until}
         return None if same else _firing(alert, starts)
     fired = _firing(alert, alert.startsAt or now)
     state[key] = {"alert": fired.to_dict(), "until": until}

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -361,14 +362,6 @@ class Receivers:
             outs.append((integ, out))
         return outs
 
-    async def resend_forever(self, every: float = 1.0) -> None:
-        """Run ``resend_due`` until cancelled (the deliverer runs it); returns at once without forwarders."""
-        if not self.forwarders():
-            return
-        async with http1.DeliverySession() as session:  # HTTP(S)_PROXY, NO_PROXY
-            while True:
-                await asyncio.sleep(min([every] + [i.forward.resend_delay / 4 for i in self.forwarders()]))
-                await self.resend_due(session)
 
     async def notify(self, session, note: dict, **kw) -> list[tuple[Integration, Outcome]]:
         """Deliver one notification to every integration of its receiver, concurrently."""
@@ -378,6 +371,15 @@ class Receivers:
             return [(items[0], await deliver(session, items[0], note, retry, self.external_url, **kw))]
         outs = await asyncio.gather(*(deliver(session, i, note, retry, self.external_url, **kw) for i in items))
         return list(zip(items, outs, strict=True))
+
+
+async def resend_forever(current: Callable[[], Receivers], every: float = 1.0) -> None:
+    """Run ``resend_due`` of the receivers in force (``current()``: a routing reload swaps them) until cancelled,
+    every ``every`` seconds or a quarter of the shortest ``resend_delay``; the deliverer runs it."""
+    async with http1.DeliverySession() as session:  # HTTP(S)_PROXY, NO_PROXY
+        while True:
+            await asyncio.sleep(min([every] + [i.forward.resend_delay / 4 for i in current().forwarders()]))
+            await current().resend_due(session)
 
 
 def _with_tls(integ: Integration, receiver) -> Integration:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import weakref
 from collections import deque
@@ -45,12 +46,14 @@ from collections.abc import Callable
 import mode
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from prometheus_client import REGISTRY, Counter, Gauge
 
 from alerts.coalesce import aggregate, coalesce
 from alerts.config import RoutingConfig
 from alerts.config import load as load_routing
 from alerts.engine import (
     GROUP_ANNOTATION,
+    ROUTED,
     Engine,
     from_grouped,
     grouped_from_record,
@@ -60,16 +63,80 @@ from alerts.engine import (
 )
 from alerts.http1 import DeliverySession
 from alerts.inhibit import Inhibitor, rules_from
-from alerts.receivers import Receivers
+from alerts.receivers import Receivers, resend_forever
 from alerts.silences import Silence, Silences
 from core.kafkaclient import client_config
 from core.records import Alert, RecordError, deadletter, decode, encode, peek
 from core.settings import Settings
+from core.yamlconfig import ConfigError
 from streams.follow import follow_topic
 from streams.hotpath import WATERMARK, TransactionalProcessor, tune_gc
 from streams.incidents import hand_off
 
 log = logging.getLogger("kubesight.alerting")
+
+
+RELOADS = Counter("kubesight_routing_reloads", "routing file reloads, by result (success: taken; refused: the "
+                  "running version stays)", ["result"], registry=REGISTRY)
+LAST_RELOAD_OK = Gauge("kubesight_routing_config_last_reload_successful",
+                       "whether the last reload of the routing file was taken (as alertmanager_config_last_reload_"
+                       "successful)", registry=REGISTRY)
+LAST_RELOAD_AT = Gauge("kubesight_routing_config_last_reload_success_timestamp_seconds",
+                       "when the routing file in force was loaded", registry=REGISTRY)
+POLL_EVERY = 2.0  # seconds between looks at the routing file (a ConfigMap update swaps it)
+
+
+class RoutingFile:
+    """The routing file a process runs by, followed for changes (a ConfigMap update, an edit, SIGHUP).
+
+    ``poll()`` returns the new config when the file changed and validates; a version that does not
+    (every error with file, line and YAML path, logged and kept in ``errors``) is refused and the running
+    one stays, as Alertmanager does on ``/-/reload``.  A change that leaves the text as it was is no reload.
+    """
+
+    def __init__(self, path: str, cfg: RoutingConfig | None = None):
+        self.path = path
+        self._stamp = self._stat()
+        self.cfg = cfg if cfg is not None else load_routing(path)
+        self.errors: list[str] = []
+        LAST_RELOAD_OK.set(1)
+        LAST_RELOAD_AT.set(time.time())
+
+    def _stat(self) -> tuple | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def poll(self) -> RoutingConfig | None:
+        """The new config if the file changed since the last look and validates, else None."""
+        stamp = self._stat()
+        if stamp == self._stamp:
+            return None
+        self._stamp = stamp
+        return self.reload()
+
+    def reload(self) -> RoutingConfig | None:
+        try:
+            cfg = load_routing(self.path)
+        except ConfigError as exc:
+            self.errors = str(exc).splitlines()
+            RELOADS.labels("refused").inc()
+            LAST_RELOAD_OK.set(0)
+            log.error("routing file refused, running version stays:\n  %s", "\n  ".join(self.errors))
+            return None
+        self.errors = []
+        LAST_RELOAD_OK.set(1)
+        if cfg.digest == self.cfg.digest:
+            return None
+        for warning in cfg.warnings:
+            log.warning("routing: %s", warning)
+        self.cfg = cfg
+        RELOADS.labels("success").inc()
+        LAST_RELOAD_AT.set(time.time())
+        log.warning("routing file %s reloaded: %d receivers", self.path, len(cfg.receivers))
+        return cfg
 
 
 class AlertingStage:
@@ -117,6 +184,16 @@ class AlertingStage:
         self.engine.group_dict(g, d, a.startsAt, store,
                                max(store.get(WATERMARK, 0.0), a.startsAt, a.endsAt or 0.0))
         self.touched.add(partition)
+
+    def reroute(self, state, emit) -> int:
+        """A partition's firing alerts routed again under the routing in force (``Engine.reroute``), unless they
+        were routed by it already; their records go onto alert-groups, grouped by whoever reads them there."""
+        if state.get(ROUTED) == self.engine.cfg.digest:
+            return 0
+        moves = self.engine.reroute(state)
+        for g, d in moves:
+            emit("alert-groups", g.key.encode(), grouped_record(g, d))
+        return len(moves)
 
     def process_grouped(self, group, d: dict, starts: float, ends: float | None, state) -> None:
         """A transition read from alert-groups in its record form (``AlertingProcessor``'s fast path, clock: wall)."""
@@ -231,6 +308,19 @@ class AlertingProcessor(TransactionalProcessor):
                 return None  # metadata not there yet: the producer's partitioner decides at the commit
             got = self._parts[logical] = (sorted(known), now)
         return self._place(key, got[0])
+
+    async def _restore_now(self, partitions: list[int]) -> None:
+        """Restored partitions whose firing alerts were routed by another version of the routing file (changed
+        while no worker held them, or before a restart) are routed again before their first record is read."""
+        await super()._restore_now(partitions)
+        for p in partitions:
+            store = self.stores.get(p)
+            if store is not None:
+                self.stage.reroute(store, self._emit)
+
+    def reroute(self) -> int:
+        """Every partition held here routed again under the routing in force (after a reload)."""
+        return sum(self.stage.reroute(store, self._emit) for store in list(self.stores.values()))
 
     def _here(self, key: bytes) -> tuple | None:
         """(state, partition) of group key ``key``'s partition of alert-groups when it is assigned here, else None."""
@@ -387,9 +477,7 @@ class AlertWatcher(mode.Service):
 
     @mode.Service.task
     async def _follow(self) -> None:
-        if not self.inhibitor.rules:  # nothing could be inhibited: no need to read every transition of the cluster
-            self.caught_up.set()
-            return
+        # read even with no inhibit rule: a reload may bring some, whose sources fire already (Inhibitor.firing).
         # alert-groups, not alerts: its transitions have been through the lifecycle (duplicates dropped,
         # quiet sources resolved by timeout), so a source that went quiet stops inhibiting
         await follow_topic(self, self.bootstrap, self.settings.topic("alert-groups"), self.settings.partitions, self._on,
@@ -715,9 +803,11 @@ class Deliverer(mode.Service):
     """
 
     def __init__(self, settings: Settings, bootstrap: str, receivers: Receivers,
-                 on_result: Callable | None = None, commit_interval: float = 0.2, merge: bool | None = None, **kw):
+                 on_result: Callable | None = None, commit_interval: float = 0.2, merge: bool | None = None,
+                 routing_file: RoutingFile | None = None, **kw):
         super().__init__(**kw)
         self.settings, self.bootstrap, self.receivers = settings, bootstrap, receivers
+        self.routing_file = routing_file  # delivery in a process of its own follows the file itself
         # coalesce/aggregate notifications queued behind a group's one in flight: with clock: wall only (which
         # ones merge depends on timing; in event time every notification is sent as written, so a replay's are fixed)
         self.merge = settings.clock == "wall" if merge is None else merge
@@ -766,7 +856,25 @@ class Deliverer(mode.Service):
         from streams.forward_memory import restore_forwarders
 
         await restore_forwarders(self.settings, self.bootstrap, self.receivers)  # what was forwarded before a restart
-        await self.receivers.resend_forever()  # alertmanager_configs: firing alerts re-sent as Prometheus does
+        await resend_forever(lambda: self.receivers)  # alertmanager_configs: firing alerts re-sent as Prometheus does
+
+    @mode.Service.timer(POLL_EVERY)
+    async def _follow_routing(self) -> None:
+        if self.routing_file is not None:
+            cfg = self.routing_file.poll()
+            if cfg is not None:
+                self.reconfigure(Receivers(cfg))
+
+    def reconfigure(self, receivers: Receivers) -> None:
+        """Deliver by ``receivers`` from now on (a routing reload).  A request in flight finishes with the
+        integration it started with; a forwarder that is still there (same name, same URL) keeps its memory of
+        the alerts it forwarded, so re-sends go on without a gap."""
+        old = {i.name: i for i in self.receivers.forwarders()}
+        for integ in receivers.forwarders():
+            prev = old.get(integ.name)
+            if prev is not None and prev.url == integ.url:
+                integ.forward.groups, integ.forward.last = prev.forward.groups, prev.forward.last
+        self.receivers = receivers
 
     def receiver_stats(self) -> dict[str, dict]:
         """Per receiver: delivered, failed attempts' outcomes, dead letters, groups in flight."""
@@ -831,6 +939,12 @@ class Deliverer(mode.Service):
     async def _deliver(self, lane: Lane, n: dict) -> None:
         note = {k: v for k, v in n.items() if not k.startswith("_")}
         tp, offset = n["_where"]
+        if note["receiver"] not in self.receivers.integrations:  # written before a reload that removed it
+            lane.stats["deadletter"] += 1
+            await self._dead(f"receiver {note['receiver']!r} is not in the routing file in force", orjson.dumps(note),
+                             note["groupKey"].encode(), tp, offset)
+            self.stats["delivered"] += 1
+            return
         results = await self.receivers.notify(lane.session, note)
         for integ, out in results:
             if not out.ok:
@@ -890,13 +1004,21 @@ class Deliverer(mode.Service):
 
 
 class AlertingService(mode.Service):
-    """Everything a worker runs for alerting; add it to the Faust app as a runtime dependency."""
+    """Everything a worker runs for alerting; add it to the Faust app as a runtime dependency.
+
+    Given a routing file (a path, or none: ``settings.routing``), it follows it (``RoutingFile``) and takes a
+    new version that validates without a restart (``reload``): routes, timings, inhibit rules and receivers
+    from then on, and the alerts firing now routed again (``Engine.reroute``), in the next transaction."""
 
     def __init__(self, settings: Settings, bootstrap: str, routing: RoutingConfig | str | None = None, *,
                  worker_id: str = "0", on_result: Callable | None = None, tick_interval: float = 0.25,
                  deliver: bool = True, **kw):
         super().__init__(**kw)
-        cfg = routing if isinstance(routing, RoutingConfig) else load_routing(routing or settings.routing)
+        if isinstance(routing, RoutingConfig):
+            cfg, self.routing_file = routing, None
+        else:
+            self.routing_file = RoutingFile(routing or settings.routing)
+            cfg = self.routing_file.cfg
         for warning in cfg.warnings:  # Alertmanager's deprecated forms, read as their modern equivalents
             log.warning("routing: %s", warning)
         self.book = SilenceBook(settings, bootstrap)
@@ -922,6 +1044,25 @@ class AlertingService(mode.Service):
 
     def views_ready(self) -> bool:
         return self.book.caught_up.is_set() and self.watcher.caught_up.is_set()
+
+    @mode.Service.timer(POLL_EVERY)
+    async def _follow_routing(self) -> None:
+        if self.routing_file is not None:
+            cfg = self.routing_file.poll()
+            if cfg is not None:
+                self.reload(cfg)
+
+    def reload(self, cfg: RoutingConfig) -> int:
+        """Run by ``cfg`` from now on (validated already); returns how many alert-groups records the firing
+        alerts' new routing made.  Synchronous, so no record is processed and no transaction cut is taken
+        half-way (a transaction in flight took its cut before; these records go in the next one)."""
+        self.engine.reconfigure(cfg)
+        if self.watcher.inhibitor is not self.engine.inhibitor:
+            self.watcher.inhibitor.set_rules(rules_from(cfg))
+        moved = self.processor.reroute()
+        if self.deliverer is not None:
+            self.deliverer.reconfigure(Receivers(cfg))
+        return moved
 
     async def on_start(self) -> None:
         for child in (self.book, self.watcher, self.processor, self.deliverer):

@@ -271,13 +271,14 @@ def _silences_serve(args) -> int:
     from core.settings import Settings
     from core.shutdown import on_stop
     from core.telemetry import serve_for
-    from streams.alerting import AlertsView, SilenceBook
+    from streams.alerting import POLL_EVERY, AlertsView, RoutingFile, SilenceBook
 
     try:
-        cfg = load(_routing_path(args))
+        routing = RoutingFile(_routing_path(args))  # followed: a new version that validates is served
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
+    cfg = routing.cfg
     try:  # the API creates and expires silences: never open to the network without authentication
         web_cfg, insecure = webconfig.for_command(args, Settings.load(args.config))
         webconfig.check_listen(args.host, what="kubesight silences serve", writes=True,
@@ -306,7 +307,13 @@ def _silences_serve(args) -> int:
                               "alerts": lambda: (view.caught_up.is_set(), "alert-groups read to its end")})
             stop = asyncio.Event()
             on_stop(stop.set, settings.shutdown_timeout, "kubesight silences serve", asyncio.get_running_loop())
-            await stop.wait()
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), POLL_EVERY)
+                except TimeoutError:
+                    new = routing.poll()
+                    if new is not None:
+                        view.alerts.reconfigure(new)
         finally:
             await runner.cleanup()
             await view.stop()

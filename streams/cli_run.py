@@ -110,7 +110,7 @@ def _part_worker(args, settings: Settings, bootstrap: str) -> int:
     import mode
 
     from core.shutdown import arm
-    from streams.alerting import AlertingService, Deliverer
+    from streams.alerting import AlertingService, Deliverer, RoutingFile
 
     if args.role != "incidents" and not settings.routing:
         print(f"kubesight worker --role {args.role}: no routing file in the settings", file=sys.stderr)
@@ -123,10 +123,10 @@ def _part_worker(args, settings: Settings, bootstrap: str) -> int:
     elif args.role == "alerting":
         service = AlertingService(settings, bootstrap, worker_id=worker_id, deliver=False)
     else:
-        from alerts.config import load as load_routing
         from alerts.receivers import Receivers
 
-        service = Deliverer(settings, bootstrap, Receivers(load_routing(settings.routing)))
+        routing = RoutingFile(settings.routing)  # followed: a new version that validates is delivered by
+        service = Deliverer(settings, bootstrap, Receivers(routing.cfg), routing_file=routing)
     if args.metrics_file:
         serve_child_metrics(service, Path(args.metrics_file))
     print(f"kubesight worker --role {args.role}: pid {os.getpid()}", file=sys.stderr, flush=True)

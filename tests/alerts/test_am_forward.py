@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from alerts.config import load_text
-from alerts.receivers import Receivers
+from alerts.receivers import Receivers, resend_forever
 from core.records import format_time, parse_time
 from core.yamlconfig import ConfigError
 from tests.alerts.amtools import Alertmanager, amtool
@@ -81,7 +81,7 @@ receivers:
                     assert abs(parse_time(got["startsAt"]) - started) < 0.01
                     assert 3.0 < parse_time(got["endsAt"]) - started < 5.0  # now + 4 x resend_delay
                 first_ends = parse_time(active(am1)[0]["endsAt"])
-                resender = asyncio.create_task(rcv.resend_forever(every=0.25))
+                resender = asyncio.create_task(resend_forever(lambda: rcv, every=0.25))
                 try:
                     await asyncio.sleep(6.0)  # past the first endsAt: only the resends keep it active
                     for am in (am1, am2):
