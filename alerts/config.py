@@ -24,6 +24,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from alerts import gotemplate
 from alerts.timeintervals import TimeInterval
 from core import yamlconfig
 from core.durations import Duration
@@ -52,6 +53,8 @@ def _url(v: str) -> str:
 def _template(v: str) -> str:
     from alerts.payload import MessageTemplate
 
+    if "{{" in v:
+        return v  # an Alertmanager Go template: the loader checks it with Alertmanager's parser (alerts.gotemplate)
     MessageTemplate(v)  # raises ValueError naming the unknown field
     return v
 
@@ -852,9 +855,10 @@ def _modernise(doc: Document) -> list[str]:
                         "deprecated (in Alertmanager too); read as time_intervals")
         if isinstance(old, list):
             data["time_intervals"] = list(data.get("time_intervals") or []) + old
-    if data.get("templates"):
-        warnings.append(f"{doc.source}:{doc.line_of(('templates',))}: templates: accepted but not used "
-                        "(kubesight sends its own message formats)")
+    go = gotemplate.available()
+    if data.get("templates") and not go:
+        warnings.append(f"{doc.source}:{doc.line_of(('templates',))}: templates: not used: Alertmanager's Go "
+                        f"templates need {gotemplate.NAME} (make amtemplate)")
     glob = data.get("global") if isinstance(data.get("global"), dict) else {}
     for i, r in enumerate(data.get("receivers") or []):
         if not isinstance(r, dict):
@@ -867,10 +871,14 @@ def _modernise(doc: Document) -> list[str]:
             for j, c in enumerate(r.get(kind) or []):
                 for key in TEMPLATED.get(kind, ()) + PLAIN.get(kind, ()):
                     if isinstance(c, dict) and isinstance(c.get(key), str) and "{{" in c[key]:
+                        if go and key in TEMPLATED.get(kind, ()):
+                            continue  # run by Alertmanager's template package (checked in _go_templates)
                         c.pop(key)
                         loc = ("receivers", i, kind, j, key)
+                        why = (f"needs {gotemplate.NAME} (make amtemplate)" if key in TEMPLATED.get(kind, ())
+                               else "is run in message fields only")
                         warnings.append(f"{doc.source}:{doc.line_of(loc)}: {yamlconfig.path_str(loc)}: a Go template "
-                                        "is not run by kubesight; its default text is used (templates are $title, "
+                                        f"{why}; kubesight's default is used here (its own templates are $title, "
                                         "$alerts, $label_NAME ...)")
                     elif (isinstance(c, dict) and key in TEMPLATED.get(kind, ()) and kind != "msteams_configs"
                           and isinstance(c.get(key), str) and "$" in c[key] and not _is_template(c[key])):
@@ -904,9 +912,39 @@ def _load(doc: Document) -> RoutingConfig:
     if isinstance(doc.data, dict):
         for loc, message in _cross_refs(doc.data):
             doc.error(loc, message)
+    if cfg is not None and not doc.errors:
+        _go_templates(doc, cfg)
     doc.raise_for_errors()
     cfg._warnings = warnings
     return cfg
+
+
+def _go_templates(doc: Document, cfg: RoutingConfig) -> None:
+    """Each message field that is a Go template, checked by Alertmanager's parser (an error names its file, line
+    and path) and kept as a ``GoText`` that carries the routing file's template files, as Alertmanager resolves
+    them (relative to the file)."""
+    fields = [(("receivers", i, kind, j, key), c, key) for i, r in enumerate(cfg.receivers) for kind, keys in
+              TEMPLATED.items() for j, c in enumerate(getattr(r, kind)) for key in keys
+              if gotemplate.is_go(getattr(c, key))]
+    if not (fields or cfg.templates) or not gotemplate.available():
+        return
+    base = Path(doc.source).parent if doc.source and not doc.source.startswith("<") else Path.cwd()
+    files = [str(base / f) for f in cfg.templates]
+    try:  # the template files first (as amtool check-config parses them), then each field with them
+        errors = gotemplate.check([""] + [getattr(c, key) for _, c, key in fields], files)
+    except RuntimeError as exc:
+        doc.error(("templates",), f"{gotemplate.NAME} failed: {exc}")
+        return
+    if errors[0]:
+        doc.error(("templates",), errors[0])
+        return
+    for (loc, c, key), err in zip(fields, errors[1:], strict=True):
+        if err:
+            doc.error(loc, err)
+            continue
+        default = type(c).model_fields[key].default
+        setattr(c, key, gotemplate.GoText.of(getattr(c, key), files, html=loc[2] == "email_configs" and key == "html",
+                                             fallback=default if isinstance(default, str) else None))
 
 
 _SHOWN = ("external_url", "token_url")  # URLs in a secret-looking slot that carry no secret

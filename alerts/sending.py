@@ -8,12 +8,15 @@ retry loop) and ``alerts.receivers_more`` (the other Alertmanager integrations) 
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
-from alerts import payload
+from alerts import gotemplate, payload
+
+log = logging.getLogger("kubesight.alerts")
 
 
 @dataclass(slots=True)
@@ -32,6 +35,16 @@ def _template(text: str) -> payload.MessageTemplate:
 
 
 def render(text: str, note: dict, external_url: str) -> str:
+    """A message field for one notification: kubesight's template, or an Alertmanager Go template
+    (``alerts.gotemplate.GoText``) run by Alertmanager's own template package; one that fails when run is
+    logged and the field's kubesight default is sent instead, so the notification still goes out."""
+    if isinstance(text, gotemplate.GoText):
+        try:
+            return gotemplate.render(text, note, external_url)
+        except gotemplate.TemplateError as exc:
+            log.warning("receiver %s: a Go template failed (%s); kubesight's default text is sent", note["receiver"],
+                        exc)
+            return _template(text.fallback).render(note, external_url)
     return _template(text).render(note, external_url)
 
 

@@ -41,6 +41,14 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def amtemplate():
+    """Alertmanager's template package (alerts.gotemplate's helper), built once if ``make amtemplate`` has not."""
+    from alerts import gotemplate
+
+    return gotemplate.build(quiet=True)
+
+
+@pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     external = os.environ.get("KUBESIGHT_KAFKA")
     if external:

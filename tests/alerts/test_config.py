@@ -3,6 +3,7 @@
 import pytest
 
 from alerts.config import load_text
+from alerts.gotemplate import GoText
 from core.yamlconfig import ConfigError
 
 OK_RECEIVERS = "receivers:\n  - name: r\n"
@@ -211,27 +212,41 @@ def test_http_config_rules_are_prometheus_commons():
     assert (auth.type, auth.credentials) == ("Bearer", "t0ken")  # bearer_token read as authorization
 
 
-def test_globals_fill_the_new_integrations_and_go_templates_are_warned():
-    cfg = load_text("global:\n  wechat_api_secret: s\n  wechat_api_corp_id: c\n  victorops_api_key: k\n"
-                    "  telegram_api_url: https://tg.example\n  http_config: {basic_auth: {username: u, password: p}}\n"
-                    + RCV + "    wechat_configs: [{to_user: '@all'}]\n    victorops_configs: [{routing_key: rk}]\n"
-                    "    telegram_configs: [{bot_token: t, chat_id: -1, message: '{{ template \"x\" . }}'}]\n",
-                    "routing.yaml")
+GLOBALS = ("global:\n  wechat_api_secret: s\n  wechat_api_corp_id: c\n  victorops_api_key: k\n"
+           "  telegram_api_url: https://tg.example\n  http_config: {basic_auth: {username: u, password: p}}\n"
+           + RCV + "    wechat_configs: [{to_user: '@all'}]\n    victorops_configs: [{routing_key: rk}]\n"
+           "    telegram_configs: [{bot_token: t, chat_id: -1, message: '{{ template \"%s\" . }}'}]\n")
+
+
+def test_globals_fill_the_new_integrations_and_go_templates_are_checked(amtemplate):
+    cfg = load_text(GLOBALS % "telegram.default.message", "routing.yaml")
     r = cfg.receivers[0]
     assert (r.wechat_configs[0].api_secret, r.wechat_configs[0].corp_id, r.victorops_configs[0].api_key) == \
         ("s", "c", "k")
-    assert r.telegram_configs[0].api_url == "https://tg.example" and r.telegram_configs[0].message == "$title\n$alerts"
+    assert r.telegram_configs[0].api_url == "https://tg.example"
+    assert isinstance(r.telegram_configs[0].message, GoText) and cfg.warnings == []  # Alertmanager's runs it
     assert r.victorops_configs[0].http_config.basic_auth.username == "u"  # the global http_config
-    assert cfg.warnings == ["routing.yaml:12: receivers[0].telegram_configs[0].message: a Go template is not run by "
-                            "kubesight; its default text is used (templates are $title, $alerts, $label_NAME ...)"]
+    with pytest.raises(ConfigError) as exc:
+        load_text(GLOBALS % "x", "routing.yaml")
+    assert exc.value.errors == ['routing.yaml:12: receivers[0].telegram_configs[0].message: template: :1:12: '
+                                'executing "" at <{{template "x" .}}>: template "x" not defined']
 
 
-def test_alertmanager_globals_and_templates_load_and_slack_takes_the_global_url():
+def test_without_the_helper_a_go_template_is_warned_and_the_default_used(monkeypatch):
+    monkeypatch.setenv("KUBESIGHT_AMTEMPLATE", "/nonexistent/kubesight-amtemplate")
+    cfg = load_text(GLOBALS % "x", "routing.yaml")
+    assert cfg.receivers[0].telegram_configs[0].message == "$title\n$alerts"
+    assert cfg.warnings == ["routing.yaml:12: receivers[0].telegram_configs[0].message: a Go template needs "
+                            "kubesight-amtemplate (make amtemplate); kubesight's default is used here (its own "
+                            "templates are $title, $alerts, $label_NAME ...)"]
+
+
+def test_alertmanager_globals_and_templates_load_and_slack_takes_the_global_url(amtemplate):
     cfg = load_text("global: {resolve_timeout: 5m, smtp_smarthost: 'mail:25', slack_api_url: 'https://hooks/x'}\n"
                     "templates: ['/etc/am/*.tmpl']\nroute: {receiver: r}\nreceivers:\n  - name: r\n"
                     "    slack_configs: [{channel: '#ops'}]\n", "routing.yaml")
     assert cfg.global_.resolve_timeout == 300.0 and cfg.receivers[0].slack_configs[0].api_url == "https://hooks/x"
-    assert cfg.warnings == ["routing.yaml:2: templates: accepted but not used (kubesight sends its own message formats)"]
+    assert cfg.warnings == []  # with Alertmanager's template package (matching no file is no error there either)
 
 
 def test_duplicated_group_by_label():

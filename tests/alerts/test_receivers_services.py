@@ -108,7 +108,7 @@ def test_msteams_message_card_and_final_4xx_without_secret(tmp_path):
     assert (final.ok, final.retryable, final.status) == (False, False, 400) and KEY not in final.reason
 
 
-def test_template_errors_and_go_templates():
+def test_template_errors_and_go_templates(amtemplate, monkeypatch):
     with pytest.raises(ConfigError) as exc:
         load_text("route: {receiver: r}\nreceivers:\n  - name: r\n    msteams_configs:\n"
                   "      - {webhook_url: 'http://x/y', title: '$podname'}\n", "routing.yaml")
@@ -116,12 +116,17 @@ def test_template_errors_and_go_templates():
         'routing.yaml:5: receivers[0].msteams_configs[0].title: unknown template field "$podname" (use $status, '
         "$title, $alerts, $receiver, $group, $count, $firing, $resolved, $external_url, $label_NAME, "
         "$annotation_NAME)"]
-    cfg = load_text("global: {smtp_smarthost: 'h:25', smtp_from: a@b.c}\nroute: {receiver: r}\nreceivers:\n"
-                    "  - name: r\n    email_configs:\n      - {to: x@y.z, html: '{{ template \"email.default.html\" . }}'}\n",
-                    "routing.yaml")
+    email = ("global: {smtp_smarthost: 'h:25', smtp_from: a@b.c}\nroute: {receiver: r}\nreceivers:\n"
+             "  - name: r\n    email_configs:\n      - {to: x@y.z, html: '{{ template \"email.default.html\" . }}'}\n")
+    cfg = load_text(email, "routing.yaml")
+    html = cfg.receivers[0].email_configs[0].html
+    assert html.html and html.files == () and cfg.warnings == []  # Alertmanager's own email.default.html, escaped
+    monkeypatch.setenv("KUBESIGHT_AMTEMPLATE", "/nonexistent/kubesight-amtemplate")
+    cfg = load_text(email, "routing.yaml")
     assert cfg.receivers[0].email_configs[0].html is None and cfg.receivers[0].email_configs[0].smarthost == "h:25"
-    assert cfg.warnings == ["routing.yaml:6: receivers[0].email_configs[0].html: a Go template is not run by "
-                            "kubesight; its default text is used (templates are $title, $alerts, $label_NAME ...)"]
+    assert cfg.warnings == ["routing.yaml:6: receivers[0].email_configs[0].html: a Go template needs "
+                            "kubesight-amtemplate (make amtemplate); kubesight's default is used here (its own "
+                            "templates are $title, $alerts, $label_NAME ...)"]
     with pytest.raises(ConfigError) as exc:
         load_text("route: {receiver: r}\nreceivers:\n  - name: r\n    email_configs: [{to: x@y.z}]\n", "routing.yaml")
     assert exc.value.errors == [
