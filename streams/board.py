@@ -39,7 +39,7 @@ from aiokafka import AIOKafkaConsumer
 from core.kafkaclient import client_config
 from core.records import Alert, RecordError, decode, format_time, parse_time
 from core.settings import Settings
-from streams.alerting import SilenceBook
+from streams.alerting import POLL_EVERY, RoutingFile, SilenceBook
 from streams.follow import follow_topic
 
 log = logging.getLogger("kubesight.board")
@@ -286,12 +286,12 @@ class Board(mode.Service):
         super().__init__(**kw)
         self.settings, self.bootstrap = settings, bootstrap
         self.book = SilenceBook(settings, bootstrap)
-        router = None
+        router, self.routing = None, None
         if settings.routing:
-            from alerts.config import load
             from alerts.routing import Router
 
-            router = Router(load(settings.routing))
+            self.routing = RoutingFile(settings.routing)  # followed: the receivers column shows the version in force
+            router = Router(self.routing.cfg)
         self.model = BoardState(self.book.silences, router)
         self.caught_up = asyncio.Event()
         self.clients: set[asyncio.Event] = set()
@@ -323,6 +323,21 @@ class Board(mode.Service):
                                    asyncio.Event(), f"{self.settings.app_id}-board-incidents")
                 return
             await self.sleep(30.0)
+
+    @mode.Service.timer(POLL_EVERY)
+    async def _follow_routing(self) -> None:
+        self.follow_routing()
+
+    def follow_routing(self) -> bool:
+        """A new version of the routing file that validates: the receivers column shows where it sends alerts."""
+        cfg = self.routing.poll() if self.routing is not None else None
+        if cfg is None:
+            return False
+        from alerts.routing import Router
+
+        self.model.router = Router(cfg)
+        self.model.version += 1  # pushed to the pages
+        return True
 
     @mode.Service.task
     async def _push(self) -> None:

@@ -181,3 +181,17 @@ def test_the_api_serves_the_reloaded_config():
 
     first, second = asyncio.run(go())
     assert "# v2" not in first and "# v2" in second
+
+
+def test_the_board_follows_the_routing_file(tmp_path):
+    from core.settings import Settings
+    from streams.board import Board
+
+    path = tmp_path / "routing.yaml"
+    path.write_text(BEFORE)
+    board = Board(Settings(routing=str(path)), "127.0.0.1:1")
+    labels = pod_alert().labels
+    assert board.model.receivers(labels) == ["team-a"] and not board.follow_routing()
+    path.write_text(AFTER)
+    os.utime(path, ns=(1, 1))
+    assert board.follow_routing() and board.model.receivers(labels) == ["team-b"]
