@@ -206,8 +206,11 @@ class Collector:
         else:
             table, part = (self.nodes, "node") if stream == "nodes" else (self.pods, "pod")
             for uid in [u for u in table if u not in listed]:
-                del table[uid]
-                self.dirty.add((part, uid))
+                if part == "node":
+                    self._node_gone(uid)
+                else:
+                    del table[uid]
+                    self.dirty.add((part, uid))
 
     # ------------------------------------------------------------ events
 
@@ -270,17 +273,27 @@ class Collector:
         cur = state.node_summary(obj)
         uid = cur["uid"]
         if typ == "DELETED":
-            if self.nodes.pop(uid, None) is not None:
-                self.dirty.add(("node", uid))
+            self._node_gone(uid)
             return uid
         prev = self.nodes.get(uid)
         if prev != cur:
-            ent = Entity(cluster=self.o.cluster, kind="Node", name=cur["name"], uid=uid, node=cur["name"])
+            ent = self._node_entity(cur)
             recs = state.node_changes(prev, cur, ent, self.clock())
             self._emit(recs)
             self.nodes[uid] = cur
             self.dirty.add(("node", uid))
         return uid
+
+    def _node_entity(self, summary: dict) -> Entity:
+        return Entity(cluster=self.o.cluster, kind="Node", name=summary["name"], uid=summary["uid"],
+                      node=summary["name"])
+
+    def _node_gone(self, uid: str) -> None:
+        """A Node deleted (a watch's DELETED, or missing from a full list): forgotten, and ``NodeDeleted`` said."""
+        prev = self.nodes.pop(uid, None)
+        if prev is not None:
+            self._emit([state.node_deleted(prev, self._node_entity(prev), self.clock())])
+            self.dirty.add(("node", uid))
 
     def _pod(self, typ: str, obj, baseline: bool) -> str:
         cur = state.pod_summary(obj)

@@ -107,6 +107,14 @@ def node_changes(prev: dict | None, cur: dict, entity: Entity, now: float) -> li
     return out
 
 
+def node_deleted(prev: dict, entity: Entity, now: float) -> Event:
+    """``NodeDeleted``: the Node object is gone (scaled in, a spot node reclaimed), so the node's state alerts have
+    nothing left to watch; the default pack's node state rules resolve on it (a NotReady node that is deleted
+    would otherwise stay NotReady in the alerts for ever)."""
+    return Event(source="k8s-state", reason="NodeDeleted", type="Normal", time=now, entity=entity, labels={},
+                 message=f"node {prev['name']} was deleted", id=_id("node-deleted", entity.cluster, prev["uid"]))
+
+
 # ---------------------------------------------------------------- pods
 
 

@@ -81,6 +81,17 @@ def test_node_stops_heartbeating_then_recovers(cluster, api, collector, ns):
     assert len(back) == 1 and back[0]["type"] == "Normal"
 
 
+def test_a_deleted_node_says_so(cluster, api, collector):
+    """A Node deleted (scaled in, a spot node reclaimed): ``NodeDeleted``, on which the node's state alerts resolve."""
+    node = f"kwok-gone-{uuid.uuid4().hex[:4]}"
+    cluster.add_nodes([node])
+    wait_for(f"node {node} registered", lambda: api.core.read_node(node), 30)
+    api.core.delete_node(node)
+    recs = collector.events.wait(f"NodeDeleted state record of {node}", 30, source="k8s-state", reason="NodeDeleted",
+                                 entity__name=node)
+    assert [(r["entity"]["kind"], r["entity"]["node"], r["type"]) for r in recs] == [("Node", node, "Normal")]
+
+
 def test_unschedulable_pod(api, collector, ns):
     api.apps.create_namespaced_deployment(ns, {
         "metadata": {"name": "stuck", "labels": {"team": "team-stuck"}},

@@ -296,19 +296,24 @@ def test_state_changes_with_owners_survive_a_kill(harness, settings, data_dir):
     ss["status"]["containerStatuses"][0]["state"] = {"waiting": {"reason": "ImagePullBackOff"}}
     srv.put("pods", ss)
     node = srv.get("nodes", "", "datagen-1-35")
+    gone = copy.deepcopy(node)
+    gone["metadata"].update(name="spot-1", uid="uid-spot-1")
+    srv.put("nodes", gone)
     rv = srv.put("nodes", _set_cond(node, "MemoryPressure", "True", "2026-06-26T11:00:00Z", "KubeletHasInsufficientMemory"))
     col.wait(cps, rv)
 
-    col.kill()  # while it is down: the node goes NotReady, a pod is evicted; then history is compacted
+    col.kill()  # while it is down: the node goes NotReady, a pod is evicted, a spot node is deleted; then history is compacted
     srv.put("nodes", _set_cond(node, "Ready", "False", "2026-06-26T11:05:00Z", "KubeletNotReady"))
+    srv.delete("nodes", "", "spot-1")  # seen at the re-list, by its absence
     ds = srv.get("pods", "scraper", "e2e-daemonset-kb65b")
     ds["status"].update(phase="Failed", reason="Evicted", message="The node was low on resource: memory.")
     srv.put("pods", ds)
     rv = srv.compact()
     col.start()
     col.wait(cps, rv)
-    rv = srv.put("nodes", _set_cond(_set_cond(node, "Ready", "True", "2026-06-26T11:10:00Z", "KubeletReady"),
-                                    "MemoryPressure", "False", "2026-06-26T11:10:00Z", "KubeletHasSufficientMemory"))
+    srv.put("nodes", _set_cond(_set_cond(node, "Ready", "True", "2026-06-26T11:10:00Z", "KubeletReady"),
+                               "MemoryPressure", "False", "2026-06-26T11:10:00Z", "KubeletHasSufficientMemory"))
+    rv = srv.delete("nodes", "", "datagen-1-35")  # seen on the watch
     col.wait(cps, rv)
 
     recs = [decode(raw) for raw in read_all(settings, "events")]
@@ -324,6 +329,7 @@ def test_state_changes_with_owners_survive_a_kill(harness, settings, data_dir):
         ("NodeMemoryPressure", *node_ent), ("NodeNotReady", *node_ent),
         ("Evicted", "Pod", "e2e-daemonset-kb65b", "DaemonSet/e2e-daemonset", "", "datagen-1-35"),
         ("NodeReady", *node_ent), ("NodeMemoryPressureCleared", *node_ent),
+        ("NodeDeleted", "Node", "spot-1", "", "", "spot-1"), ("NodeDeleted", *node_ent),
     ])
     assert {r.source for r in recs} == {"k8s-state"} and {r.entity.cluster for r in recs} == {CLUSTER}
     oom = next(r for r in recs if r.reason == "ContainerOOMKilled")
