@@ -109,6 +109,9 @@ class Settings(BaseModel):
     incident_wait: float = Field(
         0.0, ge=0, description="seconds an incident's first notifications wait after it opens (routes with "
         "incidents: true), so its probable cause is ranked on more than its first alert; 0 = at once")
+    watchdog_interval: float = Field(
+        0.0, ge=0, description="seconds between the hot path's Watchdog heartbeats (clock: wall): an alert that fires "
+        "while the pipeline works, for a dead man's switch; 0 = off (streams.stages.Watchdog)")
     clock: Literal["event", "wall"] = Field(
         "event", description="event: timers follow record time (replays, tests); wall: idle partitions also tick")
     web_port: int | None = Field(None, description="Faust web port (health, /metrics); None = disabled")

@@ -158,7 +158,7 @@ class AlertingStage:
         if self.event_time:
             self._process_event_time(rec, state, emit)
             return
-        now = max(state.get(WATERMARK, 0.0), rec.startsAt, rec.endsAt or 0.0)
+        now = max(state.get(WATERMARK, 0.0), rec.startsAt, _ended(rec.status, rec.endsAt))
         grouped = from_grouped(rec)
         if grouped is None:
             pairs = self.engine.route(rec, state, now)
@@ -182,7 +182,7 @@ class AlertingStage:
         store, partition = here
         emit("alert-groups", key, grouped_record(g, d, applied=True), partition)
         self.engine.group_dict(g, d, a.startsAt, store,
-                               max(store.get(WATERMARK, 0.0), a.startsAt, a.endsAt or 0.0))
+                               max(store.get(WATERMARK, 0.0), a.startsAt, _ended(a.status, a.endsAt)))
         self.touched.add(partition)
 
     def reroute(self, state, emit) -> int:
@@ -197,7 +197,8 @@ class AlertingStage:
 
     def process_grouped(self, group, d: dict, starts: float, ends: float | None, state) -> None:
         """A transition read from alert-groups in its record form (``AlertingProcessor``'s fast path, clock: wall)."""
-        self.engine.group_dict(group, d, starts, state, max(state.get(WATERMARK, 0.0), starts, ends or 0.0))
+        self.engine.group_dict(group, d, starts, state, max(state.get(WATERMARK, 0.0), starts,
+                                                            _ended(d["status"], ends)))
 
     # clock: event -- each of the two steps keeps its own clock (the largest transition time it has read on its
     # own input), never the partition's watermark, which mixes both inputs in the order the fetches happened
@@ -235,6 +236,12 @@ class AlertingStage:
             return  # silences/inhibitions not caught up: the due groups wait for the next tick
         for note in self.engine.flush_due(state, now):
             hand_off(note, self.engine.router, emit)  # notifications, or per incident (route option incidents)
+
+
+def _ended(status: str, ends: float | None) -> float:
+    """What a transition's end says of the time now: a resolution's end has passed; a firing alert's ``endsAt``
+    is a promise about the future (Prometheus' resend convention, the Watchdog), not a clock."""
+    return ends or 0.0 if status == "resolved" else 0.0
 
 
 ALERTS_CLOCK = "__alerts_clock__"  # clock: event -- the lifecycle step's time (largest transition time read on alerts)

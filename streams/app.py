@@ -30,7 +30,7 @@ from core.telemetry import DEADLETTERS, reason_key
 from core.topics import replication_of
 from streams.hotpath import Pipeline, TransactionalProcessor
 from streams.incidents import incident_processor
-from streams.stages import RulePacks, RulesStage, RulesTopicWatcher, signal_stages
+from streams.stages import RulePacks, RulesStage, RulesTopicWatcher, signal_stages, watchdog
 from streams.telemetry import install as install_telemetry
 
 log = logging.getLogger("kubesight.app")
@@ -69,7 +69,8 @@ def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = No
     packs = RulePacks(settings, topic_dir=state / "rules-topic" / f"{settings.app_id}-{worker_id}")
     processor = TransactionalProcessor(settings, bootstrap, "signals", ["events", "samples"],
                                        Pipeline(signal_stages(settings, packs)), worker_id=worker_id,
-                                       urgent=("alerts",))  # an alert commits within 0.1 s, not commit_interval
+                                       urgent=("alerts",),  # an alert commits within 0.1 s, not commit_interval
+                                       heartbeat=watchdog(settings))
     watcher = RulesTopicWatcher(settings, bootstrap, packs)
     # alerts --(re-keyed by cluster)--> incidents (streams.incidents): one incident per root cause
     incidents = incident_processor(settings, bootstrap, worker_id=worker_id) if incidents_here else None

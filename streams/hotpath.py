@@ -158,8 +158,9 @@ class TransactionalProcessor(mode.Service):
 
     def __init__(self, settings: Settings, bootstrap: str, name: str, inputs: Sequence[str], stage: Stage,
                  *, worker_id: str = "0", tick_interval: float = 5.0, urgent: Sequence[str] = (),
-                 urgent_interval: float = 0.1, **kwargs):
+                 urgent_interval: float = 0.1, heartbeat: Callable[[Emit], None] | None = None, **kwargs):
         super().__init__(**kwargs)
+        self.heartbeat = heartbeat  # called on every turn of the loop (it says when it is due): streams.stages.Watchdog
         self.settings = settings
         self.bootstrap = bootstrap
         self.name = name
@@ -247,6 +248,8 @@ class TransactionalProcessor(mode.Service):
                 # just got records is driven by their event time (a backlog is never ticked ahead of it)
                 self._last_wall_tick = time.monotonic()
                 self._wall_tick(skip={tp.partition for tp in batches})
+            if self.heartbeat is not None:  # a loop that stalls stops beating
+                self.heartbeat(self._emit)
             inflight = self._inflight
             if inflight is not None and inflight.done():
                 self._inflight = None

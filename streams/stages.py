@@ -19,12 +19,13 @@ import asyncio
 import logging
 import os
 import re
+import time
 from pathlib import Path
 from time import perf_counter
 
 import mode
 
-from core.records import Event, Sample, encode
+from core.records import Alert, Event, Sample, encode
 from core.settings import Settings
 from rules.holder import EngineHolder
 from rules.load import DEFAULT_PACK, load_packs
@@ -76,6 +77,50 @@ class RulesStage:
         if out:
             for a in out:
                 emit("alerts", a.key(), encode(a))
+
+class Watchdog:
+    """The pipeline's dead man's switch, as kubernetes-mixin's Watchdog: an alert that always fires while it works.
+
+    The hot path's loop (``TransactionalProcessor.heartbeat``) emits it every ``interval`` seconds of wall time
+    with ``endsAt`` 4 intervals ahead (Prometheus' resend convention): every beat renews it in the alert
+    lifecycle, so while events flow through the hot path, alerting and delivery, a route to a dead man's switch
+    (Opsgenie heartbeat, healthchecks.io, PagerDuty) is notified every ``repeat_interval``.  When the loop stops
+    or stalls, the alert ends by itself 4 intervals later (resolved, and the repeats stop); when alerting or
+    delivery stop, the notifications stop.  Every worker beats: one fingerprint, so one alert.
+
+    >>> from core.records import decode
+    >>> beats = []
+    >>> w = Watchdog(60.0, "prod", clock=lambda: 1000.0)
+    >>> w(lambda *rec: beats.append(rec)); w(lambda *rec: beats.append(rec))  # not due again within 60 s
+    >>> [(topic, decode(value).labels["alertname"], decode(value).endsAt) for topic, _, value in beats]
+    [('alerts', 'Watchdog', 1240.0)]
+    """
+
+    def __init__(self, interval: float, cluster: str, clock=time.time):
+        self.interval, self.clock = interval, clock
+        self.started, self.last = clock(), float("-inf")
+        self.alert = Alert({"alertname": "Watchdog", "severity": "none", "cluster": cluster},
+                           {"summary": "kubesight's alert pipeline is alive",
+                            "description": "Always firing while events go through kubesight's hot path, alerting "
+                                           "and delivery: route it to a dead man's switch; its notifications "
+                                           "stopping is the alert."}, startsAt=self.started, source="kubesight/watchdog")
+
+    def __call__(self, emit) -> None:
+        now = self.clock()
+        if now - self.last < self.interval:
+            return
+        self.last = now
+        a = self.alert
+        beat = Alert(a.labels, a.annotations, "firing", a.startsAt, now + 4 * self.interval, a.source)
+        emit("alerts", beat.key(), encode(beat))
+
+
+def watchdog(settings: Settings) -> Watchdog | None:
+    """The hot path's Watchdog when ``watchdog_interval`` is set and the clock is the wall's (a replay has no now)."""
+    if settings.watchdog_interval > 0 and settings.clock == "wall":
+        return Watchdog(settings.watchdog_interval, settings.cluster)
+    return None
+
 
 class RulePacks:
     """The pack sources of one worker and the engine holder they feed."""
