@@ -17,14 +17,27 @@ any worker can decide whether an alert is muted.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from core.matchers import Matcher, MatcherError, matches_all
-from core.records import format_time, parse_time
+from core import yamlconfig
+from core.durations import Duration
+from core.matchers import Matcher, MatcherError, Matchers, matches_all
+from core.records import RecordError, format_time, parse_time
 
 
 class SilenceError(ValueError):
@@ -120,6 +133,120 @@ class Silence:
         ms = tuple(Matcher.from_api(x) for x in d["matchers"])
         return cls(d["id"], ms, parse_time(d["startsAt"]), parse_time(d["endsAt"]), d["createdBy"],
                    d["comment"], parse_time(d.get("updatedAt") or d["startsAt"]))
+
+
+# ---------------------------------------------------------------- silences as code
+
+_TAG = re.compile(r" \[silences apply (?P<set>[A-Za-z0-9._-]+)/(?P<id>[A-Za-z0-9._-]+)\]$")
+_NAME = r"^[A-Za-z0-9._-]+$"
+
+
+def _when(v) -> float:
+    """A time in a silences file: RFC 3339 text, or what YAML made of an unquoted one (a datetime)."""
+    if isinstance(v, datetime):
+        return (v if v.tzinfo else v.replace(tzinfo=UTC)).timestamp()
+    if isinstance(v, str):
+        try:
+            return parse_time(v)
+        except (RecordError, ValueError):
+            pass
+    raise ValueError(f"invalid time {v!r} (use RFC 3339, e.g. 2026-12-01T22:00:00Z)")
+
+
+class SilenceSpec(BaseModel):
+    """One silence of a file: ``id`` is yours (its identity across applies), the rest as ``silences add``."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=_NAME)
+    matchers: Matchers = Field(min_length=1)
+    comment: str = Field(min_length=1)
+    created_by: str = Field("kubesight silences apply", min_length=1)
+    starts: Annotated[float, BeforeValidator(_when)] | None = None  # default: when first applied
+    ends: Annotated[float, BeforeValidator(_when)] | None = None
+    duration: Duration | None = None  # from starts: instead of ends
+
+    @model_validator(mode="after")
+    def _window(self) -> SilenceSpec:
+        if (self.ends is None) == (self.duration is None):
+            raise ValueError("set exactly one of ends and duration")
+        if self.duration is not None and self.duration <= 0:
+            raise ValueError("duration must be > 0")
+        if self.ends is not None and self.starts is not None and self.ends <= self.starts:
+            raise ValueError("ends must be after starts")
+        if all(m.matches({}) for m in self.matchers):
+            raise ValueError("matchers would match every alert (at least one must not match an empty label set)")
+        return self
+
+
+class SilenceFile(BaseModel):
+    """A set of silences kept as code (``kubesight silences apply FILE``): the file says which silences of the set
+    exist; applying it creates, updates and ends silences until the topic says the same."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=_NAME)
+    silences: list[SilenceSpec] = []
+
+
+def load_file(path) -> SilenceFile:
+    """The strict loader's ``file:line: yaml.path: message`` for every problem (``core.yamlconfig``)."""
+    doc = yamlconfig.read(path)
+    got = doc.validate(SilenceFile)
+    if got is not None:
+        seen: dict[str, int] = {}
+        for i, spec in enumerate(got.silences):
+            if spec.id in seen:
+                doc.error(("silences", i, "id"), f"duplicate id {spec.id!r} (first at silences[{seen[spec.id]}])")
+            seen.setdefault(spec.id, i)
+    doc.raise_for_errors()
+    return got
+
+
+def silence_id(set_name: str, spec_id: str) -> str:
+    """The silence's id: the same for the same set and id in every apply (a UUID, as Alertmanager's)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kubesight-silences/{set_name}/{spec_id}"))
+
+
+def plan(f: SilenceFile, book: Silences, now: float) -> list[tuple[str, Silence]]:
+    """What ``apply`` does, in order: ("create" | "update" | "unchanged" | "expire" | "past", silence).
+
+    A silence keeps its start across applies (a ``duration`` runs from the first apply, so applying again never
+    renews it); one the file no longer lists, and still pending or active, ends now; one whose end has passed is
+    left as it is ("past"); one ended early and listed again, with its end still ahead, is updated (active again).
+
+    >>> f = SilenceFile.model_validate({"name": "maint", "silences": [
+    ...     {"id": "db", "matchers": ['namespace="shop"'], "comment": "migration", "duration": "2h"}]})
+    >>> book = Silences()
+    >>> [(what, s.endsAt - s.startsAt, s.comment) for what, s in plan(f, book, now=1000.0)]
+    [('create', 7200.0, 'migration [silences apply maint/db]')]
+    >>> book.put(plan(f, book, now=1000.0)[0][1])
+    >>> [what for what, _ in plan(f, book, now=2000.0)], [what for what, _ in plan(f.model_copy(update={"silences": []}), book, now=2000.0)]
+    (['unchanged'], ['expire'])
+    """
+    out: list[tuple[str, Silence]] = []
+    listed = set()
+    for spec in f.silences:
+        sid = silence_id(f.name, spec.id)
+        listed.add(sid)
+        old = book.by_id.get(sid)
+        # a duration runs from the first apply: applying the file again (a CI job) never renews a silence
+        starts = spec.starts if spec.starts is not None else old.startsAt if old is not None else now
+        ends = spec.ends if spec.ends is not None else starts + spec.duration
+        want = Silence(sid, tuple(spec.matchers), starts, ends, spec.created_by,
+                       f"{spec.comment} [silences apply {f.name}/{spec.id}]", now)
+        if ends <= now:
+            out.append(("past", want))
+        elif old is None:
+            out.append(("create", want))
+        elif (old.matchers, old.startsAt, old.endsAt, old.createdBy, old.comment) == (
+                want.matchers, want.startsAt, want.endsAt, want.createdBy, want.comment):
+            out.append(("unchanged", old))
+        else:
+            out.append(("update", want))
+    for s in sorted(book.by_id.values(), key=lambda s: s.id):
+        m = _TAG.search(s.comment)
+        if m and m["set"] == f.name and s.id not in listed and s.state(now) != "expired":
+            out.append(("expire", s))
+    return out
 
 
 class Silences:

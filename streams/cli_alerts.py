@@ -47,6 +47,11 @@ def register(sub, group) -> None:
     ex.add_argument("ids", nargs="+", metavar="ID")
     ex.add_argument("--url")
     ex.set_defaults(func=_silences_expire)
+    ap = sil.add_parser("apply", help="silences as code: make the silences topic hold the set a YAML file lists "
+                                      "(create, update, end the set's silences the file no longer lists)")
+    ap.add_argument("file")
+    ap.add_argument("--dry-run", action="store_true", help="print what it would do, change nothing")
+    ap.set_defaults(func=_silences_apply)
     sv = sil.add_parser("serve", help="run Alertmanager's v2 API (alerts, groups, silences, status, receivers) "
                                       "over kubesight's topics, for amtool, Grafana and Karma")
     sv.add_argument("--host", default="127.0.0.1")
@@ -222,6 +227,37 @@ def _silences_add(args) -> int:
         return await book.put(s)
 
     print(_book_call(args, put).id)
+    return 0
+
+
+def _silences_apply(args) -> int:
+    """``kubesight silences apply FILE``: one line per silence of the set (what was done, set/id, its id, its end)."""
+    from alerts.silences import load_file, plan
+    from core.records import format_time
+
+    try:
+        f = load_file(args.file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+    async def apply(book):
+        now = time.time()
+        steps = plan(f, book.silences, now)
+        if not args.dry_run:
+            for what, s in steps:
+                if what in ("create", "update"):
+                    await book.put(s)
+                elif what == "expire":
+                    await book.expire(s.id, now)
+        return steps
+
+    if args.dry_run:
+        print("dry run: nothing is written")
+    for what, s in _book_call(args, apply):
+        tag = s.comment.rsplit(" [silences apply ", 1)[-1].rstrip("]")
+        ends = "now" if what == "expire" else format_time(s.endsAt)
+        print(f"{what:9}  {tag}  {s.id}  ends {ends}")
     return 0
 
 

@@ -45,6 +45,12 @@ def _kernel(path: Path):
     return load_patterns(path, defaults_file=False)
 
 
+def _silences(path: Path):
+    from alerts.silences import load_file
+
+    return load_file(path)
+
+
 KINDS = {
     "rules": Kind("apiVersion: kubesight.io/v1\nkind: RulePack\nmetadata: {name: t, version: '1'}\nrules:\n"
                   "  - alert: A\n    match: {source: k8s, reason: BackOff}\n    condition: {type: event_count}\n",
@@ -54,6 +60,7 @@ KINDS = {
     "metrics": Kind("targets:\n  - job: api\n    url: http://a:1/metrics\n", _metrics),
     "kernel": Kind("version: 1\npatterns:\n  - {id: a, reason: A, severity: info, match: 'a', examples: ['a']}\n",
                    _kernel),
+    "silences": Kind("name: maint\n", _silences),  # no silence: the cases below append the silences key
 }
 
 

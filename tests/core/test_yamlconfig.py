@@ -17,13 +17,14 @@ from .kinds import KINDS, load_errors
 def _keys(kind: str) -> str:
     """The top-level keys a kind's file may have, as the loader lists them (sorted, by alias)."""
     from alerts.config import RoutingConfig
+    from alerts.silences import SilenceFile
     from collectors.kernel.patterns import PatternFile
     from collectors.metrics.config import MetricsConfig
     from core.settings import Settings
     from rules.schema import RulePack
 
     model = {"rules": RulePack, "routing": RoutingConfig, "settings": Settings, "metrics": MetricsConfig,
-             "kernel": PatternFile}[kind]
+             "kernel": PatternFile, "silences": SilenceFile}[kind]
     return ", ".join(sorted(f.alias or name for name, f in model.model_fields.items()))
 
 
@@ -39,7 +40,7 @@ def _condition_types() -> str:
 
 
 # Each error class, per kind: (text appended to the kind's valid file, the exact messages).
-# Lines: the valid files are 7 (rules), 4 (routing), 1 (settings), 3 (metrics) and 3 (kernel) lines long.
+# Lines: the valid files are 7 (rules), 4 (routing), 1 (settings), 3 (metrics), 3 (kernel) and 1 (silences) lines long.
 CASES = {
     "duplicate_key": {
         "rules": ("kind: RulePack\n", ['f.yaml:8: kind: duplicate key "kind" (first at line 2)']),
@@ -47,6 +48,7 @@ CASES = {
         "settings": ("partitions: 8\n", ['f.yaml:2: partitions: duplicate key "partitions" (first at line 1)']),
         "metrics": ("targets: []\n", ['f.yaml:4: targets: duplicate key "targets" (first at line 1)']),
         "kernel": ("version: 1\n", ['f.yaml:4: version: duplicate key "version" (first at line 1)']),
+        "silences": ("name: other\n", ['f.yaml:2: name: duplicate key "name" (first at line 1)']),
     },
     "unknown_key_with_nearest": {
         "rules": ("disabel: []\n", ['f.yaml:8: disabel: unknown key "disabel" (did you mean "disable"?)']),
@@ -54,10 +56,12 @@ CASES = {
         "settings": ("partitons: 8\n", ['f.yaml:2: partitons: unknown key "partitons" (did you mean "partitions"?)']),
         "metrics": ("remote_writ: {}\n", ['f.yaml:4: remote_writ: unknown key "remote_writ" (did you mean "remote_write"?)']),
         "kernel": ("ignroe: []\n", ['f.yaml:4: ignroe: unknown key "ignroe" (did you mean "ignore"?)']),
+        "silences": ("silence: []\n", ['f.yaml:2: silence: unknown key "silence" (did you mean "silences"?)']),
     },
     "unknown_key_listing_the_keys": {  # the list is the model's own keys: the message format is what is pinned
         kind: ("zzz: 1\n", [f'f.yaml:{line}: zzz: unknown key "zzz" (expected one of: {_keys(kind)})'])
-        for kind, line in (("rules", 8), ("routing", 5), ("settings", 2), ("metrics", 4), ("kernel", 4))
+        for kind, line in (("rules", 8), ("routing", 5), ("settings", 2), ("metrics", 4), ("kernel", 4),
+                           ("silences", 2))
     },
     "wrong_type": {
         "rules": ("disable: 5\n", ["f.yaml:8: disable: expected a list, got 5"]),
@@ -66,6 +70,7 @@ CASES = {
         "settings": ("max_batch: lots\n", ['f.yaml:2: max_batch: expected an integer, got "lots"']),
         "metrics": ("remote_write: {port: http}\n", ['f.yaml:4: remote_write.port: expected an integer, got "http"']),
         "kernel": ("ignore: x\n", ['f.yaml:4: ignore: expected a list, got "x"']),
+        "silences": ("silences: x\n", ['f.yaml:2: silences: expected a list, got "x"']),
     },
     "required_key_missing": {
         "rules": ("  - match: {source: k8s, reason: BackOff}\n    condition: {type: event_count}\n",
@@ -74,6 +79,8 @@ CASES = {
         "metrics": ("  - job: b\n", ["f.yaml:4: targets[1].url: required key missing"]),
         "kernel": ("  - {id: b, reason: B, severity: info, match: 'b'}\n",
                    ["f.yaml:4: patterns[1].examples: required key missing"]),
+        "silences": ("silences:\n  - {id: b, matchers: [a=b], duration: 1h}\n",
+                     ["f.yaml:3: silences[0].comment: required key missing"]),
     },
     "not_one_of_the_choices": {
         "rules": ("  - alert: B\n    match: {metric: up}\n    condition: {type: threshold, op: '>', value: 1, agg: avgg}\n",
@@ -107,6 +114,8 @@ CASES = {
                     ['f.yaml:5: global.resolve_timeout: invalid duration "1h 30m" (use e.g. 30s, 5m, 1h30m)']),
         "metrics": ("defaults: {interval: 1.5m}\n",
                     ['f.yaml:4: defaults.interval: invalid duration "1.5m" (use e.g. 30s, 5m, 1h30m)']),
+        "silences": ("silences:\n  - {id: b, matchers: [a=b], comment: c, duration: 2 hours}\n",
+                     ['f.yaml:3: silences[0].duration: invalid duration "2 hours" (use e.g. 30s, 5m, 1h30m)']),
     },
     "invalid_matcher": {
         "rules": ("  - alert: B\n    match: {source: k8s, reason: BackOff, matchers: ['a=1', 'team~x']}\n"
@@ -116,6 +125,9 @@ CASES = {
         "routing": ("inhibit_rules: [{source_matchers: ['a=~\"(?!x)\"'], target_matchers: [b=c]}]\n",
                     ['f.yaml:5: inhibit_rules[0].source_matchers[0]: invalid regex "(?!x)" in matcher a=~"(?!x)": '
                      "invalid perl operator: (?!"]),
+        "silences": ("silences:\n  - {id: b, matchers: ['team~x'], comment: c, duration: 1h}\n",
+                     ['f.yaml:3: silences[0].matchers[0]: invalid matcher "team~x" '
+                      "(use name=value, name!=value, name=~regex, name!~regex)"]),
     },
     "yaml_syntax_error": {
         kind: ("zzz: [1\n", ["f.yaml:{}: YAML syntax error: did not find expected ',' or ']'"]) for kind in KINDS

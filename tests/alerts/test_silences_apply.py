@@ -1,0 +1,113 @@
+"""Silences as code: ``kubesight silences apply FILE`` makes the silences topic hold the set the file lists."""
+
+import asyncio
+import time
+
+import pytest
+
+from alerts.silences import Silence, SilenceFile, Silences, load_file, plan, silence_id
+from core.yamlconfig import ConfigError
+from kubesight.cli import main
+from streams.alerting import SilenceBook
+
+FILE = """name: maintenance
+silences:
+  - id: db-migration
+    matchers: ['namespace="shop"', 'alertname=~"KubePod.*"']
+    starts: 2026-01-01T00:00:00Z     # unquoted: YAML's timestamp, taken as it is
+    ends: '2099-01-01T06:00:00Z'
+    comment: DB migration, OPS-123
+    created_by: alice
+  - id: node-7
+    matchers: ['node="node-7"']
+    duration: 2h
+    comment: replacing a disk
+"""
+
+
+def steps(f, book, now):
+    return [(what, s.comment.rsplit("/", 1)[-1].rstrip("]")) for what, s in plan(f, book, now)]
+
+
+def test_plan_creates_keeps_updates_and_ends_only_the_sets_own_silences(tmp_path):
+    path = tmp_path / "silences.yaml"
+    path.write_text(FILE)
+    f, book, now = load_file(path), Silences(), 1_800_000_000.0
+    assert steps(f, book, now) == [("create", "db-migration"), ("create", "node-7")]
+    for _, s in plan(f, book, now):
+        book.put(s)
+    hand = Silence.create({"matchers": [{"name": "node", "value": "node-9"}], "startsAt": "2027-01-01T00:00:00Z",
+                           "endsAt": "2099-01-01T00:00:00Z", "createdBy": "bo", "comment": "by hand"}, now)
+    other = plan(SilenceFile(name="other", silences=f.silences[1:]), Silences(), now)[0][1]
+    book.put(hand)
+    book.put(other)
+    later = now + 3600
+    assert steps(f, book, later) == [("unchanged", "db-migration"), ("unchanged", "node-7")]
+    # the duration runs from the first apply, not from each apply
+    assert book.by_id[silence_id("maintenance", "node-7")].endsAt == now + 7200
+    f2 = SilenceFile.model_validate(
+        {"name": "maintenance", "silences": [f.silences[1].model_dump() | {"duration": "3h", "matchers": ['node="node-7"']}]})
+    got = plan(f2, book, later)
+    assert [(w, s.id) for w, s in got] == [("update", silence_id("maintenance", "node-7")),
+                                           ("expire", silence_id("maintenance", "db-migration"))]
+    assert got[0][1].endsAt == now + 3 * 3600 and got[0][1].startsAt == now
+    # the other set's silence and the one made by hand are not this file's to end
+    assert {s.id for _, s in got} & {hand.id, other.id} == set()
+    # after its end a silence is in the past: not made again
+    assert steps(f2, book, now + 4 * 3600) == [("past", "node-7"), ("expire", "db-migration")]
+
+
+@pytest.mark.parametrize("text, error", [
+    ("name: m\nsilences:\n  - {id: a, matchers: [a=b], comment: c, duration: 1h, ends: '2099-01-01T00:00:00Z'}\n",
+     "f.yaml:3: silences[0]: set exactly one of ends and duration"),
+    ("name: m\nsilences:\n  - {id: a, matchers: [a=b], comment: c, duration: 1h}\n"
+     "  - {id: a, matchers: [c=d], comment: c, duration: 1h}\n",
+     "f.yaml:4: silences[1].id: duplicate id 'a' (first at silences[0])"),
+    ("name: m\nsilences:\n  - {id: a, matchers: ['a=~\".*\"'], comment: c, duration: 1h}\n",
+     "f.yaml:3: silences[0]: matchers would match every alert (at least one must not match an empty label set)"),
+    ("name: m\nsilences:\n  - {id: a, matchers: [a=b], comment: c, ends: tomorrow}\n",
+     "f.yaml:3: silences[0].ends: invalid time 'tomorrow' (use RFC 3339, e.g. 2026-12-01T22:00:00Z)"),
+    ("name: 'a set'\n", "f.yaml:1: name: "),
+])
+def test_a_bad_file_says_where(tmp_path, text, error):
+    (tmp_path / "f.yaml").write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_file(tmp_path / "f.yaml")
+    assert exc.value.errors[0].replace(f"{tmp_path}/", "").startswith(error), exc.value.errors
+
+
+def test_apply_through_the_topic_and_the_silences_mute(settings, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("KUBESIGHT_KAFKA", settings.kafka)
+    monkeypatch.setenv("KUBESIGHT_TOPIC_PREFIX", settings.topic_prefix)
+    path = tmp_path / "silences.yaml"
+    path.write_text(FILE)
+    assert main(["silences", "apply", str(path), "--dry-run"]) == 0
+    assert "dry run" in capsys.readouterr().out
+
+    async def mutes(labels):
+        book = SilenceBook(settings, settings.kafka)
+        await book.start()
+        try:
+            await asyncio.wait_for(book.caught_up.wait(), 60)
+            return book.silences.muting(labels, time.time())
+        finally:
+            await book.stop()
+
+    node7 = {"alertname": "NodeDown", "node": "node-7"}
+    assert asyncio.run(mutes(node7)) == []  # the dry run wrote nothing
+    assert main(["silences", "apply", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in out] == [["create", "maintenance/db-migration"], ["create", "maintenance/node-7"]]
+    assert asyncio.run(mutes(node7)) == [silence_id("maintenance", "node-7")]
+    assert main(["silences", "apply", str(path)]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["unchanged", "unchanged"]
+    path.write_text(FILE.split("  - id: node-7")[0])  # node-7 is done: taken out of the file
+    assert main(["silences", "apply", str(path)]) == 0
+    assert [line.split()[:2] for line in capsys.readouterr().out.splitlines()] == [
+        ["unchanged", "maintenance/db-migration"], ["expire", "maintenance/node-7"]]
+    assert asyncio.run(mutes(node7)) == []
+    assert asyncio.run(mutes({"alertname": "KubePodCrashLooping", "namespace": "shop"})) == [
+        silence_id("maintenance", "db-migration")]
+    path.write_text("name: maintenance\nsilences: oops\n")
+    assert main(["silences", "apply", str(path)]) == 2
+    assert f"{path}:2: silences: expected a list" in capsys.readouterr().err
