@@ -37,7 +37,7 @@ from pydantic import (
 from core import yamlconfig
 from core.durations import Duration
 from core.matchers import Matcher, MatcherError, Matchers, matches_all
-from core.records import RecordError, format_time, parse_time
+from core.records import Alert, RecordError, format_time, parse_time
 
 
 class SilenceError(ValueError):
@@ -246,6 +246,52 @@ def plan(f: SilenceFile, book: Silences, now: float) -> list[tuple[str, Silence]
         m = _TAG.search(s.comment)
         if m and m["set"] == f.name and s.id not in listed and s.state(now) != "expired":
             out.append(("expire", s))
+    return out
+
+
+# ---------------------------------------------------------------- reminders
+
+REMINDER = "SilenceStillMuting"
+
+
+def reminders(book: Silences, firing: dict[str, dict], now: float, after: float, every: float,
+              cluster: str = "") -> list[Alert]:
+    """Forgotten silences: one alert for each silence active for ``after`` seconds or more that still mutes a
+    firing alert (``firing``: labels by fingerprint).  It ends ``3 x every`` ahead, so it resolves by itself once
+    the silence ends or mutes nothing (the caller re-emits it every ``every`` seconds while it holds).
+
+    >>> book = Silences()
+    >>> book.put(Silence.create({"matchers": [{"name": "node", "value": "n1"}], "startsAt": "2021-08-01T00:00:00Z",
+    ...                          "endsAt": "2021-09-01T00:00:00Z", "createdBy": "ana", "comment": "disk swap"}, 0.0,
+    ...                         id="s1"))
+    >>> firing = {"f1": {"alertname": "NodeDown", "node": "n1"}}
+    >>> (a,) = reminders(book, firing, now=parse_time("2021-08-08T00:00:00Z"), after=7 * 86400, every=60.0)
+    >>> a.labels["alertname"], a.labels["silence_id"], a.annotations["summary"]
+    ('SilenceStillMuting', 's1', 'silence s1 by ana has been active for 7d and still mutes 1 firing alert')
+    >>> reminders(book, {}, now=parse_time("2021-08-08T00:00:00Z"), after=7 * 86400, every=60.0)  # mutes nothing
+    []
+    """
+    from core.durations import format_duration
+
+    out = []
+    for s in book.by_id.values():
+        if s.state(now) != "active" or now - s.startsAt < after:
+            continue
+        n = sum(1 for labels in firing.values() if labels.get("alertname") != REMINDER
+                and matches_all(s.matchers, labels))
+        if not n:
+            continue
+        labels = {"alertname": REMINDER, "severity": "info", "silence_id": s.id, "created_by": s.createdBy}
+        if cluster:
+            labels["cluster"] = cluster
+        days = int((now - s.startsAt) // 86400)
+        age = f"{days}d" if days else format_duration(int((now - s.startsAt) // 3600) * 3600 or (now - s.startsAt))
+        out.append(Alert(labels, {
+            "summary": f"silence {s.id} by {s.createdBy} has been active for {age} and still mutes {n} firing "
+                       f"alert{'s' if n > 1 else ''}",
+            "description": f"{s.comment} (matchers {', '.join(str(m) for m in s.matchers)}; ends "
+                           f"{format_time(s.endsAt)}). If the work it was for is done: kubesight silences expire "
+                           f"{s.id}"}, "firing", s.startsAt + after, now + 3 * every, "kubesight/silences"))
     return out
 
 

@@ -112,6 +112,9 @@ class Settings(BaseModel):
     watchdog_interval: float = Field(
         0.0, ge=0, description="seconds between the hot path's Watchdog heartbeats (clock: wall): an alert that fires "
         "while the pipeline works, for a dead man's switch; 0 = off (streams.stages.Watchdog)")
+    silence_reminder_after: float = Field(
+        0.0, ge=0, description="seconds a silence may stay active and still mute firing alerts before a "
+        "SilenceStillMuting alert reminds of it (clock: wall; alerts.silences.reminders); 0 = no reminders")
     clock: Literal["event", "wall"] = Field(
         "event", description="event: timers follow record time (replays, tests); wall: idle partitions also tick")
     web_port: int | None = Field(None, description="Faust web port (health, /metrics); None = disabled")

@@ -64,7 +64,7 @@ from alerts.engine import (
 from alerts.http1 import DeliverySession
 from alerts.inhibit import Inhibitor, rules_from
 from alerts.receivers import Receivers, resend_forever
-from alerts.silences import Silence, Silences
+from alerts.silences import Silence, Silences, reminders
 from core.kafkaclient import client_config
 from core.records import Alert, RecordError, deadletter, decode, encode, peek
 from core.settings import Settings
@@ -84,6 +84,7 @@ LAST_RELOAD_OK = Gauge("kubesight_routing_config_last_reload_successful",
 LAST_RELOAD_AT = Gauge("kubesight_routing_config_last_reload_success_timestamp_seconds",
                        "when the routing file in force was loaded", registry=REGISTRY)
 POLL_EVERY = 2.0  # seconds between looks at the routing file (a ConfigMap update swaps it)
+REMIND_EVERY = 60.0  # seconds between looks for forgotten silences (alerts.silences.reminders)
 
 
 class RoutingFile:
@@ -1028,6 +1029,7 @@ class AlertingService(mode.Service):
             cfg = self.routing_file.cfg
         for warning in cfg.warnings:  # Alertmanager's deprecated forms, read as their modern equivalents
             log.warning("routing: %s", warning)
+        self.settings, self.remind_every = settings, REMIND_EVERY
         self.book = SilenceBook(settings, bootstrap)
         # clock: wall (live clusters): Alertmanager's timings on the wall clock, inhibition from every partition of
         # alert-groups as soon as the watcher reads it.  clock: event (replays, the demo): timers on the
@@ -1051,6 +1053,24 @@ class AlertingService(mode.Service):
 
     def views_ready(self) -> bool:
         return self.book.caught_up.is_set() and self.watcher.caught_up.is_set()
+
+    @mode.Service.task
+    async def _remind(self) -> None:
+        """Forgotten silences (``silence_reminder_after``, clock: wall): reminded every ``remind_every`` seconds."""
+        if self.settings.silence_reminder_after <= 0 or self.settings_clock == "event":
+            return
+        while not self.should_stop:
+            await asyncio.sleep(self.remind_every)
+            if self.views_ready():
+                self.remind(time.time())
+
+    def remind(self, now: float) -> int:
+        """The SilenceStillMuting alerts due now, onto the alerts topic (every worker the same: one fingerprint)."""
+        out = reminders(self.book.silences, self.watcher.inhibitor.firing, now, self.settings.silence_reminder_after,
+                        self.remind_every, self.settings.cluster)
+        for a in out:
+            self.processor._emit("alerts", a.key(), encode(a))
+        return len(out)
 
     @mode.Service.timer(POLL_EVERY)
     async def _follow_routing(self) -> None:

@@ -111,3 +111,55 @@ def test_apply_through_the_topic_and_the_silences_mute(settings, monkeypatch, ca
     path.write_text("name: maintenance\nsilences: oops\n")
     assert main(["silences", "apply", str(path)]) == 2
     assert f"{path}:2: silences: expected a list" in capsys.readouterr().err
+
+
+REMIND = """
+route:
+  receiver: platform
+  group_wait: 0s
+  group_interval: 500ms
+  routes:
+    - matchers: ['alertname="SilenceStillMuting"']
+      receiver: owners
+receivers:
+  - {{name: platform, webhook_configs: [{{url: "{url}/platform", timeout: 500ms}}]}}
+  - {{name: owners, webhook_configs: [{{url: "{url}/owners", send_resolved: true, timeout: 500ms}}]}}
+"""
+
+
+def test_a_forgotten_silence_is_reminded_until_it_ends(settings):
+    from alerts.config import load_text
+    from core.records import format_time
+    from streams.alerting import AlertingService
+    from tests.alerts.test_pipeline_kafka import alert, produce, wait_for
+    from tests.alerts.webhook_server import ScriptedReceiver
+
+    settings = settings.model_copy(update={"clock": "wall", "silence_reminder_after": 2.0})
+
+    async def go():
+        hooks = ScriptedReceiver()
+        svc = AlertingService(settings, settings.kafka, load_text(REMIND.format(url=await hooks.start())))
+        svc.remind_every = 0.3
+        await svc.start()
+
+        def told(path, status):
+            return [a for x in hooks.accepted if x["path"] == path for a in x["body"]["alerts"] if a["status"] == status]
+
+        try:
+            now = time.time()
+            await svc.book.put(Silence.create({
+                "matchers": [{"name": "node", "value": "n1"}], "startsAt": format_time(now - 5),
+                "endsAt": format_time(now + 3600), "createdBy": "ana", "comment": "disk swap"}, now=now, id="s-n1"))
+            await produce(settings, [alert("NodeDown", "n1")])
+            await wait_for(lambda: told("/owners", "firing"), "the reminder of the silence that mutes NodeDown")
+            (r,) = told("/owners", "firing")
+            assert (r["labels"]["silence_id"], r["labels"]["created_by"]) == ("s-n1", "ana")
+            assert r["annotations"]["summary"].endswith("still mutes 1 firing alert")
+            await svc.book.expire("s-n1")  # the work is done: the silence ends, NodeDown is told, the reminder resolves
+            await wait_for(lambda: told("/owners", "resolved"), "the reminder resolved")
+            await wait_for(lambda: told("/platform", "firing"), "NodeDown, no longer muted")
+        finally:
+            await svc.stop()
+            await hooks.stop()
+
+    asyncio.run(go())
