@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import socket
@@ -362,3 +363,41 @@ async def send_in_batches(producer, records) -> list:
         if b.record_count():
             sent.append(await producer.send_batch(b, topic, partition=partition))
     return sent
+
+
+# ---------------------------------------------------------------- start-up noise
+
+# answers a broker gives while a new topic's partition leaders or a group's coordinator are being elected: aiokafka
+# logs each at ERROR and retries it by itself
+TRANSIENT = ("NotLeaderForPartitionError", "GroupCoordinatorNotAvailableError", "UnknownTopicOrPartitionError",
+             "NotCoordinatorForGroupError", "CoordinatorLoadInProgressError")
+_NOISY = ("aiokafka.consumer.fetcher", "aiokafka.consumer.group_coordinator", "aiokafka.cluster")
+
+
+class StartupNoise(logging.Filter):
+    """Drops aiokafka's retried ``TRANSIENT`` errors during a process's first ``grace`` seconds (a command on a
+    fresh broker printed "Failed fetch offsets ... NotLeaderForPartitionError" before its answer); later they
+    are shown, since by then they say something about the cluster.
+
+    >>> f = StartupNoise(60.0)
+    >>> rec = lambda msg: logging.LogRecord("aiokafka.consumer.fetcher", logging.ERROR, "", 0, msg, None, None)
+    >>> f.filter(rec("Failed fetch offsets from 1: [Error 6] NotLeaderForPartitionError: tp")), f.filter(rec("other"))
+    (False, True)
+    """
+
+    def __init__(self, grace: float = 60.0):
+        super().__init__()
+        self.until = time.monotonic() + grace
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if time.monotonic() > self.until:
+            return True
+        msg = record.getMessage()
+        return not any(t in msg for t in TRANSIENT)
+
+
+def quiet_startup_noise(grace: float = 60.0) -> None:
+    """Install ``StartupNoise`` on aiokafka's loggers (the ``kubesight`` command does, for every subcommand)."""
+    f = StartupNoise(grace)
+    for name in _NOISY:
+        logging.getLogger(name).addFilter(f)

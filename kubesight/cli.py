@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from core.kafkaclient import quiet_startup_noise
+
+    quiet_startup_noise()  # a fresh broker's retried leader/coordinator elections are not the user's errors
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
