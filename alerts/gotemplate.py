@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,7 @@ log = logging.getLogger("kubesight.alerts.gotemplate")
 
 SOURCE = Path(__file__).resolve().parents[1] / "deploy" / "amtemplate"
 NAME = "kubesight-amtemplate"
+ANSWER_WITHIN = 5.0  # seconds: a template that loops for ever, or a helper that hangs, is killed after this
 
 
 class GoText(str):
@@ -116,14 +118,22 @@ class _Helper:
                 try:
                     self.proc.stdin.write(line)
                     self.proc.stdin.flush()
-                    answer = self.proc.stdout.readline()
+                    # never wait on it for long: delivery runs on an event loop, and a helper that hangs must not
+                    # stop it for good (the field's kubesight default is sent instead)
+                    ready, _, _ = select.select([self.proc.stdout], [], [], ANSWER_WITHIN)
+                    answer = self.proc.stdout.readline() if ready else b""
                 except (BrokenPipeError, OSError):
                     answer = b""
                 if answer:
                     return orjson.loads(answer)
+                self.proc.kill()
+                try:
+                    self.proc.wait(1.0)  # reaped, not left a zombie
+                except subprocess.TimeoutExpired:
+                    pass
                 self.proc = None
                 if attempt == 2:
-                    raise RuntimeError(f"{NAME} stopped answering")
+                    raise RuntimeError(f"{NAME} did not answer within {ANSWER_WITHIN:g} s")
         raise AssertionError("unreachable")
 
 

@@ -97,3 +97,17 @@ def test_html_is_escaped_as_alertmanager_escapes_it_and_the_helper_comes_back_if
     gotemplate._HELPER.proc.kill()
     gotemplate._HELPER.proc.wait()
     assert render(text, n, "") == "<b>x</b>"
+
+
+def test_a_helper_that_hangs_is_killed_and_the_default_sent(tmp_path, monkeypatch, caplog):
+    hang = tmp_path / "hang"
+    hang.write_text("#!/bin/sh\nexec sleep 60\n")
+    hang.chmod(0o755)
+    monkeypatch.setenv("KUBESIGHT_AMTEMPLATE", str(hang))
+    monkeypatch.setattr(gotemplate, "ANSWER_WITHIN", 0.2)
+    monkeypatch.setattr(gotemplate, "_HELPER", gotemplate._Helper())
+    text = gotemplate.GoText.of("{{ .CommonLabels.pod }}", (), fallback="$title")
+    with caplog.at_level(logging.WARNING, "kubesight.alerts"):
+        assert render(text, note("cart-0"), "") == "[FIRING:1] KubePodCrashLooping"
+    assert "did not answer within 0.2 s" in caplog.text
+    assert gotemplate._HELPER.proc is None  # killed, started afresh next time
