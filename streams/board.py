@@ -36,7 +36,9 @@ import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 
+from alerts.inhibit import Inhibitor, rules_from
 from core.kafkaclient import client_config
+from core.matchers import matches_all
 from core.records import Alert, RecordError, decode, format_time, parse_time
 from core.settings import Settings
 from streams.alerting import POLL_EVERY, RoutingFile, SilenceBook
@@ -88,7 +90,7 @@ def layer_of(labels: dict, source: str) -> str:
 
 
 def level_of(counts: dict) -> str:
-    """A cell's colour from its unsilenced firing alerts: critical (red), warning (yellow), ok (green)."""
+    """A cell's colour from its firing alerts that are not muted: critical (red), warning (yellow), ok (green)."""
     if counts.get("critical"):
         return "critical"
     if counts.get("warning"):
@@ -99,7 +101,7 @@ def level_of(counts: dict) -> str:
 class Entry:
     """One firing alert as the board keeps it (the record as it came, plus where it goes on the board)."""
 
-    __slots__ = ("fp", "alert", "cluster", "layer", "team", "ns", "sev", "silenced_by", "starts")
+    __slots__ = ("fp", "alert", "cluster", "layer", "team", "ns", "sev", "silenced_by", "inhibited_by", "starts")
 
     def __init__(self, fp: str, alert: dict, starts: float):
         lab = alert["labels"]
@@ -110,16 +112,19 @@ class Entry:
         self.ns = lab.get("namespace") or "(cluster-scoped)"
         self.sev = SEVERITY.get(lab.get("severity", "").lower(), "info")
         self.silenced_by: list[str] = []
+        self.inhibited_by: list[str] = []  # fingerprints of the firing alerts that inhibit it (routing's rules)
 
 
 def _counts() -> dict:
-    return {"critical": 0, "warning": 0, "info": 0, "silenced": 0, "firing": 0}
+    return {"critical": 0, "warning": 0, "info": 0, "silenced": 0, "inhibited": 0, "firing": 0}
 
 
 def _add(c: dict, e: Entry) -> None:
     c["firing"] += 1
     if e.silenced_by:
         c["silenced"] += 1
+    elif e.inhibited_by:
+        c["inhibited"] += 1
     else:
         c[e.sev] += 1
 
@@ -138,11 +143,13 @@ class BoardState:
     []
     """
 
-    def __init__(self, silences=None, router=None):
+    def __init__(self, silences=None, router=None, inhibitor=None):
         self.alerts: dict[str, Entry] = {}
         self.incidents: dict[str, dict] = {}
         self.silences = silences  # alerts.silences.Silences (or None: nothing is silenced)
         self.router = router  # alerts.routing.Router (or None: receivers unknown)
+        self.inhibitor = inhibitor  # alerts.inhibit.Inhibitor with the routing file's rules (or None: none inhibits)
+        self.sources_changed = False  # a source of an inhibit rule fired or resolved: refresh_mutes is due
         self.version = 0
         self.silence_version = -1
         self.read = 0  # alert records read
@@ -153,11 +160,18 @@ class BoardState:
     def apply_alert(self, d: dict) -> None:
         self.read += 1
         fp = d.get("fingerprint") or ""
+        inh = self.inhibitor
+        if inh is not None:
+            inh.observe(d["labels"], d.get("status") or "firing")
+            if any(matches_all(r.source, d["labels"]) for r in inh.rules):
+                self.sources_changed = True  # what it inhibits changes with it: the Board refreshes every entry
         if d.get("status") == "firing":
             e = Entry(fp, d, parse_time(d["startsAt"]) if d.get("startsAt") else 0.0)
             self.alerts[fp] = e
             if self.silences is not None and self.silences.by_id:
                 e.silenced_by = self.silences.muting(d["labels"], time.time())
+            if inh is not None:
+                e.inhibited_by = inh.inhibiting(d["labels"])
         else:
             self.alerts.pop(fp, None)
         self.version += 1
@@ -188,13 +202,14 @@ class BoardState:
         self.version += 1
         self.last_change = time.time()
 
-    def refresh_silences(self, now: float) -> None:
-        """Recompute which alerts are muted (silences changed, or one started or ended since)."""
-        if self.silences is None:
-            return
-        active = bool(self.silences.by_id)
+    def refresh_mutes(self, now: float) -> None:
+        """Recompute which alerts are muted: silences changed (or one started or ended), or inhibiting alerts did."""
+        active = self.silences is not None and bool(self.silences.by_id)
+        inh = self.inhibitor
         for e in self.alerts.values():
             e.silenced_by = self.silences.muting(e.alert["labels"], now) if active else []
+            e.inhibited_by = inh.inhibiting(e.alert["labels"]) if inh is not None else []
+        self.sources_changed = False
 
     # ------------------------------------------------------------ output
 
@@ -240,7 +255,7 @@ class BoardState:
             out = [e for e in self.alerts.values() if e.team == row and (col is None or e.ns == col)]
         else:
             out = [e for e in self.alerts.values() if e.cluster == row and (col is None or e.layer == col)]
-        out.sort(key=lambda e: (bool(e.silenced_by), SEV_RANK[e.sev], -e.starts, e.fp))
+        out.sort(key=lambda e: (bool(e.silenced_by or e.inhibited_by), SEV_RANK[e.sev], -e.starts, e.fp))
         return out
 
     def receivers(self, labels: dict) -> list[str] | None:
@@ -260,7 +275,8 @@ class BoardState:
             items.append({"fingerprint": e.fp, "labels": a["labels"], "annotations": a.get("annotations") or {},
                           "startsAt": a.get("startsAt"), "source": a.get("source") or "",
                           "generatorURL": a.get("generatorURL") or "", "severity": e.sev, "layer": e.layer,
-                          "silencedBy": e.silenced_by, "receivers": self.receivers(a["labels"])})
+                          "silencedBy": e.silenced_by, "inhibitedBy": e.inhibited_by,
+                          "receivers": self.receivers(a["labels"])})
         incidents = []
         if view != "team":
             for k, d in self.incidents.items():
@@ -292,7 +308,8 @@ class Board(mode.Service):
 
             self.routing = RoutingFile(settings.routing)  # followed: the receivers column shows the version in force
             router = Router(self.routing.cfg)
-        self.model = BoardState(self.book.silences, router)
+        self.model = BoardState(self.book.silences, router,
+                                Inhibitor(rules_from(self.routing.cfg)) if self.routing is not None else None)
         self.caught_up = asyncio.Event()
         self.clients: set[asyncio.Event] = set()
         self.latest: bytes = b""
@@ -336,6 +353,9 @@ class Board(mode.Service):
         from alerts.routing import Router
 
         self.model.router = Router(cfg)
+        if self.model.inhibitor is not None:
+            self.model.inhibitor.set_rules(rules_from(cfg))
+            self.model.sources_changed = True
         self.model.version += 1  # pushed to the pages
         return True
 
@@ -347,9 +367,9 @@ class Board(mode.Service):
             caught_up = self.caught_up.is_set() and self.book.caught_up.is_set()
             sil = self.book.silences
             stamp = tuple((s.id, s.updatedAt, s.startsAt <= now < s.endsAt) for s in sil.by_id.values())
-            if stamp != silences_seen:  # added, expired, started or ended
-                silences_seen = stamp
-                self.model.refresh_silences(now)
+            if stamp != silences_seen or self.model.sources_changed:  # silences added, expired, started or
+                silences_seen = stamp                                    # ended; inhibiting alerts fired or resolved
+                self.model.refresh_mutes(now)
                 self.model.version += 1
             if self.model.version != sent_version or caught_up != sent_caught_up or now - sent_at >= self.HEARTBEAT:
                 self.publish(now)

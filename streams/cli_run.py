@@ -533,6 +533,7 @@ def _demo(args) -> int:
     tail = None
     receivers = None
     board = None
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the demo as Ctrl-C does: through its cleanup below
     try:
         if settings.kafka:
             bootstrap = bootstrap_for(settings)  # carries kafka_security
@@ -618,8 +619,9 @@ def _demo(args) -> int:
         return 0
     finally:
         # each step on its own: one failing must not leave a worker or a JVM behind; a second
-        # Ctrl-C must not cut the cleanup short either
+        # Ctrl-C (or SIGTERM) must not cut the cleanup short either
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if tail is not None:
             _quietly(tail.stop)
         if receivers is not None:
@@ -630,6 +632,10 @@ def _demo(args) -> int:
             _quietly(stop_process, p)
         if broker is not None:
             _quietly(broker.stop)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # the command's "interrupted" (exit 130), after the cleanup in ``finally``
 
 
 def _quietly(fn, *args) -> None:

@@ -38,12 +38,13 @@ function countsText(c) {
   if (c.warning) parts.push(c.warning + " warning");
   if (c.info) parts.push(c.info + " info");
   if (c.silenced) parts.push(c.silenced + " silenced");
+  if (c.inhibited) parts.push(c.inhibited + " inhibited");
   return parts.length ? parts.join(" · ") : "no alert";
 }
 
 function cellData(c) {
   return { level: c.level, firing: c.firing, critical: c.critical, warning: c.warning, info: c.info,
-           silenced: c.silenced };
+           silenced: c.silenced, inhibited: c.inhibited };
 }
 
 // ------------------------------------------------------------------ views
@@ -56,6 +57,8 @@ function renderTotals(s) {
     h("span", { class: "pill lv-warning", title: "warning firing" }, shape("warning"), t.warning + " warning"),
     h("span", { class: "pill", title: "info firing" }, t.info + " info"),
     h("span", { class: "pill lv-muted", title: "silenced" }, shape("muted"), t.silenced + " silenced"),
+    h("span", { class: "pill lv-muted", id: "total-inhibited", title: "inhibited (a firing alert mutes them)" },
+      shape("muted"), t.inhibited + " inhibited"),
     s.incidents && s.incidents.open ? h("span", { class: "pill lv-critical" }, s.incidents.open + " incidents") : null,
   ].filter(Boolean));
   document.body.dataset.firing = t.firing;
@@ -96,7 +99,7 @@ function renderTeams(s) {
       "aria-label": `${t.team} / ${n.ns}: ${WORD[n.level]}, ${countsText(n)}`,
       onclick: () => openDrill({ view: "team", row: t.team, col: n.ns, title: t.team + " / " + n.ns, offset: 0 }),
     }, h("span", { class: "lv-" + n.level }, shape(n.level)), n.ns,
-       h("span", { class: "n" }, WORD[n.level] + " " + (n.critical + n.warning + n.info) + (n.silenced ? " +" + n.silenced + " silenced" : ""))))))));
+       h("span", { class: "n" }, WORD[n.level] + " " + (n.critical + n.warning + n.info) + (n.silenced ? " +" + n.silenced + " silenced" : "") + (n.inhibited ? " +" + n.inhibited + " inhibited" : ""))))))));
   document.getElementById("teams").tBodies[0].replaceChildren(...rows);
   document.getElementById("team-empty").hidden = s.teams.length > 0;
 }
@@ -186,18 +189,20 @@ function ago(iso) {
 }
 
 function alertItem(a) {
-  const lab = a.labels, silenced = a.silencedBy.length > 0;
+  const lab = a.labels, silenced = a.silencedBy.length > 0, inhibited = !silenced && (a.inhibitedBy || []).length > 0;
+  const muted = silenced || inhibited;
   const level = a.severity === "info" ? "ok" : a.severity;
   const receivers = a.receivers === null ? "unknown (no routing file)" : (a.receivers.join(", ") || "none");
   return h("li", {
-    class: "alert sev-" + a.severity + (silenced ? " silenced" : ""),
-    dataset: { fingerprint: a.fingerprint, silenced: silenced ? "1" : "0", severity: a.severity },
+    class: "alert sev-" + a.severity + (silenced ? " silenced" : "") + (inhibited ? " inhibited" : ""),
+    dataset: { fingerprint: a.fingerprint, silenced: silenced ? "1" : "0", inhibited: inhibited ? "1" : "0",
+               severity: a.severity },
   },
     h("div", { class: "top" },
-      h("span", { class: "lv-" + (silenced ? "muted" : level) }, shape(silenced ? "muted" : level)),
+      h("span", { class: "lv-" + (muted ? "muted" : level) }, shape(muted ? "muted" : level)),
       h("span", { class: "sev" }, (a.severity || "").toUpperCase()),
       h("span", { class: "name" }, lab.alertname || "(no alertname)"),
-      h("span", { class: "state" }, silenced ? "SILENCED" : "FIRING"),
+      h("span", { class: "state" }, silenced ? "SILENCED" : inhibited ? "INHIBITED" : "FIRING"),
       h("span", { class: "when", title: a.startsAt }, "since " + (a.startsAt || "?") + " (" + ago(a.startsAt) + ")")),
     h("div", { class: "labels" }, Object.keys(lab).sort().map(k => h("span", { class: "label" }, k + "=" + lab[k]))),
     Object.entries(a.annotations).map(([k, v]) => h("div", { class: "ann" }, h("b", {}, k + ": "), v)),
@@ -206,6 +211,7 @@ function alertItem(a) {
       h("span", {}, "source: " + (a.source || "?")),
       a.generatorURL ? h("a", { href: a.generatorURL, rel: "noreferrer" }, "source link") : null,
       st.writable ? h("button", { type: "button", class: "silence", onclick: () => openSilence(a) }, "Silence…") : null,
+      (a.inhibitedBy || []).map(fp => h("span", { class: "inhibit-id", title: fp }, "inhibited by " + fp.slice(0, 8))),
       a.silencedBy.map(id => h("span", { class: "silence-id" }, "silenced by " + id.slice(0, 8) + " ",
         st.writable ? h("button", { type: "button", class: "expire", dataset: { silence: id },
                                     onclick: () => expireSilence(id) }, "expire") : null))));

@@ -214,3 +214,30 @@ def test_a_silence_created_on_the_page_mutes_the_alert(settings, boards, browser
     # and expiring it from the page brings the alert back
     act(browser, lambda d: d.find_element(By.CSS_SELECTOR, f'#drill-list button.expire[data-silence="{sid}"]').click())
     WebDriverWait(browser, WAIT, 0.05).until(lambda d: cell(d, "prod", "storage").get_attribute("data-level") == "critical")
+
+
+def test_an_inhibited_alert_shows_apart_and_comes_back_when_its_source_resolves(settings, boards, browser, tmp_path):
+    from streams.board import layer_of
+
+    routing = tmp_path / "routing.yaml"
+    routing.write_text("route: {receiver: r}\nreceivers: [{name: r}]\n")  # the default inhibit rules: node down
+    settings = settings.model_copy(update={"routing": str(routing)})
+    node = alert("prod", "nodes", "KubeNodeNotReady", "critical", node="n1")
+    pod = alert("prod", "workloads", "KubePodCrashLooping", "warning", node="n1", pod="web-0", namespace="shop",
+                workload="Deployment/web")
+    produce_alerts(settings.kafka, settings.topic("alerts"), [node, pod])
+    b = boards(settings)
+    col = layer_of(pod.labels, pod.source)
+    browser.get(b.url)
+    wait_firing(browser, 2)
+    WebDriverWait(browser, WAIT, 0.05).until(lambda d: cell(d, "prod", col).get_attribute("data-inhibited") == "1")
+    assert cell(browser, "prod", col).get_attribute("data-level") == "ok"  # an inhibited alert colours nothing
+    act(browser, lambda d: cell(d, "prod", col).click())
+    WebDriverWait(browser, WAIT, 0.05).until(lambda d: "INHIBITED" in d.find_element(By.CSS_SELECTOR, "#drill-list li").text)
+    assert f"inhibited by {node.fingerprint[:8]}" in read(browser, lambda d: d.find_element(By.CSS_SELECTOR,
+                                                                                             "#drill-list li").text)
+    # the node is back: its pod's alert is no longer inhibited
+    produce_alerts(settings.kafka, settings.topic("alerts"),
+                   [alert("prod", "nodes", "KubeNodeNotReady", "critical", status="resolved", node="n1")])
+    WebDriverWait(browser, WAIT, 0.05).until(lambda d: cell(d, "prod", col).get_attribute("data-level") == "warning")
+    assert cell(browser, "prod", col).get_attribute("data-inhibited") == "0"
