@@ -17,6 +17,7 @@ with a warning, so the notification still goes out.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -64,13 +65,17 @@ def is_go(text) -> bool:
 
 def helper_path() -> Path:
     """Where the helper is: ``$KUBESIGHT_AMTEMPLATE``, else the cache entry of these very sources."""
-    if os.environ.get("KUBESIGHT_AMTEMPLATE"):
-        return Path(os.environ["KUBESIGHT_AMTEMPLATE"])
+    return _helper_path(os.environ.get("KUBESIGHT_AMTEMPLATE"), os.environ.get("KUBESIGHT_AMTEMPLATE_CACHE"))
+
+
+@functools.lru_cache(maxsize=8)  # asked on every rendered field: the sources are hashed once per setting
+def _helper_path(given: str | None, cache: str | None) -> Path:
+    if given:
+        return Path(given)
     h = hashlib.blake2b(digest_size=8)
     for name in ("go.mod", "go.sum", "main.go"):
         h.update((SOURCE / name).read_bytes())
-    cache = Path(os.environ.get("KUBESIGHT_AMTEMPLATE_CACHE") or Path.home() / ".cache" / "kubesight" / "amtemplate")
-    return cache / h.hexdigest() / NAME
+    return Path(cache or Path.home() / ".cache" / "kubesight" / "amtemplate") / h.hexdigest() / NAME
 
 
 def available() -> bool:
