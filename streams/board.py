@@ -129,6 +129,9 @@ def _add(c: dict, e: Entry) -> None:
         c[e.sev] += 1
 
 
+NOTIFIED_MAX = 200_000  # fingerprints whose notified receivers the board keeps at most (resolved ones go first)
+
+
 class BoardState:
     """The current alerts (firing until resolved) and incidents, aggregated on demand.  No I/O: tested alone.
 
@@ -150,6 +153,7 @@ class BoardState:
         self.router = router  # alerts.routing.Router (or None: receivers unknown)
         self.inhibitor = inhibitor  # alerts.inhibit.Inhibitor with the routing file's rules (or None: none inhibits)
         self.sources_changed = False  # a source of an inhibit rule fired or resolved: refresh_mutes is due
+        self.notified: dict[str, dict[str, str]] = {}  # fingerprint -> receiver -> when it was last notified firing
         self.version = 0
         self.silence_version = -1
         self.read = 0  # alert records read
@@ -174,8 +178,28 @@ class BoardState:
                 e.inhibited_by = inh.inhibiting(d["labels"])
         else:
             self.alerts.pop(fp, None)
+            self.notified.pop(fp, None)
         self.version += 1
         self.last_change = time.time()
+
+    def on_notification_record(self, key, value) -> None:
+        """A notification as alerting wrote it for delivery: which receivers were told of which firing alerts."""
+        try:
+            note = orjson.loads(value)
+            receiver, at, alerts = note["receiver"], note["time"], note["alerts"]
+            fps = [a["fingerprint"] for a in alerts if a.get("status") == "firing"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return  # delivery dead-letters what is not a notification
+        # kept whether or not the alerts topic's record of it was read yet (the topics are read side by side); an
+        # alert's resolution forgets it, and a notification read after that resolution is bounded by NOTIFIED_MAX
+        for fp in fps:
+            self.notified.setdefault(fp, {})[receiver] = at
+        if len(self.notified) > NOTIFIED_MAX:
+            for fp in list(self.notified)[:NOTIFIED_MAX // 2]:  # the oldest first (insertion order)
+                if fp not in self.alerts:
+                    del self.notified[fp]
+        if fps:
+            self.version += 1
 
     def on_alert_record(self, key, value) -> None:
         try:
@@ -276,7 +300,8 @@ class BoardState:
                           "startsAt": a.get("startsAt"), "source": a.get("source") or "",
                           "generatorURL": a.get("generatorURL") or "", "severity": e.sev, "layer": e.layer,
                           "silencedBy": e.silenced_by, "inhibitedBy": e.inhibited_by,
-                          "receivers": self.receivers(a["labels"])})
+                          "receivers": self.receivers(a["labels"]),
+                          "notified": [{"receiver": r, "at": t} for r, t in sorted(self.notified.get(e.fp, {}).items())]})
         incidents = []
         if view != "team":
             for k, d in self.incidents.items():
@@ -293,7 +318,7 @@ def _worst(c: dict) -> str:
 
 
 class Board(mode.Service):
-    """Follows alerts, incidents (when the topic exists) and silences; pushes summaries to the pages."""
+    """Follows alerts, notifications, incidents (when the topic exists) and silences; pushes summaries to the pages."""
 
     TICK = 0.25  # seconds between checks for a change to push
     HEARTBEAT = 5.0  # a summary at least this often (the page's freshness), and silences re-evaluated
@@ -323,6 +348,12 @@ class Board(mode.Service):
     async def _alerts(self) -> None:
         await follow_topic(self, self.bootstrap, self.settings.topic("alerts"), self.settings.partitions,
                            self.model.on_alert_record, self.caught_up, f"{self.settings.app_id}-board")
+
+    @mode.Service.task
+    async def _notifications(self) -> None:
+        """The notifications topic: who was told of each alert (the drill-down's "notified")."""
+        await follow_topic(self, self.bootstrap, self.settings.topic("notifications"), self.settings.partitions,
+                           self.model.on_notification_record, asyncio.Event(), f"{self.settings.app_id}-board-notes")
 
     @mode.Service.task
     async def _incidents(self) -> None:

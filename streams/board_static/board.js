@@ -208,6 +208,8 @@ function alertItem(a) {
     Object.entries(a.annotations).map(([k, v]) => h("div", { class: "ann" }, h("b", {}, k + ": "), v)),
     h("div", { class: "foot" },
       h("span", {}, "receivers: " + receivers),
+      h("span", { class: "notified" }, "notified: " + ((a.notified || []).map(n => n.receiver + " (" + n.at + ")").join(", ")
+                                                      || "not yet")),
       h("span", {}, "source: " + (a.source || "?")),
       a.generatorURL ? h("a", { href: a.generatorURL, rel: "noreferrer" }, "source link") : null,
       st.writable ? h("button", { type: "button", class: "silence", onclick: () => openSilence(a) }, "Silence…") : null,

@@ -241,3 +241,27 @@ def test_an_inhibited_alert_shows_apart_and_comes_back_when_its_source_resolves(
                    [alert("prod", "nodes", "KubeNodeNotReady", "critical", status="resolved", node="n1")])
     WebDriverWait(browser, WAIT, 0.05).until(lambda d: cell(d, "prod", col).get_attribute("data-level") == "warning")
     assert cell(browser, "prod", col).get_attribute("data-inhibited") == "0"
+
+
+def test_the_drill_down_says_who_was_notified(settings, boards, browser):
+    from core.records import format_time
+
+    a = alert("prod", "storage", "KubePersistentVolumeFillingUp", "warning", namespace="db", owner="team-db")
+    produce_alerts(settings.kafka, settings.topic("alerts"), [a])
+    b = boards(settings)
+    browser.get(b.url)
+    wait_firing(browser, 1)
+    act(browser, lambda d: cell(d, "prod", "storage").click())
+    WebDriverWait(browser, WAIT, 0.05).until(lambda d: "notified: not yet" in d.find_element(By.CSS_SELECTOR,
+                                                                                             "#drill-list li").text)
+    at = format_time(time.time())
+    note = {"v": 1, "kind": "notification", "id": "n1", "receiver": "team-db", "groupKey": "{}:{}",
+            "groupLabels": {}, "status": "firing", "alerts": [a.to_dict()], "time": at}
+    from kafka import KafkaProducer
+
+    p = KafkaProducer(bootstrap_servers=settings.kafka)
+    p.send(settings.topic("notifications"), orjson.dumps(note), key=b"{}:{}")
+    p.flush()
+    p.close()
+    WebDriverWait(browser, WAIT, 0.05).until(
+        lambda d: f"notified: team-db ({at})" in d.find_element(By.CSS_SELECTOR, "#drill-list li").text)
