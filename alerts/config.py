@@ -85,6 +85,15 @@ class Retry(Strict):
     budget: Duration = 7200.0
 
 
+class RateLimit(Strict):
+    """At most ``notifications`` per ``per`` to one receiver (kubesight's: a token bucket, bursts of that many, then
+    evenly).  Notifications waiting for their turn are coalesced per group, so a storm reaches the receiver as the
+    groups' latest states, not as every step of it."""
+
+    notifications: int = Field(ge=1)
+    per: Interval
+
+
 class TLSConfig(Strict):
     """Alertmanager's ``http_config.tls_config``: how a receiver's HTTPS endpoint is verified (always, by default)."""
 
@@ -574,6 +583,7 @@ class ReceiverConfig(Strict):
     webex_configs: list[WebexConfig] = []
     discord_configs: list[DiscordConfig] = []
     retry: Retry = Retry()
+    rate_limit: RateLimit | None = None  # extension: at most N notifications per interval (alerts.config.RateLimit)
 
 
 class RouteConfig(Strict):

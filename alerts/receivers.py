@@ -20,7 +20,7 @@ import orjson
 
 from alerts import http1, payload
 from alerts import receivers_more as _more
-from alerts.config import Retry, RoutingConfig
+from alerts.config import RateLimit, Retry, RoutingConfig
 from alerts.sending import Outcome, classify, exchange, redact, retry_after  # noqa: F401 (classify, retry_after: re-exported)
 from alerts.sending import render as _render
 from alerts.sending import secret as _secret
@@ -305,9 +305,12 @@ class Receivers:
     def __init__(self, cfg: RoutingConfig):
         self.external_url = cfg.global_.external_url
         self.retry: dict[str, Retry] = {}
+        self.rate_limit: dict[str, RateLimit] = {}  # receivers with a rate limit (the deliverer's lanes keep it)
         self.integrations: dict[str, list[Integration]] = {}
         for r in cfg.receivers:
             self.retry[r.name] = r.retry
+            if r.rate_limit is not None:
+                self.rate_limit[r.name] = r.rate_limit
             items = []
             for i, c in enumerate(r.webhook_configs):
                 items.append(Integration(r.name, f"{r.name}/webhook[{i}]", "webhook", _secret(c.url, c.url_file),

@@ -647,7 +647,9 @@ class Lane:
         self.ready: asyncio.Queue = asyncio.Queue()  # (group key, first notification, its partition's Progress)
         self.senders: dict[asyncio.Task, Progress | None] = {}  # sender -> the partition of the group it sends
         self.waiting = 0  # senders waiting for a group
-        self.stats = {"delivered": 0, "failed": 0, "deadletter": 0, "coalesced": 0, "aggregated": 0}
+        self.stats = {"delivered": 0, "failed": 0, "deadletter": 0, "coalesced": 0, "aggregated": 0, "rate_limited": 0}
+        self.tokens: float | None = None  # the receiver's rate limit (None: full bucket at the first send)
+        self.refilled = time.monotonic()
 
     def put(self, note: dict) -> None:
         key = note["groupKey"]
@@ -709,6 +711,15 @@ class Lane:
                     return  # not marked done: the next reader of the partition sends it
                 if self.session is None:
                     self.session = DeliverySession(IN_FLIGHT)  # HTTP(S)_PROXY, NO_PROXY: read once per URL
+                if not await self._turn():  # the receiver's rate limit: its turn, with what queued meanwhile
+                    if not prog.active or self.owner._stopping:
+                        return  # revoked or stopping while it waited: the next reader sends it
+                    queued = self.groups.get(key)
+                    if queued:
+                        merged = coalesce([note, *queued]) if self.owner.merge else [note, *queued]
+                        self.stats["coalesced"] += len(queued) + 1 - len(merged)
+                        self.owner.stats["coalesced"] += len(queued) + 1 - len(merged)
+                        note, queued[:] = merged[0], merged[1:]
                 try:
                     await self.owner._deliver(self, note)
                 except asyncio.CancelledError:
@@ -732,6 +743,25 @@ class Lane:
             if self.groups.get(key) is not None and (not self.groups[key] or not prog.active
                                                      or self.owner._stopping):
                 del self.groups[key]
+
+    async def _turn(self) -> bool:
+        """Wait for the receiver's rate limit (``rate_limit`` in the routing file in force) to allow one more
+        notification; True when it did not have to wait."""
+        rl = self.owner.receivers.rate_limit.get(self.name)
+        if rl is None:
+            return True
+        rate, waited = rl.notifications / rl.per, False
+        while True:
+            now = time.monotonic()
+            have = rl.notifications if self.tokens is None else self.tokens + (now - self.refilled) * rate
+            self.tokens, self.refilled = min(float(rl.notifications), have), now
+            if self.tokens >= 1.0:
+                self.tokens -= 1.0
+                return not waited
+            if not waited:
+                waited = True
+                self.stats["rate_limited"] += 1
+            await asyncio.sleep((1.0 - self.tokens) / rate)
 
     async def close(self) -> None:
         for t in list(self.senders):
@@ -773,6 +803,8 @@ class DeliveryMetrics:
                                      labels=["receiver", "how"])
         flight = GaugeMetricFamily("kubesight_notification_groups_in_flight", "groups being sent or retried",
                                    labels=["receiver"])
+        limited = CounterMetricFamily("kubesight_notifications_rate_limited", "notifications that waited for the "
+                                      "receiver's rate_limit", labels=["receiver"])
         sums: dict[str, dict] = {}
         for d in list(self.live):
             for name, st in d.receiver_stats().items():
@@ -785,7 +817,8 @@ class DeliveryMetrics:
             merged.add_metric([name, "coalesced"], st["coalesced"])
             merged.add_metric([name, "aggregated"], st["aggregated"])
             flight.add_metric([name], st["groups_in_flight"])
-        yield from (total, merged, flight)
+            limited.add_metric([name], st.get("rate_limited", 0))
+        yield from (total, merged, flight, limited)
 
 
 class _Rebalance(ConsumerRebalanceListener):
