@@ -15,10 +15,11 @@ A firing alert's ``startsAt`` is the time its condition began to hold (as in Pro
 Co-partitioning: events are keyed in Kafka by entity (``Entity.key()``: workload, else object,
 else node) and samples by series.  A group key is always that key (plus, for events, the node
 of a workload's pod and the rule's ``group_by`` values), so a group never spans partitions: ``group_by`` can split a group further
-(by ``xid``, ``container``...) but never merge entities.  Counting across entities (for example
-"50 FailedScheduling in a namespace") needs a re-keyed stream and is not done here.  ``anomaly_vector``
-rules are the exception that proves it: they need several series of one entity, so the worker
-re-keys copies of their samples by entity (``Engine.rekey``) and only those copies reach them.
+(by ``xid``, ``container``...) but never merge entities.  Two kinds of rule need signals of several keys
+together, and get them through re-keyed copies (``Engine.rekey``), which only those rules see: ``anomaly_vector``
+(several series of one entity: the worker copies their samples back to ``samples`` keyed by the entity) and
+``event_count`` with ``by`` (counting across entities, "50 FailedScheduling in a namespace": the worker copies the
+matching events back to ``events`` keyed by the ``by`` labels).
 
 >>> from rules.load import load_packs
 >>> from core.records import Event, Entity
@@ -176,7 +177,7 @@ class _SampleCtx:
         return ""
 
 
-ENTITY = "entity"  # value of the ``kubesight`` label on a sample re-keyed by its entity (see Engine.rekey)
+ENTITY = "entity"  # value of the ``kubesight`` label on a signal re-keyed by its entity or group (see Engine.rekey)
 MARK = "kubesight"
 
 
@@ -205,6 +206,25 @@ class _VectorCtx(_SampleCtx):
         return labels
 
 
+class _AggCtx(_EventCtx):
+    """A re-keyed event applied to an event_count rule with ``by``: the ``by`` labels are its group's identity."""
+
+    __slots__ = ()
+
+    def labels(self, rule: CompiledRule) -> dict:
+        labels = dict(rule.labels)
+        view = self.view()
+        for b in rule.cond.by:
+            labels[b] = view[b]
+        labels["alertname"] = rule.alert
+        labels["severity"] = rule.severity
+        return labels
+
+
+def _aggregates(rule: CompiledRule) -> bool:
+    return rule.on == "event" and rule.cond.type == "event_count" and bool(rule.cond.by)
+
+
 class Engine:
     """Evaluates a RuleSet; ``process`` per signal, ``tick`` on the event-time watermark."""
 
@@ -217,6 +237,7 @@ class Engine:
         self._vector = frozenset(k for k, v in self._by_metric.items()
                                  if any(r.cond.type == "anomaly_vector" for r in v))
         self._event_rules: dict = {}  # (source, reason) -> the rules an event may reach, or None
+        self._aggregating = any(_aggregates(r) for r in ruleset.rules)  # event_count rules with by: events re-keyed
         # groups of a state a full scan may skip: key -> (its deadline, the time before which it has no timer
         # due and cannot be dropped), as the last scan or the last signal applied to it left the group.
         # In memory only (rebuilt by scanning after a restore or a reload: a new state or a new engine)
@@ -256,6 +277,35 @@ class Engine:
         rules = self._event_rules[k] = rules or None
         return rules
 
+    def _rekey_event(self, ev: Event) -> list[tuple[bytes, Event]]:
+        """Copies of an event for the event_count rules with ``by`` it matches, each keyed by its ``by`` labels:
+        events are keyed by entity, so one namespace's pods live on many partitions; the copies of one group meet
+        on one (the worker produces them back to the events topic; only copies reach those rules)."""
+        rules = self.rules_for(ev)
+        if rules is None:
+            return _NONE
+        out = _NONE
+        view = None
+        for rule in rules:
+            if not _aggregates(rule):
+                continue
+            if rule.kinds is not None and ev.entity.kind not in rule.kinds:
+                continue
+            if rule.reasons is not None and ev.reason not in rule.reasons or ev.source not in rule.sources:
+                continue
+            if view is None:
+                view = event_view(ev)
+            if rule.matchers and not all(m.matches(view) for m in rule.matchers):
+                continue
+            key = entity_key(rule.cond.by, view)
+            if key is None or (out is not _NONE and any(k == key.encode() for k, _ in out)):
+                continue
+            if out is _NONE:
+                out = []
+            out.append((key.encode(), Event(ev.source, ev.reason, ev.time, ev.type, ev.severity, ev.entity,
+                                            {**ev.labels, MARK: ENTITY}, ev.message, ev.count, ev.id)))
+        return out
+
     def process(self, rec, state: MutableMapping, now: float | None = None) -> list[Alert]:
         """Apply one signal; ``now`` is the partition watermark (defaults to the record's time)."""
         rules = self.rules_for(rec)
@@ -280,6 +330,8 @@ class Engine:
         meet on one partition, and only copies reach vector rules (originals reach the others).
         ``rules test`` runs the same: every sample and its copies on its one state.
         """
+        if type(rec) is Event:
+            return self._rekey_event(rec) if self._aggregating and MARK not in rec.labels else _NONE
         if type(rec) is not Sample or rec.name not in self._vector or rec.labels.get(MARK) not in (None, "derived"):
             return _NONE
         rules = self._by_metric[rec.name]
@@ -365,25 +417,34 @@ class Engine:
         gkey = None
         quiet = None
         out = _NONE
+        copy = MARK in ev.labels and ev.labels[MARK] == ENTITY  # re-keyed: for event_count rules with by only
         for rule in rules:
             if rule.kinds is not None and ev.entity.kind not in rule.kinds:
+                continue
+            if (self._aggregating and _aggregates(rule)) != copy:
                 continue
             resolving = ev.reason in rule.resolve_reasons
             if not resolving and (rule.reasons is not None and ev.reason not in rule.reasons
                                   or ev.source not in rule.sources):
                 continue
             if ctx is None:
-                ctx = _EventCtx(ev)
+                ctx = _AggCtx(ev) if copy else _EventCtx(ev)
             if rule.matchers and not resolving:
                 view = ctx.view()
                 if not all(m.matches(view) for m in rule.matchers):
                     continue
-            if gkey is None:
-                e = ev.entity
-                gkey = e.key().decode()
-                if e.workload and e.node:
-                    gkey += "|@" + e.node  # a workload's pods on one node: inhibitable by node alerts
-            key = f"{PREFIX}{rule.sid}|{gkey}"
+            if copy:
+                agg = entity_key(rule.cond.by, ctx.view())
+                if agg is None:
+                    continue
+                key = f"{PREFIX}{rule.sid}|{agg}"
+            else:
+                if gkey is None:
+                    e = ev.entity
+                    gkey = e.key().decode()
+                    if e.workload and e.node:
+                        gkey += "|@" + e.node  # a workload's pods on one node: inhibitable by node alerts
+                key = f"{PREFIX}{rule.sid}|{gkey}"
             if rule.group_by:
                 view = ctx.view()
                 key += "|" + "|".join(str(view.get(g, "")) for g in rule.group_by)

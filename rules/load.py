@@ -89,6 +89,8 @@ def _check_pack(pack: schema.RulePack, errs: Document, registry) -> None:
             errs.error(loc + ("condition", "type"), f"{c.type} needs a metric rule (match.metric), not events")
         if on == "sample" and c.type in EVENT_CONDITIONS:
             errs.error(loc + ("condition", "type"), f"{c.type} needs an event rule (match.source), not a metric")
+        if c.type == "event_count" and c.by and r.group_by:
+            errs.error(loc + ("group_by",), "not with condition.by (the by labels are the group)")
         if c.type == "state":
             both = sorted(set(c.resolve_reasons) & set(m.reason or ()))
             if both:

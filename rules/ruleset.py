@@ -43,11 +43,14 @@ class CompiledRule:
     origin: str = ""  # alert.source: pack/rule@version
 
     def __post_init__(self) -> None:
+        cond = self.cond.model_dump(mode="json")
+        if cond.get("type") == "event_count" and cond.get("by") is None:
+            del cond["by"]  # added later: a rule without it keeps the sid (and the state) it had
         ident = orjson.dumps({
             "on": self.on, "sources": list(self.sources), "reasons": sorted(self.reasons or ()),
             "kinds": sorted(self.kinds or ()), "metrics": list(self.metrics),
             "matchers": [str(m) for m in self.matchers], "group_by": list(self.group_by),
-            "cond": self.cond.model_dump(mode="json"), "detector": self.detector,
+            "cond": cond, "detector": self.detector,
             "resolve": sorted(self.resolve_reasons),
         }, option=orjson.OPT_SORT_KEYS)
         self.sid = f"{self.alert}#{hashlib.blake2b(ident, digest_size=4).hexdigest()}"

@@ -98,11 +98,17 @@ class Match(_Base):
 
 
 class EventCount(_Base):
-    """N matching events within ``window`` per group; holds until the window slides past them."""
+    """N matching events within ``window`` per group; holds until the window slides past them.
+
+    ``by`` counts across entities: one group per value of these labels of the events (``[cluster, namespace]``:
+    "50 FailedScheduling in one namespace"), whatever pod or workload each event is about.  The worker re-keys a
+    copy of each matching event by them (``rules.engine.Engine.rekey``), so the events of one group meet on one
+    partition wherever their entities live."""
 
     type: Literal["event_count"]
     count: int = Field(1, ge=1, le=1000)
     window: Duration = 600.0
+    by: Annotated[list[LabelName], Field(min_length=1)] | None = None
 
 
 class State(_Base):

@@ -65,12 +65,12 @@ class RulesStage:
         self.evaluations += 1
         t0 = perf_counter()
         out = engine.apply(rec, rules, state, state.get(WATERMARK))
-        copies = engine.rekey(rec)  # anomaly_vector rules: the sample again, keyed by its entity
+        copies = engine.rekey(rec)  # anomaly_vector / event_count by: the signal again, keyed by its entity or group
         self.seconds += perf_counter() - t0
         for a in out:
             emit("alerts", a.key(), encode(a))
         for key, copy in copies:
-            emit("samples", key, encode(copy))
+            emit("samples" if type(copy) is Sample else "events", key, encode(copy))
 
     def tick(self, now: float, state, emit) -> None:
         out = self.holder.engine.tick(now, state)
