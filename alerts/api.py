@@ -4,6 +4,7 @@
     GET    /api/v2/alerts/groups        same parameters; one entry per (receiver, group)
     GET    /api/v2/status               cluster (disabled), config.original (``amtool config show``), uptime, version
     GET    /api/v2/receivers            [{"name": ...}]
+    POST   /-/reload                    the routing file read again -> 200 | 500 with why (the running one stays)
     POST   /api/v2/silences             body: PostableSilence  -> 200 {"silenceID": id}
     GET    /api/v2/silences             ?filter=<matcher>... -> 200 [GettableSilence...] (active first)
     GET    /api/v2/silence/{id}         -> 200 GettableSilence | 404
@@ -112,8 +113,11 @@ def _json(data, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
-def app(book, clock=time.time, alerts: AlertsState | None = None, config=None) -> web.Application:
-    """The API over ``book`` (silences) and ``alerts``; the routing config is ``alerts.cfg`` (else ``config``)."""
+def app(book, clock=time.time, alerts: AlertsState | None = None, config=None, reload=None) -> web.Application:
+    """The API over ``book`` (silences) and ``alerts``; the routing config is ``alerts.cfg`` (else ``config``).
+
+    ``reload()`` (returning the errors of a refused version, or []) answers Alertmanager's ``POST /-/reload``, which
+    config-reloader sidecars call after a ConfigMap update; kubesight's processes also look at the file every 2 s."""
     started = clock()
     alerts = alerts if alerts is not None else AlertsState(config)
 
@@ -226,7 +230,16 @@ def app(book, clock=time.time, alerts: AlertsState | None = None, config=None) -
         await book.expire(id, clock())
         return web.Response(status=200)
 
+    async def reload_(request: web.Request) -> web.Response:
+        if reload is None:
+            return web.Response(status=404, text="no routing file to reload")
+        errors = reload()
+        if errors:  # as Alertmanager answers: 500 and why; the running version stays
+            return web.Response(status=500, text="failed to reload config: " + "\n".join(errors))
+        return web.Response(status=200)
+
     a = web.Application()
+    a.router.add_post("/-/reload", reload_)
     a.router.add_get("/api/v2/alerts", get_alerts)
     a.router.add_get("/api/v2/alerts/groups", get_groups)
     a.router.add_get("/api/v2/status", status)

@@ -328,7 +328,13 @@ def _silences_serve(args) -> int:
         book, view = SilenceBook(settings, bootstrap), AlertsView(settings, bootstrap, AlertsState(cfg))
         await book.start()
         await view.start()
-        api = app(book, alerts=view.alerts, config=cfg)
+        def reload_now() -> list[str]:
+            new = routing.reload()
+            if new is not None:
+                view.alerts.reconfigure(new)
+            return routing.errors
+
+        api = app(book, alerts=view.alerts, config=cfg, reload=reload_now)
         api.middlewares.append(web_cfg.middleware())
         runner = web.AppRunner(api, access_log=None)
         try:

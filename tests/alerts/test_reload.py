@@ -195,3 +195,43 @@ def test_the_board_follows_the_routing_file(tmp_path):
     path.write_text(AFTER)
     os.utime(path, ns=(1, 1))
     assert board.follow_routing() and board.model.receivers(labels) == ["team-b"]
+
+
+def test_post_reload_as_alertmanager_answers_it(tmp_path):
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from alerts.api import app
+    from alerts.silences import Silences
+
+    class Book:
+        silences = Silences()
+
+    path = tmp_path / "routing.yaml"
+    path.write_text(BEFORE)
+    routing = RoutingFile(str(path))
+    view = AlertsState(routing.cfg)
+
+    def reload_now():
+        new = routing.reload()
+        if new is not None:
+            view.reconfigure(new)
+        return routing.errors
+
+    async def go():
+        async with TestClient(TestServer(app(Book(), alerts=view, reload=reload_now))) as client:
+            path.write_text(BEFORE.replace("receivers:", "bogus: 1\nreceivers:"))
+            bad = await client.post("/-/reload")
+            bad = (bad.status, await bad.text())
+            path.write_text(AFTER)
+            good = (await client.post("/-/reload")).status
+            names = [r["name"] for r in await (await client.get("/api/v2/receivers")).json()]
+        async with TestClient(TestServer(app(Book(), alerts=view))) as client:  # no routing file to reload
+            nothing = (await client.post("/-/reload")).status
+        return bad, good, names, nothing
+
+    (status, text), good, names, nothing = asyncio.run(go())
+    assert nothing == 404
+    assert status == 500 and text.startswith("failed to reload config: ") and "bogus" in text
+    assert good == 200 and view.cfg.route.routes[0].receiver == "team-b" and "team-b" in names
