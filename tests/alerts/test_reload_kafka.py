@@ -83,3 +83,52 @@ def test_reload_reroutes_what_fires_and_a_refused_version_changes_nothing(settin
             await r.stop()
 
     asyncio.run(go())
+
+
+def test_delivery_in_a_process_of_its_own_follows_the_file(settings, tmp_path):
+    """``kubesight worker --role delivery``: a receiver the new version adds is delivered to; one it removes has
+    its notifications dead-lettered with the reason, not counted delivered."""
+    import orjson
+    from aiokafka import AIOKafkaProducer
+
+    from alerts.receivers import Receivers
+    from streams.alerting import Deliverer, RoutingFile
+
+    path = tmp_path / "routing.yaml"
+    one = "route: {{receiver: old}}\nreceivers:\n  - {{name: old, webhook_configs: [{{url: '{u}/old'}}]}}\n"
+    both = one + "  - {{name: new, webhook_configs: [{{url: '{u}/new'}}]}}\n"
+    only_new = "route: {{receiver: new}}\nreceivers:\n  - {{name: new, webhook_configs: [{{url: '{u}/new'}}]}}\n"
+
+    def note(receiver, i):
+        return orjson.dumps({"v": 1, "kind": "notification", "id": f"{receiver}-{i}", "receiver": receiver,
+                             "groupKey": "{}:{x=" + str(i) + "}", "groupLabels": {"x": str(i)}, "status": "firing",
+                             "alerts": [], "time": "2026-11-28T10:00:00.000Z"})
+
+    async def go():
+        hooks = ScriptedReceiver()
+        u = await hooks.start()
+        path.write_text(one.format(u=u))
+        os.utime(path, ns=(1, 1))
+        routing = RoutingFile(str(path))
+        d = Deliverer(settings, settings.kafka, Receivers(routing.cfg), routing_file=routing)
+        await d.start()
+        p = AIOKafkaProducer(bootstrap_servers=settings.kafka, acks="all")
+        await p.start()
+        try:
+            path.write_text(both.format(u=u))
+            os.utime(path, ns=(2, 2))
+            await wait_for(lambda: "new" in d.receivers.integrations, "delivery took the new version")
+            await p.send_and_wait(settings.topic("notifications"), note("new", 1), key=b"1")
+            await wait_for(lambda: [x for x in hooks.accepted if x["path"] == "/new"], "the added receiver delivered to")
+            path.write_text(only_new.format(u=u))
+            os.utime(path, ns=(3, 3))
+            await wait_for(lambda: "old" not in d.receivers.integrations, "delivery took the version without old")
+            await p.send_and_wait(settings.topic("notifications"), note("old", 2), key=b"2")
+            await wait_for(lambda: d.stats["deadletter"] == 1, "the removed receiver's notification dead-lettered")
+            assert not [x for x in hooks.accepted if x["path"] == "/old"]
+        finally:
+            await p.stop()
+            await d.stop()
+            await hooks.stop()
+
+    asyncio.run(go())
