@@ -7,7 +7,7 @@ is a small Go program over ``github.com/prometheus/alertmanager/template`` (with
 email.tmpl), built once from the Go module proxy into ``~/.cache/kubesight/amtemplate`` (``make amtemplate``
 or ``python -m alerts.gotemplate build``, ~15 s; ``$KUBESIGHT_AMTEMPLATE`` names another binary).  Each
 process starts one helper when it first needs it and talks to it over a pipe (one JSON line each way,
-~0.1 ms a notification).
+~70 µs a field with three alerts, measured on a loaded 2-core box).
 
 Without the helper a Go template is not run: the loader warns and the field keeps kubesight's default text.
 With it, a template that does not parse is an error at load (``file:line: path: template: ...``), and
