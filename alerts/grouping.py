@@ -13,7 +13,7 @@ log of what was last notified.  Time is passed in.
 >>> from core.records import Alert
 >>> st = {}
 >>> g = Group("{}:{}", "ops", {}, "{}", 30.0, 300.0, 3600.0)
->>> add(st, g, Alert({"alertname": "A"}, startsAt=0.0), now=0.0)
+>>> add_dict(st, g, Alert({"alertname": "A"}, startsAt=0.0).to_dict(), 0.0, now=0.0)
 >>> due(st, 29.0), due(st, 30.0)
 ([], ['{}:{}'])
 >>> [a["labels"]["alertname"] for a in flush(st, "{}:{}", now=30.0)["alerts"]]
@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from core.records import Alert, format_time
+from core.records import format_time
 
 PREFIX = "g|"
 ALERT_PREFIX = "ga|"
@@ -76,18 +76,14 @@ def members(state) -> dict[str, set[str]]:
     return out
 
 
-def add(state, group: Group, alert: Alert, now: float, index: dict[str, set[str]] | None = None) -> None:
-    """Put one alert transition into its group (creating the group and its first timer when new).
+def add_dict(state, group: Group, d: dict, starts: float, now: float,
+             index: dict[str, set[str]] | None = None) -> None:
+    """Put one alert transition, in its record form (``Alert.to_dict()``; kept as it is) and starting at ``starts``,
+    into its group (creating the group and its first timer when new).
 
     Each alert is its own state key (``ga|<group key>|<fingerprint>``), so a change writes one
     alert to the changelog, not the whole group.  ``index`` (from ``members``) is kept up to date.
     """
-    add_dict(state, group, alert.to_dict(), alert.startsAt, now, index)
-
-
-def add_dict(state, group: Group, d: dict, starts: float, now: float,
-             index: dict[str, set[str]] | None = None) -> None:
-    """``add`` for an alert already in its record form (``Alert.to_dict()``; kept as it is), ``starts`` its start."""
     skey = PREFIX + group.key
     g = state.get(skey)
     if g is None:
@@ -118,9 +114,10 @@ def withdraw(state, key: str, fp: str, index: dict[str, set[str]] | None = None)
     resolved (it has not); the group's notification log stays, so an alert routed back later is not
     announced again.  A group left empty goes.  Returns whether the alert was in the group.
 
+    >>> from core.records import Alert
     >>> st = {}
     >>> g = Group("k", "ops", {}, "{}", 30.0, 300.0, 3600.0)
-    >>> add(st, g, Alert({"alertname": "A"}, startsAt=0.0), now=0.0)
+    >>> add_dict(st, g, Alert({"alertname": "A"}, startsAt=0.0).to_dict(), 0.0, now=0.0)
     >>> fp = Alert({"alertname": "A"}).fingerprint
     >>> withdraw(st, "k", fp), st, withdraw(st, "k", fp)
     (True, {}, False)

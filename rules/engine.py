@@ -237,7 +237,8 @@ class Engine:
         self._vector = frozenset(k for k, v in self._by_metric.items()
                                  if any(r.cond.type == "anomaly_vector" for r in v))
         self._event_rules: dict = {}  # (source, reason) -> the rules an event may reach, or None
-        self._aggregating = any(_aggregates(r) for r in ruleset.rules)  # event_count rules with by: events re-keyed
+        # event_count rules with by (their events are re-keyed, and only the copies reach them), named once here
+        self._aggregating = frozenset(r.sid for r in ruleset.rules if _aggregates(r))
         # groups of a state a full scan may skip: key -> (its deadline, the time before which it has no timer
         # due and cannot be dropped), as the last scan or the last signal applied to it left the group.
         # In memory only (rebuilt by scanning after a restore or a reload: a new state or a new engine)
@@ -285,9 +286,9 @@ class Engine:
         if rules is None:
             return _NONE
         out = _NONE
-        view = None
+        view = seen = None
         for rule in rules:
-            if not _aggregates(rule):
+            if rule.sid not in self._aggregating:
                 continue
             if rule.kinds is not None and ev.entity.kind not in rule.kinds:
                 continue
@@ -298,10 +299,11 @@ class Engine:
             if rule.matchers and not all(m.matches(view) for m in rule.matchers):
                 continue
             key = entity_key(rule.cond.by, view)
-            if key is None or (out is not _NONE and any(k == key.encode() for k, _ in out)):
+            if key is None or (seen is not None and key in seen):
                 continue
             if out is _NONE:
-                out = []
+                out, seen = [], set()
+            seen.add(key)
             out.append((key.encode(), Event(ev.source, ev.reason, ev.time, ev.type, ev.severity, ev.entity,
                                             {**ev.labels, MARK: ENTITY}, ev.message, ev.count, ev.id)))
         return out
@@ -417,11 +419,11 @@ class Engine:
         gkey = None
         quiet = None
         out = _NONE
-        copy = MARK in ev.labels and ev.labels[MARK] == ENTITY  # re-keyed: for event_count rules with by only
+        copy = ev.labels.get(MARK) == ENTITY  # re-keyed: for event_count rules with by only
         for rule in rules:
             if rule.kinds is not None and ev.entity.kind not in rule.kinds:
                 continue
-            if (self._aggregating and _aggregates(rule)) != copy:
+            if (rule.sid in self._aggregating) != copy:
                 continue
             resolving = ev.reason in rule.resolve_reasons
             if not resolving and (rule.reasons is not None and ev.reason not in rule.reasons

@@ -716,10 +716,7 @@ class Lane:
                         return  # revoked or stopping while it waited: the next reader sends it
                     queued = self.groups.get(key)
                     if queued:
-                        merged = coalesce([note, *queued]) if self.owner.merge else [note, *queued]
-                        self.stats["coalesced"] += len(queued) + 1 - len(merged)
-                        self.owner.stats["coalesced"] += len(queued) + 1 - len(merged)
-                        note, queued[:] = merged[0], merged[1:]
+                        note, queued[:] = self._merge([note, *queued])
                 try:
                     await self.owner._deliver(self, note)
                 except asyncio.CancelledError:
@@ -734,15 +731,19 @@ class Lane:
                 queued = self.groups.get(key)
                 if not queued:
                     return
-                merged = coalesce(queued) if self.owner.merge else list(queued)
-                self.stats["coalesced"] += len(queued) - len(merged)
-                self.owner.stats["coalesced"] += len(queued) - len(merged)
-                note = merged[0]
-                queued[:] = merged[1:]
+                note, queued[:] = self._merge(queued)
         finally:
             if self.groups.get(key) is not None and (not self.groups[key] or not prog.active
                                                      or self.owner._stopping):
                 del self.groups[key]
+
+    def _merge(self, notes: list[dict]) -> tuple[dict, list[dict]]:
+        """(the next notification to send, the ones still queued) of a group's pending ``notes``: coalesced
+        (``alerts.coalesce``) with clock: wall, as written in event time; counted."""
+        merged = coalesce(notes) if self.owner.merge else list(notes)
+        self.stats["coalesced"] += len(notes) - len(merged)
+        self.owner.stats["coalesced"] += len(notes) - len(merged)
+        return merged[0], merged[1:]
 
     async def _turn(self) -> bool:
         """Wait for the receiver's rate limit (``rate_limit`` in the routing file in force) to allow one more
