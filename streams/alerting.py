@@ -88,9 +88,10 @@ REMIND_EVERY = 60.0  # seconds between looks for forgotten silences (alerts.sile
 
 
 class RoutingFile:
-    """The routing file a process runs by, followed for changes (a ConfigMap update, an edit, SIGHUP).
+    """The routing file a process runs by, followed for changes (a ConfigMap update, an edit).
 
-    ``poll()`` returns the new config when the file changed and validates; a version that does not
+    ``poll()`` returns the new config when the file changed and validates (``follow(take)`` polls every
+    ``POLL_EVERY`` seconds and hands each new version to ``take``); a version that does not
     (every error with file, line and YAML path, logged and kept in ``errors``) is refused and the running
     one stays, as Alertmanager does on ``/-/reload``.  A change that leaves the text as it was is no reload.
     """
@@ -117,6 +118,14 @@ class RoutingFile:
             return None
         self._stamp = stamp
         return self.reload()
+
+    async def follow(self, take: Callable[[RoutingConfig], object]) -> None:
+        """Poll for ever (a service's task); each new version that validates goes to ``take``."""
+        while True:
+            await asyncio.sleep(POLL_EVERY)
+            cfg = self.poll()
+            if cfg is not None:
+                take(cfg)
 
     def reload(self) -> RoutingConfig | None:
         try:
@@ -242,7 +251,7 @@ class AlertingStage:
 def _ended(status: str, ends: float | None) -> float:
     """What a transition's end says of the time now: a resolution's end has passed; a firing alert's ``endsAt``
     is a promise about the future (Prometheus' resend convention, the Watchdog), not a clock."""
-    return ends or 0.0 if status == "resolved" else 0.0
+    return (ends or 0.0) if status == "resolved" else 0.0
 
 
 ALERTS_CLOCK = "__alerts_clock__"  # clock: event -- the lifecycle step's time (largest transition time read on alerts)
@@ -900,12 +909,10 @@ class Deliverer(mode.Service):
         await restore_forwarders(self.settings, self.bootstrap, self.receivers)  # what was forwarded before a restart
         await resend_forever(lambda: self.receivers)  # alertmanager_configs: firing alerts re-sent as Prometheus does
 
-    @mode.Service.timer(POLL_EVERY)
+    @mode.Service.task
     async def _follow_routing(self) -> None:
         if self.routing_file is not None:
-            cfg = self.routing_file.poll()
-            if cfg is not None:
-                self.reconfigure(Receivers(cfg))
+            await self.routing_file.follow(lambda cfg: self.reconfigure(Receivers(cfg)))
 
     def reconfigure(self, receivers: Receivers) -> None:
         """Deliver by ``receivers`` from now on (a routing reload).  A request in flight finishes with the
@@ -1071,7 +1078,6 @@ class AlertingService(mode.Service):
         # set of notifications; with several partitions the watcher adds the other partitions' sources (in the
         # order it happens to read them: determinism holds per partition, fully with one partition).
         event = settings.clock == "event"
-        self.settings_clock = settings.clock
         engine_inhibitor = Inhibitor(rules_from(cfg))
         shared = not event or settings.partitions > 1
         self.watcher = AlertWatcher(settings, bootstrap, engine_inhibitor if shared else Inhibitor(rules_from(cfg)))
@@ -1091,7 +1097,7 @@ class AlertingService(mode.Service):
     @mode.Service.task
     async def _remind(self) -> None:
         """Forgotten silences (``silence_reminder_after``, clock: wall): reminded every ``remind_every`` seconds."""
-        if self.settings.silence_reminder_after <= 0 or self.settings_clock == "event":
+        if self.settings.silence_reminder_after <= 0 or self.settings.clock == "event":
             return
         while not self.should_stop:
             await asyncio.sleep(self.remind_every)
@@ -1106,12 +1112,10 @@ class AlertingService(mode.Service):
             self.processor._emit("alerts", a.key(), encode(a))
         return len(out)
 
-    @mode.Service.timer(POLL_EVERY)
+    @mode.Service.task
     async def _follow_routing(self) -> None:
         if self.routing_file is not None:
-            cfg = self.routing_file.poll()
-            if cfg is not None:
-                self.reload(cfg)
+            await self.routing_file.follow(self.reload)
 
     def reload(self, cfg: RoutingConfig) -> int:
         """Run by ``cfg`` from now on (validated already); returns how many alert-groups records the firing
@@ -1127,7 +1131,7 @@ class AlertingService(mode.Service):
 
     async def on_start(self) -> None:
         for child in (self.book, self.watcher, self.processor, self.deliverer):
-            if child is self.processor and self.settings_clock == "event":
+            if child is self.processor and self.settings.clock == "event":
                 # event time: no transition is read before silences and inhibitions have caught up, so no
                 # flush is ever put off to a later transition (one input, one set of notifications)
                 await self.book.caught_up.wait()

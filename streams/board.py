@@ -41,7 +41,7 @@ from core.kafkaclient import client_config
 from core.matchers import matches_all
 from core.records import Alert, RecordError, decode, format_time, parse_time
 from core.settings import Settings
-from streams.alerting import POLL_EVERY, RoutingFile, SilenceBook
+from streams.alerting import RoutingFile, SilenceBook
 from streams.follow import follow_topic
 
 log = logging.getLogger("kubesight.board")
@@ -372,15 +372,13 @@ class Board(mode.Service):
                 return
             await self.sleep(30.0)
 
-    @mode.Service.timer(POLL_EVERY)
+    @mode.Service.task
     async def _follow_routing(self) -> None:
-        self.follow_routing()
+        if self.routing is not None:
+            await self.routing.follow(self.take_routing)
 
-    def follow_routing(self) -> bool:
-        """A new version of the routing file that validates: the receivers column shows where it sends alerts."""
-        cfg = self.routing.poll() if self.routing is not None else None
-        if cfg is None:
-            return False
+    def take_routing(self, cfg) -> None:
+        """A new version of the routing file: the receivers column and the inhibitions follow it."""
         from alerts.routing import Router
 
         self.model.router = Router(cfg)
@@ -388,7 +386,6 @@ class Board(mode.Service):
             self.model.inhibitor.set_rules(rules_from(cfg))
             self.model.sources_changed = True
         self.model.version += 1  # pushed to the pages
-        return True
 
     @mode.Service.task
     async def _push(self) -> None:

@@ -307,7 +307,7 @@ def _silences_serve(args) -> int:
     from core.settings import Settings
     from core.shutdown import on_stop
     from core.telemetry import serve_for
-    from streams.alerting import POLL_EVERY, AlertsView, RoutingFile, SilenceBook
+    from streams.alerting import AlertsView, RoutingFile, SilenceBook
 
     try:
         routing = RoutingFile(_routing_path(args))  # followed: a new version that validates is served
@@ -349,13 +349,11 @@ def _silences_serve(args) -> int:
                               "alerts": lambda: (view.caught_up.is_set(), "alert-groups read to its end")})
             stop = asyncio.Event()
             on_stop(stop.set, settings.shutdown_timeout, "kubesight silences serve", asyncio.get_running_loop())
-            while not stop.is_set():
-                try:
-                    await asyncio.wait_for(stop.wait(), POLL_EVERY)
-                except TimeoutError:
-                    new = routing.poll()
-                    if new is not None:
-                        view.alerts.reconfigure(new)
+            follow = asyncio.ensure_future(routing.follow(view.alerts.reconfigure))
+            try:
+                await stop.wait()
+            finally:
+                follow.cancel()
         finally:
             await runner.cleanup()
             await view.stop()

@@ -191,10 +191,11 @@ def test_the_board_follows_the_routing_file(tmp_path):
     path.write_text(BEFORE)
     board = Board(Settings(routing=str(path)), "127.0.0.1:1")
     labels = pod_alert().labels
-    assert board.model.receivers(labels) == ["team-a"] and not board.follow_routing()
+    assert board.model.receivers(labels) == ["team-a"] and board.routing.poll() is None
     path.write_text(AFTER)
     os.utime(path, ns=(1, 1))
-    assert board.follow_routing() and board.model.receivers(labels) == ["team-b"]
+    board.take_routing(board.routing.poll())
+    assert board.model.receivers(labels) == ["team-b"]
 
 
 def test_post_reload_as_alertmanager_answers_it(tmp_path):
