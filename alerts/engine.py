@@ -146,9 +146,7 @@ class Engine:
             now = [g.key for g in groups]
             out += [(g, d) for g in groups]
             out += [(grouping.Group.leaving(k), d) for k in entry.get("g", ()) if k not in now]
-            if entry.get("g") != now:
-                entry["g"] = now
-                state[key] = entry
+            _note_groups(state, key, entry, now)
         state[ROUTED] = self.cfg.digest
         return out
 
@@ -171,10 +169,7 @@ class Engine:
             return []
         pairs = self._groups(passed)
         if entry is not None:  # firing: where it went, so a reload that sends it elsewhere can take it out (reroute)
-            keys = [g.key for g, _ in pairs]
-            if entry.get("g") != keys:
-                entry["g"] = keys
-                state[key] = entry
+            _note_groups(state, key, entry, [g.key for g, _ in pairs])
         return pairs
 
     def expire(self, state, now: float) -> list[tuple[grouping.Group, Alert]]:
@@ -279,6 +274,13 @@ class Engine:
             self.inhibitor.observe(a.labels, a.status)
             self.group(g, a, state, now)
         return self.flush_due(state, now)
+
+
+def _note_groups(state, key: str, entry: dict, group_keys: list[str]) -> None:
+    """Note in an alert's lifecycle entry the groups routing sent it to (``g``), writing the entry only if it changed."""
+    if entry.get("g") != group_keys:
+        entry["g"] = group_keys
+        state[key] = entry
 
 
 def to_grouped(group: grouping.Group, alert: Alert) -> Alert:

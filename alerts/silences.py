@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 import orjson
@@ -142,14 +142,13 @@ _NAME = r"^[A-Za-z0-9._-]+$"
 
 
 def _when(v) -> float:
-    """A time in a silences file: RFC 3339 text, or what YAML made of an unquoted one (a datetime)."""
-    if isinstance(v, datetime):
-        return (v if v.tzinfo else v.replace(tzinfo=UTC)).timestamp()
-    if isinstance(v, str):
-        try:
+    """A time in a silences file: RFC 3339 text, or what YAML made of an unquoted one (``parse_time`` takes both;
+    an epoch number is refused here: a file says when in words)."""
+    try:
+        if isinstance(v, str | datetime):
             return parse_time(v)
-        except (RecordError, ValueError):
-            pass
+    except (RecordError, ValueError):
+        pass
     raise ValueError(f"invalid time {v!r} (use RFC 3339, e.g. 2026-12-01T22:00:00Z)")
 
 

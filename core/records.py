@@ -42,15 +42,20 @@ class RecordError(ValueError):
 
 
 def parse_time(value) -> float:
-    """RFC 3339 / ISO 8601 string (or epoch number) -> float epoch seconds, UTC.
+    """RFC 3339 / ISO 8601 string (or epoch number, or a ``datetime``: what YAML makes of an unquoted time; naive
+    is UTC) -> float epoch seconds, UTC.
 
     >>> parse_time("2021-08-03T10:00:00Z")
     1627984800.0
     >>> parse_time("2021-08-03T10:00:00.250+00:00")
     1627984800.25
+    >>> parse_time(datetime(2021, 8, 3, 10))
+    1627984800.0
     """
     if type(value) is str:
         return _parse_iso(value)
+    if type(value) is datetime:
+        return _seconds(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     raise RecordError(f"invalid time {value!r} (use RFC 3339, e.g. 2021-08-03T10:00:00Z)")
