@@ -53,7 +53,7 @@ def _url(v: str) -> str:
 def _template(v: str) -> str:
     from alerts.payload import MessageTemplate
 
-    if "{{" in v:
+    if gotemplate.is_go(v):
         return v  # an Alertmanager Go template: the loader checks it with Alertmanager's parser (alerts.gotemplate)
     MessageTemplate(v)  # raises ValueError naming the unknown field
     return v
@@ -880,7 +880,7 @@ def _modernise(doc: Document) -> list[str]:
         for kind in set(TEMPLATED) | set(PLAIN):
             for j, c in enumerate(r.get(kind) or []):
                 for key in TEMPLATED.get(kind, ()) + PLAIN.get(kind, ()):
-                    if isinstance(c, dict) and isinstance(c.get(key), str) and "{{" in c[key]:
+                    if isinstance(c, dict) and gotemplate.is_go(c.get(key)):
                         if go and key in TEMPLATED.get(kind, ()):
                             continue  # run by Alertmanager's template package (checked in _go_templates)
                         c.pop(key)
