@@ -1,4 +1,4 @@
-"""The six conditions as pure functions over a small JSON state ``c``: update, holds, deadline, value.
+"""The seven conditions as pure functions over a small JSON state ``c``: update, holds, deadline, value.
 
 Each condition keeps only what it needs (the last N event times, the points of one window,
 a detector and its recent scores), so a group's state stays small and bounded.
@@ -139,6 +139,58 @@ def th_holds(cond, c: dict, t: float, active: bool, stale: float) -> bool:
         return False
     level = cond.resolve if active and cond.resolve is not None else cond.value
     return _CMP[cond.op](v, level)
+
+
+# ---------------------------------------------------------------- burn_rate
+
+BURN_BUCKETS = 12  # per window: its mean covers the last 11 whole buckets and the current one (11/12..1 of it)
+
+
+def burn_windows(cond) -> list[float]:
+    """The distinct window lengths of a burn-rate condition, shortest first (one bucket ring each in ``c["b"]``)."""
+    return sorted({w for p in cond.windows for w in (p.long, p.short)})
+
+
+def br_update(cond, c: dict, t: float, s) -> None:
+    """Add one point of the error ratio to every window's ring of ``BURN_BUCKETS`` time buckets.
+
+    Bounded state whatever the window (3 days of 30 s scrapes are 8,640 points; here at most 12 buckets of
+    ``[index, sum, count]`` per distinct window).  Means are over time, each point weighing the same: the
+    error ratio over the window when the request rate is steady (PromQL's ``sum(rate(errors[1h])) /
+    sum(rate(total[1h]))`` weighs by requests instead).  ``v`` is the burn rate (mean ratio / budget) of the
+    pair nearest to firing (the lower of its two means), ``r`` how near: above 1 it holds.
+    """
+    x = s.value
+    if x != x or s.time < c.get("lt", -math.inf):
+        return  # NaN (no requests) or out of order: ignored
+    wins = burn_windows(cond)
+    rings = c.get("b")
+    if rings is None or len(rings) != len(wins):
+        rings = c["b"] = [[] for _ in wins]
+    means = {}
+    for w, ring in zip(wins, rings, strict=True):
+        k = int(s.time // (w / BURN_BUCKETS))
+        if ring and ring[-1][0] == k:
+            ring[-1][1] += x
+            ring[-1][2] += 1
+        else:
+            ring.append([k, x, 1])
+            while ring[0][0] <= k - BURN_BUCKETS:
+                del ring[0]
+        means[w] = sum(b[1] for b in ring) / sum(b[2] for b in ring)  # the ring holds this window's buckets only
+    budget = 1.0 - cond.objective
+    best = None
+    for p in cond.windows:
+        low = min(means[p.long], means[p.short])
+        r = low / (budget * p.factor)
+        if best is None or r > best[0]:
+            best = (r, low / budget)
+    c["r"], c["v"] = best
+    c["lt"] = s.time
+
+
+def br_holds(cond, c: dict, t: float, active: bool, stale: float) -> bool:
+    return "lt" in c and t < c["lt"] + stale and c["r"] > 1.0
 
 
 # ---------------------------------------------------------------- absent

@@ -512,6 +512,8 @@ class Engine:
             c = st["c"]
             if ct == "threshold":
                 C.th_update(rule.cond, c, te, s)
+            elif ct == "burn_rate":
+                C.br_update(rule.cond, c, te, s)
             elif ct == "anomaly":
                 C.an_update(rule.cond, c, te, s, c["det"])
             elif vector:
@@ -588,6 +590,8 @@ class Engine:
             return C.st_holds(rule.cond, c, t, active)
         if ct == "threshold":
             return C.th_holds(rule.cond, c, t, active, rule.stale_after)
+        if ct == "burn_rate":
+            return C.br_holds(rule.cond, c, t, active, rule.stale_after)
         if ct == "absent":
             return C.ab_holds(rule.cond, c, t, active)
         return C.an_holds(rule.cond, c, t, active, rule.stale_after)
@@ -626,6 +630,8 @@ class Engine:
             return C.st_empty(rule.cond, c, t)
         if ct == "threshold":
             return "lt" not in c or not rule.cond.window or t >= c["lt"] + rule.stale_after
+        if ct == "burn_rate":  # its windows' history is the state: dropped only once the series went stale
+            return "lt" not in c or t >= c["lt"] + rule.stale_after
         if ct == "absent":
             return bool(rule.cond.forget) and "lt" in c and t >= c["lt"] + rule.cond.forget
         return False

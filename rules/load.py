@@ -25,6 +25,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from core import yamlconfig
+from core.durations import format_duration
 from core.records import SOURCES
 from core.yamlconfig import ConfigError, Document, raise_for, shown
 from rules import schema
@@ -33,7 +34,7 @@ from rules.ruleset import CompiledRule, PackInfo, RuleSet
 DEFAULT_PACK = Path(__file__).resolve().parent / "packs" / "default"  # the default rule packs
 
 EVENT_CONDITIONS = ("event_count", "state")
-SAMPLE_CONDITIONS = ("threshold", "anomaly", "anomaly_vector")
+SAMPLE_CONDITIONS = ("threshold", "burn_rate", "anomaly", "anomaly_vector")
 RESERVED_LABELS = ("alertname", "severity")
 
 
@@ -108,6 +109,11 @@ def _check_pack(pack: schema.RulePack, errs: Document, registry) -> None:
                          f"must be {side} value ({c.value:g}) for op \"{c.op}\" (it is the level that clears the alert)")
         if c.type in ("threshold",) and c.agg in ("rate", "increase") and not c.window:
             errs.error(loc + ("condition", "window"), f"required for agg {c.agg} (e.g. 5m)")
+        if c.type == "burn_rate":
+            for j, w in enumerate(c.windows):
+                if w.short >= w.long:
+                    errs.error(loc + ("condition", "windows", j, "short"),
+                               f"must be shorter than long ({format_duration(w.long)}): it says the burn is still going on")
         if c.type == "absent" and c.forget and c.forget <= c.after:
             errs.error(loc + ("condition", "forget"), "must be longer than after (or 0: never forget)")
         if c.type in ("anomaly", "anomaly_vector"):

@@ -13,7 +13,7 @@ from rules.template import Template
 
 API_VERSION = "kubesight.io/v1"
 SEVERITIES = ("critical", "warning", "info")
-CONDITIONS = ("event_count", "state", "threshold", "absent", "anomaly", "anomaly_vector")
+CONDITIONS = ("event_count", "state", "threshold", "burn_rate", "absent", "anomaly", "anomaly_vector")
 _NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _PACK = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
 
@@ -132,6 +132,27 @@ class Threshold(_Base):
     stale_after: Duration | None = None
 
 
+class BurnWindow(_Base):
+    """One window pair of a burn-rate condition: the budget burns ``factor`` times too fast over both."""
+
+    long: Duration
+    short: Duration
+    factor: float = Field(gt=0.0)
+
+
+class BurnRate(_Base):
+    """Multi-window, multi-burn-rate error-budget alert (the SRE workbook's, kubernetes-mixin's
+    KubeAPIErrorBudgetBurn) on a series that is an error ratio (0..1): it holds while, for some pair of
+    ``windows``, the ratio's mean over ``long`` *and* over ``short`` both exceed ``factor`` x (1 - ``objective``).
+    The long window says the burn matters, the short one that it is still going on (so the alert clears
+    minutes after the errors stop, not hours).  Means are over time (see ``rules.conditions.br_update``)."""
+
+    type: Literal["burn_rate"]
+    objective: float = Field(gt=0.0, lt=1.0)
+    windows: Annotated[list[BurnWindow], Field(min_length=1, max_length=8)]
+    stale_after: Duration | None = None
+
+
 class Absent(_Base):
     """A signal seen before that has not been seen for ``after``; after ``forget`` of silence (if set)
     the signal counts as gone for good: the alert resolves and its state is dropped."""
@@ -173,7 +194,8 @@ class AnomalyVector(_Base):
     stale_after: Duration | None = None
 
 
-Condition = Annotated[EventCount | State | Threshold | Absent | Anomaly | AnomalyVector, Field(discriminator="type")]
+Condition = Annotated[EventCount | State | Threshold | BurnRate | Absent | Anomaly | AnomalyVector,
+                      Field(discriminator="type")]
 
 
 # ---------------------------------------------------------------- what a rule does to its Node (opt-in)

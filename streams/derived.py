@@ -116,6 +116,10 @@ SIGNALS = (
     Signal("apiserver_5xx_ratio", "ratio", (("apiserver_request_total", "den", None),
                                              ("apiserver_request_total", "num", _is_5xx)),
            by=("cluster", "instance", "verb"), rate=True, no_num_is_zero=True),
+    # the cluster's availability as its error budget sees it: every verb together (burn-rate rules)
+    Signal("apiserver_error_ratio", "ratio", (("apiserver_request_total", "den", None),
+                                              ("apiserver_request_total", "num", _is_5xx)),
+           by=("cluster",), rate=True, no_num_is_zero=True),
     Signal("apiserver_p99_latency_seconds", "quantile",
            (("apiserver_request_duration_seconds_bucket", "le", _not_long_running),),
            by=("cluster", "instance", "verb", "resource"), rate=True),

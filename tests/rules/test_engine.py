@@ -167,6 +167,49 @@ def test_threshold_goes_stale_when_the_series_stops(tmp_path):
     assert out == [("firing", "Down", 0.0, None), ("resolved", "Down", 0.0, 360.0)]
 
 
+BURN = """\
+    - alert: Burn
+      match: {metric: err}
+      condition:
+        type: burn_rate
+        objective: 0.99
+        windows: [{long: 1h, short: 5m, factor: 10}]
+    """
+
+
+def test_burn_rate_needs_both_windows_and_keeps_bounded_state(tmp_path):
+    eng = Engine(ruleset(tmp_path, BURN))
+    # 40 min at a 0.5% error ratio (half the budget), then 20% errors for 3 min, then none
+    vals = [0.005] * 40 + [0.2] * 3 + [0.0] * 20
+    out, state = run(eng, [sm(i * 60, v, "err") for i, v in enumerate(vals)])
+    # at 42 min the 5m mean is 0.122 (> 0.1: the short window alone would fire) but the 1h mean is 0.019
+    assert out == []
+    (st,) = [v for k, v in state.items() if k.startswith("rule|Burn")]
+    # at most 12 buckets per window whatever the history: 5m (25 s buckets, one point a minute) and 1h (5 min)
+    assert [len(ring) for ring in st["c"]["b"]] == [5, 12]
+    assert st["c"]["r"] < 1.0
+
+
+def test_burn_rate_fires_on_a_sustained_burn_and_resolves_minutes_after_it_stops(tmp_path):
+    eng = Engine(ruleset(tmp_path, BURN))
+    vals = [0.2] * 30 + [0.0] * 10  # 20x the budget for 30 min, then clean
+    out, _ = run(eng, [sm(i * 60, v, "err") for i, v in enumerate(vals)])
+    # fires on the first point (both means 0.2 > 0.1).  The 5m mean covers the last 12 buckets of 25 s: at 32 min
+    # the points of 28..32 min (0.2, 0.2, 0, 0, 0) -> 0.08, below 0.1; the 1h mean (0.18) alone keeps nothing firing
+    assert out == [("firing", "Burn", 0.0, None), ("resolved", "Burn", 0.0, 32 * 60.0)]
+
+
+def test_burn_rate_goes_stale_and_ignores_nan_and_late_points(tmp_path):
+    eng = Engine(ruleset(tmp_path, BURN, extra="defaults: {stale_after: 5m}\n"))
+    state: dict = {}
+    got = []
+    for s in (sm(0, 0.5, "err"), sm(60, 0.5, "err"), sm(120, float("nan"), "err"), sm(30, 0.0, "err")):
+        got += eng.process(s, state)  # the NaN (no requests) and the point older than the last are ignored
+    got += eng.tick(1000, state)
+    assert [(a.status, a.startsAt, a.endsAt) for a in got] == [("firing", 0.0, None), ("resolved", 0.0, 360.0)]
+    assert not any(k.startswith("rule|Burn") for k in state)  # stale and inactive: its state goes
+
+
 def test_rate_survives_a_counter_reset(tmp_path):
     eng = Engine(ruleset(tmp_path, """\
         - alert: Errors

@@ -90,7 +90,8 @@ def test_unknown_condition_type(tmp_path):
           match: {metric: up}
           condition: {type: treshold, op: "<", value: 1}
         """)
-    assert got == ["p.yaml:7: rules[0].condition.type: expected 'event_count', 'state', 'threshold', 'absent', "
+    assert got == ["p.yaml:7: rules[0].condition.type: expected 'event_count', 'state', 'threshold', 'burn_rate', "
+                   "'absent', "
                    "'anomaly' or 'anomaly_vector', got \"treshold\" (did you mean \"threshold\"?)"]
 
 
@@ -101,7 +102,7 @@ def test_condition_type_missing(tmp_path):
           condition: {op: "<", value: 1}
         """)
     assert got == ["p.yaml:7: rules[0].condition.type: required key missing "
-                   "(expected 'event_count', 'state', 'threshold', 'absent', 'anomaly' or 'anomaly_vector')"]
+                   "(expected 'event_count', 'state', 'threshold', 'burn_rate', 'absent', 'anomaly' or 'anomaly_vector')"]
 
 
 def test_wrong_type(tmp_path):
@@ -311,6 +312,29 @@ def test_rate_needs_window(tmp_path):
           condition: {type: threshold, op: ">", value: 1, agg: rate}
         """)
     assert got == ["p.yaml:7: rules[0].condition.window: required for agg rate (e.g. 5m)"]
+
+
+def test_burn_rate_short_window_must_be_shorter(tmp_path):
+    got = one_rule(tmp_path, """\
+        - alert: A
+          match: {metric: err}
+          condition:
+            type: burn_rate
+            objective: 0.99
+            windows: [{long: 1h, short: 5m, factor: 14.4}, {long: 30m, short: 1h, factor: 6}]
+        """)
+    assert got == ["p.yaml:10: rules[0].condition.windows[1].short: must be shorter than long (30m): "
+                   "it says the burn is still going on"]
+
+
+def test_burn_rate_objective_and_windows_bounds(tmp_path):
+    got = one_rule(tmp_path, """\
+        - alert: A
+          match: {metric: err}
+          condition: {type: burn_rate, objective: 1, windows: []}
+        """)
+    assert got == ["p.yaml:7: rules[0].condition.objective: must be < 1.0, got 1",
+                   "p.yaml:7: rules[0].condition.windows: must not be empty"]
 
 
 ANOMALY_HEAD = "detectors:\n  latency: {type: zscore, params: {warmup: 30}}\n"

@@ -92,6 +92,10 @@ def test_apiserver_rate_ratio_and_p99_across_a_reset(pages):
     assert ratio[key + (("verb", "GET"),)] == (1030.0, pytest.approx(11 / get))
     assert ratio[key + (("verb", "LIST"),)] == (1030.0, 0.0)  # no 5xx series for LIST: none happened
     assert len(ratio) == 9  # every verb seen: APPLY CONNECT DELETE GET LIST PATCH POST PUT WATCH
+    # the cluster's error ratio, every verb together (what the burn-rate rules read): 11 of 1873 requests
+    errors = sum(v for lab, v in req if lab["code"].startswith("5"))
+    assert errors == 11
+    assert ps.latest("apiserver_error_ratio") == {(("cluster", "ack-1"),): (1030.0, pytest.approx(11 / total))}
     # p99 per verb and resource from the page's buckets (rates scale, quantiles don't)
     buckets: dict[tuple, dict[float, float]] = {}
     for n, lab, v, _ in pts:
