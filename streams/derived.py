@@ -85,6 +85,19 @@ def _label_is(name: str, value: str) -> Callable[[dict], bool]:
     return lambda labels: labels.get(name) == value
 
 
+# the gRPC codes etcd-mixin counts as failures (a client's Canceled or NotFound is not the server failing)
+_GRPC_FAILURES = frozenset(("Unknown", "FailedPrecondition", "ResourceExhausted", "Internal", "Unavailable",
+                            "DataLoss", "DeadlineExceeded"))
+
+
+def _etcd(labels: dict) -> bool:
+    return "etcd" in labels.get("job", "")  # other gRPC servers export grpc_server_handled_total too
+
+
+def _etcd_grpc_failure(labels: dict) -> bool:
+    return labels.get("grpc_code") in _GRPC_FAILURES and _etcd(labels)
+
+
 def _real_container(labels: dict) -> bool:
     return labels.get("container", "") not in ("", "POD")
 
@@ -127,6 +140,9 @@ SIGNALS = (
            rate=True),
     Signal("etcd_commit_p99_seconds", "quantile",
            (("etcd_disk_backend_commit_duration_seconds_bucket", "le", None),), rate=True),
+    Signal("etcd_grpc_failed_ratio", "ratio", (("grpc_server_handled_total", "den", _etcd),
+                                               ("grpc_server_handled_total", "num", _etcd_grpc_failure)),
+           by=("cluster", "instance", "grpc_service", "grpc_method"), rate=True, no_num_is_zero=True),
     Signal("etcd_db_quota_used_ratio", "ratio", (("etcd_mvcc_db_total_size_in_bytes", "num", None),
                                                   ("etcd_server_quota_backend_bytes", "den", None))),
     Signal("gpu_xid_errors", "xid_changes", (("DCGM_FI_DEV_XID_ERRORS", "x", None),), by=()),

@@ -135,6 +135,31 @@ def test_etcd_fsync_and_commit_p99_and_db_quota_ratio(pages):
     assert ps.latest("scheduler_pending_pods") == {}
 
 
+def test_etcd_grpc_failed_ratio_counts_etcd_mixins_failure_codes_only(pages):
+    unavailable = 'grpc_server_handled_total{grpc_code="Unavailable",grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"}'
+    assert unavailable + " 0\n" in pages["etcd"]  # the page exports every code, at 0 here
+    later = pages["etcd"].replace(unavailable + " 0\n", unavailable + " 15\n")  # 15 Range calls fail meanwhile
+    other = [Sample("grpc_server_handled_total", v, t, {"grpc_code": "Internal", "grpc_method": "Get",
+                                                        "grpc_service": "shop.Cart", "job": "cart", "instance": "cart:9000"})
+             for t, v in ((1000.0, 0.0), (1030.0, 50.0))]  # another gRPC server's failures: not etcd's
+    ps = Partitions()
+    ps.feed(_scrape(pages["etcd"], 1000.0, "etcd") + other[:1])
+    ps.feed(_scrape(later, 1030.0, "etcd", factor=2) + other[1:])
+    ps.feed(_scrape(pages["sched"], 1040.0, "scheduler"))
+    got = ps.latest("etcd_grpc_failed_ratio")
+
+    def key(service, method):
+        return (("cluster", "ack-1"), ("grpc_method", method), ("grpc_service", service), ("instance", "etcd:443"))
+
+    # the later page has every counter doubled: Range got 1383 more OK calls and 2 x 15 = 30 Unavailable in 30 s
+    assert got[key("etcdserverpb.KV", "Range")] == (1030.0, pytest.approx(30 / 1413))
+    # Watch's one Canceled call is the client's doing, not a failure; Txn had none
+    assert got[key("etcdserverpb.Watch", "Watch")] == (1030.0, 0.0)
+    assert got[key("etcdserverpb.KV", "Txn")] == (1030.0, 0.0)
+    # only the methods that were called (no requests: no ratio), and only etcd's
+    assert len(got) == 5 and {dict(k)["instance"] for k in got} == {"etcd:443"}
+
+
 def test_node_container_and_kube_state_ratios(data_dir):
     node = (data_dir / "node-exporter-fixtures/e2e-output.txt").read_text()
     cad = (data_dir / "nri-kubernetes-testdata/1_35/kubelet/metrics/cadvisor").read_text()
