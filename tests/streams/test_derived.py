@@ -160,6 +160,31 @@ def test_etcd_grpc_failed_ratio_counts_etcd_mixins_failure_codes_only(pages):
     assert len(got) == 5 and {dict(k)["instance"] for k in got} == {"etcd:443"}
 
 
+def test_admission_webhook_p99_and_coredns_request_rate():
+    """Series no recorded page here has (an admission webhook's latency histogram, CoreDNS' query counter)."""
+    hook = {"name": "policy.example.com", "type": "validating", "operation": "CREATE", "rejected": "false",
+            "job": "apiserver", "instance": "10.0.0.1:6443", "cluster": "c1"}
+    dns = {"job": "coredns", "instance": "10.0.0.5:9153", "cluster": "c1", "server": "dns://:53", "zone": "."}
+
+    def scrape(t, n):  # n webhook calls so far, 90 % within 0.5 s, the rest within 2.5 s; CoreDNS A and AAAA queries
+        out = [Sample("apiserver_admission_webhook_admission_duration_seconds_bucket", v, t, {**hook, "le": le})
+               for le, v in (("0.5", 0.9 * n), ("2.5", n), ("+Inf", n))]
+        out += [Sample("coredns_dns_requests_total", q, t, {**dns, "type": typ}) for typ, q in (("A", 3 * n), ("AAAA", n))]
+        return out
+
+    ps = Partitions()
+    ps.feed(scrape(1000.0, 100))
+    ps.feed(scrape(1030.0, 400))
+    ps.feed([Sample("up", 1, 1040.0, {"job": "x", "instance": str(i)}) for i in range(16)])  # every partition's
+    # watermark past the settle time
+    key = (("cluster", "c1"), ("instance", "10.0.0.1:6443"), ("name", "policy.example.com"), ("operation", "CREATE"),
+           ("type", "validating"))
+    # 300 calls: rank 297 falls in (0.5, 2.5] holding calls 270..300 -> 0.5 + 2 * 27 / 30
+    assert ps.latest("apiserver_webhook_p99_latency_seconds") == {key: (1030.0, pytest.approx(0.5 + 2 * 27 / 30))}
+    # (900 + 300) more queries over 30 s, A and AAAA together
+    assert ps.latest("coredns_request_rate") == {(("cluster", "c1"), ("instance", "10.0.0.5:9153")): (1030.0, 40.0)}
+
+
 def test_node_container_and_kube_state_ratios(data_dir):
     node = (data_dir / "node-exporter-fixtures/e2e-output.txt").read_text()
     cad = (data_dir / "nri-kubernetes-testdata/1_35/kubelet/metrics/cadvisor").read_text()
