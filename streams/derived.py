@@ -72,9 +72,17 @@ def short(series: str) -> str:
     return hashlib.blake2b(series.encode(), digest_size=8).hexdigest()
 
 
-def _is_5xx(labels: dict) -> bool:
-    c = labels.get("code", "")
-    return len(c) == 3 and c[0] == "5" and c.isdigit()
+def _http_5xx(label: str) -> Callable[[dict], bool]:
+    """Whether the HTTP status in ``label`` is a 5xx (the apiserver calls it ``code``, ingress-nginx ``status``)."""
+
+    def is_5xx(labels: dict) -> bool:
+        c = labels.get(label, "")
+        return len(c) == 3 and c[0] == "5" and c.isdigit()
+
+    return is_5xx
+
+
+_is_5xx = _http_5xx("code")
 
 
 def _not_long_running(labels: dict) -> bool:
@@ -110,7 +118,8 @@ class Signal:
     contributes its value -- or, with ``rate``, its per-second rate -- as ``part`` (``num``,
     ``den``, ``x``; quantiles use the series' ``le``).  ``kind``: ``sum`` of ``x``; ``ratio``
     = sum(num) / sum(den) (``1 - ratio`` with ``complement``); ``difference`` = sum(num) -
-    sum(den); ``quantile`` over the summed buckets; ``xid_changes`` is per series (no re-keying).
+    sum(den); ``quantile`` over the summed buckets; ``xid_changes`` and ``until`` (a gauge holding a Unix time,
+    as the seconds from the sample's time to it: a certificate's expiry) are per series (no re-keying).
     """
 
     name: str
@@ -140,6 +149,11 @@ SIGNALS = (
            (("apiserver_admission_webhook_admission_duration_seconds_bucket", "le", None),),
            by=("cluster", "instance", "name", "type", "operation"), rate=True),
     Signal("coredns_request_rate", "sum", (("coredns_dns_requests_total", "x", None),), rate=True),
+    Signal("ingress_5xx_ratio", "ratio", (("nginx_ingress_controller_requests", "den", None),
+                                          ("nginx_ingress_controller_requests", "num", _http_5xx("status"))),
+           by=("cluster", "namespace", "ingress"), rate=True, no_num_is_zero=True),
+    Signal("ingress_certificate_expiry_seconds", "until", (("nginx_ingress_controller_ssl_expire_time_seconds", "x", None),),
+           by=("cluster", "namespace", "ingress", "host", "secret_name")),
     Signal("etcd_fsync_p99_seconds", "quantile", (("etcd_disk_wal_fsync_duration_seconds_bucket", "le", None),),
            rate=True),
     Signal("etcd_commit_p99_seconds", "quantile",
@@ -275,6 +289,10 @@ class Derived:
                 continue
             if sig.kind == "xid_changes":
                 self._xid(sig, series, rec, state, emit)
+                continue
+            if sig.kind == "until":  # per series, no state: a timestamp gauge as the seconds left until it
+                d = Sample(sig.name, rec.value - rec.time, rec.time, {**self._out_labels(sig, labels), MARK: "derived"})
+                emit("samples", d.key(), encode(d))
                 continue
             value = rate if sig.rate else rec.value
             if value is None or value != value:

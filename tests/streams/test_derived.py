@@ -185,6 +185,29 @@ def test_admission_webhook_p99_and_coredns_request_rate():
     assert ps.latest("coredns_request_rate") == {(("cluster", "c1"), ("instance", "10.0.0.5:9153")): (1030.0, 40.0)}
 
 
+def test_ingress_error_ratio_and_certificate_expiry():
+    """ingress-nginx's series (no recorded page here has them): 5xx share per ingress, seconds left on a certificate."""
+    base = {"job": "ingress-nginx", "instance": "10.0.0.9:10254", "cluster": "c1", "namespace": "shop",
+            "ingress": "storefront", "controller_class": "k8s.io/ingress-nginx", "method": "GET"}
+
+    def scrape(t, ok, bad):
+        return [Sample("nginx_ingress_controller_requests", ok, t, {**base, "status": "200"}),
+                Sample("nginx_ingress_controller_requests", bad, t, {**base, "status": "503"}),
+                Sample("nginx_ingress_controller_requests", 7.0, t, {**base, "status": "404"}),  # not a server error
+                Sample("nginx_ingress_controller_ssl_expire_time_seconds", 1_000_000.0 + 86400 * 3, t,
+                       {**base, "host": "shop.example.com", "secret_name": "shop-tls"})]
+
+    ps = Partitions()
+    ps.feed(scrape(1_000_000.0, 1000.0, 10.0))
+    ps.feed(scrape(1_000_030.0, 1180.0, 30.0))
+    ps.feed([Sample("up", 1, 1_000_040.0, {"job": "x", "instance": str(i)}) for i in range(16)])
+    key = (("cluster", "c1"), ("ingress", "storefront"), ("namespace", "shop"))
+    assert ps.latest("ingress_5xx_ratio") == {key: (1_000_030.0, pytest.approx(20 / 200))}  # 404s count as requests
+    cert = tuple(sorted(key + (("host", "shop.example.com"), ("secret_name", "shop-tls"))))
+    # per series, at once (no second point needed): 3 days from the first scrape, 30 s less at the second
+    assert ps.latest("ingress_certificate_expiry_seconds") == {cert: (1_000_030.0, 86400 * 3 - 30.0)}
+
+
 def test_node_container_and_kube_state_ratios(data_dir):
     node = (data_dir / "node-exporter-fixtures/e2e-output.txt").read_text()
     cad = (data_dir / "nri-kubernetes-testdata/1_35/kubelet/metrics/cadvisor").read_text()
