@@ -235,6 +235,16 @@ def test_node_container_and_kube_state_ratios(data_dir):
     assert quota[qk] == (1000.0, 0.0) and len(quota) == 13  # the 1040 round waits for a later watermark
     sts = ps.latest("kube_statefulset_status_replicas_unavailable")
     assert sts == {(("cluster", "ack-1"), ("namespace", "scraper"), ("statefulset", "e2e-statefulset")): (1000.0, 0.0)}
+    # the recorded HPA wants 0 replicas (it has no metrics) and has 1
+    hpa = ps.latest("kube_hpa_replicas_mismatch")
+    assert hpa == {(("cluster", "ack-1"), ("horizontalpodautoscaler", "e2e-hpa"), ("namespace", "scraper")): (1000.0, -1.0)}
+    # no PodDisruptionBudget on the page; one built after kube-state-metrics' series: 3 healthy wanted, 2 healthy
+    pdb = {"job": "ksm", "instance": "ksm:443", "cluster": "ack-1", "namespace": "shop", "poddisruptionbudget": "cart"}
+    ps.feed([Sample("kube_poddisruptionbudget_status_desired_healthy", 3, 1100.0, pdb),
+             Sample("kube_poddisruptionbudget_status_current_healthy", 2, 1100.0, pdb)])
+    ps.feed([Sample("up", 1, 1110.0, {"job": "x", "instance": str(i)}) for i in range(16)])
+    assert ps.latest("kube_pdb_healthy_shortfall") == {
+        (("cluster", "ack-1"), ("namespace", "shop"), ("poddisruptionbudget", "cart")): (1100.0, 1.0)}
 
 
 def test_gpu_xid_errors_counts_new_codes_in_the_window(data_dir):
