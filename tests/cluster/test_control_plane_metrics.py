@@ -33,7 +33,9 @@ PACK = REPO / "rules" / "packs" / "default" / "control-plane.yaml"
 JOBS = {"kube-apiserver": "apiserver", "etcd": "etcd", "kube-scheduler": "scheduler",
         "kube-controller-manager": "controller-manager"}
 # rule inputs no component of this cluster can export: CoreDNS is not part of it (kube-dns is an add-on)
-NOT_RUN_HERE = {"CoreDNSDown", "CoreDNSPanic"}
+# not run by the local control plane: CoreDNS; and no admission webhook is registered, so the apiserver has no series
+# of its webhook latency histogram (a labelled histogram appears once observed)
+NOT_RUN_HERE = {"CoreDNSDown", "CoreDNSPanic", "CoreDNSNoRequests", "KubeAPIAdmissionWebhookSlow"}
 # Rules whose input never appears in real 1.34 output: bugs in the rule or the derivation (see the
 # report of issue 12). Empty is the goal; the test fails when this list and reality disagree.
 KNOWN_MISSING: dict[str, str] = {}
