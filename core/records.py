@@ -29,7 +29,7 @@ import msgspec
 import orjson
 
 VERSION = 1
-SOURCES = ("k8s", "k8s-state", "kernel", "cloud", "controlplane", "metrics")
+SOURCES = ("k8s", "k8s-state", "k8s-audit", "kernel", "cloud", "controlplane", "metrics")
 SEVERITIES = ("critical", "warning", "info", "none")
 _INF = float("inf")
 

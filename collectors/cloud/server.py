@@ -1,4 +1,5 @@
-"""The intake's HTTP server (aiohttp): ``POST /events`` -> Kafka, ``GET /healthz``, ``GET /metrics``.
+"""The intake's HTTP server (aiohttp): ``POST /events`` (cloud events) and ``POST /audit`` (kube-apiserver audit
+events from its webhook backend, ``collectors.kubernetes.audit``) -> Kafka, ``GET /healthz``, ``GET /metrics``.
 
 Answers, in the order they are decided:
 
@@ -25,6 +26,7 @@ from collectors.cloud.auth import Auth
 from collectors.cloud.event import PayloadError, attach_node
 from collectors.cloud.intake import parse
 from collectors.cloud.nodes import NodeMap
+from collectors.kubernetes.audit import events_from_audit
 
 log = logging.getLogger("kubesight.cloud")
 ORIGIN = "collector/cloud"
@@ -35,61 +37,78 @@ def _json(status: int, body: dict, **headers) -> web.Response:
     return web.json_response(body, status=status, headers=headers or None)
 
 
-async def _events(request: web.Request) -> web.Response:
-    cfg = request.app[CONFIG]
-    auth: Auth = cfg["auth"]
-    requests = cfg["requests"]
-    if not auth.presented(request.headers):
-        requests.labels("401").inc()
-        return _json(401, {"error": "unauthorized"}, **{"WWW-Authenticate": "Bearer"})
-    if request.content_length is not None and request.content_length > cfg["max_body"]:
-        requests.labels("413").inc()
-        return _json(413, {"error": f"body larger than {cfg['max_body']} bytes"})
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        requests.labels("413").inc()
-        return _json(413, {"error": f"body larger than {cfg['max_body']} bytes"})
-    if not auth.check(request.headers, body):
-        requests.labels("401").inc()
-        return _json(401, {"error": "unauthorized"}, **{"WWW-Authenticate": "Bearer"})
-    sink, nodes, timeout = cfg["sink"], cfg["nodes"], cfg["kafka_timeout"]
+async def _cloud(body: bytes, request: web.Request, cfg: dict) -> list:
+    """Cloud events (JSON, CloudEvents, provider payloads), pointed at their nodes."""
+    nodes = cfg["nodes"]
     if nodes.due(missing=False):
         await asyncio.to_thread(nodes.relist, False)
-    try:
-        events = parse(body, headers=request.headers, instance=request.query.get("instance"),
-                       nodes=nodes.snapshot(), cluster=cfg["cluster"], now=cfg["clock"]())
-    except PayloadError as exc:
-        reason = str(exc)
-        try:
-            # binary-mode CloudEvents keep their attributes in headers: keep those beside the body
-            ce = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("ce-")}
-            await asyncio.wait_for(sink.reject(reason, body, origin=ORIGIN, path=request.path_qs,
-                                               remote=request.remote or "", **({"headers": ce} if ce else {})),
-                                   timeout)
-        except Exception as kexc:  # noqa: BLE001 - whatever Kafka raised: the sender must retry
-            log.warning("dead-letter not acknowledged (%s): answering 503", kexc)
-            requests.labels("503").inc()
-            return _json(503, {"error": "Kafka unavailable, retry"}, **{"Retry-After": "5"})
-        log.info("rejected payload from %s: %s", request.remote, reason)
-        requests.labels("400").inc()
-        return _json(400, {"error": reason})
+    events = parse(body, headers=request.headers, instance=request.query.get("instance"),
+                   nodes=nodes.snapshot(), cluster=cfg["cluster"], now=cfg["clock"]())
     unmapped = [e for e in events if e.labels.get("instance") and not e.entity.node]
     if unmapped and nodes.due(missing=True):
         await asyncio.to_thread(nodes.relist, True)
         mapping = nodes.snapshot()
         for e in unmapped:
             attach_node(e, mapping.get(e.labels["instance"], ""), cfg["cluster"])
-    try:
-        await asyncio.wait_for(sink.send_all(events), timeout)
-    except Exception as kexc:  # noqa: BLE001 - not acknowledged, whatever the cause: the sender must retry
-        log.warning("events not acknowledged (%s: %s): answering 503", type(kexc).__name__, kexc)
-        requests.labels("503").inc()
-        return _json(503, {"error": "Kafka unavailable, retry"}, **{"Retry-After": "5"})
-    requests.labels("200").inc()
-    for e in events:
-        cfg["events"].labels(e.reason).inc()
-    return _json(200, {"accepted": len(events), "ids": [e.id for e in events]})
+    return events
+
+
+async def _audit(body: bytes, request: web.Request, cfg: dict) -> list:
+    """The apiserver's audit EventList: the actions worth an Event (``collectors.kubernetes.audit``)."""
+    return events_from_audit(body, cluster=cfg["cluster"])
+
+
+def _intake(convert):
+    """``POST`` handler: auth, size, ``convert(body, request, cfg)`` -> events, then Kafka (see the table above)."""
+
+    async def handle(request: web.Request) -> web.Response:
+        cfg = request.app[CONFIG]
+        auth: Auth = cfg["auth"]
+        requests = cfg["requests"]
+        if not auth.presented(request.headers):
+            requests.labels("401").inc()
+            return _json(401, {"error": "unauthorized"}, **{"WWW-Authenticate": "Bearer"})
+        if request.content_length is not None and request.content_length > cfg["max_body"]:
+            requests.labels("413").inc()
+            return _json(413, {"error": f"body larger than {cfg['max_body']} bytes"})
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            requests.labels("413").inc()
+            return _json(413, {"error": f"body larger than {cfg['max_body']} bytes"})
+        if not auth.check(request.headers, body):
+            requests.labels("401").inc()
+            return _json(401, {"error": "unauthorized"}, **{"WWW-Authenticate": "Bearer"})
+        sink, timeout = cfg["sink"], cfg["kafka_timeout"]
+        try:
+            events = await convert(body, request, cfg)
+        except PayloadError as exc:
+            reason = str(exc)
+            try:
+                # binary-mode CloudEvents keep their attributes in headers: keep those beside the body
+                ce = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("ce-")}
+                await asyncio.wait_for(sink.reject(reason, body, origin=ORIGIN, path=request.path_qs,
+                                                   remote=request.remote or "", **({"headers": ce} if ce else {})),
+                                       timeout)
+            except Exception as kexc:  # noqa: BLE001 - whatever Kafka raised: the sender must retry
+                log.warning("dead-letter not acknowledged (%s): answering 503", kexc)
+                requests.labels("503").inc()
+                return _json(503, {"error": "Kafka unavailable, retry"}, **{"Retry-After": "5"})
+            log.info("rejected payload from %s: %s", request.remote, reason)
+            requests.labels("400").inc()
+            return _json(400, {"error": reason})
+        try:
+            await asyncio.wait_for(sink.send_all(events), timeout)
+        except Exception as kexc:  # noqa: BLE001 - not acknowledged, whatever the cause: the sender must retry
+            log.warning("events not acknowledged (%s: %s): answering 503", type(kexc).__name__, kexc)
+            requests.labels("503").inc()
+            return _json(503, {"error": "Kafka unavailable, retry"}, **{"Retry-After": "5"})
+        requests.labels("200").inc()
+        for e in events:
+            cfg["events"].labels(e.reason).inc()
+        return _json(200, {"accepted": len(events), "ids": [e.id for e in events]})
+
+    return handle
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -113,7 +132,8 @@ def create_app(sink, auth: Auth, nodes: NodeMap | None = None, *, max_body: int 
         "requests": Counter("kubesight_cloud_requests", "intake requests by HTTP status", ["code"], registry=registry),
         "events": Counter("kubesight_cloud_events", "events accepted by reason", ["reason"], registry=registry),
     }
-    app.router.add_post("/events", _events)
+    app.router.add_post("/events", _intake(_cloud))
+    app.router.add_post("/audit", _intake(_audit))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
     return app

@@ -6,7 +6,9 @@ proxy into ``~/.cache/kubesight/cluster/bin-v1.34.3``, or ``$KUBESIGHT_CLUSTER_C
 - **etcd** 3.6 (plain HTTP on loopback; ``/metrics`` and the v3 JSON gateway on the client port);
 - **kube-apiserver** 1.34: self-signed serving certificate (``--cert-dir``), tokens from
   ``--token-auth-file`` (an admin in ``system:masters``, one identity per component),
-  ``--authorization-mode=Node,RBAC``, a service-account key pair made with ``openssl``;
+  ``--authorization-mode=Node,RBAC``, a service-account key pair made with ``openssl``; audit events by
+  ``deploy/kubernetes/audit-policy.yaml`` posted to a webhook at ``Cluster.audit`` (TLS, a token of its own),
+  where a test or demo may run the intake's ``/audit``;
 - **kube-controller-manager** and **kube-scheduler** with their own users
   (``system:kube-controller-manager``, ``system:kube-scheduler``, bound by the bootstrap RBAC
   policy) and delegated authentication/authorization, so their secure ``/metrics`` answer any
@@ -55,6 +57,7 @@ from core.broker import dies_with_parent, free_port, process_alive
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 BUILD_SH = HERE / "build.sh"
+AUDIT_POLICY = REPO / "deploy" / "kubernetes" / "audit-policy.yaml"
 K8S_VERSION = "v1.34.3"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 ORDER = BINARIES  # start order; stopped in reverse
@@ -209,6 +212,14 @@ class Cluster:
     def ca_file(self) -> Path:
         """The API server's certificate bundle (its serving certificate and the CA that signed it)."""
         return self.run_dir / "pki" / "apiserver.crt"
+
+    @property
+    def audit(self) -> tuple[str, str, Path, Path]:
+        """Where the API server posts its audit events, to run the intake there: host:port, the bearer token, and the
+        TLS certificate and key to serve with (client-go sends a token over TLS only)."""
+        pki = self.run_dir / "pki"
+        return (f"127.0.0.1:{self.ports['audit']}", (self.run_dir / "audit.token").read_text().strip(),
+                pki / "audit.crt", pki / "audit.key")
 
     def log(self, component: str) -> Path:
         return self.run_dir / f"{component}.log"
@@ -429,7 +440,11 @@ def _keypair(pki: Path) -> None:
                 ["openssl", "rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub")],
                 *(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj",
                    f"/CN=kubesight-local-{ca}", "-keyout", str(pki / f"{ca}.key"), "-out", str(pki / f"{ca}.crt")]
-                  for ca in ("client-ca", "front-proxy-ca"))):
+                  for ca in ("client-ca", "front-proxy-ca")),
+                # the audit intake's serving certificate: the API server sends its webhook's bearer token over TLS only
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj",
+                 "/CN=kubesight-audit-intake", "-addext", "subjectAltName=IP:127.0.0.1",
+                 "-keyout", str(pki / "audit.key"), "-out", str(pki / "audit.crt")]):
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise ClusterError(f"{' '.join(cmd[:2])} failed: {res.stderr.strip()[-300:]}")
@@ -452,7 +467,8 @@ def start(name: str = "default", attach: bool = False, nodes: int = 3, timeout: 
     ServiceAccount controller has made ``default/default`` (so Pods can be created)."""
     existing = status(name)
     if existing is not None:
-        if existing.alive() and json.loads((existing.run_dir / "cluster.json").read_text()).get("ready"):
+        if (existing.alive() and json.loads((existing.run_dir / "cluster.json").read_text()).get("ready")
+                and "audit" in existing.ports):  # one started before the audit webhook is started again
             return existing
         existing.stop()
     _reap_stale()
@@ -465,7 +481,8 @@ def start(name: str = "default", attach: bool = False, nodes: int = 3, timeout: 
     deadline = t0 + timeout
     _keypair(pki)
     ports: dict[str, int] = {}
-    for comp in ("etcd", "etcd-peer", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"):
+    # "audit": where the API server sends its audit events (the intake's /audit, when a test or demo runs one)
+    for comp in ("etcd", "etcd-peer", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "audit"):
         p = free_port()
         while p in ports.values():
             p = free_port()
@@ -479,6 +496,16 @@ def start(name: str = "default", attach: bool = False, nodes: int = 3, timeout: 
     (run / "tokens.csv").chmod(0o600)
     (run / "admin.token").write_text(tokens["admin"] + "\n")
     (run / "admin.token").chmod(0o600)
+    # the audit webhook: deploy/kubernetes/audit-policy.yaml, posted with a token of its own to the intake's /audit
+    shutil.copyfile(AUDIT_POLICY, run / "audit-policy.yaml")
+    (run / "audit.token").write_text(secrets.token_hex(16) + "\n")
+    (run / "audit.token").chmod(0o600)
+    (run / "audit-webhook.kubeconfig").write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "audit",
+        "clusters": [{"name": "intake", "cluster": {"server": f"https://127.0.0.1:{ports['audit']}/audit",
+                                                    "certificate-authority": str(pki / "audit.crt")}}],
+        "users": [{"name": "apiserver", "user": {"token": (run / "audit.token").read_text().strip()}}],
+        "contexts": [{"name": "audit", "context": {"cluster": "intake", "user": "apiserver"}}]}))
     # kwok reads Stage objects from one multi-document config file
     (run / "kwok.yaml").write_text("\n---\n".join((bins / "stages" / s).read_text() for s in STAGES))
     server = f"https://127.0.0.1:{ports['kube-apiserver']}"
@@ -505,7 +532,11 @@ def start(name: str = "default", attach: bool = False, nodes: int = 3, timeout: 
             "--service-cluster-ip-range=10.96.0.0/16", "--allow-privileged=true", "--profiling=false",
             # the Endpoints of the `kubernetes` Service may not hold a loopback address: publish none
             "--endpoint-reconciler-type=none",
-            "--enable-priority-and-fairness=true", "--v=1"],
+            "--enable-priority-and-fairness=true",
+            f"--audit-policy-file={run / 'audit-policy.yaml'}",
+            f"--audit-webhook-config-file={run / 'audit-webhook.kubeconfig'}",
+            # batches within a second; a batch nobody takes (no intake running) is retried 5 times from 1 s, then dropped
+            "--audit-webhook-batch-max-wait=1s", "--audit-webhook-initial-backoff=1s", "--v=1"],
         "kube-controller-manager": [
             bins / "kube-controller-manager", f"--kubeconfig={kc['kube-controller-manager']}",
             f"--authentication-kubeconfig={kc['kube-controller-manager']}",

@@ -22,7 +22,8 @@ def test_check_passes_and_the_pack_is_big_enough(capsys):
     rs = load_packs([DEFAULT_PACK])
     assert len(rs) >= 60
     assert f"{len(rs)} rules" in out
-    assert {p.name for p in rs.packs} == {"control-plane", "nodes", "kernel", "gpu", "workloads", "storage", "cloud", "resources"}
+    assert {p.name for p in rs.packs} == {"control-plane", "nodes", "kernel", "gpu", "workloads", "storage", "cloud", "resources",
+                                         "audit"}
     for r in rs.rules:  # the README table is generated from these
         assert r.annotations.get("summary") and r.annotations.get("description"), r.alert
 

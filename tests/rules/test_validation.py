@@ -210,7 +210,7 @@ def test_unknown_source(tmp_path):
           condition: {type: event_count}
         """)
     assert got == ['p.yaml:6: rules[0].match.source: unknown source "kernal" '
-                   "(use k8s, k8s-state, kernel, cloud, controlplane, metrics)"]
+                   "(use k8s, k8s-state, k8s-audit, kernel, cloud, controlplane, metrics)"]
 
 
 def test_source_and_metric(tmp_path):

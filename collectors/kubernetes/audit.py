@@ -1,0 +1,151 @@
+"""kube-apiserver audit events -> Event records (``source: k8s-audit``): who exec'd into a pod, cordoned or relabelled
+a node, evicted a pod, deleted a namespace or a workload.
+
+The apiserver sends its audit events (``audit.k8s.io/v1`` ``EventList``) to a webhook backend: the intake takes them
+at ``POST /audit`` (``collectors/cloud/server.py``, the same server, auth and dead-letter handling as cloud events).
+``deploy/kubernetes/audit-policy.yaml`` is the policy that records just these requests; the local control plane
+(``deploy/cluster``) runs with it.  Only requests that went through count (a 2xx/3xx answer; an exec refused by RBAC
+is the apiserver's business, not an action on the cluster; 101 for a session that switched protocols), at stage
+``ResponseComplete`` (or ``ResponseStarted`` for the streaming exec, attach and port-forward, whose response never
+completes while the session lasts).  The
+control plane's own actors (``DEFAULT_IGNORE``: nodes, the controller-manager's and scheduler's users and every
+``kube-system`` service account, whose taints and evictions are already reported as the conditions that cause them)
+are left out.
+
+>>> body = orjson.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [{
+...     "auditID": "4f2a", "stage": "ResponseComplete", "verb": "patch", "user": {"username": "alice"},
+...     "objectRef": {"resource": "nodes", "name": "w1"}, "responseStatus": {"code": 200},
+...     "requestObject": {"spec": {"unschedulable": True}}, "stageTimestamp": "2026-11-28T10:00:00.123456Z"}]})
+>>> [(e.reason, e.entity.kind, e.entity.node, e.labels["user"], e.time, e.id) for e in events_from_audit(body)]
+[('NodeCordoned', 'Node', 'w1', 'alice', 1795860000.123456, 'audit-4f2a-NodeCordoned')]
+"""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+
+from collectors.cloud.event import PayloadError
+from core.records import Entity, Event, RecordError, parse_time
+
+SOURCE = "k8s-audit"
+DEFAULT_IGNORE = re.compile(r"^system:(node:.*|kube-controller-manager|kube-scheduler|serviceaccount:kube-system:.*)$")
+# what a delete of these resources is called; others are not reported (pods, events, leases come and go all day)
+DELETED = {"namespaces": "NamespaceDeleted", "deployments": "WorkloadDeleted", "statefulsets": "WorkloadDeleted",
+           "daemonsets": "WorkloadDeleted", "persistentvolumeclaims": "VolumeClaimDeleted",
+           "persistentvolumes": "VolumeDeleted", "nodes": "NodeObjectDeleted", "customresourcedefinitions": "CRDDeleted"}
+KINDS = {"namespaces": "Namespace", "deployments": "Deployment", "statefulsets": "StatefulSet", "daemonsets": "DaemonSet",
+         "persistentvolumeclaims": "PersistentVolumeClaim", "persistentvolumes": "PersistentVolume", "nodes": "Node",
+         "customresourcedefinitions": "CustomResourceDefinition", "pods": "Pod"}
+SESSIONS = {"exec": "PodExec", "attach": "PodAttach", "portforward": "PodPortForward"}
+MAX_TEXT = 300
+
+
+def _obj(v, where: str) -> dict:
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise PayloadError(f"{where}: expected an object, got {type(v).__name__}")
+    return v
+
+
+def _str(d: dict, key: str, where: str) -> str:
+    v = d.get(key, "")
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        raise PayloadError(f"{where}.{key}: expected a string, got {type(v).__name__}")
+    return v
+
+
+def _items(body: bytes) -> list:
+    try:
+        d = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(f"not valid JSON: {exc}") from None
+    if not isinstance(d, dict):
+        raise PayloadError(f"expected an audit.k8s.io EventList object, got {type(d).__name__}")
+    kind = d.get("kind")
+    if kind == "Event":
+        return [d]
+    if kind != "EventList" or not str(d.get("apiVersion", "")).startswith("audit.k8s.io/"):
+        raise PayloadError(f"expected kind EventList (apiVersion audit.k8s.io/v1), got kind {kind!r}")
+    items = d.get("items")
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise PayloadError("items: expected a list")
+    return items
+
+
+def _node_change(req: dict) -> list[tuple[str, str]]:
+    """What a node patch or update asks: cordon / uncordon, labels, taints -> [(reason, detail)]."""
+    out = []
+    spec = req.get("spec") if isinstance(req.get("spec"), dict) else {}
+    if "unschedulable" in spec:
+        out.append(("NodeCordoned", "") if spec["unschedulable"] else ("NodeUncordoned", ""))
+    if "taints" in spec:
+        taints = spec["taints"] if isinstance(spec["taints"], list) else []
+        out.append(("NodeTaintsChanged", ", ".join(
+            f"{t.get('key', '')}{'=' + t['value'] if t.get('value') else ''}:{t.get('effect', '')}"
+            for t in taints if isinstance(t, dict))))
+    meta = req.get("metadata") if isinstance(req.get("metadata"), dict) else {}
+    if isinstance(meta.get("labels"), dict):
+        out.append(("NodeLabelsChanged", ", ".join(f"{k}={v}" for k, v in sorted(meta["labels"].items()))))
+    return out
+
+
+def events_from_audit(body: bytes, *, cluster: str = "default", ignore: re.Pattern | None = DEFAULT_IGNORE) -> list[Event]:
+    """An audit webhook body (``EventList``, or one ``Event``) -> the Events it is worth; PayloadError says why not.
+
+    One audit event gives at most one record per change it asks (a node patch may cordon and relabel at once).
+    Ids are ``audit-<auditID>-<reason>``: the apiserver retries a batch, so the same audit event may come twice.
+    """
+    out: list[Event] = []
+    for i, it in enumerate(_items(body)):
+        where = f"items[{i}]"
+        it = _obj(it, where)
+        ref = _obj(it.get("objectRef"), where + ".objectRef")
+        user = _obj(it.get("user"), where + ".user")
+        status = _obj(it.get("responseStatus"), where + ".responseStatus")
+        verb, resource = _str(it, "verb", where), _str(ref, "resource", where + ".objectRef")
+        sub, stage = _str(ref, "subresource", where + ".objectRef"), _str(it, "stage", where)
+        username = _str(user, "username", where + ".user")
+        code = status.get("code", 0)
+        if not isinstance(code, int):
+            raise PayloadError(f"{where}.responseStatus.code: expected an integer, got {type(code).__name__}")
+        if ignore is not None and ignore.match(username):
+            continue
+        session = resource == "pods" and sub in SESSIONS and verb in ("create", "get")
+        if stage != ("ResponseStarted" if session else "ResponseComplete") or not 100 <= code < 400:  # 101: a session
+            continue
+        changes: list[tuple[str, str]] = []
+        if session:
+            changes = [(SESSIONS[sub], "")]
+        elif resource == "pods" and sub == "eviction" and verb == "create":
+            changes = [("PodEvictionRequested", "")]
+        elif resource == "nodes" and not sub and verb in ("patch", "update"):
+            changes = _node_change(_obj(it.get("requestObject"), where + ".requestObject"))
+        elif verb == "delete" and not sub and resource in DELETED:
+            changes = [(DELETED[resource], "")]
+        if not changes:
+            continue
+        name, ns = _str(ref, "name", where + ".objectRef"), _str(ref, "namespace", where + ".objectRef")
+        try:
+            t = parse_time(it.get("stageTimestamp") or it.get("requestReceivedTimestamp"))
+        except (RecordError, TypeError, ValueError) as exc:
+            raise PayloadError(f"{where}.stageTimestamp: {exc}") from None
+        kind = KINDS.get(resource, resource)
+        entity = Entity(cluster=cluster, namespace=ns, kind=kind, name=name, node=name if kind == "Node" else "")
+        ips = it.get("sourceIPs") if isinstance(it.get("sourceIPs"), list) else []
+        labels = {"user": username, "verb": verb, "resource": resource + (f"/{sub}" if sub else ""),
+                  "source_ip": str(ips[0]) if ips else "", "user_agent": _str(it, "userAgent", where)[:MAX_TEXT]}
+        audit_id = _str(it, "auditID", where)
+        for reason, detail in changes:
+            what = f"{kind} {ns + '/' if ns else ''}{name}"
+            message = f"{username} {verb} {resource}{'/' + sub if sub else ''} of {what}" + (f": {detail}" if detail else "")
+            out.append(Event(source=SOURCE, reason=reason, type="Normal", time=t, entity=entity,
+                             labels=dict(labels, **({"change": detail[:MAX_TEXT]} if detail else {})),
+                             message=message[:MAX_TEXT * 2], id=f"audit-{audit_id}-{reason}"))
+    return out

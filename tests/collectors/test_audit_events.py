@@ -1,0 +1,136 @@
+"""kube-apiserver audit events -> Events: what is reported, what is left out, and how a bad payload is refused.
+
+The audit items follow what the 1.34 API server sends (``tests/cluster/test_audit.py`` takes them from a real
+one through its webhook); here each shape the cluster test cannot make (an exec session, an eviction, a request
+refused by RBAC) is written out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from collectors.cloud.auth import Auth
+from collectors.cloud.event import PayloadError
+from collectors.cloud.server import create_app
+from collectors.kubernetes.audit import events_from_audit
+from collectors.sink import AsyncKafkaSink
+from core.records import decode
+from tests.kafkatools import read_to_end
+
+T = "2026-11-28T10:00:00.000000Z"
+
+
+def item(verb, resource, name, *, sub="", ns="", user="alice", code=200, stage="ResponseComplete", req=None, aid="a1"):
+    ref = {"resource": resource, "name": name, **({"namespace": ns} if ns else {}), **({"subresource": sub} if sub else {})}
+    return {"auditID": aid, "stage": stage, "verb": verb, "user": {"username": user, "groups": ["system:authenticated"]},
+            "sourceIPs": ["10.1.2.3"], "userAgent": "kubectl/v1.34.3", "objectRef": ref,
+            "responseStatus": {"code": code}, "stageTimestamp": T, **({"requestObject": req} if req is not None else {})}
+
+
+def body(*items) -> bytes:
+    return orjson.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": list(items)})
+
+
+def reasons(*items) -> list[tuple[str, str]]:
+    return [(e.reason, e.labels.get("change", "")) for e in events_from_audit(body(*items))]
+
+
+def test_sessions_into_pods_are_reported_when_they_start():
+    exec_ = item("create", "pods", "cart-1", sub="exec", ns="shop", stage="ResponseStarted", code=101)
+    (ev,) = events_from_audit(body(exec_, dict(exec_, stage="ResponseComplete")))  # the session's end: not again
+    assert (ev.reason, ev.entity.kind, ev.entity.namespace, ev.entity.name) == ("PodExec", "Pod", "shop", "cart-1")
+    assert ev.labels == {"user": "alice", "verb": "create", "resource": "pods/exec", "source_ip": "10.1.2.3",
+                         "user_agent": "kubectl/v1.34.3"}
+    assert ev.message == "alice create pods/exec of Pod shop/cart-1" and ev.source == "k8s-audit"
+    assert reasons(item("get", "pods", "cart-1", sub="attach", ns="shop", stage="ResponseStarted", code=101),
+                   item("create", "pods", "cart-1", sub="portforward", ns="shop", stage="ResponseStarted", code=101)) == [
+        ("PodAttach", ""), ("PodPortForward", "")]
+
+
+def test_node_changes_evictions_and_deletes():
+    taint = {"spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]},
+             "metadata": {"labels": {"pool": "gpu", "zone": "a"}}}
+    assert reasons(item("patch", "nodes", "w1", req=taint),
+                   item("create", "pods", "cart-1", sub="eviction", ns="shop"),
+                   item("delete", "deployments", "cart", ns="shop"),
+                   item("delete", "persistentvolumeclaims", "data-0", ns="shop")) == [
+        ("NodeTaintsChanged", "dedicated=gpu:NoSchedule"), ("NodeLabelsChanged", "pool=gpu, zone=a"),
+        ("PodEvictionRequested", ""), ("WorkloadDeleted", ""), ("VolumeClaimDeleted", "")]
+
+
+def test_what_is_left_out():
+    assert reasons(
+        item("delete", "pods", "cart-1", ns="shop"),  # pods come and go all day
+        item("patch", "nodes", "w1", req={"status": {"phase": "Running"}}),  # nothing a person changed
+        item("patch", "nodes", "w1", req={"spec": {"unschedulable": True}}, code=403),  # refused by RBAC
+        item("patch", "nodes", "w1", req={"spec": {"unschedulable": True}}, user="system:node:w1"),  # the kubelet
+        item("patch", "nodes", "w1", req={"spec": {"taints": []}},
+             user="system:serviceaccount:kube-system:node-controller"),  # the control plane's own taints
+        item("create", "pods", "cart-1", sub="exec", ns="shop", stage="ResponseComplete", code=101),  # not its start
+        item("patch", "nodes", "w1", req={"spec": {"unschedulable": True}}, stage="RequestReceived")) == []
+    # a person's service account is not the control plane's
+    assert reasons(item("patch", "nodes", "w1", req={"spec": {"unschedulable": True}},
+                        user="system:serviceaccount:ci:deployer")) == [("NodeCordoned", "")]
+
+
+def test_a_retried_batch_gives_the_same_ids():
+    one = item("patch", "nodes", "w1", req={"spec": {"unschedulable": False}}, aid="9f1c")
+    assert [e.id for e in events_from_audit(body(one))] == [e.id for e in events_from_audit(body(one))] == [
+        "audit-9f1c-NodeUncordoned"]
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (b"{not json", "not valid JSON: unexpected character, expected a string key: line 1 column 2 (char 1)"),
+    (b"[]", "expected an audit.k8s.io EventList object, got list"),
+    (b'{"kind": "PodList", "apiVersion": "v1"}', "expected kind EventList (apiVersion audit.k8s.io/v1), got kind 'PodList'"),
+    (body(5), "items[0]: expected an object, got int"),
+    (orjson.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": {}}), "items: expected a list"),
+    (body(dict(item("patch", "nodes", "w1"), responseStatus={"code": "200"})),
+     "items[0].responseStatus.code: expected an integer, got str"),
+    (body(dict(item("delete", "namespaces", "shop"), stageTimestamp="yesterday")),
+     "items[0].stageTimestamp: invalid time 'yesterday' (use RFC 3339, e.g. 2021-08-03T10:00:00Z)"),
+])
+def test_a_bad_payload_is_refused_with_its_reason(payload, reason):
+    with pytest.raises(PayloadError) as exc:
+        events_from_audit(payload)
+    assert str(exc.value) == reason
+
+
+@pytest.mark.kafka
+def test_the_intake_takes_audit_batches_and_dead_letters_a_bad_one(settings):
+    token = b"audit-token-for-tests"
+
+    async def run():
+        sink = AsyncKafkaSink(settings.kafka, settings.topic, client_id="test-audit-intake")
+        await sink.start()
+        runner = web.AppRunner(create_app(sink, Auth([token], []), cluster="prod"), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/audit"
+        auth = {"Authorization": f"Bearer {token.decode()}"}
+        try:
+            async with aiohttp.ClientSession() as s:
+                good = body(item("delete", "namespaces", "shop"), item("delete", "pods", "x", ns="shop"))
+                answers = []
+                for data, headers in ((good, auth), (b"[]", auth), (good, {})):
+                    async with s.post(url, data=data, headers=headers) as r:
+                        answers.append((r.status, await r.json()))
+                return answers
+        finally:
+            await runner.cleanup()
+            await sink.stop()
+
+    answers = asyncio.run(run())
+    assert answers == [(200, {"accepted": 1, "ids": ["audit-a1-NamespaceDeleted"]}),
+                       (400, {"error": "expected an audit.k8s.io EventList object, got list"}),
+                       (401, {"error": "unauthorized"})]
+    (ev,) = [decode(r.value) for r in read_to_end(settings.kafka, settings.topic("events"))]
+    assert (ev.reason, ev.entity.cluster, ev.entity.kind, ev.entity.name) == ("NamespaceDeleted", "prod", "Namespace", "shop")
+    (dl,) = [orjson.loads(r.value) for r in read_to_end(settings.kafka, settings.topic("deadletter"))]
+    assert dl["reason"] == "expected an audit.k8s.io EventList object, got list" and dl["origin"] == "collector/cloud"
