@@ -79,17 +79,37 @@ def _items(body: bytes) -> list:
     return items
 
 
-def _node_change(req: dict) -> list[tuple[str, str]]:
-    """What a node patch or update asks: cordon / uncordon, labels, taints -> [(reason, detail)]."""
+def _taints(taints) -> str:
+    return ", ".join(f"{t.get('key', '')}{'=' + t['value'] if t.get('value') else ''}:{t.get('effect', '')}"
+                     for t in (taints if isinstance(taints, list) else []) if isinstance(t, dict))
+
+
+def _node_change(req) -> list[tuple[str, str]]:
+    """What a node patch asks: cordon / uncordon, labels, taints -> [(reason, detail)].
+
+    A merge or strategic-merge patch is an object (kubectl cordon, label, taint); a JSON patch a list of operations
+    (``{"op": "replace", "path": "/spec/unschedulable", "value": true}``).  Anything else asks nothing we report.
+    """
     out = []
+    if isinstance(req, list):  # JSON patch
+        ops = [op for op in req if isinstance(op, dict) and isinstance(op.get("path"), str)]
+        for op in ops:
+            if op["path"] == "/spec/unschedulable":
+                out.append(("NodeCordoned", "") if op.get("op") != "remove" and op.get("value") else ("NodeUncordoned", ""))
+        for prefix, reason in (("/spec/taints", "NodeTaintsChanged"), ("/metadata/labels", "NodeLabelsChanged")):
+            mine = [op for op in ops if op["path"].startswith(prefix)]
+            if mine:
+                out.append((reason, ", ".join(f"{op.get('op', '')} {op['path'][len(prefix) + 1:].replace('~1', '/')}"
+                                              + (f"={op['value']}" if isinstance(op.get("value"), str) else "")
+                                              for op in mine)))
+        return out
+    if not isinstance(req, dict):
+        return out
     spec = req.get("spec") if isinstance(req.get("spec"), dict) else {}
     if "unschedulable" in spec:
         out.append(("NodeCordoned", "") if spec["unschedulable"] else ("NodeUncordoned", ""))
     if "taints" in spec:
-        taints = spec["taints"] if isinstance(spec["taints"], list) else []
-        out.append(("NodeTaintsChanged", ", ".join(
-            f"{t.get('key', '')}{'=' + t['value'] if t.get('value') else ''}:{t.get('effect', '')}"
-            for t in taints if isinstance(t, dict))))
+        out.append(("NodeTaintsChanged", _taints(spec["taints"])))
     meta = req.get("metadata") if isinstance(req.get("metadata"), dict) else {}
     if isinstance(meta.get("labels"), dict):
         out.append(("NodeLabelsChanged", ", ".join(f"{k}={v}" for k, v in sorted(meta["labels"].items()))))
@@ -125,8 +145,8 @@ def events_from_audit(body: bytes, *, cluster: str = "default", ignore: re.Patte
             changes = [(SESSIONS[sub], "")]
         elif resource == "pods" and sub == "eviction" and verb == "create":
             changes = [("PodEvictionRequested", "")]
-        elif resource == "nodes" and not sub and verb in ("patch", "update"):
-            changes = _node_change(_obj(it.get("requestObject"), where + ".requestObject"))
+        elif resource == "nodes" and not sub and verb == "patch":  # an update sends the whole node: no telling what changed
+            changes = _node_change(it.get("requestObject"))
         elif verb == "delete" and not sub and resource in DELETED:
             changes = [(DELETED[resource], "")]
         if not changes:

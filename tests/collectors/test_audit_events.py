@@ -63,10 +63,22 @@ def test_node_changes_evictions_and_deletes():
         ("PodEvictionRequested", ""), ("WorkloadDeleted", ""), ("VolumeClaimDeleted", "")]
 
 
+def test_a_json_patch_of_a_node_is_read_too():
+    ops = [{"op": "replace", "path": "/spec/unschedulable", "value": True},
+           {"op": "add", "path": "/metadata/labels/example.com~1pool", "value": "gpu"},
+           {"op": "remove", "path": "/spec/taints/0"}]
+    assert reasons(item("patch", "nodes", "w1", req=ops),
+                   item("patch", "nodes", "w2", req=[{"op": "remove", "path": "/spec/unschedulable"}]),
+                   item("patch", "nodes", "w3", req="not a patch")) == [
+        ("NodeCordoned", ""), ("NodeTaintsChanged", "remove 0"), ("NodeLabelsChanged", "add example.com/pool=gpu"),
+        ("NodeUncordoned", "")]
+
+
 def test_what_is_left_out():
     assert reasons(
         item("delete", "pods", "cart-1", ns="shop"),  # pods come and go all day
         item("patch", "nodes", "w1", req={"status": {"phase": "Running"}}),  # nothing a person changed
+        item("update", "nodes", "w1", req={"spec": {"unschedulable": False}, "metadata": {"labels": {"a": "b"}}}),  # whole node
         item("patch", "nodes", "w1", req={"spec": {"unschedulable": True}}, code=403),  # refused by RBAC
         item("patch", "nodes", "w1", req={"spec": {"unschedulable": True}}, user="system:node:w1"),  # the kubelet
         item("patch", "nodes", "w1", req={"spec": {"taints": []}},
