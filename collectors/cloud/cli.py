@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 EPILOG = """\
@@ -49,7 +50,8 @@ def register(sub, group) -> None:
                    help="one static mapping, repeatable, e.g. --node i-0abc1234=ip-10-0-1-2.ec2.internal")
     p.add_argument("--kubernetes", action="store_true",
                    help="list nodes with the Kubernetes API (in-cluster config, else kubeconfig) to map "
-                        "instances to nodes through spec.providerID")
+                        "instances to nodes through spec.providerID, and read the workload and team of the pods "
+                        "that audit events (POST /audit) name")
     p.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file for --kubernetes (default: the usual one)")
     p.add_argument("--node-refresh", type=float, default=300.0, metavar="SECONDS",
                    help="re-list nodes this often; an unknown instance re-lists at most every 30 s "
@@ -182,15 +184,22 @@ async def _serve(args, auth, nodes, host: str, port: int) -> int:
         except Exception as exc:  # noqa: BLE001 - whatever the client raised: say where and why, exit non-zero
             print(f"kubesight collect cloud: cannot reach Kafka at {bootstrap}: {exc}", file=sys.stderr)
             return 1
+    owners = None
+    if args.kubernetes:  # audit events get the workload and team of the pod they name, as the Kubernetes collector's
+        from collectors.kubernetes.api import Api, api_client
+        from collectors.kubernetes.owners import Owners
+
+        in_pod = not args.kubeconfig and "KUBERNETES_SERVICE_HOST" in os.environ
+        owners = Owners(Api(api_client(args.kubeconfig, in_cluster=in_pod)).read)
     app = create_app(sink, auth, nodes, max_body=args.max_body, cluster=args.cluster,
-                     kafka_timeout=args.kafka_timeout)
-    # POST /events keeps its own credentials (token or HMAC signature, checked by the handler; a sender has
-    # one Authorization header); basic_auth_users of the web config guard the rest (/metrics)
-    app.middlewares.append(web_cfg.middleware(also=lambda request: request.path == "/events"))
+                     kafka_timeout=args.kafka_timeout, owners=owners)
+    # POST /events and /audit keep their own credentials (token or HMAC signature, checked by the handler; a sender
+    # has one Authorization header); basic_auth_users of the web config guard the rest (/metrics)
+    app.middlewares.append(web_cfg.middleware(also=lambda request: request.path in ("/events", "/audit")))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
-    print(f"cloud intake listening on {web_cfg.scheme}://{host}:{port}/events", file=sys.stderr)
+    print(f"cloud intake listening on {web_cfg.scheme}://{host}:{port}/events (and /audit)", file=sys.stderr)
     stop = asyncio.Event()
     settings = Settings.load(args.config)
     on_stop(stop.set, settings.shutdown_timeout, "kubesight collect cloud", asyncio.get_running_loop())

@@ -26,7 +26,7 @@ from collectors.cloud.auth import Auth
 from collectors.cloud.event import PayloadError, attach_node
 from collectors.cloud.intake import parse
 from collectors.cloud.nodes import NodeMap
-from collectors.kubernetes.audit import events_from_audit
+from collectors.kubernetes.audit import attach_owners, events_from_audit
 
 log = logging.getLogger("kubesight.cloud")
 ORIGIN = "collector/cloud"
@@ -54,8 +54,12 @@ async def _cloud(body: bytes, request: web.Request, cfg: dict) -> list:
 
 
 async def _audit(body: bytes, request: web.Request, cfg: dict) -> list:
-    """The apiserver's audit EventList: the actions worth an Event (``collectors.kubernetes.audit``)."""
-    return events_from_audit(body, cluster=cfg["cluster"])
+    """The apiserver's audit EventList: the actions worth an Event (``collectors.kubernetes.audit``), with the
+    workload and team of what they touched when the intake may read the cluster (``owners``)."""
+    events = events_from_audit(body, cluster=cfg["cluster"])
+    if cfg["owners"] is not None and events:
+        events = await asyncio.to_thread(attach_owners, events, cfg["owners"])
+    return events
 
 
 def _intake(convert):
@@ -121,14 +125,15 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 def create_app(sink, auth: Auth, nodes: NodeMap | None = None, *, max_body: int = 256 * 1024,
-               cluster: str = "default", kafka_timeout: float = 10.0, clock=time.time) -> web.Application:
+               cluster: str = "default", kafka_timeout: float = 10.0, clock=time.time, owners=None) -> web.Application:
     """The intake application. ``sink`` has ``async send_all(events)`` and ``async reject(reason, payload, ...)``
-    (``collectors.sink.AsyncKafkaSink``), started and stopped by the caller."""
+    (``collectors.sink.AsyncKafkaSink``), started and stopped by the caller; ``owners``
+    (``collectors.kubernetes.owners.Owners``) names the workload and team of audit events."""
     registry = CollectorRegistry()
     app = web.Application(client_max_size=max_body)
     app[CONFIG] = {
         "sink": sink, "auth": auth, "nodes": nodes or NodeMap(), "max_body": max_body, "cluster": cluster,
-        "kafka_timeout": kafka_timeout, "clock": clock, "registry": registry,
+        "kafka_timeout": kafka_timeout, "clock": clock, "registry": registry, "owners": owners,
         "requests": Counter("kubesight_cloud_requests", "intake requests by HTTP status", ["code"], registry=registry),
         "events": Counter("kubesight_cloud_events", "events accepted by reason", ["reason"], registry=registry),
     }

@@ -2,7 +2,8 @@
 a node, evicted a pod, deleted a namespace or a workload.
 
 The apiserver sends its audit events (``audit.k8s.io/v1`` ``EventList``) to a webhook backend: the intake takes them
-at ``POST /audit`` (``collectors/cloud/server.py``, the same server, auth and dead-letter handling as cloud events).
+at ``POST /audit`` (``collectors/cloud/server.py``, the same server, auth and dead-letter handling as cloud events;
+with ``--kubernetes`` the intake also reads each pod's workload and team, ``attach_owners``).
 ``deploy/kubernetes/audit-policy.yaml`` is the policy that records just these requests; the local control plane
 (``deploy/cluster``) runs with it.  Only requests that went through count (a 2xx/3xx answer; an exec refused by RBAC
 is the apiserver's business, not an action on the cluster; 101 for a session that switched protocols), at stage
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import re
 
+import msgspec
 import orjson
 
 from collectors.cloud.event import PayloadError
@@ -168,4 +170,21 @@ def events_from_audit(body: bytes, *, cluster: str = "default", ignore: re.Patte
             out.append(Event(source=SOURCE, reason=reason, type="Normal", time=t, entity=entity,
                              labels=dict(labels, **({"change": detail[:MAX_TEXT]} if detail else {})),
                              message=message[:MAX_TEXT * 2], id=f"audit-{audit_id}-{reason}"))
+    return out
+
+
+OWNED = ("Pod", "Deployment", "StatefulSet", "DaemonSet")  # what an audit event may name that a team owns
+
+
+def attach_owners(events: list[Event], owners) -> list[Event]:
+    """Each event about a pod or workload with its workload and owning team (``Owners``, read through the API, as
+    the Kubernetes collector does), so its alert reaches that team; an object that cannot be read (gone,
+    forbidden) keeps what it had, and the namespace's team where that one can be read."""
+    out = []
+    for e in events:
+        ent = e.entity
+        if ent.namespace and ent.kind in OWNED:
+            workload, team = owners.resolve_named(ent.namespace, ent.kind, ent.name)
+            e = msgspec.structs.replace(e, entity=msgspec.structs.replace(ent, workload=workload, owner=team))
+        out.append(e)
     return out

@@ -114,6 +114,16 @@ class Owners:
                         return str(v)
         return ""
 
+    def resolve_named(self, ns: str, kind: str, name: str) -> tuple[str, str]:
+        """``resolve`` for an object known by name only (an audit event): a Pod's controller is read from the Pod.
+
+        >>> objs = {("Pod", "shop", "cart-x"): {"metadata": {"ownerReferences": [{"kind": "StatefulSet", "name": "cart"}]}},
+        ...         ("Namespace", "", "shop"): {"metadata": {"annotations": {"team": "web"}}}}
+        >>> Owners(lambda kind, ns, name: objs.get((kind, ns, name)), clock=lambda: 0.0).resolve_named("shop", "Pod", "cart-x")
+        ('StatefulSet/cart', 'web')
+        """
+        return self.resolve(ns, kind, name, self._controller(self.get(kind, ns, name)) if kind == "Pod" else None)
+
     def resolve(self, ns: str, kind: str, name: str, owner: tuple[str, str] | None = None,
                 template_hash: str = "") -> tuple[str, str]:
         """``("Deployment/cart", "payments")``: the workload (``""`` if none) and the owning team."""

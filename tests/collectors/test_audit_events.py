@@ -90,6 +90,22 @@ def test_what_is_left_out():
                         user="system:serviceaccount:ci:deployer")) == [("NodeCordoned", "")]
 
 
+def test_owners_name_the_workload_and_team_of_a_pod_that_still_exists():
+    from collectors.kubernetes.audit import attach_owners
+    from collectors.kubernetes.owners import Owners
+
+    objs = {("Pod", "shop", "cart-7d9f-x1"): {"metadata": {"ownerReferences": [
+                {"kind": "ReplicaSet", "name": "cart-7d9f", "controller": True}]}},
+            ("ReplicaSet", "shop", "cart-7d9f"): {"metadata": {"ownerReferences": [
+                {"kind": "Deployment", "name": "cart", "controller": True}]}},
+            ("Deployment", "shop", "cart"): {"metadata": {"labels": {"team": "payments"}}}}
+    owners = Owners(lambda kind, ns, name: objs.get((kind, ns, name)), clock=lambda: 0.0)
+    evs = events_from_audit(body(item("create", "pods", "cart-7d9f-x1", sub="exec", ns="shop", stage="ResponseStarted",
+                                      code=101), item("patch", "nodes", "w1", req={"spec": {"unschedulable": True}})))
+    got = [(e.reason, e.entity.workload, e.entity.owner) for e in attach_owners(evs, owners)]
+    assert got == [("PodExec", "Deployment/cart", "payments"), ("NodeCordoned", "", "")]  # a node is nobody's
+
+
 def test_a_retried_batch_gives_the_same_ids():
     one = item("patch", "nodes", "w1", req={"spec": {"unschedulable": False}}, aid="9f1c")
     assert [e.id for e in events_from_audit(body(one))] == [e.id for e in events_from_audit(body(one))] == [

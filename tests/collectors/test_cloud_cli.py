@@ -75,7 +75,17 @@ def test_the_deployment_runs_a_valid_command():
     mount = c["volumeMounts"][0]["mountPath"]
     secret = next(v["secret"] for v in pod["volumes"] if v["name"] == c["volumeMounts"][0]["name"])
     assert {f"{mount}/{i['path']}" for i in secret["items"]} == {args.token_file, args.hmac_key_file}
-    assert docs["ClusterRole"]["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}]
+    # nodes to map instances; and what owner resolution reads for audit events, as the Kubernetes collector's role
+    assert docs["ClusterRole"]["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
+        {"apiGroups": [""], "resources": ["namespaces", "pods"], "verbs": ["get"]},
+        {"apiGroups": ["apps"], "resources": ["replicasets", "deployments", "statefulsets", "daemonsets"], "verbs": ["get"]},
+        {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": ["get"]}]
+    from collectors.kubernetes.api import READERS
+
+    # every kind the owner resolution reads is granted, and no more
+    granted = {r for rule in docs["ClusterRole"]["rules"][1:] for r in rule["resources"]}
+    assert granted == {k.lower() + "s" for k in READERS}
     assert docs["Service"]["spec"]["ports"][0]["targetPort"] == c["ports"][0]["name"]
 
 
