@@ -41,6 +41,7 @@ from core.settings import REPO, Settings
 from streams.cli_run import DemoReceivers, _quietly, spawn_worker, stop_process, wait_delivered
 
 COLLECTOR_MANIFEST = REPO / "deploy" / "kubernetes" / "collector-kubernetes.yaml"  # its ServiceAccount and RBAC
+INTAKE_MANIFEST = REPO / "deploy" / "kubernetes" / "collector-cloud.yaml"  # the intake's (audit events' owners)
 
 ROUTING = REPO / "deploy" / "demo" / "cluster-routing.yaml"
 RULES = REPO / "deploy" / "demo" / "cluster-rules.yaml"
@@ -104,6 +105,7 @@ class LiveStack:
         self.receivers: DemoReceivers | None = None
         self.worker: subprocess.Popen | None = None
         self.collector: subprocess.Popen | None = None
+        self.intake: subprocess.Popen | None = None
         self.notes: list[Notified] = []
         self.want_board, self.board = board, None  # the stability board (streams.board), for the demo
         self._cv = threading.Condition()
@@ -161,7 +163,24 @@ class LiveStack:
                  "--cluster", "local", "--commit-interval", "0.1", "--backoff-base", "0.1", "--backoff-max", "1"],
                 cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=die_with_parent)
-        self.say(f"worker and Kubernetes collector started (logs {self.log_dir}/live-*-{self.tag}.log)")
+        # the intake takes the API server's audit webhook (TLS, the token the control plane was given) and reads the
+        # owners of what an audit event names as its shipped ServiceAccount
+        hostport, token, cert, key = self.cluster.audit
+        token_file, web_cfg = self.log_dir / f"audit-{self.tag}.token", self.log_dir / f"audit-web-{self.tag}.yaml"
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+        web_cfg.write_text(f"tls_server_config: {{cert_file: {cert}, key_file: {key}}}\n")
+        intake_kc = self.cluster.service_account_kubeconfig(INTAKE_MANIFEST, self.log_dir / f"intake-{self.tag}.kubeconfig")
+        self.intake_log = self.log_dir / f"live-intake-{self.tag}.log"
+        with open(self.intake_log, "wb") as fh:
+            self.intake = subprocess.Popen(
+                [sys.executable, "-m", "kubesight", "collect", "cloud", "--listen", hostport, "--token-file",
+                 str(token_file), "--web-config", str(web_cfg), "--kubernetes", "--kubeconfig", str(intake_kc),
+                 # kwok plays the kubelets: its own writes (a node's kubelet stopped) are the control plane's
+                 "--audit-ignore-users", "kwok", "--cluster", "local"],
+                cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent)
+        self.say(f"worker, Kubernetes collector and audit intake started (logs {self.log_dir}/live-*-{self.tag}.log)")
         if self.want_board:
             from streams.board import BoardThread
 
@@ -171,6 +190,8 @@ class LiveStack:
         self._until("the collector's first list", lambda: "listed" in self.collector_log.read_text(errors="replace"),
                     deadline, self.collector)
         self._until("the worker's /ready", self._worker_ready, deadline, self.worker)
+        self._until("the audit intake", lambda: "listening on" in self.intake_log.read_text(errors="replace"),
+                    deadline, self.intake)
         self.timings["ready"] = time.monotonic() - t0
         self.say(f"pipeline ready in {self.timings['ready']:.1f}s (cluster {self.timings['cluster']:.1f}s)")
 
@@ -195,6 +216,8 @@ class LiveStack:
         try:
             if self.collector is not None:
                 _quietly(stop_process, self.collector)
+            if self.intake is not None:
+                _quietly(stop_process, self.intake)
             if self.board is not None:
                 _quietly(self.board.stop)
             if self.worker is not None:
@@ -355,7 +378,22 @@ def step_node(stack: LiveStack, api, ns_a: str, ns_b: str, deadline: float) -> l
     return out
 
 
-def run_scenario(stack: LiveStack, steps=("unschedulable", "node", "crashloop"), timeout: float = 120.0) -> list[Outcome]:
+def step_cordon(stack: LiveStack, api, deadline: float) -> list[Outcome]:
+    """A person cordons a node (``kubectl cordon``): the API server's audit webhook -> the intake -> KubeNodeCordoned,
+    naming who did it, to the platform team; uncordoned again, it resolves."""
+    node = f"kwok-rack9-{stack.tag[:4]}"
+    stack.cluster.add_nodes([node])
+    stack.say(f"the admin cordons node {node} (kubectl cordon): the API server's audit webhook tells the intake")
+    t = time.time()
+    api.core.patch_node(node, {"spec": {"unschedulable": True}})
+    o = Outcome("node cordoned by hand", "KubeNodeCordoned", "platform", t)
+    o.got = stack.wait_alert(alert_about("KubeNodeCordoned", node), deadline)
+    api.core.patch_node(node, {"spec": {"unschedulable": False}})
+    return [o]
+
+
+def run_scenario(stack: LiveStack, steps=("unschedulable", "node", "crashloop", "cordon"),
+                 timeout: float = 120.0) -> list[Outcome]:
     """Play the incidents in order; each waits (bounded) for its notifications before the next."""
     api = stack.api()
     try:
@@ -372,6 +410,8 @@ def run_scenario(stack: LiveStack, steps=("unschedulable", "node", "crashloop"),
                 got = step_node(stack, api, ns_a, ns_b, deadline)
             elif s == "crashloop":
                 got = step_crashloop(stack, api, ns_b, deadline)
+            elif s == "cordon":
+                got = step_cordon(stack, api, deadline)
             else:
                 raise ValueError(f"unknown step {s!r}")
             for o in got:

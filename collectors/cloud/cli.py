@@ -56,6 +56,10 @@ def register(sub, group) -> None:
     p.add_argument("--node-refresh", type=float, default=300.0, metavar="SECONDS",
                    help="re-list nodes this often; an unknown instance re-lists at most every 30 s "
                         "(default: %(default)s)")
+    p.add_argument("--audit-ignore-users", metavar="REGEX", default=None,
+                   help="also leave out the audit events (POST /audit) of users this regex matches (the whole name), "
+                        "besides the control plane's own (nodes, controller-manager, scheduler, kube-system service "
+                        "accounts); e.g. your GitOps bot")
     p.add_argument("--cluster", default="default", help="cluster name put on the events (default: %(default)s)")
     p.add_argument("--kafka-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="wait this long for Kafka's acknowledgement before answering 503 (default: %(default)s)")
@@ -153,10 +157,12 @@ def _collect(args) -> int:
 
 async def _serve(args, auth, nodes, host: str, port: int) -> int:
     import asyncio
+    import re
 
     from aiohttp import web
 
     from collectors.cloud.server import CONFIG, PrintSink, create_app
+    from collectors.kubernetes.audit import DEFAULT_IGNORE
     from collectors.sink import AsyncKafkaSink
     from core.settings import Settings
     from core.shutdown import on_stop
@@ -168,6 +174,12 @@ async def _serve(args, auth, nodes, host: str, port: int) -> int:
         ssl_context = web_cfg.ssl_context()
     except (ConfigError, OSError) as exc:
         print(f"kubesight collect cloud: {exc}", file=sys.stderr)
+        return 2
+    try:
+        extra = args.audit_ignore_users and re.compile(args.audit_ignore_users).pattern  # its errors, not the union's
+        ignore = re.compile(f"(?:{DEFAULT_IGNORE.pattern})|(?:{extra})") if extra else DEFAULT_IGNORE
+    except re.error as exc:
+        print(f"kubesight collect cloud: --audit-ignore-users: not a valid regex: {exc}", file=sys.stderr)
         return 2
     if args.stdout:
         sink = PrintSink()
@@ -192,7 +204,7 @@ async def _serve(args, auth, nodes, host: str, port: int) -> int:
         in_pod = not args.kubeconfig and "KUBERNETES_SERVICE_HOST" in os.environ
         owners = Owners(Api(api_client(args.kubeconfig, in_cluster=in_pod)).read)
     app = create_app(sink, auth, nodes, max_body=args.max_body, cluster=args.cluster,
-                     kafka_timeout=args.kafka_timeout, owners=owners)
+                     kafka_timeout=args.kafka_timeout, owners=owners, audit_ignore=ignore)
     # POST /events and /audit keep their own credentials (token or HMAC signature, checked by the handler; a sender
     # has one Authorization header); basic_auth_users of the web config guard the rest (/metrics)
     app.middlewares.append(web_cfg.middleware(also=lambda request: request.path in ("/events", "/audit")))

@@ -137,7 +137,7 @@ def events_from_audit(body: bytes, *, cluster: str = "default", ignore: re.Patte
         code = status.get("code", 0)
         if not isinstance(code, int):
             raise PayloadError(f"{where}.responseStatus.code: expected an integer, got {type(code).__name__}")
-        if ignore is not None and ignore.match(username):
+        if ignore is not None and ignore.fullmatch(username):
             continue
         session = resource == "pods" and sub in SESSIONS and verb in ("create", "get")
         if stage != ("ResponseStarted" if session else "ResponseComplete") or not 100 <= code < 400:  # 101: a session

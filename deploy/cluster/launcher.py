@@ -350,10 +350,13 @@ class Cluster:
     def set_kubelet(self, node: str, running: bool) -> None:
         """Stop (``False``) or resume kwok's kubelet of ``node``. Stopped, its Lease is no longer renewed:
         after ``NODE_GRACE_SECONDS`` the node lifecycle controller marks the Node ``Unknown``, taints it
-        ``node.kubernetes.io/unreachable`` and marks its Pods not ready. Resumed, kwok reports it Ready again."""
+        ``node.kubernetes.io/unreachable`` and marks its Pods not ready. Resumed, kwok reports it Ready again.
+        The label is written as kwok's own user, not the admin: kwok plays the kubelet, and the audit trail says so."""
         from kubernetes import client
 
-        with self.api_client() as api:
+        kwok = next(line.split(",")[0] for line in (self.run_dir / "tokens.csv").read_text().splitlines()
+                    if line.split(",")[1:2] == ["kwok"])
+        with self.api_client(token=kwok) as api:
             client.CoreV1Api(api).patch_node(node, {"metadata": {"labels": {KWOK_LABEL: "managed" if running else None}}})
 
     # ------------------------------------------------------------ stop

@@ -60,6 +60,13 @@ def test_bad_listen_address(monkeypatch, capsys):
     assert "--listen must be HOST:PORT, got '8090'" in capsys.readouterr().err
 
 
+def test_a_bad_audit_ignore_regex_is_refused_before_anything_starts(monkeypatch, capsys):
+    monkeypatch.setenv("KUBESIGHT_CLOUD_TOKEN", "x" * 20)
+    assert main(["collect", "cloud", "--listen", "127.0.0.1:0", "--stdout", "--audit-ignore-users", "ci-(bot"]) == 2
+    assert capsys.readouterr().err == ("kubesight collect cloud: --audit-ignore-users: not a valid regex: "
+                                       "missing ), unterminated subpattern at position 3\n")
+
+
 def test_the_deployment_runs_a_valid_command():
     import yaml
 
