@@ -31,11 +31,14 @@ class PayloadError(ValueError):
     """A payload the intake cannot turn into events; the message is the reason (HTTP 400, dead letter)."""
 
 
-def field_obj(d: dict, field: str, where: str = "") -> dict:
-    """``d[field]`` that must be a JSON object; PayloadError names the field otherwise."""
+def field_obj(d: dict, field: str, where: str = "", required: bool = True) -> dict:
+    """``d[field]`` that must be a JSON object (absent or null and not required: an empty one); PayloadError names
+    the field otherwise."""
     v = d.get(field)
+    if v is None and not required:
+        return {}
     if not isinstance(v, dict):
-        raise PayloadError(f"{where}{field}: expected an object, got {_kind(v)}")
+        raise PayloadError(f"{where}{field}: expected an object, got {json_kind(v)}")
     return v
 
 
@@ -45,7 +48,7 @@ def field_list(d: dict, field: str, where: str = "") -> list:
     if v is None:
         return []
     if not isinstance(v, list):
-        raise PayloadError(f"{where}{field}: expected an array, got {_kind(v)}")
+        raise PayloadError(f"{where}{field}: expected an array, got {json_kind(v)}")
     return v
 
 
@@ -59,7 +62,7 @@ def field_str(d: dict, field: str, where: str = "", required: bool = True) -> st
     return v
 
 
-def _kind(v) -> str:
+def json_kind(v) -> str:
     return "nothing" if v is None else {dict: "an object", list: "an array", str: "a string",
                                         bool: "a boolean"}.get(type(v), "a number")
 

@@ -28,7 +28,7 @@ import re
 import msgspec
 import orjson
 
-from collectors.cloud.event import PayloadError
+from collectors.cloud.event import PayloadError, field_list, field_obj, field_str, json_kind
 from core.records import Entity, Event, RecordError, parse_time
 
 SOURCE = "k8s-audit"
@@ -44,41 +44,19 @@ SESSIONS = {"exec": "PodExec", "attach": "PodAttach", "portforward": "PodPortFor
 MAX_TEXT = 300
 
 
-def _obj(v, where: str) -> dict:
-    if v is None:
-        return {}
-    if not isinstance(v, dict):
-        raise PayloadError(f"{where}: expected an object, got {type(v).__name__}")
-    return v
-
-
-def _str(d: dict, key: str, where: str) -> str:
-    v = d.get(key, "")
-    if v is None:
-        return ""
-    if not isinstance(v, str):
-        raise PayloadError(f"{where}.{key}: expected a string, got {type(v).__name__}")
-    return v
-
-
 def _items(body: bytes) -> list:
     try:
         d = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise PayloadError(f"not valid JSON: {exc}") from None
     if not isinstance(d, dict):
-        raise PayloadError(f"expected an audit.k8s.io EventList object, got {type(d).__name__}")
+        raise PayloadError(f"expected an audit.k8s.io EventList object, got {json_kind(d)}")
     kind = d.get("kind")
     if kind == "Event":
         return [d]
     if kind != "EventList" or not str(d.get("apiVersion", "")).startswith("audit.k8s.io/"):
         raise PayloadError(f"expected kind EventList (apiVersion audit.k8s.io/v1), got kind {kind!r}")
-    items = d.get("items")
-    if items is None:
-        return []
-    if not isinstance(items, list):
-        raise PayloadError("items: expected a list")
-    return items
+    return field_list(d, "items")
 
 
 def _taints(taints) -> str:
@@ -126,17 +104,19 @@ def events_from_audit(body: bytes, *, cluster: str = "default", ignore: re.Patte
     """
     out: list[Event] = []
     for i, it in enumerate(_items(body)):
-        where = f"items[{i}]"
-        it = _obj(it, where)
-        ref = _obj(it.get("objectRef"), where + ".objectRef")
-        user = _obj(it.get("user"), where + ".user")
-        status = _obj(it.get("responseStatus"), where + ".responseStatus")
-        verb, resource = _str(it, "verb", where), _str(ref, "resource", where + ".objectRef")
-        sub, stage = _str(ref, "subresource", where + ".objectRef"), _str(it, "stage", where)
-        username = _str(user, "username", where + ".user")
+        where = f"items[{i}]."
+        if not isinstance(it, dict):
+            raise PayloadError(f"items[{i}]: expected an object, got {json_kind(it)}")
+        ref = field_obj(it, "objectRef", where, required=False)
+        user = field_obj(it, "user", where, required=False)
+        status = field_obj(it, "responseStatus", where, required=False)
+        verb, stage = field_str(it, "verb", where, required=False), field_str(it, "stage", where, required=False)
+        resource = field_str(ref, "resource", where + "objectRef.", required=False)
+        sub = field_str(ref, "subresource", where + "objectRef.", required=False)
+        username = field_str(user, "username", where + "user.", required=False)
         code = status.get("code", 0)
         if not isinstance(code, int):
-            raise PayloadError(f"{where}.responseStatus.code: expected an integer, got {type(code).__name__}")
+            raise PayloadError(f"{where}responseStatus.code: expected an integer, got {json_kind(code)}")
         if ignore is not None and ignore.fullmatch(username):
             continue
         session = resource == "pods" and sub in SESSIONS and verb in ("create", "get")
@@ -153,17 +133,19 @@ def events_from_audit(body: bytes, *, cluster: str = "default", ignore: re.Patte
             changes = [(DELETED[resource], "")]
         if not changes:
             continue
-        name, ns = _str(ref, "name", where + ".objectRef"), _str(ref, "namespace", where + ".objectRef")
+        name = field_str(ref, "name", where + "objectRef.", required=False)
+        ns = field_str(ref, "namespace", where + "objectRef.", required=False)
         try:
             t = parse_time(it.get("stageTimestamp") or it.get("requestReceivedTimestamp"))
         except (RecordError, TypeError, ValueError) as exc:
-            raise PayloadError(f"{where}.stageTimestamp: {exc}") from None
+            raise PayloadError(f"{where}stageTimestamp: {exc}") from None
         kind = KINDS.get(resource, resource)
         entity = Entity(cluster=cluster, namespace=ns, kind=kind, name=name, node=name if kind == "Node" else "")
         ips = it.get("sourceIPs") if isinstance(it.get("sourceIPs"), list) else []
         labels = {"user": username, "verb": verb, "resource": resource + (f"/{sub}" if sub else ""),
-                  "source_ip": str(ips[0]) if ips else "", "user_agent": _str(it, "userAgent", where)[:MAX_TEXT]}
-        audit_id = _str(it, "auditID", where)
+                  "source_ip": str(ips[0]) if ips else "",
+                  "user_agent": field_str(it, "userAgent", where, required=False)[:MAX_TEXT]}
+        audit_id = field_str(it, "auditID", where, required=False)
         for reason, detail in changes:
             what = f"{kind} {ns + '/' if ns else ''}{name}"
             message = f"{username} {verb} {resource}{'/' + sub if sub else ''} of {what}" + (f": {detail}" if detail else "")

@@ -114,12 +114,12 @@ def test_a_retried_batch_gives_the_same_ids():
 
 @pytest.mark.parametrize("payload, reason", [
     (b"{not json", "not valid JSON: unexpected character, expected a string key: line 1 column 2 (char 1)"),
-    (b"[]", "expected an audit.k8s.io EventList object, got list"),
+    (b"[]", "expected an audit.k8s.io EventList object, got an array"),
     (b'{"kind": "PodList", "apiVersion": "v1"}', "expected kind EventList (apiVersion audit.k8s.io/v1), got kind 'PodList'"),
-    (body(5), "items[0]: expected an object, got int"),
-    (orjson.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": {}}), "items: expected a list"),
+    (body(5), "items[0]: expected an object, got a number"),
+    (orjson.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": {}}), "items: expected an array, got an object"),
     (body(dict(item("patch", "nodes", "w1"), responseStatus={"code": "200"})),
-     "items[0].responseStatus.code: expected an integer, got str"),
+     "items[0].responseStatus.code: expected an integer, got a string"),
     (body(dict(item("delete", "namespaces", "shop"), stageTimestamp="yesterday")),
      "items[0].stageTimestamp: invalid time 'yesterday' (use RFC 3339, e.g. 2021-08-03T10:00:00Z)"),
 ])
@@ -156,9 +156,9 @@ def test_the_intake_takes_audit_batches_and_dead_letters_a_bad_one(settings):
 
     answers = asyncio.run(run())
     assert answers == [(200, {"accepted": 1, "ids": ["audit-a1-NamespaceDeleted"]}),
-                       (400, {"error": "expected an audit.k8s.io EventList object, got list"}),
+                       (400, {"error": "expected an audit.k8s.io EventList object, got an array"}),
                        (401, {"error": "unauthorized"})]
     (ev,) = [decode(r.value) for r in read_to_end(settings.kafka, settings.topic("events"))]
     assert (ev.reason, ev.entity.cluster, ev.entity.kind, ev.entity.name) == ("NamespaceDeleted", "prod", "Namespace", "shop")
     (dl,) = [orjson.loads(r.value) for r in read_to_end(settings.kafka, settings.topic("deadletter"))]
-    assert dl["reason"] == "expected an audit.k8s.io EventList object, got list" and dl["origin"] == "collector/cloud"
+    assert dl["reason"] == "expected an audit.k8s.io EventList object, got an array" and dl["origin"] == "collector/cloud"
