@@ -146,11 +146,6 @@ def th_holds(cond, c: dict, t: float, active: bool, stale: float) -> bool:
 BURN_BUCKETS = 12  # per window: its mean covers the last 11 whole buckets and the current one (11/12..1 of it)
 
 
-def burn_windows(cond) -> list[float]:
-    """The distinct window lengths of a burn-rate condition, shortest first (one bucket ring each in ``c["b"]``)."""
-    return sorted({w for p in cond.windows for w in (p.long, p.short)})
-
-
 def br_update(cond, c: dict, t: float, s) -> None:
     """Add one point of the error ratio to every window's ring of ``BURN_BUCKETS`` time buckets.
 
@@ -163,7 +158,7 @@ def br_update(cond, c: dict, t: float, s) -> None:
     x = s.value
     if x != x or s.time < c.get("lt", -math.inf):
         return  # NaN (no requests) or out of order: ignored
-    wins = burn_windows(cond)
+    wins = cond.lengths  # computed once per rule (rules.schema.BurnRate)
     rings = c.get("b")
     if rings is None or len(rings) != len(wins):
         rings = c["b"] = [[] for _ in wins]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -151,6 +152,11 @@ class BurnRate(_Base):
     objective: float = Field(gt=0.0, lt=1.0)
     windows: Annotated[list[BurnWindow], Field(min_length=1, max_length=8)]
     stale_after: Duration | None = None
+
+    @cached_property
+    def lengths(self) -> tuple[float, ...]:
+        """The distinct window lengths, shortest first: one bucket ring each in the condition's state."""
+        return tuple(sorted({w for p in self.windows for w in (p.long, p.short)}))
 
 
 class Absent(_Base):
