@@ -148,6 +148,11 @@ SIGNALS = (
     Signal("apiserver_webhook_p99_latency_seconds", "quantile",
            (("apiserver_admission_webhook_admission_duration_seconds_bucket", "le", None),),
            by=("cluster", "instance", "name", "type", "operation"), rate=True),
+    # kubernetes-mixin's KubeClientCertificateExpiration: the 1st percentile of the remaining lifetime of the client
+    # certificates presented lately (the scheduler and controller-manager count those presented to them too)
+    Signal("apiserver_client_certificate_expiry_p1_seconds", "quantile",
+           (("apiserver_client_certificate_expiration_seconds_bucket", "le", None),),
+           by=("cluster", "job", "instance"), rate=True, q=0.01),
     Signal("coredns_request_rate", "sum", (("coredns_dns_requests_total", "x", None),), rate=True),
     Signal("ingress_5xx_ratio", "ratio", (("nginx_ingress_controller_requests", "den", None),
                                           ("nginx_ingress_controller_requests", "num", _http_5xx("status"))),

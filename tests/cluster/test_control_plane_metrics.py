@@ -25,7 +25,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.cluster.conftest import create_docs, manifest_docs, sa_token
+from tests.cluster.conftest import create_docs, manifest_docs, sa_token, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PACK = REPO / "rules" / "packs" / "default" / "control-plane.yaml"
@@ -34,8 +34,10 @@ JOBS = {"kube-apiserver": "apiserver", "etcd": "etcd", "kube-scheduler": "schedu
         "kube-controller-manager": "controller-manager"}
 # rule inputs no component of this cluster can export: CoreDNS is not part of it (kube-dns is an add-on)
 # not run by the local control plane: CoreDNS; and no admission webhook is registered, so the apiserver has no series
-# of its webhook latency histogram (a labelled histogram appears once observed)
-NOT_RUN_HERE = {"CoreDNSDown", "CoreDNSPanic", "CoreDNSNoRequests", "KubeAPIAdmissionWebhookSlow"}
+# of its webhook latency histogram (a labelled histogram appears once observed); and the aggregator's counter of
+# APIServices that became unavailable is exported once one has (test_an_unavailable_aggregated_api_fires provokes it)
+NOT_RUN_HERE = {"CoreDNSDown", "CoreDNSPanic", "CoreDNSNoRequests", "KubeAPIAdmissionWebhookSlow",
+                "KubeAggregatedAPIErrors"}
 # Rules whose input never appears in real 1.34 output: bugs in the rule or the derivation (see the
 # report of issue 12). Empty is the goal; the test fails when this list and reality disagree.
 KNOWN_MISSING: dict[str, str] = {}
@@ -77,9 +79,36 @@ def scrape(cfg: Path) -> tuple[list[dict], str]:
     return [orjson.loads(line) for line in res.stdout.splitlines() if line.strip()], table
 
 
+def client_cert(cluster, d: Path, cn: str, days: int) -> tuple[Path, Path]:
+    """A client certificate for user ``cn`` signed by the cluster's client CA, valid ``days`` from now (openssl CLI)."""
+    pki = cluster.run_dir / "pki"
+    key, csr, crt = d / f"{cn}.key", d / f"{cn}.csr", d / f"{cn}.crt"
+    for cmd in (["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", str(key),
+                 "-out", str(csr)],
+                ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(pki / "client-ca.crt"), "-CAkey",
+                 str(pki / "client-ca.key"), "-CAcreateserial", "-days", str(days), "-out", str(crt)]):
+        subprocess.run(cmd, check=True, capture_output=True)
+    return crt, key
+
+
+def present(cluster, cert: tuple[Path, Path], times: int) -> None:
+    """``times`` requests to the API server authenticated by ``cert`` (what a kubelet's client certificate does)."""
+    import ssl
+    import urllib.request
+
+    ctx = ssl.create_default_context(cafile=str(cluster.ca_file))
+    ctx.load_cert_chain(*map(str, cert))
+    for _ in range(times):
+        with urllib.request.urlopen(f"{cluster.server}/version", context=ctx, timeout=10) as r:
+            assert r.status == 200
+
+
 @pytest.fixture(scope="module")
-def rounds(scrape_config):
+def rounds(cluster, scrape_config, tmp_path_factory):
     first = scrape(scrape_config)
+    # a client with a year-long certificate meanwhile, as kubelets are (the components here use tokens): the
+    # certificate-expiry signal is computed from what was presented between two scrapes
+    present(cluster, client_cert(cluster, tmp_path_factory.mktemp("certs"), "kubesight-test-kubelet", 365), 5)
     time.sleep(2)  # two points per counter series: the derivations need a rate
     second = scrape(scrape_config)
     return first, second
@@ -198,9 +227,7 @@ def test_control_plane_rules_have_their_inputs(rounds):
 
 def test_a_refused_scrape_fires_its_down_rule(cluster, scrape_config, tmp_path):
     """The scheduler scraped with a token it refuses: ``up`` is 0, and KubeSchedulerDown fires after its 15 m."""
-    from core.records import Sample, decode
-    from rules.engine import Engine
-    from rules.load import load_packs
+    from core.records import decode
 
     cfg = yaml.safe_load(scrape_config.read_text())
     (tmp_path / "token").write_text("not-a-valid-token")
@@ -212,9 +239,163 @@ def test_a_refused_scrape_fires_its_down_rule(cluster, scrape_config, tmp_path):
     up = [decode(line) for line in res.stdout.splitlines() if b'"up"' in line]
     assert [(s.name, s.labels["job"], s.value) for s in up] == [("up", "scheduler", 0.0)]
     # the same refused scrape every 30 s (the scrape interval) for 16 minutes of event time
-    eng, state, fired = Engine(load_packs([PACK])), {}, []
-    for i in range(33):
-        s = Sample(up[0].name, up[0].value, up[0].time + 30 * i, dict(up[0].labels))
+    assert replay(up[0], 33) == [(30, "KubeSchedulerDown", "firing", "platform", "critical")]  # after its `for: 15m`
+
+
+def replay(sample, steps: int, pack=PACK) -> list[tuple[int, str, str, str, str]]:
+    """The engine fed ``sample`` again every 30 s (a scrape interval) for ``steps`` scrapes: its transitions."""
+    from core.records import Sample
+    from rules.engine import Engine
+    from rules.load import load_packs
+
+    eng, state, fired = Engine(load_packs([pack])), {}, []
+    for i in range(steps):
+        s = Sample(sample.name, sample.value, sample.time + 30 * i, dict(sample.labels))
         fired += [(i, a.labels["alertname"], a.status, a.labels["owner"], a.labels["severity"])
                   for a in eng.process(s, state, s.time) + eng.tick(s.time, state)]
-    assert fired == [(30, "KubeSchedulerDown", "firing", "platform", "critical")]  # after its `for: 15m`
+    return fired
+
+
+def test_a_client_certificate_about_to_expire_fires(cluster, scrape_config, tmp_path):
+    """A client presents a certificate with a day left: the API server's histogram of what clients present, through
+    the collector and the derivation, gives a 1st percentile under a day, and both expiry rules fire after their 5m."""
+    cfg = yaml.safe_load(scrape_config.read_text())
+    cfg["targets"] = [t for t in cfg["targets"] if t["job"] == "apiserver"]
+    (tmp_path / "metrics.yaml").write_text(yaml.safe_dump(cfg))
+    cert = client_cert(cluster, tmp_path, "kubesight-test-expiring", 1)
+    first, _ = scrape(tmp_path / "metrics.yaml")
+    present(cluster, cert, 10)
+    time.sleep(1)
+    second, _ = scrape(tmp_path / "metrics.yaml")
+    p1 = [d for d in derive(first + second) if d.name == "apiserver_client_certificate_expiry_p1_seconds"]
+    assert len(p1) == 1, p1
+    # a day less the seconds since it was signed: the (12 h, 1 d] bucket, 1 % into it
+    assert 43200 < p1[0].value < 86400, p1[0]
+    assert p1[0].labels["job"] == "apiserver"
+    fired = replay(p1[0], 12)
+    assert fired == [(10, "KubeClientCertificateExpiration", "firing", "platform", "warning"),
+                     (10, "KubeClientCertificateExpirationCritical", "firing", "platform", "critical")], fired
+
+
+class ExtensionServer:
+    """A stand-in for an extension API server (metrics-server, say): HTTPS on loopback answering its group's discovery,
+    stopped and started again on the same port to make the aggregator lose it and find it."""
+
+    def __init__(self, cluster, group_version: str):
+        import http.server
+
+        body = orjson.dumps({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
+                             "resources": []})
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.handler, self.pki, self.port, self.server = Handler, cluster.run_dir / "pki", 0, None
+
+    def start(self) -> None:
+        import http.server
+        import ssl
+        import threading
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), self.handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(self.pki / "audit.crt"), str(self.pki / "audit.key"))  # a loopback serving cert
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+def test_an_unavailable_aggregated_api_fires(cluster, api, scrape_config, tmp_path):
+    """An APIService served by an extension server that goes away: the API server's aggregator marks it unavailable
+    (its gauge 1, its counter of losses +1, reason FailedDiscoveryCheck); KubeAggregatedAPIDown fires after 5m of
+    that, and KubeAggregatedAPIErrors once it was lost more than 4 times in 10m (the server flapping).
+
+    The aggregator checks each APIService every 30 s and on any change to it: a label patch after each start or stop
+    makes it look at once. The APIService is removed at the end: an unavailable group stalls namespace deletion."""
+    from kubernetes import client
+
+    from core.records import decode
+    from tests.cluster.conftest import ensure_namespace
+
+    name, group = "v1alpha1.kubesight-test.io", "kubesight-test.io"
+    cfg = yaml.safe_load(scrape_config.read_text())
+    cfg["targets"] = [t for t in cfg["targets"] if t["job"] == "apiserver"]
+    (tmp_path / "metrics.yaml").write_text(yaml.safe_dump(cfg))
+    ext = ExtensionServer(cluster, f"{group}/v1alpha1")
+    ext.start()
+    ensure_namespace(api, "kubesight")
+    # ExternalName: the aggregator dials the name itself (a ClusterIP would need a real service network)
+    api.core.create_namespaced_service("kubesight", {"metadata": {"name": "kubesight-test-extension"}, "spec": {
+        "type": "ExternalName", "externalName": "127.0.0.1", "ports": [{"name": "https", "port": ext.port}]}})
+    reg = client.ApiregistrationV1Api(api.client)
+    reg.create_api_service({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "metadata": {"name": name},
+                            "spec": {"group": group, "version": "v1alpha1", "groupPriorityMinimum": 1000,
+                                     "versionPriority": 15, "insecureSkipTLSVerify": True,
+                                     "service": {"namespace": "kubesight", "name": "kubesight-test-extension",
+                                                 "port": ext.port}}})
+    nudges = iter(range(1000))
+
+    def becomes(available: bool) -> None:
+        reg.patch_api_service(name, {"metadata": {"labels": {"kubesight-test/nudge": str(next(nudges))}}})
+        want = "True" if available else "False"
+
+        def status():
+            conds = reg.read_api_service(name).status.conditions or []
+            return [(c.status, c.reason) for c in conds if c.type == "Available" and c.status == want]
+
+        wait_for(f"{name} Available={want}", status, timeout=60, interval=0.5)
+
+    def series() -> dict[str, list]:
+        samples, _ = scrape(tmp_path / "metrics.yaml")
+        out: dict[str, list] = {}
+        for s in samples:
+            if s["name"].startswith("aggregator_unavailable_apiservice") and s["labels"].get("name") == name:
+                out.setdefault(s["name"], []).append(decode(orjson.dumps(s)))
+        return out
+
+    try:
+        becomes(True)
+        ext.stop()
+        becomes(False)
+        first = series()
+        assert [s.value for s in first["aggregator_unavailable_apiservice"]] == [1.0], first
+        assert [(s.labels["reason"], s.value) for s in first["aggregator_unavailable_apiservice_total"]] == [
+            ("FailedDiscoveryCheck", 1.0)], first
+        assert replay(first["aggregator_unavailable_apiservice"][0], 14) == [
+            (10, "KubeAggregatedAPIDown", "firing", "platform", "warning")]  # 5m after the first unavailable point
+        for _ in range(5):  # the extension server flaps: found, lost, five times over
+            ext.start()
+            becomes(True)
+            ext.stop()
+            becomes(False)
+        lost = series()["aggregator_unavailable_apiservice_total"]
+        assert [(s.labels["reason"], s.value) for s in lost] == [("FailedDiscoveryCheck", 6.0)], lost
+        # the two scrapes a minute apart (the scrape interval of a real collector): 5 losses in 10m fire at once
+        from rules.engine import Engine
+        from rules.load import load_packs
+
+        eng, state = Engine(load_packs([PACK])), {}
+        before = first["aggregator_unavailable_apiservice_total"][0]
+        after = lost[0].__class__(lost[0].name, lost[0].value, before.time + 60, dict(lost[0].labels))
+        fired = [(a.labels["alertname"], a.labels["reason"], a.annotations["summary"])
+                 for s in (before, after) for a in eng.process(s, state, s.time)]
+        assert fired == [("KubeAggregatedAPIErrors", "FailedDiscoveryCheck",
+                          f"aggregated API {name} became unavailable 5 times in 10m (FailedDiscoveryCheck)")]
+    finally:
+        ext.stop()
+        reg.delete_api_service(name)
+        api.core.delete_namespaced_service("kubesight-test-extension", "kubesight")

@@ -160,6 +160,35 @@ def test_etcd_grpc_failed_ratio_counts_etcd_mixins_failure_codes_only(pages):
     assert len(got) == 5 and {dict(k)["instance"] for k in got} == {"etcd:443"}
 
 
+def test_client_certificate_expiry_p1_on_the_recorded_apiserver_page(pages):
+    """kubernetes-mixin's KubeClientCertificateExpiration input: the 1st percentile of the remaining lifetime of
+    the client certificates presented between two scrapes (a rate of the histogram, so old observations age out)."""
+    name = "apiserver_client_certificate_expiration_seconds_bucket"
+    assert f'{name}{{le="+Inf"}} 990\n' in pages["api"] and f'{name}{{le="3.1104e+07"}} 0\n' in pages["api"]
+    # 990 more requests with the same (over a year long) certificates, and 20 with one that has 3 days left
+    later = pages["api"]
+    for le in ("345600", "604800", "2.592e+06", "7.776e+06", "1.5552e+07", "3.1104e+07"):
+        later = later.replace(f'{name}{{le="{le}"}} 0\n', f'{name}{{le="{le}"}} 20\n')
+    later = later.replace(f'{name}{{le="+Inf"}} 990\n', f'{name}{{le="+Inf"}} 2000\n')
+    key = (("cluster", "ack-1"), ("instance", "apiserver:443"), ("job", "apiserver"))
+    ps = Partitions()
+    ps.feed(_scrape(pages["api"], 1000.0, "apiserver"))
+    ps.feed(_scrape(pages["api"].replace(f'{name}{{le="+Inf"}} 990\n', f'{name}{{le="+Inf"}} 1980\n'), 1030.0,
+                    "apiserver"))
+    ps.feed(_scrape(pages["sched"], 1040.0, "scheduler"))
+    got = ps.latest("apiserver_client_certificate_expiry_p1_seconds")
+    # only long-lived certificates: PromQL's answer for the +Inf bucket, the highest finite bound (a year): quiet
+    assert got[key] == (1030.0, 31104000.0)
+    ps.feed(_scrape(later, 1060.0, "apiserver"))
+    ps.feed(_scrape(pages["sched"], 1070.0, "scheduler"))
+    # 1,010 presented: rank 10.1 falls among the 20 in (2 d, 4 d] -> 2 d + 2 d * 10.1 / 20, under the 7 d warning
+    got = ps.latest("apiserver_client_certificate_expiry_p1_seconds")
+    assert got[key] == (1060.0, pytest.approx(172800 + 172800 * 10.1 / 20))
+    # the scheduler's page has the histogram too (certificates presented to it), unchanged between its two scrapes:
+    # no certificate presented there lately is no value at all (not "0 s left")
+    assert name in pages["sched"] and list(got) == [key]
+
+
 def test_admission_webhook_p99_and_coredns_request_rate():
     """Series no recorded page here has (an admission webhook's latency histogram, CoreDNS' query counter)."""
     hook = {"name": "policy.example.com", "type": "validating", "operation": "CREATE", "rejected": "false",
