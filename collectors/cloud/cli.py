@@ -60,6 +60,10 @@ def register(sub, group) -> None:
                    help="also leave out the audit events (POST /audit) of users this regex matches (the whole name), "
                         "besides the control plane's own (nodes, controller-manager, scheduler, kube-system service "
                         "accounts); e.g. your GitOps bot")
+    p.add_argument("--audit-trusted-networks", metavar="CIDRS", default="",
+                   help="comma-separated public networks (your office's or VPN's egress) whose requests are not "
+                        "reported as API access from the internet (APIRequestFromPublicIP); private, loopback and "
+                        "carrier-grade NAT addresses never are")
     p.add_argument("--cluster", default="default", help="cluster name put on the events (default: %(default)s)")
     p.add_argument("--kafka-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="wait this long for Kafka's acknowledgement before answering 503 (default: %(default)s)")
@@ -162,7 +166,7 @@ async def _serve(args, auth, nodes, host: str, port: int) -> int:
     from aiohttp import web
 
     from collectors.cloud.server import CONFIG, PrintSink, create_app
-    from collectors.kubernetes.audit import DEFAULT_IGNORE
+    from collectors.kubernetes.audit import DEFAULT_IGNORE, trusted_networks
     from collectors.sink import AsyncKafkaSink
     from core.settings import Settings
     from core.shutdown import on_stop
@@ -180,6 +184,11 @@ async def _serve(args, auth, nodes, host: str, port: int) -> int:
         ignore = re.compile(f"(?:{DEFAULT_IGNORE.pattern})|(?:{extra})") if extra else DEFAULT_IGNORE
     except re.error as exc:
         print(f"kubesight collect cloud: --audit-ignore-users: not a valid regex: {exc}", file=sys.stderr)
+        return 2
+    try:
+        trusted = trusted_networks(args.audit_trusted_networks)
+    except ValueError as exc:
+        print(f"kubesight collect cloud: --audit-trusted-networks: {exc}", file=sys.stderr)
         return 2
     if args.stdout:
         sink = PrintSink()
@@ -204,7 +213,8 @@ async def _serve(args, auth, nodes, host: str, port: int) -> int:
         in_pod = not args.kubeconfig and "KUBERNETES_SERVICE_HOST" in os.environ
         owners = Owners(Api(api_client(args.kubeconfig, in_cluster=in_pod)).read)
     app = create_app(sink, auth, nodes, max_body=args.max_body, cluster=args.cluster,
-                     kafka_timeout=args.kafka_timeout, owners=owners, audit_ignore=ignore)
+                     kafka_timeout=args.kafka_timeout, owners=owners, audit_ignore=ignore,
+                     audit_trusted=trusted)
     # POST /events and /audit keep their own credentials (token or HMAC signature, checked by the handler; a sender
     # has one Authorization header); basic_auth_users of the web config guard the rest (/metrics)
     app.middlewares.append(web_cfg.middleware(also=lambda request: request.path in ("/events", "/audit")))

@@ -27,7 +27,7 @@ from collectors.cloud.auth import Auth
 from collectors.cloud.event import PayloadError, attach_node
 from collectors.cloud.intake import parse
 from collectors.cloud.nodes import NodeMap
-from collectors.kubernetes.audit import DEFAULT_IGNORE, attach_owners, events_from_audit
+from collectors.kubernetes.audit import DEFAULT_IGNORE, Networks, attach_owners, events_from_audit
 
 log = logging.getLogger("kubesight.cloud")
 ORIGIN = "collector/cloud"
@@ -57,7 +57,7 @@ async def _cloud(body: bytes, request: web.Request, cfg: dict) -> list:
 async def _audit(body: bytes, request: web.Request, cfg: dict) -> list:
     """The apiserver's audit EventList: the actions worth an Event (``collectors.kubernetes.audit``), with the
     workload and team of what they touched when the intake may read the cluster (``owners``)."""
-    events = events_from_audit(body, cluster=cfg["cluster"], ignore=cfg["audit_ignore"])
+    events = events_from_audit(body, cluster=cfg["cluster"], ignore=cfg["audit_ignore"], trusted=cfg["audit_trusted"])
     if cfg["owners"] is not None and events:
         events = await asyncio.to_thread(attach_owners, events, cfg["owners"])
     return events
@@ -127,17 +127,18 @@ async def _metrics(request: web.Request) -> web.Response:
 
 def create_app(sink, auth: Auth, nodes: NodeMap | None = None, *, max_body: int = 256 * 1024,
                cluster: str = "default", kafka_timeout: float = 10.0, clock=time.time, owners=None,
-               audit_ignore: re.Pattern | None = DEFAULT_IGNORE) -> web.Application:
+               audit_ignore: re.Pattern | None = DEFAULT_IGNORE, audit_trusted: Networks = ()) -> web.Application:
     """The intake application. ``sink`` has ``async send_all(events)`` and ``async reject(reason, payload, ...)``
     (``collectors.sink.AsyncKafkaSink``), started and stopped by the caller; ``owners``
     (``collectors.kubernetes.owners.Owners``) names the workload and team of audit events; ``audit_ignore``
-    matches the users whose audit events are left out (the control plane's own, by default)."""
+    matches the users whose audit events are left out (the control plane's own, by default), ``audit_trusted``
+    the public networks (an office's, a VPN's egress) whose requests are not reported as from the internet."""
     registry = CollectorRegistry()
     app = web.Application(client_max_size=max_body)
     app[CONFIG] = {
         "sink": sink, "auth": auth, "nodes": nodes or NodeMap(), "max_body": max_body, "cluster": cluster,
         "kafka_timeout": kafka_timeout, "clock": clock, "registry": registry, "owners": owners,
-        "audit_ignore": audit_ignore,
+        "audit_ignore": audit_ignore, "audit_trusted": audit_trusted,
         "requests": Counter("kubesight_cloud_requests", "intake requests by HTTP status", ["code"], registry=registry),
         "events": Counter("kubesight_cloud_events", "events accepted by reason", ["reason"], registry=registry),
     }

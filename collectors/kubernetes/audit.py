@@ -23,7 +23,9 @@ are left out.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from collections.abc import Sequence
 
 import msgspec
 import orjson
@@ -41,7 +43,52 @@ KINDS = {"namespaces": "Namespace", "deployments": "Deployment", "statefulsets":
          "persistentvolumeclaims": "PersistentVolumeClaim", "persistentvolumes": "PersistentVolume", "nodes": "Node",
          "customresourcedefinitions": "CustomResourceDefinition", "pods": "Pod"}
 SESSIONS = {"exec": "PodExec", "attach": "PodAttach", "portforward": "PodPortForward"}
+PUBLIC = "APIRequestFromPublicIP"
 MAX_TEXT = 300
+Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+
+
+def trusted_networks(text: str) -> tuple:
+    """``--audit-trusted-networks``: comma-separated CIDRs (an office's or a VPN's egress) whose public addresses are
+    not reported; ValueError names the one that is not a network.
+
+    >>> [str(n) for n in trusted_networks("203.0.113.0/24, 2001:db8::/32")]
+    ['203.0.113.0/24', '2001:db8::/32']
+    >>> trusted_networks("10.0.0.0/8,bogus")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'bogus' is not a network (CIDR, e.g. 203.0.113.0/24)
+    """
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if part:
+            try:
+                out.append(ipaddress.ip_network(part, strict=False))
+            except ValueError:
+                raise ValueError(f"{part!r} is not a network (CIDR, e.g. 203.0.113.0/24)") from None
+    return tuple(out)
+
+
+def public_ip(ips: list, trusted: Networks = ()) -> str:
+    """The first of a request's ``sourceIPs`` that is a public (globally routed) address outside ``trusted``, or "".
+
+    ``sourceIPs`` is the ``X-Forwarded-For`` chain then the peer: the peer (last) is what the API server saw and
+    cannot be forged; a public address a proxy passed on in front of it is reported too (a forged one as well: a
+    client that claims to be on the internet is worth a look).
+
+    >>> public_ip(["10.0.4.2"]), public_ip(["8.8.4.4", "10.0.0.5"]), public_ip(["100.64.1.1", "::1", "not an ip"])
+    ('', '8.8.4.4', '')
+    >>> public_ip(["8.8.4.4"], trusted_networks("8.8.0.0/16"))
+    ''
+    """
+    for ip in ips:
+        try:
+            a = ipaddress.ip_address(str(ip))
+        except ValueError:
+            continue
+        if a.is_global and not any(a in n for n in trusted):
+            return str(a)
+    return ""
 
 
 def _items(body: bytes) -> list:
@@ -96,10 +143,13 @@ def _node_change(req) -> list[tuple[str, str]]:
     return out
 
 
-def events_from_audit(body: bytes, *, cluster: str = "default", ignore: re.Pattern | None = DEFAULT_IGNORE) -> list[Event]:
+def events_from_audit(body: bytes, *, cluster: str = "default", ignore: re.Pattern | None = DEFAULT_IGNORE,
+                      trusted: Networks = ()) -> list[Event]:
     """An audit webhook body (``EventList``, or one ``Event``) -> the Events it is worth; PayloadError says why not.
 
-    One audit event gives at most one record per change it asks (a node patch may cordon and relabel at once).
+    One audit event gives at most one record per change it asks (a node patch may cordon and relabel at once), and
+    one ``APIRequestFromPublicIP`` about the user when the request came from a public address (``public_ip``: ACK's
+    audit rule on access from the internet; the policy records every request of a person for it).
     Ids are ``audit-<auditID>-<reason>``: the apiserver retries a batch, so the same audit event may come twice.
     """
     out: list[Event] = []
@@ -131,7 +181,9 @@ def events_from_audit(body: bytes, *, cluster: str = "default", ignore: re.Patte
             changes = _node_change(it.get("requestObject"))
         elif verb == "delete" and not sub and resource in DELETED:
             changes = [(DELETED[resource], "")]
-        if not changes:
+        ips = it.get("sourceIPs") if isinstance(it.get("sourceIPs"), list) else []
+        public = public_ip(ips, trusted)
+        if not changes and not public:
             continue
         name = field_str(ref, "name", where + "objectRef.", required=False)
         ns = field_str(ref, "namespace", where + "objectRef.", required=False)
@@ -141,17 +193,24 @@ def events_from_audit(body: bytes, *, cluster: str = "default", ignore: re.Patte
             raise PayloadError(f"{where}stageTimestamp: {exc}") from None
         kind = KINDS.get(resource, resource)
         entity = Entity(cluster=cluster, namespace=ns, kind=kind, name=name, node=name if kind == "Node" else "")
-        ips = it.get("sourceIPs") if isinstance(it.get("sourceIPs"), list) else []
         labels = {"user": username, "verb": verb, "resource": resource + (f"/{sub}" if sub else ""),
                   "source_ip": str(ips[0]) if ips else "",
                   "user_agent": field_str(it, "userAgent", where, required=False)[:MAX_TEXT]}
         audit_id = field_str(it, "auditID", where, required=False)
+        what = f"{kind} {ns + '/' if ns else ''}{name}"
         for reason, detail in changes:
-            what = f"{kind} {ns + '/' if ns else ''}{name}"
             message = f"{username} {verb} {resource}{'/' + sub if sub else ''} of {what}" + (f": {detail}" if detail else "")
             out.append(Event(source=SOURCE, reason=reason, type="Normal", time=t, entity=entity,
                              labels=dict(labels, **({"change": detail[:MAX_TEXT]} if detail else {})),
                              message=message[:MAX_TEXT * 2], id=f"audit-{audit_id}-{reason}"))
+        if public:  # about the person: one alert group per user and address, whatever they touched
+            target = (what if name else f"{resource}{'/' + sub if sub else ''}{' in ' + ns if ns else ''}") if resource \
+                else field_str(it, "requestURI", where, required=False)
+            out.append(Event(source=SOURCE, reason=PUBLIC, type="Warning", time=t,
+                             entity=Entity(cluster=cluster, kind="User", name=username),
+                             labels=dict(labels, public_ip=public, target=target[:MAX_TEXT]),
+                             message=f"{username} {verb} {target} from public address {public}"[:MAX_TEXT * 2],
+                             id=f"audit-{audit_id}-{PUBLIC}"))
     return out
 
 

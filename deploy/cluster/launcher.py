@@ -495,7 +495,7 @@ def start(name: str = "default", attach: bool = False, nodes: int = 3, timeout: 
         f'{tokens["admin"]},admin,admin,"system:masters"\n'
         f'{tokens["kube-controller-manager"]},system:kube-controller-manager,kube-controller-manager\n'
         f'{tokens["kube-scheduler"]},system:kube-scheduler,kube-scheduler\n'
-        f'{tokens["kwok"]},kwok,kwok,"system:masters"\n')
+        f'{tokens["kwok"]},kwok,kwok,"system:masters,system:nodes"\n')  # it plays the kubelets
     (run / "tokens.csv").chmod(0o600)
     (run / "admin.token").write_text(tokens["admin"] + "\n")
     (run / "admin.token").chmod(0o600)

@@ -48,6 +48,8 @@ def test_audit_webhook_reports_who_changed_nodes_and_deleted_a_namespace(cluster
 
     def act() -> None:  # what a person does with kubectl drain (an eviction) / cordon / label / uncordon / delete
         api.core.create_namespaced_pod_eviction(pod, ns, {"metadata": {"name": pod, "namespace": ns}})
+        # a person reading secrets through a proxy that says they came from the internet (X-Forwarded-For)
+        api.core.list_namespaced_secret(ns, _headers={"X-Forwarded-For": "8.8.4.4"})
         api.core.patch_node(node, {"spec": {"unschedulable": True}})
         api.core.patch_node(node, {"metadata": {"labels": {"maintenance": "disk-swap"}}})
         api.core.patch_node(node, {"spec": {"unschedulable": False}})
@@ -71,9 +73,11 @@ def test_audit_webhook_reports_who_changed_nodes_and_deleted_a_namespace(cluster
             deadline = time.monotonic() + 60
             while True:  # the API server batches for up to 1 s, then retries a refused batch from 1 s on
                 mine = [e for e in await asyncio.to_thread(audit_events, settings)
-                        if e.entity.name in (node, ns, pod) or e.entity.namespace == ns]
+                        if e.entity.name in (node, ns, pod) or e.entity.namespace == ns
+                        or e.labels.get("target") == f"secrets in {ns}"]
                 if {e.reason for e in mine} >= {"PodEvictionRequested", "NodeCordoned", "NodeLabelsChanged", "NodeUncordoned",
-                                                "NodeObjectDeleted", "WorkloadDeleted", "NamespaceDeleted"} \
+                                                "NodeObjectDeleted", "WorkloadDeleted", "NamespaceDeleted",
+                                                "APIRequestFromPublicIP"} \
                         or time.monotonic() > deadline:
                     return mine
                 await asyncio.sleep(0.5)
@@ -83,7 +87,8 @@ def test_audit_webhook_reports_who_changed_nodes_and_deleted_a_namespace(cluster
 
     mine = asyncio.run(run())
     got = sorted((e.reason, e.entity.kind, e.labels["user"], e.labels["verb"], e.labels.get("change", "")) for e in mine)
-    assert got == [("NamespaceDeleted", "Namespace", "admin", "delete", ""),
+    assert got == [("APIRequestFromPublicIP", "User", "admin", "list", ""),
+                   ("NamespaceDeleted", "Namespace", "admin", "delete", ""),
                    ("NodeCordoned", "Node", "admin", "patch", ""),
                    ("NodeLabelsChanged", "Node", "admin", "patch", "maintenance=disk-swap"),
                    ("NodeObjectDeleted", "Node", "admin", "delete", ""),
@@ -98,5 +103,11 @@ def test_audit_webhook_reports_who_changed_nodes_and_deleted_a_namespace(cluster
     assert (cordon.entity.node, cordon.entity.cluster, cordon.source) == (node, settings.cluster, "k8s-audit")
     assert cordon.message == f"admin patch nodes of Node {node}"
     assert cordon.labels["source_ip"] == "127.0.0.1" and cordon.labels["user_agent"]
+    public = next(e for e in mine if e.reason == "APIRequestFromPublicIP")
+    assert (public.labels["public_ip"], public.labels["source_ip"], public.entity.name) == ("8.8.4.4", "8.8.4.4", "admin")
+    assert public.message == f"admin list secrets in {ns} from public address 8.8.4.4"
+    # every other request of the admin here came from loopback: recorded by the policy, reported as nothing
+    assert [(e.labels["public_ip"], e.labels["target"]) for e in audit_events(settings)
+            if e.reason == "APIRequestFromPublicIP"] == [("8.8.4.4", f"secrets in {ns}")]
     # kwok's heartbeats and the node controller's taints on this node are the control plane's own: not reported
     assert all(e.labels["user"] == "admin" for e in mine)

@@ -90,6 +90,35 @@ def test_what_is_left_out():
                         user="system:serviceaccount:ci:deployer")) == [("NodeCordoned", "")]
 
 
+def test_a_request_from_a_public_address_is_reported_about_its_user():
+    from collectors.kubernetes.audit import trusted_networks
+
+    listing = dict(item("list", "secrets", "", ns="shop", aid="a7"), sourceIPs=["8.8.4.4", "10.0.0.9"],  # via a proxy
+                   requestURI="/api/v1/namespaces/shop/secrets")
+    (ev,) = events_from_audit(body(listing))
+    assert (ev.reason, ev.type, ev.entity.kind, ev.entity.name, ev.id) == (
+        "APIRequestFromPublicIP", "Warning", "User", "alice", "audit-a7-APIRequestFromPublicIP")
+    assert ev.labels == {"user": "alice", "verb": "list", "resource": "secrets", "source_ip": "8.8.4.4",
+                         "public_ip": "8.8.4.4", "target": "secrets in shop", "user_agent": "kubectl/v1.34.3"}
+    assert ev.message == "alice list secrets in shop from public address 8.8.4.4"
+    # an action from the internet is both: the action about its object, the access about the person
+    exec_ = dict(item("create", "pods", "cart-1", sub="exec", ns="shop", stage="ResponseStarted", code=101),
+                 sourceIPs=["2a00:1450:4001::5"])
+    assert [(e.reason, e.entity.kind, e.labels.get("target")) for e in events_from_audit(body(exec_))] == [
+        ("PodExec", "Pod", None), ("APIRequestFromPublicIP", "User", "Pod shop/cart-1")]
+    version = {"auditID": "a8", "stage": "ResponseComplete", "verb": "get", "user": {"username": "bob"},
+               "sourceIPs": ["1.1.1.1"], "requestURI": "/logs/", "responseStatus": {"code": 200}, "stageTimestamp": T}
+    assert [e.message for e in events_from_audit(body(version))] == ["bob get /logs/ from public address 1.1.1.1"]
+    # not from the internet: private, carrier-grade NAT, loopback, link-local; an office's egress, trusted
+    quiet = [dict(listing, sourceIPs=ips) for ips in (["10.0.0.9"], ["100.64.0.7", "127.0.0.1"], ["fe80::1"],
+                                                       ["not-an-ip", "192.168.1.4"])]
+    assert events_from_audit(body(*quiet)) == []
+    assert events_from_audit(body(listing), trusted=trusted_networks("8.8.4.0/24")) == []
+    # refused (401/403) or the control plane's own actors: not an access that happened, or not a person's
+    assert events_from_audit(body(dict(listing, responseStatus={"code": 403}),
+                                  dict(listing, user={"username": "system:node:w1"}))) == []
+
+
 def test_owners_name_the_workload_and_team_of_a_pod_that_still_exists():
     from collectors.kubernetes.audit import attach_owners
     from collectors.kubernetes.owners import Owners

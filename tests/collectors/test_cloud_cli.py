@@ -67,6 +67,14 @@ def test_a_bad_audit_ignore_regex_is_refused_before_anything_starts(monkeypatch,
                                        "missing ), unterminated subpattern at position 3\n")
 
 
+def test_a_bad_trusted_network_is_refused_before_anything_starts(monkeypatch, capsys):
+    monkeypatch.setenv("KUBESIGHT_CLOUD_TOKEN", "x" * 20)
+    assert main(["collect", "cloud", "--listen", "127.0.0.1:0", "--stdout", "--audit-trusted-networks",
+                 "203.0.113.0/24,203.0.113.300/32"]) == 2
+    assert capsys.readouterr().err == ("kubesight collect cloud: --audit-trusted-networks: '203.0.113.300/32' is not a "
+                                       "network (CIDR, e.g. 203.0.113.0/24)\n")
+
+
 def test_the_deployment_runs_a_valid_command():
     import yaml
 
