@@ -153,6 +153,11 @@ SIGNALS = (
     Signal("apiserver_client_certificate_expiry_p1_seconds", "quantile",
            (("apiserver_client_certificate_expiration_seconds_bucket", "le", None),),
            by=("cluster", "job", "instance"), rate=True, q=0.01),
+    # kubernetes-mixin's KubeClientErrors: each API client (controller-manager, scheduler, kubelet, the apiserver's
+    # own loopback) by the answers it got
+    Signal("rest_client_5xx_ratio", "ratio", (("rest_client_requests_total", "den", None),
+                                              ("rest_client_requests_total", "num", _is_5xx)),
+           by=("cluster", "job", "instance"), rate=True, no_num_is_zero=True),
     Signal("coredns_request_rate", "sum", (("coredns_dns_requests_total", "x", None),), rate=True),
     Signal("ingress_5xx_ratio", "ratio", (("nginx_ingress_controller_requests", "den", None),
                                           ("nginx_ingress_controller_requests", "num", _http_5xx("status"))),

@@ -16,6 +16,7 @@ PARTS = 4
 API = "nri-kubernetes-testdata/1_35/controlplane/api-server/metrics"
 ETCD = "nri-kubernetes-testdata/1_35/controlplane/etcd/metrics"
 SCHED = "nri-kubernetes-testdata/1_35/controlplane/scheduler/metrics"
+CM = "nri-kubernetes-testdata/1_35/controlplane/controller-manager/metrics"
 
 
 class Partitions:
@@ -70,7 +71,7 @@ def _scrape(text: str, t: float, job: str, factor: float = 1.0, reset_to: float 
 
 @pytest.fixture(scope="module")
 def pages(data_dir):
-    return {k: (data_dir / p).read_text() for k, p in (("api", API), ("etcd", ETCD), ("sched", SCHED))}
+    return {k: (data_dir / p).read_text() for k, p in (("api", API), ("etcd", ETCD), ("sched", SCHED), ("cm", CM))}
 
 
 def test_apiserver_rate_ratio_and_p99_across_a_reset(pages):
@@ -187,6 +188,35 @@ def test_client_certificate_expiry_p1_on_the_recorded_apiserver_page(pages):
     # the scheduler's page has the histogram too (certificates presented to it), unchanged between its two scrapes:
     # no certificate presented there lately is no value at all (not "0 s left")
     assert name in pages["sched"] and list(got) == [key]
+
+
+def test_rest_client_5xx_ratio_per_api_client(pages):
+    """kubernetes-mixin's KubeClientErrors input, on the recorded controller-manager and scheduler pages: each
+    client's 5xx share of its calls to the API server (403, 404, 409 are answers, not failures)."""
+    get = 'rest_client_requests_total{code="200",host="192.168.67.2:8443",method="GET"} 189\n'
+    assert get in pages["cm"] and 'code="409"' in pages["cm"]
+    def failing(n):  # the page, with n GETs of the controller-manager answered 503 so far
+        return pages["cm"].replace(get, get + get.replace('"200"', '"503"').replace(" 189", f" {n}"))
+
+    ps = Partitions()
+    ps.feed(_scrape(pages["cm"], 1000.0, "controller-manager") + _scrape(pages["sched"], 1000.0, "scheduler"))
+    # the first 503s make a new series: one point, no rate yet (as PromQL's rate), so no failure is seen at 1030
+    ps.feed(_scrape(failing(10), 1030.0, "controller-manager", factor=2)
+            + _scrape(pages["sched"], 1030.0, "scheduler", factor=2))
+    ps.feed(_scrape(failing(25), 1060.0, "controller-manager", factor=3)
+            + _scrape(pages["sched"], 1060.0, "scheduler", factor=3))
+    ps.feed(_scrape(pages["etcd"], 1070.0, "etcd"))
+    got = ps.latest("rest_client_5xx_ratio")
+    calls = sum(v for n, _, v, _ in parse(pages["cm"]).points if n == "rest_client_requests_total")
+    key = lambda job: (("cluster", "ack-1"), ("instance", f"{job}:443"), ("job", job))  # noqa: E731
+    # the page's calls again in each 30 s (counters x2, x3), and 3 x 25 - 2 x 10 = 55 more 503s in the last 30 s
+    # (_scrape multiplies every counter, the 503 one too)
+    assert got[key("controller-manager")] == (1060.0, pytest.approx(55 / (calls + 55)))
+    first = [(d.time, d.value) for d in ps.derived if d.name == "rest_client_5xx_ratio"
+             and d.labels["job"] == "controller-manager" and d.time == 1030.0]
+    assert first == [(1030.0, 0.0)]
+    assert got[key("scheduler")] == (1060.0, 0.0)  # no 5xx: 0, not silence
+    assert set(got) == {key("controller-manager"), key("scheduler")}  # etcd's page has no such counter
 
 
 def test_admission_webhook_p99_and_coredns_request_rate():
