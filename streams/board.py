@@ -2,6 +2,7 @@
 
     alerts (all partitions, read_committed) ──> BoardState: the current alert per fingerprint
     incidents (when the topic exists)       ──>   (firing until resolved), counts per cell
+    notifications, deadletter (delivery's)  ──>   who was told of each alert, and which deliveries failed
     silences (compacted) ──> SilenceBook ───────> muted alerts count apart and never colour a cell
     HTTP (aiohttp): /  /static/*  /api/summary  /api/alerts (drill-down, paginated)  /api/events (SSE)
                     /alertmanager/api/v2/silences...  (alerts.api over the same SilenceBook; writes need the token)
@@ -101,7 +102,8 @@ def level_of(counts: dict) -> str:
 class Entry:
     """One firing alert as the board keeps it (the record as it came, plus where it goes on the board)."""
 
-    __slots__ = ("fp", "alert", "cluster", "layer", "team", "ns", "sev", "silenced_by", "inhibited_by", "starts")
+    __slots__ = ("fp", "alert", "cluster", "layer", "team", "ns", "sev", "silenced_by", "inhibited_by", "starts",
+                 "undelivered")
 
     def __init__(self, fp: str, alert: dict, starts: float):
         lab = alert["labels"]
@@ -113,14 +115,17 @@ class Entry:
         self.sev = SEVERITY.get(lab.get("severity", "").lower(), "info")
         self.silenced_by: list[str] = []
         self.inhibited_by: list[str] = []  # fingerprints of the firing alerts that inhibit it (routing's rules)
+        self.undelivered = False  # a receiver's latest notification of it failed (delivery dead-lettered it)
 
 
 def _counts() -> dict:
-    return {"critical": 0, "warning": 0, "info": 0, "silenced": 0, "inhibited": 0, "firing": 0}
+    return {"critical": 0, "warning": 0, "info": 0, "silenced": 0, "inhibited": 0, "firing": 0, "undelivered": 0}
 
 
 def _add(c: dict, e: Entry) -> None:
     c["firing"] += 1
+    if e.undelivered:
+        c["undelivered"] += 1
     if e.silenced_by:
         c["silenced"] += 1
     elif e.inhibited_by:
@@ -130,6 +135,7 @@ def _add(c: dict, e: Entry) -> None:
 
 
 NOTIFIED_MAX = 200_000  # fingerprints whose notified receivers the board keeps at most (resolved ones go first)
+DELIVERY = b'"origin":"alerts/deliver"'  # a dead letter of delivery (core.records.deadletter writes it so, compact)
 
 
 class BoardState:
@@ -154,6 +160,8 @@ class BoardState:
         self.inhibitor = inhibitor  # alerts.inhibit.Inhibitor with the routing file's rules (or None: none inhibits)
         self.sources_changed = False  # a source of an inhibit rule fired or resolved: refresh_mutes is due
         self.notified: dict[str, dict[str, str]] = {}  # fingerprint -> receiver -> when it was last notified firing
+        self.failed: dict[str, dict[str, tuple[str, str]]] = {}  # fingerprint -> receiver -> (that notification's
+        # time, why delivery gave it up): the latest failed notification of each receiver
         self.version = 0
         self.silence_version = -1
         self.read = 0  # alert records read
@@ -176,9 +184,11 @@ class BoardState:
                 e.silenced_by = self.silences.muting(d["labels"], time.time())
             if inh is not None:
                 e.inhibited_by = inh.inhibiting(d["labels"])
+            e.undelivered = self._undelivered(fp)
         else:
             self.alerts.pop(fp, None)
             self.notified.pop(fp, None)
+            self.failed.pop(fp, None)
         self.version += 1
         self.last_change = time.time()
 
@@ -194,12 +204,53 @@ class BoardState:
         # alert's resolution forgets it, and a notification read after that resolution is bounded by NOTIFIED_MAX
         for fp in fps:
             self.notified.setdefault(fp, {})[receiver] = at
-        if len(self.notified) > NOTIFIED_MAX:
-            for fp in list(self.notified)[:NOTIFIED_MAX // 2]:  # the oldest first (insertion order)
-                if fp not in self.alerts:
-                    del self.notified[fp]
+            self._delivery_changed(fp)
+        _bound(self.notified, self.alerts)
         if fps:
             self.version += 1
+
+    def on_deadletter_record(self, key, value) -> None:
+        """A notification delivery gave up on (alerting's delivery dead-letters it with the receiver's answer, after
+        its retries): the drill-down says so, and the alert counts as undelivered until a later notification of it
+        to that receiver is read.  Other dead letters (collectors', the worker's) are skipped unparsed."""
+        if DELIVERY not in value:
+            return
+        d = orjson.loads(value)
+        if d.get("origin") != "alerts/deliver" or d.get("encoding") != "utf-8" or d.get("truncated"):
+            return  # a notification over 64 KiB is kept cut: its alerts cannot be told
+        try:
+            note = orjson.loads(d["payload"])
+            receiver, at, alerts = note["receiver"], note["time"], note["alerts"]
+            fps = [a["fingerprint"] for a in alerts if a.get("status") == "firing"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return
+        for fp in fps:
+            self.failed.setdefault(fp, {})[receiver] = (at, str(d.get("reason") or ""))
+            self._delivery_changed(fp)
+        _bound(self.failed, self.alerts)
+
+    def _undelivered(self, fp: str) -> bool:
+        told = self.notified.get(fp, {})
+        return any(at >= told.get(r, "") for r, (at, _) in self.failed.get(fp, {}).items())
+
+    def _delivery_changed(self, fp: str) -> None:
+        e = self.alerts.get(fp)
+        if e is not None:
+            was, e.undelivered = e.undelivered, self._undelivered(fp)
+            if was != e.undelivered:
+                self.version += 1
+
+    def deliveries(self, fp: str) -> list[dict]:
+        """Each receiver of an alert with its latest notification and, when delivery gave that one up, why."""
+        told, failed = self.notified.get(fp, {}), self.failed.get(fp, {})
+        out = []
+        for r in sorted(set(told) | set(failed)):
+            f = failed.get(r)
+            if f is not None and f[0] >= told.get(r, ""):  # times are format_time's: text order is time order
+                out.append({"receiver": r, "at": f[0], "failed": f[1]})
+            else:
+                out.append({"receiver": r, "at": told[r], "failed": None})
+        return out
 
     def on_alert_record(self, key, value) -> None:
         try:
@@ -301,7 +352,7 @@ class BoardState:
                           "generatorURL": a.get("generatorURL") or "", "severity": e.sev, "layer": e.layer,
                           "silencedBy": e.silenced_by, "inhibitedBy": e.inhibited_by,
                           "receivers": self.receivers(a["labels"]),
-                          "notified": [{"receiver": r, "at": t} for r, t in sorted(self.notified.get(e.fp, {}).items())]})
+                          "notified": self.deliveries(e.fp)})
         incidents = []
         if view != "team":
             for k, d in self.incidents.items():
@@ -312,13 +363,22 @@ class BoardState:
         return {"total": len(sel), "offset": offset, "limit": limit, "alerts": items, "incidents": incidents[:50]}
 
 
+def _bound(by_fp: dict, alerts: dict) -> None:
+    """Keep at most NOTIFIED_MAX fingerprints: the oldest of the alerts no longer firing go first (insertion order)."""
+    if len(by_fp) > NOTIFIED_MAX:
+        for fp in list(by_fp)[:NOTIFIED_MAX // 2]:
+            if fp not in alerts:
+                del by_fp[fp]
+
+
 def _worst(c: dict) -> str:
     lv = level_of(c)
     return "info" if lv == "ok" else lv
 
 
 class Board(mode.Service):
-    """Follows alerts, notifications, incidents (when the topic exists) and silences; pushes summaries to the pages."""
+    """Follows alerts, notifications, delivery's dead letters, incidents (when the topic exists) and silences;
+    pushes summaries to the pages."""
 
     TICK = 0.25  # seconds between checks for a change to push
     HEARTBEAT = 5.0  # a summary at least this often (the page's freshness), and silences re-evaluated
@@ -354,6 +414,12 @@ class Board(mode.Service):
         """The notifications topic: who was told of each alert (the drill-down's "notified")."""
         await follow_topic(self, self.bootstrap, self.settings.topic("notifications"), self.settings.partitions,
                            self.model.on_notification_record, asyncio.Event(), f"{self.settings.app_id}-board-notes")
+
+    @mode.Service.task
+    async def _failed_deliveries(self) -> None:
+        """The dead-letter topic, for delivery's: which notifications never reached their receiver."""
+        await follow_topic(self, self.bootstrap, self.settings.topic("deadletter"), self.settings.partitions,
+                           self.model.on_deadletter_record, asyncio.Event(), f"{self.settings.app_id}-board-dead")
 
     @mode.Service.task
     async def _incidents(self) -> None:

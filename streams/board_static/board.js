@@ -39,12 +39,13 @@ function countsText(c) {
   if (c.info) parts.push(c.info + " info");
   if (c.silenced) parts.push(c.silenced + " silenced");
   if (c.inhibited) parts.push(c.inhibited + " inhibited");
+  if (c.undelivered) parts.push(c.undelivered + " undelivered");
   return parts.length ? parts.join(" · ") : "no alert";
 }
 
 function cellData(c) {
   return { level: c.level, firing: c.firing, critical: c.critical, warning: c.warning, info: c.info,
-           silenced: c.silenced, inhibited: c.inhibited };
+           silenced: c.silenced, inhibited: c.inhibited, undelivered: c.undelivered || 0 };
 }
 
 // ------------------------------------------------------------------ views
@@ -59,6 +60,9 @@ function renderTotals(s) {
     h("span", { class: "pill lv-muted", title: "silenced" }, shape("muted"), t.silenced + " silenced"),
     h("span", { class: "pill lv-muted", id: "total-inhibited", title: "inhibited (a firing alert mutes them)" },
       shape("muted"), t.inhibited + " inhibited"),
+    t.undelivered ? h("span", { class: "pill lv-critical", id: "total-undelivered",
+                                title: "a receiver's latest notification of them failed (see the drill-down)" },
+                      shape("critical"), t.undelivered + " undelivered") : null,
     s.incidents && s.incidents.open ? h("span", { class: "pill lv-critical" }, s.incidents.open + " incidents") : null,
   ].filter(Boolean));
   document.body.dataset.firing = t.firing;
@@ -208,8 +212,10 @@ function alertItem(a) {
     Object.entries(a.annotations).map(([k, v]) => h("div", { class: "ann" }, h("b", {}, k + ": "), v)),
     h("div", { class: "foot" },
       h("span", {}, "receivers: " + receivers),
-      h("span", { class: "notified" }, "notified: " + ((a.notified || []).map(n => n.receiver + " (" + n.at + ")").join(", ")
-                                                      || "not yet")),
+      h("span", { class: "notified" }, "notified: " + ((a.notified || []).filter(n => !n.failed)
+                                                      .map(n => n.receiver + " (" + n.at + ")").join(", ") || "not yet")),
+      (a.notified || []).filter(n => n.failed).map(n => h("span", { class: "undelivered", title: n.failed },
+        "NOT DELIVERED to " + n.receiver + " (" + n.at + "): " + n.failed)),
       h("span", {}, "source: " + (a.source || "?")),
       a.generatorURL ? h("a", { href: a.generatorURL, rel: "noreferrer" }, "source link") : null,
       st.writable ? h("button", { type: "button", class: "silence", onclick: () => openSilence(a) }, "Silence…") : null,

@@ -265,3 +265,28 @@ def test_the_drill_down_says_who_was_notified(settings, boards, browser):
     p.close()
     WebDriverWait(browser, WAIT, 0.05).until(
         lambda d: f"notified: team-db ({at})" in d.find_element(By.CSS_SELECTOR, "#drill-list li").text)
+    assert cell(browser, "prod", "storage").get_attribute("data-undelivered") == "0"
+    # delivery gives it up (the receiver kept answering 503): its dead letter, as streams.alerting writes it
+    from core.records import deadletter
+
+    p = KafkaProducer(bootstrap_servers=settings.kafka)
+    p.send(settings.topic("deadletter"), deadletter("team-db/webhook[0]: HTTP 503 after 5 attempts", orjson.dumps(note),
+                                                    origin="alerts/deliver", key=b"{}:{}",
+                                                    topic=settings.topic("notifications"), partition=0, offset=0),
+           key=b"{}:{}")
+    p.flush()
+    WebDriverWait(browser, WAIT, 0.05).until(
+        lambda d: f"NOT DELIVERED to team-db ({at}): team-db/webhook[0]: HTTP 503 after 5 attempts"
+        in d.find_element(By.CSS_SELECTOR, "#drill-list li").text)
+    WebDriverWait(browser, WAIT, 0.05).until(lambda d: cell(d, "prod", "storage").get_attribute("data-undelivered") == "1")
+    assert "1 undelivered" in read(browser, lambda d: d.find_element(By.ID, "total-undelivered").text)
+    assert "notified: not yet" in read(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#drill-list li").text)
+    # the next notification of it (a repeat) is the latest the board knows of: no longer undelivered
+    later = format_time(time.time() + 1)
+    p.send(settings.topic("notifications"), orjson.dumps(dict(note, id="n2", time=later)), key=b"{}:{}")
+    p.flush()
+    p.close()
+    WebDriverWait(browser, WAIT, 0.05).until(lambda d: cell(d, "prod", "storage").get_attribute("data-undelivered") == "0")
+    act(browser, lambda d: cell(d, "prod", "storage").click())
+    WebDriverWait(browser, WAIT, 0.05).until(
+        lambda d: f"notified: team-db ({later})" in d.find_element(By.CSS_SELECTOR, "#drill-list li").text)

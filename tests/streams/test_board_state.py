@@ -1,0 +1,79 @@
+"""The board's model without I/O: which deliveries failed (delivery's dead letters) and what the page is told."""
+
+from __future__ import annotations
+
+import orjson
+
+from core.records import Alert, deadletter, format_time
+from streams.board import BoardState
+
+
+def firing(name: str, **labels) -> Alert:
+    return Alert({"alertname": name, "severity": "critical", "cluster": "prod", **labels}, {}, "firing", 1000.0,
+                 source=f"storage/{name}@1")
+
+
+def note(receiver: str, at: float, *alerts: Alert) -> bytes:
+    """A notification as alerting writes it for delivery (the notifications topic)."""
+    return orjson.dumps({"v": 1, "kind": "notification", "id": f"n{at}", "receiver": receiver, "groupKey": "{}:{}",
+                         "groupLabels": {}, "status": "firing", "alerts": [a.to_dict() for a in alerts],
+                         "time": format_time(at)})
+
+
+def failed(receiver: str, at: float, reason: str, *alerts: Alert) -> bytes:
+    """Delivery's dead letter of that notification (streams.alerting.Deliverer._dead writes it so)."""
+    return deadletter(reason, note(receiver, at, *alerts), origin="alerts/deliver", key=b"{}:{}",
+                      topic="kubesight-notifications", partition=0, offset=7)
+
+
+def test_a_failed_delivery_marks_the_alert_undelivered_until_a_later_notification():
+    a, b = firing("KubePersistentVolumeFillingUp", namespace="db"), firing("KubeNodeNotReady", node="n1")
+    m = BoardState()
+    m.apply_alert(a.to_dict())
+    m.apply_alert(b.to_dict())
+    m.on_notification_record(b"{}:{}", note("team-db", 1010.0, a, b))
+    m.on_notification_record(b"{}:{}", note("pager", 1010.0, a))
+    v = m.version
+    m.on_deadletter_record(b"{}:{}", failed("team-db", 1010.0, "team-db/webhook[0]: HTTP 503 after 5 attempts", a))
+    assert m.version > v  # pushed to the pages
+    assert m.deliveries(a.fingerprint) == [
+        {"receiver": "pager", "at": format_time(1010.0), "failed": None},
+        {"receiver": "team-db", "at": format_time(1010.0), "failed": "team-db/webhook[0]: HTTP 503 after 5 attempts"}]
+    s = m.summary(1020.0)
+    # of the cell's two firing alerts, one did not reach a receiver
+    assert (s["total"]["undelivered"], [(c["col"], c["firing"], c["undelivered"]) for c in s["grid"]]) == (
+        1, [("storage", 2, 1)])
+    # the next notification to team-db (a repeat) is the latest: delivered as far as the board knows
+    m.on_notification_record(b"{}:{}", note("team-db", 1070.0, a))
+    assert m.deliveries(a.fingerprint)[1] == {"receiver": "team-db", "at": format_time(1070.0), "failed": None}
+    assert m.summary(1080.0)["total"]["undelivered"] == 0
+    # and it failed too: read before or after its notification record (the topics are read side by side)
+    m.on_deadletter_record(b"{}:{}", failed("team-db", 1070.0, "team-db/webhook[0]: timed out", a))
+    assert m.summary(1080.0)["total"]["undelivered"] == 1
+    # resolved: forgotten
+    m.apply_alert(dict(a.to_dict(), status="resolved"))
+    assert m.deliveries(a.fingerprint) == [] and m.summary(1090.0)["total"]["undelivered"] == 0
+
+
+def test_a_failure_read_before_its_alert_counts_once_the_alert_is_read():
+    a = firing("KubePersistentVolumeFillingUp", namespace="db")
+    m = BoardState()
+    m.on_deadletter_record(None, failed("team-db", 1010.0, "team-db/webhook[0]: HTTP 429", a))
+    m.apply_alert(a.to_dict())
+    assert m.summary(1020.0)["total"]["undelivered"] == 1
+    assert m.deliveries(a.fingerprint) == [{"receiver": "team-db", "at": format_time(1010.0),
+                                            "failed": "team-db/webhook[0]: HTTP 429"}]
+
+
+def test_other_dead_letters_are_not_deliveries():
+    a = firing("KubePersistentVolumeFillingUp", namespace="db")
+    m = BoardState()
+    m.apply_alert(a.to_dict())
+    for value in (deadletter("not valid JSON", b"{oops", origin="worker/signals", topic="events", offset=1),
+                  deadletter("receiver 'x' is not in the routing file in force", b"not a notification",
+                             origin="alerts/deliver"),
+                  # a notification over the dead letter's 64 KiB: cut, so its alerts cannot be told
+                  deadletter("team-db/webhook[0]: HTTP 503", note("team-db", 1010.0, a) + b" " * 70_000,
+                             origin="alerts/deliver")):
+        m.on_deadletter_record(None, value)
+    assert m.failed == {} and m.summary(1020.0)["total"]["undelivered"] == 0
