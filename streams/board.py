@@ -18,6 +18,8 @@ so 10,000 firing alerts cost the browser a few dozen cells.  Silences created on
 'network'
 >>> layer_of({"alertname": "X", "layer": "storage"}, "workloads/X@1")
 'storage'
+>>> [layer_of(lab, "audit/A@1") for lab in ({"node": "w1"}, {"namespace": "shop", "pod": "p"}, {"kind": "User"})]
+['node', 'workloads', 'control-plane']
 >>> level_of({"critical": 0, "warning": 2, "info": 1})
 'warning'
 """
@@ -87,6 +89,8 @@ def layer_of(labels: dict, source: str) -> str:
         return "workloads"
     if labels.get("node") or labels.get("instance"):
         return "node"
+    if pack == "audit":  # who did what to the API's objects (a namespace, a CRD) or reached it from where
+        return "control-plane"
     return "other"
 
 
