@@ -175,9 +175,17 @@ def br_update(cond, c: dict, t: float, s) -> None:
         means[w] = sum(b[1] for b in ring) / sum(b[2] for b in ring)  # the ring holds this window's buckets only
     budget = 1.0 - cond.objective
     best = None
-    for p in cond.windows:
+    since = c.get("h")
+    if since is None or len(since) != len(cond.windows):
+        since = c["h"] = [None] * len(cond.windows)
+    for i, p in enumerate(cond.windows):
         low = min(means[p.long], means[p.short])
         r = low / (budget * p.factor)
+        if r > 1.0:
+            if since[i] is None:
+                since[i] = s.time  # this pair holds from this point on, until a point says otherwise
+        else:
+            since[i] = None
         if best is None or r > best[0]:
             best = (r, low / budget)
     c["r"], c["v"] = best
@@ -185,7 +193,22 @@ def br_update(cond, c: dict, t: float, s) -> None:
 
 
 def br_holds(cond, c: dict, t: float, active: bool, stale: float) -> bool:
-    return "lt" in c and t < c["lt"] + stale and c["r"] > 1.0
+    """Some pair has held for its ``for`` at ``t`` (and the series is not stale)."""
+    if "lt" not in c or t >= c["lt"] + stale:
+        return False
+    since = c.get("h")
+    if since is None:  # a state written before pairs had their own for: as all pairs without one
+        return c["r"] > 1.0
+    return any(h is not None and t >= h + p.for_ for h, p in zip(since, cond.windows, strict=False))
+
+
+def br_deadline(cond, c: dict, after: float) -> float | None:
+    """The next time (after ``after``) a holding pair's ``for`` runs out, or None."""
+    out = None
+    for h, p in zip(c.get("h") or (), cond.windows, strict=False):
+        if h is not None and h + p.for_ > after and (out is None or h + p.for_ < out):
+            out = h + p.for_
+    return out
 
 
 # ---------------------------------------------------------------- absent

@@ -611,7 +611,12 @@ class Engine:
             return c["lt"] + rule.cond.forget if rule.cond.forget else None
         # threshold, anomaly: going stale matters only to a pending or firing group; idle ones are
         # garbage-collected by the periodic full scan
-        return c["lt"] + rule.stale_after if "lt" in c and st["s"] else None
+        stale = c["lt"] + rule.stale_after if "lt" in c and st["s"] else None
+        if ct == "burn_rate":  # and a holding pair's own `for` running out
+            d = C.br_deadline(rule.cond, c, st["e"])
+            if d is not None and (stale is None or d < stale):
+                return d
+        return stale
 
     def _deadline(self, rule: CompiledRule, st: dict):
         """The next time this group may change without new data (strictly after its last evaluation)."""

@@ -134,11 +134,13 @@ class Threshold(_Base):
 
 
 class BurnWindow(_Base):
-    """One window pair of a burn-rate condition: the budget burns ``factor`` times too fast over both."""
+    """One window pair of a burn-rate condition: the budget burns ``factor`` times too fast over both, and has for
+    ``for`` (kubernetes-mixin gives each pair its own: 2m for 1h/5m, 15m for 6h/30m, 1h for 1d/2h, 3h for 3d/6h)."""
 
     long: Duration
     short: Duration
     factor: float = Field(gt=0.0)
+    for_: Duration = Field(0.0, alias="for")
 
 
 class BurnRate(_Base):
@@ -146,7 +148,8 @@ class BurnRate(_Base):
     KubeAPIErrorBudgetBurn) on a series that is an error ratio (0..1): it holds while, for some pair of
     ``windows``, the ratio's mean over ``long`` *and* over ``short`` both exceed ``factor`` x (1 - ``objective``).
     The long window says the burn matters, the short one that it is still going on (so the alert clears
-    minutes after the errors stop, not hours).  Means are over time (see ``rules.conditions.br_update``)."""
+    minutes after the errors stop, not hours); a pair with a ``for`` must have held that long, without a break, to
+    count.  Means are over time (see ``rules.conditions.br_update``)."""
 
     type: Literal["burn_rate"]
     objective: float = Field(gt=0.0, lt=1.0)

@@ -210,6 +210,33 @@ def test_burn_rate_goes_stale_and_ignores_nan_and_late_points(tmp_path):
     assert not any(k.startswith("rule|Burn") for k in state)  # stale and inactive: its state goes
 
 
+def test_each_burn_rate_pair_has_its_own_for(tmp_path):
+    """kubernetes-mixin's per-pair `for`: a pair counts once it has held that long without a break; the timer fires
+    it between points, and a point below the factor restarts that pair's clock."""
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: Burn
+          match: {metric: err}
+          condition:
+            type: burn_rate
+            objective: 0.99
+            windows: [{long: 1h, short: 5m, factor: 14.4, for: 2m}, {long: 6h, short: 30m, factor: 6, for: 15m}]
+        """))
+    # 10% errors (10x): only the slow pair (6x) holds; it fires 15 min after its first point, by its timer
+    # (points every 100 s: 900 falls between two)
+    out, _ = run(eng, [sm(i * 100, 0.1, "err") for i in range(12)], ticks=[850, 900])
+    assert out == [("firing", "Burn", 900.0, None)]
+    # 20% (20x) fires the fast pair after its 2 min, at the first point that is at least 2 min in
+    out, _ = run(Engine(eng.ruleset), [sm(i * 60, 0.2, "err") for i in range(4)])
+    assert out == [("firing", "Burn", 120.0, None)]
+    # the slow pair held 5 min, broken by 4 clean ones (its 30m mean, 0.5 / 9, below 6x), starts its 15 min again
+    vals = [0.1] * 5 + [0.0] * 4 + [0.1] * 30  # one point a minute
+    out, state = run(Engine(eng.ruleset), [sm(i * 60, v, "err") for i, v in enumerate(vals)])
+    (st,) = [v for k, v in state.items() if k.startswith("rule|Burn")]
+    fast, slow = st["c"]["h"]
+    assert fast is None and slow is not None and slow > 8 * 60  # held again only after the clean stretch
+    assert out == [("firing", "Burn", slow + 900.0, None)]
+
+
 def test_rate_survives_a_counter_reset(tmp_path):
     eng = Engine(ruleset(tmp_path, """\
         - alert: Errors
