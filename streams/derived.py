@@ -106,6 +106,36 @@ def _etcd_grpc_failure(labels: dict) -> bool:
     return labels.get("grpc_code") in _GRPC_FAILURES and _etcd(labels)
 
 
+# kubernetes-mixin's apiserver availability: reads and writes by verb, streaming subresources left out of the latency
+# SLI, and how long a request may take before it counts against the budget (reads by scope; writes 1 s)
+_READS, _WRITES = frozenset(("LIST", "GET")), frozenset(("POST", "PUT", "PATCH", "DELETE"))
+_STREAMING = frozenset(("proxy", "attach", "log", "exec", "portforward"))
+_READ_LATENCY = {"resource": "1", "": "1", "namespace": "5", "cluster": "30"}  # scope -> le
+
+
+def _verbs(verbs: frozenset, *, failed: bool = False) -> Callable[[dict], bool]:
+    if failed:
+        return lambda labels: labels.get("verb") in verbs and _is_5xx(labels)
+    return lambda labels: labels.get("verb") in verbs
+
+
+def _sli(verbs: frozenset, le: Callable[[dict], bool] | None = None) -> Callable[[dict], bool]:
+    """A series of the latency SLI histogram of these verbs, no streaming subresource; with ``le``, its bucket
+    of requests fast enough."""
+    def ok(labels: dict) -> bool:
+        return (labels.get("verb") in verbs and labels.get("subresource", "") not in _STREAMING
+                and (le is None or le(labels)))
+    return ok
+
+
+def _fast_read(labels: dict) -> bool:
+    return labels.get("le") == _READ_LATENCY.get(labels.get("scope", ""))
+
+
+def _fast_write(labels: dict) -> bool:
+    return labels.get("le") == "1"
+
+
 def _real_container(labels: dict) -> bool:
     return labels.get("container", "") not in ("", "POD")
 
@@ -118,7 +148,10 @@ class Signal:
     contributes its value -- or, with ``rate``, its per-second rate -- as ``part`` (``num``,
     ``den``, ``x``; quantiles use the series' ``le``).  ``kind``: ``sum`` of ``x``; ``ratio``
     = sum(num) / sum(den) (``1 - ratio`` with ``complement``); ``difference`` = sum(num) -
-    sum(den); ``quantile`` over the summed buckets; ``xid_changes`` and ``until`` (a gauge holding a Unix time,
+    sum(den); ``error_budget``, with parts ``num:<class>``, ``fast:<class>`` and ``den:<class>``: the sum over
+    classes of (sum(num) - sum(fast)) / sum(den) (kubernetes-mixin's read + write burn rate: all requests of the
+    latency SLI, less those fast enough, plus 5xx, over requests); ``quantile`` over the summed buckets;
+    ``xid_changes`` and ``until`` (a gauge holding a Unix time,
     as the seconds from the sample's time to it: a certificate's expiry) are per series (no re-keying).
     """
 
@@ -138,10 +171,18 @@ SIGNALS = (
     Signal("apiserver_5xx_ratio", "ratio", (("apiserver_request_total", "den", None),
                                              ("apiserver_request_total", "num", _is_5xx)),
            by=("cluster", "instance", "verb"), rate=True, no_num_is_zero=True),
-    # the cluster's availability as its error budget sees it: every verb together (burn-rate rules)
-    Signal("apiserver_error_ratio", "ratio", (("apiserver_request_total", "den", None),
-                                              ("apiserver_request_total", "num", _is_5xx)),
-           by=("cluster",), rate=True, no_num_is_zero=True),
+    # the cluster's availability as its error budget sees it (burn-rate rules), kubernetes-mixin's burnrate recording
+    # rules: for reads and for writes, (requests too slow for the SLI + 5xx answers) / requests, the two summed
+    Signal("apiserver_error_ratio", "error_budget", (
+        ("apiserver_request_total", "den:read", _verbs(_READS)),
+        ("apiserver_request_total", "den:write", _verbs(_WRITES)),
+        ("apiserver_request_total", "num:read", _verbs(_READS, failed=True)),
+        ("apiserver_request_total", "num:write", _verbs(_WRITES, failed=True)),
+        ("apiserver_request_sli_duration_seconds_count", "num:read", _sli(_READS)),
+        ("apiserver_request_sli_duration_seconds_count", "num:write", _sli(_WRITES)),
+        ("apiserver_request_sli_duration_seconds_bucket", "fast:read", _sli(_READS, _fast_read)),
+        ("apiserver_request_sli_duration_seconds_bucket", "fast:write", _sli(_WRITES, _fast_write))),
+           by=("cluster",), rate=True),
     Signal("apiserver_p99_latency_seconds", "quantile",
            (("apiserver_request_duration_seconds_bucket", "le", _not_long_running),),
            by=("cluster", "instance", "verb", "resource"), rate=True),
@@ -300,11 +341,12 @@ class Derived:
             return
         if not uses:
             return
+        uses = [u for u in uses if u[2] is None or u[2](labels)]
+        if not uses:
+            return  # e.g. a latency bucket no signal counts: no rate kept for it
         series = rec.series()
         rate = self._rate(series, rec, state) if any(sig.rate for sig, _, _ in uses) else None
-        for sig, part, where in uses:
-            if where is not None and not where(labels):
-                continue
+        for sig, part, _ in uses:
             if sig.kind == "xid_changes":
                 self._xid(sig, series, rec, state, emit)
                 continue
@@ -470,6 +512,18 @@ class Derived:
                 return None
             r = sum(num) / d
             return 1.0 - r if sig.complement else r
+        if sig.kind == "error_budget":
+            sums: dict[str, float] = {}
+            for c, v in contributions:
+                part = c.split("|", 1)[0]  # "num:read", "fast:read", "den:read", ...
+                sums[part] = sums.get(part, 0.0) + v[0]
+            out = None
+            for part, den in sums.items():
+                if part.startswith("den:") and den > 0:
+                    cls = part[4:]
+                    r = (sums.get("num:" + cls, 0.0) - sums.get("fast:" + cls, 0.0)) / den
+                    out = r if out is None else out + r
+            return out
         if sig.kind == "quantile":
             buckets: dict[float, float] = {}
             for c, v in contributions:

@@ -288,3 +288,134 @@ def test_kcat_reads_every_topic_as_plain_json(settings, tmp_path):
             assert isinstance(rec, dict) or spec.name.endswith("-changelog"), (spec.name, v[:200])
             if spec.name not in NOT_RECORDS:
                 assert rec.get("v") == 1, (spec.name, v[:200])
+
+
+# kubernetes-mixin's apiserver_request:burnrate<window> recording rules (kube_apiserver-burnrate.libsonnet), read and
+# write, with its selectors and latency thresholds; the burn-rate alerts sum the two by cluster
+_READ, _WRITE = 'verb=~"LIST|GET"', 'verb=~"POST|PUT|PATCH|DELETE"'
+_NS = 'subresource!~"proxy|attach|log|exec|portforward"'
+MIXIN_BURNRATE = f"""
+(
+  (
+    sum by (cluster) (rate(apiserver_request_sli_duration_seconds_count{{job="apiserver",{_READ},{_NS}}}[1m]))
+    -
+    (
+      (sum by (cluster) (rate(apiserver_request_sli_duration_seconds_bucket{{job="apiserver",{_READ},{_NS},scope=~"resource|",le="1"}}[1m])) or vector(0))
+      + sum by (cluster) (rate(apiserver_request_sli_duration_seconds_bucket{{job="apiserver",{_READ},{_NS},scope="namespace",le="5"}}[1m]))
+      + sum by (cluster) (rate(apiserver_request_sli_duration_seconds_bucket{{job="apiserver",{_READ},{_NS},scope="cluster",le="30"}}[1m]))
+    )
+  )
+  + sum by (cluster) (rate(apiserver_request_total{{job="apiserver",{_READ},code=~"5.."}}[1m]))
+)
+/ sum by (cluster) (rate(apiserver_request_total{{job="apiserver",{_READ}}}[1m]))
++
+(
+  (
+    sum by (cluster) (rate(apiserver_request_sli_duration_seconds_count{{job="apiserver",{_WRITE},{_NS}}}[1m]))
+    - sum by (cluster) (rate(apiserver_request_sli_duration_seconds_bucket{{job="apiserver",{_WRITE},{_NS},le="1"}}[1m]))
+  )
+  + sum by (cluster) (rate(apiserver_request_total{{job="apiserver",{_WRITE},code=~"5.."}}[1m]))
+)
+/ sum by (cluster) (rate(apiserver_request_total{{job="apiserver",{_WRITE}}}[1m]))
+"""
+
+
+def test_the_error_budget_signal_is_kubernetes_mixins_burn_rate_as_prometheus_computes_it(data_dir, tmp_path):
+    """``apiserver_error_ratio`` (what KubeAPIErrorBudgetBurn reads) against the mixin's own recording rules evaluated by
+    a real Prometheus on the same two scrapes of the recorded 1.35 API server page: its counters again 30 s later
+    (doubled), with a POST answered 503 seven times more (the recording has 5xx reads only; PromQL's expression has
+    no value for a class without any 5xx series)."""
+    import http.server
+    import threading
+
+    from tests.streams.test_derived import API, Partitions, _scrape
+
+    failed_post = ('apiserver_request_total{code="503",component="apiserver",dry_run="",group="",resource="pods",'
+                   'scope="namespace",subresource="",verb="POST",version="v1"} 7\n')
+    text = (data_dir / API).read_text()
+    # the recorded requests were nearly all fast: add some on each side of each latency threshold (reads by scope,
+    # writes, a streaming one the SLI leaves out), each a series of the SLI histogram and of the request counter
+    les = ["0.05", "0.1", "0.2", "0.4", "0.6", "0.8", "1", "1.25", "1.5", "2", "3", "4", "5", "6", "8", "10", "15", "20",
+           "30", "45", "60", "+Inf"]
+    sli, total = [], [failed_post]
+    for verb, scope, resource, sub, n, took in (("LIST", "namespace", "kubesight-a", "", 40, 3.0),
+                                               ("LIST", "cluster", "kubesight-b", "", 30, 20.0),
+                                               ("LIST", "cluster", "kubesight-c", "", 10, 40.0),
+                                               ("POST", "namespace", "kubesight-d", "", 25, 1.5),
+                                               ("GET", "resource", "pods", "log", 50, 20.0)):
+        lab = (f'component="apiserver",group="",resource="{resource}",scope="{scope}",subresource="{sub}",'
+               f'verb="{verb}",version="v1"')
+        sli += [f'apiserver_request_sli_duration_seconds_bucket{{{lab},le="{le}"}} {n if took <= float(le) else 0}\n'
+                for le in les]
+        sli += [f"apiserver_request_sli_duration_seconds_count{{{lab}}} {n}\n",
+                f"apiserver_request_sli_duration_seconds_sum{{{lab}}} {n * took}\n"]
+        total.append(f'apiserver_request_total{{code="200",dry_run="",{lab}}} {n}\n')
+    for family, extra in (("apiserver_request_total{", total), ("apiserver_request_sli_duration_seconds_bucket{", sli)):
+        anchor = next(ln for ln in text.splitlines(keepends=True) if ln.startswith(family))
+        text = text.replace(anchor, anchor + "".join(extra), 1)  # inside its family, as the text format wants
+    now = time.time()
+    t0, t1 = round(now) - 50.0, round(now) - 20.0
+    ours = Partitions()
+    ours.feed(_scrape(text, t0, "apiserver"))
+    ours.feed(_scrape(text, t1, "apiserver", factor=2))
+    ours.feed(_scrape(text, t1 + 10, "etcd"))  # later records move every partition's watermark past the settle time
+    ((key, (at, value)),) = ours.latest("apiserver_error_ratio").items()
+    assert (key, at) == ((("cluster", "ack-1"),), t1)
+
+    def stamped(factor: float, t: float) -> bytes:  # the page as the API server would serve it, timestamped
+        out = []
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, v = line.rpartition(" ")
+                if name.split("{", 1)[0].endswith(("_total", "_bucket", "_count", "_sum")):
+                    v = repr(float(v) * factor)
+                line = f"{name} {v} {int(t * 1000)}"
+            out.append(line)
+        return ("\n".join(out) + "\n").encode()
+
+    pages = [stamped(1, t0), stamped(2, t1)]
+    served: list[int] = []
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = pages[min(len(served), 1)]
+            served.append(1)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    prom_port = free_port()
+    prom_url = f"http://127.0.0.1:{prom_port}"
+    (tmp_path / "tsdb").mkdir()
+    (tmp_path / "prometheus.yml").write_text(f"""
+global: {{scrape_interval: 1s, scrape_timeout: 1s}}
+scrape_configs:
+  - job_name: apiserver
+    honor_timestamps: true
+    static_configs: [{{targets: ['127.0.0.1:{srv.server_address[1]}'], labels: {{cluster: ack-1}}}}]
+""")
+    prometheus = Daemon("prometheus", [
+        binary("prometheus", install=INSTALL), f"--config.file={tmp_path / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}",
+        "--log.level=warn"], tmp_path, f"{prom_url}/-/ready")
+
+    def mixin() -> list:
+        query = urllib.parse.urlencode({"query": MIXIN_BURNRATE, "time": repr(t1)})
+        with urllib.request.urlopen(f"{prom_url}/api/v1/query?{query}", timeout=10) as r:
+            return json.loads(r.read())["data"]["result"]
+
+    try:
+        with prometheus:
+            got = wait_for(lambda: len(served) >= 2 and mixin(), 30, "Prometheus to have both scrapes", every=0.5)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert [(r["metric"], float(r["value"][1])) for r in got] == [({"cluster": "ack-1"}, pytest.approx(value, rel=1e-9))]
+    assert 0.05 < value < 0.06  # slow reads and writes, 5xx of both: 5.4x a 99% budget
