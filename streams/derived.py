@@ -162,6 +162,7 @@ class Signal:
     rate: bool = False
     complement: bool = False
     no_num_is_zero: bool = False  # num is a filtered subset of den (5xx of all): none seen = 0
+    counted: tuple[str, ...] = ()  # parts whose series count 1 each, whatever their value (CPUs: idle-time series)
     q: float = 0.99
 
 
@@ -229,6 +230,12 @@ SIGNALS = (
     Signal("node_cpu_utilisation", "ratio", (("node_cpu_seconds_total", "den", None),
                                               ("node_cpu_seconds_total", "num", _label_is("mode", "idle"))),
            rate=True, complement=True),
+    # node-exporter-mixin's NodeSystemSaturation and NodeFileDescriptorLimit
+    Signal("node_load1_per_cpu", "ratio", (("node_load1", "num", None),
+                                            ("node_cpu_seconds_total", "den", _label_is("mode", "idle"))),
+           counted=("den",)),
+    Signal("node_filefd_used_ratio", "ratio", (("node_filefd_allocated", "num", None),
+                                                ("node_filefd_maximum", "den", None))),
     Signal("node_nf_conntrack_usage_ratio", "ratio", (("node_nf_conntrack_entries", "num", None),
                                                        ("node_nf_conntrack_entries_limit", "den", None))),
     Signal("kubelet_volume_avail_ratio", "ratio", (("kubelet_volume_stats_available_bytes", "num", None),
@@ -354,7 +361,7 @@ class Derived:
                 d = Sample(sig.name, rec.value - rec.time, rec.time, {**self._out_labels(sig, labels), MARK: "derived"})
                 emit("samples", d.key(), encode(d))
                 continue
-            value = rate if sig.rate else rec.value
+            value = 1.0 if part in sig.counted else rate if sig.rate else rec.value
             if value is None or value != value:
                 continue
             if part == "le":

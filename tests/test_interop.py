@@ -18,6 +18,7 @@ import time
 import urllib.parse
 import urllib.request
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 import yaml
@@ -419,3 +420,33 @@ scrape_configs:
         srv.server_close()
     assert [(r["metric"], float(r["value"][1])) for r in got] == [({"cluster": "ack-1"}, pytest.approx(value, rel=1e-9))]
     assert 0.05 < value < 0.06  # slow reads and writes, 5xx of both: 5.4x a 99% budget
+
+
+def test_node_saturation_signals_from_a_real_node_exporter(data_dir, tmp_path):
+    """The real node_exporter's filefd, loadavg and cpu collectors through kubesight's exposition parser and derived
+    stage: load per CPU (node-exporter-mixin's NodeSystemSaturation input) counts this machine's CPUs, and the file
+    descriptors in use are /proc/sys/fs/file-nr's share of its maximum."""
+    from collectors.metrics.exposition import parse
+    from core.records import Sample
+    from tests.streams.test_derived import Partitions
+
+    port = free_port()
+    d = Daemon("node_exporter", [binary("prometheus-node-exporter", "node_exporter", install=INSTALL),
+                                 f"--web.listen-address=127.0.0.1:{port}", "--collector.disable-defaults",
+                                 "--collector.cpu", "--collector.loadavg", "--collector.filefd"],
+               tmp_path, f"http://127.0.0.1:{port}/metrics")
+    with d:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    points = parse(text).points
+    got = {n: v for n, lab, v, _ in points if n in ("node_load1", "node_filefd_allocated", "node_filefd_maximum")}
+    cpus = {lab["cpu"] for n, lab, v, _ in points if n == "node_cpu_seconds_total"}
+    assert len(cpus) == os.cpu_count() and got["node_filefd_maximum"] == int(Path("/proc/sys/fs/file-nr").read_text().split()[2])
+    ps = Partitions()
+    labels = {"job": "node", "instance": f"127.0.0.1:{port}", "cluster": "local"}
+    ps.feed([Sample(n, v, 1000.0, {**lab, **labels}) for n, lab, v, _ in points])
+    ps.feed([Sample("up", 1.0, 1010.0, {"job": "x", "instance": str(i)}) for i in range(16)])  # watermarks move on
+    key = (("cluster", "local"), ("instance", f"127.0.0.1:{port}"))
+    assert ps.latest("node_load1_per_cpu") == {key: (1000.0, pytest.approx(got["node_load1"] / os.cpu_count()))}
+    assert ps.latest("node_filefd_used_ratio") == {
+        key: (1000.0, pytest.approx(got["node_filefd_allocated"] / got["node_filefd_maximum"]))}
