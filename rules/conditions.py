@@ -1,4 +1,4 @@
-"""The seven conditions as pure functions over a small JSON state ``c``: update, holds, deadline, value.
+"""The eight conditions as pure functions over a small JSON state ``c``: update, holds, deadline, value.
 
 Each condition keeps only what it needs (the last N event times, the points of one window,
 a detector and its recent scores), so a group's state stays small and bounded.
@@ -209,6 +209,53 @@ def br_deadline(cond, c: dict, after: float) -> float | None:
         if h is not None and h + p.for_ > after and (out is None or h + p.for_ < out):
             out = h + p.for_
     return out
+
+
+# ---------------------------------------------------------------- predict
+
+PREDICT_BUCKETS = 12  # per window: [index, n, sum t, sum v, sum t*t, sum t*v], t from the series' first point
+
+
+def pr_update(cond, c: dict, t: float, s) -> None:
+    """Add a point to the window's buckets of regression sums; ``v`` is the line's value ``horizon`` after ``t``
+    (None until the points span a twelfth of the window), ``n`` the latest value."""
+    x = s.value
+    if x != x or s.time < c.get("lt", -math.inf):
+        return  # NaN or out of order: ignored
+    t0 = c.setdefault("t0", s.time)
+    w = cond.window / PREDICT_BUCKETS
+    k = int(s.time // w)
+    ring = c.setdefault("b", [])
+    dt = s.time - t0  # small numbers: t*t of epoch seconds would lose the slope to rounding
+    if ring and ring[-1][0] == k:
+        b = ring[-1]
+    else:
+        b = [k, 0, 0.0, 0.0, 0.0, 0.0, s.time]  # the last item: the bucket's first point
+        ring.append(b)
+        while ring[0][0] <= k - PREDICT_BUCKETS:
+            del ring[0]
+    b[1] += 1
+    b[2] += dt
+    b[3] += x
+    b[4] += dt * dt
+    b[5] += dt * x
+    c["lt"], c["n"] = s.time, x
+    n, st, sv, stt, stv = (sum(b[i] for b in ring) for i in range(1, 6))
+    den = n * stt - st * st
+    if n < 2 or s.time - ring[0][6] < w or den <= 0:
+        c["v"] = None
+        return
+    slope = (n * stv - st * sv) / den
+    c["v"] = sv / n + slope * (dt + cond.horizon - st / n)  # the line at t + horizon
+
+
+def pr_holds(cond, c: dict, t: float, active: bool, stale: float) -> bool:
+    v = c.get("v")
+    if v is None or t >= c["lt"] + stale:
+        return False
+    if not _CMP[cond.op](v, cond.value):
+        return False
+    return cond.now is None or _CMP[cond.now.op](c["n"], cond.now.value)
 
 
 # ---------------------------------------------------------------- absent

@@ -514,6 +514,8 @@ class Engine:
                 C.th_update(rule.cond, c, te, s)
             elif ct == "burn_rate":
                 C.br_update(rule.cond, c, te, s)
+            elif ct == "predict":
+                C.pr_update(rule.cond, c, te, s)
             elif ct == "anomaly":
                 C.an_update(rule.cond, c, te, s, c["det"])
             elif vector:
@@ -592,6 +594,8 @@ class Engine:
             return C.th_holds(rule.cond, c, t, active, rule.stale_after)
         if ct == "burn_rate":
             return C.br_holds(rule.cond, c, t, active, rule.stale_after)
+        if ct == "predict":
+            return C.pr_holds(rule.cond, c, t, active, rule.stale_after)
         if ct == "absent":
             return C.ab_holds(rule.cond, c, t, active)
         return C.an_holds(rule.cond, c, t, active, rule.stale_after)
@@ -635,7 +639,7 @@ class Engine:
             return C.st_empty(rule.cond, c, t)
         if ct == "threshold":
             return "lt" not in c or not rule.cond.window or t >= c["lt"] + rule.stale_after
-        if ct == "burn_rate":  # its windows' history is the state: dropped only once the series went stale
+        if ct in ("burn_rate", "predict"):  # its window's history is the state: dropped only once the series went stale
             return "lt" not in c or t >= c["lt"] + rule.stale_after
         if ct == "absent":
             return bool(rule.cond.forget) and "lt" in c and t >= c["lt"] + rule.cond.forget
@@ -705,7 +709,8 @@ class Engine:
     def _annotations(rule: CompiledRule, c: dict, labels: dict, ctx, since: float | None = None) -> dict:
         tctx = dict(ctx.view())
         tctx.update(labels)
-        value = c.get("k") if rule.cond.type == "event_count" else c.get("v")
+        ct = rule.cond.type
+        value = c.get("k") if ct == "event_count" else c.get("n") if ct == "predict" else c.get("v")
         message = ctx.message(c)
         if "fs" in c:  # anomaly conditions: since the first anomalous point of this episode
             since = c["fs"]

@@ -34,7 +34,7 @@ from rules.ruleset import CompiledRule, PackInfo, RuleSet
 DEFAULT_PACK = Path(__file__).resolve().parent / "packs" / "default"  # the default rule packs
 
 EVENT_CONDITIONS = ("event_count", "state")
-SAMPLE_CONDITIONS = ("threshold", "burn_rate", "anomaly", "anomaly_vector")
+SAMPLE_CONDITIONS = ("threshold", "burn_rate", "predict", "anomaly", "anomaly_vector")
 RESERVED_LABELS = ("alertname", "severity")
 
 
@@ -114,6 +114,8 @@ def _check_pack(pack: schema.RulePack, errs: Document, registry) -> None:
                 if w.short >= w.long:
                     errs.error(loc + ("condition", "windows", j, "short"),
                                f"must be shorter than long ({format_duration(w.long)}): it says the burn is still going on")
+        if c.type == "predict" and c.window <= 0:
+            errs.error(loc + ("condition", "window"), "must be more than 0 (the history the line is fitted on, e.g. 6h)")
         if c.type == "absent" and c.forget and c.forget <= c.after:
             errs.error(loc + ("condition", "forget"), "must be longer than after (or 0: never forget)")
         if c.type in ("anomaly", "anomaly_vector"):

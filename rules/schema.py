@@ -14,7 +14,7 @@ from rules.template import Template
 
 API_VERSION = "kubesight.io/v1"
 SEVERITIES = ("critical", "warning", "info")
-CONDITIONS = ("event_count", "state", "threshold", "burn_rate", "absent", "anomaly", "anomaly_vector")
+CONDITIONS = ("event_count", "state", "threshold", "burn_rate", "predict", "absent", "anomaly", "anomaly_vector")
 _NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _PACK = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
 
@@ -162,6 +162,30 @@ class BurnRate(_Base):
         return tuple(sorted({w for p in self.windows for w in (p.long, p.short)}))
 
 
+class Now(_Base):
+    """A test of a series' latest value (``predict``'s ``now``)."""
+
+    op: Literal[">", ">=", "<", "<="]
+    value: float
+
+
+class Predict(_Base):
+    """PromQL's ``predict_linear``: the least-squares line through the series over ``window``, extended ``horizon``
+    past the latest point, compared with ``value`` (kubernetes-mixin's and node-exporter-mixin's "fills up within
+    4 days / 24 hours": ``{op: "<", value: 0, window: 6h, horizon: 4d}`` on a free-space ratio); with ``now``, the
+    latest value must pass that test too (the mixins' "and less than 15% free").  The line is fitted from 12 time
+    buckets of sums per window (bounded state), over at least a twelfth of the window.  In annotations ``{{ value }}``
+    is the latest value (not the prediction)."""
+
+    type: Literal["predict"]
+    op: Literal[">", ">=", "<", "<="]
+    value: float
+    window: Duration
+    horizon: Duration
+    now: Now | None = None
+    stale_after: Duration | None = None
+
+
 class Absent(_Base):
     """A signal seen before that has not been seen for ``after``; after ``forget`` of silence (if set)
     the signal counts as gone for good: the alert resolves and its state is dropped."""
@@ -203,7 +227,7 @@ class AnomalyVector(_Base):
     stale_after: Duration | None = None
 
 
-Condition = Annotated[EventCount | State | Threshold | BurnRate | Absent | Anomaly | AnomalyVector,
+Condition = Annotated[EventCount | State | Threshold | BurnRate | Predict | Absent | Anomaly | AnomalyVector,
                       Field(discriminator="type")]
 
 

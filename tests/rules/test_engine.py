@@ -237,6 +237,41 @@ def test_each_burn_rate_pair_has_its_own_for(tmp_path):
     assert out == [("firing", "Burn", slow + 900.0, None)]
 
 
+def test_predict_fires_on_a_disk_that_will_fill_within_the_horizon(tmp_path):
+    """node-exporter-mixin's NodeFilesystemSpaceFillingUp: less than 40% free and, on the last 6h's trend, none left
+    within 24h. The line is PromQL's predict_linear (least squares), from bounded bucket sums."""
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: FillingUp
+          match: {metric: free}
+          condition: {type: predict, op: "<", value: 0, window: 6h, horizon: 24h, now: {op: "<", value: 0.4}}
+          annotations: {summary: "{{ value | percent }} free"}
+        """))
+    # free space falls 1% an hour from 50% (a point a minute): at 40% free (10h in) it is 40h from full, beyond the
+    # horizon; full at 50h, so from just after 26h in (24% free) full comes within 24h: it fires at the next point
+    pts = [sm(i * 60, 0.5 - i / 6000, "free") for i in range(30 * 60)]
+    out, state = run(eng, pts)
+    assert out == [("firing", "FillingUp", 26 * 3600.0 + 60, None)]
+    (st,) = [v for k, v in state.items() if k.startswith("rule|FillingUp")]
+    last = (30 * 60 - 1) * 60
+    assert len(st["c"]["b"]) <= 12 and st["c"]["v"] == pytest.approx(0.5 - (last + 24 * 3600) / 360000)  # at +24h
+    # flat: full never comes; falling 6% an hour from 90%: full within 24h, but still more than 40% free (now)
+    assert run(Engine(eng.ruleset), [sm(i * 60, 0.3, "free") for i in range(600)])[0] == []
+    assert run(Engine(eng.ruleset), [sm(i * 60, 0.9 - i / 1000, "free") for i in range(400)])[0] == []
+
+
+def test_predict_needs_a_twelfth_of_its_window(tmp_path):
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: FillingUp
+          match: {metric: free}
+          condition: {type: predict, op: "<", value: 0, window: 6h, horizon: 24h}
+        """))
+    # a steep fall seen for 20 min (less than 30 min, a twelfth of 6h): too little to extrapolate a day from
+    out, _ = run(eng, [sm(i * 60, 0.5 - i / 100, "free") for i in range(21)])
+    assert out == []
+    out, _ = run(Engine(eng.ruleset), [sm(i * 60, 0.5 - i / 1000, "free") for i in range(31)])
+    assert out == [("firing", "FillingUp", 30 * 60.0, None)]
+
+
 def test_rate_survives_a_counter_reset(tmp_path):
     eng = Engine(ruleset(tmp_path, """\
         - alert: Errors

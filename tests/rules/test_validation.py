@@ -91,7 +91,7 @@ def test_unknown_condition_type(tmp_path):
           condition: {type: treshold, op: "<", value: 1}
         """)
     assert got == ["p.yaml:7: rules[0].condition.type: expected 'event_count', 'state', 'threshold', 'burn_rate', "
-                   "'absent', "
+                   "'predict', 'absent', "
                    "'anomaly' or 'anomaly_vector', got \"treshold\" (did you mean \"threshold\"?)"]
 
 
@@ -102,7 +102,7 @@ def test_condition_type_missing(tmp_path):
           condition: {op: "<", value: 1}
         """)
     assert got == ["p.yaml:7: rules[0].condition.type: required key missing "
-                   "(expected 'event_count', 'state', 'threshold', 'burn_rate', 'absent', 'anomaly' or 'anomaly_vector')"]
+                   "(expected 'event_count', 'state', 'threshold', 'burn_rate', 'predict', 'absent', 'anomaly' or 'anomaly_vector')"]
 
 
 def test_wrong_type(tmp_path):
@@ -325,6 +325,21 @@ def test_burn_rate_short_window_must_be_shorter(tmp_path):
         """)
     assert got == ["p.yaml:10: rules[0].condition.windows[1].short: must be shorter than long (30m): "
                    "it says the burn is still going on"]
+
+
+def test_predict_needs_a_window_and_a_known_test(tmp_path):
+    got = one_rule(tmp_path, """\
+        - alert: A
+          match: {metric: free}
+          condition: {type: predict, op: "<", value: 0, window: 0s, horizon: 1d, now: {op: "=", value: 0.4}}
+        """)
+    assert got == ["p.yaml:7: rules[0].condition.now.op: expected '>', '>=', '<' or '<=', got \"=\""]
+    got = one_rule(tmp_path, """\
+        - alert: A
+          match: {metric: free}
+          condition: {type: predict, op: "<", value: 0, window: 0s, horizon: 1d}
+        """)
+    assert got == ["p.yaml:7: rules[0].condition.window: must be more than 0 (the history the line is fitted on, e.g. 6h)"]
 
 
 def test_burn_rate_objective_and_windows_bounds(tmp_path):
