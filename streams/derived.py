@@ -253,6 +253,14 @@ SIGNALS = (
     Signal("kube_statefulset_status_replicas_unavailable", "difference",
            (("kube_statefulset_replicas", "num", None), ("kube_statefulset_status_replicas_ready", "den", None)),
            by=("cluster", "namespace", "statefulset")),
+    # kubernetes-mixin's KubeDeploymentGenerationMismatch / KubeStatefulSetGenerationMismatch: a spec the controller
+    # has not observed (a rollout that failed and was not rolled back)
+    Signal("kube_deployment_generation_mismatch", "difference",
+           (("kube_deployment_metadata_generation", "num", None),
+            ("kube_deployment_status_observed_generation", "den", None)), by=("cluster", "namespace", "deployment")),
+    Signal("kube_statefulset_generation_mismatch", "difference",
+           (("kube_statefulset_metadata_generation", "num", None),
+            ("kube_statefulset_status_observed_generation", "den", None)), by=("cluster", "namespace", "statefulset")),
     Signal("kube_hpa_replicas_mismatch", "difference",
            (("kube_horizontalpodautoscaler_status_desired_replicas", "num", None),
             ("kube_horizontalpodautoscaler_status_current_replicas", "den", None)),

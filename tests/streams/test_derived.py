@@ -223,6 +223,26 @@ def test_rest_client_5xx_ratio_per_api_client(pages):
     assert set(got) == {key("controller-manager"), key("scheduler")}  # etcd's page has no such counter
 
 
+def test_generation_mismatch_on_the_recorded_kube_state_metrics_page(data_dir):
+    """kubernetes-mixin's KubeDeploymentGenerationMismatch input: spec generation less the one the controller
+    observed, per Deployment, from kube-state-metrics' own page; then a spec change the controller does not take."""
+    page = (data_dir / "nri-kubernetes-testdata/1_35/ksm/metrics").read_text()
+    ps = Partitions()
+    ps.feed(_scrape(page, 1000.0, "kube-state-metrics"))
+    ps.feed([Sample("up", 1, 1010.0, {"job": "x", "instance": str(i)}) for i in range(16)])  # watermarks move on
+    got = ps.latest("kube_deployment_generation_mismatch")
+    names = sorted(dict(k)["deployment"] for k in got)
+    assert names == ["coredns", "e2e-deployment", "e2e-hpa", "e2e-kube-state-metrics", "e2e-scraper", "metrics-server"]
+    assert {v for _, v in got.values()} == {0.0}  # every spec observed (coredns at generation 2)
+    bumped = page.replace('kube_deployment_metadata_generation{namespace="kube-system",deployment="coredns"} 2',
+                          'kube_deployment_metadata_generation{namespace="kube-system",deployment="coredns"} 3')
+    assert bumped != page
+    ps.feed(_scrape(bumped, 1030.0, "kube-state-metrics"))
+    ps.feed([Sample("up", 1, 1040.0, {"job": "x", "instance": str(i)}) for i in range(16)])
+    key = (("cluster", "ack-1"), ("deployment", "coredns"), ("namespace", "kube-system"))
+    assert ps.latest("kube_deployment_generation_mismatch")[key] == (1030.0, 1.0)
+
+
 def test_admission_webhook_p99_and_coredns_request_rate():
     """Series no recorded page here has (an admission webhook's latency histogram, CoreDNS' query counter)."""
     hook = {"name": "policy.example.com", "type": "validating", "operation": "CREATE", "rejected": "false",
