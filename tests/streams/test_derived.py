@@ -223,7 +223,7 @@ def test_rest_client_5xx_ratio_per_api_client(pages):
     assert set(got) == {key("controller-manager"), key("scheduler")}  # etcd's page has no such counter
 
 
-def test_generation_mismatch_on_the_recorded_kube_state_metrics_page(data_dir):
+def test_rollout_signals_on_the_recorded_kube_state_metrics_page(data_dir):
     """kubernetes-mixin's KubeDeploymentGenerationMismatch input: spec generation less the one the controller
     observed, per Deployment, from kube-state-metrics' own page; then a spec change the controller does not take."""
     page = (data_dir / "nri-kubernetes-testdata/1_35/ksm/metrics").read_text()
@@ -241,6 +241,9 @@ def test_generation_mismatch_on_the_recorded_kube_state_metrics_page(data_dir):
     ps.feed([Sample("up", 1, 1040.0, {"job": "x", "instance": str(i)}) for i in range(16)])
     key = (("cluster", "ack-1"), ("deployment", "coredns"), ("namespace", "kube-system"))
     assert ps.latest("kube_deployment_generation_mismatch")[key] == (1030.0, 1.0)
+    # the page's three DaemonSets each run their one pod: none left unscheduled
+    assert sorted((dict(k)["daemonset"], v) for k, (_, v) in ps.latest("kube_daemonset_not_scheduled").items()) == [
+        ("e2e-daemonset", 0.0), ("kindnet", 0.0), ("kube-proxy", 0.0)]
 
 
 def test_admission_webhook_p99_and_coredns_request_rate():
