@@ -62,6 +62,7 @@ PREFIX = "derived|"
 AGG = "derived|a|"
 TICKED = "derived|ticked"  # every derived series whose newest partial is at or before this was emitted
 ANCHORS = 6  # window anchors kept per counter series: the rate's start is at most window/(ANCHORS-1) early
+_UNSET = object()
 MAX_CONTRIBUTIONS = 10_000  # source series per derived series (~60 B each): one record stays far below 1 MiB
 
 log = logging.getLogger("kubesight.derived")
@@ -359,12 +360,13 @@ class Derived:
             return
         if not uses:
             return
-        uses = [u for u in uses if u[2] is None or u[2](labels)]
-        if not uses:
-            return  # e.g. a latency bucket no signal counts: no rate kept for it
-        series = rec.series()
-        rate = self._rate(series, rec, state) if any(sig.rate for sig, _, _ in uses) else None
-        for sig, part, _ in uses:
+        series = None
+        rate = _UNSET  # computed once, for the first signal that wants it: a series no filter passes keeps no rate
+        for sig, part, where in uses:
+            if where is not None and not where(labels):
+                continue
+            if series is None:
+                series = rec.series()
             if sig.kind == "xid_changes":
                 self._xid(sig, series, rec, state, emit)
                 continue
@@ -372,7 +374,14 @@ class Derived:
                 d = Sample(sig.name, rec.value - rec.time, rec.time, {**self._out_labels(sig, labels), MARK: "derived"})
                 emit("samples", d.key(), encode(d))
                 continue
-            value = 1.0 if part in sig.counted else rate if sig.rate else rec.value
+            if part in sig.counted:
+                value = 1.0
+            elif sig.rate:
+                if rate is _UNSET:
+                    rate = self._rate(series, rec, state)
+                value = rate
+            else:
+                value = rec.value
             if value is None or value != value:
                 continue
             if part == "le":
