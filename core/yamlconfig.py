@@ -70,6 +70,7 @@ class Document:
         self.lines: dict[tuple, int] = lines if lines is not None else {(): 1}
         self.readable = True  # False when the text could not be read or parsed (data is then None)
         self.problems: list[tuple[int, str]] = []
+        self.plain: dict[tuple, tuple[str, str]] = {}  # path -> (text, what YAML made of it) of unquoted non-strings
 
     def line_of(self, loc: Iterable) -> int:
         """The line of ``loc``, or of its nearest ancestor that is in the file."""
@@ -101,6 +102,10 @@ class Document:
             return model.model_validate({} if data is None else data)
         except ValidationError as exc:
             for loc, message in pydantic_errors(exc, model):
+                plain = self.plain.get(tuple(loc))
+                if plain is not None and message.startswith("expected a string"):
+                    # YAML 1.1 reads no, on, 0x20, 1_000, 1:30 and 500 as booleans and numbers; say so
+                    message += f" (YAML reads {plain[0]} as {plain[1]}: quote it, {json.dumps(plain[0])})"
                 self.error(loc, message)
             return None
 
@@ -194,6 +199,11 @@ def _walk(node, path: tuple, doc: Document) -> None:
     elif isinstance(node, yaml.SequenceNode):
         for i, v in enumerate(node.value):
             _walk(v, path + (i,), doc)
+    elif node.tag in _PLAIN and not node.style:  # an unquoted scalar that is not a string
+        doc.plain[path] = (node.value, _PLAIN[node.tag])
+
+
+_PLAIN = {"tag:yaml.org,2002:bool": "a boolean", "tag:yaml.org,2002:int": "a number", "tag:yaml.org,2002:float": "a number"}
 
 
 def _pairs(node: yaml.MappingNode):

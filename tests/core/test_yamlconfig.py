@@ -129,6 +129,21 @@ CASES = {
                      ['f.yaml:3: silences[0].matchers[0]: invalid matcher "team~x" '
                       "(use name=value, name!=value, name=~regex, name!~regex)"]),
     },
+    "unquoted_non_string": {  # YAML 1.1 reads no/on/yes as booleans and 0x20, 1_000 as numbers: the message says so
+        "rules": ("defaults: {labels: {region: no}}\n",
+                  ['f.yaml:8: defaults.labels.region: expected a string, got false (YAML reads no as a boolean: quote it, "no")']),
+        "routing": ("inhibit_rules: [{source_matchers: [a=b], target_matchers: [b=c], equal: [no]}]\n",
+                    ['f.yaml:5: inhibit_rules[0].equal[0]: expected a string, got false '
+                     '(YAML reads no as a boolean: quote it, "no")']),
+        "settings": ("topic_prefix: 0x20\n",
+                     ['f.yaml:2: topic_prefix: expected a string, got 32 (YAML reads 0x20 as a number: quote it, "0x20")']),
+        "metrics": ("  - {job: 1_000, url: 'http://b:1/metrics'}\n",
+                    ['f.yaml:4: targets[1].job: expected a string, got 1000 (YAML reads 1_000 as a number: quote it, "1_000")']),
+        "kernel": ("  - {id: b, reason: on, severity: info, match: 'b', examples: [b]}\n",
+                   ['f.yaml:4: patterns[1].reason: expected a string, got true (YAML reads on as a boolean: quote it, "on")']),
+        "silences": ("silences:\n  - {id: b, matchers: [a=b], comment: yes, duration: 1h}\n",
+                     ['f.yaml:3: silences[0].comment: expected a string, got true (YAML reads yes as a boolean: quote it, "yes")']),
+    },
     "yaml_syntax_error": {
         kind: ("zzz: [1\n", ["f.yaml:{}: YAML syntax error: did not find expected ',' or ']'"]) for kind in KINDS
     },
