@@ -358,3 +358,12 @@ def test_partials_of_one_derived_series_share_a_partition_and_outputs_do_not_loo
     d.process(derived, state, lambda *a: again.append(a))
     assert again == []
     assert all(isinstance(orjson.loads(orjson.dumps(v)), list | dict) for v in state.values())
+
+
+def test_derived_md_defines_every_signal():
+    """collectors/metrics/DERIVED.md is the reference of what each derived signal means: none may be missing."""
+    from core.settings import REPO
+    from streams.derived import SIGNALS
+
+    text = (REPO / "collectors" / "metrics" / "DERIVED.md").read_text()
+    assert [s.name for s in SIGNALS if f"| `{s.name}` |" not in text] == []
