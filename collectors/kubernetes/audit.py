@@ -78,14 +78,16 @@ def public_ip(ips: list, trusted: Networks = ()) -> str:
 
     >>> public_ip(["10.0.4.2"]), public_ip(["8.8.4.4", "10.0.0.5"]), public_ip(["100.64.1.1", "::1", "not an ip"])
     ('', '8.8.4.4', '')
-    >>> public_ip(["8.8.4.4"], trusted_networks("8.8.0.0/16"))
-    ''
+    >>> public_ip(["8.8.4.4"], trusted_networks("8.8.0.0/16")), public_ip(["::ffff:8.8.4.4"])  # a dual-stack server's
+    ('', '8.8.4.4')
     """
     for ip in ips:
         try:
             a = ipaddress.ip_address(str(ip))
         except ValueError:
             continue
+        if a.version == 6 and a.ipv4_mapped is not None:
+            a = a.ipv4_mapped
         if a.is_global and not any(a in n for n in trusted):
             return str(a)
     return ""
