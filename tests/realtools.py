@@ -90,3 +90,36 @@ class Daemon:
     def __exit__(self, *exc) -> None:
         self.stop()
         self.log.close()
+
+
+def serve_get(body, content_type: str, *, port: int = 0, tls: tuple | None = None):
+    """A loopback HTTP server (HTTPS with ``tls`` = (cert, key)) answering every GET with 200 and ``body()``, in a
+    daemon thread: a stand-in for a page or an API another program reads.  Stop it with ``stop_server``."""
+    import http.server
+    import ssl
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            data = body()
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    if tls is not None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*map(str, tls))
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def stop_server(server) -> None:
+    server.shutdown()
+    server.server_close()

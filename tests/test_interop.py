@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from core.settings import REPO
 from kubesight.cli import main
 from tests.kafkatools import read_to_end
-from tests.realtools import Daemon, binary, free_port, wait_for
+from tests.realtools import Daemon, binary, free_port, serve_get, stop_server, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -326,8 +326,6 @@ def test_the_error_budget_signal_is_kubernetes_mixins_burn_rate_as_prometheus_co
     a real Prometheus on the same two scrapes of the recorded 1.35 API server page: its counters again 30 s later
     (doubled), with a POST answered 503 seven times more (the recording has 5xx reads only; PromQL's expression has
     no value for a class without any 5xx series)."""
-    import http.server
-    import threading
 
     from tests.streams.test_derived import API, Partitions, _scrape
 
@@ -377,21 +375,11 @@ def test_the_error_budget_signal_is_kubernetes_mixins_burn_rate_as_prometheus_co
     pages = [stamped(1, t0), stamped(2, t1)]
     served: list[int] = []
 
-    class Page(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = pages[min(len(served), 1)]
-            served.append(1)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def page() -> bytes:  # the first scrape gets the first page, every later one the second
+        served.append(1)
+        return pages[min(len(served) - 1, 1)]
 
-        def log_message(self, *args):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    srv = serve_get(page, "text/plain; version=0.0.4")
     prom_port = free_port()
     prom_url = f"http://127.0.0.1:{prom_port}"
     (tmp_path / "tsdb").mkdir()
@@ -416,8 +404,7 @@ scrape_configs:
         with prometheus:
             got = wait_for(lambda: len(served) >= 2 and mixin(), 30, "Prometheus to have both scrapes", every=0.5)
     finally:
-        srv.shutdown()
-        srv.server_close()
+        stop_server(srv)
     assert [(r["metric"], float(r["value"][1])) for r in got] == [({"cluster": "ack-1"}, pytest.approx(value, rel=1e-9))]
     assert 0.05 < value < 0.06  # slow reads and writes, 5xx of both: 5.4x a 99% budget
 

@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from tests.cluster.conftest import create_docs, manifest_docs, sa_token, wait_for
+from tests.realtools import serve_get, stop_server
 
 REPO = Path(__file__).resolve().parents[2]
 PACK = REPO / "rules" / "packs" / "default" / "control-plane.yaml"
@@ -282,40 +283,18 @@ class ExtensionServer:
     stopped and started again on the same port to make the aggregator lose it and find it."""
 
     def __init__(self, cluster, group_version: str):
-        import http.server
-
-        body = orjson.dumps({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
-                             "resources": []})
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.handler, self.pki, self.port, self.server = Handler, cluster.run_dir / "pki", 0, None
+        self.body = orjson.dumps({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
+                                  "resources": []})
+        pki = cluster.run_dir / "pki"
+        self.tls, self.port, self.server = (pki / "audit.crt", pki / "audit.key"), 0, None  # a loopback serving cert
 
     def start(self) -> None:
-        import http.server
-        import ssl
-        import threading
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), self.handler)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(str(self.pki / "audit.crt"), str(self.pki / "audit.key"))  # a loopback serving cert
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.server = serve_get(lambda: self.body, "application/json", port=self.port, tls=self.tls)
         self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            stop_server(self.server)
             self.server = None
 
 
