@@ -463,39 +463,39 @@ def _record(w) -> Record:
     return build(w, _check(w))
 
 
-def peek(payload: bytes) -> tuple:
+def peek(payload: bytes, w=None) -> tuple:
     """Bytes from Kafka -> ``(record type, routing key, time, wire struct)``, checked as ``decode`` checks
     (the same RecordError), without building the record: the hot path builds (``build``) only the
     records a stage wants.  The routing key is a sample's name, an event's ``(source, reason)``, ``Alert``
-    for an alert.
+    for an alert.  The hot path's loop (``streams.hotpath``) takes the common case itself (a current
+    event or sample whose time text was seen before: ``WIRE.decode``, ``TIME_SECONDS``) and calls this for
+    every other record, so the checks and the reasons are these (``w``: the wire struct the loop decoded
+    from ``payload`` already, when it did).
 
     >>> rtype, key, t, w = peek(b'{"v":1,"kind":"sample","name":"up","value":1,"time":"2021-08-03T10:00:00Z"}')
     >>> rtype is Sample, key, t, build(w, t) == decode(encode(build(w, t)))
     (True, 'up', 1627984800.0, True)
     """
     try:
-        w = _DECODER.decode(payload)
-        tw = type(w)
-        if w.v == VERSION and (tw is _WireSample or tw is _WireEvent and w.count >= 0):
-            t = w.time  # _check's own steps for the common case, inline: this runs for every record
-            if type(t) is str:
-                s = _TIMES.get(t)
-                t = s if s is not None else _when(t, "time")
-            elif type(t) is not float:
-                t = float(t)
-            if tw is _WireSample:
-                return Sample, w.name, t, w
-            return Event, (w.source, w.reason), t, w
+        if w is None:
+            w = _DECODER.decode(payload)
         t = _check(w)
     except msgspec.ValidationError as exc:
         raise RecordError(_reason(exc, orjson.loads(payload))) from None
     except msgspec.DecodeError as exc:
         raise RecordError(f"not valid JSON: {exc}") from None
+    tw = type(w)
     if tw is _WireSample:
         return Sample, w.name, t, w
     if tw is _WireEvent:
         return Event, (w.source, w.reason), t, w
     return Alert, Alert, t, w
+
+
+# what the hot path's loop inlines of ``peek`` for the common case (see there)
+WIRE = _DECODER
+WireEvent, WireSample = _WireEvent, _WireSample
+TIME_SECONDS = _TIMES  # RFC 3339 text -> epoch seconds, for the texts ``_when`` parsed (a scrape's samples share one)
 
 
 def _reason(exc: msgspec.ValidationError, obj) -> str:

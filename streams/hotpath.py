@@ -41,16 +41,22 @@ from collections.abc import Callable, MutableMapping, Sequence
 from typing import Protocol
 
 import mode
+import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
 from core.kafkaclient import client_config, key_hash, send_in_batches
 from core.records import (
+    TIME_SECONDS,
+    VERSION,
+    WIRE,
     Alert,
     Event,
     RecordError,
     Sample,
+    WireEvent,
+    WireSample,
     build,
     deadletter,
     peek,
@@ -281,12 +287,26 @@ class TransactionalProcessor(mode.Service):
         next_tick = (wm // tick_every + 1) * tick_every if wm else None
         late = self.settings.allowed_lateness
         floor = -_INF if late is None else wm - late
+        wire, times, decode_error = WIRE.decode, TIME_SECONDS, msgspec.MsgspecError
         for m in msgs:
+            # checked as ``peek`` checks; the record itself is built only for a stage that wants it.  The common
+            # case inline (a current sample or event whose time text was parsed before: a scrape's samples share
+            # one), ``peek`` for all else: its checks, its reasons (measured: ~0.05-0.1 µs a record less)
             try:
-                tr, key, t, w = peek(m.value)  # checked; the record itself is built only for a stage that wants it
-            except RecordError as exc:
-                self._reject(emit, str(exc), m)
-                continue
+                w = wire(m.value)
+            except decode_error:
+                w = None
+            tw = type(w)
+            if tw is WireSample and w.v == VERSION and (t := times.get(w.time)) is not None:
+                tr, key = Sample, w.name
+            elif tw is WireEvent and w.v == VERSION and w.count >= 0 and (t := times.get(w.time)) is not None:
+                tr, key = Event, (w.source, w.reason)
+            else:
+                try:
+                    tr, key, t, w = peek(m.value, w)
+                except RecordError as exc:
+                    self._reject(emit, str(exc), m)
+                    continue
             if t < floor and tr is not Alert:
                 # its windows have closed at this partition's event time: evaluated now it would count for
                 # nothing, so it is counted and kept with the reason instead (a replay belongs in a fresh prefix)

@@ -35,6 +35,19 @@ class EveryRecord:
         self.pipeline.tick(now, state, emit)
 
 
+class Probe:
+    """A stage that keeps every record it is given."""
+
+    def __init__(self):
+        self.got = []
+
+    def process(self, rec, state, emit):
+        self.got.append(rec)
+
+    def tick(self, now, state, emit):
+        pass
+
+
 def _drive(stage, *partitions, batch: int = 700):
     """Each list of (key, value) records read from its own partition, batch by batch in turn."""
     proc = TransactionalProcessor(Settings(), "127.0.0.1:1", "signals", ["events", "samples"], stage)
@@ -62,17 +75,9 @@ def test_routed_stages_give_the_same_outputs_and_state_as_calling_every_stage():
 
 
 def test_a_stage_without_routing_gets_every_record():
-    got = []
-
-    class Probe:
-        def process(self, rec, state, emit):
-            got.append(rec)
-
-        def tick(self, now, state, emit):
-            pass
-
+    got = (probe := Probe()).got
     records = _events(40) + _samples(40)
-    _drive(Probe(), records, batch=25)  # one partition: samples are later than the events (none is late)
+    _drive(probe, records, batch=25)  # one partition: samples are later than the events (none is late)
     assert [encode(r) for r in got] == [v for _, v in records]
 
 
@@ -128,3 +133,34 @@ def test_peek_refuses_what_decode_refuses_with_the_same_reason_and_builds_what_d
         rtype, key, t, w = peek(payload)
         rec = build(w, t)
         assert rec == decode(payload) and type(rec) is rtype, payload
+
+
+def test_the_hot_loop_checks_as_peek_does_on_its_own_fast_path_and_off_it():
+    """The loop takes the common case itself (a current record whose time text was parsed before) and leaves
+    every other one to ``peek``: each bad payload is dead-lettered with peek's reason, each good one reaches
+    the stage as ``decode`` makes it, whether its time is a new text, a seen one or a number."""
+    import orjson
+    import pytest
+
+    from core.records import TIME_SECONDS, RecordError, decode, peek
+
+    got = (probe := Probe()).got
+    seen = b'{"v": 1, "kind": "event", "source": "k8s", "reason": "X", "time": "2021-08-03T10:00:00.500Z"}'
+    fresh = b'{"v": 1, "kind": "sample", "name": "up", "value": 1, "time": "2021-08-03T10:00:01+00:00"}'
+    number = b'{"v": 1, "kind": "sample", "name": "up", "value": "+Inf", "time": 1627984802}'
+    peek(seen)  # its time text is in the memo: the loop's own path takes it
+    TIME_SECONDS.pop("2021-08-03T10:00:01+00:00", None)  # not in it: peek's path
+    bad = [b.replace(b'"time": 0', b'"time": "2021-08-03T10:00:00.500Z"') for b in BAD]  # fast-path times, bad rest
+    payloads = [seen, fresh, number] + BAD + bad
+    proc = TransactionalProcessor(Settings(allowed_lateness=None), "127.0.0.1:1", "signals", ["in"], probe)
+    proc.stores[0] = Store()
+    proc._process_batch(TopicPartition("in", 0), [Msg("in", 0, i, None, v) for i, v in enumerate(payloads)])
+    good = [p for p in payloads if p not in BAD + bad]
+    assert got == [decode(p) for p in good]
+    reasons = [orjson.loads(v)["reason"] for _, _, v, _ in proc._outputs]
+    expected = []
+    for p in BAD + bad:
+        with pytest.raises(RecordError) as exc:
+            peek(p)
+        expected.append(str(exc.value))
+    assert reasons == expected and len(reasons) == len(BAD) * 2
