@@ -184,7 +184,7 @@ class Sample(msgspec.Struct):
         """
         if not self.labels:
             return self.name
-        inner = ",".join(f'{k}="{v}"' for k, v in sorted(self.labels.items()))
+        inner = ",".join([f'{k}="{v}"' for k, v in sorted(self.labels.items())])
         return f"{self.name}{{{inner}}}"
 
     def key(self) -> bytes:
@@ -468,7 +468,7 @@ def peek(payload: bytes, w=None) -> tuple:
     (the same RecordError), without building the record: the hot path builds (``build``) only the
     records a stage wants.  The routing key is a sample's name, an event's ``(source, reason)``, ``Alert``
     for an alert.  The hot path's loop (``streams.hotpath``) takes the common case itself (a current
-    event or sample whose time text was seen before: ``WIRE.decode``, ``TIME_SECONDS``) and calls this for
+    event or sample: ``WIRE.decode``, ``TIME_SECONDS``, ``wire_time``) and calls this for
     every other record, so the checks and the reasons are these (``w``: the wire struct the loop decoded
     from ``payload`` already, when it did).
 
@@ -496,6 +496,11 @@ def peek(payload: bytes, w=None) -> tuple:
 WIRE = _DECODER
 WireEvent, WireSample = _WireEvent, _WireSample
 TIME_SECONDS = _TIMES  # RFC 3339 text -> epoch seconds, for the texts ``_when`` parsed (a scrape's samples share one)
+
+
+def wire_time(t) -> float:
+    """A wire struct's ``time`` -> epoch seconds, as ``peek`` reads it (msgspec.ValidationError if it is no time)."""
+    return _when(t, "time")
 
 
 def _reason(exc: msgspec.ValidationError, obj) -> str:

@@ -336,6 +336,7 @@ class Derived:
         self.by_name = {s.name: s for s in signals}
         self.by_partial = {f"{s.name}:partial": s for s in signals}
         self._index = PerState(self._build_index)  # state -> {dkey: due time}, gone with the state
+        self._dkeys: dict[tuple, bytes] = {}  # (signal, its by-values) -> the derived series' Kafka key
 
     # ---------------------------------------------------------------- records in
 
@@ -421,7 +422,12 @@ class Derived:
 
     def _partial(self, sig: Signal, rec: Sample, series: str, part: str, value: float, emit) -> None:
         out = self._out_labels(sig, rec.labels)
-        dkey = Sample(sig.name, 0.0, 0.0, {**out, MARK: "derived"}).key()
+        memo = (sig.name, *out.items())
+        dkey = self._dkeys.get(memo)
+        if dkey is None:
+            if len(self._dkeys) >= 65536:
+                self._dkeys.clear()
+            dkey = self._dkeys[memo] = Sample(sig.name, 0.0, 0.0, {**out, MARK: "derived"}).key()
         p = Sample(f"{sig.name}:partial", value, rec.time, {**out, MARK: "partial", "src": series, "part": part})
         emit("samples", dkey, encode(p))
 

@@ -360,6 +360,22 @@ def test_partials_of_one_derived_series_share_a_partition_and_outputs_do_not_loo
     assert all(isinstance(orjson.loads(orjson.dumps(v)), list | dict) for v in state.values())
 
 
+def test_each_partial_is_keyed_by_the_derived_series_it_is_part_of(pages):
+    """Partials go to their derived series' partition (the stage remembers each series' key: a wrong one would
+    split a series' partials across partitions); two API servers make two series of each signal."""
+    d, state, out = Derived(), {}, []
+    for t, factor in ((1000.0, 1.0), (1030.0, 2.0)):
+        for host in ("a", "b"):
+            for s in _scrape(pages["api"], t, "apiserver", factor=factor):
+                s.labels["instance"] = f"{host}:443"
+                d.process(s, state, lambda topic, key, value: out.append((key, decode(value))))
+    parts = [(k, s) for k, s in out if s.name.endswith(":partial")]
+    assert len({k for k, _ in parts}) >= 4
+    for key, p in parts:
+        labels = {k: v for k, v in p.labels.items() if k not in ("src", "part")}
+        assert key == Sample(p.name[:-len(":partial")], 0.0, 0.0, {**labels, "kubesight": "derived"}).key(), p
+
+
 def test_derived_md_defines_every_signal():
     """collectors/metrics/DERIVED.md is the reference of what each derived signal means: none may be missing."""
     from core.settings import REPO

@@ -136,9 +136,9 @@ def test_peek_refuses_what_decode_refuses_with_the_same_reason_and_builds_what_d
 
 
 def test_the_hot_loop_checks_as_peek_does_on_its_own_fast_path_and_off_it():
-    """The loop takes the common case itself (a current record whose time text was parsed before) and leaves
-    every other one to ``peek``: each bad payload is dead-lettered with peek's reason, each good one reaches
-    the stage as ``decode`` makes it, whether its time is a new text, a seen one or a number."""
+    """The loop takes the common case itself (a current event or sample) and leaves every other one to ``peek``:
+    each bad payload is dead-lettered with peek's reason, each good one reaches the stage as ``decode`` makes it,
+    whether its time is a text seen before, a new one or a number."""
     import orjson
     import pytest
 
@@ -148,8 +148,8 @@ def test_the_hot_loop_checks_as_peek_does_on_its_own_fast_path_and_off_it():
     seen = b'{"v": 1, "kind": "event", "source": "k8s", "reason": "X", "time": "2021-08-03T10:00:00.500Z"}'
     fresh = b'{"v": 1, "kind": "sample", "name": "up", "value": 1, "time": "2021-08-03T10:00:01+00:00"}'
     number = b'{"v": 1, "kind": "sample", "name": "up", "value": "+Inf", "time": 1627984802}'
-    peek(seen)  # its time text is in the memo: the loop's own path takes it
-    TIME_SECONDS.pop("2021-08-03T10:00:01+00:00", None)  # not in it: peek's path
+    peek(seen)  # its time text is in the memo
+    TIME_SECONDS.pop("2021-08-03T10:00:01+00:00", None)  # not in it
     bad = [b.replace(b'"time": 0', b'"time": "2021-08-03T10:00:00.500Z"') for b in BAD]  # fast-path times, bad rest
     payloads = [seen, fresh, number] + BAD + bad
     proc = TransactionalProcessor(Settings(allowed_lateness=None), "127.0.0.1:1", "signals", ["in"], probe)
