@@ -71,7 +71,7 @@ def _apply(flt: str | None, v) -> str:
 class Template:
     """A parsed template: literal pieces and fields, rendered without any evaluation."""
 
-    __slots__ = ("text", "_parts")
+    __slots__ = ("text", "_parts", "_const")
 
     def __init__(self, text: str):
         if not isinstance(text, str):
@@ -94,23 +94,27 @@ class Template:
                 at = lit.find("{{") if "{{" in lit else lit.find("}}")
                 raise ValueError(f'malformed template near "{lit[at:at + 30]}" '
                                  "(use {{ labels.NAME }}, {{ value }}, {{ value | percent }})")
-        self._parts = tuple(p for p in parts if p != "")
+        # (what, name, filter): what is "" for literal text (in name), "labels" for a label (its name), else the field
+        self._parts = tuple(("", p, None) if isinstance(p, str) else
+                            ("labels", p[0][7:], None) if p[0].startswith("labels.") else (p[0], p[0], p[1])
+                            for p in parts if p != "")
+        self._const = text if not any(what for what, _, _ in self._parts) else None  # no field: the text as it is
 
     def render(self, labels: dict, value=None, score=None, count=None, message: str = "", **extra) -> str:
         """``extra``: the anomaly fields (expected_low, expected_high, since: epoch seconds, feature)."""
+        if self._const is not None:
+            return self._const
         out = []
-        for p in self._parts:
-            if isinstance(p, str):
-                out.append(p)
-                continue
-            name, flt = p
-            if name.startswith("labels."):
-                out.append(str(labels.get(name[7:], "")))
+        for what, name, flt in self._parts:
+            if not what:
+                out.append(name)
+            elif what == "labels":
+                out.append(str(labels.get(name, "")))
+            elif what == "since":
+                v = extra.get("since")
+                out.append(_apply(flt, v) if flt or v is None else _iso(v))
             else:
-                if name == "since":
-                    v = extra.get("since")
-                    out.append(_apply(flt, v) if flt or v is None else _iso(v))
-                    continue
-                v = {"value": value, "score": score, "count": count, "message": message}.get(name, extra.get(name))
+                v = (value if what == "value" else message if what == "message" else count if what == "count"
+                     else score if what == "score" else extra.get(what))
                 out.append(_apply(flt, v))
         return "".join(out)
