@@ -126,10 +126,10 @@ def check_existing(settings: Settings, spec: TopicSpec, partitions: int, replica
     return errors, warnings
 
 
-def ensure_topics(settings: Settings, bootstrap: str, warn=None) -> list[str]:
+def ensure_topics(settings: Settings, bootstrap: str, warn=None, only: tuple[str, ...] | None = None) -> list[str]:
     """Create every kubesight topic that does not exist yet (replication factor and min.insync.replicas
     from settings, by default min(3, brokers) and 2), check the existing ones against their spec;
-    returns the names created.
+    returns the names created.  ``only``: these topics (logical names) alone.
 
     A compacted topic that is not compacted, or a partitioned topic whose partition count breaks
     co-partitioning, raises ``TopicMismatch`` naming every such topic and its fix; other differences
@@ -149,7 +149,8 @@ def ensure_topics(settings: Settings, bootstrap: str, warn=None) -> list[str]:
     try:
         rf, min_isr = replication(settings, len(admin.describe_cluster()["brokers"]))
         existing = set(admin.list_topics())
-        ours = [s for s in SPECS if settings.topic(s.name) in existing]
+        specs = SPECS if only is None else [s for s in SPECS if s.name in only]
+        ours = [s for s in specs if settings.topic(s.name) in existing]
         if ours:
             names = [settings.topic(s.name) for s in ours]
             described = {t["name"]: t for t in admin.describe_topics(names)}
@@ -168,7 +169,7 @@ def ensure_topics(settings: Settings, bootstrap: str, warn=None) -> list[str]:
         new = [
             NewTopic(settings.topic(s.name), settings.partitions if s.partitioned else 1, rf,
                      topic_configs={**dict(s.config), "min.insync.replicas": str(min_isr)})
-            for s in SPECS
+            for s in specs
             if settings.topic(s.name) not in existing
         ]
         if new:

@@ -237,6 +237,7 @@ class Engine:
         self._vector = frozenset(k for k, v in self._by_metric.items()
                                  if any(r.cond.type == "anomaly_vector" for r in v))
         self._event_rules: dict = {}  # (source, reason) -> the rules an event may reach, or None
+        self._agg_rules: dict = {}  # (source, reason) -> those of them that aggregate (event_count with by)
         # event_count rules with by (their events are re-keyed, and only the copies reach them), named once here
         self._aggregating = frozenset(r.sid for r in ruleset.rules if _aggregates(r))
         # groups of a state a full scan may skip: key -> (its deadline, the time before which it has no timer
@@ -282,14 +283,18 @@ class Engine:
         """Copies of an event for the event_count rules with ``by`` it matches, each keyed by its ``by`` labels:
         events are keyed by entity, so one namespace's pods live on many partitions; the copies of one group meet
         on one (the worker produces them back to the events topic; only copies reach those rules)."""
-        rules = self.rules_for(ev)
-        if rules is None:
+        k = (ev.source, ev.reason)
+        rules = self._agg_rules.get(k, _NONE)
+        if rules is _NONE:  # the aggregating ones of the rules it may reach, remembered per (source, reason)
+            rules = tuple(r for r in self.rules_for(ev) or () if r.sid in self._aggregating)
+            if len(self._agg_rules) >= 100_000:
+                self._agg_rules.clear()
+            self._agg_rules[k] = rules
+        if not rules:
             return _NONE
         out = _NONE
         view = seen = None
         for rule in rules:
-            if rule.sid not in self._aggregating:
-                continue
             if rule.kinds is not None and ev.entity.kind not in rule.kinds:
                 continue
             if rule.reasons is not None and ev.reason not in rule.reasons or ev.source not in rule.sources:

@@ -294,7 +294,7 @@ class TransactionalProcessor(mode.Service):
             # checked as ``peek`` checks; the record itself is built only for a stage that wants it.  The common
             # case inline (a current sample or event: a time text seen before costs a dict probe, a scrape's
             # samples share one), ``peek`` for all else, with its checks and reasons (~0.1-0.2 µs a record less)
-            w = tr = None
+            tr = None
             try:
                 w = wire(m.value)
                 tw = type(w)
@@ -309,7 +309,7 @@ class TransactionalProcessor(mode.Service):
                         t = when(w.time)
                     tr, key = Event, (w.source, w.reason)
             except decode_error:
-                pass
+                w = None  # peek decodes it again (this one may be the record before's, if decoding failed)
             if tr is None:
                 try:
                     tr, key, t, w = peek(m.value, w)
