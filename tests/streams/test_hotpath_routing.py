@@ -110,6 +110,7 @@ BAD = [b"{oops", b"[1, 2]", b'{"v": 2, "kind": "event"}', b'{"v": 2, "kind": "sa
        b'{"v": 1, "kind": "event", "source": "k8s", "reason": "X", "time": "2021-08-03T10:00:61Z"}',
        b'{"v": 1, "kind": "sample", "name": "up", "value": 1, "time": "2021-02-30T10:00:00.000Z"}',
        b'{"v": 1, "kind": "event", "source": "k8s", "reason": "X", "time": 0, "count": -1}',
+       b'{"v": 1, "kind": "event", "source": "k8z", "reason": "X", "time": 0}',
        b'{"v": 1, "kind": "event", "source": "k8s", "reason": "X", "time": 0, "labels": {"n": 1}}',
        b'{"v": 1, "kind": "alert", "labels": {"alertname": "X"}, "startsAt": 0, "endsAt": "soon"}',
        b'{"v": 1, "kind": "alert", "labels": {}, "startsAt": 0}']
