@@ -463,9 +463,12 @@ class Engine:
                 if resolving:
                     continue  # nothing to clear
                 st = {"s": 0, "a": 0.0, "e": _NEG, "c": {}}
-            te = t if t > st["e"] else st["e"]
-            # its timers up to te first; none is due when the group's deadline, as last noted, is later
-            emitted = _NONE if q is not None and (q[0] is None or q[0] > te) else self._advance(rule, st, te)
+                te = t
+                emitted = _NONE  # a new group has no timer
+            else:
+                te = t if t > st["e"] else st["e"]
+                # its timers up to te first; none is due when the group's deadline, as last noted, is later
+                emitted = _NONE if q is not None and (q[0] is None or q[0] > te) else self._advance(rule, st, te)
             ct = rule.cond.type
             c = st["c"]
             if ct == "event_count":
