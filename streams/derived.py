@@ -147,9 +147,9 @@ class Signal:
 
     ``inputs`` are ``(metric, part, filter)``: a source series of ``metric`` passing ``filter``
     contributes its value -- or, with ``rate``, its per-second rate -- as ``part`` (``num``,
-    ``den``, ``x``; quantiles use the series' ``le``).  ``kind``: ``sum`` of ``x``; ``ratio``
+    ``den``, ``x``, ``gate``; quantiles use the series' ``le``).  ``kind``: ``sum`` of ``x``; ``ratio``
     = sum(num) / sum(den) (``1 - ratio`` with ``complement``); ``difference`` = sum(num) -
-    sum(den); ``error_budget``, with parts ``num:<class>``, ``fast:<class>`` and ``den:<class>``: the sum over
+    sum(den); either has no value while a ``gate`` series is not 0 (none seen: no gate); ``error_budget``, with parts ``num:<class>``, ``fast:<class>`` and ``den:<class>``: the sum over
     classes of (sum(num) - sum(fast)) / sum(den) (kubernetes-mixin's read + write burn rate: all requests of the
     latency SLI, less those fast enough, plus 5xx, over requests); ``quantile`` over the summed buckets;
     ``xid_changes`` and ``until`` (a gauge holding a Unix time,
@@ -220,11 +220,15 @@ SIGNALS = (
     Signal("kubelet_pleg_relist_p99_seconds", "quantile",
            (("kubelet_pleg_relist_duration_seconds_bucket", "le", None),), by=("cluster", "instance", "node"),
            rate=True),
+    # node-exporter-mixin's guard on every filesystem alert (node_filesystem_readonly == 0): a read-only filesystem
+    # neither fills nor empties (NodeFilesystemReadOnly, from the kernel, says it went read-only)
     Signal("node_filesystem_avail_ratio", "ratio", (("node_filesystem_avail_bytes", "num", None),
-                                                     ("node_filesystem_size_bytes", "den", None)),
+                                                     ("node_filesystem_size_bytes", "den", None),
+                                                     ("node_filesystem_readonly", "gate", None)),
            by=("cluster", "instance", "device", "fstype", "mountpoint")),
     Signal("node_filesystem_files_free_ratio", "ratio", (("node_filesystem_files_free", "num", None),
-                                                          ("node_filesystem_files", "den", None)),
+                                                          ("node_filesystem_files", "den", None),
+                                                          ("node_filesystem_readonly", "gate", None)),
            by=("cluster", "instance", "device", "fstype", "mountpoint")),
     Signal("node_memory_available_ratio", "ratio", (("node_memory_MemAvailable_bytes", "num", None),
                                                      ("node_memory_MemTotal_bytes", "den", None))),
@@ -532,6 +536,8 @@ class Derived:
         if sig.kind == "sum":
             return float(sum(v[0] for _, v in contributions))
         if sig.kind in ("ratio", "difference"):
+            if any(v[0] for c, v in contributions if c.startswith("gate|")):
+                return None  # a gate part that is not 0 (a read-only filesystem): no value
             num = [v[0] for c, v in contributions if c.startswith("num|")]
             den = [v[0] for c, v in contributions if c.startswith("den|")]
             if not num and sig.no_num_is_zero:

@@ -333,6 +333,30 @@ def test_node_container_and_kube_state_ratios(data_dir):
         (("cluster", "ack-1"), ("namespace", "shop"), ("poddisruptionbudget", "cart")): (1100.0, 1.0)}
 
 
+def test_a_read_only_filesystem_has_no_space_or_inode_ratio():
+    """node-exporter-mixin guards every filesystem alert with node_filesystem_readonly == 0: a read-only filesystem
+    neither fills nor empties.  A mount that goes read-only loses its ratios; one without the gauge keeps them."""
+    ps = Partitions()
+
+    def scrape(t: float, readonly: dict) -> list[Sample]:
+        out = []
+        for mp, ro in readonly.items():
+            lab = {"job": "node", "instance": "n1:9100", "cluster": "ack-1", "device": f"/dev/{mp[1:] or 'root'}",
+                   "fstype": "ext4", "mountpoint": mp}
+            out += [Sample("node_filesystem_avail_bytes", 10.0, t, lab), Sample("node_filesystem_size_bytes", 40.0, t, lab),
+                    Sample("node_filesystem_files_free", 5.0, t, lab), Sample("node_filesystem_files", 10.0, t, lab)]
+            if ro is not None:
+                out.append(Sample("node_filesystem_readonly", ro, t, lab))
+        return out
+
+    ps.feed(scrape(1000.0, {"/var": 0.0, "/usr": 1.0, "/old": None}))
+    ps.feed(scrape(1030.0, {"/var": 1.0, "/usr": 1.0, "/old": None}))  # /var is remounted read-only
+    ps.feed([Sample("up", 1, 1100.0, {"job": "x", "instance": str(i)}) for i in range(16)])
+    for name, value in (("node_filesystem_avail_ratio", 0.25), ("node_filesystem_files_free_ratio", 0.5)):
+        got = {dict(k)["mountpoint"]: tv for k, tv in ps.latest(name).items()}
+        assert got == {"/var": (1000.0, value), "/old": (1030.0, value)}, name
+
+
 def test_gpu_xid_errors_counts_new_codes_in_the_window(data_dir):
     text = (data_dir / "datadog-integrations-fixtures/dcgm/metrics.txt").read_text()
     (name, labels, value, _), = [p for p in parse(text).points if p[0] == "DCGM_FI_DEV_XID_ERRORS"]
