@@ -164,6 +164,7 @@ class Signal:
     complement: bool = False
     no_num_is_zero: bool = False  # num is a filtered subset of den (5xx of all): none seen = 0
     counted: tuple[str, ...] = ()  # parts whose series count 1 each, whatever their value (CPUs: idle-time series)
+    total: bool = False  # each source counter with its resets added back (since first seen): a sum of them is a counter
     q: float = 0.99
 
 
@@ -201,6 +202,10 @@ SIGNALS = (
     Signal("rest_client_5xx_ratio", "ratio", (("rest_client_requests_total", "den", None),
                                               ("rest_client_requests_total", "num", _is_5xx)),
            by=("cluster", "job", "instance"), rate=True, no_num_is_zero=True),
+    # kubernetes-mixin's KubeAggregatedAPIErrors sums an APIService's losses over reasons and API servers; each one's
+    # resets added back first, so the sum stays a counter when one API server restarts (its total does not drop)
+    Signal("aggregator_unavailable_apiservice_all_reasons_total", "sum",
+           (("aggregator_unavailable_apiservice_total", "x", None),), by=("cluster", "name"), total=True),
     Signal("coredns_request_rate", "sum", (("coredns_dns_requests_total", "x", None),), rate=True),
     Signal("ingress_5xx_ratio", "ratio", (("nginx_ingress_controller_requests", "den", None),
                                           ("nginx_ingress_controller_requests", "num", _http_5xx("status"))),
@@ -381,10 +386,10 @@ class Derived:
                 continue
             if part in sig.counted:
                 value = 1.0
-            elif sig.rate:
+            elif sig.rate or sig.total:
                 if rate is _UNSET:
                     rate = self._rate(series, rec, state)
-                value = rate
+                value = rate if sig.rate else state[self._counter_key(series)][1]
             else:
                 value = rec.value
             if value is None or value != value:
@@ -395,6 +400,10 @@ class Derived:
                     continue
             self._partial(sig, rec, series, part, value, emit)
 
+    @staticmethod
+    def _counter_key(series: str) -> str:
+        return f"{PREFIX}c|{short(series)}"
+
     def _rate(self, series: str, rec: Sample, state) -> float | None:
         """Per-second rate of a counter over ``window``, across resets; None until two points.
 
@@ -402,7 +411,7 @@ class Derived:
         with resets added back, its time, then anchors (time, total) at least window/(ANCHORS-1)
         apart; the rate runs from the newest anchor at or before ``t - window`` (or the oldest).
         """
-        key = f"{PREFIX}c|{short(series)}"
+        key = self._counter_key(series)
         st = state.get(key)
         t, v = rec.time, rec.value
         if st is None:

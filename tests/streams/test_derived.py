@@ -333,6 +333,31 @@ def test_node_container_and_kube_state_ratios(data_dir):
         (("cluster", "ack-1"), ("namespace", "shop"), ("poddisruptionbudget", "cart")): (1100.0, 1.0)}
 
 
+def test_an_apiservices_losses_are_summed_over_reasons_and_api_servers():
+    """kubernetes-mixin's KubeAggregatedAPIErrors: sum by (name) of the losses; each API server counts its own, and
+    one that restarts (its counter back to 0) does not make the sum drop: each counter's resets are added back."""
+    ps = Partitions()
+    svc = "v1beta1.metrics.k8s.io"
+
+    def loss(t: float, instance: str, reason: str, value: float, name: str = svc) -> Sample:
+        return Sample("aggregator_unavailable_apiservice_total", value, t,
+                      {"job": "apiserver", "cluster": "ack-1", "instance": instance, "name": name, "reason": reason})
+
+    def scrape(t: float, a_failed: float, b_failed: float, a_missing: float, other: float) -> list[Sample]:
+        return [loss(t, "a:6443", "FailedDiscoveryCheck", a_failed), loss(t, "b:6443", "FailedDiscoveryCheck", b_failed),
+                loss(t, "a:6443", "MissingEndpoints", a_missing), loss(t, "a:6443", "FailedDiscoveryCheck", other, "v1.other")]
+
+    ticks = [Sample("up", 1, 1100.0, {"job": "x", "instance": str(i)}) for i in range(16)]
+    ps.feed(scrape(1000.0, 3, 20, 2, 7) + ticks)  # counted from here: 0 so far
+    ps.feed(scrape(1060.0, 5, 1, 3, 7))  # a: 2 more and 1 more; b restarted and lost it once since
+    ps.feed([Sample("up", 1, 1200.0, {"job": "x", "instance": str(i)}) for i in range(16)])
+    got = {dict(k)["name"]: tv for k, tv in ps.latest("aggregator_unavailable_apiservice_all_reasons_total").items()}
+    assert got == {svc: (1060.0, 4.0), "v1.other": (1060.0, 0.0)}
+    firsts = [s.value for s in ps.derived if s.name == "aggregator_unavailable_apiservice_all_reasons_total"
+              and s.labels["name"] == svc]
+    assert firsts == [0.0, 4.0]
+
+
 def test_a_read_only_filesystem_has_no_space_or_inode_ratio():
     """node-exporter-mixin guards every filesystem alert with node_filesystem_readonly == 0: a read-only filesystem
     neither fills nor empties.  A mount that goes read-only loses its ratios; one without the gauge keeps them."""
