@@ -147,9 +147,10 @@ class Signal:
 
     ``inputs`` are ``(metric, part, filter)``: a source series of ``metric`` passing ``filter``
     contributes its value -- or, with ``rate``, its per-second rate -- as ``part`` (``num``,
-    ``den``, ``x``, ``gate``; quantiles use the series' ``le``).  ``kind``: ``sum`` of ``x``; ``ratio``
+    ``den``, ``x``, ``gate``, ``lo``, ``hi``; quantiles use the series' ``le``).  ``kind``: ``sum`` of ``x``; ``ratio``
     = sum(num) / sum(den) (``1 - ratio`` with ``complement``); ``difference`` = sum(num) -
-    sum(den); either has no value while a ``gate`` series is not 0 (none seen: no gate); ``error_budget``, with parts ``num:<class>``, ``fast:<class>`` and ``den:<class>``: the sum over
+    sum(den), with no value unless lo < sum(den) < hi for the bounds ``lo`` and ``hi`` (when seen); either has
+    no value while a ``gate`` series is not 0 (none seen: no gate); ``error_budget``, with parts ``num:<class>``, ``fast:<class>`` and ``den:<class>``: the sum over
     classes of (sum(num) - sum(fast)) / sum(den) (kubernetes-mixin's read + write burn rate: all requests of the
     latency SLI, less those fast enough, plus 5xx, over requests); ``quantile`` over the summed buckets;
     ``xid_changes`` and ``until`` (a gauge holding a Unix time,
@@ -274,9 +275,13 @@ SIGNALS = (
     Signal("kube_daemonset_not_scheduled", "difference",
            (("kube_daemonset_status_desired_number_scheduled", "num", None),
             ("kube_daemonset_status_current_number_scheduled", "den", None)), by=("cluster", "namespace", "daemonset")),
+    # kubernetes-mixin's KubeHpaReplicasMismatch counts only an HPA strictly between its bounds (at a bound it cannot
+    # move further that way: KubeHpaMaxedOut says so at the top, and at the bottom it is where it should be)
     Signal("kube_hpa_replicas_mismatch", "difference",
            (("kube_horizontalpodautoscaler_status_desired_replicas", "num", None),
-            ("kube_horizontalpodautoscaler_status_current_replicas", "den", None)),
+            ("kube_horizontalpodautoscaler_status_current_replicas", "den", None),
+            ("kube_horizontalpodautoscaler_spec_min_replicas", "lo", None),
+            ("kube_horizontalpodautoscaler_spec_max_replicas", "hi", None)),
            by=("cluster", "namespace", "horizontalpodautoscaler")),
     Signal("kube_pdb_healthy_shortfall", "difference",
            (("kube_poddisruptionbudget_status_desired_healthy", "num", None),
@@ -554,6 +559,10 @@ class Derived:
             if not num or not den:  # one side not seen (yet): undefined, not 0
                 return None
             if sig.kind == "difference":
+                lo = [v[0] for c, v in contributions if c.startswith("lo|")]
+                hi = [v[0] for c, v in contributions if c.startswith("hi|")]
+                if (lo and not sum(den) > sum(lo)) or (hi and not sum(den) < sum(hi)):
+                    return None  # den at or beyond a bound: no value
                 return float(sum(num) - sum(den))
             d = sum(den)
             if d <= 0:

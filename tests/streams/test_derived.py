@@ -321,9 +321,17 @@ def test_node_container_and_kube_state_ratios(data_dir):
     assert quota[qk] == (1000.0, 0.0) and len(quota) == 13  # the 1040 round waits for a later watermark
     sts = ps.latest("kube_statefulset_status_replicas_unavailable")
     assert sts == {(("cluster", "ack-1"), ("namespace", "scraper"), ("statefulset", "e2e-statefulset")): (1000.0, 0.0)}
-    # the recorded HPA wants 0 replicas (it has no metrics) and has 1
-    hpa = ps.latest("kube_hpa_replicas_mismatch")
-    assert hpa == {(("cluster", "ack-1"), ("horizontalpodautoscaler", "e2e-hpa"), ("namespace", "scraper")): (1000.0, -1.0)}
+    # the recorded HPA wants 0 replicas (it has no metrics) and has 1, its minimum: it cannot go lower, so (as in the
+    # mixin) no mismatch; the same HPA at 3 of 1-10 replicas wanting 5 is 2 short, and at its maximum of 10 it is not
+    assert ps.latest("kube_hpa_replicas_mismatch") == {}
+    hk = (("cluster", "ack-1"), ("horizontalpodautoscaler", "e2e-hpa"), ("namespace", "scraper"))
+    lab = {"job": "ksm", "instance": "ksm:443", "cluster": "ack-1", "namespace": "scraper", "horizontalpodautoscaler": "e2e-hpa"}
+    for t, current, desired in ((1050.0, 3, 5), (1060.0, 10, 12)):
+        ps.feed([Sample(f"kube_horizontalpodautoscaler_{n}", v, t, lab) for n, v in (
+            ("status_current_replicas", current), ("status_desired_replicas", desired), ("spec_min_replicas", 1),
+            ("spec_max_replicas", 10))])
+        ps.feed([Sample("up", 1, t + 30, {"job": "x", "instance": str(i)}) for i in range(16)])
+    assert ps.latest("kube_hpa_replicas_mismatch") == {hk: (1050.0, 2.0)}
     # no PodDisruptionBudget on the page; one built after kube-state-metrics' series: 3 healthy wanted, 2 healthy
     pdb = {"job": "ksm", "instance": "ksm:443", "cluster": "ack-1", "namespace": "shop", "poddisruptionbudget": "cart"}
     ps.feed([Sample("kube_poddisruptionbudget_status_desired_healthy", 3, 1100.0, pdb),
