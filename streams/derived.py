@@ -94,6 +94,10 @@ def _label_is(name: str, value: str) -> Callable[[dict], bool]:
     return lambda labels: labels.get(name) == value
 
 
+_PVC_GATES = (("kube_persistentvolumeclaim_access_mode", "gate", _label_is("access_mode", "ReadOnlyMany")),
+              ("kube_persistentvolumeclaim_labels", "gate", _label_is("label_excluded_from_alerts", "true")))
+
+
 # the gRPC codes etcd-mixin counts as failures (a client's Canceled or NotFound is not the server failing)
 _GRPC_FAILURES = frozenset(("Unknown", "FailedPrecondition", "ResourceExhausted", "Internal", "Unavailable",
                             "DataLoss", "DeadlineExceeded"))
@@ -249,11 +253,13 @@ SIGNALS = (
                                                 ("node_filefd_maximum", "den", None))),
     Signal("node_nf_conntrack_usage_ratio", "ratio", (("node_nf_conntrack_entries", "num", None),
                                                        ("node_nf_conntrack_entries_limit", "den", None))),
+    # kubernetes-mixin's PersistentVolume alerts leave out a claim mounted read-only (ReadOnlyMany) and one labelled
+    # excluded_from_alerts=true (kube-state-metrics, with that label allowed): such a claim gets no ratio
     Signal("kubelet_volume_avail_ratio", "ratio", (("kubelet_volume_stats_available_bytes", "num", None),
-                                                    ("kubelet_volume_stats_capacity_bytes", "den", None)),
+                                                    ("kubelet_volume_stats_capacity_bytes", "den", None), *_PVC_GATES),
            by=("cluster", "namespace", "persistentvolumeclaim")),
     Signal("kubelet_volume_inodes_free_ratio", "ratio", (("kubelet_volume_stats_inodes_free", "num", None),
-                                                          ("kubelet_volume_stats_inodes", "den", None)),
+                                                          ("kubelet_volume_stats_inodes", "den", None), *_PVC_GATES),
            by=("cluster", "namespace", "persistentvolumeclaim")),
     Signal("container_memory_limit_ratio", "ratio",
            (("container_memory_working_set_bytes", "num", _real_container),

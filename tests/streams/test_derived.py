@@ -366,6 +366,29 @@ def test_an_apiservices_losses_are_summed_over_reasons_and_api_servers():
     assert firsts == [0.0, 4.0]
 
 
+def test_a_read_only_or_excluded_claim_has_no_volume_ratio():
+    """kubernetes-mixin's PersistentVolume alerts skip claims mounted ReadOnlyMany and claims labelled
+    excluded_from_alerts=true (kube-state-metrics' series, scraped apart from the kubelet's)."""
+    ps = Partitions()
+    out = []
+    for pvc, mode, excluded in (("data-0", "ReadWriteOnce", None), ("shared", "ReadOnlyMany", None),
+                                ("scratch", "ReadWriteOnce", "true")):
+        kubelet = {"job": "kubelet", "instance": "n1:10250", "cluster": "ack-1", "namespace": "shop",
+                   "persistentvolumeclaim": pvc}
+        ksm = {"job": "ksm", "instance": "ksm:8080", "cluster": "ack-1", "namespace": "shop", "persistentvolumeclaim": pvc}
+        out += [Sample("kubelet_volume_stats_available_bytes", 1.0, 1000.0, kubelet),
+                Sample("kubelet_volume_stats_capacity_bytes", 10.0, 1000.0, kubelet),
+                Sample("kubelet_volume_stats_inodes_free", 1.0, 1000.0, kubelet),
+                Sample("kubelet_volume_stats_inodes", 4.0, 1000.0, kubelet),
+                Sample("kube_persistentvolumeclaim_access_mode", 1.0, 1000.0, {**ksm, "access_mode": mode})]
+        if excluded:
+            out.append(Sample("kube_persistentvolumeclaim_labels", 1.0, 1000.0, {**ksm, "label_excluded_from_alerts": excluded}))
+    ps.feed(out + [Sample("up", 1, 1100.0, {"job": "x", "instance": str(i)}) for i in range(16)])
+    for name, value in (("kubelet_volume_avail_ratio", 0.1), ("kubelet_volume_inodes_free_ratio", 0.25)):
+        got = {dict(k)["persistentvolumeclaim"]: tv for k, tv in ps.latest(name).items()}
+        assert got == {"data-0": (1000.0, value)}, name
+
+
 def test_a_read_only_filesystem_has_no_space_or_inode_ratio():
     """node-exporter-mixin guards every filesystem alert with node_filesystem_readonly == 0: a read-only filesystem
     neither fills nor empties.  A mount that goes read-only loses its ratios; one without the gauge keeps them."""
