@@ -253,6 +253,9 @@ class Collector:
                     ctl = next((r for r in refs if r.get("controller")), refs[0] if refs else None)
                     owner = (str(ctl.get("kind") or ""), str(ctl.get("name") or "")) if ctl else None
                     thash = str(meta["labels"].get("pod-template-hash") or "")
+            if not node and v.reason == "Scheduled":
+                # the binding this very event reports, which the pod watch may not have delivered yet
+                node = events.assigned_node(v.message, ns, name)
         workload, team = self.owners.resolve(ns, kind, name, owner, thash)
         return Entity(cluster=self.o.cluster, namespace=ns, kind=kind, name=name, uid=uid, node=node,
                       workload=workload, owner=team)

@@ -155,3 +155,18 @@ def occurrences(v: EventView, seen: int | None, entity: Entity, *, baseline: boo
             id=occurrence_id(entity.cluster, v.uid, c),
         ))
     return out
+
+
+_ASSIGNED = re.compile(r"Successfully assigned (?P<ns>[^/\s]+)/(?P<name>\S+) to (?P<node>\S+)")
+
+
+def assigned_node(message: str, namespace: str, name: str) -> str:
+    """The node of kube-scheduler's ``Scheduled`` message about this pod, else "".
+
+    >>> assigned_node("Successfully assigned shop/agent-x2 to kwok-node-1", "shop", "agent-x2")
+    'kwok-node-1'
+    >>> assigned_node("Successfully assigned shop/agent-x2 to kwok-node-1", "shop", "other"), assigned_node("", "a", "b")
+    ('', '')
+    """
+    m = _ASSIGNED.match(message or "")
+    return m["node"] if m and m["ns"] == namespace and m["name"] == name else ""

@@ -84,7 +84,8 @@ def test_shop_workloads(collector, workloads, prefix, workload, owner):
     recs = scheduled(collector, shop, prefix, n)
     got = {(r["entity"]["kind"], r["entity"]["workload"], r["entity"]["owner"]) for r in recs}
     assert got == {("Pod", workload, owner)}
-    assert all(r["entity"]["node"].startswith("kwok-") for r in recs), recs
+    assert all(r["entity"]["node"].startswith("kwok-") for r in recs), [(r["entity"]["name"], r["entity"]["node"])
+                                                                        for r in recs]
     assert all(r["entity"]["cluster"] == collector.cluster for r in recs)
 
 

@@ -318,3 +318,28 @@ def test_cluster_role_grants_exactly_what_the_collector_uses():
     from kubesight.cli import build_parser
 
     assert build_parser().parse_args(args).func.__module__ == "collectors.kubernetes.cli"
+
+
+def test_a_scheduled_event_names_its_node_before_the_pod_watch_has_the_binding():
+    """kube-scheduler's Scheduled Event can come before the pod watch delivers the binding (the pod still without
+    nodeName, or not seen at all): the node is then read from the Event's own message."""
+    from types import SimpleNamespace
+
+    from collectors.kubernetes.collector import Collector, Options
+
+    api = SimpleNamespace(read=lambda kind, ns, name: None)
+    c = Collector(api, sink=None, options=Options(cluster="c1"))
+    ev = {"metadata": {"name": "agent-x2.1", "namespace": "shop", "uid": "e1", "resourceVersion": "5"},
+          "involvedObject": {"kind": "Pod", "namespace": "shop", "name": "agent-x2", "uid": "p1"},
+          "reason": "Scheduled", "message": "Successfully assigned shop/agent-x2 to kwok-node-1", "type": "Normal",
+          "source": {"component": "default-scheduler"}, "count": 1,
+          "firstTimestamp": "2026-11-29T06:00:00Z", "lastTimestamp": "2026-11-29T06:00:00Z"}
+    assert c._event_entity(events.view(ev)).node == "kwok-node-1"  # the pod not seen yet
+    c.pods["p1"] = {"name": "agent-x2", "ns": "shop", "uid": "p1", "node": "", "owner": ["DaemonSet", "agent"],
+                    "labels": {}}
+    assert c._event_entity(events.view(ev)).node == "kwok-node-1"  # seen, not yet bound
+    c.pods["p1"]["node"] = "kwok-node-2"  # what the pod says wins once it has it
+    assert c._event_entity(events.view(ev)).node == "kwok-node-2"
+    other = {**ev, "reason": "Pulled", "message": "Successfully assigned shop/agent-x2 to kwok-node-1"}
+    c.pods["p1"]["node"] = ""
+    assert c._event_entity(events.view(other)).node == ""  # only the scheduler's own Event is read so
