@@ -382,7 +382,7 @@ class Derived:
         if not uses:
             return
         series = None
-        rate = _UNSET  # computed once, for the first signal that wants it: a series no filter passes keeps no rate
+        counter = _UNSET  # (rate, total) once, for the first signal that wants it: a series no filter passes keeps none
         for sig, part, where in uses:
             if where is not None and not where(labels):
                 continue
@@ -398,9 +398,9 @@ class Derived:
             if part in sig.counted:
                 value = 1.0
             elif sig.rate or sig.total:
-                if rate is _UNSET:
-                    rate = self._rate(series, rec, state)
-                value = rate if sig.rate else state[self._counter_key(series)][1]
+                if counter is _UNSET:
+                    counter = self._counter(series, rec, state)
+                value = counter[0] if sig.rate else counter[1]
             else:
                 value = rec.value
             if value is None or value != value:
@@ -411,26 +411,23 @@ class Derived:
                     continue
             self._partial(sig, rec, series, part, value, emit)
 
-    @staticmethod
-    def _counter_key(series: str) -> str:
-        return f"{PREFIX}c|{short(series)}"
-
-    def _rate(self, series: str, rec: Sample, state) -> float | None:
-        """Per-second rate of a counter over ``window``, across resets; None until two points.
+    def _counter(self, series: str, rec: Sample, state) -> tuple[float | None, float]:
+        """(per-second rate over ``window``, total) of a counter, across resets: the rate is None until two points, the
+        total counts from the series' first point here (resets added back).
 
         State: ``[value, adjusted total, t, t0, a0, t1, a1, ...]`` -- the last raw value, the total
         with resets added back, its time, then anchors (time, total) at least window/(ANCHORS-1)
         apart; the rate runs from the newest anchor at or before ``t - window`` (or the oldest).
         """
-        key = self._counter_key(series)
+        key = f"{PREFIX}c|{short(series)}"
         st = state.get(key)
         t, v = rec.time, rec.value
         if st is None:
             state[key] = [v, 0.0, t, t, 0.0]
-            return None
+            return None, 0.0
         prev, adj, last = st[0], st[1], st[2]
         if t <= last or v != v:  # duplicate, out of order or NaN: no new information
-            return None
+            return None, adj
         adj += v if v < prev else v - prev
         anchors = st[3:]
         if t - anchors[-2] >= self.window / (ANCHORS - 1):
@@ -439,7 +436,7 @@ class Derived:
             del anchors[:2]
         state[key] = [v, adj, t, *anchors]
         t0, a0 = anchors[0], anchors[1]
-        return (adj - a0) / (t - t0) if t > t0 else None
+        return ((adj - a0) / (t - t0) if t > t0 else None), adj
 
     def _out_labels(self, sig: Signal, labels: dict) -> dict:
         return {k: labels[k] for k in sig.by if k in labels}
@@ -555,18 +552,19 @@ class Derived:
         # contributions: (ckey = "part|source", [value, time])
         if sig.kind == "sum":
             return float(sum(v[0] for _, v in contributions))
+        parts: dict[str, list[float]] = {}  # part ("num", "den:read", a bucket's le, ...) -> its series' values
+        for c, v in contributions:
+            parts.setdefault(c.split("|", 1)[0], []).append(v[0])
         if sig.kind in ("ratio", "difference"):
-            if any(v[0] for c, v in contributions if c.startswith("gate|")):
+            if any(parts.get("gate", ())):
                 return None  # a gate part that is not 0 (a read-only filesystem): no value
-            num = [v[0] for c, v in contributions if c.startswith("num|")]
-            den = [v[0] for c, v in contributions if c.startswith("den|")]
+            num, den = parts.get("num"), parts.get("den")
             if not num and sig.no_num_is_zero:
                 num = [0.0]
             if not num or not den:  # one side not seen (yet): undefined, not 0
                 return None
             if sig.kind == "difference":
-                lo = [v[0] for c, v in contributions if c.startswith("lo|")]
-                hi = [v[0] for c, v in contributions if c.startswith("hi|")]
+                lo, hi = parts.get("lo"), parts.get("hi")
                 if (lo and not sum(den) > sum(lo)) or (hi and not sum(den) < sum(hi)):
                     return None  # den at or beyond a bound: no value
                 return float(sum(num) - sum(den))
@@ -576,10 +574,7 @@ class Derived:
             r = sum(num) / d
             return 1.0 - r if sig.complement else r
         if sig.kind == "error_budget":
-            sums: dict[str, float] = {}
-            for c, v in contributions:
-                part = c.split("|", 1)[0]  # "num:read", "fast:read", "den:read", ...
-                sums[part] = sums.get(part, 0.0) + v[0]
+            sums = {part: sum(xs) for part, xs in parts.items()}  # "num:read", "fast:read", "den:read", ...
             out = None
             for part, den in sums.items():
                 if part.startswith("den:") and den > 0:
@@ -589,8 +584,8 @@ class Derived:
             return out
         if sig.kind == "quantile":
             buckets: dict[float, float] = {}
-            for c, v in contributions:
-                b = _le(c.split("|", 1)[0])
-                buckets[b] = buckets.get(b, 0.0) + v[0]
+            for part, xs in parts.items():
+                b = _le(part)
+                buckets[b] = buckets.get(b, 0.0) + sum(xs)
             return histogram_quantile(sig.q, buckets)
         return None
