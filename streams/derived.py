@@ -25,7 +25,7 @@ only on the records and the watermark, so replays give the same signals.
 
 State is bounded per key, whatever the number of series (no record can outgrow Kafka's
 message limit): one key per counter series (``derived|c|<hash>``: last value, reset-adjusted
-total and at most ``ANCHORS`` window anchors), one per derived series (``derived|a|<hash>``: its
+total and at most ``ANCHORS`` window anchors; ``derived|h|<hash>`` for a ``held`` one), one per derived series (``derived|a|<hash>``: its
 name and labels, at most ``MAX_CONTRIBUTIONS`` contributions keyed by part and a short hash of
 their source series), written when a contribution arrives and not again when it is emitted.
 Which derived series are due is an in-memory index per state mapping, rebuilt from those keys the
@@ -63,6 +63,7 @@ AGG = "derived|a|"
 TICKED = "derived|ticked"  # every derived series whose newest partial is at or before this was emitted
 ANCHORS = 6  # window anchors kept per counter series: the rate's start is at most window/(ANCHORS-1) early
 _UNSET = object()
+HELD_UNSEEN = 1e9  # a ``held`` series' age before its first change here (finite: partials are JSON)
 MAX_CONTRIBUTIONS = 10_000  # source series per derived series (~60 B each): one record stays far below 1 MiB
 
 log = logging.getLogger("kubesight.derived")
@@ -151,7 +152,9 @@ class Signal:
 
     ``inputs`` are ``(metric, part, filter)``: a source series of ``metric`` passing ``filter``
     contributes its value -- or, with ``rate``, its per-second rate -- as ``part`` (``num``,
-    ``den``, ``x``, ``gate``, ``lo``, ``hi``; quantiles use the series' ``le``).  ``kind``: ``sum`` of ``x``; ``ratio``
+    ``den``, ``x``, ``gate``, ``lo``, ``hi``; quantiles use the series' ``le``); as part ``held`` it contributes
+    the seconds its value has not changed (PromQL's ``changes(x[hold]) == 0``: a ratio or difference has no value
+    while a ``held`` series changed less than ``hold`` seconds ago; unchanged since first seen counts as held).  ``kind``: ``sum`` of ``x``; ``ratio``
     = sum(num) / sum(den) (``1 - ratio`` with ``complement``); ``difference`` = sum(num) -
     sum(den), with no value unless lo < sum(den) < hi for the bounds ``lo`` and ``hi`` (when seen); either has
     no value while a ``gate`` series is not 0 (none seen: no gate); ``error_budget``, with parts ``num:<class>``, ``fast:<class>`` and ``den:<class>``: the sum over
@@ -170,6 +173,7 @@ class Signal:
     no_num_is_zero: bool = False  # num is a filtered subset of den (5xx of all): none seen = 0
     counted: tuple[str, ...] = ()  # parts whose series count 1 each, whatever their value (CPUs: idle-time series)
     total: bool = False  # each source counter with its resets added back (since first seen): a sum of them is a counter
+    hold: float = 0.0  # seconds every ``held`` part must have kept its value
     q: float = 0.99
 
 
@@ -282,13 +286,15 @@ SIGNALS = (
            (("kube_daemonset_status_desired_number_scheduled", "num", None),
             ("kube_daemonset_status_current_number_scheduled", "den", None)), by=("cluster", "namespace", "daemonset")),
     # kubernetes-mixin's KubeHpaReplicasMismatch counts only an HPA strictly between its bounds (at a bound it cannot
-    # move further that way: KubeHpaMaxedOut says so at the top, and at the bottom it is where it should be)
+    # move further that way: KubeHpaMaxedOut says so at the top, and at the bottom it is where it should be), and only
+    # once its current count has not changed for 15m (`changes(current[15m]) == 0`: a workload still scaling is not stuck)
     Signal("kube_hpa_replicas_mismatch", "difference",
            (("kube_horizontalpodautoscaler_status_desired_replicas", "num", None),
             ("kube_horizontalpodautoscaler_status_current_replicas", "den", None),
+            ("kube_horizontalpodautoscaler_status_current_replicas", "held", None),
             ("kube_horizontalpodautoscaler_spec_min_replicas", "lo", None),
             ("kube_horizontalpodautoscaler_spec_max_replicas", "hi", None)),
-           by=("cluster", "namespace", "horizontalpodautoscaler")),
+           by=("cluster", "namespace", "horizontalpodautoscaler"), hold=900.0),
     Signal("kube_pdb_healthy_shortfall", "difference",
            (("kube_poddisruptionbudget_status_desired_healthy", "num", None),
             ("kube_poddisruptionbudget_status_current_healthy", "den", None)),
@@ -397,6 +403,8 @@ class Derived:
                 continue
             if part in sig.counted:
                 value = 1.0
+            elif part == "held":
+                value = self._held(series, rec, state)
             elif sig.rate or sig.total:
                 if counter is _UNSET:
                     counter = self._counter(series, rec, state)
@@ -437,6 +445,24 @@ class Derived:
         state[key] = [v, adj, t, *anchors]
         t0, a0 = anchors[0], anchors[1]
         return ((adj - a0) / (t - t0) if t > t0 else None), adj
+
+    def _held(self, series: str, rec: Sample, state) -> float | None:
+        """Seconds since the series' value last changed; a series unchanged since first seen here reads as held
+        for ``HELD_UNSEEN`` seconds more (PromQL's ``changes`` over a short history is 0 too).
+
+        State: ``[value, time of the last change, time]``; None for a duplicate or out-of-order point.
+        """
+        key = f"{PREFIX}h|{short(series)}"
+        st = state.get(key)
+        t, v = rec.time, rec.value
+        if st is None:
+            state[key] = [v, t - HELD_UNSEEN, t]
+            return HELD_UNSEEN
+        if t <= st[2]:
+            return None
+        since = st[1] if v == st[0] or (v != v and st[0] != st[0]) else t
+        state[key] = [v, since, t]
+        return t - since
 
     def _out_labels(self, sig: Signal, labels: dict) -> dict:
         return {k: labels[k] for k in sig.by if k in labels}
@@ -558,6 +584,8 @@ class Derived:
         if sig.kind in ("ratio", "difference"):
             if any(parts.get("gate", ())):
                 return None  # a gate part that is not 0 (a read-only filesystem): no value
+            if any(h < sig.hold for h in parts.get("held", ())):
+                return None  # a held part changed within ``hold`` (a workload still scaling): no value
             num, den = parts.get("num"), parts.get("den")
             if not num and sig.no_num_is_zero:
                 num = [0.0]

@@ -322,16 +322,33 @@ def test_node_container_and_kube_state_ratios(data_dir):
     sts = ps.latest("kube_statefulset_status_replicas_unavailable")
     assert sts == {(("cluster", "ack-1"), ("namespace", "scraper"), ("statefulset", "e2e-statefulset")): (1000.0, 0.0)}
     # the recorded HPA wants 0 replicas (it has no metrics) and has 1, its minimum: it cannot go lower, so (as in the
-    # mixin) no mismatch; the same HPA at 3 of 1-10 replicas wanting 5 is 2 short, and at its maximum of 10 it is not
+    # mixin) no mismatch
     assert ps.latest("kube_hpa_replicas_mismatch") == {}
     hk = (("cluster", "ack-1"), ("horizontalpodautoscaler", "e2e-hpa"), ("namespace", "scraper"))
     lab = {"job": "ksm", "instance": "ksm:443", "cluster": "ack-1", "namespace": "scraper", "horizontalpodautoscaler": "e2e-hpa"}
-    for t, current, desired in ((1050.0, 3, 5), (1060.0, 10, 12)):
-        ps.feed([Sample(f"kube_horizontalpodautoscaler_{n}", v, t, lab) for n, v in (
+
+    def hpa(t, current, desired, labels=lab):
+        ps.feed([Sample(f"kube_horizontalpodautoscaler_{n}", v, t, labels) for n, v in (
             ("status_current_replicas", current), ("status_desired_replicas", desired), ("spec_min_replicas", 1),
             ("spec_max_replicas", 10))])
         ps.feed([Sample("up", 1, t + 30, {"job": "x", "instance": str(i)}) for i in range(16)])
-    assert ps.latest("kube_hpa_replicas_mismatch") == {hk: (1050.0, 2.0)}
+
+    # it scales to 3 of 1-10 replicas and wants 5: 2 short, but its count changed at 1050, so (the mixin's
+    # `changes(current[15m]) == 0`) no value until it has stayed at 3 for 15m
+    for t in (1050.0, 1290.0, 1530.0, 1770.0, 1949.0):
+        hpa(t, 3, 5)
+    assert ps.latest("kube_hpa_replicas_mismatch") == {}
+    hpa(1950.0, 3, 5)
+    assert ps.latest("kube_hpa_replicas_mismatch") == {hk: (1950.0, 2.0)}
+    # at its maximum of 10 wanting 12 it is not counted (the bounds), nor at 4 wanting 5 (it moved again)
+    hpa(2100.0, 10, 12)
+    hpa(3100.0, 10, 12)
+    hpa(3200.0, 4, 5)
+    assert ps.latest("kube_hpa_replicas_mismatch") == {hk: (1950.0, 2.0)}
+    # an HPA first seen short, its count unchanged since: counted at once (PromQL's `changes` over a short history)
+    other = {**lab, "horizontalpodautoscaler": "cart"}
+    hpa(3300.0, 2, 4, other)
+    assert ps.latest("kube_hpa_replicas_mismatch")[(*hk[:1], ("horizontalpodautoscaler", "cart"), hk[2])] == (3300.0, 2.0)
     # no PodDisruptionBudget on the page; one built after kube-state-metrics' series: 3 healthy wanted, 2 healthy
     pdb = {"job": "ksm", "instance": "ksm:443", "cluster": "ack-1", "namespace": "shop", "poddisruptionbudget": "cart"}
     ps.feed([Sample("kube_poddisruptionbudget_status_desired_healthy", 3, 1100.0, pdb),
