@@ -149,13 +149,19 @@ def block_auc(pods: list[Pod], faults: list[Fault], scores: list[list], window: 
 
 
 def evaluate(pods: list[Pod], faults: list[Fault], name: str, params: dict, above: float, k: int, n: int,
-             window: float = WINDOW, scores: list[list] | None = None) -> dict:
-    """The figures of one detector and threshold (``scores``: per pod, if already computed)."""
+             window: float = WINDOW, scores: list[list] | None = None,
+             span: tuple[float, float] = (-math.inf, math.inf)) -> dict:
+    """The figures of one detector and threshold (``scores``: per pod, if already computed).
+
+    With ``span`` = (start, end), only faults injected and alarms started in ``[start, end)`` count, and the
+    days are those of the pods' rows in it (the detectors still see every row: they run online).
+    """
+    lo, hi = span
     windows = [(f.time, f.time + window) for f in faults]
     detected, missed, warm, delays = 0, 0, 0, []
     fa = fa_strict = 0
     per_fault = []
-    span = 0.0
+    days = 0.0
     for j, pod in enumerate(pods):
         sc = scores[j] if scores is not None else _scores(pod, name, params)
         ready = next((pod.times[i] for i, s in enumerate(sc) if s is not None), math.inf)
@@ -163,10 +169,10 @@ def evaluate(pods: list[Pod], faults: list[Fault], name: str, params: dict, abov
         for s in sc:
             flags.append(1 if s is not None and s > above else 0)
             holds.append(sum(flags[-n:]) >= k)
-        span += pod.times[-1] - pod.times[0] + 60.0
-        mine = [f for f in faults if f.pod == pod.name]
+        days += sum(60.0 for t in pod.times if lo <= t < hi)
+        mine = [f for f in faults if f.pod == pod.name and lo <= f.time < hi]
         for i, h in enumerate(holds):
-            if h and (i == 0 or not holds[i - 1]):
+            if h and (i == 0 or not holds[i - 1]) and lo <= pod.times[i] < hi:
                 t = pod.times[i]
                 if not any(a <= t <= b for a, b in windows):
                     fa += 1
@@ -187,11 +193,11 @@ def evaluate(pods: list[Pod], faults: list[Fault], name: str, params: dict, abov
                 delays.append(max(0.0, hit - f.time))
                 per_fault.append({"pod": pod.name, "type": f.kind, "time": f.time, "result": "detected",
                                   "delay_s": max(0.0, hit - f.time)})
-    days = span / 86400.0 / max(1, len(pods))
+    days = days / 86400.0 / max(1, len(pods))
     scored = detected + missed
     return {
         "detector": name, "params": params, "above": above, "k": k, "n": n, "pods": len(pods),
-        "faults": len([f for f in faults if any(p.name == f.pod for p in pods)]),
+        "faults": len([f for f in faults if any(p.name == f.pod for p in pods) and lo <= f.time < hi]),
         "detected": detected, "missed": missed, "in_warmup": warm,
         "recall": detected / scored if scored else None,
         "delay_median_s": statistics.median(delays) if delays else None,
@@ -206,6 +212,57 @@ def evaluate(pods: list[Pod], faults: list[Fault], name: str, params: dict, abov
 DEFAULT_RUNS = (("mahalanobis", {}), ("zscore", {}), ("onset", {}))
 ABOVE = (0.1, 0.2, 0.3, 0.5)
 
+# ``--cv`` (held out): the settings of the default vector detector that were chosen with this data in view, and the
+# thresholds; the univariate baselines keep their defaults and only their threshold is chosen
+CV_ABOVE = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+CV_PARAMS = {"mahalanobis": tuple({"short": sh, "level_scale": sc, "step_scale": sc}
+                                  for sh in (0.05, 0.1, 0.2) for sc in (5.0, 10.0, 20.0))}
+
+
+def _choose(results: list[dict], budget: float) -> dict:
+    """The tuning half's pick: the most faults detected with at most ``budget`` false alarms per day (ties: fewer
+    false alarms, then the earlier candidate); when none keeps the budget, the fewest false alarms."""
+    within = [r for r in results if r["false_alarms_per_day"] <= budget]
+    if within:
+        return min(within, key=lambda r: (-r["detected"], r["false_alarms"]))
+    return min(results, key=lambda r: (r["false_alarms"], -r["detected"]))
+
+
+def cross_validate(pods: list[Pod], faults: list[Fault], name: str, k: int, n: int, window: float = WINDOW,
+                   params: tuple[dict, ...] | None = None, aboves: tuple[float, ...] = CV_ABOVE) -> dict:
+    """Held-out figures: the data's time span is cut in two halves; for each, the detector settings and threshold
+    are chosen on the other half (``_choose``, with a budget of one false alarm per pod per day) and scored on it.
+    The two held-out halves are summed: faults detected, delays, false alarms per day over both halves' days."""
+    params = params if params is not None else CV_PARAMS.get(name, ({},))
+    start, end = min(p.times[0] for p in pods), max(p.times[-1] for p in pods) + 60.0
+    mid = (start + end) / 2
+    halves = ((start, mid), (mid, end))
+    budget = float(len(pods))
+    scored = [(pr, [_scores(p, name, pr) for p in pods]) for pr in params]
+    folds, delays = [], []
+    total = {"detected": 0, "missed": 0, "in_warmup": 0, "false_alarms": 0, "days": 0.0}
+    for i, held in enumerate(halves):
+        tune = halves[1 - i]
+        cands = [evaluate(pods, faults, name, pr, a, k, n, window, scores=sc, span=tune)
+                 for pr, sc in scored for a in aboves]
+        pick = _choose(cands, budget)
+        sc = next(sc for pr, sc in scored if pr is pick["params"])
+        r = evaluate(pods, faults, name, pick["params"], pick["above"], k, n, window, scores=sc, span=held)
+        for key in total:
+            total[key] += r[key]
+        delays += [f["delay_s"] for f in r["per_fault"] if f["result"] == "detected"]
+        folds.append({"held_out": list(held), "params": pick["params"], "above": pick["above"],
+                      "tuned": {key: pick[key] for key in ("detected", "missed", "false_alarms_per_day")},
+                      "held": {key: r[key] for key in ("detected", "missed", "in_warmup", "false_alarms_per_day")},
+                      "per_fault": r["per_fault"]})
+    days = total["days"]
+    return {"detector": name, "k": k, "n": n, "pods": len(pods), "budget_per_day": budget,
+            "candidates": len(params) * len(aboves), **{key: total[key] for key in ("detected", "missed", "in_warmup")},
+            "delay_median_s": statistics.median(delays) if delays else None,
+            "delay_max_s": max(delays) if delays else None,
+            "false_alarms": total["false_alarms"], "false_alarms_per_day": total["false_alarms"] / days if days else None,
+            "days": days, "folds": folds}
+
 
 def register(g) -> None:
     p = g.add_parser("multivariate", help="per-pod detection delay and false alarms on the Nezha RCA metrics")
@@ -217,6 +274,8 @@ def register(g) -> None:
     p.add_argument("-k", type=int, default=2, help="alarm when k of the last n rows are above (default 2 of 3)")
     p.add_argument("-n", type=int, default=3)
     p.add_argument("--faults", action="store_true", help="also print each fault's outcome")
+    p.add_argument("--cv", action="store_true", help="held-out figures: settings and threshold chosen on one half "
+                   "of the time span, scored on the other, both ways")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=_run)
 
@@ -231,6 +290,8 @@ def _run(args) -> int:
     except (ValueError, OSError) as e:
         print(f"bench multivariate: {e}", file=sys.stderr)
         return 2
+    if args.cv:
+        return _run_cv(pods, faults, [name for name, _ in runs], args)
     results = []
     for name, params in runs:
         scores = [_scores(p, name, params) for p in pods]
@@ -257,6 +318,28 @@ def _run(args) -> int:
               f"{dl:>14} {r['false_alarms_per_day']:>7.1f} {r['false_alarms_strict_per_day']:>13.1f}")
         if args.faults:
             for f in r["per_fault"]:
+                print(f"    {f['pod']:<42} {f['type']:<15} {f['result']} {f.get('delay_s', '')}")
+    return 0
+
+
+def _run_cv(pods, faults, names, args) -> int:
+    results = [cross_validate(pods, faults, name, args.k, args.n) for name in names]
+    if args.json:
+        print(json.dumps({"features": FEATURES, "window_s": WINDOW, "cv": results}))
+        return 0
+    print(f"{len(pods)} pods; held out: each half of the time span scored with the settings and threshold chosen on "
+          f"the other (most faults detected within {len(pods)} false alarms/day, one per pod); alarm: score > above "
+          f"on {args.k} of {args.n} rows")
+    print(f"{'detector':<34} {'candidates':>10} {'detected':>9} {'warm-up':>7} {'delay med/max':>14} {'FA/day':>7}  "
+          "choices (for the first half; the second)")
+    for r in results:
+        label = r["detector"] + ("" if registry_input(r["detector"]) == "vector" else " (per feature, any)")
+        dl = "-" if r["delay_median_s"] is None else f"{r['delay_median_s']:.0f}/{r['delay_max_s']:.0f} s"
+        picks = "; ".join(f"{f['above']}" + (f" {f['params']}" if f["params"] else "") for f in r["folds"])
+        print(f"{label:<34} {r['candidates']:>10} {r['detected']:>4}/{r['detected'] + r['missed']:<4} "
+              f"{r['in_warmup']:>7} {dl:>14} {r['false_alarms_per_day']:>7.1f}  {picks}")
+        if args.faults:
+            for f in (f for fold in r["folds"] for f in fold["per_fault"]):
                 print(f"    {f['pod']:<42} {f['type']:<15} {f['result']} {f.get('delay_s', '')}")
     return 0
 
