@@ -28,8 +28,14 @@ def data_root(arg: str | os.PathLike | None = None, *need: str) -> Path:
     ... except SystemExit as e:
     ...     print(str(e).split(":")[0].endswith("nab"))
     True
+    >>> (Path(d) / "nab" / "data").mkdir(parents=True)
+    >>> data_root(Path(d) / "nab", "nab/data") == Path(d)  # the corpus folder itself is taken too
+    True
     """
     root = Path(arg or os.environ.get("KUBESIGHT_DATA") or REPO.parent / "shared" / "data")
+    if need and not all((root / sub).exists() for sub in need) \
+            and all(Path(sub).parts[0] == root.name and (root.parent / sub).exists() for sub in need):
+        root = root.parent  # given the corpus folder itself (as ``bench nab`` and ``bench multivariate`` take it)
     for sub in need:
         if not (root / sub).exists():
             raise SystemExit(f"{root / sub}: corpus not found; {HOW}")
