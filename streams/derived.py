@@ -389,6 +389,7 @@ class Derived:
             return
         series = None
         counter = _UNSET  # (rate, total) once, for the first signal that wants it: a series no filter passes keeps none
+        held = _UNSET  # likewise its age: every signal holding on this series reads the one state update
         for sig, part, where in uses:
             if where is not None and not where(labels):
                 continue
@@ -404,7 +405,9 @@ class Derived:
             if part in sig.counted:
                 value = 1.0
             elif part == "held":
-                value = self._held(series, rec, state)
+                if held is _UNSET:
+                    held = self._held(series, rec, state)
+                value = held
             elif sig.rate or sig.total:
                 if counter is _UNSET:
                     counter = self._counter(series, rec, state)

@@ -358,6 +358,24 @@ def test_node_container_and_kube_state_ratios(data_dir):
         (("cluster", "ack-1"), ("namespace", "shop"), ("poddisruptionbudget", "cart")): (1100.0, 1.0)}
 
 
+def test_two_signals_holding_on_one_series_each_see_its_age():
+    """A series' age is updated once per point and read by every signal that holds on it (the second signal
+    must not take the first one's update for a duplicate point)."""
+    from streams.derived import Signal
+
+    sigs = tuple(Signal(name, "difference", (("want", "num", None), ("have", "den", None), ("have", "held", None)),
+                        by=("job",), hold=hold) for name, hold in (("short_hold", 60.0), ("long_hold", 120.0)))
+    ps = Partitions()
+    ps.stage = Derived(signals=sigs)
+    for t, have in ((0.0, 1), (100.0, 2), (170.0, 2), (230.0, 2)):
+        ps.feed([Sample("want", 5, t, {"job": "a"}), Sample("have", have, t, {"job": "a"})])
+        ps.feed([Sample("up", 1, t + 5, {"job": str(i)}) for i in range(16)])
+    # the count changed at 100: held 70 s at 170 (enough for 60 s, not for 120 s), 130 s at 230
+    assert ps.latest("short_hold") == {(("job", "a"),): (230.0, 3.0)}
+    assert [(s.time, s.value) for s in ps.derived if s.name == "short_hold"] == [(0.0, 4.0), (170.0, 3.0), (230.0, 3.0)]
+    assert [(s.time, s.value) for s in ps.derived if s.name == "long_hold"] == [(0.0, 4.0), (230.0, 3.0)]
+
+
 def test_an_apiservices_losses_are_summed_over_reasons_and_api_servers():
     """kubernetes-mixin's KubeAggregatedAPIErrors: sum by (name) of the losses; each API server counts its own, and
     one that restarts (its counter back to 0) does not make the sum drop: each counter's resets are added back."""
