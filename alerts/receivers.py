@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -279,8 +279,12 @@ def backoff(attempt: int, retry: Retry, rng: random.Random) -> float:
 
 
 async def deliver(session, integ: Integration, note: dict, retry: Retry, external_url: str, *,
-                  rng: random.Random | None = None, clock=time.monotonic, sleep=asyncio.sleep) -> Outcome:
-    """Send until success, a final failure, or the retry budget is spent; returns the last outcome."""
+                  rng: random.Random | None = None, clock=time.monotonic, sleep=asyncio.sleep,
+                  on_retry: Callable[[Integration, Outcome, float], Awaitable[None]] | None = None) -> Outcome:
+    """Send until success, a final failure, or the retry budget is spent; returns the last outcome.
+
+    ``on_retry(integ, outcome, wait)`` is awaited after each failed attempt that will be tried again (its reason
+    redacted), before the wait: the deliverer tells ``receiver-health`` that the receiver is failing now."""
     rng = rng or _RNG
     start = clock()
     attempt = 0
@@ -295,6 +299,8 @@ async def deliver(session, integ: Integration, note: dict, retry: Retry, externa
             out.reason = f"retry budget of {retry.budget:g}s spent after {out.attempts} attempts; last: {out.reason}"
             return out
         log.warning("%s: attempt %d failed (%s); retrying in %.1fs", integ.name, out.attempts, out.reason, wait)
+        if on_retry is not None:
+            await on_retry(integ, out, wait)
         await sleep(wait)
         attempt += 1
 

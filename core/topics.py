@@ -17,6 +17,7 @@
 | incident-alerts | cluster | alerts re-keyed by cluster (incidents) | delete, 7 d |
 | incidents | incident id | Incident: status, ranked root-cause candidates with evidence, blast radius, members (streams.incidents) | delete, 30 d |
 | incidents-changelog | store key | the incident stage's partitioned state (JSON, no `v`) | compact |
+| receiver-health | integration (`receiver/kind[i]`) | {v, kind: receiver-health, receiver, integration, state (ok, retrying, failing), since, attempts, reason}: written by delivery when an integration's state changes | compact |
 
 tests/test_interop.py reads every topic with the real kcat (read_committed, zstd changelogs included) and
 checks each value is what this table says.
@@ -59,6 +60,7 @@ SPECS = (
     TopicSpec("incidents", True, (("retention.ms", str(30 * DAY_MS)),)),  # incident records (streams.incidents)
     TopicSpec("incidents-changelog", True, (("cleanup.policy", "compact"), ("min.compaction.lag.ms", "60000"),
                                             ("compression.type", "zstd"))),
+    TopicSpec("receiver-health", False, (("cleanup.policy", "compact"),)),  # delivery's view of each integration
 )
 
 

@@ -66,7 +66,7 @@ from alerts.inhibit import Inhibitor, rules_from
 from alerts.receivers import Receivers, resend_forever
 from alerts.silences import Silence, Silences, reminders
 from core.kafkaclient import client_config
-from core.records import Alert, RecordError, deadletter, decode, encode, peek
+from core.records import Alert, RecordError, deadletter, decode, encode, format_time, peek
 from core.settings import Settings
 from core.yamlconfig import ConfigError
 from streams.follow import follow_topic
@@ -868,6 +868,7 @@ class Deliverer(mode.Service):
         self.stats = {"delivered": 0, "deadletter": 0, "coalesced": 0, "aggregated": 0, "skipped": 0,
                       "commits": 0}
         self.lanes: dict[str, Lane] = {}
+        self.health: dict[str, str] = {}  # integration -> its state as last written to receiver-health
         self.progress: dict[TopicPartition, Progress] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -994,8 +995,9 @@ class Deliverer(mode.Service):
                              note["groupKey"].encode(), tp, offset)
             self.stats["delivered"] += 1
             return
-        results = await self.receivers.notify(lane.session, note)
+        results = await self.receivers.notify(lane.session, note, on_retry=self._retrying)
         for integ, out in results:
+            await self._health(integ, "ok" if out.ok else "failing", out)
             if not out.ok:
                 lane.stats["deadletter"] += 1
                 await self._dead(f"{integ.name}: {out.reason}", orjson.dumps(note), note["groupKey"].encode(), tp,
@@ -1005,6 +1007,27 @@ class Deliverer(mode.Service):
         if all(out.ok for _, out in results):
             lane.stats["delivered"] += 1
         self.stats["delivered"] += 1
+
+    async def _retrying(self, integ, out, wait: float) -> None:
+        await self._health(integ, "retrying", out)
+
+    async def _health(self, integ, state: str, out) -> None:
+        """Tell ``receiver-health`` (compacted, keyed by integration) when an integration's state changes: ``ok``
+        (a notification reached it), ``retrying`` (an attempt failed and will be tried again), ``failing`` (delivery
+        gave a notification up: dead-lettered).  The board shows what is not ok.  Only changes are written (one
+        record per change, not per attempt); a process that starts writes each integration's first state.  Advisory:
+        a write that fails is logged and delivery goes on; with several delivery processes the latest write wins."""
+        if self.health.get(integ.name) == state or self.producer is None:
+            return
+        self.health[integ.name] = state
+        rec = {"v": 1, "kind": "receiver-health", "receiver": integ.receiver, "integration": integ.name,
+               "state": state, "since": format_time(time.time()), "attempts": out.attempts,
+               "reason": "" if out.ok else out.reason}
+        try:
+            await self.producer.send(self.settings.topic("receiver-health"), orjson.dumps(rec),
+                                     key=integ.name.encode())
+        except Exception as exc:  # noqa: BLE001 - advisory: never in the way of a delivery
+            log.warning("delivery: receiver-health not written for %s (%s: %s)", integ.name, type(exc).__name__, exc)
 
     async def _commit(self, only: list[TopicPartition] | None = None) -> None:
         from aiokafka.errors import KafkaError

@@ -3,6 +3,7 @@
     alerts (all partitions, read_committed) ──> BoardState: the current alert per fingerprint
     incidents (when the topic exists)       ──>   (firing until resolved), counts per cell
     notifications, deadletter (delivery's)  ──>   who was told of each alert, and which deliveries failed
+    receiver-health (delivery's, compacted) ──>   which receivers fail now (retrying, or given up): the header
     silences (compacted) ──> SilenceBook ───────> muted alerts count apart and never colour a cell
     HTTP (aiohttp): /  /static/*  /api/summary  /api/alerts (drill-down, paginated)  /api/events (SSE)
                     /alertmanager/api/v2/silences...  (alerts.api over the same SilenceBook; writes need the token)
@@ -37,7 +38,6 @@ from pathlib import Path
 import mode
 import orjson
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer
 
 from alerts.inhibit import Inhibitor, rules_from
 from core.kafkaclient import client_config
@@ -166,6 +166,7 @@ class BoardState:
         self.notified: dict[str, dict[str, str]] = {}  # fingerprint -> receiver -> when it was last notified firing
         self.failed: dict[str, dict[str, tuple[str, str]]] = {}  # fingerprint -> receiver -> (that notification's
         # time, why delivery gave it up): the latest failed notification of each receiver
+        self.health: dict[str, dict] = {}  # integration -> its latest receiver-health record (delivery's view)
         self.version = 0
         self.silence_version = -1
         self.read = 0  # alert records read
@@ -232,6 +233,20 @@ class BoardState:
             self.failed.setdefault(fp, {})[receiver] = (at, str(d.get("reason") or ""))
             self._delivery_changed(fp)
         _bound(self.failed, self.alerts)
+
+    def on_receiver_health_record(self, key, value) -> None:
+        """Delivery's view of one integration (``receiver-health``): ok, retrying (a failed attempt will be tried
+        again) or failing (it gave a notification up).  What is not ok shows in the page's header."""
+        try:
+            d = orjson.loads(value)
+            name = d["integration"]
+            if d["state"] not in ("ok", "retrying", "failing"):
+                return
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return
+        if self.health.get(name) != d:
+            self.health[name] = d
+            self.version += 1
 
     def _undelivered(self, fp: str) -> bool:
         told = self.notified.get(fp, {})
@@ -327,6 +342,8 @@ class BoardState:
             "grid": [{"row": r, "col": c, **v, "level": level_of(v)} for (r, c), v in sorted(grid.items())],
             "teams": team_rows,
             "incidents": {"open": len(self.incidents), "byCluster": inc_by_cluster},
+            "receivers": [{k: d.get(k) for k in ("integration", "receiver", "state", "since", "attempts", "reason")}
+                          for _, d in sorted(self.health.items()) if d.get("state") != "ok"],
         }
 
     def select(self, view: str, row: str, col: str | None) -> list[Entry]:
@@ -427,18 +444,35 @@ class Board(mode.Service):
 
     @mode.Service.task
     async def _incidents(self) -> None:
-        """The incidents topic, once it exists (checked every 30 s until then)."""
-        topic = self.settings.topic("incidents")
+        """The incidents topic, once it exists."""
+        await self._follow_when_there("incidents", self.model.on_incident_record, "incidents")
+
+    @mode.Service.task
+    async def _receiver_health(self) -> None:
+        """Delivery's receiver-health topic, once it exists: which receivers fail now (retrying or given up)."""
+        await self._follow_when_there("receiver-health", self.model.on_receiver_health_record, "health")
+
+    async def _follow_when_there(self, logical: str, handler, suffix: str) -> None:
+        """Follow ``logical`` once it exists (checked every 30 s until then: a deployment older than the topic).
+
+        Its partitions come from a metadata request for it (the admin client's): a consumer's
+        ``partitions_for_topic`` knows only the topics it reads, so it said None here for ever, and the board
+        never followed the incidents topic (found when receiver-health came, 2026-11-29)."""
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        topic = self.settings.topic(logical)
         while not self.should_stop:
-            c = AIOKafkaConsumer(**client_config(self.bootstrap, "aiokafka"), client_id=f"{self.settings.app_id}-board-meta")
-            await c.start()
+            admin = AIOKafkaAdminClient(**client_config(self.bootstrap, "aiokafka"),
+                                        client_id=f"{self.settings.app_id}-board-meta")
+            await admin.start()
             try:
-                parts = c.partitions_for_topic(topic) if topic in await c.topics() else None
+                got = await admin.describe_topics([topic])
             finally:
-                await c.stop()
-            if parts:
-                await follow_topic(self, self.bootstrap, topic, len(parts), self.model.on_incident_record,
-                                   asyncio.Event(), f"{self.settings.app_id}-board-incidents")
+                await admin.close()
+            parts = [len(d.get("partitions") or ()) for d in got if d.get("topic") == topic and not d.get("error_code")]
+            if parts and parts[0]:
+                await follow_topic(self, self.bootstrap, topic, parts[0], handler, asyncio.Event(),
+                                   f"{self.settings.app_id}-board-{suffix}")
                 return
             await self.sleep(30.0)
 

@@ -48,6 +48,16 @@ function cellData(c) {
            silenced: c.silenced, inhibited: c.inhibited, undelivered: c.undelivered || 0 };
 }
 
+// a receiver delivery cannot reach now (receiver-health): retrying, or failing (it gave a notification up)
+function receiverPill(r) {
+  const level = r.state === "failing" ? "critical" : "warning";
+  const why = r.reason ? ": " + (r.reason.length > 60 ? r.reason.slice(0, 59) + "…" : r.reason) : "";
+  return h("span", { class: "pill receiver lv-" + level, dataset: { integration: r.integration, state: r.state },
+                     title: `delivery to ${r.integration}: ${r.state} since ${r.since} (${r.attempts} attempts)` +
+                            (r.reason ? ": " + r.reason : "") },
+           shape(level), `${r.integration} ${r.state.toUpperCase()}${why}`);
+}
+
 // ------------------------------------------------------------------ views
 
 function renderTotals(s) {
@@ -64,6 +74,7 @@ function renderTotals(s) {
                                 title: "a receiver's latest notification of them failed (see the drill-down)" },
                       shape("critical"), t.undelivered + " undelivered") : null,
     s.incidents && s.incidents.open ? h("span", { class: "pill lv-critical" }, s.incidents.open + " incidents") : null,
+    ...(s.receivers || []).map(receiverPill),
   ].filter(Boolean));
   document.body.dataset.firing = t.firing;
   document.body.dataset.version = s.version;

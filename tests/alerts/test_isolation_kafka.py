@@ -66,6 +66,20 @@ def pods(server) -> Counter:
     return Counter(a["labels"]["pod"] for x in server.accepted for a in x["body"]["alerts"])
 
 
+def health(settings) -> dict[str, list[str]]:
+    """Each integration's states on receiver-health, in the order delivery wrote them."""
+    import orjson
+
+    from tests.kafkatools import read_to_end
+
+    out: dict[str, list[str]] = {}
+    for m in read_to_end(settings.kafka, settings.topic("receiver-health")):
+        d = orjson.loads(m.value)
+        assert m.key.decode() == d["integration"] and d["v"] == 1 and d["kind"] == "receiver-health"
+        out.setdefault(d["integration"], []).append(d["state"])
+    return out
+
+
 def test_failing_down_and_stalled_receivers_never_hold_back_a_healthy_one(settings):
     async def go():
         healthy, failing = ScriptedReceiver(), ScriptedReceiver(after=500)
@@ -88,6 +102,10 @@ def test_failing_down_and_stalled_receivers_never_hold_back_a_healthy_one(settin
             assert REGISTRY.get_sample_value("kubesight_notifications_total",
                                              {"receiver": "healthy", "result": "delivered"}) >= 10
             assert REGISTRY.get_sample_value("kubesight_notification_groups_in_flight", {"receiver": "down"}) >= 10
+            # receiver-health says which fail now: one record per change, not one per attempt
+            await wait_for(lambda: len(health(settings)) == 4, "a receiver-health record of every integration")
+            assert health(settings) == {"healthy/webhook[0]": ["ok"], "failing/webhook[0]": ["retrying"],
+                                        "down/webhook[0]": ["retrying"], "stalled/webhook[0]": ["retrying"]}
         finally:
             await svc.stop()  # the failing ones are still retrying: their notifications stay uncommitted
 
@@ -101,6 +119,10 @@ def test_failing_down_and_stalled_receivers_never_hold_back_a_healthy_one(settin
             assert svc.deliverer.stats["skipped"] > 0
             failing.after = "ok"  # recovers: it gets each of its notifications once
             await wait_for(lambda: len(failing.accepted) >= 15, "the recovered receiver's notifications")
+            # the recovery (a new worker writes what it sees first: retrying again, unless the fix came first)
+            await wait_for(lambda: health(settings)["failing/webhook[0]"][-1] == "ok", "the recovery on receiver-health")
+            states = health(settings)["failing/webhook[0]"]
+            assert states[0] == "retrying" and set(states[:-1]) == {"retrying"} and len(states) <= 3, states
             await asyncio.sleep(1.0)  # group intervals pass: nothing more may arrive
         finally:
             await svc.stop()

@@ -244,6 +244,12 @@ def test_4xx_goes_to_deadletter_with_reason_and_no_secret(settings):
 
     rec = asyncio.run(go())
     assert rec["reason"] == "team-a/webhook[0]: HTTP 400: status 400"
+    from tests.kafkatools import read_to_end
+
+    # a final answer is no retry: receiver-health goes straight to failing, with the reason and no secret
+    [h] = [orjson.loads(m.value) for m in read_to_end(settings.kafka, settings.topic("receiver-health"))]
+    assert (h["integration"], h["state"], h["attempts"], h["reason"]) == (
+        "team-a/webhook[0]", "failing", 1, "HTTP 400: status 400")
     assert rec["origin"] == "alerts/deliver" and orjson.loads(rec["payload"])["receiver"] == "team-a"
     assert "SECRET" not in orjson.dumps(rec).decode()
 

@@ -59,6 +59,29 @@ def test_every_notification_delivered_exactly_once_after_recovery(caplog):
     assert "retrying" in caplog.text
 
 
+def test_each_failed_attempt_that_will_be_retried_is_reported_redacted():
+    """``on_retry`` hears of every failed attempt before its wait (the deliverer's receiver-health), never of the
+    last one: a success, or a failure that ends the retries, is the returned outcome."""
+    heard = []
+
+    async def on_retry(integ, out, wait):
+        heard.append((integ.name, out.attempts, out.reason, wait >= 0))
+
+    async def go():
+        server = ScriptedReceiver([503, "reset", 400])
+        url = await server.start()
+        try:
+            async with aiohttp.ClientSession() as session:
+                return await receivers(url).notify(session, note(1), on_retry=on_retry)
+        finally:
+            await server.stop()
+
+    [(integ, out)] = asyncio.run(go())
+    assert [(n, a, w) for n, a, _, w in heard] == [("team/webhook[0]", 1, True), ("team/webhook[0]", 2, True)]
+    assert heard[0][2].startswith("HTTP 503") and all(SECRET not in r for _, _, r, _ in heard)
+    assert not out.ok and out.attempts == 3 and out.reason.startswith("HTTP 400")
+
+
 def test_4xx_is_final_with_reason_and_no_secret():
     server = ScriptedReceiver([400])
     (out,) = asyncio.run(_deliver_all(server, [note(1)]))

@@ -266,10 +266,22 @@ def test_the_drill_down_says_who_was_notified(settings, boards, browser):
     WebDriverWait(browser, WAIT, 0.05).until(
         lambda d: f"notified: team-db ({at})" in d.find_element(By.CSS_SELECTOR, "#drill-list li").text)
     assert cell(browser, "prod", "storage").get_attribute("data-undelivered") == "0"
+    # delivery's receiver-health (as streams.alerting.Deliverer._health writes it): the receiver fails now
+    pill = '#totals .receiver[data-integration="team-db/webhook[0]"]'
+    p = KafkaProducer(bootstrap_servers=settings.kafka)
+    for state, reason in (("retrying", "HTTP 503: busy"), ("failing", "retry budget of 60s spent after 5 attempts")):
+        p.send(settings.topic("receiver-health"), orjson.dumps(
+            {"v": 1, "kind": "receiver-health", "receiver": "team-db", "integration": "team-db/webhook[0]",
+             "state": state, "since": at, "attempts": 5, "reason": reason}), key=b"team-db/webhook[0]")
+        p.flush()
+        WebDriverWait(browser, WAIT, 0.05).until(
+            lambda d, state=state: d.find_elements(By.CSS_SELECTOR, pill)
+            and d.find_element(By.CSS_SELECTOR, pill).get_attribute("data-state") == state)
+        assert f"team-db/webhook[0] {state.upper()}: {reason}" == read(
+            browser, lambda d: d.find_element(By.CSS_SELECTOR, pill).text)
     # delivery gives it up (the receiver kept answering 503): its dead letter, as streams.alerting writes it
     from core.records import deadletter
 
-    p = KafkaProducer(bootstrap_servers=settings.kafka)
     p.send(settings.topic("deadletter"), deadletter("team-db/webhook[0]: HTTP 503 after 5 attempts", orjson.dumps(note),
                                                     origin="alerts/deliver", key=b"{}:{}",
                                                     topic=settings.topic("notifications"), partition=0, offset=0),
@@ -284,9 +296,45 @@ def test_the_drill_down_says_who_was_notified(settings, boards, browser):
     # the next notification of it (a repeat) is the latest the board knows of: no longer undelivered
     later = format_time(time.time() + 1)
     p.send(settings.topic("notifications"), orjson.dumps(dict(note, id="n2", time=later)), key=b"{}:{}")
+    p.send(settings.topic("receiver-health"), orjson.dumps(
+        {"v": 1, "kind": "receiver-health", "receiver": "team-db", "integration": "team-db/webhook[0]", "state": "ok",
+         "since": later, "attempts": 1, "reason": ""}), key=b"team-db/webhook[0]")
     p.flush()
     p.close()
     WebDriverWait(browser, WAIT, 0.05).until(lambda d: cell(d, "prod", "storage").get_attribute("data-undelivered") == "0")
+    WebDriverWait(browser, WAIT, 0.05).until(lambda d: not d.find_elements(By.CSS_SELECTOR, pill))  # recovered
     act(browser, lambda d: cell(d, "prod", "storage").click())
     WebDriverWait(browser, WAIT, 0.05).until(
         lambda d: f"notified: team-db ({later})" in d.find_element(By.CSS_SELECTOR, "#drill-list li").text)
+
+
+def test_the_summary_follows_the_incidents_and_receiver_health_topics(settings, boards):
+    """Both are followed once they exist (found: the incidents topic never was, its partitions looked up where a
+    consumer cannot see them); no browser: the summary the page is sent."""
+    from kafka import KafkaProducer
+
+    b = boards(settings)
+    p = KafkaProducer(bootstrap_servers=settings.kafka)
+    p.send(settings.topic("incidents"), orjson.dumps({"v": 1, "id": "inc-1", "status": "open", "cluster": "prod"}),
+           key=b"inc-1")
+    p.send(settings.topic("receiver-health"), orjson.dumps(
+        {"v": 1, "kind": "receiver-health", "receiver": "team-db", "integration": "team-db/webhook[0]",
+         "state": "failing", "since": "2026-11-29T07:00:00.000Z", "attempts": 5, "reason": "HTTP 404"}),
+        key=b"team-db/webhook[0]")
+    p.flush()
+    p.close()
+
+    def summary():
+        with urllib.request.urlopen(b.url + "api/summary", timeout=10) as r:
+            return json.loads(r.read())
+
+    deadline = time.monotonic() + WAIT
+    while True:
+        s = summary()
+        if s["incidents"]["open"] and s["receivers"]:
+            break
+        assert time.monotonic() < deadline, f"the board did not follow both topics: {s['incidents']}, {s['receivers']}"
+        time.sleep(0.2)
+    assert s["incidents"] == {"open": 1, "byCluster": {"prod": 1}}
+    assert [(r["integration"], r["state"], r["reason"]) for r in s["receivers"]] == [
+        ("team-db/webhook[0]", "failing", "HTTP 404")]

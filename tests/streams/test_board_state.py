@@ -77,3 +77,30 @@ def test_other_dead_letters_are_not_deliveries():
                              origin="alerts/deliver")):
         m.on_deadletter_record(None, value)
     assert m.failed == {} and m.summary(1020.0)["total"]["undelivered"] == 0
+
+
+def health(integration: str, state: str, reason: str = "", attempts: int = 1) -> bytes:
+    """A receiver-health record as delivery writes it (streams.alerting.Deliverer._health)."""
+    return orjson.dumps({"v": 1, "kind": "receiver-health", "receiver": integration.split("/")[0],
+                         "integration": integration, "state": state, "since": format_time(1000.0),
+                         "attempts": attempts, "reason": reason})
+
+
+def test_receivers_that_fail_now_are_in_the_summary_until_they_recover():
+    m = BoardState()
+    assert m.summary(0)["receivers"] == []
+    m.on_receiver_health_record(b"pager/webhook[0]", health("pager/webhook[0]", "ok"))
+    v = m.version
+    m.on_receiver_health_record(b"team-db/webhook[0]", health("team-db/webhook[0]", "retrying", "HTTP 503", 2))
+    assert m.version > v  # pushed to the pages
+    m.on_receiver_health_record(b"team-db/slack[0]", health("team-db/slack[0]", "failing", "HTTP 404: no_team"))
+    assert [(r["integration"], r["state"], r["reason"]) for r in m.summary(0)["receivers"]] == [
+        ("team-db/slack[0]", "failing", "HTTP 404: no_team"), ("team-db/webhook[0]", "retrying", "HTTP 503")]
+    v = m.version
+    m.on_receiver_health_record(b"team-db/webhook[0]", health("team-db/webhook[0]", "retrying", "HTTP 503", 2))
+    assert m.version == v  # the same record again (a re-read): nothing to push
+    m.on_receiver_health_record(b"team-db/webhook[0]", health("team-db/webhook[0]", "ok"))
+    assert [r["integration"] for r in m.summary(0)["receivers"]] == ["team-db/slack[0]"]
+    for bad in (b"{oops", orjson.dumps({"integration": "x"}), orjson.dumps({"integration": "x", "state": "odd"})):
+        m.on_receiver_health_record(b"x", bad)  # not a receiver-health record: skipped
+    assert [r["integration"] for r in m.summary(0)["receivers"]] == ["team-db/slack[0]"]
