@@ -336,6 +336,32 @@ def delivered_state(notes: list[dict]) -> tuple[int, dict]:
     return len({n.get("groupKey") for n in notes}), final
 
 
+def receiver_lines(got: dict[str, list[dict]], alerts: list[dict]) -> list[str]:
+    """The demo summary's line per receiver: groups, alerts and their state as the receiver last heard it, and how
+    many it still has firing that resolved on the alerts topic (``alerts``: every transition, in order) after their
+    group's last notification.
+
+    >>> notes = [{"groupKey": "g", "alerts": [{"fingerprint": "a", "status": "firing"},
+    ...                                       {"fingerprint": "b", "status": "resolved"}]}]
+    >>> [line] = receiver_lines({"ops": notes}, [{"fingerprint": "a", "status": "firing"},
+    ...                                          {"fingerprint": "a", "status": "resolved"}])
+    >>> print(line.replace("  ", " "))
+     -> ops   1 groups, 2 alerts (1 firing, 1 resolved at the end) in 1 notifications; 1 of the firing resolved after their group's last notification
+    >>> receiver_lines({"ops": notes}, [{"fingerprint": "a", "status": "firing"}])[0].endswith("in 1 notifications")
+    True
+    """
+    on_topic = {a.get("fingerprint"): a.get("status") for a in alerts}  # each alert's last transition
+    out = []
+    for name, notes in sorted(got.items()):
+        groups, final = delivered_state(notes)
+        firing = sum(1 for s in final.values() if s == "firing")
+        late = sum(1 for fp, s in final.items() if s == "firing" and on_topic.get(fp) == "resolved")
+        out.append(f"  -> {name:20} {groups} groups, {len(final)} alerts ({firing} firing, "
+                   f"{len(final) - firing} resolved at the end) in {len(notes)} notifications"
+                   + (f"; {late} of the firing resolved after their group's last notification" if late else ""))
+    return out
+
+
 def wait_delivered(bootstrap: str, settings: Settings, settle: float, deadline: float, worker) -> bool:
     """Delivery is done: the alerting pipeline has read every alert and alert-group record, the deliverer
     every notification (lags in records: transaction markers are not records), and that has held, with
@@ -599,15 +625,13 @@ def _demo(args) -> int:
         print(f"  signals in     {sent} events replayed, {dead} rejected to the dead-letter topic")
         print(f"  alerts out     {len(alerts)} ({', '.join(f'{k} {v}' for k, v in sorted(by_name.items()))})")
         if receivers is not None:
-            for name, notes in sorted(receivers.got.items()):
-                groups, final = delivered_state(notes)
-                firing = sum(1 for s in final.values() if s == "firing")
-                print(f"  -> {name:20} {groups} groups, {len(final)} alerts ({firing} firing, "
-                      f"{len(final) - firing} resolved at the end) in {len(notes)} notifications")
+            for line in receiver_lines(receivers.got, alerts):
+                print(line)
             if settings.clock == "event":
                 print("     (alerting follows the recording's time (clock: event): group_wait and group_interval are\n"
                       "      measured on the alerts' own times, so every run prints these figures; a group due after\n"
-                      "      the recording's last alert is not flushed: its time never comes)")
+                      "      the recording's last alert is not flushed: its time never comes, so an alert that\n"
+                      "      resolved in the recording's last group_interval is still firing at its receiver)")
             else:
                 print("     (clock: wall: alerting groups on the wall clock while the replay compresses hours into\n"
                       "      seconds, so these figures vary between runs; the alerts above do not)")
