@@ -30,6 +30,8 @@ name and labels, at most ``MAX_CONTRIBUTIONS`` contributions keyed by part and a
 their source series), written when a contribution arrives and not again when it is emitted.
 Which derived series are due is an in-memory index per state mapping, rebuilt from those keys the
 first time a restored state is seen (see ``_index``); nothing holds a list of every pending series.
+Keys of series that went away are dropped by a sweep every ``SWEEP_EVERY`` of event time (``_sweep``): the number
+of keys follows the series alive now, not every series ever seen.
 
 Quantiles follow PromQL's ``histogram_quantile`` (linear interpolation within the bucket).  A signal that is
 not defined yet (one point of a counter, a histogram with no observations in the window, a
@@ -61,6 +63,8 @@ MARK = "kubesight"  # label on partials ("partial") and derived samples ("derive
 PREFIX = "derived|"
 AGG = "derived|a|"
 TICKED = "derived|ticked"  # every derived series whose newest partial is at or before this was emitted
+SWEPT = "derived|swept"  # the event time of the last sweep (``Derived._sweep``)
+SWEEP_EVERY = 600.0  # seconds of event time between sweeps for what series that went away left behind
 ANCHORS = 6  # window anchors kept per counter series: the rate's start is at most window/(ANCHORS-1) early
 _UNSET = object()
 HELD_UNSEEN = 1e9  # a ``held`` series' age before its first change here (finite: partials are JSON)
@@ -351,10 +355,12 @@ class Derived:
 
     accepts = (Sample,)  # the hot path gives it samples only (see streams.hotpath.Pipeline)
 
-    def __init__(self, signals=SIGNALS, window: float = 300.0, staleness: float = 300.0, settle: float = 1.0):
+    def __init__(self, signals=SIGNALS, window: float = 300.0, staleness: float = 300.0, settle: float = 1.0,
+                 forget: float = 3600.0):
         self.window = window
         self.staleness = staleness
         self.settle = settle
+        self.forget = max(forget, window, staleness)  # a source series silent this long is forgotten (``_sweep``)
         self.by_source: dict[str, list[tuple[Signal, str, Callable | None]]] = {}
         for sig in signals:
             for metric, part, where in sig.inputs:
@@ -542,6 +548,9 @@ class Derived:
     # ---------------------------------------------------------------- timers
 
     def tick(self, now: float, state: MutableMapping, emit) -> None:
+        swept = state.get(SWEPT)
+        if (swept is None or now >= swept + SWEEP_EVERY) and now > -math.inf:  # -inf: a partition with no data yet
+            self._sweep(now, state)
         idx = self._index(state)
         if not idx:
             return
@@ -554,6 +563,34 @@ class Derived:
         mark = now - self.settle
         if mark > state.get(TICKED, -math.inf):
             state[TICKED] = mark
+
+    def _sweep(self, now: float, state: MutableMapping) -> None:
+        """Drop what series that went away left behind (every ``SWEEP_EVERY`` of event time, one pass over this
+        state's keys): a source series' counter, held or Xid state silent for ``forget`` (pods come and go, and
+        each of their series would keep a key for ever: the changelog too), and a derived series whose every
+        contribution went stale while nothing made it due (no partial comes to settle it and drop it).  A series
+        that comes back after ``forget`` starts afresh: its first point gives no rate yet, as a new one's does."""
+        horizon, stale = now - self.forget, now - self.staleness
+        idx = self._index(state)
+        gone = []
+        for k, v in state.items():
+            if not k.startswith(PREFIX) or k in (TICKED, SWEPT):
+                continue
+            what = k[len(PREFIX):len(PREFIX) + 2]
+            if what in ("c|", "h|"):  # [value, ..., time, ...]
+                if v[2] < horizon:
+                    gone.append(k)
+            elif what == "x|":
+                if (v.get("t") if v.get("t") is not None else -math.inf) < horizon:
+                    gone.append(k)
+            elif what == "a|" and k[len(AGG):] not in idx:
+                if all(c[1] <= stale for c in v["c"].values()):
+                    gone.append(k)
+        for k in gone:
+            del state[k]
+        state[SWEPT] = now
+        if gone:
+            log.debug("derived: forgot %d keys of series gone quiet", len(gone))
 
     def _settle_one(self, state: MutableMapping, dkey: str, t: float, emit) -> None:
         """Emit derived series ``dkey`` as of time ``t`` (its newest partial); drop contributions gone stale."""

@@ -376,6 +376,45 @@ def test_two_signals_holding_on_one_series_each_see_its_age():
     assert [(s.time, s.value) for s in ps.derived if s.name == "long_hold"] == [(0.0, 4.0), (230.0, 3.0)]
 
 
+def test_series_that_went_away_leave_no_state_behind():
+    """Pods come and go: a source series silent for ``forget`` loses its counter (and held) state, and a derived
+    series whose every contribution went stale loses its aggregate, at the next sweep; live series keep theirs."""
+    from streams.derived import AGG, PREFIX, SWEEP_EVERY
+
+    d, state, out = Derived(forget=3600.0), {}, []
+
+    def emit(topic, key, value):
+        out.append(decode(value))
+
+    def feed(t, pods):
+        for pod in pods:
+            for code in ("200", "500"):
+                s = Sample("apiserver_request_total", t, t, {"code": code, "verb": "GET", "instance": pod})
+                d.process(s, state, emit)
+        for p in list(out):  # partials come back (one partition here)
+            if p.labels.get("kubesight") == "partial":
+                d.process(p, state, emit)
+        out.clear()
+        d.tick(t + 2, state, emit)
+
+    feed(0.0, ["a", "b"])
+    feed(30.0, ["a", "b"])
+    counters = lambda: sorted(k for k in state if k.startswith(PREFIX + "c|"))  # noqa: E731
+    aggs = lambda: sorted((state[k]["n"], state[k]["l"].get("instance", "")) for k in state if k.startswith(AGG))  # noqa: E731
+    per_instance = [("apiserver_5xx_ratio", "a"), ("apiserver_5xx_ratio", "b"), ("apiserver_error_ratio", ""),
+                    ("apiserver_request_rate", "a"), ("apiserver_request_rate", "b")]
+    assert len(counters()) == 4 and aggs() == per_instance  # rate and 5xx ratio per instance, the cluster's budget
+    t = 60.0
+    while t < 3600.0 + 2 * SWEEP_EVERY:  # b is gone; a stays
+        feed(t, ["a"])
+        t += 300.0
+    assert len(counters()) == 2 and aggs() == [x for x in per_instance if x[1] != "b"]
+    assert all(state[k][2] >= t - 600 for k in counters())  # what is left is a's, current
+    before = dict(state)
+    feed(t, ["a"])  # no sweep is due again yet: nothing else changes but the new points
+    assert set(state) == set(before)
+
+
 def test_an_apiservices_losses_are_summed_over_reasons_and_api_servers():
     """kubernetes-mixin's KubeAggregatedAPIErrors: sum by (name) of the losses; each API server counts its own, and
     one that restarts (its counter back to 0) does not make the sum drop: each counter's resets are added back."""
