@@ -57,6 +57,7 @@ PREFIX = "rule|"
 DUE = "rule|~due"
 VER = "rule|~ver"
 GC_EVERY = 3600.0  # idle groups (no timer of their own) are dropped by a full scan at least this often
+ANOMALY_FORGET = 86400.0  # an idle anomaly group's detector is dropped once its series has been silent this long
 _NONE: list = []
 _NEG = float("-inf")
 _INF = float("inf")
@@ -651,7 +652,10 @@ class Engine:
             return "lt" not in c or t >= c["lt"] + rule.stale_after
         if ct == "absent":
             return bool(rule.cond.forget) and "lt" in c and t >= c["lt"] + rule.cond.forget
-        return False
+        # anomaly, anomaly_vector: what the detector learnt is the state, kept across an outage (a node rebooting, a
+        # scrape failing for an hour) but not for a series gone for good (a node the autoscaler removed, a pod
+        # replaced): each would keep its few KB in the store and the changelog for ever
+        return "lt" not in c or t >= c["lt"] + max(rule.stale_after, ANOMALY_FORGET)
 
     def _advance(self, rule: CompiledRule, st: dict, t: float) -> list[Alert]:
         """Apply every timer of this group that falls in (last evaluation, t]."""

@@ -317,6 +317,37 @@ def test_anomaly_state_survives_a_json_round_trip(tmp_path):
     assert restored == [(s, t) for s, _, t, _ in straight]
 
 
+def test_a_series_gone_for_a_day_leaves_no_detector_behind(tmp_path):
+    """An idle anomaly group keeps its detector across an outage, and loses it once the series has been silent for
+    ANOMALY_FORGET (a node removed by the autoscaler, a replaced pod): a full scan drops it."""
+    from rules.engine import ANOMALY_FORGET, GC_EVERY
+
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: Odd
+          match: {metric: lat}
+          condition: {type: anomaly, detector: z, quantile: 0.99, k: 2, n: 3}
+        """, extra="detectors:\n  z: {type: zscore, params: {warmup: 20}}\n"))
+    sig = [sm(i * 60, 10.0 + (i % 5) * 0.1, "lat", instance=inst) for i in range(100) for inst in ("gone", "stays")]
+    sig = [s for s in sig if s.labels["instance"] == "stays" or s.time < 3000]  # "gone" stops at 50 min
+    groups = lambda st: sorted(k for k in st if k.startswith("rule|") and not k.startswith("rule|~"))  # noqa: E731
+    out, state = run(eng, sig)
+    assert out == [] and len(groups(state)) == 2
+    last = sig[-1].time
+    # an hour's outage of both: kept (the detectors' learning survives it)
+    eng.tick(last + GC_EVERY + 1, state)
+    assert len(groups(state)) == 2
+    # "stays" comes back; "gone" never does: a scan a day later drops only its group
+    for i in range(1, 40):
+        eng.process(sm(last + GC_EVERY + i * 60, 10.0, "lat", instance="stays"), state)
+    t = last + GC_EVERY + 40 * 60
+    while t < 3000 + ANOMALY_FORGET + 2 * GC_EVERY:
+        eng.process(sm(t, 10.0 + (t // 60 % 5) * 0.1, "lat", instance="stays"), state)
+        eng.tick(t, state)
+        t += 600
+    [left] = groups(state)
+    assert state[left]["c"]["lt"] >= t - 600  # the one left is the live series'
+
+
 def test_labels_identity_owner_and_static_fallback(tmp_path):
     eng = Engine(ruleset(tmp_path, """\
         - alert: B
