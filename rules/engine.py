@@ -705,14 +705,14 @@ class Engine:
                 st["o"] = rule.origin
                 out = [self._alert(rule, st, "firing", t)]
         else:
+            if s == 2:  # resolved as it fired: the same labels, so the same fingerprint (before they are updated)
+                out = [self._alert(rule, st, "resolved", t)]
             if ctx is not None and rule.cond.type == "absent":
                 # absent fires from a timer, without a record: keep what it will say
                 labels = ctx.labels(rule)
                 if st.get("l") != labels:
                     st["l"] = labels
                     st["n"] = self._annotations(rule, c, labels, ctx) if rule.annotations else {}
-            if s == 2:
-                out = [self._alert(rule, st, "resolved", t)]
             if s:
                 st["s"] = 0
         return out

@@ -300,6 +300,28 @@ def test_absent_fires_after_silence_and_resolves_on_return(tmp_path):
     assert [(x.status, x.endsAt, x.annotations["summary"]) for x in a] == [("resolved", 500.0, "a silent")]
 
 
+def test_absent_resolves_the_alert_it_fired_when_the_entity_comes_back_with_other_labels(tmp_path):
+    """A workload's heartbeat events stop; they come back after its owner annotation changed hands (team-a to
+    team-b: a label of the alert, not of its group): the resolution must carry the labels the alert fired with
+    (its fingerprint), or the firing alert is never resolved anywhere."""
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: Gone
+          match: {source: k8s, reason: Heartbeat}
+          condition: {type: absent, after: 5m}
+        """))
+    state: dict = {}
+    of = lambda team: Entity(namespace="db", kind="Pod", name="db-0", node="n1", workload="StatefulSet/db",  # noqa: E731
+                             owner=team)
+    fired = eng.process(ev(0, "Heartbeat", entity=of("team-a")), state) + eng.tick(400.0, state)
+    [f] = fired
+    assert f.status == "firing" and f.labels["owner"] == "team-a"
+    [r] = eng.process(ev(500, "Heartbeat", entity=of("team-b")), state)
+    assert (r.status, r.fingerprint, r.labels) == ("resolved", f.fingerprint, f.labels)
+    # and a later silence fires with what the entity says now
+    [again] = eng.tick(900.0, state)
+    assert again.status == "firing" and again.labels["owner"] == "team-b"
+
+
 def test_anomaly_state_survives_a_json_round_trip(tmp_path):
     rs = ruleset(tmp_path, """\
         - alert: Odd
