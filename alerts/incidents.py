@@ -380,6 +380,7 @@ class Index:
         self.cp: dict[str, set[str]] = {}
         self.quiet: set[str] = set()
         self.held: dict[str, float] = {}  # incident id -> when its hold ends (``Incidents.hold``)
+        self.until: dict[str, float] = {}  # incident id -> the earliest end a firing member promised (its endsAt)
         for k, inc in list(state.items()):
             if isinstance(k, str) and k.startswith(PREFIX):
                 self.open(inc["id"], inc["cluster"])
@@ -444,12 +445,18 @@ class Index:
         self.by_cluster.get(cluster, set()).discard(iid)
         self.quiet.discard(iid)
         self.held.pop(iid, None)
+        self.until.pop(iid, None)
 
     def settle(self, inc: Mapping) -> None:
         if inc.get("holdUntil") is not None:
             self.held[inc["id"]] = inc["holdUntil"]
         else:
             self.held.pop(inc["id"], None)
+        ends = [m["until"] for m in inc["members"].values() if m["status"] == "firing" and m.get("until") is not None]
+        if ends:
+            self.until[inc["id"]] = min(ends)
+        else:
+            self.until.pop(inc["id"], None)
         if any(m["status"] == "firing" for m in inc["members"].values()):
             self.quiet.discard(inc["id"])
         else:
@@ -556,9 +563,14 @@ class Incidents:
             return [rec]
         member = {"labels": dict(labels), "status": "firing", "startsAt": alert.startsAt, "endsAt": None,
                   "source": alert.source, "summary": alert.annotations.get("summary", "")}
+        if alert.endsAt is not None:  # a firing alert that says when it ends unless sent again (the Watchdog,
+            member["until"] = alert.endsAt  # a silence reminder): it ends then, as Alertmanager ends it (``expire``)
         if inc is not None:  # a member firing again (or an update of it)
             old = inc["members"].get(fp)
             if old is not None and old["status"] == "firing":
+                if old.get("until") != member.get("until"):  # sent again: its end moves (not a change to publish)
+                    old["until"] = member.get("until")
+                    self._save(inc, state)
                 return []
             member["startsAt"] = min(member["startsAt"], old["startsAt"]) if old else member["startsAt"]
             inc["members"][fp] = member
@@ -623,7 +635,12 @@ class Incidents:
         fp = alert.fingerprint
         iid = state.get("mem|" + fp)
         inc = state.get(PREFIX + iid) if iid else None
-        if inc is None or fp not in inc["members"] or alert.status != inc["members"][fp]["status"]:
+        m = inc["members"].get(fp) if inc is not None else None
+        # notified while it still fired, read after its resolution: the receiver is recorded, but the member is not
+        # flipped back to firing (no resolution would come again to end it); a new episode starts after that end
+        late = (m is not None and m["status"] == "resolved" and alert.status == "firing"
+                and alert.startsAt <= (m["endsAt"] or now))
+        if not late and (m is None or alert.status != m["status"]):
             out = self.observe(alert, state, now)
             iid = state.get("mem|" + fp)
             inc = state.get(PREFIX + iid) if iid else None
@@ -684,6 +701,17 @@ class Incidents:
         the records that changed."""
         out = []
         ix = self.index(state)
+        for iid in sorted(i for i, due in ix.until.items() if now >= due):  # members whose promised end passed
+            inc = state.get(PREFIX + iid)
+            if inc is None:
+                ix.until.pop(iid, None)
+                continue
+            for m in inc["members"].values():
+                if m["status"] == "firing" and m.get("until") is not None and now >= m["until"]:
+                    m["status"], m["endsAt"] = "resolved", m["until"]
+                    inc["updatedAt"] = max(inc["updatedAt"], m["until"])
+            self._save(inc, state)
+            out.append(self.record(inc))
         for iid in sorted(i for i, due in ix.held.items() if now >= due):
             inc = state.get(PREFIX + iid)
             if inc is None:

@@ -167,6 +167,7 @@ class BoardState:
         self.failed: dict[str, dict[str, tuple[str, str]]] = {}  # fingerprint -> receiver -> (that notification's
         # time, why delivery gave it up): the latest failed notification of each receiver
         self.health: dict[str, dict] = {}  # integration -> its latest receiver-health record (delivery's view)
+        self.ends: dict[str, float] = {}  # fingerprint -> the end a firing alert promised (endsAt): ``expire``
         self.version = 0
         self.silence_version = -1
         self.read = 0  # alert records read
@@ -190,12 +191,32 @@ class BoardState:
             if inh is not None:
                 e.inhibited_by = inh.inhibiting(d["labels"])
             e.undelivered = self._undelivered(fp)
+            if d.get("endsAt"):
+                self.ends[fp] = parse_time(d["endsAt"])
+            else:
+                self.ends.pop(fp, None)
         else:
-            self.alerts.pop(fp, None)
-            self.notified.pop(fp, None)
-            self.failed.pop(fp, None)
+            self._forget(fp)
         self.version += 1
         self.last_change = time.time()
+
+    def _forget(self, fp: str) -> None:
+        self.alerts.pop(fp, None)
+        self.notified.pop(fp, None)
+        self.failed.pop(fp, None)
+        self.ends.pop(fp, None)
+
+    def expire(self, now: float) -> None:
+        """A firing alert whose promised end (endsAt) passed without it being sent again has ended (Alertmanager's
+        rule): the Watchdog, a silence reminder, the remediator's missing-permission alert never send a resolution."""
+        for fp in [fp for fp, t in self.ends.items() if t <= now]:
+            e = self.alerts.get(fp)
+            if e is not None and self.inhibitor is not None:
+                self.inhibitor.observe(e.alert["labels"], "resolved")
+                self.sources_changed = True
+            self._forget(fp)
+            self.version += 1
+            self.last_change = time.time()
 
     def on_notification_record(self, key, value) -> None:
         """A notification as alerting wrote it for delivery: which receivers were told of which firing alerts."""
@@ -496,6 +517,7 @@ class Board(mode.Service):
         sent_version, sent_at, silences_seen, sent_caught_up = None, 0.0, None, False
         while not self.should_stop:
             now = time.time()
+            self.model.expire(now)
             caught_up = self.caught_up.is_set() and self.book.caught_up.is_set()
             sil = self.book.silences
             stamp = tuple((s.id, s.updatedAt, s.startsAt <= now < s.endsAt) for s in sil.by_id.values())

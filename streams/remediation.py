@@ -43,6 +43,8 @@ ANNOTATION = "kubesight.io/remediation"  # JSON {action key: time} of what kubes
 DISRUPTIVE = ("cordon", "drain")  # and taints with NoSchedule / NoExecute
 RBAC_HINT = "apply deploy/kubernetes/remediation-rbac.yaml"
 FORBIDDEN_ALERT = "KubesightRemediationForbidden"
+FORBIDDEN_REPEAT = 43200.0  # s: a missing permission still met is said (log line, alert) again after this long; its
+# alert promises to end 2x this after (endsAt), so it resolves a day after the permission stopped failing
 
 
 class Forbidden(Exception):
@@ -165,7 +167,7 @@ class Remediator:
         self.conds: dict[str, dict] = {}  # node -> {type: condition} kubesight wrote (or would write)
         self.boot: dict[str, str] = {}  # node -> bootID when its conditions were set
         self.drains: dict[tuple, dict] = {}  # (key, dry_run) -> pending drain record
-        self.forbidden_said: set[str] = set()
+        self.forbidden_said: dict[str, float] = {}  # missing-permission message -> when it was last said
         for rec in history:
             self.learn(rec)
 
@@ -212,15 +214,19 @@ class Remediator:
 
     def _forbidden(self, node: str, exc: Forbidden, alert: Alert | None) -> None:
         """One clear log line and one alert per missing permission, never a crash."""
-        msg = str(exc)
-        if msg in self.forbidden_said:
+        msg, now = str(exc), self.now()
+        said = self.forbidden_said.get(msg)
+        if said is not None and now < said + FORBIDDEN_REPEAT:
             return
-        self.forbidden_said.add(msg)
+        for old in [m for m, t in self.forbidden_said.items() if now >= t + FORBIDDEN_REPEAT]:
+            del self.forbidden_said[old]  # bounded: only what was said within the repeat period
+        self.forbidden_said[msg] = now
         log.error("kubesight remediate: %s", msg)
         if self.publish_alert is not None:
             labels = {"alertname": FORBIDDEN_ALERT, "severity": "warning", "cluster": self.settings.cluster,
                       "owner": "platform", "node": node}
-            self.publish_alert(Alert(labels=labels, startsAt=self.now(), source="remediation",
+            # it has no resolution of its own: it ends when its endsAt passes unless said again (Alertmanager's rule)
+            self.publish_alert(Alert(labels=labels, startsAt=now, endsAt=now + 2 * FORBIDDEN_REPEAT, source="remediation",
                                      annotations={"summary": f"kubesight cannot act on node {node}: {msg}",
                                                   "cause": (alert.labels.get("alertname", "") if alert else "")}))
 
@@ -375,6 +381,8 @@ class Remediator:
 
     def _limits(self, node: str, dry: bool, nodes: list[dict]) -> str | None:
         since = self.now() - self.cfg.window
+        if self.acted and self.acted[0][0] < since:  # only the limits' window is ever read: older actions go
+            self.acted = [a for a in self.acted if a[0] >= since]
         recent = {n for t, n, d in self.acted if t >= since and d == dry}
         if node in recent:
             return None

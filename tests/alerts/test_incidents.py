@@ -176,3 +176,35 @@ def test_show_puts_the_probable_cause_and_its_evidence_first_and_list_one_line_e
     assert any(line.startswith("BLAST RADIUS: 1 workloads in 1 namespaces; owners: payments, platform") for line in text)
     rows = render_list([out[-1]]).splitlines()
     assert len(rows) == 2 and rows[1].split()[0] == out[-1]["id"] and rows[1].endswith("node/n1: CloudSpotInterruption (1.00)")
+
+
+def test_a_member_that_promised_an_end_ends_then_and_its_incident_resolves():
+    """A firing alert with endsAt (the Watchdog, a silence reminder: it ends then unless sent again) ends at that
+    time even though no resolution comes; sent again, its end moves. Without this its incident stayed open for ever."""
+    inc = Incidents(quiet=300)
+    beat = Alert(labels={"alertname": "Watchdog", "cluster": "prod"}, status="firing", startsAt=T0, endsAt=T0 + 240)
+    out, state = run(inc, [beat])
+    iid = out[-1]["id"]
+    # sent again before its end: the end moves, nothing to publish
+    assert inc.observe(Alert(beat.labels, status="firing", startsAt=T0, endsAt=T0 + 480), state, T0 + 200) == []
+    assert inc.expire(state, T0 + 300) == []
+    ended = inc.expire(state, T0 + 480)
+    assert [(r["id"], r["alerts"]["firing"], r["alerts"]["resolved"]) for r in ended] == [(iid, 0, 1)]
+    done = inc.expire(state, T0 + 480 + 300)  # then the quiet period, as for any resolution
+    assert [(r["id"], r["status"]) for r in done] == [(iid, "resolved")] and state == {}
+
+
+def test_a_firing_hand_off_read_after_the_resolution_does_not_reopen_the_member():
+    """Alerting notified the alert while it still fired; the incident stage read its resolution first: the receiver
+    is recorded but the member stays resolved (no second resolution would come), and the incident can resolve."""
+    inc = Incidents(quiet=300)
+    node = alert(T0, alertname="KubeNodeNotReady", node="n1")
+    out, state = run(inc, [node, alert(T0, "resolved", alertname="KubeNodeNotReady", node="n1")])
+    iid = out[-1]["id"]
+    inc.handed(node, "platform", state, T0 + 30)
+    [m] = state["inc|" + iid]["members"].values()
+    assert m["status"] == "resolved" and m["to"] == ["platform"]
+    assert [(r["id"], r["status"]) for r in inc.expire(state, T0 + 400)] == [(iid, "resolved")]
+    # the same alert firing again later (a new episode, after its end) is a member firing again
+    again = alert(T0 + 1000, alertname="KubeNodeNotReady", node="n1")
+    assert inc.handed(again, "platform", state, T0 + 1000)[-1]["alerts"]["firing"] == 1

@@ -104,3 +104,23 @@ def test_receivers_that_fail_now_are_in_the_summary_until_they_recover():
     for bad in (b"{oops", orjson.dumps({"integration": "x"}), orjson.dumps({"integration": "x", "state": "odd"})):
         m.on_receiver_health_record(b"x", bad)  # not a receiver-health record: skipped
     assert [r["integration"] for r in m.summary(0)["receivers"]] == ["team-db/slack[0]"]
+
+
+def test_a_firing_alert_whose_promised_end_passed_leaves_the_board():
+    """The Watchdog, a silence reminder, the remediator's missing-permission alert send no resolution: each firing
+    record says when it ends (endsAt) unless sent again, and the board ends it then, as Alertmanager does."""
+    m = BoardState()
+    beat = Alert({"alertname": "Watchdog", "severity": "info", "cluster": "prod"}, {}, "firing", 1000.0, 1240.0,
+                 source="watchdog")
+    plain = firing("KubeNodeNotReady", node="n1")
+    m.apply_alert(beat.to_dict())
+    m.apply_alert(plain.to_dict())
+    m.expire(1200.0)
+    assert m.summary(1200.0)["total"]["firing"] == 2
+    m.apply_alert(dict(beat.to_dict(), endsAt=format_time(1480.0)))  # sent again: its end moves
+    v = m.version
+    m.expire(1300.0)
+    assert m.summary(1300.0)["total"]["firing"] == 2 and m.version == v
+    m.expire(1480.0)
+    assert m.summary(1480.0)["total"]["firing"] == 1 and m.version > v  # the plain alert stays until resolved
+    assert list(m.alerts) == [plain.fingerprint] and m.ends == {}

@@ -1,0 +1,38 @@
+"""The remediator's memory stays bounded without a cluster: the missing-permission alert ends on its own (endsAt)
+and is said again while the permission still fails; only the limits' window of actions is kept."""
+
+from __future__ import annotations
+
+from core.settings import Settings
+from rules.load import DEFAULT_PACK, load_packs
+from streams.remediation import FORBIDDEN_ALERT, FORBIDDEN_REPEAT, Forbidden, Remediator
+
+
+def test_the_forbidden_alert_ends_by_itself_and_is_said_again_while_it_lasts():
+    clock = [1000.0]
+    alerts, trail = [], []
+    r = Remediator(Settings(), load_packs([DEFAULT_PACK]), kube=None, publish=trail.append,
+                   publish_alert=alerts.append, now=lambda: clock[0])
+    no = Forbidden("forbidden: patch nodes/n1 (apply deploy/kubernetes/remediation-rbac.yaml)")
+    r._forbidden("n1", no, None)
+    r._forbidden("n1", no, None)  # the same failure again at once: said once
+    [a] = alerts
+    assert a.labels["alertname"] == FORBIDDEN_ALERT and a.status == "firing"
+    assert a.endsAt == 1000.0 + 2 * FORBIDDEN_REPEAT  # it resolves by itself if never said again
+    clock[0] += FORBIDDEN_REPEAT  # still failing half a day later: said again, its end moves on
+    r._forbidden("n1", no, None)
+    assert len(alerts) == 2 and alerts[1].endsAt == clock[0] + 2 * FORBIDDEN_REPEAT
+    other = Forbidden("forbidden: create events (apply deploy/kubernetes/remediation-rbac.yaml)")
+    clock[0] += 2 * FORBIDDEN_REPEAT
+    r._forbidden("n2", other, None)
+    assert list(r.forbidden_said) == [other.args[0]]  # the old message was forgotten: memory bounded
+
+
+def test_only_the_limits_window_of_actions_is_kept():
+    clock = [0.0]
+    r = Remediator(Settings(), load_packs([DEFAULT_PACK]), kube=None, publish=lambda rec: None, now=lambda: clock[0])
+    w = r.cfg.window
+    r.acted = [(float(t), f"n{t}", False) for t in range(0, int(3 * w), int(w // 10))]  # 30 actions over 3 windows
+    clock[0] = 3 * w
+    r._limits("n-new", False, [{"metadata": {"name": f"n{i}"}} for i in range(1000)])
+    assert 0 < len(r.acted) <= 11 and all(t >= clock[0] - w for t, _, _ in r.acted)
