@@ -294,14 +294,35 @@ def reminders(book: Silences, firing: dict[str, dict], now: float, after: float,
     return out
 
 
-class Silences:
-    """All known silences by id (kept in memory: a silence is small and there are few)."""
+RETENTION = 120 * 3600.0  # s: an expired silence is kept this long after its end, then forgotten (Alertmanager's
+# --data.retention default): listed as expired meanwhile
 
-    def __init__(self) -> None:
+
+class Silences:
+    """All known silences by id (kept in memory: a silence is small, and expired ones go after ``RETENTION``)."""
+
+    def __init__(self, retention: float = RETENTION) -> None:
         self.by_id: dict[str, Silence] = {}
+        self.retention = retention
+        self.clock = 0.0  # the latest time a silence was made or changed at: what "ago" is measured from
+        self._pruned = 0.0
 
     def put(self, s: Silence) -> None:
         self.by_id[s.id] = s
+        if s.updatedAt > self.clock:
+            self.clock = s.updatedAt
+            if self.clock >= self._pruned + 60.0:  # one pass a minute of silence time at most (a topic re-read)
+                self.prune()
+
+    def prune(self) -> None:
+        """Forget the silences that ended more than ``retention`` before the latest silence change (the compacted
+        topic still holds them; every reader forgets the same ones, whatever its wall clock or the order it read
+        them in, as long as it read them all).  Measured on the silences' own times, so a replay of old ones keeps
+        them as they were."""
+        horizon = self.clock - self.retention
+        for id in [id for id, s in self.by_id.items() if s.endsAt < horizon]:
+            del self.by_id[id]
+        self._pruned = self.clock
 
     def apply(self, key: bytes, value: bytes | None) -> None:
         """One record of the silences topic (None: tombstone)."""

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from alerts.silences import Silence, SilenceFile, Silences, load_file, plan, silence_id
+from core.records import format_time
 from core.yamlconfig import ConfigError
 from kubesight.cli import main
 from streams.alerting import SilenceBook
@@ -163,3 +164,23 @@ def test_a_forgotten_silence_is_reminded_until_it_ends(settings):
             await hooks.stop()
 
     asyncio.run(go())
+
+
+def test_expired_silences_are_forgotten_after_the_retention_on_the_silences_own_clock():
+    """Alertmanager keeps an expired silence 120 h (listed as expired), then drops it: the memory of every reader
+    holds the recent silences, not every one ever made. Measured on the silences' own times, so old ones replayed
+    stay as they were until newer ones come."""
+    from alerts.silences import RETENTION, Silence, Silences
+
+    def made(at: float, hours: float, name: str) -> Silence:
+        return Silence.create({"matchers": [{"name": "node", "value": name}], "startsAt": format_time(at),
+                               "endsAt": format_time(at + hours * 3600), "createdBy": "t", "comment": "c"}, at)
+
+    book = Silences()
+    old, recent, long = made(1000.0, 1, "a"), made(1000.0 + RETENTION, 1, "b"), made(1000.0, 24 * 365, "c")
+    for s in (old, recent, long):
+        book.put(s)
+    assert set(book.by_id) == {old.id, recent.id, long.id}  # old ended 119 h before the latest change: kept
+    later = made(1000.0 + RETENTION + 2 * 3600, 1, "d")
+    book.put(later)
+    assert set(book.by_id) == {recent.id, long.id, later.id}  # old ended more than 120 h ago: forgotten
