@@ -21,6 +21,7 @@ import orjson
 from alerts import http1, payload
 from alerts import receivers_more as _more
 from alerts.config import RateLimit, Retry, RoutingConfig
+from alerts.routing import Router
 from alerts.sending import Outcome, classify, exchange, redact, retry_after  # noqa: F401 (classify, retry_after: re-exported)
 from alerts.sending import render as _render
 from alerts.sending import secret as _secret
@@ -116,13 +117,19 @@ class Forwarder:
     >>> done = dict(a, status="resolved", endsAt="2021-08-03T10:01:30.000Z")
     >>> f.postable({"groupKey": "g", "alerts": [done]}, 1627984900.0)[0]["endsAt"], f.due(1627985000.0)
     ('2021-08-03T10:01:30.000Z', [])
+    >>> g = Forwarder(60.0, stale_after=3600.0)  # a group that went away without a notification saying so
+    >>> _ = g.postable({"groupKey": "g", "alerts": [a]}, 1627984800.0)
+    >>> len(g.due(1627984800.0 + 3600)), len(g.due(1627984800.0 + 3601)), g.groups, g.seen
+    (1, 0, {}, {})
     """
 
     PATH = "/api/v2/alerts"
 
-    def __init__(self, resend_delay: float):
+    def __init__(self, resend_delay: float, stale_after: float = 2 * 14400.0):
         self.resend_delay = resend_delay
         self.groups: dict[str, dict[str, dict]] = {}  # group key -> fingerprint -> postable alert (no endsAt)
+        self.seen: dict[str, float] = {}  # group key -> its latest notification with firing alerts
+        self.stale_after = stale_after  # a group not notified this long is gone (``due``)
         self.last = 0.0  # when the firing alerts were last sent (a notification or a resend)
 
     def endpoint(self, url: str) -> str:
@@ -145,15 +152,25 @@ class Forwarder:
                 out.append(dict(p, endsAt=format_time(min(ends, now))))
         if firing:
             self.groups[note["groupKey"]] = firing
+            self.seen[note["groupKey"]] = now
         else:
             self.groups.pop(note["groupKey"], None)
+            self.seen.pop(note["groupKey"], None)
         self.last = now
         return out
 
     def due(self, now: float) -> list[dict]:
-        """Every firing alert, with a fresh ``endsAt``, to be sent again now."""
+        """Every firing alert, with a fresh ``endsAt``, to be sent again now.
+
+        A group with firing alerts is notified at least every ``repeat_interval``; one not notified for
+        ``stale_after`` (twice the routing file's longest repeat_interval) went away without a notification that
+        says so (its last alert resolved while its route was muted, a reload withdrew it, its receiver changed):
+        it is forgotten, and Alertmanager lets its alerts expire, instead of being told for ever that they fire."""
         from core.records import format_time
 
+        for key in [k for k, t in self.seen.items() if t < now - self.stale_after]:
+            self.groups.pop(key, None)
+            del self.seen[key]
         ends = format_time(now + 4 * self.resend_delay)
         seen: dict[str, dict] = {}
         for alerts in self.groups.values():
@@ -313,6 +330,7 @@ class Receivers:
         self.retry: dict[str, Retry] = {}
         self.rate_limit: dict[str, RateLimit] = {}  # receivers with a rate limit (the deliverer's lanes keep it)
         self.integrations: dict[str, list[Integration]] = {}
+        longest_repeat = max(r.repeat_interval for r in Router(cfg).by_key.values())  # forwarders' staleness
         for r in cfg.receivers:
             self.retry[r.name] = r.retry
             if r.rate_limit is not None:
@@ -347,7 +365,8 @@ class Receivers:
                                          cfg=c))
             for i, c in enumerate(r.alertmanager_configs):
                 items.append(Integration(r.name, f"{r.name}/alertmanager[{i}]", "alertmanager",
-                                         _secret(c.url, c.url_file), c.timeout, forward=Forwarder(c.resend_delay)))
+                                         _secret(c.url, c.url_file), c.timeout,
+                                         forward=Forwarder(c.resend_delay, 2 * longest_repeat)))
             items += [Integration(**kw) for kw in _more.integrations(r)]
             self.integrations[r.name] = [_with_tls(it, r) for it in items]
 

@@ -923,7 +923,8 @@ class Deliverer(mode.Service):
         for integ in receivers.forwarders():
             prev = old.get(integ.name)
             if prev is not None and prev.url == integ.url:
-                integ.forward.groups, integ.forward.last = prev.forward.groups, prev.forward.last
+                integ.forward.groups, integ.forward.seen, integ.forward.last = (prev.forward.groups, prev.forward.seen,
+                                                                                prev.forward.last)
         self.receivers = receivers
 
     def receiver_stats(self) -> dict[str, dict]:

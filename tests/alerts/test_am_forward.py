@@ -122,3 +122,19 @@ def test_config_errors():
         "routing.yaml:5: receivers[0].alertmanager_configs[0].resend_delay: must be greater than 0",
         "routing.yaml:5: receivers[0].alertmanager_configs[0]: exactly one of url or url_file is required",
         "routing.yaml:6: receivers[0].alertmanager_configs[1].url: must be an http:// or https:// URL"]
+
+
+def test_a_forwarded_group_is_forgotten_after_twice_the_longest_repeat_interval():
+    """A firing group is notified at least every repeat_interval; the forwarder drops a group silent for twice the
+    routing file's longest (a child route's 12h here), so it never keeps telling Alertmanager a gone group fires."""
+
+    rcv = Receivers(load_text("""
+route:
+  receiver: am
+  routes: [{matchers: ['team="db"'], receiver: am, repeat_interval: 12h}]
+receivers:
+  - name: am
+    alertmanager_configs: [{url: "http://127.0.0.1:9"}]
+"""))
+    [f] = rcv.forwarders()
+    assert f.forward.stale_after == 2 * 12 * 3600
