@@ -31,6 +31,7 @@ from alerts.inhibit import Inhibitor, rules_from
 from alerts.routing import Router
 from alerts.silences import Silences
 from core.records import Alert, parse_time
+from core.statememo import PerState
 
 GROUP_ANNOTATION = "kubesight_group"  # carries the Group of an alert re-keyed by group key (internal topic only)
 
@@ -109,7 +110,7 @@ class Engine:
         self.silences = silences if silences is not None else Silences()
         self.inhibitor = inhibitor if inhibitor is not None else Inhibitor(rules_from(cfg))
         self._configure(cfg)
-        self._timers: dict[int, Timers] = {}
+        self._timers = PerState(Timers)  # state -> its timers, gone with the state (a revoked partition's store)
 
     def _configure(self, cfg: RoutingConfig) -> None:
         self.cfg = cfg
@@ -151,12 +152,7 @@ class Engine:
         return out
 
     def timers(self, state) -> Timers:
-        t = self._timers.get(id(state))
-        if t is None or t.state is not state:
-            if len(self._timers) > 256:  # states of partitions long gone
-                self._timers.clear()
-            t = self._timers[id(state)] = Timers(state)
-        return t
+        return self._timers(state)
 
     # ------------------------------------------------------------ step 1: by fingerprint
     def route(self, alert: Alert, state, now: float) -> list[tuple[grouping.Group, Alert]]:

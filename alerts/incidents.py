@@ -66,6 +66,7 @@ import re
 from collections.abc import Iterable, Mapping, MutableMapping
 
 from core.records import Alert, format_time
+from core.statememo import PerState
 
 CAUSE, IMPACTED = "cause", "impacted"  # roles of a receiver in an incident's notifications
 
@@ -499,18 +500,13 @@ class Incidents:
         # ``expire``), so the probable cause is ranked on more than the first alert to arrive -- a pod's alert may
         # come before its node's -- as Alertmanager's group_wait lets a group fill; 0: at once
         self.hold = hold
-        self._indexes: dict[int, Index] = {}  # id(state) -> its index (one state per partition)
+        self._indexes = PerState(lambda state: Index(state, self.reach))  # state -> its index, gone with the state
         self.outbox: list[dict] = []  # notifications per incident produced by the last calls (``take_notes``)
         self.scan = False  # True: find links by comparing with every member (the reference; bench rca --membership)
 
     def index(self, state: Mapping) -> Index:
         """The membership index of ``state`` (built on first use of a mapping, then kept in step with it)."""
-        ix = self._indexes.get(id(state))
-        if ix is None or ix.state is not state:
-            if len(self._indexes) > 256:  # states of partitions long gone
-                self._indexes.clear()
-            ix = self._indexes[id(state)] = Index(state, self.reach)
-        return ix
+        return self._indexes(state)
 
     @staticmethod
     def open_ids(state: Mapping) -> list[str]:

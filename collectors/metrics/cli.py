@@ -150,6 +150,7 @@ def _reconcile(tasks: dict, targets: list, scraper, stop) -> None:
     want = {t.id: t for t in targets}
     for tid in [t for t in tasks if t not in want]:
         tasks.pop(tid).cancel()
+        scraper.forget(tid)
         print(f"target gone: {tid}", file=sys.stderr)
     for tid, t in want.items():
         if tid not in tasks:

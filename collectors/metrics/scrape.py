@@ -143,6 +143,18 @@ class Scraper:
         self.metrics = metrics or SelfMetrics()
         self.clock = clock
         self.last_error: dict[str, str] = {}  # target id -> message of its last failure ("" when healthy)
+        self._labelled: dict[str, tuple[str, str]] = {}  # target id -> (job, instance) of its duration gauge
+
+    def forget(self, target_id: str) -> None:
+        """A target discovery no longer lists (a pod gone): its last error and its duration gauge go too, so
+        neither this memory nor ``/metrics`` grows with every target ever scraped."""
+        self.last_error.pop(target_id, None)
+        labels = self._labelled.pop(target_id, None)
+        if labels is not None:
+            try:
+                self.metrics.duration.remove(*labels)
+            except KeyError:
+                pass
 
     async def fetch(self, t: ScrapeTarget) -> tuple[bytes, bool]:
         """The body (capped) and whether it is OpenMetrics; ScrapeError otherwise."""
@@ -234,6 +246,7 @@ class Scraper:
         self.metrics.scrapes.labels(t.job, result).inc()
         self.metrics.samples.labels(t.job).inc(len(samples))
         self.metrics.duration.labels(t.job, tl["instance"]).set(took)
+        self._labelled[t.id] = (t.job, tl["instance"])
         self.last_error[t.id] = error
         return n
 

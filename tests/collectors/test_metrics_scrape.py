@@ -262,3 +262,29 @@ def test_tls_targets_verify_against_the_configured_ca(data_dir, settings, tmp_pa
     counts, errors = asyncio.run(main())
     assert counts == [38, 0, 38] and errors["with-ca"] == errors["skip-verify"] == ""
     assert errors["system-cas"].startswith("ClientConnectorCertificateError") and "CERTIFICATE_VERIFY_FAILED" in errors["system-cas"]
+
+
+@pytest.mark.kafka
+def test_a_target_that_discovery_drops_leaves_no_gauge_or_error_behind(data_dir, settings):
+    from collectors.metrics.cli import _reconcile
+
+    targets = lambda base: [ScrapeTarget(job=n, url=f"{base}/{n}") for n in ("dcgm", "om-alltypes")]  # noqa: E731
+    _, scraper, server = asyncio.run(_scrape_all(data_dir, settings, targets))
+    inst = server.base.removeprefix("http://")
+    gauge = "kubesight_metrics_last_scrape_duration_seconds"
+    reg = scraper.metrics.registry
+    assert all(reg.get_sample_value(gauge, {"job": j, "instance": inst}) is not None for j in ("dcgm", "om-alltypes"))
+    dcgm, om = targets(server.base)
+    assert set(scraper.last_error) == {dcgm.id, om.id}
+
+    async def drop_one():  # discovery lists only om-alltypes now: dcgm's scrape task goes, and what it left
+        tasks = {dcgm.id: asyncio.create_task(asyncio.sleep(60)), om.id: asyncio.create_task(asyncio.sleep(60))}
+        _reconcile(tasks, [om], scraper, asyncio.Event())
+        for t in tasks.values():
+            t.cancel()
+        return tasks
+
+    assert list(asyncio.run(drop_one())) == [om.id]
+    assert reg.get_sample_value(gauge, {"job": "dcgm", "instance": inst}) is None
+    assert reg.get_sample_value(gauge, {"job": "om-alltypes", "instance": inst}) is not None
+    assert set(scraper.last_error) == {om.id}
