@@ -64,6 +64,8 @@ class AlertsState:
             if entry is not None:
                 for where in [w for w in entry["groups"] if w[1] == group.key]:
                     del entry["groups"][where]
+                if not entry["groups"]:  # in no group any more (a withdraw read after its resolution): gone
+                    del self.by_fp[fp]
             return
         self.inhibitor.observe(alert.labels, alert.status)
         if alert.status == "firing":

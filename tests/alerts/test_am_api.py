@@ -139,3 +139,22 @@ def test_amtool_alert_query_silence_query_and_config_show(settings):
             await producer.stop()
 
     asyncio.run(go())
+
+
+def test_an_alert_withdrawn_from_its_last_group_leaves_the_api():
+    """Resolved in one group, then withdrawn by a reload from the other: in no group any more, it is gone (an entry
+    with no group used to stay for ever)."""
+    from alerts.api import AlertsState
+    from alerts.engine import to_grouped
+    from alerts.grouping import Group
+    from core.records import Alert, encode
+
+    st = AlertsState()
+    a = Alert({"alertname": "A", "team": "db"}, {}, "firing", 1000.0)
+    g1, g2 = (Group(k, r, {"alertname": "A"}, "{}", 30.0, 300.0, 14400.0) for k, r in (("{}:a", "ops"), ("{}:b", "db")))
+    for g in (g1, g2):
+        st.apply(g.key.encode(), encode(to_grouped(g, a)))
+    st.apply(g1.key.encode(), encode(to_grouped(g1, Alert(a.labels, {}, "resolved", 1000.0, 1100.0))))
+    assert list(st.by_fp) == [a.fingerprint]  # still in g2
+    st.apply(g2.key.encode(), encode(to_grouped(Group.leaving(g2.key), a)))
+    assert st.by_fp == {}
