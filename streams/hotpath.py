@@ -190,7 +190,7 @@ class TransactionalProcessor(mode.Service):
         self._inflight: asyncio.Future | None = None  # the transaction being committed while records flow on
         self._generation = 0  # +1 on every rewind: a batch fetched before it is dropped (re-read from the commit)
         self.stats = {"in": 0, "out": 0, "deadletter": 0, "commits": 0, "aborts": 0, "restored": 0,
-                      "late": 0}
+                      "late": 0, "future": 0}
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
 
@@ -289,6 +289,8 @@ class TransactionalProcessor(mode.Service):
         next_tick = (wm // tick_every + 1) * tick_every if wm else None
         late = self.settings.allowed_lateness
         floor = -_INF if late is None else wm - late
+        ahead = self.settings.max_future
+        ceiling = _INF if ahead is None else time.time() + ahead
         wire, times, when, decode_error = WIRE.decode, TIME_SECONDS, wire_time, msgspec.MsgspecError
         for m in msgs:
             # checked as ``peek`` checks; the record itself is built only for a stage that wants it.  The common
@@ -323,6 +325,13 @@ class TransactionalProcessor(mode.Service):
                 self._reject(emit, f"late: {wm - t:.0f}s behind its partition's event time "
                                    f"(allowed_lateness {late:g}s)", m)
                 continue
+            if t > ceiling:
+                # ahead of the wall clock: taken, it would move this partition's event time (kept in the changelog)
+                # past every signal to come, and each would then be dead-lettered as late
+                self.stats["future"] += 1
+                self._reject(emit, f"future: {t - ceiling + ahead:.0f}s ahead of the worker's clock "
+                                   f"(max_future {ahead:g}s)", m)
+                continue
             procs = routes.get(key)
             if procs is None:
                 procs = route(tr, key)
@@ -334,6 +343,7 @@ class TransactionalProcessor(mode.Service):
                 except Exception as exc:  # isolate: one bad record or series never stops the partition
                     log.exception("%s: stage failed on %s[%d]@%d", self.name, m.topic, m.partition, m.offset)
                     self._reject(emit, f"stage error: {type(exc).__name__}: {exc}", m)
+                    continue  # a rejected record does not move the partition's event time
             if t > wm:
                 wm = t
                 if late is not None:

@@ -71,6 +71,8 @@ class WorkerMetrics:
                                       labels=["processor"])
         late = CounterMetricFamily("kubesight_late_signals", "signals older than allowed_lateness (dead-lettered)",
                                    labels=["processor"])
+        future = CounterMetricFamily("kubesight_future_signals", "signals ahead of the wall clock by more than "
+                                     "max_future (dead-lettered)", labels=["processor"])
         tx = CounterMetricFamily("kubesight_transactions", "hot-path transactions", labels=["processor", "result"])
         lag = GaugeMetricFamily("kubesight_consumer_lag", "offsets behind the last stable offset",
                                 labels=["processor", "topic", "partition"])
@@ -79,11 +81,12 @@ class WorkerMetrics:
             sig_in.add_metric([p.name], s["in"])
             sig_out.add_metric([p.name], s["out"])
             late.add_metric([p.name], s.get("late", 0))
+            future.add_metric([p.name], s.get("future", 0))
             tx.add_metric([p.name, "committed"], s["commits"])
             tx.add_metric([p.name, "aborted"], s["aborts"])
             for tp, n in sorted(consumer_lag(p.consumer).items()):
                 lag.add_metric([p.name, tp.topic, str(tp.partition)], n)
-        yield from (sig_in, sig_out, late, tx, lag)
+        yield from (sig_in, sig_out, late, future, tx, lag)
         if self.rules_stage is not None:
             yield CounterMetricFamily("kubesight_rule_evaluation_seconds", "time the rule engine took on signals",
                                       value=self.rules_stage.seconds)

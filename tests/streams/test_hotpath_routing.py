@@ -165,3 +165,46 @@ def test_the_hot_loop_checks_as_peek_does_on_its_own_fast_path_and_off_it():
             peek(p)
         expected.append(str(exc.value))
     assert reasons == expected and len(reasons) == len(BAD) * 2
+
+
+def test_a_signal_from_the_future_is_dead_lettered_and_does_not_move_event_time():
+    """One mistyped time (the year 2100) must not move a partition's event time (kept in its changelog) past every
+    signal to come: it is dead-lettered with the reason, and the signals after it are evaluated, not late. A record a
+    stage fails on is dead-lettered and does not move it either."""
+    import time
+
+    import orjson
+
+    from core.records import Event, format_time
+    from streams.hotpath import WATERMARK
+
+    class Fails:
+        def __init__(self):
+            self.got = []
+
+        def process(self, rec, state, emit):
+            if rec.reason == "Boom":
+                raise ValueError("boom")
+            self.got.append(rec)
+
+        def tick(self, now, state, emit):
+            pass
+
+    now = float(int(time.time()))  # whole seconds: times travel as milliseconds
+    stage = Fails()
+
+    def ev(t, reason="BackOff"):
+        return encode(Event(source="k8s", reason=reason, type="Warning", time=t,
+                            entity=Entity(namespace="shop", kind="Pod", name="cart-1")))
+
+    payloads = [ev(now - 60), ev(4102444800.0), ev(now + 7200, "Boom"), ev(now - 30), ev(now + 60, "Boom"), ev(now - 20)]
+    proc = TransactionalProcessor(Settings(), "127.0.0.1:1", "signals", ["in"], stage)
+    proc.stores[0] = Store()
+    proc._process_batch(TopicPartition("in", 0), [Msg("in", 0, i, None, v) for i, v in enumerate(payloads)])
+    assert [r.time for r in stage.got] == [now - 60, now - 30, now - 20]  # none of them late
+    reasons = [orjson.loads(v)["reason"] for _, _, v, _ in proc._outputs]
+    assert reasons[0].startswith("future: ") and "max_future 3600s" in reasons[0]
+    assert reasons[1].startswith("future: ")  # 2 h ahead
+    assert reasons[2] == "stage error: ValueError: boom" and len(reasons) == 3
+    assert proc.stores[0][WATERMARK] == now - 20 and proc.stats["future"] == 2 and proc.stats["late"] == 0
+    assert format_time(proc.stores[0][WATERMARK]) < format_time(now)
