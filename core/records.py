@@ -57,8 +57,29 @@ def parse_time(value) -> float:
     if type(value) is datetime:
         return _seconds(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        return check_time(float(value))
     raise RecordError(f"invalid time {value!r} (use RFC 3339, e.g. 2021-08-03T10:00:00Z)")
+
+
+TIME_MIN, TIME_MAX = -62135596800.0, 253402300799.999  # 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999Z
+
+
+def check_time(t: float, what: str = "time") -> float:
+    """``t`` if it is epoch seconds RFC 3339 can write (years 1-9999), else RecordError: a number read in the wrong
+    unit (microseconds as seconds), Inf or NaN is refused where it comes in, with the reason, instead of failing
+    later when a record is written (where a sender would be told to retry for ever).
+
+    >>> check_time(1627984800.0)
+    1627984800.0
+    >>> check_time(1.6e15)
+    Traceback (most recent call last):
+    ...
+    core.records.RecordError: time 1600000000000000.0 is not a time RFC 3339 can write (epoch seconds of years 1-9999; milliseconds or microseconds?)
+    """
+    if not TIME_MIN <= t <= TIME_MAX:  # NaN fails both comparisons
+        raise RecordError(f"{what} {t!r} is not a time RFC 3339 can write (epoch seconds of years 1-9999; "
+                          "milliseconds or microseconds?)")
+    return t
 
 
 @lru_cache(maxsize=4096)
@@ -369,10 +390,12 @@ _TIMES: dict[str, float] = {}  # RFC 3339 text -> epoch seconds: a scrape's samp
 
 def _when(t, field: str) -> float:
     """A wire time (RFC 3339 text or epoch number) -> epoch seconds; each distinct text parsed once."""
-    if type(t) is float:
-        return t
     if type(t) is not str:
-        return float(t)
+        t = float(t)
+        if not TIME_MIN <= t <= TIME_MAX:  # as an invalid text: the decoder's error, which peek words and the hot
+            raise msgspec.ValidationError(  # loop catches (it leaves the record to peek)
+                f"Expected epoch seconds of years 1-9999, got {t!r} - at `$.{field}`")
+        return t
     s = _TIMES.get(t)
     if s is None:
         s = _canonical(t)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from contextlib import contextmanager
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
@@ -29,6 +30,28 @@ _COMPACT = re.compile(r"^(\d{8})T(\d{6})(\.\d+)?([+-]\d{4}|Z)$")
 
 class PayloadError(ValueError):
     """A payload the intake cannot turn into events; the message is the reason (HTTP 400, dead letter)."""
+
+
+# what a parser of an untrusted body may raise on a shape no check anticipated: a refusal with the reason, never a 500
+MALFORMED = (TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError, OverflowError)
+
+
+@contextmanager
+def refusing(what: str = "payload"):
+    """Turn any error of ``MALFORMED`` raised in the block into a PayloadError naming it (PayloadError passes).
+
+    >>> with refusing("audit payload"):
+    ...     int("x")
+    Traceback (most recent call last):
+    ...
+    collectors.cloud.event.PayloadError: malformed audit payload (ValueError: invalid literal for int() with base 10: 'x')
+    """
+    try:
+        yield
+    except PayloadError:
+        raise
+    except MALFORMED as exc:
+        raise PayloadError(f"malformed {what} ({type(exc).__name__}: {exc})") from None
 
 
 def field_obj(d: dict, field: str, where: str = "", required: bool = True) -> dict:

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 import orjson
 
 from collectors.cloud import alibaba, aws, cloudevents
-from collectors.cloud.event import PayloadError, attach_node
+from collectors.cloud.event import PayloadError, attach_node, refusing
 from core.records import Event
 
 ALIBABA_SOURCES = ("acs.ecs", "acs:ecs")
@@ -75,13 +75,8 @@ def parse(body: bytes, *, headers: Mapping[str, str] | None = None, instance: st
     """The raw request body (and its headers) -> events pointing at their nodes; PayloadError says why not."""
     headers = headers or {}
     now = _time.time() if now is None else now
-    try:
+    with refusing():  # a shape no check anticipated: still a refusal with a reason, never a crash
         events = _parse(body, headers, instance, now)
-    except PayloadError:
-        raise
-    except (TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError) as exc:
-        # a shape no check anticipated: still a refusal with a reason, never a crash (tests keep this path unused)
-        raise PayloadError(f"malformed payload ({type(exc).__name__}: {exc})") from None
     nodes = nodes or {}
     for ev in events:
         attach_node(ev, nodes.get(ev.labels.get("instance", ""), ""), cluster)

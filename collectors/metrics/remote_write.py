@@ -26,7 +26,7 @@ import cramjam
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-from core.records import Sample
+from core.records import TIME_MAX, TIME_MIN, Sample
 
 log = logging.getLogger("kubesight.metrics")
 
@@ -137,7 +137,10 @@ def samples_of(req, extra_labels: dict | None = None) -> list[Sample]:
             v = s.value
             if v != v and _is_stale(v):
                 continue
-            append(Sample(name, v, s.timestamp / 1000.0, labels))
+            t = s.timestamp / 1000.0
+            if not TIME_MIN <= t <= TIME_MAX:  # refused now (400, dead letter), not when written (a 503 retried for ever)
+                raise PayloadError(f"timeseries[{i}] ({name}): timestamp {s.timestamp} ms is not a time of years 1-9999")
+            append(Sample(name, v, t, labels))
     return out
 
 

@@ -63,6 +63,13 @@ def test_node_changes_evictions_and_deletes():
         ("PodEvictionRequested", ""), ("WorkloadDeleted", ""), ("VolumeClaimDeleted", "")]
 
 
+def test_a_taint_value_that_is_not_a_string_is_written_as_text():
+    """A node patch with ``"value": 5`` (the API server validates it later; the audit has the request as sent)
+    used to raise TypeError in the intake: a 500 to the API server, nothing kept."""
+    taint = {"spec": {"taints": [{"key": "gpu-slots", "value": 5, "effect": "NoSchedule"}]}}
+    assert reasons(item("patch", "nodes", "w1", req=taint)) == [("NodeTaintsChanged", "gpu-slots=5:NoSchedule")]
+
+
 def test_a_json_patch_of_a_node_is_read_too():
     ops = [{"op": "replace", "path": "/spec/unschedulable", "value": True},
            {"op": "add", "path": "/metadata/labels/example.com~1pool", "value": "gpu"},
@@ -151,6 +158,9 @@ def test_a_retried_batch_gives_the_same_ids():
      "items[0].responseStatus.code: expected an integer, got a string"),
     (body(dict(item("delete", "namespaces", "shop"), stageTimestamp="yesterday")),
      "items[0].stageTimestamp: invalid time 'yesterday' (use RFC 3339, e.g. 2021-08-03T10:00:00Z)"),
+    (body(dict(item("delete", "namespaces", "shop"), stageTimestamp=1e15)),  # microseconds: not written later, refused
+     "items[0].stageTimestamp: time 1000000000000000.0 is not a time RFC 3339 can write (epoch seconds of years "
+     "1-9999; milliseconds or microseconds?)"),
 ])
 def test_a_bad_payload_is_refused_with_its_reason(payload, reason):
     with pytest.raises(PayloadError) as exc:

@@ -170,6 +170,13 @@ def test_decode_limits_and_duplicates():
         ts.labels.add(name=k, value=v)
     with pytest.raises(PayloadError, match=r"^timeseries\[0\]: duplicate label 'job'$"):
         samples_of(decode(encode(dup)))
+    far = WriteRequest()  # nanoseconds sent as milliseconds: refused (400, dead letter), not a 503 retried for ever
+    ts = far.timeseries.add()
+    ts.labels.add(name="__name__", value="up")
+    ts.samples.add(value=1.0, timestamp=1627984800000000000)
+    with pytest.raises(PayloadError, match=r"^timeseries\[0\] \(up\): timestamp 1627984800000000000 ms is not a "
+                                           r"time of years 1-9999$"):
+        samples_of(decode(encode(far)))
 
 
 @pytest.mark.kafka

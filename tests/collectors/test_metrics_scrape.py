@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import aiohttp
 import orjson
@@ -191,6 +192,9 @@ def test_openmetrics_exemplars_eof_and_created():
         parse("a 1\n# EOF\nb 2\n", openmetrics=True)
     with pytest.raises(ExpositionError, match=r"^line 1: exemplars are only valid in OpenMetrics$"):
         parse('a 1 # {t="1"} 1\n')
+    for ts in ("NaN", "+Inf", "1e300"):  # the whole scrape used to fail unnamed, its up sample with it
+        with pytest.raises(ExpositionError, match=rf"^line 1: timestamp '{re.escape(ts)}' is not a time of years 1-9999$"):
+            parse(f"a 1 {ts}\n# EOF\n", openmetrics=True)
 
 
 @pytest.mark.parametrize("line, message", [
@@ -199,6 +203,8 @@ def test_openmetrics_exemplars_eof_and_created():
     ("x", "line 1: no value in 'x'"),
     ("x 1 2 3", "line 1: expected 'value [timestamp]' after the name, got '1 2 3'"),
     ("x 1 soon", "line 1: invalid timestamp 'soon'"),
+    ("x 1 1627984800000000000", "line 1: timestamp '1627984800000000000' is not a time of years 1-9999"),  # ns as ms
+    ("x 1 " + "9" * 400, "line 1: invalid timestamp '" + "9" * 400 + "'"),  # OverflowError used to escape
     ("9x 1", "line 1: invalid metric name '9x'"),
     ("# TYPE x meter", "line 1: bad TYPE line '# TYPE x meter'"),
 ])
