@@ -169,7 +169,10 @@ class Remediator:
         self.drains: dict[tuple, dict] = {}  # (key, dry_run) -> pending drain record
         self.forbidden_said: dict[str, float] = {}  # missing-permission message -> when it was last said
         for rec in history:
-            self.learn(rec)
+            try:
+                self.learn(rec)
+            except (KeyError, TypeError, AttributeError) as exc:  # one odd record of the trail never stops start-up
+                log.warning("actions: skipping a record without %s: %s", exc, str(rec)[:200])
 
     # ------------------------------------------------------------ state from the trail
 
@@ -436,6 +439,9 @@ class Remediator:
             self._refuse(k, rec, str(exc))
             self._forbidden(node, exc, alert)
             return
+        except Exception as exc:  # noqa: BLE001 - the API server failing (5xx, 429, unreachable): recorded, not a crash
+            self._emit({**rec, "outcome": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]})
+            return
         why = self._limits(node, dry, nodes) or (self._last_ready(n, nodes) if _disruptive(a) else None)
         if why:
             return self._refuse(k, rec, why)
@@ -599,7 +605,17 @@ def read_trail(bootstrap: str, topic: str) -> list[dict]:
         out = []
         while c.position(tp) < end:
             for batch in c.poll(timeout_ms=500, max_records=10_000).values():
-                out.extend(orjson.loads(m.value) for m in batch if m.value)
+                for m in batch:
+                    if not m.value:
+                        continue
+                    try:
+                        rec = orjson.loads(m.value)
+                    except orjson.JSONDecodeError as exc:  # one bad record of the trail never stops remediation
+                        log.warning("actions: skipping a record that is not JSON at %d/%d: %s", m.partition,
+                                    m.offset, exc)
+                        continue
+                    if isinstance(rec, dict):
+                        out.append(rec)
         return out
     finally:
         c.close()
@@ -657,13 +673,20 @@ class Runner:
                             log.warning("alerts: skipping undecodable record at %d/%d: %s", m.partition, m.offset, exc)
                             continue
                         if isinstance(rec, Alert) and rec.source != "remediation":
-                            rem.handle(rec)
+                            try:
+                                rem.handle(rec)
+                            except Exception:  # one alert the API could not serve never stops remediation
+                                log.exception("remediation of %s at %d/%d failed", rec.labels.get("alertname"),
+                                              m.partition, m.offset)
                 if batches:
                     producer.flush()
                     consumer.commit()
                 if time.monotonic() - last_tick >= self.tick_every:
                     last_tick = time.monotonic()
-                    rem.tick()
+                    try:
+                        rem.tick()
+                    except Exception:  # the API server failing: the next tick tries again
+                        log.exception("remediation tick failed")
         finally:
             consumer.close()
             producer.flush()

@@ -36,3 +36,31 @@ def test_only_the_limits_window_of_actions_is_kept():
     clock[0] = 3 * w
     r._limits("n-new", False, [{"metadata": {"name": f"n{i}"}} for i in range(1000)])
     assert 0 < len(r.acted) <= 11 and all(t >= clock[0] - w for t, _, _ in r.acted)
+
+
+def test_an_odd_record_of_the_trail_does_not_stop_start_up_and_an_api_failure_is_recorded():
+    """The actions topic is the remediator's memory: a record without its fields is skipped with a warning (start-up
+    used to raise). The API server failing (a 503, not a 403) gives a failed action record, not an exit."""
+    from core.records import Alert
+
+    class Flaky:
+        def node(self, name):
+            raise ConnectionError("503 Service Unavailable")
+
+        def nodes(self):
+            raise ConnectionError("503 Service Unavailable")
+
+    trail = []
+    good = {"v": 1, "kind": "action", "key": "k1", "outcome": "done", "t": 5.0, "node": "n1", "dry_run": False}
+    rules = load_packs([DEFAULT_PACK])
+    r = Remediator(Settings(), rules, kube=Flaky(), publish=trail.append, now=lambda: 100.0,
+                   history=[{"kind": "action"}, {"kind": "condition", "node": "n1"}, good])
+    assert (("k1", False) in r.done) and r.acted == [(5.0, "n1", False)]
+    settings = Settings().model_copy(update={"remediation": Settings().remediation.model_copy(
+        update={"dry_run": False})})
+    r = Remediator(settings, rules, kube=Flaky(), publish=trail.append, now=lambda: 100.0)
+    rule = next(x for x in rules.rules if x.actions)
+    alert = Alert({"alertname": rule.alert, "node": "n1", "severity": "critical"}, {}, "firing", 50.0, source=rule.origin)
+    r.handle(alert)  # no exception
+    failed = [rec for rec in trail if rec.get("kind") == "action" and rec.get("outcome") == "failed"]
+    assert failed and failed[0]["reason"] == "ConnectionError: 503 Service Unavailable"
