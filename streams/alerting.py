@@ -640,6 +640,38 @@ def _runs(flags: list[bool]) -> list[int]:
     return out
 
 
+def notification_problem(n) -> str | None:
+    """Why ``n`` is not a notification every sender can take (None: it is): the fields the senders, coalescing and
+    progress read, with their types.  The deliverer dead-letters anything else at once: taken, one would raise in a
+    sender and be tried again every second, or stop the partition's progress.
+
+    >>> ok = {"id": "n1", "receiver": "ops", "groupKey": "{}:{}", "groupLabels": {}, "status": "firing",
+    ...       "alerts": [{"labels": {"alertname": "A"}, "status": "firing", "fingerprint": "f", "startsAt": "t"}]}
+    >>> notification_problem(ok) is None
+    True
+    >>> notification_problem(dict(ok, receiver=7)), notification_problem(dict(ok, alerts=[{"status": "firing"}]))
+    ("'receiver': expected a string, got int", 'alerts[0].labels: expected an object, got NoneType')
+    """
+    if not isinstance(n, dict):
+        return f"expected an object, got {type(n).__name__}"
+    for k, t in (("id", str), ("receiver", str), ("groupKey", str), ("status", str), ("groupLabels", dict),
+                 ("alerts", list)):
+        if not isinstance(n.get(k), t):
+            return f"{k!r}: expected {'a string' if t is str else 'an object' if t is dict else 'an array'}, " \
+                   f"got {type(n.get(k)).__name__}"
+    for i, a in enumerate(n["alerts"]):
+        if not isinstance(a, dict):
+            return f"alerts[{i}]: expected an object, got {type(a).__name__}"
+        if not isinstance(a.get("labels"), dict):
+            return f"alerts[{i}].labels: expected an object, got {type(a.get('labels')).__name__}"
+        if a.get("status") not in ("firing", "resolved"):
+            return f"alerts[{i}].status: expected firing or resolved, got {a.get('status')!r}"
+        for k in ("fingerprint", "startsAt"):
+            if not isinstance(a.get(k), str):
+                return f"alerts[{i}].{k}: expected a string, got {type(a.get(k)).__name__}"
+    return None
+
+
 class Lane:
     """One receiver's delivery: its own connection pool and in-flight limit, one request at a time per group.
 
@@ -970,12 +1002,14 @@ class Deliverer(mode.Service):
     async def _take(self, tp: TopicPartition, prog: Progress, m) -> None:
         try:
             n = orjson.loads(m.value)
-            receiver = n["receiver"]
-            n["groupKey"], n["alerts"]  # noqa: B018 - shape check
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            why = notification_problem(n)
+        except orjson.JSONDecodeError as exc:
+            why = str(exc)
+        if why is not None:  # dead-lettered with the reason: a sender would raise on it, again and again
             prog.seen("", m.offset)
-            await self._dead(f"not a notification: {exc}", m.value, m.key, tp, m.offset)
+            await self._dead(f"not a notification: {why}", m.value, m.key, tp, m.offset)
             return
+        receiver = n["receiver"]
         entry = prog.seen(receiver, m.offset)
         if entry is True:
             self.stats["skipped"] += 1

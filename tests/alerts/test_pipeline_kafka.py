@@ -313,3 +313,53 @@ async def applied_marks(settings) -> list[bool]:
         return out
     finally:
         await c.stop()
+
+
+def test_a_poison_notification_is_dead_lettered_and_the_next_one_is_delivered(settings):
+    """Notifications are kubesight's own, but a record that no sender could take (a non-string receiver, an alert
+    without labels, no id) must not stop delivery: each is dead-lettered with why, at once, and a good one after
+    them reaches its receiver. Before, one raised in the delivery loop or was retried every second for ever."""
+    from aiokafka import AIOKafkaConsumer
+
+    from alerts.receivers import Receivers
+    from streams.alerting import Deliverer
+
+    good = {"v": 1, "kind": "notification", "id": "n9", "receiver": "platform", "groupKey": "{}:{}",
+            "groupLabels": {"alertname": "A"}, "status": "firing", "time": "2021-08-03T10:00:00.000Z",
+            "alerts": [{"labels": {"alertname": "A"}, "annotations": {}, "status": "firing", "fingerprint": "f1",
+                        "startsAt": "2021-08-03T10:00:00.000Z", "endsAt": None, "generatorURL": ""}]}
+    poison = [dict(good, receiver=7), dict(good, alerts=[{"status": "firing", "fingerprint": "f2"}]),
+              {k: v for k, v in good.items() if k != "id"}]
+
+    async def go():
+        platform = ScriptedReceiver()
+        cfg = load_text(ROUTING.format(a=await platform.start(), p=platform.url))
+        p = AIOKafkaProducer(bootstrap_servers=settings.kafka, acks="all")
+        await p.start()
+        try:
+            for n in poison + [good]:
+                await p.send_and_wait(settings.topic("notifications"), orjson.dumps(n), key=b"{}:{}")
+        finally:
+            await p.stop()
+        d = Deliverer(settings, settings.kafka, Receivers(cfg))
+        await d.start()
+        try:
+            await wait_for(lambda: len(platform.accepted) == 1 and d.stats["deadletter"] == 3,
+                           "the good notification and three dead letters")
+        finally:
+            await d.stop()
+            await platform.stop()
+        c = AIOKafkaConsumer(settings.topic("deadletter"), bootstrap_servers=settings.kafka,
+                             auto_offset_reset="earliest", isolation_level="read_committed")
+        await c.start()
+        try:
+            batch = await c.getmany(timeout_ms=5000)
+        finally:
+            await c.stop()
+        return sorted(orjson.loads(m.value)["reason"] for msgs in batch.values() for m in msgs), platform
+
+    reasons, platform = asyncio.run(go())
+    assert reasons == ["not a notification: 'id': expected a string, got NoneType",
+                       "not a notification: 'receiver': expected a string, got int",
+                       "not a notification: alerts[0].labels: expected an object, got NoneType"]
+    assert platform.accepted[0]["body"]["alerts"][0]["fingerprint"] == "f1"
