@@ -18,11 +18,24 @@ _CMP = {
 # ---------------------------------------------------------------- event_count
 
 
+EC_IDS = 8  # ids of a group's latest events kept to count a re-sent one once (an at-least-once source's retry)
+
+
 def ec_update(cond, c: dict, t: float, ev) -> None:
     ts = c.setdefault("t", [])
     lo = t - cond.window
     if ev.time <= lo:
         return  # late: already outside the window
+    eid = ev.id
+    if eid:
+        ids = c.get("i")
+        if ids is None:
+            ids = c["i"] = []
+        elif eid in ids:
+            return  # the same occurrence again (the kernel collector after a hard kill, an intake's retried batch)
+        ids.append(eid)
+        if len(ids) > EC_IDS:
+            del ids[0]
     insort(ts, ev.time)
     cut = 0
     while cut < len(ts) and ts[cut] <= lo:
@@ -156,8 +169,8 @@ def br_update(cond, c: dict, t: float, s) -> None:
     pair nearest to firing (the lower of its two means), ``r`` how near: above 1 it holds.
     """
     x = s.value
-    if x != x or s.time < c.get("lt", -math.inf):
-        return  # NaN (no requests) or out of order: ignored
+    if x != x or s.time <= c.get("lt", -math.inf):
+        return  # NaN (no requests), out of order, or the same point again (a re-sent sample): ignored
     wins = cond.lengths  # computed once per rule (rules.schema.BurnRate)
     rings = c.get("b")
     if rings is None or len(rings) != len(wins):
@@ -220,8 +233,8 @@ def pr_update(cond, c: dict, t: float, s) -> None:
     """Add a point to the window's buckets of regression sums; ``v`` is the line's value ``horizon`` after ``t``
     (None until the points span a twelfth of the window), ``n`` the latest value."""
     x = s.value
-    if x != x or s.time < c.get("lt", -math.inf):
-        return  # NaN or out of order: ignored
+    if x != x or s.time <= c.get("lt", -math.inf):
+        return  # NaN, out of order, or the same point again (a re-sent sample): ignored
     t0 = c.setdefault("t0", s.time)
     w = cond.window / PREDICT_BUCKETS
     k = int(s.time // w)

@@ -55,6 +55,47 @@ def test_event_count_fires_at_nth_event_and_resolves_when_the_window_passes(tmp_
     assert [k for k in state if not k.startswith("rule|~")] == []  # resolved and empty: the group's key is gone
 
 
+def test_a_re_sent_event_is_counted_once(tmp_path):
+    """At-least-once sources (the kernel collector after a hard kill, an intake's retried batch) may send an event
+    again with the same id: it counts once. Events without an id, or with new ids, all count."""
+    import msgspec
+
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: Flood
+          match: {source: k8s, reason: BackOff}
+          condition: {type: event_count, count: 3, window: 10m}
+        """))
+    same = [msgspec.structs.replace(ev(t), id=i) for t, i in ((0, "a"), (10, "b"), (10, "b"), (20, "a"))]
+    out, _ = run(eng, same)
+    assert out == []  # a and b: two occurrences, not four
+    out, _ = run(Engine(eng.ruleset), same + [msgspec.structs.replace(ev(30), id="c")])
+    assert out == [("firing", "Flood", 30.0, None)]
+    out, _ = run(Engine(eng.ruleset), [ev(0), ev(10), ev(20)])  # no ids: each counts
+    assert out == [("firing", "Flood", 20.0, None)]
+
+
+def test_a_re_sent_sample_changes_no_burn_rate_or_prediction(tmp_path):
+    """A sample sent again (the same series at the same time: a remote-write retry) weighs once in the means of
+    burn_rate and in predict's line, as in threshold (which replaces it)."""
+    rs = ruleset(tmp_path, """\
+        - alert: Burn
+          match: {metric: err_ratio}
+          condition: {type: burn_rate, objective: 0.99, windows: [{long: 1h, short: 5m, factor: 14.4}]}
+        - alert: Fill
+          match: {metric: free_ratio}
+          condition: {type: predict, op: "<", value: 0, window: 1h, horizon: 4h}
+        """)
+    base = [sm(i * 60, 0.5 if i % 7 == 0 else 0.0, "err_ratio") for i in range(60)] + [
+        sm(i * 60, 1.0 - i * 0.001 * (1 + i % 3), "free_ratio") for i in range(60)]
+    again = base + [sm(600, 0.5 if 10 % 7 == 0 else 0.0, "err_ratio"), sm(1200, 0.5, "err_ratio"),
+                    sm(600, 1.0 - 0.01 * 2, "free_ratio")]
+    values = []
+    for sig in (base, again):
+        _, st = run(Engine(rs), sorted(sig, key=lambda s: s.time))
+        values.append(sorted((k, repr(v["c"].get("v"))) for k, v in st.items() if k.startswith("rule|") and "~" not in k))
+    assert values[0] == values[1] and len(values[0]) == 2
+
+
 def test_results_do_not_depend_on_tick_cadence(tmp_path):
     rs = ruleset(tmp_path, """\
         - alert: Flood
