@@ -201,6 +201,8 @@ def app(book, clock=time.time, alerts: AlertsState | None = None, config=None, r
         if not isinstance(body, dict):
             return _json({"error": "body must be a JSON object (a PostableSilence)"}, 400)
         now = clock()
+        if body.get("id") is not None and not isinstance(body["id"], str):
+            return _json({"error": f"id: expected a string, got {type(body['id']).__name__}"}, 400)
         if body.get("id") and body["id"] not in book.silences.by_id:
             return _json({"error": f"silence {body['id']} not found"}, 404)
         try:

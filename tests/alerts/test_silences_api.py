@@ -38,6 +38,8 @@ def test_api_create_list_get_expire_and_other_workers_see_it(settings):
                 async with s.post(f"{base}/silences", data=orjson.dumps(dict(body, comment=""))) as r:
                     assert (r.status, (await r.json())["error"]) == (
                         400, "comment: String should have at least 1 character")
+                async with s.post(f"{base}/silences", data=orjson.dumps(dict(body, id=[]))) as r:  # was a bare 500
+                    assert (r.status, (await r.json())["error"]) == (400, "id: expected a string, got list")
                 async with s.get(f"{base}/silences") as r:
                     (got,) = await r.json()
                     assert (got["id"], got["status"]["state"], got["createdBy"]) == (sid, "active", "ana")
