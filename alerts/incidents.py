@@ -706,8 +706,8 @@ class Incidents:
                 if m["status"] == "firing" and m.get("until") is not None and now >= m["until"]:
                     m["status"], m["endsAt"] = "resolved", m["until"]
                     inc["updatedAt"] = max(inc["updatedAt"], m["until"])
+            out.append(self.record(inc))  # first: it caches the ranking on the incident, which is then saved
             self._save(inc, state)
-            out.append(self.record(inc))
         for iid in sorted(i for i, due in ix.held.items() if now >= due):
             inc = state.get(PREFIX + iid)
             if inc is None:
