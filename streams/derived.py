@@ -368,6 +368,7 @@ class Derived:
         self.by_name = {s.name: s for s in signals}
         self.by_partial = {f"{s.name}:partial": s for s in signals}
         self._index = PerState(self._build_index)  # state -> {dkey: due time}, gone with the state
+        self._keys = PerState(self._build_keys)  # state -> this stage's keys in it (what a sweep looks at)
         self._dkeys: dict[tuple, bytes] = {}  # (signal, its by-values) -> the derived series' Kafka key
 
     # ---------------------------------------------------------------- records in
@@ -441,6 +442,7 @@ class Derived:
         t, v = rec.time, rec.value
         if st is None:
             state[key] = [v, 0.0, t, t, 0.0]
+            self._keys(state).add(key)
             return None, 0.0
         prev, adj, last = st[0], st[1], st[2]
         if t <= last or v != v:  # duplicate, out of order or NaN: no new information
@@ -466,6 +468,7 @@ class Derived:
         t, v = rec.time, rec.value
         if st is None:
             state[key] = [v, t - HELD_UNSEEN, t]
+            self._keys(state).add(key)
             return HELD_UNSEEN
         if t <= st[2]:
             return None
@@ -490,7 +493,10 @@ class Derived:
     def _xid(self, sig: Signal, series: str, rec: Sample, state, emit) -> None:
         """Count new Xid codes per GPU over the window (the gauge holds the LAST code, 0 = none)."""
         key = f"{PREFIX}x|{short(series)}"
-        st = state.get(key) or {"last": 0, "t": None, "events": []}
+        st = state.get(key)
+        if st is None:
+            st = {"last": 0, "t": None, "events": []}
+            self._keys(state).add(key)
         t, code = rec.time, int(rec.value) if rec.value == rec.value else 0
         if st["t"] is not None and t <= st["t"]:
             return
@@ -507,7 +513,10 @@ class Derived:
         labels[MARK] = "derived"
         dkey = short(Sample(sig.name, 0.0, 0.0, labels).series())
         key = AGG + dkey
-        agg = state.get(key) or {"n": sig.name, "l": labels, "c": {}}
+        agg = state.get(key)
+        if agg is None:
+            agg = {"n": sig.name, "l": labels, "c": {}}
+            self._keys(state).add(key)
         ckey = f"{p.labels.get('part', 'x')}|{short(p.labels.get('src', ''))}"
         contributions = agg["c"]
         old = contributions.get(ckey)
@@ -564,6 +573,12 @@ class Derived:
         if mark > state.get(TICKED, -math.inf):
             state[TICKED] = mark
 
+    @staticmethod
+    def _build_keys(state: MutableMapping) -> set[str]:
+        """This stage's keys in a state (counters, ages, Xid codes, aggregates), found once per restored state and
+        then kept in step: a sweep looks at these only, not at every key of the partition (the rules' too)."""
+        return {k for k in state if k.startswith(PREFIX) and k not in (TICKED, SWEPT)}
+
     def _sweep(self, now: float, state: MutableMapping) -> None:
         """Drop what series that went away left behind (every ``SWEEP_EVERY`` of event time, one pass over this
         state's keys): a source series' counter, held or Xid state silent for ``forget`` (pods come and go, and
@@ -572,9 +587,12 @@ class Derived:
         that comes back after ``forget`` starts afresh: its first point gives no rate yet, as a new one's does."""
         horizon, stale = now - self.forget, now - self.staleness
         idx = self._index(state)
+        keys = self._keys(state)
         gone = []
-        for k, v in state.items():
-            if not k.startswith(PREFIX) or k in (TICKED, SWEPT):
+        for k in list(keys):
+            v = state.get(k)
+            if v is None:  # dropped elsewhere (an aggregate settled with nothing live)
+                keys.discard(k)
                 continue
             what = k[len(PREFIX):len(PREFIX) + 2]
             if what in ("c|", "h|"):  # [value, ..., time, ...]
@@ -588,6 +606,7 @@ class Derived:
                     gone.append(k)
         for k in gone:
             del state[k]
+            keys.discard(k)
         state[SWEPT] = now
         if gone:
             log.debug("derived: forgot %d keys of series gone quiet", len(gone))
