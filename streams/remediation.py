@@ -654,9 +654,13 @@ class Runner:
 
         rem = Remediator(s, self.rules, self.kube, publish, read_trail(self.bootstrap, trail_topic),
                          publish_alert=publish_alert)
-        consumer = KafkaConsumer(s.topic("alerts"), **client_config(self.bootstrap, "kafka-python"), group_id=self.group,
+        consumer = KafkaConsumer(**client_config(self.bootstrap, "kafka-python"), group_id=self.group,
                                  enable_auto_commit=False, isolation_level="read_committed",
-                                 auto_offset_reset="earliest")
+                                 auto_offset_reset="earliest", metadata_max_age_ms=30_000)
+        # the topic's partitions known before the group is joined: joined without them, the range assignor gives this
+        # member nothing, and it waits for a metadata refresh to join again (a CI run waited past its 60 s for it)
+        consumer.partitions_for_topic(s.topic("alerts"))
+        consumer.subscribe([s.topic("alerts")])
         log.info("remediate: %d rule(s) with node effects, dry_run=%s kill_switch=%s, %d trail record(s) read",
                  sum(1 for r in self.rules.rules if r.actions or r.node_condition or r.node_event),
                  s.remediation.dry_run, s.remediation.kill_switch, len(rem.done))
