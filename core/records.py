@@ -391,11 +391,11 @@ _TIMES: dict[str, float] = {}  # RFC 3339 text -> epoch seconds: a scrape's samp
 def _when(t, field: str) -> float:
     """A wire time (RFC 3339 text or epoch number) -> epoch seconds; each distinct text parsed once."""
     if type(t) is not str:
-        t = float(t)
-        if not TIME_MIN <= t <= TIME_MAX:  # as an invalid text: the decoder's error, which peek words and the hot
-            raise msgspec.ValidationError(  # loop catches (it leaves the record to peek)
-                f"Expected epoch seconds of years 1-9999, got {t!r} - at `$.{field}`")
-        return t
+        try:
+            return check_time(float(t), field)
+        except RecordError:  # as an invalid text: the decoder's error, which peek words and the hot loop catches
+            raise msgspec.ValidationError(f"Expected epoch seconds of years 1-9999, got {float(t)!r} - at `$.{field}`") \
+                from None
     s = _TIMES.get(t)
     if s is None:
         s = _canonical(t)

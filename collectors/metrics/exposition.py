@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from core.records import TIME_MAX, TIME_MIN
+from core.records import RecordError, check_time
 
 OPENMETRICS = "application/openmetrics-text"
 TYPES = ("counter", "gauge", "histogram", "gaugehistogram", "summary", "untyped", "unknown", "info", "stateset")
@@ -162,8 +162,10 @@ def parse(text: str, *, openmetrics: bool = False) -> Page:
                 ts = float(fields[1]) if openmetrics else int(fields[1]) / 1000.0
             except (ValueError, OverflowError):
                 raise ExpositionError(f"line {ln}: invalid timestamp {fields[1]!r}") from None
-            if not TIME_MIN <= ts <= TIME_MAX:  # NaN, Inf, or not seconds (ms as s): the page is refused, with why
-                raise ExpositionError(f"line {ln}: timestamp {fields[1]!r} is not a time of years 1-9999")
+            try:
+                check_time(ts)  # NaN, Inf, or not seconds (ms as s): the page is refused, with why
+            except RecordError:
+                raise ExpositionError(f"line {ln}: timestamp {fields[1]!r} is not a time of years 1-9999") from None
         if openmetrics and ftype in _CREATED_OF and name.endswith("_created") and name.startswith(fam):
             continue
         append((name, labels, value, ts))

@@ -26,7 +26,7 @@ import cramjam
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-from core.records import TIME_MAX, TIME_MIN, Sample
+from core.records import RecordError, Sample, check_time
 
 log = logging.getLogger("kubesight.metrics")
 
@@ -137,9 +137,11 @@ def samples_of(req, extra_labels: dict | None = None) -> list[Sample]:
             v = s.value
             if v != v and _is_stale(v):
                 continue
-            t = s.timestamp / 1000.0
-            if not TIME_MIN <= t <= TIME_MAX:  # refused now (400, dead letter), not when written (a 503 retried for ever)
-                raise PayloadError(f"timeseries[{i}] ({name}): timestamp {s.timestamp} ms is not a time of years 1-9999")
+            try:  # refused now (400, dead letter), not when written (a 503 retried for ever)
+                t = check_time(s.timestamp / 1000.0)
+            except RecordError:
+                raise PayloadError(f"timeseries[{i}] ({name}): timestamp {s.timestamp} ms is not a time of years "
+                                   "1-9999") from None
             append(Sample(name, v, t, labels))
     return out
 
