@@ -306,6 +306,7 @@ class Silences:
         self.retention = retention
         self.clock = 0.0  # the latest time a silence was made or changed at: what "ago" is measured from
         self._pruned = 0.0
+        self.gone: set[str] = set()  # forgotten here, no tombstone read yet: what a writer deletes from the topic
 
     def put(self, s: Silence) -> None:
         self.by_id[s.id] = s
@@ -322,12 +323,15 @@ class Silences:
         horizon = self.clock - self.retention
         for id in [id for id, s in self.by_id.items() if s.endsAt < horizon]:
             del self.by_id[id]
+            self.gone.add(id)
         self._pruned = self.clock
 
     def apply(self, key: bytes, value: bytes | None) -> None:
         """One record of the silences topic (None: tombstone)."""
         if value is None:
-            self.by_id.pop(key.decode(), None)
+            id = key.decode()
+            self.by_id.pop(id, None)
+            self.gone.discard(id)
         else:
             self.put(Silence.decode(value))
 

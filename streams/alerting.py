@@ -463,8 +463,15 @@ class SilenceBook(mode.Service):
                     f"{self.settings.app_id}-silences")
 
     async def put(self, s: Silence) -> Silence:
+        """Write ``s``, then a tombstone for every silence this book forgot (ended more than ``RETENTION`` before the
+        latest change): only writers delete, so the compacted topic keeps the recent silences, not every one ever
+        made. Every reader forgets the same ones on its own (``Silences.prune``), tombstone or not; readers only
+        clear ``gone`` as the tombstones arrive."""
         await self.producer.send_and_wait(self.topic, s.encode(), key=s.id.encode())
         self.silences.put(s)
+        for id in sorted(self.silences.gone):
+            await self.producer.send_and_wait(self.topic, None, key=id.encode())
+            self.silences.gone.discard(id)
         return s
 
     async def expire(self, id: str, now: float | None = None) -> Silence:

@@ -81,3 +81,44 @@ def test_cli_silences_add_list_expire_through_the_topic(settings, monkeypatch, c
     assert capsys.readouterr().out.strip() == "no silences"
     assert main(["silences", "list", "--all"]) == 0
     assert "expired" in capsys.readouterr().out
+
+
+def test_a_writer_deletes_forgotten_silences_from_the_compacted_topic(settings):
+    """The compacted topic keeps each silence's last record: without tombstones it would hold every silence ever
+    made. A book that writes a silence also writes a tombstone for each one it forgot (ended more than 120 h
+    before the latest change); a reader clears its note of the forgotten one when the tombstone arrives."""
+    from alerts.silences import RETENTION, Silence
+    from tests.kafkatools import read_to_end
+
+    def made(at: float, name: str) -> Silence:
+        return Silence.create({"matchers": [{"name": "node", "value": name}], "startsAt": format_time(at),
+                               "endsAt": format_time(at + 3600), "createdBy": "t", "comment": "c"}, at)
+
+    now = time.time()
+    old, new = made(now - RETENTION - 3 * 3600, "a"), made(now, "b")
+
+    async def go():
+        book = SilenceBook(settings, settings.kafka)
+        await book.start()
+        await book.caught_up.wait()
+        try:
+            await book.put(old)
+            assert old.id in book.silences.by_id  # the latest change is old itself: kept
+            await book.put(new)  # old ended more than 120 h before it: forgotten, and deleted from the topic
+            assert not book.silences.gone  # every forgotten silence got its tombstone
+            # the book follows the topic too: it may read old's record again, then its tombstone
+            deadline = time.monotonic() + 20
+            while set(book.silences.by_id) != {new.id} and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert set(book.silences.by_id) == {new.id}
+            reader = SilenceBook(settings, settings.kafka)
+            await reader.start()
+            await reader.caught_up.wait()
+            assert set(reader.silences.by_id) == {new.id} and not reader.silences.gone
+            await reader.stop()
+        finally:
+            await book.stop()
+
+    asyncio.run(go())
+    records = [(r.key.decode(), r.value) for r in read_to_end(settings.kafka, settings.topic("silences"))]
+    assert [(k, v is None) for k, v in records] == [(old.id, False), (new.id, False), (old.id, True)]
