@@ -45,6 +45,16 @@ RBAC_HINT = "apply deploy/kubernetes/remediation-rbac.yaml"
 FORBIDDEN_ALERT = "KubesightRemediationForbidden"
 FORBIDDEN_REPEAT = 43200.0  # s: a missing permission still met is said (log line, alert) again after this long; its
 # alert promises to end 2x this after (endsAt), so it resolves a day after the permission stopped failing
+EPISODE_FORGET = 15 * 86400.0  # s: what was done, refused or noted for an alert episode is forgotten this long after
+# the episode was last handled or acted on: past the alerts topic's retention (7 d) plus a segment's roll (7 d), no
+# record of the episode can be read again, so forgetting it can never repeat an action
+SWEEP_EVERY = 3600.0  # s: how often (at most) the episodes are looked over
+
+
+def _episode(key: str) -> str:
+    """The alert episode of an action key ``fingerprint|startsAt|what``."""
+    return "|".join(key.split("|", 2)[:2])
+
 
 
 class Forbidden(Exception):
@@ -159,7 +169,7 @@ class Remediator:
         self.publish_alert = publish_alert
         self.by_origin = {r.origin: r for r in rules.rules}
         self.by_alert = {r.alert: r for r in rules.rules}
-        self.done: dict[tuple, dict] = {}  # (key, dry_run) -> the record that did it
+        self.done: dict[tuple, float | None] = {}  # (key, dry_run) -> when it was done
         self.refused: dict[tuple, str] = {}  # (key, dry_run) -> last refusal reason
         self.noted: set[tuple] = set()  # (key, dry_run) whose human uncordon is in the trail
         self.acted: list[tuple[float, str, bool]] = []  # (time, node, dry_run) of actions, for the limits
@@ -168,6 +178,8 @@ class Remediator:
         self.boot: dict[str, str] = {}  # node -> bootID when its conditions were set
         self.drains: dict[tuple, dict] = {}  # (key, dry_run) -> pending drain record
         self.forbidden_said: dict[str, float] = {}  # missing-permission message -> when it was last said
+        self.episodes: dict[str, float] = {}  # episode of done/refused/noted keys -> when last handled or acted on
+        self._swept = now()
         for rec in history:
             try:
                 self.learn(rec)
@@ -178,10 +190,12 @@ class Remediator:
 
     def learn(self, rec: dict) -> None:
         kind, dr = rec.get("kind"), bool(rec.get("dry_run"))
+        if kind in ("action", "event") and isinstance(rec.get("key"), str):
+            self.episodes[_episode(rec["key"])] = self.now()  # a trail read at start: kept EPISODE_FORGET from now
         if kind == "action":
             k, out = (rec["key"], dr), rec.get("outcome")
             if out in ("done", "dry-run", "recovered"):
-                self.done[k] = rec
+                self.done[k] = rec.get("t")
                 self.acted.append((rec["t"], rec["node"], dr))
                 self.drains.pop(k, None)
             elif out == "blocked":
@@ -201,7 +215,7 @@ class Remediator:
             if rec.get("boot_id"):
                 self.boot[rec["node"]] = rec["boot_id"]
         elif kind == "event" and rec.get("outcome") in ("done", "dry-run"):
-            self.done[(rec["key"], dr)] = rec
+            self.done[(rec["key"], dr)] = rec.get("t")
 
     def _emit(self, rec: dict) -> dict:
         rec = {"v": 1, "t": self.now(), "time": _now_iso(self.now()), **rec}
@@ -251,6 +265,9 @@ class Remediator:
         node = self.node_of(alert)
         if not node:
             return
+        ep = _episode(self._key(alert, ""))
+        if ep in self.episodes:  # seen again (a resolution, a replay): its memory is kept EPISODE_FORGET from now
+            self.episodes[ep] = self.now()
         firing = alert.status == "firing"
         if rule.node_condition is not None:
             self._condition(alert, node, rule.node_condition, firing)
@@ -561,7 +578,26 @@ class Remediator:
             self._emit({**rec, "outcome": "respected",
                         "reason": "uncordoned by a person after kubesight's cordon: not cordoning again for this alert"})
 
+    def forget(self) -> None:
+        """Forget the episodes last handled or acted on more than ``EPISODE_FORGET`` ago (at most once per
+        ``SWEEP_EVERY``): the memory of what was done follows the alerts that can still arrive, not every alert
+        ever acted on. Pending drains are left to finish."""
+        now = self.now()
+        if now < self._swept + SWEEP_EVERY:
+            return
+        self._swept = now
+        old = {ep for ep, t in self.episodes.items() if t < now - EPISODE_FORGET}
+        if not old:
+            return
+        for ep in old:
+            del self.episodes[ep]
+        for m in (self.done, self.refused):
+            for k in [k for k in m if _episode(k[0]) in old]:
+                del m[k]
+        self.noted = {k for k in self.noted if _episode(k[0]) not in old}
+
     def tick(self) -> None:
+        self.forget()
         self.retry_drains()
         if not self.cfg.dry_run:
             self.check_reboots()

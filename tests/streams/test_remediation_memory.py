@@ -64,3 +64,34 @@ def test_an_odd_record_of_the_trail_does_not_stop_start_up_and_an_api_failure_is
     r.handle(alert)  # no exception
     failed = [rec for rec in trail if rec.get("kind") == "action" and rec.get("outcome") == "failed"]
     assert failed and failed[0]["reason"] == "ConnectionError: 503 Service Unavailable"
+
+
+def test_what_was_done_for_an_alert_episode_is_forgotten_once_no_record_of_it_can_come_back():
+    """``done``, ``refused`` and ``noted`` hold one entry per alert episode acted on: kept while the episode's alerts
+    can still be read (last seen less than EPISODE_FORGET ago, past the alerts topic's retention), then forgotten.
+    A trail read at start counts as seen then; an alert of the episode handled again renews it."""
+    from core.records import Alert
+    from streams.remediation import EPISODE_FORGET, SWEEP_EVERY
+
+    rules = load_packs([DEFAULT_PACK])
+    rule = next(x for x in rules.rules if x.alert == "NodeFrequentTaskHung")
+    a1, a2 = (Alert({"alertname": rule.alert, "node": n, "severity": "warning"}, {}, "firing", 50.0, source=rule.origin)
+              for n in ("n1", "n2"))
+    k1, k2 = Remediator._key(a1, "cordon"), Remediator._key(a2, "cordon")
+    history = [{"v": 1, "kind": "action", "key": k1, "outcome": "done", "t": 60.0, "node": "n1", "dry_run": False},
+               {"v": 1, "kind": "action", "key": k2, "outcome": "refused", "reason": "kill switch", "t": 60.0,
+                "node": "n2", "dry_run": False},
+               {"v": 1, "kind": "action", "key": k2, "outcome": "respected", "t": 61.0, "node": "n2", "dry_run": False}]
+    clock = [1000.0]
+    r = Remediator(Settings(), rules, kube=None, publish=lambda rec: None, history=history, now=lambda: clock[0])
+    assert set(r.done) == {(k1, False)} and set(r.refused) == {(k2, False)} and r.noted == {(k2, False)}
+    clock[0] += EPISODE_FORGET - SWEEP_EVERY
+    r.forget()
+    assert (k1, False) in r.done and (k2, False) in r.refused  # not yet
+    r.handle(Alert(a1.labels, {}, "resolved", 50.0, endsAt=clock[0], source=rule.origin))  # episode 1 seen again
+    clock[0] += 2 * SWEEP_EVERY
+    r.forget()
+    assert set(r.done) == {(k1, False)} and not r.refused and not r.noted  # episode 2 forgotten, episode 1 renewed
+    clock[0] += EPISODE_FORGET
+    r.forget()
+    assert not r.done and not r.episodes
