@@ -524,6 +524,8 @@ class AlertsView(mode.Service):
                            self.alerts.apply, self.caught_up, f"{self.settings.app_id}-alerts-api")
 
 
+HEALTH_COALESCE = 1.0  # s: a receiver-health change of the waiting alerts alone is written at most this often
+HEALTH_WAITING_MAX = 200  # fingerprints of waiting alerts a receiver-health record lists at most (waitingAlerts: all)
 IN_FLIGHT = 64  # concurrent requests per receiver (its own connection pool): a slow receiver fills only its own
 MAX_QUEUED = 4  # queued notifications of one receiver+group before they are aggregated into one (a storm)
 MAX_PENDING = 200_000  # notifications read and not yet done, all receivers: beyond it reading pauses
@@ -908,6 +910,11 @@ class Deliverer(mode.Service):
                       "commits": 0}
         self.lanes: dict[str, Lane] = {}
         self.health: dict[str, str] = {}  # integration -> its state as last written to receiver-health
+        self.health_since: dict[str, str] = {}  # integration -> when that state began
+        # integration -> id(notification) -> its firing alerts' fingerprints, while delivery retries that notification
+        # (receiver-health's ``waiting``: the alerts that have not reached anybody through it yet)
+        self.waiting: dict[str, dict[int, tuple[str, ...]]] = {}
+        self._health_due: dict[str, tuple] = {}  # integration -> (integ, state, out): a waiting-only change to write
         self.progress: dict[TopicPartition, Progress] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -1037,9 +1044,19 @@ class Deliverer(mode.Service):
                              note["groupKey"].encode(), tp, offset)
             self.stats["delivered"] += 1
             return
-        results = await self.receivers.notify(lane.session, note, on_retry=self._retrying)
+        try:
+            results = await self.receivers.notify(
+                lane.session, note, on_retry=lambda integ, out, wait: self._retrying(integ, out, note))
+        except BaseException:  # cancelled (a stop) or a sender's bug: the note waits no more
+            for name in [name for name, w in self.waiting.items() if w.pop(id(note), None) is not None and not w]:
+                del self.waiting[name]
+            raise
         for integ, out in results:
-            await self._health(integ, "ok" if out.ok else "failing", out)
+            w = self.waiting.get(integ.name)
+            gone = w is not None and w.pop(id(note), None) is not None
+            if w is not None and not w:
+                del self.waiting[integ.name]
+            await self._health(integ, "ok" if out.ok else "failing", out, waiting_changed=gone)
             if not out.ok:
                 lane.stats["deadletter"] += 1
                 await self._dead(f"{integ.name}: {out.reason}", orjson.dumps(note), note["groupKey"].encode(), tp,
@@ -1050,21 +1067,44 @@ class Deliverer(mode.Service):
             lane.stats["delivered"] += 1
         self.stats["delivered"] += 1
 
-    async def _retrying(self, integ, out, wait: float) -> None:
-        await self._health(integ, "retrying", out)
+    async def _retrying(self, integ, out, note: dict) -> None:
+        w = self.waiting.setdefault(integ.name, {})
+        new = id(note) not in w
+        if new:
+            w[id(note)] = tuple(a["fingerprint"] for a in note["alerts"] if a.get("status") == "firing")
+        await self._health(integ, "retrying", out, waiting_changed=new)
 
-    async def _health(self, integ, state: str, out) -> None:
+    async def _health(self, integ, state: str, out, waiting_changed: bool = False) -> None:
         """Tell ``receiver-health`` (compacted, keyed by integration) when an integration's state changes: ``ok``
         (a notification reached it), ``retrying`` (an attempt failed and will be tried again), ``failing`` (delivery
         gave a notification up: dead-lettered).  The board shows what is not ok.  Only changes are written (one
-        record per change, not per attempt); a process that starts writes each integration's first state.  Advisory:
+        record per change, not per attempt); a process that starts writes each integration's first state.  Each
+        record says which firing alerts wait for the integration (``waiting``: in notifications delivery still
+        retries); a change of those alone is written at most once per ``HEALTH_COALESCE`` seconds.  Advisory:
         a write that fails is logged and delivery goes on; with several delivery processes the latest write wins."""
-        if self.health.get(integ.name) == state or self.producer is None:
+        if self.producer is None:
             return
-        self.health[integ.name] = state
+        if self.health.get(integ.name) == state:
+            if waiting_changed and integ.name not in self._health_due:
+                self._health_due[integ.name] = (integ, state, out)
+                asyncio.get_running_loop().call_later(HEALTH_COALESCE, self._health_later, integ.name)
+            return
+        await self._write_health(integ, state, out)
+
+    def _health_later(self, name: str) -> None:
+        due = self._health_due.pop(name, None)
+        if due is not None and not self._stopping and self.health.get(name) == due[1]:  # else written meanwhile
+            self.add_future(self._write_health(*due))
+
+    async def _write_health(self, integ, state: str, out) -> None:
+        if self.health.get(integ.name) != state:
+            self.health[integ.name] = state
+            self.health_since[integ.name] = format_time(time.time())
+        self._health_due.pop(integ.name, None)
+        fps = sorted({fp for fps in self.waiting.get(integ.name, {}).values() for fp in fps})
         rec = {"v": 1, "kind": "receiver-health", "receiver": integ.receiver, "integration": integ.name,
-               "state": state, "since": format_time(time.time()), "attempts": out.attempts,
-               "reason": "" if out.ok else out.reason}
+               "state": state, "since": self.health_since[integ.name], "attempts": out.attempts,
+               "reason": "" if out.ok else out.reason, "waitingAlerts": len(fps), "waiting": fps[:HEALTH_WAITING_MAX]}
         try:
             await self.producer.send(self.settings.topic("receiver-health"), orjson.dumps(rec),
                                      key=integ.name.encode())

@@ -167,6 +167,7 @@ class BoardState:
         self.failed: dict[str, dict[str, tuple[str, str]]] = {}  # fingerprint -> receiver -> (that notification's
         # time, why delivery gave it up): the latest failed notification of each receiver
         self.health: dict[str, dict] = {}  # integration -> its latest receiver-health record (delivery's view)
+        self.waiting: dict[str, frozenset] = {}  # integration not ok -> the firing alerts that wait for it (retries)
         self.ends: dict[str, float] = {}  # fingerprint -> the end a firing alert promised (endsAt): ``expire``
         self.version = 0
         self.silence_version = -1
@@ -267,6 +268,11 @@ class BoardState:
             return
         if self.health.get(name) != d:
             self.health[name] = d
+            w = d.get("waiting")
+            if d["state"] != "ok" and isinstance(w, list) and w:
+                self.waiting[name] = frozenset(x for x in w if isinstance(x, str))
+            else:
+                self.waiting.pop(name, None)
             self.version += 1
 
     def _undelivered(self, fp: str) -> bool:
@@ -281,7 +287,8 @@ class BoardState:
                 self.version += 1
 
     def deliveries(self, fp: str) -> list[dict]:
-        """Each receiver of an alert with its latest notification and, when delivery gave that one up, why."""
+        """Each receiver of an alert with its latest notification and, when delivery gave that one up, why; or,
+        while delivery still retries a notification of it (receiver-health's ``waiting``), which integration fails."""
         told, failed = self.notified.get(fp, {}), self.failed.get(fp, {})
         out = []
         for r in sorted(set(told) | set(failed)):
@@ -289,7 +296,11 @@ class BoardState:
             if f is not None and f[0] >= told.get(r, ""):  # times are format_time's: text order is time order
                 out.append({"receiver": r, "at": f[0], "failed": f[1]})
             else:
-                out.append({"receiver": r, "at": told[r], "failed": None})
+                waits = [self.health[name] for name, fps in sorted(self.waiting.items())
+                         if fp in fps and self.health[name].get("receiver") == r]
+                why = "; ".join(f"{d['integration']} {d['state']} since {d.get('since')}"
+                                + (f": {d['reason']}" if d.get("reason") else "") for d in waits)
+                out.append({"receiver": r, "at": told[r], "failed": None, **({"waiting": why} if why else {})})
         return out
 
     def on_alert_record(self, key, value) -> None:
@@ -363,7 +374,8 @@ class BoardState:
             "grid": [{"row": r, "col": c, **v, "level": level_of(v)} for (r, c), v in sorted(grid.items())],
             "teams": team_rows,
             "incidents": {"open": len(self.incidents), "byCluster": inc_by_cluster},
-            "receivers": [{k: d.get(k) for k in ("integration", "receiver", "state", "since", "attempts", "reason")}
+            "receivers": [{k: d.get(k) for k in ("integration", "receiver", "state", "since", "attempts", "reason",
+                                                  "waitingAlerts")}
                           for _, d in sorted(self.health.items()) if d.get("state") != "ok"],
         }
 

@@ -55,7 +55,8 @@ function receiverPill(r) {
   return h("span", { class: "pill receiver lv-" + level, dataset: { integration: r.integration, state: r.state },
                      title: `delivery to ${r.integration}: ${r.state} since ${r.since} (${r.attempts} attempts)` +
                             (r.reason ? ": " + r.reason : "") },
-           shape(level), `${r.integration} ${r.state.toUpperCase()}${why}`);
+           shape(level), `${r.integration} ${r.state.toUpperCase()}${why}` +
+                         (r.waitingAlerts ? ` · ${r.waitingAlerts} alert${r.waitingAlerts > 1 ? "s" : ""} wait` : ""));
 }
 
 // ------------------------------------------------------------------ views
@@ -223,8 +224,10 @@ function alertItem(a) {
     Object.entries(a.annotations).map(([k, v]) => h("div", { class: "ann" }, h("b", {}, k + ": "), v)),
     h("div", { class: "foot" },
       h("span", {}, "receivers: " + receivers),
-      h("span", { class: "notified" }, "notified: " + ((a.notified || []).filter(n => !n.failed)
+      h("span", { class: "notified" }, "notified: " + ((a.notified || []).filter(n => !n.failed && !n.waiting)
                                                       .map(n => n.receiver + " (" + n.at + ")").join(", ") || "not yet")),
+      (a.notified || []).filter(n => n.waiting).map(n => h("span", { class: "waiting", title: n.waiting },
+        "WAITING for " + n.receiver + " (" + n.at + "): " + n.waiting)),
       (a.notified || []).filter(n => n.failed).map(n => h("span", { class: "undelivered", title: n.failed },
         "NOT DELIVERED to " + n.receiver + " (" + n.at + "): " + n.failed)),
       h("span", {}, "source: " + (a.source || "?")),

@@ -66,17 +66,29 @@ def pods(server) -> Counter:
     return Counter(a["labels"]["pod"] for x in server.accepted for a in x["body"]["alerts"])
 
 
-def health(settings) -> dict[str, list[str]]:
-    """Each integration's states on receiver-health, in the order delivery wrote them."""
+def health_records(settings) -> dict[str, list[dict]]:
+    """Each integration's receiver-health records, in the order delivery wrote them."""
     import orjson
 
     from tests.kafkatools import read_to_end
 
-    out: dict[str, list[str]] = {}
+    out: dict[str, list[dict]] = {}
     for m in read_to_end(settings.kafka, settings.topic("receiver-health")):
         d = orjson.loads(m.value)
         assert m.key.decode() == d["integration"] and d["v"] == 1 and d["kind"] == "receiver-health"
-        out.setdefault(d["integration"], []).append(d["state"])
+        out.setdefault(d["integration"], []).append(d)
+    return out
+
+
+def health(settings) -> dict[str, list[str]]:
+    """Each integration's states on receiver-health, in the order delivery wrote them (a record that changed only
+    the waiting alerts repeats the state: counted once)."""
+    out: dict[str, list[str]] = {}
+    for name, recs in health_records(settings).items():
+        states = out[name] = []
+        for d in recs:
+            if not states or states[-1] != d["state"]:
+                states.append(d["state"])
     return out
 
 
@@ -106,6 +118,12 @@ def test_failing_down_and_stalled_receivers_never_hold_back_a_healthy_one(settin
             await wait_for(lambda: len(health(settings)) == 4, "a receiver-health record of every integration")
             assert health(settings) == {"healthy/webhook[0]": ["ok"], "failing/webhook[0]": ["retrying"],
                                         "down/webhook[0]": ["retrying"], "stalled/webhook[0]": ["retrying"]}
+            # and which alerts wait for each: the ten in retry (a change of those alone is written within a second)
+            await wait_for(lambda: health_records(settings)["failing/webhook[0]"][-1]["waitingAlerts"] == 10,
+                           "the ten waiting alerts on receiver-health")
+            last = health_records(settings)["failing/webhook[0]"]
+            assert len(last[-1]["waiting"]) == 10 and len(last) < 10  # coalesced, not one record per notification
+            assert len({d["since"] for d in last}) == 1  # the state's start, not the write's
         finally:
             await svc.stop()  # the failing ones are still retrying: their notifications stay uncommitted
 
@@ -121,6 +139,8 @@ def test_failing_down_and_stalled_receivers_never_hold_back_a_healthy_one(settin
             await wait_for(lambda: len(failing.accepted) >= 15, "the recovered receiver's notifications")
             # the recovery (a new worker writes what it sees first: retrying again, unless the fix came first)
             await wait_for(lambda: health(settings)["failing/webhook[0]"][-1] == "ok", "the recovery on receiver-health")
+            await wait_for(lambda: health_records(settings)["failing/webhook[0]"][-1]["waitingAlerts"] == 0,
+                           "no alert waits for the recovered receiver")
             states = health(settings)["failing/webhook[0]"]
             assert states[0] == "retrying" and set(states[:-1]) == {"retrying"} and len(states) <= 3, states
             await asyncio.sleep(1.0)  # group intervals pass: nothing more may arrive

@@ -269,16 +269,25 @@ def test_the_drill_down_says_who_was_notified(settings, boards, browser):
     # delivery's receiver-health (as streams.alerting.Deliverer._health writes it): the receiver fails now
     pill = '#totals .receiver[data-integration="team-db/webhook[0]"]'
     p = KafkaProducer(bootstrap_servers=settings.kafka)
-    for state, reason in (("retrying", "HTTP 503: busy"), ("failing", "retry budget of 60s spent after 5 attempts")):
+    for state, reason, waiting in (("retrying", "HTTP 503: busy", [a.fingerprint]),
+                                   ("failing", "retry budget of 60s spent after 5 attempts", [])):
         p.send(settings.topic("receiver-health"), orjson.dumps(
             {"v": 1, "kind": "receiver-health", "receiver": "team-db", "integration": "team-db/webhook[0]",
-             "state": state, "since": at, "attempts": 5, "reason": reason}), key=b"team-db/webhook[0]")
+             "state": state, "since": at, "attempts": 5, "reason": reason, "waitingAlerts": len(waiting),
+             "waiting": waiting}), key=b"team-db/webhook[0]")
         p.flush()
         WebDriverWait(browser, WAIT, 0.05).until(
             lambda d, state=state: d.find_elements(By.CSS_SELECTOR, pill)
             and d.find_element(By.CSS_SELECTOR, pill).get_attribute("data-state") == state)
-        assert f"team-db/webhook[0] {state.upper()}: {reason}" == read(
+        assert f"team-db/webhook[0] {state.upper()}: {reason}" + (" · 1 alert wait" if waiting else "") == read(
             browser, lambda d: d.find_element(By.CSS_SELECTOR, pill).text)
+        if waiting:  # the drill-down says the alert has reached nobody yet, and why
+            WebDriverWait(browser, WAIT, 0.05).until(
+                lambda d: f"WAITING for team-db ({at}): team-db/webhook[0] retrying since {at}: HTTP 503: busy"
+                in d.find_element(By.CSS_SELECTOR, "#drill-list li").text)
+            assert "notified: not yet" in read(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#drill-list li").text)
+    WebDriverWait(browser, WAIT, 0.05).until(  # given up: it waits no more (its dead letter follows)
+        lambda d: "WAITING" not in d.find_element(By.CSS_SELECTOR, "#drill-list li").text)
     # delivery gives it up (the receiver kept answering 503): its dead letter, as streams.alerting writes it
     from core.records import deadletter
 
