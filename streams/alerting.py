@@ -66,7 +66,7 @@ from alerts.inhibit import Inhibitor, rules_from
 from alerts.receivers import Receivers, resend_forever
 from alerts.silences import Silence, Silences, reminders
 from core.kafkaclient import client_config
-from core.records import Alert, RecordError, deadletter, decode, encode, format_time, peek
+from core.records import PAYLOAD_LIMIT, Alert, RecordError, deadletter, decode, encode, format_time, peek
 from core.settings import Settings
 from core.yamlconfig import ConfigError
 from streams.follow import follow_topic
@@ -1153,8 +1153,22 @@ class Deliverer(mode.Service):
         self.stats["deadletter"] += 1
         log.error("notification dead-lettered: %s", reason)
         await self.producer.send_and_wait(self.settings.topic("deadletter"), deadletter(
-            reason, payload, origin="alerts/deliver", key=key, topic=tp.topic, partition=tp.partition, offset=offset),
-            key=key)
+            reason, payload, origin="alerts/deliver", key=key, topic=tp.topic, partition=tp.partition, offset=offset,
+            **_whose(payload)), key=key)
+
+
+def _whose(payload: bytes) -> dict:
+    """A notification too big for its dead letter (over PAYLOAD_LIMIT: kept cut, so nobody can parse it) is named
+    beside it: ``notification`` = its receiver, time and firing alerts' fingerprints (the board marks them
+    undelivered)."""
+    if len(payload) <= PAYLOAD_LIMIT:
+        return {}
+    try:
+        n = orjson.loads(payload)
+        return {"notification": {"receiver": n["receiver"], "time": n["time"],
+                                 "firing": [a["fingerprint"] for a in n["alerts"] if a.get("status") == "firing"]}}
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 class AlertingService(mode.Service):

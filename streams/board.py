@@ -242,14 +242,18 @@ class BoardState:
         to that receiver is read.  Other dead letters (collectors', the worker's) are skipped unparsed."""
         if DELIVERY not in value:
             return
-        d = orjson.loads(value)
-        if d.get("origin") != "alerts/deliver" or d.get("encoding") != "utf-8" or d.get("truncated"):
-            return  # a notification over 64 KiB is kept cut: its alerts cannot be told
         try:
-            note = orjson.loads(d["payload"])
-            receiver, at, alerts = note["receiver"], note["time"], note["alerts"]
-            fps = [a["fingerprint"] for a in alerts if a.get("status") == "firing"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+            d = orjson.loads(value)
+            if d.get("origin") != "alerts/deliver" or d.get("encoding") != "utf-8":
+                return
+            if d.get("truncated"):  # a notification over 64 KiB is kept cut: delivery names its alerts beside it
+                named = d["where"]["notification"]
+                receiver, at, fps = named["receiver"], named["time"], [x for x in named["firing"] if isinstance(x, str)]
+            else:
+                note = orjson.loads(d["payload"])
+                receiver, at, alerts = note["receiver"], note["time"], note["alerts"]
+                fps = [a["fingerprint"] for a in alerts if a.get("status") == "firing"]
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             return
         for fp in fps:
             self.failed.setdefault(fp, {})[receiver] = (at, str(d.get("reason") or ""))

@@ -72,11 +72,30 @@ def test_other_dead_letters_are_not_deliveries():
     for value in (deadletter("not valid JSON", b"{oops", origin="worker/signals", topic="events", offset=1),
                   deadletter("receiver 'x' is not in the routing file in force", b"not a notification",
                              origin="alerts/deliver"),
-                  # a notification over the dead letter's 64 KiB: cut, so its alerts cannot be told
+                  # a notification over the dead letter's 64 KiB, cut, and not named beside it: cannot be told
                   deadletter("team-db/webhook[0]: HTTP 503", note("team-db", 1010.0, a) + b" " * 70_000,
                              origin="alerts/deliver")):
         m.on_deadletter_record(None, value)
     assert m.failed == {} and m.summary(1020.0)["total"]["undelivered"] == 0
+
+
+def test_a_notification_too_big_for_its_dead_letter_still_marks_its_alerts():
+    """A group of hundreds of alerts makes a notification over the dead letter's 64 KiB: kept cut, so delivery names
+    its receiver, time and firing alerts beside it (``where.notification``) and the board marks them."""
+    from streams.alerting import _whose
+
+    many = [firing("KubePodNotReady", namespace="db", pod=f"db-{i}-" + "x" * 200) for i in range(300)]
+    m = BoardState()
+    for x in many:
+        m.apply_alert(x.to_dict())
+    payload = note("team-db", 1010.0, *many)
+    assert len(payload) > 64 * 1024
+    dead = deadletter("team-db/webhook[0]: HTTP 503", payload, origin="alerts/deliver", **_whose(payload))
+    assert orjson.loads(dead)["truncated"]
+    m.on_deadletter_record(None, dead)
+    assert m.summary(1020.0)["total"]["undelivered"] == 300
+    assert m.deliveries(many[7].fingerprint) == [{"receiver": "team-db", "at": format_time(1010.0),
+                                                  "failed": "team-db/webhook[0]: HTTP 503"}]
 
 
 def health(integration: str, state: str, reason: str = "", attempts: int = 1) -> bytes:
