@@ -55,7 +55,7 @@ def parse_time(value) -> float:
     if type(value) is str:
         return _parse_iso(value)
     if type(value) is datetime:
-        return _seconds(value)
+        return check_time(_seconds(value))
     if isinstance(value, int | float) and not isinstance(value, bool):
         return check_time(float(value))
     raise RecordError(f"invalid time {value!r} (use RFC 3339, e.g. 2021-08-03T10:00:00Z)")
@@ -91,7 +91,10 @@ def _parse_iso(value: str) -> float:
         raise RecordError(f"invalid time {value!r} (use RFC 3339, e.g. 2021-08-03T10:00:00Z)") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+    t = dt.timestamp()
+    if not TIME_MIN <= t <= TIME_MAX:  # 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
+        raise RecordError(f"time {value!r} is outside the years 1-9999 in UTC")
+    return t
 
 
 def format_time(ts: float | None) -> str | None:
@@ -404,6 +407,8 @@ def _when(t, field: str) -> float:
                 s = _seconds(_DATETIME.decode(orjson.dumps(t)))
             except msgspec.ValidationError:
                 raise msgspec.ValidationError(f"Invalid RFC3339 encoded datetime - at `$.{field}`") from None
+        if not TIME_MIN <= s <= TIME_MAX:  # an offset past the years' edge: 9999-12-31T23:59:59-01:00
+            raise msgspec.ValidationError(f"Expected a time of years 1-9999 in UTC, got {t!r} - at `$.{field}`")
         if len(_TIMES) >= 16384:
             _TIMES.clear()
         _TIMES[t] = s
@@ -520,7 +525,7 @@ def peek(payload: bytes, w=None) -> tuple:
             w = _DECODER.decode(payload)
         t = _check(w)
     except msgspec.ValidationError as exc:
-        raise RecordError(_reason(exc, orjson.loads(payload))) from None
+        raise RecordError(_why(exc, payload)) from None
     except msgspec.DecodeError as exc:
         raise RecordError(f"not valid JSON: {exc}") from None
     tw = type(w)
@@ -540,6 +545,16 @@ TIME_SECONDS = _TIMES  # RFC 3339 text -> epoch seconds, for the texts ``_when``
 def wire_time(t) -> float:
     """A wire struct's ``time`` -> epoch seconds, as ``peek`` reads it (msgspec.ValidationError if it is no time)."""
     return _when(t, "time")
+
+
+def _why(exc: msgspec.ValidationError, payload: bytes) -> str:
+    """``_reason`` for a payload msgspec parsed and refused: read again to word it, where orjson can read it (not
+    1e999, which it will not make infinite, nor nesting past its depth limit: then msgspec's words alone)."""
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return f"record: {exc}"
+    return _reason(exc, obj)
 
 
 def _reason(exc: msgspec.ValidationError, obj) -> str:
@@ -571,7 +586,7 @@ def decode(payload: bytes) -> Record:
     try:
         return _record(_DECODER.decode(payload))
     except msgspec.ValidationError as exc:
-        raise RecordError(_reason(exc, orjson.loads(payload))) from None
+        raise RecordError(_why(exc, payload)) from None
     except msgspec.DecodeError as exc:
         raise RecordError(f"not valid JSON: {exc}") from None
 

@@ -11,7 +11,8 @@ from core.records import encode
 from tests.collectors.test_cloud_cloudevents import ECS_CE, SPOT
 from tests.collectors.test_cloud_payloads import NOW, cases
 
-WRONG = (None, 7, -1.5, True, "", "x", [], {}, ["x"], {"a": 1}, 1e15, 1e20)  # 1e15: microseconds as seconds
+WRONG = (None, 7, -1.5, True, "", "x", [], {}, ["x"], {"a": 1}, 1e15, 1e20,  # 1e15: microseconds as seconds
+         "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00")  # times past the years 1-9999 once in UTC
 
 
 def _paths(value, path=()):

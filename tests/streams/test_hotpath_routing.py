@@ -115,7 +115,10 @@ BAD = [b"{oops", b"[1, 2]", b'{"v": 2, "kind": "event"}', b'{"v": 2, "kind": "sa
        b'{"v": 1, "kind": "alert", "labels": {"alertname": "X"}, "startsAt": 0, "endsAt": "soon"}',
        b'{"v": 1, "kind": "alert", "labels": {}, "startsAt": 0}',
        b'{"v": 1, "kind": "sample", "name": "up", "value": 1, "time": 1e300}',  # beyond what RFC 3339 writes
-       b'{"v": 1, "kind": "event", "source": "k8s", "reason": "X", "time": 1600000000000000}']  # microseconds
+       b'{"v": 1, "kind": "event", "source": "k8s", "reason": "X", "time": 1600000000000000}',  # microseconds
+       # what msgspec reads and orjson will not (the reason's second look used to raise, stopping the worker for good)
+       b'{"v": 1, "kind": "sample", "name": "up", "value": 1e999, "time": 0}', b"[" * 1100 + b"]" * 1100,
+       b'{"v": 1, "kind": "sample", "name": "up", "value": 1, "time": "9999-12-31T23:59:59-01:00"}']  # year 10000 in UTC
 
 
 def test_peek_refuses_what_decode_refuses_with_the_same_reason_and_builds_what_decode_makes():
