@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 
 import orjson
 
+from core.records import RecordError, check_time
+
 LEVELS = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug")
 
 
@@ -73,12 +75,36 @@ def _iso(ts: str) -> float:
     return dt.timestamp()
 
 
+MONO_MAX = 1e10  # s since boot a line may say (317 years): beyond it the stamp is not an uptime
+
+
+def _checked(ln: Line) -> Line:
+    """A line's times as a record can carry them: a wall time of the years 1-9999, an uptime below MONO_MAX."""
+    if ln.wall is not None:
+        try:
+            check_time(ln.wall, "the line's time")
+        except RecordError as exc:
+            raise LineError(str(exc)) from None
+    if ln.mono is not None and not 0 <= ln.mono < MONO_MAX:
+        raise LineError(f"uptime {ln.mono!r} s is not one (0 to {MONO_MAX:.0e} s)")
+    return ln
+
+
 def parse_line(raw: str, *, year: int | None = None) -> Line:
     """One text line (no trailing newline) -> Line; ``year`` completes year-less syslog stamps.
 
     Raises ``LineError`` for a line that is recognisably broken (a NUL byte, a JSON journal line
     that is not valid JSON, a kmsg record header with non-numeric fields).
     """
+    try:
+        return _checked(_parse_line(raw, year))
+    except LineError:
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:  # a date that does not exist (Feb 30), a number too big
+        raise LineError(f"unreadable line: {exc}") from None
+
+
+def _parse_line(raw: str, year: int | None) -> Line:
     if "\x00" in raw:
         raise LineError("line contains NUL bytes (binary data, not a kernel log)")
     if raw[:2] == "**" or " login: " in raw[:64]:
@@ -138,9 +164,18 @@ def _syslog(m: re.Match, year: int | None) -> Line:
     if ts[0].isdigit():
         wall = _iso(ts)
     else:
-        y = year or datetime.now(UTC).year
         ts, _, frac = ts.partition(".")
-        wall = datetime.strptime(f"{y} {ts.replace('  ', ' ')}", "%Y %b %d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+        stamp = ts.replace("  ", " ")
+        this = datetime.now(UTC).year
+        # a year-less Feb 29 read in a common year is from the latest leap year; a given year is taken as given
+        for y in (year,) if year else (this, this - 1, this - 2, this - 3):
+            try:
+                wall = datetime.strptime(f"{y} {stamp}", "%Y %b %d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+                break
+            except ValueError:
+                continue
+        else:
+            raise LineError(f"syslog time {ts!r} is not a date{f' in {year}' if year else ''}")
         wall += float(f"0.{frac}") if frac else 0.0
     return Line(text, "syslog", wall=wall, host=host, mono=float(mono) if mono else None, ctx=ctx or "", ident=ident)
 
@@ -158,6 +193,15 @@ def _journal(raw: str) -> Line:
 
 def journal_entry(d: dict, shape: str = "journal") -> Line:
     """A journal entry (``journalctl -o json`` object or ``-o export`` fields) -> Line."""
+    try:
+        return _checked(_journal_entry(d, shape))
+    except LineError:
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:  # MESSAGE as a list of other than bytes, a huge timestamp
+        raise LineError(f"{shape} entry is unreadable: {exc}") from None
+
+
+def _journal_entry(d: dict, shape: str) -> Line:
     if "MESSAGE" not in d:
         raise LineError(f"{shape} entry has no MESSAGE field")
     msg = d["MESSAGE"]

@@ -89,10 +89,29 @@ MESSAGE=EXT4-fs error (device sda1): boom"""
     ('{"MESSAGE": "x", ', "not valid JSON"),
     ('{"PRIORITY": "3"}', "no MESSAGE field"),
     ("6,abc,12,-;hello", "malformed /dev/kmsg record header"),
+    # dates that do not exist, fields of the wrong type, times no record can carry: each one stopped the collector
+    ("[Sun Feb 30 16:24:18 2025] x", "day is out of range"),
+    ("2025/02/30 10:00:00 x", "day is out of range"),
+    ("kern  :warn  : 2025-02-30T04:41:44,283302+00:00 VFS: x", "day is out of range"),
+    ('{"MESSAGE": [300]}', "journal entry is unreadable: bytes must be in range"),
+    ('{"MESSAGE": ["a"]}', "journal entry is unreadable"),
+    ('{"MESSAGE": "x", "__REALTIME_TIMESTAMP": "1' + "0" * 400 + '"}', "int too large"),
+    ('{"MESSAGE": "x", "__REALTIME_TIMESTAMP": "9999999999999999999"}', "not a time RFC 3339 can write"),
+    ("[99999999999999.000000] x", "uptime 99999999999999.0 s is not one"),
 ])
 def test_broken_lines_say_why(raw, reason):
     with pytest.raises(LineError, match=reason):
         parse_line(raw)
+
+
+def test_a_year_less_feb_29_is_from_the_latest_leap_year_and_a_given_year_is_kept():
+    from datetime import UTC, datetime
+
+    ln = parse_line("Feb 29 15:04:05 node-1 kernel: EXT4-fs error x")
+    d = datetime.fromtimestamp(ln.wall, UTC)
+    assert (d.month, d.day) == (2, 29) and d.year <= datetime.now(UTC).year
+    with pytest.raises(LineError, match="'Feb 29 15:04:05' is not a date in 2025"):
+        parse_line("Feb 29 15:04:05 node-1 kernel: x", year=2025)
 
 
 def test_kmsg_record_dictionary_and_escaped_newlines():
