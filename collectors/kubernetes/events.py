@@ -55,8 +55,8 @@ def _time(*values) -> float | None:
 def _int(v, what: str) -> int:
     if v is None:
         return 0
-    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-        raise RecordError(f"{what} must be a non-negative integer, got {v!r}")
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 2**31 - 1:  # the API's int32
+        raise RecordError(f"{what} must be an integer from 0 to 2147483647, got {v!r}")
     return v
 
 
@@ -124,13 +124,18 @@ def occurrence_id(cluster: str, uid: str, count: int) -> str:
     return hashlib.blake2b(f"k8s|{cluster}|{uid}|{count}".encode(), digest_size=10).hexdigest()
 
 
+MISSED_MAX = 1000  # records one Event update makes at most (the latest occurrences): anyone who may patch Events can
+# set a count of 2147483647, and one record each would take the collector's memory (a long disconnect's jump stays far
+# below it: kube-apiserver's event-ttl is 1 h)
+
+
 def occurrences(v: EventView, seen: int | None, entity: Entity, *, baseline: bool = False) -> list[Event]:
     """Records for the occurrences of ``v`` not yet emitted (``seen`` = highest count emitted).
 
     A first sight during the very first list (``baseline``) is one record carrying its count:
     what happened before kubesight existed is history, not a burst to replay. Any other first
     sight, or a jump in the count (after a disconnect or a 410), gets one record per missed
-    occurrence; the ones in between carry the time of the latest.
+    occurrence, the latest ``MISSED_MAX`` at most; the ones in between carry the time of the latest.
     """
     if seen is not None and v.count <= seen:
         return []
@@ -141,12 +146,14 @@ def occurrences(v: EventView, seen: int | None, entity: Entity, *, baseline: boo
     labels = {"api": v.api}
     if v.component:
         labels["component"] = v.component
-    fp = v.regarding.get("fieldPath") or ""
+    fp = str(v.regarding.get("fieldPath") or "")
     if fp:
         labels["field_path"] = fp
         m = _CONTAINER.match(fp)
         if m:
             labels["container"] = m.group(1)
+    if v.count - start >= MISSED_MAX:  # a count that jumped by millions: its latest occurrences, not a list of them all
+        start = v.count - MISSED_MAX + 1
     out = []
     for c in range(start, v.count + 1):
         out.append(Event(

@@ -262,7 +262,7 @@ def test_exactly_once_across_cuts_410_and_kills(harness, settings, data_dir):
         "malformed Pod (RecordError)": 1,
     }, [d["reason"] for d in dead]
     assert {d["reason"] for d in dead if d["reason"].startswith("malformed")} == {
-        "malformed Event (RecordError): count must be a non-negative integer, got 'many'",
+        "malformed Event (RecordError): count must be an integer from 0 to 2147483647, got 'many'",
         "malformed Event (RecordError): Event without metadata.uid",
         "malformed Pod (RecordError): restartCount must be an integer, got 'three'",
     }
