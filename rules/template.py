@@ -57,13 +57,13 @@ def _apply(flt: str | None, v) -> str:
         return _num(v) if isinstance(v, int | float) else ("" if v is None else str(v))
     if not isinstance(v, int | float):
         return "" if v is None else str(v)
+    if not math.isfinite(v):  # +Inf (a histogram's top bucket, a counter gone wild) and NaN are shown as they are
+        return _num(v) if flt != "percent" else f"{v}%"
     if flt == "percent":
         return f"{v * 100:.1f}%"
     if flt == "bytes":
         return _bytes(v)
     if flt == "duration":  # a display: whole seconds from one second up
-        if not math.isfinite(v):
-            return str(v)
         return format_duration(v if abs(v) < 1 else round(v))
     return str(int(v))
 

@@ -321,9 +321,15 @@ class BoardState:
         if value is None:
             self.incidents.pop(k, None)
         else:
-            d = orjson.loads(value)
-            if not isinstance(d, dict):
+            try:
+                d = orjson.loads(value)
+            except orjson.JSONDecodeError:
                 return
+            labels = d.get("labels") if isinstance(d, dict) else None
+            if not isinstance(d, dict) or not all(isinstance(d.get(f), str | None) for f in ("id", "cluster", "layer")) \
+                    or not (labels is None or isinstance(labels, dict) and all(isinstance(v, str)
+                                                                             for v in labels.values())):
+                return  # not an incident the incidents stage writes: summary() would fail on it, and every page
             k = str(d.get("id") or k)
             if d.get("status") in ("resolved", "closed"):
                 self.incidents.pop(k, None)

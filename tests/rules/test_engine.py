@@ -591,3 +591,17 @@ def test_a_pack_can_switch_off_rules_of_another(tmp_path):
     alerts = {r.alert for r in rs.rules}
     assert "KubeSchedulerDown" not in alerts and "KubeControllerManagerDown" not in alerts
     assert "KubeAPIDown" in alerts and len(rs) == len(load_packs([DEFAULT_PACK])) - 2
+
+
+def test_every_filter_shows_an_infinite_or_nan_value_as_it_is(tmp_path):
+    """``{{ value | int }}`` of +Inf raised OverflowError: the sample was dead-lettered and the alert never fired
+    (KubeAggregatedAPIErrors' counter gone to +Inf did so). Every filter now writes +Inf and NaN as they are."""
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: Wild
+          match: {metric: errs}
+          condition: {type: threshold, op: ">", value: 1}
+          annotations:
+            summary: "{{ value | int }} errors, {{ value | bytes }}, {{ value | duration }}, {{ value | percent }}"
+        """))
+    a = eng.process(sm(0, float("inf"), "errs"), {})[0]
+    assert a.annotations == {"summary": "inf errors, inf, inf, inf%"}

@@ -143,3 +143,15 @@ def test_a_firing_alert_whose_promised_end_passed_leaves_the_board():
     m.expire(1480.0)
     assert m.summary(1480.0)["total"]["firing"] == 1 and m.version > v  # the plain alert stays until resolved
     assert list(m.alerts) == [plain.fingerprint] and m.ends == {}
+
+
+def test_an_incident_record_the_incidents_stage_never_writes_is_skipped():
+    """A malformed incident (labels a string, a cluster an object, not JSON) used to be kept and made summary() raise:
+    the board's push task stopped and every page froze."""
+    m = BoardState()
+    for value in (b'{"id": "i1", "labels": "c1"}', b'{"id": "i2", "cluster": {"a": 1}}', b"{oops", b"[1]",
+                  b'{"id": "i3", "labels": {"cluster": ["c1"]}}'):
+        m.on_incident_record(b"k", value)
+    m.on_incident_record(b"i4", orjson.dumps({"id": "i4", "labels": {"cluster": "prod"}, "status": "open"}))
+    s = m.summary(1000.0)
+    assert s["incidents"] == {"open": 1, "byCluster": {"prod": 1}}
