@@ -192,6 +192,13 @@ class Event(msgspec.Struct):
         return h.hexdigest()
 
 
+def _escaped(v: str) -> str:
+    """A label value as the exposition format writes it: backslash, double quote and newline escaped."""
+    if "\\" in v or '"' in v or "\n" in v:
+        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return v
+
+
 class Sample(msgspec.Struct):
     """One numeric observation of one series."""
 
@@ -201,14 +208,17 @@ class Sample(msgspec.Struct):
     labels: dict = msgspec.field(default_factory=dict)
 
     def series(self) -> str:
-        """Series identity: name plus sorted labels, PromQL-style.
+        """Series identity: name plus sorted labels, PromQL-style (values escaped as the exposition format does,
+        so a value holding ``",b="`` is not another series' labels).
 
         >>> Sample("up", 1.0, 0.0, {"job": "etcd", "instance": "a:2379"}).series()
         'up{instance="a:2379",job="etcd"}'
+        >>> Sample("m", 1.0, 0.0, {"a": 'x",b="y'}).series() != Sample("m", 1.0, 0.0, {"a": "x", "b": "y"}).series()
+        True
         """
         if not self.labels:
             return self.name
-        inner = ",".join([f'{k}="{v}"' for k, v in sorted(self.labels.items())])
+        inner = ",".join([f'{k}="{_escaped(v)}"' for k, v in sorted(self.labels.items())])
         return f"{self.name}{{{inner}}}"
 
     def key(self) -> bytes:
