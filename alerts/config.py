@@ -680,7 +680,7 @@ def _cross_refs(data: dict) -> list[tuple[tuple, str]]:
     """Checks pydantic cannot do field by field: names defined once, references resolvable, root route shape."""
     errs: list[tuple[tuple, str]] = []
     receivers: list[str] = []
-    for i, r in enumerate(data.get("receivers") or []):
+    for i, r in enumerate(_seq(data.get("receivers"))):
         if isinstance(r, dict) and isinstance(r.get("name"), str):
             if r["name"] in receivers:
                 errs.append((("receivers", i, "name"), f"duplicate receiver {shown(r['name'])}"))
@@ -690,10 +690,10 @@ def _cross_refs(data: dict) -> list[tuple[tuple, str]]:
             for kind, key in (("webhook_configs", "url"), ("slack_configs", "api_url"), ("dingtalk_configs", "url"),
                               ("alertmanager_configs", "url"), ("opsgenie_configs", "api_key"),
                               ("msteams_configs", "webhook_url"), ("discord_configs", "webhook_url")):
-                for j, c in enumerate(r.get(kind) or []):
+                for j, c in enumerate(_seq(r.get(kind))):
                     if isinstance(c, dict) and (key in c) == (f"{key}_file" in c):
                         errs.append(((("receivers", i, kind, j)), f"exactly one of {key} or {key}_file is required"))
-            for j, c in enumerate(r.get("pagerduty_configs") or []):
+            for j, c in enumerate(_seq(r.get("pagerduty_configs"))):
                 if not isinstance(c, dict):
                     continue
                 if not any(c.get(k) for k in ("routing_key", "routing_key_file", "service_key", "service_key_file")):
@@ -702,17 +702,17 @@ def _cross_refs(data: dict) -> list[tuple[tuple, str]]:
                 for key in ("routing_key", "service_key"):
                     if c.get(key) and c.get(f"{key}_file"):
                         errs.append((("receivers", i, "pagerduty_configs", j), f"at most one of {key} or {key}_file"))
-            for j, c in enumerate(r.get("victorops_configs") or []):
+            for j, c in enumerate(_seq(r.get("victorops_configs"))):
                 if isinstance(c, dict) and not (c.get("api_key") or c.get("api_key_file")):
                     errs.append((("receivers", i, "victorops_configs", j), "no api_key (set it here, api_key_file or "
                                                                            "global.victorops_api_key)"))
                 elif isinstance(c, dict) and c.get("api_key") and c.get("api_key_file"):
                     errs.append((("receivers", i, "victorops_configs", j), "at most one of api_key or api_key_file"))
-            for j, c in enumerate(r.get("wechat_configs") or []):
+            for j, c in enumerate(_seq(r.get("wechat_configs"))):
                 for key, glob in (("api_secret", "wechat_api_secret"), ("corp_id", "wechat_api_corp_id")):
                     if isinstance(c, dict) and not c.get(key):
                         errs.append((("receivers", i, "wechat_configs", j), f"no {key} (set it here or global.{glob})"))
-            for j, c in enumerate(r.get("email_configs") or []):
+            for j, c in enumerate(_seq(r.get("email_configs"))):
                 if not isinstance(c, dict):
                     continue
                 for key, glob in (("smarthost", "smtp_smarthost"), ("from", "smtp_from")):
@@ -722,7 +722,7 @@ def _cross_refs(data: dict) -> list[tuple[tuple, str]]:
                     errs.append((("receivers", i, "email_configs", j), "at most one of auth_password or "
                                                                       "auth_password_file"))
     intervals: list[str] = []
-    for i, t in enumerate(data.get("time_intervals") or []):
+    for i, t in enumerate(_seq(data.get("time_intervals"))):
         if isinstance(t, dict) and isinstance(t.get("name"), str):
             if t["name"] in intervals:
                 errs.append((("time_intervals", i, "name"), f"duplicate time interval {shown(t['name'])}"))
@@ -736,7 +736,7 @@ def _cross_refs(data: dict) -> list[tuple[tuple, str]]:
         if isinstance(rcv, str) and rcv not in receivers:
             errs.append((path + ("receiver",), f"undefined receiver {shown(rcv)} (defined: {', '.join(receivers) or 'none'})"))
         for key in ("mute_time_intervals", "active_time_intervals"):
-            for j, name in enumerate(route.get(key) or []):
+            for j, name in enumerate(_seq(route.get(key))):
                 if name not in intervals:
                     errs.append((path + (key, j), f"undefined time interval {shown(name)}"))
         gb = route.get("group_by")
@@ -746,7 +746,7 @@ def _cross_refs(data: dict) -> list[tuple[tuple, str]]:
             for j, name in enumerate(gb):
                 if isinstance(name, str) and name in gb[:j]:
                     errs.append((path + ("group_by", j), f"duplicated label {shown(name)} in group_by"))
-        for j, child in enumerate(route.get("routes") or []):
+        for j, child in enumerate(_seq(route.get("routes"))):
             walk(child, path + ("routes", j))
 
     root = data.get("route")
@@ -806,6 +806,12 @@ GLOBAL_DEFAULTS = {"email_configs": (("smtp_from", "from"), ("smtp_smarthost", "
 _LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def _seq(x) -> list:
+    """A list the schema will check, or nothing to look at before it does: a scalar where a list belongs is the
+    schema's error (with its line), not a TypeError of the checks that run first."""
+    return x if isinstance(x, list) else []
+
+
 def _as_matchers(doc: Document, owner: dict, path: tuple, pairs: tuple[tuple[str, str], ...], into: str,
                  warnings: list[str]) -> None:
     """Turn ``owner``'s deprecated maps (key, operator) into matcher strings appended to ``owner[into]``."""
@@ -849,11 +855,11 @@ def _modernise(doc: Document) -> list[str]:
         if not isinstance(r, dict):
             return
         _as_matchers(doc, r, path, (("match", "="), ("match_re", "=~")), "matchers", warnings)
-        for j, child in enumerate(r.get("routes") or []):
+        for j, child in enumerate(_seq(r.get("routes"))):
             route(child, path + ("routes", j))
 
     route(data.get("route"), ("route",))
-    for i, rule in enumerate(data.get("inhibit_rules") or []):
+    for i, rule in enumerate(_seq(data.get("inhibit_rules"))):
         if isinstance(rule, dict):
             p = ("inhibit_rules", i)
             _as_matchers(doc, rule, p, (("source_match", "="), ("source_match_re", "=~")), "source_matchers", warnings)
@@ -864,21 +870,23 @@ def _modernise(doc: Document) -> list[str]:
         warnings.append(f"{doc.source}:{doc.line_of(('mute_time_intervals',))}: mute_time_intervals: "
                         "deprecated (in Alertmanager too); read as time_intervals")
         if isinstance(old, list):
-            data["time_intervals"] = list(data.get("time_intervals") or []) + old
+            cur = data.get("time_intervals")
+            if cur is None or isinstance(cur, list):  # else left for the schema to refuse, with its line
+                data["time_intervals"] = list(cur or []) + old
     go = gotemplate.available()
     if data.get("templates") and not go:
         warnings.append(f"{doc.source}:{doc.line_of(('templates',))}: templates: not used: Alertmanager's Go "
                         f"templates need {gotemplate.NAME} (make amtemplate)")
     glob = data.get("global") if isinstance(data.get("global"), dict) else {}
-    for i, r in enumerate(data.get("receivers") or []):
+    for i, r in enumerate(_seq(data.get("receivers"))):
         if not isinstance(r, dict):
             continue
         for kind in WITH_HTTP_CONFIG:  # Alertmanager's global http_config: the default of each receiver's
-            for c in r.get(kind) or [] if kind != "webex_configs" else []:  # (webex checks its own first)
+            for c in _seq(r.get(kind)) if kind != "webex_configs" else []:  # (webex checks its own first)
                 if isinstance(c, dict) and c.get("http_config") is None and isinstance(glob.get("http_config"), dict):
                     c["http_config"] = copy.deepcopy(glob["http_config"])
         for kind in set(TEMPLATED) | set(PLAIN):
-            for j, c in enumerate(r.get(kind) or []):
+            for j, c in enumerate(_seq(r.get(kind))):
                 for key in TEMPLATED.get(kind, ()) + PLAIN.get(kind, ()):
                     if isinstance(c, dict) and gotemplate.is_go(c.get(key)):
                         if go and key in TEMPLATED.get(kind, ()):
@@ -901,14 +909,14 @@ def _modernise(doc: Document) -> list[str]:
                                         "kubesight template ($title, $alerts, $label_NAME ...); sent as written, "
                                         "as Alertmanager would")
         for kind, pairs in GLOBAL_DEFAULTS.items():
-            for c in r.get(kind) or []:
+            for c in _seq(r.get(kind)):
                 if isinstance(c, dict):
                     for g, key in pairs:
                         taken = key in c or f"{key}_file" in c or (key.endswith("_file")
                                                                     and key.removesuffix("_file") in c)
                         if glob.get(g) is not None and not taken:
                             c[key] = glob[g]
-        for c in r.get("slack_configs") or []:  # Alertmanager's default Slack URL
+        for c in _seq(r.get("slack_configs")):  # Alertmanager's default Slack URL
             if isinstance(c, dict) and "api_url" not in c and "api_url_file" not in c:
                 for key in ("slack_api_url", "slack_api_url_file"):
                     if glob.get(key):

@@ -130,8 +130,12 @@ class RoutingFile:
     def reload(self) -> RoutingConfig | None:
         try:
             cfg = load_routing(self.path)
-        except ConfigError as exc:
-            self.errors = str(exc).splitlines()
+        except Exception as exc:  # noqa: BLE001 - a ConfigError, or a bug of a check: refused, and the file followed on
+            if isinstance(exc, ConfigError):
+                self.errors = str(exc).splitlines()
+            else:
+                log.exception("routing file %s: the loader failed", self.path)
+                self.errors = [f"{self.path}: the loader failed ({type(exc).__name__}: {exc})"]
             RELOADS.labels("refused").inc()
             LAST_RELOAD_OK.set(0)
             log.error("routing file refused, running version stays:\n  %s", "\n  ".join(self.errors))

@@ -294,3 +294,28 @@ def test_a_literal_dollar_in_message_text_is_sent_as_written_with_a_warning():
     assert slack.text == "costs $$5 on $$podname" and slack.title == "see $title"
     assert cfg.warnings == ["routing.yaml:5: receivers[0].slack_configs[0].text: not a kubesight template ($title, "
                             "$alerts, $label_NAME ...); sent as written, as Alertmanager would"]
+
+
+def test_any_value_of_the_demo_routing_files_replaced_by_a_wrong_type_is_a_config_error():
+    """Every problem is a ConfigError naming file, line and path: never a TypeError of the checks that run before the
+    schema (``receivers: 5``, ``routes: true`` raised one, and a followed file was never read again)."""
+    from pathlib import Path
+
+    import yaml
+
+    from tests.collectors.test_cloud_robustness import _paths, _replace
+
+    root = Path(__file__).resolve().parents[2] / "deploy" / "demo"
+    tried, crashes = 0, []
+    for name in ("routing.yaml", "cluster-routing.yaml"):
+        doc = yaml.safe_load((root / name).read_text())
+        for path in _paths(doc):
+            for new in (None, 5, True, "x", [], {}, ["x"], {"a": 1}):
+                tried += 1
+                try:
+                    load_text(yaml.safe_dump(_replace(doc, path, new)), name)
+                except ConfigError:
+                    pass
+                except Exception as exc:  # noqa: BLE001 - the point of the test
+                    crashes.append(f"{name} {list(path)} = {new!r}: {type(exc).__name__}: {exc}")
+    assert tried > 500 and crashes[:20] == []

@@ -236,3 +236,29 @@ def test_post_reload_as_alertmanager_answers_it(tmp_path):
     assert nothing == 404
     assert status == 500 and text.startswith("failed to reload config: ") and "bogus" in text
     assert good == 200 and view.cfg.route.routes[0].receiver == "team-b" and "team-b" in names
+
+
+def test_a_scalar_where_a_list_belongs_is_refused_with_its_line_and_the_file_still_followed(tmp_path, monkeypatch):
+    """``receivers: 5`` raised a TypeError out of the checks that run before the schema: the follow task ended and no
+    later version was ever taken. Now it is the schema's error, and even a loader bug only refuses the version."""
+    import streams.alerting as alerting
+
+    path = tmp_path / "routing.yaml"
+    path.write_text(BEFORE)
+    f = RoutingFile(str(path))
+    running = f.cfg
+    path.write_text(BEFORE.replace("receivers:", "receivers: 5\nold_receivers:"))
+    os.utime(path, ns=(1, 1))
+    assert f.poll() is None and f.cfg is running
+    assert any(e.startswith(f"{path}:") and "receivers: expected a list" in e for e in f.errors), f.errors
+
+    def broken(p):
+        raise KeyError("name")
+
+    monkeypatch.setattr(alerting, "load_routing", broken)
+    path.write_text(AFTER)
+    os.utime(path, ns=(2, 2))
+    assert f.poll() is None and f.cfg is running and "the loader failed (KeyError" in f.errors[0]
+    monkeypatch.undo()
+    os.utime(path, ns=(3, 3))
+    assert f.poll().route.routes[0].receiver == "team-b" and not f.errors
