@@ -192,8 +192,11 @@ class Event(msgspec.Struct):
         return h.hexdigest()
 
 
-def _escaped(v: str) -> str:
-    """A label value as the exposition format writes it: backslash, double quote and newline escaped."""
+def _escaped(v) -> str:
+    """A label value as the exposition format writes it: backslash, double quote and newline escaped (a value that is
+    not text, from a record built in code, as its text)."""
+    if type(v) is not str:
+        v = str(v)
     if "\\" in v or '"' in v or "\n" in v:
         return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return v

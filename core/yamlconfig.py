@@ -135,9 +135,22 @@ def parse(text: str, source: str) -> Document:
     """
     doc = Document(source)
     loader = _Loader(text)
+    node = None
     try:
         node = loader.get_single_node()
+        if node is not None and _expanded(node) > EXPANDED_MAX:
+            doc.readable = False
+            doc.error((), f"its aliases expand to more than {EXPANDED_MAX:,} values: an alias bomb?", line=1)
+            return doc
         doc.data = loader.construct_document(node) if node is not None else None
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        # a scalar its tag cannot make: 2026-02-30T22:00:00Z (a timestamp), !!int abc, !!bool maybe
+        doc.readable, doc.data = False, None
+        where, bad = _unmakeable(node) if node is not None else ((), None)
+        what = f"cannot read {bad.value!r} as {bad.tag.rsplit(':', 1)[-1]}" if bad is not None else "cannot read it"
+        why = f": {exc}" if isinstance(exc, ValueError) else ""  # a KeyError's or AttributeError's words say nothing
+        doc.error(where, what + why, line=bad.start_mark.line + 1 if bad is not None else 1)
+        return doc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         doc.readable, doc.data = False, None
@@ -181,6 +194,50 @@ def load(path_or_text: str | Path, model: type[M], *, source: str | None = None,
             doc.error(loc, message)
     doc.raise_for_errors()
     return cfg
+
+
+EXPANDED_MAX = 200_000  # values a config's aliases may expand to (a real one has a few thousand)
+
+
+def _expanded(root) -> int:
+    """How many values the document holds once its aliases are expanded, counting each shared node once per use
+    (a memo per node: linear in the nodes written, however deep the aliases nest)."""
+    size: dict[int, int] = {}
+    stack = [(root, False)]
+    while stack:
+        n, done = stack.pop()
+        if id(n) in size:
+            continue
+        kids = [x for kv in n.value for x in kv] if isinstance(n, yaml.MappingNode) else (
+            n.value if isinstance(n, yaml.SequenceNode) else [])
+        if done:
+            size[id(n)] = min(1 + sum(size[id(k)] for k in kids), EXPANDED_MAX + 1)
+        else:
+            stack.append((n, True))
+            stack.extend((k, False) for k in kids if id(k) not in size)
+    return size[id(root)]
+
+
+def _unmakeable(root) -> tuple[tuple, Any]:
+    """The first scalar (document order) whose tag cannot make it, and its YAML path; ((), None) if none is found."""
+    maker = _Loader("")
+    try:
+        stack = [(root, ())]
+        while stack:
+            n, path = stack.pop()
+            if isinstance(n, yaml.ScalarNode):
+                try:
+                    maker.construct_object(n)
+                except (ValueError, TypeError, KeyError, AttributeError, OverflowError, yaml.YAMLError):
+                    return path, n
+            elif isinstance(n, yaml.MappingNode):
+                stack.extend(reversed([(v, path + (k.value if isinstance(k, yaml.ScalarNode) else "?",))
+                                       for k, v in n.value]))
+            elif isinstance(n, yaml.SequenceNode):
+                stack.extend(reversed([(v, path + (i,)) for i, v in enumerate(n.value)]))
+        return (), None
+    finally:
+        maker.dispose()
 
 
 def _walk(node, path: tuple, doc: Document) -> None:

@@ -235,3 +235,28 @@ def test_union_type_errors_are_said_once():
     doc = yamlconfig.parse("v: [1, b]\n", "u.yaml")
     doc.validate(X)
     assert doc.errors == ['u.yaml:1: v[1]: expected an integer, got "b"']
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("a: 1\nends: 2026-02-30T22:00:00Z\n",
+     "f.yaml:2: ends: cannot read '2026-02-30T22:00:00Z' as timestamp: day is out of range for month"),
+    ("x: !!int abc\n", "f.yaml:1: x: cannot read 'abc' as int: invalid literal for int() with base 10: 'abc'"),
+    ("x:\n  y: [1, !!bool maybe]\n", "f.yaml:2: x.y[1]: cannot read 'maybe' as bool"),
+    ("x: !!timestamp soon\n", "f.yaml:1: x: cannot read 'soon' as timestamp"),
+])
+def test_a_scalar_its_tag_cannot_make_is_a_problem_with_its_line_and_path(text, error):
+    """PyYAML's constructors raise ValueError, KeyError or AttributeError for these: they went out of every loader as a
+    traceback (and out of the rule packs' poll timer, which then stopped following the files)."""
+    assert yamlconfig.parse(text, "f.yaml").errors == [error]
+
+
+def test_an_alias_bomb_is_refused_before_anything_expands_it():
+    """Eight levels of ten aliases each: 10^8 values once expanded (the position walk and the schema expand them)."""
+    bomb, prev = "a: &a [x, x, x, x, x, x, x, x, x, x]\n", "a"
+    for name in "bcdefgh":
+        bomb += f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]\n"
+        prev = name
+    assert yamlconfig.parse(bomb, "b.yaml").errors == [
+        f"b.yaml:1: its aliases expand to more than {yamlconfig.EXPANDED_MAX:,} values: an alias bomb?"]
+    fine = yamlconfig.parse("a: &x {k: 1}\nb: *x\nc: [*x, *x]\n", "ok.yaml")  # aliases as people use them
+    assert fine.errors == [] and fine.data["c"] == [{"k": 1}, {"k": 1}]
