@@ -71,5 +71,5 @@ def build_from(classes: dict[str, type[Detector]], name: str, params: dict[str, 
         raise ValueError(f"detector {name!r}: unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
     try:
         return cls(**params)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, KeyError, AttributeError) as e:  # parameters of the wrong shape, however they fail
         raise ValueError(f"detector {name!r}: bad parameters {params}: {e}") from None

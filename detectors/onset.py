@@ -163,6 +163,9 @@ class Onset(Detector):
         for k, v in (("short", short), ("long", long)):
             if not 0 < v <= 1:
                 raise ValueError(f"{k} must be in (0, 1]")
+        for i, m in enumerate(members):
+            if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not isinstance(m.get("params", {}), dict):
+                raise ValueError(f"members[{i}]: expected {{name: <detector>, params: {{...}}}}, got {m!r}")
         self.members = [{"name": m["name"], "params": dict(m.get("params", {}))} for m in members]
         self.weights = [float(w) for w in weights]
         self.theta = theta

@@ -13,10 +13,14 @@ True
 
 from __future__ import annotations
 
+import logging
+
 from core.yamlconfig import ConfigError
 from rules.engine import Engine
 from rules.load import load_packs
 from rules.ruleset import RuleSet
+
+log = logging.getLogger("kubesight.rules")
 
 
 class EngineHolder:
@@ -40,5 +44,8 @@ class EngineHolder:
             rs = load_packs(paths, registry=self._registry)
         except ConfigError as exc:
             return exc.errors
+        except Exception as exc:  # noqa: BLE001 - a check with a bug refuses the version too: the running set stays
+            log.exception("rule packs: the loader failed")
+            return [f"the rule pack loader failed ({type(exc).__name__}: {exc})"]
         self.swap(rs)
         return []

@@ -515,3 +515,28 @@ def test_absent_forget_shorter_than_after(tmp_path):
 def test_disable_unknown_alert(tmp_path):
     got = errors(tmp_path, "disable: [KubeSchedulerDwn]\nrules:\n" + OK_RULE)
     assert got == ['p.yaml:4: disable[0]: unknown alert "KubeSchedulerDwn" (not in the loaded packs)']
+
+
+def test_an_onset_member_without_a_name_is_a_parameter_error_and_a_loader_bug_keeps_the_running_set(tmp_path,
+                                                                                                  monkeypatch):
+    """A member spec without its name raised KeyError through every catch: ``rules check`` crashed, and a pack
+    received on the rules topic stayed on disk, failing every later record and every restart."""
+    from rules import holder as holder_mod
+    from rules.holder import EngineHolder
+    from rules.ruleset import RuleSet
+
+    assert errors(tmp_path, """\
+        detectors:
+          d: {type: onset, params: {members: [{params: {}}], weights: [1]}}
+        rules: []
+        """) == ["p.yaml:5: detectors.d.params: invalid parameters for onset: detector 'onset': bad parameters "
+                 "{'members': [{'params': {}}], 'weights': [1]}: members[0]: expected {name: <detector>, params: "
+                 "{...}}, got {'params': {}}"]
+    h = EngineHolder(RuleSet.empty())
+    running = h.engine
+
+    def broken(paths, registry=None):
+        raise KeyError("name")
+
+    monkeypatch.setattr(holder_mod, "load_packs", broken)
+    assert h.reload([tmp_path]) == ["the rule pack loader failed (KeyError: 'name')"] and h.engine is running
