@@ -89,6 +89,14 @@ class Remediation(BaseModel):
     kubeconfig: str | None = Field(None, description="None: in-cluster config, else $KUBECONFIG / ~/.kube/config")
 
 
+ENV = {  # settings an environment variable sets (collectors in pods are configured by env), over the file's
+    "kafka": "KUBESIGHT_KAFKA", "topic_prefix": "KUBESIGHT_TOPIC_PREFIX", "partitions": "KUBESIGHT_PARTITIONS",
+    "app_id": "KUBESIGHT_APP_ID", "web_port": "KUBESIGHT_WEB_PORT", "web_host": "KUBESIGHT_WEB_HOST",
+    "web_config": "KUBESIGHT_WEB_CONFIG", "shutdown_timeout": "KUBESIGHT_SHUTDOWN_TIMEOUT",
+    "state_dir": "KUBESIGHT_STATE_DIR",
+}
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -117,7 +125,7 @@ class Settings(BaseModel):
         "SilenceStillMuting alert reminds of it (clock: wall; alerts.silences.reminders); 0 = no reminders")
     clock: Literal["event", "wall"] = Field(
         "event", description="event: timers follow record time (replays, tests); wall: idle partitions also tick")
-    web_port: int | None = Field(None, description="Faust web port (health, /metrics); None = disabled")
+    web_port: int | None = Field(None, ge=0, le=65535, description="Faust web port (health, /metrics); None = disabled")
     web_host: str = Field("127.0.0.1", description="address the web port (/metrics, /health, /ready) binds to")
     web_config: str | None = Field(
         None, description="web config file (Prometheus exporter-toolkit format: tls_server_config, basic_auth_users) "
@@ -152,20 +160,20 @@ class Settings(BaseModel):
 
         path = path or os.environ.get("KUBESIGHT_CONFIG")
         doc = yamlconfig.read(path) if path else yamlconfig.parse("", "(settings)")
-        env = {
-            "kafka": os.environ.get("KUBESIGHT_KAFKA"),
-            "topic_prefix": os.environ.get("KUBESIGHT_TOPIC_PREFIX"),
-            "partitions": os.environ.get("KUBESIGHT_PARTITIONS"),
-            "app_id": os.environ.get("KUBESIGHT_APP_ID"),
-            "web_port": os.environ.get("KUBESIGHT_WEB_PORT"),  # collectors in pods are configured by env
-            "web_host": os.environ.get("KUBESIGHT_WEB_HOST"),
-            "web_config": os.environ.get("KUBESIGHT_WEB_CONFIG"),
-            "shutdown_timeout": os.environ.get("KUBESIGHT_SHUTDOWN_TIMEOUT"),
-            "state_dir": os.environ.get("KUBESIGHT_STATE_DIR"),
-        }
+        from pydantic import ValidationError
+
+        env = {k: os.environ[var] for k, var in ENV.items() if os.environ.get(var)}
+        env_errors = []
+        try:  # an environment variable's problem is said under its own name, not blamed on a line of the file
+            cls.model_validate(env)
+        except ValidationError as exc:
+            for loc, message in yamlconfig.pydantic_errors(exc, cls):
+                if loc and loc[0] in env:
+                    env_errors.append(f"{ENV[loc[0]]}={env.pop(loc[0])!r}: {message}")
         data = {} if doc.data is None else doc.data
         if isinstance(data, dict):
-            data = {**data, **{k: v for k, v in env.items() if v}, **{k: v for k, v in overrides.items() if v is not None}}
+            data = {**data, **env, **{k: v for k, v in overrides.items() if v is not None}}
         settings = doc.validate(cls, data)
-        doc.raise_for_errors()
+        if doc.problems or env_errors:
+            raise yamlconfig.ConfigError(doc.errors + env_errors)
         return settings

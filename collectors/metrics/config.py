@@ -72,8 +72,8 @@ class TLS(_Model):
 
 
 class Limits(_Model):
-    interval: Duration = 30.0
-    timeout: Duration = 10.0
+    interval: Duration = Field(30.0, gt=0)  # 0 scraped as fast as the loop could (thousands a second)
+    timeout: Duration = Field(10.0, gt=0)
     max_bytes: int = Field(16 * 2**20, ge=1024, description="a larger page fails the scrape (up=0)")
     max_series: int = Field(50_000, ge=1, description="a page with more series fails the scrape (up=0)")
 
@@ -81,8 +81,8 @@ class Limits(_Model):
 class Target(_Model):
     job: str = Field(min_length=1)
     url: str = Field(pattern=r"^https?://[^\s/]+(/\S*)?$")
-    interval: Duration | None = None
-    timeout: Duration | None = None
+    interval: Duration | None = Field(None, gt=0)
+    timeout: Duration | None = Field(None, gt=0)
     max_bytes: int | None = Field(None, ge=1024)
     max_series: int | None = Field(None, ge=1)
     bearer_token: str | None = None
@@ -113,7 +113,7 @@ class Kubernetes(_Model):
 
     enabled: bool = False
     kubeconfig: str | None = Field(None, description="None = in-cluster service account")
-    refresh: Duration = 60.0
+    refresh: Duration = Field(60.0, gt=0)  # 0 would ask the API server for the targets in a busy loop
     roles: list[Literal["apiserver", "kubelet", "cadvisor", "etcd", "scheduler", "controller-manager",
                         "node-exporter", "kube-state-metrics", "dcgm-exporter", "coredns", "annotated"]] = Field(
         default_factory=lambda: ["apiserver", "kubelet", "cadvisor", "etcd", "scheduler", "controller-manager",

@@ -61,6 +61,10 @@ def test_the_example_config_and_the_manifest_configmap_load(tmp_path):
      "3: discovery.kubernetes.roles[1]: expected 'apiserver', 'kubelet', 'cadvisor', 'etcd', 'scheduler', "
      "'controller-manager', 'node-exporter', 'kube-state-metrics', 'dcgm-exporter', 'coredns' or 'annotated', got \"kube-proxy\""),
     ("remote_write:\n  port: 99999\n", "2: remote_write.port: must be <= 65535, got 99999"),
+    # 0 scraped (or listed the API server's targets) in a busy loop, thousands of times a second
+    ("defaults:\n  interval: 0s\n  timeout: 0s\n", "2: defaults.interval: must be > 0.0, got 0.0"),
+    ("targets:\n  - job: a\n    url: http://x/m\n    interval: 0s\n", '4: targets[0].interval: must be > 0, got "0s"'),
+    ("discovery:\n  kubernetes:\n    refresh: 0s\n", "3: discovery.kubernetes.refresh: must be > 0.0, got 0.0"),
     ("scrape_configs: []\n", '1: scrape_configs: unknown key "scrape_configs" (expected one of: defaults, discovery, '
                               'remote_write, targets)'),
     ("targets: [\n", "2: YAML syntax error: "),

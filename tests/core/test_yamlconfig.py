@@ -260,3 +260,20 @@ def test_an_alias_bomb_is_refused_before_anything_expands_it():
         f"b.yaml:1: its aliases expand to more than {yamlconfig.EXPANDED_MAX:,} values: an alias bomb?"]
     fine = yamlconfig.parse("a: &x {k: 1}\nb: *x\nc: [*x, *x]\n", "ok.yaml")  # aliases as people use them
     assert fine.errors == [] and fine.data["c"] == [{"k": 1}, {"k": 1}]
+
+
+def test_an_environment_variable_is_blamed_for_its_own_problem_and_ports_are_ports(tmp_path, monkeypatch):
+    """KUBESIGHT_PARTITIONS=abc was reported at a line of the settings file that does not hold partitions; a web_port
+    of 99999 loaded and failed at bind()."""
+    from core.settings import Settings
+
+    f = tmp_path / "s.yaml"
+    f.write_text("cluster: x\nweb_port: 70000\n")
+    monkeypatch.setenv("KUBESIGHT_PARTITIONS", "abc")
+    with pytest.raises(ConfigError) as exc:
+        Settings.load(f)
+    assert exc.value.errors == [f"{f}:2: web_port: must be <= 65535, got 70000",
+                                "KUBESIGHT_PARTITIONS='abc': expected an integer, got \"abc\""]
+    monkeypatch.setenv("KUBESIGHT_PARTITIONS", "6")
+    f.write_text("cluster: x\n")
+    assert Settings.load(f).partitions == 6
