@@ -151,7 +151,7 @@ class PatternSet:
         self.xid_catalog = XidCatalog.load()
         self.sources = sources
         self.patterns = [Compiled(p, i, defaults) for i, p in enumerate(patterns)]
-        self.ignore = re.compile("|".join(f"(?:{rx})" for rx in ignore)) if ignore else None
+        self.ignore = re.compile("|".join(f"(?:{_scoped(rx)})" for rx in ignore)) if ignore else None
         # Which patterns read which lines: kernel lines -> patterns without `idents`; lines of another
         # program (syslog/journal identifier) -> patterns naming it; lines of unknown origin -> all.
         self.kernel = [c for c in self.patterns if not c.p.idents]
@@ -189,9 +189,26 @@ class PatternSet:
         return {c.reason for c in self.patterns}
 
 
+_GLOBAL_FLAGS = re.compile(r"^\(\?([aiLmsux]+)\)")
+
+
+def _scoped(rx: str) -> str:
+    """A pattern that opens with global flags (``(?i)oops``) as the same pattern with scoped ones (``(?i:oops)``):
+    global flags are allowed only at the start of a whole expression, so joined with others they failed to compile.
+
+    >>> _scoped("(?i)gpu has fallen"), _scoped("plain"), _scoped("(?x)a  # note")
+    ('(?i:gpu has fallen)', 'plain', '(?x:a  # note\\n)')
+    """
+    m = _GLOBAL_FLAGS.match(rx)
+    if not m:
+        return rx
+    rest = rx[m.end():]
+    return f"(?{m.group(1)}:{rest}\n)" if "x" in m.group(1) else f"(?{m.group(1)}:{rest})"
+
+
 def _prefilter(patterns: list[Compiled]) -> re.Pattern:
     """Every `match` with its groups made non-capturing, in one alternation: most lines cost one regex."""
-    plain = [re.sub(r"\(\?P<\w+>", "(?:", c.p.match) for c in patterns]
+    plain = [_scoped(re.sub(r"\(\?P<\w+>", "(?:", c.p.match)) for c in patterns]
     return re.compile("|".join(f"(?:{rx})" for rx in plain)) if plain else re.compile(r"(?!)")
 
 

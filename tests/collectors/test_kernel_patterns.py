@@ -182,6 +182,25 @@ def test_a_user_file_extends_and_replaces_the_shipped_patterns(tmp_path):
     assert (xid.labels["xid_class"], xid.severity) == ("fatal", "critical")
 
 
+def test_a_pattern_with_its_own_flags_works_beside_the_others(tmp_path):
+    """``(?i)`` passed each pattern's own check, then failed the combined pre-filter (global flags not at the start)
+    with a raw re.error out of `kubesight collect kernel`."""
+    p = write(tmp_path, "site.yaml", """\
+        version: 1
+        ignore: ['(?i)noise from the bmc']
+        patterns:
+          - id: site-gpu
+            reason: GpuFellOff
+            severity: critical
+            match: '(?i)gpu has fallen off the bus'
+            labels: {family: gpu}
+            examples: ['GPU has fallen off the bus.']
+        """)
+    ps = load_patterns(p)
+    assert [e.reason for e in classify(ps, "gpu HAS fallen off the bus")] == ["GpuFellOff"]
+    assert classify(ps, "NOISE from the BMC: gpu has fallen off the bus") == []
+
+
 def test_missing_file_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_patterns(tmp_path / "nope.yaml")
