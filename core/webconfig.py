@@ -177,6 +177,18 @@ _VERIFIED: dict[tuple[int, str], bytes] = {}
 NONE = WebConfig()
 
 
+def read_tokens(path: str | os.PathLike) -> list[str]:
+    """The bearer tokens of a token file, one per line (several: a rotation); ConfigError if it cannot be read or
+    holds none, since a listener given a token file and no token would let everyone in."""
+    try:
+        tokens = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read the token file: {getattr(exc, 'strerror', None) or exc}"]) from None
+    if not tokens:
+        raise ConfigError([f"{path}: the token file holds no token (refusing to run open)"])
+    return tokens
+
+
 def load(path: str | os.PathLike | None) -> WebConfig:
     """Read and check a web config (``None``: plain HTTP, no users).  Raises ``ConfigError``."""
     if path is None:

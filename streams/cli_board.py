@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from pathlib import Path
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -46,10 +45,9 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 def read_token(path: str) -> str:
-    token = Path(path).read_text().strip()
-    if not token:
-        raise ValueError(f"{path}: the token file is empty")
-    return token
+    from core.webconfig import read_tokens
+
+    return read_tokens(path)[0]
 
 
 def _board(args) -> int:

@@ -82,6 +82,8 @@ def _collect(args) -> int:
         try:
             settings = Settings.load(args.config)
             web_cfg = webconfig.load(rw.web_config or settings.web_config)
+            if rw.bearer_token_file:
+                webconfig.read_tokens(rw.bearer_token_file)  # a blank file let everyone in: refused here
             webconfig.check_listen(rw.host, what="remote-write intake", writes=True,
                                    authenticated=bool(rw.bearer_token_file) or web_cfg.authenticates,
                                    insecure=rw.insecure_listen or settings.insecure_listen)
@@ -200,10 +202,9 @@ async def _serve(cfg, sink, metrics, web_cfg=None):
     from collectors.metrics.remote_write import Intake, app
 
     rw = cfg.remote_write
-    tokens = None
-    if rw.bearer_token_file:
-        with open(rw.bearer_token_file) as fh:
-            tokens = [line.strip() for line in fh if line.strip()]
+    from core.webconfig import read_tokens
+
+    tokens = read_tokens(rw.bearer_token_file) if rw.bearer_token_file else None
     intake = Intake(sink, metrics, max_bytes=rw.max_bytes, labels=rw.labels, kafka_timeout=rw.kafka_timeout,
                     tokens=tokens, web=web_cfg)
     a = app(intake, rw.path, registry=metrics.registry)

@@ -92,6 +92,16 @@ def test_an_invalid_config_exits_2_listing_every_error(tmp_path, capsys):
     assert err[2].startswith(f"{p}:5: targets[0].url: expected text matching")
 
 
+def test_a_remote_write_token_file_without_a_token_is_refused_at_start(tmp_path, capsys):
+    """A blank token file made the token list empty, and the intake then let every request in, even on 0.0.0.0."""
+    tok = tmp_path / "token"
+    tok.write_text("\n  \n")
+    p = _write(tmp_path, f"remote_write: {{enabled: true, host: 0.0.0.0, port: 19999, bearer_token_file: {tok}}}\n")
+    assert main(["collect", "metrics", "--config", str(p)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"kubesight collect metrics: {tok}: the token file holds no token (refusing to run open)")
+
+
 class _ServerThread:
     """The page server on its own loop in a thread (the CLI runs its own event loop)."""
 
