@@ -30,7 +30,7 @@ core.webconfig.ListenRefused: silences API: refusing to accept writes on 0.0.0.0
 from __future__ import annotations
 
 import base64
-import binascii
+import concurrent.futures
 import hashlib
 import hmac
 import ipaddress
@@ -128,28 +128,42 @@ class WebConfig(BaseModel):
         so that bcrypt's deliberate cost is paid once per credential, not per request."""
         if not self.basic_auth_users:
             return True
-        if not authorization or not authorization[:6].lower() == "basic ":
-            return False
-        try:
-            user, sep, password = base64.b64decode(authorization[6:].strip(), validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        hashed = self.basic_auth_users.get(user)
-        if not sep or hashed is None:
-            return False
-        digest = hashlib.sha256(f"{user}\0{password}".encode()).digest()
-        known = _VERIFIED.get((id(self), user))
-        if known is not None and hmac.compare_digest(known, digest):
+        pair = _credentials(authorization)
+        return pair is not None and (self._remembered(*pair) or self._verify(*pair))
+
+    async def authorized_async(self, authorization: str | None) -> bool:
+        """``authorized`` for an event loop: bcrypt (a quarter of a second at cost 12) runs in a worker thread, two
+        at a time at most, so wrong passwords never freeze the server's other requests (probes, acks)."""
+        if not self.basic_auth_users:
             return True
+        pair = _credentials(authorization)
+        if pair is None:
+            return False
+        if self._remembered(*pair):
+            return True
+        import asyncio
+
+        return await asyncio.get_running_loop().run_in_executor(_CHECKS, self._verify, *pair)
+
+    def _remembered(self, user: str, password: str) -> bool:
+        known = _VERIFIED.get((id(self), user))
+        return known is not None and hmac.compare_digest(known, _digest(user, password))
+
+    def _verify(self, user: str, password: str) -> bool:
+        """bcrypt's check; an unknown user is checked against another user's hash (the same cost), so the time of a
+        refusal does not tell which user names exist."""
         import bcrypt
 
+        hashed = self.basic_auth_users.get(user)
         try:
-            ok = bcrypt.checkpw(password.encode(), hashed.encode())
+            ok = bcrypt.checkpw(password.encode("utf-8", "surrogateescape"),
+                                (hashed or next(iter(self.basic_auth_users.values()))).encode())
         except ValueError:
             return False
-        if ok:
-            _VERIFIED[(id(self), user)] = digest
-        return ok
+        if ok and hashed is not None:
+            _VERIFIED[(id(self), user)] = _digest(user, password)
+            return True
+        return False
 
     def middleware(self, open_paths: Iterable[str] = OPEN_PATHS,
                    also: Callable[[object], bool] | None = None):
@@ -165,7 +179,7 @@ class WebConfig(BaseModel):
         async def basic_auth(request, handler):
             if (self.basic_auth_users and request.path not in opened
                     and not (also is not None and also(request))
-                    and not self.authorized(request.headers.get("Authorization"))):
+                    and not await self.authorized_async(request.headers.get("Authorization"))):
                 return web.Response(status=401, text="authentication required\n",
                                     headers={"WWW-Authenticate": 'Basic realm="kubesight"'})
             return await handler(request)
@@ -173,6 +187,23 @@ class WebConfig(BaseModel):
         return basic_auth
 
 
+def _credentials(authorization: str | None) -> tuple[str, str] | None:
+    """(user, password) of a basic-auth header value; None when it carries none (a header of non-ASCII or raw bytes
+    included: a 401, not a 500)."""
+    if not authorization or authorization[:6].lower() != "basic ":
+        return None
+    try:
+        user, sep, password = base64.b64decode(authorization[6:].strip(), validate=True).decode().partition(":")
+    except (ValueError, UnicodeError):  # binascii.Error is a ValueError; so is a non-ASCII str
+        return None
+    return (user, password) if sep else None
+
+
+def _digest(user: str, password: str) -> bytes:
+    return hashlib.sha256(f"{user}\0{password}".encode("utf-8", "surrogateescape")).digest()
+
+
+_CHECKS = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="bcrypt")  # checks off the event loops
 _VERIFIED: dict[tuple[int, str], bytes] = {}
 NONE = WebConfig()
 

@@ -594,7 +594,7 @@ def web_app(board: Board, token: str | None, web_cfg=None) -> web.Application:
         if request.method not in ("GET", "HEAD", "OPTIONS"):
             if expected is None:
                 return _json({"error": "the board is read-only: start it with --token-file to allow silences"}, 403)
-            got = request.headers.get("Authorization", "").encode()
+            got = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(got, expected):
                 return _json({"error": "a valid bearer token is required to write"}, 401)
         resp = await handler(request)
@@ -643,8 +643,8 @@ def web_app(board: Board, token: str | None, web_cfg=None) -> web.Application:
         return resp
 
     def bearer(request: web.Request) -> bool:
-        return expected is not None and hmac.compare_digest(request.headers.get("Authorization", "").encode(),
-                                                            expected)
+        got = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        return expected is not None and hmac.compare_digest(got, expected)
 
     a = web.Application(middlewares=[web_cfg.middleware(also=bearer), guard])
     a.router.add_get("/", index)

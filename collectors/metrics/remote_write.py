@@ -167,7 +167,7 @@ class Intake:
             if n:
                 self.metrics.rw_samples.inc(n)
 
-    def _authorized(self, request) -> bool:
+    async def _authorized(self, request) -> bool:
         import hmac
 
         users = bool(self.web.basic_auth_users)
@@ -175,16 +175,16 @@ class Intake:
             return True
         header = request.headers.get("Authorization", "")
         if users and header[:6].lower() == "basic ":
-            return self.web.authorized(header)
+            return await self.web.authorized_async(header)
         if not header.startswith("Bearer "):
             return False
-        got = header.removeprefix("Bearer ").strip().encode()
+        got = header.removeprefix("Bearer ").strip().encode("utf-8", "surrogateescape")  # raw bytes: a 401
         return any(hmac.compare_digest(got, t) for t in self.tokens)
 
     async def handle(self, request):
         from aiohttp import web
 
-        if not self._authorized(request):
+        if not await self._authorized(request):
             self._count(401)
             return web.Response(status=401, text="missing or wrong credentials (bearer token or basic auth)\n",
                                 headers={"WWW-Authenticate": 'Basic realm="kubesight"' if self.web.basic_auth_users

@@ -188,3 +188,35 @@ def test_remote_write_over_https_with_basic_auth_or_bearer_token(pki, tmp_path):
         proc.terminate()
         out, err = proc.communicate(timeout=30)
     assert out.count('"name":"up"') == 2, (out, err)
+
+
+def test_wrong_passwords_never_hold_up_the_event_loop_and_odd_headers_are_a_401():
+    """bcrypt ran on the event loop: ten wrong passwords of a known user froze every other request (probes, acks) for
+    2 s. Now it runs in worker threads: a probe is answered while a wrong password is still being checked. A header of
+    non-ASCII or raw bytes was a 500; it is a 401."""
+    import asyncio
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=13)).decode()  # ~0.5 s a check, on purpose
+    cfg = webconfig.WebConfig(basic_auth_users={"alice": hashed})
+
+    async def ok(request):
+        return web.Response(text="ok")
+
+    async def go():
+        a = web.Application(middlewares=[cfg.middleware()])
+        a.router.add_get("/healthz", ok)  # an open path, as the probes are
+        a.router.add_get("/data", ok)
+        async with TestClient(TestServer(a)) as c:
+            wrong = asyncio.ensure_future(c.get("/data", headers={"Authorization": _basic("alice", "nope")}))
+            await asyncio.sleep(0)  # let it reach the server and start its check
+            probe = await c.get("/healthz")
+            assert probe.status == 200 and not wrong.done()  # answered while the wrong password is checked
+            assert (await wrong).status == 401
+            for header in ("Basic é", "Basic YWxp\udcff", "Bearer \udcff"):
+                r = await c.get("/data", headers={"Authorization": header}, skip_auto_headers=())
+                assert r.status == 401, header
+
+    asyncio.run(go())
