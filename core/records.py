@@ -102,6 +102,8 @@ def format_time(ts: float | None) -> str | None:
 
     >>> format_time(1627984800.25)
     '2021-08-03T10:00:00.250Z'
+    >>> format_time(parse_time("0999-01-01T00:00:00Z"))  # four digits, as RFC 3339 wants and parse_time reads
+    '0999-01-01T00:00:00.000Z'
     """
     if ts is None:
         return None
@@ -110,10 +112,9 @@ def format_time(ts: float | None) -> str | None:
         if len(_FORMATTED) >= 16384:
             _FORMATTED.clear()
         dt = datetime.fromtimestamp(ts, UTC)
-        # isoformat cuts the microseconds to milliseconds as strftime's %f[:-3] does, in a third less time; it
-        # pads years below 1000, which strftime does not: those take strftime
-        s = _FORMATTED[ts] = (dt.isoformat(timespec="milliseconds")[:-6] + "Z" if dt.year >= 1000
-                              else dt.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z")
+        # isoformat cuts the microseconds to milliseconds as strftime's %f[:-3] does, in a third less time, and
+        # pads years below 1000 to four digits, which glibc's strftime does not ("999-01-01": unreadable back)
+        s = _FORMATTED[ts] = dt.isoformat(timespec="milliseconds")[:-6] + "Z"
     return s
 
 

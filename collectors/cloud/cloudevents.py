@@ -80,7 +80,10 @@ def binary(headers, body: bytes) -> tuple[dict, object]:
     for k, v in headers.items():
         low = k.lower()
         if low.startswith("ce-"):
-            attrs[low[3:]] = unquote(v)
+            try:
+                attrs[low[3:]] = unquote(v.encode("utf-8", "surrogateescape").decode("utf-8"), errors="strict")
+            except UnicodeError:  # raw bytes that are not UTF-8 (HTTP servers hand them over as surrogates)
+                raise PayloadError(f"CloudEvent (binary mode): header {k} is not UTF-8 text") from None
         elif low == "content-type":
             content_type = v
     _check(attrs, "CloudEvent (binary mode)")

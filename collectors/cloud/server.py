@@ -20,6 +20,8 @@ import re
 import time
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -76,22 +78,30 @@ def _intake(convert):
         if request.content_length is not None and request.content_length > cfg["max_body"]:
             requests.labels("413").inc()
             return _json(413, {"error": f"body larger than {cfg['max_body']} bytes"})
+        unreadable = None
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             requests.labels("413").inc()
             return _json(413, {"error": f"body larger than {cfg['max_body']} bytes"})
+        except (RequestPayloadError, ContentEncodingError) as exc:  # a corrupt gzip or deflate body: a 400, kept
+            body, unreadable = b"", f"cannot decode the body (Content-Encoding {request.headers.get('Content-Encoding')})"
+            log.info("%s from %s: %s", unreadable, request.remote, exc)
         if not auth.check(request.headers, body):
             requests.labels("401").inc()
             return _json(401, {"error": "unauthorized"}, **{"WWW-Authenticate": "Bearer"})
         sink, timeout = cfg["sink"], cfg["kafka_timeout"]
         try:
+            if unreadable:
+                raise PayloadError(unreadable)
             events = await convert(body, request, cfg)
         except PayloadError as exc:
             reason = str(exc)
             try:
-                # binary-mode CloudEvents keep their attributes in headers: keep those beside the body
-                ce = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("ce-")}
+                # binary-mode CloudEvents keep their attributes in headers: keep those beside the body (raw bytes
+                # of a header as U+FFFD: a dead letter is JSON text)
+                ce = {k.lower(): v.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                      for k, v in request.headers.items() if k.lower().startswith("ce-")}
                 await asyncio.wait_for(sink.reject(reason, body, origin=ORIGIN, path=request.path_qs,
                                                    remote=request.remote or "", **({"headers": ce} if ce else {})),
                                        timeout)

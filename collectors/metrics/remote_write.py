@@ -23,6 +23,8 @@ import logging
 import struct
 
 import cramjam
+from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.web_protocol import RequestPayloadError
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
@@ -146,6 +148,19 @@ def samples_of(req, extra_labels: dict | None = None) -> list[Sample]:
     return out
 
 
+def _proto(content_type: str) -> str:
+    """The ``proto`` parameter of a remote-write Content-Type ("" if none: 1.0 senders may leave it out).
+
+    >>> _proto("application/x-protobuf;proto=io.prometheus.write.v2.Request"), _proto("application/x-protobuf")
+    ('io.prometheus.write.v2.Request', '')
+    """
+    for part in content_type.split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        if key.strip().lower() == "proto":
+            return value.strip().strip('"')
+    return ""
+
+
 class Intake:
     """The aiohttp handler; ``sink`` is an ``AsyncKafkaSink`` (``send_all`` returns once acked)."""
 
@@ -192,8 +207,18 @@ class Intake:
         if request.content_length and request.content_length > self.max_bytes:
             self._count(413)
             return web.Response(status=413, text=f"body exceeds {self.max_bytes} bytes\n")
-        body = await request.read()
+        proto = _proto(request.headers.get("Content-Type", ""))
+        if proto not in ("", "prometheus.WriteRequest"):  # remote-write 2.0 parsed as an empty 1.0 request: lost
+            self._count(415)
+            return web.Response(status=415, text=f"unsupported remote-write message {proto!r}: this receiver takes "
+                                                 "prometheus.WriteRequest (remote-write 1.0)\n")
         try:
+            body, unreadable = await request.read(), None
+        except (RequestPayloadError, ContentEncodingError):  # Content-Encoding gzip on a corrupt body
+            body, unreadable = b"", f"cannot decode the body (Content-Encoding {request.headers.get('Content-Encoding')})"
+        try:
+            if unreadable:
+                raise PayloadError(unreadable)
             enc = request.headers.get("Content-Encoding", "snappy")
             if enc != "snappy":
                 raise PayloadError(f"unsupported Content-Encoding {enc!r} (remote-write 1.0 uses snappy)")

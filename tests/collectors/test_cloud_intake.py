@@ -184,6 +184,31 @@ def test_cloudevents_binary_mode_over_http(settings):
             "2019-04-12T01:01:01.000Z", "Scheduled")
 
 
+def test_a_corrupt_gzip_body_or_raw_bytes_in_a_ce_header_is_a_400_and_kept(settings):
+    """A corrupt gzip body was a 500 (the sender retries any 5xx for ever); a ce-* header of raw bytes made the dead
+    letter unwritable, so the sender got 503 for ever. Both are refused with the reason and dead-lettered."""
+    async def run():
+        async with intake(settings) as (url, session):
+            corrupt = await post(session, url, b"xxxx", bearer() | {"Content-Encoding": "gzip"})
+            host, port = url.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN + b"\r\n"
+                         b"ce-specversion: 1.0\r\nce-id: c1\xff\r\nce-source: acs.ecs\r\nce-type: x\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+            await writer.drain()
+            raw = await reader.read()
+            writer.close()
+            return corrupt, raw
+
+    corrupt, raw = asyncio.run(run())
+    assert corrupt == (400, {"error": "cannot decode the body (Content-Encoding gzip)"})
+    assert raw.startswith(b"HTTP/1.1 400") and b"header ce-id is not UTF-8 text" in raw
+    dead = sorted((orjson.loads(v) for _, v in read_topic(settings, "deadletter")), key=lambda d: d["reason"])
+    assert [d["reason"] for d in dead] == ["CloudEvent (binary mode): header ce-id is not UTF-8 text",
+                                           "cannot decode the body (Content-Encoding gzip)"]
+    assert dead[0]["where"]["headers"]["ce-id"] == "c1\ufffd"
+
+
 def test_bench_command_prints_its_figure(kafka_bootstrap, monkeypatch, capsys):
     import re
 

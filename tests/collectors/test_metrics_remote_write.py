@@ -112,18 +112,23 @@ def test_bad_payloads_get_400_and_are_dead_lettered_with_reasons(settings):
         (_no_name(), HEADERS),
         (_histogram(), HEADERS),
         (good, {**HEADERS, "Content-Encoding": "lz4"}),
+        (b"xxxx", {**HEADERS, "Content-Encoding": "gzip", "Connection": "close"}),  # a corrupt body: was a 500
         (good, HEADERS),
+        # remote-write 2.0 parses as an empty 1.0 request: it was answered 204 and lost; 415 makes Prometheus fall back
+        (good, {**HEADERS, "Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request"}),
     ]
     res = asyncio.run(_post_all(settings, bodies))
-    assert [s for s, _ in res[:-1]] == [400, 400, 400, 400, 400, 204]
+    assert [s for s, _ in res[:-1]] == [400, 400, 400, 400, 400, 400, 204, 415]
     assert res[0][1].startswith("snappy: ")
     assert res[1][1].startswith("protobuf: ")
     assert res[2][1] == "timeseries[0]: no __name__ label\n"
     assert res[3][1] == "timeseries[0] (h): native histograms are not supported\n"
     assert res[4][1] == "unsupported Content-Encoding 'lz4' (remote-write 1.0 uses snappy)\n"
+    assert res[5][1] == "cannot decode the body (Content-Encoding gzip)\n"
+    assert res[7][1].startswith("unsupported remote-write message 'io.prometheus.write.v2.Request'")
     dead = [d for _, d in read_topic(settings.kafka, settings.topic("deadletter"))]
-    assert sorted(d["reason"] for d in dead) == sorted("remote-write: " + t.strip() for _, t in res[:5])
-    assert all(d["origin"] == "collector/metrics" and d["payload"] for d in dead)
+    assert sorted(d["reason"] for d in dead) == sorted("remote-write: " + t.strip() for _, t in res[:6])
+    assert all(d["origin"] == "collector/metrics" and (d["payload"] or "gzip" in d["reason"]) for d in dead)
     assert len(read_topic(settings.kafka, settings.topic("samples"))) == 2
 
 

@@ -134,11 +134,12 @@ def test_peek_refuses_what_decode_refuses_with_the_same_reason_and_builds_what_d
         assert str(by_peek.value) == str(by_decode.value), payload
     good = [v for _, v in _events(300) + _samples(300)] + [
         b'{"v": 1, "kind": "alert", "labels": {"alertname": "X"}, "startsAt": "2021-08-03T10:00:00Z", "endsAt": 5}',
-        b'{"v": 1, "kind": "sample", "name": "up", "value": "+Inf", "time": 7}']
+        b'{"v": 1, "kind": "sample", "name": "up", "value": "+Inf", "time": 7}',
+        b'{"v": 1, "kind": "sample", "name": "up", "value": 1, "time": "0999-01-01T00:00:00Z"}']  # written "999-"
     for payload in good:
         rtype, key, t, w = peek(payload)
         rec = build(w, t)
-        assert rec == decode(payload) and type(rec) is rtype, payload
+        assert rec == decode(payload) == decode(encode(rec)) and type(rec) is rtype, payload
 
 
 def test_the_hot_loop_checks_as_peek_does_on_its_own_fast_path_and_off_it():
