@@ -51,10 +51,15 @@ class LocalHooks:
 
     def _handler(self, receiver: str):
         async def handle(request: web.Request) -> web.Response:
-            body = orjson.loads(await request.read())
+            try:
+                body = orjson.loads(await request.read())
+                line = describe(receiver, body)  # reads what a webhook payload holds: refused unless it does
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+                return web.Response(status=400, text=f"not an Alertmanager webhook payload ({type(exc).__name__}: "
+                                                     f"{exc})\n")
             self.got.append((receiver, body))
             if self.echo:
-                self.echo(describe(receiver, body))
+                self.echo(line)
             return web.Response(text="ok")
 
         return handle

@@ -154,7 +154,11 @@ def _compile(pattern: str, m: Matcher):
             why = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
             raise MatcherError(f"invalid regex {json.dumps(pattern)} in matcher {m}: {why}") from None
     rx = re2.Set.FullMatchSet(_RE2)
-    rx.Add(f"(?:{pattern})")
+    try:
+        rx.Add(f"(?:{pattern})")
+    except re2.error as exc:  # \Q( compiles alone and not wrapped: invalid as Alertmanager compiles it
+        why = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise MatcherError(f"invalid regex {json.dumps(pattern)} in matcher {m}: {why}") from None
     rx.Compile()
     return functools.lru_cache(maxsize=_CACHE)(lambda v: rx.Match(v) is not None)
 

@@ -615,7 +615,7 @@ def web_app(board: Board, token: str | None, web_cfg=None) -> web.Application:
         if view not in ("grid", "team") or "row" not in q:
             return _json({"error": "view=grid|team and row are required"}, 400)
         try:
-            offset = max(0, int(q.get("offset", "0")))
+            offset = min(max(0, int(q.get("offset", "0"))), 10**9)  # echoed back: JSON's integers are 64-bit
             limit = min(500, max(1, int(q.get("limit", "50"))))
         except ValueError:
             return _json({"error": "offset and limit are integers"}, 400)

@@ -62,3 +62,36 @@ def test_receiver_records_fails_stalls_and_keeps_alive(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_demo_receivers_refuse_what_is_not_a_webhook_payload():
+    """They answered 500 and still counted a body that parsed as JSON (``{}``) as a notification in the summary."""
+    import asyncio
+
+    import aiohttp
+    import orjson
+
+    from alerts.config import load_text
+    from alerts.localhooks import LocalHooks
+    from core.broker import free_port
+
+    port = free_port()
+    cfg = load_text(f"route: {{receiver: team-a}}\nreceivers:\n  - name: team-a\n    webhook_configs:\n"
+                    f"      - url: http://127.0.0.1:{port}/hook\n")
+    hooks = LocalHooks(cfg)
+    good = {"status": "firing", "groupLabels": {}, "alerts": [{"status": "firing", "labels": {"alertname": "A"}}]}
+
+    async def go():
+        await hooks.start()
+        try:
+            async with aiohttp.ClientSession() as s:
+                out = []
+                for body in (b"not json", b"[]", b"{}", orjson.dumps({**good, "alerts": [1]}), orjson.dumps(good)):
+                    async with s.post(f"http://127.0.0.1:{port}/hook", data=body) as r:
+                        out.append(r.status)
+                return out
+        finally:
+            await hooks.stop()
+
+    assert asyncio.run(go()) == [400, 400, 400, 400, 200]
+    assert hooks.summary() == {"team-a": 1}

@@ -347,3 +347,8 @@ def test_the_summary_follows_the_incidents_and_receiver_health_topics(settings, 
     assert s["incidents"] == {"open": 1, "byCluster": {"prod": 1}}
     assert [(r["integration"], r["state"], r["reason"]) for r in s["receivers"]] == [
         ("team-db/webhook[0]", "failing", "HTTP 404")]
+    # a page far past the end is empty, not a 500 (the offset is echoed back: JSON integers are 64-bit)
+    with urllib.request.urlopen(b.url + "api/alerts?view=grid&row=prod&offset=99999999999999999999999",
+                                timeout=10) as r:
+        page = json.loads(r.read())
+    assert (page["offset"], page["alerts"]) == (10**9, [])
