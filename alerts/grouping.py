@@ -153,7 +153,7 @@ def _needs_update(log: dict | None, firing: set, resolved: set, send_resolved: b
         return bool(log["firing"])
     if send_resolved and not resolved <= set(log["resolved"]):
         return True
-    return log["at"] <= now - repeat
+    return log["at"] < now - repeat  # strictly, as Alertmanager's Before: equal waits one more group_interval
 
 
 def flush(state, key: str, now: float, muted=None, time_muted: bool = False,
@@ -175,8 +175,10 @@ def flush(state, key: str, now: float, muted=None, time_muted: bool = False,
     firing = {a["fingerprint"] for a in alerts if a["status"] == "firing"}
     resolved = {a["fingerprint"] for a in alerts if a["status"] == "resolved"}
     note = None
-    if not time_muted and _needs_update(g["log"], firing, resolved, group.send_resolved,
-                                        group.repeat_interval, now):
+    # every alert muted: Alertmanager's pipeline stops at its mute stage, so nothing is sent and the log stays (a
+    # silence on a notified alert sends no empty "resolved", and its end no fresh notification)
+    if alerts and not time_muted and _needs_update(g["log"], firing, resolved, group.send_resolved,
+                                                   group.repeat_interval, now):
         g["seq"] += 1
         g["log"] = {"firing": sorted(firing), "resolved": sorted(resolved), "at": now}
         note = notification(group, alerts, now, g["seq"])

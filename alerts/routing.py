@@ -72,7 +72,7 @@ def build(cfg: RouteConfig, parent: Route | None = None, key: str = "{}") -> Rou
     if cfg.owner_receiver is not None:
         owner = cfg.owner_receiver
     group_by = inherit.group_by
-    if cfg.group_by is not None:
+    if cfg.group_by:  # an empty list is no setting: Alertmanager inherits the parent's then too
         group_by = None if "..." in cfg.group_by else tuple(cfg.group_by)
     children, seen = [], set()
     for i, c in enumerate(cfg.routes):
@@ -188,7 +188,7 @@ class Router:
         out = []
         for route in self.root.match(labels):
             if route.group_by is None:
-                glabels = dict(labels)
+                glabels = {k: v for k, v in labels.items() if v != ""}  # an empty label is no label
             else:
                 names = route.group_by + (("owner",) if route.owner_receiver else ())
                 glabels = {k: labels[k] for k in names if labels.get(k, "") != ""}

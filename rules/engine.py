@@ -116,8 +116,9 @@ def event_identity(ev: Event) -> dict:
 
 
 def _str_labels(labels: dict) -> dict:
-    """Alert label values are strings (Alertmanager's contract), whatever the signal carried."""
-    return {k: v if v.__class__ is str else ("" if v is None else str(v)) for k, v in labels.items()}
+    """Alert label values are strings (Alertmanager's contract), whatever the signal carried; an empty one is no
+    label (Alertmanager drops those as alerts arrive, and the fingerprint ignores them)."""
+    return {k: v if v.__class__ is str else str(v) for k, v in labels.items() if v is not None and v != ""}
 
 
 class _EventCtx:

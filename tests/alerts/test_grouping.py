@@ -53,9 +53,10 @@ def test_group_interval_batches_later_changes():
 
 
 def test_repeat_interval_resends_unchanged_group():
-    out, _ = run({0.0: [A("p1", 0.0)]}, until=7500)
-    # the group is evaluated every 5 m from t=30; the unchanged group repeats at the first tick >= 1 h later
-    assert [t for t, _ in out] == [30.0, 3630.0, 7230.0]
+    out, _ = run({0.0: [A("p1", 0.0)]}, until=8000)
+    # the group is evaluated every 5 m from t=30; the unchanged group repeats at the first tick more than 1 h later
+    # (Alertmanager's strict Before: a 4h repeat with a 5m interval comes at 4h05m)
+    assert [t for t, _ in out] == [30.0, 3930.0, 7830.0]
 
 
 def test_resolved_is_sent_once_then_dropped():

@@ -103,3 +103,18 @@ def test_invalid_silences(body, message):
     with pytest.raises(SilenceError) as exc:
         Silence.create(body, now=1609459200.0)
     assert str(exc.value) == message
+
+
+def test_a_silence_on_a_notified_alert_sends_nothing_and_its_end_nothing_new():
+    """Alertmanager's pipeline stops at its mute stage when nothing is left: no empty 'resolved' notification (which
+    PagerDuty takes as a resolve of the incident), and the log stays, so the silence's end sends nothing new
+    before repeat_interval."""
+    silences = Silences()
+    eng, st = Engine(load_text(CFG % "0s"), silences=silences), {}
+    eng.receive(Alert({"alertname": "X", "pod": "a"}, startsAt=1.0), st, 1.0)
+    assert notified(eng, st, 12.0) == [("X", "a", "firing")]
+    silences.put(Silence.create({"matchers": [{"name": "pod", "value": "a"}], "startsAt": format_time(20.0),
+                                 "endsAt": format_time(1000.0), "createdBy": "ana", "comment": "c"}, now=20.0, id="s1"))
+    assert notified(eng, st, 400.0) == []  # was: an empty resolved notification
+    silences.expire("s1", now=500.0)
+    assert notified(eng, st, 800.0) == []  # still the firing alert the log holds: nothing new to say

@@ -110,3 +110,23 @@ def test_example_config_routes_owners_and_fallback():
            for o in ("team-control-plane", "team-network", "team-observability", "")}
     assert got == {"team-control-plane": ["team-control-plane"], "team-network": ["team-network"],
                    "team-observability": ["platform"], "": ["platform"]}
+
+
+def test_an_empty_group_by_inherits_and_an_empty_label_is_no_label():
+    """Alertmanager: a child's ``group_by: []`` leaves the parent's grouping in force (kubesight put every alert of
+    the route in one group), and a label with an empty value is no label (it was in the '...' group key)."""
+    r = Router(load_text("""
+route:
+  receiver: r
+  group_by: [alertname, cluster]
+  routes:
+    - matchers: ['env!="prod"']
+      group_by: []
+    - matchers: ['env="prod"']
+      group_by: ['...']
+receivers: [{name: r}]
+"""))
+    assert [d.group_key for d in r.destinations({"alertname": "G3", "cluster": "c2", "env": "dev"})] == [
+        '{}/{env!="prod"}:{alertname="G3", cluster="c2"}']
+    assert [d.group_key for d in r.destinations({"alertname": "E1", "env": "prod", "x": ""})] == [
+        '{}/{env="prod"}:{alertname="E1", env="prod"}']
