@@ -79,6 +79,9 @@ class Inhibitor:
         """Swap the rules (a routing reload); their sources are indexed again from the alerts firing now."""
         self.rules = rules
         self.sources: list[dict[tuple, set[str]]] = [{} for _ in rules]
+        # per rule: the firing sources that match its target side too. Alertmanager leaves them out for a target
+        # that matches the source side (its two-sided exclusion): two such alerts would otherwise mute each other
+        self.both: list[set[str]] = [set() for _ in rules]
         for labels in self.firing.values():
             self._index(labels, "firing")
 
@@ -92,14 +95,17 @@ class Inhibitor:
         self._index(labels, status, fp)
 
     def _index(self, labels: dict, status: str, fp: str | None = None) -> None:
-        for rule, index in zip(self.rules, self.sources, strict=True):
+        for rule, index, both in zip(self.rules, self.sources, self.both, strict=True):
             if not matches_all(rule.source, labels):
                 continue
             fp = fp or fingerprint(labels)
             key = tuple(labels.get(n, "") for n in rule.equal)
             if status == "firing":
                 index.setdefault(key, set()).add(fp)
+                if matches_all(rule.target, labels):
+                    both.add(fp)
             else:
+                both.discard(fp)
                 fps = index.get(key)
                 if fps is not None:
                     fps.discard(fp)
@@ -109,18 +115,24 @@ class Inhibitor:
     def inhibiting(self, labels: dict) -> list[str]:
         """The fingerprints of the firing alerts that inhibit an alert with these labels (Alertmanager's inhibitedBy)."""
         fp, out = fingerprint(labels), []
-        for rule, index in zip(self.rules, self.sources, strict=True):
+        for rule, index, both in zip(self.rules, self.sources, self.both, strict=True):
             if index and matches_all(rule.target, labels):
-                out += [f for f in index.get(tuple(labels.get(n, "") for n in rule.equal), ()) if f != fp and f not in out]
+                two_sided = both and matches_all(rule.source, labels)
+                out += [f for f in index.get(tuple(labels.get(n, "") for n in rule.equal), ())
+                        if f != fp and f not in out and not (two_sided and f in both)]
         return sorted(out)
 
     def inhibited(self, labels: dict) -> bool:
         fp = None
-        for rule, index in zip(self.rules, self.sources, strict=True):
+        for rule, index, both in zip(self.rules, self.sources, self.both, strict=True):
             if not index or not matches_all(rule.target, labels):
                 continue
             fps = index.get(tuple(labels.get(n, "") for n in rule.equal))
             if fps:
+                if both and matches_all(rule.source, labels):  # two-sided: sources that are targets too do not count
+                    fps = fps - both
+                    if not fps:
+                        continue
                 fp = fp or fingerprint(labels)
                 if len(fps) > 1 or fp not in fps:  # an alert never inhibits itself
                     return True

@@ -118,3 +118,25 @@ def test_a_silence_on_a_notified_alert_sends_nothing_and_its_end_nothing_new():
     assert notified(eng, st, 400.0) == []  # was: an empty resolved notification
     silences.expire("s1", now=500.0)
     assert notified(eng, st, 800.0) == []  # still the firing alert the log holds: nothing new to say
+
+
+def test_two_alerts_that_match_both_sides_of_a_rule_do_not_mute_each_other():
+    """Alertmanager's two-sided exclusion: for a target that matches the source side too, a source that matches the
+    target side does not count (kubesight muted both alerts, and nothing was sent)."""
+    from alerts.inhibit import Inhibitor, InhibitRule
+    from core.records import fingerprint
+
+    rule = InhibitRule.parse(['team="a"'], ['severity="warning"'], ["cluster"])
+    inh = Inhibitor([rule])
+    ia = {"alertname": "IA", "team": "a", "severity": "warning", "cluster": "c"}
+    ib = {"alertname": "IB", "team": "a", "severity": "warning", "cluster": "c"}
+    other = {"alertname": "O", "team": "b", "severity": "warning", "cluster": "c"}
+    for labels in (ia, ib, other):
+        inh.observe(labels, "firing")
+    assert (inh.inhibited(ia), inh.inhibited(ib), inh.inhibiting(ia)) == (False, False, [])
+    assert inh.inhibited(other) and len(inh.inhibiting(other)) == 2  # a target only: both sources count
+    src = {"alertname": "S", "team": "a", "severity": "critical", "cluster": "c"}  # a source only
+    inh.observe(src, "firing")
+    assert inh.inhibited(ia) and inh.inhibiting(ia) == inh.inhibiting(ib) == [fingerprint(src)]
+    inh.observe(src, "resolved")
+    assert not inh.inhibited(ia)
