@@ -116,8 +116,9 @@ class Engine:
         self.cfg = cfg
         self.router = Router(cfg)
         self.resolve_timeout = cfg.global_.resolve_timeout
-        self.send_resolved = {
-            r.name: any(c.send_resolved for c in (*r.webhook_configs, *r.slack_configs, *r.dingtalk_configs))
+        self.send_resolved = {  # any integration of the receiver, whatever its kind (pagerduty, email, ...)
+            r.name: any(getattr(c, "send_resolved", False) for f in type(r).model_fields if f.endswith("_configs")
+                        for c in getattr(r, f) or ())
             for r in cfg.receivers
         }
 

@@ -179,9 +179,14 @@ def flush(state, key: str, now: float, muted=None, time_muted: bool = False,
     # silence on a notified alert sends no empty "resolved", and its end no fresh notification)
     if alerts and not time_muted and _needs_update(g["log"], firing, resolved, group.send_resolved,
                                                    group.repeat_interval, now):
+        # said only for its resolved alerts? then integrations without send_resolved skip it (their own dedup)
+        resolved_only = group.send_resolved and not _needs_update(g["log"], firing, resolved, False,
+                                                                   group.repeat_interval, now)
         g["seq"] += 1
         g["log"] = {"firing": sorted(firing), "resolved": sorted(resolved), "at": now}
         note = notification(group, alerts, now, g["seq"])
+        if resolved_only:
+            note["resolvedOnly"] = True
     for a in every:
         if a["status"] == "resolved":
             del state[f"{ALERT_PREFIX}{key}|{a['fingerprint']}"]

@@ -181,6 +181,10 @@ class Forwarder:
 
 
 async def send_once(session, integ: Integration, note: dict, external_url: str) -> Outcome:
+    if note.get("resolvedOnly") and not integ.send_resolved and integ.kind != "alertmanager":
+        # sent only for the resolved alerts: an integration that does not send those has nothing new (Alertmanager
+        # dedups per integration; without this it got the firing alerts again)
+        return Outcome(True, reason="skipped (nothing new but resolved alerts; send_resolved is off)")
     if _more.sends(integ):  # receivers_more's kinds, and http_config.oauth2 (a token first)
         return await _more.send_once(session, integ, note, external_url)
     if integ.kind == "email":

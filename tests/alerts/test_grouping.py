@@ -149,3 +149,32 @@ def test_dingtalk_signature():
     q = parse_qs(urlsplit(url).query)
     want = base64.b64encode(hmac.new(b"SEC", b"1627984800000\nSEC", hashlib.sha256).digest()).decode()
     assert (q["access_token"], q["timestamp"], q["sign"]) == (["T"], ["1627984800000"], [want])
+
+
+def test_send_resolved_of_any_integration_counts_and_the_others_skip_a_notification_only_of_resolved_alerts():
+    """Alertmanager dedups per integration: PagerDuty (send_resolved by default) hears of p1's resolve while p2 still
+    fires (kubesight looked at webhook, Slack and DingTalk only, and said nothing); an integration without
+    send_resolved skips that notification instead of getting the firing p2 again."""
+    import asyncio
+
+    from alerts.receivers import Receivers, send_once
+
+    cfg = load_text("""
+route: {receiver: ops, group_by: [alertname], group_wait: 30s, group_interval: 5m, repeat_interval: 1h}
+receivers:
+  - name: ops
+    pagerduty_configs: [{routing_key: k, url: "http://127.0.0.1:1/pd"}]
+    slack_configs: [{api_url: "http://127.0.0.1:1/slack", channel: "#ops"}]
+""")
+    eng, st = Engine(cfg), {}
+    eng.receive(A("p1", 0.0), st, now=0.0)
+    eng.receive(A("p2", 0.0), st, now=0.0)
+    notes = eng.tick(st, now=30.0)
+    eng.receive(A("p1", 100.0, "resolved"), st, now=100.0)
+    notes += eng.tick(st, now=330.0)
+    assert [[(a["labels"]["pod"], a["status"]) for a in n["alerts"]] for n in notes] == [
+        [("p1", "firing"), ("p2", "firing")], [("p2", "firing"), ("p1", "resolved")]]
+    assert "resolvedOnly" not in notes[0] and notes[1]["resolvedOnly"] is True
+    slack = next(i for i in Receivers(cfg).integrations["ops"] if "slack" in i.name)
+    out = asyncio.run(send_once(None, slack, notes[1], ""))  # skipped before any request
+    assert out.ok and out.reason == "skipped (nothing new but resolved alerts; send_resolved is off)"
