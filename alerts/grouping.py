@@ -24,6 +24,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -200,10 +201,37 @@ def flush(state, key: str, now: float, muted=None, time_muted: bool = False,
     return note
 
 
+def _alertmanager_order(a: dict, b: dict) -> int:
+    """Alertmanager's ``types.AlertSlice`` order (a group's alerts as every notifier gets them, and what ``max_alerts``
+    keeps): by the ``job`` label, then ``instance`` (an alert without one goes after), then ``LabelSet.Before``
+    (fewer labels first, then the sorted names' values)."""
+    la, lb = a["labels"], b["labels"]
+    for key in ("job", "instance"):
+        va, vb = la.get(key), lb.get(key)
+        if va is None and vb is None:
+            continue
+        if va is None:
+            return 1
+        if vb is None:
+            return -1
+        if va != vb:
+            return -1 if va < vb else 1
+    if len(la) != len(lb):
+        return -1 if len(la) < len(lb) else 1
+    for name in sorted({*la, *lb}):
+        if name not in la:
+            return -1
+        if name not in lb:
+            return 1
+        if la[name] != lb[name]:
+            return -1 if la[name] < lb[name] else 1
+    return 0
+
+
 def notification(group: Group, alerts: list[dict], now: float, seq: int) -> dict:
     """The notification record: what every receiver integration renders (webhook v4, Slack, DingTalk)."""
     if len(alerts) > 1:
-        alerts = sorted(alerts, key=lambda a: (a["status"] != "firing", a["startsAt"], sorted(a["labels"].items())))
+        alerts = sorted(alerts, key=functools.cmp_to_key(_alertmanager_order))
     h = hashlib.blake2b(f"{group.key}\x00{group.receiver}\x00{seq}".encode(), digest_size=12)
     return {
         "v": 1,

@@ -45,16 +45,16 @@ def _alert(a: dict) -> dict:
 def webhook(note: dict, external_url: str, max_alerts: int = 0) -> dict:
     """Alertmanager's webhook payload, version 4, plus ``dedupKey`` (stable per notification)."""
     alerts = note["alerts"]
-    kept = alerts[:max_alerts] if max_alerts else alerts
+    kept = alerts[:max_alerts] if max_alerts else alerts  # truncated first: the fields below are of what is sent
     return {
         "version": "4",
         "groupKey": note["groupKey"],
         "truncatedAlerts": len(alerts) - len(kept),
-        "status": note["status"],
+        "status": "firing" if any(a["status"] == "firing" for a in kept) else "resolved",
         "receiver": note["receiver"],
         "groupLabels": note["groupLabels"],
-        "commonLabels": _common([a["labels"] for a in alerts]),
-        "commonAnnotations": _common([a.get("annotations") or {} for a in alerts]),
+        "commonLabels": _common([a["labels"] for a in kept]),
+        "commonAnnotations": _common([a.get("annotations") or {} for a in kept]),
         "externalURL": external_url,
         "alerts": [_alert(a) for a in kept],
         "dedupKey": note["id"],

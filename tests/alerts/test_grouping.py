@@ -63,7 +63,7 @@ def test_resolved_is_sent_once_then_dropped():
     out, st = run({0.0: [A("p1", 0.0), A("p2", 0.0)], 100.0: [A("p1", 100.0, "resolved")],
                    400.0: [A("p2", 400.0, "resolved")]}, until=1000)
     assert out == [(30.0, [("p1", "firing"), ("p2", "firing")]),
-                   (330.0, [("p2", "firing"), ("p1", "resolved")]),
+                   (330.0, [("p1", "resolved"), ("p2", "firing")]),  # Alertmanager's order: by labels
                    (630.0, [("p2", "resolved")])]
     assert st == {}  # lifecycle and group state gone once everything resolved and was notified
 
@@ -173,8 +173,27 @@ receivers:
     eng.receive(A("p1", 100.0, "resolved"), st, now=100.0)
     notes += eng.tick(st, now=330.0)
     assert [[(a["labels"]["pod"], a["status"]) for a in n["alerts"]] for n in notes] == [
-        [("p1", "firing"), ("p2", "firing")], [("p2", "firing"), ("p1", "resolved")]]
+        [("p1", "firing"), ("p2", "firing")], [("p1", "resolved"), ("p2", "firing")]]
     assert "resolvedOnly" not in notes[0] and notes[1]["resolvedOnly"] is True
     slack = next(i for i in Receivers(cfg).integrations["ops"] if "slack" in i.name)
     out = asyncio.run(send_once(None, slack, notes[1], ""))  # skipped before any request
     assert out.ok and out.reason == "skipped (nothing new but resolved alerts; send_resolved is off)"
+
+
+def test_max_alerts_keeps_what_alertmanager_keeps_and_describes_only_that():
+    """Alertmanager sorts a group's alerts by job, instance, then labels, truncates to max_alerts, and builds
+    commonLabels and status from what it kept (kubesight kept the firing-first, oldest alert, and described all)."""
+    from alerts.payload import webhook
+
+    cfg = load_text("""
+route: {receiver: ops, group_by: [alertname], group_wait: 30s}
+receivers: [{name: ops}]
+""")
+    eng, st = Engine(cfg), {}
+    eng.receive(Alert({"alertname": "T", "instance": "b"}, startsAt=0.0), st, now=0.0)
+    eng.receive(Alert({"alertname": "T", "instance": "a"}, startsAt=5.0), st, now=5.0)
+    eng.receive(Alert({"alertname": "T"}, startsAt=1.0), st, now=5.0)  # no instance: after those with one
+    (note,) = eng.tick(st, now=30.0)
+    assert [a["labels"].get("instance") for a in note["alerts"]] == ["a", "b", None]
+    body = webhook(note, "", max_alerts=1)
+    assert (body["truncatedAlerts"], body["commonLabels"]) == (2, {"alertname": "T", "instance": "a"})
