@@ -183,7 +183,8 @@ class Engine:
         for d in self.router.destinations(labels):
             r = d.route
             out.append(grouping.Group(d.group_key, d.receiver, d.group_labels, r.key, r.group_wait, r.group_interval,
-                                      r.repeat_interval, self.send_resolved.get(d.receiver, True)))
+                                      r.repeat_interval, self.send_resolved.get(d.receiver, True),
+                                      public=d.public_key))
         return out
 
     # ------------------------------------------------------------ step 2: by group key

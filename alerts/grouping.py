@@ -47,6 +47,7 @@ class Group:
     repeat_interval: float
     send_resolved: bool = True
     withdraw: bool = False  # not a transition: a routing reload took the alert out of this group (``withdraw``)
+    public: str = ""  # Alertmanager's group key where ``key`` differs from it (routing's /N), else ""
 
     def to_dict(self) -> dict:
         d = {"key": self.key, "receiver": self.receiver, "labels": self.labels, "route": self.route,
@@ -54,12 +55,14 @@ class Group:
              "send_resolved": self.send_resolved}
         if self.withdraw:
             d["withdraw"] = 1
+        if self.public:
+            d["public"] = self.public
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Group:
         return cls(d["key"], d["receiver"], d["labels"], d["route"], *d["timing"], d["send_resolved"],
-                   bool(d.get("withdraw")))
+                   bool(d.get("withdraw")), d.get("public", ""))
 
     @classmethod
     def leaving(cls, key: str) -> Group:
@@ -186,6 +189,8 @@ def flush(state, key: str, now: float, muted=None, time_muted: bool = False,
         g["seq"] += 1
         g["log"] = {"firing": sorted(firing), "resolved": sorted(resolved), "at": now}
         note = notification(group, alerts, now, g["seq"])
+        if group.public:
+            note["amGroupKey"] = group.public
         if resolved_only:
             note["resolvedOnly"] = True
     for a in every:

@@ -48,7 +48,7 @@ def webhook(note: dict, external_url: str, max_alerts: int = 0) -> dict:
     kept = alerts[:max_alerts] if max_alerts else alerts  # truncated first: the fields below are of what is sent
     return {
         "version": "4",
-        "groupKey": note["groupKey"],
+        "groupKey": group_key(note),
         "truncatedAlerts": len(alerts) - len(kept),
         "status": "firing" if any(a["status"] == "firing" for a in kept) else "resolved",
         "receiver": note["receiver"],
@@ -171,11 +171,17 @@ def fields(note: dict, external_url: str) -> dict:
     return out
 
 
-def key_hash(group_key: str) -> str:
+def key_hash(key: str) -> str:
     """Alertmanager's ``Key.Hash()``: sha256 hex of the group key (PagerDuty's dedup_key, Opsgenie's alias)."""
     import hashlib
 
-    return hashlib.sha256(group_key.encode()).hexdigest()
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def group_key(note: dict) -> str:
+    """The group key receivers see: Alertmanager's (``amGroupKey``, where kubesight's own carries a /N), else the
+    notification's."""
+    return note.get("amGroupKey") or note["groupKey"]
 
 
 def _severity(note: dict, configured: str) -> str:
@@ -189,7 +195,7 @@ def pagerduty(note: dict, routing_key: str, summary: str, *, severity: str = "",
               client: str = "kubesight", client_url: str = "", component: str = "", group: str = "",
               class_: str = "", details: dict | None = None) -> dict:
     """A PagerDuty Events API v2 event: trigger while firing, resolve when the group is resolved."""
-    body: dict = {"routing_key": routing_key, "dedup_key": key_hash(note["groupKey"]),
+    body: dict = {"routing_key": routing_key, "dedup_key": key_hash(group_key(note)),
                   "event_action": "trigger" if note["status"] == "firing" else "resolve"}
     if note["status"] != "firing":
         return body
@@ -208,7 +214,7 @@ def pagerduty(note: dict, routing_key: str, summary: str, *, severity: str = "",
 def opsgenie(note: dict, message: str, description: str, *, priority: str = "", source: str = "kubesight",
              tags: list[str] | None = None, details: dict | None = None) -> dict:
     """An Opsgenie alert (POST /v2/alerts); ``alias`` = the group key's hash, so the close finds it."""
-    body = {"message": message[:130], "alias": key_hash(note["groupKey"]), "description": description[:15000],
+    body = {"message": message[:130], "alias": key_hash(group_key(note)), "description": description[:15000],
             "source": source, "details": {**_common([a["labels"] for a in note["alerts"]]), **(details or {})}}
     if tags:
         body["tags"] = tags

@@ -88,7 +88,7 @@ class Integration:
                                         source=c.source, tags=[t.strip() for t in c.tags.split(",") if t.strip()],
                                         details=c.details)
             else:
-                url = f"{base}v2/alerts/{payload.key_hash(note['groupKey'])}/close?identifierType=alias"
+                url = f"{base}v2/alerts/{payload.key_hash(payload.group_key(note))}/close?identifierType=alias"
                 body = {"source": c.source, "note": _render("$title", note, external_url)}
         elif self.kind == "msteams":
             body = payload.msteams(note, _render(c.title, note, external_url), _render(c.text, note, external_url))

@@ -327,7 +327,7 @@ def victorops_body(integ, note: dict, external_url: str) -> dict:
     c = integ.cfg
     kind = c.message_type if c.message_type in ("CRITICAL", "WARNING", "INFO") else "CRITICAL"
     body = {"message_type": kind if note["status"] == "firing" else "RECOVERY",
-            "entity_id": payload.key_hash(note["groupKey"]),
+            "entity_id": payload.key_hash(payload.group_key(note)),
             "entity_display_name": _render(c.entity_display_name, note, external_url),
             "state_message": _cut(_render(c.state_message, note, external_url), 20480),
             "monitoring_tool": c.monitoring_tool}
@@ -391,7 +391,7 @@ def pagerduty_v1_body(integ, note: dict, external_url: str) -> dict:
     """PagerDuty's Events API v1 (generic/2010-04-15/create_event.json), as Alertmanager's notifyV1 sends it."""
     c = integ.cfg
     firing = [a for a in note["alerts"] if a["status"] == "firing"]
-    body = {"service_key": integ.secret, "incident_key": payload.key_hash(note["groupKey"]),
+    body = {"service_key": integ.secret, "incident_key": payload.key_hash(payload.group_key(note)),
             "event_type": "trigger" if note["status"] == "firing" else "resolve",
             "description": _cut(_render(c.description, note, external_url), 1024),
             "details": {"firing": "\n".join(payload._line(a) for a in firing), "num_firing": str(len(firing)),
@@ -477,7 +477,7 @@ async def _opsgenie(session, integ, note: dict, external_url: str, env_for) -> O
     if not (out.ok and firing and c.update_alerts):
         return out
     base = integ.url if integ.url.endswith("/") else integ.url + "/"
-    alias = payload.key_hash(note["groupKey"])
+    alias = payload.key_hash(payload.group_key(note))
     for what in ("message", "description"):
         upd = {what: body[what]}
         out, _ = await request(session, integ, "POST", f"{base}v2/alerts/{alias}/{what}?identifierType=alias",
@@ -552,7 +552,7 @@ def sns_params(integ, note: dict, external_url: str) -> dict:
     if c.topic_arn:
         params["TopicArn"] = c.topic_arn
         if c.topic_arn.endswith(".fifo"):  # FIFO topics need a group and a dedup id: the group key's hash
-            params["MessageGroupId"] = params["MessageDeduplicationId"] = payload.key_hash(note["groupKey"])
+            params["MessageGroupId"] = params["MessageDeduplicationId"] = payload.key_hash(payload.group_key(note))
     if c.phone_number:
         params["PhoneNumber"] = c.phone_number
         message = _cut(message, 140)  # an SMS

@@ -43,6 +43,7 @@ class Route:
     active_time_intervals: tuple[str, ...]
     routes: tuple[Route, ...]
     incidents: bool = False  # extension: notified per incident (the incident stage), not per group
+    am_key: str = ""  # Alertmanager's Route.Key() when ``key`` carries kubesight's /N (siblings with equal matchers)
 
     def match(self, labels: dict) -> list[Route]:
         """The routes (this one or descendants) an alert with these labels goes to, in tree order."""
@@ -57,13 +58,14 @@ class Route:
         return found or [self]
 
 
-def build(cfg: RouteConfig, parent: Route | None = None, key: str = "{}") -> Route:
+def build(cfg: RouteConfig, parent: Route | None = None, key: str = "{}", am_key: str = "{}") -> Route:
     """Compile a validated route config, resolving inherited options.
 
     A route's key is Alertmanager's ``Route.Key()``: the parent's key, ``/``, then the route's
     matchers sorted (name, value, operator) in braces; the root's is ``{}``.  Two siblings with the
     same matchers would share a key (Alertmanager tells them apart by object): kubesight keeps the
-    groups apart by suffixing the later ones' keys with their position (``/2``).
+    groups apart by suffixing the later ones' keys with their position (``/2``); what receivers see
+    (``amGroupKey``: webhook groupKey, PagerDuty and Opsgenie dedup keys) is Alertmanager's key.
     """
     inherit = parent or Route("", (), "", False, (), False, *DEFAULTS.values(), (), (), ())
     receiver, owner = inherit.receiver, inherit.owner_receiver
@@ -95,8 +97,10 @@ def build(cfg: RouteConfig, parent: Route | None = None, key: str = "{}") -> Rou
         active_time_intervals=tuple(cfg.active_time_intervals),
         routes=(),
         incidents=inherit.incidents if cfg.incidents is None else cfg.incidents,
+        am_key=am_key if am_key != key else "",
     )
-    kids = tuple(build(c, route, k) for c, k in zip(cfg.routes, children, strict=True))
+    kids = tuple(build(c, route, k, am_key + "/" + matchers_string(c.matchers))
+                 for c, k in zip(cfg.routes, children, strict=True))
     object.__setattr__(route, "routes", kids)
     return route
 
@@ -147,6 +151,11 @@ class Destination:
     group_key: str
     group_labels: dict
     route: Route
+
+    @property
+    def public_key(self) -> str:
+        """Alertmanager's group key, where it differs from ``group_key`` (else "")."""
+        return f"{self.route.am_key}:{label_string(self.group_labels)}" if self.route.am_key else ""
 
 
 def label_string(labels: dict) -> str:

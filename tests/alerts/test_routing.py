@@ -130,3 +130,32 @@ receivers: [{name: r}]
         '{}/{env!="prod"}:{alertname="G3", cluster="c2"}']
     assert [d.group_key for d in r.destinations({"alertname": "E1", "env": "prod", "x": ""})] == [
         '{}/{env="prod"}:{alertname="E1", env="prod"}']
+
+
+def test_siblings_with_equal_matchers_keep_apart_and_receivers_see_alertmanagers_key():
+    """Alertmanager gives two sibling routes with the same matchers the same group key (it tells the groups apart by
+    route object); kubesight keeps them apart with /N inside, and what receivers see (the webhook's groupKey,
+    PagerDuty's dedup_key) is Alertmanager's key, so incidents opened by an Alertmanager are resolved by kubesight."""
+    from alerts.engine import Engine
+    from alerts.payload import group_key, key_hash, webhook
+    from core.records import Alert
+
+    cfg = load_text("""
+route:
+  receiver: r
+  group_by: [alertname]
+  group_wait: 10s
+  routes:
+    - {matchers: ['team="db"'], receiver: a, continue: true}
+    - {matchers: ['team="db"'], receiver: b}
+receivers: [{name: r}, {name: a}, {name: b}]
+""")
+    keys = [(d.group_key, d.public_key) for d in Router(cfg).destinations({"alertname": "D", "team": "db"})]
+    assert keys == [('{}/{team="db"}:{alertname="D"}', ""), ('{}/{team="db"}/1:{alertname="D"}',
+                                                              '{}/{team="db"}:{alertname="D"}')]
+    eng, st = Engine(cfg), {}
+    eng.receive(Alert({"alertname": "D", "team": "db"}, startsAt=0.0), st, now=0.0)
+    notes = sorted(eng.tick(st, now=10.0), key=lambda n: n["receiver"])
+    assert [n["groupKey"] for n in notes] == ['{}/{team="db"}:{alertname="D"}', '{}/{team="db"}/1:{alertname="D"}']
+    assert [webhook(n, "")["groupKey"] for n in notes] == ['{}/{team="db"}:{alertname="D"}'] * 2
+    assert key_hash(group_key(notes[1])) == key_hash('{}/{team="db"}:{alertname="D"}')
