@@ -609,7 +609,7 @@ class InhibitRuleConfig(Strict):
 
 class NamedTimeInterval(Strict):
     name: str = Field(min_length=1)
-    time_intervals: list[TimeInterval]
+    time_intervals: list[TimeInterval] = []  # none: an interval that never holds (Alertmanager accepts it)
 
 
 class GlobalConfig(Strict):
@@ -733,7 +733,7 @@ def _cross_refs(data: dict) -> list[tuple[tuple, str]]:
         if not isinstance(route, dict):
             return
         rcv = route.get("receiver")
-        if isinstance(rcv, str) and rcv not in receivers:
+        if isinstance(rcv, str) and rcv and rcv not in receivers:  # '' inherits (the root's is checked apart)
             errs.append((path + ("receiver",), f"undefined receiver {shown(rcv)} (defined: {', '.join(receivers) or 'none'})"))
         for key in ("mute_time_intervals", "active_time_intervals"):
             for j, name in enumerate(_seq(route.get(key))):

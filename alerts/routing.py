@@ -69,7 +69,7 @@ def build(cfg: RouteConfig, parent: Route | None = None, key: str = "{}", am_key
     """
     inherit = parent or Route("", (), "", False, (), False, *DEFAULTS.values(), (), (), ())
     receiver, owner = inherit.receiver, inherit.owner_receiver
-    if cfg.receiver is not None:
+    if cfg.receiver:  # '' on a child inherits, as in Alertmanager
         receiver, owner = cfg.receiver, False
     if cfg.owner_receiver is not None:
         owner = cfg.owner_receiver

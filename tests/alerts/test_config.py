@@ -319,3 +319,23 @@ def test_any_value_of_the_demo_routing_files_replaced_by_a_wrong_type_is_a_confi
                 except Exception as exc:  # noqa: BLE001 - the point of the test
                     crashes.append(f"{name} {list(path)} = {new!r}: {type(exc).__name__}: {exc}")
     assert tried > 500 and crashes[:20] == []
+
+
+def test_what_alertmanager_accepts_loads_an_empty_child_receiver_and_an_interval_without_ranges():
+    """``receiver: ''`` on a child inherits the parent's, and a named time interval may list no ranges (it never
+    holds): both were refused at load."""
+    from alerts.routing import Router
+    from alerts.timeintervals import active
+
+    cfg = load_text("""
+route:
+  receiver: r
+  routes:
+    - {matchers: ['a="1"'], receiver: '', mute_time_intervals: [never]}
+receivers: [{name: r}]
+time_intervals:
+  - name: never
+""")
+    router = Router(cfg)
+    (d,) = router.destinations({"a": "1"})
+    assert d.receiver == "r" and not active(router.intervals["never"], 0.0) and not router.muted(d.route, 0.0)
