@@ -79,6 +79,9 @@ class Remediation(BaseModel):
     max_percent: float = Field(25.0, ge=0, le=100, description="never act on more than this share of the "
                                "cluster's nodes within window")
     window: Duration = Field(3600.0, description="the sliding window of max_nodes and max_percent")
+    max_alert_age: Duration = Field(900.0, ge=0, description="an action is refused for an alert whose record is "
+                                    "older than this (a replay of the alerts topic, a backlog after downtime: the "
+                                    "cluster may have moved on); conditions and events still follow; 0 = no limit")
     pool_labels: list[str] = Field(
         default_factory=lambda: ["kubesight.io/pool", "alibabacloud.com/nodepool-id", "eks.amazonaws.com/nodegroup",
                                  "cloud.google.com/gke-nodepool", "kubernetes.azure.com/agentpool"],

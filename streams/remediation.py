@@ -137,6 +137,21 @@ def _schedulable(node: dict) -> bool:
     return not (node.get("spec") or {}).get("unschedulable")
 
 
+def _takes_pods(node: dict) -> bool:
+    """Schedulable and without a NoSchedule or NoExecute taint: a node new pods can land on."""
+    return _schedulable(node) and not any(t.get("effect") in ("NoSchedule", "NoExecute")
+                                          for t in (node.get("spec") or {}).get("taints") or ())
+
+
+def _seconds(v, default: float) -> float:
+    """A duration of an action as the trail keeps it (JSON: "1h", or seconds)."""
+    from core.durations import parse_duration
+
+    if v is None:
+        return default
+    return float(v) if isinstance(v, int | float) else parse_duration(v)
+
+
 def _done_map(node: dict) -> dict:
     raw = ((node.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION)
     try:
@@ -177,6 +192,7 @@ class Remediator:
         self.conds: dict[str, dict] = {}  # node -> {type: condition} kubesight wrote (or would write)
         self.boot: dict[str, str] = {}  # node -> bootID when its conditions were set
         self.drains: dict[tuple, dict] = {}  # (key, dry_run) -> pending drain record
+        self.unwritten: dict[tuple, tuple] = {}  # (node, condition type) -> a condition write that failed: retried
         self.forbidden_said: dict[str, float] = {}  # missing-permission message -> when it was last said
         self.episodes: dict[str, float] = {}  # episode of done/refused/noted keys -> when last handled or acted on
         self._swept = now()
@@ -205,10 +221,12 @@ class Remediator:
                 self.refused[k] = rec.get("reason", "")
             elif out == "failed":
                 self.drains.pop(k, None)
+                if rec.get("changed"):  # the cordon of a drain that failed afterwards: an action all the same
+                    self.acted.append((rec["t"], rec["node"], dr))
             elif out == "respected":
                 self.noted.add(k)
                 self.drains.pop(k, None)
-        elif kind == "condition" and not dr:
+        elif kind == "condition" and not dr and rec.get("outcome") != "failed":  # a failed write changed nothing
             c = rec["condition"]
             self.holders[(rec["node"], c["type"])] = set(rec.get("holders") or ())
             self.conds.setdefault(rec["node"], {})[c["type"]] = c
@@ -258,7 +276,8 @@ class Remediator:
                 return alert.labels[name]
         return None
 
-    def handle(self, alert: Alert) -> None:
+    def handle(self, alert: Alert, at: float | None = None) -> None:
+        """One alert of the alerts topic; ``at``: when its record was written (its age refuses stale actions)."""
         rule = self.rule_of(alert)
         if rule is None or not (rule.actions or rule.node_condition or rule.node_event):
             return
@@ -275,7 +294,17 @@ class Remediator:
             return
         if rule.node_event is not None:
             self._event(alert, node, rule.node_event)
+        age = self.now() - at if at is not None else 0.0
         for a in rule.actions:
+            if self.cfg.max_alert_age and age > self.cfg.max_alert_age:
+                key = self._key(alert, _action_id(a))
+                if (key, self.cfg.dry_run) not in self.done:
+                    self._refuse((key, self.cfg.dry_run),
+                                 {"kind": "action", "node": node, "key": key, "action": _action_dict(a),
+                                  "dry_run": self.cfg.dry_run, "alert": self._alert_dict(alert)},
+                                 f"stale: the alert's record is {age:.0f}s old (settings.remediation.max_alert_age "
+                                 f"{self.cfg.max_alert_age:g}s): a replay or a backlog, the cluster may have moved on")
+                continue
             self._action(alert, node, a)
 
     @staticmethod
@@ -338,11 +367,22 @@ class Remediator:
             self._emit({**rec, "outcome": "failed", "reason": str(exc)})
             self._forbidden(node, exc, alert)
             return
-        except Exception as exc:  # noqa: BLE001 - reported, retried with the next alert
+        except Exception as exc:  # noqa: BLE001 - reported, and retried at the next tick
             self._emit({**rec, "outcome": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]})
+            self.unwritten[(node, ctype)] = (cond, alert, set(holders), why)
             return
+        self.unwritten.pop((node, ctype), None)
         rec["boot_id"] = ((got.get("status") or {}).get("nodeInfo") or {}).get("bootID", "")
         self._emit({**rec, "outcome": "done"})
+
+    def retry_conditions(self) -> None:
+        """Condition writes that failed (the API server answered 5xx, or was away): written again, the latest of each
+        (node, type); a failed write is not learnt, so until then the condition is what the node last got."""
+        for (node, ctype), (cond, alert, holders, why) in list(self.unwritten.items()):
+            if self.cfg.dry_run:
+                self.unwritten.clear()
+                return
+            self._write_conditions(node, ctype, cond, alert, holders, why=why or "retry of a failed write")
 
     def check_reboots(self) -> None:
         """Clear the True conditions of nodes whose bootID changed since they were set (a reboot)."""
@@ -427,7 +467,7 @@ class Remediator:
         pool = self._pool(node)
         name = node["metadata"]["name"]
         peers = [n for n in nodes if n["metadata"]["name"] != name and self._pool(n) == pool
-                 and _ready(n) and _schedulable(n)]
+                 and _ready(n) and _takes_pods(n)]  # a peer cordoned or tainted NoSchedule takes no pods
         if not peers:
             return f"refused: {name} is the last Ready schedulable node of pool {pool}"
         return None
@@ -465,17 +505,20 @@ class Remediator:
         if dry:
             self._emit({**rec, "outcome": "dry-run", "reason": "would " + a.type})
             return
+        changed = None
         try:
             changed = self._apply(n, key, a)
             if a.type == "drain":
                 self._drain(k, rec, started=self.now(), note=changed)
                 return
         except Forbidden as exc:
-            self._emit({**rec, "outcome": "failed", "reason": str(exc)})
+            self._emit({**rec, "outcome": "failed", "reason": str(exc), **({"changed": changed} if changed else {})})
             self._forbidden(node, exc, alert)
             return
         except Exception as exc:  # noqa: BLE001 - in the trail; a replay of the alert tries again
-            self._emit({**rec, "outcome": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]})
+            # the drain's cordon, when it was made, counts toward the limits (learn): the node was changed
+            self._emit({**rec, "outcome": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500],
+                        **({"changed": changed} if changed else {})})
             return
         self._emit({**rec, "outcome": "done", "reason": changed})
 
@@ -537,21 +580,25 @@ class Remediator:
         if not blocked:
             self._emit({**base, "outcome": "done", "reason": f"drained ({note}; {len(evicted)} pod(s) evicted)"})
             return
-        timeout = rec["action"].get("timeout", 3600.0)
+        timeout = _seconds(rec["action"].get("timeout"), 3600.0)  # the trail keeps "1h": was a TypeError
         if self.now() - started > timeout:
             self._emit({**base, "outcome": "failed", "blocked": blocked,
                         "reason": f"drain gave up after {timeout:g}s: PodDisruptionBudgets still refuse {', '.join(blocked)}"})
             return
         self._emit({**base, "outcome": "blocked", "blocked": blocked,
                     "reason": f"eviction refused (429, a PodDisruptionBudget) for {', '.join(blocked)}; "
-                    f"retrying every {rec['action'].get('retry', 30.0):g}s"})
+                    f"retrying every {_seconds(rec['action'].get('retry'), 30.0):g}s"})
 
     def retry_drains(self) -> None:
         """Pending drains whose retry interval passed: evict again (unless a person uncordoned the node)."""
         for k, rec in list(self.drains.items()):
-            if k[1] or self.now() - rec["t"] < rec["action"].get("retry", 30.0):
+            if k[1] or self.now() - rec["t"] < _seconds(rec["action"].get("retry"), 30.0):
                 continue
             base = {x: rec[x] for x in ("kind", "node", "key", "action", "dry_run", "alert")}
+            if self.cfg.kill_switch or self.cfg.dry_run:  # switched on since the drain began: it waits, evicts nothing
+                self._refuse(k, base, "kill switch on (settings.remediation.kill_switch): the pending drain waits"
+                             if self.cfg.kill_switch else "dry_run on: the pending drain waits")
+                continue
             try:
                 n = self.kube.node(rec["node"])
                 if n is None:
@@ -598,6 +645,7 @@ class Remediator:
 
     def tick(self) -> None:
         self.forget()
+        self.retry_conditions()
         self.retry_drains()
         if not self.cfg.dry_run:
             self.check_reboots()
@@ -714,7 +762,7 @@ class Runner:
                             continue
                         if isinstance(rec, Alert) and rec.source != "remediation":
                             try:
-                                rem.handle(rec)
+                                rem.handle(rec, at=m.timestamp / 1000.0 if m.timestamp and m.timestamp > 0 else None)
                             except Exception:  # one alert the API could not serve never stops remediation
                                 log.exception("remediation of %s at %d/%d failed", rec.labels.get("alertname"),
                                               m.partition, m.offset)
