@@ -578,7 +578,9 @@ class Incidents:
         hits = self.hits(labels, state, alert.startsAt)
         out: list[dict] = []
         if not hits:
-            iid = hashlib.sha1(f"{cluster}|{fp}|{alert.startsAt}".encode()).hexdigest()[:12]
+            # ``now`` too: the same alert (same startsAt) sent again after its incident closed opens another
+            # incident, whose notifications must not reuse the first one's ids (receivers dedup on them)
+            iid = hashlib.sha1(f"{cluster}|{fp}|{alert.startsAt}|{now}".encode()).hexdigest()[:12]
             inc = {"id": iid, "cluster": cluster, "status": "open", "openedAt": alert.startsAt,
                    "updatedAt": max(alert.startsAt, now), "resolvedAt": None, "members": {}, "links": [],
                    "dropped": 0}
@@ -599,10 +601,18 @@ class Incidents:
                         del state["mem|" + ofp]
                 inc["openedAt"] = min(inc["openedAt"], other["openedAt"])
                 inc["updatedAt"] = max(inc["updatedAt"], other["updatedAt"])
-                if other.get("sent"):  # who was told stays told (no second notification after a merge)
-                    inc["sent"] = {**other["sent"], **inc.get("sent", {})}
+                other_sent = {r: {**v, "id": v.get("id", other["id"])} for r, v in (other.get("sent") or {}).items()}
                 other["status"], other["resolvedAt"], other["mergedInto"] = "resolved", now, inc["id"]
-                out.append(self.record(other))
+                orec = self.record(other)
+                out.append(orec)
+                if other_sent:  # who was told stays told (no second notification after a merge), under its key
+                    mine = inc.get("sent") or {}
+                    for r, v in sorted(other_sent.items()):
+                        if r in mine and v["status"] == "firing":  # told of both: the absorbed one ends here
+                            fps_r = [f for f, m in sorted(other["members"].items()) if r in m.get("to", ())]
+                            self.outbox.append(incident_note(other, orec, r, v["role"], "resolved", v["seq"] + 1,
+                                                             fps_r, now, key_id=v["id"]))
+                    inc["sent"] = {**other_sent, **mine}
                 ix.move(oid, inc["id"], cluster)
                 self._drop(other, state, members=False)
             inc["updatedAt"] = max(inc["updatedAt"], alert.startsAt, now)
@@ -622,6 +632,15 @@ class Incidents:
         out.append(rec)
         return out
 
+    def _full_of(self, alert: Alert, state: Mapping) -> str | None:
+        """The open incident this alert links to when that one is full (it was counted there, not kept)."""
+        hits = self.hits(alert.labels, state, alert.startsAt)
+        if hits:
+            inc = state.get(PREFIX + hits[0][1])
+            if inc is not None and len(inc["members"]) >= MAX_MEMBERS:
+                return hits[0][1]
+        return None
+
     def handed(self, alert: Alert, receiver: str, state: MutableMapping, now: float) -> list[dict]:
         """An alert the alerting stage would have notified to ``receiver`` (a route with ``incidents: true``).
 
@@ -640,6 +659,22 @@ class Incidents:
             out = self.observe(alert, state, now)
             iid = state.get("mem|" + fp)
             inc = state.get(PREFIX + iid) if iid else None
+        if inc is None and alert.status == "firing":
+            iid = self._full_of(alert, state)
+            inc = state.get(PREFIX + iid) if iid else None
+            if inc is not None and receiver not in (inc.get("sent") or {}) and inc.get("holdUntil") is None:
+                # a full incident (MAX_MEMBERS) keeps no new member, but a receiver it never told is told, once,
+                # with this alert (README: every other receiver gets one notice)
+                sent = inc.setdefault("sent", {})
+                sent[receiver] = {"role": IMPACTED, "status": "firing", "seq": 1, "id": inc["id"]}
+                rec = self.record(inc)
+                extra = {"labels": dict(alert.labels), "status": "firing", "startsAt": alert.startsAt, "endsAt": None,
+                         "source": alert.source, "summary": alert.annotations.get("summary", "")}
+                self.outbox.append(incident_note({**inc, "members": {fp: extra}}, rec, receiver, IMPACTED, "firing",
+                                                 1, [fp], now))
+                self._save(inc, state)
+                return out + [rec]
+            return out
         if inc is None or fp not in inc["members"] or alert.status != "firing":
             return out
         m = inc["members"][fp]
@@ -685,8 +720,9 @@ class Incidents:
             else:
                 continue
             seq = (prev["seq"] if prev else 0) + 1
-            sent[r] = {"role": role, "status": status, "seq": seq}
-            self.outbox.append(incident_note(inc, rec, r, role, status, seq, fps, now))
+            key_id = prev.get("id", inc["id"]) if prev else inc["id"]  # a merged incident's receiver keeps its key
+            sent[r] = {"role": role, "status": status, "seq": seq, "id": key_id}
+            self.outbox.append(incident_note(inc, rec, r, role, status, seq, fps, now, key_id=key_id))
         inc["sent"] = sent
         if sent:
             rec["notified"] = {r: v["role"] for r, v in sorted(sent.items())}
@@ -799,10 +835,11 @@ class Incidents:
 
 
 def incident_note(inc: Mapping, rec: Mapping, receiver: str, role: str, status: str, seq: int, fps: list[str],
-                  now: float) -> dict:
+                  now: float, key_id: str | None = None) -> dict:
     """A ``notifications`` record (the alerting stage's shape, ``alerts.grouping.notification``) for one receiver
-    of an incident: its own alerts, each annotated with the incident, and the incident itself (``incident``)."""
-    key = f"incident:{inc['id']}"
+    of an incident: its own alerts, each annotated with the incident, and the incident itself (``incident``).
+    ``key_id``: the incident the receiver was first told of (its group key stays that one's after a merge)."""
+    key = f"incident:{key_id or inc['id']}"
     cands = rec.get("candidates") or []
     top = cands[0] if cands else {}
     cause = f"{top['entity']}: {top['cause']}" if top else "?"

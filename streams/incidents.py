@@ -53,13 +53,17 @@ class IncidentStage:
             return
         ann = {k: v for k, v in rec.annotations.items() if k != REKEYED and k != NOTIFY}
         plain = Alert(rec.labels, ann, rec.status, rec.startsAt, rec.endsAt, rec.source, rec.generatorURL)
-        now = max(state.get(CLOCK, 0.0), rec.startsAt, rec.endsAt or 0.0)
+        # a firing alert's endsAt is a promise about the future (the Watchdog's, a day for the remediator's), not a
+        # time that has come: only a resolution's end moves the clock
+        now = max(state.get(CLOCK, 0.0), rec.startsAt, (rec.endsAt or 0.0) if rec.status == "resolved" else 0.0)
         if now != state.get(CLOCK):
             state[CLOCK] = now
         receiver = rec.annotations.get(NOTIFY)
-        out = (self.incidents.handed(plain, receiver, state, now) if receiver
-               else self.incidents.observe(plain, state, now))
-        self._emit(out + self.incidents.expire(state, now), emit)
+        # what has ended by now ends first: an alert must not join an incident that resolved before it came
+        out = self.incidents.expire(state, now)
+        out += (self.incidents.handed(plain, receiver, state, now) if receiver
+                else self.incidents.observe(plain, state, now))
+        self._emit(out, emit)
 
     def tick(self, now: float, state, emit) -> None:
         clock = max(state.get(CLOCK, 0.0), now) if self.wall else state.get(CLOCK, 0.0)
