@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from detectors.base import Detector, build_from
 from detectors.context import ContextNovelty
 from detectors.likelihood import Likelihood
@@ -202,6 +204,8 @@ class Onset(Detector):
         return not (self.rearm and self.quiet >= self.rearm)
 
     def score_one(self, x, t: float | None = None) -> float | None:
+        if not math.isfinite(x):  # NaN, +-Inf: no opinion, and nothing learnt (learn_one) -- one would blind a member
+            return None
         raw = self._combined(x, t)
         self._memo = (x, t, raw)
         if raw is None:
@@ -212,6 +216,8 @@ class Onset(Detector):
         return 0.0 if self._onset_only and s < self.theta else s
 
     def learn_one(self, x, t: float | None = None) -> None:
+        if not math.isfinite(x):
+            return
         memo = self._memo
         raw = memo[2] if memo is not None and memo[0] == x and memo[1] == t else self._combined(x, t)
         self._memo = None

@@ -61,8 +61,11 @@ class ZScore(Detector):
         if self.n == 0:
             return 0.0
         var, step = self.var, self.step
-        z1 = abs(x - self.mean) / math.sqrt(var + 1e-12) if var > 0 else 0.0
-        z2 = abs(x - self.prev) / (step + 1e-12) if step > 0 else 0.0
+        # a flat history after the warm-up (no variance, no steps): the first departure is as far as it gets
+        # (novelty's rule too); during the warm-up a flat start says nothing yet
+        far = math.inf if self.n + 1 >= self.warmup else 0.0
+        z1 = abs(x - self.mean) / math.sqrt(var + 1e-12) if var > 0 else (0.0 if x == self.mean else far)
+        z2 = abs(x - self.prev) / (step + 1e-12) if step > 0 else (0.0 if x == self.prev else far)
         return max(1.0 - math.exp(-z1 / self.level_scale), 1.0 - math.exp(-z2 / self.step_scale))
 
     def score_one(self, x: float, t: float | None = None) -> float | None:

@@ -126,6 +126,8 @@ def _agg(agg: str, pts: list):
 
 
 def th_update(cond, c: dict, t: float, s) -> None:
+    if (cond.window or cond.agg != "last") and not math.isfinite(s.value):
+        return  # NaN or +-Inf in a window would make every aggregate of it NaN, and JSON state null after a restart
     pts = c.setdefault("p", [])
     if pts and s.time < pts[-1][0]:
         return  # out of order within a series: ignored
@@ -169,8 +171,8 @@ def br_update(cond, c: dict, t: float, s) -> None:
     pair nearest to firing (the lower of its two means), ``r`` how near: above 1 it holds.
     """
     x = s.value
-    if x != x or s.time <= c.get("lt", -math.inf):
-        return  # NaN (no requests), out of order, or the same point again (a re-sent sample): ignored
+    if not math.isfinite(x) or s.time <= c.get("lt", -math.inf):
+        return  # NaN (no requests), +-Inf, out of order, or the same point again (a re-sent sample): ignored
     wins = cond.lengths  # computed once per rule (rules.schema.BurnRate)
     rings = c.get("b")
     if rings is None or len(rings) != len(wins):
@@ -233,8 +235,8 @@ def pr_update(cond, c: dict, t: float, s) -> None:
     """Add a point to the window's buckets of regression sums; ``v`` is the line's value ``horizon`` after ``t``
     (None until the points span a twelfth of the window), ``n`` the latest value."""
     x = s.value
-    if x != x or s.time <= c.get("lt", -math.inf):
-        return  # NaN, out of order, or the same point again (a re-sent sample): ignored
+    if not math.isfinite(x) or s.time <= c.get("lt", -math.inf):
+        return  # NaN, +-Inf, out of order, or the same point again (a re-sent sample): ignored
     t0 = c.setdefault("t0", s.time)
     w = cond.window / PREDICT_BUCKETS
     k = int(s.time // w)
@@ -299,9 +301,12 @@ def _flag(cond, c: dict, score, t: float) -> bool:
         elif len(hist) >= 20:
             ordered = sorted(hist)
             flag = score > ordered[min(len(ordered) - 1, int(cond.quantile * len(ordered)))]
-        hist.append(score)
-        if len(hist) > cond.history:
-            del hist[0]
+        if not flag or cond.above is not None:
+            # the quantile is of the scores of normal points: a sustained anomaly (scores stuck at their top) would
+            # otherwise raise its own cut to the top after a few points, and a stronger anomaly fire less
+            hist.append(score)
+            if len(hist) > cond.history:
+                del hist[0]
     flags = c.setdefault("f", [])
     if flag and not any(flags[-cond.n + 1:] if cond.n > 1 else ()):
         c["fs"] = t
@@ -341,8 +346,8 @@ def _range(m: list) -> tuple[float, float]:
 
 
 def an_update(cond, c: dict, t: float, s, det) -> None:
-    if "lt" in c and s.time <= c["lt"]:
-        return
+    if "lt" in c and s.time <= c["lt"] or not math.isfinite(s.value):
+        return  # a NaN or +-Inf would blind the detector for good (NaN scores, an infinite range) and not survive JSON
     score = det.score_one(s.value, s.time)
     det.learn_one(s.value, s.time)
     flag = _flag(cond, c, score, s.time)
@@ -371,7 +376,7 @@ def av_update(cond, c: dict, t: float, s, det, features: tuple) -> None:
     x = c.setdefault("x", {})
     if c.get("done"):
         return
-    x[s.name] = s.value
+    x[s.name] = s.value if math.isfinite(s.value) else math.nan  # missing, which the detector skips
     c["lt"] = s.time
     if len(x) == len(features):
         _av_score(cond, c, det, b, features)

@@ -267,3 +267,15 @@ def test_a_per_metric_view_misses_the_broken_correlation():
         pos.append(max(sc[ONSET : ONSET + K]))
         neg += block_max(sc, ONSET - K * ((ONSET - warm) // K), ONSET, K)
     assert auc(pos, neg) < 0.9
+
+
+def test_zscore_scores_the_first_departure_from_a_flat_history_itself():
+    """With no variance yet the level z-score was 0: a spike after 200 zeros scored nothing, the point after it
+    scored, and the spike was learnt into the expected range. After the warm-up it is as far as it gets."""
+    from detectors.zscore import ZScore
+
+    d = ZScore(warmup=20)
+    for _ in range(200):
+        d.score_one(0.0)
+        d.learn_one(0.0)
+    assert d.score_one(0.0) == d.score_one(0.0) and d.score_one(5000.0) > 0.5
