@@ -19,6 +19,7 @@ _CMP = {
 
 
 EC_IDS = 8  # ids of a group's latest events kept to count a re-sent one once (an at-least-once source's retry)
+EC_BUCKETS = 12  # time buckets of an event_count window for its count (the oldest may reach a twelfth before it)
 
 
 def ec_update(cond, c: dict, t: float, ev) -> None:
@@ -43,7 +44,20 @@ def ec_update(cond, c: dict, t: float, ev) -> None:
     del ts[:cut]
     if len(ts) > cond.count:
         del ts[: len(ts) - cond.count]
-    c["k"] = c.get("k", 0) + 1
+    # how many within the window (``{{ count }}``, ``{{ value }}``): counts in EC_BUCKETS time buckets, bounded
+    # whatever the burst (it was the count since the group began: "39 OOM kills within 15m" for 11)
+    width = cond.window / EC_BUCKETS
+    k = int(ev.time // width)
+    w = c.get("w")
+    if w is None:
+        w = c["w"] = []
+    if w and w[-1][0] == k:
+        w[-1][1] += 1
+    else:
+        insort(w, [k, 1])
+    while w and (w[0][0] + 1) * width <= lo:
+        del w[0]
+    c["k"] = sum(n for _, n in w)
     c["m"] = ev.message[:500]
 
 

@@ -456,33 +456,46 @@ class Engine:
                 key = f"{PREFIX}{rule.sid}|{gkey}"
             if rule.group_by:
                 view = ctx.view()
-                key += "|" + "|".join(str(view.get(g, "")) for g in rule.group_by)
+                if resolving and not all(view.get(g) for g in rule.group_by):
+                    # a resolving event that does not carry the labels a state rule groups by (Recovered says no
+                    # container) clears every group of its entity: it matched none and the alert never resolved
+                    # (rare: scans the state once, for this rule and entity only)
+                    keys = [k for k in state if k.startswith(key + "|")]
+                else:
+                    keys = [key + "|" + "|".join(str(view.get(g, "")) for g in rule.group_by)]
+            else:
+                keys = [key]
             if quiet is None:
                 quiet = self._quiet(state)
-            q = quiet.pop(key, None)  # about to change: _settle says anew what a scan may skip
-            st = state.get(key)
-            if st is None:
-                if resolving:
-                    continue  # nothing to clear
-                st = {"s": 0, "a": 0.0, "e": _NEG, "c": {}}
-                te = t
-                emitted = _NONE  # a new group has no timer
-            else:
-                te = t if t > st["e"] else st["e"]
-                # its timers up to te first; none is due when the group's deadline, as last noted, is later
-                emitted = _NONE if q is not None and (q[0] is None or q[0] > te) else self._advance(rule, st, te)
-            ct = rule.cond.type
-            c = st["c"]
-            if ct == "event_count":
-                C.ec_update(rule.cond, c, te, ev)
-            elif ct == "state":
-                C.st_update(rule.cond, c, te, ev, resolving)
-            else:  # absent
-                C.ab_update(rule.cond, c, ev.time, None)
-            emitted = self._settle(rule, st, te, ctx, key, state, emitted, quiet)
-            if emitted:
-                out = emitted if out is _NONE else out + emitted
+            for key in keys:
+                emitted = self._event_group(rule, key, state, t, ctx, ev, resolving, quiet)
+                if emitted:
+                    out = emitted if out is _NONE else out + emitted
         return out
+
+    def _event_group(self, rule, key: str, state, t: float, ctx, ev: Event, resolving: bool, quiet) -> list[Alert]:
+        """One event applied to one group of one rule: its timers up to now, the condition, the transition."""
+        q = quiet.pop(key, None)  # about to change: _settle says anew what a scan may skip
+        st = state.get(key)
+        if st is None:
+            if resolving:
+                return _NONE  # nothing to clear
+            st = {"s": 0, "a": 0.0, "e": _NEG, "c": {}}
+            te = t
+            emitted = _NONE  # a new group has no timer
+        else:
+            te = t if t > st["e"] else st["e"]
+            # its timers up to te first; none is due when the group's deadline, as last noted, is later
+            emitted = _NONE if q is not None and (q[0] is None or q[0] > te) else self._advance(rule, st, te)
+        ct = rule.cond.type
+        c = st["c"]
+        if ct == "event_count":
+            C.ec_update(rule.cond, c, te, ev)
+        elif ct == "state":
+            C.st_update(rule.cond, c, te, ev, resolving)
+        else:  # absent
+            C.ab_update(rule.cond, c, ev.time, None)
+        return self._settle(rule, st, te, ctx, key, state, emitted, quiet)
 
     # ------------------------------------------------------------ samples
 
@@ -649,8 +662,11 @@ class Engine:
             return C.st_empty(rule.cond, c, t)
         if ct == "threshold":
             return "lt" not in c or not rule.cond.window or t >= c["lt"] + rule.stale_after
-        if ct in ("burn_rate", "predict"):  # its window's history is the state: dropped only once the series went stale
-            return "lt" not in c or t >= c["lt"] + rule.stale_after
+        if ct in ("burn_rate", "predict"):
+            # its windows' history is the state: kept while any of it is inside the longest window (PromQL's
+            # rate[3d] still sees the days before a scrape gap), so the outcome does not hang on when ticks come
+            longest = max(rule.cond.lengths) if ct == "burn_rate" else rule.cond.window
+            return "lt" not in c or t >= c["lt"] + max(rule.stale_after, longest)
         if ct == "absent":
             return bool(rule.cond.forget) and "lt" in c and t >= c["lt"] + rule.cond.forget
         # anomaly, anomaly_vector: what the detector learnt is the state, kept across an outage (a node rebooting, a

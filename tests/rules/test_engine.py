@@ -248,7 +248,9 @@ def test_burn_rate_goes_stale_and_ignores_nan_and_late_points(tmp_path):
         got += eng.process(s, state)  # the NaN (no requests) and the point older than the last are ignored
     got += eng.tick(1000, state)
     assert [(a.status, a.startsAt, a.endsAt) for a in got] == [("firing", 0.0, None), ("resolved", 0.0, 360.0)]
-    assert not any(k.startswith("rule|Burn") for k in state)  # stale and inactive: its state goes
+    assert any(k.startswith("rule|Burn") for k in state)  # a gap shorter than the 1h window keeps its history
+    eng.tick(3 * 3600, state)  # the scan after the series was silent for its whole window
+    assert not any(k.startswith("rule|Burn") for k in state)  # silent for its whole window: its state goes
 
 
 def test_each_burn_rate_pair_has_its_own_for(tmp_path):
@@ -679,3 +681,58 @@ def test_a_sustained_jump_fires_a_quantile_anomaly_rule(tmp_path):
         fired += [a.startsAt for a in eng.process(sm(i * 30, 0.0 if i < 200 else 500.0, "pending"), st)
                   if a.status == "firing"]
     assert fired and fired[0] == 202 * 30.0  # on the jump's 3rd point (3 of 5)
+
+
+def test_a_scrape_gap_shorter_than_the_window_keeps_a_burn_rates_history_whenever_ticks_come(tmp_path):
+    """A 6-minute gap dropped the state at the first tick inside it: with a tick, 2 minutes of 20 % errors after 55
+    clean minutes fired (the clean hour forgotten); without one they did not. Now both keep the hour."""
+    def fired(tick_in_gap: bool) -> list:
+        eng = Engine(ruleset(tmp_path, BURN, extra="defaults: {stale_after: 5m}\n", name="gap.yaml"))
+        st: dict = {}
+        out = []
+        for i in range(56):
+            out += eng.process(sm(i * 60, 0.0, "err"), st)
+        if tick_in_gap:
+            out += eng.tick(55 * 60 + 330, st)
+        for i in range(2):
+            out += eng.process(sm(61 * 60 + i * 60, 0.2, "err"), st)
+        return [(a.status, a.startsAt) for a in out]
+
+    assert fired(True) == fired(False) == []
+
+
+def test_an_event_counts_count_is_of_its_window(tmp_path):
+    """``{{ count }}`` was the count since the group began: an OOM kill every 10 minutes for 5 hours, then 10 in 2
+    minutes, said "39 within 15m" where there were 11."""
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: Kills
+          match: {source: k8s, reason: OOMKilling}
+          condition: {type: event_count, count: 5, window: 15m}
+          annotations: {summary: "{{ count }} OOM kills within 15m"}
+        """))
+    st, out = {}, []
+    for i in range(30):
+        out += eng.process(ev(i * 600, reason="OOMKilling"), st)
+    for i in range(10):
+        out += eng.process(ev(18_000 + i * 12, reason="OOMKilling"), st)
+    firing = [a for a in out if a.status == "firing"]
+    assert firing and firing[0].annotations["summary"] in ("5 OOM kills within 15m", "6 OOM kills within 15m")
+    (_, c), = [(k, v["c"]) for k, v in st.items() if k.startswith("rule|Kills")]
+    assert c["k"] in (11, 12)  # the 10 of the burst and the one 10 minutes before (a bucket's edge may add one)
+
+
+def test_a_state_rule_grouped_by_a_label_resolves_on_an_event_without_it(tmp_path):
+    """rules/README: a state is cleared by its resolve reasons on the same entity. With group_by, the Recovered event
+    (no container label) matched no group and the alert fired for ever."""
+    eng = Engine(ruleset(tmp_path, """\
+        - alert: Stuck
+          match: {source: k8s, reason: Stuck}
+          condition: {type: state, resolve_reasons: [Recovered]}
+          group_by: [container]
+        """))
+    st, out = {}, []
+    out += eng.process(ev(0, reason="Stuck", labels={"container": "app"}), st)
+    out += eng.process(ev(10, reason="Stuck", labels={"container": "sidecar"}), st)
+    out += eng.process(ev(60, reason="Recovered"), st)
+    assert sorted((a.status, a.labels["container"]) for a in out) == [
+        ("firing", "app"), ("firing", "sidecar"), ("resolved", "app"), ("resolved", "sidecar")]
