@@ -138,12 +138,24 @@ def _sli(verbs: frozenset, le: Callable[[dict], bool] | None = None) -> Callable
     return ok
 
 
+def _le_num(v) -> float | None:
+    """A bucket's ``le`` as a number ("1", "1.0" -- Prometheus 3 writes that -- "1e+00" and "+Inf" alike), None if it
+    is not one."""
+    if not isinstance(v, str):
+        return None
+    try:
+        return _le(v)
+    except ValueError:
+        return None
+
+
 def _fast_read(labels: dict) -> bool:
-    return labels.get("le") == _READ_LATENCY.get(labels.get("scope", ""))
+    bound = _READ_LATENCY.get(labels.get("scope", ""))
+    return bound is not None and _le_num(labels.get("le")) == float(bound)
 
 
 def _fast_write(labels: dict) -> bool:
-    return labels.get("le") == "1"
+    return _le_num(labels.get("le")) == 1.0  # kubernetes-mixin matches le=~"1(\\.0)?"
 
 
 def _real_container(labels: dict) -> bool:
@@ -394,6 +406,9 @@ class Derived:
             return
         if not uses:
             return
+        v = rec.value
+        if v - v != 0.0:  # NaN or +-Inf (their difference is NaN): no rate, no total, no gauge part from it -- in state
+            return  # it would poison the series (an infinite total for good) and read back as null after a restart
         series = None
         counter = _UNSET  # (rate, total) once, for the first signal that wants it: a series no filter passes keeps none
         held = _UNSET  # likewise its age: every signal holding on this series reads the one state update
@@ -425,7 +440,7 @@ class Derived:
                 continue
             if part == "le":
                 part = labels.get("le")
-                if part is None:
+                if _le_num(part) is None:  # no le, or not a number ("0,5"): PromQL skips such a bucket too
                     continue
             self._partial(sig, rec, series, part, value, emit)
 
@@ -526,7 +541,15 @@ class Derived:
             log.warning("%s%s: more than %d source series; %s left out", sig.name, labels, MAX_CONTRIBUTIONS,
                         p.labels.get("src"))
             return
-        contributions[ckey] = [p.value, p.time]
+        if sig.total:
+            # a sum of counters stays a counter when a source comes and goes (PromQL's sum(increase(...))): each
+            # contribution counts from its value when it (re)joined, [value, time, base]; one gone stale hands what it
+            # counted to the aggregate's ``off`` (_settle_one). Its raw total, summed, fell when it left (a false
+            # "reset" of 20 and an alert) and jumped back when it returned
+            base = p.value if old is None else (old[2] if len(old) > 2 else 0.0)
+            contributions[ckey] = [p.value, p.time, base]
+        else:
+            contributions[ckey] = [p.value, p.time]
         idx = self._index(state)
         due = idx.get(dkey)
         if due is None or due < p.time:
@@ -618,6 +641,10 @@ class Derived:
         if agg is None:
             return
         live = {c: v for c, v in agg["c"].items() if v[1] > t - self.staleness}
+        sig = self.by_name.get(agg["n"])
+        if sig is not None and sig.total and len(live) != len(agg["c"]):
+            agg["off"] = agg.get("off", 0.0) + sum(v[0] - (v[2] if len(v) > 2 else 0.0)
+                                                   for c, v in agg["c"].items() if c not in live)
         if not live:
             del state[key]
             return
@@ -625,18 +652,23 @@ class Derived:
             agg["c"] = live
             agg.pop("late", None)
             state[key] = agg
-        sig = self.by_name.get(agg["n"])
-        value = None if sig is None else self._aggregate(sig, live.items())
+        try:
+            value = None if sig is None else self._aggregate(sig, live.items())
+        except (ValueError, TypeError, ArithmeticError) as exc:  # one series' odd partials: never every tick's
+            log.warning("derived %s%s: not computed (%s: %s)", agg["n"], agg["l"], type(exc).__name__, exc)
+            return
         if value is None or value != value:
             return
+        if sig.total:
+            value += agg.get("off", 0.0)
         d = Sample(sig.name, value, t, agg["l"])
         emit("samples", d.key(), encode(d))
 
     @staticmethod
     def _aggregate(sig: Signal, contributions) -> float | None:
         # contributions: (ckey = "part|source", [value, time])
-        if sig.kind == "sum":
-            return float(sum(v[0] for _, v in contributions))
+        if sig.kind == "sum":  # a total's contributions count from their base (_collect)
+            return float(sum(v[0] - (v[2] if len(v) > 2 else 0.0) for _, v in contributions))
         parts: dict[str, list[float]] = {}  # part ("num", "den:read", a bucket's le, ...) -> its series' values
         for c, v in contributions:
             parts.setdefault(c.split("|", 1)[0], []).append(v[0])

@@ -537,3 +537,64 @@ def test_derived_md_defines_every_signal():
 
     text = (REPO / "collectors" / "metrics" / "DERIVED.md").read_text()
     assert [s.name for s in SIGNALS if f"| `{s.name}` |" not in text] == []
+
+
+class OnePartition(Partitions):
+    """Every series in one partition, ticked at each batch's newest time (the audit's harness)."""
+
+    def _part(self, key: bytes) -> int:
+        return 0
+
+
+def test_an_apiservices_total_stays_a_counter_when_an_api_server_goes_away_and_comes_back():
+    """The sum of each API server's total fell when one went quiet (its part dropped: a false reset, 'increase' 11
+    against PromQL's 3, and KubeAggregatedAPIErrors fired) and jumped when it came back. Now each part counts from
+    when it (re)joined and a part that leaves hands its count to the sum: sum(increase(...)), as PromQL has it."""
+    from rules.conditions import _agg
+
+    ps = OnePartition()
+    for t in range(0, 4800, 30):
+        batch = [Sample("aggregator_unavailable_apiservice_total", 5 + t // 400, float(t),
+                        {"cluster": "c", "name": "x", "instance": "b", "reason": "r"})]
+        if not 3000 <= t < 3600:  # a's API server away for 10 minutes, then back (with no new loss meanwhile)
+            batch.append(Sample("aggregator_unavailable_apiservice_total", 100 + min(t, 2999) // 300, float(t),
+                                {"cluster": "c", "name": "x", "instance": "a", "reason": "r"}))
+        ps.feed(batch)
+    pts = [[s.time, s.value] for s in ps.derived if s.name == "aggregator_unavailable_apiservice_all_reasons_total"]
+    worst = max(_agg("increase", [p for p in pts if end - 600 <= p[0] <= end]) for end in range(3000, 4800, 30))
+    assert worst <= 3.0  # b's one or two losses in any 10 minutes (a lost nothing after 2999)
+
+
+def test_le_as_prometheus_3_writes_it_counts_a_request_as_fast_and_a_bad_le_is_skipped():
+    """Prometheus 3 writes le="1.0": the latency SLI matched the string "1", so every request counted as slow (a
+    false error-budget burn). A bucket whose le is not a number ("0,5") made every tick of its partition raise."""
+    def page(le: str, t: float, n: float) -> list[Sample]:
+        lab = {"cluster": "c", "job": "apiserver", "instance": "a", "verb": "GET", "scope": "resource",
+               "resource": "pods", "component": "apiserver", "group": "", "version": "v1"}
+        return [Sample("apiserver_request_sli_duration_seconds_bucket", n, t, {**lab, "le": le}),
+                Sample("apiserver_request_sli_duration_seconds_bucket", n, t, {**lab, "le": "+Inf"}),
+                Sample("apiserver_request_sli_duration_seconds_count", n, t, lab),
+                Sample("apiserver_request_total", n, t, {**lab, "code": "200"})]
+
+    ratios = {}
+    for le in ("1", "1.0", "1e+00"):
+        ps = OnePartition()
+        for i in range(12):
+            ps.feed(page(le, 1000.0 + 30 * i, 100.0 * i))
+        ratios[le] = [v for _, v in ps.latest("apiserver_error_ratio").values()]
+    assert ratios["1"] == ratios["1.0"] == ratios["1e+00"] and ratios["1"] and max(ratios["1"]) == 0.0
+    ps = OnePartition()  # a bucket with le="0,5" beside good ones: skipped, the others computed, no tick raises
+    for i in range(12):
+        t = 1000.0 + 30 * i
+        ps.feed([Sample("etcd_disk_wal_fsync_duration_seconds_bucket", 10.0 * i, t, {"instance": "e0", "le": le})
+                 for le in ("0.001", "0,5", "0.01", "+Inf")])
+    assert ps.latest("etcd_fsync_p99_seconds")
+
+
+def test_an_infinite_sample_does_not_poison_a_counters_rate():
+    ps = OnePartition()
+    for i in range(60):
+        v = math.inf if i == 10 else 10.0 * 30 * i
+        ps.feed([Sample("coredns_dns_requests_total", v, 1000.0 + 30 * i, {"cluster": "c", "instance": "d"})])
+    (t, rate), = ps.latest("coredns_request_rate").values()
+    assert t > 1000.0 + 30 * 50 and rate == pytest.approx(10.0)  # still emitted, and right (was: Inf, then nothing)
