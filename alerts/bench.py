@@ -66,7 +66,8 @@ def run(n: int, groups: int) -> dict:
     notes: list[dict] = []
     t0 = time.perf_counter()
     last_tick = inputs[0][0]
-    for t, a in tqdm(inputs, desc="grouping", unit="alert", file=sys.stderr, mininterval=0.5, leave=False):
+    for t, a in tqdm(inputs, desc="grouping", unit="alert", file=sys.stderr, mininterval=0.5, leave=False,
+                     disable=None):  # None: no bar when stderr is no terminal (a log, a pipe)
         eng.receive(a, state, t)
         if t - last_tick >= 1.0:
             notes += eng.tick(state, t)

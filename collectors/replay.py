@@ -161,7 +161,7 @@ def replay(sink, root: Path, *, speed: float = 0.0, cluster: str = "default", ow
     events, rejected = read_events(root, cluster, owners)
     for r in rejected:
         sink.reject(r.reason, orjson.dumps(r.obj, default=str), origin="collector/replay", file=r.file, index=r.index)
-    bar = tqdm(total=len(events), desc="replay", unit="ev", file=sys.stderr, disable=not progress,
+    bar = tqdm(total=len(events), desc="replay", unit="ev", file=sys.stderr, disable=None if progress else True,  # None: off when stderr is no terminal
                dynamic_ncols=True, ascii=not sys.stderr.isatty())
     for ev in paced(events, speed):
         sink.send(ev)
@@ -206,4 +206,4 @@ def _run(args) -> int:
                        owners=load_owners(args.owners), progress=not args.stdout)
     sink.close()
     print(f"replayed {sent} events, {bad} dead-lettered", file=sys.stderr)
-    return 0
+    return 0 if sent else 1  # nothing replayed (an empty file, or every record refused) is a failure to say

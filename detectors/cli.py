@@ -185,12 +185,12 @@ def _nab(args) -> int:
     cv = None
     if args.cv:
         n = len(grid(args.cv_grid))
-        with tqdm(total=len(series) * n, desc=f"cv: {n} candidates of {registry.DEFAULT}", unit="file", file=sys.stderr, leave=False) as bar:
+        with tqdm(total=len(series) * n, desc=f"cv: {n} candidates of {registry.DEFAULT}", unit="file", file=sys.stderr, leave=False, disable=None) as bar:
             cv = run_cv(series, bar, args.cv_grid)
     rows = len(series) and sum(len(s.values) for s in series)
     windows = sum(len(s.labelled.windows) for s in series)
     results = []
-    with tqdm(total=len(series) * len(specs), desc="nab", unit="file", file=sys.stderr, leave=False) as bar:
+    with tqdm(total=len(series) * len(specs), desc="nab", unit="file", file=sys.stderr, leave=False, disable=None) as bar:
         for name, params in specs:
             bar.set_postfix_str(name)
             try:

@@ -103,6 +103,15 @@ def user_error(exc: BaseException) -> str | None:
         return f"{exc.filename}: {exc.strerror or exc}"
     if isinstance(exc, FileNotFoundError):  # raised with a message of ours (the path comes first)
         return str(exc)
+    if type(exc).__name__ == "ConfigException" and type(exc).__module__.startswith("kubernetes"):
+        return (f"Kubernetes client configuration: {exc} (looked at --kubeconfig, $KUBECONFIG, ~/.kube/config, "
+                "then the in-cluster service account)")
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({exc})"
+    import yaml
+
+    if isinstance(exc, yaml.YAMLError):
+        return f"YAML: {exc}".replace("\n", " ")
     return None
 
 

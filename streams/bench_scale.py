@@ -201,7 +201,7 @@ def _run(args) -> int:
     loads = {"containers": containers, "nodes": lambda n, s: nodes(n, s, pages)}
     chosen = list(loads) if args.workload == "all" else [args.workload]
     out = {}
-    bar = tqdm(total=args.scrapes * len(chosen), desc="bench scale", unit="scrape", file=sys.stderr,
+    bar = tqdm(total=args.scrapes * len(chosen), desc="bench scale", unit="scrape", file=sys.stderr, disable=None,
                ascii=not sys.stderr.isatty(), dynamic_ncols=True)
     try:
         for name in chosen:

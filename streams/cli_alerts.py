@@ -187,13 +187,24 @@ async def _http(method: str, url: str, body=None):
     import aiohttp
     import orjson
 
-    async with aiohttp.ClientSession(trust_env=True) as s, s.request(method, url, data=orjson.dumps(body) if body else None,
-                                                       headers={"Content-Type": "application/json"}) as r:
-        data = await r.read()
-        if r.status >= 300:
-            msg = orjson.loads(data).get("error", data.decode()) if data else f"HTTP {r.status}"
-            raise SystemExit(f"kubesight silences: {msg}")
-        return orjson.loads(data) if data else None
+    try:
+        async with aiohttp.ClientSession(trust_env=True, timeout=aiohttp.ClientTimeout(total=30)) as s, \
+                s.request(method, url, data=orjson.dumps(body) if body else None,
+                          headers={"Content-Type": "application/json"}) as r:
+            data = await r.read()
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # refused, not a URL, no answer in 30 s
+        raise SystemExit(f"kubesight silences: {url}: {type(exc).__name__}: {exc}".rstrip(": ")) from None
+    try:
+        got = orjson.loads(data) if data else None
+    except orjson.JSONDecodeError:
+        got = None
+        if r.status < 300:
+            raise SystemExit(f"kubesight silences: {url}: HTTP {r.status}, not JSON: is it kubesight's or "
+                             "Alertmanager's API?") from None
+    if r.status >= 300:
+        msg = got.get("error") if isinstance(got, dict) else None
+        raise SystemExit(f"kubesight silences: {url}: HTTP {r.status}" + (f": {msg}" if msg else ""))
+    return got
 
 
 def _silences_add(args) -> int:

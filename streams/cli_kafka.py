@@ -48,11 +48,17 @@ def _purge(args) -> int:
 
 def _status(args) -> int:
     from core import broker as launcher
+    from core.settings import Settings
 
-    ext = os.environ.get("KUBESIGHT_KAFKA")
-    if ext:
-        ok = launcher.metadata_ok(ext)
-        print(f"{ext} (KUBESIGHT_KAFKA): {'up' if ok else 'not answering'}")
+    settings = Settings.load(args.config)  # the file and KUBESIGHT_KAFKA, as every other command reads them
+    if settings.kafka:
+        where = "KUBESIGHT_KAFKA" if os.environ.get("KUBESIGHT_KAFKA") else "settings"
+        try:  # a connection first: the client's own bootstrap waits 30 s for an address that never answers
+            launcher.check_reachable(settings.kafka, timeout=3.0)
+            ok = launcher.metadata_ok(settings.kafka)
+        except launcher.KafkaUnreachable:
+            ok = False
+        print(f"{settings.kafka} ({where}): {'up' if ok else 'not answering'}")
         return 0 if ok else 1
     b = launcher.status()
     if b is None:

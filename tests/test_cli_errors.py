@@ -96,3 +96,37 @@ def test_bad_routing_file_at_worker_start(settings, tmp_path):
     assert res.returncode == 2
     line = one_line(res)
     assert line.startswith(f"kubesight: {routing}:1: route.receiver: ") and "nobody" in line
+
+
+@pytest.mark.parametrize("args, files, code, line", [
+    # an audit of every command with wrong input (2026-11-29): each of these was a traceback, a hang or exit 0
+    (("kafka", "status"), {}, 1, "127.0.0.1:1 (KUBESIGHT_KAFKA): not answering"),  # was silent for 30 s
+    (("silences", "list", "--url", "http://127.0.0.1:1"), {}, 1,
+     "kubesight silences: http://127.0.0.1:1/api/v2/silences: ClientConnectorError: Cannot connect to host "
+     "127.0.0.1:1 ssl:default [Connect call failed ('127.0.0.1', 1)]"),
+    (("remediate", "--kubeconfig", "/nonexistent"), {}, 2,
+     "kubesight: Kubernetes client configuration: Invalid kube-config file. No configuration found. (looked at "
+     "--kubeconfig, $KUBECONFIG, ~/.kube/config, then the in-cluster service account)"),
+    (("collect", "replay", "{d}/nonutf8.yaml", "--stdout"), {"nonutf8.yaml": b"\xff\xfe"}, 2,
+     "kubesight: a file is not UTF-8 text ('utf-8' codec can't decode byte 0xff in position 0: invalid start byte)"),
+    (("collect", "kernel", "--checkpoint", "{d}/cp.json", "--from-file", "{d}/log.txt", "--stdout"),
+     {"cp.json": b"{oops", "log.txt": b"[ 1.0] x\n"}, 2,
+     "kubesight: checkpoint file {d}/cp.json is not valid JSON (unexpected character, expected a string key: line 1 "
+     "column 2 (char 1)); delete it to start over"),
+    (("collect", "cloud", "--token-file", "{d}/tok", "--listen", "127.0.0.1:99999", "--stdout"), {"tok": b"t\n"}, 2,
+     "kubesight collect cloud: --listen must be HOST:PORT (a port 0-65535), got '127.0.0.1:99999'"),
+])
+def test_wrong_input_to_a_command_is_one_line_and_a_failure(tmp_path, args, files, code, line):
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    # a deadline, not a figure: `kafka status` used to wait 30 s for the unreachable address before saying so
+    res = run(*(a.format(d=tmp_path) for a in args), env={"KUBESIGHT_KAFKA": "127.0.0.1:1", "KUBECONFIG": "/nonexistent"},
+              timeout=25)
+    out = (res.stdout + res.stderr).strip().splitlines()
+    assert res.returncode == code and out[-1] == line.format(d=tmp_path) and "Traceback" not in res.stderr, out
+
+
+def test_a_replay_that_replays_nothing_fails(tmp_path):
+    (tmp_path / "empty.yaml").write_text("")
+    res = run("collect", "replay", str(tmp_path / "empty.yaml"), "--stdout")
+    assert res.returncode == 1 and res.stderr.strip().endswith("replayed 0 events, 1 dead-lettered")

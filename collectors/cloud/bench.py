@@ -131,7 +131,7 @@ def run(args) -> int:
     bootstrap = bootstrap_for(settings, ephemeral=True)
     ensure_topics(settings, bootstrap)
     reqs = bodies(args.events, args.batch)
-    bar = tqdm(total=len(reqs), desc="bench cloud", unit="req", file=sys.stderr, ascii=not sys.stderr.isatty(),
+    bar = tqdm(total=len(reqs), desc="bench cloud", unit="req", file=sys.stderr, disable=None, ascii=not sys.stderr.isatty(),
                dynamic_ncols=True)
     try:
         elapsed, lat, codes = asyncio.run(_drive(bootstrap, settings, reqs, args.concurrency, bar))

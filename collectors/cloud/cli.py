@@ -152,8 +152,9 @@ def _collect(args) -> int:
         print(f"kubesight collect cloud: {exc}", file=sys.stderr)
         return 2
     host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit():
-        print(f"kubesight collect cloud: --listen must be HOST:PORT, got {args.listen!r}", file=sys.stderr)
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        print(f"kubesight collect cloud: --listen must be HOST:PORT (a port 0-65535), got {args.listen!r}",
+              file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return asyncio.run(_serve(args, auth, nodes, host.strip("[]"), int(port)))

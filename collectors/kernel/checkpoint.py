@@ -37,7 +37,10 @@ class FileCheckpoint:
         except FileNotFoundError:
             return None
         except orjson.JSONDecodeError as exc:
-            raise ValueError(f"checkpoint file {self.path} is not valid JSON ({exc}); delete it to start over") from None
+            from core.yamlconfig import ConfigError
+
+            # a user's file to fix: one line (kubesight.cli), not a traceback
+            raise ConfigError([f"checkpoint file {self.path} is not valid JSON ({exc}); delete it to start over"]) from None
         return data if isinstance(data, dict) else None
 
     def save(self, cp: dict) -> None:

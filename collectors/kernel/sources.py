@@ -240,6 +240,8 @@ def kmsg_items(reads: Iterable[bytes | OSError | None], *, after: int | None = N
 
 
 def _kmsg_reads(path: str, follow: bool, idle: float) -> Iterator[bytes | OSError | None]:
+    if os.path.isdir(path):  # os.open of a directory succeeds and its read fails without naming it
+        raise IsADirectoryError(21, "Is a directory (expected the kmsg device or a file)", path)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
         while True:

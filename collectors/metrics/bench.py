@@ -128,7 +128,7 @@ def run(args) -> int:
     settings = base.model_copy(update={"topic_prefix": f"bench-metrics-{uuid.uuid4().hex[:8]}-"})
     bootstrap = bootstrap_for(settings, ephemeral=True)
     ensure_topics(settings, bootstrap)
-    bar = tqdm(total=2 * args.rounds, desc="bench metrics", unit="req", file=sys.stderr,
+    bar = tqdm(total=2 * args.rounds, desc="bench metrics", unit="req", file=sys.stderr, disable=None,
                ascii=not sys.stderr.isatty(), dynamic_ncols=True)
     try:
         scrape_s, n_scrape, rw_s, n_rw = asyncio.run(_produce(bootstrap, settings, page, body, args.rounds, bar))
