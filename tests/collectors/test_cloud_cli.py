@@ -57,7 +57,7 @@ def test_refuses_to_run_without_credentials(monkeypatch, capsys):
 def test_bad_listen_address(monkeypatch, capsys):
     monkeypatch.setenv("KUBESIGHT_CLOUD_TOKEN", "x" * 20)
     assert main(["collect", "cloud", "--listen", "8090", "--stdout"]) == 2
-    assert "--listen must be HOST:PORT, got '8090'" in capsys.readouterr().err
+    assert "--listen must be HOST:PORT (a port 0-65535), got '8090'" in capsys.readouterr().err
 
 
 def test_a_bad_audit_ignore_regex_is_refused_before_anything_starts(monkeypatch, capsys):
