@@ -557,8 +557,7 @@ class Incidents:
             rec = self.record(inc)
             self._save(inc, state)
             return [rec]
-        member = {"labels": dict(labels), "status": "firing", "startsAt": alert.startsAt, "endsAt": None,
-                  "source": alert.source, "summary": alert.annotations.get("summary", "")}
+        member = _member(alert)
         if alert.endsAt is not None:  # a firing alert that says when it ends unless sent again (the Watchdog,
             member["until"] = alert.endsAt  # a silence reminder): it ends then, as Alertmanager ends it (``expire``)
         if inc is not None:  # a member firing again (or an update of it)
@@ -668,9 +667,7 @@ class Incidents:
                 sent = inc.setdefault("sent", {})
                 sent[receiver] = {"role": IMPACTED, "status": "firing", "seq": 1, "id": inc["id"]}
                 rec = self.record(inc)
-                extra = {"labels": dict(alert.labels), "status": "firing", "startsAt": alert.startsAt, "endsAt": None,
-                         "source": alert.source, "summary": alert.annotations.get("summary", "")}
-                self.outbox.append(incident_note({**inc, "members": {fp: extra}}, rec, receiver, IMPACTED, "firing",
+                self.outbox.append(incident_note({**inc, "members": {fp: _member(alert)}}, rec, receiver, IMPACTED, "firing",
                                                  1, [fp], now))
                 self._save(inc, state)
                 return out + [rec]
@@ -832,6 +829,12 @@ class Incidents:
         if inc.get("sent"):  # receivers told per incident (routes with incidents: true) and as what
             rec["notified"] = {r: v["role"] for r, v in sorted(inc["sent"].items())}
         return rec
+
+
+def _member(alert: Alert) -> dict:
+    """A firing alert as an incident keeps it (a member)."""
+    return {"labels": dict(alert.labels), "status": "firing", "startsAt": alert.startsAt, "endsAt": None,
+            "source": alert.source, "summary": alert.annotations.get("summary", "")}
 
 
 def incident_note(inc: Mapping, rec: Mapping, receiver: str, role: str, status: str, seq: int, fps: list[str],

@@ -120,7 +120,7 @@ def _etcd_grpc_failure(labels: dict) -> bool:
 # SLI, and how long a request may take before it counts against the budget (reads by scope; writes 1 s)
 _READS, _WRITES = frozenset(("LIST", "GET")), frozenset(("POST", "PUT", "PATCH", "DELETE"))
 _STREAMING = frozenset(("proxy", "attach", "log", "exec", "portforward"))
-_READ_LATENCY = {"resource": "1", "": "1", "namespace": "5", "cluster": "30"}  # scope -> le
+_READ_BOUND = {"resource": 1.0, "": 1.0, "namespace": 5.0, "cluster": 30.0}  # scope -> le, a number (le is compared so)
 
 
 def _verbs(verbs: frozenset, *, failed: bool = False) -> Callable[[dict], bool]:
@@ -150,8 +150,8 @@ def _le_num(v) -> float | None:
 
 
 def _fast_read(labels: dict) -> bool:
-    bound = _READ_LATENCY.get(labels.get("scope", ""))
-    return bound is not None and _le_num(labels.get("le")) == float(bound)
+    bound = _READ_BOUND.get(labels.get("scope", ""))
+    return bound is not None and _le_num(labels.get("le")) == bound
 
 
 def _fast_write(labels: dict) -> bool:

@@ -296,16 +296,7 @@ class Remediator:
             self._event(alert, node, rule.node_event)
         age = self.now() - at if at is not None else 0.0
         for a in rule.actions:
-            if self.cfg.max_alert_age and age > self.cfg.max_alert_age:
-                key = self._key(alert, _action_id(a))
-                if (key, self.cfg.dry_run) not in self.done:
-                    self._refuse((key, self.cfg.dry_run),
-                                 {"kind": "action", "node": node, "key": key, "action": _action_dict(a),
-                                  "dry_run": self.cfg.dry_run, "alert": self._alert_dict(alert)},
-                                 f"stale: the alert's record is {age:.0f}s old (settings.remediation.max_alert_age "
-                                 f"{self.cfg.max_alert_age:g}s): a replay or a backlog, the cluster may have moved on")
-                continue
-            self._action(alert, node, a)
+            self._action(alert, node, a, age)
 
     @staticmethod
     def _alert_dict(alert: Alert) -> dict:
@@ -472,12 +463,19 @@ class Remediator:
             return f"refused: {name} is the last Ready schedulable node of pool {pool}"
         return None
 
-    def _action(self, alert: Alert, node: str, a) -> None:
+    def _action(self, alert: Alert, node: str, a, age: float = 0.0) -> None:
+        """``age``: how old the alert's record is; past ``max_alert_age`` the action is refused (stale)."""
         dry = self.cfg.dry_run
         key = self._key(alert, _action_id(a))
         k = (key, dry)
         rec = {"kind": "action", "node": node, "key": key, "action": _action_dict(a), "dry_run": dry,
                "alert": self._alert_dict(alert)}
+        if self.cfg.max_alert_age and age > self.cfg.max_alert_age:
+            if k not in self.done:
+                self._refuse(k, rec, f"stale: the alert's record is {age:.0f}s old (settings.remediation."
+                             f"max_alert_age {self.cfg.max_alert_age:g}s): a replay or a backlog, the cluster may "
+                             "have moved on")
+            return
         if k in self.done or k in self.drains:
             self._respect_person(k, rec, a)
             return
