@@ -16,11 +16,12 @@ def register(sub, group) -> None:
     p = g.add_parser("test", help="run rule unit tests (input events/series, expected alerts)")
     p.add_argument("paths", nargs="+", metavar="CASES", help="test files or folders of *.yaml")
     p.set_defaults(func=_test)
+    default = f"default: the packs of --config / $KUBESIGHT_CONFIG (default_pack, rules), else {DEFAULT_PACK}"
     p = g.add_parser("list", help="print the rules of packs as a Markdown table (name, what, severity, why)")
-    p.add_argument("paths", nargs="*", metavar="PATH", help=f"default: {DEFAULT_PACK}")
+    p.add_argument("paths", nargs="*", metavar="PATH", help=default)
     p.set_defaults(func=_list)
     p = g.add_parser("signals", help="print the event reasons and metric names that packs expect (Markdown)")
-    p.add_argument("paths", nargs="*", metavar="PATH", help=f"default: {DEFAULT_PACK}")
+    p.add_argument("paths", nargs="*", metavar="PATH", help=default)
     p.set_defaults(func=_signals)
     b = group("bench", "benchmarks that print figures")
     p = b.add_parser("rules", help="rule-evaluation cost per signal with the whole default pack loaded")
@@ -64,12 +65,19 @@ def _test(args) -> int:
 
 
 def _packs(args):
-    """The packs named on the command line (else the default pack), or None with every error printed."""
+    """The packs named on the command line, else those the settings' worker evaluates (``--config``,
+    ``$KUBESIGHT_CONFIG``; with neither, the default pack); None with every error printed."""
+    from core.settings import Settings
     from core.yamlconfig import ConfigError
-    from rules.load import load_packs
+    from rules.load import load_packs, pack_paths
 
     try:
-        return load_packs(args.paths or [DEFAULT_PACK])
+        paths = args.paths or pack_paths(Settings.load(args.config))
+        if not paths:
+            print("no rule packs: the settings turn the default pack off (default_pack: false) and name no rules",
+                  file=sys.stderr)
+            return None
+        return load_packs(paths)
     except ConfigError as exc:
         for e in exc.errors:
             print(e, file=sys.stderr)

@@ -33,6 +33,11 @@ from rules.ruleset import CompiledRule, PackInfo, RuleSet
 
 DEFAULT_PACK = Path(__file__).resolve().parent / "packs" / "default"  # the default rule packs
 
+
+def pack_paths(settings) -> list[str]:
+    """The packs a worker with ``settings`` evaluates: the default pack unless ``default_pack: false``, then ``rules``."""
+    return ([str(DEFAULT_PACK)] if settings.default_pack else []) + [str(p) for p in settings.rules]
+
 EVENT_CONDITIONS = ("event_count", "state")
 SAMPLE_CONDITIONS = ("threshold", "burn_rate", "predict", "anomaly", "anomaly_vector")
 RESERVED_LABELS = ("alertname", "severity")

@@ -667,9 +667,9 @@ def kube_from(settings: Settings, kubeconfig: str | None = None) -> Kube:
 
 
 def load_rules(settings: Settings) -> RuleSet:
-    from rules.load import DEFAULT_PACK, load_packs
+    from rules.load import load_packs, pack_paths
 
-    paths = ([DEFAULT_PACK] if settings.default_pack else []) + list(settings.rules)
+    paths = pack_paths(settings)
     return load_packs(paths) if paths else RuleSet.empty()
 
 

@@ -28,7 +28,7 @@ import mode
 from core.records import Alert, Event, Sample, encode
 from core.settings import Settings
 from rules.holder import EngineHolder
-from rules.load import DEFAULT_PACK, load_packs
+from rules.load import load_packs, pack_paths
 from rules.ruleset import RuleSet
 from streams.follow import follow_topic
 from streams.hotpath import WATERMARK
@@ -126,7 +126,7 @@ class RulePacks:
     """The pack sources of one worker and the engine holder they feed."""
 
     def __init__(self, settings: Settings, topic_dir: Path | None = None):
-        self.paths = ([str(DEFAULT_PACK)] if settings.default_pack else []) + list(settings.rules)
+        self.paths = pack_paths(settings)
         self.topic_dir = topic_dir  # packs received on the rules topic, one file each
         self.version = 0
         self.errors: list[str] = []

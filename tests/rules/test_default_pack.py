@@ -166,3 +166,30 @@ def test_rules_md_is_the_current_table(capsys):
     assert main(["rules", "list"]) == 0
     table = capsys.readouterr().out
     assert table in (DEFAULT_PACK / "RULES.md").read_text(), "regenerate: kubesight rules list"
+
+
+def test_rules_list_and_signals_read_the_packs_of_the_settings(tmp_path, capsys, monkeypatch):
+    """Without paths, `rules list` and `rules signals` show what a worker with --config would evaluate."""
+    monkeypatch.delenv("KUBESIGHT_CONFIG", raising=False)
+    pack = tmp_path / "mine.yaml"
+    pack.write_text("apiVersion: kubesight.io/v1\nkind: RulePack\nmetadata: {name: mine, version: '1'}\nrules:\n"
+                    "  - alert: MyPodCrash\n    match: {source: k8s, reason: BackOff}\n"
+                    "    condition: {type: event_count, count: 2, window: 5m}\n")
+    cfg = tmp_path / "settings.yaml"
+    cfg.write_text(f"default_pack: false\nrules: [{pack}]\n")
+    assert main(["--config", str(cfg), "rules", "list"]) == 0
+    rows = [ln for ln in capsys.readouterr().out.splitlines()[2:] if ln.startswith("| ")]
+    assert [r.split(" | ")[0:2] for r in rows] == [["| MyPodCrash", "mine"]]
+    assert main(["--config", str(cfg), "rules", "signals"]) == 0
+    assert "| k8s | BackOff | MyPodCrash |" in capsys.readouterr().out
+    cfg.write_text(f"rules: [{pack}]\n")  # default pack on: both
+    monkeypatch.setenv("KUBESIGHT_CONFIG", str(cfg))
+    assert main(["rules", "list"]) == 0
+    rows = [ln for ln in capsys.readouterr().out.splitlines()[2:] if ln.startswith("| ")]
+    assert len(rows) == len(load_packs([DEFAULT_PACK])) + 1
+    cfg.write_text("default_pack: false\n")
+    assert main(["rules", "list"]) == 1
+    assert "no rule packs" in capsys.readouterr().err
+    cfg.write_text("default_pack: false\nrules: 3\n")
+    assert main(["rules", "list"]) == 1
+    assert f"{cfg}:2: rules" in capsys.readouterr().err
