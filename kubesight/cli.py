@@ -103,6 +103,10 @@ def user_error(exc: BaseException) -> str | None:
         return f"{exc.filename}: {exc.strerror or exc}"
     if isinstance(exc, FileNotFoundError):  # raised with a message of ours (the path comes first)
         return str(exc)
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+        return f"writing output: {exc.strerror}"  # `--stdout > file` on a full disk
     if type(exc).__name__ == "ConfigException" and type(exc).__module__.startswith("kubernetes"):
         return (f"Kubernetes client configuration: {exc} (looked at --kubeconfig, $KUBECONFIG, ~/.kube/config, "
                 "then the in-cluster service account)")

@@ -130,3 +130,14 @@ def test_a_replay_that_replays_nothing_fails(tmp_path):
     (tmp_path / "empty.yaml").write_text("")
     res = run("collect", "replay", str(tmp_path / "empty.yaml"), "--stdout")
     assert res.returncode == 1 and res.stderr.strip().endswith("replayed 0 events, 1 dead-lettered")
+
+
+def test_output_to_a_full_disk_is_one_line_not_a_traceback():
+    """`collect replay --stdout > file` when the disk fills (/dev/full: every write fails with ENOSPC)."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith("KUBESIGHT_")}
+    with open("/dev/full", "w") as out:
+        res = subprocess.run([sys.executable, "-m", "kubesight", "collect", "replay", "--stdout"], stdout=out,
+                             stderr=subprocess.PIPE, text=True, cwd=REPO, env=e, timeout=120)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr and "Exception ignored" not in res.stderr
+    assert res.stderr.splitlines()[-1] == "kubesight: writing output: No space left on device"
