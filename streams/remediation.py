@@ -653,17 +653,9 @@ class Remediator:
 
 
 def kube_from(settings: Settings, kubeconfig: str | None = None) -> Kube:
-    from kubernetes import client, config
+    from collectors.kubernetes.api import api_client
 
-    path = kubeconfig or settings.remediation.kubeconfig
-    if path:
-        return Kube(config.new_client_from_config(config_file=path))
-    try:
-        cfg = client.Configuration()
-        config.load_incluster_config(client_configuration=cfg)
-        return Kube(client.ApiClient(cfg))
-    except config.ConfigException:
-        return Kube(config.new_client_from_config())
+    return Kube(api_client(kubeconfig or settings.remediation.kubeconfig, in_cluster=None))
 
 
 def load_rules(settings: Settings) -> RuleSet:

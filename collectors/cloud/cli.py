@@ -108,12 +108,9 @@ def _node_map(args):
         raise SystemExit(f"kubesight collect cloud: bad node map:\n{exc}") from None
     lister = None
     if args.kubernetes:
-        api_client = None
-        if args.kubeconfig:
-            from kubernetes import config
+        from collectors.kubernetes.api import api_client
 
-            api_client = config.new_client_from_config(config_file=args.kubeconfig)
-        lister = kubernetes_lister(api_client)
+        lister = kubernetes_lister(api_client(args.kubeconfig, in_cluster=None))
     return NodeMap(static, lister, refresh=args.node_refresh)
 
 

@@ -78,16 +78,10 @@ def load_node_files(paths) -> dict[str, str]:
     return out
 
 
-def kubernetes_lister(api_client=None) -> Callable[[], dict[str, str]]:
-    """A function listing the cluster's nodes with the official client (in-cluster config, else kubeconfig)."""
-    from kubernetes import client, config
+def kubernetes_lister(api_client) -> Callable[[], dict[str, str]]:
+    """A function listing the cluster's nodes with the official client."""
+    from kubernetes import client
 
-    if api_client is None:
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        api_client = client.ApiClient()
     core = client.CoreV1Api(api_client)
 
     def list_nodes() -> dict[str, str]:

@@ -43,15 +43,28 @@ READERS = {
 }
 
 
-def api_client(kubeconfig: str | None = None, context: str | None = None, in_cluster: bool = False):
-    """An ApiClient from the in-cluster service account, or a kubeconfig file (default ~/.kube/config)."""
+def api_client(kubeconfig: str | None = None, context: str | None = None, in_cluster: bool | None = False):
+    """The one way kubesight makes an ApiClient: from the in-cluster service account (``in_cluster``), a kubeconfig
+    file (default ~/.kube/config), or with ``in_cluster=None`` the service account when there is one, else the
+    kubeconfig.
+
+    A request that times out reading its answer is not retried underneath: urllib3's default retried it three
+    times, so a 10 s timeout waited 40 s on an API server that accepts connections and never answers. Connection
+    errors are still retried (three times), and each caller's own loop retries the rest at its pace."""
     from kubernetes import client, config
+    from urllib3.util.retry import Retry
 
     cfg = client.Configuration()
-    if in_cluster:
+    if in_cluster is None and not kubeconfig:
+        try:
+            config.load_incluster_config(client_configuration=cfg)
+        except config.ConfigException:
+            config.load_kube_config(context=context, client_configuration=cfg)
+    elif in_cluster:
         config.load_incluster_config(client_configuration=cfg)
     else:
         config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
+    cfg.retries = Retry(total=3, read=0, redirect=0)
     return client.ApiClient(cfg)
 
 

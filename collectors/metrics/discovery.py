@@ -182,13 +182,12 @@ def discover_with(api, cfg, defaults) -> Found:
 
 def core_api(kubeconfig: str | None = None, host: str | None = None):
     """A CoreV1Api: in-cluster, from a kubeconfig, or (tests) at a plain ``host`` URL."""
-    from kubernetes import client, config
+    from kubernetes import client
 
     if host:
         c = client.Configuration()
         c.host = host
         return client.CoreV1Api(client.ApiClient(c))
-    if kubeconfig:
-        return client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
-    config.load_incluster_config()
-    return client.CoreV1Api()
+    from collectors.kubernetes.api import api_client
+
+    return client.CoreV1Api(api_client(kubeconfig, in_cluster=not kubeconfig))

@@ -127,3 +127,40 @@ def test_requests_that_all_saw_a_stale_map_list_once():
     nm.relist(False)  # a second request that checked before the first listing finished
     nm.relist(True)
     assert (len(calls), nm.snapshot()) == (1, {"i-0abc12345": "n1"})
+
+
+def test_an_api_server_that_never_answers_is_asked_once(tmp_path):
+    """kubesight's one ApiClient (collectors.kubernetes.api.api_client) does not retry a read timeout underneath:
+    urllib3's default asked 4 times, so `collect cloud --kubernetes --check` waited 4 x 10 s on such a server."""
+    import socket
+    import threading
+
+    from kubernetes import client
+    from urllib3.exceptions import MaxRetryError, ReadTimeoutError
+
+    from collectors.kubernetes.api import api_client
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def accept():
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(srv.accept()[0])  # kept open, never answered
+
+    threading.Thread(target=accept, daemon=True).start()
+    kc = tmp_path / "kubeconfig"
+    kc.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{srv.getsockname()[1]}"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}]}))
+    core = client.CoreV1Api(api_client(str(kc)))
+    try:
+        with pytest.raises((ReadTimeoutError, MaxRetryError)):
+            core.list_node(_request_timeout=0.5)
+        assert len(accepted) == 1
+    finally:
+        srv.close()
+        for c in accepted:
+            c.close()
