@@ -339,10 +339,12 @@ class Silences:
         return [s.id for s in self.by_id.values() if s.mutes(labels, now)]
 
     def expire(self, id: str, now: float) -> Silence:
-        """End a silence now (kept, so ``list`` shows it as expired); KeyError when unknown."""
+        """End a silence now (kept, so ``list`` shows it as expired); KeyError when unknown.  A pending one (it starts
+        later) gets its start moved to now too, as Alertmanager does, so it is expired and not pending still."""
         s = self.by_id[id]
         if s.endsAt > now:
-            s.endsAt = max(now, s.startsAt)
+            s.startsAt = min(s.startsAt, now)
+            s.endsAt = now
             s.updatedAt = now
         return s
 

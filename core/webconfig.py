@@ -208,6 +208,20 @@ _VERIFIED: dict[tuple[int, str], bytes] = {}
 NONE = WebConfig()
 
 
+def bearer_matches(authorization: str | None, tokens) -> bool:
+    """Whether an ``Authorization`` header is ``Bearer <t>`` for one of ``tokens`` (bytes; several: a rotation, old
+    and new both accepted), each compared in constant time.  A header that is not UTF-8 is compared as its raw
+    bytes: a mismatch, never an error.
+
+    >>> bearer_matches("Bearer new", [b"old", b"new"]), bearer_matches("Bearer x", [b"old"]), bearer_matches(None, [b"a"])
+    (True, False, False)
+    """
+    if not tokens or not authorization or not authorization.startswith("Bearer "):
+        return False
+    got = authorization.removeprefix("Bearer ").strip().encode("utf-8", "surrogateescape")
+    return any([hmac.compare_digest(got, t) for t in tokens])
+
+
 def read_tokens(path: str | os.PathLike) -> list[str]:
     """The bearer tokens of a token file, one per line (several: a rotation); ConfigError if it cannot be read or
     holds none, since a listener given a token file and no token would let everyone in."""

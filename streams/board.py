@@ -28,7 +28,6 @@ so 10,000 firing alerts cost the browser a few dozen cells.  Silences created on
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import threading
 import time
@@ -260,15 +259,28 @@ class BoardState:
             self._delivery_changed(fp)
         _bound(self.failed, self.alerts)
 
+    HEALTH_TYPES = {"integration": (str,), "receiver": (str,), "state": (str,), "since": (str, type(None)),
+                    "reason": (str, type(None)), "attempts": (int, type(None)), "waiting": (list, type(None)),
+                    "waitingAlerts": (int, type(None))}
+
     def on_receiver_health_record(self, key, value) -> None:
         """Delivery's view of one integration (``receiver-health``): ok, retrying (a failed attempt will be tried
-        again) or failing (it gave a notification up).  What is not ok shows in the page's header."""
+        again) or failing (it gave a notification up).  What is not ok shows in the page's header.  A record of
+        another shape is skipped (summary() sorts and prints these: one bad record would fail every page, and the
+        topic is compacted), and so is one of a receiver the routing file no longer has (it never succeeds
+        again, so it would stay failing for ever)."""
         try:
             d = orjson.loads(value)
-            name = d["integration"]
-            if d["state"] not in ("ok", "retrying", "failing"):
+            if not isinstance(d, dict) or d.get("state") not in ("ok", "retrying", "failing") or any(
+                    not isinstance(d.get(k), t) for k, t in self.HEALTH_TYPES.items() if k in d or k == "integration"):
                 return
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+        except orjson.JSONDecodeError:
+            return
+        name = d["integration"]
+        if not self._routed(d):
+            if self.health.pop(name, None) is not None:
+                self.waiting.pop(name, None)
+                self.version += 1
             return
         if self.health.get(name) != d:
             self.health[name] = d
@@ -279,9 +291,32 @@ class BoardState:
                 self.waiting.pop(name, None)
             self.version += 1
 
+    def _routed(self, health: dict) -> bool:
+        """Whether the routing file in force has the health record's receiver (unknown routing: yes)."""
+        names = self.router.receivers if self.router is not None else None
+        return names is None or health.get("receiver") in names
+
+    def forget_unrouted(self) -> None:
+        """The routing file changed: integrations of receivers it no longer has leave the header."""
+        for name in [n for n, d in self.health.items() if not self._routed(d)]:
+            del self.health[name]
+            self.waiting.pop(name, None)
+            self.version += 1
+
+    def _failures(self, fp: str) -> dict[str, tuple[str, str]]:
+        """Delivery's give-ups of the alert's current episode.  Delivery may retry a notification for hours, so its
+        dead letter can be read after the alert resolved (and forgot it) and fired again: that one is older than
+        the new firing's start, and says nothing about it."""
+        f = self.failed.get(fp, {})
+        e = self.alerts.get(fp)
+        if not f or e is None or not e.starts:
+            return f
+        since = format_time(e.starts)  # times are format_time's: text order is time order
+        return {r: v for r, v in f.items() if v[0] >= since}
+
     def _undelivered(self, fp: str) -> bool:
         told = self.notified.get(fp, {})
-        return any(at >= told.get(r, "") for r, (at, _) in self.failed.get(fp, {}).items())
+        return any(at >= told.get(r, "") for r, (at, _) in self._failures(fp).items())
 
     def _delivery_changed(self, fp: str) -> None:
         e = self.alerts.get(fp)
@@ -293,7 +328,7 @@ class BoardState:
     def deliveries(self, fp: str) -> list[dict]:
         """Each receiver of an alert with its latest notification and, when delivery gave that one up, why; or,
         while delivery still retries a notification of it (receiver-health's ``waiting``), which integration fails."""
-        told, failed = self.notified.get(fp, {}), self.failed.get(fp, {})
+        told, failed = self.notified.get(fp, {}), self._failures(fp)
         out = []
         for r in sorted(set(told) | set(failed)):
             f = failed.get(r)
@@ -529,6 +564,7 @@ class Board(mode.Service):
         from alerts.routing import Router
 
         self.model.router = Router(cfg)
+        self.model.forget_unrouted()
         if self.model.inhibitor is not None:
             self.model.inhibitor.set_rules(rules_from(cfg))
             self.model.sources_changed = True
@@ -580,22 +616,22 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
        "font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
-def web_app(board: Board, token: str | None, web_cfg=None) -> web.Application:
+def web_app(board: Board, token: str | list[str] | None, web_cfg=None) -> web.Application:
     """The board's HTTP app.  GETs are open (to the web config's ``basic_auth_users`` when it has some);
-    anything else needs ``Authorization: Bearer <token>`` (which also stands for a user: one header)."""
+    anything else needs ``Authorization: Bearer <token>`` (which also stands for a user: one header).  Several
+    tokens (a token file's lines): any of them, as the intakes do during a rotation."""
     from alerts.api import app as silences_api
-    from core.webconfig import NONE
+    from core.webconfig import NONE, bearer_matches
 
-    expected = f"Bearer {token}".encode() if token else None
+    tokens = [t.encode() for t in ([token] if isinstance(token, str) else token or ()) if t]
     web_cfg = web_cfg or NONE
 
     @web.middleware
     async def guard(request: web.Request, handler):
         if request.method not in ("GET", "HEAD", "OPTIONS"):
-            if expected is None:
+            if not tokens:
                 return _json({"error": "the board is read-only: start it with --token-file to allow silences"}, 403)
-            got = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-            if not hmac.compare_digest(got, expected):
+            if not bearer_matches(request.headers.get("Authorization"), tokens):
                 return _json({"error": "a valid bearer token is required to write"}, 401)
         resp = await handler(request)
         resp.headers.setdefault("Content-Security-Policy", CSP)
@@ -607,7 +643,7 @@ def web_app(board: Board, token: str | None, web_cfg=None) -> web.Application:
 
     async def summary(request: web.Request) -> web.Response:
         s = board.latest_summary or board.summary()
-        return _json({**s, "writable": token is not None, "routing": board.settings.routing is not None})
+        return _json({**s, "writable": bool(tokens), "routing": board.settings.routing is not None})
 
     async def alerts(request: web.Request) -> web.Response:
         q = request.query
@@ -643,8 +679,7 @@ def web_app(board: Board, token: str | None, web_cfg=None) -> web.Application:
         return resp
 
     def bearer(request: web.Request) -> bool:
-        got = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-        return expected is not None and hmac.compare_digest(got, expected)
+        return bearer_matches(request.headers.get("Authorization"), tokens)
 
     a = web.Application(middlewares=[web_cfg.middleware(also=bearer), guard])
     a.router.add_get("/", index)
@@ -657,7 +692,7 @@ def web_app(board: Board, token: str | None, web_cfg=None) -> web.Application:
 
 
 async def start_board(settings: Settings, bootstrap: str, host: str = "127.0.0.1", port: int = 0,
-                      token: str | None = None, web_cfg=None) -> tuple[Board, web.AppRunner, str]:
+                      token: str | list[str] | None = None, web_cfg=None) -> tuple[Board, web.AppRunner, str]:
     """Start the board service and its HTTP server (TLS and users from ``web_cfg``, a
     ``core.webconfig.WebConfig``); returns (board, runner, url)."""
     from core.webconfig import NONE
@@ -678,7 +713,7 @@ class BoardThread(threading.Thread):
     """The board on its own event loop in a thread: for the demo, the tests and the bench."""
 
     def __init__(self, settings: Settings, bootstrap: str, host: str = "127.0.0.1", port: int = 0,
-                 token: str | None = None):
+                 token: str | list[str] | None = None):
         super().__init__(daemon=True, name="kubesight-board")
         self.args = (settings, bootstrap, host, port, token)
         self.ready = threading.Event()

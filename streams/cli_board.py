@@ -44,12 +44,6 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def read_token(path: str) -> str:
-    from core.webconfig import read_tokens
-
-    return read_tokens(path)[0]
-
-
 def _board(args) -> int:
     from core import webconfig
     from core.broker import bootstrap_for
@@ -66,7 +60,7 @@ def _board(args) -> int:
     token = None
     if args.token_file:
         try:
-            token = read_token(args.token_file)
+            token = webconfig.read_tokens(args.token_file)  # every line: a rotation
         except (OSError, ValueError) as exc:
             print(f"kubesight board: {exc}", file=sys.stderr)
             return 2

@@ -18,6 +18,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from core.webconfig import bearer_matches
+
 SIGNATURE_HEADER = "X-Kubesight-Signature"
 _BEARER = re.compile(r"^Bearer ([\x21-\x7e]+)$")
 _SIGNATURE = re.compile(r"^sha256=([0-9a-f]{64})$")
@@ -43,11 +45,8 @@ class Auth:
                     or (self.hmac_keys and _SIGNATURE.match(_header(headers, SIGNATURE_HEADER).lower())))
 
     def check(self, headers: Mapping[str, str], body: bytes) -> bool:
-        m = _BEARER.match(_header(headers, "Authorization"))
-        if m and self.tokens:
-            given = m.group(1).encode()
-            if any(hmac.compare_digest(given, t) for t in self.tokens):
-                return True
+        if bearer_matches(_header(headers, "Authorization"), self.tokens):
+            return True
         m = _SIGNATURE.match(_header(headers, SIGNATURE_HEADER).lower())
         if m and self.hmac_keys:
             for key in self.hmac_keys:

@@ -183,7 +183,7 @@ class Intake:
                 self.metrics.rw_samples.inc(n)
 
     async def _authorized(self, request) -> bool:
-        import hmac
+        from core.webconfig import bearer_matches
 
         users = bool(self.web.basic_auth_users)
         if not self.tokens and not users:
@@ -191,10 +191,7 @@ class Intake:
         header = request.headers.get("Authorization", "")
         if users and header[:6].lower() == "basic ":
             return await self.web.authorized_async(header)
-        if not header.startswith("Bearer "):
-            return False
-        got = header.removeprefix("Bearer ").strip().encode("utf-8", "surrogateescape")  # raw bytes: a 401
-        return any(hmac.compare_digest(got, t) for t in self.tokens)
+        return bearer_matches(header, self.tokens)
 
     async def handle(self, request):
         from aiohttp import web

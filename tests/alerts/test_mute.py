@@ -88,6 +88,18 @@ def test_silence_mutes_until_it_ends_or_is_expired():
     assert notified(eng, st, 72.0) == [("X", "a", "firing"), ("X", "c", "firing")]
 
 
+def test_expiring_a_pending_silence_makes_it_expired_not_pending():
+    """Alertmanager's expire moves a pending silence's start to now as well (silences.go): amtool and Grafana then
+    list it as expired; kubesight kept its start, so it stayed pending."""
+    silences = Silences()
+    silences.put(Silence.create({"matchers": [{"name": "pod", "value": "a"}], "startsAt": format_time(100.0),
+                                 "endsAt": format_time(1000.0), "createdBy": "ana", "comment": "later"}, now=0.0,
+                                id="s1"))
+    assert silences.by_id["s1"].state(50.0) == "pending"
+    s = silences.expire("s1", now=50.0)
+    assert (s.state(50.0), s.state(500.0), s.startsAt, s.endsAt) == ("expired", "expired", 50.0, 50.0)
+
+
 @pytest.mark.parametrize("body,message", [
     ({"matchers": [], "startsAt": "2021-01-01T00:00:00Z", "endsAt": "2021-01-02T00:00:00Z", "createdBy": "a",
       "comment": "c"}, "matchers: List should have at least 1 item after validation, not 0"),

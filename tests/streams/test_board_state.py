@@ -155,3 +155,52 @@ def test_an_incident_record_the_incidents_stage_never_writes_is_skipped():
     m.on_incident_record(b"i4", orjson.dumps({"id": "i4", "labels": {"cluster": "prod"}, "status": "open"}))
     s = m.summary(1000.0)
     assert s["incidents"] == {"open": 1, "byCluster": {"prod": 1}}
+
+
+def test_a_give_up_of_an_earlier_episode_does_not_mark_the_next_firing():
+    """Delivery retries for hours: its dead letter of a notification can be read after the alert resolved, and the
+    alert fire again. That failure is older than the new firing and says nothing about it."""
+    a = firing("KubePersistentVolumeFillingUp", namespace="db")
+    m = BoardState()
+    m.apply_alert(a.to_dict())
+    m.on_notification_record(b"{}:{}", note("team-db", 1010.0, a))
+    m.apply_alert(dict(a.to_dict(), status="resolved"))
+    m.on_deadletter_record(None, failed("team-db", 1010.0, "team-db/webhook[0]: HTTP 503 after 9 attempts", a))
+    m.apply_alert(dict(a.to_dict(), startsAt=format_time(9000.0)))
+    assert m.summary(9010.0)["total"]["undelivered"] == 0
+    assert m.deliveries(a.fingerprint) == []
+    # a failure of the new episode still counts
+    m.on_deadletter_record(None, failed("team-db", 9010.0, "team-db/webhook[0]: HTTP 503", a))
+    assert m.summary(9020.0)["total"]["undelivered"] == 1
+    assert m.deliveries(a.fingerprint) == [{"receiver": "team-db", "at": format_time(9010.0),
+                                            "failed": "team-db/webhook[0]: HTTP 503"}]
+
+
+def test_a_receiver_removed_from_the_routing_file_leaves_the_header():
+    """It never succeeds again, so its last failing record would stay for ever (the topic is compacted)."""
+    from alerts.config import load_text
+    from alerts.routing import Router
+
+    both = "route: {receiver: platform}\nreceivers: [{name: platform}, {name: team-db}]\n"
+    m = BoardState(router=Router(load_text(both, "r.yaml")))
+    m.on_receiver_health_record(b"team-db/webhook[0]", health("team-db/webhook[0]", "failing", "HTTP 503"))
+    m.on_receiver_health_record(b"platform/webhook[0]", health("platform/webhook[0]", "retrying", "HTTP 429"))
+    assert [r["integration"] for r in m.summary(0)["receivers"]] == ["platform/webhook[0]", "team-db/webhook[0]"]
+    m.router = Router(load_text("route: {receiver: platform}\nreceivers: [{name: platform}]\n", "r.yaml"))
+    v = m.version
+    m.forget_unrouted()
+    assert m.version > v and [r["integration"] for r in m.summary(0)["receivers"]] == ["platform/webhook[0]"]
+    # read again (a restart reads the compacted topic from the start): not shown
+    m.on_receiver_health_record(b"team-db/webhook[0]", health("team-db/webhook[0]", "failing", "HTTP 503"))
+    assert [r["integration"] for r in m.summary(0)["receivers"]] == ["platform/webhook[0]"]
+
+
+def test_a_receiver_health_record_of_another_shape_is_skipped():
+    """summary() sorts and prints them: one record with a number for a name failed every page, for good."""
+    m = BoardState()
+    m.on_receiver_health_record(b"ok", health("team-db/webhook[0]", "failing", "HTTP 503"))
+    for bad in ({"integration": 7}, {"reason": ["x"]}, {"since": 5}, {"waiting": "fp"}, {"receiver": None}):
+        rec = {**orjson.loads(health("x/webhook[0]", "failing")), **bad}
+        m.on_receiver_health_record(b"x", orjson.dumps(rec))
+    m.on_receiver_health_record(b"x", orjson.dumps([1, 2]))
+    assert [r["integration"] for r in m.summary(0)["receivers"]] == ["team-db/webhook[0]"]
