@@ -115,8 +115,11 @@ def _json(data, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
-def app(book, clock=time.time, alerts: AlertsState | None = None, config=None, reload=None) -> web.Application:
+def app(book, clock=time.time, alerts: AlertsState | None = None, config=None, reload=None,
+        silences_only: bool = False) -> web.Application:
     """The API over ``book`` (silences) and ``alerts``; the routing config is ``alerts.cfg`` (else ``config``).
+    ``silences_only``: the silence routes alone (and the health probes), for a process that holds no alerts (the
+    board): the others answer 404 there, not an empty list that says nothing fires.
 
     ``reload()`` (returning the errors of a refused version, or []) answers Alertmanager's ``POST /-/reload``, which
     config-reloader sidecars call after a ConfigMap update; kubesight's processes also look at the file every 2 s."""
@@ -243,11 +246,12 @@ def app(book, clock=time.time, alerts: AlertsState | None = None, config=None, r
         return web.Response(status=200)
 
     a = web.Application()
-    a.router.add_post("/-/reload", reload_)
-    a.router.add_get("/api/v2/alerts", get_alerts)
-    a.router.add_get("/api/v2/alerts/groups", get_groups)
-    a.router.add_get("/api/v2/status", status)
-    a.router.add_get("/api/v2/receivers", receivers)
+    if not silences_only:
+        a.router.add_post("/-/reload", reload_)
+        a.router.add_get("/api/v2/alerts", get_alerts)
+        a.router.add_get("/api/v2/alerts/groups", get_groups)
+        a.router.add_get("/api/v2/status", status)
+        a.router.add_get("/api/v2/receivers", receivers)
     a.router.add_get("/-/ready", lambda r: web.Response(text="OK"))
     a.router.add_get("/-/healthy", lambda r: web.Response(text="OK"))
     a.router.add_post("/api/v2/silences", post)

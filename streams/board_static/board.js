@@ -172,6 +172,7 @@ async function loadDrill() {
   } catch (e) { return; }
   if (st.drill !== d) return;
   st.drillVersion = version;
+  d.offset = page.offset;  // the server moves an offset past the end back to the last page
   renderDrill(d, page);
   window.__board.drills++;
   window.__board.lastDrillMs = performance.now() - t0;

@@ -204,3 +204,20 @@ def test_a_receiver_health_record_of_another_shape_is_skipped():
         m.on_receiver_health_record(b"x", orjson.dumps(rec))
     m.on_receiver_health_record(b"x", orjson.dumps([1, 2]))
     assert [r["integration"] for r in m.summary(0)["receivers"]] == ["team-db/webhook[0]"]
+
+
+def test_a_page_past_the_end_is_moved_back_to_the_last_page():
+    """The page shown was 51-60 of 60 and 50 resolved: the drill-down said "51-10 of 10 firing" and showed nothing."""
+    m = BoardState()
+    alerts = [firing("KubePodNotReady", namespace="db", pod=f"db-{i}") for i in range(60)]
+    for a in alerts:
+        m.apply_alert(a.to_dict())
+    p = m.page("grid", "prod", "storage", 50, 10)
+    assert (p["total"], p["offset"], len(p["alerts"])) == (60, 50, 10)
+    for a in alerts[:50]:
+        m.apply_alert(dict(a.to_dict(), status="resolved"))
+    p = m.page("grid", "prod", "storage", 50, 10)
+    assert (p["total"], p["offset"], len(p["alerts"])) == (10, 0, 10)
+    p = m.page("grid", "prod", "storage", 10**9, 4)
+    assert (p["offset"], len(p["alerts"])) == (8, 2)
+    assert m.page("grid", "prod", "nothing-here", 50, 10)["offset"] == 0
