@@ -66,28 +66,21 @@ def _test(args) -> int:
 
 def _packs(args):
     """The packs named on the command line, else those the settings' worker evaluates (``--config``,
-    ``$KUBESIGHT_CONFIG``; with neither, the default pack); None with every error printed."""
+    ``$KUBESIGHT_CONFIG``; with neither, the default pack).  A settings or pack error is raised (ConfigError):
+    one line each, exit 2, as every command says a file's problems."""
     from core.settings import Settings
     from core.yamlconfig import ConfigError
     from rules.load import load_packs, pack_paths
 
-    try:
-        paths = args.paths or pack_paths(Settings.load(args.config))
-        if not paths:
-            print("no rule packs: the settings turn the default pack off (default_pack: false) and name no rules",
-                  file=sys.stderr)
-            return None
-        return load_packs(paths)
-    except ConfigError as exc:
-        for e in exc.errors:
-            print(e, file=sys.stderr)
-        return None
+    paths = args.paths or pack_paths(Settings.load(args.config))
+    if not paths:
+        raise ConfigError(["no rule packs: the settings turn the default pack off (default_pack: false) and name "
+                           "no rules"])
+    return load_packs(paths)
 
 
 def _list(args) -> int:
     rs = _packs(args)
-    if rs is None:
-        return 1
     print("| rule | pack | what | severity | why | on the node (`kubesight remediate`) |")
     print("|---|---|---|---|---|---|")
     for r in rs.rules:
@@ -139,8 +132,6 @@ def signals_tables(rs) -> str:
 
 def _signals(args) -> int:
     rs = _packs(args)
-    if rs is None:
-        return 1
     print(signals_tables(rs))
     return 0
 

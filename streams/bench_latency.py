@@ -33,7 +33,7 @@ def register(sub, group) -> None:
     b.add_argument("--seconds", type=float, default=10.0, help="per rate (default: %(default)s)")
     b.add_argument("--group-wait", default="0s", help="the route's group_wait (default: %(default)s)")
     b.add_argument("--role", default="all", choices=["all", "one"],
-                   help="the worker's layout: all = hot path, alerting and delivery in three processes; one = all "
+                   help="the worker's layout: all = hot path, alerting, delivery and incidents in four processes; one = all "
                         "on one event loop (default: %(default)s)")
     b.add_argument("--json", action="store_true", help="print the figures as JSON")
     b.set_defaults(func=_bench)

@@ -115,6 +115,14 @@ def test_bad_routing_file_at_worker_start(settings, tmp_path):
      "column 2 (char 1)); delete it to start over"),
     (("collect", "cloud", "--token-file", "{d}/tok", "--listen", "127.0.0.1:99999", "--stdout"), {"tok": b"t\n"}, 2,
      "kubesight collect cloud: --listen must be HOST:PORT (a port 0-65535), got '127.0.0.1:99999'"),
+    # the README audit (2026-11-29): these said a missing file in their own way, with exit 1
+    (("--config", "{d}/none.yaml", "rules", "list"), {}, 2, "kubesight: {d}/none.yaml:1: cannot read: No such file or directory"),
+    (("--config", "{d}/off.yaml", "rules", "signals"), {"off.yaml": b"default_pack: false\n"}, 2,
+     "kubesight: no rule packs: the settings turn the default pack off (default_pack: false) and name no rules"),
+    (("routes", "test", "--routing", "{d}/none.yaml", "a=b"), {}, 2,
+     "kubesight: {d}/none.yaml:1: cannot read: No such file or directory"),
+    (("collect", "kernel", "--from-file", "{d}/none.log", "--stdout"), {}, 2,
+     "kubesight: {d}/none.log: No such file or directory"),
 ])
 def test_wrong_input_to_a_command_is_one_line_and_a_failure(tmp_path, args, files, code, line):
     for name, data in files.items():

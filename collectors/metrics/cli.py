@@ -67,7 +67,7 @@ def _collect(args) -> int:
     from core.yamlconfig import ConfigError
 
     try:
-        cfg = load(args.metrics_config)
+        cfg = load(args.metrics_config, files=True)
         static = from_config(cfg)
     except (ConfigError, ValueError) as exc:
         where = "" if isinstance(exc, ConfigError) else f"{args.metrics_config}: "

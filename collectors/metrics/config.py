@@ -193,6 +193,26 @@ def _interval_checks(data: dict) -> list[tuple[tuple, str]]:
     return out
 
 
-def load(path: str) -> MetricsConfig:
-    """Read and validate; raises ``ConfigError`` listing every problem with file, line and YAML path."""
-    return yamlconfig.load(path, MetricsConfig, check=_interval_checks)
+def _file_checks(data: dict) -> list[tuple[tuple, str]]:
+    """A target's TLS file that cannot be read, named at its line (every scrape of it would fail)."""
+    out = []
+    targets = data.get("targets") or []
+    for i, raw in enumerate(targets if isinstance(targets, list) else []):
+        tls = raw.get("tls") if isinstance(raw, dict) else None
+        for key in ("ca_file", "cert_file", "key_file"):
+            path = tls.get(key) if isinstance(tls, dict) else None
+            if isinstance(path, str) and path:
+                try:
+                    with open(path, "rb"):
+                        pass
+                except OSError as exc:
+                    out.append((("targets", i, "tls", key), f"cannot read {path}: {exc.strerror or exc}"))
+    return out
+
+
+def load(path: str, files: bool = False) -> MetricsConfig:
+    """Read and validate; raises ``ConfigError`` listing every problem with file, line and YAML path.  ``files``: the
+    TLS files must be readable too (the collector about to scrape; a config meant for a pod, such as the example
+    reading the service account's CA, loads anywhere without it)."""
+    return yamlconfig.load(path, MetricsConfig,
+                           check=lambda data: _interval_checks(data) + (_file_checks(data) if files else []))

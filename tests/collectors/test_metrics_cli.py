@@ -79,8 +79,8 @@ def test_each_config_error_names_file_line_and_path(tmp_path, text, message):
 def test_unreadable_tls_files_are_a_config_error(tmp_path, capsys):
     p = _write(tmp_path, "targets:\n  - {job: a, url: 'https://x/m', tls: {ca_file: /nonexistent/ca.crt}}\n")
     assert main(["collect", "metrics", "--config", str(p), "--once", "--stdout"]) == 2
-    assert capsys.readouterr().err.splitlines()[1] == (
-        f"{p}: targets[0].tls (a): cannot load /nonexistent/ca.crt: No such file or directory")
+    assert capsys.readouterr().err.splitlines()[1] == (  # at its line (was a message without one)
+        f"{p}:2: targets[0].tls.ca_file: cannot read /nonexistent/ca.crt: No such file or directory")
 
 
 def test_an_invalid_config_exits_2_listing_every_error(tmp_path, capsys):

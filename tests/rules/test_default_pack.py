@@ -188,8 +188,8 @@ def test_rules_list_and_signals_read_the_packs_of_the_settings(tmp_path, capsys,
     rows = [ln for ln in capsys.readouterr().out.splitlines()[2:] if ln.startswith("| ")]
     assert len(rows) == len(load_packs([DEFAULT_PACK])) + 1
     cfg.write_text("default_pack: false\n")
-    assert main(["rules", "list"]) == 1
+    assert main(["rules", "list"]) == 2
     assert "no rule packs" in capsys.readouterr().err
     cfg.write_text("default_pack: false\nrules: 3\n")
-    assert main(["rules", "list"]) == 1
+    assert main(["rules", "list"]) == 2
     assert f"{cfg}:2: rules" in capsys.readouterr().err
