@@ -648,7 +648,7 @@ class RoutingConfig(Strict):
     route: RouteConfig
     receivers: list[ReceiverConfig] = Field(min_length=1)
     inhibit_rules: list[InhibitRuleConfig] = []
-    default_inhibit_rules: bool = True
+    default_inhibit_rules: bool = False  # an Alertmanager file inhibits by its own rules only
     time_intervals: list[NamedTimeInterval] = []
     templates: list[str] = []  # Alertmanager's notification templates: accepted, not used (a warning says so)
     _warnings: list[str] = PrivateAttr(default_factory=list)
@@ -829,9 +829,13 @@ def _as_matchers(doc: Document, owner: dict, path: tuple, pairs: tuple[tuple[str
             if not isinstance(name, str) or not _LABEL.fullmatch(name):
                 doc.error(path + (key, str(name)), f"invalid label name {shown(name)}")
                 continue
+            if not isinstance(v, str) and path + (key, name) in doc.plain:
+                v = doc.plain[path + (key, name)][0]  # as Go's yaml.v2 reads it: the text written (`code: 500`)
             if not isinstance(v, str):
                 doc.error(path + (key, name), f"expected a string, got {shown(v)}")
                 continue
+            if op == "=~":  # Alertmanager builds the matcher from the compiled regex's text, anchored: group keys
+                v = f"^(?:{v})$"  # (the webhook's groupKey, PagerDuty's dedup key) carry it so
             text = f"{name}{op}{quote(v)}"
             try:
                 parse_matchers(text)
@@ -873,6 +877,9 @@ def _modernise(doc: Document) -> list[str]:
             cur = data.get("time_intervals")
             if cur is None or isinstance(cur, list):  # else left for the schema to refuse, with its line
                 data["time_intervals"] = list(cur or []) + old
+                for p, v in list(doc.plain.items()):  # their unquoted values move with them (go_strings)
+                    if p[:1] == ("mute_time_intervals",) and len(p) > 1 and isinstance(p[1], int):
+                        doc.plain[("time_intervals", len(cur or []) + p[1]) + p[2:]] = v
     go = gotemplate.available()
     if data.get("templates") and not go:
         warnings.append(f"{doc.source}:{doc.line_of(('templates',))}: templates: not used: Alertmanager's Go "
@@ -925,8 +932,12 @@ def _modernise(doc: Document) -> list[str]:
 
 
 def _load(doc: Document) -> RoutingConfig:
+    """Read as Alertmanager reads its file (Go's yaml.v2): a null is no value (``routes: ~``), and an unquoted
+    scalar where a string belongs is the text written (``end_time: 17:00``, ``years: [2024]``, ``code: 500``)."""
+    if isinstance(doc.data, dict):
+        doc.data = yamlconfig.without_nulls(doc.data)
     warnings = _modernise(doc) if isinstance(doc.data, dict) else []
-    cfg = doc.validate(RoutingConfig)
+    cfg = doc.validate(RoutingConfig, go_strings=True)
     if isinstance(doc.data, dict):
         for loc, message in _cross_refs(doc.data):
             doc.error(loc, message)

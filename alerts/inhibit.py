@@ -1,6 +1,6 @@
 """Inhibition: a firing source alert mutes target alerts that share its ``equal`` labels; with a topology-aware default set.
 
-The default set (``default_inhibit_rules: true``, the default) follows the cluster's shape:
+The default set (``default_inhibit_rules: true``; off unless a file asks, as Alertmanager has none) follows the cluster's shape:
 
 * a node that is NotReady/unreachable, or that a cloud maintenance reboot is taking down,
   mutes the pod and workload alerts on that node (same ``node``);

@@ -72,10 +72,11 @@ def _split(item, member) -> tuple[int, int]:
 
 
 def _int(p: str) -> int:
-    try:
-        return int(p)
-    except ValueError:
-        raise ValueError(f"invalid number {p!r}") from None
+    """Go's strconv.Atoi, as Alertmanager reads these: ASCII digits after an optional sign, nothing else (Python's
+    int() also takes "2_024", " 2024" and other scripts' digits)."""
+    if not re.fullmatch(r"[+-]?[0-9]+", p):
+        raise ValueError(f"invalid number {p!r}")
+    return int(p)
 
 
 def _weekday(p: str) -> int:
@@ -136,40 +137,43 @@ def year_ranges(items) -> list[tuple[int, int]]:
 
 class TimeInterval(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    times: list[TimeRange] = []
-    weekdays: list[str] = []
-    days_of_month: list[str] = []
-    months: list[str] = []
-    years: list[str] = []
-    location: str = "UTC"
+    # None (absent, or null) = any; an empty list matches nothing, as in Alertmanager (Go's empty slice)
+    times: list[TimeRange] | None = None
+    weekdays: list[str] | None = None
+    days_of_month: list[str] | None = None
+    months: list[str] | None = None
+    years: list[str] | None = None
+    location: str | None = "UTC"
 
     @field_validator("weekdays")
     @classmethod
     def _wd(cls, v):
-        weekday_ranges(v)
+        weekday_ranges(v or ())
         return v
 
     @field_validator("days_of_month")
     @classmethod
     def _dom(cls, v):
-        day_ranges(v)
+        day_ranges(v or ())
         return v
 
     @field_validator("months")
     @classmethod
     def _mon(cls, v):
-        month_ranges(v)
+        month_ranges(v or ())
         return v
 
     @field_validator("years")
     @classmethod
     def _yr(cls, v):
-        year_ranges(v)
+        year_ranges(v or ())
         return v
 
     @field_validator("location")
     @classmethod
     def _loc(cls, v):
+        if v is None:  # null: absent
+            return "UTC"
         if v in ("", "Local"):  # Go's time.LoadLocation: "" is UTC, "Local" the machine's zone
             return v
         try:
@@ -182,11 +186,11 @@ class TimeInterval(BaseModel):
         """Whether the instant ``ts`` (epoch seconds) falls inside this interval (all given fields must match)."""
         zone = None if self.location == "Local" else ZoneInfo(self.location or "UTC")
         t = datetime.fromtimestamp(ts, zone) if zone else datetime.fromtimestamp(ts).astimezone()
-        if self.times:
+        if self.times is not None:
             minute = t.hour * 60 + t.minute
             if not any(a <= minute < b for a, b in (r.minutes() for r in self.times)):
                 return False
-        if self.days_of_month:
+        if self.days_of_month is not None:
             last = calendar.monthrange(t.year, t.month)[1]
             inside = False
             for a, b in day_ranges(self.days_of_month):  # Alertmanager's clamping, step for step
@@ -200,11 +204,11 @@ class TimeInterval(BaseModel):
                     break
             if not inside:
                 return False
-        if self.months and not _within(t.month, month_ranges(self.months)):
+        if self.months is not None and not _within(t.month, month_ranges(self.months)):
             return False
-        if self.weekdays and not _within(t.isoweekday() % 7, weekday_ranges(self.weekdays)):
+        if self.weekdays is not None and not _within(t.isoweekday() % 7, weekday_ranges(self.weekdays)):
             return False
-        if self.years and not _within(t.year, year_ranges(self.years)):
+        if self.years is not None and not _within(t.year, year_ranges(self.years)):
             return False
         return True
 

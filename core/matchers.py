@@ -143,8 +143,46 @@ class Matcher:
         return f"Matcher({self})"
 
 
+def _go_refuses(pattern: str) -> str | None:
+    r"""What Go's regexp (Alertmanager's) refuses and RE2 takes: ``\C`` (any byte) and ``(?<name>...)`` (Go 1.22
+    takes it; Alertmanager 0.25's Go does not).  Escapes, ``\Q...\E`` and character classes are skipped.
+
+    >>> _go_refuses(r"a\Cb"), _go_refuses(r"(?<n>x)"), _go_refuses(r"\\C[(?<]\Q(?<\E(?P<n>x)")
+    ('invalid escape sequence: \\C', 'invalid or unsupported Perl syntax: (?<', None)
+    """
+    i, n, in_class = 0, len(pattern), False
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            nxt = pattern[i + 1:i + 2]
+            if nxt == "Q":
+                end = pattern.find("\\E", i + 2)
+                if end < 0:
+                    return None
+                i = end + 2
+                continue
+            if nxt == "C":
+                return "invalid escape sequence: \\C"
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class, i = True, i + 1
+            i += pattern[i:i + 1] == "^"
+            i += pattern[i:i + 1] == "]"  # a "]" first in a class is itself
+            continue
+        elif pattern.startswith("(?<", i):
+            return "invalid or unsupported Perl syntax: (?<"
+        i += 1
+    return None
+
+
 def _compile(pattern: str, m: Matcher):
     """RE2 full-match test for ``pattern`` (anchored as Alertmanager anchors it: ``^(?:pattern)$``)."""
+    go = _go_refuses(pattern)
+    if go is not None:
+        raise MatcherError(f"invalid regex {json.dumps(pattern)} in matcher {m}: {go}")
     try:
         re2.compile(pattern, _RE2)
     except re2.error as exc:

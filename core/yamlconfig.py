@@ -93,25 +93,57 @@ class Document:
         """The problems in line order (on one line, in path order)."""
         return [text for _, text in sorted(self.problems)]
 
-    def validate(self, model: type[M], data: Any = _UNSET) -> M | None:
-        """Validate ``data`` (default: the document's) with ``model``; None (and problems recorded) if invalid."""
+    def validate(self, model: type[M], data: Any = _UNSET, *, go_strings: bool = False) -> M | None:
+        """Validate ``data`` (default: the document's) with ``model``; None (and problems recorded) if invalid.
+
+        ``go_strings``: read as Go's yaml.v2 reads into a string field (Alertmanager's files): an unquoted ``500``,
+        ``17:00`` or ``true`` where the model wants a string is the text written, not an error (``data`` is
+        changed in place to that text)."""
         if not self.readable:
             return None
         data = self.data if data is _UNSET else data
-        try:
-            return model.model_validate({} if data is None else data)
-        except ValidationError as exc:
-            for loc, message in pydantic_errors(exc, model):
-                plain = self.plain.get(tuple(loc))
-                if plain is not None and message.startswith("expected a string"):
-                    # YAML 1.1 reads no, on, 0x20, 1_000, 1:30 and 500 as booleans and numbers; say so
-                    message += f" (YAML reads {plain[0]} as {plain[1]}: quote it, {json.dumps(plain[0])})"
-                self.error(loc, message)
-            return None
+        for _ in range(3 if go_strings else 1):
+            try:
+                return model.model_validate({} if data is None else data)
+            except ValidationError as exc:
+                errors = pydantic_errors(exc, model)
+            texts = [(loc, self.plain[tuple(loc)][0]) for loc, message in errors
+                     if message.startswith("expected a string") and tuple(loc) in self.plain]
+            if not go_strings or not texts or not isinstance(data, (dict, list)):
+                break
+            for loc, text in texts:
+                _put(data, loc, text)
+        for loc, message in errors:
+            plain = self.plain.get(tuple(loc))
+            if plain is not None and message.startswith("expected a string"):
+                # YAML 1.1 reads no, on, 0x20, 1_000, 1:30 and 500 as booleans and numbers; say so
+                message += f" (YAML reads {plain[0]} as {plain[1]}: quote it, {json.dumps(plain[0])})"
+            self.error(loc, message)
+        return None
 
     def raise_for_errors(self) -> None:
         if self.problems:
             raise ConfigError(self.errors)
+
+
+def _put(data, loc: tuple, value) -> None:
+    """Set the value at YAML path ``loc`` in ``data`` (nothing when the path is not there)."""
+    try:
+        for k in loc[:-1]:
+            data = data[k]
+        data[loc[-1]] = value
+    except (KeyError, IndexError, TypeError):
+        pass
+
+
+def without_nulls(data):
+    """``data`` with every mapping key whose value is null left out, at any depth: Go's yaml.v2 leaves such a field
+    at its zero value, as if absent (Alertmanager's ``routes: ~``, ``matchers: ~``, Helm's empty values)."""
+    if isinstance(data, dict):
+        return {k: without_nulls(v) for k, v in data.items() if v is not None}
+    if isinstance(data, list):
+        return [without_nulls(v) for v in data]
+    return data
 
 
 def raise_for(documents: Iterable[Document], extra: Iterable[str] = ()) -> None:

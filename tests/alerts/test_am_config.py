@@ -252,6 +252,19 @@ CHECK = {
     "days_of_month negative to positive": ti("{days_of_month: ['-1:5']}"),
     "days_of_month zero": ti("{days_of_month: ['0']}"),
     "months march:january": ti("{months: ['march:january']}"),
+    # ---- read as Go's yaml.v2 reads them (an audit of 2026-11-29 against amtool 0.25)
+    "unquoted times, days and years are their text": ti("{times: [{start_time: 09:00, end_time: 17:00}], "
+                                                        "days_of_month: [1:5], years: [2024]}"),
+    "an unquoted number in match is its text": ROOT + "  routes:\n    - match: {code: 500}\n      receiver: s\n" + R,
+    "nulls are absent": "route:\n  receiver: r\n  routes:\n    - matchers: ~\n      receiver: s\n"
+                        "      mute_time_intervals: ~\n" + R + "inhibit_rules: ~\ntime_intervals: ~\nglobal: ~\n",
+    "a null inside a time interval is absent": ti("{weekdays: ~, times: ~, location: ~}"),
+    "empty lists in a time interval": ti("{weekdays: [], times: [], years: []}"),
+    "a year Go's Atoi refuses": ti("{years: ['2_024']}"),
+    "a day Go's Atoi refuses": ti("{days_of_month: [' 1']}"),
+    "a regex with \\C (RE2 takes it, Go does not)": ROOT + "  routes:\n    - match_re: {a: 'x\\C'}\n      receiver: s\n" + R,
+    "a regex with (?<name>) (Go of Alertmanager 0.25 refuses it)": ROOT + "  routes:\n    - matchers: ['a=~\"(?<n>x)\"']\n"
+                                                                         "      receiver: s\n" + R,
     "years backwards": ti("{years: ['2030:2020']}"),
     "unknown location": ti("{location: Mars/Olympus_Mons}"),
     "undefined receiver": "route:\n  receiver: nobody\n" + R,

@@ -144,23 +144,25 @@ def test_deprecated_match_forms_are_converted_with_one_warning_each():
                     "      matchers: ['d=\"e\"']\n" + OK_RECEIVERS +
                     "inhibit_rules:\n  - source_match: {s: '1'}\n    target_match_re: {t: '2.*'}\n    equal: [n]\n",
                     "routing.yaml")
-    assert [str(m) for m in cfg.route.routes[0].matchers] == ['d="e"', 'a="b"', 'c=~"x|y"']
+    # a match_re is anchored as Alertmanager builds it (its text is in group keys)
+    assert [str(m) for m in cfg.route.routes[0].matchers] == ['d="e"', 'a="b"', 'c=~"^(?:x|y)$"']
     rule = cfg.inhibit_rules[0]
-    assert ([str(m) for m in rule.source_matchers], [str(m) for m in rule.target_matchers]) == (['s="1"'], ['t=~"2.*"'])
+    assert ([str(m) for m in rule.source_matchers], [str(m) for m in rule.target_matchers]) == (
+        ['s="1"'], ['t=~"^(?:2.*)$"'])
     assert cfg.warnings == [
         "routing.yaml:4: route.routes[0].match: match is deprecated (in Alertmanager too); read as matchers: ['a=\"b\"']",
         "routing.yaml:5: route.routes[0].match_re: match_re is deprecated (in Alertmanager too); "
-        "read as matchers: ['c=~\"x|y\"']",
+        "read as matchers: ['c=~\"^(?:x|y)$\"']",
         "routing.yaml:10: inhibit_rules[0].source_match: source_match is deprecated (in Alertmanager too); "
         "read as source_matchers: ['s=\"1\"']",
         "routing.yaml:11: inhibit_rules[0].target_match_re: target_match_re is deprecated (in Alertmanager too); "
-        "read as target_matchers: ['t=~\"2.*\"']"]
+        "read as target_matchers: ['t=~\"^(?:2.*)$\"']"]
 
 
 def test_deprecated_match_errors_name_the_old_key():
     assert errors("route:\n  receiver: r\n  routes:\n    - match_re: {a: '(?!x)'}\n      match: {'b:c': d}\n"
                   + OK_RECEIVERS) == [
-        'routing.yaml:4: route.routes[0].match_re.a: invalid regex "(?!x)" in matcher a=~"(?!x)": '
+        'routing.yaml:4: route.routes[0].match_re.a: invalid regex "^(?:(?!x))$" in matcher a=~"^(?:(?!x))$": '
         "invalid perl operator: (?!",
         'routing.yaml:5: route.routes[0].match.b:c: invalid label name "b:c"']
 
@@ -339,3 +341,30 @@ time_intervals:
     router = Router(cfg)
     (d,) = router.destinations({"a": "1"})
     assert d.receiver == "r" and not active(router.intervals["never"], 0.0) and not router.muted(d.route, 0.0)
+
+
+def test_an_empty_list_in_a_time_interval_matches_nothing_and_a_null_is_absent():
+    """Alertmanager (Go's empty slice): `weekdays: []` never matches, so a mute interval of it never mutes and an
+    active interval of it never lets through; kubesight read [] as "not set" and muted the route for good."""
+    from alerts.routing import Router
+
+    cfg = load_text("""
+route:
+  receiver: r
+  routes:
+    - {matchers: ['a="1"'], receiver: r, mute_time_intervals: [empty]}
+    - {matchers: ['a="2"'], receiver: r, active_time_intervals: [empty]}
+    - {matchers: ['a="3"'], receiver: r, mute_time_intervals: [nulls]}
+receivers: [{name: r}]
+time_intervals:
+  - name: empty
+    time_intervals: [{weekdays: [], times: [], days_of_month: [], months: [], years: []}]
+  - name: nulls
+    time_intervals: [{weekdays: ~, times: ~, years: ~, location: ~}]
+""")
+    router = Router(cfg)
+    (mute,), (act,), (null,) = (router.destinations({"a": v}) for v in "123")
+    now = 1_764_400_000.0
+    assert not router.muted(mute.route, now)  # never mutes
+    assert router.muted(act.route, now)  # never active: always muted
+    assert router.muted(null.route, now)  # nulls are absent: the interval is any time

@@ -17,6 +17,8 @@ inhibit_rules:
     equal: [cluster]
 """
 
+DEFAULTS = "default_inhibit_rules: true\n"  # kubesight's topology set (an extension; off unless asked for)
+
 
 def notified(eng, st, t):
     return sorted((a["labels"]["alertname"], a["labels"].get("pod", ""), a["status"])
@@ -34,7 +36,7 @@ def test_resolve_timeout_resolves_a_quiet_alert():
 
 
 def test_node_not_ready_inhibits_pods_on_that_node_only():
-    eng, st = Engine(load_text(CFG % "0s")), {}
+    eng, st = Engine(load_text((CFG % "0s") + DEFAULTS)), {}
     eng.receive(Alert({"alertname": "KubeNodeNotReady", "node": "n1", "severity": "critical"}, startsAt=1.0), st, 1.0)
     for pod, node in (("a", "n1"), ("b", "n1"), ("c", "n2")):
         eng.receive(Alert({"alertname": "KubePodNotReady", "pod": pod, "node": node, "workload": f"Deployment/{pod}",
@@ -48,20 +50,34 @@ def test_node_not_ready_inhibits_pods_on_that_node_only():
 
 
 def test_maintenance_reboot_inhibits_pods_on_the_node():
-    eng, st = Engine(load_text(CFG % "0s")), {}
+    eng, st = Engine(load_text((CFG % "0s") + DEFAULTS)), {}
     eng.receive(Alert({"alertname": "CloudMaintenanceReboot", "node": "n1"}, startsAt=1.0), st, 1.0)
     eng.receive(Alert({"alertname": "KubePodCrashLooping", "pod": "a", "node": "n1"}, startsAt=1.0), st, 1.0)
     assert notified(eng, st, 12.0) == [("CloudMaintenanceReboot", "", "firing")]
 
 
 def test_critical_inhibits_warning_of_same_alert_and_entity():
-    eng, st = Engine(load_text(CFG % "0s")), {}
+    eng, st = Engine(load_text((CFG % "0s") + DEFAULTS)), {}
     base = {"alertname": "DiskFull", "node": "n1"}
     eng.receive(Alert(dict(base, severity="critical"), startsAt=1.0), st, 1.0)
     eng.receive(Alert(dict(base, severity="warning"), startsAt=1.0), st, 1.0)
     eng.receive(Alert(dict(base, severity="warning", node="n2"), startsAt=1.0), st, 1.0)
     got = sorted((n["groupLabels"]["node"], a["labels"]["severity"]) for n in eng.tick(st, 12.0) for a in n["alerts"])
     assert got == [("n1", "critical"), ("n2", "warning")]
+
+
+def test_an_alertmanager_file_inhibits_by_its_own_rules_only():
+    """Alertmanager's file does not ask for kubesight's default set, so it does not get it: a critical and a warning
+    of the same alert, and a pod on a NotReady node, are all notified, as Alertmanager notifies them."""
+    eng, st = Engine(load_text(CFG % "0s")), {}
+    for labels in ({"alertname": "DiskFull", "node": "n1", "severity": "critical"},
+                   {"alertname": "DiskFull", "node": "n1", "severity": "warning"},
+                   {"alertname": "KubeNodeNotReady", "node": "n1", "severity": "critical"},
+                   {"alertname": "KubePodNotReady", "node": "n1", "pod": "a", "severity": "warning"}):
+        eng.receive(Alert(labels, startsAt=1.0), st, 1.0)
+    got = sorted((a["labels"]["alertname"], a["labels"]["severity"]) for n in eng.tick(st, 12.0) for a in n["alerts"])
+    assert got == [("DiskFull", "critical"), ("DiskFull", "warning"), ("KubeNodeNotReady", "critical"),
+                   ("KubePodNotReady", "warning")]
 
 
 def test_configured_inhibit_rule_and_no_defaults():

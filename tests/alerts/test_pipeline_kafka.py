@@ -33,6 +33,7 @@ route:
   routes:
     - matchers: ['owner=~".+"']
       owner_receiver: true
+default_inhibit_rules: true
 receivers:
   - name: team-a
     webhook_configs: [{{url: "{a}/hook", timeout: 500ms}}]

@@ -100,11 +100,11 @@ def test_the_lifecycle_keeps_where_an_alert_was_routed_across_duplicates():
 
 
 def test_a_reload_that_adds_an_inhibit_rule_mutes_with_sources_that_fire_already():
-    eng, st = Engine(load_text(BEFORE.replace("receivers:", "default_inhibit_rules: false\nreceivers:"))), {}
+    eng, st = Engine(load_text(BEFORE)), {}
     eng.receive(pod_alert("KubeNodeNotReady", ns="infra"), st, now=0.0)
     eng.receive(pod_alert(), st, now=0.0)
     assert sorted(r for r, _ in notes(eng, st, 10.0)) == ["platform", "team-a"]
-    eng.reconfigure(load_text(BEFORE))  # the default node-down inhibition is back
+    eng.reconfigure(load_text(BEFORE.replace("receivers:", "default_inhibit_rules: true\nreceivers:")))  # node-down
     eng.receive(pod_alert(name="KubePodNotReady"), st, now=20.0)  # a new alert on the NotReady node
     assert notes(eng, st, 40.0) == []  # inhibited by a source that fired before the reload
 

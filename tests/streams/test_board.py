@@ -221,7 +221,7 @@ def test_an_inhibited_alert_shows_apart_and_comes_back_when_its_source_resolves(
     from streams.board import layer_of
 
     routing = tmp_path / "routing.yaml"
-    routing.write_text("route: {receiver: r}\nreceivers: [{name: r}]\n")  # the default inhibit rules: node down
+    routing.write_text("route: {receiver: r}\nreceivers: [{name: r}]\ndefault_inhibit_rules: true\n")  # node down
     settings = settings.model_copy(update={"routing": str(routing)})
     node = alert("prod", "nodes", "KubeNodeNotReady", "critical", node="n1")
     pod = alert("prod", "workloads", "KubePodCrashLooping", "warning", node="n1", pod="web-0", namespace="shop",
