@@ -118,6 +118,12 @@ class Api:
             if not token:
                 return items, rv
 
+    def resource_version(self, stream: Stream) -> str:
+        """The collection's current resourceVersion, cheaply: a list of one object (a consistent read)."""
+        resp = self._call(stream, limit=1, _request_timeout=self.timeout)
+        meta = orjson.loads(resp.data).get("metadata") or {}
+        return str(meta.get("resourceVersion") or "")
+
     def watch(self, stream: Stream, rv: str, timeout_seconds: int = 300):
         """The open watch response (urllib3, streamed): read it with ``lines(resp)``."""
         return self._call(stream, watch=True, resource_version=rv, allow_watch_bookmarks=True,

@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import orjson
@@ -44,6 +45,7 @@ class Options:
     backoff_max: float = 30.0
     queue_size: int = 20_000
     heartbeat: float = 30.0  # seconds without a write before an idle collector re-writes its resourceVersions
+    deleted_pod_grace: float = 600.0  # seconds a deleted Pod's owner, node and team still name the Events about it
 
 
 @dataclass
@@ -74,7 +76,16 @@ class Collector:
         self.events: dict[str, list] = dict(restored["event"])
         self.nodes: dict[str, dict] = dict(restored["node"])
         self.pods: dict[str, dict] = dict(restored["pod"])
-        self.baseline = {s: s not in self.rv for s in options.streams}
+        self.baseline = {s: s not in self.rv for s in options.streams}  # streams not listed or resumed yet
+        # The two Event views show the same objects, so they share one baseline (see _event_baseline): None until
+        # the first Event list is applied on a first start, then that list's resourceVersion; "" when resumed
+        # from a checkpoint (no Event list is a baseline then).
+        self.events_since: str | None = "" if any(s in self.rv for s in EVENT_STREAMS) else None
+        # Pods deleted in the last deleted_pod_grace seconds, by uid and by (namespace, name): [until, summary].
+        # Events about a pod often come after its deletion (kubelet's Killing after a forced delete; the pod and
+        # Event watches are not ordered) and the pod can no longer be read. Not checkpointed: a restart within
+        # the grace names such Events as before the fix (by reading the pod), nothing is lost or doubled.
+        self.deleted_pods: OrderedDict = OrderedDict()
         self.owners = Owners(api.read, options.owner_keys, options.cache_size, options.cache_ttl)
         self.queue: queue.Queue = queue.Queue(options.queue_size)
         self.stop = threading.Event()
@@ -159,6 +170,21 @@ class Collector:
             self._object(stream, typ, obj, rv, baseline=False)
             self._set_rv(stream, rv)
 
+    def _event_baseline(self, rv: str) -> bool:
+        """Is a list of an Event view at ``rv`` the baseline (first sights are history: one record each)?
+
+        Only on a first start, and one baseline for both views: the first Event list applied is it, and the
+        other view's first list is part of it only if it is not newer (its objects are then history as of
+        the baseline too); a newer one is not, or an Event created between the two lists would be history
+        for the lagging view and lose its first occurrences. A view resumed from a checkpoint, or a re-list
+        after 410, is never a baseline.
+        """
+        if self.events_since is None:
+            self.events_since = rv or ""
+            return True
+        since, n = _rvnum(self.events_since), _rvnum(rv)
+        return since is not None and n is not None and n <= since
+
     def _set_rv(self, stream: str, rv: str) -> None:
         if rv and self.rv.get(stream) != rv:
             self.rv[stream] = rv
@@ -189,10 +215,10 @@ class Collector:
 
     def _sync(self, stream: str, items: list, rv: str) -> None:
         """A full list: apply every object, then forget those deleted while we were not watching."""
-        baseline = self.baseline.get(stream, False)
+        baseline = self._event_baseline(rv) if stream in EVENT_STREAMS else self.baseline.get(stream, False)
         listed = set()
         for obj in items:
-            uid = self._object(stream, "ADDED", obj, rv, baseline)
+            uid = self._object(stream, "LISTED", obj, rv, baseline)
             if uid:
                 listed.add(uid)
         if stream in EVENT_STREAMS:
@@ -209,8 +235,7 @@ class Collector:
                 if part == "node":
                     self._node_gone(uid)
                 else:
-                    del table[uid]
-                    self.dirty.add((part, uid))
+                    self._pod_gone(uid, None)
 
     # ------------------------------------------------------------ events
 
@@ -228,7 +253,14 @@ class Collector:
         seen = entry[0] if entry else None
         if seen is not None and v.count <= seen:
             return v.uid
-        self._emit(events.occurrences(v, seen, self._event_entity(v), baseline=baseline))
+        # A watch's ADDED is the object as created (we never watch from "0", which would replay current objects as
+        # ADDED): created with count N > 1, it is an Event client-go re-created after it expired, and carries one new
+        # occurrence; 1..N-1 were the expired object's (another uid, emitted under its ids). One record, #N, as for
+        # the baseline. Its id is uid+N whoever delivers it (either view, a replay after a restart resumed from the
+        # checkpoint), and the count checkpointed with it stops any second one. Only a re-list after a gap, which
+        # cannot tell a re-created Event from one created and repeated meanwhile, emits 1..N.
+        history = baseline or typ == "ADDED"
+        self._emit(events.occurrences(v, seen, self._event_entity(v), baseline=history))
         self.events[v.uid] = [v.count, rv, entry[2] if entry else "", offset]
         self.dirty.add(("event", v.uid))
         return v.uid
@@ -236,23 +268,28 @@ class Collector:
     def _event_entity(self, v: events.EventView) -> Entity:
         reg = v.regarding
         kind, name = str(reg.get("kind") or ""), str(reg.get("name") or "")
-        ns = str(reg.get("namespace") or (v.namespace if kind != "Node" else ""))
+        # an object without a namespace is cluster-scoped (a Node, a PersistentVolume, a Namespace, a ClusterRole):
+        # recorders store its Events in "default", which is not where it lives nor whose team owns it
+        ns = str(reg.get("namespace") or ("" if kind or name else v.namespace))
         uid = str(reg.get("uid") or "")
         node = v.host
         owner, thash = None, ""
         if kind == "Node":
             node = name
         elif kind == "Pod":
-            pod = self.pods.get(uid) if uid else None
+            pod = (self.pods.get(uid) or self._deleted_pod(uid)) if uid else None
+            meta = None
+            if pod is None:
+                meta = self.owners.get("Pod", ns, name)
+                if meta is None and not uid:  # an Event that does not say which pod of that name: a live one wins
+                    pod = self._deleted_pod((ns, name))
             if pod is not None:
                 owner, thash, node = tuple(pod["owner"]), pod["labels"].get("pod-template-hash", ""), pod["node"] or node
-            else:
-                meta = self.owners.get("Pod", ns, name)
-                if meta:
-                    refs = [r for r in meta["ownerReferences"] if isinstance(r, dict)]
-                    ctl = next((r for r in refs if r.get("controller")), refs[0] if refs else None)
-                    owner = (str(ctl.get("kind") or ""), str(ctl.get("name") or "")) if ctl else None
-                    thash = str(meta["labels"].get("pod-template-hash") or "")
+            elif meta:
+                refs = [r for r in meta["ownerReferences"] if isinstance(r, dict)]
+                ctl = next((r for r in refs if r.get("controller")), refs[0] if refs else None)
+                owner = (str(ctl.get("kind") or ""), str(ctl.get("name") or "")) if ctl else None
+                thash = str(meta["labels"].get("pod-template-hash") or "")
             if not node and v.reason == "Scheduled":
                 # the binding this very event reports, which the pod watch may not have delivered yet
                 node = events.assigned_node(v.message, ns, name)
@@ -302,8 +339,7 @@ class Collector:
         cur = state.pod_summary(obj)
         uid = cur["uid"]
         if typ == "DELETED":
-            if self.pods.pop(uid, None) is not None:
-                self.dirty.add(("pod", uid))
+            self._pod_gone(uid, state.compact(cur))
             return uid
         prev = self.pods.get(uid)
         small = state.compact(cur)
@@ -318,6 +354,32 @@ class Collector:
             self.pods[uid] = small
             self.dirty.add(("pod", uid))
         return uid
+
+    def _pod_gone(self, uid: str, last: dict | None) -> None:
+        """A Pod deleted (a watch's DELETED with its ``last`` state, or missing from a full list): forgotten, but its
+        summary kept ``deleted_pod_grace`` seconds for the Events about it (bounded like the owners cache)."""
+        prev = self.pods.pop(uid, None)
+        if prev is not None:
+            self.dirty.add(("pod", uid))
+        last = last or prev
+        if last is None or self.o.deleted_pod_grace <= 0:
+            return
+        until = self.clock() + self.o.deleted_pod_grace
+        for key in (uid, (last["ns"], last["name"])):
+            self.deleted_pods[key] = [until, last]
+            self.deleted_pods.move_to_end(key)
+        while len(self.deleted_pods) > 2 * self.o.cache_size:
+            self.deleted_pods.popitem(last=False)
+
+    def _deleted_pod(self, key) -> dict | None:
+        now = self.clock()
+        while self.deleted_pods:  # oldest first: all kept for the same grace, so they expire in this order
+            first = next(iter(self.deleted_pods.values()))
+            if first[0] > now:
+                break
+            self.deleted_pods.popitem(last=False)
+        hit = self.deleted_pods.get(key)
+        return hit[1] if hit else None
 
     def pod_entity(self, s: dict) -> Entity:
         workload, team = self.owners.resolve(s["ns"], "Pod", s["name"], tuple(s["owner"]),

@@ -132,10 +132,18 @@ MISSED_MAX = 1000  # records one Event update makes at most (the latest occurren
 def occurrences(v: EventView, seen: int | None, entity: Entity, *, baseline: bool = False) -> list[Event]:
     """Records for the occurrences of ``v`` not yet emitted (``seen`` = highest count emitted).
 
-    A first sight during the very first list (``baseline``) is one record carrying its count:
-    what happened before kubesight existed is history, not a burst to replay. Any other first
-    sight, or a jump in the count (after a disconnect or a 410), gets one record per missed
-    occurrence, the latest ``MISSED_MAX`` at most; the ones in between carry the time of the latest.
+    A first sight that carries history (``baseline``) is one record carrying its count: during the
+    very first list, what happened before kubesight existed is history, not a burst to replay; and
+    an Event a watch reports ADDED with a count above 1 was created so (client-go re-creates an
+    Event that expired under the same name with count = previous + 1: one new occurrence, the
+    others belong to the expired object). Any other first sight (an Event created while the
+    collector was away, found by a re-list), or a jump in the count (after a disconnect or a 410),
+    gets one record per missed occurrence, the latest ``MISSED_MAX`` at most; the ones in between
+    carry the time of the latest.
+
+    >>> v = view({"metadata": {"uid": "u2"}, "count": 6, "lastTimestamp": "2021-08-03T10:05:00Z"})
+    >>> [r.count for r in occurrences(v, None, Entity(), baseline=True)], len(occurrences(v, None, Entity()))
+    ([6], 6)
     """
     if seen is not None and v.count <= seen:
         return []

@@ -88,11 +88,14 @@ class Owners:
         if kind in WORKLOADS:
             return kind, name
         if kind in ("ReplicaSet", "Job"):
-            up = self._controller(self.get(kind, ns, name))
+            meta = self.get(kind, ns, name)
+            up = self._controller(meta)
             if up and up[0] in WORKLOADS:
                 return up
-            if kind == "ReplicaSet" and template_hash and name.endswith("-" + template_hash):
+            if meta is None and kind == "ReplicaSet" and template_hash and name.endswith("-" + template_hash):
                 return "Deployment", name[: -len(template_hash) - 1]  # RS unreadable: its name says it
+            # a ReplicaSet read fine without a workload above it (orphaned by `--cascade=orphan`, or made by hand)
+            # is the workload itself: its name looks like a Deployment's all the same
             return kind, name
         if kind == "Pod" and owner and owner[0] and owner[0] != "Node":
             return self.workload(ns, owner[0], owner[1], template_hash=template_hash)
@@ -126,6 +129,15 @@ class Owners:
 
     def resolve(self, ns: str, kind: str, name: str, owner: tuple[str, str] | None = None,
                 template_hash: str = "") -> tuple[str, str]:
-        """``("Deployment/cart", "payments")``: the workload (``""`` if none) and the owning team."""
+        """``("Deployment/cart", "payments")``: the workload (``""`` if none) and the owning team.
+
+        A Namespace (cluster-scoped, ``ns`` empty) is owned by the team of its own labels and annotations.
+
+        >>> objs = {("Namespace", "", "shop"): {"metadata": {"labels": {"team": "web"}}}}
+        >>> Owners(lambda kind, ns, name: objs.get((kind, ns, name)), clock=lambda: 0.0).resolve("", "Namespace", "shop")
+        ('', 'web')
+        """
+        if kind == "Namespace":
+            return "", self.team(name, None)
         wl = self.workload(ns, kind, name, owner, template_hash)
         return (f"{wl[0]}/{wl[1]}" if wl else ""), self.team(ns, wl)

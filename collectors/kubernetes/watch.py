@@ -9,6 +9,13 @@ The watcher only reads; it puts what it read on a queue, in order, for the colle
 
 After a dropped connection it watches again from the last resourceVersion it delivered, after
 an exponential backoff with full jitter; a 410 (HTTP or a watch ERROR event) makes it re-list.
+
+A resourceVersion from a checkpoint is first compared with the cluster's current one (a list of
+one object): one ahead of the cluster (etcd restored from a snapshot, a cluster rebuilt under the
+same ``--cluster`` name) is treated like 410 and re-listed, since a watch from it would wait,
+silent, for a revision the cluster reaches much later if ever (no 410 comes: it is not too old).
+resourceVersions are opaque to clients, but etcd's are integers; when the two do not compare as
+integers, the watcher re-lists too: a re-list is always safe, a blind watch is not.
 """
 
 from __future__ import annotations
@@ -39,6 +46,20 @@ def _rv(obj) -> str:
     return str(meta.get("resourceVersion") or "") if isinstance(meta, dict) else ""
 
 
+def _ahead(rv: str, current: str) -> str:
+    """Why a watch from ``rv`` must not be trusted, given the cluster's ``current`` resourceVersion ("" = it can be).
+
+    >>> _ahead("1200", "1500"), _ahead("1500", "1500"), _ahead("98765", "1500")
+    ('', '', 'it is ahead of the cluster, at 1500')
+    >>> _ahead("1200", "opaque-7")
+    "it cannot be compared with the cluster's 'opaque-7'"
+    """
+    try:
+        return "" if int(rv) <= int(current) else f"it is ahead of the cluster, at {current}"
+    except (TypeError, ValueError):
+        return f"it cannot be compared with the cluster's {current!r}"
+
+
 class Watcher(threading.Thread):
     def __init__(self, api, stream, out, rv: str | None, stop: threading.Event, *, page: int = 500,
                  timeout_seconds: int = 300, backoff_base: float = 0.5, backoff_max: float = 30.0):
@@ -55,6 +76,7 @@ class Watcher(threading.Thread):
         self.relists = 0
         self.reconnects = 0
         self._resp = None
+        self._check = self.rv is not None  # a checkpoint's resourceVersion, not yet compared with the cluster's
 
     def _put(self, item) -> None:
         while not self.stop.is_set():
@@ -74,6 +96,15 @@ class Watcher(threading.Thread):
                     self.rv = rv
                     self._put(("sync", self.stream.name, items, rv))
                     attempt = 0
+                elif self._check:
+                    why = _ahead(self.rv, self.api.resource_version(self.stream))
+                    self._check = False
+                    if why:
+                        log.warning("%s: not resuming from the checkpointed resourceVersion %s: %s (etcd restored "
+                                    "from a snapshot, or a new cluster under the same --cluster name?); re-listing",
+                                    self.stream.name, self.rv, why)
+                        self.rv = None
+                        continue
                 for item in self._watch(self.rv):
                     self._put(item)
                     attempt = 0

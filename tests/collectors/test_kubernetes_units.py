@@ -268,6 +268,15 @@ def test_unreadable_replicaset_falls_back_to_its_template_hash():
     assert o.resolve("shop", "Pod", "cart-7d9f-x", ("ReplicaSet", "cart-7d9f"), "7d9f") == ("Deployment/cart", "")
 
 
+def test_an_orphaned_replicaset_is_its_own_workload_not_a_guessed_deployment():
+    """Its Deployment deleted with --cascade=orphan: the ReplicaSet read fine, no controller; its name still looks
+    like a Deployment's, but only an unreadable ReplicaSet is guessed from it."""
+    objs = {("ReplicaSet", "shop", "cart-7d9f"): {"metadata": {"labels": {"pod-template-hash": "7d9f"}}},
+            ("Namespace", "", "shop"): {"metadata": {"labels": {"team": "web"}}}}
+    o = Owners(lambda k, ns, n: objs.get((k, ns, n)))
+    assert o.resolve("shop", "Pod", "cart-7d9f-x", ("ReplicaSet", "cart-7d9f"), "7d9f") == ("ReplicaSet/cart-7d9f", "web")
+
+
 def test_a_failed_or_empty_owner_read_is_asked_again_after_retry_not_ttl():
     now = [0.0]
     state = {"fail": True}

@@ -1,0 +1,210 @@
+"""Kubernetes collector loop in memory: items applied as the watchers deliver them, records and checkpoint keys
+kept by an in-memory sink; against the fake API server where the watching itself is what is tested."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from types import SimpleNamespace
+
+import orjson
+
+from collectors.kubernetes.api import Api, api_client
+from collectors.kubernetes.collector import Collector, Options
+from collectors.kubernetes.events import occurrence_id
+from collectors.kubernetes.testing import FakeApiServer, repeat, to_events_v1
+
+
+class MemSink:
+    """What a Kafka transaction holds, committed at once: records, dead letters, checkpoint keys."""
+
+    def __init__(self):
+        self.records, self.raw, self.dead = [], {}, []
+        self._open = None
+
+    def begin(self):
+        self._open = ([], {}, [])
+
+    def commit(self):
+        recs, raw, dead = self._open
+        self.records += recs
+        self.raw.update(raw)
+        self.dead += dead
+        self._open = None
+
+    def send(self, rec):
+        self._open[0].append(rec)
+
+    def send_raw(self, logical, key, value):
+        self._open[1][key.decode()] = value
+
+    def reject(self, reason, payload, **where):
+        self._open[2].append(reason)
+
+    def restored(self, cluster: str) -> dict:
+        """What ``checkpoint.load`` reads back after a restart."""
+        out = {"rv": {}, "event": {}, "node": {}, "pod": {}}
+        prefix = f"kubernetes/{cluster}/"
+        for k, v in self.raw.items():
+            part, _, name = k[len(prefix):].partition("/")
+            if v is None:
+                out[part].pop(name, None)
+            else:
+                out[part][name] = orjson.loads(v)
+        return out
+
+
+def event(uid: str, count: int = 1, ns: str = "shop", reg: dict | None = None, **fields) -> dict:
+    reg = {"kind": "Pod", "namespace": ns, "name": "cart-1", "uid": "p1"} if reg is None else reg
+    return {"kind": "Event", "apiVersion": "v1", "metadata": {"name": f"cart-1.{uid}", "namespace": ns, "uid": uid},
+            "involvedObject": reg, "reason": "BackOff", "type": "Warning", "message": "Back-off restarting",
+            "source": {"component": "kubelet", "host": "node-1"}, "count": count,
+            "firstTimestamp": "2026-11-29T10:00:00Z", "lastTimestamp": "2026-11-29T10:05:00Z", **fields}
+
+
+def collector(objs: dict | None = None, restored: dict | None = None, clock=time.time, **opts):
+    """A Collector that reads owners from ``objs`` ((kind, ns, name) -> object; absent: 404), steps run by hand."""
+    objs = objs or {}
+    api = SimpleNamespace(read=lambda kind, ns, name: copy.deepcopy(objs.get((kind, ns, name))))
+    sink = MemSink()
+    c = Collector(api, sink, Options(cluster="c1", commit_interval=0.0, **opts), restored, clock=clock)
+    return c, sink
+
+
+def feed(c: Collector, *items) -> None:
+    """Items in one transaction, as the loop's ``step`` applies them."""
+    for it in items:
+        c.queue.put(it)
+    c.step()
+
+
+def counts(sink: MemSink, uid: str) -> list[int]:
+    """The occurrence counts committed for the Event ``uid``."""
+    return [r.count for r in sink.records if r.source == "k8s" and r.id == occurrence_id("c1", uid, r.count)]
+
+
+# ---------------------------------------------------------------- one baseline for both Event views
+
+
+def test_an_event_created_between_the_two_views_first_lists_is_not_history():
+    """First start: core/v1 lists (the baseline), the Event is created and repeated, then events.k8s.io lists:
+    that second list is not a baseline, or the Event's first occurrences were lost as 'history'."""
+    c, sink = collector()
+    old, new = event("old", 4), event("new", 3)
+    feed(c, ("sync", "events", [old], "1001"))
+    feed(c, ("sync", "events.k8s.io", [to_events_v1(old), to_events_v1(new)], "1005"),
+         ("event", "events", "ADDED", event("new", 1), "1003"))  # the lagging core/v1 watch
+    assert counts(sink, "old") == [4]  # history: one record carrying its count
+    assert counts(sink, "new") == [1, 2, 3]
+
+
+def test_a_first_list_older_than_the_baseline_is_part_of_it():
+    """The other order: the later list applied first is the baseline; the older list's Events, deleted before the
+    baseline, are history as well (one record), not a burst."""
+    c, sink = collector()
+    feed(c, ("sync", "events.k8s.io", [to_events_v1(event("a", 4))], "1005"))
+    feed(c, ("sync", "events", [event("a", 3), event("gone", 5)], "1001"))
+    assert (counts(sink, "a"), counts(sink, "gone")) == ([4], [5])
+
+
+# ---------------------------------------------------------------- Events re-created after they expired
+
+
+def test_an_event_recreated_after_it_expired_is_one_occurrence_across_views_and_restarts():
+    """client-go re-creates an expired Event under the same name with count = previous + 1: the watch's ADDED with
+    count 6 is one occurrence, whichever view delivers it, replayed after a restart or not. A re-list after a gap
+    still makes every occurrence of an Event it sees first."""
+    c, sink = collector()
+    feed(c, ("sync", "events", [], "1000"), ("sync", "events.k8s.io", [], "1000"))
+    again = event("again", 6)
+    feed(c, ("event", "events", "ADDED", again, "1010"))
+    feed(c, ("event", "events.k8s.io", "ADDED", to_events_v1(again), "1010"))
+    assert counts(sink, "again") == [6]
+    restarted, sink2 = collector(restored=sink.restored("c1"))  # crashed after the commit: the watch replays it
+    feed(restarted, ("event", "events", "ADDED", again, "1010"),
+         ("event", "events", "MODIFIED", repeat(again), "1011"))
+    assert counts(sink2, "again") == [7]
+    feed(restarted, ("sync", "events", [event("meanwhile", 3)], "1020"))  # after 410: created during the gap
+    assert counts(sink2, "meanwhile") == [1, 2, 3]
+
+
+# ---------------------------------------------------------------- owners of Events
+
+
+POD = {"metadata": {"name": "cart-7d9f-x", "namespace": "shop", "uid": "p1", "labels": {"pod-template-hash": "7d9f"},
+                    "ownerReferences": [{"kind": "ReplicaSet", "name": "cart-7d9f", "controller": True}]},
+       "spec": {"nodeName": "node-3"}, "status": {}}
+OWNERS = {("ReplicaSet", "shop", "cart-7d9f"): {"metadata": {"ownerReferences": [
+              {"kind": "Deployment", "name": "cart", "controller": True}]}},
+          ("Deployment", "shop", "cart"): {"metadata": {"labels": {"team": "payments"}}},
+          ("Namespace", "", "shop"): {"metadata": {"labels": {"team": "web"}}},
+          ("Namespace", "", "default"): {"metadata": {"labels": {"team": "platform"}}}}
+
+
+def test_events_about_a_just_deleted_pod_keep_its_workload_team_and_node():
+    now = [1000.0]
+    c, sink = collector(OWNERS, clock=lambda: now[0], cache_size=2)
+    killing = event("k1", reg={"kind": "Pod", "namespace": "shop", "name": "cart-7d9f-x", "uid": "p1"}, reason="Killing")
+    killing["source"].pop("host")
+    feed(c, ("sync", "pods", [POD], "1000"), ("sync", "events", [], "1000"))
+    assert "p1" in sink.restored("c1")["pod"]
+    feed(c, ("event", "pods", "DELETED", POD, "1001"), ("event", "events", "ADDED", killing, "1002"))
+    by_uid = sink.records[-1].entity
+    nameless = event("k2", reg={"kind": "Pod", "namespace": "shop", "name": "cart-7d9f-x"})  # no uid: by name
+    feed(c, ("event", "events", "ADDED", nameless, "1003"))
+    assert (by_uid.workload, by_uid.owner, by_uid.node) == ("Deployment/cart", "payments", "node-3")
+    assert sink.records[-1].entity.workload == "Deployment/cart"
+    assert "p1" not in sink.restored("c1")["pod"]  # the checkpoint forgets it at once
+    now[0] += 601  # the grace is over
+    feed(c, ("event", "events", "ADDED", event("k3", reg=killing["involvedObject"]), "1004"))
+    assert sink.records[-1].entity.workload == ""
+    for i in range(5):  # bounded: cache_size pods (two keys each)
+        pod = copy.deepcopy(POD)
+        pod["metadata"].update(uid=f"q{i}", name=f"q{i}")
+        feed(c, ("event", "pods", "ADDED", pod, str(1010 + i)), ("event", "pods", "DELETED", pod, str(1020 + i)))
+    assert len(c.deleted_pods) == 4
+
+
+def test_events_about_cluster_scoped_objects_have_no_namespace_and_a_namespace_its_own_team():
+    """client-go files Events about a cluster-scoped object in "default" with an empty involvedObject namespace:
+    they are not default's (nor its team's); an Event about a Namespace goes to that namespace's team."""
+    c, sink = collector(OWNERS)
+    feed(c, ("sync", "events", [], "1000"))
+    pv = event("pv", ns="default", reg={"kind": "PersistentVolume", "name": "pv-1", "namespace": ""})
+    nsev = event("ns", ns="default", reg={"kind": "Namespace", "name": "shop", "apiVersion": "v1"})
+    feed(c, ("event", "events", "ADDED", pv, "1001"), ("event", "events", "ADDED", to_events_v1(nsev), "1002"))
+    got = [(r.entity.kind, r.entity.namespace, r.entity.owner) for r in sink.records]
+    assert got == [("PersistentVolume", "", ""), ("Namespace", "", "web")]
+
+
+# ---------------------------------------------------------------- a checkpoint ahead of the cluster
+
+
+def test_a_checkpoint_ahead_of_the_cluster_is_relisted_not_watched_blind(tmp_path, caplog):
+    """etcd restored from a snapshot, or a cluster rebuilt under the same --cluster name: a watch from the
+    checkpoint's resourceVersion would wait for ever, with no 410, and the heartbeat re-commit it."""
+    with FakeApiServer(bookmark_interval=0.05) as srv:
+        srv.load("events", [event("old", 2)])
+        ahead = str(srv.rv + 1_000_000)
+        restored = {"rv": {"events": ahead}, "event": {}, "node": {}, "pod": {}}
+        sink = MemSink()
+        c = Collector(Api(api_client(str(srv.kubeconfig(tmp_path / "kc")))), sink,
+                      Options(cluster="c1", streams=("events",), commit_interval=0.05, watch_timeout=2,
+                              backoff_base=0.05, backoff_max=0.2), restored)
+        stop = threading.Event()
+        t = threading.Thread(target=c.run, args=(stop,), daemon=True)
+        with caplog.at_level(logging.WARNING, "kubesight.collect.kubernetes"):
+            t.start()
+            try:
+                rv = srv.put("events", event("new", 1))
+                deadline = time.monotonic() + 10
+                while not counts(sink, "new") and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            finally:
+                stop.set()
+                t.join(10)
+    assert counts(sink, "new") == [1] and counts(sink, "old") == [1, 2]  # not a baseline: the restore is a gap
+    assert int(c.rv["events"]) >= rv
+    assert f"not resuming from the checkpointed resourceVersion {ahead}: it is ahead of the cluster" in caplog.text
