@@ -41,7 +41,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any
 
 import re2
@@ -178,27 +178,47 @@ def _go_refuses(pattern: str) -> str | None:
     return None
 
 
-def _compile(pattern: str, m: Matcher):
-    """RE2 full-match test for ``pattern`` (anchored as Alertmanager anchors it: ``^(?:pattern)$``)."""
+class RegexError(ValueError):
+    """A regex Go's regexp (Prometheus', Alertmanager's) would refuse; the message says why."""
+
+
+def full_match(pattern: str) -> Callable[[str], bool]:
+    """The one regex of kubesight's configs, as Prometheus and Alertmanager read theirs: Go's syntax (RE2), the whole
+    value matched (``^(?:pattern)$``).  Matchers, routing files and the metrics collector's relabelling use it.
+    Raises ``RegexError``.
+
+    >>> m = full_match("[[:digit:]]00|a.*")
+    >>> m("500"), m("5000"), m("abc")
+    (True, False, True)
+    """
     go = _go_refuses(pattern)
     if go is not None:
-        raise MatcherError(f"invalid regex {json.dumps(pattern)} in matcher {m}: {go}")
+        raise RegexError(go)
     try:
         re2.compile(pattern, _RE2)
     except re2.error as exc:
         try:  # Alertmanager compiles the wrapped form: a pattern like "a)(b" is valid there
             re2.compile(f"(?:{pattern})", _RE2)
         except re2.error:
-            why = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-            raise MatcherError(f"invalid regex {json.dumps(pattern)} in matcher {m}: {why}") from None
+            raise RegexError(_why(exc)) from None
     rx = re2.Set.FullMatchSet(_RE2)
     try:
         rx.Add(f"(?:{pattern})")
     except re2.error as exc:  # \Q( compiles alone and not wrapped: invalid as Alertmanager compiles it
-        why = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-        raise MatcherError(f"invalid regex {json.dumps(pattern)} in matcher {m}: {why}") from None
+        raise RegexError(_why(exc)) from None
     rx.Compile()
     return functools.lru_cache(maxsize=_CACHE)(lambda v: rx.Match(v) is not None)
+
+
+def _why(exc: Exception) -> str:
+    return exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+
+
+def _compile(pattern: str, m: Matcher):
+    try:
+        return full_match(pattern)
+    except RegexError as exc:
+        raise MatcherError(f"invalid regex {json.dumps(pattern)} in matcher {m}: {exc}") from None
 
 
 def quote(value: str) -> str:

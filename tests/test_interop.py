@@ -94,9 +94,10 @@ def test_a_real_node_exporter_scraped_once_lands_series_for_series(settings, tmp
         key = (r["name"], tuple(sorted(labels.items())))
         assert key not in got, f"{key} twice in one scrape"
         got[key] = _value(r["value"])
-    own = {k: got.pop(k) for k in [k for k in got if k[0] in ("up", "scrape_duration_seconds",
-                                                               "scrape_samples_scraped")]}
+    own = {k: got.pop(k) for k in [k for k in got if k[0] in ("up", "scrape_duration_seconds", "scrape_samples_scraped",
+                                                               "scrape_samples_post_metric_relabeling")]}
     assert own[("up", ())] == 1.0 and own[("scrape_samples_scraped", ())] == len(before)
+    assert own[("scrape_samples_post_metric_relabeling", ())] == len(before)  # no relabelling here
     assert set(got) == set(before), (f"only on the page: {sorted(set(before) - set(got))[:5]}; "
                                      f"only on the topic: {sorted(set(got) - set(before))[:5]}")
     assert ("node_memory_MemTotal_bytes", ()) in got and any(k[0] == "node_cpu_seconds_total" for k in got)

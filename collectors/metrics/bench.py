@@ -72,7 +72,7 @@ async def _produce(bootstrap, settings, page: bytes, body: bytes, rounds: int, b
             await scraper.scrape_once(target)  # warm-up
             for _ in range(rounds):
                 t0 = time.perf_counter()
-                n_scrape = await scraper.scrape_once(target) + 3
+                n_scrape = await scraper.scrape_once(target) + 4
                 scrape_s.append(time.perf_counter() - t0)
                 bar.update(1)
             headers = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",

@@ -10,7 +10,7 @@ Every error is fatal at load and names the file, line and YAML path, all errors 
 Traceback (most recent call last):
 ...
 core.yamlconfig.ConfigError: ...yaml:4: targets[0].timeout: timeout 1m39s is longer than interval 10s
-...yaml:7: targets[0].relabel[0].regex: invalid regex 'a((': missing ), unterminated subpattern at position 2
+...yaml:7: targets[0].relabel[0].regex: invalid regex 'a((': missing ): a((
 >>> os.unlink(fh.name)
 """
 
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from core import yamlconfig
 from core.durations import Duration, format_duration, parse_duration
+from core.matchers import RegexError, full_match
 
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
@@ -43,8 +44,8 @@ class Relabel(_Model):
     @classmethod
     def _regex(cls, v: str) -> str:
         try:
-            re.compile(v)
-        except re.error as exc:
+            full_match(v)  # Go's syntax, as Prometheus reads a relabel regex (RE2: [[:digit:]] yes, lookahead no)
+        except RegexError as exc:
             raise ValueError(f"invalid regex {v!r}: {exc}") from None
         return v
 

@@ -28,10 +28,8 @@ from core.records import RecordError, check_time
 
 OPENMETRICS = "application/openmetrics-text"
 TYPES = ("counter", "gauge", "histogram", "gaugehistogram", "summary", "untyped", "unknown", "info", "stateset")
-# OpenMetrics `_created` samples are creation times, not values (Prometheus does not store them either).
-_CREATED_OF = ("counter", "histogram", "summary", "gaugehistogram")
-
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,?)\s*')
 _UNESCAPE = re.compile(r"\\(.)")
 _ESC = {"n": "\n", "\\": "\\", '"': '"'}
@@ -87,7 +85,7 @@ def _fast_labels(line: str, brace: int):
     labels = {}
     for item in seg.split('",'):
         k, sep, v = item.partition('="')
-        if not sep or '"' in v or not k.isidentifier() or k in labels:
+        if not sep or '"' in v or not _LABEL_NAME.match(k) or k in labels:
             return None, 0
         labels[k] = v
     return labels, end + 2
@@ -95,6 +93,8 @@ def _fast_labels(line: str, brace: int):
 
 def _value(s: str, ln: int) -> float:
     try:
+        if "_" in s:  # Python's float() reads 1_000; Go's ParseFloat (Prometheus) does not
+            raise ValueError
         return float(s)
     except ValueError:
         raise ExpositionError(f"line {ln}: invalid value {s!r}") from None
@@ -106,7 +106,6 @@ def parse(text: str, *, openmetrics: bool = False) -> Page:
     points = page.points
     types = page.types
     append = points.append
-    fam, ftype = "", "untyped"
     eof = False
     ln = 0
     for line in text.split("\n"):
@@ -124,15 +123,20 @@ def parse(text: str, *, openmetrics: bool = False) -> Page:
             elif len(parts) >= 3 and parts[1] == "TYPE":
                 if len(parts) != 4 or parts[3].strip() not in TYPES:
                     raise ExpositionError(f"line {ln}: bad TYPE line {line[:80]!r}")
-                fam, ftype = parts[2], parts[3].strip()
-                if fam in types:
-                    raise ExpositionError(f"line {ln}: second TYPE line for {fam!r}")
-                types[fam] = ftype
-            continue
+                types[parts[2]] = parts[3].strip()  # typed again: the last one says (Prometheus takes the page;
+            continue                                # promtool's lint refuses it)
         brace = line.find("{")
         space = line.find(" ")
-        if brace != -1 and (space == -1 or brace < space):
+        if "\t" in line:  # blanks are spaces or tabs (Prometheus's lexer); a tab inside a label value is not one
+            tab = line.find("\t")
+            space = tab if space == -1 else min(space, tab)
+        if space != -1 and brace != -1 and space < brace and not line[space:brace].strip(" \t"):
+            name = line[:space]  # "m {a="1"} 1": blanks between the name and its labels
+        elif brace != -1 and (space == -1 or brace < space):
             name = line[:brace]
+        else:
+            name = None
+        if name is not None:
             labels, pos = _fast_labels(line, brace) if "\\" not in line else (None, 0)
             if labels is None:
                 labels, pos = _slow_labels(line, brace + 1, ln)
@@ -166,9 +170,7 @@ def parse(text: str, *, openmetrics: bool = False) -> Page:
                 check_time(ts)  # NaN, Inf, or not seconds (ms as s): the page is refused, with why
             except RecordError:
                 raise ExpositionError(f"line {ln}: timestamp {fields[1]!r} is not a time of years 1-9999") from None
-        if openmetrics and ftype in _CREATED_OF and name.endswith("_created") and name.startswith(fam):
-            continue
-        append((name, labels, value, ts))
+        append((name, labels, value, ts))  # OpenMetrics' `_created` lines too: Prometheus stores them as series
     if openmetrics and not eof:
         last = ln - 1 if text.endswith("\n") else ln
         raise ExpositionError(f"line {last}: OpenMetrics page without '# EOF'")

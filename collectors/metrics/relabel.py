@@ -11,12 +11,12 @@ True
 
 from __future__ import annotations
 
-import re
+from core.matchers import full_match
 
 
 def compile_rules(rules) -> callable:
     """Rules (``config.Relabel``) -> ``keep(name, labels) -> bool``; all rules must pass, in order."""
-    compiled = [(r.action == "keep", re.compile(r.regex), tuple(r.source_labels), r.separator) for r in rules]
+    compiled = [(r.action == "keep", full_match(r.regex), tuple(r.source_labels), r.separator) for r in rules]
     if not compiled:
         return lambda name, labels: True
 
@@ -27,7 +27,7 @@ def compile_rules(rules) -> callable:
                 value = name if s == "__name__" else labels.get(s, "")
             else:
                 value = sep.join(name if s == "__name__" else labels.get(s, "") for s in sources)
-            if (rx.fullmatch(value) is not None) != is_keep:
+            if rx(value) != is_keep:
                 return False
         return True
 

@@ -112,10 +112,13 @@ def decode(body: bytes, max_bytes: int = 32 * 2**20):
     return req
 
 
-def samples_of(req, extra_labels: dict | None = None) -> list[Sample]:
+def samples_of(req, extra_labels: dict | None = None, skipped: list | None = None) -> list[Sample]:
     """One Sample per (series, sample); PayloadError on a series Prometheus itself would refuse.
 
-    Staleness markers (a special NaN) are protocol, not observations: they are left out."""
+    Staleness markers (a special NaN) are protocol, not observations: they are left out.  A native histogram series
+    (no float samples; kubesight has no record for it) is named in ``skipped`` when given, and the request's other
+    series are taken: refusing the request (400) made Prometheus drop the whole batch, its floats too, for good
+    (a 4xx is not retried).  Without ``skipped`` it is a PayloadError."""
     out = []
     append = out.append
     extra = extra_labels or {}
@@ -132,7 +135,10 @@ def samples_of(req, extra_labels: dict | None = None) -> list[Sample]:
         if not name:
             raise PayloadError(f"timeseries[{i}]: no __name__ label")
         if ts.histograms:
-            raise PayloadError(f"timeseries[{i}] ({name}): native histograms are not supported")
+            why = f"timeseries[{i}] ({name}): native histograms are not supported"
+            if skipped is None:
+                raise PayloadError(why)
+            skipped.append(why)
         if extra:
             labels.update(extra)
         for s in ts.samples:
@@ -219,7 +225,8 @@ class Intake:
             enc = request.headers.get("Content-Encoding", "snappy")
             if enc != "snappy":
                 raise PayloadError(f"unsupported Content-Encoding {enc!r} (remote-write 1.0 uses snappy)")
-            samples = samples_of(decode(body, self.max_bytes), self.labels)
+            skipped: list[str] = []
+            samples = samples_of(decode(body, self.max_bytes), self.labels, skipped)
         except PayloadError as exc:
             try:
                 await asyncio.wait_for(self.sink.reject(f"remote-write: {exc}", body, origin="collector/metrics",
@@ -231,6 +238,11 @@ class Intake:
             self._count(400)
             return web.Response(status=400, text=f"{exc}\n")
         try:
+            if skipped:  # kept with why (the whole body: it is what holds them); the request's other series are taken
+                await asyncio.wait_for(self.sink.reject(
+                    f"remote-write: {len(skipped)} series not taken: {'; '.join(skipped[:5])}"
+                    + (" ..." if len(skipped) > 5 else ""), body, origin="collector/metrics",
+                    remote=request.remote or ""), self.kafka_timeout)
             await asyncio.wait_for(self.sink.send_all(samples), self.kafka_timeout)
         except Exception as exc:
             log.error("remote-write: %d samples not acknowledged by Kafka: %s", len(samples), exc)

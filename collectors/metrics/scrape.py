@@ -188,8 +188,9 @@ class Scraper:
         except aiohttp.ClientError as exc:
             raise ScrapeError("connect_error", f"{type(exc).__name__}: {exc}") from None
 
-    def samples_of(self, t: ScrapeTarget, body: bytes, openmetrics: bool, now: float) -> list[Sample]:
-        """Parse, label, relabel and limit one page (ScrapeError if it is bad)."""
+    def samples_of(self, t: ScrapeTarget, body: bytes, openmetrics: bool, now: float) -> tuple[list[Sample], int]:
+        """Parse, label, relabel and limit one page (ScrapeError if it is bad): its samples and how many the page
+        had before relabelling (Prometheus's ``scrape_samples_scraped``)."""
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -207,16 +208,21 @@ class Scraper:
                 labels = {**tl, **labels}
             else:
                 for k in tl:
-                    if k in labels:
-                        labels[f"exported_{k}"] = labels.pop(k)
+                    if k in labels:  # Prometheus: exported_job, or exported_exported_job when that is taken too
+                        to = f"exported_{k}"
+                        while to in labels:
+                            to = f"exported_{to}"
+                        labels[to] = labels.pop(k)
                 labels.update(tl)
+            if "" in labels.values():  # an empty value is no label (Prometheus drops it; remote-write never has it)
+                labels = {k: v for k, v in labels.items() if v != ""}
             if keep(name, labels):
                 append(Sample(name, value, ts if honor_ts and ts is not None else now, labels))
         if len(out) > t.max_series:
             self.metrics.limit.labels(t.job).inc()
             raise ScrapeError("too_many_series", f"{len(out)} series exceed the per-target limit of {t.max_series}",
                               body)
-        return out
+        return out, len(page.points)
 
     async def scrape_once(self, t: ScrapeTarget) -> int:
         """One scrape: produce its samples (acked) plus up/duration/count; returns the page's sample count."""
@@ -227,10 +233,9 @@ class Scraper:
         try:
             body, om = await self.fetch(t)
             if len(body) > THREAD_PARSE_BYTES:  # keep the loop (other targets, remote-write) responsive
-                samples = await asyncio.to_thread(self.samples_of, t, body, om, now)
+                samples, n = await asyncio.to_thread(self.samples_of, t, body, om, now)
             else:
-                samples = self.samples_of(t, body, om, now)
-            n = len(samples)
+                samples, n = self.samples_of(t, body, om, now)
             result, error = "ok", ""
         except ScrapeError as exc:
             samples, result, error = [], exc.kind, str(exc)
@@ -241,7 +246,8 @@ class Scraper:
         took = time.perf_counter() - start
         samples += [Sample("up", 1.0 if result == "ok" else 0.0, now, dict(tl)),
                     Sample("scrape_duration_seconds", round(took, 6), now, dict(tl)),
-                    Sample("scrape_samples_scraped", float(n), now, dict(tl))]
+                    Sample("scrape_samples_scraped", float(n), now, dict(tl)),
+                    Sample("scrape_samples_post_metric_relabeling", float(len(samples)), now, dict(tl))]
         await self.sink.send_all(samples)
         self.metrics.scrapes.labels(t.job, result).inc()
         self.metrics.samples.labels(t.job).inc(len(samples))

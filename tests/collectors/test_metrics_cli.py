@@ -131,7 +131,7 @@ def test_once_scrapes_every_target_and_exits_1_when_one_is_down(data_dir, settin
     assert lines[1].split()[:4] == ["etcd", f"{srv.base}/etcd", "1461", "up"]
     assert lines[2].split()[:5] == ["bad", f"{srv.base}/bad", "0", "DOWN:", "line"]
     got = read_topic(settings.kafka, settings.topic("samples"))
-    assert len(got) == 1461 + 3 + 3
+    assert len(got) == 1461 + 4 + 4  # up, scrape_duration_seconds, scrape_samples_scraped, ..._post_metric_relabeling
 
 
 def _free_port() -> int:

@@ -19,10 +19,10 @@ from collectors.sink import AsyncKafkaSink
 from core.records import decode, encode
 from tests.collectors.test_metrics_helpers import PAGES, PageServer, read_topic
 
-# samples per page: every point of the page (OpenMetrics `_created` lines are not samples) + up,
-# scrape_duration_seconds, scrape_samples_scraped
+# points per page (OpenMetrics `_created` lines too: Prometheus stores them), each a sample, plus up,
+# scrape_duration_seconds, scrape_samples_scraped, scrape_samples_post_metric_relabeling
 COUNTS = {"apiserver": 22853, "etcd": 1461, "scheduler": 2334, "controller-manager": 2852, "cadvisor": 4621,
-          "ksm": 1698, "node-exporter": 3027, "prometheus": 1857, "om-alltypes": 44, "om-histogram": 42,
+          "ksm": 1698, "node-exporter": 3027, "prometheus": 1857, "om-alltypes": 53, "om-histogram": 42,
           "dcgm": 38, "openshift": 125}
 
 
@@ -58,17 +58,16 @@ def test_every_real_page_becomes_one_sample_per_point(data_dir, settings):
     for key, v in got:
         by_job[v["labels"]["job"]] = by_job.get(v["labels"]["job"], 0) + 1
         values[key] = v
-    assert by_job == {job: n + 3 for job, n in COUNTS.items()}
+    assert by_job == {job: n + 4 for job, n in COUNTS.items()}
     inst = server.base.removeprefix("http://")
-    api = dict(component="", dry_run="", group="", resource="", scope="", subresource="/readyz", verb="GET",
-               version="", job="apiserver", instance=inst)
+    api = dict(subresource="/readyz", verb="GET", job="apiserver", instance=inst)  # its empty labels are none
     assert values[_series("apiserver_request_total", code="500", **api)]["value"] == 11
     assert values[_series("etcd_disk_wal_fsync_duration_seconds_bucket", le="0.002", job="etcd",
                           instance=inst)]["value"] == 815
     assert values[_series("scheduler_pending_pods", queue="unschedulable", job="scheduler",
                           instance=inst)]["value"] == 1
-    cpu = values[_series("container_cpu_usage_seconds_total", container="", cpu="total", id="/", image="", name="",
-                         namespace="", pod="", job="cadvisor", instance=inst)]
+    # cAdvisor's empty labels (container="", image="" ...) are no labels, as in Prometheus
+    cpu = values[_series("container_cpu_usage_seconds_total", cpu="total", id="/", job="cadvisor", instance=inst)]
     assert (cpu["value"], cpu["time"]) == (62.148052, "2026-06-26T10:14:35.486Z")  # the page's own timestamp
     assert values[_series("node_load1", job="node-exporter", instance=inst)]["value"] == 0.21
     # OpenShift federation: exposed job/instance kept as exported_*, millisecond timestamps honoured
@@ -156,9 +155,14 @@ def test_bearer_token_is_sent_and_relabelling_applies(data_dir, settings, tmp_pa
     got = [v for _, v in read_topic(settings.kafka, settings.topic("samples"))]
     names = {v["name"] for v in got}
     assert "go_goroutines" not in names and "scheduler_pending_pods" in names
-    assert all(v["name"].endswith("_total") or v["name"] in ("scheduler_pending_pods", "up", "scrape_duration_seconds",
-                                                            "scrape_samples_scraped") for v in got)
-    assert counts["scheduler"] == len(got) - 3 and all(v["labels"]["cluster"] == "ack-1" for v in got)
+    own = ("up", "scrape_duration_seconds", "scrape_samples_scraped", "scrape_samples_post_metric_relabeling")
+    assert all(v["name"].endswith("_total") or v["name"] in ("scheduler_pending_pods", *own) for v in got)
+    assert all(v["labels"]["cluster"] == "ack-1" for v in got)
+    by_name = {v["name"]: v["value"] for v in got if v["name"] in own}
+    # as Prometheus counts them: the page's points before relabelling, and what relabelling kept
+    assert (by_name["scrape_samples_scraped"], by_name["scrape_samples_post_metric_relabeling"]) == (
+        counts["scheduler"], len(got) - 4)
+    assert counts["scheduler"] > len(got)
 
 
 def test_hand_parser_agrees_with_prometheus_client(data_dir):
@@ -183,7 +187,8 @@ def test_openmetrics_exemplars_eof_and_created():
     text = ('# TYPE r counter\nr_total{s="a"} 2.0 # {trace="x"} 0.5 1.7e9\nr_created{s="a"} 1.7e9\n'
             '# TYPE h histogram\nh_bucket{le="+Inf"} 3\nh_sum -1.5\nh_count 3 1.7e9\n# EOF\n')
     page = parse(text, openmetrics=True)
-    assert page.points == [("r_total", {"s": "a"}, 2.0, None), ("h_bucket", {"le": "+Inf"}, 3.0, None),
+    assert page.points == [("r_total", {"s": "a"}, 2.0, None), ("r_created", {"s": "a"}, 1.7e9, None),
+                           ("h_bucket", {"le": "+Inf"}, 3.0, None),
                            ("h_sum", {}, -1.5, None), ("h_count", {}, 3.0, 1.7e9)]
     assert page.exemplars == 1 and page.types == {"r": "counter", "h": "histogram"}
     with pytest.raises(ExpositionError, match=r"^line 2: OpenMetrics page without '# EOF'$"):
@@ -294,3 +299,35 @@ def test_a_target_that_discovery_drops_leaves_no_gauge_or_error_behind(data_dir,
     assert reg.get_sample_value(gauge, {"job": "dcgm", "instance": inst}) is None
     assert reg.get_sample_value(gauge, {"job": "om-alltypes", "instance": inst}) is not None
     assert set(scraper.last_error) == {om.id}
+
+
+def test_pages_are_read_and_labelled_as_prometheus_reads_them():
+    """An audit against a real Prometheus 2.42 on the same pages (2026-11-29); each case was read differently."""
+    from collectors.metrics.config import Relabel
+
+    t = ScrapeTarget(job="j", url="http://h:1/metrics")
+
+    def series(text: str, target=t):
+        samples, scraped = Scraper(None, None).samples_of(target, text.encode(), False, 1_764_400_000.0)
+        return sorted((s.name, tuple(sorted(s.labels.items())), s.value) for s in samples), scraped
+
+    inst = ("instance", "h:1")
+    # a taken exported_job makes exported_exported_job: two series, not one with two values
+    assert series('m{job="x",exported_job="y"} 1\nm{job="x",exported_job="z"} 2\n')[0] == [
+        ("m", (("exported_exported_job", "x"), ("exported_job", "y"), inst, ("job", "j")), 1.0),
+        ("m", (("exported_exported_job", "x"), ("exported_job", "z"), inst, ("job", "j")), 2.0)]
+    # an empty value is no label (cAdvisor's container="")
+    assert series('m{a="",b="1"} 1\n')[0] == [("m", (("b", "1"), inst, ("job", "j")), 1.0)]
+    # blanks are spaces or tabs, also between the name and its labels; a family typed twice is read
+    assert series('m {a="1"} 1\nn\t2\n# TYPE m gauge\n# TYPE m gauge\nm{a="2"} 3\n')[0] == [
+        ("m", (("a", "1"), inst, ("job", "j")), 1.0), ("m", (("a", "2"), inst, ("job", "j")), 3.0),
+        ("n", (inst, ("job", "j")), 2.0)]
+    # relabel regexes are Go's (RE2): a POSIX class keeps both; scrape_samples_scraped counts before relabelling
+    keep = ScrapeTarget(job="j", url="http://h:1/metrics",
+                        keep=compile_rules([Relabel(action="keep", source_labels=["code"], regex="[[:digit:]]00")]))
+    kept, scraped = series('m{code="500"} 1\nm{code="200"} 2\nm{code="x"} 3\n', keep)
+    assert ([s[1][0] for s in kept], scraped) == ([("code", "200"), ("code", "500")], 3)
+    # what Prometheus refuses is refused: a label name that is not ASCII, a value Go's ParseFloat does not read
+    for bad in ('m{café="1"} 1\n', "m 1_000\n"):
+        with pytest.raises(ExpositionError):
+            parse(bad)
