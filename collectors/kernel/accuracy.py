@@ -5,7 +5,7 @@ has a reason in the family of the file's ``TYPE`` (or, for an empty TYPE, of its
 a file without ``TITLE`` is right when it yields no crash-class event.
 
 >>> family("HANG", "")
-('RCUStall', 'SoftLockup', 'TaskHung', 'HardLockup', 'DockerHung')
+('RCUStall', 'SoftLockup', 'TaskHung', 'HardLockup', 'DockerHung', 'AUFSUmountHung')
 >>> family("", "WARNING: kernel stack regs has bad value")
 ('KernelWarning',)
 """
@@ -20,7 +20,7 @@ from collectors.kernel.classify import Classifier
 from collectors.kernel.lines import LineError, parse_line
 from collectors.kernel.patterns import PatternSet
 
-HANG = ("RCUStall", "SoftLockup", "TaskHung", "HardLockup", "DockerHung")
+HANG = ("RCUStall", "SoftLockup", "TaskHung", "HardLockup", "DockerHung", "AUFSUmountHung")
 OOPS = ("KernelOops",)
 CRASH_FAMILIES = ("hang", "oops", "panic", "warning")
 TYPE_FAMILY = {

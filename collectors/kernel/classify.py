@@ -43,10 +43,20 @@ class _Report:
     first: Line
     pos: int
     labels: dict
-    lines: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)  # the first ones, enough for max_message characters
+    n: int = 0  # lines in the report
+    size: int = 0  # characters of all its lines joined by newlines
     last_mono: float | None = None
     last_wall: float | None = None
     opened_at: int = 0  # lines fed before the report opened
+
+    def add(self, text: str, limit: int) -> None:
+        """One more line; its text is kept only while the message (``limit`` characters) still needs it."""
+        kept = self.size <= limit  # the lines so far are all kept and not yet past the limit
+        self.size += len(text) + (1 if self.n else 0)
+        self.n += 1
+        if kept:
+            self.lines.append(text)
 
 
 class Classifier:
@@ -84,7 +94,7 @@ class Classifier:
         if len(self.open) > 1 or (self.open and ctx not in self.open):
             out += self._expire(line, ctx)
         r = self.open.get(ctx)
-        if r is not None and (self._gap(r, line) or len(r.lines) >= r.pat.max_lines):
+        if r is not None and (self._gap(r, line) or r.n >= r.pat.max_lines):
             out.append(self._close(ctx))
             r = None
         hit = None
@@ -116,7 +126,7 @@ class Classifier:
                 return out
         c, m = hit
         rep = _Report(c, line, pos, c.labels(m), opened_at=self.lines_seen)
-        rep.lines.append(text)
+        rep.add(text, self.ps.defaults.max_message)
         rep.last_mono, rep.last_wall = line.mono, line.wall
         if c.p.report:
             self.open[ctx] = rep
@@ -152,7 +162,7 @@ class Classifier:
         return False
 
     def _absorb(self, r: _Report, line: Line, hit) -> None:
-        r.lines.append(line.text)
+        r.add(line.text, self.ps.defaults.max_message)
         if line.mono is not None:
             r.last_mono = line.mono
         if line.wall is not None:
@@ -186,14 +196,14 @@ class Classifier:
             if "pod_uid" in extra:
                 entity = Entity(cluster=self.cluster, kind="Pod", uid=extra["pod_uid"], node=node)
         elif p.enrich == "xid" and labels.get("xid", "").isdigit():
-            extra, severity = self.xid.labels(int(labels["xid"]), self.ps.xid.fatal)
+            extra, severity = self.xid.labels(int(labels["xid"]), self.ps.xid.fatal, labels.get("detail", ""))
             labels.update(extra)
         elif p.enrich == "cper":
             extra, sev = cper_labels(labels)
             labels.update(extra)
             severity = sev or severity
         labels["pattern"] = p.id
-        labels["lines"] = str(len(r.lines))
+        labels["lines"] = str(r.n)
         labels["title"] = r.lines[0][:512]
         if self.file:
             labels["file"] = self.file
@@ -207,8 +217,8 @@ class Classifier:
             labels.setdefault(f"kmsg_{k.lower()}", v)
         message = "\n".join(r.lines)
         limit = self.ps.defaults.max_message
-        if len(message) > limit:
-            message = message[:limit] + f"\n... ({len(message) - limit} more characters)"
+        if r.size > limit:
+            message = message[:limit] + f"\n... ({r.size - limit} more characters)"
         h = hashlib.blake2b(f"{self.cluster}|{node}|{self.source_id}|{r.pos}|{p.reason}".encode(),
                             digest_size=10)
         self.pos_of[h.hexdigest()] = r.pos

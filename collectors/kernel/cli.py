@@ -55,6 +55,9 @@ def register(sub, group) -> None:
                         "(default: this machine's boot time)")
     p.add_argument("--year", type=int, default=None,
                    help="year for syslog stamps without one ('Jan  2 15:04:05'; default: the current year)")
+    p.add_argument("--tz", metavar="ZONE", default=None,
+                   help="IANA time zone (Europe/Berlin, UTC) of the local-time stamps of syslog and 'dmesg -T' "
+                        "lines, for files written on a node in another zone (default: this machine's zone)")
     p.set_defaults(func=_collect)
 
     b = group("bench", "measure a component on real recorded data")
@@ -117,6 +120,13 @@ def _collect(args) -> int:
     if args.check:
         print(f"ok: {len(patterns.patterns)} patterns from {', '.join(patterns.sources)}")
         return 0
+    from collectors.kernel.lines import zone
+
+    try:
+        tz = zone(args.tz)
+    except ValueError as exc:
+        print(f"--tz: {exc}", file=sys.stderr)
+        return 2
     settings = Settings.load(args.config)
     node = _node(args)
     cluster = args.cluster or settings.cluster
@@ -170,9 +180,9 @@ def _collect(args) -> int:
     if live:
         items = sources.read_kmsg(args.kmsg, after=after, follow=not args.no_follow, idle=idle)
     elif args.from_file == "-":
-        items = _stamped(sources.from_stream(sources.stdin_fd(), idle=idle, year=args.year), classifier)
+        items = _stamped(sources.from_stream(sources.stdin_fd(), idle=idle, year=args.year, tz=tz), classifier)
     else:
-        items = sources.from_path(args.from_file, year=args.year)
+        items = sources.from_path(args.from_file, year=args.year, tz=tz)
     from core.settings import Settings
     from core.shutdown import on_stop
 

@@ -3,6 +3,10 @@
 Bad lines go to the dead-letter topic with their reason; lost kmsg records become a
 ``KernelLogLost`` event saying how many; a checkpoint is saved only after the sink has
 flushed (acks=all), so a restart neither loses nor repeats events.
+
+A checkpoint of a file also holds the file's identity (inode, size, first line): when the file
+read after a restart is not that one grown (logrotate made a new one, it was truncated), the saved
+line number means nothing there and reading starts again at line 1.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import time
 from collections.abc import Iterable
 
 from collectors.kernel.classify import Classifier
-from collectors.kernel.sources import Item
+from collectors.kernel.sources import Item, same_file
 from core.records import Entity, Event
 
 ORIGIN = "collector/kernel"
@@ -36,6 +40,8 @@ class KernelCollector:
         self.events = 0
         self.bad = 0
         self.skipped = 0
+        self.saved_file: dict | None = None  # identity of the file the loaded checkpoint was taken on
+        self.file_id: dict | None = None  # identity of the file being read
 
     # ------------------------------------------------------------ checkpoints
 
@@ -52,7 +58,13 @@ class KernelCollector:
         self.skip_dead = {str(k) for k in cp.get("dead", [])}
         self.dead = set(self.skip_dead)
         self.last_pos = self.resume_pos
+        self.saved_file = cp.get("file") if isinstance(cp.get("file"), dict) else None
         return self.resume_pos
+
+    def _forget(self) -> None:
+        """The loaded checkpoint is of another file that had the same name: read this one from its start."""
+        self.resume_pos = self.last_pos = -1
+        self.skip, self.emitted, self.skip_dead, self.dead = set(), set(), set(), set()
 
     def commit(self) -> None:
         self.sink.flush()
@@ -62,8 +74,11 @@ class KernelCollector:
         safe = self.last_pos if low is None else low - 1
         self.emitted = {p for p in self.emitted if p > safe}
         self.dead = {k for k in self.dead if int(k.split(".")[0]) >= safe}
-        self.cp.save({"source": self.source_id, "pos": safe, "emitted": sorted(self.emitted),
-                      "dead": sorted(self.dead), "time": time.time()})
+        cp = {"source": self.source_id, "pos": safe, "emitted": sorted(self.emitted),
+              "dead": sorted(self.dead), "time": time.time()}
+        if self.file_id is not None:
+            cp["file"] = self.file_id
+        self.cp.save(cp)
 
     # ------------------------------------------------------------ loop
 
@@ -111,6 +126,10 @@ class KernelCollector:
                 t_commit, since = time.monotonic(), 0
             elif it.kind == "file":  # a folder: reports never span two files
                 self._send(self.c.flush())
+                if it.where:
+                    if self.saved_file is not None and not same_file(self.saved_file, it.where):
+                        self._forget()
+                    self.saved_file, self.file_id = None, it.where
                 self.c.source_id = it.raw
                 self.c.file = it.raw
             if since >= self.commit_lines or (since and time.monotonic() - t_commit >= self.commit_seconds):

@@ -7,6 +7,13 @@
 >>> cat = XidCatalog.load()
 >>> cat.classify(79, "catalog"), cat.classify(13, "catalog"), cat.classify(13, [13])
 ('fatal', 'application', 'fatal')
+
+Xid 154 names the recovery action the GPU now needs; a reset, reboot or drain is fatal:
+
+>>> cat.classify(154, "catalog", "GPU recovery action changed from 0x0 (None) to 0x2 (Node Reboot Required)")
+'fatal'
+>>> cat.classify(154, "catalog", "GPU recovery action changed from 0x1 (GPU Reset Required) to 0x0 (None)")
+'informational'
 """
 
 from __future__ import annotations
@@ -43,6 +50,15 @@ FATAL_ACTIONS = ("RESET_GPU", "RESTART_BM", "RESTART_VM", "CONTACT_SUPPORT", "CH
                  "WORKFLOW_XID_48", "WORKFLOW_NVLINK_ERR", "WORKFLOW_NVLINK5_ERR")
 INFO_ACTIONS = ("IGNORE", "XID_154")
 CLASS_SEVERITY = {"fatal": "critical", "application": "warning", "informational": "info", "unknown": "warning"}
+# Xid 154 "GPU recovery action changed from 0x0 (None) to 0x2 (Node Reboot Required)": the action after "to"
+_RECOVERY = re.compile(r".*\bto (?:0x[0-9a-fA-F]+ )?\((?P<action>[^)]*)\)")
+_RECOVERY_FATAL = re.compile(r"(?i)reboot|reset|drain")
+
+
+def recovery_action(detail: str) -> str | None:
+    """The recovery action an Xid 154 message says the GPU needs now (None if it does not say)."""
+    m = _RECOVERY.match(detail)
+    return m.group("action").strip() if m else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +87,20 @@ class XidCatalog:
                                   row["investigatory_action"])
         return cls(entries)
 
-    def classify(self, xid: int, fatal) -> str:
-        """fatal | application | informational | unknown; ``fatal`` is "catalog" or a list of codes."""
+    def classify(self, xid: int, fatal, detail: str = "") -> str:
+        """fatal | application | informational | unknown; ``fatal`` is "catalog" or a list of codes.
+
+        ``detail`` is the message after the code: for Xid 154 its recovery action decides (reset, reboot
+        or drain: fatal; none: informational), unless ``fatal`` lists 154.
+        """
         e = self.entries.get(xid)
+        if xid == 154 and (fatal == "catalog" or xid not in fatal):
+            action = recovery_action(detail)
+            if action is not None:
+                if _RECOVERY_FATAL.search(action):
+                    return "fatal"
+                if action.lower() == "none":
+                    return "informational"
         if fatal != "catalog":
             if xid in fatal:
                 return "fatal"
@@ -88,11 +115,13 @@ class XidCatalog:
             return "informational"
         return "application"
 
-    def labels(self, xid: int, fatal) -> tuple[dict[str, str], str]:
-        """Labels for one Xid and the event severity."""
+    def labels(self, xid: int, fatal, detail: str = "") -> tuple[dict[str, str], str]:
+        """Labels for one Xid (``detail``: the message after the code) and the event severity."""
         e = self.entries.get(xid)
-        cls = self.classify(xid, fatal)
+        cls = self.classify(xid, fatal, detail)
         out = {"xid_class": cls, "xid_fatal": "true" if cls == "fatal" else "false"}
+        if xid == 154 and (action := recovery_action(detail)) is not None:
+            out["xid_recovery_action"] = action
         if e is not None:
             out.update(xid_mnemonic=e.mnemonic, xid_description=e.description,
                        xid_action=e.immediate_action or "UNKNOWN", xid_investigation=e.investigatory_action)

@@ -10,8 +10,16 @@ message and the position/time information the prefix held.
 (990.309025, 'C0', 'rcu: INFO: rcu_preempt self-detected stall on CPU')
 >>> parse_line("<4>[  201.668783] PGD 0 ").prio
 4
->>> parse_line("[Sun Feb 23 16:24:18 2025] NVRM: GPU Board Serial Number: 1").wall
+>>> parse_line("4,100,5000000,-,caller=T42;INFO: task jbd2/sda1-8:42 blocked for more than 120 seconds.").ctx
+'T42'
+
+``dmesg -T`` and syslog stamps are the local time of the node that wrote them: ``tz`` names that
+zone (default: this machine's):
+
+>>> parse_line("[Sun Feb 23 16:24:18 2025] NVRM: GPU Board Serial Number: 1", tz=UTC).wall
 1740327858.0
+>>> parse_line("[Sun Feb 23 16:24:18 2025] NVRM: GPU Board Serial Number: 1", tz=ZoneInfo("Asia/Shanghai")).wall
+1740299058.0
 >>> parse_line("Jan  2 15:04:05 node-1 kernel: [ 5.000000] EXT4-fs error x", year=2024).text
 'EXT4-fs error x'
 >>> parse_line("kern  :warn  : 2025-01-21T04:41:44,283302+00:00 VFS: file-max limit 1000000 reached").wall
@@ -22,7 +30,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
@@ -49,7 +58,8 @@ class Line:
     dict: dict = field(default_factory=dict)  # kmsg dictionary (continuation lines " KEY=value")
 
 
-_KMSG = re.compile(r"^(\d+),(\d+),(\d+),([^;,]*)(?:,[^;]*)?;(.*)$", re.S)
+_KMSG = re.compile(r"^(\d+),(\d+),(\d+),([^;,]*)(,[^;]*)?;(.*)$", re.S)
+_CALLER = re.compile(r",caller=([TC]\d+)(?:,|$)")  # CONFIG_PRINTK_CALLER: the task or CPU that printed
 _KMSG_LOOSE = re.compile(r"^\d+,[^;]{0,60};")
 _TS = r"\[\s*(\d+\.\d+)\](?:\[\s*([TC]\d+)\])?"
 _PSTORE = re.compile(r"^<(\d)>" + _TS + r" ?(.*)$", re.S)
@@ -65,13 +75,32 @@ _NOISE = re.compile(r"^(?:\*\* \d+ printk messages dropped \*\* ?|[\w.-]+ login:
 _PSTORE_HEADER = re.compile(r"^(?:Panic|Oops|Emergency|Restart|Halt|Poweroff|Unknown)#\d+ Part\d+$")
 
 
-def _iso(ts: str) -> float:
+def zone(name: str | None) -> tzinfo | None:
+    """An IANA time zone name -> tzinfo (None: this machine's local time); ValueError if unknown.
+
+    >>> zone("Europe/Berlin"), zone(None)
+    (zoneinfo.ZoneInfo(key='Europe/Berlin'), None)
+    """
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (expected an IANA name like Europe/Berlin or UTC)") from None
+
+
+def _local(dt: datetime, tz: tzinfo | None) -> float:
+    """A wall-clock time without zone, read in ``tz`` (None: this machine's local time)."""
+    return (dt.replace(tzinfo=tz) if tz is not None else dt).timestamp()
+
+
+def _iso(ts: str, tz: tzinfo | None = UTC) -> float:
     ts = ts.replace(",", ".")
     if ts.endswith("Z"):
         ts = ts[:-1] + "+00:00"
     dt = datetime.fromisoformat(ts)
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
+        return _local(dt, tz)
     return dt.timestamp()
 
 
@@ -90,21 +119,24 @@ def _checked(ln: Line) -> Line:
     return ln
 
 
-def parse_line(raw: str, *, year: int | None = None) -> Line:
+def parse_line(raw: str, *, year: int | None = None, tz: tzinfo | None = None) -> Line:
     """One text line (no trailing newline) -> Line; ``year`` completes year-less syslog stamps.
+
+    Stamps without a zone (syslog, ``dmesg -T``, ISO times without offset) are local time in ``tz``
+    (None: this machine's zone).
 
     Raises ``LineError`` for a line that is recognisably broken (a NUL byte, a JSON journal line
     that is not valid JSON, a kmsg record header with non-numeric fields).
     """
     try:
-        return _checked(_parse_line(raw, year))
+        return _checked(_parse_line(raw, year, tz))
     except LineError:
         raise
     except (ValueError, TypeError, OverflowError) as exc:  # a date that does not exist (Feb 30), a number too big
         raise LineError(f"unreadable line: {exc}") from None
 
 
-def _parse_line(raw: str, year: int | None) -> Line:
+def _parse_line(raw: str, year: int | None, tz: tzinfo | None) -> Line:
     if "\x00" in raw:
         raise LineError("line contains NUL bytes (binary data, not a kernel log)")
     if raw[:2] == "**" or " login: " in raw[:64]:
@@ -114,7 +146,9 @@ def _parse_line(raw: str, year: int | None) -> Line:
         m = _KMSG.match(raw)
         if m:
             p = int(m.group(1))
-            return Line(m.group(5), "kmsg", prio=p & 7, seq=int(m.group(2)), mono=int(m.group(3)) / 1e6)
+            c = _CALLER.search(m.group(5)) if m.group(5) else None
+            return Line(m.group(6), "kmsg", prio=p & 7, seq=int(m.group(2)), mono=int(m.group(3)) / 1e6,
+                        ctx=c.group(1) if c else "")
         if _KMSG_LOOSE.match(raw) and raw.split(",", 1)[0].isdigit() and len(raw.split(";", 1)[0].split(",")) >= 3:
             raise LineError("malformed /dev/kmsg record header (expected 'prio,seq,usec,flags;message')")
         m = _SYZ_TIME.match(raw)
@@ -122,7 +156,7 @@ def _parse_line(raw: str, year: int | None) -> Line:
             return Line(m.group(2), "datetime", wall=_iso(m.group(1).replace("/", "-").replace(" ", "T")))
         m = _SYSLOG.match(raw)
         if m:
-            return _syslog(m, year)
+            return _syslog(m, year, tz)
     elif c == "[":
         m = _BRACKET.match(raw)
         if m:
@@ -135,34 +169,34 @@ def _parse_line(raw: str, year: int | None) -> Line:
             return Line(text, "bracket", mono=float(m.group(1)), ctx=m.group(2) or "")
         m = _DMESG_T.match(raw)
         if m:
-            wall = datetime.strptime(m.group(1).replace("  ", " "), "%b %d %H:%M:%S %Y").replace(tzinfo=UTC)
-            return Line(m.group(2), "dmesg-T", wall=wall.timestamp())
+            wall = _local(datetime.strptime(m.group(1).replace("  ", " "), "%b %d %H:%M:%S %Y"), tz)
+            return Line(m.group(2), "dmesg-T", wall=wall)
     elif c == "<":
         m = _PSTORE.match(raw)
         if m:
             return Line(m.group(4), "pstore", prio=int(m.group(1)), mono=float(m.group(2)), ctx=m.group(3) or "")
         m = _SYSLOG.match(raw)
         if m:
-            return _syslog(m, year)
+            return _syslog(m, year, tz)
     elif c == "{" and raw[1:2] == '"':
         return _journal(raw)
     elif c.isalpha():
         if c == "k":
             m = _ISO.match(raw)
             if m and m.group(2) in LEVELS:
-                return Line(m.group(4), "iso", prio=LEVELS.index(m.group(2)), wall=_iso(m.group(3)))
+                return Line(m.group(4), "iso", prio=LEVELS.index(m.group(2)), wall=_iso(m.group(3), tz))
         m = _SYSLOG.match(raw)
         if m:
-            return _syslog(m, year)
+            return _syslog(m, year, tz)
         if _PSTORE_HEADER.match(raw):
             return Line("", "header")
     return Line(raw, "bare")
 
 
-def _syslog(m: re.Match, year: int | None) -> Line:
+def _syslog(m: re.Match, year: int | None, tz: tzinfo | None) -> Line:
     ts, host, ident, mono, ctx, text = m.groups()
     if ts[0].isdigit():
-        wall = _iso(ts)
+        wall = _iso(ts, tz)
     else:
         ts, _, frac = ts.partition(".")
         stamp = ts.replace("  ", " ")
@@ -170,7 +204,7 @@ def _syslog(m: re.Match, year: int | None) -> Line:
         # a year-less Feb 29 read in a common year is from the latest leap year; a given year is taken as given
         for y in (year,) if year else (this, this - 1, this - 2, this - 3):
             try:
-                wall = datetime.strptime(f"{y} {stamp}", "%Y %b %d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+                wall = _local(datetime.strptime(f"{y} {stamp}", "%Y %b %d %H:%M:%S"), tz)
                 break
             except ValueError:
                 continue

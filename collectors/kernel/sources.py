@@ -14,12 +14,14 @@ number in a file or on stdin), a bad line with the reason, a ``gap`` (records lo
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import select
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from pathlib import Path
 
 import orjson
@@ -37,7 +39,7 @@ class Item:
     line: Line | None = None
     raw: str = ""
     reason: str = ""
-    where: dict = field(default_factory=dict)
+    where: dict = field(default_factory=dict)  # file: the file's identity (see ``file_identity``)
     missed: int = 0  # gap: how many records were lost
     sub: int = 0  # bad: n-th bad record after the same position
     after: bool = False  # bad: sits after record `pos` (a torn kmsg record has no sequence number of its own)
@@ -68,15 +70,16 @@ def parse_record(rec: str, year: int | None = None) -> list[Line]:
         return [ln]
     out = []
     for part in text.split("\n"):
-        out.append(Line(part, "kmsg", prio=ln.prio, seq=ln.seq, mono=ln.mono, dict=ln.dict))
+        out.append(Line(part, "kmsg", prio=ln.prio, seq=ln.seq, mono=ln.mono, ctx=ln.ctx, dict=ln.dict))
     return out
 
 
 def from_lines(lines: Iterable[str | None], *, start: int = 1, year: int | None = None,
-               where: dict | None = None) -> Iterator[Item]:
+               where: dict | None = None, tz: tzinfo | None = None) -> Iterator[Item]:
     """Text lines (any shape, mixed) -> Items; kmsg dictionary lines join their record.
 
-    ``None`` in ``lines`` means the writer went quiet: it becomes an ``idle`` item.
+    ``None`` in ``lines`` means the writer went quiet: it becomes an ``idle`` item. ``tz``: the zone
+    of stamps without one (syslog, dmesg -T; None: this machine's).
     """
     where = where or {}
     pending: tuple[int, str] | None = None  # a kmsg record waiting for its dictionary lines
@@ -130,7 +133,7 @@ def from_lines(lines: Iterable[str | None], *, start: int = 1, year: int | None 
             continue
         if raw[:1].isdigit() and ";" in raw[:64]:
             try:
-                ln = parse_line(raw, year=year)
+                ln = parse_line(raw, year=year, tz=tz)
             except LineError as exc:
                 yield Item("bad", no, raw=raw, reason=str(exc), where={**where, "line": no})
                 continue
@@ -140,7 +143,7 @@ def from_lines(lines: Iterable[str | None], *, start: int = 1, year: int | None 
             yield Item("line", no, ln, raw)
             continue
         try:
-            ln = parse_line(raw, year=year)
+            ln = parse_line(raw, year=year, tz=tz)
         except LineError as exc:
             yield Item("bad", no, raw=raw, reason=str(exc), where={**where, "line": no})
             continue
@@ -159,14 +162,40 @@ def _text_lines(data: bytes) -> list[str]:
     return data.decode("utf-8", "replace").splitlines()
 
 
-def from_path(path: str | Path, *, year: int | None = None) -> Iterator[Item]:
-    """A file, or every file under a folder (sorted; hidden files skipped), one ``file`` item each."""
+def file_identity(st: os.stat_result, data: bytes) -> dict:
+    """What tells a log file from the one that replaced it (logrotate, truncation): inode, size, first line.
+
+    >>> a = file_identity(os.stat_result((0, 7, 0, 0, 0, 0, 0, 0, 0, 0)), b"Mar 28 08:00 x\\nnext\\n")
+    >>> a["inode"], a["size"]
+    (7, 20)
+    >>> same_file(a, {**a, "size": 40}), same_file(a, {**a, "size": 10}), same_file(a, {**a, "inode": 8})
+    (True, False, False)
+    """
+    nl = data.find(b"\n")
+    first = data[:nl + 1] if nl >= 0 else data
+    return {"inode": st.st_ino, "size": len(data), "head": hashlib.blake2b(first, digest_size=8).hexdigest()}
+
+
+def same_file(before: dict, now: dict) -> bool:
+    """Is ``now`` the file ``before`` described, grown or not: same inode and first line, not shorter."""
+    return (before.get("inode") == now.get("inode") and before.get("head") == now.get("head")
+            and int(before.get("size", 0)) <= int(now.get("size", 0)))
+
+
+def from_path(path: str | Path, *, year: int | None = None, tz: tzinfo | None = None) -> Iterator[Item]:
+    """A file, or every file under a folder (sorted; hidden files skipped), one ``file`` item each.
+
+    The ``file`` item's ``where`` is the identity of what was read (``file_identity``).
+    """
     p = Path(path)
     files = sorted(f for f in p.rglob("*") if f.is_file() and not any(x.startswith(".") for x in f.relative_to(p).parts)) \
         if p.is_dir() else [p]
     for f in files:
-        yield Item("file", raw=str(f))
-        yield from from_lines(_text_lines(f.read_bytes()), year=year, where={"file": str(f)})
+        with open(f, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            data = fh.read()
+        yield Item("file", raw=str(f), where=file_identity(st, data))
+        yield from from_lines(_text_lines(data), year=year, where={"file": str(f)}, tz=tz)
 
 
 def _stream_lines(fd: int, idle: float | None) -> Iterator[str | None]:
@@ -189,9 +218,10 @@ def _stream_lines(fd: int, idle: float | None) -> Iterator[str | None]:
         yield buf.decode("utf-8", "replace")
 
 
-def from_stream(fd: int = 0, *, idle: float | None = 2.0, year: int | None = None) -> Iterator[Item]:
+def from_stream(fd: int = 0, *, idle: float | None = 2.0, year: int | None = None,
+                tz: tzinfo | None = None) -> Iterator[Item]:
     """Lines from a descriptor (stdin), any shape; ``idle`` items while the writer is quiet."""
-    return from_lines(_stream_lines(fd, idle), year=year, where={"file": "-"})
+    return from_lines(_stream_lines(fd, idle), year=year, where={"file": "-"}, tz=tz)
 
 
 def kmsg_items(reads: Iterable[bytes | OSError | None], *, after: int | None = None,

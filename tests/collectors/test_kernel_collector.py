@@ -119,7 +119,8 @@ def test_cli_from_file_stdout(data_dir, capsys):
     assert rc == 0
     events = [orjson.loads(ln) for ln in out.splitlines()]
     assert sorted(e["reason"] for e in events) == sorted(
-        ["DockerHung", "TaskHung", "KernelOops", "KernelOops", "OOMKilling", "FilesystemReadOnly", "UnregisterNetDevice"])
+        ["DockerHung", "AUFSUmountHung", "KernelOops", "KernelOops", "OOMKilling", "FilesystemReadOnly",
+         "UnregisterNetDevice"])
     assert {(e["entity"]["node"], e["entity"]["cluster"], e["source"]) for e in events} == {("worker-9", "c1", "kernel")}
     assert {e["labels"]["file"].rsplit("/", 1)[1] for e in events} == {
         "docker_hung", "aufs_umount_hung", "null_pointer", "divide_zero", "oom_kill", "readonly_filesystem",
@@ -160,7 +161,7 @@ def test_cli_help_documents_every_option(capsys):
         main(["collect", "kernel", "--help"])
     out = capsys.readouterr().out
     for opt in ("--from-file", "--kmsg", "--no-follow", "--stdout", "--node", "--cluster", "--patterns", "--check",
-                "--xid-fatal", "--checkpoint", "--boot-time", "--year", "NODE_NAME", "stdin"):
+                "--xid-fatal", "--checkpoint", "--boot-time", "--year", "--tz", "NODE_NAME", "stdin"):
         assert opt in out, opt
 
 
@@ -224,3 +225,29 @@ def test_checkpoints_refuse_inputs_without_stable_positions(data_dir, tmp_path, 
     assert main(["collect", "kernel", "--from-file", str(data_dir / "gpud-testdata"), "--stdout",
                  "--checkpoint", str(tmp_path / "cp.json")]) == 2
     assert "--checkpoint applies to /dev/kmsg or one file" in capsys.readouterr().err
+
+
+def test_a_rotated_or_truncated_file_is_read_from_its_start(patterns, tmp_path):
+    """The checkpoint's line number belongs to one file: after logrotate (a new file under the same name) or a
+    truncation, the new file's lines up to that number were never read and must not be skipped."""
+    log, cp = tmp_path / "kern.log", FileCheckpoint(tmp_path / "cp.json")
+    line = "Mar 28 08:{:02d}:00 node-1 kernel: [ {}.0] EXT4-fs error (device {}): ext4_find_entry:1455: inode #2\n"
+
+    def write(n, minute, dev, mode="w"):
+        with open(log, mode) as f:
+            f.writelines(line.format(minute + i, 100 * minute + i, dev) for i in range(n))
+
+    def devices():
+        events, _ = run(patterns, log, checkpoint=cp)
+        return [e["labels"]["device"] for e in events]
+
+    write(5, 0, "sda1")
+    assert devices() == ["sda1"] * 5
+    write(2, 10, "sda1", "a")  # grown: only the new lines
+    assert devices() == ["sda1"] * 2
+    assert devices() == []  # unchanged: nothing again
+    log.rename(tmp_path / "kern.log.1")  # logrotate: a new, shorter file
+    write(3, 20, "sdb1")
+    assert devices() == ["sdb1"] * 3
+    write(9, 30, "sdc1")  # copytruncate, then more lines than before: same inode, other first line
+    assert devices() == ["sdc1"] * 9

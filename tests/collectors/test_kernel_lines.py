@@ -196,3 +196,42 @@ def test_stream_keeps_multi_line_records_together():
     os.close(r)
     assert [(i.kind, i.pos, i.line.shape) for i in items] == [("line", 1, "journal-export"), ("line", 6, "kmsg")]
     assert items[0].line.ident == "kernel" and items[1].line.dict == {"SUBSYSTEM": "pci"}
+
+
+def test_kmsg_caller_field_keeps_interleaved_reports_apart():
+    """CONFIG_PRINTK_CALLER adds ",caller=T42" to the /dev/kmsg header: reports group by it, as by "[ T42]"."""
+    from collectors.kernel.classify import Classifier
+    from collectors.kernel.patterns import load_patterns
+
+    assert parse_line("4,100,5000000,-,caller=C3;x").ctx == "C3"
+    assert parse_record("4,88,5000,-,caller=T7;first\\x0asecond")[1].ctx == "T7"
+    recs = [b"3,100,5000000,-,caller=T42;INFO: task jbd2/sda1-8:42 blocked for more than 120 seconds.",
+            b"1,101,5000100,-,caller=T77;BUG: kernel NULL pointer dereference, address: 0000000000000008",
+            b"4,102,5000200,-,caller=T42;      Not tainted 6.1.0 #1",
+            b"1,103,5000300,-,caller=T77;Oops: 0000 [#1] PREEMPT SMP NOPTI",
+            b"4,104,5000400,-,caller=T42;Call Trace:",
+            b"4,105,5000500,-,caller=T77;---[ end trace 0000000000000000 ]---"]
+    c = Classifier(load_patterns(), node="n1")
+    evs = [e for it in kmsg_items(recs) for e in c.feed(it.line, it.pos)] + c.flush()
+    assert sorted((e.reason, e.labels["caller"], e.labels["lines"]) for e in evs) == [
+        ("KernelOops", "T77", "3"), ("TaskHung", "T42", "3")]
+
+
+def test_syslog_and_dmesg_t_stamps_are_local_time_of_the_given_zone(tmp_path, capsys):
+    """A node in Asia/Shanghai (UTC+8) writes 08:19:26 for 00:19:26 UTC; `--tz` says so for its files."""
+    from zoneinfo import ZoneInfo
+
+    from kubesight.cli import main
+
+    utc = 1743121166.0  # 2025-03-28T00:19:26Z
+    sh = ZoneInfo("Asia/Shanghai")
+    assert parse_line("Mar 28 08:19:26 node-1 kernel: x", year=2025, tz=sh).wall == utc
+    assert parse_line("[Fri Mar 28 08:19:26 2025] x", tz=sh).wall == utc
+    assert parse_line("2025-03-28T08:19:26.5 node-1 kernel: x", tz=sh).wall == utc + 0.5
+    assert parse_line("2025-03-28T08:19:26+08:00 node-1 kernel: x", tz=ZoneInfo("UTC")).wall == utc  # has its zone
+    log = tmp_path / "kern.log"
+    log.write_text("[Fri Mar 28 08:19:26 2025] EXT4-fs error (device sda1): ext4_find_entry:1455: inode #2\n")
+    assert main(["collect", "kernel", "--from-file", str(log), "--stdout", "--tz", "Asia/Shanghai"]) == 0
+    assert orjson.loads(capsys.readouterr().out)["time"].startswith("2025-03-28T00:19:26")
+    assert main(["collect", "kernel", "--from-file", str(log), "--stdout", "--tz", "Mars/Olympus"]) == 2
+    assert "--tz: unknown time zone 'Mars/Olympus'" in capsys.readouterr().err

@@ -29,7 +29,8 @@ NPD_TO_OURS = {
 INJECTED = {  # NPD's kernel log generator problems -> (reason, labels that must be set)
     "oom_kill": ("OOMKilling", {"pid": "1012", "process": "heapster", "lines": "2"}),
     "docker_hung": ("DockerHung", {"process": "docker", "pid": "20744", "condition": "KernelDeadlock"}),
-    "aufs_umount_hung": ("TaskHung", {"process": "umount.aufs", "pid": "21568", "seconds": "120", "lines": "19"}),
+    "aufs_umount_hung": ("AUFSUmountHung", {"process": "umount.aufs", "pid": "21568", "seconds": "120", "lines": "19",
+                                            "condition": "KernelDeadlock"}),  # older NPD configs' AUFSUmountHung rule
     "null_pointer": ("KernelOops", {"bug": "null-pointer-dereference", "address": "0000000000000078", "lines": "36"}),
     "divide_zero": ("KernelOops", {"bug": "divide-error", "lines": "36"}),
     "readonly_filesystem": ("FilesystemReadOnly", {"device": "sda1", "condition": "ReadonlyFilesystem"}),

@@ -244,3 +244,92 @@ Nov 10 14:17:45 n1 smartd[812]: Device: /dev/sda [SAT], 120 Currently unreadable
     assert [(e.reason, e.labels["lines"]) for e in evs] == [
         ("KernelWarning", "2"), ("KubeletStart", "1"), ("CorruptDockerOverlay2", "1"), ("DiskBadBlock", "1")]
     assert evs[1].type == "Normal" and evs[1].severity == "info"
+
+
+def test_linux_6_10_oopses_name_their_trap_after_oops(patterns):
+    """Since Linux 6.10 die() prints "Oops: <trap>: <code> [#n]"; the trap's own pattern still reads it."""
+    text = """\
+[ 29.672319] Oops: general protection fault, probably for non-canonical address 0xffff88909a3be3: 0000 [#1] PREEMPT SMP NOPTI
+[ 29.675503] CPU: 82 UID: 0 PID: 5145 Comm: tar Kdump: loaded Not tainted 6.13.0 #917
+[ 29.679004] ---[ end trace 0000000000000000 ]---
+[566.393619] Oops: divide error: 0000 [#1] PREEMPT SMP NOPTI
+[566.393900] ---[ end trace 0000000000000000 ]---
+[600.000000] Oops: invalid opcode: 0000 [#1] PREEMPT SMP NOPTI
+[600.000100] ---[ end trace 0000000000000000 ]---
+[700.000000] Oops: Oops: 0002 [#1] PREEMPT SMP NOPTI
+[700.000100] ---[ end trace 0000000000000000 ]---"""
+    evs = classify(patterns, text)
+    assert [(e.reason, e.labels["bug"], e.labels["lines"]) for e in evs] == [
+        ("KernelOops", "general-protection-fault", "3"), ("KernelOops", "divide-error", "2"),
+        ("KernelOops", "general-protection-fault", "2"), ("KernelOops", "oops", "2")]
+    assert evs[0].labels["address"] == "0xffff88909a3be3" and evs[3].labels["code"] == "0002"
+
+
+POD_MEMCG = ("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-poda8697f49_441d_4d4f_90d2_6d8e1fa3bbe7.slice/"
+             "cri-containerd-3fc28fa1c647ceede9f6b340d0b16c9f1f663698972d22a52e296f291638e014.scope")
+
+
+def global_oom(tasks: int) -> str:
+    """A node-wide OOM report as a 5.15 kernel prints it, with `tasks` lines of task dump."""
+    lines = ["containerd-shim invoked oom-killer: gfp_mask=0x140cca(GFP_HIGHUSER_MOVABLE|__GFP_COMP), order=0, "
+             "oom_score_adj=-998",
+             "CPU: 5 PID: 2311 Comm: containerd-shim Not tainted 5.15.0-112-generic #122-Ubuntu",
+             "Call Trace:", " <TASK>", " dump_stack_lvl+0x4a/0x63", " </TASK>", "Mem-Info:",
+             "Tasks state (memory values in pages):",
+             "[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name"]
+    lines += [f"[{1000 + i:7d}]     0 {1000 + i:5d}   182436     3120   237568        0          -999 pause"
+              for i in range(tasks)]
+    lines += ["oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,"
+              f"task_memcg={POD_MEMCG},task=java,pid=863987,uid=0",
+              "Out of memory: Killed process 863987 (java) total-vm:31461480kB, anon-rss:30521112kB, "
+              "file-rss:40952kB, shmem-rss:0kB, UID:0 pgtables:61456kB oom_score_adj:999"]
+    return "\n".join(f"[ 8123.400000] {x}" for x in lines)
+
+
+def test_a_global_oom_kill_is_attributed_to_the_pod(patterns):
+    """The summary of a node-wide OOM says ",global_oom" where a cgroup OOM says ",oom_memcg=...": the task's
+    cgroup after it still names the pod."""
+    (e,) = classify(patterns, global_oom(3))
+    assert (e.reason, e.entity.kind, e.entity.uid, e.labels["pid"], e.labels["process"]) == (
+        "OOMKilling", "Pod", "a8697f49-441d-4d4f-90d2-6d8e1fa3bbe7", "863987", "java")
+    assert e.labels["constraint"] == "CONSTRAINT_NONE" and e.labels["container_id"].startswith("3fc28fa1c647")
+
+
+def test_an_oom_dump_of_thousands_of_tasks_is_still_one_kill_and_its_text_is_bounded(patterns):
+    """A task dump longer than the report's line cap split one kill into two events, the first without pid or pod."""
+    (e,) = classify(patterns, global_oom(3000))
+    assert (e.labels["lines"], e.labels["pid"], e.entity.uid) == ("3011", "863987", "a8697f49-441d-4d4f-90d2-6d8e1fa3bbe7")
+    limit = patterns.defaults.max_message
+    assert len(e.message) < limit + 100 and e.message.endswith("more characters)")
+    assert e.message[:limit] == global_oom(3000).replace("[ 8123.400000] ", "")[:limit]
+
+
+def test_ext4_rate_limit_summaries_are_not_errors(patterns):
+    """lib/ratelimit.c prints "EXT4-fs error: N callbacks suppressed": no device, no error of its own (NPD skips it)."""
+    assert classify(patterns, "EXT4-fs error: 6 callbacks suppressed") == []
+    assert classify(patterns, "EXT4-fs warning: 3 callbacks suppressed") == []
+    (e,) = classify(patterns, "EXT4-fs error (device loop5): __ext4_find_entry:1626: inode #5173: comm fsstress: "
+                              "checksumming directory block 0")
+    assert (e.reason, e.labels["device"]) == ("Ext4Error", "loop5")
+
+
+def test_corrected_machine_checks_are_not_critical(patterns):
+    """Without " Exception" __print_mce reports a polled/CMCI (corrected) record; "events logged" is pr_info."""
+    got = [(e.severity, e.labels.get("cper_severity")) for line in (
+        "<6>[ 9123.000001] mce: [Hardware Error]: Machine check events logged",
+        "<0>[ 9123.000000] mce: [Hardware Error]: CPU 0: Machine Check: 0 Bank 7: 8c00004000010090",
+        "[ 9124.0] mce: [Hardware Error]: CPU 3: Machine Check Exception: 5 Bank 4: be00000000800400",
+        "[ 9125.0] mce: [Hardware Error]: Machine check: Processor context corrupt") for e in classify(patterns, line)]
+    assert got == [("info", "corrected"), ("warning", "corrected"), ("critical", None), ("critical", None)]
+
+
+def test_xid_154_severity_follows_the_recovery_action_it_names(patterns):
+    def xid(action):
+        (e,) = classify(patterns, f"[Sun Feb 23 16:40:00 2025] NVRM: Xid (PCI:0000:9b:00): 154, GPU recovery action "
+                                  f"changed from 0x0 (None) to {action}")
+        return e.severity, e.labels["xid_class"], e.labels["xid_recovery_action"]
+
+    assert xid("0x2 (Node Reboot Required)") == ("critical", "fatal", "Node Reboot Required")
+    assert xid("0x1 (GPU Reset Required)")[:2] == ("critical", "fatal")
+    assert xid("0x4 (Drain and Reset)")[:2] == ("critical", "fatal")
+    assert xid("0x0 (None)") == ("info", "informational", "None")
