@@ -3,7 +3,8 @@
 Data (``rca_data/<day>/metric/<pod>_metric.csv``, 1-minute rows; ``<day>-fault_list.json``: the
 injection time, pod and type of each fault). Days without a metric folder are skipped.
 
-Protocol, fixed before looking at any result:
+Protocol (first fixed before looking at any result; tightened on 2026-11-29 after a review found it generous, see
+README):
 
 - one detector per pod, fed every row in time order (``Time`` column; the ``TimeStamp`` column of
   the per-pod files is off by 2e8 s), exactly as an ``anomaly_vector`` rule would be: the features
@@ -11,14 +12,15 @@ Protocol, fixed before looking at any result:
   feature, alarm when any of them alarms: the baseline);
 - an alarm *holds* on a row when the score is above ``above`` on ``k`` of the last ``n`` rows (the
   rule condition); an alarm *starts* on a row where it holds and did not on the row before;
-- a fault on pod P at time T is *detected* if an alarm of P holds on a row in ``[T, T + window]``
+- a fault on pod P at time T is *detected* if an alarm of P *starts* on a row in ``(T - 1 min, T + window]``
   (``window`` = 10 min: faults last a few minutes, the next one on a pod comes ~8 min later); its
-  *delay* is the first such row's time minus T (0 when the alarm already held). A fault injected
-  while P's detector is still warming up is reported apart (``in_warmup``), not as missed;
+  *delay* is that row's time minus T (0 if it is before T: the rows are a minute apart). An alarm that
+  already held before (left over from the previous fault on that pod) does not detect the next one.
+  A fault injected while P's detector is still warming up is reported apart (``in_warmup``), not as missed;
 - a *false alarm* is an alarm start of pod P outside ``[T, T + window]`` of every fault of every
   pod (faults propagate along calls: a slow cart makes the frontend slow; ``false_alarms_strict``
-  also counts starts in other pods' fault windows); per day = count / observed days, summed over
-  pods;
+  also counts starts in other pods' fault windows); per day = count / the days in which a false
+  alarm can happen (the pods' rows outside every fault window), summed over pods;
 - threshold-free, ``auc``: each fault's top score in its window against the top scores of 10-row
   blocks outside every window (both after warm-up), ROC AUC as in the detector contract.
 """
@@ -150,13 +152,15 @@ def block_auc(pods: list[Pod], faults: list[Fault], scores: list[list], window: 
 
 def evaluate(pods: list[Pod], faults: list[Fault], name: str, params: dict, above: float, k: int, n: int,
              window: float = WINDOW, scores: list[list] | None = None,
-             span: tuple[float, float] = (-math.inf, math.inf)) -> dict:
+             span=((-math.inf, math.inf),)) -> dict:
     """The figures of one detector and threshold (``scores``: per pod, if already computed).
 
-    With ``span`` = (start, end), only faults injected and alarms started in ``[start, end)`` count, and the
-    days are those of the pods' rows in it (the detectors still see every row: they run online).
+    With ``span`` = intervals ``[start, end)``, only faults injected and alarms started in one of them count, and
+    the days are those of the pods' rows in them (the detectors still see every row: they run online).
     """
-    lo, hi = span
+    def inside(t: float) -> bool:
+        return any(lo <= t < hi for lo, hi in span)
+
     windows = [(f.time, f.time + window) for f in faults]
     detected, missed, warm, delays = 0, 0, 0, []
     fa = fa_strict = 0
@@ -169,10 +173,11 @@ def evaluate(pods: list[Pod], faults: list[Fault], name: str, params: dict, abov
         for s in sc:
             flags.append(1 if s is not None and s > above else 0)
             holds.append(sum(flags[-n:]) >= k)
-        days += sum(60.0 for t in pod.times if lo <= t < hi)
-        mine = [f for f in faults if f.pod == pod.name and lo <= f.time < hi]
-        for i, h in enumerate(holds):
-            if h and (i == 0 or not holds[i - 1]) and lo <= pod.times[i] < hi:
+        days += sum(60.0 for t in pod.times if inside(t) and not any(a <= t <= b for a, b in windows))
+        mine = [f for f in faults if f.pod == pod.name and inside(f.time)]
+        starts = [i for i, h in enumerate(holds) if h and (i == 0 or not holds[i - 1])]
+        for i in starts:
+            if inside(pod.times[i]):
                 t = pod.times[i]
                 if not any(a <= t <= b for a, b in windows):
                     fa += 1
@@ -183,8 +188,7 @@ def evaluate(pods: list[Pod], faults: list[Fault], name: str, params: dict, abov
                 warm += 1
                 per_fault.append({"pod": pod.name, "type": f.kind, "time": f.time, "result": "in_warmup"})
                 continue
-            hit = next((pod.times[i] for i, h in enumerate(holds) if h and f.time - 60.0 < pod.times[i] <= f.time + window),
-                       None)
+            hit = next((pod.times[i] for i in starts if f.time - 60.0 < pod.times[i] <= f.time + window), None)
             if hit is None:
                 missed += 1
                 per_fault.append({"pod": pod.name, "type": f.kind, "time": f.time, "result": "missed"})
@@ -197,7 +201,7 @@ def evaluate(pods: list[Pod], faults: list[Fault], name: str, params: dict, abov
     scored = detected + missed
     return {
         "detector": name, "params": params, "above": above, "k": k, "n": n, "pods": len(pods),
-        "faults": len([f for f in faults if any(p.name == f.pod for p in pods) and lo <= f.time < hi]),
+        "faults": len([f for f in faults if any(p.name == f.pod for p in pods) and inside(f.time)]),
         "detected": detected, "missed": missed, "in_warmup": warm,
         "recall": detected / scored if scored else None,
         "delay_median_s": statistics.median(delays) if delays else None,
@@ -228,15 +232,28 @@ def _choose(results: list[dict], budget: float) -> dict:
     return min(results, key=lambda r: (r["false_alarms"], -r["detected"]))
 
 
+FOLD_BLOCK = 3600.0  # the held-out folds alternate hours
+
+
+def _steps(start: float, end: float, step: float) -> list[float]:
+    out, t = [], start
+    while t < end:
+        out.append(t)
+        t += step
+    return out
+
+
 def cross_validate(pods: list[Pod], faults: list[Fault], name: str, k: int, n: int, window: float = WINDOW,
                    params: tuple[dict, ...] | None = None, aboves: tuple[float, ...] = CV_ABOVE) -> dict:
-    """Held-out figures: the data's time span is cut in two halves; for each, the detector settings and threshold
-    are chosen on the other half (``_choose``, with a budget of one false alarm per pod per day) and scored on it.
-    The two held-out halves are summed: faults detected, delays, false alarms per day over both halves' days."""
+    """Held-out figures: the data's time span is cut into hours, alternately in two folds (so that each fold holds
+    faults: they were injected within a few hours, and a cut at the middle of the day put them all in one half,
+    whose settings were then chosen on fault-free time); for each fold, the detector settings and threshold are
+    chosen on the other one (``_choose``, with a budget of one false alarm per pod per day) and scored on it.
+    The two held-out folds are summed: faults detected, delays, false alarms per day over both folds' days."""
     params = params if params is not None else CV_PARAMS.get(name, ({},))
     start, end = min(p.times[0] for p in pods), max(p.times[-1] for p in pods) + 60.0
-    mid = (start + end) / 2
-    halves = ((start, mid), (mid, end))
+    hours = [(t, min(t + FOLD_BLOCK, end)) for t in _steps(start, end, FOLD_BLOCK)]
+    halves = (tuple(hours[0::2]), tuple(hours[1::2]))
     budget = float(len(pods))
     scored = [(pr, [_scores(p, name, pr) for p in pods]) for pr in params]
     folds, delays = [], []
@@ -251,7 +268,7 @@ def cross_validate(pods: list[Pod], faults: list[Fault], name: str, k: int, n: i
         for key in total:
             total[key] += r[key]
         delays += [f["delay_s"] for f in r["per_fault"] if f["result"] == "detected"]
-        folds.append({"held_out": list(held), "params": pick["params"], "above": pick["above"],
+        folds.append({"held_out": [list(h) for h in held], "params": pick["params"], "above": pick["above"],
                       "tuned": {key: pick[key] for key in ("detected", "missed", "false_alarms_per_day")},
                       "held": {key: r[key] for key in ("detected", "missed", "in_warmup", "false_alarms_per_day")},
                       "per_fault": r["per_fault"]})
@@ -274,8 +291,8 @@ def register(g) -> None:
     p.add_argument("-k", type=int, default=2, help="alarm when k of the last n rows are above (default 2 of 3)")
     p.add_argument("-n", type=int, default=3)
     p.add_argument("--faults", action="store_true", help="also print each fault's outcome")
-    p.add_argument("--cv", action="store_true", help="held-out figures: settings and threshold chosen on one half "
-                   "of the time span, scored on the other, both ways")
+    p.add_argument("--cv", action="store_true", help="held-out figures: settings and threshold chosen on alternate "
+                   "hours of the time span, scored on the others, both ways")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=_run)
 
@@ -327,11 +344,11 @@ def _run_cv(pods, faults, names, args) -> int:
     if args.json:
         print(json.dumps({"features": FEATURES, "window_s": WINDOW, "cv": results}))
         return 0
-    print(f"{len(pods)} pods; held out: each half of the time span scored with the settings and threshold chosen on "
-          f"the other (most faults detected within {len(pods)} false alarms/day, one per pod); alarm: score > above "
+    print(f"{len(pods)} pods; held out: alternate hours scored with the settings and threshold chosen on the others "
+          f"(most faults detected within {len(pods)} false alarms/day, one per pod); alarm: score > above "
           f"on {args.k} of {args.n} rows")
     print(f"{'detector':<34} {'candidates':>10} {'detected':>9} {'warm-up':>7} {'delay med/max':>14} {'FA/day':>7}  "
-          "choices (for the first half; the second)")
+          "choices (for the first fold; the second)")
     for r in results:
         label = r["detector"] + ("" if registry_input(r["detector"]) == "vector" else " (per feature, any)")
         dl = "-" if r["delay_median_s"] is None else f"{r['delay_median_s']:.0f}/{r['delay_max_s']:.0f} s"
