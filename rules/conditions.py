@@ -109,7 +109,7 @@ def st_empty(cond, c: dict, t: float) -> bool:
 # ---------------------------------------------------------------- threshold
 
 
-def _agg(agg: str, pts: list):
+def _agg(agg: str, pts: list, window: float = 0.0, now: float | None = None):
     if not pts:
         return None
     if agg == "last":
@@ -133,10 +133,36 @@ def _agg(agg: str, pts: list):
     for v in vals[1:]:
         inc += v - prev if v >= prev else v
         prev = v
-    if agg == "increase":
-        return inc
     span = pts[-1][0] - pts[0][0]
-    return inc / span if span > 0 else None
+    if span <= 0:
+        return None
+    if window > 0 and now is not None:  # PromQL's increase/rate over [now - window, now]: extrapolated to the edges
+        inc *= _extrapolation(pts, inc, span, window, now)
+        return inc if agg == "increase" else inc / window
+    return inc if agg == "increase" else inc / span
+
+
+def _extrapolation(pts: list, inc: float, span: float, window: float, now: float) -> float:
+    """PromQL's ``extrapolatedRate`` factor for a counter: the samples' increase stretched to the window's edges when
+    they are within 1.1 average intervals of them (else by half an interval), and not before the counter's zero.
+
+    A counter scraped every 45 s that rose by 4 in a 10-minute window (its first sample 60 s after the window's
+    start): PromQL's increase is 4 x 562.5 / 540, above 4; a new counter that starts at 0 is not stretched back.
+
+    >>> pts = [[60.0 + 45 * i, 10.0 + min(i, 4)] for i in range(13)]
+    >>> round(4 * _extrapolation(pts, 4.0, 540.0, 600.0, 600.0), 3)
+    4.167
+    >>> round(_extrapolation([[p[0], p[1] - 10] for p in pts], 4.0, 540.0, 600.0, 600.0), 3)
+    1.0
+    """
+    avg = span / (len(pts) - 1)
+    to_start, to_end = pts[0][0] - (now - window), now - pts[-1][0]
+    first = pts[0][1]
+    if inc > 0 and first >= 0:
+        to_start = min(to_start, span * first / inc)  # a counter does not go below zero
+    limit = avg * 1.1
+    stretched = span + (to_start if to_start < limit else avg / 2) + (to_end if to_end < limit else avg / 2)
+    return stretched / span
 
 
 def th_update(cond, c: dict, t: float, s) -> None:
@@ -159,7 +185,7 @@ def th_update(cond, c: dict, t: float, s) -> None:
     elif len(pts) > 1:
         del pts[:-1]
     c["lt"] = s.time
-    c["v"] = _agg(cond.agg, pts)
+    c["v"] = _agg(cond.agg, pts, cond.window, s.time)
 
 
 def th_holds(cond, c: dict, t: float, active: bool, stale: float) -> bool:
@@ -167,7 +193,7 @@ def th_holds(cond, c: dict, t: float, active: bool, stale: float) -> bool:
     if v is None or t >= c["lt"] + stale or v != v:
         return False
     level = cond.resolve if active and cond.resolve is not None else cond.value
-    return _CMP[cond.op](v, level)
+    return _CMP[cond.op](abs(v) if cond.abs else v, level)
 
 
 # ---------------------------------------------------------------- burn_rate

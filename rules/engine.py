@@ -171,6 +171,7 @@ class _SampleCtx:
     def labels(self, rule: CompiledRule) -> dict:
         labels = dict(rule.labels)
         labels.update(self.s.labels)
+        labels.pop(MARK, None)  # kubesight's mark of a derived or re-keyed signal is not the alert's (upstream has none)
         labels["alertname"] = rule.alert
         labels["severity"] = rule.severity
         return labels
@@ -698,7 +699,9 @@ class Engine:
         s = st["s"]
         c = st["c"]
         out = _NONE
-        if self._holds(rule, c, t, s > 0):
+        # a threshold's resolve level (hysteresis) holds once firing; a pending alert clears as soon as its condition
+        # is false, as in Prometheus (it stayed pending below the threshold, and fired where upstream never does)
+        if self._holds(rule, c, t, s == 2):
             if ctx is not None:
                 labels = ctx.labels(rule)
                 if s == 2:

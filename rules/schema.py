@@ -122,12 +122,14 @@ class State(_Base):
 
 
 class Threshold(_Base):
-    """Aggregate of a series over ``window`` compared with ``value``; ``resolve`` adds hysteresis."""
+    """Aggregate of a series over ``window`` compared with ``value``; ``resolve`` adds hysteresis; ``abs`` compares
+    the aggregate's magnitude (a clock offset either way: node-exporter-mixin's ``> 0.05 or < -0.05``)."""
 
     type: Literal["threshold"]
     op: Literal[">", ">=", "<", "<=", "==", "!="]
     value: float
     resolve: float | None = None
+    abs: bool = False
     agg: Literal["last", "avg", "min", "max", "sum", "count", "rate", "increase"] = "last"
     window: Duration = 0.0
     stale_after: Duration | None = None

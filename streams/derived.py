@@ -50,6 +50,7 @@ definitions: ``collectors/metrics/DERIVED.md``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -158,6 +159,13 @@ def _fast_write(labels: dict) -> bool:
     return _le_num(labels.get("le")) == 1.0  # kubernetes-mixin matches le=~"1(\\.0)?"
 
 
+def _label_in(name: str, values: frozenset) -> Callable[[dict], bool]:
+    def ok(labels: dict) -> bool:
+        return labels.get(name) in values
+
+    return ok
+
+
 def _real_container(labels: dict) -> bool:
     return labels.get("container", "") not in ("", "POD")
 
@@ -191,6 +199,10 @@ class Signal:
     total: bool = False  # each source counter with its resets added back (since first seen): a sum of them is a counter
     hold: float = 0.0  # seconds every ``held`` part must have kept its value
     q: float = 0.99
+
+    @functools.cached_property
+    def gated(self) -> bool:
+        return any(part == "gate" for _, part, _ in self.inputs)
 
 
 _CT = ("cluster", "namespace", "pod", "container")
@@ -315,6 +327,23 @@ SIGNALS = (
            (("kube_poddisruptionbudget_status_desired_healthy", "num", None),
             ("kube_poddisruptionbudget_status_current_healthy", "den", None)),
            by=("cluster", "namespace", "poddisruptionbudget")),
+    # kubernetes-mixin's KubePodNotReady: per pod, in a not-ready phase (sum = max: one phase is 1 at a time), and not
+    # a Job's pod (its kube_pod_owner{owner_kind="Job"} gates it out, as the mixin's owner_kind!="Job" join does)
+    Signal("kube_pod_not_ready", "sum",
+           (("kube_pod_status_phase", "x", _label_in("phase", frozenset({"Pending", "Unknown", "Failed"}))),
+            ("kube_pod_owner", "gate", _label_is("owner_kind", "Job"))), by=("cluster", "namespace", "pod")),
+    # node-exporter-mixin's NodeNetworkReceiveErrs / NodeNetworkTransmitErrs: errors over packets
+    Signal("node_network_receive_error_ratio", "ratio",
+           (("node_network_receive_errs_total", "num", None), ("node_network_receive_packets_total", "den", None)),
+           by=("cluster", "instance", "device"), rate=True, no_num_is_zero=True),
+    Signal("node_network_transmit_error_ratio", "ratio",
+           (("node_network_transmit_errs_total", "num", None), ("node_network_transmit_packets_total", "den", None)),
+           by=("cluster", "instance", "device"), rate=True, no_num_is_zero=True),
+    # node-exporter-mixin's NodeClockNotSynchronising: `sync_status == 0 and maxerror >= 16`: the max error, with no
+    # value while the clock is synchronised (sync_status 1 gates it out; den is that 0, so the difference is maxerror)
+    Signal("node_timex_unsynchronised_maxerror_seconds", "difference",
+           (("node_timex_maxerror_seconds", "num", None), ("node_timex_sync_status", "den", None),
+            ("node_timex_sync_status", "gate", None))),
     Signal("kube_resourcequota_used_ratio", "ratio",
            (("kube_resourcequota", "num", _label_is("type", "used")),
             ("kube_resourcequota", "den", _label_is("type", "hard"))),
@@ -668,7 +697,16 @@ class Derived:
     def _aggregate(sig: Signal, contributions) -> float | None:
         # contributions: (ckey = "part|source", [value, time])
         if sig.kind == "sum":  # a total's contributions count from their base (_collect)
-            return float(sum(v[0] - (v[2] if len(v) > 2 else 0.0) for _, v in contributions))
+            if not sig.gated:
+                return float(sum(v[0] - (v[2] if len(v) > 2 else 0.0) for _, v in contributions))
+            total = 0.0
+            for c, v in contributions:
+                if c.startswith("gate|"):
+                    if v[0]:
+                        return None  # a gate part that is not 0 (a Job's pod): no value
+                    continue
+                total += v[0] - (v[2] if len(v) > 2 else 0.0)
+            return total
         parts: dict[str, list[float]] = {}  # part ("num", "den:read", a bucket's le, ...) -> its series' values
         for c, v in contributions:
             parts.setdefault(c.split("|", 1)[0], []).append(v[0])

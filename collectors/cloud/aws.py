@@ -15,7 +15,13 @@ import re
 
 import orjson
 
-from collectors.cloud.catalog import AWS_SCHEDULED, health_reason, state_severity
+from collectors.cloud.catalog import (
+    AWS_SCHEDULED,
+    AWS_STATE_PHASE,
+    HEALTH_STATUS_PHASE,
+    health_reason,
+    state_severity,
+)
 from collectors.cloud.event import AWS_INSTANCE, PayloadError, cloud_time, field_list, field_str, make_event
 from core.records import Event, format_time
 
@@ -87,11 +93,13 @@ def _description(detail: dict) -> str:
 
 
 def from_health(d: dict, detail: dict) -> list[Event]:
-    """An AWS Health event: one Event per affected entity (an instance is mapped to its node)."""
+    """An AWS Health event: one Event per affected entity (an instance is mapped to its node); a closed one
+    has phase Executed (a maintenance's or degradation's end, which resolves what the open one set)."""
     code = field_str(detail, "eventTypeCode", "detail.")
     category = field_str(detail, "eventTypeCategory", "detail.", required=False)
     status = field_str(detail, "statusCode", "detail.", required=False)
     reason, severity = health_reason(code, category, status)
+    phase = HEALTH_STATUS_PHASE.get(status, "")
     if d.get("time") is not None:
         time = cloud_time(d["time"], "time")
     else:
@@ -112,7 +120,7 @@ def from_health(d: dict, detail: dict) -> list[Event]:
         kind = "Volume" if target.startswith("vol-") else "CloudResource"
         out.append(make_event(provider="aws", code=code, reason=reason, severity=severity, time=time,
                               cloud_id=f"{d.get('id') or ''}|{detail.get('eventArn') or ''}|{status}",
-                              instance=inst, resource="" if inst else target, resource_kind=kind,
+                              instance=inst, resource="" if inst else target, resource_kind=kind, phase=phase,
                               scheduled=start if category == "scheduledChange" else None,
                               region=field_str(d, "region", required=False)
                               or field_str(detail, "eventRegion", "detail.", required=False),
@@ -154,6 +162,11 @@ def is_instance_scoped(d) -> bool:
 
 
 def _scheduled(e: dict, instance: str, where: str, now: float) -> Event:
+    """One EC2 scheduled event (IMDS ``maintenance/scheduled`` or describe-instance-status). Label ``state`` is
+    AWS's (active, canceled, completed), label ``phase`` the same in the common vocabulary (Scheduled, Canceled,
+    Executed). The id hashes the parsed event (id, state, NotBefore, NotAfter), not the body: IMDS and
+    describe-instance-status spell one event differently (times, InstanceEventId, no State), and both
+    channels of one event must make one id."""
     if not isinstance(e, dict):
         raise PayloadError(f"{where}: expected an object")
     code = e.get("Code")
@@ -161,21 +174,24 @@ def _scheduled(e: dict, instance: str, where: str, now: float) -> Event:
         raise PayloadError(f"{where}.Code: unknown scheduled event code {code!r} (one of {', '.join(AWS_SCHEDULED)})")
     reason, severity = AWS_SCHEDULED[code]
     desc = field_str(e, "Description", f"{where}.", required=False)
-    state = field_str(e, "State", f"{where}.", required=False) or (
+    state = field_str(e, "State", f"{where}.", required=False).lower() or (
         "canceled" if desc.startswith("[Canceled]") else "completed" if desc.startswith("[Completed]") else "active")
+    if state not in AWS_STATE_PHASE:
+        raise PayloadError(f"{where}.State: unknown scheduled event state {state!r} (one of {', '.join(AWS_STATE_PHASE)})")
     if state in ("canceled", "completed"):
         severity = "info"
     event_id = e.get("EventId") or e.get("InstanceEventId")
     if not isinstance(event_id, str) or not event_id:
         raise PayloadError(f"{where}: no EventId / InstanceEventId")
     not_before = cloud_time(e.get("NotBefore"), f"{where}.NotBefore")
-    labels = {"cloud_event_id": event_id, "state": state,
-              "not_after": _fmt(cloud_time(e["NotAfter"], f"{where}.NotAfter")) if e.get("NotAfter") else "",
+    not_after = cloud_time(e["NotAfter"], f"{where}.NotAfter") if e.get("NotAfter") else None
+    labels = {"cloud_event_id": event_id, "state": state, "not_after": _fmt(not_after),
               "deadline": _fmt(cloud_time(e["NotBeforeDeadline"], f"{where}.NotBeforeDeadline"))
               if e.get("NotBeforeDeadline") else ""}
     return make_event(provider="aws", code=code, reason=reason, severity=severity, time=now,
-                      cloud_id=f"{event_id}|{state}|{not_before}", instance=instance, phase=state,
-                      scheduled=not_before, message=desc, labels=labels, time_in_id=False, body=e)
+                      cloud_id=f"{event_id}|{state}|{not_before}|{not_after}", instance=instance,
+                      phase=AWS_STATE_PHASE[state], scheduled=not_before, message=desc, labels=labels,
+                      time_in_id=False)
 
 
 def from_instance_scoped(d, instance: str | None, now: float) -> list[Event]:

@@ -11,6 +11,8 @@ in the ``event_code`` label, so a rule can be more specific than the table.
 ('DiskFault', 'critical')
 >>> health_reason("AWS_EC2_ODCR_UNDERUTILIZATION_NOTIFICATION", "accountNotification", "")
 ('HealthEvent', 'info')
+>>> settled("InstanceRebootScheduled", "Canceled"), settled("InstanceRebootScheduled", "Failed")
+('InstanceRebootEnded', 'InstanceRebootScheduled')
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 REASONS = (
     "InstanceRebootScheduled",  # the instance will be (or was, see label phase) rebooted by the provider
     "InstanceRedeployScheduled",  # moved to another host: reboot plus possible local-disk loss
-    "InstanceMaintenance",  # other provider maintenance: stop, retirement, disk isolation, live migration
+    "InstanceMaintenance",  # other provider maintenance: stop, retirement, disk isolation, expiry
     "SpotInterruption",  # spot / preemptible instance about to be reclaimed
     "RebalanceRecommendation",  # spot instance at elevated risk of interruption
     "DiskStalled",  # disk I/O hang or degraded performance
@@ -26,7 +28,13 @@ REASONS = (
     "InstanceStateChange",  # lifecycle state change (label state)
     "InstanceFailure",  # unplanned reboot/stop/release after an instance or host error
     "HealthEvent",  # any other AWS Health event (labels eventTypeCode, service, category)
-    "CloudNotice",  # informational notice needing no action (snapshot done, billing, burst credits)
+    "CloudNotice",  # informational notice needing no action (snapshot done, billing, burst credits, live migration)
+    # the end of a maintenance or stall (label phase: Executed, Avoided or Canceled; label original_reason: the
+    # reason above it ends), a reason of its own so that the default pack's state rules resolve on it
+    "InstanceRebootEnded",
+    "InstanceRedeployEnded",
+    "InstanceMaintenanceEnded",
+    "DiskStallEnded",
 )
 
 # Alibaba ECS: "<resource>:<event type>" (the event name without its phase) -> (reason, severity while active).
@@ -41,9 +49,10 @@ ALIBABA = {
     "Instance:SystemMaintenance.Stop": ("InstanceMaintenance", "critical"),
     "Instance:SystemMaintenance.IsolateErrorDisk": ("InstanceMaintenance", "critical"),
     "Instance:SystemMaintenance.ReInitErrorDisk": ("InstanceMaintenance", "critical"),
-    "Instance:SystemMaintenance.PerformanceImpact": ("InstanceMaintenance", "warning"),
-    "Instance:SystemMaintenance.CleanReleasedDisks": ("InstanceMaintenance", "info"),
-    "Instance:LiveMigrationAcrossDDH": ("InstanceMaintenance", "info"),
+    # no downtime, nothing to drain: a possible slowdown, disks cleaned up, a hot migration between dedicated hosts
+    "Instance:SystemMaintenance.PerformanceImpact": ("CloudNotice", "warning"),
+    "Instance:SystemMaintenance.CleanReleasedDisks": ("CloudNotice", "info"),
+    "Instance:LiveMigrationAcrossDDH": ("CloudNotice", "info"),
     "Instance:InstanceExpiration.Stop": ("InstanceMaintenance", "warning"),
     "Instance:InstanceExpiration.Delete": ("InstanceMaintenance", "critical"),
     "Instance:AccountUnbalanced.Stop": ("InstanceMaintenance", "warning"),
@@ -71,7 +80,18 @@ ALIBABA = {
 }
 
 # The lifecycle phases of an Alibaba system event (EventCycleStatus / the name's last part).
+# The one phase vocabulary of every provider's events (label ``phase``): AWS scheduled events' states and
+# AWS Health's closed status are spelled this way too (AWS_STATE_PHASE, HEALTH_STATUS_PHASE).
 PHASES = ("Scheduled", "Inquiring", "Executing", "Executed", "Avoided", "Canceled", "Failed")
+# Phases saying it is over without having failed: the event resolves what its active phases set.
+ENDED_PHASES = ("Executed", "Avoided", "Canceled")
+# reason while active -> reason of its end (ENDED_PHASES); what a failed one says keeps its reason.
+ENDED = {
+    "InstanceRebootScheduled": "InstanceRebootEnded",
+    "InstanceRedeployScheduled": "InstanceRedeployEnded",
+    "InstanceMaintenance": "InstanceMaintenanceEnded",
+    "DiskStalled": "DiskStallEnded",
+}
 _UNPLANNED = ("InstanceFailure", "DiskFault")
 
 # EC2 scheduled-event codes (IMDS maintenance/scheduled, describe-instance-status).
@@ -82,6 +102,11 @@ AWS_SCHEDULED = {
     "instance-retirement": ("InstanceMaintenance", "critical"),
     "instance-stop": ("InstanceMaintenance", "critical"),
 }
+
+# EC2 scheduled-event states (IMDS State, or the [Canceled] / [Completed] prefix of the description) -> phase.
+AWS_STATE_PHASE = {"active": "Scheduled", "canceled": "Canceled", "completed": "Executed"}
+# AWS Health statusCode -> phase: only the end says something the rules need (open / upcoming: no phase).
+HEALTH_STATUS_PHASE = {"closed": "Executed"}
 
 # AWS Health event type codes that say something precise about an instance or its disks.
 AWS_HEALTH = {
@@ -134,6 +159,11 @@ def alibaba_reason(event_type: str, phase: str) -> tuple[str, str] | None:
     elif phase == "Failed" and severity != "info":
         severity = "critical"
     return reason, severity
+
+
+def settled(reason: str, phase: str) -> str:
+    """The reason of an event in ``phase``: the end of a maintenance or stall (ENDED_PHASES) has its own."""
+    return ENDED.get(reason, reason) if phase in ENDED_PHASES else reason
 
 
 def state_severity(state: str) -> str:

@@ -20,6 +20,7 @@ from email.utils import parsedate_to_datetime
 
 import orjson
 
+from collectors.cloud.catalog import settled
 from core.records import Entity, Event, RecordError, format_time, parse_time
 
 AWS_INSTANCE = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
@@ -124,6 +125,11 @@ def make_event(*, provider: str, code: str, reason: str, severity: str, time: fl
                labels: dict | None = None, time_in_id: bool = True, body=None) -> Event:
     """One cloud Event; the entity is the instance (or the other resource) until the node map resolves it.
 
+    ``reason`` is the reason of the event while active: in an ended phase (Executed, Avoided, Canceled) a
+    maintenance or stall gets the reason of its end (``catalog.ENDED``: InstanceRebootScheduled ->
+    InstanceRebootEnded...), the active one in label ``original_reason``, so that it resolves the state it set
+    instead of setting it again.
+
     ``time_in_id=False`` when ``time`` is the receive time (a body without a publication time), so that a
     retried delivery keeps its id. ``body`` (the provider's event object) goes into the id too: providers'
     samples reuse ids, and a redelivery carries the same object."""
@@ -133,6 +139,8 @@ def make_event(*, provider: str, code: str, reason: str, severity: str, time: fl
         if v:
             lab[k] = v
     lab.update({k: str(v) for k, v in (labels or {}).items() if v not in (None, "")})
+    if settled(reason, phase) != reason:
+        lab["original_reason"], reason = reason, settled(reason, phase)
     target = instance or resource
     entity = Entity(kind="Instance" if instance else resource_kind if resource else "", name=target)
     return Event(source="cloud", reason=reason, time=time, type="Normal" if severity in ("info", "none") else "Warning",

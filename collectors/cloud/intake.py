@@ -5,7 +5,8 @@ or batched CloudEvent; an EventBridge event (``detail-type``); a CloudMonitor no
 Alibaba Describe* API response; PutEvents entries; an instance-scoped body (IMDS, describe-instance-status).
 A CloudEvent from ``acs.ecs`` is an Alibaba EventBridge event; any other CloudEvent must carry one of
 the other shapes as its data (or AWS ``detail`` with ``type`` = detail-type, ``source`` = aws.*).
-Anything else raises PayloadError with the reason.
+Anything else raises PayloadError with the reason; an Azure Scheduled Events document (``DocumentIncarnation``,
+``Events[]`` with ``EventType`` / ``EventStatus``) is refused as such, not taken for an AWS body.
 
 >>> evs = parse(b'{"specversion": "1.0", "id": "c1", "source": "acs.ecs", "time": "2024-05-01T10:00:00Z",'
 ...             b' "type": "ecs:Instance:PreemptibleInstanceInterruption", "subject":'
@@ -48,11 +49,24 @@ def from_json(d, *, instance: str | None = None, now: float = 0.0) -> list[Event
         return alibaba.from_api_response(d)
     if aws.is_put_events(d):
         return aws.from_put_events(d)
+    if is_azure_scheduled(d):
+        raise PayloadError("Azure Scheduled Events are not supported (a DocumentIncarnation / Events[].EventType "
+                           "document from the Azure metadata service): kubesight takes Alibaba Cloud, AWS and "
+                           "CloudEvents payloads")
     if aws.is_instance_scoped(d):
         return aws.from_instance_scoped(d, instance, now)
     if isinstance(d, dict):
         raise PayloadError(f"unknown payload shape (top-level keys: {', '.join(sorted(map(str, d))) or 'none'})")
     raise PayloadError(f"unknown payload shape (a JSON {type(d).__name__})")
+
+
+def is_azure_scheduled(d) -> bool:
+    """An Azure Instance Metadata Service Scheduled Events document (it has an ``Events`` array, as AWS bodies do)."""
+    if not isinstance(d, dict):
+        return False
+    events = d.get("Events")
+    return "DocumentIncarnation" in d or (isinstance(events, list) and any(
+        isinstance(e, dict) and ("EventType" in e or "EventStatus" in e) for e in events))
 
 
 def from_cloudevent(attrs: dict, data, *, instance: str | None = None, now: float = 0.0) -> list[Event]:

@@ -89,12 +89,12 @@ EXPECTED: dict = {
         ('InstanceRebootScheduled', 'critical', '', 'i-bp19cx17f2yx****', '2020-04-24T10:32:31.000Z', 'Scheduled', '2020-04-24T07:09:37.000Z', 'Instance:SystemFailure.Reboot'),
     ],
     'alibaba-cloud-ecs-events:2': [
-        ('InstanceRebootScheduled', 'info', '', 'i-uf678mass4zvr9n1****', '2017-12-01T06:32:31.000Z', 'Executed', '2017-11-30T06:32:31.000Z', 'Instance:SystemMaintenance.Reboot'),
-        ('InstanceMaintenance', 'info', '', 'i-uf678mass4zvr9n1****', '2017-12-06T00:00:00.000Z', 'Avoided', '2017-11-29T06:32:31.000Z', 'Instance:InstanceExpiration.Stop'),
+        ('InstanceRebootEnded', 'info', '', 'i-uf678mass4zvr9n1****', '2017-12-01T06:32:31.000Z', 'Executed', '2017-11-30T06:32:31.000Z', 'Instance:SystemMaintenance.Reboot'),
+        ('InstanceMaintenanceEnded', 'info', '', 'i-uf678mass4zvr9n1****', '2017-12-06T00:00:00.000Z', 'Avoided', '2017-11-29T06:32:31.000Z', 'Instance:InstanceExpiration.Stop'),
     ],
     'alibaba-cloud-ecs-events:3': [
         ('DiskStalled', 'critical', '', 'i-bp67acfmxazb4p****', '', 'Executing', '2018-05-08T02:43:10.000Z', 'Disk:Stalled'),
-        ('DiskStalled', 'info', '', 'i-instance2', '', 'Executed', '2018-05-06T02:43:10.000Z', 'Disk:Degraded'),
+        ('DiskStallEnded', 'info', '', 'i-instance2', '', 'Executed', '2018-05-06T02:43:10.000Z', 'Disk:Degraded'),
     ],
     'alibaba-cloud-ecs-events:4': '400: an Alibaba Cloud API response without system events (keys: EventIdSet, RequestId)',
     'alibaba-cloud-ecs-events:5': [
@@ -104,7 +104,7 @@ EXPECTED: dict = {
         ('DiskStalled', 'critical', 'cn-hangzhou.192.168.0.10', 'i-bp1ecr********5go2go', '', 'Executing', '2019-04-10T00:01:01.922Z', 'Disk:Stalled:Executing'),
     ],
     'alibaba-cloud-ecs-events:7': [
-        ('DiskStalled', 'info', 'cn-hangzhou.192.168.0.10', 'i-bp1ecr********5go2go', '', 'Executed', '2019-04-10T00:03:01.922Z', 'Disk:Stalled:Executing'),
+        ('DiskStallEnded', 'info', 'cn-hangzhou.192.168.0.10', 'i-bp1ecr********5go2go', '', 'Executed', '2019-04-10T00:03:01.922Z', 'Disk:Stalled:Executing'),
     ],
     'alibaba-cloud-ecs-events:8': [
         ('CloudNotice', 'info', '', 'd-t4ndyqve********n4ds', '', '', '2019-04-09T04:18:26.922Z', 'Disk:DiskOperationCompleted'),
@@ -121,7 +121,7 @@ EXPECTED: dict = {
         ('InstanceRebootScheduled', 'critical', 'cn-hangzhou.192.168.0.10', 'i-bp1ecr********5go2go', '2019-04-12T01:01:01.000Z', 'Scheduled', '2019-04-09T04:18:26.922Z', 'Instance:SystemMaintenance.Reboot:Scheduled'),
     ],
     'alibaba-cloud-ecs-events:12': [
-        ('InstanceRebootScheduled', 'info', 'cn-hangzhou.192.168.0.10', 'i-bp1ecr********5go2go', '2019-04-12T01:01:01.000Z', 'Avoided', '2019-04-10T08:01:01.922Z', 'Instance:SystemMaintenance.Reboot:Scheduled'),
+        ('InstanceRebootEnded', 'info', 'cn-hangzhou.192.168.0.10', 'i-bp1ecr********5go2go', '2019-04-12T01:01:01.000Z', 'Avoided', '2019-04-10T08:01:01.922Z', 'Instance:SystemMaintenance.Reboot:Scheduled'),
     ],
     'alibaba-cloud-ecs-events:13': [
         ('InstanceStateChange', 'info', 'cn-hangzhou.192.168.0.10', 'i-bp1ecr********5go2go', '', 'Running', '2019-04-09T04:18:26.922Z', 'Instance:StateChange'),
@@ -130,13 +130,13 @@ EXPECTED: dict = {
         ('SpotInterruption', 'critical', 'cn-hangzhou.192.168.0.10', 'i-bp1ecr********5go2go', '', '', '2019-04-09T04:18:26.922Z', 'Instance:PreemptibleInstanceInterruption'),
     ],
     'alibaba-cloud-ecs-events:15': [
-        ('InstanceMaintenance', 'info', 'cn-hangzhou.192.168.0.10', 'i-bp1ecr********5go2go', '', '', '2018-06-08T01:25:37.922Z', 'Instance:LiveMigrationAcrossDDH'),
+        ('CloudNotice', 'info', 'cn-hangzhou.192.168.0.10', 'i-bp1ecr********5go2go', '', '', '2018-06-08T01:25:37.922Z', 'Instance:LiveMigrationAcrossDDH'),
     ],
     'alibaba-cloud-ecs-events:16': [
-        ('InstanceMaintenance', 'info', 'cn-hangzhou.192.168.0.10', 'i-bp1ecr********5go2go', '', '', '2018-06-08T01:25:45.922Z', 'Instance:LiveMigrationAcrossDDH'),
+        ('CloudNotice', 'info', 'cn-hangzhou.192.168.0.10', 'i-bp1ecr********5go2go', '', '', '2018-06-08T01:25:45.922Z', 'Instance:LiveMigrationAcrossDDH'),
     ],
     'alibaba-cloud-ecs-events:17': [
-        ('InstanceMaintenance', 'warning', 'cn-hangzhou.192.168.0.10', 'i-bp1ecr********5go2go', '', '', '2018-06-08T01:25:45.922Z', 'Instance:LiveMigrationAcrossDDH'),
+        ('CloudNotice', 'warning', 'cn-hangzhou.192.168.0.10', 'i-bp1ecr********5go2go', '', '', '2018-06-08T01:25:45.922Z', 'Instance:LiveMigrationAcrossDDH'),
     ],
     'alibaba-cloud-ecs-events:18': [
         ('CloudNotice', 'info', 'cn-hangzhou.192.168.0.10', 'i-bp1ecr********5go2go', '', '', '2019-04-09T04:18:26.922Z', 'Instance:PerformanceModeChange'),
@@ -160,31 +160,31 @@ EXPECTED: dict = {
     'awsdocs-ec2-user-guide:4': '400: an instance-scoped body (IMDS or describe-instance-status Events) carries no instance id: post it with ?instance=<instance id> in the URL',
     'awsdocs-ec2-user-guide:4:as-published': '400: not valid JSON…',
     'awsdocs-ec2-user-guide:4:instance': [
-        ('InstanceRebootScheduled', 'critical', '', 'i-abcd1111', '2019-03-14T20:00:00.000Z', 'active', '2024-05-01T10:00:00.000Z', 'system-reboot'),
+        ('InstanceRebootScheduled', 'critical', '', 'i-abcd1111', '2019-03-14T20:00:00.000Z', 'Scheduled', '2024-05-01T10:00:00.000Z', 'system-reboot'),
     ],
     'awsdocs-ec2-user-guide:5': '400: an instance-scoped body (IMDS or describe-instance-status Events) carries no instance id: post it with ?instance=<instance id> in the URL',
     'awsdocs-ec2-user-guide:5:as-published': '400: not valid JSON…',
     'awsdocs-ec2-user-guide:5:instance': [
-        ('InstanceMaintenance', 'critical', '', 'i-abcd1111', '2015-05-23T00:00:00.000Z', 'active', '2024-05-01T10:00:00.000Z', 'instance-stop'),
+        ('InstanceMaintenance', 'critical', '', 'i-abcd1111', '2015-05-23T00:00:00.000Z', 'Scheduled', '2024-05-01T10:00:00.000Z', 'instance-stop'),
     ],
     'awsdocs-ec2-user-guide:6': '400: an instance-scoped body (IMDS or describe-instance-status Events) carries no instance id: post it with ?instance=<instance id> in the URL',
     'awsdocs-ec2-user-guide:6:instance': [
-        ('InstanceRebootScheduled', 'critical', '', 'i-abcd1111', '2019-01-21T09:00:43.000Z', 'active', '2024-05-01T10:00:00.000Z', 'system-reboot'),
+        ('InstanceRebootScheduled', 'critical', '', 'i-abcd1111', '2019-01-21T09:00:43.000Z', 'Scheduled', '2024-05-01T10:00:00.000Z', 'system-reboot'),
     ],
     'awsdocs-ec2-user-guide:7': '400: an instance-scoped body (IMDS or describe-instance-status Events) carries no instance id: post it with ?instance=<instance id> in the URL',
     'awsdocs-ec2-user-guide:7:instance': [
-        ('InstanceRebootScheduled', 'info', '', 'i-abcd1111', '2019-01-21T09:00:43.000Z', 'canceled', '2024-05-01T10:00:00.000Z', 'system-reboot'),
-        ('InstanceRebootScheduled', 'info', '', 'i-abcd1111', '2019-01-29T09:00:43.000Z', 'completed', '2024-05-01T10:00:00.000Z', 'system-reboot'),
+        ('InstanceRebootEnded', 'info', '', 'i-abcd1111', '2019-01-21T09:00:43.000Z', 'Canceled', '2024-05-01T10:00:00.000Z', 'system-reboot'),
+        ('InstanceRebootEnded', 'info', '', 'i-abcd1111', '2019-01-29T09:00:43.000Z', 'Executed', '2024-05-01T10:00:00.000Z', 'system-reboot'),
     ],
     'awsdocs-ec2-user-guide:8': '400: an instance-scoped body (IMDS or describe-instance-status Events) carries no instance id: post it with ?instance=<instance id> in the URL',
     'awsdocs-ec2-user-guide:8:as-published': '400: not valid JSON…',
     'awsdocs-ec2-user-guide:8:instance': [
-        ('InstanceRebootScheduled', 'critical', '', 'i-abcd1111', '2019-03-14T20:00:00.000Z', 'active', '2024-05-01T10:00:00.000Z', 'system-reboot'),
+        ('InstanceRebootScheduled', 'critical', '', 'i-abcd1111', '2019-03-14T20:00:00.000Z', 'Scheduled', '2024-05-01T10:00:00.000Z', 'system-reboot'),
     ],
     'awsdocs-ec2-user-guide:9': '400: an instance-scoped body (IMDS or describe-instance-status Events) carries no instance id: post it with ?instance=<instance id> in the URL',
     'awsdocs-ec2-user-guide:9:as-published': '400: not valid JSON…',
     'awsdocs-ec2-user-guide:9:instance': [
-        ('InstanceRebootScheduled', 'critical', '', 'i-abcd1111', '2019-03-14T20:00:00.000Z', 'active', '2024-05-01T10:00:00.000Z', 'system-reboot'),
+        ('InstanceRebootScheduled', 'critical', '', 'i-abcd1111', '2019-03-14T20:00:00.000Z', 'Scheduled', '2024-05-01T10:00:00.000Z', 'system-reboot'),
     ],
     'awsdocs-ec2-user-guide:10': "400: time: invalid time 'yyyy-mm-ddThh:mm:ssZ'",
     'awsdocs-ec2-user-guide:10:filled': [

@@ -598,3 +598,52 @@ def test_an_infinite_sample_does_not_poison_a_counters_rate():
         ps.feed([Sample("coredns_dns_requests_total", v, 1000.0 + 30 * i, {"cluster": "c", "instance": "d"})])
     (t, rate), = ps.latest("coredns_request_rate").values()
     assert t > 1000.0 + 30 * 50 and rate == pytest.approx(10.0)  # still emitted, and right (was: Inf, then nothing)
+
+
+def test_pod_not_ready_network_error_ratios_and_an_unsynchronised_clock_as_the_mixins_define_them():
+    """An audit against promtool (2026-11-29): KubePodNotReady per pod and not for a Job's pod, the network error
+    alerts on errors over packets, NodeClockNotSynchronising only with a max error of 16 s or more."""
+    ps = Partitions()
+
+    def scrape(t: float, k: int) -> list[Sample]:
+        c = {"cluster": "ack-1"}
+        out = []
+        for pod, phase, owner in (("web-1", "Failed", "ReplicaSet"), ("job-1", "Pending", "Job"),
+                                  ("ok-1", "Running", "ReplicaSet")):
+            for ph in ("Pending", "Running", "Succeeded", "Failed", "Unknown"):
+                out.append(Sample("kube_pod_status_phase", float(ph == phase), t, {**c, "namespace": "shop", "pod": pod,
+                                                                                    "phase": ph}))
+            out.append(Sample("kube_pod_owner", 1.0, t, {**c, "namespace": "shop", "pod": pod, "owner_kind": owner,
+                                                          "owner_name": "x"}))
+        dev = {**c, "instance": "n1:9100", "device": "eth0"}
+        out += [Sample("node_network_receive_errs_total", 2.0 * 30 * k, t, dev),
+                Sample("node_network_receive_packets_total", 100.0 * 30 * k, t, dev),
+                Sample("node_network_transmit_errs_total", 0.0, t, dev),
+                Sample("node_network_transmit_packets_total", 100.0 * 30 * k, t, dev)]
+        for inst, sync, maxerr in (("a:9100", 0.0, 16.5), ("b:9100", 1.0, 16.5)):
+            lab = {**c, "instance": inst}
+            out += [Sample("node_timex_sync_status", sync, t, lab), Sample("node_timex_maxerror_seconds", maxerr, t, lab)]
+        return out
+
+    for k in range(4):
+        ps.feed(scrape(1000.0 + 30 * k, k))
+    ps.feed([Sample("up", 1, 1200.0, {"job": "x", "instance": str(i)}) for i in range(16)])
+    assert {dict(k)["pod"]: v for k, (_, v) in ps.latest("kube_pod_not_ready").items()} == {"web-1": 1.0, "ok-1": 0.0}
+    assert [v for _, v in ps.latest("node_network_receive_error_ratio").values()] == [pytest.approx(0.02)]
+    assert [v for _, v in ps.latest("node_network_transmit_error_ratio").values()] == [0.0]
+    assert {dict(k)["instance"]: v for k, (_, v) in ps.latest("node_timex_unsynchronised_maxerror_seconds").items()} == {
+        "a:9100": 16.5}
+
+
+def test_an_alert_on_a_derived_signal_has_no_kubesight_label():
+    """Upstream's alerts carry the expression's labels only: the derived mark would split Alertmanager's groups."""
+    from rules.engine import Engine
+    from rules.load import DEFAULT_PACK, load_packs
+
+    eng, st = Engine(load_packs([DEFAULT_PACK])), {}
+    lab = {"cluster": "c", "namespace": "shop", "resourcequota": "q", "resource": "pods", "kubesight": "derived"}
+    out = []
+    for m in range(20):
+        out += eng.process(Sample("kube_resourcequota_used_ratio", 1.2, 60.0 * m, lab), st)
+    [alert] = [a for a in out if a.labels["alertname"] == "KubeQuotaExceeded"]
+    assert "kubesight" not in alert.labels and alert.labels["resourcequota"] == "q"
