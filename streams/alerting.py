@@ -70,6 +70,7 @@ from core.records import PAYLOAD_LIMIT, Alert, RecordError, deadletter, decode, 
 from core.settings import Settings
 from core.yamlconfig import ConfigError
 from streams.follow import follow_topic
+from streams.freeze import FreezeWatch
 from streams.hotpath import WATERMARK, TransactionalProcessor, tune_gc
 from streams.incidents import hand_off
 
@@ -771,6 +772,9 @@ class Lane:
                     queued = self.groups.get(key)
                     if queued:
                         note, queued[:] = self._merge([note, *queued])
+                if self.owner.freeze.in_doubt():  # frozen past the session: the partition may be another's now
+                    await self.owner.freeze_pause()
+                    continue  # revoked meanwhile (prog.active is False): the loop's first check returns
                 try:
                     await self.owner._deliver(self, note)
                 except asyncio.CancelledError:
@@ -925,7 +929,18 @@ class Deliverer(mode.Service):
         self._stopping = False
         self._last_commit = time.monotonic()
         self.drain_timeout = 5.0
+        self.freeze = FreezeWatch.for_session(10.0, 1.0)  # the consumer's session and heartbeat below
         DeliveryMetrics.watch(self)
+
+    async def freeze_pause(self) -> None:
+        """Wait out a doubt about the partitions after a freeze (the consumer's heartbeat revokes them if the group
+        moved on; ``streams.freeze``)."""
+        while self.freeze.in_doubt() and not self._stopping:
+            await asyncio.sleep(0.1)
+
+    @mode.Service.task
+    async def _beat(self) -> None:
+        await self.freeze.run()
 
     async def on_start(self) -> None:
         tune_gc()  # as the transactional processors do: start-up objects frozen, fewer young passes

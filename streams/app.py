@@ -58,6 +58,10 @@ def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = No
         web_application_options={"middlewares": [web_cfg.middleware()]},  # every page but the probes
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
+        # Faust's own group (its agents, the worker's readiness): a member killed -9 is gone after this, not after
+        # Faust's 60 s default, which held a restarted worker's every part for a minute
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
         datadir=str(state / "faust" / "{conf.name}-data"),  # not the (read-only) working dir
     )
     # Topics, declared once.  Values are raw bytes: records are plain JSON (core.records).

@@ -64,6 +64,7 @@ from core.records import (
 )
 from core.settings import Settings
 from streams.follow import seek_committed
+from streams.freeze import FreezeWatch
 from streams.state import Store
 
 log = logging.getLogger("kubesight.hotpath")
@@ -160,6 +161,10 @@ class _Listener(ConsumerRebalanceListener):
         await self.proc._on_assigned(assigned)
 
 
+class _InDoubt(Exception):
+    """A commit refused because the process was frozen (``streams.freeze``)."""
+
+
 class TransactionalProcessor(mode.Service):
     """One consumer group over ``inputs``; state per partition; one transaction per commit interval."""
 
@@ -193,6 +198,8 @@ class TransactionalProcessor(mode.Service):
                       "late": 0, "future": 0}
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        # a freeze as long as the session (6 s, heartbeats every 1 s) may have cost the partitions: no commit then
+        self.freeze = FreezeWatch.for_session(6.0, 1.0)
 
     # ------------------------------------------------------------------ lifecycle
     async def on_start(self) -> None:
@@ -231,6 +238,10 @@ class TransactionalProcessor(mode.Service):
             await inflight
         if self.consumer is not None and self.producer is not None:
             await self._commit()
+
+    @mode.Service.task
+    async def _beat(self) -> None:
+        await self.freeze.run()
 
     @mode.Service.task
     async def _run(self) -> None:
@@ -405,8 +416,11 @@ class TransactionalProcessor(mode.Service):
                 await self._send_all(changes)
                 if offsets:
                     await self.producer.send_offsets_to_transaction(offsets, self.group_id)
+                if self.freeze.in_doubt():  # frozen past the session: another member may own these partitions now
+                    raise _InDoubt("the process was frozen longer than its group session; its partitions may "
+                                   "have moved")
                 await self.producer.commit_transaction()
-            except KafkaError as exc:
+            except (KafkaError, _InDoubt) as exc:
                 log.error("%s: transaction failed (%s): aborting and rewinding to the last commit", self.name, exc)
                 self.stats["aborts"] += 1
                 try:

@@ -77,3 +77,34 @@ def test_hot_path_skips_aborted_transactions_and_dead_letter_with_their_position
         assert c.committed(TopicPartition(topic, 0)) == 7
     finally:
         c.close()
+
+
+def test_after_a_freeze_as_long_as_the_session_the_hot_path_commits_nothing_until_the_doubt_is_over(
+        settings, kafka_bootstrap):
+    """A process frozen past its group session (SIGSTOP, a paused VM) may have lost its partitions to another member,
+    and aiokafka's transactional offsets carry no generation check: it aborts and rewinds instead of committing
+    (an audit saw 3-88 notifications committed twice by a resumed alerting child). Once the doubt is over, the work
+    is committed once."""
+    import time
+
+    topic = settings.topic("samples")
+    stage = Collect()
+
+    async def run():
+        proc = TransactionalProcessor(settings, kafka_bootstrap, "signals", ["events", "samples"], Pipeline([stage]),
+                                      worker_id="fz")
+        await proc.start()
+        try:
+            await until(lambda: proc.consumer.assignment(), lambda: proc.stats)
+            proc.freeze._doubt_until = time.monotonic() + 2.0  # as after a freeze (streams.freeze)
+            write_transaction(kafka_bootstrap, topic, [b"{frozen bad"], True, "fz-1")
+            await until(lambda: proc.stats["aborts"] >= 1, lambda: proc.stats)
+            assert read_to_end(kafka_bootstrap, settings.topic("deadletter")) == []  # nothing committed in doubt
+            await until(lambda: proc.stats["deadletter"] >= 1 and not proc._outputs_pending()
+                        and not proc.freeze.in_doubt(), lambda: proc.stats)
+        finally:
+            await proc.stop()
+
+    asyncio.run(run())
+    dead = [orjson.loads(r.value) for r in read_to_end(kafka_bootstrap, settings.topic("deadletter"))]
+    assert [d["payload"] for d in dead] == ["{frozen bad"]  # committed once, after the doubt
