@@ -667,10 +667,16 @@ class RoutingConfig(Strict):
 
     @property
     def digest(self) -> str:
-        """Names this version of the file (its text as loaded): what a partition's alerts were last routed by."""
+        """Names this version of the file (its text as loaded) as this kubesight reads it: what a partition's alerts
+        were last routed by.  ``ROUTE_KEYS`` changes when the same text gives other group keys (2026-11-29:
+        ``match_re`` anchored as Alertmanager writes it), so the first start of such a version routes again and
+        withdraws the alerts from their groups under the old keys."""
         import hashlib
 
-        return hashlib.blake2b(self._original.encode(), digest_size=8).hexdigest()
+        return hashlib.blake2b(f"{ROUTE_KEYS}\n{self._original}".encode(), digest_size=8).hexdigest()
+
+
+ROUTE_KEYS = 2  # the group keys' format: 2 = match_re anchored (1: as written)
 
 
 # ---------------------------------------------------------------- loading
@@ -931,10 +937,35 @@ def _modernise(doc: Document) -> list[str]:
     return warnings
 
 
+_MATCH_MAPS = ("match", "match_re", "source_match", "source_match_re", "target_match", "target_match_re")
+
+
+def _null_is_empty(data: dict) -> None:
+    """A null value in a deprecated match map is "" in Go's yaml.v2 (a map's value, not a field left unset):
+    ``match: {severity: ~}`` matches alerts without a severity, as in Alertmanager."""
+    def fix(owner) -> None:
+        for key in _MATCH_MAPS:
+            m = owner.get(key) if isinstance(owner, dict) else None
+            if isinstance(m, dict):
+                for name, v in m.items():
+                    if v is None:
+                        m[name] = ""
+
+    def route(r) -> None:
+        fix(r)
+        for child in _seq(r.get("routes")) if isinstance(r, dict) else ():
+            route(child)
+
+    route(data.get("route"))
+    for rule in _seq(data.get("inhibit_rules")):
+        fix(rule)
+
+
 def _load(doc: Document) -> RoutingConfig:
     """Read as Alertmanager reads its file (Go's yaml.v2): a null is no value (``routes: ~``), and an unquoted
     scalar where a string belongs is the text written (``end_time: 17:00``, ``years: [2024]``, ``code: 500``)."""
     if isinstance(doc.data, dict):
+        _null_is_empty(doc.data)
         doc.data = yamlconfig.without_nulls(doc.data)
     warnings = _modernise(doc) if isinstance(doc.data, dict) else []
     cfg = doc.validate(RoutingConfig, go_strings=True)

@@ -705,6 +705,8 @@ class Engine:
             if ctx is not None:
                 labels = ctx.labels(rule)
                 if s == 2:
+                    if MARK in st["l"] and MARK not in labels:  # firing since before alerts lost the mark
+                        labels[MARK] = st["l"][MARK]  # (2026-11-29): the same alert until it resolves, not a new one
                     if labels != st["l"]:
                         # identity changed under a firing alert (new owner, new rule labels): replace it
                         out = [self._alert(rule, st, "resolved", t), None]

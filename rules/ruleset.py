@@ -46,6 +46,8 @@ class CompiledRule:
         cond = self.cond.model_dump(mode="json")
         if cond.get("type") == "event_count" and cond.get("by") is None:
             del cond["by"]  # added later: a rule without it keeps the sid (and the state) it had
+        if cond.get("type") == "threshold" and not cond.get("abs"):
+            del cond["abs"]  # added later (2026-11-29): likewise
         ident = orjson.dumps({
             "on": self.on, "sources": list(self.sources), "reasons": sorted(self.reasons or ()),
             "kinds": sorted(self.kinds or ()), "metrics": list(self.metrics),

@@ -29,7 +29,6 @@ from core.records import RecordError, check_time
 OPENMETRICS = "application/openmetrics-text"
 TYPES = ("counter", "gauge", "histogram", "gaugehistogram", "summary", "untyped", "unknown", "info", "stateset")
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
-_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,?)\s*')
 _UNESCAPE = re.compile(r"\\(.)")
 _ESC = {"n": "\n", "\\": "\\", '"': '"'}
@@ -85,7 +84,7 @@ def _fast_labels(line: str, brace: int):
     labels = {}
     for item in seg.split('",'):
         k, sep, v = item.partition('="')
-        if not sep or '"' in v or not _LABEL_NAME.match(k) or k in labels:
+        if not sep or '"' in v or not (k.isascii() and k.isidentifier()) or k in labels:  # [a-zA-Z_][a-zA-Z0-9_]*
             return None, 0
         labels[k] = v
     return labels, end + 2
@@ -93,7 +92,7 @@ def _fast_labels(line: str, brace: int):
 
 def _value(s: str, ln: int) -> float:
     try:
-        if "_" in s:  # Python's float() reads 1_000; Go's ParseFloat (Prometheus) does not
+        if "_" in s or not s.isascii():  # Python's float() reads 1_000 and other scripts' digits; Go's does not
             raise ValueError
         return float(s)
     except ValueError:
@@ -163,6 +162,8 @@ def parse(text: str, *, openmetrics: bool = False) -> Page:
         ts = None
         if len(fields) == 2:
             try:
+                if "_" in fields[1] or not fields[1].isascii():  # as for values: Go reads neither
+                    raise ValueError
                 ts = float(fields[1]) if openmetrics else int(fields[1]) / 1000.0
             except (ValueError, OverflowError):
                 raise ExpositionError(f"line {ln}: invalid timestamp {fields[1]!r}") from None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 
 import cramjam
 from aiohttp.http_exceptions import ContentEncodingError
@@ -116,7 +117,7 @@ def samples_of(req, extra_labels: dict | None = None, skipped: list | None = Non
     """One Sample per (series, sample); PayloadError on a series Prometheus itself would refuse.
 
     Staleness markers (a special NaN) are protocol, not observations: they are left out.  A native histogram series
-    (no float samples; kubesight has no record for it) is named in ``skipped`` when given, and the request's other
+    (no float samples; kubesight has no record for it) is named in ``skipped`` (name, why) when given, and the other
     series are taken: refusing the request (400) made Prometheus drop the whole batch, its floats too, for good
     (a 4xx is not retried).  Without ``skipped`` it is a PayloadError."""
     out = []
@@ -138,7 +139,7 @@ def samples_of(req, extra_labels: dict | None = None, skipped: list | None = Non
             why = f"timeseries[{i}] ({name}): native histograms are not supported"
             if skipped is None:
                 raise PayloadError(why)
-            skipped.append(why)
+            skipped.append((name, why))
         if extra:
             labels.update(extra)
         for s in ts.samples:
@@ -181,6 +182,22 @@ class Intake:
         self.max_bytes = max_bytes
         self.labels = dict(labels or {})
         self.kafka_timeout = kafka_timeout
+        self.skipped_said: dict[str, float] = {}  # metric name -> when a dead letter last said it was not taken
+
+    SKIPPED_EVERY = 3600.0  # a metric's skipped series are dead-lettered (with a request holding them) once an hour
+    SKIPPED_NAMES = 10_000  # names remembered for that
+
+    def _skipped_to_say(self, skipped: list[tuple[str, str]], now: float) -> list[tuple[str, str]]:
+        """The skipped series whose metric was not dead-lettered in the last ``SKIPPED_EVERY`` (every one is counted
+        in ``kubesight_metrics_remote_write_series_skipped_total``): a Prometheus with native histograms puts
+        them in nearly every request, and a dead letter per request would copy the whole stream."""
+        out = []
+        for name, why in skipped:
+            if self.metrics is not None:
+                self.metrics.rw_skipped.labels(name).inc()
+            if now - self.skipped_said.get(name, float("-inf")) >= self.SKIPPED_EVERY:
+                out.append((name, why))
+        return out
 
     def _count(self, code: int, n: int = 0) -> None:
         if self.metrics is not None:
@@ -225,7 +242,7 @@ class Intake:
             enc = request.headers.get("Content-Encoding", "snappy")
             if enc != "snappy":
                 raise PayloadError(f"unsupported Content-Encoding {enc!r} (remote-write 1.0 uses snappy)")
-            skipped: list[str] = []
+            skipped: list[tuple[str, str]] = []
             samples = samples_of(decode(body, self.max_bytes), self.labels, skipped)
         except PayloadError as exc:
             try:
@@ -238,12 +255,18 @@ class Intake:
             self._count(400)
             return web.Response(status=400, text=f"{exc}\n")
         try:
-            if skipped:  # kept with why (the whole body: it is what holds them); the request's other series are taken
-                await asyncio.wait_for(self.sink.reject(
-                    f"remote-write: {len(skipped)} series not taken: {'; '.join(skipped[:5])}"
-                    + (" ..." if len(skipped) > 5 else ""), body, origin="collector/metrics",
-                    remote=request.remote or ""), self.kafka_timeout)
             await asyncio.wait_for(self.sink.send_all(samples), self.kafka_timeout)
+            say = self._skipped_to_say(skipped, time.monotonic()) if skipped else []
+            if say:  # kept with why (the whole body holds them), a metric at most once an hour; the rest is taken
+                await asyncio.wait_for(self.sink.reject(
+                    f"remote-write: {len(say)} series not taken: {'; '.join(why for _, why in say[:5])}"
+                    + (" ..." if len(say) > 5 else ""), body, origin="collector/metrics",
+                    remote=request.remote or ""), self.kafka_timeout)
+                now = time.monotonic()
+                for name, _ in say:
+                    self.skipped_said[name] = now
+                while len(self.skipped_said) > self.SKIPPED_NAMES:
+                    self.skipped_said.pop(next(iter(self.skipped_said)))
         except Exception as exc:
             log.error("remote-write: %d samples not acknowledged by Kafka: %s", len(samples), exc)
             self._count(503)

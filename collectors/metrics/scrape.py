@@ -132,6 +132,9 @@ class SelfMetrics:
                                    ["code"], registry=r)
         self.rw_samples = Counter("kubesight_metrics_remote_write_samples", "Remote-write samples produced",
                                   registry=r)
+        self.rw_skipped = Counter("kubesight_metrics_remote_write_series_skipped",
+                                  "Remote-write series not taken (native histograms), by metric name", ["name"],
+                                  registry=r)
 
 
 class Scraper:
@@ -225,7 +228,8 @@ class Scraper:
         return out, len(page.points)
 
     async def scrape_once(self, t: ScrapeTarget) -> int:
-        """One scrape: produce its samples (acked) plus up/duration/count; returns the page's sample count."""
+        """One scrape: produce its samples (acked) plus up/duration/counts; returns how many of the page's samples
+        were produced (after relabelling)."""
         now = round(self.clock(), 3)
         start = time.perf_counter()
         tl = t.target_labels()
@@ -244,17 +248,18 @@ class Scraper:
                 await self.sink.reject(f"{exc.kind}: {error}", exc.bad_page[:DEADLETTER_HEAD],
                                        origin="collector/metrics", url=t.url, job=t.job)
         took = time.perf_counter() - start
+        kept = len(samples)
         samples += [Sample("up", 1.0 if result == "ok" else 0.0, now, dict(tl)),
                     Sample("scrape_duration_seconds", round(took, 6), now, dict(tl)),
                     Sample("scrape_samples_scraped", float(n), now, dict(tl)),
-                    Sample("scrape_samples_post_metric_relabeling", float(len(samples)), now, dict(tl))]
+                    Sample("scrape_samples_post_metric_relabeling", float(kept), now, dict(tl))]
         await self.sink.send_all(samples)
         self.metrics.scrapes.labels(t.job, result).inc()
         self.metrics.samples.labels(t.job).inc(len(samples))
         self.metrics.duration.labels(t.job, tl["instance"]).set(took)
         self._labelled[t.id] = (t.job, tl["instance"])
         self.last_error[t.id] = error
-        return n
+        return kept
 
     async def run_target(self, t: ScrapeTarget, stop: asyncio.Event) -> None:
         """Scrape ``t`` every ``interval`` (first one after a stable per-target offset) until ``stop``."""

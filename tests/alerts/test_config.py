@@ -368,3 +368,12 @@ time_intervals:
     assert not router.muted(mute.route, now)  # never mutes
     assert router.muted(act.route, now)  # never active: always muted
     assert router.muted(null.route, now)  # nulls are absent: the interval is any time
+
+
+def test_a_null_in_a_match_map_is_the_empty_value_as_in_go():
+    """Go's yaml.v2 stores "" for a null map value (only a null field is left unset): `match: {severity: ~}` is
+    Alertmanager's `severity=""` (alerts without a severity), not a route for every severity."""
+    cfg = load_text("route:\n  receiver: r\n  routes:\n    - match: {team: db, severity: ~}\n      receiver: r\n"
+                    "receivers: [{name: r}]\ninhibit_rules:\n  - source_match: {a: ~}\n    target_match: {b: x}\n")
+    assert [str(m) for m in cfg.route.routes[0].matchers] == ['team="db"', 'severity=""']
+    assert [str(m) for m in cfg.inhibit_rules[0].source_matchers] == ['a=""']

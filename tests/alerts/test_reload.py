@@ -262,3 +262,18 @@ def test_a_scalar_where_a_list_belongs_is_refused_with_its_line_and_the_file_sti
     monkeypatch.undo()
     os.utime(path, ns=(3, 3))
     assert f.poll().route.routes[0].receiver == "team-b" and not f.errors
+
+
+def test_an_upgrade_that_changes_group_keys_routes_again_once(monkeypatch):
+    """The same file read by a kubesight that writes other group keys (``match_re`` anchored since 2026-11-29) has
+    another digest, so the first start routes the firing alerts again and withdraws them from their old groups
+    (which would repeat "firing" for ever, their resolve going to the new key)."""
+    import alerts.config
+
+    text = BEFORE.replace("""- matchers: ['namespace="shop"']""", """- match_re: {namespace: 'shop|cart'}""")
+    now = load_text(text)
+    digest = now.digest
+    monkeypatch.setattr(alerts.config, "ROUTE_KEYS", alerts.config.ROUTE_KEYS - 1)
+    assert load_text(text).digest != digest
+    (g,) = Engine(now).groups_of(pod_alert().labels)
+    assert 'namespace=~"^(?:shop|cart)$"' in g.key  # Alertmanager's key for it

@@ -120,11 +120,13 @@ def test_bad_payloads_get_400_and_are_dead_lettered_with_reasons(settings):
         (good, HEADERS),
         # remote-write 2.0 parses as an empty 1.0 request: it was answered 204 and lost; 415 makes Prometheus fall back
         (good, {**HEADERS, "Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request"}),
+        (_histogram(), HEADERS),  # the same histogram again: counted, not dead-lettered again within the hour
     ]
     res = asyncio.run(_post_all(settings, bodies))
     # a native histogram is kept with why, and its request's float series are taken: a 400 made Prometheus drop
     # the whole batch for good (it does not retry a 4xx)
-    assert [s for s, _ in res[:-1]] == [400, 400, 400, 204, 400, 400, 204, 415]
+    assert [s for s, _ in res[:-1]] == [400, 400, 400, 204, 400, 400, 204, 415, 204]
+    assert 'kubesight_metrics_remote_write_series_skipped_total{name="h"} 2.0' in res[-1][1]
     assert res[0][1].startswith("snappy: ")
     assert res[1][1].startswith("protobuf: ")
     assert res[2][1] == "timeseries[0]: no __name__ label\n"
@@ -137,7 +139,7 @@ def test_bad_payloads_get_400_and_are_dead_lettered_with_reasons(settings):
         + ["remote-write: 1 series not taken: timeseries[1] (h): native histograms are not supported"])
     assert all(d["origin"] == "collector/metrics" and (d["payload"] or "gzip" in d["reason"]) for d in dead)
     samples = [v for _, v in read_topic(settings.kafka, settings.topic("samples"))]
-    assert len(samples) == 3 and [v["value"] for v in samples if v["name"] == "g"] == [7.0]
+    assert len(samples) == 4 and [v["value"] for v in samples if v["name"] == "g"] == [7.0, 7.0]
 
 
 @pytest.mark.kafka

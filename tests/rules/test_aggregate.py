@@ -94,6 +94,10 @@ def test_a_rule_without_by_keeps_its_state_key():
     sids = {r.alert: r.sid for r in load_packs([DEFAULT_PACK]).rules}
     assert (sids["KubePodFailedScheduling"], sids["KubeContainerBackOff"]) == (
         "KubePodFailedScheduling#aeeac9b1", "KubeContainerBackOff#6522ca76")
+    # threshold's ``abs`` came later too: unchanged threshold rules keep theirs (as measured before it, 2026-11-29;
+    # a new sid resolved every firing threshold alert and fired it again at the upgrade)
+    assert (sids["NodeFilesystemSpaceLow"], sids["KubeAPIErrorsHigh"]) == (
+        "NodeFilesystemSpaceLow#2612fa9e", "KubeAPIErrorsHigh#0b907e75")
 
 
 @pytest.mark.kafka
