@@ -635,41 +635,36 @@ def test_pod_not_ready_network_error_ratios_and_an_unsynchronised_clock_as_the_m
         "a:9100": 16.5}
 
 
-def test_an_alert_on_a_derived_signal_has_no_kubesight_label():
-    """Upstream's alerts carry the expression's labels only: the derived mark would split Alertmanager's groups."""
+QUOTA = {"cluster": "c", "namespace": "shop", "resourcequota": "q", "resource": "pods", "kubesight": "derived"}
+
+
+def _quota_alerts(minutes, value: float, st: dict, eng=None):
+    """The default pack's KubeQuotaExceeded transitions for a derived quota ratio at ``value`` over ``minutes``."""
     from rules.engine import Engine
     from rules.load import DEFAULT_PACK, load_packs
 
-    eng, st = Engine(load_packs([DEFAULT_PACK])), {}
-    lab = {"cluster": "c", "namespace": "shop", "resourcequota": "q", "resource": "pods", "kubesight": "derived"}
+    eng = eng or Engine(load_packs([DEFAULT_PACK]))
     out = []
-    for m in range(20):
-        out += eng.process(Sample("kube_resourcequota_used_ratio", 1.2, 60.0 * m, lab), st)
-    [alert] = [a for a in out if a.labels["alertname"] == "KubeQuotaExceeded"]
+    for m in minutes:
+        out += eng.process(Sample("kube_resourcequota_used_ratio", value, 60.0 * m, QUOTA), st)
+    return eng, [a for a in out if a.labels["alertname"] == "KubeQuotaExceeded"]
+
+
+def test_an_alert_on_a_derived_signal_has_no_kubesight_label():
+    """Upstream's alerts carry the expression's labels only: the derived mark would split Alertmanager's groups."""
+    _, [alert] = _quota_alerts(range(20), 1.2, {})
     assert "kubesight" not in alert.labels and alert.labels["resourcequota"] == "q"
 
 
 def test_an_alert_firing_with_the_old_mark_stays_the_same_alert_until_it_resolves():
     """State written before alerts lost the ``kubesight`` label: the firing alert keeps it (and its fingerprint) until
     it resolves, instead of resolving and firing again as a new alert at the upgrade."""
-    from rules.engine import Engine
-    from rules.load import DEFAULT_PACK, load_packs
-
-    eng, st = Engine(load_packs([DEFAULT_PACK])), {}
-    lab = {"cluster": "c", "namespace": "shop", "resourcequota": "q", "resource": "pods", "kubesight": "derived"}
-    out = []
-    for m in range(20):
-        out += eng.process(Sample("kube_resourcequota_used_ratio", 1.2, 60.0 * m, lab), st)
-    [fired] = [a for a in out if a.labels["alertname"] == "KubeQuotaExceeded"]
+    st: dict = {}
+    eng, [fired] = _quota_alerts(range(20), 1.2, st)
     for v in st.values():  # as the previous version saved it
         if isinstance(v, dict) and v.get("s") == 2 and v.get("l", {}).get("alertname") == "KubeQuotaExceeded":
             v["l"] = {**v["l"], "kubesight": "derived"}
     old_fp = Alert(dict(fired.labels, kubesight="derived"), startsAt=fired.startsAt).fingerprint
-    more = []
-    for m in range(20, 25):
-        more += eng.process(Sample("kube_resourcequota_used_ratio", 1.2, 60.0 * m, lab), st)
-    assert [a for a in more if a.labels["alertname"] == "KubeQuotaExceeded"] == []  # no resolve, no new firing
-    for m in range(25, 27):
-        more += eng.process(Sample("kube_resourcequota_used_ratio", 0.5, 60.0 * m, lab), st)
-    [end] = [a for a in more if a.labels["alertname"] == "KubeQuotaExceeded"]
+    assert _quota_alerts(range(20, 25), 1.2, st, eng)[1] == []  # no resolve, no new firing
+    [end] = _quota_alerts(range(25, 27), 0.5, st, eng)[1]
     assert (end.status, end.fingerprint) == ("resolved", old_fp)
