@@ -145,6 +145,9 @@ def _agg(agg: str, pts: list, window: float = 0.0, now: float | None = None):
 def _extrapolation(pts: list, inc: float, span: float, window: float, now: float) -> float:
     """PromQL's ``extrapolatedRate`` factor for a counter: the samples' increase stretched to the window's edges when
     they are within 1.1 average intervals of them (else by half an interval), and not before the counter's zero.
+    As Prometheus 2.x does it (the Debian promtool the tests compare with): the window is closed (a sample at its
+    start counts) and the zero clamp comes before the threshold; Prometheus 3 opens the window's start and clamps
+    after, which differs when a counter's zero falls between half and 1.1 intervals before its first sample.
 
     A counter scraped every 45 s that rose by 4 in a 10-minute window (its first sample 60 s after the window's
     start): PromQL's increase is 4 x 562.5 / 540, above 4; a new counter that starts at 0 is not stretched back.

@@ -10,9 +10,12 @@ queued, so the first milliseconds after such a freeze re-did what the new owner 
 ``FreezeWatch`` is beaten every ``every`` seconds by a task of the process; a gap longer than
 ``limit`` (the session timeout less two heartbeats: shorter freezes cannot lose the membership) puts
 it *in doubt* for ``hold`` seconds (three heartbeats: enough for the consumer's heartbeat to learn
-that the group moved on and revoke the partitions).  While in doubt, a transaction is aborted and
-rewound instead of committed, and delivery lanes wait; after it, whatever still owns a partition goes
-on.  A caller that looks before the task has run sees the gap itself.
+that the group moved on and revoke the partitions).  While in doubt, a transaction waits and delivery
+lanes wait; a revocation that comes meanwhile drops the uncommitted work instead of committing it
+(the new owner redoes it from the last commit); after the doubt, whatever still owns a partition goes
+on.  A loop that was merely blocked as long (a false alarm) only commits and sends a few seconds late.
+A caller that looks before the task has run sees the gap itself.  ``time.monotonic`` stops while the
+machine is suspended: a whole suspended VM is not noticed (its Kafka session expires all the same).
 
 >>> t = [0.0]
 >>> w = FreezeWatch(limit=4.0, hold=3.0, clock=lambda: t[0])

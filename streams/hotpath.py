@@ -161,10 +161,6 @@ class _Listener(ConsumerRebalanceListener):
         await self.proc._on_assigned(assigned)
 
 
-class _InDoubt(Exception):
-    """A commit refused because the process was frozen (``streams.freeze``)."""
-
-
 class TransactionalProcessor(mode.Service):
     """One consumer group over ``inputs``; state per partition; one transaction per commit interval."""
 
@@ -399,6 +395,11 @@ class TransactionalProcessor(mode.Service):
 
     # ------------------------------------------------------------------ transactions
     async def _commit(self) -> None:
+        # after a freeze as long as the group session (streams.freeze), wait before committing: if the group moved on
+        # meanwhile, the consumer's heartbeat revokes the partitions and _on_revoked drops this work (the new owner
+        # redoes it from the last commit); a loop that was merely slow commits a few seconds late, nothing redone
+        while self.freeze.in_doubt():
+            await asyncio.sleep(0.1)
         async with self._lock:
             if not (self._offsets or self._outputs) and not any(s.dirty for s in self.stores.values()):
                 return
@@ -416,11 +417,8 @@ class TransactionalProcessor(mode.Service):
                 await self._send_all(changes)
                 if offsets:
                     await self.producer.send_offsets_to_transaction(offsets, self.group_id)
-                if self.freeze.in_doubt():  # frozen past the session: another member may own these partitions now
-                    raise _InDoubt("the process was frozen longer than its group session; its partitions may "
-                                   "have moved")
                 await self.producer.commit_transaction()
-            except (KafkaError, _InDoubt) as exc:
+            except KafkaError as exc:
                 log.error("%s: transaction failed (%s): aborting and rewinding to the last commit", self.name, exc)
                 self.stats["aborts"] += 1
                 try:
@@ -474,7 +472,18 @@ class TransactionalProcessor(mode.Service):
             await seek_committed(self.consumer, tp)
 
     async def _on_revoked(self, revoked) -> None:
-        await self._commit()
+        if self.freeze.in_doubt():
+            # revoked right after a freeze as long as the session: the group moved on while this process was stopped,
+            # and another member may have done this work already. It is dropped, not committed (aiokafka's offsets
+            # carry no generation check): the next owner, maybe this process again, redoes it from the last commit
+            log.warning("%s: partitions revoked after a freeze; dropping uncommitted work", self.name)
+            self._generation += 1
+            self._outputs.clear()
+            self._offsets.clear()
+            self.stores.clear()
+            self.stats["aborts"] += 1
+        else:
+            await self._commit()
         still = {tp.partition for tp in (self.consumer.assignment() if self.consumer else ())} - {
             tp.partition for tp in revoked}
         for p in list(self.stores):

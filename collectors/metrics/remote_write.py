@@ -256,8 +256,14 @@ class Intake:
             return web.Response(status=400, text=f"{exc}\n")
         try:
             await asyncio.wait_for(self.sink.send_all(samples), self.kafka_timeout)
-            say = self._skipped_to_say(skipped, time.monotonic()) if skipped else []
-            if say:  # kept with why (the whole body holds them), a metric at most once an hour; the rest is taken
+        except Exception as exc:
+            log.error("remote-write: %d samples not acknowledged by Kafka: %s", len(samples), exc)
+            self._count(503)
+            return web.Response(status=503, text=f"Kafka unavailable: {type(exc).__name__}\n",
+                                headers={"Retry-After": "5"})
+        say = self._skipped_to_say(skipped, time.monotonic()) if skipped else []
+        if say:  # kept with why (the whole body holds them), a metric at most once an hour; best effort: the samples
+            try:  # are acked, and a 503 now would make Prometheus send them all again
                 await asyncio.wait_for(self.sink.reject(
                     f"remote-write: {len(say)} series not taken: {'; '.join(why for _, why in say[:5])}"
                     + (" ..." if len(say) > 5 else ""), body, origin="collector/metrics",
@@ -265,13 +271,11 @@ class Intake:
                 now = time.monotonic()
                 for name, _ in say:
                     self.skipped_said[name] = now
+                    self.skipped_said[name] = self.skipped_said.pop(name)  # most recently said last (evicted last)
                 while len(self.skipped_said) > self.SKIPPED_NAMES:
                     self.skipped_said.pop(next(iter(self.skipped_said)))
-        except Exception as exc:
-            log.error("remote-write: %d samples not acknowledged by Kafka: %s", len(samples), exc)
-            self._count(503)
-            return web.Response(status=503, text=f"Kafka unavailable: {type(exc).__name__}\n",
-                                headers={"Retry-After": "5"})
+            except Exception as exc:
+                log.warning("remote-write: %d series not taken, and their dead letter failed: %s", len(say), exc)
         self._count(204, len(samples))
         return web.Response(status=204)
 
