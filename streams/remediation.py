@@ -189,6 +189,7 @@ class Remediator:
         self.noted: set[tuple] = set()  # (key, dry_run) whose human uncordon is in the trail
         self.acted: list[tuple[float, str, bool]] = []  # (time, node, dry_run) of actions, for the limits
         self.holders: dict[tuple, set] = {}  # (node, condition type) -> fingerprints of firing alerts
+        self.holder_says: dict[tuple, dict] = {}  # (node, condition type) -> holder -> (reason, message), this run
         self.conds: dict[str, dict] = {}  # node -> {type: condition} kubesight wrote (or would write)
         self.boot: dict[str, str] = {}  # node -> bootID when its conditions were set
         self.drains: dict[tuple, dict] = {}  # (key, dry_run) -> pending drain record
@@ -219,7 +220,7 @@ class Remediator:
                 self.acted.append((rec["t"], rec["node"], dr))
             elif out == "refused":
                 self.refused[k] = rec.get("reason", "")
-            elif out == "failed":
+            elif out in ("failed", "abandoned"):
                 self.drains.pop(k, None)
                 if rec.get("changed"):  # the cordon of a drain that failed afterwards: an action all the same
                     self.acted.append((rec["t"], rec["node"], dr))
@@ -291,6 +292,7 @@ class Remediator:
         if rule.node_condition is not None:
             self._condition(alert, node, rule.node_condition, firing)
         if not firing:
+            self._abandon_drains(alert)
             return
         if rule.node_event is not None:
             self._event(alert, node, rule.node_event)
@@ -314,18 +316,23 @@ class Remediator:
         holders = self.holders.setdefault(k, set())
         fp = alert.fingerprint
         cur = self.conds.get(node, {}).get(nc.type)
+        says = self.holder_says.setdefault(k, {})  # holder -> (reason, message): what the condition says for it
         if firing:
             if fp in holders and cur and cur["status"] == "True":
                 return
             holders.add(fp)
-            cond = {"type": nc.type, "status": "True", "reason": nc.reason,
-                    "message": alert.annotations.get("summary") or alert.labels.get("alertname", "")}
+            says[fp] = (nc.reason, alert.annotations.get("summary") or alert.labels.get("alertname", ""))
+            cond = {"type": nc.type, "status": "True", "reason": says[fp][0], "message": says[fp][1]}
         else:
             if fp not in holders:
                 return
             holders.discard(fp)
+            gone = says.pop(fp, None)
             if holders:
                 cond = dict(cur) if cur else None
+                left = next((says[h] for h in sorted(holders) if h in says), None)
+                if cond is not None and left is not None and gone is not None and (cond["reason"], cond["message"]) == gone:
+                    cond["reason"], cond["message"] = left  # it said the resolved alert: now a holder still firing
             else:
                 cond = self._ok(nc.type, nc.ok_reason, nc.ok_message)
         self._write_conditions(node, nc.type, cond, alert, holders)
@@ -610,6 +617,16 @@ class Remediator:
                 self._emit({**base, "outcome": "failed", "reason": str(exc)})
             except Exception as exc:  # noqa: BLE001 - next tick
                 log.warning("drain retry of %s: %s", rec["node"], exc)
+
+    def _abandon_drains(self, alert: Alert) -> None:
+        """The alert resolved (a canceled maintenance, an ended fault): its pending drains stop evicting; the node
+        stays cordoned (kubesight never uncordons)."""
+        episode = self._key(alert, "")
+        for k, rec in list(self.drains.items()):
+            if k[0].startswith(episode):
+                base = {x: rec[x] for x in ("kind", "node", "key", "action", "dry_run", "alert")}
+                self._emit({**base, "outcome": "abandoned",
+                            "reason": "the alert resolved: the pending drain stops (the node stays cordoned)"})
 
     def _respect_person(self, k: tuple, rec: dict, a) -> None:
         """Already done for this alert: never again. Note once if a person undid the cordon since."""

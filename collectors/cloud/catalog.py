@@ -83,9 +83,10 @@ ALIBABA = {
 # The one phase vocabulary of every provider's events (label ``phase``): AWS scheduled events' states and
 # AWS Health's closed status are spelled this way too (AWS_STATE_PHASE, HEALTH_STATUS_PHASE).
 PHASES = ("Scheduled", "Inquiring", "Executing", "Executed", "Avoided", "Canceled", "Failed")
-# Phases saying it is over without having failed: the event resolves what its active phases set.
-ENDED_PHASES = ("Executed", "Avoided", "Canceled")
-# reason while active -> reason of its end (ENDED_PHASES); what a failed one says keeps its reason.
+# Phases saying it is over: the event resolves what its active phases set (a Failed one too: it is not scheduled any
+# more; CloudMaintenanceFailed pages on its end reason with phase Failed).
+ENDED_PHASES = ("Executed", "Avoided", "Canceled", "Failed")
+# reason while active -> reason of its end (ENDED_PHASES).
 ENDED = {
     "InstanceRebootScheduled": "InstanceRebootEnded",
     "InstanceRedeployScheduled": "InstanceRedeployEnded",

@@ -172,3 +172,32 @@ def test_an_alert_read_long_after_it_was_written_takes_no_action():
     assert actions(trail) == [("n0", "cordon", "refused")] and "stale" in trail[-1]["reason"]
     r.handle(alert("NodeFrequentTaskHung", "n1", 9_950.0), at=9_950.0)
     assert actions(trail)[-1] == ("n1", "cordon", "done") and cordoned(kube) == ["n1"]
+
+
+def test_a_resolved_alert_abandons_its_pending_drain_and_a_shared_condition_says_a_holder_still_firing():
+    """A redeploy canceled while a PodDisruptionBudget blocks its drain: the drain went on evicting after the
+    cancellation (an audit on the real control plane). And a node with a reboot and a redeploy scheduled, the
+    redeploy canceled: the shared CloudMaintenanceScheduled condition kept the redeploy's reason and summary."""
+    clock = [1000.0]
+    kube = FakeKube(["n0", "n1", "n2"], pods_each=1)
+    kube.evict_code = 429
+    trail: list[dict] = []
+    r = Remediator(settings(max_percent=100), RULES, kube, trail.append, now=lambda: clock[0])
+    reboot, redeploy = alert("CloudInstanceRebootScheduled", "n0", 900.0), alert("CloudInstanceRedeployScheduled",
+                                                                                  "n0", clock[0])
+    r.handle(reboot)
+    r.handle(redeploy)
+    assert actions(trail)[-1] == ("n0", "drain", "blocked")
+    assert r.conds["n0"]["CloudMaintenanceScheduled"]["reason"] == "InstanceRedeployScheduled"
+    r.handle(alert("CloudInstanceRedeployScheduled", "n0", clock[0], status="resolved"))
+    assert actions(trail)[-1] == ("n0", "drain", "abandoned")
+    cond = r.conds["n0"]["CloudMaintenanceScheduled"]
+    assert (cond["status"], cond["reason"], cond["message"]) == (
+        "True", "InstanceRebootScheduled", "CloudInstanceRebootScheduled on n0")
+    kube.evict_code = 201  # the budget allows it now: nothing is evicted for the canceled redeploy
+    evictions = sum(w[0] == "evict" for w in kube.writes)
+    clock[0] += 120
+    r.tick()
+    again = Remediator(settings(max_percent=100), RULES, kube, trail.append, history=list(trail), now=lambda: clock[0])
+    again.tick()  # and not after a restart either (the trail says it was abandoned)
+    assert sum(w[0] == "evict" for w in kube.writes) == evictions
