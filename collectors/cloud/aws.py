@@ -111,7 +111,8 @@ def from_health(d: dict, detail: dict) -> list[Event]:
     targets = [t for t in targets if isinstance(t, str) and t] or [r for r in field_list(d, "resources")
                                                                    if isinstance(r, str) and r]
     labels = {"eventTypeCode": code, "service": detail.get("service"), "category": category, "status": status,
-              "event_arn": detail.get("eventArn"), "end_time": _fmt(end), "aws_source": d.get("source")}
+              "event_arn": detail.get("eventArn"), "cloud_event_id": detail.get("eventArn"), "end_time": _fmt(end),
+              "aws_source": d.get("source")}
     out = []
     for target in targets or [""]:
         m = _INSTANCE_ARN.match(target)

@@ -270,3 +270,23 @@ def test_azure_scheduled_events_are_a_400_and_dead_lettered(settings):
     [dead] = [orjson.loads(v) for _, v in read_topic(settings, "deadletter")]
     assert (dead["payload"], dead["reason"]) == (body.decode(), answer["error"])
     assert read_topic(settings, "events") == []
+
+
+def test_a_polled_list_with_an_old_canceled_event_does_not_end_a_new_active_one(ruleset):
+    """IMDS lists every event of the instance: an old canceled stop beside a new active one. The state rules were per
+    node and kind, so each poll ended the new stop's alert and started it again (each start may drain): they are
+    per provider event now (``group_by: [cloud_event_id]``)."""
+    run = Run(ruleset)
+    listing = [{"NotBefore": "28 Jan 2019 09:00:43 GMT", "Code": "instance-stop", "Description": "scheduled stop",
+                "EventId": "instance-event-new", "NotAfter": "28 Jan 2019 09:17:23 GMT", "State": "active"},
+               {"NotBefore": "21 Jan 2019 09:00:43 GMT", "Code": "instance-stop",
+                "Description": "[Canceled] scheduled stop", "EventId": "instance-event-old",
+                "NotAfter": "21 Jan 2019 09:17:23 GMT", "State": "canceled"}]
+    for poll in range(3):
+        run.post(listing, now=1548000000.0 + 60 * poll, instance=AWS_I)
+        run.post(list(reversed(listing)), now=1548000030.0 + 60 * poll, instance=AWS_I)
+    assert run.alerts == [("CloudInstanceMaintenance", "firing")]
+    # its own end ends it
+    run.post([{**listing[0], "State": "canceled", "Description": "[Canceled] scheduled stop"}], now=1548000400.0,
+             instance=AWS_I)
+    assert run.alerts == [("CloudInstanceMaintenance", "firing"), ("CloudInstanceMaintenance", "resolved")]
