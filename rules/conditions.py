@@ -103,7 +103,12 @@ def st_deadline(cond, c: dict):
 
 
 def st_empty(cond, c: dict, t: float) -> bool:
-    return not st_holds(cond, c, t, False)
+    """Nothing to keep: not holding, and, for a rule with a ``timeout``, not ended within it. A group an end cleared
+    keeps when it ended that long, so a set-notice older than the end (a provider's redelivery of a Scheduled
+    maintenance after its Canceled) is ignored by ``st_update`` instead of setting it again."""
+    if st_holds(cond, c, t, False):
+        return False
+    return not (cond.timeout and not c.get("on") and "t" in c and t < c["t"] + cond.timeout)
 
 
 # ---------------------------------------------------------------- threshold

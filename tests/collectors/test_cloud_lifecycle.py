@@ -290,3 +290,17 @@ def test_a_polled_list_with_an_old_canceled_event_does_not_end_a_new_active_one(
     run.post([{**listing[0], "State": "canceled", "Description": "[Canceled] scheduled stop"}], now=1548000400.0,
              instance=AWS_I)
     assert run.alerts == [("CloudInstanceMaintenance", "firing"), ("CloudInstanceMaintenance", "resolved")]
+
+
+def test_a_scheduled_notice_redelivered_after_its_cancel_does_not_set_it_again(ruleset):
+    """At-least-once senders redeliver: the Scheduled notice arriving again after its Canceled (older eventTime)
+    set the condition for 21 days. The cleared state keeps when it ended, so the older notice is ignored."""
+    run = Run(ruleset)
+    scheduled = ali("Instance:SystemMaintenance.Redeploy:Scheduled", notBefore="2019-04-12T01:01:01Z")
+    run.post(scheduled)
+    run.post(ali("Instance:SystemMaintenance.Redeploy:Canceled", "20190410T160101.922+0800",
+                 notBefore="2019-04-12T01:01:01Z"))
+    run.post(scheduled)  # the same body again, later
+    assert run.alerts == [("CloudInstanceRedeployScheduled", "firing"), ("CloudInstanceRedeployScheduled", "resolved")]
+    assert run.tick(22 * DAY) == []  # and the kept end is dropped after the timeout
+    assert not [k for k in run.state if "CloudInstanceRedeployScheduled" in k]
