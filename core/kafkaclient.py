@@ -396,8 +396,25 @@ class StartupNoise(logging.Filter):
         return not any(t in msg for t in TRANSIENT)
 
 
+class NoSaslBytes(logging.Filter):
+    """Drops the debug lines of the client libraries' loggers that print requests and their bytes (kafka-python's
+    protocol parser dumps every request it sends, aiokafka's connection logs ``SaslAuthenticateRequest`` with its
+    ``auth_bytes``): a SASL PLAIN login is ``user\\x00user\\x00password`` in clear, whatever the settings'
+    ``Password`` hides. Their other levels pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+_SASL_LOGGERS = ("kafka.protocol.parser", "kafka.net.connection", "kafka.conn", "aiokafka.conn")
+
+
 def quiet_startup_noise(grace: float = 60.0) -> None:
-    """Install ``StartupNoise`` on aiokafka's loggers (the ``kubesight`` command does, for every subcommand)."""
+    """Install ``StartupNoise`` on aiokafka's loggers, and ``NoSaslBytes`` on the loggers that print SASL logins at
+    debug level (the ``kubesight`` command does, for every subcommand)."""
     f = StartupNoise(grace)
     for name in _NOISY:
         logging.getLogger(name).addFilter(f)
+    hide = NoSaslBytes()
+    for name in _SASL_LOGGERS:
+        logging.getLogger(name).addFilter(hide)

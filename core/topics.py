@@ -103,10 +103,14 @@ def check_existing(settings: Settings, spec: TopicSpec, partitions: int, replica
     name, errors, warnings = settings.topic(spec.name), [], []
     want = dict(spec.config)
     policy = config.get("cleanup.policy", "delete")
-    if "compact" in want.get("cleanup.policy", "") and "compact" not in policy:
-        errors.append(f"topic {name}: cleanup.policy is {policy}, kubesight keeps state in it and needs compact; "
-                      f"fix: kafka-configs.sh --alter --entity-type topics --entity-name {name} "
-                      f"--add-config cleanup.policy=compact")
+    policies = {p.strip() for p in policy.split(",")}
+    fix = f"fix: kafka-configs.sh --alter --entity-type topics --entity-name {name} --add-config cleanup.policy="
+    if want.get("cleanup.policy") == "compact" and policies != {"compact"}:  # compact,delete deletes state too
+        errors.append(f"topic {name}: cleanup.policy is {policy}, kubesight keeps state in it and needs compact "
+                      f"alone; {fix}compact")
+    elif "cleanup.policy" not in want and "compact" in policies:  # a log, a trail: compaction keeps one per key
+        errors.append(f"topic {name}: cleanup.policy is {policy}, kubesight keeps every record of it (compaction "
+                      f"keeps one per key and refuses records without one); {fix}delete")
     expected = settings.partitions if spec.partitioned else 1
     if partitions != expected:
         if spec.partitioned:  # inputs, changelogs and re-keyed topics are co-partitioned: partition p with p
@@ -114,8 +118,9 @@ def check_existing(settings: Settings, spec: TopicSpec, partitions: int, replica
                           f"must match the other partitioned topics (co-partitioning); fix: set partitions: "
                           f"{partitions} in settings if every partitioned topic has {partitions}, else recreate it "
                           f"with {expected}")
-        else:
-            warnings.append(f"topic {name}: {partitions} partitions, kubesight reads it whole and wants 1")
+        else:  # its readers (the remediator's trail, the collectors' checkpoints) read partition 0
+            errors.append(f"topic {name}: {partitions} partitions, kubesight reads it from one partition and needs 1; "
+                          f"fix: recreate it with 1 partition")
     if replicas < rf:
         warnings.append(f"topic {name}: replication factor {replicas} < {rf}: losing a broker loses it; fix: "
                         f"kafka-reassign-partitions.sh with {rf} replicas")
@@ -125,6 +130,9 @@ def check_existing(settings: Settings, spec: TopicSpec, partitions: int, replica
     for key, value in want.items():
         if key != "cleanup.policy" and key in config and config[key] != value:
             warnings.append(f"topic {name}: {key} is {config[key]}, kubesight declares {value}")
+    if config.get("unclean.leader.election.enable") == "true":
+        warnings.append(f"topic {name}: unclean.leader.election.enable is true: a replica out of sync may become "
+                        f"leader and acknowledged (acks=all) writes may be lost")
     return errors, warnings
 
 
@@ -133,9 +141,10 @@ def ensure_topics(settings: Settings, bootstrap: str, warn=None, only: tuple[str
     from settings, by default min(3, brokers) and 2), check the existing ones against their spec;
     returns the names created.  ``only``: these topics (logical names) alone.
 
-    A compacted topic that is not compacted, or a partitioned topic whose partition count breaks
-    co-partitioning, raises ``TopicMismatch`` naming every such topic and its fix; other differences
-    (replication, min.insync.replicas, retention) go to ``warn`` (default: one stderr line each).
+    A compacted topic that is not compacted alone, a log compacted, a one-partition topic with more, or a
+    partitioned topic whose partition count breaks co-partitioning, raises ``TopicMismatch`` naming every such
+    topic and its fix; other differences (replication, min.insync.replicas, retention, unclean leader election)
+    go to ``warn`` (default: one stderr line each).
     Raises ``core.broker.KafkaUnreachable`` within seconds when no bootstrap server answers."""
     import sys
 
@@ -156,7 +165,9 @@ def ensure_topics(settings: Settings, bootstrap: str, warn=None, only: tuple[str
         if ours:
             names = [settings.topic(s.name) for s in ours]
             described = {t["name"]: t for t in admin.describe_topics(names)}
-            configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])["topic"]
+            # every effective value (the broker's and the cluster's defaults too), not only the topic's overrides
+            configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names],
+                                             config_filter="all")["topic"]
             errors = []
             for s in ours:
                 t = described[settings.topic(s.name)]

@@ -447,7 +447,11 @@ class TransactionalProcessor(mode.Service):
                     partition = random.choice(ps) if key is None else place(key, ps)
                 yield topic, key, value, partition
 
-        await send_in_batches(producer, placed())
+        # every batch acknowledged before the commit: a batch the broker refuses (a topic policy, an ACL, a size
+        # limit) fails here, and the transaction aborts and rewinds; commit_transaction alone does not fail for it
+        sent = await send_in_batches(producer, placed())
+        if sent:
+            await asyncio.gather(*sent)
 
     def _place(self, key: bytes, partitions: Sequence[int]) -> int:
         """``core.kafkaclient.partition_of(key, partitions)``, the key's hash remembered: murmur2 in Python is ~4 µs a key, and keys

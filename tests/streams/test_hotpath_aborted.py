@@ -114,3 +114,43 @@ def test_after_a_freeze_as_long_as_the_session_the_hot_path_waits_and_a_revocati
     asyncio.run(run())
     dead = [orjson.loads(r.value) for r in read_to_end(kafka_bootstrap, settings.topic("deadletter"))]
     assert [d["payload"] for d in dead] == ["{frozen bad"]  # committed once, after the doubt; the second dropped
+
+
+def test_a_batch_the_broker_refuses_aborts_the_transaction_and_nothing_is_committed(kafka_bootstrap):
+    """A dead letter the broker refuses (here a compacted deadletter topic, which refuses records without a key): the
+    transaction was committed all the same, the input offset with it, and the dead letter was lost. Every batch's
+    acknowledgement is now awaited before the commit, and a refusal aborts and rewinds."""
+    import uuid
+
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from core.settings import Settings
+    from core.topics import ensure_topics
+
+    tag = uuid.uuid4().hex[:8]
+    s = Settings(kafka=kafka_bootstrap, topic_prefix=f"t{tag}-", app_id=f"ks-{tag}", partitions=4)
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.create_topics([NewTopic(s.topic("deadletter"), 4, 1, topic_configs={"cleanup.policy": "compact"})])
+    finally:
+        admin.close()
+    ensure_topics(s, kafka_bootstrap, only=("events", "samples", "state-changelog"))
+    write_transaction(kafka_bootstrap, s.topic("samples"), [b"{keyless bad"], True, "rf-1", key=None)
+
+    async def run():
+        proc = TransactionalProcessor(s, kafka_bootstrap, "signals", ["events", "samples"], Pipeline([Collect()]),
+                                      worker_id="rf")
+        await proc.start()
+        try:
+            await until(lambda: proc.stats["aborts"] >= 1, lambda: proc.stats)
+        finally:
+            await proc.stop()
+        return proc.stats
+
+    stats = asyncio.run(run())
+    assert stats["commits"] == 0
+    c = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=f"{s.app_id}-signals", enable_auto_commit=False)
+    try:
+        assert c.committed(TopicPartition(s.topic("samples"), 0)) is None  # the input is read again by the next owner
+    finally:
+        c.close()
