@@ -181,7 +181,9 @@ def ensure_topics(settings: Settings, bootstrap: str, warn=None, only: tuple[str
                 raise TopicMismatch(errors)
         new = [
             NewTopic(settings.topic(s.name), settings.partitions if s.partitioned else 1, rf,
-                     topic_configs={**dict(s.config), "min.insync.replicas": str(min_isr)})
+                     # a log or trail is deleted by time whatever the cluster's default policy (a compacting
+                     # default would make kubesight refuse, at its next start, a topic it created itself)
+                     topic_configs={"cleanup.policy": "delete", **dict(s.config), "min.insync.replicas": str(min_isr)})
             for s in specs
             if settings.topic(s.name) not in existing
         ]

@@ -82,6 +82,8 @@ def ec_empty(cond, c: dict, t: float) -> bool:
 def st_update(cond, c: dict, t: float, ev, resolve: bool) -> None:
     if ev.time < c.get("t", float("-inf")):
         return  # older than the last transition we applied
+    if resolve and "t" in c and not c.get("on"):
+        return  # already cleared: its end time stays (a node's every NodeReady would keep a kept end for ever)
     c["t"] = ev.time
     if resolve:
         c["on"] = False

@@ -417,6 +417,16 @@ class TransactionalProcessor(mode.Service):
                 await self._send_all(changes)
                 if offsets:
                     await self.producer.send_offsets_to_transaction(offsets, self.group_id)
+                if self.freeze.in_doubt():  # frozen while this transaction was in flight: wait for the heartbeat's word
+                    generation = self._generation
+                    while self.freeze.in_doubt():
+                        await asyncio.sleep(0.1)
+                    if generation != self._generation:  # revoked meanwhile and its work dropped: not this commit
+                        await self.producer.abort_transaction()
+                        self.stats["aborts"] += 1
+                        log.warning("%s: a transaction in flight during a freeze was aborted (partitions revoked)",
+                                    self.name)
+                        return
                 await self.producer.commit_transaction()
             except KafkaError as exc:
                 log.error("%s: transaction failed (%s): aborting and rewinding to the last commit", self.name, exc)

@@ -189,7 +189,7 @@ class Remediator:
         self.noted: set[tuple] = set()  # (key, dry_run) whose human uncordon is in the trail
         self.acted: list[tuple[float, str, bool]] = []  # (time, node, dry_run) of actions, for the limits
         self.holders: dict[tuple, set] = {}  # (node, condition type) -> fingerprints of firing alerts
-        self.holder_says: dict[tuple, dict] = {}  # (node, condition type) -> holder -> (reason, message), this run
+        self.holder_says: dict[tuple, dict] = {}  # (node, condition type) -> holder -> (reason, message), as holders
         self.conds: dict[str, dict] = {}  # node -> {type: condition} kubesight wrote (or would write)
         self.boot: dict[str, str] = {}  # node -> bootID when its conditions were set
         self.drains: dict[tuple, dict] = {}  # (key, dry_run) -> pending drain record
@@ -230,6 +230,9 @@ class Remediator:
         elif kind == "condition" and not dr and rec.get("outcome") != "failed":  # a failed write changed nothing
             c = rec["condition"]
             self.holders[(rec["node"], c["type"])] = set(rec.get("holders") or ())
+            says = rec.get("says")
+            self.holder_says[(rec["node"], c["type"])] = {fp: tuple(v) for fp, v in says.items()} \
+                if isinstance(says, dict) else {}
             self.conds.setdefault(rec["node"], {})[c["type"]] = c
             if rec.get("boot_id"):
                 self.boot[rec["node"]] = rec["boot_id"]
@@ -345,7 +348,9 @@ class Remediator:
     def _write_conditions(self, node: str, ctype: str, cond: dict | None, alert: Alert | None, holders: set,
                           why: str = "") -> None:
         dry = self.cfg.dry_run
+        says = self.holder_says.get((node, ctype), {})
         rec = {"kind": "condition", "node": node, "holders": sorted(holders), "dry_run": dry,
+               "says": {fp: list(says[fp]) for fp in sorted(holders) if fp in says},  # read back by learn()
                "alert": self._alert_dict(alert) if alert else None, "reason": why}
         if cond is None:
             return
@@ -396,6 +401,7 @@ class Remediator:
                 for ctype, c in list(conds.items()):
                     if c["status"] == "True":
                         self.holders[(node, ctype)] = set()
+                        self.holder_says.pop((node, ctype), None)
                         if n is not None:
                             rule = next((r.node_condition for r in self.by_alert.values()
                                          if r.node_condition is not None and r.node_condition.type == ctype), None)

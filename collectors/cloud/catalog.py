@@ -12,7 +12,9 @@ in the ``event_code`` label, so a rule can be more specific than the table.
 >>> health_reason("AWS_EC2_ODCR_UNDERUTILIZATION_NOTIFICATION", "accountNotification", "")
 ('HealthEvent', 'info')
 >>> settled("InstanceRebootScheduled", "Canceled"), settled("InstanceRebootScheduled", "Failed")
-('InstanceRebootEnded', 'InstanceRebootScheduled')
+('InstanceRebootEnded', 'InstanceRebootEnded')
+>>> settled("DiskStalled", "Failed")  # a stall that failed is not over
+'DiskStalled'
 """
 
 from __future__ import annotations
@@ -83,9 +85,10 @@ ALIBABA = {
 # The one phase vocabulary of every provider's events (label ``phase``): AWS scheduled events' states and
 # AWS Health's closed status are spelled this way too (AWS_STATE_PHASE, HEALTH_STATUS_PHASE).
 PHASES = ("Scheduled", "Inquiring", "Executing", "Executed", "Avoided", "Canceled", "Failed")
-# Phases saying it is over: the event resolves what its active phases set (a Failed one too: it is not scheduled any
-# more; CloudMaintenanceFailed pages on its end reason with phase Failed).
+# Phases saying it is over: the event resolves what its active phases set (a Failed maintenance too: it is not
+# scheduled any more, and CloudMaintenanceFailed pages on its end reason with phase Failed; a Failed stall is not over).
 ENDED_PHASES = ("Executed", "Avoided", "Canceled", "Failed")
+_FAILED_ENDS = ("InstanceRebootScheduled", "InstanceRedeployScheduled", "InstanceMaintenance")
 # reason while active -> reason of its end (ENDED_PHASES).
 ENDED = {
     "InstanceRebootScheduled": "InstanceRebootEnded",
@@ -164,6 +167,8 @@ def alibaba_reason(event_type: str, phase: str) -> tuple[str, str] | None:
 
 def settled(reason: str, phase: str) -> str:
     """The reason of an event in ``phase``: the end of a maintenance or stall (ENDED_PHASES) has its own."""
+    if phase == "Failed" and reason not in _FAILED_ENDS:
+        return reason
     return ENDED.get(reason, reason) if phase in ENDED_PHASES else reason
 
 

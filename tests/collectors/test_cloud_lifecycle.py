@@ -304,3 +304,21 @@ def test_a_scheduled_notice_redelivered_after_its_cancel_does_not_set_it_again(r
     assert run.alerts == [("CloudInstanceRedeployScheduled", "firing"), ("CloudInstanceRedeployScheduled", "resolved")]
     assert run.tick(22 * DAY) == []  # and the kept end is dropped after the timeout
     assert not [k for k in run.state if "CloudInstanceRedeployScheduled" in k]
+
+
+def test_a_kept_end_is_dropped_after_the_timeout_even_if_the_node_keeps_sending_ready(ruleset):
+    """Every NodeReady clears every group of the node: it moved a kept end's time forward, and the group stayed for
+    ever on a node Ready more often than the timeout."""
+    from core.records import Entity, Event
+
+    run = Run(ruleset)
+    run.post(ali("Instance:SystemMaintenance.Redeploy:Scheduled", notBefore="2019-04-12T01:01:01Z"))
+    [end] = run.post(ali("Instance:SystemMaintenance.Redeploy:Canceled", "20190410T160101.922+0800",
+                         notBefore="2019-04-12T01:01:01Z"))
+    node = Entity(cluster=end.entity.cluster, kind="Node", name=end.entity.name, node=end.entity.node)
+    for day in range(1, 60, 15):
+        ready = Event(source="k8s-state", reason="NodeReady", entity=node, time=end.time + day * DAY, id=f"r{day}")
+        run.engine.process(ready, run.state, ready.time)
+        run.last = ready.time
+    run.tick(1)
+    assert not [k for k in run.state if "CloudInstanceRedeployScheduled" in k]

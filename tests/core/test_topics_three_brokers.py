@@ -77,6 +77,7 @@ def test_new_topics_are_replicated_three_times_with_min_insync_two(cluster):
     conf = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in created])["topic"]
     assert {c["min.insync.replicas"]["value"] for c in conf.values()} == {"2"}
     assert conf[s.topic("state-changelog")]["cleanup.policy"]["value"] == "compact"
+    assert conf[s.topic("events")]["cleanup.policy"]["value"] == "delete"  # set, whatever the cluster's default
     assert ensure_topics(s, bootstrap, warn=warnings.append) == [] and warnings == []  # checked, all as declared
 
 

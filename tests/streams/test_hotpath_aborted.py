@@ -154,3 +154,37 @@ def test_a_batch_the_broker_refuses_aborts_the_transaction_and_nothing_is_commit
         assert c.committed(TopicPartition(s.topic("samples"), 0)) is None  # the input is read again by the next owner
     finally:
         c.close()
+
+
+def test_a_freeze_inside_a_transaction_then_a_revocation_aborts_it(settings, kafka_bootstrap):
+    """Frozen while a transaction was in flight (its cut taken, awaiting the broker): it waits for the heartbeat's word
+    before committing, and a revocation meanwhile aborts it (the new owner redoes the work)."""
+    import time
+
+    topic = settings.topic("samples")
+
+    async def run():
+        proc = TransactionalProcessor(settings, kafka_bootstrap, "signals", ["events", "samples"], Pipeline([Collect()]),
+                                      worker_id="fi")
+        await proc.start()
+        try:
+            await until(lambda: proc.consumer.assignment(), lambda: proc.stats)
+            send_offsets = proc.producer.send_offsets_to_transaction
+
+            async def frozen_here(offsets, group_id):  # the freeze happens while the offsets are on their way
+                await send_offsets(offsets, group_id)
+                proc.freeze._doubt_until = time.monotonic() + 1.0
+                asyncio.get_running_loop().call_later(0.3, lambda: asyncio.ensure_future(
+                    proc._on_revoked(set(proc.consumer.assignment()))))
+
+            proc.producer.send_offsets_to_transaction = frozen_here
+            write_transaction(kafka_bootstrap, topic, [b"{in flight bad"], True, "fi-1")
+            await until(lambda: proc.stats["aborts"] >= 1, lambda: proc.stats)
+            proc.producer.send_offsets_to_transaction = send_offsets
+        finally:
+            await proc.stop()
+        return proc.stats
+
+    stats = asyncio.run(run())
+    assert stats["commits"] == 0
+    assert read_to_end(kafka_bootstrap, settings.topic("deadletter")) == []

@@ -201,3 +201,16 @@ def test_a_resolved_alert_abandons_its_pending_drain_and_a_shared_condition_says
     again = Remediator(settings(max_percent=100), RULES, kube, trail.append, history=list(trail), now=lambda: clock[0])
     again.tick()  # and not after a restart either (the trail says it was abandoned)
     assert sum(w[0] == "evict" for w in kube.writes) == evictions
+
+
+def test_after_a_restart_a_shared_condition_still_says_a_holder_still_firing():
+    clock = [1000.0]
+    kube = FakeKube(["n0", "n1", "n2"])
+    trail: list[dict] = []
+    r = Remediator(settings(max_percent=100), RULES, kube, trail.append, now=lambda: clock[0])
+    r.handle(alert("CloudInstanceRebootScheduled", "n0", 900.0))
+    r.handle(alert("CloudInstanceRedeployScheduled", "n0", clock[0]))
+    again = Remediator(settings(max_percent=100), RULES, kube, trail.append, history=list(trail), now=lambda: clock[0])
+    again.handle(alert("CloudInstanceRedeployScheduled", "n0", clock[0], status="resolved"))
+    cond = again.conds["n0"]["CloudMaintenanceScheduled"]
+    assert (cond["status"], cond["reason"]) == ("True", "InstanceRebootScheduled")
