@@ -395,11 +395,6 @@ class TransactionalProcessor(mode.Service):
 
     # ------------------------------------------------------------------ transactions
     async def _commit(self) -> None:
-        # after a freeze as long as the group session (streams.freeze), wait before committing: if the group moved on
-        # meanwhile, the consumer's heartbeat revokes the partitions and _on_revoked drops this work (the new owner
-        # redoes it from the last commit); a loop that was merely slow commits a few seconds late, nothing redone
-        while self.freeze.in_doubt():
-            await asyncio.sleep(0.1)
         async with self._lock:
             if not (self._offsets or self._outputs) and not any(s.dirty for s in self.stores.values()):
                 return
@@ -417,7 +412,11 @@ class TransactionalProcessor(mode.Service):
                 await self._send_all(changes)
                 if offsets:
                     await self.producer.send_offsets_to_transaction(offsets, self.group_id)
-                if self.freeze.in_doubt():  # frozen while this transaction was in flight: wait for the heartbeat's word
+                # after a freeze as long as the group session (streams.freeze), before or while this transaction was
+                # in flight, wait for the heartbeat's word before committing: if the group moved on meanwhile, the
+                # consumer revokes the partitions, _on_revoked drops the uncommitted work (the new owner redoes it from
+                # the last commit) and this transaction is aborted; a loop merely blocked that long commits late
+                if self.freeze.in_doubt():
                     generation = self._generation
                     while self.freeze.in_doubt():
                         await asyncio.sleep(0.1)

@@ -270,8 +270,8 @@ class Intake:
                     remote=request.remote or ""), self.kafka_timeout)
                 now = time.monotonic()
                 for name, _ in say:
-                    self.skipped_said[name] = now
-                    self.skipped_said[name] = self.skipped_said.pop(name)  # most recently said last (evicted last)
+                    self.skipped_said.pop(name, None)
+                    self.skipped_said[name] = now  # most recently said last (evicted last)
                 while len(self.skipped_said) > self.SKIPPED_NAMES:
                     self.skipped_said.pop(next(iter(self.skipped_said)))
             except Exception as exc:
