@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from core.records import Event, Record, Sample, deadletter, encode
+from core.records import Event, Record, Sample, deadletter, deadletter_key, encode, oversize
 
 
 def _topic_of(rec: Record) -> str:
@@ -52,8 +52,12 @@ class KafkaSink:
         self.producer.abort_transaction()
 
     def send(self, rec: Record):
+        topic, value, key = self.topic(_topic_of(rec)), encode(rec), rec.key()
+        why = oversize(key, value)
+        if why is not None:  # kafka-python would raise MessageSizeTooLargeError, and the broker refuse it
+            return self.reject(why, value, origin="collector", key=key, topic=topic)
         self.sent += 1
-        return self.producer.send(self.topic(_topic_of(rec)), encode(rec), key=rec.key())
+        return self.producer.send(topic, value, key=key)
 
     def send_raw(self, logical: str, key: bytes | None, value: bytes | None):
         return self.producer.send(self.topic(logical), value, key=key)
@@ -61,7 +65,7 @@ class KafkaSink:
     def reject(self, reason: str, payload, *, origin: str, key: bytes | None = None, **where):
         self.dead += 1
         return self.producer.send(self.topic("deadletter"), deadletter(reason, payload, origin=origin, key=key, **where),
-                                  key=key)
+                                  key=deadletter_key(key))
 
     def flush(self, timeout: float | None = None) -> None:
         self.producer.flush(timeout)
@@ -93,14 +97,25 @@ class AsyncKafkaSink:
         """Send and wait for every acknowledgement (raises if Kafka did not take them)."""
         import asyncio
 
-        futs = [await self.producer.send(self.topic(_topic_of(r)), encode(r), key=r.key()) for r in recs]
+        futs, dead = [], 0
+        for r in recs:
+            topic, value, key = self.topic(_topic_of(r)), encode(r), r.key()
+            why = oversize(key, value)
+            if why is not None:  # aiokafka would raise MessageSizeTooLargeError, and the broker refuse it
+                dead += 1
+                topic, value = self.topic("deadletter"), deadletter(why, value, origin="collector", key=key,
+                                                                    topic=topic)
+                key = deadletter_key(key)
+            futs.append(await self.producer.send(topic, value, key=key))
         if futs:
             await asyncio.gather(*futs)
-        self.sent += len(recs)
+        self.sent += len(recs) - dead
+        self.dead += dead
 
     async def reject(self, reason: str, payload, *, origin: str, key: bytes | None = None, **where) -> None:
         await self.producer.send_and_wait(self.topic("deadletter"),
-                                          deadletter(reason, payload, origin=origin, key=key, **where), key=key)
+                                          deadletter(reason, payload, origin=origin, key=key, **where),
+                                          key=deadletter_key(key))
         self.dead += 1
 
 

@@ -617,6 +617,36 @@ def from_dict(d) -> Record:
 # so rejecting a bad input never fails on the size of the rejection itself
 PAYLOAD_LIMIT = 64 * 1024
 TEXT_LIMIT = 2048  # the reason and each position field
+# the largest record (key + value) kubesight sends: under the producers' max.request.size (1 MiB) and the broker's
+# default max.message.bytes (1 MiB + 12) with room for the batch's own bytes. A larger output is refused for good by
+# the broker; inside a worker's transaction that would abort and rewind it forever (the partition stops), so it
+# becomes a dead letter instead (``oversize``)
+RECORD_LIMIT = 1_000_000
+
+
+def deadletter_key(key: bytes | None) -> bytes | None:
+    """The Kafka key of a dead letter: the original's, cut to its first ``TEXT_LIMIT`` bytes (a series key of nearly a
+    megabyte beside the 64 KiB a dead letter keeps would be over ``RECORD_LIMIT``, refused in its turn).
+
+    >>> deadletter_key(b"k"), len(deadletter_key(b"k" * 900_000)), deadletter_key(None)
+    (b'k', 2048, None)
+    """
+    return key[:TEXT_LIMIT] if key is not None and len(key) > TEXT_LIMIT else key
+
+
+def oversize(key: bytes | None, value: bytes | None) -> str | None:
+    """Why a record (key + value) cannot go to Kafka, when it is over ``RECORD_LIMIT`` bytes; else None.
+    The sender dead-letters it with this reason instead (``deadletter`` keeps its first 64 KiB).
+
+    >>> oversize(b"k", b"x" * 10) is None
+    True
+    >>> oversize(b"k", b"x" * RECORD_LIMIT)
+    'record of 1000001 bytes is over the 1000000 bytes kubesight sends to Kafka'
+    """
+    size = (len(key) if key else 0) + (len(value) if value else 0)
+    if size <= RECORD_LIMIT:
+        return None
+    return f"record of {size} bytes is over the {RECORD_LIMIT} bytes kubesight sends to Kafka"
 
 
 def deadletter(reason: str, payload: bytes | str | None, *, origin: str, key: bytes | None = None,

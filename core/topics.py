@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.records import RECORD_LIMIT
 from core.settings import Settings
 from core.yamlconfig import ConfigError
 
@@ -130,6 +131,12 @@ def check_existing(settings: Settings, spec: TopicSpec, partitions: int, replica
     for key, value in want.items():
         if key != "cleanup.policy" and key in config and config[key] != value:
             warnings.append(f"topic {name}: {key} is {config[key]}, kubesight declares {value}")
+    limit = int(config.get("max.message.bytes", "1048588"))
+    if limit < RECORD_LIMIT + 1024:  # a record and its batch's own bytes
+        warnings.append(f"topic {name}: max.message.bytes {limit} is under the {RECORD_LIMIT} bytes of a record "
+                        f"kubesight may write; larger ones are refused, and a worker writing one stops that partition "
+                        f"until it is raised; fix: kafka-configs.sh --alter --entity-type topics --entity-name {name} "
+                        f"--add-config max.message.bytes=1048588")
     if config.get("unclean.leader.election.enable") == "true":
         warnings.append(f"topic {name}: unclean.leader.election.enable is true: a replica out of sync may become "
                         f"leader and acknowledged (acks=all) writes may be lost")

@@ -66,7 +66,17 @@ from alerts.inhibit import Inhibitor, rules_from
 from alerts.receivers import Receivers, resend_forever
 from alerts.silences import Silence, Silences, reminders
 from core.kafkaclient import client_config
-from core.records import PAYLOAD_LIMIT, Alert, RecordError, deadletter, decode, encode, format_time, peek
+from core.records import (
+    PAYLOAD_LIMIT,
+    Alert,
+    RecordError,
+    deadletter,
+    deadletter_key,
+    decode,
+    encode,
+    format_time,
+    peek,
+)
 from core.settings import Settings
 from core.yamlconfig import ConfigError
 from streams.follow import follow_topic
@@ -1173,7 +1183,7 @@ class Deliverer(mode.Service):
         log.error("notification dead-lettered: %s", reason)
         await self.producer.send_and_wait(self.settings.topic("deadletter"), deadletter(
             reason, payload, origin="alerts/deliver", key=key, topic=tp.topic, partition=tp.partition, offset=offset,
-            **_whose(payload)), key=key)
+            **_whose(payload)), key=deadletter_key(key))
 
 
 def _whose(payload: bytes) -> dict:

@@ -48,6 +48,7 @@ from aiokafka.errors import KafkaError
 
 from core.kafkaclient import client_config, key_hash, send_in_batches
 from core.records import (
+    RECORD_LIMIT,
     TIME_SECONDS,
     VERSION,
     WIRE,
@@ -59,6 +60,8 @@ from core.records import (
     WireSample,
     build,
     deadletter,
+    deadletter_key,
+    oversize,
     peek,
     wire_time,
 )
@@ -382,11 +385,20 @@ class TransactionalProcessor(mode.Service):
         """What stages call to produce: buffered until the next transaction commits it."""
         if logical in self.urgent:
             self._urgent = True
+        if value is not None and len(value) + (len(key) if key else 0) > RECORD_LIMIT:
+            # the broker would refuse it for good: the transaction would abort, rewind and fail again (the partition
+            # stops); what takes its place says where it was going and keeps its head
+            log.error("%s: an output to %s of %d bytes is too large for Kafka: dead-lettered instead", self.name,
+                      logical, len(value))
+            self.stats["deadletter"] += 1
+            value = deadletter(oversize(key, value) or "", value, origin=f"worker/{self.name}", key=key,
+                               topic=self.settings.topic(logical))
+            logical, key, partition = "deadletter", deadletter_key(key), None
         self._outputs.append((self.settings.topic(logical), key, value, partition))
 
     def _reject(self, emit: Emit, reason: str, m) -> None:
         self.stats["deadletter"] += 1
-        emit("deadletter", m.key, deadletter(reason, m.value, origin=f"worker/{self.name}", key=m.key,
+        emit("deadletter", deadletter_key(m.key), deadletter(reason, m.value, origin=f"worker/{self.name}", key=m.key,
                                              topic=m.topic, partition=m.partition, offset=m.offset))
 
     def _outputs_pending(self) -> bool:

@@ -18,7 +18,7 @@ import asyncio
 import orjson
 
 from core.kafkaclient import partition_of, send_in_batches
-from core.records import VERSION, Sample, format_time
+from core.records import RECORD_LIMIT, VERSION, Sample, format_time, oversize
 
 
 class BatchProducer:
@@ -68,11 +68,18 @@ class BatchProducer:
                 v = s.value
                 if v - v != 0:  # NaN or +-Inf
                     v = "NaN" if v != v else ("+Inf" if v > 0 else "-Inf")
-                yield topic, key, dumps({"v": VERSION, "kind": "sample", "name": s.name, "labels": s.labels,
-                                         "value": v, "time": t}), p
+                value = dumps({"v": VERSION, "kind": "sample", "name": s.name, "labels": s.labels, "value": v,
+                               "time": t})
+                if len(value) + len(key) > RECORD_LIMIT:  # labels of a megabyte: the broker would refuse the batch
+                    too_big.append((key, value))
+                    continue
+                yield topic, key, value, p
 
+        too_big: list[tuple[bytes, bytes]] = []
         await asyncio.gather(*await send_in_batches(self.producer, records()))
-        self.sink.sent += len(samples)
+        self.sink.sent += len(samples) - len(too_big)
+        for key, value in too_big:
+            await self.sink.reject(oversize(key, value) or "", value, origin="collector/metrics", key=key, topic=topic)
 
     async def reject(self, reason: str, payload, *, origin: str, key: bytes | None = None, **where) -> None:
         await self.sink.reject(reason, payload, origin=origin, key=key, **where)

@@ -41,3 +41,11 @@ def test_a_one_partition_topic_with_more_is_an_error():
 def test_unclean_leader_election_is_a_warning():
     _, warnings = check("events", {"min.insync.replicas": "2", "unclean.leader.election.enable": "true"})
     assert any("unclean.leader.election.enable is true" in w for w in warnings)
+
+
+def test_a_message_limit_under_a_records_size_is_a_warning():
+    """A topic whose max.message.bytes is under kubesight's RECORD_LIMIT refuses records the worker sends (the
+    transaction aborts and rewinds, again): said at start. The broker's default (1048588) passes."""
+    _, warnings = check("alerts", {"min.insync.replicas": "2", "max.message.bytes": "524288"})
+    assert any("max.message.bytes 524288 is under the 1000000 bytes" in w for w in warnings)
+    assert check("alerts", {"min.insync.replicas": "2", "max.message.bytes": "1048588"}) == ([], [])
