@@ -14,8 +14,9 @@ that the group moved on and revoke the partitions).  While in doubt, a transacti
 lanes wait; a revocation that comes meanwhile drops the uncommitted work instead of committing it
 (the new owner redoes it from the last commit); after the doubt, whatever still owns a partition goes
 on.  A loop that was merely blocked as long (a false alarm) only commits and sends a few seconds late.
-A caller that looks before the task has run sees the gap itself.  ``time.monotonic`` stops while the
-machine is suspended: a whole suspended VM is not noticed (its Kafka session expires all the same).
+A caller that looks before the task has run sees the gap itself.  The clock is Linux's ``CLOCK_BOOTTIME``, which
+counts the time the machine was suspended (``time.monotonic`` stops then: a whole suspended VM went unnoticed while
+its Kafka session expired all the same); elsewhere ``time.monotonic``.
 
 >>> t = [0.0]
 >>> w = FreezeWatch(limit=4.0, hold=3.0, clock=lambda: t[0])
@@ -32,12 +33,17 @@ False
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 
+# seconds that go on while the machine is suspended (a VM paused and resumed, a laptop's sleep)
+CLOCK: Callable[[], float] = (functools.partial(time.clock_gettime, time.CLOCK_BOOTTIME)
+                              if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic)
+
 
 class FreezeWatch:
-    def __init__(self, limit: float, hold: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, limit: float, hold: float, clock: Callable[[], float] = CLOCK):
         self.limit, self.hold, self.clock = limit, hold, clock
         self._last = clock()
         self._doubt_until = 0.0
@@ -57,6 +63,11 @@ class FreezeWatch:
         now = self.clock()
         self._gap(now)
         self._last = now
+
+    def doubt(self, seconds: float) -> float:
+        """In doubt for ``seconds`` from now, as after a freeze (tests; 0 ends a doubt); when it ends, on ``clock``."""
+        self._doubt_until = self.clock() + seconds
+        return self._doubt_until
 
     def in_doubt(self) -> bool:
         now = self.clock()

@@ -85,7 +85,6 @@ def test_after_a_freeze_as_long_as_the_session_the_hot_path_waits_and_a_revocati
     member, and aiokafka's transactional offsets carry no generation check (an audit saw 3-88 notifications committed
     twice by a resumed alerting child). While in doubt it does not commit; if the partitions are revoked meanwhile
     the uncommitted work is dropped (the next owner redoes it), else it is committed once the doubt is over."""
-    import time
 
     topic = settings.topic("samples")
     stage = Collect()
@@ -98,20 +97,20 @@ def test_after_a_freeze_as_long_as_the_session_the_hot_path_waits_and_a_revocati
             await until(lambda: proc.consumer.assignment(), lambda: proc.stats)
             # as after a freeze (streams.freeze); the doubt is ended by hand below, so a slow machine cannot end it
             # before the check
-            proc.freeze._doubt_until = time.monotonic() + 600.0
+            proc.freeze.doubt(600.0)
             write_transaction(kafka_bootstrap, topic, [b"{frozen bad"], True, "fz-1")
             await until(lambda: proc.stats["deadletter"] >= 1, lambda: proc.stats)
             await asyncio.sleep(0.5)  # commits are due every 0.5 s: none may happen in doubt
             assert read_to_end(kafka_bootstrap, settings.topic("deadletter")) == [] and proc.stats["commits"] == 0
-            proc.freeze._doubt_until = time.monotonic()
+            proc.freeze.doubt(0.0)
             await until(lambda: not proc._outputs_pending() and not proc.freeze.in_doubt(), lambda: proc.stats)
             # a revocation in doubt drops what is not committed, and commits nothing
-            proc.freeze._doubt_until = time.monotonic() + 600.0
+            proc.freeze.doubt(600.0)
             write_transaction(kafka_bootstrap, topic, [b"{second bad"], True, "fz-2")
             await until(lambda: proc.stats["deadletter"] >= 2, lambda: proc.stats)
             await proc._on_revoked(set(proc.consumer.assignment()))
             assert (proc._outputs, proc._offsets, proc.stats["aborts"]) == ([], {}, 1)
-            proc.freeze._doubt_until = time.monotonic()
+            proc.freeze.doubt(0.0)
         finally:
             await proc.stop()
 
@@ -163,7 +162,6 @@ def test_a_batch_the_broker_refuses_aborts_the_transaction_and_nothing_is_commit
 def test_a_freeze_inside_a_transaction_then_a_revocation_aborts_it(settings, kafka_bootstrap):
     """Frozen while a transaction was in flight (its cut taken, awaiting the broker): it waits for the heartbeat's word
     before committing, and a revocation meanwhile aborts it (the new owner redoes the work)."""
-    import time
 
     topic = settings.topic("samples")
 
@@ -177,7 +175,7 @@ def test_a_freeze_inside_a_transaction_then_a_revocation_aborts_it(settings, kaf
 
             async def frozen_here(offsets, group_id):  # the freeze happens while the offsets are on their way
                 await send_offsets(offsets, group_id)
-                proc.freeze._doubt_until = time.monotonic() + 1.0
+                proc.freeze.doubt(1.0)
                 asyncio.get_running_loop().call_later(0.3, lambda: asyncio.ensure_future(
                     proc._on_revoked(set(proc.consumer.assignment()))))
 
