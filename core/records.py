@@ -521,7 +521,11 @@ def _record(w) -> Record:
     return build(w, _check(w))
 
 
-def peek(payload: bytes, w=None) -> tuple:
+# a record with a null value (a tombstone, which a compacting producer or a hand-written delete sends): no record
+NO_VALUE = "no value (a tombstone): a kubesight record is a JSON object"
+
+
+def peek(payload: bytes | None, w=None) -> tuple:
     """Bytes from Kafka -> ``(record type, routing key, time, wire struct)``, checked as ``decode`` checks
     (the same RecordError), without building the record: the hot path builds (``build``) only the
     records a stage wants.  The routing key is a sample's name, an event's ``(source, reason)``, ``Alert``
@@ -534,6 +538,8 @@ def peek(payload: bytes, w=None) -> tuple:
     >>> rtype is Sample, key, t, build(w, t) == decode(encode(build(w, t)))
     (True, 'up', 1627984800.0, True)
     """
+    if payload is None:
+        raise RecordError(NO_VALUE)
     try:
         if w is None:
             w = _DECODER.decode(payload)
@@ -589,14 +595,20 @@ def encode(rec: Record) -> bytes:
     return orjson.dumps(rec.to_dict())
 
 
-def decode(payload: bytes) -> Record:
+def decode(payload: bytes | None) -> Record:
     """Bytes from Kafka -> record, or RecordError with a reason fit for the dead-letter topic.
 
     >>> decode(b'{"v": 1, "kind": "sample", "name": "up", "value": 1, "time": 0, "labels": {"code": 500}}')
     Traceback (most recent call last):
     ...
     core.records.RecordError: sample: Expected `str`, got `int` - at `$.labels[...]`
+    >>> decode(None)
+    Traceback (most recent call last):
+    ...
+    core.records.RecordError: no value (a tombstone): a kubesight record is a JSON object
     """
+    if payload is None:
+        raise RecordError(NO_VALUE)
     try:
         return _record(_DECODER.decode(payload))
     except msgspec.ValidationError as exc:

@@ -320,7 +320,7 @@ class TransactionalProcessor(mode.Service):
                     if t is None:
                         t = when(w.time)
                     tr, key = Event, (w.source, w.reason)
-            except decode_error:
+            except (decode_error, TypeError):  # TypeError: no value at all (a tombstone), which peek names
                 w = None  # peek decodes it again (this one may be the record before's, if decoding failed)
             if tr is None:
                 try:

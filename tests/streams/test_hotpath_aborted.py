@@ -41,6 +41,8 @@ def test_hot_path_skips_aborted_transactions_and_dead_letter_with_their_position
     write_transaction(kafka_bootstrap, topic, [_sample("a", 1000.0), b"{not json"], True, "hp-1")
     write_transaction(kafka_bootstrap, topic, [_sample("aborted", 1001.0), b"{aborted bad"], False, "hp-2")
     write_transaction(kafka_bootstrap, topic, [_sample("b", 1002.0)], True, "hp-3")
+    # a tombstone (no value at all) crashed the loop with a TypeError on every restart: the partition stopped for good
+    write_transaction(kafka_bootstrap, topic, [None, _sample("c", 1003.0)], True, "hp-4")
     stage = Collect()
     sizes: list[int] = []
 
@@ -57,24 +59,27 @@ def test_hot_path_skips_aborted_transactions_and_dead_letter_with_their_position
         proc._process_batch = process_batch
         await proc.start()
         try:
-            await until(lambda: proc.stats["in"] >= 3 and not proc._outputs_pending(), lambda: proc.stats)
+            await until(lambda: proc.stats["in"] >= 5 and not proc._outputs_pending(), lambda: proc.stats)
         finally:
             await proc.stop()
         return proc.stats
 
     stats = asyncio.run(run())
-    assert stage.names == ["a", "b"]
-    assert stats["in"] == 3 and stats["deadletter"] == 1
-    assert max(sizes) <= 2 and sum(sizes) == 3
+    assert stage.names == ["a", "b", "c"]
+    assert stats["in"] == 5 and stats["deadletter"] == 2
+    assert max(sizes) <= 2 and sum(sizes) == 5
     dead = [orjson.loads(r.value) for r in read_to_end(kafka_bootstrap, settings.topic("deadletter"))]
-    assert len(dead) == 1
+    assert len(dead) == 2
     assert dead[0]["payload"] == "{not json" and dead[0]["reason"].startswith("not valid JSON")
     assert dead[0]["where"] == {"topic": topic, "partition": 0, "offset": 1}
+    assert dead[1]["payload"] is None and dead[1]["reason"].startswith("no value (a tombstone)")
+    assert dead[1]["where"] == {"topic": topic, "partition": 0, "offset": 8}
     c = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=f"{settings.app_id}-signals",
                       enable_auto_commit=False)
     try:
-        # records at 0, 1; marker 2; aborted 3, 4; marker 5; "b" at 6: the commit is the offset after "b"
-        assert c.committed(TopicPartition(topic, 0)) == 7
+        # records at 0, 1; marker 2; aborted 3, 4; marker 5; "b" at 6, marker 7; the tombstone 8, "c" 9, marker 10:
+        # the commit is the offset after "c"
+        assert c.committed(TopicPartition(topic, 0)) == 10
     finally:
         c.close()
 
