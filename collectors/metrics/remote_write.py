@@ -77,6 +77,14 @@ class PayloadError(ValueError):
     """A request that will never be accepted (answered 400, dead-lettered with this reason)."""
 
 
+class BadSeries(PayloadError):
+    """One time series Prometheus would refuse, and its metric name ("" when it has none)."""
+
+    def __init__(self, why: str, name: str):
+        super().__init__(why)
+        self.name = name
+
+
 def _uvarint(buf: bytes) -> int:
     n = shift = 0
     for i, b in enumerate(buf[:10]):
@@ -113,46 +121,70 @@ def decode(body: bytes, max_bytes: int = 32 * 2**20):
     return req
 
 
-def samples_of(req, extra_labels: dict | None = None, skipped: list | None = None) -> list[Sample]:
+def samples_of(req, extra_labels: dict | None = None, skipped: list | None = None,
+               refused: list | None = None) -> list[Sample]:
     """One Sample per (series, sample); PayloadError on a series Prometheus itself would refuse.
 
     Staleness markers (a special NaN) are protocol, not observations: they are left out.  A native histogram series
     (no float samples; kubesight has no record for it) is named in ``skipped`` (name, why) when given, and the other
     series are taken: refusing the request (400) made Prometheus drop the whole batch, its floats too, for good
-    (a 4xx is not retried).  Without ``skipped`` it is a PayloadError."""
+    (a 4xx is not retried).  Without ``skipped`` it is a PayloadError.  So is a series Prometheus would refuse (a
+    duplicate label, no name, a timestamp out of range), unless ``refused`` is given: then it is named there
+    (name, why), none of its samples is taken, and the other series are."""
     out = []
-    append = out.append
     extra = extra_labels or {}
     for i, ts in enumerate(req.timeseries):
-        labels = {}
-        name = None
-        for lab in ts.labels:
-            if lab.name in labels or (lab.name == "__name__" and name is not None):
-                raise PayloadError(f"timeseries[{i}]: duplicate label {lab.name!r}")
-            if lab.name == "__name__":
-                name = lab.value
-            else:
-                labels[lab.name] = lab.value
-        if not name:
-            raise PayloadError(f"timeseries[{i}]: no __name__ label")
+        try:
+            name, series = _series(i, ts, extra)
+        except BadSeries as exc:
+            if refused is None:
+                raise
+            refused.append((exc.name, str(exc)))
+            continue
         if ts.histograms:
             why = f"timeseries[{i}] ({name}): native histograms are not supported"
             if skipped is None:
                 raise PayloadError(why)
             skipped.append((name, why))
-        if extra:
-            labels.update(extra)
-        for s in ts.samples:
-            v = s.value
-            if v != v and _is_stale(v):
-                continue
-            try:  # refused now (400, dead letter), not when written (a 503 retried for ever)
-                t = check_time(s.timestamp / 1000.0)
-            except RecordError:
-                raise PayloadError(f"timeseries[{i}] ({name}): timestamp {s.timestamp} ms is not a time of years "
-                                   "1-9999") from None
-            append(Sample(name, v, t, labels))
+        out.extend(series)
     return out
+
+
+def _series(i: int, ts, extra: dict) -> tuple[str, list[Sample]]:
+    """One time series' name and samples, or BadSeries."""
+    labels = {}
+    name = None
+    for lab in ts.labels:
+        if lab.name in labels or (lab.name == "__name__" and name is not None):
+            raise BadSeries(f"timeseries[{i}]: duplicate label {lab.name!r}", name or "")
+        if lab.name == "__name__":
+            name = lab.value
+        else:
+            labels[lab.name] = lab.value
+    if not name:
+        raise BadSeries(f"timeseries[{i}]: no __name__ label", "")
+    if extra:
+        labels.update(extra)
+    out = []
+    for s in ts.samples:
+        v = s.value
+        if v != v and _is_stale(v):
+            continue
+        try:  # refused now (a dead letter), not when written (a 503 retried for ever)
+            t = check_time(s.timestamp / 1000.0)
+        except RecordError:
+            raise BadSeries(f"timeseries[{i}] ({name}): timestamp {s.timestamp} ms is not a time of years 1-9999",
+                            name) from None
+        out.append(Sample(name, v, t, labels))
+    return name, out
+
+
+def _refusal(refused: list[tuple[str, str]]) -> str:
+    """What the series ``samples_of`` refused are told as: one series' reason, or how many and the first five."""
+    if len(refused) == 1:
+        return refused[0][1]
+    return (f"{len(refused)} series refused: {'; '.join(why for _, why in refused[:5])}"
+            + (" ..." if len(refused) > 5 else ""))
 
 
 def _proto(content_type: str) -> str:
@@ -243,7 +275,11 @@ class Intake:
             if enc != "snappy":
                 raise PayloadError(f"unsupported Content-Encoding {enc!r} (remote-write 1.0 uses snappy)")
             skipped: list[tuple[str, str]] = []
-            samples = samples_of(decode(body, self.max_bytes), self.labels, skipped)
+            refused: list[tuple[str, str]] = []
+            req = decode(body, self.max_bytes)
+            samples = samples_of(req, self.labels, skipped, refused)
+            if refused and len(refused) == len(req.timeseries):  # nothing in it to take: refused whole (400)
+                raise PayloadError(_refusal(refused))
         except PayloadError as exc:
             try:
                 await asyncio.wait_for(self.sink.reject(f"remote-write: {exc}", body, origin="collector/metrics",
@@ -261,6 +297,13 @@ class Intake:
             self._count(503)
             return web.Response(status=503, text=f"Kafka unavailable: {type(exc).__name__}\n",
                                 headers={"Retry-After": "5"})
+        if refused:  # the others are taken (a 400 would make Prometheus drop them for good); these kept with why
+            try:
+                await asyncio.wait_for(self.sink.reject(f"remote-write: {_refusal(refused)}", body,
+                                                        origin="collector/metrics", remote=request.remote or ""),
+                                       self.kafka_timeout)
+            except Exception as exc:  # the good samples are acked: a 503 now would make Prometheus send them again
+                log.error("remote-write: %d series refused, and their dead letter failed: %s", len(refused), exc)
         say = self._skipped_to_say(skipped, time.monotonic()) if skipped else []
         if say:  # kept with why (the whole body holds them), a metric at most once an hour; best effort: the samples
             try:  # are acked, and a 503 now would make Prometheus send them all again

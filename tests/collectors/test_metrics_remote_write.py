@@ -143,6 +143,30 @@ def test_bad_payloads_get_400_and_are_dead_lettered_with_reasons(settings):
 
 
 @pytest.mark.kafka
+def test_a_bad_series_is_dead_lettered_and_the_others_in_its_request_are_taken(settings):
+    """One series Prometheus would refuse (a timestamp out of range, a duplicate label) made the whole request a 400,
+    which Prometheus drops for good (a 4xx is not retried): the good series beside it were lost."""
+    req = WriteRequest()
+    for name, extra, t in (("ok_a", (), 1_764_400_000_000), ("bad_time", (), 2**63 - 1),
+                           ("bad_labels", (("job", "x"), ("job", "y")), 1_764_400_000_000),
+                           ("ok_b", (), 1_764_400_000_000)):
+        ts = req.timeseries.add()
+        ts.labels.add(name="__name__", value=name)
+        for k, v in extra:
+            ts.labels.add(name=k, value=v)
+        ts.samples.add(value=1, timestamp=t)
+    res = asyncio.run(_post_all(settings, [(encode(req), HEADERS)]))
+    assert res[0] == (204, "")
+    samples = [v for _, v in read_topic(settings.kafka, settings.topic("samples"))]
+    assert sorted(v["name"] for v in samples) == ["ok_a", "ok_b"]
+    dead = [d for _, d in read_topic(settings.kafka, settings.topic("deadletter"))]
+    assert [d["reason"] for d in dead] == [
+        "remote-write: 2 series refused: timeseries[1] (bad_time): timestamp 9223372036854775807 ms is not a time of "
+        "years 1-9999; timeseries[2]: duplicate label 'job'"]
+    assert dead[0]["encoding"] == "base64" and dead[0]["truncated"] is False  # the whole request, as sent
+
+
+@pytest.mark.kafka
 def test_big_bad_bodies_get_400_and_dead_letters_that_fit_the_topic(settings):
     """Issue 13 #1: 900 KB and 2 MB of garbage, and a body that decompresses to 40 MB, answered 503
     because their dead letters (the whole payload) exceeded the broker's 1 MB message limit."""
