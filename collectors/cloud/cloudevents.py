@@ -59,17 +59,6 @@ def structured(d: dict, where: str = "CloudEvent") -> tuple[dict, object]:
     return attrs, d.get("data")
 
 
-def batch(items, where: str = "CloudEvents batch") -> list[tuple[dict, object]]:
-    if not isinstance(items, list):
-        raise PayloadError(f"{where}: expected a JSON array of CloudEvents")
-    out = []
-    for i, d in enumerate(items):
-        if not isinstance(d, dict):
-            raise PayloadError(f"{where}[{i}]: expected a CloudEvent object")
-        out.append(structured(d, f"{where}[{i}]"))
-    return out
-
-
 def is_binary(headers) -> bool:
     return any(k.lower() == "ce-specversion" for k in headers)
 

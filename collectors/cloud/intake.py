@@ -34,13 +34,12 @@ from core.records import Event
 ALIBABA_SOURCES = ("acs.ecs", "acs:ecs")
 
 
-def from_json(d, *, instance: str | None = None, now: float = 0.0) -> list[Event]:
-    """A decoded JSON payload of any supported shape -> events (without node)."""
+def from_json(d, *, instance: str | None = None, now: float = 0.0, refused: list | None = None) -> list[Event]:
+    """A decoded JSON payload of any supported shape -> events (without node); ``refused``: see ``batch``."""
     if cloudevents.is_structured(d):
         return from_cloudevent(*cloudevents.structured(d), instance=instance, now=now)
     if isinstance(d, list) and d and all(cloudevents.is_structured(x) for x in d):
-        return [e for attrs, data in cloudevents.batch(d) for e in from_cloudevent(attrs, data, instance=instance,
-                                                                                   now=now)]
+        return batch(d, instance=instance, now=now, refused=refused)
     if aws.is_eventbridge(d):
         return aws.from_eventbridge(d)
     if alibaba.is_cloudmonitor(d):
@@ -58,6 +57,41 @@ def from_json(d, *, instance: str | None = None, now: float = 0.0) -> list[Event
     if isinstance(d, dict):
         raise PayloadError(f"unknown payload shape (top-level keys: {', '.join(sorted(map(str, d))) or 'none'})")
     raise PayloadError(f"unknown payload shape (a JSON {type(d).__name__})")
+
+
+def batch(items, *, instance: str | None = None, now: float = 0.0, refused: list | None = None,
+          where: str = "CloudEvents batch") -> list[Event]:
+    """A batch of structured CloudEvents -> their events.  With ``refused``, an item that cannot be taken is named
+    there, ``(index, reason, item)``, and the others are taken (refusing the batch lost its good events: a 4xx is not
+    retried); a batch of nothing but such items is refused whole, with the first one's reason, as without it.
+
+    >>> ok = {"specversion": "1.0", "id": "a", "source": "acs.ecs", "type": "ecs:Instance:PreemptibleInstanceInterruption",
+    ...       "subject": "acs:ecs:cn-hangzhou:1:instance/i-bp1ecr5go2go", "time": "2024-05-01T10:00:00Z", "data": {"action": "delete"}}
+    >>> refused = []
+    >>> [e.reason for e in batch([ok, {"specversion": "1.0", "id": "b"}], refused=refused)], refused[0][:2]
+    (['SpotInterruption'], (1, "CloudEvents batch[1]: CloudEvent attribute 'source' missing or not a string"))
+    """
+    if not isinstance(items, list):
+        raise PayloadError(f"{where}: expected a JSON array of CloudEvents")
+    events: list[Event] = []
+    bad = []
+    for i, d in enumerate(items):
+        at = f"{where}[{i}]"
+        try:
+            with refusing(at):  # one item's unforeseen shape refuses that item, not its batch
+                if not isinstance(d, dict):
+                    raise PayloadError(f"{at}: expected a CloudEvent object")
+                events.extend(from_cloudevent(*cloudevents.structured(d, at), instance=instance, now=now))
+        except PayloadError as exc:
+            why = str(exc)
+            bad.append((i, why if at in why else f"{at}: {why}", d))
+            if refused is None:
+                break
+    if bad and (refused is None or len(bad) == len(items)):
+        raise PayloadError(bad[0][1])
+    if refused is not None:
+        refused.extend(bad)
+    return events
 
 
 def is_azure_scheduled(d) -> bool:
@@ -85,19 +119,22 @@ def from_cloudevent(attrs: dict, data, *, instance: str | None = None, now: floa
 
 
 def parse(body: bytes, *, headers: Mapping[str, str] | None = None, instance: str | None = None,
-          nodes: Mapping[str, str] | None = None, cluster: str = "default", now: float | None = None) -> list[Event]:
-    """The raw request body (and its headers) -> events pointing at their nodes; PayloadError says why not."""
+          nodes: Mapping[str, str] | None = None, cluster: str = "default", now: float | None = None,
+          refused: list | None = None) -> list[Event]:
+    """The raw request body (and its headers) -> events pointing at their nodes; PayloadError says why not.
+    ``refused``: the items of a CloudEvents batch that cannot be taken, while the others are (``batch``)."""
     headers = headers or {}
     now = _time.time() if now is None else now
     with refusing():  # a shape no check anticipated: still a refusal with a reason, never a crash
-        events = _parse(body, headers, instance, now)
+        events = _parse(body, headers, instance, now, refused)
     nodes = nodes or {}
     for ev in events:
         attach_node(ev, nodes.get(ev.labels.get("instance", ""), ""), cluster)
     return events
 
 
-def _parse(body: bytes, headers: Mapping[str, str], instance: str | None, now: float) -> list[Event]:
+def _parse(body: bytes, headers: Mapping[str, str], instance: str | None, now: float,
+           refused: list | None) -> list[Event]:
     if cloudevents.is_binary(headers):
         events = from_cloudevent(*cloudevents.binary(headers, body), instance=instance, now=now)
     else:
@@ -107,12 +144,11 @@ def _parse(body: bytes, headers: Mapping[str, str], instance: str | None, now: f
             raise PayloadError(f"not valid JSON: {exc}") from None
         ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
         if ctype.startswith(cloudevents.BATCH):
-            events = [e for attrs, data in cloudevents.batch(d) for e in from_cloudevent(attrs, data, instance=instance,
-                                                                                          now=now)]
+            events = batch(d, instance=instance, now=now, refused=refused)
         elif ctype.startswith(cloudevents.STRUCTURED):
             if not isinstance(d, dict):
                 raise PayloadError("structured CloudEvent: expected a JSON object")
             events = from_cloudevent(*cloudevents.structured(d), instance=instance, now=now)
         else:
-            events = from_json(d, instance=instance, now=now)
+            events = from_json(d, instance=instance, now=now, refused=refused)
     return events

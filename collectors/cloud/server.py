@@ -6,10 +6,13 @@ Answers, in the order they are decided:
 | status | when | stored |
 |---|---|---|
 | 401 | no valid bearer token and no valid HMAC signature | nothing |
-| 413 | body larger than ``max_body`` | nothing |
-| 400 | malformed or unknown payload (the reason in ``error``) | the body, on the dead-letter topic |
+| 413 | body larger than ``max_body``, as sent or decompressed | nothing |
+| 400 | malformed or unknown payload, a Content-Encoding other than gzip and deflate, a corrupt or cut compressed body (the reason in ``error``) | the body as it came, on the dead-letter topic |
 | 503 | Kafka did not acknowledge in time (the sender should retry) | maybe (ids make retries idempotent) |
-| 200 | every event acknowledged by Kafka (acks=all) | the events |
+| 200 | every event acknowledged by Kafka (acks=all); a CloudEvents batch's items that cannot be taken are listed in ``rejected`` (index, error) | the events; each rejected item on the dead-letter topic |
+
+aiohttp's own decompression is off (``handler_args``): it dropped a corrupt body's bytes before the handler saw
+them, and answered an unsupported encoding (``br``, ``zstd``) itself, keeping nothing. ``decompressed`` does it.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import asyncio
 import logging
 import re
 import time
+import zlib
 
+import orjson
 from aiohttp import web
-from aiohttp.http_exceptions import ContentEncodingError
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -36,17 +40,62 @@ ORIGIN = "collector/cloud"
 CONFIG = web.AppKey("config", dict)
 
 
+class _TooLarge(Exception):
+    pass
+
+
+def decompressed(body: bytes, encoding: str, limit: int) -> bytes:
+    """``body`` decoded by its Content-Encoding (none, identity, gzip, x-gzip, deflate: zlib or raw); PayloadError for
+    another encoding or a corrupt or cut-short body, _TooLarge past ``limit`` bytes (a decompression bomb).
+
+    >>> import gzip
+    >>> decompressed(gzip.compress(b"x" * 10) * 2, "gzip", 100)  # two members, as ``cat a.gz b.gz``
+    b'xxxxxxxxxxxxxxxxxxxx'
+    >>> decompressed(gzip.compress(b"x" * 10)[:-4], "gzip", 100)
+    Traceback (most recent call last):
+    ...
+    collectors.cloud.event.PayloadError: Content-Encoding gzip: the body is cut short
+    """
+    enc = encoding.strip().lower()
+    if enc in ("", "identity"):
+        return body
+    if enc in ("gzip", "x-gzip"):
+        wbits = 16 + zlib.MAX_WBITS
+    elif enc == "deflate":  # RFC 9110's deflate is zlib-wrapped; some senders send it raw
+        wbits = zlib.MAX_WBITS if len(body) > 1 and body[0] & 0x0F == 8 and (body[0] * 256 + body[1]) % 31 == 0 \
+            else -zlib.MAX_WBITS
+    else:
+        raise PayloadError(f"unsupported Content-Encoding {encoding!r} (this intake takes gzip, deflate or none)")
+    out, rest = [], body
+    size = 0
+    try:
+        while rest:
+            d = zlib.decompressobj(wbits)
+            chunk = d.decompress(rest, limit + 1 - size)
+            size += len(chunk)
+            out.append(chunk)
+            if size > limit or d.unconsumed_tail:
+                raise _TooLarge
+            if not d.eof:
+                raise PayloadError(f"Content-Encoding {enc}: the body is cut short")
+            rest = d.unused_data if wbits > 16 else b""  # gzip members may follow one another
+    except zlib.error as exc:
+        raise PayloadError(f"Content-Encoding {enc}: corrupt body ({exc})") from None
+    return b"".join(out)
+
+
 def _json(status: int, body: dict, **headers) -> web.Response:
     return web.json_response(body, status=status, headers=headers or None)
 
 
-async def _cloud(body: bytes, request: web.Request, cfg: dict) -> list:
-    """Cloud events (JSON, CloudEvents, provider payloads), pointed at their nodes."""
+async def _cloud(body: bytes, request: web.Request, cfg: dict, refused: list) -> list:
+    """Cloud events (JSON, CloudEvents, provider payloads), pointed at their nodes; a batch's items that cannot be
+    taken go to ``refused`` (``intake.batch``)."""
     nodes = cfg["nodes"]
     if nodes.due(missing=False):
         await asyncio.to_thread(nodes.relist, False)
     events = parse(body, headers=request.headers, instance=request.query.get("instance"),
-                   nodes=nodes.snapshot(), cluster=cfg["cluster"], now=cfg["clock"]())
+                   nodes=nodes.snapshot(), cluster=cfg["cluster"], now=cfg["clock"](), refused=refused)
     unmapped = [e for e in events if e.labels.get("instance") and not e.entity.node]
     if unmapped and nodes.due(missing=True):
         await asyncio.to_thread(nodes.relist, True)
@@ -56,7 +105,7 @@ async def _cloud(body: bytes, request: web.Request, cfg: dict) -> list:
     return events
 
 
-async def _audit(body: bytes, request: web.Request, cfg: dict) -> list:
+async def _audit(body: bytes, request: web.Request, cfg: dict, refused: list) -> list:
     """The apiserver's audit EventList: the actions worth an Event (``collectors.kubernetes.audit``), with the
     workload and team of what they touched when the intake may read the cluster (``owners``)."""
     events = events_from_audit(body, cluster=cfg["cluster"], ignore=cfg["audit_ignore"], trusted=cfg["audit_trusted"])
@@ -66,7 +115,7 @@ async def _audit(body: bytes, request: web.Request, cfg: dict) -> list:
 
 
 def _intake(convert):
-    """``POST`` handler: auth, size, ``convert(body, request, cfg)`` -> events, then Kafka (see the table above)."""
+    """``POST`` handler: auth, size, ``convert(body, request, cfg, refused)`` -> events, then Kafka (the table above)."""
 
     async def handle(request: web.Request) -> web.Response:
         cfg = request.app[CONFIG]
@@ -80,13 +129,17 @@ def _intake(convert):
             return _json(413, {"error": f"body larger than {cfg['max_body']} bytes"})
         unreadable = None
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
+            body = raw = await request.read()
+            body = decompressed(raw, request.headers.get("Content-Encoding", ""), cfg["max_body"])
+        except (web.HTTPRequestEntityTooLarge, _TooLarge):
             requests.labels("413").inc()
             return _json(413, {"error": f"body larger than {cfg['max_body']} bytes"})
-        except (RequestPayloadError, ContentEncodingError) as exc:  # a corrupt gzip or deflate body: a 400, kept
-            body, unreadable = b"", f"cannot decode the body (Content-Encoding {request.headers.get('Content-Encoding')})"
-            log.info("%s from %s: %s", unreadable, request.remote, exc)
+        except RequestPayloadError as exc:  # the connection's framing (chunks) is broken: nothing whole to keep
+            body, unreadable = b"", f"cannot read the body ({exc})"
+        except PayloadError as exc:  # kept as it came
+            unreadable = str(exc)
+        if unreadable:
+            log.info("%s from %s", unreadable, request.remote)
         if not auth.check(request.headers, body):
             requests.labels("401").inc()
             return _json(401, {"error": "unauthorized"}, **{"WWW-Authenticate": "Bearer"})
@@ -94,7 +147,8 @@ def _intake(convert):
         try:
             if unreadable:
                 raise PayloadError(unreadable)
-            events = await convert(body, request, cfg)
+            refused: list[tuple[int, str, object]] = []
+            events = await convert(body, request, cfg, refused)
         except PayloadError as exc:
             reason = str(exc)
             try:
@@ -114,6 +168,9 @@ def _intake(convert):
             return _json(400, {"error": reason})
         try:
             await asyncio.wait_for(sink.send_all(events), timeout)
+            for i, why, item in refused:  # the batch's others are taken; each of these kept with why
+                await asyncio.wait_for(sink.reject(why, orjson.dumps(item), origin=ORIGIN, path=request.path_qs,
+                                                   remote=request.remote or "", index=i), timeout)
         except Exception as kexc:  # noqa: BLE001 - not acknowledged, whatever the cause: the sender must retry
             log.warning("events not acknowledged (%s: %s): answering 503", type(kexc).__name__, kexc)
             requests.labels("503").inc()
@@ -121,7 +178,11 @@ def _intake(convert):
         requests.labels("200").inc()
         for e in events:
             cfg["events"].labels(e.reason).inc()
-        return _json(200, {"accepted": len(events), "ids": [e.id for e in events]})
+        answer = {"accepted": len(events), "ids": [e.id for e in events]}
+        if refused:
+            log.info("%d of a batch's items rejected from %s: %s", len(refused), request.remote, refused[0][1])
+            answer["rejected"] = [{"index": i, "error": why} for i, why, _ in refused]
+        return _json(200, answer)
 
     return handle
 
@@ -144,7 +205,8 @@ def create_app(sink, auth: Auth, nodes: NodeMap | None = None, *, max_body: int 
     matches the users whose audit events are left out (the control plane's own, by default), ``audit_trusted``
     the public networks (an office's, a VPN's egress) whose requests are not reported as from the internet."""
     registry = CollectorRegistry()
-    app = web.Application(client_max_size=max_body)
+    # the body as sent (aiohttp's decompression off, see above) is at most max_body bytes, and decompressed too
+    app = web.Application(client_max_size=max_body, handler_args={"auto_decompress": False})
     app[CONFIG] = {
         "sink": sink, "auth": auth, "nodes": nodes or NodeMap(), "max_body": max_body, "cluster": cluster,
         "kafka_timeout": kafka_timeout, "clock": clock, "registry": registry, "owners": owners,

@@ -24,7 +24,6 @@ import struct
 import time
 
 import cramjam
-from aiohttp.http_exceptions import ContentEncodingError
 from aiohttp.web_protocol import RequestPayloadError
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
@@ -266,8 +265,8 @@ class Intake:
                                                  "prometheus.WriteRequest (remote-write 1.0)\n")
         try:
             body, unreadable = await request.read(), None
-        except (RequestPayloadError, ContentEncodingError):  # Content-Encoding gzip on a corrupt body
-            body, unreadable = b"", f"cannot decode the body (Content-Encoding {request.headers.get('Content-Encoding')})"
+        except RequestPayloadError as exc:  # the connection's framing (chunks) is broken: nothing whole to keep
+            body, unreadable = b"", f"cannot read the body ({exc})"
         try:
             if unreadable:
                 raise PayloadError(unreadable)
@@ -328,7 +327,9 @@ def app(intake: Intake, path: str = "/api/v1/write", registry=None):
     from aiohttp import web
 
     # the write path authenticates in the handler (bearer or basic, counted); /metrics needs a user if any
-    a = web.Application(client_max_size=intake.max_bytes,
+    # aiohttp's own decompression off: it dropped a corrupt gzip body's bytes and answered br or zstd itself (nothing
+    # kept); the handler refuses every encoding but snappy with the body as it came
+    a = web.Application(client_max_size=intake.max_bytes, handler_args={"auto_decompress": False},
                         middlewares=[intake.web.middleware(also=lambda request: request.path == path)])
     a.router.add_post(path, intake.handle)
     if registry is not None:

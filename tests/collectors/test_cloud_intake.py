@@ -184,12 +184,23 @@ def test_cloudevents_binary_mode_over_http(settings):
             "2019-04-12T01:01:01.000Z", "Scheduled")
 
 
-def test_a_corrupt_gzip_body_or_raw_bytes_in_a_ce_header_is_a_400_and_kept(settings):
+def test_a_corrupt_gzip_body_or_raw_bytes_in_a_ce_header_is_a_400_and_kept(settings, data_dir):
     """A corrupt gzip body was a 500 (the sender retries any 5xx for ever); a ce-* header of raw bytes made the dead
-    letter unwritable, so the sender got 503 for ever. Both are refused with the reason and dead-lettered."""
+    letter unwritable, so the sender got 503 for ever. Both are refused with the reason and dead-lettered. The body
+    is kept as it came: aiohttp's own decompression dropped a corrupt body's bytes (the dead letter's payload was
+    empty), took a cut-short gzip body as a short JSON, and answered br or zstd itself, keeping nothing."""
+    import base64
+    import gzip
+
+    body = (data_dir / "aws-ec2-health-events" / "aws-health-tools" / "testevent.json").read_bytes()
+    cut = gzip.compress(body)[:-12]
+
     async def run():
         async with intake(settings) as (url, session):
             corrupt = await post(session, url, b"xxxx", bearer() | {"Content-Encoding": "gzip"})
+            short = await post(session, url, cut, bearer() | {"Content-Encoding": "gzip"})
+            brotli = await post(session, url, b"\x8b\x02\x80{}\x03", bearer() | {"Content-Encoding": "br"})
+            good = await post(session, url, gzip.compress(body), bearer() | {"Content-Encoding": "gzip"})
             host, port = url.removeprefix("http://").split(":")
             reader, writer = await asyncio.open_connection(host, int(port))
             writer.write(b"POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN + b"\r\n"
@@ -198,15 +209,54 @@ def test_a_corrupt_gzip_body_or_raw_bytes_in_a_ce_header_is_a_400_and_kept(setti
             await writer.drain()
             raw = await reader.read()
             writer.close()
-            return corrupt, raw
+            return corrupt, short, brotli, good, raw
 
-    corrupt, raw = asyncio.run(run())
-    assert corrupt == (400, {"error": "cannot decode the body (Content-Encoding gzip)"})
+    corrupt, short, brotli, good, raw = asyncio.run(run())
+    assert corrupt == (400, {"error": "Content-Encoding gzip: corrupt body (Error -3 while decompressing data: "
+                                      "incorrect header check)"})
+    assert short == (400, {"error": "Content-Encoding gzip: the body is cut short"})
+    assert brotli == (400, {"error": "unsupported Content-Encoding 'br' (this intake takes gzip, deflate or none)"})
+    assert good[0] == 200 and good[1]["accepted"] == 1
     assert raw.startswith(b"HTTP/1.1 400") and b"header ce-id is not UTF-8 text" in raw
-    dead = sorted((orjson.loads(v) for _, v in read_topic(settings, "deadletter")), key=lambda d: d["reason"])
-    assert [d["reason"] for d in dead] == ["CloudEvent (binary mode): header ce-id is not UTF-8 text",
-                                           "cannot decode the body (Content-Encoding gzip)"]
-    assert dead[0]["where"]["headers"]["ce-id"] == "c1\ufffd"
+    dead = {d["reason"]: d for d in (orjson.loads(v) for _, v in read_topic(settings, "deadletter"))}
+    assert sorted(dead) == sorted([corrupt[1]["error"], short[1]["error"], brotli[1]["error"],
+                                   "CloudEvent (binary mode): header ce-id is not UTF-8 text"])
+    assert dead[corrupt[1]["error"]]["payload"] == "xxxx"
+    kept = dead[short[1]["error"]]
+    assert kept["encoding"] == "base64" and base64.b64decode(kept["payload"]) == cut  # as sent, not decompressed
+    assert dead["CloudEvent (binary mode): header ce-id is not UTF-8 text"]["where"]["headers"]["ce-id"] == "c1\ufffd"
+
+
+def test_a_cloudevents_batch_takes_its_good_items_and_keeps_the_bad_ones(settings):
+    """One bad item refused the whole batch (400), and its good events were lost: a sender does not retry a 4xx."""
+    def item(i, **kw):
+        return {"specversion": "1.0", "id": f"b{i}", "source": "acs.ecs", "time": "2019-04-09T04:18:27Z",
+                "type": "ecs:Instance:PreemptibleInstanceInterruption",
+                "subject": "acs:ecs:cn-hangzhou:1690700000000030:instance/i-bp1ecr5go2go",
+                "data": {"action": "delete"}} | kw
+
+    bad = {"specversion": "1.0", "id": "b1"}
+    batch = [item(0), bad, item(2, type="ecs:Instance:Nope")]
+    headers = bearer() | {"Content-Type": "application/cloudevents-batch+json"}
+
+    async def run():
+        async with intake(settings) as (url, session):
+            part = await post(session, url, orjson.dumps(batch + [item(3)]), headers)
+            none = await post(session, url, orjson.dumps([bad]), headers)
+            return part, none
+
+    part, none = asyncio.run(run())
+    assert part[0] == 200 and part[1]["accepted"] == 2
+    assert part[1]["rejected"] == [
+        {"index": 1, "error": "CloudEvents batch[1]: CloudEvent attribute 'source' missing or not a string"},
+        {"index": 2, "error": "CloudEvents batch[2]: unknown Alibaba ECS event 'Instance:Nope'"}]
+    assert none == (400, {"error": "CloudEvents batch[0]: CloudEvent attribute 'source' missing or not a string"})
+    assert sorted(decode(v).id for _, v in read_topic(settings, "events")) == sorted(part[1]["ids"])
+    dead = sorted((orjson.loads(v) for _, v in read_topic(settings, "deadletter")),
+                  key=lambda d: d["where"].get("index", -1))
+    assert dead[0]["reason"] == none[1]["error"] and orjson.loads(dead[0]["payload"]) == [bad]
+    assert [(d["where"]["index"], d["reason"], orjson.loads(d["payload"])) for d in dead[1:]] == [
+        (1, part[1]["rejected"][0]["error"], bad), (2, part[1]["rejected"][1]["error"], batch[2])]
 
 
 def test_bench_command_prints_its_figure(kafka_bootstrap, monkeypatch, capsys):

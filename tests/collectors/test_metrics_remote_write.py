@@ -116,7 +116,8 @@ def test_bad_payloads_get_400_and_are_dead_lettered_with_reasons(settings):
         (_no_name(), HEADERS),
         (_histogram(), HEADERS),
         (good, {**HEADERS, "Content-Encoding": "lz4"}),
-        (b"xxxx", {**HEADERS, "Content-Encoding": "gzip", "Connection": "close"}),  # a corrupt body: was a 500
+        # a corrupt gzip body: was a 500, then a dead letter without its bytes (aiohttp had decompressed it)
+        (b"xxxx", {**HEADERS, "Content-Encoding": "gzip", "Connection": "close"}),
         (good, HEADERS),
         # remote-write 2.0 parses as an empty 1.0 request: it was answered 204 and lost; 415 makes Prometheus fall back
         (good, {**HEADERS, "Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request"}),
@@ -131,13 +132,13 @@ def test_bad_payloads_get_400_and_are_dead_lettered_with_reasons(settings):
     assert res[1][1].startswith("protobuf: ")
     assert res[2][1] == "timeseries[0]: no __name__ label\n"
     assert res[4][1] == "unsupported Content-Encoding 'lz4' (remote-write 1.0 uses snappy)\n"
-    assert res[5][1] == "cannot decode the body (Content-Encoding gzip)\n"
+    assert res[5][1] == "unsupported Content-Encoding 'gzip' (remote-write 1.0 uses snappy)\n"
     assert res[7][1].startswith("unsupported remote-write message 'io.prometheus.write.v2.Request'")
     dead = [d for _, d in read_topic(settings.kafka, settings.topic("deadletter"))]
     assert sorted(d["reason"] for d in dead) == sorted(
         ["remote-write: " + t.strip() for i, (_, t) in enumerate(res[:6]) if i != 3]
         + ["remote-write: 1 series not taken: timeseries[1] (h): native histograms are not supported"])
-    assert all(d["origin"] == "collector/metrics" and (d["payload"] or "gzip" in d["reason"]) for d in dead)
+    assert all(d["origin"] == "collector/metrics" and d["payload"] for d in dead)  # each body as it came
     samples = [v for _, v in read_topic(settings.kafka, settings.topic("samples"))]
     assert len(samples) == 4 and [v["value"] for v in samples if v["name"] == "g"] == [7.0, 7.0]
 
