@@ -104,7 +104,8 @@ def _items(body: bytes) -> list:
     if kind == "Event":
         return [d]
     if kind != "EventList" or not str(d.get("apiVersion", "")).startswith("audit.k8s.io/"):
-        raise PayloadError(f"expected kind EventList (apiVersion audit.k8s.io/v1), got kind {kind!r}")
+        raise PayloadError(f"expected kind EventList (apiVersion audit.k8s.io/v1), got kind {kind!r} "
+                           f"(apiVersion {d.get('apiVersion')!r})")
     return field_list(d, "items")
 
 

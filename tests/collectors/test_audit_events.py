@@ -151,7 +151,10 @@ def test_a_retried_batch_gives_the_same_ids():
 @pytest.mark.parametrize("payload, reason", [
     (b"{not json", "not valid JSON: unexpected character, expected a string key: line 1 column 2 (char 1)"),
     (b"[]", "expected an audit.k8s.io EventList object, got an array"),
-    (b'{"kind": "PodList", "apiVersion": "v1"}', "expected kind EventList (apiVersion audit.k8s.io/v1), got kind 'PodList'"),
+    (b'{"kind": "PodList", "apiVersion": "v1"}',
+     "expected kind EventList (apiVersion audit.k8s.io/v1), got kind 'PodList' (apiVersion 'v1')"),
+    (b'{"kind": "EventList", "items": []}',  # the kind is right: the reason names the missing apiVersion
+     "expected kind EventList (apiVersion audit.k8s.io/v1), got kind 'EventList' (apiVersion None)"),
     (body(5), "items[0]: expected an object, got a number"),
     (orjson.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": {}}), "items: expected an array, got an object"),
     (body(dict(item("patch", "nodes", "w1"), responseStatus={"code": "200"})),
