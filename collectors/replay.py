@@ -11,16 +11,19 @@ the workload labels that the live Kubernetes collector reads.
 from __future__ import annotations
 
 import gzip
-import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from pydantic import RootModel
 
+from core import yamlconfig
+from core.matchers import RegexError, full_match
 from core.records import Entity, Event, RecordError, Sample, parse_time
+from core.yamlconfig import shown
 
 try:
     _Loader = yaml.CSafeLoader
@@ -64,19 +67,29 @@ def k8s_event_to_record(obj: dict, cluster: str = "default") -> Event:
     return occurrences(v, None, entity, baseline=True)[0]
 
 
-def load_owners(path: str | None) -> list[tuple[re.Pattern, str]]:
+class _Owners(RootModel[dict[str, str]]):
+    """The ``--owners`` file: ``{namespace regex: team}``."""
+
+
+def load_owners(path: str | None) -> list[tuple[Callable[[str], bool], str]]:
+    """(namespace matcher, team) of each entry of the ``--owners`` file, in the file's order (the first match wins).
+
+    Read by the strict config loader, the regexes as every regex of kubesight's configs (Go's syntax, anchored:
+    ``core.matchers.full_match``); raises ConfigError listing every problem, ``file:line: yaml.path: message``."""
     if not path:
         return []
-    with open(path) as fh:
-        data = yaml.safe_load(fh) or {}
-    if not isinstance(data, dict):
-        raise SystemExit(f"{path}: expected a mapping of namespace regex -> team")
+    doc = yamlconfig.read(path)
+    owners = doc.validate(_Owners)
     out = []
-    for pat, team in data.items():
+    for pat in doc.data if isinstance(doc.data, dict) else ():
         try:
-            out.append((re.compile(f"(?:{pat})\\Z"), str(team)))
-        except re.error as exc:
-            raise SystemExit(f"{path}: {pat}: invalid regex ({exc})") from None
+            matches = full_match(str(pat))
+        except RegexError as exc:
+            doc.error((pat,), f"invalid regex {shown(pat)}: {exc}")
+            continue
+        if owners is not None:
+            out.append((matches, owners.root[pat]))
+    doc.raise_for_errors()
     return out
 
 
@@ -106,8 +119,8 @@ def read_events(root: Path, cluster: str = "default", owners=()) -> tuple[list[E
             except RecordError as exc:
                 rejected.append(Rejected(str(exc), obj, str(f), i))
                 continue
-            for pat, team in owners:
-                if pat.match(ev.entity.namespace):
+            for matches, team in owners:
+                if matches(ev.entity.namespace):
                     ev.entity.owner = team
                     break
             events.append(ev)
@@ -191,7 +204,13 @@ def register(sub, group) -> None:
 def _run(args) -> int:
     from collectors.sink import KafkaSink, StdoutSink
     from core.settings import Settings
+    from core.yamlconfig import ConfigError
 
+    try:
+        owners = load_owners(args.owners)  # before reaching Kafka: a bad file is said first
+    except ConfigError as exc:
+        print(f"kubesight collect replay: invalid owners file\n{exc}", file=sys.stderr)
+        return 2
     settings = Settings.load(args.config)
     if args.stdout:
         sink = StdoutSink()
@@ -203,7 +222,7 @@ def _run(args) -> int:
         ensure_topics(settings, bootstrap)
         sink = KafkaSink(bootstrap, settings.topic, client_id="kubesight-replay")
     sent, bad = replay(sink, Path(args.path), speed=args.speed, cluster=args.cluster,
-                       owners=load_owners(args.owners), progress=not args.stdout)
+                       owners=owners, progress=not args.stdout)
     sink.close()
     print(f"replayed {sent} events, {bad} dead-lettered", file=sys.stderr)
     return 0 if sent else 1  # nothing replayed (an empty file, or every record refused) is a failure to say

@@ -61,11 +61,15 @@ def sign(key: bytes, body: bytes) -> str:
 
 
 def read_secret(path: str | None, env: str) -> list[bytes]:
-    """Secrets from a file (one per line: several allow rotation) or an environment variable."""
+    """Secrets from a file (one per line: several allow rotation) or an environment variable.  A file that cannot be
+    read is a ValueError naming it (a decoding error alone says which byte, not which file)."""
     text = ""
     if path:
-        with open(path) as fh:
-            text = fh.read()
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     elif os.environ.get(env):
         text = os.environ[env]
     return [line.strip().encode() for line in text.splitlines() if line.strip()]

@@ -88,6 +88,7 @@ def register(sub, group) -> None:
 
 
 def _node_map(args):
+    """The node map of ``--nodes``, ``--node`` and ``--kubernetes``; None (every problem printed) if one is bad."""
     from collectors.cloud.nodes import (
         NodeMap,
         NodeMapError,
@@ -95,17 +96,24 @@ def _node_map(args):
         load_node_files,
         nodes_from_objects,
     )
+    from core.yamlconfig import ConfigError
 
+    problems: list[str] = []
+    static: dict[str, str] = {}
     try:
         static = load_node_files(args.nodes) if args.nodes else {}
-        pairs = [n.partition("=") for n in args.node]
-        bad = [f"--node {n!r}: expected INSTANCE=NODE" for n, (inst, eq, node) in zip(args.node, pairs, strict=True)
-               if not (inst and eq and node)]
-        if bad:
-            raise NodeMapError("\n".join(bad))
-        static |= nodes_from_objects({inst: node for inst, _, node in pairs})
+    except ConfigError as exc:
+        problems += exc.errors
+    pairs = [n.partition("=") for n in args.node]
+    bad = [f"--node {n!r}: expected INSTANCE=NODE" for n, (inst, eq, node) in zip(args.node, pairs, strict=True)
+           if not (inst and eq and node)]
+    try:
+        static |= nodes_from_objects({inst: node for inst, eq, node in pairs if inst and eq and node})
     except NodeMapError as exc:
-        raise SystemExit(f"kubesight collect cloud: bad node map:\n{exc}") from None
+        bad += [f"--node {line}" for line in str(exc).splitlines()]
+    if problems or bad:
+        print("kubesight collect cloud: bad node map:", *problems, *bad, sep="\n", file=sys.stderr)
+        return None
     lister = None
     if args.kubernetes:
         from collectors.kubernetes.api import api_client
@@ -140,6 +148,8 @@ def _collect(args) -> int:
     from collectors.cloud.auth import Auth, read_secret
 
     nodes = _node_map(args)
+    if nodes is None:
+        return 2
     if args.check:
         return _check(args, nodes)
     try:

@@ -19,14 +19,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
+from core import yamlconfig
+from core.yamlconfig import path_str, shown
 
 _PROVIDER_ID = re.compile(r"^(?:aws://[^/]*/(?:[a-z0-9-]+/)?|(?:alicloud://)?[a-z0-9-]+\.)(i-[0-9a-z]+)$")
 _INSTANCE = re.compile(r"^i-[0-9a-z]+$")
 
 
 class NodeMapError(ValueError):
-    """A node file that cannot be read; the message names the file and why."""
+    """A node map given on the command line (``--node``) that is not one; the message says why."""
 
 
 def instance_of(provider_id: str) -> str | None:
@@ -35,46 +36,59 @@ def instance_of(provider_id: str) -> str | None:
     return m.group(1) if m else None
 
 
-def nodes_from_objects(doc) -> dict[str, str]:
-    """A Node, a NodeList (``kubectl get nodes -o yaml``) or a plain ``{instance id or providerID: node}`` mapping."""
+def _entries(doc, error: Callable[[tuple, str], None]) -> dict[str, str]:
+    """The node map of one document; each problem goes to ``error(YAML path, message)`` and the rest is still read."""
     if isinstance(doc, dict) and doc.get("kind") == "Node":
         doc = {"items": [doc]}
     out: dict[str, str] = {}
     if isinstance(doc, dict) and isinstance(doc.get("items"), list):
-        for node in doc["items"]:
-            name = ((node or {}).get("metadata") or {}).get("name")
-            inst = instance_of(((node or {}).get("spec") or {}).get("providerID") or "")
-            if name and inst:
-                out[inst] = name
+        for i, node in enumerate(doc["items"]):
+            if not isinstance(node, dict):
+                error(("items", i), f"expected a Node, got {shown(node)}")
+                continue
+            meta, spec = node.get("metadata"), node.get("spec")
+            name = meta.get("name") if isinstance(meta, dict) else None
+            inst = instance_of(str(spec.get("providerID") or "")) if isinstance(spec, dict) else None
+            if name and inst:  # a node without an instance id (Fargate, another cloud) maps nothing
+                out[inst] = str(name)
         return out
     if not isinstance(doc, dict):
-        raise NodeMapError(f"expected a Node, a NodeList or a mapping, got {type(doc).__name__}")
+        error((), f"expected a Node, a NodeList or a mapping {{instance id or providerID: node name}}, got {shown(doc)}")
+        return out
     for key, node in doc.items():
         inst = key if _INSTANCE.match(str(key)) else instance_of(str(key))
-        if not inst or not isinstance(node, str):
-            raise NodeMapError(f"entry {key!r}: expected '<instance id or providerID>: <node name>'")
-        out[inst] = node
+        if not inst:
+            error((key,), f"expected an instance id (i-...) or a providerID as the key, got {shown(key)}")
+        if not isinstance(node, str) or not node:
+            error((key,), f"expected a node name, got {shown(node)}")
+        elif inst:
+            out[inst] = node
+    return out
+
+
+def nodes_from_objects(doc) -> dict[str, str]:
+    """A Node, a NodeList (``kubectl get nodes -o yaml``) or a plain ``{instance id or providerID: node}`` mapping;
+    raises NodeMapError naming every bad entry."""
+    problems: list[str] = []
+    out = _entries(doc, lambda loc, message: problems.append(f"{path_str(loc)}: {message}" if loc else message))
+    if problems:
+        raise NodeMapError("\n".join(problems))
     return out
 
 
 def load_node_files(paths) -> dict[str, str]:
-    """Node map from YAML/JSON files (a folder: every *.yaml, *.yml, *.json in it); all errors at once."""
+    """Node map from YAML/JSON files (a folder: every *.yaml, *.yml, *.json in it), read by the strict config loader:
+    raises ConfigError listing every problem of every file (``file:line: yaml.path: message``)."""
     out: dict[str, str] = {}
-    errors: list[str] = []
+    docs: list[yamlconfig.Document] = []
     for p in map(Path, paths):
         files = sorted(f for f in p.iterdir() if f.suffix in (".yaml", ".yml", ".json")) if p.is_dir() else [p]
         for f in files:
-            try:
-                for doc in yaml.safe_load_all(f.read_text()):
-                    if doc is not None:
-                        out.update(nodes_from_objects(doc))
-            except yaml.MarkedYAMLError as exc:
-                mark = exc.problem_mark
-                errors.append(f"{f}:{mark.line + 1 if mark else '?'}: invalid YAML: {exc.problem or exc.context}")
-            except (OSError, yaml.YAMLError, NodeMapError) as exc:
-                errors.append(f"{f}: {exc}")
-    if errors:
-        raise NodeMapError("\n".join(errors))
+            doc = yamlconfig.read(f)
+            docs.append(doc)
+            if doc.readable and doc.data is not None:  # an empty file maps nothing
+                out.update(_entries(doc.data, doc.error))
+    yamlconfig.raise_for(docs)
     return out
 
 

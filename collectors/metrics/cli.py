@@ -81,9 +81,9 @@ def _collect(args) -> int:
         rw = cfg.remote_write
         try:
             settings = Settings.load(args.config)
+            # remote_write's web_config and token file were found readable (and the token file not blank) by load,
+            # each at its key; what the web config says is checked here, at its own lines
             web_cfg = webconfig.load(rw.web_config or settings.web_config)
-            if rw.bearer_token_file:
-                webconfig.read_tokens(rw.bearer_token_file)  # a blank file let everyone in: refused here
             webconfig.check_listen(rw.host, what="remote-write intake", writes=True,
                                    authenticated=bool(rw.bearer_token_file) or web_cfg.authenticates,
                                    insecure=rw.insecure_listen or settings.insecure_listen)

@@ -194,26 +194,76 @@ def _interval_checks(data: dict) -> list[tuple[tuple, str]]:
     return out
 
 
-def _file_checks(data: dict) -> list[tuple[tuple, str]]:
-    """A target's TLS file that cannot be read, named at its line (every scrape of it would fail)."""
-    out = []
+def _unreadable(path: str, text: bool) -> str | None:
+    """Why a file the config names cannot be read (``text``: as UTF-8, as a token file is read), else None."""
+    try:
+        if text:
+            with open(path, encoding="utf-8") as fh:
+                fh.read()
+        else:
+            with open(path, "rb"):
+                pass
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
+    return None
+
+
+def _named_files(data: dict) -> list[tuple[tuple, object, bool]]:
+    """(YAML path, value, read as text: a token file) of every file the config names.
+
+    Files of a disabled discovery or remote-write section are left out: nothing reads them."""
+    out: list[tuple[tuple, object, bool]] = []
+
+    def add(raw, base: tuple, keys: tuple, text: bool = False) -> None:
+        if isinstance(raw, dict):
+            out.extend((base + (k,), raw[k], text) for k in keys if raw.get(k) is not None)
+
     targets = data.get("targets") or []
     for i, raw in enumerate(targets if isinstance(targets, list) else []):
-        tls = raw.get("tls") if isinstance(raw, dict) else None
-        for key in ("ca_file", "cert_file", "key_file"):
-            path = tls.get(key) if isinstance(tls, dict) else None
-            if isinstance(path, str) and path:
-                try:
-                    with open(path, "rb"):
-                        pass
-                except OSError as exc:
-                    out.append((("targets", i, "tls", key), f"cannot read {path}: {exc.strerror or exc}"))
+        add(raw, ("targets", i), ("bearer_token_file",), text=True)
+        add(raw.get("tls") if isinstance(raw, dict) else None, ("targets", i, "tls"), _TLS_FILES)
+    disc = data.get("discovery")
+    k8s = disc.get("kubernetes") if isinstance(disc, dict) else None
+    if isinstance(k8s, dict) and k8s.get("enabled") is True:
+        base = ("discovery", "kubernetes")
+        add(k8s, base, ("kubeconfig",))
+        add(k8s, base, ("bearer_token_file",), text=True)
+        for key in ("tls", "kubelet_tls"):
+            add(k8s.get(key), base + (key,), _TLS_FILES)
+    rw = data.get("remote_write")
+    if isinstance(rw, dict) and rw.get("enabled", True) is not False:
+        add(rw, ("remote_write",), ("bearer_token_file",), text=True)
+        add(rw, ("remote_write",), ("web_config",))
+    return out
+
+
+_TLS_FILES = ("ca_file", "cert_file", "key_file")
+
+
+def _file_checks(data: dict) -> list[tuple[tuple, str]]:
+    """Every file the config names that cannot be read, at its key, as promtool check config does (else a scrape,
+    the discovery or the remote-write intake fails later, far from the line that named it).  The remote-write
+    token file must also hold a token: a blank one would let every sender in."""
+    from core.webconfig import read_tokens
+
+    out = []
+    for loc, path, text in _named_files(data):
+        if not isinstance(path, str) or not path:
+            continue  # not a path: the schema says so
+        why = _unreadable(path, text)
+        if why is None and loc == ("remote_write", "bearer_token_file"):
+            try:
+                read_tokens(path)
+            except yamlconfig.ConfigError as exc:
+                why = str(exc).removeprefix(f"{path}: ")
+        if why is not None:
+            out.append((loc, why))
     return out
 
 
 def load(path: str, files: bool = False) -> MetricsConfig:
-    """Read and validate; raises ``ConfigError`` listing every problem with file, line and YAML path.  ``files``: the
-    TLS files must be readable too (the collector about to scrape; a config meant for a pod, such as the example
-    reading the service account's CA, loads anywhere without it)."""
+    """Read and validate; raises ``ConfigError`` listing every problem with file, line and YAML path.  ``files``: every
+    file it names (TLS, token files, kubeconfig, web config) must be readable too (the collector about to run; a
+    config meant for a pod, such as the example reading the service account's CA, loads anywhere without it)."""
     return yamlconfig.load(path, MetricsConfig,
                            check=lambda data: _interval_checks(data) + (_file_checks(data) if files else []))

@@ -54,6 +54,18 @@ def test_refuses_to_run_without_credentials(monkeypatch, capsys):
     assert "no credentials configured" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option", ["--token-file", "--hmac-key-file"])
+def test_an_unreadable_secret_file_is_named(tmp_path, option, capsys):
+    """A non-UTF-8 token file was said as "'utf-8' codec can't decode byte 0xff ...", without the file."""
+    binary, missing = tmp_path / "secret.bin", tmp_path / "none"
+    binary.write_bytes(b"\xff\xfetoken\n")
+    assert main(["collect", "cloud", "--listen", "127.0.0.1:0", "--stdout", option, str(binary)]) == 2
+    assert capsys.readouterr().err == (f"kubesight collect cloud: {binary}: cannot read: 'utf-8' codec can't decode "
+                                       "byte 0xff in position 0: invalid start byte\n")
+    assert main(["collect", "cloud", "--listen", "127.0.0.1:0", "--stdout", option, str(missing)]) == 2
+    assert capsys.readouterr().err == f"kubesight collect cloud: {missing}: cannot read: No such file or directory\n"
+
+
 def test_bad_listen_address(monkeypatch, capsys):
     monkeypatch.setenv("KUBESIGHT_CLOUD_TOKEN", "x" * 20)
     assert main(["collect", "cloud", "--listen", "8090", "--stdout"]) == 2
@@ -108,7 +120,20 @@ def test_static_node_option(data_dir, capsys):
     sample = str(data_dir / "aws-ec2-health-events" / "aws-health-tools" / "testevent.json")
     assert main(["collect", "cloud", "--check", sample, "--node", "i-abcd1111=node-x"]) == 0
     assert orjson.loads(capsys.readouterr().out)["entity"]["node"] == "node-x"
-    with pytest.raises(SystemExit) as err:
-        main(["collect", "cloud", "--check", sample, "--node", "i-abcd1111", "--node", "=n"])
-    assert str(err.value) == ("kubesight collect cloud: bad node map:\n--node 'i-abcd1111': expected INSTANCE=NODE\n"
-                              "--node '=n': expected INSTANCE=NODE")
+    assert main(["collect", "cloud", "--check", sample, "--node", "i-abcd1111", "--node", "=n"]) == 2
+    assert capsys.readouterr().err == ("kubesight collect cloud: bad node map:\n--node 'i-abcd1111': expected "
+                                       "INSTANCE=NODE\n--node '=n': expected INSTANCE=NODE\n")
+
+
+def test_a_bad_node_file_exits_2_naming_every_problem_at_its_line(data_dir, tmp_path, capsys):
+    """The --nodes file went around the strict config loader: a duplicate key was taken (the last winning), only the
+    first bad entry was said, without a line, and the command exited 1."""
+    sample = str(data_dir / "aws-ec2-health-events" / "aws-health-tools" / "testevent.json")
+    f = tmp_path / "nodes.yaml"
+    f.write_text("i-0abc: node-a\ni-0abc: node-b\ni-0def: [x]\n")
+    assert main(["collect", "cloud", "--check", sample, "--nodes", str(f), "--node", "x=y"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "kubesight collect cloud: bad node map:",
+        f'{f}:2: i-0abc: duplicate key "i-0abc" (first at line 1)',
+        f'{f}:3: i-0def: expected a node name, got ["x"]',
+        '--node x: expected an instance id (i-...) or a providerID as the key, got "x"']

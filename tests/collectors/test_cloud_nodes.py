@@ -10,7 +10,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from collectors.cloud.nodes import NodeMap, NodeMapError, instance_of, kubernetes_lister, load_node_files
+from collectors.cloud.nodes import NodeMap, instance_of, kubernetes_lister, load_node_files
+from core.yamlconfig import ConfigError
 
 NODES_DIR = "openshift-must-gather-events/must-gather-aws/cluster-scoped-resources/core/nodes"
 RECORDED = {
@@ -45,14 +46,26 @@ def test_recorded_node_objects(data_dir, tmp_path):
 
 
 def test_bad_node_files_are_all_reported(tmp_path):
-    (tmp_path / "a.yaml").write_text("i-0abc12345: [not, a, name]\n")
+    """Read by the strict config loader: every problem of every file, at its line and key (a duplicate key was taken,
+    the last winning; only the first bad entry was said, without a line; a non-UTF-8 file was not named)."""
+    (tmp_path / "a.yaml").write_text("i-0abc12345: [not, a, name]\ni-0def: 3\nbogus key: node\n")
     (tmp_path / "b.yaml").write_text("key: : :\n")
-    with pytest.raises(NodeMapError) as err:
+    (tmp_path / "c.yaml").write_text("i-0abc: node-a\ni-0abc: node-b\n")
+    (tmp_path / "d.yaml").write_bytes(b"i-0abc: \xff\n")
+    (tmp_path / "e.yaml").write_text("kind: NodeList\nitems:\n  - x\n")
+    (tmp_path / "f.yaml").write_text("- i-0abc\n")
+    with pytest.raises(ConfigError) as err:
         load_node_files([tmp_path])
-    lines = str(err.value).splitlines()
-    assert len(lines) == 2
-    assert lines[0] == f"{tmp_path / 'a.yaml'}: entry 'i-0abc12345': expected '<instance id or providerID>: <node name>'"
-    assert lines[1] == f"{tmp_path / 'b.yaml'}:1: invalid YAML: mapping values are not allowed here"
+    assert err.value.errors == [
+        f"{tmp_path / 'a.yaml'}:1: i-0abc12345: expected a node name, got [\"not\", \"a\", \"name\"]",
+        f"{tmp_path / 'a.yaml'}:2: i-0def: expected a node name, got 3",
+        f"{tmp_path / 'a.yaml'}:3: bogus key: expected an instance id (i-...) or a providerID as the key, got \"bogus key\"",
+        f"{tmp_path / 'b.yaml'}:1: YAML syntax error: mapping values are not allowed in this context",
+        f"{tmp_path / 'c.yaml'}:2: i-0abc: duplicate key \"i-0abc\" (first at line 1)",
+        f"{tmp_path / 'd.yaml'}:1: cannot read: 'utf-8' codec can't decode byte 0xff in position 8: invalid start byte",
+        f"{tmp_path / 'e.yaml'}:3: items[0]: expected a Node, got \"x\"",
+        f"{tmp_path / 'f.yaml'}:1: expected a Node, a NodeList or a mapping {{instance id or providerID: node name}}, "
+        "got [\"i-0abc\"]"]
 
 
 @contextlib.asynccontextmanager

@@ -92,14 +92,43 @@ def test_an_invalid_config_exits_2_listing_every_error(tmp_path, capsys):
     assert err[2].startswith(f"{p}:5: targets[0].url: expected text matching")
 
 
+def test_every_file_the_config_names_is_checked_at_load_at_its_key(tmp_path, capsys):
+    """A missing token file or kubeconfig was seen only when scraping or discovering (a target DOWN, a kube-config
+    error without a line), a missing remote-write web config as an error of that file, and the token file not at all."""
+    binary = tmp_path / "bin.tok"
+    binary.write_bytes(b"\xff\xfe")
+    p = _write(tmp_path, "targets:\n  - job: a\n    url: http://x/m\n    bearer_token_file: /nonexistent/tok\n"
+                         f"  - job: b\n    url: http://x/m\n    bearer_token_file: {binary}\n"
+                         "discovery:\n  kubernetes:\n    enabled: true\n    kubeconfig: /nonexistent/kc\n"
+                         "    kubelet_tls: {ca_file: /nonexistent/ca}\n"
+                         "remote_write:\n  bearer_token_file: /nonexistent/rw.tok\n  web_config: /nonexistent/web.yaml\n")
+    assert main(["collect", "metrics", "--config", str(p), "--stdout"]) == 2
+    nope = "No such file or directory"
+    assert capsys.readouterr().err.splitlines() == [
+        "kubesight collect metrics: invalid config",
+        f"{p}:4: targets[0].bearer_token_file: cannot read /nonexistent/tok: {nope}",
+        f"{p}:7: targets[1].bearer_token_file: cannot read {binary}: 'utf-8' codec can't decode byte 0xff in "
+        "position 0: invalid start byte",
+        f"{p}:11: discovery.kubernetes.kubeconfig: cannot read /nonexistent/kc: {nope}",
+        f"{p}:12: discovery.kubernetes.kubelet_tls.ca_file: cannot read /nonexistent/ca: {nope}",
+        f"{p}:14: remote_write.bearer_token_file: cannot read /nonexistent/rw.tok: {nope}",
+        f"{p}:15: remote_write.web_config: cannot read /nonexistent/web.yaml: {nope}"]
+    # what nothing reads is not asked for: a disabled section's files, and any file of a config only validated
+    p = _write(tmp_path, "discovery:\n  kubernetes: {enabled: false, kubeconfig: /nonexistent/kc}\n"
+                         "remote_write: {enabled: false, web_config: /nonexistent/web.yaml}\n")
+    assert load(str(p), files=True).discovery.kubernetes.kubeconfig == "/nonexistent/kc"
+    assert load(str(_write(tmp_path, "targets: [{job: a, url: 'http://x/m', bearer_token_file: /nonexistent/t}]\n")))
+
+
 def test_a_remote_write_token_file_without_a_token_is_refused_at_start(tmp_path, capsys):
     """A blank token file made the token list empty, and the intake then let every request in, even on 0.0.0.0."""
     tok = tmp_path / "token"
     tok.write_text("\n  \n")
     p = _write(tmp_path, f"remote_write: {{enabled: true, host: 0.0.0.0, port: 19999, bearer_token_file: {tok}}}\n")
     assert main(["collect", "metrics", "--config", str(p)]) == 2
-    assert capsys.readouterr().err.strip() == (
-        f"kubesight collect metrics: {tok}: the token file holds no token (refusing to run open)")
+    assert capsys.readouterr().err.splitlines() == [  # at its key (was a message naming only the token file)
+        "kubesight collect metrics: invalid config",
+        f"{p}:1: remote_write.bearer_token_file: the token file holds no token (refusing to run open)"]
 
 
 class _ServerThread:
