@@ -18,7 +18,11 @@ r.yaml:1: route.receiver: undefined receiver "x" (defined: y)
 from __future__ import annotations
 
 import copy
+import errno
+import os
 import re
+import stat
+import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -961,12 +965,16 @@ def _null_is_empty(data: dict) -> None:
         fix(rule)
 
 
-def _load(doc: Document) -> RoutingConfig:
+def _load(doc: Document, files: bool = True) -> RoutingConfig:
     """Read as Alertmanager reads its file (Go's yaml.v2): a null is no value (``routes: ~``), and an unquoted
-    scalar where a string belongs is the text written (``end_time: 17:00``, ``years: [2024]``, ``code: 500``)."""
+    scalar where a string belongs is the text written (``end_time: 17:00``, ``years: [2024]``, ``code: 500``).
+    ``files``: also refuse ``*_file`` keys naming files that cannot be read (False: the file alone, as promtool's
+    ``--syntax-only``, e.g. a manifest's routing checked away from the cluster that mounts its secrets)."""
     if isinstance(doc.data, dict):
         _null_is_empty(doc.data)
         doc.data = yamlconfig.without_nulls(doc.data)
+    # looked at as written: _modernise copies the globals into the receivers, where they have no line of their own
+    unreadable = _unreadable_files(doc.data) if files and isinstance(doc.data, dict) else []
     warnings = _modernise(doc) if isinstance(doc.data, dict) else []
     cfg = doc.validate(RoutingConfig, go_strings=True)
     if isinstance(doc.data, dict):
@@ -974,9 +982,72 @@ def _load(doc: Document) -> RoutingConfig:
             doc.error(loc, message)
     if cfg is not None and not doc.errors:
         _go_templates(doc, cfg)
+    for loc, message in unreadable:  # after the templates' check, which they must not hold back
+        doc.error(loc, message)
     doc.raise_for_errors()
     cfg._warnings = warnings
     return cfg
+
+
+def _unreadable_files(data: dict) -> list[tuple[tuple, str]]:
+    """Every ``*_file`` of the globals and the receivers (secrets, URLs, TLS certificates and keys: the schema's
+    keys, at any depth) that cannot be read.  The worker reads them when it loads the file (``alerts.receivers``),
+    so a missing one would stop it there, without the line that names it; relative paths are read as the worker
+    reads them, from its working directory.  amtool check-config does not look at them (Alertmanager reads most at
+    notification time); promtool check config does, and kubesight follows it since it reads them at load."""
+    errs: list[tuple[tuple, str]] = []
+
+    def walk(model: type[BaseModel], value, path: tuple) -> None:
+        if not isinstance(value, dict):
+            return  # the schema's error
+        for name, field in model.model_fields.items():
+            key = field.alias or name
+            v = value.get(key)
+            if key.endswith("_file") and isinstance(v, str) and v:  # "" is no file (Go's zero value: not set)
+                why = _unreadable(v)
+                if why is not None:
+                    said = v if v.isprintable() else shown(v)
+                    if not os.path.isabs(v):  # the routing file's folder is not where it is looked for
+                        said += f" (relative to the working directory, {os.getcwd()})"
+                    errs.append((path + (key,), f"cannot read {said}: {why}"))
+                continue
+            sub, many = _model_in(field.annotation)
+            if sub is not None and many:
+                for i, item in enumerate(_seq(v)):
+                    walk(sub, item, path + (key, i))
+            elif sub is not None:
+                walk(sub, v, path + (key,))
+
+    walk(GlobalConfig, data.get("global"), ("global",))
+    for i, r in enumerate(_seq(data.get("receivers"))):
+        walk(ReceiverConfig, r, ("receivers", i))
+    return errs
+
+
+def _model_in(annotation) -> tuple[type[BaseModel] | None, bool]:
+    """The model a field holds (``X``, ``X | None``, ``list[X]``) and whether it is a list of them."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    if origin is list and args:
+        return _model_in(args[0])[0], True
+    for a in args if origin is not None else ():  # a union (X | None) or Annotated[X, ...]
+        found = _model_in(a)
+        if found[0] is not None:
+            return found
+    return None, False
+
+
+def _unreadable(path: str) -> str | None:
+    """Why the file at ``path`` cannot be read, None if it can; opened, not read (a FIFO would block a read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        return getattr(exc, "strerror", None) or str(exc)
+    try:
+        return os.strerror(errno.EISDIR) if stat.S_ISDIR(os.fstat(fd).st_mode) else None
+    finally:
+        os.close(fd)
 
 
 def _go_templates(doc: Document, cfg: RoutingConfig) -> None:
@@ -1046,15 +1117,22 @@ def redacted(text: str) -> str:
     return text
 
 
-def load_text(text: str, source: str = "<routing>") -> RoutingConfig:
+def load_text(text: str, source: str = "<routing>", *, files: bool = True) -> RoutingConfig:
     """Parse and validate; raises ConfigError listing every problem with file, line and YAML path."""
-    cfg = _load(yamlconfig.parse(text, source))
+    cfg = _load(yamlconfig.parse(text, source), files)
     cfg._original = redacted(text)
     return cfg
 
 
-def load(path) -> RoutingConfig:
+def load(path, *, files: bool = True) -> RoutingConfig:
+    return load_with_data(path, files=files)[0]
+
+
+def load_with_data(path, *, files: bool = True) -> tuple[RoutingConfig, dict]:
+    """``load``, and the mapping it validated (Alertmanager's deprecated forms in their modern equivalents): what a
+    tool that writes a variant of the file starts from (the demo points the webhooks at its own servers), read
+    once by the one loader rather than parsed again without its checks."""
     doc = yamlconfig.read(path)
-    cfg = _load(doc)
+    cfg = _load(doc, files)
     cfg._original = redacted(Path(path).read_text(encoding="utf-8"))
-    return cfg
+    return cfg, doc.data

@@ -473,15 +473,19 @@ class DemoReceivers(threading.Thread):
     """One real local webhook server per receiver of the routing file (free loopback ports)."""
 
     def __init__(self, routing_path: str, out_path: Path, quiet: bool):
+        """Reads the routing file with the worker's loader: a file it refuses raises ConfigError (every problem,
+        ``file:line: path: message``, as ``routes check`` prints them) before anything is started."""
         super().__init__(daemon=True)
-        import yaml
+        from alerts.config import load_with_data
+        from alerts.routing import build
 
-        from core.durations import parse_duration
-
-        self.cfg = yaml.safe_load(Path(routing_path).read_text())
-        route = self.cfg.get("route") or {}
+        routing, self.cfg = load_with_data(routing_path)
+        if routing.templates:  # Alertmanager resolves them relative to the file: the copy lives elsewhere
+            base = Path(routing_path).resolve().parent
+            self.cfg["templates"] = [str(base / f) for f in routing.templates]
+        root = build(routing.route)  # the root's timings, Alertmanager's defaults where the file has none
         # how long delivery must stay idle to be done: a group flushes within group_interval of a change
-        self.settle = parse_duration(route.get("group_interval", "5m")) + parse_duration(route.get("group_wait", "30s")) + 1.0
+        self.settle = root.group_interval + root.group_wait + 1.0
         self.out_path = out_path
         self.quiet = quiet
         self.got: dict[str, list[dict]] = {}
@@ -523,6 +527,7 @@ class DemoReceivers(threading.Thread):
         port = site._server.sockets[0].getsockname()[1]
         for r in self.cfg.get("receivers", []):
             for w in r.get("webhook_configs", []):
+                w.pop("url_file", None)  # one of url and url_file, and the URL is ours now
                 w["url"] = f"http://127.0.0.1:{port}/hook/{r['name']}"
         import yaml
 
@@ -539,7 +544,8 @@ class DemoReceivers(threading.Thread):
 
             asyncio.run_coroutine_threadsafe(_close(), self.loop).result(5)
             self.loop.call_soon_threadsafe(self.loop.stop)
-        self.join(5)
+        if self.ident is not None:  # never started: the demo failed before (a thread not started cannot be joined)
+            self.join(5)
 
 
 def _demo(args) -> int:
@@ -559,6 +565,15 @@ def _demo(args) -> int:
     tail = None
     receivers = None
     board = None
+    log_dir = REPO / ".cache" / "demo"
+    if args.routing:
+        from core.yamlconfig import ConfigError
+
+        try:  # a routing file the worker would refuse is refused before a broker starts, in `routes check`'s words
+            receivers = DemoReceivers(args.routing, log_dir / f"routing-{tag}.yaml", args.quiet)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the demo as Ctrl-C does: through its cleanup below
     try:
         if settings.kafka:
@@ -571,9 +586,7 @@ def _demo(args) -> int:
             broker = launcher.start(f"demo-{tag}", attach=True)
             bootstrap = broker.bootstrap
         t_kafka = time.monotonic() - t_start
-        log_dir = REPO / ".cache" / "demo"
-        if args.routing:
-            receivers = DemoReceivers(args.routing, log_dir / f"routing-{tag}.yaml", args.quiet)
+        if receivers is not None:
             receivers.start()
             receivers.ready.wait(10)
             settings = settings.model_copy(update={"routing": str(receivers.out_path)})

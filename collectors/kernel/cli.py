@@ -77,18 +77,22 @@ def _node(args) -> str:
     return args.node or os.environ.get("NODE_NAME") or socket.gethostname()
 
 
-def _boot_time(value: str | None) -> float:
+def _boot_time(value: str | None) -> float | None:
+    """The boot time to date ``[ 12.3]`` stamps by; None (the error printed) when ``--boot-time`` cannot be read."""
     if value:
         from core.records import parse_time
 
         try:
             return parse_time(float(value) if value.replace(".", "", 1).isdigit() else value)
         except ValueError as exc:
-            raise SystemExit(f"--boot-time: {exc}") from None
+            print(f"--boot-time: {exc}", file=sys.stderr)  # the user's to fix: exit 2, as every such error (README)
+            return None
     return round(time.time() - time.monotonic(), 3)
 
 
 def _load(args):
+    """(the pattern files, 0), or (None, the exit code) with every error printed: errors the user can fix exit 2
+    (README), except from ``--check``, a checker that exits 1 when it finds problems, as ``rules check`` does."""
     from collectors.kernel.patterns import load_patterns
     from core.yamlconfig import ConfigError
 
@@ -96,14 +100,14 @@ def _load(args):
     if getattr(args, "xid_fatal", None):
         try:
             fatal = [int(x) for x in args.xid_fatal.split(",") if x.strip()]
-        except ValueError:
+        except ValueError:  # an option written wrong, not a finding of the check: 2 with --check too (argparse's)
             print(f"--xid-fatal: expected comma-separated integers, got {args.xid_fatal!r}", file=sys.stderr)
-            return None
+            return None, 2
     try:
-        return load_patterns(*args.patterns, xid_fatal=fatal)
+        return load_patterns(*args.patterns, xid_fatal=fatal), 0
     except ConfigError as exc:
         print(exc, file=sys.stderr)
-        return None
+        return None, 1 if getattr(args, "check", False) else 2
 
 
 def _collect(args) -> int:
@@ -114,9 +118,9 @@ def _collect(args) -> int:
     from collectors.sink import KafkaSink, StdoutSink
     from core.settings import Settings
 
-    patterns = _load(args)
+    patterns, code = _load(args)
     if patterns is None:
-        return 1
+        return code
     if args.check:
         print(f"ok: {len(patterns.patterns)} patterns from {', '.join(patterns.sources)}")
         return 0
@@ -131,6 +135,8 @@ def _collect(args) -> int:
     node = _node(args)
     cluster = args.cluster or settings.cluster
     boot = _boot_time(args.boot_time)
+    if boot is None:
+        return 2
     live = args.from_file is None
     if live:
         bid = sources.boot_id()
@@ -221,9 +227,9 @@ def _bench(args) -> int:
 
     from collectors.kernel.accuracy import classify_lines, read_report, score
 
-    patterns = _load(args)
+    patterns, code = _load(args)
     if patterns is None:
-        return 1
+        return code
     from core.datafolder import data_root
 
     corpus = data_root(args.corpus, "report") if args.corpus else data_root(None, "syzkaller-kernel-reports/report") / "syzkaller-kernel-reports"

@@ -19,6 +19,8 @@ from tests.alerts.amtools import amtool
 R = "receivers: [{name: r}, {name: s}, {name: t}]\n"
 ROOT = "route:\n  receiver: r\n"
 RX = "receivers:\n  - name: r\n"  # one receiver r, its integrations follow (a file starts with ROOT + RX)
+# the *_file keys below name /dev/null: kubesight reads them at load and refuses a file that cannot be read, which
+# amtool check-config does not look at (test_config.test_unreadable_secret_files_are_reported_with_their_lines)
 
 
 # prometheus/alertmanager's config/testdata/conf.good.yml (its comments left out): every integration of a real file
@@ -146,7 +148,7 @@ CHECK = {
     "victorops, global key": "global: {victorops_api_key: k, victorops_api_url: 'https://vo.example/x/'}\n" + ROOT
                              + RX + "    victorops_configs: [{routing_key: ops, message_type: WARNING,\n"
                              "                         custom_fields: {team: a}}]\n",
-    "victorops, api_key_file": ROOT + RX + "    victorops_configs: [{routing_key: ops, api_key_file: /nonexistent}]\n",
+    "victorops, api_key_file": ROOT + RX + "    victorops_configs: [{routing_key: ops, api_key_file: /dev/null}]\n",
     "wechat, globals": "global: {wechat_api_secret: s, wechat_api_corp_id: c}\n" + ROOT + RX
                        + "    wechat_configs: [{to_user: '@all', agent_id: '1', message_type: markdown}]\n",
     "sns topic, sigv4 keys": ROOT + RX + "    sns_configs: [{topic_arn: 'arn:aws:sns:eu-west-1:1:t', subject: s,\n"
@@ -158,7 +160,7 @@ CHECK = {
                      "                        disable_notifications: true}]\n",
     "webex, bearer_token": ROOT + RX + "    webex_configs: [{room_id: r, http_config: {bearer_token: t}}]\n",
     "webex, authorization file": ROOT + RX + "    webex_configs: [{room_id: r, http_config: {authorization:\n"
-                                      "                     {credentials_file: /nonexistent}}}]\n",
+                                      "                     {credentials_file: /dev/null}}}]\n",
     "discord": ROOT + RX + "    discord_configs: [{webhook_url: 'https://discord.example/api/webhooks/1/x', title: t}]\n",
     "pagerduty v1 service_key, images, links, http_config": ROOT + RX + "    pagerduty_configs:\n"
         "      - {service_key: k, images: [{src: a, alt: b, href: c}], links: [{href: a, text: b}],\n"
@@ -167,7 +169,7 @@ CHECK = {
                                                   + "    email_configs: [{to: a@b, from: c@d, smarthost: 'h:25',\n"
                                                   "                     auth_secret: s, auth_username: u}]\n",
     "http_config on webhook and opsgenie": ROOT + RX + "    webhook_configs: [{url: 'http://x/', http_config: {basic_auth:\n"
-                                                "                      {username: u, password_file: /f},\n"
+                                                "                      {username: u, password_file: /dev/null},\n"
                                                 "                      follow_redirects: false}}]\n"
                                                 "    opsgenie_configs: [{api_key: k, http_config: {authorization:\n"
                                                 "                       {type: GenieKey, credentials: k}}}]\n",
@@ -185,7 +187,7 @@ CHECK = {
         "         priority: '{{ if eq .CommonLabels.severity \"critical\" }}P1{{ else }}P3{{ end }}',\n"
         "         responders: [{name: sre, type: Team}, {id: 4513b7ea, type: schedule}, {username: a@b, type: user}]}\n",
     "http_config oauth2": ROOT + RX + "    webhook_configs: [{url: 'http://x/', http_config: {oauth2: {client_id: a,\n"
-                                      "      client_secret_file: /f, token_url: 'https://idp/token', scopes: [alerts],\n"
+                                      "      client_secret_file: /dev/null, token_url: 'https://idp/token', scopes: [alerts],\n"
                                       "      endpoint_params: {audience: am}, tls_config: {insecure_skip_verify: true},\n"
                                       "      proxy_url: 'http://proxy:3128'}}}]\n",
     "a literal $ in message text": ROOT + RX + "    slack_configs: [{api_url: 'https://h/x', text: 'costs $5 on $podname',"
@@ -215,7 +217,7 @@ CHECK = {
     "victorops, reserved custom field": ROOT + RX + "    victorops_configs: [{routing_key: r, api_key: k,\n"
                                              "                         custom_fields: {entity_state: x}}]\n",
     "victorops, api_key and api_key_file": ROOT + RX + "    victorops_configs: [{routing_key: r, api_key: k, "
-                                                "api_key_file: /f}]\n",
+                                                "api_key_file: /dev/null}]\n",
     "wechat without corp_id": ROOT + RX + "    wechat_configs: [{api_secret: s}]\n",
     "wechat, html message type": "global: {wechat_api_secret: s, wechat_api_corp_id: c}\n" + ROOT + RX
                                  + "    wechat_configs: [{message_type: html}]\n",
@@ -234,14 +236,14 @@ CHECK = {
     "discord without url": ROOT + RX + "    discord_configs: [{title: t}]\n",
     "discord, ftp url": ROOT + RX + "    discord_configs: [{webhook_url: 'ftp://x/y'}]\n",
     "pagerduty without any key": ROOT + RX + "    pagerduty_configs: [{client: x}]\n",
-    "pagerduty service_key and its file": ROOT + RX + "    pagerduty_configs: [{service_key: k, service_key_file: /f}]\n",
+    "pagerduty service_key and its file": ROOT + RX + "    pagerduty_configs: [{service_key: k, service_key_file: /dev/null}]\n",
     "email http_config": ROOT + RX + "    email_configs: [{to: a@b, from: c@d, smarthost: 'h:25', http_config: {}}]\n",
     "http_config basic_auth and bearer_token": ROOT + RX + "    webhook_configs: [{url: 'http://x/', http_config:\n"
                                                     "      {basic_auth: {username: u, password: p}, bearer_token: t}}]\n",
     "http_config authorization type Basic": ROOT + RX + "    webhook_configs: [{url: 'http://x/', http_config:\n"
                                                  "      {authorization: {type: Basic, credentials: c}}}]\n",
     "http_config password and password_file": ROOT + RX + "    webhook_configs: [{url: 'http://x/', http_config:\n"
-                                                   "      {basic_auth: {username: u, password: p, password_file: f}}}]\n",
+                                                   "      {basic_auth: {username: u, password: p, password_file: /dev/null}}}]\n",
     "http_config unknown key": ROOT + RX + "    webhook_configs: [{url: 'http://x/', http_config: {no_proxy: x}}]\n",
     "lookahead regex": ROOT + "  routes:\n    - matchers: ['a=~\"(?!x).*\"']\n      receiver: s\n" + R,
     "backreference in match_re": ROOT + "  routes:\n    - match_re: {a: '(x)\\1'}\n      receiver: s\n" + R,

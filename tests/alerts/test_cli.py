@@ -32,3 +32,18 @@ def test_routes_check(tmp_path, capsys):
     out = capsys.readouterr()
     assert out.out == f"{EXAMPLE}: ok\n"
     assert f"{bad}:2: route.receiver: undefined receiver \"nobody\" (defined: a)" in out.err
+
+
+def test_routes_check_reports_missing_secret_files(tmp_path, capsys):
+    """A secret file that is not there fails the check (exit 1) at its line: it printed ok, then the worker stopped."""
+    f = tmp_path / "r_file.yaml"
+    f.write_text("route:\n  receiver: r\nreceivers:\n  - name: r\n    webhook_configs:\n      - url_file: /nonexistent/url\n"
+                 "    email_configs:\n      - to: a@b\n        from: c@d\n        smarthost: h:25\n        auth_username: u\n"
+                 "        auth_password_file: /nonexistent/pw\n")
+    assert main(["routes", "check", str(f)]) == 1
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err.splitlines() == [
+        f"{f}:6: receivers[0].webhook_configs[0].url_file: cannot read /nonexistent/url: No such file or directory",
+        f"{f}:12: receivers[0].email_configs[0].auth_password_file: cannot read /nonexistent/pw: No such file or "
+        "directory"]

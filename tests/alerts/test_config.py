@@ -377,3 +377,29 @@ def test_a_null_in_a_match_map_is_the_empty_value_as_in_go():
                     "receivers: [{name: r}]\ninhibit_rules:\n  - source_match: {a: ~}\n    target_match: {b: x}\n")
     assert [str(m) for m in cfg.route.routes[0].matchers] == ['team="db"', 'severity=""']
     assert [str(m) for m in cfg.inhibit_rules[0].source_matchers] == ['a=""']
+
+
+def test_unreadable_secret_files_are_reported_with_their_lines(tmp_path, monkeypatch):
+    """Every ``*_file`` of a receiver, its http_config (TLS too) and the globals is opened at load, as the worker
+    reads them there: a missing one is the file's error, with its line (it was accepted, then stopped the worker).
+    Relative paths from the working directory, where the worker looks; amtool check-config does not look at all."""
+    (tmp_path / "ca.pem").write_text("x\n")
+    monkeypatch.chdir(tmp_path)
+    text = ("global:\n  smtp_auth_password_file: /nonexistent/g\n"
+            "route: {receiver: r}\nreceivers:\n  - name: r\n    webhook_configs:\n      - url_file: /nonexistent/url\n"
+            "        http_config:\n          tls_config: {ca_file: ca.pem, cert_file: c.pem, key_file: /nonexistent/k}\n"
+            "    email_configs:\n      - to: a@b\n        from: c@d\n        smarthost: h:25\n        auth_username: u\n"
+            "        auth_password_file: /nonexistent/pw\n"
+            "    pagerduty_configs: [{routing_key_file: " + str(tmp_path) + "}]\n")
+    assert errors(text) == [
+        "routing.yaml:2: global.smtp_auth_password_file: cannot read /nonexistent/g: No such file or directory",
+        "routing.yaml:7: receivers[0].webhook_configs[0].url_file: cannot read /nonexistent/url: No such file or "
+        "directory",
+        f"routing.yaml:9: receivers[0].webhook_configs[0].http_config.tls_config.cert_file: cannot read c.pem "
+        f"(relative to the working directory, {tmp_path}): No such file or directory",
+        "routing.yaml:9: receivers[0].webhook_configs[0].http_config.tls_config.key_file: cannot read /nonexistent/k: "
+        "No such file or directory",
+        "routing.yaml:15: receivers[0].email_configs[0].auth_password_file: cannot read /nonexistent/pw: No such file "
+        "or directory",
+        f"routing.yaml:16: receivers[0].pagerduty_configs[0].routing_key_file: cannot read {tmp_path}: Is a directory"]
+    assert load_text(text, "routing.yaml", files=False).receivers[0].webhook_configs[0].url_file == "/nonexistent/url"

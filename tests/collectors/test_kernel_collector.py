@@ -156,6 +156,28 @@ def test_cli_check_reports_every_pattern_error(tmp_path, capsys):
     assert "ok:" in capsys.readouterr().out
 
 
+def test_config_errors_exit_2_except_from_the_checker(tmp_path):
+    """Pattern files the collector refuses are errors the user can fix: every problem at its line, exit 2 (README),
+    no traceback (it exited 1); ``--check`` is a checker and exits 1 on what it finds, as ``rules check`` does.
+    A --boot-time or --xid-fatal written wrong is an option's error: 2 (--boot-time exited 1 through SystemExit)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\npatterns:\n  - {id: x, reason: X, severity: loud, match: '(', examples: ['x']}\n")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "kubesight", "collect", "kernel", *args], input="x\n",
+                              capture_output=True, text=True, cwd=REPO, timeout=60)
+
+    lines = [f"{bad}:3: patterns[0].match: invalid regular expression '(': missing ), unterminated subpattern at "
+             "position 0", f"{bad}:3: patterns[0].severity: expected 'critical', 'warning' or 'info', got \"loud\""]
+    for args, code in ((("--from-file", "-", "--stdout"), 2), (("--check",), 1)):
+        res = run("--patterns", str(bad), *args)
+        assert (res.returncode, res.stderr.splitlines(), res.stdout) == (code, lines, ""), args
+    for args, message in ((("--boot-time", "soon"), "--boot-time: invalid time 'soon'"),
+                          (("--xid-fatal", "a,b", "--check"), "--xid-fatal: expected comma-separated integers")):
+        res = run("--from-file", "-", "--stdout", *args)
+        assert res.returncode == 2 and res.stderr.startswith(message) and "Traceback" not in res.stderr, res.stderr
+
+
 def test_cli_help_documents_every_option(capsys):
     with pytest.raises(SystemExit):
         main(["collect", "kernel", "--help"])
