@@ -63,8 +63,11 @@ class Classifier:
     """Feed ``Line``s in order with their position (kmsg seq or line number); get Events back.
 
     ``boot_time`` turns seconds-since-boot stamps into wall time; ``fallback_time`` dates lines
-    that carry no time at all; ``source_id`` (boot id, file name) makes event ids stable, so a
-    re-read of the same input yields the same ids.
+    that carry no time at all; ``source_id`` (boot id; a file's path and identity) makes event ids
+    stable, so a re-read of the same input yields the same ids. An id is made of the source and the
+    position of the report's first line, except on ``source_id`` "stdin": line numbers there restart
+    at 1 on every run and name other lines, so the id is made of the line itself (text, time) and
+    how many times that same line came before in this run.
     """
 
     def __init__(self, patterns: PatternSet, *, node: str = "", cluster: str = "default",
@@ -82,6 +85,7 @@ class Classifier:
         self.lines_seen = 0
         self.file = ""  # the log file being read (--from-file), added as label `file`
         self.pos_of: dict[str, int] = {}  # event id -> position of its first line (read and cleared by the collector)
+        self.seen: dict[str, int] = {}  # stdin: first line of a report -> how many times it was seen
 
     # ------------------------------------------------------------ feeding
 
@@ -219,8 +223,16 @@ class Classifier:
         limit = self.ps.defaults.max_message
         if r.size > limit:
             message = message[:limit] + f"\n... ({r.size - limit} more characters)"
-        h = hashlib.blake2b(f"{self.cluster}|{node}|{self.source_id}|{r.pos}|{p.reason}".encode(),
-                            digest_size=10)
+        where: object = r.pos
+        if self.source_id == "stdin":
+            # the time is the line's own stamp, or when it arrived (unstamped live stdin): one line re-sent by a
+            # restarted writer (journalctl -f repeats its last lines) keeps its id, another line gets another
+            line = f"{first.text}|{first.seq}|{self._time(first)!r}"
+            if len(self.seen) >= 65536:  # a repeat of the same line and time comes soon after it, not hours later
+                self.seen.clear()
+            n = self.seen[line] = self.seen.get(line, 0) + 1
+            where = f"{line}|{n}"
+        h = hashlib.blake2b(f"{self.cluster}|{node}|{self.source_id}|{where}|{p.reason}".encode(), digest_size=10)
         self.pos_of[h.hexdigest()] = r.pos
         return Event(source="kernel", reason=p.reason, time=self._time(first), type=p.type, severity=severity,
                      entity=entity, labels={k: str(v) for k, v in labels.items()}, message=message,

@@ -14,12 +14,13 @@ number in a file or on stdin), a bad line with the reason, a ``gap`` (records lo
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import os
 import re
 import select
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from pathlib import Path
@@ -44,6 +45,10 @@ class Item:
     sub: int = 0  # bad: n-th bad record after the same position
     after: bool = False  # bad: sits after record `pos` (a torn kmsg record has no sequence number of its own)
     cause: str = ""  # gap: overrun | while-stopped
+    # line, bad: from a file's last line, not ended by a newline yet (its writer may be writing it);
+    # file: the file ends with such a line
+    partial: bool = False
+    reopen: Callable[[Path], Iterator[Item]] | None = None  # file: reads another file as this one is read
 
 
 def _unescape(text: str) -> str:
@@ -162,6 +167,10 @@ def _text_lines(data: bytes) -> list[str]:
     return data.decode("utf-8", "replace").splitlines()
 
 
+def _head(first: bytes) -> str:
+    return hashlib.blake2b(first, digest_size=8).hexdigest()
+
+
 def file_identity(st: os.stat_result, data: bytes) -> dict:
     """What tells a log file from the one that replaced it (logrotate, truncation): inode, size, first line.
 
@@ -173,7 +182,7 @@ def file_identity(st: os.stat_result, data: bytes) -> dict:
     """
     nl = data.find(b"\n")
     first = data[:nl + 1] if nl >= 0 else data
-    return {"inode": st.st_ino, "size": len(data), "head": hashlib.blake2b(first, digest_size=8).hexdigest()}
+    return {"inode": st.st_ino, "size": len(data), "head": _head(first)}
 
 
 def same_file(before: dict, now: dict) -> bool:
@@ -182,20 +191,64 @@ def same_file(before: dict, now: dict) -> bool:
             and int(before.get("size", 0)) <= int(now.get("size", 0)))
 
 
+def find_rotated(path: str | Path, saved: dict) -> Path | None:
+    """Where rotation put the file generation ``saved`` (a ``file_identity``) once ``path`` names another one.
+
+    Looked for next to ``path`` under a longer name (kern.log.1, kern.log-20250328): the same inode
+    (logrotate moved it) or else a copy (copytruncate), each with the same first line and not shorter.
+    None when it is not there (deleted, compressed).
+    """
+    p = Path(path)
+    found = []
+    for s in sorted(p.parent.glob(glob.escape(p.name) + "?*")):
+        try:
+            with open(s, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                first = fh.readline()
+        except OSError:  # a folder, gone meanwhile, not ours to read: not the generation looked for
+            continue
+        if _head(first) == saved.get("head") and st.st_size >= int(saved.get("size", 0)):
+            found.append((st.st_ino != saved.get("inode"), s))
+    return min(found)[1] if found else None
+
+
 def from_path(path: str | Path, *, year: int | None = None, tz: tzinfo | None = None) -> Iterator[Item]:
     """A file, or every file under a folder (sorted; hidden files skipped), one ``file`` item each.
 
-    The ``file`` item's ``where`` is the identity of what was read (``file_identity``).
+    The ``file`` item's ``where`` is the identity of what was read (``file_identity``) and its
+    ``lines``, the number of lines; both leave out a last line not ended by a newline, whose items
+    come last and are marked ``partial``: its writer may not be done with it, so a reader that goes
+    on later (a checkpoint) leaves it for then, and one that does not can take it as it is.
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "kern.log"
+    >>> _ = p.write_bytes(b"[ 1.0] one\\n[ 2.0] EXT4-fs")
+    >>> [(i.kind, i.pos, i.partial) for i in from_path(p)]
+    [('file', 0, True), ('line', 1, False), ('line', 2, True)]
+    >>> next(from_path(p)).where["size"], next(from_path(p)).where["lines"]
+    (11, 1)
     """
     p = Path(path)
     files = sorted(f for f in p.rglob("*") if f.is_file() and not any(x.startswith(".") for x in f.relative_to(p).parts)) \
         if p.is_dir() else [p]
+
+    def reopen(other: Path) -> Iterator[Item]:
+        return from_path(other, year=year, tz=tz)
+
     for f in files:
         with open(f, "rb") as fh:
             st = os.fstat(fh.fileno())
             data = fh.read()
-        yield Item("file", raw=str(f), where=file_identity(st, data))
-        yield from from_lines(_text_lines(data), year=year, where={"file": str(f)}, tz=tz)
+        cut = data.rfind(b"\n") + 1
+        done, tail = data[:cut], data[cut:]
+        lines = _text_lines(done)
+        yield Item("file", raw=str(f), where={**file_identity(st, done), "lines": len(lines)}, partial=bool(tail),
+                   reopen=reopen)
+        yield from from_lines(lines, year=year, where={"file": str(f)}, tz=tz)
+        if tail:  # parsed on its own: a half-written line joins no record above it
+            for it in from_lines(_text_lines(tail), start=len(lines) + 1, year=year, where={"file": str(f)}, tz=tz):
+                it.partial = True
+                yield it
 
 
 def _stream_lines(fd: int, idle: float | None) -> Iterator[str | None]:
