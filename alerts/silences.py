@@ -37,7 +37,7 @@ from pydantic import (
 from core import yamlconfig
 from core.durations import Duration
 from core.matchers import Matcher, MatcherError, Matchers, matches_all
-from core.records import Alert, RecordError, format_time, parse_time
+from core.records import TIME_MAX, Alert, RecordError, format_time, parse_time
 
 
 class SilenceError(ValueError):
@@ -170,6 +170,9 @@ class SilenceSpec(BaseModel):
             raise ValueError("set exactly one of ends and duration")
         if self.duration is not None and self.duration <= 0:
             raise ValueError("duration must be > 0")
+        if self.duration is not None and self.starts is not None and self.starts + self.duration > TIME_MAX:
+            # its end is written as RFC 3339 when applied: refused here, before any silence of the set is written
+            raise ValueError("starts + duration ends after the year 9999")
         if self.ends is not None and self.starts is not None and self.ends <= self.starts:
             raise ValueError("ends must be after starts")
         if all(m.matches({}) for m in self.matchers):

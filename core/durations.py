@@ -28,6 +28,9 @@ UNITS = (("y", 31_536_000_000), ("w", 604_800_000), ("d", 86_400_000), ("h", 3_6
          ("s", 1000), ("ms", 1))
 _GRAMMAR = re.compile("".join(rf"(?:(\d+){u})?" for u, _ in UNITS))
 HINT = "use e.g. 30s, 5m, 1h30m"
+# Prometheus and Alertmanager hold a duration in Go's time.Duration (int64 nanoseconds) and refuse a longer one; so
+# does this parser: a config means the same here and there, and times it is added to stay in years 1-9999
+MAX_MS = (2**63 - 1) // 1_000_000
 
 
 def parse_duration(text) -> float:
@@ -35,6 +38,12 @@ def parse_duration(text) -> float:
 
     >>> [parse_duration(t) for t in ("0", "1s", "1m1s", "2d12h", "1w", "90m")]
     [0.0, 1.0, 61.0, 216000.0, 604800.0, 5400.0]
+    >>> parse_duration("292y")
+    9208512000.0
+    >>> parse_duration("293y")
+    Traceback (most recent call last):
+    ...
+    ValueError: duration "293y" is too long (at most 292y24w3d23h47m16s854ms)
     >>> for bad in ("", "1s1s", "1.5m", "-5", 5, -5, True, "5 min", "1h 30m", "5M"):
     ...     try:
     ...         parse_duration(bad)
@@ -56,7 +65,13 @@ def parse_duration(text) -> float:
             return 0.0
         m = _GRAMMAR.fullmatch(text)
         if m is not None and text:
-            return sum(int(n) * size for n, (_, size) in zip(m.groups(), UNITS, strict=True) if n) / 1000
+            # a number of more than 19 digits is too long in any unit (and int() refuses one of thousands)
+            ms = sum(int(n) * size if len(n.lstrip("0")) < 20 else MAX_MS + 1
+                     for n, (_, size) in zip(m.groups(), UNITS, strict=True) if n)
+            if ms > MAX_MS:
+                raise ValueError(f"duration {json.dumps(text[:40] + ('...' if len(text) > 40 else ''))} is too long "
+                                 f"(at most {format_duration(MAX_MS / 1000)})")
+            return ms / 1000
     elif text == 0 and text.__class__ in (int, float):  # YAML's bare 0
         return 0.0
     shown = text if isinstance(text, str) else json.dumps(text, default=str)

@@ -78,7 +78,8 @@ class Remediation(BaseModel):
     max_nodes: int = Field(3, ge=0, description="never act on more than this many nodes within window")
     max_percent: float = Field(25.0, ge=0, le=100, description="never act on more than this share of the "
                                "cluster's nodes within window")
-    window: Duration = Field(3600.0, description="the sliding window of max_nodes and max_percent")
+    window: Duration = Field(3600.0, gt=0, description="the sliding window of max_nodes and max_percent (0 would "
+                             "count no node acted on, and let every node be acted on)")
     max_alert_age: Duration = Field(900.0, ge=0, description="an action is refused for an alert whose record is "
                                     "older than this (a replay of the alerts topic, a backlog after downtime: the "
                                     "cluster may have moved on); conditions and events still follow; 0 = no limit")
@@ -177,6 +178,61 @@ class Settings(BaseModel):
         if isinstance(data, dict):
             data = {**data, **env, **{k: v for k, v in overrides.items() if v is not None}}
         settings = doc.validate(cls, data)
+        if isinstance(data, dict):  # from the raw values: said with the schema's problems, not after they are fixed
+            for loc, message in missing_files(data):
+                if loc[0] in env:
+                    env_errors.append(f"{ENV[loc[0]]}={env[loc[0]]!r}: {message}")
+                else:
+                    doc.error(loc, message)
         if doc.problems or env_errors:
             raise yamlconfig.ConfigError(doc.errors + env_errors)
         return settings
+
+
+# The files the settings name, checked when they load: a missing CA or password file was found only when a client
+# first connected, a missing routing file or rule pack by the command that reads it, without the settings' line.
+FILES = (("kafka_security", "password_file"), ("kafka_security", "ca_file"), ("kafka_security", "cert_file"),
+         ("kafka_security", "key_file"), ("web_config",), ("routing",), ("remediation", "kubeconfig"))
+
+
+def missing_files(data: dict) -> list[tuple[tuple, str]]:
+    """(YAML path, message) for every file or rule-pack folder named in raw settings ``data`` that is not there or
+    cannot be read.  Paths are taken as the code that opens them takes them: relative to the working directory, a
+    ``kubeconfig`` as the Kubernetes client reads it (``~`` expanded; ``a:b``, a list, needs one of them).
+
+    >>> missing_files({"routing": "/nonexistent/r.yaml", "rules": ["/", "/nonexistent/pack"], "web_config": ""})
+    [(('routing',), 'no such file: /nonexistent/r.yaml'), (('rules', 1), 'no such file or folder: /nonexistent/pack')]
+    """
+    from core.yamlconfig import is_secret_key
+
+    out = []
+    for loc in FILES:
+        value = data
+        for key in loc:
+            value = value.get(key) if isinstance(value, dict) else None
+        if not isinstance(value, str) or not value:  # not a path (the schema says so), or none ("": unset)
+            continue
+        paths = [os.path.expanduser(p) for p in value.split(os.pathsep) if p] if loc[-1] == "kubeconfig" else [value]
+        there = [p for p in paths if os.path.exists(p)]
+        problems = [(_unreadable(p), p) for p in there] if there else [
+            ("no such file" if len(paths) == 1 else "none of these files exists", value)]
+        for problem, path in problems:
+            if problem:  # a secret pasted in place of a password file's path is not quoted back
+                out.append((loc, problem if is_secret_key(loc[-1]) else f"{problem}: {path}"))
+    rules = data.get("rules")
+    for i, value in enumerate(rules if isinstance(rules, list) else ()):
+        if isinstance(value, str) and value:
+            if not os.path.exists(value):
+                out.append((("rules", i), f"no such file or folder: {value}"))
+            elif not os.path.isdir(value) and _unreadable(value):
+                out.append((("rules", i), f"{_unreadable(value)}: {value}"))
+    return out
+
+
+def _unreadable(path: str) -> str | None:
+    """Why an existing path cannot be read as a file, or None."""
+    if os.path.isdir(path):
+        return "a folder, not a file"
+    if not os.access(path, os.R_OK):
+        return "cannot read (permission denied)"
+    return None

@@ -240,20 +240,22 @@ def load(path: str | os.PathLike | None) -> WebConfig:
         return NONE
     doc = yamlconfig.read(path)
     cfg = doc.validate(WebConfig)
-    if cfg is not None and cfg.tls_server_config is not None:
-        t = cfg.tls_server_config
-        base = ("tls_server_config",)
-        for key in ("cert_file", "key_file", "client_ca_file"):
-            f = getattr(t, key)
-            if f is not None and not Path(f).is_file():
-                doc.error(base + (key,), f"no such file: {f}")
-        if t.client_auth_type in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert") and not t.client_ca_file:
-            doc.error(base + ("client_auth_type",), f"{t.client_auth_type} needs client_ca_file")
-        if not doc.problems:
-            try:
-                cfg.ssl_context()
-            except (OSError, ssl.SSLError) as exc:
-                doc.error(base, f"cannot use the certificate, key or CA: {exc}")
+    # from the raw values: said with the schema's problems (an unknown key), not only once those are fixed
+    base = ("tls_server_config",)
+    raw = doc.data.get("tls_server_config") if isinstance(doc.data, dict) else None
+    raw = raw if isinstance(raw, dict) else {}
+    for key in ("cert_file", "key_file", "client_ca_file"):
+        f = raw.get(key)
+        if isinstance(f, str) and not Path(f).is_file():
+            doc.error(base + (key,), f"no such file: {f}")
+    mode = raw.get("client_auth_type")
+    if mode in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert") and not raw.get("client_ca_file"):
+        doc.error(base + ("client_auth_type",), f"{mode} needs client_ca_file")
+    if cfg is not None and cfg.tls_server_config is not None and not doc.problems:
+        try:
+            cfg.ssl_context()
+        except (OSError, ssl.SSLError) as exc:
+            doc.error(base, f"cannot use the certificate, key or CA: {exc}")
     doc.raise_for_errors()
     return cfg
 

@@ -170,10 +170,19 @@ def parse(text: str, source: str) -> Document:
     node = None
     try:
         node = loader.get_single_node()
-        if node is not None and _expanded(node) > EXPANDED_MAX:
+        size = _expanded(node) if node is not None else 0
+        if size is None:  # the constructor would make it, and every walk of it (ours, pydantic's) would never end
+            doc.readable = False
+            doc.error((), "an alias is used inside the value its anchor names (a cycle): cannot be read", line=1)
+            return doc
+        if size > EXPANDED_MAX:
             doc.readable = False
             doc.error((), f"its aliases expand to more than {EXPANDED_MAX:,} values: an alias bomb?", line=1)
             return doc
+        if node is not None:
+            # before constructing: the constructor spreads merge keys (<<: *base) into node.value in place, and the
+            # walk would then take an override of a merged key for a duplicate key
+            _walk(node, (), doc)
         doc.data = loader.construct_document(node) if node is not None else None
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
         # a scalar its tag cannot make: 2026-02-30T22:00:00Z (a timestamp), !!int abc, !!bool maybe
@@ -194,8 +203,6 @@ def parse(text: str, source: str) -> Document:
         return doc
     finally:
         loader.dispose()
-    if node is not None:
-        _walk(node, (), doc)
     return doc
 
 
@@ -231,15 +238,21 @@ def load(path_or_text: str | Path, model: type[M], *, source: str | None = None,
 EXPANDED_MAX = 200_000  # values a config's aliases may expand to (a real one has a few thousand)
 
 
-def _expanded(root) -> int:
+def _expanded(root) -> int | None:
     """How many values the document holds once its aliases are expanded, counting each shared node once per use
-    (a memo per node: linear in the nodes written, however deep the aliases nest)."""
+    (a memo per node: linear in the nodes written, however deep the aliases nest); None when a node holds itself
+    (``a: &a [*a]``: no end to expand to)."""
     size: dict[int, int] = {}
+    entered: set[int] = set()
     stack = [(root, False)]
     while stack:
         n, done = stack.pop()
         if id(n) in size:
             continue
+        if not done:
+            if id(n) in entered:  # entered and not finished: it is its own descendant
+                return None
+            entered.add(id(n))
         kids = [x for kv in n.value for x in kv] if isinstance(n, yaml.MappingNode) else (
             n.value if isinstance(n, yaml.SequenceNode) else [])
         if done:
@@ -277,7 +290,7 @@ def _walk(node, path: tuple, doc: Document) -> None:
     if isinstance(node, yaml.MappingNode):
         first: dict[str, int] = {}
         for k, v in _pairs(node):
-            key = k.value if isinstance(k, yaml.ScalarNode) else str(k.value)
+            key = _key(k)
             p, line = path + (key,), k.start_mark.line + 1
             if key in first:
                 doc.error(p, f"duplicate key {json.dumps(key)} (first at line {first[key]})", line=line)
@@ -296,14 +309,27 @@ _PLAIN = {"tag:yaml.org,2002:bool": "a boolean", "tag:yaml.org,2002:int": "a num
 
 
 def _pairs(node: yaml.MappingNode):
-    """A mapping's (key, value) nodes with YAML merge keys (``<<: *base``) spread in place."""
+    """A mapping's (key, value) nodes with YAML merge keys (``<<: *base``) spread in place.
+
+    A merged key is never a duplicate: a key written in the mapping overrides it, and of several merged mappings
+    (``<<: [*a, *b]``) the first that has the key gives it, as YAML (and Go's yaml, PyYAML) merge.  Only keys
+    written twice in one mapping are duplicates (a merged mapping's own are said where it is written)."""
+    merge = "tag:yaml.org,2002:merge"
+    given = {_key(k) for k, _ in node.value if k.tag != merge}
     for k, v in node.value:
-        if k.tag == "tag:yaml.org,2002:merge":
+        if k.tag == merge:
             for m in v.value if isinstance(v, yaml.SequenceNode) else [v]:
                 if isinstance(m, yaml.MappingNode):
-                    yield from ((mk, mv) for mk, mv in _pairs(m) if not any(mk.value == ok.value for ok, _ in node.value))
+                    for mk, mv in _pairs(m):
+                        if _key(mk) not in given:
+                            given.add(_key(mk))
+                            yield mk, mv
         else:
             yield k, v
+
+
+def _key(k) -> str:
+    return k.value if isinstance(k, yaml.ScalarNode) else str(k.value)
 
 
 # ---------------------------------------------------------------- pydantic errors -> messages

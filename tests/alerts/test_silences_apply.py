@@ -77,6 +77,31 @@ def test_a_bad_file_says_where(tmp_path, text, error):
     assert exc.value.errors[0].replace(f"{tmp_path}/", "").startswith(error), exc.value.errors
 
 
+def test_a_silence_ending_past_what_a_time_can_say_refuses_the_set_before_anything_is_written(
+        tmp_path, monkeypatch, capsys):
+    """``duration: 10000y`` loaded, and the apply wrote the silences before it, then died on the year 12020 with a
+    traceback: half the set applied.  Now the file is refused at its line and the topic is never opened."""
+    import streams.cli_alerts
+
+    opened = []
+    monkeypatch.setattr(streams.cli_alerts, "_book_call", lambda *a: opened.append(a))
+    path = tmp_path / "f.yaml"
+    path.write_text("name: m\nsilences:\n  - {id: ok, matchers: [a=b], comment: c, duration: 1h}\n"
+                    "  - {id: big, matchers: [a=c], comment: c, duration: 10000y}\n"
+                    "  - {id: late, matchers: [a=d], comment: c, starts: 9999-06-01T00:00:00Z, duration: 1y}\n")
+    assert main(["silences", "apply", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f'{path}:4: silences[1].duration: duration "10000y" is too long (at most 292y24w3d23h47m16s854ms)',
+        f"{path}:5: silences[2]: starts + duration ends after the year 9999"]
+    assert opened == []
+    # the longest duration a file may give still makes a silence every reader can write and read
+    f = SilenceFile.model_validate({"name": "m", "silences": [
+        {"id": "long", "matchers": ["a=b"], "comment": "c", "duration": "292y"},
+        {"id": "last", "matchers": ["a=b"], "comment": "c", "ends": "9999-12-31T23:59:59Z"}]})
+    for _, s in plan(f, Silences(), time.time()):
+        assert Silence.decode(s.encode()).endsAt == pytest.approx(s.endsAt, abs=0.001)
+
+
 def test_apply_through_the_topic_and_the_silences_mute(settings, monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("KUBESIGHT_KAFKA", settings.kafka)
     monkeypatch.setenv("KUBESIGHT_TOPIC_PREFIX", settings.topic_prefix)

@@ -38,6 +38,28 @@ def test_refused_quoting_the_text(value, quoted):
     assert str(exc.value) == f'invalid duration "{quoted}" {HINT}'
 
 
+@pytest.mark.parametrize("text", ["293y", "10000y", "99999999999999999999y", "292y24w3d23h47m16s855ms",
+                                  "9" * 5000 + "ms"])
+def test_longer_than_go_holds_is_refused(text):
+    """No upper bound: ``10000y`` made a silence end in the year 12020 (a traceback, half the set written) and
+    ``99999999999999999999y`` an OverflowError; Prometheus and Alertmanager refuse both (int64 nanoseconds)."""
+    with pytest.raises(ValueError) as exc:
+        parse_duration(text)
+    assert str(exc.value).endswith(" is too long (at most 292y24w3d23h47m16s854ms)")
+    assert parse_duration("292y24w3d23h47m16s854ms") == 9223372036.854  # the longest: Go's time.Duration max, in ms
+
+
+def test_a_config_with_a_too_long_duration_says_where(tmp_path):
+    """A rule's ``for:`` and a route's ``group_wait:`` of 99999999999999999999y were accepted."""
+    from .kinds import KINDS, load_errors
+
+    too_long = 'duration "99999999999999999999y" is too long (at most 292y24w3d23h47m16s854ms)'
+    rules = KINDS["rules"].valid + "    for: 99999999999999999999y\n"
+    assert load_errors("rules", rules, tmp_path) == [f"f.yaml:8: rules[0].for: {too_long}"]
+    routing = KINDS["routing"].valid.replace("route:\n", "route:\n  group_wait: 99999999999999999999y\n")
+    assert load_errors("routing", routing, tmp_path) == [f"f.yaml:2: route.group_wait: {too_long}"]
+
+
 @pytest.mark.parametrize("seconds, text", [
     (0, "0s"), (0.0001, "0s"), (0.001, "1ms"), (0.25, "250ms"), (1.5, "1s500ms"), (90, "1m30s"), (3600, "1h"),
     (5400, "1h30m"), (86400, "1d"), (604800, "1w"), (691200, "1w1d"), (31536000, "1y"), (-90, "-1m30s"),

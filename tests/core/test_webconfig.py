@@ -71,7 +71,10 @@ def test_errors_name_the_file_line_and_path(tmp_path):
                    "basic_auth_users:\n  alice: plain-password\nhttp_server_confg: {}\n")
     with pytest.raises(ConfigError) as err:
         webconfig.load(bad)
-    assert err.value.errors == [
+    assert err.value.errors == [  # the files too, with the schema's problems: not only once those are fixed
+        f"{bad}:2: tls_server_config.cert_file: no such file: /nonexistent.crt",
+        f"{bad}:3: tls_server_config.key_file: no such file: /nonexistent.key",
+        f"{bad}:4: tls_server_config.client_auth_type: RequireAndVerifyClientCert needs client_ca_file",
         f"{bad}:5: basic_auth_users: not a bcrypt hash for alice (make one with htpasswd -nBC 12 USER)",
         f"{bad}:7: http_server_confg: unknown key \"http_server_confg\" (did you mean \"tls_server_config\"?)",
     ]
@@ -84,6 +87,21 @@ def test_errors_name_the_file_line_and_path(tmp_path):
                                 f"{bad}:3: tls_server_config.key_file: no such file: /nonexistent.key",
                                 f"{bad}:4: tls_server_config.client_auth_type: RequireAndVerifyClientCert "
                                 "needs client_ca_file"]
+
+
+def test_missing_files_are_listed_with_a_schema_error_of_the_same_section(tmp_path):
+    """A misspelt key (min_versio) made the section invalid, and the missing cert_file and key_file were said only
+    after it was fixed: one problem per run."""
+    bad = tmp_path / "web.yml"
+    bad.write_text("tls_server_config:\n  cert_file: /nonexistent.crt\n  key_file: /nonexistent.key\n"
+                   "  min_versio: TLS13\n")
+    with pytest.raises(ConfigError) as err:
+        webconfig.load(bad)
+    assert err.value.errors == [
+        f"{bad}:2: tls_server_config.cert_file: no such file: /nonexistent.crt",
+        f"{bad}:3: tls_server_config.key_file: no such file: /nonexistent.key",
+        f"{bad}:4: tls_server_config.min_versio: unknown key \"min_versio\" (did you mean \"min_version\"?)",
+    ]
 
 
 def test_https_metrics_with_basic_auth(pki):

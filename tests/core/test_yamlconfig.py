@@ -6,6 +6,8 @@ so a kind that stops using the shared loader shows up here.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from core import yamlconfig
@@ -220,6 +222,32 @@ def test_merge_keys_keep_positions():
     assert doc.data["item"] == {"x": 1, "y": 2} and doc.errors == [] and doc.lines[("item", "y")] == 4
 
 
+def test_a_merge_key_overridden_is_not_a_duplicate_and_a_key_written_twice_still_is(tmp_path):
+    """The constructor spreads ``<<: *base`` into the mapping in place, and the duplicate-key walk that ran after it
+    took ``url`` (merged, then written) for a key given twice: every kind refused valid YAML."""
+    text = ("targets:\n  - &base\n    job: node\n    url: http://127.0.0.1:9/metrics\n    interval: 30s\n"
+            "  - <<: *base\n    url: http://127.0.0.1:10/metrics\n")
+    assert load_errors("metrics", text, tmp_path) == []
+    doc = yamlconfig.parse(text, "m.yaml")
+    assert doc.errors == [] and doc.data["targets"][1] == {"job": "node", "url": "http://127.0.0.1:10/metrics",
+                                                            "interval": "30s"}
+    # a merged value is at the line it is written on; the override at its own
+    assert [doc.line_of(("targets", 1, k)) for k in ("job", "url", "interval")] == [3, 7, 5]
+    # of several merged mappings the first gives the key (as YAML says): not a duplicate either
+    doc = yamlconfig.parse("a: &a {x: 1}\nb: &b {x: 2, y: 3}\nc: {<<: [*a, *b]}\n", "m.yaml")
+    assert doc.errors == [] and doc.data["c"] == {"x": 1, "y": 3}
+    # a key written twice in one mapping is still one, merge key or not
+    assert load_errors("metrics", text + "    url: http://127.0.0.1:11/metrics\n", tmp_path) == [
+        'f.yaml:8: targets[1].url: duplicate key "url" (first at line 7)']
+
+
+def test_an_alias_inside_its_own_anchor_is_a_problem_not_a_hang():
+    """``a: &a [*a]`` is a node that holds itself: counting its values never ended."""
+    for text in ("a: &a [*a]\n", "a: &a {b: {c: *a}}\n"):
+        assert yamlconfig.parse(text, "c.yaml").errors == [
+            "c.yaml:1: an alias is used inside the value its anchor names (a cycle): cannot be read"]
+
+
 def test_union_type_errors_are_said_once():
     from pydantic import BaseModel
 
@@ -275,3 +303,52 @@ def test_an_environment_variable_is_blamed_for_its_own_problem_and_ports_are_por
     monkeypatch.setenv("KUBESIGHT_PARTITIONS", "6")
     f.write_text("cluster: x\n")
     assert Settings.load(f).partitions == 6
+
+
+def test_every_file_the_settings_name_is_checked_at_load_at_its_key(tmp_path, monkeypatch, capsys):
+    """A missing password or CA file was found when a client first connected, a missing routing file, rule pack or
+    kubeconfig by the command that read it, without the settings' line: now every one, at its key, at once (and
+    from the CLI, exit 2)."""
+    from core.settings import Settings
+    from kubesight.cli import main
+
+    (tmp_path / "packs").mkdir()
+    (tmp_path / "kc").write_text("{}\n")
+    f = tmp_path / "settings.yaml"
+    f.write_text("kafka: k:9093\n"
+                 "kafka_security:\n  protocol: SASL_SSL\n  sasl_mechanism: PLAIN\n  username: u\n"
+                 "  password_file: /nonexistent/pw\n  ca_file: /nonexistent/ca.pem\n"
+                 "  cert_file: /nonexistent/c.pem\n  key_file: /nonexistent/k.pem\n"
+                 "web_config: /nonexistent/web.yaml\nrouting: routing.yaml\nrules: [packs, /nonexistent/pack]\n"
+                 "remediation: {kubeconfig: /nonexistent/kc}\n")
+    monkeypatch.chdir(tmp_path)  # relative paths are the working directory's, as the code that opens them reads them
+    want = [f"{f}:6: kafka_security.password_file: no such file",  # a secret slot: its value is never quoted
+            f"{f}:7: kafka_security.ca_file: no such file: /nonexistent/ca.pem",
+            f"{f}:8: kafka_security.cert_file: no such file: /nonexistent/c.pem",
+            f"{f}:9: kafka_security.key_file: no such file: /nonexistent/k.pem",
+            f"{f}:10: web_config: no such file: /nonexistent/web.yaml",
+            f"{f}:11: routing: no such file: routing.yaml",
+            f"{f}:12: rules[1]: no such file or folder: /nonexistent/pack",
+            f"{f}:13: remediation.kubeconfig: no such file: /nonexistent/kc"]
+    with pytest.raises(ConfigError) as exc:
+        Settings.load(f)
+    assert exc.value.errors == want
+    capsys.readouterr()
+    assert main(["--config", str(f), "rules", "list"]) == 2
+    assert capsys.readouterr().err == "kubesight: " + "\n".join(want) + "\n"
+    # a kubeconfig is a list as the Kubernetes client reads it: one of them there is enough
+    f.write_text(f"remediation: {{kubeconfig: '/nonexistent/kc{os.pathsep}~/nothing{os.pathsep}kc'}}\n")
+    assert Settings.load(f).remediation.kubeconfig
+    monkeypatch.setenv("KUBESIGHT_WEB_CONFIG", "/nonexistent/web.yaml")  # said under its own name
+    with pytest.raises(ConfigError) as exc:
+        Settings.load(f)
+    assert exc.value.errors == ["KUBESIGHT_WEB_CONFIG='/nonexistent/web.yaml': no such file: /nonexistent/web.yaml"]
+
+
+def test_a_remediation_window_of_zero_is_refused():
+    """``window: 0s`` counted no node acted on, so max_nodes and max_percent let every node be acted on."""
+    from core.settings import Settings
+
+    with pytest.raises(ConfigError) as exc:
+        yamlconfig.load("remediation:\n  max_nodes: 1\n  window: 0s\n", Settings, source="s.yaml")
+    assert exc.value.errors == ["s.yaml:3: remediation.window: must be > 0.0, got 0.0"]
