@@ -208,13 +208,15 @@ def _silences_add(args) -> int:
 
     from alerts.silences import Silence, SilenceError
     from core.matchers import parse_matchers
-    from core.records import format_time, parse_time
+    from core.records import TIME_MAX, TIME_MIN, format_time, parse_time
 
     try:
         ms = [m for x in args.matchers for m in parse_matchers(x)]
         start = parse_time(args.start) if args.start else time.time()
         ends = start + parse_duration(args.duration)
-    except ValueError as exc:  # a bad matcher or duration
+        if not TIME_MIN <= ends <= TIME_MAX:  # format_time would raise below, with a traceback
+            raise ValueError("--start + --duration ends after the year 9999")
+    except ValueError as exc:  # a bad matcher, duration or start, or an end no time can say
         print(f"kubesight silences add: {exc}", file=sys.stderr)
         return 2
     body = {"matchers": [x.to_api() for x in ms],

@@ -122,3 +122,10 @@ def test_a_writer_deletes_forgotten_silences_from_the_compacted_topic(settings):
     asyncio.run(go())
     records = [(r.key.decode(), r.value) for r in read_to_end(settings.kafka, settings.topic("silences"))]
     assert [(k, v is None) for k, v in records] == [(old.id, False), (new.id, False), (old.id, True)]
+
+
+def test_cli_silences_add_past_the_year_9999_is_an_error_not_a_traceback(capsys):
+    """--start 9999-06-01 with --duration 1y raised in format_time (a traceback, exit 1) before reaching Kafka."""
+    assert main(["silences", "add", 'a="1"', "--start", "9999-06-01T00:00:00Z", "--duration", "1y",
+                 "--comment", "x"]) == 2
+    assert capsys.readouterr().err == "kubesight silences add: --start + --duration ends after the year 9999\n"
