@@ -142,7 +142,8 @@ class Settings(BaseModel):
     max_future: float | None = Field(
         3600.0, gt=0, description="seconds a signal's time may be ahead of the worker's wall clock; later ones are "
         "counted (kubesight_future_signals_total) and dead-lettered, so one mistyped time (a year 2100, "
-        "microseconds read as seconds) cannot move a partition's event time past every signal to come; None = no limit")
+        "microseconds read as seconds) cannot move a partition's event time past every signal to come; capped by "
+        "allowed_lateness (further ahead, every on-time signal would be late); None = no limit")
     shutdown_timeout: float = Field(
         10.0, gt=0, le=300, description="seconds a long-running command may take to stop after SIGTERM/SIGINT, "
         "Kafka reachable or not; then it exits anyway (keep terminationGracePeriodSeconds above it)")

@@ -262,9 +262,10 @@ class TransactionalProcessor(mode.Service):
                 await asyncio.sleep(0)
             if self.settings.clock == "wall" and time.monotonic() - self._last_wall_tick >= 1.0:
                 # idle partitions tick on the wall clock even while others are busy; a partition that
-                # just got records is driven by their event time (a backlog is never ticked ahead of it)
+                # just got records, or has more waiting, is driven by their event time (a backlog is never ticked
+                # ahead of it: a worker behind its input resolved on the wall clock what its next record fired again)
                 self._last_wall_tick = time.monotonic()
-                self._wall_tick(skip={tp.partition for tp in batches})
+                self._wall_tick(skip={tp.partition for tp in batches} | await self._behind())
             if self.heartbeat is not None:  # a loop that stalls stops beating
                 self.heartbeat(self._emit)
             inflight = self._inflight
@@ -299,7 +300,11 @@ class TransactionalProcessor(mode.Service):
         next_tick = (wm // tick_every + 1) * tick_every if wm else None
         late = self.settings.allowed_lateness
         floor = -_INF if late is None else wm - late
-        ahead = self.settings.max_future
+        ahead, limit = self.settings.max_future, "max_future"
+        if late is not None and (ahead is None or ahead > late):
+            # a record further ahead than allowed_lateness, taken, would make every on-time signal of its partition
+            # late (a source whose clock is 20 minutes fast had them all dead-lettered): it is refused instead
+            ahead, limit = late, "allowed_lateness, below max_future"
         ceiling = _INF if ahead is None else time.time() + ahead
         wire, times, when, decode_error = WIRE.decode, TIME_SECONDS, wire_time, msgspec.MsgspecError
         for m in msgs:
@@ -340,7 +345,7 @@ class TransactionalProcessor(mode.Service):
                 # past every signal to come, and each would then be dead-lettered as late
                 self.stats["future"] += 1
                 self._reject(emit, f"future: {t - ceiling + ahead:.0f}s ahead of the worker's clock "
-                                   f"(max_future {ahead:g}s)", m)
+                                   f"({limit} {ahead:g}s)", m)
                 continue
             procs = routes.get(key)
             if procs is None:
@@ -374,6 +379,17 @@ class TransactionalProcessor(mode.Service):
             self.stage.tick(now, store, emit)
         except Exception:
             log.exception("%s: tick failed at %s", self.name, now)
+
+    async def _behind(self) -> set[int]:
+        """The assigned partitions with records this worker has not read yet (its position before the last stable
+        offset, or that offset not known yet)."""
+        consumer, out = self.consumer, set()
+        assert consumer is not None
+        for tp in consumer.assignment():
+            end = consumer.last_stable_offset(tp)
+            if end is None or await consumer.position(tp) < end:
+                out.add(tp.partition)
+        return out
 
     def _wall_tick(self, skip: set[int] = frozenset()) -> None:
         now = time.time()

@@ -235,3 +235,67 @@ def test_an_output_over_the_brokers_limit_is_dead_lettered_and_the_partition_goe
     assert len(dead) == 1 and dead[0]["key"] == "big"
     assert dead[0]["reason"] == "record of 1200003 bytes is over the 1000000 bytes kubesight sends to Kafka"
     assert dead[0]["where"] == {"topic": settings.topic("alerts")} and dead[0]["size"] == 1_200_000
+
+
+class Slow:
+    """Counts the samples of each partition and notes every tick: (partition's samples processed so far, now)."""
+
+    accepts = (Sample,)
+
+    def __init__(self):
+        self.seen: dict[str, int] = {}
+        self.ticks: list[tuple[str, int, float]] = []
+
+    def process(self, rec, state, emit) -> None:
+        import time
+
+        time.sleep(0.004)  # a worker slower than its input: a backlog for a few seconds
+        self.seen[rec.labels["p"]] = self.seen.get(rec.labels["p"], 0) + 1
+        state["p"] = rec.labels["p"]
+
+    def tick(self, now, state, emit) -> None:
+        if "p" in state:
+            self.ticks.append((state["p"], self.seen.get(state["p"], 0), now))
+
+
+def test_with_the_wall_clock_a_partition_with_a_backlog_is_not_ticked_ahead_of_it(settings, kafka_bootstrap):
+    """clock: wall ticks idle partitions on the wall clock. A partition with records still waiting was ticked too
+    whenever a fetch returned another partition's records first: a worker behind its input resolved an alert on the
+    wall clock and fired it again with its next record, over and over (an audit). Only a partition read to its end
+    is idle now."""
+    import time
+
+    topic = settings.topic("samples")
+    t0 = time.time() - 300  # five minutes old: within allowed_lateness, and far behind the wall clock
+    n = 100
+    for p in (0, 1):
+        write_transaction(kafka_bootstrap, topic,
+                          [encode(Sample("m", 1.0, t0 + i * 0.5, {"p": str(p), "i": str(i)})) for i in range(n)],
+                          True, f"wb-{p}", partition=p)
+    stage = Slow()
+
+    async def run():
+        proc = TransactionalProcessor(settings.model_copy(update={"max_batch": 10, "clock": "wall"}), kafka_bootstrap,
+                                      "signals", ["events", "samples"], Pipeline([stage]), worker_id="wb")
+        await proc.start()
+        getmany, turns = proc.consumer.getmany, [0]
+
+        async def fetch_in_flight_every_other_turn(*args, **kwargs):  # as while the next fetch is on its way
+            turns[0] += 1
+            if turns[0] % 2:
+                await asyncio.sleep(0.2)  # getmany's timeout: the wall clock's turn mostly comes in one of these
+                return {}
+            return await getmany(*args, **kwargs)
+
+        proc.consumer.getmany = fetch_in_flight_every_other_turn
+        try:
+            await until(lambda: sum(stage.seen.values()) >= 2 * n and not proc._outputs_pending(),
+                        lambda: (stage.seen, proc.stats), timeout=60)
+            await until(lambda: {p for p, _, now in stage.ticks if now > time.time() - 60} == {"0", "1"},
+                        lambda: stage.ticks[-4:])  # idle now: both are ticked on the wall clock
+        finally:
+            await proc.stop()
+
+    asyncio.run(run())
+    wall = [(p, seen) for p, seen, now in stage.ticks if now > t0 + 100]  # at wall time (the records end at t0+50)
+    assert wall and all(seen == n for _, seen in wall), wall  # none while that partition still had records waiting

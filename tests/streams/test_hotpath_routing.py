@@ -203,14 +203,23 @@ def test_a_signal_from_the_future_is_dead_lettered_and_does_not_move_event_time(
         return encode(Event(source="k8s", reason=reason, type="Warning", time=t,
                             entity=Entity(namespace="shop", kind="Pod", name="cart-1")))
 
-    payloads = [ev(now - 60), ev(4102444800.0), ev(now + 7200, "Boom"), ev(now - 30), ev(now + 60, "Boom"), ev(now - 20)]
+    # 20 minutes ahead (a source's clock that fast) is under max_future (1 h) but past allowed_lateness (10 min):
+    # taken, it made every on-time signal after it late; now it is the one refused
+    payloads = [ev(now - 60), ev(4102444800.0), ev(now + 7200, "Boom"), ev(now - 30), ev(now + 60, "Boom"),
+                ev(now + 1200), ev(now - 20)]
     proc = TransactionalProcessor(Settings(), "127.0.0.1:1", "signals", ["in"], stage)
     proc.stores[0] = Store()
     proc._process_batch(TopicPartition("in", 0), [Msg("in", 0, i, None, v) for i, v in enumerate(payloads)])
     assert [r.time for r in stage.got] == [now - 60, now - 30, now - 20]  # none of them late
     reasons = [orjson.loads(v)["reason"] for _, _, v, _ in proc._outputs]
-    assert reasons[0].startswith("future: ") and "max_future 3600s" in reasons[0]
+    assert reasons[0].startswith("future: ") and "(allowed_lateness, below max_future 600s)" in reasons[0]
     assert reasons[1].startswith("future: ")  # 2 h ahead
-    assert reasons[2] == "stage error: ValueError: boom" and len(reasons) == 3
-    assert proc.stores[0][WATERMARK] == now - 20 and proc.stats["future"] == 2 and proc.stats["late"] == 0
+    assert reasons[2] == "stage error: ValueError: boom"
+    assert reasons[3].startswith("future: 1200s ahead") and len(reasons) == 4
+    assert proc.stores[0][WATERMARK] == now - 20 and proc.stats["future"] == 3 and proc.stats["late"] == 0
+    # without allowed_lateness, max_future alone is the limit
+    proc = TransactionalProcessor(Settings(allowed_lateness=None), "127.0.0.1:1", "signals", ["in"], Fails())
+    proc.stores[0] = Store()
+    proc._process_batch(TopicPartition("in", 0), [Msg("in", 0, 0, None, ev(now + 7200))])
+    assert "(max_future 3600s)" in orjson.loads(proc._outputs[0][2])["reason"]
     assert format_time(proc.stores[0][WATERMARK]) < format_time(now)
