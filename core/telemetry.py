@@ -28,17 +28,52 @@ DEADLETTERS = Counter("kubesight_deadletters", "dead letters on the dead-letter 
                       ["origin", "reason"], registry=REGISTRY)
 
 _NUMBER = re.compile(r"\d+(\.\d+)?")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+class LabelCap:
+    """At most ``limit`` distinct label values (tuples) for a metric fed from input (reasons, metric names): past
+    that a new one is counted as ``other`` — each value is a series Prometheus keeps, and a remote-write client
+    naming a new metric per request made 100,000 of them (an audit).
+
+    >>> cap = LabelCap(2)
+    >>> cap("a", "x"), cap("b", "y"), cap("c", "z"), cap("a", "x")
+    (('a', 'x'), ('b', 'y'), ('other', 'other'), ('a', 'x'))
+    """
+
+    def __init__(self, limit: int = 200):
+        self.limit = limit
+        self.seen: set[tuple] = set()
+
+    def __call__(self, *values: str) -> tuple:
+        if values in self.seen:
+            return values
+        if len(self.seen) >= self.limit:
+            return ("other",) * len(values)
+        self.seen.add(values)
+        return values
+
+
+DEADLETTER_LABELS = LabelCap(200)
+
+
+def count_deadletter(origin: object, reason: object) -> None:
+    """One dead letter in ``kubesight_deadletters_total`` (origin and ``reason_key``; at most 200 pairs)."""
+    DEADLETTERS.labels(*DEADLETTER_LABELS(str(origin), reason_key(reason))).inc()
 
 
 def reason_key(reason: object, limit: int = 80) -> str:
-    """A dead letter's reason as a metric label: numbers (attempts, offsets, sizes) become N, cut to ``limit``.
+    """A dead letter's reason as a metric label: numbers (attempts, offsets, sizes) become N and quoted text
+    (a metric's, a label's or an event's name from the input) '…', cut to ``limit``.
 
-    One cause is then one series, however many attempts, offsets or seconds its messages name.
+    One cause is then one series, however many attempts, offsets, seconds or names its messages name.
 
     >>> reason_key("retry budget of 20s spent after 7 attempts; last: HTTP 500")
     'retry budget of Ns spent after N attempts; last: HTTP N'
+    >>> reason_key("remote-write: timeseries[3]: duplicate label 'job'")
+    "remote-write: timeseries[N]: duplicate label '…'"
     """
-    return _NUMBER.sub("N", str(reason))[:limit]
+    return _NUMBER.sub("N", _QUOTED.sub("'…'", str(reason)))[:limit]
 
 
 def ready_report(checks: dict[str, Check]) -> tuple[bool, dict]:

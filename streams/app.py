@@ -26,7 +26,7 @@ import orjson
 from core import webconfig
 from core.kafkaclient import client_config
 from core.settings import Settings
-from core.telemetry import DEADLETTERS, reason_key
+from core.telemetry import DEADLETTERS, count_deadletter
 from core.topics import replication_of
 from streams.hotpath import Pipeline, TransactionalProcessor
 from streams.incidents import incident_processor
@@ -103,7 +103,7 @@ def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = No
         async for value in stream:
             try:
                 d = orjson.loads(value)
-                DEADLETTERS.labels(str(d.get("origin")), reason_key(d.get("reason"))).inc()
+                count_deadletter(d.get("origin"), d.get("reason"))
             except (orjson.JSONDecodeError, AttributeError):
                 DEADLETTERS.labels("?", "unreadable dead letter").inc()
 

@@ -29,6 +29,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
 from core.records import RecordError, Sample, check_time
+from core.telemetry import LabelCap
 
 log = logging.getLogger("kubesight.metrics")
 
@@ -214,6 +215,7 @@ class Intake:
         self.labels = dict(labels or {})
         self.kafka_timeout = kafka_timeout
         self.skipped_said: dict[str, float] = {}  # metric name -> when a dead letter last said it was not taken
+        self.skipped_labels = LabelCap(1000)  # names in the skipped-series counter (a series each): then "other"
 
     SKIPPED_EVERY = 3600.0  # a metric's skipped series are dead-lettered (with a request holding them) once an hour
     SKIPPED_NAMES = 10_000  # names remembered for that
@@ -225,7 +227,7 @@ class Intake:
         out = []
         for name, why in skipped:
             if self.metrics is not None:
-                self.metrics.rw_skipped.labels(name).inc()
+                self.metrics.rw_skipped.labels(*self.skipped_labels(name)).inc()
             if now - self.skipped_said.get(name, float("-inf")) >= self.SKIPPED_EVERY:
                 out.append((name, why))
         return out

@@ -239,3 +239,20 @@ def test_staleness_markers_are_left_out():
         ts.samples.add(value=v, timestamp=t)
     got = samples_of(decode(encode(req)))
     assert [s.time for s in got] == [1.0, 2.0] and got[1].value != got[1].value
+
+
+def test_metric_names_from_the_input_make_at_most_a_thousand_series_of_self_metrics():
+    """A native histogram per new metric name made a child of kubesight_metrics_remote_write_series_skipped per name
+    for ever (an audit: 100,000); past 1,000 names they are counted as name="other"."""
+    from collectors.metrics.remote_write import Intake
+    from collectors.metrics.scrape import SelfMetrics
+
+    metrics = SelfMetrics()
+    intake = Intake(None, metrics)
+    for i in range(1500):
+        intake._skipped_to_say([(f"h{i}", "native histograms are not supported")], float(i))
+    names = {s.labels["name"] for m in metrics.registry.collect() if m.name.endswith("series_skipped")
+             for s in m.samples if s.name.endswith("_total")}
+    assert len(names) == 1001 and "other" in names and "h0" in names and "h1499" not in names
+    other = metrics.registry.get_sample_value("kubesight_metrics_remote_write_series_skipped_total", {"name": "other"})
+    assert other == 500
