@@ -21,7 +21,8 @@ core.records.RecordError: sample: Object missing required field `value`
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Literal
 
@@ -82,15 +83,36 @@ def check_time(t: float, what: str = "time") -> float:
     return t
 
 
+_LONG_FRACTION = re.compile(r"([.,]\d{6})(\d+)")  # the seconds' fraction past microseconds (the date has no '.')
+
+
 @lru_cache(maxsize=4096)
 def _parse_iso(value: str) -> float:
+    """RFC 3339 text -> epoch seconds, read as ``wire_time`` (msgspec) reads it, so that the intake and the worker
+    agree on the time of one text.
+
+    >>> _parse_iso("2021-08-03T10:00:00.9999996Z"), _parse_iso("2021-08-03T10:00:00.1234564999z")
+    (1627984801.0, 1627984800.123456)
+    """
     # cached: the samples of one scrape, and events of one second, share their timestamp string
+    # RFC 3339 (5.6) allows a lower-case "z", which msgspec reads and fromisoformat does not
+    text = value[:-1] + "Z" if value[-1:] == "z" and value[-2:-1].isdigit() else value
+    up = False
+    m = _LONG_FRACTION.search(text)
+    if m:  # fromisoformat cuts a fraction to microseconds; msgspec rounds half up on the 7th digit alone
+        up = m.group(2)[0] >= "5"
+        text = text[:m.end(1)] + text[m.end():]
     try:
-        dt = datetime.fromisoformat(value)  # Python >= 3.11 reads "Z" and fractions of any length
+        dt = datetime.fromisoformat(text)  # Python >= 3.11 reads "Z" and fractions of any length
     except ValueError:
         raise RecordError(f"invalid time {value!r} (use RFC 3339, e.g. 2021-08-03T10:00:00Z)") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
+    if up:
+        try:
+            dt += timedelta(microseconds=1)
+        except OverflowError:  # 9999-12-31T23:59:59.9999995Z rounds into the year 10000
+            raise RecordError(f"time {value!r} is outside the years 1-9999 in UTC") from None
     t = dt.timestamp()
     if not TIME_MIN <= t <= TIME_MAX:  # 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
         raise RecordError(f"time {value!r} is outside the years 1-9999 in UTC")

@@ -6,8 +6,10 @@
 ('cloud', 'Warning', 'Instance', 'i-abcd1111', 'i-abcd1111', 'cloud-a9f95d172c7dd1797a2e')
 >>> cloud_time("20190409T121826.922+0800", "eventTime")
 1554783506.922
->>> cloud_time("Fri, 10 Mar 2023 12:03:38 GMT", "startTime")
-1678449818.0
+>>> cloud_time("Fri, 10 Mar 2023 12:03:38 GMT", "startTime"), cloud_time("Fri, 10 Mar 2023 12:03:38 -0000", "startTime")
+(1678449818.0, 1678449818.0)
+>>> cloud_time("20190409T121826.9221234+0800", "eventTime")  # 7 digits round as RFC 3339's do
+1554783506.922123
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 import orjson
@@ -94,19 +96,24 @@ def json_kind(v) -> str:
 def cloud_time(value, field: str) -> float:
     """A provider timestamp -> epoch seconds: RFC 3339, Alibaba's compact ``20190409T121826.922+0800``,
     or RFC 2822 (``Fri, 10 Mar 2023 12:03:38 GMT``, ``21 Jan 2019 09:00:43 GMT``); PayloadError names the field."""
+    text = value
     if isinstance(value, str):
         m = _COMPACT.match(value)
-        if m:
+        if m:  # read as the RFC 3339 text it spells, so that its fraction rounds as every other time's does
             day, hms, frac, tz = m.groups()
-            return datetime.strptime(f"{day}{hms}{frac or '.0'}{'+0000' if tz == 'Z' else tz}",
-                                     "%Y%m%d%H%M%S.%f%z").timestamp()
-        if value[:1].isalpha() or (value[:2].strip().isdigit() and " " in value):
+            text = (f"{day[:4]}-{day[4:6]}-{day[6:]}T{hms[:2]}:{hms[2:4]}:{hms[4:]}{frac or ''}"
+                    f"{'Z' if tz == 'Z' else f'{tz[:3]}:{tz[3:]}'}")
+        elif value[:1].isalpha() or (value[:2].strip().isdigit() and " " in value):
             try:
-                return parsedate_to_datetime(value).timestamp()
+                dt = parsedate_to_datetime(value)
             except (TypeError, ValueError):
                 pass
+            else:
+                # "-0000" (RFC 5322 3.3: UTC, the source's zone unknown) and no zone come back naive, which
+                # timestamp() would read in this machine's zone; kubesight reads a time without zone as UTC
+                return (dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt).timestamp()
     try:
-        return parse_time(value)
+        return parse_time(text)
     except RecordError:
         raise PayloadError(f"{field}: invalid time {value!r}") from None
 

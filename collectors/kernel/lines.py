@@ -89,18 +89,52 @@ def zone(name: str | None) -> tzinfo | None:
         raise ValueError(f"unknown time zone {name!r} (expected an IANA name like Europe/Berlin or UTC)") from None
 
 
-def _local(dt: datetime, tz: tzinfo | None) -> float:
-    """A wall-clock time without zone, read in ``tz`` (None: this machine's local time)."""
-    return (dt.replace(tzinfo=tz) if tz is not None else dt).timestamp()
+class Stamps:
+    """The local-time stamps of one stream (a file, stdin) as read so far: what tells which pass of the hour that
+    is repeated when summer time ends a stamp in it is from, which the stamp alone does not say.
+
+    Lines come in the order they were written: a stamp of the repeated hour that reads behind the stream's last
+    one, where its second reading does not, is from the second pass (Europe/Berlin: 02:59:59 CEST, then 02:05 CET).
+
+    >>> from datetime import datetime
+    >>> berlin, st = ZoneInfo("Europe/Berlin"), Stamps()
+    >>> [datetime.fromtimestamp(st.read(datetime(2024, 10, 27, 2, m), berlin), UTC).strftime("%H:%M") for m in (40, 5, 30)]
+    ['00:40', '01:05', '01:30']
+    """
+
+    __slots__ = ("last",)
+    JITTER = 60.0  # s a stream's stamps may step back without a change of pass (lines of several writers interleave)
+
+    def __init__(self) -> None:
+        self.last: float | None = None  # epoch seconds of the stream's last local stamp
+
+    def read(self, dt: datetime, tz: tzinfo | None) -> float:
+        """``dt`` (no zone) read in ``tz`` (None: this machine's local time), then taken as the stream's last."""
+        t = self.last = _local(dt, tz, self.last)
+        return t
 
 
-def _iso(ts: str, tz: tzinfo | None = UTC) -> float:
+def _local(dt: datetime, tz: tzinfo | None, last: float | None = None) -> float:
+    """A wall-clock time without zone, read in ``tz`` (None: this machine's local time).
+
+    A time of the hour repeated when summer time ends has two readings (fold 0, the first pass, and fold 1); the
+    first is taken unless it is behind ``last`` (the stream's previous stamp) by more than ``Stamps.JITTER`` while
+    the second is not: the clock went back, so this is the second pass."""
+    first = (dt.replace(tzinfo=tz) if tz is not None else dt).replace(fold=0).timestamp()
+    if last is None or first >= last - Stamps.JITTER:
+        return first
+    # (a time skipped when summer time starts reads earlier with fold 1, so further behind: the first is taken)
+    second = (dt.replace(tzinfo=tz) if tz is not None else dt).replace(fold=1).timestamp()
+    return second if second >= last - Stamps.JITTER else first
+
+
+def _iso(ts: str, tz: tzinfo | None = UTC, stamps: Stamps | None = None) -> float:
     ts = ts.replace(",", ".")
     if ts.endswith("Z"):
         ts = ts[:-1] + "+00:00"
     dt = datetime.fromisoformat(ts)
     if dt.tzinfo is None:
-        return _local(dt, tz)
+        return stamps.read(dt, tz) if stamps is not None else _local(dt, tz)
     return dt.timestamp()
 
 
@@ -119,24 +153,30 @@ def _checked(ln: Line) -> Line:
     return ln
 
 
-def parse_line(raw: str, *, year: int | None = None, tz: tzinfo | None = None) -> Line:
+def parse_line(raw: str, *, year: int | None = None, tz: tzinfo | None = None, now: float | None = None,
+               stamps: Stamps | None = None) -> Line:
     """One text line (no trailing newline) -> Line; ``year`` completes year-less syslog stamps.
 
+    Without ``year``, a year-less stamp is of the current year in ``tz`` at ``now`` (epoch seconds; None: the
+    clock), or of the one before when that would put it more than ``AHEAD`` in the future: a line read just
+    after New Year's midnight is from the old year.
+
     Stamps without a zone (syslog, ``dmesg -T``, ISO times without offset) are local time in ``tz``
-    (None: this machine's zone).
+    (None: this machine's zone); ``stamps``, the stream's ``Stamps``, tells the two passes of the hour repeated
+    when summer time ends apart.
 
     Raises ``LineError`` for a line that is recognisably broken (a NUL byte, a JSON journal line
     that is not valid JSON, a kmsg record header with non-numeric fields).
     """
     try:
-        return _checked(_parse_line(raw, year, tz))
+        return _checked(_parse_line(raw, year, tz, now, stamps))
     except LineError:
         raise
     except (ValueError, TypeError, OverflowError) as exc:  # a date that does not exist (Feb 30), a number too big
         raise LineError(f"unreadable line: {exc}") from None
 
 
-def _parse_line(raw: str, year: int | None, tz: tzinfo | None) -> Line:
+def _parse_line(raw: str, year: int | None, tz: tzinfo | None, now: float | None, stamps: Stamps | None) -> Line:
     if "\x00" in raw:
         raise LineError("line contains NUL bytes (binary data, not a kernel log)")
     if raw[:2] == "**" or " login: " in raw[:64]:
@@ -156,7 +196,7 @@ def _parse_line(raw: str, year: int | None, tz: tzinfo | None) -> Line:
             return Line(m.group(2), "datetime", wall=_iso(m.group(1).replace("/", "-").replace(" ", "T")))
         m = _SYSLOG.match(raw)
         if m:
-            return _syslog(m, year, tz)
+            return _syslog(m, year, tz, now, stamps)
     elif c == "[":
         m = _BRACKET.match(raw)
         if m:
@@ -169,7 +209,8 @@ def _parse_line(raw: str, year: int | None, tz: tzinfo | None) -> Line:
             return Line(text, "bracket", mono=float(m.group(1)), ctx=m.group(2) or "")
         m = _DMESG_T.match(raw)
         if m:
-            wall = _local(datetime.strptime(m.group(1).replace("  ", " "), "%b %d %H:%M:%S %Y"), tz)
+            dt = datetime.strptime(m.group(1).replace("  ", " "), "%b %d %H:%M:%S %Y")
+            wall = stamps.read(dt, tz) if stamps is not None else _local(dt, tz)
             return Line(m.group(2), "dmesg-T", wall=wall)
     elif c == "<":
         m = _PSTORE.match(raw)
@@ -177,39 +218,51 @@ def _parse_line(raw: str, year: int | None, tz: tzinfo | None) -> Line:
             return Line(m.group(4), "pstore", prio=int(m.group(1)), mono=float(m.group(2)), ctx=m.group(3) or "")
         m = _SYSLOG.match(raw)
         if m:
-            return _syslog(m, year, tz)
+            return _syslog(m, year, tz, now, stamps)
     elif c == "{" and raw[1:2] == '"':
         return _journal(raw)
     elif c.isalpha():
         if c == "k":
             m = _ISO.match(raw)
             if m and m.group(2) in LEVELS:
-                return Line(m.group(4), "iso", prio=LEVELS.index(m.group(2)), wall=_iso(m.group(3), tz))
+                return Line(m.group(4), "iso", prio=LEVELS.index(m.group(2)), wall=_iso(m.group(3), tz, stamps))
         m = _SYSLOG.match(raw)
         if m:
-            return _syslog(m, year, tz)
+            return _syslog(m, year, tz, now, stamps)
         if _PSTORE_HEADER.match(raw):
             return Line("", "header")
     return Line(raw, "bare")
 
 
-def _syslog(m: re.Match, year: int | None, tz: tzinfo | None) -> Line:
+AHEAD = 86400.0  # s a year-less stamp may be ahead of now (the node's clock ahead of this one) and be of this year
+
+
+def _syslog(m: re.Match, year: int | None, tz: tzinfo | None, now: float | None, stamps: Stamps | None) -> Line:
     ts, host, ident, mono, ctx, text = m.groups()
     if ts[0].isdigit():
-        wall = _iso(ts, tz)
+        wall = _iso(ts, tz, stamps)
     else:
         ts, _, frac = ts.partition(".")
         stamp = ts.replace("  ", " ")
-        this = datetime.now(UTC).year
-        # a year-less Feb 29 read in a common year is from the latest leap year; a given year is taken as given
-        for y in (year,) if year else (this, this - 1, this - 2, this - 3):
+        if year:  # a given year is taken as given
+            years: tuple[int, ...] = (year,)
+        else:
+            # the year where the node is: at 05:00 on Jan 1 in Tokyo it is still Dec 31 in UTC
+            clock = datetime.now(tz) if now is None else datetime.fromtimestamp(now, tz)
+            latest = clock.timestamp() + AHEAD
+            # a line cannot come from the future: "Dec 31 23:59:50" read at 00:00:30 on Jan 1 is from the old year;
+            # a year-less Feb 29 is from the latest leap year not ahead (four years back, read in a January)
+            years = tuple(range(clock.year, clock.year - 5, -1))
+        for y in years:
             try:
-                wall = _local(datetime.strptime(f"{y} {stamp}", "%Y %b %d %H:%M:%S"), tz)
-                break
+                dt = datetime.strptime(f"{y} {stamp}", "%Y %b %d %H:%M:%S")
             except ValueError:
                 continue
+            if year or _local(dt, tz) <= latest:
+                break
         else:
             raise LineError(f"syslog time {ts!r} is not a date{f' in {year}' if year else ''}")
+        wall = stamps.read(dt, tz) if stamps is not None else _local(dt, tz)
         wall += float(f"0.{frac}") if frac else 0.0
     return Line(text, "syslog", wall=wall, host=host, mono=float(mono) if mono else None, ctx=ctx or "", ident=ident)
 

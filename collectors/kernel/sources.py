@@ -27,7 +27,7 @@ from pathlib import Path
 
 import orjson
 
-from collectors.kernel.lines import Line, LineError, journal_entry, parse_line
+from collectors.kernel.lines import Line, LineError, Stamps, journal_entry, parse_line
 
 MAX_LINE = 65536
 _ESC = re.compile(r"\\x([0-9a-f]{2})")
@@ -80,13 +80,16 @@ def parse_record(rec: str, year: int | None = None) -> list[Line]:
 
 
 def from_lines(lines: Iterable[str | None], *, start: int = 1, year: int | None = None,
-               where: dict | None = None, tz: tzinfo | None = None) -> Iterator[Item]:
+               where: dict | None = None, tz: tzinfo | None = None, stamps: Stamps | None = None) -> Iterator[Item]:
     """Text lines (any shape, mixed) -> Items; kmsg dictionary lines join their record.
 
     ``None`` in ``lines`` means the writer went quiet: it becomes an ``idle`` item. ``tz``: the zone
-    of stamps without one (syslog, dmesg -T; None: this machine's).
+    of stamps without one (syslog, dmesg -T; None: this machine's). ``stamps``: the stream's stamps read
+    before these lines (a new ``Stamps`` when they start it).
     """
     where = where or {}
+    # the lines' order tells which pass of the hour repeated when summer time ends a local stamp is from
+    stamps = stamps if stamps is not None else Stamps()
     pending: tuple[int, str] | None = None  # a kmsg record waiting for its dictionary lines
     dict_lines: list[str] = []
 
@@ -138,7 +141,7 @@ def from_lines(lines: Iterable[str | None], *, start: int = 1, year: int | None 
             continue
         if raw[:1].isdigit() and ";" in raw[:64]:
             try:
-                ln = parse_line(raw, year=year, tz=tz)
+                ln = parse_line(raw, year=year, tz=tz, stamps=stamps)
             except LineError as exc:
                 yield Item("bad", no, raw=raw, reason=str(exc), where={**where, "line": no})
                 continue
@@ -148,7 +151,7 @@ def from_lines(lines: Iterable[str | None], *, start: int = 1, year: int | None 
             yield Item("line", no, ln, raw)
             continue
         try:
-            ln = parse_line(raw, year=year, tz=tz)
+            ln = parse_line(raw, year=year, tz=tz, stamps=stamps)
         except LineError as exc:
             yield Item("bad", no, raw=raw, reason=str(exc), where={**where, "line": no})
             continue
@@ -244,9 +247,11 @@ def from_path(path: str | Path, *, year: int | None = None, tz: tzinfo | None = 
         lines = _text_lines(done)
         yield Item("file", raw=str(f), where={**file_identity(st, done), "lines": len(lines)}, partial=bool(tail),
                    reopen=reopen)
-        yield from from_lines(lines, year=year, where={"file": str(f)}, tz=tz)
-        if tail:  # parsed on its own: a half-written line joins no record above it
-            for it in from_lines(_text_lines(tail), start=len(lines) + 1, year=year, where={"file": str(f)}, tz=tz):
+        stamps = Stamps()
+        yield from from_lines(lines, year=year, where={"file": str(f)}, tz=tz, stamps=stamps)
+        if tail:  # parsed on its own: a half-written line joins no record above it (its stamp follows theirs)
+            for it in from_lines(_text_lines(tail), start=len(lines) + 1, year=year, where={"file": str(f)}, tz=tz,
+                                 stamps=stamps):
                 it.partial = True
                 yield it
 

@@ -63,3 +63,49 @@ def test_mutated_payloads_never_crash(data_dir):
                     encode(e)
     assert tried > 5000
     assert crashes[:40] == [], len(crashes)
+
+
+# ---------------------------------------------------------------- provider times
+
+
+def test_rfc_2822_times_without_a_zone_or_with_minus_0000_are_utc_whatever_this_machine_s_zone(monkeypatch):
+    """RFC 5322 3.3: "-0000" is UTC (the source's zone unknown); a time without zone is UTC as everywhere in kubesight.
+    email.utils makes both naive, which timestamp() read in the machine's zone (Asia/Shanghai: 8 h early)."""
+    import time
+
+    from collectors.cloud.event import cloud_time
+
+    utc = 1678449818.0  # 2023-03-10T12:03:38Z
+    monkeypatch.setenv("TZ", "Asia/Shanghai")
+    time.tzset()
+    try:
+        assert [cloud_time(t, "startTime") for t in ("Fri, 10 Mar 2023 12:03:38 -0000", "Fri, 10 Mar 2023 12:03:38",
+                                                      "Fri, 10 Mar 2023 12:03:38 GMT", "10 Mar 2023 12:03:38 +0000",
+                                                      "Fri, 10 Mar 2023 20:03:38 +0800")] == [utc] * 5
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_times_with_more_than_microseconds_round_as_the_wire_reads_them():
+    """Alibaba's compact time with 7 fractional digits was a ValueError; every shape rounds as msgspec does."""
+    from collectors.cloud.event import cloud_time
+    from core.records import wire_time
+
+    assert cloud_time("20190409T121826.9221234+0800", "eventTime") == 1554783506.922123
+    assert cloud_time("20190409T121826.9221235+0800", "eventTime") == 1554783506.922124
+    assert cloud_time("20190409T121826.9999995Z", "eventTime") == wire_time("2019-04-09T12:18:27Z")
+    assert cloud_time("20190409T121826.922+0800", "eventTime") == 1554783506.922
+    assert cloud_time("2019-04-09T04:18:26.9221235z", "eventTime") == wire_time("2019-04-09T04:18:26.9221235Z")
+    try:
+        cloud_time("20191309T121826.9221234+0800", "eventTime")
+    except PayloadError as exc:  # a compact time that is no date names its field, as any other bad time
+        assert str(exc) == "eventTime: invalid time '20191309T121826.9221234+0800'"
+    else:
+        raise AssertionError("month 13 accepted")
+
+
+def test_a_lower_case_z_is_read_by_the_intake():
+    """RFC 3339 allows "z"; the intake answered 400 for what the wire reads."""
+    spot = {**SPOT, "time": "2024-05-01T09:59:00.0000004z"}
+    assert [e.time for e in parse(orjson.dumps(spot), now=NOW)] == [1714557540.0]

@@ -271,3 +271,78 @@ def test_syslog_and_dmesg_t_stamps_are_local_time_of_the_given_zone(tmp_path, ca
     assert orjson.loads(capsys.readouterr().out)["time"].startswith("2025-03-28T00:19:26")
     assert main(["collect", "kernel", "--from-file", str(log), "--stdout", "--tz", "Mars/Olympus"]) == 2
     assert "--tz: unknown time zone 'Mars/Olympus'" in capsys.readouterr().err
+
+
+def _utc(t: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(t, UTC).isoformat()
+
+
+def test_a_year_less_stamp_is_never_read_as_from_the_future():
+    """Read at 00:00:30 on Jan 1, "Dec 31 23:59:50" was put a year ahead (the worker dead-letters future times)."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    utc = ZoneInfo("UTC")
+    now = datetime(2025, 1, 1, 0, 0, 30, tzinfo=UTC).timestamp()
+    assert _utc(parse_line("Dec 31 23:59:50 node-1 kernel: x", tz=utc, now=now).wall) == "2024-12-31T23:59:50+00:00"
+    assert _utc(parse_line("Jan  1 00:00:10 node-1 kernel: x", tz=utc, now=now).wall) == "2025-01-01T00:00:10+00:00"
+    # a node's clock a little ahead of this one's keeps the current year; a given year is taken as given
+    assert _utc(parse_line("Jan  1 03:00:00 node-1 kernel: x", tz=utc, now=now).wall) == "2025-01-01T03:00:00+00:00"
+    assert _utc(parse_line("Dec 31 23:59:50 node-1 kernel: x", tz=utc, now=now, year=2025).wall) \
+        == "2025-12-31T23:59:50+00:00"
+    # Feb 29 read in January of a leap year: that year's is ahead, the latest one behind is four years back
+    jan = datetime(2024, 1, 15, tzinfo=UTC).timestamp()
+    assert _utc(parse_line("Feb 29 15:04:05 node-1 kernel: x", tz=utc, now=jan).wall) == "2020-02-29T15:04:05+00:00"
+
+
+def test_a_year_less_stamp_takes_the_year_where_the_node_is():
+    """At 05:00 on Jan 1 in Tokyo it is still Dec 31 in UTC: "Jan  1 04:59:00" was read as of the year before."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    now = datetime(2024, 12, 31, 20, 0, tzinfo=UTC).timestamp()  # 2025-01-01T05:00+09:00
+    ln = parse_line("Jan  1 04:59:00 node-1 kernel: x", tz=ZoneInfo("Asia/Tokyo"), now=now)
+    assert _utc(ln.wall) == "2024-12-31T19:59:00+00:00"
+    ln = parse_line("Dec 31 23:59:00 node-1 kernel: x", tz=ZoneInfo("America/Los_Angeles"),
+                    now=datetime(2025, 1, 1, 7, 30, tzinfo=UTC).timestamp())  # 23:30 on Dec 31 there
+    assert _utc(ln.wall) == "2025-01-01T07:59:00+00:00"  # 29 min ahead: the node's clock, still this year
+
+
+BERLIN_FALL = ["02:40:00", "02:59:59", "02:05:00", "02:30:00", "03:00:00"]  # 2024-10-27: 03:00 CEST -> 02:00 CET
+
+
+@pytest.mark.parametrize("shape", ["Oct 27 {} node-1 kernel: x", "[Sun Oct 27 {} 2024] x",
+                                   "2024-10-27T{} node-1 kernel: x"])
+def test_the_hour_repeated_when_summer_time_ends_is_read_in_the_stream_s_order(shape):
+    """The second pass of 02:00-03:00 was read as the first (fold 0): an hour early, then dead-lettered as late."""
+    from zoneinfo import ZoneInfo
+
+    items = list(from_lines([shape.format(t) for t in BERLIN_FALL], year=2024, tz=ZoneInfo("Europe/Berlin")))
+    assert [_utc(i.line.wall)[11:19] for i in items] == ["00:40:00", "00:59:59", "01:05:00", "01:30:00", "02:00:00"]
+
+
+def test_the_repeated_hour_is_told_apart_per_stream_and_a_small_step_back_is_no_change_of_pass(tmp_path):
+    from zoneinfo import ZoneInfo
+
+    berlin = ZoneInfo("Europe/Berlin")
+    # lines of several writers interleave a little out of order: still the first pass
+    items = from_lines([f"Oct 27 {t} node-1 kernel: x" for t in ("02:40:00", "02:39:30", "02:41:00")], year=2024,
+                       tz=berlin)
+    assert [_utc(i.line.wall)[11:19] for i in items] == ["00:40:00", "00:39:30", "00:41:00"]
+    # each file is its own stream: a file that starts in the hour starts in its first pass
+    (tmp_path / "a.log").write_text("Oct 27 02:50:00 node-1 kernel: x\nOct 27 02:10:00 node-1 kernel: x\n")
+    (tmp_path / "b.log").write_text("Oct 27 02:20:00 node-1 kernel: x\n")
+    items = [i for i in from_path(tmp_path, year=2024, tz=berlin) if i.kind == "line"]
+    assert [_utc(i.line.wall)[11:19] for i in items] == ["00:50:00", "01:10:00", "00:20:00"]
+    # a last line without its newline yet, parsed on its own, still follows the file's stamps
+    (tmp_path / "b.log").write_text("Oct 27 02:50:00 node-1 kernel: x\nOct 27 02:10:00 node-1 kernel: x")
+    items = [i for i in from_path(tmp_path / "b.log", year=2024, tz=berlin) if i.kind == "line"]
+    assert [(_utc(i.line.wall)[11:19], i.partial) for i in items] == [("00:50:00", False), ("01:10:00", True)]
+    # a stream whose stamps are behind both readings is not in order there: nothing tells, the first pass is taken
+    items = from_lines([f"Oct 27 {t} node-1 kernel: x" for t in ("04:00:00", "02:30:00")], year=2024, tz=berlin)
+    assert [_utc(i.line.wall)[11:19] for i in items] == ["03:00:00", "00:30:00"]
+    # the hour skipped when summer time starts is not a repeated one
+    items = from_lines([f"Mar 31 {t} node-1 kernel: x" for t in ("02:40:00", "02:10:00")], year=2024, tz=berlin)
+    assert [_utc(i.line.wall)[11:19] for i in items] == ["01:40:00", "01:10:00"]
