@@ -22,13 +22,8 @@ from pydantic import RootModel
 
 from core import yamlconfig
 from core.matchers import RegexError, full_match
-from core.records import Entity, Event, RecordError, Sample, parse_time
+from core.records import PAYLOAD_LIMIT, Entity, Event, RecordError, Sample, parse_time
 from core.yamlconfig import shown
-
-try:
-    _Loader = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - libyaml missing
-    _Loader = yaml.SafeLoader
 
 # the repo's own copy (deploy/demo/recordings/README.md): EventLists over 8 KB are stored as events.yaml.gz
 DEFAULT_EVENTS = Path(__file__).resolve().parent.parent / "deploy" / "demo" / "recordings" / "openshift-must-gather-events"
@@ -105,9 +100,13 @@ def read_events(root: Path, cluster: str = "default", owners=()) -> tuple[list[E
     for f in files:
         try:
             with (gzip.open(f, "rt") if f.suffix == ".gz" else open(f)) as fh:
-                doc = yaml.load(fh, Loader=_Loader)
+                text = fh.read()
+            doc = yamlconfig.load_data(text, str(f))  # an alias bomb is refused, not expanded
         except yaml.YAMLError as exc:
             rejected.append(Rejected(f"invalid YAML: {exc}", f.read_text(errors="replace"), str(f), -1))
+            continue
+        except ValueError as exc:
+            rejected.append(Rejected(str(exc), text[:PAYLOAD_LIMIT], str(f), -1))
             continue
         items = doc.get("items") if isinstance(doc, dict) else None
         if not isinstance(items, list):

@@ -238,10 +238,41 @@ def load(path_or_text: str | Path, model: type[M], *, source: str | None = None,
 EXPANDED_MAX = 200_000  # values a config's aliases may expand to (a real one has a few thousand)
 
 
-def _expanded(root) -> int | None:
-    """How many values the document holds once its aliases are expanded, counting each shared node once per use
-    (a memo per node: linear in the nodes written, however deep the aliases nest); None when a node holds itself
-    (``a: &a [*a]``: no end to expand to)."""
+def load_data(text: str, source: str):
+    """The data of one YAML document that is not a config (recorded Kubernetes Event lists), as ``yaml.safe_load``
+    makes it (libyaml's loader when present), refused with ValueError when its aliases hold a cycle or expand to
+    more values than its text could write out (an alias bomb: 491 bytes made 2 GB and a crash of ``collect
+    replay``).  yaml.YAMLError for a syntax error.
+
+    >>> load_data("items: [1, 2]", "e.yaml")
+    {'items': [1, 2]}
+    >>> bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\\n" + "".join(
+    ...     f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\\n" for p, c in zip("abcdef", "bcdefg"))
+    >>> load_data(bomb, "e.yaml")
+    Traceback (most recent call last):
+    ...
+    ValueError: e.yaml: its aliases expand to more than 200,000 values: an alias bomb?
+    """
+    limit = max(EXPANDED_MAX, len(text) // 2)  # a value written out takes two bytes at least ("1\n", "- ")
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded(node, limit)
+        if size is None:
+            raise ValueError(f"{source}: an alias is used inside the value its anchor names (a cycle)")
+        if size > limit:
+            raise ValueError(f"{source}: its aliases expand to more than {limit:,} values: an alias bomb?")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded(root, limit: int = EXPANDED_MAX) -> int | None:
+    """How many values the document holds once its aliases are expanded (at most ``limit`` + 1), counting each
+    shared node once per use (a memo per node: linear in the nodes written, however deep the aliases nest); None
+    when a node holds itself (``a: &a [*a]``: no end to expand to)."""
     size: dict[int, int] = {}
     entered: set[int] = set()
     stack = [(root, False)]
@@ -256,7 +287,7 @@ def _expanded(root) -> int | None:
         kids = [x for kv in n.value for x in kv] if isinstance(n, yaml.MappingNode) else (
             n.value if isinstance(n, yaml.SequenceNode) else [])
         if done:
-            size[id(n)] = min(1 + sum(size[id(k)] for k in kids), EXPANDED_MAX + 1)
+            size[id(n)] = min(1 + sum(size[id(k)] for k in kids), limit + 1)
         else:
             stack.append((n, True))
             stack.extend((k, False) for k in kids if id(k) not in size)

@@ -65,3 +65,23 @@ def test_an_unreadable_owners_file_names_the_file_and_line(tmp_path, content, me
     with pytest.raises(ConfigError) as err:
         load_owners(str(owners))
     assert str(err.value) == f"{owners}:{message}"
+
+
+def test_an_alias_bomb_in_a_recording_is_dead_lettered_not_expanded(tmp_path, capsys):
+    """491 bytes of nested aliases expanded to 2 GB and crashed `collect replay` (an audit, under a 3 GB limit); the
+    file is refused with the reason, the other recordings go on."""
+    from collectors.replay import read_events
+
+    good = tmp_path / "a"
+    good.mkdir()
+    _events(good, "shop")
+    bomb = tmp_path / "b" / "events.yaml"
+    bomb.parent.mkdir()
+    levels = ["a0: &a0 [" + ", ".join(["x"] * 9) + "]"]
+    levels += [f"a{k}: &a{k} [" + ", ".join([f"*a{k - 1}"] * 9) + "]" for k in range(1, 10)]
+    bomb.write_text("kind: EventList\n" + "\n".join(levels) + "\nitems: [*a9]\n")
+    assert len(bomb.read_bytes()) < 600
+    events, rejected = read_events(tmp_path)
+    assert [e.entity.namespace for e in events] == ["shop"]
+    assert [(r.reason, r.file) for r in rejected] == [
+        (f"{bomb}: its aliases expand to more than 200,000 values: an alias bomb?", str(bomb))]
