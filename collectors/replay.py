@@ -98,9 +98,9 @@ def read_events(root: Path, cluster: str = "default", owners=()) -> tuple[list[E
     events: list[Event] = []
     rejected: list[Rejected] = []
     for f in files:
+        with (gzip.open(f, "rt") if f.suffix == ".gz" else open(f)) as fh:
+            text = fh.read()  # not UTF-8: a UnicodeDecodeError for the CLI to say, as before
         try:
-            with (gzip.open(f, "rt") if f.suffix == ".gz" else open(f)) as fh:
-                text = fh.read()
             doc = yamlconfig.load_data(text, str(f))  # an alias bomb is refused, not expanded
         except yaml.YAMLError as exc:
             rejected.append(Rejected(f"invalid YAML: {exc}", f.read_text(errors="replace"), str(f), -1))

@@ -371,7 +371,8 @@ async def send_in_batches(producer, records) -> list:
 # logs each at ERROR and retries it by itself
 TRANSIENT = ("NotLeaderForPartitionError", "GroupCoordinatorNotAvailableError", "UnknownTopicOrPartitionError",
              "NotCoordinatorForGroupError", "CoordinatorLoadInProgressError")
-_NOISY = ("aiokafka.consumer.fetcher", "aiokafka.consumer.group_coordinator", "aiokafka.cluster")
+_NOISY = ("aiokafka.consumer.fetcher", "aiokafka.consumer.group_coordinator", "aiokafka.cluster",
+          "aiokafka.producer.sender")  # a collector's first sends to a new topic: "Got error produce response ..."
 
 
 class StartupNoise(logging.Filter):
@@ -417,12 +418,32 @@ class NoSaslBytes(logging.Filter):
 _SASL_LOGGERS = ("kafka.protocol.parser", "kafka.net.connection", "aiokafka.conn")
 
 
+# kafka-python's logger: at INFO it narrates its own connections ("Attempting bootstrap ...", "Closing transport ...",
+# ~18 lines for one topic check at a collector's start), which say nothing the user acts on; WARNING and above still show
+_KAFKA_PYTHON = "kafka"
+
+
 def quiet_startup_noise(grace: float = 60.0) -> None:
-    """Install ``StartupNoise`` on aiokafka's loggers, and ``NoSaslBytes`` on the loggers that print SASL logins at
-    debug level (the ``kubesight`` command does, for every subcommand)."""
+    """Install ``StartupNoise`` on aiokafka's loggers, ``NoSaslBytes`` on the loggers that print SASL logins at
+    debug level, and keep kafka-python's INFO lines out unless debug logging is asked for (``debug_logging``);
+    the ``kubesight`` command does this for every subcommand."""
     f = StartupNoise(grace)
     for name in _NOISY:
         logging.getLogger(name).addFilter(f)
     hide = NoSaslBytes()
     for name in _SASL_LOGGERS:
         logging.getLogger(name).addFilter(hide)
+    logging.getLogger(_KAFKA_PYTHON).setLevel(logging.WARNING)
+
+
+def debug_logging(level: str | int) -> None:
+    """A command run with ``--loglevel debug``: kafka-python's INFO and DEBUG lines back (SASL bytes still hidden).
+
+    >>> quiet_startup_noise(); logging.getLogger("kafka.net.manager").isEnabledFor(logging.INFO)
+    False
+    >>> debug_logging("debug"); logging.getLogger("kafka.net.manager").getEffectiveLevel() == logging.getLogger().level
+    True
+    """
+    level = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    if isinstance(level, int) and level <= logging.DEBUG:
+        logging.getLogger(_KAFKA_PYTHON).setLevel(logging.NOTSET)

@@ -322,7 +322,9 @@ async def count(stream):
                 json.dump({"wall": time.perf_counter() - state["t0"], "cpu": time.process_time() - state["c0"]}, fh)
             os.kill(os.getpid(), signal.SIGTERM)
 if __name__ == "__main__":
-    faust.Worker(app, loglevel="error", quiet=True).execute_from_commandline()
+    worker = faust.Worker(app, loglevel="error", quiet=True)
+    worker.spinner = None  # its cursor codes go to the pipe whatever it is: faust does not ask for a terminal
+    worker.execute_from_commandline()
 '''
 
 

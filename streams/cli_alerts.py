@@ -89,12 +89,19 @@ def _routing_path(args) -> str:
     return Settings.load(args.config).routing or str(EXAMPLE)
 
 
+def _fail(msg: str, code: int = 2):
+    """End the command with ``msg`` on stderr, one line, and ``code`` (2: the user's to fix, as README's Errors
+    says; ``SystemExit(msg)`` alone would exit 1)."""
+    print(msg, file=sys.stderr)
+    raise SystemExit(code)
+
+
 def _parse_labels(items: list[str]) -> dict:
     labels = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise SystemExit(f"kubesight routes test: invalid label {item!r} (use name=value)")
+            _fail(f"kubesight routes test: invalid label {item!r} (use name=value)")
         labels[name] = value.strip('"')
     return labels
 
@@ -126,6 +133,8 @@ def _routes_check(args) -> int:
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             bad += 1
+        except BrokenPipeError:  # an OSError, but stdout's, not the file's: `routes check F | true` ends quietly (141)
+            raise
         except OSError as exc:
             print(f"{f}: {exc.strerror}", file=sys.stderr)
             bad += 1
@@ -189,17 +198,17 @@ async def _http(method: str, url: str, body=None):
                           headers={"Content-Type": "application/json"}) as r:
             data = await r.read()
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # refused, not a URL, no answer in 30 s
-        raise SystemExit(f"kubesight silences: {url}: {type(exc).__name__}: {exc}".rstrip(": ")) from None
+        _fail(f"kubesight silences: {url}: {type(exc).__name__}: {exc}".rstrip(": "))
     try:
         got = orjson.loads(data) if data else None
     except orjson.JSONDecodeError:
         got = None
-        if r.status < 300:
-            raise SystemExit(f"kubesight silences: {url}: HTTP {r.status}, not JSON: is it kubesight's or "
-                             "Alertmanager's API?") from None
+        if r.status < 300:  # some other server at --url
+            _fail(f"kubesight silences: {url}: HTTP {r.status}, not JSON: is it kubesight's or Alertmanager's API?")
     if r.status >= 300:
         msg = got.get("error") if isinstance(got, dict) else None
-        raise SystemExit(f"kubesight silences: {url}: HTTP {r.status}" + (f": {msg}" if msg else ""))
+        # 4xx: the request's (no such silence, a bad matcher), the user's to fix; 5xx: the server's
+        _fail(f"kubesight silences: {url}: HTTP {r.status}" + (f": {msg}" if msg else ""), 2 if r.status < 500 else 1)
     return got
 
 
@@ -305,7 +314,7 @@ def _silences_expire(args) -> int:
     missing = _book_call(args, expire)
     for id in missing:
         print(f"kubesight silences expire: no silence {id}", file=sys.stderr)
-    return 1 if missing else 0
+    return 2 if missing else 0  # a wrong id is the user's to fix (the others given were expired)
 
 
 def _silences_serve(args) -> int:
@@ -322,7 +331,7 @@ def _silences_serve(args) -> int:
         routing = RoutingFile(_routing_path(args))  # followed: a new version that validates is served
     except ConfigError as exc:
         print(exc, file=sys.stderr)
-        return 1
+        return 2
     cfg = routing.cfg
     try:  # the API creates and expires silences: never open to the network without authentication
         web_cfg, insecure = webconfig.for_command(args, Settings.load(args.config))

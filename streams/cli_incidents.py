@@ -80,7 +80,7 @@ def _show(args) -> int:
     if len(hits) != 1:
         print(f"kubesight: incident {args.id!r}: " + ("not found" if not hits else f"ambiguous ({', '.join(hits[:5])})"),
               file=sys.stderr)
-        return 1
+        return 2  # a wrong or too short id: the user's to fix
     r = recs[hits[0]]
     print(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode() if args.json else render(r, args.candidates))
     return 0

@@ -32,7 +32,10 @@ def register(sub, group) -> None:
     w.set_defaults(func=_worker)
 
     d = sub.add_parser("demo", help="local Kafka + worker + replay of real recorded events; prints alerts")
-    d.add_argument("--events", default=None, help="recorded events folder (default: shared must-gather events)")
+    from collectors.replay import DEFAULT_EVENTS
+
+    d.add_argument("--events", default=str(DEFAULT_EVENTS), help="recorded events folder or events.yaml "
+                                                                  "(default: %(default)s)")
     d.add_argument("--speed", type=float, default=0.0, help="replay time acceleration; 0 = as fast as possible")
     d.add_argument("--owners", default=str(REPO / "deploy" / "demo" / "owners.yaml"),
                    help="namespace -> team map for the replay (default: %(default)s)")
@@ -59,6 +62,9 @@ def _worker(args) -> int:
     settings = Settings.load(args.config)
     bootstrap = bootstrap_for(settings)
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from core.kafkaclient import debug_logging
+
+    debug_logging(args.loglevel)  # --loglevel debug: kafka-python's own lines too
     if args.role in ("incidents", "alerting", "delivery"):
         return _part_worker(args, settings, bootstrap)
     ensure_topics(settings, bootstrap)
@@ -84,8 +90,16 @@ def _worker(args) -> int:
             super()._on_sigint()
 
     worker = BoundedWorker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
+    no_spinner(worker)
     worker.execute_from_commandline()
     return 0
+
+
+def no_spinner(worker):
+    """Faust's start-up spinner off: it writes cursor hide/show codes without asking whether its stream is a terminal
+    (``kubesight worker > worker.out`` got ``ESC[?25l ... ESC[?25h`` in the file); the worker logs what it does."""
+    worker.spinner = None
+    return worker
 
 
 def what_it_runs(app, settings: Settings, children=()) -> str:
@@ -321,6 +335,35 @@ def _records_between(bootstrap: str, spans: dict, timeout: float = 10.0) -> int:
 
 # ---------------------------------------------------------------- demo
 
+# the reader of this process's stdout has gone (`kubesight demo | head -3`): the threads that print alerts and
+# notifications stop printing (and go on reading and answering), the demo itself stops at its next step
+STDOUT_GONE = threading.Event()
+
+
+def print_line(line: str, out=None) -> None:
+    """Print ``line`` above any progress bar, at once (a reader of the pipe sees each alert as it comes); once the
+    reader is gone, print nothing more."""
+    out = out if out is not None else sys.stdout
+    if STDOUT_GONE.is_set():
+        return
+    from tqdm import tqdm
+
+    try:
+        tqdm.write(line, file=out)
+        out.flush()
+    except BrokenPipeError:
+        STDOUT_GONE.set()
+        null = os.open(os.devnull, os.O_WRONLY)  # what is still buffered would fail again at exit: send it nowhere
+        os.dup2(null, out.fileno())
+        os.close(null)
+
+
+def stop_if_reader_gone() -> None:
+    """Raise ``BrokenPipeError`` once stdout's reader has gone: the CLI then ends quietly with 141, as any command
+    whose reader went away (the cleanup of ``finally`` blocks runs on the way)."""
+    if STDOUT_GONE.is_set():
+        raise BrokenPipeError("stdout's reader has gone")
+
 
 def delivered_state(notes: list[dict]) -> tuple[int, dict]:
     """(groups notified, {alert fingerprint: its last notified status}) of one receiver's notifications.
@@ -378,6 +421,7 @@ def wait_delivered(bootstrap: str, settings: Settings, settle: float, deadline: 
         tps = [TopicPartition(t, p) for t in watch for p in (c.partitions_for_topic(t) or ())]
         since, ends = None, None
         while time.monotonic() < deadline and worker.poll() is None:
+            stop_if_reader_gone()
             try:
                 now_ends = c.end_offsets(tps)
                 done = (group_lag(bootstrap, f"{settings.app_id}-alerting", [settings.topic("alerts"), watch[0]]) == 0
@@ -416,14 +460,13 @@ class AlertTail(threading.Thread):
 
     def run(self) -> None:
         import orjson
-        from tqdm import tqdm
 
         while not self._halt.is_set():
             for m in self.consumer:
                 a = orjson.loads(m.value)
                 self.alerts.append(a)
                 if not self.quiet:
-                    tqdm.write(format_alert(a), file=sys.stdout)
+                    print_line(format_alert(a))
                 if self._halt.is_set():
                     break
 
@@ -441,6 +484,7 @@ class AlertTail(threading.Thread):
         finally:
             c.close()
         while len(self.alerts) < want and time.monotonic() < deadline:
+            stop_if_reader_gone()
             time.sleep(0.1)
 
     def stop(self) -> None:
@@ -511,12 +555,10 @@ class DemoReceivers(threading.Thread):
             self.last = time.monotonic()
             if self.on_notify is not None:
                 self.on_notify(name, body, time.time())
-            if not self.quiet:
-                from tqdm import tqdm
-
+            if not self.quiet:  # the notification is taken whether or not it can be shown (a 500 would be retried)
                 names = sorted({a["labels"].get("alertname", "?") for a in body.get("alerts", [])})
-                tqdm.write(f"  -> {name:20} {body.get('status', '').upper():8} {', '.join(names)} "
-                           f"({len(body.get('alerts', []))} alerts, group {body.get('groupLabels')})", file=sys.stdout)
+                print_line(f"  -> {name:20} {body.get('status', '').upper():8} {', '.join(names)} "
+                           f"({len(body.get('alerts', []))} alerts, group {body.get('groupLabels')})")
             return web.Response(text="ok")
 
         app.router.add_post("/hook/{name}", hook)
@@ -549,7 +591,7 @@ class DemoReceivers(threading.Thread):
 
 
 def _demo(args) -> int:
-    from collectors.replay import DEFAULT_EVENTS, load_owners, replay
+    from collectors.replay import load_owners, replay
     from collectors.sink import KafkaSink
     from core.topics import ensure_topics
 
@@ -560,6 +602,9 @@ def _demo(args) -> int:
     # notifies the same groups and alerts (across partitions the interleaving is the fetches', README)
     settings = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}demo-{tag}-",
                                            "app_id": f"{settings.app_id}-demo-{tag}", "partitions": 1})
+    root = Path(args.events)
+    if not root.exists():  # said now, not after a broker, a worker and the board have started (~10 s)
+        raise FileNotFoundError(f"{root}: no such file or folder")
     broker = None
     procs: list[subprocess.Popen] = []
     tail = None
@@ -600,7 +645,6 @@ def _demo(args) -> int:
         tail = AlertTail(bootstrap, settings.topic("alerts"), args.quiet)
         tail.start()
         sink = KafkaSink(bootstrap, settings.topic, client_id="kubesight-demo-replay")
-        root = Path(args.events) if args.events else DEFAULT_EVENTS
         owners = load_owners(args.owners) if args.owners and Path(args.owners).exists() else []
         sent, dead = replay(sink, root, speed=args.speed, owners=owners)
         sink.close()
@@ -616,6 +660,7 @@ def _demo(args) -> int:
                 lag = f"unknown ({exc})"
             if lag == 0:
                 break
+            stop_if_reader_gone()
             if procs[0].poll() is not None:
                 print(f"demo: the worker exited with {procs[0].returncode}; see its log", file=sys.stderr)
                 return 1
@@ -630,6 +675,7 @@ def _demo(args) -> int:
         tail.stop()
         alerts = tail.alerts
         tail = None
+        stop_if_reader_gone()  # printing the summary to /dev/null would end the demo with 0
         elapsed = time.monotonic() - t_start
         by_name: dict[str, int] = {}
         for a in alerts:

@@ -101,7 +101,7 @@ def test_bad_routing_file_at_worker_start(settings, tmp_path):
 @pytest.mark.parametrize("args, files, code, line", [
     # an audit of every command with wrong input (2026-11-29): each of these was a traceback, a hang or exit 0
     (("kafka", "status"), {}, 1, "127.0.0.1:1 (KUBESIGHT_KAFKA): not answering"),  # was silent for 30 s
-    (("silences", "list", "--url", "http://127.0.0.1:1"), {}, 1,
+    (("silences", "list", "--url", "http://127.0.0.1:1"), {}, 2,
      "kubesight silences: http://127.0.0.1:1/api/v2/silences: ClientConnectorError: Cannot connect to host "
      "127.0.0.1:1 ssl:default [Connect call failed ('127.0.0.1', 1)]"),
     (("remediate", "--kubeconfig", "/nonexistent"), {}, 2,
@@ -149,3 +149,189 @@ def test_output_to_a_full_disk_is_one_line_not_a_traceback():
     assert res.returncode == 2
     assert "Traceback" not in res.stderr and "Exception ignored" not in res.stderr
     assert res.stderr.splitlines()[-1] == "kubesight: writing output: No space left on device"
+
+
+# ---------------------------------------------------------------- the CLI audit of 2026-11-29: exit codes and pipes
+
+CORPUS_HINT = "corpus not found; pass --data PATH or set KUBESIGHT_DATA"
+
+
+@pytest.mark.parametrize("args, files, line", [
+    (("routes", "test", "badlabel"), {}, "kubesight routes test: invalid label 'badlabel' (use name=value)"),
+    # the repo's deploy/demo/recordings are checked before a broker, a worker and the board start (was ~10 s)
+    (("demo", "--events", "{d}/none"), {}, "kubesight: {d}/none: no such file or folder"),
+    (("bench", "derived", "--data", "{d}"), {},
+     "kubesight: {d}/nri-kubernetes-testdata/1_35/controlplane/api-server/metrics: " + CORPUS_HINT),
+    (("bench", "rules", "--data", "{d}"), {}, "kubesight: {d}/openshift-must-gather-events: " + CORPUS_HINT),
+    (("bench", "kernel", "--corpus", "{d}"), {}, "kubesight: {d}/report: corpus not found; pass "),
+    # Kafka unreachable at a collector's start: was exit 1 and "Unclosed AIOKafkaProducer" lines after the message
+    (("collect", "metrics", "--config", "{d}/m.yaml", "--once"),
+     {"m.yaml": b"targets:\n  - job: x\n    url: http://127.0.0.1:1/metrics\n"},
+     "kubesight: Kafka unreachable at 127.0.0.1:1 (127.0.0.1:1: connection refused)"),
+    (("collect", "cloud", "--listen", "127.0.0.1:0", "--token-file", "{d}/tok"), {"tok": b"t\n"},
+     "kubesight: Kafka unreachable at 127.0.0.1:1 (127.0.0.1:1: connection refused)"),
+])
+def test_user_errors_are_one_line_and_exit_2(tmp_path, args, files, line):
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    res = run(*(a.format(d=tmp_path) for a in args), env={"KUBESIGHT_KAFKA": "127.0.0.1:1"}, timeout=25)
+    assert res.returncode == 2, res.stderr
+    assert one_line(res).startswith(line.format(d=tmp_path))
+
+
+def test_demo_help_names_its_real_default():
+    from collectors.replay import DEFAULT_EVENTS
+
+    res = run("demo", "--help")
+    assert str(DEFAULT_EVENTS) in "".join(res.stdout.split())  # argparse wraps the path at its hyphens
+
+
+def test_routes_check_into_a_closed_pipe_ends_quietly():
+    """`kubesight routes check FILE | true`: was exit 1 and "FILE: Broken pipe", the pipe's error put on the file."""
+    r, w = os.pipe()
+    os.close(r)
+    with os.fdopen(w, "w") as out:
+        e = {k: v for k, v in os.environ.items() if not k.startswith("KUBESIGHT_")}
+        res = subprocess.run([sys.executable, "-m", "kubesight", "routes", "check", "deploy/routing.example.yaml"],
+                             stdout=out, stderr=subprocess.PIPE, text=True, cwd=REPO, env=e, timeout=60)
+    assert res.stderr == "" and res.returncode == 141
+
+
+@pytest.fixture
+def closed_stdout():
+    """A pipe whose reader has gone (`kubesight demo | head -3` after head's third line), to put as sys.stdout in the
+    test itself (pytest's capture sets sys.stdout again between a fixture and its test)."""
+    from streams import cli_run
+
+    r, w = os.pipe()
+    os.close(r)
+    out = os.fdopen(w, "w")
+    cli_run.STDOUT_GONE.clear()
+    yield out
+    cli_run.STDOUT_GONE.clear()
+    out.close()
+
+
+def test_demo_printing_stops_when_the_reader_has_gone(closed_stdout, monkeypatch):
+    """The alert tail printed into the closed pipe and died with a BrokenPipeError traceback per line."""
+    from streams.cli_run import print_line, stop_if_reader_gone
+
+    monkeypatch.setattr(sys, "stdout", closed_stdout)
+    stop_if_reader_gone()  # reader still there: nothing to stop
+    for _ in range(3):
+        print_line("2021-08-03T09:21:42Z FIRING   warning  KubeBackOff shop/web-1: Back-off restarting")
+    with pytest.raises(BrokenPipeError):  # the demo's next step: main's handler ends it with 141
+        stop_if_reader_gone()
+    closed_stdout.write("x" * 100_000)
+    closed_stdout.flush()  # what was buffered goes nowhere, not to a second error at exit
+
+
+def test_demo_receivers_answer_200_when_stdout_is_closed(tmp_path, closed_stdout, monkeypatch):
+    """Printing a notification into the closed pipe made the receiver answer 500: delivery retried, the demo never
+    ended."""
+    import urllib.request
+
+    from streams.cli_run import STDOUT_GONE, DemoReceivers
+
+    monkeypatch.setattr(sys, "stdout", closed_stdout)
+    src = tmp_path / "routing.yaml"
+    src.write_text("route: {receiver: a}\nreceivers:\n  - name: a\n    webhook_configs: [{url: 'http://127.0.0.1:9/a'}]\n")
+    hooks = DemoReceivers(str(src), tmp_path / "out.yaml", quiet=False)
+    hooks.start()
+    try:
+        assert hooks.ready.wait(10)
+        import yaml
+
+        url = yaml.safe_load(hooks.out_path.read_text())["receivers"][0]["webhook_configs"][0]["url"]
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
+        body = b'{"status": "firing", "groupLabels": {}, "alerts": [{"labels": {"alertname": "A"}}]}'
+        for _ in range(2):
+            req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+            assert direct.open(req, timeout=5).status == 200
+        assert len(hooks.got["a"]) == 2 and STDOUT_GONE.is_set()
+    finally:
+        hooks.stop()
+
+
+def test_worker_runs_without_faust_spinner(monkeypatch):
+    """`kubesight worker > worker.out` got the spinner's cursor codes (ESC[?25l ... ESC[?25h) in the file."""
+    import argparse
+
+    import faust
+    from faust.worker import Worker
+
+    from streams import cli_run
+
+    built = []
+    monkeypatch.setattr("core.topics.ensure_topics", lambda *a, **k: None)
+    monkeypatch.setattr(cli_run, "bootstrap_for", lambda settings: "127.0.0.1:1")
+    monkeypatch.setattr("streams.app.create_app", lambda *a, **k: faust.App("spinner-test", broker="kafka://127.0.0.1:1"))
+    monkeypatch.setattr(cli_run, "what_it_runs", lambda *a, **k: "test")
+    monkeypatch.setattr(Worker, "execute_from_commandline", lambda self: built.append(self))
+    args = argparse.Namespace(config=None, loglevel="warning", role="one", worker_id="w", metrics_file=None)
+    monkeypatch.delenv("KUBESIGHT_CONFIG", raising=False)
+    assert cli_run._worker(args) == 0
+    assert len(built) == 1 and built[0].spinner is None
+
+
+class _Book:
+    def __init__(self):
+        self.silences = argparse_ns(by_id={"s1": object()})
+        self.expired = []
+
+    async def expire(self, id):
+        self.expired.append(id)
+
+
+def argparse_ns(**kw):
+    import argparse
+
+    return argparse.Namespace(**kw)
+
+
+def test_silences_expire_of_an_unknown_id_is_the_users_error(monkeypatch, capsys):
+    import asyncio
+
+    from streams import cli_alerts
+
+    book = _Book()
+    monkeypatch.setattr(cli_alerts, "_book_call", lambda args, fn: asyncio.run(fn(book)))
+    assert cli_alerts._silences_expire(argparse_ns(ids=["s1", "nonexistent-id"], url=None, config=None)) == 2
+    assert book.expired == ["s1"]
+    assert capsys.readouterr().err == "kubesight silences expire: no silence nonexistent-id\n"
+
+
+@pytest.mark.parametrize("prefix, line", [
+    ("zzzz", "kubesight: incident 'zzzz': not found"),
+    ("c", "kubesight: incident 'c': ambiguous (c1, c2)"),
+])
+def test_incidents_show_of_an_unknown_or_ambiguous_id_is_the_users_error(monkeypatch, capsys, prefix, line):
+    from streams import cli_incidents
+
+    monkeypatch.setattr(cli_incidents, "_kafka", lambda args: (None, None))
+    monkeypatch.setattr(cli_incidents, "latest", lambda settings, bootstrap: {"c1": {}, "c2": {}})
+    assert cli_incidents._show(argparse_ns(id=prefix, json=False, candidates=3, config=None)) == 2
+    assert capsys.readouterr().err.strip() == line
+
+
+def test_kafka_python_start_up_chatter_is_not_shown():
+    """`collect metrics --once` on a live broker printed ~18 "INFO kafka.net.manager: Attempting bootstrap" lines."""
+    import logging
+
+    from core.kafkaclient import debug_logging, quiet_startup_noise
+
+    root = logging.getLogger()
+    was = root.level
+    root.setLevel(logging.INFO)  # as the collectors' logging.basicConfig(level=INFO)
+    quiet_startup_noise()
+    try:
+        for name in ("kafka.net.manager", "kafka.net.transport", "kafka.conn"):
+            assert not logging.getLogger(name).isEnabledFor(logging.INFO)
+            assert logging.getLogger(name).isEnabledFor(logging.WARNING)
+        debug_logging("info")
+        assert not logging.getLogger("kafka.net.manager").isEnabledFor(logging.INFO)
+        debug_logging("debug")
+        assert logging.getLogger("kafka.net.manager").isEnabledFor(logging.INFO)  # --loglevel debug: all of it
+    finally:
+        logging.getLogger("kafka").setLevel(logging.NOTSET)
+        root.setLevel(was)

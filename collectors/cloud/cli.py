@@ -201,18 +201,20 @@ async def _serve(args, auth, nodes, host: str, port: int) -> int:
     if args.stdout:
         sink = PrintSink()
     else:
-        from core.broker import bootstrap_for
+        from core.broker import KafkaUnreachable, bootstrap_for
         from core.topics import ensure_topics
 
         settings = Settings.load(args.config)
         bootstrap = bootstrap_for(settings)
+        # Kafka unreachable, topics kubesight cannot run on: one line, exit 2 (kubesight.cli); checked before the
+        # producer exists, so none is left unclosed ("Unclosed AIOKafkaProducer" at exit)
+        await asyncio.to_thread(ensure_topics, settings, bootstrap)
         sink = AsyncKafkaSink(bootstrap, settings.topic, client_id="kubesight-cloud-intake")
         try:
-            await asyncio.to_thread(ensure_topics, settings, bootstrap)
             await sink.start()
-        except Exception as exc:  # noqa: BLE001 - whatever the client raised: say where and why, exit non-zero
-            print(f"kubesight collect cloud: cannot reach Kafka at {bootstrap}: {exc}", file=sys.stderr)
-            return 1
+        except Exception as exc:  # whatever the client raised: the broker answered the TCP check a moment ago
+            await sink.stop()
+            raise KafkaUnreachable(f"Kafka unreachable at {bootstrap} ({type(exc).__name__}: {exc})") from None
     owners = None
     if args.kubernetes:  # audit events get the workload and team of the pod they name, as the Kubernetes collector's
         from collectors.kubernetes.api import Api, api_client

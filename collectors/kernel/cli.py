@@ -232,7 +232,8 @@ def _bench(args) -> int:
         return code
     from core.datafolder import data_root
 
-    corpus = data_root(args.corpus, "report") if args.corpus else data_root(None, "syzkaller-kernel-reports/report") / "syzkaller-kernel-reports"
+    corpus = (data_root(args.corpus, "report", option="--corpus") if args.corpus
+              else data_root(None, "syzkaller-kernel-reports/report", option="--corpus") / "syzkaller-kernel-reports")
     results, nlines, _ = score(patterns, corpus)
     ok = sum(r.ok for r in results)
     titled = [r for r in results if r.title]

@@ -181,18 +181,21 @@ async def _sink(args):
 
     from collectors.metrics.produce import BatchProducer
     from collectors.sink import AsyncKafkaSink
-    from core.broker import bootstrap_for
+    from core.broker import KafkaUnreachable, bootstrap_for
     from core.settings import Settings
     from core.topics import ensure_topics
 
     settings = Settings.load(args.config)
     bootstrap = bootstrap_for(settings)
+    # Kafka unreachable (a TCP check within seconds), topics kubesight cannot run on: one line, exit 2 (kubesight.cli);
+    # checked before the producer exists, so none is left unclosed ("Unclosed AIOKafkaProducer" at exit)
+    await asyncio.to_thread(ensure_topics, settings, bootstrap)
     kafka = AsyncKafkaSink(bootstrap, settings.topic, client_id="kubesight-metrics")
     try:
-        await asyncio.to_thread(ensure_topics, settings, bootstrap)
         await kafka.start()
-    except Exception as exc:  # whatever the client raised: say where and why, exit non-zero
-        raise SystemExit(f"kubesight collect metrics: cannot reach Kafka at {bootstrap}: {exc}") from None
+    except Exception as exc:  # whatever the client raised: the broker answered the TCP check a moment ago
+        await kafka.stop()
+        raise KafkaUnreachable(f"Kafka unreachable at {bootstrap} ({type(exc).__name__}: {exc})") from None
     return BatchProducer(kafka)
 
 
