@@ -789,14 +789,27 @@ TEMPLATED = {"email_configs": ("subject", "text", "html"), "pagerduty_configs": 
              "pushover_configs": ("title", "message"), "victorops_configs": ("state_message", "entity_display_name"),
              "wechat_configs": ("message",), "sns_configs": ("subject", "message"), "telegram_configs": ("message",),
              "webex_configs": ("message",), "discord_configs": ("title", "message")}
-# fields that may hold a Go template in Alertmanager but are plain text here: a template there is dropped (warned)
-PLAIN = {"pushover_configs": ("url", "url_title", "sound", "priority"), "victorops_configs": ("message_type",
-                                                                                              "monitoring_tool"),
-         "wechat_configs": ("to_user", "to_party", "to_tag", "agent_id"), "pagerduty_configs": ("client",
-                                                                                              "client_url"),
-         "slack_configs": ("color", "title_link", "callback_id", "icon_emoji", "icon_url", "image_url", "thumb_url",
-                           "channel", "username"),
-         "opsgenie_configs": ("source", "tags", "priority", "entity", "actions", "note")}
+# fields that are plain text in kubesight but that Alertmanager 0.25's notifiers run through its template package:
+# a Go template there is run as Alertmanager runs it (alerts.sending.value), else warned (without the helper).
+# "a": key a; "a.*": every value of the map a; "a[].b": b of every item of the list a.  Not here, so warned when
+# they hold "{{" (_slots_warned): secrets Alertmanager templates too (tokens, keys), the keys of SNS attributes and
+# Opsgenie's responder type (its own check refuses a template there)
+GO_FIELDS = {
+    "pagerduty_configs": ("client", "client_url", "severity", "source", "class", "component", "group", "details.*",
+                          "images[].src", "images[].alt", "images[].href", "links[].href", "links[].text"),
+    "victorops_configs": ("routing_key", "message_type", "monitoring_tool", "custom_fields.*"),
+    "email_configs": ("to", "from", "headers.*"),
+    "opsgenie_configs": ("source", "tags", "priority", "entity", "actions", "note", "details.*", "responders[].id",
+                         "responders[].name", "responders[].username"),
+    "slack_configs": ("channel", "username", "color", "title_link", "callback_id", "icon_emoji", "icon_url",
+                      "image_url", "thumb_url", "fields[].title", "fields[].value", "actions[].type",
+                      "actions[].text", "actions[].url", "actions[].style", "actions[].name", "actions[].value",
+                      "actions[].confirm.title", "actions[].confirm.text", "actions[].confirm.ok_text",
+                      "actions[].confirm.dismiss_text"),
+    "pushover_configs": ("url", "url_title", "sound", "priority"),
+    "wechat_configs": ("to_user", "to_party", "to_tag", "agent_id"),
+    "sns_configs": ("topic_arn", "phone_number", "target_arn", "attributes.*"),
+}
 # Alertmanager's globals that are defaults of an integration's keys
 GLOBAL_DEFAULTS = {"email_configs": (("smtp_from", "from"), ("smtp_smarthost", "smarthost"), ("smtp_hello", "hello"),
                                      ("smtp_auth_username", "auth_username"),
@@ -820,6 +833,61 @@ def _seq(x) -> list:
     """A list the schema will check, or nothing to look at before it does: a scalar where a list belongs is the
     schema's error (with its line), not a TypeError of the checks that run first."""
     return x if isinstance(x, list) else []
+
+
+def _attr(model: type[BaseModel], key: str) -> str:
+    """The attribute of ``model`` that YAML key ``key`` fills (``class`` -> ``class_``)."""
+    for name, f in model.model_fields.items():
+        if (f.alias or name) == key:
+            return name
+    return key
+
+
+def _get(node, key: str):
+    if isinstance(node, dict):
+        return node.get(key)
+    if isinstance(node, BaseModel):
+        return getattr(node, _attr(type(node), key), None)
+    return None
+
+
+def _put(node, key: str, value) -> None:
+    if isinstance(node, dict):
+        node[key] = value
+    else:
+        setattr(node, _attr(type(node), key), value)
+
+
+def _slots(node, spec: str, path: tuple = ()):
+    """``(path, owner, key)`` of each value a ``GO_FIELDS`` entry names below ``node``: a config as written (a dict)
+    or as loaded (its model), so the loader warns about and then runs the same slots."""
+    head, _, rest = spec.partition(".")
+    if head == "*":
+        for k in list(node) if isinstance(node, dict) else []:
+            yield path + (k,), node, k
+        return
+    key = head.removesuffix("[]")
+    value = _get(node, key)
+    if head.endswith("[]"):
+        for j, item in enumerate(value if isinstance(value, list) else []):
+            yield from _slots(item, rest, path + (key, j))
+    elif rest:
+        if value is not None:
+            yield from _slots(value, rest, path + (key,))
+    elif value is not None:
+        yield path + (key,), node, key
+
+
+def _strings(node, path: tuple = ()):
+    """Every string below ``node`` (a config as written), with its path."""
+    if isinstance(node, str):
+        yield path, node
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            yield from _strings(v, path + (k,))
+    elif isinstance(node, list):
+        for j, v in enumerate(node):
+            yield from _strings(v, path + (j,))
 
 
 def _as_matchers(doc: Document, owner: dict, path: tuple, pairs: tuple[tuple[str, str], ...], into: str,
@@ -902,19 +970,17 @@ def _modernise(doc: Document) -> list[str]:
             for c in _seq(r.get(kind)) if kind != "webex_configs" else []:  # (webex checks its own first)
                 if isinstance(c, dict) and c.get("http_config") is None and isinstance(glob.get("http_config"), dict):
                     c["http_config"] = copy.deepcopy(glob["http_config"])
-        for kind in set(TEMPLATED) | set(PLAIN):
+        for kind in TEMPLATED:
             for j, c in enumerate(_seq(r.get(kind))):
-                for key in TEMPLATED.get(kind, ()) + PLAIN.get(kind, ()):
+                for key in TEMPLATED[kind]:
                     if isinstance(c, dict) and gotemplate.is_go(c.get(key)):
-                        if go and key in TEMPLATED.get(kind, ()):
+                        if go:
                             continue  # run by Alertmanager's template package (checked in _go_templates)
                         c.pop(key)
                         loc = ("receivers", i, kind, j, key)
-                        why = (f"needs {gotemplate.NAME} (make amtemplate)" if key in TEMPLATED.get(kind, ())
-                               else "is run in message fields only")
                         warnings.append(f"{doc.source}:{doc.line_of(loc)}: {yamlconfig.path_str(loc)}: a Go template "
-                                        f"{why}; kubesight's default is used here (its own templates are $title, "
-                                        "$alerts, $label_NAME ...)")
+                                        f"needs {gotemplate.NAME} (make amtemplate); kubesight's default is used here "
+                                        "(its own templates are $title, $alerts, $label_NAME ...)")
                     elif (isinstance(c, dict) and key in TEMPLATED.get(kind, ()) and kind != "msteams_configs"
                           and isinstance(c.get(key), str) and "$" in c[key] and not _is_template(c[key])):
                         # Alertmanager sends a "$" as written ("costs $5"): so does kubesight in Alertmanager's kinds,
@@ -938,6 +1004,44 @@ def _modernise(doc: Document) -> list[str]:
                 for key in ("slack_api_url", "slack_api_url_file"):
                     if glob.get(key):
                         c[key.removeprefix("slack_")] = glob[key]
+        warnings += _go_fields(doc, r, i, go)  # after the globals: a templated smtp_from is the receivers' too
+    return warnings
+
+
+def _go_fields(doc: Document, r: dict, i: int, go: bool) -> list[str]:
+    """Warnings for the receiver ``r`` (as written): a Go template in a ``GO_FIELDS`` slot without the helper
+    (an optional field falls back to kubesight's default, any other is sent as written), and one anywhere else,
+    which nothing runs: no "{{ ... }}" goes out as literal text without a word."""
+    warnings, ran = [], set()
+
+    def warn(loc: tuple, what: str) -> None:
+        warnings.append(f"{doc.source}:{doc.line_of(loc)}: {yamlconfig.path_str(loc)}: {what}")
+
+    for kind, specs in GO_FIELDS.items():
+        model = _model_in(ReceiverConfig.model_fields[kind].annotation)[0]
+        for j, c in enumerate(_seq(r.get(kind))):
+            if not isinstance(c, dict):
+                continue
+            for spec in specs:
+                for sub, owner, key in list(_slots(c, spec)):
+                    ran.add((kind, j) + sub)
+                    if go or not gotemplate.is_go(owner.get(key)):
+                        continue
+                    field = model.model_fields.get(_attr(model, key)) if len(sub) == 1 else None
+                    if field is not None and not field.is_required():
+                        owner.pop(key)
+                        then = "kubesight's default is used here"
+                    else:
+                        then = "sent as written"
+                    warn(("receivers", i, kind, j) + sub, f"a Go template needs {gotemplate.NAME} (make amtemplate); "
+                                                           f"{then}")
+    for kind in [k for k in r if isinstance(k, str) and k.endswith("_configs")]:
+        for j, c in enumerate(_seq(r.get(kind))):
+            for sub, value in _strings(c):
+                templated = len(sub) == 1 and sub[0] in TEMPLATED.get(kind, ())  # checked and run, or warned above
+                if gotemplate.is_go(value) and not templated and (kind, j) + sub not in ran:
+                    warn(("receivers", i, kind, j) + sub, "a Go template is not run in this field (neither kubesight "
+                                                          "nor Alertmanager runs one here); sent as written")
     return warnings
 
 
@@ -1057,12 +1161,15 @@ def _go_templates(doc: Document, cfg: RoutingConfig) -> None:
     fields = [(("receivers", i, kind, j, key), c, key) for i, r in enumerate(cfg.receivers) for kind, keys in
               TEMPLATED.items() for j, c in enumerate(getattr(r, kind)) for key in keys
               if gotemplate.is_go(getattr(c, key))]
+    fields += [(("receivers", i, kind, j) + sub, owner, key) for i, r in enumerate(cfg.receivers)
+               for kind, specs in GO_FIELDS.items() for j, c in enumerate(getattr(r, kind)) for spec in specs
+               for sub, owner, key in _slots(c, spec) if gotemplate.is_go(_get(owner, key))]
     if not (fields or cfg.templates) or not gotemplate.available():
         return
     base = Path(doc.source).parent if doc.source and not doc.source.startswith("<") else Path.cwd()
     files = [str(base / f) for f in cfg.templates]
     try:  # the template files first (as amtool check-config parses them), then each field with them
-        errors = gotemplate.check([""] + [getattr(c, key) for _, c, key in fields], files)
+        errors = gotemplate.check([""] + [_get(c, key) for _, c, key in fields], files)
     except RuntimeError as exc:
         doc.error(("templates",), f"{gotemplate.NAME} failed: {exc}")
         return
@@ -1073,9 +1180,14 @@ def _go_templates(doc: Document, cfg: RoutingConfig) -> None:
         if err:
             doc.error(loc, err)
             continue
-        default = type(c).model_fields[key].default
-        setattr(c, key, gotemplate.GoText.of(getattr(c, key), files, html=loc[2] == "email_configs" and key == "html",
-                                             fallback=default if isinstance(default, str) else None))
+        if len(loc) == 5 and key in TEMPLATED.get(loc[2], ()):  # a message field: kubesight's template if it fails
+            default = type(c).model_fields[key].default
+            fallback = default if isinstance(default, str) else None
+        else:  # a plain one: its default as written ("" in a map or a list, or where it has none)
+            default = type(c).model_fields[_attr(type(c), key)].default if isinstance(c, BaseModel) else ""
+            fallback = default.replace("$", "$$") if isinstance(default, str) else ""
+        _put(c, key, gotemplate.GoText.of(_get(c, key), files, html=loc[2] == "email_configs" and key == "html",
+                                          fallback=fallback))
 
 
 _SHOWN = ("external_url", "token_url")  # URLs in a secret-looking slot that carry no secret

@@ -77,14 +77,17 @@ def _line(a: dict) -> str:
            f"{what}{' ' if what else ''}[{where}]"
 
 
-def slack(note: dict, channel: str = "", username: str = "kubesight") -> dict:
-    """A Slack incoming-webhook message (one attachment; red while firing, green when resolved)."""
+def slack(note: dict, channel: str = "", username: str = "kubesight", external_url: str = "") -> dict:
+    """A Slack incoming-webhook message (one attachment; red while firing, green when resolved); the title links
+    back to the receiver's alerts, as Alertmanager's ``slack.default.titlelink`` does."""
+    from urllib.parse import quote_plus
+
     text = "\n".join(_line(a) for a in note["alerts"])
-    body = {
-        "username": username,
-        "attachments": [{"color": "danger" if note["status"] == "firing" else "good", "title": title(note),
-                         "text": text, "fallback": f"{title(note)}\n{text}"}],
-    }
+    att = {"color": "danger" if note["status"] == "firing" else "good", "title": title(note), "text": text,
+           "fallback": f"{title(note)}\n{text}"}
+    if external_url:  # {{ .ExternalURL }}/#/alerts?receiver={{ .Receiver | urlquery }} (Go's QueryEscape)
+        att["title_link"] = f"{external_url}/#/alerts?receiver={quote_plus(note['receiver'])}"
+    body = {"username": username, "attachments": [att]}
     if channel:
         body["channel"] = channel
     return body

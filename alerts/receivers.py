@@ -25,6 +25,8 @@ from alerts.routing import Router
 from alerts.sending import Outcome, classify, exchange, redact, retry_after  # noqa: F401 (classify, retry_after: re-exported)
 from alerts.sending import render as _render
 from alerts.sending import secret as _secret
+from alerts.sending import value as _value
+from alerts.sending import values as _values
 
 log = logging.getLogger("kubesight.alerts.receivers")
 
@@ -72,24 +74,32 @@ class Integration:
         if self.kind == "webhook":
             body = payload.webhook(note, external_url, self.max_alerts)
         elif self.kind == "slack":
-            body = payload.slack(note, self.channel, self.username)
+            body = payload.slack(note, _value(self.channel, note, external_url),
+                                 _value(self.username, note, external_url), external_url)
         elif self.kind == "pagerduty":
+            def v(text):  # Alertmanager runs each of these through its templates (alerts.config.GO_FIELDS)
+                return _value(text, note, external_url)
+
             body = payload.pagerduty(note, self.secret, _render(c.description, note, external_url),
-                                     severity=c.severity, source=c.source, client=c.client,
-                                     client_url=c.client_url or external_url, component=c.component, group=c.group,
-                                     class_=c.class_, details=c.details)
+                                     severity=v(c.severity), source=v(c.source), client=v(c.client),
+                                     client_url=v(c.client_url) or external_url, component=v(c.component),
+                                     group=v(c.group), class_=v(c.class_), details=_values(c.details, note,
+                                                                                           external_url))
         elif self.kind == "opsgenie":
             headers = {"Authorization": f"GenieKey {self.secret}"}
             base = url if url.endswith("/") else url + "/"
+            source = _value(c.source, note, external_url)
             if note["status"] == "firing":
                 url = base + "v2/alerts"
+                tags = _value(c.tags, note, external_url)  # split after it is run, as Alertmanager does
                 body = payload.opsgenie(note, _render(c.message, note, external_url),
-                                        _render(c.description, note, external_url), priority=c.priority,
-                                        source=c.source, tags=[t.strip() for t in c.tags.split(",") if t.strip()],
-                                        details=c.details)
+                                        _render(c.description, note, external_url),
+                                        priority=_value(c.priority, note, external_url), source=source,
+                                        tags=[t.strip() for t in tags.split(",") if t.strip()],
+                                        details=_values(c.details, note, external_url))
             else:
                 url = f"{base}v2/alerts/{payload.key_hash(payload.group_key(note))}/close?identifierType=alias"
-                body = {"source": c.source, "note": _render("$title", note, external_url)}
+                body = {"source": source, "note": _render("$title", note, external_url)}
         elif self.kind == "msteams":
             body = payload.msteams(note, _render(c.title, note, external_url), _render(c.text, note, external_url))
         else:
@@ -207,12 +217,12 @@ def email_message(integ: Integration, note: dict, external_url: str):
     c = integ.cfg
     msg = EmailMessage()
     msg["Subject"] = _render(c.subject, note, external_url).replace("\n", " ")[:998]
-    msg["From"] = c.from_
-    msg["To"] = c.to
+    msg["From"] = _value(c.from_, note, external_url)
+    msg["To"] = _value(c.to, note, external_url)
     msg["Date"] = formatdate(localtime=False)
     msg["Message-Id"] = make_msgid(domain=c.hello)
     msg["X-Kubesight-Dedup-Key"] = note["id"]
-    for k, v in c.headers.items():
+    for k, v in _values(c.headers, note, external_url).items():  # Alertmanager runs each header's value too
         del msg[k]
         msg[k] = v
     msg.set_content(_render(c.text, note, external_url))
@@ -257,8 +267,9 @@ def send_email(integ: Integration, note: dict, external_url: str) -> Outcome:
                 smtp.auth("CRAM-MD5", smtp.auth_cram_md5)
             elif c.auth_username:
                 smtp.login(c.auth_username, integ.secret or "")
-            rcpts = [a.strip() for a in c.to.split(",") if a.strip()]
-            smtp.send_message(email_message(integ, note, external_url), c.from_, rcpts)
+            to = _value(c.to, note, external_url)  # the addresses as Alertmanager runs them ("{{ ... }}@example.com")
+            rcpts = [a.strip() for a in to.split(",") if a.strip()]
+            smtp.send_message(email_message(integ, note, external_url), _value(c.from_, note, external_url), rcpts)
         return Outcome(True, status=250)
     except smtplib.SMTPRecipientsRefused as exc:
         codes = [code for code, _ in exc.recipients.values()]

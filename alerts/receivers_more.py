@@ -36,6 +36,8 @@ from alerts.config import HTTPConfig
 from alerts.sending import Outcome, exchange, redact
 from alerts.sending import render as _render
 from alerts.sending import secret as _secret
+from alerts.sending import value as _value
+from alerts.sending import values as _values
 
 KINDS = frozenset({"pushover", "victorops", "wechat", "sns", "telegram", "webex", "discord", "pagerduty_v1",
                    "pagerduty_v2", "slack_fields", "opsgenie_fields"})
@@ -308,11 +310,13 @@ def pushover_form(integ, note: dict, external_url: str) -> dict:
     form = {"token": c.token, "user": c.user_key,
             "title": _cut(_render(c.title, note, external_url), 250),
             "message": _cut(_render(c.message, note, external_url), 1024) or "(no details)",
-            "url": _cut(c.url or external_url, 512), "priority": c.priority or ("2" if firing else "0"),
+            "url": _cut(_value(c.url, note, external_url) or external_url, 512),
+            "priority": _value(c.priority, note, external_url) or ("2" if firing else "0"),
             "retry": str(int(c.retry)), "expire": str(int(c.expire))}
     for k in ("url_title", "sound"):
-        if getattr(c, k):
-            form[k] = getattr(c, k)
+        v = _value(getattr(c, k), note, external_url)
+        if v:
+            form[k] = v
     if c.html:
         form["html"] = "1"
     return form
@@ -325,19 +329,21 @@ def _pushover(integ, note, external_url):
 def victorops_body(integ, note: dict, external_url: str) -> dict:
     """Splunk On-Call's REST alert (entity_id = the group key's hash; RECOVERY resolves it)."""
     c = integ.cfg
-    kind = c.message_type if c.message_type in ("CRITICAL", "WARNING", "INFO") else "CRITICAL"
+    kind = _value(c.message_type, note, external_url)  # run first, then checked (Alertmanager's order)
+    kind = kind if kind in ("CRITICAL", "WARNING", "INFO") else "CRITICAL"
     body = {"message_type": kind if note["status"] == "firing" else "RECOVERY",
             "entity_id": payload.key_hash(payload.group_key(note)),
             "entity_display_name": _render(c.entity_display_name, note, external_url),
             "state_message": _cut(_render(c.state_message, note, external_url), 20480),
-            "monitoring_tool": c.monitoring_tool}
-    body.update(c.custom_fields)
+            "monitoring_tool": _value(c.monitoring_tool, note, external_url)}
+    body.update(_values(c.custom_fields, note, external_url))
     return body
 
 
 def _victorops(integ, note, external_url):
     base = integ.url if integ.url.endswith("/") else integ.url + "/"
-    return (f"{base}{integ.secret}/{integ.cfg.routing_key}", *_json(victorops_body(integ, note, external_url)))
+    routing_key = _value(integ.cfg.routing_key, note, external_url)  # a template picks the team, per notification
+    return f"{base}{integ.secret}/{routing_key}", *_json(victorops_body(integ, note, external_url))
 
 
 def _telegram_escape(text: str, mode: str) -> str:
@@ -359,7 +365,11 @@ def telegram_body(integ, note: dict, external_url: str) -> dict:
     """The Bot API's sendMessage; kubesight's templates are plain text, so HTML mode gets them escaped."""
     c = integ.cfg
     text = _telegram_escape(_render(c.message, note, external_url), c.parse_mode)
-    body = {"chat_id": c.chat_id, "text": _cut(text, 4096), "disable_notification": c.disable_notifications}
+    # Alertmanager 0.25 always turns link previews off (its telebot options; no setting) and sends
+    # disable_notification only when set (omitempty)
+    body = {"chat_id": c.chat_id, "text": _cut(text, 4096), "disable_web_page_preview": True}
+    if c.disable_notifications:
+        body["disable_notification"] = True
     if c.parse_mode:
         body["parse_mode"] = c.parse_mode
     return body
@@ -395,10 +405,12 @@ def pagerduty_v1_body(integ, note: dict, external_url: str) -> dict:
             "event_type": "trigger" if note["status"] == "firing" else "resolve",
             "description": _cut(_render(c.description, note, external_url), 1024),
             "details": {"firing": "\n".join(payload._line(a) for a in firing), "num_firing": str(len(firing)),
-                        "num_resolved": str(len(note["alerts"]) - len(firing)), **c.details},
+                        "num_resolved": str(len(note["alerts"]) - len(firing)),
+                        **_values(c.details, note, external_url)},
             "event_action": "", "payload": None}
     if note["status"] == "firing":
-        body.update(client=c.client, client_url=c.client_url or external_url)
+        body.update(client=_value(c.client, note, external_url),
+                    client_url=_value(c.client_url, note, external_url) or external_url)
     return body
 
 
@@ -411,36 +423,53 @@ def _pagerduty_v2(integ, note, external_url):
     body = orjson.loads(raw)
     c = integ.cfg
     if body["event_action"] == "trigger":
+        def run(item) -> dict:  # each of an image's or link's fields is a template in Alertmanager
+            return {k: v for k in type(item).model_fields if (v := _value(getattr(item, k), note, external_url))}
+
         if c.images:
-            body["images"] = [{k: v for k, v in i.model_dump().items() if v} for i in c.images]
+            body["images"] = [run(i) for i in c.images]
         if c.links:
-            body["links"] = [{k: v for k, v in link.model_dump().items() if v} for link in c.links]
+            body["links"] = [run(link) for link in c.links]
     return url, orjson.dumps(body), headers
 
 
 def slack_body(integ, note: dict, external_url: str) -> dict:
     """kubesight's Slack message with Alertmanager's attachment fields, actions and icons where configured."""
     c = integ.cfg
-    body = payload.slack(note, c.channel, c.username)
+
+    def v(text):  # Alertmanager runs every one of these through its templates (alerts.config.GO_FIELDS)
+        return _value(text, note, external_url)
+
+    body = payload.slack(note, v(c.channel), v(c.username), external_url)
     att = body["attachments"][0]
     for key in ("title", "pretext", "text", "fallback", "footer"):
         if getattr(c, key) is not None:
             att[key] = _render(getattr(c, key), note, external_url)
     for key in ("color", "title_link", "callback_id", "image_url", "thumb_url"):
         if getattr(c, key) is not None:
-            att[key] = getattr(c, key)
+            att[key] = v(getattr(c, key))
+    if not att.get("title_link"):
+        att.pop("title_link", None)  # an empty link is not sent (omitempty in Alertmanager's)
     att["mrkdwn_in"] = c.mrkdwn_in if c.mrkdwn_in is not None else ["fallback", "pretext", "text"]
     if c.fields:
-        att["fields"] = [{"title": f.title, "value": f.value, "short": c.short_fields if f.short is None else f.short}
-                         for f in c.fields]
+        att["fields"] = [{"title": v(f.title), "value": v(f.value),
+                          "short": c.short_fields if f.short is None else f.short} for f in c.fields]
     if c.actions:
-        att["actions"] = [{k: v for k, v in a.model_dump(exclude_none=True).items() if v} for a in c.actions]
+        att["actions"] = [_slack_action(a, v) for a in c.actions]
     for key in ("icon_emoji", "icon_url"):
         if getattr(c, key):
-            body[key] = getattr(c, key)
+            body[key] = v(getattr(c, key))
     if c.link_names:
         body["link_names"] = True
     return body
+
+
+def _slack_action(a, v) -> dict:
+    """An action as Slack takes it, each of its texts (and its confirm's) run by ``v``; empty ones left out."""
+    out = {k: x for k in ("type", "text", "url", "style", "name", "value") if (x := v(getattr(a, k)))}
+    if a.confirm is not None:
+        out["confirm"] = {k: x for k in ("text", "title", "ok_text", "dismiss_text") if (x := v(getattr(a.confirm, k)))}
+    return out
 
 
 def _slack_fields(integ, note, external_url):
@@ -462,15 +491,17 @@ async def _opsgenie(session, integ, note: dict, external_url: str, env_for) -> O
     url, raw, headers = dataclasses.replace(integ, kind="opsgenie").request(note, external_url, time.time())
     body = orjson.loads(raw)
     firing = note["status"] == "firing"
-    if firing:
+    if firing:  # each a template in Alertmanager (alerts.config.GO_FIELDS); actions split after it is run
         if c.responders:
-            body["responders"] = [{k: v for k, v in r.model_dump().items() if v} for r in c.responders]
-        if c.entity:
-            body["entity"] = c.entity
-        if c.actions:
-            body["actions"] = [a.strip() for a in c.actions.split(",") if a.strip()]
-        if c.note:
-            body["note"] = c.note
+            body["responders"] = [{k: x for k in ("id", "name", "username", "type")
+                                   if (x := _value(getattr(r, k), note, external_url))} for r in c.responders]
+        entity, actions, text = (_value(x, note, external_url) for x in (c.entity, c.actions, c.note))
+        if entity:
+            body["entity"] = entity
+        if actions:
+            body["actions"] = [a.strip() for a in actions.split(",") if a.strip()]
+        if text:
+            body["note"] = text
     out, _ = await request(session, integ, "POST", url, orjson.dumps(body),
                            {"Idempotency-Key": note["id"], **headers, "Content-Type": "application/json"},
                            env_for=env_for)
@@ -496,8 +527,11 @@ _WECHAT_TOKENS: dict[tuple[str, str], str] = {}  # (api_url, corp_id) -> access 
 def wechat_body(integ, note: dict, external_url: str) -> dict:
     c = integ.cfg
     text = _cut(_render(c.message, note, external_url), 2048)
-    body = {"msgtype": c.message_type, c.message_type: {"content": text}, "safe": "0", "agentid": c.agent_id,
-            "touser": c.to_user, "toparty": c.to_party, "totag": c.to_tag}
+    body = {"msgtype": c.message_type, c.message_type: {"content": text}, "safe": "0"}
+    for key, field_ in (("agentid", c.agent_id), ("touser", c.to_user), ("toparty", c.to_party), ("totag", c.to_tag)):
+        v = _value(field_, note, external_url)  # each a template in Alertmanager
+        if v:  # omitempty in Alertmanager's message: an empty one is not sent
+            body[key] = v
     return body
 
 
@@ -541,7 +575,14 @@ async def _wechat(session, integ, note: dict, external_url: str, env_for) -> Out
 
 # ---------------------------------------------------------------- Amazon SNS: SigV4 by botocore
 
-_SNS_CREDENTIALS: dict[str, object] = {}  # integration name -> botocore credentials (refreshable for a role)
+_SNS_CREDENTIALS: dict[tuple, object] = {}  # _sns_key -> botocore credentials (refreshable for a role)
+
+
+def _sns_key(integ) -> tuple:
+    """What the credentials are cached by: the integration and its sigv4 settings, so a reload that changes its
+    keys, profile or role does not go on signing with the old ones."""
+    s = integ.cfg.sigv4
+    return integ.name, s.access_key, s.secret_key, s.profile, s.role_arn
 
 
 def sns_params(integ, note: dict, external_url: str) -> dict:
@@ -549,15 +590,16 @@ def sns_params(integ, note: dict, external_url: str) -> dict:
     c = integ.cfg
     message = _render(c.message, note, external_url)
     params = {"Action": "Publish", "Version": "2010-03-31"}
+    topic, phone, target = (_value(x, note, external_url) for x in (c.topic_arn, c.phone_number, c.target_arn))
     if c.topic_arn:
-        params["TopicArn"] = c.topic_arn
-        if c.topic_arn.endswith(".fifo"):  # FIFO topics need a group and a dedup id: the group key's hash
+        params["TopicArn"] = topic
+        if topic.endswith(".fifo"):  # FIFO topics need a group and a dedup id: the group key's hash
             params["MessageGroupId"] = params["MessageDeduplicationId"] = payload.key_hash(payload.group_key(note))
     if c.phone_number:
-        params["PhoneNumber"] = c.phone_number
+        params["PhoneNumber"] = phone
         message = _cut(message, 140)  # an SMS
     if c.target_arn:
-        params["TargetArn"] = c.target_arn
+        params["TargetArn"] = target
     params["Message"] = _cut_bytes(message, 256 * 1024)
     subject = _render(c.subject, note, external_url)
     if subject and not c.phone_number:
@@ -565,17 +607,18 @@ def sns_params(integ, note: dict, external_url: str) -> dict:
     for n, (k, v) in enumerate(sorted(c.attributes.items()), 1):
         params[f"MessageAttributes.entry.{n}.Name"] = k
         params[f"MessageAttributes.entry.{n}.Value.DataType"] = "String"
-        params[f"MessageAttributes.entry.{n}.Value.StringValue"] = v
+        params[f"MessageAttributes.entry.{n}.Value.StringValue"] = _value(v, note, external_url)
     return params
 
 
-def sns_region(c) -> str:
-    """The SigV4 region: configured, else the topic's or target's ARN (arn:aws:sns:<region>:...), else AWS_REGION."""
+def sns_region(c, arns: tuple = ()) -> str:
+    """The SigV4 region: configured, else the topic's or target's ARN (arn:aws:sns:<region>:...; ``arns``: as run
+    for this notification, when templates), else AWS_REGION."""
     import os
 
     if c.sigv4.region:
         return c.sigv4.region
-    for arn in (c.topic_arn, c.target_arn):
+    for arn in arns or (c.topic_arn, c.target_arn):
         parts = arn.split(":")
         if len(parts) > 3 and parts[3]:
             return parts[3]
@@ -588,7 +631,7 @@ def _sns_credentials(integ):
     import botocore.session
     from botocore.credentials import AssumeRoleCredentialFetcher, Credentials, DeferredRefreshableCredentials
 
-    creds = _SNS_CREDENTIALS.get(integ.name)
+    creds = _SNS_CREDENTIALS.get(_sns_key(integ))
     if creds is not None:
         return creds
     s = integ.cfg.sigv4
@@ -600,7 +643,7 @@ def _sns_credentials(integ):
         fetcher = AssumeRoleCredentialFetcher(session.create_client, creds, s.role_arn,
                                               extra_args={"RoleSessionName": "kubesight"})
         creds = DeferredRefreshableCredentials(fetcher.fetch_credentials, "assume-role")
-    _SNS_CREDENTIALS[integ.name] = creds
+    _SNS_CREDENTIALS[_sns_key(integ)] = creds
     return creds
 
 
@@ -610,7 +653,7 @@ def sns_signed(integ, params: dict, creds) -> tuple[str, bytes, dict]:
     from botocore.awsrequest import AWSRequest
 
     c = integ.cfg
-    region = sns_region(c)
+    region = sns_region(c, (params.get("TopicArn", ""), params.get("TargetArn", "")))
     url = c.api_url or f"https://sns.{region}.amazonaws.com/"
     body = urlencode(params).encode()
     req = AWSRequest(method="POST", url=url, data=body, headers={"Content-Type": FORM})
@@ -623,7 +666,7 @@ def sns_signed(integ, params: dict, creds) -> tuple[str, bytes, dict]:
 
 async def _sns(session, integ, note: dict, external_url: str, env_for) -> Outcome:
     try:
-        creds = _SNS_CREDENTIALS.get(integ.name)
+        creds = _SNS_CREDENTIALS.get(_sns_key(integ))
         if creds is None:  # the first time (the chain may ask the instance metadata service): off the loop
             creds = await asyncio.to_thread(_sns_credentials, integ)
         if getattr(creds, "refresh_needed", None) is not None and creds.refresh_needed():  # an assumed role's

@@ -48,6 +48,18 @@ def render(text: str, note: dict, external_url: str) -> str:
     return _template(text).render(note, external_url)
 
 
+def value(text, note: dict, external_url: str):
+    """A plain field (PagerDuty's severity, Slack's channel, an email header ...) for one notification: as written,
+    or, when it is an Alertmanager Go template (the loader's ``GoText``: ``alerts.config.GO_FIELDS``), run as
+    Alertmanager runs it.  Never read as kubesight's own template: a "$" there is text, as in Alertmanager."""
+    return render(text, note, external_url) if isinstance(text, gotemplate.GoText) else text
+
+
+def values(d: dict, note: dict, external_url: str) -> dict:
+    """``value`` of each value of a map (PagerDuty's details, VictorOps' custom fields, SNS attributes ...)."""
+    return {k: value(v, note, external_url) for k, v in d.items()}
+
+
 def redact(text: str, secrets: list[str]) -> str:
     """Replace every secret (longest first) by ``<redacted>``.
 
