@@ -1193,6 +1193,10 @@ def _go_templates(doc: Document, cfg: RoutingConfig) -> None:
 _SHOWN = ("external_url", "token_url")  # URLs in a secret-looking slot that carry no secret
 
 
+# keys whose every value is a secret, whatever it is called (a Proxy-Authorization header was shown in clear text)
+_ALL_SECRET = frozenset({"proxy_connect_header"})
+
+
 def redacted(text: str) -> str:
     """``text`` with the value of every secret slot (``yamlconfig.is_secret_key``: passwords, keys, tokens,
     receiver URLs ...) replaced by ``<secret>``, everything else (layout, comments) as written.
@@ -1201,6 +1205,10 @@ def redacted(text: str) -> str:
     receivers:
       - name: r  # ops
         webhook_configs: [{url: <secret>, max_alerts: 2}]
+    <BLANKLINE>
+    >>> print(redacted("http_config:\\n  proxy_connect_header: {Proxy-Authorization: ['Basic c2VjcmV0']}\\n"))
+    http_config:
+      proxy_connect_header: {Proxy-Authorization: [<secret>]}
     <BLANKLINE>
     """
     import yaml
@@ -1211,10 +1219,23 @@ def redacted(text: str) -> str:
         return text  # not YAML: load refused it already
     spans: list[tuple[int, int]] = []
 
+    def every_value(node) -> None:
+        if isinstance(node, yaml.ScalarNode):
+            if node.value != "":
+                spans.append((node.start_mark.index, node.end_mark.index))
+        elif isinstance(node, yaml.MappingNode):
+            for _, v in node.value:
+                every_value(v)
+        elif isinstance(node, yaml.SequenceNode):
+            for v in node.value:
+                every_value(v)
+
     def walk(node) -> None:
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
-                if isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.ScalarNode) and v.value != "" \
+                if isinstance(k, yaml.ScalarNode) and k.value in _ALL_SECRET:
+                    every_value(v)  # header name -> [values]: Alertmanager keeps each value as a secret
+                elif isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.ScalarNode) and v.value != "" \
                         and yamlconfig.is_secret_key(k.value) and k.value not in _SHOWN:
                     spans.append((v.start_mark.index, v.end_mark.index))
                 else:

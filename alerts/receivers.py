@@ -209,6 +209,16 @@ async def send_once(session, integ: Integration, note: dict, external_url: str) 
     return await _post(session, integ, url, body, {"Idempotency-Key": note["id"], **headers})
 
 
+def _one_line(text: str) -> str:
+    r"""A header's value on one line: a label value with a CR or U+2028 in a template made the email library refuse
+    the header (ValueError), and the notification was tried again every second for ever (an audit).
+
+    >>> _one_line("shop\rBcc: x@evil.example"), _one_line("a\u2028b\nc")
+    ('shop Bcc: x@evil.example', 'a b c')
+    """
+    return " ".join(text.splitlines()) if isinstance(text, str) else text
+
+
 def email_message(integ: Integration, note: dict, external_url: str):
     """The email for a notification (subject, text and optional html from the integration's templates)."""
     from email.message import EmailMessage
@@ -216,15 +226,15 @@ def email_message(integ: Integration, note: dict, external_url: str):
 
     c = integ.cfg
     msg = EmailMessage()
-    msg["Subject"] = _render(c.subject, note, external_url).replace("\n", " ")[:998]
-    msg["From"] = _value(c.from_, note, external_url)
-    msg["To"] = _value(c.to, note, external_url)
+    msg["Subject"] = _one_line(_render(c.subject, note, external_url))[:998]
+    msg["From"] = _one_line(_value(c.from_, note, external_url))
+    msg["To"] = _one_line(_value(c.to, note, external_url))
     msg["Date"] = formatdate(localtime=False)
     msg["Message-Id"] = make_msgid(domain=c.hello)
     msg["X-Kubesight-Dedup-Key"] = note["id"]
     for k, v in _values(c.headers, note, external_url).items():  # Alertmanager runs each header's value too
         del msg[k]
-        msg[k] = v
+        msg[k] = _one_line(v)
     msg.set_content(_render(c.text, note, external_url))
     if c.html is not None:
         msg.add_alternative(_render(c.html, note, external_url), subtype="html")
@@ -321,7 +331,15 @@ async def deliver(session, integ: Integration, note: dict, retry: Retry, externa
     start = clock()
     attempt = 0
     while True:
-        out = await send_once(session, integ, note, external_url)
+        try:
+            out = await send_once(session, integ, note, external_url)
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # a sender's bug on this note: final for this integration (dead-lettered), not
+            # a failure of the whole notification, which was tried again every second for ever with the receiver's
+            # other integrations sent it each time
+            log.exception("%s: sending failed", integ.name)
+            out = Outcome(False, reason=f"sender error: {type(exc).__name__}: {exc}")
         out.attempts = attempt + 1
         if out.ok or not out.retryable:
             return out

@@ -215,3 +215,68 @@ def test_without_the_helper_a_go_field_is_warned(monkeypatch):
         f"routing.yaml:4: receivers[0].pagerduty_configs[0].severity: {need}kubesight's default is used here",
         f"routing.yaml:4: receivers[0].pagerduty_configs[0].details.ns: {need}sent as written",
         f"routing.yaml:5: receivers[0].victorops_configs[0].routing_key: {need}sent as written"]
+
+
+def test_a_label_with_a_carriage_return_is_one_line_in_the_email_and_a_sender_error_is_final_for_it_alone():
+    """A namespace of "shop\\rBcc: x@evil.example" in the subject made the email library refuse the header: the whole
+    notification was tried again every second for ever, and the receiver's webhook got it each time (196 times in an
+    audit). The header is one line now; and a sender that raises on a note fails that integration only (its
+    dead letter), not the notification."""
+    import aiohttp
+    from aiohttp import web
+
+    from alerts import receivers as R
+
+    sink = _Sink()
+    ctl = Controller(sink, hostname="127.0.0.1", port=free_port())
+    ctl.start()
+    hooks: list[dict] = []
+
+    async def go():
+        async def hook(request):
+            hooks.append(await request.json())
+            return web.Response()
+
+        app = web.Application()
+        app.router.add_post("/hook", hook)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        rcv = Receivers(load_text(
+            f"route: {{receiver: team}}\nreceivers:\n  - name: team\n    email_configs:\n"
+            f"      - {{to: ops@example.org, from: a@example.org, smarthost: '127.0.0.1:{ctl.port}',\n"
+            f"         require_tls: false, timeout: 2s, headers: {{Subject: 'ALERT in {NS}'}}}}\n"
+            f"    webhook_configs: [{{url: 'http://127.0.0.1:{port}/hook'}}]\n"))
+        n = note("firing")
+        for a in n["alerts"]:
+            a["labels"]["namespace"] = "shop\rBcc: x@evil.example"
+        n["groupLabels"]["namespace"] = "shop\rBcc: x@evil.example"
+        try:
+            async with aiohttp.ClientSession() as session:
+                first = [(i.kind, o.ok) for i, o in await rcv.notify(session, n)]
+                real = R.email_message
+
+                def broken(*args, **kwargs):
+                    raise RuntimeError("a sender's bug")
+
+                R.email_message = broken
+                try:
+                    second = [(i.kind, o.ok, o.reason) for i, o in await rcv.notify(session, n)]
+                finally:
+                    R.email_message = real
+        finally:
+            await runner.cleanup()
+        return first, second
+
+    try:
+        first, second = asyncio.run(go())
+    finally:
+        ctl.stop()
+    assert sorted(first) == [("email", True), ("webhook", True)]
+    ((_, rcpts, data),) = sink.got
+    assert rcpts == ["ops@example.org"] and "Bcc" not in data.split("\n\n")[0].split("Subject:")[0]
+    assert "Subject: ALERT in shop Bcc: x@evil.example" in data.replace("\r", "")
+    assert sorted(second) == [("email", False, "sender error: RuntimeError: a sender's bug"), ("webhook", True, "")]
+    assert len(hooks) == 2  # once per notify: the webhook is not sent again for the email's failure
