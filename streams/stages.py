@@ -128,6 +128,12 @@ class RulePacks:
     def __init__(self, settings: Settings, topic_dir: Path | None = None):
         self.paths = pack_paths(settings)
         self.topic_dir = topic_dir  # packs received on the rules topic, one file each
+        if topic_dir is not None and topic_dir.is_dir():
+            # rebuilt from the topic at every start (RulesTopicWatcher reads it from the beginning): a file the last
+            # run left may be stale — a pack since tombstoned came back for good, one moved into a settings file
+            # was a duplicate name, fatal at start, and the worker crash-looped (state_dir outlives a restart)
+            for f in topic_dir.glob("*.yaml"):
+                f.unlink()
         self.version = 0
         self.errors: list[str] = []
         self.holder = EngineHolder(self._load_or_empty())
