@@ -5,7 +5,9 @@ Event into an Event record, sorts them by time and produces them in that order, 
 paced (``--speed 60`` = one recorded minute per second; 0 = as fast as possible).  An object
 that cannot be converted is dead-lettered with the reason, never dropped.  ``--owners`` maps
 namespaces to owning teams (a YAML of ``{namespace regex: team}``, anchored), standing in for
-the workload labels that the live Kubernetes collector reads.
+the workload labels that the live Kubernetes collector reads.  Entities are named as the live collector names
+them (``collector.event_entity``, ``owners.team_namespace``): an Event about a cluster-scoped object (a Node, a
+PersistentVolume) has no namespace and no team, a Node's has that node, a Namespace's is that namespace's team.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from pathlib import Path
 import yaml
 from pydantic import RootModel
 
+from collectors.kubernetes.owners import team_namespace
 from core import yamlconfig
 from core.matchers import RegexError, full_match
-from core.records import PAYLOAD_LIMIT, Entity, Event, RecordError, Sample, parse_time
+from core.records import PAYLOAD_LIMIT, Event, RecordError, Sample, parse_time
 from core.yamlconfig import shown
 
 # the repo's own copy (deploy/demo/recordings/README.md): EventLists over 8 KB are stored as events.yaml.gz
@@ -51,15 +54,13 @@ def k8s_event_to_record(obj: dict, cluster: str = "default") -> Event:
     >>> ev.reason, ev.count, ev.entity.node, ev.labels["container"]
     ('BackOff', 3, 'node-a', 'web')
     """
+    from collectors.kubernetes.collector import event_entity
     from collectors.kubernetes.events import occurrences, view
 
     v = view(obj)
     if not v.reason:
         raise RecordError("event has no reason")
-    reg = v.regarding
-    entity = Entity(cluster=cluster, namespace=str(reg.get("namespace") or v.namespace), kind=str(reg.get("kind") or ""),
-                    name=str(reg.get("name") or ""), uid=str(reg.get("uid") or ""), node=v.host)
-    return occurrences(v, None, entity, baseline=True)[0]
+    return occurrences(v, None, event_entity(v, cluster), baseline=True)[0]
 
 
 class _Owners(RootModel[dict[str, str]]):
@@ -118,8 +119,9 @@ def read_events(root: Path, cluster: str = "default", owners=()) -> tuple[list[E
             except RecordError as exc:
                 rejected.append(Rejected(str(exc), obj, str(f), i))
                 continue
-            for matches, team in owners:
-                if matches(ev.entity.namespace):
+            ns = team_namespace(ev.entity.namespace, ev.entity.kind, ev.entity.name)
+            for matches, team in owners if ns else ():  # a cluster-scoped object is no namespace's
+                if matches(ns):
                     ev.entity.owner = team
                     break
             events.append(ev)

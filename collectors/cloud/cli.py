@@ -53,6 +53,12 @@ def register(sub, group) -> None:
                         "instances to nodes through spec.providerID, and read the workload and team of the pods "
                         "that audit events (POST /audit) name")
     p.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file for --kubernetes (default: the usual one)")
+    from collectors.kubernetes.cli import add_owner_arguments
+
+    add_owner_arguments(p.add_argument_group(
+        "owners of audit events (with --kubernetes)",
+        "as `collect kubernetes` takes them: give the values the Kubernetes collector runs with,\n"
+        "or the audit events of a pod go to another team than its other alerts"))
     p.add_argument("--node-refresh", type=float, default=300.0, metavar="SECONDS",
                    help="re-list nodes this often; an unknown instance re-lists at most every 30 s "
                         "(default: %(default)s)")
@@ -218,10 +224,10 @@ async def _serve(args, auth, nodes, host: str, port: int) -> int:
     owners = None
     if args.kubernetes:  # audit events get the workload and team of the pod they name, as the Kubernetes collector's
         from collectors.kubernetes.api import Api, api_client
-        from collectors.kubernetes.owners import Owners
+        from collectors.kubernetes.cli import owners_for
 
         in_pod = not args.kubeconfig and "KUBERNETES_SERVICE_HOST" in os.environ
-        owners = Owners(Api(api_client(args.kubeconfig, in_cluster=in_pod)).read)
+        owners = owners_for(args, Api(api_client(args.kubeconfig, in_cluster=in_pod)).read)
     app = create_app(sink, auth, nodes, max_body=args.max_body, cluster=args.cluster,
                      kafka_timeout=args.kafka_timeout, owners=owners, audit_ignore=ignore,
                      audit_trusted=trusted)

@@ -222,17 +222,16 @@ def _events_from_audit(body: bytes, cluster: str, ignore: re.Pattern | None, tru
     return out
 
 
-OWNED = ("Pod", "Deployment", "StatefulSet", "DaemonSet")  # what an audit event may name that a team owns
-
-
 def attach_owners(events: list[Event], owners) -> list[Event]:
-    """Each event about a pod or workload with its workload and owning team (``Owners``, read through the API, as
-    the Kubernetes collector does), so its alert reaches that team; an object that cannot be read (gone,
-    forbidden) keeps what it had, and the namespace's team where that one can be read."""
+    """Each event about a namespaced object (or a Namespace) with its workload and owning team (``Owners``, read
+    through the API, as the Kubernetes collector does), so its alert reaches that team: a pod or workload its own,
+    any other object (a PersistentVolumeClaim, a Secret) the namespace's, as the collector gives its Events; an
+    object that cannot be read (gone, forbidden) keeps what it had, and the namespace's team where that one can be
+    read.  Cluster-scoped objects (a Node, a PersistentVolume) and users are nobody's."""
     out = []
     for e in events:
         ent = e.entity
-        if ent.namespace and ent.kind in OWNED:
+        if ent.namespace or ent.kind == "Namespace":
             workload, team = owners.resolve_named(ent.namespace, ent.kind, ent.name)
             e = msgspec.structs.replace(e, entity=msgspec.structs.replace(ent, workload=workload, owner=team))
         out.append(e)

@@ -48,6 +48,31 @@ def _streams(value: str) -> tuple[str, ...]:
     return names
 
 
+def add_owner_arguments(group) -> None:
+    """--owner-keys, --cache-size, --cache-ttl: every command that resolves owners (this collector, the audit
+    intake of ``collect cloud --kubernetes``) takes the same, or one alert of a pod would go to another team than
+    the next."""
+    from collectors.kubernetes.collector import Options
+
+    o = Options()
+    group.add_argument("--owner-keys", type=_csv, default=o.owner_keys, metavar="LIST",
+                       help="label/annotation keys naming the owning team, looked up on the workload then the "
+                            "namespace, first found wins; app.kubernetes.io/part-of (an application's name) only "
+                            f"when no other key is found (default: {','.join(o.owner_keys)})")
+    group.add_argument("--cache-size", type=int, default=o.cache_size, metavar="N",
+                       help="owner objects kept in the LRU cache (default: %(default)s)")
+    group.add_argument("--cache-ttl", type=float, default=o.cache_ttl, metavar="SECONDS",
+                       help="how long a cached owner is trusted (default: %(default)s; an absent owner or a "
+                            "failed read is asked again after 10 s, a kind refused with 403 after this long)")
+
+
+def owners_for(args, fetch):
+    """The ``Owners`` that ``add_owner_arguments``' options ask for."""
+    from collectors.kubernetes.owners import Owners
+
+    return Owners(fetch, args.owner_keys, args.cache_size, args.cache_ttl)
+
+
 def register(sub, group) -> None:
     from collectors.kubernetes.collector import Options
 
@@ -71,14 +96,7 @@ def register(sub, group) -> None:
                            "'default')")
     what.add_argument("--watch", type=_streams, default=o.streams, metavar="LIST",
                       help="comma-separated streams: events, events.k8s.io, nodes, pods (default: all)")
-    what.add_argument("--owner-keys", type=_csv, default=o.owner_keys, metavar="LIST",
-                      help="label/annotation keys naming the owning team, looked up on the workload then the "
-                           f"namespace, first found wins (default: {','.join(o.owner_keys)})")
-    what.add_argument("--cache-size", type=int, default=o.cache_size, metavar="N",
-                      help="owner objects kept in the LRU cache (default: %(default)s)")
-    what.add_argument("--cache-ttl", type=float, default=o.cache_ttl, metavar="SECONDS",
-                      help="how long a cached owner is trusted (default: %(default)s; an absent owner or a "
-                           "failed read is asked again after 10 s)")
+    add_owner_arguments(what)
     tune = p.add_argument_group("tuning")
     tune.add_argument("--commit-interval", type=float, default=o.commit_interval, metavar="SECONDS",
                       help="longest wait before a batch is committed (default: %(default)s)")

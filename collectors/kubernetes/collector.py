@@ -64,6 +64,24 @@ def _rvnum(rv) -> int | None:
         return None
 
 
+def event_entity(v: events.EventView, cluster: str) -> Entity:
+    """What an Event is about, before its owners: namespace, kind, name, uid and node (``collect replay`` reads
+    recorded Events with it too, so both name the same objects the same way).
+
+    >>> e = event_entity(events.view({"metadata": {"namespace": "default", "uid": "e1"}, "reason": "NodeNotReady",
+    ...     "involvedObject": {"kind": "Node", "name": "w1"}, "lastTimestamp": "2026-11-29T10:00:00Z"}), "c1")
+    >>> e.namespace, e.node
+    ('', 'w1')
+    """
+    reg = v.regarding
+    kind, name = str(reg.get("kind") or ""), str(reg.get("name") or "")
+    # an object without a namespace is cluster-scoped (a Node, a PersistentVolume, a Namespace, a ClusterRole):
+    # recorders store its Events in "default", which is not where it lives nor whose team owns it
+    ns = str(reg.get("namespace") or ("" if kind or name else v.namespace))
+    return Entity(cluster=cluster, namespace=ns, kind=kind, name=name, uid=str(reg.get("uid") or ""),
+                  node=name if kind == "Node" else v.host)
+
+
 class Collector:
     def __init__(self, api, sink, options: Options, restored: dict | None = None, clock=time.time):
         self.api = api
@@ -266,17 +284,10 @@ class Collector:
         return v.uid
 
     def _event_entity(self, v: events.EventView) -> Entity:
-        reg = v.regarding
-        kind, name = str(reg.get("kind") or ""), str(reg.get("name") or "")
-        # an object without a namespace is cluster-scoped (a Node, a PersistentVolume, a Namespace, a ClusterRole):
-        # recorders store its Events in "default", which is not where it lives nor whose team owns it
-        ns = str(reg.get("namespace") or ("" if kind or name else v.namespace))
-        uid = str(reg.get("uid") or "")
-        node = v.host
+        ent = event_entity(v, self.o.cluster)
+        ns, kind, name, uid, node = ent.namespace, ent.kind, ent.name, ent.uid, ent.node
         owner, thash = None, ""
-        if kind == "Node":
-            node = name
-        elif kind == "Pod":
+        if kind == "Pod":
             pod = (self.pods.get(uid) or self._deleted_pod(uid)) if uid else None
             meta = None
             if pod is None:
@@ -286,13 +297,15 @@ class Collector:
             if pod is not None:
                 owner, thash, node = tuple(pod["owner"]), pod["labels"].get("pod-template-hash", ""), pod["node"] or node
             elif meta:
-                refs = [r for r in meta["ownerReferences"] if isinstance(r, dict)]
-                ctl = next((r for r in refs if r.get("controller")), refs[0] if refs else None)
-                owner = (str(ctl.get("kind") or ""), str(ctl.get("name") or "")) if ctl else None
+                owner = Owners._controller(meta)
                 thash = str(meta["labels"].get("pod-template-hash") or "")
             if not node and v.reason == "Scheduled":
                 # the binding this very event reports, which the pod watch may not have delivered yet
                 node = events.assigned_node(v.message, ns, name)
+        elif kind == "ReplicaSet" and self.owners.get(kind, ns, name, uid) is None:
+            # unreadable (RBAC without replicasets): named from the hash its pods carry, as they are
+            thash = next((p["labels"].get("pod-template-hash", "") for p in self.pods.values()
+                          if p["ns"] == ns and p["owner"][:2] == ["ReplicaSet", name]), "")
         workload, team = self.owners.resolve(ns, kind, name, owner, thash)
         return Entity(cluster=self.o.cluster, namespace=ns, kind=kind, name=name, uid=uid, node=node,
                       workload=workload, owner=team)

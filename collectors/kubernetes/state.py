@@ -126,19 +126,21 @@ def _term(state) -> str:
 
 
 def pod_summary(obj) -> dict:
-    """``{"name", "ns", "uid", "node", "owner": [kind, name], "labels", "disruption",
+    """``{"name", "ns", "uid", "node", "owner": [kind, name, uid], "labels", "disruption",
     "containers": {name: [restartCount, waitingReason, term, lastTerm]}, "terms", "times"}``;
     a term is ``"reason|exitCode|finishedAt"``; ``terms`` and ``times`` are details for the
-    records' messages and times, not compared or checkpointed (``compact``)."""
+    records' messages and times, not compared or checkpointed (``compact``). The owner's uid tells a workload
+    re-created under the same name from the one cached (``Owners.get``); a summary checkpointed before it was kept
+    has ``[kind, name]``."""
     meta = _meta(obj)
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
     if not isinstance(spec, dict) or not isinstance(status, dict):
         raise RecordError("Pod spec and status must be objects")
-    owner = ["", ""]
+    owner = ["", "", ""]
     for ref in _list(meta.get("ownerReferences"), "metadata.ownerReferences"):
-        if ref.get("controller") or owner == ["", ""]:
-            owner = [str(ref.get("kind") or ""), str(ref.get("name") or "")]
+        if ref.get("controller") or owner == ["", "", ""]:
+            owner = [str(ref.get("kind") or ""), str(ref.get("name") or ""), str(ref.get("uid") or "")]
     disruption = ""
     times = {}  # when things happened, as the object says (not checkpointed; see compact)
     if status.get("reason") in DISRUPTIONS:

@@ -43,7 +43,9 @@ def workloads(api, collector):
         "spec": {"selector": sel("agent"), "template": pod_template({"app": "agent"})}})
     # a Job started from a CronJob (what `kubectl create job --from=cronjob/report` does): the CronJob's team
     cj = api.batch.create_namespaced_cron_job(batch, {
-        "metadata": {"name": "report", "labels": {"app.kubernetes.io/part-of": "analytics"}},
+        # a team key on the CronJob (app.kubernetes.io/part-of, an application's name, would lose to the
+        # namespace's owner annotation: tests/collectors test_a_team_key_anywhere_beats_the_application_key_part_of)
+        "metadata": {"name": "report", "labels": {"team": "analytics"}},
         "spec": {"schedule": "0 0 1 1 *", "suspend": True,
                  "jobTemplate": {"spec": {"template": pod_template({}, restartPolicy="Never")}}}})
     api.batch.create_namespaced_job(batch, {
@@ -97,7 +99,7 @@ def test_replicaset_events_name_the_deployment(collector, workloads):
 
 
 @pytest.mark.parametrize("prefix, workload, owner", [
-    ("report-manual", "CronJob/report", "analytics"),  # Pod -> Job -> CronJob, app.kubernetes.io/part-of
+    ("report-manual", "CronJob/report", "analytics"),  # Pod -> Job -> CronJob, the CronJob's team label
     ("etl", "Job/etl", "data"),  # namespace annotation
 ])
 def test_batch_workloads(collector, workloads, prefix, workload, owner):

@@ -142,6 +142,45 @@ def test_owners_name_the_workload_and_team_of_a_pod_that_still_exists():
     assert got == [("PodExec", "Deployment/cart", "payments"), ("NodeCordoned", "", "")]  # a node is nobody's
 
 
+def test_other_namespaced_objects_get_the_namespace_team_cluster_scoped_ones_none():
+    """A deleted PVC is no workload's, but its namespace's team owns it, as the Kubernetes collector gives it."""
+    from collectors.kubernetes.audit import attach_owners
+    from collectors.kubernetes.owners import Owners
+
+    objs = {("Namespace", "", "shop"): {"metadata": {"labels": {"team": "web"}}}}
+    owners = Owners(lambda kind, ns, name: objs.get((kind, ns, name)), clock=lambda: 0.0)
+    evs = events_from_audit(body(item("delete", "persistentvolumeclaims", "data-cart-0", ns="shop", aid="a1"),
+                                 item("delete", "persistentvolumes", "pv-1", aid="a2")))
+    got = [(e.reason, e.entity.workload, e.entity.owner) for e in attach_owners(evs, owners)]
+    assert got == [("VolumeClaimDeleted", "", "web"), ("VolumeDeleted", "", "")]
+
+
+def test_the_intake_takes_the_kubernetes_collectors_owner_options_and_the_manifests_pass_the_same():
+    """One set of owner options (``collect kubernetes``'s): with other keys on the intake, an audit event of a pod
+    would go to another team than the pod's other alerts."""
+    import yaml
+
+    from collectors.kubernetes.cli import owners_for
+    from core.settings import REPO
+    from kubesight.cli import build_parser
+
+    args = build_parser().parse_args(["collect", "cloud", "--kubernetes", "--owner-keys", "squad,team",
+                                      "--cache-size", "50", "--cache-ttl", "60"])
+    o = owners_for(args, lambda kind, ns, name: None)
+    assert (o.keys, o.max_entries, o.ttl) == (("squad", "team"), 50, 60.0)
+
+    def owner_args(manifest, command):
+        docs = yaml.safe_load_all((REPO / "deploy" / "kubernetes" / manifest).read_text())
+        dep = next(d for d in docs if d["kind"] == "Deployment")
+        a = build_parser().parse_args(dep["spec"]["template"]["spec"]["containers"][0]["args"])
+        assert a.func.__module__ == command
+        return a.owner_keys, a.cache_size, a.cache_ttl
+    assert owner_args("collector-cloud.yaml", "collectors.cloud.cli") == \
+        owner_args("collector-kubernetes.yaml", "collectors.kubernetes.cli")
+    assert "--owner-keys=team,owner,app.kubernetes.io/part-of" in \
+        (REPO / "deploy" / "kubernetes" / "collector-cloud.yaml").read_text()
+
+
 def test_a_retried_batch_gives_the_same_ids():
     one = item("patch", "nodes", "w1", req={"spec": {"unschedulable": False}}, aid="9f1c")
     assert [e.id for e in events_from_audit(body(one))] == [e.id for e in events_from_audit(body(one))] == [

@@ -179,6 +179,34 @@ def test_events_about_cluster_scoped_objects_have_no_namespace_and_a_namespace_i
     assert got == [("PersistentVolume", "", ""), ("Namespace", "", "web")]
 
 
+def test_a_deployment_recreated_with_another_team_is_its_team_at_once_not_after_the_cache_ttl():
+    """Deleted and re-created under the same name (other uid, other team): the new pods' owner reference names the new
+    ReplicaSet's uid, which the cached one does not have, so it is read again, and the Deployment above it."""
+    now = [0.0]
+    objs = {("ReplicaSet", "shop", "cart-7d9f"): {"metadata": {"uid": "rs1", "ownerReferences": [
+                {"kind": "Deployment", "name": "cart", "uid": "d1", "controller": True}]}},
+            ("Deployment", "shop", "cart"): {"metadata": {"uid": "d1", "labels": {"team": "payments"}}}}
+    c, sink = collector(objs)
+    c.owners.clock = lambda: now[0]
+
+    def crashing(uid, rs_uid, restarts):
+        pod = copy.deepcopy(POD)
+        pod["metadata"]["uid"] = uid
+        pod["metadata"]["ownerReferences"][0]["uid"] = rs_uid
+        pod["status"] = {"containerStatuses": [{"name": "c", "restartCount": restarts, "state": {"running": {}}}]}
+        return pod
+    feed(c, ("sync", "pods", [crashing("p1", "rs1", 0)], "1000"), ("event", "pods", "MODIFIED", crashing("p1", "rs1", 1), "1001"))
+    assert sink.records[-1].entity.owner == "payments"
+    objs[("ReplicaSet", "shop", "cart-7d9f")] = {"metadata": {"uid": "rs2", "ownerReferences": [
+        {"kind": "Deployment", "name": "cart", "uid": "d2", "controller": True}]}}
+    objs[("Deployment", "shop", "cart")] = {"metadata": {"uid": "d2", "labels": {"team": "search"}}}
+    now[0] = 10.0
+    feed(c, ("event", "pods", "DELETED", crashing("p1", "rs1", 1), "1002"),
+         ("event", "pods", "ADDED", crashing("p2", "rs2", 0), "1003"),
+         ("event", "pods", "MODIFIED", crashing("p2", "rs2", 1), "1004"))
+    assert (sink.records[-1].entity.workload, sink.records[-1].entity.owner) == ("Deployment/cart", "search")
+
+
 # ---------------------------------------------------------------- a checkpoint ahead of the cluster
 
 

@@ -364,3 +364,144 @@ def test_a_scheduled_event_names_its_node_before_the_pod_watch_has_the_binding()
     other = {**ev, "reason": "Pulled", "message": "Successfully assigned shop/agent-x2 to kwok-node-1"}
     c.pods["p1"]["node"] = ""
     assert c._event_entity(events.view(other)).node == ""  # only the scheduler's own Event is read so
+
+
+def test_a_team_key_anywhere_beats_the_application_key_part_of():
+    """app.kubernetes.io/part-of names an application (Helm charts set it), not a team: the workload's and the
+    namespace's team keys (labels or annotations) come first, part-of only when none is found."""
+    objs = {("Namespace", "", "shop"): {"metadata": {"labels": {"team": "web"}}},
+            ("Namespace", "", "plain"): {"metadata": {}},
+            ("Deployment", "shop", "ui"): {"metadata": {"labels": {"app.kubernetes.io/part-of": "shop-ui"}}},
+            ("Deployment", "shop", "pay"): {"metadata": {"labels": {"app.kubernetes.io/part-of": "shop-ui"},
+                                                         "annotations": {"team": "payments"}}},
+            ("Deployment", "plain", "ui"): {"metadata": {"labels": {"app.kubernetes.io/part-of": "shop-ui"}}}}
+    o = Owners(lambda k, ns, n: objs.get((k, ns, n)))
+    assert o.resolve("shop", "Deployment", "ui") == ("Deployment/ui", "web")
+    assert o.resolve("shop", "Deployment", "pay") == ("Deployment/pay", "payments")
+    assert o.resolve("plain", "Deployment", "ui") == ("Deployment/ui", "shop-ui")  # nothing else: the application
+
+
+def test_a_workload_recreated_under_its_name_is_read_again_by_the_uid_its_pods_name():
+    now = [0.0]
+    objs = {("ReplicaSet", "shop", "cart-7d9f"): {"metadata": {"uid": "rs1", "ownerReferences": [
+                {"kind": "Deployment", "name": "cart", "uid": "d1", "controller": True}]}},
+            ("Deployment", "shop", "cart"): {"metadata": {"uid": "d1", "labels": {"team": "payments"}}}}
+    calls = []
+    o = Owners(lambda k, ns, n: calls.append(n) or objs.get((k, ns, n)), ttl=300.0, clock=lambda: now[0])
+    assert o.resolve("shop", "Pod", "cart-7d9f-a", ("ReplicaSet", "cart-7d9f", "rs1"), "7d9f") == \
+        ("Deployment/cart", "payments")
+    objs[("ReplicaSet", "shop", "cart-7d9f")] = {"metadata": {"uid": "rs2", "ownerReferences": [
+        {"kind": "Deployment", "name": "cart", "uid": "d2", "controller": True}]}}
+    objs[("Deployment", "shop", "cart")] = {"metadata": {"uid": "d2", "labels": {"team": "search"}}}
+    now[0] = 1.0  # long before the ttl
+    assert o.resolve("shop", "Pod", "cart-7d9f-b", ("ReplicaSet", "cart-7d9f", "rs2"), "7d9f") == \
+        ("Deployment/cart", "search")
+    n = len(calls)
+    for _ in range(3):  # a leftover pod of the deleted one: re-read once for its uid, not for each of its events
+        assert o.resolve("shop", "Pod", "cart-7d9f-a", ("ReplicaSet", "cart-7d9f", "rs1"), "7d9f")[1] == "search"
+    assert len(calls) == n + 1
+    s = state.pod_summary({"metadata": {"name": "p", "uid": "u", "ownerReferences": [
+        {"kind": "ReplicaSet", "name": "cart-7d9f", "uid": "rs2", "controller": True}]}})
+    assert s["owner"] == ["ReplicaSet", "cart-7d9f", "rs2"]
+
+
+def test_a_controller_of_a_kind_not_read_is_the_workload_with_the_namespace_team(caplog):
+    """An Argo Rollout's ReplicaSets (a new one each revision), a CRD's pods, a ReplicationController's: the
+    controller reference names the workload; kubesight cannot read it, so the team is the namespace's."""
+    objs = {("Namespace", "", "shop"): {"metadata": {"labels": {"team": "web"}}},
+            ("ReplicaSet", "shop", "web-5f6c7"): {"metadata": {"ownerReferences": [
+                {"kind": "Rollout", "name": "web", "controller": True}]}},
+            ("ReplicaSet", "shop", "web-8a9b0"): {"metadata": {"ownerReferences": [
+                {"kind": "Rollout", "name": "web", "controller": True}]}}}
+    read = []
+    o = Owners(lambda k, ns, n: read.append(k) or objs.get((k, ns, n)))
+    with caplog.at_level("INFO", logger="kubesight.collect.kubernetes"):
+        assert o.resolve("shop", "Pod", "web-5f6c7-a", ("ReplicaSet", "web-5f6c7")) == ("Rollout/web", "web")
+        assert o.resolve("shop", "Pod", "web-8a9b0-a", ("ReplicaSet", "web-8a9b0")) == ("Rollout/web", "web")
+        assert o.resolve("shop", "Pod", "kafka-0", ("StrimziPodSet", "kafka")) == ("StrimziPodSet/kafka", "web")
+        assert o.resolve("shop", "Pod", "legacy-x", ("ReplicationController", "legacy")) == \
+            ("ReplicationController/legacy", "web")
+    assert set(read) == {"Namespace", "ReplicaSet"}  # no read of a kind the API wrapper has no reader for
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 3 and sum("Rollout/web" in m for m in said) == 1
+
+
+class Forbidden(Exception):
+    """What the kubernetes client raises on a 403: status, reason and the server's Status as body."""
+
+    def __init__(self, name):
+        self.status, self.reason = 403, "Forbidden"
+        self.body = json.dumps({"kind": "Status", "message": f'replicasets.apps "{name}" is forbidden: User "x" '
+                                                             'cannot get resource "replicasets" in API group "apps"'})
+        super().__init__(f"(403)\nReason: Forbidden\nHTTP response headers: {{...}}\nHTTP response body: {self.body}")
+
+
+def test_a_403_is_said_once_per_kind_with_the_server_message_and_not_asked_again_for_the_ttl(caplog):
+    now = [0.0]
+    calls = []
+
+    def fetch(kind, ns, name):
+        calls.append(kind)
+        if kind == "ReplicaSet":
+            raise Forbidden(name)
+        return None
+    o = Owners(fetch, ttl=300.0, retry=10.0, clock=lambda: now[0])
+    with caplog.at_level("WARNING", logger="kubesight.collect.kubernetes"):
+        for t in range(0, 60, 10):
+            now[0] = float(t)
+            for i in range(20):
+                assert o.resolve("shop", "Pod", f"d{i}-abc{i}-x", ("ReplicaSet", f"d{i}-abc{i}"), f"abc{i}")[0] == \
+                    f"Deployment/d{i}"
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "\n" not in line and "403" in line and 'cannot get resource "replicasets"' in line
+    assert calls.count("ReplicaSet") == 1  # lasting: not asked again per object every 10 s
+    now[0] = 301.0  # the role may have been fixed: asked again after the ttl
+    o.resolve("shop", "Pod", "d0-abc0-x", ("ReplicaSet", "d0-abc0"), "abc0")
+    assert calls.count("ReplicaSet") == 2
+
+
+def test_events_of_an_unreadable_replicaset_name_its_deployment_as_its_pods_do():
+    """RBAC without replicasets: the ReplicaSet's own Events (SuccessfulCreate, FailedCreate on a quota) go where its
+    pods' go, from the hash its pods carry, else from a name ending in a pod-template-hash."""
+    from collectors.kubernetes.collector import Collector, Options
+
+    def fetch(kind, ns, name):
+        if kind == "ReplicaSet":
+            raise Forbidden(name)
+        return {("Deployment", "api"): {"metadata": {"labels": {"team": "apiteam"}}},
+                ("Namespace", "shop"): {"metadata": {"labels": {"team": "web"}}}}.get((kind, name))
+    from types import SimpleNamespace
+
+    c = Collector(SimpleNamespace(read=fetch), sink=None, options=Options(cluster="c1"))
+    c.pods["p1"] = {"name": "api-55aa-z", "ns": "shop", "uid": "p1", "node": "n1",
+                    "owner": ["ReplicaSet", "api-55aa", "rs1"], "labels": {"pod-template-hash": "55aa"}}
+
+    def about(name):
+        ev = {"metadata": {"name": f"{name}.1", "namespace": "shop", "uid": "e-" + name}, "reason": "FailedCreate",
+              "involvedObject": {"kind": "ReplicaSet", "namespace": "shop", "name": name},
+              "type": "Warning", "message": "exceeded quota", "count": 1, "lastTimestamp": "2026-11-29T06:00:00Z"}
+        e = c._event_entity(events.view(ev))
+        return e.workload, e.owner
+    assert about("api-55aa") == ("Deployment/api", "apiteam")  # a pod of it says the hash
+    assert about("api-7c9d5b8f4d") == ("Deployment/api", "apiteam")  # no pod (quota): the name's shape
+    assert about("api-v1") == ("ReplicaSet/api-v1", "web")  # a hand-made name is not guessed
+
+
+def test_transient_read_failures_are_retried_but_said_once_per_kind_and_status_per_ttl(caplog):
+    now = [0.0]
+    calls = []
+
+    def fetch(kind, ns, name):
+        calls.append(kind)
+        raise TimeoutError("read timed out")
+    o = Owners(fetch, ttl=300.0, retry=10.0, clock=lambda: now[0])
+    with caplog.at_level("WARNING", logger="kubesight.collect.kubernetes"):
+        for t in (0.0, 11.0):
+            now[0] = t
+            for i in range(5):
+                o.get("Job", "shop", f"j{i}")
+        assert calls.count("Job") == 10  # transient: asked again after retry
+        assert len(caplog.records) == 1 and "TimeoutError: read timed out" in caplog.records[0].getMessage()
+        now[0] = 301.0
+        o.get("Job", "shop", "j0")
+        assert len(caplog.records) == 2  # still failing after the ttl: said again

@@ -36,6 +36,26 @@ def test_owners_name_the_team_of_a_namespace_anchored_first_match_wins(tmp_path,
         ("shop", "team-shop"), ("shop-dev", "team-shop-envs"), ("payments", "team-other"), ("kube-system", "")]
 
 
+def test_events_about_cluster_scoped_objects_are_named_as_the_live_collector_names_them(tmp_path, capsys):
+    """Recorders file them in "default": a Node's has no namespace and that node, a Namespace's is that namespace's
+    team, a PersistentVolume's nobody's; not default's team."""
+    from collectors.kubernetes.testing import to_events_v1
+
+    def ev(i, kind, name):
+        return {"reason": "R", "type": "Warning", "count": 1, "lastTimestamp": f"2021-08-03T09:21:4{i}Z",
+                "message": "m", "metadata": {"uid": f"e{i}", "namespace": "default"}, "source": {"host": "other"},
+                "involvedObject": {"kind": kind, "name": name, "apiVersion": "v1"}}
+    items = [ev(0, "Node", "w1"), to_events_v1(ev(1, "Namespace", "shop")), ev(2, "PersistentVolume", "pv-1")]
+    events = tmp_path / "events.yaml"
+    events.write_text(orjson.dumps({"kind": "EventList", "items": items}).decode())
+    owners = tmp_path / "owners.yaml"
+    owners.write_text("default: team-apps\nshop: team-shop\n")
+    assert main(["collect", "replay", str(events), "--owners", str(owners), "--stdout"]) == 0
+    got = [orjson.loads(line)["entity"] for line in capsys.readouterr().out.splitlines()]
+    assert [(e["kind"], e["namespace"], e["node"], e["owner"]) for e in got] == [
+        ("Node", "", "w1", ""), ("Namespace", "", "other", "team-shop"), ("PersistentVolume", "", "other", "")]
+
+
 def test_a_bad_owners_file_exits_2_naming_every_problem_at_its_line(tmp_path, capsys):
     """The owners file went around the strict config loader: a duplicate key was taken (the last winning), a null or a
     list became the team 'None' or "['x', 'y']", a bad regex exited 1 without a line, a syntax error or a non-UTF-8
