@@ -20,9 +20,11 @@ D/x.yaml:8: rules[0].for: invalid duration "5 min" (use e.g. 30s, 5m, 1h30m)
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from core import yamlconfig
 from core.durations import format_duration
@@ -41,6 +43,7 @@ def pack_paths(settings) -> list[str]:
 EVENT_CONDITIONS = ("event_count", "state")
 SAMPLE_CONDITIONS = ("threshold", "burn_rate", "predict", "anomaly", "anomaly_vector")
 RESERVED_LABELS = ("alertname", "severity")
+_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")  # a valid alert or detector name (rules.schema's)
 
 
 def parse_file(path: Path, root: type[BaseModel]) -> tuple[BaseModel | None, Document]:
@@ -49,8 +52,11 @@ def parse_file(path: Path, root: type[BaseModel]) -> tuple[BaseModel | None, Doc
     return doc.validate(root), doc
 
 
-def _check_pack(pack: schema.RulePack, errs: Document, registry) -> None:
-    """Meaning checks that the schema cannot express."""
+def _check_pack(pack: schema.RulePack, errs: Document, registry, rules=None, unread: frozenset = frozenset()) -> None:
+    """Meaning checks that the schema cannot express.
+
+    ``rules``: the (index, rule) pairs to check (default: all of ``pack.rules``); ``unread``: detectors declared
+    with an invalid spec (already reported), which a rule may name without being told they are unknown."""
     if pack.apiVersion != schema.API_VERSION:
         errs.error(("apiVersion",), f"expected {shown(schema.API_VERSION)}, got {shown(pack.apiVersion)}")
     if pack.kind != "RulePack":
@@ -71,7 +77,7 @@ def _check_pack(pack: schema.RulePack, errs: Document, registry) -> None:
             registry.build(spec.type, dict(spec.params))
         except (ValueError, TypeError) as exc:
             errs.error(loc + ("params",), f"invalid parameters for {spec.type}: {exc}")
-    for i, r in enumerate(pack.rules):
+    for i, r in enumerate(pack.rules) if rules is None else rules:
         loc = ("rules", i)
         m, c = r.match, r.condition
         on = None
@@ -128,7 +134,9 @@ def _check_pack(pack: schema.RulePack, errs: Document, registry) -> None:
                 errs.error(loc + ("condition",), "give exactly one of above (a fixed score) or quantile (adaptive)")
             if c.k > c.n:
                 errs.error(loc + ("condition", "k"), f"must be <= n ({c.n})")
-            if c.detector not in pack.detectors:
+            if c.detector in unread:
+                pass  # its spec is reported: nothing to check against
+            elif c.detector not in pack.detectors:
                 declared = ", ".join(pack.detectors) or "none"
                 errs.error(loc + ("condition", "detector"), f"unknown detector {shown(c.detector)} (declared: {declared})")
             elif c.type == "anomaly":
@@ -239,42 +247,120 @@ def load_packs(paths, registry=None) -> RuleSet:
     return _load([(str(f), lambda f=f: parse_file(f, schema.RulePack)) for f in files], registry)
 
 
+def _salvage(doc: Document) -> tuple[schema.RulePack | None, list, frozenset]:
+    """What of a pack that failed the schema did validate -> (pack without its rules, [(index, rule)], the names of
+    detectors whose spec is invalid), or (None, [], ...) when it is not a mapping.  The schema's errors are already
+    recorded: these exist so that the meaning and cross-pack checks still run on the rest, and ``rules check``
+    lists every error at once rather than those that one typo left to be found next."""
+    data = doc.data if doc.readable else None
+    if not isinstance(data, dict):
+        return None, [], frozenset()
+
+    def valid(model, value):
+        try:
+            return model.model_validate(value)
+        except ValidationError:
+            return None
+
+    # a field that does not validate keeps a value that adds no error of its own (its own is reported)
+    fields = {"apiVersion": schema.API_VERSION, "kind": "RulePack", "metadata": None, "defaults": schema.Defaults()}
+    for key in ("apiVersion", "kind"):
+        if isinstance(data.get(key), str):
+            fields[key] = data[key]
+    fields["metadata"] = valid(schema.Metadata, data.get("metadata"))
+    fields["defaults"] = valid(schema.Defaults, data.get("defaults") or {}) or schema.Defaults()
+    detectors, unread = {}, set()
+    raw = data.get("detectors")
+    for name, spec in raw.items() if isinstance(raw, dict) else ():
+        ok = valid(schema.DetectorSpec, spec)
+        if ok is not None and isinstance(name, str) and _NAME.match(name):
+            detectors[name] = ok
+        else:
+            unread.add(name)
+    fields["detectors"] = detectors
+    fields["disable"] = [a for _, a in _strings(data.get("disable"))]
+    raw = data.get("rules")
+    rules = [(i, rule) for i, r in enumerate(raw if isinstance(raw, list) else ())
+             if (rule := valid(schema.Rule, r)) is not None]
+    return schema.RulePack.model_construct(**fields, rules=[]), rules, frozenset(unread)
+
+
+def _strings(value) -> list[tuple[int, str]]:
+    """(index, entry) of the strings in a list (``disable``)."""
+    return [(i, a) for i, a in enumerate(value if isinstance(value, list) else ()) if isinstance(a, str)]
+
+
+def _raw(doc: Document) -> dict:
+    return doc.data if doc.readable and isinstance(doc.data, dict) else {}
+
+
+def _raw_alerts(doc: Document) -> list[tuple[int, str]]:
+    """(index, alert) of a pack's rules, read from its data: a rule that failed the schema elsewhere still has its
+    name, so that a duplicate of it is found and disabling it is not called unknown."""
+    rules = _raw(doc).get("rules")
+    return [(i, r["alert"]) for i, r in enumerate(rules if isinstance(rules, list) else ())
+            if isinstance(r, dict) and isinstance(r.get("alert"), str) and _NAME.match(r["alert"])]
+
+
 def _load(items, registry) -> RuleSet:
     docs: list[Document] = []
     compiled: list[CompiledRule] = []
     infos: list[PackInfo] = []
-    first_alert: dict[str, str] = {}
     first_pack: dict[str, str] = {}
-    disabled: list[tuple[Document, int, str]] = []  # (file, index in disable, alert)
+    packs: list[tuple[Document, list, list]] = []  # (document, [(index, alert)], [(index in disable, alert)])
     for name, parse in items:
         pack, errs = parse()
         docs.append(errs)
         if pack is not None:
-            if registry is None and pack.detectors:
+            part, rules, unread = pack, None, frozenset()
+        else:
+            part, rules, unread = _salvage(errs)
+        if part is not None:
+            if registry is None and part.detectors:
                 registry = default_registry()  # imported only when a pack declares detectors
-            _check_pack(pack, errs, registry)
-            pname = pack.metadata.name
-            if pname in first_pack:
-                errs.error(("metadata", "name"), f"duplicate pack name {shown(pname)} (first in {first_pack[pname]})")
-            else:
-                first_pack[pname] = f"{errs.source}:{errs.line_of(('metadata', 'name'))}"
-            for i, r in enumerate(pack.rules):
-                loc = ("rules", i, "alert")
-                if r.alert in first_alert:
-                    errs.error(loc, f"duplicate alert name {shown(r.alert)} (first at {first_alert[r.alert]})")
+            _check_pack(part, errs, registry, rules, unread)
+            if part.metadata is not None:
+                pname = part.metadata.name
+                if pname in first_pack:
+                    errs.error(("metadata", "name"), f"duplicate pack name {shown(pname)} (first in {first_pack[pname]})")
                 else:
-                    first_alert[r.alert] = f"{errs.source}:{errs.line_of(loc)}"
-            for i, alert in enumerate(pack.disable):
-                disabled.append((errs, i, alert))
+                    first_pack[pname] = f"{errs.source}:{errs.line_of(('metadata', 'name'))}"
+        disable = list(enumerate(pack.disable)) if pack is not None else _strings(_raw(errs).get("disable"))
+        packs.append((errs, _raw_alerts(errs), disable))
         if pack is not None and not errs.problems:
             rules = _compile(pack, name, errs.lines)
             compiled.extend(rules)
             infos.append(PackInfo(pack.metadata.name, pack.metadata.version, pack.metadata.description, name, len(rules)))
-    for doc, i, alert in disabled:
-        if alert not in first_alert:
-            doc.error(("disable", i), f"unknown alert {shown(alert)} (not in the loaded packs)")
+    # A pack's disable switches off the rules of that name in the other packs, not its own: a pack replaces a rule
+    # under the same name (routes, inhibit rules and silences match on alertname) by disabling it and defining it.
+    off: dict[str, set[int]] = {}  # alert -> the packs (by position) that disable it
+    for k, (_, _, disable) in enumerate(packs):
+        for _, alert in disable:
+            off.setdefault(alert, set()).add(k)
+    first_alert: dict[str, str] = {}
+    for k, (errs, alerts, _) in enumerate(packs):
+        for i, alert in alerts:
+            if off.get(alert, set()) - {k}:
+                continue  # disabled: not a rule of the set, so not the first of a name either
+            loc = ("rules", i, "alert")
+            if alert in first_alert:
+                errs.error(loc, f"duplicate alert name {shown(alert)} (first at {first_alert[alert]})")
+            else:
+                first_alert[alert] = f"{errs.source}:{errs.line_of(loc)}"
+    for k, (errs, _, disable) in enumerate(packs):
+        for i, alert in disable:
+            if not any(alert == a for j, (_, alerts, _) in enumerate(packs) if j != k for _, a in alerts):
+                if any(alert == a for _, a in packs[k][1]):
+                    errs.error(("disable", i), f"unknown alert {shown(alert)} (only this pack has it: disable switches "
+                               "off the rules of that name in the other loaded packs, and leaves the pack's own)")
+                else:
+                    errs.error(("disable", i), f"unknown alert {shown(alert)} (not in the loaded packs)")
     raise_for(docs)
-    off = {alert for _, _, alert in disabled}
+    # no errors: every pack compiled, so infos[k] is the pack at packs[k]
+    compiled = [r for r in compiled if not any(infos[k].name != r.pack for k in off.get(r.alert, ()))]
     if off:
-        compiled = [r for r in compiled if r.alert not in off]
+        live: dict[str, int] = {}
+        for r in compiled:
+            live[r.pack] = live.get(r.pack, 0) + 1
+        infos = [replace(p, rules=live.get(p.name, 0)) for p in infos]
     return RuleSet(rules=tuple(compiled), packs=tuple(infos))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from core.durations import Duration
 from core.matchers import Matchers
@@ -17,6 +18,7 @@ SEVERITIES = ("critical", "warning", "info")
 CONDITIONS = ("event_count", "state", "threshold", "burn_rate", "predict", "absent", "anomaly", "anomaly_vector")
 _NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _PACK = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+_METRIC = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 
 def _str_list(v):
@@ -56,6 +58,38 @@ def _alert_name(v):
     return v
 
 
+def _metric_name(v):
+    # the engine indexes sample rules by the exact metric name: a selector or an expression here is looked up as a
+    # name no sample has, and the rule never matches (nor says so)
+    if not isinstance(v, str) or not _METRIC.match(v):
+        raise ValueError(f"not a metric name: {json.dumps(v)} (names only, not PromQL: select series with "
+                         "matchers, e.g. matchers: ['job=\"api\"'], and take a rate with condition: "
+                         "{agg: rate, window: 5m})")
+    return v
+
+
+def _metric_list(v):
+    if isinstance(v, str):  # one name: checked here, so that the error is at match.metric, not match.metric[0]
+        return [_metric_name(v)]
+    return v
+
+
+def _static_label(v):
+    # labels are an alert's identity (routes, inhibit rules, silences and the fingerprint match on them): they are
+    # not rendered, so a template would reach Alertmanager as its literal text
+    if isinstance(v, str) and "{{" in v:
+        raise ValueError(f'labels are static: "{v}" is not rendered (templates go in annotations; the '
+                         "signal's labels, e.g. namespace, are already on the alert)")
+    return v
+
+
+def _score(v):
+    # a detector's score is in [0, 1] (detectors/base.py): a cut at or past either end never fires or always does
+    if v is not None and not 0.0 < v < 1.0:
+        raise ValueError(f"must be between 0 and 1, exclusive (a detector's score is in [0, 1]), got {v:g}")
+    return v
+
+
 def _template(v):
     if not isinstance(v, str):
         raise ValueError("expected a string")
@@ -65,6 +99,9 @@ def _template(v):
 StrList = Annotated[list[str], BeforeValidator(_str_list)]
 Severity = Annotated[str, BeforeValidator(_severity)]
 LabelName = Annotated[str, BeforeValidator(_label_name)]
+StaticLabel = Annotated[str, AfterValidator(_static_label)]
+MetricList = Annotated[list[Annotated[str, BeforeValidator(_metric_name)]], BeforeValidator(_metric_list)]
+Score = Annotated[float | None, AfterValidator(_score)]
 TemplateT = Annotated[Any, BeforeValidator(_template)]
 
 
@@ -81,7 +118,7 @@ class Metadata(_Base):
 class Defaults(_Base):
     for_: Duration = Field(0.0, alias="for")
     severity: Severity = "warning"
-    labels: dict[LabelName, str] = {}
+    labels: dict[LabelName, StaticLabel] = {}
     stale_after: Duration = 300.0
 
 
@@ -94,7 +131,7 @@ class Match(_Base):
     source: StrList | None = None
     reason: StrList | None = None
     kind: StrList | None = None
-    metric: StrList | None = None
+    metric: MetricList | None = None
     matchers: Matchers = ()
 
 
@@ -203,7 +240,7 @@ class Anomaly(_Base):
 
     type: Literal["anomaly"]
     detector: str
-    above: float | None = None
+    above: Score = None
     quantile: float | None = Field(None, gt=0.0, lt=1.0)
     history: int = Field(200, ge=10, le=2000)
     k: int = Field(1, ge=1)
@@ -221,7 +258,7 @@ class AnomalyVector(_Base):
     detector: str
     by: Annotated[list[LabelName], Field(min_length=1)]
     every: Duration = 60.0
-    above: float | None = None
+    above: Score = None
     quantile: float | None = Field(None, gt=0.0, lt=1.0)
     history: int = Field(200, ge=10, le=2000)
     k: int = Field(1, ge=1)
@@ -336,7 +373,7 @@ class Rule(_Base):
     condition: Condition
     for_: Duration | None = Field(None, alias="for")
     severity: Severity | None = None
-    labels: dict[LabelName, str] = {}
+    labels: dict[LabelName, StaticLabel] = {}
     annotations: dict[LabelName, TemplateT] = {}
     group_by: list[LabelName] = []
     node_condition: NodeCondition | None = None  # NPD-style condition on the alert's node

@@ -540,3 +540,196 @@ def test_an_onset_member_without_a_name_is_a_parameter_error_and_a_loader_bug_ke
 
     monkeypatch.setattr(holder_mod, "load_packs", broken)
     assert h.reload([tmp_path]) == ["the rule pack loader failed (KeyError: 'name')"] and h.engine is running
+
+
+def test_a_schema_error_does_not_hide_the_meaning_and_cross_pack_errors(tmp_path):
+    """One unknown key made the whole pack fail the schema, and the checks that need a validated pack (unknown
+    source, duplicate alert, unknown disable) were skipped: ``rules check`` listed one error of four."""
+    (tmp_path / "a.yaml").write_text(HEAD.replace("name: t", "name: a") + "rules:\n" + OK_RULE)
+    (tmp_path / "b.yaml").write_text(HEAD.replace("name: t", "name: a") + textwrap.dedent("""\
+        disable: [Nope]
+        detectors:
+          d: {type: zscor}
+        rules:
+          - alert: A
+            match: {source: k8s, reason: BackOff}
+            condition: {type: event_count}
+          - alert: BadSource
+            match: {source: kubernetes, reason: Foo}
+            condition: {type: event_count}
+          - alert: Typo
+            match: {metric: foo}
+            condition: {type: threshold, op: ">", value: 1, windw: 5m}
+          - alert: Typo
+            match: {metric: foo}
+            condition: {type: anomaly, detector: d, above: 0.9}
+        """))
+    with pytest.raises(ConfigError) as exc:
+        load_packs([tmp_path])
+    assert [e.replace(str(tmp_path) + "/", "") for e in exc.value.errors] == [
+        'b.yaml:3: metadata.name: duplicate pack name "a" (first in a.yaml:3)',
+        'b.yaml:4: disable[0]: unknown alert "Nope" (not in the loaded packs)',
+        'b.yaml:6: detectors.d.type: unknown detector type "zscor" (available: mahalanobis, novelty, onset, seasonal, zscore)',
+        'b.yaml:8: rules[0].alert: duplicate alert name "A" (first at a.yaml:5)',
+        'b.yaml:12: rules[1].match.source: unknown source "kubernetes" (use k8s, k8s-state, k8s-audit, kernel, cloud, '
+        'controlplane, metrics)',
+        'b.yaml:16: rules[2].condition.windw: unknown key "windw" (did you mean "window"?)',
+        # a rule that failed the schema still has its name: its duplicate is found
+        'b.yaml:17: rules[3].alert: duplicate alert name "Typo" (first at b.yaml:14)',
+    ]
+
+
+def test_a_detector_with_an_invalid_spec_is_not_also_unknown_to_its_rules(tmp_path):
+    got = one_rule(tmp_path, """\
+        - alert: A
+          match: {metric: m}
+          condition: {type: anomaly, detector: d, above: 0.9}
+        """, extra="detectors:\n  d: {type: zscore, parms: {}}\n")
+    assert got == ['p.yaml:5: detectors.d.parms: unknown key "parms" (did you mean "params"?)']
+
+
+def test_a_rule_that_failed_the_schema_can_still_be_disabled(tmp_path):
+    (tmp_path / "a.yaml").write_text(HEAD.replace("name: t", "name: a") + "rules:\n"
+                                     + OK_RULE.replace("{type: event_count}", "{type: event_count, cuont: 2}"))
+    (tmp_path / "b.yaml").write_text(HEAD.replace("name: t", "name: b") + "disable: [A]\nrules: []\n")
+    with pytest.raises(ConfigError) as exc:
+        load_packs([tmp_path])
+    assert [e.replace(str(tmp_path) + "/", "") for e in exc.value.errors] == [
+        'a.yaml:7: rules[0].condition.cuont: unknown key "cuont" (did you mean "count"?)']
+
+
+@pytest.mark.parametrize("metric, at", [
+    ("'up{job=\"api\"}'", 'match.metric: not a metric name: "up{job=\\"api\\"}"'),
+    ("'rate(http_requests_total[5m])'", 'match.metric: not a metric name: "rate(http_requests_total[5m])"'),
+    ("[up, 'sum(up)']", 'match.metric[1]: not a metric name: "sum(up)"'),
+    ("9up", 'match.metric: not a metric name: "9up"'),
+])
+def test_metric_is_a_name_not_promql(tmp_path, metric, at):
+    """A selector or expression was taken as a metric name that no sample has: the rule never matched."""
+    got = one_rule(tmp_path, f"""\
+        - alert: A
+          match: {{metric: {metric}}}
+          condition: {{type: threshold, op: ">", value: 1}}
+        """)
+    assert got == [f"p.yaml:6: rules[0].{at} (names only, not PromQL: select series with matchers, e.g. "
+                   "matchers: ['job=\"api\"'], and take a rate with condition: {agg: rate, window: 5m})"]
+
+
+def test_metric_names_with_colons_and_underscores_are_fine(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text(HEAD + "rules:\n  - alert: A\n    match: {metric: ['job:up:avg5m', _x, ns:cpu]}\n"
+                 "    condition: {type: threshold, op: '>', value: 1}\n")
+    assert load_packs([f]).rules[0].metrics == ("job:up:avg5m", "_x", "ns:cpu")
+
+
+@pytest.mark.parametrize("cond, above", [
+    ("{type: anomaly, detector: d, above: 4}", "4"),
+    ("{type: anomaly, detector: d, above: 1}", "1"),
+    ("{type: anomaly_vector, detector: v, by: [pod], above: 0}", "0"),
+    ("{type: anomaly_vector, detector: v, by: [pod], above: -0.5}", "-0.5"),
+])
+def test_anomaly_above_is_a_score_between_0_and_1(tmp_path, cond, above):
+    """Detector scores are in [0, 1]: ``above: 4`` was accepted and could never fire."""
+    got = one_rule(tmp_path, f"""\
+        - alert: A
+          match: {{metric: m}}
+          condition: {cond}
+        """, extra="detectors:\n  d: {type: zscore}\n  v: {type: mahalanobis}\n")
+    assert got == [f"p.yaml:10: rules[0].condition.above: must be between 0 and 1, exclusive (a detector's score "
+                   f"is in [0, 1]), got {above}"]
+
+
+def test_labels_are_static_not_templates(tmp_path):
+    """``{{ ... }}`` in a label was sent to Alertmanager as its literal text."""
+    got = one_rule(tmp_path, """\
+        - alert: A
+          match: {source: k8s, reason: BackOff}
+          condition: {type: event_count}
+          labels: {team: "{{ labels.namespace }}", sev_hint: "{{ $labels.severity }}", tier: web}
+        """, extra='defaults: {labels: {owner: "{{labels.owner}}"}}\n')
+    why = "is not rendered (templates go in annotations; the signal's labels, e.g. namespace, are already on the alert)"
+    assert got == [f'p.yaml:4: defaults.labels.owner: labels are static: "{{{{labels.owner}}}}" {why}',
+                   f'p.yaml:9: rules[0].labels.sev_hint: labels are static: "{{{{ $labels.severity }}}}" {why}',
+                   f'p.yaml:9: rules[0].labels.team: labels are static: "{{{{ labels.namespace }}}}" {why}']
+
+
+BASE = HEAD.replace("name: t", "name: base") + """\
+rules:
+  - alert: A
+    match: {source: k8s, reason: BackOff}
+    condition: {type: event_count, count: 1}
+  - alert: B
+    match: {source: k8s, reason: Failed}
+    condition: {type: event_count}
+"""
+SITE = HEAD.replace("name: t", "name: site") + """\
+disable: [A]
+rules:
+  - alert: A
+    match: {source: k8s, reason: BackOff}
+    condition: {type: event_count, count: 2}
+    labels: {team: site}
+"""
+
+
+def test_a_rule_is_replaced_under_its_own_name(tmp_path, capsys):
+    """``disable: [A]`` plus the pack's own ``A`` was a duplicate of the disabled rule, and the disable filter
+    (by name) would have dropped the replacement too; routes, inhibit rules and silences match on alertname."""
+    from core.records import Entity, Event
+    from rules.cli import _list
+    from rules.engine import Engine
+
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "site.yaml").write_text(SITE)
+    rs = load_packs([tmp_path / "base.yaml", tmp_path / "site.yaml"])
+    assert [(r.pack, r.alert, r.cond.count) for r in rs.rules] == [("base", "B", 1), ("site", "A", 2)]
+    assert [(p.name, p.rules) for p in rs.packs] == [("base", 1), ("site", 1)]
+    assert set(rs.by_sid) == {r.sid for r in rs.rules}
+    _list(SimpleNamespace(paths=[tmp_path / "base.yaml", tmp_path / "site.yaml"]))
+    assert [ln.split(" | ")[:2] for ln in capsys.readouterr().out.splitlines()[2:]] == [["| B", "base"], ["| A", "site"]]
+    eng, state = Engine(rs), {}
+    ev = lambda t: Event(source="k8s", reason="BackOff", type="Warning", time=t,  # noqa: E731
+                         entity=Entity(namespace="shop", kind="Pod", name="cart-1"))
+    assert eng.process(ev(0.0), state, 0.0) == []  # the replacement's count: 2, not the disabled rule's 1
+    assert [(a.labels["alertname"], a.labels["team"], a.source) for a in eng.process(ev(60.0), state, 60.0)] == [
+        ("A", "site", "site/A@1")]
+
+
+def test_rules_test_runs_a_replacement(tmp_path):
+    from rules.testing import run_tests
+
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "site.yaml").write_text(SITE)
+    (tmp_path / "t.yaml").write_text(textwrap.dedent("""\
+        rule_files: [base.yaml, site.yaml]
+        tests:
+          - name: the site's A needs two
+            input_events:
+              - {at: 0s, repeat: 2, every: 1m, source: k8s, reason: BackOff, entity: {namespace: shop, kind: Pod, name: c}}
+            alert_rule_test:
+              - {eval_time: 0s, alertname: A, exp_alerts: []}
+              - eval_time: 1m
+                alertname: A
+                exp_alerts: [{labels: {alertname: A, severity: warning, team: site, cluster: default, namespace: shop,
+                                       pod: c}}]
+        """))
+    rep = run_tests([tmp_path / "t.yaml"])
+    assert (rep.passed, rep.failed, rep.failures) == (1, 0, [])
+
+
+def test_a_disable_is_of_other_packs_rules_and_two_live_rules_of_one_name_stay_an_error(tmp_path):
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "site.yaml").write_text(SITE + """\
+  - alert: A
+    match: {source: k8s, reason: BackOff}
+    condition: {type: event_count, count: 3}
+""")
+    (tmp_path / "zz.yaml").write_text(HEAD.replace("name: t", "name: zz") + "disable: [C]\nrules:\n"
+                                      + OK_RULE.replace("alert: A", "alert: C"))
+    with pytest.raises(ConfigError) as exc:
+        load_packs([tmp_path])
+    assert [e.replace(str(tmp_path) + "/", "") for e in exc.value.errors] == [
+        'site.yaml:10: rules[1].alert: duplicate alert name "A" (first at site.yaml:6)',
+        'zz.yaml:4: disable[0]: unknown alert "C" (only this pack has it: disable switches off the rules of that '
+        "name in the other loaded packs, and leaves the pack's own)",
+    ]
