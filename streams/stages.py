@@ -27,6 +27,7 @@ import mode
 
 from core.records import Alert, Event, Sample, encode
 from core.settings import Settings
+from core.yamlconfig import ConfigError
 from rules.holder import EngineHolder
 from rules.load import load_packs, pack_paths
 from rules.ruleset import RuleSet
@@ -128,16 +129,39 @@ class RulePacks:
     def __init__(self, settings: Settings, topic_dir: Path | None = None):
         self.paths = pack_paths(settings)
         self.topic_dir = topic_dir  # packs received on the rules topic, one file each
-        if topic_dir is not None and topic_dir.is_dir():
-            # rebuilt from the topic at every start (RulesTopicWatcher reads it from the beginning): a file the last
-            # run left may be stale — a pack since tombstoned came back for good, one moved into a settings file
-            # was a duplicate name, fatal at start, and the worker crash-looped (state_dir outlives a restart)
-            for f in topic_dir.glob("*.yaml"):
-                f.unlink()
+        self.replayed: set[str] = set()  # the topic's packs written (or removed) since this start
         self.version = 0
         self.errors: list[str] = []
-        self.holder = EngineHolder(self._load_or_empty())
+        self.holder = EngineHolder(self._load_at_start())
         self._mtimes = self._scan()
+
+    def _load_at_start(self) -> RuleSet:
+        """The packs in force from the first record: the settings' and those the last run received from the topic
+        (state_dir outlives a restart: without them the hot path ran without those rules until the topic was read
+        again, and a tick meanwhile resolved their alerts).  A topic pack the settings' packs now refuse (one moved
+        into a settings file: a duplicate name, fatal, a crash loop) is left out until the topic is read again;
+        one the topic no longer holds is dropped then (``forget_unreplayed``)."""
+        try:
+            return self._load_or_empty()
+        except ConfigError as exc:
+            stale = list(self.topic_dir.glob("*.yaml")) if self.topic_dir is not None else []
+            if not stale:
+                raise
+            log.warning("the rule packs the last run received from the rules topic are refused with the others; "
+                        "starting without them until the topic is read again:\n  %s", "\n  ".join(exc.errors))
+            for f in stale:
+                f.unlink()
+            return self._load_or_empty()
+
+    def forget_unreplayed(self) -> list[str]:
+        """Once the rules topic was read to its end at start: drop the packs the last run left that the topic no
+        longer holds (tombstoned since, the tombstone compacted away), and reload if any was dropped."""
+        if self.topic_dir is None or not self.topic_dir.is_dir():
+            return []
+        gone = [f for f in self.topic_dir.glob("*.yaml") if f.stem not in self.replayed]
+        for f in gone:
+            f.unlink()
+        return self.reload() if gone else []
 
     def sources(self) -> list[str]:
         out = list(self.paths)
@@ -191,6 +215,7 @@ class RulePacks:
         """
         assert self.topic_dir is not None
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", (key or b"unnamed").decode("utf-8", "replace"))
+        self.replayed.add(name)
         path = self.topic_dir / f"{name}.yaml"
         before = path.read_bytes() if path.exists() else None
         self.topic_dir.mkdir(parents=True, exist_ok=True)
@@ -223,6 +248,11 @@ class RulesTopicWatcher(mode.Service):
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         self.packs.apply_topic_record(key, value)
         self.applied += 1
+
+    @mode.Service.task
+    async def _after_replay(self) -> None:
+        await self.caught_up.wait()
+        self.packs.forget_unreplayed()
 
     @mode.Service.timer(2.0)
     async def _poll_files(self) -> None:

@@ -1,4 +1,4 @@
-"""Packs received on the rules topic are rebuilt from the topic at every start (streams.stages.RulePacks)."""
+"""Packs received on the rules topic across a restart of the worker (streams.stages.RulePacks)."""
 
 from __future__ import annotations
 
@@ -15,20 +15,36 @@ rules:
 """
 
 
-def test_a_pack_the_last_run_left_in_the_topic_folder_is_not_loaded_at_start(tmp_path):
-    """The folder of topic packs outlives a restart (state_dir, worker id per pod). A pack since moved into a settings
-    file was a duplicate name, fatal at start (the worker crash-looped); one since tombstoned, with the tombstone
-    compacted away, came back for good. The folder is emptied at start; the topic's replay writes it again."""
+def _rules(packs: RulePacks) -> list[str]:
+    return sorted(r.alert for r in packs.holder.engine.ruleset.rules)
+
+
+def test_the_last_runs_topic_packs_are_in_force_from_the_start_and_those_the_topic_lost_go_once_it_is_read(tmp_path):
+    """The folder of topic packs outlives a restart (state_dir, a worker id per pod). Its packs are in force from the
+    first record (emptied at start, the hot path ran without them until the topic was read again, and a tick resolved
+    their alerts); one tombstoned since, the tombstone compacted away, is dropped once the topic was read to its end
+    (it came back for good)."""
+    topic_dir = tmp_path / "rules-topic"
+    topic_dir.mkdir()
+    (topic_dir / "kept.yaml").write_text(PACK.format(name="kept", alert="KeptRule"))
+    (topic_dir / "gone.yaml").write_text(PACK.format(name="gone", alert="GoneRule"))
+    packs = RulePacks(Settings(default_pack=False), topic_dir=topic_dir)
+    assert _rules(packs) == ["GoneRule", "KeptRule"]
+    assert packs.apply_topic_record(b"kept", PACK.format(name="kept", alert="KeptRule").encode()) == []  # replay
+    assert packs.forget_unreplayed() == []  # caught up
+    assert _rules(packs) == ["KeptRule"] and [f.name for f in topic_dir.glob("*.yaml")] == ["kept.yaml"]
+
+
+def test_a_topic_pack_the_settings_packs_now_refuse_is_left_out_at_start_not_fatal(tmp_path):
+    """A pack moved from the topic into a settings file: its old topic copy was a duplicate name, fatal at start,
+    and the worker crash-looped. The topic's packs are left out until the topic is read again."""
     moved = tmp_path / "team-x.yaml"
     moved.write_text(PACK.format(name="team-x", alert="TeamXDown"))
     topic_dir = tmp_path / "rules-topic"
     topic_dir.mkdir()
     (topic_dir / "team-x.yaml").write_text(PACK.format(name="team-x", alert="TeamXDown"))
-    (topic_dir / "gone.yaml").write_text(PACK.format(name="gone", alert="GoneRule"))
-    s = Settings(default_pack=False, rules=[str(moved)])
-    packs = RulePacks(s, topic_dir=topic_dir)  # raised ConfigError: duplicate pack name "team-x"
-    assert [r.alert for r in packs.holder.engine.ruleset.rules] == ["TeamXDown"]
-    assert list(topic_dir.glob("*.yaml")) == []
-    # what the topic still holds comes back through its replay
-    assert packs.apply_topic_record(b"other", PACK.format(name="other", alert="OtherRule").encode()) == []
-    assert sorted(r.alert for r in packs.holder.engine.ruleset.rules) == ["OtherRule", "TeamXDown"]
+    packs = RulePacks(Settings(default_pack=False, rules=[str(moved)]), topic_dir=topic_dir)
+    assert _rules(packs) == ["TeamXDown"] and list(topic_dir.glob("*.yaml")) == []
+    # the topic still holds it (not tombstoned yet): refused again, the running set stays
+    errors = packs.apply_topic_record(b"team-x", PACK.format(name="team-x", alert="TeamXDown").encode())
+    assert errors and "duplicate pack name" in errors[0] and _rules(packs) == ["TeamXDown"]
