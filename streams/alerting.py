@@ -570,7 +570,7 @@ class Progress:
     def __init__(self, start: int, meta: str):
         self.pos = start
         self.seq: dict[str, deque] = {}  # receiver -> [[offset, done], ...] from its first record not done
-        self.skip: dict[str, list] = {}  # receiver -> [start, flags, next index]: restored from the commit
+        self.skip: dict[str, list] = {}  # receiver -> [start, runs, run index, used of it]: restored from the commit
         self.pending = 0
         self.active = True
         self.busy = 0  # groups of this partition waiting for or in a lane's sender
@@ -582,10 +582,9 @@ class Progress:
         except orjson.JSONDecodeError:
             restored = {}
         for r, (begin, runs) in restored.items():
-            flags: list[bool] = []
-            for i, n in enumerate(runs):
-                flags += [bool(i % 2)] * n
-            self.skip[r] = [begin, flags, 0]
+            # kept as runs (which run, how much of it is used): expanded to a flag per record, a restart behind one
+            # stuck notification built a million-entry list, and each commit walked it
+            self.skip[r] = [begin, [int(n) for n in runs], 0, 0]
 
     def seen(self, receiver: str, offset: int):
         """Account for one record: True when it was done before (skip it), else its entry (pending)."""
@@ -596,9 +595,14 @@ class Progress:
             if offset < s[0]:
                 done = True
             else:
-                done = s[2] < len(s[1]) and s[1][s[2]]
-                s[2] += 1
-                if s[2] >= len(s[1]):
+                runs = s[1]
+                while s[2] < len(runs) and s[3] >= runs[s[2]]:  # runs used up (or empty)
+                    s[2], s[3] = s[2] + 1, 0
+                done = s[2] < len(runs) and s[2] % 2 == 1  # runs alternate not done / done
+                s[3] += 1
+                while s[2] < len(runs) and s[3] >= runs[s[2]]:
+                    s[2], s[3] = s[2] + 1, 0
+                if s[2] >= len(runs):
                     del self.skip[receiver]
         q = self.seq.get(receiver)
         if q is None:
@@ -633,7 +637,8 @@ class Progress:
         for r in set(self.seq) | set(self.skip):
             q = self.seq.get(r)
             s = self.skip.get(r)
-            rest = [(f, 1) for f in s[1][s[2]:]] if s is not None else []
+            rest = ([(s[2] % 2 == 1, s[1][s[2]] - s[3])] + [(j % 2 == 1, s[1][j]) for j in range(s[2] + 1, len(s[1]))]
+                    if s is not None and s[2] < len(s[1]) else [])
             if q:
                 start, flags = q[0][0], [(e[1], e[2] if len(e) > 2 else 1) for e in q] + rest
             elif s is not None and s[0] > self.pos:

@@ -32,3 +32,36 @@ def test_one_notification_retried_for_hours_does_not_hold_every_later_record_in_
     q = Progress(0, '{"ops":[0,[1,69999,1,30000]]}')
     again = [offset for offset in range(100_001) if q.seen("ops", offset) is not True]
     assert again == [0, 70_000]
+
+
+def test_progress_restored_from_a_commit_stays_runs_and_says_what_the_flags_said():
+    """A restart behind one stuck notification expanded the commit's runs to a flag per record (1M entries) and built
+    a tuple per flag at every commit. The runs are kept as runs; what each record is (done or not) and the metadata
+    of later commits are those of the flags, checked against a flag-per-record model on random runs."""
+    import random
+
+    import orjson
+
+    q = Progress(0, '{"ops":[0,[1,999999]]}')
+    assert q.skip["ops"][1] == [1, 999999]  # not a million flags
+    rng = random.Random(7)
+    for _ in range(200):
+        runs = [rng.randint(0, 4) for _ in range(rng.randint(1, 8))]
+        start = rng.randint(0, 5)
+        p = Progress(start, orjson.dumps({"r": [start, runs]}).decode())  # committed at start
+        flags = [i % 2 == 1 for i, n in enumerate(runs) for _ in range(n)]
+        n = rng.randint(0, len(flags) + 3)
+        got = [p.seen("r", start + i) is True for i in range(n)]
+        assert got == [i < len(flags) and flags[i] for i in range(n)], (runs, n)
+        # what is left of them is what the next commit says (records seen and not done make it start earlier)
+        first, meta = p.commit_point()
+        pending = [start + i for i in range(n) if not got[i]]
+        assert first == (pending[0] if pending else start + n), (runs, n, first)
+        # a worker restarted from that commit skips exactly what was done, seen or not yet
+        again = Progress(first, meta)
+        total = max(len(flags), n) + 2
+        redo = [again.seen("r", o) is True for o in range(first, start + total)]
+        want = [(not (o - start < n and not got[o - start])) and (o - start < n or (o - start < len(flags)
+                                                                                   and flags[o - start]))
+                for o in range(first, start + total)]
+        assert redo == want, (runs, n, meta)
