@@ -747,7 +747,9 @@ class Incidents:
                 ix.held.pop(iid, None)
                 continue
             del inc["holdUntil"]
-            rec = self.record(inc)
+            # ranked now, on every member that came meanwhile: the ranking kept from the 50th member (a larger one is
+            # ranked again only as it grows) put a pod's workload first when its node's alert came after 60 pods'
+            rec = self.record(inc, final=True)
             self._notify(inc, rec, now)
             self._save(inc, state)
             out.append(rec)
@@ -788,7 +790,7 @@ class Incidents:
         """The incident's ranked candidates (top 10), kept on the incident (``ranked``) with the member count they
         were ranked at.  Membership only grows, so an unchanged count is an unchanged ranking.  An incident of up
         to ``RERANK_ALL`` members is ranked again on every change; a larger one when it has grown by
-        ``RERANK_GROWTH`` since (and when it resolves, ``final``): ranking is super-linear in the members, and a
+        ``RERANK_GROWTH`` since (and when it resolves or its hold is released, ``final``): ranking is super-linear in the members, and a
         storm (every pod of a node) would otherwise rank hundreds of members again for every alert.  Kept in the
         state, so a restarted worker ranks at the same points as one that never stopped."""
         n = len(inc["members"])
@@ -896,7 +898,8 @@ def render(r: Mapping, candidates: int = 3) -> str:
     a = r.get("alerts", {})
     head = (f"incident {r['id']}  {r['status'].upper()}  cluster {r.get('cluster') or '-'}  opened {r.get('openedAt')}"
             + (f"  resolved {r['resolvedAt']}" if r.get("resolvedAt") else "")
-            + f"  ({len(r.get('members', []))} alerts: {a.get('firing', 0)} firing, {a.get('resolved', 0)} resolved)")
+            + f"  ({len(r.get('members', []))} alerts: {a.get('firing', 0)} firing, {a.get('resolved', 0)} resolved"
+            + (f"; {a['dropped']} more it could not keep" if a.get("dropped") else "") + ")")
     lines = [head]
     if r.get("mergedInto"):
         lines.append(f"merged into incident {r['mergedInto']}")

@@ -176,6 +176,9 @@ def test_show_puts_the_probable_cause_and_its_evidence_first_and_list_one_line_e
     assert any(line.startswith("BLAST RADIUS: 1 workloads in 1 namespaces; owners: payments, platform") for line in text)
     rows = render_list([out[-1]]).splitlines()
     assert len(rows) == 2 and rows[1].split()[0] == out[-1]["id"] and rows[1].endswith("node/n1: CloudSpotInterruption (1.00)")
+    # a full incident says how many alerts it could not keep (it said "500 alerts" however many more fired)
+    full = {**out[-1], "alerts": {**out[-1]["alerts"], "dropped": 21}}
+    assert render(full).splitlines()[0].endswith("; 21 more it could not keep)")
 
 
 def test_a_member_that_promised_an_end_ends_then_and_its_incident_resolves():

@@ -182,6 +182,22 @@ def test_a_held_incident_names_the_node_its_cause_even_when_a_pod_alert_came_fir
     assert play(10, restart=True) == [("platform", "cause"), ("team0", "impacted")]
 
 
+def test_a_held_incident_of_sixty_pods_is_ranked_again_when_its_hold_is_released():
+    """A node's alert after 60 of its pods' (another collector's partition): the ranking kept from the incident's 50th
+    member (a large one is ranked again only as it grows) put a pod's workload first at the hold's release, and
+    its team was told it was the cause. The release ranks on every member."""
+    inc, st = Incidents(hold=10), {}
+    for i in range(60):
+        pod = a(T0 + 1 + i * 0.01, alertname="KubePodNotReady", namespace=f"ns{i}", workload=f"w{i}", node="n1",
+                owner=f"team{i % 4}")
+        inc.handed(pod, f"team{i % 4}", st, T0 + 1 + i * 0.01)
+    inc.handed(a(T0, alertname="KubeNodeNotReady", node="n1"), "platform", st, T0 + 4)
+    (released,) = inc.expire(st, T0 + 20)
+    assert released["candidates"][0]["entity"] == "node/n1"
+    assert released["notified"] == {"platform": "cause", "team0": "impacted", "team1": "impacted",
+                                    "team2": "impacted", "team3": "impacted"}
+
+
 # ---------------------------------------------------------------- exactly once across a restart (real broker)
 
 def _handed(x: Alert, receiver: str) -> Alert:
