@@ -18,10 +18,8 @@ r.yaml:1: route.receiver: undefined receiver "x" (defined: y)
 from __future__ import annotations
 
 import copy
-import errno
 import os
 import re
-import stat
 import typing
 from pathlib import Path
 from typing import Annotated, Literal
@@ -1108,7 +1106,7 @@ def _unreadable_files(data: dict) -> list[tuple[tuple, str]]:
             key = field.alias or name
             v = value.get(key)
             if key.endswith("_file") and isinstance(v, str) and v:  # "" is no file (Go's zero value: not set)
-                why = _unreadable(v)
+                why = yamlconfig.unreadable(v)
                 if why is not None:
                     said = v if v.isprintable() else shown(v)
                     if not os.path.isabs(v):  # the routing file's folder is not where it is looked for
@@ -1140,18 +1138,6 @@ def _model_in(annotation) -> tuple[type[BaseModel] | None, bool]:
         if found[0] is not None:
             return found
     return None, False
-
-
-def _unreadable(path: str) -> str | None:
-    """Why the file at ``path`` cannot be read, None if it can; opened, not read (a FIFO would block a read)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
-        return getattr(exc, "strerror", None) or str(exc)
-    try:
-        return os.strerror(errno.EISDIR) if stat.S_ISDIR(os.fstat(fd).st_mode) else None
-    finally:
-        os.close(fd)
 
 
 def _go_templates(doc: Document, cfg: RoutingConfig) -> None:

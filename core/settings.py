@@ -231,9 +231,10 @@ def missing_files(data: dict) -> list[tuple[tuple, str]]:
 
 
 def _unreadable(path: str) -> str | None:
-    """Why an existing path cannot be read as a file, or None."""
-    if os.path.isdir(path):
-        return "a folder, not a file"
-    if not os.access(path, os.R_OK):
-        return "cannot read (permission denied)"
-    return None
+    """Why an existing path cannot be read as a file (``yamlconfig.unreadable``), in the settings' words, or None."""
+    from core.yamlconfig import unreadable
+
+    why = unreadable(path)
+    if why is None:
+        return None
+    return "a folder, not a file" if os.path.isdir(path) else f"cannot read ({why.lower()})"

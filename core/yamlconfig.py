@@ -206,6 +206,35 @@ def parse(text: str, source: str) -> Document:
     return doc
 
 
+def unreadable(path: str, *, text: bool = False) -> str | None:
+    """Why a file a config names cannot be read, in the system's words ("No such file or directory", "Is a
+    directory", "Permission denied"), or None; opened, not read (a FIFO would block a read), unless ``text``: then
+    read as UTF-8, as a token file is, and a file that is not says so.  Every loader checks named files with this.
+
+    >>> unreadable("/nonexistent/x"), unreadable("/"), unreadable("/dev/null")
+    ('No such file or directory', 'Is a directory', None)
+    """
+    import errno
+    import os
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        return getattr(exc, "strerror", None) or str(exc)
+    try:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            return os.strerror(errno.EISDIR)
+        if text:
+            with open(fd, encoding="utf-8", closefd=False) as fh:
+                fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        return getattr(exc, "strerror", None) or str(exc)
+    finally:
+        os.close(fd)
+    return None
+
+
 def read(path: str | Path, source: str | None = None) -> Document:
     """``parse`` of a file's text; a file that cannot be read is a problem of the document."""
     source = source or str(path)

@@ -194,20 +194,6 @@ def _interval_checks(data: dict) -> list[tuple[tuple, str]]:
     return out
 
 
-def _unreadable(path: str, text: bool) -> str | None:
-    """Why a file the config names cannot be read (``text``: as UTF-8, as a token file is read), else None."""
-    try:
-        if text:
-            with open(path, encoding="utf-8") as fh:
-                fh.read()
-        else:
-            with open(path, "rb"):
-                pass
-    except (OSError, UnicodeDecodeError) as exc:
-        return f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
-    return None
-
-
 def _named_files(data: dict) -> list[tuple[tuple, object, bool]]:
     """(YAML path, value, read as text: a token file) of every file the config names.
 
@@ -250,7 +236,8 @@ def _file_checks(data: dict) -> list[tuple[tuple, str]]:
     for loc, path, text in _named_files(data):
         if not isinstance(path, str) or not path:
             continue  # not a path: the schema says so
-        why = _unreadable(path, text)
+        why = yamlconfig.unreadable(path, text=text)
+        why = None if why is None else f"cannot read {path}: {why}"
         if why is None and loc == ("remote_write", "bearer_token_file"):
             try:
                 read_tokens(path)
