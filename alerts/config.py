@@ -314,7 +314,9 @@ class EmailConfig(Strict):
     tls_config: TLSConfig = TLSConfig()  # how the server's certificate is verified (always, by default)
     headers: dict[str, str] = {}
     subject: Template = "$title"  # alerts.payload.MessageTemplate
-    text: Template = "$title\n\n$alerts\n\n$external_url"
+    # where the Go template helper is built, an unset ``subject`` and ``html`` are Alertmanager's (AM_DEFAULTS) and an
+    # unset ``text`` is no text/plain part, as Alertmanager sends its email; without it, kubesight's text/plain only
+    text: Template | None = "$title\n\n$alerts\n\n$external_url"
     html: Template | None = None  # when set, a text/html alternative part
     send_resolved: bool = False
     timeout: Interval = 10.0
@@ -345,8 +347,8 @@ class PagerDutyConfig(Strict):
     client: str = "kubesight"
     client_url: str | None = None  # default: global.external_url
     description: Template = "$title"  # payload.summary
-    severity: str = ""  # default: the alerts' common severity label (critical, error, warning, info), else error
-    source: str = "kubesight"
+    severity: str = ""  # default: error, as Alertmanager's notifier sends it (whatever the alerts' severity label)
+    source: str | None = None  # default: the client, as Alertmanager
     class_: str = Field("", alias="class")
     component: str = ""
     group: str = ""
@@ -808,6 +810,21 @@ GO_FIELDS = {
     "wechat_configs": ("to_user", "to_party", "to_tag", "agent_id"),
     "sns_configs": ("topic_arn", "phone_number", "target_arn", "attributes.*"),
 }
+# Alertmanager 0.25's defaults of the fields kubesight defaults to its own text (its notifiers' config): where the Go
+# template helper is built, a field left unset is Alertmanager's, run by its template package with the routing file's
+# templates (one that redefines "email.default.html" is used, as in Alertmanager); kubesight's default is what is sent
+# if it fails, and what is sent without the helper.  A PagerDuty ``source`` left unset is the client, helper or not.
+AM_DEFAULTS = {
+    "pagerduty_configs": {"description": '{{ template "pagerduty.default.description" .}}',
+                          "client": '{{ template "pagerduty.default.client" . }}',
+                          "client_url": '{{ template "pagerduty.default.clientURL" . }}',
+                          "details.firing": '{{ template "pagerduty.default.instances" .Alerts.Firing }}',
+                          "details.resolved": '{{ template "pagerduty.default.instances" .Alerts.Resolved }}',
+                          "details.num_firing": "{{ .Alerts.Firing | len }}",
+                          "details.num_resolved": "{{ .Alerts.Resolved | len }}"},
+    "email_configs": {"subject": '{{ template "email.default.subject" . }}',
+                      "html": '{{ template "email.default.html" . }}'},
+}
 # Alertmanager's globals that are defaults of an integration's keys
 GLOBAL_DEFAULTS = {"email_configs": (("smtp_from", "from"), ("smtp_smarthost", "smarthost"), ("smtp_hello", "hello"),
                                      ("smtp_auth_username", "auth_username"),
@@ -1150,10 +1167,13 @@ def _go_templates(doc: Document, cfg: RoutingConfig) -> None:
     fields += [(("receivers", i, kind, j) + sub, owner, key) for i, r in enumerate(cfg.receivers)
                for kind, specs in GO_FIELDS.items() for j, c in enumerate(getattr(r, kind)) for spec in specs
                for sub, owner, key in _slots(c, spec) if gotemplate.is_go(_get(owner, key))]
-    if not (fields or cfg.templates) or not gotemplate.available():
+    if not gotemplate.available():
         return
     base = Path(doc.source).parent if doc.source and not doc.source.startswith("<") else Path.cwd()
     files = [str(base / f) for f in cfg.templates]
+    if not (fields or cfg.templates):
+        _am_defaults(cfg, files)
+        return
     try:  # the template files first (as amtool check-config parses them), then each field with them
         errors = gotemplate.check([""] + [_get(c, key) for _, c, key in fields], files)
     except RuntimeError as exc:
@@ -1174,6 +1194,27 @@ def _go_templates(doc: Document, cfg: RoutingConfig) -> None:
             fallback = default.replace("$", "$$") if isinstance(default, str) else ""
         _put(c, key, gotemplate.GoText.of(_get(c, key), files, html=loc[2] == "email_configs" and key == "html",
                                           fallback=fallback))
+    _am_defaults(cfg, files)
+
+
+def _am_defaults(cfg: RoutingConfig, files: list[str]) -> None:
+    """Alertmanager's default (``AM_DEFAULTS``) in each field of it left unset, as a ``GoText`` of ``files`` whose
+    fallback is kubesight's default; an email that sets no ``text`` then has no text/plain part."""
+    for r in cfg.receivers:
+        for kind, defaults in AM_DEFAULTS.items():
+            for c in getattr(r, kind):
+                for key, text in defaults.items():
+                    key, _, item = key.partition(".")
+                    if item:  # a map's entry: added unless the config has that entry
+                        if item not in getattr(c, key):
+                            getattr(c, key)[item] = gotemplate.GoText.of(text, files, fallback="")
+                    elif key not in c.model_fields_set:
+                        default = type(c).model_fields[key].default
+                        fallback = (EmailConfig.model_fields["text"].default if key == "html" else
+                                    default if key in TEMPLATED[kind] else (default or "").replace("$", "$$"))
+                        setattr(c, key, gotemplate.GoText.of(text, files, html=key == "html", fallback=fallback))
+                if kind == "email_configs" and "text" not in c.model_fields_set:
+                    c.text = None
 
 
 _SHOWN = ("external_url", "token_url")  # URLs in a secret-looking slot that carry no secret

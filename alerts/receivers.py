@@ -80,11 +80,16 @@ class Integration:
             def v(text):  # Alertmanager runs each of these through its templates (alerts.config.GO_FIELDS)
                 return _value(text, note, external_url)
 
-            body = payload.pagerduty(note, self.secret, _render(c.description, note, external_url),
-                                     severity=v(c.severity), source=v(c.source), client=v(c.client),
+            # a resolve carries the whole event too (summary, severity, details ...), as Alertmanager sends it:
+            # the body is built as a trigger's, from the resolved alerts, and then told to resolve
+            body = payload.pagerduty(dict(note, status="firing"), self.secret,
+                                     _render(c.description, note, external_url),
+                                     severity=v(c.severity) or "error",  # Alertmanager's, not the alerts' label
+                                     source=v(c.client if c.source is None else c.source), client=v(c.client),
                                      client_url=v(c.client_url) or external_url, component=v(c.component),
                                      group=v(c.group), class_=v(c.class_), details=_values(c.details, note,
                                                                                            external_url))
+            body["event_action"] = "trigger" if note["status"] == "firing" else "resolve"
         elif self.kind == "opsgenie":
             headers = {"Authorization": f"GenieKey {self.secret}"}
             base = url if url.endswith("/") else url + "/"
@@ -235,8 +240,9 @@ def email_message(integ: Integration, note: dict, external_url: str):
     for k, v in _values(c.headers, note, external_url).items():  # Alertmanager runs each header's value too
         del msg[k]
         msg[k] = _one_line(v)
-    msg.set_content(_render(c.text, note, external_url))
-    if c.html is not None:
+    if c.text is not None:
+        msg.set_content(_render(c.text, note, external_url))
+    if c.html is not None:  # multipart/alternative, as Alertmanager's, with the html part alone when no text is set
         msg.add_alternative(_render(c.html, note, external_url), subtype="html")
     return msg
 

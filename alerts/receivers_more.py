@@ -422,14 +422,18 @@ def _pagerduty_v2(integ, note, external_url):
     url, raw, headers = dataclasses.replace(integ, kind="pagerduty").request(note, external_url, time.time())
     body = orjson.loads(raw)
     c = integ.cfg
-    if body["event_action"] == "trigger":
-        def run(item) -> dict:  # each of an image's or link's fields is a template in Alertmanager
-            return {k: v for k in type(item).model_fields if (v := _value(getattr(item, k), note, external_url))}
 
-        if c.images:
-            body["images"] = [run(i) for i in c.images]
-        if c.links:
-            body["links"] = [run(link) for link in c.links]
+    def run(item) -> dict:  # each of an image's or link's fields is a template in Alertmanager
+        return {k: _value(getattr(item, k), note, external_url) for k in type(item).model_fields}
+
+    # as Alertmanager 0.25 sends them: in a resolve too, every field (an empty one as ""), and an image without a src
+    # or a link without an href left out
+    images = [i for i in map(run, c.images) if i["src"]]
+    links = [link for link in map(run, c.links) if link["href"]]
+    if images:
+        body["images"] = images
+    if links:
+        body["links"] = links
     return url, orjson.dumps(body), headers
 
 

@@ -280,7 +280,7 @@ def test_pagerduty_v1_service_key_retries_403_and_resolves(caplog):
     assert [o.ok for o in outs] == [True, True] and outs[0].attempts == 3  # 403 is v1's rate limit: retried
     fire, res = (a["body"] for a in server.accepted)
     assert (fire["service_key"], fire["incident_key"], fire["event_type"]) == (key, GROUP, "trigger")
-    assert fire["description"] == "[FIRING:2] KubePodCrashLooping shop" and fire["client"] == "kubesight"
+    assert fire["description"] == "[FIRING:2] KubePodCrashLooping shop (warning)" and fire["client"] == "Alertmanager"
     assert fire["details"]["num_firing"] == "2" and fire["details"]["cluster"] == "prod"
     assert (res["event_type"], res["incident_key"]) == ("resolve", GROUP) and "client" not in res
     assert key not in caplog.text
@@ -293,9 +293,9 @@ def test_pagerduty_v2_images_and_links_on_trigger():
                            [note("firing"), note("resolved")], [])
     assert all(o.ok for o in outs)
     fire, res = (a["body"] for a in server.accepted)
-    assert fire["images"] == [{"src": "https://grafana/x.png", "alt": "graph"}]
+    assert fire["images"] == res["images"] == [{"src": "https://grafana/x.png", "alt": "graph", "href": ""}]
     assert fire["links"] == [{"href": "https://runbooks/crashloop", "text": "runbook"}]
-    assert fire["payload"]["summary"] == "[FIRING:2] KubePodCrashLooping shop" and "images" not in res
+    assert fire["payload"]["summary"] == "[FIRING:2] KubePodCrashLooping shop (warning)" and res["links"] == fire["links"]
 
 
 # ---------------------------------------------------------------- http_config on any HTTP receiver

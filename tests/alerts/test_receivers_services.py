@@ -68,9 +68,10 @@ def test_pagerduty_events_v2_trigger_then_resolve_through_failures(caplog):
     dedup = key_hash('{}:{alertname="KubePodCrashLooping", namespace="shop"}')
     assert trig["routing_key"] == KEY and trig["event_action"] == "trigger" and trig["dedup_key"] == dedup
     assert trig["payload"]["summary"] == "shop: [FIRING:2] KubePodCrashLooping shop (2 firing)"
-    assert trig["payload"]["severity"] == "warning" and trig["payload"]["source"] == "kubesight"
-    assert trig["payload"]["custom_details"]["num_firing"] == 2
-    assert res == {"routing_key": KEY, "dedup_key": dedup, "event_action": "resolve"}
+    assert trig["payload"]["severity"] == "error" and trig["payload"]["source"] == "Alertmanager"
+    assert trig["payload"]["custom_details"]["num_firing"] == "2"
+    assert (res["routing_key"], res["dedup_key"], res["event_action"], res["payload"]["summary"]) == (
+        KEY, dedup, "resolve", "shop: [RESOLVED] KubePodCrashLooping shop (0 firing)")
     assert KEY not in caplog.text and "retrying" in caplog.text
 
 
