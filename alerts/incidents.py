@@ -7,7 +7,8 @@ The worker (``streams.incidents``) keeps ``state`` per cluster partition in its 
 **Grouping.**  A firing alert joins an open incident of its cluster when it starts within
 ``window`` of the incident's last activity and a topology link ties it to one of its members:
 
-* same node (cloud instance -> node, kernel/GPU -> node, node -> the pods scheduled on it);
+* same node, through an alert about the node itself (cloud instance -> node, kernel/GPU -> node, node -> the
+  pods scheduled on it): pods that share only a node, with no alert about it, are not linked;
 * same workload, same pod (pods -> workloads);
 * same volume (``persistentvolumeclaim``) in one namespace (volume -> pods);
 * a control-plane alert (apiserver, etcd, scheduler, controller-manager, CoreDNS) links cluster-wide;
@@ -20,7 +21,14 @@ through ``linked``) is kept as the reference the tests and ``bench rca --members
 
 An alert that links two open incidents merges them into the older one (the younger is published
 resolved, ``mergedInto`` naming the survivor).  An incident resolves ``quiet`` seconds after its
-last member resolved, unless a linked alert fires in between.
+last member resolved, unless a linked alert fires in between.  A full incident (``MAX_MEMBERS``)
+counts the alerts it cannot keep and stays open while one of them fires (``over``: up to
+``MAX_MEMBERS`` fingerprints, each forgotten when its resolution is read).
+
+An episode (fingerprint and ``startsAt``) whose resolution was read is remembered (``end|<fp>``, for
+``ENDED_FOR`` and at most ``MAX_ENDED`` per partition): a firing record of it read later -- a replay,
+records reordered across partitions, a notification handed over after its incident closed -- is
+ignored and counted (``stale``), since no resolution would come again to end what it opened.
 
 **Notification per incident** (routes with ``incidents: true``; ``streams.incidents``).  The alerting
 stage hands over what it would notify (after grouping, silences, inhibitions, ``group_wait``);
@@ -62,6 +70,7 @@ alerts on it, then the entity name.  Every candidate carries its evidence as sho
 from __future__ import annotations
 
 import hashlib
+import heapq
 import re
 from collections.abc import Iterable, Mapping, MutableMapping
 
@@ -80,6 +89,10 @@ RERANK_ALL = 50  # incidents up to this many members are ranked again on every c
 RERANK_GROWTH = 1.25  # ... larger ones when their membership grew by a quarter (and when they resolve)
 PREFIX = "inc|"  # inc|<id> -> incident (open ones only); mem|<fp> -> id
 OPEN = "open"  # the list of open ids kept by earlier versions: no longer written (the index knows them)
+ENDED = "end|"  # end|<fp> -> [startsAt, endsAt, read at]: the alert's latest episode known resolved (its resolution
+# read), so a firing record of it read later (a replay, a notification handed over late) opens nothing
+ENDED_FOR = 86_400.0  # s (event time) an episode's resolution is remembered ...
+MAX_ENDED = 100_000  # ... and at most this many per partition (the earliest read forgotten first)
 
 CONTROL_PLANE = (("KubeAPI", "apiserver"), ("Etcd", "etcd"), ("KubeScheduler", "scheduler"),
                  ("KubeControllerManager", "controller-manager"), ("CoreDNS", "coredns"))
@@ -170,17 +183,31 @@ def _service(labels: Mapping) -> str:
     return labels.get("service") or labels.get("workload") or ""
 
 
+def node_level(labels: Mapping) -> bool:
+    """Is the alert about a node itself (its entity is ``node/...``: a cloud instance, kernel, GPU or node condition),
+    not about something that merely runs there?
+
+    >>> node_level({"alertname": "KubeNodeNotReady", "node": "n1"}), node_level({"node": "n1", "pod": "web-1"})
+    (True, False)
+    """
+    return entity(labels).startswith("node/")
+
+
 def linked(a: Mapping, b: Mapping, reach: Mapping[str, frozenset] | None = None) -> str | None:
-    """Why alert labels ``a`` and ``b`` (one cluster) belong to one incident, else None.
+    """Why alert labels ``a`` and ``b`` (one cluster) belong to one incident, else None.  Sharing a node links
+    only through an alert about the node itself: two pods that fail on one node for reasons of their own (a crash
+    loop, an OOM kill) are two incidents of two teams until the node shows a problem.
 
     >>> linked({"node": "n1", "alertname": "CloudSpotInterruption"}, {"node": "n1", "workload": "web"})
     'same node n1'
+    >>> linked({"node": "n1", "namespace": "a", "workload": "web"}, {"node": "n1", "namespace": "b", "workload": "db"}) is None
+    True
     >>> linked({"workload": "web", "namespace": "a"}, {"workload": "web", "namespace": "b"}) is None
     True
     """
     if component(a) or component(b):
         return "control plane (cluster-wide)"
-    if a.get("node") and a.get("node") == b.get("node"):
+    if a.get("node") and a.get("node") == b.get("node") and (node_level(a) or node_level(b)):
         return f"same node {a['node']}"
     ns = a.get("namespace")
     if ns and ns == b.get("namespace"):
@@ -317,6 +344,7 @@ def rank(members: Mapping[str, Mapping], reach: Mapping[str, frozenset] | None =
     for ent, ms in by_entity.items():
         labels = [m["labels"] for m in ms]
         first = firsts[ent]
+        node = ent[len("node/"):] if ent.startswith("node/") else None
         best = max(ms, key=lambda m: (prior(m["labels"])[0], -m["startsAt"], m["labels"].get("alertname", "")))
         p, kind = prior(best["labels"])
         others = total - len(ms)
@@ -325,8 +353,8 @@ def rank(members: Mapping[str, Mapping], reach: Mapping[str, frozenset] | None =
             if firsts[oent] + slack < causal[ent]:
                 continue  # an effect does not precede its cause
             reason = explains(ent, labels, oent, [m["labels"] for m in oms], reach)
-            if reason:
-                n_expl += len(oms)
+            if reason:  # a node explains only its workloads' alerts on it, not their pods' on other nodes
+                n_expl += sum(m["labels"].get("node") == node for m in oms) if node else len(oms)
                 why.append((oent, reason))
         share = n_expl / others if others else 0.0
         early = max(0.0, 1.0 - (first - start) / window) if window > 0 else 1.0
@@ -361,11 +389,13 @@ class Index:
     """Open incidents by topology key, for one partition's state: what ``linked`` would find, without a scan.
 
     Derived data only (rebuilt from the ``inc|`` records whenever a new state mapping is seen, never
-    saved), like the alerting engine's timers.  Keys (one cluster each): ``n|<node>``,
-    ``workload|<ns>|<w>``, ``pod|<ns>|<p>``, ``persistentvolumeclaim|<ns>|<pvc>``, ``s|<service>``
-    (with a dependency graph); incidents holding a control-plane member, and every open incident,
-    by cluster.  ``quiet``: the open incidents with no firing member, and ``held``: those whose first notifications
-    wait (the only ones ``expire`` looks at).
+    saved), like the alerting engine's timers.  Keys (one cluster each): ``n|<node>`` (an alert about the node),
+    ``on|<node>`` (an alert about something on it, which only the node's own alerts link to),
+    ``workload|<ns>|<w>``, ``pod|<ns>|<p>``, ``persistentvolumeclaim|<ns>|<pvc>``, ``s|<service>`` (with a
+    dependency graph); incidents holding a control-plane member, and every open incident,
+    by cluster.  ``quiet``: the open incidents where nothing fires (no member, no alert they could not keep), and
+    ``held``: those whose first notifications wait (the only ones ``expire`` looks at); ``ended``: the ``end|``
+    records by when they were read (the earliest forgotten first).
     """
 
     def __init__(self, state: Mapping, reach: Mapping[str, frozenset]):
@@ -382,17 +412,23 @@ class Index:
         self.quiet: set[str] = set()
         self.held: dict[str, float] = {}  # incident id -> when its hold ends (``Incidents.hold``)
         self.until: dict[str, float] = {}  # incident id -> the earliest end a firing member promised (its endsAt)
+        self.ended: list[tuple[float, str]] = []  # heap of (read at, fingerprint) of the ``end|`` records (some stale)
+        self.n_ended = 0  # how many ``end|`` records the state holds
         for k, inc in list(state.items()):
             if isinstance(k, str) and k.startswith(PREFIX):
                 self.open(inc["id"], inc["cluster"])
                 for m in inc["members"].values():
                     self.add(inc["id"], inc["cluster"], m["labels"])
                 self.settle(inc)
+            elif isinstance(k, str) and k.startswith(ENDED):
+                self.ended.append((inc[2], k[len(ENDED):]))
+                self.n_ended += 1
+        heapq.heapify(self.ended)
 
     def keys(self, cluster: str, labels: Mapping) -> list[str]:
         out = []
         if labels.get("node"):
-            out.append(f"{cluster}|n|{labels['node']}")
+            out.append(f"{cluster}|{'n' if node_level(labels) else 'on'}|{labels['node']}")
         ns = labels.get("namespace")
         if ns:
             for key, _ in _KEYED:
@@ -458,7 +494,7 @@ class Index:
             self.until[inc["id"]] = min(ends)
         else:
             self.until.pop(inc["id"], None)
-        if any(m["status"] == "firing" for m in inc["members"].values()):
+        if inc.get("over") or any(m["status"] == "firing" for m in inc["members"].values()):
             self.quiet.discard(inc["id"])
         else:
             self.quiet.add(inc["id"])
@@ -469,8 +505,9 @@ class Index:
             return dict.fromkeys(self.by_cluster.get(cluster, ()), "control plane (cluster-wide)")
         out = dict.fromkeys(self.cp.get(cluster, ()), "control plane (cluster-wide)")
         if labels.get("node"):
-            for iid in self.by_key.get(f"{cluster}|n|{labels['node']}", ()):
-                out.setdefault(iid, f"same node {labels['node']}")
+            for kind in ("n", "on") if node_level(labels) else ("n",):
+                for iid in self.by_key.get(f"{cluster}|{kind}|{labels['node']}", ()):
+                    out.setdefault(iid, f"same node {labels['node']}")
         ns = labels.get("namespace")
         if ns:
             for key, why in _KEYED:
@@ -503,6 +540,7 @@ class Incidents:
         self._indexes = PerState(lambda state: Index(state, self.reach))  # state -> its index, gone with the state
         self.outbox: list[dict] = []  # notifications per incident produced by the last calls (``take_notes``)
         self.scan = False  # True: find links by comparing with every member (the reference; bench rca --membership)
+        self.stale = 0  # firing records of an episode already known resolved, ignored (``ENDED``)
 
     def index(self, state: Mapping) -> Index:
         """The membership index of ``state`` (built on first use of a mapping, then kept in step with it)."""
@@ -547,7 +585,9 @@ class Incidents:
         iid = state.get("mem|" + fp)
         inc = state.get(PREFIX + iid) if iid else None
         if alert.status == "resolved":
+            self._remember_end(alert, state, now)
             if inc is None or fp not in inc["members"]:
+                self._over_ended(alert, state, now)
                 return []
             m = inc["members"][fp]
             if m["status"] == "resolved":
@@ -557,6 +597,9 @@ class Incidents:
             rec = self.record(inc)
             self._save(inc, state)
             return [rec]
+        if self.ended(alert, state):
+            self.stale += 1
+            return []
         member = _member(alert)
         if alert.endsAt is not None:  # a firing alert that says when it ends unless sent again (the Watchdog,
             member["until"] = alert.endsAt  # a silence reminder): it ends then, as Alertmanager ends it (``expire``)
@@ -596,8 +639,11 @@ class Incidents:
                         inc["members"][ofp] = om
                         state["mem|" + ofp] = inc["id"]
                     else:
-                        inc["dropped"] += 1
                         del state["mem|" + ofp]
+                        _overflow(inc, ofp, om)
+                _still_firing(inc, other.get("over") or ())  # what the absorbed incident could not keep either
+                for r, kept in (other.get("outside") or {}).items():
+                    inc.setdefault("outside", {}).setdefault(r, kept)
                 inc["openedAt"] = min(inc["openedAt"], other["openedAt"])
                 inc["updatedAt"] = max(inc["updatedAt"], other["updatedAt"])
                 other_sent = {r: {**v, "id": v.get("id", other["id"])} for r, v in (other.get("sent") or {}).items()}
@@ -608,9 +654,9 @@ class Incidents:
                     mine = inc.get("sent") or {}
                     for r, v in sorted(other_sent.items()):
                         if r in mine and v["status"] == "firing":  # told of both: the absorbed one ends here
-                            fps_r = [f for f, m in sorted(other["members"].items()) if r in m.get("to", ())]
-                            self.outbox.append(incident_note(other, orec, r, v["role"], "resolved", v["seq"] + 1,
-                                                             fps_r, now, key_id=v["id"]))
+                            oms, oto = _audience(other)
+                            self.outbox.append(incident_note({**other, "members": oms}, orec, r, v["role"], "resolved",
+                                                             v["seq"] + 1, oto.get(r, []), now, key_id=v["id"]))
                     inc["sent"] = {**other_sent, **mine}
                 ix.move(oid, inc["id"], cluster)
                 self._drop(other, state, members=False)
@@ -620,7 +666,7 @@ class Incidents:
             state["mem|" + fp] = inc["id"]
             ix.add(inc["id"], cluster, labels)
         else:
-            inc["dropped"] += 1
+            _overflow(inc, fp, member)
             d = inc["dropped"]
             if not out and d & (d - 1):  # a full incident's record is published again at 1, 2, 4, 8 ... dropped
                 self._save(inc, state)  # alerts only: nothing else in it changed, and a storm would republish
@@ -654,6 +700,9 @@ class Incidents:
         # flipped back to firing (no resolution would come again to end it); a new episode starts after that end
         late = (m is not None and m["status"] == "resolved" and alert.status == "firing"
                 and alert.startsAt <= (m["endsAt"] or now))
+        if not late and alert.status == "firing" and self.ended(alert, state):
+            self.stale += 1  # its episode is over (its incident may be closed): nobody is told it fires
+            return []
         if not late and (m is None or alert.status != m["status"]):
             out = self.observe(alert, state, now)
             iid = state.get("mem|" + fp)
@@ -661,14 +710,13 @@ class Incidents:
         if inc is None and alert.status == "firing":
             iid = self._full_of(alert, state)
             inc = state.get(PREFIX + iid) if iid else None
-            if inc is not None and receiver not in (inc.get("sent") or {}) and inc.get("holdUntil") is None:
+            if inc is not None and receiver not in (inc.get("sent") or {}) and receiver not in (inc.get("outside") or {}):
                 # a full incident (MAX_MEMBERS) keeps no new member, but a receiver it never told is told, once,
-                # with this alert (README: every other receiver gets one notice)
-                sent = inc.setdefault("sent", {})
-                sent[receiver] = {"role": IMPACTED, "status": "firing", "seq": 1, "id": inc["id"]}
+                # with this alert (README: every other receiver gets one notice), when its hold is over if it is
+                # held; the alert is kept for the receiver (``outside``) to tell it of the end with it too
+                inc.setdefault("outside", {})[receiver] = {fp: _member(alert)}
                 rec = self.record(inc)
-                self.outbox.append(incident_note({**inc, "members": {fp: _member(alert)}}, rec, receiver, IMPACTED, "firing",
-                                                 1, [fp], now))
+                self._notify(inc, rec, now)
                 self._save(inc, state)
                 return out + [rec]
             return out
@@ -693,11 +741,7 @@ class Incidents:
 
     def _notify(self, inc: dict, rec: Mapping, now: float) -> None:
         """Queue what this incident's receivers must be told now (``inc["sent"]``: what each was told)."""
-        ms = inc["members"]
-        to: dict[str, list[str]] = {}
-        for fp in sorted(ms):
-            for r in ms[fp].get("to", ()):
-                to.setdefault(r, []).append(fp)
+        ms, to = _audience(inc)
         sent = inc.get("sent") or {}
         if not to and not sent or inc.get("holdUntil") is not None:
             return  # nobody to tell, or not yet: ``expire`` releases a held incident once its hold is over
@@ -719,7 +763,7 @@ class Incidents:
             seq = (prev["seq"] if prev else 0) + 1
             key_id = prev.get("id", inc["id"]) if prev else inc["id"]  # a merged incident's receiver keeps its key
             sent[r] = {"role": role, "status": status, "seq": seq, "id": key_id}
-            self.outbox.append(incident_note(inc, rec, r, role, status, seq, fps, now, key_id=key_id))
+            self.outbox.append(incident_note({**inc, "members": ms}, rec, r, role, status, seq, fps, now, key_id=key_id))
         inc["sent"] = sent
         if sent:
             rec["notified"] = {r: v["role"] for r, v in sorted(sent.items())}
@@ -727,9 +771,10 @@ class Incidents:
     def expire(self, state: MutableMapping, now: float) -> list[dict]:
         """Release the held incidents whose hold is over (their first notifications go out, ranked on every member
         that came meanwhile), and resolve the incidents whose members all resolved at least ``quiet`` ago; returns
-        the records that changed."""
+        the records that changed; forgets the resolutions read more than ``ENDED_FOR`` ago (``ENDED``)."""
         out = []
         ix = self.index(state)
+        self._forget_ended(state, now)
         for iid in sorted(i for i, due in ix.until.items() if now >= due):  # members whose promised end passed
             inc = state.get(PREFIX + iid)
             if inc is None:
@@ -758,8 +803,8 @@ class Incidents:
             if inc is None:
                 continue
             ms = inc["members"].values()
-            if any(m["status"] == "firing" for m in ms):
-                continue
+            if inc.get("over") or any(m["status"] == "firing" for m in ms):
+                continue  # a member, or an alert it could not keep, still fires
             last = max([m["endsAt"] or inc["updatedAt"] for m in ms] + [inc["updatedAt"]])
             if now >= last + self.quiet:
                 inc["status"], inc["resolvedAt"] = "resolved", last
@@ -770,6 +815,47 @@ class Incidents:
         return out
 
     # ------------------------------------------------------------ helpers
+
+    def ended(self, alert: Alert, state: Mapping) -> bool:
+        """Is this firing record of an episode whose resolution was read already (same or earlier ``startsAt``)?  A
+        firing record that promises an end past that resolution (the Watchdog sent again) is news, not a replay."""
+        e = state.get(ENDED + alert.fingerprint)
+        return e is not None and alert.startsAt <= e[0] and (alert.endsAt is None or alert.endsAt <= e[1])
+
+    def _remember_end(self, alert: Alert, state: MutableMapping, now: float) -> None:
+        key = ENDED + alert.fingerprint
+        old = state.get(key)
+        if old is not None and old[0] > alert.startsAt:
+            return  # a later episode of it has ended already
+        ix = self.index(state)
+        if old is None:
+            ix.n_ended += 1
+        state[key] = [alert.startsAt, alert.endsAt or now, now]
+        heapq.heappush(ix.ended, (now, alert.fingerprint))
+
+    def _forget_ended(self, state: MutableMapping, now: float) -> None:
+        ix = self.index(state)
+        while ix.ended and (ix.ended[0][0] + ENDED_FOR <= now or ix.n_ended > MAX_ENDED):
+            at, fp = heapq.heappop(ix.ended)
+            e = state.get(ENDED + fp)
+            if e is not None and e[2] == at:  # else read again since: a later entry of the heap stands for it
+                del state[ENDED + fp]
+                ix.n_ended -= 1
+
+    def _over_ended(self, alert: Alert, state: MutableMapping, now: float) -> None:
+        """The resolution of an alert a full incident could not keep (``over``): one reason less to stay open."""
+        fp = alert.fingerprint
+        for iid in sorted(self.index(state).candidates(alert.labels.get("cluster", ""), alert.labels)):
+            inc = state[PREFIX + iid]
+            if fp in (inc.get("over") or ()):
+                del inc["over"][fp]
+                end = alert.endsAt or now
+                inc["updatedAt"] = max(inc["updatedAt"], end)  # its quiet period counts from this end
+                for kept in (inc.get("outside") or {}).values():
+                    if fp in kept:
+                        kept[fp] = {**kept[fp], "status": "resolved", "endsAt": end}
+                self._save(inc, state)
+                return
 
     def _save(self, inc: dict, state: MutableMapping) -> None:
         state[PREFIX + inc["id"]] = inc  # assigned back: a store saves what is assigned, not what is mutated
@@ -831,6 +917,44 @@ class Incidents:
         if inc.get("sent"):  # receivers told per incident (routes with incidents: true) and as what
             rec["notified"] = {r: v["role"] for r, v in sorted(inc["sent"].items())}
         return rec
+
+
+def _overflow(inc: dict, fp: str, m: Mapping) -> None:
+    """Member ``m`` (fingerprint ``fp``) that the full incident cannot keep: counted (``dropped``); while it fires the
+    incident stays open (``over``), and each receiver told of it keeps it (``outside``) to be told the end with it."""
+    inc["dropped"] += 1
+    if m["status"] == "firing":
+        _still_firing(inc, [fp])
+    for r in m.get("to", ()):
+        inc.setdefault("outside", {}).setdefault(r, {fp: m})
+
+
+def _still_firing(inc: dict, fps: Iterable[str]) -> None:
+    """Record alerts the incident could not keep that still fire (``over``, at most MAX_MEMBERS fingerprints: past
+    that, one may still fire when the incident resolves)."""
+    over = inc.setdefault("over", {})
+    for fp in fps:
+        if len(over) < MAX_MEMBERS or fp in over:
+            over[fp] = 1
+
+
+def _audience(inc: Mapping) -> tuple[dict, dict[str, list[str]]]:
+    """(the alerts its receivers are told of by fingerprint, receiver -> their fingerprints): the members each
+    receiver was handed, and the alerts a full incident could not keep but told a receiver of (``outside``)."""
+    ms = inc["members"]
+    to: dict[str, list[str]] = {}
+    for fp in sorted(ms):
+        for r in ms[fp].get("to", ()):
+            to.setdefault(r, []).append(fp)
+    outside = inc.get("outside")
+    if outside:
+        ms = dict(ms)
+        for r, kept in sorted(outside.items()):
+            for fp, m in sorted(kept.items()):
+                ms.setdefault(fp, m)
+                if fp not in to.get(r, ()):
+                    to.setdefault(r, []).append(fp)
+    return ms, to
 
 
 def _member(alert: Alert) -> dict:
