@@ -113,7 +113,30 @@ def st_empty(cond, c: dict, t: float) -> bool:
     return not (cond.timeout and not c.get("on") and "t" in c and t < c["t"] + cond.timeout)
 
 
+# ---------------------------------------------------------------- time buckets
+
+
+def _bucket(ring: list, k: int, keep: int, new: list) -> list:
+    """The bucket of index ``k`` in a ring of time buckets ``[index, ...]``: the last one, else ``new`` appended,
+    dropping those ``keep`` or more indices older (the ring holds one window's). burn_rate's, predict's and a
+    dense threshold window's buckets.
+
+    >>> ring = [[3, 1]]
+    >>> _bucket(ring, 3, 12, [3, 0]) is ring[-1], _bucket(ring, 15, 12, [15, 0]), ring
+    (True, [15, 0], [[15, 0]])
+    """
+    if ring and ring[-1][0] == k:
+        return ring[-1]
+    ring.append(new)
+    while ring[0][0] <= k - keep:
+        del ring[0]
+    return new
+
+
 # ---------------------------------------------------------------- threshold
+
+TH_POINTS = 2000  # a window's points kept as they are (a 15 s scrape over 1h is 240); past it, its time buckets:
+TH_BUCKETS = 120  # [index, n, sum, min, max, first t, first v, last t, last v, increase within]
 
 
 def _agg(agg: str, pts: list, window: float = 0.0, now: float | None = None):
@@ -140,16 +163,64 @@ def _agg(agg: str, pts: list, window: float = 0.0, now: float | None = None):
     for v in vals[1:]:
         inc += v - prev if v >= prev else v
         prev = v
-    span = pts[-1][0] - pts[0][0]
+    return _counter(agg, inc, len(pts), pts[0], pts[-1][0], window, now)
+
+
+def _counter(agg: str, inc: float, n: int, first: list, last: float, window: float, now: float | None):
+    """``increase`` or ``rate`` of a counter that rose by ``inc`` over ``n`` points from ``first`` ([t, v]) to the
+    time ``last``."""
+    span = last - first[0]
     if span <= 0:
         return None
     if window > 0 and now is not None:  # PromQL's increase/rate over [now - window, now]: extrapolated to the edges
-        inc *= _extrapolation(pts, inc, span, window, now)
+        inc *= _extrapolation(n, first, last, inc, window, now)
         return inc if agg == "increase" else inc / window
     return inc if agg == "increase" else inc / span
 
 
-def _extrapolation(pts: list, inc: float, span: float, window: float, now: float) -> float:
+def _agg_buckets(agg: str, ring: list, window: float, now: float):
+    """``_agg`` of a window folded into time buckets: ``last``, ``min``, ``max``, ``sum``, ``count``, ``avg`` and the
+    counters' increase (resets within and between buckets) are exact over the points of the buckets held; those
+    cover the last 119/120 to 120/120 of the window (its oldest 120th leaves in one step, as burn_rate's twelfth)."""
+    if agg == "last":
+        return ring[-1][8]
+    if agg == "max":
+        return max(b[4] for b in ring)
+    if agg == "min":
+        return min(b[3] for b in ring)
+    n = sum(b[1] for b in ring)
+    if agg in ("sum", "avg"):
+        total = sum(b[2] for b in ring)
+        return total if agg == "sum" else total / n
+    if agg == "count":
+        return float(n)
+    if n < 2:
+        return None
+    inc, prev = 0.0, None
+    for b in ring:
+        if prev is not None:
+            inc += b[6] - prev if b[6] >= prev else b[6]
+        inc += b[9]
+        prev = b[8]
+    return _counter(agg, inc, n, [ring[0][5], ring[0][6]], ring[-1][7], window, now)
+
+
+def _th_fold(cond, ring: list, t: float, v: float) -> None:
+    """Add a point to a dense threshold window's ring of ``TH_BUCKETS`` time buckets."""
+    k = int(t // (cond.window / TH_BUCKETS))
+    b = _bucket(ring, k, TH_BUCKETS, [k, 0, 0.0, v, v, t, v, t, v, 0.0])
+    if b[1]:
+        b[9] += v - b[8] if v >= b[8] else v
+        if v < b[3]:
+            b[3] = v
+        elif v > b[4]:
+            b[4] = v
+    b[1] += 1
+    b[2] += v
+    b[7], b[8] = t, v
+
+
+def _extrapolation(n: int, first: list, last: float, inc: float, window: float, now: float) -> float:
     """PromQL's ``extrapolatedRate`` factor for a counter: the samples' increase stretched to the window's edges when
     they are within 1.1 average intervals of them (else by half an interval), and not before the counter's zero.
     As Prometheus 2.x does it (the Debian promtool the tests compare with): the window is closed (a sample at its
@@ -159,25 +230,34 @@ def _extrapolation(pts: list, inc: float, span: float, window: float, now: float
     A counter scraped every 45 s that rose by 4 in a 10-minute window (its first sample 60 s after the window's
     start): PromQL's increase is 4 x 562.5 / 540, above 4; a new counter that starts at 0 is not stretched back.
 
-    >>> pts = [[60.0 + 45 * i, 10.0 + min(i, 4)] for i in range(13)]
-    >>> round(4 * _extrapolation(pts, 4.0, 540.0, 600.0, 600.0), 3)
+    >>> round(4 * _extrapolation(13, [60.0, 10.0], 600.0, 4.0, 600.0, 600.0), 3)
     4.167
-    >>> round(_extrapolation([[p[0], p[1] - 10] for p in pts], 4.0, 540.0, 600.0, 600.0), 3)
+    >>> round(_extrapolation(13, [60.0, 0.0], 600.0, 4.0, 600.0, 600.0), 3)
     1.0
     """
-    avg = span / (len(pts) - 1)
-    to_start, to_end = pts[0][0] - (now - window), now - pts[-1][0]
-    first = pts[0][1]
-    if inc > 0 and first >= 0:
-        to_start = min(to_start, span * first / inc)  # a counter does not go below zero
+    span = last - first[0]
+    avg = span / (n - 1)
+    to_start, to_end = first[0] - (now - window), now - last
+    if inc > 0 and first[1] >= 0:
+        to_start = min(to_start, span * first[1] / inc)  # a counter does not go below zero
     limit = avg * 1.1
     stretched = span + (to_start if to_start < limit else avg / 2) + (to_end if to_end < limit else avg / 2)
     return stretched / span
 
 
 def th_update(cond, c: dict, t: float, s) -> None:
+    """Add a point to the window (``p``: its points; past ``TH_POINTS`` of them, ``b``: its time buckets, so a series
+    sent every 10 ms does not make a state over Kafka's record size); ``v`` is the aggregate."""
     if (cond.window or cond.agg != "last") and not math.isfinite(s.value):
         return  # NaN or +-Inf in a window would make every aggregate of it NaN, and JSON state null after a restart
+    ring = c.get("b")
+    if ring is not None:
+        if s.time <= c["lt"]:
+            return  # out of order, or the same point again (a re-sent sample): ignored, as burn_rate does
+        _th_fold(cond, ring, s.time, s.value)
+        c["lt"] = s.time
+        c["v"] = _agg_buckets(cond.agg, ring, cond.window, s.time)
+        return
     pts = c.setdefault("p", [])
     if pts and s.time < pts[-1][0]:
         return  # out of order within a series: ignored
@@ -192,6 +272,13 @@ def th_update(cond, c: dict, t: float, s) -> None:
             cut += 1
         if cut:
             del pts[:cut]
+        if len(pts) > TH_POINTS:
+            c["b"] = ring = []
+            for p in c.pop("p"):
+                _th_fold(cond, ring, p[0], p[1])
+            c["lt"] = s.time
+            c["v"] = _agg_buckets(cond.agg, ring, cond.window, s.time)
+            return
     elif len(pts) > 1:
         del pts[:-1]
     c["lt"] = s.time
@@ -230,13 +317,9 @@ def br_update(cond, c: dict, t: float, s) -> None:
     means = {}
     for w, ring in zip(wins, rings, strict=True):
         k = int(s.time // (w / BURN_BUCKETS))
-        if ring and ring[-1][0] == k:
-            ring[-1][1] += x
-            ring[-1][2] += 1
-        else:
-            ring.append([k, x, 1])
-            while ring[0][0] <= k - BURN_BUCKETS:
-                del ring[0]
+        b = _bucket(ring, k, BURN_BUCKETS, [k, 0.0, 0])
+        b[1] += x
+        b[2] += 1
         means[w] = sum(b[1] for b in ring) / sum(b[2] for b in ring)  # the ring holds this window's buckets only
     budget = 1.0 - cond.objective
     best = None
@@ -292,13 +375,7 @@ def pr_update(cond, c: dict, t: float, s) -> None:
     k = int(s.time // w)
     ring = c.setdefault("b", [])
     dt = s.time - t0  # small numbers: t*t of epoch seconds would lose the slope to rounding
-    if ring and ring[-1][0] == k:
-        b = ring[-1]
-    else:
-        b = [k, 0, 0.0, 0.0, 0.0, 0.0, s.time]  # the last item: the bucket's first point
-        ring.append(b)
-        while ring[0][0] <= k - PREDICT_BUCKETS:
-            del ring[0]
+    b = _bucket(ring, k, PREDICT_BUCKETS, [k, 0, 0.0, 0.0, 0.0, 0.0, s.time])  # last item: the bucket's first point
     b[1] += 1
     b[2] += dt
     b[3] += x

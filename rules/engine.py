@@ -58,6 +58,10 @@ DUE = "rule|~due"
 VER = "rule|~ver"
 GC_EVERY = 3600.0  # idle groups (no timer of their own) are dropped by a full scan at least this often
 ANOMALY_FORGET = 86400.0  # an idle anomaly group's detector is dropped once its series has been silent this long
+# and past this many anomaly groups in one partition's state (a detector each, ~1.3 KB live; 2 new series a second
+# make ~170k within ANOMALY_FORGET), a new one drops the longest-idle inactive ones to 90 % of it: per partition, so
+# what a partition evicts hangs on its own signals only (replays stay deterministic per partition)
+ANOMALY_MAX = 20_000
 _NONE: list = []
 _NEG = float("-inf")
 _INF = float("inf")
@@ -231,8 +235,10 @@ def _aggregates(rule: CompiledRule) -> bool:
 class Engine:
     """Evaluates a RuleSet; ``process`` per signal, ``tick`` on the event-time watermark."""
 
-    def __init__(self, ruleset: RuleSet, registry=None):
+    def __init__(self, ruleset: RuleSet, registry=None, anomaly_max: int = ANOMALY_MAX):
         self.ruleset = ruleset
+        self.anomaly_max = anomaly_max
+        self.evicted = 0  # anomaly groups dropped by ``anomaly_max`` (their detectors learn anew if the series returns)
         self._registry = registry
         self._by_event = ruleset.by_event
         self._by_source = ruleset.by_source
@@ -247,6 +253,9 @@ class Engine:
         # due and cannot be dropped), as the last scan or the last signal applied to it left the group.
         # In memory only (rebuilt by scanning after a restore or a reload: a new state or a new engine)
         self._quiet = PerState(lambda state: {})
+        # anomaly groups of a state, as counted by the last ``_room`` scan plus those created since (deletions are not
+        # counted: at most an early scan), or None (not counted since a restore or a reload)
+        self._anomalies = PerState(lambda state: [None])
 
     # ------------------------------------------------------------ entry points
 
@@ -529,6 +538,8 @@ class Engine:
             st = state.get(key)
             if st is None:
                 st = {"s": 0, "a": 0.0, "e": _NEG, "c": {}}
+                if rule.detector is not None:
+                    self._room(state, quiet)
             st = self._restore(rule, st)
             te = t if t > st["e"] else st["e"]
             emitted = _NONE if q is not None and (q[0] is None or q[0] > te) else self._advance(rule, st, te)
@@ -570,6 +581,32 @@ class Engine:
                     state[DUE] = d
             quiet[key] = (d, self._quiet_until(rule, st, d))
         return emitted
+
+    def _room(self, state, quiet: dict) -> None:
+        """Count a new anomaly group in ``state``; when the state holds ``anomaly_max`` of them already, drop the
+        longest-idle inactive ones (oldest last point first) down to 90 % of it."""
+        box = self._anomalies(state)
+        if box[0] is not None and box[0] < self.anomaly_max:
+            box[0] += 1
+            return
+        by_sid = self.ruleset.by_sid
+        groups = []
+        for k, st in state.items():
+            if k.startswith(PREFIX) and k != DUE and k != VER:
+                rule = by_sid.get(k[len(PREFIX):].split("|", 1)[0])
+                if rule is not None and rule.detector is not None:
+                    groups.append((st["c"].get("lt", _NEG) if st["s"] == 0 else _INF, k))
+        n = len(groups)
+        if n >= self.anomaly_max:
+            groups.sort()
+            for lt, k in groups[: n - self.anomaly_max * 9 // 10]:
+                if lt == _INF:
+                    break  # pending or firing: kept (its resolution is due)
+                del state[k]
+                quiet.pop(k, None)
+                n -= 1
+                self.evicted += 1
+        box[0] = n + 1
 
     # ------------------------------------------------------------ what a scan may skip
 

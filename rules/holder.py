@@ -35,6 +35,7 @@ class EngineHolder:
     def swap(self, ruleset: RuleSet) -> Engine:
         """Put ``ruleset`` in force (a single reference assignment: atomic for every reader)."""
         eng = Engine(ruleset, self._registry)
+        eng.evicted = self.engine.evicted  # a counter: it goes on across reloads
         self.engine = eng
         return eng
 

@@ -92,6 +92,9 @@ class WorkerMetrics:
                                       value=self.rules_stage.seconds)
             yield CounterMetricFamily("kubesight_rule_evaluations", "signals the rule engine evaluated",
                                       value=self.rules_stage.evaluations)
+            yield CounterMetricFamily("kubesight_anomaly_groups_evicted", "idle anomaly groups dropped at the cap of "
+                                      "live detectors per partition (rules.engine.ANOMALY_MAX)",
+                                      value=self.rules_stage.holder.engine.evicted)
 
 
 class ChildrenMetrics:
