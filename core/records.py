@@ -684,14 +684,15 @@ def oversize(key: bytes | None, value: bytes | None) -> str | None:
 
 
 def deadletter(reason: str, payload: bytes | str | None, *, origin: str, key: bytes | None = None,
-               time: float | None = None, limit: int = PAYLOAD_LIMIT, **where) -> bytes:
+               time: float | None = None, limit: int = PAYLOAD_LIMIT, size: int | None = None, **where) -> bytes:
     """The dead-letter record: why, where from, and the original payload (its first ``limit`` bytes).
 
     ``origin`` names who rejected it (``worker``, ``collector/cloud``, ...); ``where`` adds the
     position (topic, partition, offset, file, line, url). Binary payloads are kept base64-encoded.
     A payload over ``limit`` bytes is cut to its first ``limit`` bytes and the record says so:
     ``truncated``, with the whole payload's ``size`` and ``sha256``, so a dead letter never
-    exceeds the topic's message limit.
+    exceeds the topic's message limit. ``size``: the whole payload's, when ``payload`` is only its
+    beginning (an intake does not read a body over its limit whole): ``truncated`` too, without ``sha256``.
 
     >>> import orjson
     >>> d = orjson.loads(deadletter("not valid JSON", b"{oops", origin="worker", topic="events", offset=7, time=0.0))
@@ -700,6 +701,9 @@ def deadletter(reason: str, payload: bytes | str | None, *, origin: str, key: by
     >>> d = orjson.loads(deadletter("too big", b"x" * 100_000, origin="collector/metrics", limit=10, time=0.0))
     >>> d["payload"], d["truncated"], d["size"], d["sha256"][:12]
     ('xxxxxxxxxx', True, 100000, 'd69e68988157')
+    >>> d = orjson.loads(deadletter("too big", b"xx", origin="collector/cloud", size=9_000_000, time=0.0))
+    >>> d["payload"], d["truncated"], d["size"], "sha256" in d
+    ('xx', True, 9000000, False)
     """
     import base64
     import hashlib
@@ -709,6 +713,8 @@ def deadletter(reason: str, payload: bytes | str | None, *, origin: str, key: by
     if raw is not None and len(raw) > limit:
         extra = {"truncated": True, "size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
         raw = raw[:limit]
+    elif raw is not None and size is not None and size > len(raw):
+        extra = {"truncated": True, "size": size}
     enc = "utf-8"
     if raw is not None:
         # text stays text (a cut may split one UTF-8 character: up to 3 trailing bytes go); else base64

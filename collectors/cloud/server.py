@@ -6,7 +6,7 @@ Answers, in the order they are decided:
 | status | when | stored |
 |---|---|---|
 | 401 | no valid bearer token and no valid HMAC signature | nothing |
-| 413 | body larger than ``max_body``, as sent or decompressed | nothing |
+| 413 | body larger than ``max_body``, as sent or decompressed | its first 64 KiB on the dead-letter topic, with its size, when a bearer token vouches for it (an HMAC signature covers the whole body, which is not read past the limit: nothing) |
 | 400 | malformed or unknown payload, a Content-Encoding other than gzip and deflate, a corrupt or cut compressed body (the reason in ``error``) | the body as it came, on the dead-letter topic |
 | 503 | Kafka did not acknowledge in time (the sender should retry) | maybe (ids make retries idempotent) |
 | 200 | every event acknowledged by Kafka (acks=all); a CloudEvents batch's items that cannot be taken are listed in ``rejected`` (index, error) | the events; each rejected item on the dead-letter topic |
@@ -29,6 +29,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from collectors.bodies import TooLarge, read_body
 from collectors.cloud.auth import Auth
 from collectors.cloud.event import PayloadError, attach_node
 from collectors.cloud.intake import parse
@@ -114,6 +115,45 @@ async def _audit(body: bytes, request: web.Request, cfg: dict, refused: list) ->
     return events
 
 
+def _ce_headers(request: web.Request) -> dict:
+    """Binary-mode CloudEvents keep their attributes in headers: kept beside the body (``headers``; raw bytes of a
+    header as U+FFFD: a dead letter is JSON text)."""
+    ce = {k.lower(): v.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+          for k, v in request.headers.items() if k.lower().startswith("ce-")}
+    return {"headers": ce} if ce else {}
+
+
+async def _over_limit(request: web.Request, cfg: dict, why: TooLarge | str, payload: bytes) -> web.Response:
+    """413 for a body over ``max_body`` (``why``: as sent, with its first bytes; or decompressed, with the whole body
+    as sent), kept as a dead letter when a bearer token vouches for the sender; 503 when Kafka does not take it."""
+    requests = cfg["requests"]
+    if not cfg["auth"].bearer(request.headers):  # an HMAC signature covers the whole body: it was not read
+        log.info("body over %d bytes from %s, signed or unauthenticated: not kept", cfg["max_body"], request.remote)
+        requests.labels("413").inc()
+        return _json(413, {"error": f"body larger than {cfg['max_body']} bytes"})
+    size = None
+    if isinstance(why, TooLarge):
+        await why.measure(request.content)
+        why, size = why.reason, why.size
+    return await _kept(request, cfg, why, payload, 413, f"body larger than {cfg['max_body']} bytes", size=size)
+
+
+async def _kept(request: web.Request, cfg: dict, reason: str, payload: bytes, status: int, error: str,
+                **where) -> web.Response:
+    """``payload`` kept on the dead-letter topic with ``reason``, then ``status``; 503 when Kafka does not take it."""
+    try:
+        await asyncio.wait_for(cfg["sink"].reject(reason, payload, origin=ORIGIN, path=request.path_qs,
+                                                  remote=request.remote or "", **where, **_ce_headers(request)),
+                               cfg["kafka_timeout"])
+    except Exception as kexc:  # noqa: BLE001 - whatever Kafka raised: the sender must retry
+        log.warning("dead-letter not acknowledged (%s): answering 503", kexc)
+        cfg["requests"].labels("503").inc()
+        return _json(503, {"error": "Kafka unavailable, retry"}, **{"Retry-After": "5"})
+    log.info("rejected payload from %s: %s", request.remote, reason)
+    cfg["requests"].labels(str(status)).inc()
+    return _json(status, {"error": error})
+
+
 def _intake(convert):
     """``POST`` handler: auth, size, ``convert(body, request, cfg, refused)`` -> events, then Kafka (the table above)."""
 
@@ -124,16 +164,15 @@ def _intake(convert):
         if not auth.presented(request.headers):
             requests.labels("401").inc()
             return _json(401, {"error": "unauthorized"}, **{"WWW-Authenticate": "Bearer"})
-        if request.content_length is not None and request.content_length > cfg["max_body"]:
-            requests.labels("413").inc()
-            return _json(413, {"error": f"body larger than {cfg['max_body']} bytes"})
         unreadable = None
         try:
-            body = raw = await request.read()
+            body = raw = await read_body(request, cfg["max_body"])
             body = decompressed(raw, request.headers.get("Content-Encoding", ""), cfg["max_body"])
-        except (web.HTTPRequestEntityTooLarge, _TooLarge):
-            requests.labels("413").inc()
-            return _json(413, {"error": f"body larger than {cfg['max_body']} bytes"})
+        except TooLarge as exc:
+            return await _over_limit(request, cfg, exc, exc.head)
+        except _TooLarge:
+            return await _over_limit(request, cfg, f"body of {len(raw)} bytes decompresses to over the "
+                                                   f"{cfg['max_body']}-byte limit", raw)
         except RequestPayloadError as exc:  # the connection's framing (chunks) is broken: nothing whole to keep
             body, unreadable = b"", f"cannot read the body ({exc})"
         except PayloadError as exc:  # kept as it came
@@ -150,22 +189,7 @@ def _intake(convert):
             refused: list[tuple[int, str, object]] = []
             events = await convert(body, request, cfg, refused)
         except PayloadError as exc:
-            reason = str(exc)
-            try:
-                # binary-mode CloudEvents keep their attributes in headers: keep those beside the body (raw bytes
-                # of a header as U+FFFD: a dead letter is JSON text)
-                ce = {k.lower(): v.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-                      for k, v in request.headers.items() if k.lower().startswith("ce-")}
-                await asyncio.wait_for(sink.reject(reason, body, origin=ORIGIN, path=request.path_qs,
-                                                   remote=request.remote or "", **({"headers": ce} if ce else {})),
-                                       timeout)
-            except Exception as kexc:  # noqa: BLE001 - whatever Kafka raised: the sender must retry
-                log.warning("dead-letter not acknowledged (%s): answering 503", kexc)
-                requests.labels("503").inc()
-                return _json(503, {"error": "Kafka unavailable, retry"}, **{"Retry-After": "5"})
-            log.info("rejected payload from %s: %s", request.remote, reason)
-            requests.labels("400").inc()
-            return _json(400, {"error": reason})
+            return await _kept(request, cfg, str(exc), body, 400, str(exc))
         try:
             await asyncio.wait_for(sink.send_all(events), timeout)
             for i, why, item in refused:  # the batch's others are taken; each of these kept with why
@@ -205,7 +229,8 @@ def create_app(sink, auth: Auth, nodes: NodeMap | None = None, *, max_body: int 
     matches the users whose audit events are left out (the control plane's own, by default), ``audit_trusted``
     the public networks (an office's, a VPN's egress) whose requests are not reported as from the internet."""
     registry = CollectorRegistry()
-    # the body as sent (aiohttp's decompression off, see above) is at most max_body bytes, and decompressed too
+    # the body as sent (aiohttp's decompression off, see above) is at most max_body bytes, and decompressed too:
+    # ``read_body`` reads it (past the limit, only its beginning, kept; aiohttp's own limit would keep nothing)
     app = web.Application(client_max_size=max_body, handler_args={"auto_decompress": False})
     app[CONFIG] = {
         "sink": sink, "auth": auth, "nodes": nodes or NodeMap(), "max_body": max_body, "cluster": cluster,

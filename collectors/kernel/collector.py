@@ -8,6 +8,10 @@ A checkpoint of a file also holds the file's identity (inode, size, first line):
 read after a restart is not that one grown (logrotate made a new one, it was truncated), the saved
 line number means nothing there. The rest of the file it was is read first, from where rotation put
 it (kern.log.1), or a ``KernelLogLost`` event says it could not be; then the new file from line 1.
+
+A checkpoint also holds the file's last local time stamp (``stamp``): a new file's first stamps in the hour repeated
+when summer time ends are read after it (``collectors.kernel.lines.Stamps``), as one stream: a restart that finds
+kern.log rotated inside that hour does not put the new file's first lines of its second pass an hour early.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class KernelCollector:
         self.saved_file: dict | None = None  # identity of the file the loaded checkpoint was taken on
         self.file_id: dict | None = None  # identity of the file being read
         self.grown = True  # the file has lines the last run did not see (or it ends inside a line)
+        self.stamps = None  # the Stamps of the file being read (``Item.stamps``)
+        self.saved_stamp: float | None = None  # its last local stamp at the loaded checkpoint
         self._since, self._t_commit = 0, 0.0  # lines since the last commit, and when that was
 
     # ------------------------------------------------------------ checkpoints
@@ -63,6 +69,7 @@ class KernelCollector:
         self.dead = set(self.skip_dead)
         self.last_pos = self.resume_pos
         self.saved_file = cp.get("file") if isinstance(cp.get("file"), dict) else None
+        self.saved_stamp = float(cp["stamp"]) if isinstance(cp.get("stamp"), int | float) else None
         return self.resume_pos
 
     def _forget(self) -> None:
@@ -82,6 +89,8 @@ class KernelCollector:
               "dead": sorted(self.dead), "time": time.time()}
         if self.file_id is not None:
             cp["file"] = self.file_id
+        if self.stamps is not None and self.stamps.last is not None:
+            cp["stamp"] = self.stamps.last
         self.cp.save(cp)
 
     # ------------------------------------------------------------ loop
@@ -152,7 +161,11 @@ class KernelCollector:
                     if self._rotated(it, saved, max_lines):
                         return True
                     self._forget()
+                    if it.stamps is not None:  # the new file goes on from where the one it replaced ended
+                        last = self.stamps.last if self.stamps is not None else None
+                        it.stamps.last = last if last is not None else self.saved_stamp
                 self.saved_file, self.file_id = None, it.where
+            self.stamps = it.stamps
             self._read_as(it.raw, it.where)
         if self._since >= self.commit_lines or (
                 self._since and time.monotonic() - self._t_commit >= self.commit_seconds):
@@ -188,7 +201,7 @@ class KernelCollector:
             self._send([self._lost_file(it.raw, saved)])
             return False
         items = it.reopen(old)
-        next(items)  # its own ``file`` item: the identity that counts is the one the checkpoint names
+        self.stamps = next(items).stamps  # its own ``file`` item: the identity that counts is the checkpoint's
         self.file_id = saved
         self._read_as(it.raw, saved)
         for x in items:

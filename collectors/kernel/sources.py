@@ -49,6 +49,9 @@ class Item:
     # file: the file ends with such a line
     partial: bool = False
     reopen: Callable[[Path], Iterator[Item]] | None = None  # file: reads another file as this one is read
+    # file: the stamps its lines are read with; a reader that knows where the stream was before this file (the file
+    # that rotation replaced by it) sets their ``last`` before reading on
+    stamps: Stamps | None = None
 
 
 def _unescape(text: str) -> str:
@@ -245,9 +248,9 @@ def from_path(path: str | Path, *, year: int | None = None, tz: tzinfo | None = 
         cut = data.rfind(b"\n") + 1
         done, tail = data[:cut], data[cut:]
         lines = _text_lines(done)
-        yield Item("file", raw=str(f), where={**file_identity(st, done), "lines": len(lines)}, partial=bool(tail),
-                   reopen=reopen)
         stamps = Stamps()
+        yield Item("file", raw=str(f), where={**file_identity(st, done), "lines": len(lines)}, partial=bool(tail),
+                   reopen=reopen, stamps=stamps)
         yield from from_lines(lines, year=year, where={"file": str(f)}, tz=tz, stamps=stamps)
         if tail:  # parsed on its own: a half-written line joins no record above it (its stamp follows theirs)
             for it in from_lines(_text_lines(tail), start=len(lines) + 1, year=year, where={"file": str(f)}, tz=tz,

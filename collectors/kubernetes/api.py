@@ -40,6 +40,7 @@ READERS = {
     "DaemonSet": ("AppsV1Api", "read_namespaced_daemon_set", True),
     "Job": ("BatchV1Api", "read_namespaced_job", True),
     "CronJob": ("BatchV1Api", "read_namespaced_cron_job", True),
+    "ReplicationController": ("CoreV1Api", "read_namespaced_replication_controller", True),
 }
 
 

@@ -1,14 +1,15 @@
 """Who owns an object: its workload through ownerReferences, and the team from labels/annotations.
 
-``Owners.resolve`` walks Pod -> ReplicaSet -> Deployment and Job -> CronJob (StatefulSet and
-DaemonSet are workloads themselves) by fetching owners through ``fetch(kind, namespace, name)``
+``Owners.resolve`` walks Pod -> ReplicaSet -> Deployment and Job -> CronJob (StatefulSet, DaemonSet and
+ReplicationController are workloads themselves) by fetching owners through ``fetch(kind, namespace, name)``
 (``None`` when absent), remembered in a bounded LRU cache with a time-to-live (``ttl``; an absent object or a
 failed read only ``retry`` seconds: a transient API error or an owner created just after its pod must not
 strip the workload from the next events for minutes).  A cached object is read again before its ttl when a
 reference names another uid than the cached one: the workload was deleted and re-created under the same name,
 maybe for another team.  A 403 is not transient (the role lacks that resource): the kind is not asked again
-for ``ttl`` seconds.  A controller of a kind kubesight does not read (an Argo Rollout, a ReplicationController, a
-CRD's) is the workload all the same, named from the reference, its team the namespace's.
+for ``ttl`` seconds.  A controller of a kind kubesight does not read (an Argo Rollout, a CRD's: reading them would
+need a role on every custom resource) is the workload all the same, named from the reference, its team the
+namespace's.
 
 The team is the first team key (every configured key but ``app.kubernetes.io/part-of``) found in the workload's
 labels, then its annotations, then the namespace's labels and annotations; only when none has one, the
@@ -42,7 +43,7 @@ from collectors.kubernetes.api import READERS
 
 log = logging.getLogger("kubesight.collect.kubernetes")
 
-WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "CronJob")
+WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "CronJob", "ReplicationController")
 DEFAULT_KEYS = ("team", "owner", "app.kubernetes.io/part-of")
 # keys that name an application rather than a team: looked up only when no other key is found anywhere
 APPLICATION_KEYS = ("app.kubernetes.io/part-of",)
@@ -186,7 +187,7 @@ class Owners:
             ref = (str(owner[0]), str(owner[1]), str(owner[2]) if len(owner) > 2 else "")
             if ref[0] in WORKLOADS or ref[0] in ("ReplicaSet", "Job"):
                 return self._workload(ns, ref[0], ref[1], None, template_hash, ref[2], of_pod=True)
-            return self._named(ns, ref, f"Pod/{name}")  # a ReplicationController's, a CRD's (StrimziPodSet)
+            return self._named(ns, ref, f"Pod/{name}")  # a CRD's (StrimziPodSet)
         return None
 
     def workload(self, ns: str, kind: str, name: str, owner: tuple | None = None,

@@ -23,7 +23,8 @@ from pathlib import Path
 import orjson
 
 WATCHED = {"events": "Event", "nodes": "Node", "pods": "Pod"}
-NAMESPACED_GET = {"pods", "replicasets", "deployments", "statefulsets", "daemonsets", "jobs", "cronjobs"}
+NAMESPACED_GET = {"pods", "replicasets", "deployments", "statefulsets", "daemonsets", "jobs", "cronjobs",
+                  "replicationcontrollers"}
 _UID_NS = uuid.UUID("6f1c3a9e-2d7b-4c55-9a51-4b1f0c3e8d20")
 
 

@@ -4,7 +4,8 @@ Answers like a remote-write receiver should, so senders retry exactly when it he
 ``204`` only after Kafka acknowledged every sample; ``401`` without the configured bearer token or basic-auth
 user (the web config's ``basic_auth_users``); ``400`` for a payload that will never be
 accepted (bad snappy, bad protobuf, a series without ``__name__``...), kept on the dead-letter
-topic with the reason; ``413`` above the size cap; ``503`` when Kafka does not take the samples
+topic with the reason; ``413`` above the size cap, its first 64 KiB kept there too (``collectors.bodies``);
+``503`` when Kafka does not take the samples
 (the sender retries later).  The prompb messages are built at run time from a
 ``FileDescriptorProto`` (no protoc, no generated code):
 
@@ -28,6 +29,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
+from collectors.bodies import TooLarge, read_body
 from core.records import RecordError, Sample, check_time
 from core.telemetry import LabelCap
 
@@ -249,6 +251,21 @@ class Intake:
             return await self.web.authorized_async(header)
         return bearer_matches(header, self.tokens)
 
+    async def _too_large(self, request, exc: TooLarge):
+        """413, the body's beginning kept with its size (the sender is authenticated: ``handle`` checked first)."""
+        from aiohttp import web
+
+        await exc.measure(request.content)
+        try:
+            await asyncio.wait_for(self.sink.reject(f"remote-write: {exc.reason}", exc.head, origin="collector/metrics",
+                                                    remote=request.remote or "", size=exc.size), self.kafka_timeout)
+        except Exception as kexc:  # cannot keep it: let the sender retry rather than lose it
+            log.error("remote-write: %s and Kafka unavailable: %s", exc.reason, kexc)
+            self._count(503)
+            return web.Response(status=503, text="Kafka unavailable\n", headers={"Retry-After": "5"})
+        self._count(413)
+        return web.Response(status=413, text=f"body exceeds {self.max_bytes} bytes\n")
+
     async def handle(self, request):
         from aiohttp import web
 
@@ -257,18 +274,17 @@ class Intake:
             return web.Response(status=401, text="missing or wrong credentials (bearer token or basic auth)\n",
                                 headers={"WWW-Authenticate": 'Basic realm="kubesight"' if self.web.basic_auth_users
                                          else "Bearer"})
-        if request.content_length and request.content_length > self.max_bytes:
-            self._count(413)
-            return web.Response(status=413, text=f"body exceeds {self.max_bytes} bytes\n")
+        try:
+            body, unreadable = await read_body(request, self.max_bytes), None
+        except TooLarge as exc:
+            return await self._too_large(request, exc)
+        except RequestPayloadError as exc:  # the connection's framing (chunks) is broken: nothing whole to keep
+            body, unreadable = b"", f"cannot read the body ({exc})"
         proto = _proto(request.headers.get("Content-Type", ""))
         if proto not in ("", "prometheus.WriteRequest"):  # remote-write 2.0 parsed as an empty 1.0 request: lost
             self._count(415)
             return web.Response(status=415, text=f"unsupported remote-write message {proto!r}: this receiver takes "
                                                  "prometheus.WriteRequest (remote-write 1.0)\n")
-        try:
-            body, unreadable = await request.read(), None
-        except RequestPayloadError as exc:  # the connection's framing (chunks) is broken: nothing whole to keep
-            body, unreadable = b"", f"cannot read the body ({exc})"
         try:
             if unreadable:
                 raise PayloadError(unreadable)

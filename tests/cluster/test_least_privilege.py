@@ -20,7 +20,7 @@ RESOURCES = {
     "pods": ("", "pods"), "Namespace": ("", "namespaces"), "Pod": ("", "pods"),
     "ReplicaSet": ("apps", "replicasets"), "Deployment": ("apps", "deployments"),
     "StatefulSet": ("apps", "statefulsets"), "DaemonSet": ("apps", "daemonsets"), "Job": ("batch", "jobs"),
-    "CronJob": ("batch", "cronjobs"),
+    "CronJob": ("batch", "cronjobs"), "ReplicationController": ("", "replicationcontrollers"),
 }
 
 

@@ -110,3 +110,14 @@ def test_batch_workloads(collector, workloads, prefix, workload, owner):
     done = collector.events.wait(f"Completed of Job {prefix}", 60, source="k8s", reason="Completed",
                                  entity__namespace=batch, entity__kind="Job", entity__name=prefix)
     assert {(r["entity"]["workload"], r["entity"]["owner"]) for r in done} == {(workload, owner)}
+
+
+def test_a_replication_controller_s_pods_take_its_team(api, collector, workloads):
+    """A ReplicationController (core/v1) is read for its team as a Deployment is: its pods had the namespace's."""
+    shop, _ = workloads
+    api.core.create_namespaced_replication_controller(shop, {
+        "metadata": {"name": "legacy", "labels": {"team": "billing"}},
+        "spec": {"replicas": 1, "selector": {"app": "legacy"}, "template": pod_template({"app": "legacy"})}})
+    recs = scheduled(collector, shop, "legacy")
+    assert {(r["entity"]["workload"], r["entity"]["owner"]) for r in recs} == \
+        {("ReplicationController/legacy", "billing")}

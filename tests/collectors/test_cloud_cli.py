@@ -105,7 +105,7 @@ def test_the_deployment_runs_a_valid_command():
     # nodes to map instances; and what owner resolution reads for audit events, as the Kubernetes collector's role
     assert docs["ClusterRole"]["rules"] == [
         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
-        {"apiGroups": [""], "resources": ["namespaces", "pods"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["namespaces", "pods", "replicationcontrollers"], "verbs": ["get"]},
         {"apiGroups": ["apps"], "resources": ["replicasets", "deployments", "statefulsets", "daemonsets"], "verbs": ["get"]},
         {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": ["get"]}]
     from collectors.kubernetes.api import READERS
