@@ -43,13 +43,15 @@ def _alert(a: dict) -> dict:
 
 
 def webhook(note: dict, external_url: str, max_alerts: int = 0) -> dict:
-    """Alertmanager's webhook payload, version 4, plus ``dedupKey`` (stable per notification)."""
+    """Alertmanager's webhook payload, version 4, plus ``dedupKey`` (stable per notification).  ``truncatedAlerts``
+    also counts the alerts a notification too large for a Kafka record left out (its own ``truncatedAlerts``,
+    ``alerts.grouping.fit``; ``firing_only`` recounts it for an integration without send_resolved)."""
     alerts = note["alerts"]
     kept = alerts[:max_alerts] if max_alerts else alerts  # truncated first: the fields below are of what is sent
     return {
         "version": "4",
         "groupKey": group_key(note),
-        "truncatedAlerts": len(alerts) - len(kept),
+        "truncatedAlerts": note.get("truncatedAlerts", 0) + len(alerts) - len(kept),
         "status": "firing" if any(a["status"] == "firing" for a in kept) else "resolved",
         "receiver": note["receiver"],
         "groupLabels": note["groupLabels"],
@@ -61,8 +63,32 @@ def webhook(note: dict, external_url: str, max_alerts: int = 0) -> dict:
     }
 
 
-def title(note: dict) -> str:
+def counts(note: dict) -> tuple[int, int]:
+    """(firing, resolved) alerts of the notification: of the group, when a cut left some out (``numFiring``)."""
+    if "numFiring" in note:
+        return note["numFiring"], note["numResolved"]
     firing = sum(a["status"] == "firing" for a in note["alerts"])
+    return firing, len(note["alerts"]) - firing
+
+
+def firing_only(note: dict) -> dict:
+    """``note`` without its resolved alerts (an integration without send_resolved); a cut note then counts only the
+    firing alerts it left out, as Alertmanager filters resolved alerts before its webhook truncates.
+
+    >>> a = lambda st: {"status": st}
+    >>> cut = {"alerts": [a("firing"), a("resolved")], "truncatedAlerts": 5, "numFiring": 4, "numResolved": 3}
+    >>> n = firing_only(cut)
+    >>> len(n["alerts"]), n["truncatedAlerts"], counts(n)
+    (1, 3, (4, 0))
+    """
+    out = dict(note, alerts=[a for a in note["alerts"] if a["status"] == "firing"])
+    if "truncatedAlerts" in note:
+        out.update(truncatedAlerts=note["numFiring"] - len(out["alerts"]), numResolved=0)
+    return out
+
+
+def title(note: dict) -> str:
+    firing = counts(note)[0]
     head = f"[FIRING:{firing}]" if note["status"] == "firing" else "[RESOLVED]"
     labels = " ".join(str(v) for _, v in sorted(note["groupLabels"].items()))
     return f"{head} {labels}".rstrip()
@@ -162,10 +188,10 @@ $firing, $resolved, $external_url, $label_NAME, $annotation_NAME)
 
 def fields(note: dict, external_url: str) -> dict:
     alerts = note["alerts"]
-    firing = sum(a["status"] == "firing" for a in alerts)
+    firing, resolved = counts(note)
     out = _Fields(status=note["status"], title=title(note), alerts="\n".join(_line(a) for a in alerts),
-                  receiver=note["receiver"], count=str(len(alerts)), firing=str(firing),
-                  resolved=str(len(alerts) - firing), external_url=external_url,
+                  receiver=note["receiver"], count=str(firing + resolved), firing=str(firing),
+                  resolved=str(resolved), external_url=external_url,
                   group=" ".join(f"{k}={v}" for k, v in sorted(note["groupLabels"].items())))
     for k, v in _common([a["labels"] for a in alerts]).items():
         out[f"label_{k}"] = v
@@ -203,9 +229,10 @@ def pagerduty(note: dict, routing_key: str, summary: str, *, severity: str = "",
     if note["status"] != "firing":
         return body
     firing = [a for a in note["alerts"] if a["status"] == "firing"]
+    num_firing, num_resolved = counts(note)
     payload = {"summary": summary[:1024], "source": source, "severity": _severity(note, severity),
                "custom_details": {"firing": "\n".join(_line(a) for a in firing),
-                                  "num_firing": len(firing), "num_resolved": len(note["alerts"]) - len(firing),
+                                  "num_firing": num_firing, "num_resolved": num_resolved,
                                   **(details or {})}}
     for k, v in (("component", component), ("group", group), ("class", class_)):
         if v:

@@ -67,7 +67,7 @@ class Integration:
         if self.kind == "alertmanager":
             return self.forward.endpoint(self.url), orjson.dumps(self.forward.postable(note, now)), {}
         if not self.send_resolved:
-            note = dict(note, alerts=[a for a in note["alerts"] if a["status"] == "firing"])
+            note = payload.firing_only(note)
             if not note["alerts"]:
                 return None
         url, headers, c = self.url, {}, self.cfg
@@ -165,6 +165,12 @@ class Forwarder:
             else:
                 ends = parse_time(a["endsAt"]) if a.get("endsAt") else now
                 out.append(dict(p, endsAt=format_time(min(ends, now))))
+        if "truncatedAlerts" in note:  # a cut note (a group too large for one record): the alerts it left out are
+            # as the notifications before said (the next ones tell the rest); only what it says changes
+            firing = {**self.groups.get(note["groupKey"], {}), **firing}
+            for a in note["alerts"]:
+                if a["status"] != "firing":
+                    firing.pop(a["fingerprint"], None)
         if firing:
             self.groups[note["groupKey"]] = firing
             self.seen[note["groupKey"]] = now
@@ -260,7 +266,7 @@ def send_email(integ: Integration, note: dict, external_url: str) -> Outcome:
     if not integ.send_resolved and all(a["status"] != "firing" for a in note["alerts"]):
         return Outcome(True, reason="skipped (only resolved alerts; send_resolved is off)")
     if not integ.send_resolved:
-        note = dict(note, alerts=[a for a in note["alerts"] if a["status"] == "firing"])
+        note = payload.firing_only(note)
     host, _, port = c.smarthost.rpartition(":")
     from core.webconfig import client_ssl_context
 

@@ -193,8 +193,8 @@ def with_http(integ, http: HTTPConfig | None):
 def _firing_only(integ, note: dict) -> dict | None:
     if integ.send_resolved:
         return note
-    firing = [a for a in note["alerts"] if a["status"] == "firing"]
-    return dict(note, alerts=firing) if firing else None
+    note = payload.firing_only(note)
+    return note if note["alerts"] else None
 
 
 def _cut(text: str, n: int) -> str:
