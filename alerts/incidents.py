@@ -23,7 +23,8 @@ An alert that links two open incidents merges them into the older one (the young
 resolved, ``mergedInto`` naming the survivor).  An incident resolves ``quiet`` seconds after its
 last member resolved, unless a linked alert fires in between.  A full incident (``MAX_MEMBERS``)
 counts the alerts it cannot keep and stays open while one of them fires (``over``: up to
-``MAX_MEMBERS`` fingerprints, each forgotten when its resolution is read).
+``MAX_MEMBERS`` fingerprints with their labels, each forgotten when its resolution is read; the index finds the
+incident by the fingerprint, and links what they link to, after a restart too).
 
 An episode (fingerprint and ``startsAt``) whose resolution was read is remembered (``end|<fp>``, for
 ``ENDED_FOR`` and at most ``MAX_ENDED`` per partition): a firing record of it read later -- a replay,
@@ -141,10 +142,18 @@ def entity(labels: Mapping) -> str:
     'workload/shop/web'
     >>> entity({"alertname": "EtcdHighFsyncDurations", "instance": "10.0.0.1:2379"})
     'controlplane/etcd'
+
+    An alert about a node's hardware, kernel or instance is about the node even when the exporter names the pod
+    that holds the device (dcgm-exporter maps a GPU to the pod using it): ``node_level``.
+
+    >>> entity({"alertname": "GPUDoubleBitECCErrors", "namespace": "ml", "pod": "train-0", "node": "g1"})
+    'node/g1'
     """
     comp = component(labels)
     if comp:
         return f"controlplane/{comp}"
+    if node_level(labels):
+        return f"node/{labels['node']}"
     ns = labels.get("namespace", "")
     if labels.get("persistentvolumeclaim"):
         return f"volume/{ns}/{labels['persistentvolumeclaim']}"
@@ -183,14 +192,36 @@ def _service(labels: Mapping) -> str:
     return labels.get("service") or labels.get("workload") or ""
 
 
+LAYERS = frozenset({"cloud", "node", "gpu", "control-plane", "workloads", "storage", "network"})  # the ``layer``
+NODE_LAYERS = frozenset({"cloud", "node", "gpu"})  # label's values (the board's columns); a node's own layers
+NODE_KINDS = frozenset({"cloud", "kernel", "node"})  # ``prior`` kinds by alert name: instance, kernel/GPU, node
+OWN_PROCESS = frozenset({"NodeOOMKill", "GPUXidApplicationError"})  # the node saw one process fail: when attributed
+# to a pod (the kernel collector maps an OOM kill's memory cgroup to its pod), that pod's own fault -- its memory
+# limit, its CUDA bug -- not the node's, which a storm of them (NodeOOMKillStorm) or a fatal Xid would be
+
+
 def node_level(labels: Mapping) -> bool:
-    """Is the alert about a node itself (its entity is ``node/...``: a cloud instance, kernel, GPU or node condition),
-    not about something that merely runs there?
+    """Is the alert about a node itself (a cloud instance, kernel, GPU or node condition), not about something that
+    merely runs there?  Decided by the kind of alert -- its ``layer`` label if it names one, else its name
+    (``prior``'s kinds) -- not by which labels it carries: dcgm-exporter adds the pod holding a GPU to the GPU's own
+    series, and a GPU's double-bit ECC errors are still its node's problem.  An alert of no such kind is about the
+    node when the node is all it names (its entity would be ``node/...``).
 
     >>> node_level({"alertname": "KubeNodeNotReady", "node": "n1"}), node_level({"node": "n1", "pod": "web-1"})
     (True, False)
+    >>> node_level({"alertname": "GPUDoubleBitECCErrors", "node": "n1", "namespace": "ml", "pod": "train-0"})
+    True
+    >>> node_level({"alertname": "NodeOOMKill", "node": "n1", "namespace": "a", "pod": "web-1"})
+    False
     """
-    return entity(labels).startswith("node/")
+    if not labels.get("node") or component(labels):
+        return False
+    layer = labels.get("layer")
+    if layer in LAYERS:
+        return layer in NODE_LAYERS
+    if _named_kind(labels) in NODE_KINDS:
+        return not (labels.get("alertname") in OWN_PROCESS and (labels.get("pod") or labels.get("workload")))
+    return not any(labels.get(k) for k in ("persistentvolumeclaim", "workload", "pod"))
 
 
 def linked(a: Mapping, b: Mapping, reach: Mapping[str, frozenset] | None = None) -> str | None:
@@ -311,6 +342,15 @@ def prior(labels: Mapping) -> tuple[float, str]:
     return DEFAULT_PRIOR, "other"
 
 
+def _named_kind(labels: Mapping) -> str:
+    """The kind ``prior`` gives an alert by its name alone (a ``signal`` label says how it shows, not where)."""
+    name = labels.get("alertname", "")
+    for rx, _, kind in PRIORS:
+        if rx.search(name):
+            return kind
+    return "other"
+
+
 # ---------------------------------------------------------------- ranking
 
 WEIGHTS = (0.4, 0.25, 0.15, 0.2)  # rank's score: explained share, cause prior, earliness, breadth
@@ -394,8 +434,9 @@ class Index:
     ``workload|<ns>|<w>``, ``pod|<ns>|<p>``, ``persistentvolumeclaim|<ns>|<pvc>``, ``s|<service>`` (with a
     dependency graph); incidents holding a control-plane member, and every open incident,
     by cluster.  ``quiet``: the open incidents where nothing fires (no member, no alert they could not keep), and
-    ``held``: those whose first notifications wait (the only ones ``expire`` looks at); ``ended``: the ``end|``
-    records by when they were read (the earliest forgotten first).
+    ``held``: those whose first notifications wait (the only ones ``expire`` looks at); ``over``: the alerts a full
+    incident could not keep that fire, by fingerprint (their keys lead to it too, as a member's would); ``ended``:
+    the ``end|`` records by when they were read (the earliest forgotten first).
     """
 
     def __init__(self, state: Mapping, reach: Mapping[str, frozenset]):
@@ -412,13 +453,19 @@ class Index:
         self.quiet: set[str] = set()
         self.held: dict[str, float] = {}  # incident id -> when its hold ends (``Incidents.hold``)
         self.until: dict[str, float] = {}  # incident id -> the earliest end a firing member promised (its endsAt)
-        self.ended: list[tuple[float, str]] = []  # heap of (read at, fingerprint) of the ``end|`` records (some stale)
+        self.over: dict[str, str] = {}  # fingerprint of an alert a full incident could not keep -> that incident
+        # heap of (read at, fingerprint), one entry per ``end|`` record: an entry older than its record (read again
+        # since) is pushed again with the record's time when it comes up, so the heap grows with the records, not
+        # with the resolutions read (one alert flapping for a day would be 8,640 entries)
+        self.ended: list[tuple[float, str]] = []
         self.n_ended = 0  # how many ``end|`` records the state holds
         for k, inc in list(state.items()):
             if isinstance(k, str) and k.startswith(PREFIX):
                 self.open(inc["id"], inc["cluster"])
                 for m in inc["members"].values():
                     self.add(inc["id"], inc["cluster"], m["labels"])
+                for fp, labels in _over_items(inc):  # what ``move`` carried from an absorbed incident, and the rest
+                    self.keep_over(inc["id"], inc["cluster"], fp, labels)
                 self.settle(inc)
             elif isinstance(k, str) and k.startswith(ENDED):
                 self.ended.append((inc[2], k[len(ENDED):]))
@@ -455,6 +502,13 @@ class Index:
                 mine.add(k)
                 self.by_key.setdefault(k, set()).add(iid)
 
+    def keep_over(self, iid: str, cluster: str, fp: str, labels: Mapping | None) -> None:
+        """Alert ``fp`` that incident ``iid`` could not keep fires: its resolution finds the incident by ``fp``, and
+        what links to it links to the incident.  ``labels`` None: kept by an earlier version, fingerprint only."""
+        self.over[fp] = iid
+        if labels:
+            self.add(iid, cluster, labels)
+
     def move(self, src: str, dst: str, cluster: str) -> None:
         """Every key of incident ``src`` now leads to ``dst`` (a merge)."""
         for k in self.keys_of.get(src, ()):
@@ -469,7 +523,10 @@ class Index:
             self.keys_of[dst].add(k)
         self.keys_of[src] = set()
 
-    def close(self, iid: str, cluster: str) -> None:
+    def close(self, iid: str, cluster: str, over: Iterable[str] = ()) -> None:
+        for fp in over:  # (a merged incident's: those the survivor took now lead to it)
+            if self.over.get(fp) == iid:
+                del self.over[fp]
         for k in self.keys_of.pop(iid, ()):
             if k.startswith("\x00cp|"):
                 self.cp.get(cluster, set()).discard(iid)
@@ -640,10 +697,11 @@ class Incidents:
                         state["mem|" + ofp] = inc["id"]
                     else:
                         del state["mem|" + ofp]
-                        _overflow(inc, ofp, om)
-                _still_firing(inc, other.get("over") or ())  # what the absorbed incident could not keep either
-                for r, kept in (other.get("outside") or {}).items():
-                    inc.setdefault("outside", {}).setdefault(r, kept)
+                        _overflow(inc, ofp, om, ix)
+                _still_firing(inc, _over_items(other), ix)  # what the absorbed incident could not keep either
+                for r, kept in sorted((other.get("outside") or {}).items()):
+                    for ofp, om in sorted(kept.items()):
+                        _keep_outside(inc, r, ofp, om)
                 inc["openedAt"] = min(inc["openedAt"], other["openedAt"])
                 inc["updatedAt"] = max(inc["updatedAt"], other["updatedAt"])
                 other_sent = {r: {**v, "id": v.get("id", other["id"])} for r, v in (other.get("sent") or {}).items()}
@@ -666,7 +724,7 @@ class Incidents:
             state["mem|" + fp] = inc["id"]
             ix.add(inc["id"], cluster, labels)
         else:
-            _overflow(inc, fp, member)
+            _overflow(inc, fp, member, ix)
             d = inc["dropped"]
             if not out and d & (d - 1):  # a full incident's record is published again at 1, 2, 4, 8 ... dropped
                 self._save(inc, state)  # alerts only: nothing else in it changed, and a storm would republish
@@ -768,13 +826,16 @@ class Incidents:
         if sent:
             rec["notified"] = {r: v["role"] for r, v in sorted(sent.items())}
 
-    def expire(self, state: MutableMapping, now: float) -> list[dict]:
+    def expire(self, state: MutableMapping, now: float, events: float | None = None) -> list[dict]:
         """Release the held incidents whose hold is over (their first notifications go out, ranked on every member
         that came meanwhile), and resolve the incidents whose members all resolved at least ``quiet`` ago; returns
-        the records that changed; forgets the resolutions read more than ``ENDED_FOR`` ago (``ENDED``)."""
+        the records that changed; forgets the resolutions read more than ``ENDED_FOR`` ago (``ENDED``) by
+        ``events``, the event time (default ``now``): they were read at event times, and a quiet period ended on
+        the wall clock (``clock: wall``) while catching up a backlog a day old must not forget them at once -- a
+        firing record of an episode read after its resolution would open an incident nothing resolves."""
         out = []
         ix = self.index(state)
-        self._forget_ended(state, now)
+        self._forget_ended(state, now if events is None else events)
         for iid in sorted(i for i, due in ix.until.items() if now >= due):  # members whose promised end passed
             inc = state.get(PREFIX + iid)
             if inc is None:
@@ -828,34 +889,39 @@ class Incidents:
         if old is not None and old[0] > alert.startsAt:
             return  # a later episode of it has ended already
         ix = self.index(state)
-        if old is None:
-            ix.n_ended += 1
         state[key] = [alert.startsAt, alert.endsAt or now, now]
-        heapq.heappush(ix.ended, (now, alert.fingerprint))
+        if old is None:  # else its heap entry stands for it (pushed again with this time when it comes up)
+            ix.n_ended += 1
+            heapq.heappush(ix.ended, (now, alert.fingerprint))
 
     def _forget_ended(self, state: MutableMapping, now: float) -> None:
         ix = self.index(state)
         while ix.ended and (ix.ended[0][0] + ENDED_FOR <= now or ix.n_ended > MAX_ENDED):
             at, fp = heapq.heappop(ix.ended)
             e = state.get(ENDED + fp)
-            if e is not None and e[2] == at:  # else read again since: a later entry of the heap stands for it
-                del state[ENDED + fp]
-                ix.n_ended -= 1
+            if e is None:
+                continue
+            if e[2] > at:  # read again since: it comes up again when that read is the earliest
+                heapq.heappush(ix.ended, (e[2], fp))
+                continue
+            del state[ENDED + fp]
+            ix.n_ended -= 1
 
     def _over_ended(self, alert: Alert, state: MutableMapping, now: float) -> None:
         """The resolution of an alert a full incident could not keep (``over``): one reason less to stay open."""
         fp = alert.fingerprint
-        for iid in sorted(self.index(state).candidates(alert.labels.get("cluster", ""), alert.labels)):
-            inc = state[PREFIX + iid]
-            if fp in (inc.get("over") or ()):
-                del inc["over"][fp]
-                end = alert.endsAt or now
-                inc["updatedAt"] = max(inc["updatedAt"], end)  # its quiet period counts from this end
-                for kept in (inc.get("outside") or {}).values():
-                    if fp in kept:
-                        kept[fp] = {**kept[fp], "status": "resolved", "endsAt": end}
-                self._save(inc, state)
-                return
+        ix = self.index(state)
+        iid = ix.over.pop(fp, None)  # by fingerprint: its topology may no longer lead there (a restart, a merge)
+        inc = state.get(PREFIX + iid) if iid else None
+        if inc is None or fp not in (inc.get("over") or ()):
+            return
+        del inc["over"][fp]
+        end = alert.endsAt or now
+        inc["updatedAt"] = max(inc["updatedAt"], end)  # its quiet period counts from this end
+        for kept in (inc.get("outside") or {}).values():
+            if fp in kept:
+                kept[fp] = {**kept[fp], "status": "resolved", "endsAt": end}
+        self._save(inc, state)
 
     def _save(self, inc: dict, state: MutableMapping) -> None:
         state[PREFIX + inc["id"]] = inc  # assigned back: a store saves what is assigned, not what is mutated
@@ -868,7 +934,7 @@ class Incidents:
                     del state["mem|" + fp]
         if PREFIX + inc["id"] in state:
             del state[PREFIX + inc["id"]]
-        self.index(state).close(inc["id"], inc["cluster"])
+        self.index(state).close(inc["id"], inc["cluster"], inc.get("over") or ())
         if OPEN in state:  # written by earlier versions
             del state[OPEN]
 
@@ -919,23 +985,38 @@ class Incidents:
         return rec
 
 
-def _overflow(inc: dict, fp: str, m: Mapping) -> None:
+def _overflow(inc: dict, fp: str, m: Mapping, ix: Index) -> None:
     """Member ``m`` (fingerprint ``fp``) that the full incident cannot keep: counted (``dropped``); while it fires the
     incident stays open (``over``), and each receiver told of it keeps it (``outside``) to be told the end with it."""
     inc["dropped"] += 1
     if m["status"] == "firing":
-        _still_firing(inc, [fp])
+        _still_firing(inc, [(fp, m["labels"])], ix)
     for r in m.get("to", ()):
-        inc.setdefault("outside", {}).setdefault(r, {fp: m})
+        _keep_outside(inc, r, fp, m)
 
 
-def _still_firing(inc: dict, fps: Iterable[str]) -> None:
-    """Record alerts the incident could not keep that still fire (``over``, at most MAX_MEMBERS fingerprints: past
-    that, one may still fire when the incident resolves)."""
+def _keep_outside(inc: dict, r: str, fp: str, m: Mapping) -> None:
+    """Receiver ``r`` was told of alert ``fp`` that the incident does not keep: kept for it (at most MAX_MEMBERS per
+    receiver), so its end notice lists every alert it was told of, not only the first."""
+    kept = inc.setdefault("outside", {}).setdefault(r, {})
+    if len(kept) < MAX_MEMBERS:
+        kept.setdefault(fp, m)
+
+
+def _still_firing(inc: dict, items: Iterable[tuple[str, Mapping | None]], ix: Index) -> None:
+    """Record alerts the incident could not keep that still fire (``over``: fingerprint -> labels, at most
+    MAX_MEMBERS: past that, one may still fire when the incident resolves), and index them (``Index.keep_over``)."""
     over = inc.setdefault("over", {})
-    for fp in fps:
+    for fp, labels in items:
         if len(over) < MAX_MEMBERS or fp in over:
-            over[fp] = 1
+            over[fp] = dict(labels) if labels else 1
+            ix.keep_over(inc["id"], inc["cluster"], fp, labels)
+
+
+def _over_items(inc: Mapping) -> list[tuple[str, Mapping | None]]:
+    """(fingerprint, labels) of the alerts the incident could not keep that fire; labels None for those kept by
+    8d9094d, which wrote ``over`` as fingerprint -> 1."""
+    return [(fp, v if isinstance(v, Mapping) else None) for fp, v in sorted((inc.get("over") or {}).items())]
 
 
 def _audience(inc: Mapping) -> tuple[dict, dict[str, list[str]]]:

@@ -66,8 +66,11 @@ class IncidentStage:
         self._emit(out, emit)
 
     def tick(self, now: float, state, emit) -> None:
-        clock = max(state.get(CLOCK, 0.0), now) if self.wall else state.get(CLOCK, 0.0)
-        self._emit(self.incidents.expire(state, clock), emit)
+        events = state.get(CLOCK, 0.0)
+        clock = max(events, now) if self.wall else events
+        # the wall clock ends quiet periods and holds; the resolutions remembered (``end|``) are forgotten on the
+        # event clock they were read at, or a backlog a day old would forget them at the next tick
+        self._emit(self.incidents.expire(state, clock, events=events), emit)
 
     def _emit(self, records, emit) -> None:
         for r in records:

@@ -180,3 +180,137 @@ def test_a_node_explains_only_what_runs_on_it():
                                        "pod": f"web-{i}", "node": node}, "startsAt": T0 + 10, "summary": ""}
     top = next(c for c in rank(members) if c["entity"] == "node/n1")
     assert any(e.startswith("explains 1/4 other alerts") for e in top["evidence"])
+
+
+# ---------------------------------------------------------------- reviewed again (8d9094d): restarts, GPUs, clocks
+
+def _merged_full(inc: Incidents, state: dict) -> tuple[list[Alert], Alert, list[Alert]]:
+    """A full incident (5 members) that absorbed another of two pods it could not keep (a control-plane alert links
+    both), as ``bench``'s storms make them."""
+    webs = _full(inc, state, 5)
+    dbs = [A(T0 + 10, alertname="KubePodNotReady", namespace="b", workload="db", pod=f"db-{i}") for i in range(2)]
+    for d in dbs:
+        inc.observe(d, state, T0 + 10)
+    cp = A(T0 + 20, alertname="KubeAPIErrorBudgetBurn", service="apiserver")
+    inc.observe(cp, state, T0 + 20)
+    assert len(open_ids(state)) == 1
+    return webs, cp, dbs
+
+
+def test_a_full_incident_that_absorbed_another_resolves_after_a_restart(monkeypatch):
+    monkeypatch.setattr(mod, "MAX_MEMBERS", 5)
+    inc, state = Incidents(quiet=300), {}
+    webs, cp, dbs = _merged_full(inc, state)
+    [iid] = open_ids(state)
+    assert sorted(state[mod.PREFIX + iid]["over"]) == sorted(d.fingerprint for d in dbs + [cp])
+    inc, state = Incidents(quiet=300), orjson.loads(orjson.dumps(state))  # restored from the changelog
+    for a in webs + [cp] + dbs:
+        inc.observe(ended(a, T0 + 100), state, T0 + 100)
+    assert [r["status"] for r in inc.expire(state, T0 + 400)] == ["resolved"] and open_ids(state) == []
+
+
+def test_what_a_full_incident_could_not_keep_links_to_it_after_a_restart_as_before(monkeypatch):
+    monkeypatch.setattr(mod, "MAX_MEMBERS", 5)
+    inc, state = Incidents(), {}
+    _merged_full(inc, state)
+    [iid] = open_ids(state)
+    later = A(T0 + 30, alertname="KubeContainerBackOff", namespace="b", workload="db", pod="db-0")
+    live = inc.index(state).candidates("prod", later.labels)
+    restored = orjson.loads(orjson.dumps(state))
+    # the control-plane alert that merged them is one of those it could not keep: it still links cluster-wide
+    assert live == Incidents().index(restored).candidates("prod", later.labels) == {iid: "control plane (cluster-wide)"}
+
+
+def test_over_as_8d9094d_wrote_it_is_still_emptied_by_the_resolutions(monkeypatch):
+    monkeypatch.setattr(mod, "MAX_MEMBERS", 5)
+    inc, state = Incidents(quiet=300), {}
+    webs, cp, dbs = _merged_full(inc, state)
+    [iid] = open_ids(state)
+    state[mod.PREFIX + iid]["over"] = dict.fromkeys(state[mod.PREFIX + iid]["over"], 1)  # fingerprint -> 1
+    inc, state = Incidents(quiet=300), orjson.loads(orjson.dumps(state))
+    for a in webs + [cp] + dbs:
+        inc.observe(ended(a, T0 + 100), state, T0 + 100)
+    assert [r["status"] for r in inc.expire(state, T0 + 400)] == ["resolved"]
+
+
+# dcgm-exporter's series of a GPU in use carry the pod holding it (namespace/pod/container), and kubesight's ``node``
+GPU = dict(alertname="GPUDoubleBitECCErrors", gpu="0", Hostname="g1", namespace="ml", pod="train-0",
+           container="trainer", node="g1", owner="platform", severity="critical")
+
+
+def test_a_gpu_alert_naming_the_pod_that_holds_the_gpu_is_about_its_node():
+    assert mod.node_level(GPU) and mod.entity(GPU) == "node/g1"
+    infer = dict(alertname="KubePodCrashLooping", namespace="serve", workload="infer", pod="infer-1", node="g1")
+    train = dict(alertname="KubePodCrashLooping", namespace="ml", workload="train", pod="train-1", node="g1")
+    assert mod.linked(GPU, infer) == "same node g1"
+    inc, state = Incidents(), {}
+    inc.observe(A(T0, **train), state, T0)
+    inc.observe(A(T0 + 10, **infer), state, T0 + 10)
+    assert len(open_ids(state)) == 2  # two workloads that share only a node
+    out = inc.observe(A(T0 + 20, **GPU), state, T0 + 20)
+    assert len(open_ids(state)) == 1 and out[-1]["candidates"][0]["entity"] == "node/g1"
+
+
+def test_which_alerts_are_about_their_node_by_kind_not_by_labels():
+    pod = dict(namespace="a", workload="web", pod="web-1", node="n1")
+    about_node = [dict(pod, alertname=n) for n in ("CloudSpotInterruption", "NodeKernelPanic", "GPUXidFatal",
+                                                   "KubeNodeNotReady", "NodeOOMKillStorm")]
+    about_node += [dict(pod, alertname="MyRule", layer="gpu"), dict(alertname="NodeSystemSaturation", node="n1")]
+    own = [dict(pod, alertname=n) for n in ("NodeOOMKill", "GPUXidApplicationError", "KubePodCrashLooping")]
+    own += [dict(pod, alertname="NodeKernelPanic", layer="workloads"), dict(alertname="GPUXidFatal")]
+    assert [mod.node_level(x) for x in about_node] == [True] * 7
+    assert [mod.node_level(x) for x in own] == [False] * 5
+
+
+def test_with_the_wall_clock_a_backlog_a_day_old_keeps_its_resolutions():
+    t, wall = T0, T0 + 2 * 86_400  # event time of the backlog; the wall clock (the worker was down two days)
+    stage, state = IncidentStage(Incidents(quiet=300), wall=True), {}
+    emit = lambda *rec: None  # noqa: E731
+    stage.process(Alert(POD | {"cluster": "prod"}, {REKEYED: "1"}, "firing", t), state, emit)
+    stage.process(Alert(POD | {"cluster": "prod"}, {REKEYED: "1"}, "resolved", t, t + 60), state, emit)
+    stage.tick(wall, state, emit)
+    assert open_ids(state) == [] and any(k.startswith(ENDED) for k in state)
+    # the same episode's firing record, read after (the alerting stage's notification of it comes later)
+    stage.process(Alert(POD | {"cluster": "prod"}, {REKEYED: "1"}, "firing", t), state, emit)
+    assert open_ids(state) == [] and stage.incidents.stale == 1
+    stage.process(Alert({**POD, "cluster": "prod", "pod": "x"}, {REKEYED: "1"}, "firing", t + 60 + mod.ENDED_FOR),
+                  state, emit)
+    assert not any(k.startswith(ENDED) for k in state)  # a day of event time later: forgotten
+
+
+def test_the_end_heap_grows_with_the_records_not_with_the_resolutions_read(monkeypatch):
+    monkeypatch.setattr(mod, "MAX_ENDED", 2)
+    inc, state = Incidents(), {}
+    flap, other, third = (A(T0, **{**POD, "pod": p}) for p in ("flap", "other", "third"))
+    inc.observe(ended(other, T0 + 5), state, T0 + 5)
+    for i in range(200):  # a new episode every 10 s
+        t = T0 + 10 * i
+        inc.observe(A(t, **{**POD, "pod": "flap"}), state, t)
+        inc.observe(ended(A(t, **{**POD, "pod": "flap"}), t + 5), state, t + 5)
+    ix = inc.index(state)
+    assert (len(ix.ended), ix.n_ended) == (2, 2)
+    inc.observe(ended(third, T0 + 2000), state, T0 + 2000)
+    inc.expire(state, T0 + 2000)  # one too many: the earliest read goes, not the one read again since
+    assert sorted(k for k in state if k.startswith(ENDED)) == sorted(ENDED + a.fingerprint for a in (flap, third))
+    assert len(ix.ended) == 2
+    inc.expire(state, T0 + 1995 + mod.ENDED_FOR - 1)
+    assert ENDED + flap.fingerprint in state  # read last at T0 + 1995: kept a day from then
+    inc.expire(state, T0 + 1995 + mod.ENDED_FOR)
+    assert ENDED + flap.fingerprint not in state and len(ix.ended) == ix.n_ended == 1
+
+
+def test_a_receiver_told_of_several_alerts_a_full_incident_could_not_keep_is_told_the_end_of_each(monkeypatch):
+    monkeypatch.setattr(mod, "MAX_MEMBERS", 5)
+    inc, state = Incidents(quiet=300), {}
+    webs = _full(inc, state, 5)
+    dbs = [A(T0 + 10, alertname="KubePodNotReady", namespace="b", workload="db", pod=f"db-{i}") for i in range(2)]
+    for d in dbs:
+        inc.handed(d, "team-b", state, T0 + 10)  # their own incident: team-b told of both
+    cp = A(T0 + 20, alertname="KubeAPIErrorBudgetBurn", service="apiserver")
+    inc.observe(cp, state, T0 + 20)  # merged into the full one, which keeps neither
+    inc.take_notes()
+    for a in webs + [cp] + dbs:
+        inc.observe(ended(a, T0 + 100), state, T0 + 100)
+    assert [r["status"] for r in inc.expire(state, T0 + 400)] == ["resolved"]
+    ends = {n["receiver"]: sorted((x["labels"]["pod"], x["status"]) for x in n["alerts"]) for n in inc.take_notes()}
+    assert ends == {"team-b": [("db-0", "resolved"), ("db-1", "resolved")]}
