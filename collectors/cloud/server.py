@@ -6,7 +6,7 @@ Answers, in the order they are decided:
 | status | when | stored |
 |---|---|---|
 | 401 | no valid bearer token and no valid HMAC signature | nothing |
-| 413 | body larger than ``max_body``, as sent or decompressed | its first 64 KiB on the dead-letter topic, with its size, when a bearer token vouches for it (an HMAC signature covers the whole body, which is not read past the limit: nothing) |
+| 413 | body larger than ``max_body``, as sent or decompressed | its first 64 KiB on the dead-letter topic, with its size, when a bearer token vouches for it (an HMAC signature covers the whole body, which is not read past the limit: nothing); a body without Content-Length is read on for at most 2 s and 4 MiB past the limit, else its size is "at least" what came and the connection is closed (``collectors.bodies``) |
 | 400 | malformed or unknown payload, a Content-Encoding other than gzip and deflate, a corrupt or cut compressed body (the reason in ``error``) | the body as it came, on the dead-letter topic |
 | 503 | Kafka did not acknowledge in time (the sender should retry) | maybe (ids make retries idempotent) |
 | 200 | every event acknowledged by Kafka (acks=all); a CloudEvents batch's items that cannot be taken are listed in ``rejected`` (index, error) | the events; each rejected item on the dead-letter topic |
@@ -29,7 +29,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from collectors.bodies import TooLarge, read_body
+from collectors.bodies import TooLarge, closing, read_body
 from collectors.cloud.auth import Auth
 from collectors.cloud.event import PayloadError, attach_node
 from collectors.cloud.intake import parse
@@ -130,12 +130,14 @@ async def _over_limit(request: web.Request, cfg: dict, why: TooLarge | str, payl
     if not cfg["auth"].bearer(request.headers):  # an HMAC signature covers the whole body: it was not read
         log.info("body over %d bytes from %s, signed or unauthenticated: not kept", cfg["max_body"], request.remote)
         requests.labels("413").inc()
-        return _json(413, {"error": f"body larger than {cfg['max_body']} bytes"})
-    size = None
-    if isinstance(why, TooLarge):
-        await why.measure(request.content)
-        why, size = why.reason, why.size
-    return await _kept(request, cfg, why, payload, 413, f"body larger than {cfg['max_body']} bytes", size=size)
+        answer = _json(413, {"error": f"body larger than {cfg['max_body']} bytes"})
+        return await closing(request, answer) if isinstance(why, TooLarge) and why.cut else answer
+    if not isinstance(why, TooLarge):
+        return await _kept(request, cfg, why, payload, 413, f"body larger than {cfg['max_body']} bytes")
+    await why.measure(request.content)
+    answer = await _kept(request, cfg, why.reason, payload, 413, f"body larger than {cfg['max_body']} bytes",
+                         **why.dead_letter)
+    return await closing(request, answer) if why.cut else answer  # the rest of the body is not read
 
 
 async def _kept(request: web.Request, cfg: dict, reason: str, payload: bytes, status: int, error: str,

@@ -29,7 +29,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-from collectors.bodies import TooLarge, read_body
+from collectors.bodies import TooLarge, closing, read_body
 from core.records import RecordError, Sample, check_time
 from core.telemetry import LabelCap
 
@@ -252,19 +252,23 @@ class Intake:
         return bearer_matches(header, self.tokens)
 
     async def _too_large(self, request, exc: TooLarge):
-        """413, the body's beginning kept with its size (the sender is authenticated: ``handle`` checked first)."""
+        """413, the body's beginning kept with its size (the sender is authenticated: ``handle`` checked first); the
+        connection closed where the body was not read to its end (``collectors.bodies``)."""
         from aiohttp import web
 
         await exc.measure(request.content)
         try:
             await asyncio.wait_for(self.sink.reject(f"remote-write: {exc.reason}", exc.head, origin="collector/metrics",
-                                                    remote=request.remote or "", size=exc.size), self.kafka_timeout)
+                                                    remote=request.remote or "", **exc.dead_letter),
+                                   self.kafka_timeout)
         except Exception as kexc:  # cannot keep it: let the sender retry rather than lose it
             log.error("remote-write: %s and Kafka unavailable: %s", exc.reason, kexc)
             self._count(503)
-            return web.Response(status=503, text="Kafka unavailable\n", headers={"Retry-After": "5"})
-        self._count(413)
-        return web.Response(status=413, text=f"body exceeds {self.max_bytes} bytes\n")
+            answer = web.Response(status=503, text="Kafka unavailable\n", headers={"Retry-After": "5"})
+        else:
+            self._count(413)
+            answer = web.Response(status=413, text=f"body exceeds {self.max_bytes} bytes\n")
+        return await closing(request, answer) if exc.cut else answer
 
     async def handle(self, request):
         from aiohttp import web

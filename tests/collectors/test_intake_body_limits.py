@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gzip
 
 import aiohttp
@@ -12,11 +13,13 @@ import orjson
 import pytest
 from aiohttp import web
 
-from collectors.cloud.auth import SIGNATURE_HEADER, sign
+from collectors import bodies
+from collectors.cloud.auth import SIGNATURE_HEADER, Auth, sign
+from collectors.cloud.server import create_app
 from collectors.metrics.remote_write import Intake, app
 from collectors.sink import AsyncKafkaSink
 from core.records import PAYLOAD_LIMIT
-from tests.collectors.test_cloud_intake import KEY, bearer, intake, post, read_topic
+from tests.collectors.test_cloud_intake import KEY, TOKEN, bearer, intake, post, read_topic
 
 pytestmark = pytest.mark.kafka
 
@@ -108,3 +111,117 @@ def test_only_the_kept_beginning_of_a_body_over_the_limit_is_read():
         with pytest.raises(TooLarge) as exc:
             asyncio.run(read_body(req, 2048, keep=keep))
         assert (exc.value.head, exc.value.size, req.taken) == (b"x" * keep, length, taken)
+
+
+DEADLINE = 20.0  # waits for an answer: far past the measure's bounds, far short of aiohttp's lingering below
+
+
+@contextlib.asynccontextmanager
+async def served(settings, application):
+    """``application`` on an ephemeral loopback port (yields it), producing to the test's topics, with aiohttp's
+    lingering after an answer (reading on what the handler left of a body) made long: only the intake ends it."""
+    sink = AsyncKafkaSink(settings.kafka, settings.topic, client_id="test-limits")
+    await sink.start()
+    runner = web.AppRunner(application(sink), access_log=None, lingering_time=600, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield site._server.sockets[0].getsockname()[1]
+    finally:
+        await runner.cleanup()
+        await sink.stop()
+
+
+def cloud(sink):
+    return create_app(sink, Auth([TOKEN], [KEY]), max_body=2048)
+
+
+def remote_write(sink):
+    return app(Intake(sink, max_bytes=2048, tokens=[TOKEN.decode()]))
+
+
+async def send(port: int, path: str, first: int, *, length: int | None = None, endless: bool = False):
+    """POST ``first`` bytes of a body (chunked, or with ``length`` announced), then stall or (``endless``) go on
+    sending; the answer and how the connection ended: "closed" by the intake (EOF or reset) or "open" at DEADLINE."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    framing = f"Content-Length: {length}" if length else "Transfer-Encoding: chunked"
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN.decode()}\r\n{framing}\r\n"
+                 f"Content-Type: application/x-protobuf\r\n\r\n".encode())
+
+    def piece(n: int) -> bytes:
+        return b"x" * n if length else b"%x\r\n%s\r\n" % (n, b"x" * n)
+
+    got = bytearray()
+
+    async def answer():  # read as it comes, before the intake's close can reset the connection
+        with contextlib.suppress(ConnectionError):
+            while chunk := await reader.read(65536):
+                got.extend(chunk)
+
+    async def stream():
+        while True:
+            writer.write(piece(16384))
+            await writer.drain()
+
+    reading = asyncio.create_task(answer())
+    writer.write(piece(first))
+    streaming = asyncio.create_task(stream()) if endless else None
+    try:
+        await asyncio.wait_for(reading, DEADLINE)
+        ended = "closed"
+    except TimeoutError:
+        ended = "open"
+    if streaming:
+        streaming.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await streaming
+    writer.close()
+    return bytes(got).split(b"\r\n", 1)[0].decode(), ended
+
+
+def test_a_sender_that_stalls_past_the_limit_is_answered_and_kept(settings, monkeypatch):
+    """Without a Content-Length, the rest of a body over the limit was read to learn its size, for ever: a sender that
+    stalled mid-body had no answer and nothing was kept (aiohttp's own limit answered 413 at once). Read for at most
+    MEASURE_SECONDS, then kept with the bytes read as an "at least" size; the connection is closed, not read on."""
+    monkeypatch.setattr(bodies, "MEASURE_SECONDS", 0.2)
+
+    async def run():
+        async with served(settings, cloud) as port:
+            out = [await send(port, "/events", 10_000),  # stalls before the kept beginning is whole
+                   await send(port, "/events", 100_000),  # after it, while measured
+                   await send(port, "/events", 10_000, length=10**9)]  # announced, before the kept beginning
+        async with served(settings, remote_write) as port:
+            out.append(await send(port, "/api/v1/write", 100_000))
+        return out
+
+    assert asyncio.run(run()) == [("HTTP/1.1 413 Request Entity Too Large", "closed")] * 4
+    dead = [orjson.loads(v) for _, v in read_topic(settings, "deadletter")]
+    stalled = "(not read to its end: 0.2 s passed) over the 2048-byte limit"
+    # the size: the body's where announced, else what came (also all that is kept when under PAYLOAD_LIMIT)
+    assert sorted((d["reason"], d.get("size"), d["where"].get("size_at_least"), len(d["payload"])) for d in dead) == [
+        ("body of 1000000000 bytes over the 2048-byte limit", 10**9, None, 10_000),
+        (f"body of at least 10000 bytes {stalled}", None, 10_000, 10_000),
+        (f"body of at least 100000 bytes {stalled}", 100_000, 100_000, PAYLOAD_LIMIT),
+        (f"remote-write: body of at least 100000 bytes {stalled}", 100_000, 100_000, PAYLOAD_LIMIT)]
+
+
+def test_a_sender_that_streams_without_end_is_answered_and_cut_off(settings, monkeypatch):
+    """A sender streaming a body without end was read for ever, never answered. Read up to MEASURE_BYTES past the
+    limit (the time bound out of reach here), then answered 413 and its connection closed."""
+    monkeypatch.setattr(bodies, "MEASURE_SECONDS", 600.0)
+    monkeypatch.setattr(bodies, "MEASURE_BYTES", 300_000)
+
+    async def run():
+        async with served(settings, cloud) as port:
+            out = [await send(port, "/events", 16384, endless=True)]
+        async with served(settings, remote_write) as port:
+            out.append(await send(port, "/api/v1/write", 16384, endless=True))
+        return out
+
+    assert asyncio.run(run()) == [("HTTP/1.1 413 Request Entity Too Large", "closed")] * 2
+    dead = [orjson.loads(v) for _, v in read_topic(settings, "deadletter")]
+    assert [d["reason"].split(" bytes (", 1)[1] for d in dead] == \
+        ["not read to its end: 300000 bytes past the limit read) over the 2048-byte limit"] * 2
+    assert [(d["where"]["size_at_least"] == d["size"] >= 302_048, len(d["payload"])) for d in dead] == \
+        [(True, PAYLOAD_LIMIT)] * 2
