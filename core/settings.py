@@ -80,6 +80,11 @@ class Remediation(BaseModel):
                                "cluster's nodes within window")
     window: Duration = Field(3600.0, gt=0, description="the sliding window of max_nodes and max_percent (0 would "
                              "count no node acted on, and let every node be acted on)")
+    max_unschedulable_percent: float | None = Field(
+        None, ge=0, le=100, description="cordon, drain and NoSchedule/NoExecute taints are refused while this share "
+        "of the cluster's nodes or more would take no pods (cordoned or tainted so, by anyone, at any time: "
+        "kubesight never uncordons, so max_nodes/max_percent per window alone let a slow storm take every node); "
+        "None = max_percent")
     max_alert_age: Duration = Field(900.0, ge=0, description="an action is refused for an alert whose record is "
                                     "older than this (a replay of the alerts topic, a backlog after downtime: the "
                                     "cluster may have moved on); conditions and events still follow; 0 = no limit")

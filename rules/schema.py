@@ -321,11 +321,15 @@ class Taint(_Base):
 
 class Drain(_Base):
     """Cordon, then evict the Node's pods through the Eviction API (PodDisruptionBudgets respected:
-    a refused eviction is retried every ``retry`` until ``timeout``); DaemonSet and mirror pods stay."""
+    a refused eviction is retried every ``retry`` until ``timeout``); DaemonSet and mirror pods stay.
+    As ``kubectl drain`` without --force / --delete-emptydir-data (and draino's defaults), a pod no controller
+    re-creates, or one with an emptyDir volume, is not evicted unless opted in: it holds the drain (``blocked``)."""
 
     type: Literal["drain"]
     retry: Duration = 30.0
     timeout: Duration = 3600.0
+    evict_unreplicated: bool = False  # evict pods without a controller ownerReference: gone for good once evicted
+    delete_emptydir_data: bool = False  # evict pods with an emptyDir volume: its data is lost
 
 
 class Label(_Base):

@@ -9,9 +9,13 @@ It consumes the ``alerts`` topic and, for an alert whose rule declares them (``n
   ``nodes/status`` subresource, field manager ``kubesight``: other managers' conditions are untouched.
 - **events**: one Kubernetes Event on the Node when the alert starts firing (one-off problems).
 - **actions**: cordon, taint, label, drain (cordon + evictions through the Eviction API; a 429 from a
-  PodDisruptionBudget is reported and retried). Dry-run by default (``settings.remediation``); a kill
-  switch; never more than ``max_nodes`` / ``max_percent`` nodes within ``window``; never the last
-  Ready schedulable node of a pool.
+  PodDisruptionBudget is reported and retried; as ``kubectl drain``, a pod no controller re-creates or
+  with an emptyDir volume is kept, holding the drain, unless the action opts in). Dry-run by default
+  (``settings.remediation``); a kill switch; never more than ``max_nodes`` / ``max_percent`` nodes within
+  ``window``, nor while ``max_unschedulable_percent`` of the nodes already take no pods (cordoned or
+  tainted by anyone); never the last Ready schedulable node of a pool; never a node created after the
+  alert started (re-created under the same name); never for an alert resolved in the same poll or past
+  its endsAt, nor (Events too) one whose record is older than ``max_alert_age``.
 
 Every step, refusal, condition and event is one record on the ``actions`` topic (key: node) with the
 alert that caused it: the audit trail *and* the remediator's state. On start it reads the whole topic
@@ -19,7 +23,9 @@ back, so a restart or a replay of alerts never repeats an action: an action is k
 fingerprint, startsAt, action); once done it is never done again for that alert, so a person's
 uncordon after kubesight's cordon stands (it is noted once in the trail). kubesight also writes what it
 did into the node annotation ``kubesight.io/remediation`` in the same patch as the change, so an
-action whose record was lost in a crash is found there and recorded, not redone.
+action whose record was lost in a crash is found there and recorded, not redone; a drain is noted there
+only when its evictions are done (its cordon as ``<key>|cordoned``), so one that failed or crashed
+half-way is resumed when its alert comes again.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from collections.abc import Callable, Iterable
 import orjson
 
 from core.kafkaclient import client_config
-from core.records import Alert, decode, format_time
+from core.records import Alert, decode, format_time, parse_time
 from core.settings import Settings
 from rules.ruleset import RuleSet
 
@@ -49,6 +55,7 @@ EPISODE_FORGET = 15 * 86400.0  # s: what was done, refused or noted for an alert
 # the episode was last handled or acted on: past the alerts topic's retention (7 d) plus a segment's roll (7 d), no
 # record of the episode can be read again, so forgetting it can never repeat an action
 SWEEP_EVERY = 3600.0  # s: how often (at most) the episodes are looked over
+DRAIN_ERROR_REPEAT = 900.0  # s: the same error of a pending drain's retries goes into the trail again after this long
 
 
 def _episode(key: str) -> str:
@@ -152,6 +159,12 @@ def _seconds(v, default: float) -> float:
     return float(v) if isinstance(v, int | float) else parse_duration(v)
 
 
+def _cordoned(key: str) -> str:
+    """The annotation's note that a drain's cordon was made (its evictions not yet all done): the drain's own key
+    is noted only when it completes, so a drain that failed or crashed half-way is resumed, not taken as done."""
+    return key + "|cordoned"
+
+
 def _done_map(node: dict) -> dict:
     raw = ((node.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION)
     try:
@@ -162,6 +175,27 @@ def _done_map(node: dict) -> dict:
 
 def _action_id(a) -> str:
     return a.type + (f":{a.key}" if getattr(a, "key", None) else "")
+
+
+def _kept(pod: dict, action: dict) -> str | None:
+    """Why a drain does not evict this pod (None: it does): one no controller re-creates (no controller
+    ownerReference: a bare pod, a hand-started job's pod) is gone for good once evicted, and an emptyDir's data is
+    lost, so both need the drain's opt-in (``evict_unreplicated``, ``delete_emptydir_data``), as ``kubectl drain``
+    needs --force and --delete-emptydir-data.
+
+    >>> _kept({"metadata": {}, "spec": {}}, {})
+    'no controller re-creates it (drain: evict_unreplicated)'
+    >>> rs = {"metadata": {"ownerReferences": [{"kind": "ReplicaSet", "controller": True}]}}
+    >>> _kept({**rs, "spec": {"volumes": [{"name": "s", "emptyDir": {}}]}}, {"delete_emptydir_data": True}) is None
+    True
+    """
+    if not action.get("evict_unreplicated") and not any(
+            o.get("controller") for o in (pod.get("metadata") or {}).get("ownerReferences") or ()):
+        return "no controller re-creates it (drain: evict_unreplicated)"
+    if not action.get("delete_emptydir_data") and any(
+            "emptyDir" in v for v in (pod.get("spec") or {}).get("volumes") or ()):
+        return "emptyDir data would be lost (drain: delete_emptydir_data)"
+    return None
 
 
 def _action_dict(a) -> dict:
@@ -193,6 +227,8 @@ class Remediator:
         self.conds: dict[str, dict] = {}  # node -> {type: condition} kubesight wrote (or would write)
         self.boot: dict[str, str] = {}  # node -> bootID when its conditions were set
         self.drains: dict[tuple, dict] = {}  # (key, dry_run) -> pending drain record
+        self.drain_tried: dict[tuple, float] = {}  # (key, dry_run) -> last retry of a pending drain (paced by retry)
+        self.drain_error: dict[tuple, tuple] = {}  # (key, dry_run) -> (error of its retries, when first said)
         self.unwritten: dict[tuple, tuple] = {}  # (node, condition type) -> a condition write that failed: retried
         self.forbidden_said: dict[str, float] = {}  # missing-permission message -> when it was last said
         self.episodes: dict[str, float] = {}  # episode of done/refused/noted keys -> when last handled or acted on
@@ -238,6 +274,8 @@ class Remediator:
                 self.boot[rec["node"]] = rec["boot_id"]
         elif kind == "event" and rec.get("outcome") in ("done", "dry-run"):
             self.done[(rec["key"], dr)] = rec.get("t")
+        elif kind == "event" and rec.get("outcome") == "refused":
+            self.refused[(rec["key"], dr)] = rec.get("reason", "")
 
     def _emit(self, rec: dict) -> dict:
         rec = {"v": 1, "t": self.now(), "time": _now_iso(self.now()), **rec}
@@ -248,7 +286,7 @@ class Remediator:
             f"{rec['condition']['type']}={rec['condition']['status']} " if rec.get("condition") else "") + (
             f"alert={rec['alert']['labels'].get('alertname')} " if rec.get("alert") else "") + (
             "dry-run " if rec.get("dry_run") else "") + (rec.get("reason") or "")
-        (log.warning if rec.get("outcome") in ("refused", "failed", "blocked") else log.info)("%s", line.strip())
+        (log.warning if rec.get("outcome") in ("refused", "failed", "blocked", "retry-failed") else log.info)("%s", line.strip())
         return rec
 
     def _forbidden(self, node: str, exc: Forbidden, alert: Alert | None) -> None:
@@ -291,17 +329,31 @@ class Remediator:
         ep = _episode(self._key(alert, ""))
         if ep in self.episodes:  # seen again (a resolution, a replay): its memory is kept EPISODE_FORGET from now
             self.episodes[ep] = self.now()
-        firing = alert.status == "firing"
+        # a firing record whose endsAt has passed (read late: a backlog) is its episode's end, as in Alertmanager
+        firing = alert.status == "firing" and not (alert.endsAt is not None and alert.endsAt <= self.now())
         if rule.node_condition is not None:
             self._condition(alert, node, rule.node_condition, firing)
         if not firing:
             self._abandon_drains(alert)
             return
-        if rule.node_event is not None:
-            self._event(alert, node, rule.node_event)
         age = self.now() - at if at is not None else 0.0
+        if rule.node_event is not None:
+            self._event(alert, node, rule.node_event, age)
         for a in rule.actions:
             self._action(alert, node, a, age)
+
+    def handle_batch(self, batch: list[tuple[Alert, float | None]]) -> None:
+        """The alerts of one poll, in order: a firing record whose resolution (same fingerprint and startsAt) is in
+        the same poll is not acted on (read late, a backlog: the episode is over; its resolution is still handled).
+        One alert the API could not serve never stops the others."""
+        over = {(a.fingerprint, a.startsAt) for a, _ in batch if a.status != "firing"}
+        for a, at in batch:
+            if a.status == "firing" and (a.fingerprint, a.startsAt) in over:
+                continue
+            try:
+                self.handle(a, at=at)
+            except Exception:  # noqa: BLE001 - logged; the next alert goes on
+                log.exception("remediation of %s failed", a.labels.get("alertname"))
 
     @staticmethod
     def _alert_dict(alert: Alert) -> dict:
@@ -412,7 +464,9 @@ class Remediator:
 
     # ------------------------------------------------------------ events
 
-    def _event(self, alert: Alert, node: str, ne) -> None:
+    def _event(self, alert: Alert, node: str, ne, age: float = 0.0) -> None:
+        """``age``: how old the alert's record is; past ``max_alert_age`` no Event is posted (an old episode read
+        from a backlog would say "now" of a problem long over)."""
         dry = self.cfg.dry_run
         key = self._key(alert, "event")
         if (key, dry) in self.done:
@@ -420,6 +474,10 @@ class Remediator:
         msg = alert.annotations.get("summary") or alert.labels.get("alertname", "")
         rec = {"kind": "event", "node": node, "key": key, "dry_run": dry, "alert": self._alert_dict(alert),
                "event": {"reason": ne.reason, "type": ne.type, "message": msg}}
+        if self.cfg.max_alert_age and age > self.cfg.max_alert_age:
+            self._refuse((key, dry), rec, f"stale: the alert's record is {age:.0f}s old (settings.remediation."
+                         f"max_alert_age {self.cfg.max_alert_age:g}s): no Event for an episode read this late")
+            return
         if dry:
             self._emit({**rec, "outcome": "dry-run"})
             return
@@ -460,6 +518,22 @@ class Remediator:
                     f"(settings.remediation.max_percent {self.cfg.max_percent:g})")
         return None
 
+    def _held(self, node: dict, nodes: list[dict]) -> str | None:
+        """The cap on nodes taking no pods at once (cordoned or tainted NoSchedule/NoExecute, by anyone): the
+        limits above count actions per window, and what kubesight cordons stays cordoned until a person says."""
+        cap = self.cfg.max_unschedulable_percent
+        cap = self.cfg.max_percent if cap is None else cap
+        name = node["metadata"]["name"]
+        held = {n["metadata"]["name"] for n in nodes if not _takes_pods(n)}
+        if name in held:
+            return None
+        total = len(nodes) or 1
+        share = 100.0 * (len(held) + 1) / total
+        if share > cap:
+            return (f"limit: {len(held)} of {total} nodes already take no pods (cordoned or tainted); one more is "
+                    f"{share:.0f}% (settings.remediation.max_unschedulable_percent {cap:g})")
+        return None
+
     def _pool(self, node: dict) -> str:
         labels = (node.get("metadata") or {}).get("labels") or {}
         for name in self.cfg.pool_labels:
@@ -498,9 +572,23 @@ class Remediator:
             n = self.kube.node(node)
             if n is None:
                 return self._refuse(k, rec, f"node {node} not found")
+            md = n.get("metadata") or {}
+            rec["node_uid"] = md.get("uid")  # which node of that name was acted on
+            created = md.get("creationTimestamp")
+            if created and parse_time(created) > alert.startsAt:  # replaced (spot, auto-repair) since the fault
+                return self._refuse(k, rec, f"node re-created: {node} (uid {md.get('uid')}) was created {created}, "
+                                    f"after the alert started ({format_time(alert.startsAt)}): not the node it is about")
             if not dry and key in _done_map(n):  # done before a crash lost its record
                 self._emit({**rec, "outcome": "recovered", "reason": "found in the node's annotation "
                             f"{ANNOTATION}: done before a restart, not repeated"})
+                return
+            cordon = _done_map(n).get(_cordoned(key)) if a.type == "drain" and not dry else None
+            if cordon is not None:  # cordoned, then failed or crashed before its evictions were done
+                if _schedulable(n):
+                    self._emit({**rec, "outcome": "respected", "reason": "uncordoned by a person after kubesight's "
+                                "cordon: the unfinished drain is abandoned, not cordoning again for this alert"})
+                else:
+                    self._drain(k, rec, started=parse_time(cordon), note="resumed: cordoned earlier, not finished")
                 return
             nodes = self.kube.nodes()
         except Forbidden as exc:
@@ -510,7 +598,8 @@ class Remediator:
         except Exception as exc:  # noqa: BLE001 - the API server failing (5xx, 429, unreachable): recorded, not a crash
             self._emit({**rec, "outcome": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]})
             return
-        why = self._limits(node, dry, nodes) or (self._last_ready(n, nodes) if _disruptive(a) else None)
+        why = self._limits(node, dry, nodes) or (
+            (self._held(n, nodes) or self._last_ready(n, nodes)) if _disruptive(a) else None)
         if why:
             return self._refuse(k, rec, why)
         if dry:
@@ -543,8 +632,9 @@ class Remediator:
         from kubernetes.client import ApiException
 
         name = n["metadata"]["name"]
+        note = _cordoned(key) if a.type == "drain" else key  # a drain is done only when its evictions are
         for _ in range(5):
-            done = {**_done_map(n), key: format_time(self.now())}
+            done = {**_done_map(n), note: format_time(self.now())}
             meta = {"resourceVersion": n["metadata"]["resourceVersion"],
                     "annotations": {ANNOTATION: orjson.dumps(done).decode()}}
             spec: dict = {}
@@ -576,7 +666,7 @@ class Remediator:
 
     def _drain(self, k: tuple, rec: dict, started: float, note: str = "") -> None:
         node = rec["node"]
-        evicted, blocked = [], []
+        evicted, blocked, kept = [], [], {}
         for p in self.kube.pods_on(node):
             md = p["metadata"]
             if md.get("deletionTimestamp") or (p.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
@@ -585,31 +675,74 @@ class Remediator:
                 continue
             if any(o.get("kind") == "DaemonSet" for o in md.get("ownerReferences") or ()):
                 continue
+            pod = f"{md['namespace']}/{md['name']}"
+            why = _kept(p, rec["action"])
+            if why:  # as kubectl drain without --force / --delete-emptydir-data: never evicted, it holds the drain
+                kept[pod] = why
+                continue
             code = self.kube.evict(md["namespace"], md["name"])
-            (blocked if code == 429 else evicted).append(f"{md['namespace']}/{md['name']}")
+            (blocked if code == 429 else evicted).append(pod)
         base = {**rec, "evicted": evicted, "started": started}
-        if not blocked:
+        if not blocked and not kept:
+            self._note_done(node, rec["key"])
             self._emit({**base, "outcome": "done", "reason": f"drained ({note}; {len(evicted)} pod(s) evicted)"})
             return
+        held = ([f"eviction refused (429, a PodDisruptionBudget) for {', '.join(blocked)}"] if blocked else []) + [
+            f"not evicted: {pod} ({why})" for pod, why in kept.items()]
+        blocked = blocked + list(kept)
         timeout = _seconds(rec["action"].get("timeout"), 3600.0)  # the trail keeps "1h": was a TypeError
         if self.now() - started > timeout:
-            self._emit({**base, "outcome": "failed", "blocked": blocked,
-                        "reason": f"drain gave up after {timeout:g}s: PodDisruptionBudgets still refuse {', '.join(blocked)}"})
+            self._emit({**base, "outcome": "failed", "blocked": blocked, "kept": kept,
+                        "reason": f"drain gave up after {timeout:g}s: {'; '.join(held)}"})
             return
-        self._emit({**base, "outcome": "blocked", "blocked": blocked,
-                    "reason": f"eviction refused (429, a PodDisruptionBudget) for {', '.join(blocked)}; "
-                    f"retrying every {_seconds(rec['action'].get('retry'), 30.0):g}s"})
+        self._emit({**base, "outcome": "blocked", "blocked": blocked, "kept": kept,
+                    "reason": f"{'; '.join(held)}; retrying every {_seconds(rec['action'].get('retry'), 30.0):g}s"})
+
+    def _note_done(self, name: str, key: str) -> None:
+        """The drain's key into the node's annotation once every pod is out (a lost ``done`` record is then
+        recovered, not redone); failing, the trail's record still says it, so only a warning."""
+        from kubernetes.client import ApiException
+
+        for _ in range(5):
+            try:
+                n = self.kube.node(name)
+                if n is None:
+                    return
+                done = {**_done_map(n), key: format_time(self.now())}
+                self.kube.patch_node(name, {"metadata": {"resourceVersion": n["metadata"].get("resourceVersion"),
+                                                         "annotations": {ANNOTATION: orjson.dumps(done).decode()}}})
+                return
+            except ApiException as exc:
+                if exc.status == 409:
+                    continue
+                log.warning("drain of %s done, its note in %s not written: %s", name, ANNOTATION, exc)
+                return
+            except Exception as exc:  # noqa: BLE001 - Forbidden, the API server away: the trail says it
+                log.warning("drain of %s done, its note in %s not written: %s", name, ANNOTATION, exc)
+                return
 
     def retry_drains(self) -> None:
         """Pending drains whose retry interval passed: evict again (unless a person uncordoned the node)."""
+        for gone in [k for k in self.drain_tried if k not in self.drains]:
+            self.drain_tried.pop(gone, None)
+            self.drain_error.pop(gone, None)
         for k, rec in list(self.drains.items()):
-            if k[1] or self.now() - rec["t"] < _seconds(rec["action"].get("retry"), 30.0):
+            now, retry = self.now(), _seconds(rec["action"].get("retry"), 30.0)
+            if k[1] or now - max(rec["t"], self.drain_tried.get(k, 0.0)) < retry:  # a failed try waits its turn too
                 continue
             base = {x: rec[x] for x in ("kind", "node", "key", "action", "dry_run", "alert")}
+            started, timeout = rec.get("started", rec["t"]), _seconds(rec["action"].get("timeout"), 3600.0)
+            if now - started > timeout:  # before any API call: an API server failing every try still ends the drain
+                err = self.drain_error.get(k)
+                self._emit({**base, "outcome": "failed", "started": started, "blocked": rec.get("blocked") or [],
+                            "reason": f"drain gave up after {timeout:g}s" + (f" (last try: {err[0]})" if err else
+                                                                            f" ({rec.get('reason') or 'blocked'})")})
+                continue
             if self.cfg.kill_switch or self.cfg.dry_run:  # switched on since the drain began: it waits, evicts nothing
                 self._refuse(k, base, "kill switch on (settings.remediation.kill_switch): the pending drain waits"
                              if self.cfg.kill_switch else "dry_run on: the pending drain waits")
                 continue
+            self.drain_tried[k] = now
             try:
                 n = self.kube.node(rec["node"])
                 if n is None:
@@ -621,8 +754,16 @@ class Remediator:
                     self._drain(k, base, started=rec.get("started", rec["t"]), note="retry")
             except Forbidden as exc:
                 self._emit({**base, "outcome": "failed", "reason": str(exc)})
-            except Exception as exc:  # noqa: BLE001 - next tick
-                log.warning("drain retry of %s: %s", rec["node"], exc)
+            except Exception as exc:  # noqa: BLE001 - tried again after retry; in the trail, once per DRAIN_ERROR_REPEAT
+                msg = f"{type(exc).__name__}: {exc}"[:500]
+                said = self.drain_error.get(k)
+                self.drain_error[k] = (msg, said[1] if said and said[0] == msg and now < said[1] + DRAIN_ERROR_REPEAT
+                                       else now)
+                if self.drain_error[k] != said:
+                    self._emit({**base, "outcome": "retry-failed", "started": started,
+                                "reason": f"drain retry failed: {msg}; retrying every {retry:g}s until {timeout:g}s"})
+                else:
+                    log.debug("drain retry of %s: %s", rec["node"], msg)
 
     def _abandon_drains(self, alert: Alert) -> None:
         """The alert resolved (a canceled maintenance, an ended fault): its pending drains stop evicting; the node
@@ -766,6 +907,7 @@ class Runner:
         try:
             while not self._stop.is_set():
                 batches = consumer.poll(timeout_ms=200, max_records=500)
+                batch: list[tuple[Alert, float | None]] = []
                 for msgs in batches.values():
                     for m in msgs:
                         try:
@@ -774,11 +916,8 @@ class Runner:
                             log.warning("alerts: skipping undecodable record at %d/%d: %s", m.partition, m.offset, exc)
                             continue
                         if isinstance(rec, Alert) and rec.source != "remediation":
-                            try:
-                                rem.handle(rec, at=m.timestamp / 1000.0 if m.timestamp and m.timestamp > 0 else None)
-                            except Exception:  # one alert the API could not serve never stops remediation
-                                log.exception("remediation of %s at %d/%d failed", rec.labels.get("alertname"),
-                                              m.partition, m.offset)
+                            batch.append((rec, m.timestamp / 1000.0 if m.timestamp and m.timestamp > 0 else None))
+                rem.handle_batch(batch)  # the poll's alerts together: one resolved in it is not acted on
                 if batches:
                     producer.flush()
                     consumer.commit()

@@ -22,7 +22,7 @@ class FakeKube:
                                     "annotations": {}}, "spec": {},
                        "status": {"conditions": [{"type": "Ready", "status": "True"}], "nodeInfo": {"bootID": "b1"}}}
                   for nm in names}
-        self.pods = {nm: [{"metadata": {"namespace": "a", "name": f"{nm}-{i}", "ownerReferences": [{"kind": "ReplicaSet"}]},
+        self.pods = {nm: [{"metadata": {"namespace": "a", "name": f"{nm}-{i}", "ownerReferences": [{"kind": "ReplicaSet", "controller": True}]},
                            "status": {"phase": "Running"}} for i in range(pods_each)] for nm in names}
         self.writes: list[tuple] = []
         self.evict_code, self.evict_error, self.apply_error = 201, None, None
