@@ -28,6 +28,9 @@ so 10,000 firing alerts cost the browser a few dozen cells.  Silences created on
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import heapq
+import ipaddress
 import logging
 import threading
 import time
@@ -155,6 +158,9 @@ class BoardState:
     []
     """
 
+    TEAM_ROWS = 200  # team rows a summary carries at most (the worst first): a push stays bounded
+    TEAM_CHIPS = 50  # namespaces of a team a summary carries at most (the worst first)
+
     def __init__(self, silences=None, router=None, inhibitor=None):
         self.alerts: dict[str, Entry] = {}
         self.incidents: dict[str, dict] = {}
@@ -168,6 +174,7 @@ class BoardState:
         self.health: dict[str, dict] = {}  # integration -> its latest receiver-health record (delivery's view)
         self.waiting: dict[str, frozenset] = {}  # integration not ok -> the firing alerts that wait for it (retries)
         self.ends: dict[str, float] = {}  # fingerprint -> the end a firing alert promised (endsAt): ``expire``
+        self.cells: dict[str, tuple[str, str, str | None]] = {}  # cell id -> (view, row, col): summary() fills it
         self.version = 0
         self.silence_version = -1
         self.read = 0  # alert records read
@@ -385,9 +392,13 @@ class BoardState:
     # ------------------------------------------------------------ output
 
     def summary(self, now: float) -> dict:
+        """What the pages are sent: one pass over the alerts, namespaces grouped under their team as they are counted
+        (each team row used to scan every (team, namespace) pair: 8,000 teams took 1.7 s, on the event loop, at
+        every change).  A push is bounded: the worst TEAM_ROWS teams and the worst TEAM_CHIPS namespaces of each,
+        with how many more there are (``teamsMore``, ``namespacesMore``); the totals and the grid count them all."""
         grid: dict[tuple, dict] = {}
         teams: dict[str, dict] = {}
-        spaces: dict[tuple, dict] = {}
+        spaces: dict[str, dict[str, dict]] = {}  # team -> namespace -> counts
         total = _counts()
         clusters: set[str] = set()
         for e in self.alerts.values():
@@ -395,7 +406,8 @@ class BoardState:
             _add(total, e)
             _add(grid.setdefault((e.cluster, e.layer), _counts()), e)
             _add(teams.setdefault(e.team, _counts()), e)
-            _add(spaces.setdefault((e.team, e.ns), _counts()), e)
+            _add(spaces.setdefault(e.team, {}).setdefault(e.ns, _counts()), e)
+        self.cells = {}  # the ids of this summary's cells (a cell no longer firing: none, and its drill-down is empty)
         inc_by_cluster: dict[str, int] = {}
         for d in self.incidents.values():
             c = (d.get("labels") or {}).get("cluster") or d.get("cluster") or NONE
@@ -405,10 +417,12 @@ class BoardState:
         if any(k[1] == "other" for k in grid):
             layers.append({"id": "other", "title": "Other"})
         team_rows = []
-        for t in sorted(teams, key=lambda t: (SEV_RANK[_worst(teams[t])], t)):
-            nss = [{"ns": ns, **c, "level": level_of(c)} for (tt, ns), c in spaces.items() if tt == t]
-            nss.sort(key=lambda x: (SEV_RANK[_worst(x)], x["ns"]))
-            team_rows.append({"team": t, **teams[t], "level": level_of(teams[t]), "namespaces": nss})
+        for t in heapq.nsmallest(self.TEAM_ROWS, teams, key=lambda t: (SEV_RANK[_worst(teams[t])], t)):
+            mine = spaces[t]
+            nss = [{"ns": ns, "id": self._cell_id("team", t, ns), **c, "level": level_of(c)} for ns, c in
+                   heapq.nsmallest(self.TEAM_CHIPS, mine.items(), key=lambda x: (SEV_RANK[_worst(x[1])], x[0]))]
+            team_rows.append({"team": t, "id": self._cell_id("team", t, None), **teams[t], "level": level_of(teams[t]),
+                              "namespaces": nss, "namespacesMore": len(mine) - len(nss)})
         return {
             "version": self.version,
             "serverTime": now,
@@ -416,13 +430,28 @@ class BoardState:
             "total": {**total, "level": level_of(total)},
             "layers": layers,
             "clusters": sorted(clusters, key=lambda c: (c == NONE, c)),
-            "grid": [{"row": r, "col": c, **v, "level": level_of(v)} for (r, c), v in sorted(grid.items())],
+            "grid": [{"row": r, "col": c, "id": self._cell_id("grid", r, c), **v, "level": level_of(v)}
+                     for (r, c), v in sorted(grid.items())],
             "teams": team_rows,
+            "teamsMore": len(teams) - len(team_rows),
             "incidents": {"open": len(self.incidents), "byCluster": inc_by_cluster},
             "receivers": [{k: d.get(k) for k in ("integration", "receiver", "state", "since", "attempts", "reason",
                                                   "waitingAlerts")}
                           for _, d in sorted(self.health.items()) if d.get("state") != "ok"],
         }
+
+    def _cell_id(self, view: str, row: str, col: str | None) -> str:
+        """A cell's short id, the same in every summary: the page drills down by it.  A label value (a team from a
+        workload's annotation, a cluster's name) can be longer than a URL may be: the page asked for the row by name,
+        aiohttp refused the request line (over 8 KiB) and the drill-down never opened."""
+        key = orjson.dumps([view, row, col])
+        i = hashlib.blake2b(key, digest_size=9).hexdigest()
+        self.cells[i] = (view, row, col)
+        return i
+
+    def cell(self, cell_id: str) -> tuple[str, str, str | None] | None:
+        """(view, row, col) of a cell of the latest summary, by its id."""
+        return self.cells.get(cell_id)
 
     def select(self, view: str, row: str, col: str | None) -> list[Entry]:
         if view == "team":
@@ -593,10 +622,15 @@ class Board(mode.Service):
             await self.sleep(self.TICK)
 
     def summary(self, now: float | None = None) -> dict:
+        """The model's summary, and whether the board has read the alerts and silences to their end.  Until it has,
+        the level is "unknown": a (re)started board reading a backlog of 20,000 critical alerts said OK, and the
+        page "No alert firing", for the seconds the backlog took."""
         t = time.perf_counter()
         s = self.model.summary(time.time() if now is None else now)
         self.summary_ms = (time.perf_counter() - t) * 1000
         s["caughtUp"] = self.caught_up.is_set() and self.book.caught_up.is_set()
+        if not s["caughtUp"]:
+            s["total"]["level"] = "unknown"
         s["read"] = self.model.read
         s["lastChange"] = format_time(self.model.last_change) if self.model.last_change else None
         return s
@@ -620,15 +654,54 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
        "font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
-def web_app(board: Board, token: str | list[str] | None, web_cfg=None) -> web.Application:
+def host_allowed(header: str | None, names: frozenset[str] = frozenset()) -> bool:
+    """Whether a request's Host is the board's: an IP address, localhost (or a name under .localhost), or one of
+    ``names`` (the listen host, ``--allow-host``).  A page of another site whose name was re-pointed at the board
+    (DNS rebinding) sends that site's name, and would read the board as its own origin.  An IP address cannot be
+    re-pointed; a request without Host is no browser's.
+
+    >>> ok = frozenset({"board.example"})
+    >>> [host_allowed(h, ok) for h in ("127.0.0.1:9094", "[::1]:80", "10.1.2.3", "localhost:9094", "Board.Example.",
+    ...                                "board.example:443", None, "")]
+    [True, True, True, True, True, True, True, True]
+    >>> [host_allowed(h, ok) for h in ("evil.example:9094", "board.example.evil.example", "127.0.0.1.nip.io")]
+    [False, False, False]
+    """
+    if not header:
+        return True
+    name = header.strip().lower()
+    if name.startswith("["):
+        name = name[1:name.find("]")] if "]" in name else name
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    name = name.rstrip(".")
+    if name == "localhost" or name.endswith(".localhost") or name in names:
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def web_app(board: Board, token: str | list[str] | None, web_cfg=None, hosts=()) -> web.Application:
     """The board's HTTP app.  GETs are open (to the web config's ``basic_auth_users`` when it has some);
     anything else needs ``Authorization: Bearer <token>`` (which also stands for a user: one header).  Several
-    tokens (a token file's lines): any of them, as the intakes do during a rotation."""
+    tokens (a token file's lines): any of them, as the intakes do during a rotation.  A request whose Host is not
+    the board's (``host_allowed``: an IP, localhost, or one of ``hosts``) is refused 421."""
     from alerts.api import app as silences_api
     from core.webconfig import NONE, bearer_matches
 
     tokens = [t.encode() for t in ([token] if isinstance(token, str) else token or ()) if t]
     web_cfg = web_cfg or NONE
+    names = frozenset(h.strip().lower().rstrip(".") for h in hosts if h)
+
+    @web.middleware
+    async def own_host(request: web.Request, handler):
+        if not host_allowed(request.headers.get("Host"), names):
+            return _json({"error": "this board does not answer to that Host name: start it with --allow-host NAME"},
+                         421)
+        return await handler(request)
 
     @web.middleware
     async def guard(request: web.Request, handler):
@@ -652,13 +725,18 @@ def web_app(board: Board, token: str | list[str] | None, web_cfg=None) -> web.Ap
     async def alerts(request: web.Request) -> web.Response:
         q = request.query
         view = q.get("view", "grid")
-        if view not in ("grid", "team") or "row" not in q:
-            return _json({"error": "view=grid|team and row are required"}, 400)
         try:
             offset = min(max(0, int(q.get("offset", "0"))), 10**9)  # echoed back: JSON's integers are 64-bit
             limit = min(500, max(1, int(q.get("limit", "50"))))
         except ValueError:
             return _json({"error": "offset and limit are integers"}, 400)
+        if "cell" in q:  # the page's way: a cell's id from the summary (a name can be too long for a URL)
+            key = board.model.cell(q["cell"])
+            if key is None:  # no longer firing (or never was): nothing to show
+                return _json({"total": 0, "offset": 0, "limit": limit, "alerts": [], "incidents": []})
+            return _json(board.model.page(key[0], key[1], key[2], offset, limit))
+        if view not in ("grid", "team") or "row" not in q:
+            return _json({"error": "cell, or view=grid|team and row, are required"}, 400)
         return _json(board.model.page(view, q["row"], q.get("col") or None, offset, limit))
 
     async def events(request: web.Request) -> web.StreamResponse:
@@ -685,7 +763,7 @@ def web_app(board: Board, token: str | list[str] | None, web_cfg=None) -> web.Ap
     def bearer(request: web.Request) -> bool:
         return bearer_matches(request.headers.get("Authorization"), tokens)
 
-    a = web.Application(middlewares=[web_cfg.middleware(also=bearer), guard])
+    a = web.Application(middlewares=[own_host, web_cfg.middleware(also=bearer), guard])
     a.router.add_get("/", index)
     a.router.add_static("/static/", STATIC, show_index=False)
     a.router.add_get("/api/summary", summary)
@@ -697,15 +775,18 @@ def web_app(board: Board, token: str | list[str] | None, web_cfg=None) -> web.Ap
 
 
 async def start_board(settings: Settings, bootstrap: str, host: str = "127.0.0.1", port: int = 0,
-                      token: str | list[str] | None = None, web_cfg=None) -> tuple[Board, web.AppRunner, str]:
+                      token: str | list[str] | None = None, web_cfg=None,
+                      allow_hosts=()) -> tuple[Board, web.AppRunner, str]:
     """Start the board service and its HTTP server (TLS and users from ``web_cfg``, a
-    ``core.webconfig.WebConfig``); returns (board, runner, url)."""
+    ``core.webconfig.WebConfig``; Host names it answers to besides IPs and localhost: ``host`` and
+    ``allow_hosts``); returns (board, runner, url)."""
     from core.webconfig import NONE
 
     web_cfg = web_cfg or NONE
     board = Board(settings, bootstrap)
     await board.start()
-    runner = web.AppRunner(web_app(board, token, web_cfg), access_log=None, shutdown_timeout=1.0)
+    runner = web.AppRunner(web_app(board, token, web_cfg, (host, *allow_hosts)), access_log=None,
+                           shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=web_cfg.ssl_context())
     await site.start()

@@ -17,6 +17,9 @@ def register(sub, group) -> None:
     b.add_argument("--listen", default="127.0.0.1:9094", help="HOST:PORT to bind (default: %(default)s)")
     b.add_argument("--token-file", default=None,
                    help="file holding the bearer token that allows creating and expiring silences from the page")
+    b.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="a DNS name the board is reached by (repeatable); requests with another Host header are "
+                        "refused 421 (DNS rebinding) unless it is an IP address, localhost or the --listen host")
     from core.webconfig import add_arguments
 
     add_arguments(b)  # --web-config (TLS, basic_auth_users), --insecure-listen
@@ -76,7 +79,7 @@ def _board(args) -> int:
     ensure_topics(settings, bootstrap)
 
     async def main():
-        board, runner, url = await start_board(settings, bootstrap, host, port, token, web_cfg)
+        board, runner, url = await start_board(settings, bootstrap, host, port, token, web_cfg, args.allow_host)
         mode = "silences allowed with the token" if token else "read-only"
         print(f"kubesight board: {url} ({mode}; alerts from {settings.topic('alerts')})", flush=True)
         stop = asyncio.Event()

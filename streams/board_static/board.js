@@ -3,7 +3,7 @@
 // alerts of one cell a page at a time.  Every text from the server goes in through textContent.
 "use strict";
 
-const WORD = { ok: "OK", warning: "WARNING", critical: "CRITICAL" };
+const WORD = { ok: "OK", warning: "WARNING", critical: "CRITICAL", unknown: "LOADING" };
 const PAGE = 50;
 const st = {
   view: "grid", summary: null, lastMsg: null, writable: false, routing: false,
@@ -29,7 +29,8 @@ function h(tag, attrs, ...kids) {
 }
 
 function shape(level) {
-  return h("svg", { class: "shape", viewBox: "0 0 16 16", "aria-hidden": "true" }, h("use", { href: "#s-" + level }));
+  return h("svg", { class: "shape", viewBox: "0 0 16 16", "aria-hidden": "true" },
+           h("use", { href: "#s-" + (level === "unknown" ? "muted" : level) }));
 }
 
 function countsText(c) {
@@ -82,13 +83,13 @@ function renderTotals(s) {
 }
 
 function cellButton(view, row, col, c, label) {
-  const level = c ? c.level : "ok";
+  const level = c ? c.level : st.summary && !st.summary.caughtUp ? "unknown" : "ok";  // not OK before caught up
   const sel = st.drill && st.drill.view === view && st.drill.row === row && (st.drill.col || null) === (col || null);
   return h("button", {
     type: "button", class: "cell lv-" + level + (c && c.firing ? "" : " empty") + (sel ? " selected" : ""),
-    dataset: { view, row, col: col || "", ...(c ? cellData(c) : { level: "ok", firing: 0 }) },
+    dataset: { view, row, col: col || "", ...(c ? cellData(c) : { level, firing: 0 }) },
     "aria-label": `${label}: ${WORD[level]}, ${c ? countsText(c) : "no alert"}`,
-    onclick: () => openDrill({ view, row, col, title: label, offset: 0 }),
+    onclick: () => openDrill({ view, row, col, cell: c ? c.id : null, title: label, offset: 0 }),
   }, h("span", { class: "word lv-" + level }, shape(level), WORD[level]),
      h("span", { class: "counts" }, c && c.firing ? countsText(c) : "—"));
 }
@@ -113,9 +114,14 @@ function renderTeams(s) {
     h("td", {}, h("div", { class: "chips" }, t.namespaces.map(n => h("button", {
       type: "button", class: "chip lv-" + n.level, dataset: { view: "team", row: t.team, col: n.ns, ...cellData(n) },
       "aria-label": `${t.team} / ${n.ns}: ${WORD[n.level]}, ${countsText(n)}`,
-      onclick: () => openDrill({ view: "team", row: t.team, col: n.ns, title: t.team + " / " + n.ns, offset: 0 }),
+      onclick: () => openDrill({ view: "team", row: t.team, col: n.ns, cell: n.id, title: t.team + " / " + n.ns, offset: 0 }),
     }, h("span", { class: "lv-" + n.level }, shape(n.level)), n.ns,
-       h("span", { class: "n" }, WORD[n.level] + " " + (n.critical + n.warning + n.info) + (n.silenced ? " +" + n.silenced + " silenced" : "") + (n.inhibited ? " +" + n.inhibited + " inhibited" : ""))))))));
+       h("span", { class: "n" }, WORD[n.level] + " " + (n.critical + n.warning + n.info) + (n.silenced ? " +" + n.silenced + " silenced" : "") + (n.inhibited ? " +" + n.inhibited + " inhibited" : "")))),
+      // a push carries the worst namespaces of a team only: the rest are counted (the team's own cell drills into all)
+      t.namespacesMore ? h("span", { class: "more", dataset: { more: t.namespacesMore } },
+                           `+ ${t.namespacesMore} more namespace${t.namespacesMore > 1 ? "s" : ""}`) : null))));
+  if (s.teamsMore) rows.push(h("tr", { class: "more-teams" }, h("td", { colspan: "2", class: "more", dataset: { more: s.teamsMore } },
+    `+ ${s.teamsMore} more team${s.teamsMore > 1 ? "s" : ""} with alerts firing (the worst ${s.teams.length} are shown)`)));
   document.getElementById("teams").tBodies[0].replaceChildren(...rows);
   document.getElementById("team-empty").hidden = s.teams.length > 0;
 }
@@ -123,6 +129,10 @@ function renderTeams(s) {
 function render(s) {
   const t0 = performance.now();
   st.summary = s;
+  // until the board has read the backlog, nothing is green: the total says LOADING and empty cells are grey
+  document.body.classList.toggle("loading", !s.caughtUp);
+  for (const id of ["grid-empty", "team-empty"])
+    document.getElementById(id).textContent = s.caughtUp ? "No alert firing." : "Reading the alerts backlog…";
   renderTotals(s);
   if (st.view === "grid") renderGrid(s); else renderTeams(s);
   st.renders++;
@@ -163,13 +173,23 @@ async function loadDrill() {
   if (!d) return;
   const t0 = performance.now();
   const version = st.summary ? st.summary.version : -1;
-  const q = new URLSearchParams({ view: d.view, row: d.row, offset: d.offset, limit: PAGE });
-  if (d.col) q.set("col", d.col);
+  // by the cell's id when it has alerts (a row or column name can be longer than a URL may be)
+  const q = d.cell ? new URLSearchParams({ cell: d.cell, offset: d.offset, limit: PAGE })
+                   : new URLSearchParams({ view: d.view, row: d.row, offset: d.offset, limit: PAGE });
+  if (!d.cell && d.col) q.set("col", d.col);
   let page;
   try {
     const r = await fetch("/api/alerts?" + q);
+    if (!r.ok) {
+      let why = "HTTP " + r.status;
+      try { why += ": " + (await r.json()).error; } catch (e) { /* not the board's JSON (a proxy's page) */ }
+      throw new Error(why);
+    }
     page = await r.json();
-  } catch (e) { return; }
+  } catch (e) {
+    if (st.drill === d) drillError(d, e.message);  // said nothing: the panel stayed shut or showed the last cell
+    return;
+  }
   if (st.drill !== d) return;
   st.drillVersion = version;
   d.offset = page.offset;  // the server moves an offset past the end back to the last page
@@ -178,9 +198,20 @@ async function loadDrill() {
   window.__board.lastDrillMs = performance.now() - t0;
 }
 
+function drillError(d, why) {
+  const box = document.getElementById("drill");
+  box.hidden = false;
+  box.dataset.error = why;
+  document.getElementById("drill-title").textContent = d.title;
+  document.getElementById("drill-range").textContent = "could not load the alerts: " + why;
+  document.getElementById("drill-incidents").replaceChildren();
+  document.getElementById("drill-list").replaceChildren();
+}
+
 function renderDrill(d, page) {
   const box = document.getElementById("drill");
   box.hidden = false;
+  delete box.dataset.error;
   box.dataset.total = page.total;
   box.dataset.row = d.row;
   box.dataset.col = d.col || "";
@@ -203,6 +234,12 @@ function ago(iso) {
   if (s < 7200) return Math.round(s / 60) + " min ago";
   if (s < 172800) return Math.round(s / 3600) + " h ago";
   return Math.round(s / 86400) + " d ago";
+}
+
+// a link only to a web page: an alert's generatorURL is whatever its sender wrote (javascript:, data: would run
+// in the board's origin when clicked, stopped only by the CSP); anything else is shown as text
+function webURL(u) {
+  try { return ["http:", "https:"].includes(new URL(u, location.href).protocol); } catch (e) { return false; }
 }
 
 function alertItem(a) {
@@ -232,7 +269,8 @@ function alertItem(a) {
       (a.notified || []).filter(n => n.failed).map(n => h("span", { class: "undelivered", title: n.failed },
         "NOT DELIVERED to " + n.receiver + " (" + n.at + "): " + n.failed)),
       h("span", {}, "source: " + (a.source || "?")),
-      a.generatorURL ? h("a", { href: a.generatorURL, rel: "noreferrer" }, "source link") : null,
+      a.generatorURL ? (webURL(a.generatorURL) ? h("a", { href: a.generatorURL, rel: "noreferrer" }, "source link")
+                                              : h("span", { class: "generator" }, "source link: " + a.generatorURL)) : null,
       st.writable ? h("button", { type: "button", class: "silence", onclick: () => openSilence(a) }, "Silence…") : null,
       (a.inhibitedBy || []).map(fp => h("span", { class: "inhibit-id", title: fp }, "inhibited by " + fp.slice(0, 8))),
       a.silencedBy.map(id => h("span", { class: "silence-id" }, "silenced by " + id.slice(0, 8) + " ",

@@ -130,7 +130,10 @@ def test_grid_matches_the_firing_alerts_and_is_read_only_by_default(settings, bo
     assert red_shape == "#s-critical"
     yellow_text = read(browser, lambda d: cell(d, "c1", "workloads").text)
     assert "WARNING" in yellow_text and "2 warning" in yellow_text
+    # an empty cell is green only once the board has read the backlog (before: grey, LOADING; audit 2026-12)
+    WebDriverWait(browser, WAIT, 0.05).until(lambda d: d.execute_script("return document.body.dataset.caughtUp") == "1")
     assert read(browser, lambda d: cell(d, "c2", "gpu").text).startswith("OK")  # resolved: back to green
+    assert read(browser, lambda d: d.find_element(By.ID, "total-level").get_attribute("data-level")) == "critical"
     assert "c1 / Node / kernel: CRITICAL" in red_label
     # the second view: teams x namespaces
     act(browser, lambda d: d.find_element(By.ID, "tab-team").click())
@@ -245,16 +248,28 @@ def test_an_inhibited_alert_shows_apart_and_comes_back_when_its_source_resolves(
 
 
 def test_the_drill_down_says_who_was_notified(settings, boards, browser):
+    import msgspec
+
     from core.records import format_time
 
-    a = alert("prod", "storage", "KubePersistentVolumeFillingUp", "warning", namespace="db", owner="team-db")
-    produce_alerts(settings.kafka, settings.topic("alerts"), [a])
+    # generatorURL is whatever the alert's sender wrote: a link only when it is a web page's (audit 2026-12)
+    a = msgspec.structs.replace(alert("prod", "storage", "KubePersistentVolumeFillingUp", "warning", namespace="db",
+                                      owner="team-db"), generatorURL="javascript:document.title='owned'")
+    web = msgspec.structs.replace(alert("prod", "nodes", "KubeNodeNotReady", "warning", node="n1"),
+                                  generatorURL="https://prometheus.example/graph?g0.expr=up")
+    produce_alerts(settings.kafka, settings.topic("alerts"), [a, web])
     b = boards(settings)
     browser.get(b.url)
-    wait_firing(browser, 1)
+    wait_firing(browser, 2)
+    act(browser, lambda d: cell(d, "prod", "node").click())
+    WebDriverWait(browser, WAIT, 0.05).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#drill-list li a"))
+    assert read(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#drill-list li a").get_attribute("href")) == \
+        "https://prometheus.example/graph?g0.expr=up"
     act(browser, lambda d: cell(d, "prod", "storage").click())
     WebDriverWait(browser, WAIT, 0.05).until(lambda d: "notified: not yet" in d.find_element(By.CSS_SELECTOR,
                                                                                              "#drill-list li").text)
+    assert not read(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#drill-list li a"))
+    assert "source link: javascript:" in read(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#drill-list li").text)
     at = format_time(time.time())
     note = {"v": 1, "kind": "notification", "id": "n1", "receiver": "team-db", "groupKey": "{}:{}",
             "groupLabels": {}, "status": "firing", "alerts": [a.to_dict()], "time": at}
