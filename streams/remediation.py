@@ -14,8 +14,10 @@ It consumes the ``alerts`` topic and, for an alert whose rule declares them (``n
   (``settings.remediation``); a kill switch; never more than ``max_nodes`` / ``max_percent`` nodes within
   ``window``, nor while ``max_unschedulable_percent`` of the nodes already take no pods (cordoned or
   tainted by anyone); never the last Ready schedulable node of a pool; never a node created after the
-  alert started (re-created under the same name); never for an alert resolved in the same poll or past
-  its endsAt, nor (Events too) one whose record is older than ``max_alert_age``.
+  alert started (re-created under the same name); never for an alert resolved in the same poll (at start,
+  the whole backlog is one) or past its endsAt, nor (Events too) one whose record is older than
+  ``max_alert_age``. An action the API server failed on a transient error (429, 5xx) is retried with
+  backoff, through the same checks, until it is done, its alert resolves or is ``max_alert_age`` old.
 
 Every step, refusal, condition and event is one record on the ``actions`` topic (key: node) with the
 alert that caused it: the audit trail *and* the remediator's state. On start it reads the whole topic
@@ -46,6 +48,7 @@ log = logging.getLogger("kubesight.remediation")
 
 MANAGER = "kubesight"
 ANNOTATION = "kubesight.io/remediation"  # JSON {action key: time} of what kubesight did to this node
+PDB_REFUSAL = "disruption budget"  # in the Eviction API's 429 when a PodDisruptionBudget refuses
 DISRUPTIVE = ("cordon", "drain")  # and taints with NoSchedule / NoExecute
 RBAC_HINT = "apply deploy/kubernetes/remediation-rbac.yaml"
 FORBIDDEN_ALERT = "KubesightRemediationForbidden"
@@ -56,11 +59,30 @@ EPISODE_FORGET = 15 * 86400.0  # s: what was done, refused or noted for an alert
 # record of the episode can be read again, so forgetting it can never repeat an action
 SWEEP_EVERY = 3600.0  # s: how often (at most) the episodes are looked over
 DRAIN_ERROR_REPEAT = 900.0  # s: the same error of a pending drain's retries goes into the trail again after this long
+RETRY_FIRST, RETRY_MAX = 10.0, 300.0  # s: an action failed on a transient API error is tried again after 10 s, doubling
+RETRY_FOR = 3600.0  # s: how long such an action is retried when max_alert_age is 0 (otherwise until the alert is that old)
+RETRY_QUEUE = 1000  # actions waiting for a retry at most: past it a failure is recorded, not retried
+CATCH_UP = 30.0  # s: at start, the alerts topic's backlog is read (at most this long) and handled as one batch
 
 
 def _episode(key: str) -> str:
     """The alert episode of an action key ``fingerprint|startsAt|what``."""
     return "|".join(key.split("|", 2)[:2])
+
+
+def _transient(exc: Exception) -> bool:
+    """An API error worth trying again: throttled (429), the server failing (5xx), unreachable, conflicts that kept
+    coming; not a refusal that stays (403 is ``Forbidden``, 4xx such as 422 an invalid change).
+
+    >>> from kubernetes.client import ApiException
+    >>> _transient(ApiException(status=429)), _transient(ApiException(status=503)), _transient(ApiException(status=422))
+    (True, True, False)
+    """
+    from kubernetes.client import ApiException
+
+    if isinstance(exc, Forbidden):
+        return False
+    return not isinstance(exc, ApiException) or exc.status is None or exc.status == 429 or exc.status >= 500
 
 
 
@@ -118,7 +140,9 @@ class Kube:
                           field_selector=f"spec.nodeName={node}")["items"]
 
     def evict(self, ns: str, name: str) -> int:
-        """201 evicted, 429 refused (a PodDisruptionBudget), 404 gone."""
+        """201 evicted, 429 refused (a PodDisruptionBudget), 404 gone. A 429 whose body is not the budget's refusal
+        ("Cannot evict pod as it would violate the pod's disruption budget") is the API server throttling: raised, an
+        error to try again, not a budget holding the drain."""
         from kubernetes.client import ApiException
 
         body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": ns}}
@@ -126,7 +150,7 @@ class Kube:
             self._call(f"create pods/eviction {ns}/{name}", self.core.create_namespaced_pod_eviction, name, ns, body)
             return 201
         except ApiException as exc:
-            if exc.status in (404, 429):
+            if exc.status == 404 or (exc.status == 429 and PDB_REFUSAL in str(exc.body or "")):
                 return exc.status
             raise
 
@@ -230,6 +254,7 @@ class Remediator:
         self.drain_tried: dict[tuple, float] = {}  # (key, dry_run) -> last retry of a pending drain (paced by retry)
         self.drain_error: dict[tuple, tuple] = {}  # (key, dry_run) -> (error of its retries, when first said)
         self.unwritten: dict[tuple, tuple] = {}  # (node, condition type) -> a condition write that failed: retried
+        self.retrying: dict[tuple, dict] = {}  # (key, dry_run) -> an action failed on a transient error: retried
         self.forbidden_said: dict[str, float] = {}  # missing-permission message -> when it was last said
         self.episodes: dict[str, float] = {}  # episode of done/refused/noted keys -> when last handled or acted on
         self._swept = now()
@@ -247,6 +272,8 @@ class Remediator:
             self.episodes[_episode(rec["key"])] = self.now()  # a trail read at start: kept EPISODE_FORGET from now
         if kind == "action":
             k, out = (rec["key"], dr), rec.get("outcome")
+            if out != "retry-failed" and not (out == "failed" and rec.get("retry_in")):
+                self.retrying.pop(k, None)  # done, refused, abandoned, failed for good: no more retries
             if out in ("done", "dry-run", "recovered"):
                 self.done[k] = rec.get("t")
                 self.acted.append((rec["t"], rec["node"], dr))
@@ -335,6 +362,7 @@ class Remediator:
             self._condition(alert, node, rule.node_condition, firing)
         if not firing:
             self._abandon_drains(alert)
+            self._abandon_retries(alert)
             return
         age = self.now() - at if at is not None else 0.0
         if rule.node_event is not None:
@@ -595,9 +623,8 @@ class Remediator:
             self._refuse(k, rec, str(exc))
             self._forbidden(node, exc, alert)
             return
-        except Exception as exc:  # noqa: BLE001 - the API server failing (5xx, 429, unreachable): recorded, not a crash
-            self._emit({**rec, "outcome": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]})
-            return
+        except Exception as exc:  # noqa: BLE001 - the API server failing (5xx, 429, unreachable): recorded, retried
+            return self._failed(k, rec, exc, alert, a, age)
         why = self._limits(node, dry, nodes) or (
             (self._held(n, nodes) or self._last_ready(n, nodes)) if _disruptive(a) else None)
         if why:
@@ -615,12 +642,55 @@ class Remediator:
             self._emit({**rec, "outcome": "failed", "reason": str(exc), **({"changed": changed} if changed else {})})
             self._forbidden(node, exc, alert)
             return
-        except Exception as exc:  # noqa: BLE001 - in the trail; a replay of the alert tries again
+        except Exception as exc:  # noqa: BLE001 - in the trail; a transient error is retried (tick), a replay too
             # the drain's cordon, when it was made, counts toward the limits (learn): the node was changed
-            self._emit({**rec, "outcome": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500],
-                        **({"changed": changed} if changed else {})})
-            return
+            return self._failed(k, rec, exc, alert, a, age, changed)
         self._emit({**rec, "outcome": "done", "reason": changed})
+
+    def _failed(self, k: tuple, rec: dict, exc: Exception, alert: Alert, a, age: float, changed: str | None = None):
+        """An action the API server failed: recorded; on a transient error (429, 5xx, unreachable) queued for
+        ``retry_actions`` (the alert is published once per transition, so it may never come again while it fires).
+        A retry's same error goes into the trail again only after ``DRAIN_ERROR_REPEAT``."""
+        msg, now = f"{type(exc).__name__}: {exc}"[:500], self.now()
+        extra = {"changed": changed} if changed else {}
+        q = self.retrying.get(k)
+        if not _transient(exc) or (q is None and len(self.retrying) >= RETRY_QUEUE):
+            self._emit({**rec, "outcome": "failed", **extra, "reason": msg + (
+                "" if not _transient(exc) else f" (not retried: {RETRY_QUEUE} failed actions already wait)")})
+            return
+        if q is None:
+            q = self.retrying[k] = {"alert": alert, "action": a, "at": now - age, "tries": 0, "said": None}
+        q["tries"] += 1
+        delay = min(RETRY_FIRST * 2 ** (q["tries"] - 1), RETRY_MAX)
+        q["next"], said = now + delay, q["said"]
+        if said is not None and said[0] == msg and now < said[1] + DRAIN_ERROR_REPEAT:
+            log.debug("retry of %s on %s: %s", rec["action"]["type"], rec["node"], msg)
+            return
+        q["said"] = (msg, now)
+        self._emit({**rec, "outcome": "failed" if q["tries"] == 1 else "retry-failed", **extra, "tries": q["tries"],
+                    "retry_in": delay, "reason": msg})  # retry_in: tried again then (reason unchanged: the error)
+
+    def retry_actions(self) -> None:
+        """Actions failed on a transient error whose backoff passed: tried again through ``_action`` (the kill switch,
+        the limits, the node's checks as the first time); abandoned once the alert is ``max_alert_age`` old (or
+        ``RETRY_FOR`` without one) or its endsAt passed. A resolution abandons them in ``handle``."""
+        now = self.now()
+        for k, q in list(self.retrying.items()):
+            if now < q["next"]:
+                continue
+            alert, a = q["alert"], q["action"]
+            node, age = self.node_of(alert), now - q["at"]
+            rec = {"kind": "action", "node": node, "key": k[0], "action": _action_dict(a), "dry_run": k[1],
+                   "alert": self._alert_dict(alert)}
+            over = self.cfg.max_alert_age or RETRY_FOR
+            if k[1] != self.cfg.dry_run or age > over or (alert.endsAt is not None and alert.endsAt <= now):
+                self.retrying.pop(k, None)
+                self._emit({**rec, "outcome": "abandoned", "tries": q["tries"], "reason": (
+                    "dry_run changed since it failed" if k[1] != self.cfg.dry_run else
+                    f"the alert is {age:.0f}s old (retried until {over:g}s)" if age > over else "the alert's endsAt passed")
+                    + f": the failed action is not retried (last error: {q['said'][0] if q['said'] else '?'})"})
+                continue
+            self._action(alert, node, a, age)
 
     def _refuse(self, k: tuple, rec: dict, why: str) -> None:
         if self.refused.get(k) == why:
@@ -775,6 +845,16 @@ class Remediator:
                 self._emit({**base, "outcome": "abandoned",
                             "reason": "the alert resolved: the pending drain stops (the node stays cordoned)"})
 
+    def _abandon_retries(self, alert: Alert) -> None:
+        """The alert resolved: its actions waiting for a retry are not tried again."""
+        episode = self._key(alert, "")
+        for k, q in list(self.retrying.items()):
+            if k[0].startswith(episode):
+                rec = {"kind": "action", "node": self.node_of(alert), "key": k[0], "action": _action_dict(q["action"]),
+                       "dry_run": k[1], "alert": self._alert_dict(alert)}
+                self._emit({**rec, "outcome": "abandoned", "tries": q["tries"],
+                            "reason": "the alert resolved: the failed action is not retried"})
+
     def _respect_person(self, k: tuple, rec: dict, a) -> None:
         """Already done for this alert: never again. Note once if a person undid the cordon since."""
         if k[1] or a.type not in DISRUPTIVE or k in self.noted or k in self.drains:
@@ -809,6 +889,7 @@ class Remediator:
         self.forget()
         self.retry_conditions()
         self.retry_drains()
+        self.retry_actions()
         if not self.cfg.dry_run:
             self.check_reboots()
 
@@ -870,6 +951,8 @@ class Runner:
         self.tick_every = tick_every
         self._stop = threading.Event()
         self.ready = threading.Event()
+        self.caught_up = threading.Event()  # set once the backlog found at start is handled (and committed)
+        self.backlog = 0  # records of that backlog
 
     def stop(self) -> None:
         self._stop.set()
@@ -905,19 +988,10 @@ class Runner:
         self.ready.set()
         last_tick = 0.0
         try:
+            self._catch_up(consumer, rem, producer)
             while not self._stop.is_set():
                 batches = consumer.poll(timeout_ms=200, max_records=500)
-                batch: list[tuple[Alert, float | None]] = []
-                for msgs in batches.values():
-                    for m in msgs:
-                        try:
-                            rec = decode(m.value)
-                        except Exception as exc:  # noqa: BLE001 - not ours to judge; skip
-                            log.warning("alerts: skipping undecodable record at %d/%d: %s", m.partition, m.offset, exc)
-                            continue
-                        if isinstance(rec, Alert) and rec.source != "remediation":
-                            batch.append((rec, m.timestamp / 1000.0 if m.timestamp and m.timestamp > 0 else None))
-                rem.handle_batch(batch)  # the poll's alerts together: one resolved in it is not acted on
+                rem.handle_batch(self._alerts(batches))  # the poll's alerts together: one resolved in it is not acted on
                 if batches:
                     producer.flush()
                     consumer.commit()
@@ -931,6 +1005,54 @@ class Runner:
             consumer.close()
             producer.flush()
             producer.close()
+
+
+    @staticmethod
+    def _alerts(batches: dict) -> list[tuple[Alert, float | None]]:
+        """The alerts of a poll (not remediation's own), each with when its record was written."""
+        out: list[tuple[Alert, float | None]] = []
+        for msgs in batches.values():
+            for m in msgs:
+                try:
+                    rec = decode(m.value)
+                except Exception as exc:  # noqa: BLE001 - not ours to judge; skip
+                    log.warning("alerts: skipping undecodable record at %d/%d: %s", m.partition, m.offset, exc)
+                    continue
+                if isinstance(rec, Alert) and rec.source != "remediation":
+                    out.append((rec, m.timestamp / 1000.0 if m.timestamp and m.timestamp > 0 else None))
+        return out
+
+    def _catch_up(self, consumer, rem: Remediator, producer) -> None:
+        """The backlog found at start (a restart, a remediator down for a while) as one batch: polled until the
+        positions reach the end offsets of the first assignment (at most ``CATCH_UP``), the latest record of each
+        episode kept. Poll by poll, an episode whose firing record and resolution fell into different polls was
+        acted on though it was over."""
+        latest: dict[tuple, tuple[Alert, float | None]] = {}  # (fingerprint, startsAt) -> its latest record
+        ends: dict | None = None
+        deadline = time.monotonic() + CATCH_UP
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            batches = consumer.poll(timeout_ms=200, max_records=500)
+            for a, at in self._alerts(batches):
+                latest.pop((a.fingerprint, a.startsAt), None)  # re-inserted: the batch keeps the records' order
+                latest[(a.fingerprint, a.startsAt)] = (a, at)
+            self.backlog += sum(len(m) for m in batches.values())
+            parts = consumer.assignment()
+            if not parts:
+                continue
+            if ends is None:
+                ends = consumer.end_offsets(list(parts))
+            if all(consumer.position(tp) >= ends.get(tp, 0) for tp in parts):
+                break
+        else:
+            if self._stop.is_set():
+                return  # stopped half-way: nothing handled nor committed (a firing read without its resolution)
+            log.warning("remediate: the backlog was not read within %gs: the rest is handled poll by poll", CATCH_UP)
+        rem.handle_batch(list(latest.values()))
+        if self.backlog:
+            producer.flush()
+            consumer.commit()
+        log.info("remediate: backlog of %d record(s) handled, %d episode(s)", self.backlog, len(latest))
+        self.caught_up.set()
 
 
 def register(sub, group) -> None:

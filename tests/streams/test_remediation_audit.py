@@ -189,3 +189,167 @@ def test_a_node_recreated_under_the_same_name_after_the_alert_started_is_not_act
     assert actions(trail)[-2:] == [("gpu-8", "cordon", "done"), ("gpu-8", "taint", "done")]
     assert trail[-1]["node_uid"] == "uid-8"
 
+
+
+def test_a_failed_action_is_retried_with_backoff_until_done_resolved_too_old_or_refused_by_the_limits():
+    """A cordon that met one 429 (API throttling) or a 5xx was recorded 'failed' and never tried again, though its
+    alert still fired (published once per transition): the node kept taking pods. Condition writes were retried."""
+    from kubernetes.client import ApiException
+
+    from streams.remediation import RETRY_FIRST, RETRY_MAX
+
+    clock = [T]
+    kube = FakeKube(["gpu-1", "gpu-2", "gpu-3"])
+    get = kube.node
+
+    def flaky(name):
+        if clock[0] < T + 10:  # a 10 s blip: API priority and fairness throttling
+            raise ApiException(status=429, reason="Too Many Requests")
+        return get(name)
+
+    kube.node = flaky
+    trail: list[dict] = []
+    r = Remediator(settings(max_percent=100), RULES, kube, trail.append, now=lambda: clock[0])
+    r.handle(alert("GPUXidFatal", "gpu-1", T), at=T)
+    assert actions(trail) == [("gpu-1", "cordon", "failed"), ("gpu-1", "taint", "failed")]
+    assert trail[-1]["retry_in"] == RETRY_FIRST and "429" in trail[-1]["reason"]
+    for _ in range(60):
+        clock[0] += 5
+        r.tick()
+    assert actions(trail)[2:] == [("gpu-1", "cordon", "done"), ("gpu-1", "taint", "done")] and not r.retrying
+    assert cordoned(kube) == ["gpu-1"] and kube.n["gpu-1"]["spec"]["taints"]
+    assert [w for w in kube.writes if w[0] == "patch"] == [("patch", "gpu-1")] * 2  # once each, then never again
+
+    # the API server failing for good: backoff doubling to RETRY_MAX, the same error said once, abandoned at 900 s
+    clock[0] = T
+    kube = FakeKube(["n0", "n1", "n2"])
+    calls = []
+
+    def failing():  # the node list of the limits (the node itself is read each tick for its bootID too)
+        calls.append(clock[0] - T)
+        raise RuntimeError("(500) Internal Server Error")
+
+    kube.nodes = failing
+    trail = []
+    r = Remediator(settings(max_percent=100), RULES, kube, trail.append, now=lambda: clock[0])
+    r.handle(alert("NodeKernelDeadlock", "n0", T), at=T)
+    for _ in range(3600 // 5):
+        clock[0] += 5
+        r.tick()
+    assert calls == [0, 10, 30, 70, 150, 310, 610]  # 10, 20, 40, 80, 160, 300 s between tries (RETRY_MAX)
+    assert RETRY_MAX == 300
+    assert actions(trail) == [("n0", "cordon", "failed"), ("n0", "cordon", "abandoned")] and not r.retrying
+    assert "900s" in trail[-1]["reason"] and "500" in trail[-1]["reason"] and cordoned(kube) == []
+
+    # the alert resolves while the retry waits: abandoned, never tried again
+    clock[0] = T
+    trail = []
+    r = Remediator(settings(max_percent=100), RULES, kube, trail.append, now=lambda: clock[0])
+    r.handle(alert("NodeKernelDeadlock", "n1", T), at=T)
+    tried = len(calls)
+    r.handle(alert("NodeKernelDeadlock", "n1", T, status="resolved"), at=T + 5)
+    for _ in range(100):
+        clock[0] += 5
+        r.tick()
+    assert len(calls) == tried and actions(trail) == [("n1", "cordon", "failed"), ("n1", "cordon", "abandoned")]
+    assert "resolved" in trail[-1]["reason"]
+
+    # the retry goes through the limits: another node acted on meanwhile takes the only place (max_nodes 1)
+    clock[0] = T
+    kube = FakeKube(["n0", "n1", "n2", "n3"])
+    get, kube.node = kube.node, flaky  # n0 fails until T + 10
+    trail = []
+    r = Remediator(settings(max_percent=100, max_nodes=1), RULES, kube, trail.append, now=lambda: clock[0])
+    r.handle(alert("NodeKernelDeadlock", "n0", T), at=T)
+    clock[0] = T + 11
+    r.handle(alert("NodeKernelDeadlock", "n1", T + 11), at=T + 11)
+    for _ in range(10):
+        clock[0] += 5
+        r.tick()
+    assert actions(trail) == [("n0", "cordon", "failed"), ("n1", "cordon", "done"), ("n0", "cordon", "refused")]
+    assert "max_nodes" in trail[-1]["reason"] and cordoned(kube) == ["n1"] and not r.retrying
+
+    # an error that stays (422: an invalid change) is not retried
+    kube = FakeKube(["n0", "n1", "n2"])
+
+    def invalid(name, body):
+        raise ApiException(status=422, reason="Unprocessable Entity")
+
+    kube.patch_node = invalid
+    trail = []
+    r = Remediator(settings(max_percent=100), RULES, kube, trail.append, now=lambda: clock[0])
+    r.handle(alert("NodeKernelDeadlock", "n0", clock[0]), at=clock[0])
+    assert actions(trail) == [("n0", "cordon", "failed")] and "retry_in" not in trail[-1] and not r.retrying
+
+
+def test_an_eviction_throttled_by_the_api_server_is_an_error_not_a_disruption_budget():
+    """Kube.evict took every 429 for a PodDisruptionBudget's refusal: API throttling was recorded as a budget
+    holding the drain. Only the Eviction API's budget message is one."""
+    from kubernetes.client import ApiException
+
+    from streams.remediation import Kube
+
+    def answering(body):
+        def evict(name, ns, eviction, **kw):
+            exc = ApiException(status=429, reason="Too Many Requests")
+            exc.body = body
+            raise exc
+
+        k = Kube.__new__(Kube)
+        k.core = SimpleNamespace(create_namespaced_pod_eviction=evict)
+        return k
+
+    pdb = ('{"kind":"Status","status":"Failure","message":"Cannot evict pod as it would violate the pod\'s '
+           'disruption budget.","reason":"TooManyRequests","code":429}')
+    assert answering(pdb).evict("a", "web") == 429
+    throttled = answering('{"kind":"Status","message":"Too many requests, please try again later.","code":429}')
+    try:
+        throttled.evict("a", "web")
+        raise AssertionError("a throttled eviction was taken for a disruption budget")
+    except ApiException as exc:
+        assert exc.status == 429
+
+
+def test_at_start_the_backlog_is_one_batch_an_episode_over_in_it_acts_on_nothing(kafka_bootstrap):
+    """The Runner on the broker: an episode whose firing record and resolution are 600 records apart in the alerts
+    topic fell into different polls (500 records each) at start, and its node was cordoned though the alert was over."""
+    import threading
+    import time
+    import uuid
+
+    from kafka import KafkaProducer
+
+    from core.records import Alert, encode
+    from core.topics import ensure_topics
+    from streams.remediation import Runner
+
+    tag = uuid.uuid4().hex[:8]
+    s = settings(max_percent=100).model_copy(update={"kafka": kafka_bootstrap, "topic_prefix": f"t{tag}-",
+                                                     "app_id": f"ks-{tag}", "partitions": 1})
+    ensure_topics(s, kafka_bootstrap)
+    now = time.time()
+    over, fresh = alert("NodeKernelDeadlock", "n0", now - 120), alert("NodeKernelDeadlock", "n2", now - 60)
+    filler = [Alert({"alertname": f"Filler{i}", "node": "n3"}, {}, "firing", now - 100, source="test")
+              for i in range(600)]  # no rule: nothing to do
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
+    for a in [over, fresh, *filler, alert("NodeKernelDeadlock", "n0", now - 120, status="resolved")]:
+        producer.send(s.topic("alerts"), key=a.key(), value=encode(a))
+    producer.flush()
+    kube = FakeKube(["n0", "n1", "n2", "n3"])
+    runner = Runner(s, kafka_bootstrap, kube, rules=RULES, tick_every=0.5)
+    th = threading.Thread(target=runner.run, daemon=True)
+    th.start()
+    try:
+        assert runner.caught_up.wait(60) and runner.backlog == 603
+        # after the backlog, a new alert: once it is acted on, every record before it was handled
+        late = alert("NodeKernelDeadlock", "n1", time.time())
+        producer.send(s.topic("alerts"), key=late.key(), value=encode(late)).get(10)
+        deadline = time.monotonic() + 30
+        while "n1" not in cordoned(kube) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cordoned(kube) == ["n1", "n2"]  # the over episode's n0 untouched; a firing of the backlog still acts
+        assert ("patch", "n0") not in kube.writes
+    finally:
+        runner.stop()
+        th.join(30)
+        producer.close()
