@@ -5,11 +5,14 @@ The mapping is fixed: ``labels.NAME`` (the alert's labels, then the signal's), `
 ``expected_low`` / ``expected_high`` (the range the value was expected in), ``since`` (UTC: the
 first anomalous point of the episode; else when the condition began to hold) and ``feature``
 (anomaly_vector: the metric furthest from what the others predict; ``value`` is its value);
-filters: ``percent``, ``bytes``, ``duration``, ``int``.
+filters: ``percent``, ``bytes``, ``duration``, ``int``; ``firstline`` (text: its first non-empty line, at most
+``FIRSTLINE`` characters, so a summary stays one line when the message is a whole kernel report or a probe's trace).
 
 >>> t = Template("{{ labels.pod }} used {{ value | percent }} of its limit")
 >>> t.render({"pod": "cart-1"}, value=0.934)
 'cart-1 used 93.4% of its limit'
+>>> Template("oops: {{ message | firstline }}").render({}, message="\\nBUG: NULL pointer\\nModules linked in: x")
+'oops: BUG: NULL pointer'
 >>> Template("{{ value.x }}")
 Traceback (most recent call last):
 ...
@@ -26,7 +29,8 @@ from core.durations import format_duration
 
 _FIELD = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(?:\|\s*([a-z]+)\s*)?\}\}")
 FIELDS = ("value", "score", "count", "message", "expected_low", "expected_high", "since", "feature")
-FILTERS = ("percent", "bytes", "duration", "int")
+FILTERS = ("percent", "bytes", "duration", "int", "firstline")
+FIRSTLINE = 200
 
 
 def _num(v) -> str:
@@ -52,7 +56,14 @@ def _bytes(v) -> str:
     return str(v)  # pragma: no cover
 
 
+def _firstline(v) -> str:
+    line = next((x.strip() for x in str(v).splitlines() if x.strip()), "") if v is not None else ""
+    return line if len(line) <= FIRSTLINE else line[:FIRSTLINE - 1] + "…"
+
+
 def _apply(flt: str | None, v) -> str:
+    if flt == "firstline":
+        return _firstline(v)
     if flt is None:
         return _num(v) if isinstance(v, int | float) else ("" if v is None else str(v))
     if not isinstance(v, int | float):

@@ -333,3 +333,17 @@ def test_xid_154_severity_follows_the_recovery_action_it_names(patterns):
     assert xid("0x1 (GPU Reset Required)")[:2] == ("critical", "fatal")
     assert xid("0x4 (Drain and Reset)")[:2] == ("critical", "fatal")
     assert xid("0x0 (None)") == ("info", "informational", "None")
+
+
+def test_an_oom_kill_summary_names_its_task_only_when_the_line_has_one(patterns):
+    """The oom-kill:constraint line's task= is the killed process; a line cut before it (gpud's dmesg
+    testdata) names none, and the default pack's NodeOOMKill summary must read without it."""
+    (named,) = classify(patterns, "[ 1.0] oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,"
+                                  "mems_allowed=0,oom_memcg=/x,task_memcg=/x/y,task=java,pid=4242,uid=0")
+    assert (named.labels["process"], named.labels["pid"]) == ("java", "4242")
+    (cut,) = classify(patterns, "[ 1.0] oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),")
+    assert cut.reason == "OOMKilling" and "process" not in cut.labels
+    (merged,) = classify(patterns, "[ 1.0] oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),\n"
+                                   "[ 1.0] Memory cgroup out of memory: Killed process 123 (httpd) total-vm:1kB, "
+                                   "anon-rss:1kB, file-rss:1kB, shmem-rss:0kB")
+    assert (merged.labels["process"], merged.labels["lines"]) == ("httpd", "2")
