@@ -95,6 +95,19 @@ def filter_matches(matchers: list[Matcher], labels: dict) -> bool:
     return True
 
 
+def silence_filter_matches(matchers: list[Matcher], s: Silence) -> bool:
+    """Alertmanager 0.25's silence filter (``amtool silence query``): every filter matcher is one of the silence's,
+    by name, operator and value, not a label set the silence would mute (``job=~"a.+"`` does not select a silence
+    ``job=~"a.*"``).  A silence with two matchers on one name is looked up by its last, as Alertmanager does.
+
+    >>> s = Silence("s1", (Matcher("job", "=~", "a.*"), Matcher("env", "!=", "")), 0.0, 1.0, "ana", "c", 0.0)
+    >>> [silence_filter_matches(parse_matchers(f), s) for f in ('job=~"a.*"', 'job=~"a.+"', 'env!=""', 'env=""', '{}')]
+    [True, False, True, False, True]
+    """
+    own = {m.name: m for m in s.matchers}
+    return all(m == own.get(m.name) for m in matchers)
+
+
 def _json(data, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
@@ -129,7 +142,7 @@ def app(book, clock=time.time, alerts: AlertsState | None = None, config=None, r
     def gettable(entry: dict, now: float, receivers: list[str]) -> dict:
         a: Alert = entry["alert"]
         silenced = book.silences.muting(a.labels, now)
-        inhibited = alerts.inhibitor.inhibiting(a.labels)
+        inhibited = alerts.inhibitor.inhibited_by(a.labels)
         return {"labels": a.labels, "annotations": a.annotations, "startsAt": format_time(a.startsAt),
                 "endsAt": format_time(a.endsAt if a.endsAt else now + 300.0),
                 "updatedAt": format_time(entry["updated"]), "fingerprint": fingerprint(a.labels),
@@ -212,6 +225,10 @@ def app(book, clock=time.time, alerts: AlertsState | None = None, config=None, r
             s = Silence.create(body, now)
         except SilenceError as exc:
             return _json({"error": str(exc)}, 400)
+        if body.get("id"):  # Alertmanager's Set: in place when it can, else the old one expires and s gets a new id
+            s, old = book.silences.posted(s, now)
+            if old is not None:
+                await book.expire(old, now)
         await book.put(s)
         return _json({"silenceID": s.id})
 
@@ -221,8 +238,7 @@ def app(book, clock=time.time, alerts: AlertsState | None = None, config=None, r
         except MatcherError as exc:
             return _json({"error": str(exc)}, 400)
         now = clock()
-        return _json([s.to_dict(now) for s in book.list(now)
-                      if filter_matches(ms, {m.name: m.value for m in s.matchers})])
+        return _json([s.to_dict(now) for s in book.list(now) if silence_filter_matches(ms, s)])
 
     async def get(request: web.Request) -> web.Response:
         s = book.silences.by_id.get(request.match_info["id"])

@@ -122,6 +122,28 @@ class Inhibitor:
                         if f != fp and f not in out and not (two_sided and f in both)]
         return sorted(out)
 
+    def inhibited_by(self, labels: dict) -> list[str]:
+        """Alertmanager's ``inhibitedBy``: one fingerprint, of a source under the first rule that inhibits (AM's
+        ``Mutes`` stops there, with whichever source its map gives first; here the smallest, so it is the same on
+        every call and every worker), or [] when nothing inhibits.  ``inhibiting`` lists them all.
+
+        >>> inh = Inhibitor(default_rules())
+        >>> for n in ("KubeNodeNotReady", "NodeDown"):
+        ...     inh.observe({"alertname": n, "node": "n1"}, "firing")
+        >>> target = {"alertname": "KubePodCrashLooping", "node": "n1", "pod": "p"}
+        >>> (len(inh.inhibiting(target)), inh.inhibited_by(target) == inh.inhibiting(target)[:1])
+        (2, True)
+        """
+        fp = fingerprint(labels)
+        for rule, index, both in zip(self.rules, self.sources, self.both, strict=True):
+            if index and matches_all(rule.target, labels):
+                two_sided = both and matches_all(rule.source, labels)
+                fps = [f for f in index.get(tuple(labels.get(n, "") for n in rule.equal), ())
+                       if f != fp and not (two_sided and f in both)]
+                if fps:
+                    return [min(fps)]
+        return []
+
     def inhibited(self, labels: dict) -> bool:
         fp = None
         for rule, index, both in zip(self.rules, self.sources, self.both, strict=True):

@@ -17,9 +17,10 @@ any worker can decide whether an alert is muted.
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated
 
@@ -44,12 +45,28 @@ class SilenceError(ValueError):
     """A silence that is not valid (the message lists every problem)."""
 
 
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")  # Alertmanager 0.25's silence label names (validateMatcher)
+
+
+def check_label_name(name: str) -> str:
+    """A silence's label name as Alertmanager 0.25 takes it: stricter than ``core.matchers``, whose parser also reads
+    routing files, where Alertmanager accepts a ``:`` (a silence with ``a:b`` is a 400 there)."""
+    if not LABEL_NAME.match(name):
+        raise ValueError(f"invalid label name {name!r} (letters, digits and _, not starting with a digit)")
+    return name
+
+
 class MatcherIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1)
     value: str
     isRegex: bool = False
     isEqual: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_label_name(v)
 
 
 class SilenceIn(BaseModel):
@@ -101,7 +118,9 @@ class Silence:
             raise SilenceError("endsAt is in the past")
         if all(x.matches({}) for x in ms):
             raise SilenceError("matchers would match every alert (at least one must not match an empty label set)")
-        return cls(body.id or id or str(uuid.uuid4()), tuple(ms), max(starts, now) if body.id else starts, ends,
+        # a new silence starting in the past starts now (Alertmanager's Set); one posted with an id keeps its start
+        # as sent: ``Silences.posted`` decides whether it updates that silence in place or replaces it
+        return cls(body.id or id or str(uuid.uuid4()), tuple(ms), starts if body.id else max(starts, now), ends,
                    body.createdBy, body.comment, now)
 
     def state(self, now: float) -> str:
@@ -177,6 +196,8 @@ class SilenceSpec(BaseModel):
             raise ValueError("ends must be after starts")
         if all(m.matches({}) for m in self.matchers):
             raise ValueError("matchers would match every alert (at least one must not match an empty label set)")
+        for m in self.matchers:  # written to the same topic as the API's silences: the same names
+            check_label_name(m.name)
         return self
 
 
@@ -330,13 +351,18 @@ class Silences:
         self._pruned = self.clock
 
     def apply(self, key: bytes, value: bytes | None) -> None:
-        """One record of the silences topic (None: tombstone)."""
+        """One record of the silences topic (None: tombstone).  A version older than the one held (``updatedAt``) is
+        not taken, as Alertmanager merges silences from its peers: a writer holds its new version at once and then
+        reads its earlier record back from the topic, which must not undo the update for that moment."""
         if value is None:
             id = key.decode()
             self.by_id.pop(id, None)
             self.gone.discard(id)
         else:
-            self.put(Silence.decode(value))
+            s = Silence.decode(value)
+            held = self.by_id.get(s.id)
+            if held is None or held.updatedAt <= s.updatedAt:
+                self.put(s)
 
     def muting(self, labels: dict, now: float) -> list[str]:
         return [s.id for s in self.by_id.values() if s.mutes(labels, now)]
@@ -351,6 +377,56 @@ class Silences:
             s.updatedAt = now
         return s
 
+    def posted(self, s: Silence, now: float) -> tuple[Silence, str | None]:
+        """Alertmanager's ``Silences.Set`` for ``s`` posted with the id of a known silence (KeyError if unknown):
+        (the silence to write, the id of one to expire first or None).  ``s`` updates that silence in place when
+        ``can_update`` says so; otherwise it is written as a new silence with a new id (its start moved to now if
+        in the past) and the old one, unless already expired, is expired, so the history of what was muted when
+        stays true.
+
+        >>> book = Silences()
+        >>> old = Silence("s1", (Matcher("job", "=", "a"),), 100.0, 500.0, "ana", "c", 100.0); book.put(old)
+        >>> book.posted(replace(old, endsAt=900.0), now=200.0)[0].id           # same matchers and start: in place
+        's1'
+        >>> new, gone = book.posted(replace(old, matchers=(Matcher("job", "=", "b"),)), now=200.0)
+        >>> (new.id != "s1", new.startsAt, gone)                                # other matchers: replaced
+        (True, 200.0, 's1')
+        """
+        old = self.by_id[s.id]
+        if can_update(old, s, now):
+            return s, None
+        new = replace(s, id=str(uuid.uuid4()), startsAt=max(s.startsAt, now))
+        return new, (old.id if old.state(now) != "expired" else None)
+
     def list(self, now: float, state: str | None = None) -> list[Silence]:
-        out = [s for s in self.by_id.values() if state is None or s.state(now) == state]
-        return sorted(out, key=lambda s: (s.state(now) != "active", s.endsAt))
+        """Alertmanager's order (``SortSilences``): active by end, then pending by start, then expired, the most
+        recently ended first."""
+        order = {"active": 0, "pending": 1, "expired": 2}
+
+        def key(s: Silence) -> tuple:
+            st = s.state(now)
+            return order[st], -s.endsAt if st == "expired" else s.startsAt if st == "pending" else s.endsAt, s.id
+
+        return sorted((s for s in self.by_id.values() if state is None or s.state(now) == state), key=key)
+
+
+def can_update(old: Silence, new: Silence, now: float) -> bool:
+    """Alertmanager's ``canUpdate``: whether ``new`` may overwrite ``old`` (same id) without rewriting history.
+    The matchers must be the same (in order); an active silence keeps its start (to the second: the API shows
+    milliseconds, so a client posting back what it read still matches) and may not end in the past; a pending one
+    may move its start but not into the past; an expired one never changes.
+
+    >>> old = Silence("s1", (Matcher("job", "=", "a"),), 100.4, 500.0, "ana", "c", 100.4)
+    >>> can_update(old, replace(old, startsAt=100.0, endsAt=900.0), now=200.0), can_update(old, replace(old, startsAt=99.9), now=200.0)
+    (True, False)
+    >>> can_update(old, replace(old, startsAt=150.0), now=120.0), can_update(old, replace(old, startsAt=150.0), now=50.0)
+    (False, True)
+    """
+    if old.matchers != new.matchers:
+        return False
+    st = old.state(now)
+    if st == "active":
+        return math.floor(new.startsAt) == math.floor(old.startsAt) and new.endsAt >= now
+    if st == "pending":
+        return new.startsAt >= now
+    return False

@@ -209,3 +209,19 @@ def test_expired_silences_are_forgotten_after_the_retention_on_the_silences_own_
     later = made(1000.0 + RETENTION + 2 * 3600, 1, "d")
     book.put(later)
     assert set(book.by_id) == {recent.id, long.id, later.id}  # old ended more than 120 h ago: forgotten
+
+
+def test_an_older_version_read_back_from_the_topic_does_not_undo_an_update():
+    """A writer holds its new version at once, then reads its earlier record back from the topic: that record is
+    older (``updatedAt``) and is not taken, as Alertmanager merges silences from its peers (a GET just after an
+    update showed the version before it)."""
+    book = Silences()
+    body = {"matchers": [{"name": "namespace", "value": "shop", "isRegex": False, "isEqual": True}],
+            "startsAt": format_time(1000.0), "endsAt": format_time(9000.0), "createdBy": "a", "comment": "first"}
+    first = Silence.create(body, now=1000.0, id="s1")
+    second = Silence.create({**body, "comment": "second"}, now=1100.0, id="s1")
+    book.put(second)
+    book.apply(b"s1", first.encode())
+    assert book.by_id["s1"].comment == "second"
+    book.apply(b"s1", Silence.create({**body, "comment": "third"}, now=1200.0, id="s1").encode())
+    assert book.by_id["s1"].comment == "third"
