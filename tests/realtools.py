@@ -7,6 +7,7 @@ the test with the tail of its log.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -123,3 +124,18 @@ def serve_get(body, content_type: str, *, port: int = 0, tls: tuple | None = Non
 def stop_server(server) -> None:
     server.shutdown()
     server.server_close()
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app):
+    """An aiohttp application on a free loopback port, for the ``async with`` block: yields its root URL."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    finally:
+        await runner.cleanup()

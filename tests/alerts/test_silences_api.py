@@ -1,68 +1,74 @@
 """Silences through the HTTP API and the CLI, stored in the compacted topic (real broker)."""
 
 import asyncio
+import contextlib
 import time
 
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
 from alerts.api import app
 from core.records import format_time
 from kubesight.cli import main
 from streams.alerting import SilenceBook
+from tests.realtools import serve_app
 
 pytestmark = pytest.mark.kafka
 
 
+@contextlib.asynccontextmanager
+async def silence_api(settings):
+    """kubesight's silences API over a SilenceBook of ``settings``' topics, on a free loopback port: its root URL."""
+    book = SilenceBook(settings, settings.kafka)
+    await book.start()
+    await book.caught_up.wait()
+    try:
+        async with serve_app(app(book)) as root:
+            yield root
+    finally:
+        await book.stop()
+
+
 def test_api_create_list_get_expire_and_other_workers_see_it(settings):
     async def go():
-        book = SilenceBook(settings, settings.kafka)
-        await book.start()
-        await book.caught_up.wait()
-        runner = web.AppRunner(app(book), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/api/v2"
+        async with silence_api(settings) as root:
+            await check(root + "/api/v2")
+
+    async def check(base):
         now = time.time()
         body = {"matchers": [{"name": "namespace", "value": "shop", "isRegex": False, "isEqual": True}],
                 "startsAt": format_time(now - 1), "endsAt": format_time(now + 3600),
                 "createdBy": "ana", "comment": "load test"}
-        try:
-            async with aiohttp.ClientSession() as s:
-                async with s.post(f"{base}/silences", data=orjson.dumps(body)) as r:
-                    assert r.status == 200
-                    sid = (await r.json())["silenceID"]
-                async with s.post(f"{base}/silences", data=orjson.dumps(dict(body, comment=""))) as r:
-                    assert (r.status, (await r.json())["error"]) == (
-                        400, "comment: String should have at least 1 character")
-                async with s.post(f"{base}/silences", data=orjson.dumps(dict(body, id=[]))) as r:  # was a bare 500
-                    assert (r.status, (await r.json())["error"]) == (400, "id: expected a string, got list")
-                async with s.get(f"{base}/silences") as r:
-                    (got,) = await r.json()
-                    assert (got["id"], got["status"]["state"], got["createdBy"]) == (sid, "active", "ana")
-                # another worker (a fresh book reading the compacted topic) sees it
-                other = SilenceBook(settings, settings.kafka)
-                await other.start()
-                await other.caught_up.wait()
-                assert other.silences.muting({"namespace": "shop"}, time.time()) == [sid]
-                async with s.delete(f"{base}/silence/{sid}") as r:
-                    assert r.status == 200
-                async with s.get(f"{base}/silence/{sid}") as r:
-                    assert (await r.json())["status"]["state"] == "expired"
-                async with s.delete(f"{base}/silence/nope") as r:
-                    assert r.status == 404
-                for _ in range(100):  # the expiry reaches the other worker through the topic
-                    if not other.silences.muting({"namespace": "shop"}, time.time()):
-                        break
-                    await asyncio.sleep(0.05)
-                assert other.silences.muting({"namespace": "shop"}, time.time()) == []
-                await other.stop()
-        finally:
-            await runner.cleanup()
-            await book.stop()
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"{base}/silences", data=orjson.dumps(body)) as r:
+                assert r.status == 200
+                sid = (await r.json())["silenceID"]
+            async with s.post(f"{base}/silences", data=orjson.dumps(dict(body, comment=""))) as r:
+                assert (r.status, (await r.json())["error"]) == (
+                    400, "comment: String should have at least 1 character")
+            async with s.post(f"{base}/silences", data=orjson.dumps(dict(body, id=[]))) as r:  # was a bare 500
+                assert (r.status, (await r.json())["error"]) == (400, "id: expected a string, got list")
+            async with s.get(f"{base}/silences") as r:
+                (got,) = await r.json()
+                assert (got["id"], got["status"]["state"], got["createdBy"]) == (sid, "active", "ana")
+            # another worker (a fresh book reading the compacted topic) sees it
+            other = SilenceBook(settings, settings.kafka)
+            await other.start()
+            await other.caught_up.wait()
+            assert other.silences.muting({"namespace": "shop"}, time.time()) == [sid]
+            async with s.delete(f"{base}/silence/{sid}") as r:
+                assert r.status == 200
+            async with s.get(f"{base}/silence/{sid}") as r:
+                assert (await r.json())["status"]["state"] == "expired"
+            async with s.delete(f"{base}/silence/nope") as r:
+                assert r.status == 404
+            for _ in range(100):  # the expiry reaches the other worker through the topic
+                if not other.silences.muting({"namespace": "shop"}, time.time()):
+                    break
+                await asyncio.sleep(0.05)
+            assert other.silences.muting({"namespace": "shop"}, time.time()) == []
+            await other.stop()
 
     asyncio.run(go())
 

@@ -10,15 +10,14 @@ import time
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from alerts.api import AlertsState, app
 from alerts.config import load_text
 from alerts.silences import Silences
 from core.records import Alert, fingerprint, format_time, parse_time
-from streams.alerting import SilenceBook
 from tests.alerts.amtools import Alertmanager, binary
+from tests.alerts.test_silences_api import silence_api
 
 pytestmark = pytest.mark.kafka
 
@@ -156,19 +155,9 @@ def test_silence_posts_lists_and_filters_answer_as_alertmanager(settings, tmp_pa
                     "names": await _names(api)}
 
     async def go():
-        book = SilenceBook(settings, settings.kafka)
-        await book.start()
-        await book.caught_up.wait()
-        runner = web.AppRunner(app(book), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        try:
+        async with silence_api(settings) as root:
             with Alertmanager(CONFIG, tmp_path) as am:
-                return await run(am.url), await run(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}")
-        finally:
-            await runner.cleanup()
-            await book.stop()
+                return await run(am.url), await run(root)
 
     am, ks = asyncio.run(go())
     assert ks == am

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from collectors.cloud.nodes import NodeMap, instance_of, kubernetes_lister, load_node_files
 from core.yamlconfig import ConfigError
+from tests.realtools import serve_app
 
 NODES_DIR = "openshift-must-gather-events/must-gather-aws/cluster-scoped-resources/core/nodes"
 RECORDED = {
@@ -79,14 +80,8 @@ async def api_server(state: dict):
 
     app = web.Application()
     app.router.add_get("/api/v1/nodes", list_nodes)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as root:
+        yield root
 
 
 def test_node_map_from_the_kubernetes_api(data_dir):
