@@ -257,6 +257,9 @@ def _bench(args) -> int:
 
 
 if __name__ == "__main__":
+    from core.kafkaclient import quiet_startup_noise
+
+    quiet_startup_noise()  # a child of the bench: the fresh topics' leader elections are not the user's errors
     if sys.argv[1] == "produce":
         print(asyncio.run(produce(sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5]), sys.argv[6])))
     elif sys.argv[1] == "read":
