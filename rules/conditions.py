@@ -290,7 +290,8 @@ def th_holds(cond, c: dict, t: float, active: bool, stale: float) -> bool:
     if v is None or t >= c["lt"] + stale or v != v:
         return False
     level = cond.resolve if active and cond.resolve is not None else cond.value
-    return _CMP[cond.op](abs(v) if cond.abs else v, level)
+    v = abs(v) if cond.abs else v
+    return _CMP[cond.op](v, level) and (cond.under is None or v < cond.under)
 
 
 # ---------------------------------------------------------------- burn_rate

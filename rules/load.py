@@ -125,6 +125,9 @@ def _check_pack(pack: schema.RulePack, errs: Document, registry, rules=None, unr
                 if w.short >= w.long:
                     errs.error(loc + ("condition", "windows", j, "short"),
                                f"must be shorter than long ({format_duration(w.long)}): it says the burn is still going on")
+        if c.type == "threshold" and c.under is not None and (c.op not in (">", ">=") or c.under <= c.value):
+            errs.error(loc + ("condition", "under"), f"must be above value ({c.value:g}) with op > or >= (the range"
+                       " op value .. under): as it stands the rule could never fire")
         if c.type == "predict" and c.window <= 0:
             errs.error(loc + ("condition", "window"), "must be more than 0 (the history the line is fitted on, e.g. 6h)")
         if c.type == "absent" and c.forget and c.forget <= c.after:

@@ -48,6 +48,8 @@ class CompiledRule:
             del cond["by"]  # added later: a rule without it keeps the sid (and the state) it had
         if cond.get("type") == "threshold" and not cond.get("abs"):
             del cond["abs"]  # added later (2026-11-29): likewise
+        if cond.get("type") == "threshold" and cond.get("under") is None:
+            del cond["under"]  # added later still (2026-11-29, fourth session): likewise
         ident = orjson.dumps({
             "on": self.on, "sources": list(self.sources), "reasons": sorted(self.reasons or ()),
             "kinds": sorted(self.kinds or ()), "metrics": list(self.metrics),

@@ -160,13 +160,15 @@ class State(_Base):
 
 class Threshold(_Base):
     """Aggregate of a series over ``window`` compared with ``value``; ``resolve`` adds hysteresis; ``abs`` compares
-    the aggregate's magnitude (a clock offset either way: node-exporter-mixin's ``> 0.05 or < -0.05``)."""
+    the aggregate's magnitude (a clock offset either way: node-exporter-mixin's ``> 0.05 or < -0.05``); ``under``
+    bounds it from above too (kubernetes-mixin's KubeQuotaAlmostFull: ``> 0.9 < 1``)."""
 
     type: Literal["threshold"]
     op: Literal[">", ">=", "<", "<=", "==", "!="]
     value: float
     resolve: float | None = None
     abs: bool = False
+    under: float | None = None  # and strictly below this (a second bound, as PromQL's `> 0.9 < 1`)
     agg: Literal["last", "avg", "min", "max", "sum", "count", "rate", "increase"] = "last"
     window: Duration = 0.0
     stale_after: Duration | None = None

@@ -733,3 +733,14 @@ def test_a_disable_is_of_other_packs_rules_and_two_live_rules_of_one_name_stay_a
         'zz.yaml:4: disable[0]: unknown alert "C" (only this pack has it: disable switches off the rules of that '
         "name in the other loaded packs, and leaves the pack's own)",
     ]
+
+
+def test_threshold_under_must_make_a_range(tmp_path):
+    """``under`` is PromQL's second bound (`> 0.9 < 1`): below ``value``, or with ``<``, the rule could never fire."""
+    got = one_rule(tmp_path, """\
+        - alert: A
+          match: {metric: up}
+          condition: {type: threshold, op: ">", value: 0.9, under: 0.5}
+        """)
+    assert got == ["p.yaml:7: rules[0].condition.under: must be above value (0.9) with op > or >= (the range op value"
+                   " .. under): as it stands the rule could never fire"]  # (the default pack's KubeQuotaAlmostFull loads)
