@@ -502,12 +502,11 @@ class Index:
                 mine.add(k)
                 self.by_key.setdefault(k, set()).add(iid)
 
-    def keep_over(self, iid: str, cluster: str, fp: str, labels: Mapping | None) -> None:
+    def keep_over(self, iid: str, cluster: str, fp: str, labels: Mapping) -> None:
         """Alert ``fp`` that incident ``iid`` could not keep fires: its resolution finds the incident by ``fp``, and
-        what links to it links to the incident.  ``labels`` None: kept by an earlier version, fingerprint only."""
+        what links to it links to the incident."""
         self.over[fp] = iid
-        if labels:
-            self.add(iid, cluster, labels)
+        self.add(iid, cluster, labels)
 
     def move(self, src: str, dst: str, cluster: str) -> None:
         """Every key of incident ``src`` now leads to ``dst`` (a merge)."""
@@ -1003,20 +1002,19 @@ def _keep_outside(inc: dict, r: str, fp: str, m: Mapping) -> None:
         kept.setdefault(fp, m)
 
 
-def _still_firing(inc: dict, items: Iterable[tuple[str, Mapping | None]], ix: Index) -> None:
+def _still_firing(inc: dict, items: Iterable[tuple[str, Mapping]], ix: Index) -> None:
     """Record alerts the incident could not keep that still fire (``over``: fingerprint -> labels, at most
     MAX_MEMBERS: past that, one may still fire when the incident resolves), and index them (``Index.keep_over``)."""
     over = inc.setdefault("over", {})
     for fp, labels in items:
         if len(over) < MAX_MEMBERS or fp in over:
-            over[fp] = dict(labels) if labels else 1
+            over[fp] = dict(labels)
             ix.keep_over(inc["id"], inc["cluster"], fp, labels)
 
 
-def _over_items(inc: Mapping) -> list[tuple[str, Mapping | None]]:
-    """(fingerprint, labels) of the alerts the incident could not keep that fire; labels None for those kept by
-    8d9094d, which wrote ``over`` as fingerprint -> 1."""
-    return [(fp, v if isinstance(v, Mapping) else None) for fp, v in sorted((inc.get("over") or {}).items())]
+def _over_items(inc: Mapping) -> list[tuple[str, Mapping]]:
+    """(fingerprint, labels) of the alerts the incident could not keep that fire."""
+    return sorted((inc.get("over") or {}).items())
 
 
 def _audience(inc: Mapping) -> tuple[dict, dict[str, list[str]]]:

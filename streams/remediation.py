@@ -70,6 +70,19 @@ def _episode(key: str) -> str:
     return "|".join(key.split("|", 2)[:2])
 
 
+def _said(said: tuple | None, msg: str, now: float) -> tuple | None:
+    """The (error, when said) to keep for a retry that failed with ``msg`` at ``now``: ``said`` itself (the same
+    object: not said again) when the same error was said within ``DRAIN_ERROR_REPEAT``, else a new pair (say it).
+
+    >>> first = _said(None, "503", 0.0)
+    >>> _said(first, "503", 60.0) is first, _said(first, "503", 900.0) is first, _said(first, "500", 60.0) is first
+    (True, False, False)
+    """
+    if said is not None and said[0] == msg and now < said[1] + DRAIN_ERROR_REPEAT:
+        return said
+    return (msg, now)
+
+
 def _transient(exc: Exception) -> bool:
     """An API error worth trying again: throttled (429), the server failing (5xx), unreachable, conflicts that kept
     coming; not a refusal that stays (403 is ``Forbidden``, 4xx such as 422 an invalid change).
@@ -662,11 +675,12 @@ class Remediator:
             q = self.retrying[k] = {"alert": alert, "action": a, "at": now - age, "tries": 0, "said": None}
         q["tries"] += 1
         delay = min(RETRY_FIRST * 2 ** (q["tries"] - 1), RETRY_MAX)
-        q["next"], said = now + delay, q["said"]
-        if said is not None and said[0] == msg and now < said[1] + DRAIN_ERROR_REPEAT:
+        q["next"] = now + delay
+        said = _said(q["said"], msg, now)
+        if said is q["said"]:
             log.debug("retry of %s on %s: %s", rec["action"]["type"], rec["node"], msg)
             return
-        q["said"] = (msg, now)
+        q["said"] = said
         self._emit({**rec, "outcome": "failed" if q["tries"] == 1 else "retry-failed", **extra, "tries": q["tries"],
                     "retry_in": delay, "reason": msg})  # retry_in: tried again then (reason unchanged: the error)
 
@@ -827,9 +841,8 @@ class Remediator:
             except Exception as exc:  # noqa: BLE001 - tried again after retry; in the trail, once per DRAIN_ERROR_REPEAT
                 msg = f"{type(exc).__name__}: {exc}"[:500]
                 said = self.drain_error.get(k)
-                self.drain_error[k] = (msg, said[1] if said and said[0] == msg and now < said[1] + DRAIN_ERROR_REPEAT
-                                       else now)
-                if self.drain_error[k] != said:
+                self.drain_error[k] = _said(said, msg, now)
+                if self.drain_error[k] is not said:
                     self._emit({**base, "outcome": "retry-failed", "started": started,
                                 "reason": f"drain retry failed: {msg}; retrying every {retry:g}s until {timeout:g}s"})
                 else:

@@ -221,18 +221,6 @@ def test_what_a_full_incident_could_not_keep_links_to_it_after_a_restart_as_befo
     assert live == Incidents().index(restored).candidates("prod", later.labels) == {iid: "control plane (cluster-wide)"}
 
 
-def test_over_as_8d9094d_wrote_it_is_still_emptied_by_the_resolutions(monkeypatch):
-    monkeypatch.setattr(mod, "MAX_MEMBERS", 5)
-    inc, state = Incidents(quiet=300), {}
-    webs, cp, dbs = _merged_full(inc, state)
-    [iid] = open_ids(state)
-    state[mod.PREFIX + iid]["over"] = dict.fromkeys(state[mod.PREFIX + iid]["over"], 1)  # fingerprint -> 1
-    inc, state = Incidents(quiet=300), orjson.loads(orjson.dumps(state))
-    for a in webs + [cp] + dbs:
-        inc.observe(ended(a, T0 + 100), state, T0 + 100)
-    assert [r["status"] for r in inc.expire(state, T0 + 400)] == ["resolved"]
-
-
 # dcgm-exporter's series of a GPU in use carry the pod holding it (namespace/pod/container), and kubesight's ``node``
 GPU = dict(alertname="GPUDoubleBitECCErrors", gpu="0", Hostname="g1", namespace="ml", pod="train-0",
            container="trainer", node="g1", owner="platform", severity="critical")
