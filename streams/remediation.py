@@ -33,9 +33,13 @@ half-way is resumed when its alert comes again.
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 
 import orjson
 
@@ -63,6 +67,9 @@ RETRY_FIRST, RETRY_MAX = 10.0, 300.0  # s: an action failed on a transient API e
 RETRY_FOR = 3600.0  # s: how long such an action is retried when max_alert_age is 0 (otherwise until the alert is that old)
 RETRY_QUEUE = 1000  # actions waiting for a retry at most: past it a failure is recorded, not retried
 CATCH_UP = 30.0  # s: at start, the alerts topic's backlog is read (at most this long) and handled as one batch
+LEASE_NAME, LEASE_NAMESPACE = "kubesight-remediation", "kubesight"  # the Lease the replicas elect a leader on
+LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD = 15.0, 10.0, 2.0  # s: client-go's leaderelection defaults
+ACTION_EVENTS = ("done", "failed", "refused", "blocked")  # action outcomes posted as an Event on the Node
 
 
 def _episode(key: str) -> str:
@@ -103,14 +110,30 @@ class Forbidden(Exception):
     """The API server refused (403): kubesight lacks a verb the remediation RBAC grants."""
 
 
+class NotLeader(BaseException):  # noqa: N818 - a stop, not an error
+    """Raised by a write (to the cluster or a topic) of a replica that does not hold the Lease (lost it mid-batch).
+
+    A ``BaseException``, as ``KeyboardInterrupt``: the remediator's ``except Exception`` handlers record an API
+    failure in the trail and queue a retry, which a replica that is not leader must not do; it goes up to the Runner,
+    which leaves the consumer group without committing, the same as a crash the trail and the node annotation are
+    made to survive (the next leader reads them back, and the uncommitted alerts again)."""
+
+
 class Kube:
     """The few API calls remediation makes, on a ``kubernetes`` ApiClient; dicts in and out."""
+
+    gate: Callable[[], bool] | None = None  # leader election: False -> every write raises NotLeader
 
     def __init__(self, api_client):
         from kubernetes import client
 
         self.api = api_client
         self.core = client.CoreV1Api(api_client)
+
+    def _writing(self, what: str) -> None:
+        """Checked just before each write: a leader whose renew deadline passed stops at once, mid-batch too."""
+        if self.gate is not None and not self.gate():
+            raise NotLeader(f"not leader: {what} not written")
 
     def _call(self, what: str, fn, *args, **kw):
         from kubernetes.client import ApiException
@@ -137,15 +160,18 @@ class Kube:
         return self._call("list nodes", self.core.list_node)["items"]
 
     def patch_node(self, name: str, body: dict) -> dict:
+        self._writing(f"patch nodes/{name}")
         return self._call(f"patch nodes/{name}", self.core.patch_node, name, body,
                           _content_type="application/merge-patch+json")
 
     def apply_conditions(self, name: str, conditions: list[dict]) -> dict:
+        self._writing(f"patch nodes/{name}/status")
         body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "status": {"conditions": conditions}}
         return self._call(f"patch nodes/{name}/status", self.core.patch_node_status, name, body,
                           field_manager=MANAGER, force=True, _content_type="application/apply-patch+yaml")
 
     def event(self, body: dict) -> dict:
+        self._writing("create events")
         return self._call("create events", self.core.create_namespaced_event, "default", body)
 
     def pods_on(self, node: str) -> list[dict]:
@@ -159,6 +185,7 @@ class Kube:
         from kubernetes.client import ApiException
 
         body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": ns}}
+        self._writing(f"create pods/eviction {ns}/{name}")
         try:
             self._call(f"create pods/eviction {ns}/{name}", self.core.create_namespaced_pod_eviction, name, ns, body)
             return 201
@@ -270,6 +297,8 @@ class Remediator:
         self.retrying: dict[tuple, dict] = {}  # (key, dry_run) -> an action failed on a transient error: retried
         self.forbidden_said: dict[str, float] = {}  # missing-permission message -> when it was last said
         self.episodes: dict[str, float] = {}  # episode of done/refused/noted keys -> when last handled or acted on
+        self.event_failures = 0  # action Events the API server did not take (the actions stand)
+        self.event_said: tuple | None = None  # (error, when logged) of the last such failure
         self._swept = now()
         for rec in history:
             try:
@@ -319,8 +348,11 @@ class Remediator:
 
     def _emit(self, rec: dict) -> dict:
         rec = {"v": 1, "t": self.now(), "time": _now_iso(self.now()), **rec}
+        pending = rec.get("kind") == "action" and (rec.get("key"), bool(rec.get("dry_run"))) in self.drains
         self.publish(rec)
         self.learn(rec)
+        if rec.get("kind") == "action":
+            self._action_event(rec, pending)
         line = f"{rec['kind']} {rec.get('outcome')} node={rec.get('node')} " + (
             f"{rec['action']['type']} " if rec.get("action") else "") + (
             f"{rec['condition']['type']}={rec['condition']['status']} " if rec.get("condition") else "") + (
@@ -522,15 +554,8 @@ class Remediator:
         if dry:
             self._emit({**rec, "outcome": "dry-run"})
             return
-        now = _now_iso(self.now())
-        body = {"apiVersion": "v1", "kind": "Event",
-                "metadata": {"generateName": f"{node}.", "namespace": "default"},
-                "involvedObject": {"kind": "Node", "name": node, "uid": node, "apiVersion": "v1"},
-                "reason": ne.reason, "message": msg, "type": ne.type, "count": 1,
-                "firstTimestamp": now, "lastTimestamp": now,
-                "source": {"component": MANAGER, "host": node}, "reportingComponent": MANAGER}
         try:
-            self.kube.event(body)
+            self._post_event(node, ne.reason, ne.type, msg)
         except Forbidden as exc:
             self._emit({**rec, "outcome": "failed", "reason": str(exc)})
             self._forbidden(node, exc, alert)
@@ -539,6 +564,48 @@ class Remediator:
             self._emit({**rec, "outcome": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]})
             return
         self._emit({**rec, "outcome": "done"})
+
+    def _post_event(self, node: str, reason: str, etype: str, message: str) -> None:
+        """One core/v1 Event on the Node (the rules' ``node_event`` and the actions' outcomes): uid = the node's name,
+        as the kubelet's, which ``kubectl describe node`` looks for; raises what the API server answered."""
+        now = _now_iso(self.now())
+        self.kube.event({"apiVersion": "v1", "kind": "Event",
+                         "metadata": {"generateName": f"{node}.", "namespace": "default"},
+                         "involvedObject": {"kind": "Node", "name": node, "uid": node, "apiVersion": "v1"},
+                         "reason": reason, "message": message[:1024], "type": etype, "count": 1,
+                         "firstTimestamp": now, "lastTimestamp": now,
+                         "source": {"component": MANAGER, "host": node}, "reportingComponent": MANAGER})
+
+    def _action_event(self, rec: dict, pending: bool) -> None:
+        """The outcome of an action as an Event on its Node, for ``kubectl describe node`` (as draino's
+        CordonSucceeded / DrainFailed): done is Normal ``Kubesight<Type>``; failed, refused and a drain blocked are
+        Warning ``Kubesight<Type>Failed/Refused/Blocked``. None in dry-run (it changes nothing in the cluster, Events
+        included, as the rules' ``node_event``), none for a stale refusal (an episode read that late is no news of
+        the node now), none for a drain's retry still blocked (``pending``: said when it first was, then at its end).
+        Best effort: a failure is counted and logged (once per error per ``DRAIN_ERROR_REPEAT``), never the
+        action's."""
+        out = rec.get("outcome")
+        if (rec.get("dry_run") or self.cfg.dry_run or out not in ACTION_EVENTS or (out == "blocked" and pending)
+                or (out == "refused" and str(rec.get("reason", "")).startswith("stale:"))):
+            return
+        what = rec["action"]["type"]
+        reason = "Kubesight" + what.capitalize() + ("" if out == "done" else out.capitalize())
+        alert = rec.get("alert") or {}
+        name = (alert.get("labels") or {}).get("alertname", "")
+        summary = (alert.get("annotations") or {}).get("summary") or ""
+        msg = (f"kubesight {what} {out}" + (f": {rec['reason']}" if rec.get("reason") else "") +
+               f"; alert {name}" + (f" ({summary})" if summary else "") + f", fingerprint {alert.get('fingerprint')}")
+        try:
+            self._post_event(rec["node"], reason, "Normal" if out == "done" else "Warning", msg)
+        except NotLeader:
+            return
+        except Exception as exc:  # noqa: BLE001 - the action stands; the trail is its record
+            self.event_failures += 1
+            err, said = f"{type(exc).__name__}: {exc}"[:300], self.event_said
+            self.event_said = _said(said, err, self.now())
+            if self.event_said is not said:
+                log.warning("remediate: Event %s on node %s not posted (%d so far; the action stands): %s",
+                            reason, rec["node"], self.event_failures, err)
 
     # ------------------------------------------------------------ actions
 
@@ -907,6 +974,154 @@ class Remediator:
             self.check_reboots()
 
 
+# ---------------------------------------------------------------- leader election (coordination.k8s.io/v1 Lease)
+
+
+def _micro(t: datetime) -> str:
+    """A Lease's MicroTime: RFC 3339 with six fractional digits, as the API server parses it.
+
+    >>> _micro(datetime(2026, 11, 29, 8, 0, 0, 250, tzinfo=UTC))
+    '2026-11-29T08:00:00.000250Z'
+    """
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaderLease:
+    """Leader election among the remediator's replicas on one ``coordination.k8s.io/v1`` Lease, as client-go's
+    leaderelection (and draino, kured) does: the holder renews it every ``retry`` s; another replica takes it only
+    once it has seen the same record unchanged for ``duration`` s by its own monotonic clock (no trust in clocks
+    across machines), or at once when the holder released it (no holder); each write carries the resourceVersion
+    read, so of two replicas writing at once one gets 409 Conflict: the other won.
+
+    ``leading()`` is what the remediator asks before each write: True only while the last successful acquire or
+    renew, timed from *before* its request, is within ``renew_deadline`` (< ``duration``), so a leader that cannot
+    renew (the API server away, a stall) stops acting before any other replica may take the Lease; one that reads
+    another holder on the Lease (taken over by hand, or after its own lapse) stops at once.
+
+    Written here rather than with ``kubernetes.leaderelection`` (client 37): its ``LeaseLock`` builds a
+    ``CoordinationV1Api()`` on the global default configuration (not the ApiClient with the remediator's token), its
+    ``run()`` calls ``onstarted_leading`` in a daemon thread nothing can stop and returns for good once leadership is
+    lost (no way back to candidate), and a leader keeps doing its work until the renew loop gives up, with no check a
+    write could make before it is sent."""
+
+    def __init__(self, api_client, namespace: str = LEASE_NAMESPACE, name: str = LEASE_NAME,
+                 identity: str | None = None, duration: float = LEASE_DURATION, renew_deadline: float = RENEW_DEADLINE,
+                 retry: float = RETRY_PERIOD, clock: Callable[[], float] = time.monotonic):
+        from kubernetes import client
+
+        if not retry < renew_deadline < duration:
+            raise ValueError("leader election needs retry < renew_deadline < duration")
+        self.coord = client.CoordinationV1Api(api_client)
+        self.namespace, self.name = namespace, name
+        self.identity = identity or f"{socket.gethostname()}_{secrets.token_hex(4)}"
+        self.duration, self.renew_deadline, self.retry, self.clock = duration, renew_deadline, retry, clock
+        self._renewed: float | None = None  # monotonic time before the last successful acquire/renew request
+        self._seen: tuple | None = None  # the Lease's record last read (holder, renewTime, ...)
+        self._seen_at = 0.0  # monotonic time it was first read so
+        self.holder: str | None = None  # the holder last read (None: none)
+
+    def leading(self) -> bool:
+        r = self._renewed
+        return r is not None and self.clock() < r + self.renew_deadline
+
+    def _read(self) -> dict | None:
+        from kubernetes.client import ApiException
+
+        try:
+            resp = self.coord.read_namespaced_lease(self.name, self.namespace, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return orjson.loads(resp.data)
+
+    def try_acquire_or_renew(self) -> bool:
+        """One try: read the Lease, create it, renew it, or take it over once it expired. True: this replica leads."""
+        from kubernetes.client import ApiException
+
+        t0, now = self.clock(), _micro(datetime.now(UTC))
+        mine = {"holderIdentity": self.identity, "leaseDurationSeconds": round(self.duration),
+                "acquireTime": now, "renewTime": now, "leaseTransitions": 0}
+        lease = self._read()
+        if lease is None:
+            try:
+                self.coord.create_namespaced_lease(self.namespace, {
+                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": self.name, "namespace": self.namespace}, "spec": mine})
+            except ApiException as exc:
+                if exc.status == 409:  # another replica created it first
+                    return False
+                raise
+            return self._won(t0)
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity") or None
+        seen = (holder, spec.get("renewTime"), spec.get("acquireTime"), spec.get("leaseDurationSeconds"))
+        if seen != self._seen:
+            self._seen, self._seen_at = seen, t0
+        if holder != self.holder:
+            log.info("remediate: the lease %s/%s is held by %s", self.namespace, self.name, holder or "nobody")
+            self.holder = holder
+        if holder is not None and holder != self.identity:
+            self._renewed = None  # someone else holds it: stop acting now, whatever our last renew said
+            if t0 < self._seen_at + float(spec.get("leaseDurationSeconds") or self.duration):
+                return False  # not expired by our own clock
+        transitions = int(spec.get("leaseTransitions") or 0)
+        if holder == self.identity:
+            mine["acquireTime"], mine["leaseTransitions"] = spec.get("acquireTime") or now, transitions
+        else:
+            mine["leaseTransitions"] = transitions + 1
+        lease["spec"] = {**spec, **mine}
+        try:
+            self.coord.replace_namespaced_lease(self.name, self.namespace, lease)  # metadata.resourceVersion: a lock
+        except ApiException as exc:
+            if exc.status == 409:  # written meanwhile: another replica took it (or renewed); read again next try
+                return False
+            raise
+        return self._won(t0)
+
+    def _won(self, t0: float) -> bool:
+        if self._renewed is None:
+            log.info("remediate: %s leads (lease %s/%s)", self.identity, self.namespace, self.name)
+        self._renewed, self.holder = t0, self.identity
+        return True
+
+    def release(self) -> None:
+        """Stop leading and hand the Lease over at once (no holder, duration 1 s), as client-go's ReleaseOnCancel:
+        the next replica takes it without waiting for it to expire."""
+        if self._renewed is None:
+            return
+        self._renewed = None  # first: nothing is written as leader after this
+        try:
+            lease = self._read()
+            if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+                return
+            now = _micro(datetime.now(UTC))
+            lease["spec"] = {**lease["spec"], "holderIdentity": None, "leaseDurationSeconds": 1,
+                             "acquireTime": now, "renewTime": now}
+            self.coord.replace_namespaced_lease(self.name, self.namespace, lease)
+            log.info("remediate: %s released the lease %s/%s", self.identity, self.namespace, self.name)
+        except Exception as exc:  # noqa: BLE001 - it then expires by itself
+            log.warning("remediate: the lease %s/%s not released (it expires in %gs): %s", self.namespace,
+                        self.name, self.duration, exc)
+
+    def run(self, stop: threading.Event) -> None:
+        """Try every ``retry`` s until ``stop``; then release. An API error is a failed try (the deadline decides)."""
+        try:
+            while not stop.is_set():
+                was = self.leading()
+                try:
+                    self.try_acquire_or_renew()
+                except Exception as exc:  # noqa: BLE001 - the API server away: leading() lapses by itself
+                    log.warning("remediate: lease %s/%s not acquired or renewed: %s", self.namespace, self.name, exc)
+                if was and not self.leading():
+                    log.warning("remediate: %s lost the lease %s/%s: it stops acting and is a candidate again",
+                                self.identity, self.namespace, self.name)
+                stop.wait(self.retry)
+        finally:
+            self.release()
+
+
+
 # ---------------------------------------------------------------- the runner (Kafka in and out)
 
 
@@ -954,24 +1169,40 @@ def read_trail(bootstrap: str, topic: str) -> list[dict]:
 
 
 class Runner:
-    """Consume ``alerts`` (consumer group ``<app_id>-remediation``), act, write ``actions``; ``stop()`` ends it."""
+    """Consume ``alerts`` (consumer group ``<app_id>-remediation``), act, write ``actions``; ``stop()`` ends it.
+
+    With ``lease`` (``kubesight remediate`` makes one unless ``--no-leader-election``) only the replica holding it
+    is a member of the consumer group and writes anything: on winning the Lease it reads the trail back (what the
+    previous leader did counts toward the limits), joins the group and handles the backlog; on losing it (renew
+    deadline passed, the Lease taken over) it stops before its next write, leaves the group without committing
+    (the next leader reads those alerts again) and is a candidate again. Without it, every replica acts."""
 
     def __init__(self, settings: Settings, bootstrap: str, kube: Kube, rules: RuleSet | None = None,
-                 group: str | None = None, tick_every: float = 5.0):
+                 group: str | None = None, tick_every: float = 5.0, lease: LeaderLease | None = None):
         self.settings, self.bootstrap, self.kube = settings, bootstrap, kube
         self.rules = rules if rules is not None else load_rules(settings)
         self.group = group or f"{settings.app_id}-remediation"
         self.tick_every = tick_every
+        self.lease = lease
         self._stop = threading.Event()
         self.ready = threading.Event()
+        self.leading = threading.Event()  # set while this replica acts (leader, or no leader election)
         self.caught_up = threading.Event()  # set once the backlog found at start is handled (and committed)
         self.backlog = 0  # records of that backlog
+        self.terms = 0  # times this replica began acting (won the Lease)
 
     def stop(self) -> None:
         self._stop.set()
 
+    def _may_act(self) -> bool:
+        return self.lease is None or self.lease.leading()
+
+    def _gate(self) -> None:
+        if not self._may_act():
+            raise NotLeader("not leader: nothing published")
+
     def run(self) -> None:
-        from kafka import KafkaConsumer, KafkaProducer
+        from kafka import KafkaProducer
 
         from core.topics import ensure_topics
 
@@ -981,32 +1212,68 @@ class Runner:
         producer = KafkaProducer(**client_config(self.bootstrap, "kafka-python"), acks="all", linger_ms=0)
 
         def publish(rec: dict) -> None:
+            self._gate()
+            if self.lease is not None:
+                rec = {**rec, "replica": self.lease.identity}  # which replica did it (trail only, not learnt)
             producer.send(trail_topic, key=(rec.get("node") or "").encode(), value=orjson.dumps(rec)).get(30)
 
         def publish_alert(a: Alert) -> None:
+            self._gate()
             producer.send(s.topic("alerts"), key=a.key(), value=orjson.dumps(a.to_dict())).get(30)
 
-        rem = Remediator(s, self.rules, self.kube, publish, read_trail(self.bootstrap, trail_topic),
+        electing, elected = None, threading.Event()  # the Lease is kept until the term's work ended, then released
+        if self.lease is not None:
+            self.kube.gate = self.lease.leading
+            electing = threading.Thread(target=self.lease.run, args=(elected,), daemon=True, name="remediation-lease")
+            electing.start()
+        self.ready.set()
+        try:
+            while not self._stop.is_set():
+                if not self._may_act():
+                    self._stop.wait(0.1)  # a candidate: in no consumer group, writing nothing
+                    continue
+                try:
+                    self._lead(publish, publish_alert, producer)
+                except NotLeader as exc:
+                    log.warning("remediate: stopped acting (%s); a candidate again", exc)
+        finally:
+            self.leading.clear()
+            elected.set()
+            if electing is not None:
+                electing.join(30)  # it releases the Lease: the next replica takes it at once
+            producer.flush()
+            producer.close()
+
+    def _lead(self, publish, publish_alert, producer) -> None:
+        """One term: the trail read back, the group joined, alerts handled while this replica may act."""
+        from kafka import KafkaConsumer
+
+        s = self.settings
+        rem = Remediator(s, self.rules, self.kube, publish, read_trail(self.bootstrap, s.topic("actions")),
                          publish_alert=publish_alert)
         consumer = KafkaConsumer(**client_config(self.bootstrap, "kafka-python"), group_id=self.group,
                                  enable_auto_commit=False, isolation_level="read_committed",
                                  auto_offset_reset="earliest", metadata_max_age_ms=30_000)
-        # the topic's partitions known before the group is joined: joined without them, the range assignor gives this
-        # member nothing, and it waits for a metadata refresh to join again (a CI run waited past its 60 s for it)
-        consumer.partitions_for_topic(s.topic("alerts"))
-        consumer.subscribe([s.topic("alerts")])
-        log.info("remediate: %d rule(s) with node effects, dry_run=%s kill_switch=%s, %d trail record(s) read",
-                 sum(1 for r in self.rules.rules if r.actions or r.node_condition or r.node_event),
-                 s.remediation.dry_run, s.remediation.kill_switch, len(rem.done))
-        self.ready.set()
-        last_tick = 0.0
         try:
+            # the topic's partitions known before the group is joined: joined without them, the range assignor gives
+            # this member nothing, and it waits for a metadata refresh to join again (a CI run waited past its 60 s)
+            consumer.partitions_for_topic(s.topic("alerts"))
+            consumer.subscribe([s.topic("alerts")])
+            log.info("remediate: %d rule(s) with node effects, dry_run=%s kill_switch=%s, %d trail record(s) read%s",
+                     sum(1 for r in self.rules.rules if r.actions or r.node_condition or r.node_event),
+                     s.remediation.dry_run, s.remediation.kill_switch, len(rem.done),
+                     f", leader {self.lease.identity}" if self.lease is not None else "")
+            self.terms += 1
+            self.leading.set()
+            last_tick = 0.0
             self._catch_up(consumer, rem, producer)
-            while not self._stop.is_set():
+            while not self._stop.is_set() and self._may_act():
                 batches = consumer.poll(timeout_ms=200, max_records=500)
+                self._gate()  # polled as leader, lost since: not handled, not committed
                 rem.handle_batch(self._alerts(batches))  # the poll's alerts together: one resolved in it is not acted on
                 if batches:
                     producer.flush()
+                    self._gate()  # a batch cut short by NotLeader raised above; this one ended as leader
                     consumer.commit()
                 if time.monotonic() - last_tick >= self.tick_every:
                     last_tick = time.monotonic()
@@ -1014,11 +1281,11 @@ class Runner:
                         rem.tick()
                     except Exception:  # the API server failing: the next tick tries again
                         log.exception("remediation tick failed")
+            if not self._stop.is_set():
+                log.warning("remediate: the lease lapsed: stopped acting; a candidate again")
         finally:
-            consumer.close()
-            producer.flush()
-            producer.close()
-
+            self.leading.clear()
+            consumer.close(autocommit=False)
 
     @staticmethod
     def _alerts(batches: dict) -> list[tuple[Alert, float | None]]:
@@ -1042,13 +1309,14 @@ class Runner:
         acted on though it was over."""
         latest: dict[tuple, tuple[Alert, float | None]] = {}  # (fingerprint, startsAt) -> its latest record
         ends: dict | None = None
+        read = 0  # records of this term's backlog
         deadline = time.monotonic() + CATCH_UP
-        while not self._stop.is_set() and time.monotonic() < deadline:
+        while not self._stop.is_set() and self._may_act() and time.monotonic() < deadline:
             batches = consumer.poll(timeout_ms=200, max_records=500)
             for a, at in self._alerts(batches):
                 latest.pop((a.fingerprint, a.startsAt), None)  # re-inserted: the batch keeps the records' order
                 latest[(a.fingerprint, a.startsAt)] = (a, at)
-            self.backlog += sum(len(m) for m in batches.values())
+            read += sum(len(m) for m in batches.values())
             parts = consumer.assignment()
             if not parts:
                 continue
@@ -1059,18 +1327,26 @@ class Runner:
         else:
             if self._stop.is_set():
                 return  # stopped half-way: nothing handled nor committed (a firing read without its resolution)
+            self._gate()  # the lease lapsed half-way: the same, for the next leader
             log.warning("remediate: the backlog was not read within %gs: the rest is handled poll by poll", CATCH_UP)
+        self.backlog += read
         rem.handle_batch(list(latest.values()))
-        if self.backlog:
+        if read:
             producer.flush()
+            self._gate()
             consumer.commit()
-        log.info("remediate: backlog of %d record(s) handled, %d episode(s)", self.backlog, len(latest))
+        log.info("remediate: backlog of %d record(s) handled, %d episode(s)", read, len(latest))
         self.caught_up.set()
 
 
 def register(sub, group) -> None:
     p = sub.add_parser("remediate", help="alerts -> Node conditions, Events and opt-in actions (dry-run by default)")
     p.add_argument("--kubeconfig", help="default: settings.remediation.kubeconfig, in-cluster, ~/.kube/config")
+    p.add_argument("--lease-namespace", default=None,
+                   help=f"namespace of the leader-election Lease {LEASE_NAME} (default: $POD_NAMESPACE, else "
+                   f"{LEASE_NAMESPACE}, the namespace remediation-rbac.yaml grants leases in)")
+    p.add_argument("--no-leader-election", action="store_true",
+                   help="act without holding the Lease: one replica only (dev, tests); two would each apply max_nodes")
     p.set_defaults(func=_run)
 
 
@@ -1081,7 +1357,10 @@ def _run(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.load(args.config)
-    r = Runner(settings, bootstrap_for(settings), kube_from(settings, args.kubeconfig))
+    kube = kube_from(settings, args.kubeconfig)
+    lease = None if args.no_leader_election else LeaderLease(
+        kube.api, namespace=args.lease_namespace or os.environ.get("POD_NAMESPACE") or LEASE_NAMESPACE)
+    r = Runner(settings, bootstrap_for(settings), kube, lease=lease)
     signal.signal(signal.SIGTERM, lambda *_: r.stop())
     r.run()
     return 0
