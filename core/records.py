@@ -747,3 +747,26 @@ def _deadletter_record(reason, payload, enc, origin, where, key, time, extra) ->
         **extra,
         "time": format_time(_time.time() if time is None else time),
     })
+
+
+# ---------------------------------------------------------------- ownership (the ``owners`` topic)
+
+
+def owner_key(cluster: str, namespace: str, pod: str = "") -> bytes:
+    """Key of an ``owners`` record: a namespace's team (``cluster/namespace``) or a pod's (``cluster/namespace/Pod/name``),
+    the shapes of ``Entity.key`` for the same objects.
+
+    >>> owner_key("prod", "shop"), owner_key("prod", "shop", "cart-7d9f-x")
+    (b'prod/shop', b'prod/shop/Pod/cart-7d9f-x')
+    """
+    return f"{cluster}/{namespace}/Pod/{pod}".encode() if pod else f"{cluster}/{namespace}".encode()
+
+
+def owner_record(owner: str, workload: str = "", controller: str = "") -> bytes:
+    """Value of an ``owners`` record: the team (``""``: none found), and for a pod its workload and its controller
+    (``kind/name`` of the ownerReference: a ReplicaSet, a Job), by which alerts that name those are owned too.
+
+    >>> owner_record("payments", "Deployment/cart", "ReplicaSet/cart-7d9f")
+    b'{"v":1,"kind":"owner","owner":"payments","workload":"Deployment/cart","controller":"ReplicaSet/cart-7d9f"}'
+    """
+    return orjson.dumps({"v": VERSION, "kind": "owner", "owner": owner, "workload": workload, "controller": controller})

@@ -17,6 +17,7 @@
 | incident-alerts | cluster | alerts re-keyed by cluster (incidents) | delete, 7 d |
 | incidents | incident id | Incident: status, ranked root-cause candidates with evidence, blast radius, members (streams.incidents) | delete, 30 d |
 | incidents-changelog | store key | the incident stage's partitioned state (JSON, no `v`) | compact |
+| owners | `cluster/namespace` or `cluster/namespace/Pod/name` | {v, kind: owner, owner (team), workload, controller}: written by the Kubernetes collector, a tombstone when the pod is deleted; read whole by every worker (the team of alerts that do not name one) | compact |
 | receiver-health | integration (`receiver/kind[i]`) | {v, kind: receiver-health, receiver, integration, state (ok, retrying, failing), since, attempts, reason}: written by delivery when an integration's state changes | compact |
 
 tests/test_interop.py reads every topic with the real kcat (read_committed, zstd changelogs included) and
@@ -61,6 +62,7 @@ SPECS = (
     TopicSpec("incidents", True, (("retention.ms", str(30 * DAY_MS)),)),  # incident records (streams.incidents)
     TopicSpec("incidents-changelog", True, (("cleanup.policy", "compact"), ("min.compaction.lag.ms", "60000"),
                                             ("compression.type", "zstd"))),
+    TopicSpec("owners", False, (("cleanup.policy", "compact"),)),  # who owns a namespace, a pod (streams.owners)
     TopicSpec("receiver-health", False, (("cleanup.policy", "compact"),)),  # delivery's view of each integration
 )
 

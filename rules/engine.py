@@ -256,6 +256,9 @@ class Engine:
         # anomaly groups of a state, as counted by the last ``_room`` scan plus those created since (deletions are not
         # counted: at most an early scan), or None (not counted since a restore or a reload)
         self._anomalies = PerState(lambda state: [None])
+        # labels -> the team owning what they name ("" if unknown), asked for a signal whose labels name no owner
+        # (a scraped series: streams.owners); None: none asked. The team joins the alert's labels while it fires
+        self.owner_of = None
 
     # ------------------------------------------------------------ entry points
 
@@ -740,7 +743,7 @@ class Engine:
         # is false, as in Prometheus (it stayed pending below the threshold, and fired where upstream never does)
         if self._holds(rule, c, t, s == 2):
             if ctx is not None:
-                labels = ctx.labels(rule)
+                labels = self._labels(ctx, rule)
                 if s == 2:
                     if MARK in st["l"] and MARK not in labels:  # firing since before alerts lost the mark
                         labels[MARK] = st["l"][MARK]  # (2026-11-29): the same alert until it resolves, not a new one
@@ -768,13 +771,22 @@ class Engine:
                 out = [self._alert(rule, st, "resolved", t)]
             if ctx is not None and rule.cond.type == "absent":
                 # absent fires from a timer, without a record: keep what it will say
-                labels = ctx.labels(rule)
+                labels = self._labels(ctx, rule)
                 if st.get("l") != labels:
                     st["l"] = labels
                     st["n"] = self._annotations(rule, c, labels, ctx) if rule.annotations else {}
             if s:
                 st["s"] = 0
         return out
+
+    def _labels(self, ctx, rule: CompiledRule) -> dict:
+        """The alert's labels from the signal being applied, with its owner's team when they name none."""
+        labels = ctx.labels(rule)
+        if self.owner_of is not None and "owner" not in labels:
+            team = self.owner_of(labels)
+            if team:
+                labels["owner"] = team
+        return labels
 
     @staticmethod
     def _annotations(rule: CompiledRule, c: dict, labels: dict, ctx, since: float | None = None) -> dict:

@@ -30,6 +30,7 @@ from core.telemetry import DEADLETTERS, count_deadletter
 from core.topics import replication_of
 from streams.hotpath import Pipeline, TransactionalProcessor
 from streams.incidents import incident_processor
+from streams.owners import OwnerBook
 from streams.stages import RulePacks, RulesStage, RulesTopicWatcher, signal_stages, watchdog
 from streams.telemetry import install as install_telemetry
 
@@ -71,8 +72,10 @@ def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = No
     app.kubesight_topics = topics
 
     packs = RulePacks(settings, topic_dir=state / "rules-topic" / f"{settings.app_id}-{worker_id}")
+    owners = OwnerBook(settings, bootstrap)  # the teams of alerts from scraped series (streams.owners)
     processor = TransactionalProcessor(settings, bootstrap, "signals", ["events", "samples"],
-                                       Pipeline(signal_stages(settings, packs)), worker_id=worker_id,
+                                       Pipeline(signal_stages(settings, packs, owners.directory.owner_of)),
+                                       worker_id=worker_id,
                                        urgent=("alerts",),  # an alert commits within 0.1 s, not commit_interval
                                        heartbeat=watchdog(settings))
     watcher = RulesTopicWatcher(settings, bootstrap, packs)
@@ -84,12 +87,16 @@ def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = No
 
         alerting = AlertingService(settings, bootstrap, worker_id=worker_id)
     app.kubesight_processor, app.kubesight_packs, app.kubesight_alerting = processor, packs, alerting
-    app.kubesight_incidents = incidents
+    app.kubesight_incidents, app.kubesight_owners = incidents, owners
 
     @app.service
     class KubesightServices(faust.Service):  # the hot path and its helpers, started and stopped with the app
         async def on_start(self) -> None:
             await self.add_runtime_dependency(watcher)
+            await self.add_runtime_dependency(owners)
+            # no signal is evaluated before the teams written so far are known: a resumed firing alert evaluated
+            # without its team would be replaced by one with a new fingerprint when the directory caught up
+            await owners.caught_up.wait()
             await self.add_runtime_dependency(processor)
             if incidents is not None:
                 await self.add_runtime_dependency(incidents)

@@ -42,12 +42,14 @@ class RulesStage:
     ``seconds`` and ``evaluations`` add up the rule evaluation time (``kubesight_rule_evaluation_seconds``)
     and the signals evaluated: those that reach a rule.  ``wants`` tells the hot path's ``Pipeline`` which
     signals those are (by name, or source and reason), so the others never call this stage; ``routing``
-    is the engine in force, whose swap (a reload) renews that answer."""
+    is the engine in force, whose swap (a reload) renews that answer.  ``owner_of`` (``streams.owners``) gives the
+    team of alerts whose signal names none; every engine in force is handed it."""
 
     accepts = (Event, Sample)
 
-    def __init__(self, holder: EngineHolder):
+    def __init__(self, holder: EngineHolder, owner_of=None):
         self.holder = holder
+        self.owner_of = owner_of
         self.seconds = 0.0
         self.evaluations = 0
 
@@ -64,6 +66,8 @@ class RulesStage:
         if rules is None:  # most signals: no rule to evaluate (and so no time to add)
             return
         self.evaluations += 1
+        if engine.owner_of is not self.owner_of:  # a new engine (a reload)
+            engine.owner_of = self.owner_of
         t0 = perf_counter()
         out = engine.apply(rec, rules, state, state.get(WATERMARK))
         copies = engine.rekey(rec)  # anomaly_vector / event_count by: the signal again, keyed by its entity or group
@@ -259,9 +263,9 @@ class RulesTopicWatcher(mode.Service):
         self.packs.poll_files()
 
 
-def signal_stages(settings: Settings, packs: RulePacks):
-    """The stages every signal goes through, in order."""
+def signal_stages(settings: Settings, packs: RulePacks, owner_of=None):
+    """The stages every signal goes through, in order (``owner_of``: ``RulesStage``'s)."""
     from streams.derived import Derived
 
-    return [Derived(), RulesStage(packs.holder)]
+    return [Derived(), RulesStage(packs.holder, owner_of)]
 

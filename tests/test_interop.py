@@ -223,7 +223,7 @@ def kcat(bootstrap: str, topic: str) -> list[str]:
 def test_kcat_reads_every_topic_as_plain_json(settings, tmp_path):
     from collectors.kernel.checkpoint import KafkaCheckpoint
     from collectors.sink import KafkaSink
-    from core.records import Entity, Event
+    from core.records import Entity, Event, owner_key, owner_record
     from core.topics import SPECS
     from tests.alerts.amtools import WebhookSink
 
@@ -239,6 +239,13 @@ def test_kcat_reads_every_topic_as_plain_json(settings, tmp_path):
         worker = Daemon("worker", [sys.executable, "-m", "kubesight", "--config", str(tmp_path / "settings.yaml"),
                                    "worker", "--worker-id", "kcat"], tmp_path, f"http://127.0.0.1:{web_port}/ready",
                         ready_timeout=90, env=env)
+        # what the Kubernetes collector writes of the pods it resolved: the events below name no team, so their
+        # alerts take these (the worker reads the owners topic before any signal)
+        sink = KafkaSink(s.kafka, s.topic)
+        sink.send_raw("owners", owner_key("default", "shop"), owner_record("web"))
+        sink.send_raw("owners", owner_key("default", "shop", "web-1"), owner_record("payments", "Deployment/web"))
+        sink.flush(30)
+        sink.close()
         with worker:
             # inputs through kubesight's own producers: events and a dead letter (sink), a checkpoint
             # (the kernel collector's), a rule pack, samples (a real scrape), a silence (the CLI)
@@ -265,6 +272,9 @@ def test_kcat_reads_every_topic_as_plain_json(settings, tmp_path):
                 assert res.returncode == 0, (argv, res.stdout, res.stderr)
             wait_for(lambda: len(hook.bodies) >= 1, 60, "the webhook notification (the alerting pipeline ran)",
                      every=0.3)
+            owned = {a["labels"]["pod"]: a["labels"].get("owner") for a in (json.loads(r.value) for r in
+                     read_to_end(s.kafka, s.topic("alerts"))) if a["labels"].get("alertname") == "KubeBackOff"}
+            assert owned == {"web-1": "payments", "web-2": "web"}
             names = [spec.name for spec in SPECS if spec.name not in NOT_COVERED]
             read: dict[str, list[str]] = {}
 

@@ -23,7 +23,7 @@ from collectors.kubernetes import checkpoint, events, state
 from collectors.kubernetes.api import STREAMS
 from collectors.kubernetes.owners import DEFAULT_KEYS, Owners
 from collectors.kubernetes.watch import Watcher
-from core.records import Entity, RecordError
+from core.records import Entity, RecordError, owner_key, owner_record
 
 log = logging.getLogger("kubesight.collect.kubernetes")
 EVENT_STREAMS = ("events", "events.k8s.io")
@@ -54,6 +54,7 @@ class Stats:
     dead: int = 0
     items: int = 0
     transactions: int = 0
+    owners: int = 0  # records written to the owners topic (tombstones included)
     committed_rv: dict = field(default_factory=dict)
 
 
@@ -105,6 +106,12 @@ class Collector:
         # the grace names such Events as before the fix (by reading the pod), nothing is lost or doubled.
         self.deleted_pods: OrderedDict = OrderedDict()
         self.owners = Owners(api.read, options.owner_keys, options.cache_size, options.cache_ttl)
+        # what this run wrote to the ``owners`` topic (streams.owners: the team of alerts from scraped series), to
+        # write only changes: pod uid -> (team, workload, controller), namespace -> team. Not checkpointed: after a
+        # restart a pod is written again when next resolved (the same value: compaction keeps one), a pod deleted
+        # while the collector was down is missing from its first list and gets its tombstone there
+        self.published: dict[str, tuple[str, str, str]] = {}
+        self.published_ns: dict[str, str] = {}
         self.queue: queue.Queue = queue.Queue(options.queue_size)
         self.stop = threading.Event()
         self.watchers: list[Watcher] = []
@@ -357,13 +364,16 @@ class Collector:
         prev = self.pods.get(uid)
         small = state.compact(cur)
         if prev != small:
-            # owners are resolved only when a record is due: most pod updates change nothing we report
+            # owners are resolved only when a record is due or the pod is new to this run or changed controller (its
+            # team goes to the owners topic): most pod updates change nothing we report
             recs = state.pod_changes(prev, cur, Entity(cluster=self.o.cluster), self.clock())
             if recs:
                 ent = self.pod_entity(small)
                 for r in recs:
                     r.entity = ent
                 self._emit(recs)
+            elif prev is None or prev["owner"] != small["owner"]:
+                self.pod_entity(small)
             self.pods[uid] = small
             self.dirty.add(("pod", uid))
         return uid
@@ -375,6 +385,10 @@ class Collector:
         if prev is not None:
             self.dirty.add(("pod", uid))
         last = last or prev
+        if (self.published.pop(uid, None) is not None or prev is not None) and last is not None:
+            # its alerts from now on are its workload's other pods' team's, or the namespace's
+            self.sink.send_raw("owners", owner_key(self.o.cluster, last["ns"], last["name"]), None)
+            self.stats.owners += 1
         if last is None or self.o.deleted_pod_grace <= 0:
             return
         until = self.clock() + self.o.deleted_pod_grace
@@ -397,8 +411,26 @@ class Collector:
     def pod_entity(self, s: dict) -> Entity:
         workload, team = self.owners.resolve(s["ns"], "Pod", s["name"], tuple(s["owner"]),
                                              s["labels"].get("pod-template-hash", ""))
+        self._publish_owner(s, workload, team)
         return Entity(cluster=self.o.cluster, namespace=s["ns"], kind="Pod", name=s["name"], uid=s["uid"],
                       node=s["node"], workload=workload, owner=team)
+
+    def _publish_owner(self, s: dict, workload: str, team: str) -> None:
+        """The pod's team, workload and controller, and its namespace's team, to the ``owners`` topic when they changed
+        (in this batch's transaction, with the checkpoint): alerts from series naming the pod, its workload or
+        its namespace are owned by them (``streams.owners``)."""
+        kind, name = (s["owner"] or ["", ""])[:2]
+        controller = f"{kind}/{name}" if kind and name and kind != "Node" else ""
+        entry = (team, workload, controller)
+        if self.published.get(s["uid"]) != entry:
+            self.published[s["uid"]] = entry
+            self.sink.send_raw("owners", owner_key(self.o.cluster, s["ns"], s["name"]), owner_record(*entry))
+            self.stats.owners += 1
+        ns_team = self.owners.team(s["ns"], None)  # cached with the pod's: no read of its own
+        if self.published_ns.get(s["ns"]) != ns_team:
+            self.published_ns[s["ns"]] = ns_team
+            self.sink.send_raw("owners", owner_key(self.o.cluster, s["ns"]), owner_record(ns_team))
+            self.stats.owners += 1
 
     # ------------------------------------------------------------ checkpoint
 

@@ -121,3 +121,37 @@ def test_a_replication_controller_s_pods_take_its_team(api, collector, workloads
     recs = scheduled(collector, shop, "legacy")
     assert {(r["entity"]["workload"], r["entity"]["owner"]) for r in recs} == \
         {("ReplicationController/legacy", "billing")}
+
+
+def test_the_owners_topic_gives_scraped_series_of_the_cart_pods_their_team(api, collector, workloads):
+    """What the workers join onto alerts from kube-state-metrics' series (streams.owners): each cart pod's team,
+    workload and ReplicaSet, the namespace's team, and a tombstone for a pod deleted (its replacement written)."""
+    from streams.owners import OwnerDirectory
+    from tests.cluster.conftest import wait_for
+    from tests.kafkatools import read_to_end
+
+    shop, _ = workloads
+    scheduled(collector, shop, "cart", 2)
+    topic = f"{collector.prefix}owners"
+    latest: dict = {}
+
+    def read() -> dict:
+        for r in read_to_end(collector.bootstrap, topic):
+            latest[r.key.decode()] = r.value
+        return latest
+
+    prefix = f"{collector.cluster}/{shop}/Pod/cart-"
+    wait_for("two cart pods on the owners topic", lambda: sum(1 for k, v in read().items()
+                                                              if k.startswith(prefix) and v) >= 2, 60)
+    d = OwnerDirectory(collector.cluster)
+    for k, v in latest.items():
+        d.apply(k.encode(), v)
+    carts = {k: v for k, v in d.pods.items() if k[1] == shop and k[2].startswith("cart-")}
+    assert {(team, wl, ctrl.rpartition("-")[0]) for team, wl, ctrl in carts.values()} == \
+        {("payments", "Deployment/cart", "ReplicaSet/cart")}
+    assert d.owner_of({"namespace": shop, "deployment": "cart"}) == "payments"
+    assert d.owner_of({"namespace": shop, "persistentvolumeclaim": "data"}) == "web"
+    victim = sorted(carts)[0][2]
+    api.core.delete_namespaced_pod(victim, shop, grace_period_seconds=0)
+    wait_for(f"the tombstone of {victim}", lambda: read().get(prefix[:-5] + victim, b"") is None, 60)
+    wait_for("its replacement", lambda: sum(1 for k, v in read().items() if k.startswith(prefix) and v) >= 2, 60)

@@ -18,27 +18,28 @@ from collectors.kubernetes.testing import FakeApiServer, repeat, to_events_v1
 
 
 class MemSink:
-    """What a Kafka transaction holds, committed at once: records, dead letters, checkpoint keys."""
+    """What a Kafka transaction holds, committed at once: records, dead letters, checkpoint keys, owners keys."""
 
     def __init__(self):
-        self.records, self.raw, self.dead = [], {}, []
+        self.records, self.raw, self.dead, self.owners = [], {}, [], {}
         self._open = None
 
     def begin(self):
-        self._open = ([], {}, [])
+        self._open = ([], {}, [], {})
 
     def commit(self):
-        recs, raw, dead = self._open
+        recs, raw, dead, owners = self._open
         self.records += recs
         self.raw.update(raw)
         self.dead += dead
+        self.owners.update(owners)
         self._open = None
 
     def send(self, rec):
         self._open[0].append(rec)
 
     def send_raw(self, logical, key, value):
-        self._open[1][key.decode()] = value
+        self._open[3 if logical == "owners" else 1][key.decode()] = value
 
     def reject(self, reason, payload, **where):
         self._open[2].append(reason)
@@ -236,3 +237,33 @@ def test_a_checkpoint_ahead_of_the_cluster_is_relisted_not_watched_blind(tmp_pat
     assert counts(sink, "new") == [1] and counts(sink, "old") == [1, 2]  # not a baseline: the restore is a gap
     assert int(c.rv["events"]) >= rv
     assert f"not resuming from the checkpointed resourceVersion {ahead}: it is ahead of the cluster" in caplog.text
+
+
+# ---------------------------------------------------------------- the owners topic
+
+
+def test_each_pod_s_team_workload_and_controller_go_to_the_owners_topic_once_and_a_deletion_tombstones_it():
+    """What the workers join onto alerts from scraped series (streams.owners): written when a pod is first listed,
+    not again while nothing of it changes (a restart from the checkpoint neither), a tombstone when it goes; the
+    namespace's team beside it."""
+    from core.records import owner_record
+
+    c, sink = collector(OWNERS)
+    bare = {"metadata": {"name": "debug", "namespace": "shop", "uid": "p2"}, "spec": {}, "status": {}}
+    feed(c, ("sync", "pods", [POD, bare], "1000"))
+    assert sink.records == []  # no state change to report: only the owners were written
+    assert sink.owners == {
+        "c1/shop/Pod/cart-7d9f-x": owner_record("payments", "Deployment/cart", "ReplicaSet/cart-7d9f"),
+        "c1/shop/Pod/debug": owner_record("web"),  # no controller: the namespace's team
+        "c1/shop": owner_record("web")}
+    written = c.stats.owners
+    busy = copy.deepcopy(POD)
+    busy["metadata"]["labels"]["extra"] = "1"  # an update that reports nothing
+    feed(c, ("event", "pods", "MODIFIED", busy, "1001"))
+    restarted, sink2 = collector(OWNERS, restored=sink.restored("c1"))
+    feed(restarted, ("sync", "pods", [busy, bare], "1002"))
+    assert (c.stats.owners, sink2.owners) == (written, {})
+    feed(restarted, ("event", "pods", "DELETED", busy, "1003"))  # known from the checkpoint: tombstoned
+    feed(c, ("sync", "pods", [busy], "1004"))  # the first run's re-list: debug was deleted meanwhile
+    assert sink2.owners == {"c1/shop/Pod/cart-7d9f-x": None}
+    assert sink.owners["c1/shop/Pod/debug"] is None and sink.owners["c1/shop/Pod/cart-7d9f-x"] is not None

@@ -1,0 +1,170 @@
+"""Who owns what an alert names, for alerts whose signal did not say: the ``owners`` topic, read whole by every worker.
+
+Events and state changes reach the rule engine with their entity's team (the Kubernetes collector resolves it from
+the workload's and the namespace's labels and annotations), but a scraped series does not: kube-state-metrics'
+``kube_pod_status_ready{namespace, pod}`` or ``kube_deployment_status_replicas_available{namespace, deployment}`` says
+nothing of a team, so an alert from it had no ``owner`` and an owner route sent it to the fallback receiver.  The
+Kubernetes collector therefore also writes, in the transaction of its checkpoint, what it resolved: each pod's team,
+workload and controller, and each namespace's team (``core.records.owner_key`` / ``owner_record``; a tombstone
+when the pod is deleted).  ``OwnerBook`` follows that compacted topic (every partition, no group), and the rule
+engine asks ``OwnerDirectory.owner_of`` for the team of a signal's labels that name no ``owner``:
+
+1. the pod (``namespace`` + ``pod``);
+2. a pod's workload or controller, as kube-state-metrics and kubernetes-mixin name them (``deployment``,
+   ``statefulset``, ``daemonset``, ``cronjob``, ``replicaset``, ``job_name``, ``replicationcontroller``,
+   ``owner_kind``/``owner_name``, ``workload`` + ``workload_type``, kubesight's ``workload`` ``Kind/name``): the
+   team of its most recently written live pod;
+3. the namespace.
+
+The engine keeps the team in the alert's labels from its first evaluation: the resolution carries the team the
+firing had (one fingerprint), and a team that changes under a firing alert replaces it, as for events.  A workload
+with no pod left (scaled to zero, deleted) is owned by its namespace's team; a namespace whose pods the collector
+never saw has no entry (its alerts stay without an owner, as before).
+
+>>> d = OwnerDirectory("prod")
+>>> d.apply(b"prod/shop", b'{"v":1,"kind":"owner","owner":"web"}')
+>>> d.apply(b"prod/shop/Pod/cart-7d9f-x", b'{"v":1,"kind":"owner","owner":"payments","workload":"Deployment/cart",'
+...         b'"controller":"ReplicaSet/cart-7d9f"}')
+>>> d.owner_of({"namespace": "shop", "pod": "cart-7d9f-x"}), d.owner_of({"namespace": "shop", "deployment": "cart"})
+('payments', 'payments')
+>>> d.owner_of({"namespace": "shop", "persistentvolumeclaim": "data"}), d.owner_of({"node": "w1"})
+('web', '')
+>>> d.apply(b"prod/shop/Pod/cart-7d9f-x", None)  # deleted: its workload has no pod left
+>>> d.owner_of({"namespace": "shop", "deployment": "cart"})
+'web'
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import mode
+import orjson
+
+from core.settings import Settings
+from streams.follow import follow_topic
+
+# labels naming a pod's workload or controller: kube-state-metrics' (kube_deployment_*, kube_job_*: job_name) and
+# kubernetes-mixin's; never ``job``, which is Prometheus' scrape job
+REFERENCES = (("deployment", "Deployment"), ("statefulset", "StatefulSet"), ("daemonset", "DaemonSet"),
+              ("cronjob", "CronJob"), ("replicationcontroller", "ReplicationController"), ("replicaset", "ReplicaSet"),
+              ("job_name", "Job"))
+# kubernetes-mixin's namespace_workload_pod:kube_pod_owner:relabel writes workload + workload_type (lower case)
+WORKLOAD_TYPES = {label: kind for label, kind in REFERENCES if label != "job_name"} | {"job": "Job"}
+
+
+class OwnerDirectory:
+    """The ``owners`` topic as lookups: namespace -> team, pod -> (team, workload, controller), and each workload or
+    controller -> its live pods' teams (the latest written last).  ``cluster``: the one alerts without a ``cluster``
+    label are about (``settings.cluster``)."""
+
+    def __init__(self, cluster: str = "default"):
+        self.cluster = cluster
+        self.namespaces: dict[tuple[str, str], str] = {}
+        self.pods: dict[tuple[str, str, str], tuple[str, str, str]] = {}
+        self.refs: dict[tuple[str, str, str], dict[str, str]] = {}  # (cluster, ns, "Kind/name") -> {pod: team}
+        self.applied = 0
+
+    def __len__(self) -> int:
+        return len(self.namespaces) + len(self.pods)
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        """One record of the topic (``value`` None: a tombstone).  A key or value not of that shape raises
+        ``ValueError`` (``follow_topic`` logs it and goes on)."""
+        parts = (key or b"").decode("utf-8", "replace").split("/")
+        if len(parts) >= 4 and parts[-2] == "Pod":
+            cluster, ns, pod = "/".join(parts[:-3]), parts[-3], parts[-1]
+        elif len(parts) >= 2:
+            cluster, ns, pod = "/".join(parts[:-1]), parts[-1], ""
+        else:
+            raise ValueError(f"not an owners key: {key!r}")
+        if not ns:
+            raise ValueError(f"not an owners key (no namespace): {key!r}")
+        rec = None
+        if value is not None:
+            rec = orjson.loads(value)
+            if not isinstance(rec, dict) or rec.get("kind") != "owner" or not isinstance(rec.get("owner"), str):
+                raise ValueError(f"not an owner record: {value[:200]!r}")
+        self.applied += 1
+        if not pod:
+            if rec is None:
+                self.namespaces.pop((cluster, ns), None)
+            else:
+                self.namespaces[(cluster, ns)] = rec["owner"]
+            return
+        self._forget(cluster, ns, pod)
+        if rec is None:
+            return
+        entry = (rec["owner"], str(rec.get("workload") or ""), str(rec.get("controller") or ""))
+        self.pods[(cluster, ns, pod)] = entry
+        for ref in {entry[1], entry[2]} - {""}:
+            self.refs.setdefault((cluster, ns, ref), {})[pod] = entry[0]
+
+    def _forget(self, cluster: str, ns: str, pod: str) -> None:
+        old = self.pods.pop((cluster, ns, pod), None)
+        if old is None:
+            return
+        for ref in {old[1], old[2]} - {""}:
+            teams = self.refs.get((cluster, ns, ref))
+            if teams is not None:
+                teams.pop(pod, None)
+                if not teams:
+                    del self.refs[(cluster, ns, ref)]
+
+    def owner_of(self, labels: dict) -> str:
+        """The team owning what ``labels`` name, ``""`` if none is known (or they name no namespace)."""
+        ns = labels.get("namespace")
+        if not ns:
+            return ""
+        cluster = labels.get("cluster") or self.cluster
+        pod = labels.get("pod")
+        if pod:
+            hit = self.pods.get((cluster, ns, pod))
+            if hit and hit[0]:
+                return hit[0]
+        for ref in _references(labels):
+            teams = self.refs.get((cluster, ns, ref))
+            if teams:
+                team = next(reversed(teams.values()))
+                if team:
+                    return team
+        return self.namespaces.get((cluster, ns), "")
+
+
+def _references(labels: dict) -> list[str]:
+    """``Kind/name`` of each workload or controller the labels name.
+
+    >>> _references({"deployment": "cart", "owner_kind": "ReplicaSet", "owner_name": "cart-7d9f"})
+    ['Deployment/cart', 'ReplicaSet/cart-7d9f']
+    >>> _references({"workload": "cart", "workload_type": "deployment"}), _references({"workload": "Job/etl"})
+    (['Deployment/cart'], ['Job/etl'])
+    """
+    out = [f"{kind}/{labels[label]}" for label, kind in REFERENCES if labels.get(label)]
+    if labels.get("owner_kind") and labels.get("owner_name"):
+        out.append(f"{labels['owner_kind']}/{labels['owner_name']}")
+    wl = labels.get("workload")
+    if wl:
+        kind = WORKLOAD_TYPES.get(str(labels.get("workload_type") or "").lower())
+        if kind:
+            out.append(f"{kind}/{wl}")
+        elif "/" in wl:
+            out.append(wl)
+    return out
+
+
+class OwnerBook(mode.Service):
+    """Every worker's ``OwnerDirectory``, from the compacted ``owners`` topic (every partition, no group).
+
+    ``caught_up`` is set once the records there at start are read: the hot path starts after it, so a restarted
+    worker does not fire the alerts it resumes without the teams they had (a label change would replace them)."""
+
+    def __init__(self, settings: Settings, bootstrap: str, **kw):
+        super().__init__(**kw)
+        self.settings, self.bootstrap = settings, bootstrap
+        self.directory = OwnerDirectory(settings.cluster)
+        self.caught_up = asyncio.Event()
+
+    @mode.Service.task
+    async def _follow(self) -> None:
+        await follow_topic(self, self.bootstrap, self.settings.topic("owners"), 1, self.directory.apply,
+                           self.caught_up, f"{self.settings.app_id}-owners")

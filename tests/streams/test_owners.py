@@ -1,0 +1,136 @@
+"""Alerts from scraped series take the team of what they name (streams.owners): the directory the Kubernetes collector
+writes, the default pack's rules asking it, the team kept from firing to resolution."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from core.records import Sample, owner_key, owner_record
+from core.settings import Settings
+from rules.engine import Engine
+from rules.load import load_packs
+from streams.owners import OwnerDirectory
+from streams.stages import RulePacks
+
+
+def directory() -> OwnerDirectory:
+    d = OwnerDirectory("c1")
+    d.apply(owner_key("c1", "shop"), owner_record("web"))
+    d.apply(owner_key("c1", "shop", "cart-7d9f-x"), owner_record("payments", "Deployment/cart", "ReplicaSet/cart-7d9f"))
+    d.apply(owner_key("c1", "batch", "etl-1-abcde"), owner_record("data", "CronJob/etl", "Job/etl-1"))
+    return d
+
+
+def waiting(t: float, pod: str = "cart-7d9f-x", ns: str = "shop", **labels) -> Sample:
+    """kube-state-metrics' series, as scraped: no team in it."""
+    return Sample(name="kube_pod_container_status_waiting", value=1.0, time=t,
+                  labels={"namespace": ns, "pod": pod, "container": "main", "job": "kube-state-metrics", **labels})
+
+
+@pytest.mark.parametrize("labels, team", [
+    ({"namespace": "shop", "pod": "cart-7d9f-x"}, "payments"),
+    ({"namespace": "shop", "deployment": "cart"}, "payments"),  # kube_deployment_*
+    ({"namespace": "shop", "replicaset": "cart-7d9f"}, "payments"),  # kube_replicaset_*
+    ({"namespace": "batch", "job_name": "etl-1"}, "data"),  # kube_job_*: the Job's pods' team
+    ({"namespace": "batch", "cronjob": "etl"}, "data"),
+    ({"namespace": "shop", "owner_kind": "ReplicaSet", "owner_name": "cart-7d9f"}, "payments"),  # kube_pod_owner
+    ({"namespace": "shop", "workload": "cart", "workload_type": "deployment"}, "payments"),  # kubernetes-mixin
+    ({"namespace": "shop", "workload": "Deployment/cart"}, "payments"),  # kubesight's own
+    ({"namespace": "shop", "pod": "gone-1"}, "web"),  # a pod not (or no longer) known: the namespace's
+    ({"namespace": "shop", "persistentvolumeclaim": "data"}, "web"),
+    ({"namespace": "shop", "deployment": "nope"}, "web"),  # a workload not known
+    ({"namespace": "batch", "job": "etl-1"}, ""),  # `job` is Prometheus' scrape job, never a Job
+    ({"namespace": "shop", "pod": "cart-7d9f-x", "cluster": "c2"}, ""),  # another cluster's shop
+    ({"node": "w1"}, ""),  # a node's alert: no namespace, no team
+    ({"namespace": "unseen"}, ""),
+])
+def test_the_directory_finds_the_team_of_what_the_labels_name(labels, team):
+    assert directory().owner_of(labels) == team
+
+
+def test_a_workload_is_its_latest_pod_s_team_and_its_namespace_s_once_no_pod_is_left():
+    d = directory()
+    d.apply(owner_key("c1", "shop", "cart-7d9f-y"), owner_record("checkout", "Deployment/cart", "ReplicaSet/cart-7d9f"))
+    assert d.owner_of({"namespace": "shop", "deployment": "cart"}) == "checkout"  # relabelled: the newer pod's
+    d.apply(owner_key("c1", "shop", "cart-7d9f-y"), None)
+    assert d.owner_of({"namespace": "shop", "deployment": "cart"}) == "payments"
+    d.apply(owner_key("c1", "shop", "cart-7d9f-x"), None)
+    assert d.owner_of({"namespace": "shop", "deployment": "cart"}) == "web"
+    assert d.refs.keys() == {("c1", "batch", "CronJob/etl"), ("c1", "batch", "Job/etl-1")}  # nothing left behind
+    d.apply(owner_key("c1", "shop"), owner_record(""))  # the namespace's label removed
+    assert d.owner_of({"namespace": "shop", "deployment": "cart"}) == ""
+
+
+@pytest.mark.parametrize("key, value", [
+    (b"c1", owner_record("x")), (b"c1/", owner_record("x")), (None, owner_record("x")),
+    (b"c1/shop", b"not json"), (b"c1/shop", b'{"kind": "event", "owner": "x"}'), (b"c1/shop", b'{"kind": "owner"}'),
+])
+def test_a_record_not_of_the_topic_s_shape_is_refused_and_changes_nothing(key, value):
+    d = directory()
+    before = (dict(d.namespaces), dict(d.pods))
+    with pytest.raises(ValueError):
+        d.apply(key, value)
+    assert (d.namespaces, d.pods) == before[0:1] + before[1:]
+
+
+def default_engine(d: OwnerDirectory) -> Engine:
+    engine = RulePacks(Settings()).holder.engine
+    engine.owner_of = d.owner_of
+    return engine
+
+
+def test_the_default_pack_s_container_waiting_alert_reaches_the_pod_s_team_and_resolves_with_it():
+    """KubeContainerWaiting (kube-state-metrics, no team in the series) fires with the pod's team; the pod's deletion
+    (its tombstone) while it fires does not move it: the resolution carries the team it fired with, so one
+    fingerprint goes firing -> resolved."""
+    d = directory()
+    engine, state = default_engine(d), {}
+    out = []
+    for t in range(0, 3900, 60):
+        out += engine.process(waiting(float(t)), state, float(t))
+    assert [(a.status, a.labels["alertname"], a.labels.get("owner")) for a in out] == \
+        [("firing", "KubeContainerWaiting", "payments")]
+    d.apply(owner_key("c1", "shop", "cart-7d9f-x"), None)  # deleted: the series stops
+    d.apply(owner_key("c1", "shop"), owner_record("web-2"))
+    resolved = engine.tick(3840.0 + 600, state)
+    assert [(a.status, a.labels.get("owner"), a.fingerprint) for a in resolved] == \
+        [("resolved", "payments", out[0].fingerprint)]
+
+
+def test_a_team_set_by_the_signal_or_the_rule_is_kept_and_no_directory_means_no_team(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text(textwrap.dedent("""\
+        apiVersion: kubesight.io/v1
+        kind: RulePack
+        metadata: {name: t, version: "1"}
+        rules:
+          - alert: Waiting
+            match: {metric: kube_pod_container_status_waiting}
+            condition: {type: threshold, op: "==", value: 1}
+          - alert: WaitingPlatform
+            match: {metric: kube_pod_container_status_waiting}
+            condition: {type: threshold, op: "==", value: 1}
+            labels: {owner: platform}
+        """))
+    rs = load_packs([f])
+    engine = Engine(rs)
+    engine.owner_of = directory().owner_of
+    got = {a.labels["alertname"]: a.labels.get("owner") for a in engine.process(waiting(0.0), {}, 0.0)}
+    assert got == {"Waiting": "payments", "WaitingPlatform": "platform"}
+    got = {a.labels["alertname"]: a.labels.get("owner") for a in engine.process(waiting(0.0, owner="sre"), {}, 0.0)}
+    assert got["Waiting"] == "sre"  # the series' own owner label (relabelled at the scrape)
+    assert [a.labels.get("owner") for a in Engine(rs).process(waiting(0.0), {}, 0.0)] == [None, "platform"]
+
+
+def test_a_team_that_changes_under_a_firing_alert_replaces_it_as_an_event_s_owner_does(tmp_path):
+    d = directory()
+    engine, state = default_engine(d), {}
+    out = []
+    for t in range(0, 3660, 60):
+        out += engine.process(waiting(float(t)), state, float(t))
+    d.apply(owner_key("c1", "shop", "cart-7d9f-x"), owner_record("checkout", "Deployment/cart", "ReplicaSet/cart-7d9f"))
+    out += engine.process(waiting(3660.0), state, 3660.0)
+    assert [(a.status, a.labels.get("owner")) for a in out] == \
+        [("firing", "payments"), ("resolved", "payments"), ("firing", "checkout")]
