@@ -75,7 +75,8 @@ import heapq
 import re
 from collections.abc import Iterable, Mapping, MutableMapping
 
-from core.records import Alert, format_time
+from alerts.grouping import NOTE_MARGIN, fit
+from core.records import RECORD_LIMIT, Alert, format_time
 from core.statememo import PerState
 
 CAUSE, IMPACTED = "cause", "impacted"  # roles of a receiver in an incident's notifications
@@ -1057,7 +1058,7 @@ def incident_note(inc: Mapping, rec: Mapping, receiver: str, role: str, status: 
             "incident_evidence": "; ".join(top.get("evidence", [])),
             "incident_other_causes": "; ".join(f"{c['entity']}: {c['cause']} ({c['score']:.2f})" for c in cands[1:3]),
             "blast_radius": (f"{len(b['workloads'])} workloads in {len(b['namespaces'])} namespaces; owners: "
-                             f"{', '.join(b['owners']) or '-'}; nodes: {', '.join(b['nodes']) or '-'}")}
+                             f"{_some(b['owners'])}; nodes: {_some(b['nodes'])}")}
     alerts = []
     for fp in fps:
         m = inc["members"][fp]
@@ -1071,7 +1072,9 @@ def incident_note(inc: Mapping, rec: Mapping, receiver: str, role: str, status: 
                        "fingerprint": fp, "source": m.get("source", ""), "generatorURL": ""})
     alerts.sort(key=lambda a: (a["status"] != "firing", a["startsAt"], a["fingerprint"]))
     h = hashlib.blake2b(f"{key}\x00{receiver}\x00{seq}".encode(), digest_size=12)
-    return {
+    # a storm's incident (500 members over hundreds of nodes) made a note of several MB: over what a Kafka record
+    # holds, it was dead-lettered and its receiver never told. Cut as an alert group's is: firing first, the totals said
+    return fit({
         "v": 1, "kind": "notification", "id": h.hexdigest(), "receiver": receiver, "groupKey": key,
         "groupLabels": {"incident": inc["id"]}, "status": status, "alerts": alerts, "time": format_time(now),
         "incident": {"id": rec["id"], "role": role, "title": rec["title"], "status": rec["status"],
@@ -1079,7 +1082,19 @@ def incident_note(inc: Mapping, rec: Mapping, receiver: str, role: str, status: 
                      "probableCause": cause,
                      "candidates": [{k: c[k] for k in ("entity", "cause", "score", "evidence")} for c in cands[:3]],
                      "blastRadius": rec["blastRadius"], "alerts": rec["alerts"]},
-    }
+    }, RECORD_LIMIT - len(key.encode()) - NOTE_MARGIN)
+
+
+def _some(names: list[str], at_most: int = 10) -> str:
+    """A list in words, the first ``at_most`` and how many more (every alert of a note repeats it).
+
+    >>> _some([]), _some(["a", "b"]), _some([f"n{i}" for i in range(12)], 3)
+    ('-', 'a, b', 'n0, n1, n2 and 9 more')
+    """
+    if not names:
+        return "-"
+    head = ", ".join(names[:at_most])
+    return head if len(names) <= at_most else f"{head} and {len(names) - at_most} more"
 
 
 # ---------------------------------------------------------------- reading them (kubesight incidents list | show)

@@ -266,3 +266,32 @@ def test_a_restart_in_the_middle_of_an_incident_sends_each_notification_exactly_
                               ("team1", "impacted"), ("team2", "impacted"), ("team3", "impacted")]
     assert sorted(n["receiver"] for n in plain if n["status"] == "resolved") == [
         "platform", "team0", "team1", "team1", "team2", "team3"]
+
+
+def test_a_storm_s_incident_note_fits_a_kafka_record_and_says_what_it_left_out():
+    """The API server down and 600 pods on 200 nodes not ready, all told to the platform receiver: one incident of
+    500 members (the rest counted). Its note listed every alert, each repeating a blast radius that named every
+    node: 3.5 MB, over what a Kafka record holds, so it was dead-lettered and the platform was never paged. Now the
+    blast radius names ten of each, and the note is cut as an alert group's is (firing first, the totals said)."""
+    from alerts.payload import webhook
+    from core.records import RECORD_LIMIT
+
+    inc, st = Incidents(hold=10), {}
+    desc = "kubernetes-mixin KubePodNotReady: the pod has been Pending, Unknown or Failed; look at its events. " * 3
+    inc.handed(Alert({"alertname": "KubeAPIDown", "cluster": "prod", "severity": "critical"},
+                     {"summary": "the API server is down", "description": desc}, startsAt=T0), "platform", st, T0)
+    for i in range(600):
+        pod = Alert({"alertname": "KubePodNotReady", "cluster": "prod", "namespace": f"ns{i % 40}",
+                     "workload": f"Deployment/app{i}", "pod": f"app{i}-7d9f8c6b5-x2x4z", "severity": "warning",
+                     "node": f"ip-10-0-{i % 200}.ec2.internal", "owner": f"team{i % 30}"},
+                    {"summary": f"pod app{i} not ready", "description": desc}, startsAt=T0 + 3 + i * 0.01)
+        inc.handed(pod, "platform", st, T0 + 3 + i * 0.01)
+    inc.expire(st, T0 + 30)
+    (note,) = [n for n in inc.take_notes() if n["receiver"] == "platform"]
+    assert len(orjson.dumps(note)) + len(note["groupKey"]) <= RECORD_LIMIT
+    assert note["truncatedAlerts"] > 0 and note["numFiring"] == len(note["alerts"]) + note["truncatedAlerts"] > 500
+    assert note["alerts"][0]["labels"]["alertname"] == "KubeAPIDown"  # the cause is kept (the earliest first)
+    assert note["incident"]["candidates"][0]["entity"] == "controlplane/apiserver"
+    said = note["alerts"][0]["annotations"]["blast_radius"]
+    assert said.endswith("and 190 more") and len(said) < 1000, said
+    assert webhook(note, "http://kubesight")["truncatedAlerts"] == note["truncatedAlerts"]  # what the receiver reads
