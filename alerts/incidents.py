@@ -225,6 +225,30 @@ def node_level(labels: Mapping) -> bool:
     return not any(labels.get(k) for k in ("persistentvolumeclaim", "workload", "pod"))
 
 
+def platform_level(labels: Mapping) -> bool:
+    """Is the alert about the platform itself -- the control plane, or a node's instance, kernel, GPU or condition --
+    whatever pod or namespace its labels carry?  kube-prometheus' node-exporter series carry the exporter's own
+    ``namespace`` and ``pod`` (a node's full disk is not the monitoring team's), dcgm-exporter's the pod holding the
+    GPU.  Decided as ``node_level`` decides, by the alert's ``layer`` or, without one, its name; a process the kernel
+    killed for its own sake (``OWN_PROCESS``, attributed to a pod) is that pod's, not the platform's.
+
+    >>> platform_level({"alertname": "NodeFilesystemSpaceFillingUp", "namespace": "monitoring", "pod": "node-exporter-x"})
+    True
+    >>> platform_level({"alertname": "NodeOOMKill", "namespace": "shop", "pod": "web-1"})
+    False
+    >>> platform_level({"alertname": "KubePodCrashLooping", "namespace": "shop", "pod": "web-1", "layer": "workloads"})
+    False
+    """
+    if component(labels):
+        return True
+    layer = labels.get("layer")
+    if layer in LAYERS:
+        return layer in NODE_LAYERS or layer == "control-plane"
+    if _named_kind(labels) in NODE_KINDS:
+        return not (labels.get("alertname") in OWN_PROCESS and (labels.get("pod") or labels.get("workload")))
+    return False
+
+
 def linked(a: Mapping, b: Mapping, reach: Mapping[str, frozenset] | None = None) -> str | None:
     """Why alert labels ``a`` and ``b`` (one cluster) belong to one incident, else None.  Sharing a node links
     only through an alert about the node itself: two pods that fail on one node for reasons of their own (a crash

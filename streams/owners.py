@@ -14,7 +14,10 @@ engine asks ``OwnerDirectory.owner_of`` for the team of a signal's labels that n
    ``statefulset``, ``daemonset``, ``cronjob``, ``replicaset``, ``job_name``, ``replicationcontroller``,
    ``owner_kind``/``owner_name``, ``workload`` + ``workload_type``, kubesight's ``workload`` ``Kind/name``): the
    team of its most recently written live pod;
-3. the namespace.
+3. the namespace;
+
+never for an alert about the platform itself (the control plane, a node's instance, kernel, GPU or condition:
+``alerts.incidents.platform_level``), whose labels may name the exporter's pod or the pod holding a GPU.
 
 The engine keeps the team in the alert's labels from its first evaluation: the resolution carries the team the
 firing had (one fingerprint), and a team that changes under a firing alert replaces it, as for events.  A workload
@@ -41,6 +44,7 @@ import asyncio
 import mode
 import orjson
 
+from alerts.incidents import platform_level
 from core.settings import Settings
 from streams.follow import follow_topic
 
@@ -112,9 +116,11 @@ class OwnerDirectory:
                     del self.refs[(cluster, ns, ref)]
 
     def owner_of(self, labels: dict) -> str:
-        """The team owning what ``labels`` name, ``""`` if none is known (or they name no namespace)."""
+        """The team owning what ``labels`` name, ``""`` if none is known, they name no namespace, or the alert is
+        about the platform itself (``alerts.incidents.platform_level``: a node's disk reported by a node-exporter
+        pod is not the exporter's team's)."""
         ns = labels.get("namespace")
-        if not ns:
+        if not ns or platform_level(labels):
             return ""
         cluster = labels.get("cluster") or self.cluster
         pod = labels.get("pod")

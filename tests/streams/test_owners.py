@@ -134,3 +134,16 @@ def test_a_team_that_changes_under_a_firing_alert_replaces_it_as_an_event_s_owne
     out += engine.process(waiting(3660.0), state, 3660.0)
     assert [(a.status, a.labels.get("owner")) for a in out] == \
         [("firing", "payments"), ("resolved", "payments"), ("firing", "checkout")]
+
+
+@pytest.mark.parametrize("labels, team", [
+    # kube-prometheus' node-exporter series carry the exporter's own namespace and pod
+    ({"alertname": "NodeFilesystemSpaceFillingUp", "namespace": "shop", "pod": "cart-7d9f-x"}, ""),
+    ({"alertname": "GPUDoubleBitECCErrors", "namespace": "shop", "pod": "cart-7d9f-x", "node": "g1"}, ""),  # dcgm
+    ({"alertname": "EtcdHighFsyncDurations", "namespace": "shop", "pod": "cart-7d9f-x"}, ""),
+    ({"alertname": "Mine", "layer": "node", "namespace": "shop", "pod": "cart-7d9f-x"}, ""),
+    ({"alertname": "NodeOOMKill", "namespace": "shop", "pod": "cart-7d9f-x", "node": "n1"}, "payments"),  # its own
+    ({"alertname": "KubePodCrashLooping", "namespace": "shop", "pod": "cart-7d9f-x", "node": "n1"}, "payments"),
+])
+def test_an_alert_about_the_platform_itself_is_not_given_the_team_of_the_pod_it_names(labels, team):
+    assert directory().owner_of(labels) == team
