@@ -160,6 +160,8 @@ class BoardState:
 
     TEAM_ROWS = 200  # team rows a summary carries at most (the worst first): a push stays bounded
     TEAM_CHIPS = 50  # namespaces of a team a summary carries at most (the worst first)
+    GRID_ROWS = 100  # cluster rows a summary carries at most (the worst first): 5,000 clusters made a push of 1.5 MB
+    # and a page of 35,000 cells that took a second to render at every change
 
     def __init__(self, silences=None, router=None, inhibitor=None):
         self.alerts: dict[str, Entry] = {}
@@ -394,8 +396,11 @@ class BoardState:
     def summary(self, now: float) -> dict:
         """What the pages are sent: one pass over the alerts, namespaces grouped under their team as they are counted
         (each team row used to scan every (team, namespace) pair: 8,000 teams took 1.7 s, on the event loop, at
-        every change).  A push is bounded: the worst TEAM_ROWS teams and the worst TEAM_CHIPS namespaces of each,
-        with how many more there are (``teamsMore``, ``namespacesMore``); the totals and the grid count them all."""
+        every change).  A push is bounded: the worst GRID_ROWS clusters (by level, then firing alerts, then open
+        incidents, then name: a red cluster is never left out while a green one is shown), the worst TEAM_ROWS teams
+        and the worst TEAM_CHIPS namespaces of each, with how many more there are (``clustersMore`` and how many of
+        those are red or yellow, ``clustersMoreLevels``; ``teamsMore``, ``namespacesMore``); the totals count them
+        all."""
         grid: dict[tuple, dict] = {}
         teams: dict[str, dict] = {}
         spaces: dict[str, dict[str, dict]] = {}  # team -> namespace -> counts
@@ -414,8 +419,23 @@ class BoardState:
             clusters.add(c)
             inc_by_cluster[c] = inc_by_cluster.get(c, 0) + 1
         layers = [{"id": i, "title": t} for i, t in LAYERS]
-        if any(k[1] == "other" for k in grid):
-            layers.append({"id": "other", "title": "Other"})
+        rank: dict[str, list] = {c: [2, 0] for c in clusters}  # cluster -> [its worst level's rank, firing alerts]
+        for (r, c), v in grid.items():  # a cell per (cluster, layer): far fewer than the alerts
+            if c == "other" and len(layers) == len(LAYERS):
+                layers.append({"id": "other", "title": "Other"})
+            k = rank[r]
+            k[0] = min(k[0], SEV_RANK[_worst(v)])
+            k[1] += v["firing"]
+        shown = heapq.nsmallest(self.GRID_ROWS, rank, key=lambda c: (rank[c][0], -rank[c][1],
+                                                                       -inc_by_cluster.get(c, 0), c == NONE, c))
+        sent, hidden = set(shown), {"critical": 0, "warning": 0}  # of the clusters not sent: how many are red, yellow
+        for c, k in rank.items():
+            if k[0] < 2 and c not in sent:
+                hidden["critical" if k[0] == 0 else "warning"] += 1
+        for r, c in grid:  # a cell not sent keeps its id: a drill-down opened on it before its cluster fell out of
+            if r not in sent:  # the worst GRID_ROWS follows it still (it said "no alert firing" while they fired)
+                self._cell_id("grid", r, c)
+        cols = sorted(x["id"] for x in layers)
         team_rows = []
         for t in heapq.nsmallest(self.TEAM_ROWS, teams, key=lambda t: (SEV_RANK[_worst(teams[t])], t)):
             mine = spaces[t]
@@ -429,12 +449,15 @@ class BoardState:
             "asOf": format_time(now),
             "total": {**total, "level": level_of(total)},
             "layers": layers,
-            "clusters": sorted(clusters, key=lambda c: (c == NONE, c)),
+            "clusters": shown,
+            "clustersMore": len(rank) - len(shown),
+            "clustersMoreLevels": hidden,
             "grid": [{"row": r, "col": c, "id": self._cell_id("grid", r, c), **v, "level": level_of(v)}
-                     for (r, c), v in sorted(grid.items())],
+                     for r in shown for c in cols if (v := grid.get((r, c))) is not None],
             "teams": team_rows,
             "teamsMore": len(teams) - len(team_rows),
-            "incidents": {"open": len(self.incidents), "byCluster": inc_by_cluster},
+            "incidents": {"open": len(self.incidents), "byCluster": {c: inc_by_cluster[c] for c in shown
+                                                                     if c in inc_by_cluster}},
             "receivers": [{k: d.get(k) for k in ("integration", "receiver", "state", "since", "attempts", "reason",
                                                   "waitingAlerts")}
                           for _, d in sorted(self.health.items()) if d.get("state") != "ok"],

@@ -193,10 +193,11 @@ def _bench(args) -> int:
                 "return [window.__board.firstRenderMs, window.__board.firstRenderFiring]")
             render_ms = drv.execute_script("return window.__board.lastRenderMs")
             # drill into the fullest cell: the first page of its alerts, fetched and rendered
-            cell = drv.execute_script(
-                "return [...document.querySelectorAll('button.cell')].sort((a, b) => b.dataset.firing - a.dataset.firing)[0]")
-            cell_n = int(cell.get_attribute("data-firing"))
-            cell.click()
+            # found and clicked in one script: a heartbeat's re-render between a lookup and a click made the
+            # element stale (5,000 clusters, 2026-12)
+            cell_n = drv.execute_script(
+                "const c = [...document.querySelectorAll('button.cell')].sort((a, b) => b.dataset.firing - "
+                "a.dataset.firing)[0]; c.click(); return +c.dataset.firing")
             WebDriverWait(drv, 30, poll_frequency=0.02).until(
                 lambda d: d.execute_script("return window.__board.drills") >= 1)
             drill_ms = drv.execute_script("return window.__board.lastDrillMs")

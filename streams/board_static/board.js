@@ -103,6 +103,13 @@ function renderGrid(s) {
     return h("tr", {}, h("th", { scope: "row" }, cl, inc ? h("div", { class: "lv-critical" }, inc + " open incident(s)") : null),
       s.layers.map(l => h("td", {}, cellButton("grid", cl, l.id, cells.get(cl + "\u0000" + l.id), cl + " / " + l.title))));
   });
+  // a push carries the worst clusters only: the rest are counted, and how many of them are red or yellow
+  const more = s.clustersMore || 0, ml = s.clustersMoreLevels || { critical: 0, warning: 0 };
+  if (more) rows.push(h("tr", { class: "more-clusters" }, h("td", {
+    colspan: String(s.layers.length + 1), class: "more" + (ml.critical ? " lv-critical" : ml.warning ? " lv-warning" : ""),
+    dataset: { more, critical: ml.critical, warning: ml.warning } },
+    `+ ${more} more cluster${more > 1 ? "s" : ""} (${ml.critical} critical, ${ml.warning} warning, ` +
+    `${more - ml.critical - ml.warning} OK; the worst ${s.clusters.length} are shown)`)));
   table.tHead.replaceChildren(head);
   table.tBodies[0].replaceChildren(...rows);
   document.getElementById("grid-empty").hidden = s.clusters.length > 0;

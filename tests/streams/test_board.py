@@ -135,6 +135,13 @@ def test_grid_matches_the_firing_alerts_and_is_read_only_by_default(settings, bo
     assert read(browser, lambda d: cell(d, "c2", "gpu").text).startswith("OK")  # resolved: back to green
     assert read(browser, lambda d: d.find_element(By.ID, "total-level").get_attribute("data-level")) == "critical"
     assert "c1 / Node / kernel: CRITICAL" in red_label
+    # a push carries the worst GRID_ROWS clusters (both red here, c2 after c1 by name): the rest are a counted row
+    b.call(lambda: (setattr(b.board.model, "GRID_ROWS", 1), setattr(b.board.model, "version", b.board.model.version + 1)))
+    more = "#grid tr.more-clusters td.more"
+    WebDriverWait(browser, WAIT, 0.05).until(lambda d: d.find_elements(By.CSS_SELECTOR, more))
+    assert read(browser, lambda d: d.find_element(By.CSS_SELECTOR, more).text) == (
+        "+ 1 more cluster (1 critical, 0 warning, 0 OK; the worst 1 are shown)")
+    assert read(browser, lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, "#grid tbody th")]) == ["c1"]
     # the second view: teams x namespaces
     act(browser, lambda d: d.find_element(By.ID, "tab-team").click())
     chip_css = '#teams button.chip[data-row="team-shop"][data-col="shop"]'

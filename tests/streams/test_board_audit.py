@@ -59,6 +59,52 @@ def test_a_push_carries_the_worst_teams_and_namespaces_and_counts_the_rest():
     assert s["teams"][1]["namespacesMore"] == 0
 
 
+def node_alert(i: int, cluster: str, severity: str) -> dict:
+    return {"labels": {"alertname": "KubeNodeNotReady", "severity": severity, "cluster": cluster, "node": f"n{i}"},
+            "status": "firing", "startsAt": "2026-01-01T00:00:00Z", "fingerprint": f"n{i}",
+            "source": "nodes/KubeNodeNotReady@1"}
+
+
+def test_a_push_carries_the_worst_clusters_and_counts_the_rest():
+    """5,000 clusters made one push of 1.5 MB to every page and a grid of 35,000 cells: a summary carries the worst
+    GRID_ROWS clusters, by level (a red one last by name is never left out for a green one), then firing alerts,
+    then open incidents, then name; the rest are counted, and how many of them are red or yellow."""
+    m = BoardState()
+    i = 0
+
+    def fire(cluster, severity):
+        nonlocal i
+        m.apply_alert(node_alert(i, cluster, severity))
+        i += 1
+
+    for c in range(150):  # green: info alerts only
+        fire(f"c-{c:03d}", "info")
+    fire("c-149", "info")  # two alerts: the first of the green ones
+    fire("zz-red", "critical")
+    for sev in ("critical", "info", "info"):  # red too, and fuller
+        fire("x-red", sev)
+    fire("w-a", "warning")
+    fire("w-b", "warning")
+    fire("w-b", "info")
+    m.incidents["i1"] = {"id": "i1", "cluster": "c-120"}  # an open incident: first of the green ones of one alert
+    s = m.summary(0)
+    cap = BoardState.GRID_ROWS
+    assert s["total"]["firing"] == i and (s["total"]["critical"], s["total"]["warning"]) == (2, 2)  # all counted
+    assert len(s["clusters"]) == cap and s["clustersMore"] == 154 - cap
+    assert s["clusters"][:7] == ["x-red", "zz-red", "w-b", "w-a", "c-149", "c-120", "c-000"]
+    assert s["clusters"][-1] == f"c-{cap - 7:03d}" and s["clustersMoreLevels"] == {"critical": 0, "warning": 0}
+    assert {c["row"] for c in s["grid"]} == set(s["clusters"]) and len(s["grid"]) == cap  # one layer each
+    assert s["incidents"] == {"open": 1, "byCluster": {"c-120": 1}}
+    assert all(m.cell(c["id"]) == ("grid", c["row"], "node") for c in s["grid"])
+    opened = next(c["id"] for c in s["grid"] if c["row"] == "c-149")
+    m.GRID_ROWS = 1
+    s = m.summary(0)
+    assert m.cell(opened) == ("grid", "c-149", "node")  # a drill-down open on a cluster no longer sent follows it
+    assert (s["clusters"], s["clustersMore"], s["clustersMoreLevels"]) == (["x-red"], 153, {"critical": 1,
+                                                                                           "warning": 2})
+    assert [c["row"] for c in s["grid"]] == ["x-red"] and s["incidents"]["byCluster"] == {}
+
+
 def test_a_board_reading_its_backlog_says_unknown_not_ok():
     """A restarted board said OK (the page: green, "No alert firing") while it read a backlog of 20,000 critical
     alerts.  Until the alerts and silences are read to their end the level is "unknown" (the page: grey LOADING)."""
