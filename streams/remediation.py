@@ -17,7 +17,9 @@ It consumes the ``alerts`` topic and, for an alert whose rule declares them (``n
   alert started (re-created under the same name); never for an alert resolved in the same poll (at start,
   the whole backlog is one) or past its endsAt, nor (Events too) one whose record is older than
   ``max_alert_age``. An action the API server failed on a transient error (429, 5xx) is retried with
-  backoff, through the same checks, until it is done, its alert resolves or is ``max_alert_age`` old.
+  backoff, through the same checks, until it is done, its alert resolves or is ``max_alert_age`` old; the
+  retries are rebuilt from the trail at start (and when a replica wins the Lease), so an alert that fired once
+  (an event rule, a kernel Xid) is not left to come again.
 
 Every step, refusal, condition and event is one record on the ``actions`` topic (key: node) with the
 alert that caused it: the audit trail *and* the remediator's state. On start it reads the whole topic
@@ -66,6 +68,7 @@ DRAIN_ERROR_REPEAT = 900.0  # s: the same error of a pending drain's retries goe
 RETRY_FIRST, RETRY_MAX = 10.0, 300.0  # s: an action failed on a transient API error is tried again after 10 s, doubling
 RETRY_FOR = 3600.0  # s: how long such an action is retried when max_alert_age is 0 (otherwise until the alert is that old)
 RETRY_QUEUE = 1000  # actions waiting for a retry at most: past it a failure is recorded, not retried
+RESUME_GAP = 0.2  # s: retries rebuilt from the trail at start are due at least this far apart (no burst at start)
 CATCH_UP = 30.0  # s: at start, the alerts topic's backlog is read (at most this long) and handled as one batch
 LEASE_NAME, LEASE_NAMESPACE = "kubesight-remediation", "kubesight"  # the Lease the replicas elect a leader on
 LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD = 15.0, 10.0, 2.0  # s: client-go's leaderelection defaults
@@ -300,11 +303,18 @@ class Remediator:
         self.event_failures = 0  # action Events the API server did not take (the actions stand)
         self.event_said: tuple | None = None  # (error, when logged) of the last such failure
         self._swept = now()
+        # while the trail is read back: (key, dry_run) -> its last record while waiting for a retry, and the episodes
+        # (fingerprint, startsAt as written) the trail says resolved; made into retries by _resume, then dropped
+        self._pending: dict[tuple, dict] | None = {}
+        self._over: set[tuple] = set()
         for rec in history:
             try:
                 self.learn(rec)
             except (KeyError, TypeError, AttributeError) as exc:  # one odd record of the trail never stops start-up
                 log.warning("actions: skipping a record without %s: %s", exc, str(rec)[:200])
+        pending, self._pending = self._pending, None
+        self._resume(pending)
+        self._over = set()
 
     # ------------------------------------------------------------ state from the trail
 
@@ -312,6 +322,8 @@ class Remediator:
         kind, dr = rec.get("kind"), bool(rec.get("dry_run"))
         if kind in ("action", "event") and isinstance(rec.get("key"), str):
             self.episodes[_episode(rec["key"])] = self.now()  # a trail read at start: kept EPISODE_FORGET from now
+        if self._pending is not None:  # the trail read back: what waits for a retry, which alerts are over
+            self._waiting(kind, rec, dr)
         if kind == "action":
             k, out = (rec["key"], dr), rec.get("outcome")
             if out != "retry-failed" and not (out == "failed" and rec.get("retry_in")):
@@ -345,6 +357,67 @@ class Remediator:
             self.done[(rec["key"], dr)] = rec.get("t")
         elif kind == "event" and rec.get("outcome") == "refused":
             self.refused[(rec["key"], dr)] = rec.get("reason", "")
+
+    def _waiting(self, kind, rec: dict, dr: bool) -> None:
+        """One record of the trail read back: an action's last record is what says whether it still waits for a
+        retry (``failed``/``retry-failed`` with ``retry_in``: a transient error), and any record of a resolved alert
+        (its condition cleared, its retries abandoned) ends the episode."""
+        alert = rec.get("alert")
+        if isinstance(alert, dict) and alert.get("status") == "resolved":
+            self._over.add((alert.get("fingerprint"), alert.get("startsAt")))
+        if kind != "action":
+            return
+        k, out = (rec["key"], dr), rec.get("outcome")
+        if out in ("failed", "retry-failed") and rec.get("retry_in"):
+            self._pending[k] = rec
+        elif out != "retry-failed":  # a drain's own retry-failed (no retry_in) is the drain's, which pending drains keep
+            self._pending.pop(k, None)
+
+    def _resume(self, pending: dict[tuple, dict]) -> None:
+        """The retry queue rebuilt from the trail (it lived in memory: after a restart or a change of leader a failed
+        action was retried only when its alert came again, never for an alert published once). An action whose last
+        record waits for a retry goes back in the queue unless its alert resolved (the trail says so here; the
+        backlog read at start, handled before the first tick, abandons it as ever), its endsAt passed, it is too old
+        to be retried (``max_alert_age``, or ``RETRY_FOR`` without one, from when the alert's record was written:
+        ``alert_at``; a record written before that field, from the alert's startsAt: sooner, never later), dry_run
+        changed, or the rules no longer ask for it. Its backoff goes on from the tries recorded (the last record:
+        the same error is said once per ``DRAIN_ERROR_REPEAT``, so a lower bound), due when that record said, and
+        the retries due at start at least ``RESUME_GAP`` apart: a restart does not send them to the API server at
+        once. Retried through ``retry_actions`` and ``_action``: the kill switch, the limits, the node's checks and
+        the Lease, as before the restart."""
+        now, over, resumed, skipped = self.now(), self.cfg.max_alert_age or RETRY_FOR, [], 0
+        for k, rec in pending.items():
+            d = rec.get("alert") or {}
+            if (d.get("fingerprint"), d.get("startsAt")) in self._over or k in self.done or k in self.drains:
+                skipped += 1
+                continue
+            try:
+                fp, starts, what = k[0].split("|", 2)
+                alert = Alert(labels=dict(d["labels"]), annotations=dict(d.get("annotations") or {}),
+                              startsAt=float(starts), endsAt=rec.get("alert_ends_at"), source=d.get("source") or "")
+                rule = self.rule_of(alert)
+                a = next((x for x in (rule.actions if rule else ()) if _action_id(x) == what), None)
+                at = float(rec.get("alert_at", alert.startsAt))
+                tries, due = max(int(rec.get("tries") or 1), 1), float(rec["t"]) + float(rec["retry_in"])
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                log.warning("actions: a failed action not retried, its record lacks %s: %s", exc, str(rec)[:200])
+                skipped += 1
+                continue
+            if (a is None or alert.fingerprint != fp or self._key(alert, what) != k[0] or k[1] != self.cfg.dry_run
+                    or self.node_of(alert) != rec.get("node") or now - at > over
+                    or (alert.endsAt is not None and alert.endsAt <= now)):
+                skipped += 1
+                continue
+            resumed.append((due, k, {"alert": alert, "action": a, "at": at, "tries": tries,
+                                     "said": (rec.get("reason") or "", float(rec["t"]))}))
+        resumed.sort(key=lambda x: x[0])
+        slot = now - RESUME_GAP
+        for due, k, q in resumed[-RETRY_QUEUE:]:  # past the queue's bound, the newest
+            q["next"] = slot = max(due, slot + RESUME_GAP)
+            self.retrying[k] = q
+        if resumed or skipped:
+            log.info("remediate: %d failed action(s) of the trail wait for a retry again; %d not (resolved, done, "
+                     "too old, or no longer in the rules)", len(self.retrying), skipped)
 
     def _emit(self, rec: dict) -> dict:
         rec = {"v": 1, "t": self.now(), "time": _now_iso(self.now()), **rec}
@@ -729,7 +802,8 @@ class Remediator:
 
     def _failed(self, k: tuple, rec: dict, exc: Exception, alert: Alert, a, age: float, changed: str | None = None):
         """An action the API server failed: recorded; on a transient error (429, 5xx, unreachable) queued for
-        ``retry_actions`` (the alert is published once per transition, so it may never come again while it fires).
+        ``retry_actions`` (the alert is published once per transition, so it may never come again while it fires),
+        and, the queue being in memory, rebuilt from this record after a restart (``_resume``).
         A retry's same error goes into the trail again only after ``DRAIN_ERROR_REPEAT``."""
         msg, now = f"{type(exc).__name__}: {exc}"[:500], self.now()
         extra = {"changed": changed} if changed else {}
@@ -748,8 +822,11 @@ class Remediator:
             log.debug("retry of %s on %s: %s", rec["action"]["type"], rec["node"], msg)
             return
         q["said"] = said
+        # retry_in: tried again then (reason unchanged: the error); tries, retry_in, alert_at and alert_ends_at are
+        # what _resume rebuilds the retry from after a restart
         self._emit({**rec, "outcome": "failed" if q["tries"] == 1 else "retry-failed", **extra, "tries": q["tries"],
-                    "retry_in": delay, "reason": msg})  # retry_in: tried again then (reason unchanged: the error)
+                    "retry_in": delay, "reason": msg, "alert_at": q["at"],
+                    **({"alert_ends_at": alert.endsAt} if alert.endsAt is not None else {})})
 
     def retry_actions(self) -> None:
         """Actions failed on a transient error whose backoff passed: tried again through ``_action`` (the kill switch,
