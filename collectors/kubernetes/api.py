@@ -44,6 +44,36 @@ READERS = {
 }
 
 
+@dataclass(frozen=True)
+class OwnerKind:
+    """A custom resource's kind read to resolve owners, opted into (``--owner-kind``): no role reads every CRD, so
+    only the kinds an operator lists and grants ``get`` on are read; namespaced ones (an owner of pods is).
+
+    >>> OwnerKind.parse("argoproj.io/v1alpha1/rollouts=Rollout")
+    OwnerKind(group='argoproj.io', version='v1alpha1', plural='rollouts', kind='Rollout')
+    >>> OwnerKind.parse("apps/v1/deployments=Deployment")
+    Traceback (most recent call last):
+    ValueError: Deployment is read already (apps/v1/deployments=Deployment)
+    """
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+
+    @classmethod
+    def parse(cls, text: str) -> OwnerKind:
+        """``GROUP/VERSION/PLURAL=Kind``: the URL path of the resource, and the kind ownerReferences name."""
+        resource, sep, kind = text.strip().partition("=")
+        parts = [p.strip() for p in resource.split("/")]
+        if not sep or len(parts) != 3 or not all(parts) or not kind.strip():
+            raise ValueError(f"expected GROUP/VERSION/PLURAL=Kind, e.g. argoproj.io/v1alpha1/rollouts=Rollout, "
+                             f"not {text!r}")
+        if kind.strip() in READERS:  # a built-in kind: its reader (and its role rule) are kubesight's own
+            raise ValueError(f"{kind.strip()} is read already ({text.strip()})")
+        return cls(parts[0], parts[1], parts[2], kind.strip())
+
+
 def api_client(kubeconfig: str | None = None, context: str | None = None, in_cluster: bool | None = False):
     """The one way kubesight makes an ApiClient: from the in-cluster service account (``in_cluster``), a kubeconfig
     file (default ~/.kube/config), or with ``in_cluster=None`` the service account when there is one, else the
@@ -77,7 +107,8 @@ class Api:
 
         self.client = api_client
         self.timeout = timeout
-        self._apis = {n: getattr(client, n)(api_client) for n in ("CoreV1Api", "EventsV1Api", "AppsV1Api", "BatchV1Api")}
+        self._apis = {n: getattr(client, n)(api_client) for n in ("CoreV1Api", "EventsV1Api", "AppsV1Api", "BatchV1Api",
+                                                                  "CustomObjectsApi")}
 
     def _call(self, stream: Stream, **kw):
         from kubernetes.client.exceptions import ApiException
@@ -130,16 +161,23 @@ class Api:
         return self._call(stream, watch=True, resource_version=rv, allow_watch_bookmarks=True,
                           timeout_seconds=timeout_seconds, _request_timeout=(self.timeout, timeout_seconds + 30))
 
-    def read(self, kind: str, ns: str, name: str) -> dict | None:
-        """One object as a dict; None if it does not exist (or kubesight may not read that kind)."""
+    def read(self, kind: str, ns: str, name: str, custom: OwnerKind | None = None) -> dict | None:
+        """One object as a dict; None if it does not exist (or kubesight may not read that kind).
+
+        ``custom``: how to read a kind outside ``READERS`` (a CRD's, ``--owner-kind``)."""
         from kubernetes.client.exceptions import ApiException
 
-        if kind not in READERS:
+        if custom is not None:
+            call = self._apis["CustomObjectsApi"].get_namespaced_custom_object
+            args: tuple = (custom.group, custom.version, ns, custom.plural, name)
+        elif kind in READERS:
+            api, method, namespaced = READERS[kind]
+            call = getattr(self._apis[api], method)
+            args = (name, ns) if namespaced else (name,)
+        else:
             return None
-        api, method, namespaced = READERS[kind]
-        args = (name, ns) if namespaced else (name,)
         try:
-            resp = getattr(self._apis[api], method)(*args, _preload_content=False, _request_timeout=self.timeout)
+            resp = call(*args, _preload_content=False, _request_timeout=self.timeout)
         except ApiException as exc:
             if exc.status == 404:
                 return None

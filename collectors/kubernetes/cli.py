@@ -14,8 +14,8 @@ what it watches (get/list/watch only; see deploy/kubernetes/collector-kubernetes
   pods            container and pod states               -> source k8s-state: ContainerOOMKilled,
                   ContainerError (non-zero exit), CrashLoopBackOff, ImagePullBackOff (waiting on
                   ErrImagePull or ImagePullBackOff), ContainerRestarted, Evicted, Preempted
-  and reads (get) namespaces, pods, replicasets, deployments, statefulsets, daemonsets, jobs, cronjobs
-  to resolve owners.
+  and reads (get) namespaces, pods, replicasets, deployments, statefulsets, daemonsets, jobs, cronjobs,
+  replicationcontrollers to resolve owners, and the custom resources --owner-kind names (none by default).
 
 delivery: exactly once for read_committed consumers. Each batch of records, its dead letters and the
 checkpoint (resourceVersion per stream, occurrences already emitted) are one Kafka transaction;
@@ -30,6 +30,8 @@ examples:
   kubesight collect kubernetes --cluster prod-eu1                  # ~/.kube/config, current context
   kubesight collect kubernetes --in-cluster --cluster prod-eu1     # in a pod, with its ServiceAccount
   kubesight collect kubernetes --context staging --watch events,nodes,pods
+  kubesight collect kubernetes --cluster prod-eu1 --owner-kind argoproj.io/v1alpha1/rollouts=Rollout
+                                                                   # Rollouts' teams (role: get rollouts)
 """
 
 
@@ -48,8 +50,17 @@ def _streams(value: str) -> tuple[str, ...]:
     return names
 
 
+def _owner_kind(value: str):
+    from collectors.kubernetes.api import OwnerKind
+
+    try:
+        return OwnerKind.parse(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_owner_arguments(group) -> None:
-    """--owner-keys, --cache-size, --cache-ttl: every command that resolves owners (this collector, the audit
+    """--owner-keys, --owner-kind, --cache-size, --cache-ttl: every command that resolves owners (this collector, the audit
     intake of ``collect cloud --kubernetes``) takes the same, or one alert of a pod would go to another team than
     the next."""
     from collectors.kubernetes.collector import Options
@@ -59,6 +70,12 @@ def add_owner_arguments(group) -> None:
                        help="label/annotation keys naming the owning team, looked up on the workload then the "
                             "namespace, first found wins; app.kubernetes.io/part-of (an application's name) only "
                             f"when no other key is found (default: {','.join(o.owner_keys)})")
+    group.add_argument("--owner-kind", dest="owner_kinds", type=_owner_kind, action="append", default=[],
+                       metavar="GROUP/VERSION/PLURAL=KIND",
+                       help="also read this custom resource kind when it controls a workload's pods or ReplicaSets, "
+                            "for its team (as a Deployment's), e.g. argoproj.io/v1alpha1/rollouts=Rollout; "
+                            "repeatable; the role needs get on it (a 403 is logged once and the kind gets the "
+                            "namespace's team). Unlisted, such a controller is named with the namespace's team")
     group.add_argument("--cache-size", type=int, default=o.cache_size, metavar="N",
                        help="owner objects kept in the LRU cache (default: %(default)s)")
     group.add_argument("--cache-ttl", type=float, default=o.cache_ttl, metavar="SECONDS",
@@ -70,7 +87,7 @@ def owners_for(args, fetch):
     """The ``Owners`` that ``add_owner_arguments``' options ask for."""
     from collectors.kubernetes.owners import Owners
 
-    return Owners(fetch, args.owner_keys, args.cache_size, args.cache_ttl)
+    return Owners(fetch, args.owner_keys, args.cache_size, args.cache_ttl, kinds=args.owner_kinds)
 
 
 def register(sub, group) -> None:
@@ -151,8 +168,8 @@ def _collect(args) -> int:
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retries are summed up by ours
     settings = Settings.load(args.config)
     cluster = args.cluster or settings.cluster
-    opts = Options(cluster=cluster, streams=args.watch, owner_keys=args.owner_keys, cache_size=args.cache_size,
-                   cache_ttl=args.cache_ttl, commit_interval=args.commit_interval, max_batch=args.max_batch,
+    opts = Options(cluster=cluster, streams=args.watch, owner_keys=args.owner_keys, owner_kinds=tuple(args.owner_kinds),
+                   cache_size=args.cache_size, cache_ttl=args.cache_ttl, commit_interval=args.commit_interval, max_batch=args.max_batch,
                    page=args.page_size, watch_timeout=args.watch_timeout, backoff_base=args.backoff_base,
                    backoff_max=args.backoff_max, heartbeat=args.heartbeat)
     try:

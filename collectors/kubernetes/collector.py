@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from collectors.kubernetes import checkpoint, events, state
-from collectors.kubernetes.api import STREAMS
+from collectors.kubernetes.api import STREAMS, OwnerKind
 from collectors.kubernetes.owners import DEFAULT_KEYS, Owners
 from collectors.kubernetes.watch import Watcher
 from core.records import Entity, RecordError, owner_key, owner_record
@@ -35,6 +35,7 @@ class Options:
     cluster: str = "default"
     streams: tuple[str, ...] = ("events", "events.k8s.io", "nodes", "pods")
     owner_keys: tuple[str, ...] = DEFAULT_KEYS
+    owner_kinds: tuple[OwnerKind, ...] = ()  # custom kinds read for their team (--owner-kind): none unless granted
     cache_size: int = 10_000
     cache_ttl: float = 300.0
     commit_interval: float = 0.5
@@ -105,7 +106,8 @@ class Collector:
         # Event watches are not ordered) and the pod can no longer be read. Not checkpointed: a restart within
         # the grace names such Events as before the fix (by reading the pod), nothing is lost or doubled.
         self.deleted_pods: OrderedDict = OrderedDict()
-        self.owners = Owners(api.read, options.owner_keys, options.cache_size, options.cache_ttl)
+        self.owners = Owners(api.read, options.owner_keys, options.cache_size, options.cache_ttl,
+                             kinds=options.owner_kinds)
         # what this run wrote to the ``owners`` topic (streams.owners: the team of alerts from scraped series), to
         # write only changes: pod uid -> (team, workload, controller), namespace -> team. Not checkpointed: after a
         # restart a pod is written again when next resolved (the same value: compaction keeps one), a pod deleted

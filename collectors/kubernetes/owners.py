@@ -9,7 +9,10 @@ reference names another uid than the cached one: the workload was deleted and re
 maybe for another team.  A 403 is not transient (the role lacks that resource): the kind is not asked again
 for ``ttl`` seconds.  A controller of a kind kubesight does not read (an Argo Rollout, a CRD's: reading them would
 need a role on every custom resource) is the workload all the same, named from the reference, its team the
-namespace's.
+namespace's.  Unless its kind is listed in ``kinds`` (``--owner-kind``, with a role to get it): then it is read
+like a Deployment, its labels and annotations give the team, and its own controller, when of a kind kubesight
+reads, is the workload (one step up, as a ReplicaSet's Deployment is).  A listed kind refused (403) is said once
+and falls back to the namespace's team, as an unlisted one.
 
 The team is the first team key (every configured key but ``app.kubernetes.io/part-of``) found in the workload's
 labels, then its annotations, then the namespace's labels and annotations; only when none has one, the
@@ -28,6 +31,14 @@ labels, then its annotations, then the namespace's labels and annotations; only 
 ('', 'web')
 >>> o.resolve("shop", "Pod", "web-0", owner=("Rollout", "web"))
 ('Rollout/web', 'web')
+
+With ``kinds`` naming it, the Rollout is read (``fetch`` gets the ``OwnerKind`` too, to know its resource):
+
+>>> objs[("Rollout", "shop", "web")] = {"metadata": {"labels": {"team": "delivery"}}}
+>>> rollouts = (OwnerKind("argoproj.io", "v1alpha1", "rollouts", "Rollout"),)
+>>> o = Owners(lambda kind, ns, name, custom=None: objs.get((kind, ns, name)), clock=lambda: 0.0, kinds=rollouts)
+>>> o.resolve("shop", "Pod", "web-0", owner=("Rollout", "web"))
+('Rollout/web', 'delivery')
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ from collections import OrderedDict
 
 import orjson
 
-from collectors.kubernetes.api import READERS
+from collectors.kubernetes.api import READERS, OwnerKind
 
 log = logging.getLogger("kubesight.collect.kubernetes")
 
@@ -78,8 +89,10 @@ def _why(exc: Exception) -> tuple[object, str]:
 
 class Owners:
     def __init__(self, fetch, keys=DEFAULT_KEYS, max_entries: int = 10_000, ttl: float = 300.0, clock=time.monotonic,
-                 retry: float = 10.0):
+                 retry: float = 10.0, kinds=()):
         self.fetch = fetch
+        # kind -> how to read it: the custom kinds opted into; ``fetch(kind, ns, name, custom)`` reads them
+        self.kinds: dict[str, OwnerKind] = {k.kind: k for k in kinds if k.kind not in READERS}
         self.keys = tuple(keys)
         self.max_entries = max_entries
         self.ttl = ttl
@@ -113,7 +126,7 @@ class Owners:
             return None  # said when it was refused; asking again per object would only fill the log
         self.fetches += 1
         try:
-            obj = self.fetch(kind, ns, name)
+            obj = self.fetch(kind, ns, name, self.kinds[kind]) if kind in self.kinds else self.fetch(kind, ns, name)
         except Exception as exc:  # an unreachable or forbidden owner must not stop the events
             obj = None
             self._failed(kind, ns, name, exc, now)
@@ -157,16 +170,30 @@ class Owners:
 
     def _named(self, ns: str, ref: tuple[str, str, str], by: str) -> tuple[str, str, str]:
         """A controller of a kind not walked: it is the workload; said once per kind when it cannot be read."""
+        if ref[0] in self.kinds:
+            return self._custom(ns, ref)
         if ref[0] not in READERS and ref[0] not in self._unknown:
             self._unknown.add(ref[0])
             log.info("%s in %s is controlled by %s/%s, a kind kubesight does not read: it is named as the workload, "
-                     "its team is the namespace's (said once per kind)", by, ns, ref[0], ref[1])
+                     "its team is the namespace's (said once per kind; --owner-kind GROUP/VERSION/PLURAL=%s reads "
+                     "it, given a role to get it)", by, ns, ref[0], ref[1], ref[0])
+        return ref
+
+    def _custom(self, ns: str, ref: tuple[str, str, str]) -> tuple[str, str, str]:
+        """An opted-in custom kind, read: the workload, or its controller if kubesight reads that one's kind (a
+        StrimziPodSet's Kafka, both listed). One step only: a chain of operators' objects is not walked, it would
+        cost a read per level on every cache miss; unreadable (refused, absent), it is the workload itself."""
+        up = self._controller(self.get(ref[0], ns, ref[1], ref[2]))
+        if up and up[1] and (up[0] in WORKLOADS or up[0] in self.kinds):
+            return up
         return ref
 
     def _workload(self, ns: str, kind: str, name: str, owner: tuple | None, template_hash: str,
                   uid: str = "", of_pod: bool = False) -> tuple[str, str, str] | None:
         if kind in WORKLOADS:
             return kind, name, uid
+        if kind in self.kinds:  # its own Events (a Rollout's RolloutUpdated): named as a Deployment's are
+            return self._custom(ns, (kind, name, uid))
         if kind in ("ReplicaSet", "Job"):
             meta = self.get(kind, ns, name, uid)
             up = self._controller(meta)
@@ -201,7 +228,7 @@ class Owners:
     def team(self, ns: str, workload: tuple | None) -> str:
         """``workload``: (kind, name) or (kind, name, uid); a kind kubesight does not read gives no labels."""
         sources = []
-        if workload and workload[0] in READERS:
+        if workload and (workload[0] in READERS or workload[0] in self.kinds):
             sources.append(self.get(workload[0], ns, workload[1], workload[2] if len(workload) > 2 else ""))
         if ns:
             sources.append(self.get("Namespace", "", ns))

@@ -155,3 +155,142 @@ def test_the_owners_topic_gives_scraped_series_of_the_cart_pods_their_team(api, 
     api.core.delete_namespaced_pod(victim, shop, grace_period_seconds=0)
     wait_for(f"the tombstone of {victim}", lambda: read().get(prefix[:-5] + victim, b"") is None, 60)
     wait_for("its replacement", lambda: sum(1 for k, v in read().items() if k.startswith(prefix) and v) >= 2, 60)
+
+
+# ---------------------------------------------------------------- a CRD's controller opted into (--owner-kind)
+
+ROLLOUTS = "argoproj.io/v1alpha1/rollouts=Rollout"
+
+
+def manifest_rollouts_rule() -> dict:
+    """The manifest's commented-out example rule, uncommented as an operator would: what the granted role adds."""
+    import yaml
+
+    from tests.cluster.conftest import MANIFESTS
+
+    lines = (MANIFESTS / "collector-kubernetes.yaml").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "# - apiGroups: [argoproj.io]")
+    (rule,) = yaml.safe_load("\n".join(line.replace("# ", "", 1) for line in lines[start:start + 3]))
+    return rule
+
+
+@pytest.fixture(scope="module")
+def rollout(api):
+    """What Argo Rollouts makes, without Argo: its CRD, a Rollout labelled team=delivery in a namespace of team web,
+    and a ReplicaSet controlled by the Rollout (one per revision, as Argo names them); the real ReplicaSet
+    controller makes its pod, kwok runs it."""
+    from kubernetes import client
+
+    from tests.cluster.conftest import wait_for
+
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "rollouts.argoproj.io"},
+           "spec": {"group": "argoproj.io", "scope": "Namespaced",
+                    "names": {"plural": "rollouts", "singular": "rollout", "kind": "Rollout", "listKind": "RolloutList"},
+                    "versions": [{"name": "v1alpha1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                        "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}
+    ext = client.ApiextensionsV1Api(api.client)
+    try:
+        ext.create_custom_resource_definition(crd)
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+    wait_for("the Rollout CRD established", lambda: any(
+        c.type == "Established" and c.status == "True"
+        for c in ext.read_custom_resource_definition("rollouts.argoproj.io").status.conditions or []), 30)
+    ns = f"argo-{uuid.uuid4().hex[:5]}"
+    ensure_namespace(api, ns, {"team": "web"})
+    custom = client.CustomObjectsApi(api.client)
+    ro = wait_for("the Rollout created", lambda: _create_rollout(custom, ns), 30)
+    rs = api.apps.create_namespaced_replica_set(ns, {
+        "metadata": {"name": "web-6c9f5b7d4", "labels": {"app": "web", "rollouts-pod-template-hash": "6c9f5b7d4"},
+                     "ownerReferences": [{"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "web",
+                                          "uid": ro["metadata"]["uid"], "controller": True,
+                                          "blockOwnerDeletion": True}]},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}, "template": pod_template({"app": "web"})}})
+    pod = wait_for("the Rollout's pod running on a kwok node", lambda: next(
+        (p for p in api.core.list_namespaced_pod(ns, label_selector="app=web").items
+         if p.spec.node_name and p.metadata.owner_references), None), 90)
+    ref = pod.metadata.owner_references[0]
+    assert (ref.kind, ref.name, ref.uid) == ("ReplicaSet", rs.metadata.name, rs.metadata.uid)
+    return ns, pod.metadata.name, (ref.kind, ref.name, ref.uid)
+
+
+def _create_rollout(custom, ns: str) -> dict | None:
+    """The Rollout; None while the just-established CRD's endpoint still answers 404."""
+    from kubernetes import client
+
+    try:
+        return custom.create_namespaced_custom_object("argoproj.io", "v1alpha1", ns, "rollouts", {
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web", "labels": {"team": "delivery"}},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}}})
+    except client.ApiException as exc:
+        if exc.status != 404:
+            raise
+        return None
+
+
+@pytest.fixture(scope="module")
+def rollouts_kubeconfig(cluster, api, collector_rbac, tmp_path_factory):
+    """A ServiceAccount with the collector's ClusterRole plus the manifest's example rollouts rule (its own role:
+    the shipped collector's must stay as least-privileged as test_least_privilege proves it)."""
+    from tests.cluster.conftest import create_docs, sa_token
+
+    (role,) = [d for d in collector_rbac if d["kind"] == "ClusterRole"]
+    name = "kubesight-rollouts-reader"
+    create_docs(api, [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": "kubesight"}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
+         "rules": [*role["rules"], manifest_rollouts_rule()]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "kubesight"}]}])
+    return cluster.write_kubeconfig(tmp_path_factory.mktemp("rollouts") / "kubeconfig", sa_token(api, "kubesight", name),
+                                    f"system:serviceaccount:kubesight:{name}")
+
+
+def owners_of(kubeconfig, *kinds: str):
+    """``Owners`` as the collector builds them from ``--owner-kind`` flags, reading through the real client."""
+    from collectors.kubernetes.api import Api, api_client
+    from collectors.kubernetes.collector import Collector, Options
+    from kubesight.cli import build_parser
+
+    args = build_parser().parse_args(["collect", "kubernetes", *(a for k in kinds for a in ("--owner-kind", k))])
+    client = api_client(str(kubeconfig))
+    return Collector(Api(client, timeout=10), None, Options(owner_kinds=tuple(args.owner_kinds))).owners, client
+
+
+def test_an_opted_in_rollout_gives_its_pods_its_team(rollout, rollouts_kubeconfig):
+    """An SRE running Argo Rollouts: the Rollout's team label routes its pods' alerts, as a Deployment's does
+    (without --owner-kind the pod was named after the Rollout with the namespace's team)."""
+    ns, pod, owner = rollout
+    owners, client = owners_of(rollouts_kubeconfig, ROLLOUTS)
+    try:
+        assert owners.resolve(ns, "Pod", pod, owner) == ("Rollout/web", "delivery")
+        assert owners.resolve(ns, "ReplicaSet", owner[1]) == ("Rollout/web", "delivery")  # its SuccessfulCreate
+        assert owners.resolve_named(ns, "Pod", pod) == ("Rollout/web", "delivery")  # an audit event's
+    finally:
+        client.close()
+    plain, client = owners_of(rollouts_kubeconfig)  # not listed: as before, never asked
+    try:
+        assert plain.resolve(ns, "Pod", pod, owner) == ("Rollout/web", "web")
+    finally:
+        client.close()
+
+
+def test_an_opted_in_rollout_the_role_refuses_is_said_once_and_gets_the_namespace_s_team(
+        rollout, collector_kubeconfig, caplog):
+    """The shipped role (rollouts rule left commented out): the real 403 is said once, the kind not asked again."""
+    ns, pod, owner = rollout
+    owners, client = owners_of(collector_kubeconfig, ROLLOUTS)
+    try:
+        with caplog.at_level("WARNING", "kubesight.collect.kubernetes"):
+            assert owners.resolve(ns, "Pod", pod, owner) == ("Rollout/web", "web")
+            fetches = owners.fetches
+            assert owners.resolve(ns, "Rollout", "web") == ("Rollout/web", "web")
+            assert owners.fetches == fetches
+    finally:
+        client.close()
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 1 and "403" in refused[0] and "Rollout" in refused[0], refused
