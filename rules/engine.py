@@ -743,7 +743,7 @@ class Engine:
         # is false, as in Prometheus (it stayed pending below the threshold, and fired where upstream never does)
         if self._holds(rule, c, t, s == 2):
             if ctx is not None:
-                labels = self._labels(ctx, rule)
+                labels = self._labels(ctx, rule, st["l"].get("owner") if s == 2 else None)
                 if s == 2:
                     if MARK in st["l"] and MARK not in labels:  # firing since before alerts lost the mark
                         labels[MARK] = st["l"][MARK]  # (2026-11-29): the same alert until it resolves, not a new one
@@ -779,11 +779,15 @@ class Engine:
                 st["s"] = 0
         return out
 
-    def _labels(self, ctx, rule: CompiledRule) -> dict:
-        """The alert's labels from the signal being applied, with its owner's team when they name none."""
+    def _labels(self, ctx, rule: CompiledRule, held: str | None = None) -> dict:
+        """The alert's labels from the signal being applied, with its owner's team when they name none: ``held``,
+        the team a firing alert has (it keeps it until it resolves: a late sample of a pod whose tombstone was read
+        first, or a workload's last pod gone in a rollout, would otherwise move it to the namespace's team, a new
+        fingerprint paging another team about the same problem), else the directory's (``owner_of``).  A signal
+        that names another owner itself still replaces the alert (an event's entity resolved to a new team)."""
         labels = ctx.labels(rule)
-        if self.owner_of is not None and "owner" not in labels:
-            team = self.owner_of(labels)
+        if "owner" not in labels:
+            team = held or (self.owner_of(labels) if self.owner_of is not None else "")
             if team:
                 labels["owner"] = team
         return labels

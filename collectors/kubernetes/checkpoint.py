@@ -1,8 +1,10 @@
 """The collector's resume point in the compacted ``checkpoints`` topic, one key per piece.
 
-Keys are ``kubernetes/<cluster>/rv/<stream>`` (the last resourceVersion processed) and
+Keys are ``kubernetes/<cluster>/rv/<stream>`` (the last resourceVersion processed),
 ``kubernetes/<cluster>/<event|node|pod>/<uid>`` (what was already emitted for that object:
-an Event's highest occurrence count, a Node's or Pod's state summary); a deleted object's key
+an Event's highest occurrence count, a Node's or Pod's state summary) and
+``kubernetes/<cluster>/<owner/<uid>|owner-ns/<namespace>>`` (what the ``owners`` topic was last told of a pod or a
+namespace, so a restart neither reads every pod's owners again nor misses a change); a deleted object's key
 gets a null value, so compaction keeps the topic the size of the live cluster.  They are
 written in the same Kafka transaction as the records they account for.
 """
@@ -23,6 +25,11 @@ def key(cluster: str, part: str, name: str) -> bytes:
     return f"{PREFIX}/{cluster}/{part}/{name}".encode()
 
 
+def empty() -> dict[str, dict]:
+    """A resume point with nothing in it (a first start), one table per part."""
+    return {"rv": {}, "event": {}, "node": {}, "pod": {}, "owner": {}, "owner-ns": {}}
+
+
 def load(bootstrap: str, topic: str, cluster: str, timeout: float = 30.0) -> dict[str, dict]:
     """``{"rv": {stream: rv}, "event": {uid: ...}, "node": {...}, "pod": {...}}`` as last committed.
 
@@ -33,7 +40,7 @@ def load(bootstrap: str, topic: str, cluster: str, timeout: float = 30.0) -> dic
 
     from core.kafkaclient import client_config
 
-    out: dict[str, dict] = {"rv": {}, "event": {}, "node": {}, "pod": {}}
+    out: dict[str, dict] = empty()
     prefix = f"{PREFIX}/{cluster}/".encode()
     consumer = KafkaConsumer(**client_config(bootstrap, "kafka-python"), enable_auto_commit=False, group_id=None,
                              isolation_level="read_committed", client_id=f"kubesight-k8s-checkpoint-{cluster}")

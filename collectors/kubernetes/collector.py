@@ -28,6 +28,7 @@ from core.records import Entity, RecordError, owner_key, owner_record
 log = logging.getLogger("kubesight.collect.kubernetes")
 EVENT_STREAMS = ("events", "events.k8s.io")
 ORIGIN = "collector/kubernetes"
+NS_SWEEP = 3600.0  # s between looks for deleted namespaces whose owners records remain (Collector._sweep_namespaces)
 
 
 @dataclass
@@ -90,7 +91,7 @@ class Collector:
         self.sink = sink
         self.o = options
         self.clock = clock
-        restored = restored or {"rv": {}, "event": {}, "node": {}, "pod": {}}
+        restored = {**checkpoint.empty(), **(restored or {})}
         self.rv: dict[str, str] = dict(restored["rv"])
         # uid -> [highest occurrence emitted, rv of that update, rv of its deletion or "", series offset]
         self.events: dict[str, list] = dict(restored["event"])
@@ -108,12 +109,15 @@ class Collector:
         self.deleted_pods: OrderedDict = OrderedDict()
         self.owners = Owners(api.read, options.owner_keys, options.cache_size, options.cache_ttl,
                              kinds=options.owner_kinds)
-        # what this run wrote to the ``owners`` topic (streams.owners: the team of alerts from scraped series), to
-        # write only changes: pod uid -> (team, workload, controller), namespace -> team. Not checkpointed: after a
-        # restart a pod is written again when next resolved (the same value: compaction keeps one), a pod deleted
-        # while the collector was down is missing from its first list and gets its tombstone there
-        self.published: dict[str, tuple[str, str, str]] = {}
-        self.published_ns: dict[str, str] = {}
+        # what the ``owners`` topic was told (streams.owners: the team of alerts from scraped series), checkpointed
+        # with it so a restart writes only changes: pod uid -> [namespace, name, team, workload, controller], and
+        # namespace -> team. A start from an earlier version's checkpoint (none of these) writes every pod once.
+        self.published: dict[str, list] = dict(restored["owner"])
+        self.published_ns: dict[str, str] = dict(restored["owner-ns"])
+        # (namespace, name) -> the uid whose record the pod's key holds: a StatefulSet's pod re-created under its name
+        # while nobody watched is listed before the old uid is found gone, and that one's tombstone must not erase it
+        self.pod_names: dict[tuple[str, str], str] = {(e[0], e[1]): uid for uid, e in self.published.items()}
+        self._ns_swept = time.monotonic()
         self.queue: queue.Queue = queue.Queue(options.queue_size)
         self.stop = threading.Event()
         self.watchers: list[Watcher] = []
@@ -164,6 +168,8 @@ class Collector:
             for item in batch:
                 self.apply(item)
             self._prune()
+            if time.monotonic() - self._ns_swept >= NS_SWEEP:
+                self._sweep_namespaces()
             written = self._write_checkpoint() + self.stats.records + self.stats.dead - before
             self.sink.commit()
         except BaseException:
@@ -374,10 +380,12 @@ class Collector:
                 for r in recs:
                     r.entity = ent
                 self._emit(recs)
-            elif prev is None or prev["owner"] != small["owner"]:
-                self.pod_entity(small)
             self.pods[uid] = small
             self.dirty.add(("pod", uid))
+        else:
+            recs = None
+        if not recs and (uid not in self.published or (prev is not None and prev["owner"] != small["owner"])):
+            self.pod_entity(small)  # new to the owners topic (an upgrade's first start too), or another controller
         return uid
 
     def _pod_gone(self, uid: str, last: dict | None) -> None:
@@ -387,10 +395,16 @@ class Collector:
         if prev is not None:
             self.dirty.add(("pod", uid))
         last = last or prev
-        if (self.published.pop(uid, None) is not None or prev is not None) and last is not None:
-            # its alerts from now on are its workload's other pods' team's, or the namespace's
-            self.sink.send_raw("owners", owner_key(self.o.cluster, last["ns"], last["name"]), None)
-            self.stats.owners += 1
+        told = self.published.pop(uid, None)
+        if told is not None:
+            self.dirty.add(("owner", uid))
+        if (told is not None or prev is not None) and last is not None:
+            name = (last["ns"], last["name"])
+            if self.pod_names.get(name, uid) == uid:  # else a pod re-created under its name holds the key now
+                self.pod_names.pop(name, None)
+                # its alerts from now on are its workload's other pods' team's, or the namespace's
+                self.sink.send_raw("owners", owner_key(self.o.cluster, last["ns"], last["name"]), None)
+                self.stats.owners += 1
         if last is None or self.o.deleted_pod_grace <= 0:
             return
         until = self.clock() + self.o.deleted_pod_grace
@@ -423,16 +437,38 @@ class Collector:
         its namespace are owned by them (``streams.owners``)."""
         kind, name = (s["owner"] or ["", ""])[:2]
         controller = f"{kind}/{name}" if kind and name and kind != "Node" else ""
-        entry = (team, workload, controller)
-        if self.published.get(s["uid"]) != entry:
+        entry = [s["ns"], s["name"], team, workload, controller]
+        if self.published.get(s["uid"]) != entry or self.pod_names.get((s["ns"], s["name"])) != s["uid"]:
             self.published[s["uid"]] = entry
-            self.sink.send_raw("owners", owner_key(self.o.cluster, s["ns"], s["name"]), owner_record(*entry))
+            self.pod_names[(s["ns"], s["name"])] = s["uid"]
+            self.dirty.add(("owner", s["uid"]))
+            self.sink.send_raw("owners", owner_key(self.o.cluster, s["ns"], s["name"]), owner_record(*entry[2:]))
             self.stats.owners += 1
         ns_team = self.owners.team(s["ns"], None)  # cached with the pod's: no read of its own
         if self.published_ns.get(s["ns"]) != ns_team:
             self.published_ns[s["ns"]] = ns_team
+            self.dirty.add(("owner-ns", s["ns"]))
             self.sink.send_raw("owners", owner_key(self.o.cluster, s["ns"]), owner_record(ns_team))
             self.stats.owners += 1
+
+    def _sweep_namespaces(self) -> None:
+        """Namespace records whose namespace has no pod left here and is gone from the cluster: tombstoned (CI and
+        preview namespaces come and go; their records would stay forever in the topic and every worker). Every
+        ``NS_SWEEP`` seconds, one read per such namespace; one that is only empty (a CronJob's, between runs) or
+        unreadable keeps its record."""
+        self._ns_swept = time.monotonic()
+        used = {e[0] for e in self.published.values()}
+        for ns in [n for n in self.published_ns if n not in used]:
+            try:
+                gone = self.api.read("Namespace", "", ns) is None
+            except Exception as exc:  # noqa: BLE001 - an unreachable API server: asked again at the next sweep
+                log.debug("namespace %s not read for the owners sweep: %s", ns, exc)
+                continue
+            if gone:
+                del self.published_ns[ns]
+                self.dirty.add(("owner-ns", ns))
+                self.sink.send_raw("owners", owner_key(self.o.cluster, ns), None)
+                self.stats.owners += 1
 
     # ------------------------------------------------------------ checkpoint
 
@@ -443,7 +479,8 @@ class Collector:
             if part == "rv":
                 value = self.rv.get(name)
             else:
-                value = {"event": self.events, "node": self.nodes, "pod": self.pods}[part].get(name)
+                value = {"event": self.events, "node": self.nodes, "pod": self.pods, "owner": self.published,
+                     "owner-ns": self.published_ns}[part].get(name)
             self.sink.send_raw("checkpoints", checkpoint.key(c, part, name),
                                None if value is None else orjson.dumps(value))
         self.dirty.clear()

@@ -46,7 +46,9 @@ class MemSink:
 
     def restored(self, cluster: str) -> dict:
         """What ``checkpoint.load`` reads back after a restart."""
-        out = {"rv": {}, "event": {}, "node": {}, "pod": {}}
+        from collectors.kubernetes.checkpoint import empty
+
+        out = empty()
         prefix = f"kubernetes/{cluster}/"
         for k, v in self.raw.items():
             part, _, name = k[len(prefix):].partition("/")
@@ -244,8 +246,8 @@ def test_a_checkpoint_ahead_of_the_cluster_is_relisted_not_watched_blind(tmp_pat
 
 def test_each_pod_s_team_workload_and_controller_go_to_the_owners_topic_once_and_a_deletion_tombstones_it():
     """What the workers join onto alerts from scraped series (streams.owners): written when a pod is first listed,
-    not again while nothing of it changes (a restart from the checkpoint neither), a tombstone when it goes; the
-    namespace's team beside it."""
+    not again while nothing of it changes (a restart from the checkpoint neither: what was written is checkpointed),
+    a tombstone when it goes; the namespace's team beside it."""
     from core.records import owner_record
 
     c, sink = collector(OWNERS)
@@ -262,8 +264,68 @@ def test_each_pod_s_team_workload_and_controller_go_to_the_owners_topic_once_and
     feed(c, ("event", "pods", "MODIFIED", busy, "1001"))
     restarted, sink2 = collector(OWNERS, restored=sink.restored("c1"))
     feed(restarted, ("sync", "pods", [busy, bare], "1002"))
-    assert (c.stats.owners, sink2.owners) == (written, {})
+    assert (c.stats.owners, sink2.owners, restarted.stats.owners) == (written, {}, 0)
     feed(restarted, ("event", "pods", "DELETED", busy, "1003"))  # known from the checkpoint: tombstoned
     feed(c, ("sync", "pods", [busy], "1004"))  # the first run's re-list: debug was deleted meanwhile
     assert sink2.owners == {"c1/shop/Pod/cart-7d9f-x": None}
     assert sink.owners["c1/shop/Pod/debug"] is None and sink.owners["c1/shop/Pod/cart-7d9f-x"] is not None
+
+
+def test_the_first_start_of_this_version_writes_the_pods_an_earlier_one_checkpointed():
+    """An upgrade: the earlier version's checkpoint has every pod, unchanged at the first list, and no owners part;
+    each pod is written once all the same (they were never written), then not again."""
+    c, sink = collector(OWNERS)
+    feed(c, ("sync", "pods", [POD], "1000"))
+    old = {part: table for part, table in sink.restored("c1").items() if not part.startswith("owner")}
+    upgraded, sink2 = collector(OWNERS, restored=old)
+    feed(upgraded, ("sync", "pods", [POD], "1001"))
+    assert set(sink2.owners) == {"c1/shop/Pod/cart-7d9f-x", "c1/shop"}
+    again, sink3 = collector(OWNERS, restored=sink2.restored("c1"))
+    feed(again, ("sync", "pods", [POD], "1002"))
+    assert sink3.owners == {}
+
+
+def test_a_statefulset_pod_re_created_unseen_keeps_its_record_and_its_predecessor_s_tombstone_is_not_written():
+    """db-0 replaced by a new db-0 (another uid) while nobody watched (a restart, or a re-list after 410): the list
+    writes the new one's record, then finds the old uid gone; its tombstone, under the same key, erased the live
+    pod's team for good (compaction keeps the last)."""
+    from core.records import owner_record
+
+    objs = {("StatefulSet", "shop", "db"): {"metadata": {"labels": {"team": "dba"}}}, **OWNERS}
+
+    def db0(uid):
+        return {"metadata": {"name": "db-0", "namespace": "shop", "uid": uid,
+                             "ownerReferences": [{"kind": "StatefulSet", "name": "db", "controller": True}]},
+                "spec": {"nodeName": "node-1"}, "status": {}}
+
+    c, sink = collector(objs)
+    feed(c, ("sync", "pods", [db0("a")], "1000"))
+    feed(c, ("sync", "pods", [db0("b")], "2000"))  # a re-list after a gap
+    want = owner_record("dba", "StatefulSet/db", "StatefulSet/db")
+    assert sink.owners["c1/shop/Pod/db-0"] == want
+    restarted, sink2 = collector(objs, restored=sink.restored("c1"))
+    feed(restarted, ("sync", "pods", [db0("c")], "3000"))  # and across a restart
+    assert sink2.owners == {"c1/shop/Pod/db-0": want}
+    feed(restarted, ("event", "pods", "DELETED", db0("c"), "3001"))  # its own deletion still tombstones it
+    assert sink2.owners == {"c1/shop/Pod/db-0": None}
+
+
+def test_a_deleted_namespace_s_record_is_tombstoned_by_the_hourly_sweep_and_an_empty_one_kept():
+    """CI and preview namespaces come and go: their records stayed in the topic and in every worker for ever. A
+    namespace without pods whose object is gone is tombstoned at the next sweep; one only empty (a CronJob's between
+    runs) keeps its team."""
+    from collectors.kubernetes import collector as module
+
+    objs = dict(OWNERS)
+    for ns in ("pr-1", "cron"):
+        objs[("Namespace", "", ns)] = {"metadata": {"labels": {"team": "ci"}}}
+    c, sink = collector(objs)
+    pods = [{"metadata": {"name": "app", "namespace": ns, "uid": ns}, "spec": {}, "status": {}} for ns in ("pr-1", "cron")]
+    feed(c, ("sync", "pods", pods, "1000"))
+    assert {k for k, v in sink.owners.items() if v and "/Pod/" not in k} == {"c1/pr-1", "c1/cron"}
+    del objs[("Namespace", "", "pr-1")]
+    feed(c, ("event", "pods", "DELETED", pods[0], "1001"), ("event", "pods", "DELETED", pods[1], "1002"))
+    assert sink.owners["c1/pr-1"] is not None  # not before the sweep
+    c._ns_swept -= module.NS_SWEEP
+    feed(c, ("bookmark", "pods", "1003"))
+    assert (sink.owners["c1/pr-1"], sink.owners["c1/cron"] is not None, set(c.published_ns)) == (None, True, {"cron"})

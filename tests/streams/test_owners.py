@@ -124,7 +124,10 @@ def test_a_team_set_by_the_signal_or_the_rule_is_kept_and_no_directory_means_no_
     assert [a.labels.get("owner") for a in Engine(rs).process(waiting(0.0), {}, 0.0)] == [None, "platform"]
 
 
-def test_a_team_that_changes_under_a_firing_alert_replaces_it_as_an_event_s_owner_does(tmp_path):
+def test_a_firing_alert_keeps_its_team_until_it_resolves_and_the_next_episode_takes_the_new_one():
+    """A relabelled workload, a late sample read after its pod's tombstone, a Recreate rollout's last pod gone: the
+    directory's answer moves, but the firing alert keeps the team it paged (a new fingerprint would page another
+    team about the same problem and tell the first it was over); its next episode takes the team of then."""
     d = directory()
     engine, state = default_engine(d), {}
     out = []
@@ -132,8 +135,16 @@ def test_a_team_that_changes_under_a_firing_alert_replaces_it_as_an_event_s_owne
         out += engine.process(waiting(float(t)), state, float(t))
     d.apply(owner_key("c1", "shop", "cart-7d9f-x"), owner_record("checkout", "Deployment/cart", "ReplicaSet/cart-7d9f"))
     out += engine.process(waiting(3660.0), state, 3660.0)
-    assert [(a.status, a.labels.get("owner")) for a in out] == \
-        [("firing", "payments"), ("resolved", "payments"), ("firing", "checkout")]
+    d.apply(owner_key("c1", "shop", "cart-7d9f-x"), None)  # deleted, its tombstone read before its last scrape
+    out += engine.process(waiting(3720.0), state, 3720.0)
+    out += engine.tick(3720.0 + 600, state)  # the series went stale: resolved
+    assert [(a.status, a.labels.get("owner")) for a in out] == [("firing", "payments"), ("resolved", "payments")]
+    assert out[0].fingerprint == out[1].fingerprint
+    d.apply(owner_key("c1", "shop", "cart-7d9f-x"), owner_record("checkout", "Deployment/cart", "ReplicaSet/cart-7d9f"))
+    again = []
+    for t in range(5000, 8700, 60):
+        again += engine.process(waiting(float(t)), state, float(t))
+    assert [(a.status, a.labels.get("owner")) for a in again] == [("firing", "checkout")]
 
 
 @pytest.mark.parametrize("labels, team", [
