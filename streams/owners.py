@@ -67,6 +67,7 @@ class OwnerDirectory:
         self.namespaces: dict[tuple[str, str], str] = {}
         self.pods: dict[tuple[str, str, str], tuple[str, str, str]] = {}
         self.refs: dict[tuple[str, str, str], dict[str, str]] = {}  # (cluster, ns, "Kind/name") -> {pod: team}
+        self._platform: dict[tuple, bool] = {}
         self.applied = 0
 
     def __len__(self) -> int:
@@ -120,7 +121,17 @@ class OwnerDirectory:
         about the platform itself (``alerts.incidents.platform_level``: a node's disk reported by a node-exporter
         pod is not the exporter's team's)."""
         ns = labels.get("namespace")
-        if not ns or platform_level(labels):
+        if not ns:
+            return ""
+        # platform_level matches alert names against a dozen patterns: remembered per (alertname, the labels it reads)
+        how = (labels.get("alertname"), labels.get("layer"), labels.get("component"),
+               bool(labels.get("pod") or labels.get("workload")))
+        platform = self._platform.get(how)
+        if platform is None:
+            if len(self._platform) >= 10_000:  # alert names are few; a flood of generated ones must not grow it
+                self._platform.clear()
+            platform = self._platform[how] = platform_level(labels)
+        if platform:
             return ""
         cluster = labels.get("cluster") or self.cluster
         pod = labels.get("pod")
