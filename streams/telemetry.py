@@ -95,6 +95,15 @@ class WorkerMetrics:
             yield CounterMetricFamily("kubesight_anomaly_groups_evicted", "idle anomaly groups dropped at the cap of "
                                       "live detectors per partition (rules.engine.ANOMALY_MAX)",
                                       value=self.rules_stage.holder.engine.evicted)
+            directory = getattr(self.rules_stage.owner_of, "__self__", None)  # streams.owners.OwnerDirectory
+            if directory is not None:
+                known = GaugeMetricFamily("kubesight_owner_directory_entries", "teams known from the owners topic, "
+                                          "by what they own (joined onto alerts that name no owner)", labels=["of"])
+                known.add_metric(["namespace"], len(directory.namespaces))
+                known.add_metric(["pod"], len(directory.pods))
+                yield known
+                yield CounterMetricFamily("kubesight_owner_records", "records of the owners topic applied (a rising "
+                                          "count with no entries: the collector writes none)", value=directory.applied)
 
 
 class ChildrenMetrics:

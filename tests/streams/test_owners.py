@@ -12,7 +12,7 @@ from core.settings import Settings
 from rules.engine import Engine
 from rules.load import load_packs
 from streams.owners import OwnerDirectory
-from streams.stages import RulePacks
+from streams.stages import RulePacks, RulesStage
 
 
 def directory() -> OwnerDirectory:
@@ -158,3 +158,15 @@ def test_a_firing_alert_keeps_its_team_until_it_resolves_and_the_next_episode_ta
 ])
 def test_an_alert_about_the_platform_itself_is_not_given_the_team_of_the_pod_it_names(labels, team):
     assert directory().owner_of(labels) == team
+
+
+def test_the_directory_s_size_is_a_self_metric():
+    """How many teams a worker knows, and how many records it read: an owners topic nobody writes is seen at once."""
+    from streams.telemetry import WorkerMetrics
+
+    d = directory()
+    stage = RulesStage(RulePacks(Settings()).holder, d.owner_of)
+    fams = {f.name: f for f in WorkerMetrics([], stage).collect()}
+    assert {s.labels["of"]: s.value for s in fams["kubesight_owner_directory_entries"].samples} == \
+        {"namespace": 1, "pod": 2}
+    assert fams["kubesight_owner_records"].samples[0].value == 3
