@@ -218,10 +218,14 @@ async def _kubesight(settings: Settings, bootstrap: str, n: int | None, worker_i
     processor itself says when it got there, so no polling loop runs beside it (one waking every 2 ms cost
     ~0.7 µs of CPU per record, charged to (c))."""
     from streams.hotpath import Pipeline, TransactionalProcessor
+    from streams.owners import OwnerDirectory
     from streams.stages import RulePacks, RulesStage, signal_stages
 
+    # as the worker wires it: alerts naming no owner ask the owners directory (empty here: no collector writes it)
+    owners = OwnerDirectory(settings.cluster)
     proc = TransactionalProcessor(settings, bootstrap, "signals", ["events", "samples"],
-                                  Pipeline(signal_stages(settings, RulePacks(settings))), worker_id=worker_id)
+                                  Pipeline(signal_stages(settings, RulePacks(settings), owners.owner_of)),
+                                  worker_id=worker_id)
     if changelog is not None:  # a round of ``bench pipeline``: its state starts empty, not from an earlier round's
         proc.changelog = changelog
     mark: dict = {}
