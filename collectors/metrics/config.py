@@ -141,7 +141,8 @@ class RemoteWrite(_Model):
     port: int = Field(9201, ge=0, le=65535)
     path: str = Field("/api/v1/write", pattern=r"^/\S*$")
     max_bytes: int = Field(32 * 2**20, ge=1024, description="decompressed request size cap")
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict, description="added to every sample that does not carry "
+                                   "the label already (as Prometheus' external_labels: the sender's own value wins)")
     bearer_token_file: str | None = Field(None, description="when set, senders must present one of its lines "
                                           "(Prometheus remote_write authorization.credentials_file)")
     web_config: str | None = Field(None, description="web config (TLS, basic_auth_users: Prometheus remote_write "

@@ -165,8 +165,8 @@ def _series(i: int, ts, extra: dict) -> tuple[str, list[Sample]]:
             labels[lab.name] = lab.value
     if not name:
         raise BadSeries(f"timeseries[{i}]: no __name__ label", "")
-    if extra:
-        labels.update(extra)
+    for k, v in extra.items():  # as Prometheus' external_labels: the series' own label wins (a federating
+        labels.setdefault(k, v)  # Prometheus' cluster="a" and "b" were both made "production": one series, mixed)
     out = []
     for s in ts.samples:
         v = s.value

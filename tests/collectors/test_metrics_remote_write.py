@@ -256,3 +256,21 @@ def test_metric_names_from_the_input_make_at_most_a_thousand_series_of_self_metr
     assert len(names) == 1001 and "other" in names and "h0" in names and "h1499" not in names
     other = metrics.registry.get_sample_value("kubesight_metrics_remote_write_series_skipped_total", {"name": "other"})
     assert other == 500
+
+
+def test_the_intake_s_labels_are_added_where_a_series_has_none_and_never_overwrite_the_sender_s():
+    """As Prometheus' external_labels: a federating Prometheus sends queue_depth for cluster "a" and "b"; the intake's
+    ``labels: {cluster: production}`` made both "production", one series whose values alternated 1, 999, 1, ...
+    (a threshold on it read mixed data, and two points at one time were one)."""
+    req = WriteRequest()
+    for cluster, value in (("a", 1.0), ("b", 999.0), ("", 5.0)):
+        ts = req.timeseries.add()
+        ts.labels.add(name="__name__", value="queue_depth")
+        if cluster:
+            ts.labels.add(name="cluster", value=cluster)
+        ts.labels.add(name="job", value="q")
+        ts.samples.add(value=value, timestamp=1000)
+    got = samples_of(decode(encode(req)), {"cluster": "production", "region": "eu"})
+    assert [(s.labels["cluster"], s.labels["region"], s.value) for s in got] == \
+        [("a", "eu", 1.0), ("b", "eu", 999.0), ("production", "eu", 5.0)]
+    assert len({s.series() for s in got}) == 3
