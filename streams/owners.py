@@ -6,7 +6,7 @@ the workload's and the namespace's labels and annotations), but a scraped series
 nothing of a team, so an alert from it had no ``owner`` and an owner route sent it to the fallback receiver.  The
 Kubernetes collector therefore also writes, in the transaction of its checkpoint, what it resolved: each pod's team,
 workload and controller, and each namespace's team (``core.records.owner_key`` / ``owner_record``; a tombstone
-when the pod is deleted).  ``OwnerBook`` follows that compacted topic (every partition, no group), and the rule
+when the pod is deleted, and when a namespace is gone).  ``OwnerBook`` follows that compacted topic (every partition, no group), and the rule
 engine asks ``OwnerDirectory.owner_of`` for the team of a signal's labels that name no ``owner``:
 
 1. the pod (``namespace`` + ``pod``);
@@ -19,8 +19,9 @@ engine asks ``OwnerDirectory.owner_of`` for the team of a signal's labels that n
 never for an alert about the platform itself (the control plane, a node's instance, kernel, GPU or condition:
 ``alerts.incidents.platform_level``), whose labels may name the exporter's pod or the pod holding a GPU.
 
-The engine keeps the team in the alert's labels from its first evaluation: the resolution carries the team the
-firing had (one fingerprint), and a team that changes under a firing alert replaces it, as for events.  A workload
+The engine keeps the team in a firing alert's labels until it resolves (``rules.engine.Engine._labels``): the
+resolution carries the team the firing had (one fingerprint), and a directory that moves meanwhile (a relabel, a
+pod's tombstone read before its last sample) does not page a second team about the same problem.  A workload
 with no pod left (scaled to zero, deleted) is owned by its namespace's team; a namespace whose pods the collector
 never saw has no entry (its alerts stay without an owner, as before).
 
