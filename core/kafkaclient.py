@@ -418,6 +418,20 @@ class NoSaslBytes(logging.Filter):
 _SASL_LOGGERS = ("kafka.protocol.parser", "kafka.net.connection", "aiokafka.conn")
 
 
+class SlowTaskNoise(logging.Filter):
+    """Drops kafka-python's own event-loop diagnostics ("Task ... ran for 0.105s (>0.100s threshold). It is blocking
+    the event loop"), which a loaded machine prints at any command's start: a bad routing file's one-line error came
+    with two of them. Shown again with ``--loglevel debug``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if logging.getLogger(_KAFKA_PYTHON).level == logging.NOTSET:  # debug_logging: everything of kafka-python's
+            return True
+        try:
+            return "blocking the event loop" not in record.getMessage()
+        except Exception:  # noqa: BLE001 - a record that cannot be rendered is not this one
+            return True
+
+
 # kafka-python's logger: at INFO it narrates its own connections ("Attempting bootstrap ...", "Closing transport ...",
 # ~18 lines for one topic check at a collector's start), which say nothing the user acts on; WARNING and above still show
 _KAFKA_PYTHON = "kafka"
@@ -434,6 +448,7 @@ def quiet_startup_noise(grace: float = 60.0) -> None:
     for name in _SASL_LOGGERS:
         logging.getLogger(name).addFilter(hide)
     logging.getLogger(_KAFKA_PYTHON).setLevel(logging.WARNING)
+    logging.getLogger("kafka.net.selector").addFilter(SlowTaskNoise())
 
 
 def debug_logging(level: str | int) -> None:

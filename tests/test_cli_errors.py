@@ -335,3 +335,27 @@ def test_kafka_python_start_up_chatter_is_not_shown():
     finally:
         logging.getLogger("kafka").setLevel(logging.NOTSET)
         root.setLevel(was)
+
+
+def test_kafka_python_s_slow_task_warnings_stay_out_of_a_command_s_output_unless_debug(caplog):
+    """A loaded machine made kafka-python print "Task ... ran for 0.105s (>0.100s threshold). It is blocking the event
+    loop" at a command's start: a bad routing file's one-line error came with two of them."""
+    import logging
+
+    from core.kafkaclient import debug_logging, quiet_startup_noise
+
+    selector = logging.getLogger("kafka.net.selector")
+    slow = "Task <x> ran for 0.105s (>0.100s threshold). It is blocking the event loop -- likely a tight sync loop"
+    try:
+        quiet_startup_noise()
+        with caplog.at_level(logging.WARNING):
+            selector.warning(slow)
+            selector.warning("Task <x> left RUNNING after step; demoting to UNSCHEDULED")
+        assert [r.getMessage() for r in caplog.records] == ["Task <x> left RUNNING after step; demoting to UNSCHEDULED"]
+        caplog.clear()
+        debug_logging("debug")
+        with caplog.at_level(logging.WARNING):
+            selector.warning(slow)
+        assert [r.getMessage() for r in caplog.records] == [slow]
+    finally:
+        logging.getLogger("kafka").setLevel(logging.WARNING)
