@@ -34,6 +34,7 @@ half-way is resumed when its alert comes again.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -73,6 +74,30 @@ CATCH_UP = 30.0  # s: at start, the alerts topic's backlog is read (at most this
 LEASE_NAME, LEASE_NAMESPACE = "kubesight-remediation", "kubesight"  # the Lease the replicas elect a leader on
 LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD = 15.0, 10.0, 2.0  # s: client-go's leaderelection defaults
 ACTION_EVENTS = ("done", "failed", "refused", "blocked")  # action outcomes posted as an Event on the Node
+KUBE_TIMEOUT = 30.0  # s: every API call of the remediator: a hung call (a half-open connection) ends as an error
+LEASE_TIMEOUT = 5.0  # s: every Lease call, below the renew deadline (at most half of it): a hung one is a failed try
+STALL = 2 * KUBE_TIMEOUT  # s: a leader whose work loop shows no progress this long stops renewing (the Lease lapses)
+
+
+def forbidden_alert(settings: Settings, msg: str, now: float, node: str | None = None, cause: str = "") -> Alert:
+    """The ``KubesightRemediationForbidden`` alert of a missing permission (on a node's write, or on the Lease: no
+    node). It has no resolution of its own: it ends when its endsAt passes unless said again (Alertmanager's rule)."""
+    labels = {"alertname": FORBIDDEN_ALERT, "severity": "warning", "cluster": settings.cluster, "owner": "platform",
+              **({"node": node} if node else {})}
+    what = f"act on node {node}" if node else "remediate (leader election)"
+    return Alert(labels=labels, startsAt=now, endsAt=now + 2 * FORBIDDEN_REPEAT, source="remediation",
+                 annotations={"summary": f"kubesight cannot {what}: {msg}", "cause": cause})
+
+
+def _event_name(node: str, key: str) -> str:
+    """The Event's metadata.name: the node and a short hash of what it says (an action key and outcome, or a rule's
+    event key), so that posting it again (a new leader, the record of the first post lost) is a 409, not a second
+    Event: generateName made each post a new one.
+
+    >>> _event_name("n1", "fp|1.000|cordon|done")
+    'n1.ks-926a8d00d11e'
+    """
+    return f"{node[:230].rstrip('.-')}.ks-{hashlib.sha256(key.encode()).hexdigest()[:12]}"  # a DNS subdomain, <= 253
 
 
 def _episode(key: str) -> str:
@@ -126,6 +151,7 @@ class Kube:
     """The few API calls remediation makes, on a ``kubernetes`` ApiClient; dicts in and out."""
 
     gate: Callable[[], bool] | None = None  # leader election: False -> every write raises NotLeader
+    progress: Callable[[], None] | None = None  # called as each API call ends: the leader's watchdog sees its work go on
 
     def __init__(self, api_client):
         from kubernetes import client
@@ -142,11 +168,15 @@ class Kube:
         from kubernetes.client import ApiException
 
         try:
-            resp = fn(*args, _preload_content=False, **kw)
+            # with a timeout: an API server that accepts and never answers would hold the leader's loop for good
+            resp = fn(*args, _preload_content=False, _request_timeout=KUBE_TIMEOUT, **kw)
         except ApiException as exc:
             if exc.status == 403:
                 raise Forbidden(f"forbidden: {what} ({RBAC_HINT})") from None
             raise
+        finally:
+            if self.progress is not None:
+                self.progress()
         return orjson.loads(resp.data) if resp.data else {}
 
     def node(self, name: str) -> dict | None:
@@ -279,7 +309,7 @@ class Remediator:
 
     def __init__(self, settings: Settings, rules: RuleSet, kube: Kube, publish: Callable[[dict], None],
                  history: Iterable[dict] = (), publish_alert: Callable[[Alert], None] | None = None,
-                 now: Callable[[], float] = time.time):
+                 now: Callable[[], float] = time.time, hold: bool = False):
         self.settings, self.cfg, self.kube, self.publish, self.now = (
             settings, settings.remediation, kube, publish, now)
         self.publish_alert = publish_alert
@@ -302,6 +332,9 @@ class Remediator:
         self.episodes: dict[str, float] = {}  # episode of done/refused/noted keys -> when last handled or acted on
         self.event_failures = 0  # action Events the API server did not take (the actions stand)
         self.event_said: tuple | None = None  # (error, when logged) of the last such failure
+        # hold: the Runner's, the retries rebuilt from the trail wait until the alerts' backlog is read (release())
+        self.held = hold
+        self._resumed_at: float | None = None  # when the last retry rebuilt from the trail was tried
         self._swept = now()
         # while the trail is read back: (key, dry_run) -> its last record while waiting for a retry, and the episodes
         # (fingerprint, startsAt as written) the trail says resolved; made into retries by _resume, then dropped
@@ -414,6 +447,7 @@ class Remediator:
         slot = now - RESUME_GAP
         for due, k, q in resumed[-RETRY_QUEUE:]:  # past the queue's bound, the newest
             q["next"] = slot = max(due, slot + RESUME_GAP)
+            q["resumed"] = True  # tried one per retry_actions call, RESUME_GAP apart, once released
             self.retrying[k] = q
         if resumed or skipped:
             log.info("remediate: %d failed action(s) of the trail wait for a retry again; %d not (resolved, done, "
@@ -445,12 +479,8 @@ class Remediator:
         self.forbidden_said[msg] = now
         log.error("kubesight remediate: %s", msg)
         if self.publish_alert is not None:
-            labels = {"alertname": FORBIDDEN_ALERT, "severity": "warning", "cluster": self.settings.cluster,
-                      "owner": "platform", "node": node}
-            # it has no resolution of its own: it ends when its endsAt passes unless said again (Alertmanager's rule)
-            self.publish_alert(Alert(labels=labels, startsAt=now, endsAt=now + 2 * FORBIDDEN_REPEAT, source="remediation",
-                                     annotations={"summary": f"kubesight cannot act on node {node}: {msg}",
-                                                  "cause": (alert.labels.get("alertname", "") if alert else "")}))
+            self.publish_alert(forbidden_alert(self.settings, msg, now, node,
+                                               alert.labels.get("alertname", "") if alert else ""))
 
     # ------------------------------------------------------------ alerts in
 
@@ -628,7 +658,7 @@ class Remediator:
             self._emit({**rec, "outcome": "dry-run"})
             return
         try:
-            self._post_event(node, ne.reason, ne.type, msg)
+            self._post_event(node, key, ne.reason, ne.type, msg)
         except Forbidden as exc:
             self._emit({**rec, "outcome": "failed", "reason": str(exc)})
             self._forbidden(node, exc, alert)
@@ -638,16 +668,25 @@ class Remediator:
             return
         self._emit({**rec, "outcome": "done"})
 
-    def _post_event(self, node: str, reason: str, etype: str, message: str) -> None:
+    def _post_event(self, node: str, key: str, reason: str, etype: str, message: str) -> None:
         """One core/v1 Event on the Node (the rules' ``node_event`` and the actions' outcomes): uid = the node's name,
-        as the kubelet's, which ``kubectl describe node`` looks for; raises what the API server answered."""
+        as the kubelet's, which ``kubectl describe node`` looks for; named after ``key`` (``_event_name``): a 409
+        AlreadyExists is that Event posted before (by this leader or the last, its record lost), so done; raises any
+        other answer of the API server."""
+        from kubernetes.client import ApiException
+
         now = _now_iso(self.now())
-        self.kube.event({"apiVersion": "v1", "kind": "Event",
-                         "metadata": {"generateName": f"{node}.", "namespace": "default"},
-                         "involvedObject": {"kind": "Node", "name": node, "uid": node, "apiVersion": "v1"},
-                         "reason": reason, "message": message[:1024], "type": etype, "count": 1,
-                         "firstTimestamp": now, "lastTimestamp": now,
-                         "source": {"component": MANAGER, "host": node}, "reportingComponent": MANAGER})
+        try:
+            self.kube.event({"apiVersion": "v1", "kind": "Event",
+                             "metadata": {"name": _event_name(node, key), "namespace": "default"},
+                             "involvedObject": {"kind": "Node", "name": node, "uid": node, "apiVersion": "v1"},
+                             "reason": reason, "message": message[:1024], "type": etype, "count": 1,
+                             "firstTimestamp": now, "lastTimestamp": now,
+                             "source": {"component": MANAGER, "host": node}, "reportingComponent": MANAGER})
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            log.debug("remediate: Event %s on node %s posted before (409): not again", reason, node)
 
     def _action_event(self, rec: dict, pending: bool) -> None:
         """The outcome of an action as an Event on its Node, for ``kubectl describe node`` (as draino's
@@ -655,9 +694,10 @@ class Remediator:
         Warning ``Kubesight<Type>Failed/Refused/Blocked``. None in dry-run (it changes nothing in the cluster, Events
         included, as the rules' ``node_event``), none for a stale refusal (an episode read that late is no news of
         the node now), none for a drain's retry still blocked (``pending``: said when it first was, then at its end).
-        Best effort: a failure is counted and logged (once per error per ``DRAIN_ERROR_REPEAT``), never the
+        ``recovered`` (done by the last leader, which lost the Lease before its record and Event) is posted as done,
+        under the same name: the Event is there once, whichever leader posts it. Best effort: a failure is counted and logged (once per error per ``DRAIN_ERROR_REPEAT``), never the
         action's."""
-        out = rec.get("outcome")
+        out = "done" if rec.get("outcome") == "recovered" else rec.get("outcome")
         if (rec.get("dry_run") or self.cfg.dry_run or out not in ACTION_EVENTS or (out == "blocked" and pending)
                 or (out == "refused" and str(rec.get("reason", "")).startswith("stale:"))):
             return
@@ -666,10 +706,12 @@ class Remediator:
         alert = rec.get("alert") or {}
         name = (alert.get("labels") or {}).get("alertname", "")
         summary = (alert.get("annotations") or {}).get("summary") or ""
+        said = rec.get("reason") if out != "done" else None  # a refusal or failure for another reason is news
         msg = (f"kubesight {what} {out}" + (f": {rec['reason']}" if rec.get("reason") else "") +
                f"; alert {name}" + (f" ({summary})" if summary else "") + f", fingerprint {alert.get('fingerprint')}")
         try:
-            self._post_event(rec["node"], reason, "Normal" if out == "done" else "Warning", msg)
+            self._post_event(rec["node"], f"{rec['key']}|{out}" + (f"|{said}" if said else ""), reason,
+                             "Normal" if out == "done" else "Warning", msg)
         except NotLeader:
             return
         except Exception as exc:  # noqa: BLE001 - the action stands; the trail is its record
@@ -828,10 +870,19 @@ class Remediator:
                     "retry_in": delay, "reason": msg, "alert_at": q["at"],
                     **({"alert_ends_at": alert.endsAt} if alert.endsAt is not None else {})})
 
+    def release(self) -> None:
+        """The alerts' backlog is read (a catch-up reached the end offsets): the retries rebuilt from the trail may go.
+        Held until then, a retry whose resolution sat unread in the backlog (a catch-up that timed out: the previous
+        leader's consumer still in the group) was made though its alert was over."""
+        self.held = False
+
     def retry_actions(self) -> None:
-        """Actions failed on a transient error whose backoff passed: tried again through ``_action`` (the kill switch,
-        the limits, the node's checks as the first time); abandoned once the alert is ``max_alert_age`` old (or
-        ``RETRY_FOR`` without one) or its endsAt passed. A resolution abandons them in ``handle``."""
+        """Actions failed on a transient error whose backoff passed: tried again through ``_action`` (the limits, the
+        node's checks as the first time); abandoned once the alert is ``max_alert_age`` old (or ``RETRY_FOR`` without
+        one) or its endsAt passed. A resolution abandons them in ``handle``. While the kill switch is on they wait, as
+        a pending drain does (refused, a retry rebuilt from the trail was ended for good). Those rebuilt from the trail
+        wait while ``held``, then go one per call and ``RESUME_GAP`` apart (the Runner calls this at each poll: on its
+        5 s tick alone, every one due within a tick went out at once)."""
         now = self.now()
         for k, q in list(self.retrying.items()):
             if now < q["next"]:
@@ -848,6 +899,12 @@ class Remediator:
                     f"the alert is {age:.0f}s old (retried until {over:g}s)" if age > over else "the alert's endsAt passed")
                     + f": the failed action is not retried (last error: {q['said'][0] if q['said'] else '?'})"})
                 continue
+            if self.cfg.kill_switch:
+                continue  # it waits for the switch to go off (max_alert_age still ends it)
+            if q.get("resumed"):
+                if self.held or (self._resumed_at is not None and now < self._resumed_at + RESUME_GAP):
+                    continue
+                self._resumed_at, q["resumed"] = now, False  # this call's one: the next, at the next call at the soonest
             self._action(alert, node, a, age)
 
     def _refuse(self, k: tuple, rec: dict, why: str) -> None:
@@ -1067,13 +1124,20 @@ class LeaderLease:
     """Leader election among the remediator's replicas on one ``coordination.k8s.io/v1`` Lease, as client-go's
     leaderelection (and draino, kured) does: the holder renews it every ``retry`` s; another replica takes it only
     once it has seen the same record unchanged for ``duration`` s by its own monotonic clock (no trust in clocks
-    across machines), or at once when the holder released it (no holder); each write carries the resourceVersion
+    across machines), timed from when its read was *answered* (client-go's observedTime: a read answered late saw the
+    record late; timed from before the request, a slow GET let a candidate take the Lease inside its holder's renew
+    deadline), or at once when the holder released it (no holder); each write carries the resourceVersion
     read, so of two replicas writing at once one gets 409 Conflict: the other won.
 
     ``leading()`` is what the remediator asks before each write: True only while the last successful acquire or
     renew, timed from *before* its request, is within ``renew_deadline`` (< ``duration``), so a leader that cannot
     renew (the API server away, a stall) stops acting before any other replica may take the Lease; one that reads
-    another holder on the Lease (taken over by hand, or after its own lapse) stops at once.
+    another holder on the Lease (taken over by hand, or after its own lapse) stops at once. Each Lease call has a
+    timeout (``LEASE_TIMEOUT``, at most half the renew deadline): a hung request is a failed try, not a thread
+    blocked for good. ``healthy`` (the Runner's watchdog, as client-go's leader-election healthz) is asked before
+    each renew: a leader whose work is stuck stops renewing, its Lease lapses and another replica takes over.
+    A 403 (the Role missing, or a ``--lease-namespace`` the Role does not cover) never elects: said once per
+    ``FORBIDDEN_REPEAT`` (an error line, and ``forbidden`` is called: the Runner's alert), not a warning per try.
 
     Written here rather than with ``kubernetes.leaderelection`` (client 37): its ``LeaseLock`` builds a
     ``CoordinationV1Api()`` on the global default configuration (not the ApiClient with the remediator's token), its
@@ -1094,8 +1158,13 @@ class LeaderLease:
         self.duration, self.renew_deadline, self.retry, self.clock = duration, renew_deadline, retry, clock
         self._renewed: float | None = None  # monotonic time before the last successful acquire/renew request
         self._seen: tuple | None = None  # the Lease's record last read (holder, renewTime, ...)
-        self._seen_at = 0.0  # monotonic time it was first read so
+        self._seen_at = 0.0  # monotonic time a read first answered it so
         self.holder: str | None = None  # the holder last read (None: none)
+        self.timeout = min(LEASE_TIMEOUT, renew_deadline / 2)
+        self.healthy: Callable[[], bool] | None = None  # False: the leader's work is stuck, do not renew
+        self.forbidden: Callable[[str], None] | None = None  # told of a 403 on the Lease (once per FORBIDDEN_REPEAT)
+        self._forbidden_said: float | None = None  # clock() when a 403 on the Lease was last said
+        self._stalled = False  # a renew skipped as the work is stuck (said once)
 
     def leading(self) -> bool:
         r = self._renewed
@@ -1105,12 +1174,21 @@ class LeaderLease:
         from kubernetes.client import ApiException
 
         try:
-            resp = self.coord.read_namespaced_lease(self.name, self.namespace, _preload_content=False)
+            resp = self.coord.read_namespaced_lease(self.name, self.namespace, _preload_content=False,
+                                                    _request_timeout=self.timeout)
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise
+            raise self._refused("get", exc) from None
         return orjson.loads(resp.data)
+
+    def _refused(self, verb: str, exc):
+        """A 403 on the Lease as ``Forbidden`` (with what to fix), any other API error as it is."""
+        if getattr(exc, "status", None) != 403:
+            return exc
+        return Forbidden(f"forbidden: {verb} leases {self.namespace}/{self.name} ({RBAC_HINT}; its Role grants them "
+                         f"in namespace {LEASE_NAMESPACE}: --lease-namespace or $POD_NAMESPACE must match): "
+                         "no replica can lead, nothing is remediated")
 
     def try_acquire_or_renew(self) -> bool:
         """One try: read the Lease, create it, renew it, or take it over once it expired. True: this replica leads."""
@@ -1120,27 +1198,29 @@ class LeaderLease:
         mine = {"holderIdentity": self.identity, "leaseDurationSeconds": round(self.duration),
                 "acquireTime": now, "renewTime": now, "leaseTransitions": 0}
         lease = self._read()
+        seen_at = self.clock()  # when the read was answered: the record is known as of then, not of t0
         if lease is None:
             try:
                 self.coord.create_namespaced_lease(self.namespace, {
                     "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                    "metadata": {"name": self.name, "namespace": self.namespace}, "spec": mine})
+                    "metadata": {"name": self.name, "namespace": self.namespace}, "spec": mine},
+                    _request_timeout=self.timeout)
             except ApiException as exc:
                 if exc.status == 409:  # another replica created it first
                     return False
-                raise
+                raise self._refused("create", exc) from None
             return self._won(t0)
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity") or None
         seen = (holder, spec.get("renewTime"), spec.get("acquireTime"), spec.get("leaseDurationSeconds"))
         if seen != self._seen:
-            self._seen, self._seen_at = seen, t0
+            self._seen, self._seen_at = seen, seen_at
         if holder != self.holder:
             log.info("remediate: the lease %s/%s is held by %s", self.namespace, self.name, holder or "nobody")
             self.holder = holder
         if holder is not None and holder != self.identity:
             self._renewed = None  # someone else holds it: stop acting now, whatever our last renew said
-            if t0 < self._seen_at + float(spec.get("leaseDurationSeconds") or self.duration):
+            if seen_at < self._seen_at + float(spec.get("leaseDurationSeconds") or self.duration):
                 return False  # not expired by our own clock
         transitions = int(spec.get("leaseTransitions") or 0)
         if holder == self.identity:
@@ -1148,13 +1228,13 @@ class LeaderLease:
         else:
             mine["leaseTransitions"] = transitions + 1
         lease["spec"] = {**spec, **mine}
-        try:
-            self.coord.replace_namespaced_lease(self.name, self.namespace, lease)  # metadata.resourceVersion: a lock
+        try:  # metadata.resourceVersion: a lock
+            self.coord.replace_namespaced_lease(self.name, self.namespace, lease, _request_timeout=self.timeout)
         except ApiException as exc:
             if exc.status == 409:  # written meanwhile: another replica took it (or renewed); read again next try
                 return False
-            raise
-        return self._won(t0)
+            raise self._refused("update", exc) from None
+        return self._won(t0)  # the holder's own deadline from before its request: never later than the others see
 
     def _won(self, t0: float) -> bool:
         if self._renewed is None:
@@ -1175,7 +1255,7 @@ class LeaderLease:
             now = _micro(datetime.now(UTC))
             lease["spec"] = {**lease["spec"], "holderIdentity": None, "leaseDurationSeconds": 1,
                              "acquireTime": now, "renewTime": now}
-            self.coord.replace_namespaced_lease(self.name, self.namespace, lease)
+            self.coord.replace_namespaced_lease(self.name, self.namespace, lease, _request_timeout=self.timeout)
             log.info("remediate: %s released the lease %s/%s", self.identity, self.namespace, self.name)
         except Exception as exc:  # noqa: BLE001 - it then expires by itself
             log.warning("remediate: the lease %s/%s not released (it expires in %gs): %s", self.namespace,
@@ -1186,8 +1266,18 @@ class LeaderLease:
         try:
             while not stop.is_set():
                 was = self.leading()
+                if self.healthy is not None and not self.healthy():  # nor taken again once lapsed: still stuck
+                    if not self._stalled:  # not renewed: leading() lapses, another replica takes the Lease over
+                        log.error("remediate: %s's work shows no progress: the lease %s/%s is not renewed, another "
+                                  "replica takes over", self.identity, self.namespace, self.name)
+                    self._stalled = True
+                    stop.wait(self.retry)
+                    continue
+                self._stalled = False
                 try:
                     self.try_acquire_or_renew()
+                except Forbidden as exc:
+                    self._say_forbidden(str(exc))
                 except Exception as exc:  # noqa: BLE001 - the API server away: leading() lapses by itself
                     log.warning("remediate: lease %s/%s not acquired or renewed: %s", self.namespace, self.name, exc)
                 if was and not self.leading():
@@ -1196,6 +1286,21 @@ class LeaderLease:
                 stop.wait(self.retry)
         finally:
             self.release()
+
+    def _say_forbidden(self, msg: str) -> None:
+        """A 403 on the Lease, tried every ``retry`` s: one error line and one ``forbidden`` call per
+        ``FORBIDDEN_REPEAT`` (a permission missing stays missing until someone applies the Role)."""
+        now = self.clock()
+        if self._forbidden_said is not None and now < self._forbidden_said + FORBIDDEN_REPEAT:
+            log.debug("remediate: %s", msg)
+            return
+        self._forbidden_said = now
+        log.error("kubesight remediate: %s", msg)
+        if self.forbidden is not None:
+            try:
+                self.forbidden(msg)
+            except Exception as exc:  # noqa: BLE001 - the line above says it all the same
+                log.warning("remediate: the %s alert not published: %s", FORBIDDEN_ALERT, exc)
 
 
 
@@ -1252,10 +1357,15 @@ class Runner:
     is a member of the consumer group and writes anything: on winning the Lease it reads the trail back (what the
     previous leader did counts toward the limits), joins the group and handles the backlog; on losing it (renew
     deadline passed, the Lease taken over) it stops before its next write, leaves the group without committing
-    (the next leader reads those alerts again) and is a candidate again. Without it, every replica acts."""
+    (the next leader reads those alerts again) and is a candidate again. Without it, every replica acts.
+
+    A watchdog, as client-go's leader-election healthz: the work loop's passes, its API calls and its records are
+    its heartbeat; a leader showing none for ``stall`` s (stuck) stops renewing the Lease, which lapses, and another
+    replica takes over (it renewed from its other thread before, acting on nothing while nobody else could)."""
 
     def __init__(self, settings: Settings, bootstrap: str, kube: Kube, rules: RuleSet | None = None,
-                 group: str | None = None, tick_every: float = 5.0, lease: LeaderLease | None = None):
+                 group: str | None = None, tick_every: float = 5.0, lease: LeaderLease | None = None,
+                 stall: float = STALL):
         self.settings, self.bootstrap, self.kube = settings, bootstrap, kube
         self.rules = rules if rules is not None else load_rules(settings)
         self.group = group or f"{settings.app_id}-remediation"
@@ -1267,9 +1377,18 @@ class Runner:
         self.caught_up = threading.Event()  # set once the backlog found at start is handled (and committed)
         self.backlog = 0  # records of that backlog
         self.terms = 0  # times this replica began acting (won the Lease)
+        self.stall = stall
+        self._beat = time.monotonic()  # the work loop's last sign of progress (the watchdog's heartbeat)
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _progress(self) -> None:
+        self._beat = time.monotonic()
+
+    def _alive(self) -> bool:
+        """The watchdog, asked by the Lease thread before each renew: False while a term's work shows no progress."""
+        return not self.leading.is_set() or time.monotonic() - self._beat < self.stall
 
     def _may_act(self) -> bool:
         return self.lease is None or self.lease.leading()
@@ -1290,6 +1409,7 @@ class Runner:
 
         def publish(rec: dict) -> None:
             self._gate()
+            self._progress()
             if self.lease is not None:
                 rec = {**rec, "replica": self.lease.identity}  # which replica did it (trail only, not learnt)
             producer.send(trail_topic, key=(rec.get("node") or "").encode(), value=orjson.dumps(rec)).get(30)
@@ -1298,9 +1418,17 @@ class Runner:
             self._gate()
             producer.send(s.topic("alerts"), key=a.key(), value=orjson.dumps(a.to_dict())).get(30)
 
+        def publish_forbidden(msg: str) -> None:
+            """The Lease forbidden (from the Lease thread): no replica may ever lead, so no leader gate here."""
+            a = forbidden_alert(s, msg, time.time(), cause="leader election")
+            producer.send(s.topic("alerts"), key=a.key(), value=orjson.dumps(a.to_dict())).add_errback(
+                lambda exc: log.warning("remediate: the %s alert not published: %s", FORBIDDEN_ALERT, exc))
+
+        self.kube.progress = self._progress
         electing, elected = None, threading.Event()  # the Lease is kept until the term's work ended, then released
         if self.lease is not None:
             self.kube.gate = self.lease.leading
+            self.lease.healthy, self.lease.forbidden = self._alive, publish_forbidden
             electing = threading.Thread(target=self.lease.run, args=(elected,), daemon=True, name="remediation-lease")
             electing.start()
         self.ready.set()
@@ -1326,8 +1454,10 @@ class Runner:
         from kafka import KafkaConsumer
 
         s = self.settings
-        rem = Remediator(s, self.rules, self.kube, publish, read_trail(self.bootstrap, s.topic("actions")),
-                         publish_alert=publish_alert)
+        trail = read_trail(self.bootstrap, s.topic("actions"))
+        # hold: the retries rebuilt from the trail wait for the backlog (_catch_up, or the polls after it)
+        rem = Remediator(s, self.rules, self.kube, publish, trail, publish_alert=publish_alert, hold=True)
+        records, trail = len(trail), None  # learnt: not kept for the term
         consumer = KafkaConsumer(**client_config(self.bootstrap, "kafka-python"), group_id=self.group,
                                  enable_auto_commit=False, isolation_level="read_committed",
                                  auto_offset_reset="earliest", metadata_max_age_ms=30_000)
@@ -1338,13 +1468,15 @@ class Runner:
             consumer.subscribe([s.topic("alerts")])
             log.info("remediate: %d rule(s) with node effects, dry_run=%s kill_switch=%s, %d trail record(s) read%s",
                      sum(1 for r in self.rules.rules if r.actions or r.node_condition or r.node_event),
-                     s.remediation.dry_run, s.remediation.kill_switch, len(rem.done),
+                     s.remediation.dry_run, s.remediation.kill_switch, records,
                      f", leader {self.lease.identity}" if self.lease is not None else "")
             self.terms += 1
+            self._progress()
             self.leading.set()
             last_tick = 0.0
-            self._catch_up(consumer, rem, producer)
+            ends = self._catch_up(consumer, rem, producer)
             while not self._stop.is_set() and self._may_act():
+                self._progress()
                 batches = consumer.poll(timeout_ms=200, max_records=500)
                 self._gate()  # polled as leader, lost since: not handled, not committed
                 rem.handle_batch(self._alerts(batches))  # the poll's alerts together: one resolved in it is not acted on
@@ -1352,12 +1484,19 @@ class Runner:
                     producer.flush()
                     self._gate()  # a batch cut short by NotLeader raised above; this one ended as leader
                     consumer.commit()
-                if time.monotonic() - last_tick >= self.tick_every:
-                    last_tick = time.monotonic()
-                    try:
+                if rem.held:  # the catch-up timed out: the retries of the trail wait until the backlog is read
+                    ends = self._reached(consumer, ends)
+                    if ends is True:
+                        log.info("remediate: the backlog is read: the retries rebuilt from the trail may go")
+                        rem.release()
+                try:
+                    if time.monotonic() - last_tick >= self.tick_every:
+                        last_tick = time.monotonic()
                         rem.tick()
-                    except Exception:  # the API server failing: the next tick tries again
-                        log.exception("remediation tick failed")
+                    else:
+                        rem.retry_actions()  # each poll: retries rebuilt from the trail one by one, RESUME_GAP apart
+                except Exception:  # the API server failing: the next tick tries again
+                    log.exception("remediation tick failed")
             if not self._stop.is_set():
                 log.warning("remediate: the lease lapsed: stopped acting; a candidate again")
         finally:
@@ -1383,29 +1522,29 @@ class Runner:
         """The backlog found at start (a restart, a remediator down for a while) as one batch: polled until the
         positions reach the end offsets of the first assignment (at most ``CATCH_UP``), the latest record of each
         episode kept. Poll by poll, an episode whose firing record and resolution fell into different polls was
-        acted on though it was over."""
+        acted on though it was over. Reaching them releases the retries rebuilt from the trail (``Remediator.release``);
+        returns the end offsets still to reach (or None: no assignment yet) when it timed out, else True."""
         latest: dict[tuple, tuple[Alert, float | None]] = {}  # (fingerprint, startsAt) -> its latest record
-        ends: dict | None = None
+        ends: dict | bool | None = None
         read = 0  # records of this term's backlog
         deadline = time.monotonic() + CATCH_UP
         while not self._stop.is_set() and self._may_act() and time.monotonic() < deadline:
+            self._progress()
             batches = consumer.poll(timeout_ms=200, max_records=500)
             for a, at in self._alerts(batches):
                 latest.pop((a.fingerprint, a.startsAt), None)  # re-inserted: the batch keeps the records' order
                 latest[(a.fingerprint, a.startsAt)] = (a, at)
             read += sum(len(m) for m in batches.values())
-            parts = consumer.assignment()
-            if not parts:
-                continue
-            if ends is None:
-                ends = consumer.end_offsets(list(parts))
-            if all(consumer.position(tp) >= ends.get(tp, 0) for tp in parts):
+            ends = self._reached(consumer, ends)
+            if ends is True:
+                rem.release()
                 break
         else:
             if self._stop.is_set():
-                return  # stopped half-way: nothing handled nor committed (a firing read without its resolution)
+                return None  # stopped half-way: nothing handled nor committed (a firing read without its resolution)
             self._gate()  # the lease lapsed half-way: the same, for the next leader
-            log.warning("remediate: the backlog was not read within %gs: the rest is handled poll by poll", CATCH_UP)
+            log.warning("remediate: the backlog was not read within %gs: the rest is handled poll by poll (the "
+                        "retries rebuilt from the trail wait for it)", CATCH_UP)
         self.backlog += read
         rem.handle_batch(list(latest.values()))
         if read:
@@ -1414,6 +1553,20 @@ class Runner:
             consumer.commit()
         log.info("remediate: backlog of %d record(s) handled, %d episode(s)", read, len(latest))
         self.caught_up.set()
+        return ends
+
+    @staticmethod
+    def _reached(consumer, ends):
+        """True once the positions reach the end offsets of the first assignment (taken then: ``ends``); else those
+        end offsets (None: nothing assigned yet)."""
+        if ends is True:
+            return True
+        parts = consumer.assignment()
+        if not parts:
+            return ends
+        if ends is None:
+            ends = consumer.end_offsets(list(parts))
+        return True if all(consumer.position(tp) >= ends.get(tp, 0) for tp in parts) else ends
 
 
 def register(sub, group) -> None:

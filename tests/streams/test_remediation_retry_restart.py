@@ -132,10 +132,10 @@ def test_an_alert_the_trail_says_resolved_is_not_retried_after_a_restart():
 
 def test_a_refused_or_forbidden_or_invalid_action_is_not_retried_after_a_restart():
     clock = [T]
-    # refused by the kill switch at its retry: the refusal is its last word
+    # refused by a limit at its retry: the refusal is its last word (the kill switch holds it instead: below)
     kube, _, trail = _failed_once(clock)
     _heal(kube)
-    r = _restarted(kube, trail, clock, kill_switch=True)
+    r = _restarted(kube, trail, clock, max_nodes=0)
     _ticks(r, clock, T + 15)
     assert actions(trail)[-1] == ("n0", "cordon", "refused") and not r.retrying
     r = _restarted(kube, trail, clock)
@@ -267,3 +267,60 @@ def test_a_new_remediator_on_the_same_topics_does_the_action_once_without_the_al
         runner.stop()
         th.join(30)
         producer.close()
+
+
+def test_a_retry_waits_while_the_kill_switch_is_on_and_goes_once_it_is_off():
+    """A retry rebuilt from the trail was refused by the kill switch, and the refusal ended it for good: an alert that
+    fired once was never acted on after the switch went off. It waits now, as a pending drain does."""
+    clock = [T]
+    kube, _, trail = _failed_once(clock)  # the cordon of n0 failed on a 503 at T: due again at T + 10
+    _heal(kube)
+    clock[0] = T + 60
+    r = _restarted(kube, trail, clock, kill_switch=True)  # an operator stops kubesight's actions for a while
+    _ticks(r, clock, T + 120)
+    assert cordoned(kube) == [] and actions(trail) == [("n0", "cordon", "failed")] and r.retrying
+    clock[0] = T + 300
+    r = _restarted(kube, trail, clock)  # the switch off again; the alert still fires (max_alert_age not reached)
+    assert r.retrying, actions(trail)
+    _ticks(r, clock, T + 400)
+    assert cordoned(kube) == ["n0"] and actions(trail)[-1] == ("n0", "cordon", "done")
+    # and max_alert_age (900 s) still ends a retry the switch holds
+    clock[0] = T
+    kube, _, trail = _failed_once(clock)
+    _heal(kube)
+    r = _restarted(kube, trail, clock, kill_switch=True)
+    _ticks(r, clock, T + 1000, step=50.0)
+    assert not r.retrying and actions(trail)[-1] == ("n0", "cordon", "abandoned") and cordoned(kube) == []
+
+
+def test_retries_rebuilt_from_the_trail_go_one_per_call_resume_gap_apart_however_late_the_calls():
+    """Spaced RESUME_GAP apart, the resumed retries were still sent together by a tick that came late (the Runner's
+    tick is every 5 s): each call of retry_actions (the Runner makes one per poll) now sends one of them at most."""
+    names = [f"n{i}" for i in range(12)]
+    clock = [T]
+    kube, calls, trail = FakeKube(names), [], []
+    _failing(kube, clock, calls)
+    cfg = {"max_nodes": 100, "max_unschedulable_percent": 100}
+    r = Remediator(settings(max_percent=100, **cfg), RULES, kube, trail.append, now=lambda: clock[0])
+    for n in names[:8]:
+        r.handle(alert("NodeKernelDeadlock", n, T), at=T)
+    listed, sent = FakeKube.nodes, []
+
+    def nodes():
+        sent.append(clock[0])
+        return listed(kube)
+
+    kube.nodes = nodes
+    clock[0] = T + 120  # restarted two minutes later: every retry overdue
+    r = _restarted(kube, trail, clock, **cfg)
+    for _ in range(4):
+        clock[0] += 5.0  # a call as late as the 5 s tick
+        r.retry_actions()
+    assert len(sent) == 4 and len(set(sent)) == 4, sent
+    r.retry_actions()  # a second call at the same instant: nothing more
+    assert len(sent) == 4
+    for _ in range(10):
+        clock[0] += RESUME_GAP
+        r.tick()
+    assert len(sent) == 8 and all(b - a >= RESUME_GAP - 1e-9 for a, b in zip(sent, sent[1:], strict=False))
+    assert cordoned(kube) == names[:8] and not r.retrying
