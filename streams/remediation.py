@@ -456,10 +456,13 @@ class Remediator:
     def _emit(self, rec: dict) -> dict:
         rec = {"v": 1, "t": self.now(), "time": _now_iso(self.now()), **rec}
         pending = rec.get("kind") == "action" and (rec.get("key"), bool(rec.get("dry_run"))) in self.drains
+        if rec.get("kind") == "action":
+            # the Event before its trail record: a leader that loses the Lease between the two leaves the record to
+            # the next one, which posts the same Event again under its fixed name (a 409: there once); after the
+            # record, the Event was lost with the Lease
+            self._action_event(rec, pending)
         self.publish(rec)
         self.learn(rec)
-        if rec.get("kind") == "action":
-            self._action_event(rec, pending)
         line = f"{rec['kind']} {rec.get('outcome')} node={rec.get('node')} " + (
             f"{rec['action']['type']} " if rec.get("action") else "") + (
             f"{rec['condition']['type']}={rec['condition']['status']} " if rec.get("condition") else "") + (
