@@ -94,8 +94,8 @@ def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = No
         async def on_start(self) -> None:
             await self.add_runtime_dependency(watcher)
             await self.add_runtime_dependency(owners)
-            # no signal is evaluated before the teams written so far are known: a resumed firing alert evaluated
-            # without its team would be replaced by one with a new fingerprint when the directory caught up
+            # no signal is evaluated before the teams written so far are known: an alert that fired before the
+            # directory was read would go out without its team (and keep that identity until it resolves)
             await owners.caught_up.wait()
             await self.add_runtime_dependency(processor)
             if incidents is not None:

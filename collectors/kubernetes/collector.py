@@ -372,8 +372,8 @@ class Collector:
         prev = self.pods.get(uid)
         small = state.compact(cur)
         if prev != small:
-            # owners are resolved only when a record is due or the pod is new to this run or changed controller (its
-            # team goes to the owners topic): most pod updates change nothing we report
+            # owners are resolved only when a record is due, or (below) for a pod the owners topic was not told of or
+            # whose controller changed: most pod updates change nothing we report
             recs = state.pod_changes(prev, cur, Entity(cluster=self.o.cluster), self.clock())
             if recs:
                 ent = self.pod_entity(small)
