@@ -6,6 +6,7 @@
     receiver-health (delivery's, compacted) ──>   which receivers fail now (retrying, or given up): the header
     silences (compacted) ──> SilenceBook ───────> muted alerts count apart and never colour a cell
     HTTP (aiohttp): /  /static/*  /api/summary  /api/alerts (drill-down, paginated)  /api/events (SSE)
+                    /api/clusters (the clusters whose name matches, paginated: those the push leaves out too)
                     /alertmanager/api/v2/silences...  (alerts.api over the same SilenceBook; writes need the token)
 
 The server aggregates; the page renders only cells and fetches the alerts of one cell a page at a time,
@@ -405,9 +406,7 @@ class BoardState:
         teams: dict[str, dict] = {}
         spaces: dict[str, dict[str, dict]] = {}  # team -> namespace -> counts
         total = _counts()
-        clusters: set[str] = set()
         for e in self.alerts.values():
-            clusters.add(e.cluster)
             _add(total, e)
             _add(grid.setdefault((e.cluster, e.layer), _counts()), e)
             _add(teams.setdefault(e.team, _counts()), e)
@@ -415,19 +414,13 @@ class BoardState:
         self.cells = {}  # the ids of this summary's cells (a cell no longer firing: none, and its drill-down is empty)
         inc_by_cluster: dict[str, int] = {}
         for d in self.incidents.values():
-            c = (d.get("labels") or {}).get("cluster") or d.get("cluster") or NONE
-            clusters.add(c)
+            c = _incident_cluster(d)
             inc_by_cluster[c] = inc_by_cluster.get(c, 0) + 1
         layers = [{"id": i, "title": t} for i, t in LAYERS]
-        rank: dict[str, list] = {c: [2, 0] for c in clusters}  # cluster -> [its worst level's rank, firing alerts]
-        for (r, c), v in grid.items():  # a cell per (cluster, layer): far fewer than the alerts
-            if c == "other" and len(layers) == len(LAYERS):
-                layers.append({"id": "other", "title": "Other"})
-            k = rank[r]
-            k[0] = min(k[0], SEV_RANK[_worst(v)])
-            k[1] += v["firing"]
-        shown = heapq.nsmallest(self.GRID_ROWS, rank, key=lambda c: (rank[c][0], -rank[c][1],
-                                                                       -inc_by_cluster.get(c, 0), c == NONE, c))
+        if any(c == "other" for _, c in grid):  # a cell per (cluster, layer): far fewer than the alerts
+            layers.append({"id": "other", "title": "Other"})
+        rank = _rank(grid, inc_by_cluster)
+        shown = heapq.nsmallest(self.GRID_ROWS, rank, key=rank.__getitem__)
         sent, hidden = set(shown), {"critical": 0, "warning": 0}  # of the clusters not sent: how many are red, yellow
         for c, k in rank.items():
             if k[0] < 2 and c not in sent:
@@ -452,8 +445,7 @@ class BoardState:
             "clusters": shown,
             "clustersMore": len(rank) - len(shown),
             "clustersMoreLevels": hidden,
-            "grid": [{"row": r, "col": c, "id": self._cell_id("grid", r, c), **v, "level": level_of(v)}
-                     for r in shown for c in cols if (v := grid.get((r, c))) is not None],
+            "grid": [self._grid_cell(r, c, v) for r in shown for c in cols if (v := grid.get((r, c))) is not None],
             "teams": team_rows,
             "teamsMore": len(teams) - len(team_rows),
             "incidents": {"open": len(self.incidents), "byCluster": {c: inc_by_cluster[c] for c in shown
@@ -462,6 +454,55 @@ class BoardState:
                                                   "waitingAlerts")}
                           for _, d in sorted(self.health.items()) if d.get("state") != "ok"],
         }
+
+    FIND_ROWS = 100  # clusters one answer of find_clusters carries at most (a page of the grid)
+
+    def find_clusters(self, query: str, offset: int, limit: int) -> dict:
+        """The clusters whose name contains ``query`` (in any case; "" is every one), in the grid's order (worst
+        first), a page at a time, each with its cells as a summary's grid has them: the same ids, so the page opens
+        them with the same drill-down.  A push carries the worst GRID_ROWS clusters only, and the others, counted in
+        its "+N more" row, could not be opened from the page; they are asked for here, on request, so that no push
+        grows with them.  An offset past the end is moved back to the last page, as ``page`` does.
+
+        >>> b = BoardState()
+        >>> for i, (c, sev) in enumerate([("prod-eu", "warning"), ("prod-us", "critical"), ("dev", "critical")]):
+        ...     b.apply_alert({"labels": {"alertname": "A", "severity": sev, "cluster": c}, "status": "firing",
+        ...                    "fingerprint": f"f{i}", "source": "nodes/A@1"})
+        >>> got = b.find_clusters("PROD", 0, 20)
+        >>> got["total"], [(c["cluster"], c["level"], [x["col"] for x in c["cells"]]) for c in got["clusters"]]
+        (2, [('prod-us', 'critical', ['node']), ('prod-eu', 'warning', ['node'])])
+        >>> b.cell(got["clusters"][1]["cells"][0]["id"])
+        ('grid', 'prod-eu', 'node')
+        >>> [c["cluster"] for c in b.find_clusters("", 5, 2)["clusters"]]  # past the end: the last page
+        ['prod-eu']
+        """
+        q = query.casefold()
+        hit: dict[str, bool] = {}  # cluster -> whether its name matches (an alert per pod: a few names, many alerts)
+        grid: dict[tuple, dict] = {}
+        for e in self.alerts.values():
+            if (h := hit.get(e.cluster)) is None:
+                h = hit[e.cluster] = q in e.cluster.casefold()
+            if h:
+                _add(grid.setdefault((e.cluster, e.layer), _counts()), e)
+        inc_by_cluster: dict[str, int] = {}
+        for d in self.incidents.values():
+            if q in (c := _incident_cluster(d)).casefold():
+                inc_by_cluster[c] = inc_by_cluster.get(c, 0) + 1
+        rank = _rank(grid, inc_by_cluster)
+        names = sorted(rank, key=rank.__getitem__)
+        if offset >= len(names):
+            offset = (len(names) - 1) // limit * limit if names else 0
+        cells: dict[str, list] = {r: [] for r in names[offset:offset + limit]}
+        for (r, c), v in sorted(grid.items()):
+            if r in cells:
+                cells[r].append(self._grid_cell(r, c, v))
+        return {"query": query, "total": len(names), "offset": offset, "limit": limit,
+                "clusters": [{"cluster": r, "level": ("critical", "warning", "ok")[rank[r][0]], "firing": -rank[r][1],
+                              "incidents": inc_by_cluster.get(r, 0), "cells": row} for r, row in cells.items()]}
+
+    def _grid_cell(self, row: str, col: str, counts: dict) -> dict:
+        """A cell of the clusters x layers grid as the page is sent it (a summary's, or found by name)."""
+        return {"row": row, "col": col, "id": self._cell_id("grid", row, col), **counts, "level": level_of(counts)}
 
     def _cell_id(self, view: str, row: str, col: str | None) -> str:
         """A cell's short id, the same in every summary: the page drills down by it.  A label value (a team from a
@@ -511,7 +552,7 @@ class BoardState:
         incidents = []
         if view != "team":
             for k, d in self.incidents.items():
-                c = (d.get("labels") or {}).get("cluster") or d.get("cluster") or NONE
+                c = _incident_cluster(d)
                 lay = d.get("layer") or (d.get("labels") or {}).get("layer")
                 if c == row and (col is None or lay in (None, col)):
                     incidents.append({"id": k, **d})
@@ -524,6 +565,23 @@ def _bound(by_fp: dict, alerts: dict) -> None:
         for fp in list(by_fp)[:NOTIFIED_MAX // 2]:
             if fp not in alerts:
                 del by_fp[fp]
+
+
+def _incident_cluster(d: dict) -> str:
+    """The cluster of an incident: its labels' (the incidents stage's), else its own field."""
+    return (d.get("labels") or {}).get("cluster") or d.get("cluster") or NONE
+
+
+def _rank(grid: dict[tuple, dict], inc_by_cluster: dict[str, int]) -> dict[str, tuple]:
+    """Each cluster of the grid's cells or of an open incident -> its place on the grid, smallest first: by its
+    worst level (a red cluster last by name is never left out while a green one is shown), then firing alerts, then
+    open incidents, then name ("(none)", the alerts without a cluster label, last).  The first item is the level's rank."""
+    rank: dict[str, list] = {c: [2, 0] for c in inc_by_cluster}  # cluster -> [its worst level's rank, firing alerts]
+    for (r, _), v in grid.items():
+        k = rank.setdefault(r, [2, 0])
+        k[0] = min(k[0], SEV_RANK[_worst(v)])
+        k[1] += v["firing"]
+    return {c: (k[0], -k[1], -inc_by_cluster.get(c, 0), c == NONE, c) for c, k in rank.items()}
 
 
 def _worst(c: dict) -> str:
@@ -673,6 +731,19 @@ def _json(data, status: int = 200) -> web.Response:
                         headers={"Cache-Control": "no-store"})
 
 
+def _paging(query, limit: int, most: int) -> tuple[int, int] | None:
+    """(offset, limit) of a paginated request (``limit`` when it names none, ``most`` at most); None: not integers.
+
+    >>> _paging({"offset": "99999999999999999999", "limit": "0"}, 50, 500), _paging({}, 20, 100), _paging({"limit": "x"}, 1, 1)
+    ((1000000000, 1), (0, 20), None)
+    """
+    try:
+        offset = min(max(0, int(query.get("offset", "0"))), 10**9)  # echoed back: JSON's integers are 64-bit
+        return offset, min(most, max(1, int(query.get("limit", str(limit)))))
+    except ValueError:
+        return None
+
+
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
@@ -748,11 +819,9 @@ def web_app(board: Board, token: str | list[str] | None, web_cfg=None, hosts=())
     async def alerts(request: web.Request) -> web.Response:
         q = request.query
         view = q.get("view", "grid")
-        try:
-            offset = min(max(0, int(q.get("offset", "0"))), 10**9)  # echoed back: JSON's integers are 64-bit
-            limit = min(500, max(1, int(q.get("limit", "50"))))
-        except ValueError:
+        if (paging := _paging(q, 50, 500)) is None:
             return _json({"error": "offset and limit are integers"}, 400)
+        offset, limit = paging
         if "cell" in q:  # the page's way: a cell's id from the summary (a name can be too long for a URL)
             key = board.model.cell(q["cell"])
             if key is None:  # no longer firing (or never was): nothing to show
@@ -761,6 +830,14 @@ def web_app(board: Board, token: str | list[str] | None, web_cfg=None, hosts=())
         if view not in ("grid", "team") or "row" not in q:
             return _json({"error": "cell, or view=grid|team and row, are required"}, 400)
         return _json(board.model.page(view, q["row"], q.get("col") or None, offset, limit))
+
+    async def clusters(request: web.Request) -> web.Response:
+        """The clusters whose name contains ``q``, worst first, a page at a time (the page's "find a cluster" and
+        its "+N more" row: the push carries the worst GRID_ROWS only)."""
+        q = request.query
+        if (paging := _paging(q, 20, board.model.FIND_ROWS)) is None:
+            return _json({"error": "offset and limit are integers"}, 400)
+        return _json(board.model.find_clusters(q.get("q", ""), *paging))
 
     async def events(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
@@ -791,6 +868,7 @@ def web_app(board: Board, token: str | list[str] | None, web_cfg=None, hosts=())
     a.router.add_static("/static/", STATIC, show_index=False)
     a.router.add_get("/api/summary", summary)
     a.router.add_get("/api/alerts", alerts)
+    a.router.add_get("/api/clusters", clusters)
     a.router.add_get("/api/events", events)
     a.add_subapp("/alertmanager", silences_api(board.book, silences_only=True))  # the board holds no Alertmanager
     # alerts (no routing, no groups): its /api/v2/alerts would say nothing fires

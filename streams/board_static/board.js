@@ -5,9 +5,11 @@
 
 const WORD = { ok: "OK", warning: "WARNING", critical: "CRITICAL", unknown: "LOADING" };
 const PAGE = 50;
+const FIND_PAGE = 50;  // clusters a page of found ones shows (the server answers 100 at most)
 const st = {
   view: "grid", summary: null, lastMsg: null, writable: false, routing: false,
-  drill: null, drillVersion: -1, drillTimer: null, renders: 0, dialogAlert: null,
+  drill: null, drillVersion: -1, timers: {}, renders: 0, dialogAlert: null,
+  find: null, findVersion: -1,  // the clusters asked for by name (or the "+N more" row): {q, offset, page}
 };
 window.__board = { renders: 0, firstRenderMs: null, drills: 0, lastDrillMs: null };
 
@@ -94,25 +96,89 @@ function cellButton(view, row, col, c, label) {
      h("span", { class: "counts" }, c && c.firing ? countsText(c) : "—"));
 }
 
+// a cluster's row of the grid: its cells (summary's or found by name, with the same ids), one per layer
+function clusterRow(cl, cells, layers, inc) {
+  return h("tr", {}, h("th", { scope: "row" }, cl, inc ? h("div", { class: "lv-critical" }, inc + " open incident(s)") : null),
+    layers.map(l => h("td", {}, cellButton("grid", cl, l.id, cells.get(cl + "\u0000" + l.id), cl + " / " + l.title))));
+}
+
+function cellMap(cells) {
+  return new Map(cells.map(c => [c.row + "\u0000" + c.col, c]));
+}
+
 function renderGrid(s) {
   const table = document.getElementById("grid");
   const head = h("tr", {}, h("th", { scope: "col" }, "cluster"), s.layers.map(l => h("th", { scope: "col" }, l.title)));
-  const cells = new Map(s.grid.map(c => [c.row + "\u0000" + c.col, c]));
-  const rows = s.clusters.map(cl => {
-    const inc = (s.incidents.byCluster || {})[cl];
-    return h("tr", {}, h("th", { scope: "row" }, cl, inc ? h("div", { class: "lv-critical" }, inc + " open incident(s)") : null),
-      s.layers.map(l => h("td", {}, cellButton("grid", cl, l.id, cells.get(cl + "\u0000" + l.id), cl + " / " + l.title))));
-  });
-  // a push carries the worst clusters only: the rest are counted, and how many of them are red or yellow
-  const more = s.clustersMore || 0, ml = s.clustersMoreLevels || { critical: 0, warning: 0 };
-  if (more) rows.push(h("tr", { class: "more-clusters" }, h("td", {
-    colspan: String(s.layers.length + 1), class: "more" + (ml.critical ? " lv-critical" : ml.warning ? " lv-warning" : ""),
-    dataset: { more, critical: ml.critical, warning: ml.warning } },
-    `+ ${more} more cluster${more > 1 ? "s" : ""} (${ml.critical} critical, ${ml.warning} warning, ` +
-    `${more - ml.critical - ml.warning} OK; the worst ${s.clusters.length} are shown)`)));
+  const found = st.find && st.find.page;
+  let rows;
+  if (found) {  // the clusters asked for by name, or the ones after the worst: their cells came with them
+    rows = found.clusters.map(c => clusterRow(c.cluster, cellMap(c.cells), s.layers, c.incidents));
+  } else {
+    const cells = cellMap(s.grid);
+    rows = s.clusters.map(cl => clusterRow(cl, cells, s.layers, (s.incidents.byCluster || {})[cl]));
+    // a push carries the worst clusters only: the rest are counted, and how many of them are red or yellow; the
+    // row lists them a page at a time (asked for from the server: the push stays bounded)
+    const more = s.clustersMore || 0, ml = s.clustersMoreLevels || { critical: 0, warning: 0 };
+    if (more) rows.push(h("tr", { class: "more-clusters" }, h("td", {
+      colspan: String(s.layers.length + 1), class: "more" + (ml.critical ? " lv-critical" : ml.warning ? " lv-warning" : ""),
+      dataset: { more, critical: ml.critical, warning: ml.warning } },
+      h("button", { type: "button", class: "more-open", title: "list them, worst first",
+                    onclick: () => openFind("", s.clusters.length) },
+        `+ ${more} more cluster${more > 1 ? "s" : ""} (${ml.critical} critical, ${ml.warning} warning, ` +
+        `${more - ml.critical - ml.warning} OK; the worst ${s.clusters.length} are shown)`))));
+  }
   table.tHead.replaceChildren(head);
   table.tBodies[0].replaceChildren(...rows);
-  document.getElementById("grid-empty").hidden = s.clusters.length > 0;
+  document.getElementById("grid-empty").hidden = s.clusters.length > 0 || !!st.find;
+  renderFindBar(found);
+}
+
+// ------------------------------------------------------------------ clusters by name (beyond the worst ones too)
+
+function renderFindBar(found) {
+  const range = document.getElementById("find-range"), f = st.find;
+  for (const id of ["find-prev", "find-next", "find-clear"]) document.getElementById(id).hidden = !f;
+  if (!f) { range.textContent = ""; delete range.dataset.total; return; }
+  if (!found) return;  // asked; the answer is on its way (or said why it failed)
+  const last = found.offset + found.clusters.length;
+  range.dataset.total = found.total;
+  range.textContent = found.total === 0 ? `no cluster name contains "${f.q}"`
+    : `clusters ${found.offset + 1}–${last} of ${found.total}` + (f.q ? ` whose name contains "${f.q}"` : "") +
+      ", worst first";
+  document.getElementById("find-prev").disabled = found.offset <= 0;
+  document.getElementById("find-next").disabled = last >= found.total;
+}
+
+function openFind(q, offset) {
+  if (!q && offset === null) { closeFind(); return; }
+  st.find = { q, offset: offset || 0, page: null };
+  document.getElementById("find-range").textContent = "finding…";
+  if (document.getElementById("cluster-find").value !== q) document.getElementById("cluster-find").value = q;
+  loadFind();
+}
+
+function closeFind() {
+  st.find = null;
+  document.getElementById("cluster-find").value = "";
+  if (st.summary) render(st.summary);
+}
+
+async function loadFind() {
+  const f = st.find;
+  if (!f) return;
+  const version = st.summary ? st.summary.version : -1;
+  let page;
+  try {
+    page = await getJSON("/api/clusters?" + new URLSearchParams({ q: f.q, offset: f.offset, limit: FIND_PAGE }));
+  } catch (e) {
+    if (st.find === f) document.getElementById("find-range").textContent = "could not find the clusters: " + e.message;
+    return;
+  }
+  if (st.find !== f) return;  // typed on since, or closed
+  st.findVersion = version;
+  f.offset = page.offset;  // the server moves an offset past the end back to the last page
+  f.page = page;
+  if (st.summary) render(st.summary);
 }
 
 function renderTeams(s) {
@@ -150,7 +216,8 @@ function render(s) {
     window.__board.firstRenderFiring = s.total.firing;
   }
   document.body.dataset.caughtUp = s.caughtUp ? "1" : "0";
-  if (st.drill && s.version !== st.drillVersion) scheduleDrill();
+  if (st.drill && s.version !== st.drillVersion) schedule("drill", loadDrill);
+  if (st.find && st.find.page && s.version !== st.findVersion) schedule("find", loadFind);  // its cells change too
 }
 
 function setView(view) {
@@ -170,9 +237,21 @@ function openDrill(d) {
   loadDrill();
 }
 
-function scheduleDrill() {
-  if (st.drillTimer) return;
-  st.drillTimer = setTimeout(() => { st.drillTimer = null; loadDrill(); }, 500);
+// at most one reload of each kind pending: a burst of pushes costs one request
+function schedule(name, fn, ms = 500) {
+  if (st.timers[name]) return;
+  st.timers[name] = setTimeout(() => { st.timers[name] = null; fn(); }, ms);
+}
+
+// the board's JSON, or an Error saying why not (the board's own error, or the HTTP status of a proxy's page)
+async function getJSON(url) {
+  const r = await fetch(url);
+  if (!r.ok) {
+    let why = "HTTP " + r.status;
+    try { why += ": " + (await r.json()).error; } catch (e) { /* not the board's JSON (a proxy's page) */ }
+    throw new Error(why);
+  }
+  return r.json();
 }
 
 async function loadDrill() {
@@ -186,13 +265,7 @@ async function loadDrill() {
   if (!d.cell && d.col) q.set("col", d.col);
   let page;
   try {
-    const r = await fetch("/api/alerts?" + q);
-    if (!r.ok) {
-      let why = "HTTP " + r.status;
-      try { why += ": " + (await r.json()).error; } catch (e) { /* not the board's JSON (a proxy's page) */ }
-      throw new Error(why);
-    }
-    page = await r.json();
+    page = await getJSON("/api/alerts?" + q);
   } catch (e) {
     if (st.drill === d) drillError(d, e.message);  // said nothing: the panel stayed shut or showed the last cell
     return;
@@ -380,6 +453,19 @@ async function init() {
   document.getElementById("drill-next").addEventListener("click", () => {
     if (st.drill) { st.drill.offset += PAGE; loadDrill(); }
   });
+  const find = document.getElementById("cluster-find");
+  find.addEventListener("input", () => {  // asked once typing pauses; an empty box is the worst clusters again
+    clearTimeout(st.timers.typing);
+    st.timers.typing = setTimeout(() => openFind(find.value.trim(), null), 250);
+  });
+  find.addEventListener("keydown", e => { if (e.key === "Escape") closeFind(); });
+  document.getElementById("find-prev").addEventListener("click", () => {
+    if (st.find) openFind(st.find.q, Math.max(0, st.find.offset - FIND_PAGE));
+  });
+  document.getElementById("find-next").addEventListener("click", () => {
+    if (st.find) openFind(st.find.q, st.find.offset + FIND_PAGE);
+  });
+  document.getElementById("find-clear").addEventListener("click", closeFind);
   document.getElementById("silence-form").addEventListener("submit", submitSilence);
   document.getElementById("silence-cancel").addEventListener("click", () => document.getElementById("silence-dialog").close());
   const tok = document.getElementById("token");
