@@ -752,14 +752,15 @@ def _deadletter_record(reason, payload, enc, origin, where, key, time, extra) ->
 # ---------------------------------------------------------------- ownership (the ``owners`` topic)
 
 
-def owner_key(cluster: str, namespace: str, pod: str = "") -> bytes:
-    """Key of an ``owners`` record: a namespace's team (``cluster/namespace``) or a pod's (``cluster/namespace/Pod/name``),
-    the shapes of ``Entity.key`` for the same objects.
+def owner_key(cluster: str, namespace: str, name: str = "", kind: str = "Pod") -> bytes:
+    """Key of an ``owners`` record: a namespace's team (``cluster/namespace``), a pod's (``cluster/namespace/Pod/name``)
+    or a workload's (``cluster/namespace/Deployment/name``: its team while it has no pod), the shapes of ``Entity.key``
+    for the same objects.
 
-    >>> owner_key("prod", "shop"), owner_key("prod", "shop", "cart-7d9f-x")
-    (b'prod/shop', b'prod/shop/Pod/cart-7d9f-x')
+    >>> owner_key("prod", "shop"), owner_key("prod", "shop", "cart-7d9f-x"), owner_key("prod", "shop", "cart", "Deployment")
+    (b'prod/shop', b'prod/shop/Pod/cart-7d9f-x', b'prod/shop/Deployment/cart')
     """
-    return f"{cluster}/{namespace}/Pod/{pod}".encode() if pod else f"{cluster}/{namespace}".encode()
+    return f"{cluster}/{namespace}/{kind}/{name}".encode() if name else f"{cluster}/{namespace}".encode()
 
 
 def owner_record(owner: str, workload: str = "", controller: str = "") -> bytes:

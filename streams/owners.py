@@ -14,7 +14,9 @@ engine asks ``OwnerDirectory.owner_of`` for the team of a signal's labels that n
    ``statefulset``, ``daemonset``, ``cronjob``, ``replicaset``, ``job_name``, ``replicationcontroller``,
    ``owner_kind``/``owner_name``, ``workload`` + ``workload_type``, kubesight's ``workload`` ``Kind/name``): the
    team of its most recently written live pod;
-3. the namespace;
+3. the workload's own record, which the collector writes from its pods and its Events (a Deployment scaled to
+   zero, a CronJob between runs, a Deployment whose pods the quota refuses: no live pod says its team);
+4. the namespace;
 
 never for an alert about the platform itself (the control plane, a node's instance, kernel, GPU or condition:
 ``alerts.incidents.platform_level``), whose labels may name the exporter's pod or the pod holding a GPU.
@@ -22,7 +24,7 @@ never for an alert about the platform itself (the control plane, a node's instan
 The engine keeps the team in a firing alert's labels until it resolves (``rules.engine.Engine._labels``): the
 resolution carries the team the firing had (one fingerprint), and a directory that moves meanwhile (a relabel, a
 pod's tombstone read before its last sample) does not page a second team about the same problem.  A workload
-with no pod left (scaled to zero, deleted) is owned by its namespace's team; a namespace whose pods the collector
+the collector never saw a pod or an Event of is owned by its namespace's team; a namespace whose pods the collector
 never saw has no entry (its alerts stay without an owner, as before).
 
 >>> d = OwnerDirectory("prod")
@@ -36,11 +38,15 @@ never saw has no entry (its alerts stay without an owner, as before).
 >>> d.apply(b"prod/shop/Pod/cart-7d9f-x", None)  # deleted: its workload has no pod left
 >>> d.owner_of({"namespace": "shop", "deployment": "cart"})
 'web'
+>>> d.apply(b"prod/shop/Deployment/cart", b'{"v":1,"kind":"owner","owner":"payments"}')  # the workload's own record
+>>> d.owner_of({"namespace": "shop", "deployment": "cart"})
+'payments'
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 
 import mode
 import orjson
@@ -56,6 +62,7 @@ REFERENCES = (("deployment", "Deployment"), ("statefulset", "StatefulSet"), ("da
               ("job_name", "Job"))
 # kubernetes-mixin's namespace_workload_pod:kube_pod_owner:relabel writes workload + workload_type (lower case)
 WORKLOAD_TYPES = {label: kind for label, kind in REFERENCES if label != "job_name"} | {"job": "Job"}
+_KIND = re.compile(r"[A-Z][A-Za-z0-9]*")  # a key's kind (Pod, Deployment, Rollout); namespaces are lower case
 
 
 class OwnerDirectory:
@@ -68,18 +75,20 @@ class OwnerDirectory:
         self.namespaces: dict[tuple[str, str], str] = {}
         self.pods: dict[tuple[str, str, str], tuple[str, str, str]] = {}
         self.refs: dict[tuple[str, str, str], dict[str, str]] = {}  # (cluster, ns, "Kind/name") -> {pod: team}
+        self.workloads: dict[tuple[str, str, str], str] = {}  # (cluster, ns, "Kind/name") -> its own record's team
         self._platform: dict[tuple, bool] = {}
         self.applied = 0
 
     def __len__(self) -> int:
-        return len(self.namespaces) + len(self.pods)
+        return len(self.namespaces) + len(self.pods) + len(self.workloads)
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         """One record of the topic (``value`` None: a tombstone).  A key or value not of that shape raises
         ``ValueError`` (``follow_topic`` logs it and goes on)."""
         parts = (key or b"").decode("utf-8", "replace").split("/")
-        if len(parts) >= 4 and parts[-2] == "Pod":
-            cluster, ns, pod = "/".join(parts[:-3]), parts[-3], parts[-1]
+        kind = ""
+        if len(parts) >= 4 and _KIND.fullmatch(parts[-2]):  # cluster/ns/Pod/name, cluster/ns/Deployment/name
+            cluster, ns, kind, pod = "/".join(parts[:-3]), parts[-3], parts[-2], parts[-1]
         elif len(parts) >= 2:
             cluster, ns, pod = "/".join(parts[:-1]), parts[-1], ""
         else:
@@ -92,6 +101,12 @@ class OwnerDirectory:
             if not isinstance(rec, dict) or rec.get("kind") != "owner" or not isinstance(rec.get("owner"), str):
                 raise ValueError(f"not an owner record: {value[:200]!r}")
         self.applied += 1
+        if kind and kind != "Pod":
+            if rec is None:
+                self.workloads.pop((cluster, ns, f"{kind}/{pod}"), None)
+            else:
+                self.workloads[(cluster, ns, f"{kind}/{pod}")] = rec["owner"]
+            return
         if not pod:
             if rec is None:
                 self.namespaces.pop((cluster, ns), None)
@@ -140,12 +155,17 @@ class OwnerDirectory:
             hit = self.pods.get((cluster, ns, pod))
             if hit and hit[0]:
                 return hit[0]
-        for ref in _references(labels):
+        refs = _references(labels)
+        for ref in refs:
             teams = self.refs.get((cluster, ns, ref))
             if teams:
                 team = next(reversed(teams.values()))
                 if team:
                     return team
+        for ref in refs:  # no live pod says it: the workload's own record
+            team = self.workloads.get((cluster, ns, ref))
+            if team:
+                return team
         return self.namespaces.get((cluster, ns), "")
 
 

@@ -101,6 +101,7 @@ class WorkerMetrics:
                                           "by what they own (joined onto alerts that name no owner)", labels=["of"])
                 known.add_metric(["namespace"], len(directory.namespaces))
                 known.add_metric(["pod"], len(directory.pods))
+                known.add_metric(["workload"], len(directory.workloads))
                 yield known
                 yield CounterMetricFamily("kubesight_owner_records", "records of the owners topic applied (a rising "
                                           "count with no entries: the collector writes none)", value=directory.applied)

@@ -3,8 +3,9 @@
 Keys are ``kubernetes/<cluster>/rv/<stream>`` (the last resourceVersion processed),
 ``kubernetes/<cluster>/<event|node|pod>/<uid>`` (what was already emitted for that object:
 an Event's highest occurrence count, a Node's or Pod's state summary) and
-``kubernetes/<cluster>/<owner/<uid>|owner-ns/<namespace>>`` (what the ``owners`` topic was last told of a pod or a
-namespace, so a restart neither reads every pod's owners again nor misses a change); a deleted object's key
+``kubernetes/<cluster>/<owner/<uid>|owner-ns/<namespace>|owner-wl/<namespace>/<Kind>/<name>>`` (what the ``owners``
+topic was last told of a pod, a namespace or a workload, so a restart neither reads every pod's owners again nor
+misses a change); a deleted object's key
 gets a null value, so compaction keeps the topic the size of the live cluster.  They are
 written in the same Kafka transaction as the records they account for.
 """
@@ -27,7 +28,7 @@ def key(cluster: str, part: str, name: str) -> bytes:
 
 def empty() -> dict[str, dict]:
     """A resume point with nothing in it (a first start), one table per part."""
-    return {"rv": {}, "event": {}, "node": {}, "pod": {}, "owner": {}, "owner-ns": {}}
+    return {"rv": {}, "event": {}, "node": {}, "pod": {}, "owner": {}, "owner-ns": {}, "owner-wl": {}}
 
 
 def load(bootstrap: str, topic: str, cluster: str, timeout: float = 30.0) -> dict[str, dict]:

@@ -114,6 +114,9 @@ class Collector:
         # namespace -> team. A start from an earlier version's checkpoint (none of these) writes every pod once.
         self.published: dict[str, list] = dict(restored["owner"])
         self.published_ns: dict[str, str] = dict(restored["owner-ns"])
+        # "namespace/Kind/name" -> team, for each workload whose own labels or annotations name one: its alerts while
+        # it has no pod (streams.owners); the others' team is their namespace's, which that record says
+        self.published_wl: dict[str, str] = dict(restored["owner-wl"])
         # (namespace, name) -> the uid whose record the pod's key holds: a StatefulSet's pod re-created under its name
         # while nobody watched is listed before the old uid is found gone, and that one's tombstone must not erase it
         self.pod_names: dict[tuple[str, str], str] = {(e[0], e[1]): uid for uid, e in self.published.items()}
@@ -170,6 +173,7 @@ class Collector:
             self._prune()
             if time.monotonic() - self._ns_swept >= NS_SWEEP:
                 self._sweep_namespaces()
+                self._sweep_workloads()
             written = self._write_checkpoint() + self.stats.records + self.stats.dead - before
             self.sink.commit()
         except BaseException:
@@ -293,7 +297,11 @@ class Collector:
         # checkpoint), and the count checkpointed with it stops any second one. Only a re-list after a gap, which
         # cannot tell a re-created Event from one created and repeated meanwhile, emits 1..N.
         history = baseline or typ == "ADDED"
-        self._emit(events.occurrences(v, seen, self._event_entity(v), baseline=history))
+        ent = self._event_entity(v)
+        if ent.namespace:  # a Deployment's FailedCreate may be all there is of it (its pods refused by the quota)
+            self._publish_namespace(ent.namespace)
+            self._publish_workload(ent.namespace, ent.workload, ent.owner)
+        self._emit(events.occurrences(v, seen, ent, baseline=history))
         self.events[v.uid] = [v.count, rv, entry[2] if entry else "", offset]
         self.dirty.add(("event", v.uid))
         return v.uid
@@ -444,12 +452,37 @@ class Collector:
             self.dirty.add(("owner", s["uid"]))
             self.sink.send_raw("owners", owner_key(self.o.cluster, s["ns"], s["name"]), owner_record(*entry[2:]))
             self.stats.owners += 1
-        ns_team = self.owners.team(s["ns"], None)  # cached with the pod's: no read of its own
-        if self.published_ns.get(s["ns"]) != ns_team:
-            self.published_ns[s["ns"]] = ns_team
-            self.dirty.add(("owner-ns", s["ns"]))
-            self.sink.send_raw("owners", owner_key(self.o.cluster, s["ns"]), owner_record(ns_team))
+        self._publish_namespace(s["ns"])
+        self._publish_workload(s["ns"], workload, team)
+
+    def _publish_namespace(self, ns: str) -> None:
+        """The namespace's team to the ``owners`` topic when it changed."""
+        ns_team = self.owners.team(ns, None)  # cached with the pod's or the Event's object: no read of its own
+        if self.published_ns.get(ns) != ns_team:
+            self.published_ns[ns] = ns_team
+            self.dirty.add(("owner-ns", ns))
+            self.sink.send_raw("owners", owner_key(self.o.cluster, ns), owner_record(ns_team))
             self.stats.owners += 1
+
+    def _publish_workload(self, ns: str, workload: str, team: str) -> None:
+        """A workload's team to the ``owners`` topic when it changed, for its alerts while no pod of it says it (scaled
+        to zero, a CronJob between runs, a Deployment whose pods the quota refuses). Only a workload whose own labels
+        or annotations name a team has a record; the others' team is their namespace's (its own record), and a
+        workload that loses its key gets a tombstone."""
+        kind, _, name = workload.partition("/")
+        if not ns or not name:
+            return
+        own = team if team and self.owners.team(ns, (kind, name), namespace=False) else ""
+        key = f"{ns}/{workload}"
+        if self.published_wl.get(key, "") == own:
+            return
+        if own:
+            self.published_wl[key] = own
+        else:
+            del self.published_wl[key]
+        self.dirty.add(("owner-wl", key))
+        self.sink.send_raw("owners", owner_key(self.o.cluster, ns, name, kind), owner_record(own) if own else None)
+        self.stats.owners += 1
 
     def _sweep_namespaces(self) -> None:
         """Namespace records whose namespace has no pod left here and is gone from the cluster: tombstoned (CI and
@@ -470,6 +503,22 @@ class Collector:
                 self.sink.send_raw("owners", owner_key(self.o.cluster, ns), None)
                 self.stats.owners += 1
 
+    def _sweep_workloads(self) -> None:
+        """Workload records with no live pod here, read again (``NS_SWEEP``, with the namespaces): a deleted workload's
+        record is tombstoned, a relabelled one's rewritten (one whose pods live is rewritten as they are resolved).
+        One read per such workload; an unreadable one keeps its record until the next sweep."""
+        live = {(e[0], e[3]) for e in self.published.values()}
+        for key in [k for k in self.published_wl if tuple(k.split("/", 1)) not in live]:
+            ns, _, workload = key.partition("/")
+            kind, _, name = workload.partition("/")
+            custom = self.owners.kinds.get(kind)
+            try:
+                obj = self.api.read(kind, ns, name, custom) if custom else self.api.read(kind, ns, name)
+            except Exception as exc:  # noqa: BLE001 - an unreachable API server: asked again at the next sweep
+                log.debug("workload %s not read for the owners sweep: %s", key, exc)
+                continue
+            self._publish_workload(ns, workload, self.owners.team(ns, (kind, name)) if obj is not None else "")
+
     # ------------------------------------------------------------ checkpoint
 
     def _write_checkpoint(self) -> int:
@@ -480,7 +529,7 @@ class Collector:
                 value = self.rv.get(name)
             else:
                 value = {"event": self.events, "node": self.nodes, "pod": self.pods, "owner": self.published,
-                     "owner-ns": self.published_ns}[part].get(name)
+                         "owner-ns": self.published_ns, "owner-wl": self.published_wl}[part].get(name)
             self.sink.send_raw("checkpoints", checkpoint.key(c, part, name),
                                None if value is None else orjson.dumps(value))
         self.dirty.clear()

@@ -225,12 +225,13 @@ class Owners:
         wl = self._workload(ns, kind, name, owner, template_hash)
         return (wl[0], wl[1]) if wl else None
 
-    def team(self, ns: str, workload: tuple | None) -> str:
-        """``workload``: (kind, name) or (kind, name, uid); a kind kubesight does not read gives no labels."""
+    def team(self, ns: str, workload: tuple | None, namespace: bool = True) -> str:
+        """``workload``: (kind, name) or (kind, name, uid); a kind kubesight does not read gives no labels.
+        ``namespace=False``: the workload's own labels and annotations only (``""``: it names no team itself)."""
         sources = []
         if workload and (workload[0] in READERS or workload[0] in self.kinds):
             sources.append(self.get(workload[0], ns, workload[1], workload[2] if len(workload) > 2 else ""))
-        if ns:
+        if ns and namespace:
             sources.append(self.get("Namespace", "", ns))
         for application in (False, True):
             keys = [k for k in self.keys if (k in APPLICATION_KEYS) == application]

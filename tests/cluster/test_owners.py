@@ -157,6 +157,40 @@ def test_the_owners_topic_gives_scraped_series_of_the_cart_pods_their_team(api, 
     wait_for("its replacement", lambda: sum(1 for k, v in read().items() if k.startswith(prefix) and v) >= 2, 60)
 
 
+def test_a_deployment_whose_pods_the_quota_refuses_is_its_own_team_s_not_its_namespace_s(api, collector):
+    """KubeDeploymentReplicasMismatch of a Deployment that has never had a pod (the real ResourceQuota admission
+    refuses them, the real ReplicaSet controller says FailedCreate): no pod names its team, so its alert went to the
+    namespace's. The collector writes the Deployment's own team from that Event."""
+    from streams.owners import OwnerDirectory
+    from tests.cluster.conftest import wait_for
+    from tests.kafkatools import read_to_end
+
+    ns = f"full-{uuid.uuid4().hex[:5]}"
+    ensure_namespace(api, ns, {"team": "web"})
+    api.core.create_namespaced_resource_quota(ns, {"metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}})
+    api.apps.create_namespaced_deployment(ns, {
+        "metadata": {"name": "search", "labels": {"team": "search"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "search"}},
+                 "template": pod_template({"app": "search"})}})
+    collector.events.wait(f"FailedCreate of ReplicaSet {ns}/search-*", 90, source="k8s", reason="FailedCreate",
+                          entity__namespace=ns, entity__kind="ReplicaSet")
+    latest: dict = {}
+
+    def directory() -> OwnerDirectory:
+        for r in read_to_end(collector.bootstrap, f"{collector.prefix}owners"):
+            latest[r.key.decode()] = r.value
+        d = OwnerDirectory(collector.cluster)
+        for k, v in latest.items():
+            d.apply(k.encode(), v)
+        return d
+
+    wait_for("the Deployment's own record", lambda: directory().owner_of({"namespace": ns, "deployment": "search"})
+             == "search", 60, detail=lambda: f"; {ns} records: {[k for k in latest if f'/{ns}' in k]}")
+    d = directory()
+    assert not [k for k in d.pods if k[1] == ns]  # no pod at all: the record is the workload's own
+    assert d.owner_of({"namespace": ns, "persistentvolumeclaim": "data"}) == "web"
+
+
 # ---------------------------------------------------------------- a CRD's controller opted into (--owner-kind)
 
 ROLLOUTS = "argoproj.io/v1alpha1/rollouts=Rollout"

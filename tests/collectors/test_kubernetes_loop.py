@@ -257,6 +257,7 @@ def test_each_pod_s_team_workload_and_controller_go_to_the_owners_topic_once_and
     assert sink.owners == {
         "c1/shop/Pod/cart-7d9f-x": owner_record("payments", "Deployment/cart", "ReplicaSet/cart-7d9f"),
         "c1/shop/Pod/debug": owner_record("web"),  # no controller: the namespace's team
+        "c1/shop/Deployment/cart": owner_record("payments"),  # its own label: kept while it has no pod
         "c1/shop": owner_record("web")}
     written = c.stats.owners
     busy = copy.deepcopy(POD)
@@ -279,7 +280,7 @@ def test_the_first_start_of_this_version_writes_the_pods_an_earlier_one_checkpoi
     old = {part: table for part, table in sink.restored("c1").items() if not part.startswith("owner")}
     upgraded, sink2 = collector(OWNERS, restored=old)
     feed(upgraded, ("sync", "pods", [POD], "1001"))
-    assert set(sink2.owners) == {"c1/shop/Pod/cart-7d9f-x", "c1/shop"}
+    assert set(sink2.owners) == {"c1/shop/Pod/cart-7d9f-x", "c1/shop", "c1/shop/Deployment/cart"}
     again, sink3 = collector(OWNERS, restored=sink2.restored("c1"))
     feed(again, ("sync", "pods", [POD], "1002"))
     assert sink3.owners == {}
@@ -329,3 +330,78 @@ def test_a_deleted_namespace_s_record_is_tombstoned_by_the_hourly_sweep_and_an_e
     c._ns_swept -= module.NS_SWEEP
     feed(c, ("bookmark", "pods", "1003"))
     assert (sink.owners["c1/pr-1"], sink.owners["c1/cron"] is not None, set(c.published_ns)) == (None, True, {"cron"})
+
+
+def test_a_workload_s_own_team_outlives_its_pods_and_is_written_from_its_events_when_it_never_had_one():
+    """KubeDeploymentReplicasMismatch of a Deployment whose pods the quota refuses, a CronJob's alert between runs: no
+    live pod says the team, and the alert went to the namespace's. The workload's own record says it; only workloads
+    whose own labels name a team get one (the namespace's record covers the rest), and a restart writes none again."""
+    from core.records import owner_record
+
+    objs = dict(OWNERS)
+    objs[("ReplicaSet", "shop", "api-55aa")] = {"metadata": {"ownerReferences": [
+        {"kind": "Deployment", "name": "api", "controller": True}]}}
+    objs[("Deployment", "shop", "api")] = {"metadata": {"annotations": {"team": "search"}}}
+    objs[("ReplicaSet", "shop", "plain-66bb")] = {"metadata": {"ownerReferences": [
+        {"kind": "Deployment", "name": "plain", "controller": True}]}}
+    objs[("Deployment", "shop", "plain")] = {"metadata": {"labels": {"app": "plain"}}}  # no team of its own
+    c, sink = collector(objs)
+    refused = {"kind": "ReplicaSet", "namespace": "shop", "name": "api-55aa", "uid": "rs1"}
+    plain = {"kind": "ReplicaSet", "namespace": "shop", "name": "plain-66bb", "uid": "rs2"}
+    feed(c, ("sync", "events", [], "999"), ("sync", "pods", [POD], "1000"),
+         ("event", "events", "ADDED", event("e1", reg=refused, reason="FailedCreate"), "1001"),
+         ("event", "events", "ADDED", event("e2", reg=plain, reason="FailedCreate"), "1002"))
+    assert {k: v for k, v in sink.owners.items() if "/Pod/" not in k and k != "c1/shop"} == {
+        "c1/shop/Deployment/cart": owner_record("payments"), "c1/shop/Deployment/api": owner_record("search")}
+    other, sink3 = collector(objs)  # no pod listed at all: the Event writes its namespace's team too
+    feed(other, ("sync", "events", [], "999"),
+         ("event", "events", "ADDED", event("e1", reg=refused, reason="FailedCreate"), "1001"))
+    assert sink3.owners == {"c1/shop/Deployment/api": owner_record("search"), "c1/shop": owner_record("web")}
+    feed(c, ("event", "pods", "DELETED", POD, "1003"))  # scaled to zero
+    assert sink.owners["c1/shop/Deployment/cart"] == owner_record("payments")
+    restarted, sink2 = collector(objs, restored=sink.restored("c1"))
+    feed(restarted, ("sync", "pods", [POD], "1004"),
+         ("event", "events", "MODIFIED", event("e1", 2, reg=refused, reason="FailedCreate"), "1005"))
+    assert [k for k in sink2.owners if "/Pod/" not in k] == []  # checkpointed: nothing written again
+    objs[("Deployment", "shop", "api")] = {"metadata": {}}  # its annotation removed
+    restarted.owners._cache.clear()
+    feed(restarted, ("event", "events", "MODIFIED", event("e1", 3, reg=refused, reason="FailedCreate"), "1006"))
+    assert sink2.owners["c1/shop/Deployment/api"] is None and "shop/Deployment/api" not in restarted.published_wl
+
+
+def test_the_hourly_sweep_tombstones_a_deleted_pod_less_workload_and_rewrites_a_relabelled_one():
+    """A workload with no pod is read again at the sweep: deleted, its record is tombstoned; relabelled, rewritten; an
+    unreadable one keeps its record; one whose pods live is not read (its pods rewrite it as they are resolved)."""
+    from collectors.kubernetes import collector as module
+    from core.records import owner_record
+
+    objs = dict(OWNERS)
+    for name, team in (("etl", "data"), ("old", "data"), ("flaky", "data")):
+        objs[("CronJob", "shop", name)] = {"metadata": {"labels": {"team": team}}}
+    c, sink = collector(objs)
+    job = {"kind": "CronJob", "namespace": "shop", "uid": "cj"}
+    feed(c, ("sync", "events", [], "999"), ("sync", "pods", [POD], "1000"),
+         *[("event", "events", "ADDED", event(f"e-{n}", reg={**job, "name": n}, reason="SawCompletedJob"), str(1001 + i))
+           for i, n in enumerate(("etl", "old", "flaky"))])
+    assert {k for k, v in sink.owners.items() if v and "/CronJob/" in k} == {
+        "c1/shop/CronJob/etl", "c1/shop/CronJob/old", "c1/shop/CronJob/flaky"}
+    reads = []
+    real = c.api.read
+
+    def read(kind, ns, name):
+        reads.append((kind, name))
+        if name == "flaky":
+            raise OSError("connection refused")
+        return real(kind, ns, name)
+
+    c.api.read = read
+    del objs[("CronJob", "shop", "old")]
+    objs[("CronJob", "shop", "etl")] = {"metadata": {"labels": {"team": "analytics"}}}
+    c.owners._cache.clear()
+    c._ns_swept -= module.NS_SWEEP
+    feed(c, ("bookmark", "pods", "1010"))
+    assert sink.owners["c1/shop/CronJob/old"] is None
+    assert sink.owners["c1/shop/CronJob/etl"] == owner_record("analytics")
+    assert sink.owners["c1/shop/CronJob/flaky"] == owner_record("data")
+    assert ("Deployment", "cart") not in reads and ("CronJob", "flaky") in reads
+    assert set(c.published_wl) == {"shop/Deployment/cart", "shop/CronJob/etl", "shop/CronJob/flaky"}

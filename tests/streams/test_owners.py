@@ -63,6 +63,30 @@ def test_a_workload_is_its_latest_pod_s_team_and_its_namespace_s_once_no_pod_is_
     assert d.owner_of({"namespace": "shop", "deployment": "cart"}) == ""
 
 
+def test_a_workload_with_no_pod_left_keeps_its_own_record_s_team_until_its_tombstone():
+    """Scaled to zero, a CronJob between runs, a Deployment whose pods the quota refuses: no live pod says the team,
+    the workload's own record (the collector's) does; live pods still come first, the namespace last."""
+    d = directory()
+    d.apply(owner_key("c1", "shop", "cart", "Deployment"), owner_record("payments"))
+    d.apply(owner_key("c1", "batch", "etl", "CronJob"), owner_record("data"))
+    d.apply(owner_key("c1", "shop", "cart-7d9f-y"), owner_record("checkout", "Deployment/cart", "ReplicaSet/cart-7d9f"))
+    assert d.owner_of({"namespace": "shop", "deployment": "cart"}) == "checkout"  # a live pod's, newer
+    for pod in ("cart-7d9f-x", "cart-7d9f-y"):
+        d.apply(owner_key("c1", "shop", pod), None)
+    d.apply(owner_key("c1", "batch", "etl-1-abcde"), None)
+    assert d.owner_of({"namespace": "shop", "deployment": "cart"}) == "payments"
+    assert d.owner_of({"namespace": "shop", "workload": "cart", "workload_type": "deployment"}) == "payments"
+    assert d.owner_of({"namespace": "batch", "cronjob": "etl"}) == "data"
+    assert d.owner_of({"namespace": "shop", "replicaset": "cart-7d9f"}) == "web"  # a controller has no record
+    assert d.owner_of({"namespace": "shop", "deployment": "cart", "cluster": "c2"}) == ""
+    d.apply(owner_key("c1", "shop", "cart", "Deployment"), owner_record(""))  # its label removed
+    assert d.owner_of({"namespace": "shop", "deployment": "cart"}) == "web"
+    d.apply(owner_key("c1", "batch", "etl", "CronJob"), None)  # deleted
+    assert d.owner_of({"namespace": "batch", "cronjob": "etl"}) == ""
+    assert d.workloads == {("c1", "shop", "Deployment/cart"): ""}
+    assert d.namespaces.keys() == {("c1", "shop")}  # a workload's key is never read as a namespace's
+
+
 @pytest.mark.parametrize("key, value", [
     (b"c1", owner_record("x")), (b"c1/", owner_record("x")), (None, owner_record("x")),
     (b"c1/shop", b"not json"), (b"c1/shop", b'{"kind": "event", "owner": "x"}'), (b"c1/shop", b'{"kind": "owner"}'),
@@ -168,5 +192,5 @@ def test_the_directory_s_size_is_a_self_metric():
     stage = RulesStage(RulePacks(Settings()).holder, d.owner_of)
     fams = {f.name: f for f in WorkerMetrics([], stage).collect()}
     assert {s.labels["of"]: s.value for s in fams["kubesight_owner_directory_entries"].samples} == \
-        {"namespace": 1, "pod": 2}
+        {"namespace": 1, "pod": 2, "workload": 0}
     assert fams["kubesight_owner_records"].samples[0].value == 3
