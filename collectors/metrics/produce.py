@@ -21,15 +21,49 @@ from core.kafkaclient import partition_of, send_in_batches
 from core.records import RECORD_LIMIT, VERSION, Sample, format_time, oversize
 
 
+class KeyPartitions:
+    """Each series key's partition, remembered in two generations: a key is looked up in this one, then in the last
+    one (and carried over), else computed; once this one holds ``max_keys``, it becomes the last and the oldest is
+    dropped.  A series scraped every interval is computed once; pods that come and go (their names are in the keys)
+    are forgotten two generations after their last sample, so memory stays at most twice ``max_keys`` keys (a
+    single memo cleared at 2M held up to ~400 MB of dead pods' keys, then recomputed every live one at once).
+
+    >>> kp = KeyPartitions(max_keys=4)
+    >>> for scrape in range(100):  # two steady series, and a new pod's series at every scrape
+    ...     got = [kp.get(k, [0, 1, 2]) for k in (b"up/a", b"up/b", b"pod/%d" % scrape)]
+    >>> kp.computed, len(kp.new) + len(kp.old)  # each key computed once; the dead pods forgotten (at most 2 x 4 kept)
+    (102, 8)
+    """
+
+    def __init__(self, max_keys: int = 500_000):
+        self.max_keys = max_keys
+        self.new: dict[bytes, int] = {}
+        self.old: dict[bytes, int] = {}
+        self.computed = 0
+
+    def get(self, key: bytes, ids: list[int]) -> int:
+        p = self.new.get(key)
+        return p if p is not None else self.miss(key, ids)
+
+    def miss(self, key: bytes, ids: list[int]) -> int:
+        p = self.old.get(key)
+        if p is None:
+            p = partition_of(key, ids)
+            self.computed += 1
+        if len(self.new) >= self.max_keys:
+            self.old, self.new = self.new, {}
+        self.new[key] = p
+        return p
+
+
 class BatchProducer:
     """``send_all(samples)`` / ``reject(...)`` over an ``AsyncKafkaSink`` (started by the caller)."""
 
-    def __init__(self, sink, max_keys: int = 2_000_000):
+    def __init__(self, sink, max_keys: int = 500_000):
         self.sink = sink
         self.producer = sink.producer
         self.topic = sink.topic("samples")
-        self.max_keys = max_keys
-        self._parts: dict[bytes, int] = {}
+        self.parts = KeyPartitions(max_keys)
         self._ids: list[int] | None = None
         # one send_all at a time: aiokafka queues one batch per partition and makes the next wait for
         # it to drain, so concurrent senders would only time each other out
@@ -49,9 +83,7 @@ class BatchProducer:
 
     async def _send_all(self, samples: list[Sample]) -> None:
         ids = await self._partitions()
-        parts = self._parts
-        if len(parts) > self.max_keys:
-            parts.clear()
+        memo = self.parts
         times: dict[float, str] = {}
         dumps = orjson.dumps
         topic = self.topic
@@ -59,9 +91,9 @@ class BatchProducer:
         def records():
             for s in samples:
                 key = s.key()
-                p = parts.get(key)
+                p = memo.new.get(key)  # inline: the common case, a series of the last scrapes
                 if p is None:
-                    p = parts[key] = partition_of(key, ids)
+                    p = memo.miss(key, ids)
                 t = times.get(s.time)
                 if t is None:
                     t = times[s.time] = format_time(s.time)
