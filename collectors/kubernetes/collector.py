@@ -29,6 +29,8 @@ log = logging.getLogger("kubesight.collect.kubernetes")
 EVENT_STREAMS = ("events", "events.k8s.io")
 ORIGIN = "collector/kubernetes"
 NS_SWEEP = 3600.0  # s between looks for deleted namespaces whose owners records remain (Collector._sweep_namespaces)
+OWNER_REFRESH = 3600.0  # s after which a live pod's team is resolved again, though nothing of it changed
+REFRESH_READS = 20  # API reads a step's refresh makes at most (cache misses): the watch items wait for them
 
 
 @dataclass
@@ -120,6 +122,11 @@ class Collector:
         # (namespace, name) -> the uid whose record the pod's key holds: a StatefulSet's pod re-created under its name
         # while nobody watched is listed before the old uid is found gone, and that one's tombstone must not erase it
         self.pod_names: dict[tuple[str, str], str] = {(e[0], e[1]): uid for uid, e in self.published.items()}
+        # pod uid -> when its owners were last resolved (monotonic), oldest first: a pod that never changes is resolved
+        # again every OWNER_REFRESH (_refresh_owners), so a team relabelled on its workload or namespace reaches the
+        # owners topic within about that (plus the owners cache's ttl). Not checkpointed: a restart starts the clock.
+        now = time.monotonic()
+        self.resolved: OrderedDict = OrderedDict((uid, now) for uid in self.published)
         self._ns_swept = time.monotonic()
         self.queue: queue.Queue = queue.Queue(options.queue_size)
         self.stop = threading.Event()
@@ -163,7 +170,8 @@ class Collector:
             # an idle collector still writes now and then: if a newer one has taken over this
             # transactional id, this is where it learns it is fenced, and exits
             self.dirty.update(("rv", s) for s in self.rv)
-        if not batch and not self.dirty:
+        refresh = bool(self.resolved) and time.monotonic() - next(iter(self.resolved.values())) >= OWNER_REFRESH
+        if not batch and not self.dirty and not refresh:
             return 0
         before = self.stats.records + self.stats.dead
         self.sink.begin()
@@ -171,6 +179,8 @@ class Collector:
             for item in batch:
                 self.apply(item)
             self._prune()
+            if refresh:
+                self._refresh_owners()
             if time.monotonic() - self._ns_swept >= NS_SWEEP:
                 self._sweep_namespaces()
                 self._sweep_workloads()
@@ -404,6 +414,7 @@ class Collector:
             self.dirty.add(("pod", uid))
         last = last or prev
         told = self.published.pop(uid, None)
+        self.resolved.pop(uid, None)
         if told is not None:
             self.dirty.add(("owner", uid))
         if (told is not None or prev is not None) and last is not None:
@@ -436,6 +447,8 @@ class Collector:
         workload, team = self.owners.resolve(s["ns"], "Pod", s["name"], tuple(s["owner"]),
                                              s["labels"].get("pod-template-hash", ""))
         self._publish_owner(s, workload, team)
+        self.resolved[s["uid"]] = time.monotonic()
+        self.resolved.move_to_end(s["uid"])
         return Entity(cluster=self.o.cluster, namespace=s["ns"], kind="Pod", name=s["name"], uid=s["uid"],
                       node=s["node"], workload=workload, owner=team)
 
@@ -483,6 +496,22 @@ class Collector:
         self.dirty.add(("owner-wl", key))
         self.sink.send_raw("owners", owner_key(self.o.cluster, ns, name, kind), owner_record(own) if own else None)
         self.stats.owners += 1
+
+    def _refresh_owners(self) -> None:
+        """Pods whose owners were resolved OWNER_REFRESH ago or more, resolved again, oldest first: a pod that never
+        changes kept the team of its start, so a team relabelled on its workload or namespace never reached the
+        owners topic. A change is written as any other (the workload's and namespace's records too); at most
+        REFRESH_READS API reads a step (pods of one ReplicaSet share them), the rest at the next steps."""
+        now, start = time.monotonic(), self.owners.fetches
+        while self.resolved and self.owners.fetches - start < REFRESH_READS:
+            uid, at = next(iter(self.resolved.items()))
+            if now - at < OWNER_REFRESH:
+                break
+            pod = self.pods.get(uid)
+            if pod is None:  # not (or no longer) a live pod here: nothing to refresh
+                del self.resolved[uid]
+                continue
+            self.pod_entity(pod)  # moves it to the end
 
     def _sweep_namespaces(self) -> None:
         """Namespace records whose namespace has no pod left here and is gone from the cluster: tombstoned (CI and

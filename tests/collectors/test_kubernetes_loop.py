@@ -405,3 +405,43 @@ def test_the_hourly_sweep_tombstones_a_deleted_pod_less_workload_and_rewrites_a_
     assert sink.owners["c1/shop/CronJob/flaky"] == owner_record("data")
     assert ("Deployment", "cart") not in reads and ("CronJob", "flaky") in reads
     assert set(c.published_wl) == {"shop/Deployment/cart", "shop/CronJob/etl", "shop/CronJob/flaky"}
+
+
+def test_a_team_relabelled_on_a_steady_pod_s_workload_reaches_the_owners_topic_at_the_hourly_refresh(monkeypatch):
+    """A pod that never changes was resolved once, at its start: a Deployment relabelled to another team kept paging
+    the old one for as long as the pod lived. Each live pod is resolved again OWNER_REFRESH after its last time, by
+    an idle collector too, a few API reads a step."""
+    from collectors.kubernetes import collector as module
+    from core.records import owner_record
+
+    objs = dict(OWNERS)
+    pods = []
+    for i in range(3):
+        objs[("ReplicaSet", "shop", f"app{i}-7d9f")] = {"metadata": {"ownerReferences": [
+            {"kind": "Deployment", "name": f"app{i}", "controller": True}]}}
+        objs[("Deployment", "shop", f"app{i}")] = {"metadata": {"labels": {"team": "payments"}}}
+        pod = copy.deepcopy(POD)
+        pod["metadata"].update(name=f"app{i}-7d9f-x", uid=f"u{i}")
+        pod["metadata"]["ownerReferences"][0]["name"] = f"app{i}-7d9f"
+        pods.append(pod)
+    c, sink = collector(objs)
+    feed(c, ("sync", "pods", pods, "1000"))
+    assert {sink.owners[f"c1/shop/Pod/app{i}-7d9f-x"] for i in range(3)} == {
+        owner_record("payments", f"Deployment/app{i}", f"ReplicaSet/app{i}-7d9f") for i in range(3)}
+    for i in range(3):
+        objs[("Deployment", "shop", f"app{i}")] = {"metadata": {"labels": {"team": "checkout"}}}
+    c.owners._cache.clear()  # the owners cache's ttl past too
+    feed(c)  # not due yet: nothing read, nothing written
+    assert c.owners.fetches == 7 and sink.owners["c1/shop/Deployment/app0"] == owner_record("payments")
+    monkeypatch.setattr(module, "REFRESH_READS", 2)
+    for uid in c.resolved:
+        c.resolved[uid] -= module.OWNER_REFRESH
+    feed(c)  # idle: no watch item, the refresh alone
+    assert sink.owners["c1/shop/Pod/app0-7d9f-x"] == owner_record("checkout", "Deployment/app0", "ReplicaSet/app0-7d9f")
+    assert sink.owners["c1/shop/Deployment/app0"] == owner_record("checkout")
+    assert sink.owners["c1/shop/Deployment/app2"] == owner_record("payments")  # the reads' bound: at a later step
+    deadline = time.monotonic() + 5
+    while sink.owners["c1/shop/Deployment/app2"] != owner_record("checkout") and time.monotonic() < deadline:
+        feed(c)
+    assert {sink.owners[f"c1/shop/Deployment/app{i}"] for i in range(3)} == {owner_record("checkout")}
+    assert all(time.monotonic() - at < 60 for at in c.resolved.values())  # each due again in an hour
