@@ -750,11 +750,12 @@ def _cross_refs(data: dict) -> list[tuple[tuple, str]]:
                 if name not in intervals:
                     errs.append((path + (key, j), f"undefined time interval {shown(name)}"))
         gb = route.get("group_by")
-        if isinstance(gb, list) and "..." in gb and len(gb) > 1:
+        # Alertmanager's rules: "..." beside a label is refused, "..." twice is not (it is not a label to duplicate)
+        if isinstance(gb, list) and "..." in gb and any(name != "..." for name in gb):
             errs.append((path + ("group_by",), '"..." (group by all labels) cannot be combined with other labels'))
         if isinstance(gb, list):
             for j, name in enumerate(gb):
-                if isinstance(name, str) and name in gb[:j]:
+                if isinstance(name, str) and name != "..." and name in gb[:j]:
                     errs.append((path + ("group_by", j), f"duplicated label {shown(name)} in group_by"))
         for j, child in enumerate(_seq(route.get("routes"))):
             walk(child, path + ("routes", j))

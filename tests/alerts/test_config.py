@@ -77,6 +77,13 @@ def test_group_by_wildcard_with_labels():
         'routing.yaml:3: route.group_by: "..." (group by all labels) cannot be combined with other labels']
 
 
+def test_group_by_wildcard_twice_is_taken_as_alertmanager_takes_it():
+    cfg = load_text("route:\n  receiver: r\n  group_by: ['...', '...']\n" + OK_RECEIVERS, "routing.yaml")
+    assert "..." in cfg.route.group_by
+    assert errors("route:\n  receiver: r\n  group_by: [a, a]\n" + OK_RECEIVERS) == [
+        'routing.yaml:3: route.group_by[1]: duplicated label "a" in group_by']
+
+
 def test_undefined_time_interval():
     assert errors("route:\n  receiver: r\n  routes:\n    - mute_time_intervals: [nights]\n" + OK_RECEIVERS) == [
         'routing.yaml:4: route.routes[0].mute_time_intervals[0]: undefined time interval "nights"']
