@@ -158,15 +158,17 @@ class MetricsConfig(_Model):
     discovery: Discovery = Field(default_factory=Discovery)
     remote_write: RemoteWrite = Field(default_factory=RemoteWrite)
 
-    @field_validator("targets")
-    @classmethod
-    def _unique(cls, targets: list[Target]) -> list[Target]:
-        seen: set = set()
-        for t in targets:
-            if (t.job, t.url) in seen:
-                raise ValueError(f"target {t.job} {t.url} listed twice")
-            seen.add((t.job, t.url))
-        return targets
+
+def _duplicate_targets(data: dict) -> list[tuple[tuple, str]]:
+    """A target listed twice (the same job and URL), said at the second one's line (loc, message)."""
+    out, seen = [], {}
+    targets = data.get("targets") or []
+    for i, raw in enumerate(targets if isinstance(targets, list) else []):
+        if isinstance(raw, dict) and isinstance(raw.get("job"), str) and isinstance(raw.get("url"), str):
+            first = seen.setdefault((raw["job"], raw["url"]), i)
+            if first != i:
+                out.append((("targets", i), f"target {raw['job']} {raw['url']} listed twice (first: targets[{first}])"))
+    return out
 
 
 def _secs_or_none(raw, key: str, default):
@@ -254,4 +256,5 @@ def load(path: str, files: bool = False) -> MetricsConfig:
     file it names (TLS, token files, kubeconfig, web config) must be readable too (the collector about to run; a
     config meant for a pod, such as the example reading the service account's CA, loads anywhere without it)."""
     return yamlconfig.load(path, MetricsConfig,
-                           check=lambda data: _interval_checks(data) + (_file_checks(data) if files else []))
+                           check=lambda data: _interval_checks(data) + _duplicate_targets(data)
+                           + (_file_checks(data) if files else []))

@@ -50,7 +50,7 @@ def test_the_example_config_and_the_manifest_configmap_load(tmp_path):
     ("targets:\n  - job: a\n    url: http://x/m\n    bearer_token: t\n    bearer_token_file: /f\n",
      "2: targets[0]: bearer_token and bearer_token_file are exclusive"),
     ("targets:\n  - job: a\n    url: http://x/m\n  - job: a\n    url: http://x/m\n",
-     "1: targets: target a http://x/m listed twice"),  # a key's line
+     "4: targets[1]: target a http://x/m listed twice (first: targets[0])"),  # the duplicate's line
     ("targets:\n  - job: a\n    url: http://x/m\n    labels: {9bad: x}\n",
      "4: targets[0].labels: invalid label name(s) ['9bad']"),
     ("targets:\n  - job: a\n    url: http://x/m\n    relabel:\n      - {action: replace, regex: x}\n",
