@@ -106,8 +106,13 @@ ROUTED = "__routed_by__"  # in a partition's state: the digest of the routing it
 
 
 class Engine:
-    def __init__(self, cfg: RoutingConfig, silences: Silences | None = None, inhibitor: Inhibitor | None = None):
+    def __init__(self, cfg: RoutingConfig, silences: Silences | None = None, inhibitor: Inhibitor | None = None,
+                 silence_clock=None):
         self.silences = silences if silences is not None else Silences()
+        # clock: event (a replay of 2021's events): silences are an operator's, made now for the next two hours, on
+        # the wall clock as Alertmanager's and the board's are; matched at the flush's own time they never applied
+        # (a silence cannot start in the past). ``silence_clock``: the wall clock then; None: the flush's time.
+        self.silence_clock = silence_clock
         self.inhibitor = inhibitor if inhibitor is not None else Inhibitor(rules_from(cfg))
         self._configure(cfg)
         self._timers = PerState(Timers)  # state -> its timers, gone with the state (a revoked partition's store)
@@ -256,8 +261,10 @@ class Engine:
         return out
 
     def muted_at(self, now: float):
+        at = self.silence_clock() if self.silence_clock is not None else now
+
         def muted(labels: dict) -> bool:
-            return bool(self.inhibitor.inhibited(labels) or self.silences.muting(labels, now))
+            return bool(self.inhibitor.inhibited(labels) or self.silences.muting(labels, at))
 
         return muted
 

@@ -1263,7 +1263,7 @@ class AlertingService(mode.Service):
         engine_inhibitor = Inhibitor(rules_from(cfg))
         shared = not event or settings.partitions > 1
         self.watcher = AlertWatcher(settings, bootstrap, engine_inhibitor if shared else Inhibitor(rules_from(cfg)))
-        self.engine = Engine(cfg, self.book.silences, engine_inhibitor)
+        self.engine = Engine(cfg, self.book.silences, engine_inhibitor, silence_clock=time.time if event else None)
         stage = AlertingStage(self.engine, self.views_ready, event_time=event)
         clocked = settings.model_copy(update={"clock": "event" if event else "wall",
                                               "commit_interval": min(settings.commit_interval, ALERTING_COMMIT),

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 from alerts.config import load_text
 from alerts.silences import Silence
 from core.records import Alert, encode, format_time
+from core.topics import ensure_topics
 from streams.alerting import AlertingService
 from tests.alerts.webhook_server import ScriptedReceiver
 from tests.kafkatools import read_to_end
@@ -346,3 +347,42 @@ def test_a_poison_notification_is_dead_lettered_and_the_next_one_is_delivered(se
                        "not a notification: 'receiver': expected a string, got int",
                        "not a notification: alerts[0].labels: expected an object, got NoneType"]
     assert platform.accepted[0]["body"]["alerts"][0]["fingerprint"] == "f1"
+
+
+def test_a_silence_made_now_mutes_a_replay_s_alerts_in_event_time(settings):
+    """clock: event (a replay of 2021's events, the demo): silences are made now for the next hours, on the wall
+    clock, and a silence cannot start in the past, so matched at the flush's event time none ever applied; the
+    receivers were paged for what `silences list` called active. They are matched on the wall clock, as
+    Alertmanager's and the board's."""
+    # one partition: event time moves per partition (README), and these three alerts must share one clock
+    event_settings = settings.model_copy(update={"clock": "event", "partitions": 1,
+                                                 "topic_prefix": settings.topic_prefix + "ev-",
+                                                 "app_id": settings.app_id + "-ev"})
+    ensure_topics(event_settings, event_settings.kafka)
+
+    async def go():
+        team, platform = ScriptedReceiver(), ScriptedReceiver()
+        cfg = load_text(ROUTING.format(a=await team.start(), p=await platform.start()))
+        svc = AlertingService(event_settings, event_settings.kafka, cfg, worker_id="w1")
+        await svc.start()
+        try:
+            now, t0 = time.time(), 1627984800.0  # 2021-08-03, the recorded events' day
+            await svc.book.put(Silence.create({
+                "matchers": [{"name": "namespace", "value": "muted"}], "startsAt": format_time(now),
+                "endsAt": format_time(now + 3600), "createdBy": "test", "comment": "replay"}, now=now, id="sil-r"))
+            await produce(event_settings, [
+                alert("KubePodNotReady", "n2", pod="web", owner="team-a", t=t0),
+                alert("KubePodNotReady", "n3", pod="job", owner="team-a", ns="muted", t=t0),
+                alert("KubePodNotReady", "n4", pod="api", owner="team-a", t=t0 + 30),  # moves event time on
+            ])
+            await wait_for(lambda: any("web" in str(s) for s in seen(team)), "the first notification (t0 + 1 s)")
+            await produce(event_settings, [alert("KubePodNotReady", "n5", pod="db", owner="team-a", t=t0 + 60)])
+            await wait_for(lambda: any("api" in str(s) for s in seen(team)), "a notification after every flush of t0")
+            pods = {p for _, alerts in seen(team) for p, _ in alerts}
+            assert "web" in pods and "job" not in pods
+        finally:
+            await svc.stop()
+            await team.stop()
+            await platform.stop()
+
+    asyncio.run(go())
