@@ -190,12 +190,33 @@ def replay(sink, root: Path, *, speed: float = 0.0, cluster: str = "default", ow
 # ---------------------------------------------------------------- CLI
 
 
+def speed(text: str) -> float:
+    """``--speed``: a finite number >= 0 (a negative or NaN one replayed at full speed without a word).
+
+    >>> speed("60"), speed("0")
+    (60.0, 0.0)
+    >>> speed("-1")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: must be a number >= 0 (0: as fast as possible), not '-1'
+    """
+    import argparse
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 (0: as fast as possible), not {text!r}")
+    return v
+
+
 def register(sub, group) -> None:
 
     g = group("collect", "run a collector")
     p = g.add_parser("replay", help="replay recorded Kubernetes Events (must-gather layout) into Kafka")
     p.add_argument("path", nargs="?", default=str(DEFAULT_EVENTS), help="folder or events.yaml (default: %(default)s)")
-    p.add_argument("--speed", type=float, default=0.0, help="time acceleration; 0 = as fast as possible (default)")
+    p.add_argument("--speed", type=speed, default=0.0, help="time acceleration; 0 = as fast as possible (default)")
     p.add_argument("--cluster", default="default", help="cluster name for the entities")
     p.add_argument("--owners", help="YAML {namespace regex: team} giving each namespace an owner")
     p.add_argument("--stdout", action="store_true", help="print Event records as JSON lines instead of producing")

@@ -33,10 +33,11 @@ def register(sub, group) -> None:
 
     d = sub.add_parser("demo", help="local Kafka + worker + replay of real recorded events; prints alerts")
     from collectors.replay import DEFAULT_EVENTS
+    from collectors.replay import speed as replay_speed
 
     d.add_argument("--events", default=str(DEFAULT_EVENTS), help="recorded events folder or events.yaml "
                                                                   "(default: %(default)s)")
-    d.add_argument("--speed", type=float, default=0.0, help="replay time acceleration; 0 = as fast as possible")
+    d.add_argument("--speed", type=replay_speed, default=0.0, help="replay time acceleration; 0 = as fast as possible")
     d.add_argument("--owners", default=str(REPO / "deploy" / "demo" / "owners.yaml"),
                    help="namespace -> team map for the replay (default: %(default)s)")
     d.add_argument("--routing", default=str(REPO / "deploy" / "demo" / "routing.yaml"),
@@ -610,7 +611,8 @@ def _demo(args) -> int:
     tail = None
     receivers = None
     board = None
-    log_dir = REPO / ".cache" / "demo"
+    log_dir = Path(settings.state_dir) / "demo"  # KUBESIGHT_STATE_DIR: a read-only checkout runs the demo too
+    done = False
     if args.routing:
         from core.yamlconfig import ConfigError
 
@@ -699,6 +701,7 @@ def _demo(args) -> int:
               flush=True)
         while args.hold:
             time.sleep(3600)
+        done = True
         return 0
     finally:
         # each step on its own: one failing must not leave a worker or a JVM behind; a second
@@ -715,6 +718,18 @@ def _demo(args) -> int:
             _quietly(stop_process, p)
         if broker is not None:
             _quietly(broker.stop)
+        if done:  # a run that failed keeps its worker's log for the reader; one that worked leaves nothing behind
+            _quietly(_forget_run, log_dir, tag, Path(settings.state_dir) / "faust" / f"{settings.app_id}-faust-data")
+
+
+def _forget_run(log_dir: Path, tag: str, data: Path) -> None:
+    """A finished demo's files: its worker's log and settings, its routing copy, the worker's Faust data folder (every
+    run has a tag of its own, so they piled up: 83 files after a day of demos)."""
+    import shutil
+
+    for f in log_dir.glob(f"*-{tag}.*"):
+        f.unlink(missing_ok=True)
+    shutil.rmtree(data, ignore_errors=True)
 
 
 def _interrupt(signum, frame) -> None:

@@ -105,3 +105,14 @@ def test_an_alias_bomb_in_a_recording_is_dead_lettered_not_expanded(tmp_path, ca
     assert [e.entity.namespace for e in events] == ["shop"]
     assert [(r.reason, r.file) for r in rejected] == [
         (f"{bomb}: its aliases expand to more than 200,000 values: an alias bomb?", str(bomb))]
+
+
+@pytest.mark.parametrize("command", [["collect", "replay", "--stdout"], ["demo"]])
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "fast"])
+def test_a_speed_that_is_not_a_number_of_zero_or_more_is_a_usage_error(command, value, capsys):
+    """A negative or NaN speed replayed at full speed without a word (paced() reads speed <= 0 and NaN waits as no
+    pause); the demo's --speed the same."""
+    with pytest.raises(SystemExit) as exc:
+        main([*command, "--speed", value])
+    assert exc.value.code == 2
+    assert f"argument --speed: must be a number >= 0 (0: as fast as possible), not '{value}'" in capsys.readouterr().err
