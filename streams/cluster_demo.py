@@ -101,7 +101,7 @@ class LiveStack:
         self.routing, self.quiet, self.nodes, self.say = Path(routing), quiet, nodes, progress
         self.cluster, self.bootstrap = cluster, bootstrap or base.kafka
         self._own_cluster, self._own_broker = cluster is None, None
-        self.log_dir = log_dir or REPO / ".cache" / "demo"
+        self.log_dir = log_dir or Path(base.state_dir) / "demo"  # KUBESIGHT_STATE_DIR, as `kubesight demo`'s
         self.receivers: DemoReceivers | None = None
         self.worker: subprocess.Popen | None = None
         self.collector: subprocess.Popen | None = None
@@ -478,7 +478,7 @@ def bench_cluster(args) -> int:
     from deploy.cluster.launcher import ClusterError
 
     settings = Settings.load(args.config)
-    routing = REPO / ".cache" / "demo" / f"bench-cluster-routing-{uuid.uuid4().hex[:6]}.yaml"
+    routing = Path(settings.state_dir) / "demo" / f"bench-cluster-routing-{uuid.uuid4().hex[:6]}.yaml"
     routing.parent.mkdir(parents=True, exist_ok=True)
     cfg = yaml.safe_load(ROUTING.read_text())
     # one group per alert: every change is its own notification after group_wait
