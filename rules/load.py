@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 from pydantic import BaseModel, ValidationError
 
@@ -79,15 +80,19 @@ def _check_pack(pack: schema.RulePack, errs: Document, registry, rules=None, unr
             errs.error(loc + ("params",), f"invalid parameters for {spec.type}: {exc}")
     for i, r in enumerate(pack.rules) if rules is None else rules:
         loc = ("rules", i)
-        m, c = r.match, r.condition
+        # a match or condition that failed the schema (reported) is None: the checks that read it are left out,
+        # the others run (a rule with an invalid severity still has its source checked)
+        m, c = r.match, r.condition or _UNREAD_CONDITION
         on = None
-        if m.source and m.metric:
+        if m is None:
+            pass  # which signals the rule is on is not known
+        elif m.source and m.metric:
             errs.error(loc + ("match",), "give either source (events) or metric (samples), not both")
         elif not m.source and not m.metric:
             errs.error(loc + ("match",), "required: source (events) or metric (samples)")
         else:
             on = "event" if m.source else "sample"
-        for j, s in enumerate(m.source or ()):
+        for j, s in enumerate(m.source if m is not None and m.source else ()):
             if s not in SOURCES:
                 errs.error(loc + ("match", "source") + ((j,) if len(m.source) > 1 else ()),
                          f"unknown source {shown(s)} (use {', '.join(SOURCES)})")
@@ -103,7 +108,7 @@ def _check_pack(pack: schema.RulePack, errs: Document, registry, rules=None, unr
             errs.error(loc + ("condition", "type"), f"{c.type} needs an event rule (match.source), not a metric")
         if c.type == "event_count" and c.by and r.group_by:
             errs.error(loc + ("group_by",), "not with condition.by (the by labels are the group)")
-        if c.type == "state":
+        if c.type == "state" and m is not None:
             both = sorted(set(c.resolve_reasons) & set(m.reason or ()))
             if both:
                 errs.error(loc + ("condition", "resolve_reasons"), f"{shown(both[0])} is also a firing reason (match.reason)")
@@ -149,14 +154,18 @@ def _check_pack(pack: schema.RulePack, errs: Document, registry, rules=None, unr
         if c.type == "anomaly_vector":
             if c.every <= 0:
                 errs.error(loc + ("condition", "every"), "must be > 0 (e.g. 1m: the metrics of one interval make one vector)")
-            if m.metric and len(set(m.metric)) != len(m.metric):
+            if m is not None and m.metric and len(set(m.metric)) != len(m.metric):
                 errs.error(loc + ("match", "metric"), "a metric listed twice (each metric is one feature of the vector)")
-            if m.metric and len(m.metric) > 16:
+            if m is not None and m.metric and len(m.metric) > 16:
                 errs.error(loc + ("match", "metric"), f"at most 16 metrics (features), got {len(m.metric)}")
         _check_node_effects(r, loc, errs)
         for name in r.labels:
             if name in RESERVED_LABELS:
                 errs.error(loc + ("labels", name), f"reserved label (set it with the rule's {'alert' if name == 'alertname' else 'severity'} field)")
+
+
+# stands for a condition that failed the schema: of no type, so that no check of a condition applies
+_UNREAD_CONDITION = SimpleNamespace(type=None)
 
 
 def _check_node_effects(r: schema.Rule, loc: tuple, errs: Document) -> None:
@@ -251,8 +260,8 @@ def load_packs(paths, registry=None) -> RuleSet:
 
 
 def _salvage(doc: Document) -> tuple[schema.RulePack | None, list, frozenset]:
-    """What of a pack that failed the schema did validate -> (pack without its rules, [(index, rule)], the names of
-    detectors whose spec is invalid), or (None, [], ...) when it is not a mapping.  The schema's errors are already
+    """What of a pack that failed the schema did validate -> (pack without its rules, [(index, rule as far as it
+    validated: ``_rule_parts``)], the names of detectors whose spec is invalid), or (None, [], ...) when it is not a mapping.  The schema's errors are already
     recorded: these exist so that the meaning and cross-pack checks still run on the rest, and ``rules check``
     lists every error at once rather than those that one typo left to be found next."""
     data = doc.data if doc.readable else None
@@ -283,9 +292,47 @@ def _salvage(doc: Document) -> tuple[schema.RulePack | None, list, frozenset]:
     fields["detectors"] = detectors
     fields["disable"] = [a for _, a in _strings(data.get("disable"))]
     raw = data.get("rules")
-    rules = [(i, rule) for i, r in enumerate(raw if isinstance(raw, list) else ())
-             if (rule := valid(schema.Rule, r)) is not None]
+    rules = [(i, _rule_parts(r)) for i, r in enumerate(raw if isinstance(raw, list) else ()) if isinstance(r, dict)]
     return schema.RulePack.model_construct(**fields, rules=[]), rules, frozenset(unread)
+
+
+def valid_parts(model: type[BaseModel], data: dict) -> tuple[BaseModel, set[str]]:
+    """The fields of ``data`` that validate each on its own, as a ``model`` built without validation, and the names
+    of those that do not (or, required, are missing): they keep their default, a required one None.  For the
+    meaning checks of a file that failed the schema: its errors are reported, and what did validate is checked too.
+
+    >>> m, bad = valid_parts(schema.Match, {"source": "k8z", "matchers": ['node=~"(?=x)"'], "extra": 1})
+    >>> m.source, m.matchers, sorted(bad)
+    (['k8z'], (), ['matchers'])
+    """
+    part = model.model_construct()
+    bad = set()
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        if key in data:
+            try:
+                model.__pydantic_validator__.validate_assignment(part, name, data[key])
+                continue
+            except ValidationError:
+                pass
+        elif not info.is_required():
+            continue
+        bad.add(name)
+        if info.is_required():
+            part.__dict__[name] = None
+    return part, bad
+
+
+def _rule_parts(data: dict) -> schema.Rule:
+    """A rule that failed the schema, as far as its meaning checks can read it: a field that failed keeps its
+    default (an empty list, None: no more errors than the rule would have without it), except ``match`` and
+    ``condition``, None (their checks are left out).  A match with an invalid ``kind`` or ``matchers`` keeps its
+    ``source``, ``metric`` and ``reason``, which say what the rule is on."""
+    rule, bad = valid_parts(schema.Rule, data)
+    if "match" in bad and isinstance(data.get("match"), dict):
+        match, wrong = valid_parts(schema.Match, data["match"])
+        rule.__dict__["match"] = None if wrong & {"source", "metric", "reason"} else match
+    return rule
 
 
 def _strings(value) -> list[tuple[int, str]]:

@@ -30,7 +30,7 @@ from core.records import ENTITY_FIELDS, Entity, Event, Sample
 from core.yamlconfig import ConfigError
 from rules import schema
 from rules.engine import Engine
-from rules.load import load_packs, pack_files, parse_file
+from rules.load import load_packs, pack_files, parse_file, valid_parts
 
 _SERIES = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(.*)\})?\s*$")
 _PAIR = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
@@ -199,18 +199,23 @@ class Report:
 
 
 def run_tests(paths, registry=None) -> Report:
-    """Run every test file in ``paths``; a file that cannot be read or validated counts as one failure."""
+    """Run every test file in ``paths``; a file that cannot be read or validated counts as one failure.
+
+    Its rule files are loaded even when the file failed the schema (if ``rule_files`` itself validated), so that
+    a missing or broken pack is listed with the schema's errors, not found in a second run."""
     rep = Report()
     for f in case_files(paths):
         tf, errs = parse_file(f, schema.CaseFile)
-        if tf is None:
+        rule_files = tf.rule_files if tf is not None else _rule_files(errs)
+        rs = None
+        if rule_files is not None:
+            try:
+                rs = load_packs([f.parent / p for p in rule_files], registry=registry)
+            except ConfigError as exc:
+                for e in exc.errors:
+                    errs.error(("rule_files",), e)
+        if tf is None or rs is None:
             rep.failures.extend(errs.errors)
-            rep.files.append((str(f), 0, 1))
-            continue
-        try:
-            rs = load_packs([f.parent / p for p in tf.rule_files], registry=registry)
-        except ConfigError as exc:
-            rep.failures.extend(f"{f}: rule_files: {e}" for e in exc.errors)
             rep.files.append((str(f), 0, 1))
             continue
         known = {r.alert for r in rs.rules}
@@ -230,3 +235,11 @@ def run_tests(paths, registry=None) -> Report:
                 passed += 1
         rep.files.append((str(f), passed, failed))
     return rep
+
+
+def _rule_files(doc) -> list[str] | None:
+    """``rule_files`` of a test file that failed the schema, if that key validated (else None: reported)."""
+    if not doc.readable or not isinstance(doc.data, dict):
+        return None
+    part, _ = valid_parts(schema.CaseFile, doc.data)
+    return part.rule_files
