@@ -51,30 +51,36 @@ def check_reachable(bootstrap: str, timeout: float = 5.0) -> None:
     the security it carries (``core.kafkaclient``): TCP, TLS handshake, a Kafka request, SASL login.
 
     A start-up check, so a command with a wrong address, password or CA fails in seconds with one line
-    instead of retrying for half a minute (clients running later reconnect by themselves).
+    instead of retrying for half a minute (clients running later reconnect by themselves).  The list is
+    read whole first (``core.settings.bootstrap_servers``, as the settings are checked when they load):
+    a bad entry after a server that answers would otherwise pass, and be retried by every client.
 
     >>> check_reachable("127.0.0.1:1", timeout=1)
     Traceback (most recent call last):
     ...
     core.broker.KafkaUnreachable: Kafka unreachable at 127.0.0.1:1 (127.0.0.1:1: connection refused)
+    >>> check_reachable("127.0.0.1:99999")
+    Traceback (most recent call last):
+    ...
+    core.broker.KafkaUnreachable: Kafka: the port of '127.0.0.1:99999' must be 1-65535, got 99999
     """
     from core.kafkaclient import problem
+    from core.settings import bootstrap_servers
 
+    try:
+        servers = bootstrap_servers(bootstrap)
+    except ValueError as exc:
+        raise KafkaUnreachable(f"Kafka: {exc}") from None
     why, rejected = [], False
     deadline = time.monotonic() + timeout
-    for server in bootstrap.split(","):
-        server = server.strip().removeprefix("PLAINTEXT://")
-        host, _, port = server.rpartition(":")
+    for (host, port), server in zip(servers, (s.strip() for s in bootstrap.split(",")), strict=True):
         try:
-            sock = socket.create_connection((host.strip("[]") or "localhost", int(port)),
-                                            timeout=max(0.1, deadline - time.monotonic()))
-            trouble = problem(bootstrap, sock, host.strip("[]") or "localhost", deadline)
+            sock = socket.create_connection((host, port), timeout=max(0.1, deadline - time.monotonic()))
+            trouble = problem(bootstrap, sock, host, deadline)
             if trouble is None:
                 return
             why.append(f"{server}: {trouble}")
             rejected = True
-        except ValueError:
-            why.append(f"{server}: not host:port")
         except OSError as exc:
             text = "connection refused" if isinstance(exc, ConnectionRefusedError) else (
                 "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc))

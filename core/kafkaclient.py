@@ -145,7 +145,21 @@ _TLS_HINT = "set kafka_security.protocol to SSL or SASL_SSL"
 
 
 class _Refused(Exception):
-    pass
+    """The server gave no Kafka answer; the message says what happened instead."""
+
+
+class _Silent(_Refused):
+    """No answer at all: a TLS listener waiting for a handshake looks the same as an HTTP server waiting for a
+    request line (the Kafka request holds no newline), so neither is asserted."""
+
+
+class _TlsRecord(_Refused):
+    """A TLS record (an alert, a handshake) in answer to a plaintext request: a TLS listener."""
+
+
+class _NotKafka(_Refused):
+    """An answer that is neither a Kafka frame nor TLS (an HTTP status line, other bytes); the message says what
+    the server is, with nothing of a security setting to add."""
 
 
 def problem(bootstrap: str, sock: socket.socket, host: str, deadline: float) -> str | None:
@@ -177,10 +191,18 @@ def problem(bootstrap: str, sock: socket.socket, host: str, deadline: float) -> 
                 return f"TLS handshake failed ({exc.strerror or exc}): is this a TLS listener? (protocol {sec.protocol})"
         try:
             conn.request(18, 0, b"")  # ApiVersions
+        except _NotKafka as exc:
+            return str(exc)
         except _Refused as exc:
-            if ctx is None:
-                return f"the broker did not answer a plaintext Kafka request ({exc}): a TLS listener? {_TLS_HINT}"
-            return f"the broker did not answer a Kafka request over TLS ({exc})"
+            if ctx is not None:
+                return f"the broker did not answer a Kafka request over TLS ({exc})"
+            if isinstance(exc, _TlsRecord):
+                return f"the broker answered a plaintext Kafka request with {exc}: a TLS listener? {_TLS_HINT}"
+            if isinstance(exc, _Silent):
+                return (f"the server did not answer a plaintext Kafka request ({exc}): either a TLS listener waiting "
+                        f"for a handshake ({_TLS_HINT}) or not a Kafka broker at all, such as an HTTP server waiting "
+                        f"for a request line: is that the right port?")
+            return f"the broker did not answer a plaintext Kafka request ({exc}): a TLS listener? {_TLS_HINT}"
         if pw is None:
             try:
                 conn.request(3, 4, struct.pack(">ib", -1, 0))  # Metadata v4: refused by a SASL listener
@@ -264,11 +286,17 @@ class _Conn:
             self.sock.sendall(struct.pack(">i", len(msg)) + msg)
             head = self._read(4)
             (size,) = struct.unpack(">i", head)
-            if head[:1] == b"\x15" or size <= 4 or size > 64 << 20:  # a TLS alert record, or no Kafka frame
-                raise _Refused("it answered with something that is not Kafka, likely TLS")
+            if head[:1] in (b"\x15", b"\x16") and head[1:2] == b"\x03":  # a TLS alert or handshake record
+                raise _TlsRecord("a TLS alert" if head[0] == 0x15 else "a TLS handshake record")
+            if head == b"HTTP":  # its size would be 1.2 GB
+                raise _NotKafka(f"an HTTP server, not a Kafka broker: is that the right port? (it answered "
+                                f"{self._first_line(head)!r})")
+            if size <= 4 or size > 64 << 20:
+                raise _NotKafka(f"not a Kafka broker: it answered with bytes that are not a Kafka frame "
+                                f"({head.hex(' ')} ...): is that the right port?")
             data = self._read(size)
         except TimeoutError:
-            raise _Refused("no answer in time") from None
+            raise _Silent("no answer in time") from None
         except ssl.SSLError as exc:
             raise _Refused(f"TLS: {exc.reason or exc}") from None
         except OSError as exc:
@@ -280,8 +308,17 @@ class _Conn:
     def _timeout(self) -> None:
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise _Refused("no answer in time")
+            raise _Silent("no answer in time")
         self.sock.settimeout(left)
+
+    def _first_line(self, head: bytes) -> str:
+        """The answer's first line (``HTTP/1.1 400 Bad Request``) from what has come with ``head``, to quote it."""
+        try:
+            self._timeout()
+            head += self.sock.recv(200)
+        except (_Refused, OSError):
+            pass
+        return head.split(b"\r\n", 1)[0].split(b"\n", 1)[0].decode("ascii", "replace")
 
     def _read(self, n: int) -> bytes:
         buf = b""

@@ -11,15 +11,73 @@ started), ``KUBESIGHT_TOPIC_PREFIX``, ``KUBESIGHT_PARTITIONS``, ``KUBESIGHT_STAT
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.durations import Duration
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+DEFAULT_KAFKA_PORT = 9092  # a server named without a port: as kafka-python, aiokafka and Faust take it
+_HOST = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?")
+
+
+def bootstrap_servers(value: str) -> list[tuple[str, int]]:
+    """``host:port,host:port,...`` (``kafka`` in settings) -> [(host, port)]; ValueError naming what is wrong.
+
+    Checked when the settings load, because the clients take a bad list quietly: a stray comma became a server
+    ``:9092`` they kept retrying while the start-up check (``core.broker.check_reachable``) was satisfied by the
+    first server that answered; a port over 65535 was only ever "connection refused".  A host alone gets port
+    9092, as every client gives it; an IPv6 address goes in brackets (``[::1]:9092``): unbracketed, ``::1:9092``
+    is ambiguous (an address of its own, to the clients).
+
+    >>> bootstrap_servers("b-1.example.net:9096, 10.0.0.7:9092,kafka,[::1]:9093")
+    [('b-1.example.net', 9096), ('10.0.0.7', 9092), ('kafka', 9092), ('::1', 9093)]
+    >>> bootstrap_servers("127.0.0.1:9092,")
+    Traceback (most recent call last):
+    ...
+    ValueError: an empty server in '127.0.0.1:9092,' (a stray comma?): expected host:port,host:port,...
+    >>> bootstrap_servers("127.0.0.1:99999")
+    Traceback (most recent call last):
+    ...
+    ValueError: the port of '127.0.0.1:99999' must be 1-65535, got 99999
+    """
+    out = []
+    for server in value.split(","):
+        server = server.strip()
+        if not server:
+            raise ValueError(f"an empty server in {value!r} (a stray comma?): expected host:port,host:port,...")
+        if "://" in server:
+            raise ValueError(f"{server!r}: expected host:port, without a scheme (kafka_security.protocol says how "
+                             f"to connect)")
+        if server.startswith("["):
+            host, bracket, rest = server[1:].partition("]")
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                raise ValueError(f"{server!r}: not an IPv6 address in brackets") from None
+            if not bracket or rest and not rest.startswith(":"):
+                raise ValueError(f"{server!r}: expected [IPv6 address]:port")
+            port = rest[1:] if rest else str(DEFAULT_KAFKA_PORT)
+        elif server.count(":") > 1:
+            raise ValueError(f"{server!r}: an IPv6 address goes in brackets, as [::1]:9092")
+        else:
+            host, colon, port = server.partition(":")
+            if not host:
+                raise ValueError(f"{server!r}: no host before the port")
+            if not _HOST.fullmatch(host):
+                raise ValueError(f"{server!r}: {host!r} is not a host name or address")
+            port = port if colon else str(DEFAULT_KAFKA_PORT)
+        if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError(f"the port of {server!r} must be 1-65535, got {port or 'nothing'}")
+        out.append((host, int(port)))
+    return out
 
 
 class KafkaSecurity(BaseModel):
@@ -109,7 +167,8 @@ ENV = {  # settings an environment variable sets (collectors in pods are configu
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kafka: str | None = Field(None, description="bootstrap servers of an existing cluster; None = local broker")
+    kafka: str | None = Field(None, description="bootstrap servers of an existing cluster, host:port,host:port,... "
+                              "(checked at load: bootstrap_servers); None = local broker")
     kafka_security: KafkaSecurity = Field(default_factory=KafkaSecurity,
                                           description="SASL and TLS of every Kafka client (core.kafkaclient)")
     topic_prefix: str = "kubesight-"
@@ -159,6 +218,13 @@ class Settings(BaseModel):
     rules: list[str] = Field(default_factory=list, description="rule-pack paths in addition to the default pack")
     routing: str | None = None
     remediation: Remediation = Field(default_factory=Remediation)
+
+    @field_validator("kafka")
+    @classmethod
+    def _servers(cls, value: str | None) -> str | None:
+        if value:  # None or "": the local broker
+            bootstrap_servers(value)
+        return value
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -53,6 +53,25 @@ def test_unreachable_kafka_at_start_is_one_line_within_seconds():
     assert one_line(res) == "kubesight: Kafka unreachable at 127.0.0.1:1 (127.0.0.1:1: connection refused)"
 
 
+@pytest.mark.kafka
+def test_a_stray_comma_in_the_kafka_address_is_a_settings_error(kafka_bootstrap):
+    """The audit's ``KUBESIGHT_KAFKA=<broker>,``: the start-up check stopped at the broker that answered and the
+    command ran (exit 0) while kafka-python kept logging ``Unable connect to ":9092"``."""
+    value = f"{kafka_bootstrap},"
+    res = run("silences", "list", env={"KUBESIGHT_KAFKA": value})
+    assert res.returncode == 2
+    assert one_line(res) == (f"kubesight: KUBESIGHT_KAFKA={value!r}: an empty server in {value!r} (a stray comma?): "
+                             "expected host:port,host:port,...")
+
+
+def test_a_port_out_of_range_in_the_settings_is_not_connection_refused(tmp_path):
+    cfg = tmp_path / "settings.yaml"
+    cfg.write_text("kafka: 127.0.0.1:99999\n")
+    res = run("--config", str(cfg), "silences", "list")
+    assert res.returncode == 2
+    assert one_line(res) == f"kubesight: {cfg}:1: kafka: the port of '127.0.0.1:99999' must be 1-65535, got 99999"
+
+
 def test_reader_closing_the_pipe_is_not_an_error():
     r, w = os.pipe()
     os.close(r)  # `kubesight rules list | head` after head has exited
