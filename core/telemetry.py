@@ -103,6 +103,35 @@ def broker_check(bootstrap: str) -> Check:
     return check
 
 
+class ListenError(OSError):
+    """An address a server of ours cannot bind (a port in use, an address not on this host): its ``strerror``
+    names the address and the setting, for the CLI's one-line error."""
+
+
+def can_listen(host: str, port: int, setting: str = "web_port") -> None:
+    """Raise ``ListenError`` now if ``host:port`` cannot be bound: a server that binds later, inside a framework
+    (Faust's web server), fails with a traceback of that framework instead of one line.
+
+    >>> import socket
+    >>> with socket.socket() as s:
+    ...     s.bind(("127.0.0.1", 0)); s.listen()
+    ...     try:
+    ...         can_listen("127.0.0.1", s.getsockname()[1])
+    ...     except ListenError as exc:
+    ...         print(exc.strerror.split(":")[0], exc.strerror.endswith("Address already in use"))
+    cannot listen on 127.0.0.1 True
+    """
+    import socket
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is no conflict
+            s.bind(addr)
+    except OSError as exc:  # socket.gaierror too: a host name that does not resolve
+        raise ListenError(exc.errno, f"cannot listen on {host}:{port} ({setting}): {exc.strerror or exc}") from None
+
+
 def serve(host: str, port: int, checks: dict[str, Check] | None = None, registries=(), web=None) -> ThreadingHTTPServer:
     """Serve /metrics, /health and /ready on ``host:port`` from a daemon thread; ``.server_address`` says where.
 
@@ -159,7 +188,10 @@ def serve(host: str, port: int, checks: dict[str, Check] | None = None, registri
                 return
             super().finish_request(request, client_address)
 
-    server = Server((host, port), Handler)
+    try:
+        server = Server((host, port), Handler)
+    except OSError as exc:
+        raise ListenError(exc.errno, f"cannot listen on {host}:{port} (web_port): {exc.strerror or exc}") from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="kubesight-telemetry", daemon=True).start()
     return server

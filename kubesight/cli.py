@@ -95,10 +95,13 @@ def user_error(exc: BaseException) -> str | None:
     True
     """
     from core.broker import KafkaLaunchError, KafkaUnreachable
+    from core.telemetry import ListenError
     from core.yamlconfig import ConfigError
 
     if isinstance(exc, (ConfigError, KafkaUnreachable, KafkaLaunchError)):
         return str(exc)
+    if isinstance(exc, ListenError):  # a port in use: "cannot listen on 127.0.0.1:6066 (web_port): Address ..."
+        return exc.strerror
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{exc.filename}: {exc.strerror or exc}"
     if isinstance(exc, FileNotFoundError):  # raised with a message of ours (the path comes first)

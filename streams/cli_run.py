@@ -68,6 +68,10 @@ def _worker(args) -> int:
     debug_logging(args.loglevel)  # --loglevel debug: kafka-python's own lines too
     if args.role in ("incidents", "alerting", "delivery"):
         return _part_worker(args, settings, bootstrap)
+    if settings.web_port is not None:  # Faust binds it late, and a port in use was its 48-line traceback, exit 1
+        from core.telemetry import can_listen
+
+        can_listen(settings.web_host, settings.web_port)
     ensure_topics(settings, bootstrap)
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     children = ()

@@ -378,3 +378,20 @@ def test_kafka_python_s_slow_task_warnings_stay_out_of_a_command_s_output_unless
         assert [r.getMessage() for r in caplog.records] == [slow]
     finally:
         logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+@pytest.mark.kafka
+def test_a_worker_whose_web_port_is_taken_says_so_in_one_line(kafka_bootstrap, tmp_path):
+    """A second worker on the same web_port: Faust's web server failed late with a 48-line traceback and exit 1."""
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        res = run("worker", "--role", "signals", env={"KUBESIGHT_KAFKA": kafka_bootstrap,
+                                                      "KUBESIGHT_WEB_PORT": str(port),
+                                                      "KUBESIGHT_STATE_DIR": str(tmp_path),
+                                                      "KUBESIGHT_TOPIC_PREFIX": f"port-{port}-"})
+    assert res.returncode == 2
+    assert one_line(res) == f"kubesight: cannot listen on 127.0.0.1:{port} (web_port): Address already in use"
