@@ -252,6 +252,8 @@ class Settings(BaseModel):
         settings = doc.validate(cls, data)
         if isinstance(data, dict):  # from the raw values: said with the schema's problems, not after they are fixed
             for loc, message in missing_files(data):
+                if loc == ("routing",) and kept_routing():  # a worker's child: runs the version its worker ran
+                    continue
                 if loc[0] in env:
                     env_errors.append(f"{ENV[loc[0]]}={env[loc[0]]!r}: {message}")
                 else:
@@ -259,6 +261,37 @@ class Settings(BaseModel):
         if doc.problems or env_errors:
             raise yamlconfig.ConfigError(doc.errors + env_errors)
         return settings
+
+
+# A child a worker starts (``streams.cli_run.child_processes``) is told here where the last routing text its worker's
+# processes validated is kept (``streams.alerting.RoutingFile``): restarted after an OOM kill while the routing file
+# is refused (broken, or gone with its ConfigMap), it runs that version instead of exiting 2 in a loop.
+ROUTING_SNAPSHOT = "KUBESIGHT_ROUTING_SNAPSHOT"
+
+
+def kept_routing() -> str | None:
+    """The kept routing text's path when this process is a worker's child and one is kept, else None."""
+    path = os.environ.get(ROUTING_SNAPSHOT)
+    return path if path and os.path.isfile(path) else None
+
+
+def routing_snapshot(settings: Settings, worker_id: str) -> Path | None:
+    """Where worker ``worker_id``'s processes keep the last routing text they validated, for its children to be told
+    (``ROUTING_SNAPSHOT``); None without a routing file.  A version kept by an earlier run is forgotten here, at the
+    worker's start: it is no version this worker ran.
+
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> routing_snapshot(Settings(state_dir=d, app_id="ks", routing="r.yaml"), "w-1").relative_to(d).as_posix()
+    'routing/ks-w-1.yaml'
+    >>> routing_snapshot(Settings(state_dir=d), "w-1") is None
+    True
+    """
+    if not settings.routing:
+        return None
+    snap = Path(settings.state_dir).absolute() / "routing" / f"{settings.app_id}-{worker_id}.yaml"
+    snap.unlink(missing_ok=True)
+    return snap
 
 
 # The files the settings name, checked when they load: a missing CA or password file was found only when a client

@@ -42,6 +42,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 import mode
 import orjson
@@ -49,7 +50,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from prometheus_client import REGISTRY, Counter, Gauge
 
 from alerts.coalesce import aggregate, coalesce
-from alerts.config import RoutingConfig
+from alerts.config import RoutingConfig, load_text, redacted
 from alerts.config import load as load_routing
 from alerts.engine import (
     GROUP_ANNOTATION,
@@ -77,7 +78,7 @@ from core.records import (
     format_time,
     peek,
 )
-from core.settings import Settings
+from core.settings import ROUTING_SNAPSHOT, Settings
 from core.yamlconfig import ConfigError
 from streams.follow import follow_topic
 from streams.freeze import FreezeWatch
@@ -105,15 +106,66 @@ class RoutingFile:
     ``POLL_EVERY`` seconds and hands each new version to ``take``); a version that does not
     (every error with file, line and YAML path, logged and kept in ``errors``) is refused and the running
     one stays, as Alertmanager does on ``/-/reload``.  A change that leaves the text as it was is no reload.
+
+    In a worker's child (``snapshot``: the path in ``KUBESIGHT_ROUTING_SNAPSHOT``) each version taken is also kept there,
+    so that a child its worker restarts (an OOM kill) while the file is refused still runs the version the worker
+    ran: a process restarted is no "start" of the worker, whose config errors are fatal (a worker started by hand,
+    given no snapshot, still stops at a file that does not validate).
     """
 
-    def __init__(self, path: str, cfg: RoutingConfig | None = None):
+    def __init__(self, path: str, cfg: RoutingConfig | None = None, snapshot: str | None = None):
         self.path = path
+        self.snapshot = snapshot if snapshot is not None else os.environ.get(ROUTING_SNAPSHOT)
         self._stamp = self._stat()
-        self.cfg = cfg if cfg is not None else load_routing(path)
         self.errors: list[str] = []
-        LAST_RELOAD_OK.set(1)
-        LAST_RELOAD_AT.set(time.time())
+        if cfg is None:
+            try:
+                cfg = self._keep(load_routing(path))
+            except ConfigError as exc:
+                cfg = self._kept(exc)
+        self.cfg = cfg
+        LAST_RELOAD_OK.set(0 if self.errors else 1)
+        if not self.errors:
+            LAST_RELOAD_AT.set(time.time())
+
+    def _keep(self, cfg: RoutingConfig) -> RoutingConfig:
+        """``cfg``, taken: its text kept as the snapshot (atomically: a restarted child never reads half a file;
+        owner-only: receiver URLs and keys are secrets).  Read again after the loader, so it is kept only when the
+        file still holds what validated; a failure to keep it is a warning, the version is in force all the same."""
+        if not self.snapshot:
+            return cfg
+        try:
+            text = Path(self.path).read_text(encoding="utf-8")
+            if redacted(text) != cfg.original:
+                return cfg  # changed since: that version is the next poll's
+            snap = Path(self.snapshot)
+            snap.parent.mkdir(parents=True, exist_ok=True)
+            tmp = snap.with_name(f"{snap.name}.{os.getpid()}.tmp")  # the worker's children write it too
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            tmp.replace(snap)
+        except OSError as exc:
+            log.warning("routing file %s: cannot keep the version in force in %s (%s)", self.path, self.snapshot, exc)
+        return cfg
+
+    def _kept(self, refused: ConfigError) -> RoutingConfig:
+        """At a child's start, the file refused: the version kept by the worker's processes, or ``refused`` raised
+        (nothing kept: config errors are fatal at start).  Validated again (as if it were the file: its templates
+        relative to it); the file is still followed, a version that validates is taken at the next poll."""
+        snap = self.snapshot
+        if not snap or not os.path.isfile(snap):
+            raise refused
+        try:
+            cfg = load_text(Path(snap).read_text(encoding="utf-8"), self.path)
+        except (OSError, UnicodeDecodeError, ConfigError):
+            raise refused from None
+        self.errors = str(refused).splitlines()
+        RELOADS.labels("refused").inc()
+        LAST_RELOAD_AT.set(os.path.getmtime(snap))  # when that version was last taken
+        log.error("routing file refused at start, the running version stays (kept in %s): %s", snap,
+                  " | ".join(self.errors))
+        return cfg
 
     def _stat(self) -> tuple | None:
         try:
@@ -149,7 +201,7 @@ class RoutingFile:
                 self.errors = [f"{self.path}: the loader failed ({type(exc).__name__}: {exc})"]
             RELOADS.labels("refused").inc()
             LAST_RELOAD_OK.set(0)
-            log.error("routing file refused, running version stays:\n  %s", "\n  ".join(self.errors))
+            log.error("routing file refused, running version stays: %s", "; ".join(self.errors))  # one collector entry
             return None
         self.errors = []
         LAST_RELOAD_OK.set(1)
@@ -157,7 +209,7 @@ class RoutingFile:
             return None
         for warning in cfg.warnings:
             log.warning("routing: %s", warning)
-        self.cfg = cfg
+        self.cfg = self._keep(cfg)
         RELOADS.labels("success").inc()
         LAST_RELOAD_AT.set(time.time())
         log.warning("routing file %s reloaded: %d receivers", self.path, len(cfg.receivers))

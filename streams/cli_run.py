@@ -129,20 +129,24 @@ def _part_worker(args, settings: Settings, bootstrap: str) -> int:
     import mode
 
     from core.shutdown import arm
-    from streams.alerting import AlertingService, Deliverer, RoutingFile
 
     if args.role != "incidents" and not settings.routing:
         print(f"kubesight worker --role {args.role}: no routing file in the settings", file=sys.stderr)
         return 2
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    # streams.alerting only in the roles that load the routing file: importing it registers the routing-reload
+    # gauges, at 0 until a load, which the incidents child exported for ever (an alert on == 0 fired)
     if args.role == "incidents":
         from streams.incidents import incident_processor
 
         service = incident_processor(settings, bootstrap, worker_id=worker_id)
     elif args.role == "alerting":
+        from streams.alerting import AlertingService
+
         service = AlertingService(settings, bootstrap, worker_id=worker_id, deliver=False)
     else:
         from alerts.receivers import Receivers
+        from streams.alerting import Deliverer, RoutingFile
 
         routing = RoutingFile(settings.routing)  # followed: a new version that validates is delivered by
         service = Deliverer(settings, bootstrap, Receivers(routing.cfg), routing_file=routing)
@@ -191,7 +195,8 @@ def child_processes(args, worker_id: str, roles: tuple[str, ...], stop_timeout: 
     import mode
 
     log = logging.getLogger("kubesight.worker")
-    argv = [sys.executable, "-m", "kubesight"] + (["--config", os.path.abspath(args.config)] if args.config else []) + [
+    config = args.config or os.environ.get("KUBESIGHT_CONFIG")  # the file the worker read, wherever it was named
+    argv = [sys.executable, "-m", "kubesight"] + (["--config", os.path.abspath(config)] if config else []) + [
         "worker", "--worker-id", worker_id, "--loglevel", args.loglevel]
 
     if metrics_dir is not None:
@@ -205,20 +210,36 @@ def child_processes(args, worker_id: str, roles: tuple[str, ...], stop_timeout: 
         The children share the worker's id (so their transactional ids are the ones a single process used)
         and its stdout/stderr; they die with it (PR_SET_PDEATHSIG) even if it is killed -9."""
 
+        settle = 5.0  # seconds a (re)started child must stay up to count as running (one dying at start never does)
+        loop_window, loop_restarts = 60.0, 3  # this many restarts within the window: a crash loop, which must
+        loop_settle = 20.0  # stay up this long (past a broker session timeout, 10 s) to count as running again
+
         def __init__(self, **kw):
             super().__init__(**kw)
+            self.roles = roles
             self.procs: dict[str, subprocess.Popen] = {}
+            # for check(), which runs in /ready's thread: each value is replaced whole, never changed in place
+            self.up_since: dict[str, float] = {}  # role -> time.monotonic() of its last start
+            self.restarts: dict[str, tuple[float, ...]] = {}  # role -> its restarts within loop_window
+            self.exits: dict[str, int] = {}  # role -> the exit code of its last process
 
         def metrics_ports(self) -> dict[str, Path]:
             return {} if metrics_dir is None else {role: metrics_dir / f"{role}.port" for role in roles}
 
         def _spawn(self, role: str) -> subprocess.Popen:
+            from core.settings import ROUTING_SNAPSHOT, routing_snapshot
+
             extra = []
             if metrics_dir is not None:
                 port_file = metrics_dir / f"{role}.port"
                 port_file.unlink(missing_ok=True)  # the dead child's port
                 extra = ["--metrics-file", str(port_file)]
-            return subprocess.Popen(argv + ["--role", role] + extra, stdin=subprocess.DEVNULL, cwd=REPO,
+            if not hasattr(self, "routing_kept"):  # the first start, on the settings the worker has just validated
+                self.routing_kept = routing_snapshot(Settings.load(args.config), worker_id)
+            # where the last routing text that validated is kept: a child restarted while the file is refused runs
+            # it; the worker's working directory, where its relative paths (config, routing, rules) were checked
+            env = None if self.routing_kept is None else {**os.environ, ROUTING_SNAPSHOT: str(self.routing_kept)}
+            return subprocess.Popen(argv + ["--role", role] + extra, stdin=subprocess.DEVNULL, env=env,
                                     preexec_fn=die_with_parent)
 
         async def on_start(self) -> None:
@@ -227,13 +248,46 @@ def child_processes(args, worker_id: str, roles: tuple[str, ...], stop_timeout: 
 
         @mode.Service.task
         async def _watch(self) -> None:
+            for role in list(self.procs):  # a task starts right after on_start, which started them
+                self.up_since[role] = time.monotonic()
             while not self.should_stop:
                 await self.sleep(1.0)
                 for role, proc in list(self.procs.items()):
                     if proc.poll() is not None and not self.should_stop:
                         log.error("worker: the %s process exited with %s; starting it again", role,
                                   proc.returncode)
+                        now = time.monotonic()
+                        self.exits[role] = proc.returncode
+                        self.restarts[role] = tuple(t for t in self.restarts.get(role, ())
+                                                    if t > now - self.loop_window) + (now,)
+                        self.up_since[role] = time.monotonic()  # first: check() never sees the new child as old
                         self.procs[role] = self._spawn(role)
+
+        def check(self, only: tuple[str, ...] = ()) -> tuple[bool, str]:
+            """Readiness (``streams.telemetry.install``): each child (of the roles ``only``) runs and has stayed up
+            ``settle`` seconds since its last start, ``loop_settle`` in a crash loop.  A child that exits at start (a
+            routing file it refuses) is restarted every second: without this the worker was ready all along, though
+            no notification could flow; the detail names the child and its exit code."""
+            now = time.monotonic()
+            ok, parts = True, []
+            for role in only or roles:
+                proc, started, last = self.procs.get(role), self.up_since.get(role), self.exits.get(role)
+                recent = [t for t in self.restarts.get(role, ()) if t > now - self.loop_window]
+                loop = len(recent) >= self.loop_restarts
+                history = (f" ({len(recent)} restart{'s' * (len(recent) != 1)} in the last {self.loop_window:.0f} s, "
+                           f"last exit {last}{', a crash loop' if loop else ''})" if recent else "")
+                need = self.loop_settle if loop else self.settle
+                if proc is None or started is None:
+                    good, detail = False, "not started yet"
+                elif (code := proc.poll()) is not None:
+                    good, detail = False, f"exited with {code}, starting it again{history}"
+                elif now - started < need:
+                    good, detail = False, f"up {now - started:.0f} s of the {need:.0f} s it must stay up{history}"
+                else:
+                    good, detail = True, f"pid {proc.pid}, up {now - started:.0f} s{history}"
+                ok = ok and good
+                parts.append(f"{role}: {detail}")
+            return ok, "; ".join(parts)
 
         async def on_stop(self) -> None:
             procs = list(self.procs.values())
@@ -270,8 +324,10 @@ def spawn_worker(settings: Settings, bootstrap: str, log_path: Path, worker_id: 
     with open(log_path, "ab") as fh:
 
         # the worker dies with its parent (demo, tests): no orphan even if the parent is killed
+        # in our working directory, as the worker's own part processes: relative paths in the settings (a relative
+        # KUBESIGHT_STATE_DIR) mean to it what they mean here
         return subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=REPO, preexec_fn=die_with_parent)
+                                preexec_fn=die_with_parent)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> int:
@@ -723,17 +779,19 @@ def _demo(args) -> int:
         if broker is not None:
             _quietly(broker.stop)
         if done:  # a run that failed keeps its worker's log for the reader; one that worked leaves nothing behind
-            _quietly(_forget_run, log_dir, tag, Path(settings.state_dir) / "faust" / f"{settings.app_id}-faust-data")
+            _quietly(_forget_run, log_dir, tag, settings)
 
 
-def _forget_run(log_dir: Path, tag: str, data: Path) -> None:
-    """A finished demo's files: its worker's log and settings, its routing copy, the worker's Faust data folder (every
-    run has a tag of its own, so they piled up: 83 files after a day of demos)."""
+def _forget_run(log_dir: Path, tag: str, settings: Settings) -> None:
+    """A finished demo's files: its worker's log and settings, its routing copy, the routing version its processes
+    kept (core.settings.routing_snapshot), the worker's Faust data folder (every run has a tag and an app id of its
+    own, so they piled up: 83 files after a day of demos)."""
     import shutil
 
-    for f in log_dir.glob(f"*-{tag}.*"):
+    state = Path(settings.state_dir)
+    for f in [*log_dir.glob(f"*-{tag}.*"), *(state / "routing").glob(f"{settings.app_id}-*.yaml")]:
         f.unlink(missing_ok=True)
-    shutil.rmtree(data, ignore_errors=True)
+    shutil.rmtree(state / "faust" / f"{settings.app_id}-faust-data", ignore_errors=True)
 
 
 def _interrupt(signum, frame) -> None:

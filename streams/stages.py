@@ -152,7 +152,7 @@ class RulePacks:
             if not stale:
                 raise
             log.warning("the rule packs the last run received from the rules topic are refused with the others; "
-                        "starting without them until the topic is read again:\n  %s", "\n  ".join(exc.errors))
+                        "starting without them until the topic is read again: %s", "; ".join(exc.errors))
             for f in stale:
                 f.unlink()
             return self._load_or_empty()
@@ -186,7 +186,7 @@ class RulePacks:
         errors = self.holder.reload(self.sources())
         self.errors = errors
         if errors:
-            log.error("rule packs refused, running version stays:\n  %s", "\n  ".join(errors))
+            log.error("rule packs refused, running version stays: %s", "; ".join(errors))  # one collector entry
         else:
             self.version += 1
             log.warning("rule packs reloaded (%d rules)", len(self.holder.engine.ruleset))

@@ -22,7 +22,10 @@ appends every child's samples with a ``role`` label (``ChildrenMetrics``), e.g.
 
 ``/ready`` is 200 only while the broker answers, the signal processor has its partitions assigned
 and their state restored, the rules are loaded and (with routing) the alerting views have caught
-up; the body names each check.  ``/health`` is liveness: the event loop answers.
+up; with ``--role all``, while every child runs and has stayed up a few seconds since its last start
+(``children``: a child that exits at start, e.g. on a routing file it refuses, is restarted every second,
+and no notification flows meanwhile); the body names each check.  ``/health`` is liveness: the event
+loop answers.
 """
 
 from __future__ import annotations
@@ -171,7 +174,8 @@ def partitions_check(proc):
 
 def install(app, settings, bootstrap: str, processor, packs, alerting, rules_stage=None, services=()) -> None:
     """Add the metrics collector and the /metrics, /health, /ready pages to the Faust app (``services`` with
-    ``metrics_ports()``: child processes whose metrics ``/metrics`` appends)."""
+    ``metrics_ports()``: child processes whose metrics ``/metrics`` appends; with ``check()``, whose state
+    ``/ready`` includes)."""
     procs = [processor] + ([alerting.processor] if alerting is not None else [])
     collector = WorkerMetrics(procs, rules_stage)
     REGISTRY.register(collector)
@@ -183,15 +187,25 @@ def install(app, settings, bootstrap: str, processor, packs, alerting, rules_sta
         detail = f"{len(rs)} rules, version {packs.version}"
         return True, detail + (f"; last reload refused: {packs.errors}" if packs.errors else "")
 
+    # --role all: the children (streams.cli_run.child_processes), alerting and delivery among them with routing
+    children = next((s for s in services if hasattr(s, "check") and hasattr(s, "roles")), None)
+    routed_by = [r for r in ("alerting", "delivery") if children is not None and r in children.roles]
+
     def routing_check():
+        if alerting is None and routed_by:  # loaded in the children: ready while they run (the children check)
+            ok, detail = children.check(tuple(routed_by))
+            return ok, f"{settings.routing}: in the {' and '.join(routed_by)} child processes; {detail}"
         if alerting is None:
-            return True, "notifications off (no routing file)"
+            return True, ("notifications off (no routing file)" if not settings.routing else
+                          f"{settings.routing}: alerting and delivery run elsewhere (--role signals)")
         if not alerting.views_ready():
             return False, f"{settings.routing}: silences and inhibition views still catching up"
         return partitions_check(alerting.processor)()
 
     checks = {"broker": broker_check(bootstrap), "signals": partitions_check(processor),
               "rules": rules_check, "routing": routing_check}
+    if children is not None:  # each child runs, and has stayed up (not a crash loop restarting it every second)
+        checks["children"] = children.check
     app.kubesight_ready_checks = checks
 
     @app.page("/metrics")

@@ -59,7 +59,9 @@ def test_worker_says_what_it_runs_serves_probes_and_metrics_and_stops_in_time(se
         assert "notifications are OFF (no routing file" in text and " rules (" in text
         assert _get(port, "/health")[0] == 200
         body = orjson.loads(_get(port, "/ready")[1])
-        assert body["ready"] and set(body["checks"]) == {"broker", "signals", "rules", "routing"}
+        assert body["ready"] and set(body["checks"]) == {"broker", "signals", "rules", "routing", "children"}
+        assert body["checks"]["children"]["detail"].startswith("incidents: pid ")  # no routing: incidents only
+        assert body["checks"]["routing"]["detail"] == "notifications off (no routing file)"
         # bound to 127.0.0.1 only: another loopback address is refused (0.0.0.0 would answer)
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.2", port), timeout=2).close()
