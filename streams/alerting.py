@@ -164,7 +164,7 @@ class RoutingFile:
         RELOADS.labels("refused").inc()
         LAST_RELOAD_AT.set(os.path.getmtime(snap))  # when that version was last taken
         log.error("routing file refused at start, the running version stays (kept in %s): %s", snap,
-                  " | ".join(self.errors))
+                  "; ".join(self.errors))
         return cfg
 
     def _stat(self) -> tuple | None:
