@@ -765,7 +765,8 @@ def owner_key(cluster: str, namespace: str, name: str = "", kind: str = "Pod") -
 
 def owner_record(owner: str, workload: str = "", controller: str = "") -> bytes:
     """Value of an ``owners`` record: the team (``""``: none found), and for a pod its workload and its controller
-    (``kind/name`` of the ownerReference: a ReplicaSet, a Job), by which alerts that name those are owned too.
+    (``kind/name`` of the ownerReference: a ReplicaSet, a Job), by which alerts that name those are owned too; a
+    workload's own record names itself as its workload (``Deployment/cart``).
 
     >>> owner_record("payments", "Deployment/cart", "ReplicaSet/cart-7d9f")
     b'{"v":1,"kind":"owner","owner":"payments","workload":"Deployment/cart","controller":"ReplicaSet/cart-7d9f"}'

@@ -38,7 +38,7 @@ never saw has no entry (its alerts stay without an owner, as before).
 >>> d.apply(b"prod/shop/Pod/cart-7d9f-x", None)  # deleted: its workload has no pod left
 >>> d.owner_of({"namespace": "shop", "deployment": "cart"})
 'web'
->>> d.apply(b"prod/shop/Deployment/cart", b'{"v":1,"kind":"owner","owner":"payments"}')  # the workload's own record
+>>> d.apply(b"prod/shop/Deployment/cart", b'{"v":1,"kind":"owner","owner":"payments","workload":"Deployment/cart"}')
 >>> d.owner_of({"namespace": "shop", "deployment": "cart"})
 'payments'
 """
@@ -86,27 +86,31 @@ class OwnerDirectory:
         """One record of the topic (``value`` None: a tombstone).  A key or value not of that shape raises
         ``ValueError`` (``follow_topic`` logs it and goes on)."""
         parts = (key or b"").decode("utf-8", "replace").split("/")
-        kind = ""
-        if len(parts) >= 4 and _KIND.fullmatch(parts[-2]):  # cluster/ns/Pod/name, cluster/ns/Deployment/name
-            cluster, ns, kind, pod = "/".join(parts[:-3]), parts[-3], parts[-2], parts[-1]
+        rec = None
+        if value is not None:
+            rec = orjson.loads(value)
+            if not isinstance(rec, dict) or rec.get("kind") != "owner" or not isinstance(rec.get("owner"), str):
+                raise ValueError(f"not an owner record: {value[:200]!r}")
+        if len(parts) >= 4 and _KIND.fullmatch(parts[-2]) and parts[-2] != "Pod" and parts[-3]:
+            # cluster/ns/Deployment/name, whose record names itself as its workload; else a namespace's key whose
+            # cluster name has slashes ("org/EU/Prod" + "/shop")
+            wl = (("/".join(parts[:-3]), parts[-3], f"{parts[-2]}/{parts[-1]}"))
+            if (rec.get("workload") == wl[2]) if rec is not None else wl in self.workloads:
+                self.applied += 1
+                if rec is None:
+                    del self.workloads[wl]
+                else:
+                    self.workloads[wl] = rec["owner"]
+                return
+        if len(parts) >= 4 and parts[-2] == "Pod":
+            cluster, ns, pod = "/".join(parts[:-3]), parts[-3], parts[-1]
         elif len(parts) >= 2:
             cluster, ns, pod = "/".join(parts[:-1]), parts[-1], ""
         else:
             raise ValueError(f"not an owners key: {key!r}")
         if not ns:
             raise ValueError(f"not an owners key (no namespace): {key!r}")
-        rec = None
-        if value is not None:
-            rec = orjson.loads(value)
-            if not isinstance(rec, dict) or rec.get("kind") != "owner" or not isinstance(rec.get("owner"), str):
-                raise ValueError(f"not an owner record: {value[:200]!r}")
         self.applied += 1
-        if kind and kind != "Pod":
-            if rec is None:
-                self.workloads.pop((cluster, ns, f"{kind}/{pod}"), None)
-            else:
-                self.workloads[(cluster, ns, f"{kind}/{pod}")] = rec["owner"]
-            return
         if not pod:
             if rec is None:
                 self.namespaces.pop((cluster, ns), None)

@@ -31,6 +31,7 @@ ORIGIN = "collector/kubernetes"
 NS_SWEEP = 3600.0  # s between looks for deleted namespaces whose owners records remain (Collector._sweep_namespaces)
 OWNER_REFRESH = 3600.0  # s after which a live pod's team is resolved again, though nothing of it changed
 REFRESH_READS = 20  # API reads a step's refresh makes at most (cache misses): the watch items wait for them
+UNSURE_RETRY = 30.0  # s before a pod whose team rested on a failed API read is resolved again
 
 
 @dataclass
@@ -127,6 +128,8 @@ class Collector:
         # owners topic within about that (plus the owners cache's ttl). Not checkpointed: a restart starts the clock.
         now = time.monotonic()
         self.resolved: OrderedDict = OrderedDict((uid, now) for uid in self.published)
+        # pod uid -> when to resolve it again: its team rested on a failed read (Owners.uncertain), nothing was written
+        self.unsure: dict[str, float] = {}
         self._ns_swept = time.monotonic()
         self.queue: queue.Queue = queue.Queue(options.queue_size)
         self.stop = threading.Event()
@@ -170,7 +173,9 @@ class Collector:
             # an idle collector still writes now and then: if a newer one has taken over this
             # transactional id, this is where it learns it is fenced, and exits
             self.dirty.update(("rv", s) for s in self.rv)
-        refresh = bool(self.resolved) and time.monotonic() - next(iter(self.resolved.values())) >= OWNER_REFRESH
+        now = time.monotonic()
+        refresh = (bool(self.resolved) and now - next(iter(self.resolved.values())) >= OWNER_REFRESH) or \
+            (bool(self.unsure) and min(self.unsure.values()) <= now)
         if not batch and not self.dirty and not refresh:
             return 0
         before = self.stats.records + self.stats.dead
@@ -415,6 +420,7 @@ class Collector:
         last = last or prev
         told = self.published.pop(uid, None)
         self.resolved.pop(uid, None)
+        self.unsure.pop(uid, None)
         if told is not None:
             self.dirty.add(("owner", uid))
         if (told is not None or prev is not None) and last is not None:
@@ -446,7 +452,11 @@ class Collector:
     def pod_entity(self, s: dict) -> Entity:
         workload, team = self.owners.resolve(s["ns"], "Pod", s["name"], tuple(s["owner"]),
                                              s["labels"].get("pod-template-hash", ""))
-        self._publish_owner(s, workload, team)
+        if self.owners.uncertain(s["ns"], workload):  # an API server brownout must not erase the teams the topic holds
+            self.unsure[s["uid"]] = time.monotonic() + UNSURE_RETRY
+        else:
+            self.unsure.pop(s["uid"], None)
+            self._publish_owner(s, workload, team)
         self.resolved[s["uid"]] = time.monotonic()
         self.resolved.move_to_end(s["uid"])
         return Entity(cluster=self.o.cluster, namespace=s["ns"], kind="Pod", name=s["name"], uid=s["uid"],
@@ -471,6 +481,8 @@ class Collector:
     def _publish_namespace(self, ns: str) -> None:
         """The namespace's team to the ``owners`` topic when it changed."""
         ns_team = self.owners.team(ns, None)  # cached with the pod's or the Event's object: no read of its own
+        if self.owners.failed("Namespace", "", ns):
+            return  # unknown, not "no team": the record stays as it is
         if self.published_ns.get(ns) != ns_team:
             self.published_ns[ns] = ns_team
             self.dirty.add(("owner-ns", ns))
@@ -483,7 +495,7 @@ class Collector:
         or annotations name a team has a record; the others' team is their namespace's (its own record), and a
         workload that loses its key gets a tombstone."""
         kind, _, name = workload.partition("/")
-        if not ns or not name:
+        if not ns or not name or self.owners.uncertain(ns, workload):
             return
         own = team if team and self.owners.team(ns, (kind, name), namespace=False) else ""
         key = f"{ns}/{workload}"
@@ -494,7 +506,7 @@ class Collector:
         else:
             del self.published_wl[key]
         self.dirty.add(("owner-wl", key))
-        self.sink.send_raw("owners", owner_key(self.o.cluster, ns, name, kind), owner_record(own) if own else None)
+        self.sink.send_raw("owners", owner_key(self.o.cluster, ns, name, kind), owner_record(own, workload) if own else None)
         self.stats.owners += 1
 
     def _refresh_owners(self) -> None:
@@ -503,6 +515,14 @@ class Collector:
         owners topic. A change is written as any other (the workload's and namespace's records too); at most
         REFRESH_READS API reads a step (pods of one ReplicaSet share them), the rest at the next steps."""
         now, start = time.monotonic(), self.owners.fetches
+        for uid in [u for u, due in self.unsure.items() if due <= now]:  # a failed read's pods first
+            if self.owners.fetches - start >= REFRESH_READS:
+                return
+            pod = self.pods.get(uid)
+            if pod is None:
+                del self.unsure[uid]
+            else:
+                self.pod_entity(pod)  # written now if the reads work again, else due again in UNSURE_RETRY
         while self.resolved and self.owners.fetches - start < REFRESH_READS:
             uid, at = next(iter(self.resolved.items()))
             if now - at < OWNER_REFRESH:
@@ -546,6 +566,7 @@ class Collector:
             except Exception as exc:  # noqa: BLE001 - an unreachable API server: asked again at the next sweep
                 log.debug("workload %s not read for the owners sweep: %s", key, exc)
                 continue
+            self.owners.remember(kind, ns, name, obj)  # what was just read, not a cached failure or an older version
             self._publish_workload(ns, workload, self.owners.team(ns, (kind, name)) if obj is not None else "")
 
     # ------------------------------------------------------------ checkpoint

@@ -98,7 +98,8 @@ class Owners:
         self.ttl = ttl
         self.retry = min(retry, ttl)
         self.clock = clock
-        # (kind, ns, name) -> [expires, meta or None, a uid asked for that the object read then did not have]
+        # (kind, ns, name) -> [expires, meta or None, a uid asked for that the object read then did not have,
+        #                      whether the read failed (unknown, not absent: ``failed``)]
         self._cache: OrderedDict = OrderedDict()
         self._denied: dict[str, float] = {}  # kind -> until when it is not asked (a 403)
         self._said: dict[tuple, float] = {}  # (kind, status) -> until when its failures are not logged again
@@ -125,30 +126,52 @@ class Owners:
         if self._denied.get(kind, 0.0) > now:
             return None  # said when it was refused; asking again per object would only fill the log
         self.fetches += 1
+        failed = False
         try:
             obj = self.fetch(kind, ns, name, self.kinds[kind]) if kind in self.kinds else self.fetch(kind, ns, name)
         except Exception as exc:  # an unreachable or forbidden owner must not stop the events
             obj = None
-            self._failed(kind, ns, name, exc, now)
+            failed = self._failed(kind, ns, name, exc, now)
+        return self._store(key, obj, uid, now, failed)
+
+    def remember(self, kind: str, ns: str, name: str, obj: dict | None) -> None:
+        """An object just read by the caller (None: it does not exist), cached as ``get`` would cache it."""
+        self._store((kind, ns, name), obj, "", self.clock(), False)
+
+    def failed(self, kind: str, ns: str, name: str) -> bool:
+        """Whether the last read of the object failed (an API server down, a timeout): its team is unknown, not
+        absent. A 403 is no failure here: the kind is not readable, the team is the namespace's by design."""
+        hit = self._cache.get((kind, ns, name))
+        return bool(hit is not None and hit[3])
+
+    def uncertain(self, ns: str, workload: str = "") -> bool:
+        """Whether a team resolved for ``workload`` (``Kind/name``) in ``ns`` rests on a failed read: the namespace's
+        or the workload's. Nothing is written to the owners topic from such a team (a brownout of the API server
+        must not erase the teams it holds), and it is resolved again soon."""
+        kind, _, name = workload.partition("/")
+        return self.failed("Namespace", "", ns) or bool(name and self.failed(kind, ns, name))
+
+    def _store(self, key: tuple, obj, uid: str, now: float, failed: bool) -> dict | None:
         meta = (obj or {}).get("metadata") if isinstance(obj, dict) else None
         meta = dict({k: meta.get(k) or ({} if k != "ownerReferences" else []) for k in
                      ("labels", "annotations", "ownerReferences")}, uid=str(meta.get("uid") or "")) \
             if isinstance(meta, dict) else None
         stale = uid if uid and meta and meta["uid"] and meta["uid"] != uid else ""
-        self._cache[key] = [now + (self.ttl if meta is not None else self.retry), meta, stale]
+        self._cache[key] = [now + (self.ttl if meta is not None else self.retry), meta, stale, failed]
         self._cache.move_to_end(key)
         while len(self._cache) > self.max_entries:
             self._cache.popitem(last=False)
         return meta
 
-    def _failed(self, kind: str, ns: str, name: str, exc: Exception, now: float) -> None:
-        """One line per kind and status, with the server's reason; a lasting refusal stops reads of the kind."""
+    def _failed(self, kind: str, ns: str, name: str, exc: Exception, now: float) -> bool:
+        """One line per kind and status, with the server's reason; a lasting refusal stops reads of the kind.
+        True: a transient failure (the object's team is unknown); False: a lasting refusal (it is not readable)."""
         status, why = _why(exc)
         lasting = status in LASTING
         if lasting:
             self._denied[kind] = now + self.ttl
         if self._said.get((kind, status), 0.0) > now:
-            return
+            return not lasting
         self._said[(kind, status)] = now + self.ttl
         if lasting:
             log.warning("reading %s %s/%s to resolve owners was refused (%s: %s); %s objects are not read for %.0fs: "
@@ -158,6 +181,7 @@ class Owners:
             log.warning("reading %s %s/%s to resolve owners failed (%s: %s); the events go out without it, it is read "
                         "again in %.0fs (further %s failures of %s reads are not logged for %.0fs)", kind, ns, name,
                         status, why, self.retry, status, kind, self.ttl)
+        return not lasting
 
     @staticmethod
     def _controller(meta: dict | None) -> tuple[str, str, str] | None:

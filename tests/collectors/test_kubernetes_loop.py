@@ -257,7 +257,7 @@ def test_each_pod_s_team_workload_and_controller_go_to_the_owners_topic_once_and
     assert sink.owners == {
         "c1/shop/Pod/cart-7d9f-x": owner_record("payments", "Deployment/cart", "ReplicaSet/cart-7d9f"),
         "c1/shop/Pod/debug": owner_record("web"),  # no controller: the namespace's team
-        "c1/shop/Deployment/cart": owner_record("payments"),  # its own label: kept while it has no pod
+        "c1/shop/Deployment/cart": owner_record("payments", "Deployment/cart"),  # its own label: kept while it has no pod
         "c1/shop": owner_record("web")}
     written = c.stats.owners
     busy = copy.deepcopy(POD)
@@ -352,13 +352,14 @@ def test_a_workload_s_own_team_outlives_its_pods_and_is_written_from_its_events_
          ("event", "events", "ADDED", event("e1", reg=refused, reason="FailedCreate"), "1001"),
          ("event", "events", "ADDED", event("e2", reg=plain, reason="FailedCreate"), "1002"))
     assert {k: v for k, v in sink.owners.items() if "/Pod/" not in k and k != "c1/shop"} == {
-        "c1/shop/Deployment/cart": owner_record("payments"), "c1/shop/Deployment/api": owner_record("search")}
+        "c1/shop/Deployment/cart": owner_record("payments", "Deployment/cart"), "c1/shop/Deployment/api": owner_record("search", "Deployment/api")}
     other, sink3 = collector(objs)  # no pod listed at all: the Event writes its namespace's team too
     feed(other, ("sync", "events", [], "999"),
          ("event", "events", "ADDED", event("e1", reg=refused, reason="FailedCreate"), "1001"))
-    assert sink3.owners == {"c1/shop/Deployment/api": owner_record("search"), "c1/shop": owner_record("web")}
+    assert sink3.owners == {"c1/shop/Deployment/api": owner_record("search", "Deployment/api"),
+                            "c1/shop": owner_record("web")}
     feed(c, ("event", "pods", "DELETED", POD, "1003"))  # scaled to zero
-    assert sink.owners["c1/shop/Deployment/cart"] == owner_record("payments")
+    assert sink.owners["c1/shop/Deployment/cart"] == owner_record("payments", "Deployment/cart")
     restarted, sink2 = collector(objs, restored=sink.restored("c1"))
     feed(restarted, ("sync", "pods", [POD], "1004"),
          ("event", "events", "MODIFIED", event("e1", 2, reg=refused, reason="FailedCreate"), "1005"))
@@ -401,8 +402,8 @@ def test_the_hourly_sweep_tombstones_a_deleted_pod_less_workload_and_rewrites_a_
     c._ns_swept -= module.NS_SWEEP
     feed(c, ("bookmark", "pods", "1010"))
     assert sink.owners["c1/shop/CronJob/old"] is None
-    assert sink.owners["c1/shop/CronJob/etl"] == owner_record("analytics")
-    assert sink.owners["c1/shop/CronJob/flaky"] == owner_record("data")
+    assert sink.owners["c1/shop/CronJob/etl"] == owner_record("analytics", "CronJob/etl")
+    assert sink.owners["c1/shop/CronJob/flaky"] == owner_record("data", "CronJob/flaky")
     assert ("Deployment", "cart") not in reads and ("CronJob", "flaky") in reads
     assert set(c.published_wl) == {"shop/Deployment/cart", "shop/CronJob/etl", "shop/CronJob/flaky"}
 
@@ -432,16 +433,63 @@ def test_a_team_relabelled_on_a_steady_pod_s_workload_reaches_the_owners_topic_a
         objs[("Deployment", "shop", f"app{i}")] = {"metadata": {"labels": {"team": "checkout"}}}
     c.owners._cache.clear()  # the owners cache's ttl past too
     feed(c)  # not due yet: nothing read, nothing written
-    assert c.owners.fetches == 7 and sink.owners["c1/shop/Deployment/app0"] == owner_record("payments")
+    assert c.owners.fetches == 7 and sink.owners["c1/shop/Deployment/app0"] == owner_record("payments", "Deployment/app0")
     monkeypatch.setattr(module, "REFRESH_READS", 2)
     for uid in c.resolved:
         c.resolved[uid] -= module.OWNER_REFRESH
     feed(c)  # idle: no watch item, the refresh alone
     assert sink.owners["c1/shop/Pod/app0-7d9f-x"] == owner_record("checkout", "Deployment/app0", "ReplicaSet/app0-7d9f")
-    assert sink.owners["c1/shop/Deployment/app0"] == owner_record("checkout")
-    assert sink.owners["c1/shop/Deployment/app2"] == owner_record("payments")  # the reads' bound: at a later step
+    assert sink.owners["c1/shop/Deployment/app0"] == owner_record("checkout", "Deployment/app0")
+    assert sink.owners["c1/shop/Deployment/app2"] == owner_record("payments", "Deployment/app2")  # the reads' bound: at a later step
     deadline = time.monotonic() + 5
-    while sink.owners["c1/shop/Deployment/app2"] != owner_record("checkout") and time.monotonic() < deadline:
+    while sink.owners["c1/shop/Deployment/app2"] != owner_record("checkout", "Deployment/app2") and time.monotonic() < deadline:
         feed(c)
-    assert {sink.owners[f"c1/shop/Deployment/app{i}"] for i in range(3)} == {owner_record("checkout")}
+    assert [sink.owners[f"c1/shop/Deployment/app{i}"] for i in range(3)] == [
+        owner_record("checkout", f"Deployment/app{i}") for i in range(3)]
     assert all(time.monotonic() - at < 60 for at in c.resolved.values())  # each due again in an hour
+
+
+def test_a_failed_api_read_never_erases_a_team_from_the_owners_topic(monkeypatch):
+    """A brownout of the API server: a read that fails is a team unknown, not "no team". The hourly refresh, an
+    Event and the sweep wrote "" over the pod's and the namespace's teams and tombstoned the workload's own record,
+    so alerts went to the fallback receiver for an hour. Now nothing is written from a failed read, and the pod is
+    resolved again once the reads work."""
+    from collectors.kubernetes import collector as module
+    from core.records import owner_record
+
+    objs = dict(OWNERS)
+    down = [False]
+
+    class Timeout(Exception):
+        status = 504
+
+    c, sink = collector(objs)
+    real = c.owners.fetch
+
+    def fetch(kind, ns, name):
+        if down[0]:
+            raise Timeout("the server was unable to return a response in the time allotted")
+        return real(kind, ns, name)
+
+    c.owners.fetch = fetch
+    feed(c, ("sync", "events", [], "999"), ("sync", "pods", [POD], "1000"))
+    before = dict(sink.owners)
+    assert before["c1/shop/Deployment/cart"] == owner_record("payments", "Deployment/cart")
+    assert before["c1/shop"] == owner_record("web")
+    down[0] = True
+    c.owners._cache.clear()
+    for uid in c.resolved:
+        c.resolved[uid] -= module.OWNER_REFRESH
+    rs = {"kind": "ReplicaSet", "namespace": "shop", "name": "cart-7d9f", "uid": "rs1"}
+    feed(c, ("event", "events", "ADDED", event("e1", reg=rs, reason="FailedCreate"), "1001"))  # refresh + an Event
+    c._ns_swept -= module.NS_SWEEP
+    feed(c, ("bookmark", "pods", "1002"))  # the sweep (the workload has a live pod: not read) while down
+    assert sink.owners == before
+    assert list(c.unsure) == ["p1"]
+    down[0] = False
+    objs[("Deployment", "shop", "cart")] = {"metadata": {"labels": {"team": "checkout"}}}
+    c.owners._cache.clear()
+    c.unsure["p1"] -= module.UNSURE_RETRY
+    feed(c)  # idle: the pod whose read failed is resolved again
+    assert sink.owners["c1/shop/Pod/cart-7d9f-x"] == owner_record("checkout", "Deployment/cart", "ReplicaSet/cart-7d9f")
+    assert c.unsure == {}

@@ -67,8 +67,8 @@ def test_a_workload_with_no_pod_left_keeps_its_own_record_s_team_until_its_tombs
     """Scaled to zero, a CronJob between runs, a Deployment whose pods the quota refuses: no live pod says the team,
     the workload's own record (the collector's) does; live pods still come first, the namespace last."""
     d = directory()
-    d.apply(owner_key("c1", "shop", "cart", "Deployment"), owner_record("payments"))
-    d.apply(owner_key("c1", "batch", "etl", "CronJob"), owner_record("data"))
+    d.apply(owner_key("c1", "shop", "cart", "Deployment"), owner_record("payments", "Deployment/cart"))
+    d.apply(owner_key("c1", "batch", "etl", "CronJob"), owner_record("data", "CronJob/etl"))
     d.apply(owner_key("c1", "shop", "cart-7d9f-y"), owner_record("checkout", "Deployment/cart", "ReplicaSet/cart-7d9f"))
     assert d.owner_of({"namespace": "shop", "deployment": "cart"}) == "checkout"  # a live pod's, newer
     for pod in ("cart-7d9f-x", "cart-7d9f-y"):
@@ -79,12 +79,24 @@ def test_a_workload_with_no_pod_left_keeps_its_own_record_s_team_until_its_tombs
     assert d.owner_of({"namespace": "batch", "cronjob": "etl"}) == "data"
     assert d.owner_of({"namespace": "shop", "replicaset": "cart-7d9f"}) == "web"  # a controller has no record
     assert d.owner_of({"namespace": "shop", "deployment": "cart", "cluster": "c2"}) == ""
-    d.apply(owner_key("c1", "shop", "cart", "Deployment"), owner_record(""))  # its label removed
+    d.apply(owner_key("c1", "shop", "cart", "Deployment"), owner_record("", "Deployment/cart"))  # label removed
     assert d.owner_of({"namespace": "shop", "deployment": "cart"}) == "web"
     d.apply(owner_key("c1", "batch", "etl", "CronJob"), None)  # deleted
     assert d.owner_of({"namespace": "batch", "cronjob": "etl"}) == ""
     assert d.workloads == {("c1", "shop", "Deployment/cart"): ""}
     assert d.namespaces.keys() == {("c1", "shop")}  # a workload's key is never read as a namespace's
+
+
+def test_a_cluster_name_with_slashes_keeps_its_namespace_records_apart_from_workload_records():
+    """``org/EU/Prod`` + ``/shop`` reads like a workload key (``Prod`` a kind): a workload's record names itself, a
+    namespace's does not, and a tombstone goes to the one held."""
+    d = OwnerDirectory("org/EU/Prod")
+    d.apply(owner_key("org/EU/Prod", "shop"), owner_record("web"))
+    d.apply(owner_key("org/EU/Prod", "shop", "cart", "Deployment"), owner_record("payments", "Deployment/cart"))
+    assert d.owner_of({"namespace": "shop", "deployment": "cart"}) == "payments"
+    assert d.owner_of({"namespace": "shop", "persistentvolumeclaim": "x"}) == "web"
+    d.apply(owner_key("org/EU/Prod", "shop"), None)
+    assert (d.namespaces, list(d.workloads)) == ({}, [("org/EU/Prod", "shop", "Deployment/cart")])
 
 
 @pytest.mark.parametrize("key, value", [
