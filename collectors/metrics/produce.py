@@ -23,16 +23,25 @@ from core.records import RECORD_LIMIT, VERSION, Sample, format_time, oversize
 
 class KeyPartitions:
     """Each series key's partition, remembered in two generations: a key is looked up in this one, then in the last
-    one (and carried over), else computed; once this one holds ``max_keys``, it becomes the last and the oldest is
-    dropped.  A series scraped every interval is computed once; pods that come and go (their names are in the keys)
-    are forgotten two generations after their last sample, so memory stays at most twice ``max_keys`` keys (a
-    single memo cleared at 2M held up to ~400 MB of dead pods' keys, then recomputed every live one at once).
+    one (and carried over), else computed.  At the start of a batch (``turn``), a generation that holds ``max_keys``
+    becomes the last one and the oldest is dropped: a series sent in every scrape is computed once however many
+    there are (a generation is never turned in the middle of a scrape), and pods that come and go (their names are
+    in the keys) are forgotten two turns after their last sample, so memory stays at about twice ``max_keys`` keys
+    plus one batch (a single memo cleared at 2M held up to ~400 MB of dead pods' keys, then recomputed every live
+    one at once).
 
     >>> kp = KeyPartitions(max_keys=4)
     >>> for scrape in range(100):  # two steady series, and a new pod's series at every scrape
+    ...     kp.turn()
     ...     got = [kp.get(k, [0, 1, 2]) for k in (b"up/a", b"up/b", b"pod/%d" % scrape)]
-    >>> kp.computed, len(kp.new) + len(kp.old)  # each key computed once; the dead pods forgotten (at most 2 x 4 kept)
+    >>> kp.computed, len(kp.new) + len(kp.old)  # each key computed once; the dead pods forgotten
     (102, 8)
+    >>> kp = KeyPartitions(max_keys=4)
+    >>> for scrape in range(6):  # more live series than max_keys: still each computed once
+    ...     kp.turn()
+    ...     got = [kp.get(b"s/%d" % i, [0, 1, 2]) for i in range(10)]
+    >>> kp.computed
+    10
     """
 
     def __init__(self, max_keys: int = 500_000):
@@ -40,6 +49,11 @@ class KeyPartitions:
         self.new: dict[bytes, int] = {}
         self.old: dict[bytes, int] = {}
         self.computed = 0
+
+    def turn(self) -> None:
+        """Between batches: the current generation, once full, becomes the last one."""
+        if len(self.new) >= self.max_keys:
+            self.old, self.new = self.new, {}
 
     def get(self, key: bytes, ids: list[int]) -> int:
         p = self.new.get(key)
@@ -50,8 +64,6 @@ class KeyPartitions:
         if p is None:
             p = partition_of(key, ids)
             self.computed += 1
-        if len(self.new) >= self.max_keys:
-            self.old, self.new = self.new, {}
         self.new[key] = p
         return p
 
@@ -84,6 +96,7 @@ class BatchProducer:
     async def _send_all(self, samples: list[Sample]) -> None:
         ids = await self._partitions()
         memo = self.parts
+        memo.turn()
         times: dict[float, str] = {}
         dumps = orjson.dumps
         topic = self.topic
