@@ -295,6 +295,18 @@ def child_processes(args, worker_id: str, roles: tuple[str, ...], stop_timeout: 
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
             await asyncio.get_running_loop().run_in_executor(None, _wait_all, procs, stop_timeout)
+            # the routing version kept for a restarted child holds receiver URLs and tokens: gone with the children
+            # that wrote it (a half-written copy of a killed one too), or every worker id (``hostname-pid`` by
+            # default) would leave a copy behind, and copies of rotated secrets would outlive the rotation
+            kept = getattr(self, "routing_kept", None)
+            if kept is not None:
+                try:
+                    for path in [kept, *(p for p in kept.parent.iterdir()
+                                         if p.name.startswith(f"{kept.name}.") and p.name.endswith(".tmp"))]:
+                        path.unlink(missing_ok=True)
+                except OSError as exc:  # no folder: no child kept a version
+                    if kept.parent.exists():
+                        log.warning("worker: cannot remove the routing version kept in %s (%s)", kept, exc)
 
     return Children()
 

@@ -147,3 +147,30 @@ def test_a_routing_file_refused_at_start_runs_the_kept_version_only_when_one_is_
     os.utime(path, ns=(1, 1))
     assert restarted.poll() is not None and not restarted.errors and LAST_RELOAD_OK._value.get() == 1
     assert kept.read_text() == good.replace("24h", "12h")
+
+
+@pytest.mark.kafka
+def test_the_kept_routing_version_is_removed_when_the_worker_stops(settings, tmp_path):
+    """The kept version holds receiver URLs and tokens.  It was removed only when the same worker id started again,
+    and the default id is ``hostname-pid``: every worker run on a VM left one more copy of the secrets behind, and
+    copies of rotated ones outlived the rotation.  Another worker's copy is its own."""
+    routing = tmp_path / "routing.yaml"
+    text = ROUTING.format(url="http://127.0.0.1:9/t0ken-s3cret")
+    routing.write_text(text)
+    state = tmp_path / "state"
+    s = settings.model_copy(update={"routing": str(routing), "shutdown_timeout": 10.0, "state_dir": str(state)})
+    snapshot = state / "routing" / f"{s.app_id}-gone.yaml"
+    half = snapshot.with_name(f"{snapshot.name}.99999.tmp")  # a child killed while writing it
+    other = snapshot.with_name(f"{s.app_id}-other.yaml")  # another worker's, running beside it
+    log = tmp_path / "worker.log"
+    proc = spawn_worker(s, settings.kafka, log, worker_id="gone")
+    try:
+        _wait(lambda: snapshot.exists() and snapshot.read_text() == text, "the routing text kept", proc, timeout=120)
+        half.write_text(text)
+        other.write_text(text)
+        assert len(_children(proc.pid)) == 3
+    finally:
+        code = stop_process(proc)
+    assert code == 0, log.read_text()[-3000:]
+    assert not snapshot.exists() and not half.exists()
+    assert other.read_text() == text
