@@ -55,6 +55,11 @@ def check_reachable(bootstrap: str, timeout: float = 5.0) -> None:
     read whole first (``core.settings.bootstrap_servers``, as the settings are checked when they load):
     a bad entry after a server that answers would otherwise pass, and be retried by every client.
 
+    Each server has its share of the time left (divided among it and the servers after it), so a server that
+    accepts the connection and then says nothing cannot starve the others: with one deadline for all, a healthy
+    broker after it had 0.1 s, failed the check and was called "not a Kafka broker".  A server that fails at once
+    leaves its time to the ones after it, and the first that answers ends the check, as before.
+
     >>> check_reachable("127.0.0.1:1", timeout=1)
     Traceback (most recent call last):
     ...
@@ -64,7 +69,7 @@ def check_reachable(bootstrap: str, timeout: float = 5.0) -> None:
     ...
     core.broker.KafkaUnreachable: Kafka: the port of '127.0.0.1:99999' must be 1-65535, got 99999
     """
-    from core.kafkaclient import problem
+    from core.kafkaclient import problem, seconds
     from core.settings import bootstrap_servers
 
     try:
@@ -73,10 +78,14 @@ def check_reachable(bootstrap: str, timeout: float = 5.0) -> None:
         raise KafkaUnreachable(f"Kafka: {exc}") from None
     why, rejected = [], False
     deadline = time.monotonic() + timeout
-    for (host, port), server in zip(servers, (s.strip() for s in bootstrap.split(",")), strict=True):
+    for n, ((host, port), server) in enumerate(zip(servers, (s.strip() for s in bootstrap.split(",")), strict=True)):
+        if (left := deadline - time.monotonic()) <= 0 and n:  # the ones before it overran (a slow name lookup)
+            why.append(f"{server}: not tried, the check's {seconds(timeout)} s were spent on the servers before it")
+            continue
+        own = time.monotonic() + left / (len(servers) - n)
         try:
-            sock = socket.create_connection((host, port), timeout=max(0.1, deadline - time.monotonic()))
-            trouble = problem(bootstrap, sock, host, deadline)
+            sock = socket.create_connection((host, port), timeout=max(0.1, own - time.monotonic()))
+            trouble = problem(bootstrap, sock, host, own)
             if trouble is None:
                 return
             why.append(f"{server}: {trouble}")

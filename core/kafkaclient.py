@@ -162,10 +162,25 @@ class _NotKafka(_Refused):
     the server is, with nothing of a security setting to add."""
 
 
+class _OutOfTime(Exception):
+    """The server's time in the check was spent before the next step could start: nothing is known of the server,
+    so nothing is said of it (a broker left 0.1 s after a server that hung was called "not a Kafka broker")."""
+
+
+def seconds(s: float) -> str:
+    """A duration as a message says it.
+
+    >>> seconds(2.5), seconds(0.4996), seconds(5.0), seconds(1 / 3), seconds(0.004), seconds(12.5), seconds(0)
+    ('2.5', '0.5', '5', '0.33', '0.004', '12', '0')
+    """
+    return f"{s:.2g}" if s < 10 else f"{s:.0f}"
+
+
 def problem(bootstrap: str, sock: socket.socket, host: str, deadline: float) -> str | None:
     """Speak to one connected bootstrap server as every client will; None if all is well, else why not.
 
-    Never raises for what the server does; owns ``sock`` (closes it)."""
+    Never raises for what the server does; owns ``sock`` (closes it).  ``deadline`` is this server's own: a
+    timeout says how long the server had, and no time left at all is said as such, not as a fault of the server."""
     sec = security_of(bootstrap)
     try:
         ctx = ssl_context(sec)
@@ -174,8 +189,10 @@ def problem(bootstrap: str, sock: socket.socket, host: str, deadline: float) -> 
         sock.close()
         return str(exc)
     conn = _Conn(sock, deadline)
-    sock.settimeout(max(0.1, deadline - time.monotonic()))
     try:
+        if (left := deadline - time.monotonic()) <= 0:
+            raise _OutOfTime
+        sock.settimeout(left)
         if ctx is not None:
             try:
                 conn.sock = ctx.wrap_socket(sock, server_hostname=host)
@@ -187,7 +204,7 @@ def problem(bootstrap: str, sock: socket.socket, host: str, deadline: float) -> 
                 return f"TLS handshake failed ({exc.reason or exc}): is this a TLS listener? (protocol {sec.protocol})"
             except (ConnectionError, OSError) as exc:
                 if isinstance(exc, TimeoutError):
-                    return "TLS handshake timed out: is this a TLS listener?"
+                    return f"TLS handshake timed out (no answer in {seconds(left)} s): is this a TLS listener?"
                 return f"TLS handshake failed ({exc.strerror or exc}): is this a TLS listener? (protocol {sec.protocol})"
         try:
             conn.request(18, 0, b"")  # ApiVersions
@@ -206,13 +223,19 @@ def problem(bootstrap: str, sock: socket.socket, host: str, deadline: float) -> 
         if pw is None:
             try:
                 conn.request(3, 4, struct.pack(">ib", -1, 0))  # Metadata v4: refused by a SASL listener
+            except _Silent as exc:  # a SASL listener closes the connection; this one is slow, or its time spent
+                return f"the broker answered ApiVersions but not a Metadata request ({exc})"
             except _Refused:
                 return ("the broker closed the connection on a Metadata request: it expects SASL "
                         "(set kafka_security.protocol to SASL_PLAINTEXT or SASL_SSL)")
             return None
         return _sasl(conn, sec, pw)
+    except _Silent as exc:
+        return f"the broker stopped answering during the SASL login ({exc})"
     except _Refused as exc:
         return f"the broker closed the connection ({exc})"
+    except _OutOfTime:
+        return "connected, but its time in the check was spent before a Kafka request could be sent"
     finally:
         conn.close()
 
@@ -281,7 +304,9 @@ class _Conn:
     def request(self, api: int, version: int, body: bytes) -> bytes:
         self.correlation += 1
         msg = struct.pack(">hhi", api, version, self.correlation) + _str("kubesight-check") + body
-        self._timeout()
+        if (left := self.deadline - time.monotonic()) <= 0:
+            raise _OutOfTime
+        self.sock.settimeout(left)
         try:
             self.sock.sendall(struct.pack(">i", len(msg)) + msg)
             head = self._read(4)
@@ -295,8 +320,8 @@ class _Conn:
                 raise _NotKafka(f"not a Kafka broker: it answered with bytes that are not a Kafka frame "
                                 f"({head.hex(' ')} ...): is that the right port?")
             data = self._read(size)
-        except TimeoutError:
-            raise _Silent("no answer in time") from None
+        except TimeoutError:  # the time it had: from the request to this server's deadline
+            raise _Silent(f"no answer in {seconds(left)} s") from None
         except ssl.SSLError as exc:
             raise _Refused(f"TLS: {exc.reason or exc}") from None
         except OSError as exc:
@@ -306,9 +331,10 @@ class _Conn:
         return data[4:]
 
     def _timeout(self) -> None:
+        """The time left for the next read, as the socket's timeout; none: the wait is over (``TimeoutError``)."""
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise _Silent("no answer in time")
+            raise TimeoutError
         self.sock.settimeout(left)
 
     def _first_line(self, head: bytes) -> str:

@@ -13,14 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.server
+import re
 import socket
 import ssl
 import threading
+import time
 
 import pytest
 from pydantic import ValidationError
 
 from core.broker import KafkaUnreachable, check_reachable
+from core.kafkaclient import problem
 from core.settings import Settings, bootstrap_servers
 from core.yamlconfig import ConfigError
 from tests import tlsfiles
@@ -32,6 +35,11 @@ def refusal(address: str, timeout: float = 5.0) -> str:
     with pytest.raises(KafkaUnreachable) as exc:
         check_reachable(address, timeout=timeout)
     return str(exc.value)
+
+
+def waited(line: str) -> str:
+    """``line`` with each "no answer in 0.49 s" as "no answer in N s": how long a server had is measured."""
+    return re.sub(r"no answer in \d+(\.\d+)? s", "no answer in N s", line)
 
 
 @contextlib.contextmanager
@@ -116,12 +124,12 @@ def test_a_server_that_says_nothing_is_not_said_to_be_tls():
     """http.server and a silent TLS listener cannot be told apart by one read: both are named, neither asserted."""
     with http_server() as address:
         line = refusal(address, timeout=0.5)
-    assert line == (f"Kafka at {address} rejects kubesight's connection ({address}: the server did not answer a "
-                    "plaintext Kafka request (no answer in time): either a TLS listener waiting for a handshake "
-                    f"({TLS_HINT}) or not a Kafka broker at all, such as an HTTP server waiting for a request line: "
-                    "is that the right port?)")
+    assert waited(line) == (
+        f"Kafka at {address} rejects kubesight's connection ({address}: the server did not answer a plaintext Kafka "
+        f"request (no answer in N s): either a TLS listener waiting for a handshake ({TLS_HINT}) or not a Kafka broker "
+        "at all, such as an HTTP server waiting for a request line: is that the right port?)")
     with socket_server(silent) as address:
-        assert "(no answer in time): either a TLS listener" in refusal(address, timeout=0.5)
+        assert "(no answer in N s): either a TLS listener" in waited(refusal(address, timeout=0.5))
 
 
 def test_other_bytes_are_not_kafka_and_not_tls():
@@ -215,3 +223,39 @@ def test_the_start_up_check_reads_the_whole_list_first():
         assert refusal(f"{address},", timeout=0.5) == (
             f"Kafka: an empty server in '{address},' (a stray comma?): expected host:port,host:port,...")
     assert refusal("127.0.0.1:99999") == "Kafka: the port of '127.0.0.1:99999' must be 1-65535, got 99999"
+
+
+# ----------------------------------------------------------------------- several servers, one check's time
+# An audit (2027-01) found one deadline shared by every bootstrap server: a first server that accepted the connection
+# and said nothing used it all, the healthy broker after it was left 0.1 s (no time for a request at all), and the
+# check failed calling that broker "either a TLS listener ... or not a Kafka broker at all".
+
+
+@pytest.mark.kafka
+def test_a_server_that_says_nothing_does_not_starve_the_broker_after_it(kafka_bootstrap):
+    broker = kafka_bootstrap.split(",")[0]
+    with socket_server(silent) as hung:
+        check_reachable(f"{hung},{broker}", timeout=2.0)  # raises if the broker had no time of its own
+        with socket_server(silent) as hung2:
+            check_reachable(f"{hung},{hung2},{broker}", timeout=3.0)
+
+
+def test_each_silent_server_is_named_with_the_time_it_had():
+    with socket_server(silent) as first, socket_server(silent) as second:
+        line = refusal(f"{first},{second}", timeout=1.0)
+    said = "the server did not answer a plaintext Kafka request (no answer in N s): either a TLS listener"
+    assert waited(line).startswith(f"Kafka at {first},{second} rejects kubesight's connection ({first}: {said}"), line
+    assert f"; {second}: {said}" in waited(line), line
+    assert all(float(s) > 0 for s in re.findall(r"no answer in ([\d.]+) s", line)), line
+
+
+@pytest.mark.kafka
+def test_a_server_left_no_time_is_not_said_to_be_anything(kafka_bootstrap):
+    """The check's time spent before a request could be sent says nothing of the server: here a real broker."""
+    host, _, port = kafka_bootstrap.split(",")[0].rpartition(":")
+    sock = socket.create_connection((host, int(port)), timeout=5)
+    assert problem(kafka_bootstrap, sock, host, time.monotonic() - 1) == (
+        "connected, but its time in the check was spent before a Kafka request could be sent")
+    assert refusal("127.0.0.1:1,127.0.0.1:2", timeout=0) == (
+        "Kafka unreachable at 127.0.0.1:1,127.0.0.1:2 (127.0.0.1:1: connection refused; "
+        "127.0.0.1:2: not tried, the check's 0 s were spent on the servers before it)")
