@@ -57,3 +57,24 @@ def test_every_sink_dead_letters_a_record_too_large_for_kafka(settings):
         assert d["reason"].startswith("record of ") and d["reason"].endswith(" bytes kubesight sends to Kafka")
         assert d["truncated"] and len(d["payload"]) == 65536 and d["size"] > 1_000_000
     assert {d["where"]["topic"] for d in dead} == {settings.topic("events"), settings.topic("samples")}
+
+
+def test_the_producer_computes_each_live_series_partition_once_and_forgets_dead_ones(settings):
+    """BatchProducer turns its memo between batches (collectors.metrics.produce.KeyPartitions): steady series are
+    computed once however many there are, and a new pod's series each scrape do not pile up."""
+
+    async def scrapes():
+        s = AsyncKafkaSink(settings.kafka, settings.topic)
+        await s.start()
+        try:
+            batch = BatchProducer(s, max_keys=4)
+            for scrape in range(12):
+                await batch.send_all([Sample("up", 1.0, 1000.0 + scrape, {"job": j}) for j in "abcdef"]
+                                     + [Sample("up", 1.0, 1000.0 + scrape, {"job": "pod", "pod": f"p{scrape}"})])
+            return batch.parts
+        finally:
+            await s.stop()
+
+    memo = asyncio.run(scrapes())
+    assert memo.computed == 6 + 12  # the six steady series once, each pod's once
+    assert len(memo.new) + len(memo.old) <= 2 * 7  # two generations of one batch each: the dead pods are gone
