@@ -342,7 +342,7 @@ class _Conn:
         try:
             self._timeout()
             head += self.sock.recv(200)
-        except (_Refused, OSError):
+        except OSError:  # no more in time (TimeoutError) or the connection gone: quote what came
             pass
         return head.split(b"\r\n", 1)[0].split(b"\n", 1)[0].decode("ascii", "replace")
 

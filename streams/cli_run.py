@@ -79,7 +79,10 @@ def _worker(args) -> int:
         roles = ("incidents", "alerting", "delivery") if settings.routing else ("incidents",)
         metrics_dir = (Path(settings.state_dir) / "metrics" / f"{settings.app_id}-{worker_id}"
                        if settings.web_port is not None else None)  # no web port: no /metrics to append to
-        children = (child_processes(args, worker_id, roles, settings.shutdown_timeout, metrics_dir),)
+        from core.settings import routing_snapshot
+
+        children = (child_processes(args, worker_id, roles, settings.shutdown_timeout, metrics_dir,
+                                    routing_snapshot(settings, worker_id)),)
     app = create_app(settings, bootstrap, worker_id=worker_id, alerting_here=args.role == "one",
                      incidents_here=args.role == "one", services=children)
     print(f"kubesight worker: {what_it_runs(app, settings, children)}", file=sys.stderr, flush=True)
@@ -185,11 +188,13 @@ def serve_child_metrics(service, port_file: Path) -> None:
 
 
 def child_processes(args, worker_id: str, roles: tuple[str, ...], stop_timeout: float = 30.0,
-                    metrics_dir: Path | None = None):
+                    metrics_dir: Path | None = None, routing_kept: Path | None = None):
     """The mode service that runs ``kubesight worker --role R`` children beside a worker, one per role.
 
     With ``metrics_dir`` (emptied here) each child serves its metrics on a loopback port named in
-    ``metrics_dir/ROLE.port``; ``metrics_ports()`` says where for the worker's ``/metrics``."""
+    ``metrics_dir/ROLE.port``; ``metrics_ports()`` says where for the worker's ``/metrics``.  ``routing_kept``
+    (``core.settings.routing_snapshot``): where the children keep the routing version in force, for one restarted
+    while the file is refused; removed when they stop."""
     import logging
 
     import mode
@@ -217,6 +222,7 @@ def child_processes(args, worker_id: str, roles: tuple[str, ...], stop_timeout: 
         def __init__(self, **kw):
             super().__init__(**kw)
             self.roles = roles
+            self.routing_kept = routing_kept
             self.procs: dict[str, subprocess.Popen] = {}
             # for check(), which runs in /ready's thread: each value is replaced whole, never changed in place
             self.up_since: dict[str, float] = {}  # role -> time.monotonic() of its last start
@@ -227,15 +233,13 @@ def child_processes(args, worker_id: str, roles: tuple[str, ...], stop_timeout: 
             return {} if metrics_dir is None else {role: metrics_dir / f"{role}.port" for role in roles}
 
         def _spawn(self, role: str) -> subprocess.Popen:
-            from core.settings import ROUTING_SNAPSHOT, routing_snapshot
+            from core.settings import ROUTING_SNAPSHOT
 
             extra = []
             if metrics_dir is not None:
                 port_file = metrics_dir / f"{role}.port"
                 port_file.unlink(missing_ok=True)  # the dead child's port
                 extra = ["--metrics-file", str(port_file)]
-            if not hasattr(self, "routing_kept"):  # the first start, on the settings the worker has just validated
-                self.routing_kept = routing_snapshot(Settings.load(args.config), worker_id)
             # where the last routing text that validated is kept: a child restarted while the file is refused runs
             # it; the worker's working directory, where its relative paths (config, routing, rules) were checked
             env = None if self.routing_kept is None else {**os.environ, ROUTING_SNAPSHOT: str(self.routing_kept)}
@@ -298,7 +302,7 @@ def child_processes(args, worker_id: str, roles: tuple[str, ...], stop_timeout: 
             # the routing version kept for a restarted child holds receiver URLs and tokens: gone with the children
             # that wrote it (a half-written copy of a killed one too), or every worker id (``hostname-pid`` by
             # default) would leave a copy behind, and copies of rotated secrets would outlive the rotation
-            kept = getattr(self, "routing_kept", None)
+            kept = self.routing_kept
             if kept is not None:
                 try:
                     for path in [kept, *(p for p in kept.parent.iterdir()
