@@ -112,7 +112,8 @@ def register(sub, group) -> None:
                       help="cluster name on every record, and the checkpoint identity (default: settings' cluster, "
                            "'default')")
     what.add_argument("--watch", type=_streams, default=o.streams, metavar="LIST",
-                      help="comma-separated streams: events, events.k8s.io, nodes, pods (default: all)")
+                      help="comma-separated streams: events, events.k8s.io, nodes, pods, namespaces (their teams; "
+                           "default: all)")
     add_owner_arguments(what)
     tune = p.add_argument_group("tuning")
     tune.add_argument("--commit-interval", type=float, default=o.commit_interval, metavar="SECONDS",

@@ -37,7 +37,7 @@ UNSURE_RETRY = 30.0  # s before a pod whose team rested on a failed API read is 
 @dataclass
 class Options:
     cluster: str = "default"
-    streams: tuple[str, ...] = ("events", "events.k8s.io", "nodes", "pods")
+    streams: tuple[str, ...] = ("events", "events.k8s.io", "nodes", "pods", "namespaces")
     owner_keys: tuple[str, ...] = DEFAULT_KEYS
     owner_kinds: tuple[OwnerKind, ...] = ()  # custom kinds read for their team (--owner-kind): none unless granted
     cache_size: int = 10_000
@@ -260,6 +260,8 @@ class Collector:
                 return self._event(typ, obj, rv, baseline)
             if stream == "nodes":
                 return self._node(typ, obj, baseline)
+            if stream == "namespaces":
+                return self._namespace(typ, obj)
             return self._pod(typ, obj, baseline)
         except (RecordError, KeyError, TypeError, ValueError, AttributeError) as exc:
             self._reject(f"malformed {STREAMS[stream].kind} ({type(exc).__name__}): {exc}", obj, stream, rv)
@@ -281,6 +283,9 @@ class Collector:
                     if n is None or upd is None or upd <= n:
                         entry[2] = rv
                         self.dirty.add(("event", uid))
+        elif stream == "namespaces":
+            for ns in [n for n in self.published_ns if n not in listed]:
+                self._namespace_gone(ns)
         else:
             table, part = (self.nodes, "node") if stream == "nodes" else (self.pods, "pod")
             for uid in [u for u in table if u not in listed]:
@@ -288,6 +293,41 @@ class Collector:
                     self._node_gone(uid)
                 else:
                     self._pod_gone(uid, None)
+
+    # ------------------------------------------------------------ namespaces
+
+    def _namespace(self, typ: str, obj) -> str:
+        """A Namespace listed or changed: its team, as the owners cache knows it, is what was just read; a namespace
+        the owners topic has a record of gets it rewritten at once when its team changed (a relabel, where the
+        hourly refresh took up to an hour), and its pods are resolved again at the next step, so those whose team
+        is the namespace's follow (``_refresh_owners``). A namespace with no record yet gets one with its first
+        pod or Event, as before. Returns its name (what a full list compares)."""
+        meta = obj["metadata"]
+        name = meta["name"]
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"metadata.name is {name!r}")
+        if typ == "DELETED":
+            self.owners.remember("Namespace", "", name, None)
+            self._namespace_gone(name)
+            return name
+        self.owners.remember("Namespace", "", name, obj)
+        if name not in self.published_ns or self.published_ns[name] == self.owners.team(name, None):
+            return name
+        self._publish_namespace(name)
+        due = time.monotonic() - OWNER_REFRESH
+        for uid in [u for u, e in self.published.items() if e[0] == name]:
+            self.resolved[uid] = due
+            self.resolved.move_to_end(uid, last=False)
+        return name
+
+    def _namespace_gone(self, ns: str) -> None:
+        """A Namespace deleted (a watch's DELETED, or missing from a full list): its record is tombstoned unless a pod
+        of it is still live here (its deletion not seen yet: the hourly sweep tombstones it then)."""
+        if ns in self.published_ns and not any(e[0] == ns for e in self.published.values()):
+            del self.published_ns[ns]
+            self.dirty.add(("owner-ns", ns))
+            self.sink.send_raw("owners", owner_key(self.o.cluster, ns), None)
+            self.stats.owners += 1
 
     # ------------------------------------------------------------ events
 
@@ -547,10 +587,7 @@ class Collector:
                 log.debug("namespace %s not read for the owners sweep: %s", ns, exc)
                 continue
             if gone:
-                del self.published_ns[ns]
-                self.dirty.add(("owner-ns", ns))
-                self.sink.send_raw("owners", owner_key(self.o.cluster, ns), None)
-                self.stats.owners += 1
+                self._namespace_gone(ns)
 
     def _sweep_workloads(self) -> None:
         """Workload records with no live pod here, read again (``NS_SWEEP``, with the namespaces): a deleted workload's

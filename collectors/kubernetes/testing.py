@@ -5,7 +5,7 @@ the collector uses, the way kube-apiserver does: one resourceVersion counter for
 resources; paged lists (``limit``/``continue``, one snapshot); chunked watch streams from a
 resourceVersion with ``BOOKMARK`` events; a watch from a compacted resourceVersion answered
 with an ``ERROR`` event carrying a 410 ``Status``; core/v1 and events.k8s.io/v1 as two views of
-the same stored Events; ``get`` of namespaces, pods and workloads.  The test side mutates it
+the same stored Events; list/watch of namespaces; ``get`` of namespaces, pods and workloads.  The test side mutates it
 (``put``, ``delete``, ``inject``), compacts its history (``compact``) and cuts the watch
 connections in the middle of a line (``cut``).
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import orjson
 
-WATCHED = {"events": "Event", "nodes": "Node", "pods": "Pod"}
+WATCHED = {"events": "Event", "nodes": "Node", "pods": "Pod", "namespaces": "Namespace"}
 NAMESPACED_GET = {"pods", "replicasets", "deployments", "statefulsets", "daemonsets", "jobs", "cronjobs",
                   "replicationcontrollers"}
 _UID_NS = uuid.UUID("6f1c3a9e-2d7b-4c55-9a51-4b1f0c3e8d20")
@@ -111,7 +111,7 @@ class FakeApiServer:
         asyncio.set_event_loop(loop)
         self._changed = asyncio.Event()
         app = web.Application()
-        app.router.add_get("/api/v1/{resource:events|nodes|pods}", self._collection)
+        app.router.add_get("/api/v1/{resource:events|nodes|pods|namespaces}", self._collection)
         app.router.add_get("/apis/events.k8s.io/v1/events", self._collection_v1events)
         app.router.add_get("/api/v1/namespaces/{name}", self._get_namespace)
         app.router.add_get("/api/v1/namespaces/{ns}/{resource}/{name}", self._get)
@@ -234,7 +234,8 @@ class FakeApiServer:
         self._notify()
 
     def fail(self, view: str, times: int) -> None:
-        """Answer the next ``times`` list/watch requests of ``view`` (events, events.k8s.io, nodes, pods) with 500."""
+        """Answer the next ``times`` list/watch requests of ``view`` (events, events.k8s.io, nodes, pods, namespaces) with
+        500."""
         with self._lock:
             self._failing[view] = times
 

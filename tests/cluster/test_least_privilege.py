@@ -17,7 +17,7 @@ from collectors.kubernetes.api import READERS, STREAMS
 # what the code calls -> (API group, resource); a new stream or reader must be added here and to the role
 RESOURCES = {
     "events": ("", "events"), "events.k8s.io": ("events.k8s.io", "events"), "nodes": ("", "nodes"),
-    "pods": ("", "pods"), "Namespace": ("", "namespaces"), "Pod": ("", "pods"),
+    "pods": ("", "pods"), "namespaces": ("", "namespaces"), "Namespace": ("", "namespaces"), "Pod": ("", "pods"),
     "ReplicaSet": ("apps", "replicasets"), "Deployment": ("apps", "deployments"),
     "StatefulSet": ("apps", "statefulsets"), "DaemonSet": ("apps", "daemonsets"), "Job": ("batch", "jobs"),
     "CronJob": ("batch", "cronjobs"), "ReplicationController": ("", "replicationcontrollers"),

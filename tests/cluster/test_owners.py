@@ -157,13 +157,24 @@ def test_the_owners_topic_gives_scraped_series_of_the_cart_pods_their_team(api, 
     wait_for("its replacement", lambda: sum(1 for k, v in read().items() if k.startswith(prefix) and v) >= 2, 60)
 
 
+def owners_directory(collector, latest: dict):
+    """The owners topic read to its end into ``latest`` (key -> last value), as the workers' directory."""
+    from streams.owners import OwnerDirectory
+    from tests.kafkatools import read_to_end
+
+    for r in read_to_end(collector.bootstrap, f"{collector.prefix}owners"):
+        latest[r.key.decode()] = r.value
+    d = OwnerDirectory(collector.cluster)
+    for k, v in latest.items():
+        d.apply(k.encode(), v)
+    return d
+
+
 def test_a_deployment_whose_pods_the_quota_refuses_is_its_own_team_s_not_its_namespace_s(api, collector):
     """KubeDeploymentReplicasMismatch of a Deployment that has never had a pod (the real ResourceQuota admission
     refuses them, the real ReplicaSet controller says FailedCreate): no pod names its team, so its alert went to the
     namespace's. The collector writes the Deployment's own team from that Event."""
-    from streams.owners import OwnerDirectory
     from tests.cluster.conftest import wait_for
-    from tests.kafkatools import read_to_end
 
     ns = f"full-{uuid.uuid4().hex[:5]}"
     ensure_namespace(api, ns, {"team": "web"})
@@ -175,14 +186,7 @@ def test_a_deployment_whose_pods_the_quota_refuses_is_its_own_team_s_not_its_nam
     collector.events.wait(f"FailedCreate of ReplicaSet {ns}/search-*", 90, source="k8s", reason="FailedCreate",
                           entity__namespace=ns, entity__kind="ReplicaSet")
     latest: dict = {}
-
-    def directory() -> OwnerDirectory:
-        for r in read_to_end(collector.bootstrap, f"{collector.prefix}owners"):
-            latest[r.key.decode()] = r.value
-        d = OwnerDirectory(collector.cluster)
-        for k, v in latest.items():
-            d.apply(k.encode(), v)
-        return d
+    directory = lambda: owners_directory(collector, latest)  # noqa: E731
 
     wait_for("the Deployment's own record", lambda: directory().owner_of({"namespace": ns, "deployment": "search"})
              == "search", 60, detail=lambda: f"; {ns} records: {[k for k in latest if f'/{ns}' in k]}")
@@ -328,3 +332,39 @@ def test_an_opted_in_rollout_the_role_refuses_is_said_once_and_gets_the_namespac
         client.close()
     refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(refused) == 1 and "403" in refused[0] and "Rollout" in refused[0], refused
+
+
+# ---------------------------------------------------------------- a namespace relabelled, then deleted
+
+def test_a_namespace_relabelled_gives_its_pods_the_new_team_at_once_and_its_deletion_a_tombstone(api, collector):
+    """A team relabelled on a namespace reached the owners topic only at the hourly refresh of its pods (plus the
+    owners cache's 5 minutes): alerts from kube-state-metrics' series paged the old team meanwhile. The collector
+    watches Namespaces: the namespace's record and its pods' (their team is the namespace's) follow within seconds;
+    the namespace deleted once its pods are gone, its record is tombstoned at once, not at the hourly sweep."""
+    from tests.cluster.conftest import wait_for
+
+    ns = f"move-{uuid.uuid4().hex[:5]}"
+    ensure_namespace(api, ns, {"team": "web"})
+    api.apps.create_namespaced_deployment(ns, {
+        "metadata": {"name": "api"},  # no team of its own: the namespace's
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "api"}}, "template": pod_template({"app": "api"})}})
+    latest: dict = {}
+    directory = lambda: owners_directory(collector, latest)  # noqa: E731
+
+    def teams() -> tuple[set, str]:
+        d = directory()
+        return {team for (_, n, _), (team, _, _) in d.pods.items() if n == ns}, \
+            d.owner_of({"namespace": ns, "persistentvolumeclaim": "data"})
+
+    wait_for("the api pod's record, team web", lambda: teams() == ({"web"}, "web"), 90,
+             detail=lambda: f"; {teams()}")
+    api.core.patch_namespace(ns, {"metadata": {"labels": {"team": "search"}}})
+    wait_for("the pod's and the namespace's records, team search", lambda: teams() == ({"search"}, "search"), 60,
+             detail=lambda: f"; {teams()}")
+    api.apps.delete_namespaced_deployment("api", ns, propagation_policy="Foreground")
+    wait_for("the pod's tombstone", lambda: not teams()[0], 90, detail=lambda: f"; {teams()}")
+    key = f"{collector.cluster}/{ns}"
+    assert latest.get(key)  # the namespace still is, and so is its record
+    api.core.delete_namespace(ns)
+    wait_for("the namespace's tombstone", lambda: (directory(), latest.get(key, b""))[1] is None, 90,
+             detail=lambda: f"; {latest.get(key)!r}")

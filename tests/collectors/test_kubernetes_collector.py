@@ -23,6 +23,7 @@ import orjson
 import pytest
 
 from collectors.kubernetes import checkpoint
+from collectors.kubernetes.api import STREAMS
 from collectors.kubernetes.events import occurrence_id
 from collectors.kubernetes.testing import (
     FakeApiServer,
@@ -94,7 +95,7 @@ class Collector:
         deadline = time.monotonic() + timeout
         while True:
             got = cps.poll()
-            if len(got) == 4 and min(got.values()) >= rv:
+            if len(got) == len(STREAMS) and min(got.values()) >= rv:
                 return
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"collector not at rv {rv} (at {got}); log:\n{self.log.read_text()[-3000:]}")
