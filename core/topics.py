@@ -13,7 +13,7 @@
 | alert-groups | group key | alerts re-keyed by their routing group (alerting) | delete, 7 d |
 | notifications | group key | pending notifications (alerting) | delete, 7 d |
 | alerting-changelog | store key | the alerting pipeline's partitioned state (JSON, no `v`) | compact |
-| actions | node | every remediation step, refusal, condition and event, with its alert (the audit trail; the remediator's state) | delete, 90 d |
+| actions | cluster/node | every remediation step, refusal, condition and event, with its alert and `cluster` (the audit trail; the remediator's state; a remediator reads only its own cluster's) | delete, 90 d |
 | incident-alerts | cluster | alerts re-keyed by cluster (incidents) | delete, 7 d |
 | incidents | incident id | Incident: status, ranked root-cause candidates with evidence, blast radius, members (streams.incidents) | delete, 30 d |
 | incidents-changelog | store key | the incident stage's partitioned state (JSON, no `v`) | compact |

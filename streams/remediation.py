@@ -30,6 +30,14 @@ did into the node annotation ``kubesight.io/remediation`` in the same patch as t
 action whose record was lost in a crash is found there and recorded, not redone; a drain is noted there
 only when its evictions are done (its cordon as ``<key>|cordoned``), so one that failed or crashed
 half-way is resumed when its alert comes again.
+
+Several clusters may share one kubesight (a collector each, the same topics); one remediator runs per cluster, on its
+own API server, with ``settings.cluster`` naming it. It acts only on the alerts whose ``cluster`` label is its own (an
+alert without one is its own: a single cluster needs no label), in a consumer group of its own (``consumer_group``:
+sharing one, the clusters' remediators split the alerts between them), and its trail records carry ``cluster``: read
+back, another cluster's records are skipped, so its nodes' state and actions never count toward this one's limits (a
+record written without the field, by an earlier version, is this cluster's). The Lease lives in each cluster's own
+API server: the replicas of different clusters never elect one leader between them.
 """
 
 from __future__ import annotations
@@ -87,6 +95,29 @@ def forbidden_alert(settings: Settings, msg: str, now: float, node: str | None =
     what = f"act on node {node}" if node else "remediate (leader election)"
     return Alert(labels=labels, startsAt=now, endsAt=now + 2 * FORBIDDEN_REPEAT, source="remediation",
                  annotations={"summary": f"kubesight cannot {what}: {msg}", "cause": cause})
+
+
+def consumer_group(settings: Settings) -> str:
+    """The remediator's consumer group on the alerts topic: one per cluster, as the alerts topic is shared by the
+    clusters and a group splits it between its members (with one group, each cluster's remediator read only part of
+    its own alerts). The cluster ``default`` (settings without one: a single cluster) keeps the name it always had,
+    and so its committed offsets.
+
+    >>> s = Settings()
+    >>> consumer_group(s), consumer_group(s.model_copy(update={"cluster": "eu-1"}))
+    ('kubesight-remediation', 'kubesight-remediation-eu-1')
+    """
+    return f"{settings.app_id}-remediation" + ("" if settings.cluster == "default" else f"-{settings.cluster}")
+
+
+def trail_key(settings: Settings, rec: dict) -> bytes:
+    """The key of a record of the actions topic: ``<cluster>/<node>``, as the clusters share the topic and their nodes
+    may have the same names.
+
+    >>> trail_key(Settings().model_copy(update={"cluster": "eu-1"}), {"node": "n1"})
+    b'eu-1/n1'
+    """
+    return f"{settings.cluster}/{rec.get('node') or ''}".encode()
 
 
 def _event_name(node: str, key: str) -> str:
@@ -351,7 +382,18 @@ class Remediator:
 
     # ------------------------------------------------------------ state from the trail
 
+    def ours(self, alert: Alert) -> bool:
+        """The alert is of this remediator's cluster: its ``cluster`` label is ``settings.cluster``, or it has none (a
+        single cluster's alerts need not say). Another cluster's node of the same name is not this one's."""
+        return (alert.labels.get("cluster") or self.settings.cluster) == self.settings.cluster
+
     def learn(self, rec: dict) -> None:
+        """One record of the trail (read back at start, or just written). The actions topic is shared by the clusters:
+        a record of another cluster (its ``cluster``) is skipped: its nodes, conditions and actions are not this
+        cluster's, and counted toward the limits they refused this cluster's own nodes. A record without the field
+        was written before it was added, by this cluster's remediator (a single cluster)."""
+        if (rec.get("cluster") or self.settings.cluster) != self.settings.cluster:
+            return
         kind, dr = rec.get("kind"), bool(rec.get("dry_run"))
         if kind in ("action", "event") and isinstance(rec.get("key"), str):
             self.episodes[_episode(rec["key"])] = self.now()  # a trail read at start: kept EPISODE_FORGET from now
@@ -413,7 +455,8 @@ class Remediator:
         backlog read at start, handled before the first tick, abandons it as ever), its endsAt passed, it is too old
         to be retried (``max_alert_age``, or ``RETRY_FOR`` without one, from when the alert's record was written:
         ``alert_at``; a record written before that field, from the alert's startsAt: sooner, never later), dry_run
-        changed, or the rules no longer ask for it. Its backoff goes on from the tries recorded (the last record:
+        changed, the rules no longer ask for it, or its alert is another cluster's (a record of an earlier version,
+        which acted on every cluster's alerts, has no ``cluster`` of its own). Its backoff goes on from the tries recorded (the last record:
         the same error is said once per ``DRAIN_ERROR_REPEAT``, so a lower bound), due when that record said, and
         the retries due at start at least ``RESUME_GAP`` apart: a restart does not send them to the API server at
         once. Retried through ``retry_actions`` and ``_action``: the kill switch, the limits, the node's checks and
@@ -436,8 +479,8 @@ class Remediator:
                 log.warning("actions: a failed action not retried, its record lacks %s: %s", exc, str(rec)[:200])
                 skipped += 1
                 continue
-            if (a is None or alert.fingerprint != fp or self._key(alert, what) != k[0] or k[1] != self.cfg.dry_run
-                    or self.node_of(alert) != rec.get("node") or now - at > over
+            if (a is None or not self.ours(alert) or alert.fingerprint != fp or self._key(alert, what) != k[0]
+                    or k[1] != self.cfg.dry_run or self.node_of(alert) != rec.get("node") or now - at > over
                     or (alert.endsAt is not None and alert.endsAt <= now)):
                 skipped += 1
                 continue
@@ -454,7 +497,7 @@ class Remediator:
                      "too old, or no longer in the rules)", len(self.retrying), skipped)
 
     def _emit(self, rec: dict) -> dict:
-        rec = {"v": 1, "t": self.now(), "time": _now_iso(self.now()), **rec}
+        rec = {"v": 1, "t": self.now(), "time": _now_iso(self.now()), "cluster": self.settings.cluster, **rec}
         pending = rec.get("kind") == "action" and (rec.get("key"), bool(rec.get("dry_run"))) in self.drains
         if rec.get("kind") == "action":
             # the Event before its trail record: a leader that loses the Lease between the two leaves the record to
@@ -497,7 +540,11 @@ class Remediator:
         return None
 
     def handle(self, alert: Alert, at: float | None = None) -> None:
-        """One alert of the alerts topic; ``at``: when its record was written (its age refuses stale actions)."""
+        """One alert of the alerts topic; ``at``: when its record was written (its age refuses stale actions). The
+        topic is shared by the clusters: another cluster's alert is none of this one's business (``ours``), though
+        its node may have the same name as one here."""
+        if not self.ours(alert):
+            return
         rule = self.rule_of(alert)
         if rule is None or not (rule.actions or rule.node_condition or rule.node_event):
             return
@@ -860,7 +907,10 @@ class Remediator:
         if q is None:
             q = self.retrying[k] = {"alert": alert, "action": a, "at": now - age, "tries": 0, "said": None}
         q["tries"] += 1
-        delay = min(RETRY_FIRST * 2 ** (q["tries"] - 1), RETRY_MAX)
+        from core.retry import backoff
+
+        # no jitter (rng None): the trail's retry_in is the schedule _resume rebuilds after a restart
+        delay = backoff(q["tries"] - 1, RETRY_FIRST, RETRY_MAX, rng=None)
         q["next"] = now + delay
         said = _said(q["said"], msg, now)
         if said is q["said"]:
@@ -1354,7 +1404,8 @@ def read_trail(bootstrap: str, topic: str) -> list[dict]:
 
 
 class Runner:
-    """Consume ``alerts`` (consumer group ``<app_id>-remediation``), act, write ``actions``; ``stop()`` ends it.
+    """Consume ``alerts`` (consumer group ``consumer_group``: one per cluster), act, write ``actions``; ``stop()``
+    ends it.
 
     With ``lease`` (``kubesight remediate`` makes one unless ``--no-leader-election``) only the replica holding it
     is a member of the consumer group and writes anything: on winning the Lease it reads the trail back (what the
@@ -1371,7 +1422,7 @@ class Runner:
                  stall: float = STALL):
         self.settings, self.bootstrap, self.kube = settings, bootstrap, kube
         self.rules = rules if rules is not None else load_rules(settings)
-        self.group = group or f"{settings.app_id}-remediation"
+        self.group = group or consumer_group(settings)
         self.tick_every = tick_every
         self.lease = lease
         self._stop = threading.Event()
@@ -1415,7 +1466,7 @@ class Runner:
             self._progress()
             if self.lease is not None:
                 rec = {**rec, "replica": self.lease.identity}  # which replica did it (trail only, not learnt)
-            producer.send(trail_topic, key=(rec.get("node") or "").encode(), value=orjson.dumps(rec)).get(30)
+            producer.send(trail_topic, key=trail_key(s, rec), value=orjson.dumps(rec)).get(30)
 
         def publish_alert(a: Alert) -> None:
             self._gate()
