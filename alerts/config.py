@@ -82,7 +82,7 @@ class Strict(BaseModel):
 class Retry(Strict):
     """Exponential backoff with jitter for timeouts, 5xx and 429; the budget bounds the total time per notification."""
 
-    initial: Duration = 1.0
+    initial: Interval = 1.0  # > 0: with 0s every wait was 0 (a failing receiver got ~1,000 requests a second)
     max_backoff: Duration = 60.0
     budget: Duration = 7200.0
 

@@ -27,6 +27,7 @@ from alerts.sending import render as _render
 from alerts.sending import secret as _secret
 from alerts.sending import value as _value
 from alerts.sending import values as _values
+from core.retry import backoff
 
 log = logging.getLogger("kubesight.alerts.receivers")
 
@@ -268,10 +269,10 @@ def send_email(integ: Integration, note: dict, external_url: str) -> Outcome:
     if not integ.send_resolved:
         note = payload.firing_only(note)
     host, _, port = c.smarthost.rpartition(":")
-    from core.webconfig import client_ssl_context
-
-    t = c.tls_config
-    ctx = client_ssl_context(t.ca_file, t.cert_file, t.key_file, t.insecure_skip_verify) or ssl.create_default_context()
+    t = c.tls_config  # built as every HTTP receiver's, server_name and min/max_version included
+    ctx = _more.tls_context(t) or ssl.create_default_context()
+    if t.server_name:
+        ctx = _more.ServerNameContext(ctx, t.server_name)
     try:
         if port == "465":  # implicit TLS, as Alertmanager does on 465
             smtp = smtplib.SMTP_SSL(host, 465, local_hostname=c.hello, timeout=integ.timeout, context=ctx)
@@ -327,11 +328,6 @@ _NO_RETRY_CONFIG = Retry()  # the defaults, made once (not a pydantic model per 
 _RNG = random.Random()  # jitter only: no need for one seeded generator per delivery
 
 
-def backoff(attempt: int, retry: Retry, rng: random.Random) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(max_backoff, initial * 2**attempt)]."""
-    return rng.uniform(0, min(retry.max_backoff, retry.initial * 2 ** attempt))
-
-
 async def deliver(session, integ: Integration, note: dict, retry: Retry, external_url: str, *,
                   rng: random.Random | None = None, clock=time.monotonic, sleep=asyncio.sleep,
                   on_retry: Callable[[Integration, Outcome, float], Awaitable[None]] | None = None) -> Outcome:
@@ -355,7 +351,9 @@ async def deliver(session, integ: Integration, note: dict, retry: Retry, externa
         out.attempts = attempt + 1
         if out.ok or not out.retryable:
             return out
-        wait = out.retry_after if out.retry_after is not None else backoff(attempt, retry, rng)
+        wait = out.retry_after
+        if wait is None:  # full jitter, as before; core.retry caps the exponent (2**1024 overflowed a float)
+            wait = backoff(attempt, retry.initial, retry.max_backoff, rng)
         left = retry.budget - (clock() - start)
         if wait >= left:
             out.reason = f"retry budget of {retry.budget:g}s spent after {out.attempts} attempts; last: {out.reason}"

@@ -21,24 +21,14 @@ integers, the watcher re-lists too: a re-list is always safe, a blind watch is n
 from __future__ import annotations
 
 import logging
-import random
 import threading
 
 import orjson
 
 from collectors.kubernetes.api import Gone, lines
+from core.retry import backoff
 
 log = logging.getLogger("kubesight.collect.kubernetes")
-
-
-def backoff(attempt: int, base: float, cap: float, rng=random) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)].
-
-    >>> import random
-    >>> all(0 <= backoff(a, 0.5, 30.0, random.Random(a)) <= min(30.0, 0.5 * 2**a) for a in range(12))
-    True
-    """
-    return rng.uniform(0, min(cap, base * 2 ** min(attempt, 30)))
 
 
 def _rv(obj) -> str:

@@ -72,6 +72,14 @@ def test_zero_interval():
         "routing.yaml:3: route.repeat_interval: must be greater than 0"]
 
 
+def test_zero_retry_initial():
+    """``initial: 0s`` made every wait 0: a failing receiver got some 1,000 requests a second until the budget."""
+    assert errors("route: {receiver: r}\nreceivers:\n  - name: r\n    retry: {initial: 0s, budget: 1h}\n") == [
+        "routing.yaml:4: receivers[0].retry.initial: must be greater than 0"]
+    cfg = load_text("route: {receiver: r}\nreceivers:\n  - name: r\n    retry: {initial: 1ms}\n")
+    assert cfg.receivers[0].retry.initial == 0.001
+
+
 def test_group_by_wildcard_with_labels():
     assert errors("route:\n  receiver: r\n  group_by: ['...', a]\n" + OK_RECEIVERS) == [
         'routing.yaml:3: route.group_by: "..." (group by all labels) cannot be combined with other labels']
