@@ -32,7 +32,7 @@ from urllib.parse import quote_plus, urlencode, urlsplit
 import orjson
 
 from alerts import payload
-from alerts.config import HTTPConfig
+from alerts.config import HTTPConfig, TLSConfig
 from alerts.sending import Outcome, exchange, redact
 from alerts.sending import render as _render
 from alerts.sending import secret as _secret
@@ -76,15 +76,21 @@ class OAuth2Client:
 _TLS_VERSIONS = {"TLS10": "TLSv1", "TLS11": "TLSv1_1", "TLS12": "TLSv1_2", "TLS13": "TLSv1_3"}
 
 
-def http_options(http: HTTPConfig | None, secrets: tuple = ()) -> HTTPOptions:
-    """The request options of an ``http_config`` (credential files read now, as every ``*_file`` is at load)."""
+def tls_context(t: TLSConfig):
+    """The ``ssl.SSLContext`` of a ``tls_config`` (CA, client certificate, verification, ``min_version`` and
+    ``max_version``), or None when nothing differs from the default (verified against the system's CAs).
+
+    The one builder for every receiver, HTTP and email alike: email built its own and quietly ignored the
+    versions (an audit).  ``server_name`` is not in a context: HTTP passes it per request
+    (``server_hostname``), email through ``ServerNameContext``.
+
+    >>> tls_context(TLSConfig()) is None, tls_context(TLSConfig(min_version="TLS13")).minimum_version.name
+    (True, 'TLSv1_3')
+    """
     import ssl
 
     from core.webconfig import client_ssl_context
 
-    if http is None:
-        return HTTPOptions(secrets=tuple(s for s in secrets if s))
-    t = http.tls_config
     ctx = client_ssl_context(t.ca_file, t.cert_file, t.key_file, t.insecure_skip_verify)
     if t.min_version or t.max_version:
         ctx = ctx or ssl.create_default_context()
@@ -92,6 +98,27 @@ def http_options(http: HTTPConfig | None, secrets: tuple = ()) -> HTTPOptions:
             ctx.minimum_version = getattr(ssl.TLSVersion, _TLS_VERSIONS[t.min_version])
         if t.max_version:
             ctx.maximum_version = getattr(ssl.TLSVersion, _TLS_VERSIONS[t.max_version])
+    return ctx
+
+
+class ServerNameContext:
+    """An SSL context that checks the server's certificate against (and sends as SNI) ``tls_config.server_name``
+    rather than the host connected to: smtplib hands its own host to ``wrap_socket``, with no way to name
+    another, so ``server_name`` was ignored for email (Alertmanager checks against it)."""
+
+    def __init__(self, ctx, server_name: str):
+        self.ctx, self.server_name = ctx, server_name
+
+    def wrap_socket(self, sock, *args, server_hostname=None, **kwargs):
+        return self.ctx.wrap_socket(sock, *args, server_hostname=self.server_name, **kwargs)
+
+
+def http_options(http: HTTPConfig | None, secrets: tuple = ()) -> HTTPOptions:
+    """The request options of an ``http_config`` (credential files read now, as every ``*_file`` is at load)."""
+    if http is None:
+        return HTTPOptions(secrets=tuple(s for s in secrets if s))
+    t = http.tls_config
+    ctx = tls_context(t)
     headers, kwargs, found = [], [], list(secrets)
     a, b = http.authorization, http.basic_auth
     if a is not None and (a.credentials or a.credentials_file):
@@ -116,10 +143,8 @@ def http_options(http: HTTPConfig | None, secrets: tuple = ()) -> HTTPOptions:
     if http.oauth2 is not None:
         o = http.oauth2
         secret = _secret(o.client_secret, o.client_secret_file)
-        ot = o.tls_config
         oauth = OAuth2Client(o.token_url, o.client_id, secret, tuple(o.scopes), tuple(sorted(o.endpoint_params.items())),
-                             client_ssl_context(ot.ca_file, ot.cert_file, ot.key_file, ot.insecure_skip_verify),
-                             o.proxy_url)
+                             tls_context(o.tls_config), o.proxy_url)
         found.append(secret)
     return HTTPOptions(ctx, tuple(headers), tuple(kwargs), tuple(s for s in found if s), oauth)
 
