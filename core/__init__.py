@@ -1,6 +1,6 @@
 """kubesight's base layer: the vocabulary every other package shares; imports nothing of ours.
 
 records (wire records and codec), settings, topics, broker (resolution and the local broker),
-durations (Prometheus grammar), matchers (Alertmanager semantics, RE2), yamlconfig (the strict
+durations (Prometheus grammar), matchers (Alertmanager semantics, RE2), retry (the one capped backoff), yamlconfig (the strict
 config loader).
 """

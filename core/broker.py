@@ -355,8 +355,8 @@ def start(name: str = "default", attach: bool = False, heap_mb: int = 512, timeo
         broker.ephemeral = False  # keep the run folder: its kafka.log says why
         broker.stop()
         raise KafkaLaunchError(f"broker did not answer a Metadata request within {timeout:.0f}s (log: {broker.log})")
-    (run / "broker.json").write_text(json.dumps({"pid": proc.pid, "bootstrap": broker.bootstrap, "ephemeral": attach,
-                                                 "started": time.time(), "startup_s": time.monotonic() - t0}))
+    _write_meta(run / "broker.json", {"pid": proc.pid, "bootstrap": broker.bootstrap, "ephemeral": attach,
+                                      "started": time.time(), "startup_s": time.monotonic() - t0})
     if not quiet:
         _say(f"broker '{name}' ready at {broker.bootstrap} in {time.monotonic() - t0:.1f}s (pid {proc.pid})")
     return broker
@@ -437,17 +437,45 @@ def _kept_ports(run: Path) -> tuple[int, int] | None:
     return (ports["PLAINTEXT"], ports["CONTROLLER"]) if {"PLAINTEXT", "CONTROLLER"} <= set(ports) else None
 
 
+def _write_meta(meta: Path, info: dict) -> None:
+    """Write broker.json whole or not at all (a temporary file renamed over it): a start killed mid-write left an
+    empty or cut file, and every later ``kafka status``/``up``/``down`` crashed on it."""
+    tmp = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, meta)
+
+
+def _read_meta(meta: Path) -> dict | None:
+    """broker.json's pid, bootstrap and flags; None when it is missing or says no broker (empty, cut short, not
+    JSON, no pid): such a file names no process to check, and reading it must not crash the caller.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     meta = Path(folder) / "broker.json"
+    ...     _ = meta.write_text("")
+    ...     empty, missing = _read_meta(meta), _read_meta(meta.with_name("none.json"))
+    ...     _write_meta(meta, {"pid": 7, "bootstrap": "127.0.0.1:9092"})
+    ...     empty, missing, _read_meta(meta)["pid"]
+    (None, None, 7)
+    """
+    try:
+        info = json.loads(meta.read_text())
+        if isinstance(info["pid"], int) and isinstance(info["bootstrap"], str):
+            return info
+    except (OSError, ValueError, KeyError, TypeError):  # TypeError: JSON, but not an object
+        pass
+    return None
+
+
 def _reap_stale() -> None:
     """Remove run folders of attached brokers that died without cleaning up (their owner was killed);
     a dead kept broker (``kafka up``) only loses its broker.json: its data stays for the next start."""
     runs = cache_dir() / "runs"
     for meta in runs.glob("*/broker.json") if runs.exists() else ():
-        try:
-            info = json.loads(meta.read_text())
-            pid = info["pid"]
-        except (OSError, ValueError, KeyError):
+        info = _read_meta(meta)
+        if info is None:  # status() removes it when that broker is asked for
             continue
-        if not process_alive(pid):
+        if not process_alive(info["pid"]):
             if info.get("ephemeral", True):
                 shutil.rmtree(meta.parent, ignore_errors=True)
             else:
@@ -455,14 +483,14 @@ def _reap_stale() -> None:
 
 
 def status(name: str = "default") -> Broker | None:
-    """The running broker of that name, or None (a stale broker.json is removed)."""
+    """The running broker of that name, or None (a stale or unreadable broker.json is removed)."""
     run = cache_dir() / "runs" / name
     meta = run / "broker.json"
     if not meta.exists():
         return None
-    info = json.loads(meta.read_text())
-    b = Broker(name=name, bootstrap=info["bootstrap"], pid=info["pid"], run_dir=run)
-    if not b.alive():
+    info = _read_meta(meta)
+    b = None if info is None else Broker(name=name, bootstrap=info["bootstrap"], pid=info["pid"], run_dir=run)
+    if b is None or not b.alive():
         meta.unlink(missing_ok=True)
         return None
     return b
