@@ -40,6 +40,8 @@ import ssl
 import struct
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import Literal
 
 from core.settings import KafkaSecurity
@@ -112,23 +114,43 @@ def ssl_context(sec: KafkaSecurity) -> ssl.SSLContext | None:
     return ctx
 
 
+class Protocol(Enum):
+    """Kafka's ``security.protocol`` values."""
+
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The security of the "faust" flavour as plain values: ``streams.app`` makes them Faust's own credential
+    objects, as the base layer knows no library of the layers above (it imported ``faust.auth`` here)."""
+
+    protocol: Protocol
+    ssl_context: ssl.SSLContext | None = None
+    mechanism: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
 def client_config(bootstrap: str, flavour: Flavour) -> dict:
     """Keyword arguments for a client of ``flavour`` reaching ``bootstrap`` with its security.
 
     kafka-python and aiokafka take the same names (``bootstrap_servers``, ``security_protocol``,
-    ``ssl_context``, ``sasl_*``); Faust takes ``broker`` and ``broker_credentials``."""
+    ``ssl_context``, ``sasl_*``); Faust takes ``broker`` and ``broker_credentials``, here a :class:`Credentials`
+    (None for PLAINTEXT) that ``streams.app`` turns into Faust's."""
     sec = security_of(bootstrap)
     ctx = ssl_context(sec)
     servers = str(bootstrap)
     if flavour == "faust":
-        import faust.auth  # only the Faust app asks for this flavour
-
         out: dict = {"broker": ";".join(f"kafka://{s.strip()}" for s in servers.split(","))}
         if sec.protocol.startswith("SASL_"):
-            out["broker_credentials"] = faust.auth.SASLCredentials(
-                username=sec.username, password=password(sec), ssl_context=ctx, mechanism=sec.sasl_mechanism)
+            out["broker_credentials"] = Credentials(Protocol(sec.protocol), ctx, sec.sasl_mechanism, sec.username,
+                                                    password(sec))
         elif ctx is not None:
-            out["broker_credentials"] = faust.auth.SSLCredentials(ctx)
+            out["broker_credentials"] = Credentials(Protocol.SSL, ctx)
         return out
     out = {"bootstrap_servers": servers, "security_protocol": sec.protocol}
     if ctx is not None:

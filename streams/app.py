@@ -21,10 +21,10 @@ import socket
 from pathlib import Path
 
 import faust
+import faust.auth
 import orjson
 
-from core import webconfig
-from core.kafkaclient import client_config
+from core import kafkaclient, webconfig
 from core.settings import Settings
 from core.telemetry import DEADLETTERS, count_deadletter
 from core.topics import replication_of
@@ -37,6 +37,20 @@ from streams.telemetry import install as install_telemetry
 log = logging.getLogger("kubesight.app")
 
 
+def client_config(bootstrap: str) -> dict:
+    """``core.kafkaclient.client_config`` for the Faust app: its broker URL, and the security (``kafka_security``) as
+    Faust's own ``SSLCredentials`` or ``SASLCredentials``, made here from the plain values of the "faust" flavour
+    (the base layer imports nothing of Faust)."""
+    out = kafkaclient.client_config(bootstrap, "faust")
+    cred = out.get("broker_credentials")
+    if cred is not None and cred.protocol is kafkaclient.Protocol.SSL:
+        out["broker_credentials"] = faust.auth.SSLCredentials(cred.ssl_context)
+    elif cred is not None:  # SASL_PLAINTEXT, SASL_SSL (with its context)
+        out["broker_credentials"] = faust.auth.SASLCredentials(
+            username=cred.username, password=cred.password, ssl_context=cred.ssl_context, mechanism=cred.mechanism)
+    return out
+
+
 def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = None, alerting_here: bool = True,
                incidents_here: bool = True, services: tuple = ()) -> faust.App:
     """``alerting_here=False`` / ``incidents_here=False``: alerting and delivery / incidents run in processes of their
@@ -47,7 +61,7 @@ def create_app(settings: Settings, bootstrap: str, *, worker_id: str | None = No
     (state / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{settings.app_id}-faust",
-        **client_config(bootstrap, "faust"),  # broker URL and credentials (kafka_security)
+        **client_config(bootstrap),  # broker URL and credentials (kafka_security)
         store="memory://",
         topic_partitions=settings.partitions,
         topic_replication_factor=replication_of(settings, bootstrap)[0],  # its internal topics, like ours
