@@ -3,7 +3,8 @@
 The default set (``default_inhibit_rules: true``; off unless a file asks, as Alertmanager has none) follows the cluster's shape:
 
 * a node that is NotReady/unreachable, or that a cloud maintenance reboot is taking down,
-  mutes the pod and workload alerts on that node (same ``node``);
+  mutes the pod and workload alerts on that node (same ``cluster`` and ``node``: clusters name their
+  nodes alike, and one kubesight may watch several; an absent ``cluster`` equals an absent one);
 * a critical alert mutes warning and info alerts of the same alertname on the same entity
   (same cluster, namespace, workload, pod and node).
 
@@ -12,6 +13,8 @@ The default set (``default_inhibit_rules: true``; off unless a file asks, as Ale
 >>> inh.inhibited({"alertname": "KubePodCrashLooping", "node": "n1", "workload": "Deployment/cart"})
 True
 >>> inh.inhibited({"alertname": "KubePodCrashLooping", "node": "n2", "workload": "Deployment/cart"})
+False
+>>> inh.inhibited({"alertname": "KubePodCrashLooping", "cluster": "b", "node": "n1", "workload": "Deployment/cart"})
 False
 """
 
@@ -43,8 +46,8 @@ class InhibitRule:
 
 def default_rules() -> list[InhibitRule]:
     return [
-        InhibitRule.parse([f'alertname=~"{NODE_DOWN}"', 'node=~".+"'], ['workload=~".+"'], ["node"]),
-        InhibitRule.parse([f'alertname=~"{NODE_DOWN}"', 'node=~".+"'], ['pod=~".+"'], ["node"]),
+        InhibitRule.parse([f'alertname=~"{NODE_DOWN}"', 'node=~".+"'], ['workload=~".+"'], ["cluster", "node"]),
+        InhibitRule.parse([f'alertname=~"{NODE_DOWN}"', 'node=~".+"'], ['pod=~".+"'], ["cluster", "node"]),
         InhibitRule.parse(['severity="critical"'], ['severity=~"warning|info"'], list(ENTITY)),
     ]
 

@@ -19,7 +19,8 @@ of a workload's pod and the rule's ``group_by`` values), so a group never spans 
 together, and get them through re-keyed copies (``Engine.rekey``), which only those rules see: ``anomaly_vector``
 (several series of one entity: the worker copies their samples back to ``samples`` keyed by the entity) and
 ``event_count`` with ``by`` (counting across entities, "50 FailedScheduling in a namespace": the worker copies the
-matching events back to ``events`` keyed by the ``by`` labels).
+matching events back to ``events`` keyed by the ``by`` labels); either key holds the signal's ``cluster`` too
+(``entity_key``), so such a group never spans clusters.
 
 >>> from rules.load import load_packs
 >>> from core.records import Event, Entity
@@ -189,8 +190,22 @@ MARK = "kubesight"
 
 
 def entity_key(by: tuple, labels: dict) -> str | None:
-    """The Kafka key (as text) of an entity named by the ``by`` labels, or None if one is missing."""
-    vals = []
+    """The Kafka key (as text) of an entity named by the ``by`` labels, or None if one is missing.
+
+    Its ``cluster`` comes first when the signal has one, named in ``by`` or not: several clusters feed one kubesight
+    and name their nodes, instances and namespaces alike, so a group never spans clusters (as a scalar rule's series,
+    which holds every label, never does); a signal without one keys as before. ``by: [namespace]`` and
+    ``by: [cluster, namespace]`` make the same key.
+
+    >>> entity_key(("instance",), {"cluster": "a", "instance": "10.0.0.5:9100"})
+    'entity|cluster=a,instance=10.0.0.5:9100'
+    >>> entity_key(("instance",), {"instance": "10.0.0.5:9100"})
+    'entity|instance=10.0.0.5:9100'
+    >>> entity_key(("cluster", "instance"), {"cluster": "a", "instance": "10.0.0.5:9100"})
+    'entity|cluster=a,instance=10.0.0.5:9100'
+    """
+    cluster = labels.get("cluster")
+    vals = [f"cluster={cluster}"] if cluster and "cluster" not in by else []
     for b in by:
         v = labels.get(b)
         if not v:
@@ -200,12 +215,16 @@ def entity_key(by: tuple, labels: dict) -> str | None:
 
 
 class _VectorCtx(_SampleCtx):
-    """A re-keyed sample applied to an anomaly_vector rule: the entity (``by`` labels) is its identity."""
+    """A re-keyed sample applied to an anomaly_vector rule: the entity (``by`` labels, and its ``cluster``, as
+    ``entity_key`` groups it) is its identity."""
 
     __slots__ = ()
 
     def labels(self, rule: CompiledRule) -> dict:
         labels = dict(rule.labels)
+        cluster = self.s.labels.get("cluster")
+        if cluster:
+            labels["cluster"] = cluster
         for b in rule.cond.by:
             labels[b] = self.s.labels[b]
         labels["alertname"] = rule.alert
@@ -214,13 +233,16 @@ class _VectorCtx(_SampleCtx):
 
 
 class _AggCtx(_EventCtx):
-    """A re-keyed event applied to an event_count rule with ``by``: the ``by`` labels are its group's identity."""
+    """A re-keyed event applied to an event_count rule with ``by``: the ``by`` labels (and the event's ``cluster``,
+    as ``entity_key`` groups it) are its group's identity."""
 
     __slots__ = ()
 
     def labels(self, rule: CompiledRule) -> dict:
         labels = dict(rule.labels)
         view = self.view()
+        if view.get("cluster"):
+            labels["cluster"] = view["cluster"]
         for b in rule.cond.by:
             labels[b] = view[b]
         labels["alertname"] = rule.alert
@@ -347,7 +369,7 @@ class Engine:
 
         Samples are keyed by series, so one pod's CPU and latency live on different partitions; a
         vector rule needs them together. The worker produces these copies (label
-        ``kubesight="entity"``) back to the samples topic under the entity's key (``by`` labels),
+        ``kubesight="entity"``) back to the samples topic under the entity's key (``by`` labels and cluster),
         as derived signals re-key their partials; there the copies of every metric of one entity
         meet on one partition, and only copies reach vector rules (originals reach the others).
         ``rules test`` runs the same: every sample and its copies on its one state.
