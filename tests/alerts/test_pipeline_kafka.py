@@ -7,9 +7,11 @@ from collections import Counter
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from kafka import KafkaConsumer, TopicPartition
 
 from alerts.config import load_text
 from alerts.silences import Silence
+from core.kafkaclient import client_config
 from core.records import Alert, encode, format_time
 from core.topics import ensure_topics
 from streams.alerting import AlertingService
@@ -70,6 +72,43 @@ def seen(server):
             for x in server.accepted]
 
 
+def written(settings, receiver: str) -> list:
+    """What the alerting engine wrote to ``notifications`` for ``receiver`` (read_committed), as ``seen`` shows it."""
+    notes = [orjson.loads(m.value) for m in read_to_end(settings.kafka, settings.topic("notifications"))]
+    return sorted((tuple(sorted(n["groupLabels"].items())),
+                   tuple(sorted((a["labels"].get("pod", a["labels"]["alertname"]), a["status"]) for a in n["alerts"])))
+                  for n in notes if n["receiver"] == receiver)
+
+
+async def routed(settings, timeout: float = 60.0) -> None:
+    """Wait until the alerting processor has committed past every record on ``alerts``: each one is routed, and its
+    group made (or its alert-groups record committed), so a group made after this flushes after theirs."""
+    def wait() -> None:
+        c = KafkaConsumer(**client_config(settings.kafka, "kafka-python"), group_id=f"{settings.app_id}-alerting",
+                          enable_auto_commit=False)
+        try:
+            tps = [TopicPartition(settings.topic("alerts"), p) for p in range(settings.partitions)]
+            ends, deadline = c.end_offsets(tps), time.monotonic() + timeout
+            while any((c.committed(tp) or 0) < ends[tp] for tp in tps):
+                assert time.monotonic() < deadline, f"gave up waiting for the alerts to be routed ({ends})"
+                time.sleep(0.1)
+        finally:
+            c.close()
+
+    await asyncio.to_thread(wait)
+
+
+async def marker(settings, platform, name: str) -> None:
+    """A positive sign that nothing more is coming: an alert for the platform in a group of its own, produced once
+    the alerts before it are routed and their notifications have arrived, and waited for. It starts now, so its
+    group waits its whole group_wait (one that started longer ago is told at once, as Alertmanager does); made last,
+    it flushes after every earlier group's next flush (their group_interval is as long): by the time its
+    notification arrives, whatever those flushes wrote is on ``notifications`` too (``written``)."""
+    await routed(settings)
+    await produce(settings, [alert(name, "n9", t=time.time() + 1)])  # startsAt: now
+    await wait_for(lambda: any(name in str(s) for s in seen(platform)), f"the {name} notification")
+
+
 def alert(name, node, pod="", owner="", ns="shop", status="firing", t=None):
     labels = {"alertname": name, "node": node, "namespace": ns, "severity": "warning"}
     if pod:
@@ -99,18 +138,20 @@ def test_owners_inhibition_and_silences_end_to_end(settings):
                 alert("KubePodNotReady", "n3", pod="job", owner="team-a", ns="muted"),  # silenced
             ])
             await wait_for(lambda: len(team.accepted) >= 1 and len(platform.accepted) >= 2, "first notifications")
-            await asyncio.sleep(1.5)  # more group intervals: nothing else may arrive
-            assert sorted(seen(team)) == [((("alertname", "KubePodNotReady"), ("node", "n2"), ("owner", "team-a")),
+            await marker(settings, platform, "Marker1")  # the inhibited and the silenced alert's groups flushed by now
+            assert written(settings, "team-a") == sorted(seen(team)) == [((("alertname", "KubePodNotReady"), ("node", "n2"), ("owner", "team-a")),
                                            (("web", "firing"),))]
-            assert sorted(seen(platform)) == [
+            assert written(settings, "platform") == sorted(seen(platform)) == [
                 ((("alertname", "KubeNodeNotReady"), ("node", "n1")), (("KubeNodeNotReady", "firing"),)),
                 ((("alertname", "KubePodNotReady"), ("node", "n2"), ("owner", "team-zzz")), (("db", "firing"),)),
+                ((("alertname", "Marker1"), ("node", "n9")), (("Marker1", "firing"),)),
             ]
             # the node recovers -> its pod alert is no longer inhibited; the silence expires -> the muted one arrives
             await produce(settings, [alert("KubeNodeNotReady", "n1", status="resolved")])
             await svc.book.expire("sil-1")
             await wait_for(lambda: len(team.accepted) >= 3, "un-muted notifications")
-            await asyncio.sleep(2.0)
+            await marker(settings, platform, "Marker2")  # their groups' next flushes are written by now: no repeat
+            assert written(settings, "team-a") == sorted(seen(team))
             assert sorted(seen(team))[:2] == [
                 ((("alertname", "KubePodNotReady"), ("node", "n1"), ("owner", "team-a")), (("cart", "firing"),)),
                 ((("alertname", "KubePodNotReady"), ("node", "n2"), ("owner", "team-a")), (("web", "firing"),)),

@@ -185,11 +185,13 @@ def test_a_held_incident_names_the_node_its_cause_even_when_a_pod_alert_came_fir
 def test_a_held_incident_of_sixty_pods_is_ranked_again_when_its_hold_is_released():
     """A node's alert after 60 of its pods' (another collector's partition): the ranking kept from the incident's 50th
     member (a large one is ranked again only as it grows) put a pod's workload first at the hold's release, and
-    its team was told it was the cause. The release ranks on every member."""
+    its team was told it was the cause. The release ranks on every member. The 60 pods are one workload's, so they
+    make one incident that the node's alert joins: pods each of their own workload would open 60 incidents for the
+    node's alert to merge, and the release would never rank a held incident of 60."""
     inc, st = Incidents(hold=10), {}
     for i in range(60):
-        pod = a(T0 + 1 + i * 0.01, alertname="KubePodNotReady", namespace=f"ns{i}", workload=f"w{i}", node="n1",
-                owner=f"team{i % 4}")
+        pod = a(T0 + 1 + i * 0.01, alertname="KubePodNotReady", namespace="ns", workload="w", pod=f"w-{i}",
+                node="n1", owner=f"team{i % 4}")
         inc.handed(pod, f"team{i % 4}", st, T0 + 1 + i * 0.01)
     inc.handed(a(T0, alertname="KubeNodeNotReady", node="n1"), "platform", st, T0 + 4)
     (released,) = inc.expire(st, T0 + 20)
