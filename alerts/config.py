@@ -30,6 +30,7 @@ from alerts import gotemplate
 from alerts.timeintervals import TimeInterval
 from core import yamlconfig
 from core.durations import Duration
+from core.httpauth import Authorization, BasicAuth
 from core.matchers import MatcherError, Matchers, parse_matchers, quote
 from core.yamlconfig import Document, shown
 
@@ -112,20 +113,6 @@ class TLSConfig(Strict):
         if bool(self.cert_file) != bool(self.key_file):
             raise ValueError("cert_file and key_file go together")
         return self
-
-
-class Authorization(Strict):
-    """``Authorization: <type> <credentials>`` on every request (Alertmanager's ``http_config.authorization``)."""
-
-    type: str = "Bearer"
-    credentials: str | None = None
-    credentials_file: str | None = None
-
-
-class BasicAuth(Strict):
-    username: str = ""
-    password: str | None = None
-    password_file: str | None = None
 
 
 class OAuth2(Strict):
@@ -1126,10 +1113,15 @@ def _unreadable_files(data: dict) -> list[tuple[tuple, str]]:
             if key.endswith("_file") and isinstance(v, str) and v:  # "" is no file (Go's zero value: not set)
                 why = yamlconfig.unreadable(v)
                 if why is not None:
-                    said = v if v.isprintable() else shown(v)
+                    # a secret slot's value may be the secret itself, pasted where its file's path belongs
+                    said = "the file named there" if yamlconfig.is_secret_key(key) else \
+                        v if v.isprintable() else shown(v)
                     if not os.path.isabs(v):  # the routing file's folder is not where it is looked for
                         said += f" (relative to the working directory, {os.getcwd()})"
                     errs.append((path + (key,), f"cannot read {said}: {why}"))
+                elif key.endswith("url_file") and not _url_in(v):  # else retried as a connection error, for hours
+                    errs.append((path + (key,), "the file's content (not shown: a secret) must be an http:// or "
+                                                "https:// URL"))
                 continue
             sub, many = _model_in(field.annotation)
             if sub is not None and many:
@@ -1142,6 +1134,16 @@ def _unreadable_files(data: dict) -> list[tuple[tuple, str]]:
     for i, r in enumerate(_seq(data.get("receivers"))):
         walk(ReceiverConfig, r, ("receivers", i))
     return errs
+
+
+def _url_in(path: str) -> bool:
+    """Whether the file holds an http(s) URL, as the receivers read it (``core.httpauth.secret``: stripped)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            _url(fh.read().strip())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return True
 
 
 def _model_in(annotation) -> tuple[type[BaseModel] | None, bool]:
@@ -1227,30 +1229,46 @@ _ALL_SECRET = frozenset({"proxy_connect_header"})
 
 def redacted(text: str) -> str:
     """``text`` with the value of every secret slot (``yamlconfig.is_secret_key``: passwords, keys, tokens,
-    receiver URLs ...) replaced by ``<secret>``, everything else (layout, comments) as written.
+    receiver URLs ...) replaced by ``<secret>`` and every comment taken out (an old token is often kept in one;
+    Alertmanager re-marshals its config, so its ``original`` has none), the rest (layout, order) as written.
 
     >>> print(redacted("receivers:\\n  - name: r  # ops\\n    webhook_configs: [{url: 'http://h/T0K3N', max_alerts: 2}]\\n"))
     receivers:
-      - name: r  # ops
+      - name: r
         webhook_configs: [{url: <secret>, max_alerts: 2}]
     <BLANKLINE>
     >>> print(redacted("http_config:\\n  proxy_connect_header: {Proxy-Authorization: ['Basic c2VjcmV0']}\\n"))
     http_config:
       proxy_connect_header: {Proxy-Authorization: [<secret>]}
     <BLANKLINE>
+    >>> print(redacted("# old: http://h/OLD\\nbasic_auth:\\n  password: |  # rotated\\n    hunter2\\n\\nx: 1\\n"))
+    basic_auth:
+      password: <secret>
+    <BLANKLINE>
+    x: 1
+    <BLANKLINE>
     """
     import yaml
 
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        root = yaml.compose(text, Loader=loader)
+        tokens = list(yaml.scan(text, Loader=loader))
     except yaml.YAMLError:
         return text  # not YAML: load refused it already
-    spans: list[tuple[int, int]] = []
+    spans: set[tuple[int, int, str]] = set()  # a set: an alias visits its anchor's node again
+
+    def value(node) -> None:
+        start, end = node.start_mark.index, node.end_mark.index
+        if node.style in ("|", ">"):  # a block scalar's span runs over its trailing line breaks: keep them
+            end = start + len(text[start:end].rstrip())
+        anchor = re.search(r"&\S+", re.match(r"(?:[&!]\S*\s+)*", text[start:end]).group())
+        spans.add((start, end, anchor.group() + " " if anchor else ""))  # an alias elsewhere may name it (a tag goes)
 
     def every_value(node) -> None:
         if isinstance(node, yaml.ScalarNode):
             if node.value != "":
-                spans.append((node.start_mark.index, node.end_mark.index))
+                value(node)
         elif isinstance(node, yaml.MappingNode):
             for _, v in node.value:
                 every_value(v)
@@ -1265,7 +1283,7 @@ def redacted(text: str) -> str:
                     every_value(v)  # header name -> [values]: Alertmanager keeps each value as a secret
                 elif isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.ScalarNode) and v.value != "" \
                         and yamlconfig.is_secret_key(k.value) and k.value not in _SHOWN:
-                    spans.append((v.start_mark.index, v.end_mark.index))
+                    value(v)
                 else:
                     walk(v)
         elif isinstance(node, yaml.SequenceNode):
@@ -1273,9 +1291,59 @@ def redacted(text: str) -> str:
                 walk(v)
 
     walk(root)
-    for start, end in sorted(spans, reverse=True):
-        text = text[:start] + "<secret>" + text[end:]
+    edits = [(start, end, anchor + "<secret>") for start, end, anchor in spans]
+    edits += [c for c in _comments(text, tokens) if not any(s <= c[0] < e for s, e, _ in spans)]  # not twice
+    for start, end, new in sorted(edits, reverse=True):
+        text = text[:start] + new + text[end:]
     return text
+
+
+def _comments(text: str, tokens: list) -> list[tuple[int, int, str]]:
+    """Edits taking every comment out of ``text``: the text between tokens is blanks and comments only (a ``#``
+    inside a scalar is part of its token), and a block scalar's header line may end in one.  A comment's line
+    goes with it when nothing else is on it, unless a keep-chomped block scalar (``|+``) is just before: that
+    line ends the scalar's trailing blank lines, so a bare ``#`` stays in its place."""
+    import yaml
+
+    edits: list[tuple[int, int, str]] = []
+
+    def take_out(i: int, end: int, keep_line: bool) -> None:
+        start = i
+        while start > 0 and text[start - 1] in " \t":
+            start -= 1
+        if start == 0 or text[start - 1] in "\r\n":  # a line of its own
+            if keep_line:
+                edits.append((i, end, "#"))
+                return
+            end += 2 if text.startswith("\r\n", end) else 1 if end < len(text) else 0
+        edits.append((start, end, ""))
+
+    done, previous = 0, None
+    for tok in tokens:
+        start, end = tok.start_mark.index, tok.end_mark.index
+        if start > done:
+            keep = isinstance(previous, yaml.ScalarToken) and previous.style in ("|", ">") \
+                and "+" in text[previous.start_mark.index:_line_end(text, previous.start_mark.index)]
+            i = text.find("#", done, start)
+            while i != -1:
+                eol = _line_end(text, i)
+                take_out(i, eol, keep)
+                i = text.find("#", eol, start)
+        if isinstance(tok, yaml.ScalarToken) and tok.style in ("|", ">"):  # ``password: |  # rotated``
+            header_end = _line_end(text, start)
+            i = text.find("#", start, header_end)
+            if i != -1:
+                take_out(i, header_end, False)
+        if end > start:
+            previous = tok
+        done = max(done, end)
+    return edits
+
+
+def _line_end(text: str, i: int) -> int:
+    """Where the line holding ``text[i]`` ends (before its line break)."""
+    ends = [j for j in (text.find("\n", i), text.find("\r", i)) if j != -1]
+    return min(ends) if ends else len(text)
 
 
 def load_text(text: str, source: str = "<routing>", *, files: bool = True) -> RoutingConfig:

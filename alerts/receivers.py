@@ -24,9 +24,9 @@ from alerts.config import RateLimit, Retry, RoutingConfig
 from alerts.routing import Router
 from alerts.sending import Outcome, classify, exchange, redact, retry_after  # noqa: F401 (classify, retry_after: re-exported)
 from alerts.sending import render as _render
-from alerts.sending import secret as _secret
 from alerts.sending import value as _value
 from alerts.sending import values as _values
+from core.httpauth import secret as _secret
 from core.retry import backoff
 
 log = logging.getLogger("kubesight.alerts.receivers")
@@ -52,11 +52,19 @@ class Integration:
     http: object = field(default=None, repr=False, compare=False)  # receivers_more.HTTPOptions: auth, proxy, secrets
 
     def secrets(self) -> list[str]:
-        from urllib.parse import urlsplit
+        """What a reason must not show: the URL, its path and query, and the parts of them a receiver may echo
+        back on its own (``invalid token X`` for ``?token=X``): path segments and query values (as written and
+        decoded) of 8 characters or more (shorter ones, ``?v=2``, are rarely secrets and would blank common
+        words), the userinfo's password and the ``Basic`` credentials aiohttp builds from it."""
+        from urllib.parse import parse_qsl, urlsplit
 
         parts = urlsplit(self.url)
         out = [self.url, parts.path + (f"?{parts.query}" if parts.query else "")]
         out += [p for p in parts.path.split("/") if len(p) >= 8] + ([parts.query] if parts.query else [])
+        values = [v for _, v in parse_qsl(parts.query, keep_blank_values=True)]
+        values += [p.partition("=")[2] for p in parts.query.split("&")]
+        out += [v for v in values if len(v) >= 8]
+        out += _more.userinfo_secrets(self.url)
         if self.secret:
             out.append(self.secret)
         if self.http is not None:

@@ -27,7 +27,7 @@ import html
 import re
 import time
 from dataclasses import dataclass, field
-from urllib.parse import quote_plus, urlencode, urlsplit
+from urllib.parse import quote_plus, unquote, urlencode, urlsplit
 
 import orjson
 
@@ -35,9 +35,9 @@ from alerts import payload
 from alerts.config import HTTPConfig, TLSConfig
 from alerts.sending import Outcome, exchange, redact
 from alerts.sending import render as _render
-from alerts.sending import secret as _secret
 from alerts.sending import value as _value
 from alerts.sending import values as _values
+from core.httpauth import secret as _secret
 
 KINDS = frozenset({"pushover", "victorops", "wechat", "sns", "telegram", "webex", "discord", "pagerduty_v1",
                    "pagerduty_v2", "slack_fields", "opsgenie_fields"})
@@ -113,6 +113,27 @@ class ServerNameContext:
         return self.ctx.wrap_socket(sock, *args, server_hostname=self.server_name, **kwargs)
 
 
+def userinfo_secrets(url: str) -> list[str]:
+    """The password of a URL's userinfo (``http://user:pw@host/``), as written and percent-decoded, and the
+    ``Basic`` credentials aiohttp builds from it (latin-1, its default; UTF-8 too): a receiver or proxy that
+    refuses them may quote either back in its answer, which becomes the reason.
+
+    >>> userinfo_secrets("http://alice:pw%21@h/"), userinfo_secrets("http://alice@h/"), userinfo_secrets("http://h/")
+    (['pw%21', 'pw!', 'YWxpY2U6cHch'], [], [])
+    """
+    parts = urlsplit(url)
+    if not parts.password:
+        return []  # a user alone: the header aiohttp sends carries no secret
+    user, password = unquote(parts.username or ""), unquote(parts.password)
+    out = [parts.password, password]
+    for encoding in ("latin-1", "utf-8"):
+        try:
+            out.append(base64.b64encode(f"{user}:{password}".encode(encoding)).decode())
+        except UnicodeEncodeError:
+            pass
+    return list(dict.fromkeys(out))
+
+
 def http_options(http: HTTPConfig | None, secrets: tuple = ()) -> HTTPOptions:
     """The request options of an ``http_config`` (credential files read now, as every ``*_file`` is at load)."""
     if http is None:
@@ -132,7 +153,7 @@ def http_options(http: HTTPConfig | None, secrets: tuple = ()) -> HTTPOptions:
         found += [password, token]
     if http.proxy_url:
         kwargs.append(("proxy", http.proxy_url))
-        found += [p for p in (urlsplit(http.proxy_url).password,) if p]
+        found += userinfo_secrets(http.proxy_url)  # aiohttp's Proxy-Authorization, as the URL's userinfo
         if http.proxy_connect_header:
             kwargs.append(("proxy_headers", {k: ", ".join(v) for k, v in http.proxy_connect_header.items()}))
     if not http.follow_redirects:

@@ -1,5 +1,5 @@
 """What every sender shares: an attempt's ``Outcome``, how an HTTP answer is classified (``Retry-After``
-included), secret redaction, request timeouts, message rendering and ``*_file`` secrets.
+included), secret redaction, request timeouts and message rendering (``*_file`` secrets: ``core.httpauth``).
 
 ``alerts.receivers`` (webhook, Slack, DingTalk, email, PagerDuty, Opsgenie, Teams, Alertmanager, and the
 retry loop) and ``alerts.receivers_more`` (the other Alertmanager integrations) both build on it.
@@ -12,7 +12,6 @@ import logging
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 
 from alerts import gotemplate, payload
 
@@ -114,11 +113,6 @@ def timeout(seconds: float):
     if t is None:
         t = _TIMEOUTS[seconds] = aiohttp.ClientTimeout(total=seconds)
     return t
-
-
-def secret(value: str | None, path: str | None) -> str:
-    """The value, or the stripped content of the file at ``path`` (``*_file`` keys are read at load)."""
-    return value if value is not None else Path(path).read_text().strip()
 
 
 async def exchange(session, method: str, url: str, body: bytes | None, headers: dict, seconds: float, ssl,

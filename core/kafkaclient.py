@@ -87,13 +87,13 @@ def password(sec: KafkaSecurity) -> str:
         try:
             with open(sec.password_file, encoding="utf-8") as fh:
                 return Password(fh.read().rstrip("\r\n"))
-        except OSError as exc:
-            raise KafkaSecurityError(f"kafka_security.password_file {sec.password_file}: "
+        except OSError as exc:  # neither slot is quoted: the password itself may have been typed there
+            raise KafkaSecurityError(f"kafka_security.password_file: cannot read the file named there: "
                                      f"{exc.strerror or exc}") from None
     if sec.password_env:
         value = os.environ.get(sec.password_env)
         if value is None:
-            raise KafkaSecurityError(f"kafka_security.password_env: environment variable {sec.password_env} is not set")
+            raise KafkaSecurityError("kafka_security.password_env: the environment variable named there is not set")
         return Password(value)
     raise KafkaSecurityError(f"kafka_security: protocol {sec.protocol} needs password_file or password_env")
 

@@ -440,16 +440,22 @@ def _expected(choices: str, value: Any, options: Iterable[str] = ()) -> str:
     return f"expected {choices}, got {shown(value)}" + (f" (did you mean {shown(near)}?)" if near else "")
 
 
-_SECRET_KEY = re.compile(r"(password|secret|token|(?:_|api)key|url|credential)s?(_file|_env)?$", re.I)
+# authorization, basic_auth, oauth2, sigv4: blocks of credentials, so a string written in place of one may be them
+_SECRET_KEY = re.compile(r"(password|secret|token|(?:_|api)key|url|credential|authorization|basic_auth|oauth2|sigv4)"
+                         r"s?(_file|_env)?$", re.I)
 
 
 def is_secret_key(key) -> bool:
     """Whether a key names a secret-bearing slot (its value is never quoted): passwords, tokens, keys, URLs
-    (receiver URLs carry tokens), and their ``*_file`` / ``*_env`` forms (a secret pasted there is not quoted either).
+    (receiver URLs carry tokens), and their ``*_file`` / ``*_env`` forms (a secret pasted there is not quoted either);
+    the credential blocks ``authorization``, ``basic_auth``, ``oauth2`` and ``sigv4`` (``authorization: "Bearer X"``
+    is an error that must not quote X).
 
     A bare ``key`` (a label or taint key, a TLS key file's path) is not a secret.
 
     >>> [is_secret_key(k) for k in ("routing_key", "auth_password", "api_url", "password_file", "channel", "key")]
+    [True, True, True, True, False, False]
+    >>> [is_secret_key(k) for k in ("authorization", "basic_auth", "oauth2", "sigv4", "tls_config", "proxy_from_env")]
     [True, True, True, True, False, False]
     """
     return isinstance(key, str) and bool(_SECRET_KEY.search(key))

@@ -44,6 +44,6 @@ def test_routes_check_reports_missing_secret_files(tmp_path, capsys):
     out = capsys.readouterr()
     assert out.out == ""
     assert out.err.splitlines() == [
-        f"{f}:6: receivers[0].webhook_configs[0].url_file: cannot read /nonexistent/url: No such file or directory",
-        f"{f}:12: receivers[0].email_configs[0].auth_password_file: cannot read /nonexistent/pw: No such file or "
+        f"{f}:6: receivers[0].webhook_configs[0].url_file: cannot read the file named there: No such file or directory",
+        f"{f}:12: receivers[0].email_configs[0].auth_password_file: cannot read the file named there: No such file or "
         "directory"]
