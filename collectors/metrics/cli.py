@@ -7,7 +7,8 @@ import sys
 
 EPILOG = """\
 config (YAML, see deploy/metrics.example.yaml): defaults (interval, timeout, max_bytes, max_series),
-targets (job, url, bearer token, TLS, labels, relabel keep/drop), discovery.kubernetes (roles),
+targets (job, url, basic_auth / authorization / bearer token, TLS, labels, relabel keep/drop; a password
+in a URL's userinfo works too, and shows as xxxxx), discovery.kubernetes (roles),
 remote_write (host, port, path).  Errors name file, line and YAML path, all at once.
 
 endpoints (remote_write.enabled):
@@ -149,15 +150,18 @@ async def _main(args, cfg, static, web_cfg=None) -> int:
 def _reconcile(tasks: dict, targets: list, scraper, stop) -> None:
     import asyncio
 
+    from collectors.metrics.scrape import redacted
+
     want = {t.id: t for t in targets}
     for tid in [t for t in tasks if t not in want]:
         tasks.pop(tid).cancel()
         scraper.forget(tid)
-        print(f"target gone: {tid}", file=sys.stderr)
+        job, _, url = tid.partition("|")
+        print(f"target gone: {job}|{redacted(url)}", file=sys.stderr)
     for tid, t in want.items():
         if tid not in tasks:
             tasks[tid] = asyncio.create_task(scraper.run_target(t, stop))
-            print(f"target found: {tid}", file=sys.stderr)
+            print(f"target found: {t.job}|{t.shown_url}", file=sys.stderr)
 
 
 async def _discover(cfg) -> list:
@@ -225,7 +229,8 @@ async def _serve(cfg, sink, metrics, web_cfg=None):
 
 
 async def _once(scraper, targets, out) -> int:
-    """Scrape each target once; one line per target (table to ``out``), exit 1 if any is down."""
+    """Scrape each target once; one line per target (table to ``out``, a URL's password as xxxxx), exit 1 if any is
+    down."""
     import asyncio
 
     counts = await asyncio.gather(*(scraper.scrape_once(t) for t in targets))
@@ -234,7 +239,7 @@ async def _once(scraper, targets, out) -> int:
     for t, n in zip(targets, counts, strict=True):
         err = scraper.last_error.get(t.id, "")
         down += bool(err)
-        print(f"{t.job:<22} {t.url:<55} {n:>8}  {'up' if not err else 'DOWN: ' + err}", file=out)
+        print(f"{t.job:<22} {t.shown_url:<55} {n:>8}  {'up' if not err else 'DOWN: ' + err}", file=out)
     return 1 if down else 0
 
 

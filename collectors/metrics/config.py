@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import re
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core import yamlconfig
 from core.durations import Duration, format_duration, parse_duration
+from core.httpauth import Authorization, BasicAuth
 from core.matchers import RegexError, full_match
 
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
@@ -88,6 +90,8 @@ class Target(_Model):
     max_series: int | None = Field(None, ge=1)
     bearer_token: str | None = None
     bearer_token_file: str | None = None
+    basic_auth: BasicAuth | None = None
+    authorization: Authorization | None = None
     tls: TLS = Field(default_factory=TLS)
     labels: dict[str, str] = Field(default_factory=dict, description="added to every sample of the target")
     honor_labels: bool = False
@@ -104,8 +108,25 @@ class Target(_Model):
 
     @model_validator(mode="after")
     def _token(self):
+        # prometheus/common's HTTPClientConfig checks, in its words; a URL's userinfo is basic auth too (aiohttp
+        # refuses a request with both it and an Authorization header)
         if self.bearer_token and self.bearer_token_file:
             raise ValueError("bearer_token and bearer_token_file are exclusive")
+        b, a = self.basic_auth, self.authorization
+        if b is not None and b.password and b.password_file:
+            raise ValueError("at most one of basic_auth password & password_file must be configured")
+        if a is not None:
+            if a.credentials and a.credentials_file:
+                raise ValueError("at most one of authorization credentials & credentials_file must be configured")
+            a.type = a.type.strip() or "Bearer"
+            if a.type.lower() == "basic":
+                raise ValueError('authorization type cannot be set to "basic", use "basic_auth" instead')
+        given = [n for n, on in (("basic_auth", b is not None), ("authorization", a is not None),
+                                 ("bearer_token", bool(self.bearer_token or self.bearer_token_file)),
+                                 ("userinfo in url", "@" in urlsplit(self.url).netloc)) if on]
+        if len(given) > 1:
+            raise ValueError(f"at most one of basic_auth, authorization, bearer_token & userinfo in url must be "
+                             f"configured (got {' & '.join(given)})")
         return self
 
 
@@ -166,8 +187,11 @@ def _duplicate_targets(data: dict) -> list[tuple[tuple, str]]:
     for i, raw in enumerate(targets if isinstance(targets, list) else []):
         if isinstance(raw, dict) and isinstance(raw.get("job"), str) and isinstance(raw.get("url"), str):
             first = seen.setdefault((raw["job"], raw["url"]), i)
-            if first != i:
-                out.append((("targets", i), f"target {raw['job']} {raw['url']} listed twice (first: targets[{first}])"))
+            if first != i:  # the URL as every message shows it: a password in it as xxxxx
+                from collectors.metrics.scrape import redacted
+
+                out.append((("targets", i), f"target {raw['job']} {redacted(raw['url'])} listed twice "
+                                            f"(first: targets[{first}])"))
     return out
 
 
@@ -210,6 +234,8 @@ def _named_files(data: dict) -> list[tuple[tuple, object, bool]]:
     targets = data.get("targets") or []
     for i, raw in enumerate(targets if isinstance(targets, list) else []):
         add(raw, ("targets", i), ("bearer_token_file",), text=True)
+        for key, name in (("basic_auth", "password_file"), ("authorization", "credentials_file")):
+            add(raw.get(key) if isinstance(raw, dict) else None, ("targets", i, key), (name,), text=True)
         add(raw.get("tls") if isinstance(raw, dict) else None, ("targets", i, "tls"), _TLS_FILES)
     disc = data.get("discovery")
     k8s = disc.get("kubernetes") if isinstance(disc, dict) else None

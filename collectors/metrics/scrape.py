@@ -9,12 +9,16 @@ a dead-letter record with the reason and the head of the page.
 
 Like Prometheus, every sample gets the target's ``job`` and ``instance`` labels (an exposed
 label of the same name becomes ``exported_<name>`` unless ``honor_labels``), and every scrape
-adds ``up``, ``scrape_duration_seconds`` and ``scrape_samples_scraped``.
+adds ``up``, ``scrape_duration_seconds`` and ``scrape_samples_scraped``.  ``instance`` is the URL's
+``host[:port]`` as written, never its userinfo: a password in the URL (``http://user:pw@host/metrics``) is sent
+as basic auth but printed, logged and dead-lettered as ``xxxxx`` (``basic_auth`` with a ``password_file``
+keeps it out of the config altogether).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import ssl
 import time
@@ -31,6 +35,31 @@ log = logging.getLogger("kubesight.metrics")
 ACCEPT = f"{OPENMETRICS};version=1.0.0;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 DEADLETTER_HEAD = 256 * 1024  # bytes of a bad page kept on the dead-letter topic
 THREAD_PARSE_BYTES = 256 * 1024  # larger pages are parsed in a worker thread
+REDACTED = "xxxxx"  # a URL's password as Prometheus shows it (Go's url.URL.Redacted): the URL stays a valid URL
+
+
+def host_port(url: str) -> str:
+    """The ``instance`` of a target: its URL's ``host[:port]`` as written (no port added, IPv6 brackets kept), without
+    the userinfo, which would put a password into every series' labels.
+
+    >>> host_port("http://scrapeuser:pw@127.0.0.1:9100/metrics"), host_port("https://[::1]:9100/m"), host_port("http://a/m")
+    ('127.0.0.1:9100', '[::1]:9100', 'a')
+    """
+    return urlsplit(url).netloc.rpartition("@")[2]
+
+
+def redacted(url: str) -> str:
+    """``url`` with the password of its userinfo shown as ``xxxxx`` (the user kept, as Go's ``url.Redacted``): the form
+    every log line, dead letter and table shows.
+
+    >>> redacted("http://scrapeuser:pw@h:1/metrics?x=1"), redacted("http://u@h/m"), redacted("http://h:1/m")
+    ('http://scrapeuser:xxxxx@h:1/metrics?x=1', 'http://u@h/m', 'http://h:1/m')
+    """
+    netloc = urlsplit(url).netloc
+    userinfo, _, hostport = netloc.rpartition("@")
+    if ":" not in userinfo:
+        return url
+    return url.replace(netloc, f"{userinfo.partition(':')[0]}:{REDACTED}@{hostport}", 1)
 
 
 class ScrapeError(Exception):
@@ -57,6 +86,8 @@ class ScrapeTarget:
     honor_timestamps: bool = True
     bearer_token: str | None = None
     bearer_token_file: str | None = None
+    auth_type: str = "Bearer"  # the scheme the token is sent with (Prometheus' authorization.type)
+    basic_auth: object = None  # config.BasicAuth: username, password or password_file
     ssl: ssl.SSLContext | bool | None = None
     keep: callable = None
 
@@ -68,19 +99,43 @@ class ScrapeTarget:
     def id(self) -> str:
         return f"{self.job}|{self.url}"
 
+    @property
+    def shown_url(self) -> str:
+        """The URL as printed, logged and dead-lettered: its password (if any) as ``xxxxx``."""
+        return redacted(self.url)
+
+    def scrub(self, text: str) -> str:
+        """``text`` (an error from the HTTP client may quote the URL, in its own spelling) with the URL's password as
+        ``xxxxx`` wherever it stands: a message says a little less rather than the password."""
+        password = urlsplit(self.url).password
+        if not password:
+            return text
+        return text.replace(self.url, self.shown_url).replace(password, REDACTED)
+
     def target_labels(self) -> dict:
-        return {"job": self.job, "instance": urlsplit(self.url).netloc, **self.labels}
+        return {"job": self.job, "instance": host_port(self.url), **self.labels}
 
     def headers(self) -> dict:
+        # the project's one reader of a *_file secret (stripped, as Prometheus trims one)
+        from core.httpauth import secret
+
         h = {"Accept": ACCEPT, "User-Agent": "kubesight-metrics/0.1",
              "X-Prometheus-Scrape-Timeout-Seconds": f"{self.timeout:g}"}
-        token = self.bearer_token
-        if self.bearer_token_file:
-            with open(self.bearer_token_file) as fh:  # re-read each time: projected tokens rotate
-                token = fh.read().strip()
+        # files re-read each time, as Prometheus does: projected tokens and mounted passwords rotate
+        token = secret(None, self.bearer_token_file) if self.bearer_token_file else self.bearer_token
         if token:
-            h["Authorization"] = f"Bearer {token}"
+            h["Authorization"] = f"{self.auth_type} {token}"
+        b = self.basic_auth
+        if b is not None:
+            password = secret(None, b.password_file) if b.password_file else b.password or ""
+            h["Authorization"] = "Basic " + base64.b64encode(f"{b.username}:{password}".encode()).decode()
         return h
+
+    def secret_file(self) -> str | None:
+        """The file ``headers`` reads a secret from (named when it cannot be read)."""
+        if self.basic_auth is not None and self.basic_auth.password_file:
+            return f"basic_auth.password_file {self.basic_auth.password_file}"
+        return f"bearer_token_file {self.bearer_token_file}" if self.bearer_token_file else None
 
 
 def ssl_context(tls) -> ssl.SSLContext | None:
@@ -103,12 +158,15 @@ def from_config(cfg) -> list[ScrapeTarget]:
             errors.append(f"targets[{i}].tls ({t.job}): cannot load {t.tls.ca_file or t.tls.cert_file}: "
                           f"{getattr(exc, 'strerror', None) or exc}")
             continue
+        auth = t.authorization
         out.append(ScrapeTarget(job=t.job, url=t.url, interval=t.interval or d.interval,
                                 timeout=t.timeout or d.timeout, max_bytes=t.max_bytes or d.max_bytes,
                                 max_series=t.max_series or d.max_series, labels=dict(t.labels),
                                 honor_labels=t.honor_labels, honor_timestamps=t.honor_timestamps,
-                                bearer_token=t.bearer_token, bearer_token_file=t.bearer_token_file,
-                                ssl=ctx, keep=compile_rules(t.relabel)))
+                                bearer_token=auth.credentials if auth else t.bearer_token,
+                                bearer_token_file=auth.credentials_file if auth else t.bearer_token_file,
+                                auth_type=auth.type if auth else "Bearer", basic_auth=t.basic_auth, ssl=ctx,
+                                keep=compile_rules(t.relabel)))
     if errors:
         raise ValueError("\n".join(errors))
     return out
@@ -165,9 +223,9 @@ class Scraper:
 
         try:
             headers = t.headers()
-        except OSError as exc:
-            raise ScrapeError("auth_error", f"cannot read bearer_token_file {t.bearer_token_file}: "
-                                            f"{exc.strerror}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ScrapeError("auth_error", f"cannot read {t.secret_file()}: "
+                                            f"{getattr(exc, 'strerror', None) or exc}") from None
         try:
             async with asyncio.timeout(t.timeout):
                 async with self.session.get(t.url, headers=headers, ssl=t.ssl if t.ssl is not None else True,
@@ -242,11 +300,11 @@ class Scraper:
                 samples, n = self.samples_of(t, body, om, now)
             result, error = "ok", ""
         except ScrapeError as exc:
-            samples, result, error = [], exc.kind, str(exc)
-            log.warning("scrape %s %s failed: %s", t.job, t.url, error)
+            samples, result, error = [], exc.kind, t.scrub(str(exc))
+            log.warning("scrape %s %s failed: %s", t.job, t.shown_url, error)
             if exc.bad_page is not None:
                 await self.sink.reject(f"{exc.kind}: {error}", exc.bad_page[:DEADLETTER_HEAD],
-                                       origin="collector/metrics", url=t.url, job=t.job)
+                                       origin="collector/metrics", url=t.shown_url, job=t.job)
         took = time.perf_counter() - start
         kept = len(samples)
         samples += [Sample("up", 1.0 if result == "ok" else 0.0, now, dict(tl)),
@@ -277,7 +335,7 @@ class Scraper:
             try:
                 await self.scrape_once(t)
             except Exception as exc:  # Kafka down or a bug: say so, keep the schedule
-                log.error("scrape %s %s could not be delivered: %s", t.job, t.url, exc)
+                log.error("scrape %s %s could not be delivered: %s", t.job, t.shown_url, t.scrub(str(exc)))
                 self.metrics.scrapes.labels(t.job, "delivery_error").inc()
             if time.monotonic() > next_at:  # overran: skip missed slots rather than bunching up
                 next_at = time.monotonic() + t.interval
