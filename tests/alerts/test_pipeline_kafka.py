@@ -98,15 +98,58 @@ async def routed(settings, timeout: float = 60.0) -> None:
     await asyncio.to_thread(wait)
 
 
+def notes_done(settings) -> tuple[int, int]:
+    """(done, written): how many of the notifications on ``notifications`` the delivery group's commit counts as
+    done, and how many there are. Done: below the committed offset, or beyond it and marked done for its receiver
+    in the commit's metadata (``Progress``), i.e. what a restarted worker skips: a 2xx (or a dead letter) that
+    is committed."""
+    from streams.alerting import Progress
+
+    topic = settings.topic("notifications")
+    notes = read_to_end(settings.kafka, topic)
+    c = KafkaConsumer(**client_config(settings.kafka, "kafka-python"), group_id=f"{settings.app_id}-deliver",
+                      enable_auto_commit=False)
+    try:
+        done = 0
+        for p in range(settings.partitions):
+            om = c.committed(TopicPartition(topic, p), metadata=True)
+            if om is None:
+                continue
+            prog = Progress(om.offset, om.metadata or "")
+            for m in sorted((m for m in notes if m.partition == p), key=lambda m: m.offset):
+                done += m.offset < om.offset or prog.seen(orjson.loads(m.value)["receiver"], m.offset) is True
+        return done, len(notes)
+    finally:
+        c.close()
+
+
+async def delivered(settings, at_least: int | None = None, timeout: float = 60.0) -> None:
+    """Wait until the delivery group has committed every notification on ``notifications`` as done (or ``at_least``
+    of them): whatever was sent by then is on the receivers' lists, and none of it is sent again."""
+    def wait() -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            done, written = notes_done(settings)
+            if done >= (written if at_least is None else at_least):
+                return
+            assert time.monotonic() < deadline, f"gave up waiting for the deliveries to be committed ({done}/{written})"
+            time.sleep(0.1)
+
+    await asyncio.to_thread(wait)
+
+
 async def marker(settings, platform, name: str) -> None:
     """A positive sign that nothing more is coming: an alert for the platform in a group of its own, produced once
     the alerts before it are routed and their notifications have arrived, and waited for. It starts now, so its
     group waits its whole group_wait (one that started longer ago is told at once, as Alertmanager does); made last,
     it flushes after every earlier group's next flush (their group_interval is as long): by the time its
-    notification arrives, whatever those flushes wrote is on ``notifications`` too (``written``)."""
+    notification arrives, whatever those flushes wrote is on ``notifications`` too (``written``). Then it waits for
+    the delivery group's commit to cover every notification (``delivered``): each was sent to its receiver as often
+    as it ever will be (a notification is sent again only when read again, i.e. not yet committed as done)."""
     await routed(settings)
     await produce(settings, [alert(name, "n9", t=time.time() + 1)])  # startsAt: now
     await wait_for(lambda: any(name in str(s) for s in seen(platform)), f"the {name} notification")
+    await delivered(settings)
 
 
 def alert(name, node, pod="", owner="", ns="shop", status="firing", t=None):
@@ -189,7 +232,7 @@ def test_failing_receiver_and_restart_lose_and_double_nothing(settings):
         await svc2.start()
         try:
             await wait_for(lambda: len(team.accepted) >= 12, "all deliveries after the restart")
-            await asyncio.sleep(2.5)
+            await marker(settings, platform, "Marker")  # every flush written and every delivery committed by now
         finally:
             await svc2.stop()
             await team.stop()
@@ -201,7 +244,7 @@ def test_failing_receiver_and_restart_lose_and_double_nothing(settings):
                          for i in done})
         assert got == expected
         assert len({x["body"]["dedupKey"] for x in team.accepted}) == len(team.accepted) == 12
-        assert platform.accepted == []
+        assert seen(platform) == [((("alertname", "Marker"), ("node", "n9")), (("Marker", "firing"),))]
 
     asyncio.run(go())
 
@@ -235,7 +278,7 @@ def test_worker_killed_mid_delivery_loses_and_doubles_nothing(settings, tmp_path
         try:
             await produce(settings, [alert("PodDown", f"n{i}", pod=f"p{i}", owner="team-a") for i in range(6)])
             await wait_for(lambda: team.requests >= 4, "the stalled delivery")
-            await asyncio.sleep(0.5)  # the three 2xx are committed by now
+            await delivered(settings, at_least=3)  # the three 2xx are committed: the kill is not in their window
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             team.after = "ok"
@@ -245,7 +288,7 @@ def test_worker_killed_mid_delivery_loses_and_doubles_nothing(settings, tmp_path
                           + [alert("PodDown", f"n{done}", pod=f"p{done}", owner="team-a", status="resolved")])
             proc = spawn(routing)
             await wait_for(lambda: len(team.accepted) >= 9, "every change after the restart", timeout=90)
-            await asyncio.sleep(1.5)
+            await marker(settings, platform, "Marker")  # every flush written and every delivery committed by now
         finally:
             proc.kill()
             proc.wait(10)
@@ -306,7 +349,7 @@ def test_two_workers_group_where_routed_or_where_read_each_change_once(settings)
             await produce(settings, [alert("PodDown", f"n{i}", pod=f"p{i}", owner="team-a", status="resolved")
                                      for i in done])
             await wait_for(lambda: len(team.accepted) >= n + len(done), "the resolutions")
-            await asyncio.sleep(2.5)  # group intervals: nothing else may arrive
+            await marker(settings, platform, "Marker")  # the groups' next flushes are written and sent by now
         finally:
             for s in svcs:
                 await s.stop()
