@@ -56,6 +56,7 @@ import orjson
 
 from core.kafkaclient import client_config
 from core.records import Alert, decode, format_time, parse_time
+from core.retry import backoff
 from core.settings import Settings
 from rules.ruleset import RuleSet
 
@@ -907,8 +908,6 @@ class Remediator:
         if q is None:
             q = self.retrying[k] = {"alert": alert, "action": a, "at": now - age, "tries": 0, "said": None}
         q["tries"] += 1
-        from core.retry import backoff
-
         # no jitter (rng None): the trail's retry_in is the schedule _resume rebuilds after a restart
         delay = backoff(q["tries"] - 1, RETRY_FIRST, RETRY_MAX, rng=None)
         q["next"] = now + delay
