@@ -30,9 +30,28 @@ def _up(args) -> int:
     return 0
 
 
+def _elsewhere(args, what: str) -> bool:
+    """Whether a broker is configured (KUBESIGHT_KAFKA, or ``kafka`` in the settings) that is not the running local one:
+    then ``down`` and ``purge`` leave the local broker alone and say so, as ``up`` starts none. ``status`` reports the
+    configured broker, and ``down`` stopped another one, maybe a broker that other work on this machine uses."""
+    from core import broker as launcher
+    from core.settings import Settings
+
+    kafka = Settings.load(args.config).kafka
+    local = launcher.status() if kafka else None
+    if not kafka or (local is not None and local.bootstrap == kafka):
+        return False
+    where = "KUBESIGHT_KAFKA" if os.environ.get("KUBESIGHT_KAFKA") else "the settings' kafka"
+    print(f"{where} is {kafka}, not the local broker ({local.bootstrap if local else 'not running'}): nothing "
+          f"{what} (unset it to act on the local broker)", file=sys.stderr)
+    return True
+
+
 def _down(args) -> int:
     from core import broker as launcher
 
+    if _elsewhere(args, "stopped"):
+        return 0
     print("stopped (data kept: `kubesight kafka up` brings it back on the same port)" if launcher.stop()
           else "not running")
     return 0
@@ -41,6 +60,8 @@ def _down(args) -> int:
 def _purge(args) -> int:
     from core import broker as launcher
 
+    if _elsewhere(args, "deleted"):
+        return 0
     gone = launcher.purge()
     print(f"deleted {gone} (every topic and its data)" if gone else "nothing to delete")
     return 0

@@ -68,3 +68,28 @@ def test_broker_json_is_written_whole_or_not_at_all(home, monkeypatch):
         m.setattr(Path, "write_text", cut)
         launcher._write_meta(meta, {"pid": 2, "bootstrap": "127.0.0.1:9093"})
     assert json.loads(meta.read_text()) == {"pid": 1, "bootstrap": "127.0.0.1:9092"}
+
+
+def test_down_and_purge_leave_the_local_broker_alone_when_another_is_configured(home, monkeypatch, capsys):
+    """``KUBESIGHT_KAFKA=127.0.0.1:1 kubesight kafka status`` reports that address, and ``kafka down`` then stopped the
+    local broker, one other work on the machine used (an audit did so). Now down and purge say so and act on nothing
+    unless the configured address is the local broker's own."""
+    import subprocess
+    import sys
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # stands for the local broker
+    try:
+        meta = home / "default" / "broker.json"
+        meta.parent.mkdir(parents=True)
+        launcher._write_meta(meta, {"pid": sleeper.pid, "bootstrap": "127.0.0.1:45999"})
+        monkeypatch.setenv("KUBESIGHT_KAFKA", "127.0.0.1:1")
+        for cmd, what in (("down", "stopped"), ("purge", "deleted")):
+            assert main(["kafka", cmd]) == 0
+            err = capsys.readouterr().err
+            assert f"KUBESIGHT_KAFKA is 127.0.0.1:1, not the local broker (127.0.0.1:45999): nothing {what}" in err
+            assert sleeper.poll() is None and meta.exists()
+        monkeypatch.setenv("KUBESIGHT_KAFKA", "127.0.0.1:45999")  # the local broker itself: down stops it
+        assert main(["kafka", "down"]) == 0
+        sleeper.wait(30)
+    finally:
+        sleeper.kill()
