@@ -4,6 +4,7 @@ has a firing and a non-firing case, it covers node-problem-detector, and it make
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -26,6 +27,22 @@ def test_check_passes_and_the_pack_is_big_enough(capsys):
                                          "audit"}
     for r in rs.rules:  # the README table is generated from these
         assert r.annotations.get("summary") and r.annotations.get("description"), r.alert
+
+
+def test_every_anomaly_summary_says_what_was_expected_and_since_when():
+    """A score alone tells the reader nothing (KubeAPIRequestRateAnomaly said only "unusual apiserver request rate
+    400/s (score 0.5148)"): every anomaly rule says the range the value was expected in, its score and since when;
+    where every feature is a ratio the value and the range are percentages ("20.0%, expected 57.0%-75.8%", not a
+    bare 0.2 against 0.57-0.7579)."""
+    rules = [r for r in load_packs([DEFAULT_PACK]).rules if r.cond.type in ("anomaly", "anomaly_vector")]
+    assert len(rules) >= 5
+    for r in rules:
+        text = r.annotations["summary"].text
+        for name in ("expected_low", "expected_high", "score", "since"):
+            assert re.search(r"\{\{\s*" + name + r"\s*(?:\|\s*[a-z]+\s*)?\}\}", text), (r.alert, name)
+        if all(m.endswith(("_ratio", "_utilisation")) for m in r.metrics):
+            for name in ("value", "expected_low", "expected_high"):
+                assert re.search(r"\{\{\s*" + name + r"\s*\|\s*percent\s*\}\}", text), (r.alert, name)
 
 
 def test_own_test_cases_pass_through_the_cli(capsys):
