@@ -217,6 +217,11 @@ class Settings(BaseModel):
     default_pack: bool = Field(True, description="evaluate rules/packs/default")
     rules: list[str] = Field(default_factory=list, description="rule-pack paths in addition to the default pack")
     routing: str | None = None
+    board_url: str | None = Field(
+        None, description="the address users open the board (``kubesight board``) at, as their browsers reach it "
+        "(a proxy's, with its path: https://ops.example/board); every alert the rules fire links its cell's "
+        "drill-down there (generatorURL: the Source of Alertmanager's templates); None = no link (generatorURL "
+        "stays empty: no host is guessed)")
     remediation: Remediation = Field(default_factory=Remediation)
 
     @field_validator("kafka")
@@ -225,6 +230,31 @@ class Settings(BaseModel):
         if value:  # None or "": the local broker
             bootstrap_servers(value)
         return value
+
+    @field_validator("board_url")
+    @classmethod
+    def _board_url(cls, value: str | None) -> str | None:
+        """An absolute http(s) address without query or fragment (the drill-down's path and query are added to it),
+        kept without its trailing '/'.  Checked at load: a host without a scheme was a link to nowhere on every page
+        and email, found only when someone clicked it.
+
+        >>> Settings(board_url="https://ops.example/board/").board_url, Settings(board_url="").board_url
+        ('https://ops.example/board', None)
+        """
+        if not value:  # "" (an empty environment or template value): unset
+            return None
+        from urllib.parse import urlsplit
+
+        try:
+            u = urlsplit(value)
+            u.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a URL ({exc})") from None
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"{value!r}: expected an http:// or https:// address with a host, as a browser opens it")
+        if u.query or u.fragment or value.endswith(("?", "#")):
+            raise ValueError(f"{value!r}: no query or fragment (the link adds the drill-down's own)")
+        return value.rstrip("/")
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -281,6 +281,10 @@ class Engine:
         # labels -> the team owning what they name ("" if unknown), asked for a signal whose labels name no owner
         # (a scraped series: streams.owners); None: none asked. The team joins the alert's labels while it fires
         self.owner_of = None
+        # (labels, source) -> the address of a page showing the alert (``streams.stages.board_link``: the board's
+        # drill-down under the settings' ``board_url``), its ``generatorURL``; None: none (""). Given, not read from
+        # the environment: a replay links where the settings say.  Asked per transition, never per signal
+        self.generator_url = None
 
     # ------------------------------------------------------------ entry points
 
@@ -419,8 +423,10 @@ class Engine:
             rule = by_sid.get(sid)
             if rule is None:
                 if st.get("s") == 2:
-                    out.append(Alert(labels=_str_labels(st["l"]), annotations=st.get("n") or {}, status="resolved",
-                                     startsAt=st["a"], endsAt=now, source=st.get("o", "")))
+                    labels, origin = _str_labels(st["l"]), st.get("o", "")
+                    out.append(Alert(labels=labels, annotations=st.get("n") or {}, status="resolved",
+                                     startsAt=st["a"], endsAt=now, source=origin,
+                                     generatorURL=self._link(labels, origin)))
                 del state[key]
                 quiet.pop(key, None)
                 continue
@@ -827,7 +833,13 @@ class Engine:
                             expected_low=c.get("lo"), expected_high=c.get("hi"), since=since, feature=c.get("ft"))
                 for k, t in rule.annotations.items()}
 
-    @staticmethod
-    def _alert(rule: CompiledRule, st: dict, status: str, t: float) -> Alert:
-        return Alert(labels=_str_labels(st["l"]), annotations=dict(st.get("n") or {}), status=status,
-                     startsAt=st["a"], endsAt=t if status == "resolved" else None, source=rule.origin)
+    def _alert(self, rule: CompiledRule, st: dict, status: str, t: float) -> Alert:
+        labels = _str_labels(st["l"])
+        return Alert(labels=labels, annotations=dict(st.get("n") or {}), status=status,
+                     startsAt=st["a"], endsAt=t if status == "resolved" else None, source=rule.origin,
+                     generatorURL=self._link(labels, rule.origin))
+
+    def _link(self, labels: dict, source: str) -> str:
+        """The alert's ``generatorURL``, from the labels it is sent with (a resolution links where its firing did)."""
+        link = self.generator_url
+        return link(labels, source) if link is not None else ""

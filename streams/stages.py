@@ -43,15 +43,23 @@ class RulesStage:
     and the signals evaluated: those that reach a rule.  ``wants`` tells the hot path's ``Pipeline`` which
     signals those are (by name, or source and reason), so the others never call this stage; ``routing``
     is the engine in force, whose swap (a reload) renews that answer.  ``owner_of`` (``streams.owners``) gives the
-    team of alerts whose signal names none; every engine in force is handed it."""
+    team of alerts whose signal names none, ``generator_url`` (``board_link``) their link; every engine in force
+    is handed both."""
 
     accepts = (Event, Sample)
 
-    def __init__(self, holder: EngineHolder, owner_of=None):
+    def __init__(self, holder: EngineHolder, owner_of=None, generator_url=None):
         self.holder = holder
         self.owner_of = owner_of
+        self.generator_url = generator_url
         self.seconds = 0.0
         self.evaluations = 0
+
+    def _hand_over(self, engine) -> None:
+        """Give a new engine (a reload's) this stage's owners and link, before it fires: a tick fires too (``for``,
+        ``absent``), and one due before the next signal's evaluation sent its alerts without a link."""
+        if engine.owner_of is not self.owner_of or engine.generator_url is not self.generator_url:
+            engine.owner_of, engine.generator_url = self.owner_of, self.generator_url
 
     @property
     def routing(self):
@@ -66,8 +74,7 @@ class RulesStage:
         if rules is None:  # most signals: no rule to evaluate (and so no time to add)
             return
         self.evaluations += 1
-        if engine.owner_of is not self.owner_of:  # a new engine (a reload)
-            engine.owner_of = self.owner_of
+        self._hand_over(engine)
         t0 = perf_counter()
         out = engine.apply(rec, rules, state, state.get(WATERMARK))
         copies = engine.rekey(rec)  # anomaly_vector / event_count by: the signal again, keyed by its entity or group
@@ -78,7 +85,9 @@ class RulesStage:
             emit("samples" if type(copy) is Sample else "events", key, encode(copy))
 
     def tick(self, now: float, state, emit) -> None:
-        out = self.holder.engine.tick(now, state)
+        engine = self.holder.engine
+        self._hand_over(engine)
+        out = engine.tick(now, state)
         if out:
             for a in out:
                 emit("alerts", a.key(), encode(a))
@@ -264,8 +273,44 @@ class RulesTopicWatcher(mode.Service):
 
 
 def signal_stages(settings: Settings, packs: RulePacks, owner_of=None):
-    """The stages every signal goes through, in order (``owner_of``: ``RulesStage``'s)."""
+    """The stages every signal goes through, in order (``owner_of``: ``RulesStage``'s; its alerts' link from the
+    settings' ``board_url``)."""
     from streams.derived import Derived
 
-    return [Derived(), RulesStage(packs.holder, owner_of)]
+    return [Derived(), RulesStage(packs.holder, owner_of, board_link(settings.board_url))]
+
+
+BOARD_PAGE = "/"  # streams.board's page: with view, row and col it opens that cell's drill-down (board.js openLinked)
+LINK_MAX = 4096  # characters; a longer link is the board's page (aiohttp refuses a request line over 8 KiB)
+
+
+def board_link(base: str | None):
+    """``Engine.generator_url`` for the settings' ``board_url``: (labels, source) -> the board's page with the drill-down
+    of the alert's cell open, or None without a board_url (no host is guessed: generatorURL stays "", as before).
+
+    The cell is the teams x namespaces view's (``view=team``: its team, from the ``owner`` or ``team`` label, and
+    namespace, filed as ``streams.board.Entry`` files them), the narrowest the board serves from labels alone: the
+    clusters x layers cell needs ``streams.board.layer_of``, whose module imports ``streams.alerting`` and would
+    register its routing-reload gauges in the hot path (exported at 0: an alert on them fires).  A name too long for
+    a URL (a team from a workload's annotation) links the board's page instead.
+
+    >>> link = board_link("https://ops.example/board")
+    >>> link({"alertname": "KubePodCrashLooping", "namespace": "shop", "owner": "team a"}, "workloads/K@1")
+    'https://ops.example/board/?view=team&row=team%20a&col=shop'
+    >>> link({"alertname": "KubeNodeNotReady", "node": "n1"}, "nodes/KubeNodeNotReady@1")
+    'https://ops.example/board/?view=team&row=%28unowned%29&col=%28cluster-scoped%29'
+    >>> link({"alertname": "A", "owner": "t" * LINK_MAX}, "p/A@1"), board_link(None)
+    ('https://ops.example/board/', None)
+    """
+    if not base:
+        return None
+    from urllib.parse import quote, urlencode
+
+    def link(labels: dict, source: str) -> str:
+        cell = {"view": "team", "row": labels.get("owner") or labels.get("team") or "(unowned)",
+                "col": labels.get("namespace") or "(cluster-scoped)"}
+        url = f"{base}{BOARD_PAGE}?{urlencode(cell, quote_via=quote, safe='')}"
+        return url if len(url) <= LINK_MAX else base + "/"
+
+    return link
 

@@ -479,8 +479,19 @@ async function init() {
     document.body.dataset.writable = s.writable ? "1" : "0";
     if (st.summary === null) { st.lastMsg = Date.now(); render(s); }
   } catch (e) { /* the event stream will bring it */ }
+  openLinked();
   connect();
   setInterval(tick, 1000);
+}
+
+// a link that names a cell (an alert's generatorURL: "Source" in a notification) opens its drill-down:
+// /?view=team&row=<team>&col=<namespace>, the same query the page asks /api/alerts with
+function openLinked() {
+  const p = new URLSearchParams(location.search);
+  const view = p.get("view"), row = p.get("row"), col = p.get("col") || "";
+  if (!row || (view !== "grid" && view !== "team")) return;
+  setView(view);
+  openDrill({ view, row, col, cell: null, title: col ? row + " / " + col : row, offset: 0 });
 }
 
 document.addEventListener("DOMContentLoaded", init);
