@@ -28,7 +28,8 @@ DEADLETTERS = Counter("kubesight_deadletters", "dead letters on the dead-letter 
                       ["origin", "reason"], registry=REGISTRY)
 
 _NUMBER = re.compile(r"\d+(\.\d+)?")
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")  # as repr() writes it: \' inside is no end
+_QUOTED_LIST = re.compile(r"'…'(?:, '…')+")
 
 
 class LabelCap:
@@ -36,35 +37,45 @@ class LabelCap:
     that a new one is counted as ``other`` — each value is a series Prometheus keeps, and a remote-write client
     naming a new metric per request made 100,000 of them (an audit).
 
+    The first ``keep`` values of a tuple are a fixed set (the dead letter's origin) and stay as given: only the
+    values from input become ``other``.  Capping the origin too lost where the dead letters came from once one
+    collector had filled the cap with reasons (an audit: ``{origin="other",reason="other"}`` for everything after).
+
     >>> cap = LabelCap(2)
     >>> cap("a", "x"), cap("b", "y"), cap("c", "z"), cap("a", "x")
     (('a', 'x'), ('b', 'y'), ('other', 'other'), ('a', 'x'))
+    >>> cap = LabelCap(2, keep=1)
+    >>> cap("a", "x"), cap("a", "y"), cap("b", "z"), cap("a", "x")
+    (('a', 'x'), ('a', 'y'), ('b', 'other'), ('a', 'x'))
     """
 
-    def __init__(self, limit: int = 200):
+    def __init__(self, limit: int = 200, keep: int = 0):
         self.limit = limit
+        self.keep = keep
         self.seen: set[tuple] = set()
 
     def __call__(self, *values: str) -> tuple:
         if values in self.seen:
             return values
         if len(self.seen) >= self.limit:
-            return ("other",) * len(values)
+            return values[:self.keep] + ("other",) * (len(values) - self.keep)
         self.seen.add(values)
         return values
 
 
-DEADLETTER_LABELS = LabelCap(200)
+DEADLETTER_LABELS = LabelCap(200, keep=1)  # origins are kubesight's own (collector/..., worker/...)
 
 
 def count_deadletter(origin: object, reason: object) -> None:
-    """One dead letter in ``kubesight_deadletters_total`` (origin and ``reason_key``; at most 200 pairs)."""
+    """One dead letter in ``kubesight_deadletters_total`` (origin and ``reason_key``; at most 200 pairs, then the
+    origin's reason is ``other``)."""
     DEADLETTERS.labels(*DEADLETTER_LABELS(str(origin), reason_key(reason))).inc()
 
 
 def reason_key(reason: object, limit: int = 80) -> str:
     """A dead letter's reason as a metric label: numbers (attempts, offsets, sizes) become N and quoted text
-    (a metric's, a label's or an event's name from the input) '…', cut to ``limit``.
+    (a metric's, a label's or an event's name from the input) '…', cut to ``limit``; a list of quoted names
+    (a payload's keys) is one '…', however many it has.
 
     One cause is then one series, however many attempts, offsets, seconds or names its messages name.
 
@@ -72,8 +83,10 @@ def reason_key(reason: object, limit: int = 80) -> str:
     'retry budget of Ns spent after N attempts; last: HTTP N'
     >>> reason_key("remote-write: timeseries[3]: duplicate label 'job'")
     "remote-write: timeseries[N]: duplicate label '…'"
+    >>> reason_key("unknown payload shape (top-level keys: 'alpha', 'bravo')")
+    "unknown payload shape (top-level keys: '…')"
     """
-    return _NUMBER.sub("N", _QUOTED.sub("'…'", str(reason)))[:limit]
+    return _NUMBER.sub("N", _QUOTED_LIST.sub("'…'", _QUOTED.sub("'…'", str(reason))))[:limit]
 
 
 def ready_report(checks: dict[str, Check]) -> tuple[bool, dict]:

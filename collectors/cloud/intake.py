@@ -17,7 +17,7 @@ Anything else raises PayloadError with the reason; an Azure Scheduled Events doc
 >>> parse(b'{"hello": "world"}')
 Traceback (most recent call last):
 ...
-collectors.cloud.event.PayloadError: unknown payload shape (top-level keys: hello)
+collectors.cloud.event.PayloadError: unknown payload shape (top-level keys: 'hello')
 """
 
 from __future__ import annotations
@@ -54,9 +54,20 @@ def from_json(d, *, instance: str | None = None, now: float = 0.0, refused: list
                            "CloudEvents payloads")
     if aws.is_instance_scoped(d):
         return aws.from_instance_scoped(d, instance, now)
-    if isinstance(d, dict):
-        raise PayloadError(f"unknown payload shape (top-level keys: {', '.join(sorted(map(str, d))) or 'none'})")
+    if isinstance(d, dict):  # the keys quoted: the dead-letter counter folds quoted text, one series for any keys
+        raise PayloadError(f"unknown payload shape (top-level keys: {quoted_keys(d)})")
     raise PayloadError(f"unknown payload shape (a JSON {type(d).__name__})")
+
+
+def quoted_keys(d: dict) -> str:
+    """A payload's keys as a reason names them: sorted and each quoted (``repr``), since they come from the
+    sender: ``core.telemetry.reason_key`` folds quoted text to '…', and unquoted each new key was a series of
+    ``kubesight_deadletters_total`` of its own (an audit: 195 series from 195 payloads).
+
+    >>> print(quoted_keys({"b": 1, "a": 2}), quoted_keys({}), sep=" | ")
+    'a', 'b' | none
+    """
+    return ", ".join(map(repr, sorted(map(str, d)))) or "none"
 
 
 def batch(items, *, instance: str | None = None, now: float = 0.0, refused: list | None = None,

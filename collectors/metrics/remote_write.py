@@ -144,7 +144,7 @@ def samples_of(req, extra_labels: dict | None = None, skipped: list | None = Non
             refused.append((exc.name, str(exc)))
             continue
         if ts.histograms:
-            why = f"timeseries[{i}] ({name}): native histograms are not supported"
+            why = f"timeseries[{i}] ({name!r}): native histograms are not supported"
             if skipped is None:
                 raise PayloadError(why)
             skipped.append((name, why))
@@ -175,7 +175,7 @@ def _series(i: int, ts, extra: dict) -> tuple[str, list[Sample]]:
         try:  # refused now (a dead letter), not when written (a 503 retried for ever)
             t = check_time(s.timestamp / 1000.0)
         except RecordError:
-            raise BadSeries(f"timeseries[{i}] ({name}): timestamp {s.timestamp} ms is not a time of years 1-9999",
+            raise BadSeries(f"timeseries[{i}] ({name!r}): timestamp {s.timestamp} ms is not a time of years 1-9999",
                             name) from None
         out.append(Sample(name, v, t, labels))
     return name, out

@@ -69,7 +69,7 @@ def test_batch_mode_and_data_base64_and_wrapped_provider_events():
     ({**ECS_CE, "data": {**STALLED, "eventStatus": "Pending"}}, {},
      "eventStatus: unknown phase 'Pending' (one of Scheduled, Inquiring, Executing, Executed, Avoided, Canceled, Failed)"),
     ({"specversion": "1.0", "id": "x", "source": "com.example", "type": "order.created", "data": {"order": 7}}, {},
-     "CloudEvent source 'com.example' type 'order.created': data: unknown payload shape (top-level keys: order)"),
+     "CloudEvent source 'com.example' type 'order.created': data: unknown payload shape (top-level keys: 'order')"),
     ({"specversion": "1.0", "id": "x", "source": "com.example", "type": "ping"}, {},
      "CloudEvent of unsupported source 'com.example' / type 'ping' without an event as data"),
     ({**ECS_CE, "data_base64": "%%%"}, {}, "CloudEvent: data_base64 is not base64"),

@@ -96,7 +96,7 @@ EXPECTED: dict = {
         ('DiskStalled', 'critical', '', 'i-bp67acfmxazb4p****', '', 'Executing', '2018-05-08T02:43:10.000Z', 'Disk:Stalled'),
         ('DiskStallEnded', 'info', '', 'i-instance2', '', 'Executed', '2018-05-06T02:43:10.000Z', 'Disk:Degraded'),
     ],
-    'alibaba-cloud-ecs-events:4': '400: an Alibaba Cloud API response without system events (keys: EventIdSet, RequestId)',
+    'alibaba-cloud-ecs-events:4': "400: an Alibaba Cloud API response without system events (keys: 'EventIdSet', 'RequestId')",
     'alibaba-cloud-ecs-events:5': [
         ('CloudNotice', 'info', '', 's-bp1fis********b859b3', '', '', '2019-04-09T04:18:26.922Z', 'Snapshot:CreateSnapshotCompleted'),
     ],

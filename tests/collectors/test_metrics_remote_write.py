@@ -137,7 +137,7 @@ def test_bad_payloads_get_400_and_are_dead_lettered_with_reasons(settings):
     dead = [d for _, d in read_topic(settings.kafka, settings.topic("deadletter"))]
     assert sorted(d["reason"] for d in dead) == sorted(
         ["remote-write: " + t.strip() for i, (_, t) in enumerate(res[:6]) if i != 3]
-        + ["remote-write: 1 series not taken: timeseries[1] (h): native histograms are not supported"])
+        + ["remote-write: 1 series not taken: timeseries[1] ('h'): native histograms are not supported"])
     assert all(d["origin"] == "collector/metrics" and d["payload"] for d in dead)  # each body as it came
     samples = [v for _, v in read_topic(settings.kafka, settings.topic("samples"))]
     assert len(samples) == 4 and [v["value"] for v in samples if v["name"] == "g"] == [7.0, 7.0]
@@ -162,7 +162,7 @@ def test_a_bad_series_is_dead_lettered_and_the_others_in_its_request_are_taken(s
     assert sorted(v["name"] for v in samples) == ["ok_a", "ok_b"]
     dead = [d for _, d in read_topic(settings.kafka, settings.topic("deadletter"))]
     assert [d["reason"] for d in dead] == [
-        "remote-write: 2 series refused: timeseries[1] (bad_time): timestamp 9223372036854775807 ms is not a time of "
+        "remote-write: 2 series refused: timeseries[1] ('bad_time'): timestamp 9223372036854775807 ms is not a time of "
         "years 1-9999; timeseries[2]: duplicate label 'job'"]
     assert dead[0]["encoding"] == "base64" and dead[0]["truncated"] is False  # the whole request, as sent
 
@@ -214,7 +214,7 @@ def test_decode_limits_and_duplicates():
     ts = far.timeseries.add()
     ts.labels.add(name="__name__", value="up")
     ts.samples.add(value=1.0, timestamp=1627984800000000000)
-    with pytest.raises(PayloadError, match=r"^timeseries\[0\] \(up\): timestamp 1627984800000000000 ms is not a "
+    with pytest.raises(PayloadError, match=r"^timeseries\[0\] \('up'\): timestamp 1627984800000000000 ms is not a "
                                            r"time of years 1-9999$"):
         samples_of(decode(encode(far)))
 
