@@ -114,7 +114,7 @@ def _collect(args) -> int:
     from collectors.kernel import sources
     from collectors.kernel.checkpoint import FileCheckpoint, KafkaCheckpoint
     from collectors.kernel.classify import Classifier
-    from collectors.kernel.collector import KernelCollector
+    from collectors.kernel.collector import KernelCollector, SelfMetrics
     from collectors.sink import KafkaSink, StdoutSink
     from core.settings import Settings
 
@@ -180,7 +180,7 @@ def _collect(args) -> int:
     if live or args.from_file == "-":  # a long-running follower: probes and metrics
         from core.telemetry import serve_for
 
-        serve_for(settings, bootstrap, "kubesight collect kernel")
+        serve_for(settings, bootstrap, "kubesight collect kernel", [SelfMetrics(collector).registry])
     after = collector.resume()
     idle = patterns.defaults.idle_seconds
     if live:

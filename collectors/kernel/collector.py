@@ -27,6 +27,29 @@ from core.records import Entity, Event
 ORIGIN = "collector/kernel"
 
 
+class SelfMetrics:
+    """The collector's own counters, read from it when scraped, in a registry of its own (``serve_for`` serves it on
+    ``/metrics``): its totals were printed only on exit, and a follower of /dev/kmsg never exits."""
+
+    def __init__(self, collector: KernelCollector, registry=None):
+        from prometheus_client import CollectorRegistry
+
+        self.c = collector
+        self.registry = registry or CollectorRegistry()
+        self.registry.register(self)
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        c = self.c
+        yield CounterMetricFamily("kubesight_kernel_lines", "kernel log lines read", value=c.lines)
+        yield CounterMetricFamily("kubesight_kernel_events", "events produced (KernelLogLost included)", value=c.events)
+        yield CounterMetricFamily("kubesight_kernel_deadletters", "unreadable lines sent to the dead-letter topic",
+                                  value=c.bad)
+        yield CounterMetricFamily("kubesight_kernel_events_skipped", "events not produced again after a restart "
+                                  "(produced before it, per the checkpoint)", value=c.skipped)
+
+
 class KernelCollector:
     def __init__(self, classifier: Classifier, sink, *, checkpoint=None, source_id: str = "",
                  commit_lines: int = 5000, commit_seconds: float = 1.0):

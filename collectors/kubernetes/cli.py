@@ -156,7 +156,7 @@ def _collect(args) -> int:
 
     from collectors.kubernetes import checkpoint
     from collectors.kubernetes.api import Api, api_client
-    from collectors.kubernetes.collector import Collector, Options
+    from collectors.kubernetes.collector import Collector, Options, SelfMetrics
     from collectors.sink import KafkaSink
     from core.broker import bootstrap_for
     from core.settings import Settings
@@ -188,7 +188,8 @@ def _collect(args) -> int:
     collector = Collector(Api(client, timeout=args.request_timeout), sink, opts, restored)
     stop = threading.Event()
     on_stop(stop.set, settings.shutdown_timeout, "kubesight collect kubernetes")
-    serve_for(settings, bootstrap, "kubesight collect kubernetes")
+    serve_for(settings, bootstrap, "kubesight collect kubernetes", [SelfMetrics(collector).registry],
+              checks={"watches": collector.watch_check})
     try:
         collector.run(stop)
     except Exception as exc:

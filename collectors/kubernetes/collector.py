@@ -32,6 +32,7 @@ NS_SWEEP = 3600.0  # s between looks for deleted namespaces whose owners records
 OWNER_REFRESH = 3600.0  # s after which a live pod's team is resolved again, though nothing of it changed
 REFRESH_READS = 20  # API reads a step's refresh makes at most (cache misses): the watch items wait for them
 UNSURE_RETRY = 30.0  # s before a pod whose team rested on a failed API read is resolved again
+DOWN_AFTER = 3  # list/watch failures in a row (and backoff_max seconds of them) before a stream counts as down
 
 
 @dataclass
@@ -61,6 +62,42 @@ class Stats:
     transactions: int = 0
     owners: int = 0  # records written to the owners topic (tombstones included)
     committed_rv: dict = field(default_factory=dict)
+
+
+class SelfMetrics:
+    """The collector's own metrics, read from its ``Stats`` and watchers when scraped, in a registry of its own
+    (``serve_for`` serves it on ``/metrics``): nothing is counted twice, and the loop pays nothing for them."""
+
+    def __init__(self, collector: Collector, registry=None):
+        from prometheus_client import CollectorRegistry
+
+        self.c = collector
+        self.registry = registry or CollectorRegistry()
+        self.registry.register(self)
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        s = self.c.stats
+        for name, doc, value in (
+                ("records", "Event records produced (to the transaction under way, then committed)", s.records),
+                ("owner_records", "records written to the owners topic, tombstones included", s.owners),
+                ("deadletters", "objects and watch lines sent to the dead-letter topic", s.dead),
+                ("watch_items", "list/watch items applied (lists, changes, bookmarks, bad lines)", s.items),
+                ("transactions", "Kafka transactions committed", s.transactions)):
+            yield CounterMetricFamily(f"kubesight_kubernetes_{name}", doc, value=value)
+        fails = CounterMetricFamily("kubesight_kubernetes_watch_failures", "list/watch requests failed (a dropped "
+                                    "connection, a timeout, a 5xx; a 410 is not one), by stream", labels=["stream"])
+        lists = CounterMetricFamily("kubesight_kubernetes_lists", "full lists (the first, then after a 410 or from a "
+                                    "checkpoint ahead of the cluster), by stream", labels=["stream"])
+        last = GaugeMetricFamily("kubesight_kubernetes_watch_last_success_timestamp_seconds",
+                                 "when the API server last answered a stream's list or watch (a change or a bookmark "
+                                 "too); 0: not yet", labels=["stream"])
+        for w in list(self.c.watchers):
+            fails.add_metric([w.stream.name], w.reconnects)
+            lists.add_metric([w.stream.name], w.relists)
+            last.add_metric([w.stream.name], w.last_ok)
+        yield from (fails, lists, last)
 
 
 def _rvnum(rv) -> int | None:
@@ -147,6 +184,20 @@ class Collector:
                         backoff_max=self.o.backoff_max)
             w.start()
             self.watchers.append(w)
+
+    def watch_check(self) -> tuple[bool, str]:
+        """Readiness: not while every stream's list/watch has failed ``DOWN_AFTER`` times in a row for ``backoff_max``
+        seconds or more (the API server gone, the ServiceAccount's token revoked): the collector then sends nothing,
+        and only its log said so. A blip shorter than that (an API server restarting) keeps it ready."""
+        ws = list(self.watchers)
+        down = {w.stream.name: (w.down_for(DOWN_AFTER), w.last_error) for w in ws}
+        down = {k: v for k, v in down.items() if v[0] >= self.o.backoff_max}
+        if not down:
+            return True, f"{len(ws)} streams listed and watched"
+        detail = "; ".join(f"{k} failing for {t:.0f}s ({err})" for k, (t, err) in down.items())
+        if len(down) < len(ws):
+            return True, f"{len(ws) - len(down)} of {len(ws)} streams watched; {detail}"
+        return False, f"every stream's list/watch failing: {detail}"
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Until ``stop`` is set: batches of watch items -> one transaction each. Kafka errors raise."""

@@ -9,6 +9,9 @@ The watcher only reads; it puts what it read on a queue, in order, for the colle
 
 After a dropped connection it watches again from the last resourceVersion it delivered, after
 an exponential backoff with full jitter; a 410 (HTTP or a watch ERROR event) makes it re-list.
+It keeps count of its failures and the time of its last success (``reconnects``, ``failing``,
+``last_ok``) for the collector's ``/metrics`` and ``/ready``: with the API server gone the
+warnings in the log were all there was.
 
 A resourceVersion from a checkpoint is first compared with the cluster's current one (a list of
 one object): one ahead of the cluster (etcd restored from a snapshot, a cluster rebuilt under the
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import orjson
 
@@ -64,7 +68,11 @@ class Watcher(threading.Thread):
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.relists = 0
-        self.reconnects = 0
+        self.reconnects = 0  # list/watch failures (410 excluded: a re-list is the protocol, not a failure)
+        self.last_ok = 0.0  # time.time() of the last list, watch opened, item or bookmark (0: none yet)
+        self.failing = 0  # failures since then, in a row
+        self.failing_since: float | None = None  # time.monotonic() of the first of them
+        self.last_error = ""
         self._resp = None
         self._check = self.rv is not None  # a checkpoint's resourceVersion, not yet compared with the cluster's
 
@@ -83,12 +91,14 @@ class Watcher(threading.Thread):
                 if self.rv is None:
                     items, rv = self.api.list(self.stream, self.page)
                     self.relists += 1
+                    self._ok()
                     self.rv = rv
                     self._put(("sync", self.stream.name, items, rv))
                     attempt = 0
                 elif self._check:
                     why = _ahead(self.rv, self.api.resource_version(self.stream))
                     self._check = False
+                    self._ok()
                     if why:
                         log.warning("%s: not resuming from the checkpointed resourceVersion %s: %s (etcd restored "
                                     "from a snapshot, or a new cluster under the same --cluster name?); re-listing",
@@ -97,7 +107,9 @@ class Watcher(threading.Thread):
                         continue
                 for item in self._watch(self.rv):
                     self._put(item)
+                    self._ok()
                     attempt = 0
+                self._ok()  # the server ended the watch (its timeoutSeconds): it answered all along
             except Gone as exc:
                 log.info("%s: %s; re-listing", self.stream.name, exc)
                 self.rv = None
@@ -106,14 +118,29 @@ class Watcher(threading.Thread):
                 if self.stop.is_set():
                     return
                 self.reconnects += 1
+                self.failing += 1
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                self.last_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
                 delay = backoff(attempt, self.backoff_base, self.backoff_max)
                 attempt += 1
                 log.warning("%s: list/watch failed (%s: %s); retry from resourceVersion %s in %.2fs",
                             self.stream.name, type(exc).__name__, " ".join(str(exc).split())[:300], self.rv, delay)
                 self.stop.wait(delay)
 
+    def _ok(self) -> None:
+        """The API server answered this stream: the failures in a row are over."""
+        self.last_ok = time.time()
+        self.failing, self.failing_since = 0, None
+
+    def down_for(self, after: int) -> float:
+        """Seconds this stream has been failing, once its last ``after`` list/watch attempts in a row failed; else 0."""
+        since = self.failing_since
+        return time.monotonic() - since if since is not None and self.failing >= after else 0.0
+
     def _watch(self, rv: str):
         resp = self.api.watch(self.stream, rv, self.timeout_seconds)
+        self._ok()
         self._resp = resp
         try:
             for line in lines(resp):
