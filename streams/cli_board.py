@@ -82,6 +82,7 @@ def _board(args) -> int:
         board, runner, url = await start_board(settings, bootstrap, host, port, token, web_cfg, args.allow_host)
         mode = "silences allowed with the token" if token else "read-only"
         print(f"kubesight board: {url} ({mode}; alerts from {settings.topic('alerts')})", flush=True)
+        serve_telemetry(settings, bootstrap, board)
         stop = asyncio.Event()
         on_stop(stop.set, settings.shutdown_timeout, "kubesight board", asyncio.get_running_loop())
         try:
@@ -95,6 +96,49 @@ def _board(args) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+class BoardMetrics:
+    """The board's figures for ``/metrics``, read when scraped from what it keeps anyway (nothing added to its
+    loop): pages connected, the last summary's time and size, alert records read, whether it has caught up."""
+
+    def __init__(self, board):
+        self.board = board
+
+    def describe(self):
+        return []  # figures read when scraped; an unchecked collector
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        b = self.board
+        yield GaugeMetricFamily("kubesight_board_clients", "pages connected (event streams open)", value=len(b.clients))
+        yield GaugeMetricFamily("kubesight_board_summary_seconds", "time the last summary took to compute",
+                                value=b.summary_ms / 1000)
+        yield GaugeMetricFamily("kubesight_board_summary_bytes", "size of the last summary pushed to the pages",
+                                value=len(b.latest))
+        yield CounterMetricFamily("kubesight_board_alert_records", "alert records read", value=b.model.read)
+        yield GaugeMetricFamily("kubesight_board_caught_up", "1 once the alerts and silences topics are read to "
+                                "their end", value=1 if _caught_up(b) else 0)
+
+
+def _caught_up(board) -> bool:
+    return board.caught_up.is_set() and board.book.caught_up.is_set()
+
+
+def serve_telemetry(settings, bootstrap: str, board):
+    """``/metrics``, ``/health``, ``/ready`` on ``web_port`` (``core.telemetry.serve_for``; None: not set), as every
+    long-running kubesight process: the board's own port serves the page and its API, whose users may need a
+    token or TLS the kubelet and Prometheus lack. Ready once the alerts and silences topics are read to their end
+    (before, the page says "unknown")."""
+    from prometheus_client import CollectorRegistry
+
+    from core.telemetry import serve_for
+
+    registry = CollectorRegistry()
+    registry.register(BoardMetrics(board))
+    return serve_for(settings, bootstrap, "kubesight board", [registry],
+                     {"topics": lambda: (_caught_up(board), "alerts and silences read to their end")})
 
 
 # ---------------------------------------------------------------- browser and bench

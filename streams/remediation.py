@@ -1414,7 +1414,26 @@ class Runner:
 
     A watchdog, as client-go's leader-election healthz: the work loop's passes, its API calls and its records are
     its heartbeat; a leader showing none for ``stall`` s (stuck) stops renewing the Lease, which lapses, and another
-    replica takes over (it renewed from its other thread before, acting on nothing while nobody else could)."""
+    replica takes over (it renewed from its other thread before, acting on nothing while nobody else could).
+
+    ``serve()``: its ``/metrics``, ``/health`` and ``/ready`` on ``web_port`` (``core.telemetry.serve_for``), as every
+    long-running kubesight process: it changes the cluster, so an SRE must see its failed actions and which replica
+    leads without reading the actions topic. The figures (``collect``, read when scraped, nothing on the work loop
+    beyond one count per record):
+
+    - ``kubesight_remediation_actions_total`` {kind, result}: the records this replica wrote, kind the action (cordon,
+      drain, taint, label) or ``condition``/``event``, result its outcome (done, dry-run, refused, failed, blocked,
+      retry-failed, abandoned, recovered, respected);
+    - ``kubesight_remediation_leader``: 1 while this replica acts (leads, or no leader election), else 0;
+      ``kubesight_remediation_terms_total``: the times it began to;
+    - ``kubesight_remediation_retries_pending`` {what=action|drain|condition}: failed actions waiting for a retry,
+      drains blocked (a PodDisruptionBudget) and condition writes that failed, in the current term;
+    - ``kubesight_remediation_backlog_records_total`` and ``kubesight_remediation_backlog_read``: the alerts' records
+      found at start (each term's) and whether that backlog is handled.
+
+    ``/ready``: the broker answers, and this replica is the leader with its consumer running and its work not stalled
+    (the watchdog), or a candidate whose election loop runs; a replica that won the Lease but is still reading the
+    trail back and joining the group is not ready yet."""
 
     def __init__(self, settings: Settings, bootstrap: str, kube: Kube, rules: RuleSet | None = None,
                  group: str | None = None, tick_every: float = 5.0, lease: LeaderLease | None = None,
@@ -1432,6 +1451,9 @@ class Runner:
         self.terms = 0  # times this replica began acting (won the Lease)
         self.stall = stall
         self._beat = time.monotonic()  # the work loop's last sign of progress (the watchdog's heartbeat)
+        self.written: dict[tuple[str, str], int] = {}  # (kind, result) -> records written (/metrics)
+        self.remediator: Remediator | None = None  # the current term's (its pending retries on /metrics)
+        self._electing: threading.Thread | None = None  # the Lease's thread (a candidate's /ready)
 
     def stop(self) -> None:
         self._stop.set()
@@ -1450,6 +1472,68 @@ class Runner:
         if not self._may_act():
             raise NotLeader("not leader: nothing published")
 
+    def _count(self, rec: dict) -> None:
+        """One record written, for ``kubesight_remediation_actions_total``: an action by its type, else its kind."""
+        kind = rec.get("kind")
+        if kind == "action":
+            kind = (rec.get("action") or {}).get("type") or "action"
+        k = (str(kind), str(rec.get("outcome")))
+        self.written[k] = self.written.get(k, 0) + 1
+
+    def readiness(self) -> tuple[bool, str]:
+        """``/ready``'s check: the leader's consumer runs and its work goes on, or a candidate's election loop runs."""
+        if self.leading.is_set():
+            if not self._alive():
+                return False, f"leader, but its work shows no progress for {self.stall:g}s (stalled)"
+            return True, f"leader: consuming {self.settings.topic('alerts')}"
+        if self.lease is None or not self.ready.is_set():
+            return False, "not started" if not self.ready.is_set() else "starting: reading the trail, joining the group"
+        if self.lease.leading():
+            return False, "won the lease: reading the trail, joining the group"
+        electing = self._electing
+        if electing is None or not electing.is_alive():
+            return False, "candidate whose leader election stopped"
+        return True, f"candidate (lease held by {self.lease.holder or 'nobody'})"
+
+    def describe(self):
+        return []  # figures read when scraped; an unchecked collector
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        acts = CounterMetricFamily("kubesight_remediation_actions", "records written to the actions topic by this "
+                                   "replica, by kind (action type, condition, event) and result (outcome)",
+                                   labels=["kind", "result"])
+        for (kind, result), n in sorted(dict(self.written).items()):
+            acts.add_metric([kind, result], n)
+        yield acts
+        yield GaugeMetricFamily("kubesight_remediation_leader", "1 while this replica acts (holds the Lease, or runs "
+                                "without leader election)", value=1 if self.leading.is_set() else 0)
+        yield CounterMetricFamily("kubesight_remediation_terms", "times this replica began acting", value=self.terms)
+        rem = self.remediator if self.leading.is_set() else None
+        pending = GaugeMetricFamily("kubesight_remediation_retries_pending", "what waits for a retry in this "
+                                    "replica's term: failed actions, blocked drains, failed condition writes",
+                                    labels=["what"])
+        for what, held in (("action", "retrying"), ("drain", "drains"), ("condition", "unwritten")):
+            pending.add_metric([what], len(getattr(rem, held)) if rem is not None else 0)
+        yield pending
+        yield CounterMetricFamily("kubesight_remediation_backlog_records", "records of the alerts topic's backlog "
+                                  "read at the start of each term", value=self.backlog)
+        yield GaugeMetricFamily("kubesight_remediation_backlog_read", "1 once the backlog found at start is handled",
+                                value=1 if self.caught_up.is_set() else 0)
+
+    def serve(self):
+        """``/metrics``, ``/health`` and ``/ready`` on ``settings.web_port`` (None: not set, nothing served); the
+        server (``.server_address``). Before ``run()``: the probes answer while the trail is read back."""
+        from prometheus_client import CollectorRegistry
+
+        from core.telemetry import serve_for
+
+        registry = CollectorRegistry()
+        registry.register(self)
+        return serve_for(self.settings, self.bootstrap, "kubesight remediate", [registry],
+                         {"remediate": self.readiness})
+
     def run(self) -> None:
         from kafka import KafkaProducer
 
@@ -1466,6 +1550,7 @@ class Runner:
             if self.lease is not None:
                 rec = {**rec, "replica": self.lease.identity}  # which replica did it (trail only, not learnt)
             producer.send(trail_topic, key=trail_key(s, rec), value=orjson.dumps(rec)).get(30)
+            self._count(rec)
 
         def publish_alert(a: Alert) -> None:
             self._gate()
@@ -1484,6 +1569,7 @@ class Runner:
             self.lease.healthy, self.lease.forbidden = self._alive, publish_forbidden
             electing = threading.Thread(target=self.lease.run, args=(elected,), daemon=True, name="remediation-lease")
             electing.start()
+            self._electing = electing
         self.ready.set()
         try:
             while not self._stop.is_set():
@@ -1510,6 +1596,7 @@ class Runner:
         trail = read_trail(self.bootstrap, s.topic("actions"))
         # hold: the retries rebuilt from the trail wait for the backlog (_catch_up, or the polls after it)
         rem = Remediator(s, self.rules, self.kube, publish, trail, publish_alert=publish_alert, hold=True)
+        self.remediator = rem
         records, trail = len(trail), None  # learnt: not kept for the term
         consumer = KafkaConsumer(**client_config(self.bootstrap, "kafka-python"), group_id=self.group,
                                  enable_auto_commit=False, isolation_level="read_committed",
@@ -1554,6 +1641,7 @@ class Runner:
                 log.warning("remediate: the lease lapsed: stopped acting; a candidate again")
         finally:
             self.leading.clear()
+            self.remediator = None  # its state is the next term's to rebuild from the trail
             consumer.close(autocommit=False)
 
     @staticmethod
@@ -1644,6 +1732,7 @@ def _run(args) -> int:
     lease = None if args.no_leader_election else LeaderLease(
         kube.api, namespace=args.lease_namespace or os.environ.get("POD_NAMESPACE") or LEASE_NAMESPACE)
     r = Runner(settings, bootstrap_for(settings), kube, lease=lease)
+    r.serve()  # web_port set: /metrics, /health, /ready (a Deployment that changes the cluster is watched too)
     signal.signal(signal.SIGTERM, lambda *_: r.stop())
     r.run()
     return 0
