@@ -155,6 +155,14 @@ def _part_worker(args, settings: Settings, bootstrap: str) -> int:
         service = Deliverer(settings, bootstrap, Receivers(routing.cfg), routing_file=routing)
     if args.metrics_file:
         serve_child_metrics(service, Path(args.metrics_file))
+    elif settings.web_port is not None:  # a part run alone, as the README allows: its own /metrics, /health, /ready
+        from prometheus_client import REGISTRY
+
+        from core.telemetry import serve_for
+        from streams.telemetry import part_checks, part_metrics
+
+        REGISTRY.register(part_metrics(service))
+        serve_for(settings, bootstrap, f"kubesight worker --role {args.role}", checks=part_checks(service))
     print(f"kubesight worker --role {args.role}: pid {os.getpid()}", file=sys.stderr, flush=True)
 
     class BoundedWorker(mode.Worker):
@@ -171,16 +179,14 @@ def _part_worker(args, settings: Settings, bootstrap: str) -> int:
 
 
 def serve_child_metrics(service, port_file: Path) -> None:
-    """A child's registry (its processor's figures, per-receiver delivery, process_*) on a free loopback port,
+    """A child's registry (its processor's figures, per-receiver delivery and its lag, process_*) on a free loopback port,
     written to ``port_file`` for the parent worker, which appends it to its own ``/metrics``."""
     from prometheus_client import REGISTRY
 
     from core.telemetry import serve
-    from streams.telemetry import WorkerMetrics
+    from streams.telemetry import part_metrics
 
-    proc = getattr(service, "processor", service)
-    if hasattr(proc, "stats") and hasattr(proc, "consumer") and hasattr(proc, "stores"):  # a TransactionalProcessor
-        REGISTRY.register(WorkerMetrics([proc]))
+    REGISTRY.register(part_metrics(service))  # delivery's: its lag (the parent appends it with role="delivery")
     server = serve("127.0.0.1", 0)
     tmp = port_file.with_suffix(".tmp")
     tmp.write_text(str(server.server_address[1]))

@@ -9,7 +9,9 @@ registry; add yours there too):
   partition's event time (dead-lettered with the reason, never dropped silently);
 - ``kubesight_transactions_total`` {processor, result=committed|aborted};
 - ``kubesight_consumer_lag`` {processor, topic, partition}: offsets between the consumer's position
-  and the last stable offset (a transactional topic's commit marker counts as one);
+  and the last stable offset (a transactional topic's commit marker counts as one); for delivery
+  (``processor="delivery"``, on ``notifications``) between its last commit and the last stable offset,
+  so notifications read but still being sent or retried (a receiver down) count (``Deliverer.lag``);
 - ``kubesight_rule_evaluation_seconds_total`` and ``kubesight_rule_evaluations_total``: time the rule
   engine took, and how many signals it evaluated (their ratio: the mean time per signal);
 - ``kubesight_deadletters_total`` {origin, reason}: everything on the dead-letter topic, counted by the
@@ -26,6 +28,10 @@ up; with ``--role all``, while every child runs and has stayed up a few seconds 
 (``children``: a child that exits at start, e.g. on a routing file it refuses, is restarted every second,
 and no notification flows meanwhile); the body names each check.  ``/health`` is liveness: the event
 loop answers.
+
+A part run alone (``kubesight worker --role incidents|alerting|delivery``, ``web_port`` set) serves the three
+pages itself (``core.telemetry.serve_for``, ``part_metrics``, ``part_checks``): ``/ready`` is the broker and that
+part, its processor's partitions assigned and restored, alerting's views caught up, delivery's partitions assigned.
 """
 
 from __future__ import annotations
@@ -61,9 +67,10 @@ def consumer_lag(consumer) -> dict:
 class WorkerMetrics:
     """A prometheus-client collector reading the processors' counters when scraped (nothing on the hot path)."""
 
-    def __init__(self, processors: list, rules_stage=None):
+    def __init__(self, processors: list, rules_stage=None, deliverers=()):
         self.processors = processors
         self.rules_stage = rules_stage
+        self.deliverers = list(deliverers)  # streams.alerting.Deliverer: only their lag (DeliveryMetrics the rest)
 
     def describe(self):
         return []  # figures appear after start; an unchecked collector
@@ -89,7 +96,13 @@ class WorkerMetrics:
             tx.add_metric([p.name, "aborted"], s["aborts"])
             for tp, n in sorted(consumer_lag(p.consumer).items()):
                 lag.add_metric([p.name, tp.topic, str(tp.partition)], n)
-        yield from (sig_in, sig_out, late, future, tx, lag)
+        for d in self.deliverers:
+            for tp, n in sorted(d.lag().items()):
+                lag.add_metric(["delivery", tp.topic, str(tp.partition)], n)
+        if self.processors:  # a delivery process has no hot path: no families of counters that never move
+            yield from (sig_in, sig_out, late, future, tx)
+        if self.processors or self.deliverers:
+            yield lag
         if self.rules_stage is not None:
             yield CounterMetricFamily("kubesight_rule_evaluation_seconds", "time the rule engine took on signals",
                                       value=self.rules_stage.seconds)
@@ -172,12 +185,51 @@ def partitions_check(proc):
     return check
 
 
+def delivery_check(deliverer):
+    """Readiness of delivery: its consumer runs and has partitions of ``notifications`` assigned."""
+    def check():
+        c = deliverer.consumer
+        if c is None:
+            return False, "delivery: not started"
+        assigned = sorted({tp.partition for tp in c.assignment()})
+        if not assigned:
+            return False, "delivery: no partitions of notifications assigned yet"
+        return True, f"delivery: partitions {assigned} of notifications assigned"
+    return check
+
+
+def part_metrics(service) -> WorkerMetrics:
+    """The collector of one part run on its own (``kubesight worker --role incidents|alerting|delivery``): its
+    transactional processor's figures, or delivery's lag (a ``Deliverer``, told by its ``lag``: importing
+    ``streams.alerting`` to ask ``isinstance`` would register the routing gauges in the incidents part too)."""
+    proc = getattr(service, "processor", service)
+    if hasattr(proc, "stats") and hasattr(proc, "consumer") and hasattr(proc, "stores"):  # a TransactionalProcessor
+        return WorkerMetrics([proc])
+    return WorkerMetrics([], deliverers=[service] if hasattr(service, "lag") else [])
+
+
+def part_checks(service) -> dict:
+    """``/ready`` of one part run on its own (the broker is ``core.telemetry.serve_for``'s): a processor's partitions
+    assigned and restored, alerting's silence and inhibition views caught up, delivery's consumer assigned."""
+    proc = getattr(service, "processor", service)
+    checks = {}
+    if hasattr(proc, "stores"):
+        checks[proc.name] = partitions_check(proc)
+    if hasattr(service, "views_ready"):
+        checks["views"] = lambda: ((True, "silences and inhibition views caught up") if service.views_ready() else
+                                   (False, "silences and inhibition views still catching up"))
+    if hasattr(service, "lag"):
+        checks["delivery"] = delivery_check(service)
+    return checks
+
+
 def install(app, settings, bootstrap: str, processor, packs, alerting, rules_stage=None, services=()) -> None:
     """Add the metrics collector and the /metrics, /health, /ready pages to the Faust app (``services`` with
     ``metrics_ports()``: child processes whose metrics ``/metrics`` appends; with ``check()``, whose state
     ``/ready`` includes)."""
     procs = [processor] + ([alerting.processor] if alerting is not None else [])
-    collector = WorkerMetrics(procs, rules_stage)
+    delivering = [alerting.deliverer] if alerting is not None and alerting.deliverer is not None else []
+    collector = WorkerMetrics(procs, rules_stage, delivering)
     REGISTRY.register(collector)
     app.kubesight_metrics = collector
     page = ChildrenMetrics(REGISTRY, [s.metrics_ports for s in services if hasattr(s, "metrics_ports")])

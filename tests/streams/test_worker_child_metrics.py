@@ -49,16 +49,23 @@ class ReceiverThread(threading.Thread):
         self.join(5)
 
 
-@pytest.mark.kafka
-def test_worker_metrics_include_the_children_delivery_figures(settings, tmp_path):
+def routed(settings, tmp_path, routing: str = ROUTING, after="ok"):
+    """(a started ReceiverThread answering ``after``, settings routing to it by ``routing``, a free web port)."""
     hook = ReceiverThread()
+    hook.server.after = after
     hook.start()
     assert hook.started.wait(10)
-    routing = tmp_path / "routing.yaml"
-    routing.write_text(ROUTING.format(url=hook.server.url))
+    path = tmp_path / "routing.yaml"
+    path.write_text(routing.format(url=hook.server.url))
     port = free_port()
-    s = settings.model_copy(update={"routing": str(routing), "web_port": port, "clock": "wall",
+    s = settings.model_copy(update={"routing": str(path), "web_port": port, "clock": "wall",
                                     "shutdown_timeout": 10.0, "state_dir": str(tmp_path / "state")})
+    return hook, s, port
+
+
+@pytest.mark.kafka
+def test_worker_metrics_include_the_children_delivery_figures(settings, tmp_path):
+    hook, s, port = routed(settings, tmp_path)
     log = tmp_path / "worker.log"
     proc = spawn_worker(s, settings.kafka, log, worker_id="childmetrics")
     try:
@@ -82,6 +89,9 @@ def test_worker_metrics_include_the_children_delivery_figures(settings, tmp_path
         assert re.search(r'^kubesight_signals_in_total\{processor="alerting",role="alerting"\} [1-9]', text, re.M), text
         assert 'kubesight_notification_groups_in_flight{receiver="hooked",role="delivery"}' in text
         assert re.search(r'^process_cpu_seconds_total\{role="delivery"\} ', text, re.M)
+        # the delivery group's lag, from the delivery child (a self-metrics audit: no series for it at all)
+        assert re.search(r'^kubesight_consumer_lag\{partition="0",processor="delivery",role="delivery",'
+                         rf'topic="{s.topic("notifications")}"\}} ', text, re.M), text
         # one TYPE line per family: the merged page is valid exposition
         types = [ln.split()[2] for ln in text.splitlines() if ln.startswith("# TYPE ")]
         assert len(types) == len(set(types)), sorted(t for t in types if types.count(t) > 1)
