@@ -261,10 +261,14 @@ def spawn_receiver(out: str, fail: dict[str, int] | None = None, stall: set[str]
     """Start a RecordingReceiver process; returns (process, base URL)."""
     import subprocess
 
+    from core.broker import die_with_parent
+
     cmd = [sys.executable, "-m", "alerts.localhooks", "--out", out]
     cmd += [a for p, s in (fail or {}).items() for a in ("--fail", f"{p}={s}")]
     cmd += [a for p in (stall or ()) for a in ("--stall", p)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    # dies with its parent: a bench killed past its ``finally`` leaves no receiver behind
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                            preexec_fn=die_with_parent)
     line = proc.stdout.readline().split()
     if len(line) != 2 or line[0] != "listening":
         proc.kill()

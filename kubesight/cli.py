@@ -68,6 +68,27 @@ def main(argv: list[str] | None = None) -> int:
     from core.kafkaclient import quiet_startup_noise
 
     quiet_startup_noise()  # a fresh broker's retried leader/coordinator elections are not the user's errors
+    import signal
+    import threading
+
+    from streams.cli_run import _interrupt
+
+    # `kill` (SIGTERM) stops every command as Ctrl-C does: through its ``finally`` blocks, which stop the
+    # processes it started (a bench's receiver, producer, workers); without it they ran on, some forever.
+    # Commands with their own stop (demo, worker, board, serve, collect kernel) install their handler over this one;
+    # a caller's own handler (main() called in a test) is back afterwards.
+    if threading.current_thread() is not threading.main_thread():
+        return _run(args)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:  # None: a handler not set from Python, nothing to put back
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args) -> int:
+    """``args.func(args)``, its exceptions as exit codes and one-line messages."""
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -337,8 +337,11 @@ def _faust(bootstrap: str, topic: str, n: int, timeout: float) -> tuple[float, f
         script, out = os.path.join(d, "agent.py"), os.path.join(d, "out.json")
         with open(script, "w") as fh:
             fh.write(FAUST_AGENT)
+        from core.broker import die_with_parent
+
+        # the agent dies with the bench: one killed past its ``finally`` left it consuming forever
         proc = subprocess.run([sys.executable, script, bootstrap, topic, str(n), out], cwd=d, timeout=timeout,
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, preexec_fn=die_with_parent)
         if not os.path.exists(out):
             raise RuntimeError(f"faust agent did not finish (exit {proc.returncode}): {proc.stderr[-1500:]}")
         with open(out) as fh:

@@ -131,8 +131,11 @@ receivers:
 
 
 def _spawn(*args: str, out=subprocess.DEVNULL) -> subprocess.Popen:
+    """A producer or reader process; it dies with the bench (a bench killed past its ``finally`` left them running)."""
+    from core.broker import die_with_parent
+
     return subprocess.Popen([sys.executable, "-m", "streams.bench_latency", *args], cwd=REPO, stdout=out,
-                            stdin=subprocess.DEVNULL, text=True)
+                            stdin=subprocess.DEVNULL, text=True, preexec_fn=die_with_parent)
 
 
 def tree_cpu(pid: int, parts: dict | None = None) -> float:
@@ -261,7 +264,10 @@ if __name__ == "__main__":
 
     quiet_startup_noise()  # a child of the bench: the fresh topics' leader elections are not the user's errors
     if sys.argv[1] == "produce":
-        print(asyncio.run(produce(sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5]), sys.argv[6])))
+        try:
+            print(asyncio.run(produce(sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5]), sys.argv[6])))
+        except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the bench says "interrupted", once
+            sys.exit(130)
     elif sys.argv[1] == "read":
         try:
             asyncio.run(read(sys.argv[2], sys.argv[3], sys.argv[4]))

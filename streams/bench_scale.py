@@ -275,8 +275,10 @@ def workers_1_vs_2(settings: Settings, n: int, partitions: int) -> dict:
     """Signals/s with one worker, then with two in one consumer group (each its own process), on the same input."""
     import uuid
 
+    from core.broker import die_with_parent
     from core.topics import ensure_topics
     from streams.bench import _broker, _events, _produce, _samples
+    from streams.cli_run import stop_process
 
     tag = uuid.uuid4().hex[:6]
     bootstrap, broker = _broker(settings, tag)
@@ -294,28 +296,34 @@ def workers_1_vs_2(settings: Settings, n: int, partitions: int) -> dict:
                 with open(cfg, "w") as fh:
                     fh.write(ks.model_dump_json())
                 outs = [os.path.join(d, f"w{i}.json") for i in range(workers)]
+                # each worker dies with the bench, and is stopped in ``finally``: Ctrl-C to this process alone, a kill,
+                # or a group that did not settle left one running forever
                 procs = [subprocess.Popen([sys.executable, "-m", "streams.bench_scale", "worker", cfg, bootstrap,
-                                           f"w{i}", o], cwd=REPO, stdin=subprocess.DEVNULL)
+                                           f"w{i}", o], cwd=REPO, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
                          for i, o in enumerate(outs)]
-                # the group settles first (every worker holds partitions of both inputs, none missing), then the
-                # input appears at once (one transaction): no worker starts alone on all the partitions
-                deadline, stable = time.monotonic() + 120, 0
-                while stable < 3:
-                    held = [_read_int(o + ".assigned") for o in outs]
-                    stable = stable + 1 if all(held) and sum(held) == 2 * partitions else 0
-                    if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                        raise SystemExit(f"bench scale: the workers' group did not settle ({held})")
-                    time.sleep(0.5)
-                _produce(bootstrap, None, ((ks.topic(kind), k, v) for kind, recs in records.items() for k, v in recs),
-                         transactional_id=f"bench-scale-{tag}-{workers}w-producer")
-                busy0 = _cpu_busy()
-                for p in procs:
-                    p.wait(timeout=max(300, n / 500))
-                busy = _busy_share(busy0, _cpu_busy())
-                results = []
-                for o in outs:
-                    with open(o) as fh:
-                        results.append(json.load(fh))
+                try:
+                    # the group settles first (every worker holds partitions of both inputs, none missing), then the
+                    # input appears at once (one transaction): no worker starts alone on all the partitions
+                    deadline, stable = time.monotonic() + 120, 0
+                    while stable < 3:
+                        held = [_read_int(o + ".assigned") for o in outs]
+                        stable = stable + 1 if all(held) and sum(held) == 2 * partitions else 0
+                        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                            raise SystemExit(f"bench scale: the workers' group did not settle ({held})")
+                        time.sleep(0.5)
+                    _produce(bootstrap, None, ((ks.topic(kind), k, v) for kind, recs in records.items() for k, v in recs),
+                             transactional_id=f"bench-scale-{tag}-{workers}w-producer")
+                    busy0 = _cpu_busy()
+                    for p in procs:
+                        p.wait(timeout=max(300, n / 500))
+                    busy = _busy_share(busy0, _cpu_busy())
+                    results = []
+                    for o in outs:
+                        with open(o) as fh:
+                            results.append(json.load(fh))
+                finally:
+                    for p in procs:
+                        stop_process(p, 15)
             rate, per_cpu, per_worker = _steady([r["timeline"] for r in results if r["timeline"]])
             out[str(workers)] = {"signals_per_s": round(rate), "signals_per_cpu_s": round(per_cpu),
                                  "records": per_worker, "machine_cpu_busy": busy}
@@ -363,8 +371,11 @@ def _one_worker(settings_file: str, bootstrap: str, worker_id: str, out: str) ->
                 fh.write(str(n))
             os.replace(out + ".assigned.tmp", out + ".assigned")
 
-    asyncio.run(_kubesight(settings, bootstrap, None, worker_id=worker_id, timeline=timeline, watch=report,
-                           idle=5.0))
+    try:
+        asyncio.run(_kubesight(settings, bootstrap, None, worker_id=worker_id, timeline=timeline, watch=report,
+                               idle=5.0))
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the bench says "interrupted", once
+        sys.exit(130)
     with open(out, "w") as fh:
         json.dump({"timeline": timeline}, fh)
 

@@ -160,9 +160,29 @@ def chromium(width: int = 1400, height: int = 900):
     opts.binary_location = binary
     for f in CHROMIUM_FLAGS:
         opts.add_argument(f)
-    opts.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='kubesight-chromium-')}")
+    profile = tempfile.mkdtemp(prefix="kubesight-chromium-")
+    opts.add_argument(f"--user-data-dir={profile}")
     opts.add_argument(f"--window-size={width},{height}")
-    return webdriver.Chrome(service=Service(executable_path=driver), options=opts)
+    from core.broker import die_with_parent
+
+    # chromedriver dies with us (it was only stopped by quit()); quit() also removes the profile (one per run piled
+    # up in /tmp)
+    try:
+        drv = webdriver.Chrome(service=Service(executable_path=driver, popen_kw={"preexec_fn": die_with_parent}),
+                               options=opts)
+    except BaseException:
+        shutil.rmtree(profile, ignore_errors=True)
+        raise
+    quit_ = drv.quit
+
+    def quit_and_clean() -> None:
+        try:
+            quit_()
+        finally:
+            shutil.rmtree(profile, ignore_errors=True)
+
+    drv.quit = quit_and_clean
+    return drv
 
 
 def synthetic_alerts(n: int, clusters: int = 12, teams: int = 25, namespaces: int = 200, seed: int = 7) -> list:

@@ -79,9 +79,14 @@ def run(args) -> int:
     conn, child_conn = ctx.Pipe()
     server = ctx.Process(target=_server, args=(child_conn, str(data)), daemon=True)
     server.start()
+    child_conn.close()  # the child's end lives in the child only: if the server dies, recv() sees EOF, not a hang
     kc = None
     try:
-        url, rv, n_events = conn.recv()
+        try:
+            url, rv, n_events = conn.recv()
+        except EOFError:
+            print("bench kubernetes: the test API server did not start (its traceback is above)", file=sys.stderr)
+            return 2
         kc = write_kubeconfig(url, Path(os.environ.get("TMPDIR", "/tmp")) / f"kubesight-bench-{os.getpid()}.kubeconfig")
         sink = KafkaSink(bootstrap, settings.topic, transactional_id=f"kubesight-bench-{uuid.uuid4().hex[:6]}")
         collector = Collector(Api(api_client(str(kc))), sink, Options(cluster="bench"))
@@ -106,7 +111,10 @@ def run(args) -> int:
         th.join(10)
         sink.producer.close(timeout=5)
     finally:
-        conn.send(("stop",))
+        try:
+            conn.send(("stop",))
+        except OSError:  # the server is gone already
+            pass
         server.join(10)
         if kc:
             kc.unlink(missing_ok=True)

@@ -506,3 +506,45 @@ def test_transient_read_failures_are_retried_but_said_once_per_kind_and_status_p
         now[0] = 301.0
         o.get("Job", "shop", "j0")
         assert len(caplog.records) == 2  # still failing after the ttl: said again
+
+
+# ---------------------------------------------------------------- recorded data and bench kubernetes
+
+
+def test_load_yaml_reads_the_gzipped_copy(tmp_path):
+    """tests/data keeps large files gzipped (nri-kubernetes' pods.yaml is pods.yaml.gz): asked for ``x.yaml``,
+    ``load_yaml`` reads ``x.yaml.gz`` when only that exists (``bench kubernetes --data tests/data`` failed)."""
+    import gzip
+
+    from collectors.kubernetes.testing import load_yaml
+
+    (tmp_path / "pods.yaml.gz").write_bytes(gzip.compress(b"items: [{metadata: {name: p}}]\n"))
+    assert load_yaml(tmp_path / "pods.yaml") == {"items": [{"metadata": {"name": "p"}}]}
+    (tmp_path / "pods.yaml").write_text("items: []\n")  # the plain file, when there, wins
+    assert load_yaml(tmp_path / "pods.yaml") == {"items": []}
+
+
+@pytest.mark.kafka
+def test_bench_kubernetes_fails_fast_when_its_api_server_does_not_start(kafka_bootstrap, tmp_path):
+    """The test API server's process dies at start (no recorded cluster): one line and exit 2, not a hang (the bench
+    kept the child's end of the pipe open, so it waited forever for the server's address)."""
+    import os
+    import subprocess
+    import sys
+
+    from core.settings import REPO
+
+    for d in ("openshift-must-gather-events", "nri-kubernetes-testdata"):
+        (tmp_path / d).mkdir()
+    env = dict(os.environ, KUBESIGHT_KAFKA=kafka_bootstrap)
+    proc = subprocess.Popen([sys.executable, "-m", "kubesight", "bench", "kubernetes", "--data", str(tmp_path)],
+                            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("bench kubernetes still waiting for its dead API server after 60 s")
+    assert proc.returncode == 2, err[-2000:]
+    assert err.strip().splitlines()[-1] == "bench kubernetes: the test API server did not start (its traceback is above)"
