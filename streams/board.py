@@ -49,6 +49,7 @@ from core.records import Alert, RecordError, decode, format_time, parse_time
 from core.settings import Settings
 from streams.alerting import RoutingFile, SilenceBook
 from streams.follow import follow_topic
+from streams.stages import team_cell
 
 log = logging.getLogger("kubesight.board")
 
@@ -117,8 +118,7 @@ class Entry:
         self.fp, self.alert, self.starts = fp, alert, starts
         self.cluster = lab.get("cluster") or NONE
         self.layer = layer_of(lab, alert.get("source") or "")
-        self.team = lab.get("owner") or lab.get("team") or "(unowned)"
-        self.ns = lab.get("namespace") or "(cluster-scoped)"
+        self.team, self.ns = team_cell(lab)
         self.sev = SEVERITY.get(lab.get("severity", "").lower(), "info")
         self.silenced_by: list[str] = []
         self.inhibited_by: list[str] = []  # fingerprints of the firing alerts that inhibit it (routing's rules)

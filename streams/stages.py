@@ -284,12 +284,21 @@ BOARD_PAGE = "/"  # streams.board's page: with view, row and col it opens that c
 LINK_MAX = 4096  # characters; a longer link is the board's page (aiohttp refuses a request line over 8 KiB)
 
 
+def team_cell(labels: dict) -> tuple[str, str]:
+    """Where the board's teams x namespaces view files an alert: its team (``owner``, else ``team``) and namespace,
+    the one rule ``streams.board.Entry`` and ``board_link`` share (a link to another cell would show nothing).
+
+    >>> team_cell({"owner": "db", "namespace": "shop"}), team_cell({"node": "n1"})
+    (('db', 'shop'), ('(unowned)', '(cluster-scoped)'))
+    """
+    return labels.get("owner") or labels.get("team") or "(unowned)", labels.get("namespace") or "(cluster-scoped)"
+
+
 def board_link(base: str | None):
     """``Engine.generator_url`` for the settings' ``board_url``: (labels, source) -> the board's page with the drill-down
     of the alert's cell open, or None without a board_url (no host is guessed: generatorURL stays "", as before).
 
-    The cell is the teams x namespaces view's (``view=team``: its team, from the ``owner`` or ``team`` label, and
-    namespace, filed as ``streams.board.Entry`` files them), the narrowest the board serves from labels alone: the
+    The cell is the teams x namespaces view's (``view=team``: ``team_cell``, as ``streams.board.Entry`` files it), the narrowest the board serves from labels alone: the
     clusters x layers cell needs ``streams.board.layer_of``, whose module imports ``streams.alerting`` and would
     register its routing-reload gauges in the hot path (exported at 0: an alert on them fires).  A name too long for
     a URL (a team from a workload's annotation) links the board's page instead.
@@ -307,8 +316,8 @@ def board_link(base: str | None):
     from urllib.parse import quote, urlencode
 
     def link(labels: dict, source: str) -> str:
-        cell = {"view": "team", "row": labels.get("owner") or labels.get("team") or "(unowned)",
-                "col": labels.get("namespace") or "(cluster-scoped)"}
+        row, col = team_cell(labels)
+        cell = {"view": "team", "row": row, "col": col}
         url = f"{base}{BOARD_PAGE}?{urlencode(cell, quote_via=quote, safe='')}"
         return url if len(url) <= LINK_MAX else base + "/"
 

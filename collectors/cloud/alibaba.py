@@ -22,6 +22,7 @@ from collectors.cloud.event import (
     field_obj,
     field_str,
     make_event,
+    quoted_keys,
 )
 from core.records import Event
 
@@ -150,10 +151,7 @@ def _system_event(e: dict, instance: str, where: str) -> Event:
 def from_api_response(d: dict) -> list[Event]:
     """The system events inside an ECS Describe* API response (an empty list when there are none)."""
     if not any(k in d for k in API_SETS):
-        # the keys quoted (repr), as the sender wrote them: the dead-letter counter folds quoted text, so any keys
-        # are one series of kubesight_deadletters_total (unquoted, every new key was one more)
-        raise PayloadError("an Alibaba Cloud API response without system events "
-                           f"(keys: {', '.join(map(repr, sorted(d)))})")
+        raise PayloadError(f"an Alibaba Cloud API response without system events (keys: {quoted_keys(d)})")
     out: list[Event] = []
     for i, e in enumerate(_items(d, "InstanceSystemEventSet", "InstanceSystemEventType")):
         where = f"InstanceSystemEventType[{i}]."

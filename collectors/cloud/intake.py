@@ -28,7 +28,7 @@ from collections.abc import Mapping
 import orjson
 
 from collectors.cloud import alibaba, aws, cloudevents
-from collectors.cloud.event import PayloadError, attach_node, refusing
+from collectors.cloud.event import PayloadError, attach_node, quoted_keys, refusing
 from core.records import Event
 
 ALIBABA_SOURCES = ("acs.ecs", "acs:ecs")
@@ -57,17 +57,6 @@ def from_json(d, *, instance: str | None = None, now: float = 0.0, refused: list
     if isinstance(d, dict):  # the keys quoted: the dead-letter counter folds quoted text, one series for any keys
         raise PayloadError(f"unknown payload shape (top-level keys: {quoted_keys(d)})")
     raise PayloadError(f"unknown payload shape (a JSON {type(d).__name__})")
-
-
-def quoted_keys(d: dict) -> str:
-    """A payload's keys as a reason names them: sorted and each quoted (``repr``), since they come from the
-    sender: ``core.telemetry.reason_key`` folds quoted text to '…', and unquoted each new key was a series of
-    ``kubesight_deadletters_total`` of its own (an audit: 195 series from 195 payloads).
-
-    >>> print(quoted_keys({"b": 1, "a": 2}), quoted_keys({}), sep=" | ")
-    'a', 'b' | none
-    """
-    return ", ".join(map(repr, sorted(map(str, d)))) or "none"
 
 
 def batch(items, *, instance: str | None = None, now: float = 0.0, refused: list | None = None,
